@@ -1,0 +1,76 @@
+# ferry build. `make` builds the ferry binary and the test programs; CUDA sources (kernels/cuda/*.cu) are
+# compiled and linked when nvcc is found; `make NVCC=` forces a CPU-only build. `make test` runs every
+# test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there. V=1 shows commands.
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+BUILD ?= build
+OPT ?= -O2 -g
+SAN ?=
+INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
+CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
+LDFLAGS := -fopenmp $(SAN)
+LDLIBS := -ljansson -lxxhash -lm -lpthread
+
+LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
+LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+CU_SRC := $(wildcard kernels/cuda/*.cu)
+
+ifneq ($(strip $(NVCC)),)
+ifneq ($(strip $(CU_SRC)),)
+CUDA_HOME ?= $(shell dirname "$$(dirname "$$(readlink -f "$(NVCC)")")")
+# Every GPU generation users have, Turing on; PTX of the newest for later ones. Nothing requires Hopper.
+CUDA_ARCHS ?= 75 80 86 89 90
+NVCCFLAGS := -O2 -g -std=c++17 $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	-gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
+	-Xcompiler -Wall -MMD -MP $(INC)
+CFLAGS += -DFERRY_CUDA
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
+endif
+endif
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+.PHONY: all test asan bench clean
+all: $(BUILD)/ferry $(TEST_BIN)
+
+$(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	@echo "  NVCC    $<"
+	$(Q)$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+test: $(BUILD)/ferry $(TEST_BIN)
+	$(Q)FERRY_BUILD=$(BUILD) bash tests/run_tests.sh
+
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan NVCC= OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+bench: $(BUILD)/ferry
+	$(Q)FERRY_BUILD=$(BUILD) bash bench/run_bench.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,41 @@
+/*
+ * matmul.c: y[T,N] = x[T,K] . W[N,K]^T + bias. Threads split the N output rows; each thread converts one
+ * weight row to f32 (once for all T tokens) and takes T dot products with it, so the weight matrix is
+ * read once per step: decode (T=1) is bound by the weight bytes, prefill reuses each row T times.
+ */
+#include <stdlib.h>
+
+#include "cpu_ops.h"
+#include "wfmt.h"
+
+static inline float dot(const float *a, const float *b, int n)
+{
+	float s = 0;
+#pragma omp simd reduction(+ : s)
+	for (int i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N, int K)
+{
+	uint64_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K);
+#pragma omp parallel
+	{
+		float *row = wfmt == WFMT_F32 ? NULL : malloc(sizeof(float) * (size_t)K);
+#pragma omp for schedule(static)
+		for (int n = 0; n < N; n++) {
+			const float *w = (const float *)W + (size_t)n * (size_t)K;
+			if (row) {
+				cpu_row_to_f32(wfmt, (const char *)W + (size_t)n * row_bytes, row, K);
+				w = row;
+			}
+			float b = 0;
+			if (bias)
+				cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * wfmt_row_bytes(bias_fmt, 1), &b, 1);
+			for (int t = 0; t < T; t++)
+				y[(size_t)t * (size_t)N + (size_t)n] = dot(w, x + (size_t)t * (size_t)K, K) + b;
+		}
+		free(row);
+	}
+}

@@ -1,0 +1,165 @@
+/*
+ * hparams.c: struct layout_hparams <-> the "hparams" object of manifest.json. The reader checks every field
+ * (presence, type, range) and names the first bad one.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout.h"
+
+static const char *rope_type_names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
+static const char *rope_style_names[] = {"neox", "norm"};
+
+void *layout_hparams_to_json(const struct layout_hparams *hp)
+{
+	const struct rope_params *r = &hp->rope;
+	json_t *rope = json_pack("{s:s, s:s, s:f, s:i, s:f, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b}", "type",
+				 rope_type_names[r->type], "style", rope_style_names[r->style], "theta", r->theta, "dim",
+				 r->dim, "factor", r->factor, "original_max_pos", r->original_max_pos, "low_freq_factor",
+				 r->low_freq_factor, "high_freq_factor", r->high_freq_factor, "beta_fast", r->beta_fast,
+				 "beta_slow", r->beta_slow, "attention_factor", r->attention_factor, "mscale", r->mscale,
+				 "mscale_all_dim", r->mscale_all_dim, "truncate", r->truncate);
+	json_t *win = json_array();
+	for (int i = 0; i < hp->n_layers; i++)
+		json_array_append_new(win, json_integer(hp->window[i]));
+	json_t *eos = json_array();
+	for (int i = 0; i < hp->n_eos; i++)
+		json_array_append_new(eos, json_integer(hp->eos_ids[i]));
+	return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:o, s:b, s:o, s:o, s:o}", "arch", hp->arch,
+			 "n_layers", hp->n_layers, "d_model", hp->d_model, "n_heads", hp->n_heads, "n_kv_heads",
+			 hp->n_kv_heads, "head_dim", hp->head_dim, "ffn_dim", hp->ffn_dim, "vocab", hp->vocab, "max_pos",
+			 hp->max_pos, "rms_eps", hp->rms_eps, "rope", rope, "tied_embeddings", hp->tied_embeddings,
+			 "sliding_window", win, "bos_token_id", hp->bos_id >= 0 ? json_integer(hp->bos_id) : json_null(),
+			 "eos_token_ids", eos);
+}
+
+static int get_int(const json_t *o, const char *key, int lo, int *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(o, key);
+	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > 1 << 30) {
+		snprintf(err, errlen, "hparams.%s: missing or not an integer >= %d", key, lo);
+		return -EINVAL;
+	}
+	*out = (int)json_integer_value(v);
+	return 0;
+}
+
+static int get_num(const json_t *o, const char *key, double *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(o, key);
+	if (!json_is_number(v)) {
+		snprintf(err, errlen, "hparams.%s: missing or not a number", key);
+		return -EINVAL;
+	}
+	*out = json_number_value(v);
+	return 0;
+}
+
+static int get_enum(const json_t *o, const char *key, const char **names, int n, int *out, char *err,
+		    size_t errlen)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	for (int i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	snprintf(err, errlen, "hparams.rope.%s: missing or unknown value '%s'", key, s ? s : "");
+	return -EINVAL;
+}
+
+static int rope_from_json(struct rope_params *r, const json_t *o, char *err, size_t errlen)
+{
+	int type, style, truncate;
+	if (!json_is_object(o)) {
+		snprintf(err, errlen, "hparams.rope: missing or not an object");
+		return -EINVAL;
+	}
+	if (get_enum(o, "type", rope_type_names, 5, &type, err, errlen) ||
+	    get_enum(o, "style", rope_style_names, 2, &style, err, errlen) ||
+	    get_num(o, "theta", &r->theta, err, errlen) || get_int(o, "dim", 2, &r->dim, err, errlen) ||
+	    get_num(o, "factor", &r->factor, err, errlen) ||
+	    get_int(o, "original_max_pos", 0, &r->original_max_pos, err, errlen) ||
+	    get_num(o, "low_freq_factor", &r->low_freq_factor, err, errlen) ||
+	    get_num(o, "high_freq_factor", &r->high_freq_factor, err, errlen) ||
+	    get_num(o, "beta_fast", &r->beta_fast, err, errlen) || get_num(o, "beta_slow", &r->beta_slow, err, errlen) ||
+	    get_num(o, "attention_factor", &r->attention_factor, err, errlen) ||
+	    get_num(o, "mscale", &r->mscale, err, errlen) ||
+	    get_num(o, "mscale_all_dim", &r->mscale_all_dim, err, errlen))
+		return -EINVAL;
+	truncate = json_is_true(json_object_get(o, "truncate"));
+	r->type = (enum rope_type)type;
+	r->style = (enum rope_style)style;
+	r->truncate = truncate;
+	if (r->theta <= 0 || r->dim % 2) {
+		snprintf(err, errlen, "hparams.rope: theta %g must be > 0 and dim %d even", r->theta, r->dim);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *err, size_t errlen)
+{
+	const json_t *o = json;
+	memset(hp, 0, sizeof(*hp));
+	if (!json_is_object(o)) {
+		snprintf(err, errlen, "hparams: missing or not an object");
+		return -EINVAL;
+	}
+	const char *arch = json_string_value(json_object_get(o, "arch"));
+	if (!arch || strlen(arch) >= sizeof(hp->arch)) {
+		snprintf(err, errlen, "hparams.arch: missing or too long");
+		return -EINVAL;
+	}
+	strcpy(hp->arch, arch);
+	if (get_int(o, "n_layers", 1, &hp->n_layers, err, errlen) || get_int(o, "d_model", 1, &hp->d_model, err, errlen) ||
+	    get_int(o, "n_heads", 1, &hp->n_heads, err, errlen) ||
+	    get_int(o, "n_kv_heads", 1, &hp->n_kv_heads, err, errlen) ||
+	    get_int(o, "head_dim", 2, &hp->head_dim, err, errlen) || get_int(o, "ffn_dim", 1, &hp->ffn_dim, err, errlen) ||
+	    get_int(o, "vocab", 1, &hp->vocab, err, errlen) || get_int(o, "max_pos", 1, &hp->max_pos, err, errlen) ||
+	    get_num(o, "rms_eps", &hp->rms_eps, err, errlen) ||
+	    rope_from_json(&hp->rope, json_object_get(o, "rope"), err, errlen))
+		return -EINVAL;
+	if (hp->n_heads % hp->n_kv_heads) {
+		snprintf(err, errlen, "hparams: n_heads %d is not a multiple of n_kv_heads %d", hp->n_heads, hp->n_kv_heads);
+		return -EINVAL;
+	}
+	hp->tied_embeddings = json_is_true(json_object_get(o, "tied_embeddings"));
+	const json_t *win = json_object_get(o, "sliding_window");
+	if (!json_is_array(win) || (int)json_array_size(win) != hp->n_layers) {
+		snprintf(err, errlen, "hparams.sliding_window: must be an array of %d integers", hp->n_layers);
+		return -EINVAL;
+	}
+	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
+	if (!hp->window)
+		return -ENOMEM;
+	for (int i = 0; i < hp->n_layers; i++) {
+		const json_t *v = json_array_get(win, (size_t)i);
+		if (!json_is_integer(v) || json_integer_value(v) < 0) {
+			snprintf(err, errlen, "hparams.sliding_window[%d]: not an integer >= 0", i);
+			layout_hparams_free(hp);
+			return -EINVAL;
+		}
+		hp->window[i] = (int)json_integer_value(v);
+	}
+	const json_t *bos = json_object_get(o, "bos_token_id");
+	hp->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+	const json_t *eos = json_object_get(o, "eos_token_ids");
+	size_t i;
+	const json_t *v;
+	json_array_foreach(eos, i, v)
+	{
+		if (json_is_integer(v) && hp->n_eos < (int)(sizeof(hp->eos_ids) / sizeof(hp->eos_ids[0])))
+			hp->eos_ids[hp->n_eos++] = (int)json_integer_value(v);
+	}
+	return 0;
+}
+
+void layout_hparams_free(struct layout_hparams *hp)
+{
+	free(hp->window);
+	hp->window = NULL;
+}

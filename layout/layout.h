@@ -1,0 +1,171 @@
+/*
+ * layout.h: the on-disk model format (model.ferry/), its reader and its writer.
+ *
+ * A model directory holds manifest.json plus one binary file per streaming unit: embed.bin, layer.NNN.bin,
+ * head.bin. Every binary file starts with a 4096-byte header (magic, version, byte count, tensor table,
+ * header checksum) and every tensor starts on a 4096-byte boundary, so a unit can be read with O_DIRECT
+ * into an aligned buffer. Byte-level description: layout/FORMAT.md.
+ *
+ * Units: the embedding (unit LAYOUT_UNIT_EMBED), layers 0..L-1, and the head (final norm + output
+ * projection). A unit's tensor may live in another unit's file (a tied head points at embed.bin).
+ *
+ * Functions return 0 or a negative errno-style code and write a one-line message into err.
+ */
+#ifndef FERRY_LAYOUT_H
+#define FERRY_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wfmt.h"
+
+#define LAYOUT_MAGIC "FERRYLYR"
+#define LAYOUT_VERSION 1
+#define LAYOUT_ALIGN 4096
+#define LAYOUT_HEADER_BYTES 4096
+#define LAYOUT_ENTRY_BYTES 128
+#define LAYOUT_ENTRY_OFFSET 64
+#define LAYOUT_MAX_TENSORS ((LAYOUT_HEADER_BYTES - LAYOUT_ENTRY_OFFSET) / LAYOUT_ENTRY_BYTES)
+#define LAYOUT_NAME_MAX 48 /* including the terminating NUL */
+#define LAYOUT_MAX_DIMS 4
+#define LAYOUT_MANIFEST_VERSION 1
+
+enum layout_kind { LAYOUT_KIND_EMBED = 0, LAYOUT_KIND_LAYER = 1, LAYOUT_KIND_HEAD = 2 };
+enum layout_comp { LAYOUT_COMP_NONE = 0, LAYOUT_COMP_LZ4 = 1 };
+
+enum rope_type { ROPE_DEFAULT = 0, ROPE_LINEAR, ROPE_DYNAMIC, ROPE_YARN, ROPE_LLAMA3 };
+/* Which element pairs a rotation acts on: (i, i + d/2) as in HF, or (2i, 2i+1) as in GGUF llama. */
+enum rope_style { ROPE_STYLE_NEOX = 0, ROPE_STYLE_NORM = 1 };
+
+struct rope_params {
+	enum rope_type type;
+	enum rope_style style;
+	double theta;            /* base */
+	int dim;                 /* rotated dims per head (== head_dim here) */
+	double factor;           /* linear, dynamic, yarn, llama3 */
+	int original_max_pos;    /* dynamic, yarn, llama3 */
+	double low_freq_factor;  /* llama3 */
+	double high_freq_factor; /* llama3 */
+	double beta_fast, beta_slow;  /* yarn */
+	double attention_factor;      /* yarn: <= 0 means derived from factor and mscale */
+	double mscale, mscale_all_dim; /* yarn */
+	bool truncate;                 /* yarn */
+};
+
+/* Hyper-parameters, normalized over source formats. Dimension letters: D model, H heads, Hkv kv heads,
+ * Dh head dim, F ffn dim, V vocab, L layers. */
+struct layout_hparams {
+	char arch[32];  /* family: "llama", "mistral", "qwen2" */
+	int n_layers;   /* L */
+	int d_model;    /* D */
+	int n_heads;    /* H */
+	int n_kv_heads; /* Hkv */
+	int head_dim;   /* Dh */
+	int ffn_dim;    /* F */
+	int vocab;      /* V */
+	int max_pos;
+	double rms_eps;
+	struct rope_params rope;
+	bool tied_embeddings;
+	int *window;    /* [L] sliding window per layer, 0 = full attention */
+	int bos_id;     /* -1 when none */
+	int n_eos;
+	int eos_ids[8];
+};
+
+struct layout_tensor {
+	char name[LAYOUT_NAME_MAX];
+	int file;           /* index into layout.files */
+	uint64_t offset;    /* absolute in the file, multiple of LAYOUT_ALIGN */
+	uint64_t bytes;     /* stored bytes */
+	uint64_t raw_bytes; /* bytes after decompression (== bytes when uncompressed) */
+	int ndim;
+	int64_t shape[LAYOUT_MAX_DIMS]; /* outermost first: a Linear weight is [out, in] */
+	int fmt;                        /* enum wfmt */
+	int comp;                       /* enum layout_comp */
+	uint64_t xxh3;                  /* XXH3-64 of the stored bytes */
+};
+
+struct layout_unit {
+	int n_tensors;
+	struct layout_tensor *tensors;
+};
+
+struct layout_file {
+	char name[32];
+	uint64_t bytes;
+	uint64_t header_xxh3;
+	int kind;  /* enum layout_kind */
+	int layer; /* -1 unless kind == LAYER */
+};
+
+struct layout {
+	char *dir;
+	struct layout_hparams hp;
+	int n_files;
+	struct layout_file *files;
+	struct layout_unit embed;
+	struct layout_unit *layers; /* [L] */
+	struct layout_unit head;
+	char *tokenizer_file;     /* relative names, NULL when absent */
+	char *chat_template_file;
+	void *manifest;           /* json_t*, owned */
+};
+
+/* Reader. layout_open parses manifest.json and checks every file's header against it (magic, version,
+ * size, header checksum, tensor table); tensor data is not read. */
+int layout_open(struct layout *m, const char *dir, char *err, size_t errlen);
+void layout_close(struct layout *m);
+/* unit: -1 embed, 0..L-1 layer, L head */
+const struct layout_unit *layout_unit_get(const struct layout *m, int unit);
+const struct layout_tensor *layout_tensor_find(const struct layout_unit *u, const char *name);
+/* Path of file i into buf. */
+int layout_file_path(const struct layout *m, int file, char *buf, size_t n);
+/* Reads tensor t into dst (t->bytes) and checks its XXH3. 0, or -EIO/-EBADMSG with a message. */
+int layout_tensor_read(const struct layout *m, const struct layout_tensor *t, void *dst, char *err, size_t errlen);
+/* Reads and verifies every tensor; calls bad(t) for each mismatch. Returns the number of bad tensors, or a
+ * negative code when a file cannot be read. */
+int layout_verify(const struct layout *m, void (*bad)(const struct layout_tensor *t, const char *why, void *ctx),
+		  void *ctx, char *err, size_t errlen);
+uint64_t layout_unit_bytes(const struct layout_unit *u);
+
+/* Header of a binary file: parse and check (used by the reader, the streamer and inspect). */
+struct layout_file_header {
+	uint32_t version;
+	uint64_t file_bytes;
+	int kind;
+	int layer;
+	int n_tensors;
+	uint64_t header_xxh3;
+	struct layout_tensor tensors[LAYOUT_MAX_TENSORS]; /* .file is unset */
+};
+int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header *h, char *err, size_t errlen);
+
+/* Writer: converters call begin, then per file file_begin / tensor_begin / tensor_write / tensor_end /
+ * file_end, alias for a tensor shared with an earlier unit, then finish (writes manifest.json and renames
+ * OUT.tmp to OUT) or abort (removes OUT.tmp). Tensors are added to the unit of the current file. */
+struct layout_writer;
+int layout_writer_begin(struct layout_writer **w, const char *out_dir, bool force, char *err, size_t errlen);
+int layout_writer_file_begin(struct layout_writer *w, int kind, int layer);
+int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fmt, int ndim, const int64_t *shape);
+int layout_writer_tensor_write(struct layout_writer *w, const void *data, size_t n);
+int layout_writer_tensor_end(struct layout_writer *w);
+int layout_writer_file_end(struct layout_writer *w);
+/* Adds to the current unit a tensor entry that points at an already written tensor (by name and unit). */
+int layout_writer_alias(struct layout_writer *w, const char *name, int src_unit, const char *src_name);
+/* Copies a file (tokenizer.json, ...) into the output directory under dst_name. */
+int layout_writer_copy_file(struct layout_writer *w, const char *src_path, const char *dst_name);
+int layout_writer_write_text(struct layout_writer *w, const char *dst_name, const char *text, size_t n);
+/* extra: json_t* object merged into the manifest (tokenizer, generation, source); reference is stolen. */
+int layout_writer_finish(struct layout_writer *w, const struct layout_hparams *hp, void *extra);
+void layout_writer_abort(struct layout_writer *w);
+const char *layout_writer_error(const struct layout_writer *w);
+uint64_t layout_writer_bytes_written(const struct layout_writer *w);
+
+/* Hyper-parameters <-> JSON (json_t*), shared by writer and reader. */
+void *layout_hparams_to_json(const struct layout_hparams *hp);
+int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *err, size_t errlen);
+void layout_hparams_free(struct layout_hparams *hp);
+
+#endif

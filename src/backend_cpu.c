@@ -1,0 +1,168 @@
+/*
+ * backend_cpu.c: the CPU backend. Backend memory is host memory (64-byte aligned), uploads are copies,
+ * and every op runs synchronously on OpenMP threads through kernels/cpu/.
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+
+struct cpu_state {
+	int T;
+	const int *pos;
+};
+
+static struct cpu_state *st(struct backend *b)
+{
+	return b->impl;
+}
+
+static void cpu_destroy(struct backend *b)
+{
+	free(b->impl);
+	free(b);
+}
+
+static bool cpu_supports(struct backend *b, enum op op, int fmt)
+{
+	(void)b;
+	return op == OP_MATMUL || op == OP_RMSNORM ? cpu_fmt_supported(fmt) : op < OP_COUNT;
+}
+
+static void *cpu_alloc(struct backend *b, size_t bytes)
+{
+	(void)b;
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64))
+		return NULL;
+	return p;
+}
+
+static void cpu_free(struct backend *b, void *p)
+{
+	(void)b;
+	free(p);
+}
+
+static int cpu_copy(struct backend *b, void *dst, const void *src, size_t n)
+{
+	(void)b;
+	memcpy(dst, src, n);
+	return 0;
+}
+
+static int cpu_sync(struct backend *b)
+{
+	(void)b;
+	return 0;
+}
+
+static int cpu_step_begin(struct backend *b, int T, const int *pos)
+{
+	st(b)->T = T;
+	st(b)->pos = pos;
+	return 0;
+}
+
+static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
+{
+	(void)b;
+	cpu_rmsnorm(y, x, w->data, w->fmt, T, (int)w->cols, eps);
+	return 0;
+}
+
+static int cpu_matmul_op(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
+			 int T)
+{
+	(void)b;
+	cpu_matmul(y, x, W->data, W->fmt, bias ? bias->data : NULL, bias ? bias->fmt : 0, T, (int)W->rows, (int)W->cols);
+	return 0;
+}
+
+static int cpu_rope_op(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
+{
+	cpu_rope(x, st(b)->T, n_heads, Dh, st(b)->pos, f->inv_freq, f->mscale, f->neox);
+	return 0;
+}
+
+static int cpu_kv_store_op(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim)
+{
+	for (int t = 0; t < st(b)->T; t++)
+		if (st(b)->pos[t] < 0 || st(b)->pos[t] >= kv->capacity) {
+			snprintf(b->err, sizeof(b->err), "position %d outside the KV cache (%d tokens)", st(b)->pos[t],
+				 kv->capacity);
+			return -ENOSPC;
+		}
+	cpu_kv_store(kv->k, kv->v, k, v, st(b)->pos, st(b)->T, kv_dim);
+	return 0;
+}
+
+static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
+			    int Dh, int window, float scale)
+{
+	cpu_attention(out, q, kv->k, kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale);
+	return 0;
+}
+
+static int cpu_swiglu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n)
+{
+	(void)b;
+	cpu_swiglu(y, gate, up, n);
+	return 0;
+}
+
+static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
+{
+	(void)b;
+	cpu_add(y, x, n);
+	return 0;
+}
+
+static const struct backend_ops cpu_ops = {
+	.name = "cpu",
+	.host_memory = true,
+	.destroy = cpu_destroy,
+	.supports = cpu_supports,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.sync = cpu_sync,
+	.step_begin = cpu_step_begin,
+	.rmsnorm = cpu_rmsnorm_op,
+	.matmul = cpu_matmul_op,
+	.rope = cpu_rope_op,
+	.kv_store = cpu_kv_store_op,
+	.attention = cpu_attention_op,
+	.swiglu = cpu_swiglu_op,
+	.add = cpu_add_op,
+};
+
+int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)
+{
+	struct backend *b = calloc(1, sizeof(*b));
+	struct cpu_state *s = calloc(1, sizeof(*s));
+	if (!b || !s) {
+		free(b);
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	b->ops = &cpu_ops;
+	b->impl = s;
+	if (n_threads > 0)
+		omp_set_num_threads(n_threads);
+	b->n_threads = omp_get_max_threads();
+	*bp = b;
+	return 0;
+}
+
+void backend_destroy(struct backend *b)
+{
+	if (b)
+		b->ops->destroy(b);
+}

@@ -1,0 +1,315 @@
+/*
+ * cmd_run.c: `ferry run`: prefill the prompt (in chunks of --chunk tokens, each chunk one pass over the
+ * layers), then decode one token per pass, printing token ids as they are generated. Sampling defaults come
+ * from the model's generation_config (greedy when it has none).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "ferry.h"
+#include "layout.h"
+#include "logits_dump.h"
+#include "model.h"
+#include "sampler.h"
+#include "util.h"
+
+struct run_args {
+	const char *model, *prompt_ids, *logits_file, *device;
+	int n_predict, chunk, threads, ctx;
+	int64_t ram;
+	bool ignore_eos, stats;
+	struct sampler_cfg sc;
+	bool temp_set, top_k_set, top_p_set;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry run -m MODEL.ferry --prompt-ids IDS [options]\n"
+		"  -m, --model DIR        model directory made by ferry convert\n"
+		"  --prompt-ids 1,2,3     prompt as token ids\n"
+		"  -n, --n-predict N      tokens to generate (default 32)\n"
+		"  --temp T               temperature, 0 = greedy (default: the model's generation_config, else 0)\n"
+		"  --top-k K              keep the K most likely tokens (0 = off)\n"
+		"  --top-p P              keep the smallest set with probability mass >= P (1 = off)\n"
+		"  --min-p P              drop tokens below P x the top probability (0 = off)\n"
+		"  --repeat-penalty R     HF repetition penalty over the last --repeat-last-n tokens (1 = off)\n"
+		"  --repeat-last-n N      history the penalty looks at (default 64, 0 = all)\n"
+		"  --seed S               sampling seed (default 0)\n"
+		"  --ignore-eos           do not stop at the end-of-sequence token\n"
+		"  --chunk C              prefill at most C prompt tokens per pass (default: the whole prompt)\n"
+		"  --ctx N                context size in tokens (default: prompt + n-predict)\n"
+		"  --ram SIZE             host RAM for resident layers (default: half of physical memory)\n"
+		"  --threads N            CPU threads (default: all cores)\n"
+		"  --device auto|cpu      compute device (default auto)\n"
+		"  --logits FILE          dump the logits of every position (format: src/logits_dump.h)\n"
+		"  --stats                print timing and I/O statistics to stderr at exit\n");
+}
+
+static int parse_args(int argc, char **argv, struct run_args *a)
+{
+	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
+	       O_DEV, O_LOGITS, O_STATS };
+	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+					   {"prompt-ids", required_argument, 0, O_IDS},
+					   {"n-predict", required_argument, 0, 'n'},
+					   {"temp", required_argument, 0, O_TEMP},
+					   {"top-k", required_argument, 0, O_TOPK},
+					   {"top-p", required_argument, 0, O_TOPP},
+					   {"min-p", required_argument, 0, O_MINP},
+					   {"repeat-penalty", required_argument, 0, O_REP},
+					   {"repeat-last-n", required_argument, 0, O_REPN},
+					   {"seed", required_argument, 0, O_SEED},
+					   {"ignore-eos", no_argument, 0, O_EOS},
+					   {"chunk", required_argument, 0, O_CHUNK},
+					   {"ctx", required_argument, 0, O_CTX},
+					   {"ram", required_argument, 0, O_RAM},
+					   {"threads", required_argument, 0, O_THR},
+					   {"device", required_argument, 0, O_DEV},
+					   {"logits", required_argument, 0, O_LOGITS},
+					   {"stats", no_argument, 0, O_STATS},
+					   {"help", no_argument, 0, 'h'},
+					   {0}};
+	memset(a, 0, sizeof(*a));
+	a->n_predict = 32;
+	a->device = "auto";
+	a->ram = -1;
+	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
+	int c;
+	long v;
+	double d;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "m:n:h", lo, NULL)) != -1) {
+		int bad = 0;
+		const char *name = NULL;
+		switch (c) {
+		case 'm': a->model = optarg; break;
+		case O_IDS: a->prompt_ids = optarg; break;
+		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
+		case O_TEMP: bad = parse_double(optarg, &d) || d < 0; a->sc.temp = (float)d; a->temp_set = true; name = "--temp"; break;
+		case O_TOPK: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.top_k = (int)v; a->top_k_set = true; name = "--top-k"; break;
+		case O_TOPP: bad = parse_double(optarg, &d) || d <= 0 || d > 1; a->sc.top_p = (float)d; a->top_p_set = true; name = "--top-p"; break;
+		case O_MINP: bad = parse_double(optarg, &d) || d < 0 || d > 1; a->sc.min_p = (float)d; name = "--min-p"; break;
+		case O_REP: bad = parse_double(optarg, &d) || d <= 0; a->sc.rep_penalty = (float)d; name = "--repeat-penalty"; break;
+		case O_REPN: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.rep_last_n = (int)v; name = "--repeat-last-n"; break;
+		case O_SEED: {
+			char *end;
+			errno = 0;
+			a->sc.seed = strtoull(optarg, &end, 10);
+			bad = errno || *end || end == optarg;
+			name = "--seed";
+			break;
+		}
+		case O_EOS: a->ignore_eos = true; break;
+		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
+		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
+		case O_RAM: a->ram = parse_size(optarg); bad = a->ram < 0; name = "--ram"; break;
+		case O_THR: bad = parse_int(optarg, 1, 4096, &v); a->threads = (int)v; name = "--threads"; break;
+		case O_DEV: a->device = optarg; break;
+		case O_LOGITS: a->logits_file = optarg; break;
+		case O_STATS: a->stats = true; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "ferry: %s: bad value '%s'\n", name, optarg);
+			return 2;
+		}
+	}
+	if (!a->model || !a->prompt_ids || optind != argc) {
+		fprintf(stderr, "ferry: run needs -m MODEL and --prompt-ids\n");
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
+		fprintf(stderr, "ferry: --device: expected auto, cpu or cuda, got '%s'\n", a->device);
+		return 2;
+	}
+	return 0;
+}
+
+/* Sampling defaults from generation_config (as converted into the manifest), unless given on the command line. */
+static void generation_defaults(const struct layout *lay, struct run_args *a)
+{
+	const json_t *g = json_object_get(lay->manifest, "generation");
+	if (!json_is_true(json_object_get(g, "do_sample")))
+		return;
+	const json_t *t = json_object_get(g, "temperature"), *k = json_object_get(g, "top_k"),
+		     *p = json_object_get(g, "top_p");
+	if (!a->temp_set)
+		a->sc.temp = json_is_number(t) ? (float)json_number_value(t) : 1.0f;
+	if (!a->top_k_set)
+		a->sc.top_k = json_is_integer(k) ? (int)json_integer_value(k) : 50;
+	if (!a->top_p_set && json_is_number(p))
+		a->sc.top_p = (float)json_number_value(p);
+}
+
+static bool is_eos(const struct layout_hparams *hp, int tok)
+{
+	for (int i = 0; i < hp->n_eos; i++)
+		if (hp->eos_ids[i] == tok)
+			return true;
+	return false;
+}
+
+/* Slots: every layer and the head stay in RAM when they fit the budget, else two slots stream them. */
+static int plan_slots(const struct layout *lay, int64_t ram)
+{
+	int n_units = lay->hp.n_layers + 1;
+	uint64_t total = 0;
+	for (int u = 0; u < n_units; u++)
+		total += io_unit_slot_bytes(lay, u);
+	uint64_t budget = ram >= 0 ? (uint64_t)ram : phys_mem_bytes() / 2;
+	return total <= budget ? n_units : 2;
+}
+
+static int generate(struct run_args *a, struct layout *lay, struct model *m, int *toks, int n_prompt, int cap)
+{
+	const struct layout_hparams *hp = &lay->hp;
+	int V = hp->vocab, chunk = a->chunk > 0 ? a->chunk : n_prompt;
+	char err[ERR_LEN];
+	struct sampler smp;
+	struct logits_dump dump = {0};
+	float *logits = malloc(sizeof(float) * (size_t)V * (size_t)(a->logits_file ? chunk : 1));
+	int *pos = malloc(sizeof(int) * (size_t)(chunk > 1 ? chunk : 1));
+	int rc = logits && pos ? sampler_init(&smp, &a->sc, V) : -ENOMEM;
+	if (rc) {
+		fprintf(stderr, "ferry: out of memory\n");
+		free(logits);
+		free(pos);
+		return 1;
+	}
+	if (a->logits_file && (rc = logits_dump_open(&dump, a->logits_file, V, err, sizeof(err)))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		goto out;
+	}
+	double t0 = now_sec(), t_prefill = 0;
+	int n = n_prompt, n_gen = 0;
+	for (int s = 0; s < n_prompt && !rc; s += chunk) {
+		int T = n_prompt - s < chunk ? n_prompt - s : chunk;
+		for (int t = 0; t < T; t++)
+			pos[t] = s + t;
+		int nl = a->logits_file ? T : (s + T == n_prompt ? 1 : 0);
+		rc = model_forward(m, toks + s, pos, T, nl, logits, err, sizeof(err));
+		if (!rc && a->logits_file)
+			rc = logits_dump_rows(&dump, logits, T, err, sizeof(err));
+	}
+	t_prefill = now_sec() - t0;
+	double t1 = now_sec();
+	while (!rc && n_gen < a->n_predict) {
+		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
+		int tok = sampler_pick(&smp, last, toks, n);
+		toks[n++] = tok;
+		n_gen++;
+		printf(n_gen > 1 ? " %d" : "%d", tok);
+		fflush(stdout);
+		if ((!a->ignore_eos && is_eos(hp, tok)) || n_gen == a->n_predict)
+			break;
+		if (n >= cap) {
+			fprintf(stderr, "ferry: context of %d tokens is full\n", cap);
+			break;
+		}
+		pos[0] = n - 1;
+		rc = model_forward(m, &toks[n - 1], pos, 1, 1, logits, err, sizeof(err));
+		if (!rc && a->logits_file)
+			rc = logits_dump_rows(&dump, logits, 1, err, sizeof(err));
+	}
+	if (n_gen)
+		printf("\n");
+	double t_decode = now_sec() - t1;
+	if (rc)
+		fprintf(stderr, "ferry: %s\n", err);
+	else if (a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
+		fprintf(stderr, "ferry: %s\n", err);
+	if (!rc && a->stats) {
+		struct io_stats st;
+		io_stream_stats(m->io, &st);
+		char sb[32];
+		fmt_bytes(st.slot_bytes, sb, sizeof(sb));
+		fprintf(stderr,
+			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s)\n"
+			"ferry: io: %.1f MiB read in %llu reads (%.3fs), %.1f MiB reused from %d slots of %s; "
+			"backend %s, %d threads; peak RSS %.1f MiB\n",
+			n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen > 0 ? n_gen - 1 : 0,
+			t_decode, n_gen > 1 ? (n_gen - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0,
+			(double)st.bytes_read / (1 << 20), (unsigned long long)st.n_reads, st.read_sec,
+			(double)st.bytes_reused / (1 << 20), st.n_slots, sb, m->b->ops->name, m->b->n_threads,
+			(double)peak_rss_bytes() / (1 << 20));
+	}
+out:
+	if (rc)
+		logits_dump_abort(&dump);
+	sampler_free(&smp);
+	free(logits);
+	free(pos);
+	return rc ? 1 : 0;
+}
+
+int ferry_run(int argc, char **argv)
+{
+	struct run_args a;
+	int rc = parse_args(argc, argv, &a);
+	if (rc)
+		return rc;
+	if (!strcmp(a.device, "cuda")) {
+		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet; use --device cpu\n");
+		return 1;
+	}
+	char err[ERR_LEN];
+	struct layout lay;
+	if (layout_open(&lay, a.model, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	int *prompt = NULL, n_prompt = 0;
+	if (parse_id_list(a.prompt_ids, &prompt, &n_prompt, err, sizeof(err))) {
+		fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
+		layout_close(&lay);
+		return 2;
+	}
+	for (int i = 0; i < n_prompt; i++)
+		if (prompt[i] >= lay.hp.vocab) {
+			fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", prompt[i], lay.hp.vocab);
+			free(prompt);
+			layout_close(&lay);
+			return 2;
+		}
+	generation_defaults(&lay, &a);
+	int cap = a.ctx ? a.ctx : n_prompt + a.n_predict;
+	if (n_prompt > cap) {
+		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", n_prompt, cap);
+		free(prompt);
+		layout_close(&lay);
+		return 1;
+	}
+	int *toks = malloc(sizeof(int) * (size_t)(cap + 1));
+	struct backend *b = NULL;
+	struct model m;
+	int chunk = a.chunk > 0 && a.chunk < n_prompt ? a.chunk : n_prompt;
+	struct model_opts mo = {.t_max = chunk, .capacity = cap, .n_slots = plan_slots(&lay, a.ram)};
+	rc = toks ? backend_cpu_create(&b, a.threads, err, sizeof(err)) : -ENOMEM;
+	if (!rc)
+		rc = model_init(&m, &lay, b, &mo, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", toks ? err : "out of memory");
+		backend_destroy(b);
+		free(toks);
+		free(prompt);
+		layout_close(&lay);
+		return 1;
+	}
+	memcpy(toks, prompt, sizeof(int) * (size_t)n_prompt);
+	int ret = generate(&a, &lay, &m, toks, n_prompt, cap);
+	model_free(&m);
+	backend_destroy(b);
+	free(toks);
+	free(prompt);
+	layout_close(&lay);
+	return ret;
+}

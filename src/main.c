@@ -1,0 +1,42 @@
+/* main.c: ferry's entry point: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ferry.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *help;
+} commands[] = {
+	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
+	{"run", ferry_run, "generate tokens from a model.ferry"},
+	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "ferry %s: run large language models on GPUs smaller than the model\n\nusage: ferry COMMAND [options]\n\n",
+		FERRY_VERSION);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+	fprintf(f, "\n'ferry COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("ferry %s\n", FERRY_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "ferry: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

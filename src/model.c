@@ -1,0 +1,281 @@
+/*
+ * model.c: the forward pass of the Llama family as a list of backend ops on named tensors:
+ *   x = embed(tokens)
+ *   per layer: h = rmsnorm(x, attn_norm); q,k,v = h.Wq,Wk,Wv (+b); rope(q,k); kv_store(k,v);
+ *              x += attention(q, kv).Wo (+b); h = rmsnorm(x, ffn_norm); x += (silu(h.Wg) * h.Wu).Wd
+ *   logits = rmsnorm(x, output_norm) . Wout
+ * Sliding-window layers pass their window to attention; GQA maps H/Hkv query heads to each kv head.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "model.h"
+
+static int bind(const struct layout_unit *u, void *const *ptrs, const char *name, bool required, int64_t rows,
+		int64_t cols, struct tensor *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	for (int i = 0; i < u->n_tensors; i++) {
+		const struct layout_tensor *lt = &u->tensors[i];
+		if (strcmp(lt->name, name))
+			continue;
+		int64_t r = lt->ndim == 2 ? lt->shape[0] : 1, c = lt->shape[lt->ndim - 1];
+		if (r != rows || c != cols || lt->ndim > 2) {
+			snprintf(err, errlen, "tensor %s: shape does not match the hyper-parameters", name);
+			return -EINVAL;
+		}
+		*t = (struct tensor){ptrs[i], lt->fmt, r, c};
+		return 0;
+	}
+	if (required) {
+		snprintf(err, errlen, "tensor %s missing from the model", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int bind_layer(const struct model *m, int l, void *const *p, struct layer_weights *w, char *err, size_t n)
+{
+	const struct layout_hparams *hp = m->hp;
+	const struct layout_unit *u = layout_unit_get(m->lay, l);
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
+		F = hp->ffn_dim;
+	int rc = bind(u, p, "attn_norm.weight", true, 1, D, &w->attn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q.weight", true, Q, D, &w->wq, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k.weight", true, KV, D, &w->wk, err, n);
+	rc = rc ? rc : bind(u, p, "attn_v.weight", true, KV, D, &w->wv, err, n);
+	rc = rc ? rc : bind(u, p, "attn_output.weight", true, D, Q, &w->wo, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q.bias", false, 1, Q, &w->bq, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k.bias", false, 1, KV, &w->bk, err, n);
+	rc = rc ? rc : bind(u, p, "attn_v.bias", false, 1, KV, &w->bv, err, n);
+	rc = rc ? rc : bind(u, p, "attn_output.bias", false, 1, D, &w->bo, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_norm.weight", true, 1, D, &w->ffn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_gate.weight", true, F, D, &w->w_gate, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_up.weight", true, F, D, &w->w_up, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_down.weight", true, D, F, &w->w_down, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_gate.bias", false, 1, F, &w->b_gate, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_up.bias", false, 1, F, &w->b_up, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_down.bias", false, 1, D, &w->b_down, err, n);
+	return rc;
+}
+
+static const struct tensor *opt(const struct tensor *t)
+{
+	return t->data ? t : NULL;
+}
+
+/* Every weight format of the model must be supported by the backend before anything runs. */
+static int check_formats(const struct model *m, char *err, size_t errlen)
+{
+	for (int u = -1; u <= m->hp->n_layers; u++) {
+		const struct layout_unit *unit = layout_unit_get(m->lay, u);
+		for (int i = 0; i < unit->n_tensors; i++) {
+			const struct layout_tensor *t = &unit->tensors[i];
+			bool ok = u < 0 ? cpu_fmt_supported(t->fmt) : m->b->ops->supports(m->b, OP_MATMUL, t->fmt);
+			if (!ok || t->comp != LAYOUT_COMP_NONE) {
+				snprintf(err, errlen, "tensor %s: format %s%s is not supported by the %s backend", t->name,
+					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", m->b->ops->name);
+				return -ENOTSUP;
+			}
+		}
+	}
+	return 0;
+}
+
+int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
+	       size_t errlen)
+{
+	memset(m, 0, sizeof(*m));
+	m->lay = lay;
+	m->hp = &lay->hp;
+	m->b = b;
+	m->opt = *o;
+	const struct layout_hparams *hp = m->hp;
+	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2")) {
+		snprintf(err, errlen, "%s: architecture '%s' is not supported by this ferry", lay->dir, hp->arch);
+		return -ENOTSUP;
+	}
+	if (hp->rope.dim / 2 > ROPE_MAX_FREQS || hp->rope.dim != hp->head_dim) {
+		snprintf(err, errlen, "%s: rope dim %d (head_dim %d) is not supported", lay->dir, hp->rope.dim, hp->head_dim);
+		return -ENOTSUP;
+	}
+	int rc = check_formats(m, err, errlen);
+	if (rc)
+		return rc;
+	size_t T = (size_t)o->t_max, D = (size_t)hp->d_model, Q = (size_t)hp->n_heads * (size_t)hp->head_dim,
+	       KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim, F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	m->x = b->ops->alloc(b, T * D * 4);
+	m->h = b->ops->alloc(b, T * D * 4);
+	m->q = b->ops->alloc(b, T * Q * 4);
+	m->att = b->ops->alloc(b, T * Q * 4);
+	m->k = b->ops->alloc(b, T * KV * 4);
+	m->v = b->ops->alloc(b, T * KV * 4);
+	m->g = b->ops->alloc(b, T * F * 4);
+	m->u = b->ops->alloc(b, T * F * 4);
+	m->logits = b->ops->alloc(b, T * V * 4);
+	m->embed_rows = malloc(T * D * 4);
+	m->embed_f32 = malloc(T * D * 4);
+	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
+	bool ok = m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
+		  m->embed_f32 && m->kv;
+	for (int l = 0; ok && l < hp->n_layers; l++) {
+		m->kv[l].capacity = o->capacity;
+		m->kv[l].k = b->ops->alloc(b, (size_t)o->capacity * KV * 4);
+		m->kv[l].v = b->ops->alloc(b, (size_t)o->capacity * KV * 4);
+		ok = m->kv[l].k && m->kv[l].v;
+	}
+	if (!ok) {
+		snprintf(err, errlen, "out of memory for the run state (%d tokens per step, KV cache of %d tokens)", o->t_max,
+			 o->capacity);
+		model_free(m);
+		return -ENOMEM;
+	}
+	rc = io_stream_open(&m->io, lay, o->n_slots, err, errlen);
+	if (rc)
+		model_free(m);
+	return rc;
+}
+
+void model_free(struct model *m)
+{
+	struct backend *b = m->b;
+	if (!b)
+		return;
+	void *bufs[] = {m->x, m->h, m->q, m->att, m->k, m->v, m->g, m->u, m->logits};
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		if (bufs[i])
+			b->ops->free(b, bufs[i]);
+	for (int l = 0; m->kv && l < m->hp->n_layers; l++) {
+		if (m->kv[l].k)
+			b->ops->free(b, m->kv[l].k);
+		if (m->kv[l].v)
+			b->ops->free(b, m->kv[l].v);
+	}
+	free(m->kv);
+	free(m->embed_rows);
+	free(m->embed_f32);
+	io_stream_close(m->io);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Weights of a unit in backend memory. Host-memory backends use the slot in place. */
+static int unit_weights(struct model *m, int unit, void *const **ptrs, char *err, size_t errlen)
+{
+	int rc = io_unit_acquire(m->io, unit, ptrs, err, errlen);
+	if (!rc && !m->b->ops->host_memory) {
+		snprintf(err, errlen, "the %s backend cannot use host weights yet", m->b->ops->name);
+		io_unit_release(m->io, unit);
+		rc = -ENOTSUP;
+	}
+	return rc;
+}
+
+static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = m->b;
+	const struct backend_ops *op = b->ops;
+	int H = hp->n_heads, Hkv = hp->n_kv_heads, Dh = hp->head_dim;
+	int64_t D = hp->d_model, F = hp->ffn_dim;
+	void *const *ptrs;
+	struct layer_weights w;
+	int rc = unit_weights(m, l, &ptrs, err, errlen);
+	if (rc)
+		return rc;
+	rc = bind_layer(m, l, ptrs, &w, err, errlen);
+	if (rc)
+		goto out;
+	rc = op->rmsnorm(b, m->h, m->x, &w.attn_norm, T, (float)hp->rms_eps);
+	rc = rc ? rc : op->matmul(b, m->q, m->h, &w.wq, opt(&w.bq), T);
+	rc = rc ? rc : op->matmul(b, m->k, m->h, &w.wk, opt(&w.bk), T);
+	rc = rc ? rc : op->matmul(b, m->v, m->h, &w.wv, opt(&w.bv), T);
+	rc = rc ? rc : op->rope(b, m->q, H, Dh, &m->rope);
+	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, &m->rope);
+	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v, Hkv * Dh);
+	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, Hkv, Dh, hp->window[l], 1.0f / sqrtf((float)Dh));
+	rc = rc ? rc : op->matmul(b, m->h, m->att, &w.wo, opt(&w.bo), T);
+	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
+	rc = rc ? rc : op->rmsnorm(b, m->h, m->x, &w.ffn_norm, T, (float)hp->rms_eps);
+	rc = rc ? rc : op->matmul(b, m->g, m->h, &w.w_gate, opt(&w.b_gate), T);
+	rc = rc ? rc : op->matmul(b, m->u, m->h, &w.w_up, opt(&w.b_up), T);
+	rc = rc ? rc : op->swiglu(b, m->g, m->g, m->u, T * F);
+	rc = rc ? rc : op->matmul(b, m->h, m->g, &w.w_down, opt(&w.b_down), T);
+	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
+	if (rc && !err[0])
+		snprintf(err, errlen, "layer %d: %s", l, b->err);
+out:
+	io_unit_release(m->io, l);
+	return rc;
+}
+
+static int embed(struct model *m, const int *tokens, int T, char *err, size_t errlen)
+{
+	const struct layout_tensor *t = layout_tensor_find(&m->lay->embed, "token_embd.weight");
+	int64_t D = m->hp->d_model;
+	if (!t || t->ndim != 2 || t->shape[1] != D || t->shape[0] != m->hp->vocab) {
+		snprintf(err, errlen, "%s: token_embd.weight missing or not [vocab, d_model]", m->lay->dir);
+		return -EINVAL;
+	}
+	int rc = io_read_rows(m->io, t, tokens, T, m->embed_rows, err, errlen);
+	if (rc)
+		return rc;
+	cpu_row_to_f32(t->fmt, m->embed_rows, m->embed_f32, T * D);
+	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
+}
+
+static int head(struct model *m, int T, int n_logits, float *logits, char *err, size_t errlen)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = m->b;
+	int L = hp->n_layers;
+	int64_t D = hp->d_model, V = hp->vocab;
+	void *const *ptrs;
+	struct tensor norm, out;
+	int rc = unit_weights(m, L, &ptrs, err, errlen);
+	if (rc)
+		return rc;
+	const struct layout_unit *u = layout_unit_get(m->lay, L);
+	rc = bind(u, ptrs, "output_norm.weight", true, 1, D, &norm, err, errlen);
+	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &out, err, errlen);
+	const float *x = m->x + (size_t)(T - n_logits) * (size_t)D;
+	rc = rc ? rc : b->ops->rmsnorm(b, m->h, x, &norm, n_logits, (float)hp->rms_eps);
+	rc = rc ? rc : b->ops->matmul(b, m->logits, m->h, &out, NULL, n_logits);
+	rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
+	if (rc && !err[0])
+		snprintf(err, errlen, "head: %s", b->err);
+	io_unit_release(m->io, L);
+	return rc;
+}
+
+int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
+		  size_t errlen)
+{
+	err[0] = 0;
+	if (T < 1 || T > m->opt.t_max || n_logits < 0 || n_logits > T) {
+		snprintf(err, errlen, "step of %d tokens (%d logits) outside 1..%d", T, n_logits, m->opt.t_max);
+		return -EINVAL;
+	}
+	int max_pos = 0;
+	for (int t = 0; t < T; t++) {
+		if (pos[t] < 0 || pos[t] >= m->opt.capacity) {
+			snprintf(err, errlen, "position %d does not fit the context of %d tokens", pos[t], m->opt.capacity);
+			return -ENOSPC;
+		}
+		max_pos = pos[t] > max_pos ? pos[t] : max_pos;
+	}
+	/* Only dynamic NTK depends on the step (through its sequence length). */
+	rope_freqs_compute(&m->hp->rope, max_pos + 1, &m->rope);
+	int rc = m->b->ops->step_begin(m->b, T, pos);
+	rc = rc ? rc : embed(m, tokens, T, err, errlen);
+	for (int l = 0; !rc && l < m->hp->n_layers; l++)
+		rc = layer_forward(m, l, T, err, errlen);
+	if (!rc && n_logits > 0)
+		rc = head(m, T, n_logits, logits, err, errlen);
+	if (rc && !err[0])
+		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
+	return rc;
+}

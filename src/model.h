@@ -1,0 +1,58 @@
+/*
+ * model.h: the Llama-family forward pass (Llama, Mistral, Qwen2) over a model.ferry, layer-major: all T
+ * tokens of a step go through layer L before layer L+1 is read. The model owns its run state (activations
+ * for up to t_max tokens, the KV cache of capacity tokens) in backend memory, and reads weights through
+ * the I/O streamer.
+ */
+#ifndef FERRY_MODEL_H
+#define FERRY_MODEL_H
+
+#include "backend.h"
+#include "layout.h"
+#include "rope.h"
+#include "stream.h"
+
+struct model_opts {
+	int t_max;    /* most tokens per step */
+	int capacity; /* KV cache tokens */
+	int n_slots;  /* I/O slots (units kept in RAM) */
+};
+
+/* Weights of one layer, bound to a slot for the duration of a step. */
+struct layer_weights {
+	struct tensor attn_norm;                    /* (D) */
+	struct tensor wq, wk, wv, wo;               /* (H*Dh, D) (Hkv*Dh, D) (Hkv*Dh, D) (D, H*Dh) */
+	struct tensor bq, bk, bv, bo;               /* biases, data NULL when absent */
+	struct tensor ffn_norm;                     /* (D) */
+	struct tensor w_gate, w_up, w_down;         /* (F, D) (F, D) (D, F) */
+	struct tensor b_gate, b_up, b_down;
+};
+
+struct model {
+	const struct layout *lay;
+	const struct layout_hparams *hp;
+	struct backend *b;
+	struct io_stream *io;
+	struct model_opts opt;
+	struct kv_layer *kv;   /* [L] */
+	/* run state, backend memory, t_max rows each */
+	float *x;              /* (T, D) residual stream */
+	float *h;              /* (T, D) normed */
+	float *q, *att;        /* (T, H*Dh) */
+	float *k, *v;          /* (T, Hkv*Dh) */
+	float *g, *u;          /* (T, F) */
+	float *logits;         /* (T, V) */
+	struct rope_freqs rope; /* of the current step */
+	void *embed_rows;      /* host, (T, D) in the embedding's format */
+	float *embed_f32;      /* host, (T, D) */
+};
+
+int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
+	       size_t errlen);
+void model_free(struct model *m);
+/* Runs T tokens at positions pos (host arrays); writes the logits of the last n_logits tokens into the
+ * host array logits [n_logits, V] (n_logits in 0..T). */
+int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
+		  size_t errlen);
+
+#endif

@@ -1,0 +1,148 @@
+/* sampler.c: see sampler.h. Candidates are sorted by logit, ties by token id, so results are reproducible. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sampler.h"
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t next_u64(struct sampler *s)
+{
+	uint64_t *q = s->s, r = rotl(q[1] * 5, 7) * 9, t = q[1] << 17;
+	q[2] ^= q[0];
+	q[3] ^= q[1];
+	q[1] ^= q[2];
+	q[0] ^= q[3];
+	q[2] ^= t;
+	q[3] = rotl(q[3], 45);
+	return r;
+}
+
+double sampler_uniform(struct sampler *s)
+{
+	return (double)(next_u64(s) >> 11) * 0x1.0p-53;
+}
+
+int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V)
+{
+	memset(s, 0, sizeof(*s));
+	s->cfg = *cfg;
+	s->V = V;
+	uint64_t x = cfg->seed;
+	for (int i = 0; i < 4; i++)
+		s->s[i] = splitmix64(&x);
+	s->idx = malloc(sizeof(int) * (size_t)V);
+	s->p = malloc(sizeof(float) * (size_t)V);
+	s->seen = calloc((size_t)V, 1);
+	if (!s->idx || !s->p || !s->seen) {
+		sampler_free(s);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void sampler_free(struct sampler *s)
+{
+	free(s->idx);
+	free(s->p);
+	free(s->seen);
+	s->idx = NULL;
+	s->p = NULL;
+	s->seen = NULL;
+}
+
+static const float *sort_logits;
+
+static int by_logit_desc(const void *a, const void *b)
+{
+	int i = *(const int *)a, j = *(const int *)b;
+	float x = sort_logits[i], y = sort_logits[j];
+	if (x != y)
+		return x > y ? -1 : 1;
+	return i - j;
+}
+
+static void penalize(struct sampler *s, float *logits, const int *hist, int n)
+{
+	float pen = s->cfg.rep_penalty;
+	int from = s->cfg.rep_last_n > 0 && n > s->cfg.rep_last_n ? n - s->cfg.rep_last_n : 0;
+	for (int i = from; i < n; i++) {
+		int t = hist[i];
+		if (t < 0 || t >= s->V || s->seen[t])
+			continue;
+		s->seen[t] = 1;
+		logits[t] = logits[t] > 0 ? logits[t] / pen : logits[t] * pen;
+	}
+	for (int i = from; i < n; i++)
+		if (hist[i] >= 0 && hist[i] < s->V)
+			s->seen[hist[i]] = 0;
+}
+
+int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist)
+{
+	int V = s->V;
+	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
+		penalize(s, logits, history, n_hist);
+	if (s->cfg.temp <= 0) {
+		int best = 0;
+		for (int i = 1; i < V; i++)
+			if (logits[i] > logits[best])
+				best = i;
+		return best;
+	}
+	int n = V;
+	for (int i = 0; i < V; i++)
+		s->idx[i] = i;
+	sort_logits = logits;
+	qsort(s->idx, (size_t)V, sizeof(int), by_logit_desc);
+	if (s->cfg.top_k > 0 && s->cfg.top_k < n)
+		n = s->cfg.top_k;
+	/* softmax over the candidates at temperature temp (max first, so exp never overflows) */
+	double mx = logits[s->idx[0]], sum = 0;
+	for (int i = 0; i < n; i++) {
+		s->p[i] = (float)exp(((double)logits[s->idx[i]] - mx) / s->cfg.temp);
+		sum += s->p[i];
+	}
+	for (int i = 0; i < n; i++)
+		s->p[i] = (float)(s->p[i] / sum);
+	if (s->cfg.top_p < 1) {
+		double c = 0;
+		for (int i = 0; i < n; i++) {
+			c += s->p[i];
+			if (c >= s->cfg.top_p) {
+				n = i + 1;
+				break;
+			}
+		}
+	}
+	if (s->cfg.min_p > 0) {
+		float lim = s->cfg.min_p * s->p[0];
+		int k = 1;
+		while (k < n && s->p[k] >= lim)
+			k++;
+		n = k;
+	}
+	sum = 0;
+	for (int i = 0; i < n; i++)
+		sum += s->p[i];
+	double r = sampler_uniform(s) * sum, c = 0;
+	for (int i = 0; i < n; i++) {
+		c += s->p[i];
+		if (r < c)
+			return s->idx[i];
+	}
+	return s->idx[n - 1];
+}

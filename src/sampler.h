@@ -1,0 +1,37 @@
+/*
+ * sampler.h: picks the next token from logits. Order: repetition penalty, then greedy when temperature
+ * <= 0, else temperature, top-k, softmax, top-p, min-p, and a draw from a seeded xoshiro256** stream, so a
+ * given seed always gives the same tokens.
+ */
+#ifndef FERRY_SAMPLER_H
+#define FERRY_SAMPLER_H
+
+#include <stdint.h>
+
+struct sampler_cfg {
+	float temp;        /* <= 0: greedy */
+	int top_k;         /* 0: off */
+	float top_p;       /* >= 1: off */
+	float min_p;       /* 0: off */
+	float rep_penalty; /* 1: off; HF rule: logit > 0 ? logit / p : logit * p */
+	int rep_last_n;    /* tokens of history the penalty looks at; 0: all */
+	uint64_t seed;
+};
+
+struct sampler {
+	struct sampler_cfg cfg;
+	int V;
+	uint64_t s[4];
+	int *idx;
+	float *p;
+	uint8_t *seen;
+};
+
+int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V);
+void sampler_free(struct sampler *s);
+/* logits [V] may be modified. history: tokens so far (prompt and generated). */
+int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist);
+/* Uniform double in [0, 1) from the sampler's stream (exposed for tests). */
+double sampler_uniform(struct sampler *s);
+
+#endif
