@@ -1,0 +1,57 @@
+"""Shared helpers for ferry's Python end-to-end tests: the binary, scratch directories, the tools."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import gen_tiny_model  # noqa: E402
+import ref_forward  # noqa: E402
+
+FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
+
+
+class Failures:
+    """Collects failed checks; finish() prints them and exits 1 if any (tests never pass silently)."""
+
+    def __init__(self):
+        self.failed = []
+        self.checks = 0
+
+    def check(self, ok, what):
+        self.checks += 1
+        if not ok:
+            self.failed.append(what)
+            print("FAIL:", what, flush=True)
+        return ok
+
+    def finish(self):
+        for f in self.failed:
+            print("failed:", f)
+        print(f"{self.checks - len(self.failed)}/{self.checks} checks passed")
+        sys.exit(1 if self.failed or self.checks == 0 else 0)
+
+
+def ferry(*args, check=False):
+    p = subprocess.run([FERRY, *map(str, args)], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ferry {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def scratch():
+    d = tempfile.mkdtemp(prefix="ferry_test_")
+    return d, lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+def tiny_model(variant, root, seed=0):
+    """Generates the HF variant and converts it; returns (hf_dir, ferry_dir)."""
+    hf = os.path.join(root, variant)
+    out = hf + ".ferry"
+    gen_tiny_model.generate(variant, hf, seed)
+    ferry("convert", hf, "-o", out, check=True)
+    return hf, out

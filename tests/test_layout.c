@@ -1,0 +1,283 @@
+/* test_layout.c: model.ferry writer -> reader round trip, alignment, aliases, replacement rules, and the
+ * detection of corrupt headers, corrupt tensor data, truncated files and malformed manifests. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "layout.h"
+
+static char root[256];
+
+static void hparams(struct layout_hparams *hp, int *win)
+{
+	memset(hp, 0, sizeof(*hp));
+	strcpy(hp->arch, "llama");
+	hp->n_layers = 2;
+	hp->d_model = 8;
+	hp->n_heads = 2;
+	hp->n_kv_heads = 1;
+	hp->head_dim = 4;
+	hp->ffn_dim = 16;
+	hp->vocab = 10;
+	hp->max_pos = 64;
+	hp->rms_eps = 1e-5;
+	hp->rope.theta = 10000;
+	hp->rope.dim = 4;
+	hp->rope.factor = 1;
+	hp->tied_embeddings = true;
+	hp->window = win;
+	hp->bos_id = 1;
+	hp->n_eos = 1;
+	hp->eos_ids[0] = 2;
+}
+
+static void fill(void *p, size_t n, unsigned seed)
+{
+	unsigned char *b = p;
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		b[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+static int add(struct layout_writer *w, const char *name, int fmt, int ndim, int64_t r, int64_t c, unsigned seed)
+{
+	int64_t shape[2] = {r, c};
+	size_t n = (size_t)(ndim == 1 ? r : r * c) * wfmt_table[fmt].block_bytes;
+	char *buf = malloc(n);
+	fill(buf, n, seed);
+	int rc = layout_writer_tensor_begin(w, name, fmt, ndim, shape);
+	/* written in two pieces, as converters do */
+	rc = rc ? rc : layout_writer_tensor_write(w, buf, n / 3);
+	rc = rc ? rc : layout_writer_tensor_write(w, buf + n / 3, n - n / 3);
+	rc = rc ? rc : layout_writer_tensor_end(w);
+	free(buf);
+	return rc;
+}
+
+static int write_model(const char *out, bool force)
+{
+	char err[512];
+	struct layout_writer *w;
+	int rc = layout_writer_begin(&w, out, force, err, sizeof(err));
+	if (rc)
+		return rc;
+	int win[2] = {0, 4};
+	struct layout_hparams hp;
+	hparams(&hp, win);
+	rc = layout_writer_file_begin(w, LAYOUT_KIND_EMBED, -1);
+	rc = rc ? rc : add(w, "token_embd.weight", WFMT_F16, 2, 10, 8, 1);
+	rc = rc ? rc : layout_writer_file_end(w);
+	for (int l = 0; !rc && l < 2; l++) {
+		rc = layout_writer_file_begin(w, LAYOUT_KIND_LAYER, l);
+		rc = rc ? rc : add(w, "attn_norm.weight", WFMT_F32, 1, 8, 0, 10 + l);
+		rc = rc ? rc : add(w, "attn_q.weight", WFMT_BF16, 2, 8, 8, 20 + l);
+		rc = rc ? rc : add(w, "ffn_down.weight", WFMT_F16, 2, 8, 16, 30 + l);
+		rc = rc ? rc : layout_writer_file_end(w);
+	}
+	rc = rc ? rc : layout_writer_file_begin(w, LAYOUT_KIND_HEAD, -1);
+	rc = rc ? rc : add(w, "output_norm.weight", WFMT_F32, 1, 8, 0, 40);
+	rc = rc ? rc : layout_writer_alias(w, "output.weight", -1, "token_embd.weight");
+	rc = rc ? rc : layout_writer_file_end(w);
+	if (rc) {
+		fprintf(stderr, "writer: %s\n", layout_writer_error(w));
+		layout_writer_abort(w);
+		return rc;
+	}
+	rc = layout_writer_finish(w, &hp, json_pack("{s:{s:s}}", "tokenizer", "file", "tokenizer.json"));
+	if (rc) {
+		fprintf(stderr, "finish: %s\n", layout_writer_error(w));
+		layout_writer_abort(w);
+	}
+	return rc;
+}
+
+static bool exists(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0;
+}
+
+static void poke(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	unsigned char c;
+	CHECK(fd >= 0 && pread(fd, &c, 1, off) == 1);
+	c ^= 0x40;
+	CHECK(pwrite(fd, &c, 1, off) == 1);
+	close(fd);
+}
+
+static void bad_cb(const struct layout_tensor *t, const char *why, void *ctx)
+{
+	(void)why;
+	strcpy(ctx, t->name);
+}
+
+static void test_roundtrip(void)
+{
+	char out[512], path[600], err[512];
+	snprintf(out, sizeof(out), "%s/m.ferry", root);
+	CHECK(write_model(out, false) == 0);
+	snprintf(path, sizeof(path), "%s.tmp", out);
+	CHECK(!exists(path));
+	struct layout m;
+	int rc = layout_open(&m, out, err, sizeof(err));
+	CHECK_MSG(rc == 0, "%s", err);
+	if (rc)
+		return;
+	CHECK(m.hp.n_layers == 2 && m.hp.window[1] == 4 && m.hp.n_kv_heads == 1 && m.hp.tied_embeddings);
+	CHECK(m.hp.bos_id == 1 && m.hp.n_eos == 1 && m.hp.eos_ids[0] == 2);
+	CHECK(m.n_files == 4);
+	CHECK(m.tokenizer_file && !strcmp(m.tokenizer_file, "tokenizer.json"));
+	for (int i = 0; i < m.n_files; i++)
+		CHECK(m.files[i].bytes % LAYOUT_ALIGN == 0);
+	const struct layout_tensor *q = layout_tensor_find(&m.layers[1], "attn_q.weight");
+	CHECK(q && q->fmt == WFMT_BF16 && q->shape[0] == 8 && q->shape[1] == 8 && q->bytes == 128);
+	CHECK(q && q->offset % LAYOUT_ALIGN == 0 && q->offset >= LAYOUT_HEADER_BYTES);
+	char buf[256], want[256];
+	if (q) {
+		CHECK(layout_tensor_read(&m, q, buf, err, sizeof(err)) == 0);
+		fill(want, 128, 21);
+		CHECK(memcmp(buf, want, 128) == 0);
+	}
+	const struct layout_tensor *o = layout_tensor_find(&m.head, "output.weight");
+	const struct layout_tensor *e = layout_tensor_find(&m.embed, "token_embd.weight");
+	CHECK(o && e && o->file == e->file && o->offset == e->offset && o->xxh3 == e->xxh3);
+	CHECK(layout_verify(&m, NULL, NULL, err, sizeof(err)) == 0);
+	layout_close(&m);
+
+	/* exists: refused without --force, replaced with it */
+	CHECK(write_model(out, false) == -EEXIST);
+	CHECK(write_model(out, true) == 0);
+	snprintf(path, sizeof(path), "%s.old", out);
+	CHECK(!exists(path));
+	CHECK(layout_open(&m, out, err, sizeof(err)) == 0);
+	layout_close(&m);
+}
+
+static void test_refuse_foreign(void)
+{
+	char out[512], err[512];
+	struct layout_writer *w;
+	snprintf(out, sizeof(out), "%s/foreign", root);
+	mkdir(out, 0755);
+	CHECK(layout_writer_begin(&w, out, true, err, sizeof(err)) == -EEXIST);
+	CHECK(strstr(err, "not a ferry model"));
+	/* a stale OUT.tmp from an interrupted run is cleared */
+	snprintf(out, sizeof(out), "%s/stale.ferry", root);
+	char tmp[600], junk[700];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", out);
+	mkdir(tmp, 0755);
+	snprintf(junk, sizeof(junk), "%s/layer.000.bin", tmp);
+	FILE *f = fopen(junk, "w");
+	fputs("partial", f);
+	fclose(f);
+	CHECK(write_model(out, false) == 0);
+	CHECK(!exists(tmp));
+	/* abort leaves nothing behind */
+	snprintf(out, sizeof(out), "%s/aborted.ferry", root);
+	CHECK(layout_writer_begin(&w, out, false, err, sizeof(err)) == 0);
+	layout_writer_file_begin(w, LAYOUT_KIND_EMBED, -1);
+	layout_writer_abort(w);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", out);
+	CHECK(!exists(out) && !exists(tmp));
+}
+
+static void copy_model(const char *src, const char *dst)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -r '%s' '%s'", dst, src, dst);
+	CHECK(system(cmd) == 0);
+}
+
+static void test_corruption(void)
+{
+	char good[512], bad[512], path[700], err[512], name[64] = "";
+	struct layout m;
+	snprintf(good, sizeof(good), "%s/m.ferry", root);
+	snprintf(bad, sizeof(bad), "%s/bad.ferry", root);
+
+	/* a flipped data byte: opens (headers intact), verify and read name the tensor */
+	copy_model(good, bad);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) == 0);
+	const struct layout_tensor *t = layout_tensor_find(&m.layers[1], "ffn_down.weight");
+	snprintf(path, sizeof(path), "%s/layer.001.bin", bad);
+	poke(path, (off_t)t->offset + 5);
+	CHECK(layout_verify(&m, bad_cb, name, err, sizeof(err)) == 1);
+	CHECK(!strcmp(name, "ffn_down.weight"));
+	char buf[512];
+	CHECK(layout_tensor_read(&m, t, buf, err, sizeof(err)) == -EBADMSG);
+	CHECK(strstr(err, "ffn_down.weight") && strstr(err, "layer.001.bin"));
+	layout_close(&m);
+
+	/* a flipped header byte */
+	copy_model(good, bad);
+	snprintf(path, sizeof(path), "%s/layer.000.bin", bad);
+	poke(path, 70);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) != 0);
+	CHECK_MSG(strstr(err, "layer.000.bin") && strstr(err, "checksum"), "%s", err);
+
+	/* a truncated file */
+	copy_model(good, bad);
+	snprintf(path, sizeof(path), "%s/layer.001.bin", bad);
+	CHECK(truncate(path, 4096 + 100) == 0);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) != 0);
+	CHECK_MSG(strstr(err, "layer.001.bin") && strstr(err, "truncated"), "%s", err);
+
+	/* a file shorter than its header */
+	CHECK(truncate(path, 100) == 0);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) != 0);
+	CHECK_MSG(strstr(err, "layer.001.bin") && strstr(err, "header"), "%s", err);
+
+	/* a malformed manifest: error with line and column */
+	copy_model(good, bad);
+	snprintf(path, sizeof(path), "%s/manifest.json", bad);
+	FILE *f = fopen(path, "w");
+	fputs("{\n  \"format\": \"ferry\",\n  \"version\": 1,,\n}\n", f);
+	fclose(f);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) != 0);
+	CHECK_MSG(strstr(err, "manifest.json:3:"), "%s", err);
+
+	/* no manifest at all */
+	CHECK(unlink(path) == 0);
+	CHECK(layout_open(&m, bad, err, sizeof(err)) != 0);
+	CHECK_MSG(strstr(err, "no manifest.json"), "%s", err);
+}
+
+static void test_header_parse(void)
+{
+	uint8_t buf[LAYOUT_HEADER_BYTES];
+	struct layout_file_header h;
+	char err[256];
+	memset(buf, 0, sizeof(buf));
+	CHECK(layout_header_parse(buf, 100, &h, err, sizeof(err)) != 0);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "magic"));
+	memcpy(buf, LAYOUT_MAGIC, 8);
+	buf[8] = 9;
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "version"));
+}
+
+int main(void)
+{
+	snprintf(root, sizeof(root), "/tmp/ferry_test_layout_XXXXXX");
+	if (!mkdtemp(root)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	test_roundtrip();
+	test_refuse_foreign();
+	test_corruption();
+	test_header_parse();
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", root);
+	CHECK_DONE();
+}

@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Independent float64 NumPy reference forward pass for ferry's tests.
+
+Written from the Hugging Face transformers model definitions (modeling_llama,
+modeling_mistral, modeling_qwen2, modeling_rope_utils, masking_utils), not from
+ferry's code.  Supports LlamaForCausalLM, MistralForCausalLM and
+Qwen2ForCausalLM checkpoints: tied or untied embeddings, GQA, head_dim from the
+config, attention/MLP biases, RMSNorm, rotate-half RoPE with default, linear,
+dynamic (NTK), yarn and llama3 scaling, sliding-window attention, SwiGLU MLP.
+Configs may use the legacy `rope_scaling` + `rope_theta` keys or the
+transformers-5 `rope_parameters` dict.  Weights are read from model.safetensors
+or from shards listed in model.safetensors.index.json, with a parser of its own
+(F64/F32/F16/BF16).
+
+    python3 tools/ref_forward.py HF_DIR --ids 1,2,3 [--out logits.npy] [--greedy N]
+        [--compare FERRY_LOGITS [--tol 1e-4]]
+
+--out saves the [T, V] float64 logits of one full forward over --ids.
+--greedy N prints N greedily generated ids, comma-separated, on stdout (each
+step is a full forward over the whole sequence, no cache).
+--compare reads a ferry logits dump and compares its n_rows rows with a full
+forward over the first n_rows of --ids (so --ids must hold at least n_rows
+ids: the prompt followed by the generated tokens); it prints the max over rows
+of ||ferry_r - ref_r|| / ||ref_r|| on stderr and exits 1 when that exceeds --tol.
+Dump format, little-endian: b"FLGT", u32 version (1), u32 n_rows, u32 n_vocab,
+then n_rows * n_vocab float32, row-major, row r = logits at position r.
+
+Importable: forward(model_dir, ids) -> ndarray [T, V] float64,
+greedy(model_dir, ids, n) -> list of n ids, Model(model_dir) to load once.
+"""
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+
+SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+# ---------------------------------------------------------------- safetensors
+
+def read_safetensors(path):
+    """Return {name: float64 array} for every tensor of one .safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{path}: shorter than the header length field")
+    (hlen,) = struct.unpack("<Q", data[:8])
+    if 8 + hlen > len(data):
+        raise ValueError(f"{path}: header length {hlen} exceeds the file")
+    header = json.loads(data[8:8 + hlen])
+    body = memoryview(data)[8 + hlen:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape = info["dtype"], tuple(info["shape"])
+        start, end = info["data_offsets"]
+        if not 0 <= start <= end <= len(body):
+            raise ValueError(f"{path}: {name} data outside the file")
+        raw = body[start:end]
+        if dtype == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            arr = bits.view(np.float32)
+        elif dtype in ("F64", "F32", "F16"):
+            arr = np.frombuffer(raw, dtype={"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype])
+        else:
+            raise ValueError(f"{path}: {name} has unsupported dtype {dtype}")
+        if arr.size != math.prod(shape):
+            raise ValueError(f"{path}: {name} byte size does not match shape {shape}")
+        out[name] = arr.astype(np.float64).reshape(shape)
+    return out
+
+
+def load_weights(model_dir):
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        weights = {}
+        for fname in sorted(set(weight_map.values())):
+            weights.update(read_safetensors(os.path.join(model_dir, fname)))
+        missing = set(weight_map) - set(weights)
+        if missing:
+            raise ValueError(f"tensors listed in the index but absent: {sorted(missing)}")
+        return weights
+    return read_safetensors(os.path.join(model_dir, "model.safetensors"))
+
+
+# ----------------------------------------------------------------------- RoPE
+
+def rope_parameters(cfg):
+    """The standardized RoPE dict, as transformers' RotaryEmbeddingConfigMixin builds it.
+
+    `rope_scaling` (legacy) wins over `rope_parameters`; values inside the dict win over
+    the top-level `rope_theta`; legacy "type" stands for "rope_type"; llama3/yarn take
+    a top-level `original_max_position_embeddings` first, else the dict's value, else
+    max_position_embeddings.
+    """
+    rp = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
+    if any(isinstance(v, dict) for v in rp.values()):
+        raise ValueError("per-layer-type rope_parameters are not used by these architectures")
+    rp.setdefault("rope_type", rp.get("type", "default"))
+    rp.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+    if rp["rope_type"] in ("llama3", "yarn"):
+        if "original_max_position_embeddings" in cfg:
+            rp["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        rp.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
+    if rp.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial_rotary_factor != 1 is not used by these architectures")
+    return rp
+
+
+def rope_inv_freq(cfg, head_dim, seq_len):
+    """(inv_freq [head_dim/2], attention_factor) for a forward whose max position is seq_len-1."""
+    rp = rope_parameters(cfg)
+    rope_type, base, dim = rp["rope_type"], float(rp["rope_theta"]), head_dim
+    exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
+    attention_factor = 1.0
+
+    if rope_type == "default":
+        inv_freq = 1.0 / base ** exponents
+    elif rope_type == "linear":
+        inv_freq = 1.0 / base ** exponents / rp["factor"]
+    elif rope_type == "dynamic":
+        # NTK-aware: the base grows once the sequence exceeds max_position_embeddings.
+        max_pos = cfg["max_position_embeddings"]
+        factor = rp["factor"]
+        seq = max(seq_len, max_pos)
+        base = base * ((factor * seq / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+        inv_freq = 1.0 / base ** exponents
+    elif rope_type == "yarn":
+        orig = rp["original_max_position_embeddings"]
+        factor = rp.get("factor")
+        if factor is None:
+            factor = cfg["max_position_embeddings"] / orig
+
+        def get_mscale(scale, mscale=1.0):
+            return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+        attention_factor = rp.get("attention_factor")
+        if attention_factor is None:
+            mscale, mscale_all_dim = rp.get("mscale"), rp.get("mscale_all_dim")
+            if mscale and mscale_all_dim:
+                attention_factor = get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
+            else:
+                attention_factor = get_mscale(factor)
+        beta_fast = rp.get("beta_fast") or 32
+        beta_slow = rp.get("beta_slow") or 1
+
+        def correction_dim(n_rot):
+            return dim * math.log(orig / (n_rot * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if rp.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+        extrapolation = 1.0 - ramp
+        pos_freqs = base ** exponents
+        inv_freq = (1.0 / (factor * pos_freqs)) * (1.0 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    elif rope_type == "llama3":
+        factor = rp["factor"]
+        low_ff, high_ff = rp["low_freq_factor"], rp["high_freq_factor"]
+        old_ctx = rp["original_max_position_embeddings"]
+        inv_freq = 1.0 / base ** exponents
+        wavelen = 2 * math.pi / inv_freq
+        low_freq_wavelen, high_freq_wavelen = old_ctx / low_ff, old_ctx / high_ff
+        smooth = (old_ctx / wavelen - low_ff) / (high_ff - low_ff)
+        inv_freq = np.where(
+            wavelen > low_freq_wavelen, inv_freq / factor,
+            np.where(wavelen < high_freq_wavelen, inv_freq,
+                     (1 - smooth) * inv_freq / factor + smooth * inv_freq))
+    else:
+        raise ValueError(f"unsupported rope_type {rope_type!r}")
+    return inv_freq, float(attention_factor)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+# ---------------------------------------------------------------------- model
+
+class Model:
+    """A loaded checkpoint; logits(ids) runs one full float64 forward."""
+
+    def __init__(self, model_dir):
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        archs = cfg.get("architectures") or []
+        if len(archs) != 1 or archs[0] not in SUPPORTED_ARCHS:
+            raise ValueError(f"unsupported architectures {archs}")
+        self.arch = archs[0]
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
+        self.cfg = cfg
+        self.hidden = cfg["hidden_size"]
+        self.n_layers = cfg["num_hidden_layers"]
+        self.n_heads = cfg["num_attention_heads"]
+        self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
+        self.head_dim = cfg.get("head_dim") or self.hidden // self.n_heads
+        self.inter = cfg["intermediate_size"]
+        self.vocab = cfg["vocab_size"]
+        self.eps = cfg["rms_norm_eps"]
+        if self.n_heads % self.n_kv:
+            raise ValueError("num_attention_heads is not a multiple of num_key_value_heads")
+        rope_parameters(cfg)  # validate early
+
+        # Which projections carry biases, per architecture.
+        if self.arch == "LlamaForCausalLM":
+            qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
+            mlp_bias = bool(cfg.get("mlp_bias", False))
+        elif self.arch == "Qwen2ForCausalLM":
+            qkv_bias, o_bias, mlp_bias = True, False, False
+        else:
+            qkv_bias = o_bias = mlp_bias = False
+
+        # Sliding window per layer.  Mistral applies config.sliding_window to every layer
+        # (it ignores layer_types); Qwen2 only when use_sliding_window, on the layers that
+        # layer_types (default: index >= max_window_layers) marks "sliding_attention";
+        # Llama never.
+        self.windows = [None] * self.n_layers
+        if self.arch == "MistralForCausalLM":
+            self.windows = [cfg.get("sliding_window")] * self.n_layers
+        elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
+            sw = cfg.get("sliding_window")
+            types = cfg.get("layer_types") or [
+                "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
+                else "full_attention" for i in range(self.n_layers)]
+            self.windows = [sw if t == "sliding_attention" else None for t in types]
+
+        # Expected tensors and shapes ([out, in] for Linear).
+        h, q_out, kv_out = self.hidden, self.n_heads * self.head_dim, self.n_kv * self.head_dim
+        expected = {"model.embed_tokens.weight": (self.vocab, h), "model.norm.weight": (h,)}
+        tied = bool(cfg.get("tie_word_embeddings", False))
+        if not tied:
+            expected["lm_head.weight"] = (self.vocab, h)
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            lin = {"self_attn.q_proj": (q_out, h, qkv_bias), "self_attn.k_proj": (kv_out, h, qkv_bias),
+                   "self_attn.v_proj": (kv_out, h, qkv_bias), "self_attn.o_proj": (h, q_out, o_bias),
+                   "mlp.gate_proj": (self.inter, h, mlp_bias), "mlp.up_proj": (self.inter, h, mlp_bias),
+                   "mlp.down_proj": (h, self.inter, mlp_bias)}
+            for name, (n_out, n_in, bias) in lin.items():
+                expected[p + name + ".weight"] = (n_out, n_in)
+                if bias:
+                    expected[p + name + ".bias"] = (n_out,)
+            expected[p + "input_layernorm.weight"] = (h,)
+            expected[p + "post_attention_layernorm.weight"] = (h,)
+
+        weights = load_weights(model_dir)
+        if tied:
+            # HF ties lm_head to the embedding and ignores a stored lm_head.weight.
+            weights.pop("lm_head.weight", None)
+        extra = {n for n in weights if not n.endswith("rotary_emb.inv_freq")} - set(expected)
+        missing = set(expected) - set(weights)
+        if missing or extra:
+            raise ValueError(f"tensor names do not match the config: missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for name, shape in expected.items():
+            if weights[name].shape != shape:
+                raise ValueError(f"{name}: shape {weights[name].shape}, expected {shape}")
+        self.w = weights
+        self.lm_head = weights["model.embed_tokens.weight"] if tied else weights["lm_head.weight"]
+
+    def _linear(self, x, name):
+        y = x @ self.w[name + ".weight"].T
+        bias = self.w.get(name + ".bias")
+        return y if bias is None else y + bias
+
+    def _rms_norm(self, x, name):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w[name]
+
+    def _attention(self, x, p, cos, sin, window):
+        T, hd = x.shape[0], self.head_dim
+        q = self._linear(x, p + "q_proj").reshape(T, self.n_heads, hd).transpose(1, 0, 2)
+        k = self._linear(x, p + "k_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
+        v = self._linear(x, p + "v_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        # Query head h reads key/value head h // (n_heads / n_kv) (HF repeat_kv).
+        rep = self.n_heads // self.n_kv
+        k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
+        scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+        i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+        visible = j <= i
+        if window is not None:
+            visible &= (i - j) < window
+        scores = np.where(visible, scores, -np.inf)
+        scores -= scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
+        return self._linear(out, p + "o_proj")
+
+    def logits(self, ids):
+        """[T, V] float64 logits of one full forward over ids (positions 0..T-1)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= self.vocab:
+            raise ValueError("ids must be a non-empty list of token ids below vocab_size")
+        T = ids.size
+        inv_freq, attention_factor = rope_inv_freq(self.cfg, self.head_dim, T)
+        freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        cos, sin = np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
+
+        x = self.w["model.embed_tokens.weight"][ids]
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            x = x + self._attention(self._rms_norm(x, p + "input_layernorm.weight"),
+                                    p + "self_attn.", cos, sin, self.windows[i])
+            hn = self._rms_norm(x, p + "post_attention_layernorm.weight")
+            gate = self._linear(hn, p + "mlp.gate_proj")
+            act = gate / (1.0 + np.exp(-gate)) * self._linear(hn, p + "mlp.up_proj")
+            x = x + self._linear(act, p + "mlp.down_proj")
+        return self._rms_norm(x, "model.norm.weight") @ self.lm_head.T
+
+    def greedy(self, ids, n):
+        """n greedily generated ids; every step is a full forward over the whole sequence."""
+        seq = list(ids)
+        for _ in range(n):
+            seq.append(int(np.argmax(self.logits(seq)[-1])))
+        return seq[len(ids):]
+
+
+def forward(model_dir, ids):
+    return Model(model_dir).logits(ids)
+
+
+def greedy(model_dir, ids, n):
+    return Model(model_dir).greedy(ids, n)
+
+
+# ------------------------------------------------------------- ferry dumps
+
+def read_flgt(path):
+    """Read a ferry logits dump into a float32 array [n_rows, n_vocab]."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 16 or data[:4] != b"FLGT":
+        raise ValueError(f"{path}: not a FLGT logits dump")
+    version, n_rows, n_vocab = struct.unpack("<III", data[4:16])
+    if version != 1:
+        raise ValueError(f"{path}: unsupported FLGT version {version}")
+    if len(data) != 16 + 4 * n_rows * n_vocab:
+        raise ValueError(f"{path}: size does not match {n_rows} x {n_vocab} float32")
+    return np.frombuffer(data, dtype="<f4", offset=16).reshape(n_rows, n_vocab)
+
+
+def compare(model, ids, dump):
+    """Max over rows of ||dump_r - ref_r|| / ||ref_r||, the worst row, and the argmax matches."""
+    n_rows, n_vocab = dump.shape
+    if n_vocab != model.vocab:
+        raise ValueError(f"dump has {n_vocab} columns, the model's vocab_size is {model.vocab}")
+    if n_rows == 0 or len(ids) < n_rows:
+        raise ValueError(f"dump has {n_rows} rows; --ids must give at least that many ids")
+    ref = model.logits(ids[:n_rows])
+    got = dump.astype(np.float64)
+    err = np.linalg.norm(got - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-300)
+    err = np.where(np.isfinite(err), err, np.inf)
+    agree = int(np.sum(np.argmax(got, axis=1) == np.argmax(ref, axis=1)))
+    return float(err.max()), int(err.argmax()), agree
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir")
+    ap.add_argument("--ids", required=True, help="comma-separated token ids")
+    ap.add_argument("--out", help="save the [T, V] float64 logits as .npy")
+    ap.add_argument("--greedy", type=int, default=0, metavar="N",
+                    help="print N greedily generated ids on stdout")
+    ap.add_argument("--compare", metavar="FERRY_LOGITS", help="compare with a FLGT dump")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    a = ap.parse_args()
+    ids = [int(t) for t in a.ids.split(",") if t.strip()]
+    model = Model(a.model_dir)
+    if a.out:
+        np.save(a.out, model.logits(ids))
+    if a.greedy:
+        print(",".join(str(t) for t in model.greedy(ids, a.greedy)))
+    if a.compare:
+        try:
+            dump = read_flgt(a.compare)
+            err, row, agree = compare(model, ids, dump)
+        except ValueError as e:
+            print(f"compare: FAIL: {e}", file=sys.stderr)
+            return 1
+        n_rows = dump.shape[0]
+        ok = err <= a.tol
+        print(f"compare: {'PASS' if ok else 'FAIL'}: max_rel_err={err:.3e} (row {row}, tol {a.tol:g}), "
+              f"argmax agrees on {agree}/{n_rows} rows", file=sys.stderr)
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
