@@ -1,0 +1,101 @@
+"""Bad input gets one clear line on stderr naming the file and the problem, a non-zero exit, and loses
+nothing: no output directory (or OUT.tmp) is left behind by a failed conversion, an existing output is
+kept unless --force, and damaged model files are caught before (or while) they are used."""
+
+import os
+
+from ferrytest import Failures, ferry, gen_tiny_model, scratch, tiny_model
+
+# broken kind -> words the one-line error must contain
+EXPECT = {
+    "truncated": ["model.safetensors", "truncated"],
+    "bad_header": ["model.safetensors", "header length"],
+    "bad_header_json": ["model.safetensors", "malformed header JSON"],
+    "bad_shape": ["model.safetensors", "model.layers.0.self_attn.q_proj.weight", "shape [32, 64]", "[64, 64]"],
+    "bad_dtype": ["model.safetensors", "model.layers.0.input_layernorm.weight", "I32"],
+    "missing_key": ["config.json", "num_attention_heads"],
+    "unknown_arch": ["config.json", "FooForCausalLM"],
+}
+
+
+def one_line_error(f, p, what, words):
+    lines = p.stderr.strip().splitlines()
+    f.check(p.returncode != 0, f"{what}: exit code 0")
+    if f.check(len(lines) == 1, f"{what}: {len(lines)} stderr lines: {p.stderr!r}"):
+        for w in words:
+            f.check(w in lines[0], f"{what}: error {lines[0]!r} lacks {w!r}")
+
+
+def flip_byte(path, offset):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0x55]))
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        assert sorted(EXPECT) == sorted(gen_tiny_model.BROKEN_KINDS), "a broken kind has no expectation"
+        for kind, words in EXPECT.items():
+            src = os.path.join(root, "broken_" + kind)
+            gen_tiny_model.write_broken(kind, src)
+            out = src + ".ferry"
+            p = ferry("convert", src, "-o", out)
+            one_line_error(f, p, f"convert {kind}", words)
+            f.check(not os.path.exists(out) and not os.path.exists(out + ".tmp"), f"{kind}: output left behind")
+
+        hf, out = tiny_model("llama_tied_gqa", root)
+        p = ferry("convert", hf, "-o", out)
+        one_line_error(f, p, "existing output", [out, "already exists", "--force"])
+        f.check(ferry("inspect", out, "--verify").returncode == 0, "existing output damaged by a refused convert")
+        p = ferry("convert", hf, "-o", out, "--force")
+        f.check(p.returncode == 0 and not os.path.exists(out + ".old"), f"--force: {p.stderr}")
+        p = ferry("convert", hf, "-o", root)
+        one_line_error(f, p, "--force onto a foreign directory", [root, "already exists"])
+        p = ferry("convert", hf, "-o", root, "--force")
+        one_line_error(f, p, "--force onto a foreign directory", [root, "not a ferry model"])
+        f.check(os.path.isdir(os.path.join(root, "llama_tied_gqa")), "--force removed a foreign directory")
+
+        # A damaged tensor: verify names it; run stops on its checksum.
+        bad = os.path.join(root, "bad.ferry")
+        os.system(f"cp -r '{out}' '{bad}'")
+        flip_byte(os.path.join(bad, "layer.001.bin"), 4096 + 100)
+        p = ferry("inspect", bad, "--verify")
+        f.check(p.returncode == 1 and "layer.001.bin: tensor attn_norm.weight: checksum mismatch" in p.stderr,
+                f"verify of a damaged tensor: {p.stderr!r}")
+        p = ferry("run", "-m", bad, "--prompt-ids", "1,2,3", "-n", 2)
+        one_line_error(f, p, "run on a damaged tensor", ["layer.001.bin", "attn_norm.weight", "checksum"])
+
+        # A truncated layer file and a damaged header are refused at open.
+        os.system(f"rm -rf '{bad}' && cp -r '{out}' '{bad}'")
+        os.truncate(os.path.join(bad, "layer.000.bin"), 8192)
+        for cmd in (["inspect", bad], ["run", "-m", bad, "--prompt-ids", "1", "-n", 1]):
+            one_line_error(f, ferry(*cmd), f"{cmd[0]} on a truncated file", ["layer.000.bin", "truncated"])
+        os.system(f"rm -rf '{bad}' && cp -r '{out}' '{bad}'")
+        flip_byte(os.path.join(bad, "head.bin"), 100)
+        one_line_error(f, ferry("inspect", bad), "damaged header", ["head.bin", "header checksum"])
+        one_line_error(f, ferry("inspect", os.path.join(root, "nothing")), "missing model", ["nothing"])
+        one_line_error(f, ferry("inspect", hf), "not a ferry model", [hf, "no manifest.json"])
+
+        # Bad requests: usage errors exit 2 with a message naming the option.
+        p = ferry("run", "-m", out, "--prompt-ids", "1,99999", "-n", 1)
+        f.check(p.returncode == 2 and "99999" in p.stderr, f"out-of-vocabulary id: {p.stderr!r}")
+        p = ferry("run", "-m", out, "--prompt-ids", "1,x", "-n", 1)
+        f.check(p.returncode == 2 and "--prompt-ids" in p.stderr, f"malformed ids: {p.stderr!r}")
+        p = ferry("run", "-m", out, "--prompt-ids", "1", "--top-p", "1.5")
+        f.check(p.returncode == 2 and "--top-p" in p.stderr, f"bad --top-p: {p.stderr!r}")
+        p = ferry("run", "-m", out, "--prompt-ids", "1,2,3,4", "--ctx", "3")
+        one_line_error(f, p, "prompt longer than --ctx", ["--ctx 3"])
+        p = ferry("run", "-m", out)
+        f.check(p.returncode == 2, "run without --prompt-ids must be a usage error")
+        f.check(ferry("frobnicate").returncode == 2, "unknown command must be a usage error")
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""ferry convert keeps memory bounded: on a ~100 MB model of 13 MB layers its peak RSS must stay under
+2x the largest layer (tensors are copied chunk by chunk from the mmapped checkpoint and dropped from the
+resident set once written). Also checks that `ferry run` streams layers with fewer slots than layers
+when --ram is small, giving the same tokens as the all-resident run."""
+
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+
+from ferrytest import FERRY, Failures, ferry, gen_tiny_model, scratch
+
+
+def write_big(hf):
+    spec = dict(gen_tiny_model.VARIANTS["llama_headdim"], hidden=512, inter=1536, layers=6, heads=8, kv_heads=8,
+                head_dim=64, vocab=4096, dtype="F32")
+    os.makedirs(hf)
+    gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
+    gen_tiny_model.write_weights(hf, gen_tiny_model.make_weights(spec, np.random.default_rng(7)), 2)
+    D, F = spec["hidden"], spec["inter"]
+    return 4 * (4 * D * D + 3 * D * F + 2 * D)
+
+
+def peak_rss_of(cmd):
+    """Peak RSS (bytes) of one child process, measured by a fresh Python so no other child counts."""
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024); sys.exit(r)")
+    p = subprocess.run([sys.executable, "-c", code, *map(str, cmd)], capture_output=True, text=True)
+    return p.returncode, int((p.stdout.split() or ["0"])[-1]), p.stderr
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        hf = os.path.join(root, "big")
+        layer = write_big(hf)
+        out = hf + ".ferry"
+        rc, rss, err = peak_rss_of([FERRY, "convert", hf, "-o", out])
+        print(f"convert: layer {layer / 2**20:.1f} MiB, peak RSS {rss / 2**20:.1f} MiB")
+        f.check(rc == 0, f"convert failed: {err}")
+        f.check(rss < 2 * layer, f"peak RSS {rss} >= 2 x layer {layer}")
+
+        ids = ",".join(str(i * 37 % 4096) for i in range(16))
+        a = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 8, "--temp", 0, "--ignore-eos", "--stats")
+        b = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 8, "--temp", 0, "--ignore-eos", "--stats",
+                  "--ram", "1M")
+        f.check(a.returncode == 0 and b.returncode == 0, f"run failed: {a.stderr} {b.stderr}")
+        f.check(a.stdout == b.stdout and len(a.stdout.split()) == 8, "streamed run differs from resident run")
+        f.check("from 7 slots" in a.stderr and "from 2 slots" in b.stderr, f"slot plan: {a.stderr} {b.stderr}")
+        rc, rss, err = peak_rss_of([FERRY, "run", "-m", out, "--prompt-ids", ids, "-n", 4, "--ram", "1M"])
+        print(f"run with 2 slots: peak RSS {rss / 2**20:.1f} MiB")
+        f.check(rc == 0 and rss < 4 * layer, f"streamed run peak RSS {rss} >= 4 x layer {layer}")
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

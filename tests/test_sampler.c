@@ -1,0 +1,114 @@
+/* test_sampler.c: greedy, determinism per seed, the sampled distribution against softmax(logits / T)
+ * (chi-square), and what top-k, top-p, min-p and the repetition penalty keep or change. */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "sampler.h"
+
+#define V 8
+
+static struct sampler_cfg base(void)
+{
+	return (struct sampler_cfg){.temp = 1, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .seed = 42};
+}
+
+static void counts(struct sampler_cfg c, const float *logits, int n, int *hist)
+{
+	struct sampler s;
+	float l[V];
+	memset(hist, 0, sizeof(int) * V);
+	CHECK(sampler_init(&s, &c, V) == 0);
+	for (int i = 0; i < n; i++) {
+		memcpy(l, logits, sizeof(l));
+		int t = sampler_pick(&s, l, NULL, 0);
+		CHECK(t >= 0 && t < V);
+		hist[t]++;
+	}
+	sampler_free(&s);
+}
+
+int main(void)
+{
+	const float logits[V] = {1.0f, 2.0f, 0.5f, 2.5f, -1.0f, 0.0f, 1.5f, -3.0f};
+	int hist[V], hist2[V];
+	struct sampler_cfg c = base();
+
+	/* greedy: the first maximum, whatever the seed */
+	c.temp = 0;
+	counts(c, logits, 10, hist);
+	CHECK(hist[3] == 10);
+
+	/* same seed, same stream; another seed, another stream */
+	c = base();
+	counts(c, logits, 500, hist);
+	counts(c, logits, 500, hist2);
+	CHECK(memcmp(hist, hist2, sizeof(hist)) == 0);
+	c.seed = 43;
+	counts(c, logits, 500, hist2);
+	CHECK(memcmp(hist, hist2, sizeof(hist)) != 0);
+
+	/* temperature 0.7: chi-square against softmax(logits / 0.7), 7 degrees of freedom, p = 0.001 bound */
+	c = base();
+	c.temp = 0.7f;
+	int n = 40000;
+	counts(c, logits, n, hist);
+	double z = 0, p[V], chi = 0;
+	for (int i = 0; i < V; i++)
+		z += exp(logits[i] / 0.7);
+	for (int i = 0; i < V; i++) {
+		p[i] = exp(logits[i] / 0.7) / z;
+		chi += (hist[i] - n * p[i]) * (hist[i] - n * p[i]) / (n * p[i]);
+	}
+	CHECK_MSG(chi < 24.3, "chi-square %.1f", chi);
+
+	/* top-k 2 keeps tokens 3 and 1 only */
+	c = base();
+	c.top_k = 2;
+	counts(c, logits, 2000, hist);
+	CHECK(hist[3] + hist[1] == 2000 && hist[1] > 0);
+
+	/* top-p: probabilities (T=1) sorted are .35, .21, .13, .10, ...; p = 0.5 keeps the first two */
+	c = base();
+	c.top_p = 0.5f;
+	counts(c, logits, 2000, hist);
+	CHECK(hist[3] + hist[1] == 2000 && hist[1] > 0);
+
+	/* min-p 0.3 keeps tokens with p >= 0.3 * p_max: 2.5 (1), 2.0 (0.61), 1.5 (0.37); 1.0 is 0.22 */
+	c = base();
+	c.min_p = 0.3f;
+	counts(c, logits, 3000, hist);
+	CHECK(hist[3] + hist[1] + hist[6] == 3000 && hist[6] > 0);
+
+	/* repetition penalty (HF rule) on tokens of the history, each once */
+	c = base();
+	c.temp = 0;
+	c.rep_penalty = 2.0f;
+	struct sampler s;
+	CHECK(sampler_init(&s, &c, V) == 0);
+	float l[V];
+	memcpy(l, logits, sizeof(l));
+	int hist_ids[4] = {3, 3, 4, 1};
+	int t = sampler_pick(&s, l, hist_ids, 4);
+	CHECK(l[3] == 1.25f && l[4] == -2.0f && l[1] == 1.0f && l[0] == 1.0f);
+	CHECK(t == 6); /* 1.5 is now the largest */
+	/* rep_last_n 1 looks only at the last token */
+	s.cfg.rep_last_n = 1;
+	memcpy(l, logits, sizeof(l));
+	sampler_pick(&s, l, hist_ids, 4);
+	CHECK(l[3] == 2.5f && l[1] == 1.0f);
+	sampler_free(&s);
+
+	/* uniform stream stays in [0, 1) with a sane mean */
+	c = base();
+	CHECK(sampler_init(&s, &c, V) == 0);
+	double mean = 0;
+	for (int i = 0; i < 100000; i++) {
+		double u = sampler_uniform(&s);
+		CHECK(u >= 0 && u < 1);
+		mean += u / 100000;
+	}
+	CHECK(fabs(mean - 0.5) < 0.01);
+	sampler_free(&s);
+	CHECK_DONE();
+}
