@@ -1,6 +1,6 @@
 # ferry build. `make` builds the ferry binary and the test programs; CUDA sources (kernels/cuda/*.cu) are
 # compiled and linked when nvcc is found; `make NVCC=` forces a CPU-only build. `make test` runs every
-# test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there. V=1 shows commands.
+# test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there; `make check` does both. V=1 shows commands.
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 BUILD ?= build
@@ -39,7 +39,8 @@ else
 Q := @
 endif
 
-.PHONY: all test asan bench clean
+.PHONY: all test asan check bench clean
+.SECONDARY:
 all: $(BUILD)/ferry $(TEST_BIN)
 
 $(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
@@ -66,6 +67,9 @@ test: $(BUILD)/ferry $(TEST_BIN)
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan NVCC= OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+# What CI runs: the tests, then again under ASan + UBSan.
+check: test asan
 
 bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) bash bench/run_bench.sh

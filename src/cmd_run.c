@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include "backend.h"
+#ifdef FERRY_CUDA
+#include "cuda_probe.h"
+#endif
 #include "ferry.h"
 #include "layout.h"
 #include "logits_dump.h"
@@ -251,16 +254,32 @@ out:
 	return rc ? 1 : 0;
 }
 
+/* The CPU backend runs everything in this version; say so when a GPU is present or asked for. */
+static int check_device(const char *want)
+{
+	char desc[256] = "";
+	int n_gpu = 0;
+#ifdef FERRY_CUDA
+	n_gpu = cuda_probe(desc, sizeof(desc));
+#endif
+	if (!strcmp(want, "cuda")) {
+		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet (%s%s); use --device cpu\n",
+			n_gpu ? "GPU present: " : "no GPU found", desc);
+		return 1;
+	}
+	if (n_gpu && !strcmp(want, "auto"))
+		fprintf(stderr, "ferry: GPU present (%s); this version computes on the CPU\n", desc);
+	return 0;
+}
+
 int ferry_run(int argc, char **argv)
 {
 	struct run_args a;
 	int rc = parse_args(argc, argv, &a);
 	if (rc)
 		return rc;
-	if (!strcmp(a.device, "cuda")) {
-		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet; use --device cpu\n");
+	if (check_device(a.device))
 		return 1;
-	}
 	char err[ERR_LEN];
 	struct layout lay;
 	if (layout_open(&lay, a.model, err, sizeof(err))) {

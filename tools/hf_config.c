@@ -73,11 +73,12 @@ static int parse_rope(const json_t *c, const char *path, struct layout_hparams *
 	r->dim = hp->head_dim;
 	r->factor = 1;
 	r->truncate = true;
-	const json_t *s = json_object_get(c, "rope_parameters"); /* transformers >= 5 */
-	const char *skey = "rope_parameters";
+	/* legacy rope_scaling wins over transformers-5 rope_parameters when both are present, as in transformers */
+	const json_t *s = json_object_get(c, "rope_scaling");
+	const char *skey = "rope_scaling";
 	if (!json_is_object(s)) {
-		s = json_object_get(c, "rope_scaling");
-		skey = "rope_scaling";
+		s = json_object_get(c, "rope_parameters");
+		skey = "rope_parameters";
 	}
 	if (s && !json_is_null(s) && !json_is_object(s)) {
 		snprintf(err, errlen, "%s: '%s' must be an object or null", path, skey);
@@ -111,15 +112,22 @@ static int parse_rope(const json_t *c, const char *path, struct layout_hparams *
 			 path, skey, type);
 		return -EINVAL;
 	}
+	/* original context: a top-level key first, then the rope dict, then max_position_embeddings; dynamic NTK
+	 * always measures against max_position_embeddings */
+	const char *okey = "original_max_position_embeddings";
+	const json_t *oc = json_object_get(c, okey) ? c : s;
+	if (opt_int(oc, okey, hp->max_pos, path, &r->original_max_pos, err, errlen))
+		return -EINVAL;
+	if (r->type == ROPE_DYNAMIC)
+		r->original_max_pos = hp->max_pos;
 	const json_t *f = json_object_get(s, "factor");
-	if (!json_is_number(f) || json_number_value(f) < 1) {
+	if (r->type == ROPE_YARN && !f) /* yarn without a factor: the context extension ratio */
+		r->factor = (double)hp->max_pos / r->original_max_pos;
+	else if (!json_is_number(f) || json_number_value(f) < 1) {
 		snprintf(err, errlen, "%s: %s.factor: missing or < 1", path, skey);
 		return -EINVAL;
-	}
-	r->factor = json_number_value(f);
-	r->original_max_pos = hp->max_pos;
-	if (opt_int(s, "original_max_position_embeddings", hp->max_pos, path, &r->original_max_pos, err, errlen))
-		return -EINVAL;
+	} else
+		r->factor = json_number_value(f);
 	if (r->type == ROPE_LLAMA3) {
 		if (!json_object_get(s, "original_max_position_embeddings") ||
 		    !json_is_number(json_object_get(s, "low_freq_factor")) ||
@@ -163,7 +171,8 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 		w = 0;
 	if (!strcmp(fam->arch, "llama"))
 		w = 0;
-	const json_t *types = json_object_get(c, "layer_types");
+	/* MistralForCausalLM applies sliding_window to every layer whatever layer_types says */
+	const json_t *types = strcmp(fam->arch, "mistral") ? json_object_get(c, "layer_types") : NULL;
 	if (json_is_array(types)) {
 		if ((int)json_array_size(types) != hp->n_layers) {
 			snprintf(err, errlen, "%s: layer_types has %zu entries, num_hidden_layers is %d", path,
