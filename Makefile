@@ -8,7 +8,7 @@ OPT ?= -O2 -g
 SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
-LDFLAGS := -fopenmp $(SAN)
+LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
 LDLIBS := -ljansson -lxxhash -lm -lpthread
 
 LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)

@@ -172,6 +172,18 @@ static int plan_slots(const struct layout *lay, int64_t ram)
 	return total <= budget ? n_units : 2;
 }
 
+/* GPUs this build can see: "none", or the first one's description (probing initializes CUDA, so it is
+ * done only when asked for). */
+static const char *gpu_desc(char *buf, size_t n)
+{
+	snprintf(buf, n, "none");
+#ifdef FERRY_CUDA
+	if (cuda_probe(buf, n) == 0)
+		snprintf(buf, n, "none");
+#endif
+	return buf;
+}
+
 static int generate(struct run_args *a, struct layout *lay, struct model *m, int *toks, int n_prompt, int cap)
 {
 	const struct layout_hparams *hp = &lay->hp;
@@ -233,16 +245,17 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, int
 	if (!rc && a->stats) {
 		struct io_stats st;
 		io_stream_stats(m->io, &st);
-		char sb[32];
+		char sb[32], gd[256];
 		fmt_bytes(st.slot_bytes, sb, sizeof(sb));
 		fprintf(stderr,
 			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s)\n"
 			"ferry: io: %.1f MiB read in %llu reads (%.3fs), %.1f MiB reused from %d slots of %s; "
-			"backend %s, %d threads; peak RSS %.1f MiB\n",
+			"backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
 			n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen > 0 ? n_gen - 1 : 0,
 			t_decode, n_gen > 1 ? (n_gen - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0,
 			(double)st.bytes_read / (1 << 20), (unsigned long long)st.n_reads, st.read_sec,
 			(double)st.bytes_reused / (1 << 20), st.n_slots, sb, m->b->ops->name, m->b->n_threads,
+			gpu_desc(gd, sizeof(gd)),
 			(double)peak_rss_bytes() / (1 << 20));
 	}
 out:
@@ -254,32 +267,18 @@ out:
 	return rc ? 1 : 0;
 }
 
-/* The CPU backend runs everything in this version; say so when a GPU is present or asked for. */
-static int check_device(const char *want)
-{
-	char desc[256] = "";
-	int n_gpu = 0;
-#ifdef FERRY_CUDA
-	n_gpu = cuda_probe(desc, sizeof(desc));
-#endif
-	if (!strcmp(want, "cuda")) {
-		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet (%s%s); use --device cpu\n",
-			n_gpu ? "GPU present: " : "no GPU found", desc);
-		return 1;
-	}
-	if (n_gpu && !strcmp(want, "auto"))
-		fprintf(stderr, "ferry: GPU present (%s); this version computes on the CPU\n", desc);
-	return 0;
-}
-
 int ferry_run(int argc, char **argv)
 {
 	struct run_args a;
 	int rc = parse_args(argc, argv, &a);
 	if (rc)
 		return rc;
-	if (check_device(a.device))
+	if (!strcmp(a.device, "cuda")) {
+		char g[256];
+		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet (GPU: %s); use --device cpu\n",
+			gpu_desc(g, sizeof(g)));
 		return 1;
+	}
 	char err[ERR_LEN];
 	struct layout lay;
 	if (layout_open(&lay, a.model, err, sizeof(err))) {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb):
+#   bash bench/gpu_run.sh
+# Unpacks the carried Debian libraries (jansson, xxhash; the machine starts bare), builds with CUDA, runs
+# the test suite, checks the NumPy reference against transformers (tools/hf_check.py), and prints a short
+# table last. Full logs go to $OUT (the device tool brings them back).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ferry_gpu_out}
+mkdir -p "$OUT"
+DEPS=/tmp/ferry_deps
+for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
+LIB=$DEPS/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)
+echo "gpu: $gpu"
+
+make -j"$(nproc)" EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" >"$OUT/build.log" 2>&1
+build=$?
+tail -n 3 "$OUT/build.log"
+
+make test EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" >"$OUT/test.log" 2>&1
+test_rc=$?
+grep -E "PASS|FAIL|SKIP|passed" "$OUT/test.log"
+
+python3 tools/hf_check.py >"$OUT/hf_check.log" 2>&1
+hf_rc=$?
+cat "$OUT/hf_check.log" | tail -n 14
+
+d=$(mktemp -d)
+python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null
+probe=$(build/ferry run -m "$d/m.ferry" --prompt-ids 1,2,3 -n 4 --temp 0 --stats 2>&1 >/dev/null | grep -o 'GPU: [^)]*')
+rm -rf "$d"
+
+echo
+echo "| step | result |"
+echo "|---|---|"
+echo "| GPU | $gpu |"
+echo "| build (CUDA) | $([ $build -eq 0 ] && echo ok || echo FAILED) |"
+echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit $test_rc) |"
+echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
+echo "| ferry run --stats | ${probe:-no GPU line} |"
