@@ -39,7 +39,7 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check bench clean
+.PHONY: all test asan check fuzz bench clean
 .SECONDARY:
 all: $(BUILD)/ferry $(TEST_BIN)
 
@@ -68,6 +68,16 @@ asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan NVCC= OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
+# Real fuzzing with libFuzzer (needs clang), from the seeds of the regression build:
+#   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
+FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
+fuzz: $(FUZZ_BIN)
+build-fuzz/tests/%: tests/%.c $(wildcard layout/*.c)
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined $(INC) \
+		-o $@ $^ -ljansson -lxxhash -lm
+
 # What CI runs: the tests, then again under ASan + UBSan.
 check: test asan
 
@@ -75,6 +85,6 @@ bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) bash bench/run_bench.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -87,11 +87,14 @@ static inline uint16_t f32_to_f16(float f)
 		return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0));
 	if (absx >= 0x477ff000) /* rounds to >= 65520: overflow */
 		return (uint16_t)(sign | 0x7c00);
-	if (absx < 0x38800000) { /* result is subnormal or zero */
-		float a;
-		memcpy(&a, &absx, 4);
-		/* a * 2^24 rounds to nearest even in float arithmetic */
-		uint32_t m = (uint32_t)__builtin_roundevenf(a * 16777216.0f);
+	if (absx < 0x38800000) { /* result is subnormal or zero: m = round_even(x * 2^24) */
+		uint32_t e = absx >> 23, shift = 126 - e;
+		if (e == 0 || shift > 24)
+			return (uint16_t)sign;
+		uint32_t mant = (absx & 0x7fffff) | 0x800000, m = mant >> shift, r = mant & ((1u << shift) - 1);
+		uint32_t half = 1u << (shift - 1);
+		if (r > half || (r == half && (m & 1)))
+			m++;
 		return (uint16_t)(sign | m);
 	}
 	uint32_t mant = absx & 0x7fffff;
