@@ -5,9 +5,12 @@
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
 BUILD ?= build
 OPT ?= -O2 -g
+# Vector units of the build machine (AVX2/AVX-512/F16C...), as llama.cpp does by default; `make ARCH=` for a
+# portable binary.
+ARCH ?= -march=native
 SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
-CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
+CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
 LDLIBS := -ljansson -lxxhash -lm -lpthread
 
@@ -82,7 +85,7 @@ build-fuzz/tests/%: tests/%.c $(wildcard layout/*.c)
 check: test asan
 
 bench: $(BUILD)/ferry
-	$(Q)FERRY_BUILD=$(BUILD) bash bench/run_bench.sh
+	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

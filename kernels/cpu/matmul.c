@@ -4,6 +4,7 @@
  * read once per step: decode (T=1) is bound by the weight bytes, prefill reuses each row T times.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 #include "wfmt.h"
@@ -17,6 +18,20 @@ static inline float dot(const float *a, const float *b, int n)
 	return s;
 }
 
+/* A bf16 row is the high half of f32: convert in registers instead of through a row buffer. */
+static inline float dot_bf16(const uint16_t *w, const float *x, int n)
+{
+	float s = 0;
+#pragma omp simd reduction(+ : s)
+	for (int i = 0; i < n; i++) {
+		uint32_t b = (uint32_t)w[i] << 16;
+		float f;
+		memcpy(&f, &b, 4);
+		s += f * x[i];
+	}
+	return s;
+}
+
 void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N, int K)
 {
 	uint64_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K);
@@ -26,6 +41,15 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++) {
 			const float *w = (const float *)W + (size_t)n * (size_t)K;
+			if (wfmt == WFMT_BF16 && T < 4) { /* decode: the weight row is read once either way */
+				const uint16_t *wr = (const uint16_t *)((const char *)W + (size_t)n * row_bytes);
+				float b = 0;
+				if (bias)
+					cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * wfmt_row_bytes(bias_fmt, 1), &b, 1);
+				for (int t = 0; t < T; t++)
+					y[(size_t)t * (size_t)N + (size_t)n] = dot_bf16(wr, x + (size_t)t * (size_t)K, K) + b;
+				continue;
+			}
 			if (row) {
 				cpu_row_to_f32(wfmt, (const char *)W + (size_t)n * row_bytes, row, K);
 				w = row;
