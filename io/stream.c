@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "stream.h"
-#include "util.h"
 
 struct slot {
 	void *buf;
@@ -32,6 +32,13 @@ struct io_stream {
 	uint64_t clock;
 	struct io_stats st;
 };
+
+static double now_sec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static uint64_t align_up(uint64_t x)
 {
@@ -79,9 +86,8 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, int n_slots, c
 		sl->unit = -2;
 		sl->ptrs = calloc(LAYOUT_MAX_TENSORS * 4, sizeof(void *));
 		if (posix_memalign(&sl->buf, LAYOUT_ALIGN, s->slot_bytes ? s->slot_bytes : LAYOUT_ALIGN) || !sl->ptrs) {
-			char sz[32];
-			fmt_bytes(s->slot_bytes, sz, sizeof(sz));
-			snprintf(err, errlen, "cannot allocate %d slots of %s", s->n_slots, sz);
+			snprintf(err, errlen, "cannot allocate %d slots of %.1f MiB", s->n_slots,
+				 (double)s->slot_bytes / (1 << 20));
 			rc = -ENOMEM;
 		}
 	}

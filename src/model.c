@@ -165,6 +165,7 @@ void model_free(struct model *m)
 /* Weights of a unit in backend memory. Host-memory backends use the slot in place. */
 static int unit_weights(struct model *m, int unit, void *const **ptrs, char *err, size_t errlen)
 {
+	FERRY_ASSERT(unit >= 0 && unit <= m->hp->n_layers);
 	int rc = io_unit_acquire(m->io, unit, ptrs, err, errlen);
 	if (!rc && !m->b->ops->host_memory) {
 		snprintf(err, errlen, "the %s backend cannot use host weights yet", m->b->ops->name);
