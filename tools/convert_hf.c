@@ -82,6 +82,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 	return rc;
 }
 
+/* hf_prefix.weight (and .bias) -> name.weight (and .bias); in < 0 for a vector of out values. */
 static int copy_linear(struct conv *c, const char *hf_prefix, const char *name, int64_t out, int64_t in, bool bias)
 {
 	char src[256], dst[64];
@@ -100,31 +101,32 @@ static int write_layer(struct conv *c, int i)
 	const struct layout_hparams *hp = &c->hp;
 	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
 		F = hp->ffn_dim;
-	char p[128];
+	/* HF module under model.layers.i -> ferry tensor, shape [out, in] (in < 0: a norm vector [out]) */
+	const struct {
+		const char *hf, *name;
+		int64_t out, in;
+		bool bias;
+	} map[] = {
+		{"input_layernorm", "attn_norm", D, -1, false},
+		{"self_attn.q_proj", "attn_q", Q, D, c->arch.qkv_bias},
+		{"self_attn.k_proj", "attn_k", KV, D, c->arch.qkv_bias},
+		{"self_attn.v_proj", "attn_v", KV, D, c->arch.qkv_bias},
+		{"self_attn.o_proj", "attn_output", D, Q, c->arch.o_bias},
+		{"post_attention_layernorm", "ffn_norm", D, -1, false},
+		{"mlp.gate_proj", "ffn_gate", F, D, c->arch.mlp_bias},
+		{"mlp.up_proj", "ffn_up", F, D, c->arch.mlp_bias},
+		{"mlp.down_proj", "ffn_down", D, F, c->arch.mlp_bias},
+	};
 	int rc = layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, i);
 	if (rc) {
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 		return rc;
 	}
-#define PFX(s) (snprintf(p, sizeof(p), "model.layers.%d.%s", i, s), p)
-	rc = copy_tensor(c, PFX("input_layernorm.weight"), "attn_norm.weight", D, -1);
-	if (!rc)
-		rc = copy_linear(c, PFX("self_attn.q_proj"), "attn_q", Q, D, c->arch.qkv_bias);
-	if (!rc)
-		rc = copy_linear(c, PFX("self_attn.k_proj"), "attn_k", KV, D, c->arch.qkv_bias);
-	if (!rc)
-		rc = copy_linear(c, PFX("self_attn.v_proj"), "attn_v", KV, D, c->arch.qkv_bias);
-	if (!rc)
-		rc = copy_linear(c, PFX("self_attn.o_proj"), "attn_output", D, Q, c->arch.o_bias);
-	if (!rc)
-		rc = copy_tensor(c, PFX("post_attention_layernorm.weight"), "ffn_norm.weight", D, -1);
-	if (!rc)
-		rc = copy_linear(c, PFX("mlp.gate_proj"), "ffn_gate", F, D, c->arch.mlp_bias);
-	if (!rc)
-		rc = copy_linear(c, PFX("mlp.up_proj"), "ffn_up", F, D, c->arch.mlp_bias);
-	if (!rc)
-		rc = copy_linear(c, PFX("mlp.down_proj"), "ffn_down", D, F, c->arch.mlp_bias);
-#undef PFX
+	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
+		char p[128];
+		snprintf(p, sizeof(p), "model.layers.%d.%s", i, map[k].hf);
+		rc = copy_linear(c, p, map[k].name, map[k].out, map[k].in, map[k].bias);
+	}
 	if (!rc && (rc = layout_writer_file_end(c->w)))
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 	return rc;
