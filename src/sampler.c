@@ -75,6 +75,49 @@ static int by_logit_desc(const void *a, const void *b)
 	return i - j;
 }
 
+/* true when token i ranks after token j (lower logit, or equal logit and larger id) */
+static int ranks_after(const float *l, int i, int j)
+{
+	return l[i] < l[j] || (l[i] == l[j] && i > j);
+}
+
+/* The k best tokens into idx[0..k) (unordered) with a min-heap: O(V log k) instead of sorting V. */
+static int top_k_select(int *idx, const float *l, int V, int k)
+{
+	for (int i = 0; i < V; i++) {
+		int n;
+		if (i < k) {
+			n = i; /* sift up */
+			idx[n] = i;
+			while (n > 0 && ranks_after(l, idx[n], idx[(n - 1) / 2])) {
+				int p = (n - 1) / 2, t = idx[p];
+				idx[p] = idx[n];
+				idx[n] = t;
+				n = p;
+			}
+			continue;
+		}
+		if (!ranks_after(l, idx[0], i))
+			continue;
+		idx[0] = i; /* replace the worst kept token, sift down */
+		n = 0;
+		for (;;) {
+			int a = 2 * n + 1, b = a + 1, w = n;
+			if (a < k && ranks_after(l, idx[a], idx[w]))
+				w = a;
+			if (b < k && ranks_after(l, idx[b], idx[w]))
+				w = b;
+			if (w == n)
+				break;
+			int t = idx[w];
+			idx[w] = idx[n];
+			idx[n] = t;
+			n = w;
+		}
+	}
+	return k;
+}
+
 static void penalize(struct sampler *s, float *logits, const int *hist, int n)
 {
 	float pen = s->cfg.rep_penalty;
@@ -103,13 +146,12 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 				best = i;
 		return best;
 	}
-	int n = V;
-	for (int i = 0; i < V; i++)
-		s->idx[i] = i;
+	int n = s->cfg.top_k > 0 && s->cfg.top_k < V ? top_k_select(s->idx, logits, V, s->cfg.top_k) : V;
+	if (n == V)
+		for (int i = 0; i < V; i++)
+			s->idx[i] = i;
 	sort_logits = logits;
-	qsort(s->idx, (size_t)V, sizeof(int), by_logit_desc);
-	if (s->cfg.top_k > 0 && s->cfg.top_k < n)
-		n = s->cfg.top_k;
+	qsort(s->idx, (size_t)n, sizeof(int), by_logit_desc);
 	/* softmax over the candidates at temperature temp (max first, so exp never overflows) */
 	double mx = logits[s->idx[0]], sum = 0;
 	for (int i = 0; i < n; i++) {

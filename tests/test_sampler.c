@@ -99,6 +99,40 @@ int main(void)
 	CHECK(l[3] == 2.5f && l[1] == 1.0f);
 	sampler_free(&s);
 
+	/* top-k by heap selection keeps exactly the k best tokens (logit desc, ties by id) of a large vocabulary:
+	 * at a high temperature every kept token gets drawn and no other does */
+	{
+		enum { BIG = 5000 };
+		static float big[BIG], lb[BIG];
+		static int seen[BIG];
+		for (int i = 0; i < BIG; i++)
+			big[i] = (float)((i * 7919) % 1000) / 100.0f; /* many ties */
+		for (int k = 1; k <= 16; k *= 2) {
+			struct sampler_cfg ck = base();
+			ck.top_k = k;
+			ck.temp = 1000;
+			CHECK(sampler_init(&s, &ck, BIG) == 0);
+			memset(seen, 0, sizeof(seen));
+			for (int r = 0; r < 400 * k; r++) {
+				memcpy(lb, big, sizeof(big));
+				seen[sampler_pick(&s, lb, NULL, 0)] = 1;
+			}
+			int n_seen = 0, bad = 0;
+			for (int t = 0; t < BIG; t++) {
+				if (!seen[t])
+					continue;
+				n_seen++;
+				int better = 0;
+				for (int i = 0; i < BIG; i++)
+					better += big[i] > big[t] || (big[i] == big[t] && i < t);
+				bad += better >= k;
+			}
+			CHECK_MSG(n_seen == k && bad == 0, "top-k %d: %d distinct tokens drawn, %d outside the top k", k, n_seen,
+				  bad);
+			sampler_free(&s);
+		}
+	}
+
 	/* uniform stream stays in [0, 1) with a sane mean */
 	c = base();
 	CHECK(sampler_init(&s, &c, V) == 0);
