@@ -40,17 +40,12 @@ static double now_sec(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t align_up(uint64_t x)
-{
-	return (x + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN;
-}
-
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit)
 {
 	const struct layout_unit *u = layout_unit_get(m, unit);
 	uint64_t n = 0;
 	for (int i = 0; i < u->n_tensors; i++)
-		n += align_up(u->tensors[i].bytes);
+		n += layout_align_up(u->tensors[i].bytes);
 	return n;
 }
 
@@ -70,6 +65,8 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, int n_slots, c
 	s->slots = calloc((size_t)s->n_slots, sizeof(*s->slots));
 	s->verified = calloc((size_t)n_units + 1, sizeof(*s->verified));
 	int rc = s->fds && s->slots && s->verified ? 0 : -ENOMEM;
+	if (rc)
+		snprintf(err, errlen, "out of memory");
 	for (int i = 0; s->fds && i < m->n_files; i++)
 		s->fds[i] = -1;
 	for (int i = 0; !rc && i < m->n_files; i++) {
@@ -84,7 +81,7 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, int n_slots, c
 	for (int i = 0; !rc && i < s->n_slots; i++) {
 		struct slot *sl = &s->slots[i];
 		sl->unit = -2;
-		sl->ptrs = calloc(LAYOUT_MAX_TENSORS * 4, sizeof(void *));
+		sl->ptrs = calloc(LAYOUT_UNIT_MAX_TENSORS, sizeof(void *));
 		if (posix_memalign(&sl->buf, LAYOUT_ALIGN, s->slot_bytes ? s->slot_bytes : LAYOUT_ALIGN) || !sl->ptrs) {
 			snprintf(err, errlen, "cannot allocate %d slots of %.1f MiB", s->n_slots,
 				 (double)s->slot_bytes / (1 << 20));
@@ -93,8 +90,10 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, int n_slots, c
 	}
 	for (int u = 0; !rc && u <= n_units; u++) {
 		s->verified[u] = calloc((size_t)layout_unit_get(m, u - 1)->n_tensors + 1, 1);
-		if (!s->verified[u])
+		if (!s->verified[u]) {
+			snprintf(err, errlen, "out of memory");
 			rc = -ENOMEM;
+		}
 	}
 	if (rc) {
 		io_stream_close(s);
@@ -128,17 +127,12 @@ void io_stream_close(struct io_stream *s)
 static int read_full(struct io_stream *s, int file, void *dst, uint64_t n, uint64_t off, const char *what, char *err,
 		     size_t errlen)
 {
-	uint64_t done = 0;
-	while (done < n) {
-		ssize_t k = pread(s->fds[file], (char *)dst + done, n - done, (off_t)(off + done));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			snprintf(err, errlen, "%s/%s: %s: read at offset %llu failed: %s", s->m->dir, s->m->files[file].name,
-				 what, (unsigned long long)(off + done), k < 0 ? strerror(errno) : "unexpected end of file");
-			return -EIO;
-		}
-		done += (uint64_t)k;
+	int rc = layout_pread_full(s->fds[file], dst, n, off);
+	if (rc) {
+		snprintf(err, errlen, "%s/%s: %s: read of %llu bytes at offset %llu failed: %s", s->m->dir,
+			 s->m->files[file].name, what, (unsigned long long)n, (unsigned long long)off,
+			 rc == -EIO ? "unexpected end of file" : strerror(-rc));
+		return -EIO;
 	}
 	s->st.bytes_read += n;
 	s->st.n_reads++;
@@ -155,6 +149,10 @@ static int load_unit(struct io_stream *s, struct slot *sl, int unit, char *err, 
 	for (int i = 0; i < u->n_tensors; i++) {
 		const struct layout_tensor *t = &u->tensors[i];
 		void *dst = (char *)sl->buf + off;
+		if (off > s->slot_bytes || t->bytes > s->slot_bytes - off) { /* cannot happen for a unit layout_open accepted */
+			snprintf(err, errlen, "unit %d does not fit its %llu-byte slot", unit, (unsigned long long)s->slot_bytes);
+			return -EOVERFLOW;
+		}
 		int rc = read_full(s, t->file, dst, t->bytes, t->offset, t->name, err, errlen);
 		if (rc)
 			return rc;
@@ -167,7 +165,7 @@ static int load_unit(struct io_stream *s, struct slot *sl, int unit, char *err, 
 			ver[i] = 1;
 		}
 		sl->ptrs[i] = dst;
-		off += align_up(t->bytes);
+		off += layout_align_up(t->bytes);
 	}
 	s->st.read_sec += now_sec() - t0;
 	sl->unit = unit;

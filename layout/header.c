@@ -4,6 +4,7 @@
  * tensor entries inside the file, aligned and not overlapping.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <xxhash.h>
@@ -11,6 +12,23 @@
 #include "layout.h"
 #include "layout_internal.h"
 #include "le.h"
+
+uint64_t layout_tensor_nbytes(int fmt, int ndim, const int64_t *shape)
+{
+	if (ndim < 1 || ndim > LAYOUT_MAX_DIMS)
+		return 0;
+	uint64_t rows = 1, row;
+	for (int d = 0; d < ndim; d++)
+		if (shape[d] <= 0 || (uint64_t)shape[d] > (1ull << 40))
+			return 0;
+	for (int d = 0; d < ndim - 1; d++)
+		if (__builtin_mul_overflow(rows, (uint64_t)shape[d], &rows))
+			return 0;
+	row = wfmt_row_bytes(fmt, (uint64_t)shape[ndim - 1]);
+	if (row == 0 || __builtin_mul_overflow(rows, row, &rows) || rows > (1ull << 62))
+		return 0;
+	return rows;
+}
 
 uint64_t layout_header_hash(const uint8_t *buf)
 {
@@ -96,13 +114,26 @@ int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header 
 			snprintf(err, errlen, "tensor %s: bad format %d or rank %d", t->name, t->fmt, t->ndim);
 			return -EBADMSG;
 		}
-		for (int d = 0; d < t->ndim; d++)
+		for (int d = 0; d < LAYOUT_MAX_DIMS; d++)
 			t->shape[d] = (int64_t)le64(e + 56 + 8 * d);
 		t->offset = le64(e + 88);
 		t->bytes = le64(e + 96);
 		t->raw_bytes = le64(e + 104);
 		t->xxh3 = le64(e + 112);
 		t->comp = (int)le32(e + 120);
+		/* the stored size must be what shape and format say (lz4: the decompressed size) */
+		uint64_t want = layout_tensor_nbytes(t->fmt, t->ndim, t->shape);
+		bool unused_zero = true;
+		for (int d = t->ndim; d < LAYOUT_MAX_DIMS; d++)
+			unused_zero &= t->shape[d] == 0;
+		bool size_ok = t->comp == LAYOUT_COMP_NONE ? t->bytes == want && t->raw_bytes == want
+			     : t->comp == LAYOUT_COMP_LZ4 && t->raw_bytes == want && t->bytes > 0;
+		if (want == 0 || !unused_zero || !size_ok) {
+			snprintf(err, errlen, "tensor %s: %llu stored bytes (%llu raw, compression %d) do not match its %s shape",
+				 t->name, (unsigned long long)t->bytes, (unsigned long long)t->raw_bytes, t->comp,
+				 wfmt_name(t->fmt));
+			return -EBADMSG;
+		}
 		if (t->offset % LAYOUT_ALIGN || t->offset < prev_end || t->bytes > h->file_bytes ||
 		    t->offset > h->file_bytes - t->bytes) {
 			snprintf(err, errlen, "tensor %s: offset %llu + %llu bytes is unaligned, overlapping or past the end",

@@ -13,6 +13,49 @@
 static const char *rope_type_names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
 static const char *rope_style_names[] = {"neox", "norm"};
 
+const char *layout_rope_type_name(int type)
+{
+	return type >= 0 && type <= ROPE_LLAMA3 ? rope_type_names[type] : "?";
+}
+
+int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errlen)
+{
+	const struct rope_params *r = &hp->rope;
+	const char *bad = NULL;
+	if (hp->n_layers < 1 || hp->n_layers > 100000)
+		bad = "n_layers outside 1..100000";
+	else if (hp->d_model < 1 || hp->d_model > LAYOUT_MAX_DIM || hp->ffn_dim < 1 || hp->ffn_dim > LAYOUT_MAX_DIM ||
+		 hp->vocab < 1 || hp->vocab > LAYOUT_MAX_DIM)
+		bad = "d_model, ffn_dim and vocab must be in 1..2^24";
+	else if (hp->head_dim < 2 || hp->head_dim > LAYOUT_MAX_HEAD_DIM || hp->head_dim % 2)
+		bad = "head_dim must be even and in 2..1024";
+	else if (hp->n_heads < 1 || hp->n_kv_heads < 1 || hp->n_heads % hp->n_kv_heads ||
+		 (int64_t)hp->n_heads * hp->head_dim > LAYOUT_MAX_DIM)
+		bad = "n_heads must be a multiple of n_kv_heads, n_heads x head_dim at most 2^24";
+	else if (!(hp->rms_eps > 0 && hp->rms_eps < 1))
+		bad = "rms_eps must be in (0, 1)";
+	else if (hp->max_pos < 1)
+		bad = "max_pos must be >= 1";
+	else if (!(r->theta > 0) || r->dim != hp->head_dim)
+		bad = "rope theta must be > 0 and rope dim equal head_dim";
+	else if (r->type != ROPE_DEFAULT && !(r->factor >= 1 && r->factor < 1e6))
+		bad = "rope factor must be in [1, 1e6)";
+	else if ((r->type == ROPE_DYNAMIC || r->type == ROPE_YARN || r->type == ROPE_LLAMA3) && r->original_max_pos < 1)
+		bad = "rope original_max_pos must be >= 1";
+	else if (r->type == ROPE_LLAMA3 && !(r->low_freq_factor > 0 && r->high_freq_factor > r->low_freq_factor))
+		bad = "llama3 rope needs 0 < low_freq_factor < high_freq_factor";
+	else if (r->type == ROPE_YARN && !(r->beta_fast > 0 && r->beta_slow > 0 && r->attention_factor >= 0))
+		bad = "yarn rope needs beta_fast, beta_slow > 0 and attention_factor >= 0";
+	for (int i = 0; !bad && hp->window && i < hp->n_layers; i++)
+		if (hp->window[i] < 0 || hp->window[i] > (1 << 30))
+			bad = "sliding_window entries must be in 0..2^30";
+	if (bad) {
+		snprintf(err, errlen, "hparams: %s", bad);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 void *layout_hparams_to_json(const struct layout_hparams *hp)
 {
 	const struct rope_params *r = &hp->rope;
@@ -40,7 +83,7 @@ static int get_int(const json_t *o, const char *key, int lo, int *out, char *err
 {
 	const json_t *v = json_object_get(o, key);
 	if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > 1 << 30) {
-		snprintf(err, errlen, "hparams.%s: missing or not an integer >= %d", key, lo);
+		snprintf(err, errlen, "hparams.%s: missing or not an integer in %d..2^30", key, lo);
 		return -EINVAL;
 	}
 	*out = (int)json_integer_value(v);
@@ -123,10 +166,6 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 	    get_num(o, "rms_eps", &hp->rms_eps, err, errlen) ||
 	    rope_from_json(&hp->rope, json_object_get(o, "rope"), err, errlen))
 		return -EINVAL;
-	if (hp->n_heads % hp->n_kv_heads) {
-		snprintf(err, errlen, "hparams: n_heads %d is not a multiple of n_kv_heads %d", hp->n_heads, hp->n_kv_heads);
-		return -EINVAL;
-	}
 	hp->tied_embeddings = json_is_true(json_object_get(o, "tied_embeddings"));
 	const json_t *win = json_object_get(o, "sliding_window");
 	if (!json_is_array(win) || (int)json_array_size(win) != hp->n_layers) {
@@ -134,28 +173,36 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 		return -EINVAL;
 	}
 	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
-	if (!hp->window)
+	if (!hp->window) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	for (int i = 0; i < hp->n_layers; i++) {
 		const json_t *v = json_array_get(win, (size_t)i);
-		if (!json_is_integer(v) || json_integer_value(v) < 0) {
-			snprintf(err, errlen, "hparams.sliding_window[%d]: not an integer >= 0", i);
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30)) {
+			snprintf(err, errlen, "hparams.sliding_window[%d]: not an integer in 0..2^30", i);
 			layout_hparams_free(hp);
 			return -EINVAL;
 		}
 		hp->window[i] = (int)json_integer_value(v);
 	}
 	const json_t *bos = json_object_get(o, "bos_token_id");
-	hp->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+	hp->bos_id = json_is_integer(bos) && json_integer_value(bos) >= 0 && json_integer_value(bos) < hp->vocab
+			     ? (int)json_integer_value(bos)
+			     : -1;
 	const json_t *eos = json_object_get(o, "eos_token_ids");
 	size_t i;
 	const json_t *v;
 	json_array_foreach(eos, i, v)
 	{
-		if (json_is_integer(v) && hp->n_eos < (int)(sizeof(hp->eos_ids) / sizeof(hp->eos_ids[0])))
+		if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) < hp->vocab &&
+		    hp->n_eos < (int)(sizeof(hp->eos_ids) / sizeof(hp->eos_ids[0])))
 			hp->eos_ids[hp->n_eos++] = (int)json_integer_value(v);
 	}
-	return 0;
+	int rc = layout_hparams_check(hp, err, errlen);
+	if (rc)
+		layout_hparams_free(hp);
+	return rc;
 }
 
 void layout_hparams_free(struct layout_hparams *hp)

@@ -30,6 +30,16 @@
 #define LAYOUT_NAME_MAX 48 /* including the terminating NUL */
 #define LAYOUT_MAX_DIMS 4
 #define LAYOUT_MANIFEST_VERSION 1
+#define LAYOUT_UNIT_MAX_TENSORS 64        /* tensors a unit may list (its own and aliases) */
+#define LAYOUT_UNIT_MAX_BYTES (1ull << 44) /* 16 TiB: far above any layer, far below overflow */
+/* Hyper-parameter bounds: every product the kernels index with (H*Dh, F, V, D) stays far inside int. */
+#define LAYOUT_MAX_DIM (1 << 24)
+#define LAYOUT_MAX_HEAD_DIM 1024
+
+static inline uint64_t layout_align_up(uint64_t x)
+{
+	return (x + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN;
+}
 
 enum layout_kind { LAYOUT_KIND_EMBED = 0, LAYOUT_KIND_LAYER = 1, LAYOUT_KIND_HEAD = 2 };
 enum layout_comp { LAYOUT_COMP_NONE = 0, LAYOUT_COMP_LZ4 = 1 };
@@ -122,6 +132,11 @@ const struct layout_unit *layout_unit_get(const struct layout *m, int unit);
 const struct layout_tensor *layout_tensor_find(const struct layout_unit *u, const char *name);
 /* Path of file i into buf. */
 int layout_file_path(const struct layout *m, int file, char *buf, size_t n);
+/* Bytes of a tensor of this format and shape (outermost first); 0 when a dim is not positive, the innermost
+ * dim is not a multiple of the format's block, or the size would exceed 2^62. */
+uint64_t layout_tensor_nbytes(int fmt, int ndim, const int64_t *shape);
+/* pread of exactly n bytes (restarted on EINTR and short reads): 0, -errno, or -EIO at end of file. */
+int layout_pread_full(int fd, void *buf, uint64_t n, uint64_t off);
 /* Reads tensor t into dst (t->bytes) and checks its XXH3. 0, or -EIO/-EBADMSG with a message. */
 int layout_tensor_read(const struct layout *m, const struct layout_tensor *t, void *dst, char *err, size_t errlen);
 /* Reads and verifies every tensor; calls bad(t) for each mismatch. Returns the number of bad tensors, or a
@@ -167,5 +182,8 @@ uint64_t layout_writer_bytes_written(const struct layout_writer *w);
 void *layout_hparams_to_json(const struct layout_hparams *hp);
 int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *err, size_t errlen);
 void layout_hparams_free(struct layout_hparams *hp);
+/* Range checks shared by the reader and the converters (dims, products, rope parameters, windows). */
+int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errlen);
+const char *layout_rope_type_name(int type);
 
 #endif

@@ -8,8 +8,6 @@
 
 uint64_t layout_header_hash(const uint8_t *buf);
 void layout_header_build(uint8_t *buf, const struct layout_file_header *h);
-/* Bytes of a tensor of this format and shape; 0 when the shape does not fit the format's blocks. */
-uint64_t layout_tensor_nbytes(int fmt, int ndim, const int64_t *shape);
 void layout_unit_file_name(int kind, int layer, char *buf, size_t n);
 
 #endif

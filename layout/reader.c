@@ -1,9 +1,13 @@
 /*
  * reader.c: opens a model.ferry directory. manifest.json is parsed with jansson (errors carry line and
  * column); every binary file's header is read and must agree with the manifest: size, header checksum,
- * and each tensor's offset, size, shape, format and checksum. Tensor data is read only on demand.
+ * and each tensor's offset, size, shape, format and checksum; each header entry's size must equal what its
+ * shape and format imply (header.c). A unit may list only tensors of its own file (the head may also point
+ * into embed.bin, for tied embeddings), each name once, at most LAYOUT_UNIT_MAX_BYTES in all. Checksums are
+ * XXH3: they catch accidents, not forgery. Tensor data is read only on demand.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -20,6 +24,22 @@ int layout_file_path(const struct layout *m, int file, char *buf, size_t n)
 {
 	int k = snprintf(buf, n, "%s/%s", m->dir, m->files[file].name);
 	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+int layout_pread_full(int fd, void *buf, uint64_t n, uint64_t off)
+{
+	uint64_t done = 0;
+	while (done < n) {
+		ssize_t k = pread(fd, (char *)buf + done, n - done, (off_t)(off + done));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			return -EIO;
+		done += (uint64_t)k;
+	}
+	return 0;
 }
 
 static int parse_hex64(const char *s, uint64_t *out)
@@ -55,8 +75,10 @@ static int open_files(struct layout *m, const json_t *files, struct layout_file_
 	}
 	m->n_files = (int)json_array_size(files);
 	m->files = calloc((size_t)m->n_files, sizeof(*m->files));
-	if (!m->files)
+	if (!m->files) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	for (int i = 0; i < m->n_files; i++) {
 		const json_t *f = json_array_get(files, (size_t)i);
 		struct layout_file *lf = &m->files[i];
@@ -102,18 +124,33 @@ static int open_files(struct layout *m, const json_t *files, struct layout_file_
 	return 0;
 }
 
+/* May a tensor of unit `unit` (-1 embed, 0..L-1 layer, L head) live in file f? */
+static bool unit_owns(const struct layout *m, int unit, const struct layout_file *f)
+{
+	if (unit < 0)
+		return f->kind == LAYOUT_KIND_EMBED;
+	if (unit >= m->hp.n_layers)
+		return f->kind == LAYOUT_KIND_HEAD || f->kind == LAYOUT_KIND_EMBED;
+	return f->kind == LAYOUT_KIND_LAYER && f->layer == unit;
+}
+
 /* Fills a unit from its manifest array; each tensor must match its file's header entry exactly. */
-static int load_unit(struct layout *m, struct layout_unit *u, const json_t *arr, const char *what,
+static int load_unit(struct layout *m, int unit, const json_t *arr, const char *what,
 		     const struct layout_file_header *hdrs, char *err, size_t errlen)
 {
-	if (!json_is_array(arr) || json_array_size(arr) > LAYOUT_MAX_TENSORS * 4) {
-		snprintf(err, errlen, "%s/manifest.json: units.%s: missing or not an array", m->dir, what);
+	struct layout_unit *u = (struct layout_unit *)layout_unit_get(m, unit);
+	if (!json_is_array(arr) || json_array_size(arr) > LAYOUT_UNIT_MAX_TENSORS) {
+		snprintf(err, errlen, "%s/manifest.json: units.%s: missing, not an array, or more than %d tensors", m->dir,
+			 what, LAYOUT_UNIT_MAX_TENSORS);
 		return -EINVAL;
 	}
 	u->n_tensors = (int)json_array_size(arr);
 	u->tensors = calloc((size_t)u->n_tensors + 1, sizeof(*u->tensors));
-	if (!u->tensors)
+	if (!u->tensors) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
+	uint64_t unit_bytes = 0;
 	for (int i = 0; i < u->n_tensors; i++) {
 		const json_t *o = json_array_get(arr, (size_t)i);
 		struct layout_tensor *t = &u->tensors[i];
@@ -123,6 +160,16 @@ static int load_unit(struct layout *m, struct layout_unit *u, const json_t *arr,
 		if (!name || strlen(name) >= LAYOUT_NAME_MAX || fi < 0 || !json_is_integer(off) ||
 		    parse_hex64(json_string_value(json_object_get(o, "xxh3")), &t->xxh3)) {
 			snprintf(err, errlen, "%s/manifest.json: units.%s[%d]: bad name, file, offset or xxh3", m->dir, what, i);
+			return -EINVAL;
+		}
+		for (int k = 0; k < i; k++)
+			if (!strcmp(u->tensors[k].name, name)) {
+				snprintf(err, errlen, "%s/manifest.json: units.%s: tensor %s listed twice", m->dir, what, name);
+				return -EINVAL;
+			}
+		if (!unit_owns(m, unit, &m->files[fi])) {
+			snprintf(err, errlen, "%s/manifest.json: units.%s: tensor %s points into %s, another unit's file", m->dir,
+				 what, name, m->files[fi].name);
 			return -EINVAL;
 		}
 		strcpy(t->name, name);
@@ -150,6 +197,12 @@ static int load_unit(struct layout *m, struct layout_unit *u, const json_t *arr,
 		memcpy(t->shape, h->shape, sizeof(t->shape));
 		t->fmt = h->fmt;
 		t->comp = h->comp;
+		unit_bytes += layout_align_up(t->bytes); /* each term <= 2^62, at most 64 of them: no wrap */
+		if (unit_bytes > LAYOUT_UNIT_MAX_BYTES) {
+			snprintf(err, errlen, "%s/manifest.json: units.%s: more than %llu bytes", m->dir, what,
+				 (unsigned long long)LAYOUT_UNIT_MAX_BYTES);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -166,8 +219,10 @@ int layout_open(struct layout *m, const char *dir, char *err, size_t errlen)
 	struct layout_file_header *hdrs = NULL;
 	int rc;
 	m->dir = strdup(dir);
-	if (!m->dir)
+	if (!m->dir) {
+		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
 	json_error_t je;
@@ -201,6 +256,7 @@ int layout_open(struct layout *m, const char *dir, char *err, size_t errlen)
 	const json_t *files = json_object_get(root, "files");
 	hdrs = calloc(json_is_array(files) ? json_array_size(files) + 1 : 1, sizeof(*hdrs));
 	if (!hdrs) {
+		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -216,16 +272,17 @@ int layout_open(struct layout *m, const char *dir, char *err, size_t errlen)
 	}
 	m->layers = calloc((size_t)m->hp.n_layers, sizeof(*m->layers));
 	if (!m->layers) {
+		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = load_unit(m, &m->embed, json_object_get(units, "embed"), "embed", hdrs, err, errlen);
+	rc = load_unit(m, -1, json_object_get(units, "embed"), "embed", hdrs, err, errlen);
 	if (!rc)
-		rc = load_unit(m, &m->head, json_object_get(units, "head"), "head", hdrs, err, errlen);
+		rc = load_unit(m, m->hp.n_layers, json_object_get(units, "head"), "head", hdrs, err, errlen);
 	for (int i = 0; !rc && i < m->hp.n_layers; i++) {
 		char what[32];
 		snprintf(what, sizeof(what), "layers[%d]", i);
-		rc = load_unit(m, &m->layers[i], json_array_get(layers, (size_t)i), what, hdrs, err, errlen);
+		rc = load_unit(m, i, json_array_get(layers, (size_t)i), what, hdrs, err, errlen);
 	}
 	if (rc)
 		goto fail;
@@ -296,22 +353,22 @@ static int read_hash(const struct layout *m, const struct layout_tensor *t, void
 	char *tmp = dst ? NULL : malloc(CHUNK);
 	XXH3_state_t *xs = XXH3_createState();
 	int rc = (!dst && !tmp) || !xs ? -ENOMEM : 0;
-	XXH3_64bits_reset(xs);
+	if (rc)
+		snprintf(err, errlen, "out of memory");
+	else
+		XXH3_64bits_reset(xs);
 	uint64_t done = 0;
 	while (!rc && done < t->bytes) {
 		size_t want = t->bytes - done < CHUNK ? (size_t)(t->bytes - done) : CHUNK;
 		char *p = dst ? (char *)dst + done : tmp;
-		ssize_t k = pread(fd, p, want, (off_t)(t->offset + done));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
+		rc = layout_pread_full(fd, p, want, t->offset + done);
+		if (rc) {
 			snprintf(err, errlen, "%s: tensor %s: read at offset %llu failed: %s", path, t->name,
-				 (unsigned long long)(t->offset + done), k < 0 ? strerror(errno) : "unexpected end of file");
-			rc = -EIO;
+				 (unsigned long long)(t->offset + done), rc == -EIO ? "unexpected end of file" : strerror(-rc));
 			break;
 		}
-		XXH3_64bits_update(xs, p, (size_t)k);
-		done += (uint64_t)k;
+		XXH3_64bits_update(xs, p, want);
+		done += want;
 	}
 	if (!rc)
 		*hash = XXH3_64bits_digest(xs);

@@ -207,7 +207,7 @@ int st_open_dir(struct st_set *s, const char *dir, char *err, size_t errlen)
 	json_object_foreach(map, name, file)
 	{
 		const char *f = json_string_value(file);
-		if (!f || strchr(f, '/')) {
+		if (!f || strchr(f, '/') || f[0] == '.') {
 			snprintf(err, errlen, "%s: weight_map.%s: not a file name", path, name);
 			rc = -EBADMSG;
 			break;

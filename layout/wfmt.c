@@ -10,11 +10,12 @@ const struct wfmt_info wfmt_table[WFMT_COUNT] = {
 
 int wfmt_from_name(const char *name)
 {
-	for (int i = 0; i < WFMT_COUNT; i++)
+	for (int i = 0; name && i < WFMT_COUNT; i++)
 		if (strcmp(wfmt_table[i].name, name) == 0)
 			return i;
 	return -1;
 }
+
 
 const char *wfmt_name(int fmt)
 {

@@ -67,54 +67,44 @@ void layout_unit_file_name(int kind, int layer, char *buf, size_t n)
 		snprintf(buf, n, "layer.%03d.bin", layer);
 }
 
-uint64_t layout_tensor_nbytes(int fmt, int ndim, const int64_t *shape)
-{
-	if (ndim < 1 || ndim > LAYOUT_MAX_DIMS)
-		return 0;
-	uint64_t rows = 1;
-	for (int d = 0; d < ndim - 1; d++) {
-		if (shape[d] <= 0)
-			return 0;
-		rows *= (uint64_t)shape[d];
-	}
-	if (shape[ndim - 1] <= 0)
-		return 0;
-	return rows * wfmt_row_bytes(fmt, (uint64_t)shape[ndim - 1]);
-}
+#define PARTIAL_MARKER ".ferry-partial" /* in OUT.tmp while ferry writes it */
 
-/* Removes a flat directory written by ferry (regular files only); refuses anything else. */
+/* Removes a flat directory written by ferry: checks every entry first (regular files only) and unlinks
+ * only when all are, so a directory that is not ferry's is never partly deleted. */
 static int remove_flat_dir(const char *dir, char *err, size_t errlen)
 {
-	DIR *d = opendir(dir);
-	if (!d) {
-		snprintf(err, errlen, "%s: cannot open: %s", dir, strerror(errno));
+	char path[4096];
+	for (int pass = 0; pass < 2; pass++) {
+		DIR *d = opendir(dir);
+		if (!d) {
+			snprintf(err, errlen, "%s: cannot open: %s", dir, strerror(errno));
+			return -errno;
+		}
+		struct dirent *e;
+		int rc = 0;
+		while (!rc && (e = readdir(d)) != NULL) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			struct stat st;
+			if (pass == 0 && (lstat(path, &st) || !S_ISREG(st.st_mode))) {
+				snprintf(err, errlen, "%s: contains %s which is not a regular file; not removing it", dir,
+					 e->d_name);
+				rc = -EEXIST;
+			} else if (pass == 1 && unlink(path)) {
+				snprintf(err, errlen, "%s: %s", path, strerror(errno));
+				rc = -errno;
+			}
+		}
+		closedir(d);
+		if (rc)
+			return rc;
+	}
+	if (rmdir(dir)) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
 		return -errno;
 	}
-	struct dirent *e;
-	char path[4096];
-	int rc = 0;
-	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		struct stat st;
-		if (lstat(path, &st) || !S_ISREG(st.st_mode)) {
-			snprintf(err, errlen, "%s: contains %s which is not a regular file; not removing it", dir, e->d_name);
-			rc = -EEXIST;
-			break;
-		}
-		if (unlink(path)) {
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			rc = -errno;
-			break;
-		}
-	}
-	closedir(d);
-	if (rc == 0 && rmdir(dir)) {
-		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-		rc = -errno;
-	}
-	return rc;
+	return 0;
 }
 
 static bool path_exists(const char *p)
@@ -129,7 +119,11 @@ static int check_replaceable(const char *dir, char *err, size_t errlen)
 	char m[4096];
 	snprintf(m, sizeof(m), "%s/manifest.json", dir);
 	struct stat st;
-	if (lstat(dir, &st) || !S_ISDIR(st.st_mode) || !path_exists(m)) {
+	json_t *j = lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? json_load_file(m, 0, NULL) : NULL;
+	const char *fmt = json_string_value(json_object_get(j, "format"));
+	bool ours = fmt && !strcmp(fmt, "ferry");
+	json_decref(j);
+	if (!ours) {
 		snprintf(err, errlen, "%s: exists and is not a ferry model directory; not replacing it", dir);
 		return -EEXIST;
 	}
@@ -168,8 +162,13 @@ int layout_writer_begin(struct layout_writer **wp, const char *out_dir, bool for
 		return -ENOMEM;
 	}
 	snprintf(w->tmp_dir, n + 5, "%s.tmp", w->out_dir);
-	if (path_exists(w->tmp_dir)) { /* left over from an interrupted conversion */
-		int rc = remove_flat_dir(w->tmp_dir, err, errlen);
+	if (path_exists(w->tmp_dir)) { /* left over from an interrupted conversion, if it carries our marker */
+		char marker[4096];
+		snprintf(marker, sizeof(marker), "%s/" PARTIAL_MARKER, w->tmp_dir);
+		int rc = path_exists(marker) ? remove_flat_dir(w->tmp_dir, err, errlen) : -EEXIST;
+		if (rc == -EEXIST && path_exists(w->tmp_dir) && !path_exists(marker))
+			snprintf(err, errlen, "%s: exists and was not left by ferry; remove it or choose another output",
+				 w->tmp_dir);
 		if (rc) {
 			free(w->tmp_dir);
 			w->tmp_dir = NULL; /* not ours to remove */
@@ -185,6 +184,15 @@ int layout_writer_begin(struct layout_writer **wp, const char *out_dir, bool for
 		layout_writer_abort(w);
 		return rc;
 	}
+	char marker[4096];
+	snprintf(marker, sizeof(marker), "%s/" PARTIAL_MARKER, w->tmp_dir);
+	int fd = open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot create: %s", marker, strerror(errno));
+		layout_writer_abort(w);
+		return -EIO;
+	}
+	close(fd);
 	*wp = w;
 	return 0;
 }
@@ -246,7 +254,7 @@ int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fm
 	t->fmt = fmt;
 	t->ndim = ndim;
 	memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-	t->offset = (w->pos + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN;
+	t->offset = layout_align_up(w->pos);
 	t->bytes = t->raw_bytes = nbytes;
 	t->comp = LAYOUT_COMP_NONE;
 	w->t = t;
@@ -300,13 +308,14 @@ int layout_writer_file_end(struct layout_writer *w)
 {
 	if (w->fd < 0 || w->t)
 		return fail(w, -EINVAL, "writer: file_end outside a file or inside a tensor");
-	uint64_t end = (w->pos + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN;
+	uint64_t end = layout_align_up(w->pos);
 	w->hdr.file_bytes = end;
 	uint8_t buf[LAYOUT_HEADER_BYTES];
 	layout_header_build(buf, &w->hdr);
 	if (ftruncate(w->fd, (off_t)end) || pwrite(w->fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf) ||
 	    fsync(w->fd))
-		return fail(w, -errno, "%s/%s: write failed: %s", w->tmp_dir, w->file_name, strerror(errno));
+		return fail(w, errno ? -errno : -EIO, "%s/%s: write failed: %s", w->tmp_dir, w->file_name,
+			    errno ? strerror(errno) : "short write");
 	close(w->fd);
 	w->fd = -1;
 	char hex[17];
@@ -424,7 +433,8 @@ int layout_writer_finish(struct layout_writer *w, const struct layout_hparams *h
 		return fail(w, -EIO, "%s: sync failed", path);
 	}
 	close(fd);
-	if (fsync_dir(w->tmp_dir))
+	snprintf(path, sizeof(path), "%s/" PARTIAL_MARKER, w->tmp_dir);
+	if (unlink(path) || fsync_dir(w->tmp_dir))
 		return fail(w, -EIO, "%s: sync failed", w->tmp_dir);
 	/* Replace an existing model (already checked to be one) only after the new one is complete. */
 	if (path_exists(w->out_dir)) {
@@ -436,8 +446,12 @@ int layout_writer_finish(struct layout_writer *w, const struct layout_hparams *h
 		if (rename(w->out_dir, final))
 			return fail(w, -errno, "%s: cannot move aside: %s", w->out_dir, strerror(errno));
 	}
-	if (rename(w->tmp_dir, w->out_dir))
-		return fail(w, -errno, "%s: cannot rename to %s: %s", w->tmp_dir, w->out_dir, strerror(errno));
+	if (rename(w->tmp_dir, w->out_dir)) {
+		int e = errno;
+		if (final[0])
+			rename(final, w->out_dir); /* put the old model back */
+		return fail(w, -e, "%s: cannot rename to %s: %s", w->tmp_dir, w->out_dir, strerror(e));
+	}
 	char *parent = strdup(w->out_dir);
 	char *slash = parent ? strrchr(parent, '/') : NULL;
 	if (parent) {

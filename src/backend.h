@@ -68,6 +68,9 @@ struct backend_ops {
 	int (*upload)(struct backend *b, void *dst, const void *host_src, size_t n);
 	int (*download)(struct backend *b, void *host_dst, const void *src, size_t n);
 	int (*sync)(struct backend *b);
+	/* Workspace for rows of up to max_row values and attention over up to max_ctx positions; called once
+	 * before the first step (the ops fail cleanly, never allocate, when a step needs more). */
+	int (*reserve)(struct backend *b, int64_t max_row, int64_t max_ctx);
 	/* pos: host [T]; stays valid until the next step_begin */
 	int (*step_begin)(struct backend *b, int T, const int *pos);
 

@@ -14,6 +14,8 @@
 struct cpu_state {
 	int T;
 	const int *pos;
+	float *scratch;     /* [n_threads][per_thread] */
+	int64_t per_thread;
 };
 
 static struct cpu_state *st(struct backend *b)
@@ -23,8 +25,36 @@ static struct cpu_state *st(struct backend *b)
 
 static void cpu_destroy(struct backend *b)
 {
+	free(st(b)->scratch);
 	free(b->impl);
 	free(b);
+}
+
+static int cpu_reserve(struct backend *b, int64_t max_row, int64_t max_ctx)
+{
+	int64_t per = max_row > max_ctx ? max_row : max_ctx;
+	if (per <= st(b)->per_thread)
+		return 0;
+	float *p = NULL;
+	if (posix_memalign((void **)&p, 64, sizeof(float) * (size_t)per * (size_t)b->n_threads)) {
+		snprintf(b->err, sizeof(b->err), "out of memory for %d x %lld floats of CPU workspace", b->n_threads,
+			 (long long)per);
+		return -ENOMEM;
+	}
+	free(st(b)->scratch);
+	st(b)->scratch = p;
+	st(b)->per_thread = per;
+	return 0;
+}
+
+/* The workspace must hold n floats per thread; a step that needs more fails instead of overrunning it. */
+static int need(struct backend *b, int64_t n)
+{
+	if (n <= st(b)->per_thread)
+		return 0;
+	snprintf(b->err, sizeof(b->err), "CPU workspace of %lld floats per thread is smaller than the %lld needed",
+		 (long long)st(b)->per_thread, (long long)n);
+	return -ENOSPC;
 }
 
 static bool cpu_supports(struct backend *b, enum op op, int fmt)
@@ -70,17 +100,20 @@ static int cpu_step_begin(struct backend *b, int T, const int *pos)
 
 static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
 {
-	(void)b;
-	cpu_rmsnorm(y, x, w->data, w->fmt, T, (int)w->cols, eps);
-	return 0;
+	int rc = need(b, w->cols);
+	if (!rc)
+		cpu_rmsnorm(y, x, w->data, w->fmt, T, (int)w->cols, eps, st(b)->scratch);
+	return rc;
 }
 
 static int cpu_matmul_op(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
 			 int T)
 {
-	(void)b;
-	cpu_matmul(y, x, W->data, W->fmt, bias ? bias->data : NULL, bias ? bias->fmt : 0, T, (int)W->rows, (int)W->cols);
-	return 0;
+	int rc = need(b, W->cols);
+	if (!rc)
+		cpu_matmul(y, x, W->data, W->fmt, bias ? bias->data : NULL, bias ? bias->fmt : 0, T, (int)W->rows,
+			   (int)W->cols, st(b)->scratch, st(b)->per_thread);
+	return rc;
 }
 
 static int cpu_rope_op(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
@@ -104,8 +137,14 @@ static int cpu_kv_store_op(struct backend *b, struct kv_layer *kv, const float *
 static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
 			    int Dh, int window, float scale)
 {
-	cpu_attention(out, q, kv->k, kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale);
-	return 0;
+	int max_pos = 0;
+	for (int t = 0; t < st(b)->T; t++)
+		max_pos = st(b)->pos[t] > max_pos ? st(b)->pos[t] : max_pos;
+	int rc = need(b, (int64_t)max_pos + 1);
+	if (!rc)
+		cpu_attention(out, q, kv->k, kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale, st(b)->scratch,
+			      st(b)->per_thread);
+	return rc;
 }
 
 static int cpu_swiglu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n)
@@ -132,6 +171,7 @@ static const struct backend_ops cpu_ops = {
 	.upload = cpu_copy,
 	.download = cpu_copy,
 	.sync = cpu_sync,
+	.reserve = cpu_reserve,
 	.step_begin = cpu_step_begin,
 	.rmsnorm = cpu_rmsnorm_op,
 	.matmul = cpu_matmul_op,

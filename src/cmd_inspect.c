@@ -7,17 +7,16 @@
 #include "layout.h"
 #include "util.h"
 
-static const char *rope_names[] = {"default", "linear", "dynamic", "yarn", "llama3"};
-
 static void print_unit(const struct layout *m, const char *label, const struct layout_unit *u)
 {
-	char sz[32], fmts[64] = "";
+	char sz[32], fmts[96] = "";
 	fmt_bytes(layout_unit_bytes(u), sz, sizeof(sz));
-	for (int i = 0; i < u->n_tensors; i++) {
-		const char *f = wfmt_name(u->tensors[i].fmt);
-		if (!strstr(fmts, f) && strlen(fmts) + strlen(f) + 2 < sizeof(fmts))
-			snprintf(fmts + strlen(fmts), sizeof(fmts) - strlen(fmts), "%s%s", fmts[0] ? "," : "", f);
-	}
+	unsigned seen = 0;
+	for (int i = 0; i < u->n_tensors; i++)
+		seen |= 1u << u->tensors[i].fmt;
+	for (int f = 0; f < WFMT_COUNT; f++)
+		if (seen & (1u << f))
+			snprintf(fmts + strlen(fmts), sizeof(fmts) - strlen(fmts), "%s%s", fmts[0] ? "," : "", wfmt_name(f));
 	printf("  %-10s %-14s %3d tensors %12s  %s\n", label, u->n_tensors ? m->files[u->tensors[0].file].name : "-",
 	       u->n_tensors, sz, fmts);
 }
@@ -55,7 +54,7 @@ int ferry_inspect(int argc, char **argv)
 	const struct layout_hparams *hp = &m.hp;
 	printf("model %s\n  arch %s, %d layers, d_model %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d\n", m.dir,
 	       hp->arch, hp->n_layers, hp->d_model, hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim, hp->vocab);
-	printf("  rope %s theta %g factor %g%s, rms_eps %g, max_pos %d, %s embeddings\n", rope_names[hp->rope.type],
+	printf("  rope %s theta %g factor %g%s, rms_eps %g, max_pos %d, %s embeddings\n", layout_rope_type_name(hp->rope.type),
 	       hp->rope.theta, hp->rope.factor, hp->rope.style == ROPE_STYLE_NEOX ? " (neox)" : " (norm)", hp->rms_eps,
 	       hp->max_pos, hp->tied_embeddings ? "tied" : "untied");
 	int nwin = 0;

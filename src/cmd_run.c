@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ struct run_args {
 	int64_t ram;
 	bool ignore_eos, stats;
 	struct sampler_cfg sc;
-	bool temp_set, top_k_set, top_p_set;
+	bool temp_set, top_k_set, top_p_set, rep_set;
 };
 
 static void usage(FILE *f)
@@ -95,11 +96,20 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 'm': a->model = optarg; break;
 		case O_IDS: a->prompt_ids = optarg; break;
 		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
-		case O_TEMP: bad = parse_double(optarg, &d) || d < 0; a->sc.temp = (float)d; a->temp_set = true; name = "--temp"; break;
-		case O_TOPK: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.top_k = (int)v; a->top_k_set = true; name = "--top-k"; break;
-		case O_TOPP: bad = parse_double(optarg, &d) || d <= 0 || d > 1; a->sc.top_p = (float)d; a->top_p_set = true; name = "--top-p"; break;
+		case O_TEMP:
+			bad = parse_double(optarg, &d) || d < 0;
+			a->sc.temp = (float)d, a->temp_set = true, name = "--temp";
+			break;
+		case O_TOPK:
+			bad = parse_int(optarg, 0, 1 << 30, &v);
+			a->sc.top_k = (int)v, a->top_k_set = true, name = "--top-k";
+			break;
+		case O_TOPP:
+			bad = parse_double(optarg, &d) || d <= 0 || d > 1;
+			a->sc.top_p = (float)d, a->top_p_set = true, name = "--top-p";
+			break;
 		case O_MINP: bad = parse_double(optarg, &d) || d < 0 || d > 1; a->sc.min_p = (float)d; name = "--min-p"; break;
-		case O_REP: bad = parse_double(optarg, &d) || d <= 0; a->sc.rep_penalty = (float)d; name = "--repeat-penalty"; break;
+		case O_REP: bad = parse_double(optarg, &d) || d <= 0; a->sc.rep_penalty = (float)d; a->rep_set = true; name = "--repeat-penalty"; break;
 		case O_REPN: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.rep_last_n = (int)v; name = "--repeat-last-n"; break;
 		case O_SEED: {
 			char *end;
@@ -141,6 +151,11 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 static void generation_defaults(const struct layout *lay, struct run_args *a)
 {
 	const json_t *g = json_object_get(lay->manifest, "generation");
+	const json_t *rp = json_object_get(g, "repetition_penalty"); /* transformers applies it greedy or not */
+	if (!a->rep_set && json_is_number(rp) && json_number_value(rp) > 0) {
+		a->sc.rep_penalty = (float)json_number_value(rp);
+		a->sc.rep_last_n = 0; /* over the whole sequence, as transformers does */
+	}
 	if (!json_is_true(json_object_get(g, "do_sample")))
 		return;
 	const json_t *t = json_object_get(g, "temperature"), *k = json_object_get(g, "top_k"),
@@ -184,10 +199,18 @@ static const char *gpu_desc(char *buf, size_t n)
 	return buf;
 }
 
+static bool logits_finite(const float *l, int V)
+{
+	for (int i = 0; i < V; i++)
+		if (!isfinite(l[i]))
+			return false;
+	return true;
+}
+
 static int generate(struct run_args *a, struct layout *lay, struct model *m, int *toks, int n_prompt, int cap)
 {
 	const struct layout_hparams *hp = &lay->hp;
-	int V = hp->vocab, chunk = a->chunk > 0 ? a->chunk : n_prompt;
+	int V = hp->vocab, chunk = m->opt.t_max;
 	char err[ERR_LEN];
 	struct sampler smp;
 	struct logits_dump dump = {0};
@@ -219,6 +242,11 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, int
 	double t1 = now_sec();
 	while (!rc && n_gen < a->n_predict) {
 		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
+		if (!logits_finite(last, V)) {
+			snprintf(err, sizeof(err), "the model produced non-finite logits at position %d (damaged weights?)", n - 1);
+			rc = -EDOM;
+			break;
+		}
 		int tok = sampler_pick(&smp, last, toks, n);
 		toks[n++] = tok;
 		n_gen++;
@@ -310,7 +338,8 @@ int ferry_run(int argc, char **argv)
 	struct backend *b = NULL;
 	struct model m;
 	int chunk = a.chunk > 0 && a.chunk < n_prompt ? a.chunk : n_prompt;
-	struct model_opts mo = {.t_max = chunk, .capacity = cap, .n_slots = plan_slots(&lay, a.ram)};
+	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap,
+				.n_slots = plan_slots(&lay, a.ram)};
 	rc = toks ? backend_cpu_create(&b, a.threads, err, sizeof(err)) : -ENOMEM;
 	if (!rc)
 		rc = model_init(&m, &lay, b, &mo, err, sizeof(err));

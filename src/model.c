@@ -116,7 +116,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->v = b->ops->alloc(b, T * KV * 4);
 	m->g = b->ops->alloc(b, T * F * 4);
 	m->u = b->ops->alloc(b, T * F * 4);
-	m->logits = b->ops->alloc(b, T * V * 4);
+	m->logits = b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4);
 	m->embed_rows = malloc(T * D * 4);
 	m->embed_f32 = malloc(T * D * 4);
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
@@ -134,7 +134,13 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 		model_free(m);
 		return -ENOMEM;
 	}
-	rc = io_stream_open(&m->io, lay, o->n_slots, err, errlen);
+	size_t max_row = D > F ? D : F;
+	max_row = max_row > Q ? max_row : Q;
+	rc = b->ops->reserve(b, (int64_t)max_row, o->capacity);
+	if (rc)
+		snprintf(err, errlen, "%s", b->err);
+	else
+		rc = io_stream_open(&m->io, lay, o->n_slots, err, errlen);
 	if (rc)
 		model_free(m);
 	return rc;
@@ -256,8 +262,9 @@ int model_forward(struct model *m, const int *tokens, const int *pos, int T, int
 		  size_t errlen)
 {
 	err[0] = 0;
-	if (T < 1 || T > m->opt.t_max || n_logits < 0 || n_logits > T) {
-		snprintf(err, errlen, "step of %d tokens (%d logits) outside 1..%d", T, n_logits, m->opt.t_max);
+	if (T < 1 || T > m->opt.t_max || n_logits < 0 || n_logits > T || n_logits > m->opt.max_logits) {
+		snprintf(err, errlen, "step of %d tokens (%d logits) outside 1..%d (%d logits)", T, n_logits, m->opt.t_max,
+			 m->opt.max_logits);
 		return -EINVAL;
 	}
 	int max_pos = 0;

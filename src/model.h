@@ -13,7 +13,8 @@
 #include "stream.h"
 
 struct model_opts {
-	int t_max;    /* most tokens per step */
+	int t_max;      /* most tokens per step */
+	int max_logits; /* most logits rows a step returns (1 for generation, t_max to dump all) */
 	int capacity; /* KV cache tokens */
 	int n_slots;  /* I/O slots (units kept in RAM) */
 };
@@ -41,7 +42,7 @@ struct model {
 	float *q, *att;        /* (T, H*Dh) */
 	float *k, *v;          /* (T, Hkv*Dh) */
 	float *g, *u;          /* (T, F) */
-	float *logits;         /* (T, V) */
+	float *logits;         /* (max_logits, V) */
 	struct rope_freqs rope; /* of the current step */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
 	float *embed_f32;      /* host, (T, D) */

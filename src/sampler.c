@@ -1,4 +1,5 @@
-/* sampler.c: see sampler.h. Candidates are sorted by logit, ties by token id, so results are reproducible. */
+/* sampler.c: see sampler.h. Candidates are sorted by logit, ties by token id, so results are reproducible.
+ * Logits must be finite (the caller checks). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -64,14 +65,12 @@ void sampler_free(struct sampler *s)
 	s->seen = NULL;
 }
 
-static const float *sort_logits;
-
-static int by_logit_desc(const void *a, const void *b)
+static int by_logit_desc(const void *a, const void *b, void *logits)
 {
+	const float *l = logits;
 	int i = *(const int *)a, j = *(const int *)b;
-	float x = sort_logits[i], y = sort_logits[j];
-	if (x != y)
-		return x > y ? -1 : 1;
+	if (l[i] != l[j])
+		return l[i] > l[j] ? -1 : 1;
 	return i - j;
 }
 
@@ -150,8 +149,7 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 	if (n == V)
 		for (int i = 0; i < V; i++)
 			s->idx[i] = i;
-	sort_logits = logits;
-	qsort(s->idx, (size_t)n, sizeof(int), by_logit_desc);
+	qsort_r(s->idx, (size_t)n, sizeof(int), by_logit_desc, logits);
 	/* softmax over the candidates at temperature temp (max first, so exp never overflows) */
 	double mx = logits[s->idx[0]], sum = 0;
 	for (int i = 0; i < n; i++) {

@@ -2,7 +2,11 @@
 nothing: no output directory (or OUT.tmp) is left behind by a failed conversion, an existing output is
 kept unless --force, and damaged model files are caught before (or while) they are used."""
 
+import json
 import os
+
+import numpy as np
+import safetensors.numpy
 
 from ferrytest import Failures, ferry, gen_tiny_model, scratch, tiny_model
 
@@ -79,6 +83,39 @@ def main():
         one_line_error(f, ferry("inspect", bad), "damaged header", ["head.bin", "header checksum"])
         one_line_error(f, ferry("inspect", os.path.join(root, "nothing")), "missing model", ["nothing"])
         one_line_error(f, ferry("inspect", hf), "not a ferry model", [hf, "no manifest.json"])
+
+        # Hand-edited manifests: each edit gets a one-line error at open, never a crash.
+        def edited(name, edit, words):
+            d = os.path.join(root, name + ".ferry")
+            os.system(f"rm -rf '{d}' && cp -r '{out}' '{d}'")
+            path = os.path.join(d, "manifest.json")
+            with open(path) as fh:
+                man = json.load(fh)
+            edit(man)
+            with open(path, "w") as fh:
+                json.dump(man, fh)
+            for cmd in (["inspect", d], ["run", "-m", d, "--prompt-ids", "1,2", "-n", 1]):
+                one_line_error(f, ferry(*cmd), f"{cmd[0]} with {name}", words)
+
+        edited("no_format", lambda m: m["units"]["head"][0].pop("format"), ["manifest.json", "output_norm.weight"])
+        edited("foreign_file", lambda m: m["units"]["layers"][0][0].update(
+            file="layer.001.bin"), ["units.layers[0]", "another unit's file"])
+        edited("listed_twice", lambda m: m["units"]["layers"][1].append(m["units"]["layers"][1][0]),
+               ["units.layers[1]", "listed twice"])
+        edited("huge_head_dim", lambda m: m["hparams"].update(head_dim=1 << 20), ["hparams", "head_dim"])
+        edited("bad_eps", lambda m: m["hparams"].update(rms_eps=-1), ["hparams", "rms_eps"])
+        edited("bad_window", lambda m: m["hparams"].update(sliding_window=[0, 1 << 40]), ["sliding_window"])
+
+        # Weights that produce NaN: run stops with an error instead of printing garbage tokens.
+        nan_hf = os.path.join(root, "nan")
+        gen_tiny_model.generate("llama_tied_gqa", nan_hf)
+        st = os.path.join(nan_hf, "model.safetensors")
+        w = safetensors.numpy.load_file(st)
+        w["model.layers.1.input_layernorm.weight"][3] = np.nan
+        safetensors.numpy.save_file(w, st)
+        f.check(ferry("convert", nan_hf).returncode == 0, "convert of NaN weights")
+        p = ferry("run", "-m", nan_hf + ".ferry", "--prompt-ids", "1,2,3", "-n", 4, "--temp", "0.7")
+        one_line_error(f, p, "run with NaN weights", ["non-finite logits"])
 
         # Bad requests: usage errors exit 2 with a message naming the option.
         p = ferry("run", "-m", out, "--prompt-ids", "1,99999", "-n", 1)

@@ -25,6 +25,9 @@ static float nrand(void)
 	return (float)(sqrt(-2 * log(urand() + 1e-300)) * cos(2 * M_PI * urand()));
 }
 
+static float *scratch; /* 4096 floats per thread */
+#define SCR scratch, 4096
+
 static double rel_err(const float *a, const double *ref, size_t n)
 {
 	double num = 0, den = 0;
@@ -98,7 +101,7 @@ static void test_matmul(void)
 				x[i] = nrand();
 			for (int i = 0; i < T * N; i++)
 				y[i] = NAN; /* poison: every output must be written */
-			cpu_matmul(y, x, W, fmt, B, fmt, T, N, K);
+			cpu_matmul(y, x, W, fmt, B, fmt, T, N, K, SCR);
 			for (int t = 0; t < T; t++)
 				for (int n = 0; n < N; n++) {
 					double acc = bv[n];
@@ -122,7 +125,7 @@ static void test_rmsnorm(void)
 		x[i] = nrand() * 3;
 	for (int i = 0; i < D; i++)
 		w[i] = 1 + nrand() * 0.1f;
-	cpu_rmsnorm(y, x, w, WFMT_F32, T, D, 1e-5f);
+	cpu_rmsnorm(y, x, w, WFMT_F32, T, D, 1e-5f, scratch);
 	for (int t = 0; t < T; t++) {
 		double ss = 0;
 		for (int i = 0; i < D; i++)
@@ -169,7 +172,7 @@ static void test_attention(void)
 	for (int i = 0; i < T * H * Dh; i++)
 		q[i] = nrand();
 	for (int window = 0; window <= 7; window += 7) {
-		cpu_attention(out, q, kc, vc, pos, T, H, Hkv, Dh, window, 0.3f);
+		cpu_attention(out, q, kc, vc, pos, T, H, Hkv, Dh, window, 0.3f, SCR);
 		for (int t = 0; t < T; t++)
 			for (int h = 0; h < H; h++) {
 				int p = pos[t], g = h / (H / Hkv);
@@ -234,9 +237,9 @@ static void test_thread_invariance(void)
 	for (int i = 0; i < T * K; i++)
 		x[i] = nrand();
 	omp_set_num_threads(1);
-	cpu_matmul(y1, x, W, WFMT_BF16, NULL, 0, T, N, K);
+	cpu_matmul(y1, x, W, WFMT_BF16, NULL, 0, T, N, K, SCR);
 	omp_set_num_threads(2);
-	cpu_matmul(y2, x, W, WFMT_BF16, NULL, 0, T, N, K);
+	cpu_matmul(y2, x, W, WFMT_BF16, NULL, 0, T, N, K, SCR);
 	CHECK(memcmp(y1, y2, sizeof(y1)) == 0);
 	free(wv);
 	free(W);
@@ -244,6 +247,7 @@ static void test_thread_invariance(void)
 
 int main(void)
 {
+	scratch = malloc(sizeof(float) * 4096 * (size_t)(omp_get_max_threads() > 2 ? omp_get_max_threads() : 2));
 	test_f16();
 	test_matmul();
 	test_rmsnorm();
@@ -251,5 +255,6 @@ int main(void)
 	test_attention();
 	test_swiglu_add();
 	test_thread_invariance();
+	free(scratch);
 	CHECK_DONE();
 }

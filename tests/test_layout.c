@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "layout.h"
+#include "layout_internal.h"
 
 static char root[256];
 
@@ -170,17 +171,35 @@ static void test_refuse_foreign(void)
 	mkdir(out, 0755);
 	CHECK(layout_writer_begin(&w, out, true, err, sizeof(err)) == -EEXIST);
 	CHECK(strstr(err, "not a ferry model"));
-	/* a stale OUT.tmp from an interrupted run is cleared */
+	/* an OUT.tmp that ferry did not leave (no marker) is refused and kept */
 	snprintf(out, sizeof(out), "%s/stale.ferry", root);
 	char tmp[600], junk[700];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", out);
 	mkdir(tmp, 0755);
-	snprintf(junk, sizeof(junk), "%s/layer.000.bin", tmp);
+	snprintf(junk, sizeof(junk), "%s/notes.txt", tmp);
 	FILE *f = fopen(junk, "w");
-	fputs("partial", f);
+	fputs("important", f);
+	fclose(f);
+	CHECK(layout_writer_begin(&w, out, false, err, sizeof(err)) == -EEXIST);
+	CHECK_MSG(strstr(err, "not left by ferry"), "%s", err);
+	CHECK(exists(junk));
+	/* one from an interrupted run (marker present) is cleared */
+	snprintf(junk, sizeof(junk), "%s/.ferry-partial", tmp);
+	f = fopen(junk, "w");
 	fclose(f);
 	CHECK(write_model(out, false) == 0);
 	CHECK(!exists(tmp));
+	snprintf(junk, sizeof(junk), "%s/.ferry-partial", out);
+	CHECK(!exists(junk));
+	/* --force never replaces a directory whose manifest.json is not ferry's, and removes nothing of it */
+	snprintf(out, sizeof(out), "%s/webapp", root);
+	mkdir(out, 0755);
+	snprintf(junk, sizeof(junk), "%s/manifest.json", out);
+	f = fopen(junk, "w");
+	fputs("{\"name\": \"app\"}", f);
+	fclose(f);
+	CHECK(write_model(out, true) == -EEXIST);
+	CHECK(exists(junk));
 	/* abort leaves nothing behind */
 	snprintf(out, sizeof(out), "%s/aborted.ferry", root);
 	CHECK(layout_writer_begin(&w, out, false, err, sizeof(err)) == 0);
@@ -256,6 +275,29 @@ static void test_header_parse(void)
 	uint8_t buf[LAYOUT_HEADER_BYTES];
 	struct layout_file_header h;
 	char err[256];
+	/* a valid header, then the same with a size that does not match the shape */
+	struct layout_file_header g = {.file_bytes = 2 * 4096, .kind = LAYOUT_KIND_LAYER, .layer = 0, .n_tensors = 1};
+	g.tensors[0] = (struct layout_tensor){.name = "w", .fmt = WFMT_F16, .ndim = 2, .shape = {4, 8}, .offset = 4096,
+					      .bytes = 64, .raw_bytes = 64};
+	layout_header_build(buf, &g);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) == 0);
+	g.tensors[0].bytes = g.tensors[0].raw_bytes = 4096;
+	layout_header_build(buf, &g);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "do not match"));
+	g.tensors[0].bytes = g.tensors[0].raw_bytes = 64;
+	g.tensors[0].shape[0] = -4;
+	layout_header_build(buf, &g);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0);
+	g.tensors[0].shape[0] = 4;
+	layout_header_build(buf, &g);
+	buf[LAYOUT_ENTRY_OFFSET + 56 + 16] = 7; /* a dim past ndim, checksum made right again */
+	uint64_t hh = layout_header_hash(buf);
+	for (int i = 0; i < 8; i++)
+		buf[40 + i] = (uint8_t)(hh >> (8 * i));
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "do not match"));
+	CHECK(layout_tensor_nbytes(WFMT_F32, 2, (int64_t[]){1ll << 40, 1ll << 40}) == 0); /* would overflow */
+	CHECK(layout_tensor_nbytes(WFMT_Q4_K, 1, (int64_t[]){100}) == 0);               /* not whole blocks */
+	CHECK(layout_tensor_nbytes(WFMT_Q4_K, 2, (int64_t[]){3, 512}) == 3 * 2 * 144);
 	memset(buf, 0, sizeof(buf));
 	CHECK(layout_header_parse(buf, 100, &h, err, sizeof(err)) != 0);
 	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "magic"));

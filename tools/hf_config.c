@@ -163,8 +163,9 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
 	if (!hp->window)
 		return -ENOMEM;
-	int w = 0;
-	if (opt_int(c, "sliding_window", 0, path, &w, err, errlen))
+	/* MistralConfig's default window is 4096 when the key is absent; null means full attention */
+	int w = 0, def = !strcmp(fam->arch, "mistral") && !json_object_get(c, "sliding_window") ? 4096 : 0;
+	if (opt_int(c, "sliding_window", def, path, &w, err, errlen))
 		return -EINVAL;
 	bool qwen2 = !strcmp(fam->arch, "qwen2");
 	if (qwen2 && !json_is_true(json_object_get(c, "use_sliding_window")))
@@ -282,8 +283,15 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		return rc;
 	}
 	parse_special(c, gen, hp);
-	arch->qkv_bias = fam->qkv_bias || json_is_true(json_object_get(c, "attention_bias"));
-	arch->o_bias = !strcmp(fam->arch, "llama") && json_is_true(json_object_get(c, "attention_bias"));
-	arch->mlp_bias = !strcmp(fam->arch, "llama") && json_is_true(json_object_get(c, "mlp_bias"));
+	char why[256];
+	if ((rc = layout_hparams_check(hp, why, sizeof(why)))) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		layout_hparams_free(hp);
+		return rc;
+	}
+	bool llama = !strcmp(fam->arch, "llama");
+	arch->qkv_bias = fam->qkv_bias || (llama && json_is_true(json_object_get(c, "attention_bias")));
+	arch->o_bias = llama && json_is_true(json_object_get(c, "attention_bias"));
+	arch->mlp_bias = llama && json_is_true(json_object_get(c, "mlp_bias"));
 	return 0;
 }

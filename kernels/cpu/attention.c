@@ -4,7 +4,7 @@
  * Key row j is visible to a query at position p iff j <= p and (window == 0 or p - j < window).
  */
 #include <math.h>
-#include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -18,14 +18,12 @@ void cpu_kv_store(float *kc, float *vc, const float *k, const float *v, const in
 }
 
 void cpu_attention(float *out, const float *q, const float *kc, const float *vc, const int *pos, int T, int H,
-		   int Hkv, int Dh, int window, float scale)
+		   int Hkv, int Dh, int window, float scale, float *scratch, int64_t per_thread)
 {
-	int group = H / Hkv, kv_dim = Hkv * Dh, max_pos = 0;
-	for (int t = 0; t < T; t++)
-		max_pos = pos[t] > max_pos ? pos[t] : max_pos;
+	int group = H / Hkv, kv_dim = Hkv * Dh;
 #pragma omp parallel
 	{
-		float *sc = malloc(sizeof(float) * (size_t)(max_pos + 1));
+		float *sc = scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
 #pragma omp for schedule(static) collapse(2)
 		for (int t = 0; t < T; t++) {
 			for (int h = 0; h < H; h++) {
@@ -58,6 +56,5 @@ void cpu_attention(float *out, const float *q, const float *kc, const float *vc,
 				}
 			}
 		}
-		free(sc);
 	}
 }

@@ -3,7 +3,7 @@
  * weight row to f32 (once for all T tokens) and takes T dot products with it, so the weight matrix is
  * read once per step: decode (T=1) is bound by the weight bytes, prefill reuses each row T times.
  */
-#include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -32,12 +32,13 @@ static inline float dot_bf16(const uint16_t *w, const float *x, int n)
 	return s;
 }
 
-void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N, int K)
+void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N, int K,
+		float *scratch, int64_t per_thread)
 {
 	uint64_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K);
 #pragma omp parallel
 	{
-		float *row = wfmt == WFMT_F32 ? NULL : malloc(sizeof(float) * (size_t)K);
+		float *row = wfmt == WFMT_F32 ? NULL : scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++) {
 			const float *w = (const float *)W + (size_t)n * (size_t)K;
@@ -60,6 +61,5 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 			for (int t = 0; t < T; t++)
 				y[(size_t)t * (size_t)N + (size_t)n] = dot(w, x + (size_t)t * (size_t)K, K) + b;
 		}
-		free(row);
 	}
 }

@@ -1,12 +1,12 @@
 /* rmsnorm.c: y = x * rsqrt(mean(x^2) + eps) * w, the mean accumulated in double (this is the reference). */
 #include <math.h>
-#include <stdlib.h>
+#include <stddef.h>
 
 #include "cpu_ops.h"
 
-void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D, float eps)
+void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D, float eps, float *scratch)
 {
-	float *wf = malloc(sizeof(float) * (size_t)D);
+	float *wf = scratch;
 	cpu_row_to_f32(wfmt, w, wf, D);
 #pragma omp parallel for schedule(static)
 	for (int t = 0; t < T; t++) {
@@ -19,5 +19,4 @@ void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D
 		for (int i = 0; i < D; i++)
 			yr[i] = xr[i] * r * wf[i];
 	}
-	free(wf);
 }
