@@ -46,7 +46,8 @@ def main():
                 p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 0, "--chunk", chunk, "--logits", lg)
                 if f.check(p.returncode == 0, f"{v}: chunk {chunk} run failed: {p.stderr.strip()}"):
                     e = rel_rows(ref_forward.read_flgt(lg).astype(np.float64), full)
-                    f.check(e <= 1e-6, f"{v}: chunk {chunk} vs one pass rel err {e:.2e}")
+                    # Same math in another order (decode steps use the fused bf16 dot): f32 rounding only.
+                    f.check(e <= 1e-5, f"{v}: chunk {chunk} vs one pass rel err {e:.2e}")
 
             want = model.greedy(prompt, 32)
             p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 32, "--temp", 0, "--ignore-eos", "--logits", lg)
