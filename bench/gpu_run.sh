@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb):
 #   bash bench/gpu_run.sh
+# .deb (git-ignored) holds the Debian packages the bare machine lacks; make it here first with
+#   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev)
 # Unpacks the carried Debian libraries (jansson, xxhash; the machine starts bare), builds with CUDA, runs
 # the test suite, checks the NumPy reference against transformers (tools/hf_check.py), and prints a short
 # table last. Full logs go to $OUT (the device tool brings them back).
