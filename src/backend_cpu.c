@@ -14,6 +14,7 @@
 struct cpu_state {
 	int T;
 	const int *pos;
+	int max_pos; /* of the step */
 	float *scratch;     /* [n_threads][per_thread] */
 	int64_t per_thread;
 };
@@ -95,6 +96,9 @@ static int cpu_step_begin(struct backend *b, int T, const int *pos)
 {
 	st(b)->T = T;
 	st(b)->pos = pos;
+	st(b)->max_pos = 0;
+	for (int t = 0; t < T; t++)
+		st(b)->max_pos = pos[t] > st(b)->max_pos ? pos[t] : st(b)->max_pos;
 	return 0;
 }
 
@@ -137,10 +141,7 @@ static int cpu_kv_store_op(struct backend *b, struct kv_layer *kv, const float *
 static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
 			    int Dh, int window, float scale)
 {
-	int max_pos = 0;
-	for (int t = 0; t < st(b)->T; t++)
-		max_pos = st(b)->pos[t] > max_pos ? st(b)->pos[t] : max_pos;
-	int rc = need(b, (int64_t)max_pos + 1);
+	int rc = need(b, (int64_t)st(b)->max_pos + 1);
 	if (!rc)
 		cpu_attention(out, q, kv->k, kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale, st(b)->scratch,
 			      st(b)->per_thread);

@@ -41,23 +41,21 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 		float *row = wfmt == WFMT_F32 ? NULL : scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++) {
-			const float *w = (const float *)W + (size_t)n * (size_t)K;
-			if (wfmt == WFMT_BF16 && T < 4) { /* decode: the weight row is read once either way */
-				const uint16_t *wr = (const uint16_t *)((const char *)W + (size_t)n * row_bytes);
-				float b = 0;
-				if (bias)
-					cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * wfmt_row_bytes(bias_fmt, 1), &b, 1);
-				for (int t = 0; t < T; t++)
-					y[(size_t)t * (size_t)N + (size_t)n] = dot_bf16(wr, x + (size_t)t * (size_t)K, K) + b;
-				continue;
-			}
-			if (row) {
-				cpu_row_to_f32(wfmt, (const char *)W + (size_t)n * row_bytes, row, K);
-				w = row;
-			}
 			float b = 0;
 			if (bias)
 				cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * wfmt_row_bytes(bias_fmt, 1), &b, 1);
+			const char *wr = (const char *)W + (size_t)n * row_bytes;
+			if (wfmt == WFMT_BF16 && T < 4) { /* decode: the weight row is read once either way */
+				for (int t = 0; t < T; t++)
+					y[(size_t)t * (size_t)N + (size_t)n] =
+						dot_bf16((const uint16_t *)wr, x + (size_t)t * (size_t)K, K) + b;
+				continue;
+			}
+			const float *w = (const float *)wr;
+			if (row) {
+				cpu_row_to_f32(wfmt, wr, row, K);
+				w = row;
+			}
 			for (int t = 0; t < T; t++)
 				y[(size_t)t * (size_t)N + (size_t)n] = dot(w, x + (size_t)t * (size_t)K, K) + b;
 		}
