@@ -12,7 +12,7 @@ SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
-LDLIBS := -ljansson -lxxhash -lm -lpthread
+LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -lm -lpthread
 
 LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
 LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))

@@ -12,6 +12,8 @@ static const struct {
 	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
 	{"run", ferry_run, "generate tokens from a model.ferry"},
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
+	{"tokenize", ferry_tokenize, "print the token ids of a text"},
+	{"detokenize", ferry_detokenize, "print the text of token ids"},
 };
 
 static void usage(FILE *f)
@@ -19,7 +21,7 @@ static void usage(FILE *f)
 	fprintf(f, "ferry %s: run large language models on GPUs smaller than the model\n\nusage: ferry COMMAND [options]\n\n",
 		FERRY_VERSION);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
 	fprintf(f, "\n'ferry COMMAND --help' describes a command's options.\n");
 }
 

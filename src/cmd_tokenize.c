@@ -1,0 +1,231 @@
+/*
+ * cmd_tokenize.c: `ferry tokenize` and `ferry detokenize`.
+ *   ferry tokenize -m MODEL [--no-add-special] [--parse-special] [--pieces] (TEXT | -f FILE)
+ *   ferry tokenize -m MODEL --json FILE         FILE: a JSON list of strings; prints a JSON list of id lists
+ *   ferry detokenize -m MODEL [--special] [IDS... | < ids]
+ *   ferry detokenize -m MODEL --json FILE       FILE: a JSON list of id lists; prints a JSON list of strings
+ * MODEL is a model.ferry or Hugging Face directory, a .gguf file, or a tokenizer.json.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry.h"
+#include "tokenizer.h"
+#include "util.h"
+
+static int read_all(FILE *f, struct tok_buf *b)
+{
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (tok_buf_add(b, chunk, n))
+			return -ENOMEM;
+	return ferror(f) ? -EIO : tok_buf_add(b, "", 0);
+}
+
+static int read_path(const char *path, struct tok_buf *b)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f)
+		return -errno;
+	int rc = read_all(f, b);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+static void print_piece(const struct tokenizer *t, int32_t id)
+{
+	struct tok_buf b = {0};
+	tokenizer_decode(t, &id, 1, true, false, &b);
+	json_t *s = json_stringn_nocheck(b.p ? b.p : "", b.n);
+	char *js = json_dumps(s, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+	printf("%d\t%s\n", id, js ? js : "?");
+	free(js);
+	json_decref(s);
+	tok_buf_free(&b);
+}
+
+/* --json: a list of strings in, a list of id lists out (one line per string). */
+static int tokenize_json(struct tokenizer *t, const char *path, unsigned flags)
+{
+	json_error_t je;
+	json_t *in = json_load_file(path, 0, &je);
+	if (!json_is_array(in)) {
+		fprintf(stderr, "ferry: %s:%d:%d: %s\n", path, je.line, je.column, in ? "expected a JSON list of strings" : je.text);
+		json_decref(in);
+		return 1;
+	}
+	char err[ERR_LEN];
+	size_t i;
+	json_t *v;
+	int rc = 0;
+	printf("[\n");
+	json_array_foreach(in, i, v) {
+		if (!json_is_string(v)) {
+			fprintf(stderr, "ferry: %s: item %zu is not a string\n", path, i);
+			rc = 1;
+			break;
+		}
+		struct tok_ids ids = {0};
+		if (tokenizer_encode(t, json_string_value(v), json_string_length(v), flags, &ids, err, sizeof(err))) {
+			fprintf(stderr, "ferry: %s: item %zu: %s\n", path, i, err);
+			rc = 1;
+			break;
+		}
+		printf("[");
+		for (size_t k = 0; k < ids.n; k++)
+			printf("%s%d", k ? ", " : "", ids.ids[k]);
+		printf("]%s\n", i + 1 < json_array_size(in) ? "," : "");
+		tok_ids_free(&ids);
+	}
+	printf("]\n");
+	json_decref(in);
+	return rc;
+}
+
+static int detokenize_json(struct tokenizer *t, const char *path, bool special)
+{
+	json_error_t je;
+	json_t *in = json_load_file(path, 0, &je), *out = json_array();
+	if (!json_is_array(in)) {
+		fprintf(stderr, "ferry: %s:%d:%d: %s\n", path, je.line, je.column, in ? "expected a JSON list of id lists" : je.text);
+		json_decref(in);
+		json_decref(out);
+		return 1;
+	}
+	size_t i, k;
+	json_t *v, *x;
+	int rc = 0;
+	json_array_foreach(in, i, v) {
+		struct tok_ids ids = {0};
+		json_array_foreach(v, k, x) {
+			json_int_t id = json_integer_value(x);
+			if (!json_is_integer(x) || id < 0 || id >= tokenizer_n_vocab(t)) {
+				fprintf(stderr, "ferry: %s: item %zu, position %zu: not a token id of this vocabulary\n", path, i, k);
+				rc = 1;
+				break;
+			}
+			tok_ids_push(&ids, (int32_t)id);
+		}
+		struct tok_buf b = {0};
+		if (!rc && tokenizer_decode(t, ids.ids, ids.n, special, true, &b) == 0)
+			json_array_append_new(out, b.n ? json_stringn(b.p, b.n) : json_string(""));
+		tok_buf_free(&b);
+		tok_ids_free(&ids);
+		if (rc)
+			break;
+	}
+	if (!rc)
+		json_dumpf(out, stdout, JSON_ENCODE_ANY | JSON_ENSURE_ASCII), printf("\n");
+	json_decref(in);
+	json_decref(out);
+	return rc;
+}
+
+static int usage(bool ok, bool detok)
+{
+	fprintf(ok ? stdout : stderr,
+		detok ? "usage: ferry detokenize -m MODEL [--special] [IDS... | < ids] | --json FILE\n"
+			"  prints the text of token ids (from the arguments or stdin, separated by spaces or commas)\n"
+		      : "usage: ferry tokenize -m MODEL [--no-add-special] [--parse-special] [--pieces] (TEXT | -f FILE) | --json FILE\n"
+			"  prints token ids; --pieces prints one token per line with its text\n");
+	return ok ? 0 : 2;
+}
+
+static int run(int argc, char **argv, bool detok)
+{
+	static const struct option lo[] = {{"model", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
+					   {"json", required_argument, 0, 'j'},  {"no-add-special", no_argument, 0, 'n'},
+					   {"parse-special", no_argument, 0, 'p'}, {"special", no_argument, 0, 's'},
+					   {"pieces", no_argument, 0, 'P'},       {"help", no_argument, 0, 'h'},
+					   {0}};
+	const char *model = NULL, *file = NULL, *json = NULL;
+	unsigned flags = TOK_ADD_SPECIAL;
+	bool special = false, pieces = false;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "m:f:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'm': model = optarg; break;
+		case 'f': file = optarg; break;
+		case 'j': json = optarg; break;
+		case 'n': flags &= ~(unsigned)TOK_ADD_SPECIAL; break;
+		case 'p': flags |= TOK_PARSE_SPECIAL; break;
+		case 's': special = true; break;
+		case 'P': pieces = true; break;
+		case 'h': return usage(true, detok);
+		default: return usage(false, detok);
+		}
+	}
+	if (!model || (!detok && !json && !file && optind != argc - 1) || (!detok && file && optind != argc))
+		return usage(false, detok);
+	char err[ERR_LEN];
+	struct tokenizer *t;
+	if (tokenizer_open(&t, model, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	int rc = 0;
+	if (json) {
+		rc = detok ? detokenize_json(t, json, special) : tokenize_json(t, json, flags);
+	} else if (detok) {
+		struct tok_buf in = {0}, out = {0};
+		for (int i = optind; i < argc; i++)
+			tok_buf_add(&in, argv[i], strlen(argv[i])), tok_buf_add(&in, " ", 1);
+		if (optind == argc && read_all(stdin, &in))
+			rc = 1, fprintf(stderr, "ferry: cannot read stdin\n");
+		struct tok_ids ids = {0};
+		for (char *p = in.p, *tok; !rc && p && (tok = strtok(p, " \t\r\n,[]")); p = NULL) {
+			long id;
+			if (parse_int(tok, 0, tokenizer_n_vocab(t) - 1, &id)) {
+				fprintf(stderr, "ferry: '%s' is not a token id of this vocabulary (0..%d)\n", tok, tokenizer_n_vocab(t) - 1);
+				rc = 1;
+			} else {
+				tok_ids_push(&ids, (int32_t)id);
+			}
+		}
+		if (!rc && tokenizer_decode(t, ids.ids, ids.n, special, true, &out) == 0)
+			fwrite(out.p ? out.p : "", 1, out.n, stdout);
+		tok_buf_free(&in);
+		tok_buf_free(&out);
+		tok_ids_free(&ids);
+	} else {
+		struct tok_buf text = {0};
+		int r = file ? read_path(file, &text) : tok_buf_add(&text, argv[optind], strlen(argv[optind]));
+		struct tok_ids ids = {0};
+		if (r) {
+			fprintf(stderr, "ferry: %s: %s\n", file, strerror(-r));
+			rc = 1;
+		} else if (tokenizer_encode(t, text.p, text.n, flags, &ids, err, sizeof(err))) {
+			fprintf(stderr, "ferry: %s: %s\n", file ? file : "text", err);
+			rc = 1;
+		}
+		for (size_t i = 0; !rc && i < ids.n; i++) {
+			if (pieces)
+				print_piece(t, ids.ids[i]);
+			else
+				printf("%s%d", i ? " " : "", ids.ids[i]);
+		}
+		if (!rc && !pieces)
+			printf("\n");
+		tok_buf_free(&text);
+		tok_ids_free(&ids);
+	}
+	tokenizer_free(t);
+	return rc;
+}
+
+int ferry_tokenize(int argc, char **argv)
+{
+	return run(argc, argv, false);
+}
+
+int ferry_detokenize(int argc, char **argv)
+{
+	return run(argc, argv, true);
+}

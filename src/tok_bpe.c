@@ -1,0 +1,255 @@
+/*
+ * tok_bpe.c: the BPE merge loop on one pre-token, shared by both merge kinds.
+ *
+ * Symbols start as single characters (single bytes for byte-level vocabularies) in a linked list; a
+ * min-heap holds candidate adjacent pairs ordered by (priority, left position): merge rank for ranked
+ * merges, minus the merged token's score for SentencePiece. A popped pair is stale when either side has
+ * since merged; sizes only grow, so "both alive and sizes add up" identifies a current pair. Symbols that
+ * end as no token (SentencePiece characters outside the vocabulary) fall back to <0xXX> byte tokens, else
+ * to the unknown token.
+ *
+ * Results for short pre-tokens are cached per tokenizer (the same words recur constantly in text).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+#define CACHE_MAX_WORD 64
+#define CACHE_MAX_ENTRIES (1u << 17)
+
+struct sym {
+	int32_t id;
+	uint32_t start, len;
+	int32_t prev, next;
+};
+
+struct bigram {
+	double prio;
+	int32_t left, right, id;
+	uint32_t size;
+};
+
+static bool before(const struct bigram *a, const struct bigram *b)
+{
+	return a->prio < b->prio || (a->prio == b->prio && a->left < b->left);
+}
+
+struct heap {
+	struct bigram *v;
+	size_t n, cap;
+};
+
+static int heap_push(struct heap *h, struct bigram b)
+{
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? 2 * h->cap : 64;
+		struct bigram *v = realloc(h->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		h->v = v;
+		h->cap = cap;
+	}
+	size_t i = h->n++;
+	while (i > 0 && before(&b, &h->v[(i - 1) / 2])) {
+		h->v[i] = h->v[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	h->v[i] = b;
+	return 0;
+}
+
+static struct bigram heap_pop(struct heap *h)
+{
+	struct bigram top = h->v[0], last = h->v[--h->n];
+	size_t i = 0;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= h->n)
+			break;
+		if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c]))
+			c++;
+		if (!before(&h->v[c], &last))
+			break;
+		h->v[i] = h->v[c];
+		i = c;
+	}
+	if (h->n)
+		h->v[i] = last;
+	return top;
+}
+
+static int try_pair(const struct tokenizer *t, const char *s, const struct sym *sy, int32_t l, int32_t r,
+		    struct heap *h)
+{
+	if (l < 0 || r < 0)
+		return 0;
+	struct bigram b = {0, l, r, -1, sy[l].len + sy[r].len};
+	if (t->merge == TOK_MERGE_RANKS) {
+		if (sy[l].id < 0 || sy[r].id < 0)
+			return 0;
+		const struct pairmap_slot *m = pairmap_get(&t->merges, (uint64_t)sy[l].id << 32 | (uint32_t)sy[r].id);
+		if (!m)
+			return 0;
+		b.prio = m->a;
+		b.id = m->b;
+	} else {
+		b.id = strmap_get(&t->vocab, s + sy[l].start, b.size);
+		if (b.id < 0)
+			return 0;
+		b.prio = -(double)t->score[b.id];
+	}
+	return heap_push(h, b);
+}
+
+static int cache_get(struct tokenizer *t, const char *s, size_t n, struct tok_ids *out)
+{
+	int rc = -ENOENT;
+	pthread_mutex_lock(&t->lock);
+	int32_t at = strmap_get(&t->cache, s, n);
+	if (at >= 0) {
+		rc = 0;
+		int32_t k = t->cache_ids.ids[at];
+		for (int32_t i = 0; !rc && i < k; i++)
+			rc = tok_ids_push(out, t->cache_ids.ids[at + 1 + i]);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+static void cache_put(struct tokenizer *t, const char *s, size_t n, const int32_t *ids, size_t k)
+{
+	pthread_mutex_lock(&t->lock);
+	if (t->cache.n >= CACHE_MAX_ENTRIES || t->cache_ids.n > 8 * CACHE_MAX_ENTRIES) {
+		strmap_clear(&t->cache);
+		t->cache_ids.n = 0;
+	}
+	int32_t at = (int32_t)t->cache_ids.n;
+	int rc = tok_ids_push(&t->cache_ids, (int32_t)k);
+	for (size_t i = 0; !rc && i < k; i++)
+		rc = tok_ids_push(&t->cache_ids, ids[i]);
+	rc = rc ? rc : strmap_put(&t->cache, s, n, at);
+	if (rc)
+		t->cache_ids.n = (size_t)at;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static int push_unknown(const struct tokenizer *t, struct tok_ids *out)
+{
+	if (t->unk < 0)
+		return 0;
+	if (t->fuse_unk && out->n && out->ids[out->n - 1] == t->unk)
+		return 0;
+	return tok_ids_push(out, t->unk);
+}
+
+/* Bytes of a symbol that is no token: <0xXX> tokens where the vocabulary has them, else unknown. */
+static int push_bytes(const struct tokenizer *t, const char *s, uint32_t n, struct tok_ids *out)
+{
+	int rc = 0;
+	for (uint32_t i = 0; !rc && i < n; i++) {
+		int32_t id = t->byte_tok[(uint8_t)s[i]];
+		rc = id >= 0 && !t->byte_level ? tok_ids_push(out, id) : push_unknown(t, out);
+	}
+	return rc;
+}
+
+static int utf8_len(uint8_t c)
+{
+	return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 64;
+	while (c < need)
+		c *= 2;
+	void *q = realloc(*p, c * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
+{
+	bool cacheable = n <= CACHE_MAX_WORD;
+	size_t first = out->n;
+	if (cacheable && cache_get(t, s, n, out) == 0)
+		return 0;
+	int rc = 0;
+	if (t->ignore_merges) {
+		const char *key = s;
+		size_t nk = n;
+		if (t->byte_level) {
+			w->mapped.n = 0;
+			for (size_t i = 0; !rc && i < n; i++)
+				rc = tok_buf_add(&w->mapped, t->byte_map[(uint8_t)s[i]], t->byte_map_len[(uint8_t)s[i]]);
+			key = w->mapped.p;
+			nk = w->mapped.n;
+		}
+		int32_t id = rc ? -1 : strmap_get(&t->vocab, key, nk);
+		if (id >= 0) {
+			rc = tok_ids_push(out, id);
+			goto done;
+		}
+	}
+	if (rc || grow(&w->sym, &w->cap_sym, n + 1, sizeof(struct sym)))
+		return -ENOMEM;
+	struct sym *sy = w->sym;
+	int32_t ns = 0;
+	for (size_t i = 0; i < n;) {
+		uint32_t k = t->byte_level ? 1 : (uint32_t)utf8_len((uint8_t)s[i]);
+		if (k > n - i)
+			k = (uint32_t)(n - i);
+		int32_t id = t->byte_level ? t->byte_tok[(uint8_t)s[i]] : strmap_get(&t->vocab, s + i, k);
+		bool split_bytes = id < 0 && t->merge == TOK_MERGE_RANKS && t->byte_fallback;
+		for (uint32_t j = 0; split_bytes && j < k; j++)
+			split_bytes = t->byte_tok[(uint8_t)s[i + j]] >= 0;
+		if (split_bytes) {
+			for (uint32_t j = 0; j < k; j++, ns++)
+				sy[ns] = (struct sym){t->byte_tok[(uint8_t)s[i + j]], (uint32_t)i + j, 1, ns - 1, ns + 1};
+		} else {
+			sy[ns] = (struct sym){id, (uint32_t)i, k, ns - 1, ns + 1};
+			ns++;
+		}
+		i += k;
+	}
+	if (ns)
+		sy[ns - 1].next = -1;
+	struct heap h = {w->heap, 0, w->cap_heap};
+	for (int32_t i = 1; !rc && i < ns; i++)
+		rc = try_pair(t, s, sy, i - 1, i, &h);
+	while (!rc && h.n) {
+		struct bigram b = heap_pop(&h);
+		struct sym *l = &sy[b.left], *r = &sy[b.right];
+		if (!l->len || !r->len || l->len + r->len != b.size)
+			continue;
+		l->len += r->len;
+		l->id = b.id;
+		r->len = 0;
+		l->next = r->next;
+		if (r->next >= 0)
+			sy[r->next].prev = b.left;
+		rc = try_pair(t, s, sy, l->prev, b.left, &h);
+		rc = rc ? rc : try_pair(t, s, sy, b.left, l->next, &h);
+	}
+	w->heap = h.v;
+	w->cap_heap = h.cap;
+	for (int32_t i = ns ? 0 : -1; !rc && i >= 0; i = sy[i].next) {
+		if (sy[i].id >= 0)
+			rc = tok_ids_push(out, sy[i].id);
+		else if (t->byte_fallback)
+			rc = push_bytes(t, s + sy[i].start, sy[i].len, out);
+		else
+			rc = push_unknown(t, out);
+	}
+done:
+	if (!rc && cacheable)
+		cache_put(t, s, n, out->ids + first, out->n - first);
+	return rc;
+}
