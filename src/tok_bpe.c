@@ -183,16 +183,7 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 		return 0;
 	int rc = 0;
 	if (t->ignore_merges) {
-		const char *key = s;
-		size_t nk = n;
-		if (t->byte_level) {
-			w->mapped.n = 0;
-			for (size_t i = 0; !rc && i < n; i++)
-				rc = tok_buf_add(&w->mapped, t->byte_map[(uint8_t)s[i]], t->byte_map_len[(uint8_t)s[i]]);
-			key = w->mapped.p;
-			nk = w->mapped.n;
-		}
-		int32_t id = rc ? -1 : strmap_get(&t->vocab, key, nk);
+		int32_t id = strmap_get(&t->vocab, s, n);
 		if (id >= 0) {
 			rc = tok_ids_push(out, id);
 			goto done;
@@ -203,10 +194,18 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 	struct sym *sy = w->sym;
 	int32_t ns = 0;
 	for (size_t i = 0; i < n;) {
-		uint32_t k = t->byte_level ? 1 : (uint32_t)utf8_len((uint8_t)s[i]);
+		uint32_t k = (uint32_t)utf8_len((uint8_t)s[i]);
 		if (k > n - i)
 			k = (uint32_t)(n - i);
-		int32_t id = t->byte_level ? t->byte_tok[(uint8_t)s[i]] : strmap_get(&t->vocab, s + i, k);
+		int32_t id = -1;
+		if (t->byte_level) {
+			/* A mapped byte's code point is < 324: one or two UTF-8 bytes. */
+			uint32_t cp = k == 1 ? (uint8_t)s[i] : k == 2 ? ((uint32_t)s[i] & 31) << 6 | ((uint32_t)s[i + 1] & 63) : 0xFFFF;
+			int b = tok_cp_byte(t, cp);
+			id = b >= 0 ? t->byte_tok[b] : strmap_get(&t->vocab, s + i, k);
+		} else {
+			id = strmap_get(&t->vocab, s + i, k);
+		}
 		bool split_bytes = id < 0 && t->merge == TOK_MERGE_RANKS && t->byte_fallback;
 		for (uint32_t j = 0; split_bytes && j < k; j++)
 			split_bytes = t->byte_tok[(uint8_t)s[i + j]] >= 0;

@@ -108,7 +108,7 @@ static int setup_bpe(struct tokenizer *t, const struct gguf *g, const char *name
 		if (!(p.re = tok_regex(d->re[i], strlen(d->re[i]), err, errlen)) || tok_pre_push(t, p))
 			return -EINVAL;
 	}
-	return 0;
+	return tok_pre_push(t, (struct tok_pre){.kind = TP_BYTELEVEL});
 }
 
 static int setup_spm(struct tokenizer *t, const struct gguf *g)

@@ -77,15 +77,16 @@ struct tokenizer {
 	struct strmap vocab;
 
 	enum tok_merge_kind merge;
-	bool byte_level;    /* text bytes map to GPT-2's printable code points before lookup */
+	bool byte_level;    /* pre-tokens arrive byte-mapped (a ByteLevel step): symbols are their code points */
 	bool byte_fallback; /* unknown characters become <0xXX> tokens */
 	bool ignore_merges; /* a pre-token that is a whole vocabulary entry is taken as is */
 	int32_t unk;
 	bool fuse_unk;
 	struct pairmap merges;   /* (a << 32 | b) -> (rank, merged id) */
 	int32_t byte_tok[256];   /* byte_level: id of the byte's code point; byte_fallback: id of <0xXX> */
-	char byte_map[256][3];   /* byte_level: UTF-8 of each byte's code point, NUL-padded */
+	char byte_map[256][2];   /* GPT-2's byte -> printable code point, as UTF-8 */
 	uint8_t byte_map_len[256];
+	int16_t cp_byte[324];    /* and back: code point (< 324) -> byte, -1 outside the map */
 
 	struct tok_norm *norm;
 	int n_norm;
@@ -141,12 +142,16 @@ struct tok_work {
 	/* BPE scratch */
 	void *sym, *heap;
 	size_t cap_sym, cap_heap;
-	struct tok_buf mapped;
 };
 
 int tok_normalize(const struct tokenizer *t, const char *s, size_t n, struct tok_work *w, char *err,
 		  size_t errlen);
 int tok_pretokenize(const struct tokenizer *t, bool first_segment, struct tok_work *w, char *err, size_t errlen);
+/* The byte of a byte-level code point, -1 if it is none. */
+static inline int tok_cp_byte(const struct tokenizer *t, uint32_t cp)
+{
+	return cp < 324 ? t->cp_byte[cp] : -1;
+}
 void tok_work_free(struct tok_work *w);
 
 /* tok_bpe.c: one pre-token to ids. */

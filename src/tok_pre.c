@@ -19,7 +19,6 @@ void tok_work_free(struct tok_work *w)
 {
 	tok_buf_free(&w->text);
 	tok_buf_free(&w->tmp);
-	tok_buf_free(&w->mapped);
 	free(w->pieces);
 	free(w->next);
 	free(w->sym);
@@ -278,7 +277,26 @@ static int rewrite_piece(struct tok_work *w, struct tok_piece p, const char *pre
 	return rc;
 }
 
-static int pre_step(const struct tok_pre *st, bool first_segment, struct tok_work *w)
+/* GPT-2's byte mapping of the pieces pushed since `from` (HF's ByteLevel maps after its regex split, so
+ * later pre-tokenizers see the mapped text). */
+static int map_bytes(const struct tokenizer *t, struct tok_work *w, size_t from)
+{
+	for (size_t i = from; i < w->n_next; i++) {
+		struct tok_piece p = w->next[i];
+		size_t start = w->text.n;
+		for (uint32_t k = 0; k < p.len; k++) {
+			uint8_t b = (uint8_t)w->text.p[p.off + k];
+			if (tok_buf_add(&w->text, t->byte_map[b], t->byte_map_len[b]))
+				return -ENOMEM;
+		}
+		if (w->text.n - start >= UINT32_MAX)
+			return -E2BIG;
+		w->next[i] = (struct tok_piece){(uint32_t)start, (uint32_t)(w->text.n - start)};
+	}
+	return 0;
+}
+
+static int pre_step(const struct tokenizer *t, const struct tok_pre *st, bool first_segment, struct tok_work *w)
 {
 	int rc = 0;
 	for (size_t i = 0; !rc && i < w->n; i++) {
@@ -288,12 +306,15 @@ static int pre_step(const struct tok_pre *st, bool first_segment, struct tok_wor
 		case TP_SPLIT:
 			rc = split_piece(w, p, st->re, st->behavior, st->invert);
 			break;
-		case TP_BYTELEVEL:
+		case TP_BYTELEVEL: {
+			size_t from = w->n_next;
 			if (st->add_prefix_space && p.len && s[0] != ' ')
 				rc = rewrite_piece(w, p, " ", 1, NULL, 0, &p);
 			if (!rc)
 				rc = st->re ? split_piece(w, p, st->re, SPLIT_ISOLATED, false) : push_next(w, p.off, p.len);
+			rc = rc ? rc : map_bytes(t, w, from);
 			break;
+		}
 		case TP_METASPACE: {
 			bool prepend = st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && first_segment && i == 0);
 			bool has = p.len >= st->nrepl && !memcmp(s, st->repl, st->nrepl);
@@ -336,7 +357,7 @@ int tok_pretokenize(const struct tokenizer *t, bool first_segment, struct tok_wo
 	if (!rc)
 		swap_pieces(w);
 	for (int i = 0; !rc && i < t->n_pre; i++)
-		rc = pre_step(&t->pre[i], first_segment, w);
+		rc = pre_step(t, &t->pre[i], first_segment, w);
 	if (rc)
 		snprintf(err, errlen, "out of memory in the pre-tokenizer");
 	return rc;

@@ -59,6 +59,8 @@ void tok_ids_free(struct tok_ids *v)
 	memset(v, 0, sizeof(*v));
 }
 
+static void byte_level_map(struct tokenizer *t);
+
 struct tokenizer *tok_alloc(int32_t n_vocab, const char *name)
 {
 	struct tokenizer *t = calloc(1, sizeof(*t));
@@ -78,6 +80,7 @@ struct tokenizer *tok_alloc(int32_t n_vocab, const char *name)
 		return NULL;
 	}
 	memset(t->type, TOK_TYPE_NORMAL, (size_t)n_vocab);
+	byte_level_map(t);
 	return t;
 }
 
@@ -204,9 +207,12 @@ int tok_pre_push(struct tokenizer *t, struct tok_pre p)
 static void byte_level_map(struct tokenizer *t)
 {
 	int next = 256;
+	for (int cp = 0; cp < 324; cp++)
+		t->cp_byte[cp] = -1;
 	for (int b = 0; b < 256; b++) {
 		bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
 		int cp = keep ? b : next++;
+		t->cp_byte[cp] = (int16_t)b;
 		if (cp < 0x80) {
 			t->byte_map[b][0] = (char)cp;
 			t->byte_map_len[b] = 1;
@@ -236,8 +242,6 @@ int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 	for (int32_t id = t->n_vocab - 1; id >= 0; id--)
 		if (strmap_put(&t->vocab, t->texts.p + t->off[id], t->len[id], id))
 			return -ENOMEM;
-	if (t->byte_level)
-		byte_level_map(t);
 	for (int b = 0; b < 256; b++) {
 		char s[8];
 		if (t->byte_level) {

@@ -135,22 +135,6 @@ static int hexval(char c)
 	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* GPT-2's code point -> byte, the inverse of the byte-level map; -1 for code points outside it. */
-static int unmap_byte_level(uint32_t cp)
-{
-	if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255))
-		return (int)cp;
-	if (cp < 256 || cp > 255 + 68)
-		return -1;
-	int k = (int)cp - 256;
-	for (int b = 0; b < 256; b++) {
-		bool keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-		if (!keep && k-- == 0)
-			return b;
-	}
-	return -1;
-}
-
 static int piece(const struct tokenizer *t, int32_t id, bool special, struct tok_buf *out)
 {
 	if (id < 0 || id >= t->n_vocab)
@@ -180,7 +164,7 @@ static int piece(const struct tokenizer *t, int32_t id, bool special, struct tok
 			size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
 			k = k > n - i ? n - i : k;
 			uint32_t cp = k == 1 ? c : k == 2 ? (uint32_t)(c & 31) << 6 | (s[i + 1] & 63) : 0xFFFFFFFF;
-			int b = unmap_byte_level(cp);
+			int b = tok_cp_byte(t, cp);
 			if (b >= 0) {
 				char ch = (char)b;
 				rc = tok_buf_add(out, &ch, 1);

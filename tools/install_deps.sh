@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
-# (checksums) from apt; NumPy, safetensors and ml_dtypes for the test tools from PyPI. Skips what is there.
+# (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization) from apt; NumPy, safetensors and ml_dtypes for the test tools from PyPI. Skips what is there.
 # The CUDA toolkit is optional: when nvcc is on PATH the build includes the CUDA parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
-for p in build-essential libjansson-dev libxxhash-dev python3; do
+for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev python3; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -17,7 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! python3 -c 'import numpy, safetensors, ml_dtypes' 2>/dev/null; then
+if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf' 2>/dev/null; then
 	echo "install_deps: pip install -r tools/requirements.txt"
 	python3 -m pip install -q -r tools/requirements.txt 2>/dev/null ||
 		python3 -m pip install -q --break-system-packages -r tools/requirements.txt
