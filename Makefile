@@ -74,12 +74,14 @@ asan:
 # Real fuzzing with libFuzzer (needs clang), from the seeds of the regression build:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
+# The parsers and the tokenizer; nothing that needs OpenMP.
+FUZZ_SRC := $(wildcard layout/*.c) $(wildcard src/tok*.c) src/strmap.c
 fuzz: $(FUZZ_BIN)
-build-fuzz/tests/%: tests/%.c $(wildcard layout/*.c)
+build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined $(INC) \
-		-o $@ $^ -ljansson -lxxhash -lm
+		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -lm -lpthread
 
 # What CI runs: the tests, then again under ASan + UBSan.
 check: test asan
