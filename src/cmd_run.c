@@ -1,7 +1,9 @@
 /*
- * cmd_run.c: `ferry run`: prefill the prompt (in chunks of --chunk tokens, each chunk one pass over the
- * layers), then decode one token per pass, printing token ids as they are generated. Sampling defaults come
- * from the model's generation_config (greedy when it has none).
+ * cmd_run.c: `ferry run`: tokenize the prompt (or take ids), prefill it (in chunks of --chunk tokens, each
+ * chunk one pass over the layers), then decode one token per pass, printing the text as it is generated
+ * (ids when the prompt was given as ids, or with --print-ids). Generation stops at the model's
+ * end-of-generation tokens. Sampling defaults come from the model's generation_config (greedy when it has
+ * none).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,13 +23,14 @@
 #include "logits_dump.h"
 #include "model.h"
 #include "sampler.h"
+#include "tokenizer.h"
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt_ids, *logits_file, *device;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device;
 	int n_predict, chunk, threads, ctx;
 	int64_t ram;
-	bool ignore_eos, stats;
+	bool ignore_eos, stats, print_ids;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
 };
@@ -35,9 +38,12 @@ struct run_args {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ferry run -m MODEL.ferry --prompt-ids IDS [options]\n"
+		"usage: ferry run -m MODEL.ferry (-p TEXT | -f FILE | --prompt-ids IDS) [options]\n"
 		"  -m, --model DIR        model directory made by ferry convert\n"
-		"  --prompt-ids 1,2,3     prompt as token ids\n"
+		"  -p, --prompt TEXT      prompt text (tokenized with the model's tokenizer, BOS as the model says)\n"
+		"  -f, --file FILE        prompt text from a file ('-' for stdin)\n"
+		"  --prompt-ids 1,2,3     prompt as token ids (output is ids too)\n"
+		"  --print-ids            print generated token ids instead of text\n"
 		"  -n, --n-predict N      tokens to generate (default 32)\n"
 		"  --temp T               temperature, 0 = greedy (default: the model's generation_config, else 0)\n"
 		"  --top-k K              keep the K most likely tokens (0 = off)\n"
@@ -59,8 +65,11 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+					   {"prompt", required_argument, 0, 'p'},
+					   {"file", required_argument, 0, 'f'},
+					   {"print-ids", no_argument, 0, O_PRINT_IDS},
 					   {"prompt-ids", required_argument, 0, O_IDS},
 					   {"n-predict", required_argument, 0, 'n'},
 					   {"temp", required_argument, 0, O_TEMP},
@@ -89,12 +98,15 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	long v;
 	double d;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "m:n:h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:n:p:f:h", lo, NULL)) != -1) {
 		int bad = 0;
 		const char *name = NULL;
 		switch (c) {
 		case 'm': a->model = optarg; break;
 		case O_IDS: a->prompt_ids = optarg; break;
+		case 'p': a->prompt = optarg; break;
+		case 'f': a->prompt_file = optarg; break;
+		case O_PRINT_IDS: a->print_ids = true; break;
 		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
 		case O_TEMP:
 			bad = parse_double(optarg, &d) || d < 0;
@@ -135,8 +147,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 			return 2;
 		}
 	}
-	if (!a->model || !a->prompt_ids || optind != argc) {
-		fprintf(stderr, "ferry: run needs -m MODEL and --prompt-ids\n");
+	if (!a->model || !!a->prompt + !!a->prompt_file + !!a->prompt_ids != 1 || optind != argc) {
+		fprintf(stderr, "ferry: run needs -m MODEL and one of -p TEXT, -f FILE or --prompt-ids\n");
 		usage(stderr);
 		return 2;
 	}
@@ -168,12 +180,61 @@ static void generation_defaults(const struct layout *lay, struct run_args *a)
 		a->sc.top_p = (float)json_number_value(p);
 }
 
-static bool is_eos(const struct layout_hparams *hp, int tok)
+static bool is_eos(const struct layout_hparams *hp, const struct tokenizer *tok, int id)
 {
 	for (int i = 0; i < hp->n_eos; i++)
-		if (hp->eos_ids[i] == tok)
+		if (hp->eos_ids[i] == id)
 			return true;
-	return false;
+	return tok && tokenizer_is_eog(tok, id);
+}
+
+/* The prompt as ids: given as ids, or text (from -p or a file) through the model's tokenizer, which is
+ * then kept for printing the output. */
+static int load_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer **tok, int **ids, int *n)
+{
+	char err[ERR_LEN];
+	*tok = NULL;
+	if (a->prompt_ids) {
+		if (parse_id_list(a->prompt_ids, ids, n, err, sizeof(err))) {
+			fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
+			return 2;
+		}
+		for (int i = 0; i < *n; i++)
+			if ((*ids)[i] >= lay->hp.vocab) {
+				fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", (*ids)[i],
+					lay->hp.vocab);
+				return 2;
+			}
+		return 0;
+	}
+	char *text = NULL;
+	size_t len = a->prompt ? strlen(a->prompt) : 0;
+	int rc = a->prompt_file ? read_file_all(a->prompt_file, &text, &len) : 0;
+	if (rc) {
+		fprintf(stderr, "ferry: %s: %s\n", a->prompt_file, strerror(-rc));
+		return 1;
+	}
+	struct tok_ids v = {0};
+	rc = tokenizer_open(tok, a->model, err, sizeof(err));
+	rc = rc ? rc : tokenizer_encode(*tok, text ? text : a->prompt, len, TOK_ADD_SPECIAL, &v, err, sizeof(err));
+	free(text);
+	if (!rc && tokenizer_n_vocab(*tok) > lay->hp.vocab) {
+		snprintf(err, sizeof(err), "%s: the tokenizer has %d tokens but the model only %d", a->model,
+			 tokenizer_n_vocab(*tok), lay->hp.vocab);
+		rc = -EINVAL;
+	}
+	if (!rc && v.n == 0) {
+		snprintf(err, sizeof(err), "the prompt is empty");
+		rc = -EINVAL;
+	}
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", err);
+		tok_ids_free(&v);
+		return 1;
+	}
+	*ids = v.ids;
+	*n = (int)v.n;
+	return 0;
 }
 
 /* Slots: every layer and the head stay in RAM when they fit the budget, else two slots stream them. */
@@ -207,7 +268,8 @@ static bool logits_finite(const float *l, int V)
 	return true;
 }
 
-static int generate(struct run_args *a, struct layout *lay, struct model *m, int *toks, int n_prompt, int cap)
+static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk, int *toks,
+		    int n_prompt, int cap)
 {
 	const struct layout_hparams *hp = &lay->hp;
 	int V = hp->vocab, chunk = m->opt.t_max;
@@ -227,6 +289,11 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, int
 		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
+	struct tok_stream ts;
+	struct tok_buf text = {0};
+	bool print_text = tk && !a->print_ids;
+	if (print_text)
+		tok_stream_init(&ts, tk, false, false);
 	double t0 = now_sec(), t_prefill = 0;
 	int n = n_prompt, n_gen = 0;
 	for (int s = 0; s < n_prompt && !rc; s += chunk) {
@@ -250,9 +317,16 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, int
 		int tok = sampler_pick(&smp, last, toks, n);
 		toks[n++] = tok;
 		n_gen++;
-		printf(n_gen > 1 ? " %d" : "%d", tok);
+		bool stop = !a->ignore_eos && is_eos(hp, tk, tok);
+		if (!print_text) {
+			printf(n_gen > 1 ? " %d" : "%d", tok);
+		} else if (!stop) {
+			text.n = 0;
+			tok_stream_push(&ts, tok, &text);
+			fwrite(text.p, 1, text.n, stdout);
+		}
 		fflush(stdout);
-		if ((!a->ignore_eos && is_eos(hp, tok)) || n_gen == a->n_predict)
+		if (stop || n_gen == a->n_predict)
 			break;
 		if (n >= cap) {
 			fprintf(stderr, "ferry: context of %d tokens is full\n", cap);
@@ -262,6 +336,12 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, int
 		rc = model_forward(m, &toks[n - 1], pos, 1, 1, logits, err, sizeof(err));
 		if (!rc && a->logits_file)
 			rc = logits_dump_rows(&dump, logits, 1, err, sizeof(err));
+	}
+	if (print_text) {
+		text.n = 0;
+		tok_stream_flush(&ts, &text);
+		fwrite(text.p, 1, text.n, stdout);
+		tok_buf_free(&text);
 	}
 	if (n_gen)
 		printf("\n");
@@ -314,23 +394,19 @@ int ferry_run(int argc, char **argv)
 		return 1;
 	}
 	int *prompt = NULL, n_prompt = 0;
-	if (parse_id_list(a.prompt_ids, &prompt, &n_prompt, err, sizeof(err))) {
-		fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
+	struct tokenizer *tk = NULL;
+	if ((rc = load_prompt(&a, &lay, &tk, &prompt, &n_prompt))) {
+		free(prompt);
+		tokenizer_free(tk);
 		layout_close(&lay);
-		return 2;
+		return rc;
 	}
-	for (int i = 0; i < n_prompt; i++)
-		if (prompt[i] >= lay.hp.vocab) {
-			fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", prompt[i], lay.hp.vocab);
-			free(prompt);
-			layout_close(&lay);
-			return 2;
-		}
 	generation_defaults(&lay, &a);
 	int cap = a.ctx ? a.ctx : n_prompt + a.n_predict;
 	if (n_prompt > cap) {
 		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", n_prompt, cap);
 		free(prompt);
+		tokenizer_free(tk);
 		layout_close(&lay);
 		return 1;
 	}
@@ -348,11 +424,13 @@ int ferry_run(int argc, char **argv)
 		backend_destroy(b);
 		free(toks);
 		free(prompt);
+		tokenizer_free(tk);
 		layout_close(&lay);
 		return 1;
 	}
 	memcpy(toks, prompt, sizeof(int) * (size_t)n_prompt);
-	int ret = generate(&a, &lay, &m, toks, n_prompt, cap);
+	int ret = generate(&a, &lay, &m, tk, toks, n_prompt, cap);
+	tokenizer_free(tk);
 	model_free(&m);
 	backend_destroy(b);
 	free(toks);

@@ -19,27 +19,6 @@
 #include "tokenizer.h"
 #include "util.h"
 
-static int read_all(FILE *f, struct tok_buf *b)
-{
-	char chunk[65536];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		if (tok_buf_add(b, chunk, n))
-			return -ENOMEM;
-	return ferror(f) ? -EIO : tok_buf_add(b, "", 0);
-}
-
-static int read_path(const char *path, struct tok_buf *b)
-{
-	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-	if (!f)
-		return -errno;
-	int rc = read_all(f, b);
-	if (f != stdin)
-		fclose(f);
-	return rc;
-}
-
 static void print_piece(const struct tokenizer *t, int32_t id)
 {
 	struct tok_buf b = {0};
@@ -211,10 +190,12 @@ static int run(int argc, char **argv, bool detok)
 		struct tok_buf in = {0}, out = {0};
 		for (int i = optind; i < argc; i++)
 			tok_buf_add(&in, argv[i], strlen(argv[i])), tok_buf_add(&in, " ", 1);
-		if (optind == argc && read_all(stdin, &in))
+		if (optind == argc && read_file_all("-", &in.p, &in.n))
 			rc = 1, fprintf(stderr, "ferry: cannot read stdin\n");
 		struct tok_ids ids = {0};
-		for (char *p = in.p, *tok; !rc && p && (tok = strtok(p, " \t\r\n,[]")); p = NULL) {
+		char *save = NULL;
+		for (char *tok = in.p ? strtok_r(in.p, " \t\r\n,[]", &save) : NULL; !rc && tok;
+		     tok = strtok_r(NULL, " \t\r\n,[]", &save)) {
 			long id;
 			if (parse_int(tok, 0, tokenizer_n_vocab(t) - 1, &id)) {
 				fprintf(stderr, "ferry: '%s' is not a token id of this vocabulary (0..%d)\n", tok, tokenizer_n_vocab(t) - 1);
@@ -230,7 +211,7 @@ static int run(int argc, char **argv, bool detok)
 		tok_ids_free(&ids);
 	} else {
 		struct tok_buf text = {0};
-		int r = file ? read_path(file, &text) : tok_buf_add(&text, argv[optind], strlen(argv[optind]));
+		int r = file ? read_file_all(file, &text.p, &text.n) : tok_buf_add(&text, argv[optind], strlen(argv[optind]));
 		struct tok_ids ids = {0};
 		if (r) {
 			fprintf(stderr, "ferry: %s: %s\n", file, strerror(-r));

@@ -129,3 +129,39 @@ void ferry_assert_fail(const char *what, const char *file, int line)
 	fprintf(stderr, "ferry: internal error: assertion '%s' failed at %s:%d\n", what, file, line);
 	abort();
 }
+
+int read_file_all(const char *path, char **out, size_t *len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+	if (!f)
+		return -errno;
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap);
+	int rc = buf ? 0 : -ENOMEM;
+	while (!rc) {
+		if (n + 1 >= cap) {
+			char *b = realloc(buf, cap *= 2);
+			if (!b) {
+				rc = -ENOMEM;
+				break;
+			}
+			buf = b;
+		}
+		size_t k = fread(buf + n, 1, cap - n - 1, f);
+		n += k;
+		if (k == 0) {
+			rc = ferror(f) ? -EIO : 0;
+			break;
+		}
+	}
+	if (f != stdin)
+		fclose(f);
+	if (rc) {
+		free(buf);
+		return rc;
+	}
+	buf[n] = 0;
+	*out = buf;
+	*len = n;
+	return 0;
+}
