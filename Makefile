@@ -12,7 +12,7 @@ SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
-LDLIBS := -ljansson -lxxhash -lm -lpthread
+LDLIBS := -ljansson -lxxhash -luring -llz4 -lm -lpthread
 
 LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
 LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))
@@ -79,7 +79,7 @@ build-fuzz/tests/%: tests/%.c $(wildcard layout/*.c)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined $(INC) \
-		-o $@ $^ -ljansson -lxxhash -lm
+		-o $@ $^ -ljansson -lxxhash -llz4 -lm
 
 # What CI runs: the tests, then again under ASan + UBSan.
 check: test asan
