@@ -103,7 +103,7 @@ void load_check(struct io_stream *s, struct load *ld)
 	else if (ld->state == LOAD_READING && ld->todo == 0)
 		ld->state = LOAD_READY;
 	pthread_cond_broadcast(&s->cv);
-	if (s->eng)
+	if (s->eng && !pthread_equal(pthread_self(), s->io_thread))
 		s->eng->ops->wake(s->eng);
 }
 
@@ -647,9 +647,15 @@ void io_stream_close(struct io_stream *s)
 
 /* ---- the consumer ---- */
 
+/* Wakes the I/O thread when it may have something to do. Once every unit sits READY in the RAM tier it has
+ * nothing, and waking it anyway would take a core from the consumer's compute threads on every acquire. */
 static void wake_io(struct io_stream *s)
 {
-	s->eng->ops->wake(s->eng);
+	bool idle = s->n_slots == 0;
+	for (int u = 0; idle && u < s->n_units; u++)
+		idle = s->tier[u] && s->tier[u]->state == LOAD_READY;
+	if (!idle)
+		s->eng->ops->wake(s->eng);
 }
 
 int io_unit_acquire(struct io_stream *s, int unit, void *const **ptrs, char *err, size_t errlen)
