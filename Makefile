@@ -42,11 +42,15 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check fuzz bench clean
+.PHONY: all test asan check fuzz bench bench-io clean
 .SECONDARY:
-all: $(BUILD)/ferry $(TEST_BIN)
+all: $(BUILD)/ferry $(TEST_BIN) $(BUILD)/bench/io_stream
 
 $(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/io_stream: $(BUILD)/bench/io_stream.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -86,6 +90,10 @@ check: test asan
 
 bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh
+
+# The layer streamer against the disk and bus floors (bench/io_stream.c), e.g. make bench-io ARGS="--size 4G".
+bench-io: $(BUILD)/bench/io_stream
+	$(Q)$(BUILD)/bench/io_stream $(ARGS)
 
 clean:
 	rm -rf build build-asan build-fuzz
