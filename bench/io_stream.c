@@ -142,6 +142,19 @@ static int get_set(struct layout *m, const char *dir, int n_layers, int64_t F, b
 	return rc;
 }
 
+static void mkdir_p(const char *dir)
+{
+	char p[4096];
+	snprintf(p, sizeof(p), "%s", dir);
+	for (char *c = p + 1; *c; c++)
+		if (*c == '/') {
+			*c = 0;
+			mkdir(p, 0755);
+			*c = '/';
+		}
+	mkdir(p, 0755);
+}
+
 static bool drop_caches(void)
 {
 	sync();
@@ -334,7 +347,7 @@ int main(int argc, char **argv)
 	int64_t F = (int64_t)((layer - 2ull * D * D) / (4ull * D)) / 256 * 256;
 	int n_layers = (int)(size / layer), n_lz4 = n_layers / 4 > 2 ? n_layers / 4 : 2;
 	char raw_dir[4096], lz4_dir[4096];
-	mkdir(dir, 0755);
+	mkdir_p(dir);
 	snprintf(raw_dir, sizeof(raw_dir), "%s/raw.ferry", dir);
 	snprintf(lz4_dir, sizeof(lz4_dir), "%s/lz4.ferry", dir);
 	make_pool();
