@@ -167,8 +167,9 @@ static bool drop_caches(void)
 	return ok;
 }
 
-/* Raw io_uring O_DIRECT reads of the streamed files (layers, head), qd requests of req bytes in flight,
- * nothing else: GB/s, or -1 when io_uring or O_DIRECT is unavailable. */
+/* Raw io_uring O_DIRECT reads of the streamed files (layers, head), qd requests of req bytes in flight into
+ * registered buffers (as ferry's slots are), nothing else: GB/s, or -1 when io_uring or O_DIRECT is
+ * unavailable. */
 static double raw_uring(const struct layout *m, int qd, uint64_t req)
 {
 	struct io_uring ring;
@@ -192,8 +193,12 @@ static double raw_uring(const struct layout *m, int qd, uint64_t req)
 			nf++;
 	}
 	int file = 0, inflight = 0, free_slot[qd], n_free = qd;
-	for (int i = 0; i < qd; i++)
+	struct iovec iov[qd];
+	for (int i = 0; i < qd; i++) {
 		free_slot[i] = i;
+		iov[i] = (struct iovec){buf + (uint64_t)i * req, req};
+	}
+	bool fixed = io_uring_register_buffers(&ring, iov, (unsigned)qd) == 0;
 	uint64_t off = 0, bytes = 0;
 	bool failed = false;
 	double t0 = now();
@@ -202,7 +207,10 @@ static double raw_uring(const struct layout *m, int qd, uint64_t req)
 			int s = free_slot[--n_free];
 			uint64_t len = sizes[file] - off < req ? sizes[file] - off : req;
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-			io_uring_prep_read(sqe, fds[file], buf + (uint64_t)s * req, (unsigned)len, off);
+			if (fixed)
+				io_uring_prep_read_fixed(sqe, fds[file], buf + (uint64_t)s * req, (unsigned)len, off, s);
+			else
+				io_uring_prep_read(sqe, fds[file], buf + (uint64_t)s * req, (unsigned)len, off);
 			io_uring_sqe_set_data64(sqe, (uint64_t)s);
 			inflight++;
 			off += len;
@@ -210,13 +218,18 @@ static double raw_uring(const struct layout *m, int qd, uint64_t req)
 				file++, off = 0;
 		}
 		struct io_uring_cqe *cqe;
-		if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_wait_cqe(&ring, &cqe) < 0)
+		if (io_uring_submit_and_wait(&ring, 1) < 0)
 			break;
-		failed = cqe->res <= 0;
-		bytes += cqe->res > 0 ? (uint64_t)cqe->res : 0;
-		free_slot[n_free++] = (int)io_uring_cqe_get_data64(cqe);
-		inflight--;
-		io_uring_cqe_seen(&ring, cqe);
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&ring, head, cqe)
+		{
+			failed |= cqe->res <= 0;
+			bytes += cqe->res > 0 ? (uint64_t)cqe->res : 0;
+			free_slot[n_free++] = (int)io_uring_cqe_get_data64(cqe);
+			inflight--;
+			n++;
+		}
+		io_uring_cq_advance(&ring, n);
 	}
 	double t = now() - t0;
 	for (int i = 0; i < nf; i++)

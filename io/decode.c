@@ -26,7 +26,7 @@ static bool decode_task(struct io_stream *s, struct load *ld, struct task *t)
 	const struct layout_tensor *lt = &layout_unit_get(s->m, ld->unit)->tensors[t->tensor];
 	t->verify = false;
 	if (layout_lz4_parse(ld->buf + s->plans[ld->unit].src[t->tensor], lt->bytes, lt->raw_bytes, &t->lz)) {
-		load_fail(s, ld, -EBADMSG, "%s/%s: tensor %s: corrupt lz4 table", s->m->dir, s->m->files[lt->file].name,
+		load_fail(ld, -EBADMSG, "%s/%s: tensor %s: corrupt lz4 table", s->m->dir, s->m->files[lt->file].name,
 			  lt->name);
 		return false;
 	}
@@ -119,7 +119,7 @@ void *decode_worker(void *arg)
 			const char *why = rc == -ENOMEM ? "out of memory for decoding"
 					  : t->verify ? "checksum mismatch (corrupt data)"
 						      : "corrupt lz4 data";
-			load_fail(s, ld, rc, "%s/%s: tensor %s: %s", s->m->dir, s->m->files[lt->file].name, lt->name, why);
+			load_fail(ld, rc, "%s/%s: tensor %s: %s", s->m->dir, s->m->files[lt->file].name, lt->name, why);
 		}
 		if (++t->finished == t->n)
 			finish_task(s, t);

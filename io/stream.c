@@ -71,9 +71,8 @@ static bool held(const struct load *ld)
 	return ld->users > 0 || ld->done != NULL;
 }
 
-void load_fail(struct io_stream *s, struct load *ld, int rc, const char *fmt, ...)
+void load_fail(struct load *ld, int rc, const char *fmt, ...)
 {
-	(void)s;
 	if (ld->rc)
 		return; /* the first error is the one reported */
 	ld->rc = rc;
@@ -242,7 +241,7 @@ static void engine_submit(struct io_stream *s, struct io_req *r)
 	int rc = s->eng->ops->submit(s->eng, r);
 	if (rc) { /* cannot happen within the depth the engine was made for */
 		r->ld->inflight--;
-		load_fail(s, r->ld, rc, "%s/%s: cannot queue a read: %s", s->m->dir, s->m->files[r->file].name,
+		load_fail(r->ld, rc, "%s/%s: cannot queue a read: %s", s->m->dir, s->m->files[r->file].name,
 			  strerror(-rc));
 		load_check(s, r->ld);
 		r->next = s->free_reqs;
@@ -276,10 +275,12 @@ static void submit(struct io_stream *s)
 		r = s->free_reqs;
 		s->free_reqs = r->next;
 		uint64_t pos = ld->range_pos, dst = pr->dst + pos;
-		uint64_t len = pr->len - pos;
-		len = len < s->o.req_bytes ? len : s->o.req_bytes;
+		uint64_t len = pr->len - pos, off = pr->off + pos;
+		uint64_t to_boundary = s->o.req_bytes - off % s->o.req_bytes; /* requests aligned in the file, as the
+										* device lays out its blocks */
+		len = len < to_boundary ? len : to_boundary;
 		len = len < GIB - dst % GIB ? len : GIB - dst % GIB; /* inside one registered piece */
-		*r = (struct io_req){.file = pr->file, .off = pr->off + pos, .len = (uint32_t)len, .buf = ld->buf + dst,
+		*r = (struct io_req){.file = pr->file, .off = off, .len = (uint32_t)len, .buf = ld->buf + dst,
 				     .ld = ld, .dst = dst};
 		r->direct = s->direct[r->file] && aligned(r->off, len, r->buf);
 		ld->range_pos += len;
@@ -329,10 +330,10 @@ static void complete(struct io_stream *s, struct io_req *r)
 			return;
 		}
 		if (res < 0) {
-			load_fail(s, ld, -EIO, "%s/%s: read of %u bytes at offset %llu failed: %s", s->m->dir, name, r->len,
+			load_fail(ld, -EIO, "%s/%s: read of %u bytes at offset %llu failed: %s", s->m->dir, name, r->len,
 				  (unsigned long long)r->off, strerror(-res));
 		} else if (res == 0) {
-			load_fail(s, ld, -EIO, "%s/%s: unexpected end of file at offset %llu (truncated?)", s->m->dir, name,
+			load_fail(ld, -EIO, "%s/%s: unexpected end of file at offset %llu (truncated?)", s->m->dir, name,
 				  (unsigned long long)r->off);
 		} else {
 			s->st.bytes_read += (uint64_t)res;

@@ -99,8 +99,7 @@ struct io_stream {
 enum notice { NOTICE_URING = 1, NOTICE_DIRECT = 2, NOTICE_MLOCK = 4 };
 
 /* stream.c */
-void load_fail(struct io_stream *s, struct load *ld, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+void load_fail(struct load *ld, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void load_check(struct io_stream *s, struct load *ld);
 void stream_notice(struct io_stream *s, enum notice which, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
