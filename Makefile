@@ -12,7 +12,7 @@ SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
-LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -lm -lpthread
+LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lm -lpthread
 
 LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
 LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))
@@ -42,11 +42,15 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check fuzz bench clean
+.PHONY: all test asan check fuzz bench bench-io clean
 .SECONDARY:
-all: $(BUILD)/ferry $(TEST_BIN)
+all: $(BUILD)/ferry $(TEST_BIN) $(BUILD)/bench/io_stream
 
 $(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/io_stream: $(BUILD)/bench/io_stream.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -81,13 +85,17 @@ build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined $(INC) \
-		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -lm -lpthread
+		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -llz4 -lm -lpthread
 
 # What CI runs: the tests, then again under ASan + UBSan.
 check: test asan
 
 bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh
+
+# The layer streamer against the disk and bus floors (bench/io_stream.c), e.g. make bench-io ARGS="--size 4G".
+bench-io: $(BUILD)/bench/io_stream
+	$(Q)$(BUILD)/bench/io_stream $(ARGS)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -2,10 +2,13 @@
 # Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb):
 #   bash bench/gpu_run.sh
 # .deb (git-ignored) holds the Debian packages the bare machine lacks; make it here first with
-#   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev)
-# Unpacks the carried Debian libraries (jansson, xxhash; the machine starts bare), builds with CUDA, runs
-# the test suite, checks the NumPy reference against transformers (tools/hf_check.py), and prints a short
-# table last. Full logs go to $OUT (the device tool brings them back).
+#   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev \
+#       liburing2 liburing-dev liblz4-1 liblz4-dev)
+# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4; the machine starts bare), builds with
+# CUDA, runs the test suite, checks the NumPy reference against transformers (tools/hf_check.py), runs the
+# layer streamer's benchmark (bench/io_stream.c: 16 GB of layers on the local disk, about 3 minutes; its
+# table goes to $OUT/bench_io.log) and prints a short table last. Full logs go to $OUT (the device tool
+# brings them back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ferry_gpu_out}
@@ -30,6 +33,11 @@ python3 tools/hf_check.py >"$OUT/hf_check.log" 2>&1
 hf_rc=$?
 cat "$OUT/hf_check.log" | tail -n 14
 
+build/bench/io_stream --size 16G --dir /tmp/ferry_io_bench >"$OUT/bench_io.log" 2>&1
+io_rc=$?
+tail -n 9 "$OUT/bench_io.log"
+rm -rf /tmp/ferry_io_bench
+
 d=$(mktemp -d)
 python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null
 probe=$(build/ferry run -m "$d/m.ferry" --prompt-ids 1,2,3 -n 4 --temp 0 --stats 2>&1 >/dev/null | grep -o 'GPU: [^)]*')
@@ -43,3 +51,4 @@ echo "| build (CUDA) | $([ $build -eq 0 ] && echo ok || echo FAILED) |"
 echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit $test_rc) |"
 echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| ferry run --stats | ${probe:-no GPU line} |"
+echo "| bench/io_stream --size 16G | exit $io_rc; table in bench_io.log |"

@@ -157,11 +157,44 @@ struct layout_file_header {
 };
 int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header *h, char *err, size_t errlen);
 
+/* Compressed tensors (compression LAYOUT_COMP_LZ4, FORMAT.md): chunks of raw bytes, each byte-shuffled by
+ * the element width and stored as one LZ4 frame, then a table of frame ends (u64 each, from the tensor's
+ * start) and a footer {u64 chunk_raw, u32 n_chunks, u32 width}. */
+#define LAYOUT_LZ4_CHUNK (1u << 20)      /* raw bytes per chunk written by the writer */
+#define LAYOUT_LZ4_MAX_CHUNK (64u << 20) /* largest chunk a reader accepts */
+#define LAYOUT_LZ4_FOOTER_BYTES 16
+#define LAYOUT_LZ4_MIN_SAVING 0.10 /* a tensor is stored compressed only when that saves at least this */
+struct layout_lz4_info {
+	uint64_t chunk_raw, raw_bytes;
+	uint32_t n_chunks;
+	int width;            /* shuffle width in bytes: 1 (none), 2 (f16, bf16), 4 (f32) */
+	const uint8_t *table; /* n_chunks little-endian u64 frame ends, inside the stored bytes */
+};
+int layout_lz4_shuffle_width(int fmt);
+size_t layout_lz4_frame_bound(size_t chunk);
+/* Shuffles n bytes of src through scratch (n bytes) and writes one frame into dst; its size or -EIO. */
+int64_t layout_lz4_encode_chunk(const void *src, size_t n, int width, void *scratch, void *dst, size_t cap);
+/* Checks the footer and frame table of stored bytes; 0 or -EBADMSG. */
+int layout_lz4_parse(const uint8_t *stored, uint64_t bytes, uint64_t raw_bytes, struct layout_lz4_info *info);
+/* Where chunk i lies in the stored bytes (its frame) and in the raw bytes. */
+void layout_lz4_chunk(const struct layout_lz4_info *info, uint32_t i, uint64_t *src_off, uint64_t *src_len,
+		      uint64_t *dst_off, uint64_t *dst_len);
+/* Decodes one frame into dst_len bytes at dst, unshuffling through scratch (dst_len bytes). *dctx is a
+ * decoder context created on first use (one per thread; free with layout_lz4_free_dctx). 0 or -EBADMSG. */
+int layout_lz4_decode_chunk(void **dctx, const void *src, size_t src_len, void *dst, size_t dst_len, int width,
+			    void *scratch);
+void layout_lz4_free_dctx(void *dctx);
+/* Decodes a whole compressed tensor (stored bytes -> raw_bytes at dst); 0 or -EBADMSG/-ENOMEM. */
+int layout_lz4_decode(const uint8_t *stored, uint64_t bytes, uint64_t raw_bytes, void *dst);
+
 /* Writer: converters call begin, then per file file_begin / tensor_begin / tensor_write / tensor_end /
  * file_end, alias for a tensor shared with an earlier unit, then finish (writes manifest.json and renames
  * OUT.tmp to OUT) or abort (removes OUT.tmp). Tensors are added to the unit of the current file. */
 struct layout_writer;
 int layout_writer_begin(struct layout_writer **w, const char *out_dir, bool force, char *err, size_t errlen);
+/* Store tensors of layer and head files as lz4 chunks when that saves >= LAYOUT_LZ4_MIN_SAVING (embed.bin is
+ * never compressed: its rows are read on demand). Call before the first file. */
+int layout_writer_set_lz4(struct layout_writer *w, bool on);
 int layout_writer_file_begin(struct layout_writer *w, int kind, int layer);
 int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fmt, int ndim, const int64_t *shape);
 int layout_writer_tensor_write(struct layout_writer *w, const void *data, size_t n);

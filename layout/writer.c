@@ -2,7 +2,9 @@
  * writer.c: writes a model.ferry directory. Everything goes into OUT.tmp/ first; finish() writes
  * manifest.json, syncs, and renames OUT.tmp to OUT, so an interrupted conversion never looks complete.
  * Tensor data is streamed (pwrite in the caller's chunks) with a running XXH3; memory use is O(1) in the
- * model size.
+ * model size. With lz4 on, each tensor of a layer or head file is also encoded chunk by chunk into an
+ * unlinked scratch file; at the tensor's end the encoded form replaces the raw bytes in place when it saves
+ * enough (the raw bytes come from the caller only once, so both forms are built in one pass).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 
 #include "layout.h"
 #include "layout_internal.h"
+#include "le.h"
 
 struct layout_writer {
 	char *out_dir, *tmp_dir;
@@ -33,6 +36,15 @@ struct layout_writer {
 	struct layout_tensor *t;
 	uint64_t t_written;
 	XXH3_state_t *xs;
+	/* lz4 (layout_writer_set_lz4): scratch file and chunk buffers, shared by all tensors */
+	bool lz4, t_lz4;
+	int scratch_fd;
+	uint8_t *chunk, *shuf, *frame;
+	size_t chunk_fill, frame_cap;
+	uint64_t comp_bytes;   /* frames of the current tensor written to the scratch file */
+	uint64_t *frame_end;   /* [n_frames] */
+	uint32_t n_frames, frame_end_cap;
+	XXH3_state_t *xs_comp; /* of the stored (encoded) form */
 	/* manifest parts */
 	json_t *files, *embed, *layers, *head;
 	uint64_t bytes_written;
@@ -149,6 +161,7 @@ int layout_writer_begin(struct layout_writer **wp, const char *out_dir, bool for
 	if (!w)
 		return -ENOMEM;
 	w->fd = -1;
+	w->scratch_fd = -1;
 	w->force = force;
 	w->out_dir = strndup(out_dir, n);
 	w->tmp_dir = malloc(n + 5);
@@ -260,6 +273,128 @@ int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fm
 	w->t = t;
 	w->t_written = 0;
 	XXH3_64bits_reset(w->xs);
+	w->t_lz4 = w->lz4 && w->hdr.kind != LAYOUT_KIND_EMBED;
+	w->chunk_fill = 0;
+	w->comp_bytes = 0;
+	w->n_frames = 0;
+	XXH3_64bits_reset(w->xs_comp);
+	return 0;
+}
+
+int layout_writer_set_lz4(struct layout_writer *w, bool on)
+{
+	if (!on || w->lz4)
+		return 0;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/.lz4-scratch", w->tmp_dir);
+	w->scratch_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (w->scratch_fd < 0)
+		return fail(w, -errno, "%s: cannot create: %s", path, strerror(errno));
+	unlink(path); /* anonymous from now on: nothing to clean up whatever happens */
+	w->frame_cap = layout_lz4_frame_bound(LAYOUT_LZ4_CHUNK);
+	w->chunk = malloc(LAYOUT_LZ4_CHUNK);
+	w->shuf = malloc(LAYOUT_LZ4_CHUNK);
+	w->frame = malloc(w->frame_cap);
+	w->xs_comp = XXH3_createState();
+	if (!w->chunk || !w->shuf || !w->frame || !w->xs_comp)
+		return fail(w, -ENOMEM, "out of memory");
+	w->lz4 = true;
+	return 0;
+}
+
+static int pwrite_full(struct layout_writer *w, int fd, const void *data, size_t n, uint64_t off)
+{
+	const char *p = data;
+	while (n) {
+		ssize_t k = pwrite(fd, p, n, (off_t)off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return fail(w, -errno, "%s/%s: write failed: %s", w->tmp_dir, w->file_name, strerror(errno));
+		p += k;
+		n -= (size_t)k;
+		off += (uint64_t)k;
+	}
+	return 0;
+}
+
+/* Encodes the buffered chunk as one frame appended to the scratch file. */
+static int lz4_emit(struct layout_writer *w)
+{
+	int64_t k = layout_lz4_encode_chunk(w->chunk, w->chunk_fill, layout_lz4_shuffle_width(w->t->fmt), w->shuf,
+					    w->frame, w->frame_cap);
+	if (k < 0)
+		return fail(w, -EIO, "tensor %s: lz4 encoding failed", w->t->name);
+	if (w->n_frames == w->frame_end_cap) {
+		uint32_t cap = w->frame_end_cap ? 2 * w->frame_end_cap : 64;
+		uint64_t *fe = realloc(w->frame_end, sizeof(*fe) * cap);
+		if (!fe)
+			return fail(w, -ENOMEM, "out of memory");
+		w->frame_end = fe;
+		w->frame_end_cap = cap;
+	}
+	int rc = pwrite_full(w, w->scratch_fd, w->frame, (size_t)k, w->comp_bytes);
+	if (rc)
+		return rc;
+	XXH3_64bits_update(w->xs_comp, w->frame, (size_t)k);
+	w->comp_bytes += (uint64_t)k;
+	w->frame_end[w->n_frames++] = w->comp_bytes;
+	w->chunk_fill = 0;
+	return 0;
+}
+
+static int lz4_feed(struct layout_writer *w, const uint8_t *p, size_t n)
+{
+	while (n) {
+		size_t k = LAYOUT_LZ4_CHUNK - w->chunk_fill < n ? LAYOUT_LZ4_CHUNK - w->chunk_fill : n;
+		memcpy(w->chunk + w->chunk_fill, p, k);
+		w->chunk_fill += k;
+		p += k;
+		n -= k;
+		if (w->chunk_fill == LAYOUT_LZ4_CHUNK) {
+			int rc = lz4_emit(w);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* At the tensor's end: the frames, table and footer replace the raw bytes when they save enough. */
+static int lz4_finish(struct layout_writer *w)
+{
+	struct layout_tensor *t = w->t;
+	int rc = w->chunk_fill ? lz4_emit(w) : 0;
+	if (rc)
+		return rc;
+	uint64_t tail = 8 * (uint64_t)w->n_frames + LAYOUT_LZ4_FOOTER_BYTES;
+	uint64_t stored = w->comp_bytes + tail;
+	if ((double)stored > (1.0 - LAYOUT_LZ4_MIN_SAVING) * (double)t->bytes)
+		return 0;
+	for (uint64_t off = 0; off < w->comp_bytes; off += w->frame_cap) {
+		size_t n = w->comp_bytes - off < w->frame_cap ? (size_t)(w->comp_bytes - off) : w->frame_cap;
+		if (layout_pread_full(w->scratch_fd, w->frame, n, off))
+			return fail(w, -EIO, "%s: scratch file read failed", w->tmp_dir);
+		rc = pwrite_full(w, w->fd, w->frame, n, t->offset + off);
+		if (rc)
+			return rc;
+	}
+	uint8_t *tb = malloc((size_t)tail);
+	if (!tb)
+		return fail(w, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < w->n_frames; i++)
+		put_le64(tb + 8 * (size_t)i, w->frame_end[i]);
+	uint8_t *f = tb + 8 * (size_t)w->n_frames;
+	put_le64(f, LAYOUT_LZ4_CHUNK);
+	put_le32(f + 8, w->n_frames);
+	put_le32(f + 12, (uint32_t)layout_lz4_shuffle_width(t->fmt));
+	XXH3_64bits_update(w->xs_comp, tb, (size_t)tail);
+	rc = pwrite_full(w, w->fd, tb, (size_t)tail, t->offset + w->comp_bytes);
+	free(tb);
+	if (rc)
+		return rc;
+	t->bytes = stored;
+	t->comp = LAYOUT_COMP_LZ4;
 	return 0;
 }
 
@@ -270,22 +405,13 @@ int layout_writer_tensor_write(struct layout_writer *w, const void *data, size_t
 	if (w->t_written + n > w->t->bytes)
 		return fail(w, -EINVAL, "tensor %s: more than %llu bytes written", w->t->name,
 			    (unsigned long long)w->t->bytes);
-	const char *p = data;
-	size_t left = n;
-	while (left) {
-		ssize_t k = pwrite(w->fd, p, left, (off_t)(w->t->offset + w->t_written));
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return fail(w, -errno, "%s/%s: write failed: %s", w->tmp_dir, w->file_name, strerror(errno));
-		}
-		p += k;
-		left -= (size_t)k;
-		w->t_written += (uint64_t)k;
-	}
+	int rc = pwrite_full(w, w->fd, data, n, w->t->offset + w->t_written);
+	if (rc)
+		return rc;
+	w->t_written += n;
 	XXH3_64bits_update(w->xs, data, n);
 	w->bytes_written += n;
-	return 0;
+	return w->t_lz4 ? lz4_feed(w, data, n) : 0;
 }
 
 int layout_writer_tensor_end(struct layout_writer *w)
@@ -297,6 +423,20 @@ int layout_writer_tensor_end(struct layout_writer *w)
 		return fail(w, -EINVAL, "tensor %s: %llu of %llu bytes written", t->name,
 			    (unsigned long long)w->t_written, (unsigned long long)t->bytes);
 	t->xxh3 = XXH3_64bits_digest(w->xs);
+	if (w->t_lz4) {
+		int rc = lz4_finish(w);
+		if (rc)
+			return rc;
+		if (t->comp == LAYOUT_COMP_LZ4)
+			t->xxh3 = XXH3_64bits_digest(w->xs_comp);
+		/* raw bytes of a replaced tensor may lie past the stored ones: the gap up to the next tensor must
+		 * read as zeros (anything further is overwritten or truncated away by file_end) */
+		static const uint8_t zeros[LAYOUT_ALIGN];
+		uint64_t end = t->offset + t->bytes;
+		rc = pwrite_full(w, w->fd, zeros, (size_t)(layout_align_up(end) - end), end);
+		if (rc)
+			return rc;
+	}
 	w->pos = t->offset + t->bytes;
 	w->hdr.n_tensors++;
 	json_array_append_new(w->unit, tensor_json(t, w->file_name));
@@ -484,6 +624,14 @@ void layout_writer_abort(struct layout_writer *w)
 	json_decref(w->head);
 	if (w->xs)
 		XXH3_freeState(w->xs);
+	if (w->xs_comp)
+		XXH3_freeState(w->xs_comp);
+	if (w->scratch_fd >= 0)
+		close(w->scratch_fd);
+	free(w->chunk);
+	free(w->shuf);
+	free(w->frame);
+	free(w->frame_end);
 	free(w->out_dir);
 	free(w->tmp_dir);
 	free(w);

@@ -9,16 +9,26 @@
 
 static void print_unit(const struct layout *m, const char *label, const struct layout_unit *u)
 {
-	char sz[32], fmts[96] = "";
+	char sz[32], fmts[96] = "", raw[32], comp[96] = "";
 	fmt_bytes(layout_unit_bytes(u), sz, sizeof(sz));
 	unsigned seen = 0;
-	for (int i = 0; i < u->n_tensors; i++)
+	int n_lz4 = 0;
+	uint64_t raw_bytes = 0;
+	for (int i = 0; i < u->n_tensors; i++) {
 		seen |= 1u << u->tensors[i].fmt;
+		n_lz4 += u->tensors[i].comp == LAYOUT_COMP_LZ4;
+		raw_bytes += u->tensors[i].raw_bytes;
+	}
+	if (n_lz4) {
+		fmt_bytes(raw_bytes, raw, sizeof(raw));
+		snprintf(comp, sizeof(comp), "  lz4: %d tensors, %s decoded (%.0f%%)", n_lz4, raw,
+			 100.0 * (double)layout_unit_bytes(u) / (double)raw_bytes);
+	}
 	for (int f = 0; f < WFMT_COUNT; f++)
 		if (seen & (1u << f))
 			snprintf(fmts + strlen(fmts), sizeof(fmts) - strlen(fmts), "%s%s", fmts[0] ? "," : "", wfmt_name(f));
-	printf("  %-10s %-14s %3d tensors %12s  %s\n", label, u->n_tensors ? m->files[u->tensors[0].file].name : "-",
-	       u->n_tensors, sz, fmts);
+	printf("  %-10s %-14s %3d tensors %12s  %s%s\n", label, u->n_tensors ? m->files[u->tensors[0].file].name : "-",
+	       u->n_tensors, sz, fmts, comp);
 }
 
 static void report_bad(const struct layout_tensor *t, const char *why, void *ctx)

@@ -27,7 +27,7 @@
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io;
 	int n_predict, chunk, threads, ctx;
 	int64_t ram;
 	bool ignore_eos, stats, print_ids;
@@ -55,7 +55,9 @@ static void usage(FILE *f)
 		"  --ignore-eos           do not stop at the end-of-sequence token\n"
 		"  --chunk C              prefill at most C prompt tokens per pass (default: the whole prompt)\n"
 		"  --ctx N                context size in tokens (default: prompt + n-predict)\n"
-		"  --ram SIZE             host RAM for resident layers (default: half of physical memory)\n"
+		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
+		"                         (default: half of physical memory)\n"
+		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
 		"  --threads N            CPU threads (default: all cores)\n"
 		"  --device auto|cpu      compute device (default auto)\n"
 		"  --logits FILE          dump the logits of every position (format: src/logits_dump.h)\n"
@@ -65,7 +67,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -87,11 +89,13 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"device", required_argument, 0, O_DEV},
 					   {"logits", required_argument, 0, O_LOGITS},
 					   {"stats", no_argument, 0, O_STATS},
+					   {"io", required_argument, 0, O_IO},
 					   {"help", no_argument, 0, 'h'},
 					   {0}};
 	memset(a, 0, sizeof(*a));
 	a->n_predict = 32;
 	a->device = "auto";
+	a->io = "auto";
 	a->ram = -1;
 	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
 	int c;
@@ -139,6 +143,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_DEV: a->device = optarg; break;
 		case O_LOGITS: a->logits_file = optarg; break;
 		case O_STATS: a->stats = true; break;
+		case O_IO: a->io = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return 2;
 		}
@@ -154,6 +159,10 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	}
 	if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
 		fprintf(stderr, "ferry: --device: expected auto, cpu or cuda, got '%s'\n", a->device);
+		return 2;
+	}
+	if (strcmp(a->io, "auto") && strcmp(a->io, "uring") && strcmp(a->io, "pread")) {
+		fprintf(stderr, "ferry: --io: expected auto, uring or pread, got '%s'\n", a->io);
 		return 2;
 	}
 	return 0;
@@ -237,15 +246,26 @@ static int load_prompt(const struct run_args *a, const struct layout *lay, struc
 	return 0;
 }
 
-/* Slots: every layer and the head stay in RAM when they fit the budget, else two slots stream them. */
-static int plan_slots(const struct layout *lay, int64_t ram)
+static void io_log(const char *msg, void *ctx)
 {
-	int n_units = lay->hp.n_layers + 1;
-	uint64_t total = 0;
-	for (int u = 0; u < n_units; u++)
-		total += io_unit_slot_bytes(lay, u);
-	uint64_t budget = ram >= 0 ? (uint64_t)ram : phys_mem_bytes() / 2;
-	return total <= budget ? n_units : 2;
+	(void)ctx;
+	fprintf(stderr, "ferry: io: %s\n", msg);
+}
+
+/* The streamer's options: --ram is the pinned budget for slots and the RAM tier (io/stream.h decides how
+ * many slots and which layers stay); pinned through CUDA when a GPU may use the buffers. */
+static void io_options(const struct run_args *a, struct io_opts *o)
+{
+	io_opts_default(o);
+	o->ram = a->ram >= 0 ? a->ram : (int64_t)(phys_mem_bytes() / 2);
+	o->engine = !strcmp(a->io, "uring") ? IO_ENGINE_URING : !strcmp(a->io, "pread") ? IO_ENGINE_PREAD : IO_ENGINE_AUTO;
+	o->log = io_log;
+#ifdef FERRY_CUDA
+	static const struct io_host_alloc cuda_pinned = {"cudaHostAlloc", cuda_host_alloc, cuda_host_free, NULL};
+	char desc[256];
+	if (strcmp(a->device, "cpu") && cuda_probe(desc, sizeof(desc)) > 0)
+		o->host_alloc = &cuda_pinned;
+#endif
 }
 
 /* GPUs this build can see: "none", or the first one's description (probing initializes CUDA, so it is
@@ -353,18 +373,24 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	if (!rc && a->stats) {
 		struct io_stats st;
 		io_stream_stats(m->io, &st);
-		char sb[32], gd[256];
+		char sb[32], tb[32], gd[256];
 		fmt_bytes(st.slot_bytes, sb, sizeof(sb));
+		fmt_bytes(st.tier_bytes, tb, sizeof(tb));
+		double mib = 1 << 20;
 		fprintf(stderr,
 			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s)\n"
-			"ferry: io: %.1f MiB read in %llu reads (%.3fs), %.1f MiB reused from %d slots of %s; "
-			"backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
+			"ferry: io: %s; disk %.1f MiB in %llu reads (%llu short), %.3fs busy (%.2f GB/s); "
+			"RAM tier %d/%d units (%s): %.1f MiB served; %.1f MiB reused from slots; %.1f MiB decoded (lz4); "
+			"waited %.3fs for I/O over %llu acquires; %d slots of %s (%d busy at most)%s\n"
+			"ferry: backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
 			n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen > 0 ? n_gen - 1 : 0,
-			t_decode, n_gen > 1 ? (n_gen - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0,
-			(double)st.bytes_read / (1 << 20), (unsigned long long)st.n_reads, st.read_sec,
-			(double)st.bytes_reused / (1 << 20), st.n_slots, sb, m->b->ops->name, m->b->n_threads,
-			gpu_desc(gd, sizeof(gd)),
-			(double)peak_rss_bytes() / (1 << 20));
+			t_decode, n_gen > 1 ? (n_gen - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, st.engine,
+			(double)st.bytes_read / mib, (unsigned long long)st.n_reads, (unsigned long long)st.n_short,
+			st.busy_sec, st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units,
+			st.n_units, tb, (double)st.bytes_tier / mib, (double)st.bytes_reused / mib,
+			(double)st.bytes_decoded / mib, st.wait_sec, (unsigned long long)st.n_acquire, st.n_slots, sb,
+			st.slots_busy_max, st.locked ? "" : ", not locked in memory", m->b->ops->name, m->b->n_threads,
+			gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
 	}
 out:
 	if (rc)
@@ -414,8 +440,8 @@ int ferry_run(int argc, char **argv)
 	struct backend *b = NULL;
 	struct model m;
 	int chunk = a.chunk > 0 && a.chunk < n_prompt ? a.chunk : n_prompt;
-	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap,
-				.n_slots = plan_slots(&lay, a.ram)};
+	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap};
+	io_options(&a, &mo.io);
 	rc = toks ? backend_cpu_create(&b, a.threads, err, sizeof(err)) : -ENOMEM;
 	if (!rc)
 		rc = model_init(&m, &lay, b, &mo, err, sizeof(err));

@@ -68,7 +68,8 @@ static const struct tensor *opt(const struct tensor *t)
 	return t->data ? t : NULL;
 }
 
-/* Every weight format of the model must be supported by the backend before anything runs. */
+/* Every weight format of the model must be supported by the backend before anything runs. The streamer
+ * decodes lz4 tensors of layers and the head; embedding rows are read in place, so they must be raw. */
 static int check_formats(const struct model *m, char *err, size_t errlen)
 {
 	for (int u = -1; u <= m->hp->n_layers; u++) {
@@ -76,7 +77,7 @@ static int check_formats(const struct model *m, char *err, size_t errlen)
 		for (int i = 0; i < unit->n_tensors; i++) {
 			const struct layout_tensor *t = &unit->tensors[i];
 			bool ok = u < 0 ? cpu_fmt_supported(t->fmt) : m->b->ops->supports(m->b, OP_MATMUL, t->fmt);
-			if (!ok || t->comp != LAYOUT_COMP_NONE) {
+			if (!ok || (u < 0 && t->comp != LAYOUT_COMP_NONE)) {
 				snprintf(err, errlen, "tensor %s: format %s%s is not supported by the %s backend", t->name,
 					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", m->b->ops->name);
 				return -ENOTSUP;
@@ -140,7 +141,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	if (rc)
 		snprintf(err, errlen, "%s", b->err);
 	else
-		rc = io_stream_open(&m->io, lay, o->n_slots, err, errlen);
+		rc = io_stream_open(&m->io, lay, &o->io, err, errlen);
 	if (rc)
 		model_free(m);
 	return rc;

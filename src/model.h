@@ -16,7 +16,7 @@ struct model_opts {
 	int t_max;      /* most tokens per step */
 	int max_logits; /* most logits rows a step returns (1 for generation, t_max to dump all) */
 	int capacity; /* KV cache tokens */
-	int n_slots;  /* I/O slots (units kept in RAM) */
+	struct io_opts io; /* the layer streamer: slots, RAM tier, engine */
 };
 
 /* Weights of one layer, bound to a slot for the duration of a step. */

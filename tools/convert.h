@@ -5,7 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* A Hugging Face directory: config.json, model.safetensors or sharded + index, tokenizer files. */
-int convert_hf(const char *hf_dir, const char *out_dir, bool force, char *err, size_t errlen);
+/* A Hugging Face directory: config.json, model.safetensors or sharded + index, tokenizer files. lz4: store
+ * layer and head tensors as lz4 chunks where that saves >= 10% (layout_writer_set_lz4). */
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen);
 
 #endif

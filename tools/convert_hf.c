@@ -210,7 +210,7 @@ static int copy_extras(struct conv *c, json_t *config, json_t *gen, json_t *extr
 	return rc;
 }
 
-int convert_hf(const char *hf_dir, const char *out_dir, bool force, char *err, size_t errlen)
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen)
 {
 	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen};
 	err[0] = 0;
@@ -231,6 +231,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, char *err, s
 	}
 	if ((rc = layout_writer_begin(&c.w, out_dir, force, err, errlen)))
 		goto out;
+	if ((rc = layout_writer_set_lz4(c.w, lz4))) {
+		snprintf(err, errlen, "%s", layout_writer_error(c.w));
+		goto out;
+	}
 	int64_t D = c.hp.d_model, V = c.hp.vocab;
 	progress_begin(&c.prog, "convert", c.hp.n_layers + 2);
 	rc = layout_writer_file_begin(c.w, LAYOUT_KIND_EMBED, -1);

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
-# (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization) from apt; NumPy, safetensors and ml_dtypes for the test tools from PyPI. Skips what is there.
+# (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
+# streamer's io_uring engine), lz4 (compressed tensors) from apt; NumPy, safetensors, ml_dtypes, tokenizers and
+# gguf for the test tools from PyPI. Skips what is there.
 # The CUDA toolkit is optional: when nvcc is on PATH the build includes the CUDA parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
-for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev python3; do
+for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev python3; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
