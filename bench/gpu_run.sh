@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb):
+# Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb, .whl):
 #   bash bench/gpu_run.sh
-# .deb (git-ignored) holds the Debian packages the bare machine lacks; make it here first with
+# .deb and .whl (git-ignored) hold the Debian packages and Python wheels the bare machine lacks; make them
+# here first with
 #   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev \
-#       liburing2 liburing-dev liblz4-1 liblz4-dev)
-# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4; the machine starts bare), builds with
+#       liburing2 liburing-dev liblz4-1 liblz4-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
+#       libpcre2-dev libutf8proc2 libutf8proc-dev)
+#   mkdir -p .whl && pip download -d .whl --no-deps gguf
+# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc; the machine starts
+# bare) and installs the wheels (gguf-py, for the tokenizer tests), builds with
 # CUDA, runs the test suite, checks the NumPy reference against transformers (tools/hf_check.py), runs the
 # layer streamer's benchmark (bench/io_stream.c: 16 GB of layers on the local disk, about 3 minutes; its
 # table goes to $OUT/bench_io.log) and prints a short table last. Full logs go to $OUT (the device tool
@@ -18,6 +22,7 @@ for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
 LIB=$DEPS/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
+[ -d .whl ] && python3 -m pip install -q --no-index --find-links .whl gguf >"$OUT/pip.log" 2>&1
 gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)
 echo "gpu: $gpu"
 
