@@ -10,5 +10,6 @@ int ferry_run(int argc, char **argv);
 int ferry_inspect(int argc, char **argv);
 int ferry_tokenize(int argc, char **argv);
 int ferry_detokenize(int argc, char **argv);
+int ferry_template(int argc, char **argv);
 
 #endif

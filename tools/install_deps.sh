@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
-# streamer's io_uring engine), lz4 (compressed tensors) from apt; NumPy, safetensors, ml_dtypes, tokenizers and
-# gguf for the test tools from PyPI. Skips what is there.
+# streamer's io_uring engine), lz4 (compressed tensors) from apt; NumPy, safetensors, ml_dtypes, tokenizers,
+# gguf and jinja2 for the test tools from PyPI. Skips what is there.
 # The CUDA toolkit is optional: when nvcc is on PATH the build includes the CUDA parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf' 2>/dev/null; then
+if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2' 2>/dev/null; then
 	echo "install_deps: pip install -r tools/requirements.txt"
 	python3 -m pip install -q -r tools/requirements.txt 2>/dev/null ||
 		python3 -m pip install -q --break-system-packages -r tools/requirements.txt
