@@ -20,7 +20,6 @@
 #include "cuda_probe.h"
 #endif
 #include "ferry.h"
-#include "jinja.h"
 #include "layout.h"
 #include "logits_dump.h"
 #include "model.h"
@@ -217,28 +216,14 @@ static bool is_eos(const struct layout_hparams *hp, const struct tokenizer *tok,
 }
 
 /* --chat: the prompt becomes the user turn (after a --system turn) of the model's chat template (the file
- * the manifest names, chat_template.jinja), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
+ * the manifest names, chat_template.jinja: src/chat_template.c), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
  * texts. As HF's apply_chat_template does, the rendered text is then encoded with special tokens matched
  * and nothing added: the template writes BOS itself. */
-static int chat_prompt(const struct run_args *a, const struct layout *lay, const struct tokenizer *tok,
+static int chat_prompt(const struct run_args *a, const struct tokenizer *tok,
 		       const char *user, size_t len, char **out, size_t *out_len, char *err, size_t errlen)
 {
-	const char *file = json_string_value(json_object_get(json_object_get(lay->manifest, "chat_template"), "file"));
-	if (!file || strchr(file, '/')) {
-		snprintf(err, errlen, "%s: the model has no chat template (manifest.json: chat_template)", a->model);
-		return -ENOENT;
-	}
-	char path[4096], *src = NULL;
-	size_t n;
-	snprintf(path, sizeof(path), "%s/%s", a->model, file);
-	int rc = read_file_all(path, &src, &n);
-	if (rc) {
-		snprintf(err, errlen, "%s/%s: %s", a->model, file, strerror(-rc));
-		return rc;
-	}
 	struct jinja_tmpl *t = NULL;
-	rc = jinja_parse(&t, src, n, path, err, errlen);
-	free(src);
+	int rc = chat_template_load(a->model, &t, err, errlen);
 	json_t *msgs = json_array(), *m;
 	if (!rc && a->system) {
 		m = json_pack("{s:s, s:s}", "role", "system", "content", a->system);
@@ -300,7 +285,7 @@ static int load_prompt(const struct run_args *a, const struct layout *lay, struc
 	rc = tokenizer_open(tok, a->model, err, sizeof(err));
 	if (!rc && a->chat) {
 		char *chat = NULL;
-		rc = chat_prompt(a, lay, *tok, text ? text : a->prompt, len, &chat, &len, err, sizeof(err));
+		rc = chat_prompt(a, *tok, text ? text : a->prompt, len, &chat, &len, err, sizeof(err));
 		free(text);
 		text = chat;
 		flags = TOK_PARSE_SPECIAL;

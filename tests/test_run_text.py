@@ -17,14 +17,14 @@ def raw(*args):
 
 def hf_chat_ids(hf, hf_tok, system, user):
     """transformers' apply_chat_template(tokenize=True) without transformers: the template rendered by
-    jinja2 in its sandbox with trim_blocks/lstrip_blocks, the tokenizer's special tokens as variables,
-    then encoded without adding special tokens."""
+    jinja2 in HF's environment (tests/hf_jinja.py), the tokenizer's special tokens as variables, then
+    encoded without adding special tokens."""
     import json
 
-    import jinja2.sandbox
+    import hf_jinja
     with open(os.path.join(hf, "tokenizer_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = hf_jinja.hf_env()
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     tokens = {k: cfg[k] for k in ("bos_token", "eos_token") if cfg.get(k)}
     text = env.from_string(cfg["chat_template"]).render(messages=msgs, add_generation_prompt=True, **tokens)
