@@ -8,7 +8,8 @@
  * end as no token (SentencePiece characters outside the vocabulary) fall back to <0xXX> byte tokens, else
  * to the unknown token.
  *
- * Results for short pre-tokens are cached per tokenizer (the same words recur constantly in text).
+ * Results for short pre-tokens are cached per tokenizer (the same words recur constantly in text), so a
+ * word's ids must depend on the word alone (fuse_unk never reaches into ids before the word).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -135,22 +136,23 @@ static void cache_put(struct tokenizer *t, const char *s, size_t n, const int32_
 	pthread_mutex_unlock(&t->lock);
 }
 
-static int push_unknown(const struct tokenizer *t, struct tok_ids *out)
+/* The unknown token; with fuse_unk, consecutive unknowns of one word (out->ids[first..]) become one. */
+static int push_unknown(const struct tokenizer *t, size_t first, struct tok_ids *out)
 {
 	if (t->unk < 0)
 		return 0;
-	if (t->fuse_unk && out->n && out->ids[out->n - 1] == t->unk)
+	if (t->fuse_unk && out->n > first && out->ids[out->n - 1] == t->unk)
 		return 0;
 	return tok_ids_push(out, t->unk);
 }
 
 /* Bytes of a symbol that is no token: <0xXX> tokens where the vocabulary has them, else unknown. */
-static int push_bytes(const struct tokenizer *t, const char *s, uint32_t n, struct tok_ids *out)
+static int push_bytes(const struct tokenizer *t, const char *s, uint32_t n, size_t first, struct tok_ids *out)
 {
 	int rc = 0;
 	for (uint32_t i = 0; !rc && i < n; i++) {
 		int32_t id = t->byte_tok[(uint8_t)s[i]];
-		rc = id >= 0 && !t->byte_level ? tok_ids_push(out, id) : push_unknown(t, out);
+		rc = id >= 0 && !t->byte_level ? tok_ids_push(out, id) : push_unknown(t, first, out);
 	}
 	return rc;
 }
@@ -243,9 +245,9 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 		if (sy[i].id >= 0)
 			rc = tok_ids_push(out, sy[i].id);
 		else if (t->byte_fallback)
-			rc = push_bytes(t, s + sy[i].start, sy[i].len, out);
+			rc = push_bytes(t, s + sy[i].start, sy[i].len, first, out);
 		else
-			rc = push_unknown(t, out);
+			rc = push_unknown(t, first, out);
 	}
 done:
 	if (!rc && cacheable)
