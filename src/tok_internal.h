@@ -104,10 +104,14 @@ struct tokenizer {
 	int32_t *eog;
 	int n_eog;
 
+	bool hf; /* from tokenizer.json: Hugging Face's semantics where they differ from llama.cpp's */
+
 	/* decoding */
 	bool dec_byte_level, dec_byte_fallback;
-	bool dec_space; /* ▁ -> ' ' */
-	int dec_strip;  /* leading spaces removed at the start of a sequence */
+	bool dec_space;      /* ▁ -> ' ' */
+	int dec_strip;       /* leading spaces removed at the start of a sequence */
+	bool dec_meta_first; /* Metaspace decoder: every ▁ of the first token is removed */
+	bool dec_join;       /* no decoder: tokens joined with ' ' (HF) */
 
 	/* word cache for pre-tokenized words */
 	pthread_mutex_t lock;

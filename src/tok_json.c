@@ -365,6 +365,7 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 	if (!t)
 		return -ENOMEM;
 	t->merge = TOK_MERGE_RANKS;
+	t->hf = true;
 	t->byte_fallback = get_bool(model, "byte_fallback", false);
 	t->ignore_merges = get_bool(model, "ignore_merges", false);
 	t->fuse_unk = get_bool(model, "fuse_unk", false);
