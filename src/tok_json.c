@@ -16,6 +16,7 @@ struct ctx {
 	const char *file;
 	char *err;
 	size_t errlen;
+	bool fused; /* an earlier decoder step (Fuse, ByteLevel) made the tokens one string */
 };
 
 static int bad(struct ctx *c, const char *where, const char *what)
@@ -215,8 +216,10 @@ static int pre_tokenizer(struct ctx *c, const json_t *n)
 static int decoder(struct ctx *c, const json_t *n)
 {
 	struct tokenizer *t = c->t;
-	if (json_is_null(n) || !n)
+	if (json_is_null(n) || !n) {
+		t->dec_join = true; /* `tokenizers` joins the tokens with spaces when there is no decoder */
 		return 0;
+	}
 	if (is_type(n, "Sequence")) {
 		const json_t *list = json_object_get(n, "decoders");
 		size_t i;
@@ -227,14 +230,17 @@ static int decoder(struct ctx *c, const json_t *n)
 	}
 	if (is_type(n, "ByteLevel")) {
 		t->dec_byte_level = true;
+		c->fused = true;
 		return 0;
 	}
 	if (is_type(n, "ByteFallback")) {
 		t->dec_byte_fallback = true;
 		return 0;
 	}
-	if (is_type(n, "Fuse"))
+	if (is_type(n, "Fuse")) {
+		c->fused = true;
 		return 0;
+	}
 	if (is_type(n, "Replace")) {
 		const char *from = json_string_value(json_object_get(json_object_get(n, "pattern"), "String"));
 		const char *to = json_string_value(json_object_get(n, "content"));
@@ -249,14 +255,22 @@ static int decoder(struct ctx *c, const json_t *n)
 		json_int_t stop = json_integer_value(json_object_get(n, "stop"));
 		if (!content || strcmp(content, " ") || start < 0 || start > 1 || stop != 0)
 			return bad(c, "decoder Strip", "only stripping one leading space is supported");
+		if (!c->fused && start)
+			return bad(c, "decoder Strip", "only after Fuse (stripping the text, not every token) is supported");
 		t->dec_strip = (int)start;
 		return 0;
 	}
 	if (is_type(n, "Metaspace")) {
 		const char *scheme = json_string_value(json_object_get(n, "prepend_scheme"));
+		const char *repl = json_string_value(json_object_get(n, "replacement"));
 		bool prepend = scheme ? strcmp(scheme, "never") != 0 : get_bool(n, "add_prefix_space", true);
+		if (repl && strcmp(repl, "\xe2\x96\x81"))
+			return bad(c, "decoder Metaspace", "only the replacement \"\xe2\x96\x81\" is supported");
+		if (c->fused && prepend)
+			return bad(c, "decoder Metaspace", "after Fuse or ByteLevel is not supported");
 		t->dec_space = true;
-		t->dec_strip = prepend;
+		/* `tokenizers` drops every replacement character of the first token (not just one space). */
+		t->dec_meta_first = prepend;
 		return 0;
 	}
 	return unsupported(c, "decoder", n);
@@ -446,7 +460,7 @@ int tokenizer_from_json(struct tokenizer **out, const char *json_path, const cha
 		json_decref(root);
 		return -EINVAL;
 	}
-	struct ctx c = {NULL, json_path, err, errlen};
+	struct ctx c = {NULL, json_path, err, errlen, false};
 	int rc = build(&c, root, cfg);
 	json_decref(root);
 	json_decref(cfg);
