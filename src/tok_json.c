@@ -396,8 +396,9 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 		bool special = get_bool(v, "special", false);
 		rc = rc ? rc : tok_set_token(t, id, json_string_value(content), json_string_length(content), 0.0f,
 					     special ? TOK_TYPE_CONTROL : TOK_TYPE_USER);
-		rc = rc ? rc : tok_added_push(t, id, special, get_bool(v, "lstrip", false), get_bool(v, "rstrip", false),
-					      get_bool(v, "single_word", false));
+		struct tok_added a = {id, special, get_bool(v, "lstrip", false), get_bool(v, "rstrip", false),
+				      get_bool(v, "single_word", false), get_bool(v, "normalized", false)};
+		rc = rc ? rc : tok_added_push(t, a);
 	}
 	rc = rc ? rc : normalizer(c, json_object_get(root, "normalizer"));
 	rc = rc ? rc : pre_tokenizer(c, json_object_get(root, "pre_tokenizer"));
