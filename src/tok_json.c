@@ -201,10 +201,14 @@ static int pre_tokenizer(struct ctx *c, const json_t *n)
 	if (is_type(n, "Digits"))
 		return regex_split(c, "\\p{N}", get_bool(n, "individual_digits", false) ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS,
 				   false);
+	/* HF's \w+|[^\w\s]+ with Rust regex's classes: \w is Alphabetic, M, Nd, Pc, Join_Control; \s and
+	 * char::is_whitespace are White_Space (PCRE2's differ: its \w lacks marks, its \s lacks U+0085). */
 	if (is_type(n, "Whitespace"))
-		return regex_split(c, "\\w+|[^\\w\\s]+", SPLIT_REMOVED, true);
+		return regex_split(c, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]+|"
+				      "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}\\p{White_Space}]+",
+				   SPLIT_REMOVED, true);
 	if (is_type(n, "WhitespaceSplit"))
-		return regex_split(c, "\\s+", SPLIT_REMOVED, false);
+		return regex_split(c, "\\p{White_Space}+", SPLIT_REMOVED, false);
 	if (is_type(n, "Punctuation")) {
 		enum tok_split b = SPLIT_ISOLATED;
 		int rc = json_object_get(n, "behavior") ? split_behavior(c, n, &b) : 0;
