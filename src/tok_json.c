@@ -280,13 +280,22 @@ static int decoder(struct ctx *c, const json_t *n)
 	return unsupported(c, "decoder", n);
 }
 
-static int32_t special_id(struct ctx *c, const json_t *specials, const char *name)
+/* Appends the ids of a TemplateProcessing special token (its special_tokens entry, or the token itself). */
+static int special_ids(struct ctx *c, const json_t *specials, const char *name, int32_t **v, int *n)
 {
 	const json_t *ids = json_object_get(json_object_get(specials, name), "ids");
-	if (json_array_size(ids) == 1)
-		return (int32_t)json_integer_value(json_array_get(ids, 0));
-	int32_t id = tokenizer_find(c->t, name);
-	return id;
+	size_t k = json_is_array(ids) ? json_array_size(ids) : 1;
+	int32_t *p = realloc(*v, sizeof(*p) * (*n + k));
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	for (size_t i = 0; i < k; i++) {
+		int32_t id = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : tokenizer_find(c->t, name);
+		if (id < 0 || id >= c->t->n_vocab)
+			return bad(c, "post_processor", "TemplateProcessing names a special token that is not in the vocabulary");
+		p[(*n)++] = id;
+	}
+	return 0;
 }
 
 /* Which special tokens a single sequence gets: TemplateProcessing's "single", or Roberta/Bert's cls/sep. */
@@ -307,25 +316,27 @@ static int post_processor(struct ctx *c, const json_t *n)
 		const json_t *single = json_object_get(n, "single"), *specials = json_object_get(n, "special_tokens");
 		size_t i;
 		const json_t *item;
-		bool after = false;
+		int seqs = 0, rc = 0;
 		json_array_foreach(single, i, item) {
 			const json_t *sp = json_object_get(item, "SpecialToken");
 			if (json_object_get(item, "Sequence")) {
-				after = true;
+				seqs++;
 				continue;
 			}
 			const char *name = json_string_value(json_object_get(sp, "id"));
-			int32_t id = name ? special_id(c, specials, name) : -1;
-			if (id < 0 || id >= t->n_vocab)
-				return bad(c, "post_processor", "TemplateProcessing names a special token that is not in the vocabulary");
-			if (after) {
-				t->eos = id;
-				t->add_eos = true;
-			} else {
-				t->bos = id;
-				t->add_bos = true;
-			}
+			if (!name)
+				return bad(c, "post_processor", "TemplateProcessing item is neither SpecialToken nor Sequence");
+			rc = seqs ? special_ids(c, specials, name, &t->tmpl_post, &t->n_tmpl_post)
+				  : special_ids(c, specials, name, &t->tmpl_pre, &t->n_tmpl_pre);
+			if (rc)
+				return rc;
 		}
+		if (seqs != 1)
+			return bad(c, "post_processor", "TemplateProcessing single must hold the sequence $A exactly once");
+		if ((t->add_bos = t->n_tmpl_pre > 0))
+			t->bos = t->tmpl_pre[t->n_tmpl_pre - 1];
+		if ((t->add_eos = t->n_tmpl_post > 0))
+			t->eos = t->tmpl_post[t->n_tmpl_post - 1];
 		return 0;
 	}
 	if (is_type(n, "RobertaProcessing") || is_type(n, "BertProcessing")) {
@@ -441,6 +452,11 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 	rc = rc ? rc : post_processor(c, json_object_get(root, "post_processor"));
 	if (!rc && cfg) {
 		int32_t b = config_token(t, cfg, "bos_token"), e = config_token(t, cfg, "eos_token");
+		/* The config's settings replace the template's specials (transformers rebuilds the template). */
+		if (b >= 0 || json_object_get(cfg, "add_bos_token"))
+			t->n_tmpl_pre = 0;
+		if (e >= 0 || json_object_get(cfg, "add_eos_token"))
+			t->n_tmpl_post = 0;
 		t->bos = b >= 0 ? b : t->bos;
 		t->eos = e >= 0 ? e : t->eos;
 		t->add_bos = get_bool(cfg, "add_bos_token", t->add_bos);
