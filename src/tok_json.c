@@ -110,8 +110,11 @@ static int normalizer(struct ctx *c, const json_t *n)
 	if (is_type(n, "Replace")) {
 		const json_t *pat = json_object_get(n, "pattern"), *to = json_object_get(n, "content");
 		const json_t *lit = json_object_get(pat, "String");
+		const json_t *re = json_object_get(pat, "Regex");
 		if (!json_is_string(to))
 			return bad(c, "normalizer Replace", "content is not a string");
+		if ((json_is_string(lit) && !json_string_length(lit)) || (json_is_string(re) && !json_string_length(re)))
+			return bad(c, "normalizer Replace", "the pattern is empty (tokenizers panics on empty matches)");
 		nm.kind = TN_REPLACE;
 		nm.nb = json_string_length(to);
 		nm.b = strndup(json_string_value(to), nm.nb);
@@ -121,6 +124,14 @@ static int normalizer(struct ctx *c, const json_t *n)
 		} else if (!(nm.re = pattern(c, pat, "normalizer Replace"))) {
 			free(nm.b);
 			return -EINVAL;
+		} else {
+			uint32_t min = 1;
+			pcre2_pattern_info(nm.re, PCRE2_INFO_MINLENGTH, &min);
+			if (!min) {
+				pcre2_code_free(nm.re);
+				free(nm.b);
+				return bad(c, "normalizer Replace", "the pattern can match the empty string (tokenizers panics on empty matches)");
+			}
 		}
 		return tok_norm_push(c->t, nm);
 	}

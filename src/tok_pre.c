@@ -4,8 +4,8 @@
  * a step that changes text (a prefix space, Metaspace's replacement) appends the new text to w->text and
  * points its pieces there, so earlier offsets stay valid.
  *
- * Regex splits never produce empty pieces, and empty matches do not split (no pattern in use can match
- * the empty string).
+ * Regex splits never produce empty pieces; empty matches are found as the onig crate's find_iter finds
+ * them and take part in the Split behaviours as in HF (where the empty pieces are then dropped).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -74,20 +74,24 @@ static int replace_literal(struct tok_buf *out, const char *s, size_t n, const c
 	return rc ? rc : tok_buf_add(out, s + start, n - start);
 }
 
-/* The next non-empty match of re in s[*pos..n): its range in [*ms, *me), and *pos moves past it. */
-static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size_t n, size_t *pos, size_t *ms,
-		       size_t *me)
+/* The next match of re in s[*pos..n) as the onig crate's find_iter gives it (HF's Split and Replace):
+ * empty matches count, except one right where the previous match ended (*last), which moves the search
+ * one character on. Its range in [*ms, *me); *pos and *last move past it. */
+static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size_t n, size_t *pos, size_t *last,
+		       size_t *ms, size_t *me)
 {
-	while (*pos < n) {
+	while (*pos <= n) {
 		if (pcre2_match(re, (PCRE2_SPTR)s, n, *pos, PCRE2_NO_UTF_CHECK, md, NULL) < 0)
 			return false;
 		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-		if (ov[1] > ov[0]) {
+		if (ov[1] > ov[0] || ov[0] != *last) {
 			*ms = ov[0];
-			*pos = *me = ov[1];
+			*pos = *last = *me = ov[1];
 			return true;
 		}
-		*pos = ov[1] + 1;
+		if (*pos >= n)
+			return false;
+		(*pos)++;
 		while (*pos < n && ((uint8_t)s[*pos] & 0xC0) == 0x80)
 			(*pos)++;
 	}
@@ -97,9 +101,9 @@ static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size
 static int replace_regex(struct tok_work *w, pcre2_code *re, const char *s, size_t n, const char *b, size_t nb)
 {
 	struct tok_buf *out = &w->tmp;
-	size_t pos = 0, start = 0, ms, me;
+	size_t pos = 0, last = SIZE_MAX, start = 0, ms, me;
 	int rc = 0;
-	while (!rc && next_match(re, w->md, s, n, &pos, &ms, &me)) {
+	while (!rc && next_match(re, w->md, s, n, &pos, &last, &ms, &me)) {
 		rc = tok_buf_add(out, s + start, ms - start);
 		rc = rc ? rc : tok_buf_add(out, b, nb);
 		w->origin_kept = w->origin_kept && !(ms == 0 && me > 0 && nb == 0);
@@ -231,8 +235,8 @@ static int split_piece(struct tok_work *w, struct tok_piece p, pcre2_code *re, e
 	do {                                                                                               \
 		uint32_t o_ = (o), l_ = (l);                                                                   \
 		bool m_ = (is_match) != invert;                                                                \
-		if (!l_)                                                                                       \
-			break;                                                                                 \
+		if (!l_ && !(is_match))                                                                        \
+			break; /* only matches may be empty; they still count for the merging below */          \
 		switch (behavior) {                                                                            \
 		case SPLIT_ISOLATED:                                                                           \
 			rc = rc ? rc : push_next(w, p.off + o_, l_);                                           \
@@ -271,8 +275,8 @@ static int split_piece(struct tok_work *w, struct tok_piece p, pcre2_code *re, e
 		}                                                                                              \
 		prev_match = m_;                                                                               \
 	} while (0)
-	size_t ms, me;
-	while (!rc && next_match(re, w->md, s, n, &pos, &ms, &me)) {
+	size_t ms, me, last = SIZE_MAX;
+	while (!rc && next_match(re, w->md, s, n, &pos, &last, &ms, &me)) {
 		EMIT((uint32_t)gap, (uint32_t)(ms - gap), false);
 		EMIT((uint32_t)ms, (uint32_t)(me - ms), true);
 		gap = me;

@@ -250,6 +250,23 @@ void tok_add_eog_text(struct tokenizer *t)
 
 int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 {
+	/* HF keeps a normalized:true added token under its normalized content: matched by it in the
+	 * normalized text, decoded as it, and (when that differs from the content) no longer skipped as a
+	 * special token. */
+	struct tok_work w = {0};
+	int rc = 0;
+	for (int i = 0; !rc && i < t->n_added; i++) {
+		const struct tok_added *a = &t->added[i];
+		if (!a->normalized)
+			continue;
+		rc = tok_normalize(t, t->texts.p + t->off[a->id], t->len[a->id], &w, err, errlen);
+		if (!rc && (w.text.n != t->len[a->id] || memcmp(w.text.p, t->texts.p + t->off[a->id], w.text.n)))
+			rc = tok_set_token(t, a->id, w.text.p ? w.text.p : "", w.text.n, t->score[a->id],
+					   t->type[a->id] == TOK_TYPE_CONTROL ? TOK_TYPE_USER : t->type[a->id]);
+	}
+	tok_work_free(&w);
+	if (rc)
+		return rc;
 	for (int32_t id = t->n_vocab - 1; id >= 0; id--)
 		if (strmap_put(&t->vocab, t->texts.p + t->off[id], t->len[id], id))
 			return -ENOMEM;
@@ -264,22 +281,13 @@ int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 	}
 	if (trie_reset(&t->trie) || trie_reset(&t->trie_norm))
 		return -ENOMEM;
-	/* HF matches normalized:true tokens by their normalized content in the normalized text. */
-	struct tok_work w = {0};
-	int rc = 0;
 	bool single_word = false;
 	for (int i = 0; !rc && i < t->n_added; i++) {
 		const struct tok_added *a = &t->added[i];
-		const char *s = t->texts.p + t->off[a->id];
 		single_word = single_word || a->single_word;
-		if (!a->normalized) {
-			rc = trie_insert(&t->trie, (const uint8_t *)s, t->len[a->id], i);
-			continue;
-		}
-		rc = tok_normalize(t, s, t->len[a->id], &w, err, errlen);
-		rc = rc ? rc : trie_insert(&t->trie_norm, (const uint8_t *)w.text.p, w.text.n, i);
+		rc = trie_insert(a->normalized ? &t->trie_norm : &t->trie, (const uint8_t *)t->texts.p + t->off[a->id],
+				 t->len[a->id], i);
 	}
-	tok_work_free(&w);
 	if (rc)
 		return rc;
 	static const char word[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]";
