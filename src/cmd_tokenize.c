@@ -21,14 +21,16 @@
 
 static void print_piece(const struct tokenizer *t, int32_t id)
 {
-	struct tok_buf b = {0};
+	struct tok_buf b = {0}, text = {0};
 	tokenizer_decode(t, &id, 1, true, false, &b);
-	json_t *s = json_stringn_nocheck(b.p ? b.p : "", b.n);
+	tok_buf_add_lossy(&text, b.p ? b.p : "", b.n);
+	json_t *s = json_stringn(text.p ? text.p : "", text.n);
 	char *js = json_dumps(s, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
 	printf("%d\t%s\n", id, js ? js : "?");
 	free(js);
 	json_decref(s);
 	tok_buf_free(&b);
+	tok_buf_free(&text);
 }
 
 /* --json: a list of strings in, a list of id lists out (one line per string). */
@@ -69,11 +71,13 @@ static int tokenize_json(struct tokenizer *t, const char *path, unsigned flags)
 	return rc;
 }
 
+/* --json: a list of id lists in, a list of strings out, one per list (as `tokenizers` decode gives them:
+ * invalid UTF-8 replaced by U+FFFD, so no item is ever dropped). */
 static int detokenize_json(struct tokenizer *t, const char *path, bool special)
 {
 	json_error_t je;
 	json_t *in = json_load_file(path, 0, &je), *out = json_array();
-	if (!json_is_array(in)) {
+	if (!json_is_array(in) || !out) {
 		fprintf(stderr, "ferry: %s:%d:%d: %s\n", path, je.line, je.column, in ? "expected a JSON list of id lists" : je.text);
 		json_decref(in);
 		json_decref(out);
@@ -84,18 +88,27 @@ static int detokenize_json(struct tokenizer *t, const char *path, bool special)
 	int rc = 0;
 	json_array_foreach(in, i, v) {
 		struct tok_ids ids = {0};
+		if (!json_is_array(v)) {
+			fprintf(stderr, "ferry: %s: item %zu is not a list of token ids\n", path, i);
+			rc = 1;
+		}
 		json_array_foreach(v, k, x) {
 			json_int_t id = json_integer_value(x);
-			if (!json_is_integer(x) || id < 0 || id >= tokenizer_n_vocab(t)) {
-				fprintf(stderr, "ferry: %s: item %zu, position %zu: not a token id of this vocabulary\n", path, i, k);
+			if (rc || !json_is_integer(x) || id < 0 || id >= tokenizer_n_vocab(t)) {
+				if (!rc)
+					fprintf(stderr, "ferry: %s: item %zu, position %zu: not a token id of this vocabulary\n", path, i, k);
 				rc = 1;
 				break;
 			}
-			tok_ids_push(&ids, (int32_t)id);
+			if (tok_ids_push(&ids, (int32_t)id))
+				rc = 1, fprintf(stderr, "ferry: out of memory\n");
 		}
 		struct tok_buf b = {0};
-		if (!rc && tokenizer_decode(t, ids.ids, ids.n, special, true, &b) == 0)
-			json_array_append_new(out, b.n ? json_stringn(b.p, b.n) : json_string(""));
+		if (!rc && (tokenizer_decode_text(t, ids.ids, ids.n, special, &b) ||
+			    json_array_append_new(out, json_stringn(b.p ? b.p : "", b.n)))) {
+			fprintf(stderr, "ferry: %s: item %zu: cannot decode\n", path, i);
+			rc = 1;
+		}
 		tok_buf_free(&b);
 		tok_ids_free(&ids);
 		if (rc)

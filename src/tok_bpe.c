@@ -6,9 +6,10 @@
  * merges, minus the merged token's score for SentencePiece. A popped pair is stale when either side has
  * since merged; sizes only grow, so "both alive and sizes add up" identifies a current pair. Symbols that
  * end as no token (SentencePiece characters outside the vocabulary) fall back to <0xXX> byte tokens, else
- * to the unknown token.
+ * to the unknown token (llama.cpp); a tokenizer.json starts from HF's symbols instead (hf_symbols).
  *
- * Results for short pre-tokens are cached per tokenizer (the same words recur constantly in text).
+ * Results for short pre-tokens are cached per tokenizer (the same words recur constantly in text), so a
+ * word's ids must depend on the word alone (fuse_unk never reaches into ids before the word).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -135,22 +136,23 @@ static void cache_put(struct tokenizer *t, const char *s, size_t n, const int32_
 	pthread_mutex_unlock(&t->lock);
 }
 
-static int push_unknown(const struct tokenizer *t, struct tok_ids *out)
+/* The unknown token; with fuse_unk, consecutive unknowns of one word (out->ids[first..]) become one. */
+static int push_unknown(const struct tokenizer *t, size_t first, struct tok_ids *out)
 {
 	if (t->unk < 0)
 		return 0;
-	if (t->fuse_unk && out->n && out->ids[out->n - 1] == t->unk)
+	if (t->fuse_unk && out->n > first && out->ids[out->n - 1] == t->unk)
 		return 0;
 	return tok_ids_push(out, t->unk);
 }
 
 /* Bytes of a symbol that is no token: <0xXX> tokens where the vocabulary has them, else unknown. */
-static int push_bytes(const struct tokenizer *t, const char *s, uint32_t n, struct tok_ids *out)
+static int push_bytes(const struct tokenizer *t, const char *s, uint32_t n, size_t first, struct tok_ids *out)
 {
 	int rc = 0;
 	for (uint32_t i = 0; !rc && i < n; i++) {
 		int32_t id = t->byte_tok[(uint8_t)s[i]];
-		rc = id >= 0 && !t->byte_level ? tok_ids_push(out, id) : push_unknown(t, out);
+		rc = id >= 0 && !t->byte_level ? tok_ids_push(out, id) : push_unknown(t, first, out);
 	}
 	return rc;
 }
@@ -175,6 +177,71 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
+/* The character at s[i..n): its length, and its token id (-1 if none) in *id. */
+static uint32_t char_at(const struct tokenizer *t, const char *s, size_t n, size_t i, int32_t *id)
+{
+	uint32_t k = (uint32_t)utf8_len((uint8_t)s[i]);
+	if (k > n - i)
+		k = (uint32_t)(n - i);
+	if (t->byte_level) {
+		/* A mapped byte's code point is < 324: one or two UTF-8 bytes. */
+		uint32_t cp = k == 1 ? (uint8_t)s[i] : k == 2 ? ((uint32_t)s[i] & 31) << 6 | ((uint32_t)s[i + 1] & 63) : 0xFFFF;
+		int b = tok_cp_byte(t, cp);
+		*id = b >= 0 ? t->byte_tok[b] : strmap_get(&t->vocab, s + i, k);
+	} else {
+		*id = strmap_get(&t->vocab, s + i, k);
+	}
+	return k;
+}
+
+/* Whether every byte of s[0..k) has a <0xXX> token. */
+static bool all_bytes(const struct tokenizer *t, const char *s, uint32_t k)
+{
+	for (uint32_t j = 0; j < k; j++)
+		if (t->byte_tok[(uint8_t)s[j]] < 0)
+			return false;
+	return true;
+}
+
+/* The initial symbols as HF's BPE::merge_word makes them: a character without a token becomes its byte
+ * tokens if all exist (byte_fallback), else the unknown token, which is added only at the next known
+ * character or the end (so fuse_unk joins unknowns across byte-fallback characters, and those come
+ * first, as in HF); with no unknown token the character is dropped and its neighbours may merge. */
+static int32_t hf_symbols(const struct tokenizer *t, const char *s, size_t n, struct sym *sy)
+{
+	int32_t ns = 0;
+	struct sym unk = {.id = -1};
+	for (size_t i = 0; i < n;) {
+		int32_t id;
+		uint32_t k = char_at(t, s, n, i, &id);
+		if (id >= 0) {
+			if (unk.id >= 0)
+				sy[ns++] = unk;
+			unk.id = -1;
+			sy[ns++] = (struct sym){id, (uint32_t)i, k, 0, 0};
+		} else if (t->byte_fallback && !t->byte_level && all_bytes(t, s + i, k)) {
+			for (uint32_t j = 0; j < k; j++)
+				sy[ns++] = (struct sym){t->byte_tok[(uint8_t)s[i + j]], (uint32_t)(i + j), 1, 0, 0};
+		} else if (t->unk >= 0) {
+			if (unk.id >= 0 && t->fuse_unk) {
+				unk.len += k;
+			} else {
+				if (unk.id >= 0)
+					sy[ns++] = unk;
+				unk = (struct sym){t->unk, (uint32_t)i, k, 0, 0};
+			}
+		}
+		i += k;
+	}
+	if (unk.id >= 0)
+		sy[ns++] = unk;
+	for (int32_t i = 0; i < ns; i++) {
+		sy[i].prev = i - 1;
+		sy[i].next = i + 1;
+	}
+	return ns;
+}
+
 int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
 {
 	bool cacheable = n <= CACHE_MAX_WORD;
@@ -192,30 +259,11 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 	if (rc || grow(&w->sym, &w->cap_sym, n + 1, sizeof(struct sym)))
 		return -ENOMEM;
 	struct sym *sy = w->sym;
-	int32_t ns = 0;
-	for (size_t i = 0; i < n;) {
-		uint32_t k = (uint32_t)utf8_len((uint8_t)s[i]);
-		if (k > n - i)
-			k = (uint32_t)(n - i);
-		int32_t id = -1;
-		if (t->byte_level) {
-			/* A mapped byte's code point is < 324: one or two UTF-8 bytes. */
-			uint32_t cp = k == 1 ? (uint8_t)s[i] : k == 2 ? ((uint32_t)s[i] & 31) << 6 | ((uint32_t)s[i + 1] & 63) : 0xFFFF;
-			int b = tok_cp_byte(t, cp);
-			id = b >= 0 ? t->byte_tok[b] : strmap_get(&t->vocab, s + i, k);
-		} else {
-			id = strmap_get(&t->vocab, s + i, k);
-		}
-		bool split_bytes = id < 0 && t->merge == TOK_MERGE_RANKS && t->byte_fallback;
-		for (uint32_t j = 0; split_bytes && j < k; j++)
-			split_bytes = t->byte_tok[(uint8_t)s[i + j]] >= 0;
-		if (split_bytes) {
-			for (uint32_t j = 0; j < k; j++, ns++)
-				sy[ns] = (struct sym){t->byte_tok[(uint8_t)s[i + j]], (uint32_t)i + j, 1, ns - 1, ns + 1};
-		} else {
-			sy[ns] = (struct sym){id, (uint32_t)i, k, ns - 1, ns + 1};
-			ns++;
-		}
+	int32_t ns = t->hf ? hf_symbols(t, s, n, sy) : 0;
+	for (size_t i = 0; !t->hf && i < n; ns++) {
+		int32_t id;
+		uint32_t k = char_at(t, s, n, i, &id);
+		sy[ns] = (struct sym){id, (uint32_t)i, k, ns - 1, ns + 1};
 		i += k;
 	}
 	if (ns)
@@ -243,9 +291,9 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 		if (sy[i].id >= 0)
 			rc = tok_ids_push(out, sy[i].id);
 		else if (t->byte_fallback)
-			rc = push_bytes(t, s + sy[i].start, sy[i].len, out);
+			rc = push_bytes(t, s + sy[i].start, sy[i].len, first, out);
 		else
-			rc = push_unknown(t, out);
+			rc = push_unknown(t, first, out);
 	}
 done:
 	if (!rc && cacheable)

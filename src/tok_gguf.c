@@ -176,7 +176,7 @@ int tokenizer_from_gguf(struct tokenizer **out, const struct gguf *g, const char
 		rc = tok_set_token(t, i, s.p, s.n, scores ? (float)gguf_arr_float(scores, (uint64_t)i) : 0.0f, type);
 		/* Control, user-defined and unknown tokens are matched in text before the pre-tokenizer. */
 		if (!rc && (type == TOK_TYPE_CONTROL || type == TOK_TYPE_USER || type == TOK_TYPE_UNKNOWN))
-			rc = tok_added_push(t, i, type != TOK_TYPE_USER, false, false, false);
+			rc = tok_added_push(t, (struct tok_added){.id = i, .special = type != TOK_TYPE_USER});
 	}
 	if (rc)
 		snprintf(err, errlen, "out of memory");

@@ -57,6 +57,7 @@ struct tok_pre {
 struct tok_added {
 	int32_t id;
 	bool special, lstrip, rstrip, single_word;
+	bool normalized; /* matched in the normalized text, by its normalized content (HF) */
 };
 
 /* Byte trie over added-token texts for leftmost-longest matching. */
@@ -64,6 +65,13 @@ struct tok_trie_node {
 	int32_t child, sibling; /* first child, next sibling; -1 none */
 	uint8_t byte;
 	int32_t added; /* index in added[], or -1 */
+};
+
+struct tok_trie {
+	struct tok_trie_node *node; /* node[0] is the root */
+	int n, cap;
+	int n_words;
+	uint8_t first_byte[256]; /* 1 if some word starts with this byte */
 };
 
 struct tokenizer {
@@ -95,19 +103,26 @@ struct tokenizer {
 
 	struct tok_added *added;
 	int n_added;
-	struct tok_trie_node *trie;
-	int n_trie, cap_trie;
-	uint8_t first_byte[256]; /* 1 if some added token starts with this byte */
+	struct tok_trie trie;      /* added tokens matched in the raw text */
+	struct tok_trie trie_norm; /* HF normalized:true added tokens, by normalized content */
+	pcre2_code *word_re;       /* a \w character as Rust's regex has it (single_word), or NULL */
 
 	int32_t bos, eos;
 	bool add_bos, add_eos;
+	/* TemplateProcessing's specials before and after the text when there are several (else bos/eos) */
+	int32_t *tmpl_pre, *tmpl_post;
+	int n_tmpl_pre, n_tmpl_post;
 	int32_t *eog;
 	int n_eog;
 
+	bool hf; /* from tokenizer.json: Hugging Face's semantics where they differ from llama.cpp's */
+
 	/* decoding */
 	bool dec_byte_level, dec_byte_fallback;
-	bool dec_space; /* ▁ -> ' ' */
-	int dec_strip;  /* leading spaces removed at the start of a sequence */
+	bool dec_space;      /* ▁ -> ' ' */
+	int dec_strip;       /* leading spaces removed at the start of a sequence */
+	bool dec_meta_first; /* Metaspace decoder: every ▁ of the first token is removed */
+	bool dec_join;       /* no decoder: tokens joined with ' ' (HF) */
 
 	/* word cache for pre-tokenized words */
 	pthread_mutex_t lock;
@@ -123,7 +138,7 @@ int tok_set_token(struct tokenizer *t, int32_t id, const char *s, size_t n, floa
 int tok_finish(struct tokenizer *t, char *err, size_t errlen);
 int tok_add_merge(struct tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int32_t rank);
 void tok_add_eog_text(struct tokenizer *t);
-int tok_added_push(struct tokenizer *t, int32_t id, bool special, bool lstrip, bool rstrip, bool single_word);
+int tok_added_push(struct tokenizer *t, struct tok_added a);
 pcre2_code *tok_regex(const char *pattern, size_t len, char *err, size_t errlen);
 int tok_norm_push(struct tokenizer *t, struct tok_norm n);
 int tok_pre_push(struct tokenizer *t, struct tok_pre p);
@@ -138,6 +153,8 @@ struct tok_work {
 	struct tok_buf tmp;
 	struct tok_piece *pieces, *next;
 	size_t n, cap, n_next, cap_next;
+	uint32_t origin;   /* offset in text of the original text's offset 0 (HF's Metaspace "first"), or UINT32_MAX */
+	bool origin_kept;  /* tok_normalize: the normalized text still starts at the segment's first character */
 	pcre2_match_data *md;
 	/* BPE scratch */
 	void *sym, *heap;
@@ -146,7 +163,11 @@ struct tok_work {
 
 int tok_normalize(const struct tokenizer *t, const char *s, size_t n, struct tok_work *w, char *err,
 		  size_t errlen);
-int tok_pretokenize(const struct tokenizer *t, bool first_segment, struct tok_work *w, char *err, size_t errlen);
+/* Pre-tokenizes text[off..off+len) into w->pieces; origin as in struct tok_work. */
+int tok_pretokenize(const struct tokenizer *t, uint32_t off, uint32_t len, uint32_t origin, struct tok_work *w,
+		    char *err, size_t errlen);
+/* Unicode White_Space (Rust's char::is_whitespace). */
+bool tok_is_space(uint32_t cp);
 /* The byte of a byte-level code point, -1 if it is none. */
 static inline int tok_cp_byte(const struct tokenizer *t, uint32_t cp)
 {

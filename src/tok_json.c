@@ -16,6 +16,7 @@ struct ctx {
 	const char *file;
 	char *err;
 	size_t errlen;
+	bool fused; /* an earlier decoder step (Fuse, ByteLevel) made the tokens one string */
 };
 
 static int bad(struct ctx *c, const char *where, const char *what)
@@ -109,8 +110,11 @@ static int normalizer(struct ctx *c, const json_t *n)
 	if (is_type(n, "Replace")) {
 		const json_t *pat = json_object_get(n, "pattern"), *to = json_object_get(n, "content");
 		const json_t *lit = json_object_get(pat, "String");
+		const json_t *re = json_object_get(pat, "Regex");
 		if (!json_is_string(to))
 			return bad(c, "normalizer Replace", "content is not a string");
+		if ((json_is_string(lit) && !json_string_length(lit)) || (json_is_string(re) && !json_string_length(re)))
+			return bad(c, "normalizer Replace", "the pattern is empty (tokenizers panics on empty matches)");
 		nm.kind = TN_REPLACE;
 		nm.nb = json_string_length(to);
 		nm.b = strndup(json_string_value(to), nm.nb);
@@ -120,6 +124,14 @@ static int normalizer(struct ctx *c, const json_t *n)
 		} else if (!(nm.re = pattern(c, pat, "normalizer Replace"))) {
 			free(nm.b);
 			return -EINVAL;
+		} else {
+			uint32_t min = 1;
+			pcre2_pattern_info(nm.re, PCRE2_INFO_MINLENGTH, &min);
+			if (!min) {
+				pcre2_code_free(nm.re);
+				free(nm.b);
+				return bad(c, "normalizer Replace", "the pattern can match the empty string (tokenizers panics on empty matches)");
+			}
 		}
 		return tok_norm_push(c->t, nm);
 	}
@@ -200,10 +212,14 @@ static int pre_tokenizer(struct ctx *c, const json_t *n)
 	if (is_type(n, "Digits"))
 		return regex_split(c, "\\p{N}", get_bool(n, "individual_digits", false) ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS,
 				   false);
+	/* HF's \w+|[^\w\s]+ with Rust regex's classes: \w is Alphabetic, M, Nd, Pc, Join_Control; \s and
+	 * char::is_whitespace are White_Space (PCRE2's differ: its \w lacks marks, its \s lacks U+0085). */
 	if (is_type(n, "Whitespace"))
-		return regex_split(c, "\\w+|[^\\w\\s]+", SPLIT_REMOVED, true);
+		return regex_split(c, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]+|"
+				      "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}\\p{White_Space}]+",
+				   SPLIT_REMOVED, true);
 	if (is_type(n, "WhitespaceSplit"))
-		return regex_split(c, "\\s+", SPLIT_REMOVED, false);
+		return regex_split(c, "\\p{White_Space}+", SPLIT_REMOVED, false);
 	if (is_type(n, "Punctuation")) {
 		enum tok_split b = SPLIT_ISOLATED;
 		int rc = json_object_get(n, "behavior") ? split_behavior(c, n, &b) : 0;
@@ -215,8 +231,10 @@ static int pre_tokenizer(struct ctx *c, const json_t *n)
 static int decoder(struct ctx *c, const json_t *n)
 {
 	struct tokenizer *t = c->t;
-	if (json_is_null(n) || !n)
+	if (json_is_null(n) || !n) {
+		t->dec_join = true; /* `tokenizers` joins the tokens with spaces when there is no decoder */
 		return 0;
+	}
 	if (is_type(n, "Sequence")) {
 		const json_t *list = json_object_get(n, "decoders");
 		size_t i;
@@ -227,14 +245,17 @@ static int decoder(struct ctx *c, const json_t *n)
 	}
 	if (is_type(n, "ByteLevel")) {
 		t->dec_byte_level = true;
+		c->fused = true;
 		return 0;
 	}
 	if (is_type(n, "ByteFallback")) {
 		t->dec_byte_fallback = true;
 		return 0;
 	}
-	if (is_type(n, "Fuse"))
+	if (is_type(n, "Fuse")) {
+		c->fused = true;
 		return 0;
+	}
 	if (is_type(n, "Replace")) {
 		const char *from = json_string_value(json_object_get(json_object_get(n, "pattern"), "String"));
 		const char *to = json_string_value(json_object_get(n, "content"));
@@ -249,26 +270,43 @@ static int decoder(struct ctx *c, const json_t *n)
 		json_int_t stop = json_integer_value(json_object_get(n, "stop"));
 		if (!content || strcmp(content, " ") || start < 0 || start > 1 || stop != 0)
 			return bad(c, "decoder Strip", "only stripping one leading space is supported");
+		if (!c->fused && start)
+			return bad(c, "decoder Strip", "only after Fuse (stripping the text, not every token) is supported");
 		t->dec_strip = (int)start;
 		return 0;
 	}
 	if (is_type(n, "Metaspace")) {
 		const char *scheme = json_string_value(json_object_get(n, "prepend_scheme"));
+		const char *repl = json_string_value(json_object_get(n, "replacement"));
 		bool prepend = scheme ? strcmp(scheme, "never") != 0 : get_bool(n, "add_prefix_space", true);
+		if (repl && strcmp(repl, "\xe2\x96\x81"))
+			return bad(c, "decoder Metaspace", "only the replacement \"\xe2\x96\x81\" is supported");
+		if (c->fused && prepend)
+			return bad(c, "decoder Metaspace", "after Fuse or ByteLevel is not supported");
 		t->dec_space = true;
-		t->dec_strip = prepend;
+		/* `tokenizers` drops every replacement character of the first token (not just one space). */
+		t->dec_meta_first = prepend;
 		return 0;
 	}
 	return unsupported(c, "decoder", n);
 }
 
-static int32_t special_id(struct ctx *c, const json_t *specials, const char *name)
+/* Appends the ids of a TemplateProcessing special token (its special_tokens entry, or the token itself). */
+static int special_ids(struct ctx *c, const json_t *specials, const char *name, int32_t **v, int *n)
 {
 	const json_t *ids = json_object_get(json_object_get(specials, name), "ids");
-	if (json_array_size(ids) == 1)
-		return (int32_t)json_integer_value(json_array_get(ids, 0));
-	int32_t id = tokenizer_find(c->t, name);
-	return id;
+	size_t k = json_is_array(ids) ? json_array_size(ids) : 1;
+	int32_t *p = realloc(*v, sizeof(*p) * (*n + k));
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	for (size_t i = 0; i < k; i++) {
+		int32_t id = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : tokenizer_find(c->t, name);
+		if (id < 0 || id >= c->t->n_vocab)
+			return bad(c, "post_processor", "TemplateProcessing names a special token that is not in the vocabulary");
+		p[(*n)++] = id;
+	}
+	return 0;
 }
 
 /* Which special tokens a single sequence gets: TemplateProcessing's "single", or Roberta/Bert's cls/sep. */
@@ -289,25 +327,27 @@ static int post_processor(struct ctx *c, const json_t *n)
 		const json_t *single = json_object_get(n, "single"), *specials = json_object_get(n, "special_tokens");
 		size_t i;
 		const json_t *item;
-		bool after = false;
+		int seqs = 0, rc = 0;
 		json_array_foreach(single, i, item) {
 			const json_t *sp = json_object_get(item, "SpecialToken");
 			if (json_object_get(item, "Sequence")) {
-				after = true;
+				seqs++;
 				continue;
 			}
 			const char *name = json_string_value(json_object_get(sp, "id"));
-			int32_t id = name ? special_id(c, specials, name) : -1;
-			if (id < 0 || id >= t->n_vocab)
-				return bad(c, "post_processor", "TemplateProcessing names a special token that is not in the vocabulary");
-			if (after) {
-				t->eos = id;
-				t->add_eos = true;
-			} else {
-				t->bos = id;
-				t->add_bos = true;
-			}
+			if (!name)
+				return bad(c, "post_processor", "TemplateProcessing item is neither SpecialToken nor Sequence");
+			rc = seqs ? special_ids(c, specials, name, &t->tmpl_post, &t->n_tmpl_post)
+				  : special_ids(c, specials, name, &t->tmpl_pre, &t->n_tmpl_pre);
+			if (rc)
+				return rc;
 		}
+		if (seqs != 1)
+			return bad(c, "post_processor", "TemplateProcessing single must hold the sequence $A exactly once");
+		if ((t->add_bos = t->n_tmpl_pre > 0))
+			t->bos = t->tmpl_pre[t->n_tmpl_pre - 1];
+		if ((t->add_eos = t->n_tmpl_post > 0))
+			t->eos = t->tmpl_post[t->n_tmpl_post - 1];
 		return 0;
 	}
 	if (is_type(n, "RobertaProcessing") || is_type(n, "BertProcessing")) {
@@ -365,6 +405,7 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 	if (!t)
 		return -ENOMEM;
 	t->merge = TOK_MERGE_RANKS;
+	t->hf = true;
 	t->byte_fallback = get_bool(model, "byte_fallback", false);
 	t->ignore_merges = get_bool(model, "ignore_merges", false);
 	t->fuse_unk = get_bool(model, "fuse_unk", false);
@@ -381,8 +422,9 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 		bool special = get_bool(v, "special", false);
 		rc = rc ? rc : tok_set_token(t, id, json_string_value(content), json_string_length(content), 0.0f,
 					     special ? TOK_TYPE_CONTROL : TOK_TYPE_USER);
-		rc = rc ? rc : tok_added_push(t, id, special, get_bool(v, "lstrip", false), get_bool(v, "rstrip", false),
-					      get_bool(v, "single_word", false));
+		struct tok_added a = {id, special, get_bool(v, "lstrip", false), get_bool(v, "rstrip", false),
+				      get_bool(v, "single_word", false), get_bool(v, "normalized", false)};
+		rc = rc ? rc : tok_added_push(t, a);
 	}
 	rc = rc ? rc : normalizer(c, json_object_get(root, "normalizer"));
 	rc = rc ? rc : pre_tokenizer(c, json_object_get(root, "pre_tokenizer"));
@@ -421,6 +463,11 @@ static int build(struct ctx *c, const json_t *root, const json_t *cfg)
 	rc = rc ? rc : post_processor(c, json_object_get(root, "post_processor"));
 	if (!rc && cfg) {
 		int32_t b = config_token(t, cfg, "bos_token"), e = config_token(t, cfg, "eos_token");
+		/* The config's settings replace the template's specials (transformers rebuilds the template). */
+		if (b >= 0 || json_object_get(cfg, "add_bos_token"))
+			t->n_tmpl_pre = 0;
+		if (e >= 0 || json_object_get(cfg, "add_eos_token"))
+			t->n_tmpl_post = 0;
 		t->bos = b >= 0 ? b : t->bos;
 		t->eos = e >= 0 ? e : t->eos;
 		t->add_bos = get_bool(cfg, "add_bos_token", t->add_bos);
@@ -445,7 +492,7 @@ int tokenizer_from_json(struct tokenizer **out, const char *json_path, const cha
 		json_decref(root);
 		return -EINVAL;
 	}
-	struct ctx c = {NULL, json_path, err, errlen};
+	struct ctx c = {NULL, json_path, err, errlen, false};
 	int rc = build(&c, root, cfg);
 	json_decref(root);
 	json_decref(cfg);

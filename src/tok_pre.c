@@ -4,8 +4,8 @@
  * a step that changes text (a prefix space, Metaspace's replacement) appends the new text to w->text and
  * points its pieces there, so earlier offsets stay valid.
  *
- * Regex splits never produce empty pieces, and empty matches do not split (no pattern in use can match
- * the empty string).
+ * Regex splits never produce empty pieces; empty matches are found as the onig crate's find_iter finds
+ * them and take part in the Split behaviours as in HF (where the empty pieces are then dropped).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -74,20 +74,24 @@ static int replace_literal(struct tok_buf *out, const char *s, size_t n, const c
 	return rc ? rc : tok_buf_add(out, s + start, n - start);
 }
 
-/* The next non-empty match of re in s[*pos..n): its range in [*ms, *me), and *pos moves past it. */
-static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size_t n, size_t *pos, size_t *ms,
-		       size_t *me)
+/* The next match of re in s[*pos..n) as the onig crate's find_iter gives it (HF's Split and Replace):
+ * empty matches count, except one right where the previous match ended (*last), which moves the search
+ * one character on. Its range in [*ms, *me); *pos and *last move past it. */
+static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size_t n, size_t *pos, size_t *last,
+		       size_t *ms, size_t *me)
 {
-	while (*pos < n) {
+	while (*pos <= n) {
 		if (pcre2_match(re, (PCRE2_SPTR)s, n, *pos, PCRE2_NO_UTF_CHECK, md, NULL) < 0)
 			return false;
 		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-		if (ov[1] > ov[0]) {
+		if (ov[1] > ov[0] || ov[0] != *last) {
 			*ms = ov[0];
-			*pos = *me = ov[1];
+			*pos = *last = *me = ov[1];
 			return true;
 		}
-		*pos = ov[1] + 1;
+		if (*pos >= n)
+			return false;
+		(*pos)++;
 		while (*pos < n && ((uint8_t)s[*pos] & 0xC0) == 0x80)
 			(*pos)++;
 	}
@@ -97,16 +101,26 @@ static bool next_match(pcre2_code *re, pcre2_match_data *md, const char *s, size
 static int replace_regex(struct tok_work *w, pcre2_code *re, const char *s, size_t n, const char *b, size_t nb)
 {
 	struct tok_buf *out = &w->tmp;
-	size_t pos = 0, start = 0, ms, me;
+	size_t pos = 0, last = SIZE_MAX, start = 0, ms, me;
 	int rc = 0;
-	while (!rc && next_match(re, w->md, s, n, &pos, &ms, &me)) {
+	while (!rc && next_match(re, w->md, s, n, &pos, &last, &ms, &me)) {
 		rc = tok_buf_add(out, s + start, ms - start);
 		rc = rc ? rc : tok_buf_add(out, b, nb);
+		w->origin_kept = w->origin_kept && !(ms == 0 && me > 0 && nb == 0);
 		start = me;
 	}
 	return rc ? rc : tok_buf_add(out, s + start, n - start);
 }
 
+bool tok_is_space(uint32_t cp)
+{
+	if (cp < 0x80)
+		return cp == ' ' || (cp >= '\t' && cp <= '\r');
+	return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+	       cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+/* Rust's char::to_lowercase: the simple mapping, except U+0130, the one unconditional multi-character one. */
 static int lowercase(struct tok_buf *out, const char *s, size_t n)
 {
 	size_t i = 0;
@@ -117,16 +131,27 @@ static int lowercase(struct tok_buf *out, const char *s, size_t n)
 		if (k <= 0)
 			return -EILSEQ;
 		utf8proc_uint8_t enc[4];
-		utf8proc_ssize_t m = utf8proc_encode_char(utf8proc_tolower(cp), enc);
-		rc = tok_buf_add(out, enc, (size_t)m);
+		utf8proc_ssize_t m = cp == 0x130 ? 0 : utf8proc_encode_char(utf8proc_tolower(cp), enc);
+		rc = cp == 0x130 ? tok_buf_add(out, "i\xcc\x87", 3) : tok_buf_add(out, enc, (size_t)m);
 		i += (size_t)k;
 	}
 	return rc;
 }
 
-static bool is_ws(uint8_t c)
+/* Length of the White_Space character at s[0..n) (0 if none); at_end: the one ending at s + n. */
+static size_t space_len(const char *s, size_t n, bool at_end)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+	size_t i = 0;
+	if (at_end) {
+		if (!n)
+			return 0;
+		i = n - 1;
+		while (i > 0 && n - i < 4 && ((uint8_t)s[i] & 0xC0) == 0x80)
+			i--;
+	}
+	utf8proc_int32_t cp;
+	utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+	return k > 0 && tok_is_space((uint32_t)cp) ? (size_t)k : 0;
 }
 
 static int apply_norm(const struct tok_norm *nm, struct tok_work *w, char *err, size_t errlen)
@@ -157,6 +182,7 @@ static int apply_norm(const struct tok_norm *nm, struct tok_work *w, char *err, 
 		rc = rc ? rc : tok_buf_add(&w->tmp, s, n);
 		break;
 	case TN_REPLACE:
+		w->origin_kept = w->origin_kept && !(nm->na && !nm->nb && n >= nm->na && !memcmp(s, nm->a, nm->na));
 		rc = nm->re ? replace_regex(w, nm->re, s, n, nm->b, nm->nb)
 			    : replace_literal(&w->tmp, s, n, nm->a, nm->na, nm->b, nm->nb);
 		break;
@@ -164,11 +190,12 @@ static int apply_norm(const struct tok_norm *nm, struct tok_work *w, char *err, 
 		rc = lowercase(&w->tmp, s, n);
 		break;
 	case TN_STRIP: {
-		size_t a = 0, b = n;
-		while (nm->left && a < b && is_ws((uint8_t)s[a]))
-			a++;
-		while (nm->right && b > a && is_ws((uint8_t)s[b - 1]))
-			b--;
+		size_t a = 0, b = n, k;
+		while (nm->left && a < b && (k = space_len(s + a, b - a, false)))
+			a += k;
+		while (nm->right && b > a && (k = space_len(s + a, b - a, true)))
+			b -= k;
+		w->origin_kept = w->origin_kept && a == 0;
 		rc = tok_buf_add(&w->tmp, s + a, b - a);
 		break;
 	}
@@ -188,6 +215,7 @@ int tok_normalize(const struct tokenizer *t, const char *s, size_t n, struct tok
 		return -ENOMEM;
 	}
 	w->text.n = 0;
+	w->origin_kept = true;
 	int rc = tok_buf_add(&w->text, s, n);
 	for (int i = 0; !rc && i < t->n_norm; i++)
 		rc = apply_norm(&t->norm[i], w, err, errlen);
@@ -207,8 +235,8 @@ static int split_piece(struct tok_work *w, struct tok_piece p, pcre2_code *re, e
 	do {                                                                                               \
 		uint32_t o_ = (o), l_ = (l);                                                                   \
 		bool m_ = (is_match) != invert;                                                                \
-		if (!l_)                                                                                       \
-			break;                                                                                 \
+		if (!l_ && !(is_match))                                                                        \
+			break; /* only matches may be empty; they still count for the merging below */          \
 		switch (behavior) {                                                                            \
 		case SPLIT_ISOLATED:                                                                           \
 			rc = rc ? rc : push_next(w, p.off + o_, l_);                                           \
@@ -247,8 +275,8 @@ static int split_piece(struct tok_work *w, struct tok_piece p, pcre2_code *re, e
 		}                                                                                              \
 		prev_match = m_;                                                                               \
 	} while (0)
-	size_t ms, me;
-	while (!rc && next_match(re, w->md, s, n, &pos, &ms, &me)) {
+	size_t ms, me, last = SIZE_MAX;
+	while (!rc && next_match(re, w->md, s, n, &pos, &last, &ms, &me)) {
 		EMIT((uint32_t)gap, (uint32_t)(ms - gap), false);
 		EMIT((uint32_t)ms, (uint32_t)(me - ms), true);
 		gap = me;
@@ -273,6 +301,8 @@ static int rewrite_piece(struct tok_work *w, struct tok_piece p, const char *pre
 	}
 	if (w->text.n - start >= UINT32_MAX)
 		return -E2BIG;
+	if (p.off == w->origin)
+		w->origin = (uint32_t)start;
 	*out = (struct tok_piece){(uint32_t)start, (uint32_t)(w->text.n - start)};
 	return rc;
 }
@@ -291,12 +321,14 @@ static int map_bytes(const struct tokenizer *t, struct tok_work *w, size_t from)
 		}
 		if (w->text.n - start >= UINT32_MAX)
 			return -E2BIG;
+		if (p.off == w->origin)
+			w->origin = (uint32_t)start;
 		w->next[i] = (struct tok_piece){(uint32_t)start, (uint32_t)(w->text.n - start)};
 	}
 	return 0;
 }
 
-static int pre_step(const struct tokenizer *t, const struct tok_pre *st, bool first_segment, struct tok_work *w)
+static int pre_step(const struct tokenizer *t, const struct tok_pre *st, struct tok_work *w)
 {
 	int rc = 0;
 	for (size_t i = 0; !rc && i < w->n; i++) {
@@ -316,7 +348,8 @@ static int pre_step(const struct tokenizer *t, const struct tok_pre *st, bool fi
 			break;
 		}
 		case TP_METASPACE: {
-			bool prepend = st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && first_segment && i == 0);
+			/* "first": only the piece that starts at the original text's offset 0 (HF's offsets_original) */
+			bool prepend = st->prepend == PREPEND_ALWAYS || (st->prepend == PREPEND_FIRST && p.off == w->origin);
 			bool has = p.len >= st->nrepl && !memcmp(s, st->repl, st->nrepl);
 			bool spaced = p.len && s[0] == ' ';
 			/* A leading space becomes the replacement itself, so it counts as already prefixed. */
@@ -346,18 +379,20 @@ static int pre_step(const struct tokenizer *t, const struct tok_pre *st, bool fi
 	return rc;
 }
 
-int tok_pretokenize(const struct tokenizer *t, bool first_segment, struct tok_work *w, char *err, size_t errlen)
+int tok_pretokenize(const struct tokenizer *t, uint32_t off, uint32_t len, uint32_t origin, struct tok_work *w,
+		    char *err, size_t errlen)
 {
 	w->n = w->n_next = 0;
-	if (w->text.n >= UINT32_MAX) {
+	w->origin = origin;
+	if (w->text.n >= UINT32_MAX / 2) {
 		snprintf(err, errlen, "text segment of %zu bytes is too long", w->text.n);
 		return -E2BIG;
 	}
-	int rc = push_next(w, 0, (uint32_t)w->text.n);
+	int rc = push_next(w, off, len);
 	if (!rc)
 		swap_pieces(w);
 	for (int i = 0; !rc && i < t->n_pre; i++)
-		rc = pre_step(t, &t->pre[i], first_segment, w);
+		rc = pre_step(t, &t->pre[i], w);
 	if (rc)
 		snprintf(err, errlen, "out of memory in the pre-tokenizer");
 	return rc;

@@ -114,57 +114,68 @@ int tok_add_merge(struct tokenizer *t, const char *a, size_t na, const char *b, 
 	return pairmap_put(&t->merges, (uint64_t)ia << 32 | (uint32_t)ib, rank, id);
 }
 
-int tok_added_push(struct tokenizer *t, int32_t id, bool special, bool lstrip, bool rstrip, bool single_word)
+int tok_added_push(struct tokenizer *t, struct tok_added a)
 {
-	if (id < 0 || id >= t->n_vocab || t->len[id] == 0)
+	if (a.id < 0 || a.id >= t->n_vocab || t->len[a.id] == 0)
 		return 0;
 	for (int i = 0; i < t->n_added; i++)
-		if (t->added[i].id == id) {
-			t->added[i] = (struct tok_added){id, special, lstrip, rstrip, single_word};
+		if (t->added[i].id == a.id) {
+			t->added[i] = a;
 			return 0;
 		}
 	/* Capacity is the next power of two: grow when the count reaches one. */
 	if ((t->n_added & (t->n_added - 1)) == 0) {
-		struct tok_added *a = realloc(t->added, sizeof(*a) * (size_t)(t->n_added ? 2 * t->n_added : 1));
-		if (!a)
+		struct tok_added *p = realloc(t->added, sizeof(*p) * (size_t)(t->n_added ? 2 * t->n_added : 1));
+		if (!p)
 			return -ENOMEM;
-		t->added = a;
+		t->added = p;
 	}
-	t->added[t->n_added++] = (struct tok_added){id, special, lstrip, rstrip, single_word};
+	t->added[t->n_added++] = a;
 	return 0;
 }
 
-static int32_t trie_new(struct tokenizer *t, uint8_t byte)
+static int32_t trie_new(struct tok_trie *tr, uint8_t byte)
 {
-	if (t->n_trie == t->cap_trie) {
-		int cap = t->cap_trie ? 2 * t->cap_trie : 256;
-		struct tok_trie_node *n = realloc(t->trie, sizeof(*n) * (size_t)cap);
+	if (tr->n == tr->cap) {
+		int cap = tr->cap ? 2 * tr->cap : 256;
+		struct tok_trie_node *n = realloc(tr->node, sizeof(*n) * (size_t)cap);
 		if (!n)
 			return -1;
-		t->trie = n;
-		t->cap_trie = cap;
+		tr->node = n;
+		tr->cap = cap;
 	}
-	t->trie[t->n_trie] = (struct tok_trie_node){-1, -1, byte, -1};
-	return t->n_trie++;
+	tr->node[tr->n] = (struct tok_trie_node){-1, -1, byte, -1};
+	return tr->n++;
 }
 
-static int trie_insert(struct tokenizer *t, const uint8_t *s, size_t n, int32_t added)
+static int trie_insert(struct tok_trie *tr, const uint8_t *s, size_t n, int32_t added)
 {
+	if (!n)
+		return 0;
 	int32_t node = 0;
 	for (size_t i = 0; i < n; i++) {
-		int32_t c = t->trie[node].child;
-		while (c >= 0 && t->trie[c].byte != s[i])
-			c = t->trie[c].sibling;
+		int32_t c = tr->node[node].child;
+		while (c >= 0 && tr->node[c].byte != s[i])
+			c = tr->node[c].sibling;
 		if (c < 0) {
-			if ((c = trie_new(t, s[i])) < 0)
+			if ((c = trie_new(tr, s[i])) < 0)
 				return -ENOMEM;
-			t->trie[c].sibling = t->trie[node].child;
-			t->trie[node].child = c;
+			tr->node[c].sibling = tr->node[node].child;
+			tr->node[node].child = c;
 		}
 		node = c;
 	}
-	t->trie[node].added = added;
+	tr->node[node].added = added;
+	tr->first_byte[s[0]] = 1;
+	tr->n_words++;
 	return 0;
+}
+
+static int trie_reset(struct tok_trie *tr)
+{
+	tr->n = tr->n_words = 0;
+	memset(tr->first_byte, 0, sizeof(tr->first_byte));
+	return trie_new(tr, 0) < 0 ? -ENOMEM : 0;
 }
 
 pcre2_code *tok_regex(const char *pattern, size_t len, char *err, size_t errlen)
@@ -239,6 +250,23 @@ void tok_add_eog_text(struct tokenizer *t)
 
 int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 {
+	/* HF keeps a normalized:true added token under its normalized content: matched by it in the
+	 * normalized text, decoded as it, and (when that differs from the content) no longer skipped as a
+	 * special token. */
+	struct tok_work w = {0};
+	int rc = 0;
+	for (int i = 0; !rc && i < t->n_added; i++) {
+		const struct tok_added *a = &t->added[i];
+		if (!a->normalized)
+			continue;
+		rc = tok_normalize(t, t->texts.p + t->off[a->id], t->len[a->id], &w, err, errlen);
+		if (!rc && (w.text.n != t->len[a->id] || memcmp(w.text.p, t->texts.p + t->off[a->id], w.text.n)))
+			rc = tok_set_token(t, a->id, w.text.p ? w.text.p : "", w.text.n, t->score[a->id],
+					   t->type[a->id] == TOK_TYPE_CONTROL ? TOK_TYPE_USER : t->type[a->id]);
+	}
+	tok_work_free(&w);
+	if (rc)
+		return rc;
 	for (int32_t id = t->n_vocab - 1; id >= 0; id--)
 		if (strmap_put(&t->vocab, t->texts.p + t->off[id], t->len[id], id))
 			return -ENOMEM;
@@ -251,17 +279,20 @@ int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 			t->byte_tok[b] = t->byte_fallback ? strmap_get(&t->vocab, s, 6) : -1;
 		}
 	}
-	t->n_trie = 0;
-	if (trie_new(t, 0) < 0)
+	if (trie_reset(&t->trie) || trie_reset(&t->trie_norm))
 		return -ENOMEM;
-	memset(t->first_byte, 0, sizeof(t->first_byte));
-	for (int i = 0; i < t->n_added; i++) {
+	bool single_word = false;
+	for (int i = 0; !rc && i < t->n_added; i++) {
 		const struct tok_added *a = &t->added[i];
-		const uint8_t *s = (const uint8_t *)t->texts.p + t->off[a->id];
-		if (trie_insert(t, s, t->len[a->id], i))
-			return -ENOMEM;
-		t->first_byte[s[0]] = 1;
+		single_word = single_word || a->single_word;
+		rc = trie_insert(a->normalized ? &t->trie_norm : &t->trie, (const uint8_t *)t->texts.p + t->off[a->id],
+				 t->len[a->id], i);
 	}
+	if (rc)
+		return rc;
+	static const char word[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]";
+	if (single_word && !t->word_re && !(t->word_re = tok_regex(word, strlen(word), err, errlen)))
+		return -EINVAL;
 	if ((t->bos >= t->n_vocab) || (t->eos >= t->n_vocab)) {
 		snprintf(err, errlen, "%s: BOS/EOS id outside the vocabulary of %d tokens", t->name, t->n_vocab);
 		return -EINVAL;
@@ -283,7 +314,11 @@ void tokenizer_free(struct tokenizer *t)
 	free(t->norm);
 	free(t->pre);
 	free(t->added);
-	free(t->trie);
+	free(t->trie.node);
+	free(t->trie_norm.node);
+	pcre2_code_free(t->word_re);
+	free(t->tmpl_pre);
+	free(t->tmpl_post);
 	free(t->eog);
 	free(t->off);
 	free(t->len);

@@ -1,15 +1,19 @@
 /*
- * tokenizer.c: encoding (added-token partition, then the pipeline per segment) and decoding (token
- * pieces, the SentencePiece leading-space strip, UTF-8-safe streaming), and tokenizer_open.
+ * tokenizer.c: encoding (added-token partition, then the pipeline per segment) and tokenizer_open.
+ * Decoding is in tok_decode.c.
  *
- * Added tokens are found leftmost-longest with a byte trie, like the reference's Aho-Corasick matcher.
- * Their lstrip/rstrip flags swallow the ASCII whitespace beside them.
+ * Added tokens are found leftmost-longest with a byte trie, like the reference's Aho-Corasick matcher, in
+ * two passes as Hugging Face does: tokens with normalized:false in the raw text, then tokens with
+ * normalized:true (by their normalized content) in each normalized segment. Their lstrip/rstrip flags
+ * swallow the whitespace beside them (Unicode White_Space; ASCII for GGUF, as llama.cpp).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include <utf8proc.h>
 
 #include "gguf.h"
 #include "tok_internal.h"
@@ -38,34 +42,63 @@ static size_t utf8_check(const uint8_t *s, size_t n)
 	return n;
 }
 
+/* One encode call: the flags, the scratch space and the output. */
+struct enc {
+	struct tokenizer *t;
+	bool parse_special;
+	struct tok_work w;
+	struct tok_ids *out;
+	char *err;
+	size_t errlen;
+};
+
 static bool ascii_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-static bool word_byte(uint8_t c)
+/* Length of the character at s[i..n) if it is whitespace, else 0: Unicode White_Space for tokenizer.json
+ * (Rust's char::is_whitespace), ASCII for GGUF (llama.cpp's isspace). */
+static size_t space_at(const struct tokenizer *t, const char *s, size_t n, size_t i)
 {
-	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c >= 0x80;
+	if (!t->hf)
+		return ascii_space(s[i]);
+	utf8proc_int32_t cp;
+	utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+	return k > 0 && tok_is_space((uint32_t)cp) ? (size_t)k : 0;
 }
 
-/* The longest added token matching at s[pos..] that the flags allow; its end in *end, or -1. */
-static int match_added(const struct tokenizer *t, const char *s, size_t n, size_t pos, bool parse_special,
-		       size_t *end)
+/* Start of the character that ends at s + i (i > 0). */
+static size_t char_start(const char *s, size_t i)
+{
+	size_t j = i - 1;
+	while (j > 0 && i - j < 4 && ((uint8_t)s[j] & 0xC0) == 0x80)
+		j--;
+	return j;
+}
+
+/* Whether the character at s[i..n) is a word character (\w of Rust's regex: HF's single_word check). */
+static bool word_at(const struct enc *e, const char *s, size_t n, size_t i)
+{
+	return i < n && pcre2_match(e->t->word_re, (PCRE2_SPTR)s, n, i, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, e->w.md, NULL) > 0;
+}
+
+/* The longest word of tr at s[pos..n): its index in added[] and end in *end, or -1. skip_special: special
+ * tokens do not count as words (GGUF without parse_special). */
+static int trie_longest(const struct tokenizer *t, const struct tok_trie *tr, const char *s, size_t n, size_t pos,
+			bool skip_special, size_t *end)
 {
 	int best = -1;
 	int32_t node = 0;
 	for (size_t i = pos; i < n; i++) {
-		int32_t c = t->trie[node].child;
-		while (c >= 0 && t->trie[c].byte != (uint8_t)s[i])
-			c = t->trie[c].sibling;
+		int32_t c = tr->node[node].child;
+		while (c >= 0 && tr->node[c].byte != (uint8_t)s[i])
+			c = tr->node[c].sibling;
 		if (c < 0)
 			break;
 		node = c;
-		int a = t->trie[node].added;
-		if (a < 0 || (t->added[a].special && !parse_special))
-			continue;
-		if (t->added[a].single_word && ((pos > 0 && word_byte((uint8_t)s[pos - 1])) ||
-						(i + 1 < n && word_byte((uint8_t)s[i + 1]))))
+		int a = tr->node[node].added;
+		if (a < 0 || (skip_special && t->added[a].special))
 			continue;
 		best = a;
 		*end = i + 1;
@@ -73,17 +106,85 @@ static int match_added(const struct tokenizer *t, const char *s, size_t n, size_
 	return best;
 }
 
-static int encode_segment(struct tokenizer *t, const char *s, size_t n, bool first, struct tok_work *w,
-			  struct tok_ids *out, char *err, size_t errlen)
+static int split_added(struct enc *e, int level, const char *const *sp, size_t n, bool first);
+
+/* Pre-tokenizes and encodes w.text[off..off+len). */
+static int encode_pieces(struct enc *e, size_t off, size_t len, bool first)
 {
-	if (!n)
+	if (!len)
 		return 0;
-	int rc = tok_normalize(t, s, n, w, err, errlen);
-	rc = rc ? rc : tok_pretokenize(t, first, w, err, errlen);
+	struct tok_work *w = &e->w;
+	int rc = tok_pretokenize(e->t, (uint32_t)off, (uint32_t)len, first ? (uint32_t)off : UINT32_MAX, w, e->err, e->errlen);
 	for (size_t i = 0; !rc && i < w->n; i++)
-		rc = tok_bpe_word(t, w->text.p + w->pieces[i].off, w->pieces[i].len, w, out);
-	if (rc && !err[0])
-		snprintf(err, errlen, "out of memory while tokenizing");
+		rc = tok_bpe_word(e->t, w->text.p + w->pieces[i].off, w->pieces[i].len, w, e->out);
+	return rc;
+}
+
+/* A segment of the level's text between added tokens. Level 0 (raw text): normalized, then split at the
+ * normalized added tokens (level 1), whose segments are pre-tokenized. first: the segment starts at the
+ * input's offset 0. */
+static int encode_segment(struct enc *e, int level, const char *s, size_t off, size_t len, bool first)
+{
+	if (level)
+		return encode_pieces(e, off, len, first);
+	if (!len)
+		return 0;
+	int rc = tok_normalize(e->t, s + off, len, &e->w, e->err, e->errlen);
+	first = first && e->w.origin_kept;
+	if (rc || !e->t->trie_norm.n_words)
+		return rc ? rc : encode_pieces(e, 0, e->w.text.n, first);
+	return split_added(e, 1, (const char *const *)&e->w.text.p, e->w.text.n, first);
+}
+
+/* Splits the text *sp[0..n) at added tokens as HF's AddedVocabulary::find_matches does: leftmost-longest
+ * non-overlapping matches over all tokens; a match that its flags reject (a special token not parsed,
+ * single_word next to a word character) is skipped whole. *sp is re-read after each segment (level 1
+ * scans w.text, which pre-tokenizing appends to). GGUF follows llama.cpp: unparsed specials are no match. */
+static int split_added(struct enc *e, int level, const char *const *sp, size_t n, bool first)
+{
+	const struct tokenizer *t = e->t;
+	const struct tok_trie *tr = level ? &t->trie_norm : &t->trie;
+	bool skip_special = !t->hf && !e->parse_special;
+	size_t scan = 0, done = 0; /* done: start of the text not yet encoded (HF's start_offset) */
+	int rc = 0;
+	while (!rc && scan < n) {
+		const char *s = *sp;
+		size_t pos = scan, end = 0, k;
+		int a = -1;
+		for (; pos < n && a < 0; pos++)
+			if (tr->first_byte[(uint8_t)s[pos]])
+				a = trie_longest(t, tr, s, n, pos, skip_special, &end);
+		if (a < 0)
+			break;
+		pos--;
+		const struct tok_added *ad = &t->added[a];
+		scan = end;
+		if (ad->special && !e->parse_special)
+			continue;
+		if (ad->single_word && ((pos > 0 && word_at(e, s, n, char_start(s, pos))) || word_at(e, s, n, end)))
+			continue;
+		size_t start = pos, stop = end;
+		while (ad->lstrip && start > done && space_at(t, s, n, char_start(s, start)))
+			start = char_start(s, start);
+		while (ad->rstrip && stop < n && (k = space_at(t, s, n, stop)))
+			stop += k;
+		if (start > done)
+			rc = encode_segment(e, level, s, done, start - done, first && done == 0);
+		rc = rc ? rc : tok_ids_push(e->out, ad->id);
+		done = stop;
+		if (!t->hf)
+			scan = stop;
+	}
+	if (!rc && done < n)
+		rc = encode_segment(e, level, *sp, done, n - done, first && done == 0);
+	return rc;
+}
+
+static int push_list(struct tok_ids *out, const int32_t *ids, int n, int32_t one)
+{
+	int rc = n ? 0 : tok_ids_push(out, one);
+	for (int i = 0; !rc && i < n; i++)
+		rc = tok_ids_push(out, ids[i]);
 	return rc;
 }
 
@@ -96,162 +197,17 @@ int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, unsigned
 		snprintf(err, errlen, "text is not valid UTF-8 at byte %zu", bad);
 		return -EILSEQ;
 	}
-	bool parse_special = flags & TOK_PARSE_SPECIAL;
-	int rc = 0;
-	if ((flags & TOK_ADD_SPECIAL) && t->add_bos && t->bos >= 0)
-		rc = tok_ids_push(out, t->bos);
-	struct tok_work w = {0};
-	size_t seg = 0, pos = 0;
-	while (!rc && pos < len) {
-		size_t end;
-		int a = t->first_byte[(uint8_t)text[pos]] ? match_added(t, text, len, pos, parse_special, &end) : -1;
-		if (a < 0) {
-			pos++;
-			continue;
-		}
-		size_t seg_end = pos;
-		while (t->added[a].lstrip && seg_end > seg && ascii_space(text[seg_end - 1]))
-			seg_end--;
-		rc = encode_segment(t, text + seg, seg_end - seg, seg == 0, &w, out, err, errlen);
-		rc = rc ? rc : tok_ids_push(out, t->added[a].id);
-		pos = end;
-		while (t->added[a].rstrip && pos < len && ascii_space(text[pos]))
-			pos++;
-		seg = pos;
-	}
-	rc = rc ? rc : encode_segment(t, text + seg, len - seg, seg == 0, &w, out, err, errlen);
+	struct enc e = {.t = t, .parse_special = flags & TOK_PARSE_SPECIAL, .out = out, .err = err, .errlen = errlen};
+	int rc = (e.w.md = pcre2_match_data_create(16, NULL)) ? 0 : -ENOMEM;
+	if (!rc && (flags & TOK_ADD_SPECIAL) && t->add_bos && t->bos >= 0)
+		rc = push_list(out, t->tmpl_pre, t->n_tmpl_pre, t->bos);
+	rc = rc ? rc : split_added(&e, 0, &text, len, true);
 	if (!rc && (flags & TOK_ADD_SPECIAL) && t->add_eos && t->eos >= 0)
-		rc = tok_ids_push(out, t->eos);
-	tok_work_free(&w);
+		rc = push_list(out, t->tmpl_post, t->n_tmpl_post, t->eos);
+	tok_work_free(&e.w);
 	if (rc && !err[0])
 		snprintf(err, errlen, "out of memory while tokenizing");
 	return rc;
-}
-
-/* ---- decoding ---- */
-
-static int hexval(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-static int piece(const struct tokenizer *t, int32_t id, bool special, struct tok_buf *out)
-{
-	if (id < 0 || id >= t->n_vocab)
-		return -EINVAL;
-	const char *s = t->texts.p + t->off[id];
-	size_t n = t->len[id];
-	switch (t->type[id]) {
-	case TOK_TYPE_CONTROL:
-	case TOK_TYPE_UNKNOWN:
-		return special ? tok_buf_add(out, s, n) : 0;
-	case TOK_TYPE_USER:
-		return tok_buf_add(out, s, n);
-	case TOK_TYPE_BYTE:
-		if (t->dec_byte_fallback && n == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && hexval(s[3]) >= 0 &&
-		    hexval(s[4]) >= 0) {
-			char b = (char)(hexval(s[3]) << 4 | hexval(s[4]));
-			return tok_buf_add(out, &b, 1);
-		}
-		break;
-	default:
-		break;
-	}
-	int rc = 0;
-	if (t->dec_byte_level) {
-		for (size_t i = 0; !rc && i < n;) {
-			uint8_t c = (uint8_t)s[i];
-			size_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-			k = k > n - i ? n - i : k;
-			uint32_t cp = k == 1 ? c : k == 2 ? (uint32_t)(c & 31) << 6 | (s[i + 1] & 63) : 0xFFFFFFFF;
-			int b = tok_cp_byte(t, cp);
-			if (b >= 0) {
-				char ch = (char)b;
-				rc = tok_buf_add(out, &ch, 1);
-			} else {
-				rc = tok_buf_add(out, s + i, k);
-			}
-			i += k;
-		}
-		return rc;
-	}
-	for (size_t i = 0; !rc && i < n;) {
-		if (t->dec_space && i + 3 <= n && !memcmp(s + i, "\xe2\x96\x81", 3)) {
-			rc = tok_buf_add(out, " ", 1);
-			i += 3;
-		} else {
-			size_t j = i + 1;
-			while (j < n && !(t->dec_space && j + 3 <= n && !memcmp(s + j, "\xe2\x96\x81", 3)))
-				j++;
-			rc = tok_buf_add(out, s + i, j - i);
-			i = j;
-		}
-	}
-	return rc;
-}
-
-void tok_stream_init(struct tok_stream *s, const struct tokenizer *t, bool special, bool at_start)
-{
-	memset(s, 0, sizeof(*s));
-	s->t = t;
-	s->special = special;
-	s->strip = at_start && t->dec_strip > 0;
-}
-
-/* Length of a trailing prefix of a UTF-8 character that more bytes could complete (0 if none). */
-static size_t partial_tail(const uint8_t *p, size_t n)
-{
-	for (size_t back = 1; back <= 3 && back <= n; back++) {
-		uint8_t c = p[n - back];
-		if ((c & 0xC0) == 0x80)
-			continue;
-		size_t need = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-		return need > back ? back : 0;
-	}
-	return 0;
-}
-
-int tok_stream_push(struct tok_stream *s, int32_t id, struct tok_buf *out)
-{
-	size_t start = out->n;
-	int rc = tok_buf_add(out, s->hold, (size_t)s->n_hold);
-	s->n_hold = 0;
-	size_t at = out->n;
-	rc = rc ? rc : piece(s->t, id, s->special, out);
-	if (rc)
-		return rc;
-	if (s->strip && out->n > at) {
-		if (out->p[at] == ' ') {
-			memmove(out->p + at, out->p + at + 1, out->n - at - 1);
-			out->n--;
-		}
-		s->strip = false;
-	}
-	size_t tail = partial_tail((const uint8_t *)out->p + start, out->n - start);
-	memcpy(s->hold, out->p + out->n - tail, tail);
-	s->n_hold = (int)tail;
-	out->n -= tail;
-	if (out->p)
-		out->p[out->n] = 0;
-	return 0;
-}
-
-int tok_stream_flush(struct tok_stream *s, struct tok_buf *out)
-{
-	int rc = tok_buf_add(out, s->hold, (size_t)s->n_hold);
-	s->n_hold = 0;
-	return rc;
-}
-
-int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool special, bool at_start,
-		     struct tok_buf *out)
-{
-	struct tok_stream s;
-	tok_stream_init(&s, t, special, at_start);
-	int rc = 0;
-	for (size_t i = 0; !rc && i < n; i++)
-		rc = tok_stream_push(&s, ids[i], out);
-	return rc ? rc : tok_stream_flush(&s, out);
 }
 
 /* ---- opening ---- */

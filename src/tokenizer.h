@@ -66,12 +66,17 @@ const char *tokenizer_kind(const struct tokenizer *t); /* "bpe" or "spm", for me
 int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bool special, bool at_start,
 		     struct tok_buf *out);
 
+/* The text `tokenizers` decode returns (always valid UTF-8): byte-fallback runs that are not UTF-8 give
+ * one U+FFFD per byte token, other invalid bytes one U+FFFD per maximal invalid subsequence. Decodes from
+ * the start of a sequence. */
+int tokenizer_decode_text(const struct tokenizer *t, const int32_t *ids, size_t n, bool special, struct tok_buf *out);
+
 /* Streaming decode: push ids one at a time; each push appends to out only bytes that end on a complete
  * UTF-8 character, holding back a trailing partial one; flush appends whatever is held. The pushes plus
  * the flush append exactly what tokenizer_decode of the same ids gives. */
 struct tok_stream {
 	const struct tokenizer *t;
-	bool special, strip;
+	bool special, strip, started;
 	uint8_t hold[4];
 	int n_hold;
 };
@@ -83,6 +88,9 @@ int tok_stream_flush(struct tok_stream *s, struct tok_buf *out);
 int tok_ids_push(struct tok_ids *v, int32_t id);
 void tok_ids_free(struct tok_ids *v);
 int tok_buf_add(struct tok_buf *b, const void *p, size_t n);
+/* Appends p[0..n) with invalid UTF-8 replaced as Rust's String::from_utf8_lossy does (one U+FFFD per
+ * maximal invalid subsequence). */
+int tok_buf_add_lossy(struct tok_buf *b, const char *p, size_t n);
 void tok_buf_free(struct tok_buf *b);
 
 #endif
