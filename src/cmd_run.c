@@ -380,7 +380,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	struct tok_buf text = {0};
 	bool print_text = tk && !a->print_ids;
 	if (print_text)
-		tok_stream_init(&ts, tk, false, false);
+		tok_stream_init(&ts, tk, false, false), ts.lossy = true;
 	double t0 = now_sec(), t_prefill = 0;
 	int n = n_prompt, n_gen = 0;
 	for (int s = 0; s < n_prompt && !rc; s += chunk) {

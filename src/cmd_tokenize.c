@@ -217,7 +217,7 @@ static int run(int argc, char **argv, bool detok)
 				tok_ids_push(&ids, (int32_t)id);
 			}
 		}
-		if (!rc && tokenizer_decode(t, ids.ids, ids.n, special, true, &out) == 0)
+		if (!rc && tokenizer_decode_text(t, ids.ids, ids.n, special, &out) == 0)
 			fwrite(out.p ? out.p : "", 1, out.n, stdout);
 		tok_buf_free(&in);
 		tok_buf_free(&out);

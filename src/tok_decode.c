@@ -135,6 +135,21 @@ static size_t partial_tail(const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* Replaces out[start..) by its lossy form. Held-back tails are never inside it, and what precedes a cut is
+ * a whole character or an invalid byte, so the pieces' replacements equal those of the whole text. */
+static int make_lossy(struct tok_buf *out, size_t start)
+{
+	size_t n = out->n - start;
+	char *raw = malloc(n ? n : 1);
+	if (!raw)
+		return -ENOMEM;
+	memcpy(raw, out->p + start, n);
+	out->n = start;
+	int rc = tok_buf_add_lossy(out, raw, n);
+	free(raw);
+	return rc;
+}
+
 /* Appends one token's text (id) or, for id < 0, the given text, with the strip and hold-back rules. */
 static int stream_add(struct tok_stream *s, int32_t id, const char *text, size_t len, struct tok_buf *out)
 {
@@ -166,7 +181,7 @@ static int stream_add(struct tok_stream *s, int32_t id, const char *text, size_t
 	out->n -= tail;
 	if (out->p)
 		out->p[out->n] = 0;
-	return 0;
+	return s->lossy ? make_lossy(out, start) : 0;
 }
 
 int tok_stream_push(struct tok_stream *s, int32_t id, struct tok_buf *out)
@@ -176,7 +191,8 @@ int tok_stream_push(struct tok_stream *s, int32_t id, struct tok_buf *out)
 
 int tok_stream_flush(struct tok_stream *s, struct tok_buf *out)
 {
-	int rc = tok_buf_add(out, s->hold, (size_t)s->n_hold);
+	int rc = s->lossy ? tok_buf_add_lossy(out, (const char *)s->hold, (size_t)s->n_hold)
+			  : tok_buf_add(out, s->hold, (size_t)s->n_hold);
 	s->n_hold = 0;
 	return rc;
 }

@@ -77,6 +77,7 @@ int tokenizer_decode_text(const struct tokenizer *t, const int32_t *ids, size_t 
 struct tok_stream {
 	const struct tokenizer *t;
 	bool special, strip, started;
+	bool lossy; /* set after init: invalid UTF-8 comes out as U+FFFD (tok_buf_add_lossy), for terminals */
 	uint8_t hold[4];
 	int n_hold;
 };

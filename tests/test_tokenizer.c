@@ -68,6 +68,42 @@ static void check_stream(struct tokenizer *t, const char *name)
 	}
 }
 
+/* A lossy stream (what ferry run prints) over random ids, half of them single bytes (the first 256 ids of a
+ * byte-level vocabulary) so that invalid UTF-8 abounds: every piece is valid UTF-8 (lossy leaves it as it
+ * is) and the pieces + flush equal the lossy form of the whole raw decode. */
+static void check_stream_lossy(struct tokenizer *t, const char *name)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (int round = 0; round < 200; round++) {
+		int32_t ids[24];
+		for (int k = 0; k < 24; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			ids[k] = (int32_t)(x % 2 ? x % 256 : 256 + x % 20000);
+		}
+		struct tok_buf raw = {0}, want = {0}, streamed = {0}, again = {0};
+		CHECK(tokenizer_decode(t, ids, 24, false, false, &raw) == 0);
+		CHECK(tok_buf_add_lossy(&want, raw.p ? raw.p : "", raw.n) == 0);
+		struct tok_stream s;
+		tok_stream_init(&s, t, false, false);
+		s.lossy = true;
+		for (int k = 0; k < 24; k++) {
+			size_t before = streamed.n;
+			CHECK(tok_stream_push(&s, ids[k], &streamed) == 0);
+			again.n = 0;
+			CHECK(tok_buf_add_lossy(&again, streamed.p ? streamed.p + before : "", streamed.n - before) == 0);
+			CHECK_MSG(again.n == streamed.n - before && !memcmp(again.p ? again.p : "", streamed.p ? streamed.p + before : "", again.n),
+				  "%s: round %d piece %d is not valid UTF-8", name, round, k);
+		}
+		CHECK(tok_stream_flush(&s, &streamed) == 0);
+		CHECK_MSG(streamed.n == want.n && !memcmp(streamed.p ? streamed.p : "", want.p ? want.p : "", want.n),
+			  "%s: round %d: lossy stream != lossy decode", name, round);
+		tok_buf_free(&raw);
+		tok_buf_free(&want);
+		tok_buf_free(&streamed);
+		tok_buf_free(&again);
+	}
+}
+
 static size_t count(const struct tok_ids *v, int32_t id)
 {
 	size_t n = 0;
@@ -85,6 +121,7 @@ static void test_gpt2(void)
 		return;
 	}
 	check_stream(t, "gpt-2");
+	check_stream_lossy(t, "gpt-2");
 	int32_t eot = tokenizer_find(t, "<|endoftext|>");
 	CHECK(eot == 50256 && tokenizer_is_eog(t, eot));
 	const char *s = "a<|endoftext|>b";
