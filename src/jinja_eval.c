@@ -424,8 +424,11 @@ struct jv jeval_binop(struct jrender *r, int op, struct jv a, struct jv b)
 		return add(r, a, b);
 	if (op == OP_MUL)
 		return mul(r, a, b);
-	if (op == OP_MOD && a.t == JV_STR)
+	if (op == OP_MOD && a.t == JV_STR) {
+		if (!memchr(a.s->p, '%', a.s->n))
+			jx_fail(&r->c, 0, "not all arguments converted during string formatting");
 		jx_fail(&r->c, 0, "unsupported: printf-style string formatting with %%");
+	}
 	if (!is_num(a) || !is_num(b))
 		unsupported_operands(r, op, a, b);
 	bool fl = a.t == JV_FLOAT || b.t == JV_FLOAT;

@@ -823,10 +823,18 @@ static struct jv apply(struct jrender *r, int id, struct jv v, const struct jv *
 		if (v.i == INT64_MIN)
 			jx_fail(&r->c, 0, "integer overflow (ferry's ints are 64-bit)");
 		return jv_int(v.i < 0 ? -v.i : v.i);
-	case FL_ATTR:
+	case FL_ATTR: { /* Python getattr only: methods and namespace attributes, never dict keys */
 		if (!given(a[0]) || a[0].t != JV_STR)
 			jx_fail(&r->c, 0, "attr: the name must be a string");
-		return jeval_getattr(r, v, a[0].s->p);
+		struct jv m;
+		if (v.t == JV_NS || v.t == JV_LOOP)
+			return jeval_getattr(r, v, a[0].s->p);
+		if (v.t != JV_UNDEF && jmethod_find(r, v, a[0].s->p, &m))
+			return m;
+		struct jbuf b = {0};
+		py_str_repr(r, &b, a[0].s->p, a[0].s->n);
+		return jv_undef(r, "'%s' has no attribute %s", jv_object_repr(v), b.p);
+	}
 	case FL_CAPITALIZE: return py_capitalize(r, soft_str(r, v));
 	case FL_CENTER: {
 		s = soft_str(r, v);

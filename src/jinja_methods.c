@@ -151,6 +151,9 @@ static bool find_in(struct jrender *r, const struct builtin *tab, size_t n, stru
 {
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(tab[i].name, name)) {
+			/* An unsupported global carries its name to say which one was called. */
+			if (tab[i].id == F_UNSUPPORTED_GLOBAL)
+				self = jv_cstr(&r->c, name);
 			*out = make_func(r, tab[i].id, self, name);
 			return true;
 		}
@@ -651,7 +654,7 @@ struct jv jfunc_call(struct jrender *r, struct jv f, int npos, const struct jv *
 	if (id == M_UNSUPPORTED)
 		jx_fail(&r->c, 0, "unsupported method %s", self.s->p);
 	if (id == F_UNSUPPORTED_GLOBAL)
-		jx_fail(&r->c, 0, "unsupported global function '%s'", b->name);
+		jx_fail(&r->c, 0, "unsupported global function '%s'", self.s->p);
 	char what[96];
 	snprintf(what, sizeof(what), "%s%s%s", self.t == JV_NONE ? "" : jv_type_name(self), self.t == JV_NONE ? "" : ".",
 		 b->name);

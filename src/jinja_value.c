@@ -643,6 +643,7 @@ void jv_str_append(struct jrender *r, struct jbuf *b, struct jv v)
 	case JV_LIST:
 	case JV_DICT:
 	case JV_NS: container_text(r, b, v); return;
+	case JV_MACRO: jbuf_printf(r, b, "<Macro '%s'>", v.m->def->name); return;
 	default:
 		jx_fail(&r->c, 0, "unsupported: printing a %s (jinja2 prints an object address)", jv_type_name(v));
 	}
