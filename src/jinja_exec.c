@@ -55,8 +55,9 @@ static int exec_for(struct jrender *r, struct jscope *s, const struct js *st)
 	memset(list, 0, sizeof(*list));
 	if (st->cond) {
 		list->v = jx_alloc(&r->c, (n ? n : 1) * sizeof(*list->v));
+		struct jscope *fs = jscope_new(r, s);
 		for (size_t i = 0; i < n; i++) {
-			struct jscope *fs = jscope_new(r, s);
+			fs->n = 0;
 			assign(r, fs, &st->tgt, items[i]);
 			if (jv_truthy(jeval(r, fs, st->cond)))
 				list->v[list->n++] = items[i];
@@ -74,10 +75,14 @@ static int exec_for(struct jrender *r, struct jscope *s, const struct js *st)
 	memset(lp, 0, sizeof(*lp));
 	lp->items = list;
 	struct jv loopv = {.t = JV_LOOP, .lp = lp};
+	/* A fresh scope per iteration; emptying one is the same unless a macro keeps it as its closure. */
+	struct jscope *body = jscope_new(r, s);
 	for (size_t i = 0; i < list->n; i++) {
 		jstep(r);
 		lp->i = i;
-		struct jscope *body = jscope_new(r, s);
+		if (st->defines_macro)
+			body = jscope_new(r, s);
+		body->n = 0;
 		r->c.line = st->line;
 		assign(r, body, &st->tgt, list->v[i]);
 		jscope_set(r, body, "loop", loopv);

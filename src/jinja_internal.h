@@ -238,6 +238,7 @@ struct js {
 	size_t len;
 	struct jx *e;          /* PRINT, IF test, FOR iterable, SET / SETNS value */
 	struct jx *cond;       /* FOR ... if cond */
+	bool defines_macro;    /* FOR: a macro is defined in the body, so each iteration needs its own scope */
 	struct jtarget tgt;    /* FOR, SET, SETBLOCK */
 	const char *ns, *attr; /* SETNS */
 	struct js_body body, orelse;

@@ -19,6 +19,8 @@ struct parser {
 	int depth;
 	int loops;               /* for-loops around the current statement inside the current macro */
 	struct jmacro_def *macro; /* the macro whose body is being parsed */
+	struct js *fors[MAX_NEST]; /* every for-loop around the current statement */
+	int nfors;
 };
 
 static struct jtok *cur(struct parser *P)
@@ -713,7 +715,9 @@ static struct js *parse_for(struct parser *P, int line)
 	if (is_name(P, "recursive"))
 		jx_fail(P->c, cur(P)->line, "unsupported: recursive for loops");
 	P->loops++;
+	P->fors[P->nfors++] = s;
 	parse_statements(P, &s->body, ends_body, false);
+	P->nfors--;
 	P->loops--;
 	if (!strcmp(next(P)->s, "else"))
 		parse_statements(P, &s->orelse, ends_else, true);
@@ -801,6 +805,8 @@ static struct js *parse_macro(struct parser *P, int line)
 	for (int k = 0; k < names.n; k++)
 		m->params[k] = names.v[k]->name;
 	m->defaults = defs.v;
+	for (int k = 0; k < P->nfors; k++)
+		P->fors[k]->defines_macro = true;
 	struct jmacro_def *outer = P->macro;
 	int loops = P->loops;
 	P->macro = m;
