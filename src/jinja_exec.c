@@ -138,7 +138,8 @@ static int exec_stmt(struct jrender *r, struct jscope *s, const struct js *st)
 	}
 	case JS_FILTERBLOCK:
 		v = capture(r, jscope_new(r, s), &st->body);
-		v = jeval_filter_on(r, s, st->filter, v);
+		if (st->filter)
+			v = jeval_filter_on(r, s, st->filter, v);
 		jv_str_append(r, r->out, v);
 		return FLOW_NEXT;
 	case JS_WITH: {

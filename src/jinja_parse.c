@@ -4,7 +4,8 @@
  * else), set (expression, namespace attribute, block with filters), macro, filter blocks, with, print,
  * break/continue (the loopcontrols extension HF loads). Everything else jinja2 knows (include, extends,
  * block, call, import...) and every filter or test this interpreter lacks fails here, naming the
- * construct and its line, so a template never renders with a piece silently missing.
+ * construct and its line, so a template never renders with a piece silently missing. {% generation %}
+ * (transformers' AssistantTracker extension, which marks assistant text) renders its body.
  */
 #include <string.h>
 
@@ -872,6 +873,11 @@ static struct js *parse_statement(struct parser *P)
 		s = news(P, JS_FILTERBLOCK, line);
 		s->filter = parse_filter(P, NULL, true);
 		parse_statements(P, &s->body, ends_filter, true);
+	} else if (!strcmp(t->s, "generation")) {
+		/* transformers' AssistantTracker: the body, in its own scope (a call block), as it is. */
+		static const char *const ends_gen[] = {"endgeneration", NULL};
+		s = news(P, JS_FILTERBLOCK, line);
+		parse_statements(P, &s->body, ends_gen, true);
 	} else if (!strcmp(t->s, "print")) {
 		struct xvec v = {0};
 		while (cur(P)->type != JT_BLOCK_END) {

@@ -54,6 +54,8 @@ int main(void)
 	expect_text("{{ x }}", NULL, "");
 	expect_text("a\n", NULL, "a");
 	expect_text("", NULL, "");
+	/* transformers' {% generation %} (AssistantTracker): the body in its own scope */
+	expect_text("{% set a = 1 %}{% generation %}[{{ a }}{% set a = 2 %}{{ a }}]{% endgeneration %}{{ a }}", NULL, "[12]1");
 
 	/* chat_render: HF's variables */
 	{
