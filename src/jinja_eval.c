@@ -454,7 +454,7 @@ struct jv jeval_binop(struct jrender *r, int op, struct jv a, struct jv b)
 			return jv_float(op == OP_MOD ? md : fd);
 		}
 		if (y == 0)
-			jx_fail(&r->c, 0, "integer division or modulo by zero");
+			jx_fail(&r->c, 0, op == OP_MOD ? "integer modulo by zero" : "integer division or modulo by zero");
 		if (x == INT64_MIN && y == -1)
 			return op == OP_MOD ? jv_int(0) : overflow(r);
 		z = x / y;

@@ -255,10 +255,13 @@ static bool run_test(struct jrender *r, int tid, struct jv v, int npos, const st
 		return v.t == JV_STR || v.t == JV_DICT || v.t == JV_UNDEF ||
 		       (v.t == JV_LIST && (v.kind == JL_LIST || v.kind == JL_TUPLE || v.kind == JL_RANGE));
 	case T_CALLABLE: return v.t == JV_MACRO || v.t == JV_FUNC || v.t == JV_UNDEF;
-	case T_SAMEAS:
-		if (a.t != JV_NONE && a.t != JV_BOOL)
-			jx_fail(&r->c, 0, "unsupported: 'sameas' with something other than None, True or False");
-		return v.t == a.t && (a.t == JV_NONE || v.b == a.b);
+	case T_SAMEAS: /* Python identity: containers are objects here too; small scalars are not modelled */
+		if (a.t == JV_NONE || a.t == JV_BOOL)
+			return v.t == a.t && (a.t == JV_NONE || v.b == a.b);
+		if (a.t == JV_LIST || a.t == JV_DICT || a.t == JV_NS || a.t == JV_MACRO)
+			return v.t == a.t && (a.t == JV_LIST ? v.l == a.l : a.t == JV_DICT ? v.d == a.d
+						  : a.t == JV_NS ? v.ns == a.ns : v.m == a.m);
+		jx_fail(&r->c, 0, "unsupported: 'sameas' with a %s (Python's identity of it is not modelled)", jv_type_name(a));
 	case T_ESCAPED: return v.t == JV_STR && v.markup;
 	case T_IN: return jeval_contains(r, a, v);
 	case T_LOWER:
@@ -653,7 +656,10 @@ static struct jv f_round(struct jrender *r, struct jv v, const struct jv *a)
 
 static struct jv f_indent(struct jrender *r, struct jv v, const struct jv *a)
 {
-	struct jv s = soft_str(r, v);
+	jv_check_defined(r, v);
+	if (v.t != JV_STR) /* do_indent starts with s += "\n" */
+		jx_fail(&r->c, 0, "unsupported operand type(s) for +=: '%s' and 'str'", jv_type_name(v));
+	struct jv s = v;
 	struct jbuf ind = {0};
 	if (given(a[0]) && a[0].t == JV_STR) {
 		jbuf_putn(r, &ind, a[0].s->p, a[0].s->n);

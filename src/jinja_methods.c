@@ -36,7 +36,7 @@ static const struct builtin globals[] = {
 	{"namespace", F_NAMESPACE, 1, {"mapping"}},
 	{"dict", F_DICT, 1, {"mapping"}},
 	{"raise_exception", F_RAISE, 1, {"message"}},
-	{"strftime_now", F_STRFTIME, 1, {"format"}},
+	{"strftime_now", F_STRFTIME, 1, {"fmt"}},
 	{"cycler", F_UNSUPPORTED_GLOBAL, 0, {0}},
 	{"joiner", F_UNSUPPORTED_GLOBAL, 0, {0}},
 	{"lipsum", F_UNSUPPORTED_GLOBAL, 0, {0}},
@@ -675,12 +675,11 @@ struct jv jfunc_call(struct jrender *r, struct jv f, int npos, const struct jv *
 	}
 	struct jv a[4];
 	jargs_bind(r, what, b->nparams, b->params, npos, pos, nkw, kwn, kwv, a);
+	if ((id == F_RAISE || id == F_STRFTIME) && !given(a[0]))
+		jx_fail(&r->c, 0, "%s() missing 1 required positional argument: '%s'", b->name, id == F_RAISE ? "message" : "fmt");
 	switch (id) {
 	case F_RANGE: return g_range(r, a);
-	case F_RAISE: {
-		struct jv msg = given(a[0]) ? jv_to_str(r, a[0]) : jv_cstr(&r->c, "");
-		jx_fail(&r->c, 0, "%s", msg.s->p);
-	}
+	case F_RAISE: jx_fail(&r->c, 0, "%s", jv_to_str(r, a[0]).s->p);
 	case F_STRFTIME: return g_strftime(r, arg_str(r, what, a[0]));
 	default: break;
 	}
