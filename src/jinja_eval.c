@@ -607,7 +607,7 @@ static struct jv eval_inner(struct jrender *r, struct jscope *s, const struct jx
 		a = jeval(r, s, e->a[0]);
 		struct args ar;
 		eval_args(r, s, e, &ar);
-		return jv_bool(jtest_apply(r, e->fid, a, ar.npos, ar.pos, ar.nkw, ar.kwn, ar.kwv));
+		return jv_bool(jtest_apply(r, e->fid, a, ar.npos, ar.pos, ar.nkw));
 	}
 	case JX_NOT: return jv_bool(!jv_truthy(jeval(r, s, e->a[0])));
 	case JX_NEG:

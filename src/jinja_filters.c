@@ -143,13 +143,6 @@ static struct jv soft_str(struct jrender *r, struct jv v)
 	return v.t == JV_STR ? v : jv_to_str(r, v);
 }
 
-static struct jv make_iter(struct jrender *r, struct jv list)
-{
-	(void)r;
-	list.kind = JL_ITER;
-	return list;
-}
-
 /* The items of v as a fresh array (consuming generators). */
 static struct jv to_list(struct jrender *r, struct jv v)
 {
@@ -275,11 +268,8 @@ static bool run_test(struct jrender *r, int tid, struct jv v, int npos, const st
 	}
 }
 
-bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw, const char **kwn,
-		 const struct jv *kwv)
+bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw)
 {
-	(void)kwn;
-	(void)kwv;
 	return run_test(r, tid, v, npos, pos, nkw);
 }
 
@@ -334,8 +324,7 @@ static struct jv f_map(struct jrender *r, struct jv v, int npos, const struct jv
 	return out;
 }
 
-static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, const struct jv *pos, int nkw,
-			  const char **kwn, const struct jv *kwv)
+static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, const struct jv *pos, int nkw)
 {
 	bool attr = id == FL_SELECTATTR || id == FL_REJECTATTR;
 	bool reject = id == FL_REJECT || id == FL_REJECTATTR;
@@ -354,7 +343,7 @@ static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, cons
 	struct jv out = jv_list_new(&r->c, JL_ITER, 0);
 	for (size_t i = 0; i < n; i++) {
 		struct jv x = attr ? getter_get(r, &g, items[i]) : items[i];
-		bool ok = tid >= 0 ? jtest_apply(r, tid, x, npos - off - 1, pos + off + 1, nkw, kwn, kwv) : jv_truthy(x);
+		bool ok = tid >= 0 ? jtest_apply(r, tid, x, npos - off - 1, pos + off + 1, nkw) : jv_truthy(x);
 		if (ok != reject)
 			jv_list_push(&r->c, out, items[i]);
 	}
@@ -764,7 +753,9 @@ static struct jv f_reverse(struct jrender *r, struct jv v)
 		l.l->v[i] = l.l->v[j - 1];
 		l.l->v[j - 1] = t;
 	}
-	return was_iter ? l : make_iter(r, l);
+	if (!was_iter) /* reversed() of a sequence is an iterator; of an iterator, a list */
+		l.kind = JL_ITER;
+	return l;
 }
 
 static struct jv f_wordcount(struct jrender *r, struct jv v)
@@ -936,7 +927,7 @@ struct jv jfilter_apply(struct jrender *r, int fid, struct jv v, int npos, const
 			return jv_list_new(&r->c, JL_ITER, 0);
 		if (f->id == FL_MAP)
 			return f_map(r, v, npos, pos, nkw, kwn, kwv);
-		return f_select(r, f->id, v, npos, pos, nkw, kwn, kwv);
+		return f_select(r, f->id, v, npos, pos, nkw);
 	}
 	struct jv a[5];
 	char what[64];

@@ -137,12 +137,11 @@ static bool in_list(const char *const *names, const char *name)
 	return false;
 }
 
-static struct jv make_func(struct jrender *r, int id, struct jv self, const char *name)
+static struct jv make_func(struct jrender *r, int id, struct jv self)
 {
 	struct jfunc *f = jx_alloc(&r->c, sizeof(*f));
 	f->id = id;
 	f->self = self;
-	(void)name;
 	return (struct jv){.t = JV_FUNC, .fn = f};
 }
 
@@ -154,7 +153,7 @@ static bool find_in(struct jrender *r, const struct builtin *tab, size_t n, stru
 			/* An unsupported global carries its name to say which one was called. */
 			if (tab[i].id == F_UNSUPPORTED_GLOBAL)
 				self = jv_cstr(&r->c, name);
-			*out = make_func(r, tab[i].id, self, name);
+			*out = make_func(r, tab[i].id, self);
 			return true;
 		}
 	return false;
@@ -170,7 +169,7 @@ static struct jv unsupported_method(struct jrender *r, struct jv self, const cha
 {
 	char tmp[96];
 	snprintf(tmp, sizeof(tmp), "%s.%s", jv_type_name(self), name);
-	return make_func(r, M_UNSUPPORTED, jv_cstr(&r->c, tmp), name);
+	return make_func(r, M_UNSUPPORTED, jv_cstr(&r->c, tmp));
 }
 
 bool jmethod_find(struct jrender *r, struct jv v, const char *name, struct jv *out)
@@ -444,8 +443,7 @@ static bool all_chars(const struct jstr *s, int what)
 		bool ok;
 		switch (what) {
 		case M_ISSPACE: ok = py_isspace(cp); break;
-		case M_ISALPHA: ok = py_isword(cp) && !(cp >= '0' && cp <= '9') && cp != '_' && cp >= 0x80 ? true
-				   : (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z'); break;
+		case M_ISALPHA: ok = py_isalpha(cp); break;
 		case M_ISASCII: ok = cp < 0x80; break;
 		case M_ISALNUM: ok = cp < 0x80 ? (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')
 					       : py_isword(cp); break;
