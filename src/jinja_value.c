@@ -681,7 +681,7 @@ void jv_iter(struct jrender *r, struct jv v, struct jv **items, size_t *n)
 		*n = 0;
 		return;
 	case JV_LIST:
-		*items = v.l->v + v.l->pos;
+		*items = v.l->n ? v.l->v + v.l->pos : NULL;
 		*n = v.l->n - v.l->pos;
 		if (v.kind == JL_ITER)
 			v.l->pos = v.l->n;
