@@ -419,16 +419,13 @@ static struct jv power(struct jrender *r, struct jv a, struct jv b)
 struct jv jeval_binop(struct jrender *r, int op, struct jv a, struct jv b)
 {
 	jv_check_defined(r, a);
+	if (op == OP_MOD && a.t == JV_STR)
+		return py_percent_format(r, a, b);
 	jv_check_defined(r, b);
 	if (op == OP_ADD)
 		return add(r, a, b);
 	if (op == OP_MUL)
 		return mul(r, a, b);
-	if (op == OP_MOD && a.t == JV_STR) {
-		if (!memchr(a.s->p, '%', a.s->n))
-			jx_fail(&r->c, 0, "not all arguments converted during string formatting");
-		jx_fail(&r->c, 0, "unsupported: printf-style string formatting with %%");
-	}
 	if (!is_num(a) || !is_num(b))
 		unsupported_operands(r, op, a, b);
 	bool fl = a.t == JV_FLOAT || b.t == JV_FLOAT;

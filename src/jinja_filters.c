@@ -20,7 +20,7 @@ enum {
 	FL_ABS, FL_ATTR, FL_CAPITALIZE, FL_CENTER, FL_DEFAULT, FL_DICTSORT, FL_ESCAPE, FL_FIRST, FL_FLOAT,
 	FL_INDENT, FL_INT, FL_ITEMS, FL_JOIN, FL_LAST, FL_LENGTH, FL_LIST, FL_LOWER, FL_MAP, FL_MAX, FL_MIN,
 	FL_REJECT, FL_REJECTATTR, FL_REPLACE, FL_REVERSE, FL_ROUND, FL_SAFE, FL_SELECT, FL_SELECTATTR, FL_SORT,
-	FL_STRING, FL_SUM, FL_TITLE, FL_TOJSON, FL_TRIM, FL_UNIQUE, FL_UPPER, FL_WORDCOUNT,
+	FL_STRING, FL_SUM, FL_TITLE, FL_TOJSON, FL_TRIM, FL_UNIQUE, FL_UPPER, FL_WORDCOUNT, FL_FORMAT,
 };
 
 struct filter {
@@ -44,6 +44,7 @@ static const struct filter filters[] = {
 	{"escape", FL_ESCAPE, 0, {0}, true},
 	{"first", FL_FIRST, 0, {0}, false},
 	{"float", FL_FLOAT, 1, {"default"}, true},
+	{"format", FL_FORMAT, -1, {0}, false},
 	{"indent", FL_INDENT, 3, {"width", "first", "blank"}, false},
 	{"int", FL_INT, 2, {"default", "base"}, true},
 	{"items", FL_ITEMS, 0, {0}, false},
@@ -76,7 +77,7 @@ static const struct filter filters[] = {
 #define NFILTERS (sizeof(filters) / sizeof(filters[0]))
 
 static const char *const filters_unsupported[] = {
-	"batch", "filesizeformat", "forceescape", "format", "groupby", "pprint", "random", "slice", "striptags",
+	"batch", "filesizeformat", "forceescape", "groupby", "pprint", "random", "slice", "striptags",
 	"truncate", "urlencode", "urlize", "wordwrap", "xmlattr", NULL,
 };
 
@@ -922,6 +923,21 @@ struct jv jfilter_apply(struct jrender *r, int fid, struct jv v, int npos, const
 	const struct filter *f = &filters[fid];
 	if (v.t == JV_STR && v.markup && !f->markup_ok)
 		jx_fail(&r->c, 0, "unsupported: filter '%s' on a safe (Markup) string", f->name);
+	if (f->id == FL_FORMAT) { /* soft_str(value) % (kwargs or args) */
+		if (npos && nkw)
+			jx_fail(&r->c, 0, "can't handle positional and keyword arguments at the same time");
+		struct jv args;
+		if (nkw) {
+			args = jv_dict_new(&r->c, (size_t)nkw);
+			for (int k = 0; k < nkw; k++)
+				jdict_set(&r->c, args.d, jv_cstr(&r->c, kwn[k]), kwv[k]);
+		} else {
+			args = jv_list_new(&r->c, JL_TUPLE, (size_t)npos);
+			for (int k = 0; k < npos; k++)
+				jv_list_push(&r->c, args, pos[k]);
+		}
+		return py_percent_format(r, soft_str(r, v), args);
+	}
 	if (f->nparams < 0) {
 		if (!jv_truthy(v)) /* jinja2: "if value:" before looking at the arguments */
 			return jv_list_new(&r->c, JL_ITER, 0);

@@ -365,6 +365,9 @@ struct jv py_substr(struct jrender *r, struct jv s, size_t a, size_t b);
 bool py_isword(uint32_t cp);  /* regex \w */
 bool py_isalpha(uint32_t cp); /* str.isalpha: a letter category */
 
+/* jinja_format.c: Python's fmt % args (args a tuple, a mapping or one value). */
+struct jv py_percent_format(struct jrender *r, struct jv fmt, struct jv args);
+
 /* jinja_json.c */
 /* Python json.dumps(v, ensure_ascii, indent, separators, sort_keys); indent NULL = None. */
 void jjson_dump(struct jrender *r, struct jbuf *b, struct jv v, bool ensure_ascii, const char *indent,

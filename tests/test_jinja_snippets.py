@@ -229,6 +229,16 @@ SNIPPETS = [
     # Markup
     "{{ 'a'|safe + '<b>' }} {{ '<' + 'b'|safe }} {{ ('a<'|safe)|trim + '<' }} {{ 'x'|safe ~ '<' }} {{ ('a'|safe)[0] + '&' }} {{ ('<'|safe) * 2 }}",
     "{{ \"Use '\"|safe + \"it's <x>\" + \"'\\n\"|safe + {'a': 'b\"c'}|tojson }}",
+    # printf-style formatting: % and the format filter
+    "{{ '%s' % 5 }} {{ '%d' % 5 }} {{ '%s and %s' % ('a', 'b') }} {{ '%5s|%-5s|' % ('ab', 'cd') }} {{ '%05d' % 42 }} {{ '%+d % d' % (5, 5) }} {{ '%x %X %o %#x %#o' % (255, 255, 8, 255, 8) }}",
+    "{{ '%.2f' % 3.14159 }} {{ '%e' % 12345.678 }} {{ '%g' % 0.00001 }} {{ '%10.3f|' % -2.5 }} {{ '%d' % 3.99 }} {{ '%.0f' % 2.5 }} {{ '%*d|%.*f' % (5, 42, 2, 3.14159) }} {{ '%.2s' % 'éàü' }}",
+    "{{ '%r %a' % ('é', 'é') }} {{ '%s' % [1, 'a'] }} {{ '%s' % none }} {{ '%c%c' % (65, 'é') }} {{ '100%%' % () }} {{ '%(a)s-%(b)05d' % {'a': 'x', 'b': 7} }} {{ 'abc' % {'a': 1} }}",
+    "{{ '%s-%s'|format('a', 'b') }} {{ '%(x)s'|format(x=1) }} {{ 'plain'|format }} {{ '%s' % nothing }}",
+    "{{ '%s %s' % ('a',) }}",
+    "{{ '%s' % ('a', 'b') }}",
+    "{{ '%(a)s %s' % {'a': 1} }}",
+    "{{ '%d' % 'x' }}",
+    "{{ '%q' % 1 }}",
     # raise_exception and errors
     "{{ raise_exception('Custom error: ' ~ i) }}",
     "line1\n{% if true %}\n{{ raise_exception('on line 3') }}\n{% endif %}",
@@ -253,7 +263,8 @@ UNSUPPORTED = [
     ("{% for v in x recursive %}{{ loop(v) }}{% endfor %}", "recursive", 1),
     ("{% frobnicate %}", "frobnicate", 1),
     ("line\n{{ 'x {}'.format(1) }}", "format", 2),
-    ("{{ '%s' % s }}", "%", 1),
+    ("{{ x|slice(2)|list }}", "slice", 1),
+    ("\n{{ 'straße'|upper }}", "U+00DF", 2),
     ("\n{{ lipsum() }}", "lipsum", 2),
     ("{{ x|groupby('a') }}", "groupby", 1),
     ("{{ s|truncate(3) }}", "truncate", 1),
