@@ -223,7 +223,6 @@ struct jtarget {
 
 struct jmacro_def {
 	const char *name;
-	int line;
 	int nparams;
 	const char **params;
 	struct jx **defaults; /* NULL where a parameter has none */

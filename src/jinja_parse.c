@@ -800,7 +800,6 @@ static struct js *parse_macro(struct parser *P, int line)
 	struct js *s = news(P, JS_MACRO, line);
 	struct jmacro_def *m = jx_alloc(P->c, sizeof(*m));
 	memset(m, 0, sizeof(*m));
-	m->line = line;
 	m->name = expect_target_name(P);
 	expect_op(P, OP_LPAREN, "'('");
 	struct xvec names = {0}, defs = {0};
