@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "chat.h"
 #ifdef FERRY_CUDA
 #include "cuda_probe.h"
 #endif
@@ -27,10 +28,10 @@
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system;
 	int n_predict, chunk, threads, ctx;
 	int64_t ram;
-	bool ignore_eos, stats, print_ids;
+	bool ignore_eos, stats, print_ids, chat, show_prompt;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
 };
@@ -43,6 +44,9 @@ static void usage(FILE *f)
 		"  -p, --prompt TEXT      prompt text (tokenized with the model's tokenizer, BOS as the model says)\n"
 		"  -f, --file FILE        prompt text from a file ('-' for stdin)\n"
 		"  --prompt-ids 1,2,3     prompt as token ids (output is ids too)\n"
+		"  --chat                 the prompt is a user turn, rendered with the model's chat template\n"
+		"  --system TEXT          with --chat: a system turn before it\n"
+		"  --show-prompt          print the rendered chat prompt to stderr\n"
 		"  --print-ids            print generated token ids instead of text\n"
 		"  -n, --n-predict N      tokens to generate (default 32)\n"
 		"  --temp T               temperature, 0 = greedy (default: the model's generation_config, else 0)\n"
@@ -67,11 +71,14 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
 					   {"print-ids", no_argument, 0, O_PRINT_IDS},
+					   {"chat", no_argument, 0, O_CHAT},
+					   {"system", required_argument, 0, O_SYSTEM},
+					   {"show-prompt", no_argument, 0, O_SHOW},
 					   {"prompt-ids", required_argument, 0, O_IDS},
 					   {"n-predict", required_argument, 0, 'n'},
 					   {"temp", required_argument, 0, O_TEMP},
@@ -111,6 +118,9 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 'p': a->prompt = optarg; break;
 		case 'f': a->prompt_file = optarg; break;
 		case O_PRINT_IDS: a->print_ids = true; break;
+		case O_CHAT: a->chat = true; break;
+		case O_SYSTEM: a->system = optarg; break;
+		case O_SHOW: a->show_prompt = true; break;
 		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
 		case O_TEMP:
 			bad = parse_double(optarg, &d) || d < 0;
@@ -157,6 +167,14 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		usage(stderr);
 		return 2;
 	}
+	if ((a->chat || a->system) && a->prompt_ids) {
+		fprintf(stderr, "ferry: --chat and --system take a text prompt (-p or -f), not --prompt-ids\n");
+		return 2;
+	}
+	if (a->system && !a->chat) {
+		fprintf(stderr, "ferry: --system needs --chat\n");
+		return 2;
+	}
 	if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
 		fprintf(stderr, "ferry: --device: expected auto, cpu or cuda, got '%s'\n", a->device);
 		return 2;
@@ -197,6 +215,45 @@ static bool is_eos(const struct layout_hparams *hp, const struct tokenizer *tok,
 	return tok && tokenizer_is_eog(tok, id);
 }
 
+/* --chat: the prompt becomes the user turn (after a --system turn) of the model's chat template (the file
+ * the manifest names, chat_template.jinja: src/chat_template.c), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
+ * texts. As HF's apply_chat_template does, the rendered text is then encoded with special tokens matched
+ * and nothing added: the template writes BOS itself. */
+static int chat_prompt(const struct run_args *a, const struct tokenizer *tok,
+		       const char *user, size_t len, char **out, size_t *out_len, char *err, size_t errlen)
+{
+	struct jinja_tmpl *t = NULL;
+	int rc = chat_template_load(a->model, &t, err, errlen);
+	json_t *msgs = json_array(), *m;
+	if (!rc && a->system) {
+		m = json_pack("{s:s, s:s}", "role", "system", "content", a->system);
+		if (!m) {
+			snprintf(err, errlen, "--system: the text is not valid UTF-8");
+			rc = -EINVAL;
+		}
+		json_array_append_new(msgs, m);
+	}
+	if (!rc) {
+		m = json_pack("{s:s, s:s%}", "role", "user", "content", user, len);
+		if (!m) {
+			snprintf(err, errlen, "the prompt is not valid UTF-8");
+			rc = -EINVAL;
+		}
+		json_array_append_new(msgs, m);
+	}
+	size_t bl = 0, el = 0;
+	const char *bos = tokenizer_bos(tok) >= 0 ? tokenizer_text(tok, tokenizer_bos(tok), &bl) : NULL;
+	const char *eos = tokenizer_eos(tok) >= 0 ? tokenizer_text(tok, tokenizer_eos(tok), &el) : NULL;
+	char *b = bos ? strndup(bos, bl) : NULL, *e = eos ? strndup(eos, el) : NULL;
+	if (!rc)
+		rc = chat_render(t, msgs, true, b, e, out, out_len, err, errlen);
+	free(b);
+	free(e);
+	json_decref(msgs);
+	jinja_free(t);
+	return rc;
+}
+
 /* The prompt as ids: given as ids, or text (from -p or a file) through the model's tokenizer, which is
  * then kept for printing the output. */
 static int load_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer **tok, int **ids, int *n)
@@ -224,8 +281,18 @@ static int load_prompt(const struct run_args *a, const struct layout *lay, struc
 		return 1;
 	}
 	struct tok_ids v = {0};
+	unsigned flags = TOK_ADD_SPECIAL;
 	rc = tokenizer_open(tok, a->model, err, sizeof(err));
-	rc = rc ? rc : tokenizer_encode(*tok, text ? text : a->prompt, len, TOK_ADD_SPECIAL, &v, err, sizeof(err));
+	if (!rc && a->chat) {
+		char *chat = NULL;
+		rc = chat_prompt(a, *tok, text ? text : a->prompt, len, &chat, &len, err, sizeof(err));
+		free(text);
+		text = chat;
+		flags = TOK_PARSE_SPECIAL;
+		if (!rc && a->show_prompt)
+			fprintf(stderr, "%.*s\n", (int)len, text);
+	}
+	rc = rc ? rc : tokenizer_encode(*tok, text ? text : a->prompt, len, flags, &v, err, sizeof(err));
 	free(text);
 	if (!rc && tokenizer_n_vocab(*tok) > lay->hp.vocab) {
 		snprintf(err, sizeof(err), "%s: the tokenizer has %d tokens but the model only %d", a->model,

@@ -1,6 +1,6 @@
 /*
  * cmd_template.c: `ferry template`: renders a Jinja chat template the way HF's apply_chat_template does.
- *   ferry template FILE.jinja MESSAGES.json [--add-generation-prompt] [--bos S] [--eos S]
+ *   ferry template (FILE.jinja | MODEL) MESSAGES.json [--add-generation-prompt] [--bos S] [--eos S]
  *                  [--var NAME=JSON]... [--date YYYY-MM-DD]
  * MESSAGES.json is a JSON array of messages, or an object whose keys become variables ({"messages": [...],
  * "tools": [...]}). tools and documents are None unless given; bos_token / eos_token "" unless given.
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat.h"
 #include "ferry.h"
 #include "jinja.h"
 #include "util.h"
@@ -20,9 +21,10 @@
 static int usage(bool ok)
 {
 	fprintf(ok ? stdout : stderr,
-		"usage: ferry template FILE.jinja MESSAGES.json [--add-generation-prompt] [--bos S] [--eos S]\n"
+		"usage: ferry template (FILE.jinja | MODEL) MESSAGES.json [--add-generation-prompt] [--bos S] [--eos S]\n"
 		"                      [--var NAME=JSON]... [--date YYYY-MM-DD]\n"
-		"  renders a chat template as Hugging Face transformers does and prints the text\n");
+		"  renders a chat template as Hugging Face transformers does and prints the text; MODEL: a\n"
+		"  model.ferry or Hugging Face directory or a .gguf file, whose own template is used\n");
 	return ok ? 0 : 2;
 }
 
@@ -103,10 +105,10 @@ int ferry_template(int argc, char **argv)
 	}
 	rc = 1;
 	const char *tpath = argv[optind], *mpath = argv[optind + 1];
-	char *src;
-	size_t len;
-	if (read_file_all(tpath, &src, &len)) {
-		fprintf(stderr, "ferry: %s: cannot read the template\n", tpath);
+	char err[ERR_LEN];
+	struct jinja_tmpl *t;
+	if (chat_template_load(tpath, &t, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
 	json_error_t je;
@@ -114,7 +116,7 @@ int ferry_template(int argc, char **argv)
 	if (!in || (!json_is_array(in) && !json_is_object(in))) {
 		fprintf(stderr, "ferry: %s:%d: %s\n", mpath, je.line, in ? "expected a JSON array of messages or an object" : je.text);
 		json_decref(in);
-		free(src);
+		jinja_free(t);
 		goto out;
 	}
 	json_t *vars = json_is_object(in) ? json_copy(in) : json_pack("{s:O}", "messages", in);
@@ -130,25 +132,18 @@ int ferry_template(int argc, char **argv)
 	if (!json_object_get(vars, "documents"))
 		json_object_set_new(vars, "documents", json_null());
 	json_object_update(vars, extra);
-	char err[ERR_LEN];
-	struct jinja_tmpl *t;
-	if (jinja_parse(&t, src, len, tpath, err, sizeof(err))) {
+	if (fixed_now)
+		jinja_set_now(t, now);
+	char *text;
+	size_t n;
+	if (jinja_render(t, vars, &text, &n, err, sizeof(err))) {
 		fprintf(stderr, "ferry: %s\n", err);
 	} else {
-		if (fixed_now)
-			jinja_set_now(t, now);
-		char *text;
-		size_t n;
-		if (jinja_render(t, vars, &text, &n, err, sizeof(err))) {
-			fprintf(stderr, "ferry: %s\n", err);
-		} else {
-			rc = fwrite(text, 1, n, stdout) == n && fflush(stdout) == 0 ? 0 : 1;
-			free(text);
-		}
-		jinja_free(t);
+		rc = fwrite(text, 1, n, stdout) == n && fflush(stdout) == 0 ? 0 : 1;
+		free(text);
 	}
+	jinja_free(t);
 	json_decref(vars);
-	free(src);
 out:
 	json_decref(extra);
 	return rc;

@@ -1,7 +1,9 @@
 """ferry convert keeps memory bounded: on a ~100 MB model of 13 MB layers its peak RSS must stay under
 2x the largest layer (tensors are copied chunk by chunk from the mmapped checkpoint and dropped from the
 resident set once written). Also checks that `ferry run` streams layers through 2 slots when --ram is
-small, giving the same tokens as the run that keeps every layer in the RAM tier."""
+small, giving the same tokens as the run that keeps every layer in the RAM tier, and that its peak RSS above
+that of the same run on a model of tiny layers (the runtime itself: CUDA context and pinned slots on a GPU
+machine) stays under 4 layers."""
 
 import os
 import resource
@@ -13,9 +15,9 @@ import numpy as np
 from ferrytest import FERRY, Failures, ferry, gen_tiny_model, scratch
 
 
-def write_big(hf):
-    spec = dict(gen_tiny_model.VARIANTS["llama_headdim"], hidden=512, inter=1536, layers=6, heads=8, kv_heads=8,
-                head_dim=64, vocab=4096, dtype="F32")
+def write_model(hf, hidden, inter, layers, heads):
+    spec = dict(gen_tiny_model.VARIANTS["llama_headdim"], hidden=hidden, inter=inter, layers=layers, heads=heads,
+                kv_heads=heads, head_dim=64, vocab=4096, dtype="F32")
     os.makedirs(hf)
     gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
     gen_tiny_model.write_weights(hf, gen_tiny_model.make_weights(spec, np.random.default_rng(7)), 2)
@@ -36,7 +38,7 @@ def main():
     root, cleanup = scratch()
     try:
         hf = os.path.join(root, "big")
-        layer = write_big(hf)
+        layer = write_model(hf, 512, 1536, 6, 8)
         out = hf + ".ferry"
         rc, rss, err = peak_rss_of([FERRY, "convert", hf, "-o", out])
         print(f"convert: layer {layer / 2**20:.1f} MiB, peak RSS {rss / 2**20:.1f} MiB")
@@ -51,9 +53,15 @@ def main():
         f.check(a.stdout == b.stdout and len(a.stdout.split()) == 8, "streamed run differs from resident run")
         f.check("RAM tier 7/7 units" in a.stderr and "0 slots" in a.stderr and "RAM tier 0/7 units" in b.stderr
                 and "2 slots" in b.stderr, f"slot plan: {a.stderr} {b.stderr}")
+        small = os.path.join(root, "small")
+        write_model(small, 64, 128, 2, 1)
+        f.check(ferry("convert", small, "-o", small + ".ferry").returncode == 0, "convert of the small model failed")
+        rc0, base, err0 = peak_rss_of([FERRY, "run", "-m", small + ".ferry", "--prompt-ids", ids, "-n", 4,
+                                       "--ram", "1M"])
         rc, rss, err = peak_rss_of([FERRY, "run", "-m", out, "--prompt-ids", ids, "-n", 4, "--ram", "1M"])
-        print(f"run with 2 slots: peak RSS {rss / 2**20:.1f} MiB")
-        f.check(rc == 0 and rss < 4 * layer, f"streamed run peak RSS {rss} >= 4 x layer {layer}")
+        print(f"run with 2 slots: peak RSS {rss / 2**20:.1f} MiB, runtime alone {base / 2**20:.1f} MiB")
+        f.check(rc0 == 0 and rc == 0, f"run failed: {err0} {err}")
+        f.check(rss - base < 4 * layer, f"streamed run peak RSS {rss} - runtime {base} >= 4 x layer {layer}")
     finally:
         cleanup()
     f.finish()

@@ -1,6 +1,8 @@
 """`ferry run` with text prompts: -p/-f go through the model's tokenizer exactly as the `tokenizers` package
 encodes them (BOS included as the tokenizer.json says), generation from text equals generation from the
-same ids, the streamed text equals the decode of the generated ids, and bad prompt arguments fail clearly."""
+same ids, the streamed text equals the decode of the generated ids, and bad prompt arguments fail clearly.
+--chat renders the model's chat template as jinja2 does in transformers' apply_chat_template (system and
+user turns, generation prompt) and encodes it as transformers does (special tokens matched, none added)."""
 
 import os
 import subprocess
@@ -11,6 +13,52 @@ from ferrytest import FERRY, Failures, ferry, scratch, tiny_model
 def raw(*args):
     """ferry with bytes in and out: a random model's text need not be valid UTF-8."""
     return subprocess.run([FERRY, *[a if isinstance(a, bytes) else str(a).encode() for a in args]], capture_output=True)
+
+
+def hf_chat_ids(hf, hf_tok, system, user):
+    """transformers' apply_chat_template(tokenize=True) without transformers: the template rendered by
+    jinja2 in HF's environment (tests/hf_jinja.py), the tokenizer's special tokens as variables, then
+    encoded without adding special tokens."""
+    import json
+
+    import hf_jinja
+    with open(os.path.join(hf, "tokenizer_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    env = hf_jinja.hf_env()
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    tokens = {k: cfg[k] for k in ("bos_token", "eos_token") if cfg.get(k)}
+    text = env.from_string(cfg["chat_template"]).render(messages=msgs, add_generation_prompt=True, **tokens)
+    return text, hf_tok.encode(text, add_special_tokens=False).ids
+
+
+def check_chat(fails, tmp):
+    from tokenizers import Tokenizer
+    os.mkdir(os.path.join(tmp, "chat"))
+    for variant in ("llama3_rope", "qwen2_bias", "llama_tied_gqa"):
+        hf, model = tiny_model(variant, os.path.join(tmp, "chat"))
+        hf_tok = Tokenizer.from_file(os.path.join(hf, "tokenizer.json"))
+        for system in (None, "You are terse. <|eot_id|> is text here"):
+            user = "Say hi: ünïcode \"quoted\"\n  two lines  "
+            text, want = hf_chat_ids(hf, hf_tok, system, user)
+            args = ["run", "-m", model, "--chat", "-p", user, "-n", "6", "--temp", "0", "--ignore-eos", "--print-ids",
+                    "--show-prompt"] + (["--system", system] if system else [])
+            a = ferry(*args)
+            b = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, want)), "-n", "6", "--temp", "0",
+                      "--ignore-eos")
+            fails.check(a.returncode == 0 and a.stderr.startswith(text + "\n"),
+                        f"{variant}: --chat renders the template as jinja2: {a.stderr[:300]!r} vs {text!r}")
+            fails.check(a.returncode == 0 and a.stdout == b.stdout and len(a.stdout.split()) == 6,
+                        f"{variant}: --chat generates what the HF-encoded chat prompt generates")
+    with open(os.path.join(model, "chat_template.jinja"), "w") as f:
+        f.write("{% for m in messages %}{{ m.content | bogus }}{% endfor %}")
+    r = ferry("run", "-m", model, "--chat", "-p", "hi")
+    fails.check(r.returncode == 1 and "chat_template.jinja:1" in r.stderr and "bogus" in r.stderr,
+                f"a template with an unknown filter: {r.stderr.strip()}")
+    os.remove(os.path.join(model, "chat_template.jinja"))
+    r = ferry("run", "-m", model, "--chat", "-p", "hi")
+    fails.check(r.returncode == 1 and "chat_template.jinja" in r.stderr, f"a model without its template: {r.stderr.strip()}")
+    r = ferry("run", "-m", model, "--system", "x", "-p", "hi")
+    fails.check(r.returncode == 2 and "--chat" in r.stderr, f"--system without --chat: {r.stderr.strip()}")
 
 
 def main():
@@ -52,6 +100,7 @@ def main():
         for args, code, needle in bad:
             r = raw(*args)
             fails.check(r.returncode == code and needle in r.stderr, f"{args[-1]!r}: exit {r.returncode}, {r.stderr!r}")
+        check_chat(fails, tmp)
         os.rename(os.path.join(model, "tokenizer.json"), os.path.join(tmp, "tokenizer.json.bak"))
         r = ferry("run", "-m", model, "-p", "hi")
         fails.check(r.returncode == 1 and "tokenizer" in r.stderr, f"a model without a tokenizer: {r.stderr.strip()}")
