@@ -419,13 +419,13 @@ static struct jv power(struct jrender *r, struct jv a, struct jv b)
 struct jv jeval_binop(struct jrender *r, int op, struct jv a, struct jv b)
 {
 	jv_check_defined(r, a);
+	if (op == OP_MOD && a.t == JV_STR)
+		return py_percent_format(r, a, b);
 	jv_check_defined(r, b);
 	if (op == OP_ADD)
 		return add(r, a, b);
 	if (op == OP_MUL)
 		return mul(r, a, b);
-	if (op == OP_MOD && a.t == JV_STR)
-		jx_fail(&r->c, 0, "unsupported: printf-style string formatting with %%");
 	if (!is_num(a) || !is_num(b))
 		unsupported_operands(r, op, a, b);
 	bool fl = a.t == JV_FLOAT || b.t == JV_FLOAT;
@@ -451,7 +451,7 @@ struct jv jeval_binop(struct jrender *r, int op, struct jv a, struct jv b)
 			return jv_float(op == OP_MOD ? md : fd);
 		}
 		if (y == 0)
-			jx_fail(&r->c, 0, "integer division or modulo by zero");
+			jx_fail(&r->c, 0, op == OP_MOD ? "integer modulo by zero" : "integer division or modulo by zero");
 		if (x == INT64_MIN && y == -1)
 			return op == OP_MOD ? jv_int(0) : overflow(r);
 		z = x / y;
@@ -604,7 +604,7 @@ static struct jv eval_inner(struct jrender *r, struct jscope *s, const struct jx
 		a = jeval(r, s, e->a[0]);
 		struct args ar;
 		eval_args(r, s, e, &ar);
-		return jv_bool(jtest_apply(r, e->fid, a, ar.npos, ar.pos, ar.nkw, ar.kwn, ar.kwv));
+		return jv_bool(jtest_apply(r, e->fid, a, ar.npos, ar.pos, ar.nkw));
 	}
 	case JX_NOT: return jv_bool(!jv_truthy(jeval(r, s, e->a[0])));
 	case JX_NEG:

@@ -55,8 +55,9 @@ static int exec_for(struct jrender *r, struct jscope *s, const struct js *st)
 	memset(list, 0, sizeof(*list));
 	if (st->cond) {
 		list->v = jx_alloc(&r->c, (n ? n : 1) * sizeof(*list->v));
+		struct jscope *fs = jscope_new(r, s);
 		for (size_t i = 0; i < n; i++) {
-			struct jscope *fs = jscope_new(r, s);
+			fs->n = 0;
 			assign(r, fs, &st->tgt, items[i]);
 			if (jv_truthy(jeval(r, fs, st->cond)))
 				list->v[list->n++] = items[i];
@@ -74,10 +75,14 @@ static int exec_for(struct jrender *r, struct jscope *s, const struct js *st)
 	memset(lp, 0, sizeof(*lp));
 	lp->items = list;
 	struct jv loopv = {.t = JV_LOOP, .lp = lp};
+	/* A fresh scope per iteration; emptying one is the same unless a macro keeps it as its closure. */
+	struct jscope *body = jscope_new(r, s);
 	for (size_t i = 0; i < list->n; i++) {
 		jstep(r);
 		lp->i = i;
-		struct jscope *body = jscope_new(r, s);
+		if (st->defines_macro)
+			body = jscope_new(r, s);
+		body->n = 0;
 		r->c.line = st->line;
 		assign(r, body, &st->tgt, list->v[i]);
 		jscope_set(r, body, "loop", loopv);
@@ -133,7 +138,8 @@ static int exec_stmt(struct jrender *r, struct jscope *s, const struct js *st)
 	}
 	case JS_FILTERBLOCK:
 		v = capture(r, jscope_new(r, s), &st->body);
-		v = jeval_filter_on(r, s, st->filter, v);
+		if (st->filter)
+			v = jeval_filter_on(r, s, st->filter, v);
 		jv_str_append(r, r->out, v);
 		return FLOW_NEXT;
 	case JS_WITH: {
@@ -172,28 +178,31 @@ struct jv jexec_macro(struct jrender *r, struct jv mv, int npos, const struct jv
 	const struct jmacro_def *d = mv.m->def;
 	if (++r->depth > JR_MAX_DEPTH)
 		jx_fail(&r->c, 0, "macro calls nested deeper than %d levels", JR_MAX_DEPTH);
-	if (npos > d->nparams && !d->uses_varargs)
-		jx_fail(&r->c, 0, "macro '%s' takes not more than %d argument(s)", d->name, d->nparams);
+	/* jinja2's Macro.__call__: positional arguments first, the rest of the parameters from the keywords;
+	 * keywords left over go to kwargs or fail, then extra positional ones go to varargs or fail. */
 	struct jscope *s = jscope_new(r, mv.m->closure);
 	struct jv *args = jx_alloc(&r->c, (size_t)(d->nparams ? d->nparams : 1) * sizeof(*args));
-	for (int i = 0; i < d->nparams; i++)
+	bool *used = jx_alloc(&r->c, (size_t)(nkw ? nkw : 1) * sizeof(*used));
+	memset(used, 0, (size_t)(nkw ? nkw : 1) * sizeof(*used));
+	for (int i = 0; i < d->nparams; i++) {
 		args[i] = i < npos ? pos[i] : (struct jv){.t = JV_MISSING};
+		for (int k = 0; i >= npos && k < nkw; k++)
+			if (!used[k] && !strcmp(d->params[i], kwn[k])) {
+				args[i] = kwv[k];
+				used[k] = true;
+				break;
+			}
+	}
 	struct jv kwargs = jv_dict_new(&r->c, 0);
 	for (int k = 0; k < nkw; k++) {
-		int i;
-		for (i = 0; i < d->nparams; i++)
-			if (!strcmp(d->params[i], kwn[k]))
-				break;
-		if (i < d->nparams) {
-			if (args[i].t != JV_MISSING)
-				jx_fail(&r->c, 0, "macro '%s' got multiple values for argument '%s'", d->name, kwn[k]);
-			args[i] = kwv[k];
-		} else if (d->uses_kwargs) {
-			jdict_set(&r->c, kwargs.d, jv_cstr(&r->c, kwn[k]), kwv[k]);
-		} else {
+		if (used[k])
+			continue;
+		if (!d->uses_kwargs)
 			jx_fail(&r->c, 0, "macro '%s' takes no keyword argument '%s'", d->name, kwn[k]);
-		}
+		jdict_set(&r->c, kwargs.d, jv_cstr(&r->c, kwn[k]), kwv[k]);
 	}
+	if (npos > d->nparams && !d->uses_varargs)
+		jx_fail(&r->c, 0, "macro '%s' takes not more than %d argument(s)", d->name, d->nparams);
 	int call_line = r->c.line;
 	for (int i = 0; i < d->nparams; i++) {
 		if (args[i].t == JV_MISSING)

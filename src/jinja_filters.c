@@ -20,7 +20,7 @@ enum {
 	FL_ABS, FL_ATTR, FL_CAPITALIZE, FL_CENTER, FL_DEFAULT, FL_DICTSORT, FL_ESCAPE, FL_FIRST, FL_FLOAT,
 	FL_INDENT, FL_INT, FL_ITEMS, FL_JOIN, FL_LAST, FL_LENGTH, FL_LIST, FL_LOWER, FL_MAP, FL_MAX, FL_MIN,
 	FL_REJECT, FL_REJECTATTR, FL_REPLACE, FL_REVERSE, FL_ROUND, FL_SAFE, FL_SELECT, FL_SELECTATTR, FL_SORT,
-	FL_STRING, FL_SUM, FL_TITLE, FL_TOJSON, FL_TRIM, FL_UNIQUE, FL_UPPER, FL_WORDCOUNT,
+	FL_STRING, FL_SUM, FL_TITLE, FL_TOJSON, FL_TRIM, FL_UNIQUE, FL_UPPER, FL_WORDCOUNT, FL_FORMAT,
 };
 
 struct filter {
@@ -44,6 +44,7 @@ static const struct filter filters[] = {
 	{"escape", FL_ESCAPE, 0, {0}, true},
 	{"first", FL_FIRST, 0, {0}, false},
 	{"float", FL_FLOAT, 1, {"default"}, true},
+	{"format", FL_FORMAT, -1, {0}, false},
 	{"indent", FL_INDENT, 3, {"width", "first", "blank"}, false},
 	{"int", FL_INT, 2, {"default", "base"}, true},
 	{"items", FL_ITEMS, 0, {0}, false},
@@ -76,7 +77,7 @@ static const struct filter filters[] = {
 #define NFILTERS (sizeof(filters) / sizeof(filters[0]))
 
 static const char *const filters_unsupported[] = {
-	"batch", "filesizeformat", "forceescape", "format", "groupby", "pprint", "random", "slice", "striptags",
+	"batch", "filesizeformat", "forceescape", "groupby", "pprint", "random", "slice", "striptags",
 	"truncate", "urlencode", "urlize", "wordwrap", "xmlattr", NULL,
 };
 
@@ -141,13 +142,6 @@ static bool arg_bool(struct jv v, bool dflt)
 static struct jv soft_str(struct jrender *r, struct jv v)
 {
 	return v.t == JV_STR ? v : jv_to_str(r, v);
-}
-
-static struct jv make_iter(struct jrender *r, struct jv list)
-{
-	(void)r;
-	list.kind = JL_ITER;
-	return list;
 }
 
 /* The items of v as a fresh array (consuming generators). */
@@ -255,10 +249,13 @@ static bool run_test(struct jrender *r, int tid, struct jv v, int npos, const st
 		return v.t == JV_STR || v.t == JV_DICT || v.t == JV_UNDEF ||
 		       (v.t == JV_LIST && (v.kind == JL_LIST || v.kind == JL_TUPLE || v.kind == JL_RANGE));
 	case T_CALLABLE: return v.t == JV_MACRO || v.t == JV_FUNC || v.t == JV_UNDEF;
-	case T_SAMEAS:
-		if (a.t != JV_NONE && a.t != JV_BOOL)
-			jx_fail(&r->c, 0, "unsupported: 'sameas' with something other than None, True or False");
-		return v.t == a.t && (a.t == JV_NONE || v.b == a.b);
+	case T_SAMEAS: /* Python identity: containers are objects here too; small scalars are not modelled */
+		if (a.t == JV_NONE || a.t == JV_BOOL)
+			return v.t == a.t && (a.t == JV_NONE || v.b == a.b);
+		if (a.t == JV_LIST || a.t == JV_DICT || a.t == JV_NS || a.t == JV_MACRO)
+			return v.t == a.t && (a.t == JV_LIST ? v.l == a.l : a.t == JV_DICT ? v.d == a.d
+						  : a.t == JV_NS ? v.ns == a.ns : v.m == a.m);
+		jx_fail(&r->c, 0, "unsupported: 'sameas' with a %s (Python's identity of it is not modelled)", jv_type_name(a));
 	case T_ESCAPED: return v.t == JV_STR && v.markup;
 	case T_IN: return jeval_contains(r, a, v);
 	case T_LOWER:
@@ -272,11 +269,8 @@ static bool run_test(struct jrender *r, int tid, struct jv v, int npos, const st
 	}
 }
 
-bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw, const char **kwn,
-		 const struct jv *kwv)
+bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw)
 {
-	(void)kwn;
-	(void)kwv;
 	return run_test(r, tid, v, npos, pos, nkw);
 }
 
@@ -331,8 +325,7 @@ static struct jv f_map(struct jrender *r, struct jv v, int npos, const struct jv
 	return out;
 }
 
-static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, const struct jv *pos, int nkw,
-			  const char **kwn, const struct jv *kwv)
+static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, const struct jv *pos, int nkw)
 {
 	bool attr = id == FL_SELECTATTR || id == FL_REJECTATTR;
 	bool reject = id == FL_REJECT || id == FL_REJECTATTR;
@@ -351,7 +344,7 @@ static struct jv f_select(struct jrender *r, int id, struct jv v, int npos, cons
 	struct jv out = jv_list_new(&r->c, JL_ITER, 0);
 	for (size_t i = 0; i < n; i++) {
 		struct jv x = attr ? getter_get(r, &g, items[i]) : items[i];
-		bool ok = tid >= 0 ? jtest_apply(r, tid, x, npos - off - 1, pos + off + 1, nkw, kwn, kwv) : jv_truthy(x);
+		bool ok = tid >= 0 ? jtest_apply(r, tid, x, npos - off - 1, pos + off + 1, nkw) : jv_truthy(x);
 		if (ok != reject)
 			jv_list_push(&r->c, out, items[i]);
 	}
@@ -653,7 +646,10 @@ static struct jv f_round(struct jrender *r, struct jv v, const struct jv *a)
 
 static struct jv f_indent(struct jrender *r, struct jv v, const struct jv *a)
 {
-	struct jv s = soft_str(r, v);
+	jv_check_defined(r, v);
+	if (v.t != JV_STR) /* do_indent starts with s += "\n" */
+		jx_fail(&r->c, 0, "unsupported operand type(s) for +=: '%s' and 'str'", jv_type_name(v));
+	struct jv s = v;
 	struct jbuf ind = {0};
 	if (given(a[0]) && a[0].t == JV_STR) {
 		jbuf_putn(r, &ind, a[0].s->p, a[0].s->n);
@@ -758,7 +754,9 @@ static struct jv f_reverse(struct jrender *r, struct jv v)
 		l.l->v[i] = l.l->v[j - 1];
 		l.l->v[j - 1] = t;
 	}
-	return was_iter ? l : make_iter(r, l);
+	if (!was_iter) /* reversed() of a sequence is an iterator; of an iterator, a list */
+		l.kind = JL_ITER;
+	return l;
 }
 
 static struct jv f_wordcount(struct jrender *r, struct jv v)
@@ -823,10 +821,18 @@ static struct jv apply(struct jrender *r, int id, struct jv v, const struct jv *
 		if (v.i == INT64_MIN)
 			jx_fail(&r->c, 0, "integer overflow (ferry's ints are 64-bit)");
 		return jv_int(v.i < 0 ? -v.i : v.i);
-	case FL_ATTR:
+	case FL_ATTR: { /* Python getattr only: methods and namespace attributes, never dict keys */
 		if (!given(a[0]) || a[0].t != JV_STR)
 			jx_fail(&r->c, 0, "attr: the name must be a string");
-		return jeval_getattr(r, v, a[0].s->p);
+		struct jv m;
+		if (v.t == JV_NS || v.t == JV_LOOP)
+			return jeval_getattr(r, v, a[0].s->p);
+		if (v.t != JV_UNDEF && jmethod_find(r, v, a[0].s->p, &m))
+			return m;
+		struct jbuf b = {0};
+		py_str_repr(r, &b, a[0].s->p, a[0].s->n);
+		return jv_undef(r, "'%s' has no attribute %s", jv_object_repr(v), b.p);
+	}
 	case FL_CAPITALIZE: return py_capitalize(r, soft_str(r, v));
 	case FL_CENTER: {
 		s = soft_str(r, v);
@@ -917,12 +923,27 @@ struct jv jfilter_apply(struct jrender *r, int fid, struct jv v, int npos, const
 	const struct filter *f = &filters[fid];
 	if (v.t == JV_STR && v.markup && !f->markup_ok)
 		jx_fail(&r->c, 0, "unsupported: filter '%s' on a safe (Markup) string", f->name);
+	if (f->id == FL_FORMAT) { /* soft_str(value) % (kwargs or args) */
+		if (npos && nkw)
+			jx_fail(&r->c, 0, "can't handle positional and keyword arguments at the same time");
+		struct jv args;
+		if (nkw) {
+			args = jv_dict_new(&r->c, (size_t)nkw);
+			for (int k = 0; k < nkw; k++)
+				jdict_set(&r->c, args.d, jv_cstr(&r->c, kwn[k]), kwv[k]);
+		} else {
+			args = jv_list_new(&r->c, JL_TUPLE, (size_t)npos);
+			for (int k = 0; k < npos; k++)
+				jv_list_push(&r->c, args, pos[k]);
+		}
+		return py_percent_format(r, soft_str(r, v), args);
+	}
 	if (f->nparams < 0) {
 		if (!jv_truthy(v)) /* jinja2: "if value:" before looking at the arguments */
 			return jv_list_new(&r->c, JL_ITER, 0);
 		if (f->id == FL_MAP)
 			return f_map(r, v, npos, pos, nkw, kwn, kwv);
-		return f_select(r, f->id, v, npos, pos, nkw, kwn, kwv);
+		return f_select(r, f->id, v, npos, pos, nkw);
 	}
 	struct jv a[5];
 	char what[64];

@@ -223,7 +223,6 @@ struct jtarget {
 
 struct jmacro_def {
 	const char *name;
-	int line;
 	int nparams;
 	const char **params;
 	struct jx **defaults; /* NULL where a parameter has none */
@@ -238,6 +237,7 @@ struct js {
 	size_t len;
 	struct jx *e;          /* PRINT, IF test, FOR iterable, SET / SETNS value */
 	struct jx *cond;       /* FOR ... if cond */
+	bool defines_macro;    /* FOR: a macro is defined in the body, so each iteration needs its own scope */
 	struct jtarget tgt;    /* FOR, SET, SETBLOCK */
 	const char *ns, *attr; /* SETNS */
 	struct js_body body, orelse;
@@ -361,7 +361,11 @@ int64_t py_count(const struct jstr *s, const struct jstr *sub);
 bool py_is_cased_upper(const struct jstr *s, bool upper);
 /* Code point range [a, b) of s as a new string. */
 struct jv py_substr(struct jrender *r, struct jv s, size_t a, size_t b);
-bool py_isword(uint32_t cp);
+bool py_isword(uint32_t cp);  /* regex \w */
+bool py_isalpha(uint32_t cp); /* str.isalpha: a letter category */
+
+/* jinja_format.c: Python's fmt % args (args a tuple, a mapping or one value). */
+struct jv py_percent_format(struct jrender *r, struct jv fmt, struct jv args);
 
 /* jinja_json.c */
 /* Python json.dumps(v, ensure_ascii, indent, separators, sort_keys); indent NULL = None. */
@@ -393,8 +397,8 @@ int jfilter_find(const char *name, bool *known_unsupported);
 int jtest_find(const char *name, bool *known_unsupported);
 struct jv jfilter_apply(struct jrender *r, int fid, struct jv v, int npos, const struct jv *pos, int nkw,
 			const char **kwn, const struct jv *kwv);
-bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw,
-		 const char **kwn, const struct jv *kwv);
+/* Tests take positional arguments only; nkw > 0 fails. */
+bool jtest_apply(struct jrender *r, int tid, struct jv v, int npos, const struct jv *pos, int nkw);
 
 /* jinja_methods.c: globals (range, namespace, ...) and methods of str, dict and list. */
 bool jglobal_find(struct jrender *r, const char *name, struct jv *out);

@@ -507,6 +507,8 @@ void jlex_run(struct jctx *c, const char *src, size_t len, struct jtoks *out)
 		}
 		L.pos = q + 2 + (sign ? 1 : 0);
 		if (kind == '#') {
+			if (L.pos >= L.n) /* jinja2 only fails when something follows an unclosed "{#" */
+				break;
 			size_t e = L.pos, end = 0;
 			for (; e + 1 < L.n; e++) {
 				if (L.s[e] == '+' && at(&L, e + 1, "#}")) {

@@ -36,7 +36,7 @@ static const struct builtin globals[] = {
 	{"namespace", F_NAMESPACE, 1, {"mapping"}},
 	{"dict", F_DICT, 1, {"mapping"}},
 	{"raise_exception", F_RAISE, 1, {"message"}},
-	{"strftime_now", F_STRFTIME, 1, {"format"}},
+	{"strftime_now", F_STRFTIME, 1, {"fmt"}},
 	{"cycler", F_UNSUPPORTED_GLOBAL, 0, {0}},
 	{"joiner", F_UNSUPPORTED_GLOBAL, 0, {0}},
 	{"lipsum", F_UNSUPPORTED_GLOBAL, 0, {0}},
@@ -137,12 +137,11 @@ static bool in_list(const char *const *names, const char *name)
 	return false;
 }
 
-static struct jv make_func(struct jrender *r, int id, struct jv self, const char *name)
+static struct jv make_func(struct jrender *r, int id, struct jv self)
 {
 	struct jfunc *f = jx_alloc(&r->c, sizeof(*f));
 	f->id = id;
 	f->self = self;
-	(void)name;
 	return (struct jv){.t = JV_FUNC, .fn = f};
 }
 
@@ -151,7 +150,10 @@ static bool find_in(struct jrender *r, const struct builtin *tab, size_t n, stru
 {
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(tab[i].name, name)) {
-			*out = make_func(r, tab[i].id, self, name);
+			/* An unsupported global carries its name to say which one was called. */
+			if (tab[i].id == F_UNSUPPORTED_GLOBAL)
+				self = jv_cstr(&r->c, name);
+			*out = make_func(r, tab[i].id, self);
 			return true;
 		}
 	return false;
@@ -167,7 +169,7 @@ static struct jv unsupported_method(struct jrender *r, struct jv self, const cha
 {
 	char tmp[96];
 	snprintf(tmp, sizeof(tmp), "%s.%s", jv_type_name(self), name);
-	return make_func(r, M_UNSUPPORTED, jv_cstr(&r->c, tmp), name);
+	return make_func(r, M_UNSUPPORTED, jv_cstr(&r->c, tmp));
 }
 
 bool jmethod_find(struct jrender *r, struct jv v, const char *name, struct jv *out)
@@ -441,8 +443,7 @@ static bool all_chars(const struct jstr *s, int what)
 		bool ok;
 		switch (what) {
 		case M_ISSPACE: ok = py_isspace(cp); break;
-		case M_ISALPHA: ok = py_isword(cp) && !(cp >= '0' && cp <= '9') && cp != '_' && cp >= 0x80 ? true
-				   : (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z'); break;
+		case M_ISALPHA: ok = py_isalpha(cp); break;
 		case M_ISASCII: ok = cp < 0x80; break;
 		case M_ISALNUM: ok = cp < 0x80 ? (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')
 					       : py_isword(cp); break;
@@ -651,7 +652,7 @@ struct jv jfunc_call(struct jrender *r, struct jv f, int npos, const struct jv *
 	if (id == M_UNSUPPORTED)
 		jx_fail(&r->c, 0, "unsupported method %s", self.s->p);
 	if (id == F_UNSUPPORTED_GLOBAL)
-		jx_fail(&r->c, 0, "unsupported global function '%s'", b->name);
+		jx_fail(&r->c, 0, "unsupported global function '%s'", self.s->p);
 	char what[96];
 	snprintf(what, sizeof(what), "%s%s%s", self.t == JV_NONE ? "" : jv_type_name(self), self.t == JV_NONE ? "" : ".",
 		 b->name);
@@ -672,12 +673,11 @@ struct jv jfunc_call(struct jrender *r, struct jv f, int npos, const struct jv *
 	}
 	struct jv a[4];
 	jargs_bind(r, what, b->nparams, b->params, npos, pos, nkw, kwn, kwv, a);
+	if ((id == F_RAISE || id == F_STRFTIME) && !given(a[0]))
+		jx_fail(&r->c, 0, "%s() missing 1 required positional argument: '%s'", b->name, id == F_RAISE ? "message" : "fmt");
 	switch (id) {
 	case F_RANGE: return g_range(r, a);
-	case F_RAISE: {
-		struct jv msg = given(a[0]) ? jv_to_str(r, a[0]) : jv_cstr(&r->c, "");
-		jx_fail(&r->c, 0, "%s", msg.s->p);
-	}
+	case F_RAISE: jx_fail(&r->c, 0, "%s", jv_to_str(r, a[0]).s->p);
 	case F_STRFTIME: return g_strftime(r, arg_str(r, what, a[0]));
 	default: break;
 	}

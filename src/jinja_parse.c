@@ -4,7 +4,8 @@
  * else), set (expression, namespace attribute, block with filters), macro, filter blocks, with, print,
  * break/continue (the loopcontrols extension HF loads). Everything else jinja2 knows (include, extends,
  * block, call, import...) and every filter or test this interpreter lacks fails here, naming the
- * construct and its line, so a template never renders with a piece silently missing.
+ * construct and its line, so a template never renders with a piece silently missing. {% generation %}
+ * (transformers' AssistantTracker extension, which marks assistant text) renders its body.
  */
 #include <string.h>
 
@@ -19,6 +20,8 @@ struct parser {
 	int depth;
 	int loops;               /* for-loops around the current statement inside the current macro */
 	struct jmacro_def *macro; /* the macro whose body is being parsed */
+	struct js *fors[MAX_NEST]; /* every for-loop around the current statement */
+	int nfors;
 };
 
 static struct jtok *cur(struct parser *P)
@@ -97,6 +100,18 @@ static const char *expect_name(struct parser *P)
 	if (cur(P)->type != JT_NAME)
 		fail_unexpected(P, "a name");
 	return next(P)->s;
+}
+
+/* A name that is assigned to (macro, parameter, with): not one of the constants. */
+static const char *expect_target_name(struct parser *P)
+{
+	static const char *const consts[] = {"true", "false", "none", "True", "False", "None", NULL};
+	int line = cur(P)->line;
+	const char *name = expect_name(P);
+	for (int k = 0; consts[k]; k++)
+		if (!strcmp(name, consts[k]))
+			jx_fail(P->c, line, "can't assign to '%s'", name);
+	return name;
 }
 
 static struct jx *newx(struct parser *P, int kind, int line)
@@ -309,9 +324,15 @@ static struct jx *parse_subscript(struct parser *P, struct jx *node)
 		xvec_push(P, &args, parse_subscribed(P), NULL);
 	}
 	next(P);
-	if (args.n != 1)
-		jx_fail(P->c, t->line, "unsupported: subscript with %d items", args.n);
-	struct jx *s = args.v[0];
+	struct jx *s = args.n == 1 ? args.v[0] : NULL;
+	if (!s) { /* x[] and x[a, b] index with a tuple */
+		s = newx(P, JX_TUPLE, t->line);
+		s->n = args.n;
+		s->v = args.v;
+		for (int k = 0; k < args.n; k++)
+			if (args.v[k]->kind == JX_SLICE)
+				jx_fail(P->c, t->line, "unsupported: a slice inside a tuple subscript");
+	}
 	if (s->kind == JX_SLICE) {
 		s->a[0] = node;
 		return s;
@@ -701,7 +722,8 @@ static struct js *parse_for(struct parser *P, int line)
 	static const char *const ends_body[] = {"endfor", "else", NULL};
 	static const char *const ends_else[] = {"endfor", NULL};
 	struct js *s = news(P, JS_FOR, line);
-	parse_target(P, &s->tgt, "in");
+	/* No "in" end rule: jinja2's never matches (a tuple given to test_any), so "for a, in x" fails there. */
+	parse_target(P, &s->tgt, NULL);
 	if (!is_name(P, "in"))
 		fail_unexpected(P, "'in'");
 	next(P);
@@ -713,7 +735,9 @@ static struct js *parse_for(struct parser *P, int line)
 	if (is_name(P, "recursive"))
 		jx_fail(P->c, cur(P)->line, "unsupported: recursive for loops");
 	P->loops++;
+	P->fors[P->nfors++] = s;
 	parse_statements(P, &s->body, ends_body, false);
+	P->nfors--;
 	P->loops--;
 	if (!strcmp(next(P)->s, "else"))
 		parse_statements(P, &s->orelse, ends_else, true);
@@ -776,15 +800,17 @@ static struct js *parse_macro(struct parser *P, int line)
 	struct js *s = news(P, JS_MACRO, line);
 	struct jmacro_def *m = jx_alloc(P->c, sizeof(*m));
 	memset(m, 0, sizeof(*m));
-	m->line = line;
-	m->name = expect_name(P);
+	m->name = expect_target_name(P);
 	expect_op(P, OP_LPAREN, "'('");
 	struct xvec names = {0}, defs = {0};
 	while (!is_op(P, OP_RPAREN)) {
 		if (names.n)
 			expect_op(P, OP_COMMA, "','");
 		struct jx *n = newx(P, JX_NAME, cur(P)->line);
-		n->name = expect_name(P);
+		n->name = expect_target_name(P);
+		for (int k = 0; k < names.n; k++)
+			if (!strcmp(names.v[k]->name, n->name))
+				jx_fail(P->c, n->line, "duplicate argument '%s' in macro '%s'", n->name, m->name);
 		xvec_push(P, &names, n, NULL);
 		struct jx *d = NULL;
 		if (is_op(P, OP_ASSIGN)) {
@@ -801,6 +827,8 @@ static struct js *parse_macro(struct parser *P, int line)
 	for (int k = 0; k < names.n; k++)
 		m->params[k] = names.v[k]->name;
 	m->defaults = defs.v;
+	for (int k = 0; k < P->nfors; k++)
+		P->fors[k]->defines_macro = true;
 	struct jmacro_def *outer = P->macro;
 	int loops = P->loops;
 	P->macro = m;
@@ -825,7 +853,7 @@ static struct js *parse_with(struct parser *P, int line)
 		if (names.n)
 			expect_op(P, OP_COMMA, "','");
 		struct jx *n = newx(P, JX_NAME, cur(P)->line);
-		n->name = expect_name(P);
+		n->name = expect_target_name(P);
 		xvec_push(P, &names, n, NULL);
 		expect_op(P, OP_ASSIGN, "'='");
 		xvec_push(P, &vals, parse_expression(P, true), NULL);
@@ -866,6 +894,11 @@ static struct js *parse_statement(struct parser *P)
 		s = news(P, JS_FILTERBLOCK, line);
 		s->filter = parse_filter(P, NULL, true);
 		parse_statements(P, &s->body, ends_filter, true);
+	} else if (!strcmp(t->s, "generation")) {
+		/* transformers' AssistantTracker: the body, in its own scope (a call block), as it is. */
+		static const char *const ends_gen[] = {"endgeneration", NULL};
+		s = news(P, JS_FILTERBLOCK, line);
+		parse_statements(P, &s->body, ends_gen, true);
 	} else if (!strcmp(t->s, "print")) {
 		struct xvec v = {0};
 		while (cur(P)->type != JT_BLOCK_END) {

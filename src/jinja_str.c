@@ -259,6 +259,20 @@ bool py_is_cased_upper(const struct jstr *s, bool upper)
 	return cased;
 }
 
+bool py_isalpha(uint32_t cp)
+{
+	if (cp < 0x80)
+		return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
+	switch (utf8proc_category((utf8proc_int32_t)cp)) {
+	case UTF8PROC_CATEGORY_LU:
+	case UTF8PROC_CATEGORY_LL:
+	case UTF8PROC_CATEGORY_LT:
+	case UTF8PROC_CATEGORY_LM:
+	case UTF8PROC_CATEGORY_LO: return true;
+	default: return false;
+	}
+}
+
 bool py_isword(uint32_t cp)
 {
 	if (cp < 0x80)

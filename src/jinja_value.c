@@ -643,6 +643,7 @@ void jv_str_append(struct jrender *r, struct jbuf *b, struct jv v)
 	case JV_LIST:
 	case JV_DICT:
 	case JV_NS: container_text(r, b, v); return;
+	case JV_MACRO: jbuf_printf(r, b, "<Macro '%s'>", v.m->def->name); return;
 	default:
 		jx_fail(&r->c, 0, "unsupported: printing a %s (jinja2 prints an object address)", jv_type_name(v));
 	}
@@ -680,7 +681,7 @@ void jv_iter(struct jrender *r, struct jv v, struct jv **items, size_t *n)
 		*n = 0;
 		return;
 	case JV_LIST:
-		*items = v.l->v + v.l->pos;
+		*items = v.l->n ? v.l->v + v.l->pos : NULL;
 		*n = v.l->n - v.l->pos;
 		if (v.kind == JL_ITER)
 			v.l->pos = v.l->n;
