@@ -84,7 +84,7 @@ fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined $(INC) \
+	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(INC) \
 		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -llz4 -lm -lpthread
 
 # What CI runs: the tests, then again under ASan + UBSan.

@@ -297,6 +297,6 @@ int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *
 	}
 done:
 	if (!rc && cacheable)
-		cache_put(t, s, n, out->ids + first, out->n - first);
+		cache_put(t, s, n, out->ids ? out->ids + first : NULL, out->n - first);
 	return rc;
 }
