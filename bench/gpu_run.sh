@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb, .whl):
+# Everything ferry does on the GPU machine, in one call of the device tool (carry: .deb, .whl, .shared):
 #   bash bench/gpu_run.sh            (IO_BENCH=0 skips the 3-minute streamer benchmark)
 # .deb and .whl (git-ignored) hold the Debian packages and Python wheels the bare machine lacks; make them
 # here first with
 #   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev \
 #       liburing2 liburing-dev liblz4-1 liblz4-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
 #       libpcre2-dev libutf8proc2 libutf8proc-dev)
+#   mkdir -p .shared && cp -r ../shared/data .shared/    (the vocabularies and templates the tests read)
 #   mkdir -p .whl && pip download -d .whl --no-deps gguf   (the image has jinja2, tokenizers, transformers)
 # Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc; the machine starts
 # bare) and installs the wheels (gguf-py, for the tokenizer tests), builds with
@@ -17,6 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ferry_gpu_out}
 mkdir -p "$OUT"
+[ -d ../shared/data ] || { [ -d .shared/data ] && ln -sfn "$PWD/.shared" ../shared; }
 DEPS=/tmp/ferry_deps
 for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
 LIB=$DEPS/usr/lib/x86_64-linux-gnu
