@@ -18,22 +18,10 @@ import random
 import subprocess
 import sys
 
-from ferrytest import FERRY, Failures, scratch
+from ferrytest import FERRY, Failures, gen_tiny_model, scratch
 
 
-def byte_map():
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
-BM = byte_map()
+BM = gen_tiny_model.bytes_to_unicode()
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
 
 
