@@ -85,6 +85,7 @@ struct tokenizer {
 	struct strmap vocab;
 
 	enum tok_merge_kind merge;
+	bool barrier[128];  /* scores merges: ASCII bytes in no token's text, so no merge crosses them */
 	bool byte_level;    /* pre-tokens arrive byte-mapped (a ByteLevel step): symbols are their code points */
 	bool byte_fallback; /* unknown characters become <0xXX> tokens */
 	bool ignore_merges; /* a pre-token that is a whole vocabulary entry is taken as is */

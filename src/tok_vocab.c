@@ -250,6 +250,12 @@ void tok_add_eog_text(struct tokenizer *t)
 
 int tok_finish(struct tokenizer *t, char *err, size_t errlen)
 {
+	if (t->merge == TOK_MERGE_SCORES) {
+		memset(t->barrier, 1, sizeof(t->barrier));
+		for (size_t i = 0; i < t->texts.n; i++)
+			if ((uint8_t)t->texts.p[i] < 128)
+				t->barrier[(uint8_t)t->texts.p[i]] = false;
+	}
 	/* HF keeps a normalized:true added token under its normalized content: matched by it in the
 	 * normalized text, decoded as it, and (when that differs from the content) no longer skipped as a
 	 * special token. */
