@@ -242,35 +242,8 @@ static int32_t hf_symbols(const struct tokenizer *t, const char *s, size_t n, st
 	return ns;
 }
 
-/* Merges by scores (SentencePiece) see the whole text as one word; a byte that is in no token's text can
- * never be inside a merge, so the word is encoded as the parts between such bytes and the bytes alone,
- * which gives the same ids (merges in separate parts never interact) with small heaps and cacheable parts.
- * Returns 1 when s has no such byte (encode it whole). */
-static int bpe_split_barriers(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
+static int bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
 {
-	size_t start = 0;
-	int rc = 0;
-	for (size_t i = 0; !rc && i < n; i++) {
-		uint8_t c = (uint8_t)s[i];
-		if (c >= 128 || !t->barrier[c])
-			continue;
-		if (i > start)
-			rc = tok_bpe_word(t, s + start, i - start, w, out);
-		rc = rc ? rc : tok_bpe_word(t, s + i, 1, w, out);
-		start = i + 1;
-	}
-	if (!rc && start == 0)
-		return 1;
-	return rc || start == n ? rc : tok_bpe_word(t, s + start, n - start, w, out);
-}
-
-int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
-{
-	if (t->merge == TOK_MERGE_SCORES && !t->hf && !t->fuse_unk && n > 1) {
-		int r = bpe_split_barriers(t, s, n, w, out);
-		if (r <= 0)
-			return r;
-	}
 	bool cacheable = n <= CACHE_MAX_WORD;
 	size_t first = out->n;
 	if (cacheable && cache_get(t, s, n, out) == 0)
@@ -326,4 +299,25 @@ done:
 	if (!rc && cacheable)
 		cache_put(t, s, n, out->ids ? out->ids + first : NULL, out->n - first);
 	return rc;
+}
+
+/* Merges by scores (SentencePiece) see the whole text as one word; a byte that is in no token's text can
+ * never be inside a merge, so the word is encoded as the parts between such bytes and the bytes alone,
+ * which gives the same ids (merges in separate parts never interact) with small heaps and cacheable parts. */
+int tok_bpe_word(struct tokenizer *t, const char *s, size_t n, struct tok_work *w, struct tok_ids *out)
+{
+	if (t->merge != TOK_MERGE_SCORES || t->hf || t->fuse_unk)
+		return bpe_word(t, s, n, w, out);
+	size_t start = 0;
+	int rc = 0;
+	for (size_t i = 0; !rc && i < n; i++) {
+		uint8_t c = (uint8_t)s[i];
+		if (c >= 128 || !t->barrier[c])
+			continue;
+		if (i > start)
+			rc = bpe_word(t, s + start, i - start, w, out);
+		rc = rc ? rc : bpe_word(t, s + i, 1, w, out);
+		start = i + 1;
+	}
+	return rc || start == n ? rc : bpe_word(t, s + start, n - start, w, out);
 }
