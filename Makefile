@@ -79,7 +79,7 @@ asan:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
 # The parsers, the tokenizer and the Jinja interpreter; nothing that needs OpenMP.
-FUZZ_SRC := $(wildcard layout/*.c) $(wildcard src/tok*.c) src/strmap.c $(wildcard src/jinja*.c) src/chat.c
+FUZZ_SRC := $(wildcard layout/*.c) $(wildcard src/tok*.c) src/strmap.c src/util.c $(wildcard src/jinja*.c) src/chat.c
 fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)

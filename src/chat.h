@@ -12,6 +12,10 @@
 int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
 		const char *eos, char **out, size_t *out_len, char *err, size_t errlen);
 
+/* The chat template in a tokenizer_config.json object: its chat_template string, or of a list of
+ * {name, template} the "default" entry (the one transformers uses for chat); NULL if none. */
+const char *chat_template_of_config(const json_t *cfg);
+
 /* The chat template of MODEL: a model.ferry or HF directory, a .gguf file, or a template file
  * (src/chat_template.c says where each keeps it). 0 or negative; err one line naming the file. */
 int chat_template_load(const char *model, struct jinja_tmpl **t, char *err, size_t errlen);

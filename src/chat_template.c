@@ -19,12 +19,6 @@
 #include "gguf.h"
 #include "util.h"
 
-static bool is_file(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static int parse_file(const char *path, struct jinja_tmpl **t, char *err, size_t errlen)
 {
 	char *src = NULL;
@@ -59,6 +53,19 @@ static int parse_gguf(const char *path, struct jinja_tmpl **t, char *err, size_t
 	return rc;
 }
 
+const char *chat_template_of_config(const json_t *cfg)
+{
+	const json_t *ct = json_object_get(cfg, "chat_template"), *v;
+	const char *src = json_string_value(ct);
+	size_t i;
+	json_array_foreach(ct, i, v)
+	{
+		if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", "default"))
+			src = json_string_value(json_object_get(v, "template"));
+	}
+	return src;
+}
+
 /* tokenizer_config.json's chat_template: 0 and *t set, -ENOENT when it has none. */
 static int parse_config(const char *path, struct jinja_tmpl **t, char *err, size_t errlen)
 {
@@ -68,15 +75,8 @@ static int parse_config(const char *path, struct jinja_tmpl **t, char *err, size
 		snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
 		return -EINVAL;
 	}
-	const json_t *ct = json_object_get(cfg, "chat_template"), *v;
-	const char *src = json_string_value(ct);
-	size_t i;
-	if (json_is_array(ct))
-		json_array_foreach(ct, i, v)
-		{
-			if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", "default"))
-				src = json_string_value(json_object_get(v, "template"));
-		}
+	const json_t *ct = json_object_get(cfg, "chat_template");
+	const char *src = chat_template_of_config(cfg);
 	int rc = -ENOENT;
 	if (src) {
 		char name[4096 + 64];
@@ -94,7 +94,7 @@ static int parse_dir(const char *dir, struct jinja_tmpl **t, char *err, size_t e
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/manifest.json", dir);
-	if (is_file(path)) {
+	if (path_is_file(path)) {
 		json_error_t je;
 		json_t *m = json_load_file(path, 0, &je);
 		const char *file = json_string_value(json_object_get(json_object_get(m, "chat_template"), "file"));
@@ -113,16 +113,16 @@ static int parse_dir(const char *dir, struct jinja_tmpl **t, char *err, size_t e
 		return rc;
 	}
 	snprintf(path, sizeof(path), "%s/chat_template.jinja", dir);
-	if (is_file(path))
+	if (path_is_file(path))
 		return parse_file(path, t, err, errlen);
 	snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-	if (is_file(path)) {
+	if (path_is_file(path)) {
 		int rc = parse_config(path, t, err, errlen);
 		if (rc != -ENOENT)
 			return rc;
 	}
 	snprintf(path, sizeof(path), "%s/tokenizer.gguf", dir);
-	if (is_file(path))
+	if (path_is_file(path))
 		return parse_gguf(path, t, err, errlen);
 	snprintf(err, errlen, "%s: no chat template (chat_template.jinja, tokenizer_config.json or tokenizer.gguf)", dir);
 	return -ENOENT;

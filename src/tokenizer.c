@@ -17,6 +17,7 @@
 
 #include "gguf.h"
 #include "tok_internal.h"
+#include "util.h"
 
 /* Offset of the first invalid UTF-8 sequence (overlongs, surrogates and > U+10FFFF included), or n. */
 static size_t utf8_check(const uint8_t *s, size_t n)
@@ -212,12 +213,6 @@ int tokenizer_encode(struct tokenizer *t, const char *text, size_t len, unsigned
 
 /* ---- opening ---- */
 
-static bool is_file(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 int tokenizer_open(struct tokenizer **t, const char *path, char *err, size_t errlen)
 {
 	struct stat st;
@@ -230,9 +225,9 @@ int tokenizer_open(struct tokenizer **t, const char *path, char *err, size_t err
 		snprintf(json, sizeof(json), "%s/tokenizer.json", path);
 		snprintf(cfg, sizeof(cfg), "%s/tokenizer_config.json", path);
 		snprintf(gg, sizeof(gg), "%s/tokenizer.gguf", path);
-		if (is_file(json))
-			return tokenizer_from_json(t, json, is_file(cfg) ? cfg : NULL, err, errlen);
-		if (!is_file(gg)) {
+		if (path_is_file(json))
+			return tokenizer_from_json(t, json, path_is_file(cfg) ? cfg : NULL, err, errlen);
+		if (!path_is_file(gg)) {
 			snprintf(err, errlen, "%s: no tokenizer.json or tokenizer.gguf in this directory", path);
 			return -ENOENT;
 		}
@@ -250,5 +245,5 @@ int tokenizer_open(struct tokenizer **t, const char *path, char *err, size_t err
 	}
 	const char *slash = strrchr(path, '/');
 	snprintf(cfg, sizeof(cfg), "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-	return tokenizer_from_json(t, path, is_file(cfg) ? cfg : NULL, err, errlen);
+	return tokenizer_from_json(t, path, path_is_file(cfg) ? cfg : NULL, err, errlen);
 }

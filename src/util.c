@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -128,6 +129,12 @@ void ferry_assert_fail(const char *what, const char *file, int line)
 {
 	fprintf(stderr, "ferry: internal error: assertion '%s' failed at %s:%d\n", what, file, line);
 	abort();
+}
+
+bool path_is_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int read_file_all(const char *path, char **out, size_t *len)

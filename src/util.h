@@ -16,6 +16,8 @@ int parse_int(const char *s, long lo, long hi, long *out);
 int parse_double(const char *s, double *out);
 /* "1,2,3" -> malloc'd array; -EINVAL with the bad item in err. */
 int parse_id_list(const char *s, int **ids, int *n, char *err, size_t errlen);
+/* Whether path names a regular file (following links). */
+bool path_is_file(const char *path);
 /* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'd buffer; 0 or -errno. */
 int read_file_all(const char *path, char **out, size_t *len);
 /* Peak resident set size of this process in bytes. */

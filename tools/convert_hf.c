@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "chat.h"
 #include "convert.h"
 #include "hf_config.h"
 #include "layout.h"
@@ -184,19 +185,7 @@ static int copy_extras(struct conv *c, json_t *config, json_t *gen, json_t *extr
 	}
 	/* The chat template: chat_template.jinja beside the weights, else tokenizer_config's chat_template
 	 * (a string, or a list of {name, template} of which "default" is the one used for chat). */
-	const char *tmpl = NULL;
-	json_t *ct = json_object_get(tc, "chat_template");
-	if (json_is_string(ct)) {
-		tmpl = json_string_value(ct);
-	} else if (json_is_array(ct)) {
-		size_t i;
-		json_t *v;
-		json_array_foreach(ct, i, v)
-		{
-			if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", "default"))
-				tmpl = json_string_value(json_object_get(v, "template"));
-		}
-	}
+	const char *tmpl = chat_template_of_config(tc);
 	snprintf(path, sizeof(path), "%s/chat_template.jinja", c->dir);
 	if (!rc && stat(path, &st) == 0)
 		rc = layout_writer_copy_file(c->w, path, "chat_template.jinja");
