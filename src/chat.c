@@ -7,6 +7,22 @@
 
 #include "chat.h"
 
+int chat_vars_fill(json_t *vars, bool add_generation_prompt, const char *bos, const char *eos)
+{
+	int rc = 0;
+	if (add_generation_prompt || !json_object_get(vars, "add_generation_prompt"))
+		rc |= json_object_set_new(vars, "add_generation_prompt", json_boolean(add_generation_prompt));
+	if (bos || !json_object_get(vars, "bos_token"))
+		rc |= json_object_set_new(vars, "bos_token", json_string(bos ? bos : ""));
+	if (eos || !json_object_get(vars, "eos_token"))
+		rc |= json_object_set_new(vars, "eos_token", json_string(eos ? eos : ""));
+	if (!json_object_get(vars, "tools"))
+		rc |= json_object_set_new(vars, "tools", json_null());
+	if (!json_object_get(vars, "documents"))
+		rc |= json_object_set_new(vars, "documents", json_null());
+	return rc ? -EINVAL : 0;
+}
+
 int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
 		const char *eos, char **out, size_t *out_len, char *err, size_t errlen)
 {
@@ -15,11 +31,10 @@ int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_gen
 		snprintf(err, errlen, "chat: messages must be a JSON array");
 		return -EINVAL;
 	}
-	json_t *vars = json_pack("{s:O, s:b, s:s, s:s, s:n, s:n}", "messages", (json_t *)messages,
-				 "add_generation_prompt", add_generation_prompt, "bos_token", bos ? bos : "",
-				 "eos_token", eos ? eos : "", "tools", "documents");
-	if (!vars) {
+	json_t *vars = json_pack("{s:O}", "messages", (json_t *)messages);
+	if (!vars || chat_vars_fill(vars, add_generation_prompt, bos, eos)) {
 		snprintf(err, errlen, "chat: out of memory (or bos/eos not valid UTF-8)");
+		json_decref(vars);
 		return -ENOMEM;
 	}
 	int rc = jinja_render(t, vars, out, out_len, err, errlen);

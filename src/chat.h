@@ -8,6 +8,11 @@
 
 #include "jinja.h"
 
+/* The variables apply_chat_template adds, into vars: add_generation_prompt, bos_token, eos_token (given
+ * ones replace those in vars; absent ones default to false / ""), tools and documents None unless in vars.
+ * 0, or -EINVAL (out of memory or bos/eos not valid UTF-8). */
+int chat_vars_fill(json_t *vars, bool add_generation_prompt, const char *bos, const char *eos);
+
 /* Renders a chat: messages is a JSON array of {role, content}; returns the prompt text. bos/eos may be NULL (""). */
 int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
 		const char *eos, char **out, size_t *out_len, char *err, size_t errlen);

@@ -121,17 +121,13 @@ int ferry_template(int argc, char **argv)
 	}
 	json_t *vars = json_is_object(in) ? json_copy(in) : json_pack("{s:O}", "messages", in);
 	json_decref(in);
-	if (gen || !json_object_get(vars, "add_generation_prompt"))
-		json_object_set_new(vars, "add_generation_prompt", json_boolean(gen));
-	if (bos || !json_object_get(vars, "bos_token"))
-		json_object_set_new(vars, "bos_token", json_string(bos ? bos : ""));
-	if (eos || !json_object_get(vars, "eos_token"))
-		json_object_set_new(vars, "eos_token", json_string(eos ? eos : ""));
-	if (!json_object_get(vars, "tools"))
-		json_object_set_new(vars, "tools", json_null());
-	if (!json_object_get(vars, "documents"))
-		json_object_set_new(vars, "documents", json_null());
 	json_object_update(vars, extra);
+	if (chat_vars_fill(vars, gen, bos, eos)) {
+		fprintf(stderr, "ferry: --bos/--eos: not valid UTF-8\n");
+		json_decref(vars);
+		jinja_free(t);
+		goto out;
+	}
 	if (fixed_now)
 		jinja_set_now(t, now);
 	char *text;
