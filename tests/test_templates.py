@@ -12,12 +12,10 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))
+from ferrytest import FERRY, ROOT
 TEMPLATES = os.path.join(ROOT, "..", "shared", "data", "templates")
 
 try:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import hf_jinja
 except ImportError as e:
     print(f"skip: {e}")
