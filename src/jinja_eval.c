@@ -161,31 +161,21 @@ struct jv jeval_getitem(struct jrender *r, struct jv obj, struct jv key)
 	return missing_attr(r, obj, key);
 }
 
+/* One bound of slice.indices(): negative counts from the end, then clamped to [lower, upper]. */
+static int64_t slice_clamp(int64_t i, int64_t n, int64_t lower, int64_t upper)
+{
+	if (i < 0)
+		i = i < -n ? lower : i + n;
+	return i < lower ? lower : i > upper ? upper : i;
+}
+
 /* Python's slice.indices(): clamps start/stop for a sequence of length n; returns the item count. */
 static int64_t slice_indices(int64_t n, bool has_start, int64_t start, bool has_stop, int64_t stop, int64_t step,
 			     int64_t *out_start)
 {
 	int64_t lower = step < 0 ? -1 : 0, upper = step < 0 ? n - 1 : n;
-	if (!has_start) {
-		start = step < 0 ? upper : lower;
-	} else {
-		if (start < 0)
-			start = start < -n ? lower : start + n;
-		if (start < lower)
-			start = lower;
-		else if (start > upper)
-			start = upper;
-	}
-	if (!has_stop) {
-		stop = step < 0 ? lower : upper;
-	} else {
-		if (stop < 0)
-			stop = stop < -n ? lower : stop + n;
-		if (stop < lower)
-			stop = lower;
-		else if (stop > upper)
-			stop = upper;
-	}
+	start = has_start ? slice_clamp(start, n, lower, upper) : step < 0 ? upper : lower;
+	stop = has_stop ? slice_clamp(stop, n, lower, upper) : step < 0 ? lower : upper;
 	*out_start = start;
 	if (step > 0)
 		return start < stop ? (stop - start - 1) / step + 1 : 0;
