@@ -236,6 +236,15 @@ def run_ferry(args):
     return json.loads(p.stdout.decode("utf-8")), ""
 
 
+def compare(fails, what, inputs, want, got, err):
+    """ferry's outputs (None if it failed) against tokenizers', item by item; prints the first two that differ."""
+    if fails.check(got is not None, f"{what}: ferry failed: {err}"):
+        bad = [(x, w, g) for x, w, g in zip(inputs, want, got) if w != g]
+        for x, w, g in bad[:2]:
+            print(f"  {what} {x!r}: tokenizers {w!r} ferry {g!r}")
+        fails.check(len(got) == len(want) and not bad, f"{what}: {len(bad)} differ")
+
+
 def main():
     try:
         from tokenizers import Tokenizer
@@ -263,11 +272,7 @@ def main():
                             ["--parse-special"] if parse else [])
                         got, err = run_ferry(args)
                         what = f"{name}: encode add_special={add} parse_special={parse}"
-                        if fails.check(got is not None, f"{what}: ferry failed: {err}"):
-                            bad = [(s, w, g) for s, w, g in zip(inputs, want, got) if w != g]
-                            for s, w, g in bad[:2]:
-                                print(f"  {what} {s!r}: tokenizers {w} ferry {g}")
-                            fails.check(len(got) == len(want) and not bad, f"{what}: {len(bad)} differ")
+                        compare(fails, what, inputs, want, got, err)
                         if add and parse:
                             idss = want
             ids_src = os.path.join(tmp, f"ids{i}.json")
@@ -277,11 +282,7 @@ def main():
                 want = [hf.decode(ids, skip_special_tokens=skip) for ids in idss]
                 got, err = run_ferry(["detokenize", "-m", path, "--json", ids_src] + ([] if skip else ["--special"]))
                 what = f"{name}: decode skip_special={skip}"
-                if fails.check(got is not None, f"{what}: ferry failed: {err}"):
-                    bad = [(ids, w, g) for ids, w, g in zip(idss, want, got) if w != g]
-                    for ids, w, g in bad[:2]:
-                        print(f"  {what} {ids}: tokenizers {w!r} ferry {g!r}")
-                    fails.check(len(got) == len(want) and not bad, f"{what}: {len(bad)} differ")
+                compare(fails, what, idss, want, got, err)
         for name, tj, field in REFUSED:
             path = os.path.join(tmp, "refused.json")
             with open(path, "w", encoding="utf-8") as f:
