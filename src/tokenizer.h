@@ -73,7 +73,7 @@ int tokenizer_decode_text(const struct tokenizer *t, const int32_t *ids, size_t 
 
 /* Streaming decode: push ids one at a time; each push appends to out only bytes that end on a complete
  * UTF-8 character, holding back a trailing partial one; flush appends whatever is held. The pushes plus
- * the flush append exactly what tokenizer_decode of the same ids gives. */
+ * the flush append exactly what tokenizer_decode of the same ids gives (its lossy form when lossy is set). */
 struct tok_stream {
 	const struct tokenizer *t;
 	bool special, strip, started;
