@@ -135,10 +135,33 @@ static size_t partial_tail(const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one. */
+static size_t utf8_valid_len(const uint8_t *s, size_t n)
+{
+	uint8_t c = s[0];
+	if (c < 0x80)
+		return 1;
+	size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+	if (!k || n < 2)
+		return 0;
+	uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t j = 2; j < k; j++)
+		if (j >= n || (s[j] & 0xC0) != 0x80)
+			return 0;
+	return k;
+}
+
 /* Replaces out[start..) by its lossy form. Held-back tails are never inside it, and what precedes a cut is
  * a whole character or an invalid byte, so the pieces' replacements equal those of the whole text. */
 static int make_lossy(struct tok_buf *out, size_t start)
 {
+	size_t i = start, k;
+	while (i < out->n && (k = utf8_valid_len((const uint8_t *)out->p + i, out->n - i)))
+		i += k;
+	if (i == out->n) /* the usual case: nothing to replace */
+		return 0;
 	size_t n = out->n - start;
 	char *raw = malloc(n ? n : 1);
 	if (!raw)
@@ -206,24 +229,6 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, bo
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = tok_stream_push(&s, ids[i], out);
 	return rc ? rc : tok_stream_flush(&s, out);
-}
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one. */
-static size_t utf8_valid_len(const uint8_t *s, size_t n)
-{
-	uint8_t c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t k = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-	if (!k || n < 2)
-		return 0;
-	uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t j = 2; j < k; j++)
-		if (j >= n || (s[j] & 0xC0) != 0x80)
-			return 0;
-	return k;
 }
 
 int tok_buf_add_lossy(struct tok_buf *out, const char *p, size_t n)
