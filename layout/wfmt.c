@@ -5,7 +5,7 @@ const struct wfmt_info wfmt_table[WFMT_COUNT] = {
 	[WFMT_F32] = {"F32", 1, 4},     [WFMT_F16] = {"F16", 1, 2},     [WFMT_BF16] = {"BF16", 1, 2},
 	[WFMT_Q8_0] = {"Q8_0", 32, 34}, [WFMT_Q4_0] = {"Q4_0", 32, 18}, [WFMT_Q4_K] = {"Q4_K", 256, 144},
 	[WFMT_Q5_K] = {"Q5_K", 256, 176}, [WFMT_Q6_K] = {"Q6_K", 256, 210}, [WFMT_NF4] = {"NF4", 0, 0},
-	[WFMT_INT4G] = {"INT4G", 0, 0}, [WFMT_INT8G] = {"INT8G", 0, 0},
+	[WFMT_INT4G] = {"INT4G", 0, 0}, [WFMT_INT8G] = {"INT8G", 0, 0}, [WFMT_Q5_0] = {"Q5_0", 32, 22},
 };
 
 int wfmt_from_name(const char *name)

@@ -15,7 +15,7 @@ enum wfmt {
 	WFMT_F32 = 0,
 	WFMT_F16 = 1,
 	WFMT_BF16 = 2,
-	WFMT_Q8_0 = 3, /* reserved: GGUF blocks, later issues */
+	WFMT_Q8_0 = 3, /* GGUF blocks, kept as they are (layout/quant.h) */
 	WFMT_Q4_0 = 4,
 	WFMT_Q4_K = 5,
 	WFMT_Q5_K = 6,
@@ -23,6 +23,7 @@ enum wfmt {
 	WFMT_NF4 = 8,   /* reserved: bitsandbytes NF4 */
 	WFMT_INT4G = 9, /* reserved: group-wise int4 with scales (GPTQ) */
 	WFMT_INT8G = 10,
+	WFMT_Q5_0 = 11, /* GGUF block: Q4_K_M files use it where a row is not a multiple of 256 */
 	WFMT_COUNT
 };
 
