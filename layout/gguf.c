@@ -272,10 +272,12 @@ static int parse_file(struct gguf *g, int fi, char *err, size_t errlen)
 	uint64_t i;
 	for (i = 0; !rc && i < n_kv; i++) {
 		uint32_t t = 0;
+		kv[i].raw = c.p;
 		rc = rd_str(&c, &kv[i].key, "metadata key");
 		rc = rc ? rc : rd_u32(&c, &t, "metadata type");
 		kv[i].type = (enum gguf_type)t;
 		rc = rc ? rc : rd_value(&c, &kv[i]);
+		kv[i].raw_n = (uint64_t)(c.p - kv[i].raw);
 	}
 	if (rc || fi > 0) {
 		/* Only the first file's metadata is kept; later splits repeat a few split.* keys. */

@@ -48,6 +48,9 @@ struct gguf_kv {
 	uint64_t arr_n;
 	const uint8_t *arr;
 	uint64_t *str_off;
+	/* The whole entry as stored (key, type, value): copied verbatim when a converter writes a GGUF. */
+	const uint8_t *raw;
+	uint64_t raw_n;
 };
 
 #define GGUF_MAX_DIMS 4

@@ -46,6 +46,17 @@ int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errl
 		bad = "llama3 rope needs 0 < low_freq_factor < high_freq_factor";
 	else if (r->type == ROPE_YARN && !(r->beta_fast > 0 && r->beta_slow > 0 && r->attention_factor >= 0))
 		bad = "yarn rope needs beta_fast, beta_slow > 0 and attention_factor >= 0";
+	else if (hp->has_rope_local && !(hp->rope_local.theta > 0 && hp->rope_local.dim == hp->head_dim &&
+					 hp->rope_local.type == ROPE_DEFAULT))
+		bad = "rope_local must be a default RoPE with theta > 0 and dim equal head_dim";
+	else if (hp->act != ACT_SILU && hp->act != ACT_GELU_TANH)
+		bad = "act must be silu or gelu_tanh";
+	else if (!(hp->attn_scale >= 0 && hp->attn_scale < 1e6) || !(hp->embed_scale >= 0 && hp->embed_scale < 1e6) ||
+		 !(hp->final_softcap >= 0 && hp->final_softcap < 1e6))
+		bad = "attn_scale, embed_scale and final_softcap must be in [0, 1e6)";
+	for (int i = 0; !bad && r->factors && i < r->dim / 2; i++)
+		if (!(r->factors[i] > 0 && r->factors[i] < 1e9))
+			bad = "rope factors must be in (0, 1e9)";
 	for (int i = 0; !bad && hp->window && i < hp->n_layers; i++)
 		if (hp->window[i] < 0 || hp->window[i] > (1 << 30))
 			bad = "sliding_window entries must be in 0..2^30";
@@ -56,27 +67,65 @@ int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errl
 	return 0;
 }
 
-void *layout_hparams_to_json(const struct layout_hparams *hp)
+static const char *act_names[] = {"silu", "gelu_tanh"};
+
+static json_t *rope_to_json(const struct rope_params *r)
 {
-	const struct rope_params *r = &hp->rope;
 	json_t *rope = json_pack("{s:s, s:s, s:f, s:i, s:f, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b}", "type",
 				 rope_type_names[r->type], "style", rope_style_names[r->style], "theta", r->theta, "dim",
 				 r->dim, "factor", r->factor, "original_max_pos", r->original_max_pos, "low_freq_factor",
 				 r->low_freq_factor, "high_freq_factor", r->high_freq_factor, "beta_fast", r->beta_fast,
 				 "beta_slow", r->beta_slow, "attention_factor", r->attention_factor, "mscale", r->mscale,
 				 "mscale_all_dim", r->mscale_all_dim, "truncate", r->truncate);
+	if (r->factors) {
+		json_t *f = json_array();
+		for (int i = 0; i < r->dim / 2; i++)
+			json_array_append_new(f, json_real(r->factors[i]));
+		json_object_set_new(rope, "factors", f);
+	}
+	return rope;
+}
+
+void *layout_hparams_to_json(const struct layout_hparams *hp)
+{
+	json_t *rope = rope_to_json(&hp->rope);
 	json_t *win = json_array();
 	for (int i = 0; i < hp->n_layers; i++)
 		json_array_append_new(win, json_integer(hp->window[i]));
 	json_t *eos = json_array();
 	for (int i = 0; i < hp->n_eos; i++)
 		json_array_append_new(eos, json_integer(hp->eos_ids[i]));
-	return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:o, s:b, s:o, s:o, s:o}", "arch", hp->arch,
-			 "n_layers", hp->n_layers, "d_model", hp->d_model, "n_heads", hp->n_heads, "n_kv_heads",
-			 hp->n_kv_heads, "head_dim", hp->head_dim, "ffn_dim", hp->ffn_dim, "vocab", hp->vocab, "max_pos",
-			 hp->max_pos, "rms_eps", hp->rms_eps, "rope", rope, "tied_embeddings", hp->tied_embeddings,
-			 "sliding_window", win, "bos_token_id", hp->bos_id >= 0 ? json_integer(hp->bos_id) : json_null(),
-			 "eos_token_ids", eos);
+	json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:o, s:b, s:o, s:o, s:o, s:s}", "arch",
+			      hp->arch, "n_layers", hp->n_layers, "d_model", hp->d_model, "n_heads", hp->n_heads,
+			      "n_kv_heads", hp->n_kv_heads, "head_dim", hp->head_dim, "ffn_dim", hp->ffn_dim, "vocab",
+			      hp->vocab, "max_pos", hp->max_pos, "rms_eps", hp->rms_eps, "rope", rope, "tied_embeddings",
+			      hp->tied_embeddings, "sliding_window", win, "bos_token_id",
+			      hp->bos_id >= 0 ? json_integer(hp->bos_id) : json_null(), "eos_token_ids", eos, "act",
+			      act_names[hp->act]);
+	if (hp->has_rope_local)
+		json_object_set_new(o, "rope_local", rope_to_json(&hp->rope_local));
+	if (hp->attn_scale > 0)
+		json_object_set_new(o, "attn_scale", json_real(hp->attn_scale));
+	if (hp->embed_scale > 0)
+		json_object_set_new(o, "embed_scale", json_real(hp->embed_scale));
+	if (hp->final_softcap > 0)
+		json_object_set_new(o, "final_softcap", json_real(hp->final_softcap));
+	return o;
+}
+
+/* An optional number: absent means 0. */
+static int opt_num(const json_t *o, const char *key, double *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(o, key);
+	*out = 0;
+	if (!v)
+		return 0;
+	if (!json_is_number(v)) {
+		snprintf(err, errlen, "hparams.%s: not a number", key);
+		return -EINVAL;
+	}
+	*out = json_number_value(v);
+	return 0;
 }
 
 static int get_int(const json_t *o, const char *key, int lo, int *out, char *err, size_t errlen)
@@ -137,10 +186,33 @@ static int rope_from_json(struct rope_params *r, const json_t *o, char *err, siz
 	r->type = (enum rope_type)type;
 	r->style = (enum rope_style)style;
 	r->truncate = truncate;
-	if (r->theta <= 0 || r->dim % 2) {
-		snprintf(err, errlen, "hparams.rope: theta %g must be > 0 and dim %d even", r->theta, r->dim);
+	if (r->theta <= 0 || r->dim % 2 || r->dim > 2 * LAYOUT_MAX_HEAD_DIM) {
+		snprintf(err, errlen, "hparams.rope: theta %g must be > 0 and dim %d even and at most %d", r->theta, r->dim,
+			 2 * LAYOUT_MAX_HEAD_DIM);
 		return -EINVAL;
 	}
+	const json_t *f = json_object_get(o, "factors");
+	if (!f)
+		return 0;
+	if (!json_is_array(f) || (int)json_array_size(f) != r->dim / 2) {
+		snprintf(err, errlen, "hparams.rope.factors: must be an array of %d numbers", r->dim / 2);
+		return -EINVAL;
+	}
+	double *v = malloc(sizeof(double) * (size_t)(r->dim / 2));
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (int i = 0; i < r->dim / 2; i++) {
+		const json_t *e = json_array_get(f, (size_t)i);
+		if (!json_is_number(e)) {
+			snprintf(err, errlen, "hparams.rope.factors[%d]: not a number", i);
+			free(v);
+			return -EINVAL;
+		}
+		v[i] = json_number_value(e);
+	}
+	r->factors = v;
 	return 0;
 }
 
@@ -167,14 +239,40 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 	    rope_from_json(&hp->rope, json_object_get(o, "rope"), err, errlen))
 		return -EINVAL;
 	hp->tied_embeddings = json_is_true(json_object_get(o, "tied_embeddings"));
+	const json_t *local = json_object_get(o, "rope_local");
+	int rc = 0;
+	if (local) {
+		hp->has_rope_local = true;
+		rc = rope_from_json(&hp->rope_local, local, err, errlen);
+		free((void *)hp->rope_local.factors); /* local layers take no factors */
+		hp->rope_local.factors = NULL;
+	}
+	const char *act = json_string_value(json_object_get(o, "act"));
+	hp->act = -1;
+	for (int i = 0; i < 2; i++)
+		if (!act || !strcmp(act, act_names[i]))
+			hp->act = act ? i : ACT_SILU;
+	if (!rc && hp->act < 0) {
+		snprintf(err, errlen, "hparams.act: unknown activation '%s'", act);
+		rc = -EINVAL;
+	}
+	rc = rc ? rc : opt_num(o, "attn_scale", &hp->attn_scale, err, errlen);
+	rc = rc ? rc : opt_num(o, "embed_scale", &hp->embed_scale, err, errlen);
+	rc = rc ? rc : opt_num(o, "final_softcap", &hp->final_softcap, err, errlen);
+	if (rc) {
+		layout_hparams_free(hp);
+		return rc;
+	}
 	const json_t *win = json_object_get(o, "sliding_window");
 	if (!json_is_array(win) || (int)json_array_size(win) != hp->n_layers) {
 		snprintf(err, errlen, "hparams.sliding_window: must be an array of %d integers", hp->n_layers);
+		layout_hparams_free(hp);
 		return -EINVAL;
 	}
 	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
 	if (!hp->window) {
 		snprintf(err, errlen, "out of memory");
+		layout_hparams_free(hp);
 		return -ENOMEM;
 	}
 	for (int i = 0; i < hp->n_layers; i++) {
@@ -199,7 +297,7 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 		    hp->n_eos < (int)(sizeof(hp->eos_ids) / sizeof(hp->eos_ids[0])))
 			hp->eos_ids[hp->n_eos++] = (int)json_integer_value(v);
 	}
-	int rc = layout_hparams_check(hp, err, errlen);
+	rc = layout_hparams_check(hp, err, errlen);
 	if (rc)
 		layout_hparams_free(hp);
 	return rc;
@@ -209,4 +307,6 @@ void layout_hparams_free(struct layout_hparams *hp)
 {
 	free(hp->window);
 	hp->window = NULL;
+	free((void *)hp->rope.factors);
+	hp->rope.factors = NULL;
 }

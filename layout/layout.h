@@ -61,12 +61,17 @@ struct rope_params {
 	double attention_factor;      /* yarn: <= 0 means derived from factor and mscale */
 	double mscale, mscale_all_dim; /* yarn */
 	bool truncate;                 /* yarn */
+	const double *factors;         /* [dim / 2] divisors of the frequencies (GGUF rope_freqs), NULL when none;
+					* owned by the layout_hparams that holds these params */
 };
+
+/* Activation of the gated MLP: down(act(gate) * up). */
+enum act { ACT_SILU = 0, ACT_GELU_TANH = 1 };
 
 /* Hyper-parameters, normalized over source formats. Dimension letters: D model, H heads, Hkv kv heads,
  * Dh head dim, F ffn dim, V vocab, L layers. */
 struct layout_hparams {
-	char arch[32];  /* family: "llama", "mistral", "qwen2" */
+	char arch[32];  /* family: "llama", "mistral", "qwen2", "gemma3" */
 	int n_layers;   /* L */
 	int d_model;    /* D */
 	int n_heads;    /* H */
@@ -77,6 +82,12 @@ struct layout_hparams {
 	int max_pos;
 	double rms_eps;
 	struct rope_params rope;
+	bool has_rope_local;
+	struct rope_params rope_local; /* sliding-window layers' RoPE when has_rope_local (Gemma 3) */
+	int act;              /* enum act */
+	double attn_scale;    /* attention score multiplier; 0 = 1/sqrt(head_dim) */
+	double embed_scale;   /* embedding multiplier; 0 = none (Gemma: sqrt(d_model)) */
+	double final_softcap; /* logits = cap * tanh(logits / cap); 0 = none */
 	bool tied_embeddings;
 	int *window;    /* [L] sliding window per layer, 0 = full attention */
 	int bos_id;     /* -1 when none */

@@ -29,7 +29,7 @@ enum op {
 	OP_ROPE,
 	OP_KV_STORE,
 	OP_ATTENTION,
-	OP_SWIGLU,
+	OP_GLU,
 	OP_ADD,
 	OP_COUNT
 };
@@ -82,7 +82,8 @@ struct backend_ops {
 	int (*kv_store)(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim);
 	int (*attention)(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
 			 int Dh, int window, float scale);
-	int (*swiglu)(struct backend *b, float *y, const float *gate, const float *up, int64_t n);
+	/* y[n] = act(gate[n]) * up[n], act an enum act (layout.h): silu or gelu_tanh */
+	int (*glu)(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act);
 	int (*add)(struct backend *b, float *y, const float *x, int64_t n);
 };
 

@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "cpu_ops.h"
+#include "layout.h"
 
 struct cpu_state {
 	int T;
@@ -148,10 +149,16 @@ static int cpu_attention_op(struct backend *b, float *out, const float *q, const
 	return rc;
 }
 
-static int cpu_swiglu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n)
+static int cpu_glu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
 {
-	(void)b;
-	cpu_swiglu(y, gate, up, n);
+	if (act == ACT_SILU) {
+		cpu_swiglu(y, gate, up, n);
+	} else if (act == ACT_GELU_TANH) {
+		cpu_geglu(y, gate, up, n);
+	} else {
+		snprintf(b->err, sizeof(b->err), "activation %d is not supported by the cpu backend", act);
+		return -ENOTSUP;
+	}
 	return 0;
 }
 
@@ -179,7 +186,7 @@ static const struct backend_ops cpu_ops = {
 	.rope = cpu_rope_op,
 	.kv_store = cpu_kv_store_op,
 	.attention = cpu_attention_op,
-	.swiglu = cpu_swiglu_op,
+	.glu = cpu_glu_op,
 	.add = cpu_add_op,
 };
 

@@ -1,10 +1,14 @@
 /*
- * model.c: the forward pass of the Llama family as a list of backend ops on named tensors:
- *   x = embed(tokens)
- *   per layer: h = rmsnorm(x, attn_norm); q,k,v = h.Wq,Wk,Wv (+b); rope(q,k); kv_store(k,v);
- *              x += attention(q, kv).Wo (+b); h = rmsnorm(x, ffn_norm); x += (silu(h.Wg) * h.Wu).Wd
- *   logits = rmsnorm(x, output_norm) . Wout
- * Sliding-window layers pass their window to attention; GQA maps H/Hkv query heads to each kv head.
+ * model.c: the forward pass of the Llama family and Gemma 3 as a list of backend ops on named tensors:
+ *   x = embed(tokens) (* embed_scale)
+ *   per layer: h = rmsnorm(x, attn_norm); q,k,v = h.Wq,Wk,Wv (+b); [q,k = rmsnorm per head (q_norm, k_norm)];
+ *              rope(q,k); kv_store(k,v); o = attention(q, kv).Wo (+b); [o = rmsnorm(o, post_attention_norm)];
+ *              x += o; h = rmsnorm(x, ffn_norm); d = (act(h.Wg) * h.Wu).Wd; [d = rmsnorm(d, post_ffw_norm)];
+ *              x += d
+ *   logits = rmsnorm(x, output_norm) . Wout  [softcap: cap * tanh(logits / cap)]
+ * The bracketed steps run when the model has those tensors or hyper-parameters (Gemma 3 has them all).
+ * Sliding-window layers pass their window to attention and use rope_local when the model has one;
+ * GQA maps H/Hkv query heads to each kv head.
  */
 #include <errno.h>
 #include <math.h>
@@ -53,6 +57,10 @@ static int bind_layer(const struct model *m, int l, void *const *p, struct layer
 	rc = rc ? rc : bind(u, p, "attn_k.bias", false, 1, KV, &w->bk, err, n);
 	rc = rc ? rc : bind(u, p, "attn_v.bias", false, 1, KV, &w->bv, err, n);
 	rc = rc ? rc : bind(u, p, "attn_output.bias", false, 1, D, &w->bo, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q_norm.weight", false, 1, hp->head_dim, &w->q_norm, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k_norm.weight", false, 1, hp->head_dim, &w->k_norm, err, n);
+	rc = rc ? rc : bind(u, p, "post_attention_norm.weight", false, 1, D, &w->post_attn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "post_ffw_norm.weight", false, 1, D, &w->post_ffw_norm, err, n);
 	rc = rc ? rc : bind(u, p, "ffn_norm.weight", true, 1, D, &w->ffn_norm, err, n);
 	rc = rc ? rc : bind(u, p, "ffn_gate.weight", true, F, D, &w->w_gate, err, n);
 	rc = rc ? rc : bind(u, p, "ffn_up.weight", true, F, D, &w->w_up, err, n);
@@ -96,7 +104,8 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->b = b;
 	m->opt = *o;
 	const struct layout_hparams *hp = m->hp;
-	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2")) {
+	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
+	    strcmp(hp->arch, "gemma3")) {
 		snprintf(err, errlen, "%s: architecture '%s' is not supported by this ferry", lay->dir, hp->arch);
 		return -ENOTSUP;
 	}
@@ -201,17 +210,28 @@ static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen
 	rc = rc ? rc : op->matmul(b, m->q, m->h, &w.wq, opt(&w.bq), T);
 	rc = rc ? rc : op->matmul(b, m->k, m->h, &w.wk, opt(&w.bk), T);
 	rc = rc ? rc : op->matmul(b, m->v, m->h, &w.wv, opt(&w.bv), T);
-	rc = rc ? rc : op->rope(b, m->q, H, Dh, &m->rope);
-	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, &m->rope);
+	float eps = (float)hp->rms_eps;
+	if (!rc && w.q_norm.data)
+		rc = op->rmsnorm(b, m->q, m->q, &w.q_norm, T * H, eps);
+	if (!rc && w.k_norm.data)
+		rc = op->rmsnorm(b, m->k, m->k, &w.k_norm, T * Hkv, eps);
+	const struct rope_freqs *rope = hp->window[l] > 0 && hp->has_rope_local ? &m->rope_local : &m->rope;
+	float scale = hp->attn_scale > 0 ? (float)hp->attn_scale : 1.0f / sqrtf((float)Dh);
+	rc = rc ? rc : op->rope(b, m->q, H, Dh, rope);
+	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, rope);
 	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v, Hkv * Dh);
-	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, Hkv, Dh, hp->window[l], 1.0f / sqrtf((float)Dh));
+	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, Hkv, Dh, hp->window[l], scale);
 	rc = rc ? rc : op->matmul(b, m->h, m->att, &w.wo, opt(&w.bo), T);
+	if (!rc && w.post_attn_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w.post_attn_norm, T, eps);
 	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
-	rc = rc ? rc : op->rmsnorm(b, m->h, m->x, &w.ffn_norm, T, (float)hp->rms_eps);
+	rc = rc ? rc : op->rmsnorm(b, m->h, m->x, &w.ffn_norm, T, eps);
 	rc = rc ? rc : op->matmul(b, m->g, m->h, &w.w_gate, opt(&w.b_gate), T);
 	rc = rc ? rc : op->matmul(b, m->u, m->h, &w.w_up, opt(&w.b_up), T);
-	rc = rc ? rc : op->swiglu(b, m->g, m->g, m->u, T * F);
+	rc = rc ? rc : op->glu(b, m->g, m->g, m->u, T * F, hp->act);
 	rc = rc ? rc : op->matmul(b, m->h, m->g, &w.w_down, opt(&w.b_down), T);
+	if (!rc && w.post_ffw_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w.post_ffw_norm, T, eps);
 	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
 	if (rc && !err[0])
 		snprintf(err, errlen, "layer %d: %s", l, b->err);
@@ -231,7 +251,15 @@ static int embed(struct model *m, const int *tokens, int T, char *err, size_t er
 	int rc = io_read_rows(m->io, t, tokens, T, m->embed_rows, err, errlen);
 	if (rc)
 		return rc;
-	cpu_row_to_f32(t->fmt, m->embed_rows, m->embed_f32, T * D);
+	if (cpu_row_to_f32(t->fmt, m->embed_rows, m->embed_f32, T * D)) {
+		snprintf(err, errlen, "token_embd.weight: format %s cannot be read on the host", wfmt_name(t->fmt));
+		return -ENOTSUP;
+	}
+	if (m->hp->embed_scale > 0) { /* in f32, as transformers scales in the model's dtype */
+		float s = (float)m->hp->embed_scale;
+		for (int64_t i = 0; i < T * D; i++)
+			m->embed_f32[i] *= s;
+	}
 	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
 }
 
@@ -253,6 +281,11 @@ static int head(struct model *m, int T, int n_logits, float *logits, char *err, 
 	rc = rc ? rc : b->ops->rmsnorm(b, m->h, x, &norm, n_logits, (float)hp->rms_eps);
 	rc = rc ? rc : b->ops->matmul(b, m->logits, m->h, &out, NULL, n_logits);
 	rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
+	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
+		float cap = (float)hp->final_softcap;
+		for (int64_t i = 0; i < n_logits * V; i++)
+			logits[i] = tanhf(logits[i] / cap) * cap;
+	}
 	if (rc && !err[0])
 		snprintf(err, errlen, "head: %s", b->err);
 	io_unit_release(m->io, L);
@@ -278,6 +311,8 @@ int model_forward(struct model *m, const int *tokens, const int *pos, int T, int
 	}
 	/* Only dynamic NTK depends on the step (through its sequence length). */
 	rope_freqs_compute(&m->hp->rope, max_pos + 1, &m->rope);
+	if (m->hp->has_rope_local)
+		rope_freqs_compute(&m->hp->rope_local, max_pos + 1, &m->rope_local);
 	int rc = m->b->ops->step_begin(m->b, T, pos);
 	rc = rc ? rc : embed(m, tokens, T, err, errlen);
 	for (int l = 0; !rc && l < m->hp->n_layers; l++)

@@ -1,5 +1,6 @@
 /*
- * model.h: the Llama-family forward pass (Llama, Mistral, Qwen2) over a model.ferry, layer-major: all T
+ * model.h: the forward pass of Llama-family models (Llama, Mistral, Qwen2) and Gemma 3 over a model.ferry,
+ * layer-major: all T
  * tokens of a step go through layer L before layer L+1 is read. The model owns its run state (activations
  * for up to t_max tokens, the KV cache of capacity tokens) in backend memory, and reads weights through
  * the I/O streamer.
@@ -24,7 +25,10 @@ struct layer_weights {
 	struct tensor attn_norm;                    /* (D) */
 	struct tensor wq, wk, wv, wo;               /* (H*Dh, D) (Hkv*Dh, D) (Hkv*Dh, D) (D, H*Dh) */
 	struct tensor bq, bk, bv, bo;               /* biases, data NULL when absent */
+	struct tensor q_norm, k_norm;               /* (Dh) per-head RMSNorm of q and k (Gemma 3), or absent */
+	struct tensor post_attn_norm;               /* (D) RMSNorm of the attention output (Gemma 3), or absent */
 	struct tensor ffn_norm;                     /* (D) */
+	struct tensor post_ffw_norm;                /* (D) RMSNorm of the MLP output (Gemma 3), or absent */
 	struct tensor w_gate, w_up, w_down;         /* (F, D) (F, D) (D, F) */
 	struct tensor b_gate, b_up, b_down;
 };
@@ -43,7 +47,8 @@ struct model {
 	float *k, *v;          /* (T, Hkv*Dh) */
 	float *g, *u;          /* (T, F) */
 	float *logits;         /* (max_logits, V) */
-	struct rope_freqs rope; /* of the current step */
+	struct rope_freqs rope;       /* of the current step */
+	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
 	float *embed_f32;      /* host, (T, D) */
 };

@@ -1,6 +1,7 @@
 /*
  * rope.c: inverse frequencies per RoPE scaling type, computed in double from the formulas of transformers'
- * modeling_rope_utils (default, linear, dynamic NTK, YaRN, Llama 3). theta_i = pos * inv_freq[i].
+ * modeling_rope_utils (default, linear, dynamic NTK, YaRN, Llama 3), then divided by GGUF's rope_freqs factors
+ * when the model has them. theta_i = pos * inv_freq[i].
  */
 #include <math.h>
 
@@ -78,4 +79,6 @@ void rope_freqs_compute(const struct rope_params *r, int seq_len, struct rope_fr
 		yarn(r, f);
 	else if (r->type == ROPE_LLAMA3)
 		llama3(r, f);
+	for (int i = 0; r->factors && i < f->n; i++)
+		f->inv_freq[i] /= r->factors[i];
 }

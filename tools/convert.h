@@ -9,4 +9,9 @@
  * layer and head tensors as lz4 chunks where that saves >= 10% (layout_writer_set_lz4). */
 int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen);
 
+/* A GGUF file (or the first of a split set): quantized blocks kept as they are. template_file (or NULL)
+ * replaces the file's chat template. */
+int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file, char *err,
+		 size_t errlen);
+
 #endif

@@ -42,6 +42,9 @@ void cpu_attention(float *out, const float *q, const float *kc, const float *vc,
 /* y[n] = silu(gate[n]) * up[n] */
 void cpu_swiglu(float *y, const float *gate, const float *up, int64_t n);
 
+/* y[n] = gelu_tanh(gate[n]) * up[n], gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+void cpu_geglu(float *y, const float *gate, const float *up, int64_t n);
+
 /* y[n] += x[n] */
 void cpu_add(float *y, const float *x, int64_t n);
 
