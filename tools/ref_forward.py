@@ -38,7 +38,7 @@ import sys
 
 import numpy as np
 
-SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM")
 
 
 # ---------------------------------------------------------------- safetensors
@@ -93,6 +93,19 @@ def load_weights(model_dir):
 
 # ----------------------------------------------------------------------- RoPE
 
+def _standardize_rope(rp, cfg, theta_default):
+    rp = dict(rp)
+    rp.setdefault("rope_type", rp.get("type", "default"))
+    rp.setdefault("rope_theta", theta_default)
+    if rp["rope_type"] in ("llama3", "yarn"):
+        if "original_max_position_embeddings" in cfg:
+            rp["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        rp.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
+    if rp.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial_rotary_factor != 1 is not used by these architectures")
+    return rp
+
+
 def rope_parameters(cfg):
     """The standardized RoPE dict, as transformers' RotaryEmbeddingConfigMixin builds it.
 
@@ -103,27 +116,48 @@ def rope_parameters(cfg):
     """
     rp = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
     if any(isinstance(v, dict) for v in rp.values()):
-        raise ValueError("per-layer-type rope_parameters are not used by these architectures")
-    rp.setdefault("rope_type", rp.get("type", "default"))
-    rp.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
-    if rp["rope_type"] in ("llama3", "yarn"):
-        if "original_max_position_embeddings" in cfg:
-            rp["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
-        rp.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
-    if rp.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not used by these architectures")
-    return rp
+        raise ValueError("per-layer-type rope_parameters are only used by Gemma 3 (gemma3_rope_parameters)")
+    return _standardize_rope(rp, cfg, cfg.get("rope_theta", 10000.0))
 
 
-def rope_inv_freq(cfg, head_dim, seq_len):
-    """(inv_freq [head_dim/2], attention_factor) for a forward whose max position is seq_len-1."""
-    rp = rope_parameters(cfg)
+def gemma3_rope_parameters(cfg):
+    """{"full_attention": rp, "sliding_attention": rp}, as Gemma3TextConfig builds them (transformers 5).
+
+    Start from `rope_parameters` (keyed by layer type) or default RoPE for both types; a legacy
+    `rope_scaling` dict is merged into the full-attention entry only; a missing rope_theta comes from
+    `rope_theta` (default 1e6) for full attention and from `rope_local_base_freq` (default 1e4) for
+    sliding attention.  A flat rope_parameters dict is refused: Gemma3TextConfig would ignore it.
+    """
+    given = cfg.get("rope_parameters")
+    if given is not None and set(given) - {"full_attention", "sliding_attention"}:
+        raise ValueError(f"Gemma 3 rope_parameters must be keyed by layer type, got keys {sorted(given)}")
+    per_type = {t: dict((given or {}).get(t) or {"rope_type": "default"})
+                for t in ("full_attention", "sliding_attention")}
+    if cfg.get("rope_scaling"):
+        per_type["full_attention"].update(cfg["rope_scaling"])
+    return {
+        "full_attention": _standardize_rope(per_type["full_attention"], cfg, cfg.get("rope_theta", 1e6)),
+        "sliding_attention": _standardize_rope(per_type["sliding_attention"], cfg,
+                                               cfg.get("rope_local_base_freq", 1e4)),
+    }
+
+
+def rope_inv_freq(cfg, head_dim, seq_len, rp=None):
+    """(inv_freq [head_dim/2], attention_factor) for a forward whose max position is seq_len-1.
+
+    rp: a standardized RoPE dict (default: rope_parameters(cfg)); an "inv_freq_divisors" entry (from a
+    GGUF's rope_freqs tensor) divides the default frequencies, the form in which GGUF carries llama3 scaling.
+    """
+    if rp is None:
+        rp = rope_parameters(cfg)
     rope_type, base, dim = rp["rope_type"], float(rp["rope_theta"]), head_dim
     exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
     attention_factor = 1.0
 
     if rope_type == "default":
         inv_freq = 1.0 / base ** exponents
+    elif rope_type == "freq_divisors":
+        inv_freq = 1.0 / base ** exponents / np.asarray(rp["inv_freq_divisors"], dtype=np.float64)
     elif rope_type == "linear":
         inv_freq = 1.0 / base ** exponents / rp["factor"]
     elif rope_type == "dynamic":
@@ -190,29 +224,86 @@ def rotate_half(x):
 # ---------------------------------------------------------------------- model
 
 class Model:
-    """A loaded checkpoint; logits(ids) runs one full float64 forward."""
+    """A loaded checkpoint; logits(ids) runs one full float64 forward.
+
+    Model(hf_dir) reads a Hugging Face directory, Model.from_gguf(path) a GGUF file (see read_gguf).
+    Internally both are an HF-style config dict and HF-named weights: from safetensors those are float64;
+    from a GGUF they stay float32 (the dequantized values, exact in float32) and are widened per use,
+    so that a 270M model with a 262144-row embedding fits in memory.  Activations are float64 throughout.
+    """
 
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
+        self._setup(cfg, load_weights(model_dir))
+
+    @classmethod
+    def from_gguf(cls, path):
+        cfg, weights = read_gguf(path)
+        model = cls.__new__(cls)
+        model._setup(cfg, weights)
+        return model
+
+    def _setup(self, cfg, weights):
         archs = cfg.get("architectures") or []
         if len(archs) != 1 or archs[0] not in SUPPORTED_ARCHS:
             raise ValueError(f"unsupported architectures {archs}")
         self.arch = archs[0]
-        if cfg.get("hidden_act", "silu") != "silu":
+        self.gemma = self.arch == "Gemma3ForCausalLM"
+        if self.gemma:
+            if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+                raise ValueError(f"unsupported hidden_activation {cfg['hidden_activation']!r}")
+            # transformers' Gemma3Attention never passes attn_logit_softcapping to its attention function
+            # (Gemma 2 does), and llama.cpp's converter asserts it is absent: refuse rather than guess.
+            if cfg.get("attn_logit_softcapping") is not None:
+                raise ValueError("attn_logit_softcapping is set; transformers' Gemma 3 ignores it")
+            if cfg.get("use_bidirectional_attention"):
+                raise ValueError("use_bidirectional_attention is not supported")
+        elif cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
         self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
-        self.head_dim = cfg.get("head_dim") or self.hidden // self.n_heads
+        default_head_dim = 256 if self.gemma else self.hidden // self.n_heads
+        self.head_dim = cfg.get("head_dim") or default_head_dim
         self.inter = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
-        self.eps = cfg["rms_norm_eps"]
+        self.eps = cfg.get("rms_norm_eps", 1e-6) if self.gemma else cfg["rms_norm_eps"]
         if self.n_heads % self.n_kv:
             raise ValueError("num_attention_heads is not a multiple of num_key_value_heads")
-        rope_parameters(cfg)  # validate early
+
+        # Per layer: sliding window (None = full attention) and the RoPE parameters.
+        self.windows = [None] * self.n_layers
+        if self.gemma:
+            # Layer types: `layer_types`, else the legacy pattern (layer i sliding iff (i+1) % pattern != 0).
+            pattern = cfg.get("sliding_window_pattern", 6)
+            types = cfg.get("layer_types") or [
+                "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(self.n_layers)]
+            if len(types) != self.n_layers or set(types) - {"sliding_attention", "full_attention"}:
+                raise ValueError(f"bad layer_types {types}")
+            self.layer_types = types
+            self.windows = [cfg.get("sliding_window", 4096) if t == "sliding_attention" else None for t in types]
+            self.rope = gemma3_rope_parameters(cfg)
+            self.scale = float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5
+            self.final_softcap = cfg.get("final_logit_softcapping")
+        else:
+            self.layer_types = ["full_attention"] * self.n_layers
+            self.rope = {"full_attention": rope_parameters(cfg)}
+            self.scale = 1.0 / math.sqrt(self.head_dim)
+            self.final_softcap = None
+            # Mistral applies config.sliding_window to every layer (it ignores layer_types); Qwen2 only when
+            # use_sliding_window, on the layers that layer_types (default: index >= max_window_layers) marks
+            # "sliding_attention"; Llama never.
+            if self.arch == "MistralForCausalLM":
+                self.windows = [cfg.get("sliding_window")] * self.n_layers
+            elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
+                sw = cfg.get("sliding_window")
+                types = cfg.get("layer_types") or [
+                    "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
+                    else "full_attention" for i in range(self.n_layers)]
+                self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Which projections carry biases, per architecture.
         if self.arch == "LlamaForCausalLM":
@@ -220,29 +311,21 @@ class Model:
             mlp_bias = bool(cfg.get("mlp_bias", False))
         elif self.arch == "Qwen2ForCausalLM":
             qkv_bias, o_bias, mlp_bias = True, False, False
+        elif self.gemma:
+            qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
+            mlp_bias = False
         else:
             qkv_bias = o_bias = mlp_bias = False
-
-        # Sliding window per layer.  Mistral applies config.sliding_window to every layer
-        # (it ignores layer_types); Qwen2 only when use_sliding_window, on the layers that
-        # layer_types (default: index >= max_window_layers) marks "sliding_attention";
-        # Llama never.
-        self.windows = [None] * self.n_layers
-        if self.arch == "MistralForCausalLM":
-            self.windows = [cfg.get("sliding_window")] * self.n_layers
-        elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
-            sw = cfg.get("sliding_window")
-            types = cfg.get("layer_types") or [
-                "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
-                else "full_attention" for i in range(self.n_layers)]
-            self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Expected tensors and shapes ([out, in] for Linear).
         h, q_out, kv_out = self.hidden, self.n_heads * self.head_dim, self.n_kv * self.head_dim
         expected = {"model.embed_tokens.weight": (self.vocab, h), "model.norm.weight": (h,)}
-        tied = bool(cfg.get("tie_word_embeddings", False))
+        tied = bool(cfg.get("tie_word_embeddings", self.gemma))
         if not tied:
             expected["lm_head.weight"] = (self.vocab, h)
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if self.gemma:
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
             lin = {"self_attn.q_proj": (q_out, h, qkv_bias), "self_attn.k_proj": (kv_out, h, qkv_bias),
@@ -253,10 +336,12 @@ class Model:
                 expected[p + name + ".weight"] = (n_out, n_in)
                 if bias:
                     expected[p + name + ".bias"] = (n_out,)
-            expected[p + "input_layernorm.weight"] = (h,)
-            expected[p + "post_attention_layernorm.weight"] = (h,)
+            for name in norms:
+                expected[p + name + ".weight"] = (h,)
+            if self.gemma:
+                expected[p + "self_attn.q_norm.weight"] = (self.head_dim,)
+                expected[p + "self_attn.k_norm.weight"] = (self.head_dim,)
 
-        weights = load_weights(model_dir)
         if tied:
             # HF ties lm_head to the embedding and ignores a stored lm_head.weight.
             weights.pop("lm_head.weight", None)
@@ -271,25 +356,38 @@ class Model:
         self.w = weights
         self.lm_head = weights["model.embed_tokens.weight"] if tied else weights["lm_head.weight"]
 
+    def rope_types(self):
+        """The rope_type of every layer type this model uses."""
+        return sorted({self.rope[t]["rope_type"] for t in set(self.layer_types)})
+
     def _linear(self, x, name):
-        y = x @ self.w[name + ".weight"].T
+        y = x @ self.w[name + ".weight"].T.astype(np.float64)
         bias = self.w.get(name + ".bias")
         return y if bias is None else y + bias
 
     def _rms_norm(self, x, name):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w[name]
+        w = self.w[name].astype(np.float64)
+        if self.gemma:
+            w = 1.0 + w
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
     def _attention(self, x, p, cos, sin, window):
         T, hd = x.shape[0], self.head_dim
         q = self._linear(x, p + "q_proj").reshape(T, self.n_heads, hd).transpose(1, 0, 2)
         k = self._linear(x, p + "k_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
         v = self._linear(x, p + "v_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
+        if self.gemma:
+            # Per-head RMSNorm over head_dim, before RoPE.
+            q = self._rms_norm(q, p + "q_norm.weight")
+            k = self._rms_norm(k, p + "k_norm.weight")
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Query head h reads key/value head h // (n_heads / n_kv) (HF repeat_kv).
         rep = self.n_heads // self.n_kv
         k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
-        scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+        scores = q @ k.transpose(0, 2, 1) * self.scale
+        # transformers' masks: key j is visible to query i iff j <= i and, with a window, i - j < window
+        # (masking_utils.sliding_window_overlay: kv_idx > q_idx - sliding_window).
         i, j = np.arange(T)[:, None], np.arange(T)[None, :]
         visible = j <= i
         if window is not None:
@@ -301,27 +399,56 @@ class Model:
         out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
         return self._linear(out, p + "o_proj")
 
+    def _mlp(self, x, p):
+        gate = self._linear(x, p + "mlp.gate_proj")
+        if self.gemma:
+            # gelu_pytorch_tanh
+            act = 0.5 * gate * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (gate + 0.044715 * gate ** 3)))
+        else:
+            act = gate / (1.0 + np.exp(-gate))
+        return self._linear(act * self._linear(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+
+    def _rope_tables(self, T):
+        """{layer_type: (cos, sin)}, each [T, head_dim]."""
+        tables = {}
+        for t in set(self.layer_types):
+            inv_freq, attention_factor = rope_inv_freq(self.cfg, self.head_dim, T, self.rope[t])
+            freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            tables[t] = (np.cos(emb) * attention_factor, np.sin(emb) * attention_factor)
+        return tables
+
     def logits(self, ids):
         """[T, V] float64 logits of one full forward over ids (positions 0..T-1)."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= self.vocab:
             raise ValueError("ids must be a non-empty list of token ids below vocab_size")
         T = ids.size
-        inv_freq, attention_factor = rope_inv_freq(self.cfg, self.head_dim, T)
-        freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
+        rope = self._rope_tables(T)
 
-        x = self.w["model.embed_tokens.weight"][ids]
+        x = self.w["model.embed_tokens.weight"][ids].astype(np.float64)
+        if self.gemma:
+            x = x * math.sqrt(self.hidden)
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
-            x = x + self._attention(self._rms_norm(x, p + "input_layernorm.weight"),
-                                    p + "self_attn.", cos, sin, self.windows[i])
-            hn = self._rms_norm(x, p + "post_attention_layernorm.weight")
-            gate = self._linear(hn, p + "mlp.gate_proj")
-            act = gate / (1.0 + np.exp(-gate)) * self._linear(hn, p + "mlp.up_proj")
-            x = x + self._linear(act, p + "mlp.down_proj")
-        return self._rms_norm(x, "model.norm.weight") @ self.lm_head.T
+            cos, sin = rope[self.layer_types[i]]
+            a = self._attention(self._rms_norm(x, p + "input_layernorm.weight"), p + "self_attn.", cos, sin,
+                                self.windows[i])
+            if self.gemma:
+                x = x + self._rms_norm(a, p + "post_attention_layernorm.weight")
+                m = self._mlp(self._rms_norm(x, p + "pre_feedforward_layernorm.weight"), p)
+                x = x + self._rms_norm(m, p + "post_feedforward_layernorm.weight")
+            else:
+                x = x + a
+                x = x + self._mlp(self._rms_norm(x, p + "post_attention_layernorm.weight"), p)
+        x = self._rms_norm(x, "model.norm.weight")
+        # The head in row blocks: a float32 [262144, 640] head is never widened whole.
+        out = np.empty((T, self.vocab), dtype=np.float64)
+        for r in range(0, self.vocab, 32768):
+            out[:, r:r + 32768] = x @ self.lm_head[r:r + 32768].astype(np.float64).T
+        if self.final_softcap is not None:
+            out = np.tanh(out / self.final_softcap) * self.final_softcap
+        return out
 
     def greedy(self, ids, n):
         """n greedily generated ids; every step is a full forward over the whole sequence."""
