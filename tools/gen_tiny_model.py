@@ -163,7 +163,7 @@ VARIANTS = {
         hidden=64, inter=128, layers=8, heads=4, kv_heads=1, head_dim=32, explicit_head_dim=True,
         vocab=320, tied=True, rope_theta=1000000.0, rope_local_base_freq=10000.0,
         rope_scaling={"rope_type": "linear", "factor": 2.0}, max_pos=512, eps=1e-6, sliding_window=8,
-        query_pre_attn_scalar=24, final_logit_softcapping=1.5, layer_types_style="pattern",
+        query_pre_attn_scalar=64, final_logit_softcapping=1.5, layer_types_style="pattern",
         rope_style="parameters"),
 }
 

@@ -2,18 +2,30 @@
 """Independent float64 NumPy reference forward pass for ferry's tests.
 
 Written from the Hugging Face transformers model definitions (modeling_llama,
-modeling_mistral, modeling_qwen2, modeling_rope_utils, masking_utils), not from
-ferry's code.  Supports LlamaForCausalLM, MistralForCausalLM and
-Qwen2ForCausalLM checkpoints: tied or untied embeddings, GQA, head_dim from the
-config, attention/MLP biases, RMSNorm, rotate-half RoPE with default, linear,
-dynamic (NTK), yarn and llama3 scaling, sliding-window attention, SwiGLU MLP.
+modeling_mistral, modeling_qwen2, modeling_gemma3, modeling_rope_utils,
+masking_utils), not from ferry's code.  Supports LlamaForCausalLM,
+MistralForCausalLM, Qwen2ForCausalLM and Gemma3ForCausalLM (text) checkpoints:
+tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
+RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
+scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
+(1 + w) RMSNorms before and after attention and MLP, per-head q/k RMSNorm before
+RoPE, local (sliding) and global layers with their own RoPE, attention scale
+query_pre_attn_scalar**-0.5, gelu_tanh MLP, optional final logit softcap (an
+attn_logit_softcapping is refused: transformers' Gemma 3 never applies it).
 Configs may use the legacy `rope_scaling` + `rope_theta` keys or the
-transformers-5 `rope_parameters` dict.  Weights are read from model.safetensors
+transformers-5 `rope_parameters` dict (Gemma 3: keyed by layer type, or the
+legacy rope_theta / rope_local_base_freq / rope_scaling).  Weights are read from model.safetensors
 or from shards listed in model.safetensors.index.json, with a parser of its own
 (F64/F32/F16/BF16).
 
     python3 tools/ref_forward.py HF_DIR --ids 1,2,3 [--out logits.npy] [--greedy N]
         [--compare FERRY_LOGITS [--tol 1e-4]]
+    python3 tools/ref_forward.py --gguf MODEL.gguf --ids ... (same options)
+
+--gguf runs the same forward on a llama, qwen2 or gemma3 GGUF read with gguf-py: every tensor
+dequantized (gguf.quants.dequantize) and kept in float32, llama's q/k permutation undone, Gemma's
+folded +1 taken off the norms (see read_gguf), so ferry on a quantized GGUF can be compared with the
+reference on the same dequantized weights.
 
 --out saves the [T, V] float64 logits of one full forward over --ids.
 --greedy N prints N greedily generated ids, comma-separated, on stdout (each
@@ -26,7 +38,7 @@ Dump format, little-endian: b"FLGT", u32 version (1), u32 n_rows, u32 n_vocab,
 then n_rows * n_vocab float32, row-major, row r = logits at position r.
 
 Importable: forward(model_dir, ids) -> ndarray [T, V] float64,
-greedy(model_dir, ids, n) -> list of n ids, Model(model_dir) to load once.
+greedy(model_dir, ids, n) -> list of n ids, Model(model_dir) or Model.from_gguf(path) to load once.
 """
 
 import argparse
@@ -89,6 +101,149 @@ def load_weights(model_dir):
             raise ValueError(f"tensors listed in the index but absent: {sorted(missing)}")
         return weights
     return read_safetensors(os.path.join(model_dir, "model.safetensors"))
+
+
+# ----------------------------------------------------------------------- GGUF
+
+GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+
+# GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
+_GGUF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+_GGUF_LAYER_NAMES_LLAMA = dict(_GGUF_LAYER_NAMES, ffn_norm="post_attention_layernorm")
+_GGUF_LAYER_NAMES_GEMMA3 = dict(
+    _GGUF_LAYER_NAMES, attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm",
+    post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
+    post_ffw_norm="post_feedforward_layernorm")
+
+
+def _llama_unpermute(w, n_head):
+    """Inverse of llama.cpp's q/k permutation (rows (2i, 2i+1) of each head back to (i, i + d/2))."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def read_gguf(path):
+    """(HF-style config dict, {HF name: array}) from a llama, qwen2 or gemma3 GGUF, read with gguf-py.
+
+    Every tensor is dequantized with gguf.quants.dequantize to float32 and kept so; llama q/k rows are
+    un-permuted; Gemma norm weights get their folded +1 taken off again (in float64, exactly).  Keys
+    follow llama.cpp: head_dim from attention.key_length; RoPE base rope.freq_base; rope.scaling.type
+    linear/yarn; a rope_freqs tensor divides the frequencies (llama3); for gemma3 the local layers are
+    those with (i+1) % 6 != 0 (llama.cpp's fixed pattern, unless attention.sliding_window_pattern is
+    present), their rope base rope.freq_base_swa or 10000, the attention scale attention.scale when
+    present, else 1/sqrt(hidden/heads) for the 62-layer 27B and 1/sqrt(head_dim) otherwise.
+    """
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    if arch not in GGUF_ARCHS:
+        raise ValueError(f"{path}: unsupported general.architecture {arch!r}")
+    missing = object()
+
+    def kv(key, default=missing):
+        f = r.fields.get(key.format(arch=arch))
+        if f is None:
+            if default is missing:
+                raise ValueError(f"{path}: missing key {key.format(arch=arch)}")
+            return default
+        return f.contents()
+
+    tensors = {t.name: t for t in r.tensors}
+    embd = tensors["token_embd.weight"]
+    heads = int(kv("{arch}.attention.head_count"))
+    hidden = int(kv("{arch}.embedding_length"))
+    n_layers = int(kv("{arch}.block_count"))
+    head_dim = int(kv("{arch}.attention.key_length", hidden // heads))
+    if int(kv("{arch}.attention.value_length", head_dim)) != head_dim:
+        raise ValueError(f"{path}: value_length != key_length")
+    if int(kv("{arch}.rope.dimension_count", head_dim)) != head_dim:
+        raise ValueError(f"{path}: partial rotary (rope.dimension_count != head_dim)")
+    gemma = arch == "gemma3"
+    cfg = {
+        "architectures": [GGUF_ARCHS[arch]],
+        "hidden_size": hidden,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(kv("{arch}.attention.head_count_kv", heads)),
+        "head_dim": head_dim,
+        "intermediate_size": int(kv("{arch}.feed_forward_length")),
+        "rms_norm_eps": float(kv("{arch}.attention.layer_norm_rms_epsilon")),
+        "max_position_embeddings": int(kv("{arch}.context_length")),
+        "vocab_size": int(embd.shape[1]),
+        "tie_word_embeddings": "output.weight" not in tensors,
+    }
+
+    rp = {"rope_type": "default", "rope_theta": float(kv("{arch}.rope.freq_base", 1e6 if gemma else 1e4))}
+    scaling = kv("{arch}.rope.scaling.type", "none")
+    if scaling == "linear":
+        rp.update(rope_type="linear", factor=float(kv("{arch}.rope.scaling.factor")))
+    elif scaling == "yarn":
+        rp.update(rope_type="yarn", factor=float(kv("{arch}.rope.scaling.factor")),
+                  original_max_position_embeddings=int(kv("{arch}.rope.scaling.original_context_length")),
+                  beta_fast=float(kv("{arch}.rope.scaling.yarn_beta_fast", 32.0)),
+                  beta_slow=float(kv("{arch}.rope.scaling.yarn_beta_slow", 1.0)))
+    elif scaling != "none":
+        raise ValueError(f"{path}: unsupported rope.scaling.type {scaling!r}")
+    if "rope_freqs.weight" in tensors:
+        if rp["rope_type"] != "default":
+            raise ValueError(f"{path}: rope_freqs together with rope.scaling.type {scaling!r}")
+        divisors = np.asarray(tensors["rope_freqs.weight"].data, dtype=np.float64)
+        rp.update(rope_type="freq_divisors", inv_freq_divisors=divisors)
+
+    if gemma:
+        pattern = kv("{arch}.attention.sliding_window_pattern", 6)
+        if isinstance(pattern, list):
+            cfg["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
+        else:
+            cfg["sliding_window_pattern"] = int(pattern)
+        cfg["sliding_window"] = int(kv("{arch}.attention.sliding_window"))
+        cfg["rope_parameters"] = {
+            "full_attention": rp,
+            "sliding_attention": {"rope_type": "default",
+                                  "rope_theta": float(kv("{arch}.rope.freq_base_swa", 1e4))}}
+        scale = kv("{arch}.attention.scale", None)
+        if scale is not None:
+            cfg["query_pre_attn_scalar"] = 1.0 / float(scale) ** 2
+        else:
+            cfg["query_pre_attn_scalar"] = hidden // heads if n_layers == 62 else head_dim
+        cfg["final_logit_softcapping"] = kv("{arch}.final_logit_softcapping", None)
+        if kv("{arch}.attn_logit_softcapping", None) is not None:
+            raise ValueError(f"{path}: attn_logit_softcapping is not part of Gemma 3")
+        layer_names = _GGUF_LAYER_NAMES_GEMMA3
+    else:
+        cfg["rope_parameters"] = rp
+        layer_names = _GGUF_LAYER_NAMES_LLAMA
+
+    weights = {}
+    for name, t in tensors.items():
+        if name == "rope_freqs.weight":
+            continue
+        base, suffix = name.rsplit(".", 1)
+        if base.startswith("blk."):
+            _, n, short = base.split(".", 2)
+            if short not in layer_names:
+                raise ValueError(f"{path}: unexpected tensor {name}")
+            hf = f"model.layers.{n}.{layer_names[short]}.{suffix}"
+        else:
+            hf = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                  "output": "lm_head"}.get(base)
+            if hf is None:
+                raise ValueError(f"{path}: unexpected tensor {name}")
+            hf += "." + suffix
+        arr = gguf.quants.dequantize(t.data, t.tensor_type)
+        arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+        if arch == "llama" and hf.endswith("self_attn.q_proj." + suffix):
+            arr = _llama_unpermute(arr, heads)
+        elif arch == "llama" and hf.endswith("self_attn.k_proj." + suffix):
+            arr = _llama_unpermute(arr, cfg["num_key_value_heads"])
+        if gemma and hf.endswith("norm.weight"):
+            arr = arr.astype(np.float64) - 1.0
+        weights[hf] = arr
+    return cfg, weights
 
 
 # ----------------------------------------------------------------------- RoPE
@@ -499,7 +654,8 @@ def compare(model, ids, dump):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model_dir")
+    ap.add_argument("model_dir", nargs="?", help="Hugging Face directory (or give --gguf)")
+    ap.add_argument("--gguf", metavar="PATH", help="read a llama/qwen2/gemma3 GGUF instead (dequantized)")
     ap.add_argument("--ids", required=True, help="comma-separated token ids")
     ap.add_argument("--out", help="save the [T, V] float64 logits as .npy")
     ap.add_argument("--greedy", type=int, default=0, metavar="N",
@@ -507,8 +663,10 @@ def main():
     ap.add_argument("--compare", metavar="FERRY_LOGITS", help="compare with a FLGT dump")
     ap.add_argument("--tol", type=float, default=1e-4)
     a = ap.parse_args()
+    if (a.model_dir is None) == (a.gguf is None):
+        ap.error("give either HF_DIR or --gguf PATH")
     ids = [int(t) for t in a.ids.split(",") if t.strip()]
-    model = Model(a.model_dir)
+    model = Model(a.model_dir) if a.gguf is None else Model.from_gguf(a.gguf)
     if a.out:
         np.save(a.out, model.logits(ids))
     if a.greedy:
