@@ -70,6 +70,19 @@ FAMILIES = {
             "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
         ),
     },
+    # Gemma's ids for pad/eos/bos/unk (0..3); end_of_turn stands for Gemma's 106.
+    "gemma3": {
+        "specials": ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"],
+        "bos": 2,
+        "eos": [1, 6],
+        "add_bos": True,
+        "chat_template": (
+            "{{ bos_token }}{% for message in messages %}"
+            "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n'"
+            " + message['content'] | trim + '<end_of_turn>\\n' }}"
+            "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+        ),
+    },
     "mistral": {
         "specials": ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
         "bos": 1,
@@ -134,6 +147,24 @@ VARIANTS = {
         hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
         vocab=320, tied=False, rope_theta=10000.0, rope_scaling=None, max_pos=512, eps=1e-5,
         sliding_window=8),
+    # Gemma 3 text: 6 layers with the 5:1 local:global pattern (layer 5 global), head_dim 32 != hidden/heads,
+    # query_pre_attn_scalar 16 (= hidden/heads, as Gemma 3 27B) != head_dim, window 8 < the test prompts.
+    # Config in the style of the Hub's Gemma 3 configs (rope_theta + rope_local_base_freq + layer_types).
+    "gemma3": dict(
+        arch="Gemma3ForCausalLM", model_type="gemma3_text", family="gemma3", dtype="F32",
+        hidden=64, inter=128, layers=6, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
+        vocab=320, tied=True, rope_theta=1000000.0, rope_local_base_freq=10000.0, rope_scaling=None,
+        max_pos=512, eps=1e-6, sliding_window=8, query_pre_attn_scalar=16, final_logit_softcapping=None,
+        layer_types_style="list"),
+    # The transformers-5 spelling: rope_parameters per layer type (linear scaling on the global layers only),
+    # legacy sliding_window_pattern instead of layer_types; 8 layers (global: 5), bf16 weights, logit softcap.
+    "gemma3_softcap": dict(
+        arch="Gemma3ForCausalLM", model_type="gemma3_text", family="gemma3", dtype="BF16",
+        hidden=64, inter=128, layers=8, heads=4, kv_heads=1, head_dim=32, explicit_head_dim=True,
+        vocab=320, tied=True, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+        rope_scaling={"rope_type": "linear", "factor": 2.0}, max_pos=512, eps=1e-6, sliding_window=8,
+        query_pre_attn_scalar=64, final_logit_softcapping=1.5, layer_types_style="pattern",
+        rope_style="parameters"),
 }
 
 BROKEN_KINDS = ["truncated", "bad_header", "bad_header_json", "bad_shape", "bad_dtype",
@@ -179,6 +210,25 @@ def make_config(spec):
         cfg.update(use_sliding_window=False, sliding_window=8, max_window_layers=1)
     elif spec["model_type"] == "mistral":
         cfg.update(sliding_window=spec["sliding_window"])
+    elif spec["model_type"] == "gemma3_text":
+        del cfg["hidden_act"]
+        cfg.update(attention_bias=False, attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh",
+                   final_logit_softcapping=spec["final_logit_softcapping"], pad_token_id=0,
+                   query_pre_attn_scalar=spec["query_pre_attn_scalar"], sliding_window=spec["sliding_window"],
+                   use_bidirectional_attention=False)
+        if spec["layer_types_style"] == "list":
+            cfg["layer_types"] = ["sliding_attention" if (i + 1) % 6 else "full_attention"
+                                  for i in range(spec["layers"])]
+        else:
+            cfg["sliding_window_pattern"] = 6
+        if spec.get("rope_style") == "parameters":
+            del cfg["rope_theta"]
+            full = dict(spec["rope_scaling"] or {"rope_type": "default"}, rope_theta=spec["rope_theta"])
+            cfg["rope_parameters"] = {
+                "full_attention": full,
+                "sliding_attention": {"rope_type": "default", "rope_theta": spec["rope_local_base_freq"]}}
+        else:
+            cfg.update(rope_local_base_freq=spec["rope_local_base_freq"], rope_scaling=spec["rope_scaling"])
     return dict(sorted(cfg.items()))
 
 
@@ -195,6 +245,8 @@ def make_weights(spec, rng):
     def norm_weight():
         return (1.0 + 0.1 * rng.standard_normal(h)).astype(np.float32).astype(dt)
 
+    if spec["model_type"] == "gemma3_text":
+        return make_gemma3_weights(spec, rng, normal)
     # RMSNorm follows the embedding, so its scale only matters through the tied lm_head:
     # a large tied embedding makes every token predict itself (greedy repeats one id).
     w["model.embed_tokens.weight"] = normal((spec["vocab"], h), 1.25 / np.sqrt(h) if spec["tied"] else 1.0)
@@ -216,6 +268,43 @@ def make_weights(spec, rng):
     w["model.norm.weight"] = norm_weight()
     if not spec["tied"]:
         w["lm_head.weight"] = normal((spec["vocab"], h), 1.0 / np.sqrt(h))
+    return w
+
+
+def make_gemma3_weights(spec, rng, normal):
+    """Gemma 3 tensors.  Norm weights w are stored as HF does (the norm multiplies by 1 + w), drawn around 0 and
+    rounded so that 1 + w is exact in the storage dtype: a GGUF converter folds the +1 in (in that dtype), and
+    an F32 GGUF must then hold the same multipliers bit for bit."""
+    h, inter, hd = spec["hidden"], spec["inter"], spec["head_dim"]
+    q_out, kv_out = spec["heads"] * hd, spec["kv_heads"] * hd
+    dt = NP_DTYPE[spec["dtype"]]
+    w = {}
+
+    def norm_weight(n):
+        one_plus = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32).astype(dt)
+        return (one_plus.astype(np.float64) - 1.0).astype(dt)
+
+    # q and k are RMS-normalized per head, so their projection scale does not matter; the attention logits
+    # have a standard deviation of about sqrt(head_dim / query_pre_attn_scalar).  The tied embedding is
+    # smaller than the Llama variants' (0.5 vs 1.25): Gemma scales it by sqrt(hidden) into a residual stream
+    # whose blocks add post-normalized (unit RMS) outputs, and a larger one makes greedy repeat the last token.
+    w["model.embed_tokens.weight"] = normal((spec["vocab"], h), 0.5 / np.sqrt(h))
+    for i in range(spec["layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight(h)
+        w[p + "self_attn.q_proj.weight"] = normal((q_out, h), 1.0 / np.sqrt(h))
+        w[p + "self_attn.k_proj.weight"] = normal((kv_out, h), 1.0 / np.sqrt(h))
+        w[p + "self_attn.v_proj.weight"] = normal((kv_out, h), 1.0 / np.sqrt(h))
+        w[p + "self_attn.o_proj.weight"] = normal((h, q_out), 1.0 / np.sqrt(q_out))
+        w[p + "self_attn.q_norm.weight"] = norm_weight(hd)
+        w[p + "self_attn.k_norm.weight"] = norm_weight(hd)
+        w[p + "post_attention_layernorm.weight"] = norm_weight(h)
+        w[p + "pre_feedforward_layernorm.weight"] = norm_weight(h)
+        w[p + "post_feedforward_layernorm.weight"] = norm_weight(h)
+        w[p + "mlp.gate_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.up_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.down_proj.weight"] = normal((h, inter), 1.0 / np.sqrt(inter))
+    w["model.norm.weight"] = norm_weight(h)
     return w
 
 

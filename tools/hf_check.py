@@ -19,6 +19,9 @@ NumPy gives errors of 2e-7..1e-6 on these models, hence the default --tol 1e-5
 check because HF's dynamic RoPE keeps state between calls.  With a KV cache,
 HF's dynamic NTK keeps the keys rotated with the base of the step that cached
 them, so for rope_type "dynamic" the cached greedy run is reported, not judged.
+For Gemma 3 variants (Gemma3ForCausalLM, whose RMSNorm also computes in float32)
+the layer types HF resolved (layer_types, or the legacy sliding_window_pattern)
+must equal the reference's, or the variant fails as a loading problem.
 
     python3 tools/hf_check.py [--tol 1e-5] [--variants a,b] [--seed 0]
 
@@ -91,12 +94,19 @@ def check_variant(variant, seed, tol):
     with tempfile.TemporaryDirectory() as d:
         gen_tiny_model.generate(variant, d, seed)
         ref = ref_forward.Model(d)
-        rope_type = ref_forward.rope_parameters(ref.cfg)["rope_type"]
+        # Gemma 3 has one RoPE per layer type (rope_types lists them all).
+        rope_types = ref.rope_types()
         rng = np.random.default_rng([seed, 2024])
         prompt = [int(t) for t in rng.integers(0, ref.vocab, PROMPT_LEN)]
 
         model, problems = load_hf(d)
         notes = [f"rope_parameters={dict(model.config.rope_parameters)}"]
+        if ref.gemma:
+            # What HF resolved the Gemma 3 config to must be what the reference uses.
+            hf_types = list(model.config.layer_types)
+            if hf_types != ref.layer_types:
+                problems["layer_types"] = [f"HF {hf_types} != reference {ref.layer_types}"]
+            notes.append(f"layer_types={''.join('S' if t == 'sliding_attention' else 'F' for t in hf_types)}")
         if problems:
             notes.append(f"loading problems: {problems}")
         del model
@@ -107,7 +117,7 @@ def check_variant(variant, seed, tol):
         err64 = rel_err(hf_logits(d, full), ref.logits(full))
         g_nocache, ok_nocache = greedy_verdict(ref_gen, hf_greedy(d, prompt, use_cache=False))
         g_cache, ok_cache = greedy_verdict(ref_gen, hf_greedy(d, prompt, use_cache=True))
-        if rope_type == "dynamic":
+        if "dynamic" in rope_types:
             g_cache += " (not judged)"
             ok_cache = True
         passed = not problems and err32 <= tol and err64 <= tol and ok_nocache and ok_cache

@@ -2,18 +2,30 @@
 """Independent float64 NumPy reference forward pass for ferry's tests.
 
 Written from the Hugging Face transformers model definitions (modeling_llama,
-modeling_mistral, modeling_qwen2, modeling_rope_utils, masking_utils), not from
-ferry's code.  Supports LlamaForCausalLM, MistralForCausalLM and
-Qwen2ForCausalLM checkpoints: tied or untied embeddings, GQA, head_dim from the
-config, attention/MLP biases, RMSNorm, rotate-half RoPE with default, linear,
-dynamic (NTK), yarn and llama3 scaling, sliding-window attention, SwiGLU MLP.
+modeling_mistral, modeling_qwen2, modeling_gemma3, modeling_rope_utils,
+masking_utils), not from ferry's code.  Supports LlamaForCausalLM,
+MistralForCausalLM, Qwen2ForCausalLM and Gemma3ForCausalLM (text) checkpoints:
+tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
+RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
+scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
+(1 + w) RMSNorms before and after attention and MLP, per-head q/k RMSNorm before
+RoPE, local (sliding) and global layers with their own RoPE, attention scale
+query_pre_attn_scalar**-0.5, gelu_tanh MLP, optional final logit softcap (an
+attn_logit_softcapping is refused: transformers' Gemma 3 never applies it).
 Configs may use the legacy `rope_scaling` + `rope_theta` keys or the
-transformers-5 `rope_parameters` dict.  Weights are read from model.safetensors
+transformers-5 `rope_parameters` dict (Gemma 3: keyed by layer type, or the
+legacy rope_theta / rope_local_base_freq / rope_scaling).  Weights are read from model.safetensors
 or from shards listed in model.safetensors.index.json, with a parser of its own
 (F64/F32/F16/BF16).
 
     python3 tools/ref_forward.py HF_DIR --ids 1,2,3 [--out logits.npy] [--greedy N]
         [--compare FERRY_LOGITS [--tol 1e-4]]
+    python3 tools/ref_forward.py --gguf MODEL.gguf --ids ... (same options)
+
+--gguf runs the same forward on a llama, qwen2 or gemma3 GGUF read with gguf-py: every tensor
+dequantized (gguf.quants.dequantize) and kept in float32, llama's q/k permutation undone, Gemma's
+folded +1 taken off the norms (see read_gguf), so ferry on a quantized GGUF can be compared with the
+reference on the same dequantized weights.
 
 --out saves the [T, V] float64 logits of one full forward over --ids.
 --greedy N prints N greedily generated ids, comma-separated, on stdout (each
@@ -26,7 +38,7 @@ Dump format, little-endian: b"FLGT", u32 version (1), u32 n_rows, u32 n_vocab,
 then n_rows * n_vocab float32, row-major, row r = logits at position r.
 
 Importable: forward(model_dir, ids) -> ndarray [T, V] float64,
-greedy(model_dir, ids, n) -> list of n ids, Model(model_dir) to load once.
+greedy(model_dir, ids, n) -> list of n ids, Model(model_dir) or Model.from_gguf(path) to load once.
 """
 
 import argparse
@@ -38,7 +50,7 @@ import sys
 
 import numpy as np
 
-SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM")
 
 
 # ---------------------------------------------------------------- safetensors
@@ -91,7 +103,163 @@ def load_weights(model_dir):
     return read_safetensors(os.path.join(model_dir, "model.safetensors"))
 
 
+# ----------------------------------------------------------------------- GGUF
+
+GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+
+# GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
+_GGUF_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+_GGUF_LAYER_NAMES_LLAMA = dict(_GGUF_LAYER_NAMES, ffn_norm="post_attention_layernorm")
+_GGUF_LAYER_NAMES_GEMMA3 = dict(
+    _GGUF_LAYER_NAMES, attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm",
+    post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
+    post_ffw_norm="post_feedforward_layernorm")
+
+
+def _llama_unpermute(w, n_head):
+    """Inverse of llama.cpp's q/k permutation (rows (2i, 2i+1) of each head back to (i, i + d/2))."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def read_gguf(path):
+    """(HF-style config dict, {HF name: array}) from a llama, qwen2 or gemma3 GGUF, read with gguf-py.
+
+    Every tensor is dequantized with gguf.quants.dequantize to float32 and kept so; llama q/k rows are
+    un-permuted; Gemma norm weights get their folded +1 taken off again (in float64, exactly).  Keys
+    follow llama.cpp: head_dim from attention.key_length; RoPE base rope.freq_base; rope.scaling.type
+    linear/yarn; a rope_freqs tensor divides the frequencies (llama3); for gemma3 the local layers are
+    those with (i+1) % 6 != 0 (llama.cpp's fixed pattern, unless attention.sliding_window_pattern is
+    present), their rope base rope.freq_base_swa or 10000, the attention scale attention.scale when
+    present, else 1/sqrt(hidden/heads) for the 62-layer 27B and 1/sqrt(head_dim) otherwise.
+    """
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"].contents()
+    if arch not in GGUF_ARCHS:
+        raise ValueError(f"{path}: unsupported general.architecture {arch!r}")
+    missing = object()
+
+    def kv(key, default=missing):
+        f = r.fields.get(key.format(arch=arch))
+        if f is None:
+            if default is missing:
+                raise ValueError(f"{path}: missing key {key.format(arch=arch)}")
+            return default
+        return f.contents()
+
+    tensors = {t.name: t for t in r.tensors}
+    embd = tensors["token_embd.weight"]
+    heads = int(kv("{arch}.attention.head_count"))
+    hidden = int(kv("{arch}.embedding_length"))
+    n_layers = int(kv("{arch}.block_count"))
+    head_dim = int(kv("{arch}.attention.key_length", hidden // heads))
+    if int(kv("{arch}.attention.value_length", head_dim)) != head_dim:
+        raise ValueError(f"{path}: value_length != key_length")
+    if int(kv("{arch}.rope.dimension_count", head_dim)) != head_dim:
+        raise ValueError(f"{path}: partial rotary (rope.dimension_count != head_dim)")
+    gemma = arch == "gemma3"
+    cfg = {
+        "architectures": [GGUF_ARCHS[arch]],
+        "hidden_size": hidden,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(kv("{arch}.attention.head_count_kv", heads)),
+        "head_dim": head_dim,
+        "intermediate_size": int(kv("{arch}.feed_forward_length")),
+        "rms_norm_eps": float(kv("{arch}.attention.layer_norm_rms_epsilon")),
+        "max_position_embeddings": int(kv("{arch}.context_length")),
+        "vocab_size": int(embd.shape[1]),
+        "tie_word_embeddings": "output.weight" not in tensors,
+    }
+
+    rp = {"rope_type": "default", "rope_theta": float(kv("{arch}.rope.freq_base", 1e6 if gemma else 1e4))}
+    scaling = kv("{arch}.rope.scaling.type", "none")
+    if scaling == "linear":
+        rp.update(rope_type="linear", factor=float(kv("{arch}.rope.scaling.factor")))
+    elif scaling == "yarn":
+        rp.update(rope_type="yarn", factor=float(kv("{arch}.rope.scaling.factor")),
+                  original_max_position_embeddings=int(kv("{arch}.rope.scaling.original_context_length")),
+                  beta_fast=float(kv("{arch}.rope.scaling.yarn_beta_fast", 32.0)),
+                  beta_slow=float(kv("{arch}.rope.scaling.yarn_beta_slow", 1.0)))
+    elif scaling != "none":
+        raise ValueError(f"{path}: unsupported rope.scaling.type {scaling!r}")
+    if "rope_freqs.weight" in tensors:
+        if rp["rope_type"] != "default":
+            raise ValueError(f"{path}: rope_freqs together with rope.scaling.type {scaling!r}")
+        divisors = np.asarray(tensors["rope_freqs.weight"].data, dtype=np.float64)
+        rp.update(rope_type="freq_divisors", inv_freq_divisors=divisors)
+
+    if gemma:
+        pattern = kv("{arch}.attention.sliding_window_pattern", 6)
+        if isinstance(pattern, list):
+            cfg["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
+        else:
+            cfg["sliding_window_pattern"] = int(pattern)
+        cfg["sliding_window"] = int(kv("{arch}.attention.sliding_window"))
+        cfg["rope_parameters"] = {
+            "full_attention": rp,
+            "sliding_attention": {"rope_type": "default",
+                                  "rope_theta": float(kv("{arch}.rope.freq_base_swa", 1e4))}}
+        scale = kv("{arch}.attention.scale", None)
+        if scale is not None:
+            cfg["query_pre_attn_scalar"] = 1.0 / float(scale) ** 2
+        else:
+            cfg["query_pre_attn_scalar"] = hidden // heads if n_layers == 62 else head_dim
+        cfg["final_logit_softcapping"] = kv("{arch}.final_logit_softcapping", None)
+        if kv("{arch}.attn_logit_softcapping", None) is not None:
+            raise ValueError(f"{path}: attn_logit_softcapping is not part of Gemma 3")
+        layer_names = _GGUF_LAYER_NAMES_GEMMA3
+    else:
+        cfg["rope_parameters"] = rp
+        layer_names = _GGUF_LAYER_NAMES_LLAMA
+
+    weights = {}
+    for name, t in tensors.items():
+        if name == "rope_freqs.weight":
+            continue
+        base, suffix = name.rsplit(".", 1)
+        if base.startswith("blk."):
+            _, n, short = base.split(".", 2)
+            if short not in layer_names:
+                raise ValueError(f"{path}: unexpected tensor {name}")
+            hf = f"model.layers.{n}.{layer_names[short]}.{suffix}"
+        else:
+            hf = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                  "output": "lm_head"}.get(base)
+            if hf is None:
+                raise ValueError(f"{path}: unexpected tensor {name}")
+            hf += "." + suffix
+        arr = gguf.quants.dequantize(t.data, t.tensor_type)
+        arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+        if arch == "llama" and hf.endswith("self_attn.q_proj." + suffix):
+            arr = _llama_unpermute(arr, heads)
+        elif arch == "llama" and hf.endswith("self_attn.k_proj." + suffix):
+            arr = _llama_unpermute(arr, cfg["num_key_value_heads"])
+        if gemma and hf.endswith("norm.weight"):
+            arr = arr.astype(np.float64) - 1.0
+        weights[hf] = arr
+    return cfg, weights
+
+
 # ----------------------------------------------------------------------- RoPE
+
+def _standardize_rope(rp, cfg, theta_default):
+    rp = dict(rp)
+    rp.setdefault("rope_type", rp.get("type", "default"))
+    rp.setdefault("rope_theta", theta_default)
+    if rp["rope_type"] in ("llama3", "yarn"):
+        if "original_max_position_embeddings" in cfg:
+            rp["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        rp.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
+    if rp.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("partial_rotary_factor != 1 is not used by these architectures")
+    return rp
+
 
 def rope_parameters(cfg):
     """The standardized RoPE dict, as transformers' RotaryEmbeddingConfigMixin builds it.
@@ -103,27 +271,48 @@ def rope_parameters(cfg):
     """
     rp = dict(cfg.get("rope_scaling") or cfg.get("rope_parameters") or {})
     if any(isinstance(v, dict) for v in rp.values()):
-        raise ValueError("per-layer-type rope_parameters are not used by these architectures")
-    rp.setdefault("rope_type", rp.get("type", "default"))
-    rp.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
-    if rp["rope_type"] in ("llama3", "yarn"):
-        if "original_max_position_embeddings" in cfg:
-            rp["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
-        rp.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
-    if rp.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("partial_rotary_factor != 1 is not used by these architectures")
-    return rp
+        raise ValueError("per-layer-type rope_parameters are only used by Gemma 3 (gemma3_rope_parameters)")
+    return _standardize_rope(rp, cfg, cfg.get("rope_theta", 10000.0))
 
 
-def rope_inv_freq(cfg, head_dim, seq_len):
-    """(inv_freq [head_dim/2], attention_factor) for a forward whose max position is seq_len-1."""
-    rp = rope_parameters(cfg)
+def gemma3_rope_parameters(cfg):
+    """{"full_attention": rp, "sliding_attention": rp}, as Gemma3TextConfig builds them (transformers 5).
+
+    Start from `rope_parameters` (keyed by layer type) or default RoPE for both types; a legacy
+    `rope_scaling` dict is merged into the full-attention entry only; a missing rope_theta comes from
+    `rope_theta` (default 1e6) for full attention and from `rope_local_base_freq` (default 1e4) for
+    sliding attention.  A flat rope_parameters dict is refused: Gemma3TextConfig would ignore it.
+    """
+    given = cfg.get("rope_parameters")
+    if given is not None and set(given) - {"full_attention", "sliding_attention"}:
+        raise ValueError(f"Gemma 3 rope_parameters must be keyed by layer type, got keys {sorted(given)}")
+    per_type = {t: dict((given or {}).get(t) or {"rope_type": "default"})
+                for t in ("full_attention", "sliding_attention")}
+    if cfg.get("rope_scaling"):
+        per_type["full_attention"].update(cfg["rope_scaling"])
+    return {
+        "full_attention": _standardize_rope(per_type["full_attention"], cfg, cfg.get("rope_theta", 1e6)),
+        "sliding_attention": _standardize_rope(per_type["sliding_attention"], cfg,
+                                               cfg.get("rope_local_base_freq", 1e4)),
+    }
+
+
+def rope_inv_freq(cfg, head_dim, seq_len, rp=None):
+    """(inv_freq [head_dim/2], attention_factor) for a forward whose max position is seq_len-1.
+
+    rp: a standardized RoPE dict (default: rope_parameters(cfg)); an "inv_freq_divisors" entry (from a
+    GGUF's rope_freqs tensor) divides the default frequencies, the form in which GGUF carries llama3 scaling.
+    """
+    if rp is None:
+        rp = rope_parameters(cfg)
     rope_type, base, dim = rp["rope_type"], float(rp["rope_theta"]), head_dim
     exponents = np.arange(0, dim, 2, dtype=np.float64) / dim
     attention_factor = 1.0
 
     if rope_type == "default":
         inv_freq = 1.0 / base ** exponents
+    elif rope_type == "freq_divisors":
+        inv_freq = 1.0 / base ** exponents / np.asarray(rp["inv_freq_divisors"], dtype=np.float64)
     elif rope_type == "linear":
         inv_freq = 1.0 / base ** exponents / rp["factor"]
     elif rope_type == "dynamic":
@@ -190,29 +379,86 @@ def rotate_half(x):
 # ---------------------------------------------------------------------- model
 
 class Model:
-    """A loaded checkpoint; logits(ids) runs one full float64 forward."""
+    """A loaded checkpoint; logits(ids) runs one full float64 forward.
+
+    Model(hf_dir) reads a Hugging Face directory, Model.from_gguf(path) a GGUF file (see read_gguf).
+    Internally both are an HF-style config dict and HF-named weights: from safetensors those are float64;
+    from a GGUF they stay float32 (the dequantized values, exact in float32) and are widened per use,
+    so that a 270M model with a 262144-row embedding fits in memory.  Activations are float64 throughout.
+    """
 
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
             cfg = json.load(f)
+        self._setup(cfg, load_weights(model_dir))
+
+    @classmethod
+    def from_gguf(cls, path):
+        cfg, weights = read_gguf(path)
+        model = cls.__new__(cls)
+        model._setup(cfg, weights)
+        return model
+
+    def _setup(self, cfg, weights):
         archs = cfg.get("architectures") or []
         if len(archs) != 1 or archs[0] not in SUPPORTED_ARCHS:
             raise ValueError(f"unsupported architectures {archs}")
         self.arch = archs[0]
-        if cfg.get("hidden_act", "silu") != "silu":
+        self.gemma = self.arch == "Gemma3ForCausalLM"
+        if self.gemma:
+            if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
+                raise ValueError(f"unsupported hidden_activation {cfg['hidden_activation']!r}")
+            # transformers' Gemma3Attention never passes attn_logit_softcapping to its attention function
+            # (Gemma 2 does), and llama.cpp's converter asserts it is absent: refuse rather than guess.
+            if cfg.get("attn_logit_softcapping") is not None:
+                raise ValueError("attn_logit_softcapping is set; transformers' Gemma 3 ignores it")
+            if cfg.get("use_bidirectional_attention"):
+                raise ValueError("use_bidirectional_attention is not supported")
+        elif cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
         self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
-        self.head_dim = cfg.get("head_dim") or self.hidden // self.n_heads
+        default_head_dim = 256 if self.gemma else self.hidden // self.n_heads
+        self.head_dim = cfg.get("head_dim") or default_head_dim
         self.inter = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
-        self.eps = cfg["rms_norm_eps"]
+        self.eps = cfg.get("rms_norm_eps", 1e-6) if self.gemma else cfg["rms_norm_eps"]
         if self.n_heads % self.n_kv:
             raise ValueError("num_attention_heads is not a multiple of num_key_value_heads")
-        rope_parameters(cfg)  # validate early
+
+        # Per layer: sliding window (None = full attention) and the RoPE parameters.
+        self.windows = [None] * self.n_layers
+        if self.gemma:
+            # Layer types: `layer_types`, else the legacy pattern (layer i sliding iff (i+1) % pattern != 0).
+            pattern = cfg.get("sliding_window_pattern", 6)
+            types = cfg.get("layer_types") or [
+                "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(self.n_layers)]
+            if len(types) != self.n_layers or set(types) - {"sliding_attention", "full_attention"}:
+                raise ValueError(f"bad layer_types {types}")
+            self.layer_types = types
+            self.windows = [cfg.get("sliding_window", 4096) if t == "sliding_attention" else None for t in types]
+            self.rope = gemma3_rope_parameters(cfg)
+            self.scale = float(cfg.get("query_pre_attn_scalar", 256)) ** -0.5
+            self.final_softcap = cfg.get("final_logit_softcapping")
+        else:
+            self.layer_types = ["full_attention"] * self.n_layers
+            self.rope = {"full_attention": rope_parameters(cfg)}
+            self.scale = 1.0 / math.sqrt(self.head_dim)
+            self.final_softcap = None
+            # Mistral applies config.sliding_window to every layer (it ignores layer_types); Qwen2 only when
+            # use_sliding_window, on the layers that layer_types (default: index >= max_window_layers) marks
+            # "sliding_attention"; Llama never.
+            if self.arch == "MistralForCausalLM":
+                self.windows = [cfg.get("sliding_window")] * self.n_layers
+            elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
+                sw = cfg.get("sliding_window")
+                types = cfg.get("layer_types") or [
+                    "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
+                    else "full_attention" for i in range(self.n_layers)]
+                self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Which projections carry biases, per architecture.
         if self.arch == "LlamaForCausalLM":
@@ -220,29 +466,21 @@ class Model:
             mlp_bias = bool(cfg.get("mlp_bias", False))
         elif self.arch == "Qwen2ForCausalLM":
             qkv_bias, o_bias, mlp_bias = True, False, False
+        elif self.gemma:
+            qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
+            mlp_bias = False
         else:
             qkv_bias = o_bias = mlp_bias = False
-
-        # Sliding window per layer.  Mistral applies config.sliding_window to every layer
-        # (it ignores layer_types); Qwen2 only when use_sliding_window, on the layers that
-        # layer_types (default: index >= max_window_layers) marks "sliding_attention";
-        # Llama never.
-        self.windows = [None] * self.n_layers
-        if self.arch == "MistralForCausalLM":
-            self.windows = [cfg.get("sliding_window")] * self.n_layers
-        elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
-            sw = cfg.get("sliding_window")
-            types = cfg.get("layer_types") or [
-                "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
-                else "full_attention" for i in range(self.n_layers)]
-            self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Expected tensors and shapes ([out, in] for Linear).
         h, q_out, kv_out = self.hidden, self.n_heads * self.head_dim, self.n_kv * self.head_dim
         expected = {"model.embed_tokens.weight": (self.vocab, h), "model.norm.weight": (h,)}
-        tied = bool(cfg.get("tie_word_embeddings", False))
+        tied = bool(cfg.get("tie_word_embeddings", self.gemma))
         if not tied:
             expected["lm_head.weight"] = (self.vocab, h)
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if self.gemma:
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
             lin = {"self_attn.q_proj": (q_out, h, qkv_bias), "self_attn.k_proj": (kv_out, h, qkv_bias),
@@ -253,10 +491,12 @@ class Model:
                 expected[p + name + ".weight"] = (n_out, n_in)
                 if bias:
                     expected[p + name + ".bias"] = (n_out,)
-            expected[p + "input_layernorm.weight"] = (h,)
-            expected[p + "post_attention_layernorm.weight"] = (h,)
+            for name in norms:
+                expected[p + name + ".weight"] = (h,)
+            if self.gemma:
+                expected[p + "self_attn.q_norm.weight"] = (self.head_dim,)
+                expected[p + "self_attn.k_norm.weight"] = (self.head_dim,)
 
-        weights = load_weights(model_dir)
         if tied:
             # HF ties lm_head to the embedding and ignores a stored lm_head.weight.
             weights.pop("lm_head.weight", None)
@@ -271,25 +511,38 @@ class Model:
         self.w = weights
         self.lm_head = weights["model.embed_tokens.weight"] if tied else weights["lm_head.weight"]
 
+    def rope_types(self):
+        """The rope_type of every layer type this model uses."""
+        return sorted({self.rope[t]["rope_type"] for t in set(self.layer_types)})
+
     def _linear(self, x, name):
-        y = x @ self.w[name + ".weight"].T
+        y = x @ self.w[name + ".weight"].T.astype(np.float64)
         bias = self.w.get(name + ".bias")
         return y if bias is None else y + bias
 
     def _rms_norm(self, x, name):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * self.w[name]
+        w = self.w[name].astype(np.float64)
+        if self.gemma:
+            w = 1.0 + w
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
 
     def _attention(self, x, p, cos, sin, window):
         T, hd = x.shape[0], self.head_dim
         q = self._linear(x, p + "q_proj").reshape(T, self.n_heads, hd).transpose(1, 0, 2)
         k = self._linear(x, p + "k_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
         v = self._linear(x, p + "v_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
+        if self.gemma:
+            # Per-head RMSNorm over head_dim, before RoPE.
+            q = self._rms_norm(q, p + "q_norm.weight")
+            k = self._rms_norm(k, p + "k_norm.weight")
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Query head h reads key/value head h // (n_heads / n_kv) (HF repeat_kv).
         rep = self.n_heads // self.n_kv
         k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
-        scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+        scores = q @ k.transpose(0, 2, 1) * self.scale
+        # transformers' masks: key j is visible to query i iff j <= i and, with a window, i - j < window
+        # (masking_utils.sliding_window_overlay: kv_idx > q_idx - sliding_window).
         i, j = np.arange(T)[:, None], np.arange(T)[None, :]
         visible = j <= i
         if window is not None:
@@ -301,27 +554,56 @@ class Model:
         out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
         return self._linear(out, p + "o_proj")
 
+    def _mlp(self, x, p):
+        gate = self._linear(x, p + "mlp.gate_proj")
+        if self.gemma:
+            # gelu_pytorch_tanh
+            act = 0.5 * gate * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (gate + 0.044715 * gate ** 3)))
+        else:
+            act = gate / (1.0 + np.exp(-gate))
+        return self._linear(act * self._linear(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+
+    def _rope_tables(self, T):
+        """{layer_type: (cos, sin)}, each [T, head_dim]."""
+        tables = {}
+        for t in set(self.layer_types):
+            inv_freq, attention_factor = rope_inv_freq(self.cfg, self.head_dim, T, self.rope[t])
+            freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+            emb = np.concatenate([freqs, freqs], axis=-1)
+            tables[t] = (np.cos(emb) * attention_factor, np.sin(emb) * attention_factor)
+        return tables
+
     def logits(self, ids):
         """[T, V] float64 logits of one full forward over ids (positions 0..T-1)."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0 or ids.min() < 0 or ids.max() >= self.vocab:
             raise ValueError("ids must be a non-empty list of token ids below vocab_size")
         T = ids.size
-        inv_freq, attention_factor = rope_inv_freq(self.cfg, self.head_dim, T)
-        freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
+        rope = self._rope_tables(T)
 
-        x = self.w["model.embed_tokens.weight"][ids]
+        x = self.w["model.embed_tokens.weight"][ids].astype(np.float64)
+        if self.gemma:
+            x = x * math.sqrt(self.hidden)
         for i in range(self.n_layers):
             p = f"model.layers.{i}."
-            x = x + self._attention(self._rms_norm(x, p + "input_layernorm.weight"),
-                                    p + "self_attn.", cos, sin, self.windows[i])
-            hn = self._rms_norm(x, p + "post_attention_layernorm.weight")
-            gate = self._linear(hn, p + "mlp.gate_proj")
-            act = gate / (1.0 + np.exp(-gate)) * self._linear(hn, p + "mlp.up_proj")
-            x = x + self._linear(act, p + "mlp.down_proj")
-        return self._rms_norm(x, "model.norm.weight") @ self.lm_head.T
+            cos, sin = rope[self.layer_types[i]]
+            a = self._attention(self._rms_norm(x, p + "input_layernorm.weight"), p + "self_attn.", cos, sin,
+                                self.windows[i])
+            if self.gemma:
+                x = x + self._rms_norm(a, p + "post_attention_layernorm.weight")
+                m = self._mlp(self._rms_norm(x, p + "pre_feedforward_layernorm.weight"), p)
+                x = x + self._rms_norm(m, p + "post_feedforward_layernorm.weight")
+            else:
+                x = x + a
+                x = x + self._mlp(self._rms_norm(x, p + "post_attention_layernorm.weight"), p)
+        x = self._rms_norm(x, "model.norm.weight")
+        # The head in row blocks: a float32 [262144, 640] head is never widened whole.
+        out = np.empty((T, self.vocab), dtype=np.float64)
+        for r in range(0, self.vocab, 32768):
+            out[:, r:r + 32768] = x @ self.lm_head[r:r + 32768].astype(np.float64).T
+        if self.final_softcap is not None:
+            out = np.tanh(out / self.final_softcap) * self.final_softcap
+        return out
 
     def greedy(self, ids, n):
         """n greedily generated ids; every step is a full forward over the whole sequence."""
@@ -372,7 +654,8 @@ def compare(model, ids, dump):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model_dir")
+    ap.add_argument("model_dir", nargs="?", help="Hugging Face directory (or give --gguf)")
+    ap.add_argument("--gguf", metavar="PATH", help="read a llama/qwen2/gemma3 GGUF instead (dequantized)")
     ap.add_argument("--ids", required=True, help="comma-separated token ids")
     ap.add_argument("--out", help="save the [T, V] float64 logits as .npy")
     ap.add_argument("--greedy", type=int, default=0, metavar="N",
@@ -380,8 +663,10 @@ def main():
     ap.add_argument("--compare", metavar="FERRY_LOGITS", help="compare with a FLGT dump")
     ap.add_argument("--tol", type=float, default=1e-4)
     a = ap.parse_args()
+    if (a.model_dir is None) == (a.gguf is None):
+        ap.error("give either HF_DIR or --gguf PATH")
     ids = [int(t) for t in a.ids.split(",") if t.strip()]
-    model = Model(a.model_dir)
+    model = Model(a.model_dir) if a.gguf is None else Model.from_gguf(a.gguf)
     if a.out:
         np.save(a.out, model.logits(ids))
     if a.greedy:
