@@ -185,7 +185,7 @@ static int read_gemma3(struct gconv *c)
 	 * 1/sqrt(head_dim) (transformers: query_pre_attn_scalar). */
 	if (hp->n_layers == 62)
 		hp->attn_scale = 1.0 / sqrt((double)hp->d_model / hp->n_heads);
-	return 0;
+	return arch_float(c, "attention.scale", hp->attn_scale, &hp->attn_scale); /* explicit wins */
 }
 
 static void token_id(struct gconv *c, const char *key, int *out)

@@ -4,7 +4,8 @@
  * Tensors are copied one at a time from the mmapped checkpoint into the per-unit files, in chunks, and the
  * copied pages are dropped from the resident set right away: peak RSS stays far below one layer whatever
  * the model size. Weights keep their dtype (F32, F16, BF16). Every tensor's shape is checked against
- * config.json before anything is written for it.
+ * config.json before anything is written for it. Gemma 3's RMSNorm weights w become F32 1 + w (its norms
+ * multiply by (1 + w); GGUF files store them that way too).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -97,6 +98,65 @@ static int copy_linear(struct conv *c, const char *hf_prefix, const char *name, 
 	return copy_tensor(c, src, dst, out, -1);
 }
 
+/* A Gemma RMSNorm weight: transformers multiplies by (1 + w) in f32, so 1 + w is stored as F32 and the forward
+ * multiplies by it like any other norm weight. */
+static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, int64_t n)
+{
+	const struct st_tensor *t = st_find(&c->st, src);
+	int fmt = t ? st_dtype_fmt(t->dtype) : -1;
+	if (!t || fmt < 0 || t->ndim != 1 || t->shape[0] != n) {
+		snprintf(c->err, c->errlen, "%s: tensor %s missing, or not a vector of %lld F32/F16/BF16 values", c->dir, src,
+			 (long long)n);
+		return t ? -EINVAL : -ENOENT;
+	}
+	float *v = malloc(sizeof(float) * (size_t)n);
+	if (!v)
+		return -ENOMEM;
+	for (int64_t i = 0; i < n; i++) {
+		const uint8_t *p = t->data + i * (fmt == WFMT_F32 ? 4 : 2);
+		uint16_t h;
+		memcpy(&h, p, 2);
+		float w;
+		if (fmt == WFMT_F32)
+			memcpy(&w, p, 4);
+		else
+			w = fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+		v[i] = 1.0f + w;
+	}
+	int64_t shape[1] = {n};
+	int rc = layout_writer_tensor_begin(c->w, dst, WFMT_F32, 1, shape);
+	rc = rc ? rc : layout_writer_tensor_write(c->w, v, sizeof(float) * (size_t)n);
+	rc = rc ? rc : layout_writer_tensor_end(c->w);
+	free(v);
+	if (rc && !c->err[0])
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+/* Gemma 3: ferry's norm names for its four norms per layer, and q/k norms of head_dim values. */
+static int write_gemma_norms(struct conv *c, int i)
+{
+	const struct {
+		const char *hf, *name;
+		bool head;
+	} map[] = {
+		{"input_layernorm", "attn_norm", false},
+		{"self_attn.q_norm", "attn_q_norm", true},
+		{"self_attn.k_norm", "attn_k_norm", true},
+		{"post_attention_layernorm", "post_attention_norm", false},
+		{"pre_feedforward_layernorm", "ffn_norm", false},
+		{"post_feedforward_layernorm", "post_ffw_norm", false},
+	};
+	int rc = 0;
+	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
+		char src[128], dst[64];
+		snprintf(src, sizeof(src), "model.layers.%d.%s.weight", i, map[k].hf);
+		snprintf(dst, sizeof(dst), "%s.weight", map[k].name);
+		rc = copy_norm_plus_one(c, src, dst, map[k].head ? c->hp.head_dim : c->hp.d_model);
+	}
+	return rc;
+}
+
 static int write_layer(struct conv *c, int i)
 {
 	const struct layout_hparams *hp = &c->hp;
@@ -123,7 +183,11 @@ static int write_layer(struct conv *c, int i)
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 		return rc;
 	}
+	if (c->arch.gemma)
+		rc = write_gemma_norms(c, i);
 	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
+		if (c->arch.gemma && map[k].in < 0)
+			continue; /* the norms, written above */
 		char p[128];
 		snprintf(p, sizeof(p), "model.layers.%d.%s", i, map[k].hf);
 		rc = copy_linear(c, p, map[k].name, map[k].out, map[k].in, map[k].bias);
@@ -239,7 +303,8 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, ch
 	if (!rc)
 		rc = layout_writer_file_begin(c.w, LAYOUT_KIND_HEAD, -1);
 	if (!rc)
-		rc = copy_tensor(&c, "model.norm.weight", "output_norm.weight", D, -1);
+		rc = c.arch.gemma ? copy_norm_plus_one(&c, "model.norm.weight", "output_norm.weight", D)
+				  : copy_tensor(&c, "model.norm.weight", "output_norm.weight", D, -1);
 	if (!rc)
 		rc = c.hp.tied_embeddings ? layout_writer_alias(c.w, "output.weight", -1, "token_embd.weight")
 					  : copy_tensor(&c, "lm_head.weight", "output.weight", V, D);

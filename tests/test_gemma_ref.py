@@ -1,0 +1,80 @@
+"""The real model: ferry's CPU backend on Gemma 3 270M (Q4_K_M GGUF, models/ via tools/fetch_model.sh) against
+Hugging Face transformers on the same file (fixture tests/fixtures/gemma3_270m_ref.json, made by
+tools/gemma_ref.py; see its docstring for the command and versions).
+
+For each of the 10 fixture prompts:
+  - tokenizer: `ferry tokenize` of the prompt text gives the fixture's ids (transformers' GemmaTokenizer over
+    the GGUF vocabulary);
+  - logits: one prefill over prompt + the reference's greedy continuation (teacher forcing); at every
+    position the reference's 20 largest logits are compared: error = max |ferry - ref| / |ref top-1| per
+    position, max over positions <= 1e-3; ferry's top-1 there equals the reference's;
+  - greedy: `ferry run --prompt-ids ... -n 64 --ignore-eos` (prefill + 63 decode steps through the KV cache)
+    generates exactly the reference's 64 tokens.
+Prints the max error over all prompts.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from ferrytest import Failures, ROOT, ferry, ref_forward, scratch
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
+GGUF = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+TOL = 1e-3
+
+
+def main():
+    f = Failures()
+    if not os.path.exists(GGUF):
+        print(f"{GGUF} is missing: run bash tools/fetch_model.sh (tools/install_deps.sh does)")
+        f.check(False, "the Gemma 3 270M GGUF is not there")
+        f.finish()
+    fx = json.load(open(FIXTURE))
+    root, cleanup = scratch()
+    try:
+        model = os.path.join(root, "gemma.ferry")
+        p = ferry("convert", GGUF, "-o", model)
+        if not f.check(p.returncode == 0, f"convert failed: {p.stderr.strip()}"):
+            f.finish()
+        worst = 0.0
+        for i, pr in enumerate(fx["prompts"]):
+            ids, greedy = pr["ids"], pr["greedy"]
+            p = ferry("tokenize", "-m", model, "--parse-special", pr["text"])
+            got = [int(x) for x in p.stdout.split()] if p.returncode == 0 else None
+            f.check(got == ids, f"prompt {i}: ferry tokenize {got} != transformers {ids}")
+
+            seq = ids + greedy[:-1]
+            lg = os.path.join(root, "p.lg")
+            p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, seq)), "-n", 0, "--logits", lg)
+            if not f.check(p.returncode == 0, f"prompt {i}: run failed: {p.stderr.strip()}"):
+                continue
+            lgt = ref_forward.read_flgt(lg)
+            err, top_ok = 0.0, 0
+            for pos, top in enumerate(pr["top"]):
+                rid = np.array([t[0] for t in top])
+                rv = np.array([t[1] for t in top], dtype=np.float64)
+                e = float(np.max(np.abs(lgt[pos, rid] - rv)) / abs(rv[0]))
+                err = max(err, e)
+                top_ok += int(np.argmax(lgt[pos]) == rid[0])
+            worst = max(worst, err)
+            f.check(err <= TOL, f"prompt {i}: logits error {err:.2e} > {TOL}")
+            f.check(top_ok == len(pr["top"]), f"prompt {i}: top-1 differs at {len(pr['top']) - top_ok} positions")
+
+            p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", len(greedy),
+                      "--ignore-eos")
+            gen = [int(x) for x in re.findall(r"-?\d+", p.stdout)] if p.returncode == 0 else []
+            n_same = next((k for k, (a, b) in enumerate(zip(gen, greedy)) if a != b), min(len(gen), len(greedy)))
+            f.check(gen == greedy, f"prompt {i}: greedy equal for {n_same} of {len(greedy)} tokens ({p.stderr.strip()[-200:]})")
+            print(f"prompt {i}: {len(ids):2d} ids, tokenizer {'same' if got == ids else 'DIFF'}, top-20 logits error "
+                  f"{err:.2e}, top-1 {top_ok}/{len(pr['top'])}, greedy {n_same}/{len(greedy)}", flush=True)
+        print(f"max logits error over all prompts and positions: {worst:.2e} (tolerance {TOL})")
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""`ferry convert MODEL.gguf` against gguf-py (the `gguf` package) and the NumPy reference:
+
+1. A synthetic llama GGUF written with gguf-py's GGUFWriter: every weight format ferry stores (F32, F16, BF16,
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K; random blocks with sane f16 scales), odd row counts, a bias, metadata of
+   every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
+   hyper-parameters are the metadata's, tokenizer.gguf holds the tokenizer keys as written, and ferry's logits
+   on it match the float64 NumPy reference reading the same GGUF (tools/ref_forward.py --gguf, gguf-py's
+   dequantization) within 1e-4.
+2. The same weights from the HF original and from its GGUF (tools/hf_to_gguf.py: llama's q/k permutation,
+   Gemma's +1 in the norms, llama3's rope_freqs) give the same logits (<= 1e-5) for llama, llama3, qwen2 and
+   Gemma 3; a Q8_0 GGUF matches the reference on that GGUF (<= 1e-4).
+3. Bad input: truncated file, wrong magic, absurd counts and dims, an offset past the end, an unsupported
+   tensor type, an unknown tensor, a missing key: one line naming the file, exit 1, no output left behind.
+"""
+
+import json
+import os
+import struct
+
+import numpy as np
+
+from ferrytest import Failures, ROOT, ferry, gen_tiny_model, ref_forward, scratch
+
+import gguf  # noqa: E402
+import hf_to_gguf  # noqa: E402  (tools/ is on the path through ferrytest)
+
+T = gguf.GGMLQuantizationType
+FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def rel_rows(a, b):
+    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def random_blocks(rng, qtype, rows, cols):
+    """Random but valid blocks: random quant bytes, f16 scales in a sane range (so the dequantized weights are
+    finite and O(0.1))."""
+    bvals, bbytes = gguf.GGML_QUANT_SIZES[qtype]
+    nb = rows * cols // bvals
+    raw = rng.integers(0, 256, size=(nb, bbytes), dtype=np.uint8)
+
+    def f16(n, lo, hi):
+        return (rng.uniform(lo, hi, n) * rng.choice([-1, 1], n)).astype(np.float16).view(np.uint8).reshape(n, 2)
+
+    if qtype in (T.Q8_0, T.Q4_0, T.Q5_0):
+        raw[:, 0:2] = f16(nb, 1e-3, 2e-2)
+    elif qtype in (T.Q4_K, T.Q5_K):
+        raw[:, 0:2] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+        raw[:, 2:4] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+    elif qtype == T.Q6_K:
+        raw[:, 208:210] = f16(nb, 1e-4, 5e-4)
+    return raw.reshape(rows, cols // bvals * bbytes)
+
+
+def weight(rng, fmt, rows, cols):
+    """(data for GGUFWriter, raw_dtype or None)."""
+    if fmt == "F32":
+        return (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32), None
+    if fmt == "F16":
+        return (rng.standard_normal((rows, cols)) * 0.05).astype(np.float16), None
+    if fmt == "BF16":
+        bits = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32).view(np.uint32) >> 16
+        return bits.astype(np.uint16).view(np.uint8).reshape(rows, cols * 2), T.BF16
+    q = getattr(T, fmt)
+    return random_blocks(rng, q, rows, cols), q
+
+
+def write_synthetic(path, rng):
+    """llama, D 256 (K-quant rows need 256), 5 layers, H 4 x Dh 64, Hkv 2, F 512, V 300. Layer l's matrices cycle
+    through the formats so each appears in q/k/v/o/gate/up/down positions; odd vocab and output rows."""
+    D, L, H, Hkv, Dh, F, V = 256, 5, 4, 2, 64, 512, 301
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(512)
+    w.add_embedding_length(D)
+    w.add_block_count(L)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(Hkv)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(50000.0)
+    # metadata of every value type (ferry must read what it needs and carry the rest)
+    w.add_uint8("test.u8", 200)
+    w.add_int8("test.i8", -100)
+    w.add_uint16("test.u16", 60000)
+    w.add_int16("test.i16", -30000)
+    w.add_uint32("test.u32", 4000000000)
+    w.add_int32("test.i32", -2000000000)
+    w.add_float32("test.f32", 1.5)
+    w.add_bool("test.bool", True)
+    w.add_string("test.string", "héllo")
+    w.add_uint64("test.u64", 2**63)
+    w.add_int64("test.i64", -(2**62))
+    w.add_float64("test.f64", 2.25)
+    w.add_array("test.arr_i32", [1, -2, 3])
+    w.add_array("test.arr_str", ["a", "", "ccc"])
+    toks = [f"<t{i}>" for i in range(V)]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_types([1] * V)
+    w.add_token_merges([])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    tensors = {}
+
+    def add(name, data, raw_dtype, shape=None):
+        tensors[name] = (data, raw_dtype)
+        if raw_dtype is None:
+            w.add_tensor(name, data)
+        else:
+            w.add_tensor(name, data, raw_dtype=raw_dtype)  # the byte shape; gguf-py derives the element shape
+
+    def matrix(name, fmt, rows, cols):
+        data, q = weight(rng, fmt, rows, cols)
+        add(name, data, q, (rows, cols))
+
+    matrix("token_embd.weight", "Q8_0", V, D)
+    add("output_norm.weight", (1 + 0.1 * rng.standard_normal(D)).astype(np.float32), None)
+    matrix("output.weight", "Q6_K", V, D)
+    k = 0
+    for l in range(L):
+        p = f"blk.{l}."
+        add(p + "attn_norm.weight", (1 + 0.1 * rng.standard_normal(D)).astype(np.float32), None)
+        add(p + "ffn_norm.weight", (1 + 0.1 * rng.standard_normal(D)).astype(np.float32), None)
+        for name, rows, cols in (("attn_q", H * Dh, D), ("attn_k", Hkv * Dh, D), ("attn_v", Hkv * Dh, D),
+                                 ("attn_output", D, H * Dh), ("ffn_gate", F, D), ("ffn_up", F, D),
+                                 ("ffn_down", D, F)):
+            matrix(p + name + ".weight", FORMATS[k % len(FORMATS)], rows, cols)
+            k += 1
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tensors
+
+
+def check_synthetic(f, root):
+    rng = np.random.default_rng(4)
+    path = os.path.join(root, "synth.gguf")
+    write_synthetic(path, rng)
+    out = os.path.join(root, "synth.ferry")
+    p = ferry("convert", path, "-o", out)
+    if not f.check(p.returncode == 0, f"synthetic convert failed: {p.stderr.strip()}"):
+        return
+    rd = gguf.GGUFReader(path)
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    where = {}  # GGUF name -> manifest entry (file, offset, bytes, format)
+    for t in m["units"]["embed"] + m["units"]["head"]:
+        where.setdefault(t["name"], t)
+    for l, unit in enumerate(m["units"]["layers"]):
+        for t in unit:
+            where[f"blk.{l}.{t['name']}"] = t
+    same = formats = 0
+    for t in rd.tensors:
+        e = where.get(t.name)
+        if not f.check(e is not None, f"tensor {t.name} missing after conversion"):
+            continue
+        with open(os.path.join(out, e["file"]), "rb") as fh:
+            fh.seek(e["offset"])
+            got = fh.read(e["bytes"])
+        same += f.check(got == bytes(t.data.tobytes()), f"{t.name}: bytes differ from the GGUF")
+        formats += f.check(e["format"] == t.tensor_type.name, f"{t.name}: format {e['format']} != {t.tensor_type.name}")
+    print(f"synthetic: {same} tensors byte-identical, {formats} formats kept ({len(rd.tensors)} tensors)")
+    hp = m["hparams"]
+    want = dict(arch="llama", n_layers=5, d_model=256, n_heads=4, n_kv_heads=2, head_dim=64, ffn_dim=512,
+                vocab=301, max_pos=512, bos_token_id=1, eos_token_ids=[2], tied_embeddings=False)
+    for k, v in want.items():
+        f.check(hp.get(k) == v, f"hparams.{k} = {hp.get(k)}, want {v}")
+    f.check(hp["rope"]["style"] == "norm" and hp["rope"]["theta"] == 50000.0, f"rope {hp['rope']}")
+    f.check(abs(hp["rms_eps"] - 1e-5) < 1e-12, f"rms_eps {hp['rms_eps']}")
+    tk = gguf.GGUFReader(os.path.join(out, "tokenizer.gguf"))
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.model", "tokenizer.ggml.bos_token_id",
+                "tokenizer.chat_template"):
+        f.check(key in tk.fields and tk.fields[key].contents() == rd.fields[key].contents(),
+                f"tokenizer.gguf: {key} differs")
+    f.check(open(os.path.join(out, "chat_template.jinja")).read() == rd.fields["tokenizer.chat_template"].contents(),
+            "chat_template.jinja differs from tokenizer.chat_template")
+    ids = [int(x) for x in np.random.default_rng(5).integers(0, 301, 12)]
+    lg = os.path.join(root, "synth.lg")
+    p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg)
+    if f.check(p.returncode == 0, f"synthetic run failed: {p.stderr.strip()}"):
+        got = ref_forward.read_flgt(lg).astype(np.float64)
+        ref = ref_forward.Model.from_gguf(path).logits(ids)
+        err = rel_rows(got, ref)
+        print(f"synthetic: every format in one model, ferry vs NumPy reference on the GGUF: rel err {err:.2e}")
+        f.check(err <= 1e-4, f"synthetic logits rel err {err:.2e} > 1e-4")
+
+
+def check_hf_vs_gguf(f, root):
+    for v in ("llama_tied_gqa", "llama3_rope", "qwen2_bias", "gemma3", "gemma3_softcap"):
+        hf = os.path.join(root, v)
+        gen_tiny_model.generate(v, hf, 0)
+        outs = {}
+        for kind in ("hf", "F32", "Q8_0"):
+            out = os.path.join(root, f"{v}.{kind}.ferry")
+            src = hf
+            if kind != "hf":
+                src = os.path.join(root, f"{v}.{kind}.gguf")
+                hf_to_gguf.convert(hf, src, kind)
+            p = ferry("convert", src, "-o", out)
+            if f.check(p.returncode == 0, f"{v} {kind}: convert failed: {p.stderr.strip()}"):
+                outs[kind] = (src, out)
+        if len(outs) < 3:
+            continue
+        rnd = np.random.default_rng(abs(hash(v)) % 2**32)
+        ids = [int(x) for x in rnd.integers(3, ref_forward.Model(hf).vocab, 20)]
+        lg = {}
+        for kind, (src, out) in outs.items():
+            path = os.path.join(root, f"{v}.{kind}.lg")
+            p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", path)
+            if f.check(p.returncode == 0, f"{v} {kind}: run failed: {p.stderr.strip()}"):
+                lg[kind] = ref_forward.read_flgt(path).astype(np.float64)
+        if len(lg) < 3:
+            continue
+        e1 = rel_rows(lg["F32"], lg["hf"])
+        e2 = rel_rows(lg["Q8_0"], ref_forward.Model.from_gguf(outs["Q8_0"][0]).logits(ids))
+        print(f"{v:16s} GGUF F32 vs HF original {e1:.2e}; Q8_0 GGUF vs reference on it {e2:.2e}")
+        f.check(e1 <= 1e-5, f"{v}: GGUF vs HF logits {e1:.2e} > 1e-5")
+        f.check(e2 <= 1e-4, f"{v}: Q8_0 GGUF vs reference {e2:.2e} > 1e-4")
+
+
+def check_bad_input(f, root):
+    good = os.path.join(root, "bad_base.gguf")
+    hf = os.path.join(root, "bad_hf")
+    gen_tiny_model.generate("llama_tied_gqa", hf, 0)
+    hf_to_gguf.convert(hf, good, "F32")
+    data = open(good, "rb").read()
+    rd = gguf.GGUFReader(good)
+    first = rd.tensors[0]
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "header only": data[:20],
+        "magic": b"GGUX" + data[4:],
+        "version": data[:4] + struct.pack("<I", 7) + data[8:],
+        "tensor count": data[:8] + struct.pack("<Q", 2**60) + data[16:],
+        "kv count": data[:16] + struct.pack("<Q", 2**40) + data[24:],
+    }
+    # a tensor's dims, offset and type, located through gguf-py's parse of the tensor info
+    info = first.field  # ReaderField of the tensor info: parts [name_len, name, n_dims, dims..., type, offset]
+    off_dims = int(info.offset) + 8 + len(first.name.encode()) + 4
+    n_dims = len(first.shape)
+    off_type = off_dims + 8 * n_dims
+    off_offset = off_type + 4
+
+    def patch(at, fmt, val):
+        return data[:at] + struct.pack(fmt, val) + data[at + struct.calcsize(fmt):]
+
+    cases["absurd dim"] = patch(off_dims, "<Q", 2**50)
+    cases["offset past end"] = patch(off_offset, "<Q", len(data) * 4 // 32 * 32)
+    cases["unknown type"] = patch(off_type, "<I", 99)
+    cases["unsupported type Q4_1"] = patch(off_type, "<I", int(T.Q4_1))
+    cases["unknown tensor"] = data.replace(b"blk.0.attn_k.weight", b"blk.0.attn_x.weight", 1)
+    cases["missing key"] = data.replace(b"llama.block_count", b"llama.block_xount", 1)
+    for what, blob in cases.items():
+        src = os.path.join(root, "bad.gguf")
+        out = os.path.join(root, "bad.ferry")
+        with open(src, "wb") as fh:
+            fh.write(blob)
+        p = ferry("convert", src, "-o", out)
+        err = p.stderr.strip().splitlines()
+        last = err[-1] if err else ""
+        ok = p.returncode == 1 and "bad.gguf" in last and not os.path.exists(out) and not os.path.exists(out + ".tmp")
+        f.check(ok, f"bad input '{what}': rc {p.returncode}, stderr {last!r}, output left: {os.path.exists(out)}")
+        print(f"bad input {what:22s} -> {last}")
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        check_synthetic(f, root)
+        check_hf_vs_gguf(f, root)
+        check_bad_input(f, root)
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()
