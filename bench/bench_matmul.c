@@ -3,10 +3,10 @@
  * (`make bench-matmul`, or build/bench/bench_matmul [T]; results in bench/RESULTS.md).
  *
  * Decode (T = 1) reads every weight byte once per token, so its floor is weight bytes / read bandwidth.
- * The bandwidth is measured here the way bench/cpu_peak.c does (all threads sum a 1 GiB float array, best
- * of 5), right before and right after the matmuls; the floor uses their mean. Each matrix is cycled
- * through enough copies to pass 256 MiB, so every call reads its weights from RAM as a streamed layer
- * does ("cold"); "hot" repeats one copy (the small Gemma matrices then sit in the caches).
+ * The bandwidth is measured as bench/cpu_peak.c does (bench_util.h), right before and right after the
+ * matmuls; the floor uses their mean. Each matrix is cycled through enough copies to pass 256 MiB, so
+ * every call reads its weights from RAM as a streamed layer does ("cold"); "hot" repeats one copy (the
+ * small Gemma matrices then sit in the caches).
  * Prints per case: GB/s of weight bytes, the floor in GB/s, ratio = measured / floor, and GFLOP/s (2 N K T).
  * Weights are random bytes with valid f16 scales; values do not change the work.
  */
@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "cpu_ops.h"
 #include "wfmt.h"
 
@@ -44,37 +44,6 @@ static const struct bench_case cases[] = {
 	{"gemma output head", WFMT_Q8_0, 262144, 640},
 };
 
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* GB/s of an all-threads sum over a 1 GiB float array, best of 5 */
-static double bench_read_bw(void)
-{
-	size_t n = (size_t)1 << 28;
-	float *a = malloc(n * sizeof(float));
-	double best = 1e9, sink = 0;
-	if (!a)
-		return 0;
-#pragma omp parallel for schedule(static)
-	for (size_t i = 0; i < n; i++)
-		a[i] = (float)(i & 255);
-	for (int r = 0; r < 5; r++) {
-		double t0 = now(), s = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : s)
-		for (size_t i = 0; i < n; i++)
-			s += a[i];
-		double dt = now() - t0;
-		best = dt < best ? dt : best;
-		sink += s;
-	}
-	free(a);
-	return sink == 42 ? 0 : (double)(n * sizeof(float)) / best / 1e9;
-}
-
 /* Random weight bytes; every block's f16 scale fields set to small normal values. */
 static void fill_weights(uint8_t *w, size_t bytes, int fmt, unsigned *seed)
 {
@@ -100,10 +69,10 @@ static double time_calls(uint8_t **copies, int ncopy, const struct bench_case *c
 {
 	double best = 1e9;
 	for (int r = 0; r < 5; r++) {
-		double t0 = now();
+		double t0 = bench_now();
 		for (int i = 0; i < ncopy; i++)
 			cpu_matmul(y, x, copies[i], c->fmt, NULL, 0, T, c->N, c->K, scratch, per_thread);
-		double dt = (now() - t0) / ncopy;
+		double dt = (bench_now() - t0) / ncopy;
 		best = dt < best ? dt : best;
 	}
 	return best;
@@ -115,7 +84,7 @@ int main(int argc, char **argv)
 	if (T < 1)
 		return fprintf(stderr, "usage: bench_matmul [T]\n"), 2;
 	int threads = omp_get_max_threads();
-	double bw0 = bench_read_bw();
+	double bw0 = bench_read_gbs();
 	unsigned seed = 1;
 	size_t ncase = sizeof(cases) / sizeof(cases[0]);
 	double *cold = calloc(ncase, sizeof(double)), *hot = calloc(ncase, sizeof(double));
@@ -139,7 +108,7 @@ int main(int argc, char **argv)
 			free(copies[i]);
 		free(copies), free(x), free(y), free(scratch);
 	}
-	double bw1 = bench_read_bw(), bw = (bw0 + bw1) / 2;
+	double bw1 = bench_read_gbs(), bw = (bw0 + bw1) / 2;
 	printf("threads %d, T %d; read bandwidth %.2f GB/s before, %.2f after: floor %.2f GB/s\n\n", threads, T, bw0,
 	       bw1, bw);
 	printf("| case | format | N x K | MB | cold GB/s | floor GB/s | ratio | cold GFLOP/s | hot GB/s | hot GFLOP/s |\n");

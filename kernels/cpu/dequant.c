@@ -114,20 +114,9 @@ void cpu_dequant_q6_k(const void *src, float *y, int64_t nb)
 
 cpu_dequant_fn cpu_dequant_find(int fmt)
 {
-	switch (fmt) {
-	case WFMT_Q8_0:
-		return cpu_dequant_q8_0;
-	case WFMT_Q4_0:
-		return cpu_dequant_q4_0;
-	case WFMT_Q5_0:
-		return cpu_dequant_q5_0;
-	case WFMT_Q4_K:
-		return cpu_dequant_q4_k;
-	case WFMT_Q5_K:
-		return cpu_dequant_q5_k;
-	case WFMT_Q6_K:
-		return cpu_dequant_q6_k;
-	default:
-		return NULL;
-	}
+	static const cpu_dequant_fn by_fmt[WFMT_COUNT] = {
+		[WFMT_Q8_0] = cpu_dequant_q8_0, [WFMT_Q4_0] = cpu_dequant_q4_0, [WFMT_Q5_0] = cpu_dequant_q5_0,
+		[WFMT_Q4_K] = cpu_dequant_q4_k, [WFMT_Q5_K] = cpu_dequant_q5_k, [WFMT_Q6_K] = cpu_dequant_q6_k,
+	};
+	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
 }

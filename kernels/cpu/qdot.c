@@ -47,24 +47,13 @@ QDOT_PORTABLE(qdot_q6_k, WFMT_Q6_K, cpu_dequant_q6_k)
 
 cpu_qdot_fn cpu_qdot_find(int fmt, bool simd)
 {
+	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {
+		[WFMT_Q8_0] = qdot_q8_0, [WFMT_Q4_0] = qdot_q4_0, [WFMT_Q5_0] = qdot_q5_0,
+		[WFMT_Q4_K] = qdot_q4_k, [WFMT_Q5_K] = qdot_q5_k, [WFMT_Q6_K] = qdot_q6_k,
+	};
 	if (simd)
 		return cpu_qdot_find_avx2(fmt);
-	switch (fmt) {
-	case WFMT_Q8_0:
-		return qdot_q8_0;
-	case WFMT_Q4_0:
-		return qdot_q4_0;
-	case WFMT_Q5_0:
-		return qdot_q5_0;
-	case WFMT_Q4_K:
-		return qdot_q4_k;
-	case WFMT_Q5_K:
-		return qdot_q5_k;
-	case WFMT_Q6_K:
-		return qdot_q6_k;
-	default:
-		return NULL;
-	}
+	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
 }
 
 void cpu_qdot_xsums(const float *x, int64_t ldx, int T, int K, float *xs)

@@ -96,43 +96,32 @@ AI __m256i nibbles32(const uint8_t *qs)
 	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-AI void q8_0_t(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+/* The 32-value formats (Q8_0, Q4_0, Q5_0): a block's quants as 32 signed bytes */
+AI __m256i q32_unpack(int fmt, const uint8_t *blk)
 {
-	const struct block_q8_0 *b = w;
-	__m256 acc[QDOT_MAX_T] = {0};
-	float mins[QDOT_MAX_T] = {0};
-	for (int i = 0; i < K / QK; i++) {
-		__m256 d = _mm256_set1_ps(half_to_f32(b[i].d));
-		group32(acc, T, _mm256_loadu_si256((const __m256i *)b[i].qs), x + (size_t)i * QK, ldx, d, d);
-	}
-	finish(acc, T, mins, out);
+	if (fmt == WFMT_Q8_0)
+		return _mm256_loadu_si256((const __m256i *)(blk + 2));
+	if (fmt == WFMT_Q4_0)
+		return _mm256_sub_epi8(nibbles32(blk + 2), _mm256_set1_epi8(8));
+	uint32_t qh;
+	memcpy(&qh, blk + 2, 4);
+	__m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16));
+	return _mm256_sub_epi8(_mm256_or_si256(nibbles32(blk + 6), hi), _mm256_set1_epi8(16));
 }
 
-AI void q4_0_t(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+AI void q32_t(int fmt, const void *w, const float *x, int64_t ldx, int T, int K, float *out)
 {
-	const struct block_q4_0 *b = w;
+	const uint8_t *p = w;
+	size_t bb = fmt == WFMT_Q8_0 ? sizeof(struct block_q8_0)
+		  : fmt == WFMT_Q4_0 ? sizeof(struct block_q4_0)
+				     : sizeof(struct block_q5_0);
 	__m256 acc[QDOT_MAX_T] = {0};
 	float mins[QDOT_MAX_T] = {0};
-	for (int i = 0; i < K / QK; i++) {
-		__m256 d = _mm256_set1_ps(half_to_f32(b[i].d));
-		__m256i q = _mm256_sub_epi8(nibbles32(b[i].qs), _mm256_set1_epi8(8));
-		group32(acc, T, q, x + (size_t)i * QK, ldx, d, d);
-	}
-	finish(acc, T, mins, out);
-}
-
-AI void q5_0_t(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
-{
-	const struct block_q5_0 *b = w;
-	__m256 acc[QDOT_MAX_T] = {0};
-	float mins[QDOT_MAX_T] = {0};
-	for (int i = 0; i < K / QK; i++) {
-		__m256 d = _mm256_set1_ps(half_to_f32(b[i].d));
-		uint32_t qh;
-		memcpy(&qh, b[i].qh, 4);
-		__m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16));
-		__m256i q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b[i].qs), hi), _mm256_set1_epi8(16));
-		group32(acc, T, q, x + (size_t)i * QK, ldx, d, d);
+	for (int i = 0; i < K / QK; i++, p += bb) {
+		uint16_t dh;
+		memcpy(&dh, p, 2);
+		__m256 d = _mm256_set1_ps(half_to_f32(dh));
+		group32(acc, T, q32_unpack(fmt, p), x + (size_t)i * QK, ldx, d, d);
 	}
 	finish(acc, T, mins, out);
 }
@@ -238,9 +227,9 @@ AI void q6_k_t(const void *w, const float *x, int64_t ldx, int T, int K, float *
 			break;                                                                          \
 		}                                                                                       \
 	}
-#define CALL_Q8_0(n) q8_0_t(w, x, ldx, n, K, out)
-#define CALL_Q4_0(n) q4_0_t(w, x, ldx, n, K, out)
-#define CALL_Q5_0(n) q5_0_t(w, x, ldx, n, K, out)
+#define CALL_Q8_0(n) q32_t(WFMT_Q8_0, w, x, ldx, n, K, out)
+#define CALL_Q4_0(n) q32_t(WFMT_Q4_0, w, x, ldx, n, K, out)
+#define CALL_Q5_0(n) q32_t(WFMT_Q5_0, w, x, ldx, n, K, out)
 #define CALL_Q4_K(n) q4_k_t(w, x, ldx, xs, n, K, out)
 #define CALL_Q5_K(n) q5_k_t(w, x, ldx, xs, n, K, out)
 #define CALL_Q6_K(n) q6_k_t(w, x, ldx, n, K, out)
@@ -253,22 +242,11 @@ QDOT_AVX2(qdot_q6_k, CALL_Q6_K)
 
 cpu_qdot_fn cpu_qdot_find_avx2(int fmt)
 {
-	switch (fmt) {
-	case WFMT_Q8_0:
-		return qdot_q8_0;
-	case WFMT_Q4_0:
-		return qdot_q4_0;
-	case WFMT_Q5_0:
-		return qdot_q5_0;
-	case WFMT_Q4_K:
-		return qdot_q4_k;
-	case WFMT_Q5_K:
-		return qdot_q5_k;
-	case WFMT_Q6_K:
-		return qdot_q6_k;
-	default:
-		return NULL;
-	}
+	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {
+		[WFMT_Q8_0] = qdot_q8_0, [WFMT_Q4_0] = qdot_q4_0, [WFMT_Q5_0] = qdot_q5_0,
+		[WFMT_Q4_K] = qdot_q4_k, [WFMT_Q5_K] = qdot_q5_k, [WFMT_Q6_K] = qdot_q6_k,
+	};
+	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
 }
 
 #else
