@@ -35,6 +35,8 @@ endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
+TEST_TOOLS := $(BUILD)/tests/dequant_tool
 
 ifeq ($(V),1)
 Q :=
@@ -42,15 +44,19 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check fuzz bench bench-io clean
+.PHONY: all test asan check fuzz bench bench-io bench-matmul clean
 .SECONDARY:
-all: $(BUILD)/ferry $(TEST_BIN) $(BUILD)/bench/io_stream
+all: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS) $(BUILD)/bench/io_stream $(BUILD)/bench/bench_matmul
 
 $(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/io_stream: $(BUILD)/bench/io_stream.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/bench_matmul: $(BUILD)/bench/bench_matmul.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -68,7 +74,7 @@ $(BUILD)/%.o: %.cu
 	@echo "  NVCC    $<"
 	$(Q)$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-test: $(BUILD)/ferry $(TEST_BIN)
+test: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS)
 	$(Q)FERRY_BUILD=$(BUILD) bash tests/run_tests.sh
 
 asan:
@@ -96,6 +102,10 @@ bench: $(BUILD)/ferry
 # The layer streamer against the disk and bus floors (bench/io_stream.c), e.g. make bench-io ARGS="--size 4G".
 bench-io: $(BUILD)/bench/io_stream
 	$(Q)$(BUILD)/bench/io_stream $(ARGS)
+
+# cpu_matmul per weight format against the read bandwidth (bench/bench_matmul.c), e.g. make bench-matmul ARGS=2 for T=2.
+bench-matmul: $(BUILD)/bench/bench_matmul
+	$(Q)$(BUILD)/bench/bench_matmul $(ARGS)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,12 +1,14 @@
-/* convert.c: stored weight rows -> f32 (the only place the CPU kernels look at a weight format). */
+/* convert.c: stored weight rows -> f32 (the only place the CPU kernels look at a weight format; quantized
+ * blocks are dequantized by dequant.c). */
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "qdot.h"
 #include "wfmt.h"
 
 bool cpu_fmt_supported(int fmt)
 {
-	return fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	return fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16 || cpu_dequant_find(fmt) != NULL;
 }
 
 int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n)
@@ -24,7 +26,12 @@ int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n)
 		for (int64_t i = 0; i < n; i++)
 			dst[i] = bf16_to_f32(h[i]);
 		return 0;
-	default:
-		return -1;
+	default: {
+		cpu_dequant_fn deq = cpu_dequant_find(fmt);
+		if (!deq || n % wfmt_table[fmt].block)
+			return -1;
+		deq(src, dst, n / wfmt_table[fmt].block);
+		return 0;
+	}
 	}
 }

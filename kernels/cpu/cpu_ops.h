@@ -16,11 +16,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Converts n values of a row in format fmt to f32. Returns -1 for a format the CPU cannot read. */
+/* Converts n values of a row in format fmt to f32; quantized blocks bit-identical with ggml's dequantization.
+ * Returns -1 for a format the CPU cannot read, or n not a whole number of the format's blocks. */
 int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n);
 bool cpu_fmt_supported(int fmt);
 
-/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N] when bias != NULL); scratch: K floats per thread */
+/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N] when bias != NULL); scratch: K floats per thread. K is a multiple of
+ * the weight format's block. Quantized weights are dequantized to f32 (x is never quantized): T <= 4 in
+ * registers block by block (kernels/cpu/qdot.h), larger T a row at a time into scratch. */
 void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N,
 		int K, float *scratch, int64_t per_thread);
 

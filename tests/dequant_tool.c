@@ -1,0 +1,81 @@
+/*
+ * dequant_tool.c: ferry's CPU dequantization and matmul behind stdin/stdout, for tests/test_dequant.py to
+ * compare with gguf-py (a helper, not a test: run_tests.sh runs only test_* programs).
+ *   dequant_tool dequant FMT N        stdin: the bytes of N values in format FMT; stdout: N f32
+ *   dequant_tool matmul FMT N K T     stdin: W (N rows of K values in FMT), then x as T*K f32;
+ *                                     stdout: y = x . W^T as T*N f32 (cpu_matmul, all threads)
+ * FMT is a name of layout/wfmt.c (Q8_0, Q4_K, F32...). Exit 0, or 1 with a message on stderr.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "wfmt.h"
+
+static void *read_all(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (p && fread(p, 1, n, stdin) != n) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int write_all(const float *y, size_t n)
+{
+	return fwrite(y, sizeof(float), n, stdout) == n && fflush(stdout) == 0 ? 0 : 1;
+}
+
+static int fail(const char *msg)
+{
+	fprintf(stderr, "dequant_tool: %s\n", msg);
+	return 1;
+}
+
+static int run_dequant(int fmt, long long n)
+{
+	size_t bytes = wfmt_row_bytes(fmt, (uint64_t)n);
+	if (n <= 0 || !bytes)
+		return fail("N must be a positive multiple of the format's block");
+	void *src = read_all(bytes);
+	float *y = malloc(sizeof(float) * (size_t)n);
+	int rc = !src || !y ? fail("short input") : cpu_row_to_f32(fmt, src, y, n) ? fail("unsupported format")
+										      : write_all(y, (size_t)n);
+	free(src);
+	free(y);
+	return rc;
+}
+
+static int run_matmul(int fmt, int N, int K, int T)
+{
+	size_t row = wfmt_row_bytes(fmt, (uint64_t)K);
+	if (N <= 0 || K <= 0 || T <= 0 || !row || !cpu_fmt_supported(fmt))
+		return fail("bad N, K, T or format");
+	void *W = read_all(row * (size_t)N);
+	float *x = read_all(sizeof(float) * (size_t)T * (size_t)K);
+	float *y = malloc(sizeof(float) * (size_t)T * (size_t)N);
+	float *scratch = malloc(sizeof(float) * (size_t)K * (size_t)omp_get_max_threads());
+	int rc = 1;
+	if (!W || !x || !y || !scratch) {
+		rc = fail("short input");
+	} else {
+		cpu_matmul(y, x, W, fmt, NULL, 0, T, N, K, scratch, K);
+		rc = write_all(y, (size_t)T * (size_t)N);
+	}
+	free(W), free(x), free(y), free(scratch);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	int fmt = argc > 2 ? wfmt_from_name(argv[2]) : -1;
+	if (argc == 4 && strcmp(argv[1], "dequant") == 0 && fmt >= 0)
+		return run_dequant(fmt, atoll(argv[3]));
+	if (argc == 6 && strcmp(argv[1], "matmul") == 0 && fmt >= 0)
+		return run_matmul(fmt, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
+	fprintf(stderr, "usage: dequant_tool dequant FMT N | matmul FMT N K T  (FMT a format name: Q8_0, Q4_K, ...)\n");
+	return 1;
+}

@@ -1,0 +1,137 @@
+"""ferry's CPU dequantization and quantized matmul against gguf-py (gguf.quants.dequantize, the Python port of
+ggml's dequantize_row_*), through build/tests/dequant_tool:
+  - random blocks of every quantized format (random bytes, random finite f16 scales of either sign,
+    subnormals included): bit for bit;
+  - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
+    rows of token_embd): bit for bit;
+  - cpu_matmul on real rows of each quantized type, T = 1, 3 (fused kernels) and 6 (row buffer), against
+    float64 dots of gguf-py's f32 weights: |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise.
+
+Fails (never skips) when the Gemma file is missing: CI fetches it before the tests."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFReader
+from gguf.constants import GGML_QUANT_SIZES
+from gguf.quants import dequantize
+
+from ferrytest import FERRY, ROOT, Failures
+
+TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
+GEMMA = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
+EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
+
+
+def tool(*args, stdin):
+    p = subprocess.run([TOOL, *map(str, args)], input=stdin, capture_output=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"dequant_tool {' '.join(map(str, args))}: exit {p.returncode}: {p.stderr.decode()}")
+    return np.frombuffer(p.stdout, dtype=np.float32)
+
+
+def ferry_dequant(qtype, raw):
+    """raw: uint8 array of whole blocks (or F32 values); returns ferry's f32 values."""
+    block, size = GGML_QUANT_SIZES[qtype]
+    n = raw.nbytes // size * block
+    return tool("dequant", qtype.name, n, stdin=raw.tobytes())
+
+
+def bits_equal(fails, what, got, want):
+    want = want.reshape(-1).astype(np.float32)
+    if not fails.check(got.shape == want.shape, f"{what}: {got.shape} values, want {want.shape}"):
+        return
+    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    fails.check(bad.size == 0, f"{what}: {bad.size} of {got.size} values differ, first at {bad[:1]}: "
+                f"{got[bad[:1]]} vs gguf-py {want[bad[:1]]}")
+
+
+def random_blocks(rng, qtype, nblocks):
+    block, size = GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, size=(nblocks, size), dtype=np.uint8)
+    halves = rng.integers(0, 0x10000, size=(nblocks, 2), dtype=np.uint32).astype(np.uint16)
+    halves[(halves & 0x7C00) == 0x7C00] &= 0xBFFF  # inf/nan -> finite (exponent 15)
+    halves[::16] &= 0x83FF  # every 16th block: subnormal scales
+    offsets = [208] if qtype == QT.Q6_K else [0, 2] if qtype in (QT.Q4_K, QT.Q5_K) else [0]
+    for i, off in enumerate(offsets):
+        raw[:, off:off + 2] = halves[:, i:i + 1].view(np.uint8)
+    return raw
+
+
+def check_random(fails, rng):
+    for qtype in RANDOM_TYPES:
+        raw = random_blocks(rng, qtype, 4000)
+        bits_equal(fails, f"random {qtype.name} blocks", ferry_dequant(qtype, raw), dequantize(raw, qtype))
+
+
+def check_file(fails, reader, rng):
+    """Every tensor of the checked types, bit for bit; tensors of one type go through one tool call."""
+    seen = set()
+    for qtype in FILE_TYPES:
+        names, raws, wants = [], [], []
+        for t in reader.tensors:
+            if t.tensor_type != qtype:
+                continue
+            data = t.data.reshape(-1, t.data.shape[-1]) if t.data.ndim > 1 else t.data.reshape(1, -1)
+            if data.shape[0] > EMBD_ROWS:
+                data = data[np.sort(rng.choice(data.shape[0], EMBD_ROWS, replace=False))]
+            data = np.ascontiguousarray(data)
+            names.append(t.name)
+            raws.append(data.view(np.uint8).reshape(-1))
+            wants.append(dequantize(data, qtype).reshape(-1))
+        seen.add(qtype)
+        if not fails.check(names, f"{GEMMA}: no {qtype.name} tensor"):
+            continue
+        got = ferry_dequant(qtype, np.concatenate(raws))
+        if not fails.check(got.size == sum(w.size for w in wants), f"{qtype.name}: ferry returned {got.size} values"):
+            continue
+        at = 0
+        for name, want in zip(names, wants):
+            bits_equal(fails, f"{name} ({qtype.name})", got[at:at + want.size], want)
+            at += want.size
+        print(f"{qtype.name}: {len(names)} tensors, {got.size} values bit-identical to gguf-py", flush=True)
+    return seen
+
+
+def check_matmul(fails, reader, rng):
+    for qtype in [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K]:
+        t = next(t for t in reader.tensors if t.tensor_type == qtype and t.data.ndim == 2)
+        W = np.ascontiguousarray(t.data[:min(t.data.shape[0], 301)])
+        N = W.shape[0]
+        Wf = dequantize(W, qtype).astype(np.float64)
+        K = Wf.shape[1]
+        for T in (1, 3, 6):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
+            ref = x.astype(np.float64) @ Wf.T
+            mag = np.abs(x.astype(np.float64)) @ np.abs(Wf).T
+            err = np.abs(y - ref)
+            rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+            fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5,
+                        f"matmul {t.name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
+                        f"norm-wise {rel:.3g}")
+            print(f"matmul {t.name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e}", flush=True)
+
+
+def main():
+    fails = Failures()
+    if not fails.check(os.access(TOOL, os.X_OK), f"{TOOL} missing: build it with make"):
+        fails.finish()
+    rng = np.random.default_rng(7)
+    check_random(fails, rng)
+    if not os.path.exists(GEMMA):
+        fails.check(False, f"{GEMMA} is missing: fetch models/gemma-3-270m-q4_k_m.gguf (CI does before the tests)")
+        fails.finish()
+    reader = GGUFReader(GEMMA)
+    check_file(fails, reader, rng)
+    check_matmul(fails, reader, rng)
+    fails.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
