@@ -67,6 +67,18 @@ int ferry_inspect(int argc, char **argv)
 	printf("  rope %s theta %g factor %g%s, rms_eps %g, max_pos %d, %s embeddings\n", layout_rope_type_name(hp->rope.type),
 	       hp->rope.theta, hp->rope.factor, hp->rope.style == ROPE_STYLE_NEOX ? " (neox)" : " (norm)", hp->rms_eps,
 	       hp->max_pos, hp->tied_embeddings ? "tied" : "untied");
+	if (hp->rope.factors)
+		printf("  rope frequency factors (rope_freqs) on all %d frequencies\n", hp->rope.dim / 2);
+	if (hp->has_rope_local)
+		printf("  sliding-window layers: rope theta %g\n", hp->rope_local.theta);
+	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : "silu");
+	if (hp->attn_scale > 0)
+		printf(", attention scale %g", hp->attn_scale);
+	if (hp->embed_scale > 0)
+		printf(", embeddings x %g", hp->embed_scale);
+	if (hp->final_softcap > 0)
+		printf(", logits softcap %g", hp->final_softcap);
+	printf("\n");
 	int nwin = 0;
 	for (int i = 0; i < hp->n_layers; i++)
 		nwin += hp->window[i] > 0;
