@@ -1,6 +1,6 @@
 /*
  * bench_matmul.c: cpu_matmul throughput per weight format against this machine's read bandwidth
- * (`make bench-matmul`, or build/bench/bench_matmul [T]; results in bench/RESULTS.md).
+ * (`make bench-matmul`, or build/bench/bench_matmul [T [FORMAT]]; results in bench/RESULTS.md).
  *
  * Decode (T = 1) reads every weight byte once per token, so its floor is weight bytes / read bandwidth.
  * The bandwidth is measured as bench/cpu_peak.c does (bench_util.h), right before and right after the
@@ -80,9 +80,9 @@ static double time_calls(uint8_t **copies, int ncopy, const struct bench_case *c
 
 int main(int argc, char **argv)
 {
-	int T = argc > 1 ? atoi(argv[1]) : 1;
-	if (T < 1)
-		return fprintf(stderr, "usage: bench_matmul [T]\n"), 2;
+	int T = argc > 1 ? atoi(argv[1]) : 1, only = argc > 2 ? wfmt_from_name(argv[2]) : -1;
+	if (T < 1 || (argc > 2 && only < 0))
+		return fprintf(stderr, "usage: bench_matmul [T [FORMAT]]\n"), 2;
 	int threads = omp_get_max_threads();
 	double bw0 = bench_read_gbs();
 	unsigned seed = 1;
@@ -90,6 +90,8 @@ int main(int argc, char **argv)
 	double *cold = calloc(ncase, sizeof(double)), *hot = calloc(ncase, sizeof(double));
 	for (size_t ci = 0; ci < ncase; ci++) {
 		const struct bench_case *c = &cases[ci];
+		if (only >= 0 && c->fmt != only)
+			continue;
 		size_t bytes = wfmt_row_bytes(c->fmt, (uint64_t)c->K) * (size_t)c->N;
 		int ncopy = (int)(((size_t)256 << 20) / bytes + 1);
 		uint8_t **copies = malloc(sizeof(*copies) * (size_t)ncopy);
@@ -115,6 +117,8 @@ int main(int argc, char **argv)
 	printf("|---|---|---|---|---|---|---|---|---|---|\n");
 	for (size_t ci = 0; ci < ncase; ci++) {
 		const struct bench_case *c = &cases[ci];
+		if (only >= 0 && c->fmt != only)
+			continue;
 		double bytes = (double)wfmt_row_bytes(c->fmt, (uint64_t)c->K) * c->N, flops = 2.0 * c->N * c->K * T;
 		printf("| %s | %s | %dx%d | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.1f |\n", c->what, wfmt_name(c->fmt),
 		       c->N, c->K, bytes / 1e6, bytes / cold[ci] / 1e9, bw, bytes / cold[ci] / 1e9 / bw,
