@@ -280,8 +280,8 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 	}
 	int fmt = ggml_type_wfmt(t->type);
 	if (fmt < 0) {
-		snprintf(c->err, c->errlen, "%s: tensor %s has type %s, which ferry does not support (F32, F16, BF16, Q8_0, "
-			 "Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)", c->path, src, gguf_ggml_type_name(t->type));
+		snprintf(c->err, c->errlen, "%s: tensor %s has type %s (%u), which ferry does not support (F32, F16, BF16, "
+			 "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)", c->path, src, gguf_ggml_type_name(t->type), t->type);
 		return -ENOTSUP;
 	}
 	int ndim = rows ? 2 : 1;
