@@ -5,6 +5,7 @@ decode: every step streams every layer and the head once, so the floor is
 prefill: 2 x matmul parameters x T FLOPs (plus attention) over the measured f32 FMA rate.
 Runs `ferry run --stats` REPEAT times on a generated Llama-shaped model (no download) and reports the median.
 Usage: python3 bench/bench_cpu.py [--layers 4 --hidden 2048 --inter 5632 --vocab 32000 --dtype BF16 --prompt 64 --gen 33]
+       python3 bench/bench_cpu.py --model models/gemma-3-270m.ferry   (the default model, quantized: Q4_K_M)
 """
 
 import argparse
@@ -37,6 +38,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--gen", type=int, default=33)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", help="an existing model.ferry (e.g. models/gemma-3-270m.ferry) instead of a generated one")
     a = ap.parse_args()
 
     peak = dict(l.split() for l in sh(os.path.join(ROOT, BUILD, "bench", "cpu_peak")).stdout.splitlines())
@@ -45,17 +47,18 @@ def main():
     name = f"bench-llama-{a.layers}x{a.hidden}x{a.inter}-{a.vocab}-{a.dtype}"
     hf = os.path.join(ROOT, "models", name)
     out = hf + ".ferry"
-    if not os.path.exists(os.path.join(hf, "config.json")):
+    if a.model:
+        name, out = os.path.basename(a.model.rstrip("/")), a.model
+    elif not os.path.exists(os.path.join(hf, "config.json")):
         sh(sys.executable, os.path.join(ROOT, "bench", "make_bench_model.py"), hf, "--layers", str(a.layers),
            "--hidden", str(a.hidden), "--inter", str(a.inter), "--vocab", str(a.vocab), "--dtype", a.dtype)
-    if not os.path.exists(os.path.join(out, "manifest.json")):
+    if not a.model and not os.path.exists(os.path.join(out, "manifest.json")):
         sh(FERRY, "convert", hf, "-o", out)
     man = json.load(open(os.path.join(out, "manifest.json")))
     units = man["units"]["layers"] + [man["units"]["head"]]
     step_bytes = sum(t["bytes"] for u in units for t in u)
     hp = man["hparams"]
-    layer_params = sum(t["raw_bytes"] // 2 if t["format"] != "F32" else t["raw_bytes"] // 4
-                       for u in man["units"]["layers"] for t in u if len(t["shape"]) == 2)
+    layer_params = sum(t["shape"][0] * t["shape"][1] for u in man["units"]["layers"] for t in u if len(t["shape"]) == 2)
     head_params = hp["vocab"] * hp["d_model"]
     T = a.prompt
     kv = hp["n_kv_heads"] * hp["head_dim"]
