@@ -97,7 +97,7 @@ build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 check: test asan
 
 bench: $(BUILD)/ferry
-	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh
+	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh $(ARGS)
 
 # The layer streamer against the disk and bus floors (bench/io_stream.c), e.g. make bench-io ARGS="--size 4G".
 bench-io: $(BUILD)/bench/io_stream
