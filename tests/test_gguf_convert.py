@@ -9,6 +9,7 @@
 2. The same weights from the HF original and from its GGUF (tools/hf_to_gguf.py: llama's q/k permutation,
    Gemma's +1 in the norms, llama3's rope_freqs) give the same logits (<= 1e-5) for llama, llama3, qwen2 and
    Gemma 3; a Q8_0 GGUF matches the reference on that GGUF (<= 1e-4).
+   The same model written as a split set of 3 files converts to the same files.
 3. Bad input: truncated file, wrong magic, absurd counts and dims, an offset past the end, an unsupported
    tensor type, an unknown tensor, a missing key: one line naming the file, exit 1, no output left behind.
 """
@@ -65,11 +66,11 @@ def weight(rng, fmt, rows, cols):
     return random_blocks(rng, q, rows, cols), q
 
 
-def write_synthetic(path, rng):
+def write_synthetic(path, rng, split_max_tensors=0):
     """llama, D 256 (K-quant rows need 256), 5 layers, H 4 x Dh 64, Hkv 2, F 512, V 300. Layer l's matrices cycle
     through the formats so each appears in q/k/v/o/gate/up/down positions; odd vocab and output rows."""
     D, L, H, Hkv, Dh, F, V = 256, 5, 4, 2, 64, 512, 301
-    w = gguf.GGUFWriter(path, "llama")
+    w = gguf.GGUFWriter(path, "llama", split_max_tensors=split_max_tensors)
     w.add_context_length(512)
     w.add_embedding_length(D)
     w.add_block_count(L)
@@ -176,6 +177,20 @@ def check_synthetic(f, root):
                 f"tokenizer.gguf: {key} differs")
     f.check(open(os.path.join(out, "chat_template.jinja")).read() == rd.fields["tokenizer.chat_template"].contents(),
             "chat_template.jinja differs from tokenizer.chat_template")
+    # the same model as a split set (NAME-0000i-of-0000N.gguf): the conversion of its first file is identical
+    split = os.path.join(root, "split.gguf")
+    write_synthetic(split, np.random.default_rng(4), split_max_tensors=20)
+    shards = sorted(x for x in os.listdir(root) if x.startswith("split-") and x.endswith(".gguf"))
+    out2 = os.path.join(root, "split.ferry")
+    p = ferry("convert", os.path.join(root, shards[0]) if shards else split, "-o", out2)
+    if f.check(len(shards) == 3 and p.returncode == 0, f"split set {shards}: convert failed: {p.stderr.strip()}"):
+        m2 = json.load(open(os.path.join(out2, "manifest.json")))
+        f.check(m2["units"] == m["units"] and m2["hparams"] == hp, "split set converts differently from one file")
+        for name in os.listdir(out):
+            if name.endswith(".bin"):
+                f.check(open(os.path.join(out, name), "rb").read() == open(os.path.join(out2, name), "rb").read(),
+                        f"split set: {name} differs")
+        print(f"split set of {len(shards)} files: same manifest and files as the single file")
     ids = [int(x) for x in np.random.default_rng(5).integers(0, 301, 12)]
     lg = os.path.join(root, "synth.lg")
     p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg)
