@@ -10,4 +10,12 @@ model=models/gemma-3-270m.ferry
 [ -f "$model/manifest.json" ] || ./build/ferry convert "$gguf" -o "$model"
 ./build/ferry inspect "$model"
 echo
-./build/ferry run -m "$model" --chat -p "${PROMPT:-Write a short poem about the sea.}" -n 128 --stats
+echo "a completion (greedy):"
+./build/ferry run -m "$model" -p "The three primary colors are" -n 32
+echo
+echo
+# The 270M model is the base model: Gemma 3's sampling settings (its generation_config: top-k 64, top-p 0.95)
+# suit it better in a chat turn than greedy decoding, which soon repeats itself.
+echo "a chat turn (Gemma 3 chat template; sampled with top-k 64, top-p 0.95, seed 1):"
+./build/ferry run -m "$model" --chat -p "${PROMPT:-Write a short poem about the sea.}" -n 96 --temp 1 --top-k 64 \
+	--top-p 0.95 --seed 1 --stats
