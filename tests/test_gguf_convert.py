@@ -1,15 +1,14 @@
 """`ferry convert MODEL.gguf` against gguf-py (the `gguf` package) and the NumPy reference:
 
 1. A synthetic llama GGUF written with gguf-py's GGUFWriter: every weight format ferry stores (F32, F16, BF16,
-   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K; random blocks with sane f16 scales), odd row counts, a bias, metadata of
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K; random blocks with sane f16 scales), an odd vocabulary, metadata of
    every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
    hyper-parameters are the metadata's, tokenizer.gguf holds the tokenizer keys as written, and ferry's logits
    on it match the float64 NumPy reference reading the same GGUF (tools/ref_forward.py --gguf, gguf-py's
-   dequantization) within 1e-4.
+   dequantization) within 1e-4. The same model written as a split set of 3 files converts to the same files.
 2. The same weights from the HF original and from its GGUF (tools/hf_to_gguf.py: llama's q/k permutation,
-   Gemma's +1 in the norms, llama3's rope_freqs) give the same logits (<= 1e-5) for llama, llama3, qwen2 and
-   Gemma 3; a Q8_0 GGUF matches the reference on that GGUF (<= 1e-4).
-   The same model written as a split set of 3 files converts to the same files.
+   Gemma's +1 in the norms, llama3's rope_freqs, linear rope scaling) give the same logits (<= 1e-5) for llama,
+   llama3, llama with linear rope, qwen2 and Gemma 3; a Q8_0 GGUF matches the reference on it (<= 1e-4).
 3. Bad input: truncated file, wrong magic, absurd counts and dims, an offset past the end, an unsupported
    tensor type, an unknown tensor, a missing key: one line naming the file, exit 1, no output left behind.
 """
@@ -203,7 +202,7 @@ def check_synthetic(f, root):
 
 
 def check_hf_vs_gguf(f, root):
-    for v in ("llama_tied_gqa", "llama3_rope", "qwen2_bias", "gemma3", "gemma3_softcap"):
+    for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "gemma3", "gemma3_softcap"):
         hf = os.path.join(root, v)
         gen_tiny_model.generate(v, hf, 0)
         outs = {}
