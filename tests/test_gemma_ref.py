@@ -10,7 +10,9 @@ For each of the 10 fixture prompts:
     position, max over positions <= 1e-3; ferry's top-1 there equals the reference's;
   - greedy: `ferry run --prompt-ids ... -n 64 --ignore-eos` (prefill + 63 decode steps through the KV cache)
     generates exactly the reference's 64 tokens.
-Prints the max error over all prompts.
+Prints the max error over all prompts. In the sanitizer build (`make asan`, FERRY_BUILD=build-asan: -O1 and
+instrumented, some 20x slower on the 262144-row head) only prompts 0 and 5 run: that run looks for memory errors;
+the numbers are checked by the optimized build.
 """
 
 import json
@@ -40,7 +42,10 @@ def main():
         if not f.check(p.returncode == 0, f"convert failed: {p.stderr.strip()}"):
             f.finish()
         worst = 0.0
+        sanitized = os.environ.get("FERRY_BUILD", "build") != "build"
         for i, pr in enumerate(fx["prompts"]):
+            if sanitized and i not in (0, 5):
+                continue
             ids, greedy = pr["ids"], pr["greedy"]
             p = ferry("tokenize", "-m", model, "--parse-special", pr["text"])
             got = [int(x) for x in p.stdout.split()] if p.returncode == 0 else None
