@@ -55,3 +55,19 @@ def tiny_model(variant, root, seed=0):
     gen_tiny_model.generate(variant, hf, seed)
     ferry("convert", hf, "-o", out, check=True)
     return hf, out
+
+
+GEMMA_GGUF = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+
+
+def gemma_gguf(f):
+    """The default model's GGUF (tools/fetch_model.sh, run by tools/install_deps.sh). Missing, it is a failure,
+    except where FERRY_NO_MODEL=1 says the machine cannot fetch it (the GPU machine has no network and a call
+    carries at most 64 MiB: bench/gpu_run.sh sets it), where the test skips (exit 77) saying so."""
+    if os.path.exists(GEMMA_GGUF):
+        return GEMMA_GGUF
+    if os.environ.get("FERRY_NO_MODEL") == "1":
+        print(f"skip: {GEMMA_GGUF} is not on this machine (FERRY_NO_MODEL=1)")
+        sys.exit(77)
+    f.check(False, f"{GEMMA_GGUF} is missing: run bash tools/fetch_model.sh (tools/install_deps.sh does)")
+    f.finish()

@@ -19,10 +19,9 @@ from gguf import GGUFReader
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
-from ferrytest import FERRY, ROOT, Failures
+from ferrytest import FERRY, ROOT, Failures, gemma_gguf
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
-GEMMA = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
 RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
 EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
@@ -85,7 +84,7 @@ def check_file(fails, reader, rng):
             raws.append(data.view(np.uint8).reshape(-1))
             wants.append(dequantize(data, qtype).reshape(-1))
         seen.add(qtype)
-        if not fails.check(names, f"{GEMMA}: no {qtype.name} tensor"):
+        if not fails.check(names, f"the Gemma GGUF has no {qtype.name} tensor"):
             continue
         got = ferry_dequant(qtype, np.concatenate(raws))
         if not fails.check(got.size == sum(w.size for w in wants), f"{qtype.name}: ferry returned {got.size} values"):
@@ -124,10 +123,7 @@ def main():
         fails.finish()
     rng = np.random.default_rng(7)
     check_random(fails, rng)
-    if not os.path.exists(GEMMA):
-        fails.check(False, f"{GEMMA} is missing: fetch models/gemma-3-270m-q4_k_m.gguf (CI does before the tests)")
-        fails.finish()
-    reader = GGUFReader(GEMMA)
+    reader = GGUFReader(gemma_gguf(fails))
     check_file(fails, reader, rng)
     check_matmul(fails, reader, rng)
     fails.finish()

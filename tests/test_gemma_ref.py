@@ -21,24 +21,20 @@ import re
 
 import numpy as np
 
-from ferrytest import Failures, ROOT, ferry, ref_forward, scratch
+from ferrytest import Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
-GGUF = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
 TOL = 1e-3
 
 
 def main():
     f = Failures()
-    if not os.path.exists(GGUF):
-        print(f"{GGUF} is missing: run bash tools/fetch_model.sh (tools/install_deps.sh does)")
-        f.check(False, "the Gemma 3 270M GGUF is not there")
-        f.finish()
+    gguf_path = gemma_gguf(f)
     fx = json.load(open(FIXTURE))
     root, cleanup = scratch()
     try:
         model = os.path.join(root, "gemma.ferry")
-        p = ferry("convert", GGUF, "-o", model)
+        p = ferry("convert", gguf_path, "-o", model)
         if not f.check(p.returncode == 0, f"convert failed: {p.stderr.strip()}"):
             f.finish()
         worst = 0.0
