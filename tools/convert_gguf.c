@@ -502,11 +502,15 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 	rc = rc ? rc : layout_writer_begin(&c.w, out_dir, force, err, errlen);
 	if (rc)
 		goto out;
+	/* where the model came from; a path or name that is not UTF-8 is left out (json_string* give NULL) */
 	struct gguf_str name = {"", 0};
 	gguf_get_str(&c.g, "general.name", &name);
-	extra = json_pack("{s:{s:s, s:s, s:s, s:s%}, s:{s:s}}", "source", "format", "gguf", "file", path, "architecture",
-			  c.arch, "name", name.p, (size_t)name.n, "tokenizer", "file", "tokenizer.gguf");
-	rc = writer_err(&c, layout_writer_set_lz4(c.w, lz4));
+	json_t *src = json_pack("{s:s, s:s}", "format", "gguf", "architecture", c.arch);
+	json_object_set_new(src, "file", json_string(path));
+	json_object_set_new(src, "name", json_stringn(name.p, (size_t)name.n));
+	extra = json_pack("{s:o, s:{s:s}}", "source", src, "tokenizer", "file", "tokenizer.gguf");
+	rc = extra ? 0 : -ENOMEM;
+	rc = rc ? rc : writer_err(&c, layout_writer_set_lz4(c.w, lz4));
 	rc = rc ? rc : write_model(&c, template_file, extra);
 	if (!rc) {
 		rc = layout_writer_finish(c.w, &c.hp, extra);
@@ -519,6 +523,8 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 out:
 	if (rc && c.w)
 		writer_err(&c, rc);
+	if (rc == -ENOMEM && !err[0])
+		snprintf(err, errlen, "%s: out of memory", path);
 	if (c.w)
 		layout_writer_abort(c.w); /* removes OUT.tmp */
 	json_decref(extra);
