@@ -398,18 +398,20 @@ static int write_layer(struct gconv *c, int l)
 
 /* tokenizer.gguf: a GGUF v3 with no tensors holding the tokenizer.* keys (and general.architecture/name),
  * each copied as stored; tokenizer_open reads it. */
+static bool tokenizer_key(const struct gguf_kv *kv)
+{
+	return (kv->key.n > 10 && !memcmp(kv->key.p, "tokenizer.", 10)) || gguf_str_eq(kv->key, "general.architecture") ||
+	       gguf_str_eq(kv->key, "general.name");
+}
+
 static int write_tokenizer(struct gconv *c)
 {
 	size_t n = 24, n_kv = 0;
-	for (uint64_t i = 0; i < c->g.n_kv; i++) {
-		const struct gguf_kv *kv = &c->g.kv[i];
-		bool keep = (kv->key.n > 10 && !memcmp(kv->key.p, "tokenizer.", 10)) ||
-			    gguf_str_eq(kv->key, "general.architecture") || gguf_str_eq(kv->key, "general.name");
-		if (keep) {
-			n += kv->raw_n;
+	for (uint64_t i = 0; i < c->g.n_kv; i++)
+		if (tokenizer_key(&c->g.kv[i])) {
+			n += c->g.kv[i].raw_n;
 			n_kv++;
 		}
-	}
 	if (!gguf_find(&c->g, "tokenizer.ggml.model")) {
 		snprintf(c->err, c->errlen, "%s: no tokenizer (metadata key tokenizer.ggml.model is missing)", c->path);
 		return -EINVAL;
@@ -422,15 +424,11 @@ static int write_tokenizer(struct gconv *c)
 	memcpy(p, head32, 8);
 	memcpy(p + 8, head64, 16);
 	p += 24;
-	for (uint64_t i = 0; i < c->g.n_kv; i++) {
-		const struct gguf_kv *kv = &c->g.kv[i];
-		bool keep = (kv->key.n > 10 && !memcmp(kv->key.p, "tokenizer.", 10)) ||
-			    gguf_str_eq(kv->key, "general.architecture") || gguf_str_eq(kv->key, "general.name");
-		if (keep) {
-			memcpy(p, kv->raw, kv->raw_n);
-			p += kv->raw_n;
+	for (uint64_t i = 0; i < c->g.n_kv; i++)
+		if (tokenizer_key(&c->g.kv[i])) {
+			memcpy(p, c->g.kv[i].raw, c->g.kv[i].raw_n);
+			p += c->g.kv[i].raw_n;
 		}
-	}
 	int rc = writer_err(c, layout_writer_write_text(c->w, "tokenizer.gguf", (const char *)buf, n));
 	free(buf);
 	return rc;
