@@ -10,7 +10,9 @@ For each of the 10 fixture prompts:
     position, max over positions <= 1e-3; ferry's top-1 there equals the reference's;
   - greedy: `ferry run --prompt-ids ... -n 64 --ignore-eos` (prefill + 63 decode steps through the KV cache)
     generates exactly the reference's 64 tokens.
-Prints the max error over all prompts. In the sanitizer build (`make asan`, FERRY_BUILD=build-asan: -O1 and
+A second reference, independent of transformers: ferry's logits over prompt 0 + its continuation against the
+float64 NumPy forward on the same GGUF (tools/ref_forward.py, gguf-py's dequantization), norm-wise per position,
+within 1e-4. Prints the max errors. In the sanitizer build (`make asan`, FERRY_BUILD=build-asan: -O1 and
 instrumented, some 20x slower on the 262144-row head) only prompts 0 and 5 run: that run looks for memory errors;
 the numbers are checked by the optimized build.
 """
@@ -53,6 +55,12 @@ def main():
             if not f.check(p.returncode == 0, f"prompt {i}: run failed: {p.stderr.strip()}"):
                 continue
             lgt = ref_forward.read_flgt(lg)
+            if i == 0 and not sanitized:
+                ref = ref_forward.Model.from_gguf(gguf_path).logits(seq)
+                e = float(np.max(np.linalg.norm(lgt - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+                print(f"prompt 0: ferry vs the float64 NumPy reference on the GGUF: {e:.2e} (norm-wise, max over "
+                      f"{len(seq)} positions)")
+                f.check(e <= 1e-4, f"prompt 0: logits vs the NumPy reference {e:.2e} > 1e-4")
             err, top_ok = 0.0, 0
             for pos, top in enumerate(pr["top"]):
                 rid = np.array([t[0] for t in top])

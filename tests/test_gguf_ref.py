@@ -9,18 +9,16 @@
    pairs (llama.cpp's NORM rope), give the same attention scores as HF's weights with rotate-half; Gemma
    norms are stored as 1 + w; the architecture keys llama.cpp reads are present.
 3. Quantized (Q8_0, Q4_0): the GGUF loads, gives finite logits; the distance to the HF forward is printed.
-4. The real Gemma 3 270M Q4_K_M (models/gemma-3-270m-q4_k_m.gguf, when present): a greedy continuation,
-   decoded with the file's vocabulary and printed for a person to judge; asserted: finite logits.
+(The reference on the real Gemma 3 270M GGUF is compared with ferry in test_gemma_ref.py.)
 
 Exit 77 when gguf-py is missing."""
 
 import os
 import sys
-import time
 
 import numpy as np
 
-from ferrytest import ROOT, Failures, gen_tiny_model, ref_forward, scratch
+from ferrytest import Failures, gen_tiny_model, ref_forward, scratch
 
 try:
     import gguf
@@ -29,7 +27,6 @@ except ImportError as e:
     print(f"skip: {e}")
     sys.exit(77)
 
-REAL = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
 NO_GGUF_FORM = {"llama_dynamic_rope", "mistral_swa"}
 
 
@@ -134,33 +131,11 @@ def tiny_checks(f, root):
                     print(f"{v:20s} {t} GGUF vs HF dir: rel err {rel_rows(got, ref):.1e} (quantization)")
 
 
-def real_model_check(f):
-    if not os.path.exists(REAL):
-        print(f"{REAL} absent: real-model sanity run skipped")
-        return
-    t0 = time.time()
-    model = ref_forward.Model.from_gguf(REAL)
-    fields = gguf.GGUFReader(REAL).fields
-    tokens = fields["tokenizer.ggml.tokens"].contents()
-    index = {t: i for i, t in enumerate(tokens)}
-    # Whole-word SentencePiece pieces (no space prefix on the first word), BOS first.
-    words = "The capital of France is Paris . The capital of Germany is".split()
-    bos = fields["tokenizer.ggml.bos_token_id"].contents()
-    prompt = [bos] + [index[("\u2581" if k else "") + w] for k, w in enumerate(words)]
-    print(f"gemma-3-270m Q4_K_M loaded in {time.time() - t0:.0f} s; prompt ids {prompt}")
-    logits = model.logits(prompt)
-    f.check(np.isfinite(logits).all(), "real model: non-finite logits")
-    gen = model.greedy(prompt, 6)
-    text = "".join(tokens[i] for i in prompt[1:] + gen).replace("\u2581", " ")
-    print(f"greedy ids {gen}; text: {text!r} ({time.time() - t0:.0f} s in all)")
-
-
 def main():
     f = Failures()
     root, cleanup = scratch()
     try:
         tiny_checks(f, root)
-        real_model_check(f)
     finally:
         cleanup()
     f.finish()
