@@ -27,9 +27,10 @@ CUDA_ARCHS ?= 75 80 86 89 90
 NVCCFLAGS := -O2 -g -std=c++17 $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
 	-gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
 	-Xcompiler -Wall -MMD -MP $(INC)
-CFLAGS += -DFERRY_CUDA
+CFLAGS += -DFERRY_CUDA -I$(CUDA_HOME)/include
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
+# cuBLAS (dense GEMM of the prefill path) is a shared library of the toolkit; the runtime is linked statically.
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart_static -lrt -ldl -lstdc++
 endif
 endif
 

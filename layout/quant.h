@@ -49,12 +49,17 @@ struct block_q6_K {
 	uint16_t d;
 };
 
-_Static_assert(sizeof(struct block_q4_0) == 18, "block_q4_0");
-_Static_assert(sizeof(struct block_q5_0) == 22, "block_q5_0");
-_Static_assert(sizeof(struct block_q8_0) == 34, "block_q8_0");
-_Static_assert(sizeof(struct block_q4_K) == 144, "block_q4_K");
-_Static_assert(sizeof(struct block_q5_K) == 176, "block_q5_K");
-_Static_assert(sizeof(struct block_q6_K) == 210, "block_q6_K");
+#ifdef __cplusplus
+#define QUANT_STATIC_ASSERT static_assert
+#else
+#define QUANT_STATIC_ASSERT _Static_assert
+#endif
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_0) == 18, "block_q4_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q5_0) == 22, "block_q5_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_0) == 34, "block_q8_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_K) == 144, "block_q4_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == 176, "block_q5_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == 210, "block_q6_K");
 
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. */
 static inline void k_scale_min(int j, const uint8_t *s, uint8_t *sc, uint8_t *m)
