@@ -42,10 +42,12 @@ struct cuda_ctx {
 	char err[256];
 };
 
-/* Workspace bytes the launchers need for matmuls of up to T_max tokens over K_max inputs (GEMM path: the
- * activations converted to bf16/f16 plus gemm_rows x K_max dequantized weights) and attention of T_max
- * queries over up to C keys with H heads of Dh. */
-size_t cuda_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows, int C, int H, int Dh);
+/* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs (GEMM path: the activations
+ * converted to bf16/f16 plus gemm_rows x K_max dequantized weights); 0 when T_max <= CUDA_MATVEC_T_MAX. */
+size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows);
+/* Workspace bytes cuda_attention needs for up to T_max queries of H heads of Dh over up to C keys (the
+ * partial results of a split key range). The backend gives the larger of the two. */
+size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh);
 
 /* true when cuda_matmul takes weights of this format (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K). */
 bool cuda_fmt_supported(int fmt);
