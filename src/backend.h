@@ -11,6 +11,12 @@
  * A step of T tokens is announced with step_begin (positions, host array); kv_store, attention and rope
  * use the positions of the current step.
  *
+ * Streaming (backends with host_memory false): weights are copied from pinned host buffers on a copy queue
+ * that runs beside the compute queue. Fences are small integers naming device events (fence_init makes
+ * n of them): a queue records a fence after its work so far, and the other queue waits for it, so uploads
+ * overlap compute and a device buffer is overwritten only after the compute that reads it is done
+ * (src/weights.c). fence_done may be called from any thread.
+ *
  * Dimension letters: T tokens, D model, H heads, Hkv kv heads, Dh head dim, F ffn dim, V vocab,
  * C KV capacity (tokens).
  */
@@ -50,10 +56,32 @@ struct rope_freqs {
 	bool neox;                      /* pairs (i, i + Dh/2) rather than (2i, 2i+1) */
 };
 
-/* One layer of KV cache: k and v [C, Hkv*Dh] f32. */
+/* One layer of KV cache: k and v [C, Hkv*Dh] in the backend's KV format (kv_bytes per value: 4 f32 on
+ * the CPU, 2 f16 on CUDA). */
 struct kv_layer {
-	float *k, *v;
+	void *k, *v;
 	int capacity;
+};
+
+/* What reserve() sizes the backend's workspace for. */
+struct backend_reserve {
+	int t_max;        /* most tokens per step */
+	int t_ops;        /* most tokens per op (a range of the step, step_range) */
+	int64_t max_row;  /* widest matmul input or norm row */
+	int max_ctx;      /* KV capacity */
+	int n_heads, head_dim;
+};
+
+enum backend_queue { BQ_COMPUTE = 0, BQ_COPY = 1 };
+
+/* Device memory accounting of the CUDA backend (all zero elsewhere). */
+struct backend_mem {
+	int64_t budget;       /* --vram */
+	int64_t context;      /* taken by the CUDA context and libraries before the arena (cudaMemGetInfo) */
+	int64_t arena;        /* the one cudaMalloc everything else comes from */
+	int64_t arena_used, arena_peak;
+	int64_t device_used_peak; /* total - free, sampled at every sync */
+	char gpu[128];
 };
 
 struct backend;
@@ -61,6 +89,7 @@ struct backend;
 struct backend_ops {
 	const char *name;
 	bool host_memory;
+	int kv_bytes;     /* bytes per KV cache value */
 	void (*destroy)(struct backend *b);
 	bool (*supports)(struct backend *b, enum op op, int fmt);
 	void *(*alloc)(struct backend *b, size_t bytes);
@@ -68,11 +97,22 @@ struct backend_ops {
 	int (*upload)(struct backend *b, void *dst, const void *host_src, size_t n);
 	int (*download)(struct backend *b, void *host_dst, const void *src, size_t n);
 	int (*sync)(struct backend *b);
-	/* Workspace for rows of up to max_row values and attention over up to max_ctx positions; called once
-	 * before the first step (the ops fail cleanly, never allocate, when a step needs more). */
-	int (*reserve)(struct backend *b, int64_t max_row, int64_t max_ctx);
-	/* pos: host [T]; stays valid until the next step_begin */
+	/* Workspace for the ops of steps within r; called once before the first step (the ops fail cleanly,
+	 * never allocate, when a step needs more). */
+	int (*reserve)(struct backend *b, const struct backend_reserve *r);
+	/* Bytes reserve(r) takes from backend memory (0 where workspace is host memory). */
+	size_t (*reserve_bytes)(struct backend *b, const struct backend_reserve *r);
+	/* Streaming: NULL where host_memory is true. */
+	int (*fence_init)(struct backend *b, int n);
+	int (*fence_record)(struct backend *b, enum backend_queue q, int fence);
+	int (*fence_wait)(struct backend *b, enum backend_queue q, int fence);
+	bool (*fence_done)(struct backend *b, int fence);
+	int (*copy_async)(struct backend *b, void *dst, const void *host_src, size_t n); /* on BQ_COPY */
+	void (*mem)(struct backend *b, struct backend_mem *m); /* NULL: no device memory */
+	/* pos: host [T]; stays valid until the next step_begin. The ops then work on the range set by
+	 * step_range (the whole step until it is called): tokens t0 .. t0+n-1 of the step. */
 	int (*step_begin)(struct backend *b, int T, const int *pos);
+	int (*step_range)(struct backend *b, int t0, int n);
 
 	int (*rmsnorm)(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps);
 	/* y[T, W.rows] = x[T, W.cols] . W^T (+ bias[W.rows]); bias may be NULL */
@@ -96,6 +136,14 @@ struct backend {
 
 /* n_threads <= 0: all cores. */
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);
+
+#ifdef FERRY_CUDA
+/* The CUDA backend on device 0 with everything on the GPU in `vram` bytes: the CUDA context, then one
+ * arena (cudaMalloc) of what is left, from which every alloc() comes. n_threads: host threads for the
+ * CPU-side helpers (embedding rows). */
+int backend_cuda_create(struct backend **b, int64_t vram, char *err, size_t errlen);
+#endif
+void backend_mem_get(struct backend *b, struct backend_mem *m);
 void backend_destroy(struct backend *b);
 
 #endif

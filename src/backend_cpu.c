@@ -14,7 +14,9 @@
 
 struct cpu_state {
 	int T;
-	const int *pos;
+	const int *pos;      /* of the current range */
+	const int *step_pos; /* of the step */
+	int step_T;
 	int max_pos; /* of the step */
 	float *scratch;     /* [n_threads][per_thread] */
 	int64_t per_thread;
@@ -32,9 +34,9 @@ static void cpu_destroy(struct backend *b)
 	free(b);
 }
 
-static int cpu_reserve(struct backend *b, int64_t max_row, int64_t max_ctx)
+static int cpu_reserve(struct backend *b, const struct backend_reserve *r)
 {
-	int64_t per = max_row > max_ctx ? max_row : max_ctx;
+	int64_t per = r->max_row > r->max_ctx ? r->max_row : r->max_ctx;
 	if (per <= st(b)->per_thread)
 		return 0;
 	float *p = NULL;
@@ -93,14 +95,26 @@ static int cpu_sync(struct backend *b)
 	return 0;
 }
 
+static int cpu_step_range(struct backend *b, int t0, int n)
+{
+	struct cpu_state *s = st(b);
+	if (t0 < 0 || n < 1 || t0 + n > s->step_T) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step_T);
+		return -EINVAL;
+	}
+	s->T = n;
+	s->pos = s->step_pos + t0;
+	s->max_pos = 0;
+	for (int t = 0; t < n; t++)
+		s->max_pos = s->pos[t] > s->max_pos ? s->pos[t] : s->max_pos;
+	return 0;
+}
+
 static int cpu_step_begin(struct backend *b, int T, const int *pos)
 {
-	st(b)->T = T;
-	st(b)->pos = pos;
-	st(b)->max_pos = 0;
-	for (int t = 0; t < T; t++)
-		st(b)->max_pos = pos[t] > st(b)->max_pos ? pos[t] : st(b)->max_pos;
-	return 0;
+	st(b)->step_T = T;
+	st(b)->step_pos = pos;
+	return cpu_step_range(b, 0, T);
 }
 
 static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
@@ -135,7 +149,7 @@ static int cpu_kv_store_op(struct backend *b, struct kv_layer *kv, const float *
 				 kv->capacity);
 			return -ENOSPC;
 		}
-	cpu_kv_store(kv->k, kv->v, k, v, st(b)->pos, st(b)->T, kv_dim);
+	cpu_kv_store((float *)kv->k, (float *)kv->v, k, v, st(b)->pos, st(b)->T, kv_dim);
 	return 0;
 }
 
@@ -144,7 +158,7 @@ static int cpu_attention_op(struct backend *b, float *out, const float *q, const
 {
 	int rc = need(b, (int64_t)st(b)->max_pos + 1);
 	if (!rc)
-		cpu_attention(out, q, kv->k, kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale, st(b)->scratch,
+		cpu_attention(out, q, (const float *)kv->k, (const float *)kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale, st(b)->scratch,
 			      st(b)->per_thread);
 	return rc;
 }
@@ -172,6 +186,7 @@ static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
+	.kv_bytes = 4,
 	.destroy = cpu_destroy,
 	.supports = cpu_supports,
 	.alloc = cpu_alloc,
@@ -181,6 +196,7 @@ static const struct backend_ops cpu_ops = {
 	.sync = cpu_sync,
 	.reserve = cpu_reserve,
 	.step_begin = cpu_step_begin,
+	.step_range = cpu_step_range,
 	.rmsnorm = cpu_rmsnorm_op,
 	.matmul = cpu_matmul_op,
 	.rope = cpu_rope_op,
@@ -213,4 +229,11 @@ void backend_destroy(struct backend *b)
 {
 	if (b)
 		b->ops->destroy(b);
+}
+
+void backend_mem_get(struct backend *b, struct backend_mem *m)
+{
+	memset(m, 0, sizeof(*m));
+	if (b && b->ops->mem)
+		b->ops->mem(b, m);
 }

@@ -23,15 +23,16 @@
 #include "layout.h"
 #include "logits_dump.h"
 #include "model.h"
+#include "plan.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system, *stats_json;
 	int n_predict, chunk, threads, ctx;
-	int64_t ram;
-	bool ignore_eos, stats, print_ids, chat, show_prompt;
+	int64_t ram, vram;
+	bool ignore_eos, stats, print_ids, chat, show_prompt, plan;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
 };
@@ -63,7 +64,12 @@ static void usage(FILE *f)
 		"                         (default: half of physical memory)\n"
 		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
 		"  --threads N            CPU threads (default: all cores)\n"
-		"  --device auto|cpu      compute device (default auto)\n"
+		"  --device auto|cpu|cuda compute device (default auto: CUDA when this build has it and a GPU exists)\n"
+		"  --vram SIZE            with CUDA: the most GPU memory ferry may use, CUDA context included (e.g. 4G;\n"
+		"                         default: all that is free); layers that do not fit are streamed\n"
+		"  --plan                 print the memory plan (KV cache, activations, weight slots, resident layers)\n"
+		"                         and exit\n"
+		"  --stats-json FILE      write timing, bytes streamed and peak memory as JSON\n"
 		"  --logits FILE          dump the logits of every position (format: src/logits_dump.h)\n"
 		"  --stats                print timing and I/O statistics to stderr at exit\n");
 }
@@ -71,7 +77,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -94,6 +100,9 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"ram", required_argument, 0, O_RAM},
 					   {"threads", required_argument, 0, O_THR},
 					   {"device", required_argument, 0, O_DEV},
+					   {"vram", required_argument, 0, O_VRAM},
+					   {"plan", no_argument, 0, O_PLAN},
+					   {"stats-json", required_argument, 0, O_SJSON},
 					   {"logits", required_argument, 0, O_LOGITS},
 					   {"stats", no_argument, 0, O_STATS},
 					   {"io", required_argument, 0, O_IO},
@@ -104,6 +113,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	a->device = "auto";
 	a->io = "auto";
 	a->ram = -1;
+	a->vram = -1;
 	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
 	int c;
 	long v;
@@ -151,6 +161,9 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_RAM: a->ram = parse_size(optarg); bad = a->ram < 0; name = "--ram"; break;
 		case O_THR: bad = parse_int(optarg, 1, 4096, &v); a->threads = (int)v; name = "--threads"; break;
 		case O_DEV: a->device = optarg; break;
+		case O_VRAM: a->vram = parse_size(optarg); bad = a->vram <= 0; name = "--vram"; break;
+		case O_PLAN: a->plan = true; break;
+		case O_SJSON: a->stats_json = optarg; break;
 		case O_LOGITS: a->logits_file = optarg; break;
 		case O_STATS: a->stats = true; break;
 		case O_IO: a->io = optarg; break;
@@ -355,8 +368,15 @@ static bool logits_finite(const float *l, int V)
 	return true;
 }
 
+/* What a run measured, for --stats and --stats-json. */
+struct run_result {
+	int n_prompt, n_decode; /* tokens prefilled; decode steps (generated tokens after the first) */
+	double t_prefill, t_decode;
+	uint64_t h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in each phase */
+};
+
 static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk, int *toks,
-		    int n_prompt, int cap)
+		    int n_prompt, int cap, struct run_result *res)
 {
 	const struct layout_hparams *hp = &lay->hp;
 	int V = hp->vocab, chunk = m->opt.t_max;
@@ -393,6 +413,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 			rc = logits_dump_rows(&dump, logits, T, err, sizeof(err));
 	}
 	t_prefill = now_sec() - t0;
+	res->h2d_prefill = m->w.h2d_bytes;
 	double t1 = now_sec();
 	while (!rc && n_gen < a->n_predict) {
 		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
@@ -433,6 +454,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	if (n_gen)
 		printf("\n");
 	double t_decode = now_sec() - t1;
+	*res = (struct run_result){n_prompt, n_gen > 0 ? n_gen - 1 : 0, t_prefill, t_decode, res->h2d_prefill,
+				   m->w.h2d_bytes - res->h2d_prefill};
 	if (rc)
 		fprintf(stderr, "ferry: %s\n", err);
 	else if (a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
@@ -468,18 +491,102 @@ out:
 	return rc ? 1 : 0;
 }
 
+/* Multiply-adds of a forward over n tokens from position 0, x2: every weight matrix once per token, and
+ * causal attention (q.k and p.v over the visible keys of each query). */
+static double forward_flops(const struct layout *lay, int n)
+{
+	const struct layout_hparams *hp = &lay->hp;
+	double params = 0, keys = 0;
+	for (int u = 0; u <= hp->n_layers; u++) {
+		const struct layout_unit *lu = layout_unit_get(lay, u);
+		for (int i = 0; i < lu->n_tensors; i++)
+			if (lu->tensors[i].ndim == 2)
+				params += (double)lu->tensors[i].shape[0] * (double)lu->tensors[i].shape[1];
+	}
+	for (int l = 0; l < hp->n_layers; l++) {
+		int w = hp->window[l];
+		for (int t = 0; t < n; t++)
+			keys += w > 0 && t + 1 > w ? w : t + 1;
+	}
+	return 2.0 * params * n + 4.0 * keys * hp->n_heads * hp->head_dim;
+}
+
+static void device_stats(FILE *f, struct backend *b, const struct run_result *r)
+{
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	if (!bm.budget)
+		return;
+	double gb = 1e9, gi = 1 << 30;
+	fprintf(f,
+		"ferry: device %s: --vram %.3f GiB; context %.3f GiB, arena %.3f GiB (peak %.3f GiB used); device memory "
+		"in use at most %.3f GiB (cudaMemGetInfo)\n"
+		"ferry: uploaded %.3f GB of weights in prefill, %.3f GB in decode (%.3f GB per decode step)\n",
+		bm.gpu, (double)bm.budget / gi, (double)bm.context / gi, (double)bm.arena / gi, (double)bm.arena_peak / gi,
+		(double)bm.device_used_peak / gi, (double)r->h2d_prefill / gb, (double)r->h2d_decode / gb,
+		r->n_decode ? (double)r->h2d_decode / r->n_decode / gb : 0.0);
+}
+
+/* --stats-json: the run's figures for the benchmark scripts, written through a temporary name. */
+static int write_stats_json(const char *path, const struct layout *lay, struct backend *b, struct model *m,
+			    const struct run_result *r)
+{
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	struct io_stats st;
+	io_stream_stats(m->io, &st);
+	json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:i, s:i, s:i}",
+			      "device", b->ops->name, "gpu", bm.gpu, "prefill_tokens", r->n_prompt, "prefill_s",
+			      r->t_prefill, "decode_tokens", r->n_decode, "decode_s", r->t_decode, "h2d_bytes_prefill",
+			      (json_int_t)r->h2d_prefill, "h2d_bytes_decode", (json_int_t)r->h2d_decode, "vram_budget",
+			      (json_int_t)bm.budget, "vram_context", (json_int_t)bm.context, "vram_arena",
+			      (json_int_t)bm.arena, "vram_arena_peak", (json_int_t)bm.arena_peak, "vram_device_used_peak",
+			      (json_int_t)bm.device_used_peak, "flops_prefill", forward_flops(lay, r->n_prompt), "t_sub",
+			      m->opt.t_sub, "n_slots", m->w.n_slots, "ctx", m->opt.capacity);
+	json_t *io = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "engine", st.engine, "bytes_read",
+			       (json_int_t)st.bytes_read, "bytes_tier", (json_int_t)st.bytes_tier, "busy_s", st.busy_sec,
+			       "wait_s", st.wait_sec, "tier_units", st.tier_units, "n_units", st.n_units);
+	int rc = o && io && !json_object_set_new(o, "io", io) ? 0 : -ENOMEM;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (!rc && (json_dump_file(o, tmp, JSON_INDENT(1)) || rename(tmp, path))) {
+		fprintf(stderr, "ferry: --stats-json %s: %s\n", path, strerror(errno));
+		unlink(tmp);
+		rc = -EIO;
+	}
+	json_decref(o);
+	return rc;
+}
+
+/* The backend --device asks for: cuda needs this build to have CUDA and a GPU; auto takes one if there is. */
+static int backend_open(const struct run_args *a, struct backend **b, char *err, size_t errlen)
+{
+	char g[256];
+	bool want_cuda = !strcmp(a->device, "cuda");
+	bool use_cuda = want_cuda || (!strcmp(a->device, "auto") && strcmp(gpu_desc(g, sizeof(g)), "none"));
+#ifdef FERRY_CUDA
+	if (use_cuda) {
+		if (want_cuda && !strcmp(gpu_desc(g, sizeof(g)), "none")) {
+			snprintf(err, errlen, "--device cuda: no CUDA GPU is visible");
+			return -ENODEV;
+		}
+		return backend_cuda_create(b, a->vram, err, errlen);
+	}
+#else
+	if (use_cuda) {
+		snprintf(err, errlen, "--device cuda: this ferry was built without CUDA (no nvcc at build time)");
+		return -ENOTSUP;
+	}
+#endif
+	return backend_cpu_create(b, a->threads, err, errlen);
+}
+
 int ferry_run(int argc, char **argv)
 {
 	struct run_args a;
 	int rc = parse_args(argc, argv, &a);
 	if (rc)
 		return rc;
-	if (!strcmp(a.device, "cuda")) {
-		char g[256];
-		fprintf(stderr, "ferry: --device cuda: this version has no CUDA backend yet (GPU: %s); use --device cpu\n",
-			gpu_desc(g, sizeof(g)));
-		return 1;
-	}
 	char err[ERR_LEN];
 	struct layout lay;
 	if (layout_open(&lay, a.model, err, sizeof(err))) {
@@ -496,35 +603,43 @@ int ferry_run(int argc, char **argv)
 	}
 	generation_defaults(&lay, &a);
 	int cap = a.ctx ? a.ctx : n_prompt + a.n_predict;
+	int ret = 1;
+	int *toks = NULL;
+	struct backend *b = NULL;
+	struct model m = {0};
+	struct plan plan = {0};
 	if (n_prompt > cap) {
 		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", n_prompt, cap);
-		free(prompt);
-		tokenizer_free(tk);
-		layout_close(&lay);
-		return 1;
+		goto out;
 	}
-	int *toks = malloc(sizeof(int) * (size_t)(cap + 1));
-	struct backend *b = NULL;
-	struct model m;
+	toks = malloc(sizeof(int) * (size_t)(cap + 1));
 	int chunk = a.chunk > 0 && a.chunk < n_prompt ? a.chunk : n_prompt;
 	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap};
 	io_options(&a, &mo.io);
-	rc = toks ? backend_cpu_create(&b, a.threads, err, sizeof(err)) : -ENOMEM;
-	if (!rc)
-		rc = model_init(&m, &lay, b, &mo, err, sizeof(err));
+	rc = toks ? backend_open(&a, &b, err, sizeof(err)) : -ENOMEM;
+	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, err, sizeof(err));
+	if (!rc && (a.plan || a.stats))
+		plan_print(stderr, &plan);
+	if (!rc && a.plan) {
+		ret = 0;
+		goto out;
+	}
+	rc = rc ? rc : model_init(&m, &lay, b, &mo, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", toks ? err : "out of memory");
-		backend_destroy(b);
-		free(toks);
-		free(prompt);
-		tokenizer_free(tk);
-		layout_close(&lay);
-		return 1;
+		goto out;
 	}
 	memcpy(toks, prompt, sizeof(int) * (size_t)n_prompt);
-	int ret = generate(&a, &lay, &m, tk, toks, n_prompt, cap);
+	struct run_result res = {0};
+	ret = generate(&a, &lay, &m, tk, toks, n_prompt, cap, &res);
+	if (!ret && a.stats)
+		device_stats(stderr, b, &res);
+	if (!ret && a.stats_json && write_stats_json(a.stats_json, &lay, b, &m, &res))
+		ret = 1;
+out:
 	tokenizer_free(tk);
 	model_free(&m);
+	plan_free(&plan);
 	backend_destroy(b);
 	free(toks);
 	free(prompt);

@@ -95,6 +95,38 @@ static int check_formats(const struct model *m, char *err, size_t errlen)
 	return 0;
 }
 
+static int t_sub_of(const struct model_opts *o)
+{
+	return o->t_sub > 0 && o->t_sub < o->t_max ? o->t_sub : o->t_max;
+}
+
+static uint64_t al(uint64_t v)
+{
+	return (v + 255) / 256 * 256;
+}
+
+static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, struct backend_reserve *r)
+{
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, F = hp->ffn_dim;
+	int64_t max_row = D > F ? D : F;
+	*r = (struct backend_reserve){.t_max = o->t_max, .t_ops = t_sub_of(o), .max_row = max_row > Q ? max_row : Q,
+				      .max_ctx = o->capacity, .n_heads = hp->n_heads, .head_dim = hp->head_dim};
+}
+
+void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+{
+	uint64_t T = (uint64_t)o->t_max, S = (uint64_t)t_sub_of(o), D = (uint64_t)hp->d_model,
+		 Q = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim,
+		 F = (uint64_t)hp->ffn_dim, V = (uint64_t)hp->vocab;
+	uint64_t L = (uint64_t)(o->max_logits > 0 ? o->max_logits : 1);
+	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
+		  al(L * V * 4);
+	mm->kv = 2 * (uint64_t)hp->n_layers * al((uint64_t)o->capacity * KV * (uint64_t)b->ops->kv_bytes);
+	struct backend_reserve r;
+	reserve_of(hp, o, &r);
+	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
+}
+
 int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
 	       size_t errlen)
 {
@@ -103,6 +135,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->hp = &lay->hp;
 	m->b = b;
 	m->opt = *o;
+	m->opt.t_sub = t_sub_of(o);
 	const struct layout_hparams *hp = m->hp;
 	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
 	    strcmp(hp->arch, "gemma3")) {
@@ -116,41 +149,46 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	int rc = check_formats(m, err, errlen);
 	if (rc)
 		return rc;
-	size_t T = (size_t)o->t_max, D = (size_t)hp->d_model, Q = (size_t)hp->n_heads * (size_t)hp->head_dim,
-	       KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim, F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
-	m->x = b->ops->alloc(b, T * D * 4);
-	m->h = b->ops->alloc(b, T * D * 4);
-	m->q = b->ops->alloc(b, T * Q * 4);
-	m->att = b->ops->alloc(b, T * Q * 4);
-	m->k = b->ops->alloc(b, T * KV * 4);
-	m->v = b->ops->alloc(b, T * KV * 4);
-	m->g = b->ops->alloc(b, T * F * 4);
-	m->u = b->ops->alloc(b, T * F * 4);
-	m->logits = b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4);
-	m->embed_rows = malloc(T * D * 4);
-	m->embed_f32 = malloc(T * D * 4);
+	size_t T = (size_t)o->t_max, S = (size_t)m->opt.t_sub, D = (size_t)hp->d_model,
+	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
+	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab, kvb = (size_t)b->ops->kv_bytes;
+	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
-	bool ok = m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
-		  m->embed_f32 && m->kv;
+	bool ok = m->kv;
 	for (int l = 0; ok && l < hp->n_layers; l++) {
 		m->kv[l].capacity = o->capacity;
-		m->kv[l].k = b->ops->alloc(b, (size_t)o->capacity * KV * 4);
-		m->kv[l].v = b->ops->alloc(b, (size_t)o->capacity * KV * 4);
+		m->kv[l].k = b->ops->alloc(b, (size_t)o->capacity * KV * kvb);
+		m->kv[l].v = b->ops->alloc(b, (size_t)o->capacity * KV * kvb);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
+	m->x = ok ? b->ops->alloc(b, T * D * 4) : NULL;
+	m->h = ok ? b->ops->alloc(b, S * D * 4) : NULL;
+	m->q = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
+	m->att = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
+	m->k = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
+	m->v = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
+	m->g = ok ? b->ops->alloc(b, S * F * 4) : NULL;
+	m->u = ok ? b->ops->alloc(b, S * F * 4) : NULL;
+	m->logits = ok ? b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4) : NULL;
+	m->embed_rows = malloc(T * D * 4);
+	m->embed_f32 = malloc(T * D * 4);
+	ok = ok && m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
+	     m->embed_f32;
 	if (!ok) {
-		snprintf(err, errlen, "out of memory for the run state (%d tokens per step, KV cache of %d tokens)", o->t_max,
-			 o->capacity);
+		snprintf(err, errlen, "out of %s memory for the run state (%d tokens per step, KV cache of %d tokens)%s%s",
+			 b->ops->host_memory ? "host" : "device", o->t_max, o->capacity, b->err[0] ? ": " : "", b->err);
 		model_free(m);
 		return -ENOMEM;
 	}
-	size_t max_row = D > F ? D : F;
-	max_row = max_row > Q ? max_row : Q;
-	rc = b->ops->reserve(b, (int64_t)max_row, o->capacity);
+	struct backend_reserve r;
+	reserve_of(hp, &m->opt, &r);
+	rc = b->ops->reserve(b, &r);
 	if (rc)
 		snprintf(err, errlen, "%s", b->err);
 	else
 		rc = io_stream_open(&m->io, lay, &o->io, err, errlen);
+	if (!rc)
+		rc = weights_init(&m->w, lay, b, m->io, o->resident, o->n_slots, err, errlen);
 	if (rc)
 		model_free(m);
 	return rc;
@@ -161,6 +199,7 @@ void model_free(struct model *m)
 	struct backend *b = m->b;
 	if (!b)
 		return;
+	weights_free(&m->w);
 	void *bufs[] = {m->x, m->h, m->q, m->att, m->k, m->v, m->g, m->u, m->logits};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
@@ -178,65 +217,62 @@ void model_free(struct model *m)
 	memset(m, 0, sizeof(*m));
 }
 
-/* Weights of a unit in backend memory. Host-memory backends use the slot in place. */
-static int unit_weights(struct model *m, int unit, void *const **ptrs, char *err, size_t errlen)
-{
-	FERRY_ASSERT(unit >= 0 && unit <= m->hp->n_layers);
-	int rc = io_unit_acquire(m->io, unit, ptrs, err, errlen);
-	if (!rc && !m->b->ops->host_memory) {
-		snprintf(err, errlen, "the %s backend cannot use host weights yet", m->b->ops->name);
-		io_unit_release(m->io, unit);
-		rc = -ENOTSUP;
-	}
-	return rc;
-}
-
-static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen)
+/* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w). */
+static int layer_range(struct model *m, int l, const struct layer_weights *w, int t0, int n)
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = m->b;
 	const struct backend_ops *op = b->ops;
 	int H = hp->n_heads, Hkv = hp->n_kv_heads, Dh = hp->head_dim;
 	int64_t D = hp->d_model, F = hp->ffn_dim;
-	void *const *ptrs;
-	struct layer_weights w;
-	int rc = unit_weights(m, l, &ptrs, err, errlen);
-	if (rc)
-		return rc;
-	rc = bind_layer(m, l, ptrs, &w, err, errlen);
-	if (rc)
-		goto out;
-	rc = op->rmsnorm(b, m->h, m->x, &w.attn_norm, T, (float)hp->rms_eps);
-	rc = rc ? rc : op->matmul(b, m->q, m->h, &w.wq, opt(&w.bq), T);
-	rc = rc ? rc : op->matmul(b, m->k, m->h, &w.wk, opt(&w.bk), T);
-	rc = rc ? rc : op->matmul(b, m->v, m->h, &w.wv, opt(&w.bv), T);
-	float eps = (float)hp->rms_eps;
-	if (!rc && w.q_norm.data)
-		rc = op->rmsnorm(b, m->q, m->q, &w.q_norm, T * H, eps);
-	if (!rc && w.k_norm.data)
-		rc = op->rmsnorm(b, m->k, m->k, &w.k_norm, T * Hkv, eps);
+	float eps = (float)hp->rms_eps, *x = m->x + (size_t)t0 * (size_t)D;
+	int rc = op->step_range(b, t0, n);
+	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->attn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, m->q, m->h, &w->wq, opt(&w->bq), n);
+	rc = rc ? rc : op->matmul(b, m->k, m->h, &w->wk, opt(&w->bk), n);
+	rc = rc ? rc : op->matmul(b, m->v, m->h, &w->wv, opt(&w->bv), n);
+	if (!rc && w->q_norm.data)
+		rc = op->rmsnorm(b, m->q, m->q, &w->q_norm, n * H, eps);
+	if (!rc && w->k_norm.data)
+		rc = op->rmsnorm(b, m->k, m->k, &w->k_norm, n * Hkv, eps);
 	const struct rope_freqs *rope = hp->window[l] > 0 && hp->has_rope_local ? &m->rope_local : &m->rope;
 	float scale = hp->attn_scale > 0 ? (float)hp->attn_scale : 1.0f / sqrtf((float)Dh);
 	rc = rc ? rc : op->rope(b, m->q, H, Dh, rope);
 	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, rope);
 	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v, Hkv * Dh);
 	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, Hkv, Dh, hp->window[l], scale);
-	rc = rc ? rc : op->matmul(b, m->h, m->att, &w.wo, opt(&w.bo), T);
-	if (!rc && w.post_attn_norm.data)
-		rc = op->rmsnorm(b, m->h, m->h, &w.post_attn_norm, T, eps);
-	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
-	rc = rc ? rc : op->rmsnorm(b, m->h, m->x, &w.ffn_norm, T, eps);
-	rc = rc ? rc : op->matmul(b, m->g, m->h, &w.w_gate, opt(&w.b_gate), T);
-	rc = rc ? rc : op->matmul(b, m->u, m->h, &w.w_up, opt(&w.b_up), T);
-	rc = rc ? rc : op->glu(b, m->g, m->g, m->u, T * F, hp->act);
-	rc = rc ? rc : op->matmul(b, m->h, m->g, &w.w_down, opt(&w.b_down), T);
-	if (!rc && w.post_ffw_norm.data)
-		rc = op->rmsnorm(b, m->h, m->h, &w.post_ffw_norm, T, eps);
-	rc = rc ? rc : op->add(b, m->x, m->h, T * D);
+	rc = rc ? rc : op->matmul(b, m->h, m->att, &w->wo, opt(&w->bo), n);
+	if (!rc && w->post_attn_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w->post_attn_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, m->h, n * D);
+	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->ffn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, m->g, m->h, &w->w_gate, opt(&w->b_gate), n);
+	rc = rc ? rc : op->matmul(b, m->u, m->h, &w->w_up, opt(&w->b_up), n);
+	rc = rc ? rc : op->glu(b, m->g, m->g, m->u, n * F, hp->act);
+	rc = rc ? rc : op->matmul(b, m->h, m->g, &w->w_down, opt(&w->b_down), n);
+	if (!rc && w->post_ffw_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w->post_ffw_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, m->h, n * D);
+	return rc;
+}
+
+/* Layer l for the whole step, t_sub tokens at a time: the weights are bound once, and the ranges run in
+ * order, so each range's queries find the keys of the ranges before it in the cache. */
+static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen)
+{
+	void *const *ptrs;
+	struct layer_weights w;
+	int rc = weights_get(&m->w, l, &ptrs, err, errlen);
+	if (rc)
+		return rc;
+	rc = bind_layer(m, l, ptrs, &w, err, errlen);
+	for (int t0 = 0; !rc && t0 < T; t0 += m->opt.t_sub)
+		rc = layer_range(m, l, &w, t0, T - t0 < m->opt.t_sub ? T - t0 : m->opt.t_sub);
 	if (rc && !err[0])
-		snprintf(err, errlen, "layer %d: %s", l, b->err);
-out:
-	io_unit_release(m->io, l);
+		snprintf(err, errlen, "layer %d: %s", l, m->b->err);
+	weights_put(&m->w, l);
+	if (!rc)
+		rc = weights_prefetch(&m->w, l, err, errlen);
 	return rc;
 }
 
@@ -267,19 +303,25 @@ static int head(struct model *m, int T, int n_logits, float *logits, char *err, 
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = m->b;
-	int L = hp->n_layers;
+	int L = hp->n_layers, S = m->opt.t_sub;
 	int64_t D = hp->d_model, V = hp->vocab;
 	void *const *ptrs;
 	struct tensor norm, out;
-	int rc = unit_weights(m, L, &ptrs, err, errlen);
+	int rc = weights_get(&m->w, L, &ptrs, err, errlen);
 	if (rc)
 		return rc;
 	const struct layout_unit *u = layout_unit_get(m->lay, L);
 	rc = bind(u, ptrs, "output_norm.weight", true, 1, D, &norm, err, errlen);
 	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &out, err, errlen);
-	const float *x = m->x + (size_t)(T - n_logits) * (size_t)D;
-	rc = rc ? rc : b->ops->rmsnorm(b, m->h, x, &norm, n_logits, (float)hp->rms_eps);
-	rc = rc ? rc : b->ops->matmul(b, m->logits, m->h, &out, NULL, n_logits);
+	for (int i = 0; !rc && i < n_logits; i += S) {
+		int n = n_logits - i < S ? n_logits - i : S;
+		const float *x = m->x + (size_t)(T - n_logits + i) * (size_t)D;
+		rc = b->ops->rmsnorm(b, m->h, x, &norm, n, (float)hp->rms_eps);
+		rc = rc ? rc : b->ops->matmul(b, m->logits + (size_t)i * (size_t)V, m->h, &out, NULL, n);
+	}
+	weights_put(&m->w, L);
+	if (!rc)
+		rc = weights_prefetch(&m->w, L, err, errlen);
 	rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
 	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
 		float cap = (float)hp->final_softcap;
@@ -288,7 +330,6 @@ static int head(struct model *m, int T, int n_logits, float *logits, char *err, 
 	}
 	if (rc && !err[0])
 		snprintf(err, errlen, "head: %s", b->err);
-	io_unit_release(m->io, L);
 	return rc;
 }
 

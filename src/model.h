@@ -12,13 +12,26 @@
 #include "layout.h"
 #include "rope.h"
 #include "stream.h"
+#include "weights.h"
 
 struct model_opts {
 	int t_max;      /* most tokens per step */
+	int t_sub;      /* most tokens per op: a layer runs the step in ranges of t_sub tokens, so activations
+			 * other than the residual stream are sized by t_sub (0: t_max) */
 	int max_logits; /* most logits rows a step returns (1 for generation, t_max to dump all) */
 	int capacity; /* KV cache tokens */
 	struct io_opts io; /* the layer streamer: slots, RAM tier, engine */
+	int n_slots;          /* device backends: weight slots (>= 2 unless every unit is resident) */
+	const bool *resident; /* device backends: [L + 1] units kept in device memory, NULL none */
 };
+
+/* Backend memory of the run state (activations and KV cache) for these options, as model_init allocates it. */
+struct model_mem {
+	uint64_t act;    /* activations and logits */
+	uint64_t kv;     /* KV cache, all layers */
+	uint64_t ws;     /* the backend's workspace (reserve) */
+};
+void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm);
 
 /* Weights of one layer, bound to a slot for the duration of a step. */
 struct layer_weights {
@@ -38,14 +51,15 @@ struct model {
 	const struct layout_hparams *hp;
 	struct backend *b;
 	struct io_stream *io;
+	struct weights w;
 	struct model_opts opt;
 	struct kv_layer *kv;   /* [L] */
-	/* run state, backend memory, t_max rows each */
+	/* run state, backend memory: x has t_max rows, the others t_sub */
 	float *x;              /* (T, D) residual stream */
-	float *h;              /* (T, D) normed */
-	float *q, *att;        /* (T, H*Dh) */
-	float *k, *v;          /* (T, Hkv*Dh) */
-	float *g, *u;          /* (T, F) */
+	float *h;              /* (S, D) normed */
+	float *q, *att;        /* (S, H*Dh) */
+	float *k, *v;          /* (S, Hkv*Dh) */
+	float *g, *u;          /* (S, F) */
 	float *logits;         /* (max_logits, V) */
 	struct rope_freqs rope;       /* of the current step */
 	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */

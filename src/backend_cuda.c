@@ -1,0 +1,511 @@
+/*
+ * backend_cuda.c: the CUDA backend (built when nvcc exists). Everything it puts on the GPU comes from one
+ * arena: at creation it measures what the CUDA context and cuBLAS took (cudaMemGetInfo), then takes the
+ * rest of the --vram budget in a single cudaMalloc, and alloc()/free() are a first-fit allocator inside
+ * it, so the budget cannot be exceeded by ferry's own allocations and peak use is exact.
+ *
+ * Two streams: compute (every op, in call order) and copy (weight uploads from pinned host buffers).
+ * Fences are CUDA events (no timing) recorded on one stream and waited on by the other. Ops are launched
+ * through kernels/cuda/cuda_ops.h and never synchronize; download() and sync() do.
+ *
+ * Step state: positions are uploaded once per step (step_begin) into a device array; RoPE frequency
+ * tables are cached on the device by content (they change only with dynamic NTK scaling).
+ */
+#ifdef FERRY_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cuda_ops.h"
+#include "layout.h"
+
+#define ARENA_ALIGN 256
+#define ROPE_CACHE 4
+
+struct arena_block {
+	size_t off, size;
+};
+
+struct rope_cached {
+	int n;
+	double host[ROPE_MAX_FREQS];
+	double *dev;
+};
+
+struct cuda_state {
+	cudaStream_t compute, copy;
+	cublasHandle_t blas;
+	char *arena;
+	size_t arena_bytes, used, peak;
+	struct arena_block *blocks; /* allocated, sorted by offset */
+	int n_blocks, cap_blocks;
+	struct cuda_ctx ctx;
+	void *blas_ws;
+	int *d_pos;          /* positions of the step */
+	int *h_pos;          /* host copy */
+	int pos_cap;
+	int step_T;
+	int t0, T, max_pos;  /* the current range */
+	struct rope_cached rope[ROPE_CACHE];
+	int rope_next;
+	cudaEvent_t *fences;
+	int n_fences;
+	struct backend_mem mem;
+};
+
+static struct cuda_state *st(struct backend *b)
+{
+	return b->impl;
+}
+
+/* A failed CUDA runtime call: its name and the error into b->err, -EIO. */
+static int cuda_fail(struct backend *b, const char *what, cudaError_t e)
+{
+	snprintf(b->err, sizeof(b->err), "%s: %s", what, cudaGetErrorString(e));
+	return -EIO;
+}
+
+#define CK(b, call)                                                                                             \
+	do {                                                                                                    \
+		cudaError_t e_ = (call);                                                                        \
+		if (e_ != cudaSuccess)                                                                          \
+			return cuda_fail((b), #call, e_);                                               \
+	} while (0)
+
+/* A kernel launcher's result: its message into b->err. */
+static int op_rc(struct backend *b, int rc)
+{
+	if (rc)
+		snprintf(b->err, sizeof(b->err), "%s", st(b)->ctx.err);
+	return rc;
+}
+
+static void sample_device_use(struct cuda_state *s)
+{
+	size_t fr = 0, tot = 0;
+	if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && (int64_t)(tot - fr) > s->mem.device_used_peak)
+		s->mem.device_used_peak = (int64_t)(tot - fr);
+}
+
+static void *cu_alloc(struct backend *b, size_t bytes)
+{
+	struct cuda_state *s = st(b);
+	size_t need = (bytes ? bytes : 1) + ARENA_ALIGN - 1;
+	need -= need % ARENA_ALIGN;
+	if (s->n_blocks == s->cap_blocks) {
+		int cap = s->cap_blocks ? 2 * s->cap_blocks : 64;
+		struct arena_block *nb = realloc(s->blocks, sizeof(*nb) * (size_t)cap);
+		if (!nb)
+			return NULL;
+		s->blocks = nb;
+		s->cap_blocks = cap;
+	}
+	size_t at = 0;
+	int i = 0;
+	for (; i < s->n_blocks; i++) { /* first gap that fits */
+		if (s->blocks[i].off - at >= need)
+			break;
+		at = s->blocks[i].off + s->blocks[i].size;
+	}
+	if (at + need > s->arena_bytes) {
+		snprintf(b->err, sizeof(b->err), "device arena of %zu bytes has no room for %zu more (%zu in use)",
+			 s->arena_bytes, need, s->used);
+		return NULL;
+	}
+	memmove(&s->blocks[i + 1], &s->blocks[i], sizeof(*s->blocks) * (size_t)(s->n_blocks - i));
+	s->blocks[i] = (struct arena_block){at, need};
+	s->n_blocks++;
+	s->used += need;
+	s->peak = s->used > s->peak ? s->used : s->peak;
+	return s->arena + at;
+}
+
+static void cu_free(struct backend *b, void *p)
+{
+	struct cuda_state *s = st(b);
+	if (!p)
+		return;
+	size_t off = (size_t)((char *)p - s->arena);
+	for (int i = 0; i < s->n_blocks; i++)
+		if (s->blocks[i].off == off) {
+			s->used -= s->blocks[i].size;
+			memmove(&s->blocks[i], &s->blocks[i + 1], sizeof(*s->blocks) * (size_t)(s->n_blocks - i - 1));
+			s->n_blocks--;
+			return;
+		}
+	FERRY_ASSERT(!"cu_free: pointer not from the arena");
+}
+
+static void cu_destroy(struct backend *b)
+{
+	struct cuda_state *s = st(b);
+	if (s) {
+		if (s->compute)
+			cudaStreamSynchronize(s->compute);
+		if (s->copy)
+			cudaStreamSynchronize(s->copy);
+		for (int i = 0; i < s->n_fences; i++)
+			cudaEventDestroy(s->fences[i]);
+		free(s->fences);
+		if (s->blas)
+			cublasDestroy(s->blas);
+		if (s->arena)
+			cudaFree(s->arena);
+		if (s->compute)
+			cudaStreamDestroy(s->compute);
+		if (s->copy)
+			cudaStreamDestroy(s->copy);
+		free(s->blocks);
+		free(s->h_pos);
+		free(s);
+	}
+	free(b);
+}
+
+static bool cu_supports(struct backend *b, enum op op, int fmt)
+{
+	(void)b;
+	if (op == OP_MATMUL)
+		return cuda_fmt_supported(fmt);
+	if (op == OP_RMSNORM)
+		return fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	return op < OP_COUNT;
+}
+
+/* Host -> device on the compute stream. From pageable memory the call returns once the source has been
+ * staged, so the caller may reuse it at once (CUDA's documented behaviour for pageable copies). */
+static int cu_upload(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->compute));
+	return 0;
+}
+
+static int cu_download(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->compute));
+	CK(b, cudaStreamSynchronize(st(b)->compute));
+	sample_device_use(st(b));
+	return 0;
+}
+
+static int cu_sync(struct backend *b)
+{
+	CK(b, cudaStreamSynchronize(st(b)->compute));
+	CK(b, cudaStreamSynchronize(st(b)->copy));
+	sample_device_use(st(b));
+	return 0;
+}
+
+/* The matmul's GEMM path dequantizes this many weight rows at a time: a few MiB of bf16 for wide
+ * matrices, enough for cuBLAS to run at full rate (>= 1024 rows). */
+static size_t gemm_rows_for(int64_t max_row)
+{
+	size_t rows = (size_t)((64u << 20) / (2 * (size_t)(max_row > 0 ? max_row : 1)));
+	rows = rows < 1024 ? 1024 : rows > 8192 ? 8192 : rows;
+	return rows - rows % 64;
+}
+
+static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
+{
+	(void)b;
+	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
+	size_t ws = mm > at ? mm : at;
+	return ws + (size_t)r->t_max * sizeof(int) + 2 * ARENA_ALIGN;
+}
+
+static int cu_reserve(struct backend *b, const struct backend_reserve *r)
+{
+	struct cuda_state *s = st(b);
+	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
+	size_t ws = mm > at ? mm : at;
+	if (ws > s->ctx.ws_bytes || r->t_max > s->pos_cap) {
+		cu_free(b, s->ctx.ws);
+		cu_free(b, s->d_pos);
+		s->ctx.ws = ws ? cu_alloc(b, ws) : NULL;
+		s->d_pos = cu_alloc(b, (size_t)r->t_max * sizeof(int));
+		free(s->h_pos);
+		s->h_pos = malloc((size_t)r->t_max * sizeof(int));
+		if ((ws && !s->ctx.ws) || !s->d_pos || !s->h_pos) {
+			snprintf(b->err, sizeof(b->err), "device workspace of %zu bytes does not fit the arena", ws);
+			return -ENOMEM;
+		}
+		s->ctx.ws_bytes = ws;
+		s->pos_cap = r->t_max;
+	}
+	s->ctx.gemm_rows = gemm_rows_for(r->max_row);
+	return 0;
+}
+
+static int cu_step_range(struct backend *b, int t0, int n)
+{
+	struct cuda_state *s = st(b);
+	if (t0 < 0 || n < 1 || t0 + n > s->step_T) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step_T);
+		return -EINVAL;
+	}
+	s->t0 = t0;
+	s->T = n;
+	s->max_pos = 0;
+	for (int t = t0; t < t0 + n; t++)
+		s->max_pos = s->h_pos[t] > s->max_pos ? s->h_pos[t] : s->max_pos;
+	return 0;
+}
+
+static int cu_step_begin(struct backend *b, int T, const int *pos)
+{
+	struct cuda_state *s = st(b);
+	if (T > s->pos_cap) {
+		snprintf(b->err, sizeof(b->err), "step of %d tokens exceeds the reserved %d", T, s->pos_cap);
+		return -ENOSPC;
+	}
+	memcpy(s->h_pos, pos, sizeof(int) * (size_t)T);
+	s->step_T = T;
+	int rc = cu_upload(b, s->d_pos, pos, sizeof(int) * (size_t)T);
+	return rc ? rc : cu_step_range(b, 0, T);
+}
+
+static int cu_rmsnorm(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
+{
+	return op_rc(b, cuda_rmsnorm(&st(b)->ctx, y, x, w->data, w->fmt, T, (int)w->cols, eps));
+}
+
+static int cu_matmul(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
+		     int T)
+{
+	return op_rc(b, cuda_matmul(&st(b)->ctx, y, x, W->data, W->fmt, W->rows, W->cols, bias ? bias->data : NULL,
+				    bias ? bias->fmt : 0, T));
+}
+
+/* The device copy of a frequency table, uploaded when its content is new (a cache of a few tables, so
+ * the global and the sliding-window rope of a step never evict each other). */
+static const double *rope_table(struct backend *b, const struct rope_freqs *f)
+{
+	struct cuda_state *s = st(b);
+	for (int i = 0; i < ROPE_CACHE; i++)
+		if (s->rope[i].dev && s->rope[i].n == f->n && !memcmp(s->rope[i].host, f->inv_freq, sizeof(double) * (size_t)f->n))
+			return s->rope[i].dev;
+	struct rope_cached *c = &s->rope[s->rope_next];
+	s->rope_next = (s->rope_next + 1) % ROPE_CACHE;
+	if (!c->dev && !(c->dev = cu_alloc(b, sizeof(double) * ROPE_MAX_FREQS)))
+		return NULL;
+	c->n = f->n;
+	memcpy(c->host, f->inv_freq, sizeof(double) * (size_t)f->n);
+	if (cu_upload(b, c->dev, c->host, sizeof(double) * (size_t)f->n)) {
+		c->n = 0;
+		return NULL;
+	}
+	return c->dev;
+}
+
+static int cu_rope(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
+{
+	const double *inv = rope_table(b, f);
+	if (!inv)
+		return -ENOMEM;
+	struct cuda_state *s = st(b);
+	return op_rc(b, cuda_rope(&s->ctx, x, s->d_pos + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
+}
+
+static int cu_kv_store(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim)
+{
+	struct cuda_state *s = st(b);
+	if (s->max_pos >= kv->capacity) {
+		snprintf(b->err, sizeof(b->err), "position %d outside the KV cache (%d tokens)", s->max_pos, kv->capacity);
+		return -ENOSPC;
+	}
+	return op_rc(b, cuda_kv_store(&s->ctx, kv->k, kv->v, k, v, s->d_pos + s->t0, s->T, kv_dim));
+}
+
+static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
+			int Dh, int window, float scale)
+{
+	struct cuda_state *s = st(b);
+	return op_rc(b, cuda_attention(&s->ctx, out, q, kv->k, kv->v, s->d_pos + s->t0, s->T, H, Hkv, Dh, window, scale,
+				       s->max_pos));
+}
+
+static int cu_glu(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
+{
+	return op_rc(b, cuda_glu(&st(b)->ctx, y, gate, up, n, act));
+}
+
+static int cu_add(struct backend *b, float *y, const float *x, int64_t n)
+{
+	return op_rc(b, cuda_add(&st(b)->ctx, y, x, n));
+}
+
+static int cu_fence_init(struct backend *b, int n)
+{
+	struct cuda_state *s = st(b);
+	if (n <= s->n_fences)
+		return 0;
+	cudaEvent_t *f = realloc(s->fences, sizeof(*f) * (size_t)n);
+	if (!f)
+		return -ENOMEM;
+	s->fences = f;
+	for (; s->n_fences < n; s->n_fences++) {
+		CK(b, cudaEventCreateWithFlags(&s->fences[s->n_fences], cudaEventDisableTiming));
+		/* recorded once so that a wait on a fence nothing has recorded yet passes at once */
+		CK(b, cudaEventRecord(s->fences[s->n_fences], s->compute));
+	}
+	return 0;
+}
+
+static cudaStream_t queue(struct cuda_state *s, enum backend_queue q)
+{
+	return q == BQ_COPY ? s->copy : s->compute;
+}
+
+static int cu_fence_record(struct backend *b, enum backend_queue q, int fence)
+{
+	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
+	CK(b, cudaEventRecord(st(b)->fences[fence], queue(st(b), q)));
+	return 0;
+}
+
+static int cu_fence_wait(struct backend *b, enum backend_queue q, int fence)
+{
+	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
+	CK(b, cudaStreamWaitEvent(queue(st(b), q), st(b)->fences[fence], 0));
+	return 0;
+}
+
+static bool cu_fence_done(struct backend *b, int fence)
+{
+	cudaError_t e = cudaEventQuery(st(b)->fences[fence]);
+	if (e == cudaErrorNotReady)
+		return false;
+	return true; /* done, or failed: a failed copy is reported by the next synchronizing call */
+}
+
+static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->copy));
+	return 0;
+}
+
+static void cu_mem(struct backend *b, struct backend_mem *m)
+{
+	struct cuda_state *s = st(b);
+	*m = s->mem;
+	m->arena = (int64_t)s->arena_bytes;
+	m->arena_used = (int64_t)s->used;
+	m->arena_peak = (int64_t)s->peak;
+}
+
+static const struct backend_ops cuda_backend_ops = {
+	.name = "cuda",
+	.host_memory = false,
+	.kv_bytes = 2,
+	.destroy = cu_destroy,
+	.supports = cu_supports,
+	.alloc = cu_alloc,
+	.free = cu_free,
+	.upload = cu_upload,
+	.download = cu_download,
+	.sync = cu_sync,
+	.reserve = cu_reserve,
+	.reserve_bytes = cu_reserve_bytes,
+	.fence_init = cu_fence_init,
+	.fence_record = cu_fence_record,
+	.fence_wait = cu_fence_wait,
+	.fence_done = cu_fence_done,
+	.copy_async = cu_copy_async,
+	.mem = cu_mem,
+	.step_begin = cu_step_begin,
+	.step_range = cu_step_range,
+	.rmsnorm = cu_rmsnorm,
+	.matmul = cu_matmul,
+	.rope = cu_rope,
+	.kv_store = cu_kv_store,
+	.attention = cu_attention,
+	.glu = cu_glu,
+	.add = cu_add,
+};
+
+/* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
+#define BLAS_WS (32u << 20)
+
+static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
+{
+	struct cuda_state *s = st(b);
+	struct cudaDeviceProp p;
+	cudaError_t e = cudaSetDevice(0);
+	e = e ? e : cudaGetDeviceProperties(&p, 0);
+	e = e ? e : cudaFree(NULL); /* creates the context now, so its memory is counted below */
+	e = e ? e : cudaStreamCreateWithFlags(&s->compute, cudaStreamNonBlocking);
+	e = e ? e : cudaStreamCreateWithFlags(&s->copy, cudaStreamNonBlocking);
+	if (e) {
+		snprintf(err, errlen, "CUDA device 0: %s", cudaGetErrorString(e));
+		return -ENODEV;
+	}
+	if (cublasCreate(&s->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(s->blas, s->compute)) {
+		snprintf(err, errlen, "cuBLAS could not be initialized on %s", p.name);
+		return -ENODEV;
+	}
+	snprintf(s->mem.gpu, sizeof(s->mem.gpu), "%.80s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor,
+		 p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30));
+	size_t fr = 0, tot = 0;
+	cudaMemGetInfo(&fr, &tot);
+	if (vram <= 0) /* default: all the device memory that is free now, less a margin for the driver */
+		vram = (int64_t)(tot - fr) + (int64_t)fr - (int64_t)(256u << 20);
+	s->mem.budget = vram;
+	s->mem.context = (int64_t)(tot - fr);
+	s->mem.device_used_peak = s->mem.context;
+	int64_t arena = vram - s->mem.context;
+	arena -= arena % (1 << 20);
+	if (arena < (64 << 20) || (size_t)arena > fr) {
+		snprintf(err, errlen,
+			 "--vram %.2f GiB: the CUDA context already takes %.2f GiB and %.2f GiB are free on %s; "
+			 "nothing is left for the model",
+			 (double)vram / (1 << 30), (double)s->mem.context / (1 << 30), (double)fr / (1 << 30), p.name);
+		if ((size_t)arena > fr)
+			snprintf(err, errlen, "--vram %.2f GiB is more than the %.2f GiB free on %s", (double)vram / (1 << 30),
+				 (double)(fr + (size_t)s->mem.context) / (1 << 30), p.name);
+		return -ENOMEM;
+	}
+	if ((e = cudaMalloc((void **)&s->arena, (size_t)arena))) {
+		snprintf(err, errlen, "cudaMalloc of the %.2f GiB arena: %s", (double)arena / (1 << 30), cudaGetErrorString(e));
+		s->arena = NULL;
+		return -ENOMEM;
+	}
+	s->arena_bytes = (size_t)arena;
+	s->blas_ws = cu_alloc(b, BLAS_WS);
+	if (!s->blas_ws || cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WS)) {
+		snprintf(err, errlen, "cuBLAS workspace: %s", b->err);
+		return -ENOMEM;
+	}
+	s->ctx = (struct cuda_ctx){.stream = s->compute, .cublas = s->blas, .cc = p.major * 10 + p.minor,
+				   .n_sm = p.multiProcessorCount};
+	sample_device_use(s);
+	return 0;
+}
+
+int backend_cuda_create(struct backend **bp, int64_t vram, char *err, size_t errlen)
+{
+	struct backend *b = calloc(1, sizeof(*b));
+	struct cuda_state *s = calloc(1, sizeof(*s));
+	if (!b || !s) {
+		free(b);
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	b->ops = &cuda_backend_ops;
+	b->impl = s;
+	b->n_threads = 1;
+	int rc = create(b, vram, err, errlen);
+	if (rc) {
+		cu_destroy(b);
+		return rc;
+	}
+	*bp = b;
+	return 0;
+}
+#endif

@@ -1,0 +1,131 @@
+/*
+ * plan.c: the memory planner (plan.h). Order of preference: every unit resident (no streaming at all);
+ * else the largest tokens-per-op that leaves room for 2 slots, then a third slot (slack for steps whose
+ * compute is as long as an upload), then resident units with what is left. The arena is allocated once,
+ * so a small reserve covers the allocator's 256-byte rounding and the RoPE tables.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan.h"
+#include "util.h"
+#include "weights.h"
+
+#define PLAN_RESERVE (16u << 20)
+#define T_SUB_MIN 64
+
+static uint64_t fixed_bytes(const struct layout *lay, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+{
+	model_mem_plan(&lay->hp, b, o, mm);
+	return mm->act + mm->kv + mm->ws;
+}
+
+static double gib(uint64_t v)
+{
+	return (double)v / (1 << 30);
+}
+
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, char *err,
+	      size_t errlen)
+{
+	memset(p, 0, sizeof(*p));
+	p->n_units = lay->hp.n_layers + 1;
+	p->t_max = o->t_max;
+	p->capacity = o->capacity;
+	p->resident = calloc((size_t)p->n_units, sizeof(bool));
+	if (!p->resident) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	o->t_sub = o->t_max;
+	p->t_sub = o->t_max;
+	for (int u = 0; u < p->n_units; u++) {
+		uint64_t ub = weights_unit_device_bytes(lay, u);
+		p->units_bytes += ub;
+		p->slot_bytes = ub > p->slot_bytes ? ub : p->slot_bytes;
+	}
+	if (b->ops->host_memory) {
+		fixed_bytes(lay, b, o, &p->mem);
+		o->n_slots = 0;
+		o->resident = NULL;
+		return 0;
+	}
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	p->device = true;
+	p->budget = bm.budget;
+	p->context = bm.context;
+	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
+	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
+	uint64_t fixed = fixed_bytes(lay, b, o, &p->mem);
+	if (fixed + p->units_bytes <= avail) {
+		for (int u = 0; u < p->n_units; u++)
+			p->resident[u] = true;
+		p->n_resident = p->n_units;
+		p->resident_bytes = p->units_bytes;
+		p->n_slots = 0;
+		p->slot_bytes = 0;
+	} else {
+		while (fixed + 2 * p->slot_bytes > avail && o->t_sub > T_SUB_MIN) {
+			o->t_sub = (o->t_sub + 1) / 2;
+			fixed = fixed_bytes(lay, b, o, &p->mem);
+		}
+		if (fixed + 2 * p->slot_bytes > avail) {
+			snprintf(err, errlen,
+				 "--vram %.2f GiB is too small: the CUDA context takes %.2f GiB, the KV cache of %d tokens "
+				 "%.2f GiB, activations for %d tokens per op %.2f GiB, workspace %.2f GiB, and 2 weight "
+				 "slots %.2f GiB (%.2f GiB in all); lower --ctx or raise --vram",
+				 gib((uint64_t)p->budget), gib((uint64_t)p->context), o->capacity, gib(p->mem.kv), o->t_sub,
+				 gib(p->mem.act), gib(p->mem.ws), gib(2 * p->slot_bytes),
+				 gib((uint64_t)p->context + fixed + 2 * p->slot_bytes + PLAN_RESERVE));
+			return -ENOMEM;
+		}
+		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
+		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
+		for (int u = 0; u < p->n_units; u++) {
+			uint64_t ub = weights_unit_device_bytes(lay, u);
+			if (ub <= left) {
+				p->resident[u] = true;
+				p->n_resident++;
+				p->resident_bytes += ub;
+				left -= ub;
+			}
+		}
+	}
+	p->t_sub = o->t_sub;
+	p->stream_bytes = p->units_bytes - p->resident_bytes;
+	p->total = fixed + (uint64_t)p->n_slots * p->slot_bytes + p->resident_bytes;
+	o->n_slots = p->n_slots;
+	o->resident = p->resident;
+	return 0;
+}
+
+void plan_print(FILE *f, const struct plan *p)
+{
+	if (!p->device) {
+		fprintf(f, "plan: host memory: KV cache %.3f GiB (%d tokens), activations %.3f GiB (%d tokens per step); "
+			   "weights %.3f GiB streamed through the I/O slots and RAM tier\n",
+			gib(p->mem.kv), p->capacity, gib(p->mem.act), p->t_max, gib(p->units_bytes));
+		return;
+	}
+	fprintf(f,
+		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB\n"
+		"plan:   KV cache      %8.3f GiB  (%d tokens, f16)\n"
+		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
+		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
+		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
+		"plan:   resident      %8.3f GiB  (%d of %d units)\n"
+		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
+		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
+		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)(p->budget - p->context)), gib(p->mem.kv),
+		p->capacity, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
+		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
+		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
+}
+
+void plan_free(struct plan *p)
+{
+	free(p->resident);
+	memset(p, 0, sizeof(*p));
+}

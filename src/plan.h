@@ -1,0 +1,41 @@
+/*
+ * plan.h: the memory planner of `ferry run`. From the device budget (the backend's arena, what is left of
+ * --vram after the CUDA context) it decides, before anything is loaded:
+ *   - the KV cache (f16 on the GPU, capacity = --ctx), the activations and the op workspace, which grow
+ *     with the tokens per op (t_sub: a step's tokens run through each layer in ranges of t_sub);
+ *   - the number of weight slots (3 when they fit, at least 2) of the largest unit each;
+ *   - which units (layers, head) stay resident in device memory with what is left;
+ * and refuses an impossible budget with the numbers. Host-memory backends get a plan with no device part.
+ */
+#ifndef FERRY_PLAN_H
+#define FERRY_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "backend.h"
+#include "layout.h"
+#include "model.h"
+
+struct plan {
+	bool device;
+	int64_t budget, context, avail; /* --vram, the CUDA context's share, what the plan may use */
+	struct model_mem mem;           /* activations, KV cache, workspace */
+	uint64_t slot_bytes;
+	int n_slots, n_units, n_resident;
+	uint64_t resident_bytes, units_bytes;
+	bool *resident;                 /* [n_units] */
+	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
+	uint64_t total;                 /* everything the plan allocates from the arena */
+	int t_max, t_sub, capacity;
+};
+
+/* Fills p and o->t_sub, o->n_slots, o->resident (pointing into p) from o->t_max, o->max_logits,
+ * o->capacity and the backend's memory. */
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, char *err,
+	      size_t errlen);
+void plan_print(FILE *f, const struct plan *p);
+void plan_free(struct plan *p);
+
+#endif
