@@ -32,7 +32,7 @@ struct run_args {
 	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system, *stats_json;
 	int n_predict, chunk, threads, ctx;
 	int64_t ram, vram;
-	bool ignore_eos, stats, print_ids, chat, show_prompt, plan;
+	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
 };
@@ -69,6 +69,7 @@ static void usage(FILE *f)
 		"                         default: all that is free); layers that do not fit are streamed\n"
 		"  --plan                 print the memory plan (KV cache, activations, weight slots, resident layers)\n"
 		"                         and exit\n"
+		"  --stream-all           stream every layer even when --vram could keep it (benchmarks, tests)\n"
 		"  --stats-json FILE      write timing, bytes streamed and peak memory as JSON\n"
 		"  --logits FILE          dump the logits of every position (format: src/logits_dump.h)\n"
 		"  --stats                print timing and I/O statistics to stderr at exit\n");
@@ -77,7 +78,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -102,6 +103,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"device", required_argument, 0, O_DEV},
 					   {"vram", required_argument, 0, O_VRAM},
 					   {"plan", no_argument, 0, O_PLAN},
+					   {"stream-all", no_argument, 0, O_STREAM_ALL},
 					   {"stats-json", required_argument, 0, O_SJSON},
 					   {"logits", required_argument, 0, O_LOGITS},
 					   {"stats", no_argument, 0, O_STATS},
@@ -163,6 +165,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_DEV: a->device = optarg; break;
 		case O_VRAM: a->vram = parse_size(optarg); bad = a->vram <= 0; name = "--vram"; break;
 		case O_PLAN: a->plan = true; break;
+		case O_STREAM_ALL: a->stream_all = true; break;
 		case O_SJSON: a->stats_json = optarg; break;
 		case O_LOGITS: a->logits_file = optarg; break;
 		case O_STATS: a->stats = true; break;
@@ -617,7 +620,7 @@ int ferry_run(int argc, char **argv)
 	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap};
 	io_options(&a, &mo.io);
 	rc = toks ? backend_open(&a, &b, err, sizeof(err)) : -ENOMEM;
-	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, err, sizeof(err));
+	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, err, sizeof(err));
 	if (!rc && (a.plan || a.stats))
 		plan_print(stderr, &plan);
 	if (!rc && a.plan) {

@@ -26,8 +26,8 @@ static double gib(uint64_t v)
 	return (double)v / (1 << 30);
 }
 
-int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, char *err,
-	      size_t errlen)
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
+	      char *err, size_t errlen)
 {
 	memset(p, 0, sizeof(*p));
 	p->n_units = lay->hp.n_layers + 1;
@@ -59,7 +59,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
 	uint64_t fixed = fixed_bytes(lay, b, o, &p->mem);
-	if (fixed + p->units_bytes <= avail) {
+	if (!stream_all && fixed + p->units_bytes <= avail) {
 		for (int u = 0; u < p->n_units; u++)
 			p->resident[u] = true;
 		p->n_resident = p->n_units;
@@ -83,7 +83,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		}
 		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
 		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
-		for (int u = 0; u < p->n_units; u++) {
+		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
 			if (ub <= left) {
 				p->resident[u] = true;

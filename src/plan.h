@@ -32,9 +32,10 @@ struct plan {
 };
 
 /* Fills p and o->t_sub, o->n_slots, o->resident (pointing into p) from o->t_max, o->max_logits,
- * o->capacity and the backend's memory. */
-int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, char *err,
-	      size_t errlen);
+ * o->capacity and the backend's memory. stream_all: no unit resident even when the budget would hold it
+ * (benchmarks and tests of the streaming path). */
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
+	      char *err, size_t errlen);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 
