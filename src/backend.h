@@ -109,6 +109,9 @@ struct backend_ops {
 	bool (*fence_done)(struct backend *b, int fence);
 	int (*copy_async)(struct backend *b, void *dst, const void *host_src, size_t n); /* on BQ_COPY */
 	void (*mem)(struct backend *b, struct backend_mem *m); /* NULL: no device memory */
+	/* The k (<= 1024) largest of logits[V] (backend memory) into host vals/idx, sorted descending, ties by
+	 * lower id; waits like download(). NULL where the host reads all logits anyway. */
+	int (*top_k)(struct backend *b, const float *logits, int V, int k, float *vals, int *idx);
 	/* pos: host [T]; stays valid until the next step_begin. The ops then work on the range set by
 	 * step_range (the whole step until it is called): tokens t0 .. t0+n-1 of the step. */
 	int (*step_begin)(struct backend *b, int T, const int *pos);

@@ -45,6 +45,8 @@ struct cuda_state {
 	int n_blocks, cap_blocks;
 	struct cuda_ctx ctx;
 	void *blas_ws;
+	float *d_topv;       /* top_k results [1024] */
+	int *d_topi;
 	int *d_pos;          /* positions of the step */
 	int *h_pos;          /* host copy */
 	int pos_cap;
@@ -390,6 +392,19 @@ static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n
 	return 0;
 }
 
+static int cu_top_k(struct backend *b, const float *logits, int V, int k, float *vals, int *idx)
+{
+	struct cuda_state *s = st(b);
+	int rc = op_rc(b, cuda_topk(&s->ctx, s->d_topv, s->d_topi, logits, V, k));
+	if (rc)
+		return rc;
+	CK(b, cudaMemcpyAsync(vals, s->d_topv, sizeof(float) * (size_t)k, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaMemcpyAsync(idx, s->d_topi, sizeof(int) * (size_t)k, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaStreamSynchronize(s->compute));
+	sample_device_use(s);
+	return 0;
+}
+
 static void cu_mem(struct backend *b, struct backend_mem *m)
 {
 	struct cuda_state *s = st(b);
@@ -418,6 +433,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.fence_done = cu_fence_done,
 	.copy_async = cu_copy_async,
 	.mem = cu_mem,
+	.top_k = cu_top_k,
 	.step_begin = cu_step_begin,
 	.step_range = cu_step_range,
 	.rmsnorm = cu_rmsnorm,
@@ -476,8 +492,10 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	s->arena_bytes = (size_t)arena;
+	s->d_topv = cu_alloc(b, 1024 * sizeof(float));
+	s->d_topi = cu_alloc(b, 1024 * sizeof(int));
 	s->blas_ws = cu_alloc(b, BLAS_WS);
-	if (!s->blas_ws || cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WS)) {
+	if (!s->d_topv || !s->d_topi || !s->blas_ws || cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WS)) {
 		snprintf(err, errlen, "cuBLAS workspace: %s", b->err);
 		return -ENOMEM;
 	}

@@ -390,6 +390,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	struct sampler smp;
 	struct logits_dump dump = {0};
 	float *logits = malloc(sizeof(float) * (size_t)V * (size_t)(a->logits_file ? chunk : 1));
+	float topv[SAMPLER_TOP_MAX];
+	int topi[SAMPLER_TOP_MAX];
 	int *pos = malloc(sizeof(int) * (size_t)(chunk > 1 ? chunk : 1));
 	int rc = logits && pos ? sampler_init(&smp, &a->sc, V) : -ENOMEM;
 	if (rc) {
@@ -402,6 +404,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
+	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
+	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&smp) : 0;
 	struct tok_stream ts;
 	struct tok_buf text = {0};
 	bool print_text = tk && !a->print_ids;
@@ -420,7 +424,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		for (int t = 0; t < T; t++)
 			pos[t] = s + t;
 		int nl = a->logits_file ? T : (s + T == n_prompt ? 1 : 0);
-		rc = model_forward(m, toks + s, pos, T, nl, logits, err, sizeof(err));
+		rc = k && nl == 1 ? model_forward_top(m, toks + s, pos, T, k, topv, topi, err, sizeof(err))
+				  : model_forward(m, toks + s, pos, T, nl, logits, err, sizeof(err));
 		if (!rc && a->logits_file)
 			rc = logits_dump_rows(&dump, logits, T, err, sizeof(err));
 	}
@@ -429,12 +434,12 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	double t1 = now_sec();
 	while (!rc && n_gen < a->n_predict) {
 		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
-		if (!logits_finite(last, V)) {
+		if (k ? !logits_finite(topv, k) : !logits_finite(last, V)) {
 			snprintf(err, sizeof(err), "the model produced non-finite logits at position %d (damaged weights?)", n - 1);
 			rc = -EDOM;
 			break;
 		}
-		int tok = sampler_pick(&smp, last, toks, n);
+		int tok = k ? sampler_pick_top(&smp, topv, topi, k) : sampler_pick(&smp, last, toks, n);
 		toks[n++] = tok;
 		n_gen++;
 		bool stop = !a->ignore_eos && is_eos(hp, tk, tok);
@@ -453,7 +458,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 			break;
 		}
 		pos[0] = n - 1;
-		rc = model_forward(m, &toks[n - 1], pos, 1, 1, logits, err, sizeof(err));
+		rc = k ? model_forward_top(m, &toks[n - 1], pos, 1, k, topv, topi, err, sizeof(err))
+		       : model_forward(m, &toks[n - 1], pos, 1, 1, logits, err, sizeof(err));
 		if (!rc && a->logits_file)
 			rc = logits_dump_rows(&dump, logits, 1, err, sizeof(err));
 	}

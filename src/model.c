@@ -299,7 +299,10 @@ static int embed(struct model *m, const int *tokens, int T, char *err, size_t er
 	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
 }
 
-static int head(struct model *m, int T, int n_logits, float *logits, char *err, size_t errlen)
+/* The logits of the last n_logits tokens into the host array logits, or, with k > 0 (n_logits 1), only
+ * the k largest into vals/idx (the backend's top_k: a few bytes instead of V floats). */
+static int head(struct model *m, int T, int n_logits, float *logits, int k, float *vals, int *idx, char *err,
+		size_t errlen)
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = m->b;
@@ -322,7 +325,14 @@ static int head(struct model *m, int T, int n_logits, float *logits, char *err, 
 	weights_put(&m->w, L);
 	if (!rc)
 		rc = weights_prefetch(&m->w, L, err, errlen);
-	rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
+	if (k > 0) {
+		rc = rc ? rc : b->ops->top_k(b, m->logits, (int)V, k, vals, idx);
+		logits = vals; /* softcap is monotonic: the order stays, the values change */
+		n_logits = 1;
+		V = k;
+	} else {
+		rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
+	}
 	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
 		float cap = (float)hp->final_softcap;
 		for (int64_t i = 0; i < n_logits * V; i++)
@@ -333,8 +343,8 @@ static int head(struct model *m, int T, int n_logits, float *logits, char *err, 
 	return rc;
 }
 
-int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
-		  size_t errlen)
+static int forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, int k,
+		   float *vals, int *idx, char *err, size_t errlen)
 {
 	err[0] = 0;
 	if (T < 1 || T > m->opt.t_max || n_logits < 0 || n_logits > T || n_logits > m->opt.max_logits) {
@@ -359,8 +369,24 @@ int model_forward(struct model *m, const int *tokens, const int *pos, int T, int
 	for (int l = 0; !rc && l < m->hp->n_layers; l++)
 		rc = layer_forward(m, l, T, err, errlen);
 	if (!rc && n_logits > 0)
-		rc = head(m, T, n_logits, logits, err, errlen);
+		rc = head(m, T, n_logits, logits, k, vals, idx, err, errlen);
 	if (rc && !err[0])
 		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
 	return rc;
+}
+
+int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
+		  size_t errlen)
+{
+	return forward(m, tokens, pos, T, n_logits, logits, 0, NULL, NULL, err, errlen);
+}
+
+int model_forward_top(struct model *m, const int *tokens, const int *pos, int T, int k, float *vals, int *idx,
+		      char *err, size_t errlen)
+{
+	if (!m->b->ops->top_k || k < 1 || k > 1024 || k > m->hp->vocab) {
+		snprintf(err, errlen, "top-%d logits are not available from the %s backend", k, m->b->ops->name);
+		return -ENOTSUP;
+	}
+	return forward(m, tokens, pos, T, 1, NULL, k, vals, idx, err, errlen);
 }

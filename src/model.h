@@ -74,5 +74,9 @@ void model_free(struct model *m);
  * host array logits [n_logits, V] (n_logits in 0..T). */
 int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
 		  size_t errlen);
+/* The same step, returning only the k (1..1024) largest logits of the last token, sorted descending (ties:
+ * lower id first), selected on the device; for backends with a top_k op. */
+int model_forward_top(struct model *m, const int *tokens, const int *pos, int T, int k, float *vals, int *idx,
+		      char *err, size_t errlen);
 
 #endif

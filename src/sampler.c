@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "util.h"
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -133,27 +134,13 @@ static void penalize(struct sampler *s, float *logits, const int *hist, int n)
 			s->seen[hist[i]] = 0;
 }
 
-int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist)
+/* The draw over n candidates sorted best first: s->p[i] holds candidate i's logit on entry, s->idx[i] its
+ * token. Temperature softmax (max first, so exp never overflows), top-p, min-p, then a seeded draw. */
+static int draw_sorted(struct sampler *s, int n)
 {
-	int V = s->V;
-	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
-		penalize(s, logits, history, n_hist);
-	if (s->cfg.temp <= 0) {
-		int best = 0;
-		for (int i = 1; i < V; i++)
-			if (logits[i] > logits[best])
-				best = i;
-		return best;
-	}
-	int n = s->cfg.top_k > 0 && s->cfg.top_k < V ? top_k_select(s->idx, logits, V, s->cfg.top_k) : V;
-	if (n == V)
-		for (int i = 0; i < V; i++)
-			s->idx[i] = i;
-	qsort_r(s->idx, (size_t)n, sizeof(int), by_logit_desc, logits);
-	/* softmax over the candidates at temperature temp (max first, so exp never overflows) */
-	double mx = logits[s->idx[0]], sum = 0;
+	double mx = s->p[0], sum = 0;
 	for (int i = 0; i < n; i++) {
-		s->p[i] = (float)exp(((double)logits[s->idx[i]] - mx) / s->cfg.temp);
+		s->p[i] = (float)exp(((double)s->p[i] - mx) / s->cfg.temp);
 		sum += s->p[i];
 	}
 	for (int i = 0; i < n; i++)
@@ -185,4 +172,47 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 			return s->idx[i];
 	}
 	return s->idx[n - 1];
+}
+
+int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist)
+{
+	int V = s->V;
+	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
+		penalize(s, logits, history, n_hist);
+	if (s->cfg.temp <= 0) {
+		int best = 0;
+		for (int i = 1; i < V; i++)
+			if (logits[i] > logits[best])
+				best = i;
+		return best;
+	}
+	int n = s->cfg.top_k > 0 && s->cfg.top_k < V ? top_k_select(s->idx, logits, V, s->cfg.top_k) : V;
+	if (n == V)
+		for (int i = 0; i < V; i++)
+			s->idx[i] = i;
+	qsort_r(s->idx, (size_t)n, sizeof(int), by_logit_desc, logits);
+	for (int i = 0; i < n; i++)
+		s->p[i] = logits[s->idx[i]];
+	return draw_sorted(s, n);
+}
+
+int sampler_top_k_needed(const struct sampler *s)
+{
+	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
+		return 0; /* the penalty changes the ranking: it needs every logit */
+	if (s->cfg.temp <= 0)
+		return 1;
+	return s->cfg.top_k > 0 && s->cfg.top_k <= SAMPLER_TOP_MAX && s->cfg.top_k < s->V ? s->cfg.top_k : 0;
+}
+
+int sampler_pick_top(struct sampler *s, const float *vals, const int *idx, int k)
+{
+	FERRY_ASSERT(k >= 1 && k <= s->V);
+	if (s->cfg.temp <= 0)
+		return idx[0];
+	for (int i = 0; i < k; i++) {
+		s->p[i] = vals[i];
+		s->idx[i] = idx[i];
+	}
+	return draw_sorted(s, k);
 }

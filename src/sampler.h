@@ -31,6 +31,13 @@ int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V);
 void sampler_free(struct sampler *s);
 /* logits [V] may be modified. history: tokens so far (prompt and generated). */
 int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist);
+/* Candidates a device can hand over instead of all V logits with the same result: 1 for greedy, top_k
+ * when 0 < top_k <= SAMPLER_TOP_MAX; 0 when the pick needs every logit (repetition penalty, no top-k). */
+#define SAMPLER_TOP_MAX 1024
+int sampler_top_k_needed(const struct sampler *s);
+/* sampler_pick over the k best logits, vals[k] sorted descending (ties: lower id first) with their ids;
+ * the same token as sampler_pick on the full row when k = sampler_top_k_needed(). */
+int sampler_pick_top(struct sampler *s, const float *vals, const int *idx, int k);
 /* Uniform double in [0, 1) from the sampler's stream (exposed for tests). */
 double sampler_uniform(struct sampler *s);
 

@@ -133,6 +133,50 @@ int main(void)
 		}
 	}
 
+	/* sampler_pick_top over the k best (what a GPU hands over) draws the same tokens as sampler_pick over the
+	 * whole row, seed for seed: greedy, and top-k with temperature, top-p and min-p */
+	{
+		enum { BIG = 3000 };
+		static float big[BIG], lb[BIG], vals[SAMPLER_TOP_MAX];
+		static int order[BIG];
+		for (int i = 0; i < BIG; i++)
+			big[i] = (float)((i * 7919) % 700) / 50.0f - 5.0f; /* ties */
+		for (int i = 0; i < BIG; i++) /* ranking: logit desc, ties by id (insertion into a sorted prefix) */
+			order[i] = i;
+		for (int i = 1; i < BIG; i++)
+			for (int j = i; j > 0 && (big[order[j]] > big[order[j - 1]] ||
+						  (big[order[j]] == big[order[j - 1]] && order[j] < order[j - 1])); j--) {
+				int t = order[j];
+				order[j] = order[j - 1];
+				order[j - 1] = t;
+			}
+		struct sampler_cfg cfgs[] = {
+			{.temp = 0, .top_p = 1, .rep_penalty = 1, .seed = 1},
+			{.temp = 0.8f, .top_k = 40, .top_p = 0.9f, .rep_penalty = 1, .seed = 2},
+			{.temp = 1.3f, .top_k = 64, .top_p = 0.95f, .min_p = 0.05f, .rep_penalty = 1, .seed = 3},
+			{.temp = 1, .top_k = 1024, .top_p = 1, .rep_penalty = 1, .seed = 4},
+		};
+		for (size_t ci = 0; ci < sizeof(cfgs) / sizeof(cfgs[0]); ci++) {
+			struct sampler a, b;
+			CHECK(sampler_init(&a, &cfgs[ci], BIG) == 0 && sampler_init(&b, &cfgs[ci], BIG) == 0);
+			int k = sampler_top_k_needed(&a), same = 0;
+			CHECK(k == (cfgs[ci].temp <= 0 ? 1 : cfgs[ci].top_k));
+			for (int i = 0; i < k; i++)
+				vals[i] = big[order[i]];
+			for (int r = 0; r < 300; r++) {
+				memcpy(lb, big, sizeof(big));
+				same += sampler_pick(&a, lb, NULL, 0) == sampler_pick_top(&b, vals, order, k);
+			}
+			CHECK_MSG(same == 300, "config %zu: %d of 300 draws equal", ci, same);
+			sampler_free(&a);
+			sampler_free(&b);
+		}
+		struct sampler_cfg pen = {.temp = 0, .top_p = 1, .rep_penalty = 1.1f, .seed = 1};
+		CHECK(sampler_init(&s, &pen, BIG) == 0);
+		CHECK(sampler_top_k_needed(&s) == 0);
+		sampler_free(&s);
+	}
+
 	/* uniform stream stays in [0, 1) with a sane mean */
 	c = base();
 	CHECK(sampler_init(&s, &c, V) == 0);
