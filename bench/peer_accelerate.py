@@ -155,6 +155,7 @@ def main():
         "host": platform.node(),
         "shape": {"layers": a.layers, **shape},
         "max_memory": {str(k): v for k, v in max_memory.items()},
+        "device_map": {k: str(v) for k, v in dmap.items()},
         "device_map_counts": on,
         "gpu_layers": gpu_layers,
         "gpu_mem_peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
