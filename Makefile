@@ -31,6 +31,11 @@ CFLAGS += -DFERRY_CUDA -I$(CUDA_HOME)/include
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
 # cuBLAS (dense GEMM of the prefill path) is a shared library of the toolkit; the runtime is linked statically.
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart_static -lrt -ldl -lstdc++
+# The GPU's ceilings for bench/bench_decode.py (bench/gpu_peak.c). `all` is listed first so it stays the default goal.
+all: $(BUILD)/bench/gpu_peak
+$(BUILD)/bench/gpu_peak: $(BUILD)/bench/gpu_peak.o
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 endif
 endif
 

@@ -14,6 +14,7 @@ static const struct {
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
 	{"tokenize", ferry_tokenize, "print the token ids of a text"},
 	{"detokenize", ferry_detokenize, "print the text of token ids"},
+	{"synth", ferry_synth, "write a Llama-shaped model with random weights (any size, e.g. llama3-70b) for measurements"},
 	{"template", ferry_template, "render a chat template (Jinja) with messages, as transformers does"},
 };
 
