@@ -89,7 +89,7 @@ def run_ferry(a, model, ram, n_prompt, n_gen, vocab, extra=()):
     os.close(fd)
     cmd = [a.ferry, "run", "-m", model, "--device", "cuda", "--vram", a.vram, "--ram", ram, "--prompt-ids",
            prompt_ids(n_prompt, vocab), "-n", str(n_gen), "--ignore-eos", "--temp", "0", "--stats", "--stats-json",
-           js, *extra]
+           js, "--warmup", *extra]
     shown = cmd[:cmd.index("--prompt-ids") + 1] + [f"<{n_prompt} ids>"] + cmd[cmd.index("--prompt-ids") + 2:]
     shown[shown.index(js)] = "FILE"
     print(f"bench_decode: {shlex.join(shown)}", file=sys.stderr, flush=True)

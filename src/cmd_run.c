@@ -379,6 +379,7 @@ struct run_result {
 	int n_prompt, n_decode; /* tokens prefilled; decode steps (generated tokens after the first) */
 	double t_prefill, t_decode;
 	uint64_t h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in each phase */
+	uint64_t disk_decode;             /* bytes read from the model's files during decode */
 };
 
 static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk, int *toks,
@@ -431,6 +432,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	}
 	t_prefill = now_sec() - t0;
 	res->h2d_prefill = m->w.h2d_bytes - h2d0;
+	struct io_stats io0;
+	io_stream_stats(m->io, &io0);
 	double t1 = now_sec();
 	while (!rc && n_gen < a->n_predict) {
 		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
@@ -473,7 +476,10 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		printf("\n");
 	double t_decode = now_sec() - t1;
 	*res = (struct run_result){n_prompt, n_gen > 0 ? n_gen - 1 : 0, t_prefill, t_decode, res->h2d_prefill,
-				   m->w.h2d_bytes - h2d0 - res->h2d_prefill};
+				   m->w.h2d_bytes - h2d0 - res->h2d_prefill, 0};
+	struct io_stats io1;
+	io_stream_stats(m->io, &io1);
+	res->disk_decode = io1.bytes_read - io0.bytes_read;
 	if (rc)
 		fprintf(stderr, "ferry: %s\n", err);
 	else if (a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
@@ -564,6 +570,8 @@ static int write_stats_json(const char *path, const struct layout *lay, struct b
 	json_t *io = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "engine", st.engine, "bytes_read",
 			       (json_int_t)st.bytes_read, "bytes_tier", (json_int_t)st.bytes_tier, "busy_s", st.busy_sec,
 			       "wait_s", st.wait_sec, "tier_units", st.tier_units, "n_units", st.n_units);
+	json_object_set_new(o, "disk_bytes_decode", json_integer((json_int_t)r->disk_decode));
+	json_object_set_new(o, "disk_gbps", json_real(st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0));
 	int rc = o && io && !json_object_set_new(o, "io", io) ? 0 : -ENOMEM;
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
