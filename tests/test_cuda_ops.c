@@ -8,7 +8,7 @@
  * (-ENOSPC). Prints a line per failing case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
  *
  *   test_cuda_ops            the tests
- *   test_cuda_ops --quick    a few small cases (for compute-sanitizer)
+ *   test_cuda_ops --quick    three attention cases, argmax and top-k (for compute-sanitizer)
  *   test_cuda_ops --bench    timings: attention prefill (TFLOP/s), decode (GB/s of KV against a copy), top-k
  *
  * Dimension letters: T tokens, H heads, Hkv kv heads, Dh head dim, C cache rows, V vocab.
@@ -724,12 +724,12 @@ int main(int argc, char **argv)
 	}
 	test_arg_errors();
 	test_attention();
+	test_argmax();
+	test_topk();
 	if (!quick) {
 		test_elementwise();
 		test_rmsnorm();
 		test_rope();
-		test_argmax();
-		test_topk();
 	}
 	for (int i = 0; i < E_N; i++)
 		if (e_cases[i])

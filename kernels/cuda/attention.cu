@@ -331,25 +331,46 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 	}
 }
 
-/* out[t, h, :] from the nsplit partial rows of (t, h): each weighted by exp2(its max - the largest max). */
-static __global__ void k_attention_combine(float *out, const float *part_o, const float *part_ml, int nsplit,
-					   int64_t TH, int Dh)
+/* out[t, h, :] from the nsplit partial rows of (t, h), each weighted by exp2(its max - the largest max).
+ * Grid (T*H, Dh/32): a block takes 32 columns of one row; its warp w sums splits w, w + 8, ... (several
+ * loads in flight), and the 8 warp sums are added in warp order. */
+static __global__ void __launch_bounds__(256)
+	k_attention_combine(float *out, const float *part_o, const float *part_ml, int nsplit, int64_t TH, int Dh)
 {
+	__shared__ float red[8][33];
 	int64_t row = blockIdx.x;
-	int d = threadIdx.x;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, d = blockIdx.y * 32 + lane;
 	float M = -INFINITY;
-	for (int s = 0; s < nsplit; s++)
+	for (int s = threadIdx.x; s < nsplit; s += 256)
 		M = fmaxf(M, part_ml[2 * (s * TH + row)]);
+	for (int o = 16; o > 0; o >>= 1)
+		M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+	if (lane == 0)
+		red[warp][32] = M;
+	__syncthreads();
+	for (int w = 0; w < 8; w++)
+		M = fmaxf(M, red[w][32]);
+	__syncthreads();
 	float L = 0, acc = 0;
-	for (int s = 0; s < nsplit; s++) {
-		float m = part_ml[2 * (s * TH + row)];
-		if (m == -INFINITY)
-			continue;
-		float w = exp2f(m - M);
-		L += w * part_ml[2 * (s * TH + row) + 1];
-		acc += w * part_o[(s * TH + row) * Dh + d];
+#pragma unroll 4
+	for (int s = warp; s < nsplit; s += 8) {
+		int64_t pr = s * TH + row;
+		float m = part_ml[2 * pr], w = m == -INFINITY ? 0.0f : exp2f(m - M);
+		L += w * part_ml[2 * pr + 1];
+		acc += w * part_o[pr * Dh + d];
 	}
-	out[row * Dh + d] = acc / L;
+	red[warp][lane] = acc;
+	if (lane == 0)
+		red[warp][32] = L;
+	__syncthreads();
+	if (warp == 0) {
+		acc = L = 0;
+		for (int w = 0; w < 8; w++) {
+			acc += red[w][lane];
+			L += red[w][32];
+		}
+		out[row * Dh + d] = acc / L;
+	}
 }
 
 static int att_dh_pad(int Dh)
@@ -367,7 +388,7 @@ extern "C" size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh)
 	if (T_max <= 0 || C <= 0 || H <= 0 || Dh <= 0)
 		return 0;
 	int bk = ATT_BK(att_dh_pad(Dh));
-	/* a split takes at least two tiles (see cuda_attention) */
+	/* a split takes at least two tiles (see att_run) */
 	int64_t max_split = ((int64_t)C + bk - 1) / bk / 2;
 	if (max_split < 2)
 		return 0;
@@ -375,16 +396,52 @@ extern "C" size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh)
 	return att_split_bytes(prows < ATT_SPLIT_ROWS_MAX ? prows : ATT_SPLIT_ROWS_MAX, Dh);
 }
 
-template <int DH> static int att_launch(struct cuda_ctx *c, const struct att_args *a, dim3 grid)
+/* Launches k_attention<DH> (a.part_o, a.split_keys filled here) and, when it split the keys, the combine. */
+template <int DH> static int att_run(struct cuda_ctx *c, struct att_args a)
 {
-	int smem = (ATT_ROWS + 2 * ATT_BK(DH)) * DH * 2, dev, optin;
+	constexpr int BK = ATT_BK(DH);
+	int smem = (ATT_ROWS + 2 * BK) * DH * 2, dev, optin, per_sm;
 	CUDA_CALL_CHECK(c, cudaGetDevice(&dev));
 	CUDA_CALL_CHECK(c, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
 	CUDA_ARG_CHECK(c, smem <= optin, "cuda_attention: head dim %d needs %d bytes of shared memory, the GPU has %d",
-		       a->Dh, smem, optin);
+		       a.Dh, smem, optin);
 	CUDA_CALL_CHECK(c, cudaFuncSetAttribute(k_attention<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-	k_attention<DH><<<grid, ATT_THREADS, smem, cuda_stream_of(c)>>>(*a);
+	CUDA_CALL_CHECK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attention<DH>, ATT_THREADS, smem));
+
+	/* Split the keys when the blocks would leave part of one wave idle: as many splits as fill the wave, at
+	 * least two tiles a split, at most ATT_SPLIT_ROWS_MAX partial rows (cuda_attention_ws_bytes counts on
+	 * all three). */
+	int64_t TH = (int64_t)a.T * a.H, rblocks = ((int64_t)a.T * a.g + ATT_ROWS - 1) / ATT_ROWS;
+	int64_t blocks = rblocks * a.Hkv, wave = (int64_t)(per_sm > 0 ? per_sm : 1) * (c->n_sm > 0 ? c->n_sm : 1);
+	int ntiles = a.max_pos / BK + 1, nsplit = 1;
+	if (blocks * 2 <= wave) {
+		int64_t n = wave / blocks, cap = ATT_SPLIT_ROWS_MAX / TH;
+		n = n < ntiles / 2 ? n : ntiles / 2;
+		n = n < cap ? n : cap;
+		nsplit = n >= 2 ? (int)n : 1;
+	}
+	int split_tiles = (ntiles + nsplit - 1) / nsplit;
+	nsplit = (ntiles + split_tiles - 1) / split_tiles;
+	a.split_keys = split_tiles * BK;
+	if (nsplit > 1) {
+		size_t need = att_split_bytes(nsplit * TH, a.Dh);
+		if (!c->ws || c->ws_bytes < need) {
+			snprintf(c->err, sizeof(c->err),
+				 "cuda_attention: %d key splits of %d tokens need %zu bytes of workspace, have %zu", nsplit,
+				 a.T, need, c->ws ? c->ws_bytes : 0);
+			return -ENOSPC;
+		}
+		a.part_o = (float *)c->ws;
+		a.part_ml = a.part_o + nsplit * TH * a.Dh;
+	}
+	k_attention<DH><<<dim3((unsigned)rblocks, (unsigned)a.Hkv, (unsigned)nsplit), ATT_THREADS, smem,
+			  cuda_stream_of(c)>>>(a);
 	CUDA_LAUNCH_CHECK(c, "k_attention");
+	if (nsplit == 1)
+		return 0;
+	k_attention_combine<<<dim3((unsigned)TH, (unsigned)(a.Dh / 32)), 256, 0, cuda_stream_of(c)>>>(
+		a.out, a.part_o, a.part_ml, nsplit, TH, a.Dh);
+	CUDA_LAUNCH_CHECK(c, "k_attention_combine");
 	return 0;
 }
 
@@ -399,46 +456,13 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 	CUDA_ARG_CHECK(c, window >= 0 && max_pos >= 0, "cuda_attention: window = %d, max_pos = %d", window, max_pos);
 	CUDA_ARG_CHECK(c, ((uintptr_t)q | (uintptr_t)kc | (uintptr_t)vc | (uintptr_t)out) % 16 == 0,
 		       "cuda_attention: q, out and the caches must be 16-byte aligned");
+	int g = H / Hkv;
+	CUDA_ARG_CHECK(c, ((int64_t)T * g + ATT_ROWS - 1) / ATT_ROWS < INT32_MAX && Hkv <= 65535 && (int64_t)T * H < INT32_MAX,
+		       "cuda_attention: T = %d x %d heads is too many", T, H);
 	if (T == 0)
 		return 0;
-	int dhp = att_dh_pad(Dh), bk = ATT_BK(dhp), g = H / Hkv;
-	int64_t rblocks = ((int64_t)T * g + ATT_ROWS - 1) / ATT_ROWS, blocks = rblocks * Hkv;
-	CUDA_ARG_CHECK(c, rblocks < INT32_MAX && Hkv <= 65535, "cuda_attention: T = %d x %d heads is too many", T, H);
-
-	/* Split the keys when the blocks would not fill the GPU a few times over: at least two tiles a split,
-	 * and at most ATT_SPLIT_ROWS_MAX partial rows (cuda_attention_ws_bytes counts on both). */
-	int ntiles = max_pos / bk + 1, nsplit = 1;
-	int64_t target = 4 * (int64_t)(c->n_sm > 0 ? c->n_sm : 1);
-	if (blocks < target) {
-		int64_t n = (target + blocks - 1) / blocks, cap = ATT_SPLIT_ROWS_MAX / ((int64_t)T * H);
-		n = n < ntiles / 2 ? n : ntiles / 2;
-		n = n < cap ? n : cap;
-		nsplit = n >= 2 ? (int)n : 1;
-	}
-	int split_tiles = (ntiles + nsplit - 1) / nsplit;
-	nsplit = (ntiles + split_tiles - 1) / split_tiles;
-
-	struct att_args a = {out, NULL, NULL, q, kc, vc, pos, T, H, Hkv, Dh, g, window, max_pos, split_tiles * bk,
+	struct att_args a = {out, NULL, NULL, q, kc, vc, pos, T, H, Hkv, Dh, g, window, max_pos, 0,
 			     scale * 1.4426950408889634f};
-	if (nsplit > 1) {
-		int64_t prows = (int64_t)nsplit * T * H;
-		size_t need = att_split_bytes(prows, Dh);
-		if (!c->ws || c->ws_bytes < need) {
-			snprintf(c->err, sizeof(c->err),
-				 "cuda_attention: %d key splits of %d tokens need %zu bytes of workspace, have %zu", nsplit,
-				 T, need, c->ws ? c->ws_bytes : 0);
-			return -ENOSPC;
-		}
-		a.part_o = (float *)c->ws;
-		a.part_ml = a.part_o + prows * Dh;
-	}
-	dim3 grid((unsigned)rblocks, (unsigned)Hkv, (unsigned)nsplit);
-	int rc = dhp == 64 ? att_launch<64>(c, &a, grid) : dhp == 128 ? att_launch<128>(c, &a, grid)
-								: att_launch<256>(c, &a, grid);
-	if (rc || nsplit == 1)
-		return rc;
-	k_attention_combine<<<(unsigned)((int64_t)T * H), Dh, 0, cuda_stream_of(c)>>>(out, a.part_o, a.part_ml, nsplit,
-											(int64_t)T * H, Dh);
-	CUDA_LAUNCH_CHECK(c, "k_attention_combine");
-	return 0;
+	int dhp = att_dh_pad(Dh);
+	return dhp == 64 ? att_run<64>(c, a) : dhp == 128 ? att_run<128>(c, a) : att_run<256>(c, a);
 }

@@ -4,7 +4,8 @@
  * workspace nor a second launch):
  * 1. radix select: the logits as order-preserving 32-bit keys (-0 taken as +0), four passes over 8-bit
  *    digits from the top find the key of the k-th largest, thr, and how many of the keys equal to thr are
- *    needed (need_eq); the digit histograms use integer shared atomics, exact whatever their order;
+ *    needed (need_eq); the digit histograms use integer shared atomics (one per warp and digit), exact
+ *    whatever their order;
  * 2. collection: every key > thr, and the need_eq lowest-index keys == thr (their rank by a block scan in
  *    index order), into k slots as (key << 32 | ~index);
  * 3. a bitonic sort of the slots, descending: larger key first, then lower index.
@@ -13,6 +14,8 @@
 
 #define TOPK_THREADS 1024
 #define TOPK_MAX 1024
+/* elements a thread loads before using them: several loads in flight */
+#define TOPK_UNROLL 8
 
 static __device__ __forceinline__ uint32_t topk_key(float x)
 {
@@ -36,10 +39,22 @@ static __global__ void __launch_bounds__(TOPK_THREADS) k_topk(float *vals, int *
 		for (int i = tid; i < 256; i += TOPK_THREADS)
 			hist[i] = 0;
 		__syncthreads();
-		for (int i = tid; i < V; i += TOPK_THREADS) {
-			uint32_t u = topk_key(logits[i]);
-			if ((u & mask) == prefix)
-				atomicAdd(&hist[(u >> shift) & 255], 1);
+		for (int base = 0; base < V; base += TOPK_THREADS * TOPK_UNROLL) {
+			uint32_t u[TOPK_UNROLL];
+#pragma unroll
+			for (int r = 0; r < TOPK_UNROLL; r++) {
+				int i = base + r * TOPK_THREADS + tid;
+				u[r] = i < V ? topk_key(logits[i]) : 0;
+			}
+#pragma unroll
+			for (int r = 0; r < TOPK_UNROLL; r++) {
+				/* lanes with the same digit add once: the top digits of real logits are few */
+				int bin = base + r * TOPK_THREADS + tid < V && (u[r] & mask) == prefix ? (int)(u[r] >> shift) & 255
+												    : 256;
+				unsigned peers = __match_any_sync(0xffffffffu, bin);
+				if (bin < 256 && lane == __ffs(peers) - 1)
+					atomicAdd(&hist[bin], __popc(peers));
+			}
 		}
 		__syncthreads();
 		if (warp == 0) {
@@ -73,25 +88,42 @@ static __global__ void __launch_bounds__(TOPK_THREADS) k_topk(float *vals, int *
 		mask |= 255u << shift;
 	}
 
-	/* prefix is now thr, the k-th largest key; need of the keys equal to it belong to the top k */
+	/* prefix is now thr, the k-th largest key; need of the keys equal to it belong to the top k. A chunk
+	 * gives each thread TOPK_UNROLL consecutive indices; the rank of an equal key counts the equal keys at
+	 * lower indices: earlier chunks, lower threads (a block scan), earlier in the thread. */
 	if (tid == 0)
 		s_taken = 0;
-	int eq_before = 0; /* keys == thr at lower indices than this chunk */
-	for (int base = 0; base < V; base += TOPK_THREADS) {
-		int i = base + tid;
-		uint32_t u = i < V ? topk_key(logits[i]) : 0;
-		bool eq = i < V && u == prefix;
-		unsigned ball = __ballot_sync(0xffffffffu, eq);
-		if (lane == 0)
-			warp_eq[warp] = __popc(ball);
+	int eq_before = 0;
+	for (int base = 0; base < V; base += TOPK_THREADS * TOPK_UNROLL) {
+		int i0 = base + tid * TOPK_UNROLL, n_eq = 0;
+		uint32_t u[TOPK_UNROLL];
+#pragma unroll
+		for (int r = 0; r < TOPK_UNROLL; r++) {
+			u[r] = i0 + r < V ? topk_key(logits[i0 + r]) : 0;
+			n_eq += i0 + r < V && u[r] == prefix;
+		}
+		int incl = n_eq;
+		for (int o = 1; o < 32; o <<= 1) {
+			int v = __shfl_up_sync(0xffffffffu, incl, o);
+			if (lane >= o)
+				incl += v;
+		}
+		if (lane == 31)
+			warp_eq[warp] = incl;
 		__syncthreads();
-		int rank = eq_before + __popc(ball & ((1u << lane) - 1)), total = 0;
+		int rank = eq_before + incl - n_eq, total = 0;
 		for (int w = 0; w < TOPK_THREADS / 32; w++) {
 			rank += w < warp ? warp_eq[w] : 0;
 			total += warp_eq[w];
 		}
-		if (i < V && (u > prefix || (eq && rank < need)))
-			slot[atomicAdd(&s_taken, 1)] = (unsigned long long)u << 32 | (uint32_t)~i;
+#pragma unroll
+		for (int r = 0; r < TOPK_UNROLL; r++) {
+			int i = i0 + r;
+			bool eq = i < V && u[r] == prefix;
+			if (i < V && (u[r] > prefix || (eq && rank < need)))
+				slot[atomicAdd(&s_taken, 1)] = (unsigned long long)u[r] << 32 | (uint32_t)~i;
+			rank += eq;
+		}
 		eq_before += total;
 		__syncthreads();
 	}
