@@ -1,6 +1,6 @@
 /*
  * cuda_common.cuh: what every kernel file shares: the launch check, argument checks that fill ctx->err,
- * and f16/bf16 conversions. Included by kernels/cuda/*.cu only.
+ * and f16/bf16 conversions. Included by the .cu files only.
  */
 #ifndef FERRY_CUDA_COMMON_CUH
 #define FERRY_CUDA_COMMON_CUH

@@ -1,5 +1,5 @@
 /*
- * cuda_ops.h: the CUDA kernels (kernels/cuda/*.cu) as C entry points, mirroring kernels/cpu/cpu_ops.h.
+ * cuda_ops.h: the CUDA kernels (the .cu files of kernels/cuda) as C entry points, mirroring kernels/cpu/cpu_ops.h.
  * Host code (src/backend_cuda.c) calls only these; it never launches a kernel itself.
  *
  * Conventions:
