@@ -92,6 +92,33 @@ if [ "${IO_BENCH:-1}" = 1 ]; then
 	rm -rf /tmp/ferry_io_bench
 fi
 
+# BENCH=1: the 70B-shaped benchmark of issue 6 (bench/bench_decode.py): the machine's ceilings
+# (bench/gpu_peak), a Llama-3-70B-shaped Q4_K model written by `ferry synth` (~40 GB on the local disk),
+# decode and prefill at --vram 4G from the RAM tier; BENCH_DISK=1 also from disk with a small RAM tier;
+# BENCH_PEER=1 the transformers + accelerate peer on the bf16 shape with BENCH_PEER_LAYERS layers.
+bench_rc=skipped
+if [ "${BENCH:-0}" = 1 ]; then
+	build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
+	cat "$OUT/peak.json"
+	peer=()
+	if [ "${BENCH_PEER:-0}" = 1 ]; then
+		python3 bench/peer_accelerate.py --layers "${BENCH_PEER_LAYERS:-4}" --json-out "$OUT/peer.json" \
+			>"$OUT/peer.log" 2>&1 && peer=(--peer-json "$OUT/peer.json")
+		tail -n 3 "$OUT/peer.log"
+	fi
+	python3 bench/bench_decode.py --synth llama3-70b --model /tmp/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" \
+		--ram 64G --prompt "${BENCH_PROMPTS:-512,4096}" --gen "${BENCH_GEN:-8}" --peak-json "$OUT/peak.json" \
+		"${peer[@]}" --out "$OUT/bench_decode.md" >"$OUT/bench_decode.log" 2>&1
+	bench_rc=$?
+	if [ "${BENCH_DISK:-0}" = 1 ]; then
+		sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+		python3 bench/bench_decode.py --model /tmp/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" --disk \
+			--prompt 16 --gen 2 --peak-json "$OUT/peak.json" --out "$OUT/bench_decode.md" \
+			>>"$OUT/bench_decode.log" 2>&1 || bench_rc=$?
+	fi
+	tail -n 30 "$OUT/bench_decode.log"
+fi
+
 d=$(mktemp -d)
 python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null
 probe=$(build/ferry run -m "$d/m.ferry" --prompt-ids 1,2,3 -n 4 --temp 0 --stats 2>&1 >/dev/null | grep -o 'GPU: [^)]*')
@@ -105,5 +132,6 @@ echo "| build (CUDA) | $([ $build -eq 0 ] && echo ok || echo FAILED) |"
 echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit $test_rc) |"
 echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
+echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
 echo "| ferry run --stats | ${probe:-no GPU line} |"
 echo "| bench/io_stream --size 16G | exit $io_rc; table in bench_io.log |"
