@@ -106,13 +106,13 @@ if [ "${BENCH:-0}" = 1 ]; then
 			>"$OUT/peer.log" 2>&1 && peer=(--peer-json "$OUT/peer.json")
 		tail -n 3 "$OUT/peer.log"
 	fi
-	python3 bench/bench_decode.py --synth llama3-70b --model /tmp/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" \
+	python3 bench/bench_decode.py --synth llama3-70b --model models/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" \
 		--ram 64G --prompt "${BENCH_PROMPTS:-512,4096}" --gen "${BENCH_GEN:-8}" --peak-json "$OUT/peak.json" \
 		"${peer[@]}" --out "$OUT/bench_decode.md" >"$OUT/bench_decode.log" 2>&1
 	bench_rc=$?
 	if [ "${BENCH_DISK:-0}" = 1 ]; then
 		sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
-		python3 bench/bench_decode.py --model /tmp/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" --disk \
+		python3 bench/bench_decode.py --model models/synth-70b-q4k.ferry --vram "${BENCH_VRAM:-4G}" --disk \
 			--prompt 16 --gen 2 --peak-json "$OUT/peak.json" --out "$OUT/bench_decode.md" \
 			>>"$OUT/bench_decode.log" 2>&1 || bench_rc=$?
 	fi
