@@ -2,7 +2,11 @@
 # compiled and linked when nvcc is found; `make NVCC=` forces a CPU-only build. `make test` runs every
 # test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there; `make check` does both. V=1 shows commands.
 
-NVCC ?= $(shell command -v nvcc 2>/dev/null)
+# nvcc: on PATH, else the toolkit's usual place, else the one tools/install_deps.sh unpacks from PyPI into .cuda
+# (CUDA_SYSTEM=/nonexistent skips /usr/local/cuda, to test that path on a machine that has a toolkit).
+CUDA_SYSTEM ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x $(CUDA_SYSTEM)/bin/nvcc ] && echo $(CUDA_SYSTEM)/bin/nvcc; } || \
+	{ [ -x .cuda/bin/nvcc ] && echo $(CURDIR)/.cuda/bin/nvcc; })
 BUILD ?= build
 OPT ?= -O2 -g
 # Vector units of the build machine (AVX2/AVX-512/F16C...), as llama.cpp does by default; `make ARCH=` for a
