@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cuda_blas.h"
 #include "cuda_ops.h"
 #include "layout.h"
 
@@ -39,6 +40,7 @@ struct rope_cached {
 struct cuda_state {
 	cudaStream_t compute, copy;
 	cublasHandle_t blas;
+	const struct cuda_blas *blas_fn;
 	char *arena;
 	size_t arena_bytes, used, peak;
 	struct arena_block *blocks; /* allocated, sorted by offset */
@@ -154,7 +156,7 @@ static void cu_destroy(struct backend *b)
 			cudaEventDestroy(s->fences[i]);
 		free(s->fences);
 		if (s->blas)
-			cublasDestroy(s->blas);
+			s->blas_fn->destroy(s->blas);
 		if (s->arena)
 			cudaFree(s->arena);
 		if (s->compute)
@@ -461,7 +463,9 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 		snprintf(err, errlen, "CUDA device 0: %s", cudaGetErrorString(e));
 		return -ENODEV;
 	}
-	if (cublasCreate(&s->blas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(s->blas, s->compute)) {
+	if (!(s->blas_fn = cuda_blas_get(err, errlen)))
+		return -ENODEV;
+	if (s->blas_fn->create(&s->blas) != CUBLAS_STATUS_SUCCESS || s->blas_fn->set_stream(s->blas, s->compute)) {
 		snprintf(err, errlen, "cuBLAS could not be initialized on %s", p.name);
 		return -ENODEV;
 	}
@@ -495,7 +499,7 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 	s->d_topv = cu_alloc(b, 1024 * sizeof(float));
 	s->d_topi = cu_alloc(b, 1024 * sizeof(int));
 	s->blas_ws = cu_alloc(b, BLAS_WS);
-	if (!s->d_topv || !s->d_topi || !s->blas_ws || cublasSetWorkspace(s->blas, s->blas_ws, BLAS_WS)) {
+	if (!s->d_topv || !s->d_topi || !s->blas_ws || s->blas_fn->set_workspace(s->blas, s->blas_ws, BLAS_WS)) {
 		snprintf(err, errlen, "cuBLAS workspace: %s", b->err);
 		return -ENOMEM;
 	}
