@@ -12,6 +12,7 @@
 #include "matmul.cuh"
 
 #define MV_WARPS 4 /* warps per block */
+static constexpr int MV_UNROLL = 2; /* k iterations unrolled (a pragma takes no macro) */
 
 __device__ __forceinline__ float warp_sum(float v)
 {
@@ -22,22 +23,11 @@ __device__ __forceinline__ float warp_sum(float v)
 }
 
 /* rows per warp: x reuse against registers (R * TB accumulators); launch bounds cap registers at 128 (4 blocks
- * of 4 warps per multiprocessor) to keep enough loads in flight. Loop unrolling puts the loads of several k
- * in flight per lane; the formats with a fifth bit (more registers per value) unroll less so as not to spill
- * under the cap at small T. */
+ * of 4 warps per multiprocessor) to keep enough loads in flight. Unrolling the k loop by MV_UNROLL puts the
+ * loads of that many k in flight per lane (4 spilled under the cap, with branch-free decoders). */
 template <int TB> struct mv_rows {
 	static constexpr int R = TB <= 4 ? 4 : 2;
 };
-template <class F> struct mv_unroll {
-	static constexpr int U = 4;
-};
-template <> struct mv_unroll<deq_q5_0> {
-	static constexpr int U = 2;
-};
-template <> struct mv_unroll<deq_q5_k> {
-	static constexpr int U = 2;
-};
-
 template <class F, int XV, int TB>
 static __global__ void __launch_bounds__(MV_WARPS * 32, 4) k_matvec(float *__restrict__ y, const float *__restrict__ x,
 								 const uint8_t *__restrict__ W, int64_t N, int64_t K,
@@ -59,7 +49,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32, 4) k_matvec(float *__res
 		for (int t = 0; t < TB; t++)
 			acc[r][t] = 0.0f;
 
-#pragma unroll mv_unroll<F>::U
+#pragma unroll MV_UNROLL
 	for (int64_t k = (int64_t)lane * XV; k < K; k += 32 * XV) {
 		float w[R][XV];
 #pragma unroll
@@ -67,14 +57,14 @@ static __global__ void __launch_bounds__(MV_WARPS * 32, 4) k_matvec(float *__res
 			F::template deq<XV>(row[r], k, w[r]);
 #pragma unroll
 		for (int t = 0; t < TB; t++) {
-			if (t >= T)
-				break;
+			/* tokens T..TB-1 of the bucket repeat token T-1 (never written): no branch in the loop */
+			const float *xt = x + (int64_t)(t < T ? t : T - 1) * K + k;
 			float xv[XV];
 			if (XV == 4) {
-				float4 v = __ldg((const float4 *)(x + (int64_t)t * K + k));
+				float4 v = __ldg((const float4 *)xt);
 				xv[0] = v.x, xv[1] = v.y, xv[2] = v.z, xv[3] = v.w;
 			} else {
-				xv[0] = __ldg(x + (int64_t)t * K + k);
+				xv[0] = __ldg(xt);
 			}
 #pragma unroll
 			for (int r = 0; r < R; r++)
