@@ -55,7 +55,7 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check fuzz bench bench-io bench-matmul clean
+.PHONY: all test asan check fuzz bench bench-io bench-matmul bench-cuda-matmul clean
 .SECONDARY:
 all: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS) $(BUILD)/bench/io_stream $(BUILD)/bench/bench_matmul
 
@@ -117,6 +117,14 @@ bench-io: $(BUILD)/bench/io_stream
 # cpu_matmul per weight format against the read bandwidth (bench/bench_matmul.c), e.g. make bench-matmul ARGS=2 for T=2.
 bench-matmul: $(BUILD)/bench/bench_matmul
 	$(Q)$(BUILD)/bench/bench_matmul $(ARGS)
+
+# cuda_matmul per weight format against the device copy rate and plain cuBLAS (bench/bench_cuda_matmul.c; needs a GPU).
+bench-cuda-matmul: $(BUILD)/bench/bench_cuda_matmul
+	$(Q)$(BUILD)/bench/bench_cuda_matmul
+
+$(BUILD)/bench/bench_cuda_matmul: $(BUILD)/bench/bench_cuda_matmul.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,0 +1,279 @@
+/*
+ * bench_cuda_matmul.c: cuda_matmul per weight format on Llama-70B-sized matrices (28672x8192 and 8192x28672)
+ * against the floors measured in the same run.
+ *
+ * Matrix-vector path (T = 1, 4, 16): median time of 20 calls after warm-up, each call on the next of enough
+ * copies of the weights to pass 4x the L2 cache, so every call reads its weights from HBM. GB/s of weight
+ * bytes against the device-to-device cudaMemcpy rate (bytes read + written). GEMM path (T = 512, 4096):
+ * TFLOP/s (2 N K T) of the whole call (x conversion, dequantization, cuBLAS, per chunk of gemm_rows) against
+ * one plain cublasGemmEx of bf16 operands of the same shape. Weights are random bytes with finite f16 scales.
+ * Prints a line per case, then the two tables.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FERRY_CUDA
+int main(void)
+{
+	printf("bench_cuda_matmul: built without CUDA\n");
+	return 77;
+}
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "cuda_ops.h"
+#include "quant.h"
+#include "wfmt.h"
+
+#define REPS 20
+#define GEMM_ROWS 4096
+
+#define CU(call)                                                                                        \
+	do {                                                                                            \
+		cudaError_t e_ = (call);                                                                \
+		if (e_ != cudaSuccess) {                                                                \
+			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+			exit(1);                                                                        \
+		}                                                                                       \
+	} while (0)
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* random bytes, every f16 scale finite (~1e-3), F16/BF16 values ~0.01..0.1 */
+static void fill_weights(uint8_t *w, size_t bytes, int fmt)
+{
+#pragma omp parallel
+	{
+		uint64_t s = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)&s;
+#pragma omp for schedule(static)
+		for (size_t i = 0; i < bytes / 8; i++) {
+			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+			memcpy(w + 8 * i, &s, 8);
+		}
+	}
+	size_t bb = wfmt_table[fmt].block_bytes;
+	if (fmt == WFMT_F32) {
+#pragma omp parallel for
+		for (size_t i = 0; i < bytes / 4; i++)
+			w[4 * i + 3] = (uint8_t)(0x3c + (w[4 * i + 3] & 0x80)); /* exponent ~2^-7 */
+		return;
+	}
+	if (fmt == WFMT_F16 || fmt == WFMT_BF16) {
+#pragma omp parallel for
+		for (size_t i = 0; i < bytes / 2; i++)
+			w[2 * i + 1] = (uint8_t)((fmt == WFMT_F16 ? 0x20 : 0x3c) | (w[2 * i + 1] & 0x81));
+		return;
+	}
+	uint16_t d = f32_to_f16(0.001f);
+	size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
+#pragma omp parallel for
+	for (size_t i = 0; i < bytes / bb; i++) {
+		memcpy(w + i * bb + d_at, &d, 2);
+		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
+			memcpy(w + i * bb + 2, &d, 2);
+	}
+}
+
+/* device-to-device copy rate in GB/s, bytes read + written, median of 10 copies of 1 GiB */
+static double d2d_gbs(cudaStream_t s)
+{
+	size_t n = (size_t)1 << 30;
+	void *a, *b;
+	CU(cudaMalloc(&a, n));
+	CU(cudaMalloc(&b, n));
+	CU(cudaMemset(a, 1, n));
+	cudaEvent_t e0, e1;
+	CU(cudaEventCreate(&e0));
+	CU(cudaEventCreate(&e1));
+	float ms[10];
+	CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
+	for (int i = 0; i < 10; i++) {
+		CU(cudaEventRecord(e0, s));
+		CU(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
+		CU(cudaEventRecord(e1, s));
+		CU(cudaEventSynchronize(e1));
+		CU(cudaEventElapsedTime(&ms[i], e0, e1));
+	}
+	qsort(ms, 10, sizeof(float), cmp_float);
+	cudaFree(a), cudaFree(b);
+	cudaEventDestroy(e0), cudaEventDestroy(e1);
+	return 2.0 * (double)n / (ms[5] * 1e-3) / 1e9;
+}
+
+struct timing {
+	cudaEvent_t e0[REPS], e1[REPS];
+};
+
+static double median_ms(struct timing *tm, cudaStream_t s)
+{
+	CU(cudaStreamSynchronize(s));
+	float ms[REPS];
+	for (int r = 0; r < REPS; r++)
+		CU(cudaEventElapsedTime(&ms[r], tm->e0[r], tm->e1[r]));
+	qsort(ms, REPS, sizeof(float), cmp_float);
+	return ms[REPS / 2];
+}
+
+/* median ms of REPS cuda_matmul calls over the copies in turn, after 3 warm-up calls */
+static double time_matmul(struct cuda_ctx *c, struct timing *tm, void **copies, int ncopy, int fmt, float *y,
+			  const float *x, int N, int K, int T)
+{
+	cudaStream_t s = (cudaStream_t)c->stream;
+	for (int i = 0; i < REPS + 3; i++) {
+		int r = i - 3;
+		if (r >= 0)
+			CU(cudaEventRecord(tm->e0[r], s));
+		int rc = cuda_matmul(c, y, x, copies[i % ncopy], fmt, N, K, NULL, 0, T);
+		if (rc) {
+			fprintf(stderr, "cuda_matmul %s %dx%d T=%d: %d %s\n", wfmt_name(fmt), N, K, T, rc, c->err);
+			exit(1);
+		}
+		if (r >= 0)
+			CU(cudaEventRecord(tm->e1[r], s));
+	}
+	return median_ms(tm, s);
+}
+
+/* median ms of REPS plain bf16 cublasGemmEx y^T[N,T] = A[N,K] . B[T,K]^T, f32 out, f32 compute */
+static double time_cublas(cublasHandle_t h, struct timing *tm, cudaStream_t s, const void *A, const void *B, float *y,
+			  int N, int K, int T)
+{
+	const float one = 1.0f, zero = 0.0f;
+	for (int i = 0; i < REPS + 3; i++) {
+		int r = i - 3;
+		if (r >= 0)
+			CU(cudaEventRecord(tm->e0[r], s));
+		cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &one, A, CUDA_R_16BF, K, B,
+						 CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+						 CUBLAS_GEMM_DEFAULT);
+		if (st != CUBLAS_STATUS_SUCCESS) {
+			fprintf(stderr, "cublasGemmEx: %s\n", cublasGetStatusString(st));
+			exit(1);
+		}
+		if (r >= 0)
+			CU(cudaEventRecord(tm->e1[r], s));
+	}
+	return median_ms(tm, s);
+}
+
+struct row {
+	int fmt, N, K, T;
+	double ms, a, b; /* matvec: GB/s, unused; GEMM: TFLOP/s, cuBLAS TFLOP/s */
+};
+
+int main(void)
+{
+	int ndev = 0;
+	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev <= 0) {
+		printf("bench_cuda_matmul: no CUDA device\n");
+		return 77;
+	}
+	static const int fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0,
+				   WFMT_Q5_0, WFMT_BF16, WFMT_F16, WFMT_F32};
+	static const int shapes[2][2] = {{28672, 8192}, {8192, 28672}};
+	static const int Tmv[] = {1, 4, 16}, Tgemm[] = {512, 4096};
+	const int nf = sizeof(fmts) / sizeof(fmts[0]), T_max = 4096, K_max = 28672;
+
+	struct cudaDeviceProp prop;
+	CU(cudaGetDeviceProperties(&prop, 0));
+	cudaStream_t s;
+	CU(cudaStreamCreate(&s));
+	cublasHandle_t h;
+	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS)
+		return fprintf(stderr, "cublasCreate failed\n"), 1;
+	struct cuda_ctx c = {.stream = s, .cublas = h, .cc = prop.major * 10 + prop.minor,
+			     .n_sm = prop.multiProcessorCount, .gemm_rows = GEMM_ROWS};
+	c.ws_bytes = cuda_matmul_ws_bytes(T_max, K_max, GEMM_ROWS);
+	CU(cudaMalloc(&c.ws, c.ws_bytes));
+	struct timing tm;
+	for (int r = 0; r < REPS; r++) {
+		CU(cudaEventCreate(&tm.e0[r]));
+		CU(cudaEventCreate(&tm.e1[r]));
+	}
+	double floor_gbs = d2d_gbs(s);
+	printf("%s, %d SMs, L2 %d MB; device-to-device copy %.0f GB/s (read + write)\n", prop.name,
+	       prop.multiProcessorCount, prop.l2CacheSize >> 20, floor_gbs);
+
+	size_t nel = (size_t)28672 * 8192;
+	float *x, *y;
+	CU(cudaMalloc((void **)&x, sizeof(float) * (size_t)T_max * K_max));
+	CU(cudaMalloc((void **)&y, sizeof(float) * (size_t)T_max * 28672));
+	{
+		size_t nx = (size_t)T_max * K_max;
+		float *hx = malloc(sizeof(float) * nx);
+		for (size_t i = 0; i < nx; i++)
+			hx[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+		CU(cudaMemcpy(x, hx, sizeof(float) * nx, cudaMemcpyHostToDevice));
+		free(hx);
+	}
+	uint8_t *host = malloc(nel * 4);
+	struct row *mv = calloc(64, sizeof(*mv)), *gm = calloc(64, sizeof(*gm));
+	int nmv = 0, ngm = 0;
+	void *bf16_w = NULL; /* the BF16 weights, kept for the plain cuBLAS reference */
+	for (int fi = 0; fi < nf; fi++) {
+		int fmt = fmts[fi];
+		size_t bytes = wfmt_row_bytes(fmt, 8192) * 28672;
+		fill_weights(host, bytes, fmt);
+		int ncopy = (int)((4 * (size_t)prop.l2CacheSize + bytes - 1) / bytes);
+		ncopy = ncopy < 2 ? 2 : ncopy;
+		void *copies[64];
+		for (int i = 0; i < ncopy; i++) {
+			CU(cudaMalloc(&copies[i], bytes));
+			CU(cudaMemcpy(copies[i], host, bytes, cudaMemcpyHostToDevice));
+		}
+		for (int si = 0; si < 2; si++) {
+			int N = shapes[si][0], K = shapes[si][1];
+			for (int ti = 0; ti < 3; ti++) {
+				int T = Tmv[ti];
+				double ms = time_matmul(&c, &tm, copies, ncopy, fmt, y, x, N, K, T);
+				struct row r = {fmt, N, K, T, ms, (double)bytes / (ms * 1e-3) / 1e9, 0};
+				mv[nmv++] = r;
+				printf("matvec %-5s %5dx%-5d T=%-2d %9.1f us %7.0f GB/s  %.2f of copy\n", wfmt_name(fmt), N,
+				       K, T, ms * 1e3, r.a, r.a / floor_gbs);
+			}
+			for (int ti = 0; ti < 2; ti++) {
+				int T = Tgemm[ti];
+				double ms = time_matmul(&c, &tm, copies, ncopy, fmt, y, x, N, K, T);
+				struct row r = {fmt, N, K, T, ms, 2.0 * N * K * T / (ms * 1e-3) / 1e12, 0};
+				gm[ngm++] = r;
+				printf("gemm   %-5s %5dx%-5d T=%-4d %9.3f ms %6.1f TFLOP/s\n", wfmt_name(fmt), N, K, T, ms,
+				       r.a);
+			}
+		}
+		for (int i = 0; i < ncopy; i++) {
+			if (fmt == WFMT_BF16 && i == 0)
+				bf16_w = copies[i];
+			else
+				CU(cudaFree(copies[i]));
+		}
+	}
+	/* the plain GEMM: A the BF16 weights, B the first T*K bf16 values of the same buffer */
+	for (int g = 0; g < ngm; g++) {
+		double ms = time_cublas(h, &tm, s, bf16_w, bf16_w, y, gm[g].N, gm[g].K, gm[g].T);
+		gm[g].b = 2.0 * gm[g].N * gm[g].K * gm[g].T / (ms * 1e-3) / 1e12;
+	}
+
+	printf("\nmatrix-vector path: floor = device copy %.0f GB/s\n", floor_gbs);
+	printf("| format | N x K | T | us | GB/s | ratio |\n|---|---|---|---|---|---|\n");
+	for (int i = 0; i < nmv; i++)
+		printf("| %s | %dx%d | %d | %.1f | %.0f | %.2f |\n", wfmt_name(mv[i].fmt), mv[i].N, mv[i].K, mv[i].T,
+		       mv[i].ms * 1e3, mv[i].a, mv[i].a / floor_gbs);
+	printf("\nGEMM path (gemm_rows %d): whole cuda_matmul vs plain bf16 cublasGemmEx\n", GEMM_ROWS);
+	printf("| format | N x K | T | ms | TFLOP/s | cuBLAS TFLOP/s | ratio |\n|---|---|---|---|---|---|---|\n");
+	for (int i = 0; i < ngm; i++)
+		printf("| %s | %dx%d | %d | %.3f | %.1f | %.1f | %.2f |\n", wfmt_name(gm[i].fmt), gm[i].N, gm[i].K,
+		       gm[i].T, gm[i].ms, gm[i].a, gm[i].b, gm[i].a / gm[i].b);
+	free(host), free(mv), free(gm);
+	cudaFree(bf16_w), cudaFree(x), cudaFree(y), cudaFree(c.ws);
+	cublasDestroy(h);
+	return 0;
+}
+#endif

@@ -1,0 +1,268 @@
+/*
+ * test_cuda_matmul.c: cuda_matmul (kernels/cuda/matmul.cu, matvec.cu) against the CPU op cpu_matmul for every
+ * weight format cuda_fmt_supported takes, odd and even shapes, T on both sides of CUDA_MATVEC_T_MAX, with
+ * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
+ * quantized blocks are random bytes whose f16 scales are set to finite values, float weights uniform.
+ * The output is poisoned with NaN before each call. Error: normalized MSE sum((y-ref)^2)/sum(ref^2), at most
+ * 1e-10 for the f32 matrix-vector path (T <= 16) and 5e-4 for the bf16/f16 GEMM path; NaN or inf fails.
+ * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC.
+ * Exit 0 pass, 1 fail, 77 without CUDA or a device.
+ */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FERRY_CUDA
+int main(void)
+{
+	printf("test_cuda_matmul: built without CUDA, skipped\n");
+	return 77;
+}
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "cpu_ops.h"
+#include "cuda_ops.h"
+#include "quant.h"
+#include "wfmt.h"
+
+#define GEMM_ROWS 256 /* small, so that N = 640 and 1000 take several chunks */
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/* uniform in [-1, 1) */
+static float rng_unit(void)
+{
+	return (float)(rng_next() >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+static void put_f16(uint8_t *p, float v)
+{
+	uint16_t h = f32_to_f16(v);
+	memcpy(p, &h, 2);
+}
+
+/* n values of format fmt at w: random, finite, O(1) once dequantized */
+static void fill_weights(uint8_t *w, int fmt, size_t n)
+{
+	size_t bb = wfmt_table[fmt].block_bytes, nb = n / wfmt_table[fmt].block;
+	if (fmt == WFMT_F32) {
+		for (size_t i = 0; i < n; i++) {
+			float v = rng_unit();
+			memcpy(w + 4 * i, &v, 4);
+		}
+		return;
+	}
+	if (fmt == WFMT_F16 || fmt == WFMT_BF16) {
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h = fmt == WFMT_F16 ? f32_to_f16(rng_unit()) : f32_to_bf16(rng_unit());
+			memcpy(w + 2 * i, &h, 2);
+		}
+		return;
+	}
+	for (size_t i = 0; i < nb * bb; i++)
+		w[i] = (uint8_t)(rng_next() >> 56);
+	for (size_t b = 0; b < nb; b++) {
+		uint8_t *p = w + b * bb;
+		float d = 0.05f + 0.05f * rng_unit(); /* the scales: a spread, positive and negative for the 0 formats */
+		switch (fmt) {
+		case WFMT_Q8_0:
+			put_f16(p, d * 0.1f);
+			break;
+		case WFMT_Q4_0:
+		case WFMT_Q5_0:
+			put_f16(p, rng_unit() * 0.2f);
+			break;
+		case WFMT_Q4_K:
+		case WFMT_Q5_K:
+			put_f16(p, d * 0.1f);
+			put_f16(p + 2, d * 0.2f);
+			break;
+		case WFMT_Q6_K:
+			put_f16(p + 208, d * 0.01f);
+			break;
+		}
+	}
+}
+
+static int failures, cases;
+
+/* y on the GPU, ref on the CPU; returns the normalized MSE, or INFINITY for a NaN/inf */
+static double nmse(const float *y, const float *ref, size_t n)
+{
+	double e = 0, r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!isfinite(y[i]))
+			return INFINITY;
+		double d = (double)y[i] - (double)ref[i];
+		e += d * d;
+		r += (double)ref[i] * (double)ref[i];
+	}
+	return r > 0 ? e / r : e;
+}
+
+#define CU(call)                                                                                        \
+	do {                                                                                            \
+		cudaError_t e_ = (call);                                                                \
+		if (e_ != cudaSuccess) {                                                                \
+			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+			exit(1);                                                                        \
+		}                                                                                       \
+	} while (0)
+
+struct bufs {
+	uint8_t *hw, *hb;                /* host weights, bias */
+	float *hx, *hy, *href, *scratch; /* host x, GPU result, CPU result, cpu_matmul's rows */
+	void *dw, *db;
+	float *dx, *dy;
+};
+
+static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, int T, int bias_fmt)
+{
+	size_t wbytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
+	fill_weights(b->hw, fmt, (size_t)N * (size_t)K);
+	for (size_t i = 0; i < (size_t)T * (size_t)K; i++)
+		b->hx[i] = rng_unit();
+	if (bias_fmt >= 0)
+		fill_weights(b->hb, bias_fmt, (size_t)N);
+	const void *bias = bias_fmt >= 0 ? b->hb : NULL;
+	cpu_matmul(b->href, b->hx, b->hw, fmt, bias, bias_fmt, T, N, K, b->scratch, K);
+
+	CU(cudaMemcpy(b->dw, b->hw, wbytes, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(b->dx, b->hx, sizeof(float) * (size_t)T * (size_t)K, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(b->db, b->hb, 4 * (size_t)N, cudaMemcpyHostToDevice));
+	CU(cudaMemset(b->dy, 0xff, sizeof(float) * (size_t)T * (size_t)N)); /* all ones: NaN */
+	int rc = cuda_matmul(c, b->dy, b->dx, b->dw, fmt, N, K, bias_fmt >= 0 ? b->db : NULL, bias_fmt, T);
+	cases++;
+	if (rc) {
+		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d: rc %d: %s\n", wfmt_name(fmt), N, K, T, bias_fmt, rc,
+			c->err);
+		failures++;
+		return;
+	}
+	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
+	CU(cudaMemcpy(b->hy, b->dy, sizeof(float) * (size_t)T * (size_t)N, cudaMemcpyDeviceToHost));
+	double e = nmse(b->hy, b->href, (size_t)T * (size_t)N), lim = T <= CUDA_MATVEC_T_MAX ? 1e-10 : 5e-4;
+	if (!(e <= lim)) {
+		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d: normalized MSE %.3g > %.0e\n", wfmt_name(fmt), N, K, T,
+			bias_fmt, e, lim);
+		failures++;
+	}
+}
+
+/* -EINVAL for a K off the block, -ENOSPC for a workspace one byte short; nothing launched either way */
+static void check_errors(struct cuda_ctx *c, struct bufs *b)
+{
+	int rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_Q4_K, 8, 300, NULL, 0, 1);
+	cases++;
+	if (rc != -EINVAL) {
+		fprintf(stderr, "FAIL Q4_K K=300: rc %d, expected -EINVAL\n", rc);
+		failures++;
+	}
+	rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_BF16, 8, 32, NULL, 0, 0);
+	cases++;
+	if (rc != -EINVAL) {
+		fprintf(stderr, "FAIL T=0: rc %d, expected -EINVAL\n", rc);
+		failures++;
+	}
+	size_t keep = c->ws_bytes;
+	int T = 40, K = 2048, N = 300;
+	size_t need = cuda_matmul_ws_bytes(T, K, (size_t)(N < GEMM_ROWS ? N : GEMM_ROWS));
+	c->ws_bytes = need - 1;
+	rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_Q4_K, N, K, NULL, 0, T);
+	cases++;
+	if (rc != -ENOSPC) {
+		fprintf(stderr, "FAIL workspace %zu of %zu: rc %d, expected -ENOSPC\n", need - 1, need, rc);
+		failures++;
+	}
+	c->ws_bytes = keep;
+	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
+}
+
+int main(void)
+{
+	int ndev = 0;
+	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev <= 0) {
+		printf("test_cuda_matmul: no CUDA device, skipped\n");
+		return 77;
+	}
+	const char *seed_env = getenv("FERRY_SEED");
+	rng_state = seed_env ? strtoull(seed_env, NULL, 0) : 0x9e3779b97f4a7c15ull;
+	if (!rng_state)
+		rng_state = 1;
+
+	static const int fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16, WFMT_Q8_0, WFMT_Q4_0,
+				   WFMT_Q5_0, WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K};
+	static const int Ns[] = {1, 7, 33, 640, 1000};
+	static const int Ts[] = {1, 2, 3, 5, 8, 16, 17, 33, 100};
+	static const int K_float[] = {7, 33, 640, 1000}, K_q32[] = {32, 96, 640}, K_k[] = {256, 2048, 5120};
+	const int T_max = 100, K_max = 5120, N_max = 1000;
+
+	struct cudaDeviceProp prop;
+	CU(cudaGetDeviceProperties(&prop, 0));
+	cudaStream_t stream;
+	CU(cudaStreamCreate(&stream));
+	cublasHandle_t h;
+	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
+		fprintf(stderr, "cublasCreate failed\n");
+		return 1;
+	}
+	struct cuda_ctx c = {.stream = stream, .cublas = h, .cc = prop.major * 10 + prop.minor,
+			     .n_sm = prop.multiProcessorCount, .gemm_rows = GEMM_ROWS};
+	c.ws_bytes = cuda_matmul_ws_bytes(T_max, K_max, GEMM_ROWS);
+	CU(cudaMalloc(&c.ws, c.ws_bytes));
+
+	struct bufs b;
+	size_t wmax = (size_t)N_max * (size_t)K_max * 4;
+	b.hw = malloc(wmax);
+	b.hb = malloc(4 * (size_t)N_max);
+	b.hx = malloc(sizeof(float) * (size_t)T_max * K_max);
+	b.hy = malloc(sizeof(float) * (size_t)T_max * N_max);
+	b.href = malloc(sizeof(float) * (size_t)T_max * N_max);
+	b.scratch = malloc(sizeof(float) * (size_t)K_max * (size_t)omp_get_max_threads());
+	if (!b.hw || !b.hb || !b.hx || !b.hy || !b.href || !b.scratch) {
+		fprintf(stderr, "out of host memory\n");
+		return 1;
+	}
+	CU(cudaMalloc(&b.dw, wmax));
+	CU(cudaMalloc(&b.db, 4 * (size_t)N_max));
+	CU(cudaMalloc((void **)&b.dx, sizeof(float) * (size_t)T_max * K_max));
+	CU(cudaMalloc((void **)&b.dy, sizeof(float) * (size_t)T_max * N_max));
+
+	check_errors(&c, &b);
+	int turn = 0;
+	for (size_t fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
+		int fmt = fmts[fi];
+		const int *Ks = wfmt_table[fmt].block == 1 ? K_float : wfmt_table[fmt].block == QK ? K_q32 : K_k;
+		int nK = wfmt_table[fmt].block == 1 ? 4 : 3;
+		for (int ki = 0; ki < nK; ki++)
+			for (size_t ni = 0; ni < sizeof(Ns) / sizeof(Ns[0]); ni++)
+				for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+					/* no bias, F32, F16, BF16 in turn */
+					int bias_fmt = turn % 4 == 0 ? -1 : turn % 4 - 1;
+					turn++;
+					run_case(&c, &b, fmt, Ns[ni], Ks[ki], Ts[ti], bias_fmt);
+				}
+	}
+	printf("test_cuda_matmul: %s, %d cases, %d failed (seed %s)\n", prop.name, cases, failures,
+	       seed_env ? seed_env : "default");
+	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
+	cublasDestroy(h);
+	cudaStreamDestroy(stream);
+	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.scratch);
+	return failures ? 1 : 0;
+}
+#endif
