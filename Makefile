@@ -124,7 +124,7 @@ bench-cuda-matmul: $(BUILD)/bench/bench_cuda_matmul
 
 $(BUILD)/bench/bench_cuda_matmul: $(BUILD)/bench/bench_cuda_matmul.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcublas
 
 clean:
 	rm -rf build build-asan build-fuzz

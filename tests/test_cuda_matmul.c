@@ -23,7 +23,7 @@ int main(void)
 	return 77;
 }
 #else
-#include <cublas_v2.h>
+#include "cuda_blas.h"
 #include <cuda_runtime_api.h>
 
 #include "cpu_ops.h"
@@ -216,8 +216,10 @@ int main(void)
 	cudaStream_t stream;
 	CU(cudaStreamCreate(&stream));
 	cublasHandle_t h;
-	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS) {
-		fprintf(stderr, "cublasCreate failed\n");
+	char berr[256];
+	const struct cuda_blas *bl = cuda_blas_get(berr, sizeof(berr));
+	if (!bl || bl->create(&h) != CUBLAS_STATUS_SUCCESS || bl->set_stream(h, stream) != CUBLAS_STATUS_SUCCESS) {
+		fprintf(stderr, "cuBLAS: %s\n", bl ? "create failed" : berr);
 		return 1;
 	}
 	struct cuda_ctx c = {.stream = stream, .cublas = h, .cc = prop.major * 10 + prop.minor,
@@ -260,7 +262,7 @@ int main(void)
 	printf("test_cuda_matmul: %s, %d cases, %d failed (seed %s)\n", prop.name, cases, failures,
 	       seed_env ? seed_env : "default");
 	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
-	cublasDestroy(h);
+	bl->destroy(h);
 	cudaStreamDestroy(stream);
 	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.scratch);
 	return failures ? 1 : 0;

@@ -8,7 +8,7 @@
  * Workspace (c->ws): [x as bf16/f16: T*K, 256-byte aligned][dequantized rows: min(gemm_rows, N) * K].
  * cuBLAS works column-major: y^T[N,T] (ld N) = W[N,K] (column-major K x N, ld K, transposed) . x^T (K x T).
  */
-#include <cublas_v2.h>
+#include "cuda_blas.h"
 #include <type_traits>
 
 #include "matmul.cuh"
@@ -148,12 +148,15 @@ static int gemm_chunk(struct cuda_ctx *c, float *y, const void *Wh, const void *
 		      int64_t N, int64_t K, int T)
 {
 	const float one = 1.0f, zero = 0.0f;
-	cublasStatus_t st = cublasGemmEx((cublasHandle_t)c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, T, (int)K,
+	const struct cuda_blas *bl = cuda_blas_get(c->err, sizeof(c->err));
+	if (!bl)
+		return -EIO;
+	cublasStatus_t st = bl->gemm_ex((cublasHandle_t)c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, T, (int)K,
 					 &one, Wh, ht, (int)K, xh, ht, (int)K, &zero, y, CUDA_R_32F, (int)N,
 					 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 	if (st != CUBLAS_STATUS_SUCCESS) {
 		snprintf(c->err, sizeof(c->err), "%s:%d: cublasGemmEx (%lld x %d x %lld): %s", __FILE__, __LINE__,
-			 (long long)rows, T, (long long)K, cublasGetStatusString(st));
+			 (long long)rows, T, (long long)K, bl->status_string(st));
 		return -EIO;
 	}
 	return 0;
