@@ -52,7 +52,17 @@ build=$?
 tail -n 3 "$OUT/build.log"
 
 test_rc=skipped
-if [ "${TESTS:-1}" = 1 ]; then
+if [ "${TESTS:-1}" = cuda ]; then # the GPU tests alone (the rest runs in CI)
+	test_rc=0
+	for t in build/tests/test_cuda_ops build/tests/test_cuda_matmul "python3 tests/test_cuda_model.py"; do
+		echo "== $t" >>"$OUT/test.log"
+		FERRY_BUILD=build timeout 600 $t >>"$OUT/test.log" 2>&1
+		r=$?
+		echo "$t: exit $r"
+		[ $r -eq 0 ] || test_rc=$r
+	done
+	grep -E "^gemma|cuda .*vs cpu|FAIL|passed|failed" "$OUT/test.log" | tail -n 30
+elif [ "${TESTS:-1}" = 1 ]; then
 	make test CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" >"$OUT/test.log" 2>&1
 	test_rc=$?
 	grep -E "PASS|FAIL|SKIP|passed" "$OUT/test.log"
