@@ -49,7 +49,8 @@ def main():
     f = Failures()
     root, cleanup = scratch()
     try:
-        _, probe = tiny_model(VARIANTS[0], root)
+        models = {VARIANTS[0]: tiny_model(VARIANTS[0], root)[1]}
+        probe = models[VARIANTS[0]]
         p = ferry("run", "-m", probe, "--prompt-ids", "1,2,3", "-n", 1, "--device", "cuda", "--plan")
         if p.returncode != 0 and ("without CUDA" in p.stderr or "no CUDA GPU" in p.stderr):
             print("skip:", p.stderr.strip())
@@ -58,7 +59,7 @@ def main():
         f.check(p.returncode == 0, f"--device cuda --plan failed: {p.stderr.strip()}")
         rng = random.Random(7)
         for v in VARIANTS:
-            _, model = tiny_model(v, root)
+            model = models[v] if v in models else tiny_model(v, root)[1]
             vocab = json.load(open(os.path.join(model, "manifest.json")))["hparams"]["vocab"]
             ids = [rng.randrange(1, vocab) for _ in range(40)]
             cpu = logits(f, model, ids, root, ["--device", "cpu"], f"{v} cpu")
