@@ -56,6 +56,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 	p->device = true;
 	p->budget = bm.budget;
 	p->context = bm.context;
+	p->arena = bm.arena;
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
 	uint64_t fixed = fixed_bytes(lay, b, o, &p->mem);
@@ -110,7 +111,7 @@ void plan_print(FILE *f, const struct plan *p)
 		return;
 	}
 	fprintf(f,
-		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB\n"
+		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB + %.3f GiB for lazily loaded kernels\n"
 		"plan:   KV cache      %8.3f GiB  (%d tokens, f16)\n"
 		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
 		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
@@ -118,7 +119,8 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan:   resident      %8.3f GiB  (%d of %d units)\n"
 		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
 		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
-		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)(p->budget - p->context)), gib(p->mem.kv),
+		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
+		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv),
 		p->capacity, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));

@@ -20,7 +20,8 @@
 
 struct plan {
 	bool device;
-	int64_t budget, context, avail; /* --vram, the CUDA context's share, what the plan may use */
+	int64_t budget, context, arena; /* --vram, the CUDA context's share, the arena */
+	int64_t avail;                  /* what the plan may use of the arena */
 	struct model_mem mem;           /* activations, KV cache, workspace */
 	uint64_t slot_bytes;
 	int n_slots, n_units, n_resident;

@@ -170,6 +170,13 @@ static int gemm_path(struct cuda_ctx *c, float *y, const float *x, const void *W
 	cudaStream_t s = cuda_stream_of(c);
 	int64_t chunk = (int64_t)c->gemm_rows < N ? (int64_t)c->gemm_rows : N;
 	size_t x_bytes = ws_align((size_t)T * (size_t)K * sizeof(H));
+	/* Chunks as large as the workspace allows (it is sized for the widest K and the most tokens): few large
+	 * GEMMs fill the GPU's multiprocessors, many small ones leave a partial last wave each. */
+	if (!direct && c->ws_bytes > x_bytes) {
+		int64_t fit = (int64_t)((c->ws_bytes - x_bytes) / ((size_t)K * sizeof(H))) / 64 * 64;
+		fit = fit < N ? fit : N;
+		chunk = fit > chunk ? fit : chunk;
+	}
 	size_t need = x_bytes + (direct ? 0 : ws_align((size_t)chunk * (size_t)K * sizeof(H)));
 	if (need > c->ws_bytes) {
 		snprintf(c->err, sizeof(c->err), "cuda_matmul: workspace of %zu bytes, T=%d K=%lld needs %zu", c->ws_bytes,
