@@ -108,6 +108,7 @@ fi
 # BENCH_PEER=1 the transformers + accelerate peer on the bf16 shape with BENCH_PEER_LAYERS layers.
 bench_rc=skipped
 if [ "${BENCH:-0}" = 1 ]; then
+	mkdir -p models
 	build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
 	cat "$OUT/peak.json"
 	peer=()
