@@ -129,6 +129,18 @@ def main():
         one_line_error(f, p, "prompt longer than --ctx", ["--ctx 3"])
         p = ferry("run", "-m", out)
         f.check(p.returncode == 2, "run without --prompt-ids must be a usage error")
+        for bad_vram in ("0", "lots", "-4G"):
+            p = ferry("run", "-m", out, "--prompt-ids", "1", "--vram", bad_vram)
+            f.check(p.returncode == 2 and "--vram" in p.stderr, f"--vram {bad_vram}: {p.stderr!r}")
+        p = ferry("run", "-m", out, "--prompt-ids", "1", "--device", "tpu")
+        f.check(p.returncode == 2 and "--device" in p.stderr, f"--device tpu: {p.stderr!r}")
+        # Where no GPU is visible (CI, this machine) --device cuda is an error, never a silent CPU run; on a GPU
+        # machine an impossible budget is refused with the plan's numbers.
+        p = ferry("run", "-m", out, "--prompt-ids", "1,2", "-n", 1, "--device", "cuda", "--vram", "100M")
+        one_line_error(f, p, "--device cuda without a GPU or with --vram 100M",
+                       [])
+        f.check(any(w in p.stderr for w in ("without CUDA", "no CUDA GPU", "--vram")),
+                f"--device cuda: {p.stderr!r}")
         f.check(ferry("frobnicate").returncode == 2, "unknown command must be a usage error")
     finally:
         cleanup()
