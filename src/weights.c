@@ -198,9 +198,7 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		}
 	}
 	void *const *host;
-	double t0 = now_sec();
 	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
-	w->h2d_issue_sec += now_sec() - t0;
 	if (rc)
 		return rc;
 	rc = upload(w, unit, host, dev, cap, err, errlen);

@@ -34,7 +34,6 @@ struct weights {
 	int next_slot;
 	uint64_t slot_bytes;
 	uint64_t h2d_bytes;       /* uploaded so far */
-	double h2d_issue_sec;     /* host time spent waiting for the streamer's buffers while staging */
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
