@@ -8,34 +8,9 @@
 #include "sampler.h"
 #include "util.h"
 
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t next_u64(struct sampler *s)
-{
-	uint64_t *q = s->s, r = rotl(q[1] * 5, 7) * 9, t = q[1] << 17;
-	q[2] ^= q[0];
-	q[3] ^= q[1];
-	q[1] ^= q[2];
-	q[0] ^= q[3];
-	q[2] ^= t;
-	q[3] = rotl(q[3], 45);
-	return r;
-}
-
 double sampler_uniform(struct sampler *s)
 {
-	return (double)(next_u64(s) >> 11) * 0x1.0p-53;
+	return (double)(rng_next(&s->rng) >> 11) * 0x1.0p-53;
 }
 
 int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V)
@@ -43,9 +18,7 @@ int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V)
 	memset(s, 0, sizeof(*s));
 	s->cfg = *cfg;
 	s->V = V;
-	uint64_t x = cfg->seed;
-	for (int i = 0; i < 4; i++)
-		s->s[i] = splitmix64(&x);
+	rng_seed(&s->rng, cfg->seed);
 	s->idx = malloc(sizeof(int) * (size_t)V);
 	s->p = malloc(sizeof(float) * (size_t)V);
 	s->seen = calloc((size_t)V, 1);

@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "rng.h"
+
 struct sampler_cfg {
 	float temp;        /* <= 0: greedy */
 	int top_k;         /* 0: off */
@@ -21,7 +23,7 @@ struct sampler_cfg {
 struct sampler {
 	struct sampler_cfg cfg;
 	int V;
-	uint64_t s[4];
+	struct rng rng;
 	int *idx;
 	float *p;
 	uint8_t *seen;

@@ -26,6 +26,7 @@
 #include "layout.h"
 #include "progress.h"
 #include "quant.h"
+#include "rng.h"
 #include "synth_model.h"
 
 const char *const synth_preset_names = "llama3-70b, llama3-8b, tiny";
@@ -161,41 +162,13 @@ uint64_t synth_model_bytes(const struct synth_opts *o)
 	return total;
 }
 
-/* xoshiro256** (Blackman and Vigna), seeded through the splitmix64 finalizer. */
-struct rng {
-	uint64_t s[4];
-};
-
-static inline uint64_t mix64(uint64_t z)
+/* Each row's own stream (rng.h), seeded from (seed, unit, tensor, row). */
+static void row_rng_seed(struct rng *r, uint64_t seed, int unit, int tensor, int64_t row)
 {
-	z += 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static void rng_seed(struct rng *r, uint64_t seed, int unit, int tensor, int64_t row)
-{
-	uint64_t h = mix64(mix64(mix64(seed) ^ ((uint64_t)(uint32_t)(unit + 1) << 8 | (uint64_t)tensor)) ^ (uint64_t)row);
+	uint64_t h = rng_mix64(rng_mix64(rng_mix64(seed) ^ ((uint64_t)(uint32_t)(unit + 1) << 8 | (uint64_t)tensor)) ^
+			       (uint64_t)row);
 	for (int i = 0; i < 4; i++)
-		r->s[i] = mix64(h + (uint64_t)i * 0x632be59bd9b4e019ull);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static inline uint64_t rng_next(struct rng *r)
-{
-	uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return out;
+		r->s[i] = rng_mix64(h + (uint64_t)i * 0x632be59bd9b4e019ull);
 }
 
 static void rng_bytes(struct rng *r, void *dst, size_t n)
@@ -367,7 +340,7 @@ static void gen_rows(const struct synth_opts *o, int u, int ti, const struct syn
 #pragma omp parallel for schedule(static) num_threads(threads)
 	for (int64_t i = 0; i < n; i++) {
 		struct rng r;
-		rng_seed(&r, o->seed, u, ti, row0 + i);
+		row_rng_seed(&r, o->seed, u, ti, row0 + i);
 		if (t->norm)
 			fill_norm((float *)(dst + (uint64_t)i * rb), t->cols, &r);
 		else
