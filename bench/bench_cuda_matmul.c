@@ -25,6 +25,7 @@ int main(void)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "cuda_exit.h"
 #include "cuda_ops.h"
 #include "quant.h"
 #include "wfmt.h"
@@ -32,14 +33,6 @@ int main(void)
 #define REPS 20
 #define GEMM_ROWS 4096
 
-#define CU(call)                                                                                        \
-	do {                                                                                            \
-		cudaError_t e_ = (call);                                                                \
-		if (e_ != cudaSuccess) {                                                                \
-			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-			exit(1);                                                                        \
-		}                                                                                       \
-	} while (0)
 
 static int cmp_float(const void *a, const void *b)
 {

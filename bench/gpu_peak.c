@@ -20,17 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_exit.h"
 #include "wfmt.h"
 
-#define CK(call)                                                                                              \
-	do {                                                                                                  \
-		cudaError_t e_ = (call);                                                                      \
-		if (e_ != cudaSuccess) {                                                                      \
-			fprintf(stderr, "gpu_peak: %s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,      \
-				cudaGetErrorString(e_));                                                      \
-			exit(1);                                                                              \
-		}                                                                                             \
-	} while (0)
 
 #define CKB(call)                                                                                             \
 	do {                                                                                                  \
@@ -75,7 +67,7 @@ static uint64_t rng_next(void)
 static double event_sec(cudaEvent_t a, cudaEvent_t b)
 {
 	float ms;
-	CK(cudaEventElapsedTime(&ms, a, b));
+	CU(cudaEventElapsedTime(&ms, a, b));
 	return ms / 1e3;
 }
 
@@ -85,19 +77,19 @@ static double copy_rate(void *dst, const void *src, enum cudaMemcpyKind kind, in
 {
 	double rate[REPS];
 	for (int r = -1; r < REPS; r++) { /* r = -1: warm-up */
-		CK(cudaEventRecord(ev[0], s[0]));
+		CU(cudaEventRecord(ev[0], s[0]));
 		if (streams == 2)
-			CK(cudaStreamWaitEvent(s[1], ev[0], 0));
+			CU(cudaStreamWaitEvent(s[1], ev[0], 0));
 		for (uint64_t off = 0; off < TOTAL; off += CHUNK) {
 			int k = streams == 2 && off >= TOTAL / 2;
-			CK(cudaMemcpyAsync((char *)dst + off, (const char *)src + off, CHUNK, kind, s[k]));
+			CU(cudaMemcpyAsync((char *)dst + off, (const char *)src + off, CHUNK, kind, s[k]));
 		}
 		if (streams == 2) {
-			CK(cudaEventRecord(ev[2], s[1]));
-			CK(cudaStreamWaitEvent(s[0], ev[2], 0));
+			CU(cudaEventRecord(ev[2], s[1]));
+			CU(cudaStreamWaitEvent(s[0], ev[2], 0));
 		}
-		CK(cudaEventRecord(ev[1], s[0]));
-		CK(cudaEventSynchronize(ev[1]));
+		CU(cudaEventRecord(ev[1], s[0]));
+		CU(cudaEventSynchronize(ev[1]));
 		if (r >= 0)
 			rate[r] = (double)counted / event_sec(ev[0], ev[1]) / 1e9;
 	}
@@ -114,35 +106,35 @@ static double gemm_rate(cublasHandle_t h, int T, int N, int K, cudaStream_t s, c
 		fprintf(stderr, "gpu_peak: out of host memory\n");
 		exit(1);
 	}
-	CK(cudaMalloc(&w, nw * 2));
-	CK(cudaMalloc(&x, nx * 2));
-	CK(cudaMalloc(&c, nc * 2));
+	CU(cudaMalloc(&w, nw * 2));
+	CU(cudaMalloc(&x, nx * 2));
+	CU(cudaMalloc(&c, nc * 2));
 	/* random, not zeros (zeros run faster than real data): x uniform in [-1, 1), W that over sqrt(K) */
 	float u = 0x1p-31f, ws = u / sqrtf((float)K);
 	for (size_t i = 0; i < nw; i++)
 		host[i] = f32_to_bf16((float)(int32_t)(uint32_t)rng_next() * ws);
-	CK(cudaMemcpy(w, host, nw * 2, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(w, host, nw * 2, cudaMemcpyHostToDevice));
 	for (size_t i = 0; i < nx; i++)
 		host[i] = f32_to_bf16((float)(int32_t)(uint32_t)rng_next() * u);
-	CK(cudaMemcpy(x, host, nx * 2, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(x, host, nx * 2, cudaMemcpyHostToDevice));
 	free(host);
 	CKB(cublasSetStream(h, s));
 	const float alpha = 1.0f, beta = 0.0f;
 	double t[10];
 	for (int r = -3; r < 10; r++) {
-		CK(cudaEventRecord(ev[0], s));
+		CU(cudaEventRecord(ev[0], s));
 		/* column-major view: C^T [N, T] = W [N, K] (stored as K x N, transposed) . X^T [K, T] */
 		CKB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w, CUDA_R_16BF, K, x, CUDA_R_16BF, K, &beta,
 				 c, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-		CK(cudaGetLastError());
-		CK(cudaEventRecord(ev[1], s));
-		CK(cudaEventSynchronize(ev[1]));
+		CU(cudaGetLastError());
+		CU(cudaEventRecord(ev[1], s));
+		CU(cudaEventSynchronize(ev[1]));
 		if (r >= 0)
 			t[r] = event_sec(ev[0], ev[1]);
 	}
-	CK(cudaFree(w));
-	CK(cudaFree(x));
-	CK(cudaFree(c));
+	CU(cudaFree(w));
+	CU(cudaFree(x));
+	CU(cudaFree(c));
 	return 2.0 * T * (double)N * K / median(t, 10) / 1e12;
 }
 
@@ -154,30 +146,30 @@ int main(void)
 		return 77;
 	}
 	struct cudaDeviceProp prop;
-	CK(cudaGetDeviceProperties(&prop, 0));
-	CK(cudaSetDevice(0));
+	CU(cudaGetDeviceProperties(&prop, 0));
+	CU(cudaSetDevice(0));
 	fprintf(stderr, "gpu_peak: %s, %.1f GiB\n", prop.name, prop.totalGlobalMem / (double)(1ull << 30));
 
 	cudaStream_t s[2];
 	cudaEvent_t ev[3];
 	for (int i = 0; i < 2; i++)
-		CK(cudaStreamCreateWithFlags(&s[i], cudaStreamNonBlocking));
+		CU(cudaStreamCreateWithFlags(&s[i], cudaStreamNonBlocking));
 	for (int i = 0; i < 3; i++)
-		CK(cudaEventCreate(&ev[i]));
+		CU(cudaEventCreate(&ev[i]));
 
 	void *host, *dev, *dev2;
-	CK(cudaHostAlloc(&host, TOTAL, cudaHostAllocDefault));
+	CU(cudaHostAlloc(&host, TOTAL, cudaHostAllocDefault));
 	for (size_t i = 0; i < TOTAL / 8; i++) /* touch every page; random so nothing can be compressed away */
 		((uint64_t *)host)[i] = rng_next();
-	CK(cudaMalloc(&dev, TOTAL));
-	CK(cudaMalloc(&dev2, TOTAL));
+	CU(cudaMalloc(&dev, TOTAL));
+	CU(cudaMalloc(&dev2, TOTAL));
 	double h2d = copy_rate(dev, host, cudaMemcpyHostToDevice, 1, TOTAL, s, ev);
 	double h2d2 = copy_rate(dev, host, cudaMemcpyHostToDevice, 2, TOTAL, s, ev);
 	double d2h = copy_rate(host, dev, cudaMemcpyDeviceToHost, 1, TOTAL, s, ev);
 	double d2d = copy_rate(dev2, dev, cudaMemcpyDeviceToDevice, 1, 2 * TOTAL, s, ev);
-	CK(cudaFree(dev));
-	CK(cudaFree(dev2));
-	CK(cudaFreeHost(host));
+	CU(cudaFree(dev));
+	CU(cudaFree(dev2));
+	CU(cudaFreeHost(host));
 	fprintf(stderr, "gpu_peak: h2d %.2f GB/s (2 streams %.2f), d2h %.2f, d2d %.1f GB/s\n", h2d, h2d2, d2h, d2d);
 
 	cublasHandle_t h;

@@ -27,6 +27,7 @@ int main(void)
 #include <cuda_runtime_api.h>
 
 #include "cpu_ops.h"
+#include "cuda_exit.h"
 #include "cuda_ops.h"
 #include "quant.h"
 #include "wfmt.h"
@@ -114,14 +115,6 @@ static double nmse(const float *y, const float *ref, size_t n)
 	return r > 0 ? e / r : e;
 }
 
-#define CU(call)                                                                                        \
-	do {                                                                                            \
-		cudaError_t e_ = (call);                                                                \
-		if (e_ != cudaSuccess) {                                                                \
-			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-			exit(1);                                                                        \
-		}                                                                                       \
-	} while (0)
 
 struct bufs {
 	uint8_t *hw, *hb;                /* host weights, bias */

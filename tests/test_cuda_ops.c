@@ -33,18 +33,11 @@ int main(void)
 
 #include "check.h"
 #include "cpu_ops.h"
+#include "cuda_exit.h"
 #include "cuda_ops.h"
 #include "layout.h"
 #include "wfmt.h"
 
-#define CU(call)                                                                                          \
-	do {                                                                                              \
-		cudaError_t e_ = (call);                                                                  \
-		if (e_ != cudaSuccess) {                                                                  \
-			fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-			exit(1);                                                                          \
-		}                                                                                         \
-	} while (0)
 
 /* a launcher's return code; on failure the message it left in ctx.err */
 #define OP(call)                                                                                          \
