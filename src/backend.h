@@ -141,9 +141,9 @@ struct backend {
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);
 
 #ifdef FERRY_CUDA
-/* The CUDA backend on device 0 with everything on the GPU in `vram` bytes: the CUDA context, then one
- * arena (cudaMalloc) of what is left, from which every alloc() comes. n_threads: host threads for the
- * CPU-side helpers (embedding rows). */
+/* The CUDA backend on device 0 with everything on the GPU in `vram` bytes (<= 0: all that is free): the
+ * CUDA context, a margin for lazily loaded kernels, then one arena (cudaMalloc) of the rest, from which
+ * every alloc() comes. */
 int backend_cuda_create(struct backend **b, int64_t vram, char *err, size_t errlen);
 #endif
 void backend_mem_get(struct backend *b, struct backend_mem *m);

@@ -214,21 +214,24 @@ static size_t gemm_rows_for(int64_t max_row)
 	return rows - rows % 64;
 }
 
+/* The kernels' workspace: the larger of the matmul's and the attention's (they never run at once). */
+static size_t ws_bytes(const struct backend_reserve *r)
+{
+	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
+	return mm > at ? mm : at;
+}
+
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
 {
 	(void)b;
-	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
-	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
-	size_t ws = mm > at ? mm : at;
-	return ws + (size_t)r->t_max * sizeof(int) + 2 * ARENA_ALIGN;
+	return ws_bytes(r) + (size_t)r->t_max * sizeof(int) + 2 * ARENA_ALIGN;
 }
 
 static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 {
 	struct cuda_state *s = st(b);
-	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
-	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
-	size_t ws = mm > at ? mm : at;
+	size_t ws = ws_bytes(r);
 	if (ws > s->ctx.ws_bytes || r->t_max > s->pos_cap) {
 		cu_free(b, s->ctx.ws);
 		cu_free(b, s->d_pos);

@@ -21,6 +21,7 @@
 struct weights_unit {
 	bool resident;
 	bool uploaded;   /* resident: its one upload was issued */
+	uint64_t bytes;  /* weights_unit_device_bytes */
 	int slot;        /* streamed: slot of its latest upload, -1 none */
 	void *dev;       /* resident buffer */
 	void **ptrs;     /* [n_tensors] device pointers of the latest upload */
@@ -61,7 +62,7 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		if (!wu->ptrs)
 			goto oom;
 		all_resident &= wu->resident;
-		uint64_t bytes = weights_unit_device_bytes(lay, u);
+		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, u);
 		if (wu->resident && !(wu->dev = b->ops->alloc(b, bytes))) {
 			snprintf(err, errlen, "device memory for resident unit %d (%llu bytes): %s", u, (unsigned long long)bytes,
 				 b->err);
@@ -182,7 +183,7 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 	struct backend *b = w->b;
 	int slot = -1;
 	char *dev = wu->dev;
-	uint64_t cap = weights_unit_device_bytes(w->lay, unit);
+	uint64_t cap = wu->bytes;
 	if (!wu->resident) {
 		slot = w->next_slot;
 		w->next_slot = (w->next_slot + 1) % w->n_slots;
