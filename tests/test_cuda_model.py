@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from ferrytest import Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
+from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
 
 VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "gemma3", "gemma3_softcap"]
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
@@ -79,6 +79,10 @@ def main():
                 got = greedy(f, model, ids[:8], 16, ["--device", "cuda", *extra], f"{v} cuda greedy {name}")
                 f.check(got == ref and len(ref) == 16, f"{v}: cuda greedy ({name}) {got} != cpu {ref}")
 
+        if not os.path.exists(GEMMA_GGUF) and os.environ.get("FERRY_NO_MODEL") == "1":
+            # the tiny-model checks above still count: skipping the whole test here would hide their failures
+            print(f"gemma part skipped: {GEMMA_GGUF} is not on this machine (FERRY_NO_MODEL=1)")
+            f.finish()
         gguf = gemma_gguf(f)
         fx = json.load(open(FIXTURE))
         model = os.path.join(root, "gemma.ferry")
