@@ -13,7 +13,7 @@ OPT ?= -O2 -g
 # portable binary.
 ARCH ?= -march=native
 SAN ?=
-INC := -Isrc -Ilayout -Iio -Ikernels/cpu -Ikernels/cuda -Itools
+INC := -Isrc -Ilayout -Iio -Ikernels -Ikernels/cpu -Ikernels/cuda -Itools
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
 LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lm -lpthread

@@ -19,7 +19,12 @@ struct model_opts {
 	int t_sub;      /* most tokens per op: a layer runs the step in ranges of t_sub tokens, so activations
 			 * other than the residual stream are sized by t_sub (0: t_max) */
 	int max_logits; /* most logits rows a step returns (1 for generation, t_max to dump all) */
-	int capacity; /* KV cache tokens */
+	int ctx;        /* most positions of a sequence */
+	int max_seqs;   /* sequences open at once (1 when 0) */
+	int kv_fmt;     /* enum kv_fmt (kernels/kv_pages.h) */
+	int kv_page;    /* positions per KV page (a multiple of 64; 0: 256) */
+	int kv_pages;   /* pages in the pool of full-attention layers (0: max_seqs x ctx worth); sliding-window
+			 * layers get what their window needs */
 	struct io_opts io; /* the layer streamer: slots, RAM tier, engine */
 	int n_slots;          /* device backends: weight slots (>= 2 unless every unit is resident) */
 	const bool *resident; /* device backends: [L + 1] units kept in device memory, NULL none */
@@ -70,13 +75,36 @@ struct model {
 int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
 	       size_t errlen);
 void model_free(struct model *m);
-/* Runs T tokens at positions pos (host arrays); writes the logits of the last n_logits tokens into the
- * host array logits [n_logits, V] (n_logits in 0..T). */
-int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
-		  size_t errlen);
-/* The same step, returning only the k (1..1024) largest logits of the last token, sorted descending (ties:
- * lower id first), selected on the device; for backends with a top_k op. */
-int model_forward_top(struct model *m, const int *tokens, const int *pos, int T, int k, float *vals, int *idx,
-		      char *err, size_t errlen);
+
+/* Sequences. A sequence is a row of the KV cache's page tables; it holds the KV of the tokens stepped
+ * through it so far (model_seq_len), up to opt.ctx positions. model_seq_open starts one; when prompt is
+ * given (n_prompt > 0) and an earlier sequence's prompt began with the same whole pages, those pages are
+ * shared and *n_cached says how many prompt tokens are already in place (the caller steps the rest, from
+ * prompt + *n_cached; always fewer than n_prompt, so the last prompt token is computed and has logits).
+ * Returns -ENOSPC when every sequence row is in use. */
+int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, int *n_cached, char *err,
+		   size_t errlen);
+void model_seq_close(struct model *m, int seq);
+int model_seq_len(const struct model *m, int seq);
+
+/* A step: the n tokens of each part go through every layer together (layer-major: each layer's weights
+ * are read once per step), part i's tokens at positions model_seq_len(seq) .. + n - 1; at most one part
+ * per sequence, at most opt.t_max tokens in all. Each part asks for the logits of its last n_logits tokens
+ * (0..n). Output rows follow part order. */
+struct model_part {
+	int seq;
+	int n;
+	const int *tokens; /* host [n] */
+	int n_logits;
+};
+struct model_out {
+	float *logits;     /* host [rows, V]; used when k == 0 */
+	int k;             /* > 0: only the k (<= 1024) largest logits of each row, selected by the backend */
+	float *top_vals;   /* host [rows, k], each row sorted descending (ties: lower id first) */
+	int *top_idx;
+};
+/* Fails with -ENOSPC (and changes nothing) when the KV cache has no free page for the step's tokens. */
+int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
+	       char *err, size_t errlen);
 
 #endif

@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "kv_pages.h"
+
 /* Converts n values of a row in format fmt to f32; quantized blocks bit-identical with ggml's dequantization.
  * Returns -1 for a format the CPU cannot read, or n not a whole number of the format's blocks. */
 int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n);
@@ -34,13 +36,27 @@ void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D
  * neox: pairs (i, i + Dh/2) (HF rotate-half); otherwise pairs (2i, 2i+1). */
 void cpu_rope(float *x, int T, int n_heads, int Dh, const int *pos, const double *inv_freq, double mscale, bool neox);
 
-/* Writes k, v [T, Hkv*Dh] into the caches [C, Hkv*Dh] at rows pos[t]. */
-void cpu_kv_store(float *kc, float *vc, const float *k, const float *v, const int *pos, int T, int kv_dim);
+/* x[n] (n a multiple of 32) in place: each group of 32 times the orthonormal Walsh-Hadamard matrix H32
+ * (kernels/kv_pages.h): butterflies (a + b, a - b) over pairs (i, i + h) for h = 1, 2, 4, 8, 16 in that
+ * order, then each value times 0.17677669529663687f (1/sqrt(32)). Its own inverse. */
+void cpu_hadamard32(float *x, int64_t n);
 
-/* out[T, H*Dh]: causal attention of q[T, H*Dh] over cache rows 0..pos[t] (only the last `window` rows when
- * window > 0), GQA with H/Hkv query heads per kv head, softmax in f32. scratch: max(pos) + 1 floats per thread */
-void cpu_attention(float *out, const float *q, const float *kc, const float *vc, const int *pos, int T, int H,
-		   int Hkv, int Dh, int window, float scale, float *scratch, int64_t per_thread);
+/* One row of Dh values (Dh a multiple of 32) into the row format of fmt (kernels/kv_pages.h): q gets
+ * kv_qrow_bytes, s kv_srow_bytes (unused for F32/F16), and back. */
+void cpu_kv_row_quant(int fmt, const float *x, void *q, void *s, int Dh);
+void cpu_kv_row_dequant(int fmt, const void *q, const void *s, float *x, int Dh);
+
+/* Writes k, v [T, Hkv*Dh] (f32, already rotated for Q8/Q4) of the range bt into the layer's pages at each
+ * token's position, in kv->fmt. The page of every written position must be mapped (not -1). */
+void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, const struct kv_batch *bt);
+
+/* out[T, H*Dh]: attention of q[T, H*Dh] over the cached keys of each token's own sequence that its position
+ * sees (kernels/kv_pages.h: j <= p, and p - j < window when window > 0), GQA with H/Hkv query heads per kv
+ * head, rows dequantized to f32, softmax in f32 (max subtracted), fixed order. scratch: cpu_attention_scratch
+ * floats per thread. */
+void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
+		   int window, float scale, float *scratch, int64_t per_thread);
+int64_t cpu_attention_scratch(int max_ctx, int Dh);
 
 /* y[n] = silu(gate[n]) * up[n] */
 void cpu_swiglu(float *y, const float *gate, const float *up, int64_t n);

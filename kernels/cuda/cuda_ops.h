@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv_pages.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -67,17 +69,23 @@ int cuda_rmsnorm(struct cuda_ctx *c, float *y, const float *x, const void *w, in
 int cuda_rope(struct cuda_ctx *c, float *x, const int *pos, int T, int n_heads, int Dh, const double *inv_freq,
 	      double mscale, bool neox);
 
-/* Writes k, v [T, kv_dim] (f32) as f16 into the caches kc, vc [C, kv_dim] at rows pos[t] (device). */
-int cuda_kv_store(struct cuda_ctx *c, uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int *pos,
-		  int T, int kv_dim);
+/* x[n] (n a multiple of 32) in place, each group of 32 times H32: bit for bit cpu_hadamard32 (same butterfly
+ * order, same final scale). */
+int cuda_hadamard32(struct cuda_ctx *c, float *x, int64_t n);
 
-/* out[T, H*Dh]: causal attention of q[T, H*Dh] (f32) over the f16 cache rows visible to each query: key row
- * j is visible to a query at position p = pos[t] iff j <= p and (window == 0 or p - j < window), exactly as
- * cpu_attention. GQA: H/Hkv query heads per kv head. Flash-style: online softmax in f32, never a T x C score
- * matrix; small T (decode) splits the key range over blocks and combines the partial results. max_pos is
- * max(pos) (host). Dh: 64, 128 or 256 (any multiple of 32 up to 256). */
-int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const uint16_t *kc, const uint16_t *vc,
-		   const int *pos, int T, int H, int Hkv, int Dh, int window, float scale, int max_pos);
+/* Writes k, v [T, Hkv*Dh] (f32) of the range bt (device arrays) into the layer's pages in kv->fmt (F16, Q8,
+ * Q4; kernels/kv_pages.h), byte for byte what cpu_kv_store writes. */
+int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, const float *k, const float *v,
+		  const struct kv_batch *bt);
+
+/* out[T, H*Dh]: attention of q[T, H*Dh] (f32) over the paged cache of each token's own sequence, with the
+ * visibility of kernels/kv_pages.h (window 0: causal over the whole sequence), as cpu_attention. kv->fmt
+ * F16, Q8 or Q4, dequantized to f16 as tiles are loaded. GQA: H/Hkv query heads per kv head. Flash-style:
+ * online softmax in f32, never a T x C score matrix; small T (decode) splits the key range over blocks and
+ * combines the partial results. Dh: any multiple of 32 up to 256. Parts of any lengths mix in one call
+ * (prefill chunks and decode tokens of different sequences). */
+int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
+		   const struct kv_batch *bt, int H, int window, float scale);
 
 /* y[n] = act(gate[n]) * up[n], act an enum act (layout/layout.h): ACT_SILU or ACT_GELU_TANH (tanh form,
  * as cpu_geglu). y may equal gate. */
