@@ -62,6 +62,11 @@ static inline int kv_fmt_rotated(int fmt)
 	return fmt == KV_Q8 || fmt == KV_Q4;
 }
 
+static inline const char *kv_fmt_name(int fmt)
+{
+	return fmt == KV_F32 ? "f32" : fmt == KV_F16 ? "f16" : fmt == KV_Q8 ? "q8" : fmt == KV_Q4 ? "q4" : "?";
+}
+
 /* One layer's cache: two pools (keys, values) of n_pages pages each, in backend memory. `group` names the
  * page table the layer uses (src/kvcache.h: full-attention layers share one, sliding-window layers another). */
 struct kv_layer {

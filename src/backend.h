@@ -8,8 +8,8 @@
  * memory and need no upload. Ordering: ops, uploads and downloads take effect in call order; download()
  * and sync() wait for everything issued before them.
  *
- * A step of T tokens is announced with step_begin (positions, host array); kv_store, attention and rope
- * use the positions of the current step.
+ * A step of T tokens is announced with step_begin (positions, sequences, page tables; host arrays);
+ * kv_store, attention and rope use them for the current range.
  *
  * Streaming (backends with host_memory false): weights are copied from pinned host buffers on a copy queue
  * that runs beside the compute queue. Fences are small integers naming device events (fence_init makes
@@ -18,7 +18,7 @@
  * (src/weights.c). fence_done may be called from any thread.
  *
  * Dimension letters: T tokens, D model, H heads, Hkv kv heads, Dh head dim, F ffn dim, V vocab,
- * C KV capacity (tokens).
+ * C positions of a sequence.
  */
 #ifndef FERRY_BACKEND_H
 #define FERRY_BACKEND_H
@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv_pages.h"
 #include "util.h"
 
 enum op {
@@ -56,20 +57,28 @@ struct rope_freqs {
 	bool neox;                      /* pairs (i, i + Dh/2) rather than (2i, 2i+1) */
 };
 
-/* One layer of KV cache: k and v [C, Hkv*Dh] in the backend's KV format (kv_bytes per value: 4 f32 on
- * the CPU, 2 f16 on CUDA). */
-struct kv_layer {
-	void *k, *v;
-	int capacity;
-};
-
 /* What reserve() sizes the backend's workspace for. */
 struct backend_reserve {
 	int t_max;        /* most tokens per step */
 	int t_ops;        /* most tokens per op (a range of the step, step_range) */
 	int64_t max_row;  /* widest matmul input or norm row */
-	int max_ctx;      /* KV capacity */
+	int max_ctx;      /* most positions of a sequence */
 	int n_heads, head_dim;
+	int max_seqs;     /* page-table rows */
+	int max_pages;    /* page-table row length */
+	int n_groups;     /* page tables (kernels/kv_pages.h, src/kvcache.h) */
+};
+
+/* A step: T tokens in parts (runs of consecutive positions of one sequence, kernels/kv_pages.h), the page
+ * tables of every group. Host arrays, valid until the next step_begin. */
+struct step_desc {
+	int T;
+	const int *pos;           /* [T] */
+	int n_parts;
+	const int *part_t0;       /* [n_parts + 1] */
+	const int *part_row;      /* [n_parts] */
+	int n_groups, n_rows, max_pages;
+	const int *const *pages;  /* [n_groups] tables of n_rows x max_pages */
 };
 
 enum backend_queue { BQ_COMPUTE = 0, BQ_COPY = 1 };
@@ -89,7 +98,7 @@ struct backend;
 struct backend_ops {
 	const char *name;
 	bool host_memory;
-	int kv_bytes;     /* bytes per KV cache value */
+	bool (*kv_supports)(int kv_fmt); /* KV page formats the attention kernels read */
 	void (*destroy)(struct backend *b);
 	bool (*supports)(struct backend *b, enum op op, int fmt);
 	void *(*alloc)(struct backend *b, size_t bytes);
@@ -112,9 +121,9 @@ struct backend_ops {
 	/* The k (<= 1024) largest of logits[V] (backend memory) into host vals/idx, sorted descending, ties by
 	 * lower id; waits like download(). NULL where the host reads all logits anyway. */
 	int (*top_k)(struct backend *b, const float *logits, int V, int k, float *vals, int *idx);
-	/* pos: host [T]; stays valid until the next step_begin. The ops then work on the range set by
-	 * step_range (the whole step until it is called): tokens t0 .. t0+n-1 of the step. */
-	int (*step_begin)(struct backend *b, int T, const int *pos);
+	/* The ops then work on the range set by step_range (the whole step until it is called): tokens
+	 * t0 .. t0+n-1 of the step, t0 a multiple of reserve's t_ops. */
+	int (*step_begin)(struct backend *b, const struct step_desc *s);
 	int (*step_range)(struct backend *b, int t0, int n);
 
 	int (*rmsnorm)(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps);
@@ -122,9 +131,13 @@ struct backend_ops {
 	int (*matmul)(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
 		      int T);
 	int (*rope)(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f);
-	int (*kv_store)(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim);
-	int (*attention)(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
-			 int Dh, int window, float scale);
+	/* x[n] in place, each group of 32 times H32 (kernels/kv_pages.h) */
+	int (*hadamard)(struct backend *b, float *x, int64_t n);
+	/* k, v [T, Hkv*Dh] into the layer's pages at the range's positions */
+	int (*kv_store)(struct backend *b, const struct kv_layer *kv, const float *k, const float *v);
+	/* out[T, H*Dh]: each token over its own sequence's keys (kernels/kv_pages.h) */
+	int (*attention)(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
+			 float scale);
 	/* y[n] = act(gate[n]) * up[n], act an enum act (layout.h): silu or gelu_tanh */
 	int (*glu)(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act);
 	int (*add)(struct backend *b, float *y, const float *x, int64_t n);
@@ -147,6 +160,12 @@ int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errl
 int backend_cuda_create(struct backend **b, int64_t vram, char *err, size_t errlen);
 #endif
 void backend_mem_get(struct backend *b, struct backend_mem *m);
+
+/* The parts of tokens t0 .. t0+n-1 of step s, relative to t0, as struct kv_batch wants them: part_t0
+ * [n_parts + 1], part_row [n_parts], tok_part [n] (n + 1 entries each suffice). Returns n_parts; sets the
+ * largest position and the most tokens of a part. */
+int step_range_parts(const struct step_desc *s, int t0, int n, int *part_t0, int *part_row, int *tok_part,
+		     int *max_pos, int *max_part);
 void backend_destroy(struct backend *b);
 
 #endif

@@ -13,11 +13,10 @@
 #include "layout.h"
 
 struct cpu_state {
-	int T;
-	const int *pos;      /* of the current range */
-	const int *step_pos; /* of the step */
-	int step_T;
-	int max_pos; /* of the step */
+	struct step_desc step;
+	int t0, T;                      /* the current range */
+	int *part_t0, *part_row, *tok_part; /* its parts, [step T + 1] each */
+	int n_parts, max_pos, max_part, cap;
 	float *scratch;     /* [n_threads][per_thread] */
 	int64_t per_thread;
 };
@@ -30,13 +29,17 @@ static struct cpu_state *st(struct backend *b)
 static void cpu_destroy(struct backend *b)
 {
 	free(st(b)->scratch);
+	free(st(b)->part_t0);
+	free(st(b)->part_row);
+	free(st(b)->tok_part);
 	free(b->impl);
 	free(b);
 }
 
 static int cpu_reserve(struct backend *b, const struct backend_reserve *r)
 {
-	int64_t per = r->max_row > r->max_ctx ? r->max_row : r->max_ctx;
+	int64_t att = cpu_attention_scratch(r->max_ctx, r->head_dim);
+	int64_t per = r->max_row > att ? r->max_row : att;
 	if (per <= st(b)->per_thread)
 		return 0;
 	float *p = NULL;
@@ -98,23 +101,45 @@ static int cpu_sync(struct backend *b)
 static int cpu_step_range(struct backend *b, int t0, int n)
 {
 	struct cpu_state *s = st(b);
-	if (t0 < 0 || n < 1 || t0 + n > s->step_T) {
-		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step_T);
+	if (t0 < 0 || n < 1 || t0 + n > s->step.T) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step.T);
 		return -EINVAL;
 	}
+	s->t0 = t0;
 	s->T = n;
-	s->pos = s->step_pos + t0;
-	s->max_pos = 0;
-	for (int t = 0; t < n; t++)
-		s->max_pos = s->pos[t] > s->max_pos ? s->pos[t] : s->max_pos;
+	s->n_parts = step_range_parts(&s->step, t0, n, s->part_t0, s->part_row, s->tok_part, &s->max_pos, &s->max_part);
 	return 0;
 }
 
-static int cpu_step_begin(struct backend *b, int T, const int *pos)
+static int cpu_step_begin(struct backend *b, const struct step_desc *d)
 {
-	st(b)->step_T = T;
-	st(b)->step_pos = pos;
-	return cpu_step_range(b, 0, T);
+	struct cpu_state *s = st(b);
+	if (d->T + 1 > s->cap) {
+		int cap = d->T + 1;
+		int *a = realloc(s->part_t0, sizeof(int) * (size_t)cap), *r = a ? realloc(s->part_row, sizeof(int) * (size_t)cap) : NULL;
+		if (a)
+			s->part_t0 = a;
+		if (r)
+			s->part_row = r;
+		int *t = r ? realloc(s->tok_part, sizeof(int) * (size_t)cap) : NULL;
+		if (!t) {
+			snprintf(b->err, sizeof(b->err), "out of memory for a step of %d tokens", d->T);
+			return -ENOMEM;
+		}
+		s->tok_part = t;
+		s->cap = cap;
+	}
+	s->step = *d;
+	return cpu_step_range(b, 0, d->T);
+}
+
+/* The range as the KV kernels see it, with the page table of the layer's group. */
+static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
+{
+	struct cpu_state *s = st(b);
+	return (struct kv_batch){.T = s->T, .n_parts = s->n_parts, .part_t0 = s->part_t0, .part_row = s->part_row,
+				 .tok_part = s->tok_part, .pos = s->step.pos + s->t0, .pages = s->step.pages[kv->group],
+				 .max_pages = s->step.max_pages, .max_pos = s->max_pos, .max_part = s->max_part};
 }
 
 static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
@@ -137,30 +162,40 @@ static int cpu_matmul_op(struct backend *b, float *y, const float *x, const stru
 
 static int cpu_rope_op(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
 {
-	cpu_rope(x, st(b)->T, n_heads, Dh, st(b)->pos, f->inv_freq, f->mscale, f->neox);
+	cpu_rope(x, st(b)->T, n_heads, Dh, st(b)->step.pos + st(b)->t0, f->inv_freq, f->mscale, f->neox);
 	return 0;
 }
 
-static int cpu_kv_store_op(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim)
+static int cpu_hadamard_op(struct backend *b, float *x, int64_t n)
 {
-	for (int t = 0; t < st(b)->T; t++)
-		if (st(b)->pos[t] < 0 || st(b)->pos[t] >= kv->capacity) {
-			snprintf(b->err, sizeof(b->err), "position %d outside the KV cache (%d tokens)", st(b)->pos[t],
-				 kv->capacity);
-			return -ENOSPC;
-		}
-	cpu_kv_store((float *)kv->k, (float *)kv->v, k, v, st(b)->pos, st(b)->T, kv_dim);
+	if (n % KV_GROUP) {
+		snprintf(b->err, sizeof(b->err), "hadamard: %lld values are not whole groups of %d", (long long)n, KV_GROUP);
+		return -EINVAL;
+	}
+	cpu_hadamard32(x, n);
 	return 0;
 }
 
-static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
-			    int Dh, int window, float scale)
+static int cpu_kv_store_op(struct backend *b, const struct kv_layer *kv, const float *k, const float *v)
 {
-	int rc = need(b, (int64_t)st(b)->max_pos + 1);
+	struct kv_batch bt = batch_of(b, kv);
+	cpu_kv_store(kv, k, v, &bt);
+	return 0;
+}
+
+static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H,
+			    int window, float scale)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	int rc = need(b, cpu_attention_scratch(bt.max_pos + 1, kv->Dh));
 	if (!rc)
-		cpu_attention(out, q, (const float *)kv->k, (const float *)kv->v, st(b)->pos, st(b)->T, H, Hkv, Dh, window, scale, st(b)->scratch,
-			      st(b)->per_thread);
+		cpu_attention(out, q, kv, &bt, H, window, scale, st(b)->scratch, st(b)->per_thread);
 	return rc;
+}
+
+static bool cpu_kv_supports(int fmt)
+{
+	return fmt >= 0 && fmt < KV_FMT_COUNT;
 }
 
 static int cpu_glu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
@@ -186,7 +221,7 @@ static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
-	.kv_bytes = 4,
+	.kv_supports = cpu_kv_supports,
 	.destroy = cpu_destroy,
 	.supports = cpu_supports,
 	.alloc = cpu_alloc,
@@ -200,6 +235,7 @@ static const struct backend_ops cpu_ops = {
 	.rmsnorm = cpu_rmsnorm_op,
 	.matmul = cpu_matmul_op,
 	.rope = cpu_rope_op,
+	.hadamard = cpu_hadamard_op,
 	.kv_store = cpu_kv_store_op,
 	.attention = cpu_attention_op,
 	.glu = cpu_glu_op,

@@ -8,7 +8,8 @@
  * Fences are CUDA events (no timing) recorded on one stream and waited on by the other. Ops are launched
  * through kernels/cuda/cuda_ops.h and never synchronize; download() and sync() do.
  *
- * Step state: positions are uploaded once per step (step_begin) into a device array; RoPE frequency
+ * Step state: positions, page tables and the parts of every range go up in one copy per step (step_begin);
+ * RoPE frequency
  * tables are cached on the device by content (they change only with dynamic NTK scaling).
  */
 #ifdef FERRY_CUDA
@@ -49,11 +50,17 @@ struct cuda_state {
 	void *blas_ws;
 	float *d_topv;       /* top_k results [1024] */
 	int *d_topi;
-	int *d_pos;          /* positions of the step */
-	int *h_pos;          /* host copy */
-	int pos_cap;
-	int step_T;
-	int t0, T, max_pos;  /* the current range */
+	/* the step's arrays, uploaded at once by step_begin: positions [T], the page tables of every group,
+	 * then each range's parts (step_range_parts) for ranges starting at multiples of t_ops */
+	int *d_step, *h_step;
+	size_t step_cap;     /* ints */
+	int t_max, t_ops;    /* of the reservation */
+	struct range_meta {
+		int off, n_parts, max_pos, max_part;
+	} *ranges;
+	struct step_desc step;
+	int tables_off;      /* ints, where the page tables start */
+	int t0, T, range;    /* the current range */
 	struct rope_cached rope[ROPE_CACHE];
 	int rope_next;
 	cudaEvent_t *fences;
@@ -164,7 +171,8 @@ static void cu_destroy(struct backend *b)
 		if (s->copy)
 			cudaStreamDestroy(s->copy);
 		free(s->blocks);
-		free(s->h_pos);
+		free(s->h_step);
+		free(s->ranges);
 		free(s);
 	}
 	free(b);
@@ -222,29 +230,41 @@ static size_t ws_bytes(const struct backend_reserve *r)
 	return mm > at ? mm : at;
 }
 
+/* Ints of the step arrays: positions, page tables, and per range at most 3 per token plus one. */
+static size_t step_ints(const struct backend_reserve *r)
+{
+	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
+	return (size_t)r->t_max * 4 + (size_t)n_ranges + 2 + (size_t)r->n_groups * (size_t)r->max_seqs * (size_t)r->max_pages;
+}
+
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
 {
 	(void)b;
-	return ws_bytes(r) + (size_t)r->t_max * sizeof(int) + 2 * ARENA_ALIGN;
+	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN;
 }
 
 static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 {
 	struct cuda_state *s = st(b);
-	size_t ws = ws_bytes(r);
-	if (ws > s->ctx.ws_bytes || r->t_max > s->pos_cap) {
+	size_t ws = ws_bytes(r), ints = step_ints(r);
+	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
+	if (ws > s->ctx.ws_bytes || ints > s->step_cap || r->t_max != s->t_max || r->t_ops != s->t_ops) {
 		cu_free(b, s->ctx.ws);
-		cu_free(b, s->d_pos);
+		cu_free(b, s->d_step);
+		free(s->h_step);
+		free(s->ranges);
 		s->ctx.ws = ws ? cu_alloc(b, ws) : NULL;
-		s->d_pos = cu_alloc(b, (size_t)r->t_max * sizeof(int));
-		free(s->h_pos);
-		s->h_pos = malloc((size_t)r->t_max * sizeof(int));
-		if ((ws && !s->ctx.ws) || !s->d_pos || !s->h_pos) {
+		s->d_step = cu_alloc(b, ints * sizeof(int));
+		s->h_step = malloc(ints * sizeof(int));
+		s->ranges = malloc(sizeof(*s->ranges) * (size_t)n_ranges);
+		if ((ws && !s->ctx.ws) || !s->d_step || !s->h_step || !s->ranges) {
 			snprintf(b->err, sizeof(b->err), "device workspace of %zu bytes does not fit the arena", ws);
 			return -ENOMEM;
 		}
 		s->ctx.ws_bytes = ws;
-		s->pos_cap = r->t_max;
+		s->step_cap = ints;
+		s->t_max = r->t_max;
+		s->t_ops = r->t_ops;
 	}
 	s->ctx.gemm_rows = gemm_rows_for(r->max_row);
 	return 0;
@@ -253,29 +273,60 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 static int cu_step_range(struct backend *b, int t0, int n)
 {
 	struct cuda_state *s = st(b);
-	if (t0 < 0 || n < 1 || t0 + n > s->step_T) {
-		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step_T);
+	int last = s->step.T - t0 < s->t_ops ? s->step.T - t0 : s->t_ops;
+	if (t0 < 0 || t0 >= s->step.T || t0 % s->t_ops || n != last) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d is not a range of %d of the step of %d", t0, n, s->t_ops,
+			 s->step.T);
 		return -EINVAL;
 	}
 	s->t0 = t0;
 	s->T = n;
-	s->max_pos = 0;
-	for (int t = t0; t < t0 + n; t++)
-		s->max_pos = s->h_pos[t] > s->max_pos ? s->h_pos[t] : s->max_pos;
+	s->range = t0 / s->t_ops;
 	return 0;
 }
 
-static int cu_step_begin(struct backend *b, int T, const int *pos)
+static int cu_step_begin(struct backend *b, const struct step_desc *d)
 {
 	struct cuda_state *s = st(b);
-	if (T > s->pos_cap) {
-		snprintf(b->err, sizeof(b->err), "step of %d tokens exceeds the reserved %d", T, s->pos_cap);
+	size_t tables = (size_t)d->n_groups * (size_t)d->n_rows * (size_t)d->max_pages;
+	int n_ranges = (d->T + s->t_ops - 1) / s->t_ops;
+	if (d->T > s->t_max || (size_t)d->T * 4 + (size_t)n_ranges + 2 + tables > s->step_cap) {
+		snprintf(b->err, sizeof(b->err), "step of %d tokens (%zu page-table entries) exceeds the reservation of %d",
+			 d->T, tables, s->t_max);
 		return -ENOSPC;
 	}
-	memcpy(s->h_pos, pos, sizeof(int) * (size_t)T);
-	s->step_T = T;
-	int rc = cu_upload(b, s->d_pos, pos, sizeof(int) * (size_t)T);
-	return rc ? rc : cu_step_range(b, 0, T);
+	s->step = *d;
+	int *h = s->h_step;
+	memcpy(h, d->pos, sizeof(int) * (size_t)d->T);
+	size_t at = (size_t)d->T;
+	s->tables_off = (int)at;
+	for (int g = 0; g < d->n_groups; g++, at += (size_t)d->n_rows * (size_t)d->max_pages)
+		memcpy(h + at, d->pages[g], sizeof(int) * (size_t)d->n_rows * (size_t)d->max_pages);
+	for (int r = 0; r < n_ranges; r++) {
+		int t0 = r * s->t_ops, n = d->T - t0 < s->t_ops ? d->T - t0 : s->t_ops;
+		struct range_meta *m = &s->ranges[r];
+		m->off = (int)at;
+		int *pt = h + at, *pr = pt + n + 1, *tp = pr + n + 1;
+		m->n_parts = step_range_parts(d, t0, n, pt, pr, tp, &m->max_pos, &m->max_part);
+		/* packed: part_t0 [n_parts + 1], part_row [n_parts], tok_part [n] */
+		memmove(pt + m->n_parts + 1, pr, sizeof(int) * (size_t)m->n_parts);
+		memmove(pt + 2 * m->n_parts + 1, tp, sizeof(int) * (size_t)n);
+		at += (size_t)(2 * m->n_parts + 1 + n);
+	}
+	int rc = cu_upload(b, s->d_step, h, sizeof(int) * at);
+	return rc ? rc : cu_step_range(b, 0, d->T < s->t_ops ? d->T : s->t_ops);
+}
+
+/* The current range as the KV kernels see it (device arrays), with the page table of the layer's group. */
+static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
+{
+	struct cuda_state *s = st(b);
+	const struct range_meta *m = &s->ranges[s->range];
+	const int *base = s->d_step + m->off;
+	return (struct kv_batch){.T = s->T, .n_parts = m->n_parts, .part_t0 = base, .part_row = base + m->n_parts + 1,
+				 .tok_part = base + 2 * m->n_parts + 1, .pos = s->d_step + s->t0,
+				 .pages = s->d_step + s->tables_off + (size_t)kv->group * (size_t)s->step.n_rows * (size_t)s->step.max_pages,
+				 .max_pages = s->step.max_pages, .max_pos = m->max_pos, .max_part = m->max_part};
 }
 
 static int cu_rmsnorm(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
@@ -317,25 +368,30 @@ static int cu_rope(struct backend *b, float *x, int n_heads, int Dh, const struc
 	if (!inv)
 		return -ENOMEM;
 	struct cuda_state *s = st(b);
-	return op_rc(b, cuda_rope(&s->ctx, x, s->d_pos + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
+	return op_rc(b, cuda_rope(&s->ctx, x, s->d_step + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
 }
 
-static int cu_kv_store(struct backend *b, struct kv_layer *kv, const float *k, const float *v, int kv_dim)
+static int cu_hadamard(struct backend *b, float *x, int64_t n)
 {
-	struct cuda_state *s = st(b);
-	if (s->max_pos >= kv->capacity) {
-		snprintf(b->err, sizeof(b->err), "position %d outside the KV cache (%d tokens)", s->max_pos, kv->capacity);
-		return -ENOSPC;
-	}
-	return op_rc(b, cuda_kv_store(&s->ctx, kv->k, kv->v, k, v, s->d_pos + s->t0, s->T, kv_dim));
+	return op_rc(b, cuda_hadamard32(&st(b)->ctx, x, n));
 }
 
-static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int Hkv,
-			int Dh, int window, float scale)
+static int cu_kv_store(struct backend *b, const struct kv_layer *kv, const float *k, const float *v)
 {
-	struct cuda_state *s = st(b);
-	return op_rc(b, cuda_attention(&s->ctx, out, q, kv->k, kv->v, s->d_pos + s->t0, s->T, H, Hkv, Dh, window, scale,
-				       s->max_pos));
+	struct kv_batch bt = batch_of(b, kv);
+	return op_rc(b, cuda_kv_store(&st(b)->ctx, kv, k, v, &bt));
+}
+
+static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
+			float scale)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale));
+}
+
+static bool cu_kv_supports(int fmt)
+{
+	return fmt == KV_F16 || fmt == KV_Q8 || fmt == KV_Q4;
 }
 
 static int cu_glu(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
@@ -423,7 +479,7 @@ static void cu_mem(struct backend *b, struct backend_mem *m)
 static const struct backend_ops cuda_backend_ops = {
 	.name = "cuda",
 	.host_memory = false,
-	.kv_bytes = 2,
+	.kv_supports = cu_kv_supports,
 	.destroy = cu_destroy,
 	.supports = cu_supports,
 	.alloc = cu_alloc,
@@ -445,6 +501,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,
 	.rope = cu_rope,
+	.hadamard = cu_hadamard,
 	.kv_store = cu_kv_store,
 	.attention = cu_attention,
 	.glu = cu_glu,

@@ -25,12 +25,13 @@
 #include "model.h"
 #include "plan.h"
 #include "sampler.h"
+#include "sched.h"
 #include "tokenizer.h"
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system, *stats_json;
-	int n_predict, chunk, threads, ctx;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system, *stats_json, *kv;
+	int n_predict, chunk, threads, ctx, kv_page, kv_pages, max_batch;
 	int64_t ram, vram;
 	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup;
 	struct sampler_cfg sc;
@@ -43,7 +44,8 @@ static void usage(FILE *f)
 		"usage: ferry run -m MODEL.ferry (-p TEXT | -f FILE | --prompt-ids IDS) [options]\n"
 		"  -m, --model DIR        model directory made by ferry convert\n"
 		"  -p, --prompt TEXT      prompt text (tokenized with the model's tokenizer, BOS as the model says)\n"
-		"  -f, --file FILE        prompt text from a file ('-' for stdin)\n"
+		"  -f, --file FILE        prompts from a file, one per line ('-' for stdin; empty lines skipped): all\n"
+		"                         are generated together, each output printed as a JSON string on one line\n"
 		"  --prompt-ids 1,2,3     prompt as token ids (output is ids too)\n"
 		"  --chat                 the prompt is a user turn, rendered with the model's chat template\n"
 		"  --system TEXT          with --chat: a system turn before it\n"
@@ -58,8 +60,14 @@ static void usage(FILE *f)
 		"  --repeat-last-n N      history the penalty looks at (default 64, 0 = all)\n"
 		"  --seed S               sampling seed (default 0)\n"
 		"  --ignore-eos           do not stop at the end-of-sequence token\n"
-		"  --chunk C              prefill at most C prompt tokens per pass (default: the whole prompt)\n"
-		"  --ctx N                context size in tokens (default: prompt + n-predict)\n"
+		"  --chunk C              at most C tokens per pass over the layers (default: the whole prompt; several\n"
+		"                         prompts: all of them, up to 4096)\n"
+		"  --ctx N                context size in tokens (default: longest prompt + n-predict)\n"
+		"  --kv f32|f16|q8|q4     KV cache format (default f16 on CUDA, f32 on the CPU); q8/q4 are groups of 32\n"
+		"                         with an f16 scale, Hadamard-rotated\n"
+		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
+		"  --kv-pages N           pages in the KV pool of full-attention layers (default: every sequence at --ctx)\n"
+		"  --max-batch N          most sequences generated at once (default: all prompts)\n"
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"
 		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
@@ -79,7 +87,8 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP };
+	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
+	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -99,6 +108,10 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"ignore-eos", no_argument, 0, O_EOS},
 					   {"chunk", required_argument, 0, O_CHUNK},
 					   {"ctx", required_argument, 0, O_CTX},
+					   {"kv", required_argument, 0, O_KV},
+					   {"kv-page", required_argument, 0, O_KV_PAGE},
+					   {"kv-pages", required_argument, 0, O_KV_PAGES},
+					   {"max-batch", required_argument, 0, O_MAX_BATCH},
 					   {"ram", required_argument, 0, O_RAM},
 					   {"threads", required_argument, 0, O_THR},
 					   {"device", required_argument, 0, O_DEV},
@@ -162,6 +175,13 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_EOS: a->ignore_eos = true; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
+		case O_KV: a->kv = optarg; break;
+		case O_KV_PAGE:
+			bad = parse_int(optarg, 64, 1 << 16, &v) || v % 64;
+			a->kv_page = (int)v, name = "--kv-page";
+			break;
+		case O_KV_PAGES: bad = parse_int(optarg, 1, 1 << 24, &v); a->kv_pages = (int)v; name = "--kv-pages"; break;
+		case O_MAX_BATCH: bad = parse_int(optarg, 1, 4096, &v); a->max_batch = (int)v; name = "--max-batch"; break;
 		case O_RAM: a->ram = parse_size(optarg); bad = a->ram < 0; name = "--ram"; break;
 		case O_THR: bad = parse_int(optarg, 1, 4096, &v); a->threads = (int)v; name = "--threads"; break;
 		case O_DEV: a->device = optarg; break;
@@ -203,6 +223,19 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		return 2;
 	}
 	return 0;
+}
+
+/* Tokens per step when several prompts run together and --chunk is not given. */
+#define RUN_BATCH_CHUNK 4096
+
+/* --kv: the format's code, or -1 when the backend's attention cannot read it; NULL: the backend's default. */
+static int kv_fmt_of(const char *name, const struct backend *b)
+{
+	int f = b->ops->host_memory ? KV_F32 : KV_F16;
+	if (name)
+		for (f = 0; f < KV_FMT_COUNT && strcmp(name, kv_fmt_name(f)); f++)
+			;
+	return f < KV_FMT_COUNT && b->ops->kv_supports(f) ? f : -1;
 }
 
 /* Sampling defaults from generation_config (as converted into the manifest), unless given on the command line. */
@@ -273,62 +306,126 @@ static int chat_prompt(const struct run_args *a, const struct tokenizer *tok,
 	return rc;
 }
 
-/* The prompt as ids: given as ids, or text (from -p or a file) through the model's tokenizer, which is
- * then kept for printing the output. */
-static int load_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer **tok, int **ids, int *n)
+/* The prompts as ids (prompts.h of this file: n of them, ids[i] of len[i] tokens). */
+struct prompts {
+	int n;
+	int **ids;
+	int *len;
+};
+
+static void prompts_free(struct prompts *p)
 {
-	char err[ERR_LEN];
-	*tok = NULL;
-	if (a->prompt_ids) {
-		if (parse_id_list(a->prompt_ids, ids, n, err, sizeof(err))) {
-			fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
-			return 2;
-		}
-		for (int i = 0; i < *n; i++)
-			if ((*ids)[i] >= lay->hp.vocab) {
-				fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", (*ids)[i],
-					lay->hp.vocab);
-				return 2;
-			}
-		return 0;
+	for (int i = 0; i < p->n; i++)
+		free(p->ids[i]);
+	free(p->ids);
+	free(p->len);
+	memset(p, 0, sizeof(*p));
+}
+
+static int prompts_push(struct prompts *p, int *ids, int n)
+{
+	int **ni = realloc(p->ids, sizeof(*ni) * (size_t)(p->n + 1));
+	if (ni)
+		p->ids = ni;
+	int *nl = ni ? realloc(p->len, sizeof(*nl) * (size_t)(p->n + 1)) : NULL;
+	if (!nl) {
+		free(ids);
+		return -ENOMEM;
 	}
-	char *text = NULL;
-	size_t len = a->prompt ? strlen(a->prompt) : 0;
-	int rc = a->prompt_file ? read_file_all(a->prompt_file, &text, &len) : 0;
-	if (rc) {
-		fprintf(stderr, "ferry: %s: %s\n", a->prompt_file, strerror(-rc));
-		return 1;
-	}
+	p->len = nl;
+	p->ids[p->n] = ids;
+	p->len[p->n++] = n;
+	return 0;
+}
+
+/* One text prompt through the chat template (--chat) and the tokenizer. */
+static int encode_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer *tok, const char *text,
+			 size_t len, struct prompts *p, char *err, size_t errlen)
+{
 	struct tok_ids v = {0};
 	unsigned flags = TOK_ADD_SPECIAL;
-	rc = tokenizer_open(tok, a->model, err, sizeof(err));
-	if (!rc && a->chat) {
-		char *chat = NULL;
-		rc = chat_prompt(a, *tok, text ? text : a->prompt, len, &chat, &len, err, sizeof(err));
-		free(text);
+	char *chat = NULL;
+	int rc = 0;
+	if (a->chat) {
+		rc = chat_prompt(a, tok, text, len, &chat, &len, err, errlen);
 		text = chat;
 		flags = TOK_PARSE_SPECIAL;
 		if (!rc && a->show_prompt)
 			fprintf(stderr, "%.*s\n", (int)len, text);
 	}
-	rc = rc ? rc : tokenizer_encode(*tok, text ? text : a->prompt, len, flags, &v, err, sizeof(err));
-	free(text);
-	if (!rc && tokenizer_n_vocab(*tok) > lay->hp.vocab) {
-		snprintf(err, sizeof(err), "%s: the tokenizer has %d tokens but the model only %d", a->model,
-			 tokenizer_n_vocab(*tok), lay->hp.vocab);
+	rc = rc ? rc : tokenizer_encode(tok, text, len, flags, &v, err, errlen);
+	free(chat);
+	if (!rc && tokenizer_n_vocab(tok) > lay->hp.vocab) {
+		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", a->model, tokenizer_n_vocab(tok),
+			 lay->hp.vocab);
 		rc = -EINVAL;
 	}
 	if (!rc && v.n == 0) {
-		snprintf(err, sizeof(err), "the prompt is empty");
+		snprintf(err, errlen, "the prompt is empty");
 		rc = -EINVAL;
 	}
 	if (rc) {
-		fprintf(stderr, "ferry: %s\n", err);
 		tok_ids_free(&v);
+		return rc;
+	}
+	return prompts_push(p, v.ids, (int)v.n);
+}
+
+/* The prompts as ids: given as ids, -p TEXT, or -f FILE with one prompt per line (empty lines skipped),
+ * text through the model's tokenizer, which is then kept for printing the output. */
+static int load_prompts(const struct run_args *a, const struct layout *lay, struct tokenizer **tok, struct prompts *p)
+{
+	char err[ERR_LEN];
+	*tok = NULL;
+	memset(p, 0, sizeof(*p));
+	if (a->prompt_ids) {
+		int *ids, n;
+		if (parse_id_list(a->prompt_ids, &ids, &n, err, sizeof(err))) {
+			fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
+			return 2;
+		}
+		for (int i = 0; i < n; i++)
+			if (ids[i] >= lay->hp.vocab) {
+				fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", ids[i],
+					lay->hp.vocab);
+				free(ids);
+				return 2;
+			}
+		return prompts_push(p, ids, n) ? 1 : 0;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	int rc = a->prompt_file ? read_file_all(a->prompt_file, &text, &len) : 0;
+	if (rc) {
+		fprintf(stderr, "ferry: %s: %s\n", a->prompt_file, strerror(-rc));
 		return 1;
 	}
-	*ids = v.ids;
-	*n = (int)v.n;
+	rc = tokenizer_open(tok, a->model, err, sizeof(err));
+	if (!rc && !text)
+		rc = encode_prompt(a, lay, *tok, a->prompt, strlen(a->prompt), p, err, sizeof(err));
+	int line = 0;
+	for (size_t at = 0; !rc && text && at < len;) {
+		size_t e = at;
+		line++;
+		while (e < len && text[e] != '\n')
+			e++;
+		size_t n = e > at && text[e - 1] == '\r' ? e - at - 1 : e - at;
+		if (n)
+			rc = encode_prompt(a, lay, *tok, text + at, n, p, err, sizeof(err));
+		if (rc && rc != -ENOMEM)
+			snprintf(err + strlen(err), sizeof(err) - strlen(err), " (%s line %d)", a->prompt_file, line);
+		at = e + 1;
+	}
+	if (!rc && p->n == 0) {
+		snprintf(err, sizeof(err), "%s: no prompt (every line is empty)", a->prompt_file);
+		rc = -EINVAL;
+	}
+	free(text);
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		prompts_free(p);
+		return 1;
+	}
 	return 0;
 }
 
@@ -366,123 +463,165 @@ static const char *gpu_desc(char *buf, size_t n)
 	return buf;
 }
 
-static bool logits_finite(const float *l, int V)
-{
-	for (int i = 0; i < V; i++)
-		if (!isfinite(l[i]))
-			return false;
-	return true;
-}
-
 /* What a run measured, for --stats and --stats-json. */
 struct run_result {
-	int n_prompt, n_decode; /* tokens prefilled; decode steps (generated tokens after the first) */
-	double t_prefill, t_decode;
+	int n_prompt, n_decode; /* tokens prefilled; decode tokens (generated tokens after each request's first) */
+	int n_gen;              /* tokens generated */
+	double t_prefill, t_decode, t_total;
 	uint64_t h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in each phase */
 	uint64_t disk_decode;             /* bytes read from the model's files during decode */
+	int steps, n_seqs;
+	double flops_prefill;   /* of every prompt from position 0 */
 };
 
-static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk, int *toks,
-		    int n_prompt, int cap, struct run_result *res)
+static double forward_flops(const struct layout *lay, int n);
+
+/* The output of a run: one prompt streams its text (or ids) as it is generated; several print one line
+ * each in prompt order once done, the text as a JSON string (or the ids). */
+struct run_out {
+	const struct run_args *a;
+	const struct layout_hparams *hp;
+	struct tokenizer *tk;
+	struct sched_req *reqs;
+	int n_reqs, next_print;
+	bool print_text;
+	struct tok_stream ts;
+	struct tok_buf text;
+};
+
+static bool run_is_stop(void *ctx, int tok)
+{
+	struct run_out *o = ctx;
+	return !o->a->ignore_eos && is_eos(o->hp, o->tk, tok);
+}
+
+static void run_on_token(void *ctx, struct sched_req *r, int tok)
+{
+	struct run_out *o = ctx;
+	if (o->n_reqs > 1)
+		return;
+	if (!o->print_text) {
+		printf(r->n_gen > 1 ? " %d" : "%d", tok);
+	} else if (!run_is_stop(ctx, tok)) {
+		o->text.n = 0;
+		tok_stream_push(&o->ts, tok, &o->text);
+		fwrite(o->text.p, 1, o->text.n, stdout);
+	}
+	fflush(stdout);
+}
+
+/* Several prompts: the generated tokens of request r, the stop token left out, as one line. */
+static void print_line(struct run_out *o, const struct sched_req *r)
+{
+	int n = r->n_gen - (r->finish == SCHED_FINISH_STOP);
+	const int *g = r->toks + r->n_prompt;
+	if (!o->print_text) {
+		for (int i = 0; i < n; i++)
+			printf(i ? " %d" : "%d", g[i]);
+		printf("\n");
+		return;
+	}
+	struct tok_stream ts;
+	struct tok_buf t = {0};
+	tok_stream_init(&ts, o->tk, false, false);
+	ts.lossy = true;
+	for (int i = 0; i < n; i++)
+		tok_stream_push(&ts, g[i], &t);
+	tok_stream_flush(&ts, &t);
+	json_t *js = json_stringn(t.p ? t.p : "", t.n);
+	char *txt = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+	json_decref(js);
+	printf("%s\n", txt ? txt : "null");
+	free(txt);
+	tok_buf_free(&t);
+}
+
+static void run_on_done(void *ctx, struct sched_req *r)
+{
+	struct run_out *o = ctx;
+	if (r->finish == SCHED_FINISH_ERROR)
+		fprintf(stderr, "ferry: prompt %d: %s\n", (int)(r - o->reqs) + 1, r->err);
+	if (o->n_reqs == 1)
+		return;
+	while (o->next_print < o->n_reqs && o->reqs[o->next_print].state == SCHED_DONE)
+		print_line(o, &o->reqs[o->next_print++]);
+	fflush(stdout);
+}
+
+static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk,
+		    const struct prompts *pr, struct run_result *res)
 {
 	const struct layout_hparams *hp = &lay->hp;
-	int V = hp->vocab, chunk = m->opt.t_max;
 	char err[ERR_LEN];
-	struct sampler smp;
 	struct logits_dump dump = {0};
-	float *logits = malloc(sizeof(float) * (size_t)V * (size_t)(a->logits_file ? chunk : 1));
-	float topv[SAMPLER_TOP_MAX];
-	int topi[SAMPLER_TOP_MAX];
-	int *pos = malloc(sizeof(int) * (size_t)(chunk > 1 ? chunk : 1));
-	int rc = logits && pos ? sampler_init(&smp, &a->sc, V) : -ENOMEM;
-	if (rc) {
-		fprintf(stderr, "ferry: out of memory\n");
-		free(logits);
-		free(pos);
-		return 1;
+	struct sched s;
+	struct run_out o = {.a = a, .hp = hp, .tk = tk, .n_reqs = pr->n, .print_text = tk && !a->print_ids};
+	o.reqs = calloc((size_t)pr->n, sizeof(*o.reqs));
+	int rc = o.reqs ? 0 : -ENOMEM, n_init = 0;
+	for (int i = 0; !rc && i < pr->n; i++, n_init++) {
+		struct sched_req *r = &o.reqs[i];
+		r->toks = malloc(sizeof(int) * (size_t)(pr->len[i] + a->n_predict + 1));
+		rc = r->toks ? sampler_init(&r->smp, &a->sc, hp->vocab) : -ENOMEM;
+		if (!r->toks)
+			break;
+		memcpy(r->toks, pr->ids[i], sizeof(int) * (size_t)pr->len[i]);
+		r->n_prompt = pr->len[i];
+		r->max_new = a->n_predict;
 	}
-	if (a->logits_file && (rc = logits_dump_open(&dump, a->logits_file, V, err, sizeof(err)))) {
+	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
+	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&o.reqs[0].smp) : 0;
+	rc = rc ? rc : sched_init(&s, m, m->opt.max_seqs, k, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		goto free_reqs;
+	}
+	if (a->logits_file && (rc = logits_dump_open(&dump, a->logits_file, hp->vocab, err, sizeof(err)))) {
 		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
-	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
-	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&smp) : 0;
-	struct tok_stream ts;
-	struct tok_buf text = {0};
-	bool print_text = tk && !a->print_ids;
-	if (print_text)
-		tok_stream_init(&ts, tk, false, false), ts.lossy = true;
-	uint64_t h2d0 = 0;
-	if (a->warmup) { /* the prompt's first token at position 0; the prefill below overwrites its KV row */
-		pos[0] = 0;
-		rc = model_forward(m, toks, pos, 1, 1, logits, err, sizeof(err));
-		h2d0 = m->w.h2d_bytes;
+	o.reqs[0].dump = a->logits_file ? &dump : NULL;
+	s.is_stop = run_is_stop;
+	s.on_token = run_on_token;
+	s.on_done = run_on_done;
+	s.ctx = &o;
+	if (o.print_text)
+		tok_stream_init(&o.ts, tk, false, false), o.ts.lossy = true;
+	if (a->warmup) { /* the first prompt's first token in a sequence of its own, closed again */
+		int seq, cached;
+		struct model_part p = {.n = 1, .tokens = pr->ids[0], .n_logits = 1};
+		struct model_out mo = {.logits = s.logits, .k = k, .top_vals = s.topv, .top_idx = s.topi};
+		rc = model_seq_open(m, NULL, 0, &seq, &cached, err, sizeof(err));
+		p.seq = seq;
+		rc = rc ? rc : model_step(m, &p, 1, &mo, err, sizeof(err));
+		model_seq_close(m, seq);
 	}
-	double t0 = now_sec(), t_prefill = 0;
-	int n = n_prompt, n_gen = 0;
-	for (int s = 0; s < n_prompt && !rc; s += chunk) {
-		int T = n_prompt - s < chunk ? n_prompt - s : chunk;
-		for (int t = 0; t < T; t++)
-			pos[t] = s + t;
-		int nl = a->logits_file ? T : (s + T == n_prompt ? 1 : 0);
-		rc = k && nl == 1 ? model_forward_top(m, toks + s, pos, T, k, topv, topi, err, sizeof(err))
-				  : model_forward(m, toks + s, pos, T, nl, logits, err, sizeof(err));
-		if (!rc && a->logits_file)
-			rc = logits_dump_rows(&dump, logits, T, err, sizeof(err));
+	double t0 = now_sec();
+	for (int i = 0; !rc && i < pr->n; i++)
+		rc = sched_add(&s, &o.reqs[i]);
+	while (!rc && !(rc = sched_step(&s, err, sizeof(err))))
+		;
+	rc = rc == 1 ? 0 : rc;
+	if (o.print_text) {
+		o.text.n = 0;
+		tok_stream_flush(&o.ts, &o.text);
+		fwrite(o.text.p, 1, o.text.n, stdout);
+		tok_buf_free(&o.text);
 	}
-	t_prefill = now_sec() - t0;
-	res->h2d_prefill = m->w.h2d_bytes - h2d0;
-	struct io_stats io0;
-	io_stream_stats(m->io, &io0);
-	double t1 = now_sec();
-	while (!rc && n_gen < a->n_predict) {
-		float *last = a->logits_file ? logits + (size_t)V * (size_t)((n == n_prompt ? (n_prompt - 1) % chunk : 0)) : logits;
-		if (k ? !logits_finite(topv, k) : !logits_finite(last, V)) {
-			snprintf(err, sizeof(err), "the model produced non-finite logits at position %d (damaged weights?)", n - 1);
-			rc = -EDOM;
-			break;
-		}
-		int tok = k ? sampler_pick_top(&smp, topv, topi, k) : sampler_pick(&smp, last, toks, n);
-		toks[n++] = tok;
-		n_gen++;
-		bool stop = !a->ignore_eos && is_eos(hp, tk, tok);
-		if (!print_text) {
-			printf(n_gen > 1 ? " %d" : "%d", tok);
-		} else if (!stop) {
-			text.n = 0;
-			tok_stream_push(&ts, tok, &text);
-			fwrite(text.p, 1, text.n, stdout);
-		}
-		fflush(stdout);
-		if (stop || n_gen == a->n_predict)
-			break;
-		if (n >= cap) {
-			fprintf(stderr, "ferry: context of %d tokens is full\n", cap);
-			break;
-		}
-		pos[0] = n - 1;
-		rc = k ? model_forward_top(m, &toks[n - 1], pos, 1, k, topv, topi, err, sizeof(err))
-		       : model_forward(m, &toks[n - 1], pos, 1, 1, logits, err, sizeof(err));
-		if (!rc && a->logits_file)
-			rc = logits_dump_rows(&dump, logits, 1, err, sizeof(err));
-	}
-	if (print_text) {
-		text.n = 0;
-		tok_stream_flush(&ts, &text);
-		fwrite(text.p, 1, text.n, stdout);
-		tok_buf_free(&text);
-	}
-	if (n_gen)
+	if (pr->n == 1 && o.reqs[0].n_gen)
 		printf("\n");
-	double t_decode = now_sec() - t1;
-	*res = (struct run_result){n_prompt, n_gen > 0 ? n_gen - 1 : 0, t_prefill, t_decode, res->h2d_prefill,
-				   m->w.h2d_bytes - h2d0 - res->h2d_prefill, 0};
-	struct io_stats io1;
-	io_stream_stats(m->io, &io1);
-	res->disk_decode = io1.bytes_read - io0.bytes_read;
-	if (rc)
+	*res = (struct run_result){.n_prompt = (int)s.st.prefill_tokens, .t_prefill = s.st.prefill_s,
+				   .t_decode = s.st.decode_s, .t_total = now_sec() - t0, .h2d_prefill = s.st.h2d_prefill,
+				   .h2d_decode = s.st.h2d_decode, .disk_decode = s.st.disk_decode, .steps = s.st.steps,
+				   .n_seqs = pr->n};
+	for (int i = 0; i < pr->n; i++) {
+		res->flops_prefill += forward_flops(lay, pr->len[i]);
+		res->n_gen += o.reqs[i].n_gen;
+		res->n_decode += o.reqs[i].n_gen > 0 ? o.reqs[i].n_gen - 1 : 0;
+		rc = rc ? rc : o.reqs[i].finish == SCHED_FINISH_ERROR ? -EIO : 0;
+	}
+	if (rc && err[0] && rc != -EIO)
 		fprintf(stderr, "ferry: %s\n", err);
-	else if (a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
+	else if (!rc && a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
 		fprintf(stderr, "ferry: %s\n", err);
 	if (!rc && a->stats) {
 		struct io_stats st;
@@ -492,26 +631,31 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		fmt_bytes(st.tier_bytes, tb, sizeof(tb));
 		double mib = 1 << 20;
 		fprintf(stderr,
-			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s)\n"
+			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s); %d sequences, "
+			"%d steps, %lld prompt tokens from the prefix cache\n"
 			"ferry: io: %s; disk %.1f MiB in %llu reads (%llu short), %.3fs busy (%.2f GB/s); "
 			"RAM tier %d/%d units (%s): %.1f MiB served; %.1f MiB reused from slots; %.1f MiB decoded (lz4); "
 			"waited %.3fs for I/O over %llu acquires; %d slots of %s (%d busy at most)%s\n"
 			"ferry: backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
-			n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), n_gen > 0 ? n_gen - 1 : 0,
-			t_decode, n_gen > 1 ? (n_gen - 1) / (t_decode > 0 ? t_decode : 1e-9) : 0.0, st.engine,
-			(double)st.bytes_read / mib, (unsigned long long)st.n_reads, (unsigned long long)st.n_short,
-			st.busy_sec, st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units,
-			st.n_units, tb, (double)st.bytes_tier / mib, (double)st.bytes_reused / mib,
-			(double)st.bytes_decoded / mib, st.wait_sec, (unsigned long long)st.n_acquire, st.n_slots, sb,
-			st.slots_busy_max, st.locked ? "" : ", not locked in memory", m->b->ops->name, m->b->n_threads,
-			gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+			res->n_prompt, res->t_prefill, res->n_prompt / (res->t_prefill > 0 ? res->t_prefill : 1e-9),
+			res->n_decode, res->t_decode, res->n_decode / (res->t_decode > 0 ? res->t_decode : 1e-9), pr->n,
+			res->steps, s.st.cached_tokens, st.engine, (double)st.bytes_read / mib,
+			(unsigned long long)st.n_reads, (unsigned long long)st.n_short, st.busy_sec,
+			st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units, st.n_units, tb,
+			(double)st.bytes_tier / mib, (double)st.bytes_reused / mib, (double)st.bytes_decoded / mib, st.wait_sec,
+			(unsigned long long)st.n_acquire, st.n_slots, sb, st.slots_busy_max, st.locked ? "" : ", not locked in memory",
+			m->b->ops->name, m->b->n_threads, gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
 	}
 out:
 	if (rc)
 		logits_dump_abort(&dump);
-	sampler_free(&smp);
-	free(logits);
-	free(pos);
+	sched_free(&s);
+free_reqs:
+	for (int i = 0; i < n_init; i++) {
+		sampler_free(&o.reqs[i].smp);
+		free(o.reqs[i].toks);
+	}
+	free(o.reqs);
 	return rc ? 1 : 0;
 }
 
@@ -552,7 +696,7 @@ static void device_stats(FILE *f, struct backend *b, const struct run_result *r)
 }
 
 /* --stats-json: the run's figures for the benchmark scripts, written through a temporary name. */
-static int write_stats_json(const char *path, const struct layout *lay, struct backend *b, struct model *m,
+static int write_stats_json(const char *path, struct backend *b, struct model *m,
 			    const struct run_result *r)
 {
 	struct backend_mem bm;
@@ -565,8 +709,15 @@ static int write_stats_json(const char *path, const struct layout *lay, struct b
 			      (json_int_t)r->h2d_prefill, "h2d_bytes_decode", (json_int_t)r->h2d_decode, "vram_budget",
 			      (json_int_t)bm.budget, "vram_context", (json_int_t)bm.context, "vram_arena",
 			      (json_int_t)bm.arena, "vram_arena_peak", (json_int_t)bm.arena_peak, "vram_device_used_peak",
-			      (json_int_t)bm.device_used_peak, "flops_prefill", forward_flops(lay, r->n_prompt), "t_sub",
-			      m->opt.t_sub, "n_slots", m->w.n_slots, "ctx", m->opt.capacity);
+			      (json_int_t)bm.device_used_peak, "flops_prefill", r->flops_prefill, "t_sub",
+			      m->opt.t_sub, "n_slots", m->w.n_slots, "ctx", m->opt.ctx);
+	json_object_set_new(o, "kv", json_string(kv_fmt_name(m->opt.kv_fmt)));
+	json_object_set_new(o, "kv_bytes", json_integer((json_int_t)m->kv_bytes));
+	json_object_set_new(o, "n_seqs", json_integer(r->n_seqs));
+	json_object_set_new(o, "steps", json_integer(r->steps));
+	json_object_set_new(o, "gen_tokens", json_integer(r->n_gen));
+	json_object_set_new(o, "total_s", json_real(r->t_total));
+	json_object_set_new(o, "t_max", json_integer(m->opt.t_max));
 	json_t *io = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "engine", st.engine, "bytes_read",
 			       (json_int_t)st.bytes_read, "bytes_tier", (json_int_t)st.bytes_tier, "busy_s", st.busy_sec,
 			       "wait_s", st.wait_sec, "tier_units", st.tier_units, "n_units", st.n_units);
@@ -619,31 +770,46 @@ int ferry_run(int argc, char **argv)
 		fprintf(stderr, "ferry: %s\n", err);
 		return 1;
 	}
-	int *prompt = NULL, n_prompt = 0;
+	struct prompts pr;
 	struct tokenizer *tk = NULL;
-	if ((rc = load_prompt(&a, &lay, &tk, &prompt, &n_prompt))) {
-		free(prompt);
+	if ((rc = load_prompts(&a, &lay, &tk, &pr))) {
 		tokenizer_free(tk);
 		layout_close(&lay);
 		return rc;
 	}
 	generation_defaults(&lay, &a);
-	int cap = a.ctx ? a.ctx : n_prompt + a.n_predict;
+	int longest = 0, total = 0;
+	for (int i = 0; i < pr.n; i++) {
+		longest = pr.len[i] > longest ? pr.len[i] : longest;
+		total += pr.len[i];
+	}
+	int cap = a.ctx ? a.ctx : longest + a.n_predict;
 	int ret = 1;
-	int *toks = NULL;
 	struct backend *b = NULL;
 	struct model m = {0};
 	struct plan plan = {0};
-	if (n_prompt > cap) {
-		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", n_prompt, cap);
+	if (longest > cap) {
+		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", longest, cap);
 		goto out;
 	}
-	toks = malloc(sizeof(int) * (size_t)(cap + 1));
-	int chunk = a.chunk > 0 && a.chunk < n_prompt ? a.chunk : n_prompt;
-	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : 1, .capacity = cap};
+	if (a.logits_file && pr.n > 1) {
+		fprintf(stderr, "ferry: --logits takes one prompt, not %d\n", pr.n);
+		goto out;
+	}
+	int seqs = a.max_batch > 0 && a.max_batch < pr.n ? a.max_batch : pr.n;
+	/* one step takes the whole of one prompt (or --chunk), or a chunk of several prompts at once */
+	int chunk = a.chunk > 0 ? a.chunk : pr.n == 1 ? longest : total < RUN_BATCH_CHUNK ? total : RUN_BATCH_CHUNK;
+	chunk = chunk > seqs ? chunk : seqs;
+	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : seqs, .ctx = cap, .max_seqs = seqs,
+				.kv_page = a.kv_page, .kv_pages = a.kv_pages};
 	io_options(&a, &mo.io);
-	rc = toks ? backend_open(&a, &b, err, sizeof(err)) : -ENOMEM;
-	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, err, sizeof(err));
+	rc = backend_open(&a, &b, err, sizeof(err));
+	if (!rc && (mo.kv_fmt = kv_fmt_of(a.kv, b)) < 0) {
+		snprintf(err, sizeof(err), "--kv %s: not a KV format of the %s backend (%s)", a.kv, b->ops->name,
+			 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
+		rc = -EINVAL;
+	}
+	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, err, sizeof(err));
 	if (!rc && (a.plan || a.stats))
 		plan_print(stderr, &plan);
 	if (!rc && a.plan) {
@@ -652,23 +818,21 @@ int ferry_run(int argc, char **argv)
 	}
 	rc = rc ? rc : model_init(&m, &lay, b, &mo, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "ferry: %s\n", toks ? err : "out of memory");
+		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
-	memcpy(toks, prompt, sizeof(int) * (size_t)n_prompt);
 	struct run_result res = {0};
-	ret = generate(&a, &lay, &m, tk, toks, n_prompt, cap, &res);
+	ret = generate(&a, &lay, &m, tk, &pr, &res);
 	if (!ret && a.stats)
 		device_stats(stderr, b, &res);
-	if (!ret && a.stats_json && write_stats_json(a.stats_json, &lay, b, &m, &res))
+	if (!ret && a.stats_json && write_stats_json(a.stats_json, b, &m, &res))
 		ret = 1;
 out:
 	tokenizer_free(tk);
 	model_free(&m);
 	plan_free(&plan);
 	backend_destroy(b);
-	free(toks);
-	free(prompt);
+	prompts_free(&pr);
 	layout_close(&lay);
 	return ret;
 }

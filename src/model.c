@@ -100,17 +100,60 @@ static int t_sub_of(const struct model_opts *o)
 	return o->t_sub > 0 && o->t_sub < o->t_max ? o->t_sub : o->t_max;
 }
 
+static int page_of(const struct model_opts *o)
+{
+	return o->kv_page > 0 ? o->kv_page : 256;
+}
+
+static int seqs_of(const struct model_opts *o)
+{
+	return o->max_seqs > 0 ? o->max_seqs : 1;
+}
+
 static uint64_t al(uint64_t v)
 {
 	return (v + 255) / 256 * 256;
 }
 
-static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, struct backend_reserve *r)
+/* The page groups (one per distinct window, full attention first) and the pool sizes of each. */
+static void groups_of(const struct layout_hparams *hp, const struct model_opts *o, struct model_mem *mm)
+{
+	mm->n_groups = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (int l = 0; l < hp->n_layers; l++) {
+			int w = hp->window[l], g = 0;
+			if ((pass == 0) != (w == 0))
+				continue;
+			while (g < mm->n_groups && mm->windows[g] != w)
+				g++;
+			if (g == mm->n_groups && g < KVC_GROUPS_MAX)
+				mm->windows[mm->n_groups++] = w;
+		}
+	int page = page_of(o);
+	for (int g = 0; g < mm->n_groups; g++)
+		mm->n_pages[g] = mm->windows[g] == 0 && o->kv_pages > 0
+					 ? o->kv_pages
+					 : seqs_of(o) * kvc_window_pages(mm->windows[g], page, o->t_max, o->ctx);
+}
+
+static int group_of_layer(const struct model_mem *mm, int window)
+{
+	for (int g = 0; g < mm->n_groups; g++)
+		if (mm->windows[g] == window)
+			return g;
+	return -1;
+}
+
+static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, int n_groups,
+		       struct backend_reserve *r)
 {
 	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, F = hp->ffn_dim;
 	int64_t max_row = D > F ? D : F;
+	int page = page_of(o);
 	*r = (struct backend_reserve){.t_max = o->t_max, .t_ops = t_sub_of(o), .max_row = max_row > Q ? max_row : Q,
-				      .max_ctx = o->capacity, .n_heads = hp->n_heads, .head_dim = hp->head_dim};
+				      .max_ctx = o->ctx, .n_heads = hp->n_heads, .head_dim = hp->head_dim,
+				      .max_seqs = seqs_of(o), .max_pages = (o->ctx + page - 1) / page,
+				      .n_groups = n_groups};
 }
 
 void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm)
@@ -119,11 +162,15 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 		 Q = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim,
 		 F = (uint64_t)hp->ffn_dim, V = (uint64_t)hp->vocab;
 	uint64_t L = (uint64_t)(o->max_logits > 0 ? o->max_logits : 1);
+	memset(mm, 0, sizeof(*mm));
 	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
 		  al(L * V * 4);
-	mm->kv = 2 * (uint64_t)hp->n_layers * al((uint64_t)o->capacity * KV * (uint64_t)b->ops->kv_bytes);
+	groups_of(hp, o, mm);
+	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, page_of(o));
+	for (int l = 0; l < hp->n_layers; l++)
+		mm->kv += 2 * al((uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb);
 	struct backend_reserve r;
-	reserve_of(hp, o, &r);
+	reserve_of(hp, o, mm->n_groups, &r);
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
 }
 
@@ -136,6 +183,8 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->b = b;
 	m->opt = *o;
 	m->opt.t_sub = t_sub_of(o);
+	m->opt.kv_page = page_of(o);
+	m->opt.max_seqs = seqs_of(o);
 	const struct layout_hparams *hp = m->hp;
 	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
 	    strcmp(hp->arch, "gemma3")) {
@@ -146,19 +195,34 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 		snprintf(err, errlen, "%s: rope dim %d (head_dim %d) is not supported", lay->dir, hp->rope.dim, hp->head_dim);
 		return -ENOTSUP;
 	}
+	if (!b->ops->kv_supports(o->kv_fmt) || (kv_fmt_rotated(o->kv_fmt) && hp->head_dim % KV_GROUP)) {
+		snprintf(err, errlen, "KV cache format %s is not supported by the %s backend (head dim %d)",
+			 kv_fmt_name(o->kv_fmt), b->ops->name, hp->head_dim);
+		return -ENOTSUP;
+	}
 	int rc = check_formats(m, err, errlen);
 	if (rc)
 		return rc;
+	struct model_mem mm;
+	model_mem_plan(hp, b, &m->opt, &mm);
+	rc = kvc_init(&m->kc, m->opt.kv_page, o->ctx, m->opt.max_seqs, mm.n_groups, mm.windows, mm.n_pages, err, errlen);
+	if (rc)
+		return rc;
+	memcpy(m->n_pages, mm.n_pages, sizeof(m->n_pages));
+	m->kv_bytes = mm.kv;
 	size_t T = (size_t)o->t_max, S = (size_t)m->opt.t_sub, D = (size_t)hp->d_model,
 	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
-	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab, kvb = (size_t)b->ops->kv_bytes;
+	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
 	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
 	bool ok = m->kv;
 	for (int l = 0; ok && l < hp->n_layers; l++) {
-		m->kv[l].capacity = o->capacity;
-		m->kv[l].k = b->ops->alloc(b, (size_t)o->capacity * KV * kvb);
-		m->kv[l].v = b->ops->alloc(b, (size_t)o->capacity * KV * kvb);
+		int g = group_of_layer(&mm, hp->window[l]);
+		m->kv[l] = (struct kv_layer){.fmt = o->kv_fmt, .page = m->opt.kv_page, .Hkv = hp->n_kv_heads,
+					     .Dh = hp->head_dim, .n_pages = mm.n_pages[g], .group = g};
+		m->kv[l].k = b->ops->alloc(b, (size_t)mm.n_pages[g] * pb);
+		m->kv[l].v = b->ops->alloc(b, (size_t)mm.n_pages[g] * pb);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
 	m->x = ok ? b->ops->alloc(b, T * D * 4) : NULL;
@@ -172,16 +236,22 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->logits = ok ? b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4) : NULL;
 	m->embed_rows = malloc(T * D * 4);
 	m->embed_f32 = malloc(T * D * 4);
+	m->tokens = malloc(sizeof(int) * T);
+	m->pos = malloc(sizeof(int) * T);
+	m->part_t0 = malloc(sizeof(int) * (T + 1));
+	m->part_row = malloc(sizeof(int) * T);
 	ok = ok && m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
-	     m->embed_f32;
+	     m->embed_f32 && m->tokens && m->pos && m->part_t0 && m->part_row;
 	if (!ok) {
-		snprintf(err, errlen, "out of %s memory for the run state (%d tokens per step, KV cache of %d tokens)%s%s",
-			 b->ops->host_memory ? "host" : "device", o->t_max, o->capacity, b->err[0] ? ": " : "", b->err);
+		snprintf(err, errlen,
+			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
+			 b->ops->host_memory ? "host" : "device", o->t_max, m->opt.max_seqs, o->ctx, b->err[0] ? ": " : "",
+			 b->err);
 		model_free(m);
 		return -ENOMEM;
 	}
 	struct backend_reserve r;
-	reserve_of(hp, &m->opt, &r);
+	reserve_of(hp, &m->opt, mm.n_groups, &r);
 	rc = b->ops->reserve(b, &r);
 	if (rc)
 		snprintf(err, errlen, "%s", b->err);
@@ -211,6 +281,11 @@ void model_free(struct model *m)
 			b->ops->free(b, m->kv[l].v);
 	}
 	free(m->kv);
+	kvc_free(&m->kc);
+	free(m->tokens);
+	free(m->pos);
+	free(m->part_t0);
+	free(m->part_row);
 	free(m->embed_rows);
 	free(m->embed_f32);
 	io_stream_close(m->io);
@@ -239,8 +314,16 @@ static int layer_range(struct model *m, int l, const struct layer_weights *w, in
 	float scale = hp->attn_scale > 0 ? (float)hp->attn_scale : 1.0f / sqrtf((float)Dh);
 	rc = rc ? rc : op->rope(b, m->q, H, Dh, rope);
 	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, rope);
-	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v, Hkv * Dh);
-	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, Hkv, Dh, hp->window[l], scale);
+	bool rot = kv_fmt_rotated(m->kv[l].fmt); /* q.k and p.v are unchanged; the output is rotated back */
+	if (rot) {
+		rc = rc ? rc : op->hadamard(b, m->q, (int64_t)n * H * Dh);
+		rc = rc ? rc : op->hadamard(b, m->k, (int64_t)n * Hkv * Dh);
+		rc = rc ? rc : op->hadamard(b, m->v, (int64_t)n * Hkv * Dh);
+	}
+	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v);
+	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, hp->window[l], scale);
+	if (rot)
+		rc = rc ? rc : op->hadamard(b, m->att, (int64_t)n * H * Dh);
 	rc = rc ? rc : op->matmul(b, m->h, m->att, &w->wo, opt(&w->bo), n);
 	if (!rc && w->post_attn_norm.data)
 		rc = op->rmsnorm(b, m->h, m->h, &w->post_attn_norm, n, eps);
@@ -299,94 +382,161 @@ static int embed(struct model *m, const int *tokens, int T, char *err, size_t er
 	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
 }
 
-/* The logits of the last n_logits tokens into the host array logits, or, with k > 0 (n_logits 1), only
- * the k largest into vals/idx (the backend's top_k: a few bytes instead of V floats). */
-static int head(struct model *m, int T, int n_logits, float *logits, int k, float *vals, int *idx, char *err,
-		size_t errlen)
+/* The logits rows the parts ask for (each part's last n_logits tokens, in part order) into out: all V
+ * values, or, with out->k > 0, the k largest of each row (the backend's top_k: a few bytes instead of V
+ * floats). Rows that sit next to each other in the step go through the head together. */
+static int head(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
+		char *err, size_t errlen)
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = m->b;
 	int L = hp->n_layers, S = m->opt.t_sub;
 	int64_t D = hp->d_model, V = hp->vocab;
 	void *const *ptrs;
-	struct tensor norm, out;
+	struct tensor norm, w_out;
 	int rc = weights_get(&m->w, L, &ptrs, err, errlen);
 	if (rc)
 		return rc;
 	const struct layout_unit *u = layout_unit_get(m->lay, L);
 	rc = bind(u, ptrs, "output_norm.weight", true, 1, D, &norm, err, errlen);
-	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &out, err, errlen);
-	for (int i = 0; !rc && i < n_logits; i += S) {
-		int n = n_logits - i < S ? n_logits - i : S;
-		const float *x = m->x + (size_t)(T - n_logits + i) * (size_t)D;
-		rc = b->ops->rmsnorm(b, m->h, x, &norm, n, (float)hp->rms_eps);
-		rc = rc ? rc : b->ops->matmul(b, m->logits + (size_t)i * (size_t)V, m->h, &out, NULL, n);
+	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &w_out, err, errlen);
+	int rows = 0;
+	for (int i = 0; !rc && i < n_parts;) {
+		/* a run: parts whose logits rows are consecutive tokens of the step */
+		int t_first = m->part_t0[i + 1] - parts[i].n_logits, n = parts[i].n_logits;
+		while (++i < n_parts && parts[i].n_logits == parts[i].n &&
+		       m->part_t0[i] == t_first + n)
+			n += parts[i].n;
+		for (int r = 0; !rc && r < n; r += S) {
+			int nr = n - r < S ? n - r : S;
+			const float *x = m->x + (size_t)(t_first + r) * (size_t)D;
+			rc = b->ops->rmsnorm(b, m->h, x, &norm, nr, (float)hp->rms_eps);
+			rc = rc ? rc : b->ops->matmul(b, m->logits + (size_t)(rows + r) * (size_t)V, m->h, &w_out, NULL, nr);
+		}
+		rows += n;
 	}
 	weights_put(&m->w, L);
 	if (!rc)
 		rc = weights_prefetch(&m->w, L, err, errlen);
-	if (k > 0) {
-		rc = rc ? rc : b->ops->top_k(b, m->logits, (int)V, k, vals, idx);
-		logits = vals; /* softcap is monotonic: the order stays, the values change */
-		n_logits = 1;
-		V = k;
+	float *dst = out->logits;
+	int64_t nv = V;
+	if (out->k > 0) {
+		for (int r = 0; !rc && r < rows; r++)
+			rc = b->ops->top_k(b, m->logits + (size_t)r * (size_t)V, (int)V, out->k, out->top_vals + (size_t)r * out->k,
+					   out->top_idx + (size_t)r * out->k);
+		dst = out->top_vals; /* softcap is monotonic: the order stays, the values change */
+		nv = out->k;
 	} else {
-		rc = rc ? rc : b->ops->download(b, logits, m->logits, sizeof(float) * (size_t)(n_logits * V));
+		rc = rc ? rc : b->ops->download(b, dst, m->logits, sizeof(float) * (size_t)rows * (size_t)V);
 	}
 	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
 		float cap = (float)hp->final_softcap;
-		for (int64_t i = 0; i < n_logits * V; i++)
-			logits[i] = tanhf(logits[i] / cap) * cap;
+		for (int64_t i = 0; i < rows * nv; i++)
+			dst[i] = tanhf(dst[i] / cap) * cap;
 	}
 	if (rc && !err[0])
 		snprintf(err, errlen, "head: %s", b->err);
 	return rc;
 }
 
-static int forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, int k,
-		   float *vals, int *idx, char *err, size_t errlen)
+int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, int *n_cached, char *err,
+		   size_t errlen)
 {
-	err[0] = 0;
-	if (T < 1 || T > m->opt.t_max || n_logits < 0 || n_logits > T || n_logits > m->opt.max_logits) {
-		snprintf(err, errlen, "step of %d tokens (%d logits) outside 1..%d (%d logits)", T, n_logits, m->opt.t_max,
-			 m->opt.max_logits);
+	if (n_prompt > m->opt.ctx) {
+		snprintf(err, errlen, "the prompt (%d tokens) does not fit the context of %d", n_prompt, m->opt.ctx);
+		return -ENOSPC;
+	}
+	return kvc_seq_open(&m->kc, prompt, n_prompt, seq, n_cached, err, errlen);
+}
+
+void model_seq_close(struct model *m, int seq)
+{
+	kvc_seq_close(&m->kc, seq);
+}
+
+int model_seq_len(const struct model *m, int seq)
+{
+	return m->kc.seqs[seq].len;
+}
+
+/* The step's host arrays from the parts; checks them. */
+static int step_build(struct model *m, const struct model_part *parts, int n_parts, int *T, int *rows, char *err,
+		      size_t errlen)
+{
+	int t = 0, r = 0, max_pos = 0;
+	m->part_t0[0] = 0;
+	for (int i = 0; i < n_parts; i++) {
+		const struct model_part *p = &parts[i];
+		bool open = p->seq >= 0 && p->seq < m->kc.max_seqs && m->kc.seqs[p->seq].used;
+		for (int j = 0; open && j < i; j++)
+			open = parts[j].seq != p->seq;
+		if (!open || p->n < 1 || p->n_logits < 0 || p->n_logits > p->n || t + p->n > m->opt.t_max) {
+			snprintf(err, errlen, "step part %d (sequence %d, %d tokens, %d logits) is not valid for a step of at most %d tokens", i,
+				 p->seq, p->n, p->n_logits, m->opt.t_max);
+			return -EINVAL;
+		}
+		int len = m->kc.seqs[p->seq].len;
+		for (int j = 0; j < p->n; j++) {
+			m->tokens[t + j] = p->tokens[j];
+			m->pos[t + j] = len + j;
+		}
+		max_pos = len + p->n - 1 > max_pos ? len + p->n - 1 : max_pos;
+		t += p->n;
+		r += p->n_logits;
+		m->part_t0[i + 1] = t;
+		m->part_row[i] = p->seq;
+	}
+	if (t < 1 || r > (m->opt.max_logits > 0 ? m->opt.max_logits : 1)) {
+		snprintf(err, errlen, "step of %d tokens and %d logits rows (at most %d)", t, r, m->opt.max_logits);
 		return -EINVAL;
 	}
-	int max_pos = 0;
-	for (int t = 0; t < T; t++) {
-		if (pos[t] < 0 || pos[t] >= m->opt.capacity) {
-			snprintf(err, errlen, "position %d does not fit the context of %d tokens", pos[t], m->opt.capacity);
-			return -ENOSPC;
-		}
-		max_pos = pos[t] > max_pos ? pos[t] : max_pos;
-	}
-	/* Only dynamic NTK depends on the step (through its sequence length). */
+	/* Only dynamic NTK depends on the step (through its longest sequence). */
 	rope_freqs_compute(&m->hp->rope, max_pos + 1, &m->rope);
 	if (m->hp->has_rope_local)
 		rope_freqs_compute(&m->hp->rope_local, max_pos + 1, &m->rope_local);
-	int rc = m->b->ops->step_begin(m->b, T, pos);
-	rc = rc ? rc : embed(m, tokens, T, err, errlen);
-	for (int l = 0; !rc && l < m->hp->n_layers; l++)
-		rc = layer_forward(m, l, T, err, errlen);
-	if (!rc && n_logits > 0)
-		rc = head(m, T, n_logits, logits, k, vals, idx, err, errlen);
-	if (rc && !err[0])
-		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
-	return rc;
+	*T = t;
+	*rows = r;
+	return 0;
 }
 
-int model_forward(struct model *m, const int *tokens, const int *pos, int T, int n_logits, float *logits, char *err,
-		  size_t errlen)
+int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
+	       char *err, size_t errlen)
 {
-	return forward(m, tokens, pos, T, n_logits, logits, 0, NULL, NULL, err, errlen);
-}
-
-int model_forward_top(struct model *m, const int *tokens, const int *pos, int T, int k, float *vals, int *idx,
-		      char *err, size_t errlen)
-{
-	if (!m->b->ops->top_k || k < 1 || k > 1024 || k > m->hp->vocab) {
-		snprintf(err, errlen, "top-%d logits are not available from the %s backend", k, m->b->ops->name);
+	err[0] = 0;
+	int T, rows, rc = step_build(m, parts, n_parts, &T, &rows, err, errlen);
+	if (rc)
+		return rc;
+	if (out->k > 0 && (!m->b->ops->top_k || out->k > 1024 || out->k > m->hp->vocab)) {
+		snprintf(err, errlen, "top-%d logits are not available from the %s backend", out->k, m->b->ops->name);
 		return -ENOTSUP;
 	}
-	return forward(m, tokens, pos, T, 1, NULL, k, vals, idx, err, errlen);
+	int grown = 0;
+	for (; grown < n_parts && !rc; grown++)
+		rc = kvc_grow(&m->kc, parts[grown].seq, parts[grown].n, err, errlen);
+	if (rc) {
+		for (int i = 0; i < grown - 1; i++)
+			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+		return rc;
+	}
+	const int *tables[KVC_GROUPS_MAX];
+	for (int g = 0; g < m->kc.n_groups; g++)
+		tables[g] = m->kc.tables[g];
+	struct step_desc d = {.T = T, .pos = m->pos, .n_parts = n_parts, .part_t0 = m->part_t0, .part_row = m->part_row,
+			      .n_groups = m->kc.n_groups, .n_rows = m->kc.max_seqs, .max_pages = m->kc.max_pages,
+			      .pages = tables};
+	rc = m->b->ops->step_begin(m->b, &d);
+	rc = rc ? rc : embed(m, m->tokens, T, err, errlen);
+	for (int l = 0; !rc && l < m->hp->n_layers; l++)
+		rc = layer_forward(m, l, T, err, errlen);
+	if (!rc && rows > 0)
+		rc = head(m, parts, n_parts, out, err, errlen);
+	if (rc && !err[0])
+		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
+	for (int i = 0; i < n_parts; i++) {
+		if (rc)
+			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+		else
+			kvc_advance(&m->kc, parts[i].seq, parts[i].n);
+	}
+	return rc;
 }

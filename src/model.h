@@ -1,14 +1,14 @@
 /*
  * model.h: the forward pass of Llama-family models (Llama, Mistral, Qwen2) and Gemma 3 over a model.ferry,
- * layer-major: all T
- * tokens of a step go through layer L before layer L+1 is read. The model owns its run state (activations
- * for up to t_max tokens, the KV cache of capacity tokens) in backend memory, and reads weights through
- * the I/O streamer.
+ * layer-major: all T tokens of a step, from any number of sequences, go through layer L before layer L+1
+ * is read. The model owns its run state in backend memory (activations for up to t_max tokens, the paged
+ * KV cache: src/kvcache.h, kernels/kv_pages.h) and reads weights through the I/O streamer.
  */
 #ifndef FERRY_MODEL_H
 #define FERRY_MODEL_H
 
 #include "backend.h"
+#include "kvcache.h"
 #include "layout.h"
 #include "rope.h"
 #include "stream.h"
@@ -32,6 +32,8 @@ struct model_opts {
 
 /* Backend memory of the run state (activations and KV cache) for these options, as model_init allocates it. */
 struct model_mem {
+	int n_groups;
+	int windows[KVC_GROUPS_MAX], n_pages[KVC_GROUPS_MAX]; /* the KV page pools */
 	uint64_t act;    /* activations and logits */
 	uint64_t kv;     /* KV cache, all layers */
 	uint64_t ws;     /* the backend's workspace (reserve) */
@@ -58,7 +60,12 @@ struct model {
 	struct io_stream *io;
 	struct weights w;
 	struct model_opts opt;
+	struct kv_cache kc;    /* pages and page tables */
 	struct kv_layer *kv;   /* [L] */
+	int n_pages[KVC_GROUPS_MAX];
+	uint64_t kv_bytes;     /* backend memory of the KV pools */
+	/* the current step, host */
+	int *tokens, *pos, *part_t0, *part_row; /* [t_max], [t_max], [t_max + 1], [t_max] */
 	/* run state, backend memory: x has t_max rows, the others t_sub */
 	float *x;              /* (T, D) residual stream */
 	float *h;              /* (S, D) normed */

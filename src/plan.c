@@ -26,13 +26,36 @@ static double gib(uint64_t v)
 	return (double)v / (1 << 30);
 }
 
+/* The longest ctx (a multiple of the page) with which fixed bytes of o, in KV format fmt, plus 2 slots fit
+ * avail. */
+static int ctx_fit(const struct layout *lay, struct backend *b, const struct model_opts *o, int fmt, uint64_t slots,
+		   uint64_t avail)
+{
+	struct model_opts t = *o;
+	struct model_mem mm;
+	int page = o->kv_page > 0 ? o->kv_page : 256, lo = 0, hi = (1 << 24) / page;
+	t.kv_fmt = fmt;
+	t.kv_pages = 0;
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+		t.ctx = mid * page;
+		if (fixed_bytes(lay, b, &t, &mm) + slots <= avail)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo * page;
+}
+
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
-	      char *err, size_t errlen)
+	      bool t_max_auto, char *err, size_t errlen)
 {
 	memset(p, 0, sizeof(*p));
 	p->n_units = lay->hp.n_layers + 1;
 	p->t_max = o->t_max;
-	p->capacity = o->capacity;
+	p->ctx = o->ctx;
+	p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+	p->kv_fmt = o->kv_fmt;
 	p->resident = calloc((size_t)p->n_units, sizeof(bool));
 	if (!p->resident) {
 		snprintf(err, errlen, "out of memory");
@@ -68,16 +91,23 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		p->n_slots = 0;
 		p->slot_bytes = 0;
 	} else {
-		while (fixed + 2 * p->slot_bytes > avail && o->t_sub > T_SUB_MIN) {
-			o->t_sub = (o->t_sub + 1) / 2;
+		int t_min = p->max_seqs > T_SUB_MIN ? p->max_seqs : T_SUB_MIN;
+		while (fixed + 2 * p->slot_bytes > avail) {
+			if (o->t_sub > T_SUB_MIN)
+				o->t_sub = (o->t_sub + 1) / 2;
+			else if (t_max_auto && o->t_max > t_min)
+				o->t_max = o->t_sub = (o->t_max + 1) / 2 > t_min ? (o->t_max + 1) / 2 : t_min;
+			else
+				break;
 			fixed = fixed_bytes(lay, b, o, &p->mem);
 		}
+		p->t_max = o->t_max;
 		if (fixed + 2 * p->slot_bytes > avail) {
 			snprintf(err, errlen,
-				 "--vram %.2f GiB is too small: the CUDA context takes %.2f GiB, the KV cache of %d tokens "
+				 "--vram %.2f GiB is too small: the CUDA context takes %.2f GiB, the KV cache of %d x %d tokens "
 				 "%.2f GiB, activations for %d tokens per op %.2f GiB, workspace %.2f GiB, and 2 weight "
-				 "slots %.2f GiB (%.2f GiB in all); lower --ctx or raise --vram",
-				 gib((uint64_t)p->budget), gib((uint64_t)p->context), o->capacity, gib(p->mem.kv), o->t_sub,
+				 "slots %.2f GiB (%.2f GiB in all); lower --ctx, use --kv q8 or q4, or raise --vram",
+				 gib((uint64_t)p->budget), gib((uint64_t)p->context), p->max_seqs, o->ctx, gib(p->mem.kv), o->t_sub,
 				 gib(p->mem.act), gib(p->mem.ws), gib(2 * p->slot_bytes),
 				 gib((uint64_t)p->context + fixed + 2 * p->slot_bytes + PLAN_RESERVE));
 			return -ENOMEM;
@@ -95,6 +125,8 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		}
 	}
 	p->t_sub = o->t_sub;
+	for (int f = KV_F16; f < KV_FMT_COUNT; f++)
+		p->ctx_fit[f] = b->ops->kv_supports(f) ? ctx_fit(lay, b, o, f, 2 * p->slot_bytes, avail) : 0;
 	p->stream_bytes = p->units_bytes - p->resident_bytes;
 	p->total = fixed + (uint64_t)p->n_slots * p->slot_bytes + p->resident_bytes;
 	o->n_slots = p->n_slots;
@@ -105,14 +137,15 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 void plan_print(FILE *f, const struct plan *p)
 {
 	if (!p->device) {
-		fprintf(f, "plan: host memory: KV cache %.3f GiB (%d tokens), activations %.3f GiB (%d tokens per step); "
-			   "weights %.3f GiB streamed through the I/O slots and RAM tier\n",
-			gib(p->mem.kv), p->capacity, gib(p->mem.act), p->t_max, gib(p->units_bytes));
+		fprintf(f, "plan: host memory: KV cache %.3f GiB (%s, %d x %d tokens), activations %.3f GiB (%d tokens per "
+			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier\n",
+			gib(p->mem.kv), kv_fmt_name(p->kv_fmt), p->max_seqs, p->ctx, gib(p->mem.act), p->t_max,
+			gib(p->units_bytes));
 		return;
 	}
 	fprintf(f,
 		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB + %.3f GiB for lazily loaded kernels\n"
-		"plan:   KV cache      %8.3f GiB  (%d tokens, f16)\n"
+		"plan:   KV cache      %8.3f GiB  (%s, %d sequences x %d tokens; window layers keep their window)\n"
 		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
 		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
 		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
@@ -120,10 +153,14 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
 		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
 		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
-		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv),
-		p->capacity, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
+		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->kv_fmt),
+		p->max_seqs, p->ctx, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
+	fprintf(f, "plan: longest --ctx that fits (%d sequences, 2 weight slots):", p->max_seqs);
+	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
+		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);
+	fprintf(f, "\n");
 }
 
 void plan_free(struct plan *p)

@@ -1,7 +1,8 @@
 /*
  * plan.h: the memory planner of `ferry run`. From the device budget (the backend's arena, what is left of
  * --vram after the CUDA context) it decides, before anything is loaded:
- *   - the KV cache (f16 on the GPU, capacity = --ctx), the activations and the op workspace, which grow
+ *   - the KV cache (paged, in the --kv format: max_seqs sequences of --ctx positions, window layers only
+ *     what their window needs), the activations and the op workspace, which grow
  *     with the tokens per op (t_sub: a step's tokens run through each layer in ranges of t_sub);
  *   - the number of weight slots (3 when they fit, at least 2) of the largest unit each;
  *   - which units (layers, head) stay resident in device memory with what is left;
@@ -29,14 +30,16 @@ struct plan {
 	bool *resident;                 /* [n_units] */
 	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
 	uint64_t total;                 /* everything the plan allocates from the arena */
-	int t_max, t_sub, capacity;
+	int t_max, t_sub, ctx, max_seqs, kv_fmt;
+	int ctx_fit[KV_FMT_COUNT]; /* device: the longest --ctx each KV format fits with everything else as planned (0: none) */
 };
 
-/* Fills p and o->t_sub, o->n_slots, o->resident (pointing into p) from o->t_max, o->max_logits,
- * o->capacity and the backend's memory. stream_all: no unit resident even when the budget would hold it
- * (benchmarks and tests of the streaming path). */
+/* Fills p and o->t_sub, o->n_slots, o->resident (pointing into p) from o->t_max, o->max_logits, o->ctx,
+ * the KV options and the backend's memory. stream_all: no unit resident even when the budget would hold it
+ * (benchmarks and tests of the streaming path). t_max_auto: o->t_max may be lowered (to no less than 64 or
+ * max_seqs) when the budget cannot hold it. */
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
-	      char *err, size_t errlen);
+	      bool t_max_auto, char *err, size_t errlen);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 
