@@ -2,7 +2,9 @@
  * inputs and odd shapes; the f16/bf16 conversions against the compiler's own _Float16 and bit rules; the
  * GGUF block dequantization against a per-value version written here from the ggml formulas (bit for bit)
  * and the quantized matmul, its AVX2 and portable fused kernels included, against double-precision dots of
- * those values; and results identical whatever the thread count. */
+ * those values; the KV cache row formats (known answers, round-trip bounds), the Hadamard rotation, and
+ * paged kv_store + attention against a dense double-precision attention over the rows read back here, with
+ * a quality check of rotated Q8/Q4 against F32; and results identical whatever the thread count. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -346,55 +348,375 @@ static void test_rope(void)
 	}
 }
 
-static void test_attention(void)
+/* The Hadamard rotation: H32 in Sylvester order (entry (i, j) = (-1)^popcount(i & j) / sqrt(32)), its own
+ * inverse, norm-preserving. */
+static void test_hadamard(void)
 {
-	int C = 40, H = 6, Hkv = 2, Dh = 12, kvd = Hkv * Dh;
-	float *kc = malloc(sizeof(float) * (size_t)(C * kvd)), *vc = malloc(sizeof(float) * (size_t)(C * kvd));
-	for (int i = 0; i < C * kvd; i++)
-		kc[i] = nrand(), vc[i] = nrand();
-	int pos[5] = {0, 1, 13, 38, 39}, T = 5;
-	float q[5 * 6 * 12], out[5 * 6 * 12];
-	double ref[5 * 6 * 12];
-	for (int i = 0; i < T * H * Dh; i++)
-		q[i] = nrand();
-	for (int window = 0; window <= 7; window += 7) {
-		cpu_attention(out, q, kc, vc, pos, T, H, Hkv, Dh, window, 0.3f, SCR);
-		for (int t = 0; t < T; t++)
-			for (int h = 0; h < H; h++) {
-				int p = pos[t], g = h / (H / Hkv);
-				double sc[40], mx = -1e300, sum = 0;
-				for (int j = 0; j <= p; j++) {
-					if (window && p - j >= window) {
-						sc[j] = -INFINITY;
-						continue;
-					}
-					double d = 0;
-					for (int i = 0; i < Dh; i++)
-						d += (double)q[(t * H + h) * Dh + i] * kc[j * kvd + g * Dh + i];
-					sc[j] = d * 0.3;
-					mx = sc[j] > mx ? sc[j] : mx;
-				}
-				for (int j = 0; j <= p; j++)
-					sum += sc[j] == -INFINITY ? 0 : exp(sc[j] - mx);
-				for (int i = 0; i < Dh; i++) {
-					double o = 0;
-					for (int j = 0; j <= p; j++)
-						if (sc[j] != -INFINITY)
-							o += exp(sc[j] - mx) / sum * vc[j * kvd + g * Dh + i];
-					ref[(t * H + h) * Dh + i] = o;
-				}
-			}
-		CHECK_MSG(rel_err(out, ref, (size_t)(T * H * Dh)) < 1e-5, "attention window %d", window);
+	float x[64], y[64];
+	int bad = 0;
+	for (int i = 0; i < 32; i++) {
+		memset(x, 0, sizeof(float) * 32);
+		x[i] = 1;
+		cpu_hadamard32(x, 32);
+		for (int j = 0; j < 32; j++)
+			bad += fabs(x[j] - (__builtin_popcount((unsigned)(i & j)) & 1 ? -1 : 1) / sqrt(32.0)) > 1e-7;
 	}
-	/* kv_store puts rows at their positions */
-	float k[2 * 24], v[2 * 24];
-	int p2[2] = {3, 9};
-	for (int i = 0; i < 48; i++)
-		k[i] = (float)i, v[i] = (float)-i;
-	cpu_kv_store(kc, vc, k, v, p2, 2, kvd);
-	CHECK(kc[3 * kvd] == 0 && kc[9 * kvd + 1] == 25 && vc[9 * kvd + 23] == -47);
-	free(kc);
-	free(vc);
+	CHECK_MSG(bad == 0, "%d entries of H32 wrong", bad);
+	double n0 = 0, n1 = 0, dmax = 0;
+	for (int i = 0; i < 64; i++)
+		x[i] = y[i] = nrand() * 3, n0 += (double)x[i] * x[i];
+	cpu_hadamard32(y, 64);
+	for (int i = 0; i < 64; i++)
+		n1 += (double)y[i] * y[i];
+	cpu_hadamard32(y, 64);
+	for (int i = 0; i < 64; i++)
+		dmax = fmax(dmax, fabs(y[i] - x[i]));
+	CHECK_MSG(dmax <= 1e-6 * 3, "H32 twice: max difference %g", dmax);
+	CHECK_MSG(fabs(n1 - n0) <= 1e-6 * n0, "H32 norm %g vs %g", n1, n0);
+}
+
+/* Row formats: known answers for hand-made groups, and round trips with the error each format allows. */
+static void test_kv_rows(void)
+{
+	uint8_t q[1024];
+	uint16_t s[8];
+	float x[256], y[256];
+	/* all zeros: scale 0 (Q4: 0 / -8 = -0, as ggml), q 0 (Q4: nibbles 8) */
+	memset(x, 0, sizeof(x));
+	cpu_kv_row_quant(KV_Q8, x, q, s, 32);
+	CHECK(s[0] == 0 && q[0] == 0 && q[31] == 0);
+	cpu_kv_row_quant(KV_Q4, x, q, s, 32);
+	CHECK(s[0] == 0x8000 && q[0] == 0x88 && q[15] == 0x88);
+	cpu_kv_row_dequant(KV_Q4, q, s, y, 32);
+	CHECK(y[0] == 0 && y[31] == 0);
+	/* Q8: amax 127 gives d = 1 exactly; quotients round half to even */
+	float x8[32] = {127, 0.5f, 1.5f, 2.5f, -2.5f, -127, 3.49f, -0.5f};
+	cpu_kv_row_quant(KV_Q8, x8, q, s, 32);
+	const int8_t want8[8] = {127, 0, 2, 2, -2, -127, 3, 0};
+	CHECK(s[0] == 0x3c00 && memcmp(q, want8, 8) == 0 && q[8] == 0);
+	/* Q4: m = -8 (the first of -8 and 8) gives d = 1; 8 clamps to nibble 15 (value 7); pairs (i, i + 16) */
+	float x4[32] = {-8, 8, 0.5f, 1.5f, 2.5f, -0.5f, 3.2f};
+	x4[16] = 5, x4[17] = -3, x4[31] = 6.5f;
+	cpu_kv_row_quant(KV_Q4, x4, q, s, 32);
+	CHECK(s[0] == 0x3c00);
+	CHECK(q[0] == (0 | 13 << 4) && q[1] == (15 | 5 << 4) && q[2] == 0x88 && q[3] == (10 | 8 << 4));
+	CHECK(q[4] == (10 | 8 << 4) && q[5] == 0x88 && q[6] == (11 | 8 << 4) && q[15] == (8 | 14 << 4));
+	cpu_kv_row_dequant(KV_Q4, q, s, y, 32);
+	CHECK(y[0] == -8 && y[1] == 7 && y[3] == 2 && y[16] == 5 && y[17] == -3 && y[31] == 6);
+	/* ...and m = 8 first: d = -1, so -8 is the clamped side */
+	x4[0] = 8, x4[1] = -8;
+	cpu_kv_row_quant(KV_Q4, x4, q, s, 32);
+	cpu_kv_row_dequant(KV_Q4, q, s, y, 32);
+	CHECK(s[0] == 0xbc00 && y[0] == 8 && y[1] == -7 && y[16] == 5);
+
+	/* round trips: groups of very different magnitudes (scales normal halves), one outlier each */
+	int bad[KV_FMT_COUNT] = {0};
+	for (int it = 0; it < 200; it++) {
+		int Dh = 32 << (it % 4);
+		for (int gr = 0; gr < Dh / 32; gr++) {
+			float mag = (float)pow(2, (int)(urand() * 16) - 6);
+			for (int i = 0; i < 32; i++)
+				x[gr * 32 + i] = nrand() * mag;
+			x[gr * 32 + (int)(urand() * 32)] *= 8;
+		}
+		for (int fmt = 0; fmt < KV_FMT_COUNT; fmt++) {
+			float xs[256];
+			memcpy(xs, x, sizeof(x));
+			if (fmt == KV_F16) /* values a half holds come back exactly */
+				for (int i = 0; i < Dh; i++)
+					xs[i] = f16_to_f32(f32_to_f16(x[i]));
+			cpu_kv_row_quant(fmt, xs, q, s, Dh);
+			cpu_kv_row_dequant(fmt, q, s, y, Dh);
+			for (int i = 0; i < Dh; i++) {
+				int gr = i / 32;
+				float amax = 0, m = 0;
+				for (int j = 0; j < 32; j++) {
+					amax = fmaxf(amax, fabsf(xs[gr * 32 + j]));
+					m = fabsf(xs[gr * 32 + j]) > fabsf(m) ? xs[gr * 32 + j] : m;
+				}
+				double d = fabs(f16_to_f32(s[gr])), err = fabs((double)y[i] - xs[i]), lim = 0;
+				if (fmt == KV_Q8) {
+					lim = d / 2;
+					bad[fmt] += s[gr] != f32_to_f16(amax / 127.0f);
+				} else if (fmt == KV_Q4) {
+					lim = xs[i] / f16_to_f32(s[gr]) > 7.5 ? d : d / 2;
+					bad[fmt] += s[gr] != f32_to_f16(m / -8.0f);
+				}
+				bad[fmt] += !(err <= lim * (1 + 1e-5) + 1e-6 * fabs(xs[i]));
+			}
+		}
+	}
+	for (int fmt = 0; fmt < KV_FMT_COUNT; fmt++)
+		CHECK_MSG(bad[fmt] == 0, "kv format %d: %d values outside the round-trip bound", fmt, bad[fmt]);
+}
+
+/* A paged layer for the tests: sequences s with kv_hist[s] positions stored before the range and kv_new[s]
+ * in it, page-table row kv_rowof[s], the physical pages of all sequences shuffled over the pool, unwritten
+ * bytes 0xff (NaN in every format, so reading a row never written shows). */
+#define KV_NSEQ 3
+#define KV_MAX_PAGES 8
+static const int kv_hist[KV_NSEQ] = {70, 300, 0}, kv_new[KV_NSEQ] = {8, 1, 12}, kv_rowof[KV_NSEQ] = {1, 2, 0};
+static const int kv_order[KV_NSEQ] = {1, 0, 2}; /* parts of the range: a decode token, then two prefills */
+
+struct kv_range {
+	int T, n_parts, part_t0[KV_NSEQ + 1], part_row[KV_NSEQ], tok_part[512], pos[512], seq[512];
+	float *k, *v; /* [T, Hkv*Dh] */
+};
+
+/* The row (h, position p) of sequence s as the test reads the layout of kernels/kv_pages.h. */
+static uint8_t *kv_test_row(const struct kv_layer *kv, void *pool, const int *table, int s, int h, int p,
+			    uint8_t **sc)
+{
+	int phys = table[kv_rowof[s] * KV_MAX_PAGES + p / kv->page], r = p % kv->page;
+	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
+	uint8_t *base = (uint8_t *)pool + (size_t)phys * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page);
+	*sc = base + (size_t)kv->Hkv * kv->page * qrow + ((size_t)h * kv->page + r) * srow;
+	return base + ((size_t)h * kv->page + r) * qrow;
+}
+
+/* Positions [from(s), to(s)) of each sequence, in the order `order`, as a range; k, v from the full arrays. */
+static void kv_range_build(struct kv_range *rg, const int *order, int hist_part, float *const *K, float *const *V,
+			   int kvd)
+{
+	rg->T = rg->n_parts = 0;
+	rg->part_t0[0] = 0;
+	rg->k = malloc(sizeof(float) * 512 * (size_t)kvd);
+	rg->v = malloc(sizeof(float) * 512 * (size_t)kvd);
+	for (int o = 0; o < KV_NSEQ; o++) {
+		int s = order[o], p0 = hist_part ? 0 : kv_hist[s], p1 = hist_part ? kv_hist[s] : kv_hist[s] + kv_new[s];
+		if (p1 == p0)
+			continue;
+		for (int p = p0; p < p1; p++, rg->T++) {
+			rg->tok_part[rg->T] = rg->n_parts, rg->pos[rg->T] = p, rg->seq[rg->T] = s;
+			memcpy(rg->k + (size_t)rg->T * kvd, K[s] + (size_t)p * kvd, sizeof(float) * (size_t)kvd);
+			memcpy(rg->v + (size_t)rg->T * kvd, V[s] + (size_t)p * kvd, sizeof(float) * (size_t)kvd);
+		}
+		rg->part_row[rg->n_parts++] = kv_rowof[s];
+		rg->part_t0[rg->n_parts] = rg->T;
+	}
+}
+
+static struct kv_batch kv_range_batch(const struct kv_range *rg, const int *table)
+{
+	struct kv_batch bt = {.T = rg->T, .n_parts = rg->n_parts, .part_t0 = rg->part_t0, .part_row = rg->part_row,
+			      .tok_part = rg->tok_part, .pos = rg->pos, .pages = table, .max_pages = KV_MAX_PAGES};
+	for (int t = 0; t < rg->T; t++)
+		bt.max_pos = rg->pos[t] > bt.max_pos ? rg->pos[t] : bt.max_pos;
+	for (int i = 0; i < rg->n_parts; i++)
+		bt.max_part = rg->part_t0[i + 1] - rg->part_t0[i] > bt.max_part ? rg->part_t0[i + 1] - rg->part_t0[i]
+										      : bt.max_part;
+	return bt;
+}
+
+/* Softmax attention in double of q[H*Dh] at position p over dense keys/values K, V [pos][Hkv*Dh]. */
+static void attention_ref(double *o, const float *q, const float *K, const float *V, int p, int H, int Hkv, int Dh,
+			  int window, double scale)
+{
+	int g = H / Hkv, kvd = Hkv * Dh, j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+	double *sc = malloc(sizeof(double) * (size_t)(p + 1));
+	for (int h = 0; h < H; h++) {
+		const float *kh = K + (h / g) * Dh, *vh = V + (h / g) * Dh;
+		double mx = -INFINITY, sum = 0;
+		for (int j = j0; j <= p; j++) {
+			double d = 0;
+			for (int i = 0; i < Dh; i++)
+				d += (double)q[h * Dh + i] * kh[(size_t)j * kvd + i];
+			sc[j] = d * scale;
+			mx = fmax(mx, sc[j]);
+		}
+		for (int j = j0; j <= p; j++)
+			sum += sc[j] = exp(sc[j] - mx);
+		for (int i = 0; i < Dh; i++)
+			o[h * Dh + i] = 0;
+		for (int j = j0; j <= p; j++)
+			for (int i = 0; i < Dh; i++)
+				o[h * Dh + i] += sc[j] / sum * vh[(size_t)j * kvd + i];
+	}
+	free(sc);
+}
+
+/* cpu_kv_store then cpu_attention on a range of three sequences (mid-sequence prefill chunk, decode at a
+ * long position, fresh prefill), against the stored rows read back and dequantized here (and, for F32,
+ * against the k and v given); the same bytes with 1 and 2 threads and with scratch for only one head. */
+static void run_paged(int fmt, int Dh, int g, int window, int page)
+{
+	int Hkv = 2, H = g * Hkv, kvd = Hkv * Dh, n_pages = 3;
+	for (int s = 0; s < KV_NSEQ; s++)
+		n_pages += (kv_hist[s] + kv_new[s] + page - 1) / page;
+	struct kv_layer kv = {.fmt = fmt, .page = page, .Hkv = Hkv, .Dh = Dh, .n_pages = n_pages};
+	size_t pb = kv_page_bytes(fmt, Hkv, Dh, page);
+	kv.k = malloc(pb * (size_t)n_pages);
+	kv.v = malloc(pb * (size_t)n_pages);
+	memset(kv.k, 0xff, pb * (size_t)n_pages);
+	memset(kv.v, 0xff, pb * (size_t)n_pages);
+	int perm[64], table[KV_NSEQ * KV_MAX_PAGES], next = 0;
+	for (int i = 0; i < n_pages; i++)
+		perm[i] = i;
+	for (int i = n_pages - 1; i > 0; i--) {
+		int j = (int)(urand() * (i + 1)), tmp = perm[i];
+		perm[i] = perm[j], perm[j] = tmp;
+	}
+	for (int i = 0; i < KV_NSEQ * KV_MAX_PAGES; i++)
+		table[i] = -1;
+	float *K[KV_NSEQ], *V[KV_NSEQ];
+	for (int s = 0; s < KV_NSEQ; s++) {
+		int n = kv_hist[s] + kv_new[s];
+		for (int lp = 0; lp * page < n; lp++)
+			table[kv_rowof[s] * KV_MAX_PAGES + lp] = perm[next++];
+		K[s] = malloc(sizeof(float) * (size_t)n * kvd);
+		V[s] = malloc(sizeof(float) * (size_t)n * kvd);
+		for (int i = 0; i < n * kvd; i++) /* uniform: Gaussians would cost most of the test's time */
+			K[s][i] = (float)(4 * urand() - 2), V[s][i] = (float)(4 * urand() - 2);
+	}
+	struct kv_range hist, rg;
+	static const int seq_order[KV_NSEQ] = {0, 1, 2};
+	kv_range_build(&hist, seq_order, 1, K, V, kvd);
+	struct kv_batch hb = kv_range_batch(&hist, table);
+	cpu_kv_store(&kv, hist.k, hist.v, &hb);
+	/* a window lets the cache release the pages no query of the range sees any more */
+	for (int s = 0; s < KV_NSEQ && window > 0; s++)
+		for (int lp = 0; (lp + 1) * page - 1 < kv_hist[s] - window + 1; lp++) {
+			int *e = &table[kv_rowof[s] * KV_MAX_PAGES + lp];
+			memset((uint8_t *)kv.k + (size_t)*e * pb, 0xff, pb);
+			memset((uint8_t *)kv.v + (size_t)*e * pb, 0xff, pb);
+			*e = -1;
+		}
+	kv_range_build(&rg, kv_order, 0, K, V, kvd);
+	struct kv_batch bt = kv_range_batch(&rg, table);
+	cpu_kv_store(&kv, rg.k, rg.v, &bt);
+
+	/* every mapped row holds exactly cpu_kv_row_quant of its values, where kernels/kv_pages.h puts it */
+	int wrong = 0;
+	float *Kd[KV_NSEQ], *Vd[KV_NSEQ];
+	uint8_t qb[1024], sb[16];
+	size_t qrow = (size_t)kv_qrow_bytes(fmt, Dh), srow = (size_t)kv_srow_bytes(fmt, Dh);
+	for (int s = 0; s < KV_NSEQ; s++) {
+		int n = kv_hist[s] + kv_new[s];
+		Kd[s] = calloc((size_t)n * kvd, sizeof(float));
+		Vd[s] = calloc((size_t)n * kvd, sizeof(float));
+		for (int p = 0; p < n; p++) {
+			if (table[kv_rowof[s] * KV_MAX_PAGES + p / page] < 0)
+				continue;
+			for (int h = 0; h < Hkv; h++)
+				for (int w = 0; w < 2; w++) {
+					uint8_t *sp, *qp = kv_test_row(&kv, w ? kv.v : kv.k, table, s, h, p, &sp);
+					const float *src = (w ? V[s] : K[s]) + (size_t)p * kvd + h * Dh;
+					cpu_kv_row_quant(fmt, src, qb, sb, Dh);
+					wrong += memcmp(qb, qp, qrow) != 0 || memcmp(sb, sp, srow) != 0;
+					cpu_kv_row_dequant(fmt, qp, sp, (w ? Vd[s] : Kd[s]) + (size_t)p * kvd + h * Dh, Dh);
+				}
+		}
+	}
+	CHECK_MSG(wrong == 0, "fmt %d Dh %d page %d: %d stored rows differ", fmt, Dh, page, wrong);
+
+	size_t n_out = (size_t)rg.T * H * Dh;
+	float *q = malloc(sizeof(float) * n_out), *out = malloc(sizeof(float) * n_out);
+	float *out1 = malloc(sizeof(float) * n_out), *out2 = malloc(sizeof(float) * n_out);
+	double *ref = malloc(sizeof(double) * n_out);
+	for (size_t i = 0; i < n_out; i++)
+		q[i] = (float)(4 * urand() - 2);
+	float scale = 1 / sqrtf((float)Dh);
+	int64_t per = cpu_attention_scratch(bt.max_pos + 1, Dh);
+	int nth = omp_get_max_threads() > 2 ? omp_get_max_threads() : 2;
+	float *scr = malloc(sizeof(float) * (size_t)per * (size_t)nth);
+	omp_set_num_threads(2);
+	cpu_attention(out, q, &kv, &bt, H, window, scale, scr, per);
+	if (page == 64) { /* half the cases are enough for this */
+		omp_set_num_threads(1);
+		cpu_attention(out1, q, &kv, &bt, H, window, scale, scr, per);
+		omp_set_num_threads(2);
+		int n_max = window > 0 && window < bt.max_pos + 1 ? window : bt.max_pos + 1;
+		cpu_attention(out2, q, &kv, &bt, H, window, scale, scr, n_max + Dh);
+		CHECK_MSG(memcmp(out, out1, sizeof(float) * n_out) == 0 && memcmp(out, out2, sizeof(float) * n_out) == 0,
+			  "fmt %d Dh %d g %d: attention depends on threads or head grouping", fmt, Dh, g);
+	}
+	omp_set_num_threads(nth);
+	for (int t = 0; t < rg.T; t++) {
+		int s = rg.seq[t];
+		attention_ref(ref + (size_t)t * H * Dh, q + (size_t)t * H * Dh, fmt == KV_F32 ? K[s] : Kd[s],
+			      fmt == KV_F32 ? V[s] : Vd[s], rg.pos[t], H, Hkv, Dh, window, scale);
+	}
+	double e = rel_err(out, ref, n_out);
+	CHECK_MSG(e < 1e-5, "paged attention fmt %d Dh %d g %d window %d page %d: rel err %g", fmt, Dh, g, window,
+		  page, e);
+	for (int s = 0; s < KV_NSEQ; s++)
+		free(K[s]), free(V[s]), free(Kd[s]), free(Vd[s]);
+	free(hist.k), free(hist.v), free(rg.k), free(rg.v);
+	free(kv.k), free(kv.v), free(q), free(out), free(out1), free(out2), free(ref), free(scr);
+}
+
+static void test_paged_attention(void)
+{
+	static const int dhs[4] = {32, 64, 128, 256}, gs[3] = {1, 2, 4};
+	for (int fmt = 0; fmt < KV_FMT_COUNT; fmt++)
+		for (int d = 0; d < 4; d++)
+			for (int gi = 0; gi < 3; gi++)
+				for (int w = 0; w < 2; w++)
+					for (int pg = 64; pg <= 128; pg += 64)
+						run_paged(fmt, dhs[d], gs[gi], w ? 40 : 0, pg);
+}
+
+/* Causal attention of one sequence (T = n tokens, Dh 128, one head) with the cache in format fmt, q, k, v
+ * rotated by H32 first (and the output back) or not. */
+static void quality_run(float *out, int fmt, bool rotate, const float *q0, const float *k0, const float *v0, int n)
+{
+	int Dh = 128, zero = 0, part_t0[2] = {0, n}, table[16], tok[256], pos[256];
+	struct kv_layer kv = {.fmt = fmt, .page = 64, .Hkv = 1, .Dh = Dh, .n_pages = n / 64};
+	size_t pb = kv_page_bytes(fmt, 1, Dh, 64), sz = (size_t)n * Dh;
+	kv.k = malloc(pb * (size_t)kv.n_pages);
+	kv.v = malloc(pb * (size_t)kv.n_pages);
+	for (int i = 0; i < kv.n_pages; i++)
+		table[i] = i;
+	for (int t = 0; t < n; t++)
+		tok[t] = 0, pos[t] = t;
+	struct kv_batch bt = {.T = n, .n_parts = 1, .part_t0 = part_t0, .part_row = &zero, .tok_part = tok, .pos = pos,
+			      .pages = table, .max_pages = 16, .max_pos = n - 1, .max_part = n};
+	float *q = malloc(sizeof(float) * sz), *k = malloc(sizeof(float) * sz), *v = malloc(sizeof(float) * sz);
+	memcpy(q, q0, sizeof(float) * sz), memcpy(k, k0, sizeof(float) * sz), memcpy(v, v0, sizeof(float) * sz);
+	if (rotate)
+		cpu_hadamard32(q, (int64_t)sz), cpu_hadamard32(k, (int64_t)sz), cpu_hadamard32(v, (int64_t)sz);
+	int64_t per = cpu_attention_scratch(n, Dh);
+	float *scr = malloc(sizeof(float) * (size_t)per * (size_t)omp_get_max_threads());
+	cpu_kv_store(&kv, k, v, &bt);
+	cpu_attention(out, q, &kv, &bt, 1, 0, 1 / sqrtf((float)Dh), scr, per);
+	if (rotate)
+		cpu_hadamard32(out, (int64_t)sz);
+	free(kv.k), free(kv.v), free(q), free(k), free(v), free(scr);
+}
+
+/* Q8 and Q4 (rotated, as the model stores them) against F32 on keys and values that are Gaussian with two
+ * outlier channels and sporadic outliers: the normalized error of the attention output, and the rotation
+ * must help Q4. (The relative RMS error is the square root: about 0.7% for rotated Q8, 13% for rotated Q4.) */
+static void test_kv_quality(void)
+{
+	int n = 256, Dh = 128;
+	size_t sz = (size_t)n * Dh;
+	float *q = malloc(sizeof(float) * sz), *k = malloc(sizeof(float) * sz), *v = malloc(sizeof(float) * sz);
+	float *ref = malloc(sizeof(float) * sz), *out = malloc(sizeof(float) * sz);
+	rng = 88172645463325252ull; /* its own data, whatever ran before: the bounds below are for this draw */
+	for (size_t i = 0; i < sz; i++) {
+		int c = (int)(i % (size_t)Dh);
+		q[i] = nrand(), v[i] = nrand();
+		k[i] = nrand() * (c == 5 || c == 77 ? 8 : 1);
+		if (urand() < 0.01)
+			k[i] *= 10, v[i] *= 10;
+	}
+	quality_run(ref, KV_F32, false, q, k, v, n);
+	double e[2][2]; /* normalized error (ggml's: sum of squared differences over sum of squares), [q8, q4][plain, rotated] */
+	for (int f = 0; f < 2; f++)
+		for (int r = 0; r < 2; r++) {
+			quality_run(out, f ? KV_Q4 : KV_Q8, r, q, k, v, n);
+			double num = 0, den = 0;
+			for (size_t i = 0; i < sz; i++)
+				num += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]), den += (double)ref[i] * ref[i];
+			e[f][r] = num / den;
+		}
+	printf("kv quality, attention output vs f32, normalized error: q8 %.3g, rotated %.3g; q4 %.3g, rotated %.3g\n",
+	       e[0][0], e[0][1], e[1][0], e[1][1]);
+	CHECK_MSG(e[0][1] < 1e-3, "q8 rotated: error %g", e[0][1]);
+	CHECK_MSG(e[1][1] < 5e-2, "q4 rotated: error %g", e[1][1]);
+	CHECK_MSG(e[1][1] < e[1][0], "rotation does not help q4: %g rotated, %g not", e[1][1], e[1][0]);
+	free(q), free(k), free(v), free(ref), free(out);
 }
 
 static void test_swiglu_add(void)
@@ -413,7 +735,7 @@ static void test_swiglu_add(void)
 	CHECK(rel_err(a, ra, 9) < 1e-7);
 }
 
-/* The same matmul and attention with 1 and with 2 threads must agree bit for bit. */
+/* The same matmul with 1 and with 2 threads must agree bit for bit. */
 static void test_thread_invariance(void)
 {
 	int T = 7, N = 50, K = 70;
@@ -459,7 +781,10 @@ int main(void)
 	test_matmul_quant();
 	test_rmsnorm();
 	test_rope();
-	test_attention();
+	test_hadamard();
+	test_kv_rows();
+	test_paged_attention();
+	test_kv_quality();
 	test_swiglu_add();
 	test_thread_invariance();
 	free(scratch);

@@ -53,7 +53,7 @@ void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, con
 /* out[T, H*Dh]: attention of q[T, H*Dh] over the cached keys of each token's own sequence that its position
  * sees (kernels/kv_pages.h: j <= p, and p - j < window when window > 0), GQA with H/Hkv query heads per kv
  * head, rows dequantized to f32, softmax in f32 (max subtracted), fixed order. scratch: cpu_attention_scratch
- * floats per thread. */
+ * floats per thread, max_ctx the most keys one query sees (max_pos + 1, or less with a window). */
 void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
 		   int window, float scale, float *scratch, int64_t per_thread);
 int64_t cpu_attention_scratch(int max_ctx, int Dh);
