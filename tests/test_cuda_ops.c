@@ -2,16 +2,20 @@
  * test_cuda_ops.c: every CUDA op other than matmul (kernels/cuda/cuda_ops.h) against its CPU op
  * (kernels/cpu/) or a host loop written here, on fresh random inputs (seed fixed, FERRY_SEED overrides) and
  * odd shapes, each output poisoned with NaN before the run. Error: sum((y - ref)^2) / sum(ref^2), NaN/inf
- * always failing; bounds 1e-6 for the f32 element-wise ops, norm and rope, 5e-4 for attention (its
- * reference reads the same f16-rounded cache, so what remains is q and the probabilities in f16); the KV
- * store, argmax and top-k must match exactly. Also the argument errors (-EINVAL) and a short workspace
- * (-ENOSPC). Prints a line per failing case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
+ * always failing; bounds 1e-6 for the f32 element-wise ops, norm and rope, 1e-12 for the Hadamard rotation
+ * applied twice, 5e-4 for attention (its reference reads the same pages, f16 or quantized, so what remains
+ * is q, the dequantized values and the probabilities in f16); the KV store (every byte of the pools), the
+ * Hadamard rotation against cpu_hadamard32, argmax and top-k must match exactly. Attention and the KV store
+ * run on batches of several sequences of different lengths and positions, in shuffled pages, in every KV
+ * format. Also the argument errors (-EINVAL) and a short workspace (-ENOSPC). Prints a line per failing
+ * case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
  *
  *   test_cuda_ops            the tests
  *   test_cuda_ops --quick    three attention cases, argmax and top-k (for compute-sanitizer)
- *   test_cuda_ops --bench    timings: attention prefill (TFLOP/s), decode (GB/s of KV against a copy), top-k
+ *   test_cuda_ops --bench    timings: attention prefill (TFLOP/s), decode (GB/s of KV against a copy) per KV
+ *                            format, top-k
  *
- * Dimension letters: T tokens, H heads, Hkv kv heads, Dh head dim, C cache rows, V vocab.
+ * Dimension letters: T tokens, H heads, Hkv kv heads, Dh head dim, C positions of a sequence, V vocab.
  */
 #include <stdio.h>
 
@@ -120,8 +124,8 @@ static double nmse(const float *y, const float *ref, size_t n)
 }
 
 /* the worst error seen per op, printed at the end */
-enum { E_ADD, E_GLU, E_SOFTCAP, E_RMSNORM, E_ROPE, E_ATTN, E_N };
-static const char *e_name[E_N] = {"add", "glu", "softcap", "rmsnorm", "rope", "attention"};
+enum { E_ADD, E_GLU, E_SOFTCAP, E_RMSNORM, E_ROPE, E_HADAMARD, E_ATTN, E_N };
+static const char *e_name[E_N] = {"add", "glu", "softcap", "rmsnorm", "rope", "hadamard", "attention"};
 static double e_worst[E_N];
 static int e_cases[E_N];
 
@@ -263,102 +267,215 @@ static void test_rope(void)
 			}
 }
 
-enum pos_mode { POS_CONTIG, POS_GAPS, POS_RANDOM };
-
-struct attn_case {
-	int T, H, Hkv, Dh, window, C;
-	enum pos_mode mode;
-	int p0;    /* first position (CONTIG, GAPS) */
-	float qamp; /* q magnitude: larger gives peakier softmax rows */
+/* A range of parts (struct kv_batch) over a layer's pages, host and device copies of everything. Each part is
+ * its own sequence in its own page-table row (rows permuted, one row unused); its pages are a shuffle of
+ * the pool's (one page spare); with a window, the pages no token of the part can see are unmapped (-1). */
+struct tpart {
+	int len, p0; /* tokens, first position */
 };
 
-/* distinct positions < C for T tokens */
-static void make_pos(int *pos, const struct attn_case *a)
+struct tbatch {
+	struct kv_batch h, d; /* host and device arrays */
+	int *part_t0, *part_row, *tok_part, *pos, *pages;
+	int n_pages;
+};
+
+static void *dcopy(const int *h, int n)
 {
-	if (a->mode == POS_RANDOM) {
-		int *all = malloc(a->C * sizeof(int));
-		for (int i = 0; i < a->C; i++)
-			all[i] = i;
-		for (int t = 0; t < a->T; t++) {
-			int j = t + irand(a->C - t), tmp = all[t];
-			all[t] = all[j];
-			all[j] = tmp;
-			pos[t] = all[t];
-		}
-		free(all);
-		return;
-	}
-	int gap = a->mode == POS_GAPS ? (a->C - a->p0) / a->T : 1;
-	for (int t = 0, p = a->p0; t < a->T; t++, p += gap == 1 ? 1 : 1 + irand(gap))
-		pos[t] = p;
+	return dupload(h, (size_t)n * sizeof(int));
 }
 
-/* One attention case: a history cache (NaN outside the rows any query may see), the step's k/v written by
- * cuda_kv_store (checked bit for bit against the host), then cuda_attention against cpu_attention on the
- * same f16 cache, once with the GPU's multiprocessor count (splits where few blocks) and once with one
- * (fewer or no splits). */
-static void attn_case(const struct attn_case *a)
+static void tbatch_build(struct tbatch *b, const struct tpart *pt, int np, int page, int window)
 {
-	int T = a->T, H = a->H, Hkv = a->Hkv, Dh = a->Dh, C = a->C, kvd = Hkv * Dh;
-	int *pos = malloc(T * sizeof(int));
-	make_pos(pos, a);
-	int pmin = C, pmax = 0;
-	for (int t = 0; t < T; t++) {
-		pmin = pos[t] < pmin ? pos[t] : pmin;
-		pmax = pos[t] > pmax ? pos[t] : pmax;
+	int T = 0, rows = np + 1, max_pages = 1, max_pos = 0, max_part = 0;
+	for (int i = 0; i < np; i++) {
+		T += pt[i].len;
+		int last = pt[i].p0 + pt[i].len - 1, n = last / page + 1;
+		max_pages = n > max_pages ? n : max_pages;
+		max_pos = last > max_pos ? last : max_pos;
+		max_part = pt[i].len > max_part ? pt[i].len : max_part;
 	}
-	int lo = a->window > 0 && pmin - a->window + 1 > 0 ? pmin - a->window + 1 : 0;
-	size_t cn = (size_t)C * kvd;
-	uint16_t *kh = malloc(cn * 2), *vh = malloc(cn * 2);
-	for (size_t i = 0; i < cn; i++) {
-		int row = (int)(i / kvd);
-		bool live = row >= lo && row <= pmax;
-		kh[i] = live ? f32_to_f16(urand()) : 0x7e00;
-		vh[i] = live ? f32_to_f16(urand()) : 0x7e00;
+	b->part_t0 = malloc((np + 1) * sizeof(int));
+	b->part_row = malloc(np * sizeof(int));
+	b->tok_part = malloc(T * sizeof(int));
+	b->pos = malloc(T * sizeof(int));
+	b->pages = malloc((size_t)rows * max_pages * sizeof(int));
+	int *perm = malloc(rows * sizeof(int));
+	for (int i = 0; i < rows; i++)
+		perm[i] = i;
+	for (int i = rows - 1; i > 0; i--) {
+		int j = irand(i + 1), x = perm[i];
+		perm[i] = perm[j];
+		perm[j] = x;
+	}
+	for (int i = 0; i < rows * max_pages; i++)
+		b->pages[i] = -1;
+	int n_pages = 0;
+	for (int i = 0, t = 0; i < np; i++) {
+		b->part_t0[i] = t;
+		b->part_row[i] = perm[i];
+		for (int k = 0; k < pt[i].len; k++, t++) {
+			b->tok_part[t] = i;
+			b->pos[t] = pt[i].p0 + k;
+		}
+		int first = window > 0 ? pt[i].p0 - window + 1 : 0, last = pt[i].p0 + pt[i].len - 1;
+		for (int lp = 0; lp <= last / page; lp++)
+			if ((lp + 1) * page - 1 >= first)
+				b->pages[perm[i] * max_pages + lp] = n_pages++;
+	}
+	b->part_t0[np] = T;
+	/* physical ids: a shuffle of 0 .. n_pages (one spare) */
+	int *phys = malloc((n_pages + 1) * sizeof(int));
+	for (int i = 0; i <= n_pages; i++)
+		phys[i] = i;
+	for (int i = n_pages; i > 0; i--) {
+		int j = irand(i + 1), x = phys[i];
+		phys[i] = phys[j];
+		phys[j] = x;
+	}
+	for (int i = 0; i < rows * max_pages; i++)
+		if (b->pages[i] >= 0)
+			b->pages[i] = phys[b->pages[i]];
+	b->n_pages = n_pages + 1;
+	struct kv_batch h = {T, np, b->part_t0, b->part_row, b->tok_part, b->pos, b->pages, max_pages, max_pos, max_part};
+	b->h = h;
+	b->d = h;
+	b->d.part_t0 = dcopy(b->part_t0, np + 1);
+	b->d.part_row = dcopy(b->part_row, np);
+	b->d.tok_part = dcopy(b->tok_part, T);
+	b->d.pos = dcopy(b->pos, T);
+	b->d.pages = dcopy(b->pages, rows * max_pages);
+	free(perm);
+	free(phys);
+}
+
+static void tbatch_free(struct tbatch *b)
+{
+	CU(cudaFree((void *)b->d.part_t0));
+	CU(cudaFree((void *)b->d.part_row));
+	CU(cudaFree((void *)b->d.tok_part));
+	CU(cudaFree((void *)b->d.pos));
+	CU(cudaFree((void *)b->d.pages));
+	free(b->part_t0);
+	free(b->part_row);
+	free(b->tok_part);
+	free(b->pos);
+	free(b->pages);
+}
+
+/* the q bytes and scales of row (h, r) of page pid */
+static uint8_t *row_q(uint8_t *pool, const struct kv_layer *kv, int pid, int h, int r)
+{
+	return pool + (size_t)pid * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page) +
+	       ((size_t)h * kv->page + r) * kv_qrow_bytes(kv->fmt, kv->Dh);
+}
+
+static uint8_t *row_s(uint8_t *pool, const struct kv_layer *kv, int pid, int h, int r)
+{
+	return pool + (size_t)pid * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page) +
+	       (size_t)kv->Hkv * kv->page * kv_qrow_bytes(kv->fmt, kv->Dh) +
+	       ((size_t)h * kv->page + r) * kv_srow_bytes(kv->fmt, kv->Dh);
+}
+
+/* the first byte where a and b differ, -1 when none */
+static long first_diff(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return (long)i;
+	return -1;
+}
+
+static const char *fmt_name[KV_FMT_COUNT] = {"f32", "f16", "q8", "q4"};
+
+struct attn_case {
+	int fmt, Dh, H, Hkv, window, page;
+	float qamp; /* q magnitude: larger gives peakier softmax rows */
+	int np;
+	struct tpart part[8];
+};
+
+/* One case: pools poisoned (0xff: NaN scales and f16 values), the history each part's first token may see
+ * written by cpu_kv_row_quant, the step's k and v (with an all-zero group, a Q4 magnitude tie and an
+ * outlier) written by cuda_kv_store and cpu_kv_store and the pools compared byte for byte, then
+ * cuda_attention against cpu_attention on those pages, once with the GPU's multiprocessor count (splits
+ * where few blocks) and once with one (no splits). */
+static void attn_case(const struct attn_case *c)
+{
+	struct tbatch b;
+	tbatch_build(&b, c->part, c->np, c->page, c->window);
+	int T = b.h.T, H = c->H, Hkv = c->Hkv, Dh = c->Dh, kvd = Hkv * Dh;
+	struct kv_layer kh = {NULL, NULL, c->fmt, c->page, Hkv, Dh, b.n_pages, 0}, kd = kh;
+	size_t pool = (size_t)b.n_pages * kv_page_bytes(c->fmt, Hkv, Dh, c->page);
+	uint8_t *hk = malloc(pool), *hv = malloc(pool), *back = malloc(pool);
+	memset(hk, 0xff, pool);
+	memset(hv, 0xff, pool);
+	float *x = malloc(Dh * sizeof(float));
+	for (int i = 0; i < c->np; i++) {
+		const struct tpart *p = &c->part[i];
+		int row = b.part_row[i];
+		for (int j = c->window > 0 && p->p0 - c->window + 1 > 0 ? p->p0 - c->window + 1 : 0; j < p->p0; j++) {
+			int pid = b.pages[row * b.h.max_pages + j / c->page];
+			for (int h = 0; h < Hkv; h++)
+				for (int kv = 0; kv < 2; kv++) {
+					uint8_t *pl = kv ? hv : hk;
+					fill(x, Dh, 1);
+					cpu_kv_row_quant(c->fmt, x, row_q(pl, &kh, pid, h, j % c->page),
+							 row_s(pl, &kh, pid, h, j % c->page), Dh);
+				}
+		}
 	}
 	size_t qn = (size_t)T * H * Dh, sn = (size_t)T * kvd;
 	float *q = malloc(qn * sizeof(float)), *k = malloc(sn * sizeof(float)), *v = malloc(sn * sizeof(float));
-	fill(q, qn, a->qamp);
+	fill(q, qn, c->qamp);
 	fill(k, sn, 1);
 	fill(v, sn, 1);
-	uint16_t *dkc = dupload(kh, cn * 2), *dvc = dupload(vh, cn * 2);
+	memset(k, 0, 32 * sizeof(float));
+	for (int i = 32; i < 64 && i < kvd; i++)
+		v[i] *= 0.1f;
+	if (kvd >= 64) {
+		v[32 + 3] = -2.0f;
+		v[32 + 9] = 2.0f;
+	}
+	k[sn - 1] = 30.0f;
+	kd.k = dupload(hk, pool);
+	kd.v = dupload(hv, pool);
 	float *dq = dupload(q, qn * sizeof(float)), *dk = dupload(k, sn * sizeof(float)),
 	      *dv = dupload(v, sn * sizeof(float)), *dout = dalloc(qn * sizeof(float));
-	int *dpos = dupload(pos, T * sizeof(int));
-	char what[160];
-	snprintf(what, sizeof(what), "attention T=%d H=%d Hkv=%d Dh=%d window=%d pos %d..%d", T, H, Hkv, Dh,
-		 a->window, pmin, pmax);
+	char what[200];
+	int n = snprintf(what, sizeof(what), "attention %s Dh=%d H=%d Hkv=%d window=%d page=%d parts", fmt_name[c->fmt],
+			 Dh, H, Hkv, c->window, c->page);
+	for (int i = 0; i < c->np && n < (int)sizeof(what); i++)
+		n += snprintf(what + n, sizeof(what) - n, " %d@%d", c->part[i].len, c->part[i].p0);
 
-	OP(cuda_kv_store(&ctx, dkc, dvc, dk, dv, dpos, T, kvd));
-	for (int t = 0; t < T; t++)
-		for (int i = 0; i < kvd; i++) {
-			kh[(size_t)pos[t] * kvd + i] = f32_to_f16(k[(size_t)t * kvd + i]);
-			vh[(size_t)pos[t] * kvd + i] = f32_to_f16(v[(size_t)t * kvd + i]);
-		}
-	uint16_t *back = malloc(cn * 2);
-	download(back, dkc, cn * 2);
-	CHECK_MSG(!memcmp(back, kh, cn * 2), "%s: kv_store keys differ from the host", what);
-	download(back, dvc, cn * 2);
-	CHECK_MSG(!memcmp(back, vh, cn * 2), "%s: kv_store values differ from the host", what);
-	free(back);
+	OP(cuda_kv_store(&ctx, &kd, dk, dv, &b.d));
+	kh.k = hk;
+	kh.v = hv;
+	cpu_kv_store(&kh, k, v, &b.h);
+	download(back, kd.k, pool);
+	long dk_at = first_diff(back, hk, pool);
+	CHECK_MSG(dk_at < 0, "%s: kv_store keys differ from cpu_kv_store at byte %ld", what, dk_at);
+	download(back, kd.v, pool);
+	long dv_at = first_diff(back, hv, pool);
+	CHECK_MSG(dv_at < 0, "%s: kv_store values differ from cpu_kv_store at byte %ld", what, dv_at);
+	/* attention reads the same bytes on both sides */
+	CU(cudaMemcpy(kd.k, hk, pool, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(kd.v, hv, pool, cudaMemcpyHostToDevice));
 
-	float *kf = malloc(cn * sizeof(float)), *vf = malloc(cn * sizeof(float)), *ref = malloc(qn * sizeof(float));
-	cpu_row_to_f32(WFMT_F16, kh, kf, (int64_t)cn);
-	cpu_row_to_f32(WFMT_F16, vh, vf, (int64_t)cn);
-	float scale = 1.0f / sqrtf((float)Dh);
-	int64_t per = pmax + 1;
+	float *ref = malloc(qn * sizeof(float)), scale = 1.0f / sqrtf((float)Dh);
+	int64_t per = cpu_attention_scratch(b.h.max_pos + 1, Dh);
 	float *scratch = malloc((size_t)omp_get_max_threads() * per * sizeof(float));
-	cpu_attention(ref, q, kf, vf, pos, T, H, Hkv, Dh, a->window, scale, scratch, per);
+	cpu_attention(ref, q, &kh, &b.h, H, c->window, scale, scratch, per);
 
-	size_t wsb = cuda_attention_ws_bytes(T, C, H, Dh);
+	size_t wsb = cuda_attention_ws_bytes(T, b.h.max_pos + 1, H, Dh);
 	void *ws = wsb ? dalloc(wsb) : NULL;
 	for (int pass = 0; pass < 2; pass++) {
 		ctx.ws = ws;
 		ctx.ws_bytes = wsb;
 		ctx.n_sm = pass ? 1 : real_n_sm;
 		poison(dout, qn * sizeof(float));
-		OP(cuda_attention(&ctx, dout, dq, dkc, dvc, dpos, T, H, Hkv, Dh, a->window, scale, pmax));
-		char w2[200];
+		OP(cuda_attention(&ctx, dout, dq, &kd, &b.d, H, c->window, scale));
+		char w2[240];
 		snprintf(w2, sizeof(w2), "%s (n_sm %d)", what, ctx.n_sm);
 		expect(E_ATTN, w2, dout, ref, qn, 5e-4);
 	}
@@ -367,75 +484,141 @@ static void attn_case(const struct attn_case *a)
 	ctx.ws_bytes = 0;
 	if (ws)
 		CU(cudaFree(ws));
-	CU(cudaFree(dkc));
-	CU(cudaFree(dvc));
+	CU(cudaFree(kd.k));
+	CU(cudaFree(kd.v));
 	CU(cudaFree(dq));
 	CU(cudaFree(dk));
 	CU(cudaFree(dv));
 	CU(cudaFree(dout));
-	CU(cudaFree(dpos));
-	free(pos);
-	free(kh);
-	free(vh);
+	tbatch_free(&b);
+	free(hk);
+	free(hv);
+	free(back);
+	free(x);
 	free(q);
 	free(k);
 	free(v);
-	free(kf);
-	free(vf);
 	free(ref);
 	free(scratch);
 }
 
+/* Every format x head dim x group size x window x page on one mix of parts: a decode token at a long
+ * position, a prefill from 0, a chunk cut in the middle of its sequence, another decode token, a short
+ * prompt; then shapes of real models and edge cases. */
 static void test_attention(void)
 {
-	static const struct attn_case cases[] = {
-		{300, 8, 2, 128, 0, 512, POS_CONTIG, 0, 1},        /* prefill from 0, 4 query heads per kv head */
-		{300, 8, 2, 128, 0, 1024, POS_CONTIG, 337, 1},     /* a chunk after some context */
-		{100, 4, 1, 256, 0, 256, POS_CONTIG, 0, 1},        /* Gemma 3 270M heads */
-		{100, 4, 1, 256, 32, 1024, POS_CONTIG, 600, 1},    /* its sliding-window layers */
-		{17, 8, 8, 64, 5, 64, POS_CONTIG, 3, 1},           /* H == Hkv, a tiny window */
-		{1, 64, 8, 128, 0, 8192, POS_CONTIG, 5000, 1},     /* decode, Llama-70B heads */
-		{1, 4, 1, 256, 512, 8192, POS_CONTIG, 5000, 1},    /* decode, Gemma window layer */
-		{3, 32, 8, 128, 0, 6000, POS_GAPS, 10, 1},         /* positions with gaps */
-		{17, 16, 2, 64, 100, 4096, POS_RANDOM, 0, 1},      /* unsorted, 8 per kv head, window */
-		{3, 6, 2, 96, 0, 300, POS_GAPS, 0, 1},             /* Dh 96 */
-		{17, 10, 5, 160, 7, 400, POS_CONTIG, 50, 1},       /* Dh 160 */
-		{1024, 8, 1, 64, 0, 1024, POS_CONTIG, 0, 3},       /* longer prefill, peaky rows */
-		{300, 16, 16, 128, 64, 2048, POS_CONTIG, 1000, 2}, /* H == Hkv, window 64 */
-		{1, 8, 8, 32, 0, 20000, POS_CONTIG, 19999, 1},     /* Dh 32 at a long position */
-		{8, 64, 8, 128, 0, 4096, POS_CONTIG, 4000, 1},     /* a few draft tokens */
-		{17, 8, 1, 256, 0, 3000, POS_RANDOM, 0, 1},
+	static const struct attn_case special[] = {
+		{KV_F16, 32, 8, 8, 0, 64, 1, 2, {{1, 19999}, {3, 7000}}},                  /* Dh 32, long positions */
+		{KV_Q8, 160, 10, 5, 7, 64, 1, 2, {{17, 50}, {1, 400}}},                     /* Dh 160, tiny window */
+		{KV_Q4, 128, 64, 1, 0, 256, 1, 2, {{100, 0}, {1, 1500}}},                   /* 64 query heads per kv head */
+		{KV_F16, 64, 8, 1, 0, 256, 3, 1, {{1024, 0}}},                              /* longer prefill, peaky rows */
+		{KV_Q8, 128, 16, 16, 64, 64, 2, 2, {{300, 1000}, {1, 5000}}},               /* H == Hkv, window 64 */
+		{KV_Q8, 128, 64, 8, 0, 256, 1, 8,                                           /* Llama-70B decode batch */
+		 {{1, 5000}, {1, 17}, {1, 4095}, {1, 256}, {1, 3333}, {1, 0}, {1, 64}, {1, 1200}}},
+		{KV_Q4, 256, 4, 1, 512, 256, 1, 3, {{1, 5000}, {1, 511}, {64, 600}}},       /* Gemma window layer */
+		{KV_F16, 128, 64, 8, 0, 64, 1, 1, {{8, 4000}}},                             /* a few draft tokens */
 	};
-	size_t n = sizeof(cases) / sizeof(cases[0]);
-	for (size_t i = 0; i < (quick ? 3 : n); i++)
-		attn_case(&cases[quick ? 4 + i : i]);
+	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4}, dhs[] = {64, 128, 256, 96}, gs[] = {1, 4, 8},
+			 windows[] = {0, 100}, pages[] = {64, 256};
+	size_t ns = sizeof(special) / sizeof(special[0]);
+	if (quick) {
+		for (size_t i = 0; i < 3; i++)
+			attn_case(&special[i]);
+		return;
+	}
+	for (size_t i = 0; i < ns; i++)
+		attn_case(&special[i]);
+	for (int f = 0; f < 3; f++)
+		for (int d = 0; d < 4; d++)
+			for (int gi = 0; gi < 3; gi++)
+				for (int w = 0; w < 2; w++)
+					for (int p = 0; p < 2; p++) {
+						struct attn_case c = {fmts[f], dhs[d], 2 * gs[gi], 2, windows[w], pages[p], 1, 5,
+								      {{1, 3000 + irand(200)},
+								       {150 + irand(100), 0},
+								       {37, 300 + irand(700)},
+								       {1, 1000 + irand(1000)},
+								       {5, 0}}};
+						attn_case(&c);
+					}
+}
+
+/* cuda_hadamard32 bit for bit cpu_hadamard32, and its own inverse */
+static void test_hadamard(void)
+{
+	const int64_t ns[] = {32, 32 * 1001, 32 * 65536};
+	for (int i = 0; i < 3; i++) {
+		int64_t n = ns[i];
+		size_t b = (size_t)n * sizeof(float);
+		float *x = malloc(b), *ref = malloc(b), *y = malloc(b);
+		fill(x, n, 4);
+		x[n / 2] = 1000.0f; /* an outlier */
+		memcpy(ref, x, b);
+		cpu_hadamard32(ref, n);
+		float *dx = dupload(x, b);
+		OP(cuda_hadamard32(&ctx, dx, n));
+		download(y, dx, b);
+		long at = first_diff((const uint8_t *)y, (const uint8_t *)ref, b);
+		CHECK_MSG(at < 0, "hadamard n=%lld: differs from cpu_hadamard32 at value %ld", (long long)n,
+			  at < 0 ? at : at / 4);
+		OP(cuda_hadamard32(&ctx, dx, n));
+		char what[64];
+		snprintf(what, sizeof(what), "hadamard twice n=%lld", (long long)n);
+		expect(E_HADAMARD, what, dx, x, n, 1e-12);
+		CU(cudaFree(dx));
+		free(x);
+		free(ref);
+		free(y);
+	}
 }
 
 /* the errors a launcher must return before launching anything */
 static void test_arg_errors(void)
 {
 	float *d = dalloc(1 << 20);
-	uint16_t *c16 = dalloc(1 << 20);
-	int *dpos = dalloc(64);
-	CU(cudaMemset(dpos, 0, 64));
-	CHECK(cuda_attention(&ctx, d, d, c16, c16, dpos, 1, 8, 8, 48, 0, 1, 0) == -EINVAL);
-	CHECK(cuda_attention(&ctx, d, d, c16, c16, dpos, 1, 8, 8, 288, 0, 1, 0) == -EINVAL);
-	CHECK(cuda_attention(&ctx, d, d, c16, c16, dpos, 1, 6, 4, 64, 0, 1, 0) == -EINVAL);
-	CHECK(cuda_attention(&ctx, d, d, c16, c16, dpos, 1, 8, 8, 64, -1, 1, 0) == -EINVAL);
+	uint8_t *pool = dalloc(1 << 20);
+	int *di = dalloc(256);
+	int h0[2] = {0, 1}, p2047[1] = {2047};
+	CU(cudaMemset(di, 0, 256));
+	int *dt0 = dupload(h0, sizeof(h0)), *dpos = dupload(p2047, sizeof(p2047));
+	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1};
+	struct kv_layer kv = {pool, pool, KV_F16, 64, 8, 64, 4, 0};
+	kv.Dh = 48;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	kv.Dh = 288;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	kv.Dh = 64;
+	kv.Hkv = 4;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 6, 0, 1) == -EINVAL);
+	kv.Hkv = 8;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, -1, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d + 1, &kv, &bt, 8, 0, 1) == -EINVAL);
+	kv.page = 100;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_kv_store(&ctx, &kv, d, d, &bt) == -EINVAL);
+	kv.page = 64;
+	kv.fmt = KV_F32;
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_kv_store(&ctx, &kv, d, d, &bt) == -EINVAL);
+	kv.fmt = KV_Q8;
+	CHECK(cuda_hadamard32(&ctx, d, 48) == -EINVAL);
 	/* a decode over 2048 keys wants to split them: without room for the partial results, -ENOSPC */
+	kv.Hkv = 1;
 	ctx.ws = d;
 	ctx.ws_bytes = 16;
-	CHECK(cuda_attention(&ctx, d, d, c16, c16, dpos, 1, 4, 1, 64, 0, 1, 2047) == -ENOSPC);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 4, 0, 1) == -ENOSPC);
 	ctx.ws = NULL;
 	ctx.ws_bytes = 0;
 	CHECK(cuda_glu(&ctx, d, d, d, 16, 7) == -EINVAL);
 	CHECK(cuda_rmsnorm(&ctx, d, d, d, 9, 1, 16, 1e-6f) == -EINVAL);
-	CHECK(cuda_topk(&ctx, d, dpos, d, 1000, 0) == -EINVAL);
-	CHECK(cuda_topk(&ctx, d, dpos, d, 4000, 1025) == -EINVAL);
-	CHECK(cuda_topk(&ctx, d, dpos, d, 10, 11) == -EINVAL);
+	CHECK(cuda_topk(&ctx, d, di, d, 1000, 0) == -EINVAL);
+	CHECK(cuda_topk(&ctx, d, di, d, 4000, 1025) == -EINVAL);
+	CHECK(cuda_topk(&ctx, d, di, d, 10, 11) == -EINVAL);
 	CHECK(cudaStreamSynchronize((cudaStream_t)ctx.stream) == cudaSuccess);
 	CU(cudaFree(d));
-	CU(cudaFree(c16));
+	CU(cudaFree(pool));
+	CU(cudaFree(di));
+	CU(cudaFree(dt0));
 	CU(cudaFree(dpos));
 }
 
@@ -573,53 +756,51 @@ static void run_copy(void *p)
 	CU(cudaMemcpyAsync(b->dst, b->src, b->bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)ctx.stream));
 }
 
-/* attention over L layers' caches in turn, so that a decode's KV bytes come from memory, not L2 */
+/* attention over L layers' pools in turn, so that a decode's KV bytes come from memory, not L2 */
 struct bench_attn {
 	float *out, *q;
-	uint16_t *kc, *vc;
-	int *pos;
-	int T, H, Hkv, Dh, window, C, L, next;
+	struct kv_layer kv[4];
+	struct tbatch b;
+	int H, window, L, next;
 };
 
 static void run_attn(void *p)
 {
 	struct bench_attn *b = p;
-	size_t layer = (size_t)(b->next++ % b->L) * b->C * b->Hkv * b->Dh;
-	OP(cuda_attention(&ctx, b->out, b->q, b->kc + layer, b->vc + layer, b->pos, b->T, b->H, b->Hkv, b->Dh,
-			  b->window, 1.0f / sqrtf((float)b->Dh), b->C - 1));
+	const struct kv_layer *kv = &b->kv[b->next++ % b->L];
+	OP(cuda_attention(&ctx, b->out, b->q, kv, &b->b.d, b->H, b->window, 1.0f / sqrtf((float)kv->Dh)));
 }
 
-static void bench_attn_setup(struct bench_attn *b)
+/* pools of 0x11 bytes (small finite f16 values and scales), one batch of the given parts, page 256 */
+static void bench_attn_setup(struct bench_attn *b, int fmt, int Hkv, int Dh, const struct tpart *pt, int np)
 {
-	size_t cn = (size_t)b->L * b->C * b->Hkv * b->Dh, qn = (size_t)b->T * b->H * b->Dh;
-	uint16_t *h = malloc(cn * 2);
-	for (size_t i = 0; i < cn; i++)
-		h[i] = f32_to_f16(urand());
-	b->kc = dupload(h, cn * 2);
-	b->vc = dupload(h, cn * 2);
-	free(h);
+	tbatch_build(&b->b, pt, np, 256, b->window);
+	size_t pool = (size_t)b->b.n_pages * kv_page_bytes(fmt, Hkv, Dh, 256), qn = (size_t)b->b.h.T * b->H * Dh;
+	for (int l = 0; l < b->L; l++) {
+		struct kv_layer kv = {dalloc(pool), dalloc(pool), fmt, 256, Hkv, Dh, b->b.n_pages, 0};
+		CU(cudaMemset(kv.k, 0x11, pool));
+		CU(cudaMemset(kv.v, 0x11, pool));
+		b->kv[l] = kv;
+	}
 	float *q = malloc(qn * sizeof(float));
 	fill(q, qn, 1);
 	b->q = dupload(q, qn * sizeof(float));
 	free(q);
 	b->out = dalloc(qn * sizeof(float));
-	int *pos = malloc(b->T * sizeof(int));
-	for (int t = 0; t < b->T; t++)
-		pos[t] = b->C - b->T + t;
-	b->pos = dupload(pos, b->T * sizeof(int));
-	free(pos);
-	size_t wsb = cuda_attention_ws_bytes(b->T, b->C, b->H, b->Dh);
+	size_t wsb = cuda_attention_ws_bytes(b->b.h.T, b->b.h.max_pos + 1, b->H, Dh);
 	ctx.ws = wsb ? dalloc(wsb) : NULL;
 	ctx.ws_bytes = wsb;
 }
 
 static void bench_attn_free(struct bench_attn *b)
 {
-	CU(cudaFree(b->kc));
-	CU(cudaFree(b->vc));
+	for (int l = 0; l < b->L; l++) {
+		CU(cudaFree(b->kv[l].k));
+		CU(cudaFree(b->kv[l].v));
+	}
 	CU(cudaFree(b->q));
 	CU(cudaFree(b->out));
-	CU(cudaFree(b->pos));
+	tbatch_free(&b->b);
 	if (ctx.ws)
 		CU(cudaFree(ctx.ws));
 	ctx.ws = NULL;
@@ -654,29 +835,43 @@ static void bench(void)
 		{4096, 4, 1, 256, 0, "Gemma 270M heads"},
 		{4096, 4, 1, 256, 512, "Gemma 270M heads, window 512"},
 	};
-	for (int i = 0; i < 3; i++) {
-		struct bench_attn b = {NULL, NULL, NULL, NULL, NULL, pf[i].T, pf[i].H, pf[i].Hkv, pf[i].Dh, pf[i].window,
-				       pf[i].T, 1, 0};
-		bench_attn_setup(&b);
-		float ms = time_ms(run_attn, &b, 10);
-		double keys = pf[i].window ? (double)pf[i].window : pf[i].T / 2.0;
-		double flops = 4.0 * pf[i].T * keys * pf[i].H * pf[i].Dh;
-		printf("attention prefill T=%d H=%d Hkv=%d Dh=%d window=%d (%s): %.3f ms, %.1f TFLOP/s\n", pf[i].T,
-		       pf[i].H, pf[i].Hkv, pf[i].Dh, pf[i].window, pf[i].name, ms, flops / (ms * 1e-3) / 1e12);
-		bench_attn_free(&b);
-	}
+	for (int i = 0; i < 3; i++)
+		for (int fmt = KV_F16; fmt <= KV_Q4; fmt++) {
+			struct bench_attn b = {.H = pf[i].H, .window = pf[i].window, .L = 1};
+			struct tpart pt = {pf[i].T, 0};
+			bench_attn_setup(&b, fmt, pf[i].Hkv, pf[i].Dh, &pt, 1);
+			float ms = time_ms(run_attn, &b, 10);
+			double keys = pf[i].window ? (double)pf[i].window : pf[i].T / 2.0;
+			double flops = 4.0 * pf[i].T * keys * pf[i].H * pf[i].Dh;
+			printf("attention prefill %s T=%d H=%d Hkv=%d Dh=%d window=%d (%s): %.3f ms, %.1f TFLOP/s\n",
+			       fmt_name[fmt], pf[i].T, pf[i].H, pf[i].Hkv, pf[i].Dh, pf[i].window, pf[i].name, ms,
+			       flops / (ms * 1e-3) / 1e12);
+			bench_attn_free(&b);
+		}
 
-	/* decode: one query at position C-1 over C keys, caches of 4 layers in turn (past L2) */
-	const struct { int H, Hkv, Dh; const char *name; } dc[] = {{64, 8, 128, "70B heads"}, {4, 1, 256, "Gemma 270M heads"}};
-	for (int i = 0; i < 2; i++) {
-		struct bench_attn b = {NULL, NULL, NULL, NULL, NULL, 1, dc[i].H, dc[i].Hkv, dc[i].Dh, 0, 32768, 4, 0};
-		bench_attn_setup(&b);
-		float ms = time_ms(run_attn, &b, 21);
-		double bytes = 2.0 * b.C * b.Hkv * b.Dh * 2, gbs = bytes / (ms * 1e-3) / 1e9;
-		printf("attention decode C=%d H=%d Hkv=%d Dh=%d (%s): %.1f us, KV %.1f MB, %.0f GB/s, %.2f of copy\n", b.C,
-		       b.H, b.Hkv, b.Dh, dc[i].name, ms * 1e3, bytes / 1e6, gbs, gbs / copy_gbs);
-		bench_attn_free(&b);
-	}
+	/* decode: np sequences of C positions, a token each at C-1, the pools of 4 layers in turn (past L2) */
+	const struct { int H, Hkv, Dh, np, C; const char *name; } dc[] = {
+		{64, 8, 128, 1, 32768, "70B heads"},
+		{4, 1, 256, 1, 32768, "Gemma 270M heads"},
+		{64, 8, 128, 8, 4096, "70B heads, 8 sequences"},
+	};
+	for (int i = 0; i < 3; i++)
+		for (int fmt = KV_F16; fmt <= KV_Q4; fmt++) {
+			struct bench_attn b = {.H = dc[i].H, .L = 4};
+			struct tpart pt[8];
+			for (int s = 0; s < dc[i].np; s++)
+				pt[s] = (struct tpart){1, dc[i].C - 1};
+			bench_attn_setup(&b, fmt, dc[i].Hkv, dc[i].Dh, pt, dc[i].np);
+			float ms = time_ms(run_attn, &b, 21);
+			double bytes = 2.0 * dc[i].np * dc[i].C * dc[i].Hkv *
+				       (kv_qrow_bytes(fmt, dc[i].Dh) + kv_srow_bytes(fmt, dc[i].Dh));
+			double gbs = bytes / (ms * 1e-3) / 1e9;
+			printf("attention decode %s C=%d H=%d Hkv=%d Dh=%d (%s): %.1f us, KV %.1f MB, %.0f GB/s, %.2f of "
+			       "copy\n",
+			       fmt_name[fmt], dc[i].C, dc[i].H, dc[i].Hkv, dc[i].Dh, dc[i].name, ms * 1e3, bytes / 1e6, gbs,
+			       gbs / copy_gbs);
+			bench_attn_free(&b);
+		}
 
 	struct bench_topk tk = {NULL, NULL, NULL, 262144, 1024};
 	float *x = malloc(tk.V * sizeof(float));
@@ -716,6 +911,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	test_arg_errors();
+	test_hadamard();
 	test_attention();
 	test_argmax();
 	test_topk();

@@ -8,7 +8,7 @@
  *   one-line reason in ctx->err), -ENOSPC when ctx's workspace is too small, -EIO when a launch or a CUDA
  *   call failed (the CUDA error string in ctx->err).
  * - Every pointer is device memory unless its comment says host. Activations are f32 row-major; the KV
- *   cache is f16 ([C, Hkv*Dh] per layer, row = position); weights are in their stored format
+ *   cache is paged, in F16, Q8 or Q4 (kernels/kv_pages.h); weights are in their stored format
  *   (layout/wfmt.h, blocks of layout/quant.h).
  * - Launchers allocate nothing: per-call temporaries come from ctx->ws (ws_bytes bytes, owned by the
  *   backend's arena); cuda_ws_bytes() says how much a configuration needs.
