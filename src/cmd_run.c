@@ -609,6 +609,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	}
 	if (pr->n == 1 && o.reqs[0].n_gen)
 		printf("\n");
+	fflush(stdout);
 	*res = (struct run_result){.n_prompt = (int)s.st.prefill_tokens, .t_prefill = s.st.prefill_s,
 				   .t_decode = s.st.decode_s, .t_total = now_sec() - t0, .h2d_prefill = s.st.h2d_prefill,
 				   .h2d_decode = s.st.h2d_decode, .disk_decode = s.st.disk_decode, .steps = s.st.steps,
