@@ -30,7 +30,7 @@
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *logits_file, *device, *io, *system, *stats_json, *kv;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *ids_file, *logits_file, *device, *io, *system, *stats_json, *kv;
 	int n_predict, chunk, threads, ctx, kv_page, kv_pages, max_batch;
 	int64_t ram, vram;
 	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup;
@@ -47,6 +47,7 @@ static void usage(FILE *f)
 		"  -f, --file FILE        prompts from a file, one per line ('-' for stdin; empty lines skipped): all\n"
 		"                         are generated together, each output printed as a JSON string on one line\n"
 		"  --prompt-ids 1,2,3     prompt as token ids (output is ids too)\n"
+		"  --prompt-ids-file FILE prompts as token ids, one prompt per line (1,2,3)\n"
 		"  --chat                 the prompt is a user turn, rendered with the model's chat template\n"
 		"  --system TEXT          with --chat: a system turn before it\n"
 		"  --show-prompt          print the rendered chat prompt to stderr\n"
@@ -88,7 +89,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
 	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
-	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH };
+	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -97,6 +98,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"system", required_argument, 0, O_SYSTEM},
 					   {"show-prompt", no_argument, 0, O_SHOW},
 					   {"prompt-ids", required_argument, 0, O_IDS},
+					   {"prompt-ids-file", required_argument, 0, O_IDS_FILE},
 					   {"n-predict", required_argument, 0, 'n'},
 					   {"temp", required_argument, 0, O_TEMP},
 					   {"top-k", required_argument, 0, O_TOPK},
@@ -142,6 +144,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		switch (c) {
 		case 'm': a->model = optarg; break;
 		case O_IDS: a->prompt_ids = optarg; break;
+		case O_IDS_FILE: a->ids_file = optarg; break;
 		case 'p': a->prompt = optarg; break;
 		case 'f': a->prompt_file = optarg; break;
 		case O_PRINT_IDS: a->print_ids = true; break;
@@ -201,12 +204,12 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 			return 2;
 		}
 	}
-	if (!a->model || !!a->prompt + !!a->prompt_file + !!a->prompt_ids != 1 || optind != argc) {
-		fprintf(stderr, "ferry: run needs -m MODEL and one of -p TEXT, -f FILE or --prompt-ids\n");
+	if (!a->model || !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->ids_file != 1 || optind != argc) {
+		fprintf(stderr, "ferry: run needs -m MODEL and one of -p TEXT, -f FILE, --prompt-ids or --prompt-ids-file\n");
 		usage(stderr);
 		return 2;
 	}
-	if ((a->chat || a->system) && a->prompt_ids) {
+	if ((a->chat || a->system) && (a->prompt_ids || a->ids_file)) {
 		fprintf(stderr, "ferry: --chat and --system take a text prompt (-p or -f), not --prompt-ids\n");
 		return 2;
 	}
@@ -338,6 +341,24 @@ static int prompts_push(struct prompts *p, int *ids, int n)
 	return 0;
 }
 
+/* One prompt of ids ("1,2,3"); what names it in messages. */
+static int push_ids(const char *list, const char *what, const struct layout *lay, struct prompts *p)
+{
+	char err[ERR_LEN];
+	int *ids, n;
+	if (parse_id_list(list, &ids, &n, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s: %s\n", what, err);
+		return 2;
+	}
+	for (int i = 0; i < n; i++)
+		if (ids[i] >= lay->hp.vocab) {
+			fprintf(stderr, "ferry: %s: token %d is outside the vocabulary of %d\n", what, ids[i], lay->hp.vocab);
+			free(ids);
+			return 2;
+		}
+	return prompts_push(p, ids, n) ? 1 : 0;
+}
+
 /* One text prompt through the chat template (--chat) and the tokenizer. */
 static int encode_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer *tok, const char *text,
 			 size_t len, struct prompts *p, char *err, size_t errlen)
@@ -378,20 +399,32 @@ static int load_prompts(const struct run_args *a, const struct layout *lay, stru
 	char err[ERR_LEN];
 	*tok = NULL;
 	memset(p, 0, sizeof(*p));
-	if (a->prompt_ids) {
-		int *ids, n;
-		if (parse_id_list(a->prompt_ids, &ids, &n, err, sizeof(err))) {
-			fprintf(stderr, "ferry: --prompt-ids: %s\n", err);
-			return 2;
+	if (a->prompt_ids)
+		return push_ids(a->prompt_ids, "--prompt-ids", lay, p);
+	if (a->ids_file) {
+		char *text = NULL, line_name[64];
+		size_t len = 0;
+		int rc = read_file_all(a->ids_file, &text, &len), line = 0;
+		if (rc) {
+			fprintf(stderr, "ferry: %s: %s\n", a->ids_file, strerror(-rc));
+			return 1;
 		}
-		for (int i = 0; i < n; i++)
-			if (ids[i] >= lay->hp.vocab) {
-				fprintf(stderr, "ferry: --prompt-ids: token %d is outside the vocabulary of %d\n", ids[i],
-					lay->hp.vocab);
-				free(ids);
-				return 2;
-			}
-		return prompts_push(p, ids, n) ? 1 : 0;
+		for (char *s = text, *e; !rc && s && *s; s = e ? e + 1 : NULL) {
+			e = strchr(s, '\n');
+			if (e)
+				*e = 0;
+			snprintf(line_name, sizeof(line_name), "line %d", ++line);
+			if (*s && strcmp(s, "\r"))
+				rc = push_ids(s, line_name, lay, p);
+		}
+		free(text);
+		if (!rc && p->n == 0) {
+			fprintf(stderr, "ferry: %s: no prompt\n", a->ids_file);
+			rc = 1;
+		}
+		if (rc)
+			prompts_free(p);
+		return rc;
 	}
 	char *text = NULL;
 	size_t len = 0;
