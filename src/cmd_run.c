@@ -25,7 +25,7 @@
 #include "model.h"
 #include "plan.h"
 #include "sampler.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "tokenizer.h"
 #include "util.h"
 

@@ -1,5 +1,5 @@
 /*
- * sched.h: the step scheduler. Requests (a prompt, a token budget, a sampler) are admitted as sequences of
+ * scheduler.h: the step scheduler. Requests (a prompt, a token budget, a sampler) are admitted as sequences of
  * the model's KV cache and advanced together: every step packs one decode token of each generating
  * sequence and then prompt chunks of the sequences still in prefill, up to the model's t_max tokens, so
  * each streamed layer serves every active request once per step. Prompts sharing whole KV pages with an
@@ -9,8 +9,8 @@
  * every admitted request at its full length (prompt + max_new) at once, so a running request never finds
  * the cache full. A request that could not fit even alone finishes with SCHED_FINISH_ERROR.
  */
-#ifndef FERRY_SCHED_H
-#define FERRY_SCHED_H
+#ifndef FERRY_SCHEDULER_H
+#define FERRY_SCHEDULER_H
 
 #include <stdbool.h>
 

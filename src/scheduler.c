@@ -1,5 +1,5 @@
 /*
- * sched.c: the step scheduler (sched.h): admission against the page pools, step packing (decode tokens
+ * scheduler.c: the step scheduler (scheduler.h): admission against the page pools, step packing (decode tokens
  * first, then prompt chunks in arrival order), sampling and finishing.
  */
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "scheduler.h"
 #include "util.h"
 
 int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen)
