@@ -131,6 +131,20 @@ if [ "${BENCH:-0}" = 1 ]; then
 	tail -n 30 "$OUT/bench_decode.log"
 fi
 
+# BENCH_LONG=1: issue 7's long-context and batch figures (bench/bench_long.py) on the same 70B-shaped model;
+# BENCH_LONG_ARGS passes options (e.g. --skip long).
+long_rc=skipped
+if [ "${BENCH_LONG:-0}" = 1 ]; then
+	mkdir -p models
+	[ -f "$OUT/peak.json" ] || build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
+	[ -f models/synth-70b-q4k.ferry/manifest.json ] ||
+		build/ferry synth -o models/synth-70b-q4k.ferry --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1
+	python3 bench/bench_long.py --model models/synth-70b-q4k.ferry --peak-json "$OUT/peak.json" \
+		${BENCH_LONG_ARGS:-} --out "$OUT/bench_long.md" >"$OUT/bench_long.log" 2>&1
+	long_rc=$?
+	tail -n 25 "$OUT/bench_long.log"
+fi
+
 d=$(mktemp -d)
 python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null
 probe=$(build/ferry run -m "$d/m.ferry" --prompt-ids 1,2,3 -n 4 --temp 0 --stats 2>&1 >/dev/null | grep -o 'GPU: [^)]*')
@@ -145,5 +159,6 @@ echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit 
 echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
 echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
+echo "| bench/bench_long.py (BENCH_LONG=1) | exit $long_rc; bench_long.md |"
 echo "| ferry run --stats | ${probe:-no GPU line} |"
 echo "| bench/io_stream --size 16G | exit $io_rc; table in bench_io.log |"

@@ -1,7 +1,8 @@
 /*
  * plan.c: the memory planner (plan.h). Order of preference: every unit resident (no streaming at all);
  * else the largest tokens-per-op that leaves room for 2 slots, then a third slot (slack for steps whose
- * compute is as long as an upload), then resident units with what is left. The arena is allocated once,
+ * compute is as long as an upload), then resident units with what is left. When even 2 slots do not fit,
+ * the tokens per op shrink first, then the sequences in flight (their KV pages), then the tokens per step. The arena is allocated once,
  * so a small reserve covers the allocator's 256-byte rounding and the RoPE tables.
  */
 #include <errno.h>
@@ -26,8 +27,8 @@ static double gib(uint64_t v)
 	return (double)v / (1 << 30);
 }
 
-/* The longest ctx (a multiple of the page) with which fixed bytes of o, in KV format fmt, plus 2 slots fit
- * avail. */
+/* The longest ctx (a multiple of the page) of one sequence with which fixed bytes of o, in KV format fmt,
+ * plus 2 slots fit avail. */
 static int ctx_fit(const struct layout *lay, struct backend *b, const struct model_opts *o, int fmt, uint64_t slots,
 		   uint64_t avail)
 {
@@ -36,6 +37,7 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	int page = o->kv_page > 0 ? o->kv_page : 256, lo = 0, hi = (1 << 24) / page;
 	t.kv_fmt = fmt;
 	t.kv_pages = 0;
+	t.max_seqs = 1;
 	while (lo < hi) {
 		int mid = (lo + hi + 1) / 2;
 		t.ctx = mid * page;
@@ -91,16 +93,19 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		p->n_slots = 0;
 		p->slot_bytes = 0;
 	} else {
-		int t_min = p->max_seqs > T_SUB_MIN ? p->max_seqs : T_SUB_MIN;
+		/* smaller ops first, then fewer sequences at once (the rest wait for KV pages), then smaller steps */
 		while (fixed + 2 * p->slot_bytes > avail) {
 			if (o->t_sub > T_SUB_MIN)
 				o->t_sub = (o->t_sub + 1) / 2;
-			else if (t_max_auto && o->t_max > t_min)
-				o->t_max = o->t_sub = (o->t_max + 1) / 2 > t_min ? (o->t_max + 1) / 2 : t_min;
+			else if (o->max_seqs > 1)
+				o->max_seqs = o->max_seqs * 3 / 4 < o->max_seqs - 1 ? o->max_seqs * 3 / 4 : o->max_seqs - 1;
+			else if (t_max_auto && o->t_max > T_SUB_MIN)
+				o->t_max = o->t_sub = (o->t_max + 1) / 2 > T_SUB_MIN ? (o->t_max + 1) / 2 : T_SUB_MIN;
 			else
 				break;
 			fixed = fixed_bytes(lay, b, o, &p->mem);
 		}
+		p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
 		p->t_max = o->t_max;
 		if (fixed + 2 * p->slot_bytes > avail) {
 			snprintf(err, errlen,
@@ -157,7 +162,7 @@ void plan_print(FILE *f, const struct plan *p)
 		p->max_seqs, p->ctx, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
-	fprintf(f, "plan: longest --ctx that fits (%d sequences, 2 weight slots):", p->max_seqs);
+	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");
 	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
 		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);
 	fprintf(f, "\n");
