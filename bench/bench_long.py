@@ -36,7 +36,7 @@ def run(a, model, vram, ram, extra, what):
     os.close(fd)
     cmd = [a.ferry, "run", "-m", model, "--device", "cuda", "--vram", vram, "--ram", ram, "--temp", "0",
            "--ignore-eos", "--stats", "--stats-json", js, "--warmup", *extra]
-    shown = [("<ids>" if len(x) > 200 else x) for x in cmd]
+    shown = [("IDS_FILE" if x.startswith(tempfile.gettempdir() + "/bench_long_ids_") else x) for x in cmd]
     shown[shown.index(js)] = "FILE"
     print(f"bench_long: {what}: {shlex.join(shown)}", file=sys.stderr, flush=True)
     try:
@@ -84,9 +84,14 @@ def main():
         for k, v in fit.items():
             rows.append((f"longest context at --vram {a.plan_vram}, KV {k}", f"{v} tokens", "", ""))
     if "long" not in skip:
-        ids = prompt_ids(a.long_prompt, hp["vocab"])
-        st, cmd, _ = run(a, a.model, a.long_vram, a.ram, ["--prompt-ids", ids, "-n", str(a.long_gen + 1), "--chunk",
-                                                           str(a.long_chunk), "--kv", a.long_kv], "long")
+        fd, lst = tempfile.mkstemp(prefix="bench_long_ids_", suffix=".txt")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(prompt_ids(a.long_prompt, hp["vocab"]) + "\n")
+        try:
+            st, cmd, _ = run(a, a.model, a.long_vram, a.ram, ["--prompt-ids-file", lst, "-n", str(a.long_gen + 1),
+                                                               "--chunk", str(a.long_chunk), "--kv", a.long_kv], "long")
+        finally:
+            os.unlink(lst)
         cmds.append(cmd)
         raw["long"] = st
         passes = -(-a.long_prompt // st["t_max"])
