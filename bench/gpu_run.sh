@@ -52,9 +52,11 @@ build=$?
 tail -n 3 "$OUT/build.log"
 
 test_rc=skipped
-if [ "${TESTS:-1}" = cuda ]; then # the GPU tests alone (the rest runs in CI)
+if [ "${TESTS:-1}" = cuda ] || [ "${TESTS:-1}" = model ]; then # the GPU tests alone (the rest runs in CI)
 	test_rc=0
-	for t in build/tests/test_cuda_ops build/tests/test_cuda_matmul "python3 tests/test_cuda_model.py"; do
+	tests="build/tests/test_cuda_ops build/tests/test_cuda_matmul"
+	[ "${TESTS:-1}" = model ] && tests=""
+	for t in $tests "python3 tests/test_cuda_model.py"; do
 		echo "== $t" >>"$OUT/test.log"
 		FERRY_BUILD=build timeout 600 $t >>"$OUT/test.log" 2>&1
 		r=$?
@@ -77,7 +79,7 @@ if [ "${SANITIZER:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
 	san=clean
 	printf '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21\n7,8,9\n1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70\n' >"$d/ids.txt"
 	for tool in memcheck racecheck; do
-		for extra in "" "--stream-all --chunk 5" "--kv q4 --chunk 7 --kv-page 64" "--kv q8 --stream-all --kv-page 64"; do
+		for extra in "" "--stream-all --chunk 5" "--kv q4 --chunk 7 --kv-page 64" "--kv q8 --stream-all --kv-page 64 --kv-host"; do
 			compute-sanitizer --tool $tool --error-exitcode 9 build/ferry run -m "$d/m.ferry" --device cuda \
 				--prompt-ids-file "$d/ids.txt" -n 4 --ignore-eos $extra \
 				>>"$OUT/sanitizer.log" 2>&1 || san="errors ($tool $extra)"

@@ -117,6 +117,10 @@ struct backend_ops {
 	int (*fence_wait)(struct backend *b, enum backend_queue q, int fence);
 	bool (*fence_done)(struct backend *b, int fence);
 	int (*copy_async)(struct backend *b, void *dst, const void *host_src, size_t n); /* on BQ_COPY */
+	int (*copy_d2h_async)(struct backend *b, void *host_dst, const void *src, size_t n); /* on BQ_COPY */
+	/* pinned host memory for copy_async / copy_d2h_async (KV pools streamed with their layer) */
+	void *(*host_alloc)(struct backend *b, size_t bytes);
+	void (*host_free)(struct backend *b, void *p);
 	void (*mem)(struct backend *b, struct backend_mem *m); /* NULL: no device memory */
 	/* The k (<= 1024) largest of logits[V] (backend memory) into host vals/idx, sorted descending, ties by
 	 * lower id; waits like download(). NULL where the host reads all logits anyway. */

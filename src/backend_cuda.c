@@ -454,6 +454,29 @@ static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n
 	return 0;
 }
 
+static int cu_copy_d2h_async(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->copy));
+	return 0;
+}
+
+static void *cu_host_alloc(struct backend *b, size_t bytes)
+{
+	void *p = NULL;
+	if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+		snprintf(b->err, sizeof(b->err), "cudaHostAlloc of %zu bytes failed", bytes);
+		return NULL;
+	}
+	return p;
+}
+
+static void cu_host_free(struct backend *b, void *p)
+{
+	(void)b;
+	if (p)
+		cudaFreeHost(p);
+}
+
 static int cu_top_k(struct backend *b, const float *logits, int V, int k, float *vals, int *idx)
 {
 	struct cuda_state *s = st(b);
@@ -494,6 +517,9 @@ static const struct backend_ops cuda_backend_ops = {
 	.fence_wait = cu_fence_wait,
 	.fence_done = cu_fence_done,
 	.copy_async = cu_copy_async,
+	.copy_d2h_async = cu_copy_d2h_async,
+	.host_alloc = cu_host_alloc,
+	.host_free = cu_host_free,
 	.mem = cu_mem,
 	.top_k = cu_top_k,
 	.step_begin = cu_step_begin,

@@ -33,7 +33,7 @@ struct run_args {
 	const char *model, *prompt, *prompt_file, *prompt_ids, *ids_file, *logits_file, *device, *io, *system, *stats_json, *kv;
 	int n_predict, chunk, threads, ctx, kv_page, kv_pages, max_batch;
 	int64_t ram, vram;
-	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup;
+	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup, kv_host;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
 };
@@ -69,6 +69,8 @@ static void usage(FILE *f)
 		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
 		"  --kv-pages N           pages in the KV pool of full-attention layers (default: every sequence at --ctx)\n"
 		"  --max-batch N          most sequences generated at once (default: all prompts)\n"
+		"  --kv-host              with CUDA: keep every layer's KV pages in pinned host memory, streamed with\n"
+		"                         the layer (default: only the layers whose KV does not fit --vram)\n"
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"
 		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
@@ -89,7 +91,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 {
 	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
 	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
-	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE };
+	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE, O_KV_HOST };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -114,6 +116,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"kv-page", required_argument, 0, O_KV_PAGE},
 					   {"kv-pages", required_argument, 0, O_KV_PAGES},
 					   {"max-batch", required_argument, 0, O_MAX_BATCH},
+					   {"kv-host", no_argument, 0, O_KV_HOST},
 					   {"ram", required_argument, 0, O_RAM},
 					   {"threads", required_argument, 0, O_THR},
 					   {"device", required_argument, 0, O_DEV},
@@ -184,6 +187,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 			a->kv_page = (int)v, name = "--kv-page";
 			break;
 		case O_KV_PAGES: bad = parse_int(optarg, 1, 1 << 24, &v); a->kv_pages = (int)v; name = "--kv-pages"; break;
+		case O_KV_HOST: a->kv_host = true; break;
 		case O_MAX_BATCH: bad = parse_int(optarg, 1, 4096, &v); a->max_batch = (int)v; name = "--max-batch"; break;
 		case O_RAM: a->ram = parse_size(optarg); bad = a->ram < 0; name = "--ram"; break;
 		case O_THR: bad = parse_int(optarg, 1, 4096, &v); a->threads = (int)v; name = "--threads"; break;
@@ -748,6 +752,10 @@ static int write_stats_json(const char *path, struct backend *b, struct model *m
 	json_object_set_new(o, "kv", json_string(kv_fmt_name(m->opt.kv_fmt)));
 	json_object_set_new(o, "kv_bytes", json_integer((json_int_t)m->kv_bytes));
 	json_object_set_new(o, "n_seqs", json_integer(r->n_seqs));
+	json_object_set_new(o, "max_seqs", json_integer(m->opt.max_seqs));
+	json_object_set_new(o, "kv_host_layers", json_integer(m->kvh.n_host));
+	json_object_set_new(o, "kv_h2d_bytes", json_integer((json_int_t)m->kvh.h2d));
+	json_object_set_new(o, "kv_d2h_bytes", json_integer((json_int_t)m->kvh.d2h));
 	json_object_set_new(o, "steps", json_integer(r->steps));
 	json_object_set_new(o, "gen_tokens", json_integer(r->n_gen));
 	json_object_set_new(o, "total_s", json_real(r->t_total));
@@ -843,7 +851,7 @@ int ferry_run(int argc, char **argv)
 			 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
 		rc = -EINVAL;
 	}
-	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, err, sizeof(err));
+	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, a.kv_host, err, sizeof(err));
 	if (!rc && (a.plan || a.stats))
 		plan_print(stderr, &plan);
 	if (!rc && a.plan) {

@@ -167,8 +167,18 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 		  al(L * V * 4);
 	groups_of(hp, o, mm);
 	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, page_of(o));
-	for (int l = 0; l < hp->n_layers; l++)
-		mm->kv += 2 * al((uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb);
+	uint64_t stage = 0;
+	for (int l = 0; l < hp->n_layers; l++) {
+		uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb;
+		mm->kv_pool_max = pool > mm->kv_pool_max ? pool : mm->kv_pool_max;
+		if (o->kv_host && o->kv_host[l]) {
+			mm->kv_host += 2 * pool;
+			stage = pool > stage ? pool : stage;
+		} else {
+			mm->kv += 2 * al(pool);
+		}
+	}
+	mm->kv += 4 * al(stage); /* two staging pairs */
 	struct backend_reserve r;
 	reserve_of(hp, o, mm->n_groups, &r);
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
@@ -217,12 +227,17 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
 	bool ok = m->kv;
+	size_t *pool = malloc(sizeof(size_t) * (size_t)hp->n_layers);
+	ok = ok && pool;
 	for (int l = 0; ok && l < hp->n_layers; l++) {
 		int g = group_of_layer(&mm, hp->window[l]);
 		m->kv[l] = (struct kv_layer){.fmt = o->kv_fmt, .page = m->opt.kv_page, .Hkv = hp->n_kv_heads,
 					     .Dh = hp->head_dim, .n_pages = mm.n_pages[g], .group = g};
-		m->kv[l].k = b->ops->alloc(b, (size_t)mm.n_pages[g] * pb);
-		m->kv[l].v = b->ops->alloc(b, (size_t)mm.n_pages[g] * pb);
+		pool[l] = (size_t)mm.n_pages[g] * pb;
+		if (o->kv_host && o->kv_host[l])
+			continue; /* pinned host pools, staged per step (kv_host.c) */
+		m->kv[l].k = b->ops->alloc(b, pool[l]);
+		m->kv[l].v = b->ops->alloc(b, pool[l]);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
 	m->x = ok ? b->ops->alloc(b, T * D * 4) : NULL;
@@ -247,6 +262,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
 			 b->ops->host_memory ? "host" : "device", o->t_max, m->opt.max_seqs, o->ctx, b->err[0] ? ": " : "",
 			 b->err);
+		free(pool);
 		model_free(m);
 		return -ENOMEM;
 	}
@@ -259,6 +275,9 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 		rc = io_stream_open(&m->io, lay, &o->io, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, o->resident, o->n_slots, err, errlen);
+	if (!rc)
+		rc = kvh_init(&m->kvh, b, hp->n_layers, o->kv_host, pool, hp->n_layers + 1 + m->w.n_slots, err, errlen);
+	free(pool);
 	if (rc)
 		model_free(m);
 	return rc;
@@ -270,6 +289,10 @@ void model_free(struct model *m)
 	if (!b)
 		return;
 	weights_free(&m->w);
+	for (int l = 0; m->kv && m->kvh.n_host && l < m->hp->n_layers; l++)
+		if (m->kvh.host_idx[l] >= 0) /* staging, not pools of their own */
+			m->kv[l].k = m->kv[l].v = NULL;
+	kvh_free(&m->kvh);
 	void *bufs[] = {m->x, m->h, m->q, m->att, m->k, m->v, m->g, m->u, m->logits};
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
@@ -349,6 +372,7 @@ static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen
 	if (rc)
 		return rc;
 	rc = bind_layer(m, l, ptrs, &w, err, errlen);
+	rc = rc ? rc : kvh_acquire(&m->kvh, l, m->kv);
 	for (int t0 = 0; !rc && t0 < T; t0 += m->opt.t_sub)
 		rc = layer_range(m, l, &w, t0, T - t0 < m->opt.t_sub ? T - t0 : m->opt.t_sub);
 	if (rc && !err[0])
@@ -356,6 +380,8 @@ static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen
 	weights_put(&m->w, l);
 	if (!rc)
 		rc = weights_prefetch(&m->w, l, err, errlen);
+	if (!rc && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_t0)))
+		snprintf(err, errlen, "layer %d: KV pages to host memory: %s", l, m->b->err);
 	return rc;
 }
 
@@ -524,7 +550,9 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 	struct step_desc d = {.T = T, .pos = m->pos, .n_parts = n_parts, .part_t0 = m->part_t0, .part_row = m->part_row,
 			      .n_groups = m->kc.n_groups, .n_rows = m->kc.max_seqs, .max_pages = m->kc.max_pages,
 			      .pages = tables};
+	m->n_parts = n_parts;
 	rc = m->b->ops->step_begin(m->b, &d);
+	rc = rc ? rc : kvh_step_begin(&m->kvh, &m->kc, m->kv);
 	rc = rc ? rc : embed(m, m->tokens, T, err, errlen);
 	for (int l = 0; !rc && l < m->hp->n_layers; l++)
 		rc = layer_forward(m, l, T, err, errlen);

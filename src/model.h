@@ -8,6 +8,7 @@
 #define FERRY_MODEL_H
 
 #include "backend.h"
+#include "kv_host.h"
 #include "kvcache.h"
 #include "layout.h"
 #include "rope.h"
@@ -28,6 +29,8 @@ struct model_opts {
 	struct io_opts io; /* the layer streamer: slots, RAM tier, engine */
 	int n_slots;          /* device backends: weight slots (>= 2 unless every unit is resident) */
 	const bool *resident; /* device backends: [L + 1] units kept in device memory, NULL none */
+	const bool *kv_host;  /* device backends: [L] layers whose KV pools stay in pinned host memory and are
+			       * streamed with the layer (src/kv_host.h), NULL none */
 };
 
 /* Backend memory of the run state (activations and KV cache) for these options, as model_init allocates it. */
@@ -35,7 +38,9 @@ struct model_mem {
 	int n_groups;
 	int windows[KVC_GROUPS_MAX], n_pages[KVC_GROUPS_MAX]; /* the KV page pools */
 	uint64_t act;    /* activations and logits */
-	uint64_t kv;     /* KV cache, all layers */
+	uint64_t kv;     /* KV cache in backend memory: device layers' pools, and the staging of host layers */
+	uint64_t kv_host;/* KV pools in pinned host memory */
+	uint64_t kv_pool_max; /* the largest layer's K (= V) pool */
 	uint64_t ws;     /* the backend's workspace (reserve) */
 };
 void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm);
@@ -61,11 +66,13 @@ struct model {
 	struct weights w;
 	struct model_opts opt;
 	struct kv_cache kc;    /* pages and page tables */
+	struct kv_host kvh;    /* pools of host layers */
 	struct kv_layer *kv;   /* [L] */
 	int n_pages[KVC_GROUPS_MAX];
 	uint64_t kv_bytes;     /* backend memory of the KV pools */
 	/* the current step, host */
 	int *tokens, *pos, *part_t0, *part_row; /* [t_max], [t_max], [t_max + 1], [t_max] */
+	int n_parts;
 	/* run state, backend memory: x has t_max rows, the others t_sub */
 	float *x;              /* (T, D) residual stream */
 	float *h;              /* (S, D) normed */

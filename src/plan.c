@@ -43,6 +43,7 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	t.kv_fmt = fmt;
 	t.kv_pages = 0;
 	t.max_seqs = 1;
+	t.kv_host = NULL;
 	while (lo < hi) {
 		int mid = (lo + hi + 1) / 2;
 		t.ctx = mid * page;
@@ -54,17 +55,27 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	return lo * page;
 }
 
+static int count_host(const bool *h, int L)
+{
+	int n = 0;
+	for (int l = 0; l < L; l++)
+		n += h[l];
+	return n;
+}
+
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
-	      bool t_max_auto, char *err, size_t errlen)
+	      bool t_max_auto, bool kv_host, char *err, size_t errlen)
 {
 	memset(p, 0, sizeof(*p));
+	int L = lay->hp.n_layers;
 	p->n_units = lay->hp.n_layers + 1;
 	p->t_max = o->t_max;
 	p->ctx = o->ctx;
 	p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
 	p->kv_fmt = o->kv_fmt;
 	p->resident = calloc((size_t)p->n_units, sizeof(bool));
-	if (!p->resident) {
+	p->kv_host = calloc((size_t)L, sizeof(bool));
+	if (!p->resident || !p->kv_host) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -76,6 +87,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		p->slot_bytes = ub > p->slot_bytes ? ub : p->slot_bytes;
 	}
 	if (b->ops->host_memory) {
+		o->kv_host = NULL;
 		fixed_bytes(lay, b, o, &p->mem);
 		o->n_slots = 0;
 		o->resident = NULL;
@@ -84,6 +96,9 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 	struct backend_mem bm;
 	backend_mem_get(b, &bm);
 	p->device = true;
+	if (kv_host)
+		memset(p->kv_host, 1, sizeof(bool) * (size_t)L);
+	o->kv_host = p->kv_host;
 	p->budget = bm.budget;
 	p->context = bm.context;
 	p->arena = bm.arena;
@@ -103,6 +118,8 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		while (fixed + 2 * p->slot_bytes > avail) {
 			if (o->t_sub > T_SUB_GEMM)
 				o->t_sub = (o->t_sub + 1) / 2;
+			else if (count_host(p->kv_host, L) < L)
+				memset(p->kv_host, 1, sizeof(bool) * (size_t)L); /* stream the KV before cutting sequences */
 			else if (o->max_seqs > 1)
 				o->max_seqs = o->max_seqs * 3 / 4 < o->max_seqs - 1 ? o->max_seqs * 3 / 4 : o->max_seqs - 1;
 			else if (o->t_sub > T_SUB_MIN)
@@ -126,6 +143,16 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 			return -ENOMEM;
 		}
 		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
+		/* KV pools back on the device while they fit (each saves its bytes per step, as a resident unit) */
+		for (int l = 0; l < L && !kv_host && p->kv_host[l]; l++) {
+			p->kv_host[l] = false;
+			uint64_t f = fixed_bytes(lay, b, o, &p->mem);
+			if (f + (uint64_t)p->n_slots * p->slot_bytes > avail) {
+				p->kv_host[l] = true;
+				break;
+			}
+		}
+		fixed = fixed_bytes(lay, b, o, &p->mem);
 		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
@@ -138,6 +165,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 		}
 	}
 	p->t_sub = o->t_sub;
+	p->n_kv_host = count_host(p->kv_host, L);
 	for (int f = KV_F16; f < KV_FMT_COUNT; f++)
 		p->ctx_fit[f] = b->ops->kv_supports(f) ? ctx_fit(lay, b, o, f, 2 * p->slot_bytes, avail) : 0;
 	p->stream_bytes = p->units_bytes - p->resident_bytes;
@@ -159,6 +187,7 @@ void plan_print(FILE *f, const struct plan *p)
 	fprintf(f,
 		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB + %.3f GiB for lazily loaded kernels\n"
 		"plan:   KV cache      %8.3f GiB  (%s, %d sequences x %d tokens; window layers keep their window)\n"
+		"plan:   KV in pinned host memory %.3f GiB: %d of %d layers, streamed with their layer (staging above)\n"
 		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
 		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
 		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
@@ -167,7 +196,7 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
 		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
 		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->kv_fmt),
-		p->max_seqs, p->ctx, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
+		p->max_seqs, p->ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
 	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");
@@ -179,5 +208,6 @@ void plan_print(FILE *f, const struct plan *p)
 void plan_free(struct plan *p)
 {
 	free(p->resident);
+	free(p->kv_host);
 	memset(p, 0, sizeof(*p));
 }

@@ -28,6 +28,8 @@ struct plan {
 	int n_slots, n_units, n_resident;
 	uint64_t resident_bytes, units_bytes;
 	bool *resident;                 /* [n_units] */
+	bool *kv_host;                  /* [L] layers whose KV pools stay in pinned host memory (kv_host.h) */
+	int n_kv_host;
 	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
 	uint64_t total;                 /* everything the plan allocates from the arena */
 	int t_max, t_sub, ctx, max_seqs, kv_fmt;
@@ -37,9 +39,10 @@ struct plan {
 /* Fills p and o->t_sub, o->n_slots, o->resident (pointing into p) from o->t_max, o->max_logits, o->ctx,
  * the KV options and the backend's memory. stream_all: no unit resident even when the budget would hold it
  * (benchmarks and tests of the streaming path). t_max_auto: o->t_max may be lowered (to no less than 64 or
- * max_seqs) when the budget cannot hold it. */
+ * max_seqs) when the budget cannot hold it. kv_host: every layer's KV in pinned host memory (otherwise only
+ * when the device cannot hold it: before the sequences in flight are cut). */
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
-	      bool t_max_auto, char *err, size_t errlen);
+	      bool t_max_auto, bool kv_host, char *err, size_t errlen);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 

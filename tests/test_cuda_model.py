@@ -11,7 +11,9 @@ without softcap), 40 prompt tokens, logits at every position compared norm-wise 
   - greedy 16 tokens (prefill + decode steps) identical to the CPU's, resident and streamed;
   - KV q8 and q4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits at most 1.5x the
     CPU's with the same format (+2e-3);
-  - four prompts of mixed lengths in one run (f16 and q4 KV) generate what each generates alone.
+  - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
+  - four prompts of mixed lengths in one run (f16 and q4 KV, q4 also from host memory) generate what each
+    generates alone.
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
 fixture's (resident, and prompt 0 also streamed); logits of prompt 0 + continuation vs the CPU <= 2e-3.
 """
@@ -88,18 +90,25 @@ def main():
                     ec, eg = rel_err(c, ref32), rel_err(g, ref32)
                     print(f"{v}: kv {kv} vs f32 KV: cpu {ec:.2e}, cuda {eg:.2e}", flush=True)
                     f.check(eg <= 1.5 * ec + 2e-3, f"{v} kv {kv}: cuda error {eg:.2e} vs cpu's {ec:.2e}")
+            # KV pools in pinned host memory, streamed with each layer: the same kernels on the same bytes
+            for kv in ("f16", "q4"):
+                extra = ["--device", "cuda", "--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64]
+                d = logits(f, model, ids, root, extra, f"{v} kv {kv} device")
+                h = logits(f, model, ids, root, [*extra, "--kv-host"], f"{v} kv {kv} host")
+                if d is not None and h is not None:
+                    f.check(np.array_equal(d, h), f"{v} kv {kv}: --kv-host logits differ by {rel_err(h, d):.2e}")
             # several prompts of mixed lengths in one run == each alone (steps of at most 16 tokens: the f32 path)
             prompts = [ids[:n] for n in (3, 17, 1, 30)]
             lst = os.path.join(root, "ids.txt")
             with open(lst, "w") as fh:
                 fh.write("".join(",".join(map(str, q)) + "\n" for q in prompts))
-            for kv in ("f16", "q4"):
+            for kv, host in (("f16", []), ("q4", []), ("q4", ["--kv-host"])):
                 common = ["-n", 8, "--ignore-eos", "--device", "cuda", "--chunk", 16, "--kv", kv, "--kv-page", 64]
-                p = ferry("run", "-m", model, "--prompt-ids-file", lst, *common)
+                p = ferry("run", "-m", model, "--prompt-ids-file", lst, *common, *host)
                 got = [[int(x) for x in line.split()] for line in p.stdout.strip().split("\n")] if p.returncode == 0 else []
                 want = [[int(x) for x in ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, q)), *common).stdout.split()]
                         for q in prompts]
-                f.check(got == want, f"{v} kv {kv}: cuda batched {got} != alone {want} ({p.stderr.strip()[-200:]})")
+                f.check(got == want, f"{v} kv {kv} {host}: cuda batched {got} != alone {want} ({p.stderr.strip()[-200:]})")
             ref = greedy(f, model, ids[:8], 16, ["--device", "cpu"], f"{v} cpu greedy")
             for name, extra in (("resident", []), ("streamed", ["--stream-all"])):
                 got = greedy(f, model, ids[:8], 16, ["--device", "cuda", *extra], f"{v} cuda greedy {name}")
