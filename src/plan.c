@@ -187,7 +187,8 @@ void plan_print(FILE *f, const struct plan *p)
 	fprintf(f,
 		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB + %.3f GiB for lazily loaded kernels\n"
 		"plan:   KV cache      %8.3f GiB  (%s, %d sequences x %d tokens; window layers keep their window)\n"
-		"plan:   KV in pinned host memory %.3f GiB: %d of %d layers, streamed with their layer (staging above)\n"
+		"plan:   KV in pinned host memory %.3f GiB: %d of %d layers, streamed with their layer (staging above;\n"
+		"plan:     per step their pages in use go up, at most all of it, and the step's new pages come back)\n"
 		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
 		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
 		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
