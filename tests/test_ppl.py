@@ -100,7 +100,7 @@ def reference_ppl(hf, text, kv=None):
 
 def ppl_run(f, model, text, what, *extra):
     """ferry ppl's --json result, or None after a failed check."""
-    js = os.path.join(os.path.dirname(text), "ppl.json")
+    js = os.path.join(os.path.dirname(model), "ppl.json")  # the scratch directory
     p = ferry("ppl", "-m", model, text, "--json", js, *extra)
     if not f.check(p.returncode == 0, f"{what}: exit {p.returncode}: {p.stderr.strip()[-300:]}"):
         return None, p
