@@ -14,7 +14,10 @@ OPT ?= -O2 -g
 ARCH ?= -march=native
 SAN ?=
 INC := -Isrc -Ilayout -Iio -Ikernels -Ikernels/cpu -Ikernels/cuda -Itools
-CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(INC) $(EXTRA_CFLAGS)
+# C sources see the project's headers for #include "..." only, so src/sched.h never stands in for the system's
+# <sched.h> (which pthread.h includes).
+CINC := $(INC:-I%=-iquote %)
+CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(CINC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
 LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lm -lpthread
 
@@ -101,7 +104,7 @@ fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(INC) \
+	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(CINC) \
 		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -llz4 -lm -lpthread
 
 # What CI runs: the tests, then again under ASan + UBSan.

@@ -16,23 +16,21 @@
 
 #include "backend.h"
 #include "chat.h"
-#ifdef FERRY_CUDA
-#include "cuda_probe.h"
-#endif
 #include "ferry.h"
 #include "layout.h"
 #include "logits_dump.h"
 #include "model.h"
 #include "plan.h"
+#include "run_opts.h"
 #include "sampler.h"
 #include "scheduler.h"
 #include "tokenizer.h"
 #include "util.h"
 
 struct run_args {
-	const char *model, *prompt, *prompt_file, *prompt_ids, *ids_file, *logits_file, *device, *io, *system, *stats_json, *kv;
-	int n_predict, chunk, threads, ctx, kv_page, kv_pages, max_batch;
-	int64_t ram, vram;
+	const char *model, *prompt, *prompt_file, *prompt_ids, *ids_file, *logits_file, *system, *stats_json;
+	int n_predict, chunk, ctx, kv_pages, max_batch;
+	struct run_opts ro;
 	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup, kv_host;
 	struct sampler_cfg sc;
 	bool temp_set, top_k_set, top_p_set, rep_set;
@@ -64,20 +62,10 @@ static void usage(FILE *f)
 		"  --chunk C              at most C tokens per pass over the layers (default: the whole prompt; several\n"
 		"                         prompts: all of them, up to 4096)\n"
 		"  --ctx N                context size in tokens (default: longest prompt + n-predict)\n"
-		"  --kv f32|f16|q8|q4     KV cache format (default f16 on CUDA, f32 on the CPU); q8/q4 are groups of 32\n"
-		"                         with an f16 scale, Hadamard-rotated\n"
-		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
 		"  --kv-pages N           pages in the KV pool of full-attention layers (default: every sequence at --ctx)\n"
 		"  --max-batch N          most sequences generated at once (default: all prompts)\n"
 		"  --kv-host              with CUDA: keep every layer's KV pages in pinned host memory, streamed with\n"
 		"                         the layer (default: only the layers whose KV does not fit --vram)\n"
-		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
-		"                         (default: half of physical memory)\n"
-		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
-		"  --threads N            CPU threads (default: all cores)\n"
-		"  --device auto|cpu|cuda compute device (default auto: CUDA when this build has it and a GPU exists)\n"
-		"  --vram SIZE            with CUDA: the most GPU memory ferry may use, CUDA context included (e.g. 4G;\n"
-		"                         default: all that is free); layers that do not fit are streamed\n"
 		"  --plan                 print the memory plan (KV cache, activations, weight slots, resident layers)\n"
 		"                         and exit\n"
 		"  --warmup               one untimed pass over every layer first (fills the RAM tier; benchmarks)\n"
@@ -85,13 +73,14 @@ static void usage(FILE *f)
 		"  --stats-json FILE      write timing, bytes streamed and peak memory as JSON\n"
 		"  --logits FILE          dump the logits of every position (format: src/logits_dump.h)\n"
 		"  --stats                print timing and I/O statistics to stderr at exit\n");
+	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
-	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX, O_RAM, O_THR,
-	       O_DEV, O_LOGITS, O_STATS, O_PRINT_IDS, O_IO, O_CHAT, O_SYSTEM, O_SHOW, O_VRAM, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
-	       O_KV, O_KV_PAGE, O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE, O_KV_HOST };
+	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX,
+	       O_LOGITS, O_STATS, O_PRINT_IDS, O_CHAT, O_SYSTEM, O_SHOW, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
+	       O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE, O_KV_HOST };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"prompt", required_argument, 0, 'p'},
 					   {"file", required_argument, 0, 'f'},
@@ -112,30 +101,21 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"ignore-eos", no_argument, 0, O_EOS},
 					   {"chunk", required_argument, 0, O_CHUNK},
 					   {"ctx", required_argument, 0, O_CTX},
-					   {"kv", required_argument, 0, O_KV},
-					   {"kv-page", required_argument, 0, O_KV_PAGE},
 					   {"kv-pages", required_argument, 0, O_KV_PAGES},
 					   {"max-batch", required_argument, 0, O_MAX_BATCH},
 					   {"kv-host", no_argument, 0, O_KV_HOST},
-					   {"ram", required_argument, 0, O_RAM},
-					   {"threads", required_argument, 0, O_THR},
-					   {"device", required_argument, 0, O_DEV},
-					   {"vram", required_argument, 0, O_VRAM},
 					   {"plan", no_argument, 0, O_PLAN},
 					   {"stream-all", no_argument, 0, O_STREAM_ALL},
 					   {"warmup", no_argument, 0, O_WARMUP},
 					   {"stats-json", required_argument, 0, O_SJSON},
 					   {"logits", required_argument, 0, O_LOGITS},
 					   {"stats", no_argument, 0, O_STATS},
-					   {"io", required_argument, 0, O_IO},
 					   {"help", no_argument, 0, 'h'},
+					   RUN_OPTS_LONG,
 					   {0}};
 	memset(a, 0, sizeof(*a));
 	a->n_predict = 32;
-	a->device = "auto";
-	a->io = "auto";
-	a->ram = -1;
-	a->vram = -1;
+	run_opts_default(&a->ro);
 	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
 	int c;
 	long v;
@@ -181,27 +161,21 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_EOS: a->ignore_eos = true; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
-		case O_KV: a->kv = optarg; break;
-		case O_KV_PAGE:
-			bad = parse_int(optarg, 64, 1 << 16, &v) || v % 64;
-			a->kv_page = (int)v, name = "--kv-page";
-			break;
 		case O_KV_PAGES: bad = parse_int(optarg, 1, 1 << 24, &v); a->kv_pages = (int)v; name = "--kv-pages"; break;
 		case O_KV_HOST: a->kv_host = true; break;
 		case O_MAX_BATCH: bad = parse_int(optarg, 1, 4096, &v); a->max_batch = (int)v; name = "--max-batch"; break;
-		case O_RAM: a->ram = parse_size(optarg); bad = a->ram < 0; name = "--ram"; break;
-		case O_THR: bad = parse_int(optarg, 1, 4096, &v); a->threads = (int)v; name = "--threads"; break;
-		case O_DEV: a->device = optarg; break;
-		case O_VRAM: a->vram = parse_size(optarg); bad = a->vram <= 0; name = "--vram"; break;
 		case O_PLAN: a->plan = true; break;
 		case O_STREAM_ALL: a->stream_all = true; break;
 		case O_WARMUP: a->warmup = true; break;
 		case O_SJSON: a->stats_json = optarg; break;
 		case O_LOGITS: a->logits_file = optarg; break;
 		case O_STATS: a->stats = true; break;
-		case O_IO: a->io = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		default: usage(stderr); return 2;
+		default:
+			if ((bad = run_opts_parse(&a->ro, c, optarg)) == 1)
+				usage(stderr);
+			if (bad)
+				return 2;
 		}
 		if (bad) {
 			fprintf(stderr, "ferry: %s: bad value '%s'\n", name, optarg);
@@ -221,29 +195,11 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		fprintf(stderr, "ferry: --system needs --chat\n");
 		return 2;
 	}
-	if (strcmp(a->device, "auto") && strcmp(a->device, "cpu") && strcmp(a->device, "cuda")) {
-		fprintf(stderr, "ferry: --device: expected auto, cpu or cuda, got '%s'\n", a->device);
-		return 2;
-	}
-	if (strcmp(a->io, "auto") && strcmp(a->io, "uring") && strcmp(a->io, "pread")) {
-		fprintf(stderr, "ferry: --io: expected auto, uring or pread, got '%s'\n", a->io);
-		return 2;
-	}
-	return 0;
+	return run_opts_check(&a->ro);
 }
 
 /* Tokens per step when several prompts run together and --chunk is not given. */
 #define RUN_BATCH_CHUNK 4096
-
-/* --kv: the format's code, or -1 when the backend's attention cannot read it; NULL: the backend's default. */
-static int kv_fmt_of(const char *name, const struct backend *b)
-{
-	int f = b->ops->host_memory ? KV_F32 : KV_F16;
-	if (name)
-		for (f = 0; f < KV_FMT_COUNT && strcmp(name, kv_fmt_name(f)); f++)
-			;
-	return f < KV_FMT_COUNT && b->ops->kv_supports(f) ? f : -1;
-}
 
 /* Sampling defaults from generation_config (as converted into the manifest), unless given on the command line. */
 static void generation_defaults(const struct layout *lay, struct run_args *a)
@@ -466,40 +422,6 @@ static int load_prompts(const struct run_args *a, const struct layout *lay, stru
 	return 0;
 }
 
-static void io_log(const char *msg, void *ctx)
-{
-	(void)ctx;
-	fprintf(stderr, "ferry: io: %s\n", msg);
-}
-
-/* The streamer's options: --ram is the pinned budget for slots and the RAM tier (io/stream.h decides how
- * many slots and which layers stay); pinned through CUDA when a GPU may use the buffers. */
-static void io_options(const struct run_args *a, struct io_opts *o)
-{
-	io_opts_default(o);
-	o->ram = a->ram >= 0 ? a->ram : (int64_t)(phys_mem_bytes() / 2);
-	o->engine = !strcmp(a->io, "uring") ? IO_ENGINE_URING : !strcmp(a->io, "pread") ? IO_ENGINE_PREAD : IO_ENGINE_AUTO;
-	o->log = io_log;
-#ifdef FERRY_CUDA
-	static const struct io_host_alloc cuda_pinned = {"cudaHostAlloc", cuda_host_alloc, cuda_host_free, NULL};
-	char desc[256];
-	if (strcmp(a->device, "cpu") && cuda_probe(desc, sizeof(desc)) > 0)
-		o->host_alloc = &cuda_pinned;
-#endif
-}
-
-/* GPUs this build can see: "none", or the first one's description (probing initializes CUDA, so it is
- * done only when asked for). */
-static const char *gpu_desc(char *buf, size_t n)
-{
-	snprintf(buf, n, "none");
-#ifdef FERRY_CUDA
-	if (cuda_probe(buf, n) == 0)
-		snprintf(buf, n, "none");
-#endif
-	return buf;
-}
-
 /* What a run measured, for --stats and --stats-json. */
 struct run_result {
 	int n_prompt, n_decode; /* tokens prefilled; decode tokens (generated tokens after each request's first) */
@@ -682,7 +604,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 			st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units, st.n_units, tb,
 			(double)st.bytes_tier / mib, (double)st.bytes_reused / mib, (double)st.bytes_decoded / mib, st.wait_sec,
 			(unsigned long long)st.n_acquire, st.n_slots, sb, st.slots_busy_max, st.locked ? "" : ", not locked in memory",
-			m->b->ops->name, m->b->n_threads, gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+			m->b->ops->name, m->b->n_threads, run_opts_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
 	}
 out:
 	if (rc)
@@ -766,38 +688,9 @@ static int write_stats_json(const char *path, struct backend *b, struct model *m
 	json_object_set_new(o, "disk_bytes_decode", json_integer((json_int_t)r->disk_decode));
 	json_object_set_new(o, "disk_gbps", json_real(st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0));
 	int rc = o && io && !json_object_set_new(o, "io", io) ? 0 : -ENOMEM;
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if (!rc && (json_dump_file(o, tmp, JSON_INDENT(1)) || rename(tmp, path))) {
-		fprintf(stderr, "ferry: --stats-json %s: %s\n", path, strerror(errno));
-		unlink(tmp);
-		rc = -EIO;
-	}
+	rc = rc ? rc : run_opts_json_write(o, path, "--stats-json");
 	json_decref(o);
 	return rc;
-}
-
-/* The backend --device asks for: cuda needs this build to have CUDA and a GPU; auto takes one if there is. */
-static int backend_open(const struct run_args *a, struct backend **b, char *err, size_t errlen)
-{
-	char g[256];
-	bool want_cuda = !strcmp(a->device, "cuda");
-	bool use_cuda = want_cuda || (!strcmp(a->device, "auto") && strcmp(gpu_desc(g, sizeof(g)), "none"));
-#ifdef FERRY_CUDA
-	if (use_cuda) {
-		if (want_cuda && !strcmp(gpu_desc(g, sizeof(g)), "none")) {
-			snprintf(err, errlen, "--device cuda: no CUDA GPU is visible");
-			return -ENODEV;
-		}
-		return backend_cuda_create(b, a->vram, err, errlen);
-	}
-#else
-	if (use_cuda) {
-		snprintf(err, errlen, "--device cuda: this ferry was built without CUDA (no nvcc at build time)");
-		return -ENOTSUP;
-	}
-#endif
-	return backend_cpu_create(b, a->threads, err, errlen);
 }
 
 int ferry_run(int argc, char **argv)
@@ -843,14 +736,8 @@ int ferry_run(int argc, char **argv)
 	int chunk = a.chunk > 0 ? a.chunk : pr.n == 1 ? longest : total < RUN_BATCH_CHUNK ? total : RUN_BATCH_CHUNK;
 	chunk = chunk > seqs ? chunk : seqs;
 	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : seqs, .ctx = cap, .max_seqs = seqs,
-				.kv_page = a.kv_page, .kv_pages = a.kv_pages};
-	io_options(&a, &mo.io);
-	rc = backend_open(&a, &b, err, sizeof(err));
-	if (!rc && (mo.kv_fmt = kv_fmt_of(a.kv, b)) < 0) {
-		snprintf(err, sizeof(err), "--kv %s: not a KV format of the %s backend (%s)", a.kv, b->ops->name,
-			 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
-		rc = -EINVAL;
-	}
+				.kv_pages = a.kv_pages};
+	rc = run_opts_backend(&a.ro, &mo, &b, err, sizeof(err));
 	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, a.kv_host, err, sizeof(err));
 	if (!rc && (a.plan || a.stats))
 		plan_print(stderr, &plan);

@@ -417,6 +417,7 @@ class Model:
         elif cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
+        self.kv_store = None  # set to emulate a lossy KV cache (tests/test_ppl.py)
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
@@ -537,6 +538,8 @@ class Model:
             k = self._rms_norm(k, p + "k_norm.weight")
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if self.kv_store is not None:  # what a KV cache format keeps of k and v ([Hkv, T, Dh] each)
+            k, v = self.kv_store(k), self.kv_store(v)
         # Query head h reads key/value head h // (n_heads / n_kv) (HF repeat_kv).
         rep = self.n_heads // self.n_kv
         k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
