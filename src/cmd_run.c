@@ -454,11 +454,11 @@ static bool run_is_stop(void *ctx, int tok)
 	return !o->a->ignore_eos && is_eos(o->hp, o->tk, tok);
 }
 
-static void run_on_token(void *ctx, struct sched_req *r, int tok)
+static bool run_on_token(void *ctx, struct sched_req *r, int tok)
 {
 	struct run_out *o = ctx;
 	if (o->n_reqs > 1)
-		return;
+		return false;
 	if (!o->print_text) {
 		printf(r->n_gen > 1 ? " %d" : "%d", tok);
 	} else if (!run_is_stop(ctx, tok)) {
@@ -467,6 +467,7 @@ static void run_on_token(void *ctx, struct sched_req *r, int tok)
 		fwrite(o->text.p, 1, o->text.n, stdout);
 	}
 	fflush(stdout);
+	return false;
 }
 
 /* Several prompts: the generated tokens of request r, the stop token left out, as one line. */

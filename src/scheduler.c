@@ -227,9 +227,8 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			    : sampler_pick(&r->smp, s->logits + (size_t)(row - 1) * (size_t)V, r->toks, r->n);
 		r->toks[r->n++] = tok;
 		r->n_gen++;
-		if (s->on_token)
-			s->on_token(s->ctx, r, tok);
-		if (s->is_stop && s->is_stop(s->ctx, tok))
+		bool stop = s->on_token && s->on_token(s->ctx, r, tok);
+		if (stop || (s->is_stop && s->is_stop(s->ctx, tok)))
 			finish(s, r, SCHED_FINISH_STOP);
 		else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
 			finish(s, r, SCHED_FINISH_LENGTH);

@@ -57,9 +57,10 @@ struct sched {
 	struct sched_req **part_req;
 	float *logits, *topv;      /* [max_batch rows] */
 	int *topi;
-	/* called for every generated token, and when a request finishes */
+	/* called for every generated token (on_token returns true to finish the request there, e.g. at a stop
+	 * string), and when a request finishes */
 	bool (*is_stop)(void *ctx, int tok);
-	void (*on_token)(void *ctx, struct sched_req *r, int tok);
+	bool (*on_token)(void *ctx, struct sched_req *r, int tok);
 	void (*on_done)(void *ctx, struct sched_req *r);
 	void *ctx;
 	struct sched_stats st;
