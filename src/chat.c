@@ -4,8 +4,11 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "chat.h"
+#include "tokenizer.h"
 
 int chat_vars_fill(json_t *vars, bool add_generation_prompt, const char *bos, const char *eos)
 {
@@ -39,5 +42,18 @@ int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_gen
 	}
 	int rc = jinja_render(t, vars, out, out_len, err, errlen);
 	json_decref(vars);
+	return rc;
+}
+
+int chat_render_tok(const struct jinja_tmpl *t, const json_t *messages, const struct tokenizer *tok, char **out,
+		    size_t *out_len, char *err, size_t errlen)
+{
+	size_t bl = 0, el = 0;
+	const char *bos = tokenizer_bos(tok) >= 0 ? tokenizer_text(tok, tokenizer_bos(tok), &bl) : NULL;
+	const char *eos = tokenizer_eos(tok) >= 0 ? tokenizer_text(tok, tokenizer_eos(tok), &el) : NULL;
+	char *b = bos ? strndup(bos, bl) : NULL, *e = eos ? strndup(eos, el) : NULL;
+	int rc = chat_render(t, messages, true, b, e, out, out_len, err, errlen);
+	free(b);
+	free(e);
 	return rc;
 }

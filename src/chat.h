@@ -17,6 +17,12 @@ int chat_vars_fill(json_t *vars, bool add_generation_prompt, const char *bos, co
 int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
 		const char *eos, char **out, size_t *out_len, char *err, size_t errlen);
 
+/* chat_render with the generation prompt and BOS/EOS as the tokenizer's texts (as apply_chat_template
+ * passes them). */
+struct tokenizer;
+int chat_render_tok(const struct jinja_tmpl *t, const json_t *messages, const struct tokenizer *tok, char **out,
+		    size_t *out_len, char *err, size_t errlen);
+
 /* The chat template in a tokenizer_config.json object: its chat_template string, or of a list of
  * {name, template} the "default" entry (the one transformers uses for chat); NULL if none. */
 const char *chat_template_of_config(const json_t *cfg);

@@ -268,14 +268,10 @@ static int request_ids(struct batch *b, struct jinja_tmpl **tmpl, const json_t *
 		}
 	}
 	int rc = *tmpl ? 0 : chat_template_load(b->a->model, tmpl, msg, n);
-	size_t bl = 0, el = 0, len = 0;
-	const char *bos = tokenizer_bos(b->tk) >= 0 ? tokenizer_text(b->tk, tokenizer_bos(b->tk), &bl) : NULL;
-	const char *eos = tokenizer_eos(b->tk) >= 0 ? tokenizer_text(b->tk, tokenizer_eos(b->tk), &el) : NULL;
-	char *bs = bos ? strndup(bos, bl) : NULL, *es = eos ? strndup(eos, el) : NULL, *text = NULL;
-	rc = rc ? rc : chat_render(*tmpl, m, true, bs, es, &text, &len, msg, n);
+	size_t len = 0;
+	char *text = NULL;
+	rc = rc ? rc : chat_render_tok(*tmpl, m, b->tk, &text, &len, msg, n);
 	rc = rc ? rc : tokenizer_encode(b->tk, text, len, TOK_PARSE_SPECIAL, ids, msg, n);
-	free(bs);
-	free(es);
 	free(text);
 	return rc;
 }

@@ -256,14 +256,8 @@ static int chat_prompt(const struct run_args *a, const struct tokenizer *tok,
 		}
 		json_array_append_new(msgs, m);
 	}
-	size_t bl = 0, el = 0;
-	const char *bos = tokenizer_bos(tok) >= 0 ? tokenizer_text(tok, tokenizer_bos(tok), &bl) : NULL;
-	const char *eos = tokenizer_eos(tok) >= 0 ? tokenizer_text(tok, tokenizer_eos(tok), &el) : NULL;
-	char *b = bos ? strndup(bos, bl) : NULL, *e = eos ? strndup(eos, el) : NULL;
 	if (!rc)
-		rc = chat_render(t, msgs, true, b, e, out, out_len, err, errlen);
-	free(b);
-	free(e);
+		rc = chat_render_tok(t, msgs, tok, out, out_len, err, errlen);
 	json_decref(msgs);
 	jinja_free(t);
 	return rc;
