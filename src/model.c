@@ -170,7 +170,6 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	uint64_t stage = 0;
 	for (int l = 0; l < hp->n_layers; l++) {
 		uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb;
-		mm->kv_pool_max = pool > mm->kv_pool_max ? pool : mm->kv_pool_max;
 		if (o->kv_host && o->kv_host[l]) {
 			mm->kv_host += 2 * pool;
 			stage = pool > stage ? pool : stage;

@@ -40,7 +40,6 @@ struct model_mem {
 	uint64_t act;    /* activations and logits */
 	uint64_t kv;     /* KV cache in backend memory: device layers' pools, and the staging of host layers */
 	uint64_t kv_host;/* KV pools in pinned host memory */
-	uint64_t kv_pool_max; /* the largest layer's K (= V) pool */
 	uint64_t ws;     /* the backend's workspace (reserve) */
 };
 void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm);
