@@ -19,7 +19,7 @@ INC := -Isrc -Ilayout -Iio -Ikernels -Ikernels/cpu -Ikernels/cuda -Itools
 CINC := $(INC:-I%=-iquote %)
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(CINC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
-LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lm -lpthread
+LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lmicrohttpd -lm -lpthread
 
 LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
 LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))

@@ -4,7 +4,8 @@
  *
  * Input lines: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}, ...]} (the
  * model's chat template, with the generation prompt), with optional "max_tokens", "temperature", "top_p",
- * "top_k", "min_p", "stop" (a string or a list of strings), "seed". Output lines:
+ * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed"
+ * (src/request.h; unlike the server, a line without "temperature" is greedy). Output lines:
  * {"id", "text", "tokens" (ids), "finish_reason" ("stop" | "length"), "usage": {"prompt_tokens",
  * "completion_tokens", "total_tokens"}}, in the order requests finish.
  *
@@ -32,6 +33,7 @@
 #include "layout.h"
 #include "model.h"
 #include "plan.h"
+#include "request.h"
 #include "run_opts.h"
 #include "sampler.h"
 #include "scheduler.h"
@@ -39,7 +41,6 @@
 #include "tokenizer.h"
 #include "util.h"
 
-#define BATCH_STOPS_MAX 4
 #define BATCH_CHUNK 4096
 
 struct batch_args {
@@ -53,11 +54,9 @@ struct breq {
 	struct sched_req r;
 	json_t *id;
 	int line;
-	char *stops[BATCH_STOPS_MAX];
-	int n_stops;
+	struct req_params p;
 	struct tok_stream ts;
 	struct tok_buf text;
-	size_t text_end; /* the text up to a stop string, once one is seen */
 };
 
 struct batch {
@@ -232,100 +231,28 @@ static void report_error(struct batch *b, int line, const json_t *id, const char
 	b->n_failed++;
 }
 
-/* A number field within [lo, hi], or def when absent; -EINVAL naming the field otherwise. */
-static int num_field(const json_t *o, const char *k, double lo, double hi, double def, double *v, char *msg, size_t n)
-{
-	const json_t *x = json_object_get(o, k);
-	*v = def;
-	if (!x)
-		return 0;
-	if (!json_is_number(x) || json_number_value(x) < lo || json_number_value(x) > hi) {
-		snprintf(msg, n, "\"%s\" must be a number in [%g, %g]", k, lo, hi);
-		return -EINVAL;
-	}
-	*v = json_number_value(x);
-	return 0;
-}
-
-/* The prompt ids of a request line: "prompt" text, or "messages" through the chat template. */
-static int request_ids(struct batch *b, struct jinja_tmpl **tmpl, const json_t *o, struct tok_ids *ids, char *msg,
-		       size_t n)
-{
-	const json_t *p = json_object_get(o, "prompt"), *m = json_object_get(o, "messages");
-	if (!!p == !!m || (p && !json_is_string(p)) || (m && (!json_is_array(m) || !json_array_size(m)))) {
-		snprintf(msg, n, "needs a string \"prompt\" or a non-empty array \"messages\" (one of them)");
-		return -EINVAL;
-	}
-	if (p)
-		return tokenizer_encode(b->tk, json_string_value(p), json_string_length(p), TOK_ADD_SPECIAL, ids, msg, n);
-	size_t i;
-	const json_t *e;
-	json_array_foreach(m, i, e) {
-		const json_t *r = json_object_get(e, "role"), *c = json_object_get(e, "content");
-		if (!json_is_string(r) || !json_is_string(c)) {
-			snprintf(msg, n, "messages[%zu] needs string \"role\" and \"content\"", i);
-			return -EINVAL;
-		}
-	}
-	int rc = *tmpl ? 0 : chat_template_load(b->a->model, tmpl, msg, n);
-	size_t len = 0;
-	char *text = NULL;
-	rc = rc ? rc : chat_render_tok(*tmpl, m, b->tk, &text, &len, msg, n);
-	rc = rc ? rc : tokenizer_encode(b->tk, text, len, TOK_PARSE_SPECIAL, ids, msg, n);
-	free(text);
-	return rc;
-}
-
 /* A request from one input line into q; a message in msg when the line is invalid. */
 static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t *o, struct breq *q, char *msg,
 			 size_t n)
 {
-	double mt, temp, top_p, top_k, min_p, seed;
-	int rc = num_field(o, "max_tokens", 0, 1 << 24, b->a->max_tokens, &mt, msg, n);
-	rc = rc ? rc : num_field(o, "temperature", 0, 100, 0, &temp, msg, n);
-	rc = rc ? rc : num_field(o, "top_p", 1e-9, 1, 1, &top_p, msg, n);
-	rc = rc ? rc : num_field(o, "top_k", 0, 1 << 30, 0, &top_k, msg, n);
-	rc = rc ? rc : num_field(o, "min_p", 0, 1, 0, &min_p, msg, n);
-	rc = rc ? rc : num_field(o, "seed", 0, 9007199254740992.0, 0, &seed, msg, n);
-	const json_t *st = json_object_get(o, "stop"), *e;
-	size_t i;
-	if (!rc && st && !json_is_null(st)) {
-		if (json_is_string(st)) {
-			q->stops[q->n_stops++] = strdup(json_string_value(st));
-		} else if (json_is_array(st) && json_array_size(st) <= BATCH_STOPS_MAX) {
-			json_array_foreach(st, i, e) {
-				if (!json_is_string(e) || !json_string_length(e)) {
-					rc = -EINVAL;
-					break;
-				}
-				q->stops[q->n_stops++] = strdup(json_string_value(e));
-			}
-		} else {
-			rc = -EINVAL;
-		}
-		if (rc)
-			snprintf(msg, n, "\"stop\" must be a string or up to %d non-empty strings", BATCH_STOPS_MAX);
-	}
+	static const struct req_defaults defaults = {.temp = 0, .seed = 0};
+	char param[REQ_PARAM_LEN];
 	struct tok_ids ids = {0};
-	rc = rc ? rc : request_ids(b, tmpl, o, &ids, msg, n);
-	if (!rc && ids.n == 0) {
-		snprintf(msg, n, "the prompt is empty");
-		rc = -EINVAL;
-	}
+	int rc = req_params_parse(o, &defaults, &q->p, param, msg, n);
+	rc = rc ? rc : req_prompt_ids(o, REQ_PROMPT_ANY, b->tk, b->a->model, tmpl, &ids, param, msg, n);
 	if (rc) {
 		tok_ids_free(&ids);
 		return rc;
 	}
-	struct sampler_cfg sc = {.temp = (float)temp, .top_k = (int)top_k, .top_p = (float)top_p, .min_p = (float)min_p,
-				 .rep_penalty = 1, .seed = (uint64_t)seed};
-	q->r.max_new = (int)mt;
+	int mt = q->p.max_tokens >= 0 ? q->p.max_tokens : b->a->max_tokens;
+	q->r.max_new = mt;
 	q->r.n_prompt = (int)ids.n;
 	q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)ids.n + (size_t)mt + 1));
 	if (!q->r.toks) {
 		free(ids.ids);
 		return -ENOMEM;
 	}
-	return sampler_init(&q->r.smp, &sc, b->hp->vocab);
+	return sampler_init(&q->r.smp, &q->p.sc, b->hp->vocab);
 }
 
 static bool batch_is_stop(void *ctx, int tok)
@@ -346,15 +273,8 @@ static bool batch_on_token(void *ctx, struct sched_req *r, int tok)
 		return false;
 	size_t before = q->text.n;
 	tok_stream_push(&q->ts, tok, &q->text);
-	for (int i = 0; i < q->n_stops; i++) {
-		size_t sl = strlen(q->stops[i]);
-		size_t from = before >= sl ? before - sl + 1 : 0; /* a match must end in the new bytes */
-		for (size_t at = from; at + sl <= q->text.n; at++)
-			if (!memcmp(q->text.p + at, q->stops[i], sl)) {
-				q->text.n = at;
-				return true;
-			}
-	}
+	if (req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops))
+		return true;
 	b->gen_tokens++;
 	return false;
 }
@@ -466,8 +386,7 @@ static int read_requests(struct batch *b, struct strmap *done, struct breq **out
 		} else if (prc) {
 			report_error(b, line, q->id, msg);
 			json_decref(q->id);
-			for (int i = 0; i < q->n_stops; i++)
-				free(q->stops[i]);
+			req_params_free(&q->p);
 			free(q->r.toks);
 		} else {
 			tok_stream_init(&q->ts, b->tk, false, false);
@@ -591,8 +510,7 @@ int ferry_batch(int argc, char **argv)
 		fprintf(stderr, "ferry: %s\n", err);
 	for (int i = 0; i < n; i++) {
 		json_decref(q[i].id);
-		for (int j = 0; j < q[i].n_stops; j++)
-			free(q[i].stops[j]);
+		req_params_free(&q[i].p);
 		tok_buf_free(&q[i].text);
 		sampler_free(&q[i].r.smp);
 		free(q[i].r.toks);

@@ -22,7 +22,8 @@ int sampler_init(struct sampler *s, const struct sampler_cfg *cfg, int V)
 	s->idx = malloc(sizeof(int) * (size_t)V);
 	s->p = malloc(sizeof(float) * (size_t)V);
 	s->seen = calloc((size_t)V, 1);
-	if (!s->idx || !s->p || !s->seen) {
+	s->count = cfg->presence != 0 || cfg->frequency != 0 ? calloc((size_t)V, sizeof(int)) : NULL;
+	if (!s->idx || !s->p || !s->seen || (!s->count && (cfg->presence != 0 || cfg->frequency != 0))) {
 		sampler_free(s);
 		return -ENOMEM;
 	}
@@ -34,6 +35,8 @@ void sampler_free(struct sampler *s)
 	free(s->idx);
 	free(s->p);
 	free(s->seen);
+	free(s->count);
+	s->count = NULL;
 	s->idx = NULL;
 	s->p = NULL;
 	s->seen = NULL;
@@ -107,6 +110,22 @@ static void penalize(struct sampler *s, float *logits, const int *hist, int n)
 			s->seen[hist[i]] = 0;
 }
 
+/* OpenAI's rule over the generated tokens: logit -= frequency * count + presence. */
+static void penalize_openai(struct sampler *s, float *logits, const int *hist, int n)
+{
+	int from = s->n_prompt < n ? s->n_prompt : n;
+	for (int i = from; i < n; i++)
+		if (hist[i] >= 0 && hist[i] < s->V)
+			s->count[hist[i]]++;
+	for (int i = from; i < n; i++) {
+		int t = hist[i];
+		if (t < 0 || t >= s->V || !s->count[t])
+			continue;
+		logits[t] -= s->cfg.frequency * (float)s->count[t] + s->cfg.presence;
+		s->count[t] = 0;
+	}
+}
+
 /* The draw over n candidates sorted best first: s->p[i] holds candidate i's logit on entry, s->idx[i] its
  * token. Temperature softmax (max first, so exp never overflows), top-p, min-p, then a seeded draw. */
 static int draw_sorted(struct sampler *s, int n)
@@ -152,6 +171,8 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 	int V = s->V;
 	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
 		penalize(s, logits, history, n_hist);
+	if (s->count)
+		penalize_openai(s, logits, history, n_hist);
 	if (s->cfg.temp <= 0) {
 		int best = 0;
 		for (int i = 1; i < V; i++)
@@ -171,8 +192,8 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 
 int sampler_top_k_needed(const struct sampler *s)
 {
-	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
-		return 0; /* the penalty changes the ranking: it needs every logit */
+	if ((s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f) || s->count)
+		return 0; /* a penalty changes the ranking: it needs every logit */
 	if (s->cfg.temp <= 0)
 		return 1;
 	return s->cfg.top_k > 0 && s->cfg.top_k <= SAMPLER_TOP_MAX && s->cfg.top_k < s->V ? s->cfg.top_k : 0;

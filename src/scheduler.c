@@ -58,6 +58,7 @@ int sched_add(struct sched *s, struct sched_req *r)
 	r->n_gen = r->computed = r->n_cached = 0;
 	r->seq = -1;
 	r->err[0] = 0;
+	r->smp.n_prompt = r->n_prompt;
 	s->reqs[s->n_reqs++] = r;
 	return 0;
 }
@@ -78,6 +79,26 @@ static void finish(struct sched *s, struct sched_req *r, enum sched_finish why)
 	r->finish = why;
 	if (s->on_done)
 		s->on_done(s->ctx, r);
+}
+
+void sched_cancel(struct sched *s, struct sched_req *r)
+{
+	if (r->state == SCHED_DONE)
+		return;
+	if (r->seq >= 0)
+		model_seq_close(s->m, r->seq);
+	r->seq = -1;
+	r->state = SCHED_DONE;
+	r->finish = SCHED_FINISH_CANCEL;
+}
+
+void sched_reap(struct sched *s)
+{
+	int n = 0;
+	for (int i = 0; i < s->n_reqs; i++)
+		if (s->reqs[i]->state != SCHED_DONE)
+			s->reqs[n++] = s->reqs[i];
+	s->n_reqs = n;
 }
 
 /* Admits waiting requests in arrival order while a row is free and the pools hold every admitted request

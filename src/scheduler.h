@@ -1,6 +1,6 @@
 /*
  * scheduler.h: the step scheduler. Requests (a prompt, a token budget, a sampler) are admitted as sequences of
- * the model's KV cache and advanced together: every step packs one decode token of each generating
+ * the model's KV cache and advanced together (requests may join and leave between steps): every step packs one decode token of each generating
  * sequence and then prompt chunks of the sequences still in prefill, up to the model's t_max tokens, so
  * each streamed layer serves every active request once per step. Prompts sharing whole KV pages with an
  * earlier prompt start after them (the prefix cache, src/kvcache.h).
@@ -19,7 +19,7 @@
 #include "sampler.h"
 
 enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
-enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR };
+enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
 
 struct sched_req {
 	/* set by the caller */
@@ -71,6 +71,10 @@ int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char 
 void sched_free(struct sched *s);
 /* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
 int sched_add(struct sched *s, struct sched_req *r);
+/* Ends r now (state SCHED_DONE, finish SCHED_FINISH_CANCEL), freeing its sequence; on_done is not called. */
+void sched_cancel(struct sched *s, struct sched_req *r);
+/* Forgets the requests that are done (a long-running caller frees them after this). */
+void sched_reap(struct sched *s);
 /* One step: admits what fits, runs the model once, samples. Returns 1 when nothing is left to do, 0 after
  * a step, a negative errno (err) when the model failed. */
 int sched_step(struct sched *s, char *err, size_t errlen);
