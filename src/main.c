@@ -12,6 +12,7 @@ static const struct {
 	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
 	{"run", ferry_run, "generate tokens from a model.ferry"},
 	{"batch", ferry_batch, "generate for every request of a JSONL file together, resumably"},
+	{"serve", ferry_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming) over continuous batching"},
 	{"ppl", ferry_ppl, "perplexity of a model over a text file (llama.cpp's convention)"},
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
 	{"tokenize", ferry_tokenize, "print the token ids of a text"},
