@@ -4,7 +4,8 @@
  *
  * Input lines: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}, ...]} (the
  * model's chat template, with the generation prompt), with optional "max_tokens", "temperature", "top_p",
- * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed"
+ * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed",
+ * "ignore_eos"
  * (src/request.h; unlike the server, a line without "temperature" is greedy). Output lines:
  * {"id", "text", "tokens" (ids), "finish_reason" ("stop" | "length"), "usage": {"prompt_tokens",
  * "completion_tokens", "total_tokens"}}, in the order requests finish.
@@ -246,6 +247,7 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	}
 	int mt = q->p.max_tokens >= 0 ? q->p.max_tokens : b->a->max_tokens;
 	q->r.max_new = mt;
+	q->r.ignore_eos = q->p.ignore_eos;
 	q->r.n_prompt = (int)ids.n;
 	q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)ids.n + (size_t)mt + 1));
 	if (!q->r.toks) {
@@ -289,7 +291,7 @@ static void batch_on_done(void *ctx, struct sched_req *r)
 	}
 	if (r->finish != SCHED_FINISH_STOP)
 		tok_stream_flush(&q->ts, &q->text);
-	int n = r->n_gen - (r->finish == SCHED_FINISH_STOP && batch_is_stop(ctx, r->toks[r->n - 1]));
+	int n = r->n_gen - (r->finish == SCHED_FINISH_STOP && !r->ignore_eos && batch_is_stop(ctx, r->toks[r->n - 1]));
 	json_t *ids = json_array();
 	for (int i = 0; i < n; i++)
 		json_array_append_new(ids, json_integer(r->toks[r->n_prompt + i]));

@@ -366,6 +366,7 @@ static struct srv_req *completion_submit(struct server *sv, struct MHD_Connectio
 	if (!rc) {
 		q->r.n_prompt = np;
 		q->r.max_new = max_new;
+		q->r.ignore_eos = q->p.ignore_eos;
 		q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)np + (size_t)max_new + 1));
 		ids.ids = q->r.toks ? NULL : ids.ids;
 		rc = q->r.toks ? sampler_init(&q->r.smp, &q->p.sc, sv->v.hp->vocab) : -ENOMEM;
@@ -501,9 +502,9 @@ static enum MHD_Result route(struct server *sv, struct MHD_Connection *c, struct
 			return send_error(c, 405, NULL, NULL, "%s /health: use GET", method);
 		struct srv *v = &sv->v;
 		pthread_mutex_lock(&v->mu);
-		json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I}", "status", v->stopping ? "stopping" : "ok", "model",
-				      sv->name, "live", v->n_live, "running", v->n_active, "generated_tokens", v->gen_tokens,
-				      "served", v->n_served, "cancelled", v->n_cancelled);
+		json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:I}", "status", v->stopping ? "stopping" : "ok",
+				      "model", sv->name, "live", v->n_live, "running", v->n_active, "generated_tokens",
+				      v->gen_tokens, "steps", v->steps, "served", v->n_served, "cancelled", v->n_cancelled);
 		pthread_mutex_unlock(&v->mu);
 		return send_json(c, v->stopping ? 503 : 200, o);
 	}

@@ -73,6 +73,10 @@ int req_params_parse(const json_t *o, const struct req_defaults *d, struct req_p
 	rc = rc ? rc : num(o, "seed", true, -9007199254740992.0, 9007199254740992.0, (double)d->seed, &seed, param, msg,
 			   msglen);
 	rc = rc ? rc : stops_parse(json_object_get(o, "stop"), p, param, msg, msglen);
+	const json_t *ie = json_object_get(o, "ignore_eos");
+	if (!rc && ie && !json_is_null(ie) && !json_is_boolean(ie))
+		rc = bad(param, "ignore_eos", msg, msglen, "'%s' must be a boolean", 0, 0);
+	p->ignore_eos = json_is_true(ie);
 	if (rc) {
 		req_params_free(p);
 		return rc;

@@ -249,7 +249,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		r->toks[r->n++] = tok;
 		r->n_gen++;
 		bool stop = s->on_token && s->on_token(s->ctx, r, tok);
-		if (stop || (s->is_stop && s->is_stop(s->ctx, tok)))
+		if (stop || (!r->ignore_eos && s->is_stop && s->is_stop(s->ctx, tok)))
 			finish(s, r, SCHED_FINISH_STOP);
 		else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
 			finish(s, r, SCHED_FINISH_LENGTH);

@@ -26,6 +26,7 @@ struct sched_req {
 	int *toks;               /* [n_prompt + max_new]: the prompt, then the generated tokens */
 	int n_prompt, max_new;
 	struct sampler smp;      /* initialized by the caller */
+	bool ignore_eos;         /* only max_new or on_token end it (is_stop is not asked) */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
 	void *user;
 	/* kept by the scheduler */

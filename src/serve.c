@@ -237,6 +237,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			fprintf(stderr, "ferry: serve: stopping: finishing %d requests (up to %.0fs; again to cancel them)\n",
 				v->n_active, grace);
 		}
+		v->steps = v->s.st.steps;
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);

@@ -50,7 +50,7 @@ struct srv {
 	int n_inbox, cap_inbox, n_active, cap_active;
 	int n_live, max_live; /* requests submitted and not yet done; the bound of the queue */
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
-	long long gen_tokens, n_cancelled, n_served;
+	long long gen_tokens, n_cancelled, n_served, steps;
 	struct model *m;
 	struct sched s;
 	struct tokenizer *tk;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
-# streamer's io_uring engine), lz4 (compressed tensors) from apt; NumPy, safetensors, ml_dtypes, tokenizers,
-# gguf and jinja2 for the test tools from PyPI; then the default model (tools/fetch_model.sh). Skips what is
+# streamer's io_uring engine), lz4 (compressed tensors), libmicrohttpd (ferry serve's HTTP) and curl (its
+# tests) from apt; NumPy, safetensors, ml_dtypes, tokenizers, gguf, jinja2 and openai (the client the server
+# tests use) for the test tools from PyPI; then the default model (tools/fetch_model.sh). Skips what is
 # there.
 # The CUDA toolkit is optional: when nvcc is on PATH or in /usr/local/cuda the build includes the CUDA parts;
 # without it, the CUDA 13.0 toolchain is unpacked from NVIDIA's PyPI wheels into .cuda/ (below), so that a
@@ -12,7 +13,8 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
-for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev python3; do
+for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev libmicrohttpd-dev \
+	curl python3; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -22,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2' 2>/dev/null; then
+if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2, openai' 2>/dev/null; then
 	echo "install_deps: pip install -r tools/requirements.txt"
 	python3 -m pip install -q -r tools/requirements.txt 2>/dev/null ||
 		python3 -m pip install -q --break-system-packages -r tools/requirements.txt
