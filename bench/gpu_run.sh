@@ -5,10 +5,10 @@
 # here first with
 #   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev \
 #       liburing2 liburing-dev liblz4-1 liblz4-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
-#       libpcre2-dev libutf8proc2 libutf8proc-dev)
+#       libpcre2-dev libutf8proc2 libutf8proc-dev libmicrohttpd12 libmicrohttpd-dev)
 #   mkdir -p .shared && cp -r ../shared/data .shared/    (the vocabularies and templates the tests read)
 #   mkdir -p .whl && pip download -d .whl --no-deps gguf   (the image has jinja2, tokenizers, transformers)
-# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc; the machine starts
+# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc, libmicrohttpd; the machine starts
 # bare) and installs the wheels (gguf-py, for the tokenizer tests), builds with CUDA (sm_90 only unless
 # CUDA_ARCHS says otherwise), runs the test suite (TESTS=0 skips it), compute-sanitizer memcheck and racecheck
 # on a tiny model's CUDA forward (SANITIZER=0 skips), tools/hf_check.py with HF_CHECK=1, the layer streamer's
@@ -147,6 +147,20 @@ if [ "${BENCH_LONG:-0}" = 1 ]; then
 	tail -n 25 "$OUT/bench_long.log"
 fi
 
+# BENCH_SERVE=1: issue 8's figures (bench/bench_serve.py): `ferry batch` throughput and `ferry serve` latency
+# for 1, 4, 16 clients on the same 70B-shaped model; BENCH_SERVE_ARGS passes options (e.g. --skip batch).
+serve_rc=skipped
+if [ "${BENCH_SERVE:-0}" = 1 ]; then
+	mkdir -p models
+	[ -f "$OUT/peak.json" ] || build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
+	[ -f models/synth-70b-q4k.ferry/manifest.json ] ||
+		build/ferry synth -o models/synth-70b-q4k.ferry --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1
+	python3 bench/bench_serve.py --model models/synth-70b-q4k.ferry --peak-json "$OUT/peak.json" \
+		${BENCH_SERVE_ARGS:-} --out "$OUT/bench_serve.md" >"$OUT/bench_serve.log" 2>&1
+	serve_rc=$?
+	tail -n 25 "$OUT/bench_serve.log"
+fi
+
 d=$(mktemp -d)
 python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null
 probe=$(build/ferry run -m "$d/m.ferry" --prompt-ids 1,2,3 -n 4 --temp 0 --stats 2>&1 >/dev/null | grep -o 'GPU: [^)]*')
@@ -162,5 +176,6 @@ echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
 echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
 echo "| bench/bench_long.py (BENCH_LONG=1) | exit $long_rc; bench_long.md |"
+echo "| bench/bench_serve.py (BENCH_SERVE=1) | exit $serve_rc; bench_serve.md |"
 echo "| ferry run --stats | ${probe:-no GPU line} |"
 echo "| bench/io_stream --size 16G | exit $io_rc; table in bench_io.log |"

@@ -45,8 +45,9 @@
 #define BATCH_CHUNK 4096
 
 struct batch_args {
-	const char *model, *in, *out, *errors;
+	const char *model, *in, *out, *errors, *stats_json;
 	int max_batch, max_tokens, ctx, chunk;
+	bool warmup;
 	struct run_opts ro;
 };
 
@@ -89,13 +90,15 @@ static void usage(FILE *f)
 		   "  --max-batch N          most requests in flight (default 64; the planner may lower it)\n"
 		   "  -n, --max-tokens N     default max_tokens of a request (default 256)\n"
 		   "  --ctx N                positions per request (default: the longest prompt + its max_tokens)\n"
-		   "  --chunk C              tokens per pass over the layers (default 4096)\n");
+		   "  --chunk C              tokens per pass over the layers (default 4096)\n"
+		   "  --warmup               one untimed pass over every layer first (fills the RAM tier; benchmarks)\n"
+		   "  --stats-json FILE      write time, tokens, steps, bytes uploaded and peak memory as JSON\n");
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct batch_args *a)
 {
-	enum { O_ERRORS = 256, O_MAX_BATCH, O_CTX, O_CHUNK };
+	enum { O_ERRORS = 256, O_MAX_BATCH, O_CTX, O_CHUNK, O_WARMUP, O_SJSON };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"output", required_argument, 0, 'o'},
 					   {"errors", required_argument, 0, O_ERRORS},
@@ -103,6 +106,8 @@ static int parse_args(int argc, char **argv, struct batch_args *a)
 					   {"max-tokens", required_argument, 0, 'n'},
 					   {"ctx", required_argument, 0, O_CTX},
 					   {"chunk", required_argument, 0, O_CHUNK},
+					   {"warmup", no_argument, 0, O_WARMUP},
+					   {"stats-json", required_argument, 0, O_SJSON},
 					   {"help", no_argument, 0, 'h'},
 					   RUN_OPTS_LONG,
 					   {0}};
@@ -125,6 +130,8 @@ static int parse_args(int argc, char **argv, struct batch_args *a)
 		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->max_tokens = (int)v; name = "--max-tokens"; break;
 		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
+		case O_WARMUP: a->warmup = true; break;
+		case O_SJSON: a->stats_json = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default:
 			if ((r = run_opts_parse(&a->ro, c, optarg)) == 1) {
@@ -406,6 +413,24 @@ static int read_requests(struct batch *b, struct strmap *done, struct breq **out
 	return rc;
 }
 
+/* --stats-json: the figures bench/bench_serve.py reads. */
+static int write_stats(const char *path, const struct batch *b, const struct model *m, const struct sched *s,
+		       const struct backend_mem *bm, double t)
+{
+	const struct sched_stats *st = &s->st;
+	json_t *o = json_pack("{s:i, s:f, s:I, s:i, s:i, s:i, s:s, s:i, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+			      "requests", b->n_done, "total_s", t, "gen_tokens", (json_int_t)b->gen_tokens, "steps", st->steps,
+			      "t_max", m->opt.t_max, "max_seqs", m->opt.max_seqs, "kv", kv_fmt_name(m->opt.kv_fmt),
+			      "kv_host_layers", m->kvh.n_host, "kv_h2d_bytes", (json_int_t)m->kvh.h2d, "kv_d2h_bytes",
+			      (json_int_t)m->kvh.d2h, "prefill_s", st->prefill_s, "decode_s", st->decode_s,
+			      "prefill_tokens", (json_int_t)st->prefill_tokens, "h2d_bytes_prefill",
+			      (json_int_t)st->h2d_prefill, "h2d_bytes_decode", (json_int_t)st->h2d_decode,
+			      "vram_budget", (json_int_t)bm->budget, "vram_device_used_peak", (json_int_t)bm->device_used_peak);
+	int rc = o ? run_opts_json_write(o, path, "--stats-json") : -ENOMEM;
+	json_decref(o);
+	return rc;
+}
+
 static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, int n, char *err, size_t errlen)
 {
 	const struct batch_args *a = b->a;
@@ -430,6 +455,8 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 	s.on_token = batch_on_token;
 	s.on_done = batch_on_done;
 	s.ctx = b;
+	if (!rc && a->warmup)
+		rc = sched_warmup(&s, q[0].r.toks[0], err, errlen);
 	for (int i = 0; !rc && i < n; i++)
 		rc = sched_add(&s, &q[i].r);
 	b->t0 = now_sec();
@@ -452,6 +479,8 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 			bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));
+		if (a->stats_json)
+			rc = write_stats(a->stats_json, b, &m, &s, &bm, t);
 	}
 	if (!rc && batch_interrupted) {
 		snprintf(err, errlen, "interrupted: %d requests finished are in %s; run again to resume", b->n_done, a->out);

@@ -540,15 +540,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	s.ctx = &o;
 	if (o.print_text)
 		tok_stream_init(&o.ts, tk, false, false), o.ts.lossy = true;
-	if (a->warmup) { /* the first prompt's first token in a sequence of its own, closed again */
-		int seq, cached;
-		struct model_part p = {.n = 1, .tokens = pr->ids[0], .n_logits = 1};
-		struct model_out mo = {.logits = s.logits, .k = k, .top_vals = s.topv, .top_idx = s.topi};
-		rc = model_seq_open(m, NULL, 0, &seq, &cached, err, sizeof(err));
-		p.seq = seq;
-		rc = rc ? rc : model_step(m, &p, 1, &mo, err, sizeof(err));
-		model_seq_close(m, seq);
-	}
+	if (a->warmup)
+		rc = sched_warmup(&s, pr->ids[0][0], err, sizeof(err));
 	double t0 = now_sec();
 	for (int i = 0; !rc && i < pr->n; i++)
 		rc = sched_add(&s, &o.reqs[i]);

@@ -339,7 +339,7 @@ static struct srv_req *completion_submit(struct server *sv, struct MHD_Connectio
 		return NULL;
 	}
 	struct srv_req *q;
-	if (srv_req_new(&q)) {
+	if (srv_req_new(&sv->v, &q)) {
 		*ret = MHD_NO;
 		return NULL;
 	}
@@ -737,7 +737,9 @@ static int serve(struct server *sv, const struct layout *lay, char *err, size_t 
 		fprintf(stderr, "ferry: serve: %s on http://%s:%u/v1 (ctx %d, up to %d requests per step, %d queued)\n",
 			sv->name, a->host, di ? di->port : (unsigned)a->port, sv->ctx, sv->v.s.max_batch, a->max_queue);
 		rc = srv_engine_run(&sv->v, &serve_signals, a->grace);
-		MHD_stop_daemon(d); /* after the engine: every connection's request has ended */
+		if (!srv_wait_idle(&sv->v, 10)) /* every request has ended; let their connections send that */
+			fprintf(stderr, "ferry: serve: closing connections that did not take their responses in 10s\n");
+		MHD_stop_daemon(d);
 		fprintf(stderr, "ferry: serve: stopped (%lld requests served, %lld cancelled, %lld tokens generated)\n",
 			sv->v.n_served, sv->v.n_cancelled, sv->v.gen_tokens);
 	}

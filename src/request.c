@@ -190,11 +190,6 @@ int req_prompt_ids(const json_t *o, enum req_prompt_kind kind, struct tokenizer 
 		return -EINVAL;
 	}
 	if (kind == REQ_PROMPT_TEXT || (kind == REQ_PROMPT_ANY && p)) {
-		if (kind == REQ_PROMPT_ANY && !json_is_string(p)) {
-			snprintf(param, REQ_PARAM_LEN, "prompt");
-			snprintf(msg, msglen, "'prompt' must be a string");
-			return -EINVAL;
-		}
 		rc = text_prompt(p, tk, ids, param, msg, msglen);
 	} else {
 		json_t *mm = chat_messages(m, param, msg, msglen);

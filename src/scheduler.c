@@ -182,6 +182,20 @@ static int pack(struct sched *s, int *k, bool *prefill)
 	return np;
 }
 
+int sched_warmup(struct sched *s, int tok, char *err, size_t errlen)
+{
+	int seq, cached;
+	struct model_part p = {.n = 1, .tokens = &tok, .n_logits = 1};
+	struct model_out mo = {.logits = s->logits, .k = 0, .top_vals = s->topv, .top_idx = s->topi};
+	int rc = model_seq_open(s->m, NULL, 0, &seq, &cached, err, errlen);
+	if (rc)
+		return rc;
+	p.seq = seq;
+	rc = model_step(s->m, &p, 1, &mo, err, errlen);
+	model_seq_close(s->m, seq);
+	return rc;
+}
+
 int sched_step(struct sched *s, char *err, size_t errlen)
 {
 	admit(s);

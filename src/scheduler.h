@@ -76,6 +76,9 @@ int sched_add(struct sched *s, struct sched_req *r);
 void sched_cancel(struct sched *s, struct sched_req *r);
 /* Forgets the requests that are done (a long-running caller frees them after this). */
 void sched_reap(struct sched *s);
+/* One untimed pass over every layer (fills the RAM tier before a measurement): tok alone in a sequence of
+ * its own, closed again. */
+int sched_warmup(struct sched *s, int tok, char *err, size_t errlen);
 /* One step: admits what fits, runs the model once, samples. Returns 1 when nothing is left to do, 0 after
  * a step, a negative errno (err) when the model failed. */
 int sched_step(struct sched *s, char *err, size_t errlen);

@@ -102,11 +102,14 @@ void srv_free(struct srv *v)
 	pthread_cond_destroy(&v->wake);
 }
 
-int srv_req_new(struct srv_req **out)
+int srv_req_new(struct srv *v, struct srv_req **out)
 {
 	struct srv_req *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
+	pthread_mutex_lock(&v->mu);
+	v->n_reqs++;
+	pthread_mutex_unlock(&v->mu);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -117,8 +120,10 @@ int srv_req_new(struct srv_req **out)
 	return 0;
 }
 
-static void srv_req_free(struct srv_req *q)
+/* Under v->mu. */
+static void srv_req_free(struct srv *v, struct srv_req *q)
 {
+	v->n_reqs--;
 	req_params_free(&q->p);
 	sampler_free(&q->r.smp);
 	free(q->r.toks);
@@ -130,10 +135,9 @@ static void srv_req_free(struct srv_req *q)
 void srv_req_put(struct srv *v, struct srv_req *q)
 {
 	pthread_mutex_lock(&v->mu);
-	bool last = --q->refs == 0;
+	if (--q->refs == 0)
+		srv_req_free(v, q);
 	pthread_mutex_unlock(&v->mu);
-	if (last)
-		srv_req_free(q);
 }
 
 /* Appends q to a growing array of pointers. */
@@ -198,7 +202,7 @@ static int srv_sync_locked(struct srv *v)
 				v->n_active--;
 			srv_done_locked(v, q);
 			if (--q->refs == 0)
-				srv_req_free(q);
+				srv_req_free(v, q);
 		}
 	}
 	v->n_inbox = 0;
@@ -219,7 +223,7 @@ static int srv_sync_locked(struct srv *v)
 		}
 		srv_done_locked(v, q);
 		if (--q->refs == 0)
-			srv_req_free(q);
+			srv_req_free(v, q);
 	}
 	v->n_active = n;
 	return n;
@@ -271,5 +275,21 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			snprintf(q->err, sizeof(q->err), "%.255s", err);
 		}
 		pthread_mutex_unlock(&v->mu);
+	}
+}
+
+bool srv_wait_idle(struct srv *v, double timeout)
+{
+	double until = now_sec() + timeout;
+	for (;;) {
+		pthread_mutex_lock(&v->mu);
+		int n = v->n_reqs;
+		pthread_mutex_unlock(&v->mu);
+		if (!n)
+			return true;
+		if (now_sec() >= until)
+			return false;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
 	}
 }

@@ -50,6 +50,7 @@ struct srv {
 	int n_inbox, cap_inbox, n_active, cap_active;
 	int n_live, max_live; /* requests submitted and not yet done; the bound of the queue */
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
+	int n_reqs;           /* srv_req objects alive (an HTTP thread may still be sending one's end) */
 	long long gen_tokens, n_cancelled, n_served, steps;
 	struct model *m;
 	struct sched s;
@@ -62,12 +63,15 @@ int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live,
 void srv_free(struct srv *v);
 /* A request with r.toks (room for n_prompt + max_new + 1), r.n_prompt, r.max_new and p filled; takes the
  * sampler from p. 0, -EBUSY (queue full), -ESHUTDOWN (stopping) or -ENOMEM; two references on success. */
-int srv_req_new(struct srv_req **out);
+int srv_req_new(struct srv *v, struct srv_req **out);
 int srv_submit(struct srv *v, struct srv_req *q);
 void srv_cancel(struct srv *v, struct srv_req *q);
 void srv_req_put(struct srv *v, struct srv_req *q);
 /* Runs the engine on the calling thread until a signal (counted in *signals) has drained it. 0, or a
  * negative errno after printing why. */
 int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace);
+/* After srv_engine_run: waits up to timeout seconds for the HTTP threads to let go of every request (their
+ * responses sent). True when they did. */
+bool srv_wait_idle(struct srv *v, double timeout);
 
 #endif
