@@ -39,6 +39,35 @@ def ids(n, vocab, salt):
     return [(i * 7919 + 13 + salt * 104729) % vocab for i in range(n)]
 
 
+def ensure_tokenizer(model, vocab):
+    """`ferry synth` writes no tokenizer and serve/batch need one to turn tokens into text: a byte-level BPE
+    tokenizer.json whose vocabulary fills the model's ids (the 256 byte tokens, then "w0", "w1", ...)."""
+    if os.path.exists(os.path.join(model, "tokenizer.json")):
+        return
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from gen_tiny_model import bytes_to_unicode
+    specials = ["<s>", "</s>"]
+    v = {t: i for i, t in enumerate(specials)}
+    for ch in bytes_to_unicode().values():
+        v[ch] = len(v)
+    while len(v) < vocab:
+        v[f"w{len(v)}"] = len(v)
+    bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    tok = {"version": "1.0", "truncation": None, "padding": None,
+           "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                             "normalized": False, "special": True} for i, t in enumerate(specials)],
+           "normalizer": None, "pre_tokenizer": bl, "post_processor": dict(bl, trim_offsets=False), "decoder": bl,
+           "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                     "vocab": v, "merges": []}}
+    cfg = {"add_bos_token": False, "add_eos_token": False, "bos_token": None, "eos_token": "</s>",
+           "tokenizer_class": "PreTrainedTokenizerFast"}
+    for name, obj in (("tokenizer.json", tok), ("tokenizer_config.json", cfg)):
+        with open(os.path.join(model, name + ".tmp"), "w") as fh:
+            json.dump(obj, fh)
+        os.replace(os.path.join(model, name + ".tmp"), os.path.join(model, name))
+
+
 def pass_flops(hp, tokens):
     """2 x parameters x tokens of the matmuls (attention over short contexts left out)."""
     h, hd, nh, nkv, f = hp["d_model"], hp["head_dim"], hp["n_heads"], hp["n_kv_heads"], hp["ffn_dim"]
@@ -204,6 +233,7 @@ def main():
     skip = set(filter(None, a.skip.split(",")))
     peak, h2d, bf16 = ceilings(a)
     hp, wbytes, fmts = model_info(a.model)
+    ensure_tokenizer(a.model, hp["vocab"])
     rows, raw, cmds = [], {}, []
     if "batch" not in skip:
         bench_batch(a, hp, wbytes, h2d, bf16, rows, raw, cmds)
