@@ -11,7 +11,8 @@ count passes over the layers at the measured pinned host-to-device rate (bench/g
           streaming a completion of --serve-prompt token ids and --serve-gen tokens. Measured per client:
           time to first token (TTFT) and decode rate after it. Floors: TTFT = the passes of the prompts that
           arrive together (ceil(clients x prompt / t_max), at least one) x pass time; decode = one token per
-          client per pass, 1 / (weight bytes / h2d) tokens/s.
+          client per pass, 1 / pass time; the pass time is the bytes the server streamed per step (its
+          /health counters over the run; layers resident at --serve-vram are not streamed) / h2d.
 Prints a markdown section (date, machine, commands, table, raw JSON) and appends it to --out.
 
   python3 bench/bench_serve.py --model models/synth-70b-q4k.ferry --peak-json peak.json --out bench/RESULTS.md
@@ -172,9 +173,14 @@ def bench_serve(a, hp, wbytes, h2d, bf16, rows, raw, cmds):
         w.run()
         if w.err:
             raise SystemExit(f"bench_serve: warm-up request failed: {w.err}")
-        pass_t = wbytes / h2d
+        def health():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", "/health")
+            return json.loads(c.getresponse().read())
+
         t_max = 4096
         for n in a.clients_list:
+            h0 = health()
             t0 = time.time()
             cs = [Client(port, body(100 * n + i, a.serve_gen), t0) for i in range(n)]
             for c in cs:
@@ -184,17 +190,23 @@ def bench_serve(a, hp, wbytes, h2d, bf16, rows, raw, cmds):
             errs = [c.err for c in cs if c.err]
             if errs:
                 raise SystemExit(f"bench_serve: {n} clients: {errs[:3]}")
+            h1 = health()
+            # the bytes each step streamed (layers resident at this --vram are not streamed)
+            per_step = (h1["h2d_bytes"] - h0["h2d_bytes"]) / max(1, h1["steps"] - h0["steps"]) or wbytes  # CPU: none
+            pass_t = per_step / h2d
             ttft = sorted(c.ttft for c in cs)
             rates = [(a.serve_gen - 1) / (c.end - c.ttft) for c in cs]
             wall = max(c.end for c in cs)
             raw[f"serve {n} clients"] = {"ttft_s": ttft, "decode_tok_s": rates, "wall_s": wall,
-                                         "events": [c.events for c in cs]}
+                                         "events": [c.events for c in cs], "h2d_bytes_per_step": per_step,
+                                         "steps": h1["steps"] - h0["steps"]}
             passes = max(1, -(-n * a.serve_prompt // t_max))
             ttft_floor = max(passes * pass_t, pass_flops(hp, n * a.serve_prompt) / bf16)
             mean_ttft = sum(ttft) / n
             mean_rate = sum(rates) / n
             rows.append((f"serve, {n} concurrent client{'s' * (n > 1)} ({a.serve_prompt} + {a.serve_gen} tokens, "
-                         f"streamed), --vram {a.serve_vram}: time to first token (mean; min..max)",
+                         f"streamed), --vram {a.serve_vram}, {per_step / 1e9:.2f} GB streamed per step, "
+                         f"{h1['steps'] - h0['steps']} steps: time to first token (mean; min..max)",
                          f"{mean_ttft:.2f} s ({ttft[0]:.2f}..{ttft[-1]:.2f})", f"{ttft_floor:.2f} s",
                          f"{mean_ttft / ttft_floor:.2f}"))
             rows.append((f"serve, {n} concurrent client{'s' * (n > 1)}: tokens/s per client after the first (mean), "

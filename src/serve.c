@@ -242,6 +242,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 				v->n_active, grace);
 		}
 		v->steps = v->s.st.steps;
+		v->h2d_bytes = v->m->w.h2d_bytes;
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);

@@ -52,6 +52,7 @@ struct srv {
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
 	int n_reqs;           /* srv_req objects alive (an HTTP thread may still be sending one's end) */
 	long long gen_tokens, n_cancelled, n_served, steps;
+	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	struct model *m;
 	struct sched s;
 	struct tokenizer *tk;
