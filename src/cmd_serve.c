@@ -44,7 +44,7 @@ struct serve_args {
 	const char *model, *host, *api_key, *name;
 	int port, max_batch, ctx, chunk, max_queue;
 	long max_body;
-	double grace;
+	double grace, window;
 	struct run_opts ro;
 };
 
@@ -596,13 +596,15 @@ static void usage(FILE *f)
 		   "  --max-queue N          most requests running or waiting; more get 429 (default 64)\n"
 		   "  --max-body BYTES       largest request body (default 4M)\n"
 		   "  --grace S              on SIGTERM, seconds running requests may take to finish (default 30)\n"
+		   "  --batch-window MS      an idle server waits this long after a request for others to share its\n"
+		   "                         first step (default 20)\n"
 		   "  --chunk C              tokens per pass over the layers (default 4096)\n");
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
-	enum { O_HOST = 256, O_PORT, O_KEY, O_NAME, O_CTX, O_MAX_BATCH, O_MAX_QUEUE, O_MAX_BODY, O_GRACE, O_CHUNK };
+	enum { O_HOST = 256, O_PORT, O_KEY, O_NAME, O_CTX, O_MAX_BATCH, O_MAX_QUEUE, O_MAX_BODY, O_GRACE, O_CHUNK, O_WINDOW };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"host", required_argument, 0, O_HOST},
 					   {"port", required_argument, 0, O_PORT},
@@ -613,6 +615,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 					   {"max-queue", required_argument, 0, O_MAX_QUEUE},
 					   {"max-body", required_argument, 0, O_MAX_BODY},
 					   {"grace", required_argument, 0, O_GRACE},
+					   {"batch-window", required_argument, 0, O_WINDOW},
 					   {"chunk", required_argument, 0, O_CHUNK},
 					   {"help", no_argument, 0, 'h'},
 					   RUN_OPTS_LONG,
@@ -624,6 +627,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 	a->max_queue = 64;
 	a->max_body = 4 << 20;
 	a->grace = 30;
+	a->window = 0.02;
 	a->chunk = SERVE_CHUNK;
 	run_opts_default(&a->ro);
 	int c;
@@ -649,6 +653,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 			name = "--max-body";
 			break;
 		case O_GRACE: bad = parse_int(optarg, 0, 86400, &v); a->grace = (double)v; name = "--grace"; break;
+		case O_WINDOW: bad = parse_int(optarg, 0, 10000, &v); a->window = (double)v / 1000; name = "--batch-window"; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case 'h': usage(stdout); exit(0);
 		default:
@@ -730,6 +735,7 @@ static int serve(struct server *sv, const struct layout *lay, char *err, size_t 
 	rc = rc ? rc : model_init(&m, lay, be, &mo, err, errlen);
 	rc = rc ? rc : srv_init(&sv->v, &m, tk, a->max_queue, err, errlen);
 	engine = !rc;
+	sv->v.window = a->window;
 	sv->ctx = m.opt.ctx;
 	if (!rc && !(d = listen_http(sv, err, errlen)))
 		rc = -EADDRINUSE;

@@ -233,6 +233,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 {
 	double stop_at = 0;
 	char err[ERR_LEN];
+	bool idle = true;
 	for (;;) {
 		pthread_mutex_lock(&v->mu);
 		if (*signals && !v->stopping) {
@@ -250,6 +251,14 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			pthread_mutex_unlock(&v->mu);
 			return 0;
 		}
+		if (n && idle && v->window > 0 && !v->stopping) { /* let the others arriving now join the first step */
+			idle = false;
+			pthread_mutex_unlock(&v->mu);
+			struct timespec ts = {(time_t)v->window, (long)((v->window - (double)(time_t)v->window) * 1e9)};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		idle = !n;
 		if (!n) {
 			struct timespec ts;
 			clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -4,6 +4,9 @@
  * flight (continuous batching). One engine thread owns the model; HTTP threads hand requests over through an
  * inbox and read their text as it grows, all under one mutex.
  *
+ * A step cannot take requests once it runs, so an idle engine waits `window` seconds after the first request
+ * arrives: clients that come together share the first pass instead of the later ones waiting a whole pass.
+ *
  * A request's life: srv_submit (queued; refused when --max-queue requests are live or the server is
  * stopping), admitted by the scheduler when its pages fit, tokens appended to its text (a tail that could
  * begin a stop string is held back from `ready`), done. srv_cancel (a client gone) ends it at the next step
@@ -51,6 +54,7 @@ struct srv {
 	int n_live, max_live; /* requests submitted and not yet done; the bound of the queue */
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
 	int n_reqs;           /* srv_req objects alive (an HTTP thread may still be sending one's end) */
+	double window;        /* seconds an idle engine waits after a request arrives for others to join its step */
 	long long gen_tokens, n_cancelled, n_served, steps;
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	struct model *m;
