@@ -39,6 +39,7 @@
 #include "util.h"
 
 #define SERVE_CHUNK 4096
+#define STREAM_KEEPALIVE 15.0
 
 struct serve_args {
 	const char *model, *host, *api_key, *name;
@@ -63,6 +64,7 @@ struct conn {
 	char *body;
 	size_t n, cap;
 	bool too_big;
+	struct srv_req *q; /* a whole response's request, let go once the response is sent (on_completed) */
 };
 
 static volatile sig_atomic_t serve_signals;
@@ -117,8 +119,17 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	const char *type = status == 429 ? "rate_limit_error" : status >= 500 ? "server_error" : "invalid_request_error";
-	return send_json(c, status, json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", msg, "type", type, "param",
-					      param, "code", code));
+	struct tok_buf m = {0}, p = {0}; /* a URL, header or cut message need not be UTF-8: JSON strings must */
+	tok_buf_add_lossy(&m, msg, strlen(msg));
+	if (param)
+		tok_buf_add_lossy(&p, param, strlen(param));
+	json_t *e = json_pack("{s:s%, s:s, s:n, s:s?}", "message", m.p ? m.p : "", m.n, "type", type, "param", "code", code);
+	if (e && param)
+		json_object_set_new(e, "param", json_stringn(p.p ? p.p : "", p.n));
+	enum MHD_Result r = send_json(c, status, e ? json_pack("{s:o}", "error", e) : NULL);
+	tok_buf_free(&m);
+	tok_buf_free(&p);
+	return r;
 }
 
 static bool authorized(const struct server *sv, struct MHD_Connection *c)
@@ -170,6 +181,7 @@ struct stream {
 	char id[48];
 	long long created;
 	size_t sent;         /* bytes of the request's text sent */
+	double last;         /* when an event was last made (keep-alive comments after STREAM_KEEPALIVE s) */
 	struct tok_buf out;  /* event bytes not yet handed to MHD */
 	size_t off;
 };
@@ -212,6 +224,7 @@ static int stream_fill(struct stream *st)
 {
 	struct srv *v = &st->sv->v;
 	struct srv_req *q = st->q;
+	st->last = now_sec();
 	pthread_mutex_lock(&v->mu);
 	for (;;) {
 		if (q->ready > st->sent) {
@@ -252,8 +265,13 @@ static int stream_fill(struct stream *st)
 		wait_tick(v, q);
 		if (q->ready == st->sent && !q->done) {
 			pthread_mutex_unlock(&v->mu);
-			if (client_gone(st->fd))
+			if (st->fd >= 0 && client_gone(st->fd))
 				return -1;
+			if (now_sec() - st->last > STREAM_KEEPALIVE) { /* libmicrohttpd closes a connection idle 600 s */
+				st->last = now_sec();
+				tok_buf_add(&st->out, ": keep-alive\n\n", 14);
+				return 0;
+			}
 			pthread_mutex_lock(&v->mu);
 		}
 	}
@@ -303,7 +321,10 @@ static const char *unsupported(const json_t *o, bool chat)
 		if (truthy(x) && !(json_is_array(x) && !json_array_size(x)) && !(json_is_object(x) && !json_object_size(x)))
 			return fields[i];
 	}
-	const json_t *b = json_object_get(o, "best_of");
+	const json_t *rf = json_object_get(o, "response_format"), *b = json_object_get(o, "best_of");
+	if (rf && !json_is_null(rf) && !(json_is_object(rf) && json_is_string(json_object_get(rf, "type")) &&
+					 !strcmp(json_string_value(json_object_get(rf, "type")), "text")))
+		return "response_format"; /* JSON modes would need constrained decoding */
 	return !chat && truthy(b) && !(json_is_integer(b) && json_integer_value(b) == 1) ? "best_of" : NULL;
 }
 
@@ -460,7 +481,7 @@ static enum MHD_Result completion(struct server *sv, struct MHD_Connection *c, s
 	}
 	if (!stream || !ok) {
 		ret = completion_reply(sv, c, q, chat, id, created);
-		srv_req_put(v, q);
+		cn->q = q; /* until it is sent: a stopping server waits for that (srv_wait_idle) */
 		return ret;
 	}
 	struct stream *st = calloc(1, sizeof(*st));
@@ -506,8 +527,9 @@ static enum MHD_Result route(struct server *sv, struct MHD_Connection *c, struct
 				      v->stopping ? "stopping" : "ok", "model", sv->name, "live", v->n_live, "running",
 				      v->n_active, "generated_tokens", v->gen_tokens, "steps", v->steps, "h2d_bytes",
 				      (json_int_t)v->h2d_bytes, "served", v->n_served, "cancelled", v->n_cancelled);
+		int stopping = v->stopping;
 		pthread_mutex_unlock(&v->mu);
-		return send_json(c, v->stopping ? 503 : 200, o);
+		return send_json(c, stopping ? 503 : 200, o);
 	}
 	if (!strcmp(url, "/v1/models") || !strncmp(url, "/v1/models/", 11)) {
 		if (!get)
@@ -572,10 +594,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why)
 {
 	struct conn *cn = *con_cls;
-	(void)cls;
+	struct server *sv = cls;
 	(void)c;
 	(void)why;
 	if (cn) {
+		if (cn->q)
+			srv_req_put(&sv->v, cn->q);
 		free(cn->body);
 		free(cn);
 		*con_cls = NULL;
@@ -768,10 +792,15 @@ int ferry_serve(int argc, char **argv)
 	char err[ERR_LEN];
 	struct server sv = {.a = &a, .t0 = (double)time(NULL)};
 	atomic_init(&sv.counter, 0);
+	char name[sizeof(sv.name)];
 	if (a.name)
-		snprintf(sv.name, sizeof(sv.name), "%s", a.name);
+		snprintf(name, sizeof(name), "%s", a.name);
 	else
-		model_name(a.model, sv.name, sizeof(sv.name));
+		model_name(a.model, name, sizeof(name));
+	struct tok_buf nb = {0}; /* ids go into JSON strings: valid UTF-8 */
+	tok_buf_add_lossy(&nb, name, strlen(name));
+	snprintf(sv.name, sizeof(sv.name), "%.*s", (int)nb.n, nb.p ? nb.p : "");
+	tok_buf_free(&nb);
 	struct layout lay;
 	if ((rc = layout_open(&lay, a.model, err, sizeof(err)))) {
 		fprintf(stderr, "ferry: %s\n", err);

@@ -7,11 +7,13 @@
     exactly what the same request gives alone, and the server took fewer steps than tokens (they shared
     steps); `ferry batch` gives the same text for the same request (an independent front end);
   - refused requests: bad JSON, wrong types and missing fields (400 naming the field), unknown model (404),
-    n=2, a prompt past the context, a body over --max-body (413), a wrong API key (401), a full queue (429);
+    n=2, a prompt past the context, response_format, a body over --max-body (413), a wrong API key (401), unknown
+    routes (404, also with bytes that are not UTF-8), a full queue (429);
   - a client that disconnects mid-stream has its request cancelled at once (/health: nothing running, far
     fewer tokens than asked);
   - SIGTERM with a stream in flight: new requests are refused, the stream ends with an error event after
-    --grace, the server exits 0; SIGTERM while idle exits 0 at once.
+    --grace, the server exits 0; requests (streamed and whole) in flight at SIGTERM finish within the grace;
+    SIGTERM while idle exits 0 at once.
 """
 
 import json
@@ -279,8 +281,15 @@ def main():
         expect(401, chat, {"model": NAME, "messages": msgs}, key="sk-wrong", code="invalid_api_key")
         expect(401, chat, {"model": NAME, "messages": msgs}, key=None, code="invalid_api_key")
         expect(413, chat, {"model": NAME, "messages": [{"role": "user", "content": "x" * 100000}]})
-        st, _ = sv.http("GET", "/v1/nothing")
-        f.check(st == 404, f"unknown route: {st}")
+        expect(400, chat, {"model": NAME, "messages": msgs, "response_format": {"type": "json_object"}},
+               "response_format")
+        for path in ("/v1/nothing", "/%ff%fe", "/v1/models/%ff"):
+            st, b = sv.http("GET", path)
+            try:
+                ok = st == 404 and json.loads(b)["error"]["message"]
+            except ValueError:
+                ok = False
+            f.check(ok, f"unknown route {path}: {st} {b[:100]}")
         try:
             sv.client("sk-wrong").models.list()
             f.check(False, "a wrong key listed the models")
@@ -360,24 +369,27 @@ def main():
         servers.append(sv)
         res = {}
 
-        def graced():
+        def graced(stream):
             try:
-                res["r"] = run_request(sv.client(), "text", True, prompt="the sea", max_tokens=3000,
-                                       extra_body={"ignore_eos": True})
+                res[stream] = run_request(sv.client(), "text", stream, prompt="the sea", max_tokens=3000,
+                                          extra_body={"ignore_eos": True})
             except Exception as e:  # noqa: BLE001 (reported below)
-                res["r"] = repr(e)
+                res[stream] = repr(e)
 
-        th = threading.Thread(target=graced)
-        th.start()
+        ths = [threading.Thread(target=graced, args=(s,)) for s in (True, False)]
+        for th in ths:
+            th.start()
         t0 = time.time()
-        while sv.health()["running"] == 0 and time.time() - t0 < 30:
+        while sv.health()["running"] < 2 and time.time() - t0 < 30:
             time.sleep(0.01)
         sv.proc.send_signal(signal.SIGTERM)
-        th.join(60)
+        for th in ths:
+            th.join(60)
         rc = sv.stop()
-        r = res.get("r")
-        f.check(rc == 0 and isinstance(r, tuple) and r[1] == "length" and r[2]["completion_tokens"] == 3000,
-                f"grace: exit {rc}, request {str(r)[:200]}")
+        for s in (True, False):
+            r = res.get(s)
+            f.check(rc == 0 and isinstance(r, tuple) and r[1] == "length" and r[2]["completion_tokens"] == 3000,
+                    f"grace (stream={s}): exit {rc}, request {str(r)[:200]}")
 
         # bad arguments
         for args, needle in ((["serve", "-m", model, "--port", "70000"], "--port"),
