@@ -46,6 +46,7 @@ struct serve_args {
 	int port, max_batch, ctx, chunk, max_queue;
 	long max_body;
 	double grace, window;
+	bool quiet;
 	struct run_opts ro;
 };
 
@@ -57,6 +58,7 @@ struct server {
 	int ctx;
 	atomic_ullong counter;
 	double t0;
+	bool quiet;
 };
 
 /* The body of one request, gathered across the handler's calls. */
@@ -169,6 +171,25 @@ static void wait_tick(struct srv *v, struct srv_req *q)
 static const char *finish_reason(enum srv_end e)
 {
 	return e == SRV_END_STOP ? "stop" : "length";
+}
+
+/* The access log: one line per request that got a response from the engine. */
+static void log_done(struct server *sv, struct srv_req *q, bool stream)
+{
+	static const char *ends[] = {[SRV_END_NONE] = "?", [SRV_END_STOP] = "stop", [SRV_END_LENGTH] = "length",
+				     [SRV_END_CANCEL] = "cancelled", [SRV_END_ERROR] = "error",
+				     [SRV_END_SHUTDOWN] = "shutdown"};
+	if (sv->quiet)
+		return;
+	pthread_mutex_lock(&sv->v.mu);
+	double now = now_sec(), ttft = q->t_first > 0 ? q->t_first - q->t0 : -1;
+	fprintf(stderr, "ferry: serve: %s %s%s %d+%d tokens %.2fs", q->id, q->done ? ends[q->end] : "client gone",
+		stream ? " (stream)" : "",
+		q->r.n_prompt, q->n_gen, now - q->t0);
+	if (ttft >= 0)
+		fprintf(stderr, ", first token %.2fs", ttft);
+	fputc('\n', stderr);
+	pthread_mutex_unlock(&sv->v.mu);
 }
 
 /* ---- streaming ---- */
@@ -300,6 +321,7 @@ static void stream_free(void *cls)
 {
 	struct stream *st = cls;
 	srv_cancel(&st->sv->v, st->q); /* a no-op when it is done; a client gone mid-stream otherwise */
+	log_done(st->sv, st->q, true);
 	srv_req_put(&st->sv->v, st->q);
 	tok_buf_free(&st->out);
 	free(st);
@@ -459,6 +481,9 @@ static enum MHD_Result completion(struct server *sv, struct MHD_Connection *c, s
 	int fd = ci ? ci->connect_fd : -1;
 	char id[48];
 	snprintf(id, sizeof(id), "%s-%016llx", chat ? "chatcmpl" : "cmpl", (unsigned long long)fresh(sv));
+	pthread_mutex_lock(&sv->v.mu);
+	memcpy(q->id, id, sizeof(id));
+	pthread_mutex_unlock(&sv->v.mu);
 	long long created = (long long)time(NULL);
 	/* Headers wait for the first token (or the end), so an error before it still gets its status. */
 	struct srv *v = &sv->v;
@@ -476,6 +501,7 @@ static enum MHD_Result completion(struct server *sv, struct MHD_Connection *c, s
 	pthread_mutex_unlock(&v->mu);
 	if (gone) {
 		srv_cancel(v, q);
+		log_done(sv, q, stream);
 		srv_req_put(v, q);
 		return MHD_NO;
 	}
@@ -598,8 +624,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	(void)c;
 	(void)why;
 	if (cn) {
-		if (cn->q)
+		if (cn->q) {
+			log_done(sv, cn->q, false);
 			srv_req_put(&sv->v, cn->q);
+		}
 		free(cn->body);
 		free(cn);
 		*con_cls = NULL;
@@ -622,13 +650,15 @@ static void usage(FILE *f)
 		   "  --grace S              on SIGTERM, seconds running requests may take to finish (default 30)\n"
 		   "  --batch-window MS      an idle server waits this long after a request for others to share its\n"
 		   "                         first step (default 20)\n"
-		   "  --chunk C              tokens per pass over the layers (default 4096)\n");
+		   "  --chunk C              tokens per pass over the layers (default 4096)\n"
+		   "  --quiet                no access log (a line per request on stderr: id, end, tokens, times)\n");
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
-	enum { O_HOST = 256, O_PORT, O_KEY, O_NAME, O_CTX, O_MAX_BATCH, O_MAX_QUEUE, O_MAX_BODY, O_GRACE, O_CHUNK, O_WINDOW };
+	enum { O_HOST = 256, O_PORT, O_KEY, O_NAME, O_CTX, O_MAX_BATCH, O_MAX_QUEUE, O_MAX_BODY, O_GRACE, O_CHUNK, O_WINDOW,
+	       O_QUIET };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"host", required_argument, 0, O_HOST},
 					   {"port", required_argument, 0, O_PORT},
@@ -640,6 +670,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 					   {"max-body", required_argument, 0, O_MAX_BODY},
 					   {"grace", required_argument, 0, O_GRACE},
 					   {"batch-window", required_argument, 0, O_WINDOW},
+					   {"quiet", no_argument, 0, O_QUIET},
 					   {"chunk", required_argument, 0, O_CHUNK},
 					   {"help", no_argument, 0, 'h'},
 					   RUN_OPTS_LONG,
@@ -677,6 +708,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 			name = "--max-body";
 			break;
 		case O_GRACE: bad = parse_int(optarg, 0, 86400, &v); a->grace = (double)v; name = "--grace"; break;
+		case O_QUIET: a->quiet = true; break;
 		case O_WINDOW: bad = parse_int(optarg, 0, 10000, &v); a->window = (double)v / 1000; name = "--batch-window"; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case 'h': usage(stdout); exit(0);
@@ -790,7 +822,7 @@ int ferry_serve(int argc, char **argv)
 	if (rc)
 		return rc;
 	char err[ERR_LEN];
-	struct server sv = {.a = &a, .t0 = (double)time(NULL)};
+	struct server sv = {.a = &a, .t0 = (double)time(NULL), .quiet = a.quiet};
 	atomic_init(&sv.counter, 0);
 	char name[sizeof(sv.name)];
 	if (a.name)

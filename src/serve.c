@@ -25,6 +25,8 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 	bool stop = false;
 	pthread_mutex_lock(&v->mu);
 	q->n_gen = r->n_gen;
+	if (q->n_gen == 1)
+		q->t_first = now_sec();
 	v->gen_tokens++;
 	if (!srv_is_stop(ctx, tok)) {
 		size_t before = q->text.n;
@@ -168,6 +170,7 @@ int srv_submit(struct srv *v, struct srv_req *q)
 	if (!rc) {
 		tok_stream_init(&q->ts, v->tk, false, false);
 		q->ts.lossy = true;
+		q->t0 = now_sec();
 		q->refs++;
 		v->n_live++;
 		pthread_cond_signal(&v->wake);

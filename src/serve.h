@@ -43,6 +43,8 @@ struct srv_req {
 	enum srv_end end;
 	char err[256];
 	int refs;
+	double t0, t_first;   /* when it was submitted, when its first token came (the access log) */
+	char id[48];          /* the response id (set by the HTTP side) */
 	pthread_cond_t cv;    /* signalled when text grows or the request ends */
 };
 
