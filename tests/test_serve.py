@@ -365,13 +365,13 @@ def main():
         print("shutdown:", [x.strip() for x in sv.lines if "stop" in x])
 
         # a short request finishes within the grace period
-        sv = Server(model, "--grace", 30, "--ctx", 4096)
+        sv = Server(model, "--grace", 300, "--ctx", 4096)
         servers.append(sv)
         res = {}
 
         def graced(stream):
             try:
-                res[stream] = run_request(sv.client(), "text", stream, prompt="the sea", max_tokens=3000,
+                res[stream] = run_request(sv.client(), "text", stream, prompt="the sea", max_tokens=1500,
                                           extra_body={"ignore_eos": True})
             except Exception as e:  # noqa: BLE001 (reported below)
                 res[stream] = repr(e)
@@ -388,8 +388,9 @@ def main():
         rc = sv.stop()
         for s in (True, False):
             r = res.get(s)
-            f.check(rc == 0 and isinstance(r, tuple) and r[1] == "length" and r[2]["completion_tokens"] == 3000,
+            f.check(rc == 0 and isinstance(r, tuple) and r[1] == "length" and r[2]["completion_tokens"] == 1500,
                     f"grace (stream={s}): exit {rc}, request {str(r)[:200]}")
+        f.check(any("finishing 2 requests" in x for x in sv.lines), f"grace: 2 requests in flight at SIGTERM: {sv.lines}")
 
         # bad arguments
         for args, needle in ((["serve", "-m", model, "--port", "70000"], "--port"),
