@@ -264,21 +264,12 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	return sampler_init(&q->r.smp, &q->p.sc, b->hp->vocab);
 }
 
-static bool batch_is_stop(void *ctx, int tok)
-{
-	struct batch *b = ctx;
-	for (int i = 0; i < b->hp->n_eos; i++)
-		if (b->hp->eos_ids[i] == tok)
-			return true;
-	return tokenizer_is_eog(b->tk, tok);
-}
-
 /* The text so far, and whether it now holds a stop string (the text is cut before it). */
 static bool batch_on_token(void *ctx, struct sched_req *r, int tok)
 {
 	struct batch *b = ctx;
 	struct breq *q = (struct breq *)r;
-	if (batch_is_stop(ctx, tok))
+	if (sched_is_eos(b->hp, b->tk, tok))
 		return false;
 	size_t before = q->text.n;
 	tok_stream_push(&q->ts, tok, &q->text);
@@ -298,7 +289,8 @@ static void batch_on_done(void *ctx, struct sched_req *r)
 	}
 	if (r->finish != SCHED_FINISH_STOP)
 		tok_stream_flush(&q->ts, &q->text);
-	int n = r->n_gen - (r->finish == SCHED_FINISH_STOP && !r->ignore_eos && batch_is_stop(ctx, r->toks[r->n - 1]));
+	bool eos = r->finish == SCHED_FINISH_STOP && !r->ignore_eos && sched_is_eos(b->hp, b->tk, r->toks[r->n - 1]);
+	int n = r->n_gen - eos;
 	json_t *ids = json_array();
 	for (int i = 0; i < n; i++)
 		json_array_append_new(ids, json_integer(r->toks[r->n_prompt + i]));
@@ -451,7 +443,7 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 	rc = rc ? rc : plan_make(&plan, lay, be, &mo, false, !a->chunk || a->chunk == BATCH_CHUNK, false, err, errlen);
 	rc = rc ? rc : model_init(&m, lay, be, &mo, err, errlen);
 	rc = rc ? rc : sched_init(&s, &m, m.opt.max_seqs, 0, err, errlen);
-	s.is_stop = batch_is_stop;
+	s.tk = b->tk;
 	s.on_token = batch_on_token;
 	s.on_done = batch_on_done;
 	s.ctx = b;

@@ -222,14 +222,6 @@ static void generation_defaults(const struct layout *lay, struct run_args *a)
 		a->sc.top_p = (float)json_number_value(p);
 }
 
-static bool is_eos(const struct layout_hparams *hp, const struct tokenizer *tok, int id)
-{
-	for (int i = 0; i < hp->n_eos; i++)
-		if (hp->eos_ids[i] == id)
-			return true;
-	return tok && tokenizer_is_eog(tok, id);
-}
-
 /* --chat: the prompt becomes the user turn (after a --system turn) of the model's chat template (the file
  * the manifest names, chat_template.jinja: src/chat_template.c), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
  * texts. As HF's apply_chat_template does, the rendered text is then encoded with special tokens matched
@@ -442,12 +434,6 @@ struct run_out {
 	struct tok_buf text;
 };
 
-static bool run_is_stop(void *ctx, int tok)
-{
-	struct run_out *o = ctx;
-	return !o->a->ignore_eos && is_eos(o->hp, o->tk, tok);
-}
-
 static bool run_on_token(void *ctx, struct sched_req *r, int tok)
 {
 	struct run_out *o = ctx;
@@ -455,7 +441,7 @@ static bool run_on_token(void *ctx, struct sched_req *r, int tok)
 		return false;
 	if (!o->print_text) {
 		printf(r->n_gen > 1 ? " %d" : "%d", tok);
-	} else if (!run_is_stop(ctx, tok)) {
+	} else if (o->a->ignore_eos || !sched_is_eos(o->hp, o->tk, tok)) {
 		o->text.n = 0;
 		tok_stream_push(&o->ts, tok, &o->text);
 		fwrite(o->text.p, 1, o->text.n, stdout);
@@ -521,6 +507,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		memcpy(r->toks, pr->ids[i], sizeof(int) * (size_t)pr->len[i]);
 		r->n_prompt = pr->len[i];
 		r->max_new = a->n_predict;
+		r->ignore_eos = a->ignore_eos;
 	}
 	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
 	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&o.reqs[0].smp) : 0;
@@ -534,7 +521,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		goto out;
 	}
 	o.reqs[0].dump = a->logits_file ? &dump : NULL;
-	s.is_stop = run_is_stop;
+	s.tk = tk;
 	s.on_token = run_on_token;
 	s.on_done = run_on_done;
 	s.ctx = &o;

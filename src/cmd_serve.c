@@ -157,17 +157,6 @@ static bool client_gone(int fd)
 	return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-/* Waits (under v->mu) up to 100 ms for q to change. */
-static void wait_tick(struct srv *v, struct srv_req *q)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_nsec += 100 * 1000000L;
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	pthread_cond_timedwait(&q->cv, &v->mu, &ts);
-}
-
 static const char *finish_reason(enum srv_end e)
 {
 	return e == SRV_END_STOP ? "stop" : "length";
@@ -283,7 +272,7 @@ static int stream_fill(struct stream *st)
 			st->ended = true;
 			return 0;
 		}
-		wait_tick(v, q);
+		srv_wait(&q->cv, &v->mu, 0.1);
 		if (q->ready == st->sent && !q->done) {
 			pthread_mutex_unlock(&v->mu);
 			if (st->fd >= 0 && client_gone(st->fd))
@@ -490,7 +479,7 @@ static enum MHD_Result completion(struct server *sv, struct MHD_Connection *c, s
 	bool gone = false;
 	pthread_mutex_lock(&v->mu);
 	while (!q->done && !(stream && q->n_gen > 0) && !gone) {
-		wait_tick(v, q);
+		srv_wait(&q->cv, &v->mu, 0.1);
 		if (!q->done && !(stream && q->n_gen > 0)) {
 			pthread_mutex_unlock(&v->mu);
 			gone = fd >= 0 && client_gone(fd);

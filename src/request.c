@@ -7,10 +7,11 @@
 #include "chat.h"
 #include "request.h"
 
-static int bad(char *param, const char *field, char *msg, size_t msglen, const char *fmt, double lo, double hi)
+/* param = field, msg = "'field' must be WHAT". */
+static int bad(char *param, const char *field, char *msg, size_t msglen, const char *what)
 {
 	snprintf(param, REQ_PARAM_LEN, "%s", field);
-	snprintf(msg, msglen, fmt, field, lo, hi);
+	snprintf(msg, msglen, "'%s' must be %s", field, what);
 	return -EINVAL;
 }
 
@@ -22,15 +23,14 @@ static int num(const json_t *o, const char *k, bool integer, double lo, double h
 	*v = def;
 	if (!x || json_is_null(x))
 		return 0;
-	if (integer ? !json_is_integer(x) : !json_is_number(x))
-		return bad(param, k, msg, msglen, integer ? "'%s' must be an integer in [%.17g, %.17g]"
-							  : "'%s' must be a number in [%g, %g]", lo, hi);
 	double d = json_number_value(x);
-	if (d < lo || d > hi)
-		return bad(param, k, msg, msglen, integer ? "'%s' must be an integer in [%.17g, %.17g]"
-							  : "'%s' must be a number in [%g, %g]", lo, hi);
-	*v = d;
-	return 0;
+	if ((integer ? json_is_integer(x) : json_is_number(x)) && d >= lo && d <= hi) {
+		*v = d;
+		return 0;
+	}
+	char what[96];
+	snprintf(what, sizeof(what), integer ? "an integer in [%.17g, %.17g]" : "a number in [%g, %g]", lo, hi);
+	return bad(param, k, msg, msglen, what);
 }
 
 static int stops_parse(const json_t *st, struct req_params *p, char *param, char *msg, size_t msglen)
@@ -53,8 +53,9 @@ static int stops_parse(const json_t *st, struct req_params *p, char *param, char
 		if (i == json_array_size(st))
 			return 0;
 	}
-	return bad(param, "stop", msg, msglen, "'%s' must be a non-empty string or a list of up to %g of them",
-		   REQ_STOPS_MAX, 0);
+	char what[64];
+	snprintf(what, sizeof(what), "a non-empty string or a list of up to %d of them", REQ_STOPS_MAX);
+	return bad(param, "stop", msg, msglen, what);
 }
 
 int req_params_parse(const json_t *o, const struct req_defaults *d, struct req_params *p, char *param, char *msg,
@@ -75,7 +76,7 @@ int req_params_parse(const json_t *o, const struct req_defaults *d, struct req_p
 	rc = rc ? rc : stops_parse(json_object_get(o, "stop"), p, param, msg, msglen);
 	const json_t *ie = json_object_get(o, "ignore_eos");
 	if (!rc && ie && !json_is_null(ie) && !json_is_boolean(ie))
-		rc = bad(param, "ignore_eos", msg, msglen, "'%s' must be a boolean", 0, 0);
+		rc = bad(param, "ignore_eos", msg, msglen, "a boolean");
 	p->ignore_eos = json_is_true(ie);
 	if (rc) {
 		req_params_free(p);

@@ -11,6 +11,14 @@
 #include "scheduler.h"
 #include "util.h"
 
+bool sched_is_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int tok)
+{
+	for (int i = 0; i < hp->n_eos; i++)
+		if (hp->eos_ids[i] == tok)
+			return true;
+	return tk && tokenizer_is_eog(tk, tok);
+}
+
 int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen)
 {
 	memset(s, 0, sizeof(*s));
@@ -263,7 +271,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		r->toks[r->n++] = tok;
 		r->n_gen++;
 		bool stop = s->on_token && s->on_token(s->ctx, r, tok);
-		if (stop || (!r->ignore_eos && s->is_stop && s->is_stop(s->ctx, tok)))
+		if (stop || (!r->ignore_eos && sched_is_eos(s->m->hp, s->tk, tok)))
 			finish(s, r, SCHED_FINISH_STOP);
 		else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
 			finish(s, r, SCHED_FINISH_LENGTH);

@@ -17,6 +17,7 @@
 #include "logits_dump.h"
 #include "model.h"
 #include "sampler.h"
+#include "tokenizer.h"
 
 enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
 enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
@@ -26,7 +27,7 @@ struct sched_req {
 	int *toks;               /* [n_prompt + max_new]: the prompt, then the generated tokens */
 	int n_prompt, max_new;
 	struct sampler smp;      /* initialized by the caller */
-	bool ignore_eos;         /* only max_new or on_token end it (is_stop is not asked) */
+	bool ignore_eos;         /* only max_new or on_token end it, not an end-of-sequence token */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
 	void *user;
 	/* kept by the scheduler */
@@ -58,14 +59,17 @@ struct sched {
 	struct sched_req **part_req;
 	float *logits, *topv;      /* [max_batch rows] */
 	int *topi;
+	const struct tokenizer *tk; /* its end-of-generation ids end requests too (NULL: only the model's eos ids) */
 	/* called for every generated token (on_token returns true to finish the request there, e.g. at a stop
 	 * string), and when a request finishes */
-	bool (*is_stop)(void *ctx, int tok);
 	bool (*on_token)(void *ctx, struct sched_req *r, int tok);
 	void (*on_done)(void *ctx, struct sched_req *r);
 	void *ctx;
 	struct sched_stats st;
 };
+
+/* An end-of-sequence token: one of the model's eos ids, or an end-of-generation token of tk (may be NULL). */
+bool sched_is_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int tok);
 
 /* top_k: as struct sched's (0: full logits rows). */
 int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen);

@@ -8,15 +8,6 @@
 #include "serve.h"
 #include "util.h"
 
-static bool srv_is_stop(void *ctx, int tok)
-{
-	struct srv *v = ctx;
-	for (int i = 0; i < v->hp->n_eos; i++)
-		if (v->hp->eos_ids[i] == tok)
-			return true;
-	return tokenizer_is_eog(v->tk, tok);
-}
-
 /* A token's text; true when it completes a stop string (the text is cut before it). */
 static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 {
@@ -28,7 +19,7 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 	if (q->n_gen == 1)
 		q->t_first = now_sec();
 	v->gen_tokens++;
-	if (!srv_is_stop(ctx, tok)) {
+	if (!sched_is_eos(v->hp, v->tk, tok)) {
 		size_t before = q->text.n;
 		tok_stream_push(&q->ts, tok, &q->text);
 		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops);
@@ -70,6 +61,26 @@ static void srv_on_done(void *ctx, struct sched_req *r)
 	pthread_mutex_unlock(&v->mu);
 }
 
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC (srv_wait). */
+static void cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void srv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	long long ns = (long long)ts.tv_nsec + (long long)(seconds * 1e9);
+	ts.tv_sec += (time_t)(ns / 1000000000LL);
+	ts.tv_nsec = (long)(ns % 1000000000LL);
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
 int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live, char *err, size_t errlen)
 {
 	memset(v, 0, sizeof(*v));
@@ -80,17 +91,13 @@ int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live,
 	int rc = sched_init(&v->s, m, m->opt.max_seqs, 0, err, errlen);
 	if (rc)
 		return rc;
-	v->s.is_stop = srv_is_stop;
+	v->s.tk = tk;
 	v->s.on_token = srv_on_token;
 	v->s.on_done = srv_on_done;
 	v->s.ctx = v;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_mutex_init(&v->tok_mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&v->wake, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init(&v->wake);
 	return 0;
 }
 
@@ -112,11 +119,7 @@ int srv_req_new(struct srv *v, struct srv_req **out)
 	pthread_mutex_lock(&v->mu);
 	v->n_reqs++;
 	pthread_mutex_unlock(&v->mu);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&q->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init(&q->cv);
 	q->refs = 1;
 	*out = q;
 	return 0;
@@ -263,12 +266,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 		}
 		idle = !n;
 		if (!n) {
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_nsec += 200 * 1000000L;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
-			pthread_cond_timedwait(&v->wake, &v->mu, &ts);
+			srv_wait(&v->wake, &v->mu, 0.2);
 			pthread_mutex_unlock(&v->mu);
 			continue;
 		}

@@ -66,6 +66,8 @@ struct srv {
 	pthread_mutex_t tok_mu; /* encoding (the tokenizer's cache) and the chat template */
 };
 
+/* Waits on cv (made on CLOCK_MONOTONIC, as srv's are) for at most `seconds`; mu held. */
+void srv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds);
 int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live, char *err, size_t errlen);
 void srv_free(struct srv *v);
 /* A request with r.toks (room for n_prompt + max_new + 1), r.n_prompt, r.max_new and p filled; takes the
