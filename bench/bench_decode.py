@@ -129,6 +129,22 @@ def disk_figures(stats, stderr, a):
     return per_tok, src, rate, rsrc
 
 
+def write_section(title, intro, script, cmds, rows, raw, out):
+    """A RESULTS.md section: title, the intro line, the script's command and the ferry commands it ran, the
+    measure/measured/floor/ratio table and the raw JSON; printed, and appended to out when given."""
+    lines = [title, "", intro, "", f"Commands (`python3 {script} " + " ".join(shlex.quote(x) for x in sys.argv[1:]) + "`):",
+             ""]
+    lines += [f"    {c}" for c in cmds]
+    lines += ["", "| measure | measured | floor | ratio |", "|---|---|---|---|"]
+    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
+    lines += ["", "Raw:", "", "```", json.dumps(raw, indent=1), "```", ""]
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with open(out, "a") as fh:
+            fh.write(text + "\n")
+
+
 def fmt_ratio(x, floor):
     return f"{x / floor:.2f}" if x is not None and floor else "n/a"
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_decode import BUILD, ROOT, ceilings, model_info, prompt_ids, sh  # noqa: E402
+from bench_decode import BUILD, ROOT, ceilings, model_info, prompt_ids, sh, write_section  # noqa: E402
 
 
 def run(a, model, vram, ram, extra, what):
@@ -128,19 +128,10 @@ def main():
                              f"{total / floor:.2f} (vs its {st['steps']} steps: {total / floor_run:.2f})"))
         finally:
             os.unlink(lst)
-    lines = [f"### Long context and batches, {datetime.date.today()} ({peak.get('gpu', 'GPU')}, {platform.node()})",
-             "", f"Model {a.model}: {hp['n_layers']} layers, {wbytes / 1e9:.2f} GB of weights ({', '.join(fmts)}). "
-             f"Ceilings: h2d {h2d / 1e9:.1f} GB/s, d2d {d2d / 1e9:.0f} GB/s, bf16 {bf16 / 1e12:.0f} TFLOP/s.", "",
-             "Commands (`python3 bench/bench_long.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]) + "`):", ""]
-    lines += [f"    {c}" for c in cmds]
-    lines += ["", "| measure | measured | floor | ratio |", "|---|---|---|---|"]
-    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
-    lines += ["", "Raw:", "", "```", json.dumps(raw, indent=1), "```", ""]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(text + "\n")
+    write_section(f"### Long context and batches, {datetime.date.today()} ({peak.get('gpu', 'GPU')}, {platform.node()})",
+                  f"Model {a.model}: {hp['n_layers']} layers, {wbytes / 1e9:.2f} GB of weights ({', '.join(fmts)}). "
+                  f"Ceilings: h2d {h2d / 1e9:.1f} GB/s, d2d {d2d / 1e9:.0f} GB/s, bf16 {bf16 / 1e12:.0f} TFLOP/s.",
+                  "bench/bench_long.py", cmds, rows, raw, a.out)
 
 
 if __name__ == "__main__":

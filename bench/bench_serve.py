@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_decode import BUILD, ROOT, ceilings, model_info, sh  # noqa: E402
+from bench_decode import BUILD, ROOT, ceilings, model_info, sh, write_section  # noqa: E402
 
 
 def ids(n, vocab, salt):
@@ -178,7 +178,7 @@ def bench_serve(a, hp, wbytes, h2d, bf16, rows, raw, cmds):
             c.request("GET", "/health")
             return json.loads(c.getresponse().read())
 
-        t_max = 4096
+        t_max = health()["t_max"]  # tokens per step: prompts beyond it take more passes
         for n in a.clients_list:
             h0 = health()
             t0 = time.time()
@@ -251,20 +251,10 @@ def main():
         bench_batch(a, hp, wbytes, h2d, bf16, rows, raw, cmds)
     if "serve" not in skip:
         bench_serve(a, hp, wbytes, h2d, bf16, rows, raw, cmds)
-    lines = [f"### Batch and server, {datetime.date.today()} ({peak.get('gpu', 'GPU')}, {platform.node()})", "",
-             f"Model {a.model}: {hp['n_layers']} layers, {wbytes / 1e9:.2f} GB of weights ({', '.join(fmts)}). "
-             f"Ceilings: h2d {h2d / 1e9:.1f} GB/s, bf16 {bf16 / 1e12:.0f} TFLOP/s; one pass over the weights "
-             f"{wbytes / h2d:.3f} s.", "",
-             "Commands (`python3 bench/bench_serve.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]) + "`):", ""]
-    lines += [f"    {c}" for c in cmds]
-    lines += ["", "| measure | measured | floor | ratio |", "|---|---|---|---|"]
-    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
-    lines += ["", "Raw:", "", "```", json.dumps(raw, indent=1), "```", ""]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        with open(a.out, "a") as fh:
-            fh.write(text + "\n")
+    write_section(f"### Batch and server, {datetime.date.today()} ({peak.get('gpu', 'GPU')}, {platform.node()})",
+                  f"Model {a.model}: {hp['n_layers']} layers, {wbytes / 1e9:.2f} GB of weights ({', '.join(fmts)}). "
+                  f"Ceilings: h2d {h2d / 1e9:.1f} GB/s, bf16 {bf16 / 1e12:.0f} TFLOP/s; one pass over the weights "
+                  f"{wbytes / h2d:.3f} s.", "bench/bench_serve.py", cmds, rows, raw, a.out)
 
 
 if __name__ == "__main__":

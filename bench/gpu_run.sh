@@ -133,33 +133,25 @@ if [ "${BENCH:-0}" = 1 ]; then
 	tail -n 30 "$OUT/bench_decode.log"
 fi
 
-# BENCH_LONG=1: issue 7's long-context and batch figures (bench/bench_long.py) on the same 70B-shaped model;
-# BENCH_LONG_ARGS passes options (e.g. --skip long).
+# BENCH_LONG=1: issue 7's long-context and batch figures (bench/bench_long.py); BENCH_SERVE=1: issue 8's,
+# `ferry batch` throughput and `ferry serve` latency for 1, 4, 16 clients (bench/bench_serve.py). Both on the
+# 70B-shaped model (written once) with this machine's ceilings; BENCH_LONG_ARGS / BENCH_SERVE_ARGS pass
+# options (e.g. --skip long, --skip batch). Sets rc to the script's exit status.
+synth_bench() { # NAME: runs bench/bench_NAME.py, its log and section into $OUT/bench_NAME.{log,md}
+	mkdir -p models
+	[ -f "$OUT/peak.json" ] || build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
+	[ -f models/synth-70b-q4k.ferry/manifest.json ] ||
+		build/ferry synth -o models/synth-70b-q4k.ferry --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1
+	python3 "bench/bench_$1.py" --model models/synth-70b-q4k.ferry --peak-json "$OUT/peak.json" "${@:2}" \
+		--out "$OUT/bench_$1.md" >"$OUT/bench_$1.log" 2>&1
+	rc=$?
+	tail -n 25 "$OUT/bench_$1.log"
+}
+# shellcheck disable=SC2086 # the ARGS split into options
 long_rc=skipped
-if [ "${BENCH_LONG:-0}" = 1 ]; then
-	mkdir -p models
-	[ -f "$OUT/peak.json" ] || build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
-	[ -f models/synth-70b-q4k.ferry/manifest.json ] ||
-		build/ferry synth -o models/synth-70b-q4k.ferry --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1
-	python3 bench/bench_long.py --model models/synth-70b-q4k.ferry --peak-json "$OUT/peak.json" \
-		${BENCH_LONG_ARGS:-} --out "$OUT/bench_long.md" >"$OUT/bench_long.log" 2>&1
-	long_rc=$?
-	tail -n 25 "$OUT/bench_long.log"
-fi
-
-# BENCH_SERVE=1: issue 8's figures (bench/bench_serve.py): `ferry batch` throughput and `ferry serve` latency
-# for 1, 4, 16 clients on the same 70B-shaped model; BENCH_SERVE_ARGS passes options (e.g. --skip batch).
+if [ "${BENCH_LONG:-0}" = 1 ]; then synth_bench long ${BENCH_LONG_ARGS:-}; long_rc=$rc; fi
 serve_rc=skipped
-if [ "${BENCH_SERVE:-0}" = 1 ]; then
-	mkdir -p models
-	[ -f "$OUT/peak.json" ] || build/bench/gpu_peak >"$OUT/peak.json" 2>"$OUT/peak.log"
-	[ -f models/synth-70b-q4k.ferry/manifest.json ] ||
-		build/ferry synth -o models/synth-70b-q4k.ferry --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1
-	python3 bench/bench_serve.py --model models/synth-70b-q4k.ferry --peak-json "$OUT/peak.json" \
-		${BENCH_SERVE_ARGS:-} --out "$OUT/bench_serve.md" >"$OUT/bench_serve.log" 2>&1
-	serve_rc=$?
-	tail -n 25 "$OUT/bench_serve.log"
-fi
+if [ "${BENCH_SERVE:-0}" = 1 ]; then synth_bench serve ${BENCH_SERVE_ARGS:-}; serve_rc=$rc; fi
 
 d=$(mktemp -d)
 python3 tools/gen_tiny_model.py llama_tied_gqa "$d/m" && build/ferry convert "$d/m" -o "$d/m.ferry" 2>/dev/null

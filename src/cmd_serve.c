@@ -538,10 +538,11 @@ static enum MHD_Result route(struct server *sv, struct MHD_Connection *c, struct
 			return send_error(c, 405, NULL, NULL, "%s /health: use GET", method);
 		struct srv *v = &sv->v;
 		pthread_mutex_lock(&v->mu);
-		json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "status",
+		json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:i}", "status",
 				      v->stopping ? "stopping" : "ok", "model", sv->name, "live", v->n_live, "running",
 				      v->n_active, "generated_tokens", v->gen_tokens, "steps", v->steps, "h2d_bytes",
-				      (json_int_t)v->h2d_bytes, "served", v->n_served, "cancelled", v->n_cancelled);
+				      (json_int_t)v->h2d_bytes, "served", v->n_served, "cancelled", v->n_cancelled, "t_max",
+				      v->m->opt.t_max);
 		int stopping = v->stopping;
 		pthread_mutex_unlock(&v->mu);
 		return send_json(c, stopping ? 503 : 200, o);
