@@ -1,4 +1,4 @@
-# ferry build. `make` builds the ferry binary and the test programs; CUDA sources (kernels/cuda/*.cu) are
+# ferry build. `make` builds the ferry binary and the test programs; CUDA sources (src/kernels/cuda/*.cu) are
 # compiled and linked when nvcc is found; `make NVCC=` forces a CPU-only build. `make test` runs every
 # test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there; `make check` does both. V=1 shows commands.
 
@@ -13,18 +13,21 @@ OPT ?= -O2 -g
 # portable binary.
 ARCH ?= -march=native
 SAN ?=
-INC := -Isrc -Ilayout -Iio -Ikernels -Ikernels/cpu -Ikernels/cuda -Itools
-# C sources see the project's headers for #include "..." only, so src/sched.h never stands in for the system's
-# <sched.h> (which pthread.h includes).
+# Headers are included by their path under src/ ("engine/model.h"), so every #include names the folder it
+# depends on; a folder's internal headers (jinja_internal.h, tok_internal.h...) are included from their own
+# folder only (tests/test_structure.sh checks both).
+INC := -Isrc
+# C sources see the project's headers for #include "..." only, so no project header can stand in for a
+# system one.
 CINC := $(INC:-I%=-iquote %)
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(CINC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
 LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lmicrohttpd -lm -lpthread
 
-LIB_SRC := $(wildcard src/*.c layout/*.c io/*.c kernels/cpu/*.c tools/*.c)
-LIB_SRC := $(filter-out src/main.c,$(LIB_SRC))
+LIB_SRC := $(wildcard src/*/*.c src/kernels/cpu/*.c)
+LIB_SRC := $(filter-out src/cli/main.c,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
-CU_SRC := $(wildcard kernels/cuda/*.cu)
+CU_SRC := $(wildcard src/kernels/cuda/*.cu)
 
 ifneq ($(strip $(NVCC)),)
 ifneq ($(strip $(CU_SRC)),)
@@ -37,7 +40,7 @@ NVCCFLAGS := -O2 -g -std=c++17 $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$
 CFLAGS += -DFERRY_CUDA -I$(CUDA_HOME)/include -DFERRY_CUDA_HOME='"$(CUDA_HOME)"'
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
 # The runtime is linked statically; cuBLAS (the GEMM of the prefill path) is loaded with dlopen when the CUDA
-# backend starts (src/cuda_blas.c), found through this runpath or in CUDA_HOME.
+# backend starts (src/backend/cuda_blas.c), found through this runpath or in CUDA_HOME.
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
 # The GPU's ceilings for bench/bench_decode.py (bench/gpu_peak.c). `all` is listed first so it stays the default goal.
 all: $(BUILD)/bench/gpu_peak
@@ -62,7 +65,7 @@ endif
 .SECONDARY:
 all: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS) $(BUILD)/bench/io_stream $(BUILD)/bench/bench_matmul
 
-$(BUILD)/ferry: $(BUILD)/src/main.o $(LIB_OBJ)
+$(BUILD)/ferry: $(BUILD)/src/cli/main.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -99,7 +102,8 @@ asan:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
 # The parsers, the tokenizer and the Jinja interpreter; nothing that needs OpenMP.
-FUZZ_SRC := $(wildcard layout/*.c) $(wildcard src/tok*.c) src/strmap.c src/util.c $(wildcard src/jinja*.c) src/chat.c
+FUZZ_SRC := $(wildcard src/layout/*.c) $(filter-out src/text/chat_template.c,$(wildcard src/text/*.c)) src/base/strmap.c src/base/util.c \
+	$(wildcard src/jinja/*.c)
 fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)

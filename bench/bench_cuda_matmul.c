@@ -25,10 +25,10 @@ int main(void)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include "cuda_exit.h"
-#include "cuda_ops.h"
-#include "quant.h"
-#include "wfmt.h"
+#include "kernels/cuda/cuda_exit.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "layout/quant.h"
+#include "layout/wfmt.h"
 
 #define REPS 20
 #define GEMM_ROWS 4096

@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "bench_util.h"
-#include "cpu_ops.h"
-#include "wfmt.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "layout/wfmt.h"
 
 struct bench_case {
 	const char *what;

@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_exit.h"
-#include "wfmt.h"
+#include "kernels/cuda/cuda_exit.h"
+#include "layout/wfmt.h"
 
 
 #define CKB(call)                                                                                             \

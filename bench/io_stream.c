@@ -27,10 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "layout.h"
-#include "stream.h"
+#include "layout/layout.h"
+#include "io/stream.h"
 #ifdef FERRY_CUDA
-#include "cuda_probe.h"
+#include "kernels/cuda/cuda_probe.h"
 #endif
 
 #define MIB (1ull << 20)

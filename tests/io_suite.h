@@ -16,9 +16,9 @@
 #include <xxhash.h>
 
 #include "check.h"
-#include "fault.h"
-#include "layout.h"
-#include "stream.h"
+#include "io/fault.h"
+#include "layout/layout.h"
+#include "io/stream.h"
 
 #define N_LAYERS 6
 #define N_UNITS (N_LAYERS + 1)

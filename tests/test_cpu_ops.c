@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "check.h"
-#include "cpu_ops.h"
-#include "qdot.h"
-#include "wfmt.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/qdot.h"
+#include "layout/wfmt.h"
 
 static unsigned long long rng = 88172645463325252ull;
 
@@ -463,7 +463,7 @@ struct kv_range {
 	float *k, *v; /* [T, Hkv*Dh] */
 };
 
-/* The row (h, position p) of sequence s as the test reads the layout of kernels/kv_pages.h. */
+/* The row (h, position p) of sequence s as the test reads the layout of src/kernels/kv_pages.h. */
 static uint8_t *kv_test_row(const struct kv_layer *kv, void *pool, const int *table, int s, int h, int p,
 			    uint8_t **sc)
 {
@@ -585,7 +585,7 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	struct kv_batch bt = kv_range_batch(&rg, table);
 	cpu_kv_store(&kv, rg.k, rg.v, &bt);
 
-	/* every mapped row holds exactly cpu_kv_row_quant of its values, where kernels/kv_pages.h puts it */
+	/* every mapped row holds exactly cpu_kv_row_quant of its values, where src/kernels/kv_pages.h puts it */
 	int wrong = 0;
 	float *Kd[KV_NSEQ], *Vd[KV_NSEQ];
 	uint8_t qb[1024], sb[16];

@@ -1,5 +1,5 @@
 /*
- * test_cuda_matmul.c: cuda_matmul (kernels/cuda/matmul.cu, matvec.cu) against the CPU op cpu_matmul for every
+ * test_cuda_matmul.c: cuda_matmul (src/kernels/cuda/matmul.cu, matvec.cu) against the CPU op cpu_matmul for every
  * weight format cuda_fmt_supported takes, odd and even shapes, T on both sides of CUDA_MATVEC_T_MAX, with
  * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
  * quantized blocks are random bytes whose f16 scales are set to finite values, float weights uniform.
@@ -23,14 +23,14 @@ int main(void)
 	return 77;
 }
 #else
-#include "cuda_blas.h"
+#include "kernels/cuda/cuda_blas.h"
 #include <cuda_runtime_api.h>
 
-#include "cpu_ops.h"
-#include "cuda_exit.h"
-#include "cuda_ops.h"
-#include "quant.h"
-#include "wfmt.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/cuda_exit.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "layout/quant.h"
+#include "layout/wfmt.h"
 
 #define GEMM_ROWS 256 /* small, so that N = 640 and 1000 take several chunks */
 

@@ -1,5 +1,5 @@
 /*
- * test_cuda_ops.c: every CUDA op other than matmul (kernels/cuda/cuda_ops.h) against its CPU op
+ * test_cuda_ops.c: every CUDA op other than matmul (src/kernels/cuda/cuda_ops.h) against its CPU op
  * (kernels/cpu/) or a host loop written here, on fresh random inputs (seed fixed, FERRY_SEED overrides) and
  * odd shapes, each output poisoned with NaN before the run. Error: sum((y - ref)^2) / sum(ref^2), NaN/inf
  * always failing; bounds 1e-6 for the f32 element-wise ops, norm and rope, 1e-12 for the Hadamard rotation
@@ -36,11 +36,11 @@ int main(void)
 #include <string.h>
 
 #include "check.h"
-#include "cpu_ops.h"
-#include "cuda_exit.h"
-#include "cuda_ops.h"
-#include "layout.h"
-#include "wfmt.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/cuda_exit.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "layout/layout.h"
+#include "layout/wfmt.h"
 
 
 /* a launcher's return code; on failure the message it left in ctx.err */

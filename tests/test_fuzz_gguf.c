@@ -6,9 +6,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "gguf.h"
-#include "le.h"
-#include "tokenizer.h"
+#include "layout/gguf.h"
+#include "layout/le.h"
+#include "text/tokenizer.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {

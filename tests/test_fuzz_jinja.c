@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jinja.h"
+#include "jinja/jinja.h"
 
 static json_t *vars;
 

@@ -2,8 +2,8 @@
  * an error or a consistent result (entries inside the file, sane dimensions); never a crash. */
 #include <jansson.h>
 
-#include "layout.h"
-#include "layout_internal.h"
+#include "layout/layout.h"
+#include "layout/layout_internal.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {

@@ -5,8 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "le.h"
-#include "safetensors.h"
+#include "layout/le.h"
+#include "layout/safetensors.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {

@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 static const char *const texts[] = {
 	"Hello world, it's 2026!  \n\n\ttabs ab ab!\xc3\xa9",

@@ -5,9 +5,9 @@
  * test_jinja_snippets.py. */
 #include <string.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "check.h"
-#include "jinja.h"
+#include "jinja/jinja.h"
 
 /* Renders src with vars (JSON text); returns 0 or the error; *out is "" on error. */
 static int render(const char *src, const char *vars_json, char **out, char *err, size_t errlen)

@@ -1,4 +1,4 @@
-/* test_kvcache.c: the KV page manager (src/kvcache.c): allocation and growth, release on close, window
+/* test_kvcache.c: the KV page manager (src/engine/kvcache.c): allocation and growth, release on close, window
  * groups keeping only what a query can see, prefix sharing with reference counts and LRU eviction,
  * exhaustion failing cleanly (all or nothing), and a random walk that checks the bookkeeping invariants
  * after every operation. */
@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "check.h"
-#include "kvcache.h"
-#include "rng.h"
+#include "engine/kvcache.h"
+#include "base/rng.h"
 
 #define P 64
 

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "layout.h"
-#include "layout_internal.h"
+#include "layout/layout.h"
+#include "layout/layout_internal.h"
 
 static char root[256];
 

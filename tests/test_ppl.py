@@ -9,7 +9,7 @@
   - --batch below ctx (chunked prefill through the KV cache, steps that straddle ctx/2 and the window) gives
     the PPL of one pass, within 1e-4 relative, with --kv f32;
   - --kv f16, q8, q4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose k and v go through an
-    emulation of the format (kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 / Q4_0 with an
+    emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 / Q4_0 with an
     f16 scale, rotated back), within 1e-4 relative: the loss of each format is the format's, not a kernel's;
   - Gemma 3 270M (models/, tools/fetch_model.sh; FERRY_NO_MODEL=1 skips that part) over 2 chunks of 256: the KV
     formats against f16: f32 within 1e-2, q8 within 0.02, q4 within 0.2;
@@ -60,7 +60,7 @@ def q4_group(g):
 
 
 def kv_emulation(fmt):
-    """What the KV format (kernels/kv_pages.h) keeps of k or v [Hkv, T, Dh]: f16 rounding, or the groups of 32
+    """What the KV format (src/kernels/kv_pages.h) keeps of k or v [Hkv, T, Dh]: f16 rounding, or the groups of 32
     rotated by H32, quantized (f16 scale) and rotated back."""
     if fmt == "f16":
         return f16

@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 
 #include "check.h"
-#include "le.h"
-#include "safetensors.h"
+#include "layout/le.h"
+#include "layout/safetensors.h"
 
 static char root[256];
 

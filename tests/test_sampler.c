@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 
 #define V 8
 

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #define VOCAB "../shared/data/vocab/ggml-vocab-"
 

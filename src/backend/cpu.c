@@ -1,0 +1,275 @@
+/*
+ * backend_cpu.c: the CPU backend. Backend memory is host memory (64-byte aligned), uploads are copies,
+ * and every op runs synchronously on OpenMP threads through kernels/cpu/.
+ */
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "layout/layout.h"
+
+struct cpu_state {
+	struct step_desc step;
+	int t0, T;                      /* the current range */
+	int *part_t0, *part_row, *tok_part; /* its parts, [step T + 1] each */
+	int n_parts, max_pos, max_part, cap;
+	float *scratch;     /* [n_threads][per_thread] */
+	int64_t per_thread;
+};
+
+static struct cpu_state *st(struct backend *b)
+{
+	return b->impl;
+}
+
+static void cpu_destroy(struct backend *b)
+{
+	free(st(b)->scratch);
+	free(st(b)->part_t0);
+	free(st(b)->part_row);
+	free(st(b)->tok_part);
+	free(b->impl);
+	free(b);
+}
+
+static int cpu_reserve(struct backend *b, const struct backend_reserve *r)
+{
+	int64_t att = cpu_attention_scratch(r->max_ctx, r->head_dim);
+	int64_t per = r->max_row > att ? r->max_row : att;
+	if (per <= st(b)->per_thread)
+		return 0;
+	float *p = NULL;
+	if (posix_memalign((void **)&p, 64, sizeof(float) * (size_t)per * (size_t)b->n_threads)) {
+		snprintf(b->err, sizeof(b->err), "out of memory for %d x %lld floats of CPU workspace", b->n_threads,
+			 (long long)per);
+		return -ENOMEM;
+	}
+	free(st(b)->scratch);
+	st(b)->scratch = p;
+	st(b)->per_thread = per;
+	return 0;
+}
+
+/* The workspace must hold n floats per thread; a step that needs more fails instead of overrunning it. */
+static int need(struct backend *b, int64_t n)
+{
+	if (n <= st(b)->per_thread)
+		return 0;
+	snprintf(b->err, sizeof(b->err), "CPU workspace of %lld floats per thread is smaller than the %lld needed",
+		 (long long)st(b)->per_thread, (long long)n);
+	return -ENOSPC;
+}
+
+static bool cpu_supports(struct backend *b, enum op op, int fmt)
+{
+	(void)b;
+	return op == OP_MATMUL || op == OP_RMSNORM ? cpu_fmt_supported(fmt) : op < OP_COUNT;
+}
+
+static void *cpu_alloc(struct backend *b, size_t bytes)
+{
+	(void)b;
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? (bytes + 63) / 64 * 64 : 64))
+		return NULL;
+	return p;
+}
+
+static void cpu_free(struct backend *b, void *p)
+{
+	(void)b;
+	free(p);
+}
+
+static int cpu_copy(struct backend *b, void *dst, const void *src, size_t n)
+{
+	(void)b;
+	memcpy(dst, src, n);
+	return 0;
+}
+
+static int cpu_sync(struct backend *b)
+{
+	(void)b;
+	return 0;
+}
+
+static int cpu_step_range(struct backend *b, int t0, int n)
+{
+	struct cpu_state *s = st(b);
+	if (t0 < 0 || n < 1 || t0 + n > s->step.T) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d outside the step of %d", t0, n, s->step.T);
+		return -EINVAL;
+	}
+	s->t0 = t0;
+	s->T = n;
+	s->n_parts = step_range_parts(&s->step, t0, n, s->part_t0, s->part_row, s->tok_part, &s->max_pos, &s->max_part);
+	return 0;
+}
+
+static int cpu_step_begin(struct backend *b, const struct step_desc *d)
+{
+	struct cpu_state *s = st(b);
+	if (d->T + 1 > s->cap) {
+		int cap = d->T + 1;
+		int *a = realloc(s->part_t0, sizeof(int) * (size_t)cap), *r = a ? realloc(s->part_row, sizeof(int) * (size_t)cap) : NULL;
+		if (a)
+			s->part_t0 = a;
+		if (r)
+			s->part_row = r;
+		int *t = r ? realloc(s->tok_part, sizeof(int) * (size_t)cap) : NULL;
+		if (!t) {
+			snprintf(b->err, sizeof(b->err), "out of memory for a step of %d tokens", d->T);
+			return -ENOMEM;
+		}
+		s->tok_part = t;
+		s->cap = cap;
+	}
+	s->step = *d;
+	return cpu_step_range(b, 0, d->T);
+}
+
+/* The range as the KV kernels see it, with the page table of the layer's group. */
+static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
+{
+	struct cpu_state *s = st(b);
+	return (struct kv_batch){.T = s->T, .n_parts = s->n_parts, .part_t0 = s->part_t0, .part_row = s->part_row,
+				 .tok_part = s->tok_part, .pos = s->step.pos + s->t0, .pages = s->step.pages[kv->group],
+				 .max_pages = s->step.max_pages, .max_pos = s->max_pos, .max_part = s->max_part};
+}
+
+static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
+{
+	int rc = need(b, w->cols);
+	if (!rc)
+		cpu_rmsnorm(y, x, w->data, w->fmt, T, (int)w->cols, eps, st(b)->scratch);
+	return rc;
+}
+
+static int cpu_matmul_op(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
+			 int T)
+{
+	int rc = need(b, W->cols);
+	if (!rc)
+		cpu_matmul(y, x, W->data, W->fmt, bias ? bias->data : NULL, bias ? bias->fmt : 0, T, (int)W->rows,
+			   (int)W->cols, st(b)->scratch, st(b)->per_thread);
+	return rc;
+}
+
+static int cpu_rope_op(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
+{
+	cpu_rope(x, st(b)->T, n_heads, Dh, st(b)->step.pos + st(b)->t0, f->inv_freq, f->mscale, f->neox);
+	return 0;
+}
+
+static int cpu_hadamard_op(struct backend *b, float *x, int64_t n)
+{
+	if (n % KV_GROUP) {
+		snprintf(b->err, sizeof(b->err), "hadamard: %lld values are not whole groups of %d", (long long)n, KV_GROUP);
+		return -EINVAL;
+	}
+	cpu_hadamard32(x, n);
+	return 0;
+}
+
+static int cpu_kv_store_op(struct backend *b, const struct kv_layer *kv, const float *k, const float *v)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	cpu_kv_store(kv, k, v, &bt);
+	return 0;
+}
+
+static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H,
+			    int window, float scale)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	int rc = need(b, cpu_attention_scratch(bt.max_pos + 1, kv->Dh));
+	if (!rc)
+		cpu_attention(out, q, kv, &bt, H, window, scale, st(b)->scratch, st(b)->per_thread);
+	return rc;
+}
+
+static bool cpu_kv_supports(int fmt)
+{
+	return fmt >= 0 && fmt < KV_FMT_COUNT;
+}
+
+static int cpu_glu_op(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
+{
+	if (act == ACT_SILU) {
+		cpu_swiglu(y, gate, up, n);
+	} else if (act == ACT_GELU_TANH) {
+		cpu_geglu(y, gate, up, n);
+	} else {
+		snprintf(b->err, sizeof(b->err), "activation %d is not supported by the cpu backend", act);
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
+{
+	(void)b;
+	cpu_add(y, x, n);
+	return 0;
+}
+
+static const struct backend_ops cpu_ops = {
+	.name = "cpu",
+	.host_memory = true,
+	.kv_supports = cpu_kv_supports,
+	.destroy = cpu_destroy,
+	.supports = cpu_supports,
+	.alloc = cpu_alloc,
+	.free = cpu_free,
+	.upload = cpu_copy,
+	.download = cpu_copy,
+	.sync = cpu_sync,
+	.reserve = cpu_reserve,
+	.step_begin = cpu_step_begin,
+	.step_range = cpu_step_range,
+	.rmsnorm = cpu_rmsnorm_op,
+	.matmul = cpu_matmul_op,
+	.rope = cpu_rope_op,
+	.hadamard = cpu_hadamard_op,
+	.kv_store = cpu_kv_store_op,
+	.attention = cpu_attention_op,
+	.glu = cpu_glu_op,
+	.add = cpu_add_op,
+};
+
+int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)
+{
+	struct backend *b = calloc(1, sizeof(*b));
+	struct cpu_state *s = calloc(1, sizeof(*s));
+	if (!b || !s) {
+		free(b);
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	b->ops = &cpu_ops;
+	b->impl = s;
+	if (n_threads > 0)
+		omp_set_num_threads(n_threads);
+	b->n_threads = omp_get_max_threads();
+	*bp = b;
+	return 0;
+}
+
+void backend_destroy(struct backend *b)
+{
+	if (b)
+		b->ops->destroy(b);
+}
+
+void backend_mem_get(struct backend *b, struct backend_mem *m)
+{
+	memset(m, 0, sizeof(*m));
+	if (b && b->ops->mem)
+		b->ops->mem(b, m);
+}

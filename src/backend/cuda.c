@@ -1,0 +1,624 @@
+/*
+ * backend_cuda.c: the CUDA backend (built when nvcc exists). Everything it puts on the GPU comes from one
+ * arena: at creation it measures what the CUDA context and cuBLAS took (cudaMemGetInfo), then takes the
+ * rest of the --vram budget in a single cudaMalloc, and alloc()/free() are a first-fit allocator inside
+ * it, so the budget cannot be exceeded by ferry's own allocations and peak use is exact.
+ *
+ * Two streams: compute (every op, in call order) and copy (weight uploads from pinned host buffers).
+ * Fences are CUDA events (no timing) recorded on one stream and waited on by the other. Ops are launched
+ * through src/kernels/cuda/cuda_ops.h and never synchronize; download() and sync() do.
+ *
+ * Step state: positions, page tables and the parts of every range go up in one copy per step (step_begin);
+ * RoPE frequency
+ * tables are cached on the device by content (they change only with dynamic NTK scaling).
+ */
+#ifdef FERRY_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "kernels/cuda/cuda_blas.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "layout/layout.h"
+
+#define ARENA_ALIGN 256
+#define ROPE_CACHE 4
+
+struct arena_block {
+	size_t off, size;
+};
+
+struct rope_cached {
+	int n;
+	double host[ROPE_MAX_FREQS];
+	double *dev;
+};
+
+struct cuda_state {
+	cudaStream_t compute, copy;
+	cublasHandle_t blas;
+	const struct cuda_blas *blas_fn;
+	char *arena;
+	size_t arena_bytes, used, peak;
+	struct arena_block *blocks; /* allocated, sorted by offset */
+	int n_blocks, cap_blocks;
+	struct cuda_ctx ctx;
+	void *blas_ws;
+	float *d_topv;       /* top_k results [1024] */
+	int *d_topi;
+	/* the step's arrays, uploaded at once by step_begin: positions [T], the page tables of every group,
+	 * then each range's parts (step_range_parts) for ranges starting at multiples of t_ops */
+	int *d_step, *h_step;
+	size_t step_cap;     /* ints */
+	int t_max, t_ops;    /* of the reservation */
+	struct range_meta {
+		int off, n_parts, max_pos, max_part;
+	} *ranges;
+	struct step_desc step;
+	int tables_off;      /* ints, where the page tables start */
+	int t0, T, range;    /* the current range */
+	struct rope_cached rope[ROPE_CACHE];
+	int rope_next;
+	cudaEvent_t *fences;
+	int n_fences;
+	struct backend_mem mem;
+};
+
+static struct cuda_state *st(struct backend *b)
+{
+	return b->impl;
+}
+
+/* A failed CUDA runtime call: its name and the error into b->err, -EIO. */
+static int cuda_fail(struct backend *b, const char *what, cudaError_t e)
+{
+	snprintf(b->err, sizeof(b->err), "%s: %s", what, cudaGetErrorString(e));
+	return -EIO;
+}
+
+#define CK(b, call)                                                                                             \
+	do {                                                                                                    \
+		cudaError_t e_ = (call);                                                                        \
+		if (e_ != cudaSuccess)                                                                          \
+			return cuda_fail((b), #call, e_);                                               \
+	} while (0)
+
+/* A kernel launcher's result: its message into b->err. */
+static int op_rc(struct backend *b, int rc)
+{
+	if (rc)
+		snprintf(b->err, sizeof(b->err), "%s", st(b)->ctx.err);
+	return rc;
+}
+
+static void sample_device_use(struct cuda_state *s)
+{
+	size_t fr = 0, tot = 0;
+	if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && (int64_t)(tot - fr) > s->mem.device_used_peak)
+		s->mem.device_used_peak = (int64_t)(tot - fr);
+}
+
+static void *cu_alloc(struct backend *b, size_t bytes)
+{
+	struct cuda_state *s = st(b);
+	size_t need = (bytes ? bytes : 1) + ARENA_ALIGN - 1;
+	need -= need % ARENA_ALIGN;
+	if (s->n_blocks == s->cap_blocks) {
+		int cap = s->cap_blocks ? 2 * s->cap_blocks : 64;
+		struct arena_block *nb = realloc(s->blocks, sizeof(*nb) * (size_t)cap);
+		if (!nb)
+			return NULL;
+		s->blocks = nb;
+		s->cap_blocks = cap;
+	}
+	size_t at = 0;
+	int i = 0;
+	for (; i < s->n_blocks; i++) { /* first gap that fits */
+		if (s->blocks[i].off - at >= need)
+			break;
+		at = s->blocks[i].off + s->blocks[i].size;
+	}
+	if (at + need > s->arena_bytes) {
+		snprintf(b->err, sizeof(b->err), "device arena of %zu bytes has no room for %zu more (%zu in use)",
+			 s->arena_bytes, need, s->used);
+		return NULL;
+	}
+	memmove(&s->blocks[i + 1], &s->blocks[i], sizeof(*s->blocks) * (size_t)(s->n_blocks - i));
+	s->blocks[i] = (struct arena_block){at, need};
+	s->n_blocks++;
+	s->used += need;
+	s->peak = s->used > s->peak ? s->used : s->peak;
+	return s->arena + at;
+}
+
+static void cu_free(struct backend *b, void *p)
+{
+	struct cuda_state *s = st(b);
+	if (!p)
+		return;
+	size_t off = (size_t)((char *)p - s->arena);
+	for (int i = 0; i < s->n_blocks; i++)
+		if (s->blocks[i].off == off) {
+			s->used -= s->blocks[i].size;
+			memmove(&s->blocks[i], &s->blocks[i + 1], sizeof(*s->blocks) * (size_t)(s->n_blocks - i - 1));
+			s->n_blocks--;
+			return;
+		}
+	FERRY_ASSERT(!"cu_free: pointer not from the arena");
+}
+
+static void cu_destroy(struct backend *b)
+{
+	struct cuda_state *s = st(b);
+	if (s) {
+		if (s->compute)
+			cudaStreamSynchronize(s->compute);
+		if (s->copy)
+			cudaStreamSynchronize(s->copy);
+		for (int i = 0; i < s->n_fences; i++)
+			cudaEventDestroy(s->fences[i]);
+		free(s->fences);
+		if (s->blas)
+			s->blas_fn->destroy(s->blas);
+		if (s->arena)
+			cudaFree(s->arena);
+		if (s->compute)
+			cudaStreamDestroy(s->compute);
+		if (s->copy)
+			cudaStreamDestroy(s->copy);
+		free(s->blocks);
+		free(s->h_step);
+		free(s->ranges);
+		free(s);
+	}
+	free(b);
+}
+
+static bool cu_supports(struct backend *b, enum op op, int fmt)
+{
+	(void)b;
+	if (op == OP_MATMUL)
+		return cuda_fmt_supported(fmt);
+	if (op == OP_RMSNORM)
+		return fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	return op < OP_COUNT;
+}
+
+/* Host -> device on the compute stream. From pageable memory the call returns once the source has been
+ * staged, so the caller may reuse it at once (CUDA's documented behaviour for pageable copies). */
+static int cu_upload(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->compute));
+	return 0;
+}
+
+static int cu_download(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->compute));
+	CK(b, cudaStreamSynchronize(st(b)->compute));
+	sample_device_use(st(b));
+	return 0;
+}
+
+static int cu_sync(struct backend *b)
+{
+	CK(b, cudaStreamSynchronize(st(b)->compute));
+	CK(b, cudaStreamSynchronize(st(b)->copy));
+	sample_device_use(st(b));
+	return 0;
+}
+
+/* The matmul's GEMM path dequantizes at least this many weight rows at a time (192 MiB of bf16 for the
+ * widest rows; narrower matrices take more rows in the same space): a chunk of a few thousand rows gives
+ * cuBLAS enough tiles to fill every multiprocessor, where ~1000 rows left half of an H200 idle. */
+static size_t gemm_rows_for(int64_t max_row)
+{
+	size_t rows = (size_t)((192u << 20) / (2 * (size_t)(max_row > 0 ? max_row : 1)));
+	rows = rows < 1024 ? 1024 : rows > 8192 ? 8192 : rows;
+	return rows - rows % 64;
+}
+
+/* The kernels' workspace: the larger of the matmul's and the attention's (they never run at once). */
+static size_t ws_bytes(const struct backend_reserve *r)
+{
+	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
+	return mm > at ? mm : at;
+}
+
+/* Ints of the step arrays: positions, page tables, and per range at most 3 per token plus one. */
+static size_t step_ints(const struct backend_reserve *r)
+{
+	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
+	return (size_t)r->t_max * 4 + (size_t)n_ranges + 2 + (size_t)r->n_groups * (size_t)r->max_seqs * (size_t)r->max_pages;
+}
+
+static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
+{
+	(void)b;
+	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN;
+}
+
+static int cu_reserve(struct backend *b, const struct backend_reserve *r)
+{
+	struct cuda_state *s = st(b);
+	size_t ws = ws_bytes(r), ints = step_ints(r);
+	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
+	if (ws > s->ctx.ws_bytes || ints > s->step_cap || r->t_max != s->t_max || r->t_ops != s->t_ops) {
+		cu_free(b, s->ctx.ws);
+		cu_free(b, s->d_step);
+		free(s->h_step);
+		free(s->ranges);
+		s->ctx.ws = ws ? cu_alloc(b, ws) : NULL;
+		s->d_step = cu_alloc(b, ints * sizeof(int));
+		s->h_step = malloc(ints * sizeof(int));
+		s->ranges = malloc(sizeof(*s->ranges) * (size_t)n_ranges);
+		if ((ws && !s->ctx.ws) || !s->d_step || !s->h_step || !s->ranges) {
+			snprintf(b->err, sizeof(b->err), "device workspace of %zu bytes does not fit the arena", ws);
+			return -ENOMEM;
+		}
+		s->ctx.ws_bytes = ws;
+		s->step_cap = ints;
+		s->t_max = r->t_max;
+		s->t_ops = r->t_ops;
+	}
+	s->ctx.gemm_rows = gemm_rows_for(r->max_row);
+	return 0;
+}
+
+static int cu_step_range(struct backend *b, int t0, int n)
+{
+	struct cuda_state *s = st(b);
+	int last = s->step.T - t0 < s->t_ops ? s->step.T - t0 : s->t_ops;
+	if (t0 < 0 || t0 >= s->step.T || t0 % s->t_ops || n != last) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d is not a range of %d of the step of %d", t0, n, s->t_ops,
+			 s->step.T);
+		return -EINVAL;
+	}
+	s->t0 = t0;
+	s->T = n;
+	s->range = t0 / s->t_ops;
+	return 0;
+}
+
+static int cu_step_begin(struct backend *b, const struct step_desc *d)
+{
+	struct cuda_state *s = st(b);
+	size_t tables = (size_t)d->n_groups * (size_t)d->n_rows * (size_t)d->max_pages;
+	int n_ranges = (d->T + s->t_ops - 1) / s->t_ops;
+	if (d->T > s->t_max || (size_t)d->T * 4 + (size_t)n_ranges + 2 + tables > s->step_cap) {
+		snprintf(b->err, sizeof(b->err), "step of %d tokens (%zu page-table entries) exceeds the reservation of %d",
+			 d->T, tables, s->t_max);
+		return -ENOSPC;
+	}
+	s->step = *d;
+	int *h = s->h_step;
+	memcpy(h, d->pos, sizeof(int) * (size_t)d->T);
+	size_t at = (size_t)d->T;
+	s->tables_off = (int)at;
+	for (int g = 0; g < d->n_groups; g++, at += (size_t)d->n_rows * (size_t)d->max_pages)
+		memcpy(h + at, d->pages[g], sizeof(int) * (size_t)d->n_rows * (size_t)d->max_pages);
+	for (int r = 0; r < n_ranges; r++) {
+		int t0 = r * s->t_ops, n = d->T - t0 < s->t_ops ? d->T - t0 : s->t_ops;
+		struct range_meta *m = &s->ranges[r];
+		m->off = (int)at;
+		int *pt = h + at, *pr = pt + n + 1, *tp = pr + n + 1;
+		m->n_parts = step_range_parts(d, t0, n, pt, pr, tp, &m->max_pos, &m->max_part);
+		/* packed: part_t0 [n_parts + 1], part_row [n_parts], tok_part [n] */
+		memmove(pt + m->n_parts + 1, pr, sizeof(int) * (size_t)m->n_parts);
+		memmove(pt + 2 * m->n_parts + 1, tp, sizeof(int) * (size_t)n);
+		at += (size_t)(2 * m->n_parts + 1 + n);
+	}
+	int rc = cu_upload(b, s->d_step, h, sizeof(int) * at);
+	return rc ? rc : cu_step_range(b, 0, d->T < s->t_ops ? d->T : s->t_ops);
+}
+
+/* The current range as the KV kernels see it (device arrays), with the page table of the layer's group. */
+static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
+{
+	struct cuda_state *s = st(b);
+	const struct range_meta *m = &s->ranges[s->range];
+	const int *base = s->d_step + m->off;
+	return (struct kv_batch){.T = s->T, .n_parts = m->n_parts, .part_t0 = base, .part_row = base + m->n_parts + 1,
+				 .tok_part = base + 2 * m->n_parts + 1, .pos = s->d_step + s->t0,
+				 .pages = s->d_step + s->tables_off + (size_t)kv->group * (size_t)s->step.n_rows * (size_t)s->step.max_pages,
+				 .max_pages = s->step.max_pages, .max_pos = m->max_pos, .max_part = m->max_part};
+}
+
+static int cu_rmsnorm(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
+{
+	return op_rc(b, cuda_rmsnorm(&st(b)->ctx, y, x, w->data, w->fmt, T, (int)w->cols, eps));
+}
+
+static int cu_matmul(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
+		     int T)
+{
+	return op_rc(b, cuda_matmul(&st(b)->ctx, y, x, W->data, W->fmt, W->rows, W->cols, bias ? bias->data : NULL,
+				    bias ? bias->fmt : 0, T));
+}
+
+/* The device copy of a frequency table, uploaded when its content is new (a cache of a few tables, so
+ * the global and the sliding-window rope of a step never evict each other). */
+static const double *rope_table(struct backend *b, const struct rope_freqs *f)
+{
+	struct cuda_state *s = st(b);
+	for (int i = 0; i < ROPE_CACHE; i++)
+		if (s->rope[i].dev && s->rope[i].n == f->n && !memcmp(s->rope[i].host, f->inv_freq, sizeof(double) * (size_t)f->n))
+			return s->rope[i].dev;
+	struct rope_cached *c = &s->rope[s->rope_next];
+	s->rope_next = (s->rope_next + 1) % ROPE_CACHE;
+	if (!c->dev && !(c->dev = cu_alloc(b, sizeof(double) * ROPE_MAX_FREQS)))
+		return NULL;
+	c->n = f->n;
+	memcpy(c->host, f->inv_freq, sizeof(double) * (size_t)f->n);
+	if (cu_upload(b, c->dev, c->host, sizeof(double) * (size_t)f->n)) {
+		c->n = 0;
+		return NULL;
+	}
+	return c->dev;
+}
+
+static int cu_rope(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
+{
+	const double *inv = rope_table(b, f);
+	if (!inv)
+		return -ENOMEM;
+	struct cuda_state *s = st(b);
+	return op_rc(b, cuda_rope(&s->ctx, x, s->d_step + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
+}
+
+static int cu_hadamard(struct backend *b, float *x, int64_t n)
+{
+	return op_rc(b, cuda_hadamard32(&st(b)->ctx, x, n));
+}
+
+static int cu_kv_store(struct backend *b, const struct kv_layer *kv, const float *k, const float *v)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	return op_rc(b, cuda_kv_store(&st(b)->ctx, kv, k, v, &bt));
+}
+
+static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
+			float scale)
+{
+	struct kv_batch bt = batch_of(b, kv);
+	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale));
+}
+
+static bool cu_kv_supports(int fmt)
+{
+	return fmt == KV_F16 || fmt == KV_Q8 || fmt == KV_Q4;
+}
+
+static int cu_glu(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)
+{
+	return op_rc(b, cuda_glu(&st(b)->ctx, y, gate, up, n, act));
+}
+
+static int cu_add(struct backend *b, float *y, const float *x, int64_t n)
+{
+	return op_rc(b, cuda_add(&st(b)->ctx, y, x, n));
+}
+
+static int cu_fence_init(struct backend *b, int n)
+{
+	struct cuda_state *s = st(b);
+	if (n <= s->n_fences)
+		return 0;
+	cudaEvent_t *f = realloc(s->fences, sizeof(*f) * (size_t)n);
+	if (!f)
+		return -ENOMEM;
+	s->fences = f;
+	for (; s->n_fences < n; s->n_fences++) {
+		CK(b, cudaEventCreateWithFlags(&s->fences[s->n_fences], cudaEventDisableTiming));
+		/* recorded once so that a wait on a fence nothing has recorded yet passes at once */
+		CK(b, cudaEventRecord(s->fences[s->n_fences], s->compute));
+	}
+	return 0;
+}
+
+static cudaStream_t queue(struct cuda_state *s, enum backend_queue q)
+{
+	return q == BQ_COPY ? s->copy : s->compute;
+}
+
+static int cu_fence_record(struct backend *b, enum backend_queue q, int fence)
+{
+	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
+	CK(b, cudaEventRecord(st(b)->fences[fence], queue(st(b), q)));
+	return 0;
+}
+
+static int cu_fence_wait(struct backend *b, enum backend_queue q, int fence)
+{
+	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
+	CK(b, cudaStreamWaitEvent(queue(st(b), q), st(b)->fences[fence], 0));
+	return 0;
+}
+
+static bool cu_fence_done(struct backend *b, int fence)
+{
+	cudaError_t e = cudaEventQuery(st(b)->fences[fence]);
+	if (e == cudaErrorNotReady)
+		return false;
+	return true; /* done, or failed: a failed copy is reported by the next synchronizing call */
+}
+
+static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->copy));
+	return 0;
+}
+
+static int cu_copy_d2h_async(struct backend *b, void *dst, const void *src, size_t n)
+{
+	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->copy));
+	return 0;
+}
+
+static void *cu_host_alloc(struct backend *b, size_t bytes)
+{
+	void *p = NULL;
+	if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+		snprintf(b->err, sizeof(b->err), "cudaHostAlloc of %zu bytes failed", bytes);
+		return NULL;
+	}
+	return p;
+}
+
+static void cu_host_free(struct backend *b, void *p)
+{
+	(void)b;
+	if (p)
+		cudaFreeHost(p);
+}
+
+static int cu_top_k(struct backend *b, const float *logits, int V, int k, float *vals, int *idx)
+{
+	struct cuda_state *s = st(b);
+	int rc = op_rc(b, cuda_topk(&s->ctx, s->d_topv, s->d_topi, logits, V, k));
+	if (rc)
+		return rc;
+	CK(b, cudaMemcpyAsync(vals, s->d_topv, sizeof(float) * (size_t)k, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaMemcpyAsync(idx, s->d_topi, sizeof(int) * (size_t)k, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaStreamSynchronize(s->compute));
+	sample_device_use(s);
+	return 0;
+}
+
+static void cu_mem(struct backend *b, struct backend_mem *m)
+{
+	struct cuda_state *s = st(b);
+	*m = s->mem;
+	m->arena = (int64_t)s->arena_bytes;
+	m->arena_used = (int64_t)s->used;
+	m->arena_peak = (int64_t)s->peak;
+}
+
+static const struct backend_ops cuda_backend_ops = {
+	.name = "cuda",
+	.host_memory = false,
+	.kv_supports = cu_kv_supports,
+	.destroy = cu_destroy,
+	.supports = cu_supports,
+	.alloc = cu_alloc,
+	.free = cu_free,
+	.upload = cu_upload,
+	.download = cu_download,
+	.sync = cu_sync,
+	.reserve = cu_reserve,
+	.reserve_bytes = cu_reserve_bytes,
+	.fence_init = cu_fence_init,
+	.fence_record = cu_fence_record,
+	.fence_wait = cu_fence_wait,
+	.fence_done = cu_fence_done,
+	.copy_async = cu_copy_async,
+	.copy_d2h_async = cu_copy_d2h_async,
+	.host_alloc = cu_host_alloc,
+	.host_free = cu_host_free,
+	.mem = cu_mem,
+	.top_k = cu_top_k,
+	.step_begin = cu_step_begin,
+	.step_range = cu_step_range,
+	.rmsnorm = cu_rmsnorm,
+	.matmul = cu_matmul,
+	.rope = cu_rope,
+	.hadamard = cu_hadamard,
+	.kv_store = cu_kv_store,
+	.attention = cu_attention,
+	.glu = cu_glu,
+	.add = cu_add,
+};
+
+#define LAZY_MARGIN ((int64_t)192 << 20)
+
+/* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
+#define BLAS_WS (32u << 20)
+
+static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
+{
+	struct cuda_state *s = st(b);
+	struct cudaDeviceProp p;
+	cudaError_t e = cudaSetDevice(0);
+	e = e ? e : cudaGetDeviceProperties(&p, 0);
+	e = e ? e : cudaFree(NULL); /* creates the context now, so its memory is counted below */
+	e = e ? e : cudaStreamCreateWithFlags(&s->compute, cudaStreamNonBlocking);
+	e = e ? e : cudaStreamCreateWithFlags(&s->copy, cudaStreamNonBlocking);
+	if (e) {
+		snprintf(err, errlen, "CUDA device 0: %s", cudaGetErrorString(e));
+		return -ENODEV;
+	}
+	if (!(s->blas_fn = cuda_blas_get(err, errlen)))
+		return -ENODEV;
+	if (s->blas_fn->create(&s->blas) != CUBLAS_STATUS_SUCCESS || s->blas_fn->set_stream(s->blas, s->compute)) {
+		snprintf(err, errlen, "cuBLAS could not be initialized on %s", p.name);
+		return -ENODEV;
+	}
+	snprintf(s->mem.gpu, sizeof(s->mem.gpu), "%.80s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor,
+		 p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30));
+	size_t fr = 0, tot = 0;
+	cudaMemGetInfo(&fr, &tot);
+	if (vram <= 0) /* default: all the device memory that is free now, less a margin for the driver */
+		vram = (int64_t)(tot - fr) + (int64_t)fr - (int64_t)(256u << 20);
+	s->mem.budget = vram;
+	s->mem.context = (int64_t)(tot - fr);
+	s->mem.device_used_peak = s->mem.context;
+	/* Not all of the rest: CUDA loads kernels lazily (cuBLAS's on their first GEMM) into device memory
+	 * outside any allocation; 77 MB were seen on an H200 with a 70B-shaped model. */
+	int64_t arena = vram - s->mem.context - LAZY_MARGIN;
+	arena -= arena % (1 << 20);
+	if (arena < (64 << 20) || (size_t)arena > fr) {
+		snprintf(err, errlen,
+			 "--vram %.2f GiB: the CUDA context already takes %.2f GiB and %.2f GiB are free on %s; "
+			 "nothing is left for the model",
+			 (double)vram / (1 << 30), (double)s->mem.context / (1 << 30), (double)fr / (1 << 30), p.name);
+		if ((size_t)arena > fr)
+			snprintf(err, errlen, "--vram %.2f GiB is more than the %.2f GiB free on %s", (double)vram / (1 << 30),
+				 (double)(fr + (size_t)s->mem.context) / (1 << 30), p.name);
+		return -ENOMEM;
+	}
+	if ((e = cudaMalloc((void **)&s->arena, (size_t)arena))) {
+		snprintf(err, errlen, "cudaMalloc of the %.2f GiB arena: %s", (double)arena / (1 << 30), cudaGetErrorString(e));
+		s->arena = NULL;
+		return -ENOMEM;
+	}
+	s->arena_bytes = (size_t)arena;
+	s->d_topv = cu_alloc(b, 1024 * sizeof(float));
+	s->d_topi = cu_alloc(b, 1024 * sizeof(int));
+	s->blas_ws = cu_alloc(b, BLAS_WS);
+	if (!s->d_topv || !s->d_topi || !s->blas_ws || s->blas_fn->set_workspace(s->blas, s->blas_ws, BLAS_WS)) {
+		snprintf(err, errlen, "cuBLAS workspace: %s", b->err);
+		return -ENOMEM;
+	}
+	s->ctx = (struct cuda_ctx){.stream = s->compute, .cublas = s->blas, .cc = p.major * 10 + p.minor,
+				   .n_sm = p.multiProcessorCount};
+	sample_device_use(s);
+	return 0;
+}
+
+int backend_cuda_create(struct backend **bp, int64_t vram, char *err, size_t errlen)
+{
+	struct backend *b = calloc(1, sizeof(*b));
+	struct cuda_state *s = calloc(1, sizeof(*s));
+	if (!b || !s) {
+		free(b);
+		free(s);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	b->ops = &cuda_backend_ops;
+	b->impl = s;
+	b->n_threads = 1;
+	int rc = create(b, vram, err, errlen);
+	if (rc) {
+		cu_destroy(b);
+		return rc;
+	}
+	*bp = b;
+	return 0;
+}
+#endif

@@ -1,0 +1,119 @@
+/* cmd_inspect.c: `ferry inspect MODEL [--verify]`: architecture, hyper-parameters, units and formats. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/ferry.h"
+#include "layout/layout.h"
+#include "base/util.h"
+
+static void print_unit(const struct layout *m, const char *label, const struct layout_unit *u)
+{
+	char sz[32], fmts[96] = "", raw[32], comp[96] = "";
+	fmt_bytes(layout_unit_bytes(u), sz, sizeof(sz));
+	unsigned seen = 0;
+	int n_lz4 = 0;
+	uint64_t raw_bytes = 0;
+	for (int i = 0; i < u->n_tensors; i++) {
+		seen |= 1u << u->tensors[i].fmt;
+		n_lz4 += u->tensors[i].comp == LAYOUT_COMP_LZ4;
+		raw_bytes += u->tensors[i].raw_bytes;
+	}
+	if (n_lz4) {
+		fmt_bytes(raw_bytes, raw, sizeof(raw));
+		snprintf(comp, sizeof(comp), "  lz4: %d tensors, %s decoded (%.0f%%)", n_lz4, raw,
+			 100.0 * (double)layout_unit_bytes(u) / (double)raw_bytes);
+	}
+	for (int f = 0; f < WFMT_COUNT; f++)
+		if (seen & (1u << f))
+			snprintf(fmts + strlen(fmts), sizeof(fmts) - strlen(fmts), "%s%s", fmts[0] ? "," : "", wfmt_name(f));
+	printf("  %-10s %-14s %3d tensors %12s  %s%s\n", label, u->n_tensors ? m->files[u->tensors[0].file].name : "-",
+	       u->n_tensors, sz, fmts, comp);
+}
+
+static void report_bad(const struct layout_tensor *t, const char *why, void *ctx)
+{
+	const struct layout *m = ctx;
+	fprintf(stderr, "ferry: %s/%s: tensor %s: %s\n", m->dir, m->files[t->file].name, t->name, why);
+}
+
+int ferry_inspect(int argc, char **argv)
+{
+	static const struct option lo[] = {{"verify", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0}};
+	bool verify = false;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (c == 'v')
+			verify = true;
+		else {
+			fprintf(c == 'h' ? stdout : stderr, "usage: ferry inspect MODEL.ferry [--verify]\n");
+			return c == 'h' ? 0 : 2;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "usage: ferry inspect MODEL.ferry [--verify]\n");
+		return 2;
+	}
+	char err[ERR_LEN];
+	struct layout m;
+	if (layout_open(&m, argv[optind], err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	const struct layout_hparams *hp = &m.hp;
+	printf("model %s\n  arch %s, %d layers, d_model %d, heads %d (kv %d, head_dim %d), ffn %d, vocab %d\n", m.dir,
+	       hp->arch, hp->n_layers, hp->d_model, hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->ffn_dim, hp->vocab);
+	printf("  rope %s theta %g factor %g%s, rms_eps %g, max_pos %d, %s embeddings\n", layout_rope_type_name(hp->rope.type),
+	       hp->rope.theta, hp->rope.factor, hp->rope.style == ROPE_STYLE_NEOX ? " (neox)" : " (norm)", hp->rms_eps,
+	       hp->max_pos, hp->tied_embeddings ? "tied" : "untied");
+	if (hp->rope.factors)
+		printf("  rope frequency factors (rope_freqs) on all %d frequencies\n", hp->rope.dim / 2);
+	if (hp->has_rope_local)
+		printf("  sliding-window layers: rope theta %g\n", hp->rope_local.theta);
+	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : "silu");
+	if (hp->attn_scale > 0)
+		printf(", attention scale %g", hp->attn_scale);
+	if (hp->embed_scale > 0)
+		printf(", embeddings x %g", hp->embed_scale);
+	if (hp->final_softcap > 0)
+		printf(", logits softcap %g", hp->final_softcap);
+	printf("\n");
+	int nwin = 0;
+	for (int i = 0; i < hp->n_layers; i++)
+		nwin += hp->window[i] > 0;
+	if (nwin)
+		printf("  sliding window %d on %d of %d layers\n", hp->window[hp->n_layers - 1] ? hp->window[hp->n_layers - 1]
+												 : hp->window[0],
+		       nwin, hp->n_layers);
+	printf("  tokenizer %s, chat template %s\n", m.tokenizer_file ? m.tokenizer_file : "none",
+	       m.chat_template_file ? m.chat_template_file : "none");
+	uint64_t total = 0;
+	for (int i = 0; i < m.n_files; i++)
+		total += m.files[i].bytes;
+	char sz[32];
+	fmt_bytes(total, sz, sizeof(sz));
+	printf("units (%d files, %s on disk):\n", m.n_files, sz);
+	print_unit(&m, "embed", &m.embed);
+	for (int l = 0; l < hp->n_layers; l++) {
+		char label[24];
+		snprintf(label, sizeof(label), "layer %d", l);
+		print_unit(&m, label, &m.layers[l]);
+	}
+	print_unit(&m, "head", &m.head);
+	int rc = 0;
+	if (verify) {
+		int bad = layout_verify(&m, report_bad, &m, err, sizeof(err));
+		if (bad < 0) {
+			fprintf(stderr, "ferry: %s\n", err);
+			rc = 1;
+		} else if (bad > 0) {
+			fprintf(stderr, "ferry: %s: %d tensor(s) failed verification\n", m.dir, bad);
+			rc = 1;
+		} else {
+			printf("verify: all tensor checksums match\n");
+		}
+	}
+	layout_close(&m);
+	return rc;
+}

@@ -1,0 +1,310 @@
+/*
+ * cmd_ppl.c: `ferry ppl`: perplexity of a model over a text file, in llama.cpp's convention (its
+ * examples/perplexity, the default mode), so the numbers compare with llama-perplexity's:
+ *   - the whole file is tokenized once, BOS/EOS as the model's tokenizer settings say;
+ *   - the tokens are cut into n_chunk = n_tokens / ctx chunks of ctx tokens (the tail is dropped; a text
+ *     of fewer than ctx tokens is refused; llama.cpp refuses fewer than 2 x ctx, for no reason of the math);
+ *   - each chunk runs from position 0 in a fresh sequence, its first token replaced by BOS when the
+ *     tokenizer adds one, in steps of --batch tokens (chunked prefill through the KV cache);
+ *   - only the second half is scored: for positions j in [ctx/2, ctx - 1), the negative log-likelihood of
+ *     token j + 1 under softmax(logits[j]), in double on the host;
+ *   - PPL = exp(mean nll); its error is llama.cpp's: PPL x sqrt((mean(nll^2) - mean(nll)^2) / (count - 1)).
+ * Only the scored rows' logits are asked of the model (n_logits), so the logits buffer holds at most
+ * min(batch, ctx - ctx/2) rows of V.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/ferry.h"
+#include "layout/layout.h"
+#include "engine/model.h"
+#include "engine/plan.h"
+#include "cli/run_opts.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
+
+#define PPL_CTX_DEFAULT 512
+#define PPL_BATCH_DEFAULT 512
+#define PPL_CTX_MIN 8 /* at least 3 scored positions per chunk, so the error has count - 1 > 0 */
+
+struct ppl_args {
+	const char *model, *file, *json;
+	int ctx, chunks, batch; /* chunks 0: all; batch 0: min(ctx, 512) */
+	struct run_opts ro;
+};
+
+/* What a run measured. */
+struct ppl_result {
+	double nll, nll2; /* sums over the scored tokens */
+	long count;       /* scored tokens */
+	int n_tokens, n_chunks;
+	double seconds;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry ppl -m MODEL.ferry FILE [options]\n"
+		"Perplexity of the model over the text in FILE, as llama.cpp's llama-perplexity computes it: chunks of\n"
+		"--ctx tokens, each from BOS, scored on their second half.\n"
+		"  -m, --model DIR        model directory made by ferry convert (its tokenizer reads FILE)\n"
+		"  --ctx N                tokens per chunk (default 512)\n"
+		"  --chunks N             evaluate at most the first N chunks (default: all)\n"
+		"  --batch B              tokens per step through the model (default: min(ctx, 512)); a chunk runs in\n"
+		"                         ceil(ctx / B) steps through the KV cache\n"
+		"  --json FILE            write the result (ppl, stderr, n_chunks, n_tokens_scored, ctx, kv, seconds)\n");
+	run_opts_usage(f);
+}
+
+static int parse_args(int argc, char **argv, struct ppl_args *a)
+{
+	enum { O_CTX = 256, O_CHUNKS, O_BATCH, O_JSON };
+	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+					   {"ctx", required_argument, 0, O_CTX},
+					   {"chunks", required_argument, 0, O_CHUNKS},
+					   {"batch", required_argument, 0, O_BATCH},
+					   {"json", required_argument, 0, O_JSON},
+					   {"help", no_argument, 0, 'h'},
+					   RUN_OPTS_LONG,
+					   {0}};
+	memset(a, 0, sizeof(*a));
+	a->ctx = PPL_CTX_DEFAULT;
+	run_opts_default(&a->ro);
+	int c, at = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
+		int *dst = NULL, rc;
+		long v, min = 1;
+		switch (c) {
+		case 'm': a->model = optarg; break;
+		case O_JSON: a->json = optarg; break;
+		case 'h': usage(stdout); exit(0);
+		case O_CTX: dst = &a->ctx, min = PPL_CTX_MIN; break;
+		case O_CHUNKS: dst = &a->chunks; break;
+		case O_BATCH: dst = &a->batch; break;
+		default:
+			if ((rc = run_opts_parse(&a->ro, c, optarg)) == 1)
+				usage(stderr);
+			if (rc)
+				return 2;
+		}
+		if (dst && parse_int(optarg, min, 1 << 30, &v)) {
+			fprintf(stderr, "ferry: --%s: bad value '%s' (an integer of at least %ld)\n", lo[at].name, optarg, min);
+			return 2;
+		}
+		if (dst)
+			*dst = (int)v;
+	}
+	if (!a->model || optind != argc - 1) {
+		fprintf(stderr, "ferry: ppl needs -m MODEL and one text FILE\n");
+		usage(stderr);
+		return 2;
+	}
+	a->file = argv[optind];
+	if (!a->batch)
+		a->batch = a->ctx < PPL_BATCH_DEFAULT ? a->ctx : PPL_BATCH_DEFAULT;
+	return run_opts_check(&a->ro);
+}
+
+/* FILE through the model's tokenizer, as llama.cpp does (special tokens added, special-token text kept as
+ * text). */
+static int ppl_tokenize(const struct ppl_args *a, const struct layout *lay, struct tokenizer **tk, struct tok_ids *ids,
+			char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc = read_file_all(a->file, &text, &len);
+	if (rc) {
+		snprintf(err, errlen, "%s: %s", a->file, strerror(-rc));
+		return rc;
+	}
+	if (len == 0) {
+		snprintf(err, errlen, "%s: the file is empty", a->file);
+		free(text);
+		return -EINVAL;
+	}
+	rc = tokenizer_open(tk, a->model, err, errlen);
+	if (!rc && tokenizer_n_vocab(*tk) > lay->hp.vocab) {
+		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", a->model,
+			 tokenizer_n_vocab(*tk), lay->hp.vocab);
+		rc = -EINVAL;
+	}
+	if (!rc && (rc = tokenizer_encode(*tk, text, len, TOK_ADD_SPECIAL, ids, err, errlen)) && rc != -ENOMEM) {
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n, " (%s)", a->file);
+	}
+	if (!rc && (int64_t)ids->n < a->ctx) {
+		snprintf(err, errlen, "%s: %zu tokens, fewer than one chunk of --ctx %d", a->file, ids->n, a->ctx);
+		rc = -EINVAL;
+	}
+	free(text);
+	return rc;
+}
+
+/* -log softmax(row)[target], in double. */
+static double nll_of(const float *row, int n_vocab, int target)
+{
+	double mx = row[0], sum = 0;
+	for (int i = 1; i < n_vocab; i++)
+		mx = row[i] > mx ? row[i] : mx;
+	for (int i = 0; i < n_vocab; i++)
+		sum += exp((double)row[i] - mx);
+	return log(sum) + mx - (double)row[target];
+}
+
+/* The evaluation's buffers: logits (max_logits, V), their nll [max_logits], the chunk as stepped [ctx]. */
+struct ppl_bufs {
+	float *logits;
+	double *nll;
+	int *toks;
+};
+
+/* One chunk of ctx tokens (tok: the chunk as in the text) in a fresh sequence; adds its scored tokens to r
+ * in position order, so the sums do not depend on the thread count. */
+static int ppl_chunk(struct model *m, const int *tok, int bos, int batch, const struct ppl_bufs *pb,
+		     struct ppl_result *r, char *err, size_t errlen)
+{
+	int ctx = m->opt.ctx, first = ctx / 2, V = m->hp->vocab, seq, cached;
+	int rc = model_seq_open(m, NULL, 0, &seq, &cached, err, errlen);
+	if (rc)
+		return rc;
+	memcpy(pb->toks, tok, sizeof(int) * (size_t)ctx);
+	if (bos >= 0)
+		pb->toks[0] = bos;
+	struct model_out out = {.logits = pb->logits};
+	for (int s = 0; !rc && s < ctx; s += batch) {
+		int n = ctx - s < batch ? ctx - s : batch;
+		int from = s > first ? s : first; /* the step's first scored position */
+		struct model_part p = {.seq = seq, .n = n, .tokens = pb->toks + s, .n_logits = s + n > from ? s + n - from : 0};
+		rc = model_step(m, &p, 1, &out, err, errlen);
+		/* the chunk's last position predicts past its end: its row is not scored */
+		int rows = rc ? 0 : s + n == ctx ? p.n_logits - 1 : p.n_logits;
+#pragma omp parallel for schedule(static)
+		for (int i = 0; i < rows; i++)
+			pb->nll[i] = nll_of(pb->logits + (size_t)i * V, V, tok[from + i + 1]);
+		for (int i = 0; i < rows; i++) {
+			r->nll += pb->nll[i];
+			r->nll2 += pb->nll[i] * pb->nll[i];
+			r->count++;
+		}
+	}
+	model_seq_close(m, seq);
+	return rc;
+}
+
+static double ppl_value(const struct ppl_result *r)
+{
+	return exp(r->nll / (double)r->count);
+}
+
+/* llama.cpp's error of the estimate: the standard error of the mean nll, times the PPL. */
+static double ppl_error(const struct ppl_result *r)
+{
+	double mean = r->nll / (double)r->count, var = r->nll2 / (double)r->count - mean * mean;
+	return r->count > 1 && var > 0 ? sqrt(var / (double)(r->count - 1)) * ppl_value(r) : 0;
+}
+
+static int ppl_eval(const struct ppl_args *a, struct model *m, const struct tok_ids *ids, int bos, struct ppl_result *r,
+		    char *err, size_t errlen)
+{
+	int ctx = a->ctx;
+	r->n_tokens = (int)ids->n;
+	r->n_chunks = (int)(ids->n / (size_t)ctx);
+	if (a->chunks && a->chunks < r->n_chunks)
+		r->n_chunks = a->chunks;
+	struct ppl_bufs pb = {.logits = malloc(sizeof(float) * (size_t)m->opt.max_logits * (size_t)m->hp->vocab),
+			      .nll = malloc(sizeof(double) * (size_t)m->opt.max_logits),
+			      .toks = malloc(sizeof(int) * (size_t)ctx)};
+	int rc = pb.logits && pb.nll && pb.toks ? 0 : -ENOMEM;
+	if (rc)
+		snprintf(err, errlen, "out of memory");
+	fprintf(stderr, "ferry: ppl: %s: %d tokens, %d chunks of %d (scoring %d tokens each), batch %d, kv %s\n",
+		a->file, r->n_tokens, r->n_chunks, ctx, ctx - 1 - ctx / 2, a->batch, kv_fmt_name(m->opt.kv_fmt));
+	double t0 = now_sec();
+	for (int i = 0; !rc && i < r->n_chunks; i++) {
+		rc = ppl_chunk(m, (const int *)ids->ids + (size_t)i * ctx, bos, a->batch, &pb, r, err, errlen);
+		if (!rc) {
+			fprintf(stderr, "[%d]%.4f,", i + 1, ppl_value(r));
+			fflush(stderr);
+		}
+	}
+	r->seconds = now_sec() - t0;
+	if (r->n_chunks)
+		fprintf(stderr, "\n");
+	free(pb.toks);
+	free(pb.nll);
+	free(pb.logits);
+	return rc;
+}
+
+/* --json: the result. */
+static int write_json(const char *path, const struct ppl_args *a, const struct model *m, const struct ppl_result *r)
+{
+	json_t *o = json_pack("{s:f, s:f, s:i, s:I, s:i, s:i, s:s, s:f, s:s, s:i}", "ppl", ppl_value(r), "stderr",
+			      ppl_error(r), "n_chunks", r->n_chunks, "n_tokens_scored", (json_int_t)r->count, "ctx",
+			      a->ctx, "batch", a->batch, "kv", kv_fmt_name(m->opt.kv_fmt), "seconds", r->seconds, "device",
+			      m->b->ops->name, "n_tokens", r->n_tokens);
+	int rc = o ? run_opts_json_write(o, path, "--json") : -ENOMEM;
+	json_decref(o);
+	return rc;
+}
+
+/* The command on an open model: tokenize, evaluate, print. Returns the exit code. */
+static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
+{
+	const struct ppl_args a = *ap;
+	char err[ERR_LEN] = "";
+	struct tokenizer *tk = NULL;
+	struct tok_ids ids = {0};
+	struct backend *b = NULL;
+	struct model m = {0};
+	struct plan plan = {0};
+	struct ppl_result r = {0};
+	int scored = a.ctx - a.ctx / 2; /* rows of logits a chunk asks for: its second half */
+	struct model_opts mo = {.t_max = a.batch, .max_logits = a.batch < scored ? a.batch : scored, .ctx = a.ctx,
+				.max_seqs = 1};
+	int rc = ppl_tokenize(&a, lay, &tk, &ids, err, sizeof(err));
+	int bos = !rc && tokenizer_add_bos(tk) ? tokenizer_bos(tk) : -1;
+	rc = rc ? rc : run_opts_backend(&a.ro, &mo, &b, err, sizeof(err));
+	rc = rc ? rc : plan_make(&plan, lay, b, &mo, false, false, false, err, sizeof(err));
+	rc = rc ? rc : model_init(&m, lay, b, &mo, err, sizeof(err));
+	rc = rc ? rc : ppl_eval(&a, &m, &ids, bos, &r, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM && !err[0] ? "out of memory" : err);
+	} else {
+		printf("PPL = %.4f +/- %.5f\n", ppl_value(&r), ppl_error(&r));
+		fprintf(stderr, "ferry: ppl: %ld tokens scored in %.1fs (%.1f tokens/s through the model)\n", r.count,
+			r.seconds, (double)r.n_chunks * a.ctx / (r.seconds > 0 ? r.seconds : 1e-9));
+		if (a.json)
+			rc = write_json(a.json, &a, &m, &r);
+	}
+	model_free(&m);
+	plan_free(&plan);
+	backend_destroy(b);
+	tok_ids_free(&ids);
+	tokenizer_free(tk);
+	return rc ? 1 : 0;
+}
+
+int ferry_ppl(int argc, char **argv)
+{
+	struct ppl_args a;
+	struct layout lay;
+	char err[ERR_LEN];
+	int rc = parse_args(argc, argv, &a);
+	if (!rc && layout_open(&lay, a.model, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		rc = 1;
+	}
+	if (!rc) {
+		rc = ppl_main(&a, &lay);
+		layout_close(&lay);
+	}
+	return rc;
+}

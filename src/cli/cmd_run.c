@@ -1,0 +1,742 @@
+/*
+ * cmd_run.c: `ferry run`: tokenize the prompt (or take ids), prefill it (in chunks of --chunk tokens, each
+ * chunk one pass over the layers), then decode one token per pass, printing the text as it is generated
+ * (ids when the prompt was given as ids, or with --print-ids). Generation stops at the model's
+ * end-of-generation tokens. Sampling defaults come from the model's generation_config (greedy when it has
+ * none).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "text/chat.h"
+#include "cli/ferry.h"
+#include "layout/layout.h"
+#include "engine/logits_dump.h"
+#include "engine/model.h"
+#include "engine/plan.h"
+#include "cli/run_opts.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "text/tokenizer.h"
+#include "base/util.h"
+
+struct run_args {
+	const char *model, *prompt, *prompt_file, *prompt_ids, *ids_file, *logits_file, *system, *stats_json;
+	int n_predict, chunk, ctx, kv_pages, max_batch;
+	struct run_opts ro;
+	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup, kv_host;
+	struct sampler_cfg sc;
+	bool temp_set, top_k_set, top_p_set, rep_set;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry run -m MODEL.ferry (-p TEXT | -f FILE | --prompt-ids IDS) [options]\n"
+		"  -m, --model DIR        model directory made by ferry convert\n"
+		"  -p, --prompt TEXT      prompt text (tokenized with the model's tokenizer, BOS as the model says)\n"
+		"  -f, --file FILE        prompts from a file, one per line ('-' for stdin; empty lines skipped): all\n"
+		"                         are generated together, each output printed as a JSON string on one line\n"
+		"  --prompt-ids 1,2,3     prompt as token ids (output is ids too)\n"
+		"  --prompt-ids-file FILE prompts as token ids, one prompt per line (1,2,3)\n"
+		"  --chat                 the prompt is a user turn, rendered with the model's chat template\n"
+		"  --system TEXT          with --chat: a system turn before it\n"
+		"  --show-prompt          print the rendered chat prompt to stderr\n"
+		"  --print-ids            print generated token ids instead of text\n"
+		"  -n, --n-predict N      tokens to generate (default 32)\n"
+		"  --temp T               temperature, 0 = greedy (default: the model's generation_config, else 0)\n"
+		"  --top-k K              keep the K most likely tokens (0 = off)\n"
+		"  --top-p P              keep the smallest set with probability mass >= P (1 = off)\n"
+		"  --min-p P              drop tokens below P x the top probability (0 = off)\n"
+		"  --repeat-penalty R     HF repetition penalty over the last --repeat-last-n tokens (1 = off)\n"
+		"  --repeat-last-n N      history the penalty looks at (default 64, 0 = all)\n"
+		"  --seed S               sampling seed (default 0)\n"
+		"  --ignore-eos           do not stop at the end-of-sequence token\n"
+		"  --chunk C              at most C tokens per pass over the layers (default: the whole prompt; several\n"
+		"                         prompts: all of them, up to 4096)\n"
+		"  --ctx N                context size in tokens (default: longest prompt + n-predict)\n"
+		"  --kv-pages N           pages in the KV pool of full-attention layers (default: every sequence at --ctx)\n"
+		"  --max-batch N          most sequences generated at once (default: all prompts)\n"
+		"  --kv-host              with CUDA: keep every layer's KV pages in pinned host memory, streamed with\n"
+		"                         the layer (default: only the layers whose KV does not fit --vram)\n"
+		"  --plan                 print the memory plan (KV cache, activations, weight slots, resident layers)\n"
+		"                         and exit\n"
+		"  --warmup               one untimed pass over every layer first (fills the RAM tier; benchmarks)\n"
+		"  --stream-all           stream every layer even when --vram could keep it (benchmarks, tests)\n"
+		"  --stats-json FILE      write timing, bytes streamed and peak memory as JSON\n"
+		"  --logits FILE          dump the logits of every position (format: src/engine/logits_dump.h)\n"
+		"  --stats                print timing and I/O statistics to stderr at exit\n");
+	run_opts_usage(f);
+}
+
+static int parse_args(int argc, char **argv, struct run_args *a)
+{
+	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX,
+	       O_LOGITS, O_STATS, O_PRINT_IDS, O_CHAT, O_SYSTEM, O_SHOW, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
+	       O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE, O_KV_HOST };
+	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+					   {"prompt", required_argument, 0, 'p'},
+					   {"file", required_argument, 0, 'f'},
+					   {"print-ids", no_argument, 0, O_PRINT_IDS},
+					   {"chat", no_argument, 0, O_CHAT},
+					   {"system", required_argument, 0, O_SYSTEM},
+					   {"show-prompt", no_argument, 0, O_SHOW},
+					   {"prompt-ids", required_argument, 0, O_IDS},
+					   {"prompt-ids-file", required_argument, 0, O_IDS_FILE},
+					   {"n-predict", required_argument, 0, 'n'},
+					   {"temp", required_argument, 0, O_TEMP},
+					   {"top-k", required_argument, 0, O_TOPK},
+					   {"top-p", required_argument, 0, O_TOPP},
+					   {"min-p", required_argument, 0, O_MINP},
+					   {"repeat-penalty", required_argument, 0, O_REP},
+					   {"repeat-last-n", required_argument, 0, O_REPN},
+					   {"seed", required_argument, 0, O_SEED},
+					   {"ignore-eos", no_argument, 0, O_EOS},
+					   {"chunk", required_argument, 0, O_CHUNK},
+					   {"ctx", required_argument, 0, O_CTX},
+					   {"kv-pages", required_argument, 0, O_KV_PAGES},
+					   {"max-batch", required_argument, 0, O_MAX_BATCH},
+					   {"kv-host", no_argument, 0, O_KV_HOST},
+					   {"plan", no_argument, 0, O_PLAN},
+					   {"stream-all", no_argument, 0, O_STREAM_ALL},
+					   {"warmup", no_argument, 0, O_WARMUP},
+					   {"stats-json", required_argument, 0, O_SJSON},
+					   {"logits", required_argument, 0, O_LOGITS},
+					   {"stats", no_argument, 0, O_STATS},
+					   {"help", no_argument, 0, 'h'},
+					   RUN_OPTS_LONG,
+					   {0}};
+	memset(a, 0, sizeof(*a));
+	a->n_predict = 32;
+	run_opts_default(&a->ro);
+	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
+	int c;
+	long v;
+	double d;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "m:n:p:f:h", lo, NULL)) != -1) {
+		int bad = 0;
+		const char *name = NULL;
+		switch (c) {
+		case 'm': a->model = optarg; break;
+		case O_IDS: a->prompt_ids = optarg; break;
+		case O_IDS_FILE: a->ids_file = optarg; break;
+		case 'p': a->prompt = optarg; break;
+		case 'f': a->prompt_file = optarg; break;
+		case O_PRINT_IDS: a->print_ids = true; break;
+		case O_CHAT: a->chat = true; break;
+		case O_SYSTEM: a->system = optarg; break;
+		case O_SHOW: a->show_prompt = true; break;
+		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
+		case O_TEMP:
+			bad = parse_double(optarg, &d) || d < 0;
+			a->sc.temp = (float)d, a->temp_set = true, name = "--temp";
+			break;
+		case O_TOPK:
+			bad = parse_int(optarg, 0, 1 << 30, &v);
+			a->sc.top_k = (int)v, a->top_k_set = true, name = "--top-k";
+			break;
+		case O_TOPP:
+			bad = parse_double(optarg, &d) || d <= 0 || d > 1;
+			a->sc.top_p = (float)d, a->top_p_set = true, name = "--top-p";
+			break;
+		case O_MINP: bad = parse_double(optarg, &d) || d < 0 || d > 1; a->sc.min_p = (float)d; name = "--min-p"; break;
+		case O_REP: bad = parse_double(optarg, &d) || d <= 0; a->sc.rep_penalty = (float)d; a->rep_set = true; name = "--repeat-penalty"; break;
+		case O_REPN: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.rep_last_n = (int)v; name = "--repeat-last-n"; break;
+		case O_SEED: {
+			char *end;
+			errno = 0;
+			a->sc.seed = strtoull(optarg, &end, 10);
+			bad = errno || *end || end == optarg;
+			name = "--seed";
+			break;
+		}
+		case O_EOS: a->ignore_eos = true; break;
+		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
+		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
+		case O_KV_PAGES: bad = parse_int(optarg, 1, 1 << 24, &v); a->kv_pages = (int)v; name = "--kv-pages"; break;
+		case O_KV_HOST: a->kv_host = true; break;
+		case O_MAX_BATCH: bad = parse_int(optarg, 1, 4096, &v); a->max_batch = (int)v; name = "--max-batch"; break;
+		case O_PLAN: a->plan = true; break;
+		case O_STREAM_ALL: a->stream_all = true; break;
+		case O_WARMUP: a->warmup = true; break;
+		case O_SJSON: a->stats_json = optarg; break;
+		case O_LOGITS: a->logits_file = optarg; break;
+		case O_STATS: a->stats = true; break;
+		case 'h': usage(stdout); exit(0);
+		default:
+			if ((bad = run_opts_parse(&a->ro, c, optarg)) == 1)
+				usage(stderr);
+			if (bad)
+				return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "ferry: %s: bad value '%s'\n", name, optarg);
+			return 2;
+		}
+	}
+	if (!a->model || !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->ids_file != 1 || optind != argc) {
+		fprintf(stderr, "ferry: run needs -m MODEL and one of -p TEXT, -f FILE, --prompt-ids or --prompt-ids-file\n");
+		usage(stderr);
+		return 2;
+	}
+	if ((a->chat || a->system) && (a->prompt_ids || a->ids_file)) {
+		fprintf(stderr, "ferry: --chat and --system take a text prompt (-p or -f), not --prompt-ids\n");
+		return 2;
+	}
+	if (a->system && !a->chat) {
+		fprintf(stderr, "ferry: --system needs --chat\n");
+		return 2;
+	}
+	return run_opts_check(&a->ro);
+}
+
+/* Tokens per step when several prompts run together and --chunk is not given. */
+#define RUN_BATCH_CHUNK 4096
+
+/* Sampling defaults from generation_config (as converted into the manifest), unless given on the command line. */
+static void generation_defaults(const struct layout *lay, struct run_args *a)
+{
+	const json_t *g = json_object_get(lay->manifest, "generation");
+	const json_t *rp = json_object_get(g, "repetition_penalty"); /* transformers applies it greedy or not */
+	if (!a->rep_set && json_is_number(rp) && json_number_value(rp) > 0) {
+		a->sc.rep_penalty = (float)json_number_value(rp);
+		a->sc.rep_last_n = 0; /* over the whole sequence, as transformers does */
+	}
+	if (!json_is_true(json_object_get(g, "do_sample")))
+		return;
+	const json_t *t = json_object_get(g, "temperature"), *k = json_object_get(g, "top_k"),
+		     *p = json_object_get(g, "top_p");
+	if (!a->temp_set)
+		a->sc.temp = json_is_number(t) ? (float)json_number_value(t) : 1.0f;
+	if (!a->top_k_set)
+		a->sc.top_k = json_is_integer(k) ? (int)json_integer_value(k) : 50;
+	if (!a->top_p_set && json_is_number(p))
+		a->sc.top_p = (float)json_number_value(p);
+}
+
+/* --chat: the prompt becomes the user turn (after a --system turn) of the model's chat template (the file
+ * the manifest names, chat_template.jinja: src/text/chat_template.c), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
+ * texts. As HF's apply_chat_template does, the rendered text is then encoded with special tokens matched
+ * and nothing added: the template writes BOS itself. */
+static int chat_prompt(const struct run_args *a, const struct tokenizer *tok,
+		       const char *user, size_t len, char **out, size_t *out_len, char *err, size_t errlen)
+{
+	struct jinja_tmpl *t = NULL;
+	int rc = chat_template_load(a->model, &t, err, errlen);
+	json_t *msgs = json_array(), *m;
+	if (!rc && a->system) {
+		m = json_pack("{s:s, s:s}", "role", "system", "content", a->system);
+		if (!m) {
+			snprintf(err, errlen, "--system: the text is not valid UTF-8");
+			rc = -EINVAL;
+		}
+		json_array_append_new(msgs, m);
+	}
+	if (!rc) {
+		m = json_pack("{s:s, s:s%}", "role", "user", "content", user, len);
+		if (!m) {
+			snprintf(err, errlen, "the prompt is not valid UTF-8");
+			rc = -EINVAL;
+		}
+		json_array_append_new(msgs, m);
+	}
+	if (!rc)
+		rc = chat_render_tok(t, msgs, tok, out, out_len, err, errlen);
+	json_decref(msgs);
+	jinja_free(t);
+	return rc;
+}
+
+/* The prompts as ids (prompts.h of this file: n of them, ids[i] of len[i] tokens). */
+struct prompts {
+	int n;
+	int **ids;
+	int *len;
+};
+
+static void prompts_free(struct prompts *p)
+{
+	for (int i = 0; i < p->n; i++)
+		free(p->ids[i]);
+	free(p->ids);
+	free(p->len);
+	memset(p, 0, sizeof(*p));
+}
+
+static int prompts_push(struct prompts *p, int *ids, int n)
+{
+	int **ni = realloc(p->ids, sizeof(*ni) * (size_t)(p->n + 1));
+	if (ni)
+		p->ids = ni;
+	int *nl = ni ? realloc(p->len, sizeof(*nl) * (size_t)(p->n + 1)) : NULL;
+	if (!nl) {
+		free(ids);
+		return -ENOMEM;
+	}
+	p->len = nl;
+	p->ids[p->n] = ids;
+	p->len[p->n++] = n;
+	return 0;
+}
+
+/* One prompt of ids ("1,2,3"); what names it in messages. */
+static int push_ids(const char *list, const char *what, const struct layout *lay, struct prompts *p)
+{
+	char err[ERR_LEN];
+	int *ids, n;
+	if (parse_id_list(list, &ids, &n, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s: %s\n", what, err);
+		return 2;
+	}
+	for (int i = 0; i < n; i++)
+		if (ids[i] >= lay->hp.vocab) {
+			fprintf(stderr, "ferry: %s: token %d is outside the vocabulary of %d\n", what, ids[i], lay->hp.vocab);
+			free(ids);
+			return 2;
+		}
+	return prompts_push(p, ids, n) ? 1 : 0;
+}
+
+/* One text prompt through the chat template (--chat) and the tokenizer. */
+static int encode_prompt(const struct run_args *a, const struct layout *lay, struct tokenizer *tok, const char *text,
+			 size_t len, struct prompts *p, char *err, size_t errlen)
+{
+	struct tok_ids v = {0};
+	unsigned flags = TOK_ADD_SPECIAL;
+	char *chat = NULL;
+	int rc = 0;
+	if (a->chat) {
+		rc = chat_prompt(a, tok, text, len, &chat, &len, err, errlen);
+		text = chat;
+		flags = TOK_PARSE_SPECIAL;
+		if (!rc && a->show_prompt)
+			fprintf(stderr, "%.*s\n", (int)len, text);
+	}
+	rc = rc ? rc : tokenizer_encode(tok, text, len, flags, &v, err, errlen);
+	free(chat);
+	if (!rc && tokenizer_n_vocab(tok) > lay->hp.vocab) {
+		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", a->model, tokenizer_n_vocab(tok),
+			 lay->hp.vocab);
+		rc = -EINVAL;
+	}
+	if (!rc && v.n == 0) {
+		snprintf(err, errlen, "the prompt is empty");
+		rc = -EINVAL;
+	}
+	if (rc) {
+		tok_ids_free(&v);
+		return rc;
+	}
+	return prompts_push(p, v.ids, (int)v.n);
+}
+
+/* The prompts as ids: given as ids, -p TEXT, or -f FILE with one prompt per line (empty lines skipped),
+ * text through the model's tokenizer, which is then kept for printing the output. */
+static int load_prompts(const struct run_args *a, const struct layout *lay, struct tokenizer **tok, struct prompts *p)
+{
+	char err[ERR_LEN];
+	*tok = NULL;
+	memset(p, 0, sizeof(*p));
+	if (a->prompt_ids)
+		return push_ids(a->prompt_ids, "--prompt-ids", lay, p);
+	if (a->ids_file) {
+		char *text = NULL, line_name[64];
+		size_t len = 0;
+		int rc = read_file_all(a->ids_file, &text, &len), line = 0;
+		if (rc) {
+			fprintf(stderr, "ferry: %s: %s\n", a->ids_file, strerror(-rc));
+			return 1;
+		}
+		for (char *s = text, *e; !rc && s && *s; s = e ? e + 1 : NULL) {
+			e = strchr(s, '\n');
+			if (e)
+				*e = 0;
+			snprintf(line_name, sizeof(line_name), "line %d", ++line);
+			if (*s && strcmp(s, "\r"))
+				rc = push_ids(s, line_name, lay, p);
+		}
+		free(text);
+		if (!rc && p->n == 0) {
+			fprintf(stderr, "ferry: %s: no prompt\n", a->ids_file);
+			rc = 1;
+		}
+		if (rc)
+			prompts_free(p);
+		return rc;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	int rc = a->prompt_file ? read_file_all(a->prompt_file, &text, &len) : 0;
+	if (rc) {
+		fprintf(stderr, "ferry: %s: %s\n", a->prompt_file, strerror(-rc));
+		return 1;
+	}
+	rc = tokenizer_open(tok, a->model, err, sizeof(err));
+	if (!rc && !text)
+		rc = encode_prompt(a, lay, *tok, a->prompt, strlen(a->prompt), p, err, sizeof(err));
+	int line = 0;
+	for (size_t at = 0; !rc && text && at < len;) {
+		size_t e = at;
+		line++;
+		while (e < len && text[e] != '\n')
+			e++;
+		size_t n = e > at && text[e - 1] == '\r' ? e - at - 1 : e - at;
+		if (n)
+			rc = encode_prompt(a, lay, *tok, text + at, n, p, err, sizeof(err));
+		if (rc && rc != -ENOMEM)
+			snprintf(err + strlen(err), sizeof(err) - strlen(err), " (%s line %d)", a->prompt_file, line);
+		at = e + 1;
+	}
+	if (!rc && p->n == 0) {
+		snprintf(err, sizeof(err), "%s: no prompt (every line is empty)", a->prompt_file);
+		rc = -EINVAL;
+	}
+	free(text);
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		prompts_free(p);
+		return 1;
+	}
+	return 0;
+}
+
+/* What a run measured, for --stats and --stats-json. */
+struct run_result {
+	int n_prompt, n_decode; /* tokens prefilled; decode tokens (generated tokens after each request's first) */
+	int n_gen;              /* tokens generated */
+	double t_prefill, t_decode, t_total;
+	uint64_t h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in each phase */
+	uint64_t disk_decode;             /* bytes read from the model's files during decode */
+	int steps, n_seqs;
+	double flops_prefill;   /* of every prompt from position 0 */
+};
+
+static double forward_flops(const struct layout *lay, int n);
+
+/* The output of a run: one prompt streams its text (or ids) as it is generated; several print one line
+ * each in prompt order once done, the text as a JSON string (or the ids). */
+struct run_out {
+	const struct run_args *a;
+	const struct layout_hparams *hp;
+	struct tokenizer *tk;
+	struct sched_req *reqs;
+	int n_reqs, next_print;
+	bool print_text;
+	struct tok_stream ts;
+	struct tok_buf text;
+};
+
+static bool run_on_token(void *ctx, struct sched_req *r, int tok)
+{
+	struct run_out *o = ctx;
+	if (o->n_reqs > 1)
+		return false;
+	if (!o->print_text) {
+		printf(r->n_gen > 1 ? " %d" : "%d", tok);
+	} else if (o->a->ignore_eos || !sched_is_eos(o->hp, o->tk, tok)) {
+		o->text.n = 0;
+		tok_stream_push(&o->ts, tok, &o->text);
+		fwrite(o->text.p, 1, o->text.n, stdout);
+	}
+	fflush(stdout);
+	return false;
+}
+
+/* Several prompts: the generated tokens of request r, the stop token left out, as one line. */
+static void print_line(struct run_out *o, const struct sched_req *r)
+{
+	int n = r->n_gen - (r->finish == SCHED_FINISH_STOP);
+	const int *g = r->toks + r->n_prompt;
+	if (!o->print_text) {
+		for (int i = 0; i < n; i++)
+			printf(i ? " %d" : "%d", g[i]);
+		printf("\n");
+		return;
+	}
+	struct tok_stream ts;
+	struct tok_buf t = {0};
+	tok_stream_init(&ts, o->tk, false, false);
+	ts.lossy = true;
+	for (int i = 0; i < n; i++)
+		tok_stream_push(&ts, g[i], &t);
+	tok_stream_flush(&ts, &t);
+	json_t *js = json_stringn(t.p ? t.p : "", t.n);
+	char *txt = js ? json_dumps(js, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+	json_decref(js);
+	printf("%s\n", txt ? txt : "null");
+	free(txt);
+	tok_buf_free(&t);
+}
+
+static void run_on_done(void *ctx, struct sched_req *r)
+{
+	struct run_out *o = ctx;
+	if (r->finish == SCHED_FINISH_ERROR)
+		fprintf(stderr, "ferry: prompt %d: %s\n", (int)(r - o->reqs) + 1, r->err);
+	if (o->n_reqs == 1)
+		return;
+	while (o->next_print < o->n_reqs && o->reqs[o->next_print].state == SCHED_DONE)
+		print_line(o, &o->reqs[o->next_print++]);
+	fflush(stdout);
+}
+
+static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk,
+		    const struct prompts *pr, struct run_result *res)
+{
+	const struct layout_hparams *hp = &lay->hp;
+	char err[ERR_LEN];
+	struct logits_dump dump = {0};
+	struct sched s;
+	struct run_out o = {.a = a, .hp = hp, .tk = tk, .n_reqs = pr->n, .print_text = tk && !a->print_ids};
+	o.reqs = calloc((size_t)pr->n, sizeof(*o.reqs));
+	int rc = o.reqs ? 0 : -ENOMEM, n_init = 0;
+	for (int i = 0; !rc && i < pr->n; i++, n_init++) {
+		struct sched_req *r = &o.reqs[i];
+		r->toks = malloc(sizeof(int) * (size_t)(pr->len[i] + a->n_predict + 1));
+		rc = r->toks ? sampler_init(&r->smp, &a->sc, hp->vocab) : -ENOMEM;
+		if (!r->toks)
+			break;
+		memcpy(r->toks, pr->ids[i], sizeof(int) * (size_t)pr->len[i]);
+		r->n_prompt = pr->len[i];
+		r->max_new = a->n_predict;
+		r->ignore_eos = a->ignore_eos;
+	}
+	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
+	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&o.reqs[0].smp) : 0;
+	rc = rc ? rc : sched_init(&s, m, m->opt.max_seqs, k, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		goto free_reqs;
+	}
+	if (a->logits_file && (rc = logits_dump_open(&dump, a->logits_file, hp->vocab, err, sizeof(err)))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		goto out;
+	}
+	o.reqs[0].dump = a->logits_file ? &dump : NULL;
+	s.tk = tk;
+	s.on_token = run_on_token;
+	s.on_done = run_on_done;
+	s.ctx = &o;
+	if (o.print_text)
+		tok_stream_init(&o.ts, tk, false, false), o.ts.lossy = true;
+	if (a->warmup)
+		rc = sched_warmup(&s, pr->ids[0][0], err, sizeof(err));
+	double t0 = now_sec();
+	for (int i = 0; !rc && i < pr->n; i++)
+		rc = sched_add(&s, &o.reqs[i]);
+	while (!rc && !(rc = sched_step(&s, err, sizeof(err))))
+		;
+	rc = rc == 1 ? 0 : rc;
+	if (o.print_text) {
+		o.text.n = 0;
+		tok_stream_flush(&o.ts, &o.text);
+		fwrite(o.text.p, 1, o.text.n, stdout);
+		tok_buf_free(&o.text);
+	}
+	if (pr->n == 1 && o.reqs[0].n_gen)
+		printf("\n");
+	fflush(stdout);
+	*res = (struct run_result){.n_prompt = (int)s.st.prefill_tokens, .t_prefill = s.st.prefill_s,
+				   .t_decode = s.st.decode_s, .t_total = now_sec() - t0, .h2d_prefill = s.st.h2d_prefill,
+				   .h2d_decode = s.st.h2d_decode, .disk_decode = s.st.disk_decode, .steps = s.st.steps,
+				   .n_seqs = pr->n};
+	for (int i = 0; i < pr->n; i++) {
+		res->flops_prefill += forward_flops(lay, pr->len[i]);
+		res->n_gen += o.reqs[i].n_gen;
+		res->n_decode += o.reqs[i].n_gen > 0 ? o.reqs[i].n_gen - 1 : 0;
+		rc = rc ? rc : o.reqs[i].finish == SCHED_FINISH_ERROR ? -EIO : 0;
+	}
+	if (rc && err[0] && rc != -EIO)
+		fprintf(stderr, "ferry: %s\n", err);
+	else if (!rc && a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
+		fprintf(stderr, "ferry: %s\n", err);
+	if (!rc && a->stats) {
+		struct io_stats st;
+		io_stream_stats(m->io, &st);
+		char sb[32], tb[32], gd[256];
+		fmt_bytes(st.slot_bytes, sb, sizeof(sb));
+		fmt_bytes(st.tier_bytes, tb, sizeof(tb));
+		double mib = 1 << 20;
+		fprintf(stderr,
+			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s); %d sequences, "
+			"%d steps, %lld prompt tokens from the prefix cache\n"
+			"ferry: io: %s; disk %.1f MiB in %llu reads (%llu short), %.3fs busy (%.2f GB/s); "
+			"RAM tier %d/%d units (%s): %.1f MiB served; %.1f MiB reused from slots; %.1f MiB decoded (lz4); "
+			"waited %.3fs for I/O over %llu acquires; %d slots of %s (%d busy at most)%s\n"
+			"ferry: backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
+			res->n_prompt, res->t_prefill, res->n_prompt / (res->t_prefill > 0 ? res->t_prefill : 1e-9),
+			res->n_decode, res->t_decode, res->n_decode / (res->t_decode > 0 ? res->t_decode : 1e-9), pr->n,
+			res->steps, s.st.cached_tokens, st.engine, (double)st.bytes_read / mib,
+			(unsigned long long)st.n_reads, (unsigned long long)st.n_short, st.busy_sec,
+			st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units, st.n_units, tb,
+			(double)st.bytes_tier / mib, (double)st.bytes_reused / mib, (double)st.bytes_decoded / mib, st.wait_sec,
+			(unsigned long long)st.n_acquire, st.n_slots, sb, st.slots_busy_max, st.locked ? "" : ", not locked in memory",
+			m->b->ops->name, m->b->n_threads, run_opts_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+	}
+out:
+	if (rc)
+		logits_dump_abort(&dump);
+	sched_free(&s);
+free_reqs:
+	for (int i = 0; i < n_init; i++) {
+		sampler_free(&o.reqs[i].smp);
+		free(o.reqs[i].toks);
+	}
+	free(o.reqs);
+	return rc ? 1 : 0;
+}
+
+/* Multiply-adds of a forward over n tokens from position 0, x2: every weight matrix once per token, and
+ * causal attention (q.k and p.v over the visible keys of each query). */
+static double forward_flops(const struct layout *lay, int n)
+{
+	const struct layout_hparams *hp = &lay->hp;
+	double params = 0, keys = 0;
+	for (int u = 0; u <= hp->n_layers; u++) {
+		const struct layout_unit *lu = layout_unit_get(lay, u);
+		for (int i = 0; i < lu->n_tensors; i++)
+			if (lu->tensors[i].ndim == 2)
+				params += (double)lu->tensors[i].shape[0] * (double)lu->tensors[i].shape[1];
+	}
+	for (int l = 0; l < hp->n_layers; l++) {
+		int w = hp->window[l];
+		for (int t = 0; t < n; t++)
+			keys += w > 0 && t + 1 > w ? w : t + 1;
+	}
+	return 2.0 * params * n + 4.0 * keys * hp->n_heads * hp->head_dim;
+}
+
+static void device_stats(FILE *f, struct backend *b, const struct run_result *r)
+{
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	if (!bm.budget)
+		return;
+	double gb = 1e9, gi = 1 << 30;
+	fprintf(f,
+		"ferry: device %s: --vram %.3f GiB; context %.3f GiB, arena %.3f GiB (peak %.3f GiB used); device memory "
+		"in use at most %.3f GiB (cudaMemGetInfo)\n"
+		"ferry: uploaded %.3f GB of weights in prefill, %.3f GB in decode (%.3f GB per decode step)\n",
+		bm.gpu, (double)bm.budget / gi, (double)bm.context / gi, (double)bm.arena / gi, (double)bm.arena_peak / gi,
+		(double)bm.device_used_peak / gi, (double)r->h2d_prefill / gb, (double)r->h2d_decode / gb,
+		r->n_decode ? (double)r->h2d_decode / r->n_decode / gb : 0.0);
+}
+
+/* --stats-json: the run's figures for the benchmark scripts, written through a temporary name. */
+static int write_stats_json(const char *path, struct backend *b, struct model *m,
+			    const struct run_result *r)
+{
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	struct io_stats st;
+	io_stream_stats(m->io, &st);
+	json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:i, s:i, s:i}",
+			      "device", b->ops->name, "gpu", bm.gpu, "prefill_tokens", r->n_prompt, "prefill_s",
+			      r->t_prefill, "decode_tokens", r->n_decode, "decode_s", r->t_decode, "h2d_bytes_prefill",
+			      (json_int_t)r->h2d_prefill, "h2d_bytes_decode", (json_int_t)r->h2d_decode, "vram_budget",
+			      (json_int_t)bm.budget, "vram_context", (json_int_t)bm.context, "vram_arena",
+			      (json_int_t)bm.arena, "vram_arena_peak", (json_int_t)bm.arena_peak, "vram_device_used_peak",
+			      (json_int_t)bm.device_used_peak, "flops_prefill", r->flops_prefill, "t_sub",
+			      m->opt.t_sub, "n_slots", m->w.n_slots, "ctx", m->opt.ctx);
+	json_object_set_new(o, "kv", json_string(kv_fmt_name(m->opt.kv_fmt)));
+	json_object_set_new(o, "kv_bytes", json_integer((json_int_t)m->kv_bytes));
+	json_object_set_new(o, "n_seqs", json_integer(r->n_seqs));
+	json_object_set_new(o, "max_seqs", json_integer(m->opt.max_seqs));
+	json_object_set_new(o, "kv_host_layers", json_integer(m->kvh.n_host));
+	json_object_set_new(o, "kv_h2d_bytes", json_integer((json_int_t)m->kvh.h2d));
+	json_object_set_new(o, "kv_d2h_bytes", json_integer((json_int_t)m->kvh.d2h));
+	json_object_set_new(o, "steps", json_integer(r->steps));
+	json_object_set_new(o, "gen_tokens", json_integer(r->n_gen));
+	json_object_set_new(o, "total_s", json_real(r->t_total));
+	json_object_set_new(o, "t_max", json_integer(m->opt.t_max));
+	json_t *io = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "engine", st.engine, "bytes_read",
+			       (json_int_t)st.bytes_read, "bytes_tier", (json_int_t)st.bytes_tier, "busy_s", st.busy_sec,
+			       "wait_s", st.wait_sec, "tier_units", st.tier_units, "n_units", st.n_units);
+	json_object_set_new(o, "disk_bytes_decode", json_integer((json_int_t)r->disk_decode));
+	json_object_set_new(o, "disk_gbps", json_real(st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0));
+	int rc = o && io && !json_object_set_new(o, "io", io) ? 0 : -ENOMEM;
+	rc = rc ? rc : run_opts_json_write(o, path, "--stats-json");
+	json_decref(o);
+	return rc;
+}
+
+int ferry_run(int argc, char **argv)
+{
+	struct run_args a;
+	int rc = parse_args(argc, argv, &a);
+	if (rc)
+		return rc;
+	char err[ERR_LEN];
+	struct layout lay;
+	if (layout_open(&lay, a.model, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	struct prompts pr;
+	struct tokenizer *tk = NULL;
+	if ((rc = load_prompts(&a, &lay, &tk, &pr))) {
+		tokenizer_free(tk);
+		layout_close(&lay);
+		return rc;
+	}
+	generation_defaults(&lay, &a);
+	int longest = 0, total = 0;
+	for (int i = 0; i < pr.n; i++) {
+		longest = pr.len[i] > longest ? pr.len[i] : longest;
+		total += pr.len[i];
+	}
+	int cap = a.ctx ? a.ctx : longest + a.n_predict;
+	int ret = 1;
+	struct backend *b = NULL;
+	struct model m = {0};
+	struct plan plan = {0};
+	if (longest > cap) {
+		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", longest, cap);
+		goto out;
+	}
+	if (a.logits_file && pr.n > 1) {
+		fprintf(stderr, "ferry: --logits takes one prompt, not %d\n", pr.n);
+		goto out;
+	}
+	int seqs = a.max_batch > 0 && a.max_batch < pr.n ? a.max_batch : pr.n;
+	/* one step takes the whole of one prompt (or --chunk), or a chunk of several prompts at once */
+	int chunk = a.chunk > 0 ? a.chunk : pr.n == 1 ? longest : total < RUN_BATCH_CHUNK ? total : RUN_BATCH_CHUNK;
+	chunk = chunk > seqs ? chunk : seqs;
+	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : seqs, .ctx = cap, .max_seqs = seqs,
+				.kv_pages = a.kv_pages};
+	rc = run_opts_backend(&a.ro, &mo, &b, err, sizeof(err));
+	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, a.kv_host, err, sizeof(err));
+	if (!rc && (a.plan || a.stats))
+		plan_print(stderr, &plan);
+	if (!rc && a.plan) {
+		ret = 0;
+		goto out;
+	}
+	rc = rc ? rc : model_init(&m, &lay, b, &mo, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", err);
+		goto out;
+	}
+	struct run_result res = {0};
+	ret = generate(&a, &lay, &m, tk, &pr, &res);
+	if (!ret && a.stats)
+		device_stats(stderr, b, &res);
+	if (!ret && a.stats_json && write_stats_json(a.stats_json, b, &m, &res))
+		ret = 1;
+out:
+	tokenizer_free(tk);
+	model_free(&m);
+	plan_free(&plan);
+	backend_destroy(b);
+	prompts_free(&pr);
+	layout_close(&lay);
+	return ret;
+}

@@ -1,0 +1,120 @@
+/* cmd_synth.c: `ferry synth -o DIR [--shape NAME] [shape overrides] [--fmt FMT] [--seed S] [--force] [--threads N]`:
+ * a Llama-shaped model with random weights (src/convert/synth_model.c), for measuring without downloading weights. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/ferry.h"
+#include "convert/synth_model.h"
+#include "base/util.h"
+#include "layout/wfmt.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry synth -o DIR [--shape NAME] [--layers N] [--d-model D] [--ffn F] [--heads H]\n"
+		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--fmt FMT] [--seed S] [--force] [--threads N]\n"
+		"  -o, --output DIR  model directory to write (as DIR.tmp, renamed when complete)\n"
+		"  --shape NAME      %s (default tiny); the options below override its fields\n"
+		"  --fmt FMT         weight format of every matrix, the embedding and output included: f32, f16, bf16,\n"
+		"                    q8_0, q4_0, q5_0, q4_k, q5_k, q6_k (default q4_k); norms are f32\n"
+		"  --seed S          the same seed, shape and format give byte-identical files (default 0)\n"
+		"  --force           replace DIR if it is an existing ferry model\n"
+		"  --threads N       generator threads (default: all cores)\n"
+		"The model has no tokenizer: run it with --prompt-ids. Weights are random (values of RMS 1/sqrt(K) per\n"
+		"matrix row of K values), so the output means nothing; the shapes and bytes are those of the real model.\n",
+		synth_preset_names);
+}
+
+int ferry_synth(int argc, char **argv)
+{
+	enum { O_SHAPE = 256, O_LAYERS, O_D, O_FFN, O_HEADS, O_KV, O_DH, O_VOCAB, O_FMT, O_SEED, O_FORCE, O_THR };
+	static const struct option lo[] = {
+		{"output", required_argument, 0, 'o'},	 {"shape", required_argument, 0, O_SHAPE},
+		{"layers", required_argument, 0, O_LAYERS}, {"d-model", required_argument, 0, O_D},
+		{"ffn", required_argument, 0, O_FFN},	 {"heads", required_argument, 0, O_HEADS},
+		{"kv-heads", required_argument, 0, O_KV},	 {"head-dim", required_argument, 0, O_DH},
+		{"vocab", required_argument, 0, O_VOCAB},	 {"fmt", required_argument, 0, O_FMT},
+		{"seed", required_argument, 0, O_SEED},	 {"force", no_argument, 0, O_FORCE},
+		{"threads", required_argument, 0, O_THR},	 {"help", no_argument, 0, 'h'},
+		{0}};
+	const char *out = NULL, *shape = "tiny", *fmt = "q4_k";
+	/* overrides, applied to the preset after parsing (whatever their order on the line); -1 = not given */
+	long ov[7] = {-1, -1, -1, -1, -1, -1, -1};
+	static const char *const ov_names[7] = {"layers", "d-model", "ffn", "heads", "kv-heads", "head-dim", "vocab"};
+	struct synth_opts o = {0};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
+		long v;
+		const char *name = NULL;
+		int bad = 0;
+		switch (c) {
+		case 'o': out = optarg; break;
+		case O_SHAPE: shape = optarg; break;
+		case O_LAYERS: case O_D: case O_FFN: case O_HEADS: case O_KV: case O_DH: case O_VOCAB:
+			bad = parse_int(optarg, 1, 1L << 30, &v);
+			ov[c - O_LAYERS] = v;
+			name = ov_names[c - O_LAYERS];
+			break;
+		case O_FMT: fmt = optarg; break;
+		case O_SEED: {
+			char *end;
+			o.seed = strtoull(optarg, &end, 10);
+			bad = *end || end == optarg || optarg[0] == '-';
+			name = "seed";
+			break;
+		}
+		case O_FORCE: o.force = true; break;
+		case O_THR: bad = parse_int(optarg, 1, 4096, &v); o.threads = (int)v; name = "threads"; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+		if (bad) {
+			fprintf(stderr, "ferry: --%s: bad value '%s'\n", name, optarg);
+			return 2;
+		}
+	}
+	if (!out || optind != argc) {
+		fprintf(stderr, "ferry: synth needs -o DIR and no other arguments\n");
+		usage(stderr);
+		return 2;
+	}
+	if (synth_preset(shape, &o.shape)) {
+		fprintf(stderr, "ferry: --shape: unknown shape '%s' (known: %s)\n", shape, synth_preset_names);
+		return 2;
+	}
+	int *field[7] = {&o.shape.n_layers, &o.shape.d_model, &o.shape.ffn_dim, &o.shape.n_heads,
+			 &o.shape.n_kv_heads, &o.shape.head_dim, &o.shape.vocab};
+	for (int i = 0; i < 7; i++)
+		if (ov[i] >= 0)
+			*field[i] = (int)ov[i];
+	o.fmt = -1;
+	for (int i = 0; i < WFMT_COUNT; i++)
+		if (!strcasecmp(fmt, wfmt_table[i].name) && wfmt_table[i].block)
+			o.fmt = i;
+	if (o.fmt < 0) {
+		fprintf(stderr, "ferry: --fmt: unknown format '%s' (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k)\n", fmt);
+		return 2;
+	}
+	char err[ERR_LEN];
+	if (synth_check(&o, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	double t0 = now_sec();
+	uint64_t bytes = synth_model_bytes(&o);
+	if (synth_model_write(&o, out, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return 1;
+	}
+	double dt = now_sec() - t0;
+	fprintf(stderr, "ferry: wrote %s (llama, %d layers, D %d, F %d, %d/%d heads x %d, vocab %d, %s, seed %llu): "
+			"%.2f GB in %.1fs (%.2f GB/s)\n",
+		out, o.shape.n_layers, o.shape.d_model, o.shape.ffn_dim, o.shape.n_heads, o.shape.n_kv_heads,
+		o.shape.head_dim, o.shape.vocab, wfmt_name(o.fmt), (unsigned long long)o.seed, bytes / 1e9, dt,
+		dt > 0 ? bytes / 1e9 / dt : 0.0);
+	return 0;
+}

@@ -1,0 +1,532 @@
+/*
+ * convert_gguf.c: a GGUF file (llama.cpp's format; split sets too) -> model.ferry.
+ *
+ * Hyper-parameters come from the {arch}.* metadata, the tokenizer is kept as tokenizer.gguf (the file's
+ * tokenizer.* keys, copied byte for byte into a GGUF with no tensors), the chat template from
+ * tokenizer.chat_template (or, for Gemma 3 files that carry none, the Gemma 3 template; --chat-template
+ * overrides both). Tensors are regrouped into per-layer files and copied block for block: no
+ * re-quantization. Each tensor's type and shape are checked before anything is written for it, and a type
+ * ferry cannot compute with is refused by name.
+ *
+ * GGUF facts that matter here: ne[0] is the contiguous dimension (a Linear [out, in] is ne = [in, out]);
+ * llama.cpp permutes the rows of llama's q and k so that RoPE pairs are interleaved (x[2i], x[2i+1]), which
+ * ferry runs as the "norm" rope style rather than undoing it; qwen2 and gemma3 keep rotate-half ("neox").
+ * Gemma's norm weights already include the +1 of its (1 + w) RMSNorm.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "convert/chat_default.h"
+#include "convert/convert.h"
+#include "layout/gguf.h"
+#include "layout/layout.h"
+#include "base/progress.h"
+#include "base/util.h"
+
+struct gconv {
+	const char *path;
+	struct gguf g;
+	struct layout_writer *w;
+	struct layout_hparams hp;
+	char arch[32];
+	bool gemma;
+	struct progress prog;
+	char *err;
+	size_t errlen;
+};
+
+static int ggml_type_wfmt(uint32_t type)
+{
+	switch (type) {
+	case 0: return WFMT_F32;
+	case 1: return WFMT_F16;
+	case 2: return WFMT_Q4_0;
+	case 6: return WFMT_Q5_0;
+	case 8: return WFMT_Q8_0;
+	case 12: return WFMT_Q4_K;
+	case 13: return WFMT_Q5_K;
+	case 14: return WFMT_Q6_K;
+	case 30: return WFMT_BF16;
+	default: return -1;
+	}
+}
+
+/* {arch}.suffix as an integer: 0, -ENOENT when absent (def is used), or -EINVAL with a message. */
+static int arch_int(struct gconv *c, const char *suffix, int64_t def, int64_t lo, int64_t hi, int *out)
+{
+	char key[128];
+	int64_t v = def;
+	snprintf(key, sizeof(key), "%s.%s", c->arch, suffix);
+	int rc = gguf_get_int(&c->g, key, &v);
+	if (rc == -ENOENT && def < 0) {
+		snprintf(c->err, c->errlen, "%s: metadata key %s is missing", c->path, key);
+		return -EINVAL;
+	}
+	if ((rc && rc != -ENOENT) || v < lo || v > hi) {
+		const struct gguf_kv *kv = gguf_find(&c->g, key);
+		snprintf(c->err, c->errlen, "%s: metadata key %s must be %s in %lld..%lld", c->path, key,
+			 kv && kv->type == GGUF_TYPE_ARRAY ? "one integer (per-layer arrays are not supported)"
+							   : "an integer",
+			 (long long)lo, (long long)hi);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int arch_float(struct gconv *c, const char *suffix, double def, double *out)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "%s.%s", c->arch, suffix);
+	*out = def;
+	int rc = gguf_get_float(&c->g, key, out);
+	if (rc == -ENOENT && !isnan(def))
+		return 0;
+	if (rc || !isfinite(*out)) {
+		snprintf(c->err, c->errlen, "%s: metadata key %s %s", c->path, key,
+			 rc == -ENOENT ? "is missing" : "must be a finite number");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int read_rope(struct gconv *c)
+{
+	struct rope_params *r = &c->hp.rope;
+	int rc = arch_float(c, "rope.freq_base", 10000.0, &r->theta);
+	int dim = c->hp.head_dim;
+	rc = rc ? rc : arch_int(c, "rope.dimension_count", c->hp.head_dim, 2, LAYOUT_MAX_HEAD_DIM, &dim);
+	if (rc)
+		return rc;
+	if (dim != c->hp.head_dim) {
+		snprintf(c->err, c->errlen, "%s: %s.rope.dimension_count %d differs from the head size %d (partial "
+			 "rotary embeddings are not supported)", c->path, c->arch, dim, c->hp.head_dim);
+		return -ENOTSUP;
+	}
+	r->dim = dim;
+	r->style = strcmp(c->arch, "llama") == 0 ? ROPE_STYLE_NORM : ROPE_STYLE_NEOX;
+	r->factor = 1;
+	r->truncate = true;
+	char key[128];
+	struct gguf_str type = {"none", 4};
+	snprintf(key, sizeof(key), "%s.rope.scaling.type", c->arch);
+	gguf_get_str(&c->g, key, &type);
+	double factor = 1, linear = 0;
+	rc = arch_float(c, "rope.scaling.factor", 1.0, &factor);
+	rc = rc ? rc : arch_float(c, "rope.scale_linear", 0.0, &linear); /* older files */
+	if (rc)
+		return rc;
+	if (linear > 0 && gguf_str_eq(type, "none")) {
+		type = (struct gguf_str){"linear", 6};
+		factor = linear;
+	}
+	if (gguf_str_eq(type, "linear") && factor != 1) {
+		r->type = ROPE_LINEAR;
+		r->factor = factor;
+	} else if (!gguf_str_eq(type, "none") && !gguf_str_eq(type, "linear")) {
+		snprintf(c->err, c->errlen, "%s: %s is '%.*s'; ferry converts GGUF files with rope scaling none or linear",
+			 c->path, key, (int)(type.n > 40 ? 40 : type.n), type.p);
+		return -ENOTSUP;
+	}
+	/* Llama 3.1+ files carry their frequency scaling as the tensor rope_freqs (theta_i divided by it). */
+	const struct gguf_tensor *t = gguf_tensor_find(&c->g, "rope_freqs.weight");
+	if (t) {
+		if (t->type != 0 || t->n_dims != 1 || t->ne[0] != (uint64_t)dim / 2) {
+			snprintf(c->err, c->errlen, "%s: tensor rope_freqs.weight must be F32 [%d]", c->path, dim / 2);
+			return -EINVAL;
+		}
+		double *f = malloc(sizeof(double) * (size_t)(dim / 2));
+		if (!f)
+			return -ENOMEM;
+		for (int i = 0; i < dim / 2; i++) {
+			float v;
+			memcpy(&v, t->data + 4 * i, 4);
+			f[i] = v;
+		}
+		r->factors = f;
+	}
+	return 0;
+}
+
+/* Gemma 3: every 6th layer (5, 11, ...) is global, the others see the last sliding_window tokens with their
+ * own rope base; GELU-tanh MLP; embeddings scaled by sqrt(d_model). */
+static int read_gemma3(struct gconv *c)
+{
+	struct layout_hparams *hp = &c->hp;
+	int window, pattern;
+	double softcap, attn_softcap, local_base;
+	int rc = arch_int(c, "attention.sliding_window", -1, 1, 1 << 30, &window);
+	rc = rc ? rc : arch_int(c, "attention.sliding_window_pattern", 6, 1, 1 << 20, &pattern);
+	rc = rc ? rc : arch_float(c, "final_logit_softcapping", 0.0, &softcap);
+	rc = rc ? rc : arch_float(c, "attn_logit_softcapping", 0.0, &attn_softcap);
+	rc = rc ? rc : arch_float(c, "rope.freq_base_swa", 10000.0, &local_base);
+	if (rc)
+		return rc;
+	if (attn_softcap > 0) {
+		snprintf(c->err, c->errlen, "%s: %s.attn_logit_softcapping is set; ferry does not cap attention scores",
+			 c->path, c->arch);
+		return -ENOTSUP;
+	}
+	for (int i = 0; i < hp->n_layers; i++)
+		hp->window[i] = i % pattern < pattern - 1 ? window : 0;
+	hp->has_rope_local = true;
+	hp->rope_local = (struct rope_params){.type = ROPE_DEFAULT, .style = ROPE_STYLE_NEOX, .theta = local_base,
+					      .dim = hp->head_dim, .factor = 1, .truncate = true};
+	hp->act = ACT_GELU_TANH;
+	hp->embed_scale = sqrt((double)hp->d_model);
+	hp->final_softcap = softcap > 0 ? softcap : 0;
+	/* llama.cpp's rule: Gemma 3 27B (62 layers) scales scores by 1/sqrt(d_model / n_heads), the others by
+	 * 1/sqrt(head_dim) (transformers: query_pre_attn_scalar). */
+	if (hp->n_layers == 62)
+		hp->attn_scale = 1.0 / sqrt((double)hp->d_model / hp->n_heads);
+	return arch_float(c, "attention.scale", hp->attn_scale, &hp->attn_scale); /* explicit wins */
+}
+
+static void token_id(struct gconv *c, const char *key, int *out)
+{
+	int64_t v;
+	if (gguf_get_int(&c->g, key, &v) == 0 && v >= 0 && v < c->hp.vocab)
+		*out = (int)v;
+}
+
+static int read_hparams(struct gconv *c)
+{
+	struct layout_hparams *hp = &c->hp;
+	struct gguf_str arch;
+	if (gguf_get_str(&c->g, "general.architecture", &arch) || arch.n == 0 || arch.n >= sizeof(c->arch)) {
+		snprintf(c->err, c->errlen, "%s: metadata key general.architecture is missing or not a short string",
+			 c->path);
+		return -EINVAL;
+	}
+	memcpy(c->arch, arch.p, arch.n);
+	c->arch[arch.n] = 0;
+	if (strcmp(c->arch, "llama") && strcmp(c->arch, "qwen2") && strcmp(c->arch, "gemma3")) {
+		snprintf(c->err, c->errlen, "%s: architecture '%s' is not supported (llama, qwen2, gemma3)", c->path,
+			 c->arch);
+		return -ENOTSUP;
+	}
+	c->gemma = strcmp(c->arch, "gemma3") == 0;
+	snprintf(hp->arch, sizeof(hp->arch), "%s", c->arch);
+	const int MAXD = LAYOUT_MAX_DIM;
+	int rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
+	rc = rc ? rc : arch_int(c, "embedding_length", -1, 1, MAXD, &hp->d_model);
+	rc = rc ? rc : arch_int(c, "feed_forward_length", -1, 1, MAXD, &hp->ffn_dim);
+	rc = rc ? rc : arch_int(c, "attention.head_count", -1, 1, MAXD, &hp->n_heads);
+	rc = rc ? rc : arch_int(c, "attention.head_count_kv", hp->n_heads, 1, MAXD, &hp->n_kv_heads);
+	rc = rc ? rc : arch_int(c, "attention.key_length", hp->d_model / hp->n_heads, 2, LAYOUT_MAX_HEAD_DIM,
+				&hp->head_dim);
+	int vlen = 0;
+	rc = rc ? rc : arch_int(c, "attention.value_length", hp->head_dim, 1, LAYOUT_MAX_HEAD_DIM, &vlen);
+	rc = rc ? rc : arch_int(c, "context_length", 2048, 1, 1 << 30, &hp->max_pos);
+	rc = rc ? rc : arch_float(c, "attention.layer_norm_rms_epsilon", NAN, &hp->rms_eps);
+	if (rc)
+		return rc;
+	if (vlen != hp->head_dim) {
+		snprintf(c->err, c->errlen, "%s: %s.attention.value_length %d differs from key_length %d", c->path,
+			 c->arch, vlen, hp->head_dim);
+		return -ENOTSUP;
+	}
+	const struct gguf_tensor *emb = gguf_tensor_find(&c->g, "token_embd.weight");
+	if (!emb || emb->n_dims != 2 || emb->ne[1] > (uint64_t)MAXD) {
+		snprintf(c->err, c->errlen, "%s: tensor token_embd.weight is missing or not 2-D", c->path);
+		return -EINVAL;
+	}
+	hp->vocab = (int)emb->ne[1];
+	hp->tied_embeddings = gguf_tensor_find(&c->g, "output.weight") == NULL;
+	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
+	if (!hp->window)
+		return -ENOMEM;
+	rc = read_rope(c);
+	rc = rc ? rc : c->gemma ? read_gemma3(c) : 0;
+	if (rc)
+		return rc;
+	hp->bos_id = -1;
+	token_id(c, "tokenizer.ggml.bos_token_id", &hp->bos_id);
+	const char *eos_keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+				  "tokenizer.ggml.eom_token_id"};
+	for (size_t i = 0; i < sizeof(eos_keys) / sizeof(eos_keys[0]); i++) {
+		int id = -1;
+		token_id(c, eos_keys[i], &id);
+		bool dup = false;
+		for (int j = 0; j < hp->n_eos; j++)
+			dup = dup || hp->eos_ids[j] == id;
+		if (id >= 0 && !dup)
+			hp->eos_ids[hp->n_eos++] = id;
+	}
+	return layout_hparams_check(hp, c->err, c->errlen);
+}
+
+static int writer_err(struct gconv *c, int rc)
+{
+	if (rc && !c->err[0])
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+/* Copies GGUF tensor `src` as `dst` after checking its type and its shape [rows, cols] (rows 0: a vector of
+ * cols values). */
+static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_t rows, int64_t cols)
+{
+	const struct gguf_tensor *t = gguf_tensor_find(&c->g, src);
+	if (!t) {
+		snprintf(c->err, c->errlen, "%s: tensor %s is missing", c->path, src);
+		return -ENOENT;
+	}
+	int fmt = ggml_type_wfmt(t->type);
+	if (fmt < 0) {
+		snprintf(c->err, c->errlen, "%s: tensor %s has type %s (%u), which ferry does not support (F32, F16, BF16, "
+			 "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)", c->path, src, gguf_ggml_type_name(t->type), t->type);
+		return -ENOTSUP;
+	}
+	int ndim = rows ? 2 : 1;
+	if (t->n_dims != ndim || t->ne[0] != (uint64_t)cols || (ndim == 2 && t->ne[1] != (uint64_t)rows)) {
+		char got[96] = "";
+		for (int d = 0; d < t->n_dims; d++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %llu" : "%llu",
+				 (unsigned long long)t->ne[d]);
+		char want[48];
+		if (ndim == 1)
+			snprintf(want, sizeof(want), "%lld", (long long)cols);
+		else
+			snprintf(want, sizeof(want), "%lld, %lld", (long long)cols, (long long)rows);
+		snprintf(c->err, c->errlen, "%s: tensor %s has ne [%s], the hyper-parameters imply [%s]", c->path, src, got,
+			 want);
+		return -EINVAL;
+	}
+	int64_t shape[2] = {rows ? rows : cols, cols};
+	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, fmt, ndim, shape));
+	enum { CHUNK = 16 << 20 };
+	long page = sysconf(_SC_PAGESIZE);
+	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
+		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
+		rc = writer_err(c, layout_writer_tensor_write(c->w, t->data + off, (size_t)n));
+		/* Drop the copied pages of the mapping: peak RSS stays near one chunk whatever the model size. */
+		uintptr_t a = ((uintptr_t)(t->data + off) + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+		uintptr_t e = (uintptr_t)(t->data + off + n) & ~((uintptr_t)page - 1);
+		if (e > a)
+			madvise((void *)a, e - a, MADV_DONTNEED);
+	}
+	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
+}
+
+struct tensor_rule {
+	const char *name; /* after "blk.N." */
+	int rows, cols;   /* in units of the dims below; rows 0 = vector */
+	bool required;
+};
+
+enum { DIM_D = 1, DIM_Q, DIM_KV, DIM_F, DIM_DH };
+
+static int64_t dim_of(const struct layout_hparams *hp, int d)
+{
+	switch (d) {
+	case DIM_D: return hp->d_model;
+	case DIM_Q: return (int64_t)hp->n_heads * hp->head_dim;
+	case DIM_KV: return (int64_t)hp->n_kv_heads * hp->head_dim;
+	case DIM_F: return hp->ffn_dim;
+	case DIM_DH: return hp->head_dim;
+	default: return 0;
+	}
+}
+
+static const struct tensor_rule layer_rules[] = {
+	{"attn_norm.weight", 0, DIM_D, true},      {"attn_q.weight", DIM_Q, DIM_D, true},
+	{"attn_k.weight", DIM_KV, DIM_D, true},     {"attn_v.weight", DIM_KV, DIM_D, true},
+	{"attn_output.weight", DIM_D, DIM_Q, true}, {"attn_q.bias", 0, DIM_Q, false},
+	{"attn_k.bias", 0, DIM_KV, false},          {"attn_v.bias", 0, DIM_KV, false},
+	{"attn_output.bias", 0, DIM_D, false},      {"attn_q_norm.weight", 0, DIM_DH, false},
+	{"attn_k_norm.weight", 0, DIM_DH, false},   {"post_attention_norm.weight", 0, DIM_D, false},
+	{"ffn_norm.weight", 0, DIM_D, true},        {"ffn_gate.weight", DIM_F, DIM_D, true},
+	{"ffn_up.weight", DIM_F, DIM_D, true},      {"ffn_down.weight", DIM_D, DIM_F, true},
+	{"ffn_gate.bias", 0, DIM_F, false},         {"ffn_up.bias", 0, DIM_F, false},
+	{"ffn_down.bias", 0, DIM_D, false},         {"post_ffw_norm.weight", 0, DIM_D, false},
+};
+#define N_LAYER_RULES (sizeof(layer_rules) / sizeof(layer_rules[0]))
+
+/* Gemma 3 needs its q/k norms and post norms: without them the forward would silently be another model. */
+static bool rule_required(const struct gconv *c, const struct tensor_rule *r)
+{
+	if (r->required)
+		return true;
+	if (!c->gemma)
+		return false;
+	return strstr(r->name, "norm") != NULL;
+}
+
+/* Every tensor must be one ferry uses: an unknown one means a model variant this forward does not run. */
+static int check_names(struct gconv *c)
+{
+	for (uint64_t i = 0; i < c->g.n_tensors; i++) {
+		const struct gguf_tensor *t = &c->g.tensors[i];
+		char name[80];
+		snprintf(name, sizeof(name), "%.*s", (int)t->name.n, t->name.p);
+		bool ok = !strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") ||
+			  !strcmp(name, "output.weight") || !strcmp(name, "rope_freqs.weight");
+		int layer, off = 0;
+		if (!ok && sscanf(name, "blk.%d.%n", &layer, &off) == 1 && off > 0 && layer >= 0 &&
+		    layer < c->hp.n_layers)
+			for (size_t k = 0; !ok && k < N_LAYER_RULES; k++)
+				ok = strcmp(name + off, layer_rules[k].name) == 0;
+		if (!ok) {
+			snprintf(c->err, c->errlen, "%s: tensor %s is not part of the %s model ferry runs", c->path, name,
+				 c->arch);
+			return -ENOTSUP;
+		}
+	}
+	return 0;
+}
+
+static int write_layer(struct gconv *c, int l)
+{
+	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, l));
+	for (size_t k = 0; !rc && k < N_LAYER_RULES; k++) {
+		const struct tensor_rule *r = &layer_rules[k];
+		char src[96];
+		snprintf(src, sizeof(src), "blk.%d.%s", l, r->name);
+		if (!rule_required(c, r) && !gguf_tensor_find(&c->g, src))
+			continue;
+		rc = copy_tensor(c, src, r->name, dim_of(&c->hp, r->rows), dim_of(&c->hp, r->cols));
+	}
+	return rc ? rc : writer_err(c, layout_writer_file_end(c->w));
+}
+
+/* tokenizer.gguf: a GGUF v3 with no tensors holding the tokenizer.* keys (and general.architecture/name),
+ * each copied as stored; tokenizer_open reads it. */
+static bool tokenizer_key(const struct gguf_kv *kv)
+{
+	return (kv->key.n > 10 && !memcmp(kv->key.p, "tokenizer.", 10)) || gguf_str_eq(kv->key, "general.architecture") ||
+	       gguf_str_eq(kv->key, "general.name");
+}
+
+static int write_tokenizer(struct gconv *c)
+{
+	size_t n = 24, n_kv = 0;
+	for (uint64_t i = 0; i < c->g.n_kv; i++)
+		if (tokenizer_key(&c->g.kv[i])) {
+			n += c->g.kv[i].raw_n;
+			n_kv++;
+		}
+	if (!gguf_find(&c->g, "tokenizer.ggml.model")) {
+		snprintf(c->err, c->errlen, "%s: no tokenizer (metadata key tokenizer.ggml.model is missing)", c->path);
+		return -EINVAL;
+	}
+	uint8_t *buf = malloc(n), *p = buf;
+	if (!buf)
+		return -ENOMEM;
+	uint32_t head32[2] = {0x46554747u, 3};
+	uint64_t head64[2] = {0, n_kv};
+	memcpy(p, head32, 8);
+	memcpy(p + 8, head64, 16);
+	p += 24;
+	for (uint64_t i = 0; i < c->g.n_kv; i++)
+		if (tokenizer_key(&c->g.kv[i])) {
+			memcpy(p, c->g.kv[i].raw, c->g.kv[i].raw_n);
+			p += c->g.kv[i].raw_n;
+		}
+	int rc = writer_err(c, layout_writer_write_text(c->w, "tokenizer.gguf", (const char *)buf, n));
+	free(buf);
+	return rc;
+}
+
+/* The chat template: --chat-template FILE, else tokenizer.chat_template, else Gemma 3's for gemma3 files. */
+static int write_template(struct gconv *c, const char *template_file, json_t *extra)
+{
+	struct gguf_str t = {0};
+	int rc = 0;
+	if (template_file) {
+		rc = writer_err(c, layout_writer_copy_file(c->w, template_file, "chat_template.jinja"));
+	} else if (gguf_get_str(&c->g, "tokenizer.chat_template", &t) == 0) {
+		rc = writer_err(c, layout_writer_write_text(c->w, "chat_template.jinja", t.p, t.n));
+	} else if (c->gemma) {
+		fprintf(stderr, "ferry: %s has no tokenizer.chat_template; using the Gemma 3 chat template\n", c->path);
+		rc = writer_err(c, layout_writer_write_text(c->w, "chat_template.jinja", chat_default_gemma3,
+							  strlen(chat_default_gemma3)));
+	} else {
+		return 0;
+	}
+	if (!rc)
+		json_object_set_new(extra, "chat_template", json_pack("{s:s}", "file", "chat_template.jinja"));
+	return rc;
+}
+
+static int write_model(struct gconv *c, const char *template_file, json_t *extra)
+{
+	const struct layout_hparams *hp = &c->hp;
+	int64_t D = hp->d_model, V = hp->vocab;
+	progress_begin(&c->prog, "convert", hp->n_layers + 2);
+	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_EMBED, -1));
+	rc = rc ? rc : copy_tensor(c, "token_embd.weight", "token_embd.weight", V, D);
+	rc = rc ? rc : writer_err(c, layout_writer_file_end(c->w));
+	progress_update(&c->prog, 1, layout_writer_bytes_written(c->w));
+	for (int l = 0; !rc && l < hp->n_layers; l++) {
+		rc = write_layer(c, l);
+		progress_update(&c->prog, l + 2, layout_writer_bytes_written(c->w));
+	}
+	rc = rc ? rc : writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_HEAD, -1));
+	rc = rc ? rc : copy_tensor(c, "output_norm.weight", "output_norm.weight", 0, D);
+	if (!rc)
+		rc = hp->tied_embeddings
+			     ? writer_err(c, layout_writer_alias(c->w, "output.weight", -1, "token_embd.weight"))
+			     : copy_tensor(c, "output.weight", "output.weight", V, D);
+	rc = rc ? rc : writer_err(c, layout_writer_file_end(c->w));
+	progress_update(&c->prog, hp->n_layers + 2, layout_writer_bytes_written(c->w));
+	progress_end(&c->prog);
+	rc = rc ? rc : write_tokenizer(c);
+	rc = rc ? rc : write_template(c, template_file, extra);
+	return rc;
+}
+
+int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file, char *err,
+		 size_t errlen)
+{
+	struct gconv c = {.path = path, .err = err, .errlen = errlen};
+	err[0] = 0;
+	json_t *extra = NULL;
+	int rc = gguf_open(&c.g, path, err, errlen);
+	if (rc)
+		return rc;
+	rc = read_hparams(&c);
+	rc = rc ? rc : check_names(&c);
+	if (!rc && template_file && !path_is_file(template_file)) {
+		snprintf(err, errlen, "%s: chat template file not found", template_file);
+		rc = -ENOENT;
+	}
+	rc = rc ? rc : layout_writer_begin(&c.w, out_dir, force, err, errlen);
+	if (rc)
+		goto out;
+	/* where the model came from; a path or name that is not UTF-8 is left out (json_string* give NULL) */
+	struct gguf_str name = {"", 0};
+	gguf_get_str(&c.g, "general.name", &name);
+	json_t *src = json_pack("{s:s, s:s}", "format", "gguf", "architecture", c.arch);
+	json_object_set_new(src, "file", json_string(path));
+	json_object_set_new(src, "name", json_stringn(name.p, (size_t)name.n));
+	extra = json_pack("{s:o, s:{s:s}}", "source", src, "tokenizer", "file", "tokenizer.gguf");
+	rc = extra ? 0 : -ENOMEM;
+	rc = rc ? rc : writer_err(&c, layout_writer_set_lz4(c.w, lz4));
+	rc = rc ? rc : write_model(&c, template_file, extra);
+	if (!rc) {
+		rc = layout_writer_finish(c.w, &c.hp, extra);
+		extra = NULL;
+		if (rc)
+			writer_err(&c, rc);
+		else
+			c.w = NULL; /* finish released it */
+	}
+out:
+	if (rc && c.w)
+		writer_err(&c, rc);
+	if (rc == -ENOMEM && !err[0])
+		snprintf(err, errlen, "%s: out of memory", path);
+	if (c.w)
+		layout_writer_abort(c.w); /* removes OUT.tmp */
+	json_decref(extra);
+	layout_hparams_free(&c.hp);
+	gguf_close(&c.g);
+	return rc;
+}

@@ -1,0 +1,336 @@
+/*
+ * convert_hf.c: Hugging Face safetensors directory -> model.ferry.
+ *
+ * Tensors are copied one at a time from the mmapped checkpoint into the per-unit files, in chunks, and the
+ * copied pages are dropped from the resident set right away: peak RSS stays far below one layer whatever
+ * the model size. Weights keep their dtype (F32, F16, BF16). Every tensor's shape is checked against
+ * config.json before anything is written for it. Gemma 3's RMSNorm weights w become F32 1 + w (its norms
+ * multiply by (1 + w); GGUF files store them that way too).
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "text/chat.h"
+#include "convert/convert.h"
+#include "convert/hf_config.h"
+#include "layout/layout.h"
+#include "base/progress.h"
+#include "layout/safetensors.h"
+
+struct conv {
+	const char *dir;
+	struct st_set st;
+	struct layout_writer *w;
+	struct layout_hparams hp;
+	struct hf_arch arch;
+	struct progress prog;
+	char *err;
+	size_t errlen;
+};
+
+static int st_dtype_fmt(const char *dtype)
+{
+	if (!strcmp(dtype, "F32"))
+		return WFMT_F32;
+	if (!strcmp(dtype, "F16"))
+		return WFMT_F16;
+	if (!strcmp(dtype, "BF16"))
+		return WFMT_BF16;
+	return -1;
+}
+
+/* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1). */
+static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t d0, int64_t d1)
+{
+	const struct st_tensor *t = st_find(&c->st, src);
+	if (!t) {
+		snprintf(c->err, c->errlen, "%s: tensor %s not found in the checkpoint", c->dir, src);
+		return -ENOENT;
+	}
+	const char *file = c->st.files[t->file].path;
+	int fmt = st_dtype_fmt(t->dtype);
+	if (fmt < 0) {
+		snprintf(c->err, c->errlen, "%s: tensor %s has dtype %s; supported: F32, F16, BF16", file, src, t->dtype);
+		return -EINVAL;
+	}
+	int ndim = d1 < 0 ? 1 : 2;
+	if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+		char got[96] = "", want[48];
+		for (int d = 0; d < t->ndim; d++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %lld" : "%lld", (long long)t->shape[d]);
+		if (ndim == 1)
+			snprintf(want, sizeof(want), "%lld", (long long)d0);
+		else
+			snprintf(want, sizeof(want), "%lld, %lld", (long long)d0, (long long)d1);
+		snprintf(c->err, c->errlen, "%s: tensor %s has shape [%s], config.json implies [%s]", file, src, got, want);
+		return -EINVAL;
+	}
+	int64_t shape[2] = {d0, d1};
+	int rc = layout_writer_tensor_begin(c->w, dst, fmt, ndim, shape);
+	enum { CHUNK = 16 << 20 };
+	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
+		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
+		rc = layout_writer_tensor_write(c->w, t->data + off, (size_t)n);
+		st_release(&c->st, t, off, n);
+	}
+	if (!rc)
+		rc = layout_writer_tensor_end(c->w);
+	if (rc && !c->err[0])
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+/* hf_prefix.weight (and .bias) -> name.weight (and .bias); in < 0 for a vector of out values. */
+static int copy_linear(struct conv *c, const char *hf_prefix, const char *name, int64_t out, int64_t in, bool bias)
+{
+	char src[256], dst[64];
+	snprintf(src, sizeof(src), "%s.weight", hf_prefix);
+	snprintf(dst, sizeof(dst), "%s.weight", name);
+	int rc = copy_tensor(c, src, dst, out, in);
+	if (rc || !bias)
+		return rc;
+	snprintf(src, sizeof(src), "%s.bias", hf_prefix);
+	snprintf(dst, sizeof(dst), "%s.bias", name);
+	return copy_tensor(c, src, dst, out, -1);
+}
+
+/* A Gemma RMSNorm weight: transformers multiplies by (1 + w) in f32, so 1 + w is stored as F32 and the forward
+ * multiplies by it like any other norm weight. */
+static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, int64_t n)
+{
+	const struct st_tensor *t = st_find(&c->st, src);
+	int fmt = t ? st_dtype_fmt(t->dtype) : -1;
+	if (!t || fmt < 0 || t->ndim != 1 || t->shape[0] != n) {
+		snprintf(c->err, c->errlen, "%s: tensor %s missing, or not a vector of %lld F32/F16/BF16 values", c->dir, src,
+			 (long long)n);
+		return t ? -EINVAL : -ENOENT;
+	}
+	float *v = malloc(sizeof(float) * (size_t)n);
+	if (!v)
+		return -ENOMEM;
+	for (int64_t i = 0; i < n; i++) {
+		const uint8_t *p = t->data + i * (fmt == WFMT_F32 ? 4 : 2);
+		uint16_t h;
+		memcpy(&h, p, 2);
+		float w;
+		if (fmt == WFMT_F32)
+			memcpy(&w, p, 4);
+		else
+			w = fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+		v[i] = 1.0f + w;
+	}
+	int64_t shape[1] = {n};
+	int rc = layout_writer_tensor_begin(c->w, dst, WFMT_F32, 1, shape);
+	rc = rc ? rc : layout_writer_tensor_write(c->w, v, sizeof(float) * (size_t)n);
+	rc = rc ? rc : layout_writer_tensor_end(c->w);
+	free(v);
+	if (rc && !c->err[0])
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+/* Gemma 3: ferry's norm names for its four norms per layer, and q/k norms of head_dim values. */
+static int write_gemma_norms(struct conv *c, int i)
+{
+	const struct {
+		const char *hf, *name;
+		bool head;
+	} map[] = {
+		{"input_layernorm", "attn_norm", false},
+		{"self_attn.q_norm", "attn_q_norm", true},
+		{"self_attn.k_norm", "attn_k_norm", true},
+		{"post_attention_layernorm", "post_attention_norm", false},
+		{"pre_feedforward_layernorm", "ffn_norm", false},
+		{"post_feedforward_layernorm", "post_ffw_norm", false},
+	};
+	int rc = 0;
+	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
+		char src[128], dst[64];
+		snprintf(src, sizeof(src), "model.layers.%d.%s.weight", i, map[k].hf);
+		snprintf(dst, sizeof(dst), "%s.weight", map[k].name);
+		rc = copy_norm_plus_one(c, src, dst, map[k].head ? c->hp.head_dim : c->hp.d_model);
+	}
+	return rc;
+}
+
+static int write_layer(struct conv *c, int i)
+{
+	const struct layout_hparams *hp = &c->hp;
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
+		F = hp->ffn_dim;
+	/* HF module under model.layers.i -> ferry tensor, shape [out, in] (in < 0: a norm vector [out]) */
+	const struct {
+		const char *hf, *name;
+		int64_t out, in;
+		bool bias;
+	} map[] = {
+		{"input_layernorm", "attn_norm", D, -1, false},
+		{"self_attn.q_proj", "attn_q", Q, D, c->arch.qkv_bias},
+		{"self_attn.k_proj", "attn_k", KV, D, c->arch.qkv_bias},
+		{"self_attn.v_proj", "attn_v", KV, D, c->arch.qkv_bias},
+		{"self_attn.o_proj", "attn_output", D, Q, c->arch.o_bias},
+		{"post_attention_layernorm", "ffn_norm", D, -1, false},
+		{"mlp.gate_proj", "ffn_gate", F, D, c->arch.mlp_bias},
+		{"mlp.up_proj", "ffn_up", F, D, c->arch.mlp_bias},
+		{"mlp.down_proj", "ffn_down", D, F, c->arch.mlp_bias},
+	};
+	int rc = layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, i);
+	if (rc) {
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+		return rc;
+	}
+	if (c->arch.gemma)
+		rc = write_gemma_norms(c, i);
+	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
+		if (c->arch.gemma && map[k].in < 0)
+			continue; /* the norms, written above */
+		char p[128];
+		snprintf(p, sizeof(p), "model.layers.%d.%s", i, map[k].hf);
+		rc = copy_linear(c, p, map[k].name, map[k].out, map[k].in, map[k].bias);
+	}
+	if (!rc && (rc = layout_writer_file_end(c->w)))
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+static json_t *load_json(const char *dir, const char *name, bool required, char *err, size_t errlen, int *rc)
+{
+	char path[4096];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	*rc = 0;
+	if (stat(path, &st)) {
+		if (required) {
+			snprintf(err, errlen, "%s: not found", path);
+			*rc = -ENOENT;
+		}
+		return NULL;
+	}
+	json_error_t je;
+	json_t *j = json_load_file(path, 0, &je);
+	if (!json_is_object(j)) {
+		snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, j ? "not a JSON object" : je.text);
+		json_decref(j);
+		*rc = -EINVAL;
+		return NULL;
+	}
+	return j;
+}
+
+/* Tokenizer files, chat template and generation defaults go into the output beside the weights. */
+static int copy_extras(struct conv *c, json_t *config, json_t *gen, json_t *extra)
+{
+	char path[4096];
+	struct stat st;
+	int rc = 0;
+	json_object_set_new(extra, "source", json_pack("{s:s, s:O}", "format", "hf-safetensors", "config", config));
+	if (gen)
+		json_object_set(extra, "generation", gen);
+	json_t *tok = json_object();
+	json_object_set_new(extra, "tokenizer", tok);
+	snprintf(path, sizeof(path), "%s/tokenizer.json", c->dir);
+	if (stat(path, &st) == 0) {
+		if ((rc = layout_writer_copy_file(c->w, path, "tokenizer.json")))
+			return rc;
+		json_object_set_new(tok, "file", json_string("tokenizer.json"));
+	}
+	int jrc;
+	json_t *tc = load_json(c->dir, "tokenizer_config.json", false, c->err, c->errlen, &jrc);
+	if (jrc)
+		return jrc;
+	if (tc) {
+		snprintf(path, sizeof(path), "%s/tokenizer_config.json", c->dir);
+		rc = layout_writer_copy_file(c->w, path, "tokenizer_config.json");
+		json_object_set_new(tok, "config_file", json_string("tokenizer_config.json"));
+	}
+	/* The chat template: chat_template.jinja beside the weights, else tokenizer_config's chat_template
+	 * (a string, or a list of {name, template} of which "default" is the one used for chat). */
+	const char *tmpl = chat_template_of_config(tc);
+	snprintf(path, sizeof(path), "%s/chat_template.jinja", c->dir);
+	if (!rc && stat(path, &st) == 0)
+		rc = layout_writer_copy_file(c->w, path, "chat_template.jinja");
+	else if (!rc && tmpl)
+		rc = layout_writer_write_text(c->w, "chat_template.jinja", tmpl, strlen(tmpl));
+	if (!rc && (tmpl || stat(path, &st) == 0))
+		json_object_set_new(extra, "chat_template", json_pack("{s:s}", "file", "chat_template.jinja"));
+	json_decref(tc);
+	if (rc)
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen)
+{
+	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen};
+	err[0] = 0;
+	int rc;
+	char cpath[4096];
+	snprintf(cpath, sizeof(cpath), "%s/config.json", hf_dir);
+	json_t *config = load_json(hf_dir, "config.json", true, err, errlen, &rc);
+	json_t *gen = config ? load_json(hf_dir, "generation_config.json", false, err, errlen, &rc) : NULL;
+	json_t *extra = json_object();
+	if (rc || (rc = hf_config_parse(config, gen, cpath, &c.hp, &c.arch, err, errlen)))
+		goto out;
+	if ((rc = st_open_dir(&c.st, hf_dir, err, errlen)))
+		goto out;
+	if (!c.hp.tied_embeddings && !st_find(&c.st, "lm_head.weight")) {
+		snprintf(err, errlen, "%s: tensor lm_head.weight not found and tie_word_embeddings is false", hf_dir);
+		rc = -ENOENT;
+		goto out;
+	}
+	if ((rc = layout_writer_begin(&c.w, out_dir, force, err, errlen)))
+		goto out;
+	if ((rc = layout_writer_set_lz4(c.w, lz4))) {
+		snprintf(err, errlen, "%s", layout_writer_error(c.w));
+		goto out;
+	}
+	int64_t D = c.hp.d_model, V = c.hp.vocab;
+	progress_begin(&c.prog, "convert", c.hp.n_layers + 2);
+	rc = layout_writer_file_begin(c.w, LAYOUT_KIND_EMBED, -1);
+	if (!rc)
+		rc = copy_tensor(&c, "model.embed_tokens.weight", "token_embd.weight", V, D);
+	if (!rc)
+		rc = layout_writer_file_end(c.w);
+	progress_update(&c.prog, 1, layout_writer_bytes_written(c.w));
+	for (int i = 0; !rc && i < c.hp.n_layers; i++) {
+		rc = write_layer(&c, i);
+		progress_update(&c.prog, i + 2, layout_writer_bytes_written(c.w));
+	}
+	if (!rc)
+		rc = layout_writer_file_begin(c.w, LAYOUT_KIND_HEAD, -1);
+	if (!rc)
+		rc = c.arch.gemma ? copy_norm_plus_one(&c, "model.norm.weight", "output_norm.weight", D)
+				  : copy_tensor(&c, "model.norm.weight", "output_norm.weight", D, -1);
+	if (!rc)
+		rc = c.hp.tied_embeddings ? layout_writer_alias(c.w, "output.weight", -1, "token_embd.weight")
+					  : copy_tensor(&c, "lm_head.weight", "output.weight", V, D);
+	if (!rc)
+		rc = layout_writer_file_end(c.w);
+	progress_update(&c.prog, c.hp.n_layers + 2, layout_writer_bytes_written(c.w));
+	progress_end(&c.prog);
+	if (!rc)
+		rc = copy_extras(&c, config, gen, extra);
+	if (!rc) {
+		rc = layout_writer_finish(c.w, &c.hp, extra);
+		extra = NULL;
+		if (rc)
+			snprintf(err, errlen, "%s", layout_writer_error(c.w));
+		else
+			c.w = NULL; /* finish released it */
+	}
+	if (rc && !err[0])
+		snprintf(err, errlen, "%s", layout_writer_error(c.w));
+out:
+	if (c.w)
+		layout_writer_abort(c.w); /* removes OUT.tmp */
+	json_decref(extra);
+	json_decref(config);
+	json_decref(gen);
+	st_close(&c.st);
+	layout_hparams_free(&c.hp);
+	return rc;
+}

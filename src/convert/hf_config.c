@@ -1,0 +1,366 @@
+/*
+ * hf_config.c: normalizes the config.json of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and
+ * Gemma3ForCausalLM (Gemma3TextConfig) into layout_hparams. Defaults are those of the transformers config classes when a key is absent. RoPE comes
+ * either as legacy rope_theta + rope_scaling or as transformers-5 rope_parameters.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert/hf_config.h"
+
+struct family {
+	const char *hf_name, *arch;
+	int default_max_pos;
+	bool qkv_bias;
+};
+
+static const struct family families[] = {
+	{"LlamaForCausalLM", "llama", 2048, false},
+	{"MistralForCausalLM", "mistral", 4096 * 32, false},
+	{"Qwen2ForCausalLM", "qwen2", 32768, true},
+	{"Gemma3ForCausalLM", "gemma3", 131072, false},
+};
+
+static int req_int(const json_t *c, const char *key, const char *path, int *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(c, key);
+	if (!v) {
+		snprintf(err, errlen, "%s: missing key '%s'", path, key);
+		return -EINVAL;
+	}
+	if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > (1 << 30)) {
+		snprintf(err, errlen, "%s: '%s' must be a positive integer", path, key);
+		return -EINVAL;
+	}
+	*out = (int)json_integer_value(v);
+	return 0;
+}
+
+static int opt_int(const json_t *c, const char *key, int def, const char *path, int *out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(c, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	return req_int(c, key, path, out, err, errlen);
+}
+
+static int opt_num(const json_t *c, const char *key, double def, const char *path, double *out, char *err,
+		   size_t errlen)
+{
+	const json_t *v = json_object_get(c, key);
+	if (!v || json_is_null(v)) {
+		*out = def;
+		return 0;
+	}
+	if (!json_is_number(v)) {
+		snprintf(err, errlen, "%s: '%s' must be a number", path, key);
+		return -EINVAL;
+	}
+	*out = json_number_value(v);
+	return 0;
+}
+
+static int parse_rope(const json_t *c, const char *path, struct layout_hparams *hp, char *err, size_t errlen)
+{
+	struct rope_params *r = &hp->rope;
+	memset(r, 0, sizeof(*r));
+	r->style = ROPE_STYLE_NEOX; /* HF checkpoints use rotate-half */
+	r->dim = hp->head_dim;
+	r->factor = 1;
+	r->truncate = true;
+	/* legacy rope_scaling wins over transformers-5 rope_parameters when both are present, as in transformers */
+	const json_t *s = json_object_get(c, "rope_scaling");
+	const char *skey = "rope_scaling";
+	if (!json_is_object(s)) {
+		s = json_object_get(c, "rope_parameters");
+		skey = "rope_parameters";
+	}
+	if (s && !json_is_null(s) && !json_is_object(s)) {
+		snprintf(err, errlen, "%s: '%s' must be an object or null", path, skey);
+		return -EINVAL;
+	}
+	if (opt_num(c, "rope_theta", 10000.0, path, &r->theta, err, errlen))
+		return -EINVAL;
+	if (json_is_object(s) && opt_num(s, "rope_theta", r->theta, path, &r->theta, err, errlen))
+		return -EINVAL;
+	if (r->theta <= 0) {
+		snprintf(err, errlen, "%s: rope_theta must be > 0", path);
+		return -EINVAL;
+	}
+	if (!json_is_object(s))
+		return 0;
+	const char *type = json_string_value(json_object_get(s, "rope_type"));
+	if (!type)
+		type = json_string_value(json_object_get(s, "type"));
+	if (!type || !strcmp(type, "default"))
+		return 0;
+	if (!strcmp(type, "linear"))
+		r->type = ROPE_LINEAR;
+	else if (!strcmp(type, "dynamic"))
+		r->type = ROPE_DYNAMIC;
+	else if (!strcmp(type, "yarn"))
+		r->type = ROPE_YARN;
+	else if (!strcmp(type, "llama3"))
+		r->type = ROPE_LLAMA3;
+	else {
+		snprintf(err, errlen, "%s: %s.rope_type '%s' is not supported (default, linear, dynamic, yarn, llama3)",
+			 path, skey, type);
+		return -EINVAL;
+	}
+	/* original context: a top-level key first, then the rope dict, then max_position_embeddings; dynamic NTK
+	 * always measures against max_position_embeddings */
+	const char *okey = "original_max_position_embeddings";
+	const json_t *oc = json_object_get(c, okey) ? c : s;
+	if (opt_int(oc, okey, hp->max_pos, path, &r->original_max_pos, err, errlen))
+		return -EINVAL;
+	if (r->type == ROPE_DYNAMIC)
+		r->original_max_pos = hp->max_pos;
+	const json_t *f = json_object_get(s, "factor");
+	if (r->type == ROPE_YARN && !f) /* yarn without a factor: the context extension ratio */
+		r->factor = (double)hp->max_pos / r->original_max_pos;
+	else if (!json_is_number(f) || json_number_value(f) < 1) {
+		snprintf(err, errlen, "%s: %s.factor: missing or < 1", path, skey);
+		return -EINVAL;
+	} else
+		r->factor = json_number_value(f);
+	if (r->type == ROPE_LLAMA3) {
+		if (!json_object_get(s, "original_max_position_embeddings") ||
+		    !json_is_number(json_object_get(s, "low_freq_factor")) ||
+		    !json_is_number(json_object_get(s, "high_freq_factor"))) {
+			snprintf(err, errlen, "%s: %s (llama3) needs low_freq_factor, high_freq_factor and "
+				 "original_max_position_embeddings", path, skey);
+			return -EINVAL;
+		}
+		r->low_freq_factor = json_number_value(json_object_get(s, "low_freq_factor"));
+		r->high_freq_factor = json_number_value(json_object_get(s, "high_freq_factor"));
+		if (r->high_freq_factor <= r->low_freq_factor) {
+			snprintf(err, errlen, "%s: %s: high_freq_factor must exceed low_freq_factor", path, skey);
+			return -EINVAL;
+		}
+	}
+	if (r->type == ROPE_YARN) {
+		const json_t *tr = json_object_get(s, "truncate");
+		if (opt_num(s, "beta_fast", 32, path, &r->beta_fast, err, errlen) ||
+		    opt_num(s, "beta_slow", 1, path, &r->beta_slow, err, errlen) ||
+		    opt_num(s, "attention_factor", 0, path, &r->attention_factor, err, errlen) ||
+		    opt_num(s, "mscale", 0, path, &r->mscale, err, errlen) ||
+		    opt_num(s, "mscale_all_dim", 0, path, &r->mscale_all_dim, err, errlen))
+			return -EINVAL;
+		r->truncate = !json_is_false(tr);
+	}
+	return 0;
+}
+
+/* Sliding window per layer: explicit layer_types, else the family's rule. */
+static int parse_windows(const json_t *c, const struct family *fam, const char *path, struct layout_hparams *hp,
+			 char *err, size_t errlen)
+{
+	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
+	if (!hp->window)
+		return -ENOMEM;
+	/* MistralConfig's default window is 4096 when the key is absent; null means full attention */
+	bool absent = !json_object_get(c, "sliding_window");
+	int w = 0, def = (!strcmp(fam->arch, "mistral") || !strcmp(fam->arch, "gemma3")) && absent ? 4096 : 0;
+	if (opt_int(c, "sliding_window", def, path, &w, err, errlen))
+		return -EINVAL;
+	bool qwen2 = !strcmp(fam->arch, "qwen2");
+	if (qwen2 && !json_is_true(json_object_get(c, "use_sliding_window")))
+		w = 0;
+	if (!strcmp(fam->arch, "llama"))
+		w = 0;
+	/* MistralForCausalLM applies sliding_window to every layer whatever layer_types says */
+	const json_t *types = strcmp(fam->arch, "mistral") ? json_object_get(c, "layer_types") : NULL;
+	if (json_is_array(types)) {
+		if ((int)json_array_size(types) != hp->n_layers) {
+			snprintf(err, errlen, "%s: layer_types has %zu entries, num_hidden_layers is %d", path,
+				 json_array_size(types), hp->n_layers);
+			return -EINVAL;
+		}
+		for (int i = 0; i < hp->n_layers; i++) {
+			const char *t = json_string_value(json_array_get(types, (size_t)i));
+			bool sliding = t && !strcmp(t, "sliding_attention");
+			if (!t || (!sliding && strcmp(t, "full_attention"))) {
+				snprintf(err, errlen, "%s: layer_types[%d]: unsupported value", path, i);
+				return -EINVAL;
+			}
+			hp->window[i] = sliding ? w : 0;
+		}
+		return 0;
+	}
+	if (!strcmp(fam->arch, "gemma3")) { /* legacy configs: every pattern-th layer is global */
+		int pattern;
+		if (opt_int(c, "sliding_window_pattern", 6, path, &pattern, err, errlen))
+			return -EINVAL;
+		for (int i = 0; i < hp->n_layers; i++)
+			hp->window[i] = (i + 1) % pattern ? w : 0;
+		return 0;
+	}
+	int first = 0;
+	if (qwen2 && opt_int(c, "max_window_layers", 28, path, &first, err, errlen))
+		return -EINVAL;
+	for (int i = first; i < hp->n_layers; i++)
+		hp->window[i] = w;
+	return 0;
+}
+
+/* bos/eos from generation_config.json when present, else from config.json; eos may be a list. */
+static void parse_special(const json_t *c, const json_t *gen, struct layout_hparams *hp)
+{
+	const json_t *bos = json_object_get(gen, "bos_token_id");
+	if (!json_is_integer(bos))
+		bos = json_object_get(c, "bos_token_id");
+	hp->bos_id = json_is_integer(bos) ? (int)json_integer_value(bos) : -1;
+	const json_t *eos = json_object_get(gen, "eos_token_id");
+	if (!eos || json_is_null(eos))
+		eos = json_object_get(c, "eos_token_id");
+	hp->n_eos = 0;
+	if (json_is_integer(eos)) {
+		hp->eos_ids[hp->n_eos++] = (int)json_integer_value(eos);
+	} else if (json_is_array(eos)) {
+		size_t i;
+		const json_t *v;
+		json_array_foreach(eos, i, v)
+		{
+			if (json_is_integer(v) && hp->n_eos < 8)
+				hp->eos_ids[hp->n_eos++] = (int)json_integer_value(v);
+		}
+	}
+}
+
+/* Gemma 3: global layers take rope_theta (1e6) with any rope scaling, sliding layers rope_local_base_freq with
+ * the default rope (transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}});
+ * scores scaled by query_pre_attn_scalar^-0.5; GELU-tanh MLP; embeddings times sqrt(hidden_size). */
+static int parse_gemma3(const json_t *c, const char *path, struct layout_hparams *hp, char *err, size_t errlen)
+{
+	const json_t *rp = json_object_get(c, "rope_parameters");
+	const json_t *full = json_object_get(rp, "full_attention"), *slide = json_object_get(rp, "sliding_attention");
+	double theta, local, qscale, cap = 0;
+	if (opt_num(c, "rope_theta", 1e6, path, &theta, err, errlen) ||
+	    opt_num(c, "rope_local_base_freq", 10000, path, &local, err, errlen) ||
+	    (slide && opt_num(slide, "rope_theta", local, path, &local, err, errlen)) ||
+	    opt_num(c, "query_pre_attn_scalar", 256, path, &qscale, err, errlen) ||
+	    opt_num(c, "final_logit_softcapping", 0, path, &cap, err, errlen))
+		return -EINVAL;
+	/* parse_rope on a config made of the global layers' parameters */
+	json_t *g = json_pack("{s:f}", "rope_theta", theta);
+	if (full)
+		json_object_set(g, "rope_parameters", (json_t *)full);
+	else if (json_object_get(c, "rope_scaling"))
+		json_object_set(g, "rope_scaling", json_object_get(c, "rope_scaling"));
+	if (json_object_get(c, "original_max_position_embeddings"))
+		json_object_set(g, "original_max_position_embeddings", json_object_get(c, "original_max_position_embeddings"));
+	int rc = parse_rope(g, path, hp, err, errlen);
+	json_decref(g);
+	if (rc)
+		return rc;
+	const char *stype = json_string_value(json_object_get(slide, "rope_type"));
+	const json_t *acap = json_object_get(c, "attn_logit_softcapping");
+	const char *act = json_string_value(json_object_get(c, "hidden_activation"));
+	if (!act)
+		act = json_string_value(json_object_get(c, "hidden_act"));
+	const char *bad = NULL;
+	if (stype && strcmp(stype, "default"))
+		bad = "rope_parameters.sliding_attention.rope_type must be default";
+	else if (acap && !json_is_null(acap))
+		bad = "attn_logit_softcapping is not supported";
+	else if (act && strcmp(act, "gelu_pytorch_tanh"))
+		bad = "hidden_activation must be gelu_pytorch_tanh";
+	else if (!(local > 0) || !(qscale > 0) || cap < 0)
+		bad = "rope_local_base_freq and query_pre_attn_scalar must be > 0, final_logit_softcapping >= 0";
+	if (bad) {
+		snprintf(err, errlen, "%s: %s", path, bad);
+		return -EINVAL;
+	}
+	hp->has_rope_local = true;
+	hp->rope_local = (struct rope_params){.type = ROPE_DEFAULT, .style = ROPE_STYLE_NEOX, .theta = local,
+					      .dim = hp->head_dim, .factor = 1, .truncate = true};
+	hp->act = ACT_GELU_TANH;
+	hp->attn_scale = 1.0 / sqrt(qscale);
+	hp->embed_scale = sqrt((double)hp->d_model);
+	hp->final_softcap = cap;
+	return 0;
+}
+
+int hf_config_parse(const void *config, const void *gen, const char *path, struct layout_hparams *hp,
+		    struct hf_arch *arch, char *err, size_t errlen)
+{
+	const json_t *c = config;
+	memset(hp, 0, sizeof(*hp));
+	memset(arch, 0, sizeof(*arch));
+	const char *name = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
+	if (!name) {
+		snprintf(err, errlen, "%s: missing key 'architectures'", path);
+		return -EINVAL;
+	}
+	const struct family *fam = NULL;
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		if (!strcmp(name, families[i].hf_name))
+			fam = &families[i];
+	if (!fam) {
+		snprintf(err, errlen, "%s: unknown architecture '%s' (supported: LlamaForCausalLM, MistralForCausalLM, "
+			 "Qwen2ForCausalLM, Gemma3ForCausalLM)", path, name);
+		return -EINVAL;
+	}
+	snprintf(hp->arch, sizeof(hp->arch), "%s", fam->arch);
+	if (req_int(c, "hidden_size", path, &hp->d_model, err, errlen) ||
+	    req_int(c, "num_hidden_layers", path, &hp->n_layers, err, errlen) ||
+	    req_int(c, "num_attention_heads", path, &hp->n_heads, err, errlen) ||
+	    req_int(c, "intermediate_size", path, &hp->ffn_dim, err, errlen) ||
+	    req_int(c, "vocab_size", path, &hp->vocab, err, errlen) ||
+	    opt_int(c, "num_key_value_heads", hp->n_heads, path, &hp->n_kv_heads, err, errlen) ||
+	    opt_int(c, "max_position_embeddings", fam->default_max_pos, path, &hp->max_pos, err, errlen) ||
+	    opt_num(c, "rms_norm_eps", 1e-6, path, &hp->rms_eps, err, errlen))
+		return -EINVAL;
+	if (hp->n_heads % hp->n_kv_heads) {
+		snprintf(err, errlen, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
+			 hp->n_heads, hp->n_kv_heads);
+		return -EINVAL;
+	}
+	bool gemma = !strcmp(fam->arch, "gemma3");
+	if (!json_object_get(c, "head_dim") && hp->d_model % hp->n_heads && !gemma) {
+		snprintf(err, errlen, "%s: hidden_size %d is not a multiple of num_attention_heads %d and no head_dim",
+			 path, hp->d_model, hp->n_heads);
+		return -EINVAL;
+	}
+	if (opt_int(c, "head_dim", gemma ? 256 : hp->d_model / hp->n_heads, path, &hp->head_dim, err, errlen))
+		return -EINVAL;
+	if (hp->head_dim % 2) {
+		snprintf(err, errlen, "%s: head_dim %d must be even", path, hp->head_dim);
+		return -EINVAL;
+	}
+	if (json_is_number(json_object_get(c, "partial_rotary_factor")) &&
+	    json_number_value(json_object_get(c, "partial_rotary_factor")) != 1.0) {
+		snprintf(err, errlen, "%s: partial_rotary_factor != 1 is not supported", path);
+		return -EINVAL;
+	}
+	if (gemma ? parse_gemma3(c, path, hp, err, errlen) : parse_rope(c, path, hp, err, errlen))
+		return -EINVAL;
+	/* Gemma3TextConfig ties by default */
+	const json_t *tie = json_object_get(c, "tie_word_embeddings");
+	hp->tied_embeddings = json_is_true(tie) || (gemma && !tie);
+	int rc = parse_windows(c, fam, path, hp, err, errlen);
+	if (rc) {
+		layout_hparams_free(hp);
+		return rc;
+	}
+	parse_special(c, gen, hp);
+	char why[256];
+	if ((rc = layout_hparams_check(hp, why, sizeof(why)))) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		layout_hparams_free(hp);
+		return rc;
+	}
+	bool llama = !strcmp(fam->arch, "llama");
+	bool attn_bias = (llama || gemma) && json_is_true(json_object_get(c, "attention_bias"));
+	arch->qkv_bias = fam->qkv_bias || attn_bias;
+	arch->o_bias = attn_bias;
+	arch->gemma = gemma;
+	arch->mlp_bias = llama && json_is_true(json_object_get(c, "mlp_bias"));
+	return 0;
+}

@@ -1,0 +1,552 @@
+/*
+ * synth_model.c: `ferry synth`'s generator: a Llama-shaped model with random weights, in the tensor names,
+ * unit files and order `ferry convert` writes for Llama (src/convert/from_hf.c), so the runner cannot tell it
+ * from a converted one.
+ *
+ * Values: a matrix [out, K] has elements of RMS 1/sqrt(K) (so h.W keeps h's scale); quantized blocks get
+ * uniform random quants, small random sub-block scales (8..15) and an f16 block scale jittered by
+ * +-20% around the value that gives that RMS; the K formats' mins are set so blocks are zero-mean. Norm
+ * weights (F32) lie in [0.9, 1.1]. Every row draws from its own xoshiro256** stream seeded from (seed,
+ * unit, tensor, row): the bytes depend on nothing else, whatever the thread count or chunking.
+ *
+ * Pipeline: a generator thread fills one of two buffers (rows in parallel on all cores) while the calling
+ * thread writes the other through layout's writer (pwrite + XXH3). Output goes to OUT.tmp and is renamed
+ * when complete (layout_writer_finish), so an interrupted run never leaves a complete-looking model.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "layout/layout.h"
+#include "base/progress.h"
+#include "layout/quant.h"
+#include "base/rng.h"
+#include "convert/synth_model.h"
+
+const char *const synth_preset_names = "llama3-70b, llama3-8b, tiny";
+
+static const struct {
+	const char *name;
+	struct synth_shape s;
+} presets[] = {
+	/* L, D, F, H, Hkv, Dh, V, max_pos, rope theta, rms eps (Meta's params.json / HF config.json) */
+	{"llama3-70b", {80, 8192, 28672, 64, 8, 128, 128256, 8192, 500000, 1e-5}},
+	{"llama3-8b", {32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000, 1e-5}},
+	{"tiny", {4, 256, 768, 4, 2, 64, 512, 2048, 500000, 1e-5}},
+};
+
+int synth_preset(const char *name, struct synth_shape *s)
+{
+	for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
+		if (!strcmp(name, presets[i].name)) {
+			*s = presets[i].s;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* One tensor of a unit: [rows, cols] (a norm vector: rows 1, ndim 1). */
+struct synth_tensor {
+	const char *name;
+	int fmt, ndim;
+	int64_t rows, cols;
+	bool norm;
+};
+
+enum { SYNTH_MAX_TENSORS = 9 };
+
+/* The tensors of unit -1 (embedding), 0..L-1 (layers) or L (head), in convert_hf's order. */
+static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tensor *t)
+{
+	const struct synth_shape *s = &o->shape;
+	int64_t D = s->d_model, F = s->ffn_dim, V = s->vocab, Q = (int64_t)s->n_heads * s->head_dim,
+		KV = (int64_t)s->n_kv_heads * s->head_dim;
+	int f = o->fmt, n = 0;
+#define T(nm, r, c) (t[n++] = (struct synth_tensor){nm, f, 2, r, c, false})
+#define N(nm) (t[n++] = (struct synth_tensor){nm, WFMT_F32, 1, 1, D, true})
+	if (unit < 0) {
+		T("token_embd.weight", V, D);
+	} else if (unit == s->n_layers) {
+		N("output_norm.weight");
+		T("output.weight", V, D);
+	} else {
+		N("attn_norm.weight");
+		T("attn_q.weight", Q, D);
+		T("attn_k.weight", KV, D);
+		T("attn_v.weight", KV, D);
+		T("attn_output.weight", D, Q);
+		N("ffn_norm.weight");
+		T("ffn_gate.weight", F, D);
+		T("ffn_up.weight", F, D);
+		T("ffn_down.weight", D, F);
+	}
+#undef T
+#undef N
+	return n;
+}
+
+static uint64_t row_bytes(const struct synth_tensor *t)
+{
+	return wfmt_row_bytes(t->fmt, (uint64_t)t->cols);
+}
+
+int synth_check(const struct synth_opts *o, char *err, size_t errlen)
+{
+	const struct synth_shape *s = &o->shape;
+	if (o->fmt < 0 || o->fmt >= WFMT_COUNT || wfmt_table[o->fmt].block == 0) {
+		snprintf(err, errlen, "--fmt: not a format synth writes (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k)");
+		return -EINVAL;
+	}
+	const struct {
+		const char *opt;
+		long v, lo, hi;
+	} range[] = {
+		{"--layers", s->n_layers, 1, 100000},	    {"--d-model", s->d_model, 1, LAYOUT_MAX_DIM},
+		{"--ffn", s->ffn_dim, 1, LAYOUT_MAX_DIM},	    {"--heads", s->n_heads, 1, LAYOUT_MAX_DIM},
+		{"--kv-heads", s->n_kv_heads, 1, LAYOUT_MAX_DIM}, {"--head-dim", s->head_dim, 2, LAYOUT_MAX_HEAD_DIM},
+		{"--vocab", s->vocab, 1, LAYOUT_MAX_DIM},
+	};
+	for (size_t i = 0; i < sizeof(range) / sizeof(range[0]); i++)
+		if (range[i].v < range[i].lo || range[i].v > range[i].hi) {
+			snprintf(err, errlen, "%s %ld: outside %ld..%ld", range[i].opt, range[i].v, range[i].lo, range[i].hi);
+			return -EINVAL;
+		}
+	if (s->head_dim % 2) {
+		snprintf(err, errlen, "--head-dim %d: must be even (RoPE rotates pairs)", s->head_dim);
+		return -EINVAL;
+	}
+	if (s->n_heads % s->n_kv_heads) {
+		snprintf(err, errlen, "--heads %d: not a multiple of --kv-heads %d", s->n_heads, s->n_kv_heads);
+		return -EINVAL;
+	}
+	if ((int64_t)s->n_heads * s->head_dim > LAYOUT_MAX_DIM) {
+		snprintf(err, errlen, "--heads %d x --head-dim %d: above %d", s->n_heads, s->head_dim, LAYOUT_MAX_DIM);
+		return -EINVAL;
+	}
+	/* Every matrix's K (its row length) must be whole blocks of the format. */
+	long blk = (long)wfmt_table[o->fmt].block;
+	const char *fn = wfmt_table[o->fmt].name;
+	if (s->d_model % blk) {
+		snprintf(err, errlen, "--d-model %d: not a multiple of the %s block (%ld values)", s->d_model, fn, blk);
+		return -EINVAL;
+	}
+	if (s->ffn_dim % blk) {
+		snprintf(err, errlen, "--ffn %d: not a multiple of the %s block (%ld values)", s->ffn_dim, fn, blk);
+		return -EINVAL;
+	}
+	if ((long)s->n_heads * s->head_dim % blk) {
+		snprintf(err, errlen, "--heads %d x --head-dim %d: not a multiple of the %s block (%ld values)", s->n_heads,
+			 s->head_dim, fn, blk);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+uint64_t synth_model_bytes(const struct synth_opts *o)
+{
+	struct synth_tensor t[SYNTH_MAX_TENSORS];
+	uint64_t total = 0;
+	for (int u = -1; u <= o->shape.n_layers; u++) {
+		int n = unit_tensors(o, u, t);
+		uint64_t file = LAYOUT_HEADER_BYTES;
+		for (int i = 0; i < n; i++)
+			file += layout_align_up(row_bytes(&t[i]) * (uint64_t)t[i].rows);
+		total += file;
+	}
+	return total;
+}
+
+/* Each row's own stream (rng.h), seeded from (seed, unit, tensor, row). */
+static void row_rng_seed(struct rng *r, uint64_t seed, int unit, int tensor, int64_t row)
+{
+	uint64_t h = rng_mix64(rng_mix64(rng_mix64(seed) ^ ((uint64_t)(uint32_t)(unit + 1) << 8 | (uint64_t)tensor)) ^
+			       (uint64_t)row);
+	for (int i = 0; i < 4; i++)
+		r->s[i] = rng_mix64(h + (uint64_t)i * 0x632be59bd9b4e019ull);
+}
+
+static void rng_bytes(struct rng *r, void *dst, size_t n)
+{
+	uint8_t *p = dst;
+	for (; n >= 8; p += 8, n -= 8) {
+		uint64_t v = rng_next(r);
+		memcpy(p, &v, 8);
+	}
+	if (n) {
+		uint64_t v = rng_next(r);
+		memcpy(p, &v, n);
+	}
+}
+
+/* Uniform in [-1, 1) from 32 random bits. */
+static inline float unif(uint32_t bits)
+{
+	return (float)(int32_t)bits * 0x1p-31f;
+}
+
+/* Block scales are jittered by a factor uniform in [0.8, 1.2] (RMS JITTER_RMS); K-format sub-block scales are
+ * uniform in 8..15 (RMS SC_RMS = sqrt(137.5)). */
+#define JITTER_RMS 1.0066446
+#define SC_RMS 11.7260394
+
+static inline float jitter(struct rng *r)
+{
+	return 1.0f + 0.2f * unif((uint32_t)(rng_next(r) >> 32));
+}
+
+/* RMS of q - center for q uniform in 0..n-1. */
+static double quant_rms(int n, double center)
+{
+	double mean = (n - 1) / 2.0 - center;
+	return sqrt(((double)n * n - 1) / 12 + mean * mean);
+}
+
+static inline uint16_t f16_of(double v)
+{
+	return f32_to_f16((float)v);
+}
+
+/* The 12 scale bytes of a Q4_K/Q5_K block from 8 6-bit scales and mins (inverse of k_scale_min). */
+static void k_scales_pack(const uint8_t *sc, const uint8_t *m, uint8_t *s)
+{
+	for (int j = 0; j < 4; j++) {
+		s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+		s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+		s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+	}
+}
+
+static void sub_scales(struct rng *r, uint8_t *sc, int n)
+{
+	uint64_t v = rng_next(r);
+	for (int j = 0; j < n; j++, v >>= 3)
+		sc[j] = (uint8_t)(8 + (v & 7));
+}
+
+/* Fills one row of K values of format fmt whose values have RMS rms. */
+static void fill_row(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	int64_t nb = K / (int64_t)wfmt_table[fmt].block;
+	switch (fmt) {
+	case WFMT_F32:
+	case WFMT_F16:
+	case WFMT_BF16: {
+		float a = (float)(rms * sqrt(3.0)); /* uniform in [-a, a) */
+		for (int64_t i = 0; i < K; i += 2) {
+			uint64_t v = rng_next(r);
+			float x[2] = {a * unif((uint32_t)v), a * unif((uint32_t)(v >> 32))};
+			for (int k = 0; k < 2 && i + k < K; k++) {
+				if (fmt == WFMT_F32) {
+					memcpy(dst + 4 * (i + k), &x[k], 4);
+				} else {
+					uint16_t h = fmt == WFMT_F16 ? f32_to_f16(x[k]) : f32_to_bf16(x[k]);
+					memcpy(dst + 2 * (i + k), &h, 2);
+				}
+			}
+		}
+		return;
+	}
+	case WFMT_Q8_0: {
+		struct block_q8_0 *b = (struct block_q8_0 *)dst;
+		double base = rms / (quant_rms(255, 127) * JITTER_RMS);
+		for (int64_t i = 0; i < nb; i++) {
+			b[i].d = f16_of(base * jitter(r));
+			rng_bytes(r, b[i].qs, QK);
+			for (int j = 0; j < QK; j++) /* ggml's quantizer never writes -128 */
+				b[i].qs[j] = b[i].qs[j] == -128 ? -127 : b[i].qs[j];
+		}
+		return;
+	}
+	case WFMT_Q4_0: {
+		struct block_q4_0 *b = (struct block_q4_0 *)dst;
+		double base = rms / (quant_rms(16, 8) * JITTER_RMS);
+		for (int64_t i = 0; i < nb; i++) {
+			b[i].d = f16_of(base * jitter(r));
+			rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		}
+		return;
+	}
+	case WFMT_Q5_0: {
+		struct block_q5_0 *b = (struct block_q5_0 *)dst;
+		double base = rms / (quant_rms(32, 16) * JITTER_RMS);
+		for (int64_t i = 0; i < nb; i++) {
+			b[i].d = f16_of(base * jitter(r));
+			rng_bytes(r, b[i].qh, sizeof(b[i].qh));
+			rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		}
+		return;
+	}
+	case WFMT_Q4_K:
+	case WFMT_Q5_K: {
+		/* y = d sc q - dmin m with m = sc and dmin = center d: y = d sc (q - center), zero-mean */
+		bool five = fmt == WFMT_Q5_K;
+		int levels = five ? 32 : 16;
+		double center = (levels - 1) / 2.0, base = rms / (quant_rms(levels, center) * SC_RMS * JITTER_RMS);
+		for (int64_t i = 0; i < nb; i++) {
+			uint8_t sc[8], *blk = dst + i * (int64_t)wfmt_table[fmt].block_bytes;
+			uint16_t d = f16_of(base * jitter(r)), dmin = f16_of(f16_to_f32(d) * center);
+			sub_scales(r, sc, 8);
+			if (five) {
+				struct block_q5_K *b = (struct block_q5_K *)blk;
+				b->d = d, b->dmin = dmin;
+				k_scales_pack(sc, sc, b->scales);
+				rng_bytes(r, b->qh, sizeof(b->qh));
+				rng_bytes(r, b->qs, sizeof(b->qs));
+			} else {
+				struct block_q4_K *b = (struct block_q4_K *)blk;
+				b->d = d, b->dmin = dmin;
+				k_scales_pack(sc, sc, b->scales);
+				rng_bytes(r, b->qs, sizeof(b->qs));
+			}
+		}
+		return;
+	}
+	case WFMT_Q6_K: {
+		struct block_q6_K *b = (struct block_q6_K *)dst;
+		double base = rms / (quant_rms(64, 32) * SC_RMS * JITTER_RMS);
+		for (int64_t i = 0; i < nb; i++) {
+			uint8_t sc[16];
+			sub_scales(r, sc, 16);
+			for (int j = 0; j < 16; j++)
+				b[i].scales[j] = (int8_t)sc[j];
+			rng_bytes(r, b[i].ql, sizeof(b[i].ql));
+			rng_bytes(r, b[i].qh, sizeof(b[i].qh));
+			b[i].d = f16_of(base * jitter(r));
+		}
+		return;
+	}
+	}
+	abort(); /* synth_check admits only the formats above */
+}
+
+static void fill_norm(float *dst, int64_t n, struct rng *r)
+{
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = 1.0f + 0.1f * unif((uint32_t)(rng_next(r) >> 32));
+}
+
+/* Rows [row0, row0 + n) of tensor ti of unit u into dst. */
+static void gen_rows(const struct synth_opts *o, int u, int ti, const struct synth_tensor *t, int64_t row0, int64_t n,
+		     uint8_t *dst, int threads)
+{
+	uint64_t rb = row_bytes(t);
+	double rms = 1.0 / sqrt((double)t->cols);
+#pragma omp parallel for schedule(static) num_threads(threads)
+	for (int64_t i = 0; i < n; i++) {
+		struct rng r;
+		row_rng_seed(&r, o->seed, u, ti, row0 + i);
+		if (t->norm)
+			fill_norm((float *)(dst + (uint64_t)i * rb), t->cols, &r);
+		else
+			fill_row(t->fmt, dst + (uint64_t)i * rb, t->cols, rms, &r);
+	}
+}
+
+/* Rows per chunk: about CHUNK_BYTES of a tensor at a time, whole rows. */
+#define CHUNK_BYTES (64ull << 20)
+
+static int64_t chunk_rows(const struct synth_tensor *t)
+{
+	int64_t n = (int64_t)(CHUNK_BYTES / row_bytes(t));
+	return n < 1 ? 1 : n > t->rows ? t->rows : n;
+}
+
+/* Two buffers between the generator thread and the writing thread: full[b] holds the bytes ready in buf[b],
+ * 0 when it is free. Both threads walk the same (unit, tensor, chunk) sequence; chunk k uses buffer k % 2. */
+struct pipe {
+	const struct synth_opts *o;
+	int threads;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint8_t *buf[2];
+	uint64_t full[2];
+	bool stop;
+};
+
+static void *gen_main(void *arg)
+{
+	struct pipe *p = arg;
+	const struct synth_opts *o = p->o;
+	struct synth_tensor t[SYNTH_MAX_TENSORS];
+	uint64_t seq = 0;
+	for (int u = -1; u <= o->shape.n_layers; u++) {
+		int nt = unit_tensors(o, u, t);
+		for (int i = 0; i < nt; i++) {
+			int64_t step = chunk_rows(&t[i]);
+			for (int64_t r0 = 0; r0 < t[i].rows; r0 += step) {
+				int b = (int)(seq++ & 1);
+				int64_t n = t[i].rows - r0 < step ? t[i].rows - r0 : step;
+				pthread_mutex_lock(&p->mu);
+				while (p->full[b] && !p->stop)
+					pthread_cond_wait(&p->cv, &p->mu);
+				bool stop = p->stop;
+				pthread_mutex_unlock(&p->mu);
+				if (stop)
+					return NULL;
+				gen_rows(o, u, i, &t[i], r0, n, p->buf[b], p->threads);
+				pthread_mutex_lock(&p->mu);
+				p->full[b] = (uint64_t)n * row_bytes(&t[i]);
+				pthread_cond_broadcast(&p->cv);
+				pthread_mutex_unlock(&p->mu);
+			}
+		}
+	}
+	return NULL;
+}
+
+static int disk_space_check(const char *out_dir, uint64_t need, char *err, size_t errlen)
+{
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", out_dir);
+	char *slash = strrchr(parent, '/');
+	if (!slash)
+		snprintf(parent, sizeof(parent), ".");
+	else
+		slash[slash == parent ? 1 : 0] = 0;
+	struct statvfs sv;
+	if (statvfs(parent, &sv))
+		return 0; /* the writer reports a missing directory itself */
+	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (avail < need) {
+		snprintf(err, errlen, "%s: the model needs %.2f GB, %.2f GB free there", parent, need / 1e9, avail / 1e9);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static int write_units(struct layout_writer *w, struct pipe *p, struct progress *prog)
+{
+	const struct synth_opts *o = p->o;
+	struct synth_tensor t[SYNTH_MAX_TENSORS];
+	uint64_t seq = 0;
+	int rc = 0;
+	for (int u = -1; !rc && u <= o->shape.n_layers; u++) {
+		int kind = u < 0 ? LAYOUT_KIND_EMBED : u == o->shape.n_layers ? LAYOUT_KIND_HEAD : LAYOUT_KIND_LAYER;
+		int nt = unit_tensors(o, u, t);
+		rc = layout_writer_file_begin(w, kind, kind == LAYOUT_KIND_LAYER ? u : -1);
+		for (int i = 0; !rc && i < nt; i++) {
+			int64_t shape[2] = {t[i].rows, t[i].cols};
+			rc = layout_writer_tensor_begin(w, t[i].name, t[i].fmt, t[i].ndim, t[i].norm ? shape + 1 : shape);
+			int64_t step = chunk_rows(&t[i]);
+			for (int64_t r0 = 0; !rc && r0 < t[i].rows; r0 += step) {
+				int b = (int)(seq++ & 1);
+				pthread_mutex_lock(&p->mu);
+				while (!p->full[b])
+					pthread_cond_wait(&p->cv, &p->mu);
+				uint64_t n = p->full[b];
+				pthread_mutex_unlock(&p->mu);
+				rc = layout_writer_tensor_write(w, p->buf[b], (size_t)n);
+				pthread_mutex_lock(&p->mu);
+				p->full[b] = 0;
+				pthread_cond_broadcast(&p->cv);
+				pthread_mutex_unlock(&p->mu);
+				progress_update(prog, u + 1, layout_writer_bytes_written(w));
+			}
+			rc = rc ? rc : layout_writer_tensor_end(w);
+		}
+		rc = rc ? rc : layout_writer_file_end(w);
+		progress_update(prog, u + 2, layout_writer_bytes_written(w));
+	}
+	return rc;
+}
+
+static void hparams_of(const struct synth_shape *s, struct layout_hparams *hp, int *window)
+{
+	memset(hp, 0, sizeof(*hp));
+	snprintf(hp->arch, sizeof(hp->arch), "llama");
+	hp->n_layers = s->n_layers;
+	hp->d_model = s->d_model;
+	hp->n_heads = s->n_heads;
+	hp->n_kv_heads = s->n_kv_heads;
+	hp->head_dim = s->head_dim;
+	hp->ffn_dim = s->ffn_dim;
+	hp->vocab = s->vocab;
+	hp->max_pos = s->max_pos;
+	hp->rms_eps = s->rms_eps;
+	hp->rope = (struct rope_params){.type = ROPE_DEFAULT, .style = ROPE_STYLE_NEOX, .theta = s->rope_theta,
+					.dim = s->head_dim, .factor = 1};
+	hp->act = ACT_SILU;
+	hp->window = window; /* all zeros: full attention */
+	hp->bos_id = -1;     /* no tokenizer: no special tokens, and no EOS to stop a random model early */
+	hp->n_eos = 0;
+}
+
+int synth_model_write(const struct synth_opts *o, const char *out_dir, char *err, size_t errlen)
+{
+	err[0] = 0;
+	int rc = synth_check(o, err, errlen);
+	if (rc)
+		return rc;
+	struct layout_hparams hp;
+	int *window = calloc((size_t)o->shape.n_layers, sizeof(int));
+	if (!window)
+		return -ENOMEM;
+	hparams_of(&o->shape, &hp, window);
+	if ((rc = layout_hparams_check(&hp, err, errlen)) ||
+	    (rc = disk_space_check(out_dir, synth_model_bytes(o), err, errlen))) {
+		free(window);
+		return rc;
+	}
+	struct pipe p = {.o = o, .threads = o->threads > 0 ? o->threads : omp_get_num_procs()};
+	uint64_t cap = 0; /* the largest chunk: the units -1 (embedding), 0 (a layer) and L (head) have every tensor kind */
+	for (int k = 0; k < 3; k++) {
+		struct synth_tensor t[SYNTH_MAX_TENSORS];
+		int u = k == 0 ? -1 : k == 1 ? 0 : o->shape.n_layers;
+		for (int i = 0, n = unit_tensors(o, u, t); i < n; i++) {
+			uint64_t c = (uint64_t)chunk_rows(&t[i]) * row_bytes(&t[i]);
+			cap = c > cap ? c : cap;
+		}
+	}
+	p.buf[0] = malloc(cap);
+	p.buf[1] = malloc(cap);
+	struct layout_writer *w = NULL;
+	if (!p.buf[0] || !p.buf[1]) {
+		snprintf(err, errlen, "out of memory for two buffers of %.0f MiB", cap / 1048576.0);
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((rc = layout_writer_begin(&w, out_dir, o->force, err, errlen)))
+		goto out;
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_cond_init(&p.cv, NULL);
+	pthread_t gen;
+	if ((rc = -pthread_create(&gen, NULL, gen_main, &p))) {
+		snprintf(err, errlen, "cannot start the generator thread: %s", strerror(-rc));
+	} else {
+		struct progress prog;
+		progress_begin(&prog, "synth", o->shape.n_layers + 2);
+		rc = write_units(w, &p, &prog);
+		progress_end(&prog);
+		pthread_mutex_lock(&p.mu);
+		p.stop = true;
+		pthread_cond_broadcast(&p.cv);
+		pthread_mutex_unlock(&p.mu);
+		pthread_join(gen, NULL);
+	}
+	pthread_cond_destroy(&p.cv);
+	pthread_mutex_destroy(&p.mu);
+	if (!rc) {
+		char seed[24];
+		snprintf(seed, sizeof(seed), "%llu", (unsigned long long)o->seed);
+		json_t *extra = json_pack("{s:{s:s, s:s, s:s, s:s}}", "source", "format", "synthetic", "generator",
+					  "ferry synth", "seed", seed, "weight_format", wfmt_name(o->fmt));
+		rc = layout_writer_finish(w, &hp, extra);
+		if (!rc)
+			w = NULL; /* finish released it */
+	}
+	if (rc && !err[0])
+		snprintf(err, errlen, "%s", layout_writer_error(w));
+out:
+	if (w)
+		layout_writer_abort(w); /* removes OUT.tmp */
+	free(p.buf[0]);
+	free(p.buf[1]);
+	free(window);
+	return rc;
+}

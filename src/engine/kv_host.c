@@ -1,0 +1,158 @@
+/*
+ * kv_host.c: KV pools in pinned host memory, streamed with their layer through two device staging pairs
+ * (kv_host.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kv_host.h"
+
+int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, int fence0,
+	     char *err, size_t errlen)
+{
+	memset(h, 0, sizeof(*h));
+	h->b = b;
+	h->n_layers = L;
+	h->fence0 = fence0;
+	for (int l = 0; host && l < L; l++)
+		h->n_host += host[l];
+	if (!h->n_host)
+		return 0;
+	const struct backend_ops *op = b->ops;
+	if (!op->host_alloc || !op->copy_d2h_async || !op->fence_init) {
+		snprintf(err, errlen, "the %s backend cannot stream KV pages", op->name);
+		return -ENOTSUP;
+	}
+	h->host_idx = malloc(sizeof(int) * (size_t)L);
+	h->host_layer = malloc(sizeof(int) * (size_t)h->n_host);
+	h->hk = calloc((size_t)L, sizeof(void *));
+	h->hv = calloc((size_t)L, sizeof(void *));
+	h->pool_bytes = malloc(sizeof(size_t) * (size_t)L);
+	bool ok = h->host_idx && h->host_layer && h->hk && h->hv && h->pool_bytes;
+	size_t stage = 0;
+	for (int l = 0, i = 0; ok && l < L; l++) {
+		h->pool_bytes[l] = pool_bytes[l];
+		h->host_idx[l] = host[l] ? i : -1;
+		if (!host[l])
+			continue;
+		h->host_layer[i++] = l;
+		stage = pool_bytes[l] > stage ? pool_bytes[l] : stage;
+		h->hk[l] = op->host_alloc(b, pool_bytes[l]);
+		h->hv[l] = h->hk[l] ? op->host_alloc(b, pool_bytes[l]) : NULL;
+		ok = h->hv[l];
+	}
+	for (int s = 0; ok && s < 2; s++) {
+		h->sk[s] = op->alloc(b, stage);
+		h->sv[s] = h->sk[s] ? op->alloc(b, stage) : NULL;
+		ok = h->sv[s];
+	}
+	if (ok && op->fence_init(b, fence0 + 4))
+		ok = false;
+	if (!ok) {
+		snprintf(err, errlen, "out of memory for the KV cache streamed from host memory (%d layers, %zu bytes a pool)%s%s",
+			 h->n_host, stage, b->err[0] ? ": " : "", b->err);
+		kvh_free(h);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void kvh_free(struct kv_host *h)
+{
+	if (!h->b)
+		return;
+	for (int l = 0; h->hk && l < h->n_layers; l++) {
+		if (h->hk[l])
+			h->b->ops->host_free(h->b, h->hk[l]);
+		if (h->hv[l])
+			h->b->ops->host_free(h->b, h->hv[l]);
+	}
+	for (int s = 0; s < 2; s++) {
+		if (h->sk[s])
+			h->b->ops->free(h->b, h->sk[s]);
+		if (h->sv[s])
+			h->b->ops->free(h->b, h->sv[s]);
+	}
+	free(h->host_idx);
+	free(h->host_layer);
+	free(h->hk);
+	free(h->hv);
+	free(h->pool_bytes);
+	memset(h, 0, sizeof(*h));
+}
+
+void kvh_pools(const struct kv_host *h, int l, void **k, void **v)
+{
+	*k = h->n_host && h->host_idx[l] >= 0 ? h->hk[l] : NULL;
+	*v = h->n_host && h->host_idx[l] >= 0 ? h->hv[l] : NULL;
+}
+
+/* Uploads the used pages of host layer i (in host order) into staging pair i % 2 once the compute that
+ * used the pair last is done. */
+static int upload(struct kv_host *h, int i, const struct kv_layer *kv)
+{
+	if (i >= h->n_host)
+		return 0;
+	struct backend *b = h->b;
+	int l = h->host_layer[i], s = i % 2;
+	size_t n = (size_t)h->used[kv[l].group] * (h->pool_bytes[l] / (size_t)kv[l].n_pages);
+	int rc = b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);
+	if (!rc && n) {
+		rc = b->ops->copy_async(b, h->sk[s], h->hk[l], n);
+		rc = rc ? rc : b->ops->copy_async(b, h->sv[s], h->hv[l], n);
+		h->h2d += 2 * n;
+	}
+	return rc ? rc : b->ops->fence_record(b, BQ_COPY, h->fence0 + s);
+}
+
+int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv)
+{
+	if (!h->n_host)
+		return 0;
+	for (int g = 0; g < kc->n_groups; g++) {
+		int mx = 0;
+		for (size_t i = 0; i < (size_t)kc->max_seqs * (size_t)kc->max_pages; i++)
+			mx = kc->tables[g][i] + 1 > mx ? kc->tables[g][i] + 1 : mx;
+		h->used[g] = mx;
+	}
+	int rc = upload(h, 0, kv);
+	return rc ? rc : upload(h, 1, kv);
+}
+
+int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv)
+{
+	if (!h->n_host || h->host_idx[l] < 0)
+		return 0;
+	int s = h->host_idx[l] % 2;
+	kv[l].k = h->sk[s];
+	kv[l].v = h->sv[s];
+	return h->b->ops->fence_wait(h->b, BQ_COMPUTE, h->fence0 + s);
+}
+
+int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_cache *kc, int n_parts,
+		const int *part_row, const int *part_t0)
+{
+	if (!h->n_host || h->host_idx[l] < 0)
+		return 0;
+	struct backend *b = h->b;
+	int i = h->host_idx[l], s = i % 2, g = kv[l].group;
+	size_t pb = h->pool_bytes[l] / (size_t)kv[l].n_pages;
+	int rc = b->ops->fence_record(b, BQ_COMPUTE, h->fence0 + 2 + s);
+	rc = rc ? rc : b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);
+	for (int p = 0; !rc && p < n_parts; p++) {
+		int len = kc->seqs[part_row[p]].len;
+		const int *row = kc->tables[g] + (size_t)part_row[p] * (size_t)kc->max_pages;
+		for (int j = len / kc->page; !rc && j <= (len + part_t0[p + 1] - part_t0[p] - 1) / kc->page; j++) {
+			if (row[j] < 0)
+				continue;
+			size_t off = (size_t)row[j] * pb;
+			rc = b->ops->copy_d2h_async(b, (char *)h->hk[l] + off, (char *)h->sk[s] + off, pb);
+			rc = rc ? rc : b->ops->copy_d2h_async(b, (char *)h->hv[l] + off, (char *)h->sv[s] + off, pb);
+			h->d2h += 2 * pb;
+		}
+	}
+	kv[l].k = kv[l].v = NULL;
+	return rc ? rc : upload(h, i + 2, kv);
+}

@@ -1,0 +1,569 @@
+/*
+ * model.c: the forward pass of the Llama family and Gemma 3 as a list of backend ops on named tensors:
+ *   x = embed(tokens) (* embed_scale)
+ *   per layer: h = rmsnorm(x, attn_norm); q,k,v = h.Wq,Wk,Wv (+b); [q,k = rmsnorm per head (q_norm, k_norm)];
+ *              rope(q,k); kv_store(k,v); o = attention(q, kv).Wo (+b); [o = rmsnorm(o, post_attention_norm)];
+ *              x += o; h = rmsnorm(x, ffn_norm); d = (act(h.Wg) * h.Wu).Wd; [d = rmsnorm(d, post_ffw_norm)];
+ *              x += d
+ *   logits = rmsnorm(x, output_norm) . Wout  [softcap: cap * tanh(logits / cap)]
+ * The bracketed steps run when the model has those tensors or hyper-parameters (Gemma 3 has them all).
+ * Sliding-window layers pass their window to attention and use rope_local when the model has one;
+ * GQA maps H/Hkv query heads to each kv head.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "engine/model.h"
+
+static int bind(const struct layout_unit *u, void *const *ptrs, const char *name, bool required, int64_t rows,
+		int64_t cols, struct tensor *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	for (int i = 0; i < u->n_tensors; i++) {
+		const struct layout_tensor *lt = &u->tensors[i];
+		if (strcmp(lt->name, name))
+			continue;
+		int64_t r = lt->ndim == 2 ? lt->shape[0] : 1, c = lt->shape[lt->ndim - 1];
+		if (r != rows || c != cols || lt->ndim > 2) {
+			snprintf(err, errlen, "tensor %s: shape does not match the hyper-parameters", name);
+			return -EINVAL;
+		}
+		*t = (struct tensor){ptrs[i], lt->fmt, r, c};
+		return 0;
+	}
+	if (required) {
+		snprintf(err, errlen, "tensor %s missing from the model", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int bind_layer(const struct model *m, int l, void *const *p, struct layer_weights *w, char *err, size_t n)
+{
+	const struct layout_hparams *hp = m->hp;
+	const struct layout_unit *u = layout_unit_get(m->lay, l);
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
+		F = hp->ffn_dim;
+	int rc = bind(u, p, "attn_norm.weight", true, 1, D, &w->attn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q.weight", true, Q, D, &w->wq, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k.weight", true, KV, D, &w->wk, err, n);
+	rc = rc ? rc : bind(u, p, "attn_v.weight", true, KV, D, &w->wv, err, n);
+	rc = rc ? rc : bind(u, p, "attn_output.weight", true, D, Q, &w->wo, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q.bias", false, 1, Q, &w->bq, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k.bias", false, 1, KV, &w->bk, err, n);
+	rc = rc ? rc : bind(u, p, "attn_v.bias", false, 1, KV, &w->bv, err, n);
+	rc = rc ? rc : bind(u, p, "attn_output.bias", false, 1, D, &w->bo, err, n);
+	rc = rc ? rc : bind(u, p, "attn_q_norm.weight", false, 1, hp->head_dim, &w->q_norm, err, n);
+	rc = rc ? rc : bind(u, p, "attn_k_norm.weight", false, 1, hp->head_dim, &w->k_norm, err, n);
+	rc = rc ? rc : bind(u, p, "post_attention_norm.weight", false, 1, D, &w->post_attn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "post_ffw_norm.weight", false, 1, D, &w->post_ffw_norm, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_norm.weight", true, 1, D, &w->ffn_norm, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_gate.weight", true, F, D, &w->w_gate, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_up.weight", true, F, D, &w->w_up, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_down.weight", true, D, F, &w->w_down, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_gate.bias", false, 1, F, &w->b_gate, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_up.bias", false, 1, F, &w->b_up, err, n);
+	rc = rc ? rc : bind(u, p, "ffn_down.bias", false, 1, D, &w->b_down, err, n);
+	return rc;
+}
+
+static const struct tensor *opt(const struct tensor *t)
+{
+	return t->data ? t : NULL;
+}
+
+/* Every weight format of the model must be supported by the backend before anything runs. The streamer
+ * decodes lz4 tensors of layers and the head; embedding rows are read in place, so they must be raw. */
+static int check_formats(const struct model *m, char *err, size_t errlen)
+{
+	for (int u = -1; u <= m->hp->n_layers; u++) {
+		const struct layout_unit *unit = layout_unit_get(m->lay, u);
+		for (int i = 0; i < unit->n_tensors; i++) {
+			const struct layout_tensor *t = &unit->tensors[i];
+			bool ok = u < 0 ? cpu_fmt_supported(t->fmt) : m->b->ops->supports(m->b, OP_MATMUL, t->fmt);
+			if (!ok || (u < 0 && t->comp != LAYOUT_COMP_NONE)) {
+				snprintf(err, errlen, "tensor %s: format %s%s is not supported by the %s backend", t->name,
+					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", m->b->ops->name);
+				return -ENOTSUP;
+			}
+		}
+	}
+	return 0;
+}
+
+static int t_sub_of(const struct model_opts *o)
+{
+	return o->t_sub > 0 && o->t_sub < o->t_max ? o->t_sub : o->t_max;
+}
+
+static int page_of(const struct model_opts *o)
+{
+	return o->kv_page > 0 ? o->kv_page : 256;
+}
+
+static int seqs_of(const struct model_opts *o)
+{
+	return o->max_seqs > 0 ? o->max_seqs : 1;
+}
+
+static uint64_t al(uint64_t v)
+{
+	return (v + 255) / 256 * 256;
+}
+
+/* The page groups (one per distinct window, full attention first) and the pool sizes of each. */
+static void groups_of(const struct layout_hparams *hp, const struct model_opts *o, struct model_mem *mm)
+{
+	mm->n_groups = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (int l = 0; l < hp->n_layers; l++) {
+			int w = hp->window[l], g = 0;
+			if ((pass == 0) != (w == 0))
+				continue;
+			while (g < mm->n_groups && mm->windows[g] != w)
+				g++;
+			if (g == mm->n_groups && g < KVC_GROUPS_MAX)
+				mm->windows[mm->n_groups++] = w;
+		}
+	int page = page_of(o);
+	for (int g = 0; g < mm->n_groups; g++)
+		mm->n_pages[g] = mm->windows[g] == 0 && o->kv_pages > 0
+					 ? o->kv_pages
+					 : seqs_of(o) * kvc_window_pages(mm->windows[g], page, o->t_max, o->ctx);
+}
+
+static int group_of_layer(const struct model_mem *mm, int window)
+{
+	for (int g = 0; g < mm->n_groups; g++)
+		if (mm->windows[g] == window)
+			return g;
+	return -1;
+}
+
+static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, int n_groups,
+		       struct backend_reserve *r)
+{
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, F = hp->ffn_dim;
+	int64_t max_row = D > F ? D : F;
+	int page = page_of(o);
+	*r = (struct backend_reserve){.t_max = o->t_max, .t_ops = t_sub_of(o), .max_row = max_row > Q ? max_row : Q,
+				      .max_ctx = o->ctx, .n_heads = hp->n_heads, .head_dim = hp->head_dim,
+				      .max_seqs = seqs_of(o), .max_pages = (o->ctx + page - 1) / page,
+				      .n_groups = n_groups};
+}
+
+void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+{
+	uint64_t T = (uint64_t)o->t_max, S = (uint64_t)t_sub_of(o), D = (uint64_t)hp->d_model,
+		 Q = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim,
+		 F = (uint64_t)hp->ffn_dim, V = (uint64_t)hp->vocab;
+	uint64_t L = (uint64_t)(o->max_logits > 0 ? o->max_logits : 1);
+	memset(mm, 0, sizeof(*mm));
+	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
+		  al(L * V * 4);
+	groups_of(hp, o, mm);
+	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, page_of(o));
+	uint64_t stage = 0;
+	for (int l = 0; l < hp->n_layers; l++) {
+		uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb;
+		if (o->kv_host && o->kv_host[l]) {
+			mm->kv_host += 2 * pool;
+			stage = pool > stage ? pool : stage;
+		} else {
+			mm->kv += 2 * al(pool);
+		}
+	}
+	mm->kv += 4 * al(stage); /* two staging pairs */
+	struct backend_reserve r;
+	reserve_of(hp, o, mm->n_groups, &r);
+	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
+}
+
+int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
+	       size_t errlen)
+{
+	memset(m, 0, sizeof(*m));
+	m->lay = lay;
+	m->hp = &lay->hp;
+	m->b = b;
+	m->opt = *o;
+	m->opt.t_sub = t_sub_of(o);
+	m->opt.kv_page = page_of(o);
+	m->opt.max_seqs = seqs_of(o);
+	const struct layout_hparams *hp = m->hp;
+	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
+	    strcmp(hp->arch, "gemma3")) {
+		snprintf(err, errlen, "%s: architecture '%s' is not supported by this ferry", lay->dir, hp->arch);
+		return -ENOTSUP;
+	}
+	if (hp->rope.dim / 2 > ROPE_MAX_FREQS || hp->rope.dim != hp->head_dim) {
+		snprintf(err, errlen, "%s: rope dim %d (head_dim %d) is not supported", lay->dir, hp->rope.dim, hp->head_dim);
+		return -ENOTSUP;
+	}
+	if (!b->ops->kv_supports(o->kv_fmt) || (kv_fmt_rotated(o->kv_fmt) && hp->head_dim % KV_GROUP)) {
+		snprintf(err, errlen, "KV cache format %s is not supported by the %s backend (head dim %d)",
+			 kv_fmt_name(o->kv_fmt), b->ops->name, hp->head_dim);
+		return -ENOTSUP;
+	}
+	int rc = check_formats(m, err, errlen);
+	if (rc)
+		return rc;
+	struct model_mem mm;
+	model_mem_plan(hp, b, &m->opt, &mm);
+	rc = kvc_init(&m->kc, m->opt.kv_page, o->ctx, m->opt.max_seqs, mm.n_groups, mm.windows, mm.n_pages, err, errlen);
+	if (rc)
+		return rc;
+	memcpy(m->n_pages, mm.n_pages, sizeof(m->n_pages));
+	m->kv_bytes = mm.kv;
+	size_t T = (size_t)o->t_max, S = (size_t)m->opt.t_sub, D = (size_t)hp->d_model,
+	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
+	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
+	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
+	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
+	bool ok = m->kv;
+	size_t *pool = malloc(sizeof(size_t) * (size_t)hp->n_layers);
+	ok = ok && pool;
+	for (int l = 0; ok && l < hp->n_layers; l++) {
+		int g = group_of_layer(&mm, hp->window[l]);
+		m->kv[l] = (struct kv_layer){.fmt = o->kv_fmt, .page = m->opt.kv_page, .Hkv = hp->n_kv_heads,
+					     .Dh = hp->head_dim, .n_pages = mm.n_pages[g], .group = g};
+		pool[l] = (size_t)mm.n_pages[g] * pb;
+		if (o->kv_host && o->kv_host[l])
+			continue; /* pinned host pools, staged per step (kv_host.c) */
+		m->kv[l].k = b->ops->alloc(b, pool[l]);
+		m->kv[l].v = b->ops->alloc(b, pool[l]);
+		ok = m->kv[l].k && m->kv[l].v;
+	}
+	m->x = ok ? b->ops->alloc(b, T * D * 4) : NULL;
+	m->h = ok ? b->ops->alloc(b, S * D * 4) : NULL;
+	m->q = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
+	m->att = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
+	m->k = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
+	m->v = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
+	m->g = ok ? b->ops->alloc(b, S * F * 4) : NULL;
+	m->u = ok ? b->ops->alloc(b, S * F * 4) : NULL;
+	m->logits = ok ? b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4) : NULL;
+	m->embed_rows = malloc(T * D * 4);
+	m->embed_f32 = malloc(T * D * 4);
+	m->tokens = malloc(sizeof(int) * T);
+	m->pos = malloc(sizeof(int) * T);
+	m->part_t0 = malloc(sizeof(int) * (T + 1));
+	m->part_row = malloc(sizeof(int) * T);
+	ok = ok && m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
+	     m->embed_f32 && m->tokens && m->pos && m->part_t0 && m->part_row;
+	if (!ok) {
+		snprintf(err, errlen,
+			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
+			 b->ops->host_memory ? "host" : "device", o->t_max, m->opt.max_seqs, o->ctx, b->err[0] ? ": " : "",
+			 b->err);
+		free(pool);
+		model_free(m);
+		return -ENOMEM;
+	}
+	struct backend_reserve r;
+	reserve_of(hp, &m->opt, mm.n_groups, &r);
+	rc = b->ops->reserve(b, &r);
+	if (rc)
+		snprintf(err, errlen, "%s", b->err);
+	else
+		rc = io_stream_open(&m->io, lay, &o->io, err, errlen);
+	if (!rc)
+		rc = weights_init(&m->w, lay, b, m->io, o->resident, o->n_slots, err, errlen);
+	if (!rc)
+		rc = kvh_init(&m->kvh, b, hp->n_layers, o->kv_host, pool, hp->n_layers + 1 + m->w.n_slots, err, errlen);
+	free(pool);
+	if (rc)
+		model_free(m);
+	return rc;
+}
+
+void model_free(struct model *m)
+{
+	struct backend *b = m->b;
+	if (!b)
+		return;
+	weights_free(&m->w);
+	for (int l = 0; m->kv && m->kvh.n_host && l < m->hp->n_layers; l++)
+		if (m->kvh.host_idx[l] >= 0) /* staging, not pools of their own */
+			m->kv[l].k = m->kv[l].v = NULL;
+	kvh_free(&m->kvh);
+	void *bufs[] = {m->x, m->h, m->q, m->att, m->k, m->v, m->g, m->u, m->logits};
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		if (bufs[i])
+			b->ops->free(b, bufs[i]);
+	for (int l = 0; m->kv && l < m->hp->n_layers; l++) {
+		if (m->kv[l].k)
+			b->ops->free(b, m->kv[l].k);
+		if (m->kv[l].v)
+			b->ops->free(b, m->kv[l].v);
+	}
+	free(m->kv);
+	kvc_free(&m->kc);
+	free(m->tokens);
+	free(m->pos);
+	free(m->part_t0);
+	free(m->part_row);
+	free(m->embed_rows);
+	free(m->embed_f32);
+	io_stream_close(m->io);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w). */
+static int layer_range(struct model *m, int l, const struct layer_weights *w, int t0, int n)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = m->b;
+	const struct backend_ops *op = b->ops;
+	int H = hp->n_heads, Hkv = hp->n_kv_heads, Dh = hp->head_dim;
+	int64_t D = hp->d_model, F = hp->ffn_dim;
+	float eps = (float)hp->rms_eps, *x = m->x + (size_t)t0 * (size_t)D;
+	int rc = op->step_range(b, t0, n);
+	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->attn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, m->q, m->h, &w->wq, opt(&w->bq), n);
+	rc = rc ? rc : op->matmul(b, m->k, m->h, &w->wk, opt(&w->bk), n);
+	rc = rc ? rc : op->matmul(b, m->v, m->h, &w->wv, opt(&w->bv), n);
+	if (!rc && w->q_norm.data)
+		rc = op->rmsnorm(b, m->q, m->q, &w->q_norm, n * H, eps);
+	if (!rc && w->k_norm.data)
+		rc = op->rmsnorm(b, m->k, m->k, &w->k_norm, n * Hkv, eps);
+	const struct rope_freqs *rope = hp->window[l] > 0 && hp->has_rope_local ? &m->rope_local : &m->rope;
+	float scale = hp->attn_scale > 0 ? (float)hp->attn_scale : 1.0f / sqrtf((float)Dh);
+	rc = rc ? rc : op->rope(b, m->q, H, Dh, rope);
+	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, rope);
+	bool rot = kv_fmt_rotated(m->kv[l].fmt); /* q.k and p.v are unchanged; the output is rotated back */
+	if (rot) {
+		rc = rc ? rc : op->hadamard(b, m->q, (int64_t)n * H * Dh);
+		rc = rc ? rc : op->hadamard(b, m->k, (int64_t)n * Hkv * Dh);
+		rc = rc ? rc : op->hadamard(b, m->v, (int64_t)n * Hkv * Dh);
+	}
+	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v);
+	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, hp->window[l], scale);
+	if (rot)
+		rc = rc ? rc : op->hadamard(b, m->att, (int64_t)n * H * Dh);
+	rc = rc ? rc : op->matmul(b, m->h, m->att, &w->wo, opt(&w->bo), n);
+	if (!rc && w->post_attn_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w->post_attn_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, m->h, n * D);
+	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->ffn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, m->g, m->h, &w->w_gate, opt(&w->b_gate), n);
+	rc = rc ? rc : op->matmul(b, m->u, m->h, &w->w_up, opt(&w->b_up), n);
+	rc = rc ? rc : op->glu(b, m->g, m->g, m->u, n * F, hp->act);
+	rc = rc ? rc : op->matmul(b, m->h, m->g, &w->w_down, opt(&w->b_down), n);
+	if (!rc && w->post_ffw_norm.data)
+		rc = op->rmsnorm(b, m->h, m->h, &w->post_ffw_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, m->h, n * D);
+	return rc;
+}
+
+/* Layer l for the whole step, t_sub tokens at a time: the weights are bound once, and the ranges run in
+ * order, so each range's queries find the keys of the ranges before it in the cache. */
+static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen)
+{
+	void *const *ptrs;
+	struct layer_weights w;
+	int rc = weights_get(&m->w, l, &ptrs, err, errlen);
+	if (rc)
+		return rc;
+	rc = bind_layer(m, l, ptrs, &w, err, errlen);
+	rc = rc ? rc : kvh_acquire(&m->kvh, l, m->kv);
+	for (int t0 = 0; !rc && t0 < T; t0 += m->opt.t_sub)
+		rc = layer_range(m, l, &w, t0, T - t0 < m->opt.t_sub ? T - t0 : m->opt.t_sub);
+	if (rc && !err[0])
+		snprintf(err, errlen, "layer %d: %s", l, m->b->err);
+	weights_put(&m->w, l);
+	if (!rc)
+		rc = weights_prefetch(&m->w, l, err, errlen);
+	if (!rc && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_t0)))
+		snprintf(err, errlen, "layer %d: KV pages to host memory: %s", l, m->b->err);
+	return rc;
+}
+
+static int embed(struct model *m, const int *tokens, int T, char *err, size_t errlen)
+{
+	const struct layout_tensor *t = layout_tensor_find(&m->lay->embed, "token_embd.weight");
+	int64_t D = m->hp->d_model;
+	if (!t || t->ndim != 2 || t->shape[1] != D || t->shape[0] != m->hp->vocab) {
+		snprintf(err, errlen, "%s: token_embd.weight missing or not [vocab, d_model]", m->lay->dir);
+		return -EINVAL;
+	}
+	int rc = io_read_rows(m->io, t, tokens, T, m->embed_rows, err, errlen);
+	if (rc)
+		return rc;
+	if (cpu_row_to_f32(t->fmt, m->embed_rows, m->embed_f32, T * D)) {
+		snprintf(err, errlen, "token_embd.weight: format %s cannot be read on the host", wfmt_name(t->fmt));
+		return -ENOTSUP;
+	}
+	if (m->hp->embed_scale > 0) { /* in f32, as transformers scales in the model's dtype */
+		float s = (float)m->hp->embed_scale;
+		for (int64_t i = 0; i < T * D; i++)
+			m->embed_f32[i] *= s;
+	}
+	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
+}
+
+/* The logits rows the parts ask for (each part's last n_logits tokens, in part order) into out: all V
+ * values, or, with out->k > 0, the k largest of each row (the backend's top_k: a few bytes instead of V
+ * floats). Rows that sit next to each other in the step go through the head together. */
+static int head(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
+		char *err, size_t errlen)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = m->b;
+	int L = hp->n_layers, S = m->opt.t_sub;
+	int64_t D = hp->d_model, V = hp->vocab;
+	void *const *ptrs;
+	struct tensor norm, w_out;
+	int rc = weights_get(&m->w, L, &ptrs, err, errlen);
+	if (rc)
+		return rc;
+	const struct layout_unit *u = layout_unit_get(m->lay, L);
+	rc = bind(u, ptrs, "output_norm.weight", true, 1, D, &norm, err, errlen);
+	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &w_out, err, errlen);
+	int rows = 0;
+	for (int i = 0; !rc && i < n_parts;) {
+		/* a run: parts whose logits rows are consecutive tokens of the step */
+		int t_first = m->part_t0[i + 1] - parts[i].n_logits, n = parts[i].n_logits;
+		while (++i < n_parts && parts[i].n_logits == parts[i].n &&
+		       m->part_t0[i] == t_first + n)
+			n += parts[i].n;
+		for (int r = 0; !rc && r < n; r += S) {
+			int nr = n - r < S ? n - r : S;
+			const float *x = m->x + (size_t)(t_first + r) * (size_t)D;
+			rc = b->ops->rmsnorm(b, m->h, x, &norm, nr, (float)hp->rms_eps);
+			rc = rc ? rc : b->ops->matmul(b, m->logits + (size_t)(rows + r) * (size_t)V, m->h, &w_out, NULL, nr);
+		}
+		rows += n;
+	}
+	weights_put(&m->w, L);
+	if (!rc)
+		rc = weights_prefetch(&m->w, L, err, errlen);
+	float *dst = out->logits;
+	int64_t nv = V;
+	if (out->k > 0) {
+		for (int r = 0; !rc && r < rows; r++)
+			rc = b->ops->top_k(b, m->logits + (size_t)r * (size_t)V, (int)V, out->k, out->top_vals + (size_t)r * out->k,
+					   out->top_idx + (size_t)r * out->k);
+		dst = out->top_vals; /* softcap is monotonic: the order stays, the values change */
+		nv = out->k;
+	} else {
+		rc = rc ? rc : b->ops->download(b, dst, m->logits, sizeof(float) * (size_t)rows * (size_t)V);
+	}
+	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
+		float cap = (float)hp->final_softcap;
+		for (int64_t i = 0; i < rows * nv; i++)
+			dst[i] = tanhf(dst[i] / cap) * cap;
+	}
+	if (rc && !err[0])
+		snprintf(err, errlen, "head: %s", b->err);
+	return rc;
+}
+
+int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, int *n_cached, char *err,
+		   size_t errlen)
+{
+	if (n_prompt > m->opt.ctx) {
+		snprintf(err, errlen, "the prompt (%d tokens) does not fit the context of %d", n_prompt, m->opt.ctx);
+		return -ENOSPC;
+	}
+	return kvc_seq_open(&m->kc, prompt, n_prompt, seq, n_cached, err, errlen);
+}
+
+void model_seq_close(struct model *m, int seq)
+{
+	kvc_seq_close(&m->kc, seq);
+}
+
+int model_seq_len(const struct model *m, int seq)
+{
+	return m->kc.seqs[seq].len;
+}
+
+/* The step's host arrays from the parts; checks them. */
+static int step_build(struct model *m, const struct model_part *parts, int n_parts, int *T, int *rows, char *err,
+		      size_t errlen)
+{
+	int t = 0, r = 0, max_pos = 0;
+	m->part_t0[0] = 0;
+	for (int i = 0; i < n_parts; i++) {
+		const struct model_part *p = &parts[i];
+		bool open = p->seq >= 0 && p->seq < m->kc.max_seqs && m->kc.seqs[p->seq].used;
+		for (int j = 0; open && j < i; j++)
+			open = parts[j].seq != p->seq;
+		if (!open || p->n < 1 || p->n_logits < 0 || p->n_logits > p->n || t + p->n > m->opt.t_max) {
+			snprintf(err, errlen, "step part %d (sequence %d, %d tokens, %d logits) is not valid for a step of at most %d tokens", i,
+				 p->seq, p->n, p->n_logits, m->opt.t_max);
+			return -EINVAL;
+		}
+		int len = m->kc.seqs[p->seq].len;
+		for (int j = 0; j < p->n; j++) {
+			m->tokens[t + j] = p->tokens[j];
+			m->pos[t + j] = len + j;
+		}
+		max_pos = len + p->n - 1 > max_pos ? len + p->n - 1 : max_pos;
+		t += p->n;
+		r += p->n_logits;
+		m->part_t0[i + 1] = t;
+		m->part_row[i] = p->seq;
+	}
+	if (t < 1 || r > (m->opt.max_logits > 0 ? m->opt.max_logits : 1)) {
+		snprintf(err, errlen, "step of %d tokens and %d logits rows (at most %d)", t, r, m->opt.max_logits);
+		return -EINVAL;
+	}
+	/* Only dynamic NTK depends on the step (through its longest sequence). */
+	rope_freqs_compute(&m->hp->rope, max_pos + 1, &m->rope);
+	if (m->hp->has_rope_local)
+		rope_freqs_compute(&m->hp->rope_local, max_pos + 1, &m->rope_local);
+	*T = t;
+	*rows = r;
+	return 0;
+}
+
+int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
+	       char *err, size_t errlen)
+{
+	err[0] = 0;
+	int T, rows, rc = step_build(m, parts, n_parts, &T, &rows, err, errlen);
+	if (rc)
+		return rc;
+	if (out->k > 0 && (!m->b->ops->top_k || out->k > 1024 || out->k > m->hp->vocab)) {
+		snprintf(err, errlen, "top-%d logits are not available from the %s backend", out->k, m->b->ops->name);
+		return -ENOTSUP;
+	}
+	int grown = 0;
+	for (; grown < n_parts && !rc; grown++)
+		rc = kvc_grow(&m->kc, parts[grown].seq, parts[grown].n, err, errlen);
+	if (rc) {
+		for (int i = 0; i < grown - 1; i++)
+			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+		return rc;
+	}
+	const int *tables[KVC_GROUPS_MAX];
+	for (int g = 0; g < m->kc.n_groups; g++)
+		tables[g] = m->kc.tables[g];
+	struct step_desc d = {.T = T, .pos = m->pos, .n_parts = n_parts, .part_t0 = m->part_t0, .part_row = m->part_row,
+			      .n_groups = m->kc.n_groups, .n_rows = m->kc.max_seqs, .max_pages = m->kc.max_pages,
+			      .pages = tables};
+	m->n_parts = n_parts;
+	rc = m->b->ops->step_begin(m->b, &d);
+	rc = rc ? rc : kvh_step_begin(&m->kvh, &m->kc, m->kv);
+	rc = rc ? rc : embed(m, m->tokens, T, err, errlen);
+	for (int l = 0; !rc && l < m->hp->n_layers; l++)
+		rc = layer_forward(m, l, T, err, errlen);
+	if (!rc && rows > 0)
+		rc = head(m, parts, n_parts, out, err, errlen);
+	if (rc && !err[0])
+		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
+	for (int i = 0; i < n_parts; i++) {
+		if (rc)
+			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+		else
+			kvc_advance(&m->kc, parts[i].seq, parts[i].n);
+	}
+	return rc;
+}

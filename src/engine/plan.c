@@ -1,0 +1,214 @@
+/*
+ * plan.c: the memory planner (plan.h). Order of preference: every unit resident (no streaming at all);
+ * else the largest tokens-per-op that leaves room for 2 slots, then a third slot (slack for steps whose
+ * compute is as long as an upload), then resident units with what is left. When even 2 slots do not fit,
+ * the tokens per op shrink first (to 1024), then the sequences in flight (their KV pages), then the tokens
+ * per op (to 64), then the tokens per step. The arena is allocated once,
+ * so a small reserve covers the allocator's 256-byte rounding and the RoPE tables.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/plan.h"
+#include "base/util.h"
+#include "engine/weights.h"
+
+#define PLAN_RESERVE (16u << 20)
+#define T_SUB_MIN 64
+/* Below this many tokens per op the GEMM path dequantizes each weight matrix too often for what it
+ * multiplies (measured: a 4096-token step in ops of 64 took 9 s, in ops of 4096 1.5 s on an H200): the
+ * sequences in flight shrink first. */
+#define T_SUB_GEMM 1024
+
+static uint64_t fixed_bytes(const struct layout *lay, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+{
+	model_mem_plan(&lay->hp, b, o, mm);
+	return mm->act + mm->kv + mm->ws;
+}
+
+static double gib(uint64_t v)
+{
+	return (double)v / (1 << 30);
+}
+
+/* The longest ctx (a multiple of the page) of one sequence with which fixed bytes of o, in KV format fmt,
+ * plus 2 slots fit avail. */
+static int ctx_fit(const struct layout *lay, struct backend *b, const struct model_opts *o, int fmt, uint64_t slots,
+		   uint64_t avail)
+{
+	struct model_opts t = *o;
+	struct model_mem mm;
+	int page = o->kv_page > 0 ? o->kv_page : 256, lo = 0, hi = (1 << 24) / page;
+	t.kv_fmt = fmt;
+	t.kv_pages = 0;
+	t.max_seqs = 1;
+	t.kv_host = NULL;
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+		t.ctx = mid * page;
+		if (fixed_bytes(lay, b, &t, &mm) + slots <= avail)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo * page;
+}
+
+static int count_host(const bool *h, int L)
+{
+	int n = 0;
+	for (int l = 0; l < L; l++)
+		n += h[l];
+	return n;
+}
+
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
+	      bool t_max_auto, bool kv_host, char *err, size_t errlen)
+{
+	memset(p, 0, sizeof(*p));
+	int L = lay->hp.n_layers;
+	p->n_units = lay->hp.n_layers + 1;
+	p->t_max = o->t_max;
+	p->ctx = o->ctx;
+	p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+	p->kv_fmt = o->kv_fmt;
+	p->resident = calloc((size_t)p->n_units, sizeof(bool));
+	p->kv_host = calloc((size_t)L, sizeof(bool));
+	if (!p->resident || !p->kv_host) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	o->t_sub = o->t_max;
+	p->t_sub = o->t_max;
+	for (int u = 0; u < p->n_units; u++) {
+		uint64_t ub = weights_unit_device_bytes(lay, u);
+		p->units_bytes += ub;
+		p->slot_bytes = ub > p->slot_bytes ? ub : p->slot_bytes;
+	}
+	if (b->ops->host_memory) {
+		o->kv_host = NULL;
+		fixed_bytes(lay, b, o, &p->mem);
+		o->n_slots = 0;
+		o->resident = NULL;
+		return 0;
+	}
+	struct backend_mem bm;
+	backend_mem_get(b, &bm);
+	p->device = true;
+	if (kv_host)
+		memset(p->kv_host, 1, sizeof(bool) * (size_t)L);
+	o->kv_host = p->kv_host;
+	p->budget = bm.budget;
+	p->context = bm.context;
+	p->arena = bm.arena;
+	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
+	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
+	uint64_t fixed = fixed_bytes(lay, b, o, &p->mem);
+	if (!stream_all && fixed + p->units_bytes <= avail) {
+		for (int u = 0; u < p->n_units; u++)
+			p->resident[u] = true;
+		p->n_resident = p->n_units;
+		p->resident_bytes = p->units_bytes;
+		p->n_slots = 0;
+		p->slot_bytes = 0;
+	} else {
+		/* smaller ops down to T_SUB_GEMM, then fewer sequences at once (the rest wait for KV pages), then
+		 * smaller ops still, then smaller steps */
+		while (fixed + 2 * p->slot_bytes > avail) {
+			if (o->t_sub > T_SUB_GEMM)
+				o->t_sub = (o->t_sub + 1) / 2;
+			else if (count_host(p->kv_host, L) < L)
+				memset(p->kv_host, 1, sizeof(bool) * (size_t)L); /* stream the KV before cutting sequences */
+			else if (o->max_seqs > 1)
+				o->max_seqs = o->max_seqs * 3 / 4 < o->max_seqs - 1 ? o->max_seqs * 3 / 4 : o->max_seqs - 1;
+			else if (o->t_sub > T_SUB_MIN)
+				o->t_sub = (o->t_sub + 1) / 2;
+			else if (t_max_auto && o->t_max > T_SUB_MIN)
+				o->t_max = o->t_sub = (o->t_max + 1) / 2 > T_SUB_MIN ? (o->t_max + 1) / 2 : T_SUB_MIN;
+			else
+				break;
+			fixed = fixed_bytes(lay, b, o, &p->mem);
+		}
+		p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+		p->t_max = o->t_max;
+		if (fixed + 2 * p->slot_bytes > avail) {
+			snprintf(err, errlen,
+				 "--vram %.2f GiB is too small: the CUDA context takes %.2f GiB, the KV cache of %d x %d tokens "
+				 "%.2f GiB, activations for %d tokens per op %.2f GiB, workspace %.2f GiB, and 2 weight "
+				 "slots %.2f GiB (%.2f GiB in all); lower --ctx, use --kv q8 or q4, or raise --vram",
+				 gib((uint64_t)p->budget), gib((uint64_t)p->context), p->max_seqs, o->ctx, gib(p->mem.kv), o->t_sub,
+				 gib(p->mem.act), gib(p->mem.ws), gib(2 * p->slot_bytes),
+				 gib((uint64_t)p->context + fixed + 2 * p->slot_bytes + PLAN_RESERVE));
+			return -ENOMEM;
+		}
+		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
+		/* KV pools back on the device while they fit (each saves its bytes per step, as a resident unit) */
+		for (int l = 0; l < L && !kv_host && p->kv_host[l]; l++) {
+			p->kv_host[l] = false;
+			uint64_t f = fixed_bytes(lay, b, o, &p->mem);
+			if (f + (uint64_t)p->n_slots * p->slot_bytes > avail) {
+				p->kv_host[l] = true;
+				break;
+			}
+		}
+		fixed = fixed_bytes(lay, b, o, &p->mem);
+		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
+		for (int u = 0; u < p->n_units && !stream_all; u++) {
+			uint64_t ub = weights_unit_device_bytes(lay, u);
+			if (ub <= left) {
+				p->resident[u] = true;
+				p->n_resident++;
+				p->resident_bytes += ub;
+				left -= ub;
+			}
+		}
+	}
+	p->t_sub = o->t_sub;
+	p->n_kv_host = count_host(p->kv_host, L);
+	for (int f = KV_F16; f < KV_FMT_COUNT; f++)
+		p->ctx_fit[f] = b->ops->kv_supports(f) ? ctx_fit(lay, b, o, f, 2 * p->slot_bytes, avail) : 0;
+	p->stream_bytes = p->units_bytes - p->resident_bytes;
+	p->total = fixed + (uint64_t)p->n_slots * p->slot_bytes + p->resident_bytes;
+	o->n_slots = p->n_slots;
+	o->resident = p->resident;
+	return 0;
+}
+
+void plan_print(FILE *f, const struct plan *p)
+{
+	if (!p->device) {
+		fprintf(f, "plan: host memory: KV cache %.3f GiB (%s, %d x %d tokens), activations %.3f GiB (%d tokens per "
+			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier\n",
+			gib(p->mem.kv), kv_fmt_name(p->kv_fmt), p->max_seqs, p->ctx, gib(p->mem.act), p->t_max,
+			gib(p->units_bytes));
+		return;
+	}
+	fprintf(f,
+		"plan: --vram %.3f GiB = CUDA context %.3f GiB + arena %.3f GiB + %.3f GiB for lazily loaded kernels\n"
+		"plan:   KV cache      %8.3f GiB  (%s, %d sequences x %d tokens; window layers keep their window)\n"
+		"plan:   KV in pinned host memory %.3f GiB: %d of %d layers, streamed with their layer (staging above;\n"
+		"plan:     per step their pages in use go up, at most all of it, and the step's new pages come back)\n"
+		"plan:   activations   %8.3f GiB  (%d tokens per step, %d per op)\n"
+		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
+		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
+		"plan:   resident      %8.3f GiB  (%d of %d units)\n"
+		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
+		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
+		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
+		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->kv_fmt),
+		p->max_seqs, p->ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
+		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
+		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
+	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");
+	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
+		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);
+	fprintf(f, "\n");
+}
+
+void plan_free(struct plan *p)
+{
+	free(p->resident);
+	free(p->kv_host);
+	memset(p, 0, sizeof(*p));
+}

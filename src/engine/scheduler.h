@@ -1,0 +1,90 @@
+/*
+ * scheduler.h: the step scheduler. Requests (a prompt, a token budget, a sampler) are admitted as sequences of
+ * the model's KV cache and advanced together (requests may join and leave between steps): every step packs one decode token of each generating
+ * sequence and then prompt chunks of the sequences still in prefill, up to the model's t_max tokens, so
+ * each streamed layer serves every active request once per step. Prompts sharing whole KV pages with an
+ * earlier prompt start after them (the prefix cache, src/engine/kvcache.h).
+ *
+ * Admission: a request joins when a sequence row is free (at most max_batch) and the page pools can hold
+ * every admitted request at its full length (prompt + max_new) at once, so a running request never finds
+ * the cache full. A request that could not fit even alone finishes with SCHED_FINISH_ERROR.
+ */
+#ifndef FERRY_SCHEDULER_H
+#define FERRY_SCHEDULER_H
+
+#include <stdbool.h>
+
+#include "engine/logits_dump.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "text/tokenizer.h"
+
+enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
+enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
+
+struct sched_req {
+	/* set by the caller */
+	int *toks;               /* [n_prompt + max_new]: the prompt, then the generated tokens */
+	int n_prompt, max_new;
+	struct sampler smp;      /* initialized by the caller */
+	bool ignore_eos;         /* only max_new or on_token end it, not an end-of-sequence token */
+	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
+	void *user;
+	/* kept by the scheduler */
+	enum sched_state state;
+	enum sched_finish finish;
+	int n;                   /* tokens in toks */
+	int n_gen;
+	int computed;            /* positions in the KV cache */
+	int n_cached;            /* prompt positions taken from the prefix cache */
+	int seq;
+	char err[256];
+};
+
+struct sched_stats {
+	int steps;
+	long long prefill_tokens, decode_tokens, cached_tokens;
+	double prefill_s, decode_s; /* time of steps with prompt tokens, and of steps of decode tokens only */
+	unsigned long long h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in those steps */
+	unsigned long long disk_decode;             /* bytes read from the model's files in decode steps */
+};
+
+struct sched {
+	struct model *m;
+	int max_batch;
+	int top_k;                 /* > 0: the backend selects this many logits per row (sampler_top_k_needed) */
+	struct sched_req **reqs;
+	int n_reqs, cap_reqs;
+	struct model_part *parts;
+	struct sched_req **part_req;
+	float *logits, *topv;      /* [max_batch rows] */
+	int *topi;
+	const struct tokenizer *tk; /* its end-of-generation ids end requests too (NULL: only the model's eos ids) */
+	/* called for every generated token (on_token returns true to finish the request there, e.g. at a stop
+	 * string), and when a request finishes */
+	bool (*on_token)(void *ctx, struct sched_req *r, int tok);
+	void (*on_done)(void *ctx, struct sched_req *r);
+	void *ctx;
+	struct sched_stats st;
+};
+
+/* An end-of-sequence token: one of the model's eos ids, or an end-of-generation token of tk (may be NULL). */
+bool sched_is_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int tok);
+
+/* top_k: as struct sched's (0: full logits rows). */
+int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen);
+void sched_free(struct sched *s);
+/* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
+int sched_add(struct sched *s, struct sched_req *r);
+/* Ends r now (state SCHED_DONE, finish SCHED_FINISH_CANCEL), freeing its sequence; on_done is not called. */
+void sched_cancel(struct sched *s, struct sched_req *r);
+/* Forgets the requests that are done (a long-running caller frees them after this). */
+void sched_reap(struct sched *s);
+/* One untimed pass over every layer (fills the RAM tier before a measurement): tok alone in a sequence of
+ * its own, closed again. */
+int sched_warmup(struct sched *s, int tok, char *err, size_t errlen);
+/* One step: admits what fits, runs the model once, samples. Returns 1 when nothing is left to do, 0 after
+ * a step, a negative errno (err) when the model failed. */
+int sched_step(struct sched *s, char *err, size_t errlen);
+
+#endif

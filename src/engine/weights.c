@@ -1,0 +1,274 @@
+/*
+ * weights.c: streaming units into backend memory (weights.h). Fences: upload_done of unit u is fence u,
+ * compute_done of slot s is fence n_units + s.
+ *
+ * A unit's device image: its tensors grouped into runs that lie close together in the host buffer (gaps
+ * under 64 KiB, the 4096-byte alignment padding of the file); each run is one copy of its host span, and
+ * runs are packed 256-byte aligned. So a layer read as one file range is one large DMA, and lz4-decoded
+ * tensors (elsewhere in the buffer) are copied without the compressed bytes next to them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "engine/weights.h"
+
+#define RUN_GAP (64u << 10)
+#define DEV_ALIGN 256u
+
+struct weights_unit {
+	bool resident;
+	bool uploaded;   /* resident: its one upload was issued */
+	uint64_t bytes;  /* weights_unit_device_bytes */
+	int slot;        /* streamed: slot of its latest upload, -1 none */
+	void *dev;       /* resident buffer */
+	void **ptrs;     /* [n_tensors] device pointers of the latest upload */
+	struct backend *b;
+	int fence;       /* upload_done */
+};
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+uint64_t weights_unit_device_bytes(const struct layout *lay, int unit)
+{
+	const struct layout_unit *u = layout_unit_get(lay, unit);
+	return align_up(io_unit_slot_bytes(lay, unit), DEV_ALIGN) + (uint64_t)DEV_ALIGN * (uint64_t)u->n_tensors;
+}
+
+int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
+		 const bool *resident, int n_slots, char *err, size_t errlen)
+{
+	memset(w, 0, sizeof(*w));
+	w->b = b;
+	w->io = io;
+	w->lay = lay;
+	w->n_units = lay->hp.n_layers + 1;
+	if (b->ops->host_memory)
+		return 0;
+	w->u = calloc((size_t)w->n_units, sizeof(*w->u));
+	bool all_resident = true;
+	for (int u = 0; w->u && u < w->n_units; u++) {
+		struct weights_unit *wu = &w->u[u];
+		wu->resident = resident && resident[u];
+		wu->slot = -1;
+		wu->b = b;
+		wu->fence = u;
+		wu->ptrs = calloc((size_t)layout_unit_get(lay, u)->n_tensors + 1, sizeof(void *));
+		if (!wu->ptrs)
+			goto oom;
+		all_resident &= wu->resident;
+		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, u);
+		if (wu->resident && !(wu->dev = b->ops->alloc(b, bytes))) {
+			snprintf(err, errlen, "device memory for resident unit %d (%llu bytes): %s", u, (unsigned long long)bytes,
+				 b->err);
+			weights_free(w);
+			return -ENOMEM;
+		}
+		if (!wu->resident && bytes > w->slot_bytes)
+			w->slot_bytes = bytes;
+	}
+	if (!w->u)
+		goto oom;
+	if (!all_resident && n_slots < 2) {
+		snprintf(err, errlen, "streaming needs at least 2 device slots (got %d)", n_slots);
+		weights_free(w);
+		return -EINVAL;
+	}
+	w->n_slots = all_resident ? 0 : n_slots;
+	w->slot_mem = calloc((size_t)w->n_slots + 1, sizeof(void *));
+	w->slot_unit = calloc((size_t)w->n_slots + 1, sizeof(int));
+	if (!w->slot_mem || !w->slot_unit)
+		goto oom;
+	for (int s = 0; s < w->n_slots; s++) {
+		w->slot_unit[s] = -1;
+		if (!(w->slot_mem[s] = b->ops->alloc(b, w->slot_bytes))) {
+			snprintf(err, errlen, "device slot %d of %d (%llu bytes): %s", s + 1, w->n_slots,
+				 (unsigned long long)w->slot_bytes, b->err);
+			weights_free(w);
+			return -ENOMEM;
+		}
+	}
+	int rc = b->ops->fence_init(b, w->n_units + w->n_slots);
+	if (rc) {
+		snprintf(err, errlen, "device events: %s", b->err);
+		weights_free(w);
+	}
+	return rc;
+oom:
+	snprintf(err, errlen, "out of memory");
+	weights_free(w);
+	return -ENOMEM;
+}
+
+void weights_free(struct weights *w)
+{
+	struct backend *b = w->b;
+	if (b && !b->ops->host_memory)
+		b->ops->sync(b);
+	for (int u = 0; w->u && u < w->n_units; u++) {
+		if (w->u[u].dev)
+			b->ops->free(b, w->u[u].dev);
+		free(w->u[u].ptrs);
+	}
+	for (int s = 0; w->slot_mem && s < w->n_slots; s++)
+		if (w->slot_mem[s])
+			b->ops->free(b, w->slot_mem[s]);
+	free(w->u);
+	free(w->slot_mem);
+	free(w->slot_unit);
+	memset(w, 0, sizeof(*w));
+}
+
+static bool upload_done(void *ctx)
+{
+	struct weights_unit *wu = ctx;
+	return wu->b->ops->fence_done(wu->b, wu->fence);
+}
+
+/* Copies the unit's tensors from the streamer's buffer to dev (runs of nearby tensors as one copy each) on
+ * the copy queue, filling wu->ptrs. */
+static int upload(struct weights *w, int unit, void *const *host, char *dev, uint64_t cap, char *err, size_t errlen)
+{
+	const struct layout_unit *lu = layout_unit_get(w->lay, unit);
+	struct weights_unit *wu = &w->u[unit];
+	int n = lu->n_tensors, order[LAYOUT_MAX_TENSORS];
+	FERRY_ASSERT(n <= LAYOUT_MAX_TENSORS);
+	for (int i = 0; i < n; i++) { /* by host address (insertion sort: a few dozen tensors) */
+		int j = i;
+		for (; j > 0 && (const char *)host[order[j - 1]] > (const char *)host[i]; j--)
+			order[j] = order[j - 1];
+		order[j] = i;
+	}
+	uint64_t at = 0;
+	for (int i = 0; i < n;) {
+		const char *lo = host[order[i]];
+		const char *hi = lo + lu->tensors[order[i]].raw_bytes;
+		int j = i + 1;
+		for (; j < n; j++) {
+			const char *p = host[order[j]];
+			if (p < hi || (uint64_t)(p - hi) >= RUN_GAP)
+				break;
+			hi = p + lu->tensors[order[j]].raw_bytes;
+		}
+		uint64_t span = (uint64_t)(hi - lo);
+		if (at + span > cap) {
+			snprintf(err, errlen, "unit %d: %llu bytes do not fit its device buffer of %llu", unit,
+				 (unsigned long long)(at + span), (unsigned long long)cap);
+			return -ENOSPC;
+		}
+		for (int k = i; k < j; k++)
+			wu->ptrs[order[k]] = dev + at + ((const char *)host[order[k]] - lo);
+		if (w->b->ops->copy_async(w->b, dev + at, lo, span)) {
+			snprintf(err, errlen, "unit %d: upload: %s", unit, w->b->err);
+			return -EIO;
+		}
+		w->h2d_bytes += span;
+		at = align_up(at + span, DEV_ALIGN);
+		i = j;
+	}
+	return 0;
+}
+
+/* Issues the upload of a unit (no-op when its latest upload is still valid). */
+static int stage(struct weights *w, int unit, char *err, size_t errlen)
+{
+	struct weights_unit *wu = &w->u[unit];
+	if (wu->resident ? wu->uploaded : wu->slot >= 0 && w->slot_unit[wu->slot] == unit)
+		return 0;
+	struct backend *b = w->b;
+	int slot = -1;
+	char *dev = wu->dev;
+	uint64_t cap = wu->bytes;
+	if (!wu->resident) {
+		slot = w->next_slot;
+		w->next_slot = (w->next_slot + 1) % w->n_slots;
+		if (w->slot_unit[slot] >= 0)
+			w->u[w->slot_unit[slot]].slot = -1;
+		w->slot_unit[slot] = -1;
+		dev = w->slot_mem[slot];
+		cap = w->slot_bytes;
+		/* the slot's previous unit must be done on the compute queue before it is overwritten */
+		if (b->ops->fence_wait(b, BQ_COPY, w->n_units + slot)) {
+			snprintf(err, errlen, "unit %d: %s", unit, b->err);
+			return -EIO;
+		}
+	}
+	void *const *host;
+	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
+	if (rc)
+		return rc;
+	rc = upload(w, unit, host, dev, cap, err, errlen);
+	if (!rc && b->ops->fence_record(b, BQ_COPY, wu->fence)) {
+		snprintf(err, errlen, "unit %d: %s", unit, b->err);
+		rc = -EIO;
+	}
+	if (rc) {
+		b->ops->sync(b);
+		io_unit_release(w->io, unit);
+		return rc;
+	}
+	io_unit_release_after(w->io, unit, upload_done, wu);
+	if (wu->resident) {
+		wu->uploaded = true;
+	} else {
+		wu->slot = slot;
+		w->slot_unit[slot] = unit;
+	}
+	return 0;
+}
+
+int weights_get(struct weights *w, int unit, void *const **ptrs, char *err, size_t errlen)
+{
+	FERRY_ASSERT(unit >= 0 && unit < w->n_units);
+	if (w->b->ops->host_memory)
+		return io_unit_acquire(w->io, unit, ptrs, err, errlen);
+	int rc = stage(w, unit, err, errlen);
+	if (rc)
+		return rc;
+	if (w->b->ops->fence_wait(w->b, BQ_COMPUTE, w->u[unit].fence)) {
+		snprintf(err, errlen, "unit %d: %s", unit, w->b->err);
+		return -EIO;
+	}
+	*ptrs = w->u[unit].ptrs;
+	return 0;
+}
+
+void weights_put(struct weights *w, int unit)
+{
+	if (w->b->ops->host_memory) {
+		io_unit_release(w->io, unit);
+		return;
+	}
+	struct weights_unit *wu = &w->u[unit];
+	if (!wu->resident && wu->slot >= 0)
+		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->n_units + wu->slot);
+}
+
+int weights_prefetch(struct weights *w, int unit, char *err, size_t errlen)
+{
+	if (w->b->ops->host_memory || w->n_slots == 0)
+		return 0;
+	/* The current unit keeps its slot; the others take the next streamed units in cyclic order. */
+	int ahead = w->n_slots - 1;
+	for (int k = 1; k <= w->n_units && ahead > 0; k++) {
+		int u = (unit + k) % w->n_units;
+		if (w->u[u].resident) {
+			if (!w->u[u].uploaded) {
+				int rc = stage(w, u, err, errlen);
+				if (rc)
+					return rc;
+			}
+			continue;
+		}
+		int rc = stage(w, u, err, errlen);
+		if (rc)
+			return rc;
+		ahead--;
+	}
+	return 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * weights.h: the weights of a streaming unit (layer or head) in backend memory, for the forward pass.
+ *
+ * On a host-memory backend (CPU) a unit is the streamer's pinned buffer itself. On a device backend
+ * (CUDA) units are uploaded from the streamer's buffers into device memory on the backend's copy queue:
+ * - resident units get their own device buffer and are uploaded once;
+ * - the others rotate through n_slots device slots in cyclic unit order: the upload of the next units
+ *   overlaps the compute of the current one, and a slot is overwritten only after the compute queue has
+ *   passed the unit that used it (a fence recorded at weights_put). The streamer's host buffer is
+ *   released once its upload is done (io_unit_release_after with a fence query).
+ * Order of calls per unit: weights_get, the unit's ops, weights_put, then weights_prefetch of what follows.
+ */
+#ifndef FERRY_WEIGHTS_H
+#define FERRY_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "layout/layout.h"
+#include "io/stream.h"
+
+struct weights_unit;
+
+struct weights {
+	struct backend *b;
+	struct io_stream *io;
+	const struct layout *lay;
+	int n_units;              /* L + 1: layers, then the head */
+	struct weights_unit *u;   /* [n_units] */
+	int n_slots;
+	void **slot_mem;          /* [n_slots] device slots of slot_bytes */
+	int *slot_unit;           /* [n_slots] unit whose upload is (or was last) in the slot, -1 none */
+	int next_slot;
+	uint64_t slot_bytes;
+	uint64_t h2d_bytes;       /* uploaded so far */
+};
+
+/* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
+uint64_t weights_unit_device_bytes(const struct layout *lay, int unit);
+
+/* resident: [n_units] flags (NULL: none) of units kept in device memory; n_slots >= 2 unless every unit
+ * is resident (ignored on host-memory backends). */
+int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
+		 const bool *resident, int n_slots, char *err, size_t errlen);
+void weights_free(struct weights *w);
+/* ptrs[i]: the unit's tensor i in backend memory, valid until weights_put; the compute queue waits for
+ * its upload. */
+int weights_get(struct weights *w, int unit, void *const **ptrs, char *err, size_t errlen);
+void weights_put(struct weights *w, int unit);
+/* Starts the uploads of the units after `unit` (cyclic) that fit in the free slots; no-op on the CPU. */
+int weights_prefetch(struct weights *w, int unit, char *err, size_t errlen);
+
+#endif

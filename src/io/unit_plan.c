@@ -1,0 +1,51 @@
+/* unit_plan.c: the buffer layout of a unit (unit_plan.h). */
+#include <string.h>
+
+#include "io/unit_plan.h"
+
+void unit_plan_build(const struct layout *m, int unit, struct unit_plan *p)
+{
+	const struct layout_unit *u = layout_unit_get(m, unit);
+	memset(p, 0, sizeof(*p));
+	for (int i = 0; i < u->n_tensors; i++) {
+		const struct layout_tensor *t = &u->tensors[i];
+		int r = 0;
+		while (r < p->n_ranges && p->ranges[r].file != t->file)
+			r++;
+		struct plan_range *pr = &p->ranges[r];
+		uint64_t end = t->offset + t->bytes;
+		if (r == p->n_ranges) {
+			p->n_ranges++;
+			*pr = (struct plan_range){t->file, t->offset, end - t->offset, 0};
+		} else {
+			uint64_t lo = t->offset < pr->off ? t->offset : pr->off;
+			uint64_t hi = end > pr->off + pr->len ? end : pr->off + pr->len;
+			pr->off = lo;
+			pr->len = hi - lo;
+		}
+	}
+	/* Range ends rounded to 4096 (files are multiples of 4096), so O_DIRECT reads whole blocks; a range
+	 * that would pass its file's end keeps its exact length and is read without O_DIRECT at the tail. */
+	for (int r = 0; r < p->n_ranges; r++) {
+		struct plan_range *pr = &p->ranges[r];
+		uint64_t end = layout_align_up(pr->off + pr->len);
+		if (end <= m->files[pr->file].bytes)
+			pr->len = end - pr->off;
+		pr->dst = p->image_bytes;
+		p->image_bytes += layout_align_up(pr->len);
+	}
+	p->buf_bytes = p->image_bytes;
+	for (int i = 0; i < u->n_tensors; i++) {
+		const struct layout_tensor *t = &u->tensors[i];
+		int r = 0;
+		while (p->ranges[r].file != t->file)
+			r++;
+		p->src[i] = p->ranges[r].dst + (t->offset - p->ranges[r].off);
+		p->dst[i] = p->src[i];
+		if (t->comp == LAYOUT_COMP_LZ4) {
+			p->dst[i] = p->buf_bytes;
+			p->buf_bytes += layout_align_up(t->raw_bytes);
+			p->compressed = true;
+		}
+	}
+}

@@ -1,0 +1,113 @@
+/*
+ * kv_quant.c: the row formats of the paged KV cache (src/kernels/kv_pages.h) and the Hadamard rotation that
+ * precedes Q8/Q4. Bit for bit what the CUDA kernels compute (kernels/cuda/ tests compare bytes), so every
+ * rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q is computed from the
+ * rounded scale by a true division and nearbyintf (nearest even in the default rounding mode). The
+ * rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "layout/wfmt.h"
+
+void cpu_hadamard32(float *x, int64_t n)
+{
+	for (int64_t g = 0; g < n; g += KV_GROUP) {
+		float *v = x + g;
+		for (int h = 1; h < KV_GROUP; h <<= 1)
+			for (int i = 0; i < KV_GROUP; i++)
+				if (!(i & h)) {
+					float a = v[i], b = v[i + h];
+					v[i] = a + b;
+					v[i + h] = a - b;
+				}
+		for (int i = 0; i < KV_GROUP; i++)
+			v[i] *= 0.17677669529663687f;
+	}
+}
+
+/* One group of 32 to Q8: 32 int8 and the f16 scale. */
+static void quant_q8_group(const float *x, int8_t *q, uint16_t *s)
+{
+	float amax = 0;
+	for (int i = 0; i < KV_GROUP; i++)
+		amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+	*s = f32_to_f16(amax / 127.0f);
+	float d = f16_to_f32(*s);
+	for (int i = 0; i < KV_GROUP; i++) {
+		float r = d == 0 ? 0 : nearbyintf(x[i] / d);
+		q[i] = (int8_t)(r < -127 ? -127 : r > 127 ? 127 : r);
+	}
+}
+
+/* One group of 32 to Q4 (ggml's Q4_0 rule): 16 bytes of nibble pairs (i, i + 16) and the f16 scale. */
+static void quant_q4_group(const float *x, uint8_t *q, uint16_t *s)
+{
+	float m = 0;
+	for (int i = 0; i < KV_GROUP; i++)
+		if (fabsf(x[i]) > fabsf(m))
+			m = x[i];
+	*s = f32_to_f16(m / -8.0f);
+	float d = f16_to_f32(*s);
+	uint8_t nib[KV_GROUP];
+	for (int i = 0; i < KV_GROUP; i++) {
+		float r = d == 0 ? 8 : nearbyintf(x[i] / d) + 8;
+		nib[i] = (uint8_t)(r < 0 ? 0 : r > 15 ? 15 : r);
+	}
+	for (int i = 0; i < KV_GROUP / 2; i++)
+		q[i] = (uint8_t)(nib[i] | nib[i + KV_GROUP / 2] << 4);
+}
+
+void cpu_kv_row_quant(int fmt, const float *x, void *q, void *s, int Dh)
+{
+	switch (fmt) {
+	case KV_F32:
+		memcpy(q, x, sizeof(float) * (size_t)Dh);
+		break;
+	case KV_F16:
+		for (int i = 0; i < Dh; i++)
+			((uint16_t *)q)[i] = f32_to_f16(x[i]);
+		break;
+	case KV_Q8:
+		for (int g = 0; g < Dh / KV_GROUP; g++)
+			quant_q8_group(x + g * KV_GROUP, (int8_t *)q + g * KV_GROUP, (uint16_t *)s + g);
+		break;
+	case KV_Q4:
+		for (int g = 0; g < Dh / KV_GROUP; g++)
+			quant_q4_group(x + g * KV_GROUP, (uint8_t *)q + g * KV_GROUP / 2, (uint16_t *)s + g);
+		break;
+	}
+}
+
+void cpu_kv_row_dequant(int fmt, const void *q, const void *s, float *x, int Dh)
+{
+	switch (fmt) {
+	case KV_F32:
+		memcpy(x, q, sizeof(float) * (size_t)Dh);
+		break;
+	case KV_F16:
+		for (int i = 0; i < Dh; i++)
+			x[i] = f16_to_f32(((const uint16_t *)q)[i]);
+		break;
+	case KV_Q8:
+		for (int g = 0; g < Dh / KV_GROUP; g++) {
+			float d = f16_to_f32(((const uint16_t *)s)[g]);
+			const int8_t *qg = (const int8_t *)q + g * KV_GROUP;
+			for (int i = 0; i < KV_GROUP; i++)
+				x[g * KV_GROUP + i] = (float)qg[i] * d;
+		}
+		break;
+	case KV_Q4:
+		for (int g = 0; g < Dh / KV_GROUP; g++) {
+			float d = f16_to_f32(((const uint16_t *)s)[g]);
+			const uint8_t *qg = (const uint8_t *)q + g * KV_GROUP / 2;
+			float *xg = x + g * KV_GROUP;
+			for (int i = 0; i < KV_GROUP / 2; i++) {
+				xg[i] = (float)((qg[i] & 15) - 8) * d;
+				xg[i + KV_GROUP / 2] = (float)((qg[i] >> 4) - 8) * d;
+			}
+		}
+		break;
+	}
+}

@@ -1,0 +1,111 @@
+/*
+ * cuda_ops.h: the CUDA kernels (the .cu files of kernels/cuda) as C entry points, mirroring src/kernels/cpu/cpu_ops.h.
+ * Host code (src/backend/cuda.c) calls only these; it never launches a kernel itself.
+ *
+ * Conventions:
+ * - Every launcher enqueues its work on ctx->stream and returns at once (no synchronization), 0 or a
+ *   negative errno: -EINVAL for a shape or format the kernel cannot do (checked before any launch, with a
+ *   one-line reason in ctx->err), -ENOSPC when ctx's workspace is too small, -EIO when a launch or a CUDA
+ *   call failed (the CUDA error string in ctx->err).
+ * - Every pointer is device memory unless its comment says host. Activations are f32 row-major; the KV
+ *   cache is paged, in F16, Q8 or Q4 (src/kernels/kv_pages.h); weights are in their stored format
+ *   (src/layout/wfmt.h, blocks of src/layout/quant.h).
+ * - Launchers allocate nothing: per-call temporaries come from ctx->ws (ws_bytes bytes, owned by the
+ *   backend's arena); cuda_ws_bytes() says how much a configuration needs.
+ * - Results must not depend on launch timing: no atomics on floats whose order changes the sum.
+ *
+ * Dimension letters: T tokens, D model, H heads, Hkv kv heads, Dh head dim, N/K a matmul's output/input
+ * size, V vocab, C KV capacity.
+ */
+#ifndef FERRY_CUDA_OPS_H
+#define FERRY_CUDA_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kv_pages.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest T the fused dequantize-and-dot (matrix-vector) kernels take; larger steps use the GEMM path. */
+#define CUDA_MATVEC_T_MAX 16
+
+struct cuda_ctx {
+	void *stream;      /* cudaStream_t: the compute stream */
+	void *cublas;      /* cublasHandle_t bound to stream, its workspace set from the arena */
+	int cc;            /* compute capability x 10 (75, 80, 86, 89, 90): bf16 tensor-core GEMM from 80 on */
+	int n_sm;          /* multiprocessors */
+	void *ws;          /* workspace */
+	size_t ws_bytes;
+	size_t gemm_rows;  /* GEMM path: rows of W dequantized at a time (a multiple of 64) */
+	char err[256];
+};
+
+/* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs (GEMM path: the activations
+ * converted to bf16/f16 plus gemm_rows x K_max dequantized weights); 0 when T_max <= CUDA_MATVEC_T_MAX. */
+size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows);
+/* Workspace bytes cuda_attention needs for up to T_max queries of H heads of Dh over up to C keys (the
+ * partial results of a split key range). The backend gives the larger of the two. */
+size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh);
+
+/* true when cuda_matmul takes weights of this format (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K). */
+bool cuda_fmt_supported(int fmt);
+
+/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N], bias in F32/F16/BF16, or NULL). T <= CUDA_MATVEC_T_MAX: fused
+ * dequantize-and-dot in f32 (x never quantized); larger T: W dequantized gemm_rows at a time to bf16 (f16
+ * below cc 80) and multiplied on tensor cores by cuBLAS with f32 accumulation, x converted likewise.
+ * K is a multiple of the format's block. y must not alias x. */
+int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+		const void *bias, int bias_fmt, int T);
+
+/* y[T,n] = x * rsqrt(mean(x^2) + eps) * w, w[n] in F32/F16/BF16; y may equal x. */
+int cuda_rmsnorm(struct cuda_ctx *c, float *y, const float *x, const void *w, int wfmt, int T, int n, float eps);
+
+/* Rotates x[T, n_heads*Dh] in place at positions pos[T] (device). inv_freq[Dh/2] (device, double),
+ * angles in double like cpu_rope, cos and sin scaled by mscale. neox: pairs (i, i + Dh/2), else (2i, 2i+1). */
+int cuda_rope(struct cuda_ctx *c, float *x, const int *pos, int T, int n_heads, int Dh, const double *inv_freq,
+	      double mscale, bool neox);
+
+/* x[n] (n a multiple of 32) in place, each group of 32 times H32: bit for bit cpu_hadamard32 (same butterfly
+ * order, same final scale). */
+int cuda_hadamard32(struct cuda_ctx *c, float *x, int64_t n);
+
+/* Writes k, v [T, Hkv*Dh] (f32) of the range bt (device arrays) into the layer's pages in kv->fmt (F16, Q8,
+ * Q4; src/kernels/kv_pages.h), byte for byte what cpu_kv_store writes. */
+int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, const float *k, const float *v,
+		  const struct kv_batch *bt);
+
+/* out[T, H*Dh]: attention of q[T, H*Dh] (f32) over the paged cache of each token's own sequence, with the
+ * visibility of src/kernels/kv_pages.h (window 0: causal over the whole sequence), as cpu_attention. kv->fmt
+ * F16, Q8 or Q4, dequantized to f16 as tiles are loaded. GQA: H/Hkv query heads per kv head. Flash-style:
+ * online softmax in f32, never a T x C score matrix; small T (decode) splits the key range over blocks and
+ * combines the partial results. Dh: any multiple of 32 up to 256. Parts of any lengths mix in one call
+ * (prefill chunks and decode tokens of different sequences). */
+int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
+		   const struct kv_batch *bt, int H, int window, float scale);
+
+/* y[n] = act(gate[n]) * up[n], act an enum act (src/layout/layout.h): ACT_SILU or ACT_GELU_TANH (tanh form,
+ * as cpu_geglu). y may equal gate. */
+int cuda_glu(struct cuda_ctx *c, float *y, const float *gate, const float *up, int64_t n, int act);
+
+/* y[n] += x[n] */
+int cuda_add(struct cuda_ctx *c, float *y, const float *x, int64_t n);
+
+/* logits[T, V] = cap * tanh(logits / cap) in place (Gemma's final softcap), in that op order. */
+int cuda_softcap(struct cuda_ctx *c, float *logits, int64_t n, float cap);
+
+/* Greedy: idx[t] = argmax over logits[t, 0..V) (lowest index on ties), for T rows. idx device. */
+int cuda_argmax(struct cuda_ctx *c, int *idx, const float *logits, int T, int V);
+
+/* The k largest of logits[V] (one row), sorted descending (ties: lower index first): vals[k], idx[k]
+ * (device). k <= 1024. The sampler applies temperature / top-p / min-p on these k on the host. */
+int cuda_topk(struct cuda_ctx *c, float *vals, int *idx, const float *logits, int V, int k);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * kv_store.cu: writes a range's keys and values (f32 rows, already rotated for Q8/Q4) into a layer's KV pages
+ * (cuda_kv_store), byte for byte what kernels/cpu's cpu_kv_store writes (formats and page layout in
+ * src/kernels/kv_pages.h). Token t of part p goes to page table row part_row[p] at position pos[t]: physical
+ * page pages[row * max_pages + pos / page], row pos % page of that page.
+ *
+ * One warp per group of 32 values of one (token, kv head), lane i holding value i. F16: each lane rounds its
+ * value to nearest even. Q8/Q4: the group's amax (Q8) or value of largest magnitude (Q4, the lowest index
+ * on ties, sign kept) by shuffles; the scale is divided in f32 and rounded to f16 first, and each q comes
+ * from the rounded scale by an exact (IEEE) division rounded half to even, as the CPU's nearbyintf. A
+ * position whose page is not mapped (-1) is not written.
+ */
+#include "kernels/cuda/cuda_common.cuh"
+
+struct kvs_args {
+	uint8_t *pool[2];      /* keys, values */
+	const float *src[2];   /* [T, Hkv*Dh] */
+	const int *tok_part, *part_row, *pos, *pages;
+	int T, Hkv, Dh, page, max_pages, qrow, srow;
+	size_t page_bytes;
+};
+
+template <int FMT> static __global__ void k_kv_store(const struct kvs_args a)
+{
+	int lane = threadIdx.x & 31, gpr = a.Dh / 32;
+	int64_t groups = 2 * (int64_t)a.T * a.Hkv * gpr, warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+	for (int64_t w = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); w < groups; w += warps) {
+		int gi = (int)(w % gpr), h = (int)(w / gpr % a.Hkv);
+		int64_t tk = w / gpr / a.Hkv;
+		int t = (int)(tk / 2), kv = (int)(tk % 2);
+		float x = a.src[kv][((int64_t)t * a.Hkv + h) * a.Dh + gi * 32 + lane];
+		int p = a.pos[t], lp = p / a.page, r = p % a.page;
+		int pid = lp < a.max_pages ? a.pages[(size_t)a.part_row[a.tok_part[t]] * a.max_pages + lp] : -1;
+		if (pid < 0)
+			continue;
+		uint8_t *pg = a.pool[kv] + (size_t)pid * a.page_bytes;
+		uint8_t *qr = pg + ((size_t)h * a.page + r) * a.qrow;
+		if (FMT == KV_F16) {
+			((__half *)qr)[gi * 32 + lane] = __float2half_rn(x);
+			continue;
+		}
+		__half *sr = (__half *)(pg + (size_t)a.Hkv * a.page * a.qrow + ((size_t)h * a.page + r) * a.srow);
+		if (FMT == KV_Q8) {
+			float amax = fabsf(x);
+			for (int o = 16; o > 0; o >>= 1)
+				amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+			__half dh = __float2half_rn(__fdiv_rn(amax, 127.0f));
+			float d = __half2float(dh);
+			int q = d == 0.0f ? 0 : min(max(__float2int_rn(__fdiv_rn(x, d)), -127), 127);
+			((int8_t *)qr)[gi * 32 + lane] = (int8_t)q;
+			if (lane == 0)
+				sr[gi] = dh;
+		} else {
+			/* the value of largest magnitude, the lowest lane on ties */
+			float m = x, am = fabsf(x);
+			int mi = lane;
+			for (int o = 16; o > 0; o >>= 1) {
+				float om = __shfl_xor_sync(0xffffffffu, m, o), oam = fabsf(om);
+				int oi = __shfl_xor_sync(0xffffffffu, mi, o);
+				if (oam > am || (oam == am && oi < mi)) {
+					m = om;
+					am = oam;
+					mi = oi;
+				}
+			}
+			__half dh = __float2half_rn(__fdiv_rn(m, -8.0f));
+			float d = __half2float(dh);
+			int q = d == 0.0f ? 8 : min(max(__float2int_rn(__fdiv_rn(x, d)) + 8, 0), 15);
+			int hi = __shfl_down_sync(0xffffffffu, q, 16);
+			if (lane < 16)
+				qr[gi * 16 + lane] = (uint8_t)(q | hi << 4);
+			if (lane == 0)
+				sr[gi] = dh;
+		}
+	}
+}
+
+extern "C" int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, const float *k, const float *v,
+			     const struct kv_batch *bt)
+{
+	CUDA_ARG_CHECK(c, kv->fmt == KV_F16 || kv->fmt == KV_Q8 || kv->fmt == KV_Q4,
+		       "cuda_kv_store: KV format %d (F16, Q8 or Q4 on the GPU; F32 is CPU only)", kv->fmt);
+	CUDA_ARG_CHECK(c, kv->Dh >= 32 && kv->Dh % 32 == 0 && kv->Hkv > 0,
+		       "cuda_kv_store: head dim %d (a multiple of 32), Hkv = %d", kv->Dh, kv->Hkv);
+	CUDA_ARG_CHECK(c, kv->page > 0 && kv->page % KV_PAGE_ALIGN == 0, "cuda_kv_store: page of %d positions "
+		       "(a multiple of %d)", kv->page, KV_PAGE_ALIGN);
+	CUDA_ARG_CHECK(c, bt->T >= 0 && bt->max_pages > 0, "cuda_kv_store: T = %d, max_pages = %d", bt->T,
+		       bt->max_pages);
+	if (bt->T == 0)
+		return 0;
+	struct kvs_args a = {{(uint8_t *)kv->k, (uint8_t *)kv->v}, {k, v}, bt->tok_part, bt->part_row, bt->pos,
+			     bt->pages, bt->T, kv->Hkv, kv->Dh, kv->page, bt->max_pages,
+			     kv_qrow_bytes(kv->fmt, kv->Dh), kv_srow_bytes(kv->fmt, kv->Dh),
+			     kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page)};
+	/* 8 warps (groups) per block of 256 threads, enough blocks to fill the GPU a few times over */
+	int64_t groups = 2 * (int64_t)bt->T * kv->Hkv * (kv->Dh / 32), want = (groups + 7) / 8,
+		cap = (int64_t)(c->n_sm > 0 ? c->n_sm : 1) * 16;
+	unsigned blocks = (unsigned)(want < cap ? want : cap);
+	if (kv->fmt == KV_F16)
+		k_kv_store<KV_F16><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
+	else if (kv->fmt == KV_Q8)
+		k_kv_store<KV_Q8><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
+	else
+		k_kv_store<KV_Q4><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
+	CUDA_LAUNCH_CHECK(c, "k_kv_store");
+	return 0;
+}

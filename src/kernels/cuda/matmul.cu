@@ -1,0 +1,233 @@
+/*
+ * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then the fused kernels of
+ * matvec.cu for T <= CUDA_MATVEC_T_MAX, else the GEMM path here: x converted once to bf16 (f16 below cc 80,
+ * where tensor cores have no bf16), W dequantized gemm_rows rows at a time into the workspace in the same
+ * type, each chunk multiplied by cuBLAS with f32 accumulation straight into its columns of y, the bias added
+ * last. Weights already in the GEMM's type (BF16 from cc 80, F16 below) go to cuBLAS as they are, in one call.
+ *
+ * Workspace (c->ws): [x as bf16/f16: T*K, 256-byte aligned][dequantized rows: min(gemm_rows, N) * K].
+ * cuBLAS works column-major: y^T[N,T] (ld N) = W[N,K] (column-major K x N, ld K, transposed) . x^T (K x T).
+ */
+#include "kernels/cuda/cuda_blas.h"
+#include <type_traits>
+
+#include "kernels/cuda/matmul.cuh"
+
+#define WS_ALIGN 256
+
+static size_t ws_align(size_t n)
+{
+	return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
+}
+
+extern "C" bool cuda_fmt_supported(int fmt)
+{
+	switch (fmt) {
+	case WFMT_F32:
+	case WFMT_F16:
+	case WFMT_BF16:
+	case WFMT_Q8_0:
+	case WFMT_Q4_0:
+	case WFMT_Q5_0:
+	case WFMT_Q4_K:
+	case WFMT_Q5_K:
+	case WFMT_Q6_K:
+		return true;
+	}
+	return false;
+}
+
+extern "C" size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows)
+{
+	if (T_max <= CUDA_MATVEC_T_MAX)
+		return 0;
+	return ws_align((size_t)T_max * (size_t)K_max * 2) + ws_align(gemm_rows * (size_t)K_max * 2);
+}
+
+__device__ __forceinline__ void store_half(__nv_bfloat16 *p, float v)
+{
+	*p = __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ void store_half(__half *p, float v)
+{
+	*p = __float2half_rn(v);
+}
+
+/* dst[rows, K] = rows of W as H, XV values per thread */
+template <class F, int XV, typename H>
+static __global__ void k_dequant_half(H *__restrict__ dst, const uint8_t *__restrict__ W, int64_t rows, int64_t K,
+				      int64_t row_bytes)
+{
+	int64_t per_row = K / XV, n = rows * per_row;
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = i / per_row, k = i % per_row * XV;
+		float w[XV];
+		F::template deq<XV>(W + r * row_bytes, k, w);
+#pragma unroll
+		for (int j = 0; j < XV; j++)
+			store_half(dst + r * K + k + j, w[j]);
+	}
+}
+
+template <typename H>
+static __global__ void k_to_half(H *__restrict__ dst, const float *__restrict__ x, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		store_half(dst + i, x[i]);
+}
+
+static __global__ void k_add_bias(float *__restrict__ y, const void *__restrict__ bias, int bias_fmt, int64_t N,
+				  int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+		y[i] += vec_elem_f32(bias, bias_fmt, i % N);
+}
+
+/* a grid-stride launch: enough blocks to fill the GPU several times, no more than the work needs */
+static unsigned grid_for(const struct cuda_ctx *c, int64_t n, int threads)
+{
+	int64_t need = (n + threads - 1) / threads, cap = (int64_t)(c->n_sm > 0 ? c->n_sm : 16) * 32;
+	return (unsigned)(need < cap ? (need > 0 ? need : 1) : cap);
+}
+
+template <typename H>
+static int dequant_rows(struct cuda_ctx *c, H *dst, const void *W, int wfmt, int64_t rows, int64_t K)
+{
+	const int threads = 256;
+	const uint8_t *w = (const uint8_t *)W;
+	cudaStream_t s = cuda_stream_of(c);
+	bool vec = K % 4 == 0 && ((uintptr_t)W & 15) == 0;
+#define DQ(F, XV)                                                                                               \
+	k_dequant_half<F, XV, H><<<grid_for(c, rows * K / (XV), threads), threads, 0, s>>>(                     \
+		dst, w, rows, K, K / F::BLOCK * F::BYTES)
+	switch (wfmt) {
+	case WFMT_F32:
+		if (vec)
+			DQ(deq_f32, 4);
+		else
+			DQ(deq_f32, 1);
+		break;
+	case WFMT_F16:
+		if (vec)
+			DQ(deq_f16, 4);
+		else
+			DQ(deq_f16, 1);
+		break;
+	case WFMT_BF16:
+		if (vec)
+			DQ(deq_bf16, 4);
+		else
+			DQ(deq_bf16, 1);
+		break;
+	case WFMT_Q8_0:
+		DQ(deq_q8_0, 4);
+		break;
+	case WFMT_Q4_0:
+		DQ(deq_q4_0, 4);
+		break;
+	case WFMT_Q5_0:
+		DQ(deq_q5_0, 4);
+		break;
+	case WFMT_Q4_K:
+		DQ(deq_q4_k, 4);
+		break;
+	case WFMT_Q5_K:
+		DQ(deq_q5_k, 4);
+		break;
+	case WFMT_Q6_K:
+		DQ(deq_q6_k, 4);
+		break;
+	}
+#undef DQ
+	CUDA_LAUNCH_CHECK(c, "k_dequant_half");
+	return 0;
+}
+
+static int gemm_chunk(struct cuda_ctx *c, float *y, const void *Wh, const void *xh, cudaDataType_t ht, int64_t rows,
+		      int64_t N, int64_t K, int T)
+{
+	const float one = 1.0f, zero = 0.0f;
+	const struct cuda_blas *bl = cuda_blas_get(c->err, sizeof(c->err));
+	if (!bl)
+		return -EIO;
+	cublasStatus_t st = bl->gemm_ex((cublasHandle_t)c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, T, (int)K,
+					 &one, Wh, ht, (int)K, xh, ht, (int)K, &zero, y, CUDA_R_32F, (int)N,
+					 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+	if (st != CUBLAS_STATUS_SUCCESS) {
+		snprintf(c->err, sizeof(c->err), "%s:%d: cublasGemmEx (%lld x %d x %lld): %s", __FILE__, __LINE__,
+			 (long long)rows, T, (long long)K, bl->status_string(st));
+		return -EIO;
+	}
+	return 0;
+}
+
+template <typename H>
+static int gemm_path(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+		     const void *bias, int bias_fmt, int T, bool direct)
+{
+	const cudaDataType_t ht = std::is_same<H, __nv_bfloat16>::value ? CUDA_R_16BF : CUDA_R_16F;
+	cudaStream_t s = cuda_stream_of(c);
+	int64_t chunk = (int64_t)c->gemm_rows < N ? (int64_t)c->gemm_rows : N;
+	size_t x_bytes = ws_align((size_t)T * (size_t)K * sizeof(H));
+	/* Chunks as large as the workspace allows (it is sized for the widest K and the most tokens): few large
+	 * GEMMs fill the GPU's multiprocessors, many small ones leave a partial last wave each. */
+	if (!direct && c->ws_bytes > x_bytes) {
+		int64_t fit = (int64_t)((c->ws_bytes - x_bytes) / ((size_t)K * sizeof(H))) / 64 * 64;
+		fit = fit < N ? fit : N;
+		chunk = fit > chunk ? fit : chunk;
+	}
+	size_t need = x_bytes + (direct ? 0 : ws_align((size_t)chunk * (size_t)K * sizeof(H)));
+	if (need > c->ws_bytes) {
+		snprintf(c->err, sizeof(c->err), "cuda_matmul: workspace of %zu bytes, T=%d K=%lld needs %zu", c->ws_bytes,
+			 T, (long long)K, need);
+		return -ENOSPC;
+	}
+	H *xh = (H *)c->ws, *wh = (H *)((char *)c->ws + x_bytes);
+	int64_t n = (int64_t)T * K;
+	k_to_half<H><<<grid_for(c, n, 256), 256, 0, s>>>(xh, x, n);
+	CUDA_LAUNCH_CHECK(c, "k_to_half");
+	int rc;
+	if (direct) {
+		if ((rc = gemm_chunk(c, y, W, xh, ht, N, N, K, T)))
+			return rc;
+	} else {
+		int64_t row_bytes = K / wfmt_table[wfmt].block * wfmt_table[wfmt].block_bytes;
+		for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+			int64_t rows = N - r0 < chunk ? N - r0 : chunk;
+			if ((rc = dequant_rows<H>(c, wh, (const uint8_t *)W + r0 * row_bytes, wfmt, rows, K)))
+				return rc;
+			if ((rc = gemm_chunk(c, y + r0, wh, xh, ht, rows, N, K, T)))
+				return rc;
+		}
+	}
+	if (bias) {
+		n = (int64_t)T * N;
+		k_add_bias<<<grid_for(c, n, 256), 256, 0, s>>>(y, bias, bias_fmt, N, n);
+		CUDA_LAUNCH_CHECK(c, "k_add_bias");
+	}
+	return 0;
+}
+
+extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+			   const void *bias, int bias_fmt, int T)
+{
+	CUDA_ARG_CHECK(c, cuda_fmt_supported(wfmt), "cuda_matmul: weight format %d not supported", wfmt);
+	CUDA_ARG_CHECK(c, N > 0 && K > 0 && T > 0 && N <= INT32_MAX && K <= INT32_MAX,
+		       "cuda_matmul: bad shape N=%lld K=%lld T=%d", (long long)N, (long long)K, T);
+	CUDA_ARG_CHECK(c, K % wfmt_table[wfmt].block == 0, "cuda_matmul: K=%lld is not a multiple of %s's block of %u",
+		       (long long)K, wfmt_table[wfmt].name, wfmt_table[wfmt].block);
+	CUDA_ARG_CHECK(c, !bias || bias_fmt == WFMT_F32 || bias_fmt == WFMT_F16 || bias_fmt == WFMT_BF16,
+		       "cuda_matmul: bias format %d is not F32/F16/BF16", bias_fmt);
+	CUDA_ARG_CHECK(c, y && x && W, "cuda_matmul: NULL pointer");
+	bool quant = wfmt_table[wfmt].block > 1;
+	CUDA_ARG_CHECK(c, !quant || ((uintptr_t)x & 15) == 0, "cuda_matmul: x not 16-byte aligned");
+	CUDA_ARG_CHECK(c, (uintptr_t)W % ((wfmt == WFMT_Q4_K || wfmt == WFMT_Q5_K) ? 16 : wfmt == WFMT_F32 ? 4 : 2) == 0,
+		       "cuda_matmul: %s weights misaligned", wfmt_table[wfmt].name);
+	if (T <= CUDA_MATVEC_T_MAX)
+		return cuda_matvec(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
+	CUDA_ARG_CHECK(c, c->cublas && c->gemm_rows > 0, "cuda_matmul: T=%d needs a cuBLAS handle and gemm_rows", T);
+	if (c->cc >= 80)
+		return gemm_path<__nv_bfloat16>(c, y, x, W, wfmt, N, K, bias, bias_fmt, T, wfmt == WFMT_BF16);
+	return gemm_path<__half>(c, y, x, W, wfmt, N, K, bias, bias_fmt, T, wfmt == WFMT_F16);
+}

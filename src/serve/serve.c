@@ -1,0 +1,306 @@
+/* serve.c: the engine of `ferry serve` (serve.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve/serve.h"
+#include "base/util.h"
+
+/* A token's text; true when it completes a stop string (the text is cut before it). */
+static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
+{
+	struct srv *v = ctx;
+	struct srv_req *q = (struct srv_req *)r;
+	bool stop = false;
+	pthread_mutex_lock(&v->mu);
+	q->n_gen = r->n_gen;
+	if (q->n_gen == 1)
+		q->t_first = now_sec();
+	v->gen_tokens++;
+	if (!sched_is_eos(v->hp, v->tk, tok)) {
+		size_t before = q->text.n;
+		tok_stream_push(&q->ts, tok, &q->text);
+		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops);
+		q->ready = stop ? q->text.n : req_stop_safe(&q->text, q->p.stops, q->p.n_stops);
+	}
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&v->mu);
+	return stop;
+}
+
+/* Marks q done (under v->mu): its text complete, why it ended. */
+static void srv_done_locked(struct srv *v, struct srv_req *q)
+{
+	if (q->done)
+		return;
+	static const enum srv_end ends[] = {[SCHED_FINISH_NONE] = SRV_END_ERROR, [SCHED_FINISH_STOP] = SRV_END_STOP,
+					    [SCHED_FINISH_LENGTH] = SRV_END_LENGTH, [SCHED_FINISH_ERROR] = SRV_END_ERROR,
+					    [SCHED_FINISH_CANCEL] = SRV_END_CANCEL};
+	if (q->end == SRV_END_NONE)
+		q->end = ends[q->r.finish];
+	if (q->end == SRV_END_LENGTH)
+		tok_stream_flush(&q->ts, &q->text);
+	if (q->end == SRV_END_ERROR && !q->err[0])
+		snprintf(q->err, sizeof(q->err), "%s", q->r.err[0] ? q->r.err : "the request failed");
+	q->ready = q->text.n;
+	q->n_gen = q->r.n_gen;
+	q->done = true;
+	v->n_live--;
+	v->n_served += q->end == SRV_END_STOP || q->end == SRV_END_LENGTH;
+	v->n_cancelled += q->end == SRV_END_CANCEL || q->end == SRV_END_SHUTDOWN;
+	pthread_cond_broadcast(&q->cv);
+}
+
+static void srv_on_done(void *ctx, struct sched_req *r)
+{
+	struct srv *v = ctx;
+	pthread_mutex_lock(&v->mu);
+	srv_done_locked(v, (struct srv_req *)r);
+	pthread_mutex_unlock(&v->mu);
+}
+
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC (srv_wait). */
+static void cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+void srv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	long long ns = (long long)ts.tv_nsec + (long long)(seconds * 1e9);
+	ts.tv_sec += (time_t)(ns / 1000000000LL);
+	ts.tv_nsec = (long)(ns % 1000000000LL);
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live, char *err, size_t errlen)
+{
+	memset(v, 0, sizeof(*v));
+	v->m = m;
+	v->tk = tk;
+	v->hp = m->hp;
+	v->max_live = max_live;
+	int rc = sched_init(&v->s, m, m->opt.max_seqs, 0, err, errlen);
+	if (rc)
+		return rc;
+	v->s.tk = tk;
+	v->s.on_token = srv_on_token;
+	v->s.on_done = srv_on_done;
+	v->s.ctx = v;
+	pthread_mutex_init(&v->mu, NULL);
+	pthread_mutex_init(&v->tok_mu, NULL);
+	cond_init(&v->wake);
+	return 0;
+}
+
+void srv_free(struct srv *v)
+{
+	sched_free(&v->s);
+	free(v->inbox);
+	free(v->active);
+	pthread_mutex_destroy(&v->mu);
+	pthread_mutex_destroy(&v->tok_mu);
+	pthread_cond_destroy(&v->wake);
+}
+
+int srv_req_new(struct srv *v, struct srv_req **out)
+{
+	struct srv_req *q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	pthread_mutex_lock(&v->mu);
+	v->n_reqs++;
+	pthread_mutex_unlock(&v->mu);
+	cond_init(&q->cv);
+	q->refs = 1;
+	*out = q;
+	return 0;
+}
+
+/* Under v->mu. */
+static void srv_req_free(struct srv *v, struct srv_req *q)
+{
+	v->n_reqs--;
+	req_params_free(&q->p);
+	sampler_free(&q->r.smp);
+	free(q->r.toks);
+	tok_buf_free(&q->text);
+	pthread_cond_destroy(&q->cv);
+	free(q);
+}
+
+void srv_req_put(struct srv *v, struct srv_req *q)
+{
+	pthread_mutex_lock(&v->mu);
+	if (--q->refs == 0)
+		srv_req_free(v, q);
+	pthread_mutex_unlock(&v->mu);
+}
+
+/* Appends q to a growing array of pointers. */
+static int push(struct srv_req ***a, int *n, int *cap, struct srv_req *q)
+{
+	if (*n == *cap) {
+		int nc = *cap ? 2 * *cap : 16;
+		struct srv_req **na = realloc(*a, sizeof(*na) * (size_t)nc);
+		if (!na)
+			return -ENOMEM;
+		*a = na;
+		*cap = nc;
+	}
+	(*a)[(*n)++] = q;
+	return 0;
+}
+
+int srv_submit(struct srv *v, struct srv_req *q)
+{
+	int rc = 0;
+	pthread_mutex_lock(&v->mu);
+	if (v->stopping)
+		rc = -ESHUTDOWN;
+	else if (v->n_live >= v->max_live)
+		rc = -EBUSY;
+	else
+		rc = push(&v->inbox, &v->n_inbox, &v->cap_inbox, q);
+	if (!rc) {
+		tok_stream_init(&q->ts, v->tk, false, false);
+		q->ts.lossy = true;
+		q->t0 = now_sec();
+		q->refs++;
+		v->n_live++;
+		pthread_cond_signal(&v->wake);
+	}
+	pthread_mutex_unlock(&v->mu);
+	return rc;
+}
+
+void srv_cancel(struct srv *v, struct srv_req *q)
+{
+	pthread_mutex_lock(&v->mu);
+	if (!q->done && !q->cancel) {
+		q->cancel = true;
+		pthread_cond_signal(&v->wake);
+	}
+	pthread_mutex_unlock(&v->mu);
+}
+
+/* Under v->mu: queued requests into the scheduler, cancellations carried out, finished requests let go.
+ * Returns the number of requests the engine still has. */
+static int srv_sync_locked(struct srv *v)
+{
+	for (int i = 0; i < v->n_inbox; i++) {
+		struct srv_req *q = v->inbox[i];
+		if (v->stopping || q->cancel || push(&v->active, &v->n_active, &v->cap_active, q) ||
+		    sched_add(&v->s, &q->r)) {
+			if (!v->stopping && !q->cancel) /* out of memory: fail the request, not the server */
+				snprintf(q->err, sizeof(q->err), "out of memory queueing the request");
+			q->end = q->cancel ? SRV_END_CANCEL : v->stopping ? SRV_END_SHUTDOWN : SRV_END_ERROR;
+			q->r.state = SCHED_DONE;
+			if (v->n_active && v->active[v->n_active - 1] == q)
+				v->n_active--;
+			srv_done_locked(v, q);
+			if (--q->refs == 0)
+				srv_req_free(v, q);
+		}
+	}
+	v->n_inbox = 0;
+	for (int i = 0; i < v->n_active; i++) {
+		struct srv_req *q = v->active[i];
+		if (q->r.state != SCHED_DONE && (q->cancel || v->stopping == 2)) {
+			sched_cancel(&v->s, &q->r);
+			q->end = q->cancel ? SRV_END_CANCEL : SRV_END_SHUTDOWN;
+		}
+	}
+	sched_reap(&v->s);
+	int n = 0;
+	for (int i = 0; i < v->n_active; i++) {
+		struct srv_req *q = v->active[i];
+		if (q->r.state != SCHED_DONE) {
+			v->active[n++] = q;
+			continue;
+		}
+		srv_done_locked(v, q);
+		if (--q->refs == 0)
+			srv_req_free(v, q);
+	}
+	v->n_active = n;
+	return n;
+}
+
+int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
+{
+	double stop_at = 0;
+	char err[ERR_LEN];
+	bool idle = true;
+	for (;;) {
+		pthread_mutex_lock(&v->mu);
+		if (*signals && !v->stopping) {
+			v->stopping = 1;
+			stop_at = now_sec() + grace;
+			fprintf(stderr, "ferry: serve: stopping: finishing %d requests (up to %.0fs; again to cancel them)\n",
+				v->n_active, grace);
+		}
+		v->steps = v->s.st.steps;
+		v->h2d_bytes = v->m->w.h2d_bytes;
+		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
+			v->stopping = 2;
+		int n = srv_sync_locked(v);
+		if (!n && v->stopping) {
+			pthread_mutex_unlock(&v->mu);
+			return 0;
+		}
+		if (n && idle && v->window > 0 && !v->stopping) { /* let the others arriving now join the first step */
+			idle = false;
+			pthread_mutex_unlock(&v->mu);
+			struct timespec ts = {(time_t)v->window, (long)((v->window - (double)(time_t)v->window) * 1e9)};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		idle = !n;
+		if (!n) {
+			srv_wait(&v->wake, &v->mu, 0.2);
+			pthread_mutex_unlock(&v->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&v->mu);
+		int rc = sched_step(&v->s, err, sizeof(err));
+		if (rc >= 0)
+			continue;
+		/* The step failed: its requests end with the error, the server goes on. */
+		fprintf(stderr, "ferry: serve: %s\n", err);
+		pthread_mutex_lock(&v->mu);
+		for (int i = 0; i < v->n_active; i++) {
+			struct srv_req *q = v->active[i];
+			if (q->r.state == SCHED_DONE)
+				continue;
+			sched_cancel(&v->s, &q->r);
+			q->end = SRV_END_ERROR;
+			snprintf(q->err, sizeof(q->err), "%.255s", err);
+		}
+		pthread_mutex_unlock(&v->mu);
+	}
+}
+
+bool srv_wait_idle(struct srv *v, double timeout)
+{
+	double until = now_sec() + timeout;
+	for (;;) {
+		pthread_mutex_lock(&v->mu);
+		int n = v->n_reqs;
+		pthread_mutex_unlock(&v->mu);
+		if (!n)
+			return true;
+		if (now_sec() >= until)
+			return false;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
