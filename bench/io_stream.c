@@ -403,7 +403,7 @@ int main(int argc, char **argv)
 	io_stream_stats(s, &st);
 	io_stream_close(s);
 	printf("io_stream: ferry stream (%s, %d slots): first pass %.2f GB/s (with checksums), steady %.2f GB/s\n",
-	       st.engine, st.n_slots, (double)total / t1 / GB, (double)total / t2 / GB);
+	       st.reader, st.n_slots, (double)total / t1 / GB, (double)total / t2 / GB);
 
 	double d2 = raw_uring(&m, best_qd, best_req);
 	/* ferry with half the units in the RAM tier */

@@ -1,6 +1,6 @@
 /*
- * io_suite.h: the layer streamer's tests, run once per engine (test_io_pread.c, test_io_uring.c define
- * SUITE_ENGINE and include this). A generated model (two variants: raw, and lz4 with some tensors
+ * io_suite.h: the layer streamer's tests, run once per reader (test_io_pread.c, test_io_uring.c define
+ * SUITE_READER and include this). A generated model (two variants: raw, and lz4 with some tensors
  * compressed and some left raw because they do not compress) is streamed many times with random slot
  * counts, prefetch depths, RAM budgets, request sizes and access orders; every acquired tensor must hash
  * to what was written. Then faults through the test hook (short reads, EIO mid-layer, a file truncated
@@ -161,7 +161,7 @@ static bool unit_ok(const struct layout *m, int unit, void *const *ptrs)
 static void base_opts(struct io_opts *o)
 {
 	io_opts_default(o);
-	o->engine = SUITE_ENGINE;
+	o->reader = SUITE_READER;
 	o->n_workers = 2;
 }
 

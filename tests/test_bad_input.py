@@ -23,7 +23,7 @@ EXPECT = {
 
 
 def one_line_error(f, p, what, words):
-    # "ferry: io: ..." lines are the streamer's one-time notices (engine fallback, O_DIRECT refused), not errors
+    # "ferry: io: ..." lines are the streamer's one-time notices (reader fallback, O_DIRECT refused), not errors
     lines = [ln for ln in p.stderr.strip().splitlines() if not ln.startswith("ferry: io: ")]
     f.check(p.returncode != 0, f"{what}: exit code 0")
     if f.check(len(lines) == 1, f"{what}: {len(lines)} stderr lines: {p.stderr!r}"):

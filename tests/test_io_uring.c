@@ -1,8 +1,8 @@
-/* test_io_uring.c: the layer streamer's suite (io_suite.h) on the io_uring engine; skipped (77) where the
+/* test_io_uring.c: the layer streamer's suite (io_suite.h) on the io_uring reader; skipped (77) where the
  * kernel or a sandbox refuses io_uring. */
 #include <liburing.h>
 
-#define SUITE_ENGINE IO_ENGINE_URING
+#define SUITE_READER IO_READER_URING
 #include "io_suite.h"
 
 int main(void)

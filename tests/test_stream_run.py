@@ -1,5 +1,5 @@
 """`ferry run` through the layer streamer end to end: a model converted with --lz4 gives bit-identical logits
-to the raw conversion, with every layer in the RAM tier or streamed through 2 slots, on both read engines;
+to the raw conversion, with every layer in the RAM tier or streamed through 2 slots, on both readers;
 --stats reports what the streamer did. Gaussian bf16 weights shrink to ~87% with byte-shuffled lz4, so they
 are stored compressed; gaussian f16 ones save less than 10%, so --lz4 leaves them raw."""
 

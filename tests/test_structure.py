@@ -22,8 +22,7 @@ DEPENDS = {
     "io": {"base", "layout"},
     "kernels": {"base", "layout"},
     "backend": {"base", "layout", "kernels"},
-    # text: only until the scheduler takes its end-of-sequence ids from the caller (issue 17)
-    "engine": {"base", "layout", "io", "kernels", "backend", "text"},
+    "engine": {"base", "layout", "io", "kernels", "backend"},
     "jinja": {"base"},
     "text": {"base", "layout", "jinja"},
     "convert": {"base", "layout", "text"},

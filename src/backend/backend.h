@@ -31,6 +31,7 @@
 #include "base/util.h"
 
 enum op {
+	OP_EMBED,
 	OP_RMSNORM,
 	OP_MATMUL,
 	OP_ROPE,
@@ -62,6 +63,7 @@ struct backend_reserve {
 	int t_max;        /* most tokens per step */
 	int t_ops;        /* most tokens per op (a range of the step, step_range) */
 	int64_t max_row;  /* widest matmul input or norm row */
+	int64_t d_model;  /* embedding row (embed: t_max rows of it) */
 	int max_ctx;      /* most positions of a sequence */
 	int n_heads, head_dim;
 	int max_seqs;     /* page-table rows */
@@ -111,8 +113,10 @@ struct backend_ops {
 	int (*reserve)(struct backend *b, const struct backend_reserve *r);
 	/* Bytes reserve(r) takes from backend memory (0 where workspace is host memory). */
 	size_t (*reserve_bytes)(struct backend *b, const struct backend_reserve *r);
-	/* Streaming: NULL where host_memory is true. */
-	int (*fence_init)(struct backend *b, int n);
+	/* Streaming: NULL where host_memory is true. fence_alloc makes n more fences and returns the first one's
+	 * id (ids first .. first + n - 1 belong to the caller until the backend is destroyed), or a negative
+	 * errno. */
+	int (*fence_alloc)(struct backend *b, int n);
 	int (*fence_record)(struct backend *b, enum backend_queue q, int fence);
 	int (*fence_wait)(struct backend *b, enum backend_queue q, int fence);
 	bool (*fence_done)(struct backend *b, int fence);
@@ -121,6 +125,11 @@ struct backend_ops {
 	/* pinned host memory for copy_async / copy_d2h_async (KV pools streamed with their layer) */
 	void *(*host_alloc)(struct backend *b, size_t bytes);
 	void (*host_free)(struct backend *b, void *p);
+	/* Page-locked memory for the layer streamer's slots and RAM tier, in the shape of io_host_alloc
+	 * (src/io/stream.h) so the engine can hand it over; NULL where the streamer's own memory will do. */
+	const char *pinned_name;
+	void *(*pinned_alloc)(size_t bytes, void *ctx);
+	void (*pinned_free)(void *p, size_t bytes, void *ctx);
 	void (*mem)(struct backend *b, struct backend_mem *m); /* NULL: no device memory */
 	/* The k (<= 1024) largest of logits[V] (backend memory) into host vals/idx, sorted descending, ties by
 	 * lower id; waits like download(). NULL where the host reads all logits anyway. */
@@ -130,6 +139,9 @@ struct backend_ops {
 	int (*step_begin)(struct backend *b, const struct step_desc *s);
 	int (*step_range)(struct backend *b, int t0, int n);
 
+	/* x[n] = f32(rows[n]) * scale (scale 0: 1): embedding rows read on the host (host rows in format fmt,
+	 * supports(OP_EMBED, fmt)) into backend memory, the product taken in f32 on the host. */
+	int (*embed)(struct backend *b, float *x, const void *rows, int fmt, int64_t n, float scale);
 	int (*rmsnorm)(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps);
 	/* y[T, W.rows] = x[T, W.cols] . W^T (+ bias[W.rows]); bias may be NULL */
 	int (*matmul)(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
@@ -153,6 +165,13 @@ struct backend {
 	int n_threads;
 	char err[ERR_LEN];
 };
+
+/* The backend a --device name asks for: "cpu"; "cuda" (this build must have CUDA and a GPU must be visible);
+ * "auto" (CUDA when both, else the CPU). vram: the CUDA backend's budget (<= 0: all that is free); threads:
+ * the CPU backend's (<= 0: all cores). */
+int backend_open(struct backend **b, const char *device, int64_t vram, int threads, char *err, size_t errlen);
+/* The GPUs this build can see: "none", or the first one's description (probing initializes CUDA). */
+const char *backend_gpu_desc(char *buf, size_t n);
 
 /* n_threads <= 0: all cores. */
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);

@@ -1,5 +1,5 @@
 /*
- * backend_cpu.c: the CPU backend. Backend memory is host memory (64-byte aligned), uploads are copies,
+ * cpu.c: the CPU backend. Backend memory is host memory (64-byte aligned), uploads are copies,
  * and every op runs synchronously on OpenMP threads through kernels/cpu/.
  */
 #include <errno.h>
@@ -67,7 +67,7 @@ static int need(struct backend *b, int64_t n)
 static bool cpu_supports(struct backend *b, enum op op, int fmt)
 {
 	(void)b;
-	return op == OP_MATMUL || op == OP_RMSNORM ? cpu_fmt_supported(fmt) : op < OP_COUNT;
+	return op == OP_MATMUL || op == OP_RMSNORM || op == OP_EMBED ? cpu_fmt_supported(fmt) : op < OP_COUNT;
 }
 
 static void *cpu_alloc(struct backend *b, size_t bytes)
@@ -211,6 +211,18 @@ static int cpu_glu_op(struct backend *b, float *y, const float *gate, const floa
 	return 0;
 }
 
+static int cpu_embed_op(struct backend *b, float *x, const void *rows, int fmt, int64_t n, float scale)
+{
+	if (cpu_row_to_f32(fmt, rows, x, n)) {
+		snprintf(b->err, sizeof(b->err), "embedding rows: format %s cannot be read on the host", wfmt_name(fmt));
+		return -ENOTSUP;
+	}
+	if (scale > 0)
+		for (int64_t i = 0; i < n; i++)
+			x[i] *= scale;
+	return 0;
+}
+
 static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
 {
 	(void)b;
@@ -232,6 +244,7 @@ static const struct backend_ops cpu_ops = {
 	.reserve = cpu_reserve,
 	.step_begin = cpu_step_begin,
 	.step_range = cpu_step_range,
+	.embed = cpu_embed_op,
 	.rmsnorm = cpu_rmsnorm_op,
 	.matmul = cpu_matmul_op,
 	.rope = cpu_rope_op,
@@ -259,17 +272,4 @@ int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t err
 	b->n_threads = omp_get_max_threads();
 	*bp = b;
 	return 0;
-}
-
-void backend_destroy(struct backend *b)
-{
-	if (b)
-		b->ops->destroy(b);
-}
-
-void backend_mem_get(struct backend *b, struct backend_mem *m)
-{
-	memset(m, 0, sizeof(*m));
-	if (b && b->ops->mem)
-		b->ops->mem(b, m);
 }

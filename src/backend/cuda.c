@@ -21,8 +21,10 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/cuda_blas.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_probe.h"
 #include "layout/layout.h"
 
 #define ARENA_ALIGN 256
@@ -54,6 +56,8 @@ struct cuda_state {
 	 * then each range's parts (step_range_parts) for ranges starting at multiples of t_ops */
 	int *d_step, *h_step;
 	size_t step_cap;     /* ints */
+	float *h_embed;      /* embedding rows converted on the host, [t_max * d_model] */
+	size_t embed_cap;    /* floats */
 	int t_max, t_ops;    /* of the reservation */
 	struct range_meta {
 		int off, n_parts, max_pos, max_part;
@@ -172,6 +176,7 @@ static void cu_destroy(struct backend *b)
 			cudaStreamDestroy(s->copy);
 		free(s->blocks);
 		free(s->h_step);
+		free(s->h_embed);
 		free(s->ranges);
 		free(s);
 	}
@@ -185,6 +190,8 @@ static bool cu_supports(struct backend *b, enum op op, int fmt)
 		return cuda_fmt_supported(fmt);
 	if (op == OP_RMSNORM)
 		return fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	if (op == OP_EMBED)
+		return cpu_fmt_supported(fmt);
 	return op < OP_COUNT;
 }
 
@@ -265,6 +272,17 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 		s->step_cap = ints;
 		s->t_max = r->t_max;
 		s->t_ops = r->t_ops;
+	}
+	size_t embed = (size_t)r->t_max * (size_t)r->d_model;
+	if (embed > s->embed_cap) {
+		float *e = malloc(sizeof(float) * embed);
+		if (!e) {
+			snprintf(b->err, sizeof(b->err), "out of host memory for %zu embedding values", embed);
+			return -ENOMEM;
+		}
+		free(s->h_embed);
+		s->h_embed = e;
+		s->embed_cap = embed;
 	}
 	s->ctx.gemm_rows = gemm_rows_for(r->max_row);
 	return 0;
@@ -399,26 +417,45 @@ static int cu_glu(struct backend *b, float *y, const float *gate, const float *u
 	return op_rc(b, cuda_glu(&st(b)->ctx, y, gate, up, n, act));
 }
 
+static int cu_embed(struct backend *b, float *x, const void *rows, int fmt, int64_t n, float scale)
+{
+	struct cuda_state *s = st(b);
+	if ((size_t)n > s->embed_cap) {
+		snprintf(b->err, sizeof(b->err), "%lld embedding values exceed the reservation of %zu", (long long)n,
+			 s->embed_cap);
+		return -ENOSPC;
+	}
+	if (cpu_row_to_f32(fmt, rows, s->h_embed, n)) {
+		snprintf(b->err, sizeof(b->err), "embedding rows: format %s cannot be read on the host", wfmt_name(fmt));
+		return -ENOTSUP;
+	}
+	if (scale > 0)
+		for (int64_t i = 0; i < n; i++)
+			s->h_embed[i] *= scale;
+	return cu_upload(b, x, s->h_embed, sizeof(float) * (size_t)n);
+}
+
 static int cu_add(struct backend *b, float *y, const float *x, int64_t n)
 {
 	return op_rc(b, cuda_add(&st(b)->ctx, y, x, n));
 }
 
-static int cu_fence_init(struct backend *b, int n)
+static int cu_fence_alloc(struct backend *b, int n)
 {
 	struct cuda_state *s = st(b);
-	if (n <= s->n_fences)
-		return 0;
-	cudaEvent_t *f = realloc(s->fences, sizeof(*f) * (size_t)n);
+	int first = s->n_fences;
+	if (n < 0)
+		return -EINVAL;
+	cudaEvent_t *f = realloc(s->fences, sizeof(*f) * (size_t)(first + n > 0 ? first + n : 1));
 	if (!f)
 		return -ENOMEM;
 	s->fences = f;
-	for (; s->n_fences < n; s->n_fences++) {
+	for (; s->n_fences < first + n; s->n_fences++) {
 		CK(b, cudaEventCreateWithFlags(&s->fences[s->n_fences], cudaEventDisableTiming));
 		/* recorded once so that a wait on a fence nothing has recorded yet passes at once */
 		CK(b, cudaEventRecord(s->fences[s->n_fences], s->compute));
 	}
-	return 0;
+	return first;
 }
 
 static cudaStream_t queue(struct cuda_state *s, enum backend_queue q)
@@ -512,7 +549,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.sync = cu_sync,
 	.reserve = cu_reserve,
 	.reserve_bytes = cu_reserve_bytes,
-	.fence_init = cu_fence_init,
+	.fence_alloc = cu_fence_alloc,
 	.fence_record = cu_fence_record,
 	.fence_wait = cu_fence_wait,
 	.fence_done = cu_fence_done,
@@ -520,10 +557,14 @@ static const struct backend_ops cuda_backend_ops = {
 	.copy_d2h_async = cu_copy_d2h_async,
 	.host_alloc = cu_host_alloc,
 	.host_free = cu_host_free,
+	.pinned_name = "cudaHostAlloc",
+	.pinned_alloc = cuda_host_alloc,
+	.pinned_free = cuda_host_free,
 	.mem = cu_mem,
 	.top_k = cu_top_k,
 	.step_begin = cu_step_begin,
 	.step_range = cu_step_range,
+	.embed = cu_embed,
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,
 	.rope = cu_rope,

@@ -32,8 +32,7 @@
 #include "text/chat.h"
 #include "cli/ferry.h"
 #include "layout/layout.h"
-#include "engine/model.h"
-#include "engine/plan.h"
+#include "engine/engine.h"
 #include "serve/request.h"
 #include "cli/run_opts.h"
 #include "engine/sampler.h"
@@ -65,6 +64,7 @@ struct batch {
 	const struct batch_args *a;
 	const struct layout_hparams *hp;
 	struct tokenizer *tk;
+	const struct sched *s;   /* the engine's, while it runs */
 	int out_fd, err_fd;
 	int n_total, n_done, n_failed;
 	long long gen_tokens;
@@ -269,7 +269,7 @@ static bool batch_on_token(void *ctx, struct sched_req *r, int tok)
 {
 	struct batch *b = ctx;
 	struct breq *q = (struct breq *)r;
-	if (sched_is_eos(b->hp, b->tk, tok))
+	if (sched_is_eos(b->s, tok))
 		return false;
 	size_t before = q->text.n;
 	tok_stream_push(&q->ts, tok, &q->text);
@@ -289,7 +289,7 @@ static void batch_on_done(void *ctx, struct sched_req *r)
 	}
 	if (r->finish != SCHED_FINISH_STOP)
 		tok_stream_flush(&q->ts, &q->text);
-	bool eos = r->finish == SCHED_FINISH_STOP && !r->ignore_eos && sched_is_eos(b->hp, b->tk, r->toks[r->n - 1]);
+	bool eos = r->finish == SCHED_FINISH_STOP && !r->ignore_eos && sched_is_eos(b->s, r->toks[r->n - 1]);
 	int n = r->n_gen - eos;
 	json_t *ids = json_array();
 	for (int i = 0; i < n; i++)
@@ -405,20 +405,18 @@ static int read_requests(struct batch *b, struct strmap *done, struct breq **out
 	return rc;
 }
 
-/* --stats-json: the figures bench/bench_serve.py reads. */
-static int write_stats(const char *path, const struct batch *b, const struct model *m, const struct sched *s,
-		       const struct backend_mem *bm, double t)
+/* --stats-json: the engine's figures (what bench/bench_serve.py reads) and the batch's. */
+static int write_stats(const char *path, const struct batch *b, struct engine *e, double t)
 {
-	const struct sched_stats *st = &s->st;
-	json_t *o = json_pack("{s:i, s:f, s:I, s:i, s:i, s:i, s:s, s:i, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
-			      "requests", b->n_done, "total_s", t, "gen_tokens", (json_int_t)b->gen_tokens, "steps", st->steps,
-			      "t_max", m->opt.t_max, "max_seqs", m->opt.max_seqs, "kv", kv_fmt_name(m->opt.kv_fmt),
-			      "kv_host_layers", m->kvh.n_host, "kv_h2d_bytes", (json_int_t)m->kvh.h2d, "kv_d2h_bytes",
-			      (json_int_t)m->kvh.d2h, "prefill_s", st->prefill_s, "decode_s", st->decode_s,
-			      "prefill_tokens", (json_int_t)st->prefill_tokens, "h2d_bytes_prefill",
-			      (json_int_t)st->h2d_prefill, "h2d_bytes_decode", (json_int_t)st->h2d_decode,
-			      "vram_budget", (json_int_t)bm->budget, "vram_device_used_peak", (json_int_t)bm->device_used_peak);
-	int rc = o ? run_opts_json_write(o, path, "--stats-json") : -ENOMEM;
+	struct engine_stats es;
+	engine_stats(e, &es);
+	json_t *o = engine_stats_json(&es);
+	int rc = o && !json_object_set_new(o, "requests", json_integer(b->n_done)) &&
+			 !json_object_set_new(o, "total_s", json_real(t)) &&
+			 !json_object_set_new(o, "gen_tokens", json_integer(b->gen_tokens))
+		 ? 0
+		 : -ENOMEM;
+	rc = rc ? rc : run_opts_json_write(o, path, "--stats-json");
 	json_decref(o);
 	return rc;
 }
@@ -434,26 +432,32 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 	}
 	cap = a->ctx ? a->ctx : cap;
 	int chunk = a->chunk > seqs ? a->chunk : seqs;
-	struct model_opts mo = {.t_max = chunk, .max_logits = seqs, .ctx = cap, .max_seqs = seqs};
-	struct backend *be = NULL;
-	struct plan plan = {0};
-	struct model m = {0};
-	struct sched s = {0};
-	rc = run_opts_backend(&a->ro, &mo, &be, err, errlen);
-	rc = rc ? rc : plan_make(&plan, lay, be, &mo, false, !a->chunk || a->chunk == BATCH_CHUNK, false, err, errlen);
-	rc = rc ? rc : model_init(&m, lay, be, &mo, err, errlen);
-	rc = rc ? rc : sched_init(&s, &m, m.opt.max_seqs, 0, err, errlen);
-	s.tk = b->tk;
-	s.on_token = batch_on_token;
-	s.on_done = batch_on_done;
-	s.ctx = b;
+	struct engine_opts eo = {.t_max = chunk, .max_logits = seqs, .ctx = cap, .max_seqs = seqs,
+				 .t_max_auto = !a->chunk || a->chunk == BATCH_CHUNK};
+	run_opts_engine(&a->ro, &eo);
+	int *eos = NULL;
+	if (run_opts_eos(b->hp, b->tk, &eos, &eo.n_eos)) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	eo.eos = eos;
+	struct engine *e = NULL;
+	struct sched *s = NULL;
+	rc = engine_open(&e, lay, &eo, err, errlen);
+	if (!rc) {
+		s = engine_sched(e);
+		b->s = s;
+		s->on_token = batch_on_token;
+		s->on_done = batch_on_done;
+		s->ctx = b;
+	}
 	if (!rc && a->warmup)
-		rc = sched_warmup(&s, q[0].r.toks[0], err, errlen);
+		rc = sched_warmup(s, q[0].r.toks[0], err, errlen);
 	for (int i = 0; !rc && i < n; i++)
-		rc = sched_add(&s, &q[i].r);
+		rc = sched_add(s, &q[i].r);
 	b->t0 = now_sec();
 	while (!rc && !batch_interrupted && !b->io_rc) {
-		rc = sched_step(&s, err, errlen);
+		rc = sched_step(s, err, errlen);
 		progress(b, false);
 	}
 	rc = rc == 1 ? 0 : rc;
@@ -464,24 +468,23 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 	progress(b, true);
 	if (!rc) {
 		struct backend_mem bm;
-		backend_mem_get(be, &bm);
+		backend_mem_get(engine_backend(e), &bm);
 		double t = now_sec() - b->t0;
 		fprintf(stderr, "ferry: batch: %d requests in %.1fs, %lld tokens generated (%.1f tok/s), %d steps%s",
-			b->n_done, t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s.st.steps,
+			b->n_done, t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps,
 			bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));
 		if (a->stats_json)
-			rc = write_stats(a->stats_json, b, &m, &s, &bm, t);
+			rc = write_stats(a->stats_json, b, e, t);
 	}
 	if (!rc && batch_interrupted) {
 		snprintf(err, errlen, "interrupted: %d requests finished are in %s; run again to resume", b->n_done, a->out);
 		rc = -EINTR;
 	}
-	sched_free(&s);
-	model_free(&m);
-	plan_free(&plan);
-	backend_destroy(be);
+	engine_close(e);
+	b->s = NULL;
+	free(eos);
 	return rc;
 }
 

@@ -23,8 +23,7 @@
 
 #include "cli/ferry.h"
 #include "layout/layout.h"
-#include "engine/model.h"
-#include "engine/plan.h"
+#include "engine/engine.h"
 #include "cli/run_opts.h"
 #include "text/tokenizer.h"
 #include "base/util.h"
@@ -262,19 +261,16 @@ static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
 	char err[ERR_LEN] = "";
 	struct tokenizer *tk = NULL;
 	struct tok_ids ids = {0};
-	struct backend *b = NULL;
-	struct model m = {0};
-	struct plan plan = {0};
+	struct engine *e = NULL;
 	struct ppl_result r = {0};
 	int scored = a.ctx - a.ctx / 2; /* rows of logits a chunk asks for: its second half */
-	struct model_opts mo = {.t_max = a.batch, .max_logits = a.batch < scored ? a.batch : scored, .ctx = a.ctx,
-				.max_seqs = 1};
+	struct engine_opts eo = {.t_max = a.batch, .max_logits = a.batch < scored ? a.batch : scored, .ctx = a.ctx,
+				 .max_seqs = 1, .no_sched = true};
+	run_opts_engine(&a.ro, &eo);
 	int rc = ppl_tokenize(&a, lay, &tk, &ids, err, sizeof(err));
 	int bos = !rc && tokenizer_add_bos(tk) ? tokenizer_bos(tk) : -1;
-	rc = rc ? rc : run_opts_backend(&a.ro, &mo, &b, err, sizeof(err));
-	rc = rc ? rc : plan_make(&plan, lay, b, &mo, false, false, false, err, sizeof(err));
-	rc = rc ? rc : model_init(&m, lay, b, &mo, err, sizeof(err));
-	rc = rc ? rc : ppl_eval(&a, &m, &ids, bos, &r, err, sizeof(err));
+	rc = rc ? rc : engine_open(&e, lay, &eo, err, sizeof(err));
+	rc = rc ? rc : ppl_eval(&a, engine_model(e), &ids, bos, &r, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM && !err[0] ? "out of memory" : err);
 	} else {
@@ -282,11 +278,9 @@ static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
 		fprintf(stderr, "ferry: ppl: %ld tokens scored in %.1fs (%.1f tokens/s through the model)\n", r.count,
 			r.seconds, (double)r.n_chunks * a.ctx / (r.seconds > 0 ? r.seconds : 1e-9));
 		if (a.json)
-			rc = write_json(a.json, &a, &m, &r);
+			rc = write_json(a.json, &a, engine_model(e), &r);
 	}
-	model_free(&m);
-	plan_free(&plan);
-	backend_destroy(b);
+	engine_close(e);
 	tok_ids_free(&ids);
 	tokenizer_free(tk);
 	return rc ? 1 : 0;

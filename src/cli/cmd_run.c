@@ -18,9 +18,8 @@
 #include "text/chat.h"
 #include "cli/ferry.h"
 #include "layout/layout.h"
+#include "engine/engine.h"
 #include "engine/logits_dump.h"
-#include "engine/model.h"
-#include "engine/plan.h"
 #include "cli/run_opts.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
@@ -408,14 +407,12 @@ static int load_prompts(const struct run_args *a, const struct layout *lay, stru
 	return 0;
 }
 
-/* What a run measured, for --stats and --stats-json. */
+/* What a run measured beside the engine's figures, for --stats and --stats-json. */
 struct run_result {
-	int n_prompt, n_decode; /* tokens prefilled; decode tokens (generated tokens after each request's first) */
+	int n_decode;           /* decode tokens (generated tokens after each request's first) */
 	int n_gen;              /* tokens generated */
-	double t_prefill, t_decode, t_total;
-	uint64_t h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in each phase */
-	uint64_t disk_decode;             /* bytes read from the model's files during decode */
-	int steps, n_seqs;
+	double t_total;
+	int n_seqs;
 	double flops_prefill;   /* of every prompt from position 0 */
 };
 
@@ -425,7 +422,7 @@ static double forward_flops(const struct layout *lay, int n);
  * each in prompt order once done, the text as a JSON string (or the ids). */
 struct run_out {
 	const struct run_args *a;
-	const struct layout_hparams *hp;
+	const struct sched *s;
 	struct tokenizer *tk;
 	struct sched_req *reqs;
 	int n_reqs, next_print;
@@ -441,7 +438,7 @@ static bool run_on_token(void *ctx, struct sched_req *r, int tok)
 		return false;
 	if (!o->print_text) {
 		printf(r->n_gen > 1 ? " %d" : "%d", tok);
-	} else if (o->a->ignore_eos || !sched_is_eos(o->hp, o->tk, tok)) {
+	} else if (o->a->ignore_eos || !sched_is_eos(o->s, tok)) {
 		o->text.n = 0;
 		tok_stream_push(&o->ts, tok, &o->text);
 		fwrite(o->text.p, 1, o->text.n, stdout);
@@ -488,14 +485,39 @@ static void run_on_done(void *ctx, struct sched_req *r)
 	fflush(stdout);
 }
 
-static int generate(struct run_args *a, struct layout *lay, struct model *m, struct tokenizer *tk,
+/* The engine's start-up options for these prompts: one step takes the whole of one prompt (or --chunk), or a
+ * chunk of several prompts at once. */
+static void engine_options(const struct run_args *a, const struct prompts *pr, int ctx, struct engine_opts *eo)
+{
+	int longest = 0, total = 0;
+	for (int i = 0; i < pr->n; i++) {
+		longest = pr->len[i] > longest ? pr->len[i] : longest;
+		total += pr->len[i];
+	}
+	int seqs = a->max_batch > 0 && a->max_batch < pr->n ? a->max_batch : pr->n;
+	int chunk = a->chunk > 0 ? a->chunk : pr->n == 1 ? longest : total < RUN_BATCH_CHUNK ? total : RUN_BATCH_CHUNK;
+	chunk = chunk > seqs ? chunk : seqs;
+	memset(eo, 0, sizeof(*eo));
+	run_opts_engine(&a->ro, eo);
+	eo->t_max = chunk;
+	eo->max_logits = a->logits_file ? chunk : seqs;
+	eo->ctx = ctx;
+	eo->max_seqs = seqs;
+	eo->kv_pages = a->kv_pages;
+	eo->kv_host = a->kv_host;
+	eo->stream_all = a->stream_all;
+	eo->t_max_auto = pr->n > 1 && !a->chunk;
+	eo->plan_only = a->plan;
+}
+
+static int generate(struct run_args *a, struct layout *lay, struct engine *e, struct tokenizer *tk,
 		    const struct prompts *pr, struct run_result *res)
 {
 	const struct layout_hparams *hp = &lay->hp;
 	char err[ERR_LEN];
 	struct logits_dump dump = {0};
-	struct sched s;
-	struct run_out o = {.a = a, .hp = hp, .tk = tk, .n_reqs = pr->n, .print_text = tk && !a->print_ids};
+	struct sched *s = engine_sched(e);
+	struct run_out o = {.a = a, .s = s, .tk = tk, .n_reqs = pr->n, .print_text = tk && !a->print_ids};
 	o.reqs = calloc((size_t)pr->n, sizeof(*o.reqs));
 	int rc = o.reqs ? 0 : -ENOMEM, n_init = 0;
 	for (int i = 0; !rc && i < pr->n; i++, n_init++) {
@@ -509,11 +531,8 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		r->max_new = a->n_predict;
 		r->ignore_eos = a->ignore_eos;
 	}
-	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
-	int k = !a->logits_file && m->b->ops->top_k ? sampler_top_k_needed(&o.reqs[0].smp) : 0;
-	rc = rc ? rc : sched_init(&s, m, m->opt.max_seqs, k, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "ferry: %s\n", rc == -ENOMEM ? "out of memory" : err);
+		fprintf(stderr, "ferry: out of memory\n");
 		goto free_reqs;
 	}
 	if (a->logits_file && (rc = logits_dump_open(&dump, a->logits_file, hp->vocab, err, sizeof(err)))) {
@@ -521,18 +540,17 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 		goto out;
 	}
 	o.reqs[0].dump = a->logits_file ? &dump : NULL;
-	s.tk = tk;
-	s.on_token = run_on_token;
-	s.on_done = run_on_done;
-	s.ctx = &o;
+	s->on_token = run_on_token;
+	s->on_done = run_on_done;
+	s->ctx = &o;
 	if (o.print_text)
 		tok_stream_init(&o.ts, tk, false, false), o.ts.lossy = true;
 	if (a->warmup)
-		rc = sched_warmup(&s, pr->ids[0][0], err, sizeof(err));
+		rc = sched_warmup(s, pr->ids[0][0], err, sizeof(err));
 	double t0 = now_sec();
 	for (int i = 0; !rc && i < pr->n; i++)
-		rc = sched_add(&s, &o.reqs[i]);
-	while (!rc && !(rc = sched_step(&s, err, sizeof(err))))
+		rc = sched_add(s, &o.reqs[i]);
+	while (!rc && !(rc = sched_step(s, err, sizeof(err))))
 		;
 	rc = rc == 1 ? 0 : rc;
 	if (o.print_text) {
@@ -544,10 +562,7 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	if (pr->n == 1 && o.reqs[0].n_gen)
 		printf("\n");
 	fflush(stdout);
-	*res = (struct run_result){.n_prompt = (int)s.st.prefill_tokens, .t_prefill = s.st.prefill_s,
-				   .t_decode = s.st.decode_s, .t_total = now_sec() - t0, .h2d_prefill = s.st.h2d_prefill,
-				   .h2d_decode = s.st.h2d_decode, .disk_decode = s.st.disk_decode, .steps = s.st.steps,
-				   .n_seqs = pr->n};
+	*res = (struct run_result){.t_total = now_sec() - t0, .n_seqs = pr->n};
 	for (int i = 0; i < pr->n; i++) {
 		res->flops_prefill += forward_flops(lay, pr->len[i]);
 		res->n_gen += o.reqs[i].n_gen;
@@ -559,32 +574,22 @@ static int generate(struct run_args *a, struct layout *lay, struct model *m, str
 	else if (!rc && a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
 		fprintf(stderr, "ferry: %s\n", err);
 	if (!rc && a->stats) {
-		struct io_stats st;
-		io_stream_stats(m->io, &st);
-		char sb[32], tb[32], gd[256];
-		fmt_bytes(st.slot_bytes, sb, sizeof(sb));
-		fmt_bytes(st.tier_bytes, tb, sizeof(tb));
-		double mib = 1 << 20;
+		const struct sched_stats *st = &s->st;
 		fprintf(stderr,
-			"ferry: prefill %d tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s); %d sequences, "
-			"%d steps, %lld prompt tokens from the prefix cache\n"
-			"ferry: io: %s; disk %.1f MiB in %llu reads (%llu short), %.3fs busy (%.2f GB/s); "
-			"RAM tier %d/%d units (%s): %.1f MiB served; %.1f MiB reused from slots; %.1f MiB decoded (lz4); "
-			"waited %.3fs for I/O over %llu acquires; %d slots of %s (%d busy at most)%s\n"
-			"ferry: backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
-			res->n_prompt, res->t_prefill, res->n_prompt / (res->t_prefill > 0 ? res->t_prefill : 1e-9),
-			res->n_decode, res->t_decode, res->n_decode / (res->t_decode > 0 ? res->t_decode : 1e-9), pr->n,
-			res->steps, s.st.cached_tokens, st.engine, (double)st.bytes_read / mib,
-			(unsigned long long)st.n_reads, (unsigned long long)st.n_short, st.busy_sec,
-			st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0.0, st.tier_units, st.n_units, tb,
-			(double)st.bytes_tier / mib, (double)st.bytes_reused / mib, (double)st.bytes_decoded / mib, st.wait_sec,
-			(unsigned long long)st.n_acquire, st.n_slots, sb, st.slots_busy_max, st.locked ? "" : ", not locked in memory",
-			m->b->ops->name, m->b->n_threads, run_opts_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+			"ferry: prefill %lld tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s); %d sequences, "
+			"%d steps, %lld prompt tokens from the prefix cache\n",
+			st->prefill_tokens, st->prefill_s, st->prefill_tokens / (st->prefill_s > 0 ? st->prefill_s : 1e-9),
+			res->n_decode, st->decode_s, res->n_decode / (st->decode_s > 0 ? st->decode_s : 1e-9), pr->n, st->steps,
+			st->cached_tokens);
+		struct engine_stats es;
+		engine_stats(e, &es);
+		engine_stats_print(stderr, &es);
 	}
 out:
 	if (rc)
 		logits_dump_abort(&dump);
-	sched_free(&s);
+	s->on_token = NULL;
+	s->on_done = NULL;
 free_reqs:
 	for (int i = 0; i < n_init; i++) {
 		sampler_free(&o.reqs[i].smp);
@@ -614,55 +619,19 @@ static double forward_flops(const struct layout *lay, int n)
 	return 2.0 * params * n + 4.0 * keys * hp->n_heads * hp->head_dim;
 }
 
-static void device_stats(FILE *f, struct backend *b, const struct run_result *r)
+/* --stats-json: the engine's figures and the run's, for the benchmark scripts, through a temporary name. */
+static int write_stats_json(const char *path, struct engine *e, const struct run_result *r)
 {
-	struct backend_mem bm;
-	backend_mem_get(b, &bm);
-	if (!bm.budget)
-		return;
-	double gb = 1e9, gi = 1 << 30;
-	fprintf(f,
-		"ferry: device %s: --vram %.3f GiB; context %.3f GiB, arena %.3f GiB (peak %.3f GiB used); device memory "
-		"in use at most %.3f GiB (cudaMemGetInfo)\n"
-		"ferry: uploaded %.3f GB of weights in prefill, %.3f GB in decode (%.3f GB per decode step)\n",
-		bm.gpu, (double)bm.budget / gi, (double)bm.context / gi, (double)bm.arena / gi, (double)bm.arena_peak / gi,
-		(double)bm.device_used_peak / gi, (double)r->h2d_prefill / gb, (double)r->h2d_decode / gb,
-		r->n_decode ? (double)r->h2d_decode / r->n_decode / gb : 0.0);
-}
-
-/* --stats-json: the run's figures for the benchmark scripts, written through a temporary name. */
-static int write_stats_json(const char *path, struct backend *b, struct model *m,
-			    const struct run_result *r)
-{
-	struct backend_mem bm;
-	backend_mem_get(b, &bm);
-	struct io_stats st;
-	io_stream_stats(m->io, &st);
-	json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:i, s:i, s:i}",
-			      "device", b->ops->name, "gpu", bm.gpu, "prefill_tokens", r->n_prompt, "prefill_s",
-			      r->t_prefill, "decode_tokens", r->n_decode, "decode_s", r->t_decode, "h2d_bytes_prefill",
-			      (json_int_t)r->h2d_prefill, "h2d_bytes_decode", (json_int_t)r->h2d_decode, "vram_budget",
-			      (json_int_t)bm.budget, "vram_context", (json_int_t)bm.context, "vram_arena",
-			      (json_int_t)bm.arena, "vram_arena_peak", (json_int_t)bm.arena_peak, "vram_device_used_peak",
-			      (json_int_t)bm.device_used_peak, "flops_prefill", r->flops_prefill, "t_sub",
-			      m->opt.t_sub, "n_slots", m->w.n_slots, "ctx", m->opt.ctx);
-	json_object_set_new(o, "kv", json_string(kv_fmt_name(m->opt.kv_fmt)));
-	json_object_set_new(o, "kv_bytes", json_integer((json_int_t)m->kv_bytes));
-	json_object_set_new(o, "n_seqs", json_integer(r->n_seqs));
-	json_object_set_new(o, "max_seqs", json_integer(m->opt.max_seqs));
-	json_object_set_new(o, "kv_host_layers", json_integer(m->kvh.n_host));
-	json_object_set_new(o, "kv_h2d_bytes", json_integer((json_int_t)m->kvh.h2d));
-	json_object_set_new(o, "kv_d2h_bytes", json_integer((json_int_t)m->kvh.d2h));
-	json_object_set_new(o, "steps", json_integer(r->steps));
-	json_object_set_new(o, "gen_tokens", json_integer(r->n_gen));
-	json_object_set_new(o, "total_s", json_real(r->t_total));
-	json_object_set_new(o, "t_max", json_integer(m->opt.t_max));
-	json_t *io = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "engine", st.engine, "bytes_read",
-			       (json_int_t)st.bytes_read, "bytes_tier", (json_int_t)st.bytes_tier, "busy_s", st.busy_sec,
-			       "wait_s", st.wait_sec, "tier_units", st.tier_units, "n_units", st.n_units);
-	json_object_set_new(o, "disk_bytes_decode", json_integer((json_int_t)r->disk_decode));
-	json_object_set_new(o, "disk_gbps", json_real(st.busy_sec > 0 ? (double)st.bytes_read / st.busy_sec / 1e9 : 0));
-	int rc = o && io && !json_object_set_new(o, "io", io) ? 0 : -ENOMEM;
+	struct engine_stats es;
+	engine_stats(e, &es);
+	json_t *o = engine_stats_json(&es);
+	int rc = o && !json_object_set_new(o, "decode_tokens", json_integer(r->n_decode)) &&
+			 !json_object_set_new(o, "flops_prefill", json_real(r->flops_prefill)) &&
+			 !json_object_set_new(o, "n_seqs", json_integer(r->n_seqs)) &&
+			 !json_object_set_new(o, "gen_tokens", json_integer(r->n_gen)) &&
+			 !json_object_set_new(o, "total_s", json_real(r->t_total))
+		 ? 0
+		 : -ENOMEM;
 	rc = rc ? rc : run_opts_json_write(o, path, "--stats-json");
 	json_decref(o);
 	return rc;
@@ -688,16 +657,12 @@ int ferry_run(int argc, char **argv)
 		return rc;
 	}
 	generation_defaults(&lay, &a);
-	int longest = 0, total = 0;
-	for (int i = 0; i < pr.n; i++) {
+	int longest = 0;
+	for (int i = 0; i < pr.n; i++)
 		longest = pr.len[i] > longest ? pr.len[i] : longest;
-		total += pr.len[i];
-	}
 	int cap = a.ctx ? a.ctx : longest + a.n_predict;
-	int ret = 1;
-	struct backend *b = NULL;
-	struct model m = {0};
-	struct plan plan = {0};
+	int ret = 1, *eos = NULL, n_eos = 0;
+	struct engine *e = NULL;
 	if (longest > cap) {
 		fprintf(stderr, "ferry: the prompt (%d tokens) does not fit --ctx %d\n", longest, cap);
 		goto out;
@@ -706,36 +671,39 @@ int ferry_run(int argc, char **argv)
 		fprintf(stderr, "ferry: --logits takes one prompt, not %d\n", pr.n);
 		goto out;
 	}
-	int seqs = a.max_batch > 0 && a.max_batch < pr.n ? a.max_batch : pr.n;
-	/* one step takes the whole of one prompt (or --chunk), or a chunk of several prompts at once */
-	int chunk = a.chunk > 0 ? a.chunk : pr.n == 1 ? longest : total < RUN_BATCH_CHUNK ? total : RUN_BATCH_CHUNK;
-	chunk = chunk > seqs ? chunk : seqs;
-	struct model_opts mo = {.t_max = chunk, .max_logits = a.logits_file ? chunk : seqs, .ctx = cap, .max_seqs = seqs,
-				.kv_pages = a.kv_pages};
-	rc = run_opts_backend(&a.ro, &mo, &b, err, sizeof(err));
-	rc = rc ? rc : plan_make(&plan, &lay, b, &mo, a.stream_all, pr.n > 1 && !a.chunk, a.kv_host, err, sizeof(err));
+	struct engine_opts eo;
+	engine_options(&a, &pr, cap, &eo);
+	if (run_opts_eos(&lay.hp, tk, &eos, &n_eos)) {
+		fprintf(stderr, "ferry: out of memory\n");
+		goto out;
+	}
+	eo.eos = eos;
+	eo.n_eos = n_eos;
+	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
+	struct sampler smp;
+	if (!a.logits_file && !sampler_init(&smp, &a.sc, lay.hp.vocab)) {
+		eo.top_k = sampler_top_k_needed(&smp);
+		sampler_free(&smp);
+	}
+	rc = engine_open(&e, &lay, &eo, err, sizeof(err));
 	if (!rc && (a.plan || a.stats))
-		plan_print(stderr, &plan);
+		plan_print(stderr, engine_plan(e));
 	if (!rc && a.plan) {
 		ret = 0;
 		goto out;
 	}
-	rc = rc ? rc : model_init(&m, &lay, b, &mo, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", err);
 		goto out;
 	}
 	struct run_result res = {0};
-	ret = generate(&a, &lay, &m, tk, &pr, &res);
-	if (!ret && a.stats)
-		device_stats(stderr, b, &res);
-	if (!ret && a.stats_json && write_stats_json(a.stats_json, b, &m, &res))
+	ret = generate(&a, &lay, e, tk, &pr, &res);
+	if (!ret && a.stats_json && write_stats_json(a.stats_json, e, &res))
 		ret = 1;
 out:
+	engine_close(e);
+	free(eos);
 	tokenizer_free(tk);
-	model_free(&m);
-	plan_free(&plan);
-	backend_destroy(b);
 	prompts_free(&pr);
 	layout_close(&lay);
 	return ret;

@@ -768,27 +768,31 @@ static int serve(struct server *sv, const struct layout *lay, char *err, size_t 
 	int max_pos = lay->hp.max_pos > 0 ? lay->hp.max_pos : 4096;
 	int cap = a->ctx ? a->ctx : max_pos < 4096 ? max_pos : 4096;
 	int chunk = a->chunk > a->max_batch ? a->chunk : a->max_batch;
-	struct model_opts mo = {.t_max = chunk, .max_logits = a->max_batch, .ctx = cap, .max_seqs = a->max_batch};
-	struct backend *be = NULL;
-	struct plan plan = {0};
-	struct model m = {0};
+	struct engine_opts eo = {.t_max = chunk, .max_logits = a->max_batch, .ctx = cap, .max_seqs = a->max_batch,
+				 .t_max_auto = a->chunk == SERVE_CHUNK};
+	run_opts_engine(&a->ro, &eo);
+	struct engine *e = NULL;
 	struct tokenizer *tk = NULL;
 	struct MHD_Daemon *d = NULL;
-	bool engine = false;
+	int *eos = NULL;
+	bool worker = false;
 	int rc = tokenizer_open(&tk, a->model, err, errlen);
-	rc = rc ? rc : run_opts_backend(&a->ro, &mo, &be, err, errlen);
-	rc = rc ? rc : plan_make(&plan, lay, be, &mo, false, a->chunk == SERVE_CHUNK, false, err, errlen);
-	rc = rc ? rc : model_init(&m, lay, be, &mo, err, errlen);
-	rc = rc ? rc : srv_init(&sv->v, &m, tk, a->max_queue, err, errlen);
-	engine = !rc;
+	if (!rc && run_opts_eos(&lay->hp, tk, &eos, &eo.n_eos)) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+	}
+	eo.eos = eos;
+	rc = rc ? rc : engine_open(&e, lay, &eo, err, errlen);
+	rc = rc ? rc : srv_init(&sv->v, e, tk, a->max_queue, err, errlen);
+	worker = !rc;
 	sv->v.window = a->window;
-	sv->ctx = m.opt.ctx;
+	sv->ctx = rc ? 0 : engine_model(e)->opt.ctx;
 	if (!rc && !(d = listen_http(sv, err, errlen)))
 		rc = -EADDRINUSE;
 	if (!rc) {
 		const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 		fprintf(stderr, "ferry: serve: %s on http://%s:%u/v1 (ctx %d, up to %d requests per step, %d queued)\n",
-			sv->name, a->host, di ? di->port : (unsigned)a->port, sv->ctx, sv->v.s.max_batch, a->max_queue);
+			sv->name, a->host, di ? di->port : (unsigned)a->port, sv->ctx, sv->v.s->max_batch, a->max_queue);
 		rc = srv_engine_run(&sv->v, &serve_signals, a->grace);
 		if (!srv_wait_idle(&sv->v, 10)) /* every request has ended; let their connections send that */
 			fprintf(stderr, "ferry: serve: closing connections that did not take their responses in 10s\n");
@@ -796,11 +800,10 @@ static int serve(struct server *sv, const struct layout *lay, char *err, size_t 
 		fprintf(stderr, "ferry: serve: stopped (%lld requests served, %lld cancelled, %lld tokens generated)\n",
 			sv->v.n_served, sv->v.n_cancelled, sv->v.gen_tokens);
 	}
-	if (engine)
+	if (worker)
 		srv_free(&sv->v);
-	model_free(&m);
-	plan_free(&plan);
-	backend_destroy(be);
+	engine_close(e);
+	free(eos);
 	tokenizer_free(tk);
 	return rc;
 }

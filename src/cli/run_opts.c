@@ -4,13 +4,11 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/run_opts.h"
-#ifdef FERRY_CUDA
-#include "kernels/cuda/cuda_probe.h"
-#endif
 #include "base/util.h"
 
 void run_opts_default(struct run_opts *o)
@@ -64,66 +62,37 @@ void run_opts_usage(FILE *f)
 		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"
-		"  --io auto|uring|pread  read engine (default auto: io_uring where the kernel allows it)\n"
+		"  --io auto|uring|pread  reader (default auto: io_uring where the kernel allows it)\n"
 		"  --threads N            CPU threads (default: all cores)\n"
 		"  --device auto|cpu|cuda compute device (default auto: CUDA when this build has it and a GPU exists)\n"
 		"  --vram SIZE            with CUDA: the most GPU memory ferry may use, CUDA context included (e.g. 4G;\n"
 		"                         default: all that is free); layers that do not fit are streamed\n");
 }
 
-/* Probing initializes CUDA, so it is done only when asked for. */
-const char *run_opts_gpu_desc(char *buf, size_t n)
+void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
 {
-	snprintf(buf, n, "none");
-#ifdef FERRY_CUDA
-	if (cuda_probe(buf, n) == 0)
-		snprintf(buf, n, "none");
-#endif
-	return buf;
+	eo->device = o->device;
+	eo->vram = o->vram;
+	eo->threads = o->threads;
+	eo->ram = o->ram;
+	eo->reader = !strcmp(o->io, "uring") ? IO_READER_URING : !strcmp(o->io, "pread") ? IO_READER_PREAD : IO_READER_AUTO;
+	eo->kv = o->kv;
+	eo->kv_page = o->kv_page;
 }
 
-static int backend_open(const struct run_opts *o, struct backend **b, char *err, size_t errlen)
+int run_opts_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int **ids, int *n)
 {
-	char g[256];
-	bool want_cuda = !strcmp(o->device, "cuda");
-	bool use_cuda = want_cuda || (!strcmp(o->device, "auto") && strcmp(run_opts_gpu_desc(g, sizeof(g)), "none"));
-#ifdef FERRY_CUDA
-	if (use_cuda) {
-		if (want_cuda && !strcmp(run_opts_gpu_desc(g, sizeof(g)), "none")) {
-			snprintf(err, errlen, "--device cuda: no CUDA GPU is visible");
-			return -ENODEV;
-		}
-		return backend_cuda_create(b, o->vram, err, errlen);
-	}
-#else
-	if (use_cuda) {
-		snprintf(err, errlen, "--device cuda: this ferry was built without CUDA (no nvcc at build time)");
-		return -ENOTSUP;
-	}
-#endif
-	return backend_cpu_create(b, o->threads, err, errlen);
-}
-
-static void io_log(const char *msg, void *ctx)
-{
-	(void)ctx;
-	fprintf(stderr, "ferry: io: %s\n", msg);
-}
-
-/* The streamer's options: --ram is the pinned budget for slots and the RAM tier (src/io/stream.h decides how
- * many slots and which layers stay); pinned through CUDA when a GPU may use the buffers. */
-static void io_options(const struct run_opts *o, struct io_opts *io)
-{
-	io_opts_default(io);
-	io->ram = o->ram >= 0 ? o->ram : (int64_t)(phys_mem_bytes() / 2);
-	io->engine = !strcmp(o->io, "uring") ? IO_ENGINE_URING : !strcmp(o->io, "pread") ? IO_ENGINE_PREAD : IO_ENGINE_AUTO;
-	io->log = io_log;
-#ifdef FERRY_CUDA
-	static const struct io_host_alloc cuda_pinned = {"cudaHostAlloc", cuda_host_alloc, cuda_host_free, NULL};
-	char desc[256];
-	if (strcmp(o->device, "cpu") && cuda_probe(desc, sizeof(desc)) > 0)
-		io->host_alloc = &cuda_pinned;
-#endif
+	const int32_t *eog = NULL;
+	int n_eog = tk ? tokenizer_eog_ids(tk, &eog) : 0;
+	*n = 0;
+	*ids = malloc(sizeof(int) * (size_t)(hp->n_eos + n_eog + 1));
+	if (!*ids)
+		return -ENOMEM;
+	for (int i = 0; i < hp->n_eos; i++)
+		(*ids)[(*n)++] = hp->eos_ids[i];
+	for (int i = 0; i < n_eog; i++)
+		(*ids)[(*n)++] = eog[i];
+	return 0;
 }
 
 int run_opts_json_write(const json_t *o, const char *path, const char *opt)
@@ -136,27 +105,4 @@ int run_opts_json_write(const json_t *o, const char *path, const char *opt)
 		return -EIO;
 	}
 	return 0;
-}
-
-static int kv_fmt_of(const struct run_opts *o, const struct backend *b, char *err, size_t errlen)
-{
-	int f = b->ops->host_memory ? KV_F32 : KV_F16;
-	if (o->kv)
-		for (f = 0; f < KV_FMT_COUNT && strcmp(o->kv, kv_fmt_name(f)); f++)
-			;
-	if (f < KV_FMT_COUNT && b->ops->kv_supports(f))
-		return f;
-	snprintf(err, errlen, "--kv %s: not a KV format of the %s backend (%s)", o->kv ? o->kv : "default", b->ops->name,
-		 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
-	return -EINVAL;
-}
-
-int run_opts_backend(const struct run_opts *o, struct model_opts *mo, struct backend **b, char *err, size_t errlen)
-{
-	io_options(o, &mo->io);
-	mo->kv_page = o->kv_page;
-	int rc = backend_open(o, b, err, errlen);
-	if (!rc && (mo->kv_fmt = kv_fmt_of(o, *b, err, errlen)) < 0)
-		rc = mo->kv_fmt;
-	return rc;
 }

@@ -1,7 +1,7 @@
 /*
- * run_opts.h: the options every command that runs a model takes (`ferry run`, `ferry ppl`): the compute
- * device (--device, --vram, --threads), the layer streamer (--ram, --io) and the KV cache (--kv, --kv-page),
- * their parsing and usage text, and what they open: the backend, the streamer's options, the KV format.
+ * run_opts.h: the options every command that runs a model takes (`ferry run`, `batch`, `serve`, `ppl`): the
+ * compute device (--device, --vram, --threads), the layer streamer (--ram, --io) and the KV cache (--kv,
+ * --kv-page); their parsing and usage text, and the engine options they set (src/engine/engine.h).
  */
 #ifndef FERRY_RUN_OPTS_H
 #define FERRY_RUN_OPTS_H
@@ -9,8 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "backend/backend.h"
-#include "engine/model.h"
+#include "engine/engine.h"
+#include "layout/layout.h"
+#include "text/tokenizer.h"
 
 struct run_opts {
 	const char *device, *io; /* "auto" unless given */
@@ -44,15 +45,14 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg);
 int run_opts_check(const struct run_opts *o);
 void run_opts_usage(FILE *f);
 
-/* Opens the backend --device asks for (cuda needs this build to have CUDA and a GPU; auto takes one if there
- * is) and fills mo's streamer options (--ram, --io) and KV format and page (--kv: -EINVAL when the backend's
- * attention cannot read it, --kv-page). */
-int run_opts_backend(const struct run_opts *o, struct model_opts *mo, struct backend **b, char *err, size_t errlen);
+/* The engine options these set (device, vram, threads, ram, reader, kv, kv_page); the rest of eo is kept. */
+void run_opts_engine(const struct run_opts *o, struct engine_opts *eo);
+/* The ids that end a request: the model's end-of-sequence ids and the tokenizer's end-of-generation ids
+ * (tk may be NULL), into *ids (free it) and *n. 0 or -ENOMEM. */
+int run_opts_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int **ids, int *n);
 /* Writes a command's result o (a json_t) to path (--stats-json, --json: opt), through a temporary name;
  * 0, or -EIO after printing why. */
 struct json_t;
 int run_opts_json_write(const struct json_t *o, const char *path, const char *opt);
-/* GPUs this build can see: "none", or the first one's description. */
-const char *run_opts_gpu_desc(char *buf, size_t n);
 
 #endif

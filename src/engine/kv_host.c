@@ -9,19 +9,18 @@
 
 #include "engine/kv_host.h"
 
-int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, int fence0,
-	     char *err, size_t errlen)
+int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, char *err,
+	     size_t errlen)
 {
 	memset(h, 0, sizeof(*h));
 	h->b = b;
 	h->n_layers = L;
-	h->fence0 = fence0;
 	for (int l = 0; host && l < L; l++)
 		h->n_host += host[l];
 	if (!h->n_host)
 		return 0;
 	const struct backend_ops *op = b->ops;
-	if (!op->host_alloc || !op->copy_d2h_async || !op->fence_init) {
+	if (!op->host_alloc || !op->copy_d2h_async || !op->fence_alloc) {
 		snprintf(err, errlen, "the %s backend cannot stream KV pages", op->name);
 		return -ENOTSUP;
 	}
@@ -48,7 +47,7 @@ int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, cons
 		h->sv[s] = h->sk[s] ? op->alloc(b, stage) : NULL;
 		ok = h->sv[s];
 	}
-	if (ok && op->fence_init(b, fence0 + 4))
+	if (ok && (h->fence0 = op->fence_alloc(b, 4)) < 0)
 		ok = false;
 	if (!ok) {
 		snprintf(err, errlen, "out of memory for the KV cache streamed from host memory (%d layers, %zu bytes a pool)%s%s",
@@ -81,12 +80,6 @@ void kvh_free(struct kv_host *h)
 	free(h->hv);
 	free(h->pool_bytes);
 	memset(h, 0, sizeof(*h));
-}
-
-void kvh_pools(const struct kv_host *h, int l, void **k, void **v)
-{
-	*k = h->n_host && h->host_idx[l] >= 0 ? h->hk[l] : NULL;
-	*v = h->n_host && h->host_idx[l] >= 0 ? h->hv[l] : NULL;
 }
 
 /* Uploads the used pages of host layer i (in host order) into staging pair i % 2 once the compute that

@@ -29,17 +29,15 @@ struct kv_host {
 	void **hk, **hv;        /* [L] pinned pools of host layers */
 	void *sk[2], *sv[2];    /* device staging pools */
 	size_t *pool_bytes;     /* [L] bytes of layer l's K (= V) pool */
-	int fence0;             /* fence0 + s: upload into stage s done; fence0 + 2 + s: compute with it done */
+	int fence0;             /* its 4 backend fences: fence0 + s: upload into stage s done; fence0 + 2 + s: compute with it done */
 	int used[KVC_GROUPS_MAX]; /* per group: pages in use this step */
 	uint64_t h2d, d2h;      /* KV bytes moved so far */
 };
 
 /* host: [L] flags (NULL or none set: nothing to do). pool_bytes: bytes of each layer's K (= V) pool. */
-int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, int fence0,
-	     char *err, size_t errlen);
+int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, char *err,
+	     size_t errlen);
 void kvh_free(struct kv_host *h);
-/* The pools of layer l (pinned host memory) for the model to keep; NULL for device layers. */
-void kvh_pools(const struct kv_host *h, int l, void **k, void **v);
 /* Step start (after the step's pages are mapped): the pages in use per group; starts the uploads of the
  * first two host layers. */
 int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv);

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cpu/cpu_ops.h"
 #include "engine/model.h"
 
 static int bind(const struct layout_unit *u, void *const *ptrs, const char *name, bool required, int64_t rows,
@@ -84,7 +83,7 @@ static int check_formats(const struct model *m, char *err, size_t errlen)
 		const struct layout_unit *unit = layout_unit_get(m->lay, u);
 		for (int i = 0; i < unit->n_tensors; i++) {
 			const struct layout_tensor *t = &unit->tensors[i];
-			bool ok = u < 0 ? cpu_fmt_supported(t->fmt) : m->b->ops->supports(m->b, OP_MATMUL, t->fmt);
+			bool ok = m->b->ops->supports(m->b, u < 0 ? OP_EMBED : OP_MATMUL, t->fmt);
 			if (!ok || (u < 0 && t->comp != LAYOUT_COMP_NONE)) {
 				snprintf(err, errlen, "tensor %s: format %s%s is not supported by the %s backend", t->name,
 					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", m->b->ops->name);
@@ -151,12 +150,13 @@ static void reserve_of(const struct layout_hparams *hp, const struct model_opts 
 	int64_t max_row = D > F ? D : F;
 	int page = page_of(o);
 	*r = (struct backend_reserve){.t_max = o->t_max, .t_ops = t_sub_of(o), .max_row = max_row > Q ? max_row : Q,
-				      .max_ctx = o->ctx, .n_heads = hp->n_heads, .head_dim = hp->head_dim,
+				      .d_model = D, .max_ctx = o->ctx, .n_heads = hp->n_heads, .head_dim = hp->head_dim,
 				      .max_seqs = seqs_of(o), .max_pages = (o->ctx + page - 1) / page,
 				      .n_groups = n_groups};
 }
 
-void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, const bool *kv_host,
+		    struct model_mem *mm)
 {
 	uint64_t T = (uint64_t)o->t_max, S = (uint64_t)t_sub_of(o), D = (uint64_t)hp->d_model,
 		 Q = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim,
@@ -170,7 +170,7 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	uint64_t stage = 0;
 	for (int l = 0; l < hp->n_layers; l++) {
 		uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb;
-		if (o->kv_host && o->kv_host[l]) {
+		if (kv_host && kv_host[l]) {
 			mm->kv_host += 2 * pool;
 			stage = pool > stage ? pool : stage;
 		} else {
@@ -183,40 +183,47 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
 }
 
-int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
-	       size_t errlen)
+int model_init(struct model *m, const struct layout *lay, struct backend *b, struct plan *p, const struct io_opts *io,
+	       char *err, size_t errlen)
 {
 	memset(m, 0, sizeof(*m));
 	m->lay = lay;
 	m->hp = &lay->hp;
 	m->b = b;
+	m->plan = *p;
+	memset(p, 0, sizeof(*p));
+	const struct model_opts *o = &m->plan.opt;
 	m->opt = *o;
 	m->opt.t_sub = t_sub_of(o);
 	m->opt.kv_page = page_of(o);
 	m->opt.max_seqs = seqs_of(o);
+	const bool *kv_host = m->plan.kv_host;
 	const struct layout_hparams *hp = m->hp;
+	int rc = 0;
 	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
 	    strcmp(hp->arch, "gemma3")) {
 		snprintf(err, errlen, "%s: architecture '%s' is not supported by this ferry", lay->dir, hp->arch);
-		return -ENOTSUP;
+		rc = -ENOTSUP;
+		goto fail;
 	}
 	if (hp->rope.dim / 2 > ROPE_MAX_FREQS || hp->rope.dim != hp->head_dim) {
 		snprintf(err, errlen, "%s: rope dim %d (head_dim %d) is not supported", lay->dir, hp->rope.dim, hp->head_dim);
-		return -ENOTSUP;
+		rc = -ENOTSUP;
+		goto fail;
 	}
 	if (!b->ops->kv_supports(o->kv_fmt) || (kv_fmt_rotated(o->kv_fmt) && hp->head_dim % KV_GROUP)) {
 		snprintf(err, errlen, "KV cache format %s is not supported by the %s backend (head dim %d)",
 			 kv_fmt_name(o->kv_fmt), b->ops->name, hp->head_dim);
-		return -ENOTSUP;
+		rc = -ENOTSUP;
+		goto fail;
 	}
-	int rc = check_formats(m, err, errlen);
-	if (rc)
-		return rc;
+	if ((rc = check_formats(m, err, errlen)))
+		goto fail;
 	struct model_mem mm;
-	model_mem_plan(hp, b, &m->opt, &mm);
+	model_mem_plan(hp, b, &m->opt, kv_host, &mm);
 	rc = kvc_init(&m->kc, m->opt.kv_page, o->ctx, m->opt.max_seqs, mm.n_groups, mm.windows, mm.n_pages, err, errlen);
 	if (rc)
-		return rc;
+		goto fail;
 	memcpy(m->n_pages, mm.n_pages, sizeof(m->n_pages));
 	m->kv_bytes = mm.kv;
 	size_t T = (size_t)o->t_max, S = (size_t)m->opt.t_sub, D = (size_t)hp->d_model,
@@ -233,7 +240,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 		m->kv[l] = (struct kv_layer){.fmt = o->kv_fmt, .page = m->opt.kv_page, .Hkv = hp->n_kv_heads,
 					     .Dh = hp->head_dim, .n_pages = mm.n_pages[g], .group = g};
 		pool[l] = (size_t)mm.n_pages[g] * pb;
-		if (o->kv_host && o->kv_host[l])
+		if (kv_host && kv_host[l])
 			continue; /* pinned host pools, staged per step (kv_host.c) */
 		m->kv[l].k = b->ops->alloc(b, pool[l]);
 		m->kv[l].v = b->ops->alloc(b, pool[l]);
@@ -249,13 +256,12 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	m->u = ok ? b->ops->alloc(b, S * F * 4) : NULL;
 	m->logits = ok ? b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4) : NULL;
 	m->embed_rows = malloc(T * D * 4);
-	m->embed_f32 = malloc(T * D * 4);
 	m->tokens = malloc(sizeof(int) * T);
 	m->pos = malloc(sizeof(int) * T);
 	m->part_t0 = malloc(sizeof(int) * (T + 1));
 	m->part_row = malloc(sizeof(int) * T);
 	ok = ok && m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
-	     m->embed_f32 && m->tokens && m->pos && m->part_t0 && m->part_row;
+	     m->tokens && m->pos && m->part_t0 && m->part_row;
 	if (!ok) {
 		snprintf(err, errlen,
 			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
@@ -271,14 +277,17 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, con
 	if (rc)
 		snprintf(err, errlen, "%s", b->err);
 	else
-		rc = io_stream_open(&m->io, lay, &o->io, err, errlen);
+		rc = io_stream_open(&m->io, lay, io, err, errlen);
 	if (!rc)
-		rc = weights_init(&m->w, lay, b, m->io, o->resident, o->n_slots, err, errlen);
+		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, err, errlen);
 	if (!rc)
-		rc = kvh_init(&m->kvh, b, hp->n_layers, o->kv_host, pool, hp->n_layers + 1 + m->w.n_slots, err, errlen);
+		rc = kvh_init(&m->kvh, b, hp->n_layers, kv_host, pool, err, errlen);
 	free(pool);
 	if (rc)
 		model_free(m);
+	return rc;
+fail:
+	plan_free(&m->plan);
 	return rc;
 }
 
@@ -309,9 +318,38 @@ void model_free(struct model *m)
 	free(m->part_t0);
 	free(m->part_row);
 	free(m->embed_rows);
-	free(m->embed_f32);
 	io_stream_close(m->io);
+	plan_free(&m->plan);
 	memset(m, 0, sizeof(*m));
+}
+
+void model_stats(const struct model *m, struct model_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!m->b)
+		return;
+	st->h2d_bytes = m->w.h2d_bytes;
+	st->kv_h2d = m->kvh.h2d;
+	st->kv_d2h = m->kvh.d2h;
+	st->kv_bytes = m->kv_bytes;
+	st->kv_host_layers = m->kvh.n_host;
+	st->n_slots = m->w.n_slots;
+	io_stream_stats(m->io, &st->io);
+}
+
+int model_kv_groups(const struct model *m)
+{
+	return m->kc.n_groups;
+}
+
+int model_kv_pool(const struct model *m, int g)
+{
+	return m->kc.g[g].n_pages;
+}
+
+int model_kv_pages_for(const struct model *m, int g, int len)
+{
+	return kvc_pages_for(&m->kc, g, len, m->opt.t_max);
 }
 
 /* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w). */
@@ -395,16 +433,9 @@ static int embed(struct model *m, const int *tokens, int T, char *err, size_t er
 	int rc = io_read_rows(m->io, t, tokens, T, m->embed_rows, err, errlen);
 	if (rc)
 		return rc;
-	if (cpu_row_to_f32(t->fmt, m->embed_rows, m->embed_f32, T * D)) {
-		snprintf(err, errlen, "token_embd.weight: format %s cannot be read on the host", wfmt_name(t->fmt));
-		return -ENOTSUP;
-	}
-	if (m->hp->embed_scale > 0) { /* in f32, as transformers scales in the model's dtype */
-		float s = (float)m->hp->embed_scale;
-		for (int64_t i = 0; i < T * D; i++)
-			m->embed_f32[i] *= s;
-	}
-	return m->b->ops->upload(m->b, m->x, m->embed_f32, sizeof(float) * (size_t)(T * D));
+	/* scaled in f32, as transformers scales in the model's dtype */
+	float scale = m->hp->embed_scale > 0 ? (float)m->hp->embed_scale : 0;
+	return m->b->ops->embed(m->b, m->x, m->embed_rows, t->fmt, T * D, scale);
 }
 
 /* The logits rows the parts ask for (each part's last n_logits tokens, in part order) into out: all V
@@ -477,11 +508,6 @@ int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, i
 void model_seq_close(struct model *m, int seq)
 {
 	kvc_seq_close(&m->kc, seq);
-}
-
-int model_seq_len(const struct model *m, int seq)
-{
-	return m->kc.seqs[seq].len;
 }
 
 /* The step's host arrays from the parts; checks them. */

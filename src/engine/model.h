@@ -10,39 +10,11 @@
 #include "backend/backend.h"
 #include "engine/kv_host.h"
 #include "engine/kvcache.h"
+#include "engine/plan.h"
 #include "layout/layout.h"
 #include "engine/rope.h"
 #include "io/stream.h"
 #include "engine/weights.h"
-
-struct model_opts {
-	int t_max;      /* most tokens per step */
-	int t_sub;      /* most tokens per op: a layer runs the step in ranges of t_sub tokens, so activations
-			 * other than the residual stream are sized by t_sub (0: t_max) */
-	int max_logits; /* most logits rows a step returns (1 for generation, t_max to dump all) */
-	int ctx;        /* most positions of a sequence */
-	int max_seqs;   /* sequences open at once (1 when 0) */
-	int kv_fmt;     /* enum kv_fmt (src/kernels/kv_pages.h) */
-	int kv_page;    /* positions per KV page (a multiple of 64; 0: 256) */
-	int kv_pages;   /* pages in the pool of full-attention layers (0: max_seqs x ctx worth); sliding-window
-			 * layers get what their window needs */
-	struct io_opts io; /* the layer streamer: slots, RAM tier, engine */
-	int n_slots;          /* device backends: weight slots (>= 2 unless every unit is resident) */
-	const bool *resident; /* device backends: [L + 1] units kept in device memory, NULL none */
-	const bool *kv_host;  /* device backends: [L] layers whose KV pools stay in pinned host memory and are
-			       * streamed with the layer (src/engine/kv_host.h), NULL none */
-};
-
-/* Backend memory of the run state (activations and KV cache) for these options, as model_init allocates it. */
-struct model_mem {
-	int n_groups;
-	int windows[KVC_GROUPS_MAX], n_pages[KVC_GROUPS_MAX]; /* the KV page pools */
-	uint64_t act;    /* activations and logits */
-	uint64_t kv;     /* KV cache in backend memory: device layers' pools, and the staging of host layers */
-	uint64_t kv_host;/* KV pools in pinned host memory */
-	uint64_t ws;     /* the backend's workspace (reserve) */
-};
-void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, struct model_mem *mm);
 
 /* Weights of one layer, bound to a slot for the duration of a step. */
 struct layer_weights {
@@ -61,9 +33,10 @@ struct model {
 	const struct layout *lay;
 	const struct layout_hparams *hp;
 	struct backend *b;
+	struct plan plan;      /* its memory plan (owned) */
+	struct model_opts opt; /* the plan's options, defaults filled in */
 	struct io_stream *io;
 	struct weights w;
-	struct model_opts opt;
 	struct kv_cache kc;    /* pages and page tables */
 	struct kv_host kvh;    /* pools of host layers */
 	struct kv_layer *kv;   /* [L] */
@@ -82,15 +55,32 @@ struct model {
 	struct rope_freqs rope;       /* of the current step */
 	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
-	float *embed_f32;      /* host, (T, D) */
 };
 
-int model_init(struct model *m, const struct layout *lay, struct backend *b, const struct model_opts *o, char *err,
-	       size_t errlen);
+/* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
+ * through a streamer opened with io. Takes p (it is zeroed, success or not: model_free frees it). */
+int model_init(struct model *m, const struct layout *lay, struct backend *b, struct plan *p, const struct io_opts *io,
+	       char *err, size_t errlen);
 void model_free(struct model *m);
 
+/* What the model has moved so far, and where its memory went. */
+struct model_stats {
+	uint64_t h2d_bytes;        /* weight bytes uploaded to the device */
+	uint64_t kv_h2d, kv_d2h;   /* KV bytes streamed up and written back (host layers) */
+	uint64_t kv_bytes;         /* backend memory of the KV pools */
+	int kv_host_layers, n_slots;
+	struct io_stats io;        /* the layer streamer's */
+};
+void model_stats(const struct model *m, struct model_stats *st);
+
+/* The KV page pools, for admission: groups of layers sharing page tables (one per window), the pages of
+ * group g's pool, and the pages a sequence of len positions needs in it at most. */
+int model_kv_groups(const struct model *m);
+int model_kv_pool(const struct model *m, int g);
+int model_kv_pages_for(const struct model *m, int g, int len);
+
 /* Sequences. A sequence is a row of the KV cache's page tables; it holds the KV of the tokens stepped
- * through it so far (model_seq_len), up to opt.ctx positions. model_seq_open starts one; when prompt is
+ * through it so far, up to opt.ctx positions. model_seq_open starts one; when prompt is
  * given (n_prompt > 0) and an earlier sequence's prompt began with the same whole pages, those pages are
  * shared and *n_cached says how many prompt tokens are already in place (the caller steps the rest, from
  * prompt + *n_cached; always fewer than n_prompt, so the last prompt token is computed and has logits).
@@ -98,10 +88,9 @@ void model_free(struct model *m);
 int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, int *n_cached, char *err,
 		   size_t errlen);
 void model_seq_close(struct model *m, int seq);
-int model_seq_len(const struct model *m, int seq);
 
 /* A step: the n tokens of each part go through every layer together (layer-major: each layer's weights
- * are read once per step), part i's tokens at positions model_seq_len(seq) .. + n - 1; at most one part
+ * are read once per step), part i's tokens at the positions after those its sequence holds; at most one part
  * per sequence, at most opt.t_max tokens in all. Each part asks for the logits of its last n_logits tokens
  * (0..n). Output rows follow part order. */
 struct model_part {

@@ -21,9 +21,10 @@
  * sequences in flight shrink first. */
 #define T_SUB_GEMM 1024
 
-static uint64_t fixed_bytes(const struct layout *lay, struct backend *b, const struct model_opts *o, struct model_mem *mm)
+static uint64_t fixed_bytes(const struct layout *lay, struct backend *b, const struct model_opts *o, const bool *kv_host,
+			    struct model_mem *mm)
 {
-	model_mem_plan(&lay->hp, b, o, mm);
+	model_mem_plan(&lay->hp, b, o, kv_host, mm);
 	return mm->act + mm->kv + mm->ws;
 }
 
@@ -43,11 +44,10 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	t.kv_fmt = fmt;
 	t.kv_pages = 0;
 	t.max_seqs = 1;
-	t.kv_host = NULL;
 	while (lo < hi) {
 		int mid = (lo + hi + 1) / 2;
 		t.ctx = mid * page;
-		if (fixed_bytes(lay, b, &t, &mm) + slots <= avail)
+		if (fixed_bytes(lay, b, &t, NULL, &mm) + slots <= avail)
 			lo = mid;
 		else
 			hi = mid - 1;
@@ -63,34 +63,30 @@ static int count_host(const bool *h, int L)
 	return n;
 }
 
-int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struct model_opts *o, bool stream_all,
-	      bool t_max_auto, bool kv_host, char *err, size_t errlen)
+int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const struct model_opts *want,
+	      bool stream_all, bool t_max_auto, bool kv_host, char *err, size_t errlen)
 {
 	memset(p, 0, sizeof(*p));
+	struct model_opts *o = &p->opt;
+	*o = *want;
+	o->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
+	o->t_sub = o->t_max;
 	int L = lay->hp.n_layers;
 	p->n_units = lay->hp.n_layers + 1;
-	p->t_max = o->t_max;
-	p->ctx = o->ctx;
-	p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
-	p->kv_fmt = o->kv_fmt;
 	p->resident = calloc((size_t)p->n_units, sizeof(bool));
 	p->kv_host = calloc((size_t)L, sizeof(bool));
 	if (!p->resident || !p->kv_host) {
+		plan_free(p);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	o->t_sub = o->t_max;
-	p->t_sub = o->t_max;
 	for (int u = 0; u < p->n_units; u++) {
 		uint64_t ub = weights_unit_device_bytes(lay, u);
 		p->units_bytes += ub;
 		p->slot_bytes = ub > p->slot_bytes ? ub : p->slot_bytes;
 	}
 	if (b->ops->host_memory) {
-		o->kv_host = NULL;
-		fixed_bytes(lay, b, o, &p->mem);
-		o->n_slots = 0;
-		o->resident = NULL;
+		fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		return 0;
 	}
 	struct backend_mem bm;
@@ -98,13 +94,12 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 	p->device = true;
 	if (kv_host)
 		memset(p->kv_host, 1, sizeof(bool) * (size_t)L);
-	o->kv_host = p->kv_host;
 	p->budget = bm.budget;
 	p->context = bm.context;
 	p->arena = bm.arena;
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
-	uint64_t fixed = fixed_bytes(lay, b, o, &p->mem);
+	uint64_t fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 	if (!stream_all && fixed + p->units_bytes <= avail) {
 		for (int u = 0; u < p->n_units; u++)
 			p->resident[u] = true;
@@ -128,31 +123,30 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 				o->t_max = o->t_sub = (o->t_max + 1) / 2 > T_SUB_MIN ? (o->t_max + 1) / 2 : T_SUB_MIN;
 			else
 				break;
-			fixed = fixed_bytes(lay, b, o, &p->mem);
+			fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		}
-		p->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
-		p->t_max = o->t_max;
 		if (fixed + 2 * p->slot_bytes > avail) {
 			snprintf(err, errlen,
 				 "--vram %.2f GiB is too small: the CUDA context takes %.2f GiB, the KV cache of %d x %d tokens "
 				 "%.2f GiB, activations for %d tokens per op %.2f GiB, workspace %.2f GiB, and 2 weight "
 				 "slots %.2f GiB (%.2f GiB in all); lower --ctx, use --kv q8 or q4, or raise --vram",
-				 gib((uint64_t)p->budget), gib((uint64_t)p->context), p->max_seqs, o->ctx, gib(p->mem.kv), o->t_sub,
+				 gib((uint64_t)p->budget), gib((uint64_t)p->context), o->max_seqs, o->ctx, gib(p->mem.kv), o->t_sub,
 				 gib(p->mem.act), gib(p->mem.ws), gib(2 * p->slot_bytes),
 				 gib((uint64_t)p->context + fixed + 2 * p->slot_bytes + PLAN_RESERVE));
+			plan_free(p);
 			return -ENOMEM;
 		}
 		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
 		/* KV pools back on the device while they fit (each saves its bytes per step, as a resident unit) */
 		for (int l = 0; l < L && !kv_host && p->kv_host[l]; l++) {
 			p->kv_host[l] = false;
-			uint64_t f = fixed_bytes(lay, b, o, &p->mem);
+			uint64_t f = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 			if (f + (uint64_t)p->n_slots * p->slot_bytes > avail) {
 				p->kv_host[l] = true;
 				break;
 			}
 		}
-		fixed = fixed_bytes(lay, b, o, &p->mem);
+		fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
@@ -164,14 +158,11 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, struc
 			}
 		}
 	}
-	p->t_sub = o->t_sub;
 	p->n_kv_host = count_host(p->kv_host, L);
 	for (int f = KV_F16; f < KV_FMT_COUNT; f++)
 		p->ctx_fit[f] = b->ops->kv_supports(f) ? ctx_fit(lay, b, o, f, 2 * p->slot_bytes, avail) : 0;
 	p->stream_bytes = p->units_bytes - p->resident_bytes;
 	p->total = fixed + (uint64_t)p->n_slots * p->slot_bytes + p->resident_bytes;
-	o->n_slots = p->n_slots;
-	o->resident = p->resident;
 	return 0;
 }
 
@@ -180,7 +171,7 @@ void plan_print(FILE *f, const struct plan *p)
 	if (!p->device) {
 		fprintf(f, "plan: host memory: KV cache %.3f GiB (%s, %d x %d tokens), activations %.3f GiB (%d tokens per "
 			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier\n",
-			gib(p->mem.kv), kv_fmt_name(p->kv_fmt), p->max_seqs, p->ctx, gib(p->mem.act), p->t_max,
+			gib(p->mem.kv), kv_fmt_name(p->opt.kv_fmt), p->opt.max_seqs, p->opt.ctx, gib(p->mem.act), p->opt.t_max,
 			gib(p->units_bytes));
 		return;
 	}
@@ -196,8 +187,9 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
 		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
 		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
-		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->kv_fmt),
-		p->max_seqs, p->ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->t_max, p->t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
+		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->opt.kv_fmt),
+		p->opt.max_seqs, p->opt.ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->opt.t_max,
+		p->opt.t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
 	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");

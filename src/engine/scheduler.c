@@ -11,18 +11,21 @@
 #include "engine/scheduler.h"
 #include "base/util.h"
 
-bool sched_is_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int tok)
+bool sched_is_eos(const struct sched *s, int tok)
 {
-	for (int i = 0; i < hp->n_eos; i++)
-		if (hp->eos_ids[i] == tok)
+	for (int i = 0; i < s->n_eos; i++)
+		if (s->eos[i] == tok)
 			return true;
-	return tk && tokenizer_is_eog(tk, tok);
+	return false;
 }
 
-int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen)
+int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const int *eos, int n_eos, char *err,
+	       size_t errlen)
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
+	s->eos = eos;
+	s->n_eos = n_eos;
 	s->max_batch = max_batch < m->opt.max_seqs ? max_batch : m->opt.max_seqs;
 	s->top_k = top_k;
 	size_t rows = (size_t)(m->opt.max_logits > 0 ? m->opt.max_logits : 1), V = (size_t)m->hp->vocab;
@@ -113,14 +116,13 @@ void sched_reap(struct sched *s)
  * at its full length. */
 static void admit(struct sched *s)
 {
-	const struct kv_cache *kc = &s->m->kc;
-	int running = 0, t_max = s->m->opt.t_max;
+	int running = 0, n_groups = model_kv_groups(s->m);
 	int need[KVC_GROUPS_MAX] = {0};
 	for (int i = 0; i < s->n_reqs; i++)
 		if (s->reqs[i]->state == SCHED_RUN) {
 			running++;
-			for (int g = 0; g < kc->n_groups; g++)
-				need[g] += kvc_pages_for(kc, g, final_len(s, s->reqs[i]), t_max);
+			for (int g = 0; g < n_groups; g++)
+				need[g] += model_kv_pages_for(s->m, g, final_len(s, s->reqs[i]));
 		}
 	for (int i = 0; i < s->n_reqs && running < s->max_batch; i++) {
 		struct sched_req *r = s->reqs[i];
@@ -133,10 +135,10 @@ static void admit(struct sched *s)
 			continue;
 		}
 		bool fits = true, alone = true;
-		for (int g = 0; g < kc->n_groups; g++) {
-			int n = kvc_pages_for(kc, g, final_len(s, r), t_max);
-			fits = fits && need[g] + n <= kc->g[g].n_pages;
-			alone = alone && n <= kc->g[g].n_pages;
+		for (int g = 0; g < n_groups; g++) {
+			int n = model_kv_pages_for(s->m, g, final_len(s, r)), pool = model_kv_pool(s->m, g);
+			fits = fits && need[g] + n <= pool;
+			alone = alone && n <= pool;
 		}
 		if (!alone) {
 			snprintf(r->err, sizeof(r->err), "%d tokens need more KV pages than the cache has (raise --kv-pages or --ctx)",
@@ -153,8 +155,8 @@ static void admit(struct sched *s)
 		r->state = SCHED_RUN;
 		s->st.cached_tokens += r->n_cached;
 		running++;
-		for (int g = 0; g < kc->n_groups; g++)
-			need[g] += kvc_pages_for(kc, g, final_len(s, r), t_max);
+		for (int g = 0; g < n_groups; g++)
+			need[g] += model_kv_pages_for(s->m, g, final_len(s, r));
 	}
 }
 
@@ -219,23 +221,22 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		return 1;
 	}
 	struct model_out out = {.logits = s->logits, .k = k, .top_vals = s->topv, .top_idx = s->topi};
-	struct io_stats io0, io1;
-	io_stream_stats(s->m->io, &io0);
-	unsigned long long h2d0 = s->m->w.h2d_bytes;
+	struct model_stats m0, m1;
+	model_stats(s->m, &m0);
 	double t0 = now_sec();
 	int rc = model_step(s->m, s->parts, np, &out, err, errlen);
 	if (rc)
 		return rc;
 	double dt = now_sec() - t0;
-	io_stream_stats(s->m->io, &io1);
+	model_stats(s->m, &m1);
 	s->st.steps++;
 	if (prefill) {
 		s->st.prefill_s += dt;
-		s->st.h2d_prefill += s->m->w.h2d_bytes - h2d0;
+		s->st.h2d_prefill += m1.h2d_bytes - m0.h2d_bytes;
 	} else {
 		s->st.decode_s += dt;
-		s->st.h2d_decode += s->m->w.h2d_bytes - h2d0;
-		s->st.disk_decode += io1.bytes_read - io0.bytes_read;
+		s->st.h2d_decode += m1.h2d_bytes - m0.h2d_bytes;
+		s->st.disk_decode += m1.io.bytes_read - m0.io.bytes_read;
 	}
 	int row = 0, V = s->m->hp->vocab;
 	for (int i = 0; i < np; i++) {
@@ -271,7 +272,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		r->toks[r->n++] = tok;
 		r->n_gen++;
 		bool stop = s->on_token && s->on_token(s->ctx, r, tok);
-		if (stop || (!r->ignore_eos && sched_is_eos(s->m->hp, s->tk, tok)))
+		if (stop || (!r->ignore_eos && sched_is_eos(s, tok)))
 			finish(s, r, SCHED_FINISH_STOP);
 		else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
 			finish(s, r, SCHED_FINISH_LENGTH);

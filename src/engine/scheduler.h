@@ -17,7 +17,6 @@
 #include "engine/logits_dump.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
-#include "text/tokenizer.h"
 
 enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
 enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
@@ -59,7 +58,8 @@ struct sched {
 	struct sched_req **part_req;
 	float *logits, *topv;      /* [max_batch rows] */
 	int *topi;
-	const struct tokenizer *tk; /* its end-of-generation ids end requests too (NULL: only the model's eos ids) */
+	const int *eos;            /* end-of-sequence ids (the caller's, kept while the scheduler is) */
+	int n_eos;
 	/* called for every generated token (on_token returns true to finish the request there, e.g. at a stop
 	 * string), and when a request finishes */
 	bool (*on_token)(void *ctx, struct sched_req *r, int tok);
@@ -68,11 +68,13 @@ struct sched {
 	struct sched_stats st;
 };
 
-/* An end-of-sequence token: one of the model's eos ids, or an end-of-generation token of tk (may be NULL). */
-bool sched_is_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int tok);
+/* tok is one of the end-of-sequence ids the scheduler was given. */
+bool sched_is_eos(const struct sched *s, int tok);
 
-/* top_k: as struct sched's (0: full logits rows). */
-int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, char *err, size_t errlen);
+/* top_k: as struct sched's (0: full logits rows). eos: the n_eos ids that end a request (the model's
+ * end-of-sequence ids and its tokenizer's end-of-generation tokens; kept, not copied). */
+int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const int *eos, int n_eos, char *err,
+	       size_t errlen);
 void sched_free(struct sched *s);
 /* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
 int sched_add(struct sched *s, struct sched_req *r);

@@ -1,6 +1,6 @@
 /*
- * weights.c: streaming units into backend memory (weights.h). Fences: upload_done of unit u is fence u,
- * compute_done of slot s is fence n_units + s.
+ * weights.c: streaming units into backend memory (weights.h). Fences (n_units + n_slots of them, from the
+ * backend's allocator): upload_done of unit u is fence0 + u, compute_done of slot s is fence0 + n_units + s.
  *
  * A unit's device image: its tensors grouped into runs that lie close together in the host buffer (gaps
  * under 64 KiB, the 4096-byte alignment padding of the file); each run is one copy of its host span, and
@@ -57,7 +57,6 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		wu->resident = resident && resident[u];
 		wu->slot = -1;
 		wu->b = b;
-		wu->fence = u;
 		wu->ptrs = calloc((size_t)layout_unit_get(lay, u)->n_tensors + 1, sizeof(void *));
 		if (!wu->ptrs)
 			goto oom;
@@ -93,12 +92,16 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			return -ENOMEM;
 		}
 	}
-	int rc = b->ops->fence_init(b, w->n_units + w->n_slots);
-	if (rc) {
+	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots);
+	if (f0 < 0) {
 		snprintf(err, errlen, "device events: %s", b->err);
 		weights_free(w);
+		return f0;
 	}
-	return rc;
+	w->fence0 = f0;
+	for (int u = 0; u < w->n_units; u++)
+		w->u[u].fence = f0 + u;
+	return 0;
 oom:
 	snprintf(err, errlen, "out of memory");
 	weights_free(w);
@@ -193,7 +196,7 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		dev = w->slot_mem[slot];
 		cap = w->slot_bytes;
 		/* the slot's previous unit must be done on the compute queue before it is overwritten */
-		if (b->ops->fence_wait(b, BQ_COPY, w->n_units + slot)) {
+		if (b->ops->fence_wait(b, BQ_COPY, w->fence0 + w->n_units + slot)) {
 			snprintf(err, errlen, "unit %d: %s", unit, b->err);
 			return -EIO;
 		}
@@ -246,7 +249,7 @@ void weights_put(struct weights *w, int unit)
 	}
 	struct weights_unit *wu = &w->u[unit];
 	if (!wu->resident && wu->slot >= 0)
-		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->n_units + wu->slot);
+		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
 }
 
 int weights_prefetch(struct weights *w, int unit, char *err, size_t errlen)

@@ -34,6 +34,7 @@ struct weights {
 	int next_slot;
 	uint64_t slot_bytes;
 	uint64_t h2d_bytes;       /* uploaded so far */
+	int fence0;               /* the first of its backend fences (weights.c) */
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */

@@ -25,7 +25,7 @@ static bool decode_task(struct io_stream *s, struct load *ld, struct task *t)
 {
 	const struct layout_tensor *lt = &layout_unit_get(s->m, ld->unit)->tensors[t->tensor];
 	t->verify = false;
-	if (layout_lz4_parse(ld->buf + s->plans[ld->unit].src[t->tensor], lt->bytes, lt->raw_bytes, &t->lz)) {
+	if (layout_lz4_parse(ld->buf + s->maps[ld->unit].src[t->tensor], lt->bytes, lt->raw_bytes, &t->lz)) {
 		load_fail(ld, -EBADMSG, "%s/%s: tensor %s: corrupt lz4 table", s->m->dir, s->m->files[lt->file].name,
 			  lt->name);
 		return false;
@@ -55,7 +55,7 @@ static int run_piece(struct worker *w, struct task *t, uint32_t piece, uint64_t 
 	struct io_stream *s = w->s;
 	struct load *ld = t->ld;
 	const struct layout_tensor *lt = &layout_unit_get(s->m, ld->unit)->tensors[t->tensor];
-	const uint8_t *src = ld->buf + s->plans[ld->unit].src[t->tensor];
+	const uint8_t *src = ld->buf + s->maps[ld->unit].src[t->tensor];
 	if (t->verify)
 		return XXH3_64bits(src, lt->bytes) == lt->xxh3 ? 0 : -EBADMSG;
 	uint64_t so, sl, d, dl;
@@ -68,7 +68,7 @@ static int run_piece(struct worker *w, struct task *t, uint32_t piece, uint64_t 
 			return -ENOMEM;
 	}
 	*decoded = dl;
-	return layout_lz4_decode_chunk(&w->dctx, src + so, sl, ld->buf + s->plans[ld->unit].dst[t->tensor] + d, dl,
+	return layout_lz4_decode_chunk(&w->dctx, src + so, sl, ld->buf + s->maps[ld->unit].dst[t->tensor] + d, dl,
 				       t->lz.width, w->scratch);
 }
 

@@ -1,5 +1,5 @@
 /*
- * pread_pool.c: the fallback read engine, for kernels or sandboxes without io_uring: a few threads that
+ * pread_pool.c: the fallback reader, for kernels or sandboxes without io_uring: a few threads that
  * each take a request, issue one pread (restarted only on EINTR; a short count is returned as it is, like
  * io_uring does) and queue the completion for the I/O thread.
  */
@@ -13,8 +13,8 @@
 
 #include "reader.h"
 
-struct pread_engine {
-	struct io_engine base;
+struct pread_reader {
+	struct io_reader base;
 	const int *fd;
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv, done_cv;
@@ -28,7 +28,7 @@ struct pread_engine {
 
 static void *worker(void *arg)
 {
-	struct pread_engine *p = arg;
+	struct pread_reader *p = arg;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->todo && !p->stop)
@@ -55,18 +55,18 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static int pool_submit(struct io_engine *e, struct io_req *r)
+static int pool_submit(struct io_reader *e, struct io_req *r)
 {
-	struct pread_engine *p = (struct pread_engine *)e;
+	struct pread_reader *p = (struct pread_reader *)e;
 	r->next = NULL;
 	*p->queued_tail = r; /* only the I/O thread touches the queued list */
 	p->queued_tail = &r->next;
 	return 0;
 }
 
-static int pool_flush(struct io_engine *e)
+static int pool_flush(struct io_reader *e)
 {
-	struct pread_engine *p = (struct pread_engine *)e;
+	struct pread_reader *p = (struct pread_reader *)e;
 	if (!p->queued)
 		return 0;
 	pthread_mutex_lock(&p->mu);
@@ -79,9 +79,9 @@ static int pool_flush(struct io_engine *e)
 	return 0;
 }
 
-static int pool_wait(struct io_engine *e, long timeout_us, struct io_req **done)
+static int pool_wait(struct io_reader *e, long timeout_us, struct io_req **done)
 {
-	struct pread_engine *p = (struct pread_engine *)e;
+	struct pread_reader *p = (struct pread_reader *)e;
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
 	if (timeout_us >= 0) {
@@ -105,18 +105,18 @@ static int pool_wait(struct io_engine *e, long timeout_us, struct io_req **done)
 	return 0;
 }
 
-static void pool_wake(struct io_engine *e)
+static void pool_wake(struct io_reader *e)
 {
-	struct pread_engine *p = (struct pread_engine *)e;
+	struct pread_reader *p = (struct pread_reader *)e;
 	pthread_mutex_lock(&p->mu);
 	p->woken = true;
 	pthread_cond_signal(&p->done_cv);
 	pthread_mutex_unlock(&p->mu);
 }
 
-static void pool_destroy(struct io_engine *e)
+static void pool_destroy(struct io_reader *e)
 {
-	struct pread_engine *p = (struct pread_engine *)e;
+	struct pread_reader *p = (struct pread_reader *)e;
 	pthread_mutex_lock(&p->mu);
 	p->stop = true;
 	pthread_cond_broadcast(&p->work_cv);
@@ -130,12 +130,12 @@ static void pool_destroy(struct io_engine *e)
 	free(p);
 }
 
-static const struct io_engine_ops pool_ops = {pool_submit, pool_flush, pool_wait, pool_wake, pool_destroy};
+static const struct io_reader_ops pool_ops = {pool_submit, pool_flush, pool_wait, pool_wake, pool_destroy};
 
-int io_pread_engine_create(struct io_engine **ep, int n_threads, const struct io_files *files, char *err,
+int io_pread_reader_create(struct io_reader **ep, int n_threads, const struct io_files *files, char *err,
 			   size_t errlen)
 {
-	struct pread_engine *p = calloc(1, sizeof(*p));
+	struct pread_reader *p = calloc(1, sizeof(*p));
 	if (p)
 		p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
 	if (!p || !p->threads) {

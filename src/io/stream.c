@@ -1,9 +1,9 @@
 /*
  * stream.c: the layer streamer (stream.h): set-up, the I/O thread, and the consumer's calls.
  *
- * The I/O thread loops: plan (which units should be loading: the next ones in cyclic order after the
+ * The I/O thread loops: choose loads (which units should be loading: the next ones in cyclic order after the
  * consumer, as many as free slots allow, plus first reads of RAM-tier units), submit (requests of at most
- * req_bytes from the loads nearest the consumer first, up to the engine's depth), wait, and account the
+ * req_bytes from the loads nearest the consumer first, up to the reader's depth), wait, and account the
  * completions (short reads re-queued for the rest; O_DIRECT refused at read time: that file goes buffered;
  * errors fail the load with the file and offset named). Tensors whose bytes have all arrived go to the
  * workers (decode.c). State and invariants: stream_internal.h.
@@ -41,8 +41,8 @@ void io_opts_default(struct io_opts *o)
 
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit)
 {
-	struct unit_plan p;
-	unit_plan_build(m, unit, &p);
+	struct unit_map p;
+	unit_map_build(m, unit, &p);
 	return p.buf_bytes;
 }
 
@@ -108,7 +108,7 @@ void load_check(struct io_stream *s, struct load *ld)
 
 static void load_start(struct io_stream *s, struct load *ld, int unit)
 {
-	const struct unit_plan *p = &s->plans[unit];
+	const struct unit_map *p = &s->maps[unit];
 	const struct layout_unit *u = layout_unit_get(s->m, unit);
 	ld->unit = unit;
 	ld->state = LOAD_READING;
@@ -155,7 +155,7 @@ static int distance(const struct io_stream *s, int unit)
 
 /* ---- the I/O thread ---- */
 
-static void plan(struct io_stream *s)
+static void choose_loads(struct io_stream *s)
 {
 	int n_held = 0, want[s->n_units > 0 ? s->n_units : 1], n_want = 0;
 	for (int i = 0; i < s->n_slots; i++) {
@@ -223,7 +223,7 @@ static struct load *next_to_submit(struct io_stream *s)
 	struct load *best = NULL;
 	for (int i = 0; i < s->n_slots + s->n_units; i++) {
 		struct load *ld = i < s->n_slots ? &s->slots[i] : s->tier[i - s->n_slots];
-		if (!ld || ld->state != LOAD_READING || ld->cancelled || ld->range == s->plans[ld->unit].n_ranges)
+		if (!ld || ld->state != LOAD_READING || ld->cancelled || ld->range == s->maps[ld->unit].n_ranges)
 			continue;
 		if (!best || distance(s, ld->unit) < distance(s, best->unit))
 			best = ld;
@@ -236,10 +236,10 @@ static bool aligned(uint64_t off, uint64_t len, const void *buf)
 	return off % LAYOUT_ALIGN == 0 && len % LAYOUT_ALIGN == 0 && (uintptr_t)buf % LAYOUT_ALIGN == 0;
 }
 
-static void engine_submit(struct io_stream *s, struct io_req *r)
+static void reader_submit(struct io_stream *s, struct io_req *r)
 {
 	int rc = s->eng->ops->submit(s->eng, r);
-	if (rc) { /* cannot happen within the depth the engine was made for */
+	if (rc) { /* cannot happen within the depth the reader was made for */
 		r->ld->inflight--;
 		load_fail(r->ld, rc, "%s/%s: cannot queue a read: %s", s->m->dir, s->m->files[r->file].name,
 			  strerror(-rc));
@@ -265,13 +265,13 @@ static void submit(struct io_stream *s)
 				s->free_reqs = r;
 				continue;
 			}
-			engine_submit(s, r);
+			reader_submit(s, r);
 			continue;
 		}
 		struct load *ld = next_to_submit(s);
 		if (!ld)
 			break;
-		const struct plan_range *pr = &s->plans[ld->unit].ranges[ld->range];
+		const struct map_range *pr = &s->maps[ld->unit].ranges[ld->range];
 		r = s->free_reqs;
 		s->free_reqs = r->next;
 		uint64_t pos = ld->range_pos, dst = pr->dst + pos;
@@ -289,7 +289,7 @@ static void submit(struct io_stream *s)
 			ld->range_pos = 0;
 		}
 		ld->inflight++;
-		engine_submit(s, r);
+		reader_submit(s, r);
 	}
 }
 
@@ -297,7 +297,7 @@ static void submit(struct io_stream *s)
 static void credit(struct io_stream *s, struct load *ld, uint64_t dst, uint64_t n)
 {
 	const struct layout_unit *u = layout_unit_get(s->m, ld->unit);
-	const struct unit_plan *p = &s->plans[ld->unit];
+	const struct unit_map *p = &s->maps[ld->unit];
 	ld->todo -= n;
 	for (int i = 0; i < u->n_tensors && ld->state == LOAD_READING; i++) {
 		uint64_t a = p->src[i], b = a + u->tensors[i].bytes;
@@ -377,7 +377,7 @@ static void *io_main(void *arg)
 					load_cancel(s, ld);
 			}
 		} else if (!s->paused) {
-			plan(s);
+			choose_loads(s);
 		}
 		submit(s);
 		if (s->stop && s->inflight == 0 && !s->retry)
@@ -389,9 +389,9 @@ static void *io_main(void *arg)
 		if (!rc)
 			rc = s->eng->ops->wait(s->eng, timeout, &done);
 		pthread_mutex_lock(&s->mu);
-		if (rc && !s->fatal) { /* the engine itself broke (not one read): nothing can be read any more */
+		if (rc && !s->fatal) { /* the reader itself broke (not one read): nothing can be read any more */
 			s->fatal = rc;
-			snprintf(s->st.engine + strlen(s->st.engine), sizeof(s->st.engine) - strlen(s->st.engine),
+			snprintf(s->st.reader + strlen(s->st.reader), sizeof(s->st.reader) - strlen(s->st.reader),
 				 " (failed: %s)", strerror(-rc));
 			pthread_cond_broadcast(&s->cv);
 		}
@@ -444,7 +444,7 @@ static int alloc_buffers(struct io_stream *s, char *err, size_t errlen)
 	int n = s->n_units;
 	uint64_t slot = 0, total = 0, bytes[n];
 	for (int u = 0; u < n; u++) {
-		bytes[u] = s->plans[u].buf_bytes;
+		bytes[u] = s->maps[u].buf_bytes;
 		slot = bytes[u] > slot ? bytes[u] : slot;
 		total += bytes[u];
 	}
@@ -505,7 +505,7 @@ static int alloc_buffers(struct io_stream *s, char *err, size_t errlen)
 	return 0;
 }
 
-static int start_engine(struct io_stream *s, char *err, size_t errlen)
+static int start_reader(struct io_stream *s, char *err, size_t errlen)
 {
 	struct io_files files = {s->m->n_files, s->fd};
 	int n_regs = 0;
@@ -517,23 +517,23 @@ static int start_engine(struct io_stream *s, char *err, size_t errlen)
 	}
 	int rc = -ENOSYS;
 	char why[256] = "";
-	if (s->o.engine != IO_ENGINE_PREAD)
-		rc = io_uring_engine_create(&s->eng, s->o.depth, &files, regs, n_regs, why, sizeof(why));
-	if (rc && s->o.engine == IO_ENGINE_URING) {
+	if (s->o.reader != IO_READER_PREAD)
+		rc = io_uring_reader_create(&s->eng, s->o.depth, &files, regs, n_regs, why, sizeof(why));
+	if (rc && s->o.reader == IO_READER_URING) {
 		snprintf(err, errlen, "--io=uring: %s", why);
 		return rc;
 	}
 	if (rc) {
-		if (s->o.engine == IO_ENGINE_AUTO)
+		if (s->o.reader == IO_READER_AUTO)
 			stream_notice(s, NOTICE_URING, "%s; reading with a pread thread pool", why);
-		rc = io_pread_engine_create(&s->eng, s->o.depth < 8 ? s->o.depth : 8, &files, err, errlen);
+		rc = io_pread_reader_create(&s->eng, s->o.depth < 8 ? s->o.depth : 8, &files, err, errlen);
 		if (rc)
 			return rc;
 	}
 	int n_direct = 0;
 	for (int i = 0; i < s->m->n_files; i++)
 		n_direct += s->direct[i];
-	snprintf(s->st.engine, sizeof(s->st.engine), "%s, %s", s->eng->desc,
+	snprintf(s->st.reader, sizeof(s->st.reader), "%s, %s", s->eng->desc,
 		 n_direct == s->m->n_files ? "O_DIRECT" : n_direct ? "O_DIRECT on some files" : "buffered");
 	return 0;
 }
@@ -559,15 +559,15 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, const struct i
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	pthread_cond_init(&s->work_cv, NULL);
-	s->plans = calloc((size_t)s->n_units, sizeof(*s->plans));
+	s->maps = calloc((size_t)s->n_units, sizeof(*s->maps));
 	s->fd = calloc(2 * (size_t)m->n_files, sizeof(int));
 	s->direct = calloc((size_t)m->n_files, sizeof(bool));
 	s->verified = calloc((size_t)s->n_units, sizeof(*s->verified));
 	s->reqs = calloc((size_t)s->o.depth, sizeof(*s->reqs));
 	s->workers = calloc((size_t)s->n_workers, sizeof(*s->workers));
-	int rc = s->plans && s->fd && s->direct && s->verified && s->reqs && s->workers ? 0 : -ENOMEM;
+	int rc = s->maps && s->fd && s->direct && s->verified && s->reqs && s->workers ? 0 : -ENOMEM;
 	for (int u = 0; !rc && u < s->n_units; u++) {
-		unit_plan_build(m, u, &s->plans[u]);
+		unit_map_build(m, u, &s->maps[u]);
 		s->verified[u] = calloc((size_t)layout_unit_get(m, u)->n_tensors + 1, 1);
 		rc = s->verified[u] ? 0 : -ENOMEM;
 	}
@@ -580,7 +580,7 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, const struct i
 	}
 	rc = rc ? rc : open_files(s, err, errlen);
 	rc = rc ? rc : alloc_buffers(s, err, errlen);
-	rc = rc ? rc : start_engine(s, err, errlen);
+	rc = rc ? rc : start_reader(s, err, errlen);
 	for (int i = 0; !rc && i < s->n_workers; i++) {
 		s->workers[i].s = s;
 		rc = -pthread_create(&s->workers[i].thread, NULL, decode_worker, &s->workers[i]);
@@ -636,7 +636,7 @@ void io_stream_close(struct io_stream *s)
 	pthread_cond_destroy(&s->cv);
 	pthread_cond_destroy(&s->work_cv);
 	free(s->verified);
-	free(s->plans);
+	free(s->maps);
 	free(s->fd);
 	free(s->direct);
 	free(s->reqs);
@@ -698,7 +698,7 @@ int io_unit_acquire(struct io_stream *s, int unit, void *const **ptrs, char *err
 			break;
 		}
 		if (s->fatal) {
-			snprintf(err, errlen, "%s: the read engine failed: %s", s->m->dir, strerror(-s->fatal));
+			snprintf(err, errlen, "%s: the reader failed: %s", s->m->dir, strerror(-s->fatal));
 			rc = -EIO;
 			break;
 		}

@@ -4,7 +4,7 @@
  * again for the next step).
  *
  * - A unit is read as one contiguous range per file (tensors are 4096-aligned, so with O_DIRECT straight
- *   into the buffer) by the io_uring engine, or by a pread thread pool where io_uring is not available.
+ *   into the buffer) by the io_uring reader, or by a pread thread pool where io_uring is not available.
  * - Staging slots (k of them, each the size of the largest unit) hold streamed units. While the consumer
  *   holds unit u, the streamer keeps the next units in cyclic order in flight in the other slots; acquire()
  *   of any other unit works too (it cancels what no longer fits).
@@ -27,7 +27,7 @@
 
 #include "layout/layout.h"
 
-enum io_engine_kind { IO_ENGINE_AUTO = 0, IO_ENGINE_URING, IO_ENGINE_PREAD };
+enum io_reader_kind { IO_READER_AUTO = 0, IO_READER_URING, IO_READER_PREAD };
 
 /* Pinned host memory from the consumer's device runtime (cudaHostAlloc); NULL in io_opts: mmap + mlock. */
 struct io_host_alloc {
@@ -42,19 +42,19 @@ struct io_opts {
 			     * budget allows it) */
 	int prefetch;       /* most units in flight ahead of the consumer; 0: as many as free slots */
 	int64_t ram;        /* pinned bytes for slots plus the RAM tier; < 0: slots only, no tier */
-	int engine;         /* enum io_engine_kind; AUTO uses io_uring when the kernel allows it */
+	int reader;         /* enum io_reader_kind; AUTO uses io_uring when the kernel allows it */
 	bool buffered;      /* never O_DIRECT (benchmarks of the page cache; file systems are probed anyway) */
 	int depth;          /* read requests in flight (0: 32) */
 	uint32_t req_bytes; /* bytes per request, a multiple of 4096 (0: 2 MiB) */
 	int n_workers;      /* checksum/decode threads (0: the number of cores, at most 8) */
 	const struct io_host_alloc *host_alloc;
-	/* One-line notices (engine fallback, O_DIRECT refused, memory not locked), each at most once a stream. */
+	/* One-line notices (reader fallback, O_DIRECT refused, memory not locked), each at most once a stream. */
 	void (*log)(const char *msg, void *ctx);
 	void *log_ctx;
 };
 
 struct io_stats {
-	char engine[128];       /* what reads: "io_uring depth 32, fixed files, fixed buffers, O_DIRECT" */
+	char reader[128];       /* what reads: "io_uring depth 32, fixed files, fixed buffers, O_DIRECT" */
 	uint64_t bytes_read;    /* from files, as stored (compressed bytes for lz4 tensors) */
 	uint64_t bytes_tier;    /* handed out from the RAM tier without reading */
 	uint64_t bytes_reused;  /* handed out from a slot that still held the unit */

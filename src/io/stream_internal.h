@@ -7,7 +7,7 @@
  *                        \--read error, bad checksum, bad lz4--> FAILED (reported by the next acquire)
  *
  * A load's buffer may be given to another unit only when nothing of it is in flight (inflight == 0: no
- * request in the engine or waiting to be re-queued; tasks == 0: no worker on it) and no consumer holds
+ * request in the reader or waiting to be re-queued; tasks == 0: no worker on it) and no consumer holds
  * it (users == 0 and no pending done() condition). A load that is no longer wanted is marked cancelled:
  * nothing more is submitted for it and it becomes EMPTY once drained.
  */
@@ -21,7 +21,7 @@
 #include "reader.h"
 #include "layout/layout.h"
 #include "io/stream.h"
-#include "io/unit_plan.h"
+#include "io/unit_map.h"
 
 enum load_state { LOAD_EMPTY, LOAD_READING, LOAD_READY, LOAD_FAILED };
 
@@ -49,7 +49,7 @@ struct load {
 	int range;          /* next range to submit from */
 	uint64_t range_pos; /* and the byte in it */
 	uint64_t todo;      /* image bytes not arrived yet */
-	int inflight;       /* requests in the engine or waiting to be re-queued */
+	int inflight;       /* requests in the reader or waiting to be re-queued */
 	int tasks;          /* tensors with work queued or running */
 	uint64_t left[LAYOUT_UNIT_MAX_TENSORS]; /* stored bytes of tensor i not arrived yet */
 	struct task task[LAYOUT_UNIT_MAX_TENSORS];
@@ -70,10 +70,10 @@ struct io_stream {
 	const struct layout *m;
 	struct io_opts o;
 	int n_units;
-	struct unit_plan *plans; /* [n_units] */
+	struct unit_map *maps;  /* [n_units] where each unit's bytes go in its buffer */
 	int *fd;                 /* [2 * n_files]: buffered, O_DIRECT (-1 when refused) */
 	bool *direct;            /* [n_files]: O_DIRECT still usable */
-	struct io_engine *eng;
+	struct io_reader *eng;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;      /* consumer: a load changed state */
 	pthread_cond_t work_cv; /* workers: tasks queued or stop */
@@ -86,7 +86,7 @@ struct io_stream {
 	int next;           /* unit the consumer is expected to acquire next */
 	bool paused, stop, workers_stop;
 	struct io_req *reqs, *free_reqs, *retry;
-	int inflight; /* requests in the engine */
+	int inflight; /* requests in the reader */
 	double busy_since;
 	struct task *task_head, **task_tail;
 	int n_workers;

@@ -1,10 +1,10 @@
 /*
- * uring.c: the io_uring read engine. One ring of depth + 1 entries: depth reads and one read of an eventfd
+ * uring.c: the io_uring reader. One ring of depth + 1 entries: depth reads and one read of an eventfd
  * that other threads write to wake the I/O thread (the ring has a single submitter, so they cannot post to
  * it). The files are registered (fixed files) and so is the pinned memory, in pieces of at most 1 GiB (the
  * kernel's limit per buffer); a request that lies inside a registered piece is issued as READ_FIXED, which
  * saves pinning the pages on every request. Either registration may fail (RLIMIT_MEMLOCK, old kernel):
- * the engine then works without it.
+ * the reader then works without it.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -18,8 +18,8 @@
 
 #define PIECE (1ull << 30)
 
-struct uring_engine {
-	struct io_engine base;
+struct uring_reader {
+	struct io_reader base;
 	struct io_uring ring;
 	int efd;
 	uint64_t efd_buf;
@@ -30,7 +30,7 @@ struct uring_engine {
 	int n_pieces; /* registered; 0 when registration failed */
 };
 
-static int arm_wake(struct uring_engine *u)
+static int arm_wake(struct uring_reader *u)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 	if (!sqe)
@@ -41,7 +41,7 @@ static int arm_wake(struct uring_engine *u)
 	return 0;
 }
 
-static int piece_of(const struct uring_engine *u, const struct io_req *r)
+static int piece_of(const struct uring_reader *u, const struct io_req *r)
 {
 	for (int i = 0; i < u->n_pieces; i++) {
 		const uint8_t *b = u->pieces[i].iov_base;
@@ -51,9 +51,9 @@ static int piece_of(const struct uring_engine *u, const struct io_req *r)
 	return -1;
 }
 
-static int uring_submit(struct io_engine *e, struct io_req *r)
+static int uring_submit(struct io_reader *e, struct io_req *r)
 {
-	struct uring_engine *u = (struct uring_engine *)e;
+	struct uring_reader *u = (struct uring_reader *)e;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 	if (!sqe) {
 		io_uring_submit(&u->ring);
@@ -74,16 +74,16 @@ static int uring_submit(struct io_engine *e, struct io_req *r)
 	return 0;
 }
 
-static int uring_flush(struct io_engine *e)
+static int uring_flush(struct io_reader *e)
 {
-	struct uring_engine *u = (struct uring_engine *)e;
+	struct uring_reader *u = (struct uring_reader *)e;
 	int rc = io_uring_submit(&u->ring);
 	return rc < 0 ? rc : 0;
 }
 
-static int uring_wait(struct io_engine *e, long timeout_us, struct io_req **done)
+static int uring_wait(struct io_reader *e, long timeout_us, struct io_req **done)
 {
-	struct uring_engine *u = (struct uring_engine *)e;
+	struct uring_reader *u = (struct uring_reader *)e;
 	*done = NULL;
 	if (!u->efd_armed) {
 		int rc = arm_wake(u);
@@ -114,27 +114,27 @@ static int uring_wait(struct io_engine *e, long timeout_us, struct io_req **done
 	return 0;
 }
 
-static void uring_wake(struct io_engine *e)
+static void uring_wake(struct io_reader *e)
 {
-	struct uring_engine *u = (struct uring_engine *)e;
+	struct uring_reader *u = (struct uring_reader *)e;
 	uint64_t one = 1;
 	ssize_t k = write(u->efd, &one, sizeof(one));
 	(void)k; /* the counter saturating is still a wake-up */
 }
 
-static void uring_destroy(struct io_engine *e)
+static void uring_destroy(struct io_reader *e)
 {
-	struct uring_engine *u = (struct uring_engine *)e;
+	struct uring_reader *u = (struct uring_reader *)e;
 	io_uring_queue_exit(&u->ring);
 	close(u->efd);
 	free(u->pieces);
 	free(u);
 }
 
-static const struct io_engine_ops uring_ops = {uring_submit, uring_flush, uring_wait, uring_wake, uring_destroy};
+static const struct io_reader_ops uring_ops = {uring_submit, uring_flush, uring_wait, uring_wake, uring_destroy};
 
-/* Registers the regions in pieces of at most 1 GiB; on failure the engine reads without fixed buffers. */
-static void register_buffers(struct uring_engine *u, const struct io_region *regs, int n_regs)
+/* Registers the regions in pieces of at most 1 GiB; on failure the reader reads without fixed buffers. */
+static void register_buffers(struct uring_reader *u, const struct io_region *regs, int n_regs)
 {
 	int n = 0;
 	for (int i = 0; i < n_regs; i++)
@@ -150,10 +150,10 @@ static void register_buffers(struct uring_engine *u, const struct io_region *reg
 		u->n_pieces = n;
 }
 
-int io_uring_engine_create(struct io_engine **ep, int depth, const struct io_files *files, const struct io_region *regs,
+int io_uring_reader_create(struct io_reader **ep, int depth, const struct io_files *files, const struct io_region *regs,
 			   int n_regs, char *err, size_t errlen)
 {
-	struct uring_engine *u = calloc(1, sizeof(*u));
+	struct uring_reader *u = calloc(1, sizeof(*u));
 	if (!u) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;

@@ -19,7 +19,7 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 	if (q->n_gen == 1)
 		q->t_first = now_sec();
 	v->gen_tokens++;
-	if (!sched_is_eos(v->hp, v->tk, tok)) {
+	if (!sched_is_eos(v->s, tok)) {
 		size_t before = q->text.n;
 		tok_stream_push(&q->ts, tok, &q->text);
 		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops);
@@ -81,20 +81,21 @@ void srv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds)
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
-int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live, char *err, size_t errlen)
+int srv_init(struct srv *v, struct engine *e, struct tokenizer *tk, int max_live, char *err, size_t errlen)
 {
 	memset(v, 0, sizeof(*v));
-	v->m = m;
+	v->m = engine_model(e);
+	v->s = engine_sched(e);
+	if (!v->m || !v->s) {
+		snprintf(err, errlen, "the engine has no model or scheduler to serve");
+		return -EINVAL;
+	}
 	v->tk = tk;
-	v->hp = m->hp;
+	v->hp = v->m->hp;
 	v->max_live = max_live;
-	int rc = sched_init(&v->s, m, m->opt.max_seqs, 0, err, errlen);
-	if (rc)
-		return rc;
-	v->s.tk = tk;
-	v->s.on_token = srv_on_token;
-	v->s.on_done = srv_on_done;
-	v->s.ctx = v;
+	v->s->on_token = srv_on_token;
+	v->s->on_done = srv_on_done;
+	v->s->ctx = v;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_mutex_init(&v->tok_mu, NULL);
 	cond_init(&v->wake);
@@ -103,7 +104,8 @@ int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live,
 
 void srv_free(struct srv *v)
 {
-	sched_free(&v->s);
+	v->s->on_token = NULL;
+	v->s->on_done = NULL;
 	free(v->inbox);
 	free(v->active);
 	pthread_mutex_destroy(&v->mu);
@@ -199,7 +201,7 @@ static int srv_sync_locked(struct srv *v)
 	for (int i = 0; i < v->n_inbox; i++) {
 		struct srv_req *q = v->inbox[i];
 		if (v->stopping || q->cancel || push(&v->active, &v->n_active, &v->cap_active, q) ||
-		    sched_add(&v->s, &q->r)) {
+		    sched_add(v->s, &q->r)) {
 			if (!v->stopping && !q->cancel) /* out of memory: fail the request, not the server */
 				snprintf(q->err, sizeof(q->err), "out of memory queueing the request");
 			q->end = q->cancel ? SRV_END_CANCEL : v->stopping ? SRV_END_SHUTDOWN : SRV_END_ERROR;
@@ -215,11 +217,11 @@ static int srv_sync_locked(struct srv *v)
 	for (int i = 0; i < v->n_active; i++) {
 		struct srv_req *q = v->active[i];
 		if (q->r.state != SCHED_DONE && (q->cancel || v->stopping == 2)) {
-			sched_cancel(&v->s, &q->r);
+			sched_cancel(v->s, &q->r);
 			q->end = q->cancel ? SRV_END_CANCEL : SRV_END_SHUTDOWN;
 		}
 	}
-	sched_reap(&v->s);
+	sched_reap(v->s);
 	int n = 0;
 	for (int i = 0; i < v->n_active; i++) {
 		struct srv_req *q = v->active[i];
@@ -248,8 +250,10 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			fprintf(stderr, "ferry: serve: stopping: finishing %d requests (up to %.0fs; again to cancel them)\n",
 				v->n_active, grace);
 		}
-		v->steps = v->s.st.steps;
-		v->h2d_bytes = v->m->w.h2d_bytes;
+		v->steps = v->s->st.steps;
+		struct model_stats ms;
+		model_stats(v->m, &ms);
+		v->h2d_bytes = ms.h2d_bytes;
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);
@@ -271,7 +275,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			continue;
 		}
 		pthread_mutex_unlock(&v->mu);
-		int rc = sched_step(&v->s, err, sizeof(err));
+		int rc = sched_step(v->s, err, sizeof(err));
 		if (rc >= 0)
 			continue;
 		/* The step failed: its requests end with the error, the server goes on. */
@@ -281,7 +285,7 @@ int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 			struct srv_req *q = v->active[i];
 			if (q->r.state == SCHED_DONE)
 				continue;
-			sched_cancel(&v->s, &q->r);
+			sched_cancel(v->s, &q->r);
 			q->end = SRV_END_ERROR;
 			snprintf(q->err, sizeof(q->err), "%.255s", err);
 		}

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 
 #include "layout/layout.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "serve/request.h"
 #include "engine/scheduler.h"
 #include "text/tokenizer.h"
@@ -60,7 +60,7 @@ struct srv {
 	long long gen_tokens, n_cancelled, n_served, steps;
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	struct model *m;
-	struct sched s;
+	struct sched *s;      /* the engine's */
 	struct tokenizer *tk;
 	const struct layout_hparams *hp;
 	pthread_mutex_t tok_mu; /* encoding (the tokenizer's cache) and the chat template */
@@ -68,7 +68,8 @@ struct srv {
 
 /* Waits on cv (made on CLOCK_MONOTONIC, as srv's are) for at most `seconds`; mu held. */
 void srv_wait(pthread_cond_t *cv, pthread_mutex_t *mu, double seconds);
-int srv_init(struct srv *v, struct model *m, struct tokenizer *tk, int max_live, char *err, size_t errlen);
+/* Serves the model and scheduler of e (its callbacks are the server's until srv_free). */
+int srv_init(struct srv *v, struct engine *e, struct tokenizer *tk, int max_live, char *err, size_t errlen);
 void srv_free(struct srv *v);
 /* A request with r.toks (room for n_prompt + max_new + 1), r.n_prompt, r.max_new and p filled; takes the
  * sampler from p. 0, -EBUSY (queue full), -ESHUTDOWN (stopping) or -ENOMEM; two references on success. */

@@ -367,6 +367,12 @@ bool tokenizer_is_eog(const struct tokenizer *t, int32_t id)
 	return false;
 }
 
+int tokenizer_eog_ids(const struct tokenizer *t, const int32_t **ids)
+{
+	*ids = t->eog;
+	return t->n_eog;
+}
+
 void tokenizer_add_eog(struct tokenizer *t, int32_t id)
 {
 	if (id < 0 || id >= t->n_vocab || tokenizer_is_eog(t, id))
@@ -391,7 +397,3 @@ const char *tokenizer_text(const struct tokenizer *t, int32_t id, size_t *len)
 	return t->texts.p + t->off[id];
 }
 
-const char *tokenizer_kind(const struct tokenizer *t)
-{
-	return t->merge == TOK_MERGE_SCORES ? "spm" : "bpe";
-}

@@ -53,13 +53,14 @@ int32_t tokenizer_bos(const struct tokenizer *t); /* -1 when the model has none 
 int32_t tokenizer_eos(const struct tokenizer *t);
 bool tokenizer_add_bos(const struct tokenizer *t);
 bool tokenizer_is_eog(const struct tokenizer *t, int32_t id);
+/* The end-of-generation ids (*ids valid until the tokenizer changes); returns how many. */
+int tokenizer_eog_ids(const struct tokenizer *t, const int32_t **ids);
 /* Adds an end-of-generation id (e.g. from generation_config.json). */
 void tokenizer_add_eog(struct tokenizer *t, int32_t id);
 /* The id of a token with exactly this text, or -1. */
 int32_t tokenizer_find(const struct tokenizer *t, const char *text);
 /* The vocabulary text of a token (not NUL-terminated), NULL for an id out of range. */
 const char *tokenizer_text(const struct tokenizer *t, int32_t id, size_t *len);
-const char *tokenizer_kind(const struct tokenizer *t); /* "bpe" or "spm", for messages */
 
 /* Decoding. special: render control tokens as their text (otherwise they produce nothing). at_start: the
  * ids begin the sequence, so a SentencePiece leading space added by encoding is removed. */

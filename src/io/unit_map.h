@@ -1,25 +1,25 @@
 /*
- * unit_plan.h: where a unit's bytes go in its buffer (io/ internal). The buffer starts with an image of
+ * unit_map.h: where a unit's bytes go in its buffer (io/ internal). The buffer starts with an image of
  * the unit's file ranges, one per file (from its first tensor to the 4096-rounded end of its last), so a
  * range is one contiguous read and an uncompressed tensor is used where it lands. Decoded lz4 tensors
  * follow the image, each 4096-aligned.
  */
-#ifndef FERRY_IO_UNIT_PLAN_H
-#define FERRY_IO_UNIT_PLAN_H
+#ifndef FERRY_IO_UNIT_MAP_H
+#define FERRY_IO_UNIT_MAP_H
 
 #include <stdint.h>
 
 #include "layout/layout.h"
 
-struct plan_range {
+struct map_range {
 	int file;
 	uint64_t off, len; /* in the file */
 	uint64_t dst;      /* in the buffer, 4096-aligned */
 };
 
-struct unit_plan {
+struct unit_map {
 	int n_ranges;
-	struct plan_range ranges[LAYOUT_UNIT_MAX_TENSORS];
+	struct map_range ranges[LAYOUT_UNIT_MAX_TENSORS];
 	uint64_t image_bytes;                     /* end of the last range in the buffer */
 	uint64_t buf_bytes;                       /* image plus decoded tensors */
 	uint64_t src[LAYOUT_UNIT_MAX_TENSORS];    /* stored bytes of tensor i in the buffer */
@@ -27,6 +27,6 @@ struct unit_plan {
 	bool compressed;                          /* any tensor is lz4 */
 };
 
-void unit_plan_build(const struct layout *m, int unit, struct unit_plan *p);
+void unit_map_build(const struct layout *m, int unit, struct unit_map *p);
 
 #endif

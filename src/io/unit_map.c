@@ -1,9 +1,9 @@
-/* unit_plan.c: the buffer layout of a unit (unit_plan.h). */
+/* unit_map.c: the buffer layout of a unit (unit_map.h). */
 #include <string.h>
 
-#include "io/unit_plan.h"
+#include "io/unit_map.h"
 
-void unit_plan_build(const struct layout *m, int unit, struct unit_plan *p)
+void unit_map_build(const struct layout *m, int unit, struct unit_map *p)
 {
 	const struct layout_unit *u = layout_unit_get(m, unit);
 	memset(p, 0, sizeof(*p));
@@ -12,11 +12,11 @@ void unit_plan_build(const struct layout *m, int unit, struct unit_plan *p)
 		int r = 0;
 		while (r < p->n_ranges && p->ranges[r].file != t->file)
 			r++;
-		struct plan_range *pr = &p->ranges[r];
+		struct map_range *pr = &p->ranges[r];
 		uint64_t end = t->offset + t->bytes;
 		if (r == p->n_ranges) {
 			p->n_ranges++;
-			*pr = (struct plan_range){t->file, t->offset, end - t->offset, 0};
+			*pr = (struct map_range){t->file, t->offset, end - t->offset, 0};
 		} else {
 			uint64_t lo = t->offset < pr->off ? t->offset : pr->off;
 			uint64_t hi = end > pr->off + pr->len ? end : pr->off + pr->len;
@@ -27,7 +27,7 @@ void unit_plan_build(const struct layout *m, int unit, struct unit_plan *p)
 	/* Range ends rounded to 4096 (files are multiples of 4096), so O_DIRECT reads whole blocks; a range
 	 * that would pass its file's end keeps its exact length and is read without O_DIRECT at the tail. */
 	for (int r = 0; r < p->n_ranges; r++) {
-		struct plan_range *pr = &p->ranges[r];
+		struct map_range *pr = &p->ranges[r];
 		uint64_t end = layout_align_up(pr->off + pr->len);
 		if (end <= m->files[pr->file].bytes)
 			pr->len = end - pr->off;

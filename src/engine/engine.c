@@ -1,0 +1,201 @@
+/*
+ * engine.c: opening a model to run (engine.h): backend, KV format, memory plan, streamer options, model,
+ * scheduler, in that order; and the figures the commands report.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/util.h"
+#include "engine/engine.h"
+
+struct engine {
+	struct backend *b;
+	struct plan plan;     /* until model_init takes it (plan_only: kept here) */
+	struct model m;
+	struct sched s;
+	bool has_model, has_sched;
+	int *eos;
+	struct io_host_alloc pinned; /* the streamer keeps a pointer to it */
+};
+
+static void io_log(const char *msg, void *ctx)
+{
+	(void)ctx;
+	fprintf(stderr, "ferry: io: %s\n", msg);
+}
+
+/* The KV format: the one asked for, else f16 on a device and f32 on the host. */
+static int kv_fmt_of(const char *name, const struct backend *b, char *err, size_t errlen)
+{
+	int f = b->ops->host_memory ? KV_F32 : KV_F16;
+	if (name)
+		for (f = 0; f < KV_FMT_COUNT && strcmp(name, kv_fmt_name(f)); f++)
+			;
+	if (f < KV_FMT_COUNT && b->ops->kv_supports(f))
+		return f;
+	snprintf(err, errlen, "--kv %s: not a KV format of the %s backend (%s)", name ? name : "default", b->ops->name,
+		 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
+	return -EINVAL;
+}
+
+int engine_open(struct engine **ep, const struct layout *lay, const struct engine_opts *o, char *err, size_t errlen)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	*ep = NULL;
+	if (!e || (o->n_eos > 0 && !(e->eos = malloc(sizeof(int) * (size_t)o->n_eos)))) {
+		free(e);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (o->n_eos > 0)
+		memcpy(e->eos, o->eos, sizeof(int) * (size_t)o->n_eos);
+	int rc = backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
+	int kv_fmt = rc ? rc : kv_fmt_of(o->kv, e->b, err, errlen);
+	rc = kv_fmt < 0 ? kv_fmt : 0;
+	struct model_opts mo = {.t_max = o->t_max, .max_logits = o->max_logits, .ctx = o->ctx, .max_seqs = o->max_seqs,
+				.kv_fmt = kv_fmt, .kv_page = o->kv_page, .kv_pages = o->kv_pages};
+	rc = rc ? rc : plan_make(&e->plan, lay, e->b, &mo, o->stream_all, o->t_max_auto, o->kv_host, err, errlen);
+	if (!rc && !o->plan_only) {
+		/* the streamer's buffers are pinned by the backend that uploads from them */
+		struct io_opts io;
+		e->pinned = (struct io_host_alloc){e->b->ops->pinned_name, e->b->ops->pinned_alloc, e->b->ops->pinned_free,
+						   NULL};
+		io_opts_default(&io);
+		io.ram = o->ram >= 0 ? o->ram : (int64_t)(phys_mem_bytes() / 2);
+		io.reader = o->reader;
+		io.log = io_log;
+		io.host_alloc = e->pinned.alloc ? &e->pinned : NULL;
+		rc = model_init(&e->m, lay, e->b, &e->plan, &io, err, errlen);
+		e->has_model = !rc;
+		/* top-k from a backend that selects it; the others hand over whole rows */
+		if (!rc && !o->no_sched)
+			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->top_k ? o->top_k : 0, e->eos, o->n_eos, err,
+					 errlen);
+		e->has_sched = !rc && !o->no_sched;
+	}
+	if (rc) {
+		engine_close(e);
+		return rc;
+	}
+	*ep = e;
+	return 0;
+}
+
+void engine_close(struct engine *e)
+{
+	if (!e)
+		return;
+	if (e->has_sched)
+		sched_free(&e->s);
+	if (e->has_model)
+		model_free(&e->m);
+	plan_free(&e->plan);
+	backend_destroy(e->b);
+	free(e->eos);
+	free(e);
+}
+
+const struct plan *engine_plan(const struct engine *e)
+{
+	return e->has_model ? &e->m.plan : &e->plan;
+}
+
+struct model *engine_model(struct engine *e)
+{
+	return e->has_model ? &e->m : NULL;
+}
+
+struct sched *engine_sched(struct engine *e)
+{
+	return e->has_sched ? &e->s : NULL;
+}
+
+struct backend *engine_backend(struct engine *e)
+{
+	return e->b;
+}
+
+void engine_stats(struct engine *e, struct engine_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->device = e->b->ops->name;
+	st->n_threads = e->b->n_threads;
+	backend_mem_get(e->b, &st->mem);
+	st->opt = engine_plan(e)->opt;
+	if (e->has_model) {
+		st->opt = e->m.opt;
+		model_stats(&e->m, &st->model);
+	}
+	if (e->has_sched)
+		st->sched = e->s.st;
+}
+
+json_t *engine_stats_json(const struct engine_stats *st)
+{
+	const struct io_stats *io = &st->model.io;
+	const struct backend_mem *bm = &st->mem;
+	const struct sched_stats *s = &st->sched;
+	json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:I, s:I, s:i}", "device", st->device, "gpu", bm->gpu,
+			      "prefill_tokens", (json_int_t)s->prefill_tokens, "prefill_s", s->prefill_s, "decode_s",
+			      s->decode_s, "h2d_bytes_prefill", (json_int_t)s->h2d_prefill, "h2d_bytes_decode",
+			      (json_int_t)s->h2d_decode, "steps", s->steps);
+	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
+			      (json_int_t)bm->context, "vram_arena", (json_int_t)bm->arena, "vram_arena_peak",
+			      (json_int_t)bm->arena_peak, "vram_device_used_peak", (json_int_t)bm->device_used_peak);
+	json_t *m = json_pack("{s:i, s:i, s:i, s:i, s:s, s:I, s:i, s:I, s:I, s:i, s:I}", "t_max", st->opt.t_max, "t_sub",
+			      st->opt.t_sub, "ctx", st->opt.ctx, "max_seqs", st->opt.max_seqs, "kv",
+			      kv_fmt_name(st->opt.kv_fmt), "kv_bytes", (json_int_t)st->model.kv_bytes, "kv_host_layers",
+			      st->model.kv_host_layers, "kv_h2d_bytes", (json_int_t)st->model.kv_h2d, "kv_d2h_bytes",
+			      (json_int_t)st->model.kv_d2h, "n_slots", st->model.n_slots, "disk_bytes_decode",
+			      (json_int_t)s->disk_decode);
+	json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "reader", io->reader, "bytes_read",
+			      (json_int_t)io->bytes_read, "bytes_tier", (json_int_t)io->bytes_tier, "busy_s", io->busy_sec,
+			      "wait_s", io->wait_sec, "tier_units", io->tier_units, "n_units", io->n_units);
+	bool ok = o && v && m && j && !json_object_update(o, v) && !json_object_update(o, m) &&
+		  !json_object_set(o, "io", j) &&
+		  !json_object_set_new(o, "disk_gbps",
+				       json_real(io->busy_sec > 0 ? (double)io->bytes_read / io->busy_sec / 1e9 : 0));
+	json_decref(v);
+	json_decref(m);
+	json_decref(j);
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+void engine_stats_print(FILE *f, const struct engine_stats *st)
+{
+	const struct io_stats *io = &st->model.io;
+	char sb[32], tb[32], gd[256];
+	fmt_bytes(io->slot_bytes, sb, sizeof(sb));
+	fmt_bytes(io->tier_bytes, tb, sizeof(tb));
+	double mib = 1 << 20;
+	fprintf(f,
+		"ferry: io: %s; disk %.1f MiB in %llu reads (%llu short), %.3fs busy (%.2f GB/s); "
+		"RAM tier %d/%d units (%s): %.1f MiB served; %.1f MiB reused from slots; %.1f MiB decoded (lz4); "
+		"waited %.3fs for I/O over %llu acquires; %d slots of %s (%d busy at most)%s\n"
+		"ferry: backend %s, %d threads (GPU: %s); peak RSS %.1f MiB\n",
+		io->reader, (double)io->bytes_read / mib, (unsigned long long)io->n_reads, (unsigned long long)io->n_short,
+		io->busy_sec, io->busy_sec > 0 ? (double)io->bytes_read / io->busy_sec / 1e9 : 0.0, io->tier_units,
+		io->n_units, tb, (double)io->bytes_tier / mib, (double)io->bytes_reused / mib,
+		(double)io->bytes_decoded / mib, io->wait_sec, (unsigned long long)io->n_acquire, io->n_slots, sb,
+		io->slots_busy_max, io->locked ? "" : ", not locked in memory", st->device, st->n_threads,
+		backend_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+	const struct backend_mem *bm = &st->mem;
+	if (!bm->budget)
+		return;
+	double gb = 1e9, gi = 1 << 30;
+	long long n_decode = st->sched.decode_tokens;
+	fprintf(f,
+		"ferry: device %s: --vram %.3f GiB; context %.3f GiB, arena %.3f GiB (peak %.3f GiB used); device memory "
+		"in use at most %.3f GiB (cudaMemGetInfo)\n"
+		"ferry: uploaded %.3f GB of weights in prefill, %.3f GB in decode (%.3f GB per decode step)\n",
+		bm->gpu, (double)bm->budget / gi, (double)bm->context / gi, (double)bm->arena / gi,
+		(double)bm->arena_peak / gi, (double)bm->device_used_peak / gi, (double)st->sched.h2d_prefill / gb,
+		(double)st->sched.h2d_decode / gb, n_decode ? (double)st->sched.h2d_decode / (double)n_decode / gb : 0.0);
+}
