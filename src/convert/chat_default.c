@@ -3,9 +3,12 @@
  * models (e.g. gemma-3-270m) have no tokenizer.chat_template; this is the template of Google's Gemma 3
  * instruction-tuned releases (tokenizer_config.json of google/gemma-3-*-it), byte for byte.
  */
+#include <stddef.h>
+#include <string.h>
+
 #include "convert/chat_default.h"
 
-const char chat_default_gemma3[] =
+static const char gemma3[] =
 	"{{ bos_token }}\n"
 	"{%- if messages[0]['role'] == 'system' -%}\n"
 	"    {%- if messages[0]['content'] is string -%}\n"
@@ -46,3 +49,11 @@ const char chat_default_gemma3[] =
 	"{%- if add_generation_prompt -%}\n"
 	"    {{'<start_of_turn>model\\n'}}\n"
 	"{%- endif -%}\n";
+
+const char *chat_default_of(const char *arch, const char **name)
+{
+	if (strcmp(arch, "gemma3"))
+		return NULL;
+	*name = "Gemma 3";
+	return gemma3;
+}

@@ -2,6 +2,7 @@
 #ifndef FERRY_CHAT_DEFAULT_H
 #define FERRY_CHAT_DEFAULT_H
 
-extern const char chat_default_gemma3[];
+/* The built-in template of an architecture (hparams.arch), NULL when it has none; *name names it in messages. */
+const char *chat_default_of(const char *arch, const char **name);
 
 #endif

@@ -5,12 +5,14 @@
  * tokenizer.* keys, copied byte for byte into a GGUF with no tensors), the chat template from
  * tokenizer.chat_template (or, for Gemma 3 files that carry none, the Gemma 3 template; --chat-template
  * overrides both). Tensors are regrouped into per-layer files and copied block for block: no
- * re-quantization. Each tensor's type and shape are checked before anything is written for it, and a type
- * ferry cannot compute with is refused by name.
+ * re-quantization. Which architectures and tensors are accepted, which are required, and their shapes come
+ * from the architecture table (src/layout/arch.c); each tensor's type and shape are checked before anything
+ * is written for it, and a type ferry cannot compute with is refused by name.
  *
  * GGUF facts that matter here: ne[0] is the contiguous dimension (a Linear [out, in] is ne = [in, out]);
  * llama.cpp permutes the rows of llama's q and k so that RoPE pairs are interleaved (x[2i], x[2i+1]), which
- * ferry runs as the "norm" rope style rather than undoing it; qwen2 and gemma3 keep rotate-half ("neox").
+ * ferry runs as the "norm" rope style rather than undoing it (the table's gguf_rope); qwen2 and gemma3 keep
+ * rotate-half ("neox").
  * Gemma's norm weights already include the +1 of its (1 + w) RMSNorm.
  */
 #include <errno.h>
@@ -24,6 +26,7 @@
 
 #include "convert/chat_default.h"
 #include "convert/convert.h"
+#include "layout/arch.h"
 #include "layout/gguf.h"
 #include "layout/layout.h"
 #include "base/progress.h"
@@ -34,8 +37,8 @@ struct gconv {
 	struct gguf g;
 	struct layout_writer *w;
 	struct layout_hparams hp;
-	char arch[32];
-	bool gemma;
+	char arch[32];         /* general.architecture, the prefix of the metadata keys */
+	const struct arch *a;
 	struct progress prog;
 	char *err;
 	size_t errlen;
@@ -110,7 +113,7 @@ static int read_rope(struct gconv *c)
 		return -ENOTSUP;
 	}
 	r->dim = dim;
-	r->style = strcmp(c->arch, "llama") == 0 ? ROPE_STYLE_NORM : ROPE_STYLE_NEOX;
+	r->style = c->a->gguf_rope;
 	r->factor = 1;
 	r->truncate = true;
 	char key[128];
@@ -206,13 +209,14 @@ static int read_hparams(struct gconv *c)
 	}
 	memcpy(c->arch, arch.p, arch.n);
 	c->arch[arch.n] = 0;
-	if (strcmp(c->arch, "llama") && strcmp(c->arch, "qwen2") && strcmp(c->arch, "gemma3")) {
-		snprintf(c->err, c->errlen, "%s: architecture '%s' is not supported (llama, qwen2, gemma3)", c->path,
-			 c->arch);
+	c->a = arch_find(ARCH_KEY_GGUF, c->arch);
+	if (!c->a) {
+		char list[256];
+		snprintf(c->err, c->errlen, "%s: architecture '%s' is not supported (%s)", c->path, c->arch,
+			 arch_list(ARCH_KEY_GGUF, list, sizeof(list)));
 		return -ENOTSUP;
 	}
-	c->gemma = strcmp(c->arch, "gemma3") == 0;
-	snprintf(hp->arch, sizeof(hp->arch), "%s", c->arch);
+	snprintf(hp->arch, sizeof(hp->arch), "%s", c->a->name);
 	const int MAXD = LAYOUT_MAX_DIM;
 	int rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
 	rc = rc ? rc : arch_int(c, "embedding_length", -1, 1, MAXD, &hp->d_model);
@@ -232,18 +236,18 @@ static int read_hparams(struct gconv *c)
 			 c->arch, vlen, hp->head_dim);
 		return -ENOTSUP;
 	}
-	const struct gguf_tensor *emb = gguf_tensor_find(&c->g, "token_embd.weight");
+	const struct gguf_tensor *emb = gguf_tensor_find(&c->g, arch_token_embd.name);
 	if (!emb || emb->n_dims != 2 || emb->ne[1] > (uint64_t)MAXD) {
-		snprintf(c->err, c->errlen, "%s: tensor token_embd.weight is missing or not 2-D", c->path);
+		snprintf(c->err, c->errlen, "%s: tensor %s is missing or not 2-D", c->path, arch_token_embd.name);
 		return -EINVAL;
 	}
 	hp->vocab = (int)emb->ne[1];
-	hp->tied_embeddings = gguf_tensor_find(&c->g, "output.weight") == NULL;
+	hp->tied_embeddings = gguf_tensor_find(&c->g, arch_output.name) == NULL;
 	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
 	if (!hp->window)
 		return -ENOMEM;
 	rc = read_rope(c);
-	rc = rc ? rc : c->gemma ? read_gemma3(c) : 0;
+	rc = rc ? rc : c->a->hparams == ARCH_HPARAMS_GEMMA3 ? read_gemma3(c) : 0;
 	if (rc)
 		return rc;
 	hp->bos_id = -1;
@@ -315,50 +319,6 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
 }
 
-struct tensor_rule {
-	const char *name; /* after "blk.N." */
-	int rows, cols;   /* in units of the dims below; rows 0 = vector */
-	bool required;
-};
-
-enum { DIM_D = 1, DIM_Q, DIM_KV, DIM_F, DIM_DH };
-
-static int64_t dim_of(const struct layout_hparams *hp, int d)
-{
-	switch (d) {
-	case DIM_D: return hp->d_model;
-	case DIM_Q: return (int64_t)hp->n_heads * hp->head_dim;
-	case DIM_KV: return (int64_t)hp->n_kv_heads * hp->head_dim;
-	case DIM_F: return hp->ffn_dim;
-	case DIM_DH: return hp->head_dim;
-	default: return 0;
-	}
-}
-
-static const struct tensor_rule layer_rules[] = {
-	{"attn_norm.weight", 0, DIM_D, true},      {"attn_q.weight", DIM_Q, DIM_D, true},
-	{"attn_k.weight", DIM_KV, DIM_D, true},     {"attn_v.weight", DIM_KV, DIM_D, true},
-	{"attn_output.weight", DIM_D, DIM_Q, true}, {"attn_q.bias", 0, DIM_Q, false},
-	{"attn_k.bias", 0, DIM_KV, false},          {"attn_v.bias", 0, DIM_KV, false},
-	{"attn_output.bias", 0, DIM_D, false},      {"attn_q_norm.weight", 0, DIM_DH, false},
-	{"attn_k_norm.weight", 0, DIM_DH, false},   {"post_attention_norm.weight", 0, DIM_D, false},
-	{"ffn_norm.weight", 0, DIM_D, true},        {"ffn_gate.weight", DIM_F, DIM_D, true},
-	{"ffn_up.weight", DIM_F, DIM_D, true},      {"ffn_down.weight", DIM_D, DIM_F, true},
-	{"ffn_gate.bias", 0, DIM_F, false},         {"ffn_up.bias", 0, DIM_F, false},
-	{"ffn_down.bias", 0, DIM_D, false},         {"post_ffw_norm.weight", 0, DIM_D, false},
-};
-#define N_LAYER_RULES (sizeof(layer_rules) / sizeof(layer_rules[0]))
-
-/* Gemma 3 needs its q/k norms and post norms: without them the forward would silently be another model. */
-static bool rule_required(const struct gconv *c, const struct tensor_rule *r)
-{
-	if (r->required)
-		return true;
-	if (!c->gemma)
-		return false;
-	return strstr(r->name, "norm") != NULL;
-}
-
 /* Every tensor must be one ferry uses: an unknown one means a model variant this forward does not run. */
 static int check_names(struct gconv *c)
 {
@@ -366,13 +326,13 @@ static int check_names(struct gconv *c)
 		const struct gguf_tensor *t = &c->g.tensors[i];
 		char name[80];
 		snprintf(name, sizeof(name), "%.*s", (int)t->name.n, t->name.p);
-		bool ok = !strcmp(name, "token_embd.weight") || !strcmp(name, "output_norm.weight") ||
-			  !strcmp(name, "output.weight") || !strcmp(name, "rope_freqs.weight");
+		bool ok = !strcmp(name, arch_token_embd.name) || !strcmp(name, arch_output_norm.name) ||
+			  !strcmp(name, arch_output.name) || !strcmp(name, "rope_freqs.weight");
 		int layer, off = 0;
 		if (!ok && sscanf(name, "blk.%d.%n", &layer, &off) == 1 && off > 0 && layer >= 0 &&
 		    layer < c->hp.n_layers)
-			for (size_t k = 0; !ok && k < N_LAYER_RULES; k++)
-				ok = strcmp(name + off, layer_rules[k].name) == 0;
+			for (int k = 0; !ok && k < c->a->n_layer; k++)
+				ok = strcmp(name + off, c->a->layer[k].name) == 0;
 		if (!ok) {
 			snprintf(c->err, c->errlen, "%s: tensor %s is not part of the %s model ferry runs", c->path, name,
 				 c->arch);
@@ -382,16 +342,27 @@ static int check_names(struct gconv *c)
 	return 0;
 }
 
+/* GGUF tensor src as table row t, shaped by the hyper-parameters. */
+static int copy_row(struct gconv *c, const char *src, const struct arch_tensor *t)
+{
+	int64_t shape[2];
+	int ndim = arch_shape(&c->hp, t, shape);
+	return copy_tensor(c, src, t->name, ndim == 2 ? shape[0] : 0, shape[ndim - 1]);
+}
+
+/* A layer's tensors in slot order (arch.h); optional ones when the file has them. */
 static int write_layer(struct gconv *c, int l)
 {
 	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, l));
-	for (size_t k = 0; !rc && k < N_LAYER_RULES; k++) {
-		const struct tensor_rule *r = &layer_rules[k];
+	for (int s = 0; !rc && s < ARCH_SLOT_COUNT; s++) {
+		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
 		char src[96];
-		snprintf(src, sizeof(src), "blk.%d.%s", l, r->name);
-		if (!rule_required(c, r) && !gguf_tensor_find(&c->g, src))
+		if (!t)
 			continue;
-		rc = copy_tensor(c, src, r->name, dim_of(&c->hp, r->rows), dim_of(&c->hp, r->cols));
+		snprintf(src, sizeof(src), "blk.%d.%s", l, t->name);
+		if (t->need == ARCH_OPTIONAL && !gguf_tensor_find(&c->g, src))
+			continue;
+		rc = copy_row(c, src, t);
 	}
 	return rc ? rc : writer_err(c, layout_writer_file_end(c->w));
 }
@@ -434,19 +405,21 @@ static int write_tokenizer(struct gconv *c)
 	return rc;
 }
 
-/* The chat template: --chat-template FILE, else tokenizer.chat_template, else Gemma 3's for gemma3 files. */
+/* The chat template: --chat-template FILE, else tokenizer.chat_template, else the architecture's built-in
+ * one (Gemma 3's for gemma3 files). */
 static int write_template(struct gconv *c, const char *template_file, json_t *extra)
 {
 	struct gguf_str t = {0};
+	const char *def, *def_name;
 	int rc = 0;
 	if (template_file) {
 		rc = writer_err(c, layout_writer_copy_file(c->w, template_file, "chat_template.jinja"));
 	} else if (gguf_get_str(&c->g, "tokenizer.chat_template", &t) == 0) {
 		rc = writer_err(c, layout_writer_write_text(c->w, "chat_template.jinja", t.p, t.n));
-	} else if (c->gemma) {
-		fprintf(stderr, "ferry: %s has no tokenizer.chat_template; using the Gemma 3 chat template\n", c->path);
-		rc = writer_err(c, layout_writer_write_text(c->w, "chat_template.jinja", chat_default_gemma3,
-							  strlen(chat_default_gemma3)));
+	} else if ((def = chat_default_of(c->a->name, &def_name))) {
+		fprintf(stderr, "ferry: %s has no tokenizer.chat_template; using the %s chat template\n", c->path,
+			def_name);
+		rc = writer_err(c, layout_writer_write_text(c->w, "chat_template.jinja", def, strlen(def)));
 	} else {
 		return 0;
 	}
@@ -458,10 +431,9 @@ static int write_template(struct gconv *c, const char *template_file, json_t *ex
 static int write_model(struct gconv *c, const char *template_file, json_t *extra)
 {
 	const struct layout_hparams *hp = &c->hp;
-	int64_t D = hp->d_model, V = hp->vocab;
 	progress_begin(&c->prog, "convert", hp->n_layers + 2);
 	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_EMBED, -1));
-	rc = rc ? rc : copy_tensor(c, "token_embd.weight", "token_embd.weight", V, D);
+	rc = rc ? rc : copy_row(c, arch_token_embd.name, &arch_token_embd);
 	rc = rc ? rc : writer_err(c, layout_writer_file_end(c->w));
 	progress_update(&c->prog, 1, layout_writer_bytes_written(c->w));
 	for (int l = 0; !rc && l < hp->n_layers; l++) {
@@ -469,11 +441,11 @@ static int write_model(struct gconv *c, const char *template_file, json_t *extra
 		progress_update(&c->prog, l + 2, layout_writer_bytes_written(c->w));
 	}
 	rc = rc ? rc : writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_HEAD, -1));
-	rc = rc ? rc : copy_tensor(c, "output_norm.weight", "output_norm.weight", 0, D);
+	rc = rc ? rc : copy_row(c, arch_output_norm.name, &arch_output_norm);
 	if (!rc)
 		rc = hp->tied_embeddings
-			     ? writer_err(c, layout_writer_alias(c->w, "output.weight", -1, "token_embd.weight"))
-			     : copy_tensor(c, "output.weight", "output.weight", V, D);
+			     ? writer_err(c, layout_writer_alias(c->w, arch_output.name, -1, arch_token_embd.name))
+			     : copy_row(c, arch_output.name, &arch_output);
 	rc = rc ? rc : writer_err(c, layout_writer_file_end(c->w));
 	progress_update(&c->prog, hp->n_layers + 2, layout_writer_bytes_written(c->w));
 	progress_end(&c->prog);

@@ -3,9 +3,10 @@
  *
  * Tensors are copied one at a time from the mmapped checkpoint into the per-unit files, in chunks, and the
  * copied pages are dropped from the resident set right away: peak RSS stays far below one layer whatever
- * the model size. Weights keep their dtype (F32, F16, BF16). Every tensor's shape is checked against
- * config.json before anything is written for it. Gemma 3's RMSNorm weights w become F32 1 + w (its norms
- * multiply by (1 + w); GGUF files store them that way too).
+ * the model size. Weights keep their dtype (F32, F16, BF16). Which tensors a checkpoint has, their names
+ * and their shapes come from the architecture table (src/layout/arch.c); every tensor's shape is checked
+ * against config.json before anything is written for it. The RMSNorm weights w of an architecture whose
+ * norms multiply by (1 + w) (Gemma 3) become F32 1 + w (GGUF files store them that way too).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -17,6 +18,7 @@
 #include "text/chat.h"
 #include "convert/convert.h"
 #include "convert/hf_config.h"
+#include "layout/arch.h"
 #include "layout/layout.h"
 #include "base/progress.h"
 #include "layout/safetensors.h"
@@ -25,8 +27,9 @@ struct conv {
 	const char *dir;
 	struct st_set st;
 	struct layout_writer *w;
+	const json_t *config;
 	struct layout_hparams hp;
-	struct hf_arch arch;
+	const struct arch *arch;
 	struct progress prog;
 	char *err;
 	size_t errlen;
@@ -84,20 +87,6 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 	return rc;
 }
 
-/* hf_prefix.weight (and .bias) -> name.weight (and .bias); in < 0 for a vector of out values. */
-static int copy_linear(struct conv *c, const char *hf_prefix, const char *name, int64_t out, int64_t in, bool bias)
-{
-	char src[256], dst[64];
-	snprintf(src, sizeof(src), "%s.weight", hf_prefix);
-	snprintf(dst, sizeof(dst), "%s.weight", name);
-	int rc = copy_tensor(c, src, dst, out, in);
-	if (rc || !bias)
-		return rc;
-	snprintf(src, sizeof(src), "%s.bias", hf_prefix);
-	snprintf(dst, sizeof(dst), "%s.bias", name);
-	return copy_tensor(c, src, dst, out, -1);
-}
-
 /* A Gemma RMSNorm weight: transformers multiplies by (1 + w) in f32, so 1 + w is stored as F32 and the forward
  * multiplies by it like any other norm weight. */
 static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, int64_t n)
@@ -133,64 +122,31 @@ static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, 
 	return rc;
 }
 
-/* Gemma 3: ferry's norm names for its four norms per layer, and q/k norms of head_dim values. */
-static int write_gemma_norms(struct conv *c, int i)
+/* Checkpoint tensor src as table row t: its shape from the hyper-parameters, norms as 1 + w where the
+ * architecture says so. */
+static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t)
 {
-	const struct {
-		const char *hf, *name;
-		bool head;
-	} map[] = {
-		{"input_layernorm", "attn_norm", false},
-		{"self_attn.q_norm", "attn_q_norm", true},
-		{"self_attn.k_norm", "attn_k_norm", true},
-		{"post_attention_layernorm", "post_attention_norm", false},
-		{"pre_feedforward_layernorm", "ffn_norm", false},
-		{"post_feedforward_layernorm", "post_ffw_norm", false},
-	};
-	int rc = 0;
-	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
-		char src[128], dst[64];
-		snprintf(src, sizeof(src), "model.layers.%d.%s.weight", i, map[k].hf);
-		snprintf(dst, sizeof(dst), "%s.weight", map[k].name);
-		rc = copy_norm_plus_one(c, src, dst, map[k].head ? c->hp.head_dim : c->hp.d_model);
-	}
-	return rc;
+	int64_t shape[2];
+	int ndim = arch_shape(&c->hp, t, shape);
+	if (t->norm && c->arch->hf_norm_plus_one)
+		return copy_norm_plus_one(c, src, t->name, shape[0]);
+	return copy_tensor(c, src, t->name, shape[0], ndim == 2 ? shape[1] : -1);
 }
 
 static int write_layer(struct conv *c, int i)
 {
-	const struct layout_hparams *hp = &c->hp;
-	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
-		F = hp->ffn_dim;
-	/* HF module under model.layers.i -> ferry tensor, shape [out, in] (in < 0: a norm vector [out]) */
-	const struct {
-		const char *hf, *name;
-		int64_t out, in;
-		bool bias;
-	} map[] = {
-		{"input_layernorm", "attn_norm", D, -1, false},
-		{"self_attn.q_proj", "attn_q", Q, D, c->arch.qkv_bias},
-		{"self_attn.k_proj", "attn_k", KV, D, c->arch.qkv_bias},
-		{"self_attn.v_proj", "attn_v", KV, D, c->arch.qkv_bias},
-		{"self_attn.o_proj", "attn_output", D, Q, c->arch.o_bias},
-		{"post_attention_layernorm", "ffn_norm", D, -1, false},
-		{"mlp.gate_proj", "ffn_gate", F, D, c->arch.mlp_bias},
-		{"mlp.up_proj", "ffn_up", F, D, c->arch.mlp_bias},
-		{"mlp.down_proj", "ffn_down", D, F, c->arch.mlp_bias},
-	};
 	int rc = layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, i);
 	if (rc) {
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 		return rc;
 	}
-	if (c->arch.gemma)
-		rc = write_gemma_norms(c, i);
-	for (size_t k = 0; !rc && k < sizeof(map) / sizeof(map[0]); k++) {
-		if (c->arch.gemma && map[k].in < 0)
-			continue; /* the norms, written above */
-		char p[128];
-		snprintf(p, sizeof(p), "model.layers.%d.%s", i, map[k].hf);
-		rc = copy_linear(c, p, map[k].name, map[k].out, map[k].in, map[k].bias);
+	for (int k = 0; !rc && k < c->arch->n_layer; k++) {
+		const struct arch_tensor *t = &c->arch->layer[k];
+		if (t->need == ARCH_OPTIONAL && !json_is_true(json_object_get(c->config, t->hf_key)))
+			continue; /* config.json says this checkpoint has none */
+		char src[256];
+		snprintf(src, sizeof(src), "model.layers.%d.%s", i, t->hf);
+		rc = copy_row(c, src, t);
 	}
 	if (!rc && (rc = layout_writer_file_end(c->w)))
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
@@ -273,12 +229,13 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, ch
 	json_t *config = load_json(hf_dir, "config.json", true, err, errlen, &rc);
 	json_t *gen = config ? load_json(hf_dir, "generation_config.json", false, err, errlen, &rc) : NULL;
 	json_t *extra = json_object();
+	c.config = config;
 	if (rc || (rc = hf_config_parse(config, gen, cpath, &c.hp, &c.arch, err, errlen)))
 		goto out;
 	if ((rc = st_open_dir(&c.st, hf_dir, err, errlen)))
 		goto out;
-	if (!c.hp.tied_embeddings && !st_find(&c.st, "lm_head.weight")) {
-		snprintf(err, errlen, "%s: tensor lm_head.weight not found and tie_word_embeddings is false", hf_dir);
+	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf)) {
+		snprintf(err, errlen, "%s: tensor %s not found and tie_word_embeddings is false", hf_dir, arch_output.hf);
 		rc = -ENOENT;
 		goto out;
 	}
@@ -288,11 +245,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, ch
 		snprintf(err, errlen, "%s", layout_writer_error(c.w));
 		goto out;
 	}
-	int64_t D = c.hp.d_model, V = c.hp.vocab;
 	progress_begin(&c.prog, "convert", c.hp.n_layers + 2);
 	rc = layout_writer_file_begin(c.w, LAYOUT_KIND_EMBED, -1);
 	if (!rc)
-		rc = copy_tensor(&c, "model.embed_tokens.weight", "token_embd.weight", V, D);
+		rc = copy_row(&c, arch_token_embd.hf, &arch_token_embd);
 	if (!rc)
 		rc = layout_writer_file_end(c.w);
 	progress_update(&c.prog, 1, layout_writer_bytes_written(c.w));
@@ -303,11 +259,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, ch
 	if (!rc)
 		rc = layout_writer_file_begin(c.w, LAYOUT_KIND_HEAD, -1);
 	if (!rc)
-		rc = c.arch.gemma ? copy_norm_plus_one(&c, "model.norm.weight", "output_norm.weight", D)
-				  : copy_tensor(&c, "model.norm.weight", "output_norm.weight", D, -1);
+		rc = copy_row(&c, arch_output_norm.hf, &arch_output_norm);
 	if (!rc)
-		rc = c.hp.tied_embeddings ? layout_writer_alias(c.w, "output.weight", -1, "token_embd.weight")
-					  : copy_tensor(&c, "lm_head.weight", "output.weight", V, D);
+		rc = c.hp.tied_embeddings ? layout_writer_alias(c.w, arch_output.name, -1, arch_token_embd.name)
+					  : copy_row(&c, arch_output.hf, &arch_output);
 	if (!rc)
 		rc = layout_writer_file_end(c.w);
 	progress_update(&c.prog, c.hp.n_layers + 2, layout_writer_bytes_written(c.w));

@@ -1,7 +1,8 @@
 /*
- * hf_config.c: normalizes the config.json of LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and
- * Gemma3ForCausalLM (Gemma3TextConfig) into layout_hparams. Defaults are those of the transformers config classes when a key is absent. RoPE comes
- * either as legacy rope_theta + rope_scaling or as transformers-5 rope_parameters.
+ * hf_config.c: normalizes the config.json of the HF classes of the architecture table (src/layout/arch.c:
+ * LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM) into layout_hparams. Defaults
+ * are those of the transformers config classes when a key is absent (the table holds those that differ by
+ * class). RoPE comes either as legacy rope_theta + rope_scaling or as transformers-5 rope_parameters.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -11,19 +12,6 @@
 #include <string.h>
 
 #include "convert/hf_config.h"
-
-struct family {
-	const char *hf_name, *arch;
-	int default_max_pos;
-	bool qkv_bias;
-};
-
-static const struct family families[] = {
-	{"LlamaForCausalLM", "llama", 2048, false},
-	{"MistralForCausalLM", "mistral", 4096 * 32, false},
-	{"Qwen2ForCausalLM", "qwen2", 32768, true},
-	{"Gemma3ForCausalLM", "gemma3", 131072, false},
-};
 
 static int req_int(const json_t *c, const char *key, const char *path, int *out, char *err, size_t errlen)
 {
@@ -157,25 +145,25 @@ static int parse_rope(const json_t *c, const char *path, struct layout_hparams *
 	return 0;
 }
 
-/* Sliding window per layer: explicit layer_types, else the family's rule. */
-static int parse_windows(const json_t *c, const struct family *fam, const char *path, struct layout_hparams *hp,
+/* Sliding window per layer: explicit layer_types, else the architecture's rule (enum arch_windows). */
+static int parse_windows(const json_t *c, const struct arch *a, const char *path, struct layout_hparams *hp,
 			 char *err, size_t errlen)
 {
 	hp->window = calloc((size_t)hp->n_layers, sizeof(int));
 	if (!hp->window)
 		return -ENOMEM;
-	/* MistralConfig's default window is 4096 when the key is absent; null means full attention */
+	/* the class's default window when the key is absent (MistralConfig: 4096); null means full attention */
 	bool absent = !json_object_get(c, "sliding_window");
-	int w = 0, def = (!strcmp(fam->arch, "mistral") || !strcmp(fam->arch, "gemma3")) && absent ? 4096 : 0;
+	int w = 0, def = absent ? a->hf_window : 0;
 	if (opt_int(c, "sliding_window", def, path, &w, err, errlen))
 		return -EINVAL;
-	bool qwen2 = !strcmp(fam->arch, "qwen2");
-	if (qwen2 && !json_is_true(json_object_get(c, "use_sliding_window")))
+	bool gated = a->hf_windows == ARCH_WINDOWS_GATED;
+	if (gated && !json_is_true(json_object_get(c, "use_sliding_window")))
 		w = 0;
-	if (!strcmp(fam->arch, "llama"))
+	if (a->hf_windows == ARCH_WINDOWS_NONE)
 		w = 0;
 	/* MistralForCausalLM applies sliding_window to every layer whatever layer_types says */
-	const json_t *types = strcmp(fam->arch, "mistral") ? json_object_get(c, "layer_types") : NULL;
+	const json_t *types = a->hf_windows != ARCH_WINDOWS_ALL ? json_object_get(c, "layer_types") : NULL;
 	if (json_is_array(types)) {
 		if ((int)json_array_size(types) != hp->n_layers) {
 			snprintf(err, errlen, "%s: layer_types has %zu entries, num_hidden_layers is %d", path,
@@ -193,7 +181,7 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 		}
 		return 0;
 	}
-	if (!strcmp(fam->arch, "gemma3")) { /* legacy configs: every pattern-th layer is global */
+	if (a->hf_windows == ARCH_WINDOWS_PATTERN) { /* legacy configs: every pattern-th layer is global */
 		int pattern;
 		if (opt_int(c, "sliding_window_pattern", 6, path, &pattern, err, errlen))
 			return -EINVAL;
@@ -202,7 +190,7 @@ static int parse_windows(const json_t *c, const struct family *fam, const char *
 		return 0;
 	}
 	int first = 0;
-	if (qwen2 && opt_int(c, "max_window_layers", 28, path, &first, err, errlen))
+	if (gated && opt_int(c, "max_window_layers", 28, path, &first, err, errlen))
 		return -EINVAL;
 	for (int i = first; i < hp->n_layers; i++)
 		hp->window[i] = w;
@@ -288,33 +276,31 @@ static int parse_gemma3(const json_t *c, const char *path, struct layout_hparams
 }
 
 int hf_config_parse(const void *config, const void *gen, const char *path, struct layout_hparams *hp,
-		    struct hf_arch *arch, char *err, size_t errlen)
+		    const struct arch **arch, char *err, size_t errlen)
 {
 	const json_t *c = config;
 	memset(hp, 0, sizeof(*hp));
-	memset(arch, 0, sizeof(*arch));
+	*arch = NULL;
 	const char *name = json_string_value(json_array_get(json_object_get(c, "architectures"), 0));
 	if (!name) {
 		snprintf(err, errlen, "%s: missing key 'architectures'", path);
 		return -EINVAL;
 	}
-	const struct family *fam = NULL;
-	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
-		if (!strcmp(name, families[i].hf_name))
-			fam = &families[i];
-	if (!fam) {
-		snprintf(err, errlen, "%s: unknown architecture '%s' (supported: LlamaForCausalLM, MistralForCausalLM, "
-			 "Qwen2ForCausalLM, Gemma3ForCausalLM)", path, name);
+	const struct arch *a = arch_find(ARCH_KEY_HF, name);
+	if (!a) {
+		char list[256];
+		snprintf(err, errlen, "%s: unknown architecture '%s' (supported: %s)", path, name,
+			 arch_list(ARCH_KEY_HF, list, sizeof(list)));
 		return -EINVAL;
 	}
-	snprintf(hp->arch, sizeof(hp->arch), "%s", fam->arch);
+	snprintf(hp->arch, sizeof(hp->arch), "%s", a->name);
 	if (req_int(c, "hidden_size", path, &hp->d_model, err, errlen) ||
 	    req_int(c, "num_hidden_layers", path, &hp->n_layers, err, errlen) ||
 	    req_int(c, "num_attention_heads", path, &hp->n_heads, err, errlen) ||
 	    req_int(c, "intermediate_size", path, &hp->ffn_dim, err, errlen) ||
 	    req_int(c, "vocab_size", path, &hp->vocab, err, errlen) ||
 	    opt_int(c, "num_key_value_heads", hp->n_heads, path, &hp->n_kv_heads, err, errlen) ||
-	    opt_int(c, "max_position_embeddings", fam->default_max_pos, path, &hp->max_pos, err, errlen) ||
+	    opt_int(c, "max_position_embeddings", a->hf_max_pos, path, &hp->max_pos, err, errlen) ||
 	    opt_num(c, "rms_norm_eps", 1e-6, path, &hp->rms_eps, err, errlen))
 		return -EINVAL;
 	if (hp->n_heads % hp->n_kv_heads) {
@@ -322,13 +308,13 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 			 hp->n_heads, hp->n_kv_heads);
 		return -EINVAL;
 	}
-	bool gemma = !strcmp(fam->arch, "gemma3");
-	if (!json_object_get(c, "head_dim") && hp->d_model % hp->n_heads && !gemma) {
+	if (!json_object_get(c, "head_dim") && hp->d_model % hp->n_heads && !a->hf_head_dim) {
 		snprintf(err, errlen, "%s: hidden_size %d is not a multiple of num_attention_heads %d and no head_dim",
 			 path, hp->d_model, hp->n_heads);
 		return -EINVAL;
 	}
-	if (opt_int(c, "head_dim", gemma ? 256 : hp->d_model / hp->n_heads, path, &hp->head_dim, err, errlen))
+	if (opt_int(c, "head_dim", a->hf_head_dim ? a->hf_head_dim : hp->d_model / hp->n_heads, path, &hp->head_dim,
+		    err, errlen))
 		return -EINVAL;
 	if (hp->head_dim % 2) {
 		snprintf(err, errlen, "%s: head_dim %d must be even", path, hp->head_dim);
@@ -339,12 +325,13 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		snprintf(err, errlen, "%s: partial_rotary_factor != 1 is not supported", path);
 		return -EINVAL;
 	}
-	if (gemma ? parse_gemma3(c, path, hp, err, errlen) : parse_rope(c, path, hp, err, errlen))
+	if (a->hparams == ARCH_HPARAMS_GEMMA3 ? parse_gemma3(c, path, hp, err, errlen)
+					      : parse_rope(c, path, hp, err, errlen))
 		return -EINVAL;
-	/* Gemma3TextConfig ties by default */
+	/* the class's default when the key is absent (Gemma3TextConfig ties) */
 	const json_t *tie = json_object_get(c, "tie_word_embeddings");
-	hp->tied_embeddings = json_is_true(tie) || (gemma && !tie);
-	int rc = parse_windows(c, fam, path, hp, err, errlen);
+	hp->tied_embeddings = json_is_true(tie) || (a->hf_tied && !tie);
+	int rc = parse_windows(c, a, path, hp, err, errlen);
 	if (rc) {
 		layout_hparams_free(hp);
 		return rc;
@@ -356,11 +343,6 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		layout_hparams_free(hp);
 		return rc;
 	}
-	bool llama = !strcmp(fam->arch, "llama");
-	bool attn_bias = (llama || gemma) && json_is_true(json_object_get(c, "attention_bias"));
-	arch->qkv_bias = fam->qkv_bias || attn_bias;
-	arch->o_bias = attn_bias;
-	arch->gemma = gemma;
-	arch->mlp_bias = llama && json_is_true(json_object_get(c, "mlp_bias"));
+	*arch = a;
 	return 0;
 }

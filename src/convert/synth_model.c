@@ -1,7 +1,7 @@
 /*
  * synth_model.c: `ferry synth`'s generator: a Llama-shaped model with random weights, in the tensor names,
- * unit files and order `ferry convert` writes for Llama (src/convert/from_hf.c), so the runner cannot tell it
- * from a converted one.
+ * unit files and order `ferry convert` writes for Llama (the required rows of llama in src/layout/arch.c, as
+ * src/convert/from_hf.c writes them), so the runner cannot tell it from a converted one.
  *
  * Values: a matrix [out, K] has elements of RMS 1/sqrt(K) (so h.W keeps h's scale); quantized blocks get
  * uniform random quants, small random sub-block scales (8..15) and an f16 block scale jittered by
@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
+#include "layout/arch.h"
 #include "layout/layout.h"
 #include "base/progress.h"
 #include "layout/quant.h"
@@ -59,35 +60,37 @@ struct synth_tensor {
 	bool norm;
 };
 
-enum { SYNTH_MAX_TENSORS = 9 };
+enum { SYNTH_MAX_TENSORS = ARCH_SLOT_COUNT };
 
-/* The tensors of unit -1 (embedding), 0..L-1 (layers) or L (head), in convert_hf's order. */
+/* The tensors of unit -1 (embedding), 0..L-1 (layers) or L (head): llama's required rows, in convert_hf's
+ * order. */
 static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tensor *t)
 {
 	const struct synth_shape *s = &o->shape;
-	int64_t D = s->d_model, F = s->ffn_dim, V = s->vocab, Q = (int64_t)s->n_heads * s->head_dim,
-		KV = (int64_t)s->n_kv_heads * s->head_dim;
-	int f = o->fmt, n = 0;
-#define T(nm, r, c) (t[n++] = (struct synth_tensor){nm, f, 2, r, c, false})
-#define N(nm) (t[n++] = (struct synth_tensor){nm, WFMT_F32, 1, 1, D, true})
+	const struct layout_hparams hp = {.d_model = s->d_model, .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
+					  .head_dim = s->head_dim, .ffn_dim = s->ffn_dim, .vocab = s->vocab};
+	const struct arch *a = arch_find(ARCH_KEY_NAME, "llama");
+	const struct arch_tensor *rows[SYNTH_MAX_TENSORS];
+	int n_rows = 0, n = 0;
 	if (unit < 0) {
-		T("token_embd.weight", V, D);
+		rows[n_rows++] = &arch_token_embd;
 	} else if (unit == s->n_layers) {
-		N("output_norm.weight");
-		T("output.weight", V, D);
+		rows[n_rows++] = &arch_output_norm;
+		rows[n_rows++] = &arch_output;
 	} else {
-		N("attn_norm.weight");
-		T("attn_q.weight", Q, D);
-		T("attn_k.weight", KV, D);
-		T("attn_v.weight", KV, D);
-		T("attn_output.weight", D, Q);
-		N("ffn_norm.weight");
-		T("ffn_gate.weight", F, D);
-		T("ffn_up.weight", F, D);
-		T("ffn_down.weight", D, F);
+		for (int i = 0; i < a->n_layer; i++)
+			rows[n_rows++] = &a->layer[i];
 	}
-#undef T
-#undef N
+	for (int i = 0; i < n_rows; i++) {
+		const struct arch_tensor *r = rows[i];
+		int64_t shape[2];
+		if (r->need != ARCH_REQUIRED)
+			continue;
+		if (arch_shape(&hp, r, shape) == 1)
+			t[n++] = (struct synth_tensor){r->name, WFMT_F32, 1, 1, shape[0], true};
+		else
+			t[n++] = (struct synth_tensor){r->name, o->fmt, 2, shape[0], shape[1], false};
+	}
 	return n;
 }
 

@@ -18,55 +18,43 @@
 
 #include "engine/model.h"
 
-static int bind(const struct layout_unit *u, void *const *ptrs, const char *name, bool required, int64_t rows,
-		int64_t cols, struct tensor *t, char *err, size_t errlen)
+/* The tensor of table row `row` (src/layout/arch.h) in unit u into *t, its shape checked against the
+ * hyper-parameters; data NULL when an optional tensor is absent. */
+static int bind(const struct layout_unit *u, void *const *ptrs, const struct layout_hparams *hp,
+		const struct arch_tensor *row, struct tensor *t, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
+	int64_t shape[2];
+	int ndim = arch_shape(hp, row, shape);
+	int64_t rows = ndim == 2 ? shape[0] : 1, cols = shape[ndim - 1];
 	for (int i = 0; i < u->n_tensors; i++) {
 		const struct layout_tensor *lt = &u->tensors[i];
-		if (strcmp(lt->name, name))
+		if (strcmp(lt->name, row->name))
 			continue;
 		int64_t r = lt->ndim == 2 ? lt->shape[0] : 1, c = lt->shape[lt->ndim - 1];
 		if (r != rows || c != cols || lt->ndim > 2) {
-			snprintf(err, errlen, "tensor %s: shape does not match the hyper-parameters", name);
+			snprintf(err, errlen, "tensor %s: shape does not match the hyper-parameters", row->name);
 			return -EINVAL;
 		}
 		*t = (struct tensor){ptrs[i], lt->fmt, r, c};
 		return 0;
 	}
-	if (required) {
-		snprintf(err, errlen, "tensor %s missing from the model", name);
+	if (row->need == ARCH_REQUIRED) {
+		snprintf(err, errlen, "tensor %s missing from the model", row->name);
 		return -EINVAL;
 	}
 	return 0;
 }
 
+/* Layer l's tensors, the rows of its architecture, into their slots. */
 static int bind_layer(const struct model *m, int l, void *const *p, struct layer_weights *w, char *err, size_t n)
 {
-	const struct layout_hparams *hp = m->hp;
+	const struct arch *a = arch_find(ARCH_KEY_NAME, m->hp->arch); /* model_init checked it */
 	const struct layout_unit *u = layout_unit_get(m->lay, l);
-	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, KV = (int64_t)hp->n_kv_heads * hp->head_dim,
-		F = hp->ffn_dim;
-	int rc = bind(u, p, "attn_norm.weight", true, 1, D, &w->attn_norm, err, n);
-	rc = rc ? rc : bind(u, p, "attn_q.weight", true, Q, D, &w->wq, err, n);
-	rc = rc ? rc : bind(u, p, "attn_k.weight", true, KV, D, &w->wk, err, n);
-	rc = rc ? rc : bind(u, p, "attn_v.weight", true, KV, D, &w->wv, err, n);
-	rc = rc ? rc : bind(u, p, "attn_output.weight", true, D, Q, &w->wo, err, n);
-	rc = rc ? rc : bind(u, p, "attn_q.bias", false, 1, Q, &w->bq, err, n);
-	rc = rc ? rc : bind(u, p, "attn_k.bias", false, 1, KV, &w->bk, err, n);
-	rc = rc ? rc : bind(u, p, "attn_v.bias", false, 1, KV, &w->bv, err, n);
-	rc = rc ? rc : bind(u, p, "attn_output.bias", false, 1, D, &w->bo, err, n);
-	rc = rc ? rc : bind(u, p, "attn_q_norm.weight", false, 1, hp->head_dim, &w->q_norm, err, n);
-	rc = rc ? rc : bind(u, p, "attn_k_norm.weight", false, 1, hp->head_dim, &w->k_norm, err, n);
-	rc = rc ? rc : bind(u, p, "post_attention_norm.weight", false, 1, D, &w->post_attn_norm, err, n);
-	rc = rc ? rc : bind(u, p, "post_ffw_norm.weight", false, 1, D, &w->post_ffw_norm, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_norm.weight", true, 1, D, &w->ffn_norm, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_gate.weight", true, F, D, &w->w_gate, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_up.weight", true, F, D, &w->w_up, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_down.weight", true, D, F, &w->w_down, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_gate.bias", false, 1, F, &w->b_gate, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_up.bias", false, 1, F, &w->b_up, err, n);
-	rc = rc ? rc : bind(u, p, "ffn_down.bias", false, 1, D, &w->b_down, err, n);
+	memset(w, 0, sizeof(*w));
+	int rc = 0;
+	for (int k = 0; !rc && k < a->n_layer; k++)
+		rc = bind(u, p, m->hp, &a->layer[k], &w->slot[a->layer[k].slot], err, n);
 	return rc;
 }
 
@@ -200,8 +188,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	const bool *kv_host = m->plan.kv_host;
 	const struct layout_hparams *hp = m->hp;
 	int rc = 0;
-	if (strcmp(hp->arch, "llama") && strcmp(hp->arch, "mistral") && strcmp(hp->arch, "qwen2") &&
-	    strcmp(hp->arch, "gemma3")) {
+	if (!arch_find(ARCH_KEY_NAME, hp->arch)) {
 		snprintf(err, errlen, "%s: architecture '%s' is not supported by this ferry", lay->dir, hp->arch);
 		rc = -ENOTSUP;
 		goto fail;
@@ -424,10 +411,11 @@ static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen
 
 static int embed(struct model *m, const int *tokens, int T, char *err, size_t errlen)
 {
-	const struct layout_tensor *t = layout_tensor_find(&m->lay->embed, "token_embd.weight");
+	const char *name = arch_token_embd.name;
+	const struct layout_tensor *t = layout_tensor_find(&m->lay->embed, name);
 	int64_t D = m->hp->d_model;
 	if (!t || t->ndim != 2 || t->shape[1] != D || t->shape[0] != m->hp->vocab) {
-		snprintf(err, errlen, "%s: token_embd.weight missing or not [vocab, d_model]", m->lay->dir);
+		snprintf(err, errlen, "%s: %s missing or not [vocab, d_model]", m->lay->dir, name);
 		return -EINVAL;
 	}
 	int rc = io_read_rows(m->io, t, tokens, T, m->embed_rows, err, errlen);
@@ -454,8 +442,8 @@ static int head(struct model *m, const struct model_part *parts, int n_parts, co
 	if (rc)
 		return rc;
 	const struct layout_unit *u = layout_unit_get(m->lay, L);
-	rc = bind(u, ptrs, "output_norm.weight", true, 1, D, &norm, err, errlen);
-	rc = rc ? rc : bind(u, ptrs, "output.weight", true, V, D, &w_out, err, errlen);
+	rc = bind(u, ptrs, hp, &arch_output_norm, &norm, err, errlen);
+	rc = rc ? rc : bind(u, ptrs, hp, &arch_output, &w_out, err, errlen);
 	int rows = 0;
 	for (int i = 0; !rc && i < n_parts;) {
 		/* a run: parts whose logits rows are consecutive tokens of the step */

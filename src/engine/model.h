@@ -11,23 +11,56 @@
 #include "engine/kv_host.h"
 #include "engine/kvcache.h"
 #include "engine/plan.h"
+#include "layout/arch.h"
 #include "layout/layout.h"
 #include "engine/rope.h"
 #include "io/stream.h"
 #include "engine/weights.h"
 
-/* Weights of one layer, bound to a slot for the duration of a step. */
+/* Weights of one layer, bound to a slot for the duration of a step: the tensors of the architecture's rows
+ * (src/layout/arch.c) by their slot; a slot the model has no tensor for has data NULL. The named members
+ * are the slots of enum arch_slot, in its order (checked below). */
 struct layer_weights {
-	struct tensor attn_norm;                    /* (D) */
-	struct tensor wq, wk, wv, wo;               /* (H*Dh, D) (Hkv*Dh, D) (Hkv*Dh, D) (D, H*Dh) */
-	struct tensor bq, bk, bv, bo;               /* biases, data NULL when absent */
-	struct tensor q_norm, k_norm;               /* (Dh) per-head RMSNorm of q and k (Gemma 3), or absent */
-	struct tensor post_attn_norm;               /* (D) RMSNorm of the attention output (Gemma 3), or absent */
-	struct tensor ffn_norm;                     /* (D) */
-	struct tensor post_ffw_norm;                /* (D) RMSNorm of the MLP output (Gemma 3), or absent */
-	struct tensor w_gate, w_up, w_down;         /* (F, D) (F, D) (D, F) */
-	struct tensor b_gate, b_up, b_down;
+	union {
+		struct tensor slot[ARCH_SLOT_COUNT];
+		struct {
+			struct tensor attn_norm;            /* (D) */
+			struct tensor wq, wk, wv, wo;       /* (H*Dh, D) (Hkv*Dh, D) (Hkv*Dh, D) (D, H*Dh) */
+			struct tensor bq, bk, bv, bo;       /* biases */
+			struct tensor q_norm, k_norm;       /* (Dh) per-head RMSNorm of q and k (Gemma 3) */
+			struct tensor post_attn_norm;       /* (D) RMSNorm of the attention output (Gemma 3) */
+			struct tensor ffn_norm;             /* (D) */
+			struct tensor w_gate, w_up, w_down; /* (F, D) (F, D) (D, F) */
+			struct tensor b_gate, b_up, b_down;
+			struct tensor post_ffw_norm;        /* (D) RMSNorm of the MLP output (Gemma 3) */
+		};
+	};
 };
+#define LAYER_SLOT(member, s)                                                                         \
+	_Static_assert(offsetof(struct layer_weights, member) == (s) * sizeof(struct tensor), #member \
+		       " is not slot " #s)
+LAYER_SLOT(attn_norm, ARCH_SLOT_ATTN_NORM);
+LAYER_SLOT(wq, ARCH_SLOT_WQ);
+LAYER_SLOT(wk, ARCH_SLOT_WK);
+LAYER_SLOT(wv, ARCH_SLOT_WV);
+LAYER_SLOT(wo, ARCH_SLOT_WO);
+LAYER_SLOT(bq, ARCH_SLOT_BQ);
+LAYER_SLOT(bk, ARCH_SLOT_BK);
+LAYER_SLOT(bv, ARCH_SLOT_BV);
+LAYER_SLOT(bo, ARCH_SLOT_BO);
+LAYER_SLOT(q_norm, ARCH_SLOT_Q_NORM);
+LAYER_SLOT(k_norm, ARCH_SLOT_K_NORM);
+LAYER_SLOT(post_attn_norm, ARCH_SLOT_POST_ATTN_NORM);
+LAYER_SLOT(ffn_norm, ARCH_SLOT_FFN_NORM);
+LAYER_SLOT(w_gate, ARCH_SLOT_W_GATE);
+LAYER_SLOT(w_up, ARCH_SLOT_W_UP);
+LAYER_SLOT(w_down, ARCH_SLOT_W_DOWN);
+LAYER_SLOT(b_gate, ARCH_SLOT_B_GATE);
+LAYER_SLOT(b_up, ARCH_SLOT_B_UP);
+LAYER_SLOT(b_down, ARCH_SLOT_B_DOWN);
+LAYER_SLOT(post_ffw_norm, ARCH_SLOT_POST_FFW_NORM);
+_Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
+#undef LAYER_SLOT
 
 struct model {
 	const struct layout *lay;

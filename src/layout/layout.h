@@ -71,7 +71,7 @@ enum act { ACT_SILU = 0, ACT_GELU_TANH = 1 };
 /* Hyper-parameters, normalized over source formats. Dimension letters: D model, H heads, Hkv kv heads,
  * Dh head dim, F ffn dim, V vocab, L layers. */
 struct layout_hparams {
-	char arch[32];  /* family: "llama", "mistral", "qwen2", "gemma3" */
+	char arch[32];  /* architecture: a name of src/layout/arch.c ("llama", "mistral", "qwen2", "gemma3") */
 	int n_layers;   /* L */
 	int d_model;    /* D */
 	int n_heads;    /* H */

@@ -1,0 +1,168 @@
+/*
+ * arch.c: the architecture table (src/layout/arch.h). A row per architecture; per architecture its layer
+ * tensors, a row each, in the order an HF conversion writes them:
+ *   {ferry / GGUF name, HF name, shape, required or optional (and the config.json key of an optional one),
+ *    norm, slot}
+ * Adding an architecture: its rows here, and in the forward (src/engine/model.c) the ops it needs that it
+ * does not have yet; a slot for a tensor no architecture had before goes into enum arch_slot and struct
+ * layer_weights.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "layout/arch.h"
+
+#define D ARCH_DIM_D
+#define Q ARCH_DIM_Q
+#define KV ARCH_DIM_KV
+#define F ARCH_DIM_F
+#define DH ARCH_DIM_DH
+#define V ARCH_DIM_V
+#define REQ ARCH_REQUIRED, NULL
+#define IF(key) ARCH_OPTIONAL, key
+#define NORM true
+#define S(slot) ARCH_SLOT_##slot
+
+const struct arch_tensor arch_token_embd = {"token_embd.weight", "model.embed_tokens.weight", {V, D}, REQ, 0, 0};
+const struct arch_tensor arch_output_norm = {"output_norm.weight", "model.norm.weight", {D}, REQ, NORM, 0};
+const struct arch_tensor arch_output = {"output.weight", "lm_head.weight", {V, D}, REQ, 0, 0};
+
+/* LlamaForCausalLM: attention_bias puts biases on q, k, v and o, mlp_bias on gate, up and down. */
+static const struct arch_tensor llama_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, IF("attention_bias"), 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, IF("attention_bias"), 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, IF("attention_bias"), 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"attn_output.bias", "self_attn.o_proj.bias", {D}, IF("attention_bias"), 0, S(BO)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
+	{"ffn_gate.bias", "mlp.gate_proj.bias", {F}, IF("mlp_bias"), 0, S(B_GATE)},
+	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
+	{"ffn_up.bias", "mlp.up_proj.bias", {F}, IF("mlp_bias"), 0, S(B_UP)},
+	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
+	{"ffn_down.bias", "mlp.down_proj.bias", {D}, IF("mlp_bias"), 0, S(B_DOWN)},
+};
+
+/* MistralForCausalLM: Llama without biases. */
+static const struct arch_tensor mistral_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
+	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
+	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
+};
+
+/* Qwen2ForCausalLM: Llama with biases on q, k and v. */
+static const struct arch_tensor qwen2_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, REQ, 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, REQ, 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, REQ, 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
+	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
+	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
+};
+
+/* Gemma3ForCausalLM: RMSNorm of q and k per head, of the attention output and of the MLP output;
+ * attention_bias puts biases on q, k, v and o. */
+static const struct arch_tensor gemma3_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q_norm.weight", "self_attn.q_norm.weight", {DH}, REQ, NORM, S(Q_NORM)},
+	{"attn_k_norm.weight", "self_attn.k_norm.weight", {DH}, REQ, NORM, S(K_NORM)},
+	{"post_attention_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(POST_ATTN_NORM)},
+	{"ffn_norm.weight", "pre_feedforward_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"post_ffw_norm.weight", "post_feedforward_layernorm.weight", {D}, REQ, NORM, S(POST_FFW_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, IF("attention_bias"), 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, IF("attention_bias"), 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, IF("attention_bias"), 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"attn_output.bias", "self_attn.o_proj.bias", {D}, IF("attention_bias"), 0, S(BO)},
+	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
+	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
+	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
+};
+
+#define ROWS(a) a, (int)(sizeof(a) / sizeof(a[0]))
+
+/* name, HF class, GGUF name, hparams, HF defaults (max_pos, head_dim, sliding_window, tied), HF windows,
+ * HF 1 + w norms, GGUF rope pairs, layer tensors. The HF defaults are those of the transformers config
+ * classes; llama.cpp permutes llama's q and k rows so that RoPE pairs are interleaved. */
+const struct arch arch_table[] = {
+	{"llama", "LlamaForCausalLM", "llama", ARCH_HPARAMS_LLAMA, 2048, 0, 0, false, ARCH_WINDOWS_NONE, false,
+	 ROPE_STYLE_NORM, ROWS(llama_layer)},
+	{"mistral", "MistralForCausalLM", NULL, ARCH_HPARAMS_LLAMA, 4096 * 32, 0, 4096, false, ARCH_WINDOWS_ALL,
+	 false, ROPE_STYLE_NEOX, ROWS(mistral_layer)},
+	{"qwen2", "Qwen2ForCausalLM", "qwen2", ARCH_HPARAMS_LLAMA, 32768, 0, 0, false, ARCH_WINDOWS_GATED, false,
+	 ROPE_STYLE_NEOX, ROWS(qwen2_layer)},
+	{"gemma3", "Gemma3ForCausalLM", "gemma3", ARCH_HPARAMS_GEMMA3, 131072, 256, 4096, true,
+	 ARCH_WINDOWS_PATTERN, true, ROPE_STYLE_NEOX, ROWS(gemma3_layer)},
+};
+const int arch_count = (int)(sizeof(arch_table) / sizeof(arch_table[0]));
+
+static const char *key_of(const struct arch *a, enum arch_key key)
+{
+	return key == ARCH_KEY_HF ? a->hf_class : key == ARCH_KEY_GGUF ? a->gguf : a->name;
+}
+
+const struct arch *arch_find(enum arch_key key, const char *name)
+{
+	for (int i = 0; name && i < arch_count; i++)
+		if (key_of(&arch_table[i], key) && !strcmp(key_of(&arch_table[i], key), name))
+			return &arch_table[i];
+	return NULL;
+}
+
+const char *arch_list(enum arch_key key, char *buf, size_t n)
+{
+	size_t len = 0;
+	buf[0] = 0;
+	for (int i = 0; i < arch_count && len < n; i++)
+		if (key_of(&arch_table[i], key))
+			len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? ", " : "", key_of(&arch_table[i], key));
+	return buf;
+}
+
+const struct arch_tensor *arch_slot_tensor(const struct arch *a, enum arch_slot s)
+{
+	for (int i = 0; i < a->n_layer; i++)
+		if (a->layer[i].slot == s)
+			return &a->layer[i];
+	return NULL;
+}
+
+int64_t arch_dim(const struct layout_hparams *hp, enum arch_dim d)
+{
+	switch (d) {
+	case ARCH_DIM_D: return hp->d_model;
+	case ARCH_DIM_Q: return (int64_t)hp->n_heads * hp->head_dim;
+	case ARCH_DIM_KV: return (int64_t)hp->n_kv_heads * hp->head_dim;
+	case ARCH_DIM_F: return hp->ffn_dim;
+	case ARCH_DIM_DH: return hp->head_dim;
+	case ARCH_DIM_V: return hp->vocab;
+	default: return 0;
+	}
+}
+
+int arch_shape(const struct layout_hparams *hp, const struct arch_tensor *t, int64_t shape[2])
+{
+	int n = t->shape[1] ? 2 : 1;
+	for (int i = 0; i < n; i++)
+		shape[i] = arch_dim(hp, t->shape[i]);
+	return n;
+}
