@@ -1,4 +1,4 @@
-/* serve.c: the engine of `ferry serve` (serve.h). */
+/* serve.c: the worker of `ferry serve` (serve.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,7 +195,7 @@ void srv_cancel(struct srv *v, struct srv_req *q)
 }
 
 /* Under v->mu: queued requests into the scheduler, cancellations carried out, finished requests let go.
- * Returns the number of requests the engine still has. */
+ * Returns the number of requests the worker still has. */
 static int srv_sync_locked(struct srv *v)
 {
 	for (int i = 0; i < v->n_inbox; i++) {
@@ -237,7 +237,7 @@ static int srv_sync_locked(struct srv *v)
 	return n;
 }
 
-int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
+int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 {
 	double stop_at = 0;
 	char err[ERR_LEN];

@@ -1,10 +1,10 @@
 /*
- * serve.h: the engine behind `ferry serve`: requests from the HTTP threads (src/cli/cmd_serve.c) join the step
- * scheduler between steps and leave when done or cancelled, so every streamed layer serves every request in
- * flight (continuous batching). One engine thread owns the model; HTTP threads hand requests over through an
- * inbox and read their text as it grows, all under one mutex.
+ * serve.h: the worker behind `ferry serve`: requests from the HTTP threads (http.h) join the step scheduler
+ * between steps and leave when done or cancelled, so every streamed layer serves every request in flight
+ * (continuous batching). One worker thread owns the model and runs the scheduler; HTTP threads hand requests
+ * over through an inbox and read their text as it grows, all under one mutex.
  *
- * A step cannot take requests once it runs, so an idle engine waits `window` seconds after the first request
+ * A step cannot take requests once it runs, so an idle worker waits `window` seconds after the first request
  * arrives: clients that come together share the first pass instead of the later ones waiting a whole pass.
  *
  * A request's life: srv_submit (queued; refused when --max-queue requests are live or the server is
@@ -12,9 +12,9 @@
  * begin a stop string is held back from `ready`), done. srv_cancel (a client gone) ends it at the next step
  * and frees its sequence. Both sides hold a reference; the last srv_req_put frees it.
  *
- * Shutdown (srv_engine_run's signal counter): the first signal stops admitting (queued requests end with
+ * Shutdown (srv_worker_run's signal counter): the first signal stops admitting (queued requests end with
  * an error) and lets running ones finish for up to `grace` seconds, then cancels them; a second signal
- * cancels at once. srv_engine_run returns when nothing is live.
+ * cancels at once. srv_worker_run returns when nothing is live.
  */
 #ifndef FERRY_SERVE_H
 #define FERRY_SERVE_H
@@ -34,7 +34,7 @@ enum srv_end { SRV_END_NONE, SRV_END_STOP, SRV_END_LENGTH, SRV_END_CANCEL, SRV_E
 struct srv_req {
 	struct sched_req r; /* first: the scheduler's callbacks get &r */
 	struct req_params p;
-	struct tok_stream ts; /* engine thread only */
+	struct tok_stream ts; /* the worker thread only */
 	/* under srv.mu */
 	struct tok_buf text;  /* the generated text, cut before a stop string */
 	size_t ready;         /* bytes of text that can be sent now */
@@ -50,13 +50,13 @@ struct srv_req {
 
 struct srv {
 	pthread_mutex_t mu;
-	pthread_cond_t wake;  /* the engine's: a request arrived or was cancelled */
+	pthread_cond_t wake;  /* the worker's: a request arrived or was cancelled */
 	struct srv_req **inbox, **active;
 	int n_inbox, cap_inbox, n_active, cap_active;
 	int n_live, max_live; /* requests submitted and not yet done; the bound of the queue */
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
 	int n_reqs;           /* srv_req objects alive (an HTTP thread may still be sending one's end) */
-	double window;        /* seconds an idle engine waits after a request arrives for others to join its step */
+	double window;        /* seconds an idle worker waits after a request arrives for others to join its step */
 	long long gen_tokens, n_cancelled, n_served, steps;
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	struct model *m;
@@ -77,10 +77,10 @@ int srv_req_new(struct srv *v, struct srv_req **out);
 int srv_submit(struct srv *v, struct srv_req *q);
 void srv_cancel(struct srv *v, struct srv_req *q);
 void srv_req_put(struct srv *v, struct srv_req *q);
-/* Runs the engine on the calling thread until a signal (counted in *signals) has drained it. 0, or a
+/* Runs the worker on the calling thread until a signal (counted in *signals) has drained it. 0, or a
  * negative errno after printing why. */
-int srv_engine_run(struct srv *v, volatile sig_atomic_t *signals, double grace);
-/* After srv_engine_run: waits up to timeout seconds for the HTTP threads to let go of every request (their
+int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace);
+/* After srv_worker_run: waits up to timeout seconds for the HTTP threads to let go of every request (their
  * responses sent). True when they did. */
 bool srv_wait_idle(struct srv *v, double timeout);
 
