@@ -4,7 +4,7 @@
  *   dequant_tool dequant FMT N        stdin: the bytes of N values in format FMT; stdout: N f32
  *   dequant_tool matmul FMT N K T     stdin: W (N rows of K values in FMT), then x as T*K f32;
  *                                     stdout: y = x . W^T as T*N f32 (cpu_matmul, all threads)
- * FMT is a name of src/layout/wfmt.c (Q8_0, Q4_K, F32...). Exit 0, or 1 with a message on stderr.
+ * FMT is a format name of src/layout/wfmt_list.h (Q8_0, Q4_K, F32...). Exit 0, or 1 with a message on stderr.
  */
 #include <omp.h>
 #include <stdio.h>

@@ -121,8 +121,9 @@ static void test_matmul(void)
 	}
 }
 
-static const int quant_fmts[] = {WFMT_Q8_0, WFMT_Q4_0, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K};
-#define N_QUANT_FMTS (int)(sizeof(quant_fmts) / sizeof(quant_fmts[0]))
+/* Every quantized format of src/layout/wfmt_list.h (block > 1), smallest block first, filled by main: a new row
+ * is tested at once (and fails until ref_dequant knows it). */
+static int quant_fmts[WFMT_COUNT], n_quant_fmts;
 
 static uint16_t rd16(const uint8_t *p)
 {
@@ -202,7 +203,7 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 /* Every quantized value of fmt's rows from cpu_row_to_f32, bit for bit; cpu_fmt_supported agrees. */
 static void test_dequant(void)
 {
-	for (int f = 0; f < N_QUANT_FMTS; f++) {
+	for (int f = 0; f < n_quant_fmts; f++) {
 		int fmt = quant_fmts[f], bk = (int)wfmt_table[fmt].block, bb = (int)wfmt_table[fmt].block_bytes;
 		size_t nb = 2000;
 		uint8_t *q = rand_blocks(fmt, nb);
@@ -242,7 +243,7 @@ static int dot_errors(const char *what, int fmt, const float *y, const double *r
 static void test_matmul_quant(void)
 {
 	const int Ts[] = {1, 2, 3, 5, 17}, nblocks[] = {1, 2, 3, 10};
-	for (int f = 0; f < N_QUANT_FMTS; f++) {
+	for (int f = 0; f < n_quant_fmts; f++) {
 		int fmt = quant_fmts[f], bk = (int)wfmt_table[fmt].block, bb = (int)wfmt_table[fmt].block_bytes;
 		for (size_t kb = 0; kb < sizeof(nblocks) / sizeof(nblocks[0]); kb++) {
 			int N = 33, K = nblocks[kb] * bk, nb = N * nblocks[kb];
@@ -752,7 +753,7 @@ static void test_thread_invariance(void)
 	free(wv);
 	free(W);
 	/* quantized: the fused decode path (T = 1, 3) and the row-buffer path (T = 7) */
-	for (int f = 0; f < N_QUANT_FMTS; f++) {
+	for (int f = 0; f < n_quant_fmts; f++) {
 		int fmt = quant_fmts[f], Kq = 2 * (int)wfmt_table[fmt].block;
 		uint8_t *Wq = rand_blocks(fmt, (size_t)N * 2);
 		float *xq = malloc(sizeof(float) * 7 * (size_t)Kq), yq1[7 * 50], yq2[7 * 50];
@@ -774,6 +775,10 @@ static void test_thread_invariance(void)
 
 int main(void)
 {
+	int fmts[WFMT_COUNT], n = wfmt_sorted(fmts, 0);
+	for (int i = 0; i < n; i++)
+		if (wfmt_table[fmts[i]].block > 1)
+			quant_fmts[n_quant_fmts++] = fmts[i];
 	scratch = malloc(sizeof(float) * 4096 * (size_t)(omp_get_max_threads() > 2 ? omp_get_max_threads() : 2));
 	test_f16();
 	test_matmul();

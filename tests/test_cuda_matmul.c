@@ -197,8 +197,6 @@ int main(void)
 	if (!rng_state)
 		rng_state = 1;
 
-	static const int fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16, WFMT_Q8_0, WFMT_Q4_0,
-				   WFMT_Q5_0, WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K};
 	static const int Ns[] = {1, 7, 33, 640, 1000};
 	static const int Ts[] = {1, 2, 3, 5, 8, 16, 17, 33, 100};
 	static const int K_float[] = {7, 33, 640, 1000}, K_q32[] = {32, 96, 640}, K_k[] = {256, 2048, 5120};
@@ -239,8 +237,11 @@ int main(void)
 
 	check_errors(&c, &b);
 	int turn = 0;
-	for (size_t fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
+	int fmts[WFMT_COUNT], n_fmts = wfmt_sorted(fmts, 0);
+	for (int fi = 0; fi < n_fmts; fi++) {
 		int fmt = fmts[fi];
+		if (!cuda_fmt_supported(fmt))
+			continue;
 		const int *Ks = wfmt_table[fmt].block == 1 ? K_float : wfmt_table[fmt].block == QK ? K_q32 : K_k;
 		int nK = wfmt_table[fmt].block == 1 ? 4 : 3;
 		for (int ki = 0; ki < nK; ki++)

@@ -409,7 +409,7 @@ static int cu_attention(struct backend *b, float *out, const float *q, const str
 
 static bool cu_kv_supports(int fmt)
 {
-	return fmt == KV_F16 || fmt == KV_Q8 || fmt == KV_Q4;
+	return kv_fmt_on_cuda(fmt);
 }
 
 static int cu_glu(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act)

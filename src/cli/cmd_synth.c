@@ -96,7 +96,9 @@ int ferry_synth(int argc, char **argv)
 		if (!strcasecmp(fmt, wfmt_table[i].name) && wfmt_table[i].block)
 			o.fmt = i;
 	if (o.fmt < 0) {
-		fprintf(stderr, "ferry: --fmt: unknown format '%s' (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k)\n", fmt);
+		char fmts[128];
+		wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_LOWER);
+		fprintf(stderr, "ferry: --fmt: unknown format '%s' (%s)\n", fmt, fmts);
 		return 2;
 	}
 	char err[ERR_LEN];

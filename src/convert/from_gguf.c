@@ -44,22 +44,6 @@ struct gconv {
 	size_t errlen;
 };
 
-static int ggml_type_wfmt(uint32_t type)
-{
-	switch (type) {
-	case 0: return WFMT_F32;
-	case 1: return WFMT_F16;
-	case 2: return WFMT_Q4_0;
-	case 6: return WFMT_Q5_0;
-	case 8: return WFMT_Q8_0;
-	case 12: return WFMT_Q4_K;
-	case 13: return WFMT_Q5_K;
-	case 14: return WFMT_Q6_K;
-	case 30: return WFMT_BF16;
-	default: return -1;
-	}
-}
-
 /* {arch}.suffix as an integer: 0, -ENOENT when absent (def is used), or -EINVAL with a message. */
 static int arch_int(struct gconv *c, const char *suffix, int64_t def, int64_t lo, int64_t hi, int *out)
 {
@@ -282,10 +266,13 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 		snprintf(c->err, c->errlen, "%s: tensor %s is missing", c->path, src);
 		return -ENOENT;
 	}
-	int fmt = ggml_type_wfmt(t->type);
+	const struct wfmt_ggml *gt = wfmt_ggml_find(t->type);
+	int fmt = gt ? gt->wfmt : -1;
 	if (fmt < 0) {
-		snprintf(c->err, c->errlen, "%s: tensor %s has type %s (%u), which ferry does not support (F32, F16, BF16, "
-			 "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)", c->path, src, gguf_ggml_type_name(t->type), t->type);
+		char fmts[128];
+		wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_GGUF);
+		snprintf(c->err, c->errlen, "%s: tensor %s has type %s (%u), which ferry does not support (%s)", c->path,
+			 src, gguf_ggml_type_name(t->type), t->type, fmts);
 		return -ENOTSUP;
 	}
 	int ndim = rows ? 2 : 1;

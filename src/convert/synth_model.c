@@ -103,7 +103,9 @@ int synth_check(const struct synth_opts *o, char *err, size_t errlen)
 {
 	const struct synth_shape *s = &o->shape;
 	if (o->fmt < 0 || o->fmt >= WFMT_COUNT || wfmt_table[o->fmt].block == 0) {
-		snprintf(err, errlen, "--fmt: not a format synth writes (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k)");
+		char fmts[128];
+		wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_LOWER);
+		snprintf(err, errlen, "--fmt: not a format synth writes (%s)", fmts);
 		return -EINVAL;
 	}
 	const struct {
@@ -232,101 +234,114 @@ static void sub_scales(struct rng *r, uint8_t *sc, int n)
 		sc[j] = (uint8_t)(8 + (v & 7));
 }
 
-/* Fills one row of K values of format fmt whose values have RMS rms. */
-static void fill_row(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+/* One row of K values of format fmt whose values have RMS rms: synth_fill_<k> for each format with kernels
+ * (src/layout/wfmt_list.h). */
+static void fill_float(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
-	int64_t nb = K / (int64_t)wfmt_table[fmt].block;
-	switch (fmt) {
-	case WFMT_F32:
-	case WFMT_F16:
-	case WFMT_BF16: {
-		float a = (float)(rms * sqrt(3.0)); /* uniform in [-a, a) */
-		for (int64_t i = 0; i < K; i += 2) {
-			uint64_t v = rng_next(r);
-			float x[2] = {a * unif((uint32_t)v), a * unif((uint32_t)(v >> 32))};
-			for (int k = 0; k < 2 && i + k < K; k++) {
-				if (fmt == WFMT_F32) {
-					memcpy(dst + 4 * (i + k), &x[k], 4);
-				} else {
-					uint16_t h = fmt == WFMT_F16 ? f32_to_f16(x[k]) : f32_to_bf16(x[k]);
-					memcpy(dst + 2 * (i + k), &h, 2);
-				}
-			}
-		}
-		return;
-	}
-	case WFMT_Q8_0: {
-		struct block_q8_0 *b = (struct block_q8_0 *)dst;
-		double base = rms / (quant_rms(255, 127) * JITTER_RMS);
-		for (int64_t i = 0; i < nb; i++) {
-			b[i].d = f16_of(base * jitter(r));
-			rng_bytes(r, b[i].qs, QK);
-			for (int j = 0; j < QK; j++) /* ggml's quantizer never writes -128 */
-				b[i].qs[j] = b[i].qs[j] == -128 ? -127 : b[i].qs[j];
-		}
-		return;
-	}
-	case WFMT_Q4_0: {
-		struct block_q4_0 *b = (struct block_q4_0 *)dst;
-		double base = rms / (quant_rms(16, 8) * JITTER_RMS);
-		for (int64_t i = 0; i < nb; i++) {
-			b[i].d = f16_of(base * jitter(r));
-			rng_bytes(r, b[i].qs, sizeof(b[i].qs));
-		}
-		return;
-	}
-	case WFMT_Q5_0: {
-		struct block_q5_0 *b = (struct block_q5_0 *)dst;
-		double base = rms / (quant_rms(32, 16) * JITTER_RMS);
-		for (int64_t i = 0; i < nb; i++) {
-			b[i].d = f16_of(base * jitter(r));
-			rng_bytes(r, b[i].qh, sizeof(b[i].qh));
-			rng_bytes(r, b[i].qs, sizeof(b[i].qs));
-		}
-		return;
-	}
-	case WFMT_Q4_K:
-	case WFMT_Q5_K: {
-		/* y = d sc q - dmin m with m = sc and dmin = center d: y = d sc (q - center), zero-mean */
-		bool five = fmt == WFMT_Q5_K;
-		int levels = five ? 32 : 16;
-		double center = (levels - 1) / 2.0, base = rms / (quant_rms(levels, center) * SC_RMS * JITTER_RMS);
-		for (int64_t i = 0; i < nb; i++) {
-			uint8_t sc[8], *blk = dst + i * (int64_t)wfmt_table[fmt].block_bytes;
-			uint16_t d = f16_of(base * jitter(r)), dmin = f16_of(f16_to_f32(d) * center);
-			sub_scales(r, sc, 8);
-			if (five) {
-				struct block_q5_K *b = (struct block_q5_K *)blk;
-				b->d = d, b->dmin = dmin;
-				k_scales_pack(sc, sc, b->scales);
-				rng_bytes(r, b->qh, sizeof(b->qh));
-				rng_bytes(r, b->qs, sizeof(b->qs));
+	float a = (float)(rms * sqrt(3.0)); /* uniform in [-a, a) */
+	for (int64_t i = 0; i < K; i += 2) {
+		uint64_t v = rng_next(r);
+		float x[2] = {a * unif((uint32_t)v), a * unif((uint32_t)(v >> 32))};
+		for (int k = 0; k < 2 && i + k < K; k++) {
+			if (fmt == WFMT_F32) {
+				memcpy(dst + 4 * (i + k), &x[k], 4);
 			} else {
-				struct block_q4_K *b = (struct block_q4_K *)blk;
-				b->d = d, b->dmin = dmin;
-				k_scales_pack(sc, sc, b->scales);
-				rng_bytes(r, b->qs, sizeof(b->qs));
+				uint16_t h = fmt == WFMT_F16 ? f32_to_f16(x[k]) : f32_to_bf16(x[k]);
+				memcpy(dst + 2 * (i + k), &h, 2);
 			}
 		}
-		return;
 	}
-	case WFMT_Q6_K: {
-		struct block_q6_K *b = (struct block_q6_K *)dst;
-		double base = rms / (quant_rms(64, 32) * SC_RMS * JITTER_RMS);
-		for (int64_t i = 0; i < nb; i++) {
-			uint8_t sc[16];
-			sub_scales(r, sc, 16);
-			for (int j = 0; j < 16; j++)
-				b[i].scales[j] = (int8_t)sc[j];
-			rng_bytes(r, b[i].ql, sizeof(b[i].ql));
-			rng_bytes(r, b[i].qh, sizeof(b[i].qh));
-			b[i].d = f16_of(base * jitter(r));
-		}
-		return;
-	}
-	}
-	abort(); /* synth_check admits only the formats above */
 }
+
+static void synth_fill_q8_0(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q8_0 *b = (struct block_q8_0 *)dst;
+	double base = rms / (quant_rms(255, 127) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK; i++) {
+		b[i].d = f16_of(base * jitter(r));
+		rng_bytes(r, b[i].qs, QK);
+		for (int j = 0; j < QK; j++) /* ggml's quantizer never writes -128 */
+			b[i].qs[j] = b[i].qs[j] == -128 ? -127 : b[i].qs[j];
+	}
+}
+
+static void synth_fill_q4_0(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q4_0 *b = (struct block_q4_0 *)dst;
+	double base = rms / (quant_rms(16, 8) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK; i++) {
+		b[i].d = f16_of(base * jitter(r));
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
+static void synth_fill_q5_0(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q5_0 *b = (struct block_q5_0 *)dst;
+	double base = rms / (quant_rms(32, 16) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK; i++) {
+		b[i].d = f16_of(base * jitter(r));
+		rng_bytes(r, b[i].qh, sizeof(b[i].qh));
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
+/* Q4_K and Q5_K: y = d sc q - dmin m with m = sc and dmin = center d: y = d sc (q - center), zero-mean */
+static void fill_k45(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	bool five = fmt == WFMT_Q5_K;
+	int levels = five ? 32 : 16;
+	double center = (levels - 1) / 2.0, base = rms / (quant_rms(levels, center) * SC_RMS * JITTER_RMS);
+	size_t bb = five ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		uint8_t sc[8], *blk = dst + (size_t)i * bb;
+		uint16_t d = f16_of(base * jitter(r)), dmin = f16_of(f16_to_f32(d) * center);
+		sub_scales(r, sc, 8);
+		if (five) {
+			struct block_q5_K *b = (struct block_q5_K *)blk;
+			b->d = d, b->dmin = dmin;
+			k_scales_pack(sc, sc, b->scales);
+			rng_bytes(r, b->qh, sizeof(b->qh));
+			rng_bytes(r, b->qs, sizeof(b->qs));
+		} else {
+			struct block_q4_K *b = (struct block_q4_K *)blk;
+			b->d = d, b->dmin = dmin;
+			k_scales_pack(sc, sc, b->scales);
+			rng_bytes(r, b->qs, sizeof(b->qs));
+		}
+	}
+}
+
+static void synth_fill_q6_k(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q6_K *b = (struct block_q6_K *)dst;
+	double base = rms / (quant_rms(64, 32) * SC_RMS * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		uint8_t sc[16];
+		sub_scales(r, sc, 16);
+		for (int j = 0; j < 16; j++)
+			b[i].scales[j] = (int8_t)sc[j];
+		rng_bytes(r, b[i].ql, sizeof(b[i].ql));
+		rng_bytes(r, b[i].qh, sizeof(b[i].qh));
+		b[i].d = f16_of(base * jitter(r));
+	}
+}
+
+/* The element formats share one filler, Q4_K and Q5_K another. */
+#define synth_fill_f32 fill_float
+#define synth_fill_f16 fill_float
+#define synth_fill_bf16 fill_float
+#define synth_fill_q4_k fill_k45
+#define synth_fill_q5_k fill_k45
+typedef void (*synth_fill_fn)(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r);
+#define FILL_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(synth_fill_##k, NULL),
+/* NULL for a format with no kernels: synth_check refuses it */
+static const synth_fill_fn fill_by_fmt[WFMT_COUNT] = {WFMT_LIST(FILL_ROW)};
+#undef FILL_ROW
 
 static void fill_norm(float *dst, int64_t n, struct rng *r)
 {
@@ -347,7 +362,7 @@ static void gen_rows(const struct synth_opts *o, int u, int ti, const struct syn
 		if (t->norm)
 			fill_norm((float *)(dst + (uint64_t)i * rb), t->cols, &r);
 		else
-			fill_row(t->fmt, dst + (uint64_t)i * rb, t->cols, rms, &r);
+			fill_by_fmt[t->fmt](t->fmt, dst + (uint64_t)i * rb, t->cols, rms, &r);
 	}
 }
 

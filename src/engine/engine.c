@@ -36,8 +36,12 @@ static int kv_fmt_of(const char *name, const struct backend *b, char *err, size_
 			;
 	if (f < KV_FMT_COUNT && b->ops->kv_supports(f))
 		return f;
+	char fmts[64] = "";
+	for (int k = 0; k < KV_FMT_COUNT; k++)
+		if (b->ops->kv_supports(k))
+			snprintf(fmts + strlen(fmts), sizeof(fmts) - strlen(fmts), "%s%s", fmts[0] ? ", " : "", kv_fmt_name(k));
 	snprintf(err, errlen, "--kv %s: not a KV format of the %s backend (%s)", name ? name : "default", b->ops->name,
-		 b->ops->host_memory ? "f32, f16, q8, q4" : "f16, q8, q4");
+		 fmts);
 	return -EINVAL;
 }
 

@@ -37,19 +37,49 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum kv_fmt { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2, KV_Q4 = 3, KV_FMT_COUNT };
+/* Every KV row format, one row each (X-macros): the enum, the row sizes below, the names --kv takes and the
+ * per-format kernel tables (kernels/cpu/kv_quant.c, kernels/cuda/attention.cu and kv_store.cu) come from it.
+ * KV_FMT_LIST(X) calls X(id, k, bits, scaled, cuda) once per format, in enum order (the order --kv lists them):
+ *   id      KV_<id>; k: the name (--kv, plans; #k) and the suffix of its CPU kernels kv_quant_<k>, kv_dequant_<k>
+ *   bits    bits per value in the q part of a row: qrow = Dh * bits / 8
+ *   scaled  1: group-quantized: an f16 scale per KV_GROUP values (the s part of a row), values stored rotated
+ *   cuda    1: the CUDA kernels read and write it (k_kv_store<KV_id>, att_tile<KV_id>); the CPU kernels, the
+ *           exact reference, take every format */
+#define KV_FMT_LIST(X)        \
+	X(F32, f32, 32, 0, 0) \
+	X(F16, f16, 16, 0, 1) \
+	X(Q8,  q8,  8,  1, 1) \
+	X(Q4,  q4,  4,  1, 1)
+
+/* KV_IF_<0 or 1>(yes, no): a 0/1 column of KV_FMT_LIST as a selector for the tables built from it */
+#define KV_IF_1(yes, no) yes
+#define KV_IF_0(yes, no) no
+
+#define KV_ENUM_ROW(id, k, bits, scaled, cuda) KV_##id,
+enum kv_fmt { KV_FMT_LIST(KV_ENUM_ROW) KV_FMT_COUNT };
+#undef KV_ENUM_ROW
 
 #define KV_GROUP 32      /* values per scale (Q8/Q4) and per Hadamard rotation */
 #define KV_PAGE_ALIGN 64 /* a page holds a multiple of this many positions */
 
+/* The functions below test fmt against each row in turn: fmt == KV_<id> ? <the row's value> : ... */
 static inline int kv_qrow_bytes(int fmt, int Dh)
 {
-	return fmt == KV_F32 ? 4 * Dh : fmt == KV_F16 ? 2 * Dh : fmt == KV_Q8 ? Dh : Dh / 2;
+#define KV_QROW(id, k, bits, scaled, cuda) fmt == KV_##id ? Dh * (bits) / 8 :
+	return KV_FMT_LIST(KV_QROW) 0;
+#undef KV_QROW
+}
+
+static inline int kv_fmt_rotated(int fmt)
+{
+#define KV_SCALED(id, k, bits, scaled, cuda) fmt == KV_##id ? (scaled) :
+	return KV_FMT_LIST(KV_SCALED) 0;
+#undef KV_SCALED
 }
 
 static inline int kv_srow_bytes(int fmt, int Dh)
 {
-	return fmt == KV_Q8 || fmt == KV_Q4 ? Dh / KV_GROUP * 2 : 0;
+	return kv_fmt_rotated(fmt) ? Dh / KV_GROUP * 2 : 0;
 }
 
 static inline size_t kv_page_bytes(int fmt, int Hkv, int Dh, int page)
@@ -57,14 +87,19 @@ static inline size_t kv_page_bytes(int fmt, int Hkv, int Dh, int page)
 	return (size_t)Hkv * (size_t)page * (size_t)(kv_qrow_bytes(fmt, Dh) + kv_srow_bytes(fmt, Dh));
 }
 
-static inline int kv_fmt_rotated(int fmt)
+/* Whether the CUDA kernels take fmt */
+static inline int kv_fmt_on_cuda(int fmt)
 {
-	return fmt == KV_Q8 || fmt == KV_Q4;
+#define KV_CUDA(id, k, bits, scaled, cuda) fmt == KV_##id ? (cuda) :
+	return KV_FMT_LIST(KV_CUDA) 0;
+#undef KV_CUDA
 }
 
 static inline const char *kv_fmt_name(int fmt)
 {
-	return fmt == KV_F32 ? "f32" : fmt == KV_F16 ? "f16" : fmt == KV_Q8 ? "q8" : fmt == KV_Q4 ? "q4" : "?";
+#define KV_NAME(id, k, bits, scaled, cuda) fmt == KV_##id ? #k :
+	return KV_FMT_LIST(KV_NAME) "?";
+#undef KV_NAME
 }
 
 /* One layer's cache: two pools (keys, values) of n_pages pages each, in backend memory. `group` names the

@@ -14,6 +14,7 @@
 
 #include "layout/gguf.h"
 #include "layout/le.h"
+#include "layout/wfmt.h"
 
 #define GGUF_MAGIC 0x46554747u
 #define GGUF_MAX_KV (1u << 20)
@@ -132,32 +133,17 @@ static int rd_value(struct cursor *c, struct gguf_kv *kv)
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	uint32_t values, bytes;
-} ggml_types[] = {
-	[0] = {"F32", 1, 4},      [1] = {"F16", 1, 2},      [2] = {"Q4_0", 32, 18},   [3] = {"Q4_1", 32, 20},
-	[6] = {"Q5_0", 32, 22},   [7] = {"Q5_1", 32, 24},   [8] = {"Q8_0", 32, 34},   [9] = {"Q8_1", 32, 36},
-	[10] = {"Q2_K", 256, 84}, [11] = {"Q3_K", 256, 110}, [12] = {"Q4_K", 256, 144}, [13] = {"Q5_K", 256, 176},
-	[14] = {"Q6_K", 256, 210}, [15] = {"Q8_K", 256, 292}, [16] = {"IQ2_XXS", 256, 66}, [17] = {"IQ2_XS", 256, 74},
-	[18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50}, [20] = {"IQ4_NL", 32, 18}, [21] = {"IQ3_S", 256, 110},
-	[22] = {"IQ2_S", 256, 82}, [23] = {"IQ4_XS", 256, 136}, [24] = {"I8", 1, 1},    [25] = {"I16", 1, 2},
-	[26] = {"I32", 1, 4},     [27] = {"I64", 1, 8},     [28] = {"F64", 1, 8},     [29] = {"IQ1_M", 256, 56},
-	[30] = {"BF16", 1, 2},    [34] = {"TQ1_0", 256, 54}, [35] = {"TQ2_0", 256, 66}, [39] = {"MXFP4", 32, 17},
-};
-
 const char *gguf_ggml_type_name(uint32_t type)
 {
-	if (type < sizeof(ggml_types) / sizeof(ggml_types[0]) && ggml_types[type].name)
-		return ggml_types[type].name;
-	return "unknown";
+	const struct wfmt_ggml *g = wfmt_ggml_find(type);
+	return g ? g->name : "unknown";
 }
 
 void gguf_ggml_type_block(uint32_t type, uint32_t *values, uint32_t *bytes)
 {
-	bool known = type < sizeof(ggml_types) / sizeof(ggml_types[0]) && ggml_types[type].name;
-	*values = known ? ggml_types[type].values : 0;
-	*bytes = known ? ggml_types[type].bytes : 0;
+	const struct wfmt_ggml *g = wfmt_ggml_find(type);
+	*values = g ? g->block : 0;
+	*bytes = g ? g->block_bytes : 0;
 }
 
 static int rd_tensor(struct cursor *c, struct gguf_tensor *t, uint64_t *offset)

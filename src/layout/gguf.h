@@ -100,8 +100,8 @@ double gguf_arr_float(const struct gguf_kv *kv, uint64_t i);
 struct gguf_str gguf_arr_str(const struct gguf_kv *kv, uint64_t i);
 bool gguf_str_eq(struct gguf_str s, const char *z);
 
-/* ggml tensor types: name and block geometry (values per block, bytes per block); 0 block size if ferry
- * does not know the type. */
+/* ggml tensor types (src/layout/wfmt_list.h): name and block geometry (values per block, bytes per block);
+ * "unknown" and 0 block size if ferry does not know the type. */
 const char *gguf_ggml_type_name(uint32_t type);
 void gguf_ggml_type_block(uint32_t type, uint32_t *values, uint32_t *bytes);
 

@@ -1,13 +1,15 @@
 /*
  * quant.h: the GGUF quantized blocks ferry stores as they are (ggml-common.h layout, little-endian, packed),
  * one definition shared by the C and CUDA kernels. Values per block and bytes per block are also in
- * wfmt_table; the static asserts tie the two together. Dequantization formulas: ../shared/FACTS.md and the
- * kernels (src/kernels/cpu/convert.c).
+ * src/layout/wfmt_list.h; the static asserts tie the two together. Dequantization formulas: ../shared/FACTS.md
+ * and the kernels (src/kernels/cpu/dequant.c).
  */
 #ifndef FERRY_QUANT_H
 #define FERRY_QUANT_H
 
 #include <stdint.h>
+
+#include "layout/wfmt.h"
 
 #define QK 32     /* values per Q4_0/Q5_0/Q8_0 block */
 #define QK_K 256  /* values per K-quant super-block */
@@ -54,12 +56,12 @@ struct block_q6_K {
 #else
 #define QUANT_STATIC_ASSERT _Static_assert
 #endif
-QUANT_STATIC_ASSERT(sizeof(struct block_q4_0) == 18, "block_q4_0");
-QUANT_STATIC_ASSERT(sizeof(struct block_q5_0) == 22, "block_q5_0");
-QUANT_STATIC_ASSERT(sizeof(struct block_q8_0) == 34, "block_q8_0");
-QUANT_STATIC_ASSERT(sizeof(struct block_q4_K) == 144, "block_q4_K");
-QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == 176, "block_q5_K");
-QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == 210, "block_q6_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_0) == WFMT_BYTES_Q4_0, "block_q4_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q5_0) == WFMT_BYTES_Q5_0, "block_q5_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_0) == WFMT_BYTES_Q8_0, "block_q8_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_K) == WFMT_BYTES_Q4_K, "block_q4_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == WFMT_BYTES_Q5_K, "block_q5_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
 
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. */
 static inline void k_scale_min(int j, const uint8_t *s, uint8_t *sc, uint8_t *m)

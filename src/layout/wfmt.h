@@ -1,36 +1,33 @@
 /*
  * wfmt.h: weight format codes and the element conversions every backend shares.
  *
- * One code per storage format of a tensor in a model.ferry file. The numeric values are part of the
- * on-disk format (src/layout/FORMAT.md): never renumber, only append. Quantized formats keep their
- * block structure (bytes per block of `block` values); F32/F16/BF16 are block size 1.
+ * One code per storage format of a tensor in a model.ferry file, generated from the rows of wfmt_list.h (the one
+ * description of each format). The numeric values are part of the on-disk format (src/layout/FORMAT.md): never
+ * renumber, only append. Quantized formats keep their block structure (bytes per block of `block` values);
+ * F32/F16/BF16 are block size 1.
  */
 #ifndef FERRY_WFMT_H
 #define FERRY_WFMT_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-enum wfmt {
-	WFMT_F32 = 0,
-	WFMT_F16 = 1,
-	WFMT_BF16 = 2,
-	WFMT_Q8_0 = 3, /* GGUF blocks, kept as they are (src/layout/quant.h) */
-	WFMT_Q4_0 = 4,
-	WFMT_Q4_K = 5,
-	WFMT_Q5_K = 6,
-	WFMT_Q6_K = 7,
-	WFMT_NF4 = 8,   /* reserved: bitsandbytes NF4 */
-	WFMT_INT4G = 9, /* reserved: group-wise int4 with scales (GPTQ) */
-	WFMT_INT8G = 10,
-	WFMT_Q5_0 = 11, /* GGUF block: Q4_K_M files use it where a row is not a multiple of 256 */
-	WFMT_COUNT
-};
+#include "layout/wfmt_list.h"
+
+#define WFMT_ENUM_ROW(id, code, block, bytes, ggml, kind, k) WFMT_##id,
+enum wfmt { WFMT_LIST(WFMT_ENUM_ROW) WFMT_COUNT };
+#undef WFMT_ENUM_ROW
+/* WFMT_BYTES_<id>: bytes per block as a constant (quant.h checks its block structs against them) */
+#define WFMT_BYTES_ROW(id, code, block, bytes, ggml, kind, k) WFMT_BYTES_##id = bytes,
+enum { WFMT_LIST(WFMT_BYTES_ROW) };
+#undef WFMT_BYTES_ROW
 
 struct wfmt_info {
 	const char *name;
 	uint32_t block;       /* values per block */
 	uint32_t block_bytes; /* bytes per block */
+	int ggml;             /* GGML type id of the same bytes, -1: none */
 };
 
 extern const struct wfmt_info wfmt_table[WFMT_COUNT];
@@ -40,6 +37,24 @@ int wfmt_from_name(const char *name);
 const char *wfmt_name(int fmt);
 /* Bytes of a row of n values, 0 when n is not a multiple of the block or fmt is unknown. */
 uint64_t wfmt_row_bytes(int fmt, uint64_t n);
+
+/* A GGML tensor type (the type id of a GGUF tensor): a row of WFMT_LIST with a GGML id (wfmt its format) or
+ * of GGML_ONLY_LIST (wfmt -1: ferry can name and size it, not convert it). */
+struct wfmt_ggml {
+	uint32_t id;
+	const char *name;
+	uint32_t block, block_bytes;
+	int wfmt;
+};
+/* NULL for a type id neither list has. */
+const struct wfmt_ggml *wfmt_ggml_find(uint32_t id);
+
+/* The formats that have kernels (block > 0; WFMT_NAMES_GGUF: and a GGML type), smallest block first and then by
+ * code, into fmts; returns how many. The order of the messages that say what is accepted and of the tests. */
+enum { WFMT_NAMES_GGUF = 1, WFMT_NAMES_LOWER = 2 };
+int wfmt_sorted(int fmts[WFMT_COUNT], unsigned flags);
+/* Their names, ", "-separated ("F32, F16, BF16, Q8_0, ..."; WFMT_NAMES_LOWER: in lower case). */
+void wfmt_names(char *buf, size_t len, unsigned flags);
 
 /* IEEE half -> float, exact (subnormals, inf, nan). */
 static inline float f16_to_f32(uint16_t h)

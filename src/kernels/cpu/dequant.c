@@ -1,6 +1,9 @@
 /*
- * dequant.c: GGUF quantized blocks (src/layout/quant.h) -> f32, one function per format, bit-identical with
- * ggml's dequantize_row_* and gguf-py's gguf.quants.dequantize (tests/test_dequant.py checks both ways).
+ * dequant.c: stored weight rows -> f32 (cpu_row_to_f32, the only place the CPU kernels look at a weight format
+ * besides the fused dots), one function cpu_dequant_<k> per format of src/layout/wfmt_list.h and the table built
+ * from the list. Element formats are widened exactly; GGUF quantized blocks (src/layout/quant.h) are
+ * bit-identical with ggml's dequantize_row_* and gguf-py's gguf.quants.dequantize (tests/test_dequant.py
+ * checks both ways).
  * Identity needs ggml's order of float operations: f16 scales widened exactly, products formed left to
  * right (Q6_K: (d * sc) * q; Q4_K/Q5_K: d1 = d * sc and m1 = dmin * m first, then d1 * q - m1 as a
  * product and a separate subtraction). The product and the subtraction are separate statements so that
@@ -15,6 +18,26 @@
 #include "kernels/cpu/qdot.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
+
+/* Element formats: nb values. */
+void cpu_dequant_f32(const void *src, float *y, int64_t nb)
+{
+	memcpy(y, src, (size_t)nb * sizeof(float));
+}
+
+void cpu_dequant_f16(const void *src, float *y, int64_t nb)
+{
+	const uint16_t *h = src;
+	for (int64_t i = 0; i < nb; i++)
+		y[i] = f16_to_f32(h[i]);
+}
+
+void cpu_dequant_bf16(const void *src, float *y, int64_t nb)
+{
+	const uint16_t *h = src;
+	for (int64_t i = 0; i < nb; i++)
+		y[i] = bf16_to_f32(h[i]);
+}
 
 void cpu_dequant_q8_0(const void *src, float *y, int64_t nb)
 {
@@ -112,11 +135,19 @@ void cpu_dequant_q6_k(const void *src, float *y, int64_t nb)
 	}
 }
 
-cpu_dequant_fn cpu_dequant_find(int fmt)
+#define DEQUANT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(cpu_dequant_##k, NULL),
+static const cpu_dequant_fn dequant_by_fmt[WFMT_COUNT] = {WFMT_LIST(DEQUANT_ROW)};
+#undef DEQUANT_ROW
+
+bool cpu_fmt_supported(int fmt)
 {
-	static const cpu_dequant_fn by_fmt[WFMT_COUNT] = {
-		[WFMT_Q8_0] = cpu_dequant_q8_0, [WFMT_Q4_0] = cpu_dequant_q4_0, [WFMT_Q5_0] = cpu_dequant_q5_0,
-		[WFMT_Q4_K] = cpu_dequant_q4_k, [WFMT_Q5_K] = cpu_dequant_q5_k, [WFMT_Q6_K] = cpu_dequant_q6_k,
-	};
-	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
+	return fmt >= 0 && fmt < WFMT_COUNT && dequant_by_fmt[fmt];
+}
+
+int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n)
+{
+	if (!cpu_fmt_supported(fmt) || n % wfmt_table[fmt].block)
+		return -1;
+	dequant_by_fmt[fmt](src, dst, n / wfmt_table[fmt].block);
+	return 0;
 }

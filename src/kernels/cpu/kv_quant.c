@@ -4,6 +4,7 @@
  * rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q is computed from the
  * rounded scale by a true division and nearbyintf (nearest even in the default rounding mode). The
  * rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
+ * One quantize and one dequantize function per format of KV_FMT_LIST, reached through the table it generates.
  */
 #include <math.h>
 #include <string.h>
@@ -59,55 +60,85 @@ static void quant_q4_group(const float *x, uint8_t *q, uint16_t *s)
 		q[i] = (uint8_t)(nib[i] | nib[i + KV_GROUP / 2] << 4);
 }
 
+/* One row of each format (src/kernels/kv_pages.h: KV_FMT_LIST), kv_quant_<k> and kv_dequant_<k>. */
+static void kv_quant_f32(const float *x, void *q, void *s, int Dh)
+{
+	(void)s;
+	memcpy(q, x, sizeof(float) * (size_t)Dh);
+}
+
+static void kv_dequant_f32(const void *q, const void *s, float *x, int Dh)
+{
+	(void)s;
+	memcpy(x, q, sizeof(float) * (size_t)Dh);
+}
+
+static void kv_quant_f16(const float *x, void *q, void *s, int Dh)
+{
+	(void)s;
+	for (int i = 0; i < Dh; i++)
+		((uint16_t *)q)[i] = f32_to_f16(x[i]);
+}
+
+static void kv_dequant_f16(const void *q, const void *s, float *x, int Dh)
+{
+	(void)s;
+	for (int i = 0; i < Dh; i++)
+		x[i] = f16_to_f32(((const uint16_t *)q)[i]);
+}
+
+static void kv_quant_q8(const float *x, void *q, void *s, int Dh)
+{
+	for (int g = 0; g < Dh / KV_GROUP; g++)
+		quant_q8_group(x + g * KV_GROUP, (int8_t *)q + g * KV_GROUP, (uint16_t *)s + g);
+}
+
+static void kv_dequant_q8(const void *q, const void *s, float *x, int Dh)
+{
+	for (int g = 0; g < Dh / KV_GROUP; g++) {
+		float d = f16_to_f32(((const uint16_t *)s)[g]);
+		const int8_t *qg = (const int8_t *)q + g * KV_GROUP;
+		for (int i = 0; i < KV_GROUP; i++)
+			x[g * KV_GROUP + i] = (float)qg[i] * d;
+	}
+}
+
+static void kv_quant_q4(const float *x, void *q, void *s, int Dh)
+{
+	for (int g = 0; g < Dh / KV_GROUP; g++)
+		quant_q4_group(x + g * KV_GROUP, (uint8_t *)q + g * KV_GROUP / 2, (uint16_t *)s + g);
+}
+
+static void kv_dequant_q4(const void *q, const void *s, float *x, int Dh)
+{
+	for (int g = 0; g < Dh / KV_GROUP; g++) {
+		float d = f16_to_f32(((const uint16_t *)s)[g]);
+		const uint8_t *qg = (const uint8_t *)q + g * KV_GROUP / 2;
+		float *xg = x + g * KV_GROUP;
+		for (int i = 0; i < KV_GROUP / 2; i++) {
+			xg[i] = (float)((qg[i] & 15) - 8) * d;
+			xg[i + KV_GROUP / 2] = (float)((qg[i] >> 4) - 8) * d;
+		}
+	}
+}
+
+static const struct {
+	void (*quant)(const float *x, void *q, void *s, int Dh);
+	void (*dequant)(const void *q, const void *s, float *x, int Dh);
+} kv_by_fmt[KV_FMT_COUNT] = {
+#define KV_ROW(id, k, bits, scaled, cuda) {kv_quant_##k, kv_dequant_##k},
+	KV_FMT_LIST(KV_ROW)
+#undef KV_ROW
+};
+
 void cpu_kv_row_quant(int fmt, const float *x, void *q, void *s, int Dh)
 {
-	switch (fmt) {
-	case KV_F32:
-		memcpy(q, x, sizeof(float) * (size_t)Dh);
-		break;
-	case KV_F16:
-		for (int i = 0; i < Dh; i++)
-			((uint16_t *)q)[i] = f32_to_f16(x[i]);
-		break;
-	case KV_Q8:
-		for (int g = 0; g < Dh / KV_GROUP; g++)
-			quant_q8_group(x + g * KV_GROUP, (int8_t *)q + g * KV_GROUP, (uint16_t *)s + g);
-		break;
-	case KV_Q4:
-		for (int g = 0; g < Dh / KV_GROUP; g++)
-			quant_q4_group(x + g * KV_GROUP, (uint8_t *)q + g * KV_GROUP / 2, (uint16_t *)s + g);
-		break;
-	}
+	if (fmt >= 0 && fmt < KV_FMT_COUNT)
+		kv_by_fmt[fmt].quant(x, q, s, Dh);
 }
 
 void cpu_kv_row_dequant(int fmt, const void *q, const void *s, float *x, int Dh)
 {
-	switch (fmt) {
-	case KV_F32:
-		memcpy(x, q, sizeof(float) * (size_t)Dh);
-		break;
-	case KV_F16:
-		for (int i = 0; i < Dh; i++)
-			x[i] = f16_to_f32(((const uint16_t *)q)[i]);
-		break;
-	case KV_Q8:
-		for (int g = 0; g < Dh / KV_GROUP; g++) {
-			float d = f16_to_f32(((const uint16_t *)s)[g]);
-			const int8_t *qg = (const int8_t *)q + g * KV_GROUP;
-			for (int i = 0; i < KV_GROUP; i++)
-				x[g * KV_GROUP + i] = (float)qg[i] * d;
-		}
-		break;
-	case KV_Q4:
-		for (int g = 0; g < Dh / KV_GROUP; g++) {
-			float d = f16_to_f32(((const uint16_t *)s)[g]);
-			const uint8_t *qg = (const uint8_t *)q + g * KV_GROUP / 2;
-			float *xg = x + g * KV_GROUP;
-			for (int i = 0; i < KV_GROUP / 2; i++) {
-				xg[i] = (float)((qg[i] & 15) - 8) * d;
-				xg[i + KV_GROUP / 2] = (float)((qg[i] >> 4) - 8) * d;
-			}
-		}
-		break;
-	}
+	if (fmt >= 0 && fmt < KV_FMT_COUNT)
+		kv_by_fmt[fmt].dequant(q, s, x, Dh);
 }

@@ -49,7 +49,7 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 	{
 		float *row = wfmt == WFMT_F32 ? NULL : scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
 		/* the row buffer holds the sums of x instead (T * K/32 <= K floats); only the formats with a min use them */
-		if (qdot && (wfmt == WFMT_Q4_K || wfmt == WFMT_Q5_K))
+		if (qdot && cpu_qdot_reads_xsums(wfmt))
 			cpu_qdot_xsums(x, K, T, K, row);
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++) {

@@ -2,7 +2,7 @@
  * qdot.c: the portable fused dot of a quantized weight row with up to QDOT_MAX_T activation rows
  * (contract in qdot.h), and the choice between it and the AVX2 kernels of qdot_avx2.c. Each block is
  * dequantized exactly (dequant.c) into a buffer on the stack, then dotted with every token's x, so the
- * weight row is read once for all T tokens.
+ * weight row is read once for all T tokens. One per format whose kind has a fused dot (src/layout/wfmt_list.h).
  */
 #include <stddef.h>
 
@@ -30,30 +30,36 @@ static void qdot_portable(cpu_dequant_fn deq, int block, int block_bytes, const 
 		out[t] = acc[t];
 }
 
-#define QDOT_PORTABLE(name, fmt, deq)                                                                           \
-	static void name(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out) \
-	{                                                                                                       \
-		(void)xs;                                                                                       \
-		qdot_portable(deq, (int)wfmt_table[fmt].block, (int)wfmt_table[fmt].block_bytes, w, x, ldx, T,  \
-			      K, out);                                                                          \
+/* qdot_<k> for every format with a fused dot (src/layout/wfmt_list.h), around its cpu_dequant_<k> */
+#define QDOT_PORTABLE(id, k)                                                                                     \
+	static void qdot_##k(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out) \
+	{                                                                                                        \
+		(void)xs;                                                                                        \
+		qdot_portable(cpu_dequant_##k, (int)wfmt_table[WFMT_##id].block,                                 \
+			      (int)wfmt_table[WFMT_##id].block_bytes, w, x, ldx, T, K, out);                     \
 	}
+#define QDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(QDOT_PORTABLE(id, k), )
+WFMT_LIST(QDOT_DEF)
+#undef QDOT_DEF
 
-QDOT_PORTABLE(qdot_q8_0, WFMT_Q8_0, cpu_dequant_q8_0)
-QDOT_PORTABLE(qdot_q4_0, WFMT_Q4_0, cpu_dequant_q4_0)
-QDOT_PORTABLE(qdot_q5_0, WFMT_Q5_0, cpu_dequant_q5_0)
-QDOT_PORTABLE(qdot_q4_k, WFMT_Q4_K, cpu_dequant_q4_k)
-QDOT_PORTABLE(qdot_q5_k, WFMT_Q5_K, cpu_dequant_q5_k)
-QDOT_PORTABLE(qdot_q6_k, WFMT_Q6_K, cpu_dequant_q6_k)
+#define QDOT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(qdot_##k, NULL),
+static const cpu_qdot_fn qdot_by_fmt[WFMT_COUNT] = {WFMT_LIST(QDOT_ROW)};
+#undef QDOT_ROW
+
+#define XSUMS_ROW(id, code, block, bytes, ggml, kind, k) WFMT_XSUMS_##kind(true, false),
+static const bool xsums_by_fmt[WFMT_COUNT] = {WFMT_LIST(XSUMS_ROW)};
+#undef XSUMS_ROW
 
 cpu_qdot_fn cpu_qdot_find(int fmt, bool simd)
 {
-	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {
-		[WFMT_Q8_0] = qdot_q8_0, [WFMT_Q4_0] = qdot_q4_0, [WFMT_Q5_0] = qdot_q5_0,
-		[WFMT_Q4_K] = qdot_q4_k, [WFMT_Q5_K] = qdot_q5_k, [WFMT_Q6_K] = qdot_q6_k,
-	};
 	if (simd)
 		return cpu_qdot_find_avx2(fmt);
-	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
+	return fmt >= 0 && fmt < WFMT_COUNT ? qdot_by_fmt[fmt] : NULL;
+}
+
+bool cpu_qdot_reads_xsums(int fmt)
+{
+	return fmt >= 0 && fmt < WFMT_COUNT && xsums_by_fmt[fmt];
 }
 
 void cpu_qdot_xsums(const float *x, int64_t ldx, int T, int K, float *xs)

@@ -126,6 +126,28 @@ AI void q32_t(int fmt, const void *w, const float *x, int64_t ldx, int T, int K,
 	finish(acc, T, mins, out);
 }
 
+/* The kernels of the formats, qdot_avx2_<k> (src/layout/wfmt_list.h), with one signature; T is a constant in
+ * each copy the dispatch below makes. */
+#define QDOT_AVX2_ARGS const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out
+
+AI void qdot_avx2_q8_0(QDOT_AVX2_ARGS)
+{
+	(void)xs;
+	q32_t(WFMT_Q8_0, w, x, ldx, T, K, out);
+}
+
+AI void qdot_avx2_q4_0(QDOT_AVX2_ARGS)
+{
+	(void)xs;
+	q32_t(WFMT_Q4_0, w, x, ldx, T, K, out);
+}
+
+AI void qdot_avx2_q5_0(QDOT_AVX2_ARGS)
+{
+	(void)xs;
+	q32_t(WFMT_Q5_0, w, x, ldx, T, K, out);
+}
+
 /* Q4_K and Q5_K (qh NULL for Q4_K): scales d*sc in registers, mins dmin*m against the sums of x */
 AI void k45_block(__m256 *acc, float *mins, int T, const uint8_t *scales, const uint8_t *qs, const uint8_t *qh,
 		  uint16_t dh, uint16_t mh, const float *x, int64_t ldx, const float *xs, int nsub)
@@ -153,7 +175,7 @@ AI void k45_block(__m256 *acc, float *mins, int T, const uint8_t *scales, const 
 	}
 }
 
-AI void q4_k_t(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out)
+AI void qdot_avx2_q4_k(QDOT_AVX2_ARGS)
 {
 	const struct block_q4_K *b = w;
 	__m256 acc[QDOT_MAX_T] = {0};
@@ -164,7 +186,7 @@ AI void q4_k_t(const void *w, const float *x, int64_t ldx, const float *xs, int 
 	finish(acc, T, mins, out);
 }
 
-AI void q5_k_t(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out)
+AI void qdot_avx2_q5_k(QDOT_AVX2_ARGS)
 {
 	const struct block_q5_K *b = w;
 	__m256 acc[QDOT_MAX_T] = {0};
@@ -175,8 +197,9 @@ AI void q5_k_t(const void *w, const float *x, int64_t ldx, const float *xs, int 
 	finish(acc, T, mins, out);
 }
 
-AI void q6_k_t(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+AI void qdot_avx2_q6_k(QDOT_AVX2_ARGS)
 {
+	(void)xs;
 	const struct block_q6_K *b = w;
 	__m256 acc[QDOT_MAX_T] = {0};
 	float mins[QDOT_MAX_T] = {0};
@@ -207,45 +230,34 @@ AI void q6_k_t(const void *w, const float *x, int64_t ldx, int T, int K, float *
 	finish(acc, T, mins, out);
 }
 
-/* One function per format; the switch gives each T its own unrolled copy. */
-#define QDOT_AVX2(name, call)                                                                           \
-	static void name(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K, float *out) \
-	{                                                                                               \
-		(void)xs;                                                                               \
-		switch (T) {                                                                            \
-		case 1:                                                                                 \
-			call(1);                                                                        \
-			break;                                                                          \
-		case 2:                                                                                 \
-			call(2);                                                                        \
-			break;                                                                          \
-		case 3:                                                                                 \
-			call(3);                                                                        \
-			break;                                                                          \
-		default:                                                                                \
-			call(4);                                                                        \
-			break;                                                                          \
-		}                                                                                       \
+/* qdot_<k>, one function per format with a fused dot; the switch gives each T its own unrolled copy. */
+#define QDOT_AVX2(k)                                                                                            \
+	static void qdot_##k(QDOT_AVX2_ARGS)                                                                    \
+	{                                                                                                       \
+		switch (T) {                                                                                    \
+		case 1:                                                                                         \
+			qdot_avx2_##k(w, x, ldx, xs, 1, K, out);                                                \
+			break;                                                                                  \
+		case 2:                                                                                         \
+			qdot_avx2_##k(w, x, ldx, xs, 2, K, out);                                                \
+			break;                                                                                  \
+		case 3:                                                                                         \
+			qdot_avx2_##k(w, x, ldx, xs, 3, K, out);                                                \
+			break;                                                                                  \
+		default:                                                                                        \
+			qdot_avx2_##k(w, x, ldx, xs, 4, K, out);                                                \
+			break;                                                                                  \
+		}                                                                                               \
 	}
-#define CALL_Q8_0(n) q32_t(WFMT_Q8_0, w, x, ldx, n, K, out)
-#define CALL_Q4_0(n) q32_t(WFMT_Q4_0, w, x, ldx, n, K, out)
-#define CALL_Q5_0(n) q32_t(WFMT_Q5_0, w, x, ldx, n, K, out)
-#define CALL_Q4_K(n) q4_k_t(w, x, ldx, xs, n, K, out)
-#define CALL_Q5_K(n) q5_k_t(w, x, ldx, xs, n, K, out)
-#define CALL_Q6_K(n) q6_k_t(w, x, ldx, n, K, out)
-QDOT_AVX2(qdot_q8_0, CALL_Q8_0)
-QDOT_AVX2(qdot_q4_0, CALL_Q4_0)
-QDOT_AVX2(qdot_q5_0, CALL_Q5_0)
-QDOT_AVX2(qdot_q4_k, CALL_Q4_K)
-QDOT_AVX2(qdot_q5_k, CALL_Q5_K)
-QDOT_AVX2(qdot_q6_k, CALL_Q6_K)
+#define QDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(QDOT_AVX2(k), )
+WFMT_LIST(QDOT_DEF)
+#undef QDOT_DEF
 
 cpu_qdot_fn cpu_qdot_find_avx2(int fmt)
 {
-	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {
-		[WFMT_Q8_0] = qdot_q8_0, [WFMT_Q4_0] = qdot_q4_0, [WFMT_Q5_0] = qdot_q5_0,
-		[WFMT_Q4_K] = qdot_q4_k, [WFMT_Q5_K] = qdot_q5_k, [WFMT_Q6_K] = qdot_q6_k,
-	};
+#define QDOT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(qdot_##k, NULL),
+	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {WFMT_LIST(QDOT_ROW)};
+#undef QDOT_ROW
 	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
 }
 

@@ -571,12 +571,18 @@ template <int FMT> static int att_run_fmt(struct cuda_ctx *c, const struct att_a
 			    : att_run<FMT, 256>(c, a, max_pos, max_part);
 }
 
+/* the kernels of each KV format the GPU takes (src/kernels/kv_pages.h: KV_FMT_LIST) */
+typedef int (*att_run_fn)(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part);
+#define ATT_ROW(id, k, bits, scaled, cuda) KV_IF_##cuda(att_run_fmt<KV_##id>, nullptr),
+static const att_run_fn att_by_fmt[KV_FMT_COUNT] = {KV_FMT_LIST(ATT_ROW)};
+#undef ATT_ROW
+
 extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
 			      const struct kv_batch *bt, int H, int window, float scale)
 {
 	int Hkv = kv->Hkv, Dh = kv->Dh, T = bt->T;
-	CUDA_ARG_CHECK(c, kv->fmt == KV_F16 || kv->fmt == KV_Q8 || kv->fmt == KV_Q4,
-		       "cuda_attention: KV format %d (F16, Q8 or Q4 on the GPU; F32 is CPU only)", kv->fmt);
+	CUDA_ARG_CHECK(c, kv_fmt_on_cuda(kv->fmt), "cuda_attention: KV format %d (F16, Q8 or Q4 on the GPU; F32 is "
+		       "CPU only)", kv->fmt);
 	CUDA_ARG_CHECK(c, H > 0 && Hkv > 0 && H % Hkv == 0, "cuda_attention: H = %d, Hkv = %d", H, Hkv);
 	CUDA_ARG_CHECK(c, Dh >= 32 && Dh <= 256 && Dh % 32 == 0, "cuda_attention: head dim %d (a multiple of 32 up to 256)",
 		       Dh);
@@ -599,7 +605,5 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 			     bt->part_row, bt->pos, bt->pages, T, H, Hkv, Dh, g, window, bt->n_parts, bt->max_pages,
 			     kv->page, kv_qrow_bytes(kv->fmt, Dh), kv_srow_bytes(kv->fmt, Dh),
 			     kv_page_bytes(kv->fmt, Hkv, Dh, kv->page), scale * 1.4426950408889634f};
-	return kv->fmt == KV_F16  ? att_run_fmt<KV_F16>(c, a, bt->max_pos, bt->max_part)
-	       : kv->fmt == KV_Q8 ? att_run_fmt<KV_Q8>(c, a, bt->max_pos, bt->max_part)
-				  : att_run_fmt<KV_Q4>(c, a, bt->max_pos, bt->max_part);
+	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part);
 }

@@ -75,11 +75,17 @@ template <int FMT> static __global__ void k_kv_store(const struct kvs_args a)
 	}
 }
 
+/* the kernel of each KV format the GPU takes (src/kernels/kv_pages.h: KV_FMT_LIST) */
+typedef void (*kvs_kernel)(const struct kvs_args a);
+#define KVS_ROW(id, k, bits, scaled, cuda) KV_IF_##cuda(k_kv_store<KV_##id>, nullptr),
+static const kvs_kernel kvs_by_fmt[KV_FMT_COUNT] = {KV_FMT_LIST(KVS_ROW)};
+#undef KVS_ROW
+
 extern "C" int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, const float *k, const float *v,
 			     const struct kv_batch *bt)
 {
-	CUDA_ARG_CHECK(c, kv->fmt == KV_F16 || kv->fmt == KV_Q8 || kv->fmt == KV_Q4,
-		       "cuda_kv_store: KV format %d (F16, Q8 or Q4 on the GPU; F32 is CPU only)", kv->fmt);
+	CUDA_ARG_CHECK(c, kv_fmt_on_cuda(kv->fmt), "cuda_kv_store: KV format %d (F16, Q8 or Q4 on the GPU; F32 is "
+		       "CPU only)", kv->fmt);
 	CUDA_ARG_CHECK(c, kv->Dh >= 32 && kv->Dh % 32 == 0 && kv->Hkv > 0,
 		       "cuda_kv_store: head dim %d (a multiple of 32), Hkv = %d", kv->Dh, kv->Hkv);
 	CUDA_ARG_CHECK(c, kv->page > 0 && kv->page % KV_PAGE_ALIGN == 0, "cuda_kv_store: page of %d positions "
@@ -96,12 +102,7 @@ extern "C" int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, cons
 	int64_t groups = 2 * (int64_t)bt->T * kv->Hkv * (kv->Dh / 32), want = (groups + 7) / 8,
 		cap = (int64_t)(c->n_sm > 0 ? c->n_sm : 1) * 16;
 	unsigned blocks = (unsigned)(want < cap ? want : cap);
-	if (kv->fmt == KV_F16)
-		k_kv_store<KV_F16><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
-	else if (kv->fmt == KV_Q8)
-		k_kv_store<KV_Q8><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
-	else
-		k_kv_store<KV_Q4><<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
+	kvs_by_fmt[kv->fmt]<<<blocks, 256, 0, cuda_stream_of(c)>>>(a);
 	CUDA_LAUNCH_CHECK(c, "k_kv_store");
 	return 0;
 }

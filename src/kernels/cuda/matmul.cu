@@ -20,23 +20,6 @@ static size_t ws_align(size_t n)
 	return (n + WS_ALIGN - 1) / WS_ALIGN * WS_ALIGN;
 }
 
-extern "C" bool cuda_fmt_supported(int fmt)
-{
-	switch (fmt) {
-	case WFMT_F32:
-	case WFMT_F16:
-	case WFMT_BF16:
-	case WFMT_Q8_0:
-	case WFMT_Q4_0:
-	case WFMT_Q5_0:
-	case WFMT_Q4_K:
-	case WFMT_Q5_K:
-	case WFMT_Q6_K:
-		return true;
-	}
-	return false;
-}
-
 extern "C" size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows)
 {
 	if (T_max <= CUDA_MATVEC_T_MAX)
@@ -91,57 +74,54 @@ static unsigned grid_for(const struct cuda_ctx *c, int64_t n, int threads)
 	return (unsigned)(need < cap ? (need > 0 ? need : 1) : cap);
 }
 
-template <typename H>
-static int dequant_rows(struct cuda_ctx *c, H *dst, const void *W, int wfmt, int64_t rows, int64_t K)
+template <class F, int XV, typename H>
+static int dequant_launch(struct cuda_ctx *c, H *dst, const void *W, int64_t rows, int64_t K)
 {
 	const int threads = 256;
-	const uint8_t *w = (const uint8_t *)W;
-	cudaStream_t s = cuda_stream_of(c);
-	bool vec = K % 4 == 0 && ((uintptr_t)W & 15) == 0;
-#define DQ(F, XV)                                                                                               \
-	k_dequant_half<F, XV, H><<<grid_for(c, rows * K / (XV), threads), threads, 0, s>>>(                     \
-		dst, w, rows, K, K / F::BLOCK * F::BYTES)
-	switch (wfmt) {
-	case WFMT_F32:
-		if (vec)
-			DQ(deq_f32, 4);
-		else
-			DQ(deq_f32, 1);
-		break;
-	case WFMT_F16:
-		if (vec)
-			DQ(deq_f16, 4);
-		else
-			DQ(deq_f16, 1);
-		break;
-	case WFMT_BF16:
-		if (vec)
-			DQ(deq_bf16, 4);
-		else
-			DQ(deq_bf16, 1);
-		break;
-	case WFMT_Q8_0:
-		DQ(deq_q8_0, 4);
-		break;
-	case WFMT_Q4_0:
-		DQ(deq_q4_0, 4);
-		break;
-	case WFMT_Q5_0:
-		DQ(deq_q5_0, 4);
-		break;
-	case WFMT_Q4_K:
-		DQ(deq_q4_k, 4);
-		break;
-	case WFMT_Q5_K:
-		DQ(deq_q5_k, 4);
-		break;
-	case WFMT_Q6_K:
-		DQ(deq_q6_k, 4);
-		break;
-	}
-#undef DQ
+	k_dequant_half<F, XV, H><<<grid_for(c, rows * K / XV, threads), threads, 0, cuda_stream_of(c)>>>(
+		dst, (const uint8_t *)W, rows, K, K / F::BLOCK * F::BYTES);
 	CUDA_LAUNCH_CHECK(c, "k_dequant_half");
 	return 0;
+}
+
+/* One GEMM dequantization per format with a decoder (src/layout/wfmt_list.h): float weights 4 values per thread
+ * when rows allow vector loads, else 1; quantized weights 4. */
+template <class F, typename H>
+static int dequant_rows(struct cuda_ctx *c, H *dst, const void *W, int64_t rows, int64_t K)
+{
+	if constexpr (F::BLOCK == 1) {
+		if (!(K % 4 == 0 && ((uintptr_t)W & 15) == 0))
+			return dequant_launch<F, 1, H>(c, dst, W, rows, K);
+	}
+	return dequant_launch<F, 4, H>(c, dst, W, rows, K);
+}
+
+/* A format's entries of the GEMM path: its dequantization to bf16 and to f16, and the alignment its rows need */
+struct gemm_fmt {
+	int (*dequant_bf16)(struct cuda_ctx *c, __nv_bfloat16 *dst, const void *W, int64_t rows, int64_t K);
+	int (*dequant_f16)(struct cuda_ctx *c, __half *dst, const void *W, int64_t rows, int64_t K);
+	int align; /* 0: no decoder, the format is not supported */
+};
+template <class F> static constexpr gemm_fmt gemm_fmt_of()
+{
+	return {dequant_rows<F, __nv_bfloat16>, dequant_rows<F, __half>, F::ALIGN};
+}
+#define GEMM_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(gemm_fmt_of<deq_##k>(), gemm_fmt{}),
+static const gemm_fmt gemm_by_fmt[WFMT_COUNT] = {WFMT_LIST(GEMM_ROW)};
+#undef GEMM_ROW
+
+extern "C" bool cuda_fmt_supported(int fmt)
+{
+	return fmt >= 0 && fmt < WFMT_COUNT && gemm_by_fmt[fmt].align;
+}
+
+template <typename H>
+static int dequant_fmt(struct cuda_ctx *c, H *dst, const void *W, int wfmt, int64_t rows, int64_t K)
+{
+	if constexpr (std::is_same<H, __nv_bfloat16>::value)
+		return gemm_by_fmt[wfmt].dequant_bf16(c, dst, W, rows, K);
+	else
+		return gemm_by_fmt[wfmt].dequant_f16(c, dst, W, rows, K);
 }
 
 static int gemm_chunk(struct cuda_ctx *c, float *y, const void *Wh, const void *xh, cudaDataType_t ht, int64_t rows,
@@ -195,7 +175,7 @@ static int gemm_path(struct cuda_ctx *c, float *y, const float *x, const void *W
 		int64_t row_bytes = K / wfmt_table[wfmt].block * wfmt_table[wfmt].block_bytes;
 		for (int64_t r0 = 0; r0 < N; r0 += chunk) {
 			int64_t rows = N - r0 < chunk ? N - r0 : chunk;
-			if ((rc = dequant_rows<H>(c, wh, (const uint8_t *)W + r0 * row_bytes, wfmt, rows, K)))
+			if ((rc = dequant_fmt<H>(c, wh, (const uint8_t *)W + r0 * row_bytes, wfmt, rows, K)))
 				return rc;
 			if ((rc = gemm_chunk(c, y + r0, wh, xh, ht, rows, N, K, T)))
 				return rc;
@@ -222,8 +202,8 @@ extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const v
 	CUDA_ARG_CHECK(c, y && x && W, "cuda_matmul: NULL pointer");
 	bool quant = wfmt_table[wfmt].block > 1;
 	CUDA_ARG_CHECK(c, !quant || ((uintptr_t)x & 15) == 0, "cuda_matmul: x not 16-byte aligned");
-	CUDA_ARG_CHECK(c, (uintptr_t)W % ((wfmt == WFMT_Q4_K || wfmt == WFMT_Q5_K) ? 16 : wfmt == WFMT_F32 ? 4 : 2) == 0,
-		       "cuda_matmul: %s weights misaligned", wfmt_table[wfmt].name);
+	CUDA_ARG_CHECK(c, (uintptr_t)W % gemm_by_fmt[wfmt].align == 0, "cuda_matmul: %s weights misaligned",
+		       wfmt_table[wfmt].name);
 	if (T <= CUDA_MATVEC_T_MAX)
 		return cuda_matvec(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	CUDA_ARG_CHECK(c, c->cublas && c->gemm_rows > 0, "cuda_matmul: T=%d needs a cuBLAS handle and gemm_rows", T);

@@ -2,8 +2,10 @@
  * matmul.cuh: the weight decoders shared by the fused matrix-vector kernels (matvec.cu) and the GEMM path's
  * dequantization to bf16/f16 (matmul.cu), and the launcher matmul.cu calls in matvec.cu.
  *
- * A decoder is a struct per weight format (enum wfmt) with BLOCK (values per block), BYTES (bytes per block)
- * and deq<XV>(row, k, w): the XV consecutive values k .. k+XV-1 of one weight row, k a multiple of XV, as f32.
+ * A decoder is a struct deq_<k> per weight format with kernels (src/layout/wfmt_list.h; matvec.cu and matmul.cu
+ * build their per-format tables from the list) with BLOCK (values per block), BYTES (bytes per block), ALIGN
+ * (the alignment its rows need, checked by cuda_matmul) and deq<XV>(row, k, w): the XV consecutive values
+ * k .. k+XV-1 of one weight row, k a multiple of XV, as f32.
  * Quantized formats take XV = 4 only (4 values never straddle a 32-value sub-block); F32/F16/BF16 take 4
  * (rows and x aligned for vector loads) or 1. Dequantized values are bit-identical with src/kernels/cpu/dequant.c:
  * the same products in the same order, rounded separately (__fmul_rn keeps nvcc from fusing them into an
@@ -47,7 +49,7 @@ __device__ __forceinline__ void k_scale_min_dev(uint4 h, int j, float *sc, float
 }
 
 struct deq_f32 {
-	static constexpr int BLOCK = 1, BYTES = 4;
+	static constexpr int BLOCK = 1, BYTES = 4, ALIGN = 4;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		const float *r = (const float *)row + k;
@@ -61,7 +63,7 @@ struct deq_f32 {
 };
 
 template <bool BF> struct deq_half {
-	static constexpr int BLOCK = 1, BYTES = 2;
+	static constexpr int BLOCK = 1, BYTES = 2, ALIGN = 2;
 	__device__ static float one(uint32_t h)
 	{
 		return BF ? bf16_bits_to_f32((uint16_t)h) : f16_bits_to_f32((uint16_t)h);
@@ -81,7 +83,7 @@ typedef deq_half<false> deq_f16;
 typedef deq_half<true> deq_bf16;
 
 struct deq_q8_0 {
-	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q8_0);
+	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q8_0), ALIGN = 2;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
@@ -95,7 +97,7 @@ struct deq_q8_0 {
 };
 
 struct deq_q4_0 {
-	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q4_0);
+	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q4_0), ALIGN = 2;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
@@ -110,7 +112,7 @@ struct deq_q4_0 {
 };
 
 struct deq_q5_0 {
-	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q5_0);
+	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_q5_0), ALIGN = 2;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
@@ -129,7 +131,8 @@ struct deq_q5_0 {
 /* Q4_K (QH false) and Q5_K (QH true): value v of a block is in chunk c = v/64, nibble half h = v%64/32
  * (sub-block 2c+h), byte l = v%32 of the chunk's 32 qs bytes; Q5_K adds 16 where bit 2c+h of qh[l] is set. */
 template <bool QH> struct deq_k45 {
-	static constexpr int BLOCK = QK_K, BYTES = QH ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
+	static constexpr int BLOCK = QK_K, ALIGN = 16;
+	static constexpr int BYTES = QH ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
@@ -156,7 +159,7 @@ typedef deq_k45<true> deq_q5_k;
 /* Q6_K: value v of a block is in half hf = v/128 and, within it, quarter u = v%128/32 at l = v%32: low bits
  * from ql[64hf + 32(u&1) + l] (nibble u>>1), high bits from qh[32hf + l] >> 2u, scale scales[8hf + l/16 + 2u]. */
 struct deq_q6_k {
-	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q6_K);
+	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q6_K), ALIGN = 2;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");

@@ -113,34 +113,31 @@ static int matvec_launch(struct cuda_ctx *c, float *y, const float *x, const voi
 	return 0;
 }
 
+/* One launcher per format with a decoder (src/layout/wfmt_list.h): float weights take vector loads when rows and
+ * x allow them, one value per lane otherwise; quantized weights always 4 values. */
+template <class F>
+static int matvec_fmt(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
+		      const void *bias, int bias_fmt, int T)
+{
+	if constexpr (F::BLOCK == 1) {
+		bool vec = K % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)W & (4 * F::BYTES - 1)) == 0;
+		if (!vec)
+			return matvec_launch<F, 1>(c, y, x, W, N, K, bias, bias_fmt, T);
+	}
+	return matvec_launch<F, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
+}
+
+typedef int (*matvec_fn)(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
+			 const void *bias, int bias_fmt, int T);
+#define MATVEC_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(matvec_fmt<deq_##k>, nullptr),
+static const matvec_fn matvec_by_fmt[WFMT_COUNT] = {WFMT_LIST(MATVEC_ROW)};
+#undef MATVEC_ROW
+
 int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		const void *bias, int bias_fmt, int T)
 {
-	/* float weights: vector loads when rows and x allow them, one value per lane otherwise */
-	bool vec = K % 4 == 0 && ((uintptr_t)x & 15) == 0;
-	switch (wfmt) {
-	case WFMT_F32:
-		return vec && ((uintptr_t)W & 15) == 0 ? matvec_launch<deq_f32, 4>(c, y, x, W, N, K, bias, bias_fmt, T)
-						       : matvec_launch<deq_f32, 1>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_F16:
-		return vec && ((uintptr_t)W & 7) == 0 ? matvec_launch<deq_f16, 4>(c, y, x, W, N, K, bias, bias_fmt, T)
-						      : matvec_launch<deq_f16, 1>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_BF16:
-		return vec && ((uintptr_t)W & 7) == 0 ? matvec_launch<deq_bf16, 4>(c, y, x, W, N, K, bias, bias_fmt, T)
-						      : matvec_launch<deq_bf16, 1>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q8_0:
-		return matvec_launch<deq_q8_0, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q4_0:
-		return matvec_launch<deq_q4_0, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q5_0:
-		return matvec_launch<deq_q5_0, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q4_K:
-		return matvec_launch<deq_q4_k, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q5_K:
-		return matvec_launch<deq_q5_k, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	case WFMT_Q6_K:
-		return matvec_launch<deq_q6_k, 4>(c, y, x, W, N, K, bias, bias_fmt, T);
-	}
+	if (wfmt >= 0 && wfmt < WFMT_COUNT && matvec_by_fmt[wfmt])
+		return matvec_by_fmt[wfmt](c, y, x, W, N, K, bias, bias_fmt, T);
 	snprintf(c->err, sizeof(c->err), "cuda_matvec: weight format %d not supported", wfmt);
 	return -EINVAL;
 }

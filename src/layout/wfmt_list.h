@@ -1,0 +1,88 @@
+/*
+ * wfmt_list.h: every weight format, one row each (X-macros), shared by C and CUDA. The enum, the format table
+ * (wfmt.c), the GGUF type table (gguf.c, the GGUF converter) and the per-format kernel tables of every backend
+ * are generated from these rows, so adding a format is a new last row plus the kernels its kind names.
+ *
+ * WFMT_LIST(X) calls X(id, code, block, bytes, ggml, kind, k) once per format, in code order:
+ *   id     WFMT_<id> is the enum value; #id is the name written in manifest.json and printed
+ *   code   the on-disk number (src/layout/FORMAT.md): equal to the row's position (wfmt.c checks it), so a
+ *          new format is a new last row and no row ever moves
+ *   block  values per block (1 for an element format), bytes: bytes per block; 0, 0 for a reserved code
+ *   ggml   the GGML type id of the same bytes in a GGUF file (what the converter maps), -1 when GGUF has none
+ *   kind   which kernels exist for it, named with the suffix k:
+ *            FLOAT  an element format: cpu_dequant_<k> (kernels/cpu/dequant.c), the CUDA decoder deq_<k>
+ *                   (kernels/cuda/matmul.cuh, behind the matvec and GEMM-dequant tables), synth_fill_<k>
+ *                   (convert/synth_model.c); cpu_matmul dots rows converted to f32 (no fused dot)
+ *            QUANT  quantized blocks: as FLOAT, plus the fused CPU dot: the portable one is generated from
+ *                   cpu_dequant_<k> (kernels/cpu/qdot.c), the AVX2 one is qdot_avx2_<k> (kernels/cpu/qdot_avx2.c)
+ *            QMIN   QUANT whose blocks subtract mins: its fused dots also read the per-32 sums of x
+ *            NONE   a code reserved by the file format: no kernels, no backend takes it
+ *
+ * GGML_ONLY_LIST(G) calls G(id, ggml, block, bytes) for the GGML types that have no ferry format: the GGUF
+ * reader sizes their tensors and errors name them (#id), nothing converts them. A type that gains a format
+ * moves from here to WFMT_LIST.
+ */
+#ifndef FERRY_WFMT_LIST_H
+#define FERRY_WFMT_LIST_H
+
+/* X(id, code, block, bytes, ggml, kind, k) */
+#define WFMT_LIST(X)                            \
+	X(F32,   0,  1,   4,   0,  FLOAT, f32)  \
+	X(F16,   1,  1,   2,   1,  FLOAT, f16)  \
+	X(BF16,  2,  1,   2,   30, FLOAT, bf16) \
+	X(Q8_0,  3,  32,  34,  8,  QUANT, q8_0) \
+	X(Q4_0,  4,  32,  18,  2,  QUANT, q4_0) \
+	X(Q4_K,  5,  256, 144, 12, QMIN,  q4_k) \
+	X(Q5_K,  6,  256, 176, 13, QMIN,  q5_k) \
+	X(Q6_K,  7,  256, 210, 14, QUANT, q6_k) \
+	X(NF4,   8,  0,   0,   -1, NONE,  nf4)  \
+	X(INT4G, 9,  0,   0,   -1, NONE,  int4g) \
+	X(INT8G, 10, 0,   0,   -1, NONE,  int8g) \
+	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0)
+
+/* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
+ * where a row is not a multiple of 256. */
+
+/* G(id, ggml, block, bytes) */
+#define GGML_ONLY_LIST(G)                       \
+	G(Q4_1,    3,  32,  20)                 \
+	G(Q5_1,    7,  32,  24)                 \
+	G(Q8_1,    9,  32,  36)                 \
+	G(Q2_K,    10, 256, 84)                 \
+	G(Q3_K,    11, 256, 110)                \
+	G(Q8_K,    15, 256, 292)                \
+	G(IQ2_XXS, 16, 256, 66)                 \
+	G(IQ2_XS,  17, 256, 74)                 \
+	G(IQ3_XXS, 18, 256, 98)                 \
+	G(IQ1_S,   19, 256, 50)                 \
+	G(IQ4_NL,  20, 32,  18)                 \
+	G(IQ3_S,   21, 256, 110)                \
+	G(IQ2_S,   22, 256, 82)                 \
+	G(IQ4_XS,  23, 256, 136)                \
+	G(I8,      24, 1,   1)                  \
+	G(I16,     25, 1,   2)                  \
+	G(I32,     26, 1,   4)                  \
+	G(I64,     27, 1,   8)                  \
+	G(F64,     28, 1,   8)                  \
+	G(IQ1_M,   29, 256, 56)                 \
+	G(TQ1_0,   34, 256, 54)                 \
+	G(TQ2_0,   35, 256, 66)                 \
+	G(MXFP4,   39, 32,  17)
+
+/* A row's kind as selectors for the tables built from the list: WFMT_<what>_##kind(yes, no) is `yes` for the
+ * kinds that have <what>, else `no`. RUNS: the kernels every backend runs (dequant, CUDA decoder, synth);
+ * QDOT: a fused CPU dot; XSUMS: that dot reads the sums of x. */
+#define WFMT_RUNS_FLOAT(yes, no) yes
+#define WFMT_RUNS_QUANT(yes, no) yes
+#define WFMT_RUNS_QMIN(yes, no) yes
+#define WFMT_RUNS_NONE(yes, no) no
+#define WFMT_QDOT_FLOAT(yes, no) no
+#define WFMT_QDOT_QUANT(yes, no) yes
+#define WFMT_QDOT_QMIN(yes, no) yes
+#define WFMT_QDOT_NONE(yes, no) no
+#define WFMT_XSUMS_FLOAT(yes, no) no
+#define WFMT_XSUMS_QUANT(yes, no) no
+#define WFMT_XSUMS_QMIN(yes, no) yes
+#define WFMT_XSUMS_NONE(yes, no) no
+
+#endif
