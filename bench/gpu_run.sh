@@ -89,6 +89,25 @@ if [ "${SANITIZER:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
 	rm -rf "$d"
 fi
 
+# GOLDEN=DIR: greedy ids of every tiny model variant and Gemma 3 270M (tools/golden_ids.sh: CPU and CUDA,
+# resident, streamed, host KV, q8/q4 KV, batches, chunks) from this build and from the source tree in DIR (an
+# earlier commit: `git archive REV | tar -x -C .old_src`, carried), built the same way; they must be identical.
+golden=skipped
+if [ -n "${GOLDEN:-}" ] && [ -d "$GOLDEN/src" ]; then
+	make -C "$GOLDEN" -j"$(nproc)" CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" \
+		EXTRA_LDFLAGS="-L$LIB" build/ferry >"$OUT/golden_build.log" 2>&1 || golden="old build FAILED"
+	if [ "$golden" = skipped ]; then
+		bash tools/golden_ids.sh "$GOLDEN/build/ferry" "$OUT/golden_old.txt" /tmp/ferry_golden >/dev/null 2>&1
+		bash tools/golden_ids.sh build/ferry "$OUT/golden_new.txt" /tmp/ferry_golden >/dev/null 2>&1
+		if diff "$OUT/golden_old.txt" "$OUT/golden_new.txt" >"$OUT/golden.diff"; then
+			golden="identical ($(wc -l <"$OUT/golden_new.txt") lines, $(grep -c FAILED "$OUT/golden_new.txt") refused alike)"
+		else
+			golden="DIFFERS ($(grep -c '^[<>]' "$OUT/golden.diff") lines: golden.diff)"
+		fi
+	fi
+	echo "golden: $golden"
+fi
+
 hf_rc=skipped
 echo skipped >"$OUT/hf_check.log"
 if [ "${HF_CHECK:-0}" = 1 ]; then
@@ -166,6 +185,7 @@ echo "| build (CUDA) | $([ $build -eq 0 ] && echo ok || echo FAILED) |"
 echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit $test_rc) |"
 echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
+echo "| greedy ids vs GOLDEN=${GOLDEN:-} (tools/golden_ids.sh) | $golden |"
 echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
 echo "| bench/bench_long.py (BENCH_LONG=1) | exit $long_rc; bench_long.md |"
 echo "| bench/bench_serve.py (BENCH_SERVE=1) | exit $serve_rc; bench_serve.md |"
