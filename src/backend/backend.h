@@ -154,7 +154,7 @@ struct backend {
 	char err[ERR_LEN];
 };
 
-/* n_threads <= 0: all cores. */
+/* n_threads <= 0: OMP_NUM_THREADS if set, else the CPUs this process may use (base/threads.h). */
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);
 
 #ifdef FERRY_CUDA
