@@ -66,8 +66,8 @@ class Server:
         for line in self.proc.stderr:
             self.lines.append(line)
 
-    def client(self, key=KEY):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=120)
+    def client(self, key=KEY, timeout=120):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=timeout)
 
     def http(self, method, path, body=None, headers=None, key=KEY):
         h = {"Authorization": f"Bearer {key}"} if key else {}
@@ -341,7 +341,13 @@ def main():
         f.check(st == 429 and json.loads(b)["error"]["type"] == "rate_limit_error", f"full queue: {st} {b[:150]}")
         # SIGTERM with streams in flight: refused afterwards, streams end with an error after --grace, exit 0
         sv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # the engine takes the signal between steps, and a step may be slow (ASan, a loaded machine): wait
+        # until /health says it is stopping (503) rather than for a fixed time
+        t0, h = time.time(), sv.health()
+        while h["status"] != "stopping" and time.time() - t0 < 60:
+            time.sleep(0.02)
+            h = sv.health()
+        f.check(h["status"] == "stopping", f"/health after SIGTERM: {h}")
         st, b = sv.http("POST", "/v1/completions", {"model": NAME, "prompt": "x", "max_tokens": 2})
         f.check(st == 503, f"a request while stopping: {st} {b[:150]}")
         t0 = time.time()
@@ -371,7 +377,7 @@ def main():
 
         def graced(stream):
             try:
-                res[stream] = run_request(sv.client(), "text", stream, prompt="the sea", max_tokens=1500,
+                res[stream] = run_request(sv.client(timeout=300), "text", stream, prompt="the sea", max_tokens=1500,
                                           extra_body={"ignore_eos": True})
             except Exception as e:  # noqa: BLE001 (reported below)
                 res[stream] = repr(e)
@@ -383,8 +389,9 @@ def main():
         while sv.health()["running"] < 2 and time.time() - t0 < 30:
             time.sleep(0.01)
         sv.proc.send_signal(signal.SIGTERM)
+        end = time.time() + 300  # the --grace: a slow machine (ASan, loaded) may need more than a minute
         for th in ths:
-            th.join(60)
+            th.join(max(0.0, end - time.time()))
         rc = sv.stop()
         for s in (True, False):
             r = res.get(s)

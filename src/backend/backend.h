@@ -168,12 +168,12 @@ struct backend {
 
 /* The backend a --device name asks for: "cpu"; "cuda" (this build must have CUDA and a GPU must be visible);
  * "auto" (CUDA when both, else the CPU). vram: the CUDA backend's budget (<= 0: all that is free); threads:
- * the CPU backend's (<= 0: all cores). */
+ * the CPU backend's (<= 0: the default, backend_cpu_create). */
 int backend_open(struct backend **b, const char *device, int64_t vram, int threads, char *err, size_t errlen);
 /* The GPUs this build can see: "none", or the first one's description (probing initializes CUDA). */
 const char *backend_gpu_desc(char *buf, size_t n);
 
-/* n_threads <= 0: all cores. */
+/* n_threads <= 0: OMP_NUM_THREADS if set, else the CPUs this process may use (base/threads.h). */
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);
 
 #ifdef FERRY_CUDA

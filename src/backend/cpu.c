@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/threads.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "layout/layout.h"
 
@@ -267,6 +268,8 @@ int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t err
 	}
 	b->ops = &cpu_ops;
 	b->impl = s;
+	if (n_threads <= 0 && !getenv("OMP_NUM_THREADS"))
+		n_threads = threads_available();
 	if (n_threads > 0)
 		omp_set_num_threads(n_threads);
 	b->n_threads = omp_get_max_threads();

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/threads.h"
 #include "cli/ferry.h"
 
 static const struct {
@@ -32,6 +33,11 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+	/* The commands that compute on OpenMP threads; the others do not pay for executing again (~10 ms). */
+	static const char *const parallel[] = {"run", "batch", "serve", "ppl", "synth"};
+	for (size_t i = 0; argc > 1 && i < sizeof(parallel) / sizeof(parallel[0]); i++)
+		if (!strcmp(argv[1], parallel[i]))
+			threads_wait_policy(argv);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;

@@ -63,7 +63,7 @@ void run_opts_usage(FILE *f)
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"
 		"  --io auto|uring|pread  reader (default auto: io_uring where the kernel allows it)\n"
-		"  --threads N            CPU threads (default: all cores)\n"
+		"  --threads N            CPU threads (default: the cores this process may use)\n"
 		"  --device auto|cpu|cuda compute device (default auto: CUDA when this build has it and a GPU exists)\n"
 		"  --vram SIZE            with CUDA: the most GPU memory ferry may use, CUDA context included (e.g. 4G;\n"
 		"                         default: all that is free); layers that do not fit are streamed\n");

@@ -7,6 +7,12 @@
  * Kernels allocate nothing: those that need temporary rows take `scratch`, per_thread floats for each
  * OpenMP thread (thread i uses scratch + i * per_thread); the backend reserves it once.
  *
+ * Ops with less work than about CPU_PAR_MIN floats (a decode step's norms, RoPE, residual adds; an eighth of
+ * that for the gated activations, a tanhf or expf per element) run on the calling thread: starting a
+ * parallel region costs more than that work (tens of microseconds to wake a thread that sleeps, as threads
+ * do on a loaded machine: base/threads.c), and every region waits for its slowest thread, which on a busy
+ * machine may be waiting for a core.
+ *
  * Dimension letters: T tokens of the step, D model dim, H heads, Hkv kv heads, Dh head dim, N/K a matmul's
  * output/input size, C context (KV cache capacity).
  */
@@ -17,6 +23,8 @@
 #include <stdint.h>
 
 #include "kernels/kv_pages.h"
+
+#define CPU_PAR_MIN 16384
 
 /* Converts n values of a row in format fmt to f32; quantized blocks bit-identical with ggml's dequantization.
  * Returns -1 for a format the CPU cannot read, or n not a whole number of the format's blocks. */

@@ -8,7 +8,7 @@ void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D
 {
 	float *wf = scratch;
 	cpu_row_to_f32(wfmt, w, wf, D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * D >= CPU_PAR_MIN)
 	for (int t = 0; t < T; t++) {
 		const float *xr = x + (size_t)t * (size_t)D;
 		float *yr = y + (size_t)t * (size_t)D;

@@ -7,7 +7,7 @@
 void cpu_rope(float *x, int T, int n_heads, int Dh, const int *pos, const double *inv_freq, double mscale, bool neox)
 {
 	int half = Dh / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)T * n_heads * Dh >= CPU_PAR_MIN)
 	for (int t = 0; t < T; t++) {
 		for (int i = 0; i < half; i++) {
 			double a = (double)pos[t] * inv_freq[i];

@@ -5,7 +5,7 @@
 
 void cpu_swiglu(float *y, const float *gate, const float *up, int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= CPU_PAR_MIN / 8)
 	for (int64_t i = 0; i < n; i++)
 		y[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
