@@ -1,6 +1,15 @@
-# ferry build. `make` builds the ferry binary and the test programs; CUDA sources (src/kernels/cuda/*.cu) are
-# compiled and linked when nvcc is found; `make NVCC=` forces a CPU-only build. `make test` runs every
-# test; `make asan` builds into build-asan with ASan + UBSan and runs the tests there; `make check` does both. V=1 shows commands.
+# ferry build. `make` builds the ferry binary and the test programs, in parallel (as many jobs as the cores
+# this process may use, unless -j is given); CUDA sources (src/kernels/cuda/*.cu) are compiled and linked when
+# nvcc is found, for every GPU architecture where there is a GPU, else for one (it says so; CUDA_ARCHS=
+# chooses); `make NVCC=` forces a CPU-only build. `make test` runs every test; `make asan` builds into
+# build-asan with ASan + UBSan and runs the tests there; `make check` (what CI runs) does both, one after
+# the other, with CUDA built for every architecture. V=1 shows commands.
+
+# -j unless given on the command line (which wins over this anyway) or in MAKEFLAGS from the environment;
+# sub-makes share the top make's jobs.
+ifeq ($(MAKELEVEL)$(filter -j% j%,$(MAKEFLAGS) $(shell printenv MAKEFLAGS)),0)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
 
 # nvcc: on PATH, else the toolkit's usual place, else the one tools/install_deps.sh unpacks from PyPI into .cuda
 # (CUDA_SYSTEM=/nonexistent skips /usr/local/cuda, to test that path on a machine that has a toolkit).
@@ -33,12 +42,26 @@ ifneq ($(strip $(NVCC)),)
 ifneq ($(strip $(CU_SRC)),)
 CUDA_HOME ?= $(shell dirname "$$(dirname "$$(readlink -f "$(NVCC)")")")
 # Every GPU generation users have, Turing on; PTX of the newest for later ones. Nothing requires Hopper.
-CUDA_ARCHS ?= 75 80 86 89 90
+# Where there is no GPU (no /dev/nvidia0), only Turing, whose PTX later GPUs compile when they load it: a
+# fifth of the compile time (minutes) for a binary that cannot use a GPU here anyway.
+CUDA_ARCHS_ALL := 75 80 86 89 90
+CUDA_ARCHS ?= $(if $(wildcard /dev/nvidia[0-9]* /proc/driver/nvidia/gpus/*),$(CUDA_ARCHS_ALL),75)
 NVCCFLAGS := -O2 -g -std=c++17 $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
 	-gencode arch=compute_$(lastword $(CUDA_ARCHS)),code=compute_$(lastword $(CUDA_ARCHS)) \
 	-Xcompiler -Wall -MMD -MP $(INC)
 CFLAGS += -DFERRY_CUDA -I$(CUDA_HOME)/include -DFERRY_CUDA_HOME='"$(CUDA_HOME)"'
-CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
+# Objects per list of architectures, so that `make` and `make check` keep theirs; the stamp holds the list
+# and changes with it, so the binaries are linked again.
+CU_DIR := $(BUILD)/cuda-sm$(subst $(eval) ,-,$(strip $(CUDA_ARCHS)))
+CU_OBJ := $(CU_SRC:%.cu=$(CU_DIR)/%.o)
+CU_STAMP := $(BUILD)/cuda_archs
+# Only where this make builds into $(BUILD) (`check` and `asan` leave it to the makes they start).
+ifneq ($(filter-out clean asan fuzz check,$(or $(MAKECMDGOALS),all)),)
+$(shell mkdir -p $(BUILD) && { echo '$(CUDA_ARCHS)' | cmp -s - $(CU_STAMP) || echo '$(CUDA_ARCHS)' >$(CU_STAMP); })
+ifeq ($(origin CUDA_ARCHS)$(CUDA_ARCHS),file75)
+$(info note: no GPU here: CUDA code built for sm_75 (+ PTX) only; make CUDA_ARCHS="$(CUDA_ARCHS_ALL)" builds all (make check does))
+endif
+endif
 # The runtime is linked statically; cuBLAS (the GEMM of the prefill path) is loaded with dlopen when the CUDA
 # backend starts (src/backend/cuda_blas.c), found through this runpath or in CUDA_HOME.
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
@@ -50,7 +73,7 @@ $(BUILD)/bench/gpu_peak: $(BUILD)/bench/gpu_peak.o
 endif
 endif
 
-LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ) $(CU_STAMP)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
 TEST_TOOLS := $(BUILD)/tests/dequant_tool
@@ -67,29 +90,31 @@ all: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS) $(BUILD)/bench/io_stream $(BUILD)/
 
 $(BUILD)/ferry: $(BUILD)/src/cli/main.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/bench/io_stream: $(BUILD)/bench/io_stream.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/bench/bench_matmul: $(BUILD)/bench/bench_matmul.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu
+ifneq ($(CU_OBJ),)
+$(CU_DIR)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	@echo "  NVCC    $<"
 	$(Q)$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+endif
 
 test: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS)
 	$(Q)FERRY_BUILD=$(BUILD) bash tests/run_tests.sh
@@ -111,8 +136,11 @@ build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(CINC) \
 		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -llz4 -lm -lpthread
 
-# What CI runs: the tests, then again under ASan + UBSan.
-check: test asan
+# What CI runs: the tests (CUDA compiled for every architecture unless CUDA_ARCHS is given), then again under
+# ASan + UBSan; one after the other, not as parallel jobs.
+check:
+	$(Q)$(MAKE) --no-print-directory test CUDA_ARCHS="$(if $(filter file,$(origin CUDA_ARCHS)),$(CUDA_ARCHS_ALL),$(CUDA_ARCHS))"
+	$(Q)$(MAKE) --no-print-directory asan
 
 bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh $(ARGS)
@@ -131,7 +159,7 @@ bench-cuda-matmul: $(BUILD)/bench/bench_cuda_matmul
 
 $(BUILD)/bench/bench_cuda_matmul: $(BUILD)/bench/bench_cuda_matmul.o $(LIB_OBJ)
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcublas
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS) -lcublas
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -46,7 +46,8 @@ if [ ! -f models/gemma-3-270m-q4_k_m.gguf ] && [ -d models/.parts ] && [ "$(ls m
 fi
 [ -f models/gemma-3-270m-q4_k_m.gguf ] && unset FERRY_NO_MODEL
 
-# CUDA_ARCHS: the machine's own (sm_90) saves minutes of compiling; CI and `make` build all of them.
+# CUDA_ARCHS: the machine's own (sm_90) saves minutes of compiling; CI (`make check`) and `make` on a machine
+# with a GPU build all of them.
 make -j"$(nproc)" CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" >"$OUT/build.log" 2>&1
 build=$?
 tail -n 3 "$OUT/build.log"

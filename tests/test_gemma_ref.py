@@ -8,13 +8,19 @@ For each of the 10 fixture prompts:
   - logits: one prefill over prompt + the reference's greedy continuation (teacher forcing); at every
     position the reference's 20 largest logits are compared: error = max |ferry - ref| / |ref top-1| per
     position, max over positions <= 1e-3; ferry's top-1 there equals the reference's;
-  - greedy: `ferry run --prompt-ids ... -n 64 --ignore-eos` (prefill + 63 decode steps through the KV cache)
-    generates exactly the reference's 64 tokens.
+  - greedy: `ferry run -n 64 --ignore-eos` (prefill + 63 decode steps through the KV cache) generates exactly
+    the reference's 64 tokens.
+The tokenizer and the greedy runs take every prompt in one process each (`ferry tokenize --json`, `ferry run
+--prompt-ids-file --max-batch 1`: one prompt at a time, so every decode step carries one token, as `ferry run
+--prompt-ids` does); `--logits` takes one prompt, so those are one run per prompt.
 A second reference, independent of transformers: ferry's logits over prompt 0 + its continuation against the
 float64 NumPy forward on the same GGUF (tools/ref_forward.py, gguf-py's dequantization), norm-wise per position,
 within 1e-4. Prints the max errors. In the sanitizer build (`make asan`, FERRY_BUILD=build-asan: -O1 and
 instrumented, some 20x slower on the 262144-row head) only prompts 0 and 5 run: that run looks for memory errors;
-the numbers are checked by the optimized build.
+the numbers are checked by the optimized build. There the logits runs also take 4 tokens per pass (`--chunk 4`,
+the kernels of a decode step, through the KV cache): one pass over 70-80 tokens spends a minute per prompt in
+the f32 dot of the large-T matmul, which the sanitizers keep from being vectorized; the greedy runs still
+prefill each prompt in one pass.
 """
 
 import json
@@ -39,19 +45,35 @@ def main():
         p = ferry("convert", gguf_path, "-o", model)
         if not f.check(p.returncode == 0, f"convert failed: {p.stderr.strip()}"):
             f.finish()
+        sanitized = "asan" in os.path.basename(os.environ.get("FERRY_BUILD", "build"))
+        prompts = [(i, pr) for i, pr in enumerate(fx["prompts"]) if not sanitized or i in (0, 5)]
+
+        texts = os.path.join(root, "texts.json")
+        json.dump([pr["text"] for _, pr in prompts], open(texts, "w"))
+        p = ferry("tokenize", "-m", model, "--parse-special", "--json", texts)
+        f.check(p.returncode == 0, f"ferry tokenize --json failed: {p.stderr.strip()}")
+        toks = json.loads(p.stdout) if p.returncode == 0 else [None] * len(prompts)
+
+        ids_file = os.path.join(root, "ids.txt")
+        with open(ids_file, "w") as fh:
+            fh.writelines(",".join(map(str, pr["ids"])) + "\n" for _, pr in prompts)
+        n_gen = len(prompts[0][1]["greedy"])
+        f.check(all(len(pr["greedy"]) == n_gen for _, pr in prompts), "the fixture's continuations differ in length")
+        p = ferry("run", "-m", model, "--prompt-ids-file", ids_file, "-n", n_gen, "--ignore-eos", "--max-batch", 1)
+        f.check(p.returncode == 0, f"greedy run failed: {p.stderr.strip()[-300:]}")
+        gens = [[int(x) for x in re.findall(r"-?\d+", line)] for line in p.stdout.splitlines()] if p.returncode == 0 else []
+        f.check(len(gens) == len(prompts), f"greedy run: {len(gens)} outputs for {len(prompts)} prompts")
+
         worst = 0.0
-        sanitized = os.environ.get("FERRY_BUILD", "build") != "build"
-        for i, pr in enumerate(fx["prompts"]):
-            if sanitized and i not in (0, 5):
-                continue
+        for k, (i, pr) in enumerate(prompts):
             ids, greedy = pr["ids"], pr["greedy"]
-            p = ferry("tokenize", "-m", model, "--parse-special", pr["text"])
-            got = [int(x) for x in p.stdout.split()] if p.returncode == 0 else None
+            got = toks[k] if k < len(toks) else None
             f.check(got == ids, f"prompt {i}: ferry tokenize {got} != transformers {ids}")
 
             seq = ids + greedy[:-1]
             lg = os.path.join(root, "p.lg")
-            p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, seq)), "-n", 0, "--logits", lg)
+            p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, seq)), "-n", 0, "--logits", lg,
+                      *(("--chunk", 4) if sanitized else ()))
             if not f.check(p.returncode == 0, f"prompt {i}: run failed: {p.stderr.strip()}"):
                 continue
             lgt = ref_forward.read_flgt(lg)
@@ -72,11 +94,9 @@ def main():
             f.check(err <= TOL, f"prompt {i}: logits error {err:.2e} > {TOL}")
             f.check(top_ok == len(pr["top"]), f"prompt {i}: top-1 differs at {len(pr['top']) - top_ok} positions")
 
-            p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", len(greedy),
-                      "--ignore-eos")
-            gen = [int(x) for x in re.findall(r"-?\d+", p.stdout)] if p.returncode == 0 else []
-            n_same = next((k for k, (a, b) in enumerate(zip(gen, greedy)) if a != b), min(len(gen), len(greedy)))
-            f.check(gen == greedy, f"prompt {i}: greedy equal for {n_same} of {len(greedy)} tokens ({p.stderr.strip()[-200:]})")
+            gen = gens[k] if k < len(gens) else []
+            n_same = next((j for j, (a, b) in enumerate(zip(gen, greedy)) if a != b), min(len(gen), len(greedy)))
+            f.check(gen == greedy, f"prompt {i}: greedy equal for {n_same} of {len(greedy)} tokens")
             print(f"prompt {i}: {len(ids):2d} ids, tokenizer {'same' if got == ids else 'DIFF'}, top-20 logits error "
                   f"{err:.2e}, top-1 {top_ok}/{len(pr['top'])}, greedy {n_same}/{len(greedy)}", flush=True)
         print(f"max logits error over all prompts and positions: {worst:.2e} (tolerance {TOL})")
