@@ -131,6 +131,9 @@ struct backend_ops {
 	void *(*pinned_alloc)(size_t bytes, void *ctx);
 	void (*pinned_free)(void *p, size_t bytes, void *ctx);
 	void (*mem)(struct backend *b, struct backend_mem *m); /* NULL: no device memory */
+	/* Emulation of a slower link: copies on BQ_COPY take at least bytes / bytes_per_s (0: full speed).
+	 * NULL where there is no link. */
+	int (*pace)(struct backend *b, double bytes_per_s);
 	/* The k (<= 1024) largest of logits[V] (backend memory) into host vals/idx, sorted descending, ties by
 	 * lower id; waits like download(). NULL where the host reads all logits anyway. */
 	int (*top_k)(struct backend *b, const float *logits, int V, int k, float *vals, int *idx);

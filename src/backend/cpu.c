@@ -231,6 +231,60 @@ static int cpu_add_op(struct backend *b, float *y, const float *x, int64_t n)
 	return 0;
 }
 
+/* a before b in the top-k order: larger value first, ties by lower id */
+static bool topk_before(float va, int ia, float vb, int ib)
+{
+	return va > vb || (va == vb && ia < ib);
+}
+
+/* The k largest by a heap of the k best so far whose root is the worst of them, then sorted. */
+static int cpu_top_k_op(struct backend *b, const float *logits, int V, int k, float *vals, int *idx)
+{
+	(void)b;
+	int n = 0;
+	for (int i = 0; i < V; i++) {
+		float v = logits[i];
+		if (n == k && !topk_before(v, i, vals[0], idx[0]))
+			continue;
+		int at;
+		if (n < k) { /* sift up from the end */
+			at = n++;
+			while (at > 0 && topk_before(vals[(at - 1) / 2], idx[(at - 1) / 2], v, i)) {
+				vals[at] = vals[(at - 1) / 2];
+				idx[at] = idx[(at - 1) / 2];
+				at = (at - 1) / 2;
+			}
+		} else { /* replace the root and sift down */
+			at = 0;
+			for (;;) {
+				int c = 2 * at + 1;
+				if (c >= n)
+					break;
+				if (c + 1 < n && topk_before(vals[c], idx[c], vals[c + 1], idx[c + 1]))
+					c++;
+				if (!topk_before(vals[c], idx[c], v, i))
+					break;
+				vals[at] = vals[c];
+				idx[at] = idx[c];
+				at = c;
+			}
+		}
+		vals[at] = v;
+		idx[at] = i;
+	}
+	for (int i = 1; i < n; i++) { /* insertion sort: k is at most 1024 */
+		float v = vals[i];
+		int id = idx[i], j = i;
+		for (; j > 0 && topk_before(v, id, vals[j - 1], idx[j - 1]); j--) {
+			vals[j] = vals[j - 1];
+			idx[j] = idx[j - 1];
+		}
+		vals[j] = v;
+		idx[j] = id;
+	}
+	return 0;
+}
+
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
@@ -254,6 +308,7 @@ static const struct backend_ops cpu_ops = {
 	.attention = cpu_attention_op,
 	.glu = cpu_glu_op,
 	.add = cpu_add_op,
+	.top_k = cpu_top_k_op,
 };
 
 int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)

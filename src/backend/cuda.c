@@ -42,6 +42,8 @@ struct rope_cached {
 
 struct cuda_state {
 	cudaStream_t compute, copy;
+	double pace_bps;             /* --h2d-limit (0: none) */
+	unsigned long long *pace_mark; /* device: the clock noted before the latest paced chunk */
 	cublasHandle_t blas;
 	const struct cuda_blas *blas_fn;
 	char *arena;
@@ -485,9 +487,35 @@ static bool cu_fence_done(struct backend *b, int fence)
 	return true; /* done, or failed: a failed copy is reported by the next synchronizing call */
 }
 
+/* --h2d-limit: copies in chunks, each chunk held to its bytes at the paced rate (pace.cu) */
+#define PACE_CHUNK (8u << 20)
+
 static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n)
 {
-	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->copy));
+	struct cuda_state *s = st(b);
+	if (s->pace_bps <= 0) {
+		CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s->copy));
+		return 0;
+	}
+	for (size_t at = 0; at < n; at += PACE_CHUNK) {
+		size_t c = n - at < PACE_CHUNK ? n - at : PACE_CHUNK;
+		int rc = cuda_pace(s->copy, s->pace_mark, 0, 0);
+		CK(b, cudaMemcpyAsync((char *)dst + at, (const char *)src + at, c, cudaMemcpyHostToDevice, s->copy));
+		rc = rc ? rc : cuda_pace(s->copy, s->pace_mark, 1, (unsigned long long)((double)c / s->pace_bps * 1e9));
+		if (rc) {
+			snprintf(b->err, sizeof(b->err), "copy pacing: %s", cudaGetErrorString(cudaGetLastError()));
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+static int cu_pace(struct backend *b, double bytes_per_s)
+{
+	struct cuda_state *s = st(b);
+	if (!s->pace_mark && !(s->pace_mark = cu_alloc(b, sizeof(unsigned long long))))
+		return -ENOMEM;
+	s->pace_bps = bytes_per_s;
 	return 0;
 }
 
@@ -562,6 +590,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.pinned_free = cuda_host_free,
 	.mem = cu_mem,
 	.top_k = cu_top_k,
+	.pace = cu_pace,
 	.step_begin = cu_step_begin,
 	.step_range = cu_step_range,
 	.embed = cu_embed,

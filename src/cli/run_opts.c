@@ -32,6 +32,13 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg)
 	case RUN_OPT_THREADS: bad = parse_int(arg, 1, 4096, &v); o->threads = (int)v; name = "--threads"; break;
 	case RUN_OPT_DEVICE: o->device = arg; break;
 	case RUN_OPT_VRAM: o->vram = parse_size(arg); bad = o->vram <= 0; name = "--vram"; break;
+	case RUN_OPT_PLACEMENT: o->placement = arg; break;
+	case RUN_OPT_H2D_LIMIT: {
+		char *end;
+		o->h2d_limit = strtod(arg, &end);
+		bad = end == arg || *end || !(o->h2d_limit > 0 && o->h2d_limit < 1e4), name = "--h2d-limit";
+		break;
+	}
 	default: return 1;
 	}
 	if (bad) {
@@ -66,7 +73,11 @@ void run_opts_usage(FILE *f)
 		"  --threads N            CPU threads (default: the cores this process may use)\n"
 		"  --device auto|cpu|cuda compute device (default auto: CUDA when this build has it and a GPU exists)\n"
 		"  --vram SIZE            with CUDA: the most GPU memory ferry may use, CUDA context included (e.g. 4G;\n"
-		"                         default: all that is free); layers that do not fit are streamed\n");
+		"                         default: all that is free); layers that do not fit are streamed\n"
+		"  --placement auto|gpu|cpu|LIST  with CUDA: which layers the CPU computes from the RAM tier in steps of few\n"
+		"                         tokens (decode) while the GPU streams the others (default auto: chosen from rates\n"
+		"                         measured at start; LIST: layers and ranges for the CPU, e.g. 0-19,40-59,head)\n"
+		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n");
 }
 
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
@@ -74,6 +85,8 @@ void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
 	eo->device = o->device;
 	eo->vram = o->vram;
 	eo->threads = o->threads;
+	eo->placement = o->placement;
+	eo->h2d_limit = o->h2d_limit;
 	eo->ram = o->ram;
 	eo->reader = !strcmp(o->io, "uring") ? IO_READER_URING : !strcmp(o->io, "pread") ? IO_READER_PREAD : IO_READER_AUTO;
 	eo->kv = o->kv;

@@ -1,7 +1,7 @@
 /*
  * run_opts.h: the options every command that runs a model takes (`ferry run`, `batch`, `serve`, `ppl`): the
- * compute device (--device, --vram, --threads), the layer streamer (--ram, --io) and the KV cache (--kv,
- * --kv-page); their parsing and usage text, and the engine options they set (src/engine/engine.h).
+ * compute device (--device, --vram, --threads, --placement, --h2d-limit), the layer streamer (--ram, --io)
+ * and the KV cache (--kv, --kv-page); their parsing and usage text, and the engine options they set (src/engine/engine.h).
  */
 #ifndef FERRY_RUN_OPTS_H
 #define FERRY_RUN_OPTS_H
@@ -18,6 +18,8 @@ struct run_opts {
 	const char *kv;          /* NULL: the backend's default format */
 	int threads, kv_page;    /* 0: all cores; the model's default page */
 	int64_t ram, vram;       /* -1: half of physical memory; all that is free */
+	const char *placement;   /* NULL: auto */
+	double h2d_limit;        /* GB/s the uploads are paced to (0: no limit) */
 };
 
 /* getopt_long codes of these options (above any short option and the commands' own codes), and the table
@@ -30,12 +32,15 @@ enum {
 	RUN_OPT_THREADS,
 	RUN_OPT_DEVICE,
 	RUN_OPT_VRAM,
+	RUN_OPT_PLACEMENT,
+	RUN_OPT_H2D_LIMIT,
 };
 #define RUN_OPTS_LONG                                                                                             \
 	{"kv", required_argument, 0, RUN_OPT_KV}, {"kv-page", required_argument, 0, RUN_OPT_KV_PAGE},            \
 	{"ram", required_argument, 0, RUN_OPT_RAM}, {"io", required_argument, 0, RUN_OPT_IO},                    \
 	{"threads", required_argument, 0, RUN_OPT_THREADS}, {"device", required_argument, 0, RUN_OPT_DEVICE},    \
-	{"vram", required_argument, 0, RUN_OPT_VRAM}
+	{"vram", required_argument, 0, RUN_OPT_VRAM}, {"placement", required_argument, 0, RUN_OPT_PLACEMENT},    \
+	{"h2d-limit", required_argument, 0, RUN_OPT_H2D_LIMIT}
 
 void run_opts_default(struct run_opts *o);
 /* Takes getopt's code c and its argument: 0 when c was one of these options, 1 when it is not, 2 after
@@ -45,7 +50,8 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg);
 int run_opts_check(const struct run_opts *o);
 void run_opts_usage(FILE *f);
 
-/* The engine options these set (device, vram, threads, ram, reader, kv, kv_page); the rest of eo is kept. */
+/* The engine options these set (device, vram, threads, placement, h2d_limit, ram, reader, kv, kv_page); the
+ * rest of eo is kept. */
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo);
 /* The ids that end a request: the model's end-of-sequence ids and the tokenizer's end-of-generation ids
  * (tk may be NULL), into *ids (free it) and *n. 0 or -ENOMEM. */

@@ -10,9 +10,13 @@
 
 #include "base/util.h"
 #include "engine/engine.h"
+#include "engine/rates.h"
 
 struct engine {
 	struct backend *b;
+	struct backend *hb;   /* the host backend of hybrid steps (NULL: none) */
+	struct plan_rates rates;
+	bool has_rates;
 	struct plan plan;     /* until model_init takes it (plan_only: kept here) */
 	struct model m;
 	struct sched s;
@@ -45,6 +49,45 @@ static int kv_fmt_of(const char *name, const struct backend *b, char *err, size_
 	return -EINVAL;
 }
 
+/* The hybrid placement --placement asks for (plan.h): on a device, "auto" measures the rates and keeps the
+ * fastest predicted placement; a list or "cpu" is taken as given (a host-memory backend runs a list on a
+ * second host backend: the same steps, for the tests). Re-makes the plan with it. */
+static int place(struct engine *e, const struct layout *lay, const struct engine_opts *o, const struct model_opts *mo,
+		 char *err, size_t errlen)
+{
+	const char *mode = o->placement ? o->placement : "auto";
+	bool device = !e->b->ops->host_memory;
+	if (!strcmp(mode, "gpu") || (!strcmp(mode, "auto") && (!device || e->plan.n_resident == e->plan.n_units)))
+		return 0;
+	int rc = backend_cpu_create(&e->hb, o->threads, err, errlen);
+	if (!rc && !strcmp(mode, "auto")) {
+		rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
+		e->has_rates = !rc;
+	}
+	bool *on_host = rc ? NULL : calloc((size_t)e->plan.n_units, sizeof(bool));
+	if (!rc && !on_host) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+	}
+	int t_max = 0;
+	rc = rc ? rc : plan_place(&e->plan, lay, e->has_rates ? &e->rates : NULL, mode, on_host, &t_max, err, errlen);
+	int n_on = 0;
+	for (int u = 0; !rc && u < e->plan.n_units; u++)
+		n_on += on_host[u];
+	if (!rc && n_on && t_max > 0) {
+		plan_free(&e->plan);
+		rc = plan_make(&e->plan, lay, e->b, mo, o->stream_all, o->t_max_auto, o->kv_host, on_host, err, errlen);
+		if (!rc)
+			e->plan.hybrid_t_max = t_max;
+	}
+	if (!rc && e->has_rates) {
+		e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
+		e->plan.pred_hybrid = e->plan.n_on_host ? plan_predict(&e->plan, lay, &e->rates, 1, true) : 0;
+	}
+	free(on_host);
+	return rc;
+}
+
 int engine_open(struct engine **ep, const struct layout *lay, const struct engine_opts *o, char *err, size_t errlen)
 {
 	struct engine *e = calloc(1, sizeof(*e));
@@ -57,27 +100,36 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 	if (o->n_eos > 0)
 		memcpy(e->eos, o->eos, sizeof(int) * (size_t)o->n_eos);
 	int rc = backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
+	if (!rc && o->h2d_limit > 0) {
+		if (!e->b->ops->pace) {
+			snprintf(err, errlen, "--h2d-limit: the %s backend uploads nothing", e->b->ops->name);
+			rc = -EINVAL;
+		} else if ((rc = e->b->ops->pace(e->b, o->h2d_limit * 1e9))) {
+			snprintf(err, errlen, "--h2d-limit: %s", e->b->err);
+		}
+	}
 	int kv_fmt = rc ? rc : kv_fmt_of(o->kv, e->b, err, errlen);
 	rc = kv_fmt < 0 ? kv_fmt : 0;
 	struct model_opts mo = {.t_max = o->t_max, .max_logits = o->max_logits, .ctx = o->ctx, .max_seqs = o->max_seqs,
 				.kv_fmt = kv_fmt, .kv_page = o->kv_page, .kv_pages = o->kv_pages};
-	rc = rc ? rc : plan_make(&e->plan, lay, e->b, &mo, o->stream_all, o->t_max_auto, o->kv_host, err, errlen);
+	rc = rc ? rc : plan_make(&e->plan, lay, e->b, &mo, o->stream_all, o->t_max_auto, o->kv_host, NULL, err, errlen);
+	/* the streamer's buffers are pinned by the backend that uploads from them */
+	e->pinned = (struct io_host_alloc){e->b ? e->b->ops->pinned_name : NULL, e->b ? e->b->ops->pinned_alloc : NULL,
+					   e->b ? e->b->ops->pinned_free : NULL, NULL};
+	rc = rc ? rc : place(e, lay, o, &mo, err, errlen);
 	if (!rc && !o->plan_only) {
-		/* the streamer's buffers are pinned by the backend that uploads from them */
 		struct io_opts io;
-		e->pinned = (struct io_host_alloc){e->b->ops->pinned_name, e->b->ops->pinned_alloc, e->b->ops->pinned_free,
-						   NULL};
 		io_opts_default(&io);
 		io.ram = o->ram >= 0 ? o->ram : (int64_t)(phys_mem_bytes() / 2);
 		io.reader = o->reader;
 		io.log = io_log;
 		io.host_alloc = e->pinned.alloc ? &e->pinned : NULL;
-		rc = model_init(&e->m, lay, e->b, &e->plan, &io, err, errlen);
+		rc = model_init(&e->m, lay, e->b, e->hb, &e->plan, &io, err, errlen);
 		e->has_model = !rc;
-		/* top-k from a backend that selects it; the others hand over whole rows */
+		/* top-k from a device, which would otherwise copy whole rows; the host reads them in place */
 		if (!rc && !o->no_sched)
-			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->top_k ? o->top_k : 0, e->eos, o->n_eos, err,
-					 errlen);
+			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->host_memory ? 0 : o->top_k, e->eos, o->n_eos,
+					 err, errlen);
 		e->has_sched = !rc && !o->no_sched;
 	}
 	if (rc) {
@@ -97,6 +149,7 @@ void engine_close(struct engine *e)
 	if (e->has_model)
 		model_free(&e->m);
 	plan_free(&e->plan);
+	backend_destroy(e->hb);
 	backend_destroy(e->b);
 	free(e->eos);
 	free(e);
@@ -122,13 +175,23 @@ struct backend *engine_backend(struct engine *e)
 	return e->b;
 }
 
+const struct plan_rates *engine_rates(const struct engine *e)
+{
+	return e->has_rates ? &e->rates : NULL;
+}
+
 void engine_stats(struct engine *e, struct engine_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->device = e->b->ops->name;
 	st->n_threads = e->b->n_threads;
 	backend_mem_get(e->b, &st->mem);
-	st->opt = engine_plan(e)->opt;
+	const struct plan *p = engine_plan(e);
+	st->opt = p->opt;
+	st->n_on_host = p->n_on_host;
+	st->n_units = p->n_units;
+	st->pred_hybrid = p->pred_hybrid;
+	st->pred_device = p->pred_device;
 	if (e->has_model) {
 		st->opt = e->m.opt;
 		model_stats(&e->m, &st->model);
@@ -158,13 +221,19 @@ json_t *engine_stats_json(const struct engine_stats *st)
 	json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "reader", io->reader, "bytes_read",
 			      (json_int_t)io->bytes_read, "bytes_tier", (json_int_t)io->bytes_tier, "busy_s", io->busy_sec,
 			      "wait_s", io->wait_sec, "tier_units", io->tier_units, "n_units", io->n_units);
-	bool ok = o && v && m && j && !json_object_update(o, v) && !json_object_update(o, m) &&
-		  !json_object_set(o, "io", j) &&
+	const struct model_hybrid_stats *hs = &st->model.hyb;
+	json_t *h = json_pack("{s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f}", "units_on_host", st->n_on_host, "units",
+			      st->n_units, "steps", (json_int_t)hs->steps, "tokens", (json_int_t)hs->tokens, "s", hs->sec,
+			      "host_s", hs->host_sec, "predicted_step_s", st->pred_hybrid, "predicted_device_step_s",
+			      st->pred_device);
+	bool ok = o && v && m && j && h && !json_object_update(o, v) && !json_object_update(o, m) &&
+		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) &&
 		  !json_object_set_new(o, "disk_gbps",
 				       json_real(io->busy_sec > 0 ? (double)io->bytes_read / io->busy_sec / 1e9 : 0));
 	json_decref(v);
 	json_decref(m);
 	json_decref(j);
+	json_decref(h);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -190,6 +259,17 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 		(double)io->bytes_decoded / mib, io->wait_sec, (unsigned long long)io->n_acquire, io->n_slots, sb,
 		io->slots_busy_max, io->locked ? "" : ", not locked in memory", st->device, st->n_threads,
 		backend_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+	const struct model_hybrid_stats *h = &st->model.hyb;
+	if (st->n_on_host) {
+		fprintf(f, "ferry: hybrid: %d of %d units on the host; %llu steps (%llu tokens) at %.2f ms a step, %.2f ms of it in "
+			   "host units",
+			st->n_on_host, st->n_units, (unsigned long long)h->steps, (unsigned long long)h->tokens,
+			h->steps ? 1e3 * h->sec / (double)h->steps : 0.0, h->steps ? 1e3 * h->host_sec / (double)h->steps : 0.0);
+		if (st->pred_hybrid > 0)
+			fprintf(f, "; predicted %.2f ms a 1-token step (every unit on the device: %.2f ms)", 1e3 * st->pred_hybrid,
+				1e3 * st->pred_device);
+		fprintf(f, "\n");
+	}
 	const struct backend_mem *bm = &st->mem;
 	if (!bm->budget)
 		return;

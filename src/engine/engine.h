@@ -27,6 +27,7 @@ struct engine_opts {
 	const char *device;   /* "auto", "cpu" or "cuda" (NULL: auto) */
 	int64_t vram;         /* CUDA: the most device memory, context included (<= 0: all that is free) */
 	int threads;          /* CPU: threads (<= 0: the backend's default) */
+	double h2d_limit;     /* device: uploads paced to this many GB/s, to emulate a slower link (0: none) */
 	/* the layer streamer */
 	int64_t ram;          /* pinned host memory for slots and the RAM tier (< 0: half of physical memory) */
 	int reader;           /* enum io_reader_kind */
@@ -38,6 +39,7 @@ struct engine_opts {
 	int t_max, max_logits, ctx, max_seqs;
 	bool t_max_auto;      /* the plan may cut t_max to fit the budget */
 	bool stream_all;      /* stream every unit even when the budget could keep it resident */
+	const char *placement;/* hybrid steps: "auto" (NULL), "gpu", "cpu" or a list of units (plan_place) */
 	int top_k;            /* > 0: the scheduler lets the backend select this many logits per row */
 	const int *eos;       /* end-of-sequence ids, n_eos of them (copied) */
 	int n_eos;
@@ -55,6 +57,8 @@ const struct plan *engine_plan(const struct engine *e);
 struct model *engine_model(struct engine *e);   /* NULL with plan_only */
 struct sched *engine_sched(struct engine *e);   /* NULL with plan_only or no_sched */
 struct backend *engine_backend(struct engine *e);
+/* The rates the placement was chosen from; NULL when none were measured. */
+const struct plan_rates *engine_rates(const struct engine *e);
 
 struct engine_stats {
 	const char *device;        /* the backend's name */
@@ -63,6 +67,8 @@ struct engine_stats {
 	struct model_opts opt;     /* what the model was made with */
 	struct model_stats model;  /* bytes moved, KV memory, the streamer's figures */
 	struct sched_stats sched;  /* steps, tokens and their time */
+	int n_on_host, n_units;    /* the hybrid placement (0: none) */
+	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step (0: not measured) */
 };
 void engine_stats(struct engine *e, struct engine_stats *st);
 /* The figures every command's --stats-json shares (keys as bench/ reads them), as a new JSON object the

@@ -29,7 +29,9 @@ int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, cons
 	h->hk = calloc((size_t)L, sizeof(void *));
 	h->hv = calloc((size_t)L, sizeof(void *));
 	h->pool_bytes = malloc(sizeof(size_t) * (size_t)L);
-	bool ok = h->host_idx && h->host_layer && h->hk && h->hv && h->pool_bytes;
+	h->order = malloc(sizeof(int) * (size_t)h->n_host);
+	h->order_of = malloc(sizeof(int) * (size_t)L);
+	bool ok = h->host_idx && h->host_layer && h->hk && h->hv && h->pool_bytes && h->order && h->order_of;
 	size_t stage = 0;
 	for (int l = 0, i = 0; ok && l < L; l++) {
 		h->pool_bytes[l] = pool_bytes[l];
@@ -79,17 +81,19 @@ void kvh_free(struct kv_host *h)
 	free(h->hk);
 	free(h->hv);
 	free(h->pool_bytes);
+	free(h->order);
+	free(h->order_of);
 	memset(h, 0, sizeof(*h));
 }
 
-/* Uploads the used pages of host layer i (in host order) into staging pair i % 2 once the compute that
- * used the pair last is done. */
+/* Uploads the used pages of the step's staged layer i (in its order) into staging pair i % 2 once the
+ * compute that used the pair last is done. */
 static int upload(struct kv_host *h, int i, const struct kv_layer *kv)
 {
-	if (i >= h->n_host)
+	if (i >= h->n_order)
 		return 0;
 	struct backend *b = h->b;
-	int l = h->host_layer[i], s = i % 2;
+	int l = h->order[i], s = i % 2;
 	size_t n = (size_t)h->used[kv[l].group] * (h->pool_bytes[l] / (size_t)kv[l].n_pages);
 	int rc = b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);
 	if (!rc && n) {
@@ -100,10 +104,18 @@ static int upload(struct kv_host *h, int i, const struct kv_layer *kv)
 	return rc ? rc : b->ops->fence_record(b, BQ_COPY, h->fence0 + s);
 }
 
-int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv)
+int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv, const bool *skip)
 {
 	if (!h->n_host)
 		return 0;
+	h->n_order = 0;
+	for (int l = 0; l < h->n_layers; l++) {
+		h->order_of[l] = -1;
+		if (h->host_idx[l] >= 0 && !(skip && skip[l])) {
+			h->order_of[l] = h->n_order;
+			h->order[h->n_order++] = l;
+		}
+	}
 	for (int g = 0; g < kc->n_groups; g++) {
 		int mx = 0;
 		for (size_t i = 0; i < (size_t)kc->max_seqs * (size_t)kc->max_pages; i++)
@@ -114,11 +126,21 @@ int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer
 	return rc ? rc : upload(h, 1, kv);
 }
 
-int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv)
+bool kvh_host_view(const struct kv_host *h, int l, const struct kv_layer *kv, struct kv_layer *out)
 {
 	if (!h->n_host || h->host_idx[l] < 0)
+		return false;
+	*out = kv[l];
+	out->k = h->hk[l];
+	out->v = h->hv[l];
+	return true;
+}
+
+int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv)
+{
+	if (!h->n_host || h->order_of[l] < 0)
 		return 0;
-	int s = h->host_idx[l] % 2;
+	int s = h->order_of[l] % 2;
 	kv[l].k = h->sk[s];
 	kv[l].v = h->sv[s];
 	return h->b->ops->fence_wait(h->b, BQ_COMPUTE, h->fence0 + s);
@@ -127,10 +149,10 @@ int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv)
 int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_cache *kc, int n_parts,
 		const int *part_row, const int *part_t0)
 {
-	if (!h->n_host || h->host_idx[l] < 0)
+	if (!h->n_host || h->order_of[l] < 0)
 		return 0;
 	struct backend *b = h->b;
-	int i = h->host_idx[l], s = i % 2, g = kv[l].group;
+	int i = h->order_of[l], s = i % 2, g = kv[l].group;
 	size_t pb = h->pool_bytes[l] / (size_t)kv[l].n_pages;
 	int rc = b->ops->fence_record(b, BQ_COMPUTE, h->fence0 + 2 + s);
 	rc = rc ? rc : b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);

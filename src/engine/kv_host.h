@@ -11,6 +11,9 @@
  *
  * Per step this moves the used KV of every host layer up once (and the step's new pages down): the plan
  * prints the cost beside the weights'.
+ *
+ * Hybrid steps (model.h): the layers the host backend computes read and write their pinned pools in place
+ * (kvh_host_view); they are left out of the step's staging order (the skip mask of kvh_step_begin).
  */
 #ifndef FERRY_KV_HOST_H
 #define FERRY_KV_HOST_H
@@ -26,6 +29,8 @@ struct kv_host {
 	int n_layers, n_host;
 	int *host_idx;          /* [L] index among the host layers, -1 for device layers */
 	int *host_layer;        /* [n_host] */
+	int *order, *order_of;  /* this step's staged host layers [n_order] in layer order; [L] index in it, -1 none */
+	int n_order;
 	void **hk, **hv;        /* [L] pinned pools of host layers */
 	void *sk[2], *sv[2];    /* device staging pools */
 	size_t *pool_bytes;     /* [L] bytes of layer l's K (= V) pool */
@@ -39,9 +44,12 @@ int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, cons
 	     size_t errlen);
 void kvh_free(struct kv_host *h);
 /* Step start (after the step's pages are mapped): the pages in use per group; starts the uploads of the
- * first two host layers. */
-int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv);
-/* Before layer l computes: points kv[l] at its staging pair and makes the compute queue wait for it. */
+ * first two host layers the step stages (those skip[] does not mark; skip NULL: all). */
+int kvh_step_begin(struct kv_host *h, const struct kv_cache *kc, struct kv_layer *kv, const bool *skip);
+/* Host layer l's pinned pools as a kv_layer (the shape of kv[l]) for the host backend; false when l is not
+ * a host layer. */
+bool kvh_host_view(const struct kv_host *h, int l, const struct kv_layer *kv, struct kv_layer *out);
+/* Before layer l computes (a staged layer of the step; others: no-op): points kv[l] at its staging pair and makes the compute queue wait for it. */
 int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv);
 /* After layer l computed: writes back the pages holding the step's positions (part i: sequence
  * part_row[i], part_t0[i+1] - part_t0[i] positions from its length before the step) and refills the

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/util.h"
 #include "engine/model.h"
 
 /* The tensor of table row `row` (src/layout/arch.h) in unit u into *t, its shape checked against the
@@ -63,18 +64,18 @@ static const struct tensor *opt(const struct tensor *t)
 	return t->data ? t : NULL;
 }
 
-/* Every weight format of the model must be supported by the backend before anything runs. The streamer
+/* Every weight format of the model must be supported by backend b before anything runs. The streamer
  * decodes lz4 tensors of layers and the head; embedding rows are read in place, so they must be raw. */
-static int check_formats(const struct model *m, char *err, size_t errlen)
+static int check_formats(const struct model *m, struct backend *b, char *err, size_t errlen)
 {
 	for (int u = -1; u <= m->hp->n_layers; u++) {
 		const struct layout_unit *unit = layout_unit_get(m->lay, u);
 		for (int i = 0; i < unit->n_tensors; i++) {
 			const struct layout_tensor *t = &unit->tensors[i];
-			bool ok = m->b->ops->supports(m->b, u < 0 ? OP_EMBED : OP_MATMUL, t->fmt);
+			bool ok = b->ops->supports(b, u < 0 ? OP_EMBED : OP_MATMUL, t->fmt);
 			if (!ok || (u < 0 && t->comp != LAYOUT_COMP_NONE)) {
 				snprintf(err, errlen, "tensor %s: format %s%s is not supported by the %s backend", t->name,
-					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", m->b->ops->name);
+					 wfmt_name(t->fmt), t->comp ? " (compressed)" : "", b->ops->name);
 				return -ENOTSUP;
 			}
 		}
@@ -171,13 +172,44 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
 }
 
-int model_init(struct model *m, const struct layout *lay, struct backend *b, struct plan *p, const struct io_opts *io,
-	       char *err, size_t errlen)
+/* The run state on backend b for t_rows tokens per step, t_sub per op; false when out of memory. */
+static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout_hparams *hp, int t_rows, int t_sub,
+		     int max_logits)
+{
+	size_t T = (size_t)t_rows, S = (size_t)t_sub, D = (size_t)hp->d_model,
+	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
+	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	*rs = (struct model_rs){.b = b, .t_rows = t_rows, .t_sub = t_sub};
+	rs->x = b->ops->alloc(b, T * D * 4);
+	rs->h = rs->x ? b->ops->alloc(b, S * D * 4) : NULL;
+	rs->q = rs->h ? b->ops->alloc(b, S * Q * 4) : NULL;
+	rs->att = rs->q ? b->ops->alloc(b, S * Q * 4) : NULL;
+	rs->k = rs->att ? b->ops->alloc(b, S * KV * 4) : NULL;
+	rs->v = rs->k ? b->ops->alloc(b, S * KV * 4) : NULL;
+	rs->g = rs->v ? b->ops->alloc(b, S * F * 4) : NULL;
+	rs->u = rs->g ? b->ops->alloc(b, S * F * 4) : NULL;
+	rs->logits = rs->u ? b->ops->alloc(b, (size_t)(max_logits > 0 ? max_logits : 1) * V * 4) : NULL;
+	return rs->logits;
+}
+
+static void rs_free(struct model_rs *rs)
+{
+	struct backend *b = rs->b;
+	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits};
+	for (size_t i = 0; b && i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		if (bufs[i])
+			b->ops->free(b, bufs[i]);
+	memset(rs, 0, sizeof(*rs));
+}
+
+int model_init(struct model *m, const struct layout *lay, struct backend *b, struct backend *hb, struct plan *p,
+	       const struct io_opts *io, char *err, size_t errlen)
 {
 	memset(m, 0, sizeof(*m));
 	m->lay = lay;
 	m->hp = &lay->hp;
 	m->b = b;
+	m->hb = p->n_on_host > 0 && p->hybrid_t_max > 0 ? hb : NULL;
 	m->plan = *p;
 	memset(p, 0, sizeof(*p));
 	const struct model_opts *o = &m->plan.opt;
@@ -204,8 +236,14 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		rc = -ENOTSUP;
 		goto fail;
 	}
-	if ((rc = check_formats(m, err, errlen)))
+	if ((rc = check_formats(m, b, err, errlen)) || (m->hb && (rc = check_formats(m, m->hb, err, errlen))))
 		goto fail;
+	if (m->hb && !m->hb->ops->kv_supports(o->kv_fmt)) {
+		snprintf(err, errlen, "KV cache format %s is not supported by the %s backend of the hybrid steps",
+			 kv_fmt_name(o->kv_fmt), m->hb->ops->name);
+		rc = -ENOTSUP;
+		goto fail;
+	}
 	struct model_mem mm;
 	model_mem_plan(hp, b, &m->opt, kv_host, &mm);
 	rc = kvc_init(&m->kc, m->opt.kv_page, o->ctx, m->opt.max_seqs, mm.n_groups, mm.windows, mm.n_pages, err, errlen);
@@ -213,9 +251,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		goto fail;
 	memcpy(m->n_pages, mm.n_pages, sizeof(m->n_pages));
 	m->kv_bytes = mm.kv;
-	size_t T = (size_t)o->t_max, S = (size_t)m->opt.t_sub, D = (size_t)hp->d_model,
-	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
-	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	size_t T = (size_t)o->t_max, D = (size_t)hp->d_model;
 	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
 	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
@@ -233,22 +269,18 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		m->kv[l].v = b->ops->alloc(b, pool[l]);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
-	m->x = ok ? b->ops->alloc(b, T * D * 4) : NULL;
-	m->h = ok ? b->ops->alloc(b, S * D * 4) : NULL;
-	m->q = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
-	m->att = ok ? b->ops->alloc(b, S * Q * 4) : NULL;
-	m->k = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
-	m->v = ok ? b->ops->alloc(b, S * KV * 4) : NULL;
-	m->g = ok ? b->ops->alloc(b, S * F * 4) : NULL;
-	m->u = ok ? b->ops->alloc(b, S * F * 4) : NULL;
-	m->logits = ok ? b->ops->alloc(b, (size_t)(o->max_logits > 0 ? o->max_logits : 1) * V * 4) : NULL;
+	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits);
+	int t_h = m->plan.hybrid_t_max < o->t_max ? m->plan.hybrid_t_max : o->t_max;
+	if (ok && m->hb && !rs_alloc(&m->rs[1], m->hb, hp, t_h, t_h, o->max_logits)) {
+		snprintf(m->hb->err, sizeof(m->hb->err), "host memory for the hybrid steps' run state");
+		ok = false;
+	}
 	m->embed_rows = malloc(T * D * 4);
 	m->tokens = malloc(sizeof(int) * T);
 	m->pos = malloc(sizeof(int) * T);
 	m->part_t0 = malloc(sizeof(int) * (T + 1));
 	m->part_row = malloc(sizeof(int) * T);
-	ok = ok && m->x && m->h && m->q && m->att && m->k && m->v && m->g && m->u && m->logits && m->embed_rows &&
-	     m->tokens && m->pos && m->part_t0 && m->part_row;
+	ok = ok && m->embed_rows && m->tokens && m->pos && m->part_t0 && m->part_row;
 	if (!ok) {
 		snprintf(err, errlen,
 			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
@@ -263,7 +295,14 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	rc = b->ops->reserve(b, &r);
 	if (rc)
 		snprintf(err, errlen, "%s", b->err);
-	else
+	if (!rc && m->hb) {
+		struct model_opts ho = m->opt;
+		ho.t_max = ho.t_sub = t_h;
+		reserve_of(hp, &ho, mm.n_groups, &r);
+		if ((rc = m->hb->ops->reserve(m->hb, &r)))
+			snprintf(err, errlen, "%s", m->hb->err);
+	}
+	if (!rc)
 		rc = io_stream_open(&m->io, lay, io, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, err, errlen);
@@ -288,10 +327,8 @@ void model_free(struct model *m)
 		if (m->kvh.host_idx[l] >= 0) /* staging, not pools of their own */
 			m->kv[l].k = m->kv[l].v = NULL;
 	kvh_free(&m->kvh);
-	void *bufs[] = {m->x, m->h, m->q, m->att, m->k, m->v, m->g, m->u, m->logits};
-	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
-		if (bufs[i])
-			b->ops->free(b, bufs[i]);
+	rs_free(&m->rs[0]);
+	rs_free(&m->rs[1]);
 	for (int l = 0; m->kv && l < m->hp->n_layers; l++) {
 		if (m->kv[l].k)
 			b->ops->free(b, m->kv[l].k);
@@ -321,6 +358,7 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->kv_bytes = m->kv_bytes;
 	st->kv_host_layers = m->kvh.n_host;
 	st->n_slots = m->w.n_slots;
+	st->hyb = m->hyb;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -339,77 +377,85 @@ int model_kv_pages_for(const struct model *m, int g, int len)
 	return kvc_pages_for(&m->kc, g, len, m->opt.t_max);
 }
 
-/* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w). */
-static int layer_range(struct model *m, int l, const struct layer_weights *w, int t0, int n)
+/* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w, KV pools kv) on the run state rs. */
+static int layer_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w,
+		       const struct kv_layer *kv, int t0, int n)
 {
 	const struct layout_hparams *hp = m->hp;
-	struct backend *b = m->b;
+	struct backend *b = rs->b;
 	const struct backend_ops *op = b->ops;
 	int H = hp->n_heads, Hkv = hp->n_kv_heads, Dh = hp->head_dim;
 	int64_t D = hp->d_model, F = hp->ffn_dim;
-	float eps = (float)hp->rms_eps, *x = m->x + (size_t)t0 * (size_t)D;
+	float eps = (float)hp->rms_eps, *x = rs->x + (size_t)t0 * (size_t)D;
 	int rc = op->step_range(b, t0, n);
-	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->attn_norm, n, eps);
-	rc = rc ? rc : op->matmul(b, m->q, m->h, &w->wq, opt(&w->bq), n);
-	rc = rc ? rc : op->matmul(b, m->k, m->h, &w->wk, opt(&w->bk), n);
-	rc = rc ? rc : op->matmul(b, m->v, m->h, &w->wv, opt(&w->bv), n);
+	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->attn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, rs->q, rs->h, &w->wq, opt(&w->bq), n);
+	rc = rc ? rc : op->matmul(b, rs->k, rs->h, &w->wk, opt(&w->bk), n);
+	rc = rc ? rc : op->matmul(b, rs->v, rs->h, &w->wv, opt(&w->bv), n);
 	if (!rc && w->q_norm.data)
-		rc = op->rmsnorm(b, m->q, m->q, &w->q_norm, n * H, eps);
+		rc = op->rmsnorm(b, rs->q, rs->q, &w->q_norm, n * H, eps);
 	if (!rc && w->k_norm.data)
-		rc = op->rmsnorm(b, m->k, m->k, &w->k_norm, n * Hkv, eps);
+		rc = op->rmsnorm(b, rs->k, rs->k, &w->k_norm, n * Hkv, eps);
 	const struct rope_freqs *rope = hp->window[l] > 0 && hp->has_rope_local ? &m->rope_local : &m->rope;
 	float scale = hp->attn_scale > 0 ? (float)hp->attn_scale : 1.0f / sqrtf((float)Dh);
-	rc = rc ? rc : op->rope(b, m->q, H, Dh, rope);
-	rc = rc ? rc : op->rope(b, m->k, Hkv, Dh, rope);
-	bool rot = kv_fmt_rotated(m->kv[l].fmt); /* q.k and p.v are unchanged; the output is rotated back */
+	rc = rc ? rc : op->rope(b, rs->q, H, Dh, rope);
+	rc = rc ? rc : op->rope(b, rs->k, Hkv, Dh, rope);
+	bool rot = kv_fmt_rotated(kv->fmt); /* q.k and p.v are unchanged; the output is rotated back */
 	if (rot) {
-		rc = rc ? rc : op->hadamard(b, m->q, (int64_t)n * H * Dh);
-		rc = rc ? rc : op->hadamard(b, m->k, (int64_t)n * Hkv * Dh);
-		rc = rc ? rc : op->hadamard(b, m->v, (int64_t)n * Hkv * Dh);
+		rc = rc ? rc : op->hadamard(b, rs->q, (int64_t)n * H * Dh);
+		rc = rc ? rc : op->hadamard(b, rs->k, (int64_t)n * Hkv * Dh);
+		rc = rc ? rc : op->hadamard(b, rs->v, (int64_t)n * Hkv * Dh);
 	}
-	rc = rc ? rc : op->kv_store(b, &m->kv[l], m->k, m->v);
-	rc = rc ? rc : op->attention(b, m->att, m->q, &m->kv[l], H, hp->window[l], scale);
+	rc = rc ? rc : op->kv_store(b, kv, rs->k, rs->v);
+	rc = rc ? rc : op->attention(b, rs->att, rs->q, kv, H, hp->window[l], scale);
 	if (rot)
-		rc = rc ? rc : op->hadamard(b, m->att, (int64_t)n * H * Dh);
-	rc = rc ? rc : op->matmul(b, m->h, m->att, &w->wo, opt(&w->bo), n);
+		rc = rc ? rc : op->hadamard(b, rs->att, (int64_t)n * H * Dh);
+	rc = rc ? rc : op->matmul(b, rs->h, rs->att, &w->wo, opt(&w->bo), n);
 	if (!rc && w->post_attn_norm.data)
-		rc = op->rmsnorm(b, m->h, m->h, &w->post_attn_norm, n, eps);
-	rc = rc ? rc : op->add(b, x, m->h, n * D);
-	rc = rc ? rc : op->rmsnorm(b, m->h, x, &w->ffn_norm, n, eps);
-	rc = rc ? rc : op->matmul(b, m->g, m->h, &w->w_gate, opt(&w->b_gate), n);
-	rc = rc ? rc : op->matmul(b, m->u, m->h, &w->w_up, opt(&w->b_up), n);
-	rc = rc ? rc : op->glu(b, m->g, m->g, m->u, n * F, hp->act);
-	rc = rc ? rc : op->matmul(b, m->h, m->g, &w->w_down, opt(&w->b_down), n);
+		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_attn_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, rs->h, n * D);
+	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->ffn_norm, n, eps);
+	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate, opt(&w->b_gate), n);
+	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up, opt(&w->b_up), n);
+	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * F, hp->act);
+	rc = rc ? rc : op->matmul(b, rs->h, rs->g, &w->w_down, opt(&w->b_down), n);
 	if (!rc && w->post_ffw_norm.data)
-		rc = op->rmsnorm(b, m->h, m->h, &w->post_ffw_norm, n, eps);
-	rc = rc ? rc : op->add(b, x, m->h, n * D);
+		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_ffw_norm, n, eps);
+	rc = rc ? rc : op->add(b, x, rs->h, n * D);
 	return rc;
 }
 
-/* Layer l for the whole step, t_sub tokens at a time: the weights are bound once, and the ranges run in
- * order, so each range's queries find the keys of the ranges before it in the cache. */
-static int layer_forward(struct model *m, int l, int T, char *err, size_t errlen)
+/* Layer l for the whole step on rs, t_sub tokens at a time: the weights are bound once, and the ranges run
+ * in order, so each range's queries find the keys of the ranges before it in the cache. host: the step's
+ * host units (NULL: none), for the prefetch. A layer the host backend runs reads its KV pools in place. */
+static int layer_forward(struct model *m, struct model_rs *rs, int l, int T, const bool *host, char *err,
+			 size_t errlen)
 {
 	void *const *ptrs;
 	struct layer_weights w;
-	int rc = weights_get(&m->w, l, &ptrs, err, errlen);
+	bool on_host = rs == &m->rs[1];
+	int rc = weights_get(&m->w, l, on_host, &ptrs, err, errlen);
 	if (rc)
 		return rc;
 	rc = bind_layer(m, l, ptrs, &w, err, errlen);
-	rc = rc ? rc : kvh_acquire(&m->kvh, l, m->kv);
-	for (int t0 = 0; !rc && t0 < T; t0 += m->opt.t_sub)
-		rc = layer_range(m, l, &w, t0, T - t0 < m->opt.t_sub ? T - t0 : m->opt.t_sub);
+	struct kv_layer kv = m->kv[l];
+	if (on_host)
+		kvh_host_view(&m->kvh, l, m->kv, &kv);
+	else if (!rc && !(rc = kvh_acquire(&m->kvh, l, m->kv)))
+		kv = m->kv[l];
+	for (int t0 = 0; !rc && t0 < T; t0 += rs->t_sub)
+		rc = layer_range(m, rs, l, &w, &kv, t0, T - t0 < rs->t_sub ? T - t0 : rs->t_sub);
 	if (rc && !err[0])
-		snprintf(err, errlen, "layer %d: %s", l, m->b->err);
-	weights_put(&m->w, l);
+		snprintf(err, errlen, "layer %d: %s", l, rs->b->err);
+	weights_put(&m->w, l, on_host);
 	if (!rc)
-		rc = weights_prefetch(&m->w, l, err, errlen);
-	if (!rc && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_t0)))
+		rc = weights_prefetch(&m->w, l, host, err, errlen);
+	if (!rc && !on_host && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_t0)))
 		snprintf(err, errlen, "layer %d: KV pages to host memory: %s", l, m->b->err);
 	return rc;
 }
 
-static int embed(struct model *m, const int *tokens, int T, char *err, size_t errlen)
+static int embed(struct model *m, struct model_rs *rs, const int *tokens, int T, char *err, size_t errlen)
 {
 	const char *name = arch_token_embd.name;
 	const struct layout_tensor *t = layout_tensor_find(&m->lay->embed, name);
@@ -423,22 +469,23 @@ static int embed(struct model *m, const int *tokens, int T, char *err, size_t er
 		return rc;
 	/* scaled in f32, as transformers scales in the model's dtype */
 	float scale = m->hp->embed_scale > 0 ? (float)m->hp->embed_scale : 0;
-	return m->b->ops->embed(m->b, m->x, m->embed_rows, t->fmt, T * D, scale);
+	return rs->b->ops->embed(rs->b, rs->x, m->embed_rows, t->fmt, T * D, scale);
 }
 
 /* The logits rows the parts ask for (each part's last n_logits tokens, in part order) into out: all V
  * values, or, with out->k > 0, the k largest of each row (the backend's top_k: a few bytes instead of V
  * floats). Rows that sit next to each other in the step go through the head together. */
-static int head(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
-		char *err, size_t errlen)
+static int head(struct model *m, struct model_rs *rs, const struct model_part *parts, int n_parts,
+		const struct model_out *out, const bool *host, char *err, size_t errlen)
 {
 	const struct layout_hparams *hp = m->hp;
-	struct backend *b = m->b;
-	int L = hp->n_layers, S = m->opt.t_sub;
+	struct backend *b = rs->b;
+	int L = hp->n_layers, S = rs->t_sub;
+	bool on_host = rs == &m->rs[1];
 	int64_t D = hp->d_model, V = hp->vocab;
 	void *const *ptrs;
 	struct tensor norm, w_out;
-	int rc = weights_get(&m->w, L, &ptrs, err, errlen);
+	int rc = weights_get(&m->w, L, on_host, &ptrs, err, errlen);
 	if (rc)
 		return rc;
 	const struct layout_unit *u = layout_unit_get(m->lay, L);
@@ -453,25 +500,25 @@ static int head(struct model *m, const struct model_part *parts, int n_parts, co
 			n += parts[i].n;
 		for (int r = 0; !rc && r < n; r += S) {
 			int nr = n - r < S ? n - r : S;
-			const float *x = m->x + (size_t)(t_first + r) * (size_t)D;
-			rc = b->ops->rmsnorm(b, m->h, x, &norm, nr, (float)hp->rms_eps);
-			rc = rc ? rc : b->ops->matmul(b, m->logits + (size_t)(rows + r) * (size_t)V, m->h, &w_out, NULL, nr);
+			const float *x = rs->x + (size_t)(t_first + r) * (size_t)D;
+			rc = b->ops->rmsnorm(b, rs->h, x, &norm, nr, (float)hp->rms_eps);
+			rc = rc ? rc : b->ops->matmul(b, rs->logits + (size_t)(rows + r) * (size_t)V, rs->h, &w_out, NULL, nr);
 		}
 		rows += n;
 	}
-	weights_put(&m->w, L);
+	weights_put(&m->w, L, on_host);
 	if (!rc)
-		rc = weights_prefetch(&m->w, L, err, errlen);
+		rc = weights_prefetch(&m->w, L, host, err, errlen);
 	float *dst = out->logits;
 	int64_t nv = V;
 	if (out->k > 0) {
 		for (int r = 0; !rc && r < rows; r++)
-			rc = b->ops->top_k(b, m->logits + (size_t)r * (size_t)V, (int)V, out->k, out->top_vals + (size_t)r * out->k,
+			rc = b->ops->top_k(b, rs->logits + (size_t)r * (size_t)V, (int)V, out->k, out->top_vals + (size_t)r * out->k,
 					   out->top_idx + (size_t)r * out->k);
 		dst = out->top_vals; /* softcap is monotonic: the order stays, the values change */
 		nv = out->k;
 	} else {
-		rc = rc ? rc : b->ops->download(b, dst, m->logits, sizeof(float) * (size_t)rows * (size_t)V);
+		rc = rc ? rc : b->ops->download(b, dst, rs->logits, sizeof(float) * (size_t)rows * (size_t)V);
 	}
 	if (!rc && hp->final_softcap > 0) { /* the op order of transformers: divide, tanh, multiply */
 		float cap = (float)hp->final_softcap;
@@ -481,6 +528,15 @@ static int head(struct model *m, const struct model_part *parts, int n_parts, co
 	if (rc && !err[0])
 		snprintf(err, errlen, "head: %s", b->err);
 	return rc;
+}
+
+/* The residual stream's T rows into run state `to` from the other (one of them is on the host backend, so b's
+ * upload or download moves them). */
+static int cross(struct model *m, int to, int T)
+{
+	size_t n = sizeof(float) * (size_t)T * (size_t)m->hp->d_model;
+	struct backend *b = m->b;
+	return to == 1 ? b->ops->download(b, m->rs[1].x, m->rs[0].x, n) : b->ops->upload(b, m->rs[0].x, m->rs[1].x, n);
 }
 
 int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, int *n_cached, char *err,
@@ -564,13 +620,40 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 			      .n_groups = m->kc.n_groups, .n_rows = m->kc.max_seqs, .max_pages = m->kc.max_pages,
 			      .pages = tables};
 	m->n_parts = n_parts;
-	rc = m->b->ops->step_begin(m->b, &d);
-	rc = rc ? rc : kvh_step_begin(&m->kvh, &m->kc, m->kv);
-	rc = rc ? rc : embed(m, m->tokens, T, err, errlen);
-	for (int l = 0; !rc && l < m->hp->n_layers; l++)
-		rc = layer_forward(m, l, T, err, errlen);
-	if (!rc && rows > 0)
-		rc = head(m, parts, n_parts, out, err, errlen);
+	bool hyb = m->hb && T <= m->rs[1].t_rows;
+	const bool *host = hyb ? m->plan.on_host : NULL;
+	int L = m->hp->n_layers;
+	double t_start = now_sec(), t_host = 0;
+	/* the write-backs of the last device step's KV pages land before the host reads its pools */
+	if (hyb && !m->last_hybrid)
+		rc = m->b->ops->sync(m->b);
+	m->last_hybrid = hyb;
+	rc = rc ? rc : m->b->ops->step_begin(m->b, &d);
+	if (hyb)
+		rc = rc ? rc : m->hb->ops->step_begin(m->hb, &d);
+	rc = rc ? rc : kvh_step_begin(&m->kvh, &m->kc, m->kv, host);
+	int side = host && host[0];
+	rc = rc ? rc : embed(m, &m->rs[side], m->tokens, T, err, errlen);
+	for (int l = 0; !rc && l <= L && (l < L || rows > 0); l++) {
+		int to = host && host[l];
+		if (to != side) {
+			rc = cross(m, to, T);
+			side = to;
+		}
+		double t0 = now_sec();
+		if (!rc && l < L)
+			rc = layer_forward(m, &m->rs[side], l, T, host, err, errlen);
+		else if (!rc)
+			rc = head(m, &m->rs[side], parts, n_parts, out, host, err, errlen);
+		if (side)
+			t_host += now_sec() - t0;
+	}
+	if (!rc && hyb) {
+		m->hyb.steps++;
+		m->hyb.tokens += (uint64_t)T;
+		m->hyb.sec += now_sec() - t_start;
+		m->hyb.host_sec += t_host;
+	}
 	if (rc && !err[0])
 		snprintf(err, errlen, "%s", m->b->err[0] ? m->b->err : "forward failed");
 	for (int i = 0; i < n_parts; i++) {

@@ -62,10 +62,29 @@ LAYER_SLOT(post_ffw_norm, ARCH_SLOT_POST_FFW_NORM);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
+/* The run state on one backend, in its memory: x has t_rows rows, the others t_sub. */
+struct model_rs {
+	struct backend *b;
+	int t_rows, t_sub;
+	float *x;              /* (T, D) residual stream */
+	float *h;              /* (S, D) normed */
+	float *q, *att;        /* (S, H*Dh) */
+	float *k, *v;          /* (S, Hkv*Dh) */
+	float *g, *u;          /* (S, F) */
+	float *logits;         /* (max_logits, V) */
+};
+
+/* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
+struct model_hybrid_stats {
+	uint64_t steps, tokens;
+	double sec, host_sec;
+};
+
 struct model {
 	const struct layout *lay;
 	const struct layout_hparams *hp;
-	struct backend *b;
+	struct backend *b;     /* the device (or the host, on a machine without one) */
+	struct backend *hb;    /* hybrid steps: the host backend of the units plan.on_host marks (NULL: none) */
 	struct plan plan;      /* its memory plan (owned) */
 	struct model_opts opt; /* the plan's options, defaults filled in */
 	struct io_stream *io;
@@ -78,22 +97,23 @@ struct model {
 	/* the current step, host */
 	int *tokens, *pos, *part_t0, *part_row; /* [t_max], [t_max], [t_max + 1], [t_max] */
 	int n_parts;
-	/* run state, backend memory: x has t_max rows, the others t_sub */
-	float *x;              /* (T, D) residual stream */
-	float *h;              /* (S, D) normed */
-	float *q, *att;        /* (S, H*Dh) */
-	float *k, *v;          /* (S, Hkv*Dh) */
-	float *g, *u;          /* (S, F) */
-	float *logits;         /* (max_logits, V) */
+	struct model_rs rs[2]; /* [0] on b (t_max rows), [1] on hb (plan.hybrid_t_max rows) */
+	bool last_hybrid;
+	struct model_hybrid_stats hyb;
 	struct rope_freqs rope;       /* of the current step */
 	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
 };
 
 /* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
- * through a streamer opened with io. Takes p (it is zeroed, success or not: model_free frees it). */
-int model_init(struct model *m, const struct layout *lay, struct backend *b, struct plan *p, const struct io_opts *io,
-	       char *err, size_t errlen);
+ * through a streamer opened with io. hb: the host backend of hybrid steps when p->n_on_host > 0 (NULL
+ * otherwise; the caller keeps it). Takes p (it is zeroed, success or not: model_free frees it).
+ *
+ * A hybrid step (at most p->hybrid_t_max tokens) runs each unit on the backend its placement names; the
+ * residual stream crosses (download or upload of T rows) where consecutive units change sides, and the
+ * device streams its units meanwhile. Larger steps run every unit on b. */
+int model_init(struct model *m, const struct layout *lay, struct backend *b, struct backend *hb, struct plan *p,
+	       const struct io_opts *io, char *err, size_t errlen);
 void model_free(struct model *m);
 
 /* What the model has moved so far, and where its memory went. */
@@ -103,6 +123,7 @@ struct model_stats {
 	uint64_t kv_bytes;         /* backend memory of the KV pools */
 	int kv_host_layers, n_slots;
 	struct io_stats io;        /* the layer streamer's */
+	struct model_hybrid_stats hyb;
 };
 void model_stats(const struct model *m, struct model_stats *st);
 

@@ -64,7 +64,7 @@ static int count_host(const bool *h, int L)
 }
 
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const struct model_opts *want,
-	      bool stream_all, bool t_max_auto, bool kv_host, char *err, size_t errlen)
+	      bool stream_all, bool t_max_auto, bool kv_host, const bool *on_host, char *err, size_t errlen)
 {
 	memset(p, 0, sizeof(*p));
 	struct model_opts *o = &p->opt;
@@ -75,7 +75,8 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	p->n_units = lay->hp.n_layers + 1;
 	p->resident = calloc((size_t)p->n_units, sizeof(bool));
 	p->kv_host = calloc((size_t)L, sizeof(bool));
-	if (!p->resident || !p->kv_host) {
+	p->on_host = calloc((size_t)p->n_units, sizeof(bool));
+	if (!p->resident || !p->kv_host || !p->on_host) {
 		plan_free(p);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -84,7 +85,11 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		uint64_t ub = weights_unit_device_bytes(lay, u);
 		p->units_bytes += ub;
 		p->slot_bytes = ub > p->slot_bytes ? ub : p->slot_bytes;
+		p->on_host[u] = on_host && on_host[u];
+		p->n_on_host += p->on_host[u];
+		p->host_bytes += p->on_host[u] ? ub : 0;
 	}
+	p->hybrid_t_max = p->n_on_host ? 16 : 0;
 	if (b->ops->host_memory) {
 		fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		return 0;
@@ -92,15 +97,15 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	struct backend_mem bm;
 	backend_mem_get(b, &bm);
 	p->device = true;
-	if (kv_host)
-		memset(p->kv_host, 1, sizeof(bool) * (size_t)L);
+	for (int l = 0; l < L; l++)
+		p->kv_host[l] = kv_host || p->on_host[l];
 	p->budget = bm.budget;
 	p->context = bm.context;
 	p->arena = bm.arena;
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
 	uint64_t fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
-	if (!stream_all && fixed + p->units_bytes <= avail) {
+	if (!stream_all && !p->n_on_host && fixed + p->units_bytes <= avail) {
 		for (int u = 0; u < p->n_units; u++)
 			p->resident[u] = true;
 		p->n_resident = p->n_units;
@@ -138,7 +143,9 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		}
 		p->n_slots = fixed + 3 * p->slot_bytes <= avail ? 3 : 2;
 		/* KV pools back on the device while they fit (each saves its bytes per step, as a resident unit) */
-		for (int l = 0; l < L && !kv_host && p->kv_host[l]; l++) {
+		for (int l = 0; l < L && !kv_host; l++) {
+			if (!p->kv_host[l] || p->on_host[l])
+				continue;
 			p->kv_host[l] = false;
 			uint64_t f = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 			if (f + (uint64_t)p->n_slots * p->slot_bytes > avail) {
@@ -150,7 +157,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		uint64_t left = avail - fixed - (uint64_t)p->n_slots * p->slot_bytes;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
-			if (ub <= left) {
+			if (ub <= left && !p->on_host[u]) {
 				p->resident[u] = true;
 				p->n_resident++;
 				p->resident_bytes += ub;
@@ -166,6 +173,47 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	return 0;
 }
 
+static void unit_name(char *buf, size_t n, int u, int n_units)
+{
+	if (u == n_units - 1)
+		snprintf(buf, n, "head");
+	else
+		snprintf(buf, n, "%d", u);
+}
+
+/* The hybrid placement as runs of units ("h" host, "r" resident, "s" streamed), and its predictions. */
+static void plan_print_placement(FILE *f, const struct plan *p)
+{
+	if (!p->n_on_host) {
+		if (p->pred_device > 0)
+			fprintf(f, "plan: placement: every unit on the %s; predicted 1-token step %.2f ms\n",
+				p->device ? "device" : "host", 1e3 * p->pred_device);
+		return;
+	}
+	fprintf(f, "plan: placement (steps of up to %d tokens; larger ones run every unit on the %s): %d of %d units on "
+		   "the host (%.3f GiB read from RAM per step), the rest %.3f GiB streamed per step:\nplan:  ",
+		p->hybrid_t_max, p->device ? "device" : "first backend", p->n_on_host, p->n_units, gib(p->host_bytes),
+		gib(p->units_bytes - p->resident_bytes - p->host_bytes));
+	for (int u = 0; u < p->n_units;) {
+		char c = p->on_host[u] ? 'h' : p->resident[u] ? 'r' : 's';
+		int v = u;
+		while (v + 1 < p->n_units && (p->on_host[v + 1] ? 'h' : p->resident[v + 1] ? 'r' : 's') == c)
+			v++;
+		char a[16], z[16];
+		unit_name(a, sizeof(a), u, p->n_units);
+		unit_name(z, sizeof(z), v, p->n_units);
+		if (v == u)
+			fprintf(f, " %s:%c", a, c);
+		else
+			fprintf(f, " %s-%s:%c", a, z, c);
+		u = v + 1;
+	}
+	fprintf(f, "  (h host, r resident, s streamed)\n");
+	if (p->pred_hybrid > 0)
+		fprintf(f, "plan: predicted 1-token step: hybrid %.2f ms, every unit on the device %.2f ms\n",
+			1e3 * p->pred_hybrid, 1e3 * p->pred_device);
+}
+
 void plan_print(FILE *f, const struct plan *p)
 {
 	if (!p->device) {
@@ -173,6 +221,7 @@ void plan_print(FILE *f, const struct plan *p)
 			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier\n",
 			gib(p->mem.kv), kv_fmt_name(p->opt.kv_fmt), p->opt.max_seqs, p->opt.ctx, gib(p->mem.act), p->opt.t_max,
 			gib(p->units_bytes));
+		plan_print_placement(f, p);
 		return;
 	}
 	fprintf(f,
@@ -196,11 +245,13 @@ void plan_print(FILE *f, const struct plan *p)
 	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
 		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);
 	fprintf(f, "\n");
+	plan_print_placement(f, p);
 }
 
 void plan_free(struct plan *p)
 {
 	free(p->resident);
 	free(p->kv_host);
+	free(p->on_host);
 	memset(p, 0, sizeof(*p));
 }

@@ -61,6 +61,15 @@ struct plan {
 	bool *kv_host;                  /* [L] layers whose KV pools stay in pinned host memory (kv_host.h) */
 	int n_kv_host;
 	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
+	/* Hybrid placement (place.c): with a host backend beside a device, steps of at most hybrid_t_max tokens
+	 * run the units on_host marks on the host backend, from the RAM tier, while the device streams the
+	 * others; larger steps run every unit on the device. A host layer keeps its KV pools in pinned host
+	 * memory (kv_host), so either side can run it. */
+	bool *on_host;                  /* [n_units] (all false: no hybrid steps) */
+	int n_on_host;
+	uint64_t host_bytes;            /* weights the host backend reads per hybrid step */
+	int hybrid_t_max;
+	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step, hybrid and all on the device (0: not predicted) */
 	uint64_t total;                 /* everything the plan allocates from the arena */
 	int ctx_fit[KV_FMT_COUNT]; /* device: the longest --ctx each KV format fits with everything else as planned (0: none) */
 };
@@ -69,10 +78,31 @@ struct plan {
  * kv_pages; t_sub is chosen here) on backend b. stream_all: no unit resident even when the budget would
  * hold it (benchmarks and tests of the streaming path). t_max_auto: the step may be cut (to no less than
  * 64 or max_seqs) when the budget cannot hold it. kv_host: every layer's KV in pinned host memory
- * (otherwise only when the device cannot hold it: before the sequences in flight are cut). p owns its
- * arrays (plan_free), until model_init takes it. */
+ * (otherwise only when the device cannot hold it: before the sequences in flight are cut). on_host:
+ * [n_units] units the host backend computes in hybrid steps (NULL: none; never resident; a device plan
+ * keeps their KV in pinned host memory). p owns its arrays (plan_free), until model_init takes it. */
 int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const struct model_opts *want,
-	      bool stream_all, bool t_max_auto, bool kv_host, char *err, size_t errlen);
+	      bool stream_all, bool t_max_auto, bool kv_host, const bool *on_host, char *err, size_t errlen);
+
+/* Measured rates the hybrid placement is chosen from (rates.c measures them, place.c uses them). Rates are
+ * weight bytes per second of a layer's matmuls; "busy": while the other path runs (they share the memory
+ * bus). */
+#define RATES_T 8 /* the second token count the compute rates are measured at */
+struct plan_rates {
+	double h2d, h2d_busy;          /* pinned host -> device copies */
+	double host[2], host_busy;     /* the host backend at 1 and RATES_T tokens; at 1 beside the copies */
+	double dev[2];                 /* the device at 1 and RATES_T tokens, weights in device memory */
+	double cross;                  /* seconds to move the residual stream across the bus and sync */
+};
+/* The placement `mode` asks for: "gpu" (none on the host), "cpu" (every unit), a list of units ("0-9,
+ * 20,head": layer numbers and ranges, "head" for the output unit), or "auto" (r needed: the on_host set and
+ * hybrid_t_max that minimise the predicted step time for the plan p made without hybrid). Fills on_host
+ * [n_units] and *t_max (hybrid_t_max; LIST and cpu: 16). */
+int plan_place(const struct plan *p, const struct layout *lay, const struct plan_rates *r, const char *mode,
+	       bool *on_host, int *t_max, char *err, size_t errlen);
+/* Predicted seconds of a step of T tokens (steady state, every sequence's KV short) for plan p: hybrid
+ * (its on_host units on the host) or every unit on the device. */
+double plan_predict(const struct plan *p, const struct layout *lay, const struct plan_rates *r, int T, bool hybrid);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 

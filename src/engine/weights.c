@@ -225,10 +225,10 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 	return 0;
 }
 
-int weights_get(struct weights *w, int unit, void *const **ptrs, char *err, size_t errlen)
+int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen)
 {
 	FERRY_ASSERT(unit >= 0 && unit < w->n_units);
-	if (w->b->ops->host_memory)
+	if (host || w->b->ops->host_memory)
 		return io_unit_acquire(w->io, unit, ptrs, err, errlen);
 	int rc = stage(w, unit, err, errlen);
 	if (rc)
@@ -241,9 +241,9 @@ int weights_get(struct weights *w, int unit, void *const **ptrs, char *err, size
 	return 0;
 }
 
-void weights_put(struct weights *w, int unit)
+void weights_put(struct weights *w, int unit, bool host)
 {
-	if (w->b->ops->host_memory) {
+	if (host || w->b->ops->host_memory) {
 		io_unit_release(w->io, unit);
 		return;
 	}
@@ -252,14 +252,16 @@ void weights_put(struct weights *w, int unit)
 		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
 }
 
-int weights_prefetch(struct weights *w, int unit, char *err, size_t errlen)
+int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, size_t errlen)
 {
 	if (w->b->ops->host_memory || w->n_slots == 0)
 		return 0;
 	/* The current unit keeps its slot; the others take the next streamed units in cyclic order. */
-	int ahead = w->n_slots - 1;
+	int ahead = host && host[unit] ? w->n_slots : w->n_slots - 1;
 	for (int k = 1; k <= w->n_units && ahead > 0; k++) {
 		int u = (unit + k) % w->n_units;
+		if (host && host[u])
+			continue;
 		if (w->u[u].resident) {
 			if (!w->u[u].uploaded) {
 				int rc = stage(w, u, err, errlen);

@@ -9,6 +9,9 @@
  *   passed the unit that used it (a fence recorded at weights_put). The streamer's host buffer is
  *   released once its upload is done (io_unit_release_after with a fence query).
  * Order of calls per unit: weights_get, the unit's ops, weights_put, then weights_prefetch of what follows.
+ *
+ * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
+ * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
  */
 #ifndef FERRY_WEIGHTS_H
 #define FERRY_WEIGHTS_H
@@ -47,9 +50,11 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 void weights_free(struct weights *w);
 /* ptrs[i]: the unit's tensor i in backend memory, valid until weights_put; the compute queue waits for
  * its upload. */
-int weights_get(struct weights *w, int unit, void *const **ptrs, char *err, size_t errlen);
-void weights_put(struct weights *w, int unit);
-/* Starts the uploads of the units after `unit` (cyclic) that fit in the free slots; no-op on the CPU. */
-int weights_prefetch(struct weights *w, int unit, char *err, size_t errlen);
+int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen);
+void weights_put(struct weights *w, int unit, bool host);
+/* Starts the uploads of the units after `unit` (cyclic) that fit in the free slots, skipping those host[]
+ * marks (NULL: none); all slots when `unit` itself is a host unit (no device slot is in use), else all but
+ * its own. No-op on the CPU. */
+int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, size_t errlen);
 
 #endif

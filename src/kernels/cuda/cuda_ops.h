@@ -51,6 +51,10 @@ size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows);
  * partial results of a split key range). The backend gives the larger of the two. */
 size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh);
 
+/* Copy pacing on stream (cudaStream_t), pace.cu: after = 0 notes the GPU clock in *mark (device memory);
+ * after = 1 waits until ns have passed since the note. 0 or -EIO. */
+int cuda_pace(void *stream, unsigned long long *mark, int after, unsigned long long ns);
+
 /* true when cuda_matmul takes weights of this format (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K). */
 bool cuda_fmt_supported(int fmt);
 
