@@ -14,8 +14,10 @@ without softcap), 40 prompt tokens, logits at every position compared norm-wise 
   - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
   - four prompts of mixed lengths in one run (f16 and q4 KV, q4 also from host memory) generate what each
     generates alone.
+  - hybrid placements (--placement: units on the CPU beside the GPU, resident or streamed): logits vs the
+    CPU <= 2e-3 (steps of 8 tokens: the f32 paths), greedy identical, also after a 40-token prefill on the GPU.
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
-fixture's (resident, and prompt 0 also streamed); logits of prompt 0 + continuation vs the CPU <= 2e-3.
+fixture's (resident, and prompt 0 also streamed, and hybrid); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3.
 """
 
 import json
@@ -113,6 +115,24 @@ def main():
             for name, extra in (("resident", []), ("streamed", ["--stream-all"])):
                 got = greedy(f, model, ids[:8], 16, ["--device", "cuda", *extra], f"{v} cuda greedy {name}")
                 f.check(got == ref and len(ref) == 16, f"{v}: cuda greedy ({name}) {got} != cpu {ref}")
+            # hybrid steps: units on the CPU from the RAM tier, the rest on the GPU (resident or streamed);
+            # steps of 8 tokens are hybrid, so every logit row comes from a mixed step
+            layers = json.load(open(os.path.join(model, "manifest.json")))["hparams"]["n_layers"]
+            for pl in ("0,head", f"1-{layers - 1}", "cpu", "auto"):
+                for name, extra in (("resident", []), ("streamed", ["--stream-all"])):
+                    what = f"{v} --placement {pl} {name}"
+                    g = logits(f, model, ids, root, ["--device", "cuda", "--chunk", 8, "--placement", pl, *extra], what)
+                    if g is not None:
+                        e = rel_err(g, cpu)
+                        print(f"{what}: logits vs cpu {e:.2e}", flush=True)
+                        f.check(e <= 2e-3, f"{what}: logits vs cpu {e:.2e} > 2e-3")
+                    got = greedy(f, model, ids[:8], 16, ["--device", "cuda", "--placement", pl, *extra], what)
+                    f.check(got == ref, f"{what}: greedy {got} != cpu {ref}")
+                    # a prefill of 40 tokens on the GPU alone, then hybrid decode (the KV of the CPU's layers
+                    # written back to host memory by the first, read in place by the second)
+                    got = greedy(f, model, ids, 8, ["--device", "cuda", "--placement", pl, *extra], what + " long")
+                    want = greedy(f, model, ids, 8, ["--device", "cpu"], f"{v} cpu greedy long")
+                    f.check(got == want, f"{what} after a long prefill: greedy {got} != cpu {want}")
 
         if not os.path.exists(GEMMA_GGUF) and os.environ.get("FERRY_NO_MODEL") == "1":
             # the tiny-model checks above still count: skipping the whole test here would hide their failures
@@ -134,6 +154,19 @@ def main():
             if i == 0:
                 got = greedy(f, model, ids, 32, ["--device", "cuda", "--stream-all"], "gemma prompt 0 streamed")
                 f.check(got == want, f"gemma prompt 0 streamed: cuda greedy {got} != {want}")
+                for pl in ("0-8", "auto", "cpu"):
+                    got = greedy(f, model, ids, 32, ["--device", "cuda", "--stream-all", "--placement", pl],
+                                 f"gemma prompt 0 --placement {pl}")
+                    f.check(got == want, f"gemma prompt 0 --placement {pl}: cuda greedy {got} != {want}")
+                # --h2d-limit 1: every upload is held to 1 GB/s (a bound the pacing guarantees, whatever the load)
+                sj = os.path.join(root, "h2d.json")
+                p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 8, "--ignore-eos",
+                          "--device", "cuda", "--stream-all", "--placement", "gpu", "--h2d-limit", 1, "--stats-json", sj)
+                if f.check(p.returncode == 0, f"--h2d-limit 1: {p.stderr.strip()[-300:]}"):
+                    st = json.load(open(sj))
+                    rate = st["h2d_bytes_decode"] / st["decode_s"] / 1e9
+                    print(f"gemma --h2d-limit 1: {st['h2d_bytes_decode'] / 1e9:.3f} GB uploaded in decode at {rate:.3f} GB/s")
+                    f.check(st["h2d_bytes_decode"] > 0 and rate <= 1.0, f"--h2d-limit 1: uploads at {rate:.3f} GB/s")
                 seq = ids + pr["greedy"][:-1]
                 cpu = logits(f, model, seq, root, ["--device", "cpu"], "gemma cpu")
                 gpu = logits(f, model, seq, root, ["--device", "cuda", "--chunk", 16], "gemma cuda")

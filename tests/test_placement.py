@@ -23,7 +23,7 @@ def layers(model):
 
 def run(model, prompt, logits, *extra):
     return ferry("run", "-m", model, "--prompt-ids", prompt, "-n", 8, "--temp", 0, "--ignore-eos", "--logits",
-                 logits, "--stats", *extra)
+                 logits, "--stats", "--device", "cpu", *extra)
 
 
 def main():
@@ -64,14 +64,14 @@ def main():
         outs = {}
         for pl in ("gpu", "0,head", "cpu"):
             o = os.path.join(root, f"out_{pl}.jsonl")
-            p = ferry("batch", "-m", model, inp, "-o", o, "--max-batch", 4, "--placement", pl)
+            p = ferry("batch", "-m", model, inp, "-o", o, "--max-batch", 4, "--placement", pl, "--device", "cpu")
             if f.check(p.returncode == 0, f"batch --placement {pl}: {p.stderr}"):
                 outs[pl] = sorted(json.loads(line)["text"] for line in open(o))
         f.check(len(outs) == 3 and outs["gpu"] == outs["0,head"] == outs["cpu"] and any(outs["gpu"]), f"batch outputs differ: {outs}")
 
         # bad values: one line, non-zero exit
         for bad in ("9-99", "1-a", "x", "0,", "-1"):
-            p = ferry("run", "-m", model, "--prompt-ids", "1", "--placement", bad)
+            p = ferry("run", "-m", model, "--prompt-ids", "1", "--placement", bad, "--device", "cpu")
             f.check(p.returncode != 0 and "--placement" in p.stderr and len(p.stderr.strip().splitlines()) == 1,
                     f"--placement {bad}: exit {p.returncode}: {p.stderr}")
         for bad in ("0", "-3", "fast"):

@@ -19,6 +19,7 @@
 #include "cli/ferry.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
+#include "engine/rates.h"
 #include "engine/logits_dump.h"
 #include "cli/run_opts.h"
 #include "engine/sampler.h"
@@ -686,8 +687,11 @@ int ferry_run(int argc, char **argv)
 		sampler_free(&smp);
 	}
 	rc = engine_open(&e, &lay, &eo, err, sizeof(err));
-	if (!rc && (a.plan || a.stats))
+	if (!rc && (a.plan || a.stats)) {
+		if (engine_rates(e))
+			rates_print(stderr, engine_rates(e));
 		plan_print(stderr, engine_plan(e));
+	}
 	if (!rc && a.plan) {
 		ret = 0;
 		goto out;

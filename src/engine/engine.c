@@ -192,6 +192,11 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 	st->n_units = p->n_units;
 	st->pred_hybrid = p->pred_hybrid;
 	st->pred_device = p->pred_device;
+	st->host_bytes = p->host_bytes;
+	st->units_bytes = p->units_bytes;
+	st->stream_bytes = p->units_bytes - p->resident_bytes - p->host_bytes;
+	st->has_rates = e->has_rates;
+	st->rates = e->rates;
 	if (e->has_model) {
 		st->opt = e->m.opt;
 		model_stats(&e->m, &st->model);
@@ -205,9 +210,10 @@ json_t *engine_stats_json(const struct engine_stats *st)
 	const struct io_stats *io = &st->model.io;
 	const struct backend_mem *bm = &st->mem;
 	const struct sched_stats *s = &st->sched;
-	json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:I, s:I, s:i}", "device", st->device, "gpu", bm->gpu,
-			      "prefill_tokens", (json_int_t)s->prefill_tokens, "prefill_s", s->prefill_s, "decode_s",
-			      s->decode_s, "h2d_bytes_prefill", (json_int_t)s->h2d_prefill, "h2d_bytes_decode",
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:I, s:I, s:i}", "device", st->device, "gpu", bm->gpu,
+			      "prefill_tokens", (json_int_t)s->prefill_tokens, "decode_tokens", (json_int_t)s->decode_tokens,
+			      "prefill_s", s->prefill_s, "decode_s", s->decode_s, "h2d_bytes_prefill", (json_int_t)s->h2d_prefill,
+			      "h2d_bytes_decode",
 			      (json_int_t)s->h2d_decode, "steps", s->steps);
 	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
 			      (json_int_t)bm->context, "vram_arena", (json_int_t)bm->arena, "vram_arena_peak",
@@ -222,10 +228,17 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      (json_int_t)io->bytes_read, "bytes_tier", (json_int_t)io->bytes_tier, "busy_s", io->busy_sec,
 			      "wait_s", io->wait_sec, "tier_units", io->tier_units, "n_units", io->n_units);
 	const struct model_hybrid_stats *hs = &st->model.hyb;
-	json_t *h = json_pack("{s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f}", "units_on_host", st->n_on_host, "units",
-			      st->n_units, "steps", (json_int_t)hs->steps, "tokens", (json_int_t)hs->tokens, "s", hs->sec,
-			      "host_s", hs->host_sec, "predicted_step_s", st->pred_hybrid, "predicted_device_step_s",
-			      st->pred_device);
+	json_t *h = json_pack("{s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I}", "units_on_host", st->n_on_host,
+			      "units", st->n_units, "steps", (json_int_t)hs->steps, "tokens", (json_int_t)hs->tokens, "s",
+			      hs->sec, "host_s", hs->host_sec, "predicted_step_s", st->pred_hybrid, "predicted_device_step_s",
+			      st->pred_device, "host_bytes", (json_int_t)st->host_bytes, "units_bytes",
+			      (json_int_t)st->units_bytes, "stream_bytes", (json_int_t)st->stream_bytes);
+	const struct plan_rates *r = &st->rates;
+	if (h && st->has_rates)
+		json_object_set_new(h, "rates",
+				    json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy", r->h2d_busy,
+					      "host_1", r->host[0], "host_t", r->host[1], "host_busy", r->host_busy, "dev_1",
+					      r->dev[0], "dev_t", r->dev[1], "cross_s", r->cross));
 	bool ok = o && v && m && j && h && !json_object_update(o, v) && !json_object_update(o, m) &&
 		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) &&
 		  !json_object_set_new(o, "disk_gbps",

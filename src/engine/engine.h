@@ -69,6 +69,9 @@ struct engine_stats {
 	struct sched_stats sched;  /* steps, tokens and their time */
 	int n_on_host, n_units;    /* the hybrid placement (0: none) */
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step (0: not measured) */
+	uint64_t host_bytes, units_bytes, stream_bytes; /* per step: the host units', every unit's, the uploads' */
+	bool has_rates;
+	struct plan_rates rates;   /* what the placement was chosen from */
 };
 void engine_stats(struct engine *e, struct engine_stats *st);
 /* The figures every command's --stats-json shares (keys as bench/ reads them), as a new JSON object the

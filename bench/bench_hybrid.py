@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Hybrid placement (issue 22): decode and prefill of one model under several --placement values, each figure
+next to its floor, and the planner's prediction next to the measurement; optionally llama.cpp's llama-bench on
+the same GGUF with -ngl swept, in the same call.
+
+  python3 bench/bench_hybrid.py --model M.ferry --vram 4G --ram 64G --placements gpu,cpu,auto \\
+      [--h2d-limit 13] [--threads 8] [--gguf M.gguf --llama-bench PATH --ngl 0,2,4,6,8] [--out FILE.md]
+
+Floors (bytes per token from the plan, rates measured by ferry at start on the model's first layer, rates.c):
+  gpu:    streamed bytes / pinned host->device rate
+  cpu:    every unit's bytes / the CPU's matmul rate at 1 token
+  hybrid: the bytes that are not resident / (host->device rate + CPU rate, each measured beside the other)
+Decode is timed by ferry (decode_s / decode_tokens of --stats-json), prefill likewise.
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FERRY = os.path.join(ROOT, "build", "ferry")
+
+
+def run_ferry(a, placement, ids, gen, extra=()):
+    sj = tempfile.mktemp(suffix=".json")
+    cmd = [FERRY, "run", "-m", a.model, "--prompt-ids", ",".join(map(str, ids)), "-n", str(gen), "--ignore-eos",
+           "--temp", "0", "--vram", a.vram, "--ram", a.ram, "--placement", placement, "--stats-json", sj, "--stats", *extra]
+    if a.h2d_limit:
+        cmd += ["--h2d-limit", str(a.h2d_limit)]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"ferry --placement {placement} failed ({p.returncode}): {p.stderr[-800:]}", file=sys.stderr)
+        cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
+        return None, " ".join(cmd)
+    st = json.load(open(sj))
+    os.unlink(sj)
+    cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
+    plan = [line for line in p.stderr.splitlines() if line.startswith(("plan: placement", "plan:  ", "plan: predicted", "ferry: hybrid", "rates:"))]
+    st["_plan"] = plan
+    return st, " ".join(cmd)
+
+
+def llama(a, ngl):
+    cmd = [a.llama_bench, "-m", a.gguf, "-p", str(a.prompt), "-n", str(a.gen), "-ngl", str(ngl), "-o", "json",
+           "-r", "2"]
+    if a.threads:
+        cmd += ["-t", str(a.threads)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return None, " ".join(cmd)
+    res = {}
+    for r in json.loads(p.stdout):
+        res["decode" if r.get("n_gen") else "prefill"] = r["avg_ts"]
+    return res, " ".join(cmd)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--vram", default="4G")
+    ap.add_argument("--ram", default="64G")
+    ap.add_argument("--placements", default="gpu,cpu,auto")
+    ap.add_argument("--prompt", type=int, default=512, help="prefill tokens (one step, on the GPU)")
+    ap.add_argument("--gen", type=int, default=16)
+    ap.add_argument("--h2d-limit", type=float, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--gguf")
+    ap.add_argument("--llama-bench")
+    ap.add_argument("--ngl", default="")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    rnd = random.Random(5)
+    ids = [rnd.randrange(100, 30000) for _ in range(a.prompt)]
+    rows, cmds, rates = [], [], None
+    order = sorted(a.placements.split(","), key=lambda p: p != "auto")  # auto first: its rates give the floors
+    for pl in order:
+        st, cmd = run_ferry(a, pl, ids, a.gen)
+        cmds.append(cmd)
+        if not st:
+            rows.append((pl, None))
+            continue
+        h = st.get("hybrid", {})
+        if pl == "auto" and "rates" in h:
+            rates = h["rates"]
+        rows.append((pl, st))
+    lines = []
+    say = lambda s="": (print(s, flush=True), lines.append(s))
+    if rates:
+        say("rates (ferry, measured at start on layer 0): host->device %.1f GB/s (%.1f beside the CPU), CPU %.1f GB/s "
+            "(%.1f beside the copies), device %.1f GB/s, crossing %.0f us" %
+            (rates["h2d"] / 1e9, rates["h2d_busy"] / 1e9, rates["host_1"] / 1e9, rates["host_busy"] / 1e9,
+             rates["dev_1"] / 1e9, rates["cross_s"] * 1e6))
+    say()
+    say("| placement | decode s/token | tok/s | floor s/token | ratio | predicted s/token | predicted/measured | "
+        "prefill %d tok/s | units on CPU |" % a.prompt)
+    say("|---|---|---|---|---|---|---|---|---|")
+    for pl, st in rows:
+        if not st:
+            say(f"| {pl} | failed | | | | | | | |")
+            continue
+        h = st.get("hybrid", {})
+        dt = st["decode_s"] / max(st["decode_tokens"], 1)
+        pre = st["prefill_tokens"] / st["prefill_s"] if st["prefill_s"] > 0 else 0
+        n_host = h.get("units_on_host", 0)
+        floor = pred = None
+        if rates:
+            ub, hb, sb = h.get("units_bytes", 0), h.get("host_bytes", 0), h.get("stream_bytes", 0)
+            if n_host == 0:
+                floor = sb / rates["h2d"]
+            elif hb >= ub:
+                floor = ub / rates["host_1"]
+            else:
+                floor = (hb + sb) / (rates["h2d_busy"] + rates["host_busy"])
+        if h.get("predicted_step_s"):
+            pred = h["predicted_step_s"]
+        elif n_host == 0 and h.get("predicted_device_step_s"):
+            pred = h["predicted_device_step_s"]
+        f = lambda v, fmt: (fmt % v) if v else "-"
+        say(f"| {pl} | {dt:.4f} | {1 / dt:.2f} | {f(floor, '%.4f')} | {f(floor and dt / floor, '%.2fx')} | "
+            f"{f(pred, '%.4f')} | {f(pred and pred / dt, '%.2f')} | {pre:.1f} | {n_host}/{h.get('units', '?')} |")
+    for pl, st in rows:
+        if st:
+            say()
+            say(f"placement {pl}:")
+            for line in st["_plan"]:
+                say("    " + line)
+    if a.llama_bench and a.gguf and a.ngl:
+        say()
+        say("| llama.cpp -ngl | decode tok/s | s/token | prefill %d tok/s |" % a.prompt)
+        say("|---|---|---|---|")
+        for ngl in a.ngl.split(","):
+            res, cmd = llama(a, ngl)
+            cmds.append(cmd)
+            if not res:
+                say(f"| {ngl} | failed | | |")
+                continue
+            say(f"| {ngl} | {res.get('decode', 0):.2f} | {1 / res['decode'] if res.get('decode') else 0:.4f} | "
+                f"{res.get('prefill', 0):.1f} |")
+    say()
+    say("commands:")
+    for c in cmds:
+        say("    " + c)
+    if a.out:
+        with open(a.out, "a") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
