@@ -99,8 +99,14 @@ if [ -n "${GOLDEN:-}" ] && [ -d "$GOLDEN/src" ]; then
 	make -C "$GOLDEN" -j"$(nproc)" CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" \
 		EXTRA_LDFLAGS="-L$LIB" build/ferry >"$OUT/golden_build.log" 2>&1 || golden="old build FAILED"
 	if [ "$golden" = skipped ]; then
+		new=build/ferry # GOLDEN_NEW=DIR: compare two source trees instead (e.g. the commits before and after a change)
+		if [ -n "${GOLDEN_NEW:-}" ]; then
+			make -C "$GOLDEN_NEW" -j"$(nproc)" CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" \
+				EXTRA_LDFLAGS="-L$LIB" build/ferry >>"$OUT/golden_build.log" 2>&1 || golden="new build FAILED"
+			new=$GOLDEN_NEW/build/ferry
+		fi
 		bash tools/golden_ids.sh "$GOLDEN/build/ferry" "$OUT/golden_old.txt" /tmp/ferry_golden >/dev/null 2>&1
-		bash tools/golden_ids.sh build/ferry "$OUT/golden_new.txt" /tmp/ferry_golden >/dev/null 2>&1
+		bash tools/golden_ids.sh "$new" "$OUT/golden_new.txt" /tmp/ferry_golden >/dev/null 2>&1
 		if diff "$OUT/golden_old.txt" "$OUT/golden_new.txt" >"$OUT/golden.diff"; then
 			golden="identical ($(wc -l <"$OUT/golden_new.txt") lines, $(grep -c FAILED "$OUT/golden_new.txt") refused alike)"
 		else
