@@ -94,7 +94,7 @@ def main():
                     f.check(eg <= 1.5 * ec + 2e-3, f"{v} kv {kv}: cuda error {eg:.2e} vs cpu's {ec:.2e}")
             # KV pools in pinned host memory, streamed with each layer: the same kernels on the same bytes
             for kv in ("f16", "q4"):
-                extra = ["--device", "cuda", "--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64]
+                extra = ["--device", "cuda", "--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64, "--placement", "gpu"]
                 d = logits(f, model, ids, root, extra, f"{v} kv {kv} device")
                 h = logits(f, model, ids, root, [*extra, "--kv-host"], f"{v} kv {kv} host")
                 if d is not None and h is not None:
@@ -105,7 +105,8 @@ def main():
             with open(lst, "w") as fh:
                 fh.write("".join(",".join(map(str, q)) + "\n" for q in prompts))
             for kv, host in (("f16", []), ("q4", []), ("q4", ["--kv-host"])):
-                common = ["-n", 8, "--ignore-eos", "--device", "cuda", "--chunk", 16, "--kv", kv, "--kv-page", 64]
+                common = ["-n", 8, "--ignore-eos", "--device", "cuda", "--chunk", 16, "--kv", kv, "--kv-page", 64,
+                          "--placement", "gpu"]
                 p = ferry("run", "-m", model, "--prompt-ids-file", lst, *common, *host)
                 got = [[int(x) for x in line.split()] for line in p.stdout.strip().split("\n")] if p.returncode == 0 else []
                 want = [[int(x) for x in ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, q)), *common).stdout.split()]

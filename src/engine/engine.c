@@ -61,8 +61,15 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 		return 0;
 	int rc = backend_cpu_create(&e->hb, o->threads, err, errlen);
 	if (!rc && !strcmp(mode, "auto")) {
-		rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
-		e->has_rates = !rc;
+		char key[2048];
+		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
+		e->has_rates = rates_load(key, &e->rates);
+		if (!e->has_rates) {
+			rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
+			e->has_rates = !rc;
+			if (!rc)
+				rates_save(key, &e->rates);
+		}
 	}
 	bool *on_host = rc ? NULL : calloc((size_t)e->plan.n_units, sizeof(bool));
 	if (!rc && !on_host) {

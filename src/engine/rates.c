@@ -7,9 +7,12 @@
  * made. About 20 passes over one layer in all.
  */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/util.h"
 #include "engine/rates.h"
@@ -163,4 +166,100 @@ void rates_print(FILE *f, const struct plan_rates *r)
 		"the copies); device %.1f GB/s at 1, %.1f at %d; crossing %.0f us\n",
 		r->h2d / 1e9, r->h2d_busy / 1e9, r->host[0] / 1e9, r->host[1] / 1e9, RATES_T, r->host_busy / 1e9,
 		r->dev[0] / 1e9, r->dev[1] / 1e9, RATES_T, r->cross * 1e6);
+}
+
+/* $FERRY_HOME/rates.json or ~/.cache/ferry/rates.json into buf; false without a home. mk: create the folder. */
+static bool cache_path(char *buf, size_t n, bool mk)
+{
+	const char *fh = getenv("FERRY_HOME"), *home = getenv("HOME");
+	char dir[3072];
+	if (fh && fh[0])
+		snprintf(dir, sizeof(dir), "%s", fh);
+	else if (home && home[0])
+		snprintf(dir, sizeof(dir), "%s/.cache/ferry", home);
+	else
+		return false;
+	if (mk) {
+		char *p = dir;
+		while ((p = strchr(p + 1, '/'))) {
+			*p = 0;
+			mkdir(dir, 0755);
+			*p = '/';
+		}
+		mkdir(dir, 0755);
+	}
+	snprintf(buf, n, "%s/rates.json", dir);
+	return true;
+}
+
+void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *dev, struct backend *host,
+	       double h2d_limit)
+{
+	struct backend_mem bm;
+	backend_mem_get(dev, &bm);
+	char cpu[256] = "cpu";
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[512];
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+			snprintf(cpu, sizeof(cpu), "%s", strchr(line, ':') + 2);
+			cpu[strcspn(cpu, "\n")] = 0;
+			break;
+		}
+	if (f)
+		fclose(f);
+	int at = snprintf(buf, n, "%s | %s | %d threads | link %.3g | layer", bm.gpu, cpu, host->n_threads, h2d_limit);
+	const struct layout_unit *u = layout_unit_get(lay, 0);
+	for (int i = 0; i < u->n_tensors && at > 0 && (size_t)at < n; i++)
+		if (u->tensors[i].ndim == 2)
+			at += snprintf(buf + at, n - (size_t)at, " %s:%lldx%lld", wfmt_name(u->tensors[i].fmt),
+				       (long long)u->tensors[i].shape[0], (long long)u->tensors[i].shape[1]);
+}
+
+static const char *const rate_names[] = {"h2d", "h2d_busy", "host_1", "host_t", "host_busy", "dev_1", "dev_t", "cross_s"};
+
+static double *rate_field(struct plan_rates *r, int i)
+{
+	double *f[] = {&r->h2d, &r->h2d_busy, &r->host[0], &r->host[1], &r->host_busy, &r->dev[0], &r->dev[1], &r->cross};
+	return f[i];
+}
+
+bool rates_load(const char *key, struct plan_rates *r)
+{
+	char path[4096];
+	const char *m = getenv("FERRY_RATES");
+	if ((m && !strcmp(m, "measure")) || !cache_path(path, sizeof(path), false))
+		return false;
+	json_t *root = json_load_file(path, 0, NULL);
+	json_t *e = root ? json_object_get(root, key) : NULL;
+	bool ok = json_is_object(e);
+	for (int i = 0; ok && i < (int)(sizeof(rate_names) / sizeof(rate_names[0])); i++) {
+		json_t *v = json_object_get(e, rate_names[i]);
+		ok = json_is_number(v) && json_number_value(v) > 0;
+		if (ok)
+			*rate_field(r, i) = json_number_value(v);
+	}
+	json_decref(root);
+	return ok;
+}
+
+void rates_save(const char *key, const struct plan_rates *r)
+{
+	char path[4096], tmp[4200];
+	if (!cache_path(path, sizeof(path), true))
+		return;
+	json_t *root = json_load_file(path, 0, NULL);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		root = json_object();
+	}
+	json_t *e = json_object();
+	for (int i = 0; e && i < (int)(sizeof(rate_names) / sizeof(rate_names[0])); i++)
+		json_object_set_new(e, rate_names[i], json_real(*rate_field((struct plan_rates *)r, i)));
+	if (root && e && !json_object_set_new(root, key, e)) {
+		snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+		if (json_dump_file(root, tmp, JSON_INDENT(1)) || rename(tmp, path))
+			unlink(tmp);
+	}
+	json_decref(root);
 }

@@ -5,6 +5,7 @@
 #ifndef FERRY_RATES_H
 #define FERRY_RATES_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "backend/backend.h"
@@ -17,5 +18,16 @@
 int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend *dev, struct backend *host,
 		  const struct io_host_alloc *pinned, char *err, size_t errlen);
 void rates_print(FILE *f, const struct plan_rates *r);
+
+/* The rates cache: measured rates are kept per machine and model shape in $FERRY_HOME/rates.json (default
+ * ~/.cache/ferry/rates.json) under a key naming the GPU, the CPU, the threads, the link limit and the first
+ * layer's tensors, so a placement is measured once and the same command places (and computes) the same way
+ * every time. rates_load: true when key is there (FERRY_RATES=measure ignores the cache); rates_save writes
+ * through a temporary name, silently skipping what it cannot write. */
+bool rates_load(const char *key, struct plan_rates *r);
+void rates_save(const char *key, const struct plan_rates *r);
+/* The key for these backends and model (buf of n bytes). */
+void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *dev, struct backend *host,
+	       double h2d_limit);
 
 #endif
