@@ -136,6 +136,8 @@ double plan_predict(const struct plan *p, const struct layout *lay, const struct
 static int parse_list(const char *list, int n_units, bool *on_host, char *err, size_t errlen)
 {
 	const char *q = list;
+	if (!*q)
+		goto bad;
 	while (*q) {
 		int a, b;
 		char *end;
@@ -175,6 +177,10 @@ int plan_place(const struct plan *p, const struct layout *lay, const struct plan
 	       bool *on_host, int *t_max, char *err, size_t errlen)
 {
 	int n = p->n_units;
+	if (n < 1 || n > (1 << 24)) {
+		snprintf(err, errlen, "--placement: a model of %d units", n);
+		return -EINVAL;
+	}
 	memset(on_host, 0, sizeof(bool) * (size_t)n);
 	*t_max = 16;
 	if (!mode || !strcmp(mode, "gpu")) {

@@ -1,0 +1,135 @@
+/*
+ * test_place.c: the hybrid placement's planner (src/engine/place.c) on a made-up model of equal layers, where
+ * the answers can be worked out by hand:
+ *   - every unit streamed, the device fast: a step takes the units' bytes / the upload rate;
+ *   - the CPU as fast as the link: auto puts about half of the units on the CPU and predicts about half the
+ *     time (the two buses overlap), and says so for steps of up to some tokens;
+ *   - a CPU 100x slower than the link: auto keeps every unit on the device;
+ *   - resident units cost no upload; a placement list parses, and bad ones fail naming --placement.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/plan.h"
+#include "layout/wfmt.h"
+
+static int failures;
+#define CHECK(c, ...)                                  \
+	do {                                           \
+		if (!(c)) {                            \
+			printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+			printf(__VA_ARGS__);           \
+			printf("\n");                  \
+			failures++;                    \
+		}                                      \
+	} while (0)
+
+#define L 8
+#define UNIT (64ull << 20)
+
+static struct layout_tensor tens[L + 1];
+static struct layout_unit units[L];
+static struct layout_file file = {.name = "all.bin", .bytes = (L + 2) * UNIT};
+
+static void make_layout(struct layout *lay)
+{
+	memset(lay, 0, sizeof(*lay));
+	lay->hp.n_layers = L;
+	lay->n_files = 1;
+	lay->files = &file;
+	for (int u = 0; u <= L; u++) {
+		struct layout_tensor *t = &tens[u];
+		snprintf(t->name, sizeof(t->name), "w%d", u);
+		t->offset = (uint64_t)u * UNIT;
+		t->bytes = t->raw_bytes = UNIT;
+		t->ndim = 2;
+		t->shape[0] = (int64_t)(UNIT / 4096);
+		t->shape[1] = 1024;
+		t->fmt = WFMT_F32;
+	}
+	for (int l = 0; l < L; l++)
+		units[l] = (struct layout_unit){1, &tens[l]};
+	lay->layers = units;
+	lay->head = (struct layout_unit){1, &tens[L]};
+}
+
+static void make_plan(struct plan *p, int n_slots, int n_resident)
+{
+	memset(p, 0, sizeof(*p));
+	p->device = true;
+	p->n_units = L + 1;
+	p->n_slots = n_slots;
+	p->resident = calloc(L + 1, sizeof(bool));
+	p->on_host = calloc(L + 1, sizeof(bool));
+	for (int u = 0; u < n_resident; u++)
+		p->resident[u] = true;
+	p->n_resident = n_resident;
+}
+
+static double rel(double a, double b)
+{
+	return a > b ? a / b - 1 : b / a - 1;
+}
+
+int main(void)
+{
+	struct layout lay;
+	make_layout(&lay);
+	char err[256];
+	double B = (double)UNIT;
+	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9}, .host_busy = 10e9,
+			       .dev = {1e12, 1e12}, .cross = 1e-5};
+	struct plan p;
+	make_plan(&p, 3, 0);
+	double all = plan_predict(&p, &lay, &r, 1, false);
+	double want = (L + 1) * B / r.h2d;
+	CHECK(rel(all, want) < 0.05, "every unit streamed: %.4f s, want about %.4f", all, want);
+
+	bool on[L + 1];
+	int t_max = -1;
+	CHECK(plan_place(&p, &lay, &r, "auto", on, &t_max, err, sizeof(err)) == 0, "auto: %s", err);
+	int n = 0;
+	for (int u = 0; u <= L; u++)
+		n += on[u];
+	memcpy(p.on_host, on, sizeof(on));
+	p.n_on_host = n;
+	double hyb = plan_predict(&p, &lay, &r, 1, true);
+	CHECK(n >= 3 && n <= 6, "auto put %d of %d units on the host, want about half", n, L + 1);
+	CHECK(hyb < 0.7 * all && hyb > 0.4 * all, "hybrid %.4f s against %.4f on the device alone", hyb, all);
+	CHECK(t_max >= 1, "hybrid steps up to %d tokens", t_max);
+
+	/* a slow CPU: nothing moves */
+	struct plan_rates slow = r;
+	slow.host[0] = slow.host[1] = slow.host_busy = 1e8;
+	memset(p.on_host, 0, sizeof(bool) * (L + 1));
+	p.n_on_host = 0;
+	CHECK(plan_place(&p, &lay, &slow, "auto", on, &t_max, err, sizeof(err)) == 0, "auto slow: %s", err);
+	n = 0;
+	for (int u = 0; u <= L; u++)
+		n += on[u];
+	CHECK(n == 0 && t_max == 0, "a CPU 100x slower than the link got %d units (t_max %d)", n, t_max);
+
+	/* resident units are not uploaded */
+	struct plan q;
+	make_plan(&q, 3, 4);
+	double res = plan_predict(&q, &lay, &r, 1, false);
+	want = (L + 1 - 4) * B / r.h2d;
+	CHECK(rel(res, want) < 0.05, "4 of 9 resident: %.4f s, want about %.4f", res, want);
+
+	/* lists */
+	CHECK(plan_place(&p, &lay, NULL, "0-2,5,head", on, &t_max, err, sizeof(err)) == 0, "list: %s", err);
+	bool want_on[L + 1] = {true, true, true, false, false, true, false, false, true};
+	CHECK(!memcmp(on, want_on, sizeof(on)) && t_max > 0, "0-2,5,head parsed wrong");
+	CHECK(plan_place(&p, &lay, NULL, "cpu", on, &t_max, err, sizeof(err)) == 0 && on[0] && on[L], "cpu");
+	CHECK(plan_place(&p, &lay, NULL, "gpu", on, &t_max, err, sizeof(err)) == 0 && !on[0] && t_max == 0, "gpu");
+	const char *bad[] = {"8", "3-1", "a", "0,", "", "1-", "-1", "2,,3", "head2"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		CHECK(plan_place(&p, &lay, NULL, bad[i], on, &t_max, err, sizeof(err)) != 0 && strstr(err, "--placement"),
+		      "'%s' accepted", bad[i]);
+	}
+	free(p.resident), free(p.on_host), free(q.resident), free(q.on_host);
+	printf("%s\n", failures ? "FAILED" : "ok");
+	return failures != 0;
+}
