@@ -25,9 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FERRY = os.path.join(ROOT, "build", "ferry")
 
 
-def run_ferry(a, placement, ids, gen, extra=()):
+def run_ferry(a, placement, ids, gen, extra=(), ids_file=None):
     sj = tempfile.mktemp(suffix=".json")
-    cmd = [FERRY, "run", "-m", a.model, "--prompt-ids", ",".join(map(str, ids)), "-n", str(gen), "--ignore-eos",
+    prompt = ["--prompt-ids-file", ids_file] if ids_file else ["--prompt-ids", ",".join(map(str, ids))]
+    cmd = [FERRY, "run", "-m", a.model, *prompt, "-n", str(gen), "--ignore-eos",
            "--temp", "0", "--vram", a.vram, "--ram", a.ram, "--placement", placement, "--stats-json", sj, "--stats", *extra]
     if a.h2d_limit:
         cmd += ["--h2d-limit", str(a.h2d_limit)]
@@ -36,11 +37,13 @@ def run_ferry(a, placement, ids, gen, extra=()):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         print(f"ferry --placement {placement} failed ({p.returncode}): {p.stderr[-800:]}", file=sys.stderr)
-        cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
+        if not ids_file:
+            cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
         return None, " ".join(cmd)
     st = json.load(open(sj))
     os.unlink(sj)
-    cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
+    if not ids_file:
+        cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
     plan = [line for line in p.stderr.splitlines() if line.startswith(("plan: placement", "plan:  ", "plan: predicted", "ferry: hybrid", "rates:"))]
     st["_plan"] = plan
     return st, " ".join(cmd)
@@ -73,6 +76,8 @@ def main():
     ap.add_argument("--gguf")
     ap.add_argument("--llama-bench")
     ap.add_argument("--ngl", default="")
+    ap.add_argument("--batch", default="", help="sequences decoded together, e.g. 2,4,8: hybrid step time "
+                    "predicted vs measured for each, with every hybrid placement")
     ap.add_argument("--out")
     a = ap.parse_args()
     rnd = random.Random(5)
@@ -130,6 +135,29 @@ def main():
             say(f"placement {pl}:")
             for line in st["_plan"]:
                 say("    " + line)
+    if a.batch:
+        say()
+        say("| placement | sequences | hybrid steps | measured s/step | predicted s/step | predicted/measured |")
+        say("|---|---|---|---|---|---|")
+        for pl, st in rows:
+            if not st or not st.get("hybrid", {}).get("units_on_host"):
+                continue
+            for b in map(int, a.batch.split(",")):
+                path = tempfile.mktemp(suffix=".ids")
+                with open(path, "w") as fh:
+                    for i in range(b):
+                        fh.write(",".join(str(rnd.randrange(100, 30000)) for _ in range(16)) + "\n")
+                sb, cmd = run_ferry(a, pl, None, a.gen, ids_file=path)
+                os.unlink(path)
+                cmds.append(cmd)
+                h = sb.get("hybrid", {}) if sb else {}
+                if not h.get("steps"):
+                    say(f"| {pl} | {b} | failed or none | | | |")
+                    continue
+                meas = h["s"] / h["steps"]
+                pred = h.get("predicted_mean_t_step_s", 0)
+                say(f"| {pl} | {b} | {h['steps']} ({h['tokens']} tokens) | {meas:.4f} | {pred:.4f} | "
+                    f"{pred / meas:.2f} |")
     if a.llama_bench and a.gguf and a.ngl:
         say()
         say("| llama.cpp -ngl | decode tok/s | s/token | prefill %d tok/s |" % a.prompt)

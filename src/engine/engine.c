@@ -207,6 +207,10 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 	if (e->has_model) {
 		st->opt = e->m.opt;
 		model_stats(&e->m, &st->model);
+		const struct model_hybrid_stats *h = &st->model.hyb;
+		if (e->has_rates && h->steps)
+			st->pred_mean_t = plan_predict(p, e->m.lay, &e->rates,
+						       (int)((h->tokens + h->steps / 2) / h->steps), true);
 	}
 	if (e->has_sched)
 		st->sched = e->s.st;
@@ -241,6 +245,8 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      st->pred_device, "host_bytes", (json_int_t)st->host_bytes, "units_bytes",
 			      (json_int_t)st->units_bytes, "stream_bytes", (json_int_t)st->stream_bytes);
 	const struct plan_rates *r = &st->rates;
+	if (h && st->pred_mean_t > 0)
+		json_object_set_new(h, "predicted_mean_t_step_s", json_real(st->pred_mean_t));
 	if (h && st->has_rates)
 		json_object_set_new(h, "rates",
 				    json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy", r->h2d_busy,
@@ -286,8 +292,8 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			st->n_on_host, st->n_units, (unsigned long long)h->steps, (unsigned long long)h->tokens,
 			h->steps ? 1e3 * h->sec / (double)h->steps : 0.0, h->steps ? 1e3 * h->host_sec / (double)h->steps : 0.0);
 		if (st->pred_hybrid > 0)
-			fprintf(f, "; predicted %.2f ms a 1-token step (every unit on the device: %.2f ms)", 1e3 * st->pred_hybrid,
-				1e3 * st->pred_device);
+			fprintf(f, "; predicted %.2f ms a step of the mean tokens, %.2f ms a 1-token step (every unit on the "
+				   "device: %.2f ms)", 1e3 * st->pred_mean_t, 1e3 * st->pred_hybrid, 1e3 * st->pred_device);
 		fprintf(f, "\n");
 	}
 	const struct backend_mem *bm = &st->mem;

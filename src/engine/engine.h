@@ -69,6 +69,7 @@ struct engine_stats {
 	struct sched_stats sched;  /* steps, tokens and their time */
 	int n_on_host, n_units;    /* the hybrid placement (0: none) */
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step (0: not measured) */
+	double pred_mean_t;        /* predicted seconds of a hybrid step of the hybrid steps' mean tokens (0: none) */
 	uint64_t host_bytes, units_bytes, stream_bytes; /* per step: the host units', every unit's, the uploads' */
 	bool has_rates;
 	struct plan_rates rates;   /* what the placement was chosen from */
