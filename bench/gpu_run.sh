@@ -80,8 +80,11 @@ if [ "${SANITIZER:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
 	san=clean
 	printf '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21\n7,8,9\n1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70\n' >"$d/ids.txt"
 	for tool in memcheck racecheck; do
-		for extra in "" "--stream-all --chunk 5" "--kv q4 --chunk 7 --kv-page 64" "--kv q8 --stream-all --kv-page 64 --kv-host" \
-			"--stream-all --chunk 5 --placement 0,head" "--stream-all --placement auto --h2d-limit 5"; do
+		configs=("" "--stream-all --chunk 5" "--kv q4 --chunk 7 --kv-page 64" "--kv q8 --stream-all --kv-page 64 --kv-host"
+			"--stream-all --chunk 5 --placement 0,head" "--stream-all --placement auto --h2d-limit 5")
+		# SANITIZER_CONFIGS="A;B": only these option sets (e.g. what a change touched, when device time is short)
+		[ -n "${SANITIZER_CONFIGS:-}" ] && IFS=';' read -r -a configs <<<"$SANITIZER_CONFIGS"
+		for extra in "${configs[@]}"; do
 			compute-sanitizer --tool $tool --error-exitcode 9 build/ferry run -m "$d/m.ferry" --device cuda \
 				--prompt-ids-file "$d/ids.txt" -n 4 --ignore-eos $extra \
 				>>"$OUT/sanitizer.log" 2>&1 || san="errors ($tool $extra)"
