@@ -5,13 +5,15 @@
  *   - the CPU as fast as the link: auto puts about half of the units on the CPU and predicts about half the
  *     time (the two buses overlap), and says so for steps of up to some tokens;
  *   - a CPU 100x slower than the link: auto keeps every unit on the device;
- *   - resident units cost no upload; a placement list parses, and bad ones fail naming --placement.
+ *   - resident units cost no upload; a placement list parses, and bad ones fail naming --placement;
+ *   - the rates cache keeps what it is given per key ($FERRY_HOME), and FERRY_RATES=measure bypasses it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/plan.h"
+#include "engine/rates.h"
 #include "layout/wfmt.h"
 
 static int failures;
@@ -129,6 +131,26 @@ int main(void)
 		CHECK(plan_place(&p, &lay, NULL, bad[i], on, &t_max, err, sizeof(err)) != 0 && strstr(err, "--placement"),
 		      "'%s' accepted", bad[i]);
 	}
+	/* the rates cache: a round trip under $FERRY_HOME, another key misses, FERRY_RATES=measure ignores it */
+	char home[] = "/tmp/ferry_test_place_XXXXXX";
+	CHECK(mkdtemp(home) != NULL, "mkdtemp");
+	char sub[128];
+	snprintf(sub, sizeof(sub), "%s/a/b", home);
+	setenv("FERRY_HOME", sub, 1);
+	struct plan_rates got = {0};
+	CHECK(!rates_load("k1", &got), "a cache that is not there loaded");
+	rates_save("k1", &r);
+	rates_save("k2", &slow);
+	CHECK(rates_load("k1", &got) && !memcmp(&got, &r, sizeof(r)), "k1 did not come back as saved");
+	CHECK(rates_load("k2", &got) && got.host[0] == slow.host[0], "k2 did not come back as saved");
+	CHECK(!rates_load("k3", &got), "k3 loaded");
+	setenv("FERRY_RATES", "measure", 1);
+	CHECK(!rates_load("k1", &got), "FERRY_RATES=measure still read the cache");
+	unsetenv("FERRY_RATES");
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", home);
+	CHECK(system(cmd) == 0, "%s", cmd);
+
 	free(p.resident), free(p.on_host), free(q.resident), free(q.on_host);
 	printf("%s\n", failures ? "FAILED" : "ok");
 	return failures != 0;
