@@ -29,7 +29,7 @@ import numpy as np
 
 from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
 
-VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "gemma3", "gemma3_softcap"]
+VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap"]
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
 
 

@@ -202,7 +202,7 @@ def check_synthetic(f, root):
 
 
 def check_hf_vs_gguf(f, root):
-    for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "gemma3", "gemma3_softcap"):
+    for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "qwen3", "gemma3", "gemma3_softcap"):
         hf = os.path.join(root, v)
         gen_tiny_model.generate(v, hf, 0)
         outs = {}

@@ -142,6 +142,11 @@ VARIANTS = {
         hidden=64, inter=176, layers=2, heads=4, kv_heads=1, head_dim=16, vocab=384,
         tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6,
         qkv_bias=True),
+    # Qwen3: q/k RMSNorm per head (weights around 1, not 1 + w), no biases, explicit head_dim != hidden/heads.
+    "qwen3": dict(
+        arch="Qwen3ForCausalLM", model_type="qwen3", family="qwen2", dtype="BF16",
+        hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
+        vocab=384, tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True),
     "mistral_swa": dict(
         arch="MistralForCausalLM", model_type="mistral", family="mistral", dtype="F32",
         hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
@@ -208,6 +213,9 @@ def make_config(spec):
                    rope_scaling=spec["rope_scaling"])
     elif spec["model_type"] == "qwen2":
         cfg.update(use_sliding_window=False, sliding_window=8, max_window_layers=1)
+    elif spec["model_type"] == "qwen3":
+        cfg.update(attention_bias=False, use_sliding_window=False, sliding_window=None, max_window_layers=spec["layers"],
+                   rope_scaling=None)
     elif spec["model_type"] == "mistral":
         cfg.update(sliding_window=spec["sliding_window"])
     elif spec["model_type"] == "gemma3_text":
@@ -261,6 +269,9 @@ def make_weights(spec, rng):
             w[p + "self_attn.q_proj.bias"] = normal((q_out,), 0.5)
             w[p + "self_attn.k_proj.bias"] = normal((kv_out,), 0.5)
             w[p + "self_attn.v_proj.bias"] = normal((kv_out,), 0.5)
+        if spec.get("qk_norm"):
+            w[p + "self_attn.q_norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hd)).astype(np.float32).astype(dt)
+            w[p + "self_attn.k_norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hd)).astype(np.float32).astype(dt)
         w[p + "post_attention_layernorm.weight"] = norm_weight()
         w[p + "mlp.gate_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))
         w[p + "mlp.up_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))

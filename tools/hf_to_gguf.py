@@ -11,6 +11,7 @@ from gguf-py's TensorNameMap, and the conventions of llama.cpp's converter:
   scaling go to rope.scaling.*; llama3 scaling becomes the F32 tensor rope_freqs (frequency divisors);
   dynamic NTK has no GGUF form and is refused.
 - Qwen2ForCausalLM: no permutation (rotate-half "NEOX" rope), q/k/v biases.
+- Qwen3ForCausalLM: no permutation, q/k RMSNorm per head (attn_q_norm / attn_k_norm, weights as stored).
 - Gemma3ForCausalLM: every norm weight gets Gemma's +1 folded in, computed in the checkpoint's dtype
   (llama.cpp adds it to the torch tensor before widening, so a bf16 checkpoint gets bf16(1 + w));
   attention.sliding_window, final_logit_softcapping if set, linear scaling of the global layers as
@@ -44,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_forward  # noqa: E402
 
 ARCHS = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
-         "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3}
+         "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3, "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3}
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType

@@ -2,9 +2,9 @@
 """Independent float64 NumPy reference forward pass for ferry's tests.
 
 Written from the Hugging Face transformers model definitions (modeling_llama,
-modeling_mistral, modeling_qwen2, modeling_gemma3, modeling_rope_utils,
+modeling_mistral, modeling_qwen2, modeling_qwen3, modeling_gemma3, modeling_rope_utils,
 masking_utils), not from ferry's code.  Supports LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM and Gemma3ForCausalLM (text) checkpoints:
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and Gemma3ForCausalLM (text) checkpoints:
 tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
 RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
 scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
@@ -22,7 +22,7 @@ or from shards listed in model.safetensors.index.json, with a parser of its own
         [--compare FERRY_LOGITS [--tol 1e-4]]
     python3 tools/ref_forward.py --gguf MODEL.gguf --ids ... (same options)
 
---gguf runs the same forward on a llama, qwen2 or gemma3 GGUF read with gguf-py: every tensor
+--gguf runs the same forward on a llama, qwen2, qwen3 or gemma3 GGUF read with gguf-py: every tensor
 dequantized (gguf.quants.dequantize) and kept in float32, llama's q/k permutation undone, Gemma's
 folded +1 taken off the norms (see read_gguf), so ferry on a quantized GGUF can be compared with the
 reference on the same dequantized weights.
@@ -50,7 +50,8 @@ import sys
 
 import numpy as np
 
-SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM")
+SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                   "Gemma3ForCausalLM")
 
 
 # ---------------------------------------------------------------- safetensors
@@ -105,7 +106,8 @@ def load_weights(model_dir):
 
 # ----------------------------------------------------------------------- GGUF
 
-GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+              "gemma3": "Gemma3ForCausalLM"}
 
 # GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
 _GGUF_LAYER_NAMES = {
@@ -113,7 +115,8 @@ _GGUF_LAYER_NAMES = {
     "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
 }
-_GGUF_LAYER_NAMES_LLAMA = dict(_GGUF_LAYER_NAMES, ffn_norm="post_attention_layernorm")
+_GGUF_LAYER_NAMES_LLAMA = dict(_GGUF_LAYER_NAMES, ffn_norm="post_attention_layernorm",
+                               attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm")  # qwen3
 _GGUF_LAYER_NAMES_GEMMA3 = dict(
     _GGUF_LAYER_NAMES, attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm",
     post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
@@ -126,7 +129,7 @@ def _llama_unpermute(w, n_head):
 
 
 def read_gguf(path):
-    """(HF-style config dict, {HF name: array}) from a llama, qwen2 or gemma3 GGUF, read with gguf-py.
+    """(HF-style config dict, {HF name: array}) from a llama, qwen2, qwen3 or gemma3 GGUF, read with gguf-py.
 
     Every tensor is dequantized with gguf.quants.dequantize to float32 and kept so; llama q/k rows are
     un-permuted; Gemma norm weights get their folded +1 taken off again (in float64, exactly).  Keys
@@ -405,6 +408,7 @@ class Model:
             raise ValueError(f"unsupported architectures {archs}")
         self.arch = archs[0]
         self.gemma = self.arch == "Gemma3ForCausalLM"
+        self.qk_norm = self.gemma or self.arch == "Qwen3ForCausalLM"  # RMSNorm of q and k per head, before RoPE
         if self.gemma:
             if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
                 raise ValueError(f"unsupported hidden_activation {cfg['hidden_activation']!r}")
@@ -422,7 +426,7 @@ class Model:
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
         self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
-        default_head_dim = 256 if self.gemma else self.hidden // self.n_heads
+        default_head_dim = 256 if self.gemma else 128 if self.arch == "Qwen3ForCausalLM" else self.hidden // self.n_heads
         self.head_dim = cfg.get("head_dim") or default_head_dim
         self.inter = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
@@ -454,7 +458,7 @@ class Model:
             # "sliding_attention"; Llama never.
             if self.arch == "MistralForCausalLM":
                 self.windows = [cfg.get("sliding_window")] * self.n_layers
-            elif self.arch == "Qwen2ForCausalLM" and cfg.get("use_sliding_window", False):
+            elif self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and cfg.get("use_sliding_window", False):
                 sw = cfg.get("sliding_window")
                 types = cfg.get("layer_types") or [
                     "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
@@ -462,7 +466,7 @@ class Model:
                 self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Which projections carry biases, per architecture.
-        if self.arch == "LlamaForCausalLM":
+        if self.arch in ("LlamaForCausalLM", "Qwen3ForCausalLM"):
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
             mlp_bias = bool(cfg.get("mlp_bias", False))
         elif self.arch == "Qwen2ForCausalLM":
@@ -494,7 +498,7 @@ class Model:
                     expected[p + name + ".bias"] = (n_out,)
             for name in norms:
                 expected[p + name + ".weight"] = (h,)
-            if self.gemma:
+            if self.qk_norm:
                 expected[p + "self_attn.q_norm.weight"] = (self.head_dim,)
                 expected[p + "self_attn.k_norm.weight"] = (self.head_dim,)
 
@@ -532,7 +536,7 @@ class Model:
         q = self._linear(x, p + "q_proj").reshape(T, self.n_heads, hd).transpose(1, 0, 2)
         k = self._linear(x, p + "k_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
         v = self._linear(x, p + "v_proj").reshape(T, self.n_kv, hd).transpose(1, 0, 2)
-        if self.gemma:
+        if self.qk_norm:
             # Per-head RMSNorm over head_dim, before RoPE.
             q = self._rms_norm(q, p + "q_norm.weight")
             k = self._rms_norm(k, p + "k_norm.weight")
@@ -658,7 +662,7 @@ def compare(model, ids, dump):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", nargs="?", help="Hugging Face directory (or give --gguf)")
-    ap.add_argument("--gguf", metavar="PATH", help="read a llama/qwen2/gemma3 GGUF instead (dequantized)")
+    ap.add_argument("--gguf", metavar="PATH", help="read a llama/qwen2/qwen3/gemma3 GGUF instead (dequantized)")
     ap.add_argument("--ids", required=True, help="comma-separated token ids")
     ap.add_argument("--out", help="save the [T, V] float64 logits as .npy")
     ap.add_argument("--greedy", type=int, default=0, metavar="N",

@@ -76,6 +76,26 @@ static const struct arch_tensor qwen2_layer[] = {
 	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
 };
 
+/* Qwen3ForCausalLM: Llama with an RMSNorm of q and k per head (before RoPE); attention_bias puts biases on
+ * q, k, v and o. */
+static const struct arch_tensor qwen3_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, IF("attention_bias"), 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, IF("attention_bias"), 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, IF("attention_bias"), 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"attn_output.bias", "self_attn.o_proj.bias", {D}, IF("attention_bias"), 0, S(BO)},
+	{"attn_q_norm.weight", "self_attn.q_norm.weight", {DH}, REQ, NORM, S(Q_NORM)},
+	{"attn_k_norm.weight", "self_attn.k_norm.weight", {DH}, REQ, NORM, S(K_NORM)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
+	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
+	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
+};
+
 /* Gemma3ForCausalLM: RMSNorm of q and k per head, of the attention output and of the MLP output;
  * attention_bias puts biases on q, k, v and o. */
 static const struct arch_tensor gemma3_layer[] = {
@@ -110,6 +130,8 @@ const struct arch arch_table[] = {
 	 false, ROPE_STYLE_NEOX, ROWS(mistral_layer)},
 	{"qwen2", "Qwen2ForCausalLM", "qwen2", ARCH_HPARAMS_LLAMA, 32768, 0, 0, false, ARCH_WINDOWS_GATED, false,
 	 ROPE_STYLE_NEOX, ROWS(qwen2_layer)},
+	{"qwen3", "Qwen3ForCausalLM", "qwen3", ARCH_HPARAMS_LLAMA, 40960, 128, 4096, false, ARCH_WINDOWS_GATED, false,
+	 ROPE_STYLE_NEOX, ROWS(qwen3_layer)},
 	{"gemma3", "Gemma3ForCausalLM", "gemma3", ARCH_HPARAMS_GEMMA3, 131072, 256, 4096, true,
 	 ARCH_WINDOWS_PATTERN, true, ROPE_STYLE_NEOX, ROWS(gemma3_layer)},
 };
