@@ -11,9 +11,10 @@ static const struct {
 	const char *help;
 } commands[] = {
 	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
-	{"run", ferry_run, "generate tokens from a model.ferry"},
+	{"run", ferry_run, "generate tokens from a model (a model.ferry, a .gguf file, or a name from ferry list)"},
 	{"batch", ferry_batch, "generate for every request of a JSONL file together, resumably"},
 	{"serve", ferry_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming) over continuous batching"},
+	{"list", ferry_list, "the models converted into $FERRY_HOME (default ~/.cache/ferry) with size and format"},
 	{"ppl", ferry_ppl, "perplexity of a model over a text file (llama.cpp's convention)"},
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
 	{"tokenize", ferry_tokenize, "print the token ids of a text"},
