@@ -103,7 +103,8 @@ int ferry_list(int argc, char **argv)
 	}
 	if (d)
 		closedir(d);
-	qsort(names, (size_t)n, sizeof(*names), name_cmp);
+	if (n)
+		qsort(names, (size_t)n, sizeof(*names), name_cmp);
 	printf("%s: %d model%s\n", home, n, n == 1 ? "" : "s");
 	if (n)
 		printf("%-40s %10s  %-28s  %s\n", "NAME", "SIZE", "FORMAT", "FROM");
