@@ -10,7 +10,7 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *help;
 } commands[] = {
-	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
+	{"convert", ferry_convert, "convert a Hugging Face model directory or a GGUF file into a model.ferry directory"},
 	{"chat", ferry_chat, "chat with a model in the terminal (its chat template, streamed replies, history)"},
 	{"run", ferry_run, "generate tokens from a model (a model.ferry, a .gguf file, or a name from ferry list)"},
 	{"batch", ferry_batch, "generate for every request of a JSONL file together, resumably"},
