@@ -31,7 +31,7 @@ INC := -Isrc
 CINC := $(INC:-I%=-iquote %)
 CFLAGS := -std=c11 -Wall -Wextra $(OPT) $(ARCH) $(SAN) -D_GNU_SOURCE -fopenmp -MMD -MP $(CINC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp $(SAN) $(EXTRA_LDFLAGS)
-LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lmicrohttpd -lm -lpthread
+LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lmicrohttpd -ledit -lm -lpthread
 
 LIB_SRC := $(wildcard src/*/*.c src/kernels/cpu/*.c)
 LIB_SRC := $(filter-out src/cli/main.c,$(LIB_SRC))

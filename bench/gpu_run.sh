@@ -5,10 +5,11 @@
 # here first with
 #   mkdir -p .deb && (cd .deb && apt-get download libjansson4 libjansson-dev libxxhash0 libxxhash-dev \
 #       liburing2 liburing-dev liblz4-1 liblz4-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
-#       libpcre2-dev libutf8proc2 libutf8proc-dev libmicrohttpd12 libmicrohttpd-dev)
+#       libpcre2-dev libutf8proc2 libutf8proc-dev libmicrohttpd12 libmicrohttpd-dev libedit2 libedit-dev libbsd0 \
+#       libmd0)
 #   mkdir -p .shared && cp -r ../shared/data .shared/    (the vocabularies and templates the tests read)
 #   mkdir -p .whl && pip download -d .whl --no-deps gguf   (the image has jinja2, tokenizers, transformers)
-# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc, libmicrohttpd; the machine starts
+# Unpacks the carried Debian libraries (jansson, xxhash, liburing, lz4, PCRE2, utf8proc, libmicrohttpd, libedit; the machine starts
 # bare) and installs the wheels (gguf-py, for the tokenizer tests), builds with CUDA (sm_90 only unless
 # CUDA_ARCHS says otherwise), runs the test suite (TESTS=0 skips it), compute-sanitizer memcheck and racecheck
 # on a tiny model's CUDA forward (SANITIZER=0 skips), tools/hf_check.py with HF_CHECK=1, the layer streamer's

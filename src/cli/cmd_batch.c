@@ -14,7 +14,8 @@
  * fdatasync, so a crash, kill -9 or Ctrl-C loses no finished result. On start, the ids already in OUT are
  * skipped; a last line without its newline (a write cut by a crash) is cut off first, so a rerun never
  * misreads it. Invalid input lines and requests that cannot run (too long for --ctx) go to the error file
- * (OUT.errors.jsonl unless --errors; rewritten by every run, as they are found again in IN) as {"line", "id",
+ * (OUT.errors.jsonl unless --errors; rewritten by every run, as they are found again in IN, and only made when
+ * there is an error) as {"line", "id",
  * "error"} and are named on stderr; the rest continues.
  * Exit: 0 all done, 3 some lines failed (the error file says which), 1 error, 130 interrupted (resumable).
  */
@@ -31,6 +32,8 @@
 
 #include "text/chat.h"
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
+#include "cli/model_home.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
 #include "serve/request.h"
@@ -119,6 +122,7 @@ static int parse_args(int argc, char **argv, struct batch_args *a)
 	int c;
 	long v;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:o:n:h", lo, NULL)) != -1) {
 		int bad = 0, r;
 		const char *name = NULL;
@@ -133,11 +137,10 @@ static int parse_args(int argc, char **argv, struct batch_args *a)
 		case O_WARMUP: a->warmup = true; break;
 		case O_SJSON: a->stats_json = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		case '?': return opt_hint("batch", argv, "m:o:n:h", lo);
 		default:
-			if ((r = run_opts_parse(&a->ro, c, optarg)) == 1) {
-				usage(stderr);
-				return 2;
-			}
+			if ((r = run_opts_parse(&a->ro, c, optarg)) == 1)
+				return opt_hint("batch", argv, "m:o:n:h", lo);
 			if (r)
 				return r;
 		}
@@ -233,6 +236,8 @@ static void report_error(struct batch *b, int line, const json_t *id, const char
 {
 	fprintf(stderr, "ferry: %s line %d: %s\n", b->a->in, line, msg);
 	json_t *o = json_pack("{s:i, s:O?, s:s}", "line", line, "id", id, "error", msg);
+	if (b->err_fd < 0 && (b->err_fd = open(b->a->errors, O_WRONLY | O_APPEND | O_CREAT, 0644)) < 0)
+		fprintf(stderr, "ferry: %s: %s\n", b->a->errors, strerror(errno));
 	if (!o || write_line(b->err_fd, o))
 		b->io_rc = -EIO;
 	json_decref(o);
@@ -312,9 +317,12 @@ static void progress(struct batch *b, bool last)
 		return;
 	double t = now_sec() - b->t0, rate = t > 0 ? (double)b->gen_tokens / t : 0;
 	int left = b->n_total - b->n_done - b->n_failed;
-	double eta = b->n_done > 0 ? t / b->n_done * left : 0;
-	fprintf(stderr, "%sferry: batch %d/%d done, %d failed, %lld tokens, %.1f tok/s, ETA %.0fs%s", b->tty ? "\r" : "",
-		b->n_done, b->n_total, b->n_failed, b->gen_tokens, rate, eta, last || !b->tty ? "\n" : "");
+	char eta[48] = ""; /* only once there is a rate to estimate it from */
+	if (b->n_done > 0 && left > 0 && !last)
+		snprintf(eta, sizeof(eta), ", ETA %.0fs", t / b->n_done * left);
+	fprintf(stderr, "%sferry: batch %d/%d done, %d failed, %lld tokens, %.1f tok/s%s%s%s", b->tty ? "\r" : "",
+		b->n_done, b->n_total, b->n_failed, b->gen_tokens, rate, eta, b->tty ? "\033[K" : "", /* erase a longer line */
+		last || !b->tty ? "\n" : "");
 }
 
 /* Reads IN: each valid request not yet in OUT becomes a breq; invalid lines go to the error file. */
@@ -396,7 +404,7 @@ static int read_requests(struct batch *b, struct strmap *done, struct breq **out
 		}
 	}
 	if (skipped)
-		fprintf(stderr, "ferry: %d requests already in %s, skipped\n", skipped, b->a->out);
+		fprintf(stderr, "ferry: %d request%s already in %s, skipped\n", skipped, skipped == 1 ? "" : "s", b->a->out);
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "out of memory");
 	jinja_free(tmpl);
@@ -470,8 +478,8 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		struct backend_mem bm;
 		backend_mem_get(engine_backend(e), &bm);
 		double t = now_sec() - b->t0;
-		fprintf(stderr, "ferry: batch: %d requests in %.1fs, %lld tokens generated (%.1f tok/s), %d steps%s",
-			b->n_done, t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps,
+		fprintf(stderr, "ferry: batch: %d request%s in %.1fs, %lld tokens generated (%.1f tok/s), %d steps%s",
+			b->n_done, b->n_done == 1 ? "" : "s", t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps,
 			bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));
@@ -479,7 +487,8 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 			rc = write_stats(a->stats_json, b, e, t);
 	}
 	if (!rc && batch_interrupted) {
-		snprintf(err, errlen, "interrupted: %d requests finished are in %s; run again to resume", b->n_done, a->out);
+		snprintf(err, errlen, "interrupted: %d request%s finished %s in %s; run again to resume", b->n_done,
+			 b->n_done == 1 ? "" : "s", b->n_done == 1 ? "is" : "are", a->out);
 		rc = -EINTR;
 	}
 	engine_close(e);
@@ -491,9 +500,11 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 int ferry_batch(int argc, char **argv)
 {
 	struct batch_args a;
+	char model[4096];
 	int rc = parse_args(argc, argv, &a);
-	if (rc)
+	if (rc || (rc = model_home_resolve(a.model, model, sizeof(model))))
 		return rc;
+	a.model = model;
 	char err[ERR_LEN], errpath[4096];
 	snprintf(errpath, sizeof(errpath), "%s.errors.jsonl", a.out);
 	if (!a.errors)
@@ -517,8 +528,8 @@ int ferry_batch(int argc, char **argv)
 	rc = rc ? rc : load_done(a.out, &done, err, sizeof(err));
 	if (!rc) {
 		b.out_fd = open(a.out, O_WRONLY | O_APPEND | O_CREAT, 0644);
-		b.err_fd = open(a.errors, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC, 0644); /* this run's, from IN again */
-		if (b.out_fd < 0 || b.err_fd < 0) {
+		/* the error file is this run's (the lines are found again in IN), made at the first error */
+		if (b.out_fd < 0 || (unlink(a.errors) && errno != ENOENT)) {
 			snprintf(err, sizeof(err), "%s: %s", b.out_fd < 0 ? a.out : a.errors, strerror(errno));
 			rc = -errno;
 		}
@@ -531,7 +542,7 @@ int ferry_batch(int argc, char **argv)
 	if (!rc && n)
 		rc = run_batch(&b, &lay, q, n, err, sizeof(err));
 	else if (!rc)
-		fprintf(stderr, "ferry: batch: nothing to do (%d invalid lines)\n", b.n_failed);
+		fprintf(stderr, "ferry: batch: nothing to do (%d invalid line%s)\n", b.n_failed, b.n_failed == 1 ? "" : "s");
 	if (rc)
 		fprintf(stderr, "ferry: %s\n", err);
 	for (int i = 0; i < n; i++) {

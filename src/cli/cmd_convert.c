@@ -7,6 +7,7 @@
 
 #include "convert/convert.h"
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
 #include "base/util.h"
 
 static void usage(FILE *f)
@@ -31,6 +32,7 @@ int ferry_convert(int argc, char **argv)
 	bool force = false, lz4 = false;
 	int c;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "o:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o': out = optarg; break;
@@ -38,7 +40,7 @@ int ferry_convert(int argc, char **argv)
 		case 'z': lz4 = true; break;
 		case 't': tmpl = optarg; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default: return opt_hint("convert", argv, "o:fh", longopts);
 		}
 	}
 	if (optind != argc - 1) {
@@ -59,7 +61,11 @@ int ferry_convert(int argc, char **argv)
 		out = def;
 	}
 	struct stat st;
-	if (stat(src, &st) || (!S_ISDIR(st.st_mode) && !is_gguf)) {
+	if (stat(src, &st)) {
+		fprintf(stderr, "ferry: %s: no such file or directory\n", src);
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode) && !is_gguf) {
 		fprintf(stderr, "ferry: %s: not a model directory or a .gguf file\n", src);
 		return 1;
 	}

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/ferry.h"
+#include "cli/model_home.h"
 #include "layout/layout.h"
 #include "base/util.h"
 
@@ -39,25 +40,35 @@ static void report_bad(const struct layout_tensor *t, const char *why, void *ctx
 
 int ferry_inspect(int argc, char **argv)
 {
-	static const struct option lo[] = {{"verify", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0}};
+	static const struct option lo[] = {{"verify", no_argument, 0, 'v'}, {"model", required_argument, 0, 'm'},
+					   {"help", no_argument, 0, 'h'}, {0}};
+	static const char use[] = "usage: ferry inspect (-m MODEL | MODEL) [--verify]\n";
 	bool verify = false;
+	const char *arg = NULL;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:h", lo, NULL)) != -1) {
 		if (c == 'v')
 			verify = true;
+		else if (c == 'm')
+			arg = optarg;
 		else {
-			fprintf(c == 'h' ? stdout : stderr, "usage: ferry inspect MODEL.ferry [--verify]\n");
+			fprintf(c == 'h' ? stdout : stderr, use);
 			return c == 'h' ? 0 : 2;
 		}
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "usage: ferry inspect MODEL.ferry [--verify]\n");
+	if (!arg && optind < argc)
+		arg = argv[optind++];
+	if (!arg || optind != argc) {
+		fprintf(stderr, use);
 		return 2;
 	}
-	char err[ERR_LEN];
+	char err[ERR_LEN], path[4096];
 	struct layout m;
-	if (layout_open(&m, argv[optind], err, sizeof(err))) {
+	int rc = model_home_resolve(arg, path, sizeof(path));
+	if (rc)
+		return rc;
+	if (layout_open(&m, path, err, sizeof(err))) {
 		fprintf(stderr, "ferry: %s\n", err);
 		return 1;
 	}
@@ -101,7 +112,7 @@ int ferry_inspect(int argc, char **argv)
 		print_unit(&m, label, &m.layers[l]);
 	}
 	print_unit(&m, "head", &m.head);
-	int rc = 0;
+	rc = 0;
 	if (verify) {
 		int bad = layout_verify(&m, report_bad, &m, err, sizeof(err));
 		if (bad < 0) {

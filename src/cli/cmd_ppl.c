@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
+#include "cli/model_home.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
 #include "cli/run_opts.h"
@@ -77,6 +79,7 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 	run_opts_default(&a->ro);
 	int c, at = 0;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
 		int *dst = NULL, rc;
 		long v, min = 1;
@@ -87,9 +90,10 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 		case O_CTX: dst = &a->ctx, min = PPL_CTX_MIN; break;
 		case O_CHUNKS: dst = &a->chunks; break;
 		case O_BATCH: dst = &a->batch; break;
+		case '?': return opt_hint("ppl", argv, "m:h", lo);
 		default:
 			if ((rc = run_opts_parse(&a->ro, c, optarg)) == 1)
-				usage(stderr);
+				return opt_hint("ppl", argv, "m:h", lo);
 			if (rc)
 				return 2;
 		}
@@ -139,7 +143,15 @@ static int ppl_tokenize(const struct ppl_args *a, const struct layout *lay, stru
 		snprintf(err + n, errlen - n, " (%s)", a->file);
 	}
 	if (!rc && (int64_t)ids->n < a->ctx) {
-		snprintf(err, errlen, "%s: %zu tokens, fewer than one chunk of --ctx %d", a->file, ids->n, a->ctx);
+		int fits = PPL_CTX_MIN;
+		while (fits * 2 <= (int)ids->n)
+			fits *= 2;
+		if ((int)ids->n >= PPL_CTX_MIN)
+			snprintf(err, errlen, "%s: %zu tokens, fewer than one chunk of --ctx %d (--ctx %d fits)", a->file,
+				 ids->n, a->ctx, fits);
+		else
+			snprintf(err, errlen, "%s: %zu tokens, fewer than the shortest chunk (--ctx %d)", a->file, ids->n,
+				 PPL_CTX_MIN);
 		rc = -EINVAL;
 	}
 	free(text);
@@ -291,7 +303,11 @@ int ferry_ppl(int argc, char **argv)
 	struct ppl_args a;
 	struct layout lay;
 	char err[ERR_LEN];
+	char model[4096];
 	int rc = parse_args(argc, argv, &a);
+	if (rc || (rc = model_home_resolve(a.model, model, sizeof(model))))
+		return rc;
+	a.model = model;
 	if (!rc && layout_open(&lay, a.model, err, sizeof(err))) {
 		fprintf(stderr, "ferry: %s\n", err);
 		rc = 1;

@@ -17,11 +17,14 @@
 #include "backend/backend.h"
 #include "text/chat.h"
 #include "cli/ferry.h"
+#include "cli/model_home.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
 #include "engine/rates.h"
 #include "engine/logits_dump.h"
+#include "cli/opt_hint.h"
 #include "cli/run_opts.h"
+#include "cli/sample_opts.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "text/tokenizer.h"
@@ -32,8 +35,7 @@ struct run_args {
 	int n_predict, chunk, ctx, kv_pages, max_batch;
 	struct run_opts ro;
 	bool ignore_eos, stats, print_ids, chat, show_prompt, plan, stream_all, warmup, kv_host;
-	struct sampler_cfg sc;
-	bool temp_set, top_k_set, top_p_set, rep_set;
+	struct sample_opts so;
 };
 
 static void usage(FILE *f)
@@ -50,14 +52,7 @@ static void usage(FILE *f)
 		"  --system TEXT          with --chat: a system turn before it\n"
 		"  --show-prompt          print the rendered chat prompt to stderr\n"
 		"  --print-ids            print generated token ids instead of text\n"
-		"  -n, --n-predict N      tokens to generate (default 32)\n"
-		"  --temp T               temperature, 0 = greedy (default: the model's generation_config, else 0)\n"
-		"  --top-k K              keep the K most likely tokens (0 = off)\n"
-		"  --top-p P              keep the smallest set with probability mass >= P (1 = off)\n"
-		"  --min-p P              drop tokens below P x the top probability (0 = off)\n"
-		"  --repeat-penalty R     HF repetition penalty over the last --repeat-last-n tokens (1 = off)\n"
-		"  --repeat-last-n N      history the penalty looks at (default 64, 0 = all)\n"
-		"  --seed S               sampling seed (default 0)\n"
+		"  -n, --n-predict N      tokens to generate (default 32; -1: until the end of sequence or --ctx)\n"
 		"  --ignore-eos           do not stop at the end-of-sequence token\n"
 		"  --chunk C              at most C tokens per pass over the layers (default: the whole prompt; several\n"
 		"                         prompts: all of them, up to 4096)\n"
@@ -72,13 +67,15 @@ static void usage(FILE *f)
 		"  --stream-all           stream every layer even when --vram could keep it (benchmarks, tests)\n"
 		"  --stats-json FILE      write timing, bytes streamed and peak memory as JSON\n"
 		"  --logits FILE          dump the logits of every position (format: src/engine/logits_dump.h)\n"
-		"  --stats                print timing and I/O statistics to stderr at exit\n");
+		"  --stats                print timing and I/O statistics to stderr at exit (without it: one line of\n"
+		"                         prefill and decode speed)\n");
+	sample_opts_usage(f);
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
-	enum { O_IDS = 256, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_EOS, O_CHUNK, O_CTX,
+	enum { O_IDS = 256, O_EOS, O_CHUNK, O_CTX,
 	       O_LOGITS, O_STATS, O_PRINT_IDS, O_CHAT, O_SYSTEM, O_SHOW, O_PLAN, O_SJSON, O_STREAM_ALL, O_WARMUP,
 	       O_KV_PAGES, O_MAX_BATCH, O_IDS_FILE, O_KV_HOST };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
@@ -91,13 +88,6 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"prompt-ids", required_argument, 0, O_IDS},
 					   {"prompt-ids-file", required_argument, 0, O_IDS_FILE},
 					   {"n-predict", required_argument, 0, 'n'},
-					   {"temp", required_argument, 0, O_TEMP},
-					   {"top-k", required_argument, 0, O_TOPK},
-					   {"top-p", required_argument, 0, O_TOPP},
-					   {"min-p", required_argument, 0, O_MINP},
-					   {"repeat-penalty", required_argument, 0, O_REP},
-					   {"repeat-last-n", required_argument, 0, O_REPN},
-					   {"seed", required_argument, 0, O_SEED},
 					   {"ignore-eos", no_argument, 0, O_EOS},
 					   {"chunk", required_argument, 0, O_CHUNK},
 					   {"ctx", required_argument, 0, O_CTX},
@@ -112,15 +102,16 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 					   {"stats", no_argument, 0, O_STATS},
 					   {"help", no_argument, 0, 'h'},
 					   RUN_OPTS_LONG,
+					   SAMPLE_OPTS_LONG,
 					   {0}};
 	memset(a, 0, sizeof(*a));
 	a->n_predict = 32;
 	run_opts_default(&a->ro);
-	a->sc = (struct sampler_cfg){.temp = 0, .top_k = 0, .top_p = 1, .min_p = 0, .rep_penalty = 1, .rep_last_n = 64};
+	sample_opts_default(&a->so);
 	int c;
 	long v;
-	double d;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:n:p:f:h", lo, NULL)) != -1) {
 		int bad = 0;
 		const char *name = NULL;
@@ -134,30 +125,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_CHAT: a->chat = true; break;
 		case O_SYSTEM: a->system = optarg; break;
 		case O_SHOW: a->show_prompt = true; break;
-		case 'n': bad = parse_int(optarg, 0, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
-		case O_TEMP:
-			bad = parse_double(optarg, &d) || d < 0;
-			a->sc.temp = (float)d, a->temp_set = true, name = "--temp";
-			break;
-		case O_TOPK:
-			bad = parse_int(optarg, 0, 1 << 30, &v);
-			a->sc.top_k = (int)v, a->top_k_set = true, name = "--top-k";
-			break;
-		case O_TOPP:
-			bad = parse_double(optarg, &d) || d <= 0 || d > 1;
-			a->sc.top_p = (float)d, a->top_p_set = true, name = "--top-p";
-			break;
-		case O_MINP: bad = parse_double(optarg, &d) || d < 0 || d > 1; a->sc.min_p = (float)d; name = "--min-p"; break;
-		case O_REP: bad = parse_double(optarg, &d) || d <= 0; a->sc.rep_penalty = (float)d; a->rep_set = true; name = "--repeat-penalty"; break;
-		case O_REPN: bad = parse_int(optarg, 0, 1 << 30, &v); a->sc.rep_last_n = (int)v; name = "--repeat-last-n"; break;
-		case O_SEED: {
-			char *end;
-			errno = 0;
-			a->sc.seed = strtoull(optarg, &end, 10);
-			bad = errno || *end || end == optarg;
-			name = "--seed";
-			break;
-		}
+		case 'n': bad = parse_int(optarg, -1, 1 << 24, &v); a->n_predict = (int)v; name = "-n"; break;
 		case O_EOS: a->ignore_eos = true; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case O_CTX: bad = parse_int(optarg, 1, 1 << 24, &v); a->ctx = (int)v; name = "--ctx"; break;
@@ -171,9 +139,10 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case O_LOGITS: a->logits_file = optarg; break;
 		case O_STATS: a->stats = true; break;
 		case 'h': usage(stdout); exit(0);
+		case '?': return opt_hint("run", argv, "m:n:p:f:h", lo);
 		default:
 			if ((bad = run_opts_parse(&a->ro, c, optarg)) == 1)
-				usage(stderr);
+				bad = sample_opts_parse(&a->so, c, optarg);
 			if (bad)
 				return 2;
 		}
@@ -183,8 +152,9 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		}
 	}
 	if (!a->model || !!a->prompt + !!a->prompt_file + !!a->prompt_ids + !!a->ids_file != 1 || optind != argc) {
-		fprintf(stderr, "ferry: run needs -m MODEL and one of -p TEXT, -f FILE, --prompt-ids or --prompt-ids-file\n");
-		usage(stderr);
+		fprintf(stderr, "ferry run: %s; see `ferry run --help`\n",
+			!a->model ? "needs -m MODEL" : optind != argc ? "unexpected arguments after the options (quote the prompt)"
+					    : "needs one of -p TEXT, -f FILE, --prompt-ids or --prompt-ids-file");
 		return 2;
 	}
 	if ((a->chat || a->system) && (a->prompt_ids || a->ids_file)) {
@@ -198,29 +168,11 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	return run_opts_check(&a->ro);
 }
 
+/* The context of `-n -1` (generate until the end of sequence) without --ctx: the model's, at most this. */
+#define RUN_CTX_UNTIL_EOS 4096
+
 /* Tokens per step when several prompts run together and --chunk is not given. */
 #define RUN_BATCH_CHUNK 4096
-
-/* Sampling defaults from generation_config (as converted into the manifest), unless given on the command line. */
-static void generation_defaults(const struct layout *lay, struct run_args *a)
-{
-	const json_t *g = json_object_get(lay->manifest, "generation");
-	const json_t *rp = json_object_get(g, "repetition_penalty"); /* transformers applies it greedy or not */
-	if (!a->rep_set && json_is_number(rp) && json_number_value(rp) > 0) {
-		a->sc.rep_penalty = (float)json_number_value(rp);
-		a->sc.rep_last_n = 0; /* over the whole sequence, as transformers does */
-	}
-	if (!json_is_true(json_object_get(g, "do_sample")))
-		return;
-	const json_t *t = json_object_get(g, "temperature"), *k = json_object_get(g, "top_k"),
-		     *p = json_object_get(g, "top_p");
-	if (!a->temp_set)
-		a->sc.temp = json_is_number(t) ? (float)json_number_value(t) : 1.0f;
-	if (!a->top_k_set)
-		a->sc.top_k = json_is_integer(k) ? (int)json_integer_value(k) : 50;
-	if (!a->top_p_set && json_is_number(p))
-		a->sc.top_p = (float)json_number_value(p);
-}
 
 /* --chat: the prompt becomes the user turn (after a --system turn) of the model's chat template (the file
  * the manifest names, chat_template.jinja: src/text/chat_template.c), rendered with add_generation_prompt, BOS/EOS as the tokenizer's
@@ -523,13 +475,14 @@ static int generate(struct run_args *a, struct layout *lay, struct engine *e, st
 	int rc = o.reqs ? 0 : -ENOMEM, n_init = 0;
 	for (int i = 0; !rc && i < pr->n; i++, n_init++) {
 		struct sched_req *r = &o.reqs[i];
-		r->toks = malloc(sizeof(int) * (size_t)(pr->len[i] + a->n_predict + 1));
-		rc = r->toks ? sampler_init(&r->smp, &a->sc, hp->vocab) : -ENOMEM;
+		int max_new = a->n_predict >= 0 ? a->n_predict : a->ctx - pr->len[i]; /* -n -1: up to the context */
+		r->toks = malloc(sizeof(int) * (size_t)(pr->len[i] + max_new + 1));
+		rc = r->toks ? sampler_init(&r->smp, &a->so.sc, hp->vocab) : -ENOMEM;
 		if (!r->toks)
 			break;
 		memcpy(r->toks, pr->ids[i], sizeof(int) * (size_t)pr->len[i]);
 		r->n_prompt = pr->len[i];
-		r->max_new = a->n_predict;
+		r->max_new = max_new;
 		r->ignore_eos = a->ignore_eos;
 	}
 	if (rc) {
@@ -574,8 +527,12 @@ static int generate(struct run_args *a, struct layout *lay, struct engine *e, st
 		fprintf(stderr, "ferry: %s\n", err);
 	else if (!rc && a->logits_file && (rc = logits_dump_close(&dump, err, sizeof(err))))
 		fprintf(stderr, "ferry: %s\n", err);
+	const struct sched_stats *st = &s->st;
+	if (!rc && !a->stats && !a->warmup)
+		fprintf(stderr, "ferry: prefill %.1f tok/s (%lld tokens), decode %.1f tok/s (%d tokens)\n",
+			st->prefill_tokens / (st->prefill_s > 0 ? st->prefill_s : 1e-9), st->prefill_tokens,
+			res->n_decode / (st->decode_s > 0 ? st->decode_s : 1e-9), res->n_decode);
 	if (!rc && a->stats) {
-		const struct sched_stats *st = &s->st;
 		fprintf(stderr,
 			"ferry: prefill %lld tokens in %.3fs (%.1f tok/s); decode %d tokens in %.3fs (%.2f tok/s); %d sequences, "
 			"%d steps, %lld prompt tokens from the prefix cache\n",
@@ -641,9 +598,11 @@ static int write_stats_json(const char *path, struct engine *e, const struct run
 int ferry_run(int argc, char **argv)
 {
 	struct run_args a;
+	char model[4096];
 	int rc = parse_args(argc, argv, &a);
-	if (rc)
+	if (rc || (rc = model_home_resolve(a.model, model, sizeof(model))))
 		return rc;
+	a.model = model;
 	char err[ERR_LEN];
 	struct layout lay;
 	if (layout_open(&lay, a.model, err, sizeof(err))) {
@@ -657,11 +616,13 @@ int ferry_run(int argc, char **argv)
 		layout_close(&lay);
 		return rc;
 	}
-	generation_defaults(&lay, &a);
+	sample_opts_model_defaults(&a.so, &lay);
 	int longest = 0;
 	for (int i = 0; i < pr.n; i++)
 		longest = pr.len[i] > longest ? pr.len[i] : longest;
-	int cap = a.ctx ? a.ctx : longest + a.n_predict;
+	int max_pos = lay.hp.max_pos > 0 && lay.hp.max_pos < RUN_CTX_UNTIL_EOS ? lay.hp.max_pos : RUN_CTX_UNTIL_EOS;
+	int cap = a.ctx ? a.ctx : a.n_predict < 0 ? max_pos : longest + a.n_predict;
+	a.ctx = cap;
 	int ret = 1, *eos = NULL, n_eos = 0;
 	struct engine *e = NULL;
 	if (longest > cap) {
@@ -682,7 +643,7 @@ int ferry_run(int argc, char **argv)
 	eo.n_eos = n_eos;
 	/* A device that selects the top k itself hands over k logits instead of V (same tokens: sampler.h). */
 	struct sampler smp;
-	if (!a.logits_file && !sampler_init(&smp, &a.sc, lay.hp.vocab)) {
+	if (!a.logits_file && !sampler_init(&smp, &a.so.sc, lay.hp.vocab)) {
 		eo.top_k = sampler_top_k_needed(&smp);
 		sampler_free(&smp);
 	}

@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
+#include "cli/model_home.h"
 #include "layout/layout.h"
 #include "cli/run_opts.h"
 #include "serve/http.h"
@@ -101,6 +103,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 	long v;
 	int64_t bytes;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:h", lo, NULL)) != -1) {
 		int bad = 0, r;
 		const char *name = NULL;
@@ -124,11 +127,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 		case O_WINDOW: bad = parse_int(optarg, 0, 10000, &v); a->window = (double)v / 1000; name = "--batch-window"; break;
 		case O_CHUNK: bad = parse_int(optarg, 1, 1 << 20, &v); a->chunk = (int)v; name = "--chunk"; break;
 		case 'h': usage(stdout); exit(0);
+		case '?': return opt_hint("serve", argv, "m:h", lo);
 		default:
-			if ((r = run_opts_parse(&a->ro, c, optarg)) == 1) {
-				usage(stderr);
-				return 2;
-			}
+			if ((r = run_opts_parse(&a->ro, c, optarg)) == 1)
+				return opt_hint("serve", argv, "m:h", lo);
 			if (r)
 				return r;
 		}
@@ -208,9 +210,11 @@ static int serve(struct server *sv, const struct layout *lay, char *err, size_t 
 int ferry_serve(int argc, char **argv)
 {
 	struct serve_args a;
+	char model[4096];
 	int rc = parse_args(argc, argv, &a);
-	if (rc)
+	if (rc || (rc = model_home_resolve(a.model, model, sizeof(model))))
 		return rc;
+	a.model = model;
 	char err[ERR_LEN];
 	struct server sv = {.a = &a};
 	char name[sizeof(sv.name)];

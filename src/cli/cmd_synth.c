@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
 #include "convert/synth_model.h"
 #include "base/util.h"
 #include "layout/wfmt.h"
@@ -47,6 +48,7 @@ int ferry_synth(int argc, char **argv)
 	struct synth_opts o = {0};
 	int c;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "o:h", lo, NULL)) != -1) {
 		long v;
 		const char *name = NULL;
@@ -70,7 +72,7 @@ int ferry_synth(int argc, char **argv)
 		case O_FORCE: o.force = true; break;
 		case O_THR: bad = parse_int(optarg, 1, 4096, &v); o.threads = (int)v; name = "threads"; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		default: return opt_hint("synth", argv, "o:h", lo);
 		}
 		if (bad) {
 			fprintf(stderr, "ferry: --%s: bad value '%s'\n", name, optarg);

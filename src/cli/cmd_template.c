@@ -15,6 +15,7 @@
 
 #include "text/chat.h"
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
 #include "jinja/jinja.h"
 #include "base/util.h"
 
@@ -79,6 +80,7 @@ int ferry_template(int argc, char **argv)
 	json_t *extra = json_object();
 	int c, rc = 2;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'g': gen = true; break;
@@ -96,7 +98,7 @@ int ferry_template(int argc, char **argv)
 			fixed_now = true;
 			break;
 		case 'h': rc = usage(true); goto out;
-		default: rc = usage(false); goto out;
+		default: rc = opt_hint("template", argv, "h", lo); goto out;
 		}
 	}
 	if (optind != argc - 2) {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cli/ferry.h"
+#include "cli/opt_hint.h"
 #include "text/tokenizer.h"
 #include "base/util.h"
 
@@ -25,7 +26,7 @@ static void print_piece(const struct tokenizer *t, int32_t id)
 	tokenizer_decode(t, &id, 1, true, false, &b);
 	tok_buf_add_lossy(&text, b.p ? b.p : "", b.n);
 	json_t *s = json_stringn(text.p ? text.p : "", text.n);
-	char *js = json_dumps(s, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+	char *js = json_dumps(s, JSON_ENCODE_ANY); /* quoted, so that spaces show; the text itself, not escapes */
 	printf("%d\t%s\n", id, js ? js : "?");
 	free(js);
 	json_decref(s);
@@ -149,9 +150,10 @@ static int usage(bool ok, bool detok)
 {
 	fprintf(ok ? stdout : stderr,
 		detok ? "usage: ferry detokenize -m MODEL [--special] [IDS... | < ids] | --json FILE\n"
-			"  prints the text of token ids (from the arguments or stdin, separated by spaces or commas)\n"
+			"  prints the text of token ids (from the arguments or stdin, separated by spaces or commas) and a\n"
+			"  newline\n"
 		      : "usage: ferry tokenize -m MODEL [--no-add-special] [--parse-special] [--pieces] (TEXT | -f FILE) | --json FILE\n"
-			"  prints token ids; --pieces prints one token per line with its text\n");
+			"  prints token ids; --pieces prints one token per line: its id and its text as a JSON string\n");
 	return ok ? 0 : 2;
 }
 
@@ -169,6 +171,7 @@ static int run(int argc, char **argv, bool detok)
 	long repeat = 0;
 	int c;
 	optind = 1;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:f:h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
@@ -185,7 +188,7 @@ static int run(int argc, char **argv, bool detok)
 			}
 			break;
 		case 'h': return usage(true, detok);
-		default: return usage(false, detok);
+		default: return opt_hint(detok ? "detokenize" : "tokenize", argv, "m:f:h", lo);
 		}
 	}
 	if (!model || (!detok && !json && !file && optind != argc - 1) || (!detok && file && optind != argc))
@@ -217,8 +220,10 @@ static int run(int argc, char **argv, bool detok)
 				tok_ids_push(&ids, (int32_t)id);
 			}
 		}
-		if (!rc && tokenizer_decode_text(t, ids.ids, ids.n, special, &out) == 0)
+		if (!rc && tokenizer_decode_text(t, ids.ids, ids.n, special, &out) == 0) {
 			fwrite(out.p ? out.p : "", 1, out.n, stdout);
+			printf("\n");
+		}
 		tok_buf_free(&in);
 		tok_buf_free(&out);
 		tok_ids_free(&ids);

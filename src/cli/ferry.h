@@ -15,5 +15,7 @@ int ferry_tokenize(int argc, char **argv);
 int ferry_detokenize(int argc, char **argv);
 int ferry_template(int argc, char **argv);
 int ferry_synth(int argc, char **argv);
+int ferry_chat(int argc, char **argv);
+int ferry_list(int argc, char **argv);
 
 #endif

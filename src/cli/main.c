@@ -10,10 +10,12 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *help;
 } commands[] = {
-	{"convert", ferry_convert, "convert a Hugging Face model directory into a model.ferry directory"},
-	{"run", ferry_run, "generate tokens from a model.ferry"},
+	{"convert", ferry_convert, "convert a Hugging Face model directory or a GGUF file into a model.ferry directory"},
+	{"chat", ferry_chat, "chat with a model in the terminal (its chat template, streamed replies, history)"},
+	{"run", ferry_run, "generate tokens from a model (a model.ferry, a .gguf file, or a name from ferry list)"},
 	{"batch", ferry_batch, "generate for every request of a JSONL file together, resumably"},
 	{"serve", ferry_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming) over continuous batching"},
+	{"list", ferry_list, "the models converted into $FERRY_HOME (default ~/.cache/ferry) with size and format"},
 	{"ppl", ferry_ppl, "perplexity of a model over a text file (llama.cpp's convention)"},
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
 	{"tokenize", ferry_tokenize, "print the token ids of a text"},
@@ -34,7 +36,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	/* The commands that compute on OpenMP threads; the others do not pay for executing again (~10 ms). */
-	static const char *const parallel[] = {"run", "batch", "serve", "ppl", "synth"};
+	static const char *const parallel[] = {"run", "chat", "batch", "serve", "ppl", "synth"};
 	for (size_t i = 0; argc > 1 && i < sizeof(parallel) / sizeof(parallel[0]); i++)
 		if (!strcmp(argv[1], parallel[i]))
 			threads_wait_policy(argv);
