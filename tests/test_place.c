@@ -12,20 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "engine/plan.h"
 #include "engine/rates.h"
 #include "layout/wfmt.h"
 
-static int failures;
-#define CHECK(c, ...)                                  \
-	do {                                           \
-		if (!(c)) {                            \
-			printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-			printf(__VA_ARGS__);           \
-			printf("\n");                  \
-			failures++;                    \
-		}                                      \
-	} while (0)
 
 #define L 8
 #define UNIT (64ull << 20)
@@ -86,72 +77,71 @@ int main(void)
 	make_plan(&p, 3, 0);
 	double all = plan_predict(&p, &lay, &r, 1, false);
 	double want = (L + 1) * B / r.h2d;
-	CHECK(rel(all, want) < 0.05, "every unit streamed: %.4f s, want about %.4f", all, want);
+	CHECK_MSG(rel(all, want) < 0.05, "every unit streamed: %.4f s, want about %.4f", all, want);
 
 	bool on[L + 1];
 	int t_max = -1;
-	CHECK(plan_place(&p, &lay, &r, "auto", on, &t_max, err, sizeof(err)) == 0, "auto: %s", err);
+	CHECK_MSG(plan_place(&p, &lay, &r, "auto", on, &t_max, err, sizeof(err)) == 0, "auto: %s", err);
 	int n = 0;
 	for (int u = 0; u <= L; u++)
 		n += on[u];
 	memcpy(p.on_host, on, sizeof(on));
 	p.n_on_host = n;
 	double hyb = plan_predict(&p, &lay, &r, 1, true);
-	CHECK(n >= 3 && n <= 6, "auto put %d of %d units on the host, want about half", n, L + 1);
-	CHECK(hyb < 0.7 * all && hyb > 0.4 * all, "hybrid %.4f s against %.4f on the device alone", hyb, all);
-	CHECK(t_max >= 1, "hybrid steps up to %d tokens", t_max);
+	CHECK_MSG(n >= 3 && n <= 6, "auto put %d of %d units on the host, want about half", n, L + 1);
+	CHECK_MSG(hyb < 0.7 * all && hyb > 0.4 * all, "hybrid %.4f s against %.4f on the device alone", hyb, all);
+	CHECK_MSG(t_max >= 1, "hybrid steps up to %d tokens", t_max);
 
 	/* a slow CPU: nothing moves */
 	struct plan_rates slow = r;
 	slow.host[0] = slow.host[1] = slow.host_busy = 1e8;
 	memset(p.on_host, 0, sizeof(bool) * (L + 1));
 	p.n_on_host = 0;
-	CHECK(plan_place(&p, &lay, &slow, "auto", on, &t_max, err, sizeof(err)) == 0, "auto slow: %s", err);
+	CHECK_MSG(plan_place(&p, &lay, &slow, "auto", on, &t_max, err, sizeof(err)) == 0, "auto slow: %s", err);
 	n = 0;
 	for (int u = 0; u <= L; u++)
 		n += on[u];
-	CHECK(n == 0 && t_max == 0, "a CPU 100x slower than the link got %d units (t_max %d)", n, t_max);
+	CHECK_MSG(n == 0 && t_max == 0, "a CPU 100x slower than the link got %d units (t_max %d)", n, t_max);
 
 	/* resident units are not uploaded */
 	struct plan q;
 	make_plan(&q, 3, 4);
 	double res = plan_predict(&q, &lay, &r, 1, false);
 	want = (L + 1 - 4) * B / r.h2d;
-	CHECK(rel(res, want) < 0.05, "4 of 9 resident: %.4f s, want about %.4f", res, want);
+	CHECK_MSG(rel(res, want) < 0.05, "4 of 9 resident: %.4f s, want about %.4f", res, want);
 
 	/* lists */
-	CHECK(plan_place(&p, &lay, NULL, "0-2,5,head", on, &t_max, err, sizeof(err)) == 0, "list: %s", err);
+	CHECK_MSG(plan_place(&p, &lay, NULL, "0-2,5,head", on, &t_max, err, sizeof(err)) == 0, "list: %s", err);
 	bool want_on[L + 1] = {true, true, true, false, false, true, false, false, true};
-	CHECK(!memcmp(on, want_on, sizeof(on)) && t_max > 0, "0-2,5,head parsed wrong");
-	CHECK(plan_place(&p, &lay, NULL, "cpu", on, &t_max, err, sizeof(err)) == 0 && on[0] && on[L], "cpu");
-	CHECK(plan_place(&p, &lay, NULL, "gpu", on, &t_max, err, sizeof(err)) == 0 && !on[0] && t_max == 0, "gpu");
+	CHECK_MSG(!memcmp(on, want_on, sizeof(on)) && t_max > 0, "0-2,5,head parsed wrong");
+	CHECK_MSG(plan_place(&p, &lay, NULL, "cpu", on, &t_max, err, sizeof(err)) == 0 && on[0] && on[L], "cpu");
+	CHECK_MSG(plan_place(&p, &lay, NULL, "gpu", on, &t_max, err, sizeof(err)) == 0 && !on[0] && t_max == 0, "gpu");
 	const char *bad[] = {"8", "3-1", "a", "0,", "", "1-", "-1", "2,,3", "head2"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = 0;
-		CHECK(plan_place(&p, &lay, NULL, bad[i], on, &t_max, err, sizeof(err)) != 0 && strstr(err, "--placement"),
+		CHECK_MSG(plan_place(&p, &lay, NULL, bad[i], on, &t_max, err, sizeof(err)) != 0 && strstr(err, "--placement"),
 		      "'%s' accepted", bad[i]);
 	}
 	/* the rates cache: a round trip under $FERRY_HOME, another key misses, FERRY_RATES=measure ignores it */
 	char home[] = "/tmp/ferry_test_place_XXXXXX";
-	CHECK(mkdtemp(home) != NULL, "mkdtemp");
+	CHECK_MSG(mkdtemp(home) != NULL, "mkdtemp");
 	char sub[128];
 	snprintf(sub, sizeof(sub), "%s/a/b", home);
 	setenv("FERRY_HOME", sub, 1);
 	struct plan_rates got = {0};
-	CHECK(!rates_load("k1", &got), "a cache that is not there loaded");
+	CHECK_MSG(!rates_load("k1", &got), "a cache that is not there loaded");
 	rates_save("k1", &r);
 	rates_save("k2", &slow);
-	CHECK(rates_load("k1", &got) && !memcmp(&got, &r, sizeof(r)), "k1 did not come back as saved");
-	CHECK(rates_load("k2", &got) && got.host[0] == slow.host[0], "k2 did not come back as saved");
-	CHECK(!rates_load("k3", &got), "k3 loaded");
+	CHECK_MSG(rates_load("k1", &got) && !memcmp(&got, &r, sizeof(r)), "k1 did not come back as saved");
+	CHECK_MSG(rates_load("k2", &got) && got.host[0] == slow.host[0], "k2 did not come back as saved");
+	CHECK_MSG(!rates_load("k3", &got), "k3 loaded");
 	setenv("FERRY_RATES", "measure", 1);
-	CHECK(!rates_load("k1", &got), "FERRY_RATES=measure still read the cache");
+	CHECK_MSG(!rates_load("k1", &got), "FERRY_RATES=measure still read the cache");
 	unsetenv("FERRY_RATES");
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", home);
-	CHECK(system(cmd) == 0, "%s", cmd);
+	CHECK_MSG(system(cmd) == 0, "%s", cmd);
 
 	free(p.resident), free(p.on_host), free(q.resident), free(q.on_host);
-	printf("%s\n", failures ? "FAILED" : "ok");
-	return failures != 0;
+	CHECK_DONE();
 }

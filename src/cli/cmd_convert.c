@@ -1,4 +1,5 @@
-/* cmd_convert.c: `ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--chat-template FILE]`. */
+/* cmd_convert.c: `ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX]
+ * [--chat-template FILE]`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,13 +7,16 @@
 #include <sys/stat.h>
 
 #include "convert/convert.h"
+#include "convert/quantize.h"
 #include "cli/ferry.h"
 #include "cli/opt_hint.h"
 #include "base/util.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--chat-template FILE]\n"
+	char mixes[256];
+	fprintf(f, "usage: ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX]\n"
+		   "                     [--chat-template FILE]\n"
 		   "  HF_DIR        Hugging Face model directory (config.json, *.safetensors, tokenizer files)\n"
 		   "  MODEL.gguf    GGUF file (or the first file of a split set, NAME-00001-of-0000N.gguf); quantized\n"
 		   "                blocks are kept as they are\n"
@@ -20,15 +24,19 @@ static void usage(FILE *f)
 		   "  --chat-template FILE  use this Jinja chat template (GGUF input)\n"
 		   "  --force       replace OUT if it is an existing ferry model\n"
 		   "  --lz4         store layer and head tensors as byte-shuffled lz4 chunks where that saves >= 10%%\n"
-		   "                (less to read from disk; decoded by the streamer's worker threads)\n");
+		   "                (less to read from disk; decoded by the streamer's worker threads)\n"
+		   "  --quant MIX   quantize an HF model's matrices (vectors stay): %s (llama.cpp's mixes by\n"
+		   "                name, or one format for every matrix)\n",
+		quant_mix_list(mixes, sizeof(mixes)));
 }
 
 int ferry_convert(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"output", required_argument, 0, 'o'}, {"force", no_argument, 0, 'f'}, {"lz4", no_argument, 0, 'z'},
-		{"chat-template", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0}};
-	const char *out = NULL, *tmpl = NULL;
+		{"chat-template", required_argument, 0, 't'}, {"quant", required_argument, 0, 'q'},
+		{"help", no_argument, 0, 'h'}, {0}};
+	const char *out = NULL, *tmpl = NULL, *quant = NULL;
 	bool force = false, lz4 = false;
 	int c;
 	optind = 1;
@@ -39,6 +47,7 @@ int ferry_convert(int argc, char **argv)
 		case 'f': force = true; break;
 		case 'z': lz4 = true; break;
 		case 't': tmpl = optarg; break;
+		case 'q': quant = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: return opt_hint("convert", argv, "o:fh", longopts);
 		}
@@ -69,6 +78,15 @@ int ferry_convert(int argc, char **argv)
 		fprintf(stderr, "ferry: %s: not a model directory or a .gguf file\n", src);
 		return 1;
 	}
+	char names[256];
+	if (quant && !quant_mix_find(quant)) {
+		fprintf(stderr, "ferry: --quant %s: not a quantization (%s)\n", quant, quant_mix_list(names, sizeof(names)));
+		return 2;
+	}
+	if (quant && is_gguf) {
+		fprintf(stderr, "ferry: --quant: requantizing a GGUF file is not supported yet (quantize its source HF model)\n");
+		return 2;
+	}
 	if (tmpl && !is_gguf) {
 		fprintf(stderr, "ferry: --chat-template applies to GGUF input (HF directories carry their own)\n");
 		return 2;
@@ -76,7 +94,7 @@ int ferry_convert(int argc, char **argv)
 	char err[ERR_LEN];
 	double t0 = now_sec();
 	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, err, sizeof(err))
-			 : convert_hf(src, out, force, lz4, err, sizeof(err));
+			 : convert_hf(src, out, force, lz4, quant, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", err);
 		return 1;

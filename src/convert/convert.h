@@ -6,8 +6,10 @@
 #include <stddef.h>
 
 /* A Hugging Face directory: config.json, model.safetensors or sharded + index, tokenizer files. lz4: store
- * layer and head tensors as lz4 chunks where that saves >= 10% (layout_writer_set_lz4). */
-int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen);
+ * layer and head tensors as lz4 chunks where that saves >= 10% (layout_writer_set_lz4). quant: NULL (keep
+ * F32/F16/BF16), or a mix or format name of convert/quantize.h for the matrices (vectors stay as they are). */
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, const char *quant, char *err,
+	       size_t errlen);
 
 /* A GGUF file (or the first of a split set): quantized blocks kept as they are. template_file (or NULL)
  * replaces the file's chat template. */

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "text/chat.h"
 #include "convert/convert.h"
 #include "convert/hf_config.h"
+#include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/layout.h"
 #include "base/progress.h"
@@ -31,6 +33,8 @@ struct conv {
 	struct layout_hparams hp;
 	const struct arch *arch;
 	struct progress prog;
+	const struct quant_mix *mix; /* NULL: keep the dtype */
+	int layer;                   /* the layer being written, -1 outside */
 	char *err;
 	size_t errlen;
 };
@@ -44,6 +48,52 @@ static int st_dtype_fmt(const char *dtype)
 	if (!strcmp(dtype, "BF16"))
 		return WFMT_BF16;
 	return -1;
+}
+
+/* One source value (F32, F16 or BF16) as f32. */
+static float src_value(const uint8_t *p, int fmt)
+{
+	uint16_t h;
+	float v;
+	if (fmt == WFMT_F32) {
+		memcpy(&v, p, 4);
+		return v;
+	}
+	memcpy(&h, p, 2);
+	return fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+/* Writes the matrix t ([d0, d1] in source format sfmt) quantized to qfmt, rows in chunks of about 16 MiB of
+ * output, each chunk's rows quantized by the OpenMP threads, the source pages dropped once read. */
+static int write_quantized(struct conv *c, const struct st_tensor *t, int sfmt, int qfmt, int64_t d0, int64_t d1)
+{
+	uint64_t rb = wfmt_row_bytes(qfmt, (uint64_t)d1), sb = (uint64_t)d1 * (sfmt == WFMT_F32 ? 4 : 2);
+	int64_t chunk = (int64_t)((16u << 20) / rb) + 1;
+	chunk = chunk > d0 ? d0 : chunk;
+	uint8_t *out = malloc(rb * (uint64_t)chunk);
+	int nt = omp_get_max_threads();
+	float *rows = malloc(sizeof(float) * (size_t)d1 * (size_t)nt);
+	int rc = 0;
+	if (!out || !rows) {
+		snprintf(c->err, c->errlen, "out of memory quantizing a row of %lld values", (long long)d1);
+		rc = -ENOMEM;
+	}
+	for (int64_t r0 = 0; !rc && r0 < d0; r0 += chunk) {
+		int64_t n = d0 - r0 < chunk ? d0 - r0 : chunk;
+#pragma omp parallel for schedule(static)
+		for (int64_t r = 0; r < n; r++) {
+			float *x = rows + (size_t)omp_get_thread_num() * (size_t)d1;
+			const uint8_t *p = t->data + (uint64_t)(r0 + r) * sb;
+			for (int64_t i = 0; i < d1; i++)
+				x[i] = src_value(p + i * (sfmt == WFMT_F32 ? 4 : 2), sfmt);
+			quant_row(qfmt, x, NULL, d1, out + (uint64_t)r * rb);
+		}
+		rc = layout_writer_tensor_write(c->w, out, (size_t)(rb * (uint64_t)n));
+		st_release(&c->st, t, (uint64_t)r0 * sb, (uint64_t)n * sb);
+	}
+	free(out);
+	free(rows);
+	return rc;
 }
 
 /* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1). */
@@ -73,7 +123,17 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 		return -EINVAL;
 	}
 	int64_t shape[2] = {d0, d1};
-	int rc = layout_writer_tensor_begin(c->w, dst, fmt, ndim, shape);
+	int qfmt = c->mix && ndim == 2 ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, d1) : fmt;
+	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source format */
+		qfmt = fmt;
+	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
+	if (qfmt != fmt) {
+		rc = rc ? rc : write_quantized(c, t, fmt, qfmt, d0, d1);
+		rc = rc ? rc : layout_writer_tensor_end(c->w);
+		if (rc && !c->err[0])
+			snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+		return rc;
+	}
 	enum { CHUNK = 16 << 20 };
 	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
 		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
@@ -135,6 +195,7 @@ static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t
 
 static int write_layer(struct conv *c, int i)
 {
+	c->layer = i;
 	int rc = layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, i);
 	if (rc) {
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
@@ -150,6 +211,7 @@ static int write_layer(struct conv *c, int i)
 	}
 	if (!rc && (rc = layout_writer_file_end(c->w)))
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	c->layer = -1;
 	return rc;
 }
 
@@ -219,11 +281,17 @@ static int copy_extras(struct conv *c, json_t *config, json_t *gen, json_t *extr
 	return rc;
 }
 
-int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, char *err, size_t errlen)
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, const char *quant, char *err,
+	       size_t errlen)
 {
-	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen};
+	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen, .layer = -1};
 	err[0] = 0;
 	int rc;
+	if (quant && !(c.mix = quant_mix_find(quant))) {
+		char names[256];
+		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
+		return -EINVAL;
+	}
 	char cpath[4096];
 	snprintf(cpath, sizeof(cpath), "%s/config.json", hf_dir);
 	json_t *config = load_json(hf_dir, "config.json", true, err, errlen, &rc);

@@ -217,16 +217,6 @@ static inline uint16_t f16_of(double v)
 	return f32_to_f16((float)v);
 }
 
-/* The 12 scale bytes of a Q4_K/Q5_K block from 8 6-bit scales and mins (inverse of k_scale_min). */
-static void k_scales_pack(const uint8_t *sc, const uint8_t *m, uint8_t *s)
-{
-	for (int j = 0; j < 4; j++) {
-		s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
-		s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
-		s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
-	}
-}
-
 static void sub_scales(struct rng *r, uint8_t *sc, int n)
 {
 	uint64_t v = rng_next(r);

@@ -75,4 +75,14 @@ static inline void k_scale_min(int j, const uint8_t *s, uint8_t *sc, uint8_t *m)
 	}
 }
 
+/* The 12 scale bytes of a Q4_K/Q5_K block from 8 6-bit scales and mins (inverse of k_scale_min). */
+static inline void k_scales_pack(const uint8_t *sc, const uint8_t *m, uint8_t *s)
+{
+	for (int j = 0; j < 4; j++) {
+		s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+		s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+		s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+	}
+}
+
 #endif

@@ -1,0 +1,36 @@
+/*
+ * quantize.h: quantizing f32 rows into the block formats ferry runs (src/layout/quant.h), for `ferry convert
+ * --quant`, and the named mixes that say which tensor gets which format.
+ *
+ * The quantizers minimise the weighted squared error of each block rather than rounding to the nearest level
+ * of the largest value alone: for each block (each 16 or 32 values of the K-quants) a range of candidate scales
+ * is tried, each followed by a weighted least-squares refit of the scale (and the min, for Q4_K and Q5_K)
+ * given the levels it picked; the best is kept, then the block's scales are quantized (to 6 or 8 bits under
+ * an f16 super-block scale) and the levels chosen again for the scales as stored. Weights: an importance
+ * matrix's per-column values times sqrt(sigma^2 + x^2) when one is given, else sigma^2 + x^2 (sigma^2: the
+ * block's mean square), so large values, which dominate a dot product, are kept most exactly.
+ */
+#ifndef FERRY_QUANTIZE_H
+#define FERRY_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Whether quant_row can write format fmt (enum wfmt). */
+bool quant_supported(int fmt);
+/* n values of x (n a multiple of fmt's block) into dst in format fmt; imp: NULL or n importance values of
+ * the columns. 0, or -1 for a format without a quantizer. */
+int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst);
+
+/* A named choice of formats (llama.cpp's file types: Q4_K_M, Q8_0, ...; or a single format's name). */
+struct quant_mix;
+const struct quant_mix *quant_mix_find(const char *name);
+/* The mixes' names, comma separated, into buf. */
+const char *quant_mix_list(char *buf, size_t n);
+/* The format mix m gives tensor `name` (ferry / GGUF name, e.g. "attn_v.weight", "output.weight",
+ * "token_embd.weight") of layer `layer` of n_layers (-1: not a layer tensor), a matrix of `cols` columns: a
+ * quantized format, falling back as llama.cpp does when cols is not a multiple of the format's block. 1-D
+ * tensors are not asked about (they stay as they are). */
+int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, int n_layers, int64_t cols);
+
+#endif

@@ -1,0 +1,140 @@
+"""`ferry convert HF_DIR --quant MIX` (src/convert/quantize.c) end to end, on a small model whose rows are 256
+wide so the K-quants apply (and on a tiny one whose 64-wide rows take llama.cpp's fallbacks):
+  - each tensor gets the format the mix names: Q4_K_M's attn_v/ffn_down in Q6_K on llama.cpp's more-bits layers
+    and Q4_K elsewhere, the output matrix in Q6_K, vectors kept in their dtype; 64-wide rows fall back
+    (Q4_K -> Q5_0, Q6_K -> Q8_0);
+  - gguf-py (an independent decoder of the same blocks) decodes the stored weights to within the format's
+    error of the f32 weights;
+  - the quantized model's logits stay close to the unquantized model's (relative error per mix, bounds at about
+    twice what was measured), top-1 agreement >= the mix's bound, and files shrink by the formats' bits;
+  - bad --quant values and --quant on a GGUF file fail with one line, nothing written.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch
+
+# mix: (max relative logits error, min top-1 agreement) against the f32 model, about 1.5x what was measured
+# (2026-12-07: 0.0225/1.0, 0.084/0.875, 0.179/0.771, 0.359/0.667, 0.319/0.542: a random 2-layer model
+# amplifies weight error, and its near-ties make top-1 agreement a weak figure), and the relative RMS error of
+# the layer-0 attn_q weights as gguf-py decodes ferry's blocks (measured 0.0052, 0.0174, 0.0361, 0.0725, 0.0823)
+MIXES = {"Q8_0": (0.04, 0.9, 0.006), "Q6_K": (0.15, 0.8, 0.02), "Q5_K_M": (0.3, 0.65, 0.04),
+         "Q4_K_M": (0.55, 0.55, 0.08), "Q4_0": (0.5, 0.45, 0.09)}
+
+
+def write_model(hf):
+    spec = dict(gen_tiny_model.VARIANTS["llama_headdim"], hidden=256, inter=512, layers=2, heads=4, kv_heads=2,
+                head_dim=64, vocab=512, dtype="F32", tied=False)
+    os.makedirs(hf)
+    gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
+    gen_tiny_model.write_weights(hf, gen_tiny_model.make_weights(spec, np.random.default_rng(3)), 1)
+
+
+def formats(model):
+    m = json.load(open(os.path.join(model, "manifest.json")))
+    out = {t["name"]: t["format"] for t in m["units"]["embed"] + m["units"]["head"]}
+    for i, layer in enumerate(m["units"]["layers"]):
+        out.update({f"{i}.{t['name']}": t["format"] for t in layer})
+    return out
+
+
+def weight_error(base, model, name):
+    """Relative RMS error of layer 0's tensor `name` in model (quantized, decoded by gguf-py) against base (F32)."""
+    import gguf
+
+    def raw(d):
+        m = json.load(open(os.path.join(d, "manifest.json")))
+        t = next(t for t in m["units"]["layers"][0] if t["name"] == name)
+        with open(os.path.join(d, t["file"]), "rb") as fh:
+            fh.seek(t["offset"])
+            return t["format"], np.frombuffer(fh.read(t["bytes"]), dtype=np.uint8), t["shape"]
+    _, b, shape = raw(base)
+    x = b.view(np.float32).reshape(shape)
+    fmt, q, _ = raw(model)
+    y = gguf.quants.dequantize(q.reshape(shape[0], -1), getattr(gguf.GGMLQuantizationType, fmt)).reshape(shape)
+    return float(np.sqrt(np.mean((y - x) ** 2) / np.mean(x ** 2)))
+
+
+def logits(f, model, ids, root, what):
+    lg = os.path.join(root, "q.lg")
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, "--device", "cpu")
+    if not f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}"):
+        return None
+    return ref_forward.read_flgt(lg).astype(np.float64)
+
+
+def size(d):
+    return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".bin"))
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        hf = os.path.join(root, "m256")
+        write_model(hf)
+        base = os.path.join(root, "f32.ferry")
+        f.check(ferry("convert", hf, "-o", base).returncode == 0, "plain convert failed")
+        ids = [int(t) for t in np.random.default_rng(1).integers(1, 512, 48)]
+        ref = logits(f, base, ids, root, "f32")
+        for mix, (tol, agree, wtol) in MIXES.items():
+            out = os.path.join(root, f"{mix}.ferry")
+            p = ferry("convert", hf, "-o", out, "--quant", mix)
+            if not f.check(p.returncode == 0, f"--quant {mix}: {p.stderr.strip()}"):
+                continue
+            fm = formats(out)
+            f.check(fm["0.attn_norm.weight"] == "F32", f"{mix}: a norm vector was quantized: {fm['0.attn_norm.weight']}")
+            if mix == "Q4_K_M":
+                want = {"0.attn_q.weight": "Q4_K", "0.attn_v.weight": "Q4_K", "1.attn_v.weight": "Q6_K",
+                        "1.ffn_down.weight": "Q6_K", "0.ffn_down.weight": "Q4_K", "output.weight": "Q6_K",
+                        "token_embd.weight": "Q4_K"}
+                got = {k: fm[k] for k in want}
+                f.check(got == want, f"Q4_K_M formats {got} != {want}")
+            elif mix in ("Q8_0", "Q6_K", "Q4_0"):
+                f.check(fm["0.ffn_up.weight"] == mix, f"{mix}: ffn_up is {fm['0.ffn_up.weight']}")
+            werr = weight_error(base, out, "attn_q.weight")
+            print(f"{mix:7s} layer 0 attn_q ({fm['0.attn_q.weight']}) decoded by gguf-py: rel RMS error {werr:.4f} "
+                  f"(bound {wtol})")
+            f.check(werr <= wtol, f"{mix}: weights decoded by gguf-py rel RMS error {werr:.4f} > {wtol}")
+            q = logits(f, out, ids, root, mix)
+            if q is None or ref is None:
+                continue
+            err = float(np.max(np.linalg.norm(q - ref, axis=1) / np.linalg.norm(ref, axis=1)))
+            top1 = float(np.mean(q.argmax(1) == ref.argmax(1)))
+            ratio = size(out) / size(base)
+            print(f"{mix:7s} logits rel err {err:.4f} (bound {tol}), top-1 agreement {top1:.3f} (bound {agree}), "
+                  f"files {ratio:.3f} of f32")
+            f.check(err <= tol, f"{mix}: logits rel err {err:.4f} > {tol}")
+            f.check(top1 >= agree, f"{mix}: top-1 agreement {top1:.3f} < {agree}")
+            f.check(ratio < 0.3, f"{mix}: files are {ratio:.3f} of the f32 model's")
+
+        # 64-wide rows: llama.cpp's fallbacks
+        tiny = os.path.join(root, "tiny")
+        gen_tiny_model.generate("llama_headdim", tiny, 0)
+        out = os.path.join(root, "tiny.ferry")
+        p = ferry("convert", tiny, "-o", out, "--quant", "Q4_K_M")
+        if f.check(p.returncode == 0, f"tiny --quant Q4_K_M: {p.stderr.strip()}"):
+            fm = formats(out)
+            f.check(fm["0.attn_q.weight"] == "Q5_0" and fm["output.weight"] == "Q8_0",
+                    f"fallbacks: attn_q {fm['0.attn_q.weight']}, output {fm['output.weight']}")
+
+        # bad input
+        for bad in ("Q3_Z", "", "f32"):
+            o = os.path.join(root, "bad.ferry")
+            p = ferry("convert", hf, "-o", o, "--quant", bad)
+            f.check(p.returncode == 2 and "--quant" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+                    and not os.path.exists(o), f"--quant {bad!r}: exit {p.returncode}: {p.stderr}")
+        g = os.path.join(root, "x.gguf")
+        open(g, "wb").write(b"GGUF")
+        p = ferry("convert", g, "--quant", "Q8_0")
+        f.check(p.returncode == 2 and "--quant" in p.stderr, f"--quant on a GGUF: {p.stderr}")
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

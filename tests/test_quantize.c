@@ -1,0 +1,162 @@
+/*
+ * test_quantize.c: the quantizers of `ferry convert --quant` (src/convert/quantize.c). For every format, rows
+ * of Gaussian values with a few outliers (and rows of zeros, constants, one spike) are quantized, decoded by the
+ * CPU kernels' dequantizer (which tests/test_dequant.py checks against gguf-py) and compared with the input:
+ *   - the relative RMS error is below the format's bound (measured on this row, where 1 value in 97 is 6x
+ *     larger: Q8_0 0.83%, Q6_K 2.47%, Q5_K 4.52%, Q5_0 6.68%, Q4_K 8.87%, Q4_0 13.4%; the bounds are 1.1x
+ *     that, a guard against regressions);
+ *   - it is no worse than rounding to the nearest level of the largest value (ggml's reference quantizer for
+ *     the 32-blocks; for the K-quants a plain min/max fit of each sub-block), so the scale search pays;
+ *   - an importance weight on a few columns makes those columns' error smaller;
+ *   - degenerate rows decode to what they should (zeros to zeros, constants close).
+ * Also the mixes: Q4_K_M's more-bits layers, the output matrix, fallbacks for rows not a multiple of 256.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rng.h"
+#include "check.h"
+#include "convert/quantize.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "layout/quant.h"
+#include "layout/wfmt.h"
+
+
+#define N 4096
+
+static double gauss(struct rng *r)
+{
+	double u1 = ((double)(rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
+	double u2 = (double)(rng_next(r) >> 11) / 9007199254740992.0;
+	return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+}
+
+static double rel_rms(const float *a, const float *b, int n, const float *w)
+{
+	double e = 0, s = 0;
+	for (int i = 0; i < n; i++) {
+		double wi = w ? w[i] : 1;
+		e += wi * (double)(a[i] - b[i]) * (a[i] - b[i]);
+		s += wi * (double)b[i] * b[i];
+	}
+	return sqrt(e / (s > 0 ? s : 1));
+}
+
+/* the baseline: nearest level of the block's largest value (32-blocks), plain min/max (K-quant sub-blocks),
+ * computed in float and decoded in float (no f16 scales: a baseline that errs in its favour) */
+static void baseline(int fmt, const float *x, float *y, int n)
+{
+	int sub = fmt == WFMT_Q6_K ? 16 : 32;
+	for (int b = 0; b < n; b += sub) {
+		const float *xb = x + b;
+		float *yb = y + b;
+		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K) {
+			int nmax = fmt == WFMT_Q4_K ? 15 : 31;
+			float mn = xb[0], mx = xb[0];
+			for (int i = 1; i < sub; i++) {
+				mn = xb[i] < mn ? xb[i] : mn;
+				mx = xb[i] > mx ? xb[i] : mx;
+			}
+			mn = mn > 0 ? 0 : mn;
+			float d = (mx - mn) / nmax;
+			for (int i = 0; i < sub; i++) {
+				float q = d > 0 ? rintf((xb[i] - mn) / d) : 0;
+				q = q < 0 ? 0 : q > nmax ? nmax : q;
+				yb[i] = d * q + mn;
+			}
+			continue;
+		}
+		int qmin = fmt == WFMT_Q8_0 ? -127 : fmt == WFMT_Q4_0 ? -8 : fmt == WFMT_Q5_0 ? -16 : -32;
+		int qmax = fmt == WFMT_Q8_0 ? 127 : -qmin - 1;
+		float xm = 0;
+		for (int i = 0; i < sub; i++)
+			xm = fabsf(xb[i]) > fabsf(xm) ? xb[i] : xm;
+		float d = xm / qmin;
+		for (int i = 0; i < sub; i++) {
+			float q = d != 0 ? rintf(xb[i] / d) : 0;
+			q = q < qmin ? qmin : q > qmax ? qmax : q;
+			yb[i] = d * q;
+		}
+	}
+}
+
+int main(void)
+{
+	static float x[N], y[N], base[N], imp[N];
+	static unsigned char buf[N * 2];
+	struct rng r;
+	rng_seed(&r, 42);
+	for (int i = 0; i < N; i++)
+		x[i] = (float)(gauss(&r) * (i % 97 == 0 ? 6 : 1));
+	const int fmts[] = {WFMT_Q8_0, WFMT_Q6_K, WFMT_Q5_K, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q4_0};
+	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336};
+	for (int k = 0; k < 6; k++) {
+		int f = fmts[k];
+		const char *name = wfmt_name(f);
+		CHECK_MSG(quant_supported(f) && quant_row(f, x, NULL, N, buf) == 0, "%s: no quantizer", name);
+		CHECK_MSG(cpu_row_to_f32(f, buf, y, N) == 0, "%s: no dequantizer", name);
+		baseline(f, x, base, N);
+		double e = rel_rms(y, x, N, NULL), eb = rel_rms(base, x, N, NULL);
+		printf("%-5s relative RMS error %.4f (bound %.4f), nearest-level baseline %.4f\n", name, e, 1.1 * bound[k], eb);
+		CHECK_MSG(e < 1.1 * bound[k], "%s: error %.4f above %.4f", name, e, 1.1 * bound[k]);
+		CHECK_MSG(e <= eb, "%s: error %.4f worse than the baseline's %.4f", name, e, eb);
+
+		/* importance on every 8th column: those columns come out closer */
+		for (int i = 0; i < N; i++)
+			imp[i] = i % 8 == 0 ? 50.0f : 1.0f;
+		static float yi[N];
+		quant_row(f, x, imp, N, buf);
+		cpu_row_to_f32(f, buf, yi, N);
+		double ew = 0, ewi = 0;
+		for (int i = 0; i < N; i += 8) {
+			ew += (double)(y[i] - x[i]) * (y[i] - x[i]);
+			ewi += (double)(yi[i] - x[i]) * (yi[i] - x[i]);
+		}
+		CHECK_MSG(ewi < ew, "%s: the important columns' error %.3g is not below %.3g without weights", name, ewi, ew);
+
+		/* degenerate rows */
+		static float z[N];
+		memset(z, 0, sizeof(z));
+		quant_row(f, z, NULL, 256, buf);
+		cpu_row_to_f32(f, buf, y, 256);
+		int nonzero = 0;
+		for (int i = 0; i < 256; i++)
+			nonzero += y[i] != 0;
+		CHECK_MSG(nonzero == 0, "%s: a row of zeros decodes to %d non-zero values", name, nonzero);
+		for (int i = 0; i < 256; i++)
+			z[i] = 0.75f;
+		quant_row(f, z, NULL, 256, buf);
+		cpu_row_to_f32(f, buf, y, 256);
+		CHECK_MSG(rel_rms(y, z, 256, NULL) < 0.01, "%s: a constant row decodes with error %.4f", name,
+		      rel_rms(y, z, 256, NULL));
+		memset(z, 0, sizeof(z));
+		z[77] = -3.0f;
+		quant_row(f, z, NULL, 256, buf);
+		cpu_row_to_f32(f, buf, y, 256);
+		CHECK_MSG(fabsf(y[77] + 3.0f) < 0.01f && fabsf(y[76]) < 0.01f, "%s: a spike decodes to %g (neighbour %g)", name,
+		      y[77], y[76]);
+	}
+	CHECK_MSG(quant_row(WFMT_BF16, x, NULL, N, buf) == -1 && quant_row(WFMT_Q4_K, x, NULL, 100, buf) == -1,
+	      "a format without a quantizer or a partial block was accepted");
+
+	/* mixes */
+	const struct quant_mix *m = quant_mix_find("q4_k_m");
+	CHECK_MSG(m != NULL, "Q4_K_M not found (case-insensitively)");
+	if (m) {
+		int n6 = 0;
+		for (int l = 0; l < 32; l++)
+			n6 += quant_mix_pick(m, "attn_v.weight", l, 32, 4096) == WFMT_Q6_K;
+		CHECK_MSG(n6 == 4 + 4 + 8, "Q4_K_M: %d of 32 attn_v layers in Q6_K, llama.cpp's rule gives 16", n6);
+		CHECK_MSG(quant_mix_pick(m, "attn_q.weight", 0, 32, 4096) == WFMT_Q4_K, "Q4_K_M attn_q");
+		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, 32, 4096) == WFMT_Q6_K, "Q4_K_M output");
+		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, 32, 64) == WFMT_Q5_0, "Q4_K fallback for 64 columns");
+		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, 32, 64) == WFMT_Q8_0, "Q6_K fallback for 64 columns");
+		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, 32, 40) == WFMT_F16, "fallback for 40 columns");
+	}
+	CHECK_MSG(!quant_mix_find("Q3_Z") && !quant_mix_find(NULL), "unknown mix found");
+	char list[256];
+	CHECK_MSG(strstr(quant_mix_list(list, sizeof(list)), "Q5_K_M") != NULL, "list: %s", list);
+	CHECK_DONE();
+}
