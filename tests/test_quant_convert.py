@@ -7,7 +7,9 @@ wide so the K-quants apply (and on a tiny one whose 64-wide rows take llama.cpp'
     error of the f32 weights;
   - the quantized model's logits stay close to the unquantized model's (relative error per mix, bounds at about
     twice what was measured), top-1 agreement >= the mix's bound, and files shrink by the formats' bits;
-  - bad --quant values and --quant on a GGUF file fail with one line, nothing written.
+  - a GGUF's F32/F16 matrices get the same formats (from F32: byte-identical layer files to the HF
+    conversion's); a Q8_0 GGUF's matrices are kept, with a notice;
+  - bad --quant values fail with one line, nothing written.
 """
 
 import json
@@ -30,6 +32,8 @@ def write_model(hf):
                 head_dim=64, vocab=512, dtype="F32", tied=False)
     os.makedirs(hf)
     gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
+    gen_tiny_model.write_json(os.path.join(hf, "tokenizer.json"), gen_tiny_model.make_tokenizer(spec))
+    gen_tiny_model.write_json(os.path.join(hf, "tokenizer_config.json"), gen_tiny_model.make_tokenizer_config(spec))
     gen_tiny_model.write_weights(hf, gen_tiny_model.make_weights(spec, np.random.default_rng(3)), 1)
 
 
@@ -56,6 +60,20 @@ def weight_error(base, model, name):
     fmt, q, _ = raw(model)
     y = gguf.quants.dequantize(q.reshape(shape[0], -1), getattr(gguf.GGMLQuantizationType, fmt)).reshape(shape)
     return float(np.sqrt(np.mean((y - x) ** 2) / np.mean(x ** 2)))
+
+
+def tensor_bytes(model):
+    """{unit.name: (stored bytes, rows)} of every tensor of a model.ferry."""
+    m = json.load(open(os.path.join(model, "manifest.json")))
+    units = [("embed", m["units"]["embed"]), ("head", m["units"]["head"])]
+    units += [(str(i), layer) for i, layer in enumerate(m["units"]["layers"])]
+    out = {}
+    for u, tensors in units:
+        for t in tensors:
+            with open(os.path.join(model, t["file"]), "rb") as fh:
+                fh.seek(t["offset"])
+                out[f"{u}.{t['name']}"] = (fh.read(t["bytes"]), t["shape"][0])
+    return out
 
 
 def logits(f, model, ids, root, what):
@@ -127,10 +145,31 @@ def main():
             p = ferry("convert", hf, "-o", o, "--quant", bad)
             f.check(p.returncode == 2 and "--quant" in p.stderr and len(p.stderr.strip().splitlines()) == 1
                     and not os.path.exists(o), f"--quant {bad!r}: exit {p.returncode}: {p.stderr}")
-        g = os.path.join(root, "x.gguf")
-        open(g, "wb").write(b"GGUF")
-        p = ferry("convert", g, "--quant", "Q8_0")
-        f.check(p.returncode == 2 and "--quant" in p.stderr, f"--quant on a GGUF: {p.stderr}")
+        # a GGUF: its F32/F16 matrices are quantized like the HF model's (same blocks), its quantized ones kept
+        import hf_to_gguf
+        for typ in ("F32", "F16"):
+            g = os.path.join(root, f"m256.{typ}.gguf")
+            hf_to_gguf.convert(hf, g, typ)
+            out = os.path.join(root, f"gguf.{typ}.ferry")
+            p = ferry("convert", g, "-o", out, "--quant", "Q4_K_M")
+            if f.check(p.returncode == 0, f"GGUF {typ} --quant Q4_K_M: {p.stderr.strip()}"):
+                gm, hm = formats(out), formats(os.path.join(root, "Q4_K_M.ferry"))
+                f.check(gm == hm, f"GGUF {typ} --quant Q4_K_M formats differ from the HF model's: {gm} != {hm}")
+                if typ == "F32":  # the same f32 values: the same blocks (the files order tensors differently)
+                    a, b = tensor_bytes(out), tensor_bytes(os.path.join(root, "Q4_K_M.ferry"))
+                    # llama's GGUF q/k rows are permuted (llama.cpp's interleaved RoPE): the same rows, reordered
+                    def rows(v):
+                        data, n = v
+                        return sorted(data[i:i + len(data) // n] for i in range(0, len(data), len(data) // n))
+                    diff = sorted(k for k in a if a[k] != b.get(k) and not (
+                        k.endswith(("attn_q.weight", "attn_k.weight")) and k in b and rows(a[k]) == rows(b[k])))
+                    f.check(a.keys() == b.keys() and not diff, f"GGUF F32 --quant Q4_K_M: tensors differ: {diff}")
+        g8 = os.path.join(root, "m256.Q8_0.gguf")
+        hf_to_gguf.convert(hf, g8, "Q8_0")
+        out = os.path.join(root, "gguf.q8.ferry")
+        p = ferry("convert", g8, "-o", out, "--quant", "Q4_K_M")
+        f.check(p.returncode == 0 and "kept as they are" in p.stderr and formats(out)["0.attn_q.weight"] == "Q8_0",
+                f"a Q8_0 GGUF under --quant: {p.stderr.strip()}")
     finally:
         cleanup()
     f.finish()

@@ -25,8 +25,8 @@ static void usage(FILE *f)
 		   "  --force       replace OUT if it is an existing ferry model\n"
 		   "  --lz4         store layer and head tensors as byte-shuffled lz4 chunks where that saves >= 10%%\n"
 		   "                (less to read from disk; decoded by the streamer's worker threads)\n"
-		   "  --quant MIX   quantize an HF model's matrices (vectors stay): %s (llama.cpp's mixes by\n"
-		   "                name, or one format for every matrix)\n",
+		   "  --quant MIX   quantize the F32/F16/BF16 matrices (vectors stay; a GGUF's quantized ones are\n"
+		   "                kept): %s (llama.cpp's mixes by name, or one format for every matrix)\n",
 		quant_mix_list(mixes, sizeof(mixes)));
 }
 
@@ -83,17 +83,13 @@ int ferry_convert(int argc, char **argv)
 		fprintf(stderr, "ferry: --quant %s: not a quantization (%s)\n", quant, quant_mix_list(names, sizeof(names)));
 		return 2;
 	}
-	if (quant && is_gguf) {
-		fprintf(stderr, "ferry: --quant: requantizing a GGUF file is not supported yet (quantize its source HF model)\n");
-		return 2;
-	}
 	if (tmpl && !is_gguf) {
 		fprintf(stderr, "ferry: --chat-template applies to GGUF input (HF directories carry their own)\n");
 		return 2;
 	}
 	char err[ERR_LEN];
 	double t0 = now_sec();
-	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, err, sizeof(err))
+	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, quant, err, sizeof(err))
 			 : convert_hf(src, out, force, lz4, quant, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", err);

@@ -12,8 +12,9 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 	       size_t errlen);
 
 /* A GGUF file (or the first of a split set): quantized blocks kept as they are. template_file (or NULL)
- * replaces the file's chat template. */
-int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file, char *err,
-		 size_t errlen);
+ * replaces the file's chat template. quant: NULL, or a mix for the F32/F16/BF16 matrices (tensors already
+ * quantized are kept as they are, and counted in a notice: requantizing compounds the error). */
+int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file,
+		 const char *quant, char *err, size_t errlen);
 
 #endif

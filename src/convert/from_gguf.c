@@ -26,6 +26,7 @@
 
 #include "convert/chat_default.h"
 #include "convert/convert.h"
+#include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/gguf.h"
 #include "layout/layout.h"
@@ -40,6 +41,9 @@ struct gconv {
 	char arch[32];         /* general.architecture, the prefix of the metadata keys */
 	const struct arch *a;
 	struct progress prog;
+	const struct quant_mix *mix; /* NULL: keep every tensor's type */
+	int layer;                   /* the layer being written, -1 outside */
+	int n_kept;                  /* matrices already quantized, kept as they are under a mix */
 	char *err;
 	size_t errlen;
 };
@@ -257,6 +261,41 @@ static int writer_err(struct gconv *c, int rc)
 	return rc;
 }
 
+/* Drops the pages of [p, p + n) from the resident set (whole pages inside it only). */
+static void drop_pages(const uint8_t *p, uint64_t n, long page)
+{
+	uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+	uintptr_t e = (uintptr_t)(p + n) & ~((uintptr_t)page - 1);
+	if (e > a)
+		madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+struct qsink {
+	struct gconv *c;
+	const uint8_t *data;
+	uint64_t row_bytes; /* of the source */
+	long page;
+};
+
+static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, void *ctx)
+{
+	struct qsink *q = ctx;
+	int rc = writer_err(q->c, layout_writer_tensor_write(q->c->w, out, bytes));
+	drop_pages(q->data + (uint64_t)r0 * q->row_bytes, (uint64_t)n * q->row_bytes, q->page);
+	return rc;
+}
+
+/* GGUF matrix t ([rows, cols] of F32/F16/BF16) quantized to qfmt. */
+static int write_quantized(struct gconv *c, const struct gguf_tensor *t, int sfmt, int qfmt, int64_t rows, int64_t cols,
+			   long page)
+{
+	struct qsink q = {c, t->data, (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2), page};
+	int rc = quant_matrix(qfmt, t->data, sfmt, rows, cols, qsink_write, &q);
+	if (rc == -ENOMEM)
+		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)cols);
+	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
+}
+
 /* Copies GGUF tensor `src` as `dst` after checking its type and its shape [rows, cols] (rows 0: a vector of
  * cols values). */
 static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_t rows, int64_t cols)
@@ -291,17 +330,21 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 		return -EINVAL;
 	}
 	int64_t shape[2] = {rows ? rows : cols, cols};
-	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, fmt, ndim, shape));
-	enum { CHUNK = 16 << 20 };
+	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	int qfmt = c->mix && ndim == 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	c->n_kept += c->mix && ndim == 2 && !plain;
+	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source type */
+		qfmt = fmt;
+	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
+	if (qfmt != fmt)
+		return rc ? rc : write_quantized(c, t, fmt, qfmt, rows, cols, page);
+	enum { CHUNK = 16 << 20 };
 	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
 		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
 		rc = writer_err(c, layout_writer_tensor_write(c->w, t->data + off, (size_t)n));
 		/* Drop the copied pages of the mapping: peak RSS stays near one chunk whatever the model size. */
-		uintptr_t a = ((uintptr_t)(t->data + off) + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-		uintptr_t e = (uintptr_t)(t->data + off + n) & ~((uintptr_t)page - 1);
-		if (e > a)
-			madvise((void *)a, e - a, MADV_DONTNEED);
+		drop_pages(t->data + off, n, page);
 	}
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
 }
@@ -340,6 +383,7 @@ static int copy_row(struct gconv *c, const char *src, const struct arch_tensor *
 /* A layer's tensors in slot order (arch.h); optional ones when the file has them. */
 static int write_layer(struct gconv *c, int l)
 {
+	c->layer = l;
 	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, l));
 	for (int s = 0; !rc && s < ARCH_SLOT_COUNT; s++) {
 		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
@@ -351,6 +395,7 @@ static int write_layer(struct gconv *c, int l)
 			continue;
 		rc = copy_row(c, src, t);
 	}
+	c->layer = -1;
 	return rc ? rc : writer_err(c, layout_writer_file_end(c->w));
 }
 
@@ -441,12 +486,17 @@ static int write_model(struct gconv *c, const char *template_file, json_t *extra
 	return rc;
 }
 
-int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file, char *err,
-		 size_t errlen)
+int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file,
+		 const char *quant, char *err, size_t errlen)
 {
-	struct gconv c = {.path = path, .err = err, .errlen = errlen};
+	struct gconv c = {.path = path, .err = err, .errlen = errlen, .layer = -1};
 	err[0] = 0;
 	json_t *extra = NULL;
+	if (quant && !(c.mix = quant_mix_find(quant))) {
+		char names[256];
+		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
+		return -EINVAL;
+	}
 	int rc = gguf_open(&c.g, path, err, errlen);
 	if (rc)
 		return rc;
@@ -476,6 +526,10 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 			writer_err(&c, rc);
 		else
 			c.w = NULL; /* finish released it */
+		if (!rc && c.n_kept)
+			fprintf(stderr, "ferry: %s: %d matrices were quantized already and are kept as they are (--quant %s "
+					"applies to F32/F16/BF16 tensors: requantizing compounds the error)\n",
+				path, c.n_kept, quant);
 	}
 out:
 	if (rc && c.w)

@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <jansson.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,49 +49,27 @@ static int st_dtype_fmt(const char *dtype)
 	return -1;
 }
 
-/* One source value (F32, F16 or BF16) as f32. */
-static float src_value(const uint8_t *p, int fmt)
+struct qsink {
+	struct conv *c;
+	const struct st_tensor *t;
+	uint64_t row_bytes; /* of the source */
+};
+
+static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, void *ctx)
 {
-	uint16_t h;
-	float v;
-	if (fmt == WFMT_F32) {
-		memcpy(&v, p, 4);
-		return v;
-	}
-	memcpy(&h, p, 2);
-	return fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+	struct qsink *q = ctx;
+	int rc = layout_writer_tensor_write(q->c->w, out, bytes);
+	st_release(&q->c->st, q->t, (uint64_t)r0 * q->row_bytes, (uint64_t)n * q->row_bytes);
+	return rc;
 }
 
-/* Writes the matrix t ([d0, d1] in source format sfmt) quantized to qfmt, rows in chunks of about 16 MiB of
- * output, each chunk's rows quantized by the OpenMP threads, the source pages dropped once read. */
+/* Writes the matrix t ([d0, d1] in source format sfmt) quantized to qfmt, the source pages dropped once read. */
 static int write_quantized(struct conv *c, const struct st_tensor *t, int sfmt, int qfmt, int64_t d0, int64_t d1)
 {
-	uint64_t rb = wfmt_row_bytes(qfmt, (uint64_t)d1), sb = (uint64_t)d1 * (sfmt == WFMT_F32 ? 4 : 2);
-	int64_t chunk = (int64_t)((16u << 20) / rb) + 1;
-	chunk = chunk > d0 ? d0 : chunk;
-	uint8_t *out = malloc(rb * (uint64_t)chunk);
-	int nt = omp_get_max_threads();
-	float *rows = malloc(sizeof(float) * (size_t)d1 * (size_t)nt);
-	int rc = 0;
-	if (!out || !rows) {
-		snprintf(c->err, c->errlen, "out of memory quantizing a row of %lld values", (long long)d1);
-		rc = -ENOMEM;
-	}
-	for (int64_t r0 = 0; !rc && r0 < d0; r0 += chunk) {
-		int64_t n = d0 - r0 < chunk ? d0 - r0 : chunk;
-#pragma omp parallel for schedule(static)
-		for (int64_t r = 0; r < n; r++) {
-			float *x = rows + (size_t)omp_get_thread_num() * (size_t)d1;
-			const uint8_t *p = t->data + (uint64_t)(r0 + r) * sb;
-			for (int64_t i = 0; i < d1; i++)
-				x[i] = src_value(p + i * (sfmt == WFMT_F32 ? 4 : 2), sfmt);
-			quant_row(qfmt, x, NULL, d1, out + (uint64_t)r * rb);
-		}
-		rc = layout_writer_tensor_write(c->w, out, (size_t)(rb * (uint64_t)n));
-		st_release(&c->st, t, (uint64_t)r0 * sb, (uint64_t)n * sb);
-	}
-	free(out);
-	free(rows);
+	struct qsink q = {c, t, (uint64_t)d1 * (sfmt == WFMT_F32 ? 4 : 2)};
+	int rc = quant_matrix(qfmt, t->data, sfmt, d0, d1, qsink_write, &q);
+	if (rc == -ENOMEM)
+		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)d1);
 	return rc;
 }
 

@@ -2,9 +2,11 @@
  * quantize.c: f32 rows into Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K blocks by a search over scales with a
  * weighted least-squares refit (quantize.h), and the named mixes of `ferry convert --quant`.
  */
-#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -269,6 +271,59 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 		}
 	}
 	return 0;
+}
+
+int quant_rows(int fmt, int64_t n, int64_t cols, void (*row)(int64_t r, float *x, void *ctx), void *ctx, void *dst)
+{
+	if (!quant_supported(fmt) || cols % wfmt_table[fmt].block)
+		return -1;
+	uint64_t rb = wfmt_row_bytes(fmt, (uint64_t)cols);
+	float *xs = malloc(sizeof(float) * (size_t)cols * (size_t)omp_get_max_threads());
+	if (!xs)
+		return -ENOMEM;
+#pragma omp parallel for schedule(static)
+	for (int64_t r = 0; r < n; r++) {
+		float *x = xs + (size_t)omp_get_thread_num() * (size_t)cols;
+		row(r, x, ctx);
+		quant_row(fmt, x, NULL, cols, (uint8_t *)dst + (uint64_t)r * rb);
+	}
+	free(xs);
+	return 0;
+}
+
+void quant_src_row(int64_t r, float *x, void *ctx)
+{
+	const struct quant_src *s = ctx;
+	int fmt = s->fmt;
+	size_t es = fmt == WFMT_F32 ? 4 : 2;
+	const uint8_t *p = (const uint8_t *)s->data + (size_t)r * (size_t)s->cols * es;
+	for (int64_t i = 0; i < s->cols; i++, p += es) {
+		uint16_t h;
+		if (fmt == WFMT_F32) {
+			memcpy(&x[i], p, 4);
+			continue;
+		}
+		memcpy(&h, p, 2);
+		x[i] = fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+	}
+}
+
+int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols,
+		 int (*sink)(const void *out, size_t bytes, int64_t r0, int64_t n_rows, void *ctx), void *ctx)
+{
+	uint64_t rb = wfmt_row_bytes(qfmt, (uint64_t)cols), sb = (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2);
+	int64_t chunk = (int64_t)((16u << 20) / rb) + 1;
+	chunk = chunk > rows ? rows : chunk;
+	uint8_t *out = malloc(rb * (uint64_t)chunk);
+	int rc = out ? 0 : -ENOMEM;
+	for (int64_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
+		int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+		struct quant_src s = {(const uint8_t *)src + (uint64_t)r0 * sb, sfmt, cols};
+		rc = quant_rows(qfmt, n, cols, quant_src_row, &s, out);
+		rc = rc ? rc : sink(out, (size_t)(rb * (uint64_t)n), r0, n, ctx);
+	}
+	free(out);
+	return rc;
 }
 
 /* The mixes, as llama.cpp's llama_model_quantize picks per tensor: a base format, the output matrix's, and
