@@ -195,7 +195,7 @@ def check_synthetic(f, root):
     p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg)
     if f.check(p.returncode == 0, f"synthetic run failed: {p.stderr.strip()}"):
         got = ref_forward.read_flgt(lg).astype(np.float64)
-        ref = ref_forward.Model.from_gguf(path).logits(ids)
+        ref = ref_forward.Model.from_gguf(path, act_q8=True).logits(ids)
         err = rel_rows(got, ref)
         print(f"synthetic: every format in one model, ferry vs NumPy reference on the GGUF: rel err {err:.2e}")
         f.check(err <= 1e-4, f"synthetic logits rel err {err:.2e} > 1e-4")
@@ -228,7 +228,7 @@ def check_hf_vs_gguf(f, root):
         if len(lg) < 3:
             continue
         e1 = rel_rows(lg["F32"], lg["hf"])
-        e2 = rel_rows(lg["Q8_0"], ref_forward.Model.from_gguf(outs["Q8_0"][0]).logits(ids))
+        e2 = rel_rows(lg["Q8_0"], ref_forward.Model.from_gguf(outs["Q8_0"][0], act_q8=True).logits(ids))
         print(f"{v:16s} GGUF F32 vs HF original {e1:.2e}; Q8_0 GGUF vs reference on it {e2:.2e}")
         f.check(e1 <= 1e-5, f"{v}: GGUF vs HF logits {e1:.2e} > 1e-5")
         f.check(e2 <= 1e-4, f"{v}: Q8_0 GGUF vs reference {e2:.2e} > 1e-4")

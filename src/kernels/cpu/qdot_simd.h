@@ -1,0 +1,342 @@
+/*
+ * qdot_simd.h: the x86 SIMD row kernels (contract in qdot.h), written once over 256-bit vectors and included
+ * by qdot_avx2.c and qdot_avx512.c, which compile it with their own instruction sets and define:
+ *   dot_u8s8(acc, u, s)  acc (8 x int32) + the sums of 4 products u8 * s8 (AVX2: maddubs + madd + add;
+ *                        AVX-512 VNNI: vpdpbusd)
+ *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
+ *   QDOT_FIND, FDOT_FIND the names of the file's finders.
+ * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 63 elsewhere, |a| <=
+ * 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
+ *
+ * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
+ * unpacked once and used for all T tokens; with T = 1 two accumulator chains hide the latency. The 32-blocks
+ * take their codes as unsigned (Q4_0 0..15, Q5_0 0..31; Q8_0 as |q| against a * sign(q)), the offset (-8,
+ * -16) enters through the block's code sums; the K-quants add their 16- or 32-value sub-blocks times the
+ * integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K mins and Q6_K's -32 come
+ * from the 16-sums of the activation codes.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "layout/quant.h"
+#include "layout/wfmt.h"
+
+#define AI static inline __attribute__((always_inline))
+/* accumulator of token t, chain h: two chains when T = 1, one per token otherwise */
+#define CH(t, h) (T == 1 ? (h) : 2 * (t))
+
+AI float ld_f16(const void *p)
+{
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return _cvtsh_ss(h);
+}
+
+AI float hsum(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of packed nibbles -> 32 bytes: low nibbles (values 0..15), then high nibbles (16..31) */
+AI __m256i nibbles32(const uint8_t *qs)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(15);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/* 32 bits -> 32 bytes, 0xff where the bit is set (byte j from bit j) */
+AI __m256i bits_to_bytes(uint32_t bits)
+{
+	const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+	__m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+	b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+	return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+AI const int8_t *xq_codes(const struct cpu_xq *xq, int row, int k)
+{
+	return xq->q + (size_t)row * (size_t)xq->K + (size_t)k;
+}
+
+/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0) into chain h */
+AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int h, __m256 *acc)
+{
+	float dw = ld_f16(p);
+	__m256i u, w8 = _mm256_setzero_si256();
+	int off = 0;
+	if (fmt == WFMT_Q8_0) {
+		w8 = _mm256_loadu_si256((const __m256i *)(p + 2));
+		u = _mm256_abs_epi8(w8); /* -128 -> 0x80: 128 as unsigned */
+	} else if (fmt == WFMT_Q4_0) {
+		u = nibbles32(p + 2);
+		off = 8;
+	} else {
+		uint32_t qh;
+		memcpy(&qh, p + 2, 4);
+		u = _mm256_or_si256(nibbles32(p + 6), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
+		off = 16;
+	}
+	int K = xq->K;
+	for (int t = 0; t < T; t++) {
+		int row = t0 + t;
+		__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, row, 32 * b));
+		const int16_t *s = xq->s + (size_t)row * (size_t)(K / 16) + 2 * (size_t)b;
+		__m256i i = fmt == WFMT_Q8_0 ? dot_u8s8(_mm256_setzero_si256(), u, _mm256_sign_epi8(a, w8))
+					     : dot_u8s8(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-off * (s[0] + s[1]))), u, a);
+		__m256 sd = _mm256_set1_ps(dw * xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b]);
+		acc[CH(t, h)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), sd, acc[CH(t, h)]);
+	}
+}
+
+AI void q32_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	__m256 acc[2 * QDOT_MAX_T];
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	const uint8_t *p = w;
+	int nb = xq->K / 32, b = 0;
+	for (; b + 1 < nb; b += 2, p += 2 * bb) {
+		q32_block(fmt, p, xq, t0, T, b, 0, acc);
+		q32_block(fmt, p + bb, xq, t0, T, b + 1, 1, acc);
+	}
+	if (b < nb)
+		q32_block(fmt, p, xq, t0, T, b, 0, acc);
+	for (int t = 0; t < T; t++)
+		out[t] = hsum(_mm256_add_ps(acc[2 * t], acc[2 * t + 1]));
+}
+
+AI void qk_q8_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q8_0, sizeof(struct block_q8_0), w, xq, t0, T, out);
+}
+
+AI void qk_q4_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q4_0, sizeof(struct block_q4_0), w, xq, t0, T, out);
+}
+
+AI void qk_q5_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q5_0, sizeof(struct block_q5_0), w, xq, t0, T, out);
+}
+
+/* The 12 scale bytes of Q4_K/Q5_K -> sc[8] (bytes 0..7) and m[8] (bytes 8..15), as k_scale_min */
+AI void k_scales_unpack(const uint8_t *s, uint32_t u[4])
+{
+	memcpy(u, s, 12);
+	uint32_t mlo = u[1] & 0x3f3f3f3f;
+	u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+	u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+	u[2] = mlo;
+	u[0] &= 0x3f3f3f3f;
+}
+
+/* Q4_K and Q5_K: blocks {d, dmin, scales[12], (Q5_K: qh[32]), qs[128]} */
+AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	size_t bb = q5 ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
+	int K = xq->K, nsb = K / QK_K;
+	const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+	__m256 acc[2 * QDOT_MAX_T]; /* token t: 2t scales, 2t + 1 mins */
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	for (int i = 0; i < nsb; i++) {
+		const uint8_t *p = (const uint8_t *)w + (size_t)i * bb, *qs = p + (q5 ? 48 : 16);
+		uint32_t u[4];
+		k_scales_unpack(p + 4, u);
+		const uint8_t *sc = (const uint8_t *)u;
+		__m256i mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)));
+		__m256i isum[2 * QDOT_MAX_T];
+		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
+			isum[j] = _mm256_setzero_si256();
+		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+		for (int c = 0; c < 4; c++) {
+			__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+			__m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+			if (q5) {
+				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, m1), 4));
+				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), m1), 4));
+				hb = _mm256_srli_epi16(hb, 2);
+			}
+			__m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+			for (int t = 0; t < T; t++) {
+				const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 64 * c);
+				__m256i a0 = _mm256_loadu_si256((const __m256i *)a);
+				__m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
+				isum[CH(t, 0)] = dot_i16(isum[CH(t, 0)], _mm256_maddubs_epi16(lo, a0), s0);
+				isum[CH(t, 1)] = dot_i16(isum[CH(t, 1)], _mm256_maddubs_epi16(hi, a1), s1);
+			}
+		}
+		float d = ld_f16(p), dmin = ld_f16(p + 2);
+		for (int t = 0; t < T; t++) {
+			size_t row = (size_t)(t0 + t);
+			float dx = xq->d[row * (size_t)nsb + (size_t)i];
+			__m256i I = T == 1 ? _mm256_add_epi32(isum[0], isum[1]) : isum[2 * t];
+			acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[2 * t]);
+			__m256i s16 = _mm256_loadu_si256((const __m256i *)(xq->s + row * (size_t)(K / 16) + 16 * (size_t)i));
+			__m256i M = _mm256_mullo_epi32(_mm256_madd_epi16(s16, ones16), mins);
+			acc[2 * t + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_set1_ps(dmin * dx), acc[2 * t + 1]);
+		}
+	}
+	for (int t = 0; t < T; t++)
+		out[t] = hsum(acc[2 * t]) - hsum(acc[2 * t + 1]);
+}
+
+AI void qk_q4_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k45_dot(false, w, xq, t0, T, out);
+}
+
+AI void qk_q5_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k45_dot(true, w, xq, t0, T, out);
+}
+
+AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	int K = xq->K, nsb = K / QK_K;
+	const __m256i m15 = _mm256_set1_epi8(15), m48 = _mm256_set1_epi8(48);
+	__m256 acc[QDOT_MAX_T];
+	for (int t = 0; t < QDOT_MAX_T; t++)
+		acc[t] = _mm256_setzero_ps();
+	for (int i = 0; i < nsb; i++) {
+		const struct block_q6_K *b = (const struct block_q6_K *)w + i;
+		__m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+		__m256i isum[2 * QDOT_MAX_T];
+		for (int t = 0; t < T; t++) { /* the -32 of every code: - 32 sum_g sc_g S_g */
+			const int16_t *s = xq->s + (size_t)(t0 + t) * (size_t)(K / 16) + 16 * (size_t)i;
+			__m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)s), scw);
+			isum[CH(t, 1)] = _mm256_setzero_si256();
+			isum[CH(t, 0)] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
+		}
+		const uint8_t *ql = b->ql, *qh = b->qh;
+		for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+			__m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			__m256i hv = _mm256_loadu_si256((const __m256i *)qh);
+			__m256i q[4] = {
+				_mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m48)),
+				_mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m48)),
+				_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15), _mm256_and_si256(hv, m48)),
+				_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+						_mm256_and_si256(_mm256_srli_epi16(hv, 2), m48)),
+			};
+			for (int g = 0; g < 4; g++) {
+				int G = 4 * half + g;
+				__m256i sg = _mm256_set_m128i(_mm_set1_epi16(b->scales[2 * G + 1]), _mm_set1_epi16(b->scales[2 * G]));
+				for (int t = 0; t < T; t++) {
+					const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 32 * G);
+					__m256i p16 = _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)a));
+					isum[CH(t, g & 1)] = dot_i16(isum[CH(t, g & 1)], p16, sg);
+				}
+			}
+		}
+		float d = ld_f16(&b->d);
+		for (int t = 0; t < T; t++) {
+			float dx = xq->d[(size_t)(t0 + t) * (size_t)nsb + (size_t)i];
+			__m256i I = T == 1 ? _mm256_add_epi32(isum[0], isum[1]) : isum[2 * t];
+			acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[t]);
+		}
+	}
+	for (int t = 0; t < T; t++)
+		out[t] = hsum(acc[t]);
+}
+
+/* Element formats: 8 weights widened exactly to f32 */
+AI __m256 ld8(int fmt, const void *w, int k)
+{
+	if (fmt == WFMT_F32)
+		return _mm256_loadu_ps((const float *)w + k);
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + k));
+	if (fmt == WFMT_F16)
+		return _mm256_cvtph_ps(h);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AI float ld1(int fmt, const void *w, int k)
+{
+	return fmt == WFMT_F32 ? ((const float *)w)[k]
+	       : fmt == WFMT_F16 ? f16_to_f32(((const uint16_t *)w)[k])
+				 : bf16_to_f32(((const uint16_t *)w)[k]);
+}
+
+AI void fdot(int fmt, const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	__m256 acc[2 * QDOT_MAX_T];
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	int k = 0;
+	for (; k + 16 <= K; k += 16) {
+		__m256 w0 = ld8(fmt, w, k), w1 = ld8(fmt, w, k + 8);
+		for (int t = 0; t < T; t++) {
+			const float *xt = x + (size_t)t * (size_t)ldx + k;
+			acc[CH(t, 0)] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[CH(t, 0)]);
+			acc[CH(t, 1)] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc[CH(t, 1)]);
+		}
+	}
+	for (int t = 0; t < T; t++) {
+		float s = hsum(_mm256_add_ps(acc[2 * t], acc[2 * t + 1]));
+		for (int j = k; j < K; j++)
+			s += ld1(fmt, w, j) * x[(size_t)t * (size_t)ldx + (size_t)j];
+		out[t] = s;
+	}
+}
+
+AI void fk_f32(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	fdot(WFMT_F32, w, x, ldx, T, K, out);
+}
+
+AI void fk_f16(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	fdot(WFMT_F16, w, x, ldx, T, K, out);
+}
+
+AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	fdot(WFMT_BF16, w, x, ldx, T, K, out);
+}
+
+/* One function per format; the switch gives each T its own unrolled copy. */
+#define SIMD_QDOT(k)                                                                                      \
+	static void qdot_##k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)           \
+	{                                                                                                 \
+		switch (T) {                                                                              \
+		case 1: qk_##k(w, xq, t0, 1, out); break;                                                 \
+		case 2: qk_##k(w, xq, t0, 2, out); break;                                                 \
+		case 3: qk_##k(w, xq, t0, 3, out); break;                                                 \
+		default: qk_##k(w, xq, t0, 4, out); break;                                                \
+		}                                                                                         \
+	}
+#define SIMD_FDOT(k)                                                                                      \
+	static void fdot_##k(const void *w, const float *x, int64_t ldx, int T, int K, float *out)        \
+	{                                                                                                 \
+		switch (T) {                                                                              \
+		case 1: fk_##k(w, x, ldx, 1, K, out); break;                                              \
+		case 2: fk_##k(w, x, ldx, 2, K, out); break;                                              \
+		case 3: fk_##k(w, x, ldx, 3, K, out); break;                                              \
+		default: fk_##k(w, x, ldx, 4, K, out); break;                                             \
+		}                                                                                         \
+	}
+#define SIMD_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(SIMD_QDOT(k), ) WFMT_FDOT_##kind(SIMD_FDOT(k), )
+WFMT_LIST(SIMD_DEF)
+#undef SIMD_DEF
+
+cpu_qdot_fn QDOT_FIND(int fmt)
+{
+#define ROW(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(qdot_##k, NULL),
+	static const cpu_qdot_fn by_fmt[WFMT_COUNT] = {WFMT_LIST(ROW)};
+#undef ROW
+	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
+}
+
+cpu_fdot_fn FDOT_FIND(int fmt)
+{
+#define ROW(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(fdot_##k, NULL),
+	static const cpu_fdot_fn by_fmt[WFMT_COUNT] = {WFMT_LIST(ROW)};
+#undef ROW
+	return fmt >= 0 && fmt < WFMT_COUNT ? by_fmt[fmt] : NULL;
+}
