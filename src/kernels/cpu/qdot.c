@@ -39,11 +39,14 @@ void cpu_xq_quantize(const float *x, int t, const struct cpu_xq *xq)
 	for (int b = 0; b < K / B; b++, x += B, q += B) {
 		float amax = 0;
 		for (int i = 0; i < B; i++)
-			amax = fmaxf(amax, fabsf(x[i]));
+			amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
 		float id = amax > 0 ? 127.0f / amax : 0.0f;
 		xq->d[(size_t)t * (size_t)(K / B) + (size_t)b] = amax / 127.0f;
-		for (int i = 0; i < B; i++) /* fmaxf/fminf take a NaN to -127: no undefined conversion */
-			q[i] = (int8_t)nearbyintf(fminf(fmaxf(x[i] * id, -127.0f), 127.0f));
+		for (int i = 0; i < B; i++) {
+			float v = x[i] * id; /* in range unless x has a NaN or inf: then -127 or 127, never undefined */
+			v = v >= -127.0f && v <= 127.0f ? v : v > 0 ? 127.0f : -127.0f;
+			q[i] = (int8_t)nearbyintf(v);
+		}
 		for (int g = 0; g < B / 16; g++) {
 			int sum = 0;
 			for (int i = 0; i < 16; i++)

@@ -19,8 +19,8 @@
  *     out[t] = sum_b ( f32(d_b dx_b) * I_b  -  f32(dmin_b dx_b) * M_b ).
  * The portable C kernel (qdot.c) adds the blocks in order in f32: acc = acc + (f32(d dx) * (float)I -
  * f32(dmin dx) * (float)M). The SIMD kernels (AVX2: qdot_avx2.c, AVX-512 VNNI: qdot_avx512.c) split I_b
- * (Q4_0/Q5_0/Q8_0 codes taken as unsigned with an offset: q - 8 = u - 8 and its - 8 S_b; Q6_K likewise
- * - 32) over 8 int32 lanes, convert the lanes to f32 and accumulate them by FMA in lanes, summed at the end:
+ * (Q6_K's codes taken as unsigned u = q + 32, with - 32 sum_g c_g S_g) over 8 int32 lanes, convert the
+ * lanes to f32 and accumulate them by FMA in lanes, summed at the end:
  * the same sum in another f32 order, so any two paths agree to within (K/16 + 16) * 2^-24 * sum_b |terms|
  * (tests/test_qdot.c). Against the dequantized weights w and f32 x: out = w . (dx a) up to that rounding,
  * and |w . (dx a) - w . x| <= sum_i |w_i| dx_i / 2.

@@ -9,9 +9,8 @@
  * 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
  * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
- * unpacked once and used for all T tokens; with T = 1 two accumulator chains hide the latency. The 32-blocks
- * take their codes as unsigned (Q4_0 0..15, Q5_0 0..31; Q8_0 as |q| against a * sign(q)), the offset (-8,
- * -16) enters through the block's code sums; the K-quants add their 16- or 32-value sub-blocks times the
+ * unpacked once and used for all T tokens; independent accumulator chains hide the latency. The 32-blocks
+ * take their signed codes q as |q| against a * sign(q); the K-quants add their 16- or 32-value sub-blocks times the
  * integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K mins and Q6_K's -32 come
  * from the 16-sums of the activation codes.
  */
@@ -22,8 +21,11 @@
 #include "layout/wfmt.h"
 
 #define AI static inline __attribute__((always_inline))
-/* accumulator of token t, chain h: two chains when T = 1, one per token otherwise */
-#define CH(t, h) (T == 1 ? (h) : 2 * (t))
+/* Independent accumulator chains per token, to hide the latency of FMA and vpdpwssd: 4 when T = 1, 2 when
+ * T = 2, else 1; CH(t, j) is token t's chain j % NCH. Arrays of chains have 2 * QDOT_MAX_T entries. */
+#define NCH (T == 1 ? 4 : T == 2 ? 2 : 1)
+#define CH(t, j) ((t) * NCH + (j) % NCH)
+#define UNROLL _Pragma("GCC unroll 4")
 
 AI float ld_f16(const void *p)
 {
@@ -43,17 +45,22 @@ AI float hsum(__m256 v)
 /* 16 bytes of packed nibbles -> 32 bytes: low nibbles (values 0..15), then high nibbles (16..31) */
 AI __m256i nibbles32(const uint8_t *qs)
 {
-	__m128i v = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(15);
-	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+	__m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+	return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
 }
 
-/* 32 bits -> 32 bytes, 0xff where the bit is set (byte j from bit j) */
-AI __m256i bits_to_bytes(uint32_t bits)
+/* Q5_0's signed codes: (nibble | bit j of qh << 4) - 16 */
+AI __m256i q5_codes(__m256i nib, uint32_t qh)
 {
+#ifdef __AVX512BW__
+	return _mm256_mask_sub_epi8(nib, _cvtu32_mask32(~qh), nib, _mm256_set1_epi8(16));
+#else
 	const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-	__m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+	__m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf); /* byte j: the qh byte holding bit j */
 	b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
-	return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+	__m256i set = _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+	return _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16))), _mm256_set1_epi8(16));
+#endif
 }
 
 AI const int8_t *xq_codes(const struct cpu_xq *xq, int row, int k)
@@ -61,33 +68,40 @@ AI const int8_t *xq_codes(const struct cpu_xq *xq, int row, int k)
 	return xq->q + (size_t)row * (size_t)xq->K + (size_t)k;
 }
 
-/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0) into chain h */
-AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int h, __m256 *acc)
+/* out[t] = the sum of token t's chains */
+AI void finish(const __m256 *acc, int T, float *out)
+{
+	for (int t = 0; t < T; t++) {
+		__m256 s = acc[CH(t, 0)];
+		for (int j = 1; j < NCH; j++)
+			s = _mm256_add_ps(s, acc[CH(t, j)]);
+		out[t] = hsum(s);
+	}
+}
+
+/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0) into chain j: the signed codes w as |w| (unsigned: -128 is
+ * 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot. */
+AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int j, __m256 *acc)
 {
 	float dw = ld_f16(p);
-	__m256i u, w8 = _mm256_setzero_si256();
-	int off = 0;
+	__m256i w8;
 	if (fmt == WFMT_Q8_0) {
 		w8 = _mm256_loadu_si256((const __m256i *)(p + 2));
-		u = _mm256_abs_epi8(w8); /* -128 -> 0x80: 128 as unsigned */
 	} else if (fmt == WFMT_Q4_0) {
-		u = nibbles32(p + 2);
-		off = 8;
+		w8 = _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
 	} else {
 		uint32_t qh;
 		memcpy(&qh, p + 2, 4);
-		u = _mm256_or_si256(nibbles32(p + 6), _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(16)));
-		off = 16;
+		w8 = q5_codes(nibbles32(p + 6), qh);
 	}
+	__m256i u = _mm256_abs_epi8(w8);
 	int K = xq->K;
-	for (int t = 0; t < T; t++) {
+	UNROLL for (int t = 0; t < T; t++) {
 		int row = t0 + t;
 		__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, row, 32 * b));
-		const int16_t *s = xq->s + (size_t)row * (size_t)(K / 16) + 2 * (size_t)b;
-		__m256i i = fmt == WFMT_Q8_0 ? dot_u8s8(_mm256_setzero_si256(), u, _mm256_sign_epi8(a, w8))
-					     : dot_u8s8(_mm256_zextsi128_si256(_mm_cvtsi32_si128(-off * (s[0] + s[1]))), u, a);
+		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, _mm256_sign_epi8(a, w8));
 		__m256 sd = _mm256_set1_ps(dw * xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b]);
-		acc[CH(t, h)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), sd, acc[CH(t, h)]);
+		acc[CH(t, j)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), sd, acc[CH(t, j)]);
 	}
 }
 
@@ -98,14 +112,12 @@ AI void q32_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int 
 		acc[i] = _mm256_setzero_ps();
 	const uint8_t *p = w;
 	int nb = xq->K / 32, b = 0;
-	for (; b + 1 < nb; b += 2, p += 2 * bb) {
+	for (; b + 3 < nb; b += 4, p += 4 * bb)
+		UNROLL for (int j = 0; j < 4; j++)
+			q32_block(fmt, p + j * bb, xq, t0, T, b + j, j, acc);
+	for (; b < nb; b++, p += bb)
 		q32_block(fmt, p, xq, t0, T, b, 0, acc);
-		q32_block(fmt, p + bb, xq, t0, T, b + 1, 1, acc);
-	}
-	if (b < nb)
-		q32_block(fmt, p, xq, t0, T, b, 0, acc);
-	for (int t = 0; t < T; t++)
-		out[t] = hsum(_mm256_add_ps(acc[2 * t], acc[2 * t + 1]));
+	finish(acc, T, out);
 }
 
 AI void qk_q8_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
@@ -121,6 +133,15 @@ AI void qk_q4_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 AI void qk_q5_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	q32_dot(WFMT_Q5_0, sizeof(struct block_q5_0), w, xq, t0, T, out);
+}
+
+/* token t's int32 chains added */
+AI __m256i isum_total(const __m256i *isum, int T, int t)
+{
+	__m256i s = isum[CH(t, 0)];
+	for (int j = 1; j < NCH; j++)
+		s = _mm256_add_epi32(s, isum[CH(t, j)]);
+	return s;
 }
 
 /* The 12 scale bytes of Q4_K/Q5_K -> sc[8] (bytes 0..7) and m[8] (bytes 8..15), as k_scale_min */
@@ -153,7 +174,7 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
 			isum[j] = _mm256_setzero_si256();
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
-		for (int c = 0; c < 4; c++) {
+		UNROLL for (int c = 0; c < 4; c++) {
 			__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
 			__m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
 			if (q5) {
@@ -162,19 +183,20 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 				hb = _mm256_srli_epi16(hb, 2);
 			}
 			__m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
-			for (int t = 0; t < T; t++) {
+			UNROLL for (int t = 0; t < T; t++) {
 				const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 64 * c);
 				__m256i a0 = _mm256_loadu_si256((const __m256i *)a);
 				__m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
-				isum[CH(t, 0)] = dot_i16(isum[CH(t, 0)], _mm256_maddubs_epi16(lo, a0), s0);
-				isum[CH(t, 1)] = dot_i16(isum[CH(t, 1)], _mm256_maddubs_epi16(hi, a1), s1);
+				int j = 2 * (c & 1);
+				isum[CH(t, j)] = dot_i16(isum[CH(t, j)], _mm256_maddubs_epi16(lo, a0), s0);
+				isum[CH(t, j + 1)] = dot_i16(isum[CH(t, j + 1)], _mm256_maddubs_epi16(hi, a1), s1);
 			}
 		}
 		float d = ld_f16(p), dmin = ld_f16(p + 2);
-		for (int t = 0; t < T; t++) {
+		UNROLL for (int t = 0; t < T; t++) {
 			size_t row = (size_t)(t0 + t);
 			float dx = xq->d[row * (size_t)nsb + (size_t)i];
-			__m256i I = T == 1 ? _mm256_add_epi32(isum[0], isum[1]) : isum[2 * t];
+			__m256i I = isum_total(isum, T, t);
 			acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[2 * t]);
 			__m256i s16 = _mm256_loadu_si256((const __m256i *)(xq->s + row * (size_t)(K / 16) + 16 * (size_t)i));
 			__m256i M = _mm256_mullo_epi32(_mm256_madd_epi16(s16, ones16), mins);
@@ -199,21 +221,26 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 {
 	int K = xq->K, nsb = K / QK_K;
 	const __m256i m15 = _mm256_set1_epi8(15), m48 = _mm256_set1_epi8(48);
+	const __m256i pair_bcast = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+						   0, 1, 0, 1, 0, 1, 0);
 	__m256 acc[QDOT_MAX_T];
 	for (int t = 0; t < QDOT_MAX_T; t++)
 		acc[t] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
 		const struct block_q6_K *b = (const struct block_q6_K *)w + i;
 		__m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+		int32_t scp[8]; /* scale pairs (sc[2G], sc[2G + 1]) as int16 */
+		_mm256_storeu_si256((__m256i *)scp, scw);
 		__m256i isum[2 * QDOT_MAX_T];
-		for (int t = 0; t < T; t++) { /* the -32 of every code: - 32 sum_g sc_g S_g */
+		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
+			isum[j] = _mm256_setzero_si256();
+		UNROLL for (int t = 0; t < T; t++) { /* the -32 of every code: - 32 sum_g sc_g S_g */
 			const int16_t *s = xq->s + (size_t)(t0 + t) * (size_t)(K / 16) + 16 * (size_t)i;
 			__m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)s), scw);
-			isum[CH(t, 1)] = _mm256_setzero_si256();
 			isum[CH(t, 0)] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
 		}
 		const uint8_t *ql = b->ql, *qh = b->qh;
-		for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
+		UNROLL for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
 			__m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
 			__m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
 			__m256i hv = _mm256_loadu_si256((const __m256i *)qh);
@@ -224,20 +251,21 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 				_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
 						_mm256_and_si256(_mm256_srli_epi16(hv, 2), m48)),
 			};
-			for (int g = 0; g < 4; g++) {
+			UNROLL for (int g = 0; g < 4; g++) {
 				int G = 4 * half + g;
-				__m256i sg = _mm256_set_m128i(_mm_set1_epi16(b->scales[2 * G + 1]), _mm_set1_epi16(b->scales[2 * G]));
-				for (int t = 0; t < T; t++) {
+				/* sc[2G] in the int16 lanes of values 0..15, sc[2G + 1] in those of 16..31 */
+				__m256i sg = _mm256_shuffle_epi8(_mm256_set1_epi32(scp[G]), pair_bcast);
+				UNROLL for (int t = 0; t < T; t++) {
 					const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 32 * G);
 					__m256i p16 = _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)a));
-					isum[CH(t, g & 1)] = dot_i16(isum[CH(t, g & 1)], p16, sg);
+					isum[CH(t, g)] = dot_i16(isum[CH(t, g)], p16, sg);
 				}
 			}
 		}
 		float d = ld_f16(&b->d);
-		for (int t = 0; t < T; t++) {
+		UNROLL for (int t = 0; t < T; t++) {
 			float dx = xq->d[(size_t)(t0 + t) * (size_t)nsb + (size_t)i];
-			__m256i I = T == 1 ? _mm256_add_epi32(isum[0], isum[1]) : isum[2 * t];
+			__m256i I = isum_total(isum, T, t);
 			acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[t]);
 		}
 	}
@@ -269,20 +297,23 @@ AI void fdot(int fmt, const void *w, const float *x, int64_t ldx, int T, int K, 
 	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	int k = 0;
-	for (; k + 16 <= K; k += 16) {
-		__m256 w0 = ld8(fmt, w, k), w1 = ld8(fmt, w, k + 8);
-		for (int t = 0; t < T; t++) {
-			const float *xt = x + (size_t)t * (size_t)ldx + k;
-			acc[CH(t, 0)] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[CH(t, 0)]);
-			acc[CH(t, 1)] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc[CH(t, 1)]);
+	for (; k + 32 <= K; k += 32)
+		UNROLL for (int j = 0; j < 4; j++) {
+			__m256 wv = ld8(fmt, w, k + 8 * j);
+			UNROLL for (int t = 0; t < T; t++) {
+				const float *xt = x + (size_t)t * (size_t)ldx + k + 8 * j;
+				acc[CH(t, j)] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt), acc[CH(t, j)]);
+			}
 		}
+	for (; k + 8 <= K; k += 8) {
+		__m256 wv = ld8(fmt, w, k);
+		for (int t = 0; t < T; t++)
+			acc[CH(t, 0)] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)t * (size_t)ldx + k), acc[CH(t, 0)]);
 	}
-	for (int t = 0; t < T; t++) {
-		float s = hsum(_mm256_add_ps(acc[2 * t], acc[2 * t + 1]));
+	finish(acc, T, out);
+	for (int t = 0; t < T; t++)
 		for (int j = k; j < K; j++)
-			s += ld1(fmt, w, j) * x[(size_t)t * (size_t)ldx + (size_t)j];
-		out[t] = s;
-	}
+			out[t] += ld1(fmt, w, j) * x[(size_t)t * (size_t)ldx + (size_t)j];
 }
 
 AI void fk_f32(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
