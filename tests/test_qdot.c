@@ -166,13 +166,7 @@ static void test_quant_formats(void)
 					for (int i = 0; i < TMAX * N; i++)
 						y[i] = NAN;
 					for (int t0 = 0; t0 < TMAX; t0 += T)
-						for (int n = 0; n < N; n++) {
-							float out[QDOT_MAX_T];
-							int tt = TMAX - t0 < T ? TMAX - t0 : T;
-							qd(W + (size_t)n * row, &xq, t0, tt, out);
-							for (int t = 0; t < tt; t++)
-								y[(t0 + t) * N + n] = out[t];
-						}
+						qd(W, row, N, &xq, t0, TMAX - t0 < T ? TMAX - t0 : T, y + t0 * N, N);
 					CHECK_MSG(check_out("qdot", fmt, isa, y, r, NULL, TMAX, K) == 0, "qdot %s %s T=%d K=%d",
 						  wfmt_name(fmt), cpu_isa_name(isa), T, K);
 					if (T == 1)

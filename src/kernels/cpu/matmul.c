@@ -3,7 +3,7 @@
  * per call (a tile of MM_TILE tokens at a time, into the caller's workspace; the same codes whatever the
  * thread count) and every row takes integer dots with it (qdot.h). Element formats (F32, F16, BF16) dot
  * their rows with f32 x. Each thread takes an equal run of rows (equal bytes: the rows of a matrix are the
- * same size) and reads each row once per tile for all its tokens, QDOT_MAX_T at a time from L1: decode is
+ * same size) and reads each row from memory once per tile, then QDOT_MAX_T tokens at a time from L1: decode is
  * bound by the weight bytes, prefill reuses each row T times. Each output is computed by one thread with one
  * kernel, so results do not depend on the thread count.
  */
@@ -15,6 +15,7 @@
 
 #define MM_TILE 64                        /* tokens quantized at once: a tile's codes stay in L2 */
 #define MM_SERIAL_QUANT (CPU_PAR_MIN * 4) /* values the calling thread quantizes alone (a decode step's x) */
+#define MM_RUN_BYTES 16384                /* weight rows taken at once by all the groups of a tile */
 
 size_t cpu_matmul_ws_bytes(int64_t K)
 {
@@ -46,21 +47,25 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 				for (int t = 0; t < tt; t++)
 					cpu_xq_quantize(x + (size_t)(t0 + t) * (size_t)K, t, &xq);
 			}
-			for (int n = n0; n < n1; n++) {
-				float b = 0;
-				if (bias)
-					cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * bias_bytes, &b, 1);
-				const char *wr = (const char *)W + (size_t)n * row_bytes;
+			/* rows in runs that stay in L1 while every group of QDOT_MAX_T tokens of the tile passes */
+			int run = tt <= QDOT_MAX_T ? n1 - n0 : (int)(MM_RUN_BYTES / row_bytes) + 1;
+			for (int r0 = n0; r0 < n1; r0 += run) {
+				int nr = n1 - r0 < run ? n1 - r0 : run;
+				const char *wr = (const char *)W + (size_t)r0 * row_bytes;
 				for (int g = 0; g < tt; g += QDOT_MAX_T) {
 					int gt = tt - g < QDOT_MAX_T ? tt - g : QDOT_MAX_T;
-					float out[QDOT_MAX_T];
+					float *yg = y + (size_t)(t0 + g) * (size_t)N + (size_t)r0;
 					if (qd)
-						qd(wr, &xq, g, gt, out);
+						qd(wr, row_bytes, nr, &xq, g, gt, yg, N);
 					else
-						fd(wr, x + (size_t)(t0 + g) * (size_t)K, K, gt, K, out);
-					for (int t = 0; t < gt; t++)
-						y[(size_t)(t0 + g + t) * (size_t)N + (size_t)n] = out[t] + b;
+						fd(wr, row_bytes, nr, x + (size_t)(t0 + g) * (size_t)K, K, gt, K, yg, N);
 				}
+			}
+			for (int n = n0; bias && n < n1; n++) {
+				float b;
+				cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * bias_bytes, &b, 1);
+				for (int t = 0; t < tt; t++)
+					y[(size_t)(t0 + t) * (size_t)N + (size_t)n] += b;
 			}
 			if (qd && !serial && t0 + MM_TILE < T) {
 #pragma omp barrier

@@ -186,9 +186,15 @@ static void qdot_portable(qint_fn dec, int B, size_t bb, const void *w, const st
 }
 
 #define QDOT_PORTABLE(k, block, bytes)                                                                    \
-	static void qdot_##k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)           \
+	static void qdot_##k(const void *w, size_t rb, int rows, const struct cpu_xq *xq, int t0, int T,  \
+			     float *y, int64_t ldy)                                                       \
 	{                                                                                                 \
-		qdot_portable(qint_##k, block, bytes, w, xq, t0, T, out);                                 \
+		for (int r = 0; r < rows; r++) {                                                          \
+			float out[QDOT_MAX_T];                                                            \
+			qdot_portable(qint_##k, block, bytes, (const char *)w + (size_t)r * rb, xq, t0, T, out); \
+			for (int t = 0; t < T; t++)                                                       \
+				y[t * ldy + r] = out[t];                                                  \
+		}                                                                                         \
 	}
 #define QDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(QDOT_PORTABLE(k, block, bytes), )
 WFMT_LIST(QDOT_DEF)
@@ -216,9 +222,15 @@ static void fdot_portable(cpu_dequant_fn deq, size_t esize, const void *w, const
 }
 
 #define FDOT_PORTABLE(k, bytes)                                                                                \
-	static void fdot_##k(const void *w, const float *x, int64_t ldx, int T, int K, float *out)             \
+	static void fdot_##k(const void *w, size_t rb, int rows, const float *x, int64_t ldx, int T, int K,    \
+			     float *y, int64_t ldy)                                                            \
 	{                                                                                                      \
-		fdot_portable(cpu_dequant_##k, bytes, w, x, ldx, T, K, out);                                  \
+		for (int r = 0; r < rows; r++) {                                                               \
+			float out[QDOT_MAX_T];                                                                 \
+			fdot_portable(cpu_dequant_##k, bytes, (const char *)w + (size_t)r * rb, x, ldx, T, K, out); \
+			for (int t = 0; t < T; t++)                                                            \
+				y[t * ldy + r] = out[t];                                                       \
+		}                                                                                              \
 	}
 #define FDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(FDOT_PORTABLE(k, bytes), )
 WFMT_LIST(FDOT_DEF)

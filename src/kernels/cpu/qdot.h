@@ -52,10 +52,12 @@ struct cpu_xq {
 };
 
 typedef void (*cpu_dequant_fn)(const void *src, float *y, int64_t nb);
-/* out[t] for tokens t0 .. t0 + T - 1 of xq, T <= QDOT_MAX_T */
-typedef void (*cpu_qdot_fn)(const void *w, const struct cpu_xq *xq, int t0, int T, float *out);
-/* out[t] = sum_k w[k] x[t*ldx + k], T <= QDOT_MAX_T */
-typedef void (*cpu_fdot_fn)(const void *w, const float *x, int64_t ldx, int T, int K, float *out);
+/* rows weight rows of row_bytes from w: y[t*ldy + r] = row r . token t0 + t of xq, T <= QDOT_MAX_T */
+typedef void (*cpu_qdot_fn)(const void *w, size_t row_bytes, int rows, const struct cpu_xq *xq, int t0, int T,
+			    float *y, int64_t ldy);
+/* y[t*ldy + r] = sum_k w_r[k] x[t*ldx + k], T <= QDOT_MAX_T */
+typedef void (*cpu_fdot_fn)(const void *w, size_t row_bytes, int rows, const float *x, int64_t ldx, int T, int K,
+			    float *y, int64_t ldy);
 
 #define CPU_DEQUANT_DECL(id, code, block, bytes, ggml, kind, k) \
 	WFMT_RUNS_##kind(void cpu_dequant_##k(const void *src, float *y, int64_t nb);, )

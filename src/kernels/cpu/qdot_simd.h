@@ -155,12 +155,12 @@ AI void k_scales_unpack(const uint8_t *s, uint32_t u[4])
 	u[0] &= 0x3f3f3f3f;
 }
 
-/* Q4_K and Q5_K: blocks {d, dmin, scales[12], (Q5_K: qh[32]), qs[128]} */
+/* Q4_K and Q5_K: blocks {d, dmin, scales[12], (Q5_K: qh[32]), qs[128]}. A chunk c of 64 values is the low
+ * nibbles of qs[32c..32c+31] (sub-block 2c) then their high nibbles (2c + 1), against 64 contiguous codes. */
 AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	size_t bb = q5 ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
 	int K = xq->K, nsb = K / QK_K;
-	const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
 	__m256 acc[2 * QDOT_MAX_T]; /* token t: 2t scales, 2t + 1 mins */
 	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
 		acc[i] = _mm256_setzero_ps();
@@ -168,9 +168,12 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 		const uint8_t *p = (const uint8_t *)w + (size_t)i * bb, *qs = p + (q5 ? 48 : 16);
 		uint32_t u[4];
 		k_scales_unpack(p + 4, u);
-		const uint8_t *sc = (const uint8_t *)u;
-		__m256i mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)));
+		__m128i sc8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)); /* 8 x int16 scales */
+		__m128i m8 = _mm_loadl_epi64((const __m128i *)(u + 2));
+		__m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m_j for both 16-halves of j */
 		__m256i isum[2 * QDOT_MAX_T];
+		const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
+		__m256i sc = _mm256_broadcastsi128_si256(sc8);
 		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
 			isum[j] = _mm256_setzero_si256();
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
@@ -182,7 +185,9 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), m1), 4));
 				hb = _mm256_srli_epi16(hb, 2);
 			}
-			__m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+			/* the int16 scale 2c (2c + 1) in every lane: bytes 4c, 4c + 1 (4c + 2, 4c + 3) of sc */
+			__m256i s0 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 1) << 8 | 4 * c)));
+			__m256i s1 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 3) << 8 | (4 * c + 2))));
 			UNROLL for (int t = 0; t < T; t++) {
 				const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 64 * c);
 				__m256i a0 = _mm256_loadu_si256((const __m256i *)a);
@@ -199,7 +204,7 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 			__m256i I = isum_total(isum, T, t);
 			acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[2 * t]);
 			__m256i s16 = _mm256_loadu_si256((const __m256i *)(xq->s + row * (size_t)(K / 16) + 16 * (size_t)i));
-			__m256i M = _mm256_mullo_epi32(_mm256_madd_epi16(s16, ones16), mins);
+			__m256i M = _mm256_madd_epi16(s16, mins);
 			acc[2 * t + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_set1_ps(dmin * dx), acc[2 * t + 1]);
 		}
 	}
@@ -331,25 +336,34 @@ AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float 
 	fdot(WFMT_BF16, w, x, ldx, T, K, out);
 }
 
-/* One function per format; the switch gives each T its own unrolled copy. */
+/* One function per format, over rows; the switch gives each T its own unrolled copy. */
+#define SIMD_ROWS(T, call)                                                                                \
+	for (int r = 0; r < rows; r++, w = (const char *)w + rb) {                                        \
+		float out[QDOT_MAX_T];                                                                    \
+		call;                                                                                     \
+		for (int t = 0; t < (T); t++)                                                             \
+			y[t * ldy + r] = out[t];                                                          \
+	}
 #define SIMD_QDOT(k)                                                                                      \
-	static void qdot_##k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)           \
+	static void qdot_##k(const void *w, size_t rb, int rows, const struct cpu_xq *xq, int t0, int T,  \
+			     float *y, int64_t ldy)                                                       \
 	{                                                                                                 \
 		switch (T) {                                                                              \
-		case 1: qk_##k(w, xq, t0, 1, out); break;                                                 \
-		case 2: qk_##k(w, xq, t0, 2, out); break;                                                 \
-		case 3: qk_##k(w, xq, t0, 3, out); break;                                                 \
-		default: qk_##k(w, xq, t0, 4, out); break;                                                \
+		case 1: SIMD_ROWS(1, qk_##k(w, xq, t0, 1, out)) break;                                    \
+		case 2: SIMD_ROWS(2, qk_##k(w, xq, t0, 2, out)) break;                                    \
+		case 3: SIMD_ROWS(3, qk_##k(w, xq, t0, 3, out)) break;                                    \
+		default: SIMD_ROWS(4, qk_##k(w, xq, t0, 4, out)) break;                                   \
 		}                                                                                         \
 	}
 #define SIMD_FDOT(k)                                                                                      \
-	static void fdot_##k(const void *w, const float *x, int64_t ldx, int T, int K, float *out)        \
+	static void fdot_##k(const void *w, size_t rb, int rows, const float *x, int64_t ldx, int T, int K, \
+			     float *y, int64_t ldy)                                                       \
 	{                                                                                                 \
 		switch (T) {                                                                              \
-		case 1: fk_##k(w, x, ldx, 1, K, out); break;                                              \
-		case 2: fk_##k(w, x, ldx, 2, K, out); break;                                              \
-		case 3: fk_##k(w, x, ldx, 3, K, out); break;                                              \
-		default: fk_##k(w, x, ldx, 4, K, out); break;                                             \
+		case 1: SIMD_ROWS(1, fk_##k(w, x, ldx, 1, K, out)) break;                                 \
+		case 2: SIMD_ROWS(2, fk_##k(w, x, ldx, 2, K, out)) break;                                 \
+		case 3: SIMD_ROWS(3, fk_##k(w, x, ldx, 3, K, out)) break;                                 \
+		default: SIMD_ROWS(4, fk_##k(w, x, ldx, 4, K, out)) break;                                \
 		}                                                                                         \
 	}
 #define SIMD_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(SIMD_QDOT(k), ) WFMT_FDOT_##kind(SIMD_FDOT(k), )
