@@ -144,16 +144,22 @@ AI __m256i isum_total(const __m256i *isum, int T, int t)
 	return s;
 }
 
-/* The 12 scale bytes of Q4_K/Q5_K -> sc[8] (bytes 0..7) and m[8] (bytes 8..15), as k_scale_min */
-AI void k_scales_unpack(const uint8_t *s, uint32_t u[4])
+/* The 12 scale bytes of Q4_K/Q5_K (and the 4 bytes after them, unused) -> sc[8] (bytes 0..7) and m[8] (8..15),
+ * as k_scale_min: 32-bit lane 0 holds the low 6 bits of sc0..3, lane 1 those of m0..3, lane 2 the low (high)
+ * nibbles of sc4..7 (m4..7), whose 2 high bits are the top bits of lane 0 (1). */
+AI __m128i k_scales_vec(const uint8_t *s)
 {
-	memcpy(u, s, 12);
-	uint32_t mlo = u[1] & 0x3f3f3f3f;
-	u[3] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-	u[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
-	u[2] = mlo;
-	u[0] &= 0x3f3f3f3f;
+	__m128i v = _mm_loadu_si128((const __m128i *)s);
+	__m128i a = _mm_and_si128(v, _mm_set1_epi8(63));
+	__m128i h = _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30));
+	__m128i lo = _mm_and_si128(v, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi32(v, 4), _mm_set1_epi8(15));
+	__m128i top = _mm_or_si128(_mm_shuffle_epi32(h, _MM_SHUFFLE(1, 1, 0, 0)),
+				   _mm_shuffle_epi32(_mm_unpackhi_epi32(lo, hi), _MM_SHUFFLE(1, 1, 0, 0)));
+	return _mm_blend_epi32(_mm_shuffle_epi32(a, _MM_SHUFFLE(1, 1, 0, 0)), top, 10);
 }
+
+/* The first product of chain j (0..3 in order) of a block sets it, later ones add: (2c + h) < NCH */
+#define FIRST(c, h) ((c) < 2 && 2 * (c) + (h) < NCH)
 
 /* Q4_K and Q5_K: blocks {d, dmin, scales[12], (Q5_K: qh[32]), qs[128]}. A chunk c of 64 values is the low
  * nibbles of qs[32c..32c+31] (sub-block 2c) then their high nibbles (2c + 1), against 64 contiguous codes. */
@@ -166,16 +172,11 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 		acc[i] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
 		const uint8_t *p = (const uint8_t *)w + (size_t)i * bb, *qs = p + (q5 ? 48 : 16);
-		uint32_t u[4];
-		k_scales_unpack(p + 4, u);
-		__m128i sc8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)); /* 8 x int16 scales */
-		__m128i m8 = _mm_loadl_epi64((const __m128i *)(u + 2));
-		__m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m_j for both 16-halves of j */
+		__m128i sm = k_scales_vec(p + 4);
+		__m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m_j for both 16-halves of j */
 		__m256i isum[2 * QDOT_MAX_T];
 		const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
-		__m256i sc = _mm256_broadcastsi128_si256(sc8);
-		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
-			isum[j] = _mm256_setzero_si256();
+		__m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 x int16 scales, twice */
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
 		UNROLL for (int c = 0; c < 4; c++) {
 			__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -193,19 +194,23 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 				__m256i a0 = _mm256_loadu_si256((const __m256i *)a);
 				__m256i a1 = _mm256_loadu_si256((const __m256i *)(a + 32));
 				int j = 2 * (c & 1);
-				isum[CH(t, j)] = dot_i16(isum[CH(t, j)], _mm256_maddubs_epi16(lo, a0), s0);
-				isum[CH(t, j + 1)] = dot_i16(isum[CH(t, j + 1)], _mm256_maddubs_epi16(hi, a1), s1);
+				__m256i p0 = _mm256_maddubs_epi16(lo, a0), p1 = _mm256_maddubs_epi16(hi, a1);
+				isum[CH(t, j)] = FIRST(c, 0) ? _mm256_madd_epi16(p0, s0) : dot_i16(isum[CH(t, j)], p0, s0);
+				isum[CH(t, j + 1)] = FIRST(c, 1) ? _mm256_madd_epi16(p1, s1) : dot_i16(isum[CH(t, j + 1)], p1, s1);
 			}
 		}
-		float d = ld_f16(p), dmin = ld_f16(p + 2);
+		uint32_t dd;
+		memcpy(&dd, p, 4);
+		__m128 ddm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)); /* d, dmin */
 		UNROLL for (int t = 0; t < T; t++) {
 			size_t row = (size_t)(t0 + t);
-			float dx = xq->d[row * (size_t)nsb + (size_t)i];
+			__m128 s = _mm_mul_ps(ddm, _mm_set1_ps(xq->d[row * (size_t)nsb + (size_t)i])); /* d dx, dmin dx */
 			__m256i I = isum_total(isum, T, t);
-			acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[2 * t]);
+			acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_broadcastss_ps(s), acc[2 * t]);
 			__m256i s16 = _mm256_loadu_si256((const __m256i *)(xq->s + row * (size_t)(K / 16) + 16 * (size_t)i));
 			__m256i M = _mm256_madd_epi16(s16, mins);
-			acc[2 * t + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_set1_ps(dmin * dx), acc[2 * t + 1]);
+			acc[2 * t + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(M), _mm256_broadcastss_ps(_mm_movehdup_ps(s)),
+							  acc[2 * t + 1]);
 		}
 	}
 	for (int t = 0; t < T; t++)
@@ -237,8 +242,6 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 		int32_t scp[8]; /* scale pairs (sc[2G], sc[2G + 1]) as int16 */
 		_mm256_storeu_si256((__m256i *)scp, scw);
 		__m256i isum[2 * QDOT_MAX_T];
-		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
-			isum[j] = _mm256_setzero_si256();
 		UNROLL for (int t = 0; t < T; t++) { /* the -32 of every code: - 32 sum_g sc_g S_g */
 			const int16_t *s = xq->s + (size_t)(t0 + t) * (size_t)(K / 16) + 16 * (size_t)i;
 			__m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)s), scw);
@@ -263,7 +266,8 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 				UNROLL for (int t = 0; t < T; t++) {
 					const int8_t *a = xq_codes(xq, t0 + t, QK_K * i + 32 * G);
 					__m256i p16 = _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)a));
-					isum[CH(t, g)] = dot_i16(isum[CH(t, g)], p16, sg);
+					bool first = half == 0 && g > 0 && g < NCH; /* chain 0 starts at -32 sum */
+					isum[CH(t, g)] = first ? _mm256_madd_epi16(p16, sg) : dot_i16(isum[CH(t, g)], p16, sg);
 				}
 			}
 		}
