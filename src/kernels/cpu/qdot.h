@@ -2,8 +2,8 @@
  * qdot.h: the row kernels behind cpu_matmul and cpu_row_to_f32 (internal to kernels/cpu and the tests), one of
  * each family per format of src/layout/wfmt_list.h that has it (its kind):
  *   dequant (dequant.c): nb blocks -> f32 (element formats: nb values), bit-identical with ggml / gguf-py.
- *   qdot (QUANT, QMIN): one quantized weight row against T <= QDOT_MAX_T rows of 8-bit activations.
- *   fdot (FLOAT): one f32/f16/bf16 weight row against T <= QDOT_MAX_T rows of f32 activations.
+ *   qdot (QUANT, QMIN): a run of quantized weight rows against T <= QDOT_MAX_T rows of 8-bit activations.
+ *   fdot (FLOAT): a run of f32/f16/bf16 weight rows against T <= QDOT_MAX_T rows of f32 activations.
  *
  * Activations (struct cpu_xq) are quantized per block of B values, B the weight format's block (32 for
  * Q8_0/Q4_0/Q5_0 as llama.cpp's Q8_0, 256 for the K-quants as its Q8_K): amax = max |x| over the block,
@@ -26,7 +26,8 @@
  * and |w . (dx a) - w . x| <= sum_i |w_i| dx_i / 2.
  *
  * An fdot computes sum_i w_i x_i in f32 with the weights widened exactly (f16, bf16), in an order of the
- * path's choosing. Every kernel is deterministic: each output depends on its row and x only.
+ * path's choosing. Every kernel is deterministic: an output depends on its row, its x and, for the SIMD
+ * kernels, T (which sets how many accumulator chains a token gets), never on the thread count.
  */
 #ifndef FERRY_QDOT_H
 #define FERRY_QDOT_H
