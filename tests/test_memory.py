@@ -1,6 +1,8 @@
-"""ferry convert keeps memory bounded: on a ~100 MB model of 13 MB layers its peak RSS must stay under
-2x the largest layer (tensors are copied chunk by chunk from the mmapped checkpoint and dropped from the
-resident set once written). Also checks that `ferry run` streams layers through 2 slots when --ram is
+"""ferry convert keeps memory bounded: on a ~100 MB model of 13 MB layers its peak RSS above that of converting
+a model of tiny layers (the process itself, about 13 MiB: binary, libraries, and in `make asan` the sanitizers'
+metadata, which the CPU matmul kernels of issue 22 grew by 1.4 MiB) must stay under one layer (tensors are
+copied chunk by chunk from the mmapped checkpoint and dropped from the resident set once written; the bound was
+2 layers in all, which the optimized build still meets and the sanitizer build no longer can). Also checks that `ferry run` streams layers through 2 slots when --ram is
 small, giving the same tokens as the run that keeps every layer in the RAM tier, and that its peak RSS above
 that of the same run on a model of tiny layers (the runtime itself: CUDA context and pinned slots on a GPU
 machine) stays under 4 layers."""
@@ -40,10 +42,14 @@ def main():
         hf = os.path.join(root, "big")
         layer = write_model(hf, 512, 1536, 6, 8)
         out = hf + ".ferry"
+        small = os.path.join(root, "small")
+        write_model(small, 64, 128, 2, 1)
+        rc0, base, err0 = peak_rss_of([FERRY, "convert", small, "-o", small + ".ferry"])
         rc, rss, err = peak_rss_of([FERRY, "convert", hf, "-o", out])
-        print(f"convert: layer {layer / 2**20:.1f} MiB, peak RSS {rss / 2**20:.1f} MiB")
-        f.check(rc == 0, f"convert failed: {err}")
-        f.check(rss < 2 * layer, f"peak RSS {rss} >= 2 x layer {layer}")
+        print(f"convert: layer {layer / 2**20:.1f} MiB, peak RSS {rss / 2**20:.1f} MiB, process alone "
+              f"{base / 2**20:.1f} MiB")
+        f.check(rc0 == 0 and rc == 0, f"convert failed: {err0} {err}")
+        f.check(rss - base < layer, f"peak RSS {rss} - process {base} >= layer {layer}")
 
         ids = ",".join(str(i * 37 % 4096) for i in range(16))
         a = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 8, "--temp", 0, "--ignore-eos", "--stats")
@@ -53,9 +59,6 @@ def main():
         f.check(a.stdout == b.stdout and len(a.stdout.split()) == 8, "streamed run differs from resident run")
         f.check("RAM tier 7/7 units" in a.stderr and "0 slots" in a.stderr and "RAM tier 0/7 units" in b.stderr
                 and "2 slots" in b.stderr, f"slot plan: {a.stderr} {b.stderr}")
-        small = os.path.join(root, "small")
-        write_model(small, 64, 128, 2, 1)
-        f.check(ferry("convert", small, "-o", small + ".ferry").returncode == 0, "convert of the small model failed")
         rc0, base, err0 = peak_rss_of([FERRY, "run", "-m", small + ".ferry", "--prompt-ids", ids, "-n", 4,
                                        "--ram", "1M"])
         rc, rss, err = peak_rss_of([FERRY, "run", "-m", out, "--prompt-ids", ids, "-n", 4, "--ram", "1M"])
