@@ -104,6 +104,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
+# The x86 SIMD kernels: each file gets its instruction set whatever ARCH is, and runs only where cpuid finds it
+# (src/kernels/cpu/qdot.c); the AVX2 one never uses AVX-512, so both are tested on an AVX-512 machine.
+ifneq ($(filter x86_64 i%86,$(shell uname -m)),)
+$(BUILD)/src/kernels/cpu/qdot_avx2.o: CFLAGS += -mavx2 -mfma -mf16c -mno-avx512f
+$(BUILD)/src/kernels/cpu/qdot_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+endif
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"

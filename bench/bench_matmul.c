@@ -65,13 +65,13 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt, unsigned *seed)
 
 /* seconds per call, best of 5 passes over the copies */
 static double time_calls(uint8_t **copies, int ncopy, const struct bench_case *c, float *y, const float *x, int T,
-			 float *scratch, int64_t per_thread)
+			 void *ws)
 {
 	double best = 1e9;
 	for (int r = 0; r < 5; r++) {
 		double t0 = bench_now();
 		for (int i = 0; i < ncopy; i++)
-			cpu_matmul(y, x, copies[i], c->fmt, NULL, 0, T, c->N, c->K, scratch, per_thread);
+			cpu_matmul(y, x, copies[i], c->fmt, NULL, 0, T, c->N, c->K, ws);
 		double dt = (bench_now() - t0) / ncopy;
 		best = dt < best ? dt : best;
 	}
@@ -101,14 +101,14 @@ int main(int argc, char **argv)
 		}
 		float *x = malloc(sizeof(float) * (size_t)T * (size_t)c->K);
 		float *y = malloc(sizeof(float) * (size_t)T * (size_t)c->N);
-		float *scratch = malloc(sizeof(float) * (size_t)c->K * (size_t)threads);
+		void *ws = aligned_alloc(64, (cpu_matmul_ws_bytes(c->K) + 63) / 64 * 64);
 		for (int i = 0; i < T * c->K; i++)
 			x[i] = (float)rand_r(&seed) / (float)RAND_MAX - 0.5f;
-		cold[ci] = time_calls(copies, ncopy, c, y, x, T, scratch, c->K);
-		hot[ci] = time_calls(copies, 1, c, y, x, T, scratch, c->K);
+		cold[ci] = time_calls(copies, ncopy, c, y, x, T, ws);
+		hot[ci] = time_calls(copies, 1, c, y, x, T, ws);
 		for (int i = 0; i < ncopy; i++)
 			free(copies[i]);
-		free(copies), free(x), free(y), free(scratch);
+		free(copies), free(x), free(y), free(ws);
 	}
 	double bw1 = bench_read_gbs(), bw = (bw0 + bw1) / 2;
 	printf("threads %d, T %d; read bandwidth %.2f GB/s before, %.2f after: floor %.2f GB/s\n\n", threads, T, bw0,

@@ -57,15 +57,15 @@ static int run_matmul(int fmt, int N, int K, int T)
 	void *W = read_all(row * (size_t)N);
 	float *x = read_all(sizeof(float) * (size_t)T * (size_t)K);
 	float *y = malloc(sizeof(float) * (size_t)T * (size_t)N);
-	float *scratch = malloc(sizeof(float) * (size_t)K * (size_t)omp_get_max_threads());
+	void *ws = aligned_alloc(64, (cpu_matmul_ws_bytes(K) + 63) / 64 * 64);
 	int rc = 1;
-	if (!W || !x || !y || !scratch) {
+	if (!W || !x || !y || !ws) {
 		rc = fail("short input");
 	} else {
-		cpu_matmul(y, x, W, fmt, NULL, 0, T, N, K, scratch, K);
+		cpu_matmul(y, x, W, fmt, NULL, 0, T, N, K, ws);
 		rc = write_all(y, (size_t)T * (size_t)N);
 	}
-	free(W), free(x), free(y), free(scratch);
+	free(W), free(x), free(y), free(ws);
 	return rc;
 }
 

@@ -1,8 +1,7 @@
 /* test_cpu_ops.c: every CPU kernel against a plain double-precision version written here, on fresh random
  * inputs and odd shapes; the f16/bf16 conversions against the compiler's own _Float16 and bit rules; the
- * GGUF block dequantization against a per-value version written here from the ggml formulas (bit for bit)
- * and the quantized matmul, its AVX2 and portable fused kernels included, against double-precision dots of
- * those values; the KV cache row formats (known answers, round-trip bounds), the Hadamard rotation, and
+ * GGUF block dequantization against a per-value version from the ggml formulas (tests/quant_ref.h, bit for
+ * bit; the quantized matmul is tests/test_qdot.c's); the KV cache row formats (known answers, round-trip bounds), the Hadamard rotation, and
  * paged kv_store + attention against a dense double-precision attention over the rows read back here, with
  * a quality check of rotated Q8/Q4 against F32; and results identical whatever the thread count. */
 #include <math.h>
@@ -11,27 +10,12 @@
 #include <string.h>
 
 #include "check.h"
+#include "quant_ref.h"
 #include "kernels/cpu/cpu_ops.h"
-#include "kernels/cpu/qdot.h"
 #include "layout/wfmt.h"
 
-static unsigned long long rng = 88172645463325252ull;
-
-static double urand(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (double)(rng >> 11) * 0x1.0p-53;
-}
-
-static float nrand(void)
-{
-	return (float)(sqrt(-2 * log(urand() + 1e-300)) * cos(2 * M_PI * urand()));
-}
-
 static float *scratch; /* 4096 floats per thread */
-#define SCR scratch, 4096
+static void *mmws;     /* cpu_matmul's, K <= 4096 */
 
 static double rel_err(const float *a, const double *ref, size_t n)
 {
@@ -106,7 +90,7 @@ static void test_matmul(void)
 				x[i] = nrand();
 			for (int i = 0; i < T * N; i++)
 				y[i] = NAN; /* poison: every output must be written */
-			cpu_matmul(y, x, W, fmt, B, fmt, T, N, K, SCR);
+			cpu_matmul(y, x, W, fmt, B, fmt, T, N, K, mmws);
 			for (int t = 0; t < T; t++)
 				for (int n = 0; n < N; n++) {
 					double acc = bv[n];
@@ -124,81 +108,6 @@ static void test_matmul(void)
 /* Every quantized format of src/layout/wfmt_list.h (block > 1), smallest block first, filled by main: a new row
  * is tested at once (and fails until ref_dequant knows it). */
 static int quant_fmts[WFMT_COUNT], n_quant_fmts;
-
-static uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-/* A random finite half: either sign, 1 in 8 subnormal, otherwise 2^-14 .. 2^2. */
-static uint16_t rand_half(void)
-{
-	uint16_t sign = urand() < 0.5 ? 0x8000 : 0, man = (uint16_t)(urand() * 1024);
-	uint16_t exp = urand() < 0.125 ? 0 : (uint16_t)(1 + urand() * 17);
-	return (uint16_t)(sign | exp << 10 | man);
-}
-
-/* nb blocks of random bytes with random finite f16 scales (d, and dmin for the K-quants with mins) */
-static uint8_t *rand_blocks(int fmt, size_t nb)
-{
-	size_t bb = wfmt_table[fmt].block_bytes;
-	uint8_t *p = malloc(nb * bb);
-	for (size_t i = 0; i < nb * bb; i++)
-		p[i] = (uint8_t)(urand() * 256);
-	for (size_t i = 0; i < nb; i++) {
-		uint8_t *b = p + i * bb;
-		size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
-		uint16_t d = rand_half(), dmin = rand_half();
-		memcpy(b + d_at, &d, 2);
-		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
-			memcpy(b + 2, &dmin, 2);
-	}
-	return p;
-}
-
-/* Value j of one block, from the byte layout of ggml-common.h and ggml's float order (not the kernels'). */
-static float ref_dequant(int fmt, const uint8_t *b, int j)
-{
-	float d = f16_to_f32(rd16(fmt == WFMT_Q6_K ? b + 208 : b));
-	switch (fmt) {
-	case WFMT_Q8_0:
-		return (float)(int8_t)b[2 + j] * d;
-	case WFMT_Q4_0:
-		return (float)((j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4) - 8) * d;
-	case WFMT_Q5_0: {
-		uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
-		int nib = j < 16 ? b[6 + j] & 15 : b[6 + j - 16] >> 4;
-		return (float)((nib | (int)((qh >> j) & 1) << 4) - 16) * d;
-	}
-	case WFMT_Q4_K:
-	case WFMT_Q5_K: {
-		const uint8_t *s = b + 4, *qs = b + (fmt == WFMT_Q4_K ? 16 : 48), *qh = b + 16;
-		int c = j / 64, h = j % 64 / 32, l = j % 32, sub = 2 * c + h, sc, m;
-		if (sub < 4) {
-			sc = s[sub] & 63, m = s[sub + 4] & 63;
-		} else {
-			sc = (s[sub + 4] & 15) | (s[sub - 4] >> 6) << 4;
-			m = (s[sub + 4] >> 4) | (s[sub] >> 6) << 4;
-		}
-		int q = h ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 15;
-		if (fmt == WFMT_Q5_K && (qh[l] >> sub & 1))
-			q += 16;
-		float d1 = d * (float)sc, m1 = f16_to_f32(rd16(b + 2)) * (float)m;
-		float p = d1 * (float)q;
-		return p - m1;
-	}
-	case WFMT_Q6_K: {
-		int half = j / 128, g = j % 128 / 32, l = j % 32;
-		const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
-		int8_t sc = (int8_t)b[192 + 8 * half + l / 16 + 2 * g];
-		int low = g & 1 ? ql[l + 32] : ql[l];
-		low = g & 2 ? low >> 4 : low & 15;
-		int q = (low | (qh[l] >> (2 * g) & 3) << 4) - 32;
-		return d * (float)sc * (float)q;
-	}
-	}
-	return NAN;
-}
 
 /* Every quantized value of fmt's rows from cpu_row_to_f32, bit for bit; cpu_fmt_supported agrees. */
 static void test_dequant(void)
@@ -223,86 +132,6 @@ static void test_dequant(void)
 		free(y);
 	}
 	CHECK(!cpu_fmt_supported(WFMT_NF4) && cpu_row_to_f32(WFMT_NF4, NULL, NULL, 0) == -1);
-}
-
-/* |y - ref| <= tol * sum |w x| for every output (a bound that holds for any f32 summation order at this K),
- * and the f32 result is finite */
-static int dot_errors(const char *what, int fmt, const float *y, const double *ref, const double *mag, int n,
-		      double tol)
-{
-	int bad = 0;
-	for (int i = 0; i < n; i++)
-		if (!(fabs(y[i] - ref[i]) <= tol * mag[i]) && bad++ < 3)
-			fprintf(stderr, "%s %s: out %d = %.9g, want %.9g (scale %g)\n", what, wfmt_name(fmt), i, y[i],
-				ref[i], mag[i]);
-	return bad;
-}
-
-/* cpu_matmul (and the fused kernels directly, AVX2 and portable) on random blocks against double dots of the
- * reference values: T = 1, 2, 3, 5, 17; odd N; K of 1, 2, 3 and more blocks. */
-static void test_matmul_quant(void)
-{
-	const int Ts[] = {1, 2, 3, 5, 17}, nblocks[] = {1, 2, 3, 10};
-	for (int f = 0; f < n_quant_fmts; f++) {
-		int fmt = quant_fmts[f], bk = (int)wfmt_table[fmt].block, bb = (int)wfmt_table[fmt].block_bytes;
-		for (size_t kb = 0; kb < sizeof(nblocks) / sizeof(nblocks[0]); kb++) {
-			int N = 33, K = nblocks[kb] * bk, nb = N * nblocks[kb];
-			uint8_t *W = rand_blocks(fmt, (size_t)nb);
-			float *wv = malloc(sizeof(float) * (size_t)N * (size_t)K), *bias = malloc(sizeof(float) * (size_t)N);
-			for (int i = 0; i < nb; i++)
-				for (int j = 0; j < bk; j++)
-					wv[(size_t)i * (size_t)bk + (size_t)j] = ref_dequant(fmt, W + (size_t)i * (size_t)bb, j);
-			for (int n = 0; n < N; n++)
-				bias[n] = nrand();
-			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
-				int T = Ts[ti];
-				size_t ny = (size_t)T * (size_t)N;
-				float *x = malloc(sizeof(float) * (size_t)T * (size_t)K), *y = malloc(sizeof(float) * ny);
-				double *ref = malloc(sizeof(double) * ny), *mag = malloc(sizeof(double) * ny);
-				for (int i = 0; i < T * K; i++)
-					x[i] = nrand();
-				for (int t = 0; t < T; t++)
-					for (int n = 0; n < N; n++) {
-						double acc = 0, m = 0;
-						for (int k = 0; k < K; k++) {
-							double p = (double)x[t * K + k] * wv[(size_t)n * (size_t)K + (size_t)k];
-							acc += p, m += fabs(p);
-						}
-						ref[t * N + n] = acc + bias[n];
-						mag[t * N + n] = m + fabs(bias[n]) + 1e-30;
-					}
-				for (size_t i = 0; i < ny; i++)
-					y[i] = NAN;
-				cpu_matmul(y, x, W, fmt, bias, WFMT_F32, T, N, K, SCR);
-				CHECK_MSG(dot_errors("matmul", fmt, y, ref, mag, (int)ny, 1e-5) == 0, "matmul %s T=%d N=%d K=%d",
-					  wfmt_name(fmt), T, N, K);
-				for (int simd = 0; simd <= 1 && T <= QDOT_MAX_T; simd++) {
-					cpu_qdot_fn qd = cpu_qdot_find(fmt, simd);
-					if (!qd) {
-						CHECK_MSG(simd, "%s: no portable fused dot", wfmt_name(fmt));
-						continue;
-					}
-					float *xs = malloc(sizeof(float) * (size_t)T * (size_t)(K / 32)), out[QDOT_MAX_T];
-					cpu_qdot_xsums(x, K, T, K, xs);
-					for (int n = 0; n < N; n++) {
-						qd(W + (size_t)n * wfmt_row_bytes(fmt, (uint64_t)K), x, K, xs, T, K, out);
-						for (int t = 0; t < T; t++)
-							y[t * N + n] = out[t] + bias[n];
-					}
-					CHECK_MSG(dot_errors(simd ? "avx2" : "portable", fmt, y, ref, mag, (int)ny, 1e-5) == 0,
-						  "fused dot %s (%s) T=%d K=%d", wfmt_name(fmt), simd ? "avx2" : "portable", T, K);
-					free(xs);
-				}
-				free(x), free(y), free(ref), free(mag);
-			}
-			free(W), free(wv), free(bias);
-		}
-	}
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(FERRY_NO_SIMD)
-	CHECK_MSG(cpu_qdot_find(WFMT_Q4_K, true) != NULL, "AVX2 build without the AVX2 kernels");
-#else
-	fprintf(stderr, "note: no AVX2 kernels in this build; only the portable path was tested\n");
-#endif
 }
 
 static void test_rmsnorm(void)
@@ -746,9 +575,9 @@ static void test_thread_invariance(void)
 	for (int i = 0; i < T * K; i++)
 		x[i] = nrand();
 	omp_set_num_threads(1);
-	cpu_matmul(y1, x, W, WFMT_BF16, NULL, 0, T, N, K, SCR);
+	cpu_matmul(y1, x, W, WFMT_BF16, NULL, 0, T, N, K, mmws);
 	omp_set_num_threads(2);
-	cpu_matmul(y2, x, W, WFMT_BF16, NULL, 0, T, N, K, SCR);
+	cpu_matmul(y2, x, W, WFMT_BF16, NULL, 0, T, N, K, mmws);
 	CHECK(memcmp(y1, y2, sizeof(y1)) == 0);
 	free(wv);
 	free(W);
@@ -762,9 +591,9 @@ static void test_thread_invariance(void)
 		for (int r = 0; r < 3; r++) {
 			int Tq = r == 0 ? 1 : r == 1 ? 3 : 7;
 			omp_set_num_threads(1);
-			cpu_matmul(yq1, xq, Wq, fmt, NULL, 0, Tq, N, Kq, SCR);
+			cpu_matmul(yq1, xq, Wq, fmt, NULL, 0, Tq, N, Kq, mmws);
 			omp_set_num_threads(2);
-			cpu_matmul(yq2, xq, Wq, fmt, NULL, 0, Tq, N, Kq, SCR);
+			cpu_matmul(yq2, xq, Wq, fmt, NULL, 0, Tq, N, Kq, mmws);
 			CHECK_MSG(memcmp(yq1, yq2, sizeof(float) * (size_t)(Tq * N)) == 0, "%s T=%d thread variance",
 				  wfmt_name(fmt), Tq);
 		}
@@ -779,11 +608,11 @@ int main(void)
 	for (int i = 0; i < n; i++)
 		if (wfmt_table[fmts[i]].block > 1)
 			quant_fmts[n_quant_fmts++] = fmts[i];
+	mmws = aligned_alloc(64, (cpu_matmul_ws_bytes(4096) + 63) / 64 * 64);
 	scratch = malloc(sizeof(float) * 4096 * (size_t)(omp_get_max_threads() > 2 ? omp_get_max_threads() : 2));
 	test_f16();
 	test_matmul();
 	test_dequant();
-	test_matmul_quant();
 	test_rmsnorm();
 	test_rope();
 	test_hadamard();
@@ -793,5 +622,6 @@ int main(void)
 	test_swiglu_add();
 	test_thread_invariance();
 	free(scratch);
+	free(mmws);
 	CHECK_DONE();
 }

@@ -1,5 +1,7 @@
 /*
- * test_cuda_matmul.c: cuda_matmul (src/kernels/cuda/matmul.cu, matvec.cu) against the CPU op cpu_matmul for every
+ * test_cuda_matmul.c: cuda_matmul (src/kernels/cuda/matmul.cu, matvec.cu) against the CPU's dequantization
+ * (cpu_row_to_f32, bit-identical with ggml) and double dots with the f32 x (cpu_matmul itself quantizes x to
+ * 8 bits, which the CUDA kernels do not), for every
  * weight format cuda_fmt_supported takes, odd and even shapes, T on both sides of CUDA_MATVEC_T_MAX, with
  * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
  * quantized blocks are random bytes whose f16 scales are set to finite values, float weights uniform.
@@ -118,7 +120,7 @@ static double nmse(const float *y, const float *ref, size_t n)
 
 struct bufs {
 	uint8_t *hw, *hb;                /* host weights, bias */
-	float *hx, *hy, *href, *scratch; /* host x, GPU result, CPU result, cpu_matmul's rows */
+	float *hx, *hy, *href, *wf; /* host x, GPU result, reference, the weights dequantized */
 	void *dw, *db;
 	float *dx, *dy;
 };
@@ -132,7 +134,20 @@ static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, 
 	if (bias_fmt >= 0)
 		fill_weights(b->hb, bias_fmt, (size_t)N);
 	const void *bias = bias_fmt >= 0 ? b->hb : NULL;
-	cpu_matmul(b->href, b->hx, b->hw, fmt, bias, bias_fmt, T, N, K, b->scratch, K);
+	size_t rb = wfmt_row_bytes(fmt, (uint64_t)K), bb = bias ? wfmt_row_bytes(bias_fmt, 1) : 0;
+#pragma omp parallel for schedule(dynamic, 8)
+	for (int n = 0; n < N; n++) {
+		float bv = 0, *row = b->wf + (size_t)n * (size_t)K;
+		if (bias)
+			cpu_row_to_f32(bias_fmt, b->hb + (size_t)n * bb, &bv, 1);
+		cpu_row_to_f32(fmt, b->hw + (size_t)n * rb, row, K);
+		for (int t = 0; t < T; t++) {
+			double acc = bv;
+			for (int k = 0; k < K; k++)
+				acc += (double)row[k] * b->hx[(size_t)t * (size_t)K + (size_t)k];
+			b->href[(size_t)t * (size_t)N + (size_t)n] = (float)acc;
+		}
+	}
 
 	CU(cudaMemcpy(b->dw, b->hw, wbytes, cudaMemcpyHostToDevice));
 	CU(cudaMemcpy(b->dx, b->hx, sizeof(float) * (size_t)T * (size_t)K, cudaMemcpyHostToDevice));
@@ -225,8 +240,8 @@ int main(void)
 	b.hx = malloc(sizeof(float) * (size_t)T_max * K_max);
 	b.hy = malloc(sizeof(float) * (size_t)T_max * N_max);
 	b.href = malloc(sizeof(float) * (size_t)T_max * N_max);
-	b.scratch = malloc(sizeof(float) * (size_t)K_max * (size_t)omp_get_max_threads());
-	if (!b.hw || !b.hb || !b.hx || !b.hy || !b.href || !b.scratch) {
+	b.wf = malloc(sizeof(float) * (size_t)N_max * (size_t)K_max);
+	if (!b.hw || !b.hb || !b.hx || !b.hy || !b.href || !b.wf) {
 		fprintf(stderr, "out of host memory\n");
 		return 1;
 	}
@@ -258,7 +273,7 @@ int main(void)
 	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
 	bl->destroy(h);
 	cudaStreamDestroy(stream);
-	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.scratch);
+	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.wf);
 	return failures ? 1 : 0;
 }
 #endif

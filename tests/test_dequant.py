@@ -4,8 +4,10 @@ ggml's dequantize_row_*), through build/tests/dequant_tool:
     subnormals included): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
-  - cpu_matmul on real rows of each quantized type, T = 1, 3 (fused kernels) and 6 (row buffer), against
-    float64 dots of gguf-py's f32 weights: |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise.
+  - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
+    weights with the activations quantized as ferry's contract says (tools/ref_forward.py's quantize_act) (8 bits per weight block,
+    src/kernels/cpu/qdot.h): |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise; and against the f32
+    activations within the quantization's bound sum_i |w_i| dx_i (1/2 + 1e-4) (+ the 1e-5).
 
 Fails (never skips) when the Gemma file is missing: CI fetches it before the tests."""
 
@@ -19,7 +21,7 @@ from gguf import GGUFReader
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
-from ferrytest import FERRY, ROOT, Failures, gemma_gguf
+from ferrytest import FERRY, ROOT, Failures, gemma_gguf, ref_forward
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
 RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
@@ -107,14 +109,21 @@ def check_matmul(fails, reader, rng):
         for T in (1, 3, 6):
             x = rng.standard_normal((T, K)).astype(np.float32)
             y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
-            ref = x.astype(np.float64) @ Wf.T
-            mag = np.abs(x.astype(np.float64)) @ np.abs(Wf).T
+            block = GGML_QUANT_SIZES[qtype][0]
+            xh = ref_forward.quantize_act(x, block)
+            dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
+            ref = xh @ Wf.T
+            mag = np.abs(xh) @ np.abs(Wf).T
             err = np.abs(y - ref)
+            # against f32 x: the quantization moves each x_i by at most dx_i (1/2 + 1e-4) (qdot.h)
+            qerr = (dx * (0.5 + 1e-4)) @ np.abs(Wf).T
+            ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
             rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
-            fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5,
+            fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
                         f"matmul {t.name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
-                        f"norm-wise {rel:.3g}")
-            print(f"matmul {t.name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e}", flush=True)
+                        f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
+            print(f"matmul {t.name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
+                  f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
 
 
 def main():

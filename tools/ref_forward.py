@@ -129,7 +129,8 @@ def _llama_unpermute(w, n_head):
 
 
 def read_gguf(path):
-    """(HF-style config dict, {HF name: array}) from a llama, qwen2, qwen3 or gemma3 GGUF, read with gguf-py.
+    """(HF-style config dict, {HF name: array}, {HF name: values per block of its GGML type}) from a llama,
+    qwen2, qwen3 or gemma3 GGUF, read with gguf-py.
 
     Every tensor is dequantized with gguf.quants.dequantize to float32 and kept so; llama q/k rows are
     un-permuted; Gemma norm weights get their folded +1 taken off again (in float64, exactly).  Keys
@@ -221,7 +222,7 @@ def read_gguf(path):
         cfg["rope_parameters"] = rp
         layer_names = _GGUF_LAYER_NAMES_LLAMA
 
-    weights = {}
+    weights, blocks = {}, {}
     for name, t in tensors.items():
         if name == "rope_freqs.weight":
             continue
@@ -237,6 +238,7 @@ def read_gguf(path):
             if hf is None:
                 raise ValueError(f"{path}: unexpected tensor {name}")
             hf += "." + suffix
+        blocks[hf] = gguf.constants.GGML_QUANT_SIZES[t.tensor_type][0]
         arr = gguf.quants.dequantize(t.data, t.tensor_type)
         arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
         if arch == "llama" and hf.endswith("self_attn.q_proj." + suffix):
@@ -246,7 +248,7 @@ def read_gguf(path):
         if gemma and hf.endswith("norm.weight"):
             arr = arr.astype(np.float64) - 1.0
         weights[hf] = arr
-    return cfg, weights
+    return cfg, weights, blocks
 
 
 # ----------------------------------------------------------------------- RoPE
@@ -381,6 +383,21 @@ def rotate_half(x):
 
 # ---------------------------------------------------------------------- model
 
+def quantize_act(x, block):
+    """ferry's activation quantizer (src/kernels/cpu/qdot.h) on float32 rows: per block of `block` values,
+    dx = amax / 127, a = round-half-even(clip(x * (127 / amax), -127, 127)), all in float32; returns dx * a
+    in float64."""
+    x32 = np.asarray(x, dtype=np.float32)
+    shape = x32.shape
+    xb = x32.reshape(-1, shape[-1] // block, block)
+    amax = np.abs(xb).max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        iscale = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    a = np.rint(np.clip(xb * iscale, np.float32(-127), np.float32(127)))
+    dx = (amax / np.float32(127)).astype(np.float32)
+    return (dx.astype(np.float64) * a).reshape(shape)
+
+
 class Model:
     """A loaded checkpoint; logits(ids) runs one full float64 forward.
 
@@ -396,11 +413,23 @@ class Model:
         self._setup(cfg, load_weights(model_dir))
 
     @classmethod
-    def from_gguf(cls, path):
-        cfg, weights = read_gguf(path)
+    def from_gguf(cls, path, act_q8=False):
+        """act_q8: emulate ferry's CPU matmul on quantized weights, whose input rows are quantized to 8 bits
+        per block of the weight's format (src/kernels/cpu/qdot.h): the input of every linear layer and of the
+        head whose weights are quantized goes through quantize_act first, in float32 as ferry does."""
+        cfg, weights, blocks = read_gguf(path)
         model = cls.__new__(cls)
         model._setup(cfg, weights)
+        if act_q8:
+            model.act_blocks = {k: b for k, b in blocks.items() if b > 1}
+            if model.lm_head is model.w.get("model.embed_tokens.weight"):
+                model.act_blocks["lm_head.weight"] = model.act_blocks.get("model.embed_tokens.weight", 1)
         return model
+
+    def _act(self, x, name):
+        """x as the matmul with weight `name` sees it (act_q8: 8-bit codes per block, dequantized)"""
+        b = self.act_blocks.get(name, 1) if self.act_blocks else 1
+        return x if b == 1 else quantize_act(x, b)
 
     def _setup(self, cfg, weights):
         archs = cfg.get("architectures") or []
@@ -422,6 +451,7 @@ class Model:
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
         self.kv_store = None  # set to emulate a lossy KV cache (tests/test_ppl.py)
+        self.act_blocks = None  # {weight name: block}: emulate 8-bit matmul inputs (from_gguf(act_q8=True))
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
@@ -521,7 +551,7 @@ class Model:
         return sorted({self.rope[t]["rope_type"] for t in set(self.layer_types)})
 
     def _linear(self, x, name):
-        y = x @ self.w[name + ".weight"].T.astype(np.float64)
+        y = self._act(x, name + ".weight") @ self.w[name + ".weight"].T.astype(np.float64)
         bias = self.w.get(name + ".bias")
         return y if bias is None else y + bias
 
@@ -606,6 +636,7 @@ class Model:
         x = self._rms_norm(x, "model.norm.weight")
         # The head in row blocks: a float32 [262144, 640] head is never widened whole.
         out = np.empty((T, self.vocab), dtype=np.float64)
+        x = self._act(x, "lm_head.weight")
         for r in range(0, self.vocab, 32768):
             out[:, r:r + 32768] = x @ self.lm_head[r:r + 32768].astype(np.float64).T
         if self.final_softcap is not None:

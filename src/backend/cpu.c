@@ -37,10 +37,18 @@ static void cpu_destroy(struct backend *b)
 	free(b);
 }
 
+/* cpu_matmul's workspace (the quantized x) is the whole of scratch: this many floats per thread */
+static int64_t matmul_per_thread(struct backend *b, int64_t K)
+{
+	return ((int64_t)cpu_matmul_ws_bytes(K) / 4 + b->n_threads - 1) / b->n_threads;
+}
+
 static int cpu_reserve(struct backend *b, const struct backend_reserve *r)
 {
 	int64_t att = cpu_attention_scratch(r->max_ctx, r->head_dim);
 	int64_t per = r->max_row > att ? r->max_row : att;
+	int64_t mm = matmul_per_thread(b, r->max_row);
+	per = per > mm ? per : mm;
 	if (per <= st(b)->per_thread)
 		return 0;
 	float *p = NULL;
@@ -154,10 +162,10 @@ static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const str
 static int cpu_matmul_op(struct backend *b, float *y, const float *x, const struct tensor *W, const struct tensor *bias,
 			 int T)
 {
-	int rc = need(b, W->cols);
+	int rc = need(b, matmul_per_thread(b, W->cols));
 	if (!rc)
 		cpu_matmul(y, x, W->data, W->fmt, bias ? bias->data : NULL, bias ? bias->fmt : 0, T, (int)W->rows,
-			   (int)W->cols, st(b)->scratch, st(b)->per_thread);
+			   (int)W->cols, st(b)->scratch);
 	return rc;
 }
 

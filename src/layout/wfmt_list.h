@@ -12,10 +12,12 @@
  *   kind   which kernels exist for it, named with the suffix k:
  *            FLOAT  an element format: cpu_dequant_<k> (kernels/cpu/dequant.c), the CUDA decoder deq_<k>
  *                   (kernels/cuda/matmul.cuh, behind the matvec and GEMM-dequant tables), synth_fill_<k>
- *                   (convert/synth_model.c); cpu_matmul dots rows converted to f32 (no fused dot)
- *            QUANT  quantized blocks: as FLOAT, plus the fused CPU dot: the portable one is generated from
- *                   cpu_dequant_<k> (kernels/cpu/qdot.c), the AVX2 one is qdot_avx2_<k> (kernels/cpu/qdot_avx2.c)
- *            QMIN   QUANT whose blocks subtract mins: its fused dots also read the per-32 sums of x
+ *                   (convert/synth_model.c); the CPU's f32 row dots (fdot, kernels/cpu/qdot.h): the
+ *                   portable one generated from cpu_dequant_<k>, the SIMD ones fk_<k> (kernels/cpu/qdot_simd.h)
+ *            QUANT  quantized blocks: as FLOAT, but the CPU's dots take 8-bit activations (qdot): the portable
+ *                   one is generated from qint_<k> (kernels/cpu/qdot.c), the SIMD ones are qk_<k>
+ *                   (kernels/cpu/qdot_simd.h, built for AVX2 and AVX-512)
+ *            QMIN   QUANT whose blocks subtract mins (Q4_K, Q5_K)
  *            NONE   a code reserved by the file format: no kernels, no backend takes it
  *
  * GGML_ONLY_LIST(G) calls G(id, ggml, block, bytes) for the GGML types that have no ferry format: the GGUF
@@ -71,7 +73,7 @@
 
 /* A row's kind as selectors for the tables built from the list: WFMT_<what>_##kind(yes, no) is `yes` for the
  * kinds that have <what>, else `no`. RUNS: the kernels every backend runs (dequant, CUDA decoder, synth);
- * QDOT: a fused CPU dot; XSUMS: that dot reads the sums of x. */
+ * QDOT: a CPU dot on 8-bit activations; FDOT: a CPU dot on f32 activations. */
 #define WFMT_RUNS_FLOAT(yes, no) yes
 #define WFMT_RUNS_QUANT(yes, no) yes
 #define WFMT_RUNS_QMIN(yes, no) yes
@@ -80,9 +82,9 @@
 #define WFMT_QDOT_QUANT(yes, no) yes
 #define WFMT_QDOT_QMIN(yes, no) yes
 #define WFMT_QDOT_NONE(yes, no) no
-#define WFMT_XSUMS_FLOAT(yes, no) no
-#define WFMT_XSUMS_QUANT(yes, no) no
-#define WFMT_XSUMS_QMIN(yes, no) yes
-#define WFMT_XSUMS_NONE(yes, no) no
+#define WFMT_FDOT_FLOAT(yes, no) yes
+#define WFMT_FDOT_QUANT(yes, no) no
+#define WFMT_FDOT_QMIN(yes, no) no
+#define WFMT_FDOT_NONE(yes, no) no
 
 #endif

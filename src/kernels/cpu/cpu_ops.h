@@ -1,6 +1,6 @@
 /*
  * cpu_ops.h: the CPU kernels, one op per file, mirrored later by kernels/cuda/. All activations are f32
- * row-major; weights are in their stored format (src/layout/wfmt.h) and converted to f32 on the fly. Work is
+ * row-major; weights are in their stored format (src/layout/wfmt.h), read in place (matmul: src/kernels/cpu/qdot.h). Work is
  * split over OpenMP threads by output rows (or by token x head), and each output element is computed by
  * one thread in a fixed order, so results do not depend on the thread count.
  *
@@ -20,6 +20,7 @@
 #define FERRY_CPU_OPS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/kv_pages.h"
@@ -31,11 +32,13 @@
 int cpu_row_to_f32(int fmt, const void *src, float *dst, int64_t n);
 bool cpu_fmt_supported(int fmt);
 
-/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N] when bias != NULL); scratch: K floats per thread. K is a multiple of
- * the weight format's block. Quantized weights are dequantized to f32 (x is never quantized): T <= 4 in
- * registers block by block (src/kernels/cpu/qdot.h), larger T a row at a time into scratch. */
+/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N] when bias != NULL). K is a multiple of the weight format's block.
+ * Quantized weights: x is quantized to 8 bits per block and the dots are integer (src/kernels/cpu/qdot.h says
+ * exactly what they compute); F32/F16/BF16 weights take f32 x. ws: cpu_matmul_ws_bytes(K) bytes, 64-aligned,
+ * for the quantized x. */
+size_t cpu_matmul_ws_bytes(int64_t K);
 void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N,
-		int K, float *scratch, int64_t per_thread);
+		int K, void *ws);
 
 /* y[T,D] = x * rsqrt(mean(x^2) + eps) * w   (y may equal x); scratch: D floats (thread 0's) */
 void cpu_rmsnorm(float *y, const float *x, const void *w, int wfmt, int T, int D, float eps, float *scratch);

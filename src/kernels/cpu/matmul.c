@@ -1,82 +1,75 @@
 /*
- * matmul.c: y[T,N] = x[T,K] . W[N,K]^T + bias. Threads split the N output rows; each thread converts one
- * weight row to f32 (once for all T tokens) and takes T dot products with it, so the weight matrix is
- * read once per step: decode (T=1) is bound by the weight bytes, prefill reuses each row T times.
- * Decode of a quantized matrix (T <= QDOT_MAX_T) skips the row buffer: the fused kernels of qdot.h
- * dequantize each block in registers and dot it with every token's x; their per-32 sums of x (Q4_K,
- * Q5_K mins) are computed by every thread in the same order, so they are the same whatever the threads.
+ * matmul.c: y[T,N] = x[T,K] . W[N,K]^T + bias. Quantized weights meet 8-bit activations: x is quantized once
+ * per call (a tile of MM_TILE tokens at a time, into the caller's workspace; the same codes whatever the
+ * thread count) and every row takes integer dots with it (qdot.h). Element formats (F32, F16, BF16) dot
+ * their rows with f32 x. Each thread takes an equal run of rows (equal bytes: the rows of a matrix are the
+ * same size) and reads each row from memory once per tile, then QDOT_MAX_T tokens at a time from L1: decode is
+ * bound by the weight bytes, prefill reuses each row T times. Each output is computed by one thread with one
+ * kernel, so results do not depend on the thread count.
  */
 #include <omp.h>
-#include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/qdot.h"
 #include "layout/wfmt.h"
 
-static inline float dot(const float *a, const float *b, int n)
-{
-	float s = 0;
-#pragma omp simd reduction(+ : s)
-	for (int i = 0; i < n; i++)
-		s += a[i] * b[i];
-	return s;
-}
+#define MM_TILE 64                        /* tokens quantized at once: a tile's codes stay in L2 */
+#define MM_SERIAL_QUANT (CPU_PAR_MIN * 4) /* values the calling thread quantizes alone (a decode step's x) */
+#define MM_RUN_BYTES 16384                /* weight rows taken at once by all the groups of a tile */
 
-/* A bf16 row is the high half of f32: convert in registers instead of through a row buffer. */
-static inline float dot_bf16(const uint16_t *w, const float *x, int n)
+size_t cpu_matmul_ws_bytes(int64_t K)
 {
-	float s = 0;
-#pragma omp simd reduction(+ : s)
-	for (int i = 0; i < n; i++) {
-		uint32_t b = (uint32_t)w[i] << 16;
-		float f;
-		memcpy(&f, &b, 4);
-		s += f * x[i];
-	}
-	return s;
+	return cpu_xq_bytes(MM_TILE, (int)K);
 }
 
 void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *bias, int bias_fmt, int T, int N, int K,
-		float *scratch, int64_t per_thread)
+		void *ws)
 {
-	uint64_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K);
-	cpu_qdot_fn qdot = NULL;
-	if (T <= QDOT_MAX_T) {
-		qdot = cpu_qdot_find(wfmt, true);
-		qdot = qdot ? qdot : cpu_qdot_find(wfmt, false);
+	int isa = cpu_qdot_isa();
+	cpu_qdot_fn qd = cpu_qdot_find(wfmt, isa);
+	cpu_fdot_fn fd = qd ? NULL : cpu_fdot_find(wfmt, isa);
+	size_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K), bias_bytes = bias ? wfmt_row_bytes(bias_fmt, 1) : 0;
+	struct cpu_xq xq;
+	bool serial = T <= MM_TILE && (int64_t)T * K <= MM_SERIAL_QUANT;
+	if (qd) {
+		cpu_xq_init(&xq, ws, MM_TILE, K, (int)wfmt_table[wfmt].block);
+		for (int t = 0; serial && t < T; t++)
+			cpu_xq_quantize(x + (size_t)t * (size_t)K, t, &xq);
 	}
 #pragma omp parallel
 	{
-		float *row = wfmt == WFMT_F32 ? NULL : scratch + (size_t)omp_get_thread_num() * (size_t)per_thread;
-		/* the row buffer holds the sums of x instead (T * K/32 <= K floats); only the formats with a min use them */
-		if (qdot && cpu_qdot_reads_xsums(wfmt))
-			cpu_qdot_xsums(x, K, T, K, row);
+		int nth = omp_get_num_threads(), me = omp_get_thread_num();
+		int n0 = (int)((int64_t)N * me / nth), n1 = (int)((int64_t)N * (me + 1) / nth);
+		for (int t0 = 0; t0 < T; t0 += MM_TILE) {
+			int tt = T - t0 < MM_TILE ? T - t0 : MM_TILE;
+			if (qd && !serial) {
 #pragma omp for schedule(static)
-		for (int n = 0; n < N; n++) {
-			float b = 0;
-			if (bias)
-				cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * wfmt_row_bytes(bias_fmt, 1), &b, 1);
-			const char *wr = (const char *)W + (size_t)n * row_bytes;
-			if (qdot) {
-				float out[QDOT_MAX_T];
-				qdot(wr, x, K, row, T, K, out);
-				for (int t = 0; t < T; t++)
-					y[(size_t)t * (size_t)N + (size_t)n] = out[t] + b;
-				continue;
+				for (int t = 0; t < tt; t++)
+					cpu_xq_quantize(x + (size_t)(t0 + t) * (size_t)K, t, &xq);
 			}
-			if (wfmt == WFMT_BF16 && T < 4) { /* decode: the weight row is read once either way */
-				for (int t = 0; t < T; t++)
-					y[(size_t)t * (size_t)N + (size_t)n] =
-						dot_bf16((const uint16_t *)wr, x + (size_t)t * (size_t)K, K) + b;
-				continue;
+			/* rows in runs that stay in L1 while every group of QDOT_MAX_T tokens of the tile passes */
+			int run = tt <= QDOT_MAX_T ? n1 - n0 : (int)(MM_RUN_BYTES / row_bytes) + 1;
+			for (int r0 = n0; r0 < n1; r0 += run) {
+				int nr = n1 - r0 < run ? n1 - r0 : run;
+				const char *wr = (const char *)W + (size_t)r0 * row_bytes;
+				for (int g = 0; g < tt; g += QDOT_MAX_T) {
+					int gt = tt - g < QDOT_MAX_T ? tt - g : QDOT_MAX_T;
+					float *yg = y + (size_t)(t0 + g) * (size_t)N + (size_t)r0;
+					if (qd)
+						qd(wr, row_bytes, nr, &xq, g, gt, yg, N);
+					else
+						fd(wr, row_bytes, nr, x + (size_t)(t0 + g) * (size_t)K, K, gt, K, yg, N);
+				}
 			}
-			const float *w = (const float *)wr;
-			if (row) {
-				cpu_row_to_f32(wfmt, wr, row, K);
-				w = row;
+			for (int n = n0; bias && n < n1; n++) {
+				float b;
+				cpu_row_to_f32(bias_fmt, (const char *)bias + (size_t)n * bias_bytes, &b, 1);
+				for (int t = 0; t < tt; t++)
+					y[(size_t)(t0 + t) * (size_t)N + (size_t)n] += b;
 			}
-			for (int t = 0; t < T; t++)
-				y[(size_t)t * (size_t)N + (size_t)n] = dot(w, x + (size_t)t * (size_t)K, K) + b;
+			if (qd && !serial && t0 + MM_TILE < T) {
+#pragma omp barrier
+			}
 		}
 	}
 }

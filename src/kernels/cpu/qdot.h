@@ -1,42 +1,102 @@
 /*
- * qdot.h: the quantized-row kernels behind cpu_row_to_f32 and cpu_matmul (internal to kernels/cpu and
- * the tests), one of each family per format of src/layout/wfmt_list.h that has it (its kind):
+ * qdot.h: the row kernels behind cpu_matmul and cpu_row_to_f32 (internal to kernels/cpu and the tests), one of
+ * each family per format of src/layout/wfmt_list.h that has it (its kind):
  *   dequant (dequant.c): nb blocks -> f32 (element formats: nb values), bit-identical with ggml / gguf-py.
- *   fused dot (qdot.c portable, qdot_avx2.c AVX2+FMA): out[t] = sum_k w[k] x[t*ldx + k] for t < T <=
- *   QDOT_MAX_T, w one quantized row of K values, dequantized block by block in registers and never
- *   written out. Activations stay f32 (nothing like llama.cpp's Q8 activations): the result is an f32
- *   dot product of the dequantized weights with x, differing from it only by f32 rounding (the scale
- *   of a block or sub-block multiplies its partial sum instead of each weight).
- * xs[t * (K/32) + j] = sum of x[t*ldx + 32j .. 32j+31] (cpu_qdot_xsums), used by the formats with a
- * min (Q4_K, Q5_K): sum (d q - m) x = d sum q x - m sum x.
+ *   qdot (QUANT, QMIN): a run of quantized weight rows against T <= QDOT_MAX_T rows of 8-bit activations.
+ *   fdot (FLOAT): a run of f32/f16/bf16 weight rows against T <= QDOT_MAX_T rows of f32 activations.
+ *
+ * Activations (struct cpu_xq) are quantized per block of B values, B the weight format's block (32 for
+ * Q8_0/Q4_0/Q5_0 as llama.cpp's Q8_0, 256 for the K-quants as its Q8_K): amax = max |x| over the block,
+ * dx = amax / 127 (f32), a_i = round-half-even(clamp(x_i * (127 / amax), -127, 127)) (0 when amax = 0), so
+ * |x_i - dx a_i| <= dx / 2 (+ f32 rounding). Besides a and dx, the sums of each 16 codes (exact int16) are
+ * kept: the offsets and mins of the weights are taken from them. One C function quantizes on every path.
+ *
+ * What a qdot computes. A weight block b is integer codes q_i with integer sub-scales c_g per 16 values
+ * (1 for the 32-blocks; the 6-bit scale of Q4_K/Q5_K repeated for both halves of its 32; Q6_K's int8), the
+ * f16 scale d_b, and for Q4_K/Q5_K integer mins m_g per 16 and dmin_b; then
+ *     I_b = sum_g c_g sum_{i in g} q_i a_i,   M_b = sum_g m_g S_g   (S_g: the 16-sum of the codes a)
+ * are exact integers (int32 on every path), and
+ *     out[t] = sum_b ( f32(d_b dx_b) * I_b  -  f32(dmin_b dx_b) * M_b ).
+ * The portable C kernel (qdot.c) adds the blocks in order in f32: acc = acc + (f32(d dx) * (float)I -
+ * f32(dmin dx) * (float)M). The SIMD kernels (AVX2: qdot_avx2.c, AVX-512 VNNI: qdot_avx512.c) split I_b
+ * (Q6_K's codes taken as unsigned u = q + 32, with - 32 sum_g c_g S_g) over 8 int32 lanes, convert the
+ * lanes to f32 and accumulate them by FMA in lanes, summed at the end:
+ * the same sum in another f32 order, so any two paths agree to within (K/16 + 16) * 2^-24 * sum_b |terms|
+ * (tests/test_qdot.c). Against the dequantized weights w and f32 x: out = w . (dx a) up to that rounding,
+ * and |w . (dx a) - w . x| <= sum_i |w_i| dx_i / 2.
+ *
+ * An fdot computes sum_i w_i x_i in f32 with the weights widened exactly (f16, bf16), in an order of the
+ * path's choosing. Every kernel is deterministic: an output depends on its row, its x and, for the SIMD
+ * kernels, T (which sets how many accumulator chains a token gets), never on the thread count.
  */
 #ifndef FERRY_QDOT_H
 #define FERRY_QDOT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "layout/wfmt.h"
 
 #define QDOT_MAX_T 4
 
+/* Which kernels: the best the CPU runs, or one forced by cpu_qdot_force_isa (the tests). */
+enum cpu_isa { CPU_ISA_PORTABLE, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT };
+
+/* T rows of K activations quantized in blocks of blk (see above); a row t at q + t*K, d + t*(K/blk),
+ * s + t*(K/16). */
+struct cpu_xq {
+	int8_t *q;    /* [T][K] codes a */
+	float *d;     /* [T][K/blk] scales dx */
+	int16_t *s;   /* [T][K/16] sums of 16 codes */
+	int K, blk;
+};
+
 typedef void (*cpu_dequant_fn)(const void *src, float *y, int64_t nb);
-typedef void (*cpu_qdot_fn)(const void *w, const float *x, int64_t ldx, const float *xs, int T, int K,
-			    float *out);
+/* rows weight rows of row_bytes from w: y[t*ldy + r] = row r . token t0 + t of xq, T <= QDOT_MAX_T */
+typedef void (*cpu_qdot_fn)(const void *w, size_t row_bytes, int rows, const struct cpu_xq *xq, int t0, int T,
+			    float *y, int64_t ldy);
+/* y[t*ldy + r] = sum_k w_r[k] x[t*ldx + k], T <= QDOT_MAX_T */
+typedef void (*cpu_fdot_fn)(const void *w, size_t row_bytes, int rows, const float *x, int64_t ldx, int T, int K,
+			    float *y, int64_t ldy);
 
 #define CPU_DEQUANT_DECL(id, code, block, bytes, ggml, kind, k) \
 	WFMT_RUNS_##kind(void cpu_dequant_##k(const void *src, float *y, int64_t nb);, )
 WFMT_LIST(CPU_DEQUANT_DECL)
 #undef CPU_DEQUANT_DECL
 
-/* simd: the AVX2 kernel (NULL when not built in: no AVX2/FMA, or FERRY_NO_SIMD), else the portable C one.
- * NULL for a format without a fused dot. */
-cpu_qdot_fn cpu_qdot_find(int fmt, bool simd);
-/* AVX2 kernels, qdot_avx2.c; NULL when not built in */
+/* Bytes of a cpu_xq of T rows of K (any block of 32 or more), and the struct laid over buf (64-aligned) */
+size_t cpu_xq_bytes(int T, int K);
+void cpu_xq_init(struct cpu_xq *xq, void *buf, int T, int K, int blk);
+/* Quantizes x[K] into row t of xq */
+void cpu_xq_quantize(const float *x, int t, const struct cpu_xq *xq);
+
+/* The kernel of fmt for isa; NULL when fmt has none of that family, or isa is not built in or not supported
+ * by this CPU (AVX2 needs AVX2+FMA+F16C; AVX-512 needs F, BW, VL and VNNI). */
+cpu_qdot_fn cpu_qdot_find(int fmt, int isa);
+cpu_fdot_fn cpu_fdot_find(int fmt, int isa);
+/* The isa cpu_matmul uses: the forced one when set and supported, else the best supported */
+int cpu_qdot_isa(void);
+/* Forces an isa for cpu_matmul (tests); -1 goes back to the best */
+void cpu_qdot_force_isa(int isa);
+const char *cpu_isa_name(int isa);
+
+/* Per isa, from its own file (NULL when not built in; the CPU is not asked) */
 cpu_qdot_fn cpu_qdot_find_avx2(int fmt);
-/* Whether fmt's fused dots read xs (the formats with mins) */
-bool cpu_qdot_reads_xsums(int fmt);
-/* xs[T, K/32] as above */
-void cpu_qdot_xsums(const float *x, int64_t ldx, int T, int K, float *xs);
+cpu_fdot_fn cpu_fdot_find_avx2(int fmt);
+cpu_qdot_fn cpu_qdot_find_avx512(int fmt);
+cpu_fdot_fn cpu_fdot_find_avx512(int fmt);
+/* The finders of an isa whose file is built without its instruction set */
+#define QDOT_NO_KERNELS(isa)                         \
+	cpu_qdot_fn cpu_qdot_find_##isa(int fmt)     \
+	{                                            \
+		(void)fmt;                           \
+		return NULL;                         \
+	}                                            \
+	cpu_fdot_fn cpu_fdot_find_##isa(int fmt)     \
+	{                                            \
+		(void)fmt;                           \
+		return NULL;                         \
+	}
 
 #endif
