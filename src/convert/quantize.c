@@ -180,7 +180,20 @@ static void quant_k45(const float *x, const float *imp, uint16_t *dh, uint16_t *
 {
 	int nmax = qh ? 31 : 15;
 	float w[QK_K], a[8], mins[8], amax = 0, mmax = 0;
-	weights_of(x, imp, QK_K, w);
+	/* per sub-block: rms + |x| (without an importance matrix), which fits the asymmetric grid better than
+	 * the squared weights of the symmetric formats (measured against llama-quantize, bench/bench_quant.py) */
+	if (imp) {
+		weights_of(x, imp, QK_K, w);
+	} else {
+		for (int j = 0; j < 8; j++) {
+			double s2 = 0;
+			for (int l = 0; l < 32; l++)
+				s2 += (double)x[32 * j + l] * x[32 * j + l];
+			float av = (float)sqrt(s2 / 32);
+			for (int l = 0; l < 32; l++)
+				w[32 * j + l] = av + fabsf(x[32 * j + l]);
+		}
+	}
 	for (int j = 0; j < 8; j++) {
 		float b;
 		asym_fit(x + 32 * j, w + 32 * j, 32, nmax, &a[j], &b);
