@@ -267,7 +267,7 @@ def main():
         expect(400, chat, None, raw=b'{"model": "tiny", "messages": [')
         expect(400, chat, None, raw=b'[1, 2]')
         expect(400, chat, {"model": NAME}, "messages")
-        expect(400, chat, {"messages": msgs}, "model")
+        expect(400, chat, {"model": 5, "messages": msgs}, "model")
         expect(400, chat, {"model": NAME, "messages": "hi"}, "messages")
         expect(400, chat, {"model": NAME, "messages": [{"role": "user"}]}, "messages[0]")
         expect(400, chat, {"model": NAME, "messages": msgs, "temperature": "hot"}, "temperature")

@@ -2,7 +2,8 @@
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
 # streamer's io_uring engine), lz4 (compressed tensors), libmicrohttpd (ferry serve's HTTP), libedit (ferry
-# chat's line editing and history) and curl (the server tests) from apt; NumPy, safetensors, ml_dtypes,
+# chat's line editing and history), xxd (compiles the server's chat page into the binary), curl and chromium +
+# chromium-driver (the server tests; the page is tested in a headless browser) from apt; NumPy, safetensors, ml_dtypes,
 # tokenizers, gguf, jinja2 and openai (the client the server tests use) for the test tools from PyPI; then
 # the test model (tools/fetch_model.sh; the README's chat model, 1.1 GB, is fetched by tools/demo.sh when
 # first run, not here). Skips what is there.
@@ -15,17 +16,17 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
 for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev libmicrohttpd-dev libedit-dev \
-	curl python3; do
+	curl python3 xxd chromium chromium-driver; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "install_deps: apt-get install ${need[*]}"
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2, openai' 2>/dev/null; then
+if ! python3 -c 'import numpy, safetensors, ml_dtypes, tokenizers, gguf, jinja2, openai, selenium' 2>/dev/null; then
 	echo "install_deps: pip install -r tools/requirements.txt"
 	python3 -m pip install -q -r tools/requirements.txt 2>/dev/null ||
 		python3 -m pip install -q --break-system-packages -r tools/requirements.txt

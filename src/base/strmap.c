@@ -1,4 +1,5 @@
-/* strmap.c: see strmap.h. Linear probing; the arena grows by doubling and is addressed by offsets. */
+/* strmap.c: see strmap.h. Linear probing; the arena grows by doubling and is addressed by offsets. An empty key
+ * takes no arena bytes, so the arena may still be NULL when one is looked up (never offset or compared then). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,7 @@ static struct strmap_slot *find(const struct strmap *m, const char *key, size_t 
 	uint32_t mask = m->cap - 1;
 	for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
 		struct strmap_slot *s = &m->slots[i];
-		if (s->len == UINT32_MAX || (s->hash == h && s->len == len && !memcmp(m->arena + s->off, key, len)))
+		if (s->len == UINT32_MAX || (s->hash == h && s->len == len && (!len || !memcmp(m->arena + s->off, key, len))))
 			return s;
 	}
 }

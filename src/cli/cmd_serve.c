@@ -26,7 +26,7 @@
 
 struct serve_args {
 	const char *model, *host, *api_key, *name;
-	int port, max_batch, ctx, chunk, max_queue;
+	int port, max_batch, ctx, chunk, max_queue, max_conns, max_conns_ip, req_timeout;
 	long max_body;
 	double grace, window;
 	bool quiet;
@@ -61,6 +61,10 @@ static void usage(FILE *f)
 		   "  --max-batch N          most requests in one step (default 16; the planner may lower it)\n"
 		   "  --max-queue N          most requests running or waiting; more get 429 (default 64)\n"
 		   "  --max-body BYTES       largest request body (default 4M)\n"
+		   "  --max-conns N          connections open at once (default 512)\n"
+		   "  --max-conns-per-ip N   of them from one client address (default 64)\n"
+		   "  --request-timeout S    seconds a request's headers and body may take to arrive, and a kept-alive\n"
+		   "                         connection may stay idle (default 30)\n"
 		   "  --grace S              on SIGTERM, seconds running requests may take to finish (default 30)\n"
 		   "  --batch-window MS      an idle server waits this long after a request for others to share its\n"
 		   "                         first step (default 20)\n"
@@ -72,7 +76,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
 	enum { O_HOST = 256, O_PORT, O_KEY, O_NAME, O_CTX, O_MAX_BATCH, O_MAX_QUEUE, O_MAX_BODY, O_GRACE, O_CHUNK, O_WINDOW,
-	       O_QUIET };
+	       O_QUIET, O_MAX_CONNS, O_MAX_CONNS_IP, O_REQ_TIMEOUT };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
 					   {"host", required_argument, 0, O_HOST},
 					   {"port", required_argument, 0, O_PORT},
@@ -82,6 +86,9 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 					   {"max-batch", required_argument, 0, O_MAX_BATCH},
 					   {"max-queue", required_argument, 0, O_MAX_QUEUE},
 					   {"max-body", required_argument, 0, O_MAX_BODY},
+					   {"max-conns", required_argument, 0, O_MAX_CONNS},
+					   {"max-conns-per-ip", required_argument, 0, O_MAX_CONNS_IP},
+					   {"request-timeout", required_argument, 0, O_REQ_TIMEOUT},
 					   {"grace", required_argument, 0, O_GRACE},
 					   {"batch-window", required_argument, 0, O_WINDOW},
 					   {"quiet", no_argument, 0, O_QUIET},
@@ -95,6 +102,9 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 	a->max_batch = 16;
 	a->max_queue = 64;
 	a->max_body = 4 << 20;
+	a->max_conns = 512;
+	a->max_conns_ip = 64;
+	a->req_timeout = 30;
 	a->grace = 30;
 	a->window = 0.02;
 	a->chunk = SERVE_CHUNK;
@@ -121,6 +131,17 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 			bad = bytes < 1024 || bytes > (1ll << 34);
 			a->max_body = (long)bytes;
 			name = "--max-body";
+			break;
+		case O_MAX_CONNS: bad = parse_int(optarg, 1, 1 << 16, &v); a->max_conns = (int)v; name = "--max-conns"; break;
+		case O_MAX_CONNS_IP:
+			bad = parse_int(optarg, 1, 1 << 16, &v);
+			a->max_conns_ip = (int)v;
+			name = "--max-conns-per-ip";
+			break;
+		case O_REQ_TIMEOUT:
+			bad = parse_int(optarg, 1, 86400, &v);
+			a->req_timeout = (int)v;
+			name = "--request-timeout";
 			break;
 		case O_GRACE: bad = parse_int(optarg, 0, 86400, &v); a->grace = (double)v; name = "--grace"; break;
 		case O_QUIET: a->quiet = true; break;
@@ -227,7 +248,8 @@ int ferry_serve(int argc, char **argv)
 	snprintf(sv.name, sizeof(sv.name), "%.*s", (int)nb.n, nb.p ? nb.p : "");
 	tok_buf_free(&nb);
 	sv.http = (struct http_cfg){.host = a.host, .port = a.port, .api_key = a.api_key, .max_body = a.max_body,
-				    .max_conns = (unsigned)(a.max_queue + 64), .model_path = a.model, .name = sv.name,
+				    .max_conns = (unsigned)a.max_conns,
+				    .max_conns_per_ip = (unsigned)a.max_conns_ip, .req_timeout = a.req_timeout, .model_path = a.model, .name = sv.name,
 				    .quiet = a.quiet};
 	struct layout lay;
 	if ((rc = layout_open(&lay, a.model, err, sizeof(err)))) {

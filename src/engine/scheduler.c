@@ -184,7 +184,7 @@ static int pack(struct sched *s, int *k, bool *prefill)
 			rows_left -= rows;
 			*prefill = *prefill || pass == 1;
 			int need = sampler_top_k_needed(&r->smp);
-			if (r->dump || need == 0)
+			if (r->dump || r->want_logits || need == 0)
 				*k = 0;
 			else if (*k && need > *k)
 				*k = need;
@@ -267,6 +267,8 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			finish(s, r, SCHED_FINISH_ERROR);
 			continue;
 		}
+		if (r->want_logits && s->on_logits)
+			s->on_logits(s->ctx, r, last);
 		int tok = k ? sampler_pick_top(&r->smp, tv, s->topi + (size_t)(row - 1) * (size_t)k, k)
 			    : sampler_pick(&r->smp, s->logits + (size_t)(row - 1) * (size_t)V, r->toks, r->n);
 		r->toks[r->n++] = tok;

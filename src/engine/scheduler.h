@@ -28,6 +28,7 @@ struct sched_req {
 	struct sampler smp;      /* initialized by the caller */
 	bool ignore_eos;         /* only max_new or on_token end it, not an end-of-sequence token */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
+	bool want_logits;        /* on_logits gets each full row it samples from (the server's logprobs) */
 	void *user;
 	/* kept by the scheduler */
 	enum sched_state state;
@@ -64,6 +65,8 @@ struct sched {
 	 * string), and when a request finishes */
 	bool (*on_token)(void *ctx, struct sched_req *r, int tok);
 	void (*on_done)(void *ctx, struct sched_req *r);
+	/* for a request with want_logits: the row [V] its next token is sampled from, before the sampler sees it */
+	void (*on_logits)(void *ctx, struct sched_req *r, const float *row);
 	void *ctx;
 	struct sched_stats st;
 };

@@ -1,5 +1,6 @@
 /* serve.c: the worker of `ferry serve` (serve.h). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,13 +9,72 @@
 #include "serve/serve.h"
 #include "base/util.h"
 
+static void srv_signal(struct srv_req *q)
+{
+	pthread_cond_broadcast(&q->cv);
+	if (q->wake)
+		q->wake(q->wake_arg);
+}
+
+/* The row a logprobs request's next token comes from, kept as log-softmax until the token is known. */
+static void srv_on_logits(void *ctx, struct sched_req *r, const float *row)
+{
+	struct srv *v = ctx;
+	struct srv_req *q = (struct srv_req *)r;
+	int V = v->hp->vocab;
+	if (!q->lp_row && !(q->lp_row = malloc(sizeof(float) * (size_t)V)))
+		return;
+	float mx = -INFINITY;
+	for (int i = 0; i < V; i++)
+		mx = row[i] > mx ? row[i] : mx;
+	double sum = 0;
+	for (int i = 0; i < V; i++)
+		sum += exp((double)row[i] - mx);
+	float lse = mx + (float)log(sum);
+	for (int i = 0; i < V; i++)
+		q->lp_row[i] = row[i] - lse;
+}
+
+/* The logprob entry of tok from q->lp_row: its value and the n_top best (ties: lower id first). */
+static void srv_lp_make(const struct srv_req *q, int V, int tok, struct srv_lp *e)
+{
+	const float *lp = q->lp_row;
+	*e = (struct srv_lp){.tok = tok, .lp = lp[tok]};
+	int K = q->logprobs;
+	for (int i = 0; i < V; i++) {
+		if (e->n_top == K && (K == 0 || lp[i] <= e->top_lp[K - 1]))
+			continue;
+		int j = e->n_top < K ? e->n_top++ : K - 1; /* the slot freed: the end, or the worst one dropped */
+		for (; j > 0 && lp[i] > e->top_lp[j - 1]; j--) {
+			e->top_lp[j] = e->top_lp[j - 1];
+			e->top_tok[j] = e->top_tok[j - 1];
+		}
+		e->top_lp[j] = lp[i];
+		e->top_tok[j] = i;
+	}
+}
+
 /* A token's text; true when it completes a stop string (the text is cut before it). */
 static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 {
 	struct srv *v = ctx;
 	struct srv_req *q = (struct srv_req *)r;
 	bool stop = false;
+	struct srv_lp e;
+	bool has_lp = q->logprobs >= 0 && q->lp_row && !sched_is_eos(v->s, tok);
+	if (has_lp)
+		srv_lp_make(q, v->hp->vocab, tok, &e);
 	pthread_mutex_lock(&v->mu);
+	if (has_lp && q->n_lp == q->cap_lp) {
+		int nc = q->cap_lp ? 2 * q->cap_lp : 16;
+		struct srv_lp *na = realloc(q->lp, sizeof(*na) * (size_t)nc);
+		if (na) {
+			q->lp = na;
+			q->cap_lp = nc;
+		}
+	}
+	if (has_lp && q->n_lp < q->cap_lp)
+		q->lp[q->n_lp++] = e;
 	q->n_gen = r->n_gen;
 	if (q->n_gen == 1)
 		q->t_first = now_sec();
@@ -25,7 +85,7 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops);
 		q->ready = stop ? q->text.n : req_stop_safe(&q->text, q->p.stops, q->p.n_stops);
 	}
-	pthread_cond_broadcast(&q->cv);
+	srv_signal(q);
 	pthread_mutex_unlock(&v->mu);
 	return stop;
 }
@@ -47,10 +107,11 @@ static void srv_done_locked(struct srv *v, struct srv_req *q)
 	q->ready = q->text.n;
 	q->n_gen = q->r.n_gen;
 	q->done = true;
+	q->t_done = now_sec();
 	v->n_live--;
 	v->n_served += q->end == SRV_END_STOP || q->end == SRV_END_LENGTH;
 	v->n_cancelled += q->end == SRV_END_CANCEL || q->end == SRV_END_SHUTDOWN;
-	pthread_cond_broadcast(&q->cv);
+	srv_signal(q);
 }
 
 static void srv_on_done(void *ctx, struct sched_req *r)
@@ -95,6 +156,7 @@ int srv_init(struct srv *v, struct engine *e, struct tokenizer *tk, int max_live
 	v->max_live = max_live;
 	v->s->on_token = srv_on_token;
 	v->s->on_done = srv_on_done;
+	v->s->on_logits = srv_on_logits;
 	v->s->ctx = v;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_mutex_init(&v->tok_mu, NULL);
@@ -106,6 +168,7 @@ void srv_free(struct srv *v)
 {
 	v->s->on_token = NULL;
 	v->s->on_done = NULL;
+	v->s->on_logits = NULL;
 	free(v->inbox);
 	free(v->active);
 	pthread_mutex_destroy(&v->mu);
@@ -123,6 +186,7 @@ int srv_req_new(struct srv *v, struct srv_req **out)
 	pthread_mutex_unlock(&v->mu);
 	cond_init(&q->cv);
 	q->refs = 1;
+	q->logprobs = -1;
 	*out = q;
 	return 0;
 }
@@ -134,6 +198,8 @@ static void srv_req_free(struct srv *v, struct srv_req *q)
 	req_params_free(&q->p);
 	sampler_free(&q->r.smp);
 	free(q->r.toks);
+	free(q->lp);
+	free(q->lp_row);
 	tok_buf_free(&q->text);
 	pthread_cond_destroy(&q->cv);
 	free(q);
@@ -177,7 +243,9 @@ int srv_submit(struct srv *v, struct srv_req *q)
 		q->ts.lossy = true;
 		q->t0 = now_sec();
 		q->refs++;
+		q->r.want_logits = q->logprobs >= 0;
 		v->n_live++;
+		v->prompt_tokens += q->r.n_prompt;
 		pthread_cond_signal(&v->wake);
 	}
 	pthread_mutex_unlock(&v->mu);
@@ -251,6 +319,13 @@ int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 				v->n_active, grace);
 		}
 		v->steps = v->s->st.steps;
+		v->step_s = v->s->st.prefill_s + v->s->st.decode_s;
+		/* the page pools' use, read on the thread that changes it (no accessor in the model's API) */
+		v->kv_pages = v->kv_free = 0;
+		for (int g = 0; g < v->m->kc.n_groups; g++) {
+			v->kv_pages += v->m->kc.g[g].n_pages;
+			v->kv_free += v->m->kc.g[g].n_free;
+		}
 		struct model_stats ms;
 		model_stats(v->m, &ms);
 		v->h2d_bytes = ms.h2d_bytes;

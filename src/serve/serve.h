@@ -29,6 +29,15 @@
 #include "engine/scheduler.h"
 #include "text/tokenizer.h"
 
+/* The logprob of one generated token and the n_top best of its row (log-softmax of the raw logits). */
+#define SRV_TOP_MAX 20
+struct srv_lp {
+	int tok, n_top;
+	float lp;
+	int top_tok[SRV_TOP_MAX];
+	float top_lp[SRV_TOP_MAX];
+};
+
 enum srv_end { SRV_END_NONE, SRV_END_STOP, SRV_END_LENGTH, SRV_END_CANCEL, SRV_END_ERROR, SRV_END_SHUTDOWN };
 
 struct srv_req {
@@ -43,9 +52,16 @@ struct srv_req {
 	enum srv_end end;
 	char err[256];
 	int refs;
-	double t0, t_first;   /* when it was submitted, when its first token came (the access log) */
+	double t0, t_first, t_done; /* when it was submitted, its first token came, it ended (log, timings) */
 	char id[48];          /* the response id (set by the HTTP side) */
 	pthread_cond_t cv;    /* signalled when text grows or the request ends */
+	/* called (under srv.mu) with wake_arg whenever cv is signalled: the HTTP side resumes its connection */
+	void (*wake)(void *arg);
+	void *wake_arg;
+	int logprobs;         /* -1: none; else the alternatives per token (0..SRV_TOP_MAX) */
+	struct srv_lp *lp;    /* [n_lp] under srv.mu, one per generated token when logprobs >= 0 */
+	int n_lp, cap_lp;
+	float *lp_row;        /* the worker's: the row of the next token, log-softmaxed */
 };
 
 struct srv {
@@ -57,7 +73,9 @@ struct srv {
 	int stopping;         /* 0 serving, 1 draining, 2 cancelling */
 	int n_reqs;           /* srv_req objects alive (an HTTP thread may still be sending one's end) */
 	double window;        /* seconds an idle worker waits after a request arrives for others to join its step */
-	long long gen_tokens, n_cancelled, n_served, steps;
+	long long gen_tokens, prompt_tokens, n_cancelled, n_served, steps;
+	double step_s;        /* time in steps so far */
+	int kv_pages, kv_free; /* pages of the KV pools (every group), and those free (the worker's copy) */
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	struct model *m;
 	struct sched *s;      /* the engine's */
