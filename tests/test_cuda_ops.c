@@ -337,7 +337,7 @@ static void tbatch_build(struct tbatch *b, const struct tpart *pt, int np, int p
 		if (b->pages[i] >= 0)
 			b->pages[i] = phys[b->pages[i]];
 	b->n_pages = n_pages + 1;
-	struct kv_batch h = {T, np, b->part_t0, b->part_row, b->tok_part, b->pos, b->pages, max_pages, max_pos, max_part};
+	struct kv_batch h = {T, np, b->part_t0, b->part_row, b->tok_part, b->pos, b->pages, max_pages, max_pos, max_part, NULL, NULL, NULL};
 	b->h = h;
 	b->d = h;
 	b->d.part_t0 = dcopy(b->part_t0, np + 1);
@@ -581,7 +581,7 @@ static void test_arg_errors(void)
 	int h0[2] = {0, 1}, p2047[1] = {2047};
 	CU(cudaMemset(di, 0, 256));
 	int *dt0 = dupload(h0, sizeof(h0)), *dpos = dupload(p2047, sizeof(p2047));
-	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1};
+	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1, NULL, NULL, NULL};
 	struct kv_layer kv = {pool, pool, KV_F16, 64, 8, 64, 4, 0};
 	kv.Dh = 48;
 	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);

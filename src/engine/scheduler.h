@@ -17,6 +17,7 @@
 #include "engine/logits_dump.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/spec.h"
 
 enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
 enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
@@ -37,6 +38,11 @@ struct sched_req {
 	int computed;            /* positions in the KV cache */
 	int n_cached;            /* prompt positions taken from the prefix cache */
 	int seq;
+	/* speculative steps (spec.h): the tree of this step, the draft model's sequence, the tokens it holds,
+	 * and the chain it was fed past them (its uncommitted tree) */
+	struct spec_tree *tree;
+	int dseq, dlen, n_dchain;
+	int dchain[KV_TREE_MAX];
 	char err[256];
 };
 
@@ -46,6 +52,10 @@ struct sched_stats {
 	double prefill_s, decode_s; /* time of steps with prompt tokens, and of steps of decode tokens only */
 	unsigned long long h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in those steps */
 	unsigned long long disk_decode;             /* bytes read from the model's files in decode steps */
+	/* speculative steps: verification passes (one per sequence and step with guesses), guesses and accepted
+	 * guesses by source (enum spec_src), tokens those passes produced (accepted + 1 each), draft-model steps */
+	long long spec_passes, spec_guessed[SPEC_SRC_COUNT], spec_accepted[SPEC_SRC_COUNT], spec_tokens, draft_steps;
+	double draft_s;
 };
 
 struct sched {
@@ -66,6 +76,12 @@ struct sched {
 	void (*on_done)(void *ctx, struct sched_req *r);
 	void *ctx;
 	struct sched_stats st;
+	/* speculative steps (sched_spec) */
+	struct spec_opts spec;
+	struct model *draft;       /* NULL: none */
+	struct spec_plan plan;
+	float *dlogits;            /* [draft V] */
+	int max_depth;             /* trees stay shallower than every sliding window */
 };
 
 /* tok is one of the end-of-sequence ids the scheduler was given. */
@@ -76,6 +92,12 @@ bool sched_is_eos(const struct sched *s, int tok);
 int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const int *eos, int n_eos, char *err,
 	       size_t errlen);
 void sched_free(struct sched *s);
+/* Speculative steps for every request from now on (o->mode SPEC_OFF: none); draft: a model with the same
+ * vocabulary on the same backend (NULL: none), kept open by the caller, at least max_batch sequences. */
+int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, char *err, size_t errlen);
+/* Tokens per verification pass so far (0: none). */
+double sched_spec_tokens_per_pass(const struct sched *s);
+
 /* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
 int sched_add(struct sched *s, struct sched_req *r);
 /* Ends r now (state SCHED_DONE, finish SCHED_FINISH_CANCEL), freeing its sequence; on_done is not called. */
