@@ -76,7 +76,7 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ) $(CU_STAMP)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
-TEST_TOOLS := $(BUILD)/tests/dequant_tool
+TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
 
 ifeq ($(V),1)
 Q :=

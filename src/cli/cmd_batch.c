@@ -470,9 +470,11 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		struct backend_mem bm;
 		backend_mem_get(engine_backend(e), &bm);
 		double t = now_sec() - b->t0;
-		fprintf(stderr, "ferry: batch: %d requests in %.1fs, %lld tokens generated (%.1f tok/s), %d steps%s",
-			b->n_done, t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps,
-			bm.budget ? "" : "\n");
+		fprintf(stderr, "ferry: batch: %d requests in %.1fs, %lld tokens generated (%.1f tok/s), %d steps",
+			b->n_done, t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps);
+		if (s->spec.mode != SPEC_OFF)
+			fprintf(stderr, ", %.2f tokens per speculative pass", sched_spec_tokens_per_pass(s));
+		fprintf(stderr, "%s", bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));
 		if (a->stats_json)

@@ -59,6 +59,7 @@ struct srv {
 	double window;        /* seconds an idle worker waits after a request arrives for others to join its step */
 	long long gen_tokens, n_cancelled, n_served, steps;
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
+	long long spec_passes, spec_tokens, spec_guessed, spec_accepted; /* speculative steps so far (spec.h) */
 	struct model *m;
 	struct sched *s;      /* the engine's */
 	struct tokenizer *tk;
