@@ -10,6 +10,7 @@
 
 #include "base/rng.h"
 #include "check.h"
+#include "tree_util.h"
 #include "kernels/cpu/cpu_ops.h"
 
 static struct rng rng;
@@ -61,17 +62,7 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 	/* the step: the tree (sequence 0), then the plain part (sequence 1) */
 	int pos[64], lpos[64], tb[64], tp[64], depth[64];
 	uint32_t mask[64 * KV_TREE_WORDS];
-	memset(mask, 0, sizeof(mask));
-	for (int j = 0; j < n; j++) {
-		depth[j] = parent[j] < 0 ? 0 : depth[parent[j]] + 1;
-		pos[j] = C + j;
-		lpos[j] = C + depth[j];
-		tb[j] = C;
-		tp[j] = 0;
-		if (parent[j] >= 0)
-			memcpy(mask + j * KV_TREE_WORDS, mask + parent[j] * KV_TREE_WORDS, sizeof(uint32_t) * KV_TREE_WORDS);
-		mask[j * KV_TREE_WORDS + j / 32] |= 1u << (j % 32);
-	}
+	tree_fields(n, parent, C, depth, pos, lpos, tb, tp, mask);
 	for (int j = 0; j < n1; j++) {
 		pos[n + j] = lpos[n + j] = C1 + j;
 		tb[n + j] = KV_TREE_NONE;
