@@ -254,7 +254,8 @@ static int draft_step(struct sched *s, const struct model_part *p, char *err, si
 static int draft_guess(struct sched *s, struct sched_req *r, int depth, int width, int max, char *err, size_t errlen)
 {
 	struct model *d = s->draft;
-	int rc = 0;
+	/* a chain left from a step that had no room for r's tree */
+	int rc = model_seq_tree(d, r->dseq) ? model_seq_commit(d, r->dseq, NULL, 0, err, errlen) : 0;
 	while (!rc && r->dlen < r->n) {
 		int cnt = r->n - r->dlen < d->opt.t_max ? r->n - r->dlen : d->opt.t_max;
 		struct model_part p = {.seq = r->dseq, .n = cnt, .tokens = r->toks + r->dlen, .n_logits = r->dlen + cnt == r->n};
