@@ -116,7 +116,7 @@ static int draft_open(struct engine *e, const struct layout *lay, const struct e
 			 o->draft, (int)dh->vocab, dh->bos_id, (int)th->vocab, th->bos_id);
 		return -EINVAL;
 	}
-	struct model_opts dmo = {.t_max = o->t_max < 256 ? o->t_max : 256, .max_logits = 1, .ctx = o->ctx,
+	struct model_opts dmo = {.t_max = o->t_max < 256 ? o->t_max : 256, .max_logits = o->max_seqs, .ctx = o->ctx,
 				 .max_seqs = o->max_seqs, .kv_fmt = kv_fmt, .kv_page = o->kv_page};
 	struct plan dp;
 	rc = plan_make(&dp, &e->dlay, e->b, &dmo, false, false, false, NULL, derr, sizeof(derr));

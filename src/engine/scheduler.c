@@ -75,9 +75,16 @@ int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, 
 		snprintf(err, errlen, "speculative steps need logits rows for every tree token (max_logits %d)", rows);
 		return -EINVAL;
 	}
-	if (s->draft && !(s->dlogits = malloc(sizeof(float) * (size_t)s->draft->hp->vocab))) {
-		snprintf(err, errlen, "out of memory for the draft model's logits");
-		return -ENOMEM;
+	if (s->draft) {
+		size_t B = (size_t)s->max_batch;
+		s->dlogits = malloc(sizeof(float) * B * (size_t)s->draft->hp->vocab);
+		s->dq = calloc(B, sizeof(*s->dq));
+		s->dw = calloc(B, sizeof(*s->dw));
+		s->dparts = calloc(B, sizeof(*s->dparts));
+		if (!s->dlogits || !s->dq || !s->dw || !s->dparts) {
+			snprintf(err, errlen, "out of memory for the draft model's logits");
+			return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -90,6 +97,9 @@ double sched_spec_tokens_per_pass(const struct sched *s)
 void sched_free(struct sched *s)
 {
 	free(s->dlogits);
+	free(s->dq);
+	free(s->dw);
+	free(s->dparts);
 	free(s->reqs);
 	free(s->parts);
 	free(s->part_req);
@@ -236,48 +246,83 @@ static void row_top(const float *row, int V, int k, int *top)
 	}
 }
 
-/* One step of the draft model with a single part; its logits row into s->dlogits. */
-static int draft_step(struct sched *s, const struct model_part *p, char *err, size_t errlen)
+/* One step of the draft model over parts p[0..n) (each with at most one logits row); rows into s->dlogits. */
+static int draft_step(struct sched *s, const struct model_part *p, int n, char *err, size_t errlen)
 {
 	struct model_out out = {.logits = s->dlogits};
 	double t0 = now_sec();
-	int rc = model_step(s->draft, p, 1, &out, err, errlen);
+	int rc = model_step(s->draft, p, n, &out, err, errlen);
 	s->st.draft_steps++;
 	s->st.draft_s += now_sec() - t0;
 	return rc;
 }
 
-/* The draft model's guesses for r under its tree's root: it catches up on the tokens it lacks (the root
- * included: all certain), then runs its greedy chain `depth` levels deep as a tree of its own (the guesses
- * it was fed past what it holds, committed after the walk as far as they were accepted), and at each level
- * its `width` best tokens become children in r's tree (the chain's first). */
-static int draft_guess(struct sched *s, struct sched_req *r, int depth, int width, int max, char *err, size_t errlen)
+/* The draft model's guesses under the roots of the nd requests s->dq[] (depth and trie size limits in
+ * s->dw[]), all requests in each draft step: each catches up on the tokens it lacks (the root included: all
+ * certain), then runs its greedy chain down to its depth as a tree of its own (the guesses it was fed past
+ * what it holds, committed after the walk as far as the target accepted them); at each level the draft's
+ * `width` best tokens become children in the request's trie (the chain's first). */
+static int draft_guess(struct sched *s, int nd, int width, char *err, size_t errlen)
 {
 	struct model *d = s->draft;
-	/* a chain left from a step that had no room for r's tree */
-	int rc = model_seq_tree(d, r->dseq) ? model_seq_commit(d, r->dseq, NULL, 0, err, errlen) : 0;
-	while (!rc && r->dlen < r->n) {
-		int cnt = r->n - r->dlen < d->opt.t_max ? r->n - r->dlen : d->opt.t_max;
-		struct model_part p = {.seq = r->dseq, .n = cnt, .tokens = r->toks + r->dlen, .n_logits = r->dlen + cnt == r->n};
-		if (!(rc = draft_step(s, &p, err, errlen)))
-			r->dlen += cnt;
+	int V = d->hp->vocab, rc = 0, rows[KV_TREE_MAX];
+	for (int i = 0; !rc && i < nd; i++) { /* a chain left from a step that had no room for the tree */
+		struct sched_req *r = s->dq[i];
+		rc = model_seq_tree(d, r->dseq) ? model_seq_commit(d, r->dseq, NULL, 0, err, errlen) : 0;
+		r->n_dchain = 0;
+		s->dw[i].node = 0;
 	}
-	int node = 0, top[8];
-	r->n_dchain = 0;
-	for (int lev = 0; !rc && lev < depth; lev++) {
-		row_top(s->dlogits, d->hp->vocab, width, top);
-		int next = -1;
-		for (int j = 0; j < width; j++) {
-			int c = spec_tree_add(r->tree, node, top[j], SPEC_SRC_DRAFT, max);
-			next = j == 0 ? c : next;
+	for (;;) { /* catch up, at most the draft's t_max tokens a step; each request's last chunk has its row */
+		int np = 0, budget = d->opt.t_max;
+		for (int i = 0; !rc && i < nd && budget > 0; i++) {
+			struct sched_req *r = s->dq[i];
+			if (r->dlen >= r->n)
+				continue;
+			int cnt = r->n - r->dlen < budget ? r->n - r->dlen : budget;
+			s->dparts[np] = (struct model_part){.seq = r->dseq, .n = cnt, .tokens = r->toks + r->dlen,
+							    .n_logits = r->dlen + cnt == r->n};
+			rows[np++] = i;
+			budget -= cnt;
 		}
-		if (next < 0 || lev + 1 == depth)
+		if (rc || !np)
 			break;
-		int par = r->n_dchain - 1;
-		struct model_part p = {.seq = r->dseq, .n = 1, .tokens = &top[0], .n_logits = 1, .parent = &par};
-		if (!(rc = draft_step(s, &p, err, errlen)))
-			r->dchain[r->n_dchain++] = top[0];
-		node = next;
+		if ((rc = draft_step(s, s->dparts, np, err, errlen)))
+			break;
+		for (int k = 0, row = 0; k < np; k++) {
+			s->dq[rows[k]]->dlen += s->dparts[k].n;
+			if (s->dparts[k].n_logits)
+				row_top(s->dlogits + (size_t)row++ * (size_t)V, V, width, s->dw[rows[k]].top);
+		}
+	}
+	for (int lev = 0; !rc; lev++) { /* a level of every chain still going */
+		int np = 0;
+		for (int i = 0; i < nd; i++) {
+			struct sched_req *r = s->dq[i];
+			struct spec_draft_work *w = &s->dw[i];
+			if (w->node < 0)
+				continue;
+			int next = -1;
+			for (int j = 0; j < width; j++) {
+				int c = spec_tree_add(r->tree, w->node, w->top[j], SPEC_SRC_DRAFT, w->max);
+				next = j == 0 ? c : next;
+			}
+			w->node = next;
+			if (next < 0 || lev + 1 >= w->depth) {
+				w->node = -1;
+				continue;
+			}
+			w->par = r->n_dchain - 1;
+			s->dparts[np] = (struct model_part){.seq = r->dseq, .n = 1, .tokens = &w->top[0], .n_logits = 1,
+							    .parent = &w->par};
+			rows[np++] = i;
+		}
+		if (!np || (rc = draft_step(s, s->dparts, np, err, errlen)))
+			break;
+		for (int k = 0; k < np; k++) {
+			struct sched_req *r = s->dq[rows[k]];
+			r->dchain[r->n_dchain++] = s->dw[rows[k]].top[0];
+			row_top(s->dlogits + (size_t)k * (size_t)V, V, width, s->dw[rows[k]].top);
+		}
 	}
 	return rc;
 }
@@ -291,10 +336,12 @@ static bool generating(const struct sched_req *r)
  * still produce and shallower than every window. */
 static int spec_build(struct sched *s, char *err, size_t errlen)
 {
-	int gen = 0, rc = 0;
+	int gen = 0, nd = 0, rc = 0, width = s->spec.mode == SPEC_TREE ? (s->spec.branch < 8 ? s->spec.branch : 8) : 1;
+	/* a level of the draft's chain: one of its steps for all requests */
+	double level_s = s->draft && s->st.draft_steps ? s->st.draft_s / (double)s->st.draft_steps : 0;
 	for (int i = 0; i < s->n_reqs; i++)
 		gen += generating(s->reqs[i]);
-	for (int i = 0; !rc && i < s->n_reqs; i++) {
+	for (int i = 0; i < s->n_reqs; i++) {
 		struct sched_req *r = s->reqs[i];
 		if (!generating(r) || !r->tree)
 			continue;
@@ -302,12 +349,23 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
 		if (max <= 1)
 			continue;
-		int width = s->spec.mode == SPEC_TREE ? (s->spec.branch < 8 ? s->spec.branch : 8) : 1;
-		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1);
+		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
 		depth = depth < s->max_depth ? depth : s->max_depth;
-		if (s->draft && r->dseq >= 0)
-			rc = draft_guess(s, r, depth, width, max, err, errlen);
-		if (s->spec.mode == SPEC_LOOKUP || s->spec.mode == SPEC_TREE)
+		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
+			s->dq[nd] = r;
+			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = max};
+		}
+	}
+	if (nd)
+		rc = draft_guess(s, nd, width, err, errlen);
+	for (int i = 0; !rc && i < s->n_reqs; i++) { /* lookup's paths after the draft's: the draft's chain first */
+		struct sched_req *r = s->reqs[i];
+		if (!generating(r) || !r->tree)
+			continue;
+		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
+		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
+		depth = depth < s->max_depth ? depth : s->max_depth;
+		if (max > 1 && (s->spec.mode == SPEC_LOOKUP || s->spec.mode == SPEC_TREE))
 			spec_lookup(r->toks, r->n, s->spec.ngram, depth, s->spec.mode == SPEC_TREE ? width : 1, max, r->tree);
 	}
 	return rc;

@@ -80,7 +80,14 @@ struct sched {
 	struct spec_opts spec;
 	struct model *draft;       /* NULL: none */
 	struct spec_plan plan;
-	float *dlogits;            /* [draft V] */
+	float *dlogits;            /* [max_batch, draft V] */
+	struct sched_req **dq;     /* [max_batch] the requests of a round of draft steps */
+	struct spec_draft_work {   /* [max_batch] each one's */
+		int depth, max;    /* levels to guess, trie size */
+		int node, par;     /* the trie node the chain reached (-1: done), its parent in the draft's tree */
+		int top[8];        /* the draft's best tokens at the current level */
+	} *dw;
+	struct model_part *dparts; /* [max_batch] */
 	int max_depth;             /* trees stay shallower than every sliding window */
 };
 

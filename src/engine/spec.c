@@ -113,7 +113,7 @@ void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1)
 		*c0 = 1e-6 + (p->n > 0 ? 0.1 * p->sc / p->n : 0);
 }
 
-int spec_plan_depth(const struct spec_plan *p, int max, int width, int others)
+int spec_plan_depth(const struct spec_plan *p, int max, int width, int others, double level_s)
 {
 	double a = spec_plan_alpha(p), c0, c1, best = -1;
 	spec_plan_cost(p, &c0, &c1);
@@ -122,7 +122,7 @@ int spec_plan_depth(const struct spec_plan *p, int max, int width, int others)
 	for (int d = 1; d * w <= max; d++) {
 		reach *= a;
 		expect += reach;
-		double rate = expect / (c0 + c1 * (double)(others + 1 + d * w));
+		double rate = expect / (c0 + c1 * (double)(others + 1 + d * w) + level_s * d);
 		if (rate > best * (1 + 1e-9)) { /* ties: the shallower tree */
 			best = rate;
 			best_d = d;

@@ -64,9 +64,10 @@ void spec_plan_init(struct spec_plan *p);
 void spec_plan_pass(struct spec_plan *p, int T, double sec);
 /* One verification walk: `accepted` levels gone deeper, and whether it stopped where guesses were left. */
 void spec_plan_walk(struct spec_plan *p, int accepted, bool stopped);
-/* The depth of guesses for the next pass (1..max) given `others` tokens of other sequences in the step and
- * `width` tokens per level (1: a chain). */
-int spec_plan_depth(const struct spec_plan *p, int max, int width, int others);
+/* The depth of guesses for the next pass (1..max) given `others` tokens of other sequences in the step,
+ * `width` tokens per level (1: a chain) and `level_s` seconds a level of guessing costs (a draft model's
+ * step; 0 for lookup). */
+int spec_plan_depth(const struct spec_plan *p, int max, int width, int others, double level_s);
 /* The acceptance estimate and the fitted cost line (c0 + c1 T seconds), for --stats. */
 double spec_plan_alpha(const struct spec_plan *p);
 void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1);
