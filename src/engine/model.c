@@ -612,7 +612,7 @@ int model_seq_commit(struct model *m, int seq, const int *path, int n, char *err
 	bool moves = false;
 	for (int i = 0; i < n; i++) {
 		if (path[i] < 0 || path[i] >= tr->n || tr->parent[path[i]] != (i ? path[i - 1] : -1)) {
-			snprintf(err, errlen, "commit: tree token %d at %d is not on a path from a root", i < n ? path[i] : -1, i);
+			snprintf(err, errlen, "commit: tree token %d at %d is not on a path from a root", path[i], i);
 			return -EINVAL;
 		}
 		from[i] = len + path[i];
@@ -640,7 +640,15 @@ int model_seq_commit(struct model *m, int seq, const int *path, int n, char *err
 	return 0;
 }
 
-/* The step's host arrays from the parts; checks them. */
+/* Undoes what step_build added to the trees of parts 0 .. n-1. */
+static void trees_undo(struct model *m, const struct model_part *parts, int n)
+{
+	for (int k = 0; k < n; k++)
+		if (parts[k].parent)
+			m->tree[parts[k].seq].n -= parts[k].n;
+}
+
+/* The step's host arrays from the parts; checks them (a refused step leaves the trees as they were). */
 static int step_build(struct model *m, const struct model_part *parts, int n_parts, int *T, int *rows, char *err,
 		      size_t errlen)
 {
@@ -657,11 +665,13 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 		if (!open || p->n < 1 || p->n_logits < 0 || p->n_logits > p->n || t + p->n > m->opt.t_max) {
 			snprintf(err, errlen, "step part %d (sequence %d, %d tokens, %d logits) is not valid for a step of at most %d tokens", i,
 				 p->seq, p->n, p->n_logits, m->opt.t_max);
+			trees_undo(m, parts, i);
 			return -EINVAL;
 		}
 		int len = m->kc.seqs[p->seq].len, n_tree = m->tree[p->seq].n;
 		if (!p->parent && n_tree) {
 			snprintf(err, errlen, "step part %d: sequence %d has an uncommitted token tree", i, p->seq);
+			trees_undo(m, parts, i);
 			return -EINVAL;
 		}
 		for (int j = 0; j < p->n; j++) {
@@ -673,9 +683,7 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 			memset(m->tree_mask + (size_t)t * KV_TREE_WORDS, 0, sizeof(uint32_t) * KV_TREE_WORDS * (size_t)p->n);
 		int rc = p->parent ? tree_build(m, p, t, len, &max_pos, err, errlen) : 0;
 		if (rc) {
-			for (int k = 0; k < i; k++) /* undo the trees grown so far */
-				if (parts[k].parent)
-					m->tree[parts[k].seq].n -= parts[k].n;
+			trees_undo(m, parts, i);
 			return rc;
 		}
 		if (!p->parent)
@@ -688,9 +696,7 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 	}
 	if (t < 1 || r > (m->opt.max_logits > 0 ? m->opt.max_logits : 1)) {
 		snprintf(err, errlen, "step of %d tokens and %d logits rows (at most %d)", t, r, m->opt.max_logits);
-		for (int k = 0; k < n_parts; k++)
-			if (parts[k].parent)
-				m->tree[parts[k].seq].n -= parts[k].n;
+		trees_undo(m, parts, n_parts);
 		return -EINVAL;
 	}
 	/* Only dynamic NTK depends on the step (through its longest sequence). */
