@@ -10,10 +10,13 @@
     tests/spec_tool, without speculation and with trees of the model's own draft: the histograms of the
     2nd and 3rd generated tokens (the 1st comes from the prompt pass) and of the (2nd, 3rd) pairs agree by a
     chi-square test of homogeneity at significance 0.001 each (bins of fewer than 10 pooled);
+  - `ferry batch --spec lookup` gives the lines of the plain batch, one line with "speculative": false, and
+    reports tokens per pass in its summary and --stats-json;
   - bad input: a draft of another vocabulary, --spec tree without a draft, a bad --spec or --spec-max: one
     line, non-zero exit.
 """
 
+import json
 import math
 import os
 import random
@@ -114,6 +117,24 @@ def main():
                 got = run_ids(f, g, ["-p", text], 24, ["--kv", kv, "--spec", *spec], f"gemma {spec}")
                 f.check(got == want, f"gemma kv {kv} --spec {spec}: ids differ:\n{got}\n{want}")
         print("gemma 3 270m: greedy identical with lookup and tree", flush=True)
+
+        # ferry batch: the same lines with and without --spec lookup ("speculative": false keeps one plain)
+        lines = [{"id": 1, "prompt": text, "max_tokens": 12}, {"id": 2, "prompt": "one two three one two three one",
+                                                               "max_tokens": 12, "speculative": False}]
+        inp = os.path.join(root, "in.jsonl")
+        with open(inp, "w") as fh:
+            fh.write("".join(json.dumps(x) + "\n" for x in lines))
+        res = {}
+        for name, extra in (("plain", []), ("spec", ["--spec", "lookup"])):
+            out, sj = os.path.join(root, f"{name}.jsonl"), os.path.join(root, f"{name}.json")
+            p = ferry("batch", "-m", g, inp, "-o", out, "--stats-json", sj, *extra)
+            if f.check(p.returncode == 0, f"batch {name}: {p.stderr.strip()[-300:]}"):
+                res[name] = sorted((o["id"], o["tokens"]) for o in map(json.loads, open(out)))
+                if name == "spec":
+                    sp = json.load(open(sj))["spec"]
+                    f.check("tokens per speculative pass" in p.stderr, "batch summary without tokens per pass")
+                    f.check(sp["passes"] > 0 and sp["tokens_per_pass"] > 1, f"batch --spec lookup: {sp}")
+        f.check(res.get("plain") == res.get("spec"), f"batch --spec lookup differs: {res}")
 
         # bad input: one line each
         _, v384 = tiny_model("llama3_rope", root)

@@ -5,7 +5,7 @@
  * Input lines: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}, ...]} (the
  * model's chat template, with the generation prompt), with optional "max_tokens", "temperature", "top_p",
  * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed",
- * "ignore_eos"
+ * "ignore_eos", "speculative" (false: no speculative steps for this line under --spec)
  * (src/serve/request.h; unlike the server, a line without "temperature" is greedy). Output lines:
  * {"id", "text", "tokens" (ids), "finish_reason" ("stop" | "length"), "usage": {"prompt_tokens",
  * "completion_tokens", "total_tokens"}}, in the order requests finish.
@@ -255,6 +255,7 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	int mt = q->p.max_tokens >= 0 ? q->p.max_tokens : b->a->max_tokens;
 	q->r.max_new = mt;
 	q->r.ignore_eos = q->p.ignore_eos;
+	q->r.no_spec = q->p.no_spec;
 	q->r.n_prompt = (int)ids.n;
 	q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)ids.n + (size_t)mt + 1));
 	if (!q->r.toks) {

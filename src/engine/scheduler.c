@@ -220,10 +220,11 @@ static void admit(struct sched *s)
 		r->computed = r->n_cached;
 		r->state = SCHED_RUN;
 		/* a draft that cannot take the request (rows, pages) leaves it to prompt lookup */
-		if (s->draft && model_seq_open(s->draft, r->toks, r->n_prompt, &r->dseq, &r->dlen, err, sizeof(err)))
+		bool spec = s->spec.mode != SPEC_OFF && !r->dump && !r->no_spec;
+		if (spec && s->draft && model_seq_open(s->draft, r->toks, r->n_prompt, &r->dseq, &r->dlen, err, sizeof(err)))
 			r->dseq = -1;
 		r->n_dchain = 0;
-		if (s->spec.mode != SPEC_OFF && !r->dump && !(r->tree = malloc(sizeof(*r->tree))))
+		if (spec && !(r->tree = malloc(sizeof(*r->tree))))
 			r->tree = NULL; /* no memory for a tree: plain decode steps */
 		s->st.cached_tokens += r->n_cached;
 		running++;

@@ -28,6 +28,7 @@ struct sched_req {
 	int n_prompt, max_new;
 	struct sampler smp;      /* initialized by the caller */
 	bool ignore_eos;         /* only max_new or on_token end it, not an end-of-sequence token */
+	bool no_spec;            /* plain decode steps even when the scheduler speculates */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
 	void *user;
 	/* kept by the scheduler */
