@@ -85,7 +85,7 @@ $(GEN)/serve/chat_html.h: src/serve/chat.html
 	$(Q)cd src/serve && xxd -i chat.html >$(CURDIR)/$@.tmp && mv $(CURDIR)/$@.tmp $(CURDIR)/$@
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
-TEST_TOOLS := $(BUILD)/tests/dequant_tool
+TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
 
 ifeq ($(V),1)
 Q :=

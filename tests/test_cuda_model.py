@@ -14,10 +14,12 @@ without softcap), 40 prompt tokens, logits at every position compared norm-wise 
   - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
   - four prompts of mixed lengths in one run (f16 and q4 KV, q4 also from host memory) generate what each
     generates alone.
+  - speculative steps (--spec lookup|draft|tree, the model its own resident draft; resident, and streamed with
+    KV pools in pinned host memory): greedy identical to the CPU's;
   - hybrid placements (--placement: units on the CPU beside the GPU, resident or streamed): logits vs the
     CPU <= 2e-3 (steps of 8 tokens: the f32 paths), greedy identical, also after a 40-token prefill on the GPU.
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
-fixture's (resident, and prompt 0 also streamed, and hybrid); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3.
+fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3.
 """
 
 import json
@@ -116,6 +118,14 @@ def main():
             for name, extra in (("resident", []), ("streamed", ["--stream-all"])):
                 got = greedy(f, model, ids[:8], 16, ["--device", "cuda", *extra], f"{v} cuda greedy {name}")
                 f.check(got == ref and len(ref) == 16, f"{v}: cuda greedy ({name}) {got} != cpu {ref}")
+            # speculative steps: token trees verified in one pass (tree-mask attention, accepted paths moved
+            # into place, in device pools and in pinned host pools), the model its own draft, resident on the GPU
+            for spec in (["lookup"], ["draft", "--draft", model], ["tree", "--draft", model, "--spec-max", 8]):
+                for name, extra in (("resident", []), ("streamed, host KV", ["--stream-all", "--kv-host"])):
+                    what = f"{v} cuda --spec {spec[0]} {name}"
+                    got = greedy(f, model, ids[:8], 16, ["--device", "cuda", "--placement", "gpu", "--spec", *spec,
+                                                         *extra], what)
+                    f.check(got == ref, f"{what}: greedy {got} != cpu {ref}")
             # hybrid steps: units on the CPU from the RAM tier, the rest on the GPU (resident or streamed);
             # steps of 8 tokens are hybrid, so every logit row comes from a mixed step
             layers = json.load(open(os.path.join(model, "manifest.json")))["hparams"]["n_layers"]
@@ -159,6 +169,9 @@ def main():
                     got = greedy(f, model, ids, 32, ["--device", "cuda", "--stream-all", "--placement", pl],
                                  f"gemma prompt 0 --placement {pl}")
                     f.check(got == want, f"gemma prompt 0 --placement {pl}: cuda greedy {got} != {want}")
+                for spec in (["lookup"], ["tree", "--draft", model, "--spec-max", 12]):
+                    got = greedy(f, model, ids, 32, ["--device", "cuda", "--spec", *spec], f"gemma prompt 0 --spec {spec[0]}")
+                    f.check(got == want, f"gemma prompt 0 --spec {spec[0]}: cuda greedy {got} != {want}")
                 # --h2d-limit 1: every upload is held to 1 GB/s (a bound the pacing guarantees, whatever the load)
                 sj = os.path.join(root, "h2d.json")
                 p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 8, "--ignore-eos",

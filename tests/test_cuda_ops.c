@@ -7,7 +7,8 @@
  * is q, the dequantized values and the probabilities in f16); the KV store (every byte of the pools), the
  * Hadamard rotation against cpu_hadamard32, argmax and top-k must match exactly. Attention and the KV store
  * run on batches of several sequences of different lengths and positions, in shuffled pages, in every KV
- * format. Also the argument errors (-EINVAL) and a short workspace (-ENOSPC). Prints a line per failing
+ * format; token trees (tree masks, depth positions, windows) and the move of an accepted path. Also the
+ * argument errors (-EINVAL) and a short workspace (-ENOSPC). Prints a line per failing
  * case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
  *
  *   test_cuda_ops            the tests
@@ -36,6 +37,7 @@ int main(void)
 #include <string.h>
 
 #include "check.h"
+#include "tree_util.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/cuda_exit.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -337,7 +339,7 @@ static void tbatch_build(struct tbatch *b, const struct tpart *pt, int np, int p
 		if (b->pages[i] >= 0)
 			b->pages[i] = phys[b->pages[i]];
 	b->n_pages = n_pages + 1;
-	struct kv_batch h = {T, np, b->part_t0, b->part_row, b->tok_part, b->pos, b->pages, max_pages, max_pos, max_part};
+	struct kv_batch h = {T, np, b->part_t0, b->part_row, b->tok_part, b->pos, b->pages, max_pages, max_pos, max_part, NULL, NULL, NULL};
 	b->h = h;
 	b->d = h;
 	b->d.part_t0 = dcopy(b->part_t0, np + 1);
@@ -544,6 +546,132 @@ static void test_attention(void)
 }
 
 /* cuda_hadamard32 bit for bit cpu_hadamard32, and its own inverse */
+/* Token trees (src/kernels/kv_pages.h): sequence 0 holds C committed positions and a random tree of n tokens
+ * after them, sequence 1 a plain part; the pools are written by the CPU and uploaded, cuda_attention with the
+ * tree fields runs against cpu_attention on the same pages (5e-4), windows on and off (trees shallower than
+ * the window); then cuda_kv_move of the path to the deepest token leaves the pools byte-equal to kv_rows_move's. */
+static void test_tree(void)
+{
+	for (int fmt = KV_F16; fmt < KV_FMT_COUNT; fmt++)
+		for (int rep = 0; rep < (quick ? 1 : 4); rep++) {
+			int Hkv = 2, g = 4, H = Hkv * g, Dh = rep % 2 ? 128 : 64, page = 64, window = rep >= 2 ? 48 : 0;
+			int C = 30 + irand(200), n = 2 + irand(60), C1 = 7, n1 = 5, max_pages = 8, rows = 2;
+			n = window && n > window ? window : n;
+			int T = n + n1, kvd = Hkv * Dh;
+			struct kv_layer kh = {.fmt = fmt, .page = page, .Hkv = Hkv, .Dh = Dh, .n_pages = rows * max_pages};
+			size_t pb = kv_page_bytes(fmt, Hkv, Dh, page), pool = pb * (size_t)kh.n_pages;
+			kh.k = calloc(1, pool);
+			kh.v = calloc(1, pool);
+			int table[16], perm[16];
+			for (int i = 0; i < 16; i++)
+				perm[i] = i;
+			for (int i = 15; i > 0; i--) {
+				int j = irand(i + 1), x = perm[i];
+				perm[i] = perm[j];
+				perm[j] = x;
+			}
+			memcpy(table, perm, sizeof(table));
+			/* the committed history, plain */
+			int hn = C + C1, *hpos = malloc(sizeof(int) * (size_t)hn), *htp = malloc(sizeof(int) * (size_t)hn);
+			float *hk = malloc(sizeof(float) * (size_t)hn * kvd), *hv = malloc(sizeof(float) * (size_t)hn * kvd);
+			for (int t = 0; t < hn; t++) {
+				hpos[t] = t < C ? t : t - C;
+				htp[t] = t >= C;
+			}
+			fill(hk, (size_t)hn * kvd, 1);
+			fill(hv, (size_t)hn * kvd, 1);
+			int ht0[3] = {0, C, hn}, prow[2] = {0, 1};
+			struct kv_batch hb = {.T = hn, .n_parts = 2, .part_t0 = ht0, .part_row = prow, .tok_part = htp,
+					      .pos = hpos, .pages = table, .max_pages = max_pages, .max_pos = C, .max_part = C};
+			cpu_kv_store(&kh, hk, hv, &hb);
+			/* the step: the tree, then the plain part */
+			int pos[128], lpos[128], tb[128], tp[128], depth[128], parent[128];
+			uint32_t mask[128 * KV_TREE_WORDS];
+			for (int j = 0; j < n; j++)
+				parent[j] = j == 0 ? -1 : irand(j + 1) - 1;
+			tree_fields(n, parent, C, depth, pos, lpos, tb, tp, mask);
+			for (int j = n; j < T; j++) {
+				pos[j] = lpos[j] = C1 + j - n;
+				tb[j] = KV_TREE_NONE;
+				tp[j] = 1;
+			}
+			int st0[3] = {0, n, T};
+			struct kv_batch bt = {.T = T, .n_parts = 2, .part_t0 = st0, .part_row = prow, .tok_part = tp, .pos = pos,
+					      .pages = table, .max_pages = max_pages, .max_pos = C + n - 1, .max_part = n,
+					      .lpos = lpos, .tree_base = tb, .tree_mask = mask};
+			float *k = malloc(sizeof(float) * (size_t)T * kvd), *v = malloc(sizeof(float) * (size_t)T * kvd);
+			size_t qn = (size_t)T * H * Dh;
+			float *q = malloc(sizeof(float) * qn), *ref = malloc(sizeof(float) * qn);
+			fill(k, (size_t)T * kvd, 1);
+			fill(v, (size_t)T * kvd, 1);
+			fill(q, qn, 1);
+			cpu_kv_store(&kh, k, v, &bt);
+			int64_t per = cpu_attention_scratch(bt.max_pos + 1, Dh);
+			float *scratch = malloc((size_t)omp_get_max_threads() * per * sizeof(float));
+			float scale = 1 / sqrtf((float)Dh);
+			cpu_attention(ref, q, &kh, &bt, H, window, scale, scratch, per);
+
+			struct kv_layer kd = kh;
+			kd.k = dupload(kh.k, pool);
+			kd.v = dupload(kh.v, pool);
+			struct kv_batch db = bt;
+			db.part_t0 = dcopy(st0, 3);
+			db.part_row = dcopy(prow, 2);
+			db.tok_part = dcopy(tp, T);
+			db.pos = dcopy(pos, T);
+			db.pages = dcopy(table, 16);
+			db.lpos = dcopy(lpos, T);
+			db.tree_base = dcopy(tb, T);
+			db.tree_mask = dupload(mask, sizeof(uint32_t) * (size_t)T * KV_TREE_WORDS);
+			float *dq = dupload(q, qn * sizeof(float)), *dout = dalloc(qn * sizeof(float));
+			poison(dout, qn * sizeof(float));
+			size_t wsb = cuda_attention_ws_bytes(T, bt.max_pos + 1, H, Dh);
+			ctx.ws = wsb ? dalloc(wsb) : NULL;
+			ctx.ws_bytes = wsb;
+			OP(cuda_attention(&ctx, dout, dq, &kd, &db, H, window, scale));
+			char what[96];
+			snprintf(what, sizeof(what), "tree %s Dh %d window %d C %d n %d", fmt_name[fmt], Dh, window, C, n);
+			expect(E_ATTN, what, dout, ref, qn, 5e-4);
+			if (ctx.ws)
+				CU(cudaFree(ctx.ws));
+			ctx.ws = NULL;
+			ctx.ws_bytes = 0;
+
+			/* the accepted path: the deepest token's ancestors, moved to C, C + 1, ... */
+			int deep = 0, path[128], np = 0, from[128], to[128];
+			for (int j = 0; j < n; j++)
+				deep = depth[j] > depth[deep] ? j : deep;
+			for (int a = deep; a >= 0; a = parent[a])
+				path[np++] = a;
+			for (int i = 0; i < np; i++) {
+				from[i] = C + path[np - 1 - i];
+				to[i] = C + i;
+			}
+			kv_rows_move(&kh, table, np, from, to);
+			OP(cuda_kv_move(&ctx, &kd, table, np, from, to));
+			uint8_t *back = malloc(pool);
+			download(back, kd.k, pool);
+			CHECK_MSG(memcmp(back, kh.k, pool) == 0, "%s: K pool after cuda_kv_move differs", what);
+			download(back, kd.v, pool);
+			CHECK_MSG(memcmp(back, kh.v, pool) == 0, "%s: V pool after cuda_kv_move differs", what);
+			free(back);
+			CU(cudaFree(kd.k));
+			CU(cudaFree(kd.v));
+			CU(cudaFree((void *)db.part_t0));
+			CU(cudaFree((void *)db.part_row));
+			CU(cudaFree((void *)db.tok_part));
+			CU(cudaFree((void *)db.pos));
+			CU(cudaFree((void *)db.pages));
+			CU(cudaFree((void *)db.lpos));
+			CU(cudaFree((void *)db.tree_base));
+			CU(cudaFree((void *)db.tree_mask));
+			CU(cudaFree(dq));
+			CU(cudaFree(dout));
+			free(kh.k), free(kh.v), free(hpos), free(htp), free(hk), free(hv), free(k), free(v), free(q), free(ref);
+			free(scratch);
+		}
+}
+
 static void test_hadamard(void)
 {
 	const int64_t ns[] = {32, 32 * 1001, 32 * 65536};
@@ -581,7 +709,7 @@ static void test_arg_errors(void)
 	int h0[2] = {0, 1}, p2047[1] = {2047};
 	CU(cudaMemset(di, 0, 256));
 	int *dt0 = dupload(h0, sizeof(h0)), *dpos = dupload(p2047, sizeof(p2047));
-	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1};
+	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1, NULL, NULL, NULL};
 	struct kv_layer kv = {pool, pool, KV_F16, 64, 8, 64, 4, 0};
 	kv.Dh = 48;
 	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
@@ -913,6 +1041,7 @@ int main(int argc, char **argv)
 	test_arg_errors();
 	test_hadamard();
 	test_attention();
+	test_tree();
 	test_argmax();
 	test_topk();
 	if (!quick) {

@@ -81,6 +81,11 @@ struct step_desc {
 	const int *part_row;      /* [n_parts] */
 	int n_groups, n_rows, max_pages;
 	const int *const *pages;  /* [n_groups] tables of n_rows x max_pages */
+	/* token trees (src/kernels/kv_pages.h; NULL: the step has none): logical positions [T] (RoPE),
+	 * tree bases [T], ancestor masks [T * KV_TREE_WORDS] */
+	const int *lpos, *tree_base;
+	const uint32_t *tree_mask;
+	int t_ops;                /* tokens per range of this step (0: the latest reservation's t_ops) */
 };
 
 enum backend_queue { BQ_COMPUTE = 0, BQ_COPY = 1 };
@@ -154,6 +159,10 @@ struct backend_ops {
 	int (*hadamard)(struct backend *b, float *x, int64_t n);
 	/* k, v [T, Hkv*Dh] into the layer's pages at the range's positions */
 	int (*kv_store)(struct backend *b, const struct kv_layer *kv, const float *k, const float *v);
+	/* The accepted path of a token tree: the K and V rows of positions from[i] to to[i] (host arrays,
+	 * kv_rows_move's order) through the page-table row `pages` (host, the layer's group) */
+	int (*kv_move)(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,
+		       const int *to);
 	/* out[T, H*Dh]: each token over its own sequence's keys (src/kernels/kv_pages.h) */
 	int (*attention)(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
 			 float scale);

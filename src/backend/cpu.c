@@ -148,7 +148,10 @@ static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
 	struct cpu_state *s = st(b);
 	return (struct kv_batch){.T = s->T, .n_parts = s->n_parts, .part_t0 = s->part_t0, .part_row = s->part_row,
 				 .tok_part = s->tok_part, .pos = s->step.pos + s->t0, .pages = s->step.pages[kv->group],
-				 .max_pages = s->step.max_pages, .max_pos = s->max_pos, .max_part = s->max_part};
+				 .max_pages = s->step.max_pages, .max_pos = s->max_pos, .max_part = s->max_part,
+				 .lpos = s->step.lpos ? s->step.lpos + s->t0 : NULL,
+				 .tree_base = s->step.tree_base ? s->step.tree_base + s->t0 : NULL,
+				 .tree_mask = s->step.tree_mask ? s->step.tree_mask + (size_t)s->t0 * KV_TREE_WORDS : NULL};
 }
 
 static int cpu_rmsnorm_op(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
@@ -171,7 +174,8 @@ static int cpu_matmul_op(struct backend *b, float *y, const float *x, const stru
 
 static int cpu_rope_op(struct backend *b, float *x, int n_heads, int Dh, const struct rope_freqs *f)
 {
-	cpu_rope(x, st(b)->T, n_heads, Dh, st(b)->step.pos + st(b)->t0, f->inv_freq, f->mscale, f->neox);
+	const int *pos = st(b)->step.lpos ? st(b)->step.lpos : st(b)->step.pos;
+	cpu_rope(x, st(b)->T, n_heads, Dh, pos + st(b)->t0, f->inv_freq, f->mscale, f->neox);
 	return 0;
 }
 
@@ -200,6 +204,14 @@ static int cpu_attention_op(struct backend *b, float *out, const float *q, const
 	if (!rc)
 		cpu_attention(out, q, kv, &bt, H, window, scale, st(b)->scratch, st(b)->per_thread);
 	return rc;
+}
+
+static int cpu_kv_move_op(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,
+			  const int *to)
+{
+	(void)b;
+	kv_rows_move(kv, pages, n, from, to);
+	return 0;
 }
 
 static bool cpu_kv_supports(int fmt)
@@ -307,6 +319,7 @@ static const struct backend_ops cpu_ops = {
 	.reserve = cpu_reserve,
 	.step_begin = cpu_step_begin,
 	.step_range = cpu_step_range,
+	.kv_move = cpu_kv_move_op,
 	.embed = cpu_embed_op,
 	.rmsnorm = cpu_rmsnorm_op,
 	.matmul = cpu_matmul_op,

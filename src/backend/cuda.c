@@ -60,7 +60,9 @@ struct cuda_state {
 	size_t step_cap;     /* ints */
 	float *h_embed;      /* embedding rows converted on the host, [t_max * d_model] */
 	size_t embed_cap;    /* floats */
-	int t_max, t_ops;    /* of the reservation */
+	int t_max, t_ops;    /* of the reservations: the most tokens, the latest's tokens per op */
+	int n_ranges_cap;    /* ranges[] entries */
+	int step_t_ops;      /* the current step's tokens per op (step_desc.t_ops, else t_ops) */
 	struct range_meta {
 		int off, n_parts, max_pos, max_part;
 	} *ranges;
@@ -243,7 +245,8 @@ static size_t ws_bytes(const struct backend_reserve *r)
 static size_t step_ints(const struct backend_reserve *r)
 {
 	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
-	return (size_t)r->t_max * 4 + (size_t)n_ranges + 2 + (size_t)r->n_groups * (size_t)r->max_seqs * (size_t)r->max_pages;
+	return (size_t)r->t_max * (6 + KV_TREE_WORDS) + (size_t)n_ranges + 2 +
+	       (size_t)r->n_groups * (size_t)r->max_seqs * (size_t)r->max_pages;
 }
 
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
@@ -257,24 +260,31 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 	struct cuda_state *s = st(b);
 	size_t ws = ws_bytes(r), ints = step_ints(r);
 	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
-	if (ws > s->ctx.ws_bytes || ints > s->step_cap || r->t_max != s->t_max || r->t_ops != s->t_ops) {
+	/* Grows only: models sharing the backend (a resident draft beside its target) reserve in turn, and
+	 * each step names its own tokens per op (step_desc.t_ops). */
+	if (ws > s->ctx.ws_bytes) {
 		cu_free(b, s->ctx.ws);
+		s->ctx.ws = cu_alloc(b, ws);
+		s->ctx.ws_bytes = s->ctx.ws ? ws : 0;
+	}
+	if (ints > s->step_cap) {
 		cu_free(b, s->d_step);
 		free(s->h_step);
-		free(s->ranges);
-		s->ctx.ws = ws ? cu_alloc(b, ws) : NULL;
 		s->d_step = cu_alloc(b, ints * sizeof(int));
 		s->h_step = malloc(ints * sizeof(int));
-		s->ranges = malloc(sizeof(*s->ranges) * (size_t)n_ranges);
-		if ((ws && !s->ctx.ws) || !s->d_step || !s->h_step || !s->ranges) {
-			snprintf(b->err, sizeof(b->err), "device workspace of %zu bytes does not fit the arena", ws);
-			return -ENOMEM;
-		}
-		s->ctx.ws_bytes = ws;
-		s->step_cap = ints;
-		s->t_max = r->t_max;
-		s->t_ops = r->t_ops;
+		s->step_cap = s->d_step && s->h_step ? ints : 0;
 	}
+	if (n_ranges > s->n_ranges_cap) {
+		free(s->ranges);
+		s->ranges = malloc(sizeof(*s->ranges) * (size_t)n_ranges);
+		s->n_ranges_cap = s->ranges ? n_ranges : 0;
+	}
+	if ((ws && !s->ctx.ws) || !s->d_step || !s->h_step || !s->ranges) {
+		snprintf(b->err, sizeof(b->err), "device workspace of %zu bytes does not fit the arena", ws);
+		return -ENOMEM;
+	}
+	s->t_max = r->t_max > s->t_max ? r->t_max : s->t_max;
+	s->t_ops = r->t_ops;
 	size_t embed = (size_t)r->t_max * (size_t)r->d_model;
 	if (embed > s->embed_cap) {
 		float *e = malloc(sizeof(float) * embed);
@@ -293,15 +303,15 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 static int cu_step_range(struct backend *b, int t0, int n)
 {
 	struct cuda_state *s = st(b);
-	int last = s->step.T - t0 < s->t_ops ? s->step.T - t0 : s->t_ops;
-	if (t0 < 0 || t0 >= s->step.T || t0 % s->t_ops || n != last) {
-		snprintf(b->err, sizeof(b->err), "token range %d+%d is not a range of %d of the step of %d", t0, n, s->t_ops,
+	int to = s->step_t_ops, last = s->step.T - t0 < to ? s->step.T - t0 : to;
+	if (t0 < 0 || t0 >= s->step.T || t0 % to || n != last) {
+		snprintf(b->err, sizeof(b->err), "token range %d+%d is not a range of %d of the step of %d", t0, n, to,
 			 s->step.T);
 		return -EINVAL;
 	}
 	s->t0 = t0;
 	s->T = n;
-	s->range = t0 / s->t_ops;
+	s->range = t0 / to;
 	return 0;
 }
 
@@ -309,21 +319,32 @@ static int cu_step_begin(struct backend *b, const struct step_desc *d)
 {
 	struct cuda_state *s = st(b);
 	size_t tables = (size_t)d->n_groups * (size_t)d->n_rows * (size_t)d->max_pages;
-	int n_ranges = (d->T + s->t_ops - 1) / s->t_ops;
-	if (d->T > s->t_max || (size_t)d->T * 4 + (size_t)n_ranges + 2 + tables > s->step_cap) {
+	int to = d->t_ops > 0 ? d->t_ops : s->t_ops, n_ranges = (d->T + to - 1) / to;
+	if (d->T > s->t_max || n_ranges > s->n_ranges_cap ||
+	    (size_t)d->T * (6 + KV_TREE_WORDS) + (size_t)n_ranges + 2 + tables > s->step_cap) {
 		snprintf(b->err, sizeof(b->err), "step of %d tokens (%zu page-table entries) exceeds the reservation of %d",
 			 d->T, tables, s->t_max);
 		return -ENOSPC;
 	}
 	s->step = *d;
+	s->step_t_ops = to;
 	int *h = s->h_step;
-	memcpy(h, d->pos, sizeof(int) * (size_t)d->T);
-	size_t at = (size_t)d->T;
+	/* positions [T], logical positions [T], tree bases [T], ancestor masks [T * KV_TREE_WORDS] */
+	size_t T = (size_t)d->T;
+	memcpy(h, d->pos, sizeof(int) * T);
+	memcpy(h + T, d->lpos ? d->lpos : d->pos, sizeof(int) * T);
+	for (size_t t = 0; t < T; t++)
+		h[2 * T + t] = d->tree_base ? d->tree_base[t] : KV_TREE_NONE;
+	if (d->tree_mask)
+		memcpy(h + 3 * T, d->tree_mask, sizeof(int) * T * KV_TREE_WORDS);
+	else
+		memset(h + 3 * T, 0, sizeof(int) * T * KV_TREE_WORDS);
+	size_t at = T * (3 + KV_TREE_WORDS);
 	s->tables_off = (int)at;
 	for (int g = 0; g < d->n_groups; g++, at += (size_t)d->n_rows * (size_t)d->max_pages)
 		memcpy(h + at, d->pages[g], sizeof(int) * (size_t)d->n_rows * (size_t)d->max_pages);
 	for (int r = 0; r < n_ranges; r++) {
-		int t0 = r * s->t_ops, n = d->T - t0 < s->t_ops ? d->T - t0 : s->t_ops;
+		int t0 = r * to, n = d->T - t0 < to ? d->T - t0 : to;
 		struct range_meta *m = &s->ranges[r];
 		m->off = (int)at;
 		int *pt = h + at, *pr = pt + n + 1, *tp = pr + n + 1;
@@ -334,7 +355,7 @@ static int cu_step_begin(struct backend *b, const struct step_desc *d)
 		at += (size_t)(2 * m->n_parts + 1 + n);
 	}
 	int rc = cu_upload(b, s->d_step, h, sizeof(int) * at);
-	return rc ? rc : cu_step_range(b, 0, d->T < s->t_ops ? d->T : s->t_ops);
+	return rc ? rc : cu_step_range(b, 0, d->T < to ? d->T : to);
 }
 
 /* The current range as the KV kernels see it (device arrays), with the page table of the layer's group. */
@@ -346,7 +367,9 @@ static struct kv_batch batch_of(struct backend *b, const struct kv_layer *kv)
 	return (struct kv_batch){.T = s->T, .n_parts = m->n_parts, .part_t0 = base, .part_row = base + m->n_parts + 1,
 				 .tok_part = base + 2 * m->n_parts + 1, .pos = s->d_step + s->t0,
 				 .pages = s->d_step + s->tables_off + (size_t)kv->group * (size_t)s->step.n_rows * (size_t)s->step.max_pages,
-				 .max_pages = s->step.max_pages, .max_pos = m->max_pos, .max_part = m->max_part};
+				 .max_pages = s->step.max_pages, .max_pos = m->max_pos, .max_part = m->max_part,
+				 .lpos = s->d_step + s->step.T + s->t0, .tree_base = s->d_step + 2 * s->step.T + s->t0,
+				 .tree_mask = (const uint32_t *)(s->d_step + 3 * s->step.T) + (size_t)s->t0 * KV_TREE_WORDS};
 }
 
 static int cu_rmsnorm(struct backend *b, float *y, const float *x, const struct tensor *w, int T, float eps)
@@ -388,7 +411,7 @@ static int cu_rope(struct backend *b, float *x, int n_heads, int Dh, const struc
 	if (!inv)
 		return -ENOMEM;
 	struct cuda_state *s = st(b);
-	return op_rc(b, cuda_rope(&s->ctx, x, s->d_step + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
+	return op_rc(b, cuda_rope(&s->ctx, x, s->d_step + s->step.T + s->t0, s->T, n_heads, Dh, inv, f->mscale, f->neox));
 }
 
 static int cu_hadamard(struct backend *b, float *x, int64_t n)
@@ -407,6 +430,12 @@ static int cu_attention(struct backend *b, float *out, const float *q, const str
 {
 	struct kv_batch bt = batch_of(b, kv);
 	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale));
+}
+
+static int cu_kv_move(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,
+		      const int *to)
+{
+	return op_rc(b, cuda_kv_move(&st(b)->ctx, kv, pages, n, from, to));
 }
 
 static bool cu_kv_supports(int fmt)
@@ -593,6 +622,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.pace = cu_pace,
 	.step_begin = cu_step_begin,
 	.step_range = cu_step_range,
+	.kv_move = cu_kv_move,
 	.embed = cu_embed,
 	.rmsnorm = cu_rmsnorm,
 	.matmul = cu_matmul,

@@ -5,7 +5,7 @@
  * Input lines: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}, ...]} (the
  * model's chat template, with the generation prompt), with optional "max_tokens", "temperature", "top_p",
  * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed",
- * "ignore_eos"
+ * "ignore_eos", "speculative" (false: no speculative steps for this line under --spec)
  * (src/serve/request.h; unlike the server, a line without "temperature" is greedy). Output lines:
  * {"id", "text", "tokens" (ids), "finish_reason" ("stop" | "length"), "usage": {"prompt_tokens",
  * "completion_tokens", "total_tokens"}}, in the order requests finish.
@@ -260,6 +260,7 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	int mt = q->p.max_tokens >= 0 ? q->p.max_tokens : b->a->max_tokens;
 	q->r.max_new = mt;
 	q->r.ignore_eos = q->p.ignore_eos;
+	q->r.no_spec = q->p.no_spec;
 	q->r.n_prompt = (int)ids.n;
 	q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)ids.n + (size_t)mt + 1));
 	if (!q->r.toks) {
@@ -478,9 +479,12 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		struct backend_mem bm;
 		backend_mem_get(engine_backend(e), &bm);
 		double t = now_sec() - b->t0;
-		fprintf(stderr, "ferry: batch: %d request%s in %.1fs, %lld tokens generated (%.1f tok/s), %d steps%s",
-			b->n_done, b->n_done == 1 ? "" : "s", t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0, s->st.steps,
-			bm.budget ? "" : "\n");
+		fprintf(stderr, "ferry: batch: %d request%s in %.1fs, %lld tokens generated (%.1f tok/s), %d steps",
+			b->n_done, b->n_done == 1 ? "" : "s", t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0,
+			s->st.steps);
+		if (s->spec.mode != SPEC_OFF)
+			fprintf(stderr, ", %.2f tokens per speculative pass", sched_spec_tokens_per_pass(s));
+		fprintf(stderr, "%s", bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));
 		if (a->stats_json)

@@ -33,6 +33,14 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg)
 	case RUN_OPT_DEVICE: o->device = arg; break;
 	case RUN_OPT_VRAM: o->vram = parse_size(arg); bad = o->vram <= 0; name = "--vram"; break;
 	case RUN_OPT_PLACEMENT: o->placement = arg; break;
+	case RUN_OPT_SPEC: o->spec.mode = spec_mode_parse(arg); bad = o->spec.mode < 0; name = "--spec"; break;
+	case RUN_OPT_SPEC_MAX:
+		bad = parse_int(arg, 1, KV_TREE_MAX - 1, &v);
+		o->spec.max = (int)v, name = "--spec-max";
+		break;
+	case RUN_OPT_SPEC_NGRAM: bad = parse_int(arg, 1, 64, &v); o->spec.ngram = (int)v, name = "--spec-ngram"; break;
+	case RUN_OPT_SPEC_BRANCH: bad = parse_int(arg, 1, 8, &v); o->spec.branch = (int)v, name = "--spec-branch"; break;
+	case RUN_OPT_DRAFT: o->draft = arg; break;
 	case RUN_OPT_H2D_LIMIT: {
 		char *end;
 		o->h2d_limit = strtod(arg, &end);
@@ -77,7 +85,13 @@ void run_opts_usage(FILE *f)
 		"  --placement auto|gpu|cpu|LIST  with CUDA: which layers the CPU computes from the RAM tier in steps of few\n"
 		"                         tokens (decode) while the GPU streams the others (default auto: chosen from rates\n"
 		"                         measured at start; LIST: layers and ranges for the CPU, e.g. 0-19,40-59,head)\n"
-		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n");
+		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n"
+		"  --spec off|auto|lookup|draft|tree  speculative decoding (default off): guesses verified in one pass,\n"
+		"                         output exactly as without (auto: tree with --draft, else lookup)\n"
+		"  --spec-max N           most guessed tokens per pass (default 16; the planner sizes each pass below it)\n"
+		"  --spec-ngram N         prompt lookup: the longest n-gram matched (default 3)\n"
+		"  --spec-branch K        tree: the draft's K best tokens at each depth (default 3)\n"
+		"  --draft MODEL.ferry    draft model with the model's vocabulary, resident on the device (--spec draft|tree)\n");
 }
 
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
@@ -91,6 +105,10 @@ void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
 	eo->reader = !strcmp(o->io, "uring") ? IO_READER_URING : !strcmp(o->io, "pread") ? IO_READER_PREAD : IO_READER_AUTO;
 	eo->kv = o->kv;
 	eo->kv_page = o->kv_page;
+	eo->spec = o->spec;
+	eo->draft = o->draft;
+	if (o->draft && eo->spec.mode == SPEC_OFF)
+		eo->spec.mode = SPEC_AUTO; /* a draft asks for speculation */
 }
 
 int run_opts_eos(const struct layout_hparams *hp, const struct tokenizer *tk, int **ids, int *n)

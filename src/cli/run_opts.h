@@ -20,6 +20,8 @@ struct run_opts {
 	int64_t ram, vram;       /* -1: half of physical memory; all that is free */
 	const char *placement;   /* NULL: auto */
 	double h2d_limit;        /* GB/s the uploads are paced to (0: no limit) */
+	struct spec_opts spec;   /* --spec, --spec-max, --spec-ngram, --spec-branch */
+	const char *draft;       /* --draft */
 };
 
 /* getopt_long codes of these options (above any short option and the commands' own codes), and the table
@@ -34,13 +36,20 @@ enum {
 	RUN_OPT_VRAM,
 	RUN_OPT_PLACEMENT,
 	RUN_OPT_H2D_LIMIT,
+	RUN_OPT_SPEC,
+	RUN_OPT_SPEC_MAX,
+	RUN_OPT_SPEC_NGRAM,
+	RUN_OPT_SPEC_BRANCH,
+	RUN_OPT_DRAFT,
 };
 #define RUN_OPTS_LONG                                                                                             \
 	{"kv", required_argument, 0, RUN_OPT_KV}, {"kv-page", required_argument, 0, RUN_OPT_KV_PAGE},            \
 	{"ram", required_argument, 0, RUN_OPT_RAM}, {"io", required_argument, 0, RUN_OPT_IO},                    \
 	{"threads", required_argument, 0, RUN_OPT_THREADS}, {"device", required_argument, 0, RUN_OPT_DEVICE},    \
 	{"vram", required_argument, 0, RUN_OPT_VRAM}, {"placement", required_argument, 0, RUN_OPT_PLACEMENT},    \
-	{"h2d-limit", required_argument, 0, RUN_OPT_H2D_LIMIT}
+	{"h2d-limit", required_argument, 0, RUN_OPT_H2D_LIMIT}, {"spec", required_argument, 0, RUN_OPT_SPEC},        \
+	{"spec-max", required_argument, 0, RUN_OPT_SPEC_MAX}, {"spec-ngram", required_argument, 0, RUN_OPT_SPEC_NGRAM}, \
+	{"spec-branch", required_argument, 0, RUN_OPT_SPEC_BRANCH}, {"draft", required_argument, 0, RUN_OPT_DRAFT}
 
 void run_opts_default(struct run_opts *o);
 /* Takes getopt's code c and its argument: 0 when c was one of these options, 1 when it is not, 2 after
@@ -50,8 +59,8 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg);
 int run_opts_check(const struct run_opts *o);
 void run_opts_usage(FILE *f);
 
-/* The engine options these set (device, vram, threads, placement, h2d_limit, ram, reader, kv, kv_page); the
- * rest of eo is kept. */
+/* The engine options these set (device, vram, threads, placement, h2d_limit, ram, reader, kv, kv_page, spec,
+ * draft); the rest of eo is kept. */
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo);
 /* The ids that end a request: the model's end-of-sequence ids and the tokenizer's end-of-generation ids
  * (tk may be NULL), into *ids (free it) and *n. 0 or -ENOMEM. */

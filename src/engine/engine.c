@@ -21,6 +21,9 @@ struct engine {
 	struct model m;
 	struct sched s;
 	bool has_model, has_sched;
+	struct layout dlay;   /* the draft model (spec.h) */
+	struct model dm;
+	bool has_dlay, has_draft;
 	int *eos;
 	struct io_host_alloc pinned; /* the streamer keeps a pointer to it */
 };
@@ -95,6 +98,51 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 	return rc;
 }
 
+/* The draft model (--draft): the same vocabulary as the target, every unit resident on the device (its
+ * weights and KV inside --vram, before the target's plan), sequences and context as the target's. */
+static int draft_open(struct engine *e, const struct layout *lay, const struct engine_opts *o, int kv_fmt, char *err,
+		      size_t errlen)
+{
+	char derr[ERR_LEN];
+	int rc = layout_open(&e->dlay, o->draft, derr, sizeof(derr));
+	if (rc) {
+		snprintf(err, errlen, "--draft %s: %s", o->draft, derr);
+		return rc;
+	}
+	e->has_dlay = true;
+	const struct layout_hparams *dh = &e->dlay.hp, *th = &lay->hp;
+	if (dh->vocab != th->vocab || dh->bos_id != th->bos_id) {
+		snprintf(err, errlen, "--draft %s: its vocabulary (%d tokens, bos %d) is not the model's (%d tokens, bos %d)",
+			 o->draft, (int)dh->vocab, dh->bos_id, (int)th->vocab, th->bos_id);
+		return -EINVAL;
+	}
+	struct model_opts dmo = {.t_max = o->t_max < 256 ? o->t_max : 256, .max_logits = o->max_seqs, .ctx = o->ctx,
+				 .max_seqs = o->max_seqs, .kv_fmt = kv_fmt, .kv_page = o->kv_page};
+	struct plan dp;
+	rc = plan_make(&dp, &e->dlay, e->b, &dmo, false, false, false, NULL, derr, sizeof(derr));
+	if (!rc && dp.device && dp.n_resident < dp.n_units) {
+		snprintf(derr, sizeof(derr), "%d of its %d units fit resident (%.2f GiB of weights, %.2f GiB of the arena left)",
+			 dp.n_resident, dp.n_units, (double)dp.units_bytes / (1 << 30), (double)dp.avail / (1 << 30));
+		plan_free(&dp);
+		rc = -ENOMEM;
+	}
+	if (rc) {
+		snprintf(err, errlen, "--draft %s does not fit the budget: %s", o->draft, derr);
+		return rc;
+	}
+	struct io_opts io;
+	io_opts_default(&io);
+	io.ram = (int64_t)dp.units_bytes + (64 << 20);
+	io.reader = o->reader;
+	io.log = io_log;
+	io.host_alloc = e->pinned.alloc ? &e->pinned : NULL;
+	rc = model_init(&e->dm, &e->dlay, e->b, NULL, &dp, &io, derr, sizeof(derr));
+	if (rc)
+		snprintf(err, errlen, "--draft %s: %s", o->draft, derr);
+	e->has_draft = !rc;
+	return rc;
+}
+
 int engine_open(struct engine **ep, const struct layout *lay, const struct engine_opts *o, char *err, size_t errlen)
 {
 	struct engine *e = calloc(1, sizeof(*e));
@@ -115,14 +163,22 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 			snprintf(err, errlen, "--h2d-limit: %s", e->b->err);
 		}
 	}
+	/* the streamer's buffers are pinned by the backend that uploads from them */
+	e->pinned = (struct io_host_alloc){e->b ? e->b->ops->pinned_name : NULL, e->b ? e->b->ops->pinned_alloc : NULL,
+					   e->b ? e->b->ops->pinned_free : NULL, NULL};
 	int kv_fmt = rc ? rc : kv_fmt_of(o->kv, e->b, err, errlen);
 	rc = kv_fmt < 0 ? kv_fmt : 0;
 	struct model_opts mo = {.t_max = o->t_max, .max_logits = o->max_logits, .ctx = o->ctx, .max_seqs = o->max_seqs,
 				.kv_fmt = kv_fmt, .kv_page = o->kv_page, .kv_pages = o->kv_pages};
+	if (o->spec.mode != SPEC_OFF) { /* a tree's logits are all of its tokens' */
+		int per = 1 + (o->spec.max > 0 ? o->spec.max : SPEC_MAX_DEFAULT), rows = o->max_seqs * per;
+		rows = rows < o->t_max ? rows : o->t_max;
+		mo.max_logits = rows > mo.max_logits ? rows : mo.max_logits;
+	}
+	/* the draft first: it must be resident, and the target plans with what it leaves */
+	if (!rc && o->draft && !o->plan_only)
+		rc = draft_open(e, lay, o, kv_fmt, err, errlen);
 	rc = rc ? rc : plan_make(&e->plan, lay, e->b, &mo, o->stream_all, o->t_max_auto, o->kv_host, NULL, err, errlen);
-	/* the streamer's buffers are pinned by the backend that uploads from them */
-	e->pinned = (struct io_host_alloc){e->b ? e->b->ops->pinned_name : NULL, e->b ? e->b->ops->pinned_alloc : NULL,
-					   e->b ? e->b->ops->pinned_free : NULL, NULL};
 	rc = rc ? rc : place(e, lay, o, &mo, err, errlen);
 	if (!rc && !o->plan_only) {
 		struct io_opts io;
@@ -138,6 +194,8 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->host_memory ? 0 : o->top_k, e->eos, o->n_eos,
 					 err, errlen);
 		e->has_sched = !rc && !o->no_sched;
+		if (e->has_sched && o->spec.mode != SPEC_OFF)
+			rc = sched_spec(&e->s, &o->spec, e->has_draft ? &e->dm : NULL, err, errlen);
 	}
 	if (rc) {
 		engine_close(e);
@@ -155,6 +213,10 @@ void engine_close(struct engine *e)
 		sched_free(&e->s);
 	if (e->has_model)
 		model_free(&e->m);
+	if (e->has_draft)
+		model_free(&e->dm);
+	if (e->has_dlay)
+		layout_close(&e->dlay);
 	plan_free(&e->plan);
 	backend_destroy(e->hb);
 	backend_destroy(e->b);
@@ -212,8 +274,31 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 			st->pred_mean_t = plan_predict(p, e->m.lay, &e->rates,
 						       (int)((h->tokens + h->steps / 2) / h->steps), true);
 	}
-	if (e->has_sched)
+	if (e->has_sched) {
 		st->sched = e->s.st;
+		st->spec_mode = e->s.spec.mode;
+		st->spec_alpha = spec_plan_alpha(&e->s.plan);
+		spec_plan_cost(&e->s.plan, &st->spec_c0, &st->spec_c1);
+	}
+	if (e->has_draft)
+		st->draft_bytes = e->dm.plan.units_bytes;
+}
+
+json_t *engine_spec_json(const struct engine_stats *st)
+{
+	const struct sched_stats *s = &st->sched;
+	long long g = s->spec_guessed[SPEC_SRC_LOOKUP] + s->spec_guessed[SPEC_SRC_DRAFT];
+	long long a = s->spec_accepted[SPEC_SRC_LOOKUP] + s->spec_accepted[SPEC_SRC_DRAFT];
+	return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I}", "mode",
+			 spec_mode_name(st->spec_mode), "passes", (json_int_t)s->spec_passes, "guessed", (json_int_t)g,
+			 "accepted", (json_int_t)a, "acceptance", g ? (double)a / (double)g : 0.0, "tokens_per_pass",
+			 s->spec_passes ? (double)s->spec_tokens / (double)s->spec_passes : 0.0, "lookup_guessed",
+			 (json_int_t)s->spec_guessed[SPEC_SRC_LOOKUP], "lookup_accepted",
+			 (json_int_t)s->spec_accepted[SPEC_SRC_LOOKUP], "draft_guessed",
+			 (json_int_t)s->spec_guessed[SPEC_SRC_DRAFT], "draft_accepted",
+			 (json_int_t)s->spec_accepted[SPEC_SRC_DRAFT], "draft_steps", (json_int_t)s->draft_steps, "draft_s",
+			 s->draft_s, "alpha", st->spec_alpha, "pass_c0_s", st->spec_c0, "pass_c1_s", st->spec_c1,
+			 "draft_bytes", (json_int_t)st->draft_bytes);
 }
 
 json_t *engine_stats_json(const struct engine_stats *st)
@@ -252,14 +337,16 @@ json_t *engine_stats_json(const struct engine_stats *st)
 				    json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy", r->h2d_busy,
 					      "host_1", r->host[0], "host_t", r->host[1], "host_busy", r->host_busy, "dev_1",
 					      r->dev[0], "dev_t", r->dev[1], "cross_s", r->cross));
-	bool ok = o && v && m && j && h && !json_object_update(o, v) && !json_object_update(o, m) &&
-		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) &&
+	json_t *sp = engine_spec_json(st);
+	bool ok = o && v && m && j && h && sp && !json_object_update(o, v) && !json_object_update(o, m) &&
+		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) && !json_object_set(o, "spec", sp) &&
 		  !json_object_set_new(o, "disk_gbps",
 				       json_real(io->busy_sec > 0 ? (double)io->bytes_read / io->busy_sec / 1e9 : 0));
 	json_decref(v);
 	json_decref(m);
 	json_decref(j);
 	json_decref(h);
+	json_decref(sp);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -295,6 +382,17 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			fprintf(f, "; predicted %.2f ms a step of the mean tokens, %.2f ms a 1-token step (every unit on the "
 				   "device: %.2f ms)", 1e3 * st->pred_mean_t, 1e3 * st->pred_hybrid, 1e3 * st->pred_device);
 		fprintf(f, "\n");
+	}
+	const struct sched_stats *ss = &st->sched;
+	if (st->spec_mode != SPEC_OFF) {
+		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];
+		fprintf(f,
+			"ferry: spec %s: %lld passes, %.2f tokens per pass; accepted %lld of %lld guesses (%.1f%%: lookup %lld/%lld, "
+			"draft %lld/%lld); %lld draft steps in %.3fs; planner: acceptance %.2f, pass %.2f ms + %.3f ms a token\n",
+			spec_mode_name(st->spec_mode), ss->spec_passes,
+			ss->spec_passes ? (double)ss->spec_tokens / (double)ss->spec_passes : 0.0, a, g, g ? 100.0 * (double)a / (double)g : 0.0,
+			ss->spec_accepted[0], ss->spec_guessed[0], ss->spec_accepted[1], ss->spec_guessed[1], ss->draft_steps,
+			ss->draft_s, st->spec_alpha, 1e3 * st->spec_c0, 1e3 * st->spec_c1);
 	}
 	const struct backend_mem *bm = &st->mem;
 	if (!bm->budget)

@@ -43,6 +43,10 @@ struct engine_opts {
 	int top_k;            /* > 0: the scheduler lets the backend select this many logits per row */
 	const int *eos;       /* end-of-sequence ids, n_eos of them (copied) */
 	int n_eos;
+	/* speculative steps (src/engine/spec.h): the mode and sizes, and a draft model with the same vocabulary
+	 * (a model.ferry directory; NULL: none), kept resident on the device beside the target */
+	struct spec_opts spec;
+	const char *draft;
 	bool plan_only;       /* open the backend and make the plan, nothing else (ferry run --plan) */
 	bool no_sched;        /* no scheduler: the caller steps the model itself (ferry ppl) */
 };
@@ -73,11 +77,16 @@ struct engine_stats {
 	uint64_t host_bytes, units_bytes, stream_bytes; /* per step: the host units', every unit's, the uploads' */
 	bool has_rates;
 	struct plan_rates rates;   /* what the placement was chosen from */
+	int spec_mode;             /* enum spec_mode in effect */
+	double spec_alpha, spec_c0, spec_c1; /* the tree planner's acceptance and pass-cost line */
+	uint64_t draft_bytes;      /* the draft model's weights (0: none) */
 };
 void engine_stats(struct engine *e, struct engine_stats *st);
 /* The figures every command's --stats-json shares (keys as bench/ reads them), as a new JSON object the
  * command adds its own to; NULL when out of memory. */
 struct json_t *engine_stats_json(const struct engine_stats *st);
+/* The speculative steps' figures (the "spec" object of --stats-json, /health and the batch summary). */
+struct json_t *engine_spec_json(const struct engine_stats *st);
 /* --stats: the streamer's, the backend's and the device's lines. */
 void engine_stats_print(FILE *f, const struct engine_stats *st);
 

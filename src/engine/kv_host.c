@@ -147,7 +147,7 @@ int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv)
 }
 
 int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_cache *kc, int n_parts,
-		const int *part_row, const int *part_t0)
+		const int *part_row, const int *part_span)
 {
 	if (!h->n_host || h->order_of[l] < 0)
 		return 0;
@@ -159,7 +159,7 @@ int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_c
 	for (int p = 0; !rc && p < n_parts; p++) {
 		int len = kc->seqs[part_row[p]].len;
 		const int *row = kc->tables[g] + (size_t)part_row[p] * (size_t)kc->max_pages;
-		for (int j = len / kc->page; !rc && j <= (len + part_t0[p + 1] - part_t0[p] - 1) / kc->page; j++) {
+		for (int j = len / kc->page; !rc && j <= (len + part_span[p] - 1) / kc->page; j++) {
 			if (row[j] < 0)
 				continue;
 			size_t off = (size_t)row[j] * pb;

@@ -52,9 +52,9 @@ bool kvh_host_view(const struct kv_host *h, int l, const struct kv_layer *kv, st
 /* Before layer l computes (a staged layer of the step; others: no-op): points kv[l] at its staging pair and makes the compute queue wait for it. */
 int kvh_acquire(struct kv_host *h, int l, struct kv_layer *kv);
 /* After layer l computed: writes back the pages holding the step's positions (part i: sequence
- * part_row[i], part_t0[i+1] - part_t0[i] positions from its length before the step) and refills the
- * staging pair for the host layer two after. */
+ * part_row[i], part_span[i] positions from its committed length: the part's tokens, and a token tree's
+ * scratch positions before them) and refills the staging pair for the host layer two after. */
 int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_cache *kc, int n_parts,
-		const int *part_row, const int *part_t0);
+		const int *part_row, const int *part_span);
 
 #endif

@@ -280,7 +280,13 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	m->pos = malloc(sizeof(int) * T);
 	m->part_t0 = malloc(sizeof(int) * (T + 1));
 	m->part_row = malloc(sizeof(int) * T);
-	ok = ok && m->embed_rows && m->tokens && m->pos && m->part_t0 && m->part_row;
+	m->part_span = malloc(sizeof(int) * T);
+	m->lpos = malloc(sizeof(int) * T);
+	m->tree_base = malloc(sizeof(int) * T);
+	m->tree_mask = malloc(sizeof(uint32_t) * T * KV_TREE_WORDS);
+	m->tree = calloc((size_t)m->opt.max_seqs, sizeof(*m->tree));
+	ok = ok && m->embed_rows && m->tokens && m->pos && m->part_t0 && m->part_row && m->part_span && m->lpos &&
+	     m->tree_base && m->tree_mask && m->tree;
 	if (!ok) {
 		snprintf(err, errlen,
 			 "out of %s memory for the run state (%d tokens per step, KV cache of %d sequences x %d positions)%s%s",
@@ -341,6 +347,11 @@ void model_free(struct model *m)
 	free(m->pos);
 	free(m->part_t0);
 	free(m->part_row);
+	free(m->part_span);
+	free(m->lpos);
+	free(m->tree_base);
+	free(m->tree_mask);
+	free(m->tree);
 	free(m->embed_rows);
 	io_stream_close(m->io);
 	plan_free(&m->plan);
@@ -450,7 +461,7 @@ static int layer_forward(struct model *m, struct model_rs *rs, int l, int T, con
 	weights_put(&m->w, l, on_host);
 	if (!rc)
 		rc = weights_prefetch(&m->w, l, host, err, errlen);
-	if (!rc && !on_host && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_t0)))
+	if (!rc && !on_host && (rc = kvh_release(&m->kvh, l, m->kv, &m->kc, m->n_parts, m->part_row, m->part_span)))
 		snprintf(err, errlen, "layer %d: KV pages to host memory: %s", l, m->b->err);
 	return rc;
 }
@@ -552,14 +563,100 @@ int model_seq_open(struct model *m, const int *prompt, int n_prompt, int *seq, i
 void model_seq_close(struct model *m, int seq)
 {
 	kvc_seq_close(&m->kc, seq);
+	if (seq >= 0 && seq < m->opt.max_seqs)
+		m->tree[seq].n = 0;
 }
 
-/* The step's host arrays from the parts; checks them. */
+int model_seq_tree(const struct model *m, int seq)
+{
+	return m->tree[seq].n;
+}
+
+/* Tree part p of the step: its tokens' stored and logical positions, tree bases and ancestor masks from t on,
+ * added to its sequence's tree. */
+static int tree_build(struct model *m, const struct model_part *p, int t, int len, int *max_lpos, char *err,
+		      size_t errlen)
+{
+	struct model_tree *tr = &m->tree[p->seq];
+	if (tr->n + p->n > KV_TREE_MAX) {
+		snprintf(err, errlen, "a token tree of %d tokens (at most %d)", tr->n + p->n, KV_TREE_MAX);
+		return -EINVAL;
+	}
+	for (int j = 0; j < p->n; j++) {
+		int i = tr->n + j, par = p->parent[j];
+		if (par < -1 || par >= i) {
+			snprintf(err, errlen, "tree token %d has parent %d (a token before it, or -1)", i, par);
+			return -EINVAL;
+		}
+		tr->parent[i] = (short)par;
+		tr->depth[i] = (short)(par < 0 ? 0 : tr->depth[par] + 1);
+		if (par < 0)
+			memset(tr->mask[i], 0, sizeof(tr->mask[i]));
+		else
+			memcpy(tr->mask[i], tr->mask[par], sizeof(tr->mask[i]));
+		tr->mask[i][i >> 5] |= 1u << (i & 31);
+		m->pos[t + j] = len + i;
+		m->lpos[t + j] = len + tr->depth[i];
+		m->tree_base[t + j] = len;
+		memcpy(m->tree_mask + (size_t)(t + j) * KV_TREE_WORDS, tr->mask[i], sizeof(tr->mask[i]));
+		*max_lpos = m->lpos[t + j] > *max_lpos ? m->lpos[t + j] : *max_lpos;
+	}
+	tr->n += p->n;
+	return 0;
+}
+
+int model_seq_commit(struct model *m, int seq, const int *path, int n, char *err, size_t errlen)
+{
+	struct model_tree *tr = &m->tree[seq];
+	int len = m->kc.seqs[seq].len, from[KV_TREE_MAX], to[KV_TREE_MAX], rc = 0;
+	bool moves = false;
+	for (int i = 0; i < n; i++) {
+		if (path[i] < 0 || path[i] >= tr->n || tr->parent[path[i]] != (i ? path[i - 1] : -1)) {
+			snprintf(err, errlen, "commit: tree token %d at %d is not on a path from a root", path[i], i);
+			return -EINVAL;
+		}
+		from[i] = len + path[i];
+		to[i] = len + i;
+		moves = moves || from[i] != to[i];
+	}
+	struct backend *b = m->b;
+	if (moves && m->kvh.n_host)
+		rc = b->ops->sync(b); /* the write-backs of host layers' pages land first */
+	for (int l = 0; !rc && moves && l < m->hp->n_layers; l++) {
+		const int *pages = m->kc.tables[m->kv[l].group] + (size_t)seq * (size_t)m->kc.max_pages;
+		struct kv_layer hv;
+		if (kvh_host_view(&m->kvh, l, m->kv, &hv))
+			kv_rows_move(&hv, pages, n, from, to);
+		else
+			rc = b->ops->kv_move(b, &m->kv[l], pages, n, from, to);
+	}
+	if (rc) {
+		snprintf(err, errlen, "commit: %s", b->err);
+		return rc;
+	}
+	kvc_advance(&m->kc, seq, n);
+	kvc_shrink(&m->kc, seq, len + n);
+	tr->n = 0;
+	return 0;
+}
+
+/* Undoes what step_build added to the trees of parts 0 .. n-1. */
+static void trees_undo(struct model *m, const struct model_part *parts, int n)
+{
+	for (int k = 0; k < n; k++)
+		if (parts[k].parent)
+			m->tree[parts[k].seq].n -= parts[k].n;
+}
+
+/* The step's host arrays from the parts; checks them (a refused step leaves the trees as they were). */
 static int step_build(struct model *m, const struct model_part *parts, int n_parts, int *T, int *rows, char *err,
 		      size_t errlen)
 {
 	int t = 0, r = 0, max_pos = 0;
 	m->part_t0[0] = 0;
+	m->has_tree = false;
+	for (int i = 0; i < n_parts; i++)
+		m->has_tree = m->has_tree || parts[i].parent;
 	for (int i = 0; i < n_parts; i++) {
 		const struct model_part *p = &parts[i];
 		bool open = p->seq >= 0 && p->seq < m->kc.max_seqs && m->kc.seqs[p->seq].used;
@@ -568,14 +665,30 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 		if (!open || p->n < 1 || p->n_logits < 0 || p->n_logits > p->n || t + p->n > m->opt.t_max) {
 			snprintf(err, errlen, "step part %d (sequence %d, %d tokens, %d logits) is not valid for a step of at most %d tokens", i,
 				 p->seq, p->n, p->n_logits, m->opt.t_max);
+			trees_undo(m, parts, i);
 			return -EINVAL;
 		}
-		int len = m->kc.seqs[p->seq].len;
+		int len = m->kc.seqs[p->seq].len, n_tree = m->tree[p->seq].n;
+		if (!p->parent && n_tree) {
+			snprintf(err, errlen, "step part %d: sequence %d has an uncommitted token tree", i, p->seq);
+			trees_undo(m, parts, i);
+			return -EINVAL;
+		}
 		for (int j = 0; j < p->n; j++) {
 			m->tokens[t + j] = p->tokens[j];
-			m->pos[t + j] = len + j;
+			m->pos[t + j] = m->lpos[t + j] = len + j;
+			m->tree_base[t + j] = KV_TREE_NONE;
 		}
-		max_pos = len + p->n - 1 > max_pos ? len + p->n - 1 : max_pos;
+		if (m->has_tree)
+			memset(m->tree_mask + (size_t)t * KV_TREE_WORDS, 0, sizeof(uint32_t) * KV_TREE_WORDS * (size_t)p->n);
+		int rc = p->parent ? tree_build(m, p, t, len, &max_pos, err, errlen) : 0;
+		if (rc) {
+			trees_undo(m, parts, i);
+			return rc;
+		}
+		if (!p->parent)
+			max_pos = len + p->n - 1 > max_pos ? len + p->n - 1 : max_pos;
+		m->part_span[i] = n_tree + p->n;
 		t += p->n;
 		r += p->n_logits;
 		m->part_t0[i + 1] = t;
@@ -583,6 +696,7 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 	}
 	if (t < 1 || r > (m->opt.max_logits > 0 ? m->opt.max_logits : 1)) {
 		snprintf(err, errlen, "step of %d tokens and %d logits rows (at most %d)", t, r, m->opt.max_logits);
+		trees_undo(m, parts, n_parts);
 		return -EINVAL;
 	}
 	/* Only dynamic NTK depends on the step (through its longest sequence). */
@@ -607,10 +721,14 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 	}
 	int grown = 0;
 	for (; grown < n_parts && !rc; grown++)
-		rc = kvc_grow(&m->kc, parts[grown].seq, parts[grown].n, err, errlen);
+		rc = kvc_grow(&m->kc, parts[grown].seq, m->part_span[grown], err, errlen);
 	if (rc) {
-		for (int i = 0; i < grown - 1; i++)
-			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+		for (int i = 0; i < n_parts; i++) {
+			if (i < grown - 1)
+				kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
+			if (parts[i].parent)
+				m->tree[parts[i].seq].n = 0;
+		}
 		return rc;
 	}
 	const int *tables[KVC_GROUPS_MAX];
@@ -618,7 +736,9 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 		tables[g] = m->kc.tables[g];
 	struct step_desc d = {.T = T, .pos = m->pos, .n_parts = n_parts, .part_t0 = m->part_t0, .part_row = m->part_row,
 			      .n_groups = m->kc.n_groups, .n_rows = m->kc.max_seqs, .max_pages = m->kc.max_pages,
-			      .pages = tables};
+			      .pages = tables, .lpos = m->has_tree ? m->lpos : NULL,
+			      .tree_base = m->has_tree ? m->tree_base : NULL, .tree_mask = m->has_tree ? m->tree_mask : NULL,
+			      .t_ops = m->rs[0].t_sub};
 	m->n_parts = n_parts;
 	bool hyb = m->hb && T <= m->rs[1].t_rows;
 	const bool *host = hyb ? m->plan.on_host : NULL;
@@ -659,8 +779,10 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 	for (int i = 0; i < n_parts; i++) {
 		if (rc)
 			kvc_shrink(&m->kc, parts[i].seq, m->kc.seqs[parts[i].seq].len);
-		else
+		else if (!parts[i].parent)
 			kvc_advance(&m->kc, parts[i].seq, parts[i].n);
+		if (rc && parts[i].parent)
+			m->tree[parts[i].seq].n = 0;
 	}
 	return rc;
 }

@@ -62,6 +62,15 @@ LAYER_SLOT(post_ffw_norm, ARCH_SLOT_POST_FFW_NORM);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
+/* A sequence's uncommitted token tree: n tokens at scratch positions len .. len+n-1 past its committed len
+ * (src/kernels/kv_pages.h), each with its parent (-1: a child of the committed context), its depth and
+ * its ancestor mask. */
+struct model_tree {
+	int n;
+	short parent[KV_TREE_MAX], depth[KV_TREE_MAX];
+	uint32_t mask[KV_TREE_MAX][KV_TREE_WORDS];
+};
+
 /* The run state on one backend, in its memory: x has t_rows rows, the others t_sub. */
 struct model_rs {
 	struct backend *b;
@@ -96,6 +105,11 @@ struct model {
 	uint64_t kv_bytes;     /* backend memory of the KV pools */
 	/* the current step, host */
 	int *tokens, *pos, *part_t0, *part_row; /* [t_max], [t_max], [t_max + 1], [t_max] */
+	int *part_span;        /* [t_max] positions past each part's committed length the step writes through */
+	int *lpos, *tree_base; /* [t_max] token trees (src/kernels/kv_pages.h) */
+	uint32_t *tree_mask;   /* [t_max * KV_TREE_WORDS] */
+	bool has_tree;         /* the current step has a tree part */
+	struct model_tree *tree; /* [max_seqs] each sequence's uncommitted token tree */
 	int n_parts;
 	struct model_rs rs[2]; /* [0] on b (t_max rows), [1] on hb (plan.hybrid_t_max rows) */
 	bool last_hybrid;
@@ -146,12 +160,19 @@ void model_seq_close(struct model *m, int seq);
 /* A step: the n tokens of each part go through every layer together (layer-major: each layer's weights
  * are read once per step), part i's tokens at the positions after those its sequence holds; at most one part
  * per sequence, at most opt.t_max tokens in all. Each part asks for the logits of its last n_logits tokens
- * (0..n). Output rows follow part order. */
+ * (0..n). Output rows follow part order.
+ *
+ * A tree part (parent non-NULL) extends its sequence's uncommitted token tree (struct model_tree): token j
+ * becomes tree token n_tree + j, child of tree token parent[j] (< n_tree + j; -1: of the committed
+ * context), at logical position len + its depth; it sees the committed context and its ancestors only. A
+ * tree grows over several steps (a draft model's chain) and does not advance the sequence: model_seq_commit
+ * keeps one path of it. A plain part of a sequence whose tree is not committed is refused. */
 struct model_part {
 	int seq;
 	int n;
 	const int *tokens; /* host [n] */
 	int n_logits;
+	const int *parent; /* host [n], or NULL: a plain part */
 };
 struct model_out {
 	float *logits;     /* host [rows, V]; used when k == 0 */
@@ -159,8 +180,15 @@ struct model_out {
 	float *top_vals;   /* host [rows, k], each row sorted descending (ties: lower id first) */
 	int *top_idx;
 };
-/* Fails with -ENOSPC (and changes nothing) when the KV cache has no free page for the step's tokens. */
+/* Fails with -ENOSPC (and changes nothing but dropping the step's sequences' uncommitted trees) when the
+ * KV cache has no free page for the step's tokens. */
 int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
 	       char *err, size_t errlen);
+/* Keeps path[0 .. n-1] of seq's token tree (tree indices, a root first, each the parent of the next) as the
+ * sequence's next n positions (their KV moved into place, rows of other branches never visible again) and
+ * drops the rest of the tree; n = 0 drops it all. -EINVAL when path is not such a path. */
+int model_seq_commit(struct model *m, int seq, const int *path, int n, char *err, size_t errlen);
+/* Tokens in seq's uncommitted tree. */
+int model_seq_tree(const struct model *m, int seq);
 
 #endif

@@ -126,9 +126,10 @@ static void penalize_openai(struct sampler *s, float *logits, const int *hist, i
 	}
 }
 
-/* The draw over n candidates sorted best first: s->p[i] holds candidate i's logit on entry, s->idx[i] its
- * token. Temperature softmax (max first, so exp never overflows), top-p, min-p, then a seeded draw. */
-static int draw_sorted(struct sampler *s, int n)
+/* The distribution over n candidates sorted best first: s->p[i] holds candidate i's logit on entry, s->idx[i]
+ * its token. Temperature softmax (max first, so exp never overflows), top-p, min-p; returns the candidates
+ * kept (their p not renormalized). */
+static int probs_sorted(struct sampler *s, int n)
 {
 	double mx = s->p[0], sum = 0;
 	for (int i = 0; i < n; i++) {
@@ -154,7 +155,14 @@ static int draw_sorted(struct sampler *s, int n)
 			k++;
 		n = k;
 	}
-	sum = 0;
+	return n;
+}
+
+/* A seeded draw from the n candidates probs_sorted kept. */
+static int draw_sorted(struct sampler *s, int n)
+{
+	n = probs_sorted(s, n);
+	double sum = 0;
 	for (int i = 0; i < n; i++)
 		sum += s->p[i];
 	double r = sampler_uniform(s) * sum, c = 0;
@@ -166,7 +174,9 @@ static int draw_sorted(struct sampler *s, int n)
 	return s->idx[n - 1];
 }
 
-int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist)
+/* The penalties, then (temperature > 0) the top-k candidates sorted into s->idx, their logits in s->p;
+ * returns their count, or -1 with *best the greedy pick. */
+static int candidates(struct sampler *s, float *logits, const int *history, int n_hist, int *best)
 {
 	int V = s->V;
 	if (s->cfg.rep_penalty > 0 && s->cfg.rep_penalty != 1.0f)
@@ -174,11 +184,11 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 	if (s->count)
 		penalize_openai(s, logits, history, n_hist);
 	if (s->cfg.temp <= 0) {
-		int best = 0;
+		*best = 0;
 		for (int i = 1; i < V; i++)
-			if (logits[i] > logits[best])
-				best = i;
-		return best;
+			if (logits[i] > logits[*best])
+				*best = i;
+		return -1;
 	}
 	int n = s->cfg.top_k > 0 && s->cfg.top_k < V ? top_k_select(s->idx, logits, V, s->cfg.top_k) : V;
 	if (n == V)
@@ -187,7 +197,73 @@ int sampler_pick(struct sampler *s, float *logits, const int *history, int n_his
 	qsort_r(s->idx, (size_t)n, sizeof(int), by_logit_desc, logits);
 	for (int i = 0; i < n; i++)
 		s->p[i] = logits[s->idx[i]];
-	return draw_sorted(s, n);
+	return n;
+}
+
+int sampler_pick(struct sampler *s, float *logits, const int *history, int n_hist)
+{
+	int best, n = candidates(s, logits, history, n_hist, &best);
+	return n < 0 ? best : draw_sorted(s, n);
+}
+
+/* Speculative verification over the distribution probs_sorted leaves in s->p[0..n) (unnormalized): each
+ * proposed token in turn is accepted with probability p(x) / (mass left), else its mass is removed; when
+ * none is accepted, a draw from what is left. For proposals fixed before the draw (distinct tokens), the
+ * result follows p exactly: P(x_1) = p_1, P(x_2) = (1 - p_1) p_2 / (1 - p_1), ... and the residual for the rest. */
+static int verify_sorted(struct sampler *s, int n, const int *prop, int n_prop, int *acc)
+{
+	n = probs_sorted(s, n);
+	double mass = 0;
+	for (int i = 0; i < n; i++)
+		mass += s->p[i];
+	for (int c = 0; c < n_prop; c++) {
+		int i = 0;
+		while (i < n && s->idx[i] != prop[c])
+			i++;
+		if (i == n || s->p[i] <= 0)
+			continue; /* outside the kept set: probability 0 */
+		if (sampler_uniform(s) * mass < s->p[i]) {
+			*acc = c;
+			return prop[c];
+		}
+		mass -= s->p[i];
+		s->p[i] = 0;
+	}
+	double r = sampler_uniform(s) * mass, cum = 0;
+	int last = -1;
+	for (int i = 0; i < n; i++) {
+		if (s->p[i] <= 0)
+			continue;
+		last = i;
+		cum += s->p[i];
+		if (r < cum)
+			return s->idx[i];
+	}
+	return s->idx[last >= 0 ? last : 0];
+}
+
+int sampler_pick_spec(struct sampler *s, float *logits, const float *vals, const int *idx, int k, const int *history,
+		      int n_hist, const int *prop, int n_prop, int *acc)
+{
+	*acc = -1;
+	int x, n;
+	if (s->cfg.temp <= 0) {
+		x = logits ? sampler_pick(s, logits, history, n_hist) : idx[0];
+		for (int c = 0; c < n_prop && *acc < 0; c++)
+			if (prop[c] == x)
+				*acc = c;
+		return x;
+	}
+	if (logits) {
+		n = candidates(s, logits, history, n_hist, &x);
+	} else {
+		for (int i = 0; i < k; i++) {
+			s->p[i] = vals[i];
+			s->idx[i] = idx[i];
+		}
+		n = k;
+	}
+	return verify_sorted(s, n, prop, n_prop, acc);
 }
 
 int sampler_top_k_needed(const struct sampler *s)

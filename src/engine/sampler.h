@@ -44,6 +44,14 @@ int sampler_top_k_needed(const struct sampler *s);
 /* sampler_pick over the k best logits, vals[k] sorted descending (ties: lower id first) with their ids;
  * the same token as sampler_pick on the full row when k = sampler_top_k_needed(). */
 int sampler_pick_top(struct sampler *s, const float *vals, const int *idx, int k);
+/* Speculative verification (src/engine/spec.h): the next token given n_prop distinct proposed tokens (the
+ * children of a token-tree node), from a full row (logits, modified; history as sampler_pick) or the k best
+ * (vals, idx as sampler_pick_top; logits NULL). Greedy: the token sampler_pick would give, and *acc the index
+ * of the proposal equal to it (-1: none). Sampling: proposal c is accepted (*acc = c) with probability
+ * p(x_c) / (mass not yet rejected), else the next is tried; with none accepted, a draw from the residual.
+ * The returned token follows the sampler's distribution exactly whatever the proposals (drawn otherwise). */
+int sampler_pick_spec(struct sampler *s, float *logits, const float *vals, const int *idx, int k, const int *history,
+		      int n_hist, const int *prop, int n_prop, int *acc);
 /* Uniform double in [0, 1) from the sampler's stream (exposed for tests). */
 double sampler_uniform(struct sampler *s);
 

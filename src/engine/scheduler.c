@@ -1,6 +1,7 @@
 /*
  * scheduler.c: the step scheduler (scheduler.h): admission against the page pools, step packing (decode tokens
- * first, then prompt chunks in arrival order), sampling and finishing.
+ * first, then prompt chunks in arrival order), sampling and finishing; speculative steps (spec.h): the
+ * draft model's steps, token trees in place of decode tokens, the verification walk and the commits.
  */
 #include <errno.h>
 #include <math.h>
@@ -42,8 +43,63 @@ int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const
 	return 0;
 }
 
+int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, char *err, size_t errlen)
+{
+	s->spec = *o;
+	if (s->spec.max <= 0)
+		s->spec.max = SPEC_MAX_DEFAULT;
+	if (s->spec.max > KV_TREE_MAX - 1)
+		s->spec.max = KV_TREE_MAX - 1;
+	if (s->spec.ngram <= 0)
+		s->spec.ngram = 3;
+	if (s->spec.branch <= 0)
+		s->spec.branch = 3;
+	if (s->spec.mode == SPEC_AUTO)
+		s->spec.mode = draft ? SPEC_TREE : SPEC_LOOKUP;
+	if ((s->spec.mode == SPEC_DRAFT || s->spec.mode == SPEC_TREE) && !draft) {
+		snprintf(err, errlen, "--spec %s needs a draft model (--draft MODEL.ferry)", spec_mode_name(s->spec.mode));
+		return -EINVAL;
+	}
+	s->draft = s->spec.mode == SPEC_DRAFT || s->spec.mode == SPEC_TREE ? draft : NULL;
+	spec_plan_init(&s->plan);
+	s->max_depth = KV_TREE_MAX - 1;
+	for (int l = 0; l < s->m->hp->n_layers; l++)
+		if (s->m->hp->window[l] > 0 && s->m->hp->window[l] - 1 < s->max_depth)
+			s->max_depth = s->m->hp->window[l] - 1;
+	for (int l = 0; s->draft && l < s->draft->hp->n_layers; l++)
+		if (s->draft->hp->window[l] > 0 && s->draft->hp->window[l] - 1 < s->max_depth)
+			s->max_depth = s->draft->hp->window[l] - 1;
+	/* rows: a tree's logits are all of its tokens' */
+	int rows = s->m->opt.max_logits > 0 ? s->m->opt.max_logits : 1;
+	if (s->spec.mode != SPEC_OFF && rows < 2) {
+		snprintf(err, errlen, "speculative steps need logits rows for every tree token (max_logits %d)", rows);
+		return -EINVAL;
+	}
+	if (s->draft) {
+		size_t B = (size_t)s->max_batch;
+		s->dlogits = malloc(sizeof(float) * B * (size_t)s->draft->hp->vocab);
+		s->dq = calloc(B, sizeof(*s->dq));
+		s->dw = calloc(B, sizeof(*s->dw));
+		s->dparts = calloc(B, sizeof(*s->dparts));
+		if (!s->dlogits || !s->dq || !s->dw || !s->dparts) {
+			snprintf(err, errlen, "out of memory for the draft model's logits");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+double sched_spec_tokens_per_pass(const struct sched *s)
+{
+	return s->st.spec_passes ? (double)s->st.spec_tokens / (double)s->st.spec_passes : 0;
+}
+
 void sched_free(struct sched *s)
 {
+	free(s->dlogits);
+	free(s->dq);
+	free(s->dw);
+	free(s->dparts);
 	free(s->reqs);
 	free(s->parts);
 	free(s->part_req);
@@ -67,7 +123,9 @@ int sched_add(struct sched *s, struct sched_req *r)
 	r->finish = SCHED_FINISH_NONE;
 	r->n = r->n_prompt;
 	r->n_gen = r->computed = r->n_cached = 0;
-	r->seq = -1;
+	r->seq = r->dseq = -1;
+	r->dlen = r->n_dchain = 0;
+	r->tree = NULL;
 	r->err[0] = 0;
 	r->smp.n_prompt = r->n_prompt;
 	s->reqs[s->n_reqs++] = r;
@@ -81,11 +139,21 @@ static int final_len(const struct sched *s, const struct sched_req *r)
 	return n < s->m->opt.ctx ? n : s->m->opt.ctx;
 }
 
-static void finish(struct sched *s, struct sched_req *r, enum sched_finish why)
+/* The request's sequences (the target's, the draft's) and its tree. */
+static void release(struct sched *s, struct sched_req *r)
 {
 	if (r->seq >= 0)
 		model_seq_close(s->m, r->seq);
-	r->seq = -1;
+	if (r->dseq >= 0)
+		model_seq_close(s->draft, r->dseq);
+	free(r->tree);
+	r->tree = NULL;
+	r->seq = r->dseq = -1;
+}
+
+static void finish(struct sched *s, struct sched_req *r, enum sched_finish why)
+{
+	release(s, r);
 	r->state = SCHED_DONE;
 	r->finish = why;
 	if (s->on_done)
@@ -96,9 +164,7 @@ void sched_cancel(struct sched *s, struct sched_req *r)
 {
 	if (r->state == SCHED_DONE)
 		return;
-	if (r->seq >= 0)
-		model_seq_close(s->m, r->seq);
-	r->seq = -1;
+	release(s, r);
 	r->state = SCHED_DONE;
 	r->finish = SCHED_FINISH_CANCEL;
 }
@@ -153,6 +219,13 @@ static void admit(struct sched *s)
 			break;
 		r->computed = r->n_cached;
 		r->state = SCHED_RUN;
+		/* a draft that cannot take the request (rows, pages) leaves it to prompt lookup */
+		bool spec = s->spec.mode != SPEC_OFF && !r->dump && !r->no_spec;
+		if (spec && s->draft && model_seq_open(s->draft, r->toks, r->n_prompt, &r->dseq, &r->dlen, err, sizeof(err)))
+			r->dseq = -1;
+		r->n_dchain = 0;
+		if (spec && !(r->tree = malloc(sizeof(*r->tree))))
+			r->tree = NULL; /* no memory for a tree: plain decode steps */
 		s->st.cached_tokens += r->n_cached;
 		running++;
 		for (int g = 0; g < n_groups; g++)
@@ -160,8 +233,148 @@ static void admit(struct sched *s)
 	}
 }
 
-/* Packs the step: one token of each generating request, then prompt chunks, within t_max tokens and the
- * model's logits rows. Returns the number of parts; *k the top-k the step can use (0: full rows). */
+/* The k (<= 8) best ids of row[V], best first (ties: lower id). */
+static void row_top(const float *row, int V, int k, int *top)
+{
+	for (int j = 0; j < k; j++) {
+		int b = -1;
+		for (int i = 0; i < V; i++) {
+			bool after = j == 0 || row[i] < row[top[j - 1]] || (row[i] == row[top[j - 1]] && i > top[j - 1]);
+			if (after && (b < 0 || row[i] > row[b]))
+				b = i;
+		}
+		top[j] = b;
+	}
+}
+
+/* One step of the draft model over parts p[0..n) (each with at most one logits row); rows into s->dlogits. */
+static int draft_step(struct sched *s, const struct model_part *p, int n, char *err, size_t errlen)
+{
+	struct model_out out = {.logits = s->dlogits};
+	double t0 = now_sec();
+	int rc = model_step(s->draft, p, n, &out, err, errlen);
+	s->st.draft_steps++;
+	s->st.draft_s += now_sec() - t0;
+	return rc;
+}
+
+/* The draft model's guesses under the roots of the nd requests s->dq[] (depth and trie size limits in
+ * s->dw[]), all requests in each draft step: each catches up on the tokens it lacks (the root included: all
+ * certain), then runs its greedy chain down to its depth as a tree of its own (the guesses it was fed past
+ * what it holds, committed after the walk as far as the target accepted them); at each level the draft's
+ * `width` best tokens become children in the request's trie (the chain's first). */
+static int draft_guess(struct sched *s, int nd, int width, char *err, size_t errlen)
+{
+	struct model *d = s->draft;
+	int V = d->hp->vocab, rc = 0, rows[KV_TREE_MAX];
+	for (int i = 0; !rc && i < nd; i++) { /* a chain left from a step that had no room for the tree */
+		struct sched_req *r = s->dq[i];
+		rc = model_seq_tree(d, r->dseq) ? model_seq_commit(d, r->dseq, NULL, 0, err, errlen) : 0;
+		r->n_dchain = 0;
+		s->dw[i].node = 0;
+	}
+	for (;;) { /* catch up, at most the draft's t_max tokens a step; each request's last chunk has its row */
+		int np = 0, budget = d->opt.t_max;
+		for (int i = 0; !rc && i < nd && budget > 0; i++) {
+			struct sched_req *r = s->dq[i];
+			if (r->dlen >= r->n)
+				continue;
+			int cnt = r->n - r->dlen < budget ? r->n - r->dlen : budget;
+			s->dparts[np] = (struct model_part){.seq = r->dseq, .n = cnt, .tokens = r->toks + r->dlen,
+							    .n_logits = r->dlen + cnt == r->n};
+			rows[np++] = i;
+			budget -= cnt;
+		}
+		if (rc || !np)
+			break;
+		if ((rc = draft_step(s, s->dparts, np, err, errlen)))
+			break;
+		for (int k = 0, row = 0; k < np; k++) {
+			s->dq[rows[k]]->dlen += s->dparts[k].n;
+			if (s->dparts[k].n_logits)
+				row_top(s->dlogits + (size_t)row++ * (size_t)V, V, width, s->dw[rows[k]].top);
+		}
+	}
+	for (int lev = 0; !rc; lev++) { /* a level of every chain still going */
+		int np = 0;
+		for (int i = 0; i < nd; i++) {
+			struct sched_req *r = s->dq[i];
+			struct spec_draft_work *w = &s->dw[i];
+			if (w->node < 0)
+				continue;
+			int next = -1;
+			for (int j = 0; j < width; j++) {
+				int c = spec_tree_add(r->tree, w->node, w->top[j], SPEC_SRC_DRAFT, w->max);
+				next = j == 0 ? c : next;
+			}
+			w->node = next;
+			if (next < 0 || lev + 1 >= w->depth) {
+				w->node = -1;
+				continue;
+			}
+			w->par = r->n_dchain - 1;
+			s->dparts[np] = (struct model_part){.seq = r->dseq, .n = 1, .tokens = &w->top[0], .n_logits = 1,
+							    .parent = &w->par};
+			rows[np++] = i;
+		}
+		if (!np || (rc = draft_step(s, s->dparts, np, err, errlen)))
+			break;
+		for (int k = 0; k < np; k++) {
+			struct sched_req *r = s->dq[rows[k]];
+			r->dchain[r->n_dchain++] = s->dw[rows[k]].top[0];
+			row_top(s->dlogits + (size_t)k * (size_t)V, V, width, s->dw[rows[k]].top);
+		}
+	}
+	return rc;
+}
+
+static bool generating(const struct sched_req *r)
+{
+	return r->state == SCHED_RUN && r->computed >= r->n_prompt;
+}
+
+/* The trees of this step's generating requests: guesses sized by the planner, within the tokens each may
+ * still produce and shallower than every window. */
+static int spec_build(struct sched *s, char *err, size_t errlen)
+{
+	int gen = 0, nd = 0, rc = 0, width = s->spec.mode == SPEC_TREE ? (s->spec.branch < 8 ? s->spec.branch : 8) : 1;
+	/* a level of the draft's chain: one of its steps for all requests */
+	double level_s = s->draft && s->st.draft_steps ? s->st.draft_s / (double)s->st.draft_steps : 0;
+	for (int i = 0; i < s->n_reqs; i++)
+		gen += generating(s->reqs[i]);
+	for (int i = 0; i < s->n_reqs; i++) {
+		struct sched_req *r = s->reqs[i];
+		if (!generating(r) || !r->tree)
+			continue;
+		spec_tree_reset(r->tree, r->toks[r->n - 1]);
+		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
+		if (max <= 1)
+			continue;
+		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
+		depth = depth < s->max_depth ? depth : s->max_depth;
+		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
+			s->dq[nd] = r;
+			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = max};
+		}
+	}
+	if (nd)
+		rc = draft_guess(s, nd, width, err, errlen);
+	for (int i = 0; !rc && i < s->n_reqs; i++) { /* lookup's paths after the draft's: the draft's chain first */
+		struct sched_req *r = s->reqs[i];
+		if (!generating(r) || !r->tree)
+			continue;
+		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
+		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
+		depth = depth < s->max_depth ? depth : s->max_depth;
+		if (max > 1 && (s->spec.mode == SPEC_LOOKUP || s->spec.mode == SPEC_TREE))
+			spec_lookup(r->toks, r->n, s->spec.ngram, depth, s->spec.mode == SPEC_TREE ? width : 1, max, r->tree);
+	}
+	return rc;
+}
+
+/* Packs the step: one token of each generating request (its tree of guesses when it has one), then prompt
+ * chunks, within t_max tokens and the model's logits rows. Returns the number of parts; *k the top-k the
+ * step can use (0: full rows). */
 static int pack(struct sched *s, int *k, bool *prefill)
 {
 	int budget = s->m->opt.t_max, rows_left = s->m->opt.max_logits > 0 ? s->m->opt.max_logits : 1, np = 0;
@@ -179,6 +392,15 @@ static int pack(struct sched *s, int *k, bool *prefill)
 				continue;
 			s->parts[np] = (struct model_part){.seq = r->seq, .n = n, .tokens = r->toks + r->computed,
 							   .n_logits = rows};
+			if (pass == 0 && r->tree && r->tree->n > 1) { /* the tree, cut to what the step has room for */
+				int nt = r->tree->n < budget ? r->tree->n : budget;
+				nt = nt < rows_left ? nt : rows_left;
+				r->tree->n = nt;
+				if (nt > 1)
+					s->parts[np] = (struct model_part){.seq = r->seq, .n = nt, .tokens = r->tree->tok,
+									   .n_logits = nt, .parent = r->tree->parent};
+				n = rows = s->parts[np].n;
+			}
 			s->part_req[np++] = r;
 			budget -= n;
 			rows_left -= rows;
@@ -206,10 +428,93 @@ int sched_warmup(struct sched *s, int tok, char *err, size_t errlen)
 	return rc;
 }
 
+/* Appends tok to r's output; true when r finished with it. */
+static bool emit(struct sched *s, struct sched_req *r, int tok)
+{
+	r->toks[r->n++] = tok;
+	r->n_gen++;
+	bool stop = s->on_token && s->on_token(s->ctx, r, tok);
+	if (stop || (!r->ignore_eos && sched_is_eos(s, tok)))
+		finish(s, r, SCHED_FINISH_STOP);
+	else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
+		finish(s, r, SCHED_FINISH_LENGTH);
+	return r->state == SCHED_DONE;
+}
+
+static bool row_finite(const float *row, const float *tv, int k, int V)
+{
+	bool finite = true;
+	for (int j = 0; j < (k ? k : V) && finite; j++)
+		finite = isfinite(k ? tv[j] : row[j]);
+	return finite;
+}
+
+/* The verification walk over r's tree part p, whose logits are rows row0 .. row0+p->n-1: from the root,
+ * the token the target picks at each node (sampler_pick_spec given the node's children as proposals) is
+ * emitted, and the walk goes on into the child that carries it; the path is committed in the target (and
+ * as far as the draft guessed it, in the draft), the last token emitted is the next root. */
+static int spec_walk(struct sched *s, struct sched_req *r, const struct model_part *p, int row0, int k, char *err,
+		     size_t errlen)
+{
+	int V = s->m->hp->vocab, path[KV_TREE_MAX], np = 1, cur = 0, n0 = r->n, acc = -1, n_kids = 0;
+	int kids[KV_TREE_MAX], prop[KV_TREE_MAX];
+	path[0] = 0;
+	for (int j = 1; j < p->n; j++) /* (a request that finishes in the walk frees its tree) */
+		s->st.spec_guessed[r->tree->src[j]]++;
+	for (;;) {
+		float *row = s->logits + (size_t)(row0 + cur) * (size_t)V;
+		const float *tv = s->topv + (size_t)(row0 + cur) * (size_t)k;
+		const int *ti = s->topi + (size_t)(row0 + cur) * (size_t)k;
+		if (!row_finite(row, tv, k, V)) {
+			snprintf(r->err, sizeof(r->err), "the model produced non-finite logits at position %d (damaged weights?)",
+				 r->n - 1);
+			finish(s, r, SCHED_FINISH_ERROR);
+			return 0;
+		}
+		n_kids = 0;
+		for (int j = cur + 1; j < p->n; j++)
+			if (p->parent[j] == cur) {
+				kids[n_kids] = j;
+				prop[n_kids++] = p->tokens[j];
+			}
+		int tok = sampler_pick_spec(&r->smp, k ? NULL : row, tv, ti, k, r->toks, r->n, prop, n_kids, &acc);
+		if (emit(s, r, tok))
+			break;
+		if (acc < 0)
+			break;
+		cur = kids[acc];
+		path[np++] = cur;
+		s->st.spec_accepted[r->tree->src[cur]]++;
+	}
+	s->st.spec_passes++;
+	s->st.spec_tokens += r->n - n0;
+	spec_plan_walk(&s->plan, np - 1, acc < 0 && n_kids > 0);
+	if (r->state == SCHED_DONE)
+		return 0;
+	int rc = model_seq_commit(s->m, r->seq, path, np, err, errlen);
+	r->computed += np;
+	if (!rc && r->dseq >= 0) { /* the draft keeps the part of its chain the target took */
+		int c = 0, dpath[KV_TREE_MAX];
+		while (c < r->n_dchain && n0 + c < r->n - 1 && r->toks[n0 + c] == r->dchain[c]) {
+			dpath[c] = c;
+			c++;
+		}
+		rc = model_seq_commit(s->draft, r->dseq, dpath, c, err, errlen);
+		r->dlen += c;
+		r->n_dchain = 0;
+	}
+	return rc;
+}
+
 int sched_step(struct sched *s, char *err, size_t errlen)
 {
 	admit(s);
 	int k, np;
+	if (s->spec.mode != SPEC_OFF) {
+		int rc = spec_build(s, err, errlen);
+		if (rc)
+			return rc;
+	}
 	bool prefill;
 	np = pack(s, &k, &prefill);
 	if (np == 0) {
@@ -237,6 +542,10 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		s->st.decode_s += dt;
 		s->st.h2d_decode += m1.h2d_bytes - m0.h2d_bytes;
 		s->st.disk_decode += m1.io.bytes_read - m0.io.bytes_read;
+		int T = 0;
+		for (int i = 0; i < np; i++)
+			T += s->parts[i].n;
+		spec_plan_pass(&s->plan, T, dt);
 	}
 	int row = 0, V = s->m->hp->vocab;
 	for (int i = 0; i < np; i++) {
@@ -246,6 +555,12 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			s->st.prefill_tokens += p->n;
 		else
 			s->st.decode_tokens += p->n;
+		if (p->parent) {
+			if ((rc = spec_walk(s, r, p, row, k, err, errlen)))
+				return rc;
+			row += p->n_logits;
+			continue;
+		}
 		r->computed += p->n;
 		if (r->dump && (rc = logits_dump_rows(r->dump, s->logits + (size_t)row * (size_t)V, p->n_logits, err, errlen)))
 			return rc;
@@ -258,10 +573,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		}
 		const float *last = s->logits + (size_t)(row - 1) * (size_t)V;
 		const float *tv = s->topv + (size_t)(row - 1) * (size_t)k;
-		bool finite = true;
-		for (int j = 0; j < (k ? k : V) && finite; j++)
-			finite = isfinite(k ? tv[j] : last[j]);
-		if (!finite) {
+		if (!row_finite(last, tv, k, V)) {
 			snprintf(r->err, sizeof(r->err), "the model produced non-finite logits at position %d (damaged weights?)",
 				 r->computed - 1);
 			finish(s, r, SCHED_FINISH_ERROR);
@@ -271,13 +583,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			s->on_logits(s->ctx, r, last);
 		int tok = k ? sampler_pick_top(&r->smp, tv, s->topi + (size_t)(row - 1) * (size_t)k, k)
 			    : sampler_pick(&r->smp, s->logits + (size_t)(row - 1) * (size_t)V, r->toks, r->n);
-		r->toks[r->n++] = tok;
-		r->n_gen++;
-		bool stop = s->on_token && s->on_token(s->ctx, r, tok);
-		if (stop || (!r->ignore_eos && sched_is_eos(s, tok)))
-			finish(s, r, SCHED_FINISH_STOP);
-		else if (r->n_gen >= r->max_new || r->n >= s->m->opt.ctx)
-			finish(s, r, SCHED_FINISH_LENGTH);
+		emit(s, r, tok);
 	}
 	return 0;
 }

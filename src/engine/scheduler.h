@@ -17,6 +17,7 @@
 #include "engine/logits_dump.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/spec.h"
 
 enum sched_state { SCHED_WAIT, SCHED_RUN, SCHED_DONE };
 enum sched_finish { SCHED_FINISH_NONE, SCHED_FINISH_STOP, SCHED_FINISH_LENGTH, SCHED_FINISH_ERROR, SCHED_FINISH_CANCEL };
@@ -27,6 +28,7 @@ struct sched_req {
 	int n_prompt, max_new;
 	struct sampler smp;      /* initialized by the caller */
 	bool ignore_eos;         /* only max_new or on_token end it, not an end-of-sequence token */
+	bool no_spec;            /* plain decode steps even when the scheduler speculates */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
 	bool want_logits;        /* on_logits gets each full row it samples from (the server's logprobs) */
 	void *user;
@@ -38,6 +40,11 @@ struct sched_req {
 	int computed;            /* positions in the KV cache */
 	int n_cached;            /* prompt positions taken from the prefix cache */
 	int seq;
+	/* speculative steps (spec.h): the tree of this step, the draft model's sequence, the tokens it holds,
+	 * and the chain it was fed past them (its uncommitted tree) */
+	struct spec_tree *tree;
+	int dseq, dlen, n_dchain;
+	int dchain[KV_TREE_MAX];
 	char err[256];
 };
 
@@ -47,6 +54,10 @@ struct sched_stats {
 	double prefill_s, decode_s; /* time of steps with prompt tokens, and of steps of decode tokens only */
 	unsigned long long h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in those steps */
 	unsigned long long disk_decode;             /* bytes read from the model's files in decode steps */
+	/* speculative steps: verification passes (one per sequence and step with guesses), guesses and accepted
+	 * guesses by source (enum spec_src), tokens those passes produced (accepted + 1 each), draft-model steps */
+	long long spec_passes, spec_guessed[SPEC_SRC_COUNT], spec_accepted[SPEC_SRC_COUNT], spec_tokens, draft_steps;
+	double draft_s;
 };
 
 struct sched {
@@ -69,6 +80,19 @@ struct sched {
 	void (*on_logits)(void *ctx, struct sched_req *r, const float *row);
 	void *ctx;
 	struct sched_stats st;
+	/* speculative steps (sched_spec) */
+	struct spec_opts spec;
+	struct model *draft;       /* NULL: none */
+	struct spec_plan plan;
+	float *dlogits;            /* [max_batch, draft V] */
+	struct sched_req **dq;     /* [max_batch] the requests of a round of draft steps */
+	struct spec_draft_work {   /* [max_batch] each one's */
+		int depth, max;    /* levels to guess, trie size */
+		int node, par;     /* the trie node the chain reached (-1: done), its parent in the draft's tree */
+		int top[8];        /* the draft's best tokens at the current level */
+	} *dw;
+	struct model_part *dparts; /* [max_batch] */
+	int max_depth;             /* trees stay shallower than every sliding window */
 };
 
 /* tok is one of the end-of-sequence ids the scheduler was given. */
@@ -79,6 +103,12 @@ bool sched_is_eos(const struct sched *s, int tok);
 int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const int *eos, int n_eos, char *err,
 	       size_t errlen);
 void sched_free(struct sched *s);
+/* Speculative steps for every request from now on (o->mode SPEC_OFF: none); draft: a model with the same
+ * vocabulary on the same backend (NULL: none), kept open by the caller, at least max_batch sequences. */
+int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, char *err, size_t errlen);
+/* Tokens per verification pass so far (0: none). */
+double sched_spec_tokens_per_pass(const struct sched *s);
+
 /* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
 int sched_add(struct sched *s, struct sched_req *r);
 /* Ends r now (state SCHED_DONE, finish SCHED_FINISH_CANCEL), freeing its sequence; on_done is not called. */

@@ -129,9 +129,55 @@ struct kv_batch {
 	int max_pages;
 	int max_pos;         /* the largest position of the range */
 	int max_part;        /* the most tokens of a part */
+	/* Token trees (speculative steps; NULL: none): each of the T tokens' logical position (RoPE and the
+	 * window), the first scratch position of its tree (KV_TREE_NONE for a token of a plain part), and its
+	 * ancestor mask [T * KV_TREE_WORDS]: bit i set iff scratch position tree_base + i is the token itself
+	 * or one of its ancestors. */
+	const int *lpos;
+	const int *tree_base;
+	const uint32_t *tree_mask;
 };
 
-/* Visibility, exactly as every attention kernel applies it: a query at position p sees key position j of
- * its own sequence iff j <= p and (window == 0 or p - j < window). */
+/* Token trees: a tree part stores its tokens' KV at scratch positions base + i (i its index in the part, a
+ * parent before its children), past the sequence's committed base positions, while its logical positions
+ * are base + depth; only the accepted path is later moved to base, base + 1, ... (kv_rows_move). */
+#define KV_TREE_MAX 256
+#define KV_TREE_WORDS (KV_TREE_MAX / 32)
+#define KV_TREE_NONE 0x7fffffff
+
+/* Visibility, exactly as every attention kernel applies it: a query at stored position p, logical position
+ * lp (= p outside trees) and tree base tb (KV_TREE_NONE outside trees) sees key position j of its own
+ * sequence iff j <= p, (window == 0 or lp - j < window), and (j < tb or bit j - tb of its ancestor mask).
+ * A tree must be shallower than every window (the scheduler's depth cap): an ancestor at index a >= its
+ * depth then always passes the window test, so the window acts on committed keys by logical distance. */
+static inline int kv_visible(int p, int lp, int tb, const uint32_t *mask, int j, int window)
+{
+	return j <= p && (window == 0 || lp - j < window) && (j < tb || (mask[(j - tb) >> 5] >> ((j - tb) & 31) & 1));
+}
+
+/* Host pools only: copies the K and V rows (every kv head, q and scale parts) of positions from[i] to
+ * to[i], i = 0 .. n-1 in order, through the page-table row `pages`; to[i] <= from[i] and both increasing,
+ * so no row is overwritten before it is read. */
+static inline void kv_rows_move(const struct kv_layer *kv, const int *pages, int n, const int *from, const int *to)
+{
+	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
+	size_t pb = kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page), sofs = (size_t)kv->Hkv * (size_t)kv->page * qrow;
+	for (int i = 0; i < n; i++) {
+		if (from[i] == to[i])
+			continue;
+		size_t fp = (size_t)pages[from[i] / kv->page] * pb, tp = (size_t)pages[to[i] / kv->page] * pb;
+		for (int pool = 0; pool < 2; pool++) {
+			uint8_t *base = (uint8_t *)(pool ? kv->v : kv->k);
+			for (int h = 0; h < kv->Hkv; h++) {
+				size_t fr = (size_t)h * (size_t)kv->page + (size_t)(from[i] % kv->page);
+				size_t tr = (size_t)h * (size_t)kv->page + (size_t)(to[i] % kv->page);
+				for (size_t b = 0; b < qrow; b++)
+					base[tp + tr * qrow + b] = base[fp + fr * qrow + b];
+				for (size_t b = 0; b < srow; b++)
+					base[tp + sofs + tr * srow + b] = base[fp + sofs + fr * srow + b];
+			}
+		}
+	}
+}
 
 #endif

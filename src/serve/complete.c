@@ -420,6 +420,7 @@ static struct srv_req *completion_submit(struct http *h, struct MHD_Connection *
 		q->r.n_prompt = np;
 		q->r.max_new = max_new;
 		q->r.ignore_eos = q->p.ignore_eos;
+		q->r.no_spec = q->p.no_spec;
 		q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)np + (size_t)max_new + 1));
 		ids.ids = q->r.toks ? NULL : ids.ids;
 		rc = q->r.toks ? sampler_init(&q->r.smp, &q->p.sc, h->v->hp->vocab) : -ENOMEM;

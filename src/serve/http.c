@@ -238,6 +238,11 @@ static enum MHD_Result get_health(struct http *h, struct MHD_Connection *c, stru
 			      v->n_active, "generated_tokens", v->gen_tokens, "steps", v->steps, "h2d_bytes",
 			      (json_int_t)v->h2d_bytes, "served", v->n_served, "cancelled", v->n_cancelled, "t_max",
 			      v->m->opt.t_max);
+	json_object_set_new(o, "spec",
+			    json_pack("{s:s, s:I, s:f, s:f}", "mode", spec_mode_name(v->s->spec.mode), "passes",
+				      (json_int_t)v->spec_passes, "tokens_per_pass",
+				      v->spec_passes ? (double)v->spec_tokens / (double)v->spec_passes : 0.0, "acceptance",
+				      v->spec_guessed ? (double)v->spec_accepted / (double)v->spec_guessed : 0.0));
 	int stopping = v->stopping;
 	pthread_mutex_unlock(&v->mu);
 	return http_json(h, c, stopping ? 503 : 200, o);

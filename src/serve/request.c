@@ -78,6 +78,10 @@ int req_params_parse(const json_t *o, const struct req_defaults *d, struct req_p
 	if (!rc && ie && !json_is_null(ie) && !json_is_boolean(ie))
 		rc = bad(param, "ignore_eos", msg, msglen, "a boolean");
 	p->ignore_eos = json_is_true(ie);
+	const json_t *sp = json_object_get(o, "speculative");
+	if (!rc && sp && !json_is_null(sp) && !json_is_boolean(sp))
+		rc = bad(param, "speculative", msg, msglen, "a boolean");
+	p->no_spec = json_is_false(sp);
 	if (rc) {
 		req_params_free(p);
 		return rc;

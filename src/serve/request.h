@@ -1,9 +1,9 @@
 /*
  * request.h: the generation request fields that `ferry batch` lines and `ferry serve` bodies share (OpenAI's
  * names and ranges): the prompt ("prompt" text or token ids, or chat "messages" through the model's template),
- * max_tokens, temperature, top_p, top_k, min_p, presence/frequency penalties, seed, stop strings and
- * ignore_eos; and the
- * stop-string scan over generated text.
+ * max_tokens, temperature, top_p, top_k, min_p, presence/frequency penalties, seed, stop strings,
+ * ignore_eos and speculative (ferry's: false keeps the request out of speculative steps); and the stop-string
+ * scan over generated text.
  * Errors name the field (param) with a one-line message, as OpenAI's error objects do.
  */
 #ifndef FERRY_REQUEST_H
@@ -24,6 +24,7 @@ struct req_params {
 	struct sampler_cfg sc;
 	int max_tokens; /* -1: not given */
 	bool ignore_eos; /* "ignore_eos" (vLLM's): generate max_tokens whatever comes */
+	bool no_spec;    /* "speculative": false: plain decode steps for this request (--spec applies otherwise) */
 	char *stops[REQ_STOPS_MAX];
 	int n_stops;
 };

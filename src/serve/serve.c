@@ -329,6 +329,11 @@ int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 		struct model_stats ms;
 		model_stats(v->m, &ms);
 		v->h2d_bytes = ms.h2d_bytes;
+		const struct sched_stats *ss = &v->s->st;
+		v->spec_passes = ss->spec_passes;
+		v->spec_tokens = ss->spec_tokens;
+		v->spec_guessed = ss->spec_guessed[SPEC_SRC_LOOKUP] + ss->spec_guessed[SPEC_SRC_DRAFT];
+		v->spec_accepted = ss->spec_accepted[SPEC_SRC_LOOKUP] + ss->spec_accepted[SPEC_SRC_DRAFT];
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);

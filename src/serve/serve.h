@@ -77,6 +77,7 @@ struct srv {
 	double step_s;        /* time in steps so far */
 	int kv_pages, kv_free; /* pages of the KV pools (every group), and those free (the worker's copy) */
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
+	long long spec_passes, spec_tokens, spec_guessed, spec_accepted; /* speculative steps so far (spec.h) */
 	struct model *m;
 	struct sched *s;      /* the engine's */
 	struct tokenizer *tk;

@@ -9,6 +9,9 @@
  * computed in the same order whatever it is grouped with: scores in key order, max-subtracted softmax in
  * f32, the weighted sum of value rows in key order. So results do not depend on the thread count.
  *
+ * Token trees (src/kernels/kv_pages.h): keys of other branches score -inf and are never read, so a chain
+ * given as a tree computes exactly what the plain part computes.
+ *
  * Letters: T tokens of the range, H query heads, Hkv kv heads, g = H / Hkv, Dh head dim, n keys a query sees.
  */
 #include <math.h>
@@ -80,11 +83,19 @@ static const float *row_f32(const struct kv_layer *kv, const void *pool, const i
 static void attend_item(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
 			int window, float scale, int t, int hk, int h0, int nh, float *sc, float *row)
 {
-	int Dh = kv->Dh, p = bt->pos[t], j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0, n = p - j0 + 1;
+	int Dh = kv->Dh, p = bt->pos[t], lp = bt->lpos ? bt->lpos[t] : p;
+	int j0 = window > 0 && lp - window + 1 > 0 ? lp - window + 1 : 0, n = p - j0 + 1;
+	int tb = bt->tree_base ? bt->tree_base[t] : KV_TREE_NONE;
+	const uint32_t *mask = bt->tree_mask ? bt->tree_mask + (size_t)t * KV_TREE_WORDS : NULL;
 	const int *pages = bt->pages + (size_t)bt->part_row[bt->tok_part[t]] * (size_t)bt->max_pages;
 	const float *qt = q + ((size_t)t * (size_t)H + (size_t)h0) * (size_t)Dh;
 	float *ot = out + ((size_t)t * (size_t)H + (size_t)h0) * (size_t)Dh;
 	for (int j = 0; j < n; j++) {
+		if (!kv_visible(p, lp, tb, mask, j0 + j, window)) { /* another branch of the token's tree */
+			for (int a = 0; a < nh; a++)
+				sc[(size_t)a * (size_t)n + (size_t)j] = -INFINITY;
+			continue;
+		}
 		const float *kr = row_f32(kv, kv->k, pages, hk, j0 + j, row);
 		for (int a = 0; a < nh; a++) {
 			const float *qa = qt + (size_t)a * (size_t)Dh;
@@ -108,6 +119,8 @@ static void attend_item(float *out, const float *q, const struct kv_layer *kv, c
 	}
 	memset(ot, 0, sizeof(float) * (size_t)nh * (size_t)Dh);
 	for (int j = 0; j < n; j++) {
+		if (!kv_visible(p, lp, tb, mask, j0 + j, window))
+			continue;
 		const float *vr = row_f32(kv, kv->v, pages, hk, j0 + j, row);
 		for (int a = 0; a < nh; a++) {
 			float w = sc[(size_t)a * (size_t)n + (size_t)j], *oa = ot + (size_t)a * (size_t)Dh;
@@ -122,7 +135,9 @@ void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const 
 		   int window, float scale, float *scratch, int64_t per_thread)
 {
 	int T = bt->T, Hkv = kv->Hkv, g = H / Hkv, Dh = kv->Dh;
-	int n_max = window > 0 && window < bt->max_pos + 1 ? window : bt->max_pos + 1;
+	/* a tree token's stored position runs ahead of its logical one by less than KV_TREE_MAX */
+	int w_keys = window + (bt->tree_base ? KV_TREE_MAX : 0);
+	int n_max = window > 0 && w_keys < bt->max_pos + 1 ? w_keys : bt->max_pos + 1;
 	/* Heads per item: all g, split further while items are fewer than threads, capped by the scratch. */
 	int chunks = 1, nth = omp_get_max_threads();
 	while (chunks < g && (int64_t)T * Hkv * chunks < nth)

@@ -29,6 +29,10 @@
  *
  * Shared memory tiles hold rows of DH halves (Dh rounded up to 64, 128 or 256, zero padded) in 16-byte
  * chunks stored at chunk ^ (row & 7), so the 8 rows an ldmatrix phase reads fall in distinct banks.
+ *
+ * Token trees (speculative steps, kv_pages.h): a row's window is measured from its logical position, and
+ * keys at or past its tree base are masked unless its ancestor mask has them; a tile reaching a row's tree
+ * base is never taken as fully visible.
  */
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -50,6 +54,8 @@ struct att_args {
 	int T, H, Hkv, Dh, g, window, n_parts, max_pages, page, qrow, srow;
 	size_t page_bytes;
 	float qscale;            /* scale * log2(e) */
+	const int *lpos, *tbase; /* token trees (kv_pages.h): logical positions, tree bases; NULL: none */
+	const uint32_t *tmask;
 };
 
 static __device__ __forceinline__ int att_swz(int DH, int r, int c)
@@ -223,9 +229,11 @@ static __device__ __forceinline__ int att_page_of(const struct att_args &a, int 
 	return lp < a.max_pages ? a.pages[(size_t)prow * a.max_pages + lp] : -1;
 }
 
-static __device__ __forceinline__ bool att_visible(int p, int j, int window)
+/* kv_visible of src/kernels/kv_pages.h: row with stored position p, logical position lp, tree base tb and
+ * ancestor mask m */
+static __device__ __forceinline__ bool att_visible(int p, int lp, int tb, const uint32_t *m, int j, int window)
 {
-	return j <= p && (window == 0 || p - j < window);
+	return j <= p && (window == 0 || lp - j < window) && (j < tb || (m[(j - tb) >> 5] >> ((j - tb) & 31) & 1));
 }
 
 template <int FMT, int DH>
@@ -254,10 +262,17 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 
 	/* this thread's rows: A = gid, B = gid + 8 of its warp's 16; position -1 (sees nothing) past the end */
 	int rA = R0 + warp * 16 + gid, rB = rA + 8;
-	int pA = rA < rows ? a.pos[t0 + rA / a.g] : -1, pB = rB < rows ? a.pos[t0 + rB / a.g] : -1;
+	int tA = t0 + rA / a.g, tB = t0 + rB / a.g;
+	int pA = rA < rows ? a.pos[tA] : -1, pB = rB < rows ? a.pos[tB] : -1;
+	/* token trees: logical positions (the window), tree bases and ancestor masks */
+	int wA = pA >= 0 && a.lpos ? a.lpos[tA] : pA, wB = pB >= 0 && a.lpos ? a.lpos[tB] : pB;
+	int tbA = pA >= 0 && a.tbase ? a.tbase[tA] : KV_TREE_NONE, tbB = pB >= 0 && a.tbase ? a.tbase[tB] : KV_TREE_NONE;
+	const uint32_t *maskA = a.tmask && pA >= 0 ? a.tmask + (size_t)tA * KV_TREE_WORDS : NULL;
+	const uint32_t *maskB = a.tmask && pB >= 0 ? a.tmask + (size_t)tB * KV_TREE_WORDS : NULL;
 
-	/* the keys any row of the block may see, then this split's share of their tiles */
-	int pmin = min(pA < 0 ? INT_MAX : pA, pB < 0 ? INT_MAX : pB), pmax = max(pA, pB);
+	/* the keys any row of the block may see (the window from the smallest logical position), then this
+	 * split's share of their tiles */
+	int pmin = min(pA < 0 ? INT_MAX : wA, pB < 0 ? INT_MAX : wB), pmax = max(pA, pB);
 	for (int o = 16; o > 0; o >>= 1) {
 		pmin = min(pmin, __shfl_xor_sync(0xffffffffu, pmin, o));
 		pmax = max(pmax, __shfl_xor_sync(0xffffffffu, pmax, o));
@@ -311,8 +326,9 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 		__syncthreads();
 
 		int j1 = j0 + BK - 1;
-		bool any = pid >= 0 && ((pA >= j0 && (W == 0 || pA - j1 < W)) || (pB >= j0 && (W == 0 || pB - j1 < W)));
-		bool full = pA >= j1 && (W == 0 || pA - j0 < W) && pB >= j1 && (W == 0 || pB - j0 < W);
+		bool any = pid >= 0 && ((pA >= j0 && (W == 0 || wA - j1 < W)) || (pB >= j0 && (W == 0 || wB - j1 < W)));
+		bool full = pA >= j1 && (W == 0 || wA - j0 < W) && j1 < tbA && pB >= j1 && (W == 0 || wB - j0 < W) &&
+			    j1 < tbB;
 		bool warp_any = __any_sync(0xffffffffu, any), warp_full = __all_sync(0xffffffffu, full);
 		uint32_t pf[BK / 16][4];
 		if (warp_any) {
@@ -338,7 +354,8 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 				for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
 					for (int e = 0; e < 4; e++)
-						if (!att_visible(e < 2 ? pA : pB, j0 + nt * 8 + 2 * tig + (e & 1), W))
+						if (!(e < 2 ? att_visible(pA, wA, tbA, maskA, j0 + nt * 8 + 2 * tig + (e & 1), W)
+							    : att_visible(pB, wB, tbB, maskB, j0 + nt * 8 + 2 * tig + (e & 1), W)))
 							s[nt][e] = -INFINITY;
 			}
 			float xA = -INFINITY, xB = -INFINITY;
@@ -532,8 +549,10 @@ template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_arg
 	int64_t TH = (int64_t)a.T * a.H, rblocks = (int64_t)a.T * a.g / ATT_ROWS + a.n_parts;
 	int64_t blocks = rblocks * a.Hkv, wave = (int64_t)(per_sm > 0 ? per_sm : 1) * (c->n_sm > 0 ? c->n_sm : 1);
 	int64_t span = (int64_t)max_pos + 1;
-	if (a.window > 0 && (int64_t)a.window + max_part - 1 < span)
-		span = (int64_t)a.window + max_part - 1;
+	/* (a tree token's stored position runs up to max_part past its logical one) */
+	int64_t wspan = (int64_t)a.window + max_part - 1 + (a.tbase ? max_part : 0);
+	if (a.window > 0 && wspan < span)
+		span = wspan;
 	int64_t ntiles = att_key_tiles(span, BK), nsplit = 1;
 	if (blocks * 2 <= wave) {
 		int64_t n = wave / blocks, cap = ATT_SPLIT_ROWS_MAX / TH;
@@ -604,6 +623,7 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 	struct att_args a = {out, NULL, NULL, q, (const uint8_t *)kv->k, (const uint8_t *)kv->v, bt->part_t0,
 			     bt->part_row, bt->pos, bt->pages, T, H, Hkv, Dh, g, window, bt->n_parts, bt->max_pages,
 			     kv->page, kv_qrow_bytes(kv->fmt, Dh), kv_srow_bytes(kv->fmt, Dh),
-			     kv_page_bytes(kv->fmt, Hkv, Dh, kv->page), scale * 1.4426950408889634f};
+			     kv_page_bytes(kv->fmt, Hkv, Dh, kv->page), scale * 1.4426950408889634f, bt->lpos,
+			     bt->tree_base, bt->tree_mask};
 	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part);
 }

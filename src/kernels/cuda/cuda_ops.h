@@ -82,6 +82,11 @@ int cuda_hadamard32(struct cuda_ctx *c, float *x, int64_t n);
 int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, const float *k, const float *v,
 		  const struct kv_batch *bt);
 
+/* The accepted path of a token tree: K and V rows of positions from[i] to to[i] (host arrays, kv_rows_move's
+ * order, at most KV_TREE_MAX) through the host page-table row `pages`, on the compute stream. */
+int cuda_kv_move(struct cuda_ctx *c, const struct kv_layer *kv, const int *pages, int n, const int *from,
+		 const int *to);
+
 /* out[T, H*Dh]: attention of q[T, H*Dh] (f32) over the paged cache of each token's own sequence, with the
  * visibility of src/kernels/kv_pages.h (window 0: causal over the whole sequence), as cpu_attention. kv->fmt
  * F16, Q8 or Q4, dequantized to f16 as tiles are loaded. GQA: H/Hkv query heads per kv head. Flash-style:

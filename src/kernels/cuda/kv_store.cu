@@ -106,3 +106,67 @@ extern "C" int cuda_kv_store(struct cuda_ctx *c, const struct kv_layer *kv, cons
 	CUDA_LAUNCH_CHECK(c, "k_kv_store");
 	return 0;
 }
+
+/* The accepted path of a token tree (src/kernels/kv_pages.h, kv_rows_move): row from[i] to row to[i] of both
+ * pools, as page-pool row indices (physical page * page + position % page). One block walks i in order (a
+ * later move may read what an earlier one wrote past), its threads sharing each row's bytes. */
+struct kvm_args {
+	uint8_t *pool[2];
+	int n, Hkv, page, qrow, srow;
+	size_t page_bytes;
+	int from[KV_TREE_MAX], to[KV_TREE_MAX];
+};
+
+static __global__ void k_kv_move(const struct kvm_args a)
+{
+	int per = a.Hkv * (a.qrow + a.srow);
+	for (int i = 0; i < a.n; i++) {
+		size_t fp = (size_t)(a.from[i] / a.page) * a.page_bytes, tp = (size_t)(a.to[i] / a.page) * a.page_bytes;
+		size_t fr = (size_t)(a.from[i] % a.page), tr = (size_t)(a.to[i] % a.page);
+		size_t sofs = (size_t)a.Hkv * a.page * a.qrow;
+		for (int e = threadIdx.x; e < 2 * per; e += blockDim.x) {
+			int pool = e / per, x = e % per, h, b;
+			uint8_t *base = a.pool[pool];
+			if (x < a.Hkv * a.qrow) {
+				h = x / a.qrow;
+				b = x % a.qrow;
+				base[tp + ((size_t)h * a.page + tr) * a.qrow + b] = base[fp + ((size_t)h * a.page + fr) * a.qrow + b];
+			} else {
+				x -= a.Hkv * a.qrow;
+				h = x / a.srow;
+				b = x % a.srow;
+				base[tp + sofs + ((size_t)h * a.page + tr) * a.srow + b] =
+					base[fp + sofs + ((size_t)h * a.page + fr) * a.srow + b];
+			}
+		}
+		__syncthreads();
+	}
+}
+
+extern "C" int cuda_kv_move(struct cuda_ctx *c, const struct kv_layer *kv, const int *pages, int n, const int *from,
+			    const int *to)
+{
+	CUDA_ARG_CHECK(c, n >= 0 && n <= KV_TREE_MAX, "cuda_kv_move: %d rows (at most %d)", n, KV_TREE_MAX);
+	struct kvm_args a;
+	a.pool[0] = (uint8_t *)kv->k;
+	a.pool[1] = (uint8_t *)kv->v;
+	a.Hkv = kv->Hkv;
+	a.page = kv->page;
+	a.qrow = kv_qrow_bytes(kv->fmt, kv->Dh);
+	a.srow = kv_srow_bytes(kv->fmt, kv->Dh);
+	a.page_bytes = kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page);
+	a.n = 0;
+	for (int i = 0; i < n; i++) {
+		if (from[i] == to[i])
+			continue;
+		int fp = pages[from[i] / kv->page], tp = pages[to[i] / kv->page];
+		CUDA_ARG_CHECK(c, fp >= 0 && tp >= 0, "cuda_kv_move: position %d or %d unmapped", from[i], to[i]);
+		a.from[a.n] = fp * kv->page + from[i] % kv->page;
+		a.to[a.n++] = tp * kv->page + to[i] % kv->page;
+	}
+	if (a.n == 0)
+		return 0;
+	k_kv_move<<<1, 256, 0, cuda_stream_of(c)>>>(a);
+	CUDA_LAUNCH_CHECK(c, "k_kv_move");
+	return 0;
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Speculative decoding (issue 20): tokens per pass and decode tokens per second for each draft source, on
+three task sets (bench/spec_prompts.json: summarization, code editing, chat; chat prompts through the chat
+template), greedy, beside the plain decode of the same prompts.
+
+  python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry] [-n 48] [--spec-max 16]
+                              [--device cpu] [--vram 4G] [--sets summarize,code,chat] [--out FILE.md]
+
+Sources: off (plain decode), lookup (prompt lookup), draft (the draft model's greedy chain), tree (the draft's
+top-k per depth as leaves, and lookup). The draft defaults to the model itself (Gemma 3 270M is its own
+draft here: acceptance near 1, which measures the mechanics, not a real pair).
+
+Figures: tokens per pass = tokens produced by verification passes / passes (1.0 for plain decode); decode
+tok/s = (generated - 1) / (the target's decode time + the draft model's steps), from --stats-json; the ratio
+to plain decode of the same prompt. Every spec run's ids are checked against the plain run's (greedy
+identity); a mismatch is printed and fails the benchmark.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FERRY = os.path.join(ROOT, "build", "ferry")
+
+
+def run(a, prompt, chat, spec):
+    sj = tempfile.mktemp(suffix=".json")
+    cmd = [FERRY, "run", "-m", a.model, "-p", prompt, "-n", str(a.n), "--temp", "0", "--ignore-eos", "--print-ids",
+           "--device", a.device, "--stats-json", sj]
+    if a.vram:
+        cmd += ["--vram", a.vram]
+    if chat:
+        cmd.append("--chat")
+    if spec != "off":
+        cmd += ["--spec", spec, "--spec-max", str(a.spec_max)]
+        if spec in ("draft", "tree"):
+            cmd += ["--draft", a.draft]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"ferry --spec {spec} failed ({p.returncode}): {p.stderr[-800:]}")
+    st = json.load(open(sj))
+    os.unlink(sj)
+    ids = p.stdout.split()
+    sp = st.get("spec", {})
+    sec = st["decode_s"] + sp.get("draft_s", 0.0)
+    return ids, {"tps": (len(ids) - 1) / sec if sec > 0 else 0.0,
+                 "tpp": sp.get("tokens_per_pass", 0.0) if spec != "off" else 1.0,
+                 "acc": sp.get("acceptance", 0.0), "passes": sp.get("passes", 0)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model")
+    ap.add_argument("--gguf", default=os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"))
+    ap.add_argument("--draft")
+    ap.add_argument("-n", type=int, default=48)
+    ap.add_argument("--spec-max", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--vram")
+    ap.add_argument("--sets", default="summarize,code,chat")
+    ap.add_argument("--sources", default="lookup,draft,tree")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp()
+    if not a.model:
+        a.model = os.path.join(tmp, "model.ferry")
+        subprocess.run([FERRY, "convert", a.gguf, "-o", a.model], check=True, capture_output=True)
+    a.draft = a.draft or a.model
+    sets = json.load(open(os.path.join(ROOT, "bench", "spec_prompts.json")))
+    rows, bad = [], 0
+    for name in a.sets.split(","):
+        plain_tps, agg = [], {s: {"tps": [], "tpp": [], "acc": []} for s in a.sources.split(",")}
+        for prompt in sets[name]:
+            want, base = run(a, prompt, name == "chat", "off")
+            plain_tps.append(base["tps"])
+            for s in agg:
+                got, r = run(a, prompt, name == "chat", s)
+                if got != want:
+                    print(f"{name} --spec {s}: ids differ from plain decode", file=sys.stderr)
+                    bad += 1
+                for k in ("tps", "tpp", "acc"):
+                    agg[s][k].append(r[k])
+        mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
+        rows.append((name, "off", 1.0, 0.0, mean(plain_tps), 1.0))
+        for s, v in agg.items():
+            rows.append((name, s, mean(v["tpp"]), mean(v["acc"]), mean(v["tps"]), mean(v["tps"]) / mean(plain_tps)))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy, --spec-max {a.spec_max}",
+             "", "| set | source | tokens/pass | acceptance | decode tok/s | vs plain |", "|---|---|---|---|---|---|"]
+    for name, s, tpp, acc, tps, ratio in rows:
+        lines.append(f"| {name} | {s} | {tpp:.2f} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |")
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        open(a.out, "w").write(text + "\n")
+    if bad:
+        sys.exit(f"{bad} runs differed from plain decode")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Speculative decoding (src/engine/spec.h) on the CPU:
+  - greedy identity: `ferry run --spec lookup|draft|tree` gives token for token the ids of the same run without
+    speculation, on tiny models (Llama with head_dim 32; Gemma 3 with sliding window 8, so trees stay shallower
+    than the window) with a draft of another seed (low acceptance) and the model itself as its own draft (high
+    acceptance: deep trees whose accepted paths are moved into place), KV f32/f16/q8, whole and chunked
+    (--chunk 7) prompts, several prompts in one run (--prompt-ids-file, --max-batch 2, --chunk 5: trees cut
+    to the step's room); and on Gemma 3 270M (its own draft
+    for the mechanics: trees, KV f32 and q8) with text that repeats (lookup);
+  - sampling exactness: 1,500 requests of one prompt with seeds 1..1500 (temperature 0.7, top-k 6) through
+    tests/spec_tool, without speculation and with trees of the model's own draft: the histograms of the
+    2nd and 3rd generated tokens (the 1st comes from the prompt pass) and of the (2nd, 3rd) pairs agree by a
+    chi-square test of homogeneity at significance 0.001 each (bins of fewer than 10 pooled);
+  - `ferry batch --spec lookup` gives the lines of the plain batch, one line with "speculative": false, and
+    reports tokens per pass in its summary and --stats-json;
+  - bad input: a draft of another vocabulary, --spec tree without a draft, a bad --spec or --spec-max: one
+    line, non-zero exit.
+Under ASan (`make asan`: -O1, instrumented, many times slower) only the tiny models' greedy runs at KV f32,
+100 sampled requests (no statistics) and the bad input run, for memory errors; the optimized build checks the
+rest.
+"""
+
+import json
+import math
+import os
+import random
+import subprocess
+from collections import Counter
+
+from ferrytest import FERRY, Failures, ferry, gemma_gguf, scratch, tiny_model
+
+SPEC_TOOL = os.path.join(os.path.dirname(FERRY), "tests", "spec_tool")
+# the sanitizer build (make asan: -O1, instrumented, many times slower) runs the tiny models' paths for memory
+# errors; the statistics and the real model are checked by the optimized build
+SANITIZED = "asan" in os.environ.get("FERRY_BUILD", "")
+
+
+def run_ids(f, model, prompt_args, n, extra, what):
+    p = ferry("run", "-m", model, *prompt_args, "-n", n, "--temp", 0, "--ignore-eos", "--print-ids", *extra)
+    f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-400:]}")
+    return p.stdout if p.returncode == 0 else None
+
+
+def chi2_homogeneity(a, b):
+    """Chi-square statistic and degrees of freedom of two samples' histograms (bins under 10 pooled)."""
+    na, nb = sum(a.values()), sum(b.values())
+    keys = [k for k in set(a) | set(b) if a[k] + b[k] >= 10]
+    rest = (na - sum(a[k] for k in keys), nb - sum(b[k] for k in keys))
+    rows = [(a[k], b[k]) for k in keys] + ([rest] if sum(rest) else [])
+    stat = 0.0
+    for x, y in rows:
+        tot = x + y
+        for obs, n in ((x, na), (y, nb)):
+            exp = tot * n / (na + nb)
+            stat += (obs - exp) ** 2 / exp
+    return stat, len(rows) - 1
+
+
+def chi2_critical(df, z=3.0902):
+    """The chi-square quantile at one-sided normal quantile z (3.0902: significance 0.001), Wilson-Hilferty."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def greedy_matrix(f, root, variant):
+    _, model = tiny_model(variant, root)
+    _, other = tiny_model(variant, os.path.join(root, "seed1"), seed=1)
+    rnd = random.Random(7)
+    # repeated material, so prompt lookup finds n-grams
+    base = [rnd.randrange(1, 300) for _ in range(12)]
+    prompts = [base * 3 + base[:4], [rnd.randrange(1, 300) for _ in range(9)], base[:5] + base]
+    ids_file = os.path.join(root, f"{variant}.ids")
+    with open(ids_file, "w") as fh:
+        fh.write("\n".join(",".join(map(str, p)) for p in prompts) + "\n")
+    one = ["--prompt-ids", ",".join(map(str, prompts[0]))]
+    many = ["--prompt-ids-file", ids_file]
+    for kv in ("f32", "f16", "q8"):
+        # --chunk 5 with three prompts: trees cut to the step's room, some requests' drafts left unused
+        cases = ((one, []), (one, ["--chunk", 7]), (many, []), (many, ["--max-batch", 2]), (many, ["--chunk", 5]))
+        if SANITIZED and kv != "f32":
+            continue
+        for args, extra in cases if kv == "f32" else cases[1:4:2]:
+            want = run_ids(f, model, args, 24, ["--kv", kv, *extra], f"{variant} plain")
+            specs = (["lookup"], ["draft", "--draft", other], ["tree", "--draft", model],
+                     ["tree", "--draft", other, "--spec-max", 5, "--spec-branch", 2])
+            for spec in specs if kv == "f32" else specs[::2]:
+                got = run_ids(f, model, args, 24, ["--kv", kv, *extra, "--spec", *spec], f"{variant} {spec}")
+                f.check(got == want, f"{variant} kv {kv} {extra} {len(args)} --spec {spec}: ids differ:\n{got}\n{want}")
+        print(f"{variant} kv {kv}: greedy identical with lookup, draft, tree", flush=True)
+    return model
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        model = greedy_matrix(f, root, "llama_headdim")
+        greedy_matrix(f, root, "gemma3")
+
+        # sampling: the same distribution with and without speculation
+        n = 100 if SANITIZED else 1500
+        outs = {}
+        for spec in ("off", "tree"):
+            p = subprocess.run(list(map(str, [SPEC_TOOL, model, "5,6,7,8,9,5,6,7", n, 3, 0.7, 6, 32, spec, model])),
+                               capture_output=True, text=True)
+            f.check(p.returncode == 0, f"spec_tool {spec}: {p.stderr.strip()[-300:]}")
+            outs[spec] = [tuple(map(int, line.split())) for line in p.stdout.split("\n") if line]
+            print(f"spec_tool {spec}: {p.stderr.strip()}", flush=True)
+        f.check(all(len(outs[s]) == n for s in outs), "spec_tool: a request without its tokens")
+        if not SANITIZED and all(len(outs[s]) == n for s in outs):
+            for what, key in (("2nd token", lambda t: t[1]), ("3rd token", lambda t: t[2]),
+                              ("(2nd, 3rd)", lambda t: t[1:])):
+                stat, df = chi2_homogeneity(Counter(map(key, outs["off"])), Counter(map(key, outs["tree"])))
+                crit = chi2_critical(df)
+                print(f"sampling {what}: chi2 {stat:.1f} on {df} df (critical {crit:.1f} at 0.001)", flush=True)
+                f.check(df >= 3 and stat < crit, f"sampling {what}: chi2 {stat:.1f} >= {crit:.1f} ({df} df)")
+            f.check(outs["off"] != outs["tree"], "sampling: the speculative run drew exactly the plain run's tokens")
+
+        # bad input: one line each
+        _, v384 = tiny_model("llama3_rope", root)
+        for args, want in ((["--spec", "draft", "--draft", v384], "vocabulary"),
+                           (["--spec", "tree"], "needs a draft model"),
+                           (["--spec", "sometimes"], "--spec"), (["--spec-max", 0], "--spec-max"),
+                           (["--draft", os.path.join(root, "nothing")], "--draft")):
+            p = ferry("run", "-m", model, "--prompt-ids", "1,2,3", "-n", 2, *args)
+            lines = p.stderr.strip().split("\n")
+            f.check(p.returncode != 0 and len(lines) == 1 and want in lines[0],
+                    f"{args}: expected one line naming {want!r}, got rc {p.returncode}: {p.stderr.strip()}")
+
+        if SANITIZED:
+            print("gemma part skipped under ASan (the plain build runs it)")
+            f.finish()
+        # the real model, its own draft; text that repeats itself
+        gguf = gemma_gguf(f)
+        g = os.path.join(root, "gemma.ferry")
+        f.check(ferry("convert", gguf, "-o", g).returncode == 0, "gemma convert failed")
+        text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of France is"
+        for kv in ("f32", "q8"):
+            want = run_ids(f, g, ["-p", text], 24, ["--kv", kv], "gemma plain")
+            specs = (["tree", "--draft", g, "--spec-max", 8], ["lookup"])
+            for spec in specs if kv == "f32" else specs[:1]:
+                got = run_ids(f, g, ["-p", text], 24, ["--kv", kv, "--spec", *spec], f"gemma {spec}")
+                f.check(got == want, f"gemma kv {kv} --spec {spec}: ids differ:\n{got}\n{want}")
+        print("gemma 3 270m: greedy identical with lookup and tree", flush=True)
+
+        # ferry batch: the same lines with and without --spec lookup ("speculative": false keeps one plain)
+        lines = [{"id": 1, "prompt": text, "max_tokens": 12}, {"id": 2, "prompt": "one two three one two three one",
+                                                               "max_tokens": 12, "speculative": False}]
+        inp = os.path.join(root, "in.jsonl")
+        with open(inp, "w") as fh:
+            fh.write("".join(json.dumps(x) + "\n" for x in lines))
+        res = {}
+        for name, extra in (("plain", []), ("spec", ["--spec", "lookup"])):
+            out, sj = os.path.join(root, f"{name}.jsonl"), os.path.join(root, f"{name}.json")
+            p = ferry("batch", "-m", g, inp, "-o", out, "--stats-json", sj, *extra)
+            if f.check(p.returncode == 0, f"batch {name}: {p.stderr.strip()[-300:]}"):
+                res[name] = sorted((o["id"], o["tokens"]) for o in map(json.loads, open(out)))
+                if name == "spec":
+                    sp = json.load(open(sj))["spec"]
+                    f.check("tokens per speculative pass" in p.stderr, "batch summary without tokens per pass")
+                    f.check(sp["passes"] > 0 and sp["tokens_per_pass"] > 1, f"batch --spec lookup: {sp}")
+        f.check(res.get("plain") == res.get("spec"), f"batch --spec lookup differs: {res}")
+
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()
