@@ -75,14 +75,17 @@ endif
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_OBJ) $(CU_STAMP)
 # Files made at build time, included by their path under $(BUILD)/gen: the chat page of `ferry serve`
-# (src/serve/chat.html as a C array, compiled into the binary).
+# (src/serve/chat.html as a C array, compiled into the binary; python3, which the tools need anyway, rather than
+# xxd, which a bare machine may lack).
 GEN := $(BUILD)/gen
 CFLAGS += -iquote $(GEN)
 $(BUILD)/src/serve/http.o: $(GEN)/serve/chat_html.h
 $(GEN)/serve/chat_html.h: src/serve/chat.html
 	@mkdir -p $(dir $@)
 	@echo "  GEN     $@"
-	$(Q)cd src/serve && xxd -i chat.html >$(CURDIR)/$@.tmp && mv $(CURDIR)/$@.tmp $(CURDIR)/$@
+	$(Q)python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); \
+		print("unsigned char chat_html[] = {" + ",".join(map(str, d)) + "};"); \
+		print("unsigned int chat_html_len = %d;" % len(d))' src/serve/chat.html >$@.tmp && mv $@.tmp $@
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
 TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
