@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/eval_text.h"
 #include "cli/ferry.h"
 #include "cli/opt_hint.h"
 #include "cli/model_home.h"
@@ -32,7 +33,6 @@
 
 #define PPL_CTX_DEFAULT 512
 #define PPL_BATCH_DEFAULT 512
-#define PPL_CTX_MIN 8 /* at least 3 scored positions per chunk, so the error has count - 1 > 0 */
 
 struct ppl_args {
 	const char *model, *file, *json;
@@ -87,7 +87,7 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 		case 'm': a->model = optarg; break;
 		case O_JSON: a->json = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		case O_CTX: dst = &a->ctx, min = PPL_CTX_MIN; break;
+		case O_CTX: dst = &a->ctx, min = EVAL_CTX_MIN; break;
 		case O_CHUNKS: dst = &a->chunks; break;
 		case O_BATCH: dst = &a->batch; break;
 		case '?': return opt_hint("ppl", argv, "m:h", lo);
@@ -115,98 +115,29 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 	return run_opts_check(&a->ro);
 }
 
-/* FILE through the model's tokenizer, as llama.cpp does (special tokens added, special-token text kept as
- * text). */
-static int ppl_tokenize(const struct ppl_args *a, const struct layout *lay, struct tokenizer **tk, struct tok_ids *ids,
-			char *err, size_t errlen)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int rc = read_file_all(a->file, &text, &len);
-	if (rc) {
-		snprintf(err, errlen, "%s: %s", a->file, strerror(-rc));
-		return rc;
-	}
-	if (len == 0) {
-		snprintf(err, errlen, "%s: the file is empty", a->file);
-		free(text);
-		return -EINVAL;
-	}
-	rc = tokenizer_open(tk, a->model, err, errlen);
-	if (!rc && tokenizer_n_vocab(*tk) > lay->hp.vocab) {
-		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", a->model,
-			 tokenizer_n_vocab(*tk), lay->hp.vocab);
-		rc = -EINVAL;
-	}
-	if (!rc && (rc = tokenizer_encode(*tk, text, len, TOK_ADD_SPECIAL, ids, err, errlen)) && rc != -ENOMEM) {
-		size_t n = strlen(err);
-		snprintf(err + n, errlen - n, " (%s)", a->file);
-	}
-	if (!rc && (int64_t)ids->n < a->ctx) {
-		int fits = PPL_CTX_MIN;
-		while (fits * 2 <= (int)ids->n)
-			fits *= 2;
-		if ((int)ids->n >= PPL_CTX_MIN)
-			snprintf(err, errlen, "%s: %zu tokens, fewer than one chunk of --ctx %d (--ctx %d fits)", a->file,
-				 ids->n, a->ctx, fits);
-		else
-			snprintf(err, errlen, "%s: %zu tokens, fewer than the shortest chunk (--ctx %d)", a->file, ids->n,
-				 PPL_CTX_MIN);
-		rc = -EINVAL;
-	}
-	free(text);
-	return rc;
-}
-
-/* -log softmax(row)[target], in double. */
-static double nll_of(const float *row, int n_vocab, int target)
-{
-	double mx = row[0], sum = 0;
-	for (int i = 1; i < n_vocab; i++)
-		mx = row[i] > mx ? row[i] : mx;
-	for (int i = 0; i < n_vocab; i++)
-		sum += exp((double)row[i] - mx);
-	return log(sum) + mx - (double)row[target];
-}
-
 /* The evaluation's buffers: logits (max_logits, V), their nll [max_logits], the chunk as stepped [ctx]. */
 struct ppl_bufs {
 	float *logits;
 	double *nll;
 	int *toks;
+	int V;
+	struct ppl_result *r;
 };
 
-/* One chunk of ctx tokens (tok: the chunk as in the text) in a fresh sequence; adds its scored tokens to r
- * in position order, so the sums do not depend on the thread count. */
-static int ppl_chunk(struct model *m, const int *tok, int bos, int batch, const struct ppl_bufs *pb,
-		     struct ppl_result *r, char *err, size_t errlen)
+/* A step's scored rows into r, in position order, so the sums do not depend on the thread count. */
+static int ppl_rows(void *ctx, int row0, int n, const float *logits, const int *targets)
 {
-	int ctx = m->opt.ctx, first = ctx / 2, V = m->hp->vocab, seq, cached;
-	int rc = model_seq_open(m, NULL, 0, &seq, &cached, err, errlen);
-	if (rc)
-		return rc;
-	memcpy(pb->toks, tok, sizeof(int) * (size_t)ctx);
-	if (bos >= 0)
-		pb->toks[0] = bos;
-	struct model_out out = {.logits = pb->logits};
-	for (int s = 0; !rc && s < ctx; s += batch) {
-		int n = ctx - s < batch ? ctx - s : batch;
-		int from = s > first ? s : first; /* the step's first scored position */
-		struct model_part p = {.seq = seq, .n = n, .tokens = pb->toks + s, .n_logits = s + n > from ? s + n - from : 0};
-		rc = model_step(m, &p, 1, &out, err, errlen);
-		/* the chunk's last position predicts past its end: its row is not scored */
-		int rows = rc ? 0 : s + n == ctx ? p.n_logits - 1 : p.n_logits;
+	struct ppl_bufs *pb = ctx;
+	(void)row0;
 #pragma omp parallel for schedule(static)
-		for (int i = 0; i < rows; i++)
-			pb->nll[i] = nll_of(pb->logits + (size_t)i * V, V, tok[from + i + 1]);
-		for (int i = 0; i < rows; i++) {
-			r->nll += pb->nll[i];
-			r->nll2 += pb->nll[i] * pb->nll[i];
-			r->count++;
-		}
+	for (int i = 0; i < n; i++)
+		pb->nll[i] = eval_nll(logits + (size_t)i * (size_t)pb->V, pb->V, targets[i]);
+	for (int i = 0; i < n; i++) {
+		pb->r->nll += pb->nll[i];
+		pb->r->nll2 += pb->nll[i] * pb->nll[i];
+		pb->r->count++;
 	}
-	model_seq_close(m, seq);
-	return rc;
+	return 0;
 }
 
 static double ppl_value(const struct ppl_result *r)
@@ -231,15 +162,18 @@ static int ppl_eval(const struct ppl_args *a, struct model *m, const struct tok_
 		r->n_chunks = a->chunks;
 	struct ppl_bufs pb = {.logits = malloc(sizeof(float) * (size_t)m->opt.max_logits * (size_t)m->hp->vocab),
 			      .nll = malloc(sizeof(double) * (size_t)m->opt.max_logits),
-			      .toks = malloc(sizeof(int) * (size_t)ctx)};
+			      .toks = malloc(sizeof(int) * (size_t)ctx),
+			      .V = m->hp->vocab,
+			      .r = r};
 	int rc = pb.logits && pb.nll && pb.toks ? 0 : -ENOMEM;
 	if (rc)
 		snprintf(err, errlen, "out of memory");
 	fprintf(stderr, "ferry: ppl: %s: %d tokens, %d chunks of %d (scoring %d tokens each), batch %d, kv %s\n",
-		a->file, r->n_tokens, r->n_chunks, ctx, ctx - 1 - ctx / 2, a->batch, kv_fmt_name(m->opt.kv_fmt));
+		a->file, r->n_tokens, r->n_chunks, ctx, eval_scored(ctx), a->batch, kv_fmt_name(m->opt.kv_fmt));
 	double t0 = now_sec();
 	for (int i = 0; !rc && i < r->n_chunks; i++) {
-		rc = ppl_chunk(m, (const int *)ids->ids + (size_t)i * ctx, bos, a->batch, &pb, r, err, errlen);
+		rc = eval_chunk(m, (const int *)ids->ids + (size_t)i * ctx, bos, a->batch, pb.logits, pb.toks, ppl_rows, &pb,
+				err, errlen);
 		if (!rc) {
 			fprintf(stderr, "[%d]%.4f,", i + 1, ppl_value(r));
 			fflush(stderr);
@@ -279,7 +213,7 @@ static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
 	struct engine_opts eo = {.t_max = a.batch, .max_logits = a.batch < scored ? a.batch : scored, .ctx = a.ctx,
 				 .max_seqs = 1, .no_sched = true};
 	run_opts_engine(&a.ro, &eo);
-	int rc = ppl_tokenize(&a, lay, &tk, &ids, err, sizeof(err));
+	int rc = eval_tokenize(a.model, a.file, lay, a.ctx, &tk, &ids, err, sizeof(err));
 	int bos = !rc && tokenizer_add_bos(tk) ? tokenizer_bos(tk) : -1;
 	rc = rc ? rc : engine_open(&e, lay, &eo, err, sizeof(err));
 	rc = rc ? rc : ppl_eval(&a, engine_model(e), &ids, bos, &r, err, sizeof(err));
