@@ -42,7 +42,7 @@
 
 struct kld_args {
 	const char *model, *file, *save, *base_logits, *base, *json;
-	int ctx, chunks, batch;
+	struct eval_opts ev;
 	struct run_opts ro;
 };
 
@@ -56,20 +56,16 @@ static void usage(FILE *f)
 		"--kl-divergence convention (chunks of --ctx tokens from BOS, the second half scored); LOGITS files are\n"
 		"llama-perplexity's --kl-divergence-base files, read and written.\n"
 		"  -m, --model DIR        the model evaluated (with --save-base: the base)\n"
-		"  --ctx N                tokens per chunk (default 512; a LOGITS file brings its own)\n"
-		"  --chunks N             at most the first N chunks (default: all)\n"
-		"  --batch B              tokens per step (default: min(ctx, 512))\n"
+		EVAL_OPTS_USAGE
 		"  --json FILE            the statistics as JSON\n");
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct kld_args *a)
 {
-	enum { O_CTX = 256, O_CHUNKS, O_BATCH, O_JSON, O_SAVE, O_BLOGITS, O_BASE };
+	enum { O_JSON = 256, O_SAVE, O_BLOGITS, O_BASE };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
-					   {"ctx", required_argument, 0, O_CTX},
-					   {"chunks", required_argument, 0, O_CHUNKS},
-					   {"batch", required_argument, 0, O_BATCH},
+					   EVAL_OPTS_LONG,
 					   {"json", required_argument, 0, O_JSON},
 					   {"save-base", required_argument, 0, O_SAVE},
 					   {"base-logits", required_argument, 0, O_BLOGITS},
@@ -78,14 +74,13 @@ static int parse_args(int argc, char **argv, struct kld_args *a)
 					   RUN_OPTS_LONG,
 					   {0}};
 	memset(a, 0, sizeof(*a));
-	a->ctx = 512;
+	eval_opts_default(&a->ev);
 	run_opts_default(&a->ro);
 	int c, at = 0;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
-		int *dst = NULL, rc;
-		long v, min = 1;
+		int rc;
 		switch (c) {
 		case 'm': a->model = optarg; break;
 		case O_JSON: a->json = optarg; break;
@@ -93,22 +88,13 @@ static int parse_args(int argc, char **argv, struct kld_args *a)
 		case O_BLOGITS: a->base_logits = optarg; break;
 		case O_BASE: a->base = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		case O_CTX: dst = &a->ctx, min = EVAL_CTX_MIN; break;
-		case O_CHUNKS: dst = &a->chunks; break;
-		case O_BATCH: dst = &a->batch; break;
 		case '?': return opt_hint("kld", argv, "m:h", lo);
 		default:
-			if ((rc = run_opts_parse(&a->ro, c, optarg)) == 1)
+			if ((rc = eval_opts_parse(&a->ev, c, optarg)) == 1 && (rc = run_opts_parse(&a->ro, c, optarg)) == 1)
 				return opt_hint("kld", argv, "m:h", lo);
 			if (rc)
 				return 2;
 		}
-		if (dst && parse_int(optarg, min, 1 << 30, &v)) {
-			fprintf(stderr, "ferry: --%s: bad value '%s' (an integer of at least %ld)\n", lo[at].name, optarg, min);
-			return 2;
-		}
-		if (dst)
-			*dst = (int)v;
 	}
 	int modes = !!a->save + !!a->base_logits + !!a->base, files = argc - optind;
 	if (!a->model || modes != 1) {
@@ -123,6 +109,7 @@ static int parse_args(int argc, char **argv, struct kld_args *a)
 		return 2;
 	}
 	a->file = files ? argv[optind] : NULL;
+	eval_opts_finish(&a->ev);
 	return run_opts_check(&a->ro);
 }
 
@@ -265,7 +252,7 @@ static int kld_model_open(struct kld_model *k, const char *model, const struct k
 			  size_t errlen)
 {
 	int scored = ctx - ctx / 2;
-	struct engine_opts eo = {.t_max = a->batch, .max_logits = a->batch < scored ? a->batch : scored, .ctx = ctx,
+	struct engine_opts eo = {.t_max = a->ev.batch, .max_logits = a->ev.batch < scored ? a->ev.batch : scored, .ctx = ctx,
 				 .max_seqs = 1, .no_sched = true};
 	run_opts_engine(&a->ro, &eo);
 	memset(k, 0, sizeof(*k));
@@ -285,17 +272,17 @@ static int save_base(const struct kld_args *a, const char *base, const char *pat
 	struct kld_model k;
 	struct tok_ids ids = {0};
 	struct tokenizer *tk = NULL;
-	int rc = kld_model_open(&k, base, a, a->ctx, err, errlen);
-	rc = rc ? rc : eval_tokenize(base, a->file, &k.lay, a->ctx, &tk, &ids, err, errlen);
+	int rc = kld_model_open(&k, base, a, a->ev.ctx, err, errlen);
+	rc = rc ? rc : eval_tokenize(base, a->file, &k.lay, a->ev.ctx, &tk, &ids, err, errlen);
 	if (rc) {
 		kld_model_close(&k);
 		tokenizer_free(tk);
 		return rc;
 	}
 	struct model *m = engine_model(k.e);
-	int V = m->hp->vocab, ctx = a->ctx, n_chunk = (int)(ids.n / (size_t)ctx);
-	if (a->chunks && a->chunks < n_chunk)
-		n_chunk = a->chunks;
+	int V = m->hp->vocab, ctx = a->ev.ctx, n_chunk = (int)(ids.n / (size_t)ctx);
+	if (a->ev.chunks && a->ev.chunks < n_chunk)
+		n_chunk = a->ev.chunks;
 	char *tmp = malloc(strlen(path) + 5);
 	if (!tmp) {
 		kld_model_close(&k);
@@ -320,7 +307,7 @@ static int save_base(const struct kld_args *a, const char *base, const char *pat
 	fprintf(stderr, "ferry: kld: base %s over %s: %d chunks of %d, %.1f MB of log-probabilities\n", base, a->file,
 		n_chunk, ctx, (double)n_chunk * eval_scored(ctx) * (double)row_u16(V) * 2 / 1e6);
 	for (int i = 0; !rc && i < n_chunk; i++)
-		if ((rc = eval_chunk(m, (const int *)ids.ids + (size_t)i * ctx, k.bos, a->batch, logits, scratch, save_rows,
+		if ((rc = eval_chunk(m, (const int *)ids.ids + (size_t)i * ctx, k.bos, a->ev.batch, logits, scratch, save_rows,
 				     &s, err, errlen)) == -EIO)
 			snprintf(err, errlen, "%s: write failed", tmp);
 	if (!rc && (fsync(s.fd) || close(s.fd) || (s.fd = -1, rename(tmp, path))))
@@ -472,11 +459,11 @@ static int compare(const struct kld_args *a, const char *path, char *err, size_t
 	struct kld_stats st = {0};
 	int rc = logits_open(&lf, path, err, errlen);
 	int n_chunk = lf.n_chunk;
-	if (!rc && a->chunks && a->chunks < n_chunk)
-		n_chunk = a->chunks;
+	if (!rc && a->ev.chunks && a->ev.chunks < n_chunk)
+		n_chunk = a->ev.chunks;
 	struct kld_args ka = *a;
-	if (!rc && ka.batch > lf.ctx)
-		ka.batch = lf.ctx;
+	if (!rc && ka.ev.batch > lf.ctx)
+		ka.ev.batch = lf.ctx;
 	rc = rc ? rc : kld_model_open(&k, a->model, &ka, lf.ctx, err, errlen);
 	struct model *m = rc ? NULL : engine_model(k.e);
 	if (!rc && m->hp->vocab != lf.V) {
@@ -513,7 +500,7 @@ static int compare(const struct kld_args *a, const char *path, char *err, size_t
 			rc = -EIO, snprintf(err, errlen, "%s: read failed", path);
 		c.row_base = i * S;
 		double t0 = now_sec();
-		rc = rc ? rc : eval_chunk(m, (const int *)tok, k.bos, ka.batch, logits, scratch, compare_rows, &c, err, errlen);
+		rc = rc ? rc : eval_chunk(m, (const int *)tok, k.bos, ka.ev.batch, logits, scratch, compare_rows, &c, err, errlen);
 		if (!rc) {
 			fprintf(stderr, "[%d] KLD %.6f (%.1fs),", i + 1, st.kld / (double)st.count, now_sec() - t0);
 			fflush(stderr);
@@ -543,8 +530,6 @@ int ferry_kld(int argc, char **argv)
 	a.model = model;
 	if (a.base && (rc = model_home_resolve(a.base, base, sizeof(base))))
 		return rc;
-	if (!a.batch)
-		a.batch = a.ctx < 512 ? a.ctx : 512;
 	if (a.save) {
 		rc = save_base(&a, a.model, a.save, err, sizeof(err));
 	} else if (a.base_logits) {

@@ -1,5 +1,6 @@
 /* eval_text.c: chunked evaluation of a text (eval_text.h), shared by ppl and kld. */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,33 @@
 #include "engine/engine.h"
 #include "layout/layout.h"
 #include "text/tokenizer.h"
+
+void eval_opts_default(struct eval_opts *e)
+{
+	e->ctx = 512, e->chunks = 0, e->batch = 0;
+}
+
+int eval_opts_parse(struct eval_opts *e, int c, const char *arg)
+{
+	static const char *const names[] = {"ctx", "chunks", "batch"};
+	int *dst[] = {&e->ctx, &e->chunks, &e->batch};
+	if (c < EVAL_O_CTX || c > EVAL_O_BATCH)
+		return 1;
+	int i = c - EVAL_O_CTX;
+	long v, min = c == EVAL_O_CTX ? EVAL_CTX_MIN : 1;
+	if (parse_int(arg, min, 1 << 30, &v)) {
+		fprintf(stderr, "ferry: --%s: bad value '%s' (an integer of at least %ld)\n", names[i], arg, min);
+		return 2;
+	}
+	*dst[i] = (int)v;
+	return 0;
+}
+
+void eval_opts_finish(struct eval_opts *e)
+{
+	if (!e->batch)
+		e->batch = e->ctx < 512 ? e->ctx : 512;
+}
 
 int eval_tokenize(const char *model, const char *file, const struct layout *lay, int ctx, struct tokenizer **tk,
 		  struct tok_ids *ids, char *err, size_t errlen)

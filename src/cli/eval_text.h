@@ -17,6 +17,26 @@ struct tok_ids;
 
 #define EVAL_CTX_MIN 8 /* at least 3 scored positions per chunk, so an error estimate has count - 1 > 0 */
 
+/* The options of the commands that evaluate a text (ppl, kld, imatrix): --ctx, --chunks, --batch. */
+struct eval_opts {
+	int ctx, chunks, batch; /* chunks 0: all; batch 0: min(ctx, 512) until eval_opts_finish */
+};
+enum { EVAL_O_CTX = 200, EVAL_O_CHUNKS, EVAL_O_BATCH };
+#define EVAL_OPTS_LONG                                                                                     \
+	{"ctx", required_argument, 0, EVAL_O_CTX}, {"chunks", required_argument, 0, EVAL_O_CHUNKS},         \
+		{"batch", required_argument, 0, EVAL_O_BATCH}
+#define EVAL_OPTS_USAGE                                                                                    \
+	"  --ctx N                tokens per chunk (default 512)\n"                                          \
+	"  --chunks N             at most the first N chunks (default: all)\n"                               \
+	"  --batch B              tokens per step through the model (default: min(ctx, 512)); a chunk runs in\n" \
+	"                         ceil(ctx / B) steps through the KV cache\n"
+/* Defaults: ctx 512, all chunks. */
+void eval_opts_default(struct eval_opts *e);
+/* getopt's c with optarg arg: 0 taken, 1 not one of these, 2 a bad value (said on stderr). */
+int eval_opts_parse(struct eval_opts *e, int c, const char *arg);
+/* batch 0 becomes min(ctx, 512). */
+void eval_opts_finish(struct eval_opts *e);
+
 /* Scored rows of a chunk: ctx - 1 - ctx/2. */
 static inline int eval_scored(int ctx)
 {
