@@ -86,6 +86,8 @@ def collection(f, root):
     if not f.check(p.returncode == 0, f"imatrix: exit {p.returncode}: {p.stderr.strip()[-300:]}"):
         return
     r, got = read_imatrix(out)
+    # ggml's reader takes the data section as whole aligned (32) tensors, the last one's padding too
+    f.check(os.path.getsize(out) % 32 == 0, f"{out}: {os.path.getsize(out)} bytes, the last tensor unpadded")
     f.check(r.fields["general.type"].contents() == "imatrix", "general.type is not imatrix")
     f.check(r.fields["imatrix.chunk_count"].contents() == CHUNKS and r.fields["imatrix.chunk_size"].contents() == CTX,
             "chunk_count / chunk_size")

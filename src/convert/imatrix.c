@@ -294,6 +294,7 @@ int imatrix_write(const struct imatrix *im, const char *path, const char *datase
 		for (int m = 0; m < e->n_mat; m++)
 			put(&b, &cnt, sizeof(cnt));
 	}
+	pad(&b); /* readers take the data section as whole aligned tensors, the last one too */
 	if (b.failed) {
 		free(b.p);
 		return snprintf(err, errlen, "out of memory"), -ENOMEM;
