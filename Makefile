@@ -96,7 +96,7 @@ else
 Q := @
 endif
 
-.PHONY: all test asan check fuzz bench bench-io bench-matmul bench-cuda-matmul clean
+.PHONY: all test asan check fuzz fuzz-run bench bench-io bench-matmul bench-cuda-matmul clean
 .SECONDARY:
 all: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS) $(BUILD)/bench/io_stream $(BUILD)/bench/bench_matmul
 
@@ -138,15 +138,17 @@ endif
 test: $(BUILD)/ferry $(TEST_BIN) $(TEST_TOOLS)
 	$(Q)FERRY_BUILD=$(BUILD) bash tests/run_tests.sh
 
+ASAN_VARS := BUILD=build-asan NVCC= OPT="-O1 -g -fno-omit-frame-pointer" \
+	SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan NVCC= OPT="-O1 -g -fno-omit-frame-pointer" \
-		SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+	$(Q)$(MAKE) --no-print-directory $(ASAN_VARS) test
 
 # Real fuzzing with libFuzzer (needs clang), from the seeds of the regression build:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
 # The parsers, the tokenizer and the Jinja interpreter; nothing that needs OpenMP.
 FUZZ_SRC := $(wildcard src/layout/*.c) $(filter-out src/text/chat_template.c,$(wildcard src/text/*.c)) src/base/strmap.c src/base/util.c \
+	src/convert/imatrix.c \
 	$(wildcard src/jinja/*.c)
 fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
@@ -155,11 +157,23 @@ build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	$(Q)clang -std=c11 -O1 -g -D_GNU_SOURCE -DFUZZ_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(CINC) \
 		-o $@ $^ -ljansson -lxxhash -lpcre2-8 -lutf8proc -llz4 -lm -lpthread
 
+# What check runs last (with the ASan build's seed writers, which need no CUDA): every fuzzer for FUZZ_SECONDS
+# from the regression build's seeds; a crash, a leak or an
+# undefined-behaviour report fails it, the input kept as build-fuzz/NAME-crash-* and the log as build-fuzz/NAME.log.
+FUZZ_SECONDS ?= 20
+fuzz-run: $(FUZZ_BIN) $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_fuzz_*.c))
+	$(Q)for f in $(FUZZ_BIN); do n=$$(basename $$f); d=build-fuzz/seeds/$$n; rm -rf $$d; mkdir -p $$d; \
+		$(BUILD)/tests/$$n --seeds $$d >/dev/null && $$f $$d -max_total_time=$(FUZZ_SECONDS) \
+			-artifact_prefix=build-fuzz/$$n- >build-fuzz/$$n.log 2>&1 || \
+			{ echo "FAIL fuzzing $$n (build-fuzz/$$n.log):"; tail -n 30 build-fuzz/$$n.log; exit 1; }; \
+		echo "  FUZZED  $$n for $(FUZZ_SECONDS)s: $$(grep -o 'Done [0-9]* runs' build-fuzz/$$n.log)"; done
+
 # What CI runs: the tests (CUDA compiled for every architecture unless CUDA_ARCHS is given), then again under
 # ASan + UBSan; one after the other, not as parallel jobs.
 check:
 	$(Q)$(MAKE) --no-print-directory test CUDA_ARCHS="$(if $(filter file,$(origin CUDA_ARCHS)),$(CUDA_ARCHS_ALL),$(CUDA_ARCHS))"
 	$(Q)$(MAKE) --no-print-directory asan
+	$(Q)$(MAKE) --no-print-directory $(ASAN_VARS) fuzz-run
 
 bench: $(BUILD)/ferry
 	$(Q)FERRY_BUILD=$(BUILD) ARCH="$(ARCH)" bash bench/run_bench.sh $(ARGS)

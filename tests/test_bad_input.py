@@ -106,6 +106,24 @@ def main():
         edited("huge_head_dim", lambda m: m["hparams"].update(head_dim=1 << 20), ["hparams", "head_dim"])
         edited("bad_eps", lambda m: m["hparams"].update(rms_eps=-1), ["hparams", "rms_eps"])
         edited("bad_window", lambda m: m["hparams"].update(sliding_window=[0, 1 << 40]), ["sliding_window"])
+        edited("raw_bytes", lambda m: m["units"]["layers"][0][1].update(raw_bytes=m["units"]["layers"][0][1]["raw_bytes"] + 1),
+               ["manifest.json", "does not match the header"])
+
+        # A tensor the architecture does not have (a misspelt name): run cannot bind it, and verify says so
+        # (both the stray name and the missing one), beside the checksums that all match.
+        d = os.path.join(root, "misspelt.ferry")
+        os.system(f"rm -rf '{d}' && cp -r '{out}' '{d}'")
+        path = os.path.join(d, "manifest.json")
+        man = json.load(open(path))
+        man["units"]["layers"][1] = [dict(t, name="attn_k.veight") if t["name"] == "attn_k.weight" else t
+                                     for t in man["units"]["layers"][1]]
+        json.dump(man, open(path, "w"))
+        p = ferry("inspect", d, "--verify")
+        f.check(p.returncode == 1 and "layer 1: tensor attn_k.veight is not one of architecture" in p.stderr and
+                "layer 1: tensor attn_k.weight is missing" in p.stderr and "layer 0" not in p.stderr,
+                f"verify of a misspelt tensor: {p.stderr!r}")
+        one_line_error(f, ferry("run", "-m", d, "--prompt-ids", "1,2", "-n", 1), "run with a misspelt tensor",
+                       ["attn_k.weight"])
 
         # Weights that produce NaN: run stops with an error instead of printing garbage tokens.
         nan_hf = os.path.join(root, "nan")

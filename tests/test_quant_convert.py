@@ -14,6 +14,7 @@ wide so the K-quants apply (and on a tiny one whose 64-wide rows take llama.cpp'
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -84,6 +85,35 @@ def logits(f, model, ids, root, what):
     return ref_forward.read_flgt(lg).astype(np.float64)
 
 
+def bpw(model):
+    """(the model's bits per weight, its layer and head units') from the manifest: stored bits / values, a tied
+    head counted once in the model's figure."""
+    m = json.load(open(os.path.join(model, "manifest.json")))
+    def count(ts):
+        return sum(8 * t["raw_bytes"] for t in ts), sum(int(np.prod(t["shape"])) for t in ts)
+    units = [t for layer in m["units"]["layers"] for t in layer] + m["units"]["head"]
+    emb_file = m["units"]["embed"][0]["file"]
+    b, n = count(m["units"]["embed"] + [t for t in units if t["file"] != emb_file])
+    bu, nu = count(units)
+    return b / n, bu / nu
+
+
+def check_bpw(f, model, what):
+    """--plan and --stats-json name the bits per weight the manifest implies."""
+    want_model, want_units = bpw(model)
+    p = ferry("run", "-m", model, "--plan", "--prompt-ids", "1,2,3", "--device", "cpu")
+    m = re.search(r"\(([0-9.]+) bits per weight; the model's ([0-9.]+)\)", p.stderr)
+    f.check(m and abs(float(m.group(1)) - want_units) < 0.006 and abs(float(m.group(2)) - want_model) < 0.006,
+            f"{what}: --plan says {m and m.groups()}, the manifest {want_units:.3f} / {want_model:.3f}")
+    js = os.path.join(model, "stats.json")
+    p = ferry("run", "-m", model, "--prompt-ids", "1,2,3", "-n", "1", "--device", "cpu", "--stats-json", js)
+    if f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-200:]}"):
+        st = json.load(open(js))
+        f.check(abs(st["bpw_model"] - want_model) < 1e-6 and abs(st["bpw_streamed"] - want_units) < 1e-6,
+                f"{what}: --stats-json bpw {st['bpw_model']}, {st['bpw_streamed']} != {want_model}, {want_units}")
+    return want_model
+
+
 def size(d):
     return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d) if n.endswith(".bin"))
 
@@ -123,8 +153,9 @@ def main():
             err = float(np.max(np.linalg.norm(q - ref, axis=1) / np.linalg.norm(ref, axis=1)))
             top1 = float(np.mean(q.argmax(1) == ref.argmax(1)))
             ratio = size(out) / size(base)
+            bits = check_bpw(f, out, mix)
             print(f"{mix:7s} logits rel err {err:.4f} (bound {tol}), top-1 agreement {top1:.3f} (bound {agree}), "
-                  f"files {ratio:.3f} of f32")
+                  f"files {ratio:.3f} of f32, {bits:.3f} bits per weight")
             f.check(err <= tol, f"{mix}: logits rel err {err:.4f} > {tol}")
             f.check(top1 >= agree, f"{mix}: top-1 agreement {top1:.3f} < {agree}")
             f.check(ratio < 0.3, f"{mix}: files are {ratio:.3f} of the f32 model's")

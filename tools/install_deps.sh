@@ -2,7 +2,7 @@
 # Installs what ferry needs to build and test on Debian/Ubuntu: compiler and make, jansson (JSON), xxhash
 # (checksums), PCRE2 (pre-tokenizer regexes), utf8proc (Unicode normalization), liburing (the layer
 # streamer's io_uring engine), lz4 (compressed tensors), libmicrohttpd (ferry serve's HTTP), libedit (ferry
-# chat's line editing and history), xxd (compiles the server's chat page into the binary), curl and chromium +
+# chat's line editing and history), clang (libFuzzer: make check fuzzes every parser for a bounded time), xxd (compiles the server's chat page into the binary), curl and chromium +
 # chromium-driver (the server tests; the page is tested in a headless browser) from apt; NumPy, safetensors, ml_dtypes,
 # tokenizers, gguf, jinja2 and openai (the client the server tests use) for the test tools from PyPI; then
 # the test model (tools/fetch_model.sh; the README's chat model, 1.1 GB, is fetched by tools/demo.sh when
@@ -16,7 +16,7 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 need=()
 for p in build-essential libjansson-dev libxxhash-dev libpcre2-dev libutf8proc-dev liburing-dev liblz4-dev libmicrohttpd-dev libedit-dev \
-	curl python3 xxd chromium chromium-driver; do
+	curl python3 xxd chromium chromium-driver clang; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

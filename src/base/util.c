@@ -172,3 +172,18 @@ int read_file_all(const char *path, char **out, size_t *len)
 	*len = n;
 	return 0;
 }
+
+int write_full(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		p += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}

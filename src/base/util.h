@@ -20,6 +20,8 @@ int parse_id_list(const char *s, int **ids, int *n, char *err, size_t errlen);
 bool path_is_file(const char *path);
 /* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'd buffer; 0 or -errno. */
 int read_file_all(const char *path, char **out, size_t *len);
+/* All n bytes of buf to fd (retrying short writes and EINTR); 0 or -errno. */
+int write_full(int fd, const void *buf, size_t n);
 /* Peak resident set size of this process in bytes. */
 uint64_t peak_rss_bytes(void);
 /* Total physical memory in bytes. */

@@ -1,5 +1,5 @@
-/* cmd_convert.c: `ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX]
- * [--chat-template FILE]`. */
+/* cmd_convert.c: `ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX
+ * [--imatrix FILE]] [--chat-template FILE]`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +15,8 @@
 static void usage(FILE *f)
 {
 	char mixes[256];
-	fprintf(f, "usage: ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX]\n"
-		   "                     [--chat-template FILE]\n"
+	fprintf(f, "usage: ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX\n"
+		   "                     [--imatrix FILE]] [--chat-template FILE]\n"
 		   "  HF_DIR        Hugging Face model directory (config.json, *.safetensors, tokenizer files)\n"
 		   "  MODEL.gguf    GGUF file (or the first file of a split set, NAME-00001-of-0000N.gguf); quantized\n"
 		   "                blocks are kept as they are\n"
@@ -26,7 +26,9 @@ static void usage(FILE *f)
 		   "  --lz4         store layer and head tensors as byte-shuffled lz4 chunks where that saves >= 10%%\n"
 		   "                (less to read from disk; decoded by the streamer's worker threads)\n"
 		   "  --quant MIX   quantize the F32/F16/BF16 matrices (vectors stay; a GGUF's quantized ones are\n"
-		   "                kept): %s (llama.cpp's mixes by name, or one format for every matrix)\n",
+		   "                kept): %s (llama.cpp's mixes by name, or one format for every matrix)\n"
+		   "  --imatrix FILE  weight each matrix's quantization error by an importance matrix (ferry imatrix;\n"
+		   "                llama-imatrix's GGUF and .dat files are read too)\n",
 		quant_mix_list(mixes, sizeof(mixes)));
 }
 
@@ -35,8 +37,8 @@ int ferry_convert(int argc, char **argv)
 	static const struct option longopts[] = {
 		{"output", required_argument, 0, 'o'}, {"force", no_argument, 0, 'f'}, {"lz4", no_argument, 0, 'z'},
 		{"chat-template", required_argument, 0, 't'}, {"quant", required_argument, 0, 'q'},
-		{"help", no_argument, 0, 'h'}, {0}};
-	const char *out = NULL, *tmpl = NULL, *quant = NULL;
+		{"imatrix", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'}, {0}};
+	const char *out = NULL, *tmpl = NULL, *quant = NULL, *imatrix = NULL;
 	bool force = false, lz4 = false;
 	int c;
 	optind = 1;
@@ -48,6 +50,7 @@ int ferry_convert(int argc, char **argv)
 		case 'z': lz4 = true; break;
 		case 't': tmpl = optarg; break;
 		case 'q': quant = optarg; break;
+		case 'i': imatrix = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: return opt_hint("convert", argv, "o:fh", longopts);
 		}
@@ -83,14 +86,18 @@ int ferry_convert(int argc, char **argv)
 		fprintf(stderr, "ferry: --quant %s: not a quantization (%s)\n", quant, quant_mix_list(names, sizeof(names)));
 		return 2;
 	}
+	if (imatrix && !quant) {
+		fprintf(stderr, "ferry: --imatrix weights a quantization: it needs --quant MIX\n");
+		return 2;
+	}
 	if (tmpl && !is_gguf) {
 		fprintf(stderr, "ferry: --chat-template applies to GGUF input (HF directories carry their own)\n");
 		return 2;
 	}
 	char err[ERR_LEN];
 	double t0 = now_sec();
-	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, quant, err, sizeof(err))
-			 : convert_hf(src, out, force, lz4, quant, err, sizeof(err));
+	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, quant, imatrix, err, sizeof(err))
+			 : convert_hf(src, out, force, lz4, quant, imatrix, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ferry: %s\n", err);
 		return 1;

@@ -5,6 +5,7 @@
 
 #include "cli/ferry.h"
 #include "cli/model_home.h"
+#include "layout/arch.h"
 #include "layout/layout.h"
 #include "base/util.h"
 
@@ -36,6 +37,59 @@ static void report_bad(const struct layout_tensor *t, const char *why, void *ctx
 {
 	const struct layout *m = ctx;
 	fprintf(stderr, "ferry: %s/%s: tensor %s: %s\n", m->dir, m->files[t->file].name, t->name, why);
+}
+
+/* One unit's tensors against the rows of its architecture: each a row's, with the shape the hyper-parameters
+ * imply, and every required row present. Returns the problems (each printed). */
+static int verify_unit(const struct layout *m, const char *label, const struct layout_unit *u,
+		       const struct arch_tensor *const *rows, int n_rows)
+{
+	int bad = 0;
+	for (int i = 0; i < u->n_tensors; i++) {
+		const struct layout_tensor *t = &u->tensors[i];
+		const struct arch_tensor *row = NULL;
+		for (int k = 0; k < n_rows && !row; k++)
+			row = strcmp(rows[k]->name, t->name) ? NULL : rows[k];
+		int64_t shape[2];
+		int nd = row ? arch_shape(&m->hp, row, shape) : 0;
+		if (!row) {
+			fprintf(stderr, "ferry: %s: %s: tensor %s is not one of architecture %s\n", m->dir, label, t->name,
+				m->hp.arch);
+			bad++;
+		} else if (nd != t->ndim || t->shape[0] != shape[0] || (nd == 2 && t->shape[1] != shape[1])) {
+			fprintf(stderr, "ferry: %s: %s: tensor %s: its shape is not what the hyper-parameters imply\n", m->dir,
+				label, t->name);
+			bad++;
+		}
+	}
+	for (int k = 0; k < n_rows; k++) {
+		if (rows[k]->need != ARCH_REQUIRED || layout_tensor_find(u, rows[k]->name))
+			continue;
+		fprintf(stderr, "ferry: %s: %s: tensor %s is missing\n", m->dir, label, rows[k]->name);
+		bad++;
+	}
+	return bad;
+}
+
+/* --verify's check of the manifest against the architecture table (what `run` binds). */
+static int verify_arch(const struct layout *m)
+{
+	const struct arch *a = arch_find(ARCH_KEY_NAME, m->hp.arch);
+	if (!a) {
+		fprintf(stderr, "ferry: %s: architecture '%s' is not one this ferry knows\n", m->dir, m->hp.arch);
+		return 1;
+	}
+	const struct arch_tensor *emb[] = {&arch_token_embd}, *head[] = {&arch_output_norm, &arch_output};
+	const struct arch_tensor *layer[64];
+	int n = a->n_layer < 64 ? a->n_layer : 64, bad = verify_unit(m, "embed", &m->embed, emb, 1);
+	for (int k = 0; k < n; k++)
+		layer[k] = &a->layer[k];
+	for (int l = 0; l < m->hp.n_layers; l++) {
+		char label[24];
+		snprintf(label, sizeof(label), "layer %d", l);
+		bad += verify_unit(m, label, &m->layers[l], layer, n);
+	}
+	return bad + verify_unit(m, "head", &m->head, head, 2);
 }
 
 int ferry_inspect(int argc, char **argv)
@@ -114,7 +168,8 @@ int ferry_inspect(int argc, char **argv)
 	print_unit(&m, "head", &m.head);
 	rc = 0;
 	if (verify) {
-		int bad = layout_verify(&m, report_bad, &m, err, sizeof(err));
+		int bad = verify_arch(&m), sums = layout_verify(&m, report_bad, &m, err, sizeof(err));
+		bad = sums < 0 ? sums : bad + sums;
 		if (bad < 0) {
 			fprintf(stderr, "ferry: %s\n", err);
 			rc = 1;
@@ -122,7 +177,8 @@ int ferry_inspect(int argc, char **argv)
 			fprintf(stderr, "ferry: %s: %d tensor(s) failed verification\n", m.dir, bad);
 			rc = 1;
 		} else {
-			printf("verify: all tensor checksums match\n");
+			printf("verify: every tensor is one of the architecture's, shaped as the hyper-parameters say, and "
+			       "all tensor checksums match\n");
 		}
 	}
 	layout_close(&m);

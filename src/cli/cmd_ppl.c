@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/eval_text.h"
 #include "cli/ferry.h"
 #include "cli/opt_hint.h"
 #include "cli/model_home.h"
@@ -30,13 +31,10 @@
 #include "text/tokenizer.h"
 #include "base/util.h"
 
-#define PPL_CTX_DEFAULT 512
-#define PPL_BATCH_DEFAULT 512
-#define PPL_CTX_MIN 8 /* at least 3 scored positions per chunk, so the error has count - 1 > 0 */
 
 struct ppl_args {
 	const char *model, *file, *json;
-	int ctx, chunks, batch; /* chunks 0: all; batch 0: min(ctx, 512) */
+	struct eval_opts ev;
 	struct run_opts ro;
 };
 
@@ -55,54 +53,39 @@ static void usage(FILE *f)
 		"Perplexity of the model over the text in FILE, as llama.cpp's llama-perplexity computes it: chunks of\n"
 		"--ctx tokens, each from BOS, scored on their second half.\n"
 		"  -m, --model DIR        model directory made by ferry convert (its tokenizer reads FILE)\n"
-		"  --ctx N                tokens per chunk (default 512)\n"
-		"  --chunks N             evaluate at most the first N chunks (default: all)\n"
-		"  --batch B              tokens per step through the model (default: min(ctx, 512)); a chunk runs in\n"
-		"                         ceil(ctx / B) steps through the KV cache\n"
+		EVAL_OPTS_USAGE
 		"  --json FILE            write the result (ppl, stderr, n_chunks, n_tokens_scored, ctx, kv, seconds)\n");
 	run_opts_usage(f);
 }
 
 static int parse_args(int argc, char **argv, struct ppl_args *a)
 {
-	enum { O_CTX = 256, O_CHUNKS, O_BATCH, O_JSON };
+	enum { O_JSON = 256 };
 	static const struct option lo[] = {{"model", required_argument, 0, 'm'},
-					   {"ctx", required_argument, 0, O_CTX},
-					   {"chunks", required_argument, 0, O_CHUNKS},
-					   {"batch", required_argument, 0, O_BATCH},
+					   EVAL_OPTS_LONG,
 					   {"json", required_argument, 0, O_JSON},
 					   {"help", no_argument, 0, 'h'},
 					   RUN_OPTS_LONG,
 					   {0}};
 	memset(a, 0, sizeof(*a));
-	a->ctx = PPL_CTX_DEFAULT;
+	eval_opts_default(&a->ev);
 	run_opts_default(&a->ro);
 	int c, at = 0;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
-		int *dst = NULL, rc;
-		long v, min = 1;
+		int rc;
 		switch (c) {
 		case 'm': a->model = optarg; break;
 		case O_JSON: a->json = optarg; break;
 		case 'h': usage(stdout); exit(0);
-		case O_CTX: dst = &a->ctx, min = PPL_CTX_MIN; break;
-		case O_CHUNKS: dst = &a->chunks; break;
-		case O_BATCH: dst = &a->batch; break;
 		case '?': return opt_hint("ppl", argv, "m:h", lo);
 		default:
-			if ((rc = run_opts_parse(&a->ro, c, optarg)) == 1)
+			if ((rc = eval_opts_parse(&a->ev, c, optarg)) == 1 && (rc = run_opts_parse(&a->ro, c, optarg)) == 1)
 				return opt_hint("ppl", argv, "m:h", lo);
 			if (rc)
 				return 2;
 		}
-		if (dst && parse_int(optarg, min, 1 << 30, &v)) {
-			fprintf(stderr, "ferry: --%s: bad value '%s' (an integer of at least %ld)\n", lo[at].name, optarg, min);
-			return 2;
-		}
-		if (dst)
-			*dst = (int)v;
 	}
 	if (!a->model || optind != argc - 1) {
 		fprintf(stderr, "ferry: ppl needs -m MODEL and one text FILE\n");
@@ -110,63 +93,8 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 		return 2;
 	}
 	a->file = argv[optind];
-	if (!a->batch)
-		a->batch = a->ctx < PPL_BATCH_DEFAULT ? a->ctx : PPL_BATCH_DEFAULT;
+	eval_opts_finish(&a->ev);
 	return run_opts_check(&a->ro);
-}
-
-/* FILE through the model's tokenizer, as llama.cpp does (special tokens added, special-token text kept as
- * text). */
-static int ppl_tokenize(const struct ppl_args *a, const struct layout *lay, struct tokenizer **tk, struct tok_ids *ids,
-			char *err, size_t errlen)
-{
-	char *text = NULL;
-	size_t len = 0;
-	int rc = read_file_all(a->file, &text, &len);
-	if (rc) {
-		snprintf(err, errlen, "%s: %s", a->file, strerror(-rc));
-		return rc;
-	}
-	if (len == 0) {
-		snprintf(err, errlen, "%s: the file is empty", a->file);
-		free(text);
-		return -EINVAL;
-	}
-	rc = tokenizer_open(tk, a->model, err, errlen);
-	if (!rc && tokenizer_n_vocab(*tk) > lay->hp.vocab) {
-		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", a->model,
-			 tokenizer_n_vocab(*tk), lay->hp.vocab);
-		rc = -EINVAL;
-	}
-	if (!rc && (rc = tokenizer_encode(*tk, text, len, TOK_ADD_SPECIAL, ids, err, errlen)) && rc != -ENOMEM) {
-		size_t n = strlen(err);
-		snprintf(err + n, errlen - n, " (%s)", a->file);
-	}
-	if (!rc && (int64_t)ids->n < a->ctx) {
-		int fits = PPL_CTX_MIN;
-		while (fits * 2 <= (int)ids->n)
-			fits *= 2;
-		if ((int)ids->n >= PPL_CTX_MIN)
-			snprintf(err, errlen, "%s: %zu tokens, fewer than one chunk of --ctx %d (--ctx %d fits)", a->file,
-				 ids->n, a->ctx, fits);
-		else
-			snprintf(err, errlen, "%s: %zu tokens, fewer than the shortest chunk (--ctx %d)", a->file, ids->n,
-				 PPL_CTX_MIN);
-		rc = -EINVAL;
-	}
-	free(text);
-	return rc;
-}
-
-/* -log softmax(row)[target], in double. */
-static double nll_of(const float *row, int n_vocab, int target)
-{
-	double mx = row[0], sum = 0;
-	for (int i = 1; i < n_vocab; i++)
-		mx = row[i] > mx ? row[i] : mx;
-	for (int i = 0; i < n_vocab; i++)
-		sum += exp((double)row[i] - mx);
-	return log(sum) + mx - (double)row[target];
 }
 
 /* The evaluation's buffers: logits (max_logits, V), their nll [max_logits], the chunk as stepped [ctx]. */
@@ -174,39 +102,24 @@ struct ppl_bufs {
 	float *logits;
 	double *nll;
 	int *toks;
+	int V;
+	struct ppl_result *r;
 };
 
-/* One chunk of ctx tokens (tok: the chunk as in the text) in a fresh sequence; adds its scored tokens to r
- * in position order, so the sums do not depend on the thread count. */
-static int ppl_chunk(struct model *m, const int *tok, int bos, int batch, const struct ppl_bufs *pb,
-		     struct ppl_result *r, char *err, size_t errlen)
+/* A step's scored rows into r, in position order, so the sums do not depend on the thread count. */
+static int ppl_rows(void *ctx, int row0, int n, const float *logits, const int *targets)
 {
-	int ctx = m->opt.ctx, first = ctx / 2, V = m->hp->vocab, seq, cached;
-	int rc = model_seq_open(m, NULL, 0, &seq, &cached, err, errlen);
-	if (rc)
-		return rc;
-	memcpy(pb->toks, tok, sizeof(int) * (size_t)ctx);
-	if (bos >= 0)
-		pb->toks[0] = bos;
-	struct model_out out = {.logits = pb->logits};
-	for (int s = 0; !rc && s < ctx; s += batch) {
-		int n = ctx - s < batch ? ctx - s : batch;
-		int from = s > first ? s : first; /* the step's first scored position */
-		struct model_part p = {.seq = seq, .n = n, .tokens = pb->toks + s, .n_logits = s + n > from ? s + n - from : 0};
-		rc = model_step(m, &p, 1, &out, err, errlen);
-		/* the chunk's last position predicts past its end: its row is not scored */
-		int rows = rc ? 0 : s + n == ctx ? p.n_logits - 1 : p.n_logits;
+	struct ppl_bufs *pb = ctx;
+	(void)row0;
 #pragma omp parallel for schedule(static)
-		for (int i = 0; i < rows; i++)
-			pb->nll[i] = nll_of(pb->logits + (size_t)i * V, V, tok[from + i + 1]);
-		for (int i = 0; i < rows; i++) {
-			r->nll += pb->nll[i];
-			r->nll2 += pb->nll[i] * pb->nll[i];
-			r->count++;
-		}
+	for (int i = 0; i < n; i++)
+		pb->nll[i] = eval_nll(logits + (size_t)i * (size_t)pb->V, pb->V, targets[i]);
+	for (int i = 0; i < n; i++) {
+		pb->r->nll += pb->nll[i];
+		pb->r->nll2 += pb->nll[i] * pb->nll[i];
+		pb->r->count++;
 	}
-	model_seq_close(m, seq);
-	return rc;
+	return 0;
 }
 
 static double ppl_value(const struct ppl_result *r)
@@ -224,22 +137,25 @@ static double ppl_error(const struct ppl_result *r)
 static int ppl_eval(const struct ppl_args *a, struct model *m, const struct tok_ids *ids, int bos, struct ppl_result *r,
 		    char *err, size_t errlen)
 {
-	int ctx = a->ctx;
+	int ctx = a->ev.ctx;
 	r->n_tokens = (int)ids->n;
 	r->n_chunks = (int)(ids->n / (size_t)ctx);
-	if (a->chunks && a->chunks < r->n_chunks)
-		r->n_chunks = a->chunks;
+	if (a->ev.chunks && a->ev.chunks < r->n_chunks)
+		r->n_chunks = a->ev.chunks;
 	struct ppl_bufs pb = {.logits = malloc(sizeof(float) * (size_t)m->opt.max_logits * (size_t)m->hp->vocab),
 			      .nll = malloc(sizeof(double) * (size_t)m->opt.max_logits),
-			      .toks = malloc(sizeof(int) * (size_t)ctx)};
+			      .toks = malloc(sizeof(int) * (size_t)ctx),
+			      .V = m->hp->vocab,
+			      .r = r};
 	int rc = pb.logits && pb.nll && pb.toks ? 0 : -ENOMEM;
 	if (rc)
 		snprintf(err, errlen, "out of memory");
 	fprintf(stderr, "ferry: ppl: %s: %d tokens, %d chunks of %d (scoring %d tokens each), batch %d, kv %s\n",
-		a->file, r->n_tokens, r->n_chunks, ctx, ctx - 1 - ctx / 2, a->batch, kv_fmt_name(m->opt.kv_fmt));
+		a->file, r->n_tokens, r->n_chunks, ctx, eval_scored(ctx), a->ev.batch, kv_fmt_name(m->opt.kv_fmt));
 	double t0 = now_sec();
 	for (int i = 0; !rc && i < r->n_chunks; i++) {
-		rc = ppl_chunk(m, (const int *)ids->ids + (size_t)i * ctx, bos, a->batch, &pb, r, err, errlen);
+		rc = eval_chunk(m, (const int *)ids->ids + (size_t)i * ctx, bos, a->ev.batch, pb.logits, pb.toks, ppl_rows, &pb,
+				err, errlen);
 		if (!rc) {
 			fprintf(stderr, "[%d]%.4f,", i + 1, ppl_value(r));
 			fflush(stderr);
@@ -259,7 +175,7 @@ static int write_json(const char *path, const struct ppl_args *a, const struct m
 {
 	json_t *o = json_pack("{s:f, s:f, s:i, s:I, s:i, s:i, s:s, s:f, s:s, s:i}", "ppl", ppl_value(r), "stderr",
 			      ppl_error(r), "n_chunks", r->n_chunks, "n_tokens_scored", (json_int_t)r->count, "ctx",
-			      a->ctx, "batch", a->batch, "kv", kv_fmt_name(m->opt.kv_fmt), "seconds", r->seconds, "device",
+			      a->ev.ctx, "batch", a->ev.batch, "kv", kv_fmt_name(m->opt.kv_fmt), "seconds", r->seconds, "device",
 			      m->b->ops->name, "n_tokens", r->n_tokens);
 	int rc = o ? run_opts_json_write(o, path, "--json") : -ENOMEM;
 	json_decref(o);
@@ -275,11 +191,11 @@ static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
 	struct tok_ids ids = {0};
 	struct engine *e = NULL;
 	struct ppl_result r = {0};
-	int scored = a.ctx - a.ctx / 2; /* rows of logits a chunk asks for: its second half */
-	struct engine_opts eo = {.t_max = a.batch, .max_logits = a.batch < scored ? a.batch : scored, .ctx = a.ctx,
+	int scored = a.ev.ctx - a.ev.ctx / 2; /* rows of logits a chunk asks for: its second half */
+	struct engine_opts eo = {.t_max = a.ev.batch, .max_logits = a.ev.batch < scored ? a.ev.batch : scored, .ctx = a.ev.ctx,
 				 .max_seqs = 1, .no_sched = true};
 	run_opts_engine(&a.ro, &eo);
-	int rc = ppl_tokenize(&a, lay, &tk, &ids, err, sizeof(err));
+	int rc = eval_tokenize(a.model, a.file, lay, a.ev.ctx, &tk, &ids, err, sizeof(err));
 	int bos = !rc && tokenizer_add_bos(tk) ? tokenizer_bos(tk) : -1;
 	rc = rc ? rc : engine_open(&e, lay, &eo, err, sizeof(err));
 	rc = rc ? rc : ppl_eval(&a, engine_model(e), &ids, bos, &r, err, sizeof(err));
@@ -288,7 +204,7 @@ static int ppl_main(const struct ppl_args *ap, const struct layout *lay)
 	} else {
 		printf("PPL = %.4f +/- %.5f\n", ppl_value(&r), ppl_error(&r));
 		fprintf(stderr, "ferry: ppl: %ld tokens scored in %.1fs (%.1f tokens/s through the model)\n", r.count,
-			r.seconds, (double)r.n_chunks * a.ctx / (r.seconds > 0 ? r.seconds : 1e-9));
+			r.seconds, (double)r.n_chunks * a.ev.ctx / (r.seconds > 0 ? r.seconds : 1e-9));
 		if (a.json)
 			rc = write_json(a.json, &a, engine_model(e), &r);
 	}

@@ -8,6 +8,8 @@
 int ferry_convert(int argc, char **argv);
 int ferry_run(int argc, char **argv);
 int ferry_ppl(int argc, char **argv);
+int ferry_kld(int argc, char **argv);
+int ferry_imatrix(int argc, char **argv);
 int ferry_batch(int argc, char **argv);
 int ferry_serve(int argc, char **argv);
 int ferry_inspect(int argc, char **argv);

@@ -17,6 +17,8 @@ static const struct {
 	{"serve", ferry_serve, "an OpenAI-compatible HTTP server (chat, completions, streaming) over continuous batching"},
 	{"list", ferry_list, "the models converted into $FERRY_HOME (default ~/.cache/ferry) with size and format"},
 	{"ppl", ferry_ppl, "perplexity of a model over a text file (llama.cpp's convention)"},
+	{"kld", ferry_kld, "KL divergence and same-top-token share of a (quantized) model against its source's logits"},
+	{"imatrix", ferry_imatrix, "the importance matrix of a model over a text, for convert --quant --imatrix"},
 	{"inspect", ferry_inspect, "print a model's architecture, layers and formats; --verify checksums"},
 	{"tokenize", ferry_tokenize, "print the token ids of a text"},
 	{"detokenize", ferry_detokenize, "print the text of token ids"},
@@ -36,7 +38,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	/* The commands that compute on OpenMP threads; the others do not pay for executing again (~10 ms). */
-	static const char *const parallel[] = {"run", "chat", "batch", "serve", "ppl", "synth"};
+	static const char *const parallel[] = {"run", "chat", "batch", "serve", "ppl", "kld", "imatrix", "synth"};
 	for (size_t i = 0; argc > 1 && i < sizeof(parallel) / sizeof(parallel[0]); i++)
 		if (!strcmp(argv[1], parallel[i]))
 			threads_wait_policy(argv);

@@ -111,7 +111,7 @@ static int resolve_gguf(const char *arg, const struct stat *st, char *path, size
 	}
 	fprintf(stderr, "ferry: converting %s into %s (once; reused while the file is unchanged)\n", arg, path);
 	unlink(stamp);
-	rc = convert_gguf(real, path, true, false, NULL, NULL, err, sizeof(err));
+	rc = convert_gguf(real, path, true, false, NULL, NULL, NULL, err, sizeof(err));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", stamp);
 	if (!rc && (json_dump_file(want, tmp, JSON_INDENT(1)) || rename(tmp, stamp))) {
 		snprintf(err, sizeof(err), "%.400s: %s", stamp, strerror(errno));

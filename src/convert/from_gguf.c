@@ -26,6 +26,7 @@
 
 #include "convert/chat_default.h"
 #include "convert/convert.h"
+#include "convert/imatrix.h"
 #include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/gguf.h"
@@ -43,6 +44,9 @@ struct gconv {
 	struct progress prog;
 	const struct quant_mix *mix; /* NULL: keep every tensor's type */
 	int layer;                   /* the layer being written, -1 outside */
+	struct imatrix im;           /* --imatrix (n 0: none) */
+	const char *im_path;
+	int im_used;                 /* matrices it weighted */
 	int n_kept;                  /* matrices already quantized, kept as they are under a mix */
 	char *err;
 	size_t errlen;
@@ -286,11 +290,13 @@ static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, voi
 }
 
 /* GGUF matrix t ([rows, cols] of F32/F16/BF16) quantized to qfmt. */
-static int write_quantized(struct gconv *c, const struct gguf_tensor *t, int sfmt, int qfmt, int64_t rows, int64_t cols,
-			   long page)
+static int write_quantized(struct gconv *c, const struct gguf_tensor *t, const char *dst, int sfmt, int qfmt,
+			   int64_t rows, int64_t cols, long page)
 {
 	struct qsink q = {c, t->data, (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2), page};
-	int rc = quant_matrix(qfmt, t->data, sfmt, rows, cols, qsink_write, &q);
+	const float *imp;
+	int rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, cols, &imp, &c->im_used, c->err, c->errlen);
+	rc = rc ? rc : quant_matrix(qfmt, t->data, sfmt, rows, cols, imp, qsink_write, &q);
 	if (rc == -ENOMEM)
 		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)cols);
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
@@ -338,7 +344,7 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
 	if (qfmt != fmt)
-		return rc ? rc : write_quantized(c, t, fmt, qfmt, rows, cols, page);
+		return rc ? rc : write_quantized(c, t, dst, fmt, qfmt, rows, cols, page);
 	enum { CHUNK = 16 << 20 };
 	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
 		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
@@ -487,9 +493,9 @@ static int write_model(struct gconv *c, const char *template_file, json_t *extra
 }
 
 int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, const char *template_file,
-		 const char *quant, char *err, size_t errlen)
+		 const char *quant, const char *imatrix, char *err, size_t errlen)
 {
-	struct gconv c = {.path = path, .err = err, .errlen = errlen, .layer = -1};
+	struct gconv c = {.path = path, .err = err, .errlen = errlen, .layer = -1, .im_path = imatrix};
 	err[0] = 0;
 	json_t *extra = NULL;
 	if (quant && !(c.mix = quant_mix_find(quant))) {
@@ -497,9 +503,13 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
 		return -EINVAL;
 	}
-	int rc = gguf_open(&c.g, path, err, errlen);
+	int rc = imatrix ? imatrix_read(&c.im, imatrix, err, errlen) : 0;
 	if (rc)
 		return rc;
+	if ((rc = gguf_open(&c.g, path, err, errlen))) {
+		imatrix_free(&c.im);
+		return rc;
+	}
 	rc = read_hparams(&c);
 	rc = rc ? rc : check_names(&c);
 	if (!rc && template_file && !path_is_file(template_file)) {
@@ -519,6 +529,7 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 	rc = extra ? 0 : -ENOMEM;
 	rc = rc ? rc : writer_err(&c, layout_writer_set_lz4(c.w, lz4));
 	rc = rc ? rc : write_model(&c, template_file, extra);
+	rc = rc ? rc : imatrix_unused(&c.im, imatrix, c.im_used, err, errlen);
 	if (!rc) {
 		rc = layout_writer_finish(c.w, &c.hp, extra);
 		extra = NULL;
@@ -541,5 +552,6 @@ out:
 	json_decref(extra);
 	layout_hparams_free(&c.hp);
 	gguf_close(&c.g);
+	imatrix_free(&c.im);
 	return rc;
 }

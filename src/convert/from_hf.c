@@ -18,6 +18,7 @@
 #include "text/chat.h"
 #include "convert/convert.h"
 #include "convert/hf_config.h"
+#include "convert/imatrix.h"
 #include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/layout.h"
@@ -34,6 +35,9 @@ struct conv {
 	struct progress prog;
 	const struct quant_mix *mix; /* NULL: keep the dtype */
 	int layer;                   /* the layer being written, -1 outside */
+	struct imatrix im;           /* --imatrix (n 0: none) */
+	const char *im_path;
+	int im_used;                 /* matrices it weighted */
 	char *err;
 	size_t errlen;
 };
@@ -64,10 +68,13 @@ static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, voi
 }
 
 /* Writes the matrix t ([d0, d1] in source format sfmt) quantized to qfmt, the source pages dropped once read. */
-static int write_quantized(struct conv *c, const struct st_tensor *t, int sfmt, int qfmt, int64_t d0, int64_t d1)
+static int write_quantized(struct conv *c, const struct st_tensor *t, const char *dst, int sfmt, int qfmt, int64_t d0,
+			   int64_t d1)
 {
 	struct qsink q = {c, t, (uint64_t)d1 * (sfmt == WFMT_F32 ? 4 : 2)};
-	int rc = quant_matrix(qfmt, t->data, sfmt, d0, d1, qsink_write, &q);
+	const float *imp;
+	int rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, d1, &imp, &c->im_used, c->err, c->errlen);
+	rc = rc ? rc : quant_matrix(qfmt, t->data, sfmt, d0, d1, imp, qsink_write, &q);
 	if (rc == -ENOMEM)
 		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)d1);
 	return rc;
@@ -105,7 +112,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 		qfmt = fmt;
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
 	if (qfmt != fmt) {
-		rc = rc ? rc : write_quantized(c, t, fmt, qfmt, d0, d1);
+		rc = rc ? rc : write_quantized(c, t, dst, fmt, qfmt, d0, d1);
 		rc = rc ? rc : layout_writer_tensor_end(c->w);
 		if (rc && !c->err[0])
 			snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
@@ -258,10 +265,10 @@ static int copy_extras(struct conv *c, json_t *config, json_t *gen, json_t *extr
 	return rc;
 }
 
-int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, const char *quant, char *err,
-	       size_t errlen)
+int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, const char *quant,
+	       const char *imatrix, char *err, size_t errlen)
 {
-	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen, .layer = -1};
+	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen, .layer = -1, .im_path = imatrix};
 	err[0] = 0;
 	int rc;
 	if (quant && !(c.mix = quant_mix_find(quant))) {
@@ -269,6 +276,8 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
 		return -EINVAL;
 	}
+	if (imatrix && (rc = imatrix_read(&c.im, imatrix, err, errlen)))
+		return rc;
 	char cpath[4096];
 	snprintf(cpath, sizeof(cpath), "%s/config.json", hf_dir);
 	json_t *config = load_json(hf_dir, "config.json", true, err, errlen, &rc);
@@ -314,6 +323,8 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 	progress_end(&c.prog);
 	if (!rc)
 		rc = copy_extras(&c, config, gen, extra);
+	if (!rc)
+		rc = imatrix_unused(&c.im, imatrix, c.im_used, err, errlen);
 	if (!rc) {
 		rc = layout_writer_finish(c.w, &c.hp, extra);
 		extra = NULL;
@@ -332,5 +343,6 @@ out:
 	json_decref(gen);
 	st_close(&c.st);
 	layout_hparams_free(&c.hp);
+	imatrix_free(&c.im);
 	return rc;
 }

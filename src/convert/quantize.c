@@ -286,7 +286,8 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 	return 0;
 }
 
-int quant_rows(int fmt, int64_t n, int64_t cols, void (*row)(int64_t r, float *x, void *ctx), void *ctx, void *dst)
+int quant_rows(int fmt, int64_t n, int64_t cols, const float *imp, void (*row)(int64_t r, float *x, void *ctx),
+	       void *ctx, void *dst)
 {
 	if (!quant_supported(fmt) || cols % wfmt_table[fmt].block)
 		return -1;
@@ -298,7 +299,7 @@ int quant_rows(int fmt, int64_t n, int64_t cols, void (*row)(int64_t r, float *x
 	for (int64_t r = 0; r < n; r++) {
 		float *x = xs + (size_t)omp_get_thread_num() * (size_t)cols;
 		row(r, x, ctx);
-		quant_row(fmt, x, NULL, cols, (uint8_t *)dst + (uint64_t)r * rb);
+		quant_row(fmt, x, imp, cols, (uint8_t *)dst + (uint64_t)r * rb);
 	}
 	free(xs);
 	return 0;
@@ -321,7 +322,7 @@ void quant_src_row(int64_t r, float *x, void *ctx)
 	}
 }
 
-int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols,
+int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols, const float *imp,
 		 int (*sink)(const void *out, size_t bytes, int64_t r0, int64_t n_rows, void *ctx), void *ctx)
 {
 	uint64_t rb = wfmt_row_bytes(qfmt, (uint64_t)cols), sb = (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2);
@@ -332,7 +333,7 @@ int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols
 	for (int64_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
 		int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
 		struct quant_src s = {(const uint8_t *)src + (uint64_t)r0 * sb, sfmt, cols};
-		rc = quant_rows(qfmt, n, cols, quant_src_row, &s, out);
+		rc = quant_rows(qfmt, n, cols, imp, quant_src_row, &s, out);
 		rc = rc ? rc : sink(out, (size_t)(rb * (uint64_t)n), r0, n, ctx);
 	}
 	free(out);

@@ -25,8 +25,10 @@ bool quant_supported(int fmt);
 int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst);
 
 /* n rows of `cols` values, each read as f32 by row(r, x, ctx), quantized to fmt into dst (rows of
- * wfmt_row_bytes(fmt, cols) bytes) on the OpenMP threads. 0, -1 (no quantizer) or -ENOMEM. */
-int quant_rows(int fmt, int64_t n, int64_t cols, void (*row)(int64_t r, float *x, void *ctx), void *ctx, void *dst);
+ * wfmt_row_bytes(fmt, cols) bytes) on the OpenMP threads; imp: NULL or the cols importance values of the
+ * columns (an imatrix entry). 0, -1 (no quantizer) or -ENOMEM. */
+int quant_rows(int fmt, int64_t n, int64_t cols, const float *imp, void (*row)(int64_t r, float *x, void *ctx),
+	       void *ctx, void *dst);
 /* A matrix of `cols` values a row stored in F32, F16 or BF16 at data, and the reader that hands quant_rows
  * its row r as f32 (ctx: a struct quant_src). */
 struct quant_src {
@@ -35,10 +37,10 @@ struct quant_src {
 	int64_t cols;
 };
 void quant_src_row(int64_t r, float *x, void *ctx);
-/* The matrix src ([rows, cols] in F32/F16/BF16 sfmt) quantized to qfmt in chunks of about 16 MiB of output,
+/* The matrix src ([rows, cols] in F32/F16/BF16 sfmt) quantized to qfmt (imp: as quant_rows) in chunks of about 16 MiB of output,
  * each handed to sink(out, bytes, r0, n_rows, ctx) (which writes it and may drop the source rows r0 ..
  * r0 + n_rows - 1 from memory). 0, a sink's non-zero return, -1 or -ENOMEM. */
-int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols,
+int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols, const float *imp,
 		 int (*sink)(const void *out, size_t bytes, int64_t r0, int64_t n_rows, void *ctx), void *ctx);
 
 /* A named choice of formats (llama.cpp's file types: Q4_K_M, Q8_0, ...; or a single format's name). */

@@ -264,6 +264,9 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 	st->host_bytes = p->host_bytes;
 	st->units_bytes = p->units_bytes;
 	st->stream_bytes = p->units_bytes - p->resident_bytes - p->host_bytes;
+	st->bpw_model = p->bpw_model;
+	st->bpw_stream = plan_bpw(p, 's');
+	st->bpw_host = plan_bpw(p, 'h');
 	st->has_rates = e->has_rates;
 	st->rates = e->rates;
 	if (e->has_model) {
@@ -329,6 +332,9 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      hs->sec, "host_s", hs->host_sec, "predicted_step_s", st->pred_hybrid, "predicted_device_step_s",
 			      st->pred_device, "host_bytes", (json_int_t)st->host_bytes, "units_bytes",
 			      (json_int_t)st->units_bytes, "stream_bytes", (json_int_t)st->stream_bytes);
+	json_object_set_new(o, "bpw_model", json_real(st->bpw_model));
+	json_object_set_new(o, "bpw_streamed", json_real(st->bpw_stream));
+	json_object_set_new(o, "bpw_host", json_real(st->bpw_host));
 	const struct plan_rates *r = &st->rates;
 	if (h && st->pred_mean_t > 0)
 		json_object_set_new(h, "predicted_mean_t_step_s", json_real(st->pred_mean_t));
@@ -372,6 +378,11 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 		(double)io->bytes_decoded / mib, io->wait_sec, (unsigned long long)io->n_acquire, io->n_slots, sb,
 		io->slots_busy_max, io->locked ? "" : ", not locked in memory", st->device, st->n_threads,
 		backend_gpu_desc(gd, sizeof(gd)), (double)peak_rss_bytes() / (1 << 20));
+	fprintf(f, "ferry: weights: %.2f bits per weight; per step %.1f MiB streamed (%.2f bits per weight)", st->bpw_model,
+		(double)st->stream_bytes / mib, st->bpw_stream);
+	if (st->n_on_host)
+		fprintf(f, ", %.1f MiB read on the host (%.2f bits per weight)", (double)st->host_bytes / mib, st->bpw_host);
+	fprintf(f, "\n");
 	const struct model_hybrid_stats *h = &st->model.hyb;
 	if (st->n_on_host) {
 		fprintf(f, "ferry: hybrid: %d of %d units on the host; %llu steps (%llu tokens) at %.2f ms a step, %.2f ms of it in "

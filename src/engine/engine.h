@@ -75,6 +75,7 @@ struct engine_stats {
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step (0: not measured) */
 	double pred_mean_t;        /* predicted seconds of a hybrid step of the hybrid steps' mean tokens (0: none) */
 	uint64_t host_bytes, units_bytes, stream_bytes; /* per step: the host units', every unit's, the uploads' */
+	double bpw_model, bpw_stream, bpw_host; /* bits per weight: the model's, the streamed units', the host units' */
 	bool has_rates;
 	struct plan_rates rates;   /* what the placement was chosen from */
 	int spec_mode;             /* enum spec_mode in effect */

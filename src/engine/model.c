@@ -335,6 +335,7 @@ void model_free(struct model *m)
 	kvh_free(&m->kvh);
 	rs_free(&m->rs[0]);
 	rs_free(&m->rs[1]);
+	free(m->tap_host);
 	for (int l = 0; m->kv && l < m->hp->n_layers; l++) {
 		if (m->kv[l].k)
 			b->ops->free(b, m->kv[l].k);
@@ -388,6 +389,37 @@ int model_kv_pages_for(const struct model *m, int g, int len)
 	return kvc_pages_for(&m->kc, g, len, m->opt.t_max);
 }
 
+int model_set_tap(struct model *m, model_tap_fn fn, void *ctx)
+{
+	const struct layout_hparams *hp = m->hp;
+	int64_t w = hp->d_model, a = (int64_t)hp->n_heads * hp->head_dim;
+	w = a > w ? a : w;
+	w = hp->ffn_dim > w ? hp->ffn_dim : w;
+	free(m->tap_host);
+	m->tap_host = NULL;
+	int rows = m->rs[0].t_sub > m->rs[1].t_sub ? m->rs[0].t_sub : m->rs[1].t_sub;
+	if (fn && !m->b->ops->host_memory && !(m->tap_host = malloc(sizeof(float) * (size_t)w * (size_t)rows)))
+		return -ENOMEM;
+	m->tap = fn;
+	m->tap_ctx = ctx;
+	return 0;
+}
+
+/* The tap's view of x [n, cols] on rs's backend (model_set_tap). */
+static int tap_input(struct model *m, struct model_rs *rs, int l, enum model_tap which, const float *x, int n, int64_t cols)
+{
+	if (!m->tap)
+		return 0;
+	int rc = 0;
+	if (!rs->b->ops->host_memory) {
+		rc = rs->b->ops->download(rs->b, m->tap_host, x, sizeof(float) * (size_t)n * (size_t)cols);
+		x = m->tap_host;
+	}
+	if (!rc && m->tap(m->tap_ctx, l, which, x, n, cols))
+		rc = -EIO, snprintf(rs->b->err, sizeof(rs->b->err), "the matmul input tap failed");
+	return rc;
+}
+
 /* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w, KV pools kv) on the run state rs. */
 static int layer_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w,
 		       const struct kv_layer *kv, int t0, int n)
@@ -400,6 +432,7 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	float eps = (float)hp->rms_eps, *x = rs->x + (size_t)t0 * (size_t)D;
 	int rc = op->step_range(b, t0, n);
 	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->attn_norm, n, eps);
+	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_ATTN_IN, rs->h, n, D);
 	rc = rc ? rc : op->matmul(b, rs->q, rs->h, &w->wq, opt(&w->bq), n);
 	rc = rc ? rc : op->matmul(b, rs->k, rs->h, &w->wk, opt(&w->bk), n);
 	rc = rc ? rc : op->matmul(b, rs->v, rs->h, &w->wv, opt(&w->bv), n);
@@ -421,14 +454,17 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	rc = rc ? rc : op->attention(b, rs->att, rs->q, kv, H, hp->window[l], scale);
 	if (rot)
 		rc = rc ? rc : op->hadamard(b, rs->att, (int64_t)n * H * Dh);
+	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_ATTN_OUT, rs->att, n, (int64_t)H * Dh);
 	rc = rc ? rc : op->matmul(b, rs->h, rs->att, &w->wo, opt(&w->bo), n);
 	if (!rc && w->post_attn_norm.data)
 		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_attn_norm, n, eps);
 	rc = rc ? rc : op->add(b, x, rs->h, n * D);
 	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->ffn_norm, n, eps);
+	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_FFN_IN, rs->h, n, D);
 	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate, opt(&w->b_gate), n);
 	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up, opt(&w->b_up), n);
 	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * F, hp->act);
+	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_FFN_DOWN, rs->g, n, F);
 	rc = rc ? rc : op->matmul(b, rs->h, rs->g, &w->w_down, opt(&w->b_down), n);
 	if (!rc && w->post_ffw_norm.data)
 		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_ffw_norm, n, eps);
@@ -513,6 +549,7 @@ static int head(struct model *m, struct model_rs *rs, const struct model_part *p
 			int nr = n - r < S ? n - r : S;
 			const float *x = rs->x + (size_t)(t_first + r) * (size_t)D;
 			rc = b->ops->rmsnorm(b, rs->h, x, &norm, nr, (float)hp->rms_eps);
+			rc = rc ? rc : tap_input(m, rs, L, MODEL_TAP_OUTPUT, rs->h, nr, D);
 			rc = rc ? rc : b->ops->matmul(b, rs->logits + (size_t)(rows + r) * (size_t)V, rs->h, &w_out, NULL, nr);
 		}
 		rows += n;

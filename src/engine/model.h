@@ -89,6 +89,19 @@ struct model_hybrid_stats {
 	double sec, host_sec;
 };
 
+/* The inputs of a layer's matmuls (ferry imatrix): which matrices each feeds. */
+enum model_tap {
+	MODEL_TAP_ATTN_IN,  /* attn_q, attn_k, attn_v: the normed residual (S, D) */
+	MODEL_TAP_ATTN_OUT, /* attn_output: the attention's output (S, H*Dh) */
+	MODEL_TAP_FFN_IN,   /* ffn_gate, ffn_up: the normed residual (S, D) */
+	MODEL_TAP_FFN_DOWN, /* ffn_down: the GLU's output (S, F) */
+	MODEL_TAP_OUTPUT,   /* the output matrix (layer = L): the normed rows whose logits are asked for */
+	MODEL_TAP_COUNT
+};
+/* Called with each such input on the host, x [n, cols] row-major, before its matmuls; nonzero fails the
+ * step (err: "tap failed"). */
+typedef int (*model_tap_fn)(void *ctx, int layer, enum model_tap which, const float *x, int n, int64_t cols);
+
 struct model {
 	const struct layout *lay;
 	const struct layout_hparams *hp;
@@ -117,6 +130,9 @@ struct model {
 	struct rope_freqs rope;       /* of the current step */
 	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
+	model_tap_fn tap;      /* NULL: none (model_set_tap) */
+	void *tap_ctx;
+	float *tap_host;       /* device backends: the tapped rows downloaded, (t_sub, max(D, H*Dh, F)) */
 };
 
 /* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
@@ -182,6 +198,9 @@ struct model_out {
 };
 /* Fails with -ENOSPC (and changes nothing but dropping the step's sequences' uncommitted trees) when the
  * KV cache has no free page for the step's tokens. */
+/* Every later step hands the inputs of its matmuls to fn (NULL: stop); 0 or -ENOMEM. */
+int model_set_tap(struct model *m, model_tap_fn fn, void *ctx);
+
 int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
 	       char *err, size_t errlen);
 /* Keeps path[0 .. n-1] of seq's token tree (tree indices, a root first, each the parent of the next) as the

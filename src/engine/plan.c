@@ -76,11 +76,31 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	p->resident = calloc((size_t)p->n_units, sizeof(bool));
 	p->kv_host = calloc((size_t)L, sizeof(bool));
 	p->on_host = calloc((size_t)p->n_units, sizeof(bool));
-	if (!p->resident || !p->kv_host || !p->on_host) {
+	p->unit_bits = calloc((size_t)p->n_units, sizeof(uint64_t));
+	p->unit_values = calloc((size_t)p->n_units, sizeof(uint64_t));
+	if (!p->resident || !p->kv_host || !p->on_host || !p->unit_bits || !p->unit_values) {
 		plan_free(p);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	uint64_t bits = 0, values = 0;
+	for (int u = -1; u < p->n_units; u++) { /* -1: the embedding, read on the host */
+		const struct layout_unit *lu = layout_unit_get(lay, u);
+		uint64_t ubits = 0, uvalues = 0;
+		for (int t = 0; t < lu->n_tensors; t++) {
+			const struct layout_tensor *lt = &lu->tensors[t];
+			uint64_t n = 1;
+			for (int d = 0; d < lt->ndim; d++)
+				n *= (uint64_t)lt->shape[d];
+			ubits += 8 * lt->raw_bytes, uvalues += n;
+			/* a tied head's matrix is the embedding's: counted once in the model's figure */
+			bool alias = u == L && lay->embed.n_tensors && lt->file == lay->embed.tensors[0].file;
+			bits += alias ? 0 : 8 * lt->raw_bytes, values += alias ? 0 : n;
+		}
+		if (u >= 0)
+			p->unit_bits[u] = ubits, p->unit_values[u] = uvalues;
+	}
+	p->bpw_model = values ? (double)bits / (double)values : 0;
 	for (int u = 0; u < p->n_units; u++) {
 		uint64_t ub = weights_unit_device_bytes(lay, u);
 		p->units_bytes += ub;
@@ -218,9 +238,10 @@ void plan_print(FILE *f, const struct plan *p)
 {
 	if (!p->device) {
 		fprintf(f, "plan: host memory: KV cache %.3f GiB (%s, %d x %d tokens), activations %.3f GiB (%d tokens per "
-			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier\n",
+			   "step); weights %.3f GiB streamed through the I/O slots and RAM tier (%.2f bits per weight; the "
+			   "model's %.2f)\n",
 			gib(p->mem.kv), kv_fmt_name(p->opt.kv_fmt), p->opt.max_seqs, p->opt.ctx, gib(p->mem.act), p->opt.t_max,
-			gib(p->units_bytes));
+			gib(p->units_bytes), plan_bpw(p, 's'), p->bpw_model);
 		plan_print_placement(f, p);
 		return;
 	}
@@ -234,13 +255,14 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
 		"plan:   resident      %8.3f GiB  (%d of %d units)\n"
 		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
-		"plan: streamed per step: %.3f GiB of %.3f GiB of weights\n",
+		"plan: streamed per step: %.3f GiB of %.3f GiB of weights (%.2f bits per weight; the model's %.2f)\n",
 		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
 		gib((uint64_t)(p->budget - p->context - p->arena)), gib(p->mem.kv), kv_fmt_name(p->opt.kv_fmt),
 		p->opt.max_seqs, p->opt.ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->opt.t_max,
 		p->opt.t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units, gib(p->total),
-		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes));
+		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes), plan_bpw(p, 's'),
+		p->bpw_model);
 	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");
 	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
 		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);
@@ -248,8 +270,23 @@ void plan_print(FILE *f, const struct plan *p)
 	plan_print_placement(f, p);
 }
 
+double plan_bpw(const struct plan *p, char which)
+{
+	uint64_t bits = 0, values = 0;
+	for (int u = 0; u < p->n_units; u++) {
+		char c = p->on_host[u] ? 'h' : p->resident[u] || !p->device ? 'r' : 's';
+		if (!p->device && which == 's')
+			c = 's'; /* the host streams every unit through its slots and RAM tier */
+		if (c == which)
+			bits += p->unit_bits[u], values += p->unit_values[u];
+	}
+	return values ? (double)bits / (double)values : 0;
+}
+
 void plan_free(struct plan *p)
 {
+	free(p->unit_bits);
+	free(p->unit_values);
 	free(p->resident);
 	free(p->kv_host);
 	free(p->on_host);

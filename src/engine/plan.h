@@ -71,8 +71,16 @@ struct plan {
 	int hybrid_t_max;
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step, hybrid and all on the device (0: not predicted) */
 	uint64_t total;                 /* everything the plan allocates from the arena */
+	/* bits per weight: of every tensor of the model (the embedding's included, a tied head once), and per
+	 * unit (stored bits and values of its tensors) for what a placement streams (plan_bpw) */
+	double bpw_model;
+	uint64_t *unit_bits, *unit_values; /* [n_units] */
 	int ctx_fit[KV_FMT_COUNT]; /* device: the longest --ctx each KV format fits with everything else as planned (0: none) */
 };
+
+/* Bits per weight of the units a step streams to the device (which: 's'), reads on the host ('h') or keeps
+ * resident ('r'); 0 when there are none. */
+double plan_bpw(const struct plan *p, char which);
 
 /* The plan for a model made with the options `want` (t_max, max_logits, ctx, max_seqs, kv_fmt, kv_page,
  * kv_pages; t_sub is chosen here) on backend b. stream_all: no unit resident even when the budget would

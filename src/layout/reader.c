@@ -183,7 +183,8 @@ static int load_unit(struct layout *m, int unit, const json_t *arr, const char *
 		const json_t *shape = json_object_get(o, "shape");
 		int fmt = wfmt_from_name(json_string_value(json_object_get(o, "format")));
 		bool same = h && fmt == h->fmt && json_is_array(shape) && (int)json_array_size(shape) == h->ndim &&
-			    t->xxh3 == h->xxh3 && json_integer_value(json_object_get(o, "bytes")) == (json_int_t)h->bytes;
+			    t->xxh3 == h->xxh3 && json_integer_value(json_object_get(o, "bytes")) == (json_int_t)h->bytes &&
+			    json_integer_value(json_object_get(o, "raw_bytes")) == (json_int_t)h->raw_bytes;
 		for (int d = 0; same && d < h->ndim; d++)
 			same = json_integer_value(json_array_get(shape, (size_t)d)) == h->shape[d];
 		if (!same) {
