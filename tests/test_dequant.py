@@ -1,7 +1,7 @@
 """ferry's CPU dequantization and quantized matmul against gguf-py (gguf.quants.dequantize, the Python port of
 ggml's dequantize_row_*), through build/tests/dequant_tool:
   - random blocks of every quantized format (random bytes, random finite f16 scales of either sign,
-    subnormals included): bit for bit;
+    subnormals included; the grid IQ types too, IQ1_M's scale spread over its scale nibbles): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
   - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
@@ -24,7 +24,8 @@ from gguf.quants import dequantize
 from ferrytest import FERRY, ROOT, Failures, gemma_gguf, ref_forward
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
-RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+GRID_IQ_TYPES = [QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ3_XXS, QT.IQ3_S, QT.IQ1_S, QT.IQ1_M]
+RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K] + GRID_IQ_TYPES
 FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
 EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
 
@@ -58,6 +59,11 @@ def random_blocks(rng, qtype, nblocks):
     halves = rng.integers(0, 0x10000, size=(nblocks, 2), dtype=np.uint32).astype(np.uint16)
     halves[(halves & 0x7C00) == 0x7C00] &= 0xBFFF  # inf/nan -> finite (exponent 15)
     halves[::16] &= 0x83FF  # every 16th block: subnormal scales
+    if qtype == QT.IQ1_M:  # d's 4 nibbles are the top nibbles of the u16 scales at 48, 50, 52, 54
+        for i in range(4):
+            nib = (halves[:, 0] >> (4 * i)) & 15
+            raw[:, 49 + 2 * i] = (raw[:, 49 + 2 * i] & 15) | (nib << 4).astype(np.uint8)
+        return raw
     offsets = [208] if qtype == QT.Q6_K else [0, 2] if qtype in (QT.Q4_K, QT.Q5_K) else [0]
     for i, off in enumerate(offsets):
         raw[:, off:off + 2] = halves[:, i:i + 1].view(np.uint8)
