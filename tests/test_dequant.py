@@ -4,7 +4,7 @@ ggml's dequantize_row_*), through build/tests/dequant_tool:
     subnormals included; the grid IQ types too, IQ1_M's scale spread over its scale nibbles): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
-  - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
+  - cpu_matmul on real rows of each quantized type (the grid IQ types: random rows), T = 1, 3 and 6, against float64 dots of gguf-py's f32
     weights with the activations quantized as ferry's contract says (tools/ref_forward.py's quantize_act) (8 bits per weight block,
     src/kernels/cpu/qdot.h): |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise; and against the f32
     activations within the quantization's bound sum_i |w_i| dx_i (1/2 + 1e-4) (+ the 1e-5).
@@ -105,31 +105,42 @@ def check_file(fails, reader, rng):
     return seen
 
 
+def matmul_case(fails, name, qtype, W, rng):
+    """cpu_matmul of the raw rows W (uint8 [N, row bytes]) at T = 1, 3, 6 against gguf-py's weights."""
+    N = W.shape[0]
+    Wf = dequantize(W, qtype).astype(np.float64)
+    K = Wf.shape[1]
+    for T in (1, 3, 6):
+        x = rng.standard_normal((T, K)).astype(np.float32)
+        y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
+        block = GGML_QUANT_SIZES[qtype][0]
+        xh = ref_forward.quantize_act(x, block)
+        dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
+        ref = xh @ Wf.T
+        mag = np.abs(xh) @ np.abs(Wf).T
+        err = np.abs(y - ref)
+        # against f32 x: the quantization moves each x_i by at most dx_i (1/2 + 1e-4) (qdot.h)
+        qerr = (dx * (0.5 + 1e-4)) @ np.abs(Wf).T
+        ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
+        rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+        fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
+                    f"matmul {name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
+                    f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
+        print(f"matmul {name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
+              f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
+
+
 def check_matmul(fails, reader, rng):
     for qtype in [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K]:
         t = next(t for t in reader.tensors if t.tensor_type == qtype and t.data.ndim == 2)
-        W = np.ascontiguousarray(t.data[:min(t.data.shape[0], 301)])
-        N = W.shape[0]
-        Wf = dequantize(W, qtype).astype(np.float64)
-        K = Wf.shape[1]
-        for T in (1, 3, 6):
-            x = rng.standard_normal((T, K)).astype(np.float32)
-            y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
-            block = GGML_QUANT_SIZES[qtype][0]
-            xh = ref_forward.quantize_act(x, block)
-            dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
-            ref = xh @ Wf.T
-            mag = np.abs(xh) @ np.abs(Wf).T
-            err = np.abs(y - ref)
-            # against f32 x: the quantization moves each x_i by at most dx_i (1/2 + 1e-4) (qdot.h)
-            qerr = (dx * (0.5 + 1e-4)) @ np.abs(Wf).T
-            ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
-            rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
-            fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
-                        f"matmul {t.name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
-                        f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
-            print(f"matmul {t.name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
-                  f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
+        matmul_case(fails, t.name, qtype, np.ascontiguousarray(t.data[:min(t.data.shape[0], 301)]), rng)
+
+
+def check_matmul_random(fails, rng):
+    """The grid IQ types (no real file here): 37 random rows of 1024, finite scales."""
+    for qtype in GRID_IQ_TYPES:
+        raw = random_blocks(rng, qtype, 37 * 4)
+        matmul_case(fails, "random rows", qtype, raw.reshape(37, -1), rng)
 
 
 def main():
@@ -138,6 +149,7 @@ def main():
         fails.finish()
     rng = np.random.default_rng(7)
     check_random(fails, rng)
+    check_matmul_random(fails, rng)
     reader = GGUFReader(gemma_gguf(fails))
     check_file(fails, reader, rng)
     check_matmul(fails, reader, rng)
