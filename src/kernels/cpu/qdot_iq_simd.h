@@ -43,13 +43,15 @@ AI uint32_t iq_ksigns4(uint32_t aux)
 	       (uint32_t)ksigns_iq2xs[aux >> 14 & 127] << 16 | (uint32_t)ksigns_iq2xs[aux >> 21 & 127] << 24;
 }
 
-/* IQ1: codes 8 grid + shift of 4 groups of 8 (shift l: +-1 as bytes), split into |c| and c */
-AI void iq1_codes(const uint64_t *g, const int *shift, __m256i *u, __m256i *s)
+/* IQ1: codes 8 grid + shift of 4 groups of 8 (iq1s_grid entries e0..e3; shift l -1 where bit l of neg is set,
+ * else +1), split into |c| and c. Scalars, not arrays: an array stored and read back as one vector stalls
+ * the store forwarding (measured: 5x slower). */
+AI void iq1_codes(uint64_t e0, uint64_t e1, uint64_t e2, uint64_t e3, unsigned neg, __m256i *u, __m256i *s)
 {
-	const uint64_t one = 0x0101010101010101ull;
-	__m256i gv = _mm256_set_epi64x((long long)g[3], (long long)g[2], (long long)g[1], (long long)g[0]);
-	__m256i dv = _mm256_set_epi64x((long long)(shift[3] < 0 ? ~0ull : one), (long long)(shift[2] < 0 ? ~0ull : one),
-				       (long long)(shift[1] < 0 ? ~0ull : one), (long long)(shift[0] < 0 ? ~0ull : one));
+	__m256i gv = _mm256_set_epi64x((long long)e3, (long long)e2, (long long)e1, (long long)e0);
+	/* bit l of neg -> byte l of a 32-bit mask -> all 8 sign bits of group l */
+	uint32_t bytes = (uint32_t)(((neg & 15) * 0x00204081u) & 0x01010101u) * 0xffu;
+	__m256i dv = iq_signs(bytes);
 	__m256i c = _mm256_add_epi8(_mm256_sign_epi8(_mm256_set1_epi8(8), gv), dv);
 	*u = _mm256_abs_epi8(c);
 	*s = c;
@@ -67,14 +69,11 @@ AI void iq_group(int fmt, const uint8_t *p, int g, __m256i *u, __m256i *s, int *
 		*s0 = *s1 = 2 * (int)(aux >> 28) + 1;
 	} else if (fmt == WFMT_IQ2_XS) {
 		const uint8_t *qs = p + 2 + 8 * g;
-		uint32_t v[4], sg = 0;
-		for (int l = 0; l < 4; l++) {
-			v[l] = iq_rd16(qs + 2 * l);
-			sg |= (uint32_t)ksigns_iq2xs[v[l] >> 9] << 8 * l;
-		}
-		*u = _mm256_set_epi64x((long long)iq2xs_grid[v[3] & 511], (long long)iq2xs_grid[v[2] & 511],
-				       (long long)iq2xs_grid[v[1] & 511], (long long)iq2xs_grid[v[0] & 511]);
-		*s = iq_signs(sg);
+		uint32_t v0 = iq_rd16(qs), v1 = iq_rd16(qs + 2), v2 = iq_rd16(qs + 4), v3 = iq_rd16(qs + 6);
+		*u = _mm256_set_epi64x((long long)iq2xs_grid[v3 & 511], (long long)iq2xs_grid[v2 & 511],
+				       (long long)iq2xs_grid[v1 & 511], (long long)iq2xs_grid[v0 & 511]);
+		*s = iq_signs((uint32_t)ksigns_iq2xs[v0 >> 9] | (uint32_t)ksigns_iq2xs[v1 >> 9] << 8 |
+			      (uint32_t)ksigns_iq2xs[v2 >> 9] << 16 | (uint32_t)ksigns_iq2xs[v3 >> 9] << 24);
 		uint8_t sc = p[66 + g];
 		*s0 = 2 * (sc & 15) + 1, *s1 = 2 * (sc >> 4) + 1;
 	} else if (fmt == WFMT_IQ2_S) {
@@ -96,33 +95,25 @@ AI void iq_group(int fmt, const uint8_t *p, int g, __m256i *u, __m256i *s, int *
 	} else if (fmt == WFMT_IQ3_S) {
 		const uint8_t *qs = p + 2 + 8 * g;
 		uint32_t h = p[66 + g];
-		int idx[8];
-		for (int i = 0; i < 8; i++)
-			idx[i] = qs[i] | (int)(h >> i & 1) << 8;
-		*u = _mm256_set_epi32((int)iq3s_grid[idx[7]], (int)iq3s_grid[idx[6]], (int)iq3s_grid[idx[5]],
-				      (int)iq3s_grid[idx[4]], (int)iq3s_grid[idx[3]], (int)iq3s_grid[idx[2]],
-				      (int)iq3s_grid[idx[1]], (int)iq3s_grid[idx[0]]);
+#define IQ3S(i) (int)iq3s_grid[qs[i] | (h >> (i) & 1) << 8]
+		*u = _mm256_set_epi32(IQ3S(7), IQ3S(6), IQ3S(5), IQ3S(4), IQ3S(3), IQ3S(2), IQ3S(1), IQ3S(0));
+#undef IQ3S
 		*s = iq_signs(iq_rd32(p + 74 + 4 * g));
 		*s0 = *s1 = 2 * (p[106 + g / 2] >> 4 * (g & 1) & 15) + 1;
 	} else if (fmt == WFMT_IQ1_S) {
 		const uint8_t *qs = p + 2 + 4 * g;
 		uint32_t h = iq_rd16(p + 34 + 2 * g);
-		uint64_t gr[4];
-		int sh = h & 0x8000 ? -1 : 1, shift[4] = {sh, sh, sh, sh};
-		for (int l = 0; l < 4; l++)
-			gr[l] = iq1s_grid[qs[l] | (h >> 3 * l & 7) << 8];
-		iq1_codes(gr, shift, u, s);
+#define IQ1S(l) iq1s_grid[qs[l] | (h >> 3 * (l) & 7) << 8]
+		iq1_codes(IQ1S(0), IQ1S(1), IQ1S(2), IQ1S(3), h & 0x8000 ? 15 : 0, u, s);
+#undef IQ1S
 		*s0 = *s1 = 2 * (int)(h >> 12 & 7) + 1;
-	} else { /* IQ1_M */
+	} else { /* IQ1_M: qh byte l / 2 of the group holds index bits and shift sign of groups of 8 l (low nibble), l + 1 */
 		const uint8_t *qs = p + 4 * g;
-		uint64_t gr[4];
-		int shift[4];
-		for (int l = 0; l < 4; l++) {
-			uint32_t h = (uint32_t)p[32 + 2 * g + l / 2] >> 4 * (l & 1);
-			gr[l] = iq1s_grid[qs[l] | (h & 7) << 8];
-			shift[l] = h & 8 ? -1 : 1;
-		}
-		iq1_codes(gr, shift, u, s);
+		uint32_t h = iq_rd16(p + 32 + 2 * g);
+#define IQ1M(l) iq1s_grid[qs[l] | (h >> 4 * (l) & 7) << 8]
+		unsigned neg = (h >> 3 & 1) | (h >> 6 & 2) | (h >> 9 & 4) | (h >> 12 & 8);
+		iq1_codes(IQ1M(0), IQ1M(1), IQ1M(2), IQ1M(3), neg, u, s);
+#undef IQ1M
 		uint32_t sc = iq_rd16(p + 48 + 2 * (g / 2)) >> 6 * (g & 1);
 		*s0 = 2 * (int)(sc & 7) + 1, *s1 = 2 * (int)(sc >> 3 & 7) + 1;
 	}
@@ -148,7 +139,7 @@ AI void iq_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t
 		__m256i isum[2 * QDOT_MAX_T];
 		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
 			isum[j] = _mm256_setzero_si256();
-		UNROLL for (int g = 0; g < 8; g++) {
+		_Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) { /* unrolled whole: isum[CH(t, g)] stays in registers */
 			__m256i u, s;
 			int s0, s1;
 			iq_group(fmt, p, g, &u, &s, &s0, &s1);
