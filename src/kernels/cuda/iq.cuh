@@ -12,6 +12,12 @@
 
 #include "layout/iq_grids.h"
 
+/* ksigns_iq2xs[i] computed: the 7 sign bits i and an eighth that makes their count even (no dependent load) */
+__device__ __forceinline__ uint32_t iq_ksigns(uint32_t i)
+{
+	return i | (uint32_t)(__popc(i) & 1) << 7;
+}
+
 /* 4 values +-(bytes of gr) * ds, sign i from bit i of signs */
 __device__ __forceinline__ void iq_out4(float *w, float ds, uint32_t gr, uint32_t signs)
 {
@@ -48,7 +54,7 @@ struct deq_iq2_xxs : deq_iq_base<struct block_iq2_xxs> {
 		int v = (int)(k % QK_K), g = v / 32, l = v % 32 / 8, hh = v % 8 / 4;
 		uint32_t aux = ld_u32_2a(p + 2 + 8 * g + 4);
 		uint64_t gr = iq2xxs_grid[__ldg(p + 2 + 8 * g + l)];
-		uint32_t signs = ksigns_iq2xs[aux >> 7 * l & 127] >> 4 * hh;
+		uint32_t signs = iq_ksigns(aux >> 7 * l & 127) >> 4 * hh;
 		iq_out4(w, iq_ds(ld_u16(p), 0.125f, aux >> 28), (uint32_t)(gr >> 32 * hh), signs);
 	}
 };
@@ -61,7 +67,7 @@ struct deq_iq2_xs : deq_iq_base<struct block_iq2_xs> {
 		int v = (int)(k % QK_K), g = v / 32, l = v % 32 / 8, hh = v % 8 / 4;
 		uint32_t q = ld_u16(p + 2 + 8 * g + 2 * l), sc = __ldg(p + 66 + g) >> 4 * (l / 2) & 15;
 		uint64_t gr = iq2xs_grid[q & 511];
-		iq_out4(w, iq_ds(ld_u16(p), 0.125f, sc), (uint32_t)(gr >> 32 * hh), ksigns_iq2xs[q >> 9] >> 4 * hh);
+		iq_out4(w, iq_ds(ld_u16(p), 0.125f, sc), (uint32_t)(gr >> 32 * hh), iq_ksigns(q >> 9) >> 4 * hh);
 	}
 };
 
@@ -86,7 +92,7 @@ struct deq_iq3_xxs : deq_iq_base<struct block_iq3_xxs> {
 		int v = (int)(k % QK_K), g = v / 32, l = v % 32 / 8, hh = v % 8 / 4;
 		uint32_t aux = ld_u32_2a(p + 2 + QK_K / 4 + 4 * g);
 		uint32_t gr = iq3xxs_grid[__ldg(p + 2 + 8 * g + 2 * l + hh)];
-		uint32_t signs = ksigns_iq2xs[aux >> 7 * l & 127] >> 4 * hh;
+		uint32_t signs = iq_ksigns(aux >> 7 * l & 127) >> 4 * hh;
 		iq_out4(w, iq_ds(ld_u16(p), 0.25f, aux >> 28), gr, signs);
 	}
 };
