@@ -122,16 +122,18 @@ struct deq_iq1_s : deq_iq_base<struct block_iq1_s> {
 	}
 };
 
+/* IQ1_M: the 4 scale words (d's nibbles and the sub-scales) in one 8-byte load: blocks are 56 bytes, so rows
+ * of whole blocks keep the 8-byte alignment of the matrix (ALIGN 8) */
 struct deq_iq1_m : deq_iq_base<struct block_iq1_m> {
+	static constexpr int ALIGN = 8;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
 		const uint8_t *p = row + (k / QK_K) * BYTES;
 		int v = (int)(k % QK_K), g = v / 32, l = v % 32 / 8, hh = v % 8 / 4;
-		const uint8_t *s = p + 48;
-		uint32_t dbits = ld_u16(s) >> 12 | (ld_u16(s + 2) >> 8 & 0xf0) | (ld_u16(s + 4) >> 4 & 0xf00) |
-				 (ld_u16(s + 6) & 0xf000);
-		uint32_t sc = ld_u16(s + 2 * (g / 2)) >> (6 * (g & 1) + 3 * (l / 2)) & 7;
+		uint2 s = __ldg((const uint2 *)(p + 48)); /* words 0, 1 in s.x, words 2, 3 in s.y */
+		uint32_t dbits = (s.x >> 12 & 0xf) | (s.x >> 24 & 0xf0) | (s.y >> 4 & 0xf00) | (s.y >> 16 & 0xf000);
+		uint32_t sc = (g < 4 ? s.x : s.y) >> (16 * (g / 2 & 1) + 6 * (g & 1) + 3 * (l / 2)) & 7;
 		uint32_t hq = (uint32_t)__ldg(p + 32 + 2 * g + l / 2) >> 4 * (l & 1);
 		uint64_t gr = iq1s_grid[__ldg(p + 4 * g + l) | (hq & 7) << 8];
 		iq1_out4(w, iq_ds(dbits, 0.125f, sc), (uint32_t)(gr >> 32 * hh), hq & 8 ? -1 : 1);
