@@ -7,6 +7,7 @@
  * bytes against the device-to-device cudaMemcpy rate (bytes read + written). GEMM path (T = 512, 4096):
  * TFLOP/s (2 N K T) of the whole call (x conversion, dequantization, cuBLAS, per chunk of gemm_rows) against
  * one plain cublasGemmEx of bf16 operands of the same shape. Weights are random bytes with finite f16 scales.
+ * Usage: bench_cuda_matmul [FORMAT...] (default: the K-quants, the 32-blocks and the float formats).
  * Prints a line per case, then the two tables.
  */
 #include <math.h>
@@ -72,6 +73,8 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt)
 		memcpy(w + i * bb + d_at, &d, 2);
 		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
 			memcpy(w + i * bb + 2, &d, 2);
+		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */
+			w[i * bb + 49 + 2 * k] = (uint8_t)((w[i * bb + 49 + 2 * k] & 15) | (d >> 4 * k & 15) << 4);
 	}
 }
 
@@ -162,18 +165,25 @@ struct row {
 	double ms, a, b; /* matvec: GB/s, unused; GEMM: TFLOP/s, cuBLAS TFLOP/s */
 };
 
-int main(void)
+int main(int argc, char **argv)
 {
 	int ndev = 0;
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev <= 0) {
 		printf("bench_cuda_matmul: no CUDA device\n");
 		return 77;
 	}
-	static const int fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0,
-				   WFMT_Q5_0, WFMT_BF16, WFMT_F16, WFMT_F32};
+	/* the formats named on the command line (e.g. IQ2_XS IQ3_S: issue 18's types), else these */
+	static const int all_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0,
+				       WFMT_Q5_0, WFMT_BF16, WFMT_F16, WFMT_F32};
+	int fmts[WFMT_COUNT], nf = 0;
+	for (int i = 1; i < argc && nf < WFMT_COUNT; i++)
+		if ((fmts[nf++] = wfmt_from_name(argv[i])) < 0 || !cuda_fmt_supported(fmts[nf - 1]))
+			return fprintf(stderr, "bench_cuda_matmul: %s: not a format cuda_matmul takes\n", argv[i]), 2;
+	for (size_t i = 0; argc == 1 && i < sizeof(all_fmts) / sizeof(all_fmts[0]); i++)
+		fmts[nf++] = all_fmts[i];
 	static const int shapes[2][2] = {{28672, 8192}, {8192, 28672}};
 	static const int Tmv[] = {1, 4, 16}, Tgemm[] = {512, 4096};
-	const int nf = sizeof(fmts) / sizeof(fmts[0]), T_max = 4096, K_max = 28672;
+	const int T_max = 4096, K_max = 28672;
 
 	struct cudaDeviceProp prop;
 	CU(cudaGetDeviceProperties(&prop, 0));
@@ -249,6 +259,10 @@ int main(void)
 		}
 	}
 	/* the plain GEMM: A the BF16 weights, B the first T*K bf16 values of the same buffer */
+	if (!bf16_w) { /* BF16 not among the formats run: a buffer of bf16 0x3c3c (~0.0115) of the same size */
+		CU(cudaMalloc(&bf16_w, nel * 2));
+		CU(cudaMemset(bf16_w, 0x3c, nel * 2));
+	}
 	for (int g = 0; g < ngm; g++) {
 		double ms = time_cublas(h, &tm, s, bf16_w, bf16_w, y, gm[g].N, gm[g].K, gm[g].T);
 		gm[g].b = 2.0 * gm[g].N * gm[g].K * gm[g].T / (ms * 1e-3) / 1e12;

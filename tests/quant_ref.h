@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "layout/wfmt.h"
+#include "quant_ref_iq.h"
 
 static unsigned long long rng = 88172645463325252ull;
 
@@ -51,6 +52,8 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 		size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
 		uint16_t d = rand_half(), dmin = rand_half();
 		memcpy(b + d_at, &d, 2);
+		if (fmt == WFMT_IQ1_M)
+			ref_iq1m_set_d(b, d);
 		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
 			memcpy(b + 2, &dmin, 2);
 	}
@@ -98,7 +101,7 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 		return d * (float)sc * (float)q;
 	}
 	}
-	return NAN;
+	return ref_dequant_iq(fmt, b, j);
 }
 
 #endif

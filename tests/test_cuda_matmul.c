@@ -4,7 +4,8 @@
  * 8 bits, which the CUDA kernels do not), for every
  * weight format cuda_fmt_supported takes, odd and even shapes, T on both sides of CUDA_MATVEC_T_MAX, with
  * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
- * quantized blocks are random bytes whose f16 scales are set to finite values, float weights uniform.
+ * quantized blocks are random bytes whose f16 scales are set to finite values (the grid IQ formats: any
+ * bytes are a valid block), float weights uniform.
  * The output is poisoned with NaN before each call. Error: normalized MSE sum((y-ref)^2)/sum(ref^2), at most
  * 1e-10 for the f32 matrix-vector path (T <= 16) and 5e-4 for the bf16/f16 GEMM path; NaN or inf fails.
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC.
@@ -97,6 +98,20 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 		case WFMT_Q6_K:
 			put_f16(p + 208, d * 0.01f);
 			break;
+		case WFMT_IQ2_XXS:
+		case WFMT_IQ2_XS:
+		case WFMT_IQ2_S:
+		case WFMT_IQ3_XXS:
+		case WFMT_IQ3_S:
+		case WFMT_IQ1_S:
+			put_f16(p, d * 0.01f);
+			break;
+		case WFMT_IQ1_M: { /* d in the top nibbles of the 4 scale words at 48 (quant_iq.h) */
+			uint16_t h = f32_to_f16(d * 0.01f);
+			for (int i = 0; i < 4; i++)
+				p[49 + 2 * i] = (uint8_t)((p[49 + 2 * i] & 15) | (h >> 4 * i & 15) << 4);
+			break;
+		}
 		}
 	}
 }

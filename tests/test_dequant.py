@@ -1,10 +1,10 @@
 """ferry's CPU dequantization and quantized matmul against gguf-py (gguf.quants.dequantize, the Python port of
 ggml's dequantize_row_*), through build/tests/dequant_tool:
   - random blocks of every quantized format (random bytes, random finite f16 scales of either sign,
-    subnormals included): bit for bit;
+    subnormals included; the grid IQ types too, IQ1_M's scale spread over its scale nibbles): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
-  - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
+  - cpu_matmul on real rows of each quantized type (the grid IQ types: random rows), T = 1, 3 and 6, against float64 dots of gguf-py's f32
     weights with the activations quantized as ferry's contract says (tools/ref_forward.py's quantize_act) (8 bits per weight block,
     src/kernels/cpu/qdot.h): |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise; and against the f32
     activations within the quantization's bound sum_i |w_i| dx_i (1/2 + 1e-4) (+ the 1e-5).
@@ -24,7 +24,8 @@ from gguf.quants import dequantize
 from ferrytest import FERRY, ROOT, Failures, gemma_gguf, ref_forward
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
-RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+GRID_IQ_TYPES = [QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ3_XXS, QT.IQ3_S, QT.IQ1_S, QT.IQ1_M]
+RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K] + GRID_IQ_TYPES
 FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
 EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
 
@@ -58,6 +59,11 @@ def random_blocks(rng, qtype, nblocks):
     halves = rng.integers(0, 0x10000, size=(nblocks, 2), dtype=np.uint32).astype(np.uint16)
     halves[(halves & 0x7C00) == 0x7C00] &= 0xBFFF  # inf/nan -> finite (exponent 15)
     halves[::16] &= 0x83FF  # every 16th block: subnormal scales
+    if qtype == QT.IQ1_M:  # d's 4 nibbles are the top nibbles of the u16 scales at 48, 50, 52, 54
+        for i in range(4):
+            nib = (halves[:, 0] >> (4 * i)) & 15
+            raw[:, 49 + 2 * i] = (raw[:, 49 + 2 * i] & 15) | (nib << 4).astype(np.uint8)
+        return raw
     offsets = [208] if qtype == QT.Q6_K else [0, 2] if qtype in (QT.Q4_K, QT.Q5_K) else [0]
     for i, off in enumerate(offsets):
         raw[:, off:off + 2] = halves[:, i:i + 1].view(np.uint8)
@@ -99,31 +105,42 @@ def check_file(fails, reader, rng):
     return seen
 
 
+def matmul_case(fails, name, qtype, W, rng):
+    """cpu_matmul of the raw rows W (uint8 [N, row bytes]) at T = 1, 3, 6 against gguf-py's weights."""
+    N = W.shape[0]
+    Wf = dequantize(W, qtype).astype(np.float64)
+    K = Wf.shape[1]
+    for T in (1, 3, 6):
+        x = rng.standard_normal((T, K)).astype(np.float32)
+        y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
+        block = GGML_QUANT_SIZES[qtype][0]
+        xh = ref_forward.quantize_act(x, block)
+        dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
+        ref = xh @ Wf.T
+        mag = np.abs(xh) @ np.abs(Wf).T
+        err = np.abs(y - ref)
+        # against f32 x: the quantization moves each x_i by at most dx_i (1/2 + 1e-4) (qdot.h)
+        qerr = (dx * (0.5 + 1e-4)) @ np.abs(Wf).T
+        ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
+        rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+        fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
+                    f"matmul {name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
+                    f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
+        print(f"matmul {name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
+              f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
+
+
 def check_matmul(fails, reader, rng):
     for qtype in [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K]:
         t = next(t for t in reader.tensors if t.tensor_type == qtype and t.data.ndim == 2)
-        W = np.ascontiguousarray(t.data[:min(t.data.shape[0], 301)])
-        N = W.shape[0]
-        Wf = dequantize(W, qtype).astype(np.float64)
-        K = Wf.shape[1]
-        for T in (1, 3, 6):
-            x = rng.standard_normal((T, K)).astype(np.float32)
-            y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
-            block = GGML_QUANT_SIZES[qtype][0]
-            xh = ref_forward.quantize_act(x, block)
-            dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
-            ref = xh @ Wf.T
-            mag = np.abs(xh) @ np.abs(Wf).T
-            err = np.abs(y - ref)
-            # against f32 x: the quantization moves each x_i by at most dx_i (1/2 + 1e-4) (qdot.h)
-            qerr = (dx * (0.5 + 1e-4)) @ np.abs(Wf).T
-            ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
-            rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
-            fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
-                        f"matmul {t.name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
-                        f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
-            print(f"matmul {t.name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
-                  f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
+        matmul_case(fails, t.name, qtype, np.ascontiguousarray(t.data[:min(t.data.shape[0], 301)]), rng)
+
+
+def check_matmul_random(fails, rng):
+    """The grid IQ types (no real file here): 37 random rows of 1024, finite scales."""
+    for qtype in GRID_IQ_TYPES:
+        raw = random_blocks(rng, qtype, 37 * 4)
+        matmul_case(fails, "random rows", qtype, raw.reshape(37, -1), rng)
 
 
 def main():
@@ -132,6 +149,7 @@ def main():
         fails.finish()
     rng = np.random.default_rng(7)
     check_random(fails, rng)
+    check_matmul_random(fails, rng)
     reader = GGUFReader(gemma_gguf(fails))
     check_file(fails, reader, rng)
     check_matmul(fails, reader, rng)

@@ -1,7 +1,7 @@
 """`ferry convert MODEL.gguf` against gguf-py (the `gguf` package) and the NumPy reference:
 
 1. A synthetic llama GGUF written with gguf-py's GGUFWriter: every weight format ferry stores (F32, F16, BF16,
-   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K; random blocks with sane f16 scales), an odd vocabulary, metadata of
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, the grid IQ types IQ2_XXS .. IQ1_M; random blocks with sane f16 scales), an odd vocabulary, metadata of
    every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
    hyper-parameters are the metadata's, tokenizer.gguf holds the tokenizer keys as written, and ferry's logits
    on it match the float64 NumPy reference reading the same GGUF (tools/ref_forward.py --gguf, gguf-py's
@@ -27,6 +27,11 @@ import hf_to_gguf  # noqa: E402  (tools/ is on the path through ferrytest)
 
 T = gguf.GGMLQuantizationType
 FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"]
+# grid IQ types (issue 18): any bytes are a valid block; d (f16 at 0, IQ1_M's in its scale nibbles) sized so that
+# the weights are O(0.05) like the others' (the value is d * f * s * c: src/layout/quant_iq.h)
+IQ_D = {"IQ2_XXS": (5e-4, 2e-3), "IQ2_XS": (5e-4, 2e-3), "IQ2_S": (5e-4, 2e-3), "IQ3_XXS": (2e-4, 8e-4),
+        "IQ3_S": (2e-4, 8e-4), "IQ1_S": (3e-3, 1e-2), "IQ1_M": (3e-3, 1e-2)}
+FORMATS += list(IQ_D)
 
 
 def rel_rows(a, b):
@@ -50,6 +55,12 @@ def random_blocks(rng, qtype, rows, cols):
         raw[:, 2:4] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
     elif qtype == T.Q6_K:
         raw[:, 208:210] = f16(nb, 1e-4, 5e-4)
+    elif qtype == T.IQ1_M:
+        d = f16(nb, *IQ_D[qtype.name]).view(np.uint16).reshape(nb)
+        for i in range(4):  # d's nibble i is the top nibble of the u16 scale word at 48 + 2i
+            raw[:, 49 + 2 * i] = (raw[:, 49 + 2 * i] & 15) | (((d >> (4 * i)) & 15) << 4).astype(np.uint8)
+    elif qtype.name in IQ_D:
+        raw[:, 0:2] = f16(nb, *IQ_D[qtype.name])
     return raw.reshape(rows, cols // bvals * bbytes)
 
 

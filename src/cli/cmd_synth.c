@@ -14,19 +14,21 @@
 
 static void usage(FILE *f)
 {
+	char fmts[512];
+	wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_LOWER);
 	fprintf(f,
 		"usage: ferry synth -o DIR [--shape NAME] [--layers N] [--d-model D] [--ffn F] [--heads H]\n"
 		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--fmt FMT] [--seed S] [--force] [--threads N]\n"
 		"  -o, --output DIR  model directory to write (as DIR.tmp, renamed when complete)\n"
 		"  --shape NAME      %s (default tiny); the options below override its fields\n"
-		"  --fmt FMT         weight format of every matrix, the embedding and output included: f32, f16, bf16,\n"
-		"                    q8_0, q4_0, q5_0, q4_k, q5_k, q6_k (default q4_k); norms are f32\n"
+		"  --fmt FMT         weight format of every matrix, the embedding and output included (default q4_k;\n"
+		"                    norms are f32): %s\n"
 		"  --seed S          the same seed, shape and format give byte-identical files (default 0)\n"
 		"  --force           replace DIR if it is an existing ferry model\n"
 		"  --threads N       generator threads (default: all cores)\n"
 		"The model has no tokenizer: run it with --prompt-ids. Weights are random (values of RMS 1/sqrt(K) per\n"
 		"matrix row of K values), so the output means nothing; the shapes and bytes are those of the real model.\n",
-		synth_preset_names);
+		synth_preset_names, fmts);
 }
 
 int ferry_synth(int argc, char **argv)

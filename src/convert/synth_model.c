@@ -29,6 +29,7 @@
 #include "layout/quant.h"
 #include "base/rng.h"
 #include "convert/synth_model.h"
+#include "convert/synth_iq.h"
 
 const char *const synth_preset_names = "llama3-70b, llama3-8b, tiny";
 

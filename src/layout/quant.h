@@ -63,6 +63,8 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q4_K) == WFMT_BYTES_Q4_K, "block_q4_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == WFMT_BYTES_Q5_K, "block_q5_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
 
+#include "layout/quant_iq.h"
+
 /* Scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. */
 static inline void k_scale_min(int j, const uint8_t *s, uint8_t *sc, uint8_t *m)
 {

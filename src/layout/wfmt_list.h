@@ -40,10 +40,19 @@
 	X(NF4,   8,  0,   0,   -1, NONE,  nf4)  \
 	X(INT4G, 9,  0,   0,   -1, NONE,  int4g) \
 	X(INT8G, 10, 0,   0,   -1, NONE,  int8g) \
-	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0)
+	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0) \
+	/* grid IQ types (issue 18) */          \
+	X(IQ2_XXS, 12, 256, 66,  16, QUANT, iq2_xxs) \
+	X(IQ2_XS,  13, 256, 74,  17, QUANT, iq2_xs)  \
+	X(IQ2_S,   14, 256, 82,  22, QUANT, iq2_s)   \
+	X(IQ3_XXS, 15, 256, 98,  18, QUANT, iq3_xxs) \
+	X(IQ3_S,   16, 256, 110, 21, QUANT, iq3_s)   \
+	X(IQ1_S,   17, 256, 50,  19, QUANT, iq1_s)   \
+	X(IQ1_M,   18, 256, 56,  29, QUANT, iq1_m)
 
 /* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
- * where a row is not a multiple of 256. */
+ * where a row is not a multiple of 256. The grid IQ types (blocks: src/layout/quant_iq.h, grids:
+ * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>). */
 
 /* G(id, ggml, block, bytes) */
 #define GGML_ONLY_LIST(G)                       \
@@ -53,20 +62,13 @@
 	G(Q2_K,    10, 256, 84)                 \
 	G(Q3_K,    11, 256, 110)                \
 	G(Q8_K,    15, 256, 292)                \
-	G(IQ2_XXS, 16, 256, 66)                 \
-	G(IQ2_XS,  17, 256, 74)                 \
-	G(IQ3_XXS, 18, 256, 98)                 \
-	G(IQ1_S,   19, 256, 50)                 \
 	G(IQ4_NL,  20, 32,  18)                 \
-	G(IQ3_S,   21, 256, 110)                \
-	G(IQ2_S,   22, 256, 82)                 \
 	G(IQ4_XS,  23, 256, 136)                \
 	G(I8,      24, 1,   1)                  \
 	G(I16,     25, 1,   2)                  \
 	G(I32,     26, 1,   4)                  \
 	G(I64,     27, 1,   8)                  \
 	G(F64,     28, 1,   8)                  \
-	G(IQ1_M,   29, 256, 56)                 \
 	G(TQ1_0,   34, 256, 54)                 \
 	G(TQ2_0,   35, 256, 66)                 \
 	G(MXFP4,   39, 32,  17)

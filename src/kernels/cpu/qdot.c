@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/cpu/qdot.h"
+#include "kernels/cpu/qint_iq.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
 

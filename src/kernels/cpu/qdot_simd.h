@@ -144,6 +144,16 @@ AI __m256i isum_total(const __m256i *isum, int T, int t)
 	return s;
 }
 
+/* 256-block i of a format without mins done: acc[t] += f32(I_t) * f32(d dx_t), I_t token t's chains */
+AI void acc_block(__m256 *acc, const __m256i *isum, float d, const struct cpu_xq *xq, int t0, int T, int i)
+{
+	int nsb = xq->K / QK_K;
+	UNROLL for (int t = 0; t < T; t++) {
+		float dx = xq->d[(size_t)(t0 + t) * (size_t)nsb + (size_t)i];
+		acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum_total(isum, T, t)), _mm256_set1_ps(d * dx), acc[t]);
+	}
+}
+
 /* The 12 scale bytes of Q4_K/Q5_K (and the 4 bytes after them, unused) -> sc[8] (bytes 0..7) and m[8] (8..15),
  * as k_scale_min: 32-bit lane 0 holds the low 6 bits of sc0..3, lane 1 those of m0..3, lane 2 the low (high)
  * nibbles of sc4..7 (m4..7), whose 2 high bits are the top bits of lane 0 (1). */
@@ -271,12 +281,7 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 				}
 			}
 		}
-		float d = ld_f16(&b->d);
-		UNROLL for (int t = 0; t < T; t++) {
-			float dx = xq->d[(size_t)(t0 + t) * (size_t)nsb + (size_t)i];
-			__m256i I = isum_total(isum, T, t);
-			acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[t]);
-		}
+		acc_block(acc, isum, ld_f16(&b->d), xq, t0, T, i);
 	}
 	for (int t = 0; t < T; t++)
 		out[t] = hsum(acc[t]);
@@ -339,6 +344,8 @@ AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float 
 {
 	fdot(WFMT_BF16, w, x, ldx, T, K, out);
 }
+
+#include "kernels/cpu/qdot_iq_simd.h"
 
 /* One function per format, over rows; the switch gives each T its own unrolled copy. */
 #define SIMD_ROWS(T, call)                                                                                \

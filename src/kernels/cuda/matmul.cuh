@@ -178,6 +178,8 @@ struct deq_q6_k {
 	}
 };
 
+#include "kernels/cuda/iq.cuh"
+
 /* matvec.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MATVEC_T_MAX, arguments already checked by
  * cuda_matmul (format supported, K a multiple of its block, alignment). */
 int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
