@@ -197,7 +197,16 @@ static int read_hparams(struct gconv *c)
 	}
 	memcpy(c->arch, arch.p, arch.n);
 	c->arch[arch.n] = 0;
-	c->a = arch_find(ARCH_KEY_GGUF, c->arch);
+	int n_exp = 0;
+	int rc = arch_int(c, "expert_count", 0, 0, LAYOUT_MAX_EXPERTS, &n_exp);
+	if (rc)
+		return rc;
+	c->a = arch_find_gguf(c->arch, n_exp > 0);
+	if (!c->a && arch_find(ARCH_KEY_GGUF, c->arch)) {
+		snprintf(c->err, c->errlen, "%s: %s.expert_count %d: ferry runs %s models %s experts", c->path, c->arch,
+			 n_exp, c->arch, n_exp > 0 ? "without" : "with");
+		return -ENOTSUP;
+	}
 	if (!c->a) {
 		char list[256];
 		snprintf(c->err, c->errlen, "%s: architecture '%s' is not supported (%s)", c->path, c->arch,
@@ -206,7 +215,7 @@ static int read_hparams(struct gconv *c)
 	}
 	snprintf(hp->arch, sizeof(hp->arch), "%s", c->a->name);
 	const int MAXD = LAYOUT_MAX_DIM;
-	int rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
+	rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
 	rc = rc ? rc : arch_int(c, "embedding_length", -1, 1, MAXD, &hp->d_model);
 	rc = rc ? rc : arch_int(c, "feed_forward_length", -1, 1, MAXD, &hp->ffn_dim);
 	rc = rc ? rc : arch_int(c, "attention.head_count", -1, 1, MAXD, &hp->n_heads);
@@ -219,6 +228,20 @@ static int read_hparams(struct gconv *c)
 	rc = rc ? rc : arch_float(c, "attention.layer_norm_rms_epsilon", NAN, &hp->rms_eps);
 	if (rc)
 		return rc;
+	if (n_exp) {
+		hp->n_experts = n_exp;
+		rc = arch_int(c, "expert_used_count", -1, 1, n_exp, &hp->n_experts_used);
+		rc = rc ? rc : arch_int(c, "expert_feed_forward_length", hp->ffn_dim, 1, MAXD, &hp->expert_ffn);
+		char key[96];
+		snprintf(key, sizeof(key), "%s.expert_weights_norm", c->arch);
+		hp->moe_norm_topk = true; /* llama.cpp's qwen3moe and Mixtral graphs renormalize */
+		if (!rc && gguf_get_bool(&c->g, key, &hp->moe_norm_topk) == -EINVAL) {
+			snprintf(c->err, c->errlen, "%s: metadata key %s must be a bool", c->path, key);
+			rc = -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
 	if (vlen != hp->head_dim) {
 		snprintf(c->err, c->errlen, "%s: %s.attention.value_length %d differs from key_length %d", c->path,
 			 c->arch, vlen, hp->head_dim);
@@ -296,9 +319,9 @@ static int write_quantized(struct gconv *c, const struct gguf_tensor *t, int sfm
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
 }
 
-/* Copies GGUF tensor `src` as `dst` after checking its type and its shape [rows, cols] (rows 0: a vector of
- * cols values). */
-static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_t rows, int64_t cols)
+/* Copies GGUF tensor `src` as `dst` after checking its type and its shape (ndim dims, outermost first;
+ * GGUF's ne is innermost first). */
+static int copy_tensor(struct gconv *c, const char *src, const char *dst, int ndim, const int64_t *shape)
 {
 	const struct gguf_tensor *t = gguf_tensor_find(&c->g, src);
 	if (!t) {
@@ -314,25 +337,27 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 			 src, gguf_ggml_type_name(t->type), t->type, fmts);
 		return -ENOTSUP;
 	}
-	int ndim = rows ? 2 : 1;
-	if (t->n_dims != ndim || t->ne[0] != (uint64_t)cols || (ndim == 2 && t->ne[1] != (uint64_t)rows)) {
-		char got[96] = "";
-		for (int d = 0; d < t->n_dims; d++)
+	bool same = (int)t->n_dims == ndim;
+	for (int d = 0; same && d < ndim; d++)
+		same = t->ne[d] == (uint64_t)shape[ndim - 1 - d];
+	if (!same) {
+		char got[96] = "", want[96] = "";
+		for (int d = 0; d < (int)t->n_dims; d++)
 			snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %llu" : "%llu",
 				 (unsigned long long)t->ne[d]);
-		char want[48];
-		if (ndim == 1)
-			snprintf(want, sizeof(want), "%lld", (long long)cols);
-		else
-			snprintf(want, sizeof(want), "%lld, %lld", (long long)cols, (long long)rows);
+		for (int d = 0; d < ndim; d++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), d ? ", %lld" : "%lld",
+				 (long long)shape[ndim - 1 - d]);
 		snprintf(c->err, c->errlen, "%s: tensor %s has ne [%s], the hyper-parameters imply [%s]", c->path, src, got,
 			 want);
 		return -EINVAL;
 	}
-	int64_t shape[2] = {rows ? rows : cols, cols};
+	int64_t cols = shape[ndim - 1], rows = 1;
+	for (int d = 0; d < ndim - 1; d++)
+		rows *= shape[d];
 	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim == 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
-	c->n_kept += c->mix && ndim == 2 && !plain;
+	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	c->n_kept += c->mix && ndim >= 2 && !plain;
 	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source type */
 		qfmt = fmt;
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
@@ -375,9 +400,9 @@ static int check_names(struct gconv *c)
 /* GGUF tensor src as table row t, shaped by the hyper-parameters. */
 static int copy_row(struct gconv *c, const char *src, const struct arch_tensor *t)
 {
-	int64_t shape[2];
+	int64_t shape[3];
 	int ndim = arch_shape(&c->hp, t, shape);
-	return copy_tensor(c, src, t->name, ndim == 2 ? shape[0] : 0, shape[ndim - 1]);
+	return copy_tensor(c, src, t->name, ndim, shape);
 }
 
 /* A layer's tensors in slot order (arch.h); optional ones when the file has them. */

@@ -83,7 +83,7 @@ static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tenso
 	}
 	for (int i = 0; i < n_rows; i++) {
 		const struct arch_tensor *r = rows[i];
-		int64_t shape[2];
+		int64_t shape[3];
 		if (r->need != ARCH_REQUIRED)
 			continue;
 		if (arch_shape(&hp, r, shape) == 1)

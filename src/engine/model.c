@@ -25,7 +25,7 @@ static int bind(const struct layout_unit *u, void *const *ptrs, const struct lay
 		const struct arch_tensor *row, struct tensor *t, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
-	int64_t shape[2];
+	int64_t shape[3];
 	int ndim = arch_shape(hp, row, shape);
 	int64_t rows = ndim == 2 ? shape[0] : 1, cols = shape[ndim - 1];
 	for (int i = 0; i < u->n_tensors; i++) {

@@ -34,6 +34,7 @@
 #define LAYOUT_UNIT_MAX_BYTES (1ull << 44) /* 16 TiB: far above any layer, far below overflow */
 /* Hyper-parameter bounds: every product the kernels index with (H*Dh, F, V, D) stays far inside int. */
 #define LAYOUT_MAX_DIM (1 << 24)
+#define LAYOUT_MAX_EXPERTS 1024
 #define LAYOUT_MAX_HEAD_DIM 1024
 
 static inline uint64_t layout_align_up(uint64_t x)
@@ -93,6 +94,13 @@ struct layout_hparams {
 	int bos_id;     /* -1 when none */
 	int n_eos;
 	int eos_ids[8];
+	/* Mixture of experts (n_experts 0: a dense MLP): each layer's router picks n_experts_used of n_experts
+	 * expert MLPs (gated, expert_ffn wide) per token; their outputs are summed with the router's softmax
+	 * weights, renormalized over the chosen ones when moe_norm_topk. */
+	int n_experts;      /* E */
+	int n_experts_used; /* K */
+	int expert_ffn;     /* Fe */
+	bool moe_norm_topk;
 };
 
 struct layout_tensor {
