@@ -7,6 +7,8 @@
 #ifndef FERRY_MODEL_H
 #define FERRY_MODEL_H
 
+#include <stdio.h>
+
 #include "backend/backend.h"
 #include "engine/kv_host.h"
 #include "engine/kvcache.h"
@@ -33,6 +35,9 @@ struct layer_weights {
 			struct tensor w_gate, w_up, w_down; /* (F, D) (F, D) (D, F) */
 			struct tensor b_gate, b_up, b_down;
 			struct tensor post_ffw_norm;        /* (D) RMSNorm of the MLP output (Gemma 3) */
+			struct tensor router;               /* (E, D) mixture of experts */
+			struct tensor w_gate_exps, w_up_exps, w_down_exps; /* E x (Fe, D) (Fe, D) (D, Fe): rows
+								* and cols of one expert, the experts stacked */
 		};
 	};
 };
@@ -59,6 +64,10 @@ LAYER_SLOT(b_gate, ARCH_SLOT_B_GATE);
 LAYER_SLOT(b_up, ARCH_SLOT_B_UP);
 LAYER_SLOT(b_down, ARCH_SLOT_B_DOWN);
 LAYER_SLOT(post_ffw_norm, ARCH_SLOT_POST_FFW_NORM);
+LAYER_SLOT(router, ARCH_SLOT_ROUTER);
+LAYER_SLOT(w_gate_exps, ARCH_SLOT_W_GATE_EXPS);
+LAYER_SLOT(w_up_exps, ARCH_SLOT_W_UP_EXPS);
+LAYER_SLOT(w_down_exps, ARCH_SLOT_W_DOWN_EXPS);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
@@ -79,7 +88,9 @@ struct model_rs {
 	float *h;              /* (S, D) normed */
 	float *q, *att;        /* (S, H*Dh) */
 	float *k, *v;          /* (S, Hkv*Dh) */
-	float *g, *u;          /* (S, F) */
+	float *g, *u;          /* (S, max(F, Fe)) */
+	float *rl;             /* (S, E) router logits (mixture of experts; NULL otherwise) */
+	float *xe, *ye;        /* (S, D) one expert's tokens in, its output */
 	float *logits;         /* (max_logits, V) */
 };
 
@@ -117,6 +128,11 @@ struct model {
 	struct rope_freqs rope;       /* of the current step */
 	struct rope_freqs rope_local; /* of the current step, sliding-window layers (when hp->has_rope_local) */
 	void *embed_rows;      /* host, (T, D) in the embedding's format */
+	/* mixture of experts, host: a range's routing [t_sub x K] and the same grouped by expert */
+	int *moe_ids, *moe_rows, *moe_start; /* moe_start [E + 1] */
+	float *moe_w, *moe_rw;
+	uint64_t moe_routed;   /* (token, expert) pairs computed, all steps */
+	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */
 };
 
 /* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
