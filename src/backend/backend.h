@@ -47,6 +47,7 @@ struct tensor {
 	const void *data;
 	int fmt;
 	int64_t rows, cols;
+	uint64_t stride; /* stacked experts: bytes from one expert's rows x cols matrix to the next (0: packed) */
 };
 
 /* RoPE frequencies of the current step (host data; the backend copies what it needs). */

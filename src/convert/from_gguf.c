@@ -319,6 +319,40 @@ static int write_quantized(struct gconv *c, const struct gguf_tensor *t, int sfm
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
 }
 
+/* The format tensor dst of source format fmt is written in: the --quant mix's pick for an F32/F16/BF16
+ * matrix, else the source's (also where the mix picks F16 for rows without whole blocks). */
+static int dst_format(struct gconv *c, const char *dst, int fmt, int ndim, int64_t cols)
+{
+	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
+}
+
+/* Plans layer l's stacked experts expert-major (layout_writer_experts) in the formats copy_tensor will
+ * write; a tensor missing or of a type ferry cannot read is left to copy_tensor to report. */
+static int plan_experts(struct gconv *c, int l)
+{
+	const char *names[4];
+	int fmts[4], n = 0;
+	int64_t shapes[4][3];
+	for (int s = 0; s < ARCH_SLOT_COUNT && n < 4; s++) {
+		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
+		char src[96];
+		if (!t || !arch_is_experts(t))
+			continue;
+		snprintf(src, sizeof(src), "blk.%d.%s", l, t->name);
+		const struct gguf_tensor *g = gguf_tensor_find(&c->g, src);
+		const struct wfmt_ggml *gt = g ? wfmt_ggml_find(g->type) : NULL;
+		if (!gt || gt->wfmt < 0)
+			return 0;
+		arch_shape(&c->hp, t, shapes[n]);
+		names[n] = t->name;
+		fmts[n] = dst_format(c, t->name, gt->wfmt, 3, shapes[n][2]);
+		n++;
+	}
+	return writer_err(c, layout_writer_experts(c->w, n, names, fmts, (const int64_t(*)[3])shapes));
+}
+
 /* Copies GGUF tensor `src` as `dst` after checking its type and its shape (ndim dims, outermost first;
  * GGUF's ne is innermost first). */
 static int copy_tensor(struct gconv *c, const char *src, const char *dst, int ndim, const int64_t *shape)
@@ -355,11 +389,8 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int nd
 	int64_t cols = shape[ndim - 1], rows = 1;
 	for (int d = 0; d < ndim - 1; d++)
 		rows *= shape[d];
-	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
-	c->n_kept += c->mix && ndim >= 2 && !plain;
-	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source type */
-		qfmt = fmt;
+	int qfmt = dst_format(c, dst, fmt, ndim, cols);
+	c->n_kept += c->mix && ndim >= 2 && !(fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16);
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
 	if (qfmt != fmt)
@@ -410,11 +441,15 @@ static int write_layer(struct gconv *c, int l)
 {
 	c->layer = l;
 	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, l));
+	bool planned = false;
 	for (int s = 0; !rc && s < ARCH_SLOT_COUNT; s++) {
 		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
 		char src[96];
 		if (!t)
 			continue;
+		if (arch_is_experts(t) && !planned && (rc = plan_experts(c, l)))
+			break;
+		planned |= arch_is_experts(t);
 		snprintf(src, sizeof(src), "blk.%d.%s", l, t->name);
 		if (t->need == ARCH_OPTIONAL && !gguf_tensor_find(&c->g, src))
 			continue;

@@ -223,6 +223,34 @@ static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t
 	return copy_tensor(c, src, t->name, shape[0], ndim == 2 ? shape[1] : -1);
 }
 
+/* Plans layer i's expert rows expert-major (layout_writer_experts): their formats are those copy_experts
+ * will write (expert 0's source format, or the --quant mix's pick). */
+static int plan_experts(struct conv *c, int i)
+{
+	const char *names[4];
+	int fmts[4], n = 0;
+	int64_t shapes[4][3];
+	for (int k = 0; k < c->arch->n_layer && n < 4; k++) {
+		const struct arch_tensor *t = &c->arch->layer[k];
+		if (!arch_is_experts(t))
+			continue;
+		char src_fmt[256], src[256];
+		snprintf(src_fmt, sizeof(src_fmt), "model.layers.%d.%s", i, t->hf);
+		snprintf(src, sizeof(src), src_fmt, 0);
+		arch_shape(&c->hp, t, shapes[n]);
+		int fmt;
+		if (!find_checked(c, src, shapes[n][1], shapes[n][2], &fmt))
+			return strstr(c->err, "not found") ? -ENOENT : -EINVAL;
+		names[n] = t->name;
+		fmts[n] = dst_format(c, t->name, fmt, 3, shapes[n][2]);
+		n++;
+	}
+	int rc = layout_writer_experts(c->w, n, names, fmts, (const int64_t(*)[3])shapes);
+	if (rc)
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
+}
+
 static int write_layer(struct conv *c, int i)
 {
 	c->layer = i;
@@ -231,10 +259,14 @@ static int write_layer(struct conv *c, int i)
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 		return rc;
 	}
+	bool planned = false;
 	for (int k = 0; !rc && k < c->arch->n_layer; k++) {
 		const struct arch_tensor *t = &c->arch->layer[k];
 		if (t->need == ARCH_OPTIONAL && !json_is_true(json_object_get(c->config, t->hf_key)))
 			continue; /* config.json says this checkpoint has none */
+		if (arch_is_experts(t) && !planned && (rc = plan_experts(c, i)))
+			break;
+		planned |= arch_is_experts(t);
 		char src[256];
 		snprintf(src, sizeof(src), "model.layers.%d.%s", i, t->hf);
 		rc = copy_row(c, src, t);

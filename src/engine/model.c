@@ -40,7 +40,7 @@ static int bind(const struct layout_unit *u, void *const *ptrs, const struct lay
 			return -EINVAL;
 		}
 		/* stacked experts: one expert's rows and cols (expert_of gives each) */
-		*t = (struct tensor){ptrs[i], lt->fmt, ndim == 1 ? 1 : shape[ndim - 2], shape[ndim - 1]};
+		*t = (struct tensor){ptrs[i], lt->fmt, ndim == 1 ? 1 : shape[ndim - 2], shape[ndim - 1], lt->stride};
 		return 0;
 	}
 	if (row->need == ARCH_REQUIRED) {
@@ -425,12 +425,12 @@ int model_kv_pages_for(const struct model *m, int g, int len)
 	return kvc_pages_for(&m->kc, g, len, m->opt.t_max);
 }
 
-/* Expert e's matrix of the stacked experts t. */
+/* Expert e's matrix of the stacked experts t: packed (a version 1 file), or expert-major (t->stride). */
 static struct tensor expert_of(const struct tensor *t, int e)
 {
 	int64_t shape[2] = {t->rows, t->cols};
-	uint64_t bytes = layout_tensor_nbytes(t->fmt, 2, shape);
-	return (struct tensor){(const char *)t->data + (uint64_t)e * bytes, t->fmt, t->rows, t->cols};
+	uint64_t step = t->stride ? t->stride : layout_tensor_nbytes(t->fmt, 2, shape);
+	return (struct tensor){(const char *)t->data + (uint64_t)e * step, t->fmt, t->rows, t->cols, 0};
 }
 
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's

@@ -133,6 +133,12 @@ static bool upload_done(void *ctx)
 	return wu->b->ops->fence_done(wu->b, wu->fence);
 }
 
+/* Bytes from a tensor's first byte in the streamer's buffer to its last (decoded: raw_bytes). */
+static uint64_t extent(const struct layout_tensor *t)
+{
+	return t->stride ? layout_tensor_span(t) : t->raw_bytes;
+}
+
 /* Copies the unit's tensors from the streamer's buffer to dev (runs of nearby tensors as one copy each) on
  * the copy queue, filling wu->ptrs. */
 static int upload(struct weights *w, int unit, void *const *host, char *dev, uint64_t cap, char *err, size_t errlen)
@@ -150,13 +156,13 @@ static int upload(struct weights *w, int unit, void *const *host, char *dev, uin
 	uint64_t at = 0;
 	for (int i = 0; i < n;) {
 		const char *lo = host[order[i]];
-		const char *hi = lo + lu->tensors[order[i]].raw_bytes;
+		const char *hi = lo + extent(&lu->tensors[order[i]]);
 		int j = i + 1;
-		for (; j < n; j++) {
-			const char *p = host[order[j]];
-			if (p < hi || (uint64_t)(p - hi) >= RUN_GAP)
+		for (; j < n; j++) { /* expert-major tensors interleave: a tensor starting inside the run joins it */
+			const char *p = host[order[j]], *end = p + extent(&lu->tensors[order[j]]);
+			if (p >= hi && (uint64_t)(p - hi) >= RUN_GAP)
 				break;
-			hi = p + lu->tensors[order[j]].raw_bytes;
+			hi = end > hi ? end : hi;
 		}
 		uint64_t span = (uint64_t)(hi - lo);
 		if (at + span > cap) {
