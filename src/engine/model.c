@@ -306,7 +306,8 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		m->moe_w = malloc(sizeof(float) * R);
 		m->moe_rw = malloc(sizeof(float) * R);
 		m->moe_start = malloc(sizeof(int) * ((size_t)hp->n_experts + 1));
-		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start;
+		m->moe_used = calloc((size_t)hp->n_experts, sizeof(bool));
+		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start && m->moe_used;
 		const char *routes = getenv("FERRY_ROUTES");
 		if (ok && routes && routes[0] && !(m->routes = fopen(routes, "w"))) {
 			snprintf(err, errlen, "FERRY_ROUTES=%s: cannot create: %s", routes, strerror(errno));
@@ -378,6 +379,7 @@ void model_free(struct model *m)
 	free(m->moe_w);
 	free(m->moe_rw);
 	free(m->moe_start);
+	free(m->moe_used);
 	if (m->routes)
 		fclose(m->routes);
 	free(m->tokens);
@@ -407,6 +409,7 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->kv_host_layers = m->kvh.n_host;
 	st->n_slots = m->w.n_slots;
 	st->hyb = m->hyb;
+	st->moe = m->moe;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -473,6 +476,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		int c = start[e + 1] - start[e];
 		if (!c)
 			continue;
+		m->moe_used[e] = true;
 		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
 			      down = expert_of(&w->w_down_exps, e);
 		const int *rows = m->moe_rows + start[e];
@@ -483,7 +487,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &down, NULL, c);
 		rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
 	}
-	m->moe_routed += (uint64_t)n * (uint64_t)K;
+	m->moe.routed += (uint64_t)n * (uint64_t)K;
 	return rc;
 }
 
@@ -538,6 +542,23 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	return rc;
 }
 
+/* The step's union of layer l's experts (moe_used) into the figures of struct model_moe_stats. */
+static void moe_count(struct model *m, int l, int T)
+{
+	const struct layout_unit *u = layout_unit_get(m->lay, l);
+	uint64_t one = 0, E = (uint64_t)m->hp->n_experts, n = 0;
+	for (int i = 0; i < u->n_tensors; i++)
+		if (u->tensors[i].ndim == 3)
+			one += u->tensors[i].bytes / E;
+	for (uint64_t e = 0; e < E; e++)
+		n += m->moe_used[e];
+	m->moe.tokens += l == 0 ? (uint64_t)T : 0;
+	m->moe.layer_steps++;
+	m->moe.union_experts += n;
+	m->moe.union_bytes += n * one;
+	m->moe.all_bytes += E * one;
+}
+
 /* Layer l for the whole step on rs, t_sub tokens at a time: the weights are bound once, and the ranges run
  * in order, so each range's queries find the keys of the ranges before it in the cache. host: the step's
  * host units (NULL: none), for the prefetch. A layer the host backend runs reads its KV pools in place. */
@@ -556,8 +577,12 @@ static int layer_forward(struct model *m, struct model_rs *rs, int l, int T, con
 		kvh_host_view(&m->kvh, l, m->kv, &kv);
 	else if (!rc && !(rc = kvh_acquire(&m->kvh, l, m->kv)))
 		kv = m->kv[l];
+	if (m->moe_used)
+		memset(m->moe_used, 0, sizeof(bool) * (size_t)m->hp->n_experts);
 	for (int t0 = 0; !rc && t0 < T; t0 += rs->t_sub)
 		rc = layer_range(m, rs, l, &w, &kv, t0, T - t0 < rs->t_sub ? T - t0 : rs->t_sub);
+	if (!rc && m->moe_used)
+		moe_count(m, l, T);
 	if (rc && !err[0])
 		snprintf(err, errlen, "layer %d: %s", l, rs->b->err);
 	weights_put(&m->w, l, on_host);

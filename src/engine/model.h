@@ -94,6 +94,18 @@ struct model_rs {
 	float *logits;         /* (max_logits, V) */
 };
 
+/* Mixtures of experts, measured: per (step, layer) the union of the experts the step's tokens chose, and
+ * what uploading just those would move next to the layers' whole expert regions (routed streaming's
+ * figures before it exists: this build still moves whole layers). */
+struct model_moe_stats {
+	uint64_t tokens;       /* tokens stepped */
+	uint64_t routed;       /* (token, layer, expert) choices */
+	uint64_t layer_steps;  /* (step, layer) pairs */
+	uint64_t union_experts; /* sum over them of the distinct experts chosen */
+	uint64_t union_bytes;  /* those experts' bytes (one expert: its gate, up and down) */
+	uint64_t all_bytes;    /* every expert's bytes of the same layers */
+};
+
 /* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
 struct model_hybrid_stats {
 	uint64_t steps, tokens;
@@ -131,7 +143,8 @@ struct model {
 	/* mixture of experts, host: a range's routing [t_sub x K] and the same grouped by expert */
 	int *moe_ids, *moe_rows, *moe_start; /* moe_start [E + 1] */
 	float *moe_w, *moe_rw;
-	uint64_t moe_routed;   /* (token, expert) pairs computed, all steps */
+	bool *moe_used;        /* [E] the experts the current step chose in the current layer */
+	struct model_moe_stats moe;
 	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */
 };
 
@@ -154,6 +167,7 @@ struct model_stats {
 	int kv_host_layers, n_slots;
 	struct io_stats io;        /* the layer streamer's */
 	struct model_hybrid_stats hyb;
+	struct model_moe_stats moe;
 };
 void model_stats(const struct model *m, struct model_stats *st);
 
