@@ -110,5 +110,11 @@ int main(void)
 	CHECK(arch_shape(&hp, arch_slot_tensor(q, ARCH_SLOT_W_UP_EXPS), s) == 3 && s[0] == 8 && s[1] == 32 && s[2] == 64);
 	CHECK(arch_shape(&hp, arch_slot_tensor(x, ARCH_SLOT_W_DOWN_EXPS), s) == 3 && s[0] == 8 && s[1] == 64 &&
 	      s[2] == 32);
+	hp.shared_ffn = 48;
+	const struct arch *q2 = arch_find_gguf("qwen2moe", true);
+	CHECK(q2 && q2->hf_shared_ffn && !q2->gguf_norm_topk && q->gguf_norm_topk && x->gguf_norm_topk);
+	CHECK(arch_shape(&hp, arch_slot_tensor(q2, ARCH_SLOT_SHEXP_GATE_INP), s) == 2 && s[0] == 1 && s[1] == 64);
+	CHECK(arch_shape(&hp, arch_slot_tensor(q2, ARCH_SLOT_W_DOWN_SHEXP), s) == 2 && s[0] == 64 && s[1] == 48);
+	CHECK(!arch_slot_tensor(q, ARCH_SLOT_W_GATE_SHEXP) && !q->hf_shared_ffn);
 	CHECK_DONE();
 }

@@ -3,7 +3,7 @@ tests/test_gemma_ref.py check against NumPy and transformers). Skips (exit 77) w
 no GPU is visible.
 
 Tiny HF models (tools/gen_tiny_model.py: YaRN rope, explicit head_dim, sliding window, Gemma 3 with and
-without softcap, the mixtures of experts qwen3moe and mixtral), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU:
+without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its shared expert), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU:
   - resident, one pass of 40 tokens: the matmuls take the tensor-core GEMM path (bf16 operands, ~4e-3 relative
     error per matmul, compounded over the layers of these random models; 0.9e-2..2.05e-2 seen on an H200): <= 3e-2;
   - streamed (--stream-all: 2-3 device slots, layers uploaded every step), --chunk 8: the f32
@@ -34,8 +34,8 @@ import numpy as np
 from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
 
 VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap", "qwen3moe",
-            "mixtral"]
-MOE = {"qwen3moe", "mixtral"}
+            "mixtral", "qwen2moe"]
+MOE = {"qwen3moe", "mixtral", "qwen2moe"}
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
 
 

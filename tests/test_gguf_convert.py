@@ -10,7 +10,8 @@
 2. The same weights from the HF original and from its GGUF (tools/hf_to_gguf.py: llama's q/k permutation,
    Gemma's +1 in the norms, llama3's rope_freqs, linear rope scaling) give the same logits (<= 1e-5) for llama,
    llama3, llama with linear rope, qwen2 and Gemma 3; a Q8_0 GGUF matches the reference on it (as in 1).
-   The mixtures of experts (qwen3moe, qwen3moe_nonorm, mixtral: GGUF llama with expert_count) too, and every
+   The mixtures of experts (qwen3moe, qwen3moe_nonorm, mixtral: GGUF llama with expert_count, qwen2moe with its
+   shared expert) too, and every
    token's experts at every layer (FERRY_ROUTES) are the reference's: in order from the HF directory and the
    F32 GGUF; from the Q8_0 one at least 90% as sets (a rounding tie of the 8-bit inputs, which q8_err allows
    for, can move a near-equal pair of experts across the top-k border).
@@ -221,7 +222,7 @@ def q8_err(got, gguf_path, ids):
 
 def check_hf_vs_gguf(f, root):
     for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "qwen3", "gemma3", "gemma3_softcap",
-              "qwen3moe", "qwen3moe_nonorm", "mixtral"):
+              "qwen3moe", "qwen3moe_nonorm", "mixtral", "qwen2moe"):
         hf = os.path.join(root, v)
         gen_tiny_model.generate(v, hf, 0)
         outs = {}

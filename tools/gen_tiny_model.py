@@ -160,6 +160,13 @@ VARIANTS = {
         hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=16, explicit_head_dim=True,
         vocab=384, tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True,
         experts=6, top_k=2, moe_inter=32, norm_topk=False),
+    # Qwen2-MoE (Qwen1.5-MoE style): q/k/v biases, experts whose weights are not renormalized, a shared expert
+    # with its sigmoid gate.
+    "qwen2moe": dict(
+        arch="Qwen2MoeForCausalLM", model_type="qwen2_moe", family="qwen2", dtype="F32",
+        hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=384,
+        tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qkv_bias=True,
+        experts=6, top_k=2, moe_inter=32, norm_topk=False, shared_inter=64),
     "mixtral": dict(
         arch="MixtralForCausalLM", model_type="mixtral", family="mistral", dtype="F16",
         hidden=64, inter=64, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=320,
@@ -241,6 +248,12 @@ def make_config(spec):
                    rope_scaling=None, num_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
                    moe_intermediate_size=spec["moe_inter"], norm_topk_prob=spec["norm_topk"], decoder_sparse_step=1,
                    mlp_only_layers=[], output_router_logits=False, router_aux_loss_coef=0.001)
+    elif spec["model_type"] == "qwen2_moe":
+        cfg.update(use_sliding_window=False, sliding_window=None, max_window_layers=spec["layers"], rope_scaling=None,
+                   num_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
+                   moe_intermediate_size=spec["moe_inter"], shared_expert_intermediate_size=spec["shared_inter"],
+                   norm_topk_prob=spec["norm_topk"], decoder_sparse_step=1, mlp_only_layers=[],
+                   output_router_logits=False, router_aux_loss_coef=0.001)
     elif spec["model_type"] == "mixtral":
         cfg.update(sliding_window=None, num_local_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
                    output_router_logits=False, router_aux_loss_coef=0.02, router_jitter_noise=0.0)
@@ -325,6 +338,12 @@ def make_experts(spec, w, p, normal):
         w[q + names[0] + ".weight"] = normal((inter, h), 1.0 / np.sqrt(h))
         w[q + names[1] + ".weight"] = normal((inter, h), 1.0 / np.sqrt(h))
         w[q + names[2] + ".weight"] = normal((h, inter), 1.0 / np.sqrt(inter))
+    if spec.get("shared_inter"):  # Qwen2-MoE's shared expert and its gate (logits of a few units: sigmoid ~0.1..0.9)
+        fs = spec["shared_inter"]
+        w[p + "mlp.shared_expert_gate.weight"] = normal((1, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.gate_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.up_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.down_proj.weight"] = normal((h, fs), 1.0 / np.sqrt(fs))
 
 
 def make_gemma3_weights(spec, rng, normal):

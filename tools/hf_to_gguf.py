@@ -15,7 +15,10 @@ from gguf-py's TensorNameMap, and the conventions of llama.cpp's converter:
 - Qwen3MoeForCausalLM (qwen3moe) and MixtralForCausalLM (llama with expert_count, q/k permuted): the router
   as ffn_gate_inp, the per-expert matrices stacked into ffn_{gate,up,down}_exps [E, rows, cols];
   expert_count, expert_used_count, expert_feed_forward_length.  One key beyond llama.cpp's converter:
-  {arch}.expert_weights_norm = false when norm_topk_prob is false (llama.cpp's qwen3moe always renormalizes).
+  {arch}.expert_weights_norm when norm_topk_prob differs from llama.cpp's graph for the architecture (qwen3moe
+  and Mixtral renormalize, qwen2moe does not).
+- Qwen2MoeForCausalLM (qwen2moe): q/k/v biases, the shared expert as ffn_{gate,up,down}_shexp and its gate as
+  the vector ffn_gate_inp_shexp [D]; expert_shared_feed_forward_length.
 - Gemma3ForCausalLM: every norm weight gets Gemma's +1 folded in, computed in the checkpoint's dtype
   (llama.cpp adds it to the torch tensor before widening, so a bf16 checkpoint gets bf16(1 + w));
   attention.sliding_window, final_logit_softcapping if set, linear scaling of the global layers as
@@ -50,7 +53,8 @@ import ref_forward  # noqa: E402
 
 ARCHS = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
          "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3, "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3,
-         "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE, "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA}
+         "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE, "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA,
+         "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE}
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -154,10 +158,12 @@ def write_hparams(w, m, cfg):
     if m.moe:
         w.add_expert_count(m.n_experts)
         w.add_expert_used_count(m.top_k)
-        if m.arch == "Qwen3MoeForCausalLM":
+        if m.arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
             w.add_expert_feed_forward_length(m.expert_inter)
-        if not m.norm_topk:
-            w.add_bool(gguf.Keys.LLM.EXPERT_WEIGHTS_NORM.format(arch=w.arch), False)
+        if m.shared_expert:
+            w.add_expert_shared_feed_forward_length(m.shared_inter)
+        if m.norm_topk != (m.arch != "Qwen2MoeForCausalLM"):  # llama.cpp's default for the architecture
+            w.add_bool(gguf.Keys.LLM.EXPERT_WEIGHTS_NORM.format(arch=w.arch), m.norm_topk)
 
 
 def write_tokenizer(w, model_dir, cfg):
@@ -278,6 +284,8 @@ def convert(hf_dir, out_path, type_name="F32"):
             arr = (arr + 1.0).astype(dt)
         if m.moe and base.endswith(m.moe[0]):
             gname = f"blk.{base.split('.')[2]}.ffn_gate_inp"
+        if base.endswith("mlp.shared_expert_gate"):
+            arr = arr.reshape(-1)  # llama.cpp's ffn_gate_inp_shexp is a vector [D]
         data, raw = gguf_data(gname, arr, qtype)
         w.add_tensor(f"{gname}.{suffix}", data, raw_dtype=raw)
     for (layer, gname), mats in sorted(experts.items()):

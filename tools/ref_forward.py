@@ -5,9 +5,10 @@ Written from the Hugging Face transformers model definitions (modeling_llama,
 modeling_mistral, modeling_qwen2, modeling_qwen3, modeling_gemma3, modeling_rope_utils,
 masking_utils), not from ferry's code.  Supports LlamaForCausalLM,
 MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (text) and the mixtures of
-experts Qwen3MoeForCausalLM and MixtralForCausalLM checkpoints (modeling_qwen3_moe, modeling_mixtral:
-softmax router, top-k experts, weights renormalized over the chosen ones when norm_topk_prob / always
-for Mixtral; `routes` records every token's experts):
+experts Qwen3MoeForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM checkpoints (modeling_qwen3_moe,
+modeling_mixtral, modeling_qwen2_moe: softmax router, top-k experts, weights renormalized over the chosen
+ones when norm_topk_prob / always for Mixtral; Qwen2-MoE adds a shared expert scaled by
+sigmoid(x . shared_expert_gate); `routes` records every token's experts):
 tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
 RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
 scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
@@ -56,7 +57,7 @@ import sys
 import numpy as np
 
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                   "Qwen3MoeForCausalLM", "MixtralForCausalLM",
+                   "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM",
                    "Gemma3ForCausalLM")
 
 
@@ -113,7 +114,7 @@ def load_weights(model_dir):
 # ----------------------------------------------------------------------- GGUF
 
 GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-              "qwen3moe": "Qwen3MoeForCausalLM",
+              "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
               "gemma3": "Gemma3ForCausalLM"}
 
 # GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
@@ -130,7 +131,12 @@ _GGUF_MOE_NAMES = {
                                                              "ffn_down_exps": "down_proj"}),
     "MixtralForCausalLM": ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.",
                            {"ffn_gate_exps": "w1", "ffn_up_exps": "w3", "ffn_down_exps": "w2"}),
+    "Qwen2MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.", {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj",
+                                                             "ffn_down_exps": "down_proj"}),
 }
+# Qwen2-MoE's shared expert: GGUF name -> HF name (after model.layers.N.)
+_GGUF_SHEXP_NAMES = {"ffn_gate_inp_shexp": "mlp.shared_expert_gate", "ffn_gate_shexp": "mlp.shared_expert.gate_proj",
+                     "ffn_up_shexp": "mlp.shared_expert.up_proj", "ffn_down_shexp": "mlp.shared_expert.down_proj"}
 _GGUF_LAYER_NAMES_GEMMA3 = dict(
     _GGUF_LAYER_NAMES, attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm",
     post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
@@ -183,7 +189,8 @@ def read_gguf(path):
     gemma = arch == "gemma3"
     cfg = {
         "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) else
-                          {"llama": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM"}[arch]],
+                          {"llama": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
+                           "qwen2moe": "Qwen2MoeForCausalLM"}[arch]],
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": heads,
@@ -241,10 +248,13 @@ def read_gguf(path):
         n_exp = int(kv("{arch}.expert_count"))
         cfg.update(num_experts=n_exp, num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
                    moe_intermediate_size=int(kv("{arch}.expert_feed_forward_length", cfg["intermediate_size"])),
-                   norm_topk_prob=bool(kv("{arch}.expert_weights_norm", True)))
+                   norm_topk_prob=bool(kv("{arch}.expert_weights_norm", arch != "qwen2moe")))
         if cfg["architectures"][0] == "MixtralForCausalLM":
             cfg["intermediate_size"] = cfg["moe_intermediate_size"]
         layer_names = dict(layer_names, ffn_gate_inp=moe[0])
+        if arch == "qwen2moe":
+            cfg["shared_expert_intermediate_size"] = int(kv("{arch}.expert_shared_feed_forward_length"))
+            layer_names.update(_GGUF_SHEXP_NAMES)
 
     weights, blocks = {}, {}
     for name, t in tensors.items():
@@ -273,6 +283,8 @@ def read_gguf(path):
         blocks[hf] = gguf.constants.GGML_QUANT_SIZES[t.tensor_type][0]
         arr = gguf.quants.dequantize(t.data, t.tensor_type)
         arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+        if hf.endswith("mlp.shared_expert_gate.weight") and arr.ndim == 1:
+            arr = arr.reshape(1, -1)  # [D] in GGUF, [1, D] in HF
         if arch == "llama" and hf.endswith("self_attn.q_proj." + suffix):
             arr = _llama_unpermute(arr, heads)
         elif arch == "llama" and hf.endswith("self_attn.k_proj." + suffix):
@@ -474,7 +486,10 @@ class Model:
         self.moe = {"Qwen3MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.",
                                             {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}),
                     "MixtralForCausalLM": ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.",
-                                           {"gate": "w1", "up": "w3", "down": "w2"})}.get(self.arch)
+                                           {"gate": "w1", "up": "w3", "down": "w2"}),
+                    "Qwen2MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.",
+                                            {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})}.get(self.arch)
+        self.shared_expert = self.arch == "Qwen2MoeForCausalLM"
         self.routes = []  # (layer, position, (experts, largest weight first)) of the latest logits()
         if self.gemma:
             if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
@@ -508,6 +523,7 @@ class Model:
             self.top_k = cfg["num_experts_per_tok"]
             self.expert_inter = cfg["intermediate_size" if mixtral else "moe_intermediate_size"]
             self.norm_topk = True if mixtral else bool(cfg.get("norm_topk_prob", False))
+            self.shared_inter = cfg.get("shared_expert_intermediate_size") if self.shared_expert else None
             if not mixtral and (cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers")):
                 raise ValueError("dense layers among the expert layers are not supported")
 
@@ -535,7 +551,7 @@ class Model:
             # "sliding_attention"; Llama never.
             if self.arch in ("MistralForCausalLM", "MixtralForCausalLM"):
                 self.windows = [cfg.get("sliding_window")] * self.n_layers
-            elif (self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+            elif (self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM")
                   and cfg.get("use_sliding_window", False)):
                 sw = cfg.get("sliding_window")
                 types = cfg.get("layer_types") or [
@@ -547,7 +563,7 @@ class Model:
         if self.arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
             mlp_bias = bool(cfg.get("mlp_bias", False))
-        elif self.arch == "Qwen2ForCausalLM":
+        elif self.arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM"):
             qkv_bias, o_bias, mlp_bias = True, False, False
         elif self.gemma:
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
@@ -579,6 +595,11 @@ class Model:
                     lin[ex.format(e=e) + names["gate"]] = (self.expert_inter, h, False)
                     lin[ex.format(e=e) + names["up"]] = (self.expert_inter, h, False)
                     lin[ex.format(e=e) + names["down"]] = (h, self.expert_inter, False)
+                if self.shared_expert:
+                    lin["mlp.shared_expert_gate"] = (1, h, False)
+                    lin["mlp.shared_expert.gate_proj"] = (self.shared_inter, h, False)
+                    lin["mlp.shared_expert.up_proj"] = (self.shared_inter, h, False)
+                    lin["mlp.shared_expert.down_proj"] = (h, self.shared_inter, False)
             for name, (n_out, n_in, bias) in lin.items():
                 expected[p + name + ".weight"] = (n_out, n_in)
                 if bias:
@@ -648,14 +669,14 @@ class Model:
         out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
         return self._linear(out, p + "o_proj")
 
-    def _mlp(self, x, p):
-        gate = self._linear(x, p + "mlp.gate_proj")
+    def _mlp(self, x, p, mlp="mlp."):
+        gate = self._linear(x, p + mlp + "gate_proj")
         if self.gemma:
             # gelu_pytorch_tanh
             act = 0.5 * gate * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (gate + 0.044715 * gate ** 3)))
         else:
             act = gate / (1.0 + np.exp(-gate))
-        return self._linear(act * self._linear(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+        return self._linear(act * self._linear(x, p + mlp + "up_proj"), p + mlp + "down_proj")
 
     def _moe(self, x, p, layer):
         """The mixture of experts: softmax over the router's logits, the top_k experts of each token (ties: the
@@ -678,6 +699,9 @@ class Model:
                 gate = self._linear(xt, q + names["gate"])
                 act = gate / (1.0 + np.exp(-gate))
                 out[t] += we * self._linear(act * self._linear(xt, q + names["up"]), q + names["down"])[0]
+        if self.shared_expert:  # modeling_qwen2_moe: sigmoid(shared_expert_gate(x)) * shared_expert(x)
+            gate = 1.0 / (1.0 + np.exp(-self._linear(x, p + "mlp.shared_expert_gate")))
+            out = out + gate * self._mlp(x, p + "mlp.shared_expert.", "")
         return out
 
     def _rope_tables(self, T):

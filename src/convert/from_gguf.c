@@ -234,7 +234,9 @@ static int read_hparams(struct gconv *c)
 		rc = rc ? rc : arch_int(c, "expert_feed_forward_length", hp->ffn_dim, 1, MAXD, &hp->expert_ffn);
 		char key[96];
 		snprintf(key, sizeof(key), "%s.expert_weights_norm", c->arch);
-		hp->moe_norm_topk = true; /* llama.cpp's qwen3moe and Mixtral graphs renormalize */
+		hp->moe_norm_topk = c->a->gguf_norm_topk;
+		if (!rc && arch_slot_tensor(c->a, ARCH_SLOT_W_GATE_SHEXP))
+			rc = arch_int(c, "expert_shared_feed_forward_length", hp->ffn_dim, 1, MAXD, &hp->shared_ffn);
 		if (!rc && gguf_get_bool(&c->g, key, &hp->moe_norm_topk) == -EINVAL) {
 			snprintf(c->err, c->errlen, "%s: metadata key %s must be a bool", c->path, key);
 			rc = -EINVAL;
@@ -371,8 +373,10 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int nd
 			 src, gguf_ggml_type_name(t->type), t->type, fmts);
 		return -ENOTSUP;
 	}
-	bool same = (int)t->n_dims == ndim;
-	for (int d = 0; same && d < ndim; d++)
+	/* a matrix of one row [1, n] is a vector of n in GGUF (Qwen2-MoE's shared expert gate): the same bytes */
+	int gdim = ndim == 2 && shape[0] == 1 && t->n_dims == 1 ? 1 : ndim;
+	bool same = (int)t->n_dims == gdim;
+	for (int d = 0; same && d < gdim; d++)
 		same = t->ne[d] == (uint64_t)shape[ndim - 1 - d];
 	if (!same) {
 		char got[96] = "", want[96] = "";

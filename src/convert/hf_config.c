@@ -245,6 +245,8 @@ static int parse_moe(const json_t *c, const struct arch *a, const char *path, st
 		return -EINVAL;
 	}
 	hp->moe_norm_topk = !a->hf_norm_key || json_is_true(json_object_get(c, a->hf_norm_key));
+	if (a->hf_shared_ffn && req_int(c, a->hf_shared_ffn, path, &hp->shared_ffn, err, errlen))
+		return -EINVAL;
 	return 0;
 }
 

@@ -135,10 +135,12 @@ static int group_of_layer(const struct model_mem *mm, int window)
 	return -1;
 }
 
-/* The widest MLP activation: the dense ffn and one expert's (the g and u buffers serve both). */
+/* The widest MLP activation: the dense ffn, one expert's, the shared expert's (g and u serve them all). */
 static int64_t ffn_rows(const struct layout_hparams *hp)
 {
-	return hp->n_experts && hp->expert_ffn > hp->ffn_dim ? hp->expert_ffn : hp->ffn_dim;
+	int64_t f = hp->ffn_dim;
+	f = hp->n_experts && hp->expert_ffn > f ? hp->expert_ffn : f;
+	return hp->n_experts && hp->shared_ffn > f ? hp->shared_ffn : f;
 }
 
 static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, int n_groups,
@@ -436,6 +438,28 @@ static struct tensor expert_of(const struct tensor *t, int e)
 	return (struct tensor){(const char *)t->data + (uint64_t)e * step, t->fmt, t->rows, t->cols, 0};
 }
 
+/* Qwen2-MoE's shared expert over the range's n tokens (normed in rs->h): x += sigmoid(h . g) * MLP(h), the
+ * gate's n values taken to the host (the scatter-add weights them there, as it weights the experts). */
+static int shared_expert(struct model *m, struct model_rs *rs, const struct layer_weights *w, float *x, int n)
+{
+	struct backend *b = rs->b;
+	const struct backend_ops *op = b->ops;
+	int64_t D = m->hp->d_model, Fs = m->hp->shared_ffn;
+	float *gate = m->moe_rw;
+	int *rows = m->moe_rows;
+	int rc = op->matmul(b, rs->rl, rs->h, &w->shexp_gate_inp, NULL, n);
+	rc = rc ? rc : op->download(b, gate, rs->rl, sizeof(float) * (size_t)n);
+	for (int t = 0; !rc && t < n; t++) {
+		gate[t] = 1.0f / (1.0f + expf(-gate[t]));
+		rows[t] = t;
+	}
+	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate_shexp, NULL, n);
+	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up_shexp, NULL, n);
+	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * Fs, m->hp->act);
+	rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &w->w_down_shexp, NULL, n);
+	return rc ? rc : op->scatter_add(b, x, rs->ye, rows, gate, n, D);
+}
+
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
  * K experts per token, then expert by expert (in expert order, so the sums are the same whatever the step)
  * the MLP over its tokens gathered, its output added to their rows of x with their weights. */
@@ -488,7 +512,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
 	}
 	m->moe.routed += (uint64_t)n * (uint64_t)K;
-	return rc;
+	return rc || !w->shexp_gate_inp.data ? rc : shared_expert(m, rs, w, x, n);
 }
 
 /* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w, KV pools kv) on the run state rs. */

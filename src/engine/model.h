@@ -38,6 +38,8 @@ struct layer_weights {
 			struct tensor router;               /* (E, D) mixture of experts */
 			struct tensor w_gate_exps, w_up_exps, w_down_exps; /* E x (Fe, D) (Fe, D) (D, Fe): rows
 								* and cols of one expert, the experts stacked */
+			struct tensor shexp_gate_inp;       /* (1, D) the shared expert's gate (Qwen2-MoE) */
+			struct tensor w_gate_shexp, w_up_shexp, w_down_shexp; /* (Fs, D) (Fs, D) (D, Fs) */
 		};
 	};
 };
@@ -68,6 +70,10 @@ LAYER_SLOT(router, ARCH_SLOT_ROUTER);
 LAYER_SLOT(w_gate_exps, ARCH_SLOT_W_GATE_EXPS);
 LAYER_SLOT(w_up_exps, ARCH_SLOT_W_UP_EXPS);
 LAYER_SLOT(w_down_exps, ARCH_SLOT_W_DOWN_EXPS);
+LAYER_SLOT(shexp_gate_inp, ARCH_SLOT_SHEXP_GATE_INP);
+LAYER_SLOT(w_gate_shexp, ARCH_SLOT_W_GATE_SHEXP);
+LAYER_SLOT(w_up_shexp, ARCH_SLOT_W_UP_SHEXP);
+LAYER_SLOT(w_down_shexp, ARCH_SLOT_W_DOWN_SHEXP);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
@@ -88,7 +94,7 @@ struct model_rs {
 	float *h;              /* (S, D) normed */
 	float *q, *att;        /* (S, H*Dh) */
 	float *k, *v;          /* (S, Hkv*Dh) */
-	float *g, *u;          /* (S, max(F, Fe)) */
+	float *g, *u;          /* (S, max(F, Fe, Fs)) */
 	float *rl;             /* (S, E) router logits (mixture of experts; NULL otherwise) */
 	float *xe, *ye;        /* (S, D) one expert's tokens in, its output */
 	float *logits;         /* (max_logits, V) */

@@ -32,6 +32,8 @@ enum arch_dim {
 	ARCH_DIM_V,  /* vocab */
 	ARCH_DIM_E,  /* n_experts */
 	ARCH_DIM_FE, /* expert_ffn */
+	ARCH_DIM_FS, /* shared_ffn: the shared expert's ffn */
+	ARCH_DIM_ONE, /* 1: a matrix of one row (the shared expert's gate) */
 };
 
 /* Where a layer tensor binds: the members of struct layer_weights, in this order. The order is also the
@@ -62,6 +64,10 @@ enum arch_slot {
 	ARCH_SLOT_W_GATE_EXPS,
 	ARCH_SLOT_W_UP_EXPS,
 	ARCH_SLOT_W_DOWN_EXPS,
+	ARCH_SLOT_SHEXP_GATE_INP, /* Qwen2-MoE's shared expert: its sigmoid gate [1, D] and its MLP */
+	ARCH_SLOT_W_GATE_SHEXP,
+	ARCH_SLOT_W_UP_SHEXP,
+	ARCH_SLOT_W_DOWN_SHEXP,
 	ARCH_SLOT_COUNT
 };
 
@@ -116,6 +122,9 @@ struct arch {
 	 * per token and expert ffn width, and whether the chosen weights are renormalized (hf_norm_key: the
 	 * key that says so, else always) */
 	const char *hf_experts, *hf_used, *hf_expert_ffn, *hf_norm_key;
+	const char *hf_shared_ffn; /* the shared expert's ffn width (NULL: none) */
+	bool gguf_norm_topk;       /* GGUF: renormalized unless {arch}.expert_weights_norm says otherwise (llama.cpp's
+				    * graph: qwen3moe and Mixtral renormalize, qwen2moe does not) */
 };
 
 extern const struct arch arch_table[];

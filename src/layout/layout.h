@@ -102,6 +102,7 @@ struct layout_hparams {
 	int n_experts_used; /* K */
 	int expert_ffn;     /* Fe */
 	bool moe_norm_topk;
+	int shared_ffn;     /* Fs: the shared expert's ffn (Qwen2-MoE), added with a sigmoid gate; 0: none */
 };
 
 struct layout_tensor {
