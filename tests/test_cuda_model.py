@@ -10,7 +10,8 @@ without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its
     dequantize-and-dot path, KV cache f16: <= 2e-3;
   - greedy 16 tokens (prefill + decode steps) identical to the CPU's, resident and streamed;
   - mixtures of experts: every token's experts at every layer (FERRY_ROUTES) identical to the CPU's on the
-    streamed f32 path;
+    streamed f32 path; routed uploads (only the chosen experts go up) give logits identical to whole-layer
+    uploads (FERRY_MOE_WHOLE=1), resident and streamed;
   - KV q8 and q4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits at most 1.5x the
     CPU's with the same format (+2e-3);
   - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
@@ -97,6 +98,24 @@ def main():
                 same = sum(routes["cuda"].get(k) == r for k, r in routes["cpu"].items())
                 print(f"{v}: cuda routes equal to the cpu's for {same}/{len(routes['cpu'])} (layer, token)", flush=True)
                 f.check(len(routes["cpu"]) == 40 * 2 and routes["cuda"] == routes["cpu"], f"{v}: cuda routes differ")
+                # routed uploads (only the chosen experts go up) against whole layers: the same bytes reach the
+                # same kernels, so the logits are identical; resident and streamed, and fewer bytes uploaded
+                for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8])):
+                    out, up = {}, {}
+                    for mode, env in (("routed", None), ("whole", {"FERRY_MOE_WHOLE": "1"})):
+                        sj = os.path.join(root, f"{v}.{mode}.json")
+                        out[mode] = logits(f, model, ids, root, ["--device", "cuda", *extra, "--stats-json", sj],
+                                           f"{v} {mode} {name}", env=env)
+                        up[mode] = json.load(open(sj)) if os.path.exists(sj) else {}
+                    if out["routed"] is not None and out["whole"] is not None:
+                        moe = up["routed"].get("moe", {})
+                        f.check(np.array_equal(out["routed"], out["whole"]),
+                                f"{v} {name}: routed uploads change the logits by {rel_err(out['routed'], out['whole']):.2e}")
+                        f.check(moe.get("routed_uploads") is True and 0 < moe.get("uploads", 0) <= moe.get("union_experts", 0),
+                                f"{v} {name}: routed upload figures {moe}")
+                        print(f"{v}: cuda {name}: routed uploads {moe.get('uploads')} experts of "
+                              f"{moe.get('union_experts')} chosen; h2d {up['routed'].get('h2d_bytes_prefill')} vs whole "
+                              f"{up['whole'].get('h2d_bytes_prefill')} bytes", flush=True)
             # Quantized KV: rounding is discontinuous, so the f32 path's last-bit differences flip some values by
             # a whole step; CUDA must be as close to the f32 reference as the CPU with the same format is.
             ref32 = logits(f, model, ids, root, ["--device", "cpu", "--chunk", 8, "--kv", "f32"], f"{v} cpu kv f32")

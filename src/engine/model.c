@@ -345,6 +345,9 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		rc = io_stream_open(&m->io, lay, io, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, err, errlen);
+	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) */
+	const char *whole = getenv("FERRY_MOE_WHOLE");
+	m->w.routed = !rc && hp->n_experts && !(whole && !strcmp(whole, "1"));
 	if (!rc)
 		rc = kvh_init(&m->kvh, b, hp->n_layers, kv_host, pool, err, errlen);
 	free(pool);
@@ -412,6 +415,8 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->n_slots = m->w.n_slots;
 	st->hyb = m->hyb;
 	st->moe = m->moe;
+	st->moe.uploads = m->w.exp_uploads;
+	st->moe.routed_uploads = m->w.routed && !m->b->ops->host_memory;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -461,7 +466,7 @@ static int shared_expert(struct model *m, struct model_rs *rs, const struct laye
 }
 
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
- * K experts per token, then expert by expert (in expert order, so the sums are the same whatever the step)
+ * K experts per token, on a device the chosen experts uploaded (weights_experts), then expert by expert (in expert order, so the sums are the same whatever the step)
  * the MLP over its tokens gathered, its output added to their rows of x with their weights. */
 static int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0,
 		     int n)
@@ -496,11 +501,14 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 				fprintf(m->routes, " %d", m->moe_ids[t * K + k]);
 			fputc('\n', m->routes);
 		}
+	for (int e = 0; e < E; e++)
+		m->moe_used[e] |= start[e + 1] > start[e];
+	if (rs == &m->rs[0] && (rc = weights_experts(&m->w, l, m->moe_used, b->err, sizeof(b->err))))
+		return rc;
 	for (int e = 0; !rc && e < E; e++) {
 		int c = start[e + 1] - start[e];
 		if (!c)
 			continue;
-		m->moe_used[e] = true;
 		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
 			      down = expert_of(&w->w_down_exps, e);
 		const int *rows = m->moe_rows + start[e];

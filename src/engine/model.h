@@ -100,9 +100,10 @@ struct model_rs {
 	float *logits;         /* (max_logits, V) */
 };
 
-/* Mixtures of experts, measured: per (step, layer) the union of the experts the step's tokens chose, and
- * what uploading just those would move next to the layers' whole expert regions (routed streaming's
- * figures before it exists: this build still moves whole layers). */
+/* Mixtures of experts, measured: per (step, layer) the union of the experts the step's tokens chose, their
+ * bytes next to the layers' whole expert regions, and (a device) how many experts were uploaded: the rest
+ * of the chosen ones were already in the layer's device image (a resident layer, or a slot still holding
+ * its layer). */
 struct model_moe_stats {
 	uint64_t tokens;       /* tokens stepped */
 	uint64_t routed;       /* (token, layer, expert) choices */
@@ -110,6 +111,8 @@ struct model_moe_stats {
 	uint64_t union_experts; /* sum over them of the distinct experts chosen */
 	uint64_t union_bytes;  /* those experts' bytes (one expert: its gate, up and down) */
 	uint64_t all_bytes;    /* every expert's bytes of the same layers */
+	uint64_t uploads;      /* experts uploaded (weights_experts; 0 on the CPU and with FERRY_MOE_WHOLE=1) */
+	bool routed_uploads;   /* a device uploading routed experts only */
 };
 
 /* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
