@@ -10,7 +10,8 @@
  * Routed experts (w->routed, a unit with expert-major tensors): the unit's upload copies its trunk only
  * (attention, norms, router), the device image keeping the host layout so the experts' pointers hold;
  * weights_experts then copies the experts a step's router chose, each one copy of its matrices, from the
- * streamer's buffer (acquired again: a RAM-tier unit at once, else read again) into their places. Which
+ * streamer's buffer (acquired again: a RAM-tier unit at once, else read again) into their places (when
+ * more than half of them are missing, the whole expert region in one copy). Which
  * experts the device image holds is kept per unit: a resident unit gathers them over the steps, a slot
  * forgets them when it takes another unit.
  */
@@ -319,7 +320,18 @@ int weights_experts(struct weights *w, int unit, const bool *used, char *err, si
 		return rc;
 	const char *src = host[wu->exp_first];
 	char *dst = wu->ptrs[wu->exp_first];
-	for (int64_t e = 0; !rc && e < wu->n_exp; e++) {
+	/* most experts missing (a prefill, a large batch): the whole region in one copy */
+	bool all = 2 * (int64_t)n > wu->n_exp;
+	if (all) {
+		uint64_t len = (uint64_t)(wu->n_exp - 1) * wu->exp_stride + wu->exp_len;
+		if (b->ops->copy_async(b, dst, src, (size_t)len))
+			rc = -EIO;
+		for (int64_t e = 0; !rc && e < wu->n_exp; e++)
+			wu->exp_valid[e] = true;
+		w->h2d_bytes += len;
+		w->exp_uploads += (uint64_t)n;
+	}
+	for (int64_t e = 0; !rc && !all && e < wu->n_exp; e++) {
 		if (!used[e] || wu->exp_valid[e])
 			continue;
 		uint64_t off = (uint64_t)e * wu->exp_stride;
