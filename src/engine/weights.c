@@ -10,7 +10,8 @@
  * Routed experts (w->routed, a unit with expert-major tensors): the unit's upload copies its trunk only
  * (attention, norms, router), the device image keeping the host layout so the experts' pointers hold;
  * weights_experts then copies the experts a step's router chose, each one copy of its matrices, from the
- * streamer's buffer (acquired again: a RAM-tier unit at once, else read again) into their places (when
+ * streamer's buffer (acquired again: RAM-tier units only, so this never waits for I/O; a unit streamed from
+ * disk goes up whole) into their places (when
  * more than half of them are missing, the whole expert region in one copy). Which
  * experts the device image holds is kept per unit: a resident unit gathers them over the steps, a slot
  * forgets them when it takes another unit.
@@ -37,7 +38,7 @@ struct weights_unit {
 	int fence;       /* upload_done (of the trunk, then of the latest experts) */
 	/* routed experts: the expert region (its first tensor), E experts of stride bytes, exp_len of them
 	 * copied per expert; which ones the device image holds */
-	int exp_first;   /* tensor index, -1: no experts */
+	int exp_first;   /* tensor index, -1: no experts, or not in the RAM tier (uploaded whole) */
 	int64_t n_exp;
 	uint64_t exp_stride, exp_len;
 	bool *exp_valid; /* [n_exp] */
@@ -91,6 +92,10 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			if (t->stride && end > wu->exp_len)
 				wu->exp_len = end;
 		}
+		/* routed uploads read the streamer's buffer again during the layer: only where that cannot wait
+		 * for I/O (a RAM-tier unit); the others go up whole */
+		if (!io_unit_in_tier(io, u))
+			wu->exp_first = -1;
 		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
 		all_resident &= wu->resident;

@@ -39,6 +39,11 @@ void io_opts_default(struct io_opts *o)
 	o->ram = -1;
 }
 
+bool io_unit_in_tier(const struct io_stream *s, int unit)
+{
+	return unit >= 0 && unit < s->n_units && s->tier[unit] != NULL;
+}
+
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit)
 {
 	struct unit_map p;
