@@ -80,6 +80,14 @@ int ferry_inspect(int argc, char **argv)
 	       hp->max_pos, hp->tied_embeddings ? "tied" : "untied");
 	if (hp->rope.factors)
 		printf("  rope frequency factors (rope_freqs) on all %d frequencies\n", hp->rope.dim / 2);
+	if (hp->n_experts) {
+		printf("  experts: %d per layer, %d per token (weights %s), expert ffn %d", hp->n_experts,
+		       hp->n_experts_used, hp->moe_norm_topk ? "renormalized over the chosen" : "softmax over all",
+		       hp->expert_ffn);
+		if (hp->shared_ffn)
+			printf(", shared expert ffn %d", hp->shared_ffn);
+		printf("\n");
+	}
 	if (hp->has_rope_local)
 		printf("  sliding-window layers: rope theta %g\n", hp->rope_local.theta);
 	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : "silu");
