@@ -36,8 +36,10 @@ class Failures:
         sys.exit(1 if self.failed or self.checks == 0 else 0)
 
 
-def ferry(*args, check=False):
-    p = subprocess.run([FERRY, *map(str, args)], capture_output=True, text=True)
+def ferry(*args, check=False, env=None):
+    """env: variables added to this process's environment for the run."""
+    p = subprocess.run([FERRY, *map(str, args)], capture_output=True, text=True,
+                       env=dict(os.environ, **env) if env else None)
     if check and p.returncode != 0:
         raise RuntimeError(f"ferry {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
     return p

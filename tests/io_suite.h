@@ -1,7 +1,8 @@
 /*
  * io_suite.h: the layer streamer's tests, run once per reader (test_io_pread.c, test_io_uring.c define
  * SUITE_READER and include this). A generated model (two variants: raw, and lz4 with some tensors
- * compressed and some left raw because they do not compress) is streamed many times with random slot
+ * compressed and some left raw because they do not compress; every layer with expert-major stacked experts,
+ * whose slices arrive request by request) is streamed many times with random slot
  * counts, prefetch depths, RAM budgets, request sizes and access orders; every acquired tensor must hash
  * to what was written. Then faults through the test hook (short reads, EIO mid-layer, a file truncated
  * after open, a corrupted byte) must each give their error naming the file or tensor, and the stream must
@@ -80,6 +81,42 @@ static int add(struct layout_writer *w, const struct spec *sp, unsigned seed, ui
 	return rc;
 }
 
+/* A layer's stacked experts, expert-major (layout_writer_experts): E = 3 experts of gate/up [40, D] F16 and
+ * down [D, 40] BF16, so every request size cuts through experts and their strides. */
+#define N_EXP 3
+static const struct spec expert_tensors[] = {
+	{"ffn_gate_exps.weight", WFMT_F16, 3, 40, D, true},
+	{"ffn_up_exps.weight", WFMT_F16, 3, 40, D, false},
+	{"ffn_down_exps.weight", WFMT_BF16, 3, D, 40, true},
+};
+
+static int add_experts(struct layout_writer *w, unsigned seed, uint64_t *hash)
+{
+	const char *names[3];
+	int fmts[3];
+	int64_t shapes[3][3];
+	for (int i = 0; i < 3; i++) {
+		names[i] = expert_tensors[i].name;
+		fmts[i] = expert_tensors[i].fmt;
+		shapes[i][0] = N_EXP;
+		shapes[i][1] = expert_tensors[i].r;
+		shapes[i][2] = expert_tensors[i].c;
+	}
+	int rc = layout_writer_experts(w, 3, names, fmts, (const int64_t(*)[3])shapes);
+	for (int i = 0; !rc && i < 3; i++) {
+		size_t n = (size_t)(N_EXP * shapes[i][1] * shapes[i][2]) * (size_t)wfmt_table[fmts[i]].block_bytes;
+		uint8_t *buf = malloc(n);
+		gen(buf, n, wfmt_table[fmts[i]].block_bytes, expert_tensors[i].compressible, seed + (unsigned)i);
+		hash[i] = XXH3_64bits(buf, n);
+		rc = layout_writer_tensor_begin(w, names[i], fmts[i], 3, shapes[i]);
+		rc = rc ? rc : layout_writer_tensor_write(w, buf, n / 3);
+		rc = rc ? rc : layout_writer_tensor_write(w, buf + n / 3, n - n / 3);
+		rc = rc ? rc : layout_writer_tensor_end(w);
+		free(buf);
+	}
+	return rc;
+}
+
 static void hparams(struct layout_hparams *hp, int *win)
 {
 	*hp = (struct layout_hparams){.n_layers = N_LAYERS, .d_model = D, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64,
@@ -110,8 +147,10 @@ static int write_model(const char *out, bool lz4)
 	rc = rc ? rc : layout_writer_file_end(w);
 	for (int l = 0; !rc && l < N_LAYERS; l++) {
 		rc = layout_writer_file_begin(w, LAYOUT_KIND_LAYER, l);
-		for (int i = 0; !rc && i < (int)(sizeof(layer_tensors) / sizeof(layer_tensors[0])); i++)
+		int nt = (int)(sizeof(layer_tensors) / sizeof(layer_tensors[0]));
+		for (int i = 0; !rc && i < nt; i++)
 			rc = add(w, &layer_tensors[i], (unsigned)(100 * l + i), &want_hash[l][i]);
+		rc = rc ? rc : add_experts(w, (unsigned)(100 * l + 50), &want_hash[l][nt]);
 		rc = rc ? rc : layout_writer_file_end(w);
 	}
 	rc = rc ? rc : layout_writer_file_begin(w, LAYOUT_KIND_HEAD, -1);
@@ -146,11 +185,25 @@ static int open_model(struct layout *m, const char *name)
 	return rc;
 }
 
+/* XXH3 of a tensor's decoded bytes in a unit's buffer (an expert-major one's experts in order). */
+static uint64_t strided_hash(const void *p, const struct layout_tensor *t)
+{
+	if (!t->stride)
+		return XXH3_64bits(p, t->raw_bytes);
+	XXH3_state_t *st = XXH3_createState();
+	XXH3_64bits_reset(st);
+	for (int64_t e = 0; e < t->shape[0]; e++)
+		XXH3_64bits_update(st, (const char *)p + (uint64_t)e * t->stride, t->bytes / (uint64_t)t->shape[0]);
+	uint64_t h = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	return h;
+}
+
 static bool unit_ok(const struct layout *m, int unit, void *const *ptrs)
 {
 	const struct layout_unit *u = layout_unit_get(m, unit);
 	for (int i = 0; i < u->n_tensors; i++)
-		if (XXH3_64bits(ptrs[i], u->tensors[i].raw_bytes) != want_hash[unit][i]) {
+		if (strided_hash(ptrs[i], &u->tensors[i]) != want_hash[unit][i]) {
 			fprintf(stderr, "unit %d tensor %s: decoded bytes differ from what was written\n", unit,
 				u->tensors[i].name);
 			return false;

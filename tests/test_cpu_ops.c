@@ -3,7 +3,8 @@
  * GGUF block dequantization against a per-value version from the ggml formulas (tests/quant_ref.h, bit for
  * bit; the quantized matmul is tests/test_qdot.c's); the KV cache row formats (known answers, round-trip bounds), the Hadamard rotation, and
  * paged kv_store + attention against a dense double-precision attention over the rows read back here, with
- * a quality check of rotated Q8/Q4 against F32; and results identical whatever the thread count. */
+ * a quality check of rotated Q8/Q4 against F32; the mixture-of-experts routing, gather and scatter-add; and
+ * results identical whatever the thread count. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -565,6 +566,85 @@ static void test_swiglu_add(void)
 	CHECK(rel_err(a, ra, 9) < 1e-7);
 }
 
+/* The mixture-of-experts ops against a version written here: the chosen experts by sorting (descending
+ * logit, ties by the lower id: a stable order of its own) with the weights in double (softmax over all E,
+ * or over the chosen K when norm), on random logits and on logits with many ties; gather and weighted
+ * scatter-add of rows in a random order. */
+static void test_moe(void)
+{
+	const int shapes[][3] = {{1, 4, 1}, {5, 8, 2}, {19, 128, 8}, {3, 6, 6}, {64, 16, 4}};
+	for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++)
+		for (int ties = 0; ties < 2; ties++)
+			for (int norm = 0; norm < 2; norm++) {
+				int T = shapes[c][0], E = shapes[c][1], K = shapes[c][2];
+				float *l = malloc(sizeof(float) * (size_t)(T * E)), *w = malloc(sizeof(float) * (size_t)(T * K));
+				int *id = malloc(sizeof(int) * (size_t)(T * K)), *ord = malloc(sizeof(int) * (size_t)E);
+				for (int i = 0; i < T * E; i++)
+					l[i] = ties ? (float)(rand() % 5) * 0.5f : nrand() * 3;
+				cpu_moe_route(id, w, l, T, E, K, norm);
+				bool ids_ok = true;
+				double err = 0;
+				for (int t = 0; t < T; t++) {
+					const float *r = l + (size_t)t * E;
+					for (int e = 0; e < E; e++) /* insertion sort: larger first, equal keeps id order */
+						for (int j = e; j >= 0; j--) {
+							if (j == 0 || r[ord[j - 1]] >= r[e]) {
+								memmove(ord + j + 1, ord + j, sizeof(int) * (size_t)(e - j));
+								ord[j] = e;
+								break;
+							}
+						}
+					double mx = r[ord[0]], all = 0, top = 0;
+					for (int e = 0; e < E; e++)
+						all += exp((double)r[e] - mx);
+					for (int k = 0; k < K; k++)
+						top += exp((double)r[ord[k]] - mx);
+					for (int k = 0; k < K; k++) {
+						ids_ok &= id[t * K + k] == ord[k];
+						double want = exp((double)r[ord[k]] - mx) / (norm ? top : all);
+						err = fmax(err, fabs(w[t * K + k] - want) / want);
+					}
+				}
+				CHECK_MSG(ids_ok, "moe route T=%d E=%d K=%d ties=%d: experts differ", T, E, K, ties);
+				CHECK_MSG(err < 1e-5, "moe route T=%d E=%d K=%d norm=%d: weight rel err %.2g", T, E, K, norm, err);
+				free(l);
+				free(w);
+				free(id);
+				free(ord);
+			}
+	enum { R = 40, D = 37, N = 17 };
+	float x[R * D], y[R * D], src[N * D], got[N * D], wt[N];
+	double ref[R * D];
+	int rows[N], perm[R];
+	for (int i = 0; i < R; i++)
+		perm[i] = i;
+	for (int i = R - 1; i > 0; i--) {
+		int j = rand() % (i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	for (int i = 0; i < R * D; i++) {
+		x[i] = nrand();
+		y[i] = nrand();
+		ref[i] = y[i];
+	}
+	for (int i = 0; i < N; i++) {
+		rows[i] = perm[i];
+		wt[i] = nrand();
+		for (int d = 0; d < D; d++) {
+			src[i * D + d] = nrand();
+			ref[rows[i] * D + d] += (double)wt[i] * src[i * D + d];
+		}
+	}
+	cpu_gather_rows(got, x, rows, N, D);
+	bool same = true;
+	for (int i = 0; i < N; i++)
+		same &= !memcmp(got + i * D, x + rows[i] * D, sizeof(float) * D);
+	CHECK_MSG(same, "gather_rows: a row differs");
+	cpu_scatter_add(y, src, rows, wt, N, D);
+	CHECK_MSG(rel_err(y, ref, R * D) < 1e-7, "scatter_add: rel err %.2g", rel_err(y, ref, R * D));
+}
+
 /* The same matmul with 1 and with 2 threads must agree bit for bit. */
 static void test_thread_invariance(void)
 {
@@ -620,6 +700,7 @@ int main(void)
 	test_paged_attention();
 	test_kv_quality();
 	test_swiglu_add();
+	test_moe();
 	test_thread_invariance();
 	free(scratch);
 	free(mmws);

@@ -3,12 +3,15 @@ tests/test_gemma_ref.py check against NumPy and transformers). Skips (exit 77) w
 no GPU is visible.
 
 Tiny HF models (tools/gen_tiny_model.py: YaRN rope, explicit head_dim, sliding window, Gemma 3 with and
-without softcap), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU:
+without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its shared expert), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU:
   - resident, one pass of 40 tokens: the matmuls take the tensor-core GEMM path (bf16 operands, ~4e-3 relative
     error per matmul, compounded over the layers of these random models; 0.9e-2..2.05e-2 seen on an H200): <= 3e-2;
   - streamed (--stream-all: 2-3 device slots, layers uploaded every step), --chunk 8: the f32
     dequantize-and-dot path, KV cache f16: <= 2e-3;
   - greedy 16 tokens (prefill + decode steps) identical to the CPU's, resident and streamed;
+  - mixtures of experts: every token's experts at every layer (FERRY_ROUTES) identical to the CPU's on the
+    streamed f32 path; routed uploads (only the chosen experts go up) give logits identical to whole-layer
+    uploads (FERRY_MOE_WHOLE=1), resident and streamed;
   - KV q8 and q4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits at most 1.5x the
     CPU's with the same format (+2e-3);
   - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
@@ -31,7 +34,9 @@ import numpy as np
 
 from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
 
-VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap"]
+VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap", "qwen3moe",
+            "mixtral", "qwen2moe"]
+MOE = {"qwen3moe", "mixtral", "qwen2moe"}
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
 
 
@@ -39,9 +44,9 @@ def rel_err(a, b):
     return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def logits(f, model, ids, root, extra, what):
+def logits(f, model, ids, root, extra, what, env=None):
     lg = os.path.join(root, "l.lg")
-    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra)
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra, env=env)
     if not f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}"):
         return None
     out = ref_forward.read_flgt(lg)
@@ -83,6 +88,34 @@ def main():
                 e = rel_err(gpu, cpu)
                 print(f"{v}: cuda {name}: logits vs cpu {e:.2e} (tolerance {tol})", flush=True)
                 f.check(e <= tol, f"{v} {name}: logits vs cpu {e:.2e} > {tol}")
+            if v in MOE:  # mixtures of experts: on the f32 path CUDA routes every token as the CPU does
+                routes = {}
+                for dev in ("cpu", "cuda"):
+                    path = os.path.join(root, f"{v}.{dev}.routes")
+                    logits(f, model, ids, root, ["--device", dev, "--stream-all", "--chunk", 8], f"{v} {dev} routes",
+                           env={"FERRY_ROUTES": path})
+                    routes[dev] = ref_forward.read_routes(path) if os.path.exists(path) else {}
+                same = sum(routes["cuda"].get(k) == r for k, r in routes["cpu"].items())
+                print(f"{v}: cuda routes equal to the cpu's for {same}/{len(routes['cpu'])} (layer, token)", flush=True)
+                f.check(len(routes["cpu"]) == 40 * 2 and routes["cuda"] == routes["cpu"], f"{v}: cuda routes differ")
+                # routed uploads (only the chosen experts go up) against whole layers: the same bytes reach the
+                # same kernels, so the logits are identical; resident and streamed, and fewer bytes uploaded
+                for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8])):
+                    out, up = {}, {}
+                    for mode, env in (("routed", None), ("whole", {"FERRY_MOE_WHOLE": "1"})):
+                        sj = os.path.join(root, f"{v}.{mode}.json")
+                        out[mode] = logits(f, model, ids, root, ["--device", "cuda", *extra, "--stats-json", sj],
+                                           f"{v} {mode} {name}", env=env)
+                        up[mode] = json.load(open(sj)) if os.path.exists(sj) else {}
+                    if out["routed"] is not None and out["whole"] is not None:
+                        moe = up["routed"].get("moe", {})
+                        f.check(np.array_equal(out["routed"], out["whole"]),
+                                f"{v} {name}: routed uploads change the logits by {rel_err(out['routed'], out['whole']):.2e}")
+                        f.check(moe.get("routed_uploads") is True and 0 < moe.get("uploads", 0) <= moe.get("union_experts", 0),
+                                f"{v} {name}: routed upload figures {moe}")
+                        print(f"{v}: cuda {name}: routed uploads {moe.get('uploads')} experts of "
+                              f"{moe.get('union_experts')} chosen; h2d {up['routed'].get('h2d_bytes_prefill')} vs whole "
+                              f"{up['whole'].get('h2d_bytes_prefill')} bytes", flush=True)
             # Quantized KV: rounding is discontinuous, so the f32 path's last-bit differences flip some values by
             # a whole step; CUDA must be as close to the f32 reference as the CPU with the same format is.
             ref32 = logits(f, model, ids, root, ["--device", "cpu", "--chunk", 8, "--kv", "f32"], f"{v} cpu kv f32")

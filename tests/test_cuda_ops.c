@@ -7,7 +7,8 @@
  * is q, the dequantized values and the probabilities in f16); the KV store (every byte of the pools), the
  * Hadamard rotation against cpu_hadamard32, argmax and top-k must match exactly. Attention and the KV store
  * run on batches of several sequences of different lengths and positions, in shuffled pages, in every KV
- * format; token trees (tree masks, depth positions, windows) and the move of an accepted path. Also the
+ * format; token trees (tree masks, depth positions, windows) and the move of an accepted path; the
+ * mixture-of-experts routing (ids exactly, weights 1e-12), gather and weighted scatter-add. Also the
  * argument errors (-EINVAL) and a short workspace (-ENOSPC). Prints a line per failing
  * case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
  *
@@ -742,6 +743,9 @@ static void test_arg_errors(void)
 	CHECK(cuda_topk(&ctx, d, di, d, 1000, 0) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 4000, 1025) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 10, 11) == -EINVAL);
+	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 9, true) == -EINVAL);
+	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 0, true) == -EINVAL);
+	CHECK(cuda_gather_rows(&ctx, d, d, di, -1, 16) == -EINVAL);
 	CHECK(cudaStreamSynchronize((cudaStream_t)ctx.stream) == cudaSuccess);
 	CU(cudaFree(d));
 	CU(cudaFree(pool));
@@ -790,6 +794,94 @@ static void test_argmax(void)
 			free(x);
 			free(idx);
 		}
+}
+
+/* The mixture-of-experts ops against the CPU's: the routing (ids exactly, ties among the logits included;
+ * weights within f32 rounding), a gather and a weighted scatter-add of an expert's rows. */
+static void test_moe(void)
+{
+	const int cases[][3] = {{1, 8, 2}, {7, 128, 8}, {33, 60, 4}, {257, 16, 16}, {5, 4, 4}};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+		for (int norm = 0; norm < 2; norm++)
+			for (int ties = 0; ties < 2; ties++) {
+				int T = cases[c][0], E = cases[c][1], K = cases[c][2];
+				size_t n = (size_t)T * E, nk = (size_t)T * K;
+				float *l = malloc(n * sizeof(float)), *w = malloc(nk * sizeof(float)),
+				      *gw = malloc(nk * sizeof(float));
+				int *id = malloc(nk * sizeof(int)), *gid = malloc(nk * sizeof(int));
+				if (ties)
+					fill_logits(l, n, 8);
+				else
+					fill(l, n, 4);
+				cpu_moe_route(id, w, l, T, E, K, norm);
+				float *dl = dupload(l, n * sizeof(float)), *dw = dalloc(nk * sizeof(float));
+				int *di = dalloc(nk * sizeof(int));
+				poison(dw, nk * sizeof(float));
+				poison(di, nk * sizeof(int));
+				OP(cuda_moe_route(&ctx, di, dw, dl, T, E, K, norm));
+				download(gid, di, nk * sizeof(int));
+				download(gw, dw, nk * sizeof(float));
+				CHECK_MSG(!memcmp(id, gid, nk * sizeof(int)), "moe route T=%d E=%d K=%d norm=%d ties=%d: ids differ",
+					  T, E, K, norm, ties);
+				double e = nmse(gw, w, nk);
+				CHECK_MSG(e <= 1e-12, "moe route T=%d E=%d K=%d: weights error %.3g", T, E, K, e);
+				CU(cudaFree(dl));
+				CU(cudaFree(dw));
+				CU(cudaFree(di));
+				free(l);
+				free(w);
+				free(gw);
+				free(id);
+				free(gid);
+			}
+	const int T = 300, D = 2048 + 37, n = 111;
+	float *x = malloc((size_t)T * D * sizeof(float)), *y = malloc((size_t)T * D * sizeof(float));
+	float *src = malloc((size_t)n * D * sizeof(float)), *out = malloc((size_t)T * D * sizeof(float));
+	float *w = malloc(n * sizeof(float));
+	int *rows = malloc(n * sizeof(int)), *perm = malloc(T * sizeof(int));
+	for (int i = 0; i < T; i++)
+		perm[i] = i;
+	for (int i = T - 1; i > 0; i--) { /* distinct rows in a random order */
+		int j = irand(i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	memcpy(rows, perm, n * sizeof(int));
+	fill(x, (size_t)T * D, 2);
+	fill(y, (size_t)T * D, 2);
+	fill(src, (size_t)n * D, 2);
+	fill(w, n, 1);
+	float *dx = dupload(x, (size_t)T * D * sizeof(float)), *dy = dupload(y, (size_t)T * D * sizeof(float));
+	float *dsrc = dupload(src, (size_t)n * D * sizeof(float)), *dg = dalloc((size_t)n * D * sizeof(float));
+	float *dw = dupload(w, n * sizeof(float));
+	int *drows = dupload(rows, n * sizeof(int));
+	poison(dg, (size_t)n * D * sizeof(float));
+	OP(cuda_gather_rows(&ctx, dg, dx, drows, n, D));
+	cpu_gather_rows(out, x, rows, n, D);
+	float *got = malloc((size_t)T * D * sizeof(float));
+	download(got, dg, (size_t)n * D * sizeof(float));
+	CHECK_MSG(!memcmp(got, out, (size_t)n * D * sizeof(float)), "gather_rows differs");
+	OP(cuda_scatter_add(&ctx, dy, dsrc, drows, dw, n, D));
+	cpu_scatter_add(y, src, rows, w, n, D);
+	download(got, dy, (size_t)T * D * sizeof(float));
+	double e = nmse(got, y, (size_t)T * D);
+	CHECK_MSG(e <= 1e-12, "scatter_add error %.3g", e);
+	printf("moe        route %zu shapes x norm x ties, gather and scatter-add of %d of %d rows: scatter error %.3g\n",
+	       sizeof(cases) / sizeof(cases[0]), n, T, e);
+	CU(cudaFree(dx));
+	CU(cudaFree(dy));
+	CU(cudaFree(dsrc));
+	CU(cudaFree(dg));
+	CU(cudaFree(dw));
+	CU(cudaFree(drows));
+	free(x);
+	free(y);
+	free(src);
+	free(out);
+	free(w);
+	free(rows);
+	free(perm);
+	free(got);
 }
 
 static const float *topk_row;
@@ -1044,6 +1136,7 @@ int main(int argc, char **argv)
 	test_tree();
 	test_argmax();
 	test_topk();
+	test_moe();
 	if (!quick) {
 		test_elementwise();
 		test_rmsnorm();

@@ -10,8 +10,16 @@
 2. The same weights from the HF original and from its GGUF (tools/hf_to_gguf.py: llama's q/k permutation,
    Gemma's +1 in the norms, llama3's rope_freqs, linear rope scaling) give the same logits (<= 1e-5) for llama,
    llama3, llama with linear rope, qwen2 and Gemma 3; a Q8_0 GGUF matches the reference on it (as in 1).
+   The mixtures of experts (qwen3moe, qwen3moe_nonorm, mixtral: GGUF llama with expert_count, qwen2moe with its
+   shared expert) too, and every
+   token's experts at every layer (FERRY_ROUTES) are the reference's: in order from the HF directory and the
+   F32 GGUF; from the Q8_0 one at least 90% as sets (a rounding tie of the 8-bit inputs, which q8_err allows
+   for, can move a near-equal pair of experts across the top-k border).
 3. Bad input: truncated file, wrong magic, absurd counts and dims, an offset past the end, an unsupported
    tensor type, an unknown tensor, a missing key: one line naming the file, exit 1, no output left behind.
+   Mixtures of experts: expert_used_count above expert_count, an expert_count the stacked experts contradict,
+   no expert_count on an architecture ferry runs with experts; from HF a missing router, num_experts_per_tok above
+   num_experts, a num_experts the router contradicts.
 """
 
 import json
@@ -19,6 +27,7 @@ import os
 import struct
 
 import numpy as np
+import safetensors.numpy
 
 from ferrytest import Failures, ROOT, ferry, gen_tiny_model, ref_forward, scratch
 
@@ -223,7 +232,8 @@ def q8_err(got, gguf_path, ids):
 
 
 def check_hf_vs_gguf(f, root):
-    for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "qwen3", "gemma3", "gemma3_softcap"):
+    for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "qwen3", "gemma3", "gemma3_softcap",
+              "qwen3moe", "qwen3moe_nonorm", "mixtral", "qwen2moe"):
         hf = os.path.join(root, v)
         gen_tiny_model.generate(v, hf, 0)
         outs = {}
@@ -243,9 +253,12 @@ def check_hf_vs_gguf(f, root):
         lg = {}
         for kind, (src, out) in outs.items():
             path = os.path.join(root, f"{v}.{kind}.lg")
-            p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", path)
+            routes = os.path.join(root, f"{v}.{kind}.routes")
+            p = ferry("run", "-m", out, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", path,
+                      env={"FERRY_ROUTES": routes})
             if f.check(p.returncode == 0, f"{v} {kind}: run failed: {p.stderr.strip()}"):
                 lg[kind] = ref_forward.read_flgt(path).astype(np.float64)
+                check_routes(f, f"{v} {kind}", hf if kind != "Q8_0" else src, kind, ids, routes)
         if len(lg) < 3:
             continue
         e1 = rel_rows(lg["F32"], lg["hf"])
@@ -253,6 +266,72 @@ def check_hf_vs_gguf(f, root):
         print(f"{v:16s} GGUF F32 vs HF original {e1:.2e}; Q8_0 GGUF vs reference on it {e2:.2e}")
         f.check(e1 <= 1e-5, f"{v}: GGUF vs HF logits {e1:.2e} > 1e-5")
         f.check(e2 <= lim, f"{v}: Q8_0 GGUF vs reference {e2:.2e} > {lim:.2e}")
+
+
+def check_routes(f, what, src, kind, ids, routes):
+    """A mixture of experts' routes (ferry's FERRY_ROUTES dump) against the reference's: on the HF weights for
+    the HF and F32 conversions (in order), on the Q8_0 GGUF with ferry's 8-bit inputs emulated (as sets)."""
+    model = ref_forward.Model.from_gguf(src, act_q8=True) if kind == "Q8_0" else ref_forward.Model(src)
+    if not model.moe:
+        return
+    model.logits(ids)
+    bad = ref_forward.compare_routes(model, ref_forward.read_routes(routes), len(ids), ordered=kind != "Q8_0")
+    n = len(model.routes)
+    # Q8_0: a code rounded the other way (the tie q8_err allows for) can move a near-equal pair of experts
+    # across the top-k border; most choices must still be the reference's.
+    ok = not bad if kind != "Q8_0" else len(bad) <= n // 10
+    f.check(n == len(ids) * model.n_layers and ok, f"{what}: routes differ from the reference's: {bad[:3]}")
+    print(f"{what:22s} routes: {n - len(bad)}/{n} (layer, token) choices equal")
+
+
+def kv_patch(data, path, key, value):
+    """data with the scalar metadata value of key (a u32 in the tiny models) replaced."""
+    field = gguf.GGUFReader(path).fields[key]
+    at = int(field.offset) + sum(int(p.nbytes) for p in field.parts[:-1])
+    return data[:at] + struct.pack("<I", value) + data[at + 4:]
+
+
+def check_moe_bad_input(f, root):
+    hf = os.path.join(root, "moe_bad_hf")
+    gen_tiny_model.generate("qwen3moe", hf, 0)
+    good = os.path.join(root, "moe_bad.gguf")
+    hf_to_gguf.convert(hf, good, "F32")
+    data = open(good, "rb").read()
+    cases = {
+        "expert_used_count > expert_count": (kv_patch(data, good, "qwen3moe.expert_used_count", 9), "expert_used_count"),
+        "expert_count vs the experts": (kv_patch(data, good, "qwen3moe.expert_count", 6), "ffn_gate_inp"),
+    }
+    cases["expert_count 0 for qwen3moe"] = (kv_patch(data, good, "qwen3moe.expert_count", 0), "with experts")
+    for what, (blob, want) in cases.items():
+        src = os.path.join(root, "bad.gguf")
+        with open(src, "wb") as fh:
+            fh.write(blob)
+        check_refused(f, what, src, os.path.join(root, "bad.ferry"), [want, "bad.gguf"])
+    for what, edit, want in (
+            ("router missing", "router", "mlp.gate.weight not found"),
+            ("num_experts_per_tok > num_experts", {"num_experts_per_tok": 9}, "num_experts_per_tok 9"),
+            ("num_experts vs the router", {"num_experts": 6}, "mlp.gate.weight has shape [8, 64]")):
+        bad = os.path.join(root, "moe_bad_" + what.replace(" ", "_"))
+        gen_tiny_model.generate("qwen3moe", bad, 0)
+        if edit == "router":
+            st = os.path.join(bad, "model.safetensors")
+            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != "model.layers.1.mlp.gate.weight"}
+            safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
+        else:
+            cfg_path = os.path.join(bad, "config.json")
+            cfg = dict(json.load(open(cfg_path)), **edit)
+            json.dump(cfg, open(cfg_path, "w"))
+        check_refused(f, what, bad, bad + ".ferry", [want])
+
+
+def check_refused(f, what, src, out, wants):
+    p = ferry("convert", src, "-o", out)
+    err = p.stderr.strip().splitlines()
+    last = err[-1] if err else ""
+    ok = (p.returncode == 1 and len(err) == 1 and all(w in last for w in wants) and not os.path.exists(out)
+          and not os.path.exists(out + ".tmp"))
+    f.check(ok, f"bad input '{what}': rc {p.returncode}, stderr {p.stderr.strip()!r}, want {wants}")
+    print(f"bad input {what:34s} -> {last}")
 
 
 def check_bad_input(f, root):
@@ -307,6 +386,7 @@ def main():
         check_synthetic(f, root)
         check_hf_vs_gguf(f, root)
         check_bad_input(f, root)
+        check_moe_bad_input(f, root)
     finally:
         cleanup()
     f.finish()

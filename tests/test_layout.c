@@ -62,6 +62,22 @@ static int add(struct layout_writer *w, const char *name, int fmt, int ndim, int
 	return rc;
 }
 
+static int add_embed(struct layout_writer *w)
+{
+	int rc = layout_writer_file_begin(w, LAYOUT_KIND_EMBED, -1);
+	rc = rc ? rc : add(w, "token_embd.weight", WFMT_F16, 2, 10, 8, 1);
+	return rc ? rc : layout_writer_file_end(w);
+}
+
+/* the head: its norm, and the output projection tied to the embedding */
+static int add_head(struct layout_writer *w)
+{
+	int rc = layout_writer_file_begin(w, LAYOUT_KIND_HEAD, -1);
+	rc = rc ? rc : add(w, "output_norm.weight", WFMT_F32, 1, 8, 0, 40);
+	rc = rc ? rc : layout_writer_alias(w, "output.weight", -1, "token_embd.weight");
+	return rc ? rc : layout_writer_file_end(w);
+}
+
 static int write_model(const char *out, bool force)
 {
 	char err[512];
@@ -72,9 +88,7 @@ static int write_model(const char *out, bool force)
 	int win[2] = {0, 4};
 	struct layout_hparams hp;
 	hparams(&hp, win);
-	rc = layout_writer_file_begin(w, LAYOUT_KIND_EMBED, -1);
-	rc = rc ? rc : add(w, "token_embd.weight", WFMT_F16, 2, 10, 8, 1);
-	rc = rc ? rc : layout_writer_file_end(w);
+	rc = add_embed(w);
 	for (int l = 0; !rc && l < 2; l++) {
 		rc = layout_writer_file_begin(w, LAYOUT_KIND_LAYER, l);
 		rc = rc ? rc : add(w, "attn_norm.weight", WFMT_F32, 1, 8, 0, 10 + l);
@@ -82,10 +96,7 @@ static int write_model(const char *out, bool force)
 		rc = rc ? rc : add(w, "ffn_down.weight", WFMT_F16, 2, 8, 16, 30 + l);
 		rc = rc ? rc : layout_writer_file_end(w);
 	}
-	rc = rc ? rc : layout_writer_file_begin(w, LAYOUT_KIND_HEAD, -1);
-	rc = rc ? rc : add(w, "output_norm.weight", WFMT_F32, 1, 8, 0, 40);
-	rc = rc ? rc : layout_writer_alias(w, "output.weight", -1, "token_embd.weight");
-	rc = rc ? rc : layout_writer_file_end(w);
+	rc = rc ? rc : add_head(w);
 	if (rc) {
 		fprintf(stderr, "writer: %s\n", layout_writer_error(w));
 		layout_writer_abort(w);
@@ -306,6 +317,100 @@ static void test_header_parse(void)
 	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "version"));
 }
 
+/* One layer of stacked experts written packed (no layout_writer_experts: a version 1 file, what ferry wrote
+ * before expert-major files) and expert-major (version 2), E = 5 experts of gate/up [8, 32] F16 and down
+ * [32, 8] BF16 after a router: both read back the same bytes under the same checksums; expert e's matrices
+ * lie together in the version 2 file; a stride in a version 1 header, or strided slices overlapping, are
+ * refused. */
+static void test_experts(void)
+{
+	const int64_t shapes[3][3] = {{5, 8, 32}, {5, 8, 32}, {5, 32, 8}};
+	const char *names[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
+	const int fmts[3] = {WFMT_F16, WFMT_F16, WFMT_BF16};
+	char dirs[2][300], err[512];
+	uint8_t data[3][5 * 8 * 32 * 2];
+	for (int i = 0; i < 3; i++)
+		fill(data[i], sizeof(data[i]), 100 + i);
+	int win[2] = {0, 0};
+	for (int v = 0; v < 2; v++) {
+		snprintf(dirs[v], sizeof(dirs[v]), "%s/experts%d.ferry", root, v);
+		struct layout_writer *w;
+		struct layout_hparams hp;
+		hparams(&hp, win);
+		int rc = layout_writer_begin(&w, dirs[v], false, err, sizeof(err));
+		rc = rc ? rc : add_embed(w);
+		for (int l = 0; !rc && l < 2; l++) {
+			rc = layout_writer_file_begin(w, LAYOUT_KIND_LAYER, l);
+			rc = rc ? rc : add(w, "ffn_gate_inp.weight", WFMT_F32, 2, 5, 8, 50 + l);
+			rc = rc ? rc : v ? layout_writer_experts(w, 3, names, fmts, shapes) : 0;
+			for (int i = 0; !rc && i < 3; i++) {
+				rc = layout_writer_tensor_begin(w, names[i], fmts[i], 3, shapes[i]);
+				/* in pieces that cross expert boundaries */
+				for (size_t at = 0; !rc && at < sizeof(data[i]); at += 700)
+					rc = layout_writer_tensor_write(w, data[i] + at, sizeof(data[i]) - at < 700 ? sizeof(data[i]) - at : 700);
+				rc = rc ? rc : layout_writer_tensor_end(w);
+			}
+			rc = rc ? rc : add(w, "attn_norm.weight", WFMT_F32, 1, 8, 0, 60 + l);
+			rc = rc ? rc : layout_writer_file_end(w);
+		}
+		rc = rc ? rc : add_head(w);
+		rc = rc ? rc : layout_writer_finish(w, &hp, json_pack("{s:{s:s}}", "tokenizer", "file", "tokenizer.json"));
+		CHECK_MSG(rc == 0, "experts v%d: %s", v + 1, layout_writer_error(w));
+		if (rc)
+			layout_writer_abort(w);
+	}
+	struct layout m[2];
+	for (int v = 0; v < 2; v++)
+		CHECK_MSG(layout_open(&m[v], dirs[v], err, sizeof(err)) == 0, "open experts v%d: %s", v + 1, err);
+	for (int i = 0; i < 3; i++) {
+		const struct layout_tensor *t[2];
+		uint8_t got[2][sizeof(data[0])];
+		for (int v = 0; v < 2; v++) {
+			t[v] = layout_tensor_find(layout_unit_get(&m[v], 1), names[i]);
+			CHECK(t[v] && layout_tensor_read(&m[v], t[v], got[v], err, sizeof(err)) == 0);
+		}
+		CHECK(!t[0]->stride && t[1]->stride == 3 * 4096 && t[0]->xxh3 == t[1]->xxh3);
+		CHECK(!memcmp(got[0], data[i], sizeof(data[i])) && !memcmp(got[1], data[i], sizeof(data[i])));
+		/* expert 3's matrix in the file: packed at offset + 3 x its bytes, expert-major at offset + 3 x stride */
+		for (int v = 0; v < 2; v++) {
+			char path[4096];
+			uint8_t one[512];
+			layout_file_path(&m[v], t[v]->file, path, sizeof(path));
+			int fd = open(path, O_RDONLY);
+			uint64_t at = t[v]->offset + 3 * (v ? t[v]->stride : sizeof(one));
+			CHECK(fd >= 0 && layout_pread_full(fd, one, sizeof(one), at) == 0 && !memcmp(one, data[i] + 3 * 512, 512));
+			close(fd);
+		}
+	}
+	struct layout_file_header h;
+	uint8_t buf[LAYOUT_HEADER_BYTES];
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/layer.001.bin", dirs[1]);
+	int fd = open(path, O_RDONLY);
+	CHECK(fd >= 0 && layout_pread_full(fd, buf, sizeof(buf), 0) == 0);
+	close(fd);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) == 0 && h.version == 2);
+	h.version = 1; /* a stride in a version 1 file */
+	layout_header_build(buf, &h);
+	buf[8] = 1;
+	memcpy(buf + 40, (uint64_t[]){layout_header_hash(buf)}, 8);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "stride"));
+	fd = open(path, O_RDONLY);
+	CHECK(layout_pread_full(fd, buf, sizeof(buf), 0) == 0);
+	close(fd);
+	layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err));
+	h.tensors[2].offset -= 4096; /* up's slices onto gate's */
+	layout_header_build(buf, &h);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) != 0 && strstr(err, "overlapping"));
+	snprintf(path, sizeof(path), "%s/layer.001.bin", dirs[0]);
+	fd = open(path, O_RDONLY);
+	CHECK(fd >= 0 && layout_pread_full(fd, buf, sizeof(buf), 0) == 0);
+	close(fd);
+	CHECK(layout_header_parse(buf, sizeof(buf), &h, err, sizeof(err)) == 0 && h.version == 1);
+	for (int v = 0; v < 2; v++)
+		layout_close(&m[v]);
+}
+
 int main(void)
 {
 	snprintf(root, sizeof(root), "/tmp/ferry_test_layout_XXXXXX");
@@ -317,6 +422,7 @@ int main(void)
 	test_refuse_foreign();
 	test_corruption();
 	test_header_parse();
+	test_experts();
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	if (system(cmd) != 0)

@@ -1,7 +1,9 @@
 """ferry's CPU forward against the independent float64 NumPy reference (tools/ref_forward.py), for every
 tiny model variant: prompt logits within 1e-4 (max over positions of the norm-wise relative error), the
 token-by-token and chunked prefill paths equal to the one-pass prefill, and 32 greedy tokens identical to
-the reference's, with the decode-step logits (KV cache path) within 1e-4 too."""
+the reference's, with the decode-step logits (KV cache path) within 1e-4 too. Mixtures of experts: every
+token's experts at every layer (ferry's FERRY_ROUTES dump) are the reference's, in its order, on the one-pass
+prefill and on the token-by-token path."""
 
 import os
 import random
@@ -29,11 +31,17 @@ def main():
             ids = ",".join(map(str, prompt))
             lg = os.path.join(root, v + ".lg")
 
-            p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 0, "--logits", lg)
+            routes = os.path.join(root, v + ".routes")
+            p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 0, "--logits", lg, env={"FERRY_ROUTES": routes})
             if not f.check(p.returncode == 0, f"{v}: run failed: {p.stderr.strip()}"):
                 continue
             full = ref_forward.read_flgt(lg).astype(np.float64)
             err = rel_rows(full, model.logits(prompt))
+            if model.moe:
+                bad = ref_forward.compare_routes(model, ref_forward.read_routes(routes), len(prompt))
+                n = len(model.routes)
+                print(f"{v:20s} routes: {n - len(bad)}/{n} (layer, token) choices equal")
+                f.check(n == len(prompt) * model.n_layers and not bad, f"{v}: routes differ: {bad[:3]}")
             print(f"{v:20s} prompt logits rel err {err:.2e}")
             f.check(err <= TOL, f"{v}: prompt logits rel err {err:.2e} > {TOL}")
 
@@ -43,8 +51,12 @@ def main():
             if v == "llama_dynamic_rope":
                 continue
             for chunk in (1, 5):
-                p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 0, "--chunk", chunk, "--logits", lg)
+                p = ferry("run", "-m", out, "--prompt-ids", ids, "-n", 0, "--chunk", chunk, "--logits", lg,
+                          env={"FERRY_ROUTES": routes})
                 if f.check(p.returncode == 0, f"{v}: chunk {chunk} run failed: {p.stderr.strip()}"):
+                    if model.moe:
+                        bad = ref_forward.compare_routes(model, ref_forward.read_routes(routes), len(prompt))
+                        f.check(not bad, f"{v}: chunk {chunk}: routes differ: {bad[:3]}")
                     e = rel_rows(ref_forward.read_flgt(lg).astype(np.float64), full)
                     # Same math in another order (decode steps use the fused bf16 dot): f32 rounding only.
                     f.check(e <= 1e-5, f"{v}: chunk {chunk} vs one pass rel err {e:.2e}")

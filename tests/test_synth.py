@@ -8,7 +8,10 @@
 - the tensor names, shapes and per-layer files are those `ferry convert` writes for Llama, with the preset's
   hyper-parameters and the overrides applied;
 - the same seed gives byte-identical files whatever --threads; another seed gives other weights;
-- bad shapes (K not whole blocks, heads not divisible, odd head_dim, zero layers, unknown format or shape)
+- a mixture of experts (--shape tiny-moe, --experts ...): qwen3moe hyper-parameters, expert-major stacked
+  experts whose matrices (read through their strides) have the promised RMS, a run;
+- bad shapes (K not whole blocks, heads not divisible, odd head_dim, zero layers, unknown format or shape,
+  more experts per token than experts)
   are refused in one line naming the option, leaving nothing behind; an existing DIR is kept unless --force.
 """
 
@@ -132,6 +135,33 @@ def main():
             p = ferry("run", "-m", o, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos", "--threads", 1)
             f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"override: run {p.stdout!r} {p.stderr}")
 
+        # A mixture of experts (qwen3moe, expert-major layers): the preset with overrides, its experts' matrices
+        # of RMS 1/sqrt(K) read through the strides, a run, the reported size equal to the files'.
+        o = os.path.join(root, "moe")
+        p = ferry("synth", "-o", o, "--shape", "tiny-moe", "--layers", 2, "--experts", 6, "--experts-used", 2,
+                  "--fmt", "q8_0", "--threads", 1)
+        if f.check(p.returncode == 0, f"moe: {p.stderr}"):
+            m = json.load(open(os.path.join(o, "manifest.json")))
+            hp = m["hparams"]
+            f.check(hp["arch"] == "qwen3moe" and hp["moe"] == {"experts": 6, "used": 2, "ffn": 256, "norm_topk": True},
+                    f"moe: hparams {hp}")
+            lay = {t["name"]: t for t in m["units"]["layers"][1]}
+            exps = [lay[n] for n in ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")]
+            f.check([t["shape"] for t in exps] == [[6, 256, 256], [6, 256, 256], [6, 256, 256]] and
+                    all(t["expert_stride"] == 3 * ((t["bytes"] // 6 + 4095) // 4096 * 4096) for t in exps),
+                    f"moe: expert tensors {[(t['shape'], t.get('expert_stride')) for t in exps]}")
+            data = open(os.path.join(o, "layer.001.bin"), "rb").read()
+            for t in exps:
+                per = t["bytes"] // 6
+                raw = b"".join(data[t["offset"] + e * t["expert_stride"]:][:per] for e in range(6))
+                v = dequantize(np.frombuffer(raw, np.uint8), QT.Q8_0).astype(np.float64).reshape(-1, 256)
+                rms = np.sqrt((v ** 2).mean())
+                f.check(np.isfinite(v).all() and abs(rms * np.sqrt(256) - 1) < 0.15, f"moe {t['name']}: rms {rms:.4f}")
+            size = sum(os.path.getsize(os.path.join(o, n)) for n in os.listdir(o) if n.endswith(".bin"))
+            f.check(f"{size / 1e9:.2f} GB" in p.stderr, f"moe: files {size} bytes, synth said {p.stderr.strip()}")
+            p = ferry("run", "-m", o, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos", "--threads", 1)
+            f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"moe: run {p.stdout!r} {p.stderr}")
+
         # Bad shapes: one line naming the option, nothing left behind.
         for what, args, option in [
             ("d_model not whole Q4_K blocks", ["--d-model", 300], "--d-model"),
@@ -143,6 +173,8 @@ def main():
             ("unknown format", ["--fmt", "nf4"], "--fmt"),
             ("unknown shape", ["--shape", "llama9"], "--shape"),
             ("bad seed", ["--seed", "x"], "--seed"),
+            ("more experts per token than experts", ["--shape", "tiny-moe", "--experts-used", 17], "--experts"),
+            ("expert ffn not whole Q4_K blocks", ["--shape", "tiny-moe", "--expert-ffn", 100], "--expert-ffn"),
         ]:
             refused(f, root, what, args, option)
 

@@ -147,6 +147,31 @@ VARIANTS = {
         arch="Qwen3ForCausalLM", model_type="qwen3", family="qwen2", dtype="BF16",
         hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
         vocab=384, tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True),
+    # Mixtures of experts: the router's logits have a standard deviation of about 2, so the top-k choice is far
+    # from a tie at f32 rounding. qwen3moe renormalizes the chosen weights (as Qwen3-30B-A3B), qwen3moe_nonorm
+    # does not (the class default); Mixtral always does.
+    "qwen3moe": dict(
+        arch="Qwen3MoeForCausalLM", model_type="qwen3_moe", family="qwen2", dtype="BF16",
+        hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
+        vocab=384, tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True,
+        experts=8, top_k=3, moe_inter=64, norm_topk=True),
+    "qwen3moe_nonorm": dict(
+        arch="Qwen3MoeForCausalLM", model_type="qwen3_moe", family="qwen2", dtype="F32",
+        hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=16, explicit_head_dim=True,
+        vocab=384, tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True,
+        experts=6, top_k=2, moe_inter=32, norm_topk=False),
+    # Qwen2-MoE (Qwen1.5-MoE style): q/k/v biases, experts whose weights are not renormalized, a shared expert
+    # with its sigmoid gate.
+    "qwen2moe": dict(
+        arch="Qwen2MoeForCausalLM", model_type="qwen2_moe", family="qwen2", dtype="F32",
+        hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=384,
+        tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qkv_bias=True,
+        experts=6, top_k=2, moe_inter=32, norm_topk=False, shared_inter=64),
+    "mixtral": dict(
+        arch="MixtralForCausalLM", model_type="mixtral", family="mistral", dtype="F16",
+        hidden=64, inter=64, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=320,
+        tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=512, eps=1e-5,
+        experts=4, top_k=2),
     "mistral_swa": dict(
         arch="MistralForCausalLM", model_type="mistral", family="mistral", dtype="F32",
         hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
@@ -218,6 +243,20 @@ def make_config(spec):
                    rope_scaling=None)
     elif spec["model_type"] == "mistral":
         cfg.update(sliding_window=spec["sliding_window"])
+    elif spec["model_type"] == "qwen3_moe":
+        cfg.update(attention_bias=False, use_sliding_window=False, sliding_window=None, max_window_layers=spec["layers"],
+                   rope_scaling=None, num_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
+                   moe_intermediate_size=spec["moe_inter"], norm_topk_prob=spec["norm_topk"], decoder_sparse_step=1,
+                   mlp_only_layers=[], output_router_logits=False, router_aux_loss_coef=0.001)
+    elif spec["model_type"] == "qwen2_moe":
+        cfg.update(use_sliding_window=False, sliding_window=None, max_window_layers=spec["layers"], rope_scaling=None,
+                   num_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
+                   moe_intermediate_size=spec["moe_inter"], shared_expert_intermediate_size=spec["shared_inter"],
+                   norm_topk_prob=spec["norm_topk"], decoder_sparse_step=1, mlp_only_layers=[],
+                   output_router_logits=False, router_aux_loss_coef=0.001)
+    elif spec["model_type"] == "mixtral":
+        cfg.update(sliding_window=None, num_local_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
+                   output_router_logits=False, router_aux_loss_coef=0.02, router_jitter_noise=0.0)
     elif spec["model_type"] == "gemma3_text":
         del cfg["hidden_act"]
         cfg.update(attention_bias=False, attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh",
@@ -273,6 +312,9 @@ def make_weights(spec, rng):
             w[p + "self_attn.q_norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hd)).astype(np.float32).astype(dt)
             w[p + "self_attn.k_norm.weight"] = (1.0 + 0.1 * rng.standard_normal(hd)).astype(np.float32).astype(dt)
         w[p + "post_attention_layernorm.weight"] = norm_weight()
+        if spec.get("experts"):
+            make_experts(spec, w, p, normal)
+            continue
         w[p + "mlp.gate_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))
         w[p + "mlp.up_proj.weight"] = normal((inter, h), 1.0 / np.sqrt(h))
         w[p + "mlp.down_proj.weight"] = normal((h, inter), 1.0 / np.sqrt(inter))
@@ -280,6 +322,28 @@ def make_weights(spec, rng):
     if not spec["tied"]:
         w["lm_head.weight"] = normal((spec["vocab"], h), 1.0 / np.sqrt(h))
     return w
+
+
+def make_experts(spec, w, p, normal):
+    """A layer's router and experts under the class's names (Qwen3-MoE: mlp.gate, mlp.experts.E.*_proj;
+    Mixtral: block_sparse_moe.gate, block_sparse_moe.experts.E.w1/w3/w2 for gate/up/down)."""
+    h = spec["hidden"]
+    if spec["model_type"] == "mixtral":
+        router, ex, names, inter = "block_sparse_moe.gate", "block_sparse_moe.experts.", ("w1", "w3", "w2"), spec["inter"]
+    else:
+        router, ex, names, inter = "mlp.gate", "mlp.experts.", ("gate_proj", "up_proj", "down_proj"), spec["moe_inter"]
+    w[p + router + ".weight"] = normal((spec["experts"], h), 2.0 / np.sqrt(h))
+    for e in range(spec["experts"]):
+        q = f"{p}{ex}{e}."
+        w[q + names[0] + ".weight"] = normal((inter, h), 1.0 / np.sqrt(h))
+        w[q + names[1] + ".weight"] = normal((inter, h), 1.0 / np.sqrt(h))
+        w[q + names[2] + ".weight"] = normal((h, inter), 1.0 / np.sqrt(inter))
+    if spec.get("shared_inter"):  # Qwen2-MoE's shared expert and its gate (logits of a few units: sigmoid ~0.1..0.9)
+        fs = spec["shared_inter"]
+        w[p + "mlp.shared_expert_gate.weight"] = normal((1, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.gate_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.up_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
+        w[p + "mlp.shared_expert.down_proj.weight"] = normal((h, fs), 1.0 / np.sqrt(fs))
 
 
 def make_gemma3_weights(spec, rng, normal):

@@ -12,6 +12,13 @@ from gguf-py's TensorNameMap, and the conventions of llama.cpp's converter:
   dynamic NTK has no GGUF form and is refused.
 - Qwen2ForCausalLM: no permutation (rotate-half "NEOX" rope), q/k/v biases.
 - Qwen3ForCausalLM: no permutation, q/k RMSNorm per head (attn_q_norm / attn_k_norm, weights as stored).
+- Qwen3MoeForCausalLM (qwen3moe) and MixtralForCausalLM (llama with expert_count, q/k permuted): the router
+  as ffn_gate_inp, the per-expert matrices stacked into ffn_{gate,up,down}_exps [E, rows, cols];
+  expert_count, expert_used_count, expert_feed_forward_length.  One key beyond llama.cpp's converter:
+  {arch}.expert_weights_norm when norm_topk_prob differs from llama.cpp's graph for the architecture (qwen3moe
+  and Mixtral renormalize, qwen2moe does not).
+- Qwen2MoeForCausalLM (qwen2moe): q/k/v biases, the shared expert as ffn_{gate,up,down}_shexp and its gate as
+  the vector ffn_gate_inp_shexp [D]; expert_shared_feed_forward_length.
 - Gemma3ForCausalLM: every norm weight gets Gemma's +1 folded in, computed in the checkpoint's dtype
   (llama.cpp adds it to the torch tensor before widening, so a bf16 checkpoint gets bf16(1 + w));
   attention.sliding_window, final_logit_softcapping if set, linear scaling of the global layers as
@@ -45,7 +52,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_forward  # noqa: E402
 
 ARCHS = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
-         "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3, "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3}
+         "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3, "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3,
+         "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE, "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA,
+         "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE}
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -146,6 +155,15 @@ def write_hparams(w, m, cfg):
             w.add_float32(gguf.Keys.Attention.SCALE.format(arch=w.arch), m.scale)
     elif any(win is not None for win in m.windows):
         raise ValueError("sliding-window attention has no GGUF form for this architecture")
+    if m.moe:
+        w.add_expert_count(m.n_experts)
+        w.add_expert_used_count(m.top_k)
+        if m.arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
+            w.add_expert_feed_forward_length(m.expert_inter)
+        if m.shared_expert:
+            w.add_expert_shared_feed_forward_length(m.shared_inter)
+        if m.norm_topk != (m.arch != "Qwen2MoeForCausalLM"):  # llama.cpp's default for the architecture
+            w.add_bool(gguf.Keys.LLM.EXPERT_WEIGHTS_NORM.format(arch=w.arch), m.norm_topk)
 
 
 def write_tokenizer(w, model_dir, cfg):
@@ -241,7 +259,15 @@ def convert(hf_dir, out_path, type_name="F32"):
 
     if m.rope["full_attention"]["rope_type"] == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_factors(m.rope["full_attention"], m.head_dim))
+    experts = {}  # (layer, GGUF name) -> [E] matrices
     for hf_name, arr in m.w.items():
+        if m.moe and ".experts." in hf_name:
+            router, ex, parts = m.moe
+            layer, rest = hf_name[len("model.layers."):].split(".", 1)
+            e, what = rest[len(ex.split("{")[0]):].split(".", 1)
+            part = {f"{v}.weight": k for k, v in parts.items()}[what]
+            experts.setdefault((int(layer), f"ffn_{part}_exps"), {})[int(e)] = arr
+            continue
         if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight"
                                                         and m.lm_head is m.w["model.embed_tokens.weight"]):
             continue
@@ -249,15 +275,22 @@ def convert(hf_dir, out_path, type_name="F32"):
         gname = names.get_name(base)
         if gname is None:
             raise ValueError(f"{hf_name}: no GGUF name")
-        if m.arch == "LlamaForCausalLM" and base.endswith("self_attn.q_proj"):
+        if arch == gguf.MODEL_ARCH.LLAMA and base.endswith("self_attn.q_proj"):
             arr = llama_permute(arr, m.n_heads)
-        elif m.arch == "LlamaForCausalLM" and base.endswith("self_attn.k_proj"):
+        elif arch == gguf.MODEL_ARCH.LLAMA and base.endswith("self_attn.k_proj"):
             arr = llama_permute(arr, m.n_kv)
         if m.gemma and hf_name.endswith("norm.weight"):
             dt = SOURCE_DTYPES[dtypes[hf_name]]
             arr = (arr + 1.0).astype(dt)
+        if m.moe and base.endswith(m.moe[0]):
+            gname = f"blk.{base.split('.')[2]}.ffn_gate_inp"
+        if base.endswith("mlp.shared_expert_gate"):
+            arr = arr.reshape(-1)  # llama.cpp's ffn_gate_inp_shexp is a vector [D]
         data, raw = gguf_data(gname, arr, qtype)
         w.add_tensor(f"{gname}.{suffix}", data, raw_dtype=raw)
+    for (layer, gname), mats in sorted(experts.items()):
+        data, raw = gguf_data(gname, np.stack([mats[e] for e in range(m.n_experts)]), qtype)
+        w.add_tensor(f"blk.{layer}.{gname}.weight", data, raw_dtype=raw)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -4,7 +4,11 @@
 Written from the Hugging Face transformers model definitions (modeling_llama,
 modeling_mistral, modeling_qwen2, modeling_qwen3, modeling_gemma3, modeling_rope_utils,
 masking_utils), not from ferry's code.  Supports LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and Gemma3ForCausalLM (text) checkpoints:
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (text) and the mixtures of
+experts Qwen3MoeForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM checkpoints (modeling_qwen3_moe,
+modeling_mixtral, modeling_qwen2_moe: softmax router, top-k experts, weights renormalized over the chosen
+ones when norm_topk_prob / always for Mixtral; Qwen2-MoE adds a shared expert scaled by
+sigmoid(x . shared_expert_gate); `routes` records every token's experts):
 tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
 RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
 scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
@@ -28,6 +32,8 @@ folded +1 taken off the norms (see read_gguf), so ferry on a quantized GGUF can 
 reference on the same dequantized weights.
 
 --out saves the [T, V] float64 logits of one full forward over --ids.
+--routes FILE (with --compare, a mixture of experts): ferry's FERRY_ROUTES dump names, for every layer and
+token, the experts the reference chose, in its order.
 --greedy N prints N greedily generated ids, comma-separated, on stdout (each
 step is a full forward over the whole sequence, no cache).
 --compare reads a ferry logits dump and compares its n_rows rows with a full
@@ -51,6 +57,7 @@ import sys
 import numpy as np
 
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                   "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM",
                    "Gemma3ForCausalLM")
 
 
@@ -107,6 +114,7 @@ def load_weights(model_dir):
 # ----------------------------------------------------------------------- GGUF
 
 GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+              "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
               "gemma3": "Gemma3ForCausalLM"}
 
 # GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
@@ -117,6 +125,18 @@ _GGUF_LAYER_NAMES = {
 }
 _GGUF_LAYER_NAMES_LLAMA = dict(_GGUF_LAYER_NAMES, ffn_norm="post_attention_layernorm",
                                attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm")  # qwen3
+# Mixtures of experts: the router, and the stacked experts (split into the HF per-expert names).
+_GGUF_MOE_NAMES = {
+    "Qwen3MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.", {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj",
+                                                             "ffn_down_exps": "down_proj"}),
+    "MixtralForCausalLM": ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.",
+                           {"ffn_gate_exps": "w1", "ffn_up_exps": "w3", "ffn_down_exps": "w2"}),
+    "Qwen2MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.", {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj",
+                                                             "ffn_down_exps": "down_proj"}),
+}
+# Qwen2-MoE's shared expert: GGUF name -> HF name (after model.layers.N.)
+_GGUF_SHEXP_NAMES = {"ffn_gate_inp_shexp": "mlp.shared_expert_gate", "ffn_gate_shexp": "mlp.shared_expert.gate_proj",
+                     "ffn_up_shexp": "mlp.shared_expert.up_proj", "ffn_down_shexp": "mlp.shared_expert.down_proj"}
 _GGUF_LAYER_NAMES_GEMMA3 = dict(
     _GGUF_LAYER_NAMES, attn_q_norm="self_attn.q_norm", attn_k_norm="self_attn.k_norm",
     post_attention_norm="post_attention_layernorm", ffn_norm="pre_feedforward_layernorm",
@@ -168,7 +188,9 @@ def read_gguf(path):
         raise ValueError(f"{path}: partial rotary (rope.dimension_count != head_dim)")
     gemma = arch == "gemma3"
     cfg = {
-        "architectures": [GGUF_ARCHS[arch]],
+        "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) else
+                          {"llama": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
+                           "qwen2moe": "Qwen2MoeForCausalLM"}[arch]],
         "hidden_size": hidden,
         "num_hidden_layers": n_layers,
         "num_attention_heads": heads,
@@ -221,6 +243,18 @@ def read_gguf(path):
     else:
         cfg["rope_parameters"] = rp
         layer_names = _GGUF_LAYER_NAMES_LLAMA
+    moe = _GGUF_MOE_NAMES.get(cfg["architectures"][0])
+    if moe:
+        n_exp = int(kv("{arch}.expert_count"))
+        cfg.update(num_experts=n_exp, num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
+                   moe_intermediate_size=int(kv("{arch}.expert_feed_forward_length", cfg["intermediate_size"])),
+                   norm_topk_prob=bool(kv("{arch}.expert_weights_norm", arch != "qwen2moe")))
+        if cfg["architectures"][0] == "MixtralForCausalLM":
+            cfg["intermediate_size"] = cfg["moe_intermediate_size"]
+        layer_names = dict(layer_names, ffn_gate_inp=moe[0])
+        if arch == "qwen2moe":
+            cfg["shared_expert_intermediate_size"] = int(kv("{arch}.expert_shared_feed_forward_length"))
+            layer_names.update(_GGUF_SHEXP_NAMES)
 
     weights, blocks = {}, {}
     for name, t in tensors.items():
@@ -229,6 +263,14 @@ def read_gguf(path):
         base, suffix = name.rsplit(".", 1)
         if base.startswith("blk."):
             _, n, short = base.split(".", 2)
+            if moe and short in moe[2]:  # stacked experts [E, rows, cols] -> one HF tensor per expert
+                arr = gguf.quants.dequantize(t.data, t.tensor_type)
+                arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+                for e in range(arr.shape[0]):
+                    hf = f"model.layers.{n}." + moe[1].format(e=e) + moe[2][short] + "." + suffix
+                    weights[hf] = arr[e]
+                    blocks[hf] = gguf.constants.GGML_QUANT_SIZES[t.tensor_type][0]
+                continue
             if short not in layer_names:
                 raise ValueError(f"{path}: unexpected tensor {name}")
             hf = f"model.layers.{n}.{layer_names[short]}.{suffix}"
@@ -241,6 +283,8 @@ def read_gguf(path):
         blocks[hf] = gguf.constants.GGML_QUANT_SIZES[t.tensor_type][0]
         arr = gguf.quants.dequantize(t.data, t.tensor_type)
         arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+        if hf.endswith("mlp.shared_expert_gate.weight") and arr.ndim == 1:
+            arr = arr.reshape(1, -1)  # [D] in GGUF, [1, D] in HF
         if arch == "llama" and hf.endswith("self_attn.q_proj." + suffix):
             arr = _llama_unpermute(arr, heads)
         elif arch == "llama" and hf.endswith("self_attn.k_proj." + suffix):
@@ -437,7 +481,16 @@ class Model:
             raise ValueError(f"unsupported architectures {archs}")
         self.arch = archs[0]
         self.gemma = self.arch == "Gemma3ForCausalLM"
-        self.qk_norm = self.gemma or self.arch == "Qwen3ForCausalLM"  # RMSNorm of q and k per head, before RoPE
+        self.qk_norm = self.gemma or self.arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")  # per head, before RoPE
+        # Mixtures of experts: (router name, expert prefix, {gate, up, down: HF name}) after model.layers.N.
+        self.moe = {"Qwen3MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.",
+                                            {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}),
+                    "MixtralForCausalLM": ("block_sparse_moe.gate", "block_sparse_moe.experts.{e}.",
+                                           {"gate": "w1", "up": "w3", "down": "w2"}),
+                    "Qwen2MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.",
+                                            {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})}.get(self.arch)
+        self.shared_expert = self.arch == "Qwen2MoeForCausalLM"
+        self.routes = []  # (layer, position, (experts, largest weight first)) of the latest logits()
         if self.gemma:
             if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
                 raise ValueError(f"unsupported hidden_activation {cfg['hidden_activation']!r}")
@@ -456,13 +509,23 @@ class Model:
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]
         self.n_kv = cfg.get("num_key_value_heads") or self.n_heads
-        default_head_dim = 256 if self.gemma else 128 if self.arch == "Qwen3ForCausalLM" else self.hidden // self.n_heads
+        default_head_dim = (256 if self.gemma else 128 if self.arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+                            else self.hidden // self.n_heads)
         self.head_dim = cfg.get("head_dim") or default_head_dim
         self.inter = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
         self.eps = cfg.get("rms_norm_eps", 1e-6) if self.gemma else cfg["rms_norm_eps"]
         if self.n_heads % self.n_kv:
             raise ValueError("num_attention_heads is not a multiple of num_key_value_heads")
+        if self.moe:
+            mixtral = self.arch == "MixtralForCausalLM"
+            self.n_experts = cfg["num_local_experts" if mixtral else "num_experts"]
+            self.top_k = cfg["num_experts_per_tok"]
+            self.expert_inter = cfg["intermediate_size" if mixtral else "moe_intermediate_size"]
+            self.norm_topk = True if mixtral else bool(cfg.get("norm_topk_prob", False))
+            self.shared_inter = cfg.get("shared_expert_intermediate_size") if self.shared_expert else None
+            if not mixtral and (cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers")):
+                raise ValueError("dense layers among the expert layers are not supported")
 
         # Per layer: sliding window (None = full attention) and the RoPE parameters.
         self.windows = [None] * self.n_layers
@@ -486,9 +549,10 @@ class Model:
             # Mistral applies config.sliding_window to every layer (it ignores layer_types); Qwen2 only when
             # use_sliding_window, on the layers that layer_types (default: index >= max_window_layers) marks
             # "sliding_attention"; Llama never.
-            if self.arch == "MistralForCausalLM":
+            if self.arch in ("MistralForCausalLM", "MixtralForCausalLM"):
                 self.windows = [cfg.get("sliding_window")] * self.n_layers
-            elif self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and cfg.get("use_sliding_window", False):
+            elif (self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM")
+                  and cfg.get("use_sliding_window", False)):
                 sw = cfg.get("sliding_window")
                 types = cfg.get("layer_types") or [
                     "sliding_attention" if sw is not None and i >= cfg.get("max_window_layers", 28)
@@ -496,10 +560,10 @@ class Model:
                 self.windows = [sw if t == "sliding_attention" else None for t in types]
 
         # Which projections carry biases, per architecture.
-        if self.arch in ("LlamaForCausalLM", "Qwen3ForCausalLM"):
+        if self.arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
             mlp_bias = bool(cfg.get("mlp_bias", False))
-        elif self.arch == "Qwen2ForCausalLM":
+        elif self.arch in ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM"):
             qkv_bias, o_bias, mlp_bias = True, False, False
         elif self.gemma:
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
@@ -522,6 +586,20 @@ class Model:
                    "self_attn.v_proj": (kv_out, h, qkv_bias), "self_attn.o_proj": (h, q_out, o_bias),
                    "mlp.gate_proj": (self.inter, h, mlp_bias), "mlp.up_proj": (self.inter, h, mlp_bias),
                    "mlp.down_proj": (h, self.inter, mlp_bias)}
+            if self.moe:
+                for k in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+                    del lin[k]
+                router, ex, names = self.moe
+                lin[router] = (self.n_experts, h, False)
+                for e in range(self.n_experts):
+                    lin[ex.format(e=e) + names["gate"]] = (self.expert_inter, h, False)
+                    lin[ex.format(e=e) + names["up"]] = (self.expert_inter, h, False)
+                    lin[ex.format(e=e) + names["down"]] = (h, self.expert_inter, False)
+                if self.shared_expert:
+                    lin["mlp.shared_expert_gate"] = (1, h, False)
+                    lin["mlp.shared_expert.gate_proj"] = (self.shared_inter, h, False)
+                    lin["mlp.shared_expert.up_proj"] = (self.shared_inter, h, False)
+                    lin["mlp.shared_expert.down_proj"] = (h, self.shared_inter, False)
             for name, (n_out, n_in, bias) in lin.items():
                 expected[p + name + ".weight"] = (n_out, n_in)
                 if bias:
@@ -591,14 +669,40 @@ class Model:
         out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
         return self._linear(out, p + "o_proj")
 
-    def _mlp(self, x, p):
-        gate = self._linear(x, p + "mlp.gate_proj")
+    def _mlp(self, x, p, mlp="mlp."):
+        gate = self._linear(x, p + mlp + "gate_proj")
         if self.gemma:
             # gelu_pytorch_tanh
             act = 0.5 * gate * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (gate + 0.044715 * gate ** 3)))
         else:
             act = gate / (1.0 + np.exp(-gate))
-        return self._linear(act * self._linear(x, p + "mlp.up_proj"), p + "mlp.down_proj")
+        return self._linear(act * self._linear(x, p + mlp + "up_proj"), p + mlp + "down_proj")
+
+    def _moe(self, x, p, layer):
+        """The mixture of experts: softmax over the router's logits, the top_k experts of each token (ties: the
+        lower id, as a stable sort), their probabilities (renormalized over the chosen when norm_topk) weighting
+        the experts' SwiGLU MLPs."""
+        router, ex, names = self.moe
+        logits = self._linear(x, p + router)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        out = np.zeros_like(x)
+        for t in range(x.shape[0]):
+            top = np.argsort(-probs[t], kind="stable")[:self.top_k]
+            w = probs[t, top]
+            if self.norm_topk:
+                w = w / w.sum()
+            self.routes.append((layer, t, tuple(int(e) for e in top)))
+            for e, we in zip(top, w):
+                q = p + ex.format(e=int(e))
+                xt = x[t:t + 1]
+                gate = self._linear(xt, q + names["gate"])
+                act = gate / (1.0 + np.exp(-gate))
+                out[t] += we * self._linear(act * self._linear(xt, q + names["up"]), q + names["down"])[0]
+        if self.shared_expert:  # modeling_qwen2_moe: sigmoid(shared_expert_gate(x)) * shared_expert(x)
+            gate = 1.0 / (1.0 + np.exp(-self._linear(x, p + "mlp.shared_expert_gate")))
+            out = out + gate * self._mlp(x, p + "mlp.shared_expert.", "")
+        return out
 
     def _rope_tables(self, T):
         """{layer_type: (cos, sin)}, each [T, head_dim]."""
@@ -617,6 +721,7 @@ class Model:
             raise ValueError("ids must be a non-empty list of token ids below vocab_size")
         T = ids.size
         rope = self._rope_tables(T)
+        self.routes = []
 
         x = self.w["model.embed_tokens.weight"][ids].astype(np.float64)
         if self.gemma:
@@ -632,7 +737,8 @@ class Model:
                 x = x + self._rms_norm(m, p + "post_feedforward_layernorm.weight")
             else:
                 x = x + a
-                x = x + self._mlp(self._rms_norm(x, p + "post_attention_layernorm.weight"), p)
+                h = self._rms_norm(x, p + "post_attention_layernorm.weight")
+                x = x + (self._moe(h, p, i) if self.moe else self._mlp(h, p))
         x = self._rms_norm(x, "model.norm.weight")
         # The head in row blocks: a float32 [262144, 640] head is never widened whole.
         out = np.empty((T, self.vocab), dtype=np.float64)
@@ -690,6 +796,33 @@ def compare(model, ids, dump):
     return float(err.max()), int(err.argmax()), agree
 
 
+def read_routes(path):
+    """ferry's FERRY_ROUTES dump: {(layer, position): (experts...)}; a position stepped twice must agree."""
+    routes = {}
+    with open(path, encoding="ascii") as f:
+        for n, line in enumerate(f, 1):
+            v = [int(t) for t in line.split()]
+            if len(v) < 3:
+                raise ValueError(f"{path}:{n}: expected 'layer position expert...'")
+            key, experts = (v[0], v[1]), tuple(v[2:])
+            if routes.setdefault(key, experts) != experts:
+                raise ValueError(f"{path}:{n}: layer {v[0]} position {v[1]} routed twice, differently")
+    return routes
+
+
+def compare_routes(model, routes, n_rows, ordered=True):
+    """Mismatches between the reference's routes (of its latest logits()) and ferry's, over positions < n_rows:
+    a list of (layer, position, reference experts, ferry experts or None). ordered=False compares the sets
+    (8-bit matmul inputs can swap two chosen experts of near-equal weight, which changes no output)."""
+    bad = []
+    for layer, t, experts in model.routes:
+        got = routes.get((layer, t))
+        same = got == experts if ordered else got is not None and sorted(got) == sorted(experts)
+        if t < n_rows and not same:
+            bad.append((layer, t, experts, routes.get((layer, t))))
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", nargs="?", help="Hugging Face directory (or give --gguf)")
@@ -700,6 +833,8 @@ def main():
                     help="print N greedily generated ids on stdout")
     ap.add_argument("--compare", metavar="FERRY_LOGITS", help="compare with a FLGT dump")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--routes", metavar="FERRY_ROUTES",
+                    help="with --compare: ferry's routes dump (FERRY_ROUTES=FILE) must choose the reference's experts")
     a = ap.parse_args()
     if (a.model_dir is None) == (a.gguf is None):
         ap.error("give either HF_DIR or --gguf PATH")
@@ -720,6 +855,19 @@ def main():
         ok = err <= a.tol
         print(f"compare: {'PASS' if ok else 'FAIL'}: max_rel_err={err:.3e} (row {row}, tol {a.tol:g}), "
               f"argmax agrees on {agree}/{n_rows} rows", file=sys.stderr)
+        if a.routes:
+            try:
+                bad = compare_routes(model, read_routes(a.routes), n_rows)
+            except (OSError, ValueError) as e:
+                print(f"routes: FAIL: {e}", file=sys.stderr)
+                return 1
+            n = sum(1 for r in model.routes if r[1] < n_rows)
+            if not n:
+                print("routes: FAIL: the reference routed no token (not a mixture of experts)", file=sys.stderr)
+                return 1
+            print(f"routes: {'PASS' if not bad else 'FAIL'}: {n - len(bad)}/{n} (layer, token) choices equal"
+                  + (f"; first mismatch {bad[0]}" if bad else ""), file=sys.stderr)
+            ok = ok and not bad
         return 0 if ok else 1
     return 0
 

@@ -47,6 +47,7 @@ struct tensor {
 	const void *data;
 	int fmt;
 	int64_t rows, cols;
+	uint64_t stride; /* stacked experts: bytes from one expert's rows x cols matrix to the next (0: packed) */
 };
 
 /* RoPE frequencies of the current step (host data; the backend copies what it needs). */
@@ -69,6 +70,7 @@ struct backend_reserve {
 	int max_seqs;     /* page-table rows */
 	int max_pages;    /* page-table row length */
 	int n_groups;     /* page tables (src/kernels/kv_pages.h, src/engine/kvcache.h) */
+	int n_experts_used; /* K: experts per token of a mixture-of-experts model (0: none) */
 };
 
 /* A step: T tokens in parts (runs of consecutive positions of one sequence, src/kernels/kv_pages.h), the page
@@ -169,6 +171,14 @@ struct backend_ops {
 	/* y[n] = act(gate[n]) * up[n], act an enum act (layout.h): silu or gelu_tanh */
 	int (*glu)(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act);
 	int (*add)(struct backend *b, float *y, const float *x, int64_t n);
+	/* Mixture of experts. route: each token's K experts of its router logits[T, E] (largest first, ties
+	 * by lower id) into host ids[T, K], their softmax weights (over all E, over the K when norm) into host
+	 * wts[T, K]; waits like download(). gather_rows: dst[i] = src[rows[i]] (rows of D, host rows[n]).
+	 * scatter_add: y[rows[i]] += w[i] * src[i] (host rows[n] without repeats, host w[n]). */
+	int (*route)(struct backend *b, int *ids, float *wts, const float *logits, int T, int E, int K, bool norm);
+	int (*gather_rows)(struct backend *b, float *dst, const float *src, const int *rows, int n, int64_t D);
+	int (*scatter_add)(struct backend *b, float *y, const float *src, const int *rows, const float *w, int n,
+			   int64_t D);
 };
 
 struct backend {

@@ -305,6 +305,28 @@ static int cpu_top_k_op(struct backend *b, const float *logits, int V, int k, fl
 	return 0;
 }
 
+static int cpu_route_op(struct backend *b, int *ids, float *wts, const float *logits, int T, int E, int K, bool norm)
+{
+	(void)b;
+	cpu_moe_route(ids, wts, logits, T, E, K, norm);
+	return 0;
+}
+
+static int cpu_gather_rows_op(struct backend *b, float *dst, const float *src, const int *rows, int n, int64_t D)
+{
+	(void)b;
+	cpu_gather_rows(dst, src, rows, n, D);
+	return 0;
+}
+
+static int cpu_scatter_add_op(struct backend *b, float *y, const float *src, const int *rows, const float *w, int n,
+			      int64_t D)
+{
+	(void)b;
+	cpu_scatter_add(y, src, rows, w, n, D);
+	return 0;
+}
+
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
@@ -330,6 +352,9 @@ static const struct backend_ops cpu_ops = {
 	.glu = cpu_glu_op,
 	.add = cpu_add_op,
 	.top_k = cpu_top_k_op,
+	.route = cpu_route_op,
+	.gather_rows = cpu_gather_rows_op,
+	.scatter_add = cpu_scatter_add_op,
 };
 
 int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)

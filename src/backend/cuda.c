@@ -53,6 +53,8 @@ struct cuda_state {
 	struct cuda_ctx ctx;
 	void *blas_ws;
 	float *d_topv;       /* top_k results [1024] */
+	int *d_moe;          /* mixture of experts: ids [moe_cap], then weights (floats) [moe_cap] */
+	int moe_cap;         /* t_ops x experts per token of the reservations */
 	int *d_topi;
 	/* the step's arrays, uploaded at once by step_begin: positions [T], the page tables of every group,
 	 * then each range's parts (step_range_parts) for ranges starting at multiples of t_ops */
@@ -252,7 +254,8 @@ static size_t step_ints(const struct backend_reserve *r)
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
 {
 	(void)b;
-	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN;
+	size_t moe = r->n_experts_used ? 2 * sizeof(int) * (size_t)r->t_ops * (size_t)r->n_experts_used + ARENA_ALIGN : 0;
+	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN + moe;
 }
 
 static int cu_reserve(struct backend *b, const struct backend_reserve *r)
@@ -273,6 +276,16 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 		s->d_step = cu_alloc(b, ints * sizeof(int));
 		s->h_step = malloc(ints * sizeof(int));
 		s->step_cap = s->d_step && s->h_step ? ints : 0;
+	}
+	int moe = r->t_ops * r->n_experts_used;
+	if (moe > s->moe_cap) {
+		cu_free(b, s->d_moe);
+		s->d_moe = cu_alloc(b, 2 * sizeof(int) * (size_t)moe);
+		s->moe_cap = s->d_moe ? moe : 0;
+		if (!s->d_moe) {
+			snprintf(b->err, sizeof(b->err), "device routing buffer of %d tokens x experts does not fit", moe);
+			return -ENOMEM;
+		}
 	}
 	if (n_ranges > s->n_ranges_cap) {
 		free(s->ranges);
@@ -471,6 +484,54 @@ static int cu_add(struct backend *b, float *y, const float *x, int64_t n)
 	return op_rc(b, cuda_add(&st(b)->ctx, y, x, n));
 }
 
+static int moe_fits(struct backend *b, int n)
+{
+	if (n > st(b)->moe_cap) {
+		snprintf(b->err, sizeof(b->err), "%d routed rows exceed the reservation of %d", n, st(b)->moe_cap);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+static int cu_route(struct backend *b, int *ids, float *wts, const float *logits, int T, int E, int K, bool norm)
+{
+	struct cuda_state *s = st(b);
+	int n = T * K, rc = moe_fits(b, n);
+	float *d_w = (float *)(s->d_moe + s->moe_cap);
+	rc = rc ? rc : op_rc(b, cuda_moe_route(&s->ctx, s->d_moe, d_w, logits, T, E, K, norm));
+	if (rc)
+		return rc;
+	CK(b, cudaMemcpyAsync(ids, s->d_moe, sizeof(int) * (size_t)n, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaMemcpyAsync(wts, d_w, sizeof(float) * (size_t)n, cudaMemcpyDeviceToHost, s->compute));
+	CK(b, cudaStreamSynchronize(s->compute));
+	return 0;
+}
+
+/* The host rows (and weights) go up into the routing buffer first; a later upload into it is queued after
+ * the kernel that reads this one. */
+static int cu_gather_rows(struct backend *b, float *dst, const float *src, const int *rows, int n, int64_t D)
+{
+	struct cuda_state *s = st(b);
+	int rc = moe_fits(b, n);
+	if (rc || n == 0)
+		return rc;
+	CK(b, cudaMemcpyAsync(s->d_moe, rows, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice, s->compute));
+	return op_rc(b, cuda_gather_rows(&s->ctx, dst, src, s->d_moe, n, D));
+}
+
+static int cu_scatter_add(struct backend *b, float *y, const float *src, const int *rows, const float *w, int n,
+			  int64_t D)
+{
+	struct cuda_state *s = st(b);
+	int rc = moe_fits(b, n);
+	if (rc || n == 0)
+		return rc;
+	float *d_w = (float *)(s->d_moe + s->moe_cap);
+	CK(b, cudaMemcpyAsync(s->d_moe, rows, sizeof(int) * (size_t)n, cudaMemcpyHostToDevice, s->compute));
+	CK(b, cudaMemcpyAsync(d_w, w, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice, s->compute));
+	return op_rc(b, cuda_scatter_add(&s->ctx, y, src, s->d_moe, d_w, n, D));
+}
+
 static int cu_fence_alloc(struct backend *b, int n)
 {
 	struct cuda_state *s = st(b);
@@ -632,6 +693,9 @@ static const struct backend_ops cuda_backend_ops = {
 	.attention = cu_attention,
 	.glu = cu_glu,
 	.add = cu_add,
+	.route = cu_route,
+	.gather_rows = cu_gather_rows,
+	.scatter_add = cu_scatter_add,
 };
 
 #define LAZY_MARGIN ((int64_t)192 << 20)

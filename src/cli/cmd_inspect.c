@@ -50,13 +50,16 @@ static int verify_unit(const struct layout *m, const char *label, const struct l
 		const struct arch_tensor *row = NULL;
 		for (int k = 0; k < n_rows && !row; k++)
 			row = strcmp(rows[k]->name, t->name) ? NULL : rows[k];
-		int64_t shape[2];
+		int64_t shape[3];
 		int nd = row ? arch_shape(&m->hp, row, shape) : 0;
+		bool same = nd == t->ndim;
+		for (int d = 0; same && d < nd; d++)
+			same = t->shape[d] == shape[d];
 		if (!row) {
 			fprintf(stderr, "ferry: %s: %s: tensor %s is not one of architecture %s\n", m->dir, label, t->name,
 				m->hp.arch);
 			bad++;
-		} else if (nd != t->ndim || t->shape[0] != shape[0] || (nd == 2 && t->shape[1] != shape[1])) {
+		} else if (!same) {
 			fprintf(stderr, "ferry: %s: %s: tensor %s: its shape is not what the hyper-parameters imply\n", m->dir,
 				label, t->name);
 			bad++;
@@ -134,6 +137,14 @@ int ferry_inspect(int argc, char **argv)
 	       hp->max_pos, hp->tied_embeddings ? "tied" : "untied");
 	if (hp->rope.factors)
 		printf("  rope frequency factors (rope_freqs) on all %d frequencies\n", hp->rope.dim / 2);
+	if (hp->n_experts) {
+		printf("  experts: %d per layer, %d per token (weights %s), expert ffn %d", hp->n_experts,
+		       hp->n_experts_used, hp->moe_norm_topk ? "renormalized over the chosen" : "softmax over all",
+		       hp->expert_ffn);
+		if (hp->shared_ffn)
+			printf(", shared expert ffn %d", hp->shared_ffn);
+		printf("\n");
+	}
 	if (hp->has_rope_local)
 		printf("  sliding-window layers: rope theta %g\n", hp->rope_local.theta);
 	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : "silu");

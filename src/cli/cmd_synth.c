@@ -18,9 +18,12 @@ static void usage(FILE *f)
 	wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_LOWER);
 	fprintf(f,
 		"usage: ferry synth -o DIR [--shape NAME] [--layers N] [--d-model D] [--ffn F] [--heads H]\n"
-		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--fmt FMT] [--seed S] [--force] [--threads N]\n"
+		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--experts E] [--experts-used K]\n"
+		"                   [--expert-ffn Fe] [--fmt FMT] [--seed S] [--force] [--threads N]\n"
 		"  -o, --output DIR  model directory to write (as DIR.tmp, renamed when complete)\n"
 		"  --shape NAME      %s (default tiny); the options below override its fields\n"
+		"  --experts E       a mixture of experts (qwen3moe): E experts per layer, --experts-used of them per\n"
+		"                    token, each --expert-ffn wide (qwen3-30b-a3b: 128, 8, 768); 0: a dense llama\n"
 		"  --fmt FMT         weight format of every matrix, the embedding and output included (default q4_k;\n"
 		"                    norms are f32): %s\n"
 		"  --seed S          the same seed, shape and format give byte-identical files (default 0)\n"
@@ -33,20 +36,24 @@ static void usage(FILE *f)
 
 int ferry_synth(int argc, char **argv)
 {
-	enum { O_SHAPE = 256, O_LAYERS, O_D, O_FFN, O_HEADS, O_KV, O_DH, O_VOCAB, O_FMT, O_SEED, O_FORCE, O_THR };
+	enum { O_SHAPE = 256, O_LAYERS, O_D, O_FFN, O_HEADS, O_KV, O_DH, O_VOCAB, O_EXP, O_EXPU, O_EXPF, O_FMT, O_SEED,
+	       O_FORCE, O_THR };
 	static const struct option lo[] = {
 		{"output", required_argument, 0, 'o'},	 {"shape", required_argument, 0, O_SHAPE},
 		{"layers", required_argument, 0, O_LAYERS}, {"d-model", required_argument, 0, O_D},
 		{"ffn", required_argument, 0, O_FFN},	 {"heads", required_argument, 0, O_HEADS},
 		{"kv-heads", required_argument, 0, O_KV},	 {"head-dim", required_argument, 0, O_DH},
 		{"vocab", required_argument, 0, O_VOCAB},	 {"fmt", required_argument, 0, O_FMT},
+		{"experts", required_argument, 0, O_EXP},	 {"experts-used", required_argument, 0, O_EXPU},
+		{"expert-ffn", required_argument, 0, O_EXPF},
 		{"seed", required_argument, 0, O_SEED},	 {"force", no_argument, 0, O_FORCE},
 		{"threads", required_argument, 0, O_THR},	 {"help", no_argument, 0, 'h'},
 		{0}};
 	const char *out = NULL, *shape = "tiny", *fmt = "q4_k";
 	/* overrides, applied to the preset after parsing (whatever their order on the line); -1 = not given */
-	long ov[7] = {-1, -1, -1, -1, -1, -1, -1};
-	static const char *const ov_names[7] = {"layers", "d-model", "ffn", "heads", "kv-heads", "head-dim", "vocab"};
+	long ov[10] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+	static const char *const ov_names[10] = {"layers",   "d-model", "ffn",	  "heads",	  "kv-heads",
+						 "head-dim", "vocab",	"experts", "experts-used", "expert-ffn"};
 	struct synth_opts o = {0};
 	int c;
 	optind = 1;
@@ -58,8 +65,9 @@ int ferry_synth(int argc, char **argv)
 		switch (c) {
 		case 'o': out = optarg; break;
 		case O_SHAPE: shape = optarg; break;
-		case O_LAYERS: case O_D: case O_FFN: case O_HEADS: case O_KV: case O_DH: case O_VOCAB:
-			bad = parse_int(optarg, 1, 1L << 30, &v);
+		case O_LAYERS: case O_D: case O_FFN: case O_HEADS: case O_KV: case O_DH: case O_VOCAB: case O_EXP:
+		case O_EXPU: case O_EXPF:
+			bad = parse_int(optarg, c == O_EXP ? 0 : 1, 1L << 30, &v);
 			ov[c - O_LAYERS] = v;
 			name = ov_names[c - O_LAYERS];
 			break;
@@ -90,9 +98,10 @@ int ferry_synth(int argc, char **argv)
 		fprintf(stderr, "ferry: --shape: unknown shape '%s' (known: %s)\n", shape, synth_preset_names);
 		return 2;
 	}
-	int *field[7] = {&o.shape.n_layers, &o.shape.d_model, &o.shape.ffn_dim, &o.shape.n_heads,
-			 &o.shape.n_kv_heads, &o.shape.head_dim, &o.shape.vocab};
-	for (int i = 0; i < 7; i++)
+	int *field[10] = {&o.shape.n_layers,  &o.shape.d_model, &o.shape.ffn_dim,	&o.shape.n_heads,
+			  &o.shape.n_kv_heads, &o.shape.head_dim, &o.shape.vocab,	&o.shape.n_experts,
+			  &o.shape.n_experts_used, &o.shape.expert_ffn};
+	for (int i = 0; i < 10; i++)
 		if (ov[i] >= 0)
 			*field[i] = (int)ov[i];
 	o.fmt = -1;
@@ -117,10 +126,14 @@ int ferry_synth(int argc, char **argv)
 		return 1;
 	}
 	double dt = now_sec() - t0;
-	fprintf(stderr, "ferry: wrote %s (llama, %d layers, D %d, F %d, %d/%d heads x %d, vocab %d, %s, seed %llu): "
+	char moe[64] = "";
+	if (o.shape.n_experts)
+		snprintf(moe, sizeof(moe), ", %d experts (%d per token) x Fe %d", o.shape.n_experts, o.shape.n_experts_used,
+			 o.shape.expert_ffn);
+	fprintf(stderr, "ferry: wrote %s (%s, %d layers, D %d, F %d, %d/%d heads x %d, vocab %d%s, %s, seed %llu): "
 			"%.2f GB in %.1fs (%.2f GB/s)\n",
-		out, o.shape.n_layers, o.shape.d_model, o.shape.ffn_dim, o.shape.n_heads, o.shape.n_kv_heads,
-		o.shape.head_dim, o.shape.vocab, wfmt_name(o.fmt), (unsigned long long)o.seed, bytes / 1e9, dt,
+		out, o.shape.n_experts ? "qwen3moe" : "llama", o.shape.n_layers, o.shape.d_model, o.shape.ffn_dim, o.shape.n_heads, o.shape.n_kv_heads,
+		o.shape.head_dim, o.shape.vocab, moe, wfmt_name(o.fmt), (unsigned long long)o.seed, bytes / 1e9, dt,
 		dt > 0 ? bytes / 1e9 / dt : 0.0);
 	return 0;
 }

@@ -201,7 +201,16 @@ static int read_hparams(struct gconv *c)
 	}
 	memcpy(c->arch, arch.p, arch.n);
 	c->arch[arch.n] = 0;
-	c->a = arch_find(ARCH_KEY_GGUF, c->arch);
+	int n_exp = 0;
+	int rc = arch_int(c, "expert_count", 0, 0, LAYOUT_MAX_EXPERTS, &n_exp);
+	if (rc)
+		return rc;
+	c->a = arch_find_gguf(c->arch, n_exp > 0);
+	if (!c->a && arch_find(ARCH_KEY_GGUF, c->arch)) {
+		snprintf(c->err, c->errlen, "%s: %s.expert_count %d: ferry runs %s models %s experts", c->path, c->arch,
+			 n_exp, c->arch, n_exp > 0 ? "without" : "with");
+		return -ENOTSUP;
+	}
 	if (!c->a) {
 		char list[256];
 		snprintf(c->err, c->errlen, "%s: architecture '%s' is not supported (%s)", c->path, c->arch,
@@ -210,7 +219,7 @@ static int read_hparams(struct gconv *c)
 	}
 	snprintf(hp->arch, sizeof(hp->arch), "%s", c->a->name);
 	const int MAXD = LAYOUT_MAX_DIM;
-	int rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
+	rc = arch_int(c, "block_count", -1, 1, 100000, &hp->n_layers);
 	rc = rc ? rc : arch_int(c, "embedding_length", -1, 1, MAXD, &hp->d_model);
 	rc = rc ? rc : arch_int(c, "feed_forward_length", -1, 1, MAXD, &hp->ffn_dim);
 	rc = rc ? rc : arch_int(c, "attention.head_count", -1, 1, MAXD, &hp->n_heads);
@@ -223,6 +232,22 @@ static int read_hparams(struct gconv *c)
 	rc = rc ? rc : arch_float(c, "attention.layer_norm_rms_epsilon", NAN, &hp->rms_eps);
 	if (rc)
 		return rc;
+	if (n_exp) {
+		hp->n_experts = n_exp;
+		rc = arch_int(c, "expert_used_count", -1, 1, n_exp, &hp->n_experts_used);
+		rc = rc ? rc : arch_int(c, "expert_feed_forward_length", hp->ffn_dim, 1, MAXD, &hp->expert_ffn);
+		char key[96];
+		snprintf(key, sizeof(key), "%s.expert_weights_norm", c->arch);
+		hp->moe_norm_topk = c->a->gguf_norm_topk;
+		if (!rc && arch_slot_tensor(c->a, ARCH_SLOT_W_GATE_SHEXP))
+			rc = arch_int(c, "expert_shared_feed_forward_length", hp->ffn_dim, 1, MAXD, &hp->shared_ffn);
+		if (!rc && gguf_get_bool(&c->g, key, &hp->moe_norm_topk) == -EINVAL) {
+			snprintf(c->err, c->errlen, "%s: metadata key %s must be a bool", c->path, key);
+			rc = -EINVAL;
+		}
+		if (rc)
+			return rc;
+	}
 	if (vlen != hp->head_dim) {
 		snprintf(c->err, c->errlen, "%s: %s.attention.value_length %d differs from key_length %d", c->path,
 			 c->arch, vlen, hp->head_dim);
@@ -289,22 +314,64 @@ static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, voi
 	return rc;
 }
 
-/* GGUF matrix t ([rows, cols] of F32/F16/BF16) quantized to qfmt. */
+/* GGUF tensor t (n_mat matrices of rows / n_mat rows of cols values, F32/F16/BF16) quantized to qfmt, each
+ * matrix (expert) weighted by its own row of the imatrix. */
 static int write_quantized(struct gconv *c, const struct gguf_tensor *t, const char *dst, int sfmt, int qfmt,
-			   int64_t rows, int64_t cols, long page)
+			   int64_t n_mat, int64_t rows, int64_t cols, long page)
 {
-	struct qsink q = {c, t->data, (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2), page};
-	const float *imp;
-	int rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, cols, &imp, &c->im_used, c->err, c->errlen);
-	rc = rc ? rc : quant_matrix(qfmt, t->data, sfmt, rows, cols, imp, qsink_write, &q);
+	uint64_t rb = (uint64_t)cols * (sfmt == WFMT_F32 ? 4 : 2);
+	int64_t mrows = rows / n_mat;
+	int rc = 0;
+	for (int64_t e = 0; !rc && e < n_mat; e++) {
+		const uint8_t *src = t->data + (uint64_t)(e * mrows) * rb;
+		struct qsink q = {c, src, rb, page};
+		const float *imp;
+		rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, n_mat > 1 ? (int)e : -1, cols, &imp, &c->im_used,
+				    c->err, c->errlen);
+		rc = rc ? rc : quant_matrix(qfmt, src, sfmt, mrows, cols, imp, qsink_write, &q);
+	}
 	if (rc == -ENOMEM)
 		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)cols);
 	return rc ? rc : writer_err(c, layout_writer_tensor_end(c->w));
 }
 
-/* Copies GGUF tensor `src` as `dst` after checking its type and its shape [rows, cols] (rows 0: a vector of
- * cols values). */
-static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_t rows, int64_t cols)
+/* The format tensor dst of source format fmt is written in: the --quant mix's pick for an F32/F16/BF16
+ * matrix, else the source's (also where the mix picks F16 for rows without whole blocks). */
+static int dst_format(struct gconv *c, const char *dst, int fmt, int ndim, int64_t cols)
+{
+	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
+	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
+}
+
+/* Plans layer l's stacked experts expert-major (layout_writer_experts) in the formats copy_tensor will
+ * write; a tensor missing or of a type ferry cannot read is left to copy_tensor to report. */
+static int plan_experts(struct gconv *c, int l)
+{
+	const char *names[4];
+	int fmts[4], n = 0;
+	int64_t shapes[4][3];
+	for (int s = 0; s < ARCH_SLOT_COUNT && n < 4; s++) {
+		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
+		char src[96];
+		if (!t || !arch_is_experts(t))
+			continue;
+		snprintf(src, sizeof(src), "blk.%d.%s", l, t->name);
+		const struct gguf_tensor *g = gguf_tensor_find(&c->g, src);
+		const struct wfmt_ggml *gt = g ? wfmt_ggml_find(g->type) : NULL;
+		if (!gt || gt->wfmt < 0)
+			return 0;
+		arch_shape(&c->hp, t, shapes[n]);
+		names[n] = t->name;
+		fmts[n] = dst_format(c, t->name, gt->wfmt, 3, shapes[n][2]);
+		n++;
+	}
+	return writer_err(c, layout_writer_experts(c->w, n, names, fmts, (const int64_t(*)[3])shapes));
+}
+
+/* Copies GGUF tensor `src` as `dst` after checking its type and its shape (ndim dims, outermost first;
+ * GGUF's ne is innermost first). */
+static int copy_tensor(struct gconv *c, const char *src, const char *dst, int ndim, const int64_t *shape)
 {
 	const struct gguf_tensor *t = gguf_tensor_find(&c->g, src);
 	if (!t) {
@@ -320,31 +387,32 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 			 src, gguf_ggml_type_name(t->type), t->type, fmts);
 		return -ENOTSUP;
 	}
-	int ndim = rows ? 2 : 1;
-	if (t->n_dims != ndim || t->ne[0] != (uint64_t)cols || (ndim == 2 && t->ne[1] != (uint64_t)rows)) {
-		char got[96] = "";
-		for (int d = 0; d < t->n_dims; d++)
+	/* a matrix of one row [1, n] is a vector of n in GGUF (Qwen2-MoE's shared expert gate): the same bytes */
+	int gdim = ndim == 2 && shape[0] == 1 && t->n_dims == 1 ? 1 : ndim;
+	bool same = (int)t->n_dims == gdim;
+	for (int d = 0; same && d < gdim; d++)
+		same = t->ne[d] == (uint64_t)shape[ndim - 1 - d];
+	if (!same) {
+		char got[96] = "", want[96] = "";
+		for (int d = 0; d < (int)t->n_dims; d++)
 			snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %llu" : "%llu",
 				 (unsigned long long)t->ne[d]);
-		char want[48];
-		if (ndim == 1)
-			snprintf(want, sizeof(want), "%lld", (long long)cols);
-		else
-			snprintf(want, sizeof(want), "%lld, %lld", (long long)cols, (long long)rows);
+		for (int d = 0; d < ndim; d++)
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), d ? ", %lld" : "%lld",
+				 (long long)shape[ndim - 1 - d]);
 		snprintf(c->err, c->errlen, "%s: tensor %s has ne [%s], the hyper-parameters imply [%s]", c->path, src, got,
 			 want);
 		return -EINVAL;
 	}
-	int64_t shape[2] = {rows ? rows : cols, cols};
-	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim == 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
-	c->n_kept += c->mix && ndim == 2 && !plain;
-	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source type */
-		qfmt = fmt;
+	int64_t cols = shape[ndim - 1], rows = 1;
+	for (int d = 0; d < ndim - 1; d++)
+		rows *= shape[d];
+	int qfmt = dst_format(c, dst, fmt, ndim, cols);
+	c->n_kept += c->mix && ndim >= 2 && !(fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16);
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
 	if (qfmt != fmt)
-		return rc ? rc : write_quantized(c, t, dst, fmt, qfmt, rows, cols, page);
+		return rc ? rc : write_quantized(c, t, dst, fmt, qfmt, ndim == 3 ? shape[0] : 1, rows, cols, page);
 	enum { CHUNK = 16 << 20 };
 	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
 		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
@@ -381,9 +449,9 @@ static int check_names(struct gconv *c)
 /* GGUF tensor src as table row t, shaped by the hyper-parameters. */
 static int copy_row(struct gconv *c, const char *src, const struct arch_tensor *t)
 {
-	int64_t shape[2];
+	int64_t shape[3];
 	int ndim = arch_shape(&c->hp, t, shape);
-	return copy_tensor(c, src, t->name, ndim == 2 ? shape[0] : 0, shape[ndim - 1]);
+	return copy_tensor(c, src, t->name, ndim, shape);
 }
 
 /* A layer's tensors in slot order (arch.h); optional ones when the file has them. */
@@ -391,11 +459,15 @@ static int write_layer(struct gconv *c, int l)
 {
 	c->layer = l;
 	int rc = writer_err(c, layout_writer_file_begin(c->w, LAYOUT_KIND_LAYER, l));
+	bool planned = false;
 	for (int s = 0; !rc && s < ARCH_SLOT_COUNT; s++) {
 		const struct arch_tensor *t = arch_slot_tensor(c->a, (enum arch_slot)s);
 		char src[96];
 		if (!t)
 			continue;
+		if (arch_is_experts(t) && !planned && (rc = plan_experts(c, l)))
+			break;
+		planned |= arch_is_experts(t);
 		snprintf(src, sizeof(src), "blk.%d.%s", l, t->name);
 		if (t->need == ARCH_OPTIONAL && !gguf_tensor_find(&c->g, src))
 			continue;

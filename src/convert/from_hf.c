@@ -68,31 +68,32 @@ static int qsink_write(const void *out, size_t bytes, int64_t r0, int64_t n, voi
 }
 
 /* Writes the matrix t ([d0, d1] in source format sfmt) quantized to qfmt, the source pages dropped once read. */
-static int write_quantized(struct conv *c, const struct st_tensor *t, const char *dst, int sfmt, int qfmt, int64_t d0,
-			   int64_t d1)
+static int write_quantized(struct conv *c, const struct st_tensor *t, const char *dst, int expert, int sfmt, int qfmt,
+			   int64_t d0, int64_t d1)
 {
 	struct qsink q = {c, t, (uint64_t)d1 * (sfmt == WFMT_F32 ? 4 : 2)};
 	const float *imp;
-	int rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, d1, &imp, &c->im_used, c->err, c->errlen);
+	int rc = imatrix_lookup(&c->im, c->im_path, dst, c->layer, expert, d1, &imp, &c->im_used, c->err, c->errlen);
 	rc = rc ? rc : quant_matrix(qfmt, t->data, sfmt, d0, d1, imp, qsink_write, &q);
 	if (rc == -ENOMEM)
 		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)d1);
 	return rc;
 }
 
-/* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1). */
-static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t d0, int64_t d1)
+/* Checkpoint tensor src, checked to have shape [d0] or [d0, d1] (d1 < 0: rank 1) in a format ferry reads;
+ * NULL with a message otherwise. */
+static const struct st_tensor *find_checked(struct conv *c, const char *src, int64_t d0, int64_t d1, int *fmt)
 {
 	const struct st_tensor *t = st_find(&c->st, src);
 	if (!t) {
 		snprintf(c->err, c->errlen, "%s: tensor %s not found in the checkpoint", c->dir, src);
-		return -ENOENT;
+		return NULL;
 	}
 	const char *file = c->st.files[t->file].path;
-	int fmt = st_dtype_fmt(t->dtype);
-	if (fmt < 0) {
+	*fmt = st_dtype_fmt(t->dtype);
+	if (*fmt < 0) {
 		snprintf(c->err, c->errlen, "%s: tensor %s has dtype %s; supported: F32, F16, BF16", file, src, t->dtype);
-		return -EINVAL;
+		return NULL;
 	}
 	int ndim = d1 < 0 ? 1 : 2;
 	if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
@@ -104,31 +105,82 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 		else
 			snprintf(want, sizeof(want), "%lld, %lld", (long long)d0, (long long)d1);
 		snprintf(c->err, c->errlen, "%s: tensor %s has shape [%s], config.json implies [%s]", file, src, got, want);
-		return -EINVAL;
+		return NULL;
 	}
-	int64_t shape[2] = {d0, d1};
-	int qfmt = c->mix && ndim == 2 ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, d1) : fmt;
-	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source format */
-		qfmt = fmt;
-	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
-	if (qfmt != fmt) {
-		rc = rc ? rc : write_quantized(c, t, dst, fmt, qfmt, d0, d1);
-		rc = rc ? rc : layout_writer_tensor_end(c->w);
-		if (rc && !c->err[0])
-			snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
-		return rc;
-	}
+	return t;
+}
+
+/* t's bytes into the open tensor, quantized to qfmt when it differs from t's format. */
+static int write_body(struct conv *c, const struct st_tensor *t, const char *dst, int expert, int fmt, int qfmt,
+		      int64_t d0, int64_t d1)
+{
+	if (qfmt != fmt)
+		return write_quantized(c, t, dst, expert, fmt, qfmt, d0, d1);
 	enum { CHUNK = 16 << 20 };
+	int rc = 0;
 	for (uint64_t off = 0; !rc && off < t->bytes; off += CHUNK) {
 		uint64_t n = t->bytes - off < CHUNK ? t->bytes - off : CHUNK;
 		rc = layout_writer_tensor_write(c->w, t->data + off, (size_t)n);
 		st_release(&c->st, t, off, n);
 	}
-	if (!rc)
-		rc = layout_writer_tensor_end(c->w);
+	return rc;
+}
+
+static int writer_done(struct conv *c, int rc)
+{
+	rc = rc ? rc : layout_writer_tensor_end(c->w);
 	if (rc && !c->err[0])
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 	return rc;
+}
+
+/* The format tensor dst is written in: the --quant mix's pick for a matrix, else the source's (F16 from a
+ * mix keeps the source format: no whole blocks). */
+static int dst_format(struct conv *c, const char *dst, int fmt, int ndim, int64_t cols)
+{
+	int qfmt = c->mix && ndim >= 2 ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
+}
+
+/* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1). */
+static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t d0, int64_t d1)
+{
+	int fmt;
+	const struct st_tensor *t = find_checked(c, src, d0, d1, &fmt);
+	if (!t)
+		return c->err[0] && strstr(c->err, "not found") ? -ENOENT : -EINVAL;
+	int ndim = d1 < 0 ? 1 : 2;
+	int64_t shape[2] = {d0, d1};
+	int qfmt = dst_format(c, dst, fmt, ndim, d1);
+	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
+	return writer_done(c, rc ? rc : write_body(c, t, dst, -1, fmt, qfmt, d0, d1));
+}
+
+/* The experts' matrices, one checkpoint tensor each (src_fmt: a name with %d for the expert), stacked into
+ * dst [E, d0, d1]; every expert in the same source format. */
+static int copy_experts(struct conv *c, const char *src_fmt, const char *dst, int64_t E, int64_t d0, int64_t d1)
+{
+	const struct st_tensor *t[LAYOUT_MAX_EXPERTS];
+	int fmt = -1;
+	for (int64_t e = 0; e < E; e++) {
+		char src[256];
+		int f;
+		snprintf(src, sizeof(src), src_fmt, (int)e);
+		if (!(t[e] = find_checked(c, src, d0, d1, &f)))
+			return strstr(c->err, "not found") ? -ENOENT : -EINVAL;
+		if (e && f != fmt) {
+			snprintf(c->err, c->errlen, "%s: tensor %s is %s, expert 0's is %s", c->dir, src, wfmt_name(f),
+				 wfmt_name(fmt));
+			return -EINVAL;
+		}
+		fmt = f;
+	}
+	int64_t shape[3] = {E, d0, d1};
+	int qfmt = dst_format(c, dst, fmt, 3, d1);
+	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, 3, shape);
+	for (int64_t e = 0; !rc && e < E; e++)
+		rc = write_body(c, t[e], dst, (int)e, fmt, qfmt, d0, d1);
+	return writer_done(c, rc);
 }
 
 /* A Gemma RMSNorm weight: transformers multiplies by (1 + w) in f32, so 1 + w is stored as F32 and the forward
@@ -170,11 +222,41 @@ static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, 
  * architecture says so. */
 static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t)
 {
-	int64_t shape[2];
+	int64_t shape[3];
 	int ndim = arch_shape(&c->hp, t, shape);
+	if (arch_is_experts(t))
+		return copy_experts(c, src, t->name, shape[0], shape[1], shape[2]);
 	if (t->norm && c->arch->hf_norm_plus_one)
 		return copy_norm_plus_one(c, src, t->name, shape[0]);
 	return copy_tensor(c, src, t->name, shape[0], ndim == 2 ? shape[1] : -1);
+}
+
+/* Plans layer i's expert rows expert-major (layout_writer_experts): their formats are those copy_experts
+ * will write (expert 0's source format, or the --quant mix's pick). */
+static int plan_experts(struct conv *c, int i)
+{
+	const char *names[4];
+	int fmts[4], n = 0;
+	int64_t shapes[4][3];
+	for (int k = 0; k < c->arch->n_layer && n < 4; k++) {
+		const struct arch_tensor *t = &c->arch->layer[k];
+		if (!arch_is_experts(t))
+			continue;
+		char src_fmt[256], src[256];
+		snprintf(src_fmt, sizeof(src_fmt), "model.layers.%d.%s", i, t->hf);
+		snprintf(src, sizeof(src), src_fmt, 0);
+		arch_shape(&c->hp, t, shapes[n]);
+		int fmt;
+		if (!find_checked(c, src, shapes[n][1], shapes[n][2], &fmt))
+			return strstr(c->err, "not found") ? -ENOENT : -EINVAL;
+		names[n] = t->name;
+		fmts[n] = dst_format(c, t->name, fmt, 3, shapes[n][2]);
+		n++;
+	}
+	int rc = layout_writer_experts(c->w, n, names, fmts, (const int64_t(*)[3])shapes);
+	if (rc)
+		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
+	return rc;
 }
 
 static int write_layer(struct conv *c, int i)
@@ -185,10 +267,14 @@ static int write_layer(struct conv *c, int i)
 		snprintf(c->err, c->errlen, "%s", layout_writer_error(c->w));
 		return rc;
 	}
+	bool planned = false;
 	for (int k = 0; !rc && k < c->arch->n_layer; k++) {
 		const struct arch_tensor *t = &c->arch->layer[k];
 		if (t->need == ARCH_OPTIONAL && !json_is_true(json_object_get(c->config, t->hf_key)))
 			continue; /* config.json says this checkpoint has none */
+		if (arch_is_experts(t) && !planned && (rc = plan_experts(c, i)))
+			break;
+		planned |= arch_is_experts(t);
 		char src[256];
 		snprintf(src, sizeof(src), "model.layers.%d.%s", i, t->hf);
 		rc = copy_row(c, src, t);

@@ -221,6 +221,35 @@ static void parse_special(const json_t *c, const json_t *gen, struct layout_hpar
 	}
 }
 
+/* The experts of a mixture-of-experts class: every layer sparse (Qwen3-MoE's decoder_sparse_step 1, no
+ * mlp_only_layers), the counts within each other (layout_hparams_check). */
+static int parse_moe(const json_t *c, const struct arch *a, const char *path, struct layout_hparams *hp, char *err,
+		     size_t errlen)
+{
+	if (req_int(c, a->hf_experts, path, &hp->n_experts, err, errlen) ||
+	    req_int(c, a->hf_used, path, &hp->n_experts_used, err, errlen) ||
+	    req_int(c, a->hf_expert_ffn, path, &hp->expert_ffn, err, errlen))
+		return -EINVAL;
+	if (hp->n_experts < 2 || hp->n_experts > LAYOUT_MAX_EXPERTS || hp->n_experts_used > hp->n_experts) {
+		snprintf(err, errlen, "%s: %s %d must be in 2..%d and %s %d at most that", path, a->hf_experts,
+			 hp->n_experts, LAYOUT_MAX_EXPERTS, a->hf_used, hp->n_experts_used);
+		return -EINVAL;
+	}
+	int step = 1;
+	const json_t *only = json_object_get(c, "mlp_only_layers");
+	if (opt_int(c, "decoder_sparse_step", 1, path, &step, err, errlen))
+		return -EINVAL;
+	if (step != 1 || json_array_size(only) > 0) {
+		snprintf(err, errlen, "%s: dense layers among the expert layers (decoder_sparse_step %d, %zu mlp_only_layers) "
+			 "are not supported", path, step, json_array_size(only));
+		return -EINVAL;
+	}
+	hp->moe_norm_topk = !a->hf_norm_key || json_is_true(json_object_get(c, a->hf_norm_key));
+	if (a->hf_shared_ffn && req_int(c, a->hf_shared_ffn, path, &hp->shared_ffn, err, errlen))
+		return -EINVAL;
+	return 0;
+}
+
 /* Gemma 3: global layers take rope_theta (1e6) with any rope scaling, sliding layers rope_local_base_freq with
  * the default rope (transformers 5: rope_parameters = {full_attention: {...}, sliding_attention: {...}});
  * scores scaled by query_pre_attn_scalar^-0.5; GELU-tanh MLP; embeddings times sqrt(hidden_size). */
@@ -327,6 +356,8 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 	}
 	if (a->hparams == ARCH_HPARAMS_GEMMA3 ? parse_gemma3(c, path, hp, err, errlen)
 					      : parse_rope(c, path, hp, err, errlen))
+		return -EINVAL;
+	if (arch_is_moe(a) && parse_moe(c, a, path, hp, err, errlen))
 		return -EINVAL;
 	/* the class's default when the key is absent (Gemma3TextConfig ties) */
 	const json_t *tie = json_object_get(c, "tie_word_embeddings");

@@ -34,7 +34,7 @@ const struct imatrix_entry *imatrix_find(const struct imatrix *im, const char *n
 	return NULL;
 }
 
-int imatrix_lookup(const struct imatrix *im, const char *path, const char *name, int layer, int64_t cols,
+int imatrix_lookup(const struct imatrix *im, const char *path, const char *name, int layer, int expert, int64_t cols,
 		   const float **imp, int *used, char *err, size_t errlen)
 {
 	char full[600];
@@ -48,12 +48,13 @@ int imatrix_lookup(const struct imatrix *im, const char *path, const char *name,
 	const struct imatrix_entry *e = imatrix_find(im, full);
 	if (!e)
 		return 0;
-	if (e->cols != cols || e->n_mat != 1) {
-		snprintf(err, errlen, "%s: %s has %lld columns%s, the model's matrix %lld: an imatrix of another model", path,
-			 full, (long long)e->cols, e->n_mat != 1 ? " per expert" : "", (long long)cols);
+	if (e->cols != cols || (expert < 0 && e->n_mat != 1) || (expert >= 0 && e->n_mat <= expert)) {
+		snprintf(err, errlen, "%s: %s has %lld columns in %d matrices, the model's %s %lld columns: an imatrix of "
+				      "another model", path, full, (long long)e->cols, e->n_mat,
+			 expert >= 0 ? "experts have" : "matrix has", (long long)cols);
 		return -EINVAL;
 	}
-	*imp = e->imp;
+	*imp = e->imp + (expert > 0 ? (int64_t)expert * cols : 0);
 	(*used)++;
 	return 0;
 }

@@ -37,10 +37,11 @@ void imatrix_free(struct imatrix *im);
 const struct imatrix_entry *imatrix_find(const struct imatrix *im, const char *name);
 
 /* The importance values of matrix `name` (a layer's "attn_q.weight" with layer >= 0, else the whole name)
- * of `cols` columns: *imp = its entry's (NULL when im has none: that matrix is quantized without, as
- * llama-quantize does) and (*used)++; -EINVAL with err naming path when the entry's columns differ (an
- * imatrix of another model) or it holds experts (n_mat > 1) for a dense matrix. */
-int imatrix_lookup(const struct imatrix *im, const char *path, const char *name, int layer, int64_t cols,
+ * of `cols` columns; expert >= 0: that expert's of stacked experts. *imp = its entry's (NULL when im has
+ * none: that matrix is quantized without, as llama-quantize does) and (*used)++; -EINVAL with err naming
+ * path when the entry's columns differ (an imatrix of another model), it holds experts for a dense matrix,
+ * or fewer experts than asked for. */
+int imatrix_lookup(const struct imatrix *im, const char *path, const char *name, int layer, int expert, int64_t cols,
 		   const float **imp, int *used, char *err, size_t errlen);
 
 /* After a conversion that weighted `used` matrices with im (read from path): -EINVAL with err filled when

@@ -1,7 +1,9 @@
 /*
  * synth_model.c: `ferry synth`'s generator: a Llama-shaped model with random weights, in the tensor names,
  * unit files and order `ferry convert` writes for Llama (the required rows of llama in src/layout/arch.c, as
- * src/convert/from_hf.c writes them), so the runner cannot tell it from a converted one.
+ * src/convert/from_hf.c writes them), so the runner cannot tell it from a converted one; with experts, a
+ * qwen3moe model (its required rows, the experts expert-major). A random router picks experts about
+ * uniformly: an expert cache's hit rate on it is a lower bound.
  *
  * Values: a matrix [out, K] has elements of RMS 1/sqrt(K) (so h.W keeps h's scale); quantized blocks get
  * uniform random quants, small random sub-block scales (8..15) and an f16 block scale jittered by
@@ -31,16 +33,19 @@
 #include "convert/synth_model.h"
 #include "convert/synth_iq.h"
 
-const char *const synth_preset_names = "llama3-70b, llama3-8b, tiny";
+const char *const synth_preset_names = "llama3-70b, llama3-8b, qwen3-30b-a3b, tiny, tiny-moe";
 
 static const struct {
 	const char *name;
 	struct synth_shape s;
 } presets[] = {
 	/* L, D, F, H, Hkv, Dh, V, max_pos, rope theta, rms eps (Meta's params.json / HF config.json) */
-	{"llama3-70b", {80, 8192, 28672, 64, 8, 128, 128256, 8192, 500000, 1e-5}},
-	{"llama3-8b", {32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000, 1e-5}},
-	{"tiny", {4, 256, 768, 4, 2, 64, 512, 2048, 500000, 1e-5}},
+	{"llama3-70b", {80, 8192, 28672, 64, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0}},
+	{"llama3-8b", {32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0}},
+	{"tiny", {4, 256, 768, 4, 2, 64, 512, 2048, 500000, 1e-5, 0, 0, 0}},
+	/* + E, K, Fe (Qwen3-30B-A3B's config.json: 128 experts, 8 per token, moe_intermediate_size 768) */
+	{"qwen3-30b-a3b", {48, 2048, 6144, 32, 4, 128, 151936, 40960, 1000000, 1e-6, 128, 8, 768}},
+	{"tiny-moe", {4, 256, 768, 4, 2, 64, 512, 2048, 1000000, 1e-6, 16, 4, 256}},
 };
 
 int synth_preset(const char *name, struct synth_shape *s)
@@ -53,12 +58,14 @@ int synth_preset(const char *name, struct synth_shape *s)
 	return -EINVAL;
 }
 
-/* One tensor of a unit: [rows, cols] (a norm vector: rows 1, ndim 1). */
+/* One tensor of a unit: [rows, cols] (a norm vector: rows 1, ndim 1; stacked experts: ndim 3, experts
+ * matrices of rows / experts rows each). */
 struct synth_tensor {
 	const char *name;
 	int fmt, ndim;
 	int64_t rows, cols;
 	bool norm;
+	int64_t experts;
 };
 
 enum { SYNTH_MAX_TENSORS = ARCH_SLOT_COUNT };
@@ -69,8 +76,9 @@ static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tenso
 {
 	const struct synth_shape *s = &o->shape;
 	const struct layout_hparams hp = {.d_model = s->d_model, .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
-					  .head_dim = s->head_dim, .ffn_dim = s->ffn_dim, .vocab = s->vocab};
-	const struct arch *a = arch_find(ARCH_KEY_NAME, "llama");
+					  .head_dim = s->head_dim, .ffn_dim = s->ffn_dim, .vocab = s->vocab,
+					  .n_experts = s->n_experts, .expert_ffn = s->expert_ffn};
+	const struct arch *a = arch_find(ARCH_KEY_NAME, s->n_experts ? "qwen3moe" : "llama");
 	const struct arch_tensor *rows[SYNTH_MAX_TENSORS];
 	int n_rows = 0, n = 0;
 	if (unit < 0) {
@@ -84,13 +92,16 @@ static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tenso
 	}
 	for (int i = 0; i < n_rows; i++) {
 		const struct arch_tensor *r = rows[i];
-		int64_t shape[2];
+		int64_t shape[3];
 		if (r->need != ARCH_REQUIRED)
 			continue;
-		if (arch_shape(&hp, r, shape) == 1)
-			t[n++] = (struct synth_tensor){r->name, WFMT_F32, 1, 1, shape[0], true};
+		int nd = arch_shape(&hp, r, shape);
+		if (nd == 1)
+			t[n++] = (struct synth_tensor){r->name, WFMT_F32, 1, 1, shape[0], true, 0};
+		else if (nd == 2)
+			t[n++] = (struct synth_tensor){r->name, o->fmt, 2, shape[0], shape[1], false, 0};
 		else
-			t[n++] = (struct synth_tensor){r->name, o->fmt, 2, shape[0], shape[1], false};
+			t[n++] = (struct synth_tensor){r->name, o->fmt, 3, shape[0] * shape[1], shape[2], false, shape[0]};
 	}
 	return n;
 }
@@ -151,6 +162,16 @@ int synth_check(const struct synth_opts *o, char *err, size_t errlen)
 			 s->head_dim, fn, blk);
 		return -EINVAL;
 	}
+	if (s->n_experts && (s->n_experts < 2 || s->n_experts > LAYOUT_MAX_EXPERTS || s->n_experts_used < 1 ||
+			     s->n_experts_used > s->n_experts || s->expert_ffn < 1 || s->expert_ffn > LAYOUT_MAX_DIM)) {
+		snprintf(err, errlen, "--experts %d, --experts-used %d, --expert-ffn %d: experts in 2..%d, used at most "
+			 "that, ffn in 1..%d", s->n_experts, s->n_experts_used, s->expert_ffn, LAYOUT_MAX_EXPERTS, LAYOUT_MAX_DIM);
+		return -EINVAL;
+	}
+	if (s->n_experts && s->expert_ffn % blk) {
+		snprintf(err, errlen, "--expert-ffn %d: not a multiple of the %s block (%ld values)", s->expert_ffn, fn, blk);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -161,8 +182,10 @@ uint64_t synth_model_bytes(const struct synth_opts *o)
 	for (int u = -1; u <= o->shape.n_layers; u++) {
 		int n = unit_tensors(o, u, t);
 		uint64_t file = LAYOUT_HEADER_BYTES;
-		for (int i = 0; i < n; i++)
-			file += layout_align_up(row_bytes(&t[i]) * (uint64_t)t[i].rows);
+		for (int i = 0; i < n; i++) /* stacked experts: each expert's matrix aligned */
+			file += t[i].experts ? (uint64_t)t[i].experts *
+						       layout_align_up(row_bytes(&t[i]) * (uint64_t)(t[i].rows / t[i].experts))
+					     : layout_align_up(row_bytes(&t[i]) * (uint64_t)t[i].rows);
 		total += file;
 	}
 	return total;
@@ -429,6 +452,22 @@ static int disk_space_check(const char *out_dir, uint64_t need, char *err, size_
 	return 0;
 }
 
+/* The stacked experts from t[0] on (consecutive) expert-major: one expert's matrices together. */
+static int plan_experts(struct layout_writer *w, const struct synth_tensor *t, int n)
+{
+	const char *names[4];
+	int fmts[4], k = 0;
+	int64_t shapes[4][3];
+	for (; k < n && k < 4 && t[k].experts; k++) {
+		names[k] = t[k].name;
+		fmts[k] = t[k].fmt;
+		shapes[k][0] = t[k].experts;
+		shapes[k][1] = t[k].rows / t[k].experts;
+		shapes[k][2] = t[k].cols;
+	}
+	return layout_writer_experts(w, k, names, fmts, (const int64_t(*)[3])shapes);
+}
+
 static int write_units(struct layout_writer *w, struct pipe *p, struct progress *prog)
 {
 	const struct synth_opts *o = p->o;
@@ -440,8 +479,16 @@ static int write_units(struct layout_writer *w, struct pipe *p, struct progress 
 		int nt = unit_tensors(o, u, t);
 		rc = layout_writer_file_begin(w, kind, kind == LAYOUT_KIND_LAYER ? u : -1);
 		for (int i = 0; !rc && i < nt; i++) {
-			int64_t shape[2] = {t[i].rows, t[i].cols};
-			rc = layout_writer_tensor_begin(w, t[i].name, t[i].fmt, t[i].ndim, t[i].norm ? shape + 1 : shape);
+			int64_t shape[3] = {t[i].rows, t[i].cols};
+			if (t[i].experts) {
+				int64_t e = t[i].experts;
+				shape[0] = e;
+				shape[1] = t[i].rows / e;
+				shape[2] = t[i].cols;
+				if (i == 0 || !t[i - 1].experts)
+					rc = plan_experts(w, t + i, nt - i);
+			}
+			rc = rc ? rc : layout_writer_tensor_begin(w, t[i].name, t[i].fmt, t[i].ndim, t[i].norm ? shape + 1 : shape);
 			int64_t step = chunk_rows(&t[i]);
 			for (int64_t r0 = 0; !rc && r0 < t[i].rows; r0 += step) {
 				int b = (int)(seq++ & 1);
@@ -468,7 +515,11 @@ static int write_units(struct layout_writer *w, struct pipe *p, struct progress 
 static void hparams_of(const struct synth_shape *s, struct layout_hparams *hp, int *window)
 {
 	memset(hp, 0, sizeof(*hp));
-	snprintf(hp->arch, sizeof(hp->arch), "llama");
+	snprintf(hp->arch, sizeof(hp->arch), s->n_experts ? "qwen3moe" : "llama");
+	hp->n_experts = s->n_experts;
+	hp->n_experts_used = s->n_experts_used;
+	hp->expert_ffn = s->expert_ffn;
+	hp->moe_norm_topk = true;
 	hp->n_layers = s->n_layers;
 	hp->d_model = s->d_model;
 	hp->n_heads = s->n_heads;

@@ -1,5 +1,5 @@
 /*
- * synth_model.h: synthetic Llama-family models written straight into the model.ferry format, so a model of
+ * synth_model.h: synthetic Llama-family models (and Qwen3-MoE-shaped mixtures of experts) written straight into the model.ferry format, so a model of
  * any shape (Llama 3 70B included) can be run and measured without its weights.
  *
  * Weights are random but valid and numerically tame: every matrix [out, K] dequantizes to values of about
@@ -18,6 +18,9 @@
 struct synth_shape {
 	int n_layers, d_model, ffn_dim, n_heads, n_kv_heads, head_dim, vocab, max_pos;
 	double rope_theta, rms_eps;
+	/* a mixture of experts (qwen3moe, weights renormalized over the chosen) when n_experts > 0: E experts of
+	 * ffn width Fe, K per token; stored expert-major (layout_writer_experts) */
+	int n_experts, n_experts_used, expert_ffn;
 };
 
 struct synth_opts {
@@ -28,7 +31,8 @@ struct synth_opts {
 	bool force;    /* replace an existing model directory */
 };
 
-/* Named shapes: "llama3-70b", "llama3-8b", "tiny". 0, or -EINVAL for an unknown name. */
+/* Named shapes: "llama3-70b", "llama3-8b", "qwen3-30b-a3b", "tiny", "tiny-moe". 0, or -EINVAL for an
+ * unknown name. */
 int synth_preset(const char *name, struct synth_shape *s);
 /* The names of synth_preset, for usage text. */
 extern const char *const synth_preset_names;

@@ -344,6 +344,14 @@ json_t *engine_stats_json(const struct engine_stats *st)
 					      "host_1", r->host[0], "host_t", r->host[1], "host_busy", r->host_busy, "dev_1",
 					      r->dev[0], "dev_t", r->dev[1], "cross_s", r->cross));
 	json_t *sp = engine_spec_json(st);
+	const struct model_moe_stats *x = &st->model.moe;
+	if (o && x->layer_steps)
+		json_object_set_new(o, "moe", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "tokens",
+							(json_int_t)x->tokens, "routed", (json_int_t)x->routed, "layer_steps",
+							(json_int_t)x->layer_steps, "union_experts", (json_int_t)x->union_experts,
+							"union_bytes", (json_int_t)x->union_bytes, "all_bytes",
+							(json_int_t)x->all_bytes, "uploads", (json_int_t)x->uploads,
+							"routed_uploads", x->routed_uploads));
 	bool ok = o && v && m && j && h && sp && !json_object_update(o, v) && !json_object_update(o, m) &&
 		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) && !json_object_set(o, "spec", sp) &&
 		  !json_object_set_new(o, "disk_gbps",
@@ -394,6 +402,18 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 				   "device: %.2f ms)", 1e3 * st->pred_mean_t, 1e3 * st->pred_hybrid, 1e3 * st->pred_device);
 		fprintf(f, "\n");
 	}
+	const struct model_moe_stats *x = &st->model.moe;
+	if (x->layer_steps)
+		fprintf(f, "ferry: experts: %.2f distinct per layer and step, %llu (token, layer, expert) choices; their bytes %.2f "
+			   "MiB per token, %.1f%% of the layers' experts; %s\n",
+			(double)x->union_experts / (double)x->layer_steps, (unsigned long long)x->routed,
+			x->tokens ? (double)x->union_bytes / (double)x->tokens / mib : 0.0,
+			x->all_bytes ? 100.0 * (double)x->union_bytes / (double)x->all_bytes : 0.0,
+			x->routed_uploads ? "a device uploads just these" : "whole layers uploaded or read in place");
+	if (x->layer_steps && x->routed_uploads)
+		fprintf(f, "ferry: experts uploaded: %llu of the %llu chosen (%.1f%% already on the device)\n",
+			(unsigned long long)x->uploads, (unsigned long long)x->union_experts,
+			x->union_experts ? 100.0 * (1.0 - (double)x->uploads / (double)x->union_experts) : 0.0);
 	const struct sched_stats *ss = &st->sched;
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];

@@ -25,19 +25,22 @@ static int bind(const struct layout_unit *u, void *const *ptrs, const struct lay
 		const struct arch_tensor *row, struct tensor *t, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
-	int64_t shape[2];
+	int64_t shape[3];
 	int ndim = arch_shape(hp, row, shape);
-	int64_t rows = ndim == 2 ? shape[0] : 1, cols = shape[ndim - 1];
 	for (int i = 0; i < u->n_tensors; i++) {
 		const struct layout_tensor *lt = &u->tensors[i];
 		if (strcmp(lt->name, row->name))
 			continue;
-		int64_t r = lt->ndim == 2 ? lt->shape[0] : 1, c = lt->shape[lt->ndim - 1];
-		if (r != rows || c != cols || lt->ndim > 2) {
+		/* a vector of n is [n] or [1, n] */
+		bool ok = lt->ndim == ndim || (ndim == 1 && lt->ndim == 2 && lt->shape[0] == 1);
+		for (int d = 0; ok && d < ndim; d++)
+			ok = lt->shape[lt->ndim - ndim + d] == shape[d];
+		if (!ok) {
 			snprintf(err, errlen, "tensor %s: shape does not match the hyper-parameters", row->name);
 			return -EINVAL;
 		}
-		*t = (struct tensor){ptrs[i], lt->fmt, r, c};
+		/* stacked experts: one expert's rows and cols (expert_of gives each) */
+		*t = (struct tensor){ptrs[i], lt->fmt, ndim == 1 ? 1 : shape[ndim - 2], shape[ndim - 1], lt->stride};
 		return 0;
 	}
 	if (row->need == ARCH_REQUIRED) {
@@ -132,16 +135,24 @@ static int group_of_layer(const struct model_mem *mm, int window)
 	return -1;
 }
 
+/* The widest MLP activation: the dense ffn, one expert's, the shared expert's (g and u serve them all). */
+static int64_t ffn_rows(const struct layout_hparams *hp)
+{
+	int64_t f = hp->ffn_dim;
+	f = hp->n_experts && hp->expert_ffn > f ? hp->expert_ffn : f;
+	return hp->n_experts && hp->shared_ffn > f ? hp->shared_ffn : f;
+}
+
 static void reserve_of(const struct layout_hparams *hp, const struct model_opts *o, int n_groups,
 		       struct backend_reserve *r)
 {
-	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, F = hp->ffn_dim;
+	int64_t D = hp->d_model, Q = (int64_t)hp->n_heads * hp->head_dim, F = ffn_rows(hp);
 	int64_t max_row = D > F ? D : F;
 	int page = page_of(o);
 	*r = (struct backend_reserve){.t_max = o->t_max, .t_ops = t_sub_of(o), .max_row = max_row > Q ? max_row : Q,
 				      .d_model = D, .max_ctx = o->ctx, .n_heads = hp->n_heads, .head_dim = hp->head_dim,
 				      .max_seqs = seqs_of(o), .max_pages = (o->ctx + page - 1) / page,
-				      .n_groups = n_groups};
+				      .n_groups = n_groups, .n_experts_used = hp->n_experts ? hp->n_experts_used : 0};
 }
 
 void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const struct model_opts *o, const bool *kv_host,
@@ -149,11 +160,11 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 {
 	uint64_t T = (uint64_t)o->t_max, S = (uint64_t)t_sub_of(o), D = (uint64_t)hp->d_model,
 		 Q = (uint64_t)hp->n_heads * (uint64_t)hp->head_dim, KV = (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim,
-		 F = (uint64_t)hp->ffn_dim, V = (uint64_t)hp->vocab;
+		 F = (uint64_t)ffn_rows(hp), V = (uint64_t)hp->vocab, E = (uint64_t)hp->n_experts;
 	uint64_t L = (uint64_t)(o->max_logits > 0 ? o->max_logits : 1);
 	memset(mm, 0, sizeof(*mm));
 	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
-		  al(L * V * 4);
+		  al(L * V * 4) + (E ? al(S * E * 4) + 2 * al(S * D * 4) : 0);
 	groups_of(hp, o, mm);
 	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, page_of(o));
 	uint64_t stage = 0;
@@ -178,7 +189,7 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 {
 	size_t T = (size_t)t_rows, S = (size_t)t_sub, D = (size_t)hp->d_model,
 	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
-	       F = (size_t)hp->ffn_dim, V = (size_t)hp->vocab;
+	       F = (size_t)ffn_rows(hp), V = (size_t)hp->vocab, E = (size_t)hp->n_experts;
 	*rs = (struct model_rs){.b = b, .t_rows = t_rows, .t_sub = t_sub};
 	rs->x = b->ops->alloc(b, T * D * 4);
 	rs->h = rs->x ? b->ops->alloc(b, S * D * 4) : NULL;
@@ -189,13 +200,18 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 	rs->g = rs->v ? b->ops->alloc(b, S * F * 4) : NULL;
 	rs->u = rs->g ? b->ops->alloc(b, S * F * 4) : NULL;
 	rs->logits = rs->u ? b->ops->alloc(b, (size_t)(max_logits > 0 ? max_logits : 1) * V * 4) : NULL;
-	return rs->logits;
+	if (!E || !rs->logits)
+		return rs->logits;
+	rs->rl = b->ops->alloc(b, S * E * 4);
+	rs->xe = rs->rl ? b->ops->alloc(b, S * D * 4) : NULL;
+	rs->ye = rs->xe ? b->ops->alloc(b, S * D * 4) : NULL;
+	return rs->ye;
 }
 
 static void rs_free(struct model_rs *rs)
 {
 	struct backend *b = rs->b;
-	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits};
+	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits, rs->rl, rs->xe, rs->ye};
 	for (size_t i = 0; b && i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
 			b->ops->free(b, bufs[i]);
@@ -285,6 +301,23 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	m->tree_base = malloc(sizeof(int) * T);
 	m->tree_mask = malloc(sizeof(uint32_t) * T * KV_TREE_WORDS);
 	m->tree = calloc((size_t)m->opt.max_seqs, sizeof(*m->tree));
+	if (hp->n_experts) {
+		size_t R = (size_t)o->t_max * (size_t)hp->n_experts_used; /* either run state's range */
+		m->moe_ids = malloc(sizeof(int) * R);
+		m->moe_rows = malloc(sizeof(int) * R);
+		m->moe_w = malloc(sizeof(float) * R);
+		m->moe_rw = malloc(sizeof(float) * R);
+		m->moe_start = malloc(sizeof(int) * ((size_t)hp->n_experts + 1));
+		m->moe_used = calloc((size_t)hp->n_experts, sizeof(bool));
+		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start && m->moe_used;
+		const char *routes = getenv("FERRY_ROUTES");
+		if (ok && routes && routes[0] && !(m->routes = fopen(routes, "w"))) {
+			snprintf(err, errlen, "FERRY_ROUTES=%s: cannot create: %s", routes, strerror(errno));
+			free(pool);
+			model_free(m);
+			return -EIO;
+		}
+	}
 	ok = ok && m->embed_rows && m->tokens && m->pos && m->part_t0 && m->part_row && m->part_span && m->lpos &&
 	     m->tree_base && m->tree_mask && m->tree;
 	if (!ok) {
@@ -312,6 +345,9 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		rc = io_stream_open(&m->io, lay, io, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, err, errlen);
+	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) */
+	const char *whole = getenv("FERRY_MOE_WHOLE");
+	m->w.routed = !rc && hp->n_experts && !(whole && !strcmp(whole, "1"));
 	if (!rc)
 		rc = kvh_init(&m->kvh, b, hp->n_layers, kv_host, pool, err, errlen);
 	free(pool);
@@ -344,6 +380,14 @@ void model_free(struct model *m)
 	}
 	free(m->kv);
 	kvc_free(&m->kc);
+	free(m->moe_ids);
+	free(m->moe_rows);
+	free(m->moe_w);
+	free(m->moe_rw);
+	free(m->moe_start);
+	free(m->moe_used);
+	if (m->routes)
+		fclose(m->routes);
 	free(m->tokens);
 	free(m->pos);
 	free(m->part_t0);
@@ -371,6 +415,9 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->kv_host_layers = m->kvh.n_host;
 	st->n_slots = m->w.n_slots;
 	st->hyb = m->hyb;
+	st->moe = m->moe;
+	st->moe.uploads = m->w.exp_uploads;
+	st->moe.routed_uploads = m->w.routed && !m->b->ops->host_memory;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -420,6 +467,94 @@ static int tap_input(struct model *m, struct model_rs *rs, int l, enum model_tap
 	return rc;
 }
 
+/* Expert e's matrix of the stacked experts t: packed (a version 1 file), or expert-major (t->stride). */
+static struct tensor expert_of(const struct tensor *t, int e)
+{
+	int64_t shape[2] = {t->rows, t->cols};
+	uint64_t step = t->stride ? t->stride : layout_tensor_nbytes(t->fmt, 2, shape);
+	return (struct tensor){(const char *)t->data + (uint64_t)e * step, t->fmt, t->rows, t->cols, 0};
+}
+
+/* Qwen2-MoE's shared expert over the range's n tokens (normed in rs->h): x += sigmoid(h . g) * MLP(h), the
+ * gate's n values taken to the host (the scatter-add weights them there, as it weights the experts). */
+static int shared_expert(struct model *m, struct model_rs *rs, const struct layer_weights *w, float *x, int n)
+{
+	struct backend *b = rs->b;
+	const struct backend_ops *op = b->ops;
+	int64_t D = m->hp->d_model, Fs = m->hp->shared_ffn;
+	float *gate = m->moe_rw;
+	int *rows = m->moe_rows;
+	int rc = op->matmul(b, rs->rl, rs->h, &w->shexp_gate_inp, NULL, n);
+	rc = rc ? rc : op->download(b, gate, rs->rl, sizeof(float) * (size_t)n);
+	for (int t = 0; !rc && t < n; t++) {
+		gate[t] = 1.0f / (1.0f + expf(-gate[t]));
+		rows[t] = t;
+	}
+	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate_shexp, NULL, n);
+	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up_shexp, NULL, n);
+	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * Fs, m->hp->act);
+	rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &w->w_down_shexp, NULL, n);
+	return rc ? rc : op->scatter_add(b, x, rs->ye, rows, gate, n, D);
+}
+
+/* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
+ * K experts per token, on a device the chosen experts uploaded (weights_experts), then expert by expert (in expert order, so the sums are the same whatever the step)
+ * the MLP over its tokens gathered, its output added to their rows of x with their weights. */
+static int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0,
+		     int n)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = rs->b;
+	const struct backend_ops *op = b->ops;
+	int E = hp->n_experts, K = hp->n_experts_used;
+	int64_t D = hp->d_model, Fe = hp->expert_ffn;
+	int rc = op->matmul(b, rs->rl, rs->h, &w->router, NULL, n);
+	rc = rc ? rc : op->route(b, m->moe_ids, m->moe_w, rs->rl, n, E, K, hp->moe_norm_topk);
+	if (rc)
+		return rc;
+	int *start = m->moe_start;
+	memset(start, 0, sizeof(int) * ((size_t)E + 1));
+	for (int i = 0; i < n * K; i++)
+		start[m->moe_ids[i] + 1]++;
+	for (int e = 0; e < E; e++)
+		start[e + 1] += start[e];
+	for (int i = 0; i < n * K; i++) { /* tokens in order within each expert; start[e] ends at e's end */
+		int at = start[m->moe_ids[i]]++;
+		m->moe_rows[at] = i / K;
+		m->moe_rw[at] = m->moe_w[i];
+	}
+	for (int e = E; e > 0; e--)
+		start[e] = start[e - 1];
+	start[0] = 0;
+	if (m->routes)
+		for (int t = 0; t < n; t++) {
+			fprintf(m->routes, "%d %d", l, m->pos[t0 + t]);
+			for (int k = 0; k < K; k++)
+				fprintf(m->routes, " %d", m->moe_ids[t * K + k]);
+			fputc('\n', m->routes);
+		}
+	for (int e = 0; e < E; e++)
+		m->moe_used[e] |= start[e + 1] > start[e];
+	if (rs == &m->rs[0] && (rc = weights_experts(&m->w, l, m->moe_used, b->err, sizeof(b->err))))
+		return rc;
+	for (int e = 0; !rc && e < E; e++) {
+		int c = start[e + 1] - start[e];
+		if (!c)
+			continue;
+		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
+			      down = expert_of(&w->w_down_exps, e);
+		const int *rows = m->moe_rows + start[e];
+		rc = op->gather_rows(b, rs->xe, rs->h, rows, c, D);
+		rc = rc ? rc : op->matmul(b, rs->g, rs->xe, &gate, NULL, c);
+		rc = rc ? rc : op->matmul(b, rs->u, rs->xe, &up, NULL, c);
+		rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, c * Fe, hp->act);
+		rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &down, NULL, c);
+		rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
+	}
+	m->moe.routed += (uint64_t)n * (uint64_t)K;
+	return rc || !w->shexp_gate_inp.data ? rc : shared_expert(m, rs, w, x, n);
+}
+
 /* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w, KV pools kv) on the run state rs. */
 static int layer_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w,
 		       const struct kv_layer *kv, int t0, int n)
@@ -461,6 +596,9 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	rc = rc ? rc : op->add(b, x, rs->h, n * D);
 	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->ffn_norm, n, eps);
 	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_FFN_IN, rs->h, n, D);
+	if (w->router.data) { /* the experts add their weighted outputs to x themselves */
+		return rc ? rc : moe_range(m, rs, l, w, x, t0, n);
+	}
 	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate, opt(&w->b_gate), n);
 	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up, opt(&w->b_up), n);
 	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * F, hp->act);
@@ -470,6 +608,23 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_ffw_norm, n, eps);
 	rc = rc ? rc : op->add(b, x, rs->h, n * D);
 	return rc;
+}
+
+/* The step's union of layer l's experts (moe_used) into the figures of struct model_moe_stats. */
+static void moe_count(struct model *m, int l, int T)
+{
+	const struct layout_unit *u = layout_unit_get(m->lay, l);
+	uint64_t one = 0, E = (uint64_t)m->hp->n_experts, n = 0;
+	for (int i = 0; i < u->n_tensors; i++)
+		if (u->tensors[i].ndim == 3)
+			one += u->tensors[i].bytes / E;
+	for (uint64_t e = 0; e < E; e++)
+		n += m->moe_used[e];
+	m->moe.tokens += l == 0 ? (uint64_t)T : 0;
+	m->moe.layer_steps++;
+	m->moe.union_experts += n;
+	m->moe.union_bytes += n * one;
+	m->moe.all_bytes += E * one;
 }
 
 /* Layer l for the whole step on rs, t_sub tokens at a time: the weights are bound once, and the ranges run
@@ -490,8 +645,12 @@ static int layer_forward(struct model *m, struct model_rs *rs, int l, int T, con
 		kvh_host_view(&m->kvh, l, m->kv, &kv);
 	else if (!rc && !(rc = kvh_acquire(&m->kvh, l, m->kv)))
 		kv = m->kv[l];
+	if (m->moe_used)
+		memset(m->moe_used, 0, sizeof(bool) * (size_t)m->hp->n_experts);
 	for (int t0 = 0; !rc && t0 < T; t0 += rs->t_sub)
 		rc = layer_range(m, rs, l, &w, &kv, t0, T - t0 < rs->t_sub ? T - t0 : rs->t_sub);
+	if (!rc && m->moe_used)
+		moe_count(m, l, T);
 	if (rc && !err[0])
 		snprintf(err, errlen, "layer %d: %s", l, rs->b->err);
 	weights_put(&m->w, l, on_host);

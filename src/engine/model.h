@@ -7,6 +7,8 @@
 #ifndef FERRY_MODEL_H
 #define FERRY_MODEL_H
 
+#include <stdio.h>
+
 #include "backend/backend.h"
 #include "engine/kv_host.h"
 #include "engine/kvcache.h"
@@ -33,6 +35,11 @@ struct layer_weights {
 			struct tensor w_gate, w_up, w_down; /* (F, D) (F, D) (D, F) */
 			struct tensor b_gate, b_up, b_down;
 			struct tensor post_ffw_norm;        /* (D) RMSNorm of the MLP output (Gemma 3) */
+			struct tensor router;               /* (E, D) mixture of experts */
+			struct tensor w_gate_exps, w_up_exps, w_down_exps; /* E x (Fe, D) (Fe, D) (D, Fe): rows
+								* and cols of one expert, the experts stacked */
+			struct tensor shexp_gate_inp;       /* (1, D) the shared expert's gate (Qwen2-MoE) */
+			struct tensor w_gate_shexp, w_up_shexp, w_down_shexp; /* (Fs, D) (Fs, D) (D, Fs) */
 		};
 	};
 };
@@ -59,6 +66,14 @@ LAYER_SLOT(b_gate, ARCH_SLOT_B_GATE);
 LAYER_SLOT(b_up, ARCH_SLOT_B_UP);
 LAYER_SLOT(b_down, ARCH_SLOT_B_DOWN);
 LAYER_SLOT(post_ffw_norm, ARCH_SLOT_POST_FFW_NORM);
+LAYER_SLOT(router, ARCH_SLOT_ROUTER);
+LAYER_SLOT(w_gate_exps, ARCH_SLOT_W_GATE_EXPS);
+LAYER_SLOT(w_up_exps, ARCH_SLOT_W_UP_EXPS);
+LAYER_SLOT(w_down_exps, ARCH_SLOT_W_DOWN_EXPS);
+LAYER_SLOT(shexp_gate_inp, ARCH_SLOT_SHEXP_GATE_INP);
+LAYER_SLOT(w_gate_shexp, ARCH_SLOT_W_GATE_SHEXP);
+LAYER_SLOT(w_up_shexp, ARCH_SLOT_W_UP_SHEXP);
+LAYER_SLOT(w_down_shexp, ARCH_SLOT_W_DOWN_SHEXP);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
@@ -79,8 +94,25 @@ struct model_rs {
 	float *h;              /* (S, D) normed */
 	float *q, *att;        /* (S, H*Dh) */
 	float *k, *v;          /* (S, Hkv*Dh) */
-	float *g, *u;          /* (S, F) */
+	float *g, *u;          /* (S, max(F, Fe, Fs)) */
+	float *rl;             /* (S, E) router logits (mixture of experts; NULL otherwise) */
+	float *xe, *ye;        /* (S, D) one expert's tokens in, its output */
 	float *logits;         /* (max_logits, V) */
+};
+
+/* Mixtures of experts, measured: per (step, layer) the union of the experts the step's tokens chose, their
+ * bytes next to the layers' whole expert regions, and (a device) how many experts were uploaded: the rest
+ * of the chosen ones were already in the layer's device image (a resident layer, or a slot still holding
+ * its layer). */
+struct model_moe_stats {
+	uint64_t tokens;       /* tokens stepped */
+	uint64_t routed;       /* (token, layer, expert) choices */
+	uint64_t layer_steps;  /* (step, layer) pairs */
+	uint64_t union_experts; /* sum over them of the distinct experts chosen */
+	uint64_t union_bytes;  /* those experts' bytes (one expert: its gate, up and down) */
+	uint64_t all_bytes;    /* every expert's bytes of the same layers */
+	uint64_t uploads;      /* experts uploaded (weights_experts; 0 on the CPU and with FERRY_MOE_WHOLE=1) */
+	bool routed_uploads;   /* a device uploading routed experts only */
 };
 
 /* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
@@ -133,6 +165,12 @@ struct model {
 	model_tap_fn tap;      /* NULL: none (model_set_tap) */
 	void *tap_ctx;
 	float *tap_host;       /* device backends: the tapped rows downloaded, (t_sub, max(D, H*Dh, F)) */
+	/* mixture of experts, host: a range's routing [t_sub x K] and the same grouped by expert */
+	int *moe_ids, *moe_rows, *moe_start; /* moe_start [E + 1] */
+	float *moe_w, *moe_rw;
+	bool *moe_used;        /* [E] the experts the current step chose in the current layer */
+	struct model_moe_stats moe;
+	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */
 };
 
 /* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
@@ -154,6 +192,7 @@ struct model_stats {
 	int kv_host_layers, n_slots;
 	struct io_stats io;        /* the layer streamer's */
 	struct model_hybrid_stats hyb;
+	struct model_moe_stats moe;
 };
 void model_stats(const struct model *m, struct model_stats *st);
 

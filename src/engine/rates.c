@@ -73,7 +73,7 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 		const struct layout_tensor *t = &u->tensors[i];
 		if (t->ndim != 2)
 			continue;
-		hm.t[hm.n++] = (struct tensor){ptrs[i], t->fmt, t->shape[0], t->shape[1]};
+		hm.t[hm.n++] = (struct tensor){ptrs[i], t->fmt, t->shape[0], t->shape[1], 0};
 		hm.bytes += t->raw_bytes;
 		hm.max_rows = t->shape[0] > hm.max_rows ? t->shape[0] : hm.max_rows;
 		hm.max_cols = t->shape[1] > hm.max_cols ? t->shape[1] : hm.max_cols;

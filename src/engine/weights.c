@@ -6,6 +6,15 @@
  * under 64 KiB, the 4096-byte alignment padding of the file); each run is one copy of its host span, and
  * runs are packed 256-byte aligned. So a layer read as one file range is one large DMA, and lz4-decoded
  * tensors (elsewhere in the buffer) are copied without the compressed bytes next to them.
+ *
+ * Routed experts (w->routed, a unit with expert-major tensors): the unit's upload copies its trunk only
+ * (attention, norms, router), the device image keeping the host layout so the experts' pointers hold;
+ * weights_experts then copies the experts a step's router chose, each one copy of its matrices, from the
+ * streamer's buffer (acquired again: RAM-tier units only, so this never waits for I/O; a unit streamed from
+ * disk goes up whole) into their places (when
+ * more than half of them are missing, the whole expert region in one copy). Which
+ * experts the device image holds is kept per unit: a resident unit gathers them over the steps, a slot
+ * forgets them when it takes another unit.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,7 +35,13 @@ struct weights_unit {
 	void *dev;       /* resident buffer */
 	void **ptrs;     /* [n_tensors] device pointers of the latest upload */
 	struct backend *b;
-	int fence;       /* upload_done */
+	int fence;       /* upload_done (of the trunk, then of the latest experts) */
+	/* routed experts: the expert region (its first tensor), E experts of stride bytes, exp_len of them
+	 * copied per expert; which ones the device image holds */
+	int exp_first;   /* tensor index, -1: no experts, or not in the RAM tier (uploaded whole) */
+	int64_t n_exp;
+	uint64_t exp_stride, exp_len;
+	bool *exp_valid; /* [n_exp] */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -57,8 +72,31 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		wu->resident = resident && resident[u];
 		wu->slot = -1;
 		wu->b = b;
-		wu->ptrs = calloc((size_t)layout_unit_get(lay, u)->n_tensors + 1, sizeof(void *));
+		const struct layout_unit *lu = layout_unit_get(lay, u);
+		wu->ptrs = calloc((size_t)lu->n_tensors + 1, sizeof(void *));
 		if (!wu->ptrs)
+			goto oom;
+		wu->exp_first = -1;
+		for (int i = 0; i < lu->n_tensors; i++) {
+			const struct layout_tensor *t = &lu->tensors[i];
+			if (!t->stride)
+				continue;
+			if (wu->exp_first < 0 || t->offset < lu->tensors[wu->exp_first].offset)
+				wu->exp_first = i;
+			wu->n_exp = t->shape[0];
+			wu->exp_stride = t->stride;
+		}
+		for (int i = 0; wu->exp_first >= 0 && i < lu->n_tensors; i++) {
+			const struct layout_tensor *t = &lu->tensors[i];
+			uint64_t end = t->offset - lu->tensors[wu->exp_first].offset + t->bytes / (uint64_t)(t->stride ? t->shape[0] : 1);
+			if (t->stride && end > wu->exp_len)
+				wu->exp_len = end;
+		}
+		/* routed uploads read the streamer's buffer again during the layer: only where that cannot wait
+		 * for I/O (a RAM-tier unit); the others go up whole */
+		if (!io_unit_in_tier(io, u))
+			wu->exp_first = -1;
+		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
 		all_resident &= wu->resident;
 		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, u);
@@ -117,6 +155,7 @@ void weights_free(struct weights *w)
 		if (w->u[u].dev)
 			b->ops->free(b, w->u[u].dev);
 		free(w->u[u].ptrs);
+		free(w->u[u].exp_valid);
 	}
 	for (int s = 0; w->slot_mem && s < w->n_slots; s++)
 		if (w->slot_mem[s])
@@ -131,6 +170,18 @@ static bool upload_done(void *ctx)
 {
 	struct weights_unit *wu = ctx;
 	return wu->b->ops->fence_done(wu->b, wu->fence);
+}
+
+/* Whether unit wu's experts are uploaded as routed (weights_experts) rather than with the unit. */
+static bool routed(const struct weights *w, const struct weights_unit *wu)
+{
+	return w->routed && wu->exp_first >= 0;
+}
+
+/* Bytes from a tensor's first byte in the streamer's buffer to its last (decoded: raw_bytes). */
+static uint64_t extent(const struct layout_tensor *t)
+{
+	return t->stride ? layout_tensor_span(t) : t->raw_bytes;
 }
 
 /* Copies the unit's tensors from the streamer's buffer to dev (runs of nearby tensors as one copy each) on
@@ -150,13 +201,13 @@ static int upload(struct weights *w, int unit, void *const *host, char *dev, uin
 	uint64_t at = 0;
 	for (int i = 0; i < n;) {
 		const char *lo = host[order[i]];
-		const char *hi = lo + lu->tensors[order[i]].raw_bytes;
+		const char *hi = lo + extent(&lu->tensors[order[i]]);
 		int j = i + 1;
-		for (; j < n; j++) {
-			const char *p = host[order[j]];
-			if (p < hi || (uint64_t)(p - hi) >= RUN_GAP)
+		for (; j < n; j++) { /* expert-major tensors interleave: a tensor starting inside the run joins it */
+			const char *p = host[order[j]], *end = p + extent(&lu->tensors[order[j]]);
+			if (p >= hi && (uint64_t)(p - hi) >= RUN_GAP)
 				break;
-			hi = p + lu->tensors[order[j]].raw_bytes;
+			hi = end > hi ? end : hi;
 		}
 		uint64_t span = (uint64_t)(hi - lo);
 		if (at + span > cap) {
@@ -166,11 +217,25 @@ static int upload(struct weights *w, int unit, void *const *host, char *dev, uin
 		}
 		for (int k = i; k < j; k++)
 			wu->ptrs[order[k]] = dev + at + ((const char *)host[order[k]] - lo);
-		if (w->b->ops->copy_async(w->b, dev + at, lo, span)) {
-			snprintf(err, errlen, "unit %d: upload: %s", unit, w->b->err);
-			return -EIO;
+		/* routed experts stay behind (weights_experts): the run's other tensors go in sub-runs */
+		for (int k = i; k < j;) {
+			if (routed(w, wu) && lu->tensors[order[k]].stride) {
+				k++;
+				continue;
+			}
+			const char *a = host[order[k]], *z = a + extent(&lu->tensors[order[k]]);
+			int q = k + 1;
+			for (; q < j && !(routed(w, wu) && lu->tensors[order[q]].stride); q++) {
+				const char *e = (const char *)host[order[q]] + extent(&lu->tensors[order[q]]);
+				z = e > z ? e : z;
+			}
+			if (w->b->ops->copy_async(w->b, dev + at + (a - lo), a, (size_t)(z - a))) {
+				snprintf(err, errlen, "unit %d: upload: %s", unit, w->b->err);
+				return -EIO;
+			}
+			w->h2d_bytes += (uint64_t)(z - a);
+			k = q;
 		}
-		w->h2d_bytes += span;
 		at = align_up(at + span, DEV_ALIGN);
 		i = j;
 	}
@@ -216,6 +281,8 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		return rc;
 	}
 	io_unit_release_after(w->io, unit, upload_done, wu);
+	if (wu->exp_valid)
+		memset(wu->exp_valid, 0, sizeof(bool) * (size_t)wu->n_exp);
 	if (wu->resident) {
 		wu->uploaded = true;
 	} else {
@@ -238,6 +305,60 @@ int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char
 		return -EIO;
 	}
 	*ptrs = w->u[unit].ptrs;
+	return 0;
+}
+
+int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen)
+{
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !routed(w, wu))
+		return 0;
+	struct backend *b = w->b;
+	int n = 0;
+	for (int64_t e = 0; e < wu->n_exp; e++)
+		n += used[e] && !wu->exp_valid[e];
+	if (!n)
+		return 0;
+	void *const *host;
+	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
+	if (rc)
+		return rc;
+	const char *src = host[wu->exp_first];
+	char *dst = wu->ptrs[wu->exp_first];
+	/* most experts missing (a prefill, a large batch): the whole region in one copy */
+	bool all = 2 * (int64_t)n > wu->n_exp;
+	if (all) {
+		uint64_t len = (uint64_t)(wu->n_exp - 1) * wu->exp_stride + wu->exp_len;
+		if (b->ops->copy_async(b, dst, src, (size_t)len))
+			rc = -EIO;
+		for (int64_t e = 0; !rc && e < wu->n_exp; e++)
+			wu->exp_valid[e] = true;
+		w->h2d_bytes += len;
+		w->exp_uploads += (uint64_t)n;
+	}
+	for (int64_t e = 0; !rc && !all && e < wu->n_exp; e++) {
+		if (!used[e] || wu->exp_valid[e])
+			continue;
+		uint64_t off = (uint64_t)e * wu->exp_stride;
+		if (b->ops->copy_async(b, dst + off, src + off, (size_t)wu->exp_len))
+			rc = -EIO;
+		wu->exp_valid[e] = !rc;
+		w->h2d_bytes += wu->exp_len;
+		w->exp_uploads++;
+	}
+	if (!rc && b->ops->fence_record(b, BQ_COPY, wu->fence))
+		rc = -EIO;
+	if (rc) {
+		snprintf(err, errlen, "unit %d: expert upload: %s", unit, b->err);
+		b->ops->sync(b);
+		io_unit_release(w->io, unit);
+		return rc;
+	}
+	io_unit_release_after(w->io, unit, upload_done, wu);
+	if (b->ops->fence_wait(b, BQ_COMPUTE, wu->fence)) {
+		snprintf(err, errlen, "unit %d: %s", unit, b->err);
+		return -EIO;
+	}
 	return 0;
 }
 

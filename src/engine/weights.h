@@ -10,6 +10,9 @@
  *   released once its upload is done (io_unit_release_after with a fence query).
  * Order of calls per unit: weights_get, the unit's ops, weights_put, then weights_prefetch of what follows.
  *
+ * Routed experts: with w->routed, a unit's expert-major experts are not uploaded with it; weights_experts
+ * uploads those a step routes to (the device image keeps the host layout, so the pointers hold).
+ *
  * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
  * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
  */
@@ -38,6 +41,8 @@ struct weights {
 	uint64_t slot_bytes;
 	uint64_t h2d_bytes;       /* uploaded so far */
 	int fence0;               /* the first of its backend fences (weights.c) */
+	bool routed;              /* units with expert-major experts upload only the experts weights_experts asks for */
+	uint64_t exp_uploads;     /* experts uploaded by weights_experts */
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
@@ -52,6 +57,10 @@ void weights_free(struct weights *w);
  * its upload. */
 int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen);
 void weights_put(struct weights *w, int unit, bool host);
+/* Routed experts (w->routed): between weights_get and weights_put of a device unit, makes the experts that
+ * used[E] marks present in its device image (uploading those it lacks from the streamer's buffer, the
+ * compute queue waiting for them). No-op for other units, host units and host-memory backends. */
+int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen);
 /* Starts the uploads of the units after `unit` (cyclic) that fit in the free slots, skipping those host[]
  * marks (NULL: none); all slots when `unit` itself is a host unit (no device slot is in use), else all but
  * its own. No-op on the CPU. */

@@ -39,6 +39,11 @@ void io_opts_default(struct io_opts *o)
 	o->ram = -1;
 }
 
+bool io_unit_in_tier(const struct io_stream *s, int unit)
+{
+	return unit >= 0 && unit < s->n_units && s->tier[unit] != NULL;
+}
+
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit)
 {
 	struct unit_map p;
@@ -293,6 +298,21 @@ static void submit(struct io_stream *s)
 	}
 }
 
+/* Bytes of tensor t (its bytes at a in the buffer; an expert-major one's slices a + e x stride) inside
+ * [lo, hi). */
+static uint64_t tensor_overlap(const struct layout_tensor *t, uint64_t a, uint64_t lo, uint64_t hi)
+{
+	uint64_t per = t->stride ? t->bytes / (uint64_t)t->shape[0] : t->bytes, got = 0;
+	uint64_t n = t->stride ? (uint64_t)t->shape[0] : 1, step = t->stride ? t->stride : per;
+	uint64_t e0 = lo > a ? (lo - a) / step : 0;
+	for (uint64_t e = e0; e < n && a + e * step < hi; e++) {
+		uint64_t x = a + e * step, y = x + per;
+		uint64_t l = lo > x ? lo : x, h = hi < y ? hi : y;
+		got += l < h ? h - l : 0;
+	}
+	return got;
+}
+
 /* Bytes [dst, dst + n) of the load's buffer have arrived. */
 static void credit(struct io_stream *s, struct load *ld, uint64_t dst, uint64_t n)
 {
@@ -300,11 +320,12 @@ static void credit(struct io_stream *s, struct load *ld, uint64_t dst, uint64_t 
 	const struct unit_map *p = &s->maps[ld->unit];
 	ld->todo -= n;
 	for (int i = 0; i < u->n_tensors && ld->state == LOAD_READING; i++) {
-		uint64_t a = p->src[i], b = a + u->tensors[i].bytes;
-		uint64_t lo = dst > a ? dst : a, hi = dst + n < b ? dst + n : b;
-		if (ld->left[i] == 0 || lo >= hi)
+		if (ld->left[i] == 0)
 			continue;
-		ld->left[i] -= hi - lo;
+		uint64_t got = tensor_overlap(&u->tensors[i], p->src[i], dst, dst + n);
+		if (!got)
+			continue;
+		ld->left[i] -= got;
 		if (ld->left[i] == 0)
 			tensor_arrived(s, ld, i);
 	}

@@ -100,5 +100,7 @@ int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *
 void io_stream_stats(struct io_stream *s, struct io_stats *out);
 /* Bytes of buffer a unit needs: its file ranges plus room for decoded lz4 tensors. */
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit);
+/* Whether the unit stays in the RAM tier once read (an acquire after its first read never waits for I/O). */
+bool io_unit_in_tier(const struct io_stream *s, int unit);
 
 #endif

@@ -13,7 +13,7 @@ void unit_map_build(const struct layout *m, int unit, struct unit_map *p)
 		while (r < p->n_ranges && p->ranges[r].file != t->file)
 			r++;
 		struct map_range *pr = &p->ranges[r];
-		uint64_t end = t->offset + t->bytes;
+		uint64_t end = t->offset + layout_tensor_span(t);
 		if (r == p->n_ranges) {
 			p->n_ranges++;
 			*pr = (struct map_range){t->file, t->offset, end - t->offset, 0};

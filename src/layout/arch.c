@@ -18,6 +18,10 @@
 #define F ARCH_DIM_F
 #define DH ARCH_DIM_DH
 #define V ARCH_DIM_V
+#define E ARCH_DIM_E
+#define FE ARCH_DIM_FE
+#define FS ARCH_DIM_FS
+#define ONE ARCH_DIM_ONE
 #define REQ ARCH_REQUIRED, NULL
 #define IF(key) ARCH_OPTIONAL, key
 #define NORM true
@@ -60,17 +64,21 @@ static const struct arch_tensor mistral_layer[] = {
 	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
 };
 
+/* Qwen2's attention (biases on q, k and v) and the MLP's norm, shared by Qwen2 and Qwen2-MoE. */
+#define QWEN2_ATTN_ROWS                                                                                  \
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},                    \
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},                             \
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, REQ, 0, S(BQ)},                                    \
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},                            \
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, REQ, 0, S(BK)},                                   \
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},                            \
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, REQ, 0, S(BV)},                                   \
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},                        \
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)}
+
 /* Qwen2ForCausalLM: Llama with biases on q, k and v. */
 static const struct arch_tensor qwen2_layer[] = {
-	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
-	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
-	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, REQ, 0, S(BQ)},
-	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
-	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, REQ, 0, S(BK)},
-	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
-	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, REQ, 0, S(BV)},
-	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
-	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	QWEN2_ATTN_ROWS,
 	{"ffn_gate.weight", "mlp.gate_proj.weight", {F, D}, REQ, 0, S(W_GATE)},
 	{"ffn_up.weight", "mlp.up_proj.weight", {F, D}, REQ, 0, S(W_UP)},
 	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
@@ -118,22 +126,81 @@ static const struct arch_tensor gemma3_layer[] = {
 	{"ffn_down.weight", "mlp.down_proj.weight", {D, F}, REQ, 0, S(W_DOWN)},
 };
 
+/* Qwen3MoeForCausalLM: Qwen3's attention, every layer's MLP a mixture of experts (decoder_sparse_step 1,
+ * no mlp_only_layers). */
+static const struct arch_tensor qwen3moe_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, IF("attention_bias"), 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, IF("attention_bias"), 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, IF("attention_bias"), 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"attn_output.bias", "self_attn.o_proj.bias", {D}, IF("attention_bias"), 0, S(BO)},
+	{"attn_q_norm.weight", "self_attn.q_norm.weight", {DH}, REQ, NORM, S(Q_NORM)},
+	{"attn_k_norm.weight", "self_attn.k_norm.weight", {DH}, REQ, NORM, S(K_NORM)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate_inp.weight", "mlp.gate.weight", {E, D}, REQ, 0, S(ROUTER)},
+	{"ffn_gate_exps.weight", "mlp.experts.%d.gate_proj.weight", {E, FE, D}, REQ, 0, S(W_GATE_EXPS)},
+	{"ffn_up_exps.weight", "mlp.experts.%d.up_proj.weight", {E, FE, D}, REQ, 0, S(W_UP_EXPS)},
+	{"ffn_down_exps.weight", "mlp.experts.%d.down_proj.weight", {E, D, FE}, REQ, 0, S(W_DOWN_EXPS)},
+};
+
+/* MixtralForCausalLM: Mistral's attention, every layer's MLP 8 experts (w1 gate, w3 up, w2 down). */
+static const struct arch_tensor mixtral_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"ffn_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate_inp.weight", "block_sparse_moe.gate.weight", {E, D}, REQ, 0, S(ROUTER)},
+	{"ffn_gate_exps.weight", "block_sparse_moe.experts.%d.w1.weight", {E, FE, D}, REQ, 0, S(W_GATE_EXPS)},
+	{"ffn_up_exps.weight", "block_sparse_moe.experts.%d.w3.weight", {E, FE, D}, REQ, 0, S(W_UP_EXPS)},
+	{"ffn_down_exps.weight", "block_sparse_moe.experts.%d.w2.weight", {E, D, FE}, REQ, 0, S(W_DOWN_EXPS)},
+};
+
+/* Qwen2MoeForCausalLM: Qwen2's attention (q, k, v biases), every layer's MLP a mixture of experts plus a
+ * shared expert whose output is scaled by sigmoid(h . shared_expert_gate). */
+static const struct arch_tensor qwen2moe_layer[] = {
+	QWEN2_ATTN_ROWS,
+	{"ffn_gate_inp.weight", "mlp.gate.weight", {E, D}, REQ, 0, S(ROUTER)},
+	{"ffn_gate_exps.weight", "mlp.experts.%d.gate_proj.weight", {E, FE, D}, REQ, 0, S(W_GATE_EXPS)},
+	{"ffn_up_exps.weight", "mlp.experts.%d.up_proj.weight", {E, FE, D}, REQ, 0, S(W_UP_EXPS)},
+	{"ffn_down_exps.weight", "mlp.experts.%d.down_proj.weight", {E, D, FE}, REQ, 0, S(W_DOWN_EXPS)},
+	{"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight", {ONE, D}, REQ, 0, S(SHEXP_GATE_INP)},
+	{"ffn_gate_shexp.weight", "mlp.shared_expert.gate_proj.weight", {FS, D}, REQ, 0, S(W_GATE_SHEXP)},
+	{"ffn_up_shexp.weight", "mlp.shared_expert.up_proj.weight", {FS, D}, REQ, 0, S(W_UP_SHEXP)},
+	{"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight", {D, FS}, REQ, 0, S(W_DOWN_SHEXP)},
+};
+
 #define ROWS(a) a, (int)(sizeof(a) / sizeof(a[0]))
+#define DENSE NULL, NULL, NULL, NULL, NULL, false
 
 /* name, HF class, GGUF name, hparams, HF defaults (max_pos, head_dim, sliding_window, tied), HF windows,
  * HF 1 + w norms, GGUF rope pairs, layer tensors. The HF defaults are those of the transformers config
  * classes; llama.cpp permutes llama's q and k rows so that RoPE pairs are interleaved. */
 const struct arch arch_table[] = {
 	{"llama", "LlamaForCausalLM", "llama", ARCH_HPARAMS_LLAMA, 2048, 0, 0, false, ARCH_WINDOWS_NONE, false,
-	 ROPE_STYLE_NORM, ROWS(llama_layer)},
+	 ROPE_STYLE_NORM, ROWS(llama_layer), DENSE},
 	{"mistral", "MistralForCausalLM", NULL, ARCH_HPARAMS_LLAMA, 4096 * 32, 0, 4096, false, ARCH_WINDOWS_ALL,
-	 false, ROPE_STYLE_NEOX, ROWS(mistral_layer)},
+	 false, ROPE_STYLE_NEOX, ROWS(mistral_layer), DENSE},
 	{"qwen2", "Qwen2ForCausalLM", "qwen2", ARCH_HPARAMS_LLAMA, 32768, 0, 0, false, ARCH_WINDOWS_GATED, false,
-	 ROPE_STYLE_NEOX, ROWS(qwen2_layer)},
+	 ROPE_STYLE_NEOX, ROWS(qwen2_layer), DENSE},
 	{"qwen3", "Qwen3ForCausalLM", "qwen3", ARCH_HPARAMS_LLAMA, 40960, 128, 4096, false, ARCH_WINDOWS_GATED, false,
-	 ROPE_STYLE_NEOX, ROWS(qwen3_layer)},
+	 ROPE_STYLE_NEOX, ROWS(qwen3_layer), DENSE},
 	{"gemma3", "Gemma3ForCausalLM", "gemma3", ARCH_HPARAMS_GEMMA3, 131072, 256, 4096, true,
-	 ARCH_WINDOWS_PATTERN, true, ROPE_STYLE_NEOX, ROWS(gemma3_layer)},
+	 ARCH_WINDOWS_PATTERN, true, ROPE_STYLE_NEOX, ROWS(gemma3_layer), DENSE},
+	{"qwen3moe", "Qwen3MoeForCausalLM", "qwen3moe", ARCH_HPARAMS_LLAMA, 32768, 128, 4096, false,
+	 ARCH_WINDOWS_GATED, false, ROPE_STYLE_NEOX, ROWS(qwen3moe_layer), "num_experts", "num_experts_per_tok",
+	 "moe_intermediate_size", "norm_topk_prob", NULL, true},
+	{"mixtral", "MixtralForCausalLM", "llama", ARCH_HPARAMS_LLAMA, 4096 * 32, 0, 0, false, ARCH_WINDOWS_ALL,
+	 false, ROPE_STYLE_NORM, ROWS(mixtral_layer), "num_local_experts", "num_experts_per_tok", "intermediate_size",
+	 NULL, NULL, true},
+	{"qwen2moe", "Qwen2MoeForCausalLM", "qwen2moe", ARCH_HPARAMS_LLAMA, 32768, 0, 4096, false, ARCH_WINDOWS_GATED,
+	 false, ROPE_STYLE_NEOX, ROWS(qwen2moe_layer), "num_experts", "num_experts_per_tok", "moe_intermediate_size",
+	 "norm_topk_prob", "shared_expert_intermediate_size", false},
 };
 const int arch_count = (int)(sizeof(arch_table) / sizeof(arch_table[0]));
 
@@ -150,12 +217,25 @@ const struct arch *arch_find(enum arch_key key, const char *name)
 	return NULL;
 }
 
+bool arch_is_moe(const struct arch *a)
+{
+	return arch_slot_tensor(a, ARCH_SLOT_ROUTER) != NULL;
+}
+
+const struct arch *arch_find_gguf(const char *name, bool moe)
+{
+	for (int i = 0; name && i < arch_count; i++)
+		if (arch_table[i].gguf && !strcmp(arch_table[i].gguf, name) && arch_is_moe(&arch_table[i]) == moe)
+			return &arch_table[i];
+	return NULL;
+}
+
 const char *arch_list(enum arch_key key, char *buf, size_t n)
 {
 	size_t len = 0;
 	buf[0] = 0;
 	for (int i = 0; i < arch_count && len < n; i++)
-		if (key_of(&arch_table[i], key))
+		if (key_of(&arch_table[i], key) && arch_find(key, key_of(&arch_table[i], key)) == &arch_table[i])
 			len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? ", " : "", key_of(&arch_table[i], key));
 	return buf;
 }
@@ -177,13 +257,22 @@ int64_t arch_dim(const struct layout_hparams *hp, enum arch_dim d)
 	case ARCH_DIM_F: return hp->ffn_dim;
 	case ARCH_DIM_DH: return hp->head_dim;
 	case ARCH_DIM_V: return hp->vocab;
+	case ARCH_DIM_E: return hp->n_experts;
+	case ARCH_DIM_FE: return hp->expert_ffn;
+	case ARCH_DIM_FS: return hp->shared_ffn;
+	case ARCH_DIM_ONE: return 1;
 	default: return 0;
 	}
 }
 
-int arch_shape(const struct layout_hparams *hp, const struct arch_tensor *t, int64_t shape[2])
+bool arch_is_experts(const struct arch_tensor *t)
 {
-	int n = t->shape[1] ? 2 : 1;
+	return t->shape[2] != ARCH_DIM_NONE;
+}
+
+int arch_shape(const struct layout_hparams *hp, const struct arch_tensor *t, int64_t shape[3])
+{
+	int n = t->shape[2] ? 3 : t->shape[1] ? 2 : 1;
 	for (int i = 0; i < n; i++)
 		shape[i] = arch_dim(hp, t->shape[i]);
 	return n;

@@ -30,6 +30,10 @@ enum arch_dim {
 	ARCH_DIM_F,  /* ffn_dim */
 	ARCH_DIM_DH, /* head_dim */
 	ARCH_DIM_V,  /* vocab */
+	ARCH_DIM_E,  /* n_experts */
+	ARCH_DIM_FE, /* expert_ffn */
+	ARCH_DIM_FS, /* shared_ffn: the shared expert's ffn */
+	ARCH_DIM_ONE, /* 1: a matrix of one row (the shared expert's gate) */
 };
 
 /* Where a layer tensor binds: the members of struct layer_weights, in this order. The order is also the
@@ -56,6 +60,14 @@ enum arch_slot {
 	ARCH_SLOT_B_UP,
 	ARCH_SLOT_B_DOWN,
 	ARCH_SLOT_POST_FFW_NORM,
+	ARCH_SLOT_ROUTER,      /* mixture of experts: the router, and the experts' matrices stacked [E, ...] */
+	ARCH_SLOT_W_GATE_EXPS,
+	ARCH_SLOT_W_UP_EXPS,
+	ARCH_SLOT_W_DOWN_EXPS,
+	ARCH_SLOT_SHEXP_GATE_INP, /* Qwen2-MoE's shared expert: its sigmoid gate [1, D] and its MLP */
+	ARCH_SLOT_W_GATE_SHEXP,
+	ARCH_SLOT_W_UP_SHEXP,
+	ARCH_SLOT_W_DOWN_SHEXP,
 	ARCH_SLOT_COUNT
 };
 
@@ -67,8 +79,10 @@ enum arch_need {
 
 struct arch_tensor {
 	const char *name;       /* ferry's (and GGUF's) name; in a layer, after "blk.N." */
-	const char *hf;         /* the HF checkpoint's name; in a layer, after "model.layers.N." */
-	enum arch_dim shape[2]; /* outermost first: {Q, D} a matrix [Q, D] (Linear [out, in]), {D} a vector */
+	const char *hf;         /* the HF checkpoint's name; in a layer, after "model.layers.N."; an expert
+				 * tensor's ("%d" the expert) names one expert's matrix, the experts stacked */
+	enum arch_dim shape[3]; /* outermost first: {Q, D} a matrix [Q, D] (Linear [out, in]), {D} a vector,
+				 * {E, Fe, D} the experts' [Fe, D] matrices stacked */
 	enum arch_need need;
 	const char *hf_key;     /* ARCH_OPTIONAL: the config.json key that says a checkpoint has it */
 	bool norm;              /* an RMSNorm weight (see hf_norm_plus_one) */
@@ -104,6 +118,13 @@ struct arch {
 	enum rope_style gguf_rope;   /* the pairs RoPE rotates in this architecture's GGUF files */
 	const struct arch_tensor *layer; /* a layer's tensors, in the order an HF conversion writes them */
 	int n_layer;
+	/* Mixture of experts (the layer has expert rows): the config.json keys of the expert count, experts
+	 * per token and expert ffn width, and whether the chosen weights are renormalized (hf_norm_key: the
+	 * key that says so, else always) */
+	const char *hf_experts, *hf_used, *hf_expert_ffn, *hf_norm_key;
+	const char *hf_shared_ffn; /* the shared expert's ffn width (NULL: none) */
+	bool gguf_norm_topk;       /* GGUF: renormalized unless {arch}.expert_weights_norm says otherwise (llama.cpp's
+				    * graph: qwen3moe and Mixtral renormalize, qwen2moe does not) */
 };
 
 extern const struct arch arch_table[];
@@ -115,12 +136,19 @@ extern const struct arch_tensor arch_token_embd, arch_output_norm, arch_output;
 enum arch_key { ARCH_KEY_NAME, ARCH_KEY_HF, ARCH_KEY_GGUF };
 /* The architecture of that name (ferry's, HF's class, or GGUF's), NULL when there is none. */
 const struct arch *arch_find(enum arch_key key, const char *name);
+/* The architecture of a GGUF general.architecture whose layers have experts (moe) or not: GGUF names
+ * Mixtral "llama" with an expert count. */
+const struct arch *arch_find_gguf(const char *name, bool moe);
+/* Whether a's layers have experts (a router row). */
+bool arch_is_moe(const struct arch *a);
 /* "a, b, c": every name of that kind, in table order, for messages; buf is returned. */
 const char *arch_list(enum arch_key key, char *buf, size_t n);
 /* The row of a that binds to slot s, NULL when a has none. */
 const struct arch_tensor *arch_slot_tensor(const struct arch *a, enum arch_slot s);
 int64_t arch_dim(const struct layout_hparams *hp, enum arch_dim d);
 /* t's shape for these hyper-parameters into shape (outermost first); returns the number of dims. */
-int arch_shape(const struct layout_hparams *hp, const struct arch_tensor *t, int64_t shape[2]);
+int arch_shape(const struct layout_hparams *hp, const struct arch_tensor *t, int64_t shape[3]);
+/* Whether t is the experts' matrices stacked ([E, rows, cols]). */
+bool arch_is_experts(const struct arch_tensor *t);
 
 #endif

@@ -42,7 +42,10 @@ void layout_header_build(uint8_t *buf, const struct layout_file_header *h)
 {
 	memset(buf, 0, LAYOUT_HEADER_BYTES);
 	memcpy(buf, LAYOUT_MAGIC, 8);
-	put_le32(buf + 8, LAYOUT_VERSION);
+	bool strided = false;
+	for (int i = 0; i < h->n_tensors; i++)
+		strided |= h->tensors[i].stride != 0;
+	put_le32(buf + 8, strided ? LAYOUT_VERSION : 1); /* files without experts stay as version 1 wrote them */
 	put_le32(buf + 12, LAYOUT_HEADER_BYTES);
 	put_le64(buf + 16, h->file_bytes);
 	put_le32(buf + 24, (uint32_t)h->kind);
@@ -61,6 +64,7 @@ void layout_header_build(uint8_t *buf, const struct layout_file_header *h)
 		put_le64(e + 104, t->raw_bytes);
 		put_le64(e + 112, t->xxh3);
 		put_le32(e + 120, (uint32_t)t->comp);
+		put_le32(e + 124, (uint32_t)(t->stride / LAYOUT_ALIGN));
 	}
 	put_le64(buf + 40, layout_header_hash(buf));
 }
@@ -77,8 +81,9 @@ int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header 
 		return -EBADMSG;
 	}
 	h->version = le32(buf + 8);
-	if (h->version != LAYOUT_VERSION) {
-		snprintf(err, errlen, "format version %u, this ferry reads version %d", h->version, LAYOUT_VERSION);
+	if (h->version < LAYOUT_VERSION_MIN || h->version > LAYOUT_VERSION) {
+		snprintf(err, errlen, "format version %u, this ferry reads versions %d..%d", h->version, LAYOUT_VERSION_MIN,
+			 LAYOUT_VERSION);
 		return -EBADMSG;
 	}
 	if (le32(buf + 12) != LAYOUT_HEADER_BYTES) {
@@ -99,7 +104,11 @@ int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header 
 		return -EBADMSG;
 	}
 	h->n_tensors = (int)nt;
-	uint64_t prev_end = LAYOUT_HEADER_BYTES;
+	/* Entries in offset order, none overlapping: a contiguous one starts after everything before it; strided
+	 * ones form regions (same E and stride), each next one's expert slice after the previous one's inside
+	 * the first one's stride, and the region ends at its first offset + E x stride. */
+	uint64_t prev_end = LAYOUT_HEADER_BYTES, reg_base = 0, reg_stride = 0, reg_end = LAYOUT_HEADER_BYTES;
+	int64_t reg_e = 0;
 	for (int i = 0; i < h->n_tensors; i++) {
 		const uint8_t *e = buf + LAYOUT_ENTRY_OFFSET + i * LAYOUT_ENTRY_BYTES;
 		struct layout_tensor *t = &h->tensors[i];
@@ -121,6 +130,13 @@ int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header 
 		t->raw_bytes = le64(e + 104);
 		t->xxh3 = le64(e + 112);
 		t->comp = (int)le32(e + 120);
+		t->stride = (uint64_t)le32(e + 124) * LAYOUT_ALIGN;
+		if (t->stride && (h->version < 2 || t->ndim != 3 || t->comp != LAYOUT_COMP_NONE || t->shape[0] < 1 ||
+				  t->stride < layout_tensor_nbytes(t->fmt, 2, t->shape + 1))) {
+			snprintf(err, errlen, "tensor %s: expert stride %llu in a version %u file, rank %d, compression %d",
+				 t->name, (unsigned long long)t->stride, h->version, t->ndim, t->comp);
+			return -EBADMSG;
+		}
 		/* the stored size must be what shape and format say (lz4: the decompressed size) */
 		uint64_t want = layout_tensor_nbytes(t->fmt, t->ndim, t->shape);
 		bool unused_zero = true;
@@ -134,13 +150,24 @@ int layout_header_parse(const uint8_t *buf, size_t n, struct layout_file_header 
 				 wfmt_name(t->fmt));
 			return -EBADMSG;
 		}
-		if (t->offset % LAYOUT_ALIGN || t->offset < prev_end || t->bytes > h->file_bytes ||
-		    t->offset > h->file_bytes - t->bytes) {
+		uint64_t span = 0;
+		bool in_reg = t->stride && t->stride == reg_stride && t->shape[0] == reg_e &&
+			      t->offset + t->bytes / (uint64_t)t->shape[0] <= reg_base + reg_stride;
+		bool ok = t->offset % LAYOUT_ALIGN == 0 && t->offset >= prev_end && (in_reg || t->offset >= reg_end) &&
+			  !__builtin_mul_overflow((uint64_t)t->shape[0], t->stride, &span);
+		span = layout_tensor_span(t);
+		if (!ok || span > h->file_bytes || t->offset > h->file_bytes - span) {
 			snprintf(err, errlen, "tensor %s: offset %llu + %llu bytes is unaligned, overlapping or past the end",
-				 t->name, (unsigned long long)t->offset, (unsigned long long)t->bytes);
+				 t->name, (unsigned long long)t->offset, (unsigned long long)span);
 			return -EBADMSG;
 		}
-		prev_end = t->offset + t->bytes;
+		if (t->stride && !in_reg) {
+			reg_base = t->offset;
+			reg_stride = t->stride;
+			reg_e = t->shape[0];
+			reg_end = reg_base + (uint64_t)reg_e * reg_stride;
+		}
+		prev_end = t->stride ? t->offset + t->bytes / (uint64_t)t->shape[0] : t->offset + t->bytes;
 	}
 	return 0;
 }

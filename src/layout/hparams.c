@@ -54,6 +54,12 @@ int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errl
 	else if (!(hp->attn_scale >= 0 && hp->attn_scale < 1e6) || !(hp->embed_scale >= 0 && hp->embed_scale < 1e6) ||
 		 !(hp->final_softcap >= 0 && hp->final_softcap < 1e6))
 		bad = "attn_scale, embed_scale and final_softcap must be in [0, 1e6)";
+	else if (hp->n_experts && (hp->n_experts < 2 || hp->n_experts > LAYOUT_MAX_EXPERTS || hp->n_experts_used < 1 ||
+				   hp->n_experts_used > hp->n_experts || hp->expert_ffn < 1 ||
+				   hp->expert_ffn > LAYOUT_MAX_DIM || hp->shared_ffn < 0 || hp->shared_ffn > LAYOUT_MAX_DIM))
+		bad = "moe: experts must be in 2..1024, used in 1..experts, ffn and shared_ffn in 1..2^24";
+	else if (!hp->n_experts && hp->shared_ffn)
+		bad = "moe: a shared expert without experts";
 	for (int i = 0; !bad && r->factors && i < r->dim / 2; i++)
 		if (!(r->factors[i] > 0 && r->factors[i] < 1e9))
 			bad = "rope factors must be in (0, 1e9)";
@@ -110,6 +116,12 @@ void *layout_hparams_to_json(const struct layout_hparams *hp)
 		json_object_set_new(o, "embed_scale", json_real(hp->embed_scale));
 	if (hp->final_softcap > 0)
 		json_object_set_new(o, "final_softcap", json_real(hp->final_softcap));
+	if (hp->n_experts)
+		json_object_set_new(o, "moe", json_pack("{s:i, s:i, s:i, s:b}", "experts", hp->n_experts, "used",
+							hp->n_experts_used, "ffn", hp->expert_ffn, "norm_topk",
+							hp->moe_norm_topk));
+	if (hp->n_experts && hp->shared_ffn)
+		json_object_set_new(json_object_get(o, "moe"), "shared_ffn", json_integer(hp->shared_ffn));
 	return o;
 }
 
@@ -259,6 +271,18 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 	rc = rc ? rc : opt_num(o, "attn_scale", &hp->attn_scale, err, errlen);
 	rc = rc ? rc : opt_num(o, "embed_scale", &hp->embed_scale, err, errlen);
 	rc = rc ? rc : opt_num(o, "final_softcap", &hp->final_softcap, err, errlen);
+	const json_t *moe = json_object_get(o, "moe");
+	if (!rc && moe) {
+		rc = !json_is_object(moe) ? -EINVAL : 0;
+		if (rc)
+			snprintf(err, errlen, "hparams.moe: not an object");
+		rc = rc ? rc : get_int(moe, "experts", 2, &hp->n_experts, err, errlen);
+		rc = rc ? rc : get_int(moe, "used", 1, &hp->n_experts_used, err, errlen);
+		rc = rc ? rc : get_int(moe, "ffn", 1, &hp->expert_ffn, err, errlen);
+		hp->moe_norm_topk = json_is_true(json_object_get(moe, "norm_topk"));
+		if (!rc && json_object_get(moe, "shared_ffn"))
+			rc = get_int(moe, "shared_ffn", 1, &hp->shared_ffn, err, errlen);
+	}
 	if (rc) {
 		layout_hparams_free(hp);
 		return rc;

@@ -21,7 +21,8 @@
 #include "layout/wfmt.h"
 
 #define LAYOUT_MAGIC "FERRYLYR"
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2     /* written by files with expert-major tensors; others stay version 1 */
+#define LAYOUT_VERSION_MIN 1
 #define LAYOUT_ALIGN 4096
 #define LAYOUT_HEADER_BYTES 4096
 #define LAYOUT_ENTRY_BYTES 128
@@ -34,6 +35,7 @@
 #define LAYOUT_UNIT_MAX_BYTES (1ull << 44) /* 16 TiB: far above any layer, far below overflow */
 /* Hyper-parameter bounds: every product the kernels index with (H*Dh, F, V, D) stays far inside int. */
 #define LAYOUT_MAX_DIM (1 << 24)
+#define LAYOUT_MAX_EXPERTS 1024
 #define LAYOUT_MAX_HEAD_DIM 1024
 
 static inline uint64_t layout_align_up(uint64_t x)
@@ -93,6 +95,14 @@ struct layout_hparams {
 	int bos_id;     /* -1 when none */
 	int n_eos;
 	int eos_ids[8];
+	/* Mixture of experts (n_experts 0: a dense MLP): each layer's router picks n_experts_used of n_experts
+	 * expert MLPs (gated, expert_ffn wide) per token; their outputs are summed with the router's softmax
+	 * weights, renormalized over the chosen ones when moe_norm_topk. */
+	int n_experts;      /* E */
+	int n_experts_used; /* K */
+	int expert_ffn;     /* Fe */
+	bool moe_norm_topk;
+	int shared_ffn;     /* Fs: the shared expert's ffn (Qwen2-MoE), added with a sigmoid gate; 0: none */
 };
 
 struct layout_tensor {
@@ -105,8 +115,17 @@ struct layout_tensor {
 	int64_t shape[LAYOUT_MAX_DIMS]; /* outermost first: a Linear weight is [out, in] */
 	int fmt;                        /* enum wfmt */
 	int comp;                       /* enum layout_comp */
-	uint64_t xxh3;                  /* XXH3-64 of the stored bytes */
+	uint64_t xxh3;                  /* XXH3-64 of the stored bytes (of a strided tensor: its experts' bytes
+					 * in expert order) */
+	uint64_t stride;                /* expert-major (version 2): [E, rows, cols], expert e's bytes / E at
+					 * offset + e * stride, between the same expert's other matrices; 0: contiguous */
 };
+
+/* Bytes from a tensor's offset to the end of its last byte in the file. */
+static inline uint64_t layout_tensor_span(const struct layout_tensor *t)
+{
+	return t->stride ? ((uint64_t)t->shape[0] - 1) * t->stride + t->bytes / (uint64_t)t->shape[0] : t->bytes;
+}
 
 struct layout_unit {
 	int n_tensors;
@@ -211,6 +230,12 @@ int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fm
 int layout_writer_tensor_write(struct layout_writer *w, const void *data, size_t n);
 int layout_writer_tensor_end(struct layout_writer *w);
 int layout_writer_file_end(struct layout_writer *w);
+/* Experts stored expert-major: the n tensors [E, rows, cols] of names/fmts/shapes (one layer's stacked experts,
+ * the same E) get one region of the current file where expert e's matrices lie together (one read), each
+ * aligned, expert after expert. Call before the first of them; each is then written as usual (tensor_begin,
+ * its bytes in expert order, tensor_end), in this order. Never compressed. */
+int layout_writer_experts(struct layout_writer *w, int n, const char *const *names, const int *fmts,
+			  const int64_t (*shapes)[3]);
 /* Adds to the current unit a tensor entry that points at an already written tensor (by name and unit). */
 int layout_writer_alias(struct layout_writer *w, const char *name, int src_unit, const char *src_name);
 /* Copies a file (tokenizer.json, ...) into the output directory under dst_name. */

@@ -184,7 +184,8 @@ static int load_unit(struct layout *m, int unit, const json_t *arr, const char *
 		int fmt = wfmt_from_name(json_string_value(json_object_get(o, "format")));
 		bool same = h && fmt == h->fmt && json_is_array(shape) && (int)json_array_size(shape) == h->ndim &&
 			    t->xxh3 == h->xxh3 && json_integer_value(json_object_get(o, "bytes")) == (json_int_t)h->bytes &&
-			    json_integer_value(json_object_get(o, "raw_bytes")) == (json_int_t)h->raw_bytes;
+			    json_integer_value(json_object_get(o, "raw_bytes")) == (json_int_t)h->raw_bytes &&
+			    json_integer_value(json_object_get(o, "expert_stride")) == (json_int_t)h->stride;
 		for (int d = 0; same && d < h->ndim; d++)
 			same = json_integer_value(json_array_get(shape, (size_t)d)) == h->shape[d];
 		if (!same) {
@@ -198,6 +199,7 @@ static int load_unit(struct layout *m, int unit, const json_t *arr, const char *
 		memcpy(t->shape, h->shape, sizeof(t->shape));
 		t->fmt = h->fmt;
 		t->comp = h->comp;
+		t->stride = h->stride;
 		unit_bytes += layout_align_up(t->bytes); /* each term <= 2^62, at most 64 of them: no wrap */
 		if (unit_bytes > LAYOUT_UNIT_MAX_BYTES) {
 			snprintf(err, errlen, "%s/manifest.json: units.%s: more than %llu bytes", m->dir, what,
@@ -339,7 +341,8 @@ uint64_t layout_unit_bytes(const struct layout_unit *u)
 	return n;
 }
 
-/* Reads [offset, offset+bytes) of a file in chunks, hashing; copies into dst when dst is not NULL. */
+/* Reads a tensor's bytes (a strided one's experts in order) in chunks, hashing; copies them into dst when dst
+ * is not NULL. */
 static int read_hash(const struct layout *m, const struct layout_tensor *t, void *dst, uint64_t *hash, char *err,
 		     size_t errlen)
 {
@@ -358,14 +361,15 @@ static int read_hash(const struct layout *m, const struct layout_tensor *t, void
 		snprintf(err, errlen, "out of memory");
 	else
 		XXH3_64bits_reset(xs);
-	uint64_t done = 0;
+	uint64_t done = 0, per = t->stride ? t->bytes / (uint64_t)t->shape[0] : t->bytes;
 	while (!rc && done < t->bytes) {
-		size_t want = t->bytes - done < CHUNK ? (size_t)(t->bytes - done) : CHUNK;
+		uint64_t e = done / per, in = done % per, at = t->offset + e * (t->stride ? t->stride : per) + in;
+		size_t want = per - in < CHUNK ? (size_t)(per - in) : CHUNK;
 		char *p = dst ? (char *)dst + done : tmp;
-		rc = layout_pread_full(fd, p, want, t->offset + done);
+		rc = layout_pread_full(fd, p, want, at);
 		if (rc) {
 			snprintf(err, errlen, "%s: tensor %s: read at offset %llu failed: %s", path, t->name,
-				 (unsigned long long)(t->offset + done), rc == -EIO ? "unexpected end of file" : strerror(-rc));
+				 (unsigned long long)at, rc == -EIO ? "unexpected end of file" : strerror(-rc));
 			break;
 		}
 		XXH3_64bits_update(xs, p, want);

@@ -45,6 +45,10 @@ struct layout_writer {
 	uint64_t *frame_end;   /* [n_frames] */
 	uint32_t n_frames, frame_end_cap;
 	XXH3_state_t *xs_comp; /* of the stored (encoded) form */
+	/* layout_writer_experts: the planned expert-major tensors of the current file */
+	int x_n, x_next;
+	char x_names[4][LAYOUT_NAME_MAX];
+	uint64_t x_off[4], x_stride, x_end;
 	/* manifest parts */
 	json_t *files, *embed, *layers, *head;
 	uint64_t bytes_written;
@@ -244,10 +248,42 @@ static json_t *tensor_json(const struct layout_tensor *t, const char *file)
 		json_array_append_new(shape, json_integer(t->shape[d]));
 	char hex[17];
 	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)t->xxh3);
-	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:s, s:s}", "name", t->name, "file", file, "offset",
-			 (json_int_t)t->offset, "bytes", (json_int_t)t->bytes, "raw_bytes", (json_int_t)t->raw_bytes,
-			 "shape", shape, "format", wfmt_name(t->fmt), "compression",
-			 t->comp == LAYOUT_COMP_LZ4 ? "lz4" : "none", "xxh3", hex);
+	json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:s, s:s}", "name", t->name, "file", file, "offset",
+			      (json_int_t)t->offset, "bytes", (json_int_t)t->bytes, "raw_bytes", (json_int_t)t->raw_bytes,
+			      "shape", shape, "format", wfmt_name(t->fmt), "compression",
+			      t->comp == LAYOUT_COMP_LZ4 ? "lz4" : "none", "xxh3", hex);
+	if (t->stride)
+		json_object_set_new(o, "expert_stride", json_integer((json_int_t)t->stride));
+	return o;
+}
+
+int layout_writer_experts(struct layout_writer *w, int n, const char *const *names, const int *fmts,
+			  const int64_t (*shapes)[3])
+{
+	if (w->fd < 0 || w->t || n < 1 || n > 4 || w->x_next < w->x_n)
+		return fail(w, -EINVAL, "writer: experts outside a file, inside a tensor, or %d tensors", n);
+	uint64_t per[4], stride = 0;
+	for (int i = 0; i < n; i++) {
+		per[i] = layout_tensor_nbytes(fmts[i], 2, shapes[i] + 1);
+		if (!per[i] || shapes[i][0] != shapes[0][0] || strlen(names[i]) >= LAYOUT_NAME_MAX)
+			return fail(w, -EINVAL, "tensor %s: experts of shape %lld x %lld x %lld in %s", names[i],
+				    (long long)shapes[i][0], (long long)shapes[i][1], (long long)shapes[i][2],
+				    wfmt_name(fmts[i]));
+		w->x_off[i] = stride;
+		stride += layout_align_up(per[i]);
+		strcpy(w->x_names[i], names[i]);
+	}
+	if (stride / LAYOUT_ALIGN > UINT32_MAX)
+		return fail(w, -E2BIG, "tensor %s: one expert's matrices take %llu bytes", names[0],
+			    (unsigned long long)stride);
+	uint64_t base = layout_align_up(w->pos);
+	for (int i = 0; i < n; i++)
+		w->x_off[i] += base;
+	w->x_n = n;
+	w->x_next = 0;
+	w->x_stride = stride;
+	w->x_end = base + (uint64_t)shapes[0][0] * stride;
+	return 0;
 }
 
 int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fmt, int ndim, const int64_t *shape)
@@ -270,10 +306,20 @@ int layout_writer_tensor_begin(struct layout_writer *w, const char *name, int fm
 	t->offset = layout_align_up(w->pos);
 	t->bytes = t->raw_bytes = nbytes;
 	t->comp = LAYOUT_COMP_NONE;
+	bool planned = w->x_next < w->x_n;
+	if (planned && (strcmp(name, w->x_names[w->x_next]) || ndim != 3))
+		return fail(w, -EINVAL, "writer: tensor %s begun where the experts' %s was planned", name,
+			    w->x_names[w->x_next]);
+	if (planned) {
+		t->offset = w->x_off[w->x_next++];
+		t->stride = w->x_stride;
+		if (layout_tensor_nbytes(fmt, 2, shape + 1) > w->x_stride)
+			return fail(w, -EINVAL, "tensor %s: not the planned experts' shape or format", name);
+	}
 	w->t = t;
 	w->t_written = 0;
 	XXH3_64bits_reset(w->xs);
-	w->t_lz4 = w->lz4 && w->hdr.kind != LAYOUT_KIND_EMBED;
+	w->t_lz4 = w->lz4 && w->hdr.kind != LAYOUT_KIND_EMBED && !planned;
 	w->chunk_fill = 0;
 	w->comp_bytes = 0;
 	w->n_frames = 0;
@@ -405,7 +451,15 @@ int layout_writer_tensor_write(struct layout_writer *w, const void *data, size_t
 	if (w->t_written + n > w->t->bytes)
 		return fail(w, -EINVAL, "tensor %s: more than %llu bytes written", w->t->name,
 			    (unsigned long long)w->t->bytes);
-	int rc = pwrite_full(w, w->fd, data, n, w->t->offset + w->t_written);
+	int rc = 0;
+	const struct layout_tensor *t = w->t;
+	uint64_t per = t->stride ? t->bytes / (uint64_t)t->shape[0] : t->bytes;
+	for (size_t done = 0; !rc && done < n;) { /* a strided tensor: each expert's bytes at its place */
+		uint64_t at = w->t_written + done, e = at / per, in = at % per;
+		size_t k = per - in < n - done ? (size_t)(per - in) : n - done;
+		rc = pwrite_full(w, w->fd, (const char *)data + done, k, t->offset + e * (t->stride ? t->stride : per) + in);
+		done += k;
+	}
 	if (rc)
 		return rc;
 	w->t_written += n;
@@ -437,7 +491,7 @@ int layout_writer_tensor_end(struct layout_writer *w)
 		if (rc)
 			return rc;
 	}
-	w->pos = t->offset + t->bytes;
+	w->pos = t->stride ? w->x_end : t->offset + t->bytes;
 	w->hdr.n_tensors++;
 	json_array_append_new(w->unit, tensor_json(t, w->file_name));
 	w->t = NULL;
@@ -446,8 +500,9 @@ int layout_writer_tensor_end(struct layout_writer *w)
 
 int layout_writer_file_end(struct layout_writer *w)
 {
-	if (w->fd < 0 || w->t)
-		return fail(w, -EINVAL, "writer: file_end outside a file or inside a tensor");
+	if (w->fd < 0 || w->t || w->x_next < w->x_n)
+		return fail(w, -EINVAL, "writer: file_end outside a file, inside a tensor or before the planned experts");
+	w->x_n = w->x_next = 0;
 	uint64_t end = layout_align_up(w->pos);
 	w->hdr.file_bytes = end;
 	uint8_t buf[LAYOUT_HEADER_BYTES];

@@ -78,4 +78,12 @@ void cpu_geglu(float *y, const float *gate, const float *up, int64_t n);
 /* y[n] += x[n] */
 void cpu_add(float *y, const float *x, int64_t n);
 
+/* Mixture of experts (moe.c): ids, wts [T, K] the K experts of each token's router logits [T, E] (largest
+ * first, ties by lower id) and their softmax weights (over all E, or over the K chosen when norm). */
+void cpu_moe_route(int *ids, float *wts, const float *logits, int T, int E, int K, bool norm);
+/* dst[i] = src[rows[i]], rows of D values, i < n */
+void cpu_gather_rows(float *dst, const float *src, const int *rows, int n, int64_t D);
+/* y[rows[i]] += w[i] * src[i]; rows without repeats */
+void cpu_scatter_add(float *y, const float *src, const int *rows, const float *w, int n, int64_t D);
+
 #endif

@@ -103,6 +103,15 @@ int cuda_glu(struct cuda_ctx *c, float *y, const float *gate, const float *up, i
 /* y[n] += x[n] */
 int cuda_add(struct cuda_ctx *c, float *y, const float *x, int64_t n);
 
+/* Mixture of experts (moe.cu, as src/kernels/cpu/moe.c): ids, wts [T, K] (device) the K experts of each
+ * token's router logits [T, E] and their softmax weights (over all E, over the K when norm);
+ * dst[i] = src[rows[i]] and y[rows[i]] += w[i] * src[i] for rows of D (rows, w device [n], rows without
+ * repeats). */
+int cuda_moe_route(struct cuda_ctx *c, int *ids, float *wts, const float *logits, int T, int E, int K, bool norm);
+int cuda_gather_rows(struct cuda_ctx *c, float *dst, const float *src, const int *rows, int n, int64_t D);
+int cuda_scatter_add(struct cuda_ctx *c, float *y, const float *src, const int *rows, const float *w, int n,
+		     int64_t D);
+
 /* logits[T, V] = cap * tanh(logits / cap) in place (Gemma's final softcap), in that op order. */
 int cuda_softcap(struct cuda_ctx *c, float *logits, int64_t n, float cap);
 
