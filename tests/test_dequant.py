@@ -1,7 +1,7 @@
 """ferry's CPU dequantization and quantized matmul against gguf-py (gguf.quants.dequantize, the Python port of
 ggml's dequantize_row_*), through build/tests/dequant_tool:
-  - random blocks of every quantized format (random bytes, random finite f16 scales of either sign,
-    subnormals included): bit for bit;
+  - random blocks of every quantized format ferry runs (random bytes, random finite f16 scales of either sign,
+    subnormals included; MXFP4's e8m0 scale any byte): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
   - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
@@ -24,7 +24,11 @@ from gguf.quants import dequantize
 from ferrytest import FERRY, ROOT, Failures, gemma_gguf, ref_forward
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
-RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.Q4_1, QT.Q5_1, QT.Q2_K, QT.Q3_K, QT.IQ4_NL,
+                QT.IQ4_XS, QT.MXFP4, QT.TQ1_0, QT.TQ2_0]
+# where each type keeps its f16 scales (MXFP4's e8m0 byte takes any value: all 256 are finite)
+HALF_AT = {QT.Q6_K: [208], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q4_1: [0, 2], QT.Q5_1: [0, 2], QT.Q2_K: [80, 82],
+           QT.Q3_K: [108], QT.MXFP4: [], QT.TQ1_0: [52], QT.TQ2_0: [64]}
 FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
 EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
 
@@ -58,7 +62,7 @@ def random_blocks(rng, qtype, nblocks):
     halves = rng.integers(0, 0x10000, size=(nblocks, 2), dtype=np.uint32).astype(np.uint16)
     halves[(halves & 0x7C00) == 0x7C00] &= 0xBFFF  # inf/nan -> finite (exponent 15)
     halves[::16] &= 0x83FF  # every 16th block: subnormal scales
-    offsets = [208] if qtype == QT.Q6_K else [0, 2] if qtype in (QT.Q4_K, QT.Q5_K) else [0]
+    offsets = HALF_AT.get(qtype, [0])
     for i, off in enumerate(offsets):
         raw[:, off:off + 2] = halves[:, i:i + 1].view(np.uint8)
     return raw

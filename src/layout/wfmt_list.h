@@ -40,36 +40,38 @@
 	X(NF4,   8,  0,   0,   -1, NONE,  nf4)  \
 	X(INT4G, 9,  0,   0,   -1, NONE,  int4g) \
 	X(INT8G, 10, 0,   0,   -1, NONE,  int8g) \
-	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0)
+	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0) \
+	X(Q4_1,  12, 32,  20,  3,  QMIN,  q4_1) \
+	X(Q5_1,  13, 32,  24,  7,  QMIN,  q5_1) \
+	X(Q2_K,  14, 256, 84,  10, QMIN,  q2_k) \
+	X(Q3_K,  15, 256, 110, 11, QUANT, q3_k) \
+	X(IQ4_NL, 16, 32, 18,  20, QUANT, iq4_nl) \
+	X(IQ4_XS, 17, 256, 136, 23, QUANT, iq4_xs) \
+	X(MXFP4, 18, 32,  17,  39, QUANT, mxfp4) \
+	X(TQ1_0, 19, 256, 54,  34, QUANT, tq1_0) \
+	X(TQ2_0, 20, 256, 66,  35, QUANT, tq2_0)
 
 /* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
- * where a row is not a multiple of 256. */
+ * where a row is not a multiple of 256. Q4_1/Q5_1: the 32-blocks with a min (QMIN, the min as -dmin);
+ * Q2_K (QMIN), Q3_K: the 2- and 3-bit K-quants; IQ4_NL/IQ4_XS: 4-bit codes through a 16-value table;
+ * MXFP4: e2m1 codes with an e8m0 block scale; TQ1_0/TQ2_0: ternary (BitNet) blocks. */
 
 /* G(id, ggml, block, bytes) */
 #define GGML_ONLY_LIST(G)                       \
-	G(Q4_1,    3,  32,  20)                 \
-	G(Q5_1,    7,  32,  24)                 \
 	G(Q8_1,    9,  32,  36)                 \
-	G(Q2_K,    10, 256, 84)                 \
-	G(Q3_K,    11, 256, 110)                \
 	G(Q8_K,    15, 256, 292)                \
 	G(IQ2_XXS, 16, 256, 66)                 \
 	G(IQ2_XS,  17, 256, 74)                 \
 	G(IQ3_XXS, 18, 256, 98)                 \
 	G(IQ1_S,   19, 256, 50)                 \
-	G(IQ4_NL,  20, 32,  18)                 \
 	G(IQ3_S,   21, 256, 110)                \
 	G(IQ2_S,   22, 256, 82)                 \
-	G(IQ4_XS,  23, 256, 136)                \
 	G(I8,      24, 1,   1)                  \
 	G(I16,     25, 1,   2)                  \
 	G(I32,     26, 1,   4)                  \
 	G(I64,     27, 1,   8)                  \
 	G(F64,     28, 1,   8)                  \
-	G(IQ1_M,   29, 256, 56)                 \
-	G(TQ1_0,   34, 256, 54)                 \
-	G(TQ2_0,   35, 256, 66)                 \
-	G(MXFP4,   39, 32,  17)
+	G(IQ1_M,   29, 256, 56)
 
 /* A row's kind as selectors for the tables built from the list: WFMT_<what>_##kind(yes, no) is `yes` for the
  * kinds that have <what>, else `no`. RUNS: the kernels every backend runs (dequant, CUDA decoder, synth);
