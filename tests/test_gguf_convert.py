@@ -1,8 +1,8 @@
 """`ferry convert MODEL.gguf` against gguf-py (the `gguf` package) and the NumPy reference:
 
 1. A synthetic llama GGUF written with gguf-py's GGUFWriter: every weight format ferry stores (F32, F16, BF16,
-   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K; random blocks with sane f16 scales), an odd vocabulary, metadata of
-   every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4, TQ1_0, TQ2_0; random
+   blocks with sane scales), an odd vocabulary, metadata of every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
    hyper-parameters are the metadata's, tokenizer.gguf holds the tokenizer keys as written, and ferry's logits
    on it match the float64 NumPy reference reading the same GGUF (tools/ref_forward.py --gguf, gguf-py's
    dequantization, matmul inputs quantized as ferry's CPU does) within 1e-4, or twice that reference's distance
@@ -26,7 +26,8 @@ import gguf  # noqa: E402
 import hf_to_gguf  # noqa: E402  (tools/ is on the path through ferrytest)
 
 T = gguf.GGMLQuantizationType
-FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"]
+FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K", "Q4_1", "Q5_1", "Q2_K", "Q3_K",
+           "IQ4_NL", "IQ4_XS", "MXFP4", "TQ1_0", "TQ2_0"]
 
 
 def rel_rows(a, b):
@@ -50,6 +51,23 @@ def random_blocks(rng, qtype, rows, cols):
         raw[:, 2:4] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
     elif qtype == T.Q6_K:
         raw[:, 208:210] = f16(nb, 1e-4, 5e-4)
+    elif qtype in (T.Q4_1, T.Q5_1):
+        raw[:, 0:2] = f16(nb, 1e-3, 4e-3)
+        raw[:, 2:4] = f16(nb, 1e-3, 2e-2)
+    elif qtype == T.Q2_K:
+        raw[:, 80:82] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+        raw[:, 82:84] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+    elif qtype == T.Q3_K:
+        raw[:, 108:110] = f16(nb, 1e-4, 5e-4)
+    elif qtype == T.IQ4_NL:
+        raw[:, 0:2] = f16(nb, 1e-4, 5e-4)
+    elif qtype == T.IQ4_XS:
+        raw[:, 0:2] = f16(nb, 1e-5, 5e-5)
+    elif qtype == T.MXFP4:
+        raw[:, 0] = rng.integers(119, 123, nb)  # 2^(e - 128): 2^-9 .. 2^-6
+    elif qtype in (T.TQ1_0, T.TQ2_0):
+        at = 52 if qtype == T.TQ1_0 else 64
+        raw[:, at:at + 2] = f16(nb, 1e-2, 4e-2)
     return raw.reshape(rows, cols // bvals * bbytes)
 
 

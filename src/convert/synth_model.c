@@ -418,16 +418,18 @@ static void fill_iq4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	}
 }
 
-/* MXFP4: the power-of-two scale nearest the RMS (no jitter: e8m0 has no finer steps) */
+/* MXFP4: power-of-two scales 2^e0 or 2^(e0 + 1) per block, the larger with the probability that makes the mean
+ * square the RMS's (e8m0 has no finer steps to jitter) */
 static void synth_fill_mxfp4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
 	(void)fmt;
 	static const int8_t values[16] = MXFP4_VALUES;
 	struct block_mxfp4 *b = (struct block_mxfp4 *)dst;
-	double e = 128 + floor(log2(rms / table_rms(values)) + 0.5);
-	uint8_t eb = (uint8_t)(e < 1 ? 1 : e > 254 ? 254 : e);
+	double want = rms / table_rms(values), e0 = floor(log2(want)), r2 = want / exp2(e0);
+	double p_up = (r2 * r2 - 1) / 3;
 	for (int64_t i = 0; i < K / QK; i++) {
-		b[i].e = eb;
+		double e = 128 + e0 + (0.5 + 0.5 * unif((uint32_t)(rng_next(r) >> 32)) < p_up ? 1 : 0);
+		b[i].e = (uint8_t)(e < 1 ? 1 : e > 254 ? 254 : e);
 		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
 	}
 }

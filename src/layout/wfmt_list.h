@@ -17,7 +17,7 @@
  *            QUANT  quantized blocks: as FLOAT, but the CPU's dots take 8-bit activations (qdot): the portable
  *                   one is generated from qint_<k> (kernels/cpu/qdot.c), the SIMD ones are qk_<k>
  *                   (kernels/cpu/qdot_simd.h, built for AVX2 and AVX-512)
- *            QMIN   QUANT whose blocks subtract mins (Q4_K, Q5_K)
+ *            QMIN   QUANT whose blocks subtract mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1 add theirs: dmin = -m)
  *            NONE   a code reserved by the file format: no kernels, no backend takes it
  *
  * GGML_ONLY_LIST(G) calls G(id, ggml, block, bytes) for the GGML types that have no ferry format: the GGUF
