@@ -3,10 +3,13 @@
  * of Gaussian values with a few outliers (and rows of zeros, constants, one spike) are quantized, decoded by the
  * CPU kernels' dequantizer (which tests/test_dequant.py checks against gguf-py) and compared with the input:
  *   - the relative RMS error is below the format's bound (measured on this row, where 1 value in 97 is 6x
- *     larger: Q8_0 0.83%, Q6_K 2.47%, Q5_K 4.52%, Q5_0 6.68%, Q4_K 8.87%, Q4_0 13.4%; the bounds are 1.1x
- *     that, a guard against regressions);
+ *     larger: Q8_0 0.83%, Q6_K 2.47%, Q5_K 4.52%, Q5_1 4.21%, Q5_0 6.68%, Q4_1 8.56%, Q4_K 8.87%, IQ4_NL
+ *     10.47%, IQ4_XS 10.60%, Q4_0 13.4%, Q3_K 19.14%, Q2_K 30.04%; the bounds are 1.1x that, a guard against
+ *     regressions);
  *   - it is no worse than rounding to the nearest level of the largest value (ggml's reference quantizer for
- *     the 32-blocks; for the K-quants a plain min/max fit of each sub-block), so the scale search pays;
+ *     the 32-blocks, Q3_K/Q6_K per sub-block, IQ4 the table value nearest each x with the largest at -127; for
+ *     Q4_1/Q5_1 and the K-quants with mins a plain min/max fit of each block or sub-block), all with unquantized
+ *     float scales, so the scale search pays for itself and for the formats' coarse scales;
  *   - an importance weight on a few columns makes those columns' error smaller;
  *   - degenerate rows decode to what they should (zeros to zeros, constants close).
  * Also the mixes: Q4_K_M's more-bits layers, the output matrix, fallbacks for rows not a multiple of 256.
@@ -44,22 +47,26 @@ static double rel_rms(const float *a, const float *b, int n, const float *w)
 	return sqrt(e / (s > 0 ? s : 1));
 }
 
-/* the baseline: nearest level of the block's largest value (32-blocks), plain min/max (K-quant sub-blocks),
+static const int iq4_table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* the baseline: nearest level of the block's largest value (the symmetric formats per block or sub-block:
+ * ggml's reference quantizer for the 32-blocks; IQ4 the nearest table value with the largest value at -127),
+ * plain min/max (the asymmetric ones: Q4_1/Q5_1 with any min, the K-quant sub-blocks with a min <= 0),
  * computed in float and decoded in float (no f16 scales: a baseline that errs in its favour) */
 static void baseline(int fmt, const float *x, float *y, int n)
 {
-	int sub = fmt == WFMT_Q6_K ? 16 : 32;
+	int sub = fmt == WFMT_Q6_K || fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ? 16 : 32;
 	for (int b = 0; b < n; b += sub) {
 		const float *xb = x + b;
 		float *yb = y + b;
-		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K) {
-			int nmax = fmt == WFMT_Q4_K ? 15 : 31;
+		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q2_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1) {
+			int nmax = fmt == WFMT_Q2_K ? 3 : fmt == WFMT_Q4_K || fmt == WFMT_Q4_1 ? 15 : 31;
 			float mn = xb[0], mx = xb[0];
 			for (int i = 1; i < sub; i++) {
 				mn = xb[i] < mn ? xb[i] : mn;
 				mx = xb[i] > mx ? xb[i] : mx;
 			}
-			mn = mn > 0 ? 0 : mn;
+			mn = mn > 0 && fmt != WFMT_Q4_1 && fmt != WFMT_Q5_1 ? 0 : mn;
 			float d = (mx - mn) / nmax;
 			for (int i = 0; i < sub; i++) {
 				float q = d > 0 ? rintf((xb[i] - mn) / d) : 0;
@@ -68,11 +75,21 @@ static void baseline(int fmt, const float *x, float *y, int n)
 			}
 			continue;
 		}
-		int qmin = fmt == WFMT_Q8_0 ? -127 : fmt == WFMT_Q4_0 ? -8 : fmt == WFMT_Q5_0 ? -16 : -32;
-		int qmax = fmt == WFMT_Q8_0 ? 127 : -qmin - 1;
 		float xm = 0;
 		for (int i = 0; i < sub; i++)
 			xm = fabsf(xb[i]) > fabsf(xm) ? xb[i] : xm;
+		if (fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS) {
+			float d = xm / -127;
+			for (int i = 0; i < sub; i++) {
+				int best = 0;
+				for (int k = 1; k < 16; k++)
+					best = fabsf(d * iq4_table[k] - xb[i]) < fabsf(d * iq4_table[best] - xb[i]) ? k : best;
+				yb[i] = d * iq4_table[best];
+			}
+			continue;
+		}
+		int qmin = fmt == WFMT_Q8_0 ? -127 : fmt == WFMT_Q4_0 ? -8 : fmt == WFMT_Q5_0 ? -16 : fmt == WFMT_Q3_K ? -4 : -32;
+		int qmax = fmt == WFMT_Q8_0 ? 127 : -qmin - 1;
 		float d = xm / qmin;
 		for (int i = 0; i < sub; i++) {
 			float q = d != 0 ? rintf(xb[i] / d) : 0;
@@ -90,9 +107,10 @@ int main(void)
 	rng_seed(&r, 42);
 	for (int i = 0; i < N; i++)
 		x[i] = (float)(gauss(&r) * (i % 97 == 0 ? 6 : 1));
-	const int fmts[] = {WFMT_Q8_0, WFMT_Q6_K, WFMT_Q5_K, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q4_0};
-	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336};
-	for (int k = 0; k < 6; k++) {
+	const int fmts[] = {WFMT_Q8_0, WFMT_Q6_K, WFMT_Q5_K, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q4_0,
+			    WFMT_Q5_1, WFMT_Q4_1, WFMT_IQ4_NL, WFMT_IQ4_XS, WFMT_Q3_K, WFMT_Q2_K};
+	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336, 0.0421, 0.0856, 0.1047, 0.1060, 0.1914, 0.3004};
+	for (int k = 0; k < (int)(sizeof(fmts) / sizeof(fmts[0])); k++) {
 		int f = fmts[k];
 		const char *name = wfmt_name(f);
 		CHECK_MSG(quant_supported(f) && quant_row(f, x, NULL, N, buf) == 0, "%s: no quantizer", name);
@@ -135,8 +153,10 @@ int main(void)
 		z[77] = -3.0f;
 		quant_row(f, z, NULL, 256, buf);
 		cpu_row_to_f32(f, buf, y, 256);
-		CHECK_MSG(fabsf(y[77] + 3.0f) < 0.01f && fabsf(y[76]) < 0.01f, "%s: a spike decodes to %g (neighbour %g)", name,
-		      y[77], y[76]);
+		/* IQ4 has no zero: its nearest code is 1/127 of the largest */
+		float zero_tol = f == WFMT_IQ4_NL || f == WFMT_IQ4_XS ? 3.0f / 127 * 1.01f : 0.01f;
+		CHECK_MSG(fabsf(y[77] + 3.0f) < 0.01f && fabsf(y[76]) < zero_tol, "%s: a spike decodes to %g (neighbour %g)",
+			  name, y[77], y[76]);
 	}
 	CHECK_MSG(quant_row(WFMT_BF16, x, NULL, N, buf) == -1 && quant_row(WFMT_Q4_K, x, NULL, 100, buf) == -1,
 	      "a format without a quantizer or a partial block was accepted");

@@ -1,6 +1,7 @@
 /*
- * quantize.c: f32 rows into Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K blocks by a search over scales with a
- * weighted least-squares refit (quantize.h), and the named mixes of `ferry convert --quant`.
+ * quantize.c: f32 rows into Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+ * blocks by a search over scales with a weighted least-squares refit (quantize.h), and the named mixes of
+ * `ferry convert --quant`.
  */
 #include <errno.h>
 #include <math.h>
@@ -42,9 +43,8 @@ static void weights_of(const float *x, const float *imp, int n, float *w)
 		w[i] = imp ? imp[i] * sqrtf(sigma2 + x[i] * x[i]) : sigma2 + x[i] * x[i];
 }
 
-/* Symmetric y = d q, q in [qmin, qmax] (|qmin| >= qmax): the value of largest magnitude goes to qmin (its sign
- * sets d's), then candidates around that level, each refit by least squares; returns the best d. */
-static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, int steps)
+/* The value of largest magnitude (the first of them) */
+static float largest(const float *x, int n)
 {
 	float amax = 0, xm = 0;
 	for (int i = 0; i < n; i++)
@@ -52,7 +52,15 @@ static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, 
 			amax = fabsf(x[i]);
 			xm = x[i];
 		}
-	if (amax == 0)
+	return xm;
+}
+
+/* Symmetric y = d q, q in [qmin, qmax] (|qmin| >= qmax): the value of largest magnitude goes to qmin (its sign
+ * sets d's), then candidates around that level, each refit by least squares; returns the best d. */
+static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, int steps)
+{
+	float xm = largest(x, n);
+	if (xm == 0)
 		return 0;
 	float best = xm / (float)qmin;
 	double best_err = INFINITY;
@@ -80,16 +88,17 @@ static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, 
 	return best;
 }
 
-/* Asymmetric y = a q + b, q in 0..nmax, b <= 0 (the K-quants store -b as a non-negative min): candidates
- * of the scale over [min, max], each refit by weighted least squares in (a, b). */
-static void asym_fit(const float *x, const float *w, int n, int nmax, float *a_out, float *b_out)
+/* Asymmetric y = a q + b, q in 0..nmax, b <= 0 unless free_b (the K-quants store -b as a non-negative min;
+ * Q4_1/Q5_1 store b as it is): candidates of the scale over [min, max], each refit by weighted least squares
+ * in (a, b). */
+static void asym_fit(const float *x, const float *w, int n, int nmax, bool free_b, float *a_out, float *b_out)
 {
 	float mn = x[0], mx = x[0];
 	for (int i = 1; i < n; i++) {
 		mn = x[i] < mn ? x[i] : mn;
 		mx = x[i] > mx ? x[i] : mx;
 	}
-	mn = mn > 0 ? 0 : mn;
+	mn = mn > 0 && !free_b ? 0 : mn;
 	*a_out = 0;
 	*b_out = mn;
 	if (mx <= mn)
@@ -117,7 +126,7 @@ static void asym_fit(const float *x, const float *w, int n, int nmax, float *a_o
 			continue;
 		a = (sw * sxl - sl * sx) / det;
 		b = (sll * sx - sl * sxl) / det;
-		if (b > 0) {
+		if (b > 0 && !free_b) {
 			b = 0;
 			a = sxl / sll;
 		}
@@ -174,29 +183,35 @@ static void quant_q5_0(const float *x, const float *imp, struct block_q5_0 *b)
 		b->qh[k] = (uint8_t)(qh >> (8 * k));
 }
 
+/* rms + |x| of each sub-block of `sub` values (the asymmetric K-quants without an importance matrix: it fits
+ * their grid better than the squared weights of the symmetric formats, measured against llama-quantize,
+ * bench/bench_quant.py), else weights_of */
+static void k_weights(const float *x, const float *imp, int n, int sub, float *w)
+{
+	if (imp) {
+		weights_of(x, imp, n, w);
+		return;
+	}
+	for (int j = 0; j < n / sub; j++) {
+		double s2 = 0;
+		for (int l = 0; l < sub; l++)
+			s2 += (double)x[sub * j + l] * x[sub * j + l];
+		float av = (float)sqrt(s2 / sub);
+		for (int l = 0; l < sub; l++)
+			w[sub * j + l] = av + fabsf(x[sub * j + l]);
+	}
+}
+
 /* Q4_K (qh NULL) and Q5_K: 8 sub-blocks of 32, y = d sc q - dmin m with 6-bit sc and m. */
 static void quant_k45(const float *x, const float *imp, uint16_t *dh, uint16_t *mh, uint8_t *scales, uint8_t *qs,
 		      uint8_t *qh)
 {
 	int nmax = qh ? 31 : 15;
 	float w[QK_K], a[8], mins[8], amax = 0, mmax = 0;
-	/* per sub-block: rms + |x| (without an importance matrix), which fits the asymmetric grid better than
-	 * the squared weights of the symmetric formats (measured against llama-quantize, bench/bench_quant.py) */
-	if (imp) {
-		weights_of(x, imp, QK_K, w);
-	} else {
-		for (int j = 0; j < 8; j++) {
-			double s2 = 0;
-			for (int l = 0; l < 32; l++)
-				s2 += (double)x[32 * j + l] * x[32 * j + l];
-			float av = (float)sqrt(s2 / 32);
-			for (int l = 0; l < 32; l++)
-				w[32 * j + l] = av + fabsf(x[32 * j + l]);
-		}
-	}
+	k_weights(x, imp, QK_K, 32, w);
 	for (int j = 0; j < 8; j++) {
 		float b;
-		asym_fit(x + 32 * j, w + 32 * j, 32, nmax, &a[j], &b);
+		asym_fit(x + 32 * j, w + 32 * j, 32, nmax, false, &a[j], &b);
 		mins[j] = -b;
 		amax = a[j] > amax ? a[j] : amax;
 		mmax = mins[j] > mmax ? mins[j] : mmax;
@@ -253,10 +268,204 @@ static void quant_q6_k(const float *x, const float *imp, struct block_q6_K *b)
 	}
 }
 
+/* Q4_1 (qh NULL) and Q5_1: y = d q + m, q in 0..nmax, m of either sign */
+static void quant_q51(const float *x, const float *imp, uint16_t *dh, uint16_t *mh, uint8_t *qs, uint8_t *qh)
+{
+	int nmax = qh ? 31 : 15;
+	float w[QK], a, b;
+	k_weights(x, imp, QK, QK, w);
+	asym_fit(x, w, QK, nmax, true, &a, &b);
+	float d = f16_round(a), m = f16_round(b);
+	*dh = f32_to_f16(d);
+	*mh = f32_to_f16(m);
+	uint32_t h = 0;
+	for (int j = 0; j < QK / 2; j++) {
+		int lo = d > 0 ? level((x[j] - m) / d, 0, nmax) : 0, hi = d > 0 ? level((x[j + QK / 2] - m) / d, 0, nmax) : 0;
+		qs[j] = (uint8_t)((lo & 15) | (hi & 15) << 4);
+		h |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+	}
+	for (int k = 0; qh && k < 4; k++)
+		qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+/* Q2_K: 16 sub-blocks of 16, y = d sc q - dmin m with 4-bit sc and m, q in 0..3 */
+static void quant_q2_k(const float *x, const float *imp, struct block_q2_K *b)
+{
+	float w[QK_K], a[16], mins[16], amax = 0, mmax = 0;
+	k_weights(x, imp, QK_K, 16, w);
+	for (int j = 0; j < 16; j++) {
+		float bj;
+		asym_fit(x + 16 * j, w + 16 * j, 16, 3, false, &a[j], &bj);
+		mins[j] = -bj;
+		amax = a[j] > amax ? a[j] : amax;
+		mmax = mins[j] > mmax ? mins[j] : mmax;
+	}
+	float d = f16_round(amax / 15), dmin = f16_round(mmax / 15);
+	b->d = f32_to_f16(d);
+	b->dmin = f32_to_f16(dmin);
+	memset(b->qs, 0, sizeof(b->qs));
+	for (int j = 0; j < 16; j++) {
+		int sc = d > 0 ? level(a[j] / d, 0, 15) : 0, m = dmin > 0 ? level(mins[j] / dmin, 0, 15) : 0;
+		b->scales[j] = (uint8_t)(sc | m << 4);
+		float sd = d * (float)sc, sm = dmin * (float)m;
+		for (int l = 0; l < 16; l++) {
+			int v = 16 * j + l, q = sd > 0 ? level((x[v] + sm) / sd, 0, 3) : 0;
+			b->qs[32 * (v / 128) + v % 32] = (uint8_t)(b->qs[32 * (v / 128) + v % 32] | q << (2 * (v % 128 / 32)));
+		}
+	}
+}
+
+/* Q3_K: 16 sub-blocks of 16, y = d sc q with 6-bit signed sc (-32..31) and q in -4..3 */
+static void quant_q3_k(const float *x, const float *imp, struct block_q3_K *b)
+{
+	float w[QK_K], s[16], smax = 0;
+	k_weights(x, imp, QK_K, 16, w);
+	for (int j = 0; j < 16; j++) {
+		s[j] = sym_fit(x + 16 * j, w + 16 * j, 16, -4, 3, STEPS);
+		smax = fabsf(s[j]) > fabsf(smax) ? s[j] : smax;
+	}
+	float d = f16_round(smax / -32);
+	b->d = f32_to_f16(d);
+	uint8_t sc6[16];
+	memset(b->qs, 0, sizeof(b->qs));
+	memset(b->hmask, 0, sizeof(b->hmask));
+	for (int j = 0; j < 16; j++) {
+		int sc = d != 0 ? level(s[j] / d, -32, 31) : 0;
+		sc6[j] = (uint8_t)(sc + 32);
+		float sd = d * (float)sc;
+		for (int l = 0; l < 16; l++) {
+			int v = 16 * j + l, q = (sd != 0 ? level(x[v] / sd, -4, 3) : 0) + 4;
+			int n = v / 128, f = v % 128 / 32, at = v % 32;
+			b->qs[32 * n + at] = (uint8_t)(b->qs[32 * n + at] | (q & 3) << (2 * f));
+			b->hmask[at] = (uint8_t)(b->hmask[at] | (q >> 2) << (4 * n + f));
+		}
+	}
+	q3k_scales_pack(sc6, b->scales);
+}
+
+static const int8_t iq4_values[16] = IQ4NL_VALUES;
+
+/* The index of the IQ4 table value nearest v (the table ascends): a binary search over the midpoints */
+static int iq4_index(float v)
+{
+	int lo = 0, hi = 15;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (v > 0.5f * (float)(iq4_values[mid] + iq4_values[mid + 1]))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* y = d v[q] over n values: the largest value mapped near either end of the table (-127 or 113, the scale a
+ * step of 1 either way), each candidate refit by weighted least squares; returns the best d */
+static float iq4_fit(const float *x, const float *w, int n)
+{
+	float xm = largest(x, n);
+	if (xm == 0)
+		return 0;
+	float best = xm / (float)iq4_values[0];
+	double best_err = INFINITY;
+	for (int end = 0; end < 2; end++)
+		for (int k = -7; k <= 7; k++) {
+			float d0 = xm / ((float)(end ? iq4_values[15] : iq4_values[0]) + (float)k);
+			double sxq = 0, sqq = 0;
+			for (int i = 0; i < n; i++) {
+				int q = iq4_values[iq4_index(x[i] / d0)];
+				sxq += (double)w[i] * x[i] * q;
+				sqq += (double)w[i] * q * q;
+			}
+			if (sqq <= 0)
+				continue;
+			float d = (float)(sxq / sqq);
+			double err = 0;
+			for (int i = 0; i < n; i++) {
+				double e = x[i] - d * (float)iq4_values[iq4_index(x[i] / d)];
+				err += w[i] * e * e;
+			}
+			if (err < best_err) {
+				best_err = err;
+				best = d;
+			}
+		}
+	return best;
+}
+
+/* 32 values as IQ4 nibbles for the scale d: values j (low nibbles) and j + 16 (high) */
+static void iq4_pack(const float *x, float d, uint8_t *qs)
+{
+	for (int j = 0; j < QK / 2; j++) {
+		int lo = d != 0 ? iq4_index(x[j] / d) : iq4_index(0), hi = d != 0 ? iq4_index(x[j + QK / 2] / d) : iq4_index(0);
+		qs[j] = (uint8_t)(lo | hi << 4);
+	}
+}
+
+static void quant_iq4_nl(const float *x, const float *imp, struct block_iq4_nl *b)
+{
+	float w[QK];
+	k_weights(x, imp, QK, QK, w);
+	float d = f16_round(iq4_fit(x, w, QK));
+	b->d = f32_to_f16(d);
+	iq4_pack(x, d, b->qs);
+}
+
+/* Weighted error of 32 values as IQ4 codes of scale d */
+static double iq4_err(const float *x, const float *w, float d)
+{
+	double err = 0;
+	for (int i = 0; i < 32; i++) {
+		double e = x[i] - (d != 0 ? d * (float)iq4_values[iq4_index(x[i] / d)] : 0.0f);
+		err += w[i] * e * e;
+	}
+	return err;
+}
+
+/* IQ4_XS: 8 sub-blocks of 32 as IQ4_NL's, each scale 6 bits (-32..31) of an f16 d. The 6-bit steps are coarse
+ * for sub-blocks far below the largest: a few d around the largest scale's / -32 are tried, and each sub-block
+ * takes the better of the two integer scales around its own, by its error as coded. */
+static void quant_iq4_xs(const float *x, const float *imp, struct block_iq4_xs *b)
+{
+	float w[QK_K], s[8], smax = 0;
+	k_weights(x, imp, QK_K, 32, w);
+	for (int j = 0; j < 8; j++) {
+		s[j] = iq4_fit(x + 32 * j, w + 32 * j, 32);
+		smax = fabsf(s[j]) > fabsf(smax) ? s[j] : smax;
+	}
+	float best_d = 0;
+	int best_sc[8] = {0};
+	double best_err = INFINITY;
+	for (int c = 0; c < 5; c++) {
+		float d = f16_round(smax / (-32.0f + 0.5f * (float)c));
+		int sc[8];
+		double err = 0;
+		for (int j = 0; j < 8; j++) {
+			int lo = d != 0 ? clampi((int)floorf(s[j] / d), -32, 31) : 0, hi = clampi(lo + 1, -32, 31);
+			double el = iq4_err(x + 32 * j, w + 32 * j, d * (float)lo), eh = iq4_err(x + 32 * j, w + 32 * j, d * (float)hi);
+			sc[j] = eh < el ? hi : lo;
+			err += eh < el ? eh : el;
+		}
+		if (err < best_err) {
+			best_err = err;
+			best_d = d;
+			memcpy(best_sc, sc, sizeof(sc));
+		}
+	}
+	b->d = f32_to_f16(best_d);
+	uint8_t ls[8];
+	for (int j = 0; j < 8; j++) {
+		ls[j] = (uint8_t)(best_sc[j] + 32);
+		iq4_pack(x + 32 * j, best_d * (float)best_sc[j], b->qs + 16 * j);
+	}
+	iq4xs_scales_pack(ls, &b->scales_h, b->scales_l);
+}
+
 bool quant_supported(int fmt)
 {
 	return fmt == WFMT_Q8_0 || fmt == WFMT_Q4_0 || fmt == WFMT_Q5_0 || fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ||
-	       fmt == WFMT_Q6_K;
+	       fmt == WFMT_Q6_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ||
+	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS;
 }
 
 int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
@@ -280,6 +489,20 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 			quant_k45(xi, ii, &b->d, &b->dmin, b->scales, b->qs, b->qh);
 			break;
 		}
+		case WFMT_Q4_1: {
+			struct block_q4_1 *b = (struct block_q4_1 *)dst + i;
+			quant_q51(xi, ii, &b->d, &b->m, b->qs, NULL);
+			break;
+		}
+		case WFMT_Q5_1: {
+			struct block_q5_1 *b = (struct block_q5_1 *)dst + i;
+			quant_q51(xi, ii, &b->d, &b->m, b->qs, b->qh);
+			break;
+		}
+		case WFMT_Q2_K: quant_q2_k(xi, ii, (struct block_q2_K *)dst + i); break;
+		case WFMT_Q3_K: quant_q3_k(xi, ii, (struct block_q3_K *)dst + i); break;
+		case WFMT_IQ4_NL: quant_iq4_nl(xi, ii, (struct block_iq4_nl *)dst + i); break;
+		case WFMT_IQ4_XS: quant_iq4_xs(xi, ii, (struct block_iq4_xs *)dst + i); break;
 		default: quant_q6_k(xi, ii, (struct block_q6_K *)dst + i); break;
 		}
 	}

@@ -368,12 +368,9 @@ static void synth_fill_q3_k(int fmt, uint8_t *dst, int64_t K, double rms, struct
 	for (int64_t i = 0; i < K / QK_K; i++) {
 		uint8_t sc[16];
 		sub_scales(r, sc, 16);
-		memset(b[i].scales, 0, sizeof(b[i].scales));
-		for (int g = 0; g < 16; g++) { /* the inverse of q3k_scale */
-			int s = sc[g] + 32;
-			b[i].scales[g % 8] |= (uint8_t)((s & 15) << (4 * (g / 8)));
-			b[i].scales[8 + g % 4] |= (uint8_t)((s >> 4) << (2 * (g / 4)));
-		}
+		for (int g = 0; g < 16; g++)
+			sc[g] = (uint8_t)(sc[g] + 32);
+		q3k_scales_pack(sc, b[i].scales);
 		rng_bytes(r, b[i].hmask, sizeof(b[i].hmask));
 		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
 		b[i].d = f16_of(base * jitter(r));
@@ -406,13 +403,9 @@ static void fill_iq4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	for (int64_t i = 0; i < K / QK_K; i++) {
 		uint8_t sc[8];
 		sub_scales(r, sc, 8);
-		b[i].scales_h = 0;
-		memset(b[i].scales_l, 0, sizeof(b[i].scales_l));
-		for (int s = 0; s < 8; s++) { /* the inverse of iq4xs_scale */
-			int ls = sc[s] + 32;
-			b[i].scales_l[s / 2] |= (uint8_t)((ls & 15) << (4 * (s % 2)));
-			b[i].scales_h |= (uint16_t)((ls >> 4) << (2 * s));
-		}
+		for (int s = 0; s < 8; s++)
+			sc[s] = (uint8_t)(sc[s] + 32);
+		iq4xs_scales_pack(sc, &b[i].scales_h, b[i].scales_l);
 		b[i].d = f16_of(base * jitter(r));
 		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
 	}

@@ -167,10 +167,31 @@ static inline int q3k_scale(int j, const uint8_t *s)
 	return lo | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4;
 }
 
+/* The 12 scale bytes of a Q3_K block from 16 6-bit scales (inverse of q3k_scale) */
+static inline void q3k_scales_pack(const uint8_t *sc, uint8_t *s)
+{
+	for (int j = 0; j < 12; j++)
+		s[j] = 0;
+	for (int j = 0; j < 16; j++) {
+		s[j % 8] = (uint8_t)(s[j % 8] | (sc[j] & 15) << (4 * (j / 8)));
+		s[8 + j % 4] = (uint8_t)(s[8 + j % 4] | (sc[j] >> 4) << (2 * (j / 4)));
+	}
+}
+
 /* The 6-bit scale (0..63, 32 is zero) of sub-block b (0..7) of an IQ4_XS block */
 static inline int iq4xs_scale(int b, uint16_t scales_h, const uint8_t *scales_l)
 {
 	return (scales_l[b / 2] >> (4 * (b % 2)) & 15) | (scales_h >> (2 * b) & 3) << 4;
+}
+
+/* The scale fields of an IQ4_XS block from 8 6-bit scales (inverse of iq4xs_scale) */
+static inline void iq4xs_scales_pack(const uint8_t *ls, uint16_t *scales_h, uint8_t *scales_l)
+{
+	*scales_h = 0;
+	for (int b = 0; b < 4; b++)
+		scales_l[b] = (uint8_t)((ls[2 * b] & 15) | (ls[2 * b + 1] & 15) << 4);
+	for (int b = 0; b < 8; b++)
+		*scales_h = (uint16_t)(*scales_h | (ls[b] >> 4) << (2 * b));
 }
 
 /* MXFP4's block scale: 2^(e - 128) (half of e8m0's 2^(e - 127), as its values are doubled), exact in f32 */
