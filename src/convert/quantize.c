@@ -55,6 +55,55 @@ static float largest(const float *x, int n)
 	return xm;
 }
 
+static const int8_t iq4_values[16] = IQ4NL_VALUES;
+
+/* The index of the IQ4 table value nearest v (the table ascends): a binary search over the midpoints */
+static int iq4_index(float v)
+{
+	int lo = 0, hi = 15;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (v > 0.5f * (float)(iq4_values[mid] + iq4_values[mid + 1]))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The codes of a symmetric grid y = d c: the integers qmin..qmax, or (table) the IQ4 values */
+struct grid {
+	int qmin, qmax;
+	bool table;
+};
+
+static int grid_code(const struct grid *g, float v)
+{
+	return g->table ? iq4_values[iq4_index(v)] : level(v, g->qmin, g->qmax);
+}
+
+/* One candidate scale d0: the codes it picks, the scale refit to them by weighted least squares, and the
+ * weighted error with the codes picked again for that scale; returns the error (INFINITY: no fit) */
+static double grid_refit(const float *x, const float *w, int n, const struct grid *g, float d0, float *d_out)
+{
+	double sxq = 0, sqq = 0;
+	for (int i = 0; i < n; i++) {
+		int q = grid_code(g, x[i] / d0);
+		sxq += (double)w[i] * x[i] * q;
+		sqq += (double)w[i] * q * q;
+	}
+	if (sqq <= 0)
+		return INFINITY;
+	float d = (float)(sxq / sqq);
+	double err = 0;
+	for (int i = 0; i < n; i++) {
+		double e = x[i] - d * (float)grid_code(g, x[i] / d);
+		err += w[i] * e * e;
+	}
+	*d_out = d;
+	return err;
+}
+
 /* Symmetric y = d q, q in [qmin, qmax] (|qmin| >= qmax): the value of largest magnitude goes to qmin (its sign
  * sets d's), then candidates around that level, each refit by least squares; returns the best d. */
 static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, int steps)
@@ -62,24 +111,11 @@ static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, 
 	float xm = largest(x, n);
 	if (xm == 0)
 		return 0;
-	float best = xm / (float)qmin;
+	struct grid g = {qmin, qmax, false};
+	float best = xm / (float)qmin, d;
 	double best_err = INFINITY;
 	for (int k = -steps; k <= steps; k++) {
-		float d0 = xm / ((float)qmin + 0.1f * (float)k);
-		double sxq = 0, sqq = 0;
-		for (int i = 0; i < n; i++) {
-			int q = level(x[i] / d0, qmin, qmax);
-			sxq += (double)w[i] * x[i] * q;
-			sqq += (double)w[i] * q * q;
-		}
-		if (sqq <= 0)
-			continue;
-		float d = (float)(sxq / sqq);
-		double err = 0;
-		for (int i = 0; i < n; i++) {
-			double e = x[i] - d * (float)level(x[i] / d, qmin, qmax);
-			err += w[i] * e * e;
-		}
+		double err = grid_refit(x, w, n, &g, xm / ((float)qmin + 0.1f * (float)k), &d);
 		if (err < best_err) {
 			best_err = err;
 			best = d;
@@ -343,22 +379,6 @@ static void quant_q3_k(const float *x, const float *imp, struct block_q3_K *b)
 	q3k_scales_pack(sc6, b->scales);
 }
 
-static const int8_t iq4_values[16] = IQ4NL_VALUES;
-
-/* The index of the IQ4 table value nearest v (the table ascends): a binary search over the midpoints */
-static int iq4_index(float v)
-{
-	int lo = 0, hi = 15;
-	while (lo < hi) {
-		int mid = (lo + hi) / 2;
-		if (v > 0.5f * (float)(iq4_values[mid] + iq4_values[mid + 1]))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* y = d v[q] over n values: the largest value mapped near either end of the table (-127 or 113, the scale a
  * step of 1 either way), each candidate refit by weighted least squares; returns the best d */
 static float iq4_fit(const float *x, const float *w, int n)
@@ -366,25 +386,13 @@ static float iq4_fit(const float *x, const float *w, int n)
 	float xm = largest(x, n);
 	if (xm == 0)
 		return 0;
-	float best = xm / (float)iq4_values[0];
+	struct grid g = {0, 0, true};
+	float best = xm / (float)iq4_values[0], d;
 	double best_err = INFINITY;
 	for (int end = 0; end < 2; end++)
 		for (int k = -7; k <= 7; k++) {
 			float d0 = xm / ((float)(end ? iq4_values[15] : iq4_values[0]) + (float)k);
-			double sxq = 0, sqq = 0;
-			for (int i = 0; i < n; i++) {
-				int q = iq4_values[iq4_index(x[i] / d0)];
-				sxq += (double)w[i] * x[i] * q;
-				sqq += (double)w[i] * q * q;
-			}
-			if (sqq <= 0)
-				continue;
-			float d = (float)(sxq / sqq);
-			double err = 0;
-			for (int i = 0; i < n; i++) {
-				double e = x[i] - d * (float)iq4_values[iq4_index(x[i] / d)];
-				err += w[i] * e * e;
-			}
+			double err = grid_refit(x, w, n, &g, d0, &d);
 			if (err < best_err) {
 				best_err = err;
 				best = d;
