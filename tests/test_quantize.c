@@ -12,7 +12,9 @@
  *     float scales, so the scale search pays for itself and for the formats' coarse scales;
  *   - an importance weight on a few columns makes those columns' error smaller;
  *   - degenerate rows decode to what they should (zeros to zeros, constants close).
- * Also the mixes: Q4_K_M's more-bits layers, the output matrix, fallbacks for rows not a multiple of 256.
+ * Also the mixes (llama.cpp's choices read from its src/llama-quant.cpp): Q4_K_M's more-bits layers, the output
+ * matrix and a tied embedding, the 70B attn_v rule, Q4_K_S, Q2_K, Q3_K_S/M/L and IQ4_XS per tensor kind, layer
+ * and kv grouping, fallbacks for rows not a multiple of 256 (and of 32).
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +25,7 @@
 #include "check.h"
 #include "convert/quantize.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "layout/layout.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
 
@@ -161,19 +164,64 @@ int main(void)
 	CHECK_MSG(quant_row(WFMT_BF16, x, NULL, N, buf) == -1 && quant_row(WFMT_Q4_K, x, NULL, 100, buf) == -1,
 	      "a format without a quantizer or a partial block was accepted");
 
-	/* mixes */
+	/* mixes: what llama.cpp's llama_tensor_get_type gives (src/llama-quant.cpp), for a 32-layer model with as
+	 * many kv heads as query heads, one with 4 query heads per kv head, and an 80-layer grouped one (its 70B) */
+	struct layout_hparams mha = {.n_layers = 32, .n_heads = 32, .n_kv_heads = 32};
+	struct layout_hparams gqa = {.n_layers = 32, .n_heads = 32, .n_kv_heads = 8};
+	struct layout_hparams big = {.n_layers = 80, .n_heads = 64, .n_kv_heads = 8};
 	const struct quant_mix *m = quant_mix_find("q4_k_m");
 	CHECK_MSG(m != NULL, "Q4_K_M not found (case-insensitively)");
 	if (m) {
 		int n6 = 0;
 		for (int l = 0; l < 32; l++)
-			n6 += quant_mix_pick(m, "attn_v.weight", l, 32, 4096) == WFMT_Q6_K;
+			n6 += quant_mix_pick(m, "attn_v.weight", l, &mha, 4096) == WFMT_Q6_K;
 		CHECK_MSG(n6 == 4 + 4 + 8, "Q4_K_M: %d of 32 attn_v layers in Q6_K, llama.cpp's rule gives 16", n6);
-		CHECK_MSG(quant_mix_pick(m, "attn_q.weight", 0, 32, 4096) == WFMT_Q4_K, "Q4_K_M attn_q");
-		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, 32, 4096) == WFMT_Q6_K, "Q4_K_M output");
-		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, 32, 64) == WFMT_Q5_0, "Q4_K fallback for 64 columns");
-		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, 32, 64) == WFMT_Q8_0, "Q6_K fallback for 64 columns");
-		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, 32, 40) == WFMT_F16, "fallback for 40 columns");
+		CHECK_MSG(quant_mix_pick(m, "attn_q.weight", 0, &mha, 4096) == WFMT_Q4_K, "Q4_K_M attn_q");
+		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, &mha, 4096) == WFMT_Q6_K, "Q4_K_M output");
+		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, &mha, 64) == WFMT_Q5_0, "Q4_K fallback for 64 columns");
+		CHECK_MSG(quant_mix_pick(m, "output.weight", -1, &mha, 64) == WFMT_Q8_0, "Q6_K fallback for 64 columns");
+		CHECK_MSG(quant_mix_pick(m, "ffn_up.weight", 3, &mha, 40) == WFMT_F16, "fallback for 40 columns");
+		CHECK_MSG(quant_mix_pick(m, "token_embd.weight", -1, &mha, 4096) == WFMT_Q4_K, "Q4_K_M untied embedding");
+		struct layout_hparams tied = mha;
+		tied.tied_embeddings = true;
+		CHECK_MSG(quant_mix_pick(m, "token_embd.weight", -1, &tied, 4096) == WFMT_Q6_K, "Q4_K_M tied embedding");
+		CHECK_MSG(quant_mix_pick(m, "attn_v.weight", 11, &big, 8192) == WFMT_Q5_K, "Q4_K_M 70B attn_v");
+		CHECK_MSG(quant_mix_pick(m, "attn_v.weight", 11, &mha, 8192) == WFMT_Q4_K, "Q4_K_M attn_v layer 11");
+	}
+	/* {mix, tensor, layer, model, columns, format} */
+	static const struct {
+		const char *mix, *name;
+		int layer, model, cols, fmt;
+	} picks[] = {
+		{"Q4_K_S", "attn_v.weight", 3, 0, 4096, WFMT_Q5_K},  {"Q4_K_S", "attn_v.weight", 4, 0, 4096, WFMT_Q4_K},
+		{"Q4_K_S", "ffn_down.weight", 3, 0, 4096, WFMT_Q5_K}, {"Q4_K_S", "ffn_down.weight", 4, 0, 4096, WFMT_Q4_K},
+		{"Q2_K", "attn_v.weight", 5, 0, 4096, WFMT_Q3_K},    {"Q2_K", "attn_v.weight", 5, 1, 4096, WFMT_Q4_K},
+		{"Q2_K", "attn_v.weight", 5, 2, 8192, WFMT_Q5_K},    {"Q2_K", "ffn_down.weight", 9, 0, 4096, WFMT_Q3_K},
+		{"Q2_K", "attn_output.weight", 9, 0, 4096, WFMT_Q3_K}, {"Q2_K", "attn_q.weight", 9, 0, 4096, WFMT_Q2_K},
+		{"Q2_K", "ffn_up.weight", 9, 0, 4096, WFMT_Q2_K},    {"Q2_K", "output.weight", -1, 0, 4096, WFMT_Q6_K},
+		{"Q2_K", "ffn_up.weight", 9, 0, 64, WFMT_Q4_0},      {"Q2_K", "token_embd.weight", -1, 0, 4096, WFMT_Q2_K},
+		{"Q3_K_S", "attn_v.weight", 0, 1, 4096, WFMT_Q3_K},  {"Q3_K_S", "ffn_down.weight", 0, 0, 4096, WFMT_Q3_K},
+		{"Q3_K_S", "attn_output.weight", 0, 0, 4096, WFMT_Q3_K}, {"Q3_K_S", "output.weight", -1, 0, 4096, WFMT_Q6_K},
+		{"Q3_K_S", "attn_v.weight", 40, 2, 8192, WFMT_Q5_K},
+		{"Q3_K_M", "attn_v.weight", 1, 0, 4096, WFMT_Q5_K},  {"Q3_K_M", "attn_v.weight", 2, 0, 4096, WFMT_Q4_K},
+		{"Q3_K_M", "ffn_down.weight", 1, 0, 4096, WFMT_Q5_K}, {"Q3_K_M", "ffn_down.weight", 2, 0, 4096, WFMT_Q4_K},
+		{"Q3_K_M", "attn_output.weight", 7, 0, 4096, WFMT_Q4_K}, {"Q3_K_M", "attn_k.weight", 7, 0, 4096, WFMT_Q3_K},
+		{"Q3_K_M", "ffn_gate.weight", 7, 0, 4096, WFMT_Q3_K},
+		{"Q3_K_L", "attn_v.weight", 9, 1, 4096, WFMT_Q5_K},  {"Q3_K_L", "ffn_down.weight", 9, 0, 4096, WFMT_Q5_K},
+		{"Q3_K_L", "attn_output.weight", 9, 0, 4096, WFMT_Q5_K}, {"Q3_K_L", "attn_q.weight", 9, 0, 4096, WFMT_Q3_K},
+		{"Q3_K_L", "ffn_down.weight", 9, 0, 224, WFMT_Q5_1},
+		{"IQ4_XS", "attn_v.weight", 9, 0, 4096, WFMT_IQ4_XS}, {"IQ4_XS", "attn_v.weight", 9, 1, 4096, WFMT_Q5_K},
+		{"IQ4_XS", "ffn_down.weight", 3, 0, 4096, WFMT_Q5_K}, {"IQ4_XS", "ffn_down.weight", 4, 0, 4096, WFMT_IQ4_XS},
+		{"IQ4_XS", "ffn_up.weight", 4, 0, 96, WFMT_IQ4_NL},  {"IQ4_XS", "output.weight", -1, 0, 4096, WFMT_Q6_K},
+		{"IQ4_XS", "ffn_up.weight", 4, 0, 40, WFMT_F16},
+	};
+	const struct layout_hparams *models[] = {&mha, &gqa, &big};
+	for (size_t i = 0; i < sizeof(picks) / sizeof(picks[0]); i++) {
+		const struct quant_mix *mx = quant_mix_find(picks[i].mix);
+		int got = mx ? quant_mix_pick(mx, picks[i].name, picks[i].layer, models[picks[i].model], picks[i].cols) : -1;
+		CHECK_MSG(got == picks[i].fmt, "%s %s layer %d (model %d, %d columns): %s, llama.cpp gives %s", picks[i].mix,
+			  picks[i].name, picks[i].layer, picks[i].model, picks[i].cols, got >= 0 ? wfmt_name(got) : "no mix",
+			  wfmt_name(picks[i].fmt));
 	}
 	CHECK_MSG(!quant_mix_find("Q3_Z") && !quant_mix_find(NULL), "unknown mix found");
 	char list[256];

@@ -331,7 +331,7 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int64_
 	}
 	int64_t shape[2] = {rows ? rows : cols, cols};
 	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim == 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	int qfmt = c->mix && ndim == 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, cols) : fmt;
 	c->n_kept += c->mix && ndim == 2 && !plain;
 	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source type */
 		qfmt = fmt;

@@ -100,7 +100,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 		return -EINVAL;
 	}
 	int64_t shape[2] = {d0, d1};
-	int qfmt = c->mix && ndim == 2 ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, d1) : fmt;
+	int qfmt = c->mix && ndim == 2 ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, d1) : fmt;
 	if (qfmt == WFMT_F16 && fmt != WFMT_F16) /* no whole blocks: keep the source format */
 		qfmt = fmt;
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);

@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "convert/quantize.h"
+#include "layout/layout.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
 
@@ -570,29 +571,51 @@ int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols
 	return rc;
 }
 
-/* The mixes, as llama.cpp's llama_model_quantize picks per tensor: a base format, the output matrix's, and
- * for attn_v and ffn_down either more bits on the layers use_more_bits names (the _M mixes) or on the first
- * eighth of the layers (Q4_K_S). */
-enum more { MORE_NONE, MORE_SOME, MORE_FIRST };
+/* The mixes, as llama.cpp's llama_tensor_get_type picks per tensor of a dense model (src/llama-quant.cpp): a
+ * base format; the output matrix's (the tied embedding's too); and for attn_v, ffn_down and attn_output a
+ * format on all layers and another on the layers a rule selects. A -1 format is the base. */
+enum layers {
+	L_NONE,
+	L_MORE,      /* llama.cpp's use_more_bits: the first and last eighth and every third layer between */
+	L_EIGHTH,    /* i < n/8 */
+	L_SIXTEENTH, /* i < n/16 */
+	L_FIRST2,    /* i < 2 */
+	L_FIRST4,    /* i < 4 */
+};
 struct quant_mix {
 	const char *name;
-	int base, output, more_fmt;
-	enum more more;
+	int base, output;
+	int v, v_sel, v_gqa4; /* attn_v: v, v_sel on the selected layers, v_gqa4 (when not -1) with 4+ q heads per kv */
+	enum layers v_on;
+	int down, down_sel; /* ffn_down likewise */
+	enum layers down_on;
+	int o; /* attn_output */
 };
 
+#define X_ -1
 static const struct quant_mix mixes[] = {
-	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, WFMT_Q6_K, MORE_SOME},
-	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, WFMT_Q5_K, MORE_FIRST},
-	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, WFMT_Q6_K, MORE_SOME},
-	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, -1, MORE_NONE},
-	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, -1, MORE_NONE},
+	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
+	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q5_K, X_, L_FIRST4, X_, WFMT_Q5_K, L_EIGHTH, X_},
+	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
+	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q4_1", WFMT_Q4_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_1", WFMT_Q5_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q2_K", WFMT_Q2_K, WFMT_Q6_K, WFMT_Q3_K, X_, WFMT_Q4_K, L_NONE, WFMT_Q3_K, X_, L_NONE, WFMT_Q3_K},
+	{"Q3_K_S", WFMT_Q3_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q3_K_M", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q5_K, X_, L_FIRST2, WFMT_Q4_K, WFMT_Q5_K, L_SIXTEENTH, WFMT_Q4_K},
+	{"Q3_K_L", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q5_K, X_, X_, L_NONE, WFMT_Q5_K, X_, L_NONE, WFMT_Q5_K},
+	/* without an importance matrix, which ferry's --quant does not take yet */
+	{"IQ4_XS", WFMT_IQ4_XS, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
+	{"IQ4_NL", WFMT_IQ4_NL, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
 	/* single formats: every matrix, the output too */
-	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, -1, MORE_NONE},
-	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, -1, MORE_NONE},
+	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
 };
+#undef X_
 
 const struct quant_mix *quant_mix_find(const char *name)
 {
@@ -611,23 +634,45 @@ const char *quant_mix_list(char *buf, size_t n)
 	return buf;
 }
 
-/* llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between */
-static bool more_bits(int i, int n)
+static bool selected(enum layers on, int i, int n)
 {
-	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+	switch (on) {
+	case L_MORE: return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+	case L_EIGHTH: return i < n / 8;
+	case L_SIXTEENTH: return i < n / 16;
+	case L_FIRST2: return i < 2;
+	case L_FIRST4: return i < 4;
+	default: return false;
+	}
 }
 
-int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, int n_layers, int64_t cols)
+/* fmt, or the base for -1 */
+static int or_base(int fmt, const struct quant_mix *m)
 {
-	int fmt = m->base;
-	if (!strcmp(name, "output.weight"))
+	return fmt >= 0 ? fmt : m->base;
+}
+
+int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp, int64_t cols)
+{
+	int fmt = m->base, n = hp->n_layers;
+	int gqa = hp->n_kv_heads > 0 ? hp->n_heads / hp->n_kv_heads : 1;
+	bool in_layer = layer >= 0;
+	if (!strcmp(name, "output.weight") || (hp->tied_embeddings && !strcmp(name, "token_embd.weight"))) {
 		fmt = m->output;
-	else if (layer >= 0 && (!strcmp(name, "attn_v.weight") || !strcmp(name, "ffn_down.weight")) &&
-		 ((m->more == MORE_SOME && more_bits(layer, n_layers)) || (m->more == MORE_FIRST && layer < n_layers / 8)))
-		fmt = m->more_fmt;
-	/* a row that is not a whole number of blocks: llama.cpp's fallbacks (Q5_1 for Q5_K: ferry has Q5_0) */
+	} else if (in_layer && !strcmp(name, "attn_v.weight")) {
+		fmt = gqa >= 4 && m->v_gqa4 >= 0 ? m->v_gqa4 : or_base(selected(m->v_on, layer, n) ? m->v_sel : m->v, m);
+		/* llama.cpp's 70B (80 layers, grouped kv heads): attn_v is 8x smaller than attn_q, more bits cost little */
+		if (n == 80 && gqa > 1 && (fmt == WFMT_Q3_K || fmt == WFMT_Q4_K))
+			fmt = WFMT_Q5_K;
+	} else if (in_layer && !strcmp(name, "ffn_down.weight")) {
+		fmt = or_base(selected(m->down_on, layer, n) ? m->down_sel : m->down, m);
+	} else if (in_layer && !strcmp(name, "attn_output.weight")) {
+		fmt = or_base(m->o, m);
+	}
+	/* a row that is not a whole number of blocks: llama.cpp's fallbacks, then F16 */
 	if (cols % wfmt_table[fmt].block)
-		fmt = fmt == WFMT_Q6_K ? WFMT_Q8_0 : fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ? WFMT_Q5_0 : fmt;
+		fmt = fmt == WFMT_Q6_K ? WFMT_Q8_0 : fmt == WFMT_Q4_K ? WFMT_Q5_0 : fmt == WFMT_Q5_K ? WFMT_Q5_1
+		      : fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ? WFMT_Q4_0 : fmt == WFMT_IQ4_XS ? WFMT_IQ4_NL : fmt;
 	if (cols % wfmt_table[fmt].block)
 		fmt = WFMT_F16;
 	return fmt;
