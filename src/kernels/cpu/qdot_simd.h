@@ -5,14 +5,16 @@
  *                        AVX-512 VNNI: vpdpbusd)
  *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
  *   QDOT_FIND, FDOT_FIND the names of the file's finders.
- * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 63 elsewhere, |a| <=
- * 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
+ * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 127 for the IQ4 tables,
+ * <= 63 elsewhere, |a| <= 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
  * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
  * unpacked once and used for all T tokens; independent accumulator chains hide the latency. The 32-blocks
- * take their signed codes q as |q| against a * sign(q); the K-quants add their 16- or 32-value sub-blocks times the
- * integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K mins and Q6_K's -32 come
- * from the 16-sums of the activation codes.
+ * take their signed codes q as |q| against a * sign(q) (IQ4_NL and MXFP4 looked up by a byte shuffle of their
+ * 16-value table; Q4_1/Q5_1 unsigned, their min times the block's code sum); the K-quants add their 16- or
+ * 32-value sub-blocks times the integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K
+ * mins and Q6_K's -32 come from the 16-sums of the activation codes. The other 256-blocks (Q2_K, Q3_K, IQ4_XS,
+ * TQ1_0, TQ2_0) unpack to 8 vectors of codes and 16 scales and share one accumulation (k256_dot).
  */
 #include <immintrin.h>
 #include <stdbool.h>
