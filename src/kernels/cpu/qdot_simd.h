@@ -400,6 +400,19 @@ AI __m256i tq1_digits(__m256i v, __m256i p)
 	return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 8));
 }
 
+/* Q3_K's 16 6-bit scales minus 32 as int16 (q3k_scale): low nibbles of bytes 0..7 then their high nibbles, with
+ * 2 bits of byte 8 + j % 4 at 2 (j / 4) on top */
+AI __m256i q3k_scales_vec(const uint8_t *s)
+{
+	uint8_t t[16] = {0};
+	memcpy(t, s, 12); /* not a 16-byte load: the last block of a row may end 2 bytes after its scales */
+	__m128i v = _mm_loadu_si128((const __m128i *)t), m15 = _mm_set1_epi8(15);
+	__m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m15), _mm_and_si128(_mm_srli_epi16(v, 4), m15));
+	__m128i h = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
+	__m128i s6 = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+	return _mm256_sub_epi16(_mm256_cvtepu8_epi16(s6), _mm256_set1_epi16(32));
+}
+
 /* One block of fmt as codes wv[8] (stored as q + off, off from k256_off), scales, mins (Q2_K), d, dmin */
 AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m256i *mins16, float *d, float *dmin)
 {
@@ -420,9 +433,7 @@ AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m25
 		const __m256i m1 = _mm256_set1_epi8(1);
 		UNROLL for (int g = 0; g < 8; g++) /* q + 4 = low | hbit << 2 */
 			wv[g] = _mm256_or_si256(wv[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), m1), 2));
-		for (int g = 0; g < 16; g++)
-			sc[g] = (int16_t)(q3k_scale(g, b->scales) - 32);
-		*sc16 = _mm256_loadu_si256((const __m256i *)sc);
+		*sc16 = q3k_scales_vec(b->scales);
 		*d = ld_f16(&b->d);
 	} else if (fmt == WFMT_IQ4_XS) {
 		const struct block_iq4_xs *b = (const struct block_iq4_xs *)p;
