@@ -4,6 +4,8 @@ ggml's dequantize_row_*), through build/tests/dequant_tool:
     subnormals included; MXFP4's e8m0 scale any byte): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
+  - cpu_matmul on random blocks (sane scales) of the types the Gemma file lacks, T = 1 and 5: within 1e-5 of
+    sum |w x| of the same float64 reference;
   - cpu_matmul on real rows of each quantized type, T = 1, 3 and 6, against float64 dots of gguf-py's f32
     weights with the activations quantized as ferry's contract says (tools/ref_forward.py's quantize_act) (8 bits per weight block,
     src/kernels/cpu/qdot.h): |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise; and against the f32
@@ -130,12 +132,34 @@ def check_matmul(fails, reader, rng):
                   f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
 
 
+def check_matmul_random(fails, rng):
+    """cpu_matmul on random blocks of the types the Gemma file lacks, T = 1 and 5, against float64 dots of
+    gguf-py's weights with the contract's 8-bit activations (1e-5 of sum |w x|, as check_matmul)."""
+    import test_gguf_convert  # its random_blocks: scales in sane ranges per type
+    for qtype in [QT.Q4_0, QT.Q5_K, QT.Q4_1, QT.Q5_1, QT.Q2_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4, QT.TQ1_0,
+                  QT.TQ2_0]:
+        N, K = 37, 512
+        W = test_gguf_convert.random_blocks(rng, qtype, N, K)
+        Wf = dequantize(W, qtype).astype(np.float64).reshape(N, K)
+        block = GGML_QUANT_SIZES[qtype][0]
+        for T in (1, 5):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
+            xh = ref_forward.quantize_act(x, block)
+            ref, mag = xh @ Wf.T, np.abs(xh) @ np.abs(Wf).T
+            err = np.abs(y - ref)
+            fails.check(np.all(err <= 1e-5 * mag), f"matmul random {qtype.name} T={T}: max err / sum|wx| "
+                        f"{np.max(err / mag):.3g}")
+        print(f"matmul random {qtype.name} {N}x{K}: max err / sum|wx| {np.max(err / mag):.2e}", flush=True)
+
+
 def main():
     fails = Failures()
     if not fails.check(os.access(TOOL, os.X_OK), f"{TOOL} missing: build it with make"):
         fails.finish()
     rng = np.random.default_rng(7)
     check_random(fails, rng)
+    check_matmul_random(fails, rng)
     reader = GGUFReader(gemma_gguf(fails))
     check_file(fails, reader, rng)
     check_matmul(fails, reader, rng)
