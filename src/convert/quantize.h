@@ -12,7 +12,8 @@
  * values, which dominate a dot product, are kept most exactly. IQ4_NL/IQ4_XS fit their 16-value table the same
  * way (the largest value near either end of it); IQ4_XS and Q3_K quantize their sub-block scales to 6 bits
  * (IQ4_XS choosing each by its error as coded). Against llama-quantize on the same F32 GGUF (bench/bench_quant.py) the
- * blocks are 1-2% closer for Q8_0/Q4_0/Q6_K and equal for Q4_K/Q5_K.
+ * blocks are 1-2% closer for Q8_0/Q4_0/Q6_K, equal for Q4_K/Q5_K, and 3-10% closer for Q2_K/Q3_K/IQ4_NL/IQ4_XS/
+ * Q4_1/Q5_1 (bench/RESULTS.md, issue 18).
  */
 #ifndef FERRY_QUANTIZE_H
 #define FERRY_QUANTIZE_H

@@ -413,10 +413,23 @@ AI __m256i q3k_scales_vec(const uint8_t *s)
 	return _mm256_sub_epi16(_mm256_cvtepu8_epi16(s6), _mm256_set1_epi16(32));
 }
 
+/* IQ4_XS's 8 6-bit scales minus 32 (iq4xs_scale), each twice as int16 (its two 16-value halves): sub-block b
+ * in 32-bit lane b */
+AI __m256i iq4xs_scales_vec(uint16_t scales_h, const uint8_t *scales_l)
+{
+	uint32_t sl;
+	memcpy(&sl, scales_l, 4);
+	__m256i lo = _mm256_srlv_epi32(_mm256_set1_epi32((int)sl), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+	__m256i hi = _mm256_srlv_epi32(_mm256_set1_epi32(scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+	__m256i ls = _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(15)),
+				     _mm256_slli_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(3)), 4));
+	ls = _mm256_sub_epi32(ls, _mm256_set1_epi32(32));
+	return _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(ls, 16));
+}
+
 /* One block of fmt as codes wv[8] (stored as q + off, off from k256_off), scales, mins (Q2_K), d, dmin */
 AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m256i *mins16, float *d, float *dmin)
 {
-	int16_t sc[16];
 	*dmin = 0;
 	if (fmt == WFMT_Q2_K) {
 		const struct block_q2_K *b = (const struct block_q2_K *)p;
@@ -438,11 +451,9 @@ AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m25
 	} else if (fmt == WFMT_IQ4_XS) {
 		const struct block_iq4_xs *b = (const struct block_iq4_xs *)p;
 		const __m256i lut = lut16(iq4nl_lut);
-		UNROLL for (int g = 0; g < 8; g++) {
+		UNROLL for (int g = 0; g < 8; g++)
 			wv[g] = _mm256_shuffle_epi8(lut, nibbles32(b->qs + 16 * g));
-			sc[2 * g] = sc[2 * g + 1] = (int16_t)(iq4xs_scale(g, b->scales_h, b->scales_l) - 32);
-		}
-		*sc16 = _mm256_loadu_si256((const __m256i *)sc);
+		*sc16 = iq4xs_scales_vec(b->scales_h, b->scales_l);
 		*d = ld_f16(&b->d);
 	} else if (fmt == WFMT_TQ1_0) {
 		/* values 0..159: digit g of qs[0..31]; 160..239: digits 0..4 of qs[32..47], 16 values each;
