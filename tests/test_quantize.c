@@ -112,7 +112,8 @@ int main(void)
 		x[i] = (float)(gauss(&r) * (i % 97 == 0 ? 6 : 1));
 	const int fmts[] = {WFMT_Q8_0, WFMT_Q6_K, WFMT_Q5_K, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q4_0,
 			    WFMT_Q5_1, WFMT_Q4_1, WFMT_IQ4_NL, WFMT_IQ4_XS, WFMT_Q3_K, WFMT_Q2_K};
-	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336, 0.0421, 0.0856, 0.1047, 0.1060, 0.1914, 0.3004};
+	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336,
+				0.0421, 0.0856, 0.1047, 0.1060, 0.1914, 0.3004};
 	for (int k = 0; k < (int)(sizeof(fmts) / sizeof(fmts[0])); k++) {
 		int f = fmts[k];
 		const char *name = wfmt_name(f);

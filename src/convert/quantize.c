@@ -652,7 +652,8 @@ static int or_base(int fmt, const struct quant_mix *m)
 	return fmt >= 0 ? fmt : m->base;
 }
 
-int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp, int64_t cols)
+int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+		   int64_t cols)
 {
 	int fmt = m->base, n = hp->n_layers;
 	int gqa = hp->n_kv_heads > 0 ? hp->n_heads / hp->n_kv_heads : 1;
