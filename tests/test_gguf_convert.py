@@ -291,7 +291,7 @@ def check_bad_input(f, root):
     cases["absurd dim"] = patch(off_dims, "<Q", 2**50)
     cases["offset past end"] = patch(off_offset, "<Q", len(data) * 4 // 32 * 32)
     cases["unknown type"] = patch(off_type, "<I", 99)
-    cases["unsupported type Q4_1"] = patch(off_type, "<I", int(T.Q4_1))
+    cases["unsupported type Q8_1"] = patch(off_type, "<I", int(T.Q8_1))
     cases["unknown tensor"] = data.replace(b"blk.0.attn_k.weight", b"blk.0.attn_x.weight", 1)
     cases["missing key"] = data.replace(b"llama.block_count", b"llama.block_xount", 1)
     for what, blob in cases.items():
