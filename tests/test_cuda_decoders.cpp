@@ -116,7 +116,8 @@ template <class F> static int check(int fmt, const char *name)
 	const int64_t nb = 3000, n = nb * F::BLOCK, bytes = nb * F::BYTES;
 	/* 64-aligned + align: exactly the alignment the decoder claims (4 floats at a time: 16, a vector load) */
 	const int align = F::BLOCK == 1 ? 16 : F::ALIGN;
-	uint8_t *buf = (uint8_t *)aligned_alloc(64, (size_t)(bytes + 128)), *w = buf + (align < 64 ? align : 0);
+	uint8_t *buf = (uint8_t *)aligned_alloc(64, (size_t)((bytes + 128) / 64 * 64 + 64));
+	uint8_t *w = buf + (align < 64 ? align : 0);
 	float *ref = (float *)malloc(sizeof(float) * (size_t)n);
 	for (int64_t i = 0; i < bytes; i++)
 		w[i] = rand_byte();
