@@ -36,6 +36,8 @@ LDLIBS := -ljansson -lxxhash -lpcre2-8 -lutf8proc -luring -llz4 -lmicrohttpd -le
 LIB_SRC := $(wildcard src/*/*.c src/kernels/cpu/*.c)
 LIB_SRC := $(filter-out src/cli/main.c,$(LIB_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
+# C++ tests: tests/test_cuda_decoders.cpp compiles the CUDA decoders for the host
+TEST_CXX_SRC := $(wildcard tests/test_*.cpp)
 CU_SRC := $(wildcard src/kernels/cuda/*.cu)
 
 ifneq ($(strip $(NVCC)),)
@@ -86,7 +88,7 @@ $(GEN)/serve/chat_html.h: src/serve/chat.html
 	$(Q)python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); \
 		print("unsigned char chat_html[] = {" + ",".join(map(str, d)) + "};"); \
 		print("unsigned int chat_html_len = %d;" % len(d))' src/serve/chat.html >$@.tmp && mv $@.tmp $@
-TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(TEST_CXX_SRC:tests/%.cpp=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
 TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
 
@@ -127,6 +129,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+# no fused multiply-add: the decoders' __fmul_rn/__fadd_rn are emulated as single rounded operations
+$(BUILD)/tests/%.o: tests/%.cpp
+	@mkdir -p $(dir $@)
+	@echo "  CXX     $<"
+	$(Q)$(CXX) -std=c++17 -Wall -Wextra $(OPT) $(SAN) -ffp-contract=off -Wno-unknown-pragmas -MMD -MP $(CINC) -c -o $@ $<
 
 ifneq ($(CU_OBJ),)
 $(CU_DIR)/%.o: %.cu

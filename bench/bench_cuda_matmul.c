@@ -26,6 +26,7 @@ int main(void)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "bench_util.h"
 #include "kernels/cuda/cuda_exit.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "layout/quant.h"
@@ -53,7 +54,6 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt)
 			memcpy(w + 8 * i, &s, 8);
 		}
 	}
-	size_t bb = wfmt_table[fmt].block_bytes;
 	if (fmt == WFMT_F32) {
 #pragma omp parallel for
 		for (size_t i = 0; i < bytes / 4; i++)
@@ -66,16 +66,7 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt)
 			w[2 * i + 1] = (uint8_t)((fmt == WFMT_F16 ? 0x20 : 0x3c) | (w[2 * i + 1] & 0x81));
 		return;
 	}
-	uint16_t d = f32_to_f16(0.001f);
-	size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
-#pragma omp parallel for
-	for (size_t i = 0; i < bytes / bb; i++) {
-		memcpy(w + i * bb + d_at, &d, 2);
-		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
-			memcpy(w + i * bb + 2, &d, 2);
-		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */
-			w[i * bb + 49 + 2 * k] = (uint8_t)((w[i * bb + 49 + 2 * k] & 15) | (d >> 4 * k & 15) << 4);
-	}
+	bench_set_scales(w, bytes, fmt, f32_to_f16(0.001f));
 }
 
 /* device-to-device copy rate in GB/s, bytes read + written, median of 10 copies of 1 GiB */
@@ -173,8 +164,9 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	/* the formats named on the command line (e.g. IQ2_XS IQ3_S: issue 18's types), else these */
-	static const int all_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0,
-				       WFMT_Q5_0, WFMT_BF16, WFMT_F16, WFMT_F32};
+	static const int all_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0,   WFMT_Q4_0,   WFMT_Q5_0,
+				       WFMT_Q4_1, WFMT_Q5_1, WFMT_Q2_K, WFMT_Q3_K,   WFMT_IQ4_NL, WFMT_IQ4_XS,
+				       WFMT_MXFP4, WFMT_TQ1_0, WFMT_TQ2_0, WFMT_BF16, WFMT_F16,   WFMT_F32};
 	int fmts[WFMT_COUNT], nf = 0;
 	for (int i = 1; i < argc && nf < WFMT_COUNT; i++)
 		if ((fmts[nf++] = wfmt_from_name(argv[i])) < 0 || !cuda_fmt_supported(fmts[nf - 1]))

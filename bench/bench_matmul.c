@@ -33,6 +33,15 @@ static const struct bench_case cases[] = {
 	{"large 16384x4096", WFMT_Q4_K, 16384, 4096},
 	{"large 16384x4096", WFMT_Q5_K, 16384, 4096},
 	{"large 16384x4096", WFMT_Q6_K, 16384, 4096},
+	{"large 16384x4096", WFMT_Q4_1, 16384, 4096},
+	{"large 16384x4096", WFMT_Q5_1, 16384, 4096},
+	{"large 16384x4096", WFMT_Q2_K, 16384, 4096},
+	{"large 16384x4096", WFMT_Q3_K, 16384, 4096},
+	{"large 16384x4096", WFMT_IQ4_NL, 16384, 4096},
+	{"large 16384x4096", WFMT_IQ4_XS, 16384, 4096},
+	{"large 16384x4096", WFMT_MXFP4, 16384, 4096},
+	{"large 16384x4096", WFMT_TQ1_0, 16384, 4096},
+	{"large 16384x4096", WFMT_TQ2_0, 16384, 4096},
 	{"large 16384x4096", WFMT_BF16, 16384, 4096},
 	{"large 65536x640", WFMT_Q8_0, 65536, 640},
 	{"large 65536x640", WFMT_Q5_0, 65536, 640},
@@ -56,15 +65,7 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt, unsigned *seed)
 			w[i + 1] = (uint8_t)(0x3c + (w[i + 1] & 1)); /* bf16 ~1e-2 .. 1e-1 magnitudes, no nan */
 		return;
 	}
-	size_t bb = wfmt_table[fmt].block_bytes, d_at = fmt == WFMT_Q6_K ? 208 : 0;
-	uint16_t d = f32_to_f16(0.01f);
-	for (size_t i = 0; i + bb <= bytes; i += bb) {
-		memcpy(w + i + d_at, &d, 2);
-		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
-			memcpy(w + i + 2, &d, 2);
-		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */
-			w[i + 49 + 2 * k] = (uint8_t)((w[i + 49 + 2 * k] & 15) | (d >> 4 * k & 15) << 4);
-	}
+	bench_set_scales(w, bytes, fmt, f32_to_f16(0.01f));
 }
 
 /* seconds per call, best of 5 passes over the copies */

@@ -2,7 +2,7 @@
 """Quantization error of `ferry convert --quant` against llama.cpp's llama-quantize on the same F32 GGUF.
 
     python3 bench/bench_quant.py --llama-quantize /tmp/llama-build/bin/llama-quantize [--hidden 1024]
-        [--mixes Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0] [--out FILE.md]
+        [--mixes Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q2_K,Q3_K_S,Q3_K_M,Q3_K_L,IQ4_XS,IQ4_NL,Q4_1,Q5_1] [--out FILE.md]
 
 A llama-shaped checkpoint (tools/gen_tiny_model.py's writer, `--hidden` wide, 2 layers) with heavy-tailed
 weights (Student-t, 5 degrees of freedom: real weight matrices have outliers a Gaussian lacks) is written as
@@ -81,7 +81,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-quantize", required=True)
     ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--mixes", default="Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0")
+    ap.add_argument("--mixes", default="Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q2_K,Q3_K_S,Q3_K_M,Q3_K_L,IQ4_XS,IQ4_NL,Q4_1,Q5_1")
     ap.add_argument("--out")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="ferry_bq_")

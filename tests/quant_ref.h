@@ -40,6 +40,27 @@ static uint16_t rand_half(void)
 	return (uint16_t)(sign | exp << 10 | man);
 }
 
+/* Where a block's f16 scale d is (its dmin or min follows it) */
+static size_t ref_d_at(int fmt)
+{
+	switch (fmt) {
+	case WFMT_Q6_K:
+		return 208;
+	case WFMT_Q2_K:
+		return 80;
+	case WFMT_Q3_K:
+		return 108;
+	case WFMT_TQ1_0:
+		return 52;
+	case WFMT_TQ2_0:
+		return 64;
+	}
+	return 0;
+}
+
+static const int ref_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static const int ref_fp4x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 /* nb blocks of random bytes with random finite f16 scales (d, and dmin for the K-quants with mins) */
 static uint8_t *rand_blocks(int fmt, size_t nb)
 {
@@ -49,13 +70,16 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 		p[i] = (uint8_t)(urand() * 256);
 	for (size_t i = 0; i < nb; i++) {
 		uint8_t *b = p + i * bb;
-		size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
 		uint16_t d = rand_half(), dmin = rand_half();
-		memcpy(b + d_at, &d, 2);
+		if (fmt == WFMT_MXFP4) { /* e8m0: 2^-24 .. 2^2 like the halves */
+			b[0] = (uint8_t)(104 + urand() * 27);
+			continue;
+		}
+		memcpy(b + ref_d_at(fmt), &d, 2);
 		if (fmt == WFMT_IQ1_M)
 			ref_iq1m_set_d(b, d);
-		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
-			memcpy(b + 2, &dmin, 2);
+		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K)
+			memcpy(b + ref_d_at(fmt) + 2, &dmin, 2);
 	}
 	return p;
 }
@@ -63,8 +87,50 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 /* Value j of one block, from the byte layout of ggml-common.h and ggml's float order (not the kernels'). */
 static float ref_dequant(int fmt, const uint8_t *b, int j)
 {
-	float d = f16_to_f32(rd16(fmt == WFMT_Q6_K ? b + 208 : b));
+	float d = f16_to_f32(rd16(b + ref_d_at(fmt)));
 	switch (fmt) {
+	case WFMT_Q4_1:
+	case WFMT_Q5_1: {
+		float m = f16_to_f32(rd16(b + 2));
+		int five = fmt == WFMT_Q5_1, nib = j < 16 ? b[4 + 4 * five + j] & 15 : b[4 + 4 * five + j - 16] >> 4;
+		uint32_t qh = five ? (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24 : 0;
+		float p = d * (float)(nib | (int)((qh >> j) & 1) << 4);
+		return p + m;
+	}
+	case WFMT_Q2_K: {
+		int sc = b[j / 16], q = b[16 + 32 * (j / 128) + j % 32] >> (2 * (j % 128 / 32)) & 3;
+		float dl = d * (float)(sc & 15), ml = f16_to_f32(rd16(b + 82)) * (float)(sc >> 4);
+		float p = dl * (float)q;
+		return p - ml;
+	}
+	case WFMT_Q3_K: {
+		int g = j / 16, shift = 2 * (j % 128 / 32), bit = j / 32;
+		const uint8_t *sc = b + 96;
+		int s6 = (g < 8 ? sc[g] & 15 : sc[g - 8] >> 4) | (sc[8 + g % 4] >> (2 * (g / 4)) & 3) << 4;
+		int q = (b[32 + 32 * (j / 128) + j % 32] >> shift & 3) - ((b[j % 32] >> bit & 1) ? 0 : 4);
+		return d * (float)(s6 - 32) * (float)q;
+	}
+	case WFMT_IQ4_NL:
+		return d * (float)ref_iq4nl[j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4];
+	case WFMT_IQ4_XS: {
+		int s = j / 32, o = j % 32;
+		int ls = (b[4 + s / 2] >> (4 * (s % 2)) & 15) | (rd16(b + 2) >> (2 * s) & 3) << 4;
+		const uint8_t *qs = b + 8 + 16 * s;
+		return d * (float)(ls - 32) * (float)ref_iq4nl[o < 16 ? qs[o] & 15 : qs[o - 16] >> 4];
+	}
+	case WFMT_MXFP4:
+		return ldexpf(1.0f, b[0] - 128) * (float)ref_fp4x2[j < 16 ? b[1 + j] & 15 : b[1 + j - 16] >> 4];
+	case WFMT_TQ1_0: {
+		/* byte and power of 3 of value j; a digit is the top trit of the byte's fixed-point fraction */
+		int byte = j < 160 ? j % 32 : j < 240 ? 32 + (j - 160) % 16 : 48 + (j - 240) % 4;
+		int n = j < 160 ? j / 32 : j < 240 ? (j - 160) / 16 : (j - 240) / 4, p3 = 1;
+		for (int i = 0; i < n; i++)
+			p3 *= 3;
+		int digit = (int)(((unsigned)(b[byte] * p3) & 255) * 3 >> 8);
+		return d * (float)(digit - 1);
+	}
+	case WFMT_TQ2_0:
+		return d * (float)((b[32 * (j / 128) + j % 32] >> (2 * (j % 128 / 32)) & 3) - 1);
 	case WFMT_Q8_0:
 		return (float)(int8_t)b[2 + j] * d;
 	case WFMT_Q4_0:

@@ -112,6 +112,36 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 				p[49 + 2 * i] = (uint8_t)((p[49 + 2 * i] & 15) | (h >> 4 * i & 15) << 4);
 			break;
 		}
+		case WFMT_Q4_1:
+		case WFMT_Q5_1:
+			put_f16(p, d * 0.1f);
+			put_f16(p + 2, -d); /* the min: values on both sides of 0 */
+			break;
+		case WFMT_Q2_K:
+			put_f16(p + 80, d * 0.1f);
+			put_f16(p + 82, d * 0.1f);
+			break;
+		case WFMT_Q3_K:
+			put_f16(p + 108, d * 0.01f);
+			break;
+		case WFMT_IQ4_NL:
+			put_f16(p, d * 0.01f);
+			break;
+		case WFMT_IQ4_XS:
+			put_f16(p, d * 0.001f);
+			break;
+		case WFMT_MXFP4: /* e8m0: 2^(e - 128), here 2^-6 .. 2^-3 */
+			p[0] = (uint8_t)(122 + (rng_next() >> 62));
+			break;
+		case WFMT_TQ1_0:
+			put_f16(p + 52, d);
+			break;
+		case WFMT_TQ2_0:
+			put_f16(p + 64, d);
+			break;
+		default: /* a new quantized format needs its scales set here */
+			fprintf(stderr, "test_cuda_matmul: no scales for %s\n", wfmt_name(fmt));
+			exit(1);
 		}
 	}
 }

@@ -3,7 +3,7 @@ tests/test_gemma_ref.py check against NumPy and transformers). Skips (exit 77) w
 no GPU is visible.
 
 Tiny HF models (tools/gen_tiny_model.py: YaRN rope, explicit head_dim, sliding window, Gemma 3 with and
-without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its shared expert), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU:
+without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its shared expert), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU (its KV cache f16, as CUDA's):
   - resident, one pass of 40 tokens: the matmuls take the tensor-core GEMM path (bf16 operands, ~4e-3 relative
     error per matmul, compounded over the layers of these random models; 0.9e-2..2.05e-2 seen on an H200): <= 3e-2;
   - streamed (--stream-all: 2-3 device slots, layers uploaded every step), --chunk 8: the f32
@@ -77,7 +77,9 @@ def main():
             model = models[v] if v in models else tiny_model(v, root)[1]
             vocab = json.load(open(os.path.join(model, "manifest.json")))["hparams"]["vocab"]
             ids = [rng.randrange(1, vocab) for _ in range(40)]
-            cpu = logits(f, model, ids, root, ["--device", "cpu"], f"{v} cpu")
+            # the CPU with the KV format the CUDA runs use (f16): the comparison is of the kernels, not of the KV
+            # formats (f16 against f32 keys moved gemma3's logits by 2.2e-3 on an H100, above the 2e-3 bound)
+            cpu = logits(f, model, ids, root, ["--device", "cpu", "--kv", "f16"], f"{v} cpu")
             if cpu is None:
                 continue
             for name, extra, tol in (("resident, one pass (GEMM)", [], 3e-2),

@@ -1,9 +1,12 @@
 """ferry's CPU dequantization and quantized matmul against gguf-py (gguf.quants.dequantize, the Python port of
 ggml's dequantize_row_*), through build/tests/dequant_tool:
-  - random blocks of every quantized format (random bytes, random finite f16 scales of either sign,
-    subnormals included; the grid IQ types too, IQ1_M's scale spread over its scale nibbles): bit for bit;
+  - random blocks of every quantized format ferry runs (random bytes, random finite f16 scales of either sign,
+    subnormals included; the grid IQ types too, IQ1_M's scale spread over its scale nibbles; MXFP4's e8m0 scale
+    any byte): bit for bit;
   - every Q8_0, Q5_0, Q4_K, Q6_K and F32 tensor of models/gemma-3-270m-q4_k_m.gguf (a sample of the
     rows of token_embd): bit for bit;
+  - cpu_matmul on random blocks (sane scales) of the types the Gemma file lacks, T = 1 and 5: within 1e-5 of
+    sum |w x| of the same float64 reference;
   - cpu_matmul on real rows of each quantized type (the grid IQ types: random rows), T = 1, 3 and 6, against float64 dots of gguf-py's f32
     weights with the activations quantized as ferry's contract says (tools/ref_forward.py's quantize_act) (8 bits per weight block,
     src/kernels/cpu/qdot.h): |y - ref| <= 1e-5 * sum |w x| per output and 1e-5 norm-wise; and against the f32
@@ -25,7 +28,11 @@ from ferrytest import FERRY, ROOT, Failures, gemma_gguf, ref_forward
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
 GRID_IQ_TYPES = [QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ3_XXS, QT.IQ3_S, QT.IQ1_S, QT.IQ1_M]
-RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K] + GRID_IQ_TYPES
+RANDOM_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.Q4_1, QT.Q5_1, QT.Q2_K, QT.Q3_K, QT.IQ4_NL,
+                QT.IQ4_XS, QT.MXFP4, QT.TQ1_0, QT.TQ2_0] + GRID_IQ_TYPES
+# where each type keeps its f16 scales (MXFP4's e8m0 byte takes any value: all 256 are finite)
+HALF_AT = {QT.Q6_K: [208], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2], QT.Q4_1: [0, 2], QT.Q5_1: [0, 2], QT.Q2_K: [80, 82],
+           QT.Q3_K: [108], QT.MXFP4: [], QT.TQ1_0: [52], QT.TQ2_0: [64]}
 FILE_TYPES = [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q6_K, QT.F32]
 EMBD_ROWS = 4096  # rows of token_embd checked (of 262144)
 
@@ -64,7 +71,7 @@ def random_blocks(rng, qtype, nblocks):
             nib = (halves[:, 0] >> (4 * i)) & 15
             raw[:, 49 + 2 * i] = (raw[:, 49 + 2 * i] & 15) | (nib << 4).astype(np.uint8)
         return raw
-    offsets = [208] if qtype == QT.Q6_K else [0, 2] if qtype in (QT.Q4_K, QT.Q5_K) else [0]
+    offsets = HALF_AT.get(qtype, [0])
     for i, off in enumerate(offsets):
         raw[:, off:off + 2] = halves[:, i:i + 1].view(np.uint8)
     return raw
@@ -141,6 +148,27 @@ def check_matmul_random(fails, rng):
     for qtype in GRID_IQ_TYPES:
         raw = random_blocks(rng, qtype, 37 * 4)
         matmul_case(fails, "random rows", qtype, raw.reshape(37, -1), rng)
+
+
+def check_matmul_random(fails, rng):
+    """cpu_matmul on random blocks of the types the Gemma file lacks, T = 1 and 5, against float64 dots of
+    gguf-py's weights with the contract's 8-bit activations (1e-5 of sum |w x|, as check_matmul)."""
+    import test_gguf_convert  # its random_blocks: scales in sane ranges per type
+    for qtype in [QT.Q4_0, QT.Q5_K, QT.Q4_1, QT.Q5_1, QT.Q2_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4, QT.TQ1_0,
+                  QT.TQ2_0]:
+        N, K = 37, 512
+        W = test_gguf_convert.random_blocks(rng, qtype, N, K)
+        Wf = dequantize(W, qtype).astype(np.float64).reshape(N, K)
+        block = GGML_QUANT_SIZES[qtype][0]
+        for T in (1, 5):
+            x = rng.standard_normal((T, K)).astype(np.float32)
+            y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
+            xh = ref_forward.quantize_act(x, block)
+            ref, mag = xh @ Wf.T, np.abs(xh) @ np.abs(Wf).T
+            err = np.abs(y - ref)
+            fails.check(np.all(err <= 1e-5 * mag), f"matmul random {qtype.name} T={T}: max err / sum|wx| "
+                        f"{np.max(err / mag):.3g}")
+        print(f"matmul random {qtype.name} {N}x{K}: max err / sum|wx| {np.max(err / mag):.2e}", flush=True)
 
 
 def main():

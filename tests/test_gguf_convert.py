@@ -1,8 +1,9 @@
 """`ferry convert MODEL.gguf` against gguf-py (the `gguf` package) and the NumPy reference:
 
 1. A synthetic llama GGUF written with gguf-py's GGUFWriter: every weight format ferry stores (F32, F16, BF16,
-   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, the grid IQ types IQ2_XXS .. IQ1_M; random blocks with sane f16 scales), an odd vocabulary, metadata of
-   every GGUF value type. After conversion every tensor's bytes equal the GGUF's byte for byte, the
+   Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4, TQ1_0, TQ2_0, the grid IQ
+   types IQ2_XXS .. IQ1_M; random blocks with sane scales), an odd vocabulary, metadata of every GGUF value type.
+   After conversion every tensor's bytes equal the GGUF's byte for byte, the
    hyper-parameters are the metadata's, tokenizer.gguf holds the tokenizer keys as written, and ferry's logits
    on it match the float64 NumPy reference reading the same GGUF (tools/ref_forward.py --gguf, gguf-py's
    dequantization, matmul inputs quantized as ferry's CPU does) within 1e-4, or twice that reference's distance
@@ -35,7 +36,8 @@ import gguf  # noqa: E402
 import hf_to_gguf  # noqa: E402  (tools/ is on the path through ferrytest)
 
 T = gguf.GGMLQuantizationType
-FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"]
+FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K", "Q4_1", "Q5_1", "Q2_K", "Q3_K",
+           "IQ4_NL", "IQ4_XS", "MXFP4", "TQ1_0", "TQ2_0"]
 # grid IQ types (issue 18): any bytes are a valid block; d (f16 at 0, IQ1_M's in its scale nibbles) sized so that
 # the weights are O(0.05) like the others' (the value is d * f * s * c: src/layout/quant_iq.h)
 IQ_D = {"IQ2_XXS": (5e-4, 2e-3), "IQ2_XS": (5e-4, 2e-3), "IQ2_S": (5e-4, 2e-3), "IQ3_XXS": (2e-4, 8e-4),
@@ -70,6 +72,23 @@ def random_blocks(rng, qtype, rows, cols):
             raw[:, 49 + 2 * i] = (raw[:, 49 + 2 * i] & 15) | (((d >> (4 * i)) & 15) << 4).astype(np.uint8)
     elif qtype.name in IQ_D:
         raw[:, 0:2] = f16(nb, *IQ_D[qtype.name])
+    elif qtype in (T.Q4_1, T.Q5_1):
+        raw[:, 0:2] = f16(nb, 1e-3, 4e-3)
+        raw[:, 2:4] = f16(nb, 1e-3, 2e-2)
+    elif qtype == T.Q2_K:
+        raw[:, 80:82] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+        raw[:, 82:84] = np.abs(f16(nb, 1e-3, 4e-3).view(np.float16)).view(np.uint8)
+    elif qtype == T.Q3_K:
+        raw[:, 108:110] = f16(nb, 1e-4, 5e-4)
+    elif qtype == T.IQ4_NL:
+        raw[:, 0:2] = f16(nb, 1e-4, 5e-4)
+    elif qtype == T.IQ4_XS:
+        raw[:, 0:2] = f16(nb, 1e-5, 5e-5)
+    elif qtype == T.MXFP4:
+        raw[:, 0] = rng.integers(119, 123, nb)  # 2^(e - 128): 2^-9 .. 2^-6
+    elif qtype in (T.TQ1_0, T.TQ2_0):
+        at = 52 if qtype == T.TQ1_0 else 64
+        raw[:, at:at + 2] = f16(nb, 1e-2, 4e-2)
     return raw.reshape(rows, cols // bvals * bbytes)
 
 
@@ -363,7 +382,7 @@ def check_bad_input(f, root):
     cases["absurd dim"] = patch(off_dims, "<Q", 2**50)
     cases["offset past end"] = patch(off_offset, "<Q", len(data) * 4 // 32 * 32)
     cases["unknown type"] = patch(off_type, "<I", 99)
-    cases["unsupported type Q4_1"] = patch(off_type, "<I", int(T.Q4_1))
+    cases["unsupported type Q8_1"] = patch(off_type, "<I", int(T.Q8_1))
     cases["unknown tensor"] = data.replace(b"blk.0.attn_k.weight", b"blk.0.attn_x.weight", 1)
     cases["missing key"] = data.replace(b"llama.block_count", b"llama.block_xount", 1)
     for what, blob in cases.items():

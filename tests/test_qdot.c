@@ -4,8 +4,8 @@
  *   - the quantizer: dx = amax/127, |a| <= 127, |x - dx a| <= dx (1/2 + 1e-4) (the 1e-4 covers the f32
  *     products x * (127/amax) and 1/(127/amax) != dx: 127 * 2^-23 relative), 16-sums exact;
  *   - each kernel against a double dot of the reference weights with the dequantized activations dx * a:
- *     |out - ref| <= (K/16 + 16) 2^-24 * sum |terms| (qdot.h's bound; the terms of Q4_K/Q5_K are the scale part
- *     and the min part of each weight, which may cancel: |w| + 2 |min|);
+ *     |out - ref| <= (K/16 + 16) 2^-24 * sum |terms| (qdot.h's bound; the terms of the formats with mins,
+ *     Q4_K/Q5_K/Q2_K/Q4_1/Q5_1, are the scale part and the min part of each weight, which may cancel: |w| + 2 |min|);
  *   - against the double dot with the f32 x: that bound plus the quantization's, sum |w_i| dx_i (1/2 + 1e-4);
  *   - the paths against each other (twice the first bound), and cpu_matmul (bias, tiles of 64 tokens with
  *     the parallel quantizer: T = 70) against the same reference;
@@ -66,18 +66,28 @@ struct refs {
 	double qe[TMAX * N];  /* sum |w| dx QERR */
 };
 
-/* The min part of each weight of a Q4_K/Q5_K block (the value its code 0 would have, negated); 0 elsewhere */
+/* The min part of each weight of a block with mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1's m): the value its codes of 0
+ * would have, negated; 0 elsewhere */
 static void ref_mins(int fmt, const uint8_t *blk, float *m)
 {
 	int bk = (int)wfmt_table[fmt].block;
 	uint8_t z[256];
 	memcpy(z, blk, wfmt_table[fmt].block_bytes);
+	bool has = true;
 	if (fmt == WFMT_Q4_K)
 		memset(z + 16, 0, 128);
-	if (fmt == WFMT_Q5_K)
+	else if (fmt == WFMT_Q5_K)
 		memset(z + 16, 0, 160);
+	else if (fmt == WFMT_Q2_K)
+		memset(z + 16, 0, 64);
+	else if (fmt == WFMT_Q4_1)
+		memset(z + 4, 0, 16);
+	else if (fmt == WFMT_Q5_1)
+		memset(z + 4, 0, 20);
+	else
+		has = false;
 	for (int j = 0; j < bk; j++)
-		m[j] = fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ? -ref_dequant(fmt, z, j) : 0;
+		m[j] = has ? -ref_dequant(fmt, z, j) : 0;
 }
 
 static void make_refs(int fmt, const uint8_t *W, const float *x, const struct cpu_xq *xq, int T, int K, struct refs *r)

@@ -1,7 +1,8 @@
 """`ferry convert HF_DIR --quant MIX` (src/convert/quantize.c) end to end, on a small model whose rows are 256
 wide so the K-quants apply (and on a tiny one whose 64-wide rows take llama.cpp's fallbacks):
   - each tensor gets the format the mix names: Q4_K_M's attn_v/ffn_down in Q6_K on llama.cpp's more-bits layers
-    and Q4_K elsewhere, the output matrix in Q6_K, vectors kept in their dtype; 64-wide rows fall back
+    and Q4_K elsewhere, the output matrix in Q6_K, vectors kept in their dtype; Q3_K_M/L, Q2_K and IQ4_XS per
+    llama.cpp's rules; the single-format mixes (Q4_1, Q5_1, IQ4_NL, Q3_K_S...) on ffn_up; 64-wide rows fall back
     (Q4_K -> Q5_0, Q6_K -> Q8_0);
   - gguf-py (an independent decoder of the same blocks) decodes the stored weights to within the format's
     error of the f32 weights;
@@ -23,9 +24,26 @@ from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch
 # mix: (max relative logits error, min top-1 agreement) against the f32 model, about 1.5x what was measured
 # (2026-12-07: 0.0225/1.0, 0.084/0.875, 0.179/0.771, 0.359/0.667, 0.319/0.542: a random 2-layer model
 # amplifies weight error, and its near-ties make top-1 agreement a weak figure), and the relative RMS error of
-# the layer-0 attn_q weights as gguf-py decodes ferry's blocks (measured 0.0052, 0.0174, 0.0361, 0.0725, 0.0823)
+# the layer-0 attn_q weights as gguf-py decodes ferry's blocks (measured 0.0052, 0.0174, 0.0361, 0.0725, 0.0823).
+# Issue 18's mixes, measured 2026-12-07 (logits error / top-1 / attn_q error): Q5_1 0.154/0.896/0.0338, Q4_1
+# 0.309/0.729/0.0702, IQ4_XS 0.341/0.667/0.0743, IQ4_NL 0.317/0.667/0.0739, Q3_K_L 0.507/0.417/0.145, Q3_K_M
+# 0.533/0.417/0.145, Q3_K_S 0.563/0.458/0.145, Q2_K 0.946/0.25/0.274: bounds 1.5x, 0.8x and 1.1x those
 MIXES = {"Q8_0": (0.04, 0.9, 0.006), "Q6_K": (0.15, 0.8, 0.02), "Q5_K_M": (0.3, 0.65, 0.04),
-         "Q4_K_M": (0.55, 0.55, 0.08), "Q4_0": (0.5, 0.45, 0.09)}
+         "Q4_K_M": (0.55, 0.55, 0.08), "Q4_0": (0.5, 0.45, 0.09),
+         "Q5_1": (0.23, 0.75, 0.037), "Q4_1": (0.46, 0.6, 0.077), "IQ4_XS": (0.51, 0.55, 0.082),
+         "IQ4_NL": (0.48, 0.55, 0.081), "Q3_K_L": (0.76, 0.33, 0.16), "Q3_K_M": (0.8, 0.33, 0.16),
+         "Q3_K_S": (0.84, 0.36, 0.16), "Q2_K": (1.42, 0.2, 0.3)}
+# the formats llama.cpp's rules give this 2-layer model (2 query heads per kv head) beside Q4_K_M's
+MIX_FORMATS = {
+    "Q3_K_M": {"0.attn_v.weight": "Q5_K", "1.attn_v.weight": "Q5_K", "0.ffn_down.weight": "Q4_K",
+               "0.attn_output.weight": "Q4_K", "0.attn_q.weight": "Q3_K", "output.weight": "Q6_K"},
+    "Q3_K_L": {"1.attn_v.weight": "Q5_K", "1.ffn_down.weight": "Q5_K", "1.attn_output.weight": "Q5_K",
+               "1.ffn_up.weight": "Q3_K"},
+    "Q2_K": {"0.attn_v.weight": "Q3_K", "0.ffn_down.weight": "Q3_K", "0.attn_output.weight": "Q3_K",
+             "0.attn_q.weight": "Q2_K", "0.ffn_gate.weight": "Q2_K", "output.weight": "Q6_K"},
+    "IQ4_XS": {"0.attn_v.weight": "IQ4_XS", "0.ffn_down.weight": "IQ4_XS", "output.weight": "Q6_K",
+               "token_embd.weight": "IQ4_XS"},
+}
 
 
 def write_model(hf):
@@ -141,8 +159,12 @@ def main():
                         "token_embd.weight": "Q4_K"}
                 got = {k: fm[k] for k in want}
                 f.check(got == want, f"Q4_K_M formats {got} != {want}")
-            elif mix in ("Q8_0", "Q6_K", "Q4_0"):
-                f.check(fm["0.ffn_up.weight"] == mix, f"{mix}: ffn_up is {fm['0.ffn_up.weight']}")
+            elif mix in MIX_FORMATS:
+                got = {k: fm[k] for k in MIX_FORMATS[mix]}
+                f.check(got == MIX_FORMATS[mix], f"{mix} formats {got} != {MIX_FORMATS[mix]}")
+            elif mix in ("Q8_0", "Q6_K", "Q4_0", "Q4_1", "Q5_1", "IQ4_NL", "Q3_K_S"):
+                want = "Q3_K" if mix == "Q3_K_S" else mix
+                f.check(fm["0.ffn_up.weight"] == want, f"{mix}: ffn_up is {fm['0.ffn_up.weight']}")
             werr = weight_error(base, out, "attn_q.weight")
             print(f"{mix:7s} layer 0 attn_q ({fm['0.attn_q.weight']}) decoded by gguf-py: rel RMS error {werr:.4f} "
                   f"(bound {wtol})")

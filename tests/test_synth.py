@@ -1,7 +1,7 @@
 """`ferry synth`: synthetic Llama-shaped models with random weights.
 
-- every format it writes (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, the grid IQ types) gives a model that `ferry inspect
-  --verify` accepts and `ferry run --device cpu --prompt-ids` runs, with finite logits that differ between tokens;
+- every format it writes (f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, q4_1, q5_1, q2_k, q3_k, iq4_nl,
+  iq4_xs, mxfp4, tq1_0, tq2_0, the grid IQ types) gives a model that `ferry inspect --verify` accepts and `ferry run --device cpu --prompt-ids` runs, with finite logits that differ between tokens;
 - the weights are what the generator promises, checked independently of ferry's kernels: every matrix of a
   layer and the head, dequantized with gguf-py (numpy for the float formats), has RMS within 15% of
   1/sqrt(K) and finite values; zero-mean formats have a mean far below the RMS; norms lie in [0.9, 1.1];
@@ -27,9 +27,10 @@ from gguf.quants import dequantize
 from ferrytest import Failures, ferry, scratch
 
 GRID_IQ = ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]  # random signs: zero-mean
-FORMATS = ["q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "q5_0", "f16", "bf16", "f32"] + GRID_IQ
-# q4_0, q5_0 and q6_k centre at -0.5 quant steps
-ZERO_MEAN = {"q4_k", "q5_k", "q8_0", "f16", "bf16", "f32"} | set(GRID_IQ)
+FORMATS = ["q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "q5_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "q3_k",
+           "iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "tq2_0"] + GRID_IQ
+# q4_0, q5_0, q6_k and q3_k centre at -0.5 quant steps, iq4_nl/iq4_xs at their table's mean (-5.9 of RMS 67)
+ZERO_MEAN = {"q4_k", "q5_k", "q8_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "mxfp4", "tq1_0", "tq2_0"} | set(GRID_IQ)
 LAYER = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
          "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
 

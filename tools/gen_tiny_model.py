@@ -161,15 +161,16 @@ VARIANTS = {
         vocab=384, tied=True, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qk_norm=True,
         experts=6, top_k=2, moe_inter=32, norm_topk=False),
     # Qwen2-MoE (Qwen1.5-MoE style): q/k/v biases, experts whose weights are not renormalized, a shared expert
-    # with its sigmoid gate.
+    # with its sigmoid gate. It and mixtral have head_dim 32, the smallest the CUDA KV cache takes
+    # (tests/test_cuda_model.py runs every MoE variant).
     "qwen2moe": dict(
         arch="Qwen2MoeForCausalLM", model_type="qwen2_moe", family="qwen2", dtype="F32",
-        hidden=64, inter=176, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=384,
+        hidden=128, inter=176, layers=2, heads=4, kv_heads=2, head_dim=32, vocab=384,
         tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=256, eps=1e-6, qkv_bias=True,
         experts=6, top_k=2, moe_inter=32, norm_topk=False, shared_inter=64),
     "mixtral": dict(
         arch="MixtralForCausalLM", model_type="mixtral", family="mistral", dtype="F16",
-        hidden=64, inter=64, layers=2, heads=4, kv_heads=2, head_dim=16, vocab=320,
+        hidden=128, inter=64, layers=2, heads=4, kv_heads=2, head_dim=32, vocab=320,
         tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=512, eps=1e-5,
         experts=4, top_k=2),
     "mistral_swa": dict(

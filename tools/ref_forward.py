@@ -437,7 +437,11 @@ def quantize_act(x, block):
     amax = np.abs(xb).max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
         iscale = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
-    a = np.rint(np.clip(xb * iscale, np.float32(-127), np.float32(127)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = xb * iscale
+    # a block of subnormal values overflows 127 / amax to inf; 0 * inf is NaN, which ferry's clamp sends to -127
+    # (src/kernels/cpu/qdot.c: only finite values in range pass), times a subnormal dx: as good as 0
+    a = np.rint(np.clip(np.where(np.isnan(v), np.float32(-127), v), np.float32(-127), np.float32(127)))
     dx = (amax / np.float32(127)).astype(np.float32)
     return (dx.astype(np.float64) * a).reshape(shape)
 

@@ -340,7 +340,7 @@ static int write_quantized(struct gconv *c, const struct gguf_tensor *t, const c
 static int dst_format(struct gconv *c, const char *dst, int fmt, int ndim, int64_t cols)
 {
 	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, cols) : fmt;
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 

@@ -138,7 +138,7 @@ static int writer_done(struct conv *c, int rc)
  * mix keeps the source format: no whole blocks). */
 static int dst_format(struct conv *c, const char *dst, int fmt, int ndim, int64_t cols)
 {
-	int qfmt = c->mix && ndim >= 2 ? quant_mix_pick(c->mix, dst, c->layer, c->hp.n_layers, cols) : fmt;
+	int qfmt = c->mix && ndim >= 2 ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, cols) : fmt;
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 

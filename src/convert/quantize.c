@@ -1,6 +1,7 @@
 /*
- * quantize.c: f32 rows into Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K blocks by a search over scales with a
- * weighted least-squares refit (quantize.h), and the named mixes of `ferry convert --quant`.
+ * quantize.c: f32 rows into Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+ * blocks by a search over scales with a weighted least-squares refit (quantize.h), and the named mixes of
+ * `ferry convert --quant`.
  */
 #include <errno.h>
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <strings.h>
 
 #include "convert/quantize.h"
+#include "layout/layout.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
 
@@ -42,9 +44,8 @@ static void weights_of(const float *x, const float *imp, int n, float *w)
 		w[i] = imp ? imp[i] * sqrtf(sigma2 + x[i] * x[i]) : sigma2 + x[i] * x[i];
 }
 
-/* Symmetric y = d q, q in [qmin, qmax] (|qmin| >= qmax): the value of largest magnitude goes to qmin (its sign
- * sets d's), then candidates around that level, each refit by least squares; returns the best d. */
-static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, int steps)
+/* The value of largest magnitude (the first of them) */
+static float largest(const float *x, int n)
 {
 	float amax = 0, xm = 0;
 	for (int i = 0; i < n; i++)
@@ -52,26 +53,70 @@ static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, 
 			amax = fabsf(x[i]);
 			xm = x[i];
 		}
-	if (amax == 0)
+	return xm;
+}
+
+static const int8_t iq4_values[16] = IQ4NL_VALUES;
+
+/* The index of the IQ4 table value nearest v (the table ascends): a binary search over the midpoints */
+static int iq4_index(float v)
+{
+	int lo = 0, hi = 15;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (v > 0.5f * (float)(iq4_values[mid] + iq4_values[mid + 1]))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The codes of a symmetric grid y = d c: the integers qmin..qmax, or (table) the IQ4 values */
+struct grid {
+	int qmin, qmax;
+	bool table;
+};
+
+static int grid_code(const struct grid *g, float v)
+{
+	return g->table ? iq4_values[iq4_index(v)] : level(v, g->qmin, g->qmax);
+}
+
+/* One candidate scale d0: the codes it picks, the scale refit to them by weighted least squares, and the
+ * weighted error with the codes picked again for that scale; returns the error (INFINITY: no fit) */
+static double grid_refit(const float *x, const float *w, int n, const struct grid *g, float d0, float *d_out)
+{
+	double sxq = 0, sqq = 0;
+	for (int i = 0; i < n; i++) {
+		int q = grid_code(g, x[i] / d0);
+		sxq += (double)w[i] * x[i] * q;
+		sqq += (double)w[i] * q * q;
+	}
+	if (sqq <= 0)
+		return INFINITY;
+	float d = (float)(sxq / sqq);
+	double err = 0;
+	for (int i = 0; i < n; i++) {
+		double e = x[i] - d * (float)grid_code(g, x[i] / d);
+		err += w[i] * e * e;
+	}
+	*d_out = d;
+	return err;
+}
+
+/* Symmetric y = d q, q in [qmin, qmax] (|qmin| >= qmax): the value of largest magnitude goes to qmin (its sign
+ * sets d's), then candidates around that level, each refit by least squares; returns the best d. */
+static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, int steps)
+{
+	float xm = largest(x, n);
+	if (xm == 0)
 		return 0;
-	float best = xm / (float)qmin;
+	struct grid g = {qmin, qmax, false};
+	float best = xm / (float)qmin, d;
 	double best_err = INFINITY;
 	for (int k = -steps; k <= steps; k++) {
-		float d0 = xm / ((float)qmin + 0.1f * (float)k);
-		double sxq = 0, sqq = 0;
-		for (int i = 0; i < n; i++) {
-			int q = level(x[i] / d0, qmin, qmax);
-			sxq += (double)w[i] * x[i] * q;
-			sqq += (double)w[i] * q * q;
-		}
-		if (sqq <= 0)
-			continue;
-		float d = (float)(sxq / sqq);
-		double err = 0;
-		for (int i = 0; i < n; i++) {
-			double e = x[i] - d * (float)level(x[i] / d, qmin, qmax);
-			err += w[i] * e * e;
-		}
+		double err = grid_refit(x, w, n, &g, xm / ((float)qmin + 0.1f * (float)k), &d);
 		if (err < best_err) {
 			best_err = err;
 			best = d;
@@ -80,16 +125,17 @@ static float sym_fit(const float *x, const float *w, int n, int qmin, int qmax, 
 	return best;
 }
 
-/* Asymmetric y = a q + b, q in 0..nmax, b <= 0 (the K-quants store -b as a non-negative min): candidates
- * of the scale over [min, max], each refit by weighted least squares in (a, b). */
-static void asym_fit(const float *x, const float *w, int n, int nmax, float *a_out, float *b_out)
+/* Asymmetric y = a q + b, q in 0..nmax, b <= 0 unless free_b (the K-quants store -b as a non-negative min;
+ * Q4_1/Q5_1 store b as it is): candidates of the scale over [min, max], each refit by weighted least squares
+ * in (a, b). */
+static void asym_fit(const float *x, const float *w, int n, int nmax, bool free_b, float *a_out, float *b_out)
 {
 	float mn = x[0], mx = x[0];
 	for (int i = 1; i < n; i++) {
 		mn = x[i] < mn ? x[i] : mn;
 		mx = x[i] > mx ? x[i] : mx;
 	}
-	mn = mn > 0 ? 0 : mn;
+	mn = mn > 0 && !free_b ? 0 : mn;
 	*a_out = 0;
 	*b_out = mn;
 	if (mx <= mn)
@@ -117,7 +163,7 @@ static void asym_fit(const float *x, const float *w, int n, int nmax, float *a_o
 			continue;
 		a = (sw * sxl - sl * sx) / det;
 		b = (sll * sx - sl * sxl) / det;
-		if (b > 0) {
+		if (b > 0 && !free_b) {
 			b = 0;
 			a = sxl / sll;
 		}
@@ -174,29 +220,35 @@ static void quant_q5_0(const float *x, const float *imp, struct block_q5_0 *b)
 		b->qh[k] = (uint8_t)(qh >> (8 * k));
 }
 
+/* rms + |x| of each sub-block of `sub` values (the asymmetric K-quants without an importance matrix: it fits
+ * their grid better than the squared weights of the symmetric formats, measured against llama-quantize,
+ * bench/bench_quant.py), else weights_of */
+static void k_weights(const float *x, const float *imp, int n, int sub, float *w)
+{
+	if (imp) {
+		weights_of(x, imp, n, w);
+		return;
+	}
+	for (int j = 0; j < n / sub; j++) {
+		double s2 = 0;
+		for (int l = 0; l < sub; l++)
+			s2 += (double)x[sub * j + l] * x[sub * j + l];
+		float av = (float)sqrt(s2 / sub);
+		for (int l = 0; l < sub; l++)
+			w[sub * j + l] = av + fabsf(x[sub * j + l]);
+	}
+}
+
 /* Q4_K (qh NULL) and Q5_K: 8 sub-blocks of 32, y = d sc q - dmin m with 6-bit sc and m. */
 static void quant_k45(const float *x, const float *imp, uint16_t *dh, uint16_t *mh, uint8_t *scales, uint8_t *qs,
 		      uint8_t *qh)
 {
 	int nmax = qh ? 31 : 15;
 	float w[QK_K], a[8], mins[8], amax = 0, mmax = 0;
-	/* per sub-block: rms + |x| (without an importance matrix), which fits the asymmetric grid better than
-	 * the squared weights of the symmetric formats (measured against llama-quantize, bench/bench_quant.py) */
-	if (imp) {
-		weights_of(x, imp, QK_K, w);
-	} else {
-		for (int j = 0; j < 8; j++) {
-			double s2 = 0;
-			for (int l = 0; l < 32; l++)
-				s2 += (double)x[32 * j + l] * x[32 * j + l];
-			float av = (float)sqrt(s2 / 32);
-			for (int l = 0; l < 32; l++)
-				w[32 * j + l] = av + fabsf(x[32 * j + l]);
-		}
-	}
+	k_weights(x, imp, QK_K, 32, w);
 	for (int j = 0; j < 8; j++) {
 		float b;
-		asym_fit(x + 32 * j, w + 32 * j, 32, nmax, &a[j], &b);
+		asym_fit(x + 32 * j, w + 32 * j, 32, nmax, false, &a[j], &b);
 		mins[j] = -b;
 		amax = a[j] > amax ? a[j] : amax;
 		mmax = mins[j] > mmax ? mins[j] : mmax;
@@ -253,10 +305,176 @@ static void quant_q6_k(const float *x, const float *imp, struct block_q6_K *b)
 	}
 }
 
+/* Q4_1 (qh NULL) and Q5_1: y = d q + m, q in 0..nmax, m of either sign */
+static void quant_q51(const float *x, const float *imp, uint16_t *dh, uint16_t *mh, uint8_t *qs, uint8_t *qh)
+{
+	int nmax = qh ? 31 : 15;
+	float w[QK], a, b;
+	k_weights(x, imp, QK, QK, w);
+	asym_fit(x, w, QK, nmax, true, &a, &b);
+	float d = f16_round(a), m = f16_round(b);
+	*dh = f32_to_f16(d);
+	*mh = f32_to_f16(m);
+	uint32_t h = 0;
+	for (int j = 0; j < QK / 2; j++) {
+		int lo = d > 0 ? level((x[j] - m) / d, 0, nmax) : 0, hi = d > 0 ? level((x[j + QK / 2] - m) / d, 0, nmax) : 0;
+		qs[j] = (uint8_t)((lo & 15) | (hi & 15) << 4);
+		h |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+	}
+	for (int k = 0; qh && k < 4; k++)
+		qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+/* Q2_K: 16 sub-blocks of 16, y = d sc q - dmin m with 4-bit sc and m, q in 0..3 */
+static void quant_q2_k(const float *x, const float *imp, struct block_q2_K *b)
+{
+	float w[QK_K], a[16], mins[16], amax = 0, mmax = 0;
+	k_weights(x, imp, QK_K, 16, w);
+	for (int j = 0; j < 16; j++) {
+		float bj;
+		asym_fit(x + 16 * j, w + 16 * j, 16, 3, false, &a[j], &bj);
+		mins[j] = -bj;
+		amax = a[j] > amax ? a[j] : amax;
+		mmax = mins[j] > mmax ? mins[j] : mmax;
+	}
+	float d = f16_round(amax / 15), dmin = f16_round(mmax / 15);
+	b->d = f32_to_f16(d);
+	b->dmin = f32_to_f16(dmin);
+	memset(b->qs, 0, sizeof(b->qs));
+	for (int j = 0; j < 16; j++) {
+		int sc = d > 0 ? level(a[j] / d, 0, 15) : 0, m = dmin > 0 ? level(mins[j] / dmin, 0, 15) : 0;
+		b->scales[j] = (uint8_t)(sc | m << 4);
+		float sd = d * (float)sc, sm = dmin * (float)m;
+		for (int l = 0; l < 16; l++) {
+			int v = 16 * j + l, q = sd > 0 ? level((x[v] + sm) / sd, 0, 3) : 0;
+			b->qs[32 * (v / 128) + v % 32] = (uint8_t)(b->qs[32 * (v / 128) + v % 32] | q << (2 * (v % 128 / 32)));
+		}
+	}
+}
+
+/* Q3_K: 16 sub-blocks of 16, y = d sc q with 6-bit signed sc (-32..31) and q in -4..3 */
+static void quant_q3_k(const float *x, const float *imp, struct block_q3_K *b)
+{
+	float w[QK_K], s[16], smax = 0;
+	k_weights(x, imp, QK_K, 16, w);
+	for (int j = 0; j < 16; j++) {
+		s[j] = sym_fit(x + 16 * j, w + 16 * j, 16, -4, 3, STEPS);
+		smax = fabsf(s[j]) > fabsf(smax) ? s[j] : smax;
+	}
+	float d = f16_round(smax / -32);
+	b->d = f32_to_f16(d);
+	uint8_t sc6[16];
+	memset(b->qs, 0, sizeof(b->qs));
+	memset(b->hmask, 0, sizeof(b->hmask));
+	for (int j = 0; j < 16; j++) {
+		int sc = d != 0 ? level(s[j] / d, -32, 31) : 0;
+		sc6[j] = (uint8_t)(sc + 32);
+		float sd = d * (float)sc;
+		for (int l = 0; l < 16; l++) {
+			int v = 16 * j + l, q = (sd != 0 ? level(x[v] / sd, -4, 3) : 0) + 4;
+			int n = v / 128, f = v % 128 / 32, at = v % 32;
+			b->qs[32 * n + at] = (uint8_t)(b->qs[32 * n + at] | (q & 3) << (2 * f));
+			b->hmask[at] = (uint8_t)(b->hmask[at] | (q >> 2) << (4 * n + f));
+		}
+	}
+	q3k_scales_pack(sc6, b->scales);
+}
+
+/* y = d v[q] over n values: the largest value mapped near either end of the table (-127 or 113, the scale a
+ * step of 1 either way), each candidate refit by weighted least squares; returns the best d */
+static float iq4_fit(const float *x, const float *w, int n)
+{
+	float xm = largest(x, n);
+	if (xm == 0)
+		return 0;
+	struct grid g = {0, 0, true};
+	float best = xm / (float)iq4_values[0], d;
+	double best_err = INFINITY;
+	for (int end = 0; end < 2; end++)
+		for (int k = -7; k <= 7; k++) {
+			float d0 = xm / ((float)(end ? iq4_values[15] : iq4_values[0]) + (float)k);
+			double err = grid_refit(x, w, n, &g, d0, &d);
+			if (err < best_err) {
+				best_err = err;
+				best = d;
+			}
+		}
+	return best;
+}
+
+/* 32 values as IQ4 nibbles for the scale d: values j (low nibbles) and j + 16 (high) */
+static void iq4_pack(const float *x, float d, uint8_t *qs)
+{
+	for (int j = 0; j < QK / 2; j++) {
+		int lo = d != 0 ? iq4_index(x[j] / d) : iq4_index(0), hi = d != 0 ? iq4_index(x[j + QK / 2] / d) : iq4_index(0);
+		qs[j] = (uint8_t)(lo | hi << 4);
+	}
+}
+
+static void quant_iq4_nl(const float *x, const float *imp, struct block_iq4_nl *b)
+{
+	float w[QK];
+	k_weights(x, imp, QK, QK, w);
+	float d = f16_round(iq4_fit(x, w, QK));
+	b->d = f32_to_f16(d);
+	iq4_pack(x, d, b->qs);
+}
+
+/* Weighted error of 32 values as IQ4 codes of scale d */
+static double iq4_err(const float *x, const float *w, float d)
+{
+	double err = 0;
+	for (int i = 0; i < 32; i++) {
+		double e = x[i] - (d != 0 ? d * (float)iq4_values[iq4_index(x[i] / d)] : 0.0f);
+		err += w[i] * e * e;
+	}
+	return err;
+}
+
+/* IQ4_XS: 8 sub-blocks of 32 as IQ4_NL's, each scale 6 bits (-32..31) of an f16 d. The 6-bit steps are coarse
+ * for sub-blocks far below the largest: a few d around the largest scale's / -32 are tried, and each sub-block
+ * takes the better of the two integer scales around its own, by its error as coded. */
+static void quant_iq4_xs(const float *x, const float *imp, struct block_iq4_xs *b)
+{
+	float w[QK_K], s[8], smax = 0;
+	k_weights(x, imp, QK_K, 32, w);
+	for (int j = 0; j < 8; j++) {
+		s[j] = iq4_fit(x + 32 * j, w + 32 * j, 32);
+		smax = fabsf(s[j]) > fabsf(smax) ? s[j] : smax;
+	}
+	float best_d = 0;
+	int best_sc[8] = {0};
+	double best_err = INFINITY;
+	for (int c = 0; c < 5; c++) {
+		float d = f16_round(smax / (-32.0f + 0.5f * (float)c));
+		int sc[8];
+		double err = 0;
+		for (int j = 0; j < 8; j++) {
+			int lo = d != 0 ? clampi((int)floorf(s[j] / d), -32, 31) : 0, hi = clampi(lo + 1, -32, 31);
+			double el = iq4_err(x + 32 * j, w + 32 * j, d * (float)lo), eh = iq4_err(x + 32 * j, w + 32 * j, d * (float)hi);
+			sc[j] = eh < el ? hi : lo;
+			err += eh < el ? eh : el;
+		}
+		if (err < best_err) {
+			best_err = err;
+			best_d = d;
+			memcpy(best_sc, sc, sizeof(sc));
+		}
+	}
+	b->d = f32_to_f16(best_d);
+	uint8_t ls[8];
+	for (int j = 0; j < 8; j++) {
+		ls[j] = (uint8_t)(best_sc[j] + 32);
+		iq4_pack(x + 32 * j, best_d * (float)best_sc[j], b->qs + 16 * j);
+	}
+	iq4xs_scales_pack(ls, &b->scales_h, b->scales_l);
+}
+
 bool quant_supported(int fmt)
 {
 	return fmt == WFMT_Q8_0 || fmt == WFMT_Q4_0 || fmt == WFMT_Q5_0 || fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ||
-	       fmt == WFMT_Q6_K;
+	       fmt == WFMT_Q6_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ||
+	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS;
 }
 
 int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
@@ -280,6 +498,20 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 			quant_k45(xi, ii, &b->d, &b->dmin, b->scales, b->qs, b->qh);
 			break;
 		}
+		case WFMT_Q4_1: {
+			struct block_q4_1 *b = (struct block_q4_1 *)dst + i;
+			quant_q51(xi, ii, &b->d, &b->m, b->qs, NULL);
+			break;
+		}
+		case WFMT_Q5_1: {
+			struct block_q5_1 *b = (struct block_q5_1 *)dst + i;
+			quant_q51(xi, ii, &b->d, &b->m, b->qs, b->qh);
+			break;
+		}
+		case WFMT_Q2_K: quant_q2_k(xi, ii, (struct block_q2_K *)dst + i); break;
+		case WFMT_Q3_K: quant_q3_k(xi, ii, (struct block_q3_K *)dst + i); break;
+		case WFMT_IQ4_NL: quant_iq4_nl(xi, ii, (struct block_iq4_nl *)dst + i); break;
+		case WFMT_IQ4_XS: quant_iq4_xs(xi, ii, (struct block_iq4_xs *)dst + i); break;
 		default: quant_q6_k(xi, ii, (struct block_q6_K *)dst + i); break;
 		}
 	}
@@ -340,29 +572,51 @@ int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols
 	return rc;
 }
 
-/* The mixes, as llama.cpp's llama_model_quantize picks per tensor: a base format, the output matrix's, and
- * for attn_v and ffn_down either more bits on the layers use_more_bits names (the _M mixes) or on the first
- * eighth of the layers (Q4_K_S). */
-enum more { MORE_NONE, MORE_SOME, MORE_FIRST };
+/* The mixes, as llama.cpp's llama_tensor_get_type picks per tensor of a dense model (src/llama-quant.cpp): a
+ * base format; the output matrix's (the tied embedding's too); and for attn_v, ffn_down and attn_output a
+ * format on all layers and another on the layers a rule selects. A -1 format is the base. */
+enum layers {
+	L_NONE,
+	L_MORE,      /* llama.cpp's use_more_bits: the first and last eighth and every third layer between */
+	L_EIGHTH,    /* i < n/8 */
+	L_SIXTEENTH, /* i < n/16 */
+	L_FIRST2,    /* i < 2 */
+	L_FIRST4,    /* i < 4 */
+};
 struct quant_mix {
 	const char *name;
-	int base, output, more_fmt;
-	enum more more;
+	int base, output;
+	int v, v_sel, v_gqa4; /* attn_v: v, v_sel on the selected layers, v_gqa4 (when not -1) with 4+ q heads per kv */
+	enum layers v_on;
+	int down, down_sel; /* ffn_down likewise */
+	enum layers down_on;
+	int o; /* attn_output */
 };
 
+#define X_ -1
 static const struct quant_mix mixes[] = {
-	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, WFMT_Q6_K, MORE_SOME},
-	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, WFMT_Q5_K, MORE_FIRST},
-	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, WFMT_Q6_K, MORE_SOME},
-	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, -1, MORE_NONE},
-	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, -1, MORE_NONE},
-	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, -1, MORE_NONE},
+	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
+	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q5_K, X_, L_FIRST4, X_, WFMT_Q5_K, L_EIGHTH, X_},
+	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
+	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q4_1", WFMT_Q4_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_1", WFMT_Q5_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q2_K", WFMT_Q2_K, WFMT_Q6_K, WFMT_Q3_K, X_, WFMT_Q4_K, L_NONE, WFMT_Q3_K, X_, L_NONE, WFMT_Q3_K},
+	{"Q3_K_S", WFMT_Q3_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q3_K_M", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q5_K, X_, L_FIRST2, WFMT_Q4_K, WFMT_Q5_K, L_SIXTEENTH, WFMT_Q4_K},
+	{"Q3_K_L", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q5_K, X_, X_, L_NONE, WFMT_Q5_K, X_, L_NONE, WFMT_Q5_K},
+	/* without an importance matrix, which ferry's --quant does not take yet */
+	{"IQ4_XS", WFMT_IQ4_XS, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
+	{"IQ4_NL", WFMT_IQ4_NL, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
 	/* single formats: every matrix, the output too */
-	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, -1, MORE_NONE},
-	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, -1, MORE_NONE},
+	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
 };
+#undef X_
 
 const struct quant_mix *quant_mix_find(const char *name)
 {
@@ -381,23 +635,46 @@ const char *quant_mix_list(char *buf, size_t n)
 	return buf;
 }
 
-/* llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between */
-static bool more_bits(int i, int n)
+static bool selected(enum layers on, int i, int n)
 {
-	return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+	switch (on) {
+	case L_MORE: return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+	case L_EIGHTH: return i < n / 8;
+	case L_SIXTEENTH: return i < n / 16;
+	case L_FIRST2: return i < 2;
+	case L_FIRST4: return i < 4;
+	default: return false;
+	}
 }
 
-int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, int n_layers, int64_t cols)
+/* fmt, or the base for -1 */
+static int or_base(int fmt, const struct quant_mix *m)
 {
-	int fmt = m->base;
-	if (!strcmp(name, "output.weight"))
+	return fmt >= 0 ? fmt : m->base;
+}
+
+int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+		   int64_t cols)
+{
+	int fmt = m->base, n = hp->n_layers;
+	int gqa = hp->n_kv_heads > 0 ? hp->n_heads / hp->n_kv_heads : 1;
+	bool in_layer = layer >= 0;
+	if (!strcmp(name, "output.weight") || (hp->tied_embeddings && !strcmp(name, "token_embd.weight"))) {
 		fmt = m->output;
-	else if (layer >= 0 && (!strcmp(name, "attn_v.weight") || !strcmp(name, "ffn_down.weight")) &&
-		 ((m->more == MORE_SOME && more_bits(layer, n_layers)) || (m->more == MORE_FIRST && layer < n_layers / 8)))
-		fmt = m->more_fmt;
-	/* a row that is not a whole number of blocks: llama.cpp's fallbacks (Q5_1 for Q5_K: ferry has Q5_0) */
+	} else if (in_layer && !strcmp(name, "attn_v.weight")) {
+		fmt = gqa >= 4 && m->v_gqa4 >= 0 ? m->v_gqa4 : or_base(selected(m->v_on, layer, n) ? m->v_sel : m->v, m);
+		/* llama.cpp's 70B (80 layers, grouped kv heads): attn_v is 8x smaller than attn_q, more bits cost little */
+		if (n == 80 && gqa > 1 && (fmt == WFMT_Q3_K || fmt == WFMT_Q4_K))
+			fmt = WFMT_Q5_K;
+	} else if (in_layer && !strcmp(name, "ffn_down.weight")) {
+		fmt = or_base(selected(m->down_on, layer, n) ? m->down_sel : m->down, m);
+	} else if (in_layer && !strcmp(name, "attn_output.weight")) {
+		fmt = or_base(m->o, m);
+	}
+	/* a row that is not a whole number of blocks: llama.cpp's fallbacks, then F16 */
 	if (cols % wfmt_table[fmt].block)
-		fmt = fmt == WFMT_Q6_K ? WFMT_Q8_0 : fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ? WFMT_Q5_0 : fmt;
+		fmt = fmt == WFMT_Q6_K ? WFMT_Q8_0 : fmt == WFMT_Q4_K ? WFMT_Q5_0 : fmt == WFMT_Q5_K ? WFMT_Q5_1
+		      : fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ? WFMT_Q4_0 : fmt == WFMT_IQ4_XS ? WFMT_IQ4_NL : fmt;
 	if (cols % wfmt_table[fmt].block)
 		fmt = WFMT_F16;
 	return fmt;

@@ -4,13 +4,17 @@
  *
  * The quantizers minimise the weighted squared error of each block rather than rounding to the nearest level
  * of the largest value alone: for each block (each 16 or 32 values of the K-quants) a range of candidate scales
- * is tried, each followed by a weighted least-squares refit of the scale (and the min, for Q4_K and Q5_K)
+ * is tried, each followed by a weighted least-squares refit of the scale (and the min, for Q4_K, Q5_K, Q2_K,
+ * Q4_1 and Q5_1)
  * given the levels it picked; the best is kept, then the block's scales are quantized (to 6 or 8 bits under
  * an f16 super-block scale) and the levels chosen again for the scales as stored. Weights: an importance
  * matrix's per-column values times sqrt(sigma^2 + x^2) when one is given, else sigma^2 + x^2 (sigma^2: the
- * block's mean square; Q4_K/Q5_K: rms + |x| of each sub-block), so large values, which dominate a dot
- * product, are kept most exactly. Against llama-quantize on the same F32 GGUF (bench/bench_quant.py) the
- * blocks are 1-2% closer for Q8_0/Q4_0/Q6_K and equal for Q4_K/Q5_K.
+ * block's mean square; Q4_K/Q5_K/Q2_K/Q3_K, Q4_1/Q5_1 and IQ4: rms + |x| of each sub-block or block), so large
+ * values, which dominate a dot product, are kept most exactly. IQ4_NL/IQ4_XS fit their 16-value table the same
+ * way (the largest value near either end of it); IQ4_XS and Q3_K quantize their sub-block scales to 6 bits
+ * (IQ4_XS choosing each by its error as coded). Against llama-quantize on the same F32 GGUF
+ * (bench/bench_quant.py) the blocks are 1-2% closer for Q8_0/Q4_0/Q6_K, equal for Q4_K/Q5_K, and 3-10% closer
+ * for Q2_K/Q3_K/IQ4_NL/IQ4_XS/Q4_1/Q5_1 (bench/RESULTS.md, issue 18).
  */
 #ifndef FERRY_QUANTIZE_H
 #define FERRY_QUANTIZE_H
@@ -49,9 +53,12 @@ const struct quant_mix *quant_mix_find(const char *name);
 /* The mixes' names, comma separated, into buf. */
 const char *quant_mix_list(char *buf, size_t n);
 /* The format mix m gives tensor `name` (ferry / GGUF name, e.g. "attn_v.weight", "output.weight",
- * "token_embd.weight") of layer `layer` of n_layers (-1: not a layer tensor), a matrix of `cols` columns: a
- * quantized format, falling back as llama.cpp does when cols is not a multiple of the format's block. 1-D
- * tensors are not asked about (they stay as they are). */
-int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, int n_layers, int64_t cols);
+ * "token_embd.weight") of layer `layer` (-1: not a layer tensor) of the model hp describes (layers, query heads
+ * per kv head, tied embeddings: what llama.cpp's choice depends on for dense models), a matrix of `cols`
+ * columns: a quantized format, falling back as llama.cpp does when cols is not a multiple of the format's
+ * block. 1-D tensors are not asked about (they stay as they are). */
+struct layout_hparams;
+int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+		   int64_t cols);
 
 #endif

@@ -345,12 +345,151 @@ static void synth_fill_q6_k(int fmt, uint8_t *dst, int64_t K, double rms, struct
 	}
 }
 
-/* The element formats share one filler, Q4_K and Q5_K another. */
+/* Q4_1 and Q5_1: y = d q + m with m = -center d: zero-mean */
+static void fill_q51(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	bool five = fmt == WFMT_Q5_1;
+	int levels = five ? 32 : 16;
+	double center = (levels - 1) / 2.0, base = rms / (quant_rms(levels, center) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK; i++) {
+		uint16_t d = f16_of(base * jitter(r)), m = f16_of(-center * f16_to_f32(d));
+		if (five) {
+			struct block_q5_1 *b = (struct block_q5_1 *)dst + i;
+			b->d = d, b->m = m;
+			rng_bytes(r, b->qh, sizeof(b->qh));
+			rng_bytes(r, b->qs, sizeof(b->qs));
+		} else {
+			struct block_q4_1 *b = (struct block_q4_1 *)dst + i;
+			b->d = d, b->m = m;
+			rng_bytes(r, b->qs, sizeof(b->qs));
+		}
+	}
+}
+
+/* Q2_K: y = d sc q - dmin m with m = sc and dmin = 1.5 d: y = d sc (q - 1.5) */
+static void synth_fill_q2_k(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q2_K *b = (struct block_q2_K *)dst;
+	double base = rms / (quant_rms(4, 1.5) * SC_RMS * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		uint8_t sc[16];
+		sub_scales(r, sc, 16);
+		for (int g = 0; g < 16; g++)
+			b[i].scales[g] = (uint8_t)(sc[g] | sc[g] << 4);
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		b[i].d = f16_of(base * jitter(r));
+		b[i].dmin = f16_of(1.5 * f16_to_f32(b[i].d));
+	}
+}
+
+/* Q3_K: codes -4..3, 6-bit scales 40..47 (sub-scales 8..15) */
+static void synth_fill_q3_k(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_q3_K *b = (struct block_q3_K *)dst;
+	double base = rms / (quant_rms(8, 4) * SC_RMS * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		uint8_t sc[16];
+		sub_scales(r, sc, 16);
+		for (int g = 0; g < 16; g++)
+			sc[g] = (uint8_t)(sc[g] + 32);
+		q3k_scales_pack(sc, b[i].scales);
+		rng_bytes(r, b[i].hmask, sizeof(b[i].hmask));
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		b[i].d = f16_of(base * jitter(r));
+	}
+}
+
+/* RMS of a 16-value table taken uniformly */
+static double table_rms(const int8_t *v)
+{
+	double s = 0;
+	for (int i = 0; i < 16; i++)
+		s += (double)v[i] * v[i];
+	return sqrt(s / 16);
+}
+
+static void fill_iq4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	static const int8_t values[16] = IQ4NL_VALUES;
+	if (fmt == WFMT_IQ4_NL) {
+		struct block_iq4_nl *b = (struct block_iq4_nl *)dst;
+		double base = rms / (table_rms(values) * JITTER_RMS);
+		for (int64_t i = 0; i < K / QK; i++) {
+			b[i].d = f16_of(base * jitter(r));
+			rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		}
+		return;
+	}
+	struct block_iq4_xs *b = (struct block_iq4_xs *)dst;
+	double base = rms / (table_rms(values) * SC_RMS * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		uint8_t sc[8];
+		sub_scales(r, sc, 8);
+		for (int s = 0; s < 8; s++)
+			sc[s] = (uint8_t)(sc[s] + 32);
+		iq4xs_scales_pack(sc, &b[i].scales_h, b[i].scales_l);
+		b[i].d = f16_of(base * jitter(r));
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
+/* MXFP4: power-of-two scales 2^e0 or 2^(e0 + 1) per block, the larger with the probability that makes the mean
+ * square the RMS's (e8m0 has no finer steps to jitter) */
+static void synth_fill_mxfp4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	static const int8_t values[16] = MXFP4_VALUES;
+	struct block_mxfp4 *b = (struct block_mxfp4 *)dst;
+	double want = rms / table_rms(values), e0 = floor(log2(want)), r2 = want / exp2(e0);
+	double p_up = (r2 * r2 - 1) / 3;
+	for (int64_t i = 0; i < K / QK; i++) {
+		double e = 128 + e0 + (0.5 + 0.5 * unif((uint32_t)(rng_next(r) >> 32)) < p_up ? 1 : 0);
+		b[i].e = (uint8_t)(e < 1 ? 1 : e > 254 ? 254 : e);
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
+/* TQ1_0: random bytes (every byte decodes to 5 digits); the digits of 0..255 have RMS about sqrt(2/3) */
+static void synth_fill_tq1_0(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_tq1_0 *b = (struct block_tq1_0 *)dst;
+	double base = rms / (sqrt(2.0 / 3.0) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		rng_bytes(r, b[i].qh, sizeof(b[i].qh));
+		b[i].d = f16_of(base * jitter(r));
+	}
+}
+
+/* TQ2_0: ternary codes 0, 1, 2 with probabilities 1/4, 1/2, 1/4 (a field of 3 becomes 1): RMS sqrt(1/2) */
+static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	struct block_tq2_0 *b = (struct block_tq2_0 *)dst;
+	double base = rms / (sqrt(0.5) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK_K; i++) {
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+		for (int j = 0; j < QK_K / 4; j++) {
+			uint8_t v = b[i].qs[j], both = v & (v >> 1) & 0x55; /* fields equal to 3 */
+			b[i].qs[j] = (uint8_t)(v & ~(both << 1));
+		}
+		b[i].d = f16_of(base * jitter(r));
+	}
+}
+
+/* The element formats share one filler; Q4_K and Q5_K, Q4_1 and Q5_1, IQ4_NL and IQ4_XS one each. */
 #define synth_fill_f32 fill_float
 #define synth_fill_f16 fill_float
 #define synth_fill_bf16 fill_float
 #define synth_fill_q4_k fill_k45
 #define synth_fill_q5_k fill_k45
+#define synth_fill_q4_1 fill_q51
+#define synth_fill_q5_1 fill_q51
+#define synth_fill_iq4_nl fill_iq4
+#define synth_fill_iq4_xs fill_iq4
 typedef void (*synth_fill_fn)(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r);
 #define FILL_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(synth_fill_##k, NULL),
 /* NULL for a format with no kernels: synth_check refuses it */

@@ -51,6 +51,72 @@ struct block_q6_K {
 	uint16_t d;
 };
 
+struct block_q4_1 {
+	uint16_t d, m;       /* f16 scale and min */
+	uint8_t qs[QK / 2];  /* y[j] = lo(qs[j]) d + m, y[j + 16] = hi(qs[j]) d + m */
+};
+
+struct block_q5_1 {
+	uint16_t d, m;
+	uint8_t qh[4];       /* bit j: 5th bit of value j (little-endian u32) */
+	uint8_t qs[QK / 2];  /* y[j] = (lo(qs[j]) | bit j << 4) d + m, y[j + 16] with bit j + 16 and hi(qs[j]) */
+};
+
+/* Q2_K: value 128n + 32j + l (n < 2, j < 4, l < 32) is (qs[32n + l] >> 2j) & 3; sub-block g = v / 16 has
+ * y = d (scales[g] & 15) q - dmin (scales[g] >> 4). */
+struct block_q2_K {
+	uint8_t scales[QK_K / 16];
+	uint8_t qs[QK_K / 4];
+	uint16_t d, dmin;
+};
+
+/* Q3_K: value 128n + 32j + l has low bits (qs[32n + l] >> 2j) & 3 and q = low - 4 unless bit 4n + j of
+ * hmask[l] is set; y = d (s_g - 32) q with the 6-bit s_g of sub-block g = v / 16 (q3k_scale). */
+struct block_q3_K {
+	uint8_t hmask[QK_K / 8];
+	uint8_t qs[QK_K / 4];
+	uint8_t scales[K_SCALE_BYTES];
+	uint16_t d;
+};
+
+/* The 16-value codebook of IQ4_NL and IQ4_XS (ggml's kvalues_iq4nl) and MXFP4's doubled e2m1 values */
+#define IQ4NL_VALUES {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+#define MXFP4_VALUES {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}
+
+struct block_iq4_nl {
+	uint16_t d;
+	uint8_t qs[QK / 2];  /* y[j] = d v[lo(qs[j])], y[j + 16] = d v[hi(qs[j])] */
+};
+
+/* IQ4_XS: 8 sub-blocks of 32 as IQ4_NL's, sub-block b scaled by d (ls_b - 32), ls_b 6 bits: the low 4 in
+ * nibble b % 2 of scales_l[b / 2], the high 2 at bit 2b of scales_h. */
+struct block_iq4_xs {
+	uint16_t d;
+	uint16_t scales_h;
+	uint8_t scales_l[QK_K / 64];
+	uint8_t qs[QK_K / 2];
+};
+
+/* MXFP4: y[j] = e8m0_half(e) v[lo(qs[j])], y[j + 16] with hi(qs[j]) (v: MXFP4_VALUES) */
+struct block_mxfp4 {
+	uint8_t e;
+	uint8_t qs[QK / 2];
+};
+
+/* TQ1_0: 5 ternary digits per byte of qs (values 0..239: 32 bytes x 5, then 16 bytes x 5) and 4 per byte of
+ * qh (240..255); digit n of byte b is ((uint8_t)(b 3^n) * 3) >> 8, y = (digit - 1) d. */
+struct block_tq1_0 {
+	uint8_t qs[48];
+	uint8_t qh[4];
+	uint16_t d;
+};
+
+/* TQ2_0: value 128n + 32j + l is ((qs[32n + l] >> 2j) & 3) - 1, times d */
+struct block_tq2_0 {
+	uint8_t qs[QK_K / 4];
+	uint16_t d;
+};
+
 #ifdef __cplusplus
 #define QUANT_STATIC_ASSERT static_assert
 #else
@@ -62,6 +128,15 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q8_0) == WFMT_BYTES_Q8_0, "block_q8_0");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_K) == WFMT_BYTES_Q4_K, "block_q4_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == WFMT_BYTES_Q5_K, "block_q5_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_1) == WFMT_BYTES_Q4_1, "block_q4_1");
+QUANT_STATIC_ASSERT(sizeof(struct block_q5_1) == WFMT_BYTES_Q5_1, "block_q5_1");
+QUANT_STATIC_ASSERT(sizeof(struct block_q2_K) == WFMT_BYTES_Q2_K, "block_q2_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_q3_K) == WFMT_BYTES_Q3_K, "block_q3_K");
+QUANT_STATIC_ASSERT(sizeof(struct block_iq4_nl) == WFMT_BYTES_IQ4_NL, "block_iq4_nl");
+QUANT_STATIC_ASSERT(sizeof(struct block_iq4_xs) == WFMT_BYTES_IQ4_XS, "block_iq4_xs");
+QUANT_STATIC_ASSERT(sizeof(struct block_mxfp4) == WFMT_BYTES_MXFP4, "block_mxfp4");
+QUANT_STATIC_ASSERT(sizeof(struct block_tq1_0) == WFMT_BYTES_TQ1_0, "block_tq1_0");
+QUANT_STATIC_ASSERT(sizeof(struct block_tq2_0) == WFMT_BYTES_TQ2_0, "block_tq2_0");
 
 #include "layout/quant_iq.h"
 
@@ -85,6 +160,67 @@ static inline void k_scales_pack(const uint8_t *sc, const uint8_t *m, uint8_t *s
 		s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
 		s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
 	}
+}
+
+/* The 6-bit scale (0..63, 32 is zero) of sub-block j (0..15) of a Q3_K block */
+static inline int q3k_scale(int j, const uint8_t *s)
+{
+	int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+	return lo | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4;
+}
+
+/* The 12 scale bytes of a Q3_K block from 16 6-bit scales (inverse of q3k_scale) */
+static inline void q3k_scales_pack(const uint8_t *sc, uint8_t *s)
+{
+	for (int j = 0; j < 12; j++)
+		s[j] = 0;
+	for (int j = 0; j < 16; j++) {
+		s[j % 8] = (uint8_t)(s[j % 8] | (sc[j] & 15) << (4 * (j / 8)));
+		s[8 + j % 4] = (uint8_t)(s[8 + j % 4] | (sc[j] >> 4) << (2 * (j / 4)));
+	}
+}
+
+/* The 6-bit scale (0..63, 32 is zero) of sub-block b (0..7) of an IQ4_XS block */
+static inline int iq4xs_scale(int b, uint16_t scales_h, const uint8_t *scales_l)
+{
+	return (scales_l[b / 2] >> (4 * (b % 2)) & 15) | (scales_h >> (2 * b) & 3) << 4;
+}
+
+/* The scale fields of an IQ4_XS block from 8 6-bit scales (inverse of iq4xs_scale) */
+static inline void iq4xs_scales_pack(const uint8_t *ls, uint16_t *scales_h, uint8_t *scales_l)
+{
+	*scales_h = 0;
+	for (int b = 0; b < 4; b++)
+		scales_l[b] = (uint8_t)((ls[2 * b] & 15) | (ls[2 * b + 1] & 15) << 4);
+	for (int b = 0; b < 8; b++)
+		*scales_h = (uint16_t)(*scales_h | (ls[b] >> 4) << (2 * b));
+}
+
+/* MXFP4's block scale: 2^(e - 128) (half of e8m0's 2^(e - 127), as its values are doubled), exact in f32 */
+static inline float e8m0_half(uint8_t e)
+{
+	union {
+		uint32_t u;
+		float f;
+	} v = {e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23};
+	return v.f;
+}
+
+/* Digit n (0..4) of a TQ1_0 byte: 0, 1 or 2 */
+static inline int tq1_digit(uint8_t b, int n)
+{
+	static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+	return ((uint8_t)(b * pow3[n]) * 3) >> 8;
+}
+
+/* Value v (0..255) of a TQ1_0 block as its digit 0..2 (the value is (digit - 1) d) */
+static inline int tq1_code(const uint8_t *qs, const uint8_t *qh, int v)
+{
+	if (v < 160)
+		return tq1_digit(qs[v % 32], v / 32);
+	if (v < 240)
+		return tq1_digit(qs[32 + (v - 160) % 16], (v - 160) / 16);
+	return tq1_digit(qh[(v - 240) % 4], (v - 240) / 4);
 }
 
 #endif

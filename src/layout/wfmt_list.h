@@ -17,7 +17,7 @@
  *            QUANT  quantized blocks: as FLOAT, but the CPU's dots take 8-bit activations (qdot): the portable
  *                   one is generated from qint_<k> (kernels/cpu/qdot.c), the SIMD ones are qk_<k>
  *                   (kernels/cpu/qdot_simd.h, built for AVX2 and AVX-512)
- *            QMIN   QUANT whose blocks subtract mins (Q4_K, Q5_K)
+ *            QMIN   QUANT whose blocks subtract mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1 add theirs: dmin = -m)
  *            NONE   a code reserved by the file format: no kernels, no backend takes it
  *
  * GGML_ONLY_LIST(G) calls G(id, ggml, block, bytes) for the GGML types that have no ferry format: the GGUF
@@ -48,30 +48,34 @@
 	X(IQ3_XXS, 15, 256, 98,  18, QUANT, iq3_xxs) \
 	X(IQ3_S,   16, 256, 110, 21, QUANT, iq3_s)   \
 	X(IQ1_S,   17, 256, 50,  19, QUANT, iq1_s)   \
-	X(IQ1_M,   18, 256, 56,  29, QUANT, iq1_m)
+	X(IQ1_M,   18, 256, 56,  29, QUANT, iq1_m) \
+	/* the other low-bit types (issue 18) */ \
+	X(Q4_1,  19, 32,  20,  3,  QMIN,  q4_1) \
+	X(Q5_1,  20, 32,  24,  7,  QMIN,  q5_1) \
+	X(Q2_K,  21, 256, 84,  10, QMIN,  q2_k) \
+	X(Q3_K,  22, 256, 110, 11, QUANT, q3_k) \
+	X(IQ4_NL, 23, 32, 18,  20, QUANT, iq4_nl) \
+	X(IQ4_XS, 24, 256, 136, 23, QUANT, iq4_xs) \
+	X(MXFP4, 25, 32,  17,  39, QUANT, mxfp4) \
+	X(TQ1_0, 26, 256, 54,  34, QUANT, tq1_0) \
+	X(TQ2_0, 27, 256, 66,  35, QUANT, tq2_0)
 
 /* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
  * where a row is not a multiple of 256. The grid IQ types (blocks: src/layout/quant_iq.h, grids:
- * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>). */
+ * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>).
+ * Q4_1/Q5_1: the 32-blocks with a min (QMIN, the min as -dmin);
+ * Q2_K (QMIN), Q3_K: the 2- and 3-bit K-quants; IQ4_NL/IQ4_XS: 4-bit codes through a 16-value table;
+ * MXFP4: e2m1 codes with an e8m0 block scale; TQ1_0/TQ2_0: ternary (BitNet) blocks. */
 
 /* G(id, ggml, block, bytes) */
 #define GGML_ONLY_LIST(G)                       \
-	G(Q4_1,    3,  32,  20)                 \
-	G(Q5_1,    7,  32,  24)                 \
 	G(Q8_1,    9,  32,  36)                 \
-	G(Q2_K,    10, 256, 84)                 \
-	G(Q3_K,    11, 256, 110)                \
 	G(Q8_K,    15, 256, 292)                \
-	G(IQ4_NL,  20, 32,  18)                 \
-	G(IQ4_XS,  23, 256, 136)                \
 	G(I8,      24, 1,   1)                  \
 	G(I16,     25, 1,   2)                  \
 	G(I32,     26, 1,   4)                  \
 	G(I64,     27, 1,   8)                  \
 	G(F64,     28, 1,   8)                  \
-	G(TQ1_0,   34, 256, 54)                 \
-	G(TQ2_0,   35, 256, 66)                 \
-	G(MXFP4,   39, 32,  17)
 
 /* A row's kind as selectors for the tables built from the list: WFMT_<what>_##kind(yes, no) is `yes` for the
  * kinds that have <what>, else `no`. RUNS: the kernels every backend runs (dequant, CUDA decoder, synth);

@@ -135,6 +135,121 @@ void cpu_dequant_q6_k(const void *src, float *y, int64_t nb)
 	}
 }
 
+/* Q4_1 and Q5_1: y = d q + m, the product and the sum rounded separately (gguf-py: (d * qs) + m) */
+static void dequant_q51(const uint8_t *qs, uint32_t qh, uint16_t dh, uint16_t mh, float *y)
+{
+	float d = f16_to_f32(dh), m = f16_to_f32(mh);
+	for (int j = 0; j < QK / 2; j++) {
+		int lo = (int)((qs[j] & 15) | ((qh >> j) & 1) << 4);
+		int hi = (int)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+		float p0 = d * (float)lo, p1 = d * (float)hi;
+		y[j] = p0 + m;
+		y[j + QK / 2] = p1 + m;
+	}
+}
+
+void cpu_dequant_q4_1(const void *src, float *y, int64_t nb)
+{
+	const struct block_q4_1 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK)
+		dequant_q51(b[i].qs, 0, b[i].d, b[i].m, y);
+}
+
+void cpu_dequant_q5_1(const void *src, float *y, int64_t nb)
+{
+	const struct block_q5_1 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK) {
+		uint32_t qh = (uint32_t)b[i].qh[0] | (uint32_t)b[i].qh[1] << 8 | (uint32_t)b[i].qh[2] << 16 |
+			      (uint32_t)b[i].qh[3] << 24;
+		dequant_q51(b[i].qs, qh, b[i].d, b[i].m, y);
+	}
+}
+
+void cpu_dequant_q2_k(const void *src, float *y, int64_t nb)
+{
+	const struct block_q2_K *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK_K) {
+		float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+		for (int v = 0; v < QK_K; v++) {
+			int g = v / 16, q = b[i].qs[32 * (v / 128) + v % 32] >> (2 * (v % 128 / 32)) & 3;
+			float dl = d * (float)(b[i].scales[g] & 15), ml = dmin * (float)(b[i].scales[g] >> 4);
+			float p = dl * (float)q;
+			y[v] = p - ml;
+		}
+	}
+}
+
+void cpu_dequant_q3_k(const void *src, float *y, int64_t nb)
+{
+	const struct block_q3_K *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK_K) {
+		float d = f16_to_f32(b[i].d);
+		for (int v = 0; v < QK_K; v++) {
+			int n = v / 128, j = v % 128 / 32, l = v % 32;
+			int q = (b[i].qs[32 * n + l] >> (2 * j) & 3) - (b[i].hmask[l] >> (4 * n + j) & 1 ? 0 : 4);
+			float dl = d * (float)(q3k_scale(v / 16, b[i].scales) - 32);
+			y[v] = dl * (float)q;
+		}
+	}
+}
+
+static const int8_t iq4nl_values[16] = IQ4NL_VALUES;
+static const int8_t mxfp4_values[16] = MXFP4_VALUES;
+
+/* 16 bytes of nibbles through a 16-value table, times d: values j (low nibbles) and j + 16 (high) */
+static void dequant_lut32(const uint8_t *qs, const int8_t *lut, float d, float *y)
+{
+	for (int j = 0; j < QK / 2; j++) {
+		y[j] = d * (float)lut[qs[j] & 15];
+		y[j + QK / 2] = d * (float)lut[qs[j] >> 4];
+	}
+}
+
+void cpu_dequant_iq4_nl(const void *src, float *y, int64_t nb)
+{
+	const struct block_iq4_nl *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK)
+		dequant_lut32(b[i].qs, iq4nl_values, f16_to_f32(b[i].d), y);
+}
+
+void cpu_dequant_iq4_xs(const void *src, float *y, int64_t nb)
+{
+	const struct block_iq4_xs *b = src;
+	for (int64_t i = 0; i < nb; i++) {
+		float d = f16_to_f32(b[i].d);
+		for (int s = 0; s < QK_K / QK; s++, y += QK)
+			dequant_lut32(b[i].qs + 16 * s, iq4nl_values,
+				      d * (float)(iq4xs_scale(s, b[i].scales_h, b[i].scales_l) - 32), y);
+	}
+}
+
+void cpu_dequant_mxfp4(const void *src, float *y, int64_t nb)
+{
+	const struct block_mxfp4 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK)
+		dequant_lut32(b[i].qs, mxfp4_values, e8m0_half(b[i].e), y);
+}
+
+void cpu_dequant_tq1_0(const void *src, float *y, int64_t nb)
+{
+	const struct block_tq1_0 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK_K) {
+		float d = f16_to_f32(b[i].d);
+		for (int v = 0; v < QK_K; v++)
+			y[v] = d * (float)(tq1_code(b[i].qs, b[i].qh, v) - 1);
+	}
+}
+
+void cpu_dequant_tq2_0(const void *src, float *y, int64_t nb)
+{
+	const struct block_tq2_0 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK_K) {
+		float d = f16_to_f32(b[i].d);
+		for (int v = 0; v < QK_K; v++)
+			y[v] = d * (float)((b[i].qs[32 * (v / 128) + v % 32] >> (2 * (v % 128 / 32)) & 3) - 1);
+	}
+}
+
 #define DEQUANT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_RUNS_##kind(cpu_dequant_##k, NULL),
 static const cpu_dequant_fn dequant_by_fmt[WFMT_COUNT] = {WFMT_LIST(DEQUANT_ROW)};
 #undef DEQUANT_ROW

@@ -151,6 +151,128 @@ static void qint_q6_k(QINT_ARGS)
 	*dmin = 0;
 }
 
+/* Q4_1 and Q5_1: unsigned codes, y = d q + m taken as a min of 1 per 16 with dmin = -m */
+static void qint_q51(const uint8_t *qs, uint32_t qh, uint16_t dh, uint16_t mh, QINT_ARGS)
+{
+	(void)blk;
+	for (int j = 0; j < QK / 2; j++) {
+		q[j] = (int8_t)((qs[j] & 15) | ((qh >> j) & 1) << 4);
+		q[j + QK / 2] = (int8_t)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+	}
+	sc[0] = sc[1] = 1;
+	mn[0] = mn[1] = 1;
+	*d = f16_to_f32(dh);
+	*dmin = -f16_to_f32(mh);
+}
+
+static void qint_q4_1(QINT_ARGS)
+{
+	const struct block_q4_1 *b = blk;
+	qint_q51(b->qs, 0, b->d, b->m, blk, q, sc, mn, d, dmin);
+}
+
+static void qint_q5_1(QINT_ARGS)
+{
+	const struct block_q5_1 *b = blk;
+	uint32_t qh = (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 |
+		      (uint32_t)b->qh[3] << 24;
+	qint_q51(b->qs, qh, b->d, b->m, blk, q, sc, mn, d, dmin);
+}
+
+static void qint_q2_k(QINT_ARGS)
+{
+	const struct block_q2_K *b = blk;
+	for (int v = 0; v < QK_K; v++)
+		q[v] = (int8_t)(b->qs[32 * (v / 128) + v % 32] >> (2 * (v % 128 / 32)) & 3);
+	for (int g = 0; g < QK_K / 16; g++) {
+		sc[g] = b->scales[g] & 15;
+		mn[g] = b->scales[g] >> 4;
+	}
+	*d = f16_to_f32(b->d);
+	*dmin = f16_to_f32(b->dmin);
+}
+
+static void qint_q3_k(QINT_ARGS)
+{
+	const struct block_q3_K *b = blk;
+	for (int v = 0; v < QK_K; v++) {
+		int n = v / 128, j = v % 128 / 32, l = v % 32;
+		q[v] = (int8_t)((b->qs[32 * n + l] >> (2 * j) & 3) - (b->hmask[l] >> (4 * n + j) & 1 ? 0 : 4));
+	}
+	for (int g = 0; g < QK_K / 16; g++) {
+		sc[g] = (int16_t)(q3k_scale(g, b->scales) - 32);
+		mn[g] = 0;
+	}
+	*d = f16_to_f32(b->d);
+	*dmin = 0;
+}
+
+static const int8_t iq4nl_values[16] = IQ4NL_VALUES;
+static const int8_t mxfp4_values[16] = MXFP4_VALUES;
+
+/* 16 bytes of nibbles through a table: codes j (low nibbles) and j + 16 (high) */
+static void qint_lut32(const uint8_t *qs, const int8_t *lut, int8_t *q)
+{
+	for (int j = 0; j < QK / 2; j++) {
+		q[j] = lut[qs[j] & 15];
+		q[j + QK / 2] = lut[qs[j] >> 4];
+	}
+}
+
+static void qint_iq4_nl(QINT_ARGS)
+{
+	const struct block_iq4_nl *b = blk;
+	qint_lut32(b->qs, iq4nl_values, q);
+	sc[0] = sc[1] = 1;
+	mn[0] = mn[1] = 0;
+	*d = f16_to_f32(b->d);
+	*dmin = 0;
+}
+
+static void qint_iq4_xs(QINT_ARGS)
+{
+	const struct block_iq4_xs *b = blk;
+	for (int s = 0; s < QK_K / QK; s++) {
+		qint_lut32(b->qs + 16 * s, iq4nl_values, q + QK * s);
+		sc[2 * s] = sc[2 * s + 1] = (int16_t)(iq4xs_scale(s, b->scales_h, b->scales_l) - 32);
+		mn[2 * s] = mn[2 * s + 1] = 0;
+	}
+	*d = f16_to_f32(b->d);
+	*dmin = 0;
+}
+
+static void qint_mxfp4(QINT_ARGS)
+{
+	const struct block_mxfp4 *b = blk;
+	qint_lut32(b->qs, mxfp4_values, q);
+	sc[0] = sc[1] = 1;
+	mn[0] = mn[1] = 0;
+	*d = e8m0_half(b->e);
+	*dmin = 0;
+}
+
+static void qint_tq1_0(QINT_ARGS)
+{
+	const struct block_tq1_0 *b = blk;
+	for (int v = 0; v < QK_K; v++)
+		q[v] = (int8_t)(tq1_code(b->qs, b->qh, v) - 1);
+	for (int g = 0; g < QK_K / 16; g++)
+		sc[g] = 1, mn[g] = 0;
+	*d = f16_to_f32(b->d);
+	*dmin = 0;
+}
+
+static void qint_tq2_0(QINT_ARGS)
+{
+	const struct block_tq2_0 *b = blk;
+	for (int v = 0; v < QK_K; v++)
+		q[v] = (int8_t)((b->qs[32 * (v / 128) + v % 32] >> (2 * (v % 128 / 32)) & 3) - 1);
+	for (int g = 0; g < QK_K / 16; g++)
+		sc[g] = 1, mn[g] = 0;
+	*d = f16_to_f32(b->d);
+	*dmin = 0;
+}
+
 typedef void (*qint_fn)(QINT_ARGS);
 
 static void qdot_portable(qint_fn dec, int B, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T,

@@ -12,14 +12,17 @@
  * kept: the offsets and mins of the weights are taken from them. One C function quantizes on every path.
  *
  * What a qdot computes. A weight block b is integer codes q_i with integer sub-scales c_g per 16 values
- * (1 for the 32-blocks; the 6-bit scale of Q4_K/Q5_K repeated for both halves of its 32; Q6_K's int8), the
- * f16 scale d_b, and for Q4_K/Q5_K integer mins m_g per 16 and dmin_b; then
+ * (1 for the 32-blocks and the ternary TQ1_0/TQ2_0; the 6-bit scale of Q4_K/Q5_K repeated for both halves of
+ * its 32; Q6_K's int8; Q2_K's 4-bit; Q3_K's and IQ4_XS's 6-bit minus 32), the scale d_b (f16; MXFP4's e8m0
+ * 2^(e-128)), and for Q4_K/Q5_K/Q2_K integer mins m_g per 16 and dmin_b (Q4_1/Q5_1: m_g = 1, dmin_b = -m: their
+ * min is added). Codes are the format's integers: IQ4_NL/IQ4_XS/MXFP4 their table's int8 value; then
  *     I_b = sum_g c_g sum_{i in g} q_i a_i,   M_b = sum_g m_g S_g   (S_g: the 16-sum of the codes a)
  * are exact integers (int32 on every path), and
  *     out[t] = sum_b ( f32(d_b dx_b) * I_b  -  f32(dmin_b dx_b) * M_b ).
  * The portable C kernel (qdot.c) adds the blocks in order in f32: acc = acc + (f32(d dx) * (float)I -
  * f32(dmin dx) * (float)M). The SIMD kernels (AVX2: qdot_avx2.c, AVX-512 VNNI: qdot_avx512.c) split I_b
- * (Q6_K's codes taken as unsigned u = q + 32, with - 32 sum_g c_g S_g) over 8 int32 lanes, convert the
+ * (Q6_K's codes taken as unsigned u = q + 32, with - 32 sum_g c_g S_g; Q3_K's as q + 4, the ternary ones as
+ * q + 1, likewise) over 8 int32 lanes (Q4_1/Q5_1's min part in a scalar f32 per token), convert the
  * lanes to f32 and accumulate them by FMA in lanes, summed at the end:
  * the same sum in another f32 order, so any two paths agree to within (K/16 + 16) * 2^-24 * sum_b |terms|
  * (tests/test_qdot.c). Against the dequantized weights w and f32 x: out = w . (dx a) up to that rounding,

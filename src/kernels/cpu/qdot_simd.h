@@ -5,16 +5,19 @@
  *                        AVX-512 VNNI: vpdpbusd)
  *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
  *   QDOT_FIND, FDOT_FIND the names of the file's finders.
- * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 63 elsewhere, |a| <=
- * 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
+ * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 127 for the IQ4 tables,
+ * <= 63 elsewhere, |a| <= 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
  * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
  * unpacked once and used for all T tokens; independent accumulator chains hide the latency. The 32-blocks
- * take their signed codes q as |q| against a * sign(q); the K-quants add their 16- or 32-value sub-blocks times the
- * integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K mins and Q6_K's -32 come
- * from the 16-sums of the activation codes.
+ * take their signed codes q as |q| against a * sign(q) (IQ4_NL and MXFP4 looked up by a byte shuffle of their
+ * 16-value table; Q4_1/Q5_1 unsigned, their min times the block's code sum); the K-quants add their 16- or
+ * 32-value sub-blocks times the integer scale in int32 lanes for a whole 256-block, then convert once; Q4_K/Q5_K
+ * mins and Q6_K's -32 come from the 16-sums of the activation codes. The other 256-blocks (Q2_K, Q3_K, IQ4_XS,
+ * TQ1_0, TQ2_0) unpack to 8 vectors of codes and 16 scales and share one accumulation (k256_dot).
  */
 #include <immintrin.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "layout/quant.h"
@@ -79,45 +82,72 @@ AI void finish(const __m256 *acc, int T, float *out)
 	}
 }
 
-/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0) into chain j: the signed codes w as |w| (unsigned: -128 is
- * 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot. */
-AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int j, __m256 *acc)
+/* 16-value tables, the same in both 128-bit lanes, for _mm256_shuffle_epi8 */
+AI __m256i lut16(const int8_t *v)
 {
-	float dw = ld_f16(p);
+	return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)v));
+}
+
+static const int8_t iq4nl_lut[16] = IQ4NL_VALUES, mxfp4_lut[16] = MXFP4_VALUES;
+
+/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4) into chain j. Signed codes w as |w|
+ * (unsigned: -128 is 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot; the unsigned codes
+ * of Q4_1/Q5_1 as they are, their min m times the block's code sum into accm (out = chains + accm). */
+AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int j, __m256 *acc,
+		  float *accm)
+{
+	bool with_min = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
+	float dw = fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p), m = with_min ? ld_f16(p + 2) : 0;
 	__m256i w8;
+	uint32_t qh;
 	if (fmt == WFMT_Q8_0) {
 		w8 = _mm256_loadu_si256((const __m256i *)(p + 2));
 	} else if (fmt == WFMT_Q4_0) {
 		w8 = _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
-	} else {
-		uint32_t qh;
+	} else if (fmt == WFMT_Q5_0) {
 		memcpy(&qh, p + 2, 4);
 		w8 = q5_codes(nibbles32(p + 6), qh);
+	} else if (fmt == WFMT_Q4_1) {
+		w8 = nibbles32(p + 4);
+	} else if (fmt == WFMT_Q5_1) {
+		memcpy(&qh, p + 4, 4);
+		w8 = _mm256_add_epi8(q5_codes(nibbles32(p + 8), qh), _mm256_set1_epi8(16));
+	} else if (fmt == WFMT_IQ4_NL) {
+		w8 = _mm256_shuffle_epi8(lut16(iq4nl_lut), nibbles32(p + 2));
+	} else {
+		w8 = _mm256_shuffle_epi8(lut16(mxfp4_lut), nibbles32(p + 1));
 	}
-	__m256i u = _mm256_abs_epi8(w8);
+	__m256i u = with_min ? w8 : _mm256_abs_epi8(w8);
 	int K = xq->K;
 	UNROLL for (int t = 0; t < T; t++) {
 		int row = t0 + t;
 		__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, row, 32 * b));
-		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, _mm256_sign_epi8(a, w8));
-		__m256 sd = _mm256_set1_ps(dw * xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b]);
-		acc[CH(t, j)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), sd, acc[CH(t, j)]);
+		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, with_min ? a : _mm256_sign_epi8(a, w8));
+		float dx = xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b];
+		acc[CH(t, j)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * dx), acc[CH(t, j)]);
+		if (with_min) {
+			const int16_t *s = xq->s + (size_t)row * (size_t)(K / 16) + 2 * (size_t)b;
+			accm[t] += m * dx * (float)(s[0] + s[1]);
+		}
 	}
 }
 
 AI void q32_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	__m256 acc[2 * QDOT_MAX_T];
+	float accm[QDOT_MAX_T] = {0};
 	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	const uint8_t *p = w;
 	int nb = xq->K / 32, b = 0;
 	for (; b + 3 < nb; b += 4, p += 4 * bb)
 		UNROLL for (int j = 0; j < 4; j++)
-			q32_block(fmt, p + j * bb, xq, t0, T, b + j, j, acc);
+			q32_block(fmt, p + j * bb, xq, t0, T, b + j, j, acc, accm);
 	for (; b < nb; b++, p += bb)
-		q32_block(fmt, p, xq, t0, T, b, 0, acc);
+		q32_block(fmt, p, xq, t0, T, b, 0, acc, accm);
 	finish(acc, T, out);
+	for (int t = 0; t < T; t++)
+		out[t] += accm[t];
 }
 
 AI void qk_q8_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
@@ -133,6 +163,26 @@ AI void qk_q4_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 AI void qk_q5_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	q32_dot(WFMT_Q5_0, sizeof(struct block_q5_0), w, xq, t0, T, out);
+}
+
+AI void qk_q4_1(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q4_1, sizeof(struct block_q4_1), w, xq, t0, T, out);
+}
+
+AI void qk_q5_1(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q5_1, sizeof(struct block_q5_1), w, xq, t0, T, out);
+}
+
+AI void qk_iq4_nl(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_IQ4_NL, sizeof(struct block_iq4_nl), w, xq, t0, T, out);
+}
+
+AI void qk_mxfp4(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_MXFP4, sizeof(struct block_mxfp4), w, xq, t0, T, out);
 }
 
 /* token t's int32 chains added */
@@ -285,6 +335,199 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 	}
 	for (int t = 0; t < T; t++)
 		out[t] = hsum(acc[t]);
+}
+
+/* The other 256-blocks (Q2_K, Q3_K, IQ4_XS, TQ1_0, TQ2_0) unpack into 8 vectors of 32 codes w (value 32g + l
+ * in byte l of w[g]) and 16 int16 sub-scales (one per 16 values, in order); k256_codes adds them up per token,
+ * k256_finish converts the block: I = chains - off sum_g sc_g S_g (the codes were stored as q + off), and the
+ * Q2_K mins M = sum_g m_g S_g. Codes are unsigned (< 128) unless sgn, then signed (|q| <= 127). */
+static const int8_t pair_bcast_idx[32] = {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+					  2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3};
+
+AI void k256_codes(const __m256i *w, bool sgn, __m256i sc16, const struct cpu_xq *xq, int t0, int T, int i,
+		   __m256i *isum)
+{
+	int32_t scp[8]; /* scale pairs (sc[2g], sc[2g + 1]) as int16 */
+	_mm256_storeu_si256((__m256i *)scp, sc16);
+	const __m256i pair_bcast = _mm256_loadu_si256((const __m256i *)pair_bcast_idx);
+	UNROLL for (int g = 0; g < 8; g++) {
+		/* sc[2g] in the int16 lanes of values 0..15, sc[2g + 1] in those of 16..31 */
+		__m256i sg = _mm256_shuffle_epi8(_mm256_set1_epi32(scp[g]), pair_bcast);
+		__m256i u = sgn ? _mm256_abs_epi8(w[g]) : w[g];
+		UNROLL for (int t = 0; t < T; t++) {
+			__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, t0 + t, QK_K * i + 32 * g));
+			__m256i p16 = _mm256_maddubs_epi16(u, sgn ? _mm256_sign_epi8(a, w[g]) : a);
+			isum[CH(t, g)] = g < NCH ? _mm256_madd_epi16(p16, sg) : dot_i16(isum[CH(t, g)], p16, sg);
+		}
+	}
+}
+
+/* acc: token t's scale part in acc[2t], its min part in acc[2t + 1]; out = acc[2t] - acc[2t + 1] */
+AI void k256_finish(const __m256i *isum, __m256i sc16, int off, const __m256i *mins16, float d, float dmin,
+		    const struct cpu_xq *xq, int t0, int T, int i, __m256 *acc)
+{
+	int K = xq->K, nsb = K / QK_K;
+	UNROLL for (int t = 0; t < T; t++) {
+		size_t row = (size_t)(t0 + t);
+		float dx = xq->d[row * (size_t)nsb + (size_t)i];
+		__m256i I = isum_total(isum, T, t);
+		__m256i s16 = _mm256_loadu_si256((const __m256i *)(xq->s + row * (size_t)(K / 16) + 16 * (size_t)i));
+		if (off)
+			I = _mm256_sub_epi32(I, _mm256_mullo_epi32(_mm256_madd_epi16(s16, sc16), _mm256_set1_epi32(off)));
+		acc[2 * t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * dx), acc[2 * t]);
+		if (mins16)
+			acc[2 * t + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, *mins16)),
+							 _mm256_set1_ps(dmin * dx), acc[2 * t + 1]);
+	}
+}
+
+/* 2-bit fields j = 0..3 of 64 bytes: w[4n + j] = (qs[32n + l] >> 2j) & 3 (Q2_K, Q3_K's low bits, TQ2_0) */
+AI void crumbs(const uint8_t *qs, __m256i *w)
+{
+	const __m256i m3 = _mm256_set1_epi8(3);
+	UNROLL for (int n = 0; n < 2; n++) {
+		__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+		w[4 * n] = _mm256_and_si256(v, m3);
+		w[4 * n + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+		w[4 * n + 2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+		w[4 * n + 3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+	}
+}
+
+/* TQ1_0's digits ((uint8_t)(b p) * 3) >> 8 of every byte of v, p per int16 lane (both bytes of a lane) */
+AI __m256i tq1_digits(__m256i v, __m256i p)
+{
+	const __m256i ff = _mm256_set1_epi16(255), three = _mm256_set1_epi16(3);
+	__m256i lo = _mm256_and_si256(_mm256_mullo_epi16(v, p), ff);
+	__m256i hi = _mm256_and_si256(_mm256_mullo_epi16(_mm256_srli_epi16(v, 8), p), ff);
+	lo = _mm256_srli_epi16(_mm256_mullo_epi16(lo, three), 8);
+	hi = _mm256_srli_epi16(_mm256_mullo_epi16(hi, three), 8);
+	return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 8));
+}
+
+/* Q3_K's 16 6-bit scales minus 32 as int16 (q3k_scale): low nibbles of bytes 0..7 then their high nibbles, with
+ * 2 bits of byte 8 + j % 4 at 2 (j / 4) on top */
+AI __m256i q3k_scales_vec(const uint8_t *s)
+{
+	uint8_t t[16] = {0};
+	memcpy(t, s, 12); /* not a 16-byte load: the last block of a row may end 2 bytes after its scales */
+	__m128i v = _mm_loadu_si128((const __m128i *)t), m15 = _mm_set1_epi8(15);
+	__m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m15), _mm_and_si128(_mm_srli_epi16(v, 4), m15));
+	__m128i h = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2)), _mm_setr_epi32(0, 2, 4, 6));
+	__m128i s6 = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+	return _mm256_sub_epi16(_mm256_cvtepu8_epi16(s6), _mm256_set1_epi16(32));
+}
+
+/* IQ4_XS's 8 6-bit scales minus 32 (iq4xs_scale), each twice as int16 (its two 16-value halves): sub-block b
+ * in 32-bit lane b */
+AI __m256i iq4xs_scales_vec(uint16_t scales_h, const uint8_t *scales_l)
+{
+	uint32_t sl;
+	memcpy(&sl, scales_l, 4);
+	__m256i lo = _mm256_srlv_epi32(_mm256_set1_epi32((int)sl), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+	__m256i hi = _mm256_srlv_epi32(_mm256_set1_epi32(scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+	__m256i ls = _mm256_or_si256(_mm256_and_si256(lo, _mm256_set1_epi32(15)),
+				     _mm256_slli_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(3)), 4));
+	ls = _mm256_sub_epi32(ls, _mm256_set1_epi32(32));
+	return _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(ls, 16));
+}
+
+/* One block of fmt as codes wv[8] (stored as q + off, off from k256_off), scales, mins (Q2_K), d, dmin */
+AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m256i *mins16, float *d, float *dmin)
+{
+	*dmin = 0;
+	if (fmt == WFMT_Q2_K) {
+		const struct block_q2_K *b = (const struct block_q2_K *)p;
+		crumbs(b->qs, wv);
+		__m256i s = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+		*sc16 = _mm256_and_si256(s, _mm256_set1_epi16(15));
+		*mins16 = _mm256_srli_epi16(s, 4);
+		*d = ld_f16(&b->d);
+		*dmin = ld_f16(&b->dmin);
+	} else if (fmt == WFMT_Q3_K) {
+		const struct block_q3_K *b = (const struct block_q3_K *)p;
+		crumbs(b->qs, wv);
+		__m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+		const __m256i m1 = _mm256_set1_epi8(1);
+		UNROLL for (int g = 0; g < 8; g++) /* q + 4 = low | hbit << 2 */
+			wv[g] = _mm256_or_si256(wv[g], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, g), m1), 2));
+		*sc16 = q3k_scales_vec(b->scales);
+		*d = ld_f16(&b->d);
+	} else if (fmt == WFMT_IQ4_XS) {
+		const struct block_iq4_xs *b = (const struct block_iq4_xs *)p;
+		const __m256i lut = lut16(iq4nl_lut);
+		UNROLL for (int g = 0; g < 8; g++)
+			wv[g] = _mm256_shuffle_epi8(lut, nibbles32(b->qs + 16 * g));
+		*sc16 = iq4xs_scales_vec(b->scales_h, b->scales_l);
+		*d = ld_f16(&b->d);
+	} else if (fmt == WFMT_TQ1_0) {
+		/* values 0..159: digit g of qs[0..31]; 160..239: digits 0..4 of qs[32..47], 16 values each;
+		 * 240..255: digit n of qh[j] at 240 + 4n + j */
+		const struct block_tq1_0 *b = (const struct block_tq1_0 *)p;
+		__m256i v = _mm256_loadu_si256((const __m256i *)b->qs);
+		UNROLL for (int g = 0, p3 = 1; g < 5; g++, p3 *= 3)
+			wv[g] = tq1_digits(v, _mm256_set1_epi16((short)p3));
+		__m128i q16 = _mm_loadu_si128((const __m128i *)(b->qs + 32));
+		uint32_t qh;
+		memcpy(&qh, b->qh, 4);
+		__m256i q2 = _mm256_broadcastsi128_si256(q16);
+		wv[5] = tq1_digits(q2, _mm256_setr_m128i(_mm_set1_epi16(1), _mm_set1_epi16(3)));
+		wv[6] = tq1_digits(q2, _mm256_setr_m128i(_mm_set1_epi16(9), _mm_set1_epi16(27)));
+		wv[7] = tq1_digits(_mm256_setr_m128i(q16, _mm_set1_epi32((int)qh)),
+				   _mm256_setr_m128i(_mm_set1_epi16(81), _mm_setr_epi16(1, 1, 3, 3, 9, 9, 27, 27)));
+		*sc16 = _mm256_set1_epi16(1);
+		*d = ld_f16(&b->d);
+	} else { /* TQ2_0 */
+		const struct block_tq2_0 *b = (const struct block_tq2_0 *)p;
+		crumbs(b->qs, wv);
+		*sc16 = _mm256_set1_epi16(1);
+		*d = ld_f16(&b->d);
+	}
+}
+
+/* The offset k256_unpack's codes carry: Q3_K 4, the ternary formats 1 */
+#define K256_OFF(fmt) ((fmt) == WFMT_Q3_K ? 4 : (fmt) == WFMT_TQ1_0 || (fmt) == WFMT_TQ2_0 ? 1 : 0)
+
+AI void k256_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	int nsb = xq->K / QK_K;
+	__m256 acc[2 * QDOT_MAX_T];
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	for (int i = 0; i < nsb; i++) {
+		__m256i wv[8], sc16, mins16 = _mm256_setzero_si256(), isum[2 * QDOT_MAX_T];
+		float d, dmin;
+		k256_unpack(fmt, (const uint8_t *)w + (size_t)i * bb, wv, &sc16, &mins16, &d, &dmin);
+		k256_codes(wv, fmt == WFMT_IQ4_XS, sc16, xq, t0, T, i, isum);
+		k256_finish(isum, sc16, K256_OFF(fmt), fmt == WFMT_Q2_K ? &mins16 : NULL, d, dmin, xq, t0, T, i, acc);
+	}
+	for (int t = 0; t < T; t++)
+		out[t] = hsum(acc[2 * t]) - hsum(acc[2 * t + 1]);
+}
+
+AI void qk_q2_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k256_dot(WFMT_Q2_K, sizeof(struct block_q2_K), w, xq, t0, T, out);
+}
+
+AI void qk_q3_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k256_dot(WFMT_Q3_K, sizeof(struct block_q3_K), w, xq, t0, T, out);
+}
+
+AI void qk_iq4_xs(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k256_dot(WFMT_IQ4_XS, sizeof(struct block_iq4_xs), w, xq, t0, T, out);
+}
+
+AI void qk_tq1_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k256_dot(WFMT_TQ1_0, sizeof(struct block_tq1_0), w, xq, t0, T, out);
+}
+
+AI void qk_tq2_0(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	k256_dot(WFMT_TQ2_0, sizeof(struct block_tq2_0), w, xq, t0, T, out);
 }
 
 /* Element formats: 8 weights widened exactly to f32 */

@@ -55,7 +55,7 @@ size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh);
  * after = 1 waits until ns have passed since the note. 0 or -EIO. */
 int cuda_pace(void *stream, unsigned long long *mark, int after, unsigned long long ns);
 
-/* true when cuda_matmul takes weights of this format (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K). */
+/* true when cuda_matmul takes weights of this format (every row of src/layout/wfmt_list.h with kernels). */
 bool cuda_fmt_supported(int fmt);
 
 /* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N], bias in F32/F16/BF16, or NULL). T <= CUDA_MATVEC_T_MAX: fused

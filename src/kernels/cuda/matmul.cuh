@@ -180,6 +180,174 @@ struct deq_q6_k {
 
 #include "kernels/cuda/iq.cuh"
 
+/* Q4_1 (QH false) and Q5_1 (QH true): y = d q + m, the product rounded before the sum as on the CPU */
+template <bool QH> struct deq_q51 {
+	static constexpr int BLOCK = QK, ALIGN = 2;
+	static constexpr int BYTES = QH ? sizeof(struct block_q5_1) : sizeof(struct block_q4_1);
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK) * BYTES;
+		int o = (int)(k % QK), sh = o >= QK / 2 ? 4 : 0;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p)), m = f16_bits_to_f32((uint16_t)ld_u16(p + 2));
+		uint32_t qh = QH ? ld_u32_2a(p + 4) : 0, q = ld_u32_2a(p + (QH ? 8 : 4) + (o & 15));
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			int v = (int)((q >> (8 * i + sh) & 15) | (qh >> (o + i) & 1) << 4);
+			w[i] = __fadd_rn(__fmul_rn(d, (float)v), m);
+		}
+	}
+};
+typedef deq_q51<false> deq_q4_1;
+typedef deq_q51<true> deq_q5_1;
+
+/* Q2_K: value v in half n = v/128, field j = v%128/32 at byte l = v%32; sub-block g = v/16 */
+struct deq_q2_k {
+	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q2_K), ALIGN = 2;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK_K) * BYTES;
+		int v = (int)(k % QK_K), n = v / 128, j = v % 128 / 32, l = v % 32;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p + 80)), dmin = f16_bits_to_f32((uint16_t)ld_u16(p + 82));
+		uint32_t sc = __ldg(p + v / 16);
+		float dl = __fmul_rn(d, (float)(sc & 15)), ml = __fmul_rn(dmin, (float)(sc >> 4));
+		uint32_t q = ld_u32_2a(p + 16 + 32 * n + l) >> (2 * j);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(dl, (float)(q >> 8 * i & 3)) - ml;
+	}
+};
+
+/* Q3_K: as Q2_K's fields, minus 4 where bit 4n + j of hmask[l] is clear; 6-bit scales as q3k_scale */
+struct deq_q3_k {
+	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q3_K), ALIGN = 2;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK_K) * BYTES;
+		int v = (int)(k % QK_K), n = v / 128, j = v % 128 / 32, l = v % 32, g = v / 16;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p + 108));
+		uint32_t lo = __ldg(p + 96 + g % 8) >> (4 * (g / 8)) & 15, hi = __ldg(p + 104 + g % 4) >> (2 * (g / 4)) & 3;
+		float dl = __fmul_rn(d, (float)((int)(lo | hi << 4) - 32));
+		uint32_t q = ld_u32_2a(p + 32 + 32 * n + l) >> (2 * j), hm = ld_u32_2a(p + l) >> (4 * n + j);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(dl, (float)((int)(q >> 8 * i & 3) - (hm >> 8 * i & 1 ? 0 : 4)));
+	}
+};
+
+/* 4 entries of a 16-byte table (words t0..t3) at the 4 nibble indices in the bytes of idx, branch-free: byte
+ * permutes of the low and the high 8 entries, then a select per byte on bit 3 of the index. Sign-extended. */
+__device__ __forceinline__ void lut16_x4(uint32_t idx, uint32_t t0, uint32_t t1, uint32_t t2, uint32_t t3, int *v)
+{
+	uint32_t sel = (idx & 7) | (idx >> 4 & 0x70) | (idx >> 8 & 0x700) | (idx >> 12 & 0x7000);
+	uint32_t lo = __byte_perm(t0, t1, sel), hi = __byte_perm(t2, t3, sel);
+	uint32_t m = (idx >> 3 & 0x01010101u) * 255u;
+	uint32_t r = (lo & ~m) | (hi & m);
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		v[i] = (int)(int8_t)(r >> 8 * i);
+}
+
+__host__ __device__ constexpr uint32_t pack4(int a, int b, int c, int d)
+{
+	return (uint32_t)(a & 255) | (uint32_t)(b & 255) << 8 | (uint32_t)(c & 255) << 16 | (uint32_t)(d & 255) << 24;
+}
+
+/* The 4 nibbles of 4 packed bytes q >> sh, one per byte */
+__device__ __forceinline__ uint32_t nib4(uint32_t q, int sh)
+{
+	return q >> sh & 0x0f0f0f0fu;
+}
+
+/* IQ4_NL (XS false) and IQ4_XS (XS true): 32-value sub-blocks of nibbles through kvalues_iq4nl; IQ4_XS scales
+ * sub-block s by d (ls_s - 32) (iq4xs_scale) */
+template <bool XS> struct deq_iq4 {
+	static constexpr int BLOCK = XS ? QK_K : QK, ALIGN = 2;
+	static constexpr int BYTES = XS ? sizeof(struct block_iq4_xs) : sizeof(struct block_iq4_nl);
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / BLOCK) * BYTES;
+		int v = (int)(k % BLOCK), s = v / QK, o = v % QK, sh = o >= QK / 2 ? 4 : 0;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p));
+		if (XS) {
+			uint32_t ls = (__ldg(p + 4 + s / 2) >> (4 * (s % 2)) & 15) | (ld_u16(p + 2) >> (2 * s) & 3) << 4;
+			d = __fmul_rn(d, (float)((int)ls - 32));
+		}
+		uint32_t q = ld_u32_2a(p + (XS ? 8 + 16 * s : 2) + (o & 15));
+		int c[4];
+		lut16_x4(nib4(q, sh), pack4(-127, -104, -83, -65), pack4(-49, -35, -22, -10), pack4(1, 13, 25, 38),
+			 pack4(53, 69, 89, 113), c);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(d, (float)c[i]);
+	}
+};
+typedef deq_iq4<false> deq_iq4_nl;
+typedef deq_iq4<true> deq_iq4_xs;
+
+/* MXFP4: 17-byte blocks, read a byte at a time; the scale 2^(e - 128) as e8m0_half */
+struct deq_mxfp4 {
+	static constexpr int BLOCK = QK, BYTES = sizeof(struct block_mxfp4), ALIGN = 1;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK) * BYTES;
+		int o = (int)(k % QK), sh = o >= QK / 2 ? 4 : 0;
+		uint32_t e = __ldg(p);
+		float d = __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+		const uint8_t *q = p + 1 + (o & 15);
+		uint32_t q4 = (uint32_t)__ldg(q) | (uint32_t)__ldg(q + 1) << 8 | (uint32_t)__ldg(q + 2) << 16 |
+			      (uint32_t)__ldg(q + 3) << 24;
+		int c[4];
+		lut16_x4(nib4(q4, sh), pack4(0, 1, 2, 3), pack4(4, 6, 8, 12), pack4(0, -1, -2, -3), pack4(-4, -6, -8, -12),
+			 c);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(d, (float)c[i]);
+	}
+};
+
+/* TQ1_0: 4 consecutive values are digit dg of 4 consecutive bytes at off (tq1_code): qs[v % 32] digit v / 32
+ * below 160, qs[32 + (v - 160) % 16] digit (v - 160) / 16 below 240, then qh[0..3] digit (v - 240) / 4 */
+struct deq_tq1_0 {
+	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_tq1_0), ALIGN = 2;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK_K) * BYTES;
+		int v = (int)(k % QK_K);
+		int off = v < 160 ? v % 32 : v < 240 ? 32 + (v - 160) % 16 : 48;
+		int dg = v < 160 ? v / 32 : v < 240 ? (v - 160) / 16 : (v - 240) / 4;
+		uint32_t p3 = (uint32_t)(0x511b090301ull >> (8 * dg)) & 255;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p + 52));
+		uint32_t q = ld_u32_2a(p + off);
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			uint32_t m = (q >> 8 * i & 255) * p3 & 255;
+			w[i] = __fmul_rn(d, (float)((int)(m * 3 >> 8) - 1));
+		}
+	}
+};
+
+/* TQ2_0: Q2_K's field layout, code - 1, one scale d */
+struct deq_tq2_0 {
+	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_tq2_0), ALIGN = 2;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK_K) * BYTES;
+		int v = (int)(k % QK_K), n = v / 128, j = v % 128 / 32, l = v % 32;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p + 64));
+		uint32_t q = ld_u32_2a(p + 32 * n + l) >> (2 * j);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(d, (float)((int)(q >> 8 * i & 3) - 1));
+	}
+};
+
 /* matvec.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MATVEC_T_MAX, arguments already checked by
  * cuda_matmul (format supported, K a multiple of its block, alignment). */
 int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
