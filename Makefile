@@ -88,7 +88,7 @@ $(GEN)/serve/chat_html.h: src/serve/chat.html
 		print("unsigned int chat_html_len = %d;" % len(d))' src/serve/chat.html >$@.tmp && mv $@.tmp $@
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
-TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
+TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool $(BUILD)/tests/gram_tool
 
 ifeq ($(V),1)
 Q :=

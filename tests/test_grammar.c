@@ -133,12 +133,15 @@ int main(void)
 	       (const char *[]){"[", "[1,]", "[,1]", "]", NULL});
 	expect("root ::= a b a\na ::= \"\" | \"x\"\nb ::= \"y\"?", (const char *[]){"", "x", "xyx", "yx", "xx", NULL},
 	       (const char *[]){"xxx", "yy", NULL});
+	/* nullable repetitions inside repetitions: loops of references in last place, not left recursion */
+	expect("root ::= (\"a\"?)* (\"b\"{0,2})+ \"c\"", (const char *[]){"c", "aac", "bbbc", "abbbbc", NULL},
+	       (const char *[]){"", "ca", "abac", NULL});
 	expect("root ::= \"🙂\"+", (const char *[]){"🙂", "🙂🙂", NULL}, (const char *[]){"🙃", NULL});
 
 	parse_error("root ::= foo", "undefined rule 'foo'");
 	parse_error("a ::= \"x\"", "no 'root' rule");
 	parse_error("root ::= root \"x\" | \"y\"", "left-recursive");
-	parse_error("root ::= a\na ::= \"b\"? root", "left-recursive");
+	parse_error("root ::= a \"x\"\na ::= \"b\"? root", "left-recursive");
 	parse_error("root ::= \"x\n", "end of line");
 	parse_error("root ::= \"\\q\"", "unknown escape");
 	parse_error("root ::= \"x\"{3,1}", "out of range");

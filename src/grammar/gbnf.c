@@ -438,21 +438,61 @@ static void nullable(const struct parser *P, bool *nul)
 	}
 }
 
-/* Depth-first search over "rule i can start with rule j": 1 visiting, 2 done. */
-static int left_cycle(const struct parser *P, const bool *nul, uint8_t *color, int i)
+/* Tarjan's strongly connected components of "rule i can start with rule j" (after rules that can match
+ * nothing); comp[i] the component of rule i. */
+struct scc {
+	const struct parser *P;
+	const bool *nul;
+	int *idx, *low, *comp, *stk;
+	bool *on;
+	int n_idx, n_stk, n_comp;
+};
+
+static void scc_visit(struct scc *c, int i)
 {
-	color[i] = 1;
-	for (int a = 0; a < P->r[i].n_alt; a++) {
-		const struct pvec *v = &P->r[i].alts[a];
+	c->idx[i] = c->low[i] = c->n_idx++;
+	c->stk[c->n_stk++] = i;
+	c->on[i] = true;
+	for (int a = 0; a < c->P->r[i].n_alt; a++) {
+		const struct pvec *v = &c->P->r[i].alts[a];
 		for (int k = 0; k < v->n && v->s[k].kind == GS_REF; k++) {
-			int j = v->s[k].a, c = color[j] == 1 ? j : color[j] == 0 ? left_cycle(P, nul, color, j) : -1;
-			if (c >= 0)
-				return c;
-			if (!nul[j])
+			int j = v->s[k].a;
+			if (c->idx[j] < 0) {
+				scc_visit(c, j);
+				c->low[i] = c->low[j] < c->low[i] ? c->low[j] : c->low[i];
+			} else if (c->on[j] && c->idx[j] < c->low[i]) {
+				c->low[i] = c->idx[j];
+			}
+			if (!c->nul[j])
 				break;
 		}
 	}
-	color[i] = 2;
+	if (c->low[i] == c->idx[i]) {
+		int j;
+		do {
+			j = c->stk[--c->n_stk];
+			c->on[j] = false;
+			c->comp[j] = c->n_comp;
+		} while (j != i);
+		c->n_comp++;
+	}
+}
+
+/* A rule whose expansion can come back to it with more on the stack (a left corner in the same component
+ * reached from a reference that is not the last of its alternative), or -1. Loops of references in last
+ * place ((x?)* and the like) only repeat what is already expanded, which the matcher skips. */
+static int left_recursive(const struct parser *P, const bool *nul, const int *comp)
+{
+	for (int i = 0; i < P->n_r; i++)
+		for (int a = 0; a < P->r[i].n_alt; a++) {
+			const struct pvec *v = &P->r[i].alts[a];
+			for (int k = 0; k < v->n && v->s[k].kind == GS_REF; k++) {
+				if (comp[v->s[k].a] == comp[i] && k + 1 < v->n)
+					return i;
+				if (!nul[v->s[k].a])
+					break;
+			}
+		}
 	return -1;
 }
 
@@ -475,25 +515,30 @@ static int check(struct parser *P)
 		snprintf(P->err, P->errlen, "grammar: no 'root' rule");
 		return P->rc = -EINVAL;
 	}
-	bool *nul = calloc((size_t)P->n_r, sizeof(bool));
-	uint8_t *color = calloc((size_t)P->n_r, 1);
-	if (!nul || !color) {
-		free(nul);
-		free(color);
-		return nomem(P);
+	size_t n = (size_t)P->n_r;
+	struct scc c = {.P = P, .nul = calloc(n, sizeof(bool)), .idx = malloc(n * sizeof(int)), .low = malloc(n * sizeof(int)),
+			.comp = malloc(n * sizeof(int)), .stk = malloc(n * sizeof(int)), .on = calloc(n, sizeof(bool))};
+	if (!c.nul || !c.idx || !c.low || !c.comp || !c.stk || !c.on) {
+		nomem(P);
+	} else {
+		nullable(P, (bool *)c.nul);
+		memset(c.idx, 0xff, n * sizeof(int));
+		for (int i = 0; i < P->n_r; i++)
+			if (c.idx[i] < 0)
+				scc_visit(&c, i);
+		int bad = left_recursive(P, c.nul, c.comp);
+		if (bad >= 0) {
+			snprintf(P->err, P->errlen, "grammar: rule '%s' is left-recursive (it can start with itself)",
+				 user_name(P, bad));
+			P->rc = -EINVAL;
+		}
 	}
-	nullable(P, nul);
-	int bad = -1;
-	for (int i = 0; i < P->n_r && bad < 0; i++)
-		if (!color[i])
-			bad = left_cycle(P, nul, color, i);
-	if (bad >= 0) {
-		snprintf(P->err, P->errlen, "grammar: rule '%s' is left-recursive (it can start with itself)",
-			 user_name(P, bad));
-		P->rc = -EINVAL;
-	}
-	free(nul);
-	free(color);
+	free((bool *)c.nul);
+	free(c.idx);
+	free(c.low);
+	free(c.comp);
+	free(c.stk);
+	free(c.on);
 	return P->rc;
 }
 

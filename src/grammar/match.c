@@ -30,6 +30,7 @@ struct gram_state {
 	const struct gram *g;
 	int *npos, *nup; /* the node pool */
 	uint32_t *mark;  /* per node: the build that last added it to a set */
+	uint32_t *xmark; /* per node (pos of a reference, continuation): the build that last expanded it */
 	int n_node, cap_node;
 	int *ht;         /* node ids, -1: empty; cap a power of two */
 	int ht_cap;
@@ -108,18 +109,22 @@ static int node(struct gram_state *s, int pos, int up, bool *oom)
 		if (nu)
 			s->nup = nu;
 		uint32_t *nm = nu ? realloc(s->mark, sizeof(uint32_t) * (size_t)nc) : NULL;
-		if (!nm) {
+		if (nm)
+			s->mark = nm;
+		uint32_t *nx = nm ? realloc(s->xmark, sizeof(uint32_t) * (size_t)nc) : NULL;
+		if (!nx) {
 			*oom = true;
 			return -1;
 		}
+		s->xmark = nx;
 		memset(nm + s->cap_node, 0, sizeof(uint32_t) * (size_t)(nc - s->cap_node));
-		s->mark = nm;
+		memset(nx + s->cap_node, 0, sizeof(uint32_t) * (size_t)(nc - s->cap_node));
 		s->cap_node = nc;
 	}
 	int id = s->n_node++;
 	s->npos[id] = pos;
 	s->nup[id] = up;
-	s->mark[id] = 0;
+	s->mark[id] = s->xmark[id] = 0;
 	s->ht[h] = id;
 	return id;
 }
@@ -152,8 +157,14 @@ static int expand(struct gram_state *s, int pos, int up, struct ivec *out, bool 
 	}
 	if (y->kind == GS_REF) {
 		int cont = g->sym[pos + 1].kind == GS_END ? up : node(s, pos + 1, up, oom);
+		/* a reference met again with the same continuation in this build adds nothing new: this ends the
+		 * loops of nullable repetitions ((x?)*), which the parser lets through */
+		int key = *oom ? -1 : node(s, pos, cont, oom);
 		if (*oom)
 			return -ENOMEM;
+		if (s->xmark[key] == s->gen)
+			return 0;
+		s->xmark[key] = s->gen;
 		for (int a = 0; a < g->rule_nalt[y->a]; a++)
 			if (expand(s, g->alt[g->rule_alt0[y->a] + a], cont, out, oom))
 				return -ENOMEM;
@@ -172,6 +183,7 @@ static void build_begin(struct gram_state *s)
 {
 	if (++s->gen == 0) { /* the marks wrapped: clear them */
 		memset(s->mark, 0, sizeof(uint32_t) * (size_t)s->cap_node);
+		memset(s->xmark, 0, sizeof(uint32_t) * (size_t)s->cap_node);
 		s->gen = 1;
 	}
 	s->end_mark = false;
@@ -263,6 +275,7 @@ void gram_state_free(struct gram_state *s)
 	free(s->npos);
 	free(s->nup);
 	free(s->mark);
+	free(s->xmark);
 	free(s->ht);
 	free(s->tops.v);
 	free(s->work.v);

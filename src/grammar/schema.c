@@ -52,7 +52,7 @@ static int fail(struct sx *x, const char *path, const char *fmt, ...)
 	if (x->rc)
 		return x->rc;
 	va_list ap;
-	int n = snprintf(x->err, x->errlen, "schema at %s: ", path[0] ? path : "#");
+	int n = snprintf(x->err, x->errlen, "schema at #%s: ", path);
 	va_start(ap, fmt);
 	if (n >= 0 && (size_t)n < x->errlen)
 		vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
@@ -76,9 +76,37 @@ static void lit(FILE *f, const char *p, size_t n)
 	fputc('"', f);
 }
 
-/* A JSON value as a literal (compact, as a model writes it when asked for exact values). */
+/* A JSON value exactly (const, enum): scalars as literals, objects and arrays item by item with
+ * whitespace allowed between them. */
 static int lit_json(struct sx *x, const json_t *v, const char *path)
 {
+	const char *key;
+	const json_t *e;
+	size_t i;
+	if (json_is_object(v) || json_is_array(v)) {
+		bool obj = json_is_object(v);
+		fprintf(x->f, obj ? "(\"{\" ws" : "(\"[\" ws");
+		i = 0;
+		if (obj) {
+			json_object_foreach((json_t *)v, key, e) {
+				json_t *k = json_string(key);
+				fprintf(x->f, i++ ? " \",\" ws " : " ");
+				lit_json(x, k, path);
+				json_decref(k);
+				fprintf(x->f, " ws \":\" ws ");
+				lit_json(x, e, path);
+				fprintf(x->f, " ws");
+			}
+		} else {
+			json_array_foreach(v, i, e) {
+				fprintf(x->f, i ? " \",\" ws " : " ");
+				lit_json(x, e, path);
+				fprintf(x->f, " ws");
+			}
+		}
+		fprintf(x->f, obj ? " \"}\")" : " \"]\")");
+		return x->rc;
+	}
 	char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 	if (!s)
 		return fail(x, path, "a value that cannot be written as JSON");
@@ -126,7 +154,7 @@ static int gen_ref(struct sx *x, const char *ref, const char *path, char *name)
 	rule_name(x, name);
 	json_object_set_new(x->refs, ref, json_string(name));
 	char body[32];
-	if (gen(x, t, ref, body))
+	if (gen(x, t, ref + 1, body))
 		return x->rc;
 	fprintf(x->f, "%s ::= %s\n", name, body);
 	return 0;
