@@ -203,6 +203,9 @@ static bool viable(const struct gram_state *s, const int *in, int n, uint32_t lo
  * appended (0: refused) or -ENOMEM. */
 static int step_byte(struct gram_state *s, int off, int n, uint32_t *cp, int *need, uint8_t b)
 {
+	/* *cp: the character's bits so far, its length in bytes above bit 24 (the smallest code point of each
+	 * length refuses overlong forms) */
+	static const uint32_t min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
 	uint32_t c;
 	if (*need == 0) {
 		if (b < 0x80) {
@@ -211,16 +214,18 @@ static int step_byte(struct gram_state *s, int off, int n, uint32_t *cp, int *ne
 			*need = b >= 0xC2 && b <= 0xDF ? 1 : b >= 0xE0 && b <= 0xEF ? 2 : b >= 0xF0 && b <= 0xF4 ? 3 : 0;
 			if (!*need)
 				return 0;
-			*cp = b & (*need == 1 ? 0x1Fu : *need == 2 ? 0x0Fu : 0x07u);
+			*cp = (uint32_t)(*need + 1) << 24 | (b & (*need == 1 ? 0x1Fu : *need == 2 ? 0x0Fu : 0x07u));
 			goto partial;
 		}
 	} else {
 		if ((b & 0xC0) != 0x80)
 			return 0;
-		*cp = *cp << 6 | (b & 0x3Fu);
+		*cp = (*cp & 0xFF000000u) | (*cp & 0xFFFFFFu) << 6 | (b & 0x3Fu);
 		if (--*need)
 			goto partial;
-		c = *cp;
+		c = *cp & 0xFFFFFFu;
+		if (c < min_of_len[*cp >> 24] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+			return 0;
 	}
 	{
 		/* reads s->work.v[off + i] afresh each time: expand appends to (and may move) s->work */
@@ -237,8 +242,10 @@ static int step_byte(struct gram_state *s, int off, int n, uint32_t *cp, int *ne
 		return s->work.n - n0;
 	}
 partial: {
-		uint32_t lo = *cp << (6 * *need), hi = lo | ((1u << (6 * *need)) - 1);
-		if (!viable(s, s->work.v + off, n, lo, hi))
+		uint32_t lo = (*cp & 0xFFFFFFu) << (6 * *need), hi = lo | ((1u << (6 * *need)) - 1);
+		lo = lo > min_of_len[*cp >> 24] ? lo : min_of_len[*cp >> 24];
+		hi = hi < 0x10FFFF ? hi : 0x10FFFF;
+		if (lo > hi || !viable(s, s->work.v + off, n, lo, hi))
 			return 0;
 		int k = 0;
 		for (int i = 0; i < n; i++)

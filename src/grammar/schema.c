@@ -17,7 +17,7 @@
 
 /* The JSON grammar the rules build on (RFC 8259 values; whitespace bounded so a model cannot loop on it). */
 static const char JSON_BASE[] =
-	"ws ::= [ \\t\\n\\r]{0,32}\n"
+	"ws ::= [ \\t\\n]{0,20}\n"
 	"json-char ::= [^\"\\\\\\x00-\\x1f] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4})\n"
 	"json-string ::= \"\\\"\" json-char* \"\\\"\" ws\n"
 	"json-int ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15})\n"
