@@ -6,8 +6,8 @@
   - "grammar" (GBNF): the replies match the same language as a Python regex;
   - tool calls parsed from fixed outputs (a grammar forcing the model to write exactly the text) in the three
     formats: Hermes/Qwen <tool_call>{json}</tool_call> (two calls, content before them), Mistral
-    [TOOL_CALLS][...], Llama 3.1 {"name", "parameters"} (after <|python_tag|> or alone; a JSON object naming
-    no tool stays content), whole and streamed (tool_calls deltas, finish_reason "tool_calls");
+    [TOOL_CALLS][...], Llama 3.1 {"name", "parameters"} (after <|python_tag|>, alone or in a ```json block; a
+    JSON object naming no tool and other code blocks stay content), whole and streamed (tool_calls deltas, finish_reason "tool_calls");
   - tool_choice "required" and a named function: the output is held to the tool-call grammar, the reply is a
     call of that function whose arguments validate against its parameters; history with an assistant turn
     of tool_calls and a "tool" turn is accepted;
@@ -124,6 +124,9 @@ def check_tool_parsing(f, cl):
         ('{"name": "get_time", "parameters": {"zone": "PST"}}', None, [("get_time", {"zone": "PST"})]),
         ('{"name": "not_a_tool", "parameters": {}}', '{"name": "not_a_tool", "parameters": {}}', []),
         ("Just text, no call.", "Just text, no call.", []),
+        ('```json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```', None,
+         [("get_weather", {"city": "Oslo"})]),
+        ("```python\nprint(1)\n```", "```python\nprint(1)\n```", []),
     ]
     for text, content, calls in cases:
         g = "root ::= " + gbnf_lit(text)

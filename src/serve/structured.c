@@ -217,6 +217,20 @@ static size_t skip_ws(const char *p, size_t i, size_t n)
 	return i;
 }
 
+/* Past the opening of a fenced JSON block at text[i] ("```", "```json", then whitespace), where small
+ * models put a call; i itself when there is none. */
+static size_t fence_end(const char *text, size_t i, size_t n)
+{
+	if (n - i < 3 || memcmp(text + i, "```", 3))
+		return i;
+	size_t j = i + 3;
+	if (n - j >= 4 && !memcmp(text + j, "json", 4))
+		j += 4;
+	else if (n - j < 4 && !memcmp(text + j, "json", n - j))
+		return n; /* "```js": may still become one */
+	return skip_ws(text, j, n);
+}
+
 json_t *tool_calls_parse(const char *text, size_t n, const json_t *tools, uint64_t seed, size_t *content)
 {
 	json_t *out = json_array();
@@ -250,6 +264,7 @@ json_t *tool_calls_parse(const char *text, size_t n, const json_t *tools, uint64
 		size_t i = skip_ws(text, 0, n);
 		if ((at = find(text, n, "<|python_tag|>")) && at == text + i)
 			i = skip_ws(text, i + strlen("<|python_tag|>"), n);
+		i = fence_end(text, i, n);
 		json_t *c = i < n && text[i] == '{' ? json_loadb(text + i, n - i, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
 		const char *nm = json_string_value(json_object_get(c, "name"));
 		size_t k;
@@ -274,6 +289,9 @@ size_t tool_calls_safe(const char *text, size_t n)
 	size_t i = skip_ws(text, 0, n);
 	if (i == n || text[i] == '{')
 		return 0; /* nothing yet, or a bare JSON call (Llama 3.1) */
+	size_t j = fence_end(text, i, n);
+	if (j == n || (j > i && text[j] == '{') || (n - i < 3 && !memcmp(text + i, "```", n - i)))
+		return 0; /* a fenced JSON call may be coming */
 	size_t keep = n;
 	for (int m = 0; m < N_MARKERS; m++) {
 		const char *at = find(text, n, MARKERS[m]);

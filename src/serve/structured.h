@@ -4,7 +4,8 @@
  * sampler is held to (src/grammar/); "tools" and "tool_choice" (chat) say which tools the template shows,
  * and with "required" or a named function a grammar of the model's tool-call format; tool calls are parsed
  * out of the generated text in three formats: Hermes/Qwen <tool_call>{json}</tool_call>, Mistral
- * [TOOL_CALLS][{...}], Llama 3.1 {"name", "parameters"} (after <|python_tag|> or alone).
+ * [TOOL_CALLS][{...}], Llama 3.1 {"name", "parameters"} (after <|python_tag|>, alone, or in a ```json
+ * block, where small models such as Qwen2.5-Coder-1.5B put their calls).
  */
 #ifndef FERRY_STRUCTURED_H
 #define FERRY_STRUCTURED_H
