@@ -9,6 +9,8 @@
  *                                                UTF-8 characters whole and split, JSON-like pieces); after
  *                                                LEN tokens closing tokens are preferred; "null" when a
  *                                                sentence did not end within 4000 tokens
+ *   gram_tool maskbench MODEL SCHEMA.json PREFIX N  a model's vocabulary trie (its build time), then N masks
+ *                                                after PREFIX (text the schema's grammar takes): ms each
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +18,8 @@
 #include <string.h>
 
 #include "grammar/grammar.h"
+#include "base/util.h"
+#include "text/tokenizer.h"
 
 static char *slurp(const char *path)
 {
@@ -170,6 +174,46 @@ int main(int argc, char **argv)
 			free(out);
 			gram_state_free(s);
 		}
+		return 0;
+	}
+	if (argc == 6 && !strcmp(argv[1], "maskbench")) {
+		struct tokenizer *tk;
+		char err[512];
+		if (tokenizer_open(&tk, argv[2], err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			return 1;
+		}
+		struct gram *g = load("schema", argv[3]);
+		double t0 = now_sec();
+		int V = tokenizer_n_vocab(tk);
+		char **text = calloc((size_t)V, sizeof(char *));
+		size_t *tl = calloc((size_t)V, sizeof(size_t));
+		struct tok_buf b = {0};
+		for (int t = 0; t < V; t++) {
+			b.n = 0;
+			if (!tokenizer_decode(tk, &t, 1, false, false, &b) && b.n) {
+				text[t] = malloc(b.n);
+				memcpy(text[t], b.p, b.n);
+				tl[t] = b.n;
+			}
+		}
+		struct gram_vocab *vb;
+		struct gram_state *s;
+		if (gram_vocab_new((const char *const *)text, tl, V, &vb) || gram_state_new(g, &s))
+			return 2;
+		double t1 = now_sec();
+		if (!gram_state_feed(s, argv[4], strlen(argv[4]))) {
+			fprintf(stderr, "gram_tool: the grammar refuses the prefix\n");
+			return 1;
+		}
+		uint8_t *allow = malloc((size_t)V);
+		int n = atoi(argv[5]), cnt = 0;
+		double t2 = now_sec();
+		for (int i = 0; i < n; i++)
+			cnt = gram_vocab_mask(vb, s, allow);
+		double t3 = now_sec();
+		printf("vocabulary %d tokens: trie in %.0f ms; after %s: %d allowed, mask %.2f ms\n", V, 1e3 * (t1 - t0),
+		       argv[4], cnt, 1e3 * (t3 - t2) / n);
 		return 0;
 	}
 	fprintf(stderr, "usage: gram_tool gbnf SCHEMA | accept gbnf|schema FILE | gen gbnf|schema FILE SEED N LEN\n");

@@ -590,9 +590,11 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		int tok = k ? sampler_pick_top(&r->smp, tv, s->topi + (size_t)(row - 1) * (size_t)k, k)
 			    : sampler_pick(&r->smp, full, r->toks, r->n);
 		if (constrain && !s->allow(s->ctx, r, tok)) {
+			double tm = now_sec();
 			s->mask(s->ctx, r, s->row_copy);
 			tok = sampler_pick(&r->smp, s->row_copy, r->toks, r->n);
 			s->st.masked++;
+			s->st.mask_s += now_sec() - tm;
 		}
 		emit(s, r, tok);
 	}

@@ -60,6 +60,7 @@ struct sched_stats {
 	long long spec_passes, spec_guessed[SPEC_SRC_COUNT], spec_accepted[SPEC_SRC_COUNT], spec_tokens, draft_steps;
 	double draft_s;
 	long long masked; /* constrained picks the grammar refused, drawn again from a masked row */
+	double mask_s;    /* time making those masks and picks */
 };
 
 struct sched {

@@ -113,7 +113,6 @@ static void srv_mask(void *ctx, struct sched_req *r, float *row)
 	for (int i = 0; i < V; i++)
 		if (!v->allow[i] && !(end && sched_is_eos(v->s, i)))
 			row[i] = -INFINITY;
-	v->masked++;
 }
 
 int srv_grammar_vocab(struct srv *v)
@@ -317,6 +316,7 @@ int srv_submit(struct srv *v, struct srv_req *q)
 		q->refs++;
 		q->r.want_logits = q->logprobs >= 0;
 		v->n_live++;
+		v->constrained += q->r.constrained;
 		v->prompt_tokens += q->r.n_prompt;
 		pthread_cond_signal(&v->wake);
 	}
@@ -406,6 +406,8 @@ int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 		v->spec_tokens = ss->spec_tokens;
 		v->spec_guessed = ss->spec_guessed[SPEC_SRC_LOOKUP] + ss->spec_guessed[SPEC_SRC_DRAFT];
 		v->spec_accepted = ss->spec_accepted[SPEC_SRC_LOOKUP] + ss->spec_accepted[SPEC_SRC_DRAFT];
+		v->masked = ss->masked;
+		v->mask_s = ss->mask_s;
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);

@@ -95,7 +95,8 @@ struct srv {
 	char **tok_text;
 	size_t *tok_len;
 	uint8_t *allow;
-	long long masked;     /* constrained picks the grammar refused (a full mask was made) */
+	long long constrained, masked; /* requests with a grammar; their picks it refused (a full mask made) */
+	double mask_s;        /* time in those masks */
 };
 
 /* Waits on cv (made on CLOCK_MONOTONIC, as srv's are) for at most `seconds`; mu held. */
