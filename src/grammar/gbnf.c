@@ -569,7 +569,8 @@ static int flatten(struct parser *P, struct gram **out)
 		g->rule_nalt[i] = P->r[i].n_alt;
 		for (int a = 0; a < P->r[i].n_alt; a++) {
 			g->alt[n_alt++] = g->n_sym;
-			memcpy(g->sym + g->n_sym, P->r[i].alts[a].s, sizeof(struct gsym) * (size_t)P->r[i].alts[a].n);
+			if (P->r[i].alts[a].n) /* an empty alternative has no array */
+				memcpy(g->sym + g->n_sym, P->r[i].alts[a].s, sizeof(struct gsym) * (size_t)P->r[i].alts[a].n);
 			g->n_sym += P->r[i].alts[a].n;
 			g->sym[g->n_sym++] = (struct gsym){.kind = GS_END};
 		}
