@@ -83,6 +83,7 @@ int main(int argc, char **argv)
 		json_t *s = json_load_file(argv[2], JSON_DECODE_ANY, &je);
 		if (!s || gram_schema_gbnf(s, "value", true, stdout, err, sizeof(err))) {
 			fprintf(stderr, "%s\n", s ? err : je.text);
+			json_decref(s);
 			return 1;
 		}
 		json_decref(s);
@@ -174,6 +175,13 @@ int main(int argc, char **argv)
 			free(out);
 			gram_state_free(s);
 		}
+		for (int t = 0; t < V; t++)
+			free(text[t]);
+		free(text);
+		free(tl);
+		free(allow);
+		gram_vocab_free(vb);
+		gram_free(g);
 		return 0;
 	}
 	if (argc == 6 && !strcmp(argv[1], "maskbench")) {
@@ -214,6 +222,16 @@ int main(int argc, char **argv)
 		double t3 = now_sec();
 		printf("vocabulary %d tokens: trie in %.0f ms; after %s: %d allowed, mask %.2f ms\n", V, 1e3 * (t1 - t0),
 		       argv[4], cnt, 1e3 * (t3 - t2) / n);
+		for (int t = 0; t < V; t++)
+			free(text[t]);
+		free(text);
+		free(tl);
+		free(allow);
+		tok_buf_free(&b);
+		gram_state_free(s);
+		gram_vocab_free(vb);
+		gram_free(g);
+		tokenizer_free(tk);
 		return 0;
 	}
 	fprintf(stderr, "usage: gram_tool gbnf SCHEMA | accept gbnf|schema FILE | gen gbnf|schema FILE SEED N LEN\n");

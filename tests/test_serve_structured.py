@@ -270,7 +270,9 @@ def main():
             check_required_tools(f, cl)
             check_errors(f, sv)
         finally:
-            sv.stop()
+            rc = sv.stop()
+        f.check(rc == 0 and not any("Sanitizer" in x or "runtime error" in x for x in sv.lines),
+                f"the server's exit: {rc}: {''.join(sv.lines[-20:])}")
         model = instruct_model()
         if model and os.environ.get("FERRY_NO_MODEL") != "1":
             check_instruct(f, model)
