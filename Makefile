@@ -145,9 +145,9 @@ asan:
 # Real fuzzing with libFuzzer (needs clang), from the seeds of the regression build:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
-# The parsers, the tokenizer and the Jinja interpreter; nothing that needs OpenMP.
+# The parsers, the tokenizer, the Jinja interpreter and the grammars; nothing that needs OpenMP.
 FUZZ_SRC := $(wildcard src/layout/*.c) $(filter-out src/text/chat_template.c,$(wildcard src/text/*.c)) src/base/strmap.c src/base/util.c \
-	$(wildcard src/jinja/*.c)
+	$(wildcard src/jinja/*.c) $(wildcard src/grammar/*.c)
 fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)

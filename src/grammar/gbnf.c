@@ -21,7 +21,7 @@
 #include "grammar/grammar_internal.h"
 
 #define GRAM_SYMS_MAX (1 << 22)
-#define GRAM_REP_MAX 100000
+#define GRAM_REP_MAX 10000 /* also bounds the matcher's recursion over a run of optional symbols */
 
 struct pvec {
 	struct gsym *s;
@@ -59,6 +59,8 @@ static int perr(struct parser *P, const char *fmt, ...)
 	if (n >= 0 && (size_t)n < P->errlen)
 		vsnprintf(P->err + n, P->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
+	for (char *c = P->err; *c; c++) /* one line, whatever bytes the grammar quoted */
+		*c = (unsigned char)*c < 0x20 ? '?' : *c;
 	return P->rc = -EINVAL;
 }
 

@@ -207,6 +207,8 @@ static int step_byte(struct gram_state *s, int off, int n, uint32_t *cp, int *ne
 	 * length refuses overlong forms) */
 	static const uint32_t min_of_len[5] = {0, 0, 0x80, 0x800, 0x10000};
 	uint32_t c;
+	if (n == 0) /* no stack (a grammar whose language is empty): nothing goes on */
+		return 0;
 	if (*need == 0) {
 		if (b < 0x80) {
 			c = b;

@@ -57,6 +57,8 @@ static int fail(struct sx *x, const char *path, const char *fmt, ...)
 	if (n >= 0 && (size_t)n < x->errlen)
 		vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
+	for (char *c = x->err; *c; c++) /* one line, whatever keys the schema has */
+		*c = (unsigned char)*c < 0x20 ? '?' : *c;
 	return x->rc = -EINVAL;
 }
 
@@ -262,10 +264,12 @@ static int gen_object(struct sx *x, const json_t *s, const char *path, char *nam
 		rule_name(x, base);
 		/* after-k: the properties k.. once one is written; from-k: none written yet */
 		for (k = n; k-- > 0;) {
-			fprintf(x->f, "%s-a%zu ::= %s\"," "\" ws %s%s", base, k, need[k] ? "" : "(", kv[k], need[k] ? "" : ")?");
-			fprintf(x->f, k + 1 < n ? " %s-a%zu\n" : "\n", base, k + 1);
-			fprintf(x->f, "%s-f%zu ::= %s", base, k, kv[k]);
-			fprintf(x->f, k + 1 < n ? " %s-a%zu" : "", base, k + 1);
+			fprintf(x->f, "%s-a%zu ::= %s\",\" ws %s%s", base, k, need[k] ? "" : "(", kv[k], need[k] ? "" : ")?");
+			if (k + 1 < n)
+				fprintf(x->f, " %s-a%zu", base, k + 1);
+			fprintf(x->f, "\n%s-f%zu ::= %s", base, k, kv[k]);
+			if (k + 1 < n)
+				fprintf(x->f, " %s-a%zu", base, k + 1);
 			if (!need[k])
 				fprintf(x->f, k + 1 < n ? " | %s-f%zu" : " | ", base, k + 1);
 			fputc('\n', x->f);
@@ -386,7 +390,8 @@ static int gen(struct sx *x, const json_t *s, const char *path, char *name)
 		rule_name(x, name);
 		fprintf(x->f, "%s ::= (", name);
 		json_array_foreach(v, i, e) {
-			fprintf(x->f, i ? " | " : "");
+			if (i)
+				fprintf(x->f, " | ");
 			lit_json(x, e, path);
 		}
 		fprintf(x->f, ") ws\n");
