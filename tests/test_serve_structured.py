@@ -15,6 +15,7 @@
     /v1/completions, two constraints at once: 400 with a one-line message naming the field;
   - when the default instruct model (Qwen2.5-Coder-1.5B-Instruct, tools/fetch_instruct.py) is on this
     machine: 3 schema replies validate and "What is the weather in Paris?" with a weather tool is a call.
+FERRY_TEST_DEVICE=cuda runs the servers on the GPU (the constrained requests' full logits rows downloaded).
 """
 
 import json
@@ -31,6 +32,9 @@ except ImportError:
     raise SystemExit(77)
 
 from test_serve import NAME, Server  # noqa: E402
+
+# after test_serve.Server's --device cpu: the last one given counts
+DEVICE = ("--device", os.environ["FERRY_TEST_DEVICE"]) if os.environ.get("FERRY_TEST_DEVICE") else ()
 
 SCHEMAS = [
     {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "age": {"type": "integer"}},
@@ -212,7 +216,7 @@ def instruct_model():
 
 
 def check_instruct(f, model):
-    sv = Server(model, "--ctx", 1024)
+    sv = Server(model, "--ctx", 1024, *DEVICE)
     try:
         cl = sv.client(timeout=600)
         prompts = [("Describe a person named Ana, 31 years old.", SCHEMAS[0]),
@@ -241,7 +245,7 @@ def main():
     root, cleanup = scratch()
     try:
         _, model = tiny_model("qwen2_bias", root)
-        sv = Server(model, "--ctx", 2048)
+        sv = Server(model, "--ctx", 2048, *DEVICE)
         try:
             cl = sv.client()
             check_schema_replies(f, cl, 24)
