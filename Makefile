@@ -90,7 +90,7 @@ $(GEN)/serve/chat_html.h: src/serve/chat.html
 		print("unsigned int chat_html_len = %d;" % len(d))' src/serve/chat.html >$@.tmp && mv $@.tmp $@
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(TEST_CXX_SRC:tests/%.cpp=$(BUILD)/tests/%)
 # Helpers the Python tests run (not tests themselves: run_tests.sh runs only test_* programs).
-TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool
+TEST_TOOLS := $(BUILD)/tests/dequant_tool $(BUILD)/tests/spec_tool $(BUILD)/tests/gram_tool
 
 ifeq ($(V),1)
 Q :=
@@ -154,10 +154,10 @@ asan:
 # Real fuzzing with libFuzzer (needs clang), from the seeds of the regression build:
 #   build/tests/test_fuzz_X --seeds DIR && build-fuzz/tests/test_fuzz_X DIR -max_total_time=60
 FUZZ_BIN := $(patsubst tests/%.c,build-fuzz/tests/%,$(wildcard tests/test_fuzz_*.c))
-# The parsers, the tokenizer and the Jinja interpreter; nothing that needs OpenMP.
+# The parsers, the tokenizer, the Jinja interpreter and the grammars; nothing that needs OpenMP.
 FUZZ_SRC := $(wildcard src/layout/*.c) $(filter-out src/text/chat_template.c,$(wildcard src/text/*.c)) src/base/strmap.c src/base/util.c \
 	src/convert/imatrix.c \
-	$(wildcard src/jinja/*.c)
+	$(wildcard src/jinja/*.c) $(wildcard src/grammar/*.c)
 fuzz: $(FUZZ_BIN)
 build-fuzz/tests/%: tests/%.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)

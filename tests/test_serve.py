@@ -7,7 +7,7 @@
     exactly what the same request gives alone, and the server took fewer steps than tokens (they shared
     steps); `ferry batch` gives the same text for the same request (an independent front end);
   - refused requests: bad JSON, wrong types and missing fields (400 naming the field), unknown model (404),
-    n=2, a prompt past the context, response_format, a body over --max-body (413), a wrong API key (401), unknown
+    n=2, a prompt past the context, a bad response_format or grammar, a body over --max-body (413), a wrong API key (401), unknown
     routes (404, also with bytes that are not UTF-8), a full queue (429);
   - a client that disconnects mid-stream has its request cancelled at once (/health: nothing running, far
     fewer tokens than asked);
@@ -281,8 +281,8 @@ def main():
         expect(401, chat, {"model": NAME, "messages": msgs}, key="sk-wrong", code="invalid_api_key")
         expect(401, chat, {"model": NAME, "messages": msgs}, key=None, code="invalid_api_key")
         expect(413, chat, {"model": NAME, "messages": [{"role": "user", "content": "x" * 100000}]})
-        expect(400, chat, {"model": NAME, "messages": msgs, "response_format": {"type": "json_object"}},
-               "response_format")
+        expect(400, chat, {"model": NAME, "messages": msgs, "response_format": {"type": "xml"}}, "response_format")
+        expect(400, chat, {"model": NAME, "messages": msgs, "grammar": "root ::= nothing"}, "grammar")
         for path in ("/v1/nothing", "/%ff%fe", "/v1/models/%ff"):
             st, b = sv.http("GET", path)
             try:

@@ -24,10 +24,11 @@ DEPENDS = {
     "backend": {"base", "layout", "kernels"},
     "engine": {"base", "layout", "io", "kernels", "backend"},
     "jinja": {"base"},
+    "grammar": {"base"},
     "text": {"base", "layout", "jinja"},
     "convert": {"base", "layout", "text"},
-    "serve": {"base", "layout", "engine", "text", "jinja"},
-    "cli": {"base", "layout", "io", "kernels", "backend", "engine", "jinja", "text", "convert", "serve"},
+    "serve": {"base", "layout", "engine", "text", "jinja", "grammar"},
+    "cli": {"base", "layout", "io", "kernels", "backend", "engine", "jinja", "text", "convert", "serve", "grammar"},
 }
 # white-box tests that read a folder's internals on purpose
 INTERNAL_OK = {("tests/test_layout.c", "layout"), ("tests/test_fuzz_layout.c", "layout")}

@@ -252,7 +252,7 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	char param[REQ_PARAM_LEN];
 	struct tok_ids ids = {0};
 	int rc = req_params_parse(o, &defaults, &q->p, param, msg, n);
-	rc = rc ? rc : req_prompt_ids(o, REQ_PROMPT_ANY, b->tk, b->a->model, tmpl, &ids, param, msg, n);
+	rc = rc ? rc : req_prompt_ids(o, REQ_PROMPT_ANY, b->tk, b->a->model, tmpl, NULL, &ids, param, msg, n);
 	if (rc) {
 		tok_ids_free(&ids);
 		return rc;

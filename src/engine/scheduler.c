@@ -35,7 +35,8 @@ int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const
 	s->logits = malloc(sizeof(float) * rows * V);
 	s->topv = malloc(sizeof(float) * rows * SAMPLER_TOP_MAX);
 	s->topi = malloc(sizeof(int) * rows * SAMPLER_TOP_MAX);
-	if (!s->parts || !s->part_req || !s->logits || !s->topv || !s->topi) {
+	s->row_copy = malloc(sizeof(float) * V);
+	if (!s->row_copy || !s->parts || !s->part_req || !s->logits || !s->topv || !s->topi) {
 		sched_free(s);
 		snprintf(err, errlen, "out of memory for the scheduler (%zu logits rows of %zu)", rows, V);
 		return -ENOMEM;
@@ -106,6 +107,7 @@ void sched_free(struct sched *s)
 	free(s->logits);
 	free(s->topv);
 	free(s->topi);
+	free(s->row_copy);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -220,7 +222,7 @@ static void admit(struct sched *s)
 		r->computed = r->n_cached;
 		r->state = SCHED_RUN;
 		/* a draft that cannot take the request (rows, pages) leaves it to prompt lookup */
-		bool spec = s->spec.mode != SPEC_OFF && !r->dump && !r->no_spec;
+		bool spec = s->spec.mode != SPEC_OFF && !r->dump && !r->no_spec && !r->constrained;
 		if (spec && s->draft && model_seq_open(s->draft, r->toks, r->n_prompt, &r->dseq, &r->dlen, err, sizeof(err)))
 			r->dseq = -1;
 		r->n_dchain = 0;
@@ -406,7 +408,7 @@ static int pack(struct sched *s, int *k, bool *prefill)
 			rows_left -= rows;
 			*prefill = *prefill || pass == 1;
 			int need = sampler_top_k_needed(&r->smp);
-			if (r->dump || r->want_logits || need == 0)
+			if (r->dump || r->want_logits || r->constrained || need == 0)
 				*k = 0;
 			else if (*k && need > *k)
 				*k = need;
@@ -581,8 +583,19 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		}
 		if (r->want_logits && s->on_logits)
 			s->on_logits(s->ctx, r, last);
+		float *full = s->logits + (size_t)(row - 1) * (size_t)V;
+		bool constrain = r->constrained && s->allow && s->mask;
+		if (constrain)
+			memcpy(s->row_copy, full, sizeof(float) * (size_t)V);
 		int tok = k ? sampler_pick_top(&r->smp, tv, s->topi + (size_t)(row - 1) * (size_t)k, k)
-			    : sampler_pick(&r->smp, s->logits + (size_t)(row - 1) * (size_t)V, r->toks, r->n);
+			    : sampler_pick(&r->smp, full, r->toks, r->n);
+		if (constrain && !s->allow(s->ctx, r, tok)) {
+			double tm = now_sec();
+			s->mask(s->ctx, r, s->row_copy);
+			tok = sampler_pick(&r->smp, s->row_copy, r->toks, r->n);
+			s->st.masked++;
+			s->st.mask_s += now_sec() - tm;
+		}
 		emit(s, r, tok);
 	}
 	return 0;

@@ -31,6 +31,7 @@ struct sched_req {
 	bool no_spec;            /* plain decode steps even when the scheduler speculates */
 	struct logits_dump *dump;/* non-NULL: the logits of every position are written there (one request only) */
 	bool want_logits;        /* on_logits gets each full row it samples from (the server's logprobs) */
+	bool constrained;        /* allow/mask say which tokens may come next (a grammar): full rows, no spec */
 	void *user;
 	/* kept by the scheduler */
 	enum sched_state state;
@@ -58,6 +59,8 @@ struct sched_stats {
 	 * guesses by source (enum spec_src), tokens those passes produced (accepted + 1 each), draft-model steps */
 	long long spec_passes, spec_guessed[SPEC_SRC_COUNT], spec_accepted[SPEC_SRC_COUNT], spec_tokens, draft_steps;
 	double draft_s;
+	long long masked; /* constrained picks the grammar refused, drawn again from a masked row */
+	double mask_s;    /* time making those masks and picks */
 };
 
 struct sched {
@@ -78,6 +81,13 @@ struct sched {
 	void (*on_done)(void *ctx, struct sched_req *r);
 	/* for a request with want_logits: the row [V] its next token is sampled from, before the sampler sees it */
 	void (*on_logits)(void *ctx, struct sched_req *r, const float *row);
+	/* for a constrained request: may tok come next? and, when the sampler's pick may not, the row [V] with
+	 * every token that may not set to -INFINITY (at least one left). The pick is drawn again from that row:
+	 * a greedy pick is the best allowed token, a draw one from the sampler's distribution over the allowed
+	 * tokens, and the full mask is made only for the steps that need it. */
+	bool (*allow)(void *ctx, struct sched_req *r, int tok);
+	void (*mask)(void *ctx, struct sched_req *r, float *row);
+	float *row_copy;           /* [V] the row before the first pick of a constrained request */
 	void *ctx;
 	struct sched_stats st;
 	/* speculative steps (sched_spec) */

@@ -3,7 +3,10 @@
  * and submitted to the worker, the connection suspended until the worker has news (its first token for a
  * stream, its end otherwise), then OpenAI's whole response or its server-sent events; logprobs in OpenAI's
  * shapes (chat: logprobs.content[] entries with top_logprobs; completions: tokens, token_logprobs,
- * top_logprobs, text_offset) and llama.cpp's "timings" beside "usage".
+ * top_logprobs, text_offset) and llama.cpp's "timings" beside "usage"; structured output (structured.h):
+ * the request's grammar handed to the worker with it, tool calls parsed from the text into "tool_calls"
+ * (finish_reason "tool_calls"), a stream holding back text that may begin a call and sending the calls as
+ * tool_calls deltas at the end.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +16,7 @@
 #include <time.h>
 
 #include "serve/http_internal.h"
+#include "serve/structured.h"
 #include "base/util.h"
 
 static uint64_t splitmix(uint64_t x)
@@ -150,6 +154,7 @@ struct stream {
 	struct waiter w;
 	int n_prompt, lp_sent;
 	bool chat, usage, ended;
+	const json_t *tools; /* q's (NULL: no tool calls to parse) */
 	char id[48];
 	long long created;
 	size_t sent, lp_off; /* bytes of the request's text sent; text_offset of the next logprob */
@@ -192,6 +197,19 @@ static void event_chunk(struct stream *st, const char *text, size_t n, bool role
 			    st->h->cfg.name, "choices", choice));
 }
 
+/* The chunk of the tool calls (each with its index), before the final one. */
+static void event_calls(struct stream *st, json_t *calls)
+{
+	size_t i;
+	json_t *c;
+	json_array_foreach(calls, i, c)
+		json_object_set_new(c, "index", json_integer((json_int_t)i));
+	json_t *choice = json_pack("{s:i, s:{s:o}, s:n, s:n}", "index", 0, "delta", "tool_calls", calls, "logprobs",
+				   "finish_reason");
+	event(st, json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", st->id, "object", "chat.completion.chunk", "created",
+			    st->created, "model", st->h->cfg.name, "choices", choice));
+}
+
 /* The request's next events; 1 when some were made, 0 when there is nothing yet (the connection is
  * suspended until the worker wakes it), -1 when the client is gone. */
 static int stream_fill(struct stream *st)
@@ -204,12 +222,25 @@ static int stream_fill(struct stream *st)
 	json_t *lpj = q->logprobs >= 0 && (n_lp || q->ready > st->sent) ? logprobs_json(st->h, lp, n_lp, st->chat, &st->lp_off)
 									   : NULL;
 	free(lp);
-	if (q->ready > st->sent) {
-		size_t n = q->ready - st->sent;
+	size_t ready = q->ready;
+	json_t *calls = NULL;
+	if (st->tools && !q->done) {
+		ready = tool_calls_safe(q->text.p, q->ready);
+	} else if (st->tools && (q->end == SRV_END_STOP || q->end == SRV_END_LENGTH)) {
+		size_t content;
+		calls = tool_calls_parse(q->text.p, q->text.n, st->tools, splitmix(st->created ^ (uint64_t)st->id[9]),
+					 &content);
+		ready = calls ? content : q->ready;
+	}
+	if (ready < st->sent) /* a call began in bytes already sent as content: they stay sent */
+		ready = st->sent;
+	if (ready > st->sent) {
+		json_decref(calls);
+		size_t n = ready - st->sent;
 		char *delta = malloc(n);
 		if (delta)
 			memcpy(delta, q->text.p + st->sent, n);
-		st->sent = q->ready;
+		st->sent = ready;
 		pthread_mutex_unlock(&v->mu);
 		if (!delta) {
 			json_decref(lpj);
@@ -228,7 +259,9 @@ static int stream_fill(struct stream *st)
 		snprintf(err, sizeof(err), "%s", e == SRV_END_SHUTDOWN ? "the server is shutting down" : q->err);
 		pthread_mutex_unlock(&v->mu);
 		if (e == SRV_END_STOP || e == SRV_END_LENGTH) {
-			event_chunk(st, NULL, 0, false, finish_reason(e), lpj);
+			if (calls)
+				event_calls(st, calls);
+			event_chunk(st, NULL, 0, false, calls ? "tool_calls" : finish_reason(e), lpj);
 			if (st->usage)
 				event(st, json_pack("{s:s, s:s, s:I, s:s, s:[], s:{s:i, s:i, s:i}, s:o}", "id", st->id, "object",
 						    st->chat ? "chat.completion.chunk" : "text_completion", "created",
@@ -240,6 +273,7 @@ static int stream_fill(struct stream *st)
 		} else {
 			json_decref(lpj);
 			json_decref(tm);
+			json_decref(calls);
 			event(st, json_pack("{s:{s:s, s:s, s:n, s:n}}", "error", "message", err, "type", "server_error", "param",
 					    "code"));
 		}
@@ -248,6 +282,7 @@ static int stream_fill(struct stream *st)
 		return 1;
 	}
 	json_decref(lpj);
+	json_decref(calls);
 	if (q->cancel) { /* the guard found the client gone */
 		pthread_mutex_unlock(&v->mu);
 		return -1;
@@ -311,16 +346,13 @@ static bool truthy(const json_t *x)
 /* The fields ferry does not implement, refused rather than ignored. */
 static const char *unsupported(const json_t *o, bool chat)
 {
-	static const char *fields[] = {"echo", "suffix", "tools", "functions", "logit_bias"};
+	static const char *fields[] = {"echo", "suffix", "functions", "logit_bias"};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
 		const json_t *x = json_object_get(o, fields[i]);
 		if (truthy(x) && !(json_is_array(x) && !json_array_size(x)) && !(json_is_object(x) && !json_object_size(x)))
 			return fields[i];
 	}
-	const json_t *rf = json_object_get(o, "response_format"), *b = json_object_get(o, "best_of");
-	if (rf && !json_is_null(rf) && !(json_is_object(rf) && json_is_string(json_object_get(rf, "type")) &&
-					 !strcmp(json_string_value(json_object_get(rf, "type")), "text")))
-		return "response_format"; /* JSON modes would need constrained decoding */
+	const json_t *b = json_object_get(o, "best_of");
 	return !chat && truthy(b) && !(json_is_integer(b) && json_integer_value(b) == 1) ? "best_of" : NULL;
 }
 
@@ -398,12 +430,21 @@ static struct srv_req *completion_submit(struct http *h, struct MHD_Connection *
 	q->logprobs = n_lp;
 	struct req_defaults defaults = {.temp = 1, .seed = fresh(h)};
 	struct tok_ids ids = {0};
+	struct req_tools tools;
 	int rc = req_params_parse(o, &defaults, &q->p, param, msg, sizeof(msg));
+	rc = rc ? rc : req_tools_parse(o, chat, &tools, param, msg, sizeof(msg));
 	if (!rc) {
+		q->tools = tools.tools; /* q's reference now; tools stays valid while q is */
 		pthread_mutex_lock(&h->v->tok_mu);
-		rc = req_prompt_ids(o, chat ? REQ_PROMPT_CHAT : REQ_PROMPT_TEXT, h->v->tk, h->cfg.model_path, &h->tmpl, &ids, param,
-				    msg, sizeof(msg));
+		rc = req_prompt_ids(o, chat ? REQ_PROMPT_CHAT : REQ_PROMPT_TEXT, h->v->tk, h->cfg.model_path, &h->tmpl,
+				    tools.tools, &ids, param, msg, sizeof(msg));
 		pthread_mutex_unlock(&h->v->tok_mu);
+		rc = rc ? rc : req_grammar(o, &tools, tool_fmt_of(h->v->tk), &q->gram, param, msg, sizeof(msg));
+		if (!rc && q->gram) {
+			rc = srv_grammar_vocab(h->v);
+			rc = rc ? rc : gram_state_new(q->gram, &q->gs);
+			q->r.constrained = true;
+		}
 	}
 	int np = (int)ids.n, max_new = q->p.max_tokens >= 0 ? q->p.max_tokens : h->ctx - np;
 	if (!rc && (np >= h->ctx || np + max_new > h->ctx)) {
@@ -420,7 +461,7 @@ static struct srv_req *completion_submit(struct http *h, struct MHD_Connection *
 		q->r.n_prompt = np;
 		q->r.max_new = max_new;
 		q->r.ignore_eos = q->p.ignore_eos;
-		q->r.no_spec = q->p.no_spec;
+		q->r.no_spec = q->p.no_spec || q->gs;
 		q->r.toks = realloc(ids.ids, sizeof(int) * ((size_t)np + (size_t)max_new + 1));
 		ids.ids = q->r.toks ? NULL : ids.ids;
 		rc = q->r.toks ? sampler_init(&q->r.smp, &q->p.sc, h->v->hp->vocab) : -ENOMEM;
@@ -461,14 +502,28 @@ static enum MHD_Result completion_reply(struct http *h, struct MHD_Connection *c
 	json_t *tm = timings(q);
 	struct srv_lp *lp = q->logprobs >= 0 ? lp_take(q, &from, &n_lp) : NULL;
 	bool want_lp = q->logprobs >= 0;
+	size_t content = 0;
+	json_t *calls = q->tools ? tool_calls_parse(q->text.p, q->text.n, q->tools, splitmix(cn->created ^ (uint64_t)cn->id[9]),
+						    &content)
+				 : NULL;
 	pthread_mutex_unlock(&v->mu);
 	size_t off = 0;
 	json_t *lpj = want_lp ? logprobs_json(h, lp, n_lp, cn->chat, &off) : json_null();
 	free(lp);
-	json_t *choice = cn->chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant",
+	json_t *choice;
+	if (calls) { /* the text before the first call is the content (null when there is none) */
+		const char *t = json_string_value(text);
+		json_t *msg = json_pack("{s:s, s:o, s:o}", "role", "assistant", "content",
+					content ? json_stringn(t, content) : json_null(), "tool_calls", calls);
+		json_decref(text);
+		choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "message", msg, "logprobs", lpj, "finish_reason",
+				   "tool_calls");
+	} else {
+		choice = cn->chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant",
 					      "content", text, "logprobs", lpj, "finish_reason", finish_reason(e))
 				  : json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", text, "logprobs", lpj, "finish_reason",
 					      finish_reason(e));
+	}
 	return http_json(h, c, 200,
 			 json_pack("{s:s, s:s, s:I, s:s, s:[o], s:{s:i, s:i, s:i}, s:o}", "id", cn->id, "object",
 				   cn->chat ? "chat.completion" : "text_completion", "created", cn->created, "model",
@@ -504,7 +559,7 @@ enum MHD_Result completion_resume(struct http *h, struct MHD_Connection *c, stru
 		return MHD_NO;
 	}
 	*st = (struct stream){.h = h, .q = q, .n_prompt = q->r.n_prompt, .chat = cn->chat, .usage = cn->usage,
-			      .created = cn->created, .w = {.c = c, .q = q, .stream = true, .last = now_sec()}};
+			      .created = cn->created, .tools = q->tools, .w = {.c = c, .q = q, .stream = true, .last = now_sec()}};
 	snprintf(st->id, sizeof(st->id), "%s", cn->id);
 	cn->q = NULL; /* the stream's now */
 	pthread_mutex_lock(&v->mu);

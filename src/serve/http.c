@@ -243,6 +243,8 @@ static enum MHD_Result get_health(struct http *h, struct MHD_Connection *c, stru
 				      (json_int_t)v->spec_passes, "tokens_per_pass",
 				      v->spec_passes ? (double)v->spec_tokens / (double)v->spec_passes : 0.0, "acceptance",
 				      v->spec_guessed ? (double)v->spec_accepted / (double)v->spec_guessed : 0.0));
+	json_object_set_new(o, "grammar", json_pack("{s:I, s:I, s:f}", "requests", v->constrained, "masked", v->masked,
+						    "mask_s", v->mask_s));
 	int stopping = v->stopping;
 	pthread_mutex_unlock(&v->mu);
 	return http_json(h, c, stopping ? 503 : 200, o);

@@ -127,6 +127,25 @@ static int text_prompt(const json_t *p, struct tokenizer *tk, struct tok_ids *id
 	return -EINVAL;
 }
 
+/* The arguments of an assistant turn's tool_calls as objects where they are JSON text (OpenAI sends strings;
+ * chat templates write them with tojson, as transformers' examples pass them). */
+static int tool_args_objects(json_t *msg)
+{
+	size_t i;
+	json_t *tc;
+	json_array_foreach(json_object_get(msg, "tool_calls"), i, tc) {
+		json_t *f = json_object_get(tc, "function"), *a = json_object_get(f, "arguments");
+		if (!json_is_object(f) || !json_is_string(json_object_get(f, "name")))
+			return -EINVAL;
+		json_t *obj = json_is_string(a) ? json_loads(json_string_value(a), 0, NULL) : NULL;
+		if (json_is_object(obj))
+			json_object_set_new(f, "arguments", obj);
+		else
+			json_decref(obj);
+	}
+	return 0;
+}
+
 /* messages with list contents joined into strings (what chat templates of text models expect). */
 static json_t *chat_messages(const json_t *m, char *param, char *msg, size_t msglen)
 {
@@ -142,7 +161,11 @@ static json_t *chat_messages(const json_t *m, char *param, char *msg, size_t msg
 	json_array_foreach(m, i, e) {
 		const json_t *r = json_object_get(e, "role"), *c = json_object_get(e, "content");
 		json_t *copy = json_is_object(e) ? json_deep_copy(e) : NULL;
-		bool ok = copy && json_is_string(r) && (json_is_string(c) || json_is_array(c));
+		/* an assistant turn of tool calls may have no content */
+		bool calls = json_is_array(json_object_get(e, "tool_calls")) && (!c || json_is_null(c));
+		bool ok = copy && json_is_string(r) && (json_is_string(c) || json_is_array(c) || calls);
+		if (ok && calls)
+			ok = !json_object_set_new(copy, "content", json_string("")) && !tool_args_objects(copy);
 		if (ok && json_is_array(c)) {
 			char *text = NULL;
 			size_t n = 0;
@@ -170,8 +193,8 @@ static json_t *chat_messages(const json_t *m, char *param, char *msg, size_t msg
 				copy = NULL;
 			json_decref(copy);
 			snprintf(param, REQ_PARAM_LEN, "messages[%zu]", i);
-			snprintf(msg, msglen, "'messages[%zu]' needs a string 'role' and a 'content' string or list of text parts",
-				 i);
+			snprintf(msg, msglen, "'messages[%zu]' needs a string 'role' and a 'content' string or list of text parts "
+				 "(or 'tool_calls' of {\"function\": {\"name\", \"arguments\"}})", i);
 			json_decref(out);
 			return NULL;
 		}
@@ -180,7 +203,8 @@ static json_t *chat_messages(const json_t *m, char *param, char *msg, size_t msg
 }
 
 int req_prompt_ids(const json_t *o, enum req_prompt_kind kind, struct tokenizer *tk, const char *model_path,
-		   struct jinja_tmpl **tmpl, struct tok_ids *ids, char *param, char *msg, size_t msglen)
+		   struct jinja_tmpl **tmpl, const json_t *tools, struct tok_ids *ids, char *param, char *msg,
+		   size_t msglen)
 {
 	const json_t *p = json_object_get(o, "prompt"), *m = json_object_get(o, "messages");
 	int rc;
@@ -203,7 +227,7 @@ int req_prompt_ids(const json_t *o, enum req_prompt_kind kind, struct tokenizer 
 		char *text = NULL;
 		size_t len = 0;
 		rc = *tmpl ? 0 : chat_template_load(model_path, tmpl, msg, msglen);
-		rc = rc ? rc : chat_render_tok(*tmpl, mm, tk, &text, &len, msg, msglen);
+		rc = rc ? rc : chat_render_tools(*tmpl, mm, tools, tk, &text, &len, msg, msglen);
 		rc = rc ? rc : tokenizer_encode(tk, text, len, TOK_PARSE_SPECIAL, ids, msg, msglen);
 		if (rc && rc != -ENOMEM)
 			snprintf(param, REQ_PARAM_LEN, "messages");

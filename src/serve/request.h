@@ -47,10 +47,13 @@ enum req_prompt_kind {
 	REQ_PROMPT_CHAT,  /* "messages" (chat completions) */
 };
 
-/* The prompt's token ids. A chat is rendered by *tmpl, loaded from model_path on first use. Message
- * content may be a string or a list of {"type": "text", "text"} parts. */
+/* The prompt's token ids. A chat is rendered by *tmpl, loaded from model_path on first use, with tools
+ * (NULL: none) as the template's "tools". Message content may be a string or a list of {"type": "text",
+ * "text"} parts; an assistant turn with tool_calls may have none (their arguments, JSON text, go to the
+ * template as objects); "tool" turns are passed as they are. */
 int req_prompt_ids(const json_t *o, enum req_prompt_kind kind, struct tokenizer *tk, const char *model_path,
-		   struct jinja_tmpl **tmpl, struct tok_ids *ids, char *param, char *msg, size_t msglen);
+		   struct jinja_tmpl **tmpl, const json_t *tools, struct tok_ids *ids, char *param, char *msg,
+		   size_t msglen);
 
 /* After text grew from `before` bytes: true when it now holds one of the stop strings, cutting text->n back
  * to where the first one starts (a match must end in the new bytes). */

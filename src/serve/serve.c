@@ -79,15 +79,73 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 	if (q->n_gen == 1)
 		q->t_first = now_sec();
 	v->gen_tokens++;
+	if (q->gs && !sched_is_eos(v->s, tok)) /* the grammar allowed it; once it is complete, the reply is */
+		stop = !gram_state_feed(q->gs, v->tok_text[tok], v->tok_len[tok]) || gram_state_done(q->gs);
 	if (!sched_is_eos(v->s, tok)) {
 		size_t before = q->text.n;
 		tok_stream_push(&q->ts, tok, &q->text);
-		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops);
+		stop = req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops) || stop;
 		q->ready = stop ? q->text.n : req_stop_safe(&q->text, q->p.stops, q->p.n_stops);
 	}
 	srv_signal(q);
 	pthread_mutex_unlock(&v->mu);
 	return stop;
+}
+
+/* A constrained request's next token: may tok come (an end of sequence only where the grammar may end)? */
+static bool srv_allow(void *ctx, struct sched_req *r, int tok)
+{
+	struct srv *v = ctx;
+	struct srv_req *q = (struct srv_req *)r;
+	if (sched_is_eos(v->s, tok))
+		return gram_state_can_end(q->gs);
+	return v->tok_len[tok] && gram_state_accepts(q->gs, v->tok_text[tok], v->tok_len[tok]);
+}
+
+/* The row with every token the grammar refuses at -INFINITY; the ends of sequence kept where it may end,
+ * or when it takes nothing else (a grammar that cannot go on ends the reply). */
+static void srv_mask(void *ctx, struct sched_req *r, float *row)
+{
+	struct srv *v = ctx;
+	struct srv_req *q = (struct srv_req *)r;
+	int V = v->hp->vocab, n = gram_vocab_mask(v->gv, q->gs, v->allow);
+	bool end = n <= 0 || gram_state_can_end(q->gs);
+	for (int i = 0; i < V; i++)
+		if (!v->allow[i] && !(end && sched_is_eos(v->s, i)))
+			row[i] = -INFINITY;
+}
+
+int srv_grammar_vocab(struct srv *v)
+{
+	int rc = 0;
+	pthread_mutex_lock(&v->tok_mu);
+	if (v->gv)
+		goto out;
+	int V = v->hp->vocab;
+	v->tok_text = calloc((size_t)V, sizeof(char *));
+	v->tok_len = calloc((size_t)V, sizeof(size_t));
+	v->allow = malloc((size_t)V);
+	if (!v->tok_text || !v->tok_len || !v->allow) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	struct tok_buf b = {0};
+	for (int t = 0; t < V && !rc; t++) { /* the bytes the stream appends for t (control tokens: none) */
+		b.n = 0;
+		if (t < tokenizer_n_vocab(v->tk) && !tokenizer_decode(v->tk, &t, 1, false, false, &b) && b.n) {
+			v->tok_text[t] = malloc(b.n);
+			if (!v->tok_text[t])
+				rc = -ENOMEM;
+			else
+				memcpy(v->tok_text[t], b.p, b.n);
+			v->tok_len[t] = v->tok_text[t] ? b.n : 0;
+		}
+	}
+	tok_buf_free(&b);
+	rc = rc ? rc : gram_vocab_new((const char *const *)v->tok_text, v->tok_len, V, &v->gv);
+out:
+	pthread_mutex_unlock(&v->tok_mu);
+	return rc;
 }
 
 /* Marks q done (under v->mu): its text complete, why it ended. */
@@ -157,6 +215,8 @@ int srv_init(struct srv *v, struct engine *e, struct tokenizer *tk, int max_live
 	v->s->on_token = srv_on_token;
 	v->s->on_done = srv_on_done;
 	v->s->on_logits = srv_on_logits;
+	v->s->allow = srv_allow;
+	v->s->mask = srv_mask;
 	v->s->ctx = v;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_mutex_init(&v->tok_mu, NULL);
@@ -169,6 +229,14 @@ void srv_free(struct srv *v)
 	v->s->on_token = NULL;
 	v->s->on_done = NULL;
 	v->s->on_logits = NULL;
+	v->s->allow = NULL;
+	v->s->mask = NULL;
+	gram_vocab_free(v->gv);
+	for (int t = 0; v->tok_text && t < v->hp->vocab; t++)
+		free(v->tok_text[t]);
+	free(v->tok_text);
+	free(v->tok_len);
+	free(v->allow);
 	free(v->inbox);
 	free(v->active);
 	pthread_mutex_destroy(&v->mu);
@@ -200,6 +268,9 @@ static void srv_req_free(struct srv *v, struct srv_req *q)
 	free(q->r.toks);
 	free(q->lp);
 	free(q->lp_row);
+	gram_state_free(q->gs);
+	gram_free(q->gram);
+	json_decref(q->tools);
 	tok_buf_free(&q->text);
 	pthread_cond_destroy(&q->cv);
 	free(q);
@@ -245,6 +316,7 @@ int srv_submit(struct srv *v, struct srv_req *q)
 		q->refs++;
 		q->r.want_logits = q->logprobs >= 0;
 		v->n_live++;
+		v->constrained += q->r.constrained;
 		v->prompt_tokens += q->r.n_prompt;
 		pthread_cond_signal(&v->wake);
 	}
@@ -334,6 +406,8 @@ int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 		v->spec_tokens = ss->spec_tokens;
 		v->spec_guessed = ss->spec_guessed[SPEC_SRC_LOOKUP] + ss->spec_guessed[SPEC_SRC_DRAFT];
 		v->spec_accepted = ss->spec_accepted[SPEC_SRC_LOOKUP] + ss->spec_accepted[SPEC_SRC_DRAFT];
+		v->masked = ss->masked;
+		v->mask_s = ss->mask_s;
 		if (v->stopping == 1 && (*signals > 1 || now_sec() >= stop_at))
 			v->stopping = 2;
 		int n = srv_sync_locked(v);

@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
+#include "grammar/grammar.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
 #include "serve/request.h"
@@ -62,6 +63,11 @@ struct srv_req {
 	struct srv_lp *lp;    /* [n_lp] under srv.mu, one per generated token when logprobs >= 0 */
 	int n_lp, cap_lp;
 	float *lp_row;        /* the worker's: the row of the next token, log-softmaxed */
+	/* structured output (structured.h): the grammar the sampler is held to and its matcher (the worker's
+	 * once submitted; NULL: free text), the tools whose calls are parsed out of the text (NULL: none) */
+	struct gram *gram;
+	struct gram_state *gs;
+	json_t *tools;
 };
 
 struct srv {
@@ -83,6 +89,14 @@ struct srv {
 	struct tokenizer *tk;
 	const struct layout_hparams *hp;
 	pthread_mutex_t tok_mu; /* encoding (the tokenizer's cache) and the chat template */
+	/* constrained requests: every token's bytes and their trie (made once, by srv_grammar_vocab), the
+	 * worker's mask */
+	struct gram_vocab *gv;
+	char **tok_text;
+	size_t *tok_len;
+	uint8_t *allow;
+	long long constrained, masked; /* requests with a grammar; their picks it refused (a full mask made) */
+	double mask_s;        /* time in those masks */
 };
 
 /* Waits on cv (made on CLOCK_MONOTONIC, as srv's are) for at most `seconds`; mu held. */
@@ -94,6 +108,8 @@ void srv_free(struct srv *v);
  * sampler from p. 0, -EBUSY (queue full), -ESHUTDOWN (stopping) or -ENOMEM; two references on success. */
 int srv_req_new(struct srv *v, struct srv_req **out);
 int srv_submit(struct srv *v, struct srv_req *q);
+/* The vocabulary trie constrained requests need, made on first use (any thread). 0 or -ENOMEM. */
+int srv_grammar_vocab(struct srv *v);
 void srv_cancel(struct srv *v, struct srv_req *q);
 void srv_req_put(struct srv *v, struct srv_req *q);
 /* Runs the worker on the calling thread until a signal (counted in *signals) has drained it. 0, or a

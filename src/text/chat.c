@@ -26,8 +26,9 @@ int chat_vars_fill(json_t *vars, bool add_generation_prompt, const char *bos, co
 	return rc ? -EINVAL : 0;
 }
 
-int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
-		const char *eos, char **out, size_t *out_len, char *err, size_t errlen)
+/* chat_render with tools (NULL: None). */
+static int render(const struct jinja_tmpl *t, const json_t *messages, const json_t *tools, bool add_generation_prompt,
+		  const char *bos, const char *eos, char **out, size_t *out_len, char *err, size_t errlen)
 {
 	*out = NULL;
 	if (!json_is_array(messages)) {
@@ -35,6 +36,10 @@ int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_gen
 		return -EINVAL;
 	}
 	json_t *vars = json_pack("{s:O}", "messages", (json_t *)messages);
+	if (vars && tools && json_object_set(vars, "tools", (json_t *)tools)) {
+		json_decref(vars);
+		vars = NULL;
+	}
 	if (!vars || chat_vars_fill(vars, add_generation_prompt, bos, eos)) {
 		snprintf(err, errlen, "chat: out of memory (or bos/eos not valid UTF-8)");
 		json_decref(vars);
@@ -45,14 +50,26 @@ int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_gen
 	return rc;
 }
 
+int chat_render(const struct jinja_tmpl *t, const json_t *messages, bool add_generation_prompt, const char *bos,
+		const char *eos, char **out, size_t *out_len, char *err, size_t errlen)
+{
+	return render(t, messages, NULL, add_generation_prompt, bos, eos, out, out_len, err, errlen);
+}
+
 int chat_render_tok(const struct jinja_tmpl *t, const json_t *messages, const struct tokenizer *tok, char **out,
 		    size_t *out_len, char *err, size_t errlen)
+{
+	return chat_render_tools(t, messages, NULL, tok, out, out_len, err, errlen);
+}
+
+int chat_render_tools(const struct jinja_tmpl *t, const json_t *messages, const json_t *tools,
+		      const struct tokenizer *tok, char **out, size_t *out_len, char *err, size_t errlen)
 {
 	size_t bl = 0, el = 0;
 	const char *bos = tokenizer_bos(tok) >= 0 ? tokenizer_text(tok, tokenizer_bos(tok), &bl) : NULL;
 	const char *eos = tokenizer_eos(tok) >= 0 ? tokenizer_text(tok, tokenizer_eos(tok), &el) : NULL;
 	char *b = bos ? strndup(bos, bl) : NULL, *e = eos ? strndup(eos, el) : NULL;
-	int rc = chat_render(t, messages, true, b, e, out, out_len, err, errlen);
+	int rc = render(t, messages, tools, true, b, e, out, out_len, err, errlen);
 	free(b);
 	free(e);
 	return rc;

@@ -23,6 +23,11 @@ struct tokenizer;
 int chat_render_tok(const struct jinja_tmpl *t, const json_t *messages, const struct tokenizer *tok, char **out,
 		    size_t *out_len, char *err, size_t errlen);
 
+/* chat_render_tok with the request's tools (a list of {"type": "function", "function": {...}}, passed as
+ * transformers' apply_chat_template(tools=...) does; NULL: None). */
+int chat_render_tools(const struct jinja_tmpl *t, const json_t *messages, const json_t *tools,
+		      const struct tokenizer *tok, char **out, size_t *out_len, char *err, size_t errlen);
+
 /* The chat template in a tokenizer_config.json object: its chat_template string, or of a list of
  * {name, template} the "default" entry (the one transformers uses for chat); NULL if none. */
 const char *chat_template_of_config(const json_t *cfg);
