@@ -23,9 +23,18 @@ static int clampi(int v, int lo, int hi)
 	return v < lo ? lo : v > hi ? hi : v;
 }
 
-static int level(float v, int lo, int hi)
+/* The integer nearest v (ties to even, as lrintf in the default rounding mode) within [lo, hi]: clamped
+ * first (NaN goes to lo), then rounded by adding and removing 1.5 * 2^23, which leaves the integer part
+ * in the mantissa; inline, so the loops that call it vectorize (lrintf is a libm call). */
+static inline float levelf(float v, float lo, float hi)
 {
-	return clampi((int)lrintf(v), lo, hi);
+	v = v >= lo ? (v <= hi ? v : hi) : lo;
+	return (v + 12582912.0f) - 12582912.0f;
+}
+
+static inline int level(float v, int lo, int hi)
+{
+	return (int)levelf(v, (float)lo, (float)hi);
 }
 
 static float f16_round(float v)
@@ -78,28 +87,47 @@ struct grid {
 	bool table;
 };
 
-static int grid_code(const struct grid *g, float v)
+/* v rounded to the grid's nearest code, as a float (the integer grids inline, so loops over it vectorize) */
+static inline float grid_codef(const struct grid *g, float v)
 {
-	return g->table ? iq4_values[iq4_index(v)] : level(v, g->qmin, g->qmax);
+	return g->table ? (float)iq4_values[iq4_index(v)] : (float)level(v, g->qmin, g->qmax);
 }
 
 /* One candidate scale d0: the codes it picks, the scale refit to them by weighted least squares, and the
- * weighted error with the codes picked again for that scale; returns the error (INFINITY: no fit) */
+ * weighted error with the codes picked again for that scale; returns the error (INFINITY: no fit). The sums
+ * are of one block (at most 32 values) in float, in SIMD lanes (omp simd). */
 static double grid_refit(const float *x, const float *w, int n, const struct grid *g, float d0, float *d_out)
 {
-	double sxq = 0, sqq = 0;
-	for (int i = 0; i < n; i++) {
-		int q = grid_code(g, x[i] / d0);
-		sxq += (double)w[i] * x[i] * q;
-		sqq += (double)w[i] * q * q;
+	float sxq = 0, sqq = 0, id0 = 1.0f / d0; /* a product per value, not a division: codes differ only at ties */
+	float lo = (float)g->qmin, hi = (float)g->qmax;
+	if (g->table) {
+		for (int i = 0; i < n; i++) {
+			float q = grid_codef(g, x[i] * id0);
+			sxq += w[i] * x[i] * q;
+			sqq += w[i] * q * q;
+		}
+	} else {
+#pragma omp simd reduction(+ : sxq, sqq)
+		for (int i = 0; i < n; i++) {
+			float q = levelf(x[i] * id0, lo, hi);
+			sxq += w[i] * x[i] * q;
+			sqq += w[i] * q * q;
+		}
 	}
-	if (sqq <= 0)
+	if (!(sqq > 0))
 		return INFINITY;
-	float d = (float)(sxq / sqq);
-	double err = 0;
-	for (int i = 0; i < n; i++) {
-		double e = x[i] - d * (float)grid_code(g, x[i] / d);
-		err += w[i] * e * e;
+	float d = sxq / sqq, id = 1.0f / d, err = 0;
+	if (g->table) {
+		for (int i = 0; i < n; i++) {
+			float e = x[i] - d * grid_codef(g, x[i] * id);
+			err += w[i] * e * e;
+		}
+	} else {
+#pragma omp simd reduction(+ : err)
+		for (int i = 0; i < n; i++) {
+			float e = x[i] - d * levelf(x[i] * id, lo, hi);
+			err += w[i] * e * e;
+		}
 	}
 	*d_out = d;
 	return err;
@@ -140,44 +168,46 @@ static void asym_fit(const float *x, const float *w, int n, int nmax, bool free_
 	*b_out = mn;
 	if (mx <= mn)
 		return;
-	/* the plain fit first: the range over the levels */
-	double best_err = 0;
-	*a_out = (mx - mn) / (float)nmax;
+	/* the plain fit first: the range over the levels; the sums of one block in float, in SIMD lanes */
+	float top = (float)nmax, a0 = (mx - mn) / top, ia0 = 1.0f / a0, best_err = 0, sw = 0, sx = 0;
+	*a_out = a0;
+#pragma omp simd reduction(+ : best_err, sw, sx)
 	for (int i = 0; i < n; i++) {
-		double e = x[i] - (*a_out * level((x[i] - mn) / *a_out, 0, nmax) + mn);
+		float e = x[i] - (a0 * levelf((x[i] - mn) * ia0, 0, top) + mn);
 		best_err += w[i] * e * e;
+		sw += w[i];
+		sx += w[i] * x[i];
 	}
 	for (int k = -STEPS; k <= STEPS; k++) {
-		float is = ((float)nmax + 0.1f * (float)k) / (mx - mn);
-		double sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
+		float is = (top + 0.1f * (float)k) / (mx - mn), sl = 0, sll = 0, sxl = 0;
+#pragma omp simd reduction(+ : sl, sll, sxl)
 		for (int i = 0; i < n; i++) {
-			int l = level(is * (x[i] - mn), 0, nmax);
-			sw += w[i];
-			sl += (double)w[i] * l;
-			sll += (double)w[i] * l * l;
-			sx += (double)w[i] * x[i];
-			sxl += (double)w[i] * x[i] * l;
+			float l = levelf(is * (x[i] - mn), 0, top);
+			sl += w[i] * l;
+			sll += w[i] * l * l;
+			sxl += w[i] * x[i] * l;
 		}
-		double det = sw * sll - sl * sl, a, b;
+		double det = (double)sw * sll - (double)sl * sl, a, b;
 		if (det <= 0)
 			continue;
-		a = (sw * sxl - sl * sx) / det;
-		b = (sll * sx - sl * sxl) / det;
+		a = ((double)sw * sxl - (double)sl * sx) / det;
+		b = ((double)sll * sx - (double)sl * sxl) / det;
 		if (b > 0 && !free_b) {
 			b = 0;
-			a = sxl / sll;
+			a = (double)sxl / sll;
 		}
 		if (a <= 0)
 			continue;
-		double err = 0;
+		float af = (float)a, bf = (float)b, ia = 1.0f / af, err = 0;
+#pragma omp simd reduction(+ : err)
 		for (int i = 0; i < n; i++) {
-			double e = x[i] - (a * level((float)((x[i] - b) / a), 0, nmax) + b);
+			float e = x[i] - (af * levelf((x[i] - bf) * ia, 0, top) + bf);
 			err += w[i] * e * e;
 		}
 		if (err < best_err) {
 			best_err = err;
-			*a_out = (float)a;
-			*b_out = (float)b;
+			*a_out = af;
+			*b_out = bf;
 		}
 	}
 }
