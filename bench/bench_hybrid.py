@@ -10,7 +10,9 @@ Floors (bytes per token from the plan, rates measured by ferry at start on the m
   gpu:    streamed bytes / pinned host->device rate
   cpu:    every unit's bytes / the CPU's matmul rate at 1 token
   hybrid: the bytes that are not resident / (host->device rate + CPU rate, each measured beside the other)
-Decode is timed by ferry (decode_s / decode_tokens of --stats-json), prefill likewise.
+Decode is timed by ferry (decode_s / decode_tokens of --stats-json), prefill likewise; every run starts with
+`--warmup` (one untimed pass over every layer: the RAM tier filled from the page cache before any timed step;
+without it the first, prefill, step also pays for that fill: 9 tok/s on the 70B shape on the H100).
 """
 
 import argparse
@@ -29,7 +31,8 @@ def run_ferry(a, placement, ids, gen, extra=(), ids_file=None):
     sj = tempfile.mktemp(suffix=".json")
     prompt = ["--prompt-ids-file", ids_file] if ids_file else ["--prompt-ids", ",".join(map(str, ids))]
     cmd = [FERRY, "run", "-m", a.model, *prompt, "-n", str(gen), "--ignore-eos",
-           "--temp", "0", "--vram", a.vram, "--ram", a.ram, "--placement", placement, "--stats-json", sj, "--stats", *extra]
+           "--temp", "0", "--vram", a.vram, "--ram", a.ram, "--placement", placement, "--stats-json", sj, "--stats",
+           "--warmup", *extra]
     if a.h2d_limit:
         cmd += ["--h2d-limit", str(a.h2d_limit)]
     if a.threads:
