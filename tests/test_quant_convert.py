@@ -187,6 +187,7 @@ def main():
         gen_tiny_model.generate("llama_headdim", tiny, 0)
         out = os.path.join(root, "tiny.ferry")
         p = ferry("convert", tiny, "-o", out, "--quant", "Q4_K_M")
+        f.check("took llama.cpp's fallback format" in p.stderr, f"tiny --quant Q4_K_M: no fallback notice: {p.stderr!r}")
         if f.check(p.returncode == 0, f"tiny --quant Q4_K_M: {p.stderr.strip()}"):
             fm = formats(out)
             f.check(fm["0.attn_q.weight"] == "Q5_0" and fm["output.weight"] == "Q8_0",

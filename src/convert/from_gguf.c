@@ -44,6 +44,7 @@ struct gconv {
 	struct progress prog;
 	const struct quant_mix *mix; /* NULL: keep every tensor's type */
 	int layer;                   /* the layer being written, -1 outside */
+	int n_fallback;              /* matrices whose rows are not whole blocks of the mix's format */
 	struct imatrix im;           /* --imatrix (n 0: none) */
 	const char *im_path;
 	int im_used;                 /* matrices it weighted */
@@ -409,6 +410,7 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int nd
 		rows *= shape[d];
 	int qfmt = dst_format(c, dst, fmt, ndim, cols);
 	c->n_kept += c->mix && ndim >= 2 && !(fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, cols);
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
 	if (qfmt != fmt)
@@ -613,6 +615,10 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 			fprintf(stderr, "ferry: %s: %d matrices were quantized already and are kept as they are (--quant %s "
 					"applies to F32/F16/BF16 tensors: requantizing compounds the error)\n",
 				path, c.n_kept, quant);
+		if (!rc && c.n_fallback)
+			fprintf(stderr, "ferry: %s: %d matrices have rows that are not whole blocks of --quant %s's format and "
+					"took llama.cpp's fallback format (ferry inspect lists them)\n",
+				path, c.n_fallback, quant);
 	}
 out:
 	if (rc && c.w)

@@ -35,6 +35,7 @@ struct conv {
 	struct progress prog;
 	const struct quant_mix *mix; /* NULL: keep the dtype */
 	int layer;                   /* the layer being written, -1 outside */
+	int n_fallback;              /* matrices whose rows are not whole blocks of the mix's format */
 	struct imatrix im;           /* --imatrix (n 0: none) */
 	const char *im_path;
 	int im_used;                 /* matrices it weighted */
@@ -152,6 +153,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 	int ndim = d1 < 0 ? 1 : 2;
 	int64_t shape[2] = {d0, d1};
 	int qfmt = dst_format(c, dst, fmt, ndim, d1);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1);
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
 	return writer_done(c, rc ? rc : write_body(c, t, dst, -1, fmt, qfmt, d0, d1));
 }
@@ -177,6 +179,7 @@ static int copy_experts(struct conv *c, const char *src_fmt, const char *dst, in
 	}
 	int64_t shape[3] = {E, d0, d1};
 	int qfmt = dst_format(c, dst, fmt, 3, d1);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1);
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, 3, shape);
 	for (int64_t e = 0; !rc && e < E; e++)
 		rc = write_body(c, t[e], dst, (int)e, fmt, qfmt, d0, d1);
@@ -418,6 +421,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 			snprintf(err, errlen, "%s", layout_writer_error(c.w));
 		else
 			c.w = NULL; /* finish released it */
+		if (!rc && c.n_fallback)
+			fprintf(stderr, "ferry: %s: %d matrices have rows that are not whole blocks of --quant %s's format and "
+					"took llama.cpp's fallback format (ferry inspect lists them)\n",
+				hf_dir, c.n_fallback, quant);
 	}
 	if (rc && !err[0])
 		snprintf(err, errlen, "%s", layout_writer_error(c.w));

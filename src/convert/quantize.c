@@ -709,3 +709,9 @@ int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const
 		fmt = WFMT_F16;
 	return fmt;
 }
+
+bool quant_mix_fell_back(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+			 int64_t cols)
+{
+	return quant_mix_pick(m, name, layer, hp, cols) != quant_mix_pick(m, name, layer, hp, (cols + 255) / 256 * 256);
+}

@@ -60,5 +60,9 @@ const char *quant_mix_list(char *buf, size_t n);
 struct layout_hparams;
 int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
 		   int64_t cols);
+/* Whether quant_mix_pick fell back for that matrix: the format it gives differs from the one rows of whole
+ * blocks (cols rounded up to a multiple of 256) would get. The converters count these and say so. */
+bool quant_mix_fell_back(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+			 int64_t cols);
 
 #endif
