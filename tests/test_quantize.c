@@ -188,6 +188,12 @@ int main(void)
 		CHECK_MSG(quant_mix_pick(m, "token_embd.weight", -1, &tied, 4096) == WFMT_Q6_K, "Q4_K_M tied embedding");
 		CHECK_MSG(quant_mix_pick(m, "attn_v.weight", 11, &big, 8192) == WFMT_Q5_K, "Q4_K_M 70B attn_v");
 		CHECK_MSG(quant_mix_pick(m, "attn_v.weight", 11, &mha, 8192) == WFMT_Q4_K, "Q4_K_M attn_v layer 11");
+		/* with an importance matrix llama.cpp picks otherwise for ffn_down's first eighth (32 layers: 0..3) */
+		const struct quant_mix *xs = quant_mix_find("IQ4_XS"), *q40 = quant_mix_find("Q4_0");
+		CHECK_MSG(quant_mix_pick_im(xs, "ffn_down.weight", 1, &mha, 4864, false) == WFMT_Q5_K, "IQ4_XS down, no imatrix");
+		CHECK_MSG(quant_mix_pick_im(xs, "ffn_down.weight", 1, &mha, 4864, true) == WFMT_IQ4_XS, "IQ4_XS down, imatrix");
+		CHECK_MSG(quant_mix_pick_im(q40, "ffn_down.weight", 1, &mha, 4864, true) == WFMT_Q4_1, "Q4_0 down, imatrix");
+		CHECK_MSG(quant_mix_pick_im(q40, "ffn_down.weight", 1, &mha, 4864, false) == WFMT_Q4_0, "Q4_0 down, no imatrix");
 	}
 	/* {mix, tensor, layer, model, columns, format} */
 	static const struct {

@@ -341,7 +341,7 @@ static int write_quantized(struct gconv *c, const struct gguf_tensor *t, const c
 static int dst_format(struct gconv *c, const char *dst, int fmt, int ndim, int64_t cols)
 {
 	bool plain = fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16;
-	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, cols) : fmt;
+	int qfmt = c->mix && ndim >= 2 && plain ? quant_mix_pick_im(c->mix, dst, c->layer, &c->hp, cols, c->im.n > 0) : fmt;
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 
@@ -410,7 +410,7 @@ static int copy_tensor(struct gconv *c, const char *src, const char *dst, int nd
 		rows *= shape[d];
 	int qfmt = dst_format(c, dst, fmt, ndim, cols);
 	c->n_kept += c->mix && ndim >= 2 && !(fmt == WFMT_F32 || fmt == WFMT_F16 || fmt == WFMT_BF16);
-	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, cols);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, cols, c->im.n > 0);
 	int rc = writer_err(c, layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape));
 	long page = sysconf(_SC_PAGESIZE);
 	if (qfmt != fmt)

@@ -139,7 +139,7 @@ static int writer_done(struct conv *c, int rc)
  * mix keeps the source format: no whole blocks). */
 static int dst_format(struct conv *c, const char *dst, int fmt, int ndim, int64_t cols)
 {
-	int qfmt = c->mix && ndim >= 2 ? quant_mix_pick(c->mix, dst, c->layer, &c->hp, cols) : fmt;
+	int qfmt = c->mix && ndim >= 2 ? quant_mix_pick_im(c->mix, dst, c->layer, &c->hp, cols, c->im.n > 0) : fmt;
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 
@@ -153,7 +153,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 	int ndim = d1 < 0 ? 1 : 2;
 	int64_t shape[2] = {d0, d1};
 	int qfmt = dst_format(c, dst, fmt, ndim, d1);
-	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1, c->im.n > 0);
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, ndim, shape);
 	return writer_done(c, rc ? rc : write_body(c, t, dst, -1, fmt, qfmt, d0, d1));
 }
@@ -179,7 +179,7 @@ static int copy_experts(struct conv *c, const char *src_fmt, const char *dst, in
 	}
 	int64_t shape[3] = {E, d0, d1};
 	int qfmt = dst_format(c, dst, fmt, 3, d1);
-	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1);
+	c->n_fallback += qfmt != fmt && quant_mix_fell_back(c->mix, dst, c->layer, &c->hp, d1, c->im.n > 0);
 	int rc = layout_writer_tensor_begin(c->w, dst, qfmt, 3, shape);
 	for (int64_t e = 0; !rc && e < E; e++)
 		rc = write_body(c, t[e], dst, (int)e, fmt, qfmt, d0, d1);

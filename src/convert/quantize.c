@@ -639,7 +639,7 @@ static const struct quant_mix mixes[] = {
 	{"Q3_K_S", WFMT_Q3_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
 	{"Q3_K_M", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q5_K, X_, L_FIRST2, WFMT_Q4_K, WFMT_Q5_K, L_SIXTEENTH, WFMT_Q4_K},
 	{"Q3_K_L", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q5_K, X_, X_, L_NONE, WFMT_Q5_K, X_, L_NONE, WFMT_Q5_K},
-	/* without an importance matrix, which ferry's --quant does not take yet */
+	/* ffn_down's first eighth in Q5_K only without an importance matrix (quant_mix_pick_im) */
 	{"IQ4_XS", WFMT_IQ4_XS, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
 	{"IQ4_NL", WFMT_IQ4_NL, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
 	/* single formats: every matrix, the output too */
@@ -686,6 +686,12 @@ static int or_base(int fmt, const struct quant_mix *m)
 int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
 		   int64_t cols)
 {
+	return quant_mix_pick_im(m, name, layer, hp, cols, false);
+}
+
+int quant_mix_pick_im(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+		      int64_t cols, bool imatrix)
+{
 	int fmt = m->base, n = hp->n_layers;
 	int gqa = hp->n_kv_heads > 0 ? hp->n_heads / hp->n_kv_heads : 1;
 	bool in_layer = layer >= 0;
@@ -697,7 +703,12 @@ int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const
 		if (n == 80 && gqa > 1 && (fmt == WFMT_Q3_K || fmt == WFMT_Q4_K))
 			fmt = WFMT_Q5_K;
 	} else if (in_layer && !strcmp(name, "ffn_down.weight")) {
-		fmt = or_base(selected(m->down_on, layer, n) ? m->down_sel : m->down, m);
+		bool iq4 = m->base == WFMT_IQ4_XS || m->base == WFMT_IQ4_NL;
+		/* the IQ4 mixes' more bits on the first eighth only without an imatrix; with one, Q4_0/Q5_0's first
+		 * eighth in Q4_1/Q5_1 (llama.cpp's guard against ffn_down's outliers) */
+		fmt = or_base(selected(m->down_on, layer, n) && !(iq4 && imatrix) ? m->down_sel : m->down, m);
+		if (imatrix && (m->base == WFMT_Q4_0 || m->base == WFMT_Q5_0) && layer < n / 8)
+			fmt = m->base == WFMT_Q4_0 ? WFMT_Q4_1 : WFMT_Q5_1;
 	} else if (in_layer && !strcmp(name, "attn_output.weight")) {
 		fmt = or_base(m->o, m);
 	}
@@ -711,7 +722,8 @@ int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const
 }
 
 bool quant_mix_fell_back(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
-			 int64_t cols)
+			 int64_t cols, bool imatrix)
 {
-	return quant_mix_pick(m, name, layer, hp, cols) != quant_mix_pick(m, name, layer, hp, (cols + 255) / 256 * 256);
+	return quant_mix_pick_im(m, name, layer, hp, cols, imatrix) !=
+	       quant_mix_pick_im(m, name, layer, hp, (cols + 255) / 256 * 256, imatrix);
 }

@@ -60,9 +60,13 @@ const char *quant_mix_list(char *buf, size_t n);
 struct layout_hparams;
 int quant_mix_pick(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
 		   int64_t cols);
-/* Whether quant_mix_pick fell back for that matrix: the format it gives differs from the one rows of whole
+/* The same for a conversion with an importance matrix (imatrix true), where llama.cpp picks otherwise for
+ * ffn_down: the IQ4 mixes keep their first eighth in the base format, Q4_0/Q5_0 put it in Q4_1/Q5_1. */
+int quant_mix_pick_im(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
+		      int64_t cols, bool imatrix);
+/* Whether quant_mix_pick_im fell back for that matrix: the format it gives differs from the one rows of whole
  * blocks (cols rounded up to a multiple of 256) would get. The converters count these and say so. */
 bool quant_mix_fell_back(const struct quant_mix *m, const char *name, int layer, const struct layout_hparams *hp,
-			 int64_t cols);
+			 int64_t cols, bool imatrix);
 
 #endif
