@@ -156,10 +156,10 @@ static int parse_args(int argc, char **argv, struct imat_args *a)
 	eval_opts_default(&a->ev);
 	a->out = "imatrix.gguf";
 	run_opts_default(&a->ro);
-	int c, at = 0;
+	int c;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "m:o:h", lo, &at)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:o:h", lo, NULL)) != -1) {
 		int rc;
 		switch (c) {
 		case 'm': a->model = optarg; break;

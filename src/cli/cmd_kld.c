@@ -76,10 +76,10 @@ static int parse_args(int argc, char **argv, struct kld_args *a)
 	memset(a, 0, sizeof(*a));
 	eval_opts_default(&a->ev);
 	run_opts_default(&a->ro);
-	int c, at = 0;
+	int c;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:h", lo, NULL)) != -1) {
 		int rc;
 		switch (c) {
 		case 'm': a->model = optarg; break;
@@ -271,12 +271,10 @@ static int save_base(const struct kld_args *a, const char *base, const char *pat
 {
 	struct kld_model k;
 	struct tok_ids ids = {0};
-	struct tokenizer *tk = NULL;
 	int rc = kld_model_open(&k, base, a, a->ev.ctx, err, errlen);
-	rc = rc ? rc : eval_tokenize(base, a->file, &k.lay, a->ev.ctx, &tk, &ids, err, errlen);
+	rc = rc ? rc : eval_tokenize(base, a->file, &k.lay, a->ev.ctx, &k.tk, &ids, err, errlen); /* k's tokenizer */
 	if (rc) {
 		kld_model_close(&k);
-		tokenizer_free(tk);
 		return rc;
 	}
 	struct model *m = engine_model(k.e);
@@ -286,7 +284,6 @@ static int save_base(const struct kld_args *a, const char *base, const char *pat
 	char *tmp = malloc(strlen(path) + 5);
 	if (!tmp) {
 		kld_model_close(&k);
-		tokenizer_free(tk);
 		tok_ids_free(&ids);
 		return snprintf(err, errlen, "out of memory"), -ENOMEM;
 	}
@@ -325,7 +322,6 @@ static int save_base(const struct kld_args *a, const char *base, const char *pat
 	free(s.nll);
 	free(s.rows);
 	tok_ids_free(&ids);
-	tokenizer_free(tk);
 	kld_model_close(&k);
 	return rc;
 }

@@ -70,10 +70,10 @@ static int parse_args(int argc, char **argv, struct ppl_args *a)
 	memset(a, 0, sizeof(*a));
 	eval_opts_default(&a->ev);
 	run_opts_default(&a->ro);
-	int c, at = 0;
+	int c;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "m:h", lo, &at)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:h", lo, NULL)) != -1) {
 		int rc;
 		switch (c) {
 		case 'm': a->model = optarg; break;

@@ -54,7 +54,7 @@ int eval_tokenize(const char *model, const char *file, const struct layout *lay,
 		free(text);
 		return -EINVAL;
 	}
-	rc = tokenizer_open(tk, model, err, errlen);
+	rc = *tk ? 0 : tokenizer_open(tk, model, err, errlen);
 	if (!rc && tokenizer_n_vocab(*tk) > lay->hp.vocab) {
 		snprintf(err, errlen, "%s: the tokenizer has %d tokens but the model only %d", model,
 			 tokenizer_n_vocab(*tk), lay->hp.vocab);

@@ -43,7 +43,7 @@ static inline int eval_scored(int ctx)
 	return ctx - 1 - ctx / 2;
 }
 
-/* FILE through model's tokenizer (*tk opened from the model directory) into ids; refuses an empty file,
+/* FILE through model's tokenizer (*tk: opened from the model directory unless the caller has it open) into ids; refuses an empty file,
  * a tokenizer larger than the model's vocabulary and a text shorter than one chunk of ctx. */
 int eval_tokenize(const char *model, const char *file, const struct layout *lay, int ctx, struct tokenizer **tk,
 		  struct tok_ids *ids, char *err, size_t errlen);
