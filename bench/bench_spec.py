@@ -3,12 +3,17 @@
 three task sets (bench/spec_prompts.json: summarization, code editing, chat; chat prompts through the chat
 template), greedy, beside the plain decode of the same prompts.
 
-  python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry] [-n 48] [--spec-max 16]
-                              [--device cpu] [--vram 4G] [--sets summarize,code,chat] [--out FILE.md]
+  python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry | --draft-gguf D.gguf] [-n 48]
+                              [--spec-max 16[,32,...]] [--device cpu] [--vram 4G] [--sets summarize,code,chat]
+                              [--chat-all] [--prompts N] [--out FILE.md]
 
 Sources: off (plain decode), lookup (prompt lookup), draft (the draft model's greedy chain), tree (the draft's
 top-k per depth as leaves, and lookup). The draft defaults to the model itself (Gemma 3 270M is its own
-draft here: acceptance near 1, which measures the mechanics, not a real pair).
+draft here: acceptance near 1, which measures the mechanics, not a real pair); a real pair shares a tokenizer,
+e.g. Qwen2.5-Coder-1.5B-Instruct with Qwen2.5-Coder-0.5B-Instruct as its draft (`python3 tools/fetch_instruct.py`
+and `--draft`), run with --chat-all (an instruct model gets every prompt through its chat template). A list of
+--spec-max values runs every source at each (the tree size: the most tokens a verification pass carries).
+The task sets (22 prompts each) are written by tools/make_spec_prompts.py.
 
 Figures: tokens per pass = tokens produced by verification passes / passes (1.0 for plain decode); decode
 tok/s = (generated - 1) / (the target's decode time + the draft model's steps), from --stats-json; the ratio
@@ -27,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FERRY = os.path.join(ROOT, "build", "ferry")
 
 
-def run(a, prompt, chat, spec):
+def run(a, prompt, chat, spec, spec_max=16):
     sj = tempfile.mktemp(suffix=".json")
     cmd = [FERRY, "run", "-m", a.model, "-p", prompt, "-n", str(a.n), "--temp", "0", "--ignore-eos", "--print-ids",
            "--device", a.device, "--stats-json", sj]
@@ -36,7 +41,7 @@ def run(a, prompt, chat, spec):
     if chat:
         cmd.append("--chat")
     if spec != "off":
-        cmd += ["--spec", spec, "--spec-max", str(a.spec_max)]
+        cmd += ["--spec", spec, "--spec-max", str(spec_max)]
         if spec in ("draft", "tree"):
             cmd += ["--draft", a.draft]
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -58,7 +63,10 @@ def main():
     ap.add_argument("--gguf", default=os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"))
     ap.add_argument("--draft")
     ap.add_argument("-n", type=int, default=48)
-    ap.add_argument("--spec-max", type=int, default=16)
+    ap.add_argument("--spec-max", default="16", help="a value or a comma-separated list")
+    ap.add_argument("--draft-gguf")
+    ap.add_argument("--chat-all", action="store_true", help="every set through the chat template")
+    ap.add_argument("--prompts", type=int, default=0, help="the first N prompts of each set (0: all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--vram")
     ap.add_argument("--sets", default="summarize,code,chat")
@@ -69,30 +77,40 @@ def main():
     if not a.model:
         a.model = os.path.join(tmp, "model.ferry")
         subprocess.run([FERRY, "convert", a.gguf, "-o", a.model], check=True, capture_output=True)
+    if a.draft_gguf and not a.draft:
+        a.draft = os.path.join(tmp, "draft.ferry")
+        subprocess.run([FERRY, "convert", a.draft_gguf, "-o", a.draft], check=True, capture_output=True)
     a.draft = a.draft or a.model
+    sizes = [int(v) for v in a.spec_max.split(",")]
     sets = json.load(open(os.path.join(ROOT, "bench", "spec_prompts.json")))
     rows, bad = [], 0
     for name in a.sets.split(","):
-        plain_tps, agg = [], {s: {"tps": [], "tpp": [], "acc": []} for s in a.sources.split(",")}
-        for prompt in sets[name]:
-            want, base = run(a, prompt, name == "chat", "off")
+        plain_tps = []
+        agg = {(s, m): {"tps": [], "tpp": [], "acc": []} for m in sizes for s in a.sources.split(",")}
+        prompts = sets[name][:a.prompts] if a.prompts else sets[name]
+        chat = a.chat_all or name == "chat"
+        for prompt in prompts:
+            want, base = run(a, prompt, chat, "off")
             plain_tps.append(base["tps"])
-            for s in agg:
-                got, r = run(a, prompt, name == "chat", s)
+            for (s, m) in agg:
+                got, r = run(a, prompt, chat, s, m)
                 if got != want:
-                    print(f"{name} --spec {s}: ids differ from plain decode", file=sys.stderr)
+                    print(f"{name} --spec {s} --spec-max {m}: ids differ from plain decode", file=sys.stderr)
                     bad += 1
                 for k in ("tps", "tpp", "acc"):
-                    agg[s][k].append(r[k])
+                    agg[(s, m)][k].append(r[k])
         mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
-        rows.append((name, "off", 1.0, 0.0, mean(plain_tps), 1.0))
-        for s, v in agg.items():
-            rows.append((name, s, mean(v["tpp"]), mean(v["acc"]), mean(v["tps"]), mean(v["tps"]) / mean(plain_tps)))
+        rows.append((name, len(prompts), "off", "", 1.0, 0.0, mean(plain_tps), 1.0))
+        for (s, m), v in agg.items():
+            rows.append((name, len(prompts), s, m, mean(v["tpp"]), mean(v["acc"]), mean(v["tps"]),
+                         mean(v["tps"]) / mean(plain_tps)))
         print(f"{name}: done", file=sys.stderr, flush=True)
-    lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy, --spec-max {a.spec_max}",
-             "", "| set | source | tokens/pass | acceptance | decode tok/s | vs plain |", "|---|---|---|---|---|---|"]
-    for name, s, tpp, acc, tps, ratio in rows:
-        lines.append(f"| {name} | {s} | {tpp:.2f} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |")
+    lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy"
+             f"{', every set through the chat template' if a.chat_all else ''}", "",
+             "| set | prompts | source | --spec-max | tokens/pass | acceptance | decode tok/s | vs plain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, n, s, m, tpp, acc, tps, ratio in rows:
+        lines.append(f"| {name} | {n} | {s} | {m} | {tpp:.2f} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |")
     text = "\n".join(lines)
     print(text)
     if a.out:
