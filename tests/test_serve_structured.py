@@ -13,6 +13,8 @@
     of tool_calls and a "tool" turn is accepted;
   - bad requests: a schema keyword ferry cannot enforce, a bad grammar, a bad tool_choice, tools on
     /v1/completions, two constraints at once: 400 with a one-line message naming the field;
+  - `ferry batch` lines with response_format and grammar beside a free one: every output validates, a line
+    alone gives what it gave in the batch, bad schema/grammar lines go to the error file naming the problem;
   - when the default instruct model (Qwen2.5-Coder-1.5B-Instruct, tools/fetch_instruct.py) is on this
     machine: 3 schema replies validate and "What is the weather in Paris?" with a weather tool is a call.
 FERRY_TEST_DEVICE=cuda runs the servers on the GPU (the constrained requests' full logits rows downloaded).
@@ -21,8 +23,9 @@ FERRY_TEST_DEVICE=cuda runs the servers on the GPU (the constrained requests' fu
 import json
 import os
 import re
+import subprocess
 
-from ferrytest import ROOT, Failures, scratch, tiny_model
+from ferrytest import FERRY, ROOT, Failures, scratch, tiny_model
 
 try:
     import jsonschema
@@ -206,6 +209,63 @@ def check_errors(f, sv):
         f.check(ok, f"{extra}: want 400 naming {param} with {frag!r}: {st} {e}")
 
 
+def check_batch(f, model, root):
+    """`ferry batch` lines with response_format / grammar: every finished output validates against its schema
+    (or matches its grammar), a constrained line alone gives what it gave in the batch, and a bad schema or
+    grammar goes to the error file naming the field while the rest runs (exit 3)."""
+    g = 'root ::= ("yes" | "no") ", " [0-9]{1,3} "."'
+    reqs = []
+    for i in range(12):
+        r = {"id": i, "max_tokens": 1500, "messages": [{"role": "user", "content": f"item {i}"}]}
+        if i % 4 == 2:
+            r["grammar"] = g
+        else:
+            r["response_format"] = {"type": "json_schema",
+                                    "json_schema": {"name": f"s{i}", "schema": SCHEMAS[i % len(SCHEMAS)]}}
+        if i % 4 != 2:  # greedy ones too (a random model's greedy digits may not end: not under a schema)
+            r.update(temperature=0.9, seed=i)
+        reqs.append(r)
+    reqs.append({"id": 12, "max_tokens": 8, "prompt": "free text"})  # unconstrained beside them
+    bad = [{"id": "b1", "prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x",
+            "schema": {"type": "string", "pattern": "a+"}}}},
+           {"id": "b2", "prompt": "x", "grammar": "root ::= x"}]
+    inp, out = os.path.join(root, "b.jsonl"), os.path.join(root, "b.out.jsonl")
+    with open(inp, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in reqs + bad)
+    p = subprocess.run([FERRY, "batch", "-m", model,
+                        inp, "-o", out, "--max-batch", "5", *DEVICE], capture_output=True, text=True)
+    f.check(p.returncode == 3, f"batch with 2 bad lines: exit {p.returncode} (want 3): {p.stderr[-300:]}")
+    got = {json.loads(x)["id"]: json.loads(x) for x in open(out)} if os.path.exists(out) else {}
+    f.check(sorted(got) == list(range(13)), f"batch results for ids {sorted(got)}")
+    for r in reqs[:12]:
+        res = got.get(r["id"])
+        if not res:
+            continue
+        text = res["text"]
+        if not f.check(res["finish_reason"] == "stop", f"batch line {r['id']}: finish {res['finish_reason']}"):
+            continue
+        if "grammar" in r:
+            f.check(re.fullmatch(r"(yes|no), [0-9]{1,3}\.", text) is not None, f"batch grammar line: {text!r}")
+            continue
+        try:
+            jsonschema.validate(json.loads(text), r["response_format"]["json_schema"]["schema"])
+            f.check(True, "valid")
+        except (ValueError, jsonschema.ValidationError) as e:
+            f.check(False, f"batch line {r['id']}: {text!r}: {str(e)[:200]}")
+    errs = [json.loads(x) for x in open(out + ".errors.jsonl")] if os.path.exists(out + ".errors.jsonl") else []
+    msgs = {e.get("id"): e.get("error", "") for e in errs}
+    f.check("pattern" in msgs.get("b1", "") and "undefined rule 'x'" in msgs.get("b2", ""),
+            f"batch error lines: {msgs}")
+    for i in (1, 2):  # alone: the same output as in the batch
+        one, o1 = os.path.join(root, f"b{i}.jsonl"), os.path.join(root, f"b{i}.out.jsonl")
+        with open(one, "w") as fh:
+            fh.write(json.dumps(reqs[i]) + "\n")
+        p = subprocess.run([FERRY, "batch", "-m", model,
+                            one, "-o", o1, *DEVICE], capture_output=True, text=True)
+        alone = json.loads(open(o1).readline()) if p.returncode == 0 else None
+        f.check(alone == got.get(i), f"batch line {i} alone {alone} != in the batch {got.get(i)}")
+
+
 def instruct_model():
     for p in (os.path.join(ROOT, "models", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
               os.path.join(os.environ.get("FERRY_HOME", os.path.expanduser("~/.cache/ferry")),
@@ -277,6 +337,7 @@ def main():
             rc = sv.stop()
         f.check(rc == 0 and not any("Sanitizer" in x or "runtime error" in x for x in sv.lines),
                 f"the server's exit: {rc}: {''.join(sv.lines[-20:])}")
+        check_batch(f, model, root)
         model = instruct_model()
         if "build-asan" in os.environ.get("FERRY_BIN", ""):  # minutes under ASan; the release pass runs it
             print("the instruct model's part is left out under ASan")

@@ -5,8 +5,11 @@
  * Input lines: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [{"role", "content"}, ...]} (the
  * model's chat template, with the generation prompt), with optional "max_tokens", "temperature", "top_p",
  * "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop" (a string or a list of strings), "seed",
- * "ignore_eos", "speculative" (false: no speculative steps for this line under --spec)
- * (src/serve/request.h; unlike the server, a line without "temperature" is greedy). Output lines:
+ * "ignore_eos", "speculative" (false: no speculative steps for this line under --spec), "response_format"
+ * ({"type": "json_object"} or {"type": "json_schema", "json_schema": {"schema": ...}}) and "grammar" (GBNF):
+ * the output held to that grammar, as the server does (src/serve/structured.h, constrain.h; such a line
+ * takes no speculative steps) (src/serve/request.h; unlike the server, a line without "temperature" is
+ * greedy). Output lines:
  * {"id", "text", "tokens" (ids), "finish_reason" ("stop" | "length"), "usage": {"prompt_tokens",
  * "completion_tokens", "total_tokens"}}, in the order requests finish.
  *
@@ -41,6 +44,8 @@
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "base/strmap.h"
+#include "serve/constrain.h"
+#include "serve/structured.h"
 #include "text/tokenizer.h"
 #include "base/util.h"
 
@@ -61,6 +66,8 @@ struct breq {
 	struct req_params p;
 	struct tok_stream ts;
 	struct tok_buf text;
+	struct gram *gram;     /* "response_format" or "grammar" (NULL: free decode) */
+	struct gram_state *gs;
 };
 
 struct batch {
@@ -74,6 +81,8 @@ struct batch {
 	double t0;
 	bool tty;
 	int io_rc;
+	struct constrain cons; /* the constrained requests' token bytes and trie (made by the first) */
+	int n_constrained;
 };
 
 static volatile sig_atomic_t batch_interrupted;
@@ -253,6 +262,14 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	struct tok_ids ids = {0};
 	int rc = req_params_parse(o, &defaults, &q->p, param, msg, n);
 	rc = rc ? rc : req_prompt_ids(o, REQ_PROMPT_ANY, b->tk, b->a->model, tmpl, NULL, &ids, param, msg, n);
+	struct req_tools no_tools = {0}; /* tools are the server's: a batch line's output is its text */
+	rc = rc ? rc : req_grammar(o, &no_tools, tool_fmt_of(b->tk), &q->gram, param, msg, n);
+	if (!rc && q->gram) {
+		rc = constrain_vocab(&b->cons, b->tk, b->hp->vocab);
+		rc = rc ? rc : gram_state_new(q->gram, &q->gs);
+		q->r.constrained = true;
+		b->n_constrained++;
+	}
 	if (rc) {
 		tok_ids_free(&ids);
 		return rc;
@@ -282,7 +299,30 @@ static bool batch_on_token(void *ctx, struct sched_req *r, int tok)
 	if (req_stop_cut(&q->text, before, q->p.stops, q->p.n_stops))
 		return true;
 	b->gen_tokens++;
-	return false;
+	return q->gs && constrain_feed(&b->cons, q->gs, tok); /* true: the grammar's text is complete */
+}
+
+static bool batch_allow(void *ctx, struct sched_req *r, int tok)
+{
+	struct batch *b = ctx;
+	return constrain_allow(&b->cons, ((struct breq *)r)->gs, tok, sched_is_eos(b->s, tok));
+}
+
+static void batch_mask(void *ctx, struct sched_req *r, float *row)
+{
+	struct batch *b = ctx;
+	constrain_mask(&b->cons, ((struct breq *)r)->gs, b->s, row);
+}
+
+static void breq_free(struct breq *q)
+{
+	json_decref(q->id);
+	req_params_free(&q->p);
+	tok_buf_free(&q->text);
+	sampler_free(&q->r.smp);
+	free(q->r.toks);
+	gram_state_free(q->gs);
+	gram_free(q->gram);
 }
 
 static void batch_on_done(void *ctx, struct sched_req *r)
@@ -395,9 +435,7 @@ static int read_requests(struct batch *b, struct strmap *done, struct breq **out
 			rc = prc;
 		} else if (prc) {
 			report_error(b, line, q->id, msg);
-			json_decref(q->id);
-			req_params_free(&q->p);
-			free(q->r.toks);
+			breq_free(q);
 		} else {
 			tok_stream_init(&q->ts, b->tk, false, false);
 			q->ts.lossy = true;
@@ -458,6 +496,10 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		b->s = s;
 		s->on_token = batch_on_token;
 		s->on_done = batch_on_done;
+		if (b->n_constrained) {
+			s->allow = batch_allow;
+			s->mask = batch_mask;
+		}
 		s->ctx = b;
 	}
 	if (!rc && a->warmup)
@@ -549,14 +591,10 @@ int ferry_batch(int argc, char **argv)
 		fprintf(stderr, "ferry: batch: nothing to do (%d invalid line%s)\n", b.n_failed, b.n_failed == 1 ? "" : "s");
 	if (rc)
 		fprintf(stderr, "ferry: %s\n", err);
-	for (int i = 0; i < n; i++) {
-		json_decref(q[i].id);
-		req_params_free(&q[i].p);
-		tok_buf_free(&q[i].text);
-		sampler_free(&q[i].r.smp);
-		free(q[i].r.toks);
-	}
+	for (int i = 0; i < n; i++)
+		breq_free(&q[i]);
 	free(q);
+	constrain_free(&b.cons);
 	strmap_free(&done);
 	tokenizer_free(b.tk);
 	if (b.out_fd >= 0)

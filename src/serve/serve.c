@@ -80,7 +80,7 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 		q->t_first = now_sec();
 	v->gen_tokens++;
 	if (q->gs && !sched_is_eos(v->s, tok)) /* the grammar allowed it; once it is complete, the reply is */
-		stop = !gram_state_feed(q->gs, v->tok_text[tok], v->tok_len[tok]) || gram_state_done(q->gs);
+		stop = constrain_feed(&v->cons, q->gs, tok);
 	if (!sched_is_eos(v->s, tok)) {
 		size_t before = q->text.n;
 		tok_stream_push(&q->ts, tok, &q->text);
@@ -92,58 +92,23 @@ static bool srv_on_token(void *ctx, struct sched_req *r, int tok)
 	return stop;
 }
 
-/* A constrained request's next token: may tok come (an end of sequence only where the grammar may end)? */
+/* A constrained request's next token: may tok come? */
 static bool srv_allow(void *ctx, struct sched_req *r, int tok)
 {
 	struct srv *v = ctx;
-	struct srv_req *q = (struct srv_req *)r;
-	if (sched_is_eos(v->s, tok))
-		return gram_state_can_end(q->gs);
-	return v->tok_len[tok] && gram_state_accepts(q->gs, v->tok_text[tok], v->tok_len[tok]);
+	return constrain_allow(&v->cons, ((struct srv_req *)r)->gs, tok, sched_is_eos(v->s, tok));
 }
 
-/* The row with every token the grammar refuses at -INFINITY; the ends of sequence kept where it may end,
- * or when it takes nothing else (a grammar that cannot go on ends the reply). */
 static void srv_mask(void *ctx, struct sched_req *r, float *row)
 {
 	struct srv *v = ctx;
-	struct srv_req *q = (struct srv_req *)r;
-	int V = v->hp->vocab, n = gram_vocab_mask(v->gv, q->gs, v->allow);
-	bool end = n <= 0 || gram_state_can_end(q->gs);
-	for (int i = 0; i < V; i++)
-		if (!v->allow[i] && !(end && sched_is_eos(v->s, i)))
-			row[i] = -INFINITY;
+	constrain_mask(&v->cons, ((struct srv_req *)r)->gs, v->s, row);
 }
 
 int srv_grammar_vocab(struct srv *v)
 {
-	int rc = 0;
 	pthread_mutex_lock(&v->tok_mu);
-	if (v->gv)
-		goto out;
-	int V = v->hp->vocab;
-	v->tok_text = calloc((size_t)V, sizeof(char *));
-	v->tok_len = calloc((size_t)V, sizeof(size_t));
-	v->allow = malloc((size_t)V);
-	if (!v->tok_text || !v->tok_len || !v->allow) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	struct tok_buf b = {0};
-	for (int t = 0; t < V && !rc; t++) { /* the bytes the stream appends for t (control tokens: none) */
-		b.n = 0;
-		if (t < tokenizer_n_vocab(v->tk) && !tokenizer_decode(v->tk, &t, 1, false, false, &b) && b.n) {
-			v->tok_text[t] = malloc(b.n);
-			if (!v->tok_text[t])
-				rc = -ENOMEM;
-			else
-				memcpy(v->tok_text[t], b.p, b.n);
-			v->tok_len[t] = v->tok_text[t] ? b.n : 0;
-		}
-	}
-	tok_buf_free(&b);
-	rc = rc ? rc : gram_vocab_new((const char *const *)v->tok_text, v->tok_len, V, &v->gv);
-out:
+	int rc = constrain_vocab(&v->cons, v->tk, v->hp->vocab);
 	pthread_mutex_unlock(&v->tok_mu);
 	return rc;
 }
@@ -231,12 +196,7 @@ void srv_free(struct srv *v)
 	v->s->on_logits = NULL;
 	v->s->allow = NULL;
 	v->s->mask = NULL;
-	gram_vocab_free(v->gv);
-	for (int t = 0; v->tok_text && t < v->hp->vocab; t++)
-		free(v->tok_text[t]);
-	free(v->tok_text);
-	free(v->tok_len);
-	free(v->allow);
+	constrain_free(&v->cons);
 	free(v->inbox);
 	free(v->active);
 	pthread_mutex_destroy(&v->mu);

@@ -26,6 +26,7 @@
 #include "grammar/grammar.h"
 #include "layout/layout.h"
 #include "engine/engine.h"
+#include "serve/constrain.h"
 #include "serve/request.h"
 #include "engine/scheduler.h"
 #include "text/tokenizer.h"
@@ -89,12 +90,7 @@ struct srv {
 	struct tokenizer *tk;
 	const struct layout_hparams *hp;
 	pthread_mutex_t tok_mu; /* encoding (the tokenizer's cache) and the chat template */
-	/* constrained requests: every token's bytes and their trie (made once, by srv_grammar_vocab), the
-	 * worker's mask */
-	struct gram_vocab *gv;
-	char **tok_text;
-	size_t *tok_len;
-	uint8_t *allow;
+	struct constrain cons; /* constrained requests' token bytes and trie (made once, by srv_grammar_vocab) */
 	long long constrained, masked; /* requests with a grammar; their picks it refused (a full mask made) */
 	double mask_s;        /* time in those masks */
 };
