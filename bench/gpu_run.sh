@@ -109,8 +109,14 @@ if [ -n "${GOLDEN:-}" ] && [ -d "$GOLDEN/src" ]; then
 				EXTRA_LDFLAGS="-L$LIB" build/ferry >>"$OUT/golden_build.log" 2>&1 || golden="new build FAILED"
 			new=$GOLDEN_NEW/build/ferry
 		fi
-		bash tools/golden_ids.sh "$GOLDEN/build/ferry" "$OUT/golden_old.txt" /tmp/ferry_golden >/dev/null 2>&1
-		bash tools/golden_ids.sh "$new" "$OUT/golden_new.txt" /tmp/ferry_golden >/dev/null 2>&1
+		# the script and model generator of GOLDEN_NEW (else GOLDEN, else this tree) for both binaries: the
+		# variants both know, made alike
+		new=$(cd "$(dirname "$new")/.." && pwd)/build/ferry
+		old=$(cd "$GOLDEN" && pwd)/build/ferry
+		gt=.
+		for t in "$GOLDEN" "${GOLDEN_NEW:-}"; do [ -n "$t" ] && [ -f "$t/tools/golden_ids.sh" ] && gt=$t; done
+		(cd "$gt" && bash tools/golden_ids.sh "$old" "$OUT/golden_old.txt" /tmp/ferry_golden_old >"$OUT/golden_old.log" 2>&1)
+		(cd "$gt" && bash tools/golden_ids.sh "$new" "$OUT/golden_new.txt" /tmp/ferry_golden_old >"$OUT/golden_new.log" 2>&1)
 		if diff "$OUT/golden_old.txt" "$OUT/golden_new.txt" >"$OUT/golden.diff"; then
 			golden="identical ($(wc -l <"$OUT/golden_new.txt") lines, $(grep -c FAILED "$OUT/golden_new.txt") refused alike)"
 		else
