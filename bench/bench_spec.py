@@ -5,7 +5,7 @@ template), greedy, beside the plain decode of the same prompts.
 
   python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry | --draft-gguf D.gguf] [-n 48]
                               [--spec-max 16[,32,...]] [--device cpu] [--vram 4G] [--sets summarize,code,chat]
-                              [--chat-all] [--prompts N] [--out FILE.md]
+                              [--chat-all] [--prompts N] [--log RUNS.jsonl] [--out FILE.md]
 
 Sources: off (plain decode), lookup (prompt lookup), draft (the draft model's greedy chain), tree (the draft's
 top-k per depth as leaves, and lookup). The draft defaults to the model itself (Gemma 3 270M is its own
@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--draft-gguf")
     ap.add_argument("--chat-all", action="store_true", help="every set through the chat template")
     ap.add_argument("--prompts", type=int, default=0, help="the first N prompts of each set (0: all)")
+    ap.add_argument("--log", help="JSONL of every run's figures, appended as measured; a rerun resumes from it")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--vram")
     ap.add_argument("--sets", default="summarize,code,chat")
@@ -83,28 +84,54 @@ def main():
     a.draft = a.draft or a.model
     sizes = [int(v) for v in a.spec_max.split(",")]
     sets = json.load(open(os.path.join(ROOT, "bench", "spec_prompts.json")))
-    rows, bad = [], 0
-    for name in a.sets.split(","):
-        plain_tps = []
-        agg = {(s, m): {"tps": [], "tpp": [], "acc": []} for m in sizes for s in a.sources.split(",")}
-        prompts = sets[name][:a.prompts] if a.prompts else sets[name]
-        chat = a.chat_all or name == "chat"
-        for prompt in prompts:
-            want, base = run(a, prompt, chat, "off")
-            plain_tps.append(base["tps"])
-            for (s, m) in agg:
+    names = a.sets.split(",")
+    chosen = {n: sets[n][:a.prompts] if a.prompts else sets[n] for n in names}
+    sources = [(s, m) for m in sizes for s in a.sources.split(",")]
+    # one result line per (set, prompt, source, size) appended to --log as it is measured; a rerun with the
+    # same --log skips what it holds, so a long run (the real pair on a CPU) can stop and go on; prompts go
+    # round-robin over the sets, so every set has as many prompts done whenever it stops
+    done = {}
+    if a.log and os.path.exists(a.log):
+        for line in open(a.log):
+            r = json.loads(line)
+            done[(r["set"], r["i"], r["source"], r["max"])] = r
+    logf = open(a.log, "a") if a.log else None
+
+    def record(rec):
+        done[(rec["set"], rec["i"], rec["source"], rec["max"])] = rec
+        if logf:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
+
+    for i in range(max(len(v) for v in chosen.values())):
+        for name in names:
+            if i >= len(chosen[name]):
+                continue
+            prompt, chat = chosen[name][i], a.chat_all or name == "chat"
+            if (name, i, "off", 0) not in done:
+                ids, base = run(a, prompt, chat, "off")
+                record({"set": name, "i": i, "source": "off", "max": 0, **base, "ids": ids})
+            want = done[(name, i, "off", 0)]["ids"]
+            for s, m in sources:
+                if (name, i, s, m) in done:
+                    continue
                 got, r = run(a, prompt, chat, s, m)
                 if got != want:
-                    print(f"{name} --spec {s} --spec-max {m}: ids differ from plain decode", file=sys.stderr)
-                    bad += 1
-                for k in ("tps", "tpp", "acc"):
-                    agg[(s, m)][k].append(r[k])
-        mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
-        rows.append((name, len(prompts), "off", "", 1.0, 0.0, mean(plain_tps), 1.0))
-        for (s, m), v in agg.items():
-            rows.append((name, len(prompts), s, m, mean(v["tpp"]), mean(v["acc"]), mean(v["tps"]),
-                         mean(v["tps"]) / mean(plain_tps)))
-        print(f"{name}: done", file=sys.stderr, flush=True)
+                    print(f"{name} {i} --spec {s} --spec-max {m}: ids differ from plain decode", file=sys.stderr)
+                record({"set": name, "i": i, "source": s, "max": m, **r, "same": got == want})
+            print(f"{name} {i}: done", file=sys.stderr, flush=True)
+    bad = sum(1 for (n, _, s, m), r in done.items() if n in names and (s, m) in sources and not r["same"])
+    mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
+    rows = []
+    for name in names:
+        recs = [r for r in done.values() if r["set"] == name]
+        plain = [r["tps"] for r in recs if r["source"] == "off"]
+        rows.append((name, len(plain), "off", "", 1.0, 0.0, mean(plain), 1.0))
+        for s, m in sources:
+            v = [r for r in recs if (r["source"], r["max"]) == (s, m)]
+            tps = mean([r["tps"] for r in v])
+            rows.append((name, len(v), s, m, mean([r["tpp"] for r in v]), mean([r["acc"] for r in v]), tps,
+                         tps / mean(plain) if plain else 0.0))
     lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy"
              f"{', every set through the chat template' if a.chat_all else ''}", "",
              "| set | prompts | source | --spec-max | tokens/pass | acceptance | decode tok/s | vs plain |",
