@@ -301,10 +301,10 @@ static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t
 {
 	int64_t shape[3];
 	int ndim = arch_shape(&c->hp, t, shape);
-	if (arch_is_experts(t))
-		return copy_experts(c, src, t->name, shape[0], shape[1], shape[2]);
 	if (strchr(t->hf, ':'))
 		return copy_fused(c, src, t, shape, ndim);
+	if (arch_is_experts(t))
+		return copy_experts(c, src, t->name, shape[0], shape[1], shape[2]);
 	if (t->norm && c->arch->hf_norm_plus_one)
 		return copy_vector_f32(c, src, t->name, shape[0], 1.0f);
 	if (t->slot == ARCH_SLOT_ATTN_SINKS)
