@@ -123,7 +123,7 @@ def load_weights(model_dir):
 
 GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
               "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
-              "gemma3": "Gemma3ForCausalLM"}
+              "gemma3": "Gemma3ForCausalLM", "gpt-oss": "GptOssForCausalLM"}
 
 # GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
 _GGUF_LAYER_NAMES = {
@@ -194,9 +194,9 @@ def read_gguf(path):
         raise ValueError(f"{path}: value_length != key_length")
     if int(kv("{arch}.rope.dimension_count", head_dim)) != head_dim:
         raise ValueError(f"{path}: partial rotary (rope.dimension_count != head_dim)")
-    gemma = arch == "gemma3"
+    gemma, gptoss = arch == "gemma3", arch == "gpt-oss"
     cfg = {
-        "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) else
+        "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) or gptoss else
                           {"llama": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
                            "qwen2moe": "Qwen2MoeForCausalLM"}[arch]],
         "hidden_size": hidden,
@@ -228,7 +228,21 @@ def read_gguf(path):
         divisors = np.asarray(tensors["rope_freqs.weight"].data, dtype=np.float64)
         rp.update(rope_type="freq_divisors", inv_freq_divisors=divisors)
 
-    if gemma:
+    if gptoss:  # the untruncated yarn of GptOssConfig; llama.cpp's pattern 2: even layers slide
+        if rp["rope_type"] == "yarn":
+            rp["truncate"] = False
+        cfg["rope_parameters"] = rp
+        pattern = int(kv("{arch}.attention.sliding_window_pattern", 2))
+        cfg["layer_types"] = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention"
+                              for i in range(n_layers)]
+        cfg["sliding_window"] = int(kv("{arch}.attention.sliding_window"))
+        n_exp = int(kv("{arch}.expert_count"))
+        cfg.update(num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
+                   intermediate_size=int(kv("{arch}.expert_feed_forward_length", cfg["intermediate_size"])),
+                   attention_bias=True)
+        layer_names = dict(_GGUF_LAYER_NAMES, post_attention_norm="post_attention_layernorm",
+                           ffn_gate_inp="mlp.router")
+    elif gemma:
         pattern = kv("{arch}.attention.sliding_window_pattern", 6)
         if isinstance(pattern, list):
             cfg["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
@@ -252,6 +266,7 @@ def read_gguf(path):
         cfg["rope_parameters"] = rp
         layer_names = _GGUF_LAYER_NAMES_LLAMA
     moe = _GGUF_MOE_NAMES.get(cfg["architectures"][0])
+    fused = {}  # gpt-oss: (layer, GGUF name) -> array, joined into HF's fused expert tensors below
     if moe:
         n_exp = int(kv("{arch}.expert_count"))
         cfg.update(num_experts=n_exp, num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
@@ -271,6 +286,11 @@ def read_gguf(path):
         base, suffix = name.rsplit(".", 1)
         if base.startswith("blk."):
             _, n, short = base.split(".", 2)
+            if gptoss and (short.endswith("_exps") or short == "attn_sinks"):
+                arr = gguf.quants.dequantize(t.data, t.tensor_type)
+                fused[(n, name.split(".", 2)[2])] = np.asarray(arr, dtype=np.float32).reshape(
+                    tuple(int(d) for d in reversed(t.shape)))
+                continue
             if moe and short in moe[2]:  # stacked experts [E, rows, cols] -> one HF tensor per expert
                 arr = gguf.quants.dequantize(t.data, t.tensor_type)
                 arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
@@ -300,6 +320,24 @@ def read_gguf(path):
         if gemma and hf.endswith("norm.weight"):
             arr = arr.astype(np.float64) - 1.0
         weights[hf] = arr
+    for n in sorted({k[0] for k in fused}):  # gpt-oss: HF's fused forms of the experts (x . W), and the sinks
+        g = lambda k: fused[(n, k)]  # noqa: E731
+        p = f"model.layers.{n}."
+        gate_up = np.empty((g("ffn_gate_exps.weight").shape[0], g("ffn_gate_exps.weight").shape[2],
+                            2 * g("ffn_gate_exps.weight").shape[1]), dtype=np.float32)
+        gate_up[:, :, 0::2] = g("ffn_gate_exps.weight").transpose(0, 2, 1)
+        gate_up[:, :, 1::2] = g("ffn_up_exps.weight").transpose(0, 2, 1)
+        bias = np.empty((gate_up.shape[0], gate_up.shape[2]), dtype=np.float32)
+        bias[:, 0::2], bias[:, 1::2] = g("ffn_gate_exps.bias"), g("ffn_up_exps.bias")
+        weights.update({p + "mlp.experts.gate_up_proj": gate_up, p + "mlp.experts.gate_up_proj_bias": bias,
+                        p + "mlp.experts.down_proj": np.ascontiguousarray(g("ffn_down_exps.weight").transpose(0, 2, 1)),
+                        p + "mlp.experts.down_proj_bias": g("ffn_down_exps.bias"),
+                        p + "self_attn.sinks": g("attn_sinks.weight")})
+        qblock = {k: gguf.constants.GGML_QUANT_SIZES[tensors[f"blk.{n}.ffn_{k}_exps.weight"].tensor_type][0]
+                  for k in ("gate", "up", "down")}
+        if qblock["gate"] != qblock["up"]:
+            raise ValueError(f"{path}: layer {n}: ffn_gate_exps and ffn_up_exps of different block sizes")
+        blocks[p + "mlp.experts.gate_up_proj"], blocks[p + "mlp.experts.down_proj"] = qblock["gate"], qblock["down"]
     return cfg, weights, blocks
 
 
