@@ -334,15 +334,21 @@ def check_moe_bad_input(f, root):
         with open(src, "wb") as fh:
             fh.write(blob)
         check_refused(f, what, src, os.path.join(root, "bad.ferry"), [want, "bad.gguf"])
-    for what, edit, want in (
-            ("router missing", "router", "mlp.gate.weight not found"),
-            ("num_experts_per_tok > num_experts", {"num_experts_per_tok": 9}, "num_experts_per_tok 9"),
-            ("num_experts vs the router", {"num_experts": 6}, "mlp.gate.weight has shape [8, 64]")):
-        bad = os.path.join(root, "moe_bad_" + what.replace(" ", "_"))
-        gen_tiny_model.generate("qwen3moe", bad, 0)
-        if edit == "router":
+    check_hf_refused(f, root, "qwen3moe", (
+        ("router missing", "model.layers.1.mlp.gate.weight", "mlp.gate.weight not found"),
+        ("num_experts_per_tok > num_experts", {"num_experts_per_tok": 9}, "num_experts_per_tok 9"),
+        ("num_experts vs the router", {"num_experts": 6}, "mlp.gate.weight has shape [8, 64]")))
+
+
+def check_hf_refused(f, root, variant, cases):
+    """Each case (what, edit, want): the tiny HF variant with a tensor dropped (edit: its name) or config.json
+    keys changed (edit: a dict), refused in one line containing want."""
+    for what, edit, want in cases:
+        bad = os.path.join(root, "bad_" + what.replace(" ", "_"))
+        gen_tiny_model.generate(variant, bad, 0)
+        if isinstance(edit, str):
             st = os.path.join(bad, "model.safetensors")
-            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != "model.layers.1.mlp.gate.weight"}
+            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != edit}
             safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
         else:
             cfg_path = os.path.join(bad, "config.json")
@@ -374,22 +380,11 @@ def check_gptoss_bad_input(f, root):
         with open(src, "wb") as fh:
             fh.write(kv_patch(data, good, key, val))
         check_refused(f, what, src, os.path.join(root, "bad.ferry"), [want, "bad.gguf"])
-    for what, edit, want in (
-            ("gpt-oss HF without sinks", "sinks", "model.layers.1.self_attn.sinks missing"),
-            ("gpt-oss num_local_experts vs router", {"num_local_experts": 6}, "mlp.router.weight has shape [4, 96]"),
-            ("gpt-oss top-k > experts", {"num_experts_per_tok": 5}, "num_experts_per_tok 5"),
-            ("gpt-oss swiglu_limit", {"swiglu_limit": 8.0}, "swiglu_limit 8")):
-        bad = os.path.join(root, "gptoss_bad_" + what.replace(" ", "_"))
-        gen_tiny_model.generate("gptoss", bad, 0)
-        if edit == "sinks":
-            st = os.path.join(bad, "model.safetensors")
-            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != "model.layers.1.self_attn.sinks"}
-            safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
-        else:
-            cfg_path = os.path.join(bad, "config.json")
-            cfg = dict(json.load(open(cfg_path)), **edit)
-            json.dump(cfg, open(cfg_path, "w"))
-        check_refused(f, what, bad, bad + ".ferry", [want])
+    check_hf_refused(f, root, "gptoss", (
+        ("gpt-oss HF without sinks", "model.layers.1.self_attn.sinks", "model.layers.1.self_attn.sinks missing"),
+        ("gpt-oss num_local_experts vs router", {"num_local_experts": 6}, "mlp.router.weight has shape [4, 96]"),
+        ("gpt-oss top-k > experts", {"num_experts_per_tok": 5}, "num_experts_per_tok 5"),
+        ("gpt-oss swiglu_limit", {"swiglu_limit": 8.0}, "swiglu_limit 8")))
 
 
 def check_refused(f, what, src, out, wants):
