@@ -357,6 +357,29 @@ def check_hf_refused(f, root, variant, cases):
         check_refused(f, what, bad, bad + ".ferry", [want])
 
 
+def check_gptoss_layouts(f, root):
+    """gpt-oss's fused experts as [E, D, 2 Fe] / [E, Fe, D] (x . W, transformers 4.55's layout) and swapped to
+    [E, 2 Fe, D] / [E, D, Fe] ([out, in]) convert to the same bytes."""
+    outs = []
+    for swap in (False, True):
+        hf = os.path.join(root, f"gptoss_layout_{int(swap)}")
+        gen_tiny_model.generate("gptoss", hf, 0)
+        if swap:
+            st = os.path.join(hf, "model.safetensors")
+            spec = gen_tiny_model.VARIANTS["gptoss"]
+            w = gen_tiny_model.make_weights(spec, gen_tiny_model.variant_rng("gptoss", 0))
+            w = {k: np.ascontiguousarray(v.transpose(0, 2, 1)) if k.endswith(("gate_up_proj", "down_proj")) else v
+                 for k, v in w.items()}
+            safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
+        outs.append(hf + ".ferry")
+        p = ferry("convert", hf, "-o", outs[-1])
+        f.check(p.returncode == 0, f"gpt-oss layout swapped={swap}: {p.stderr.strip()}")
+    same = all(open(os.path.join(outs[0], n), "rb").read() == open(os.path.join(outs[1], n), "rb").read()
+               for n in os.listdir(outs[0]) if n.endswith(".bin"))
+    print(f"gpt-oss experts as x . W and as [out, in]: {'the same' if same else 'DIFFERENT'} files")
+    f.check(same, "gpt-oss: the swapped expert layout converts to other bytes")
+
+
 def check_gptoss_bad_input(f, root):
     """gpt-oss: a layer without its sinks (GGUF and HF), counts the file contradicts, one line each."""
     hf = os.path.join(root, "gptoss_bad_hf")
@@ -451,6 +474,7 @@ def main():
         check_bad_input(f, root)
         check_moe_bad_input(f, root)
         check_gptoss_bad_input(f, root)
+        check_gptoss_layouts(f, root)
     finally:
         cleanup()
     f.finish()

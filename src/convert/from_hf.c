@@ -253,10 +253,14 @@ static int copy_fused(struct conv *c, const char *src_spec, const struct arch_te
 	}
 	int fmt = st_dtype_fmt(t->dtype);
 	int64_t E = shape[0], rows = ndim == 3 ? shape[1] : 1, cols = shape[ndim - 1];
-	/* the source's [E, R, C] that gives dst's rows x cols */
+	/* the source's [E, R, C] that gives dst's rows x cols; a matrix may also come as [E, C, R] (swapped: the
+	 * layout of transformers versions that keep experts as [out, in]), told apart by the shape */
 	int64_t R = tr ? cols : rows, C = (tr ? rows : cols) * (parity >= 0 ? 2 : 1);
 	bool ok = fmt >= 0 && t->ndim == (ndim == 3 ? 3 : 2) && t->shape[0] == E &&
 		  (ndim == 3 ? t->shape[1] == R && t->shape[2] == C : t->shape[1] == C);
+	bool swapped = !ok && fmt >= 0 && ndim == 3 && t->ndim == 3 && t->shape[0] == E && t->shape[1] == C &&
+		       t->shape[2] == R;
+	ok = ok || swapped;
 	if (!ok) {
 		char want[64];
 		if (ndim == 3)
@@ -279,7 +283,8 @@ static int copy_fused(struct conv *c, const char *src_spec, const struct arch_te
 			for (int64_t j = 0; j < cols; j++) {
 				int64_t si = tr ? j : i, sj = tr ? i : j;
 				sj = parity >= 0 ? 2 * sj + parity : sj;
-				memcpy(buf + (size_t)(i * cols + j) * es, m + (size_t)(si * C + sj) * es, es);
+				int64_t at = swapped ? sj * R + si : si * C + sj;
+				memcpy(buf + (size_t)(i * cols + j) * es, m + (size_t)at * es, es);
 			}
 		st_release(&c->st, t, (uint64_t)e * (uint64_t)(R * C) * es, (uint64_t)(R * C) * es);
 		if (qfmt != fmt) {
