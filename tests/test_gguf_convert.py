@@ -378,6 +378,15 @@ def check_gptoss_layouts(f, root):
                for n in os.listdir(outs[0]) if n.endswith(".bin"))
     print(f"gpt-oss experts as x . W and as [out, in]: {'the same' if same else 'DIFFERENT'} files")
     f.check(same, "gpt-oss: the swapped expert layout converts to other bytes")
+    # --quant quantizes the matrices, never the experts' biases [E, n] (added to the outputs, kept as stored)
+    q = os.path.join(root, "gptoss_q8.ferry")
+    p = ferry("convert", os.path.dirname(outs[0]) + "/gptoss_layout_0", "-o", q, "--quant", "Q8_0")
+    if f.check(p.returncode == 0, f"gpt-oss --quant Q8_0: {p.stderr.strip()}"):
+        fmts = {t["name"]: t["format"] for t in json.load(open(os.path.join(q, "manifest.json")))["units"]["layers"][0]}
+        f.check(all(fmts[f"ffn_{k}_exps.bias"] == "BF16" and fmts[f"ffn_{k}_exps.weight"] == "Q8_0"
+                    for k in ("gate", "up", "down")), f"gpt-oss --quant Q8_0: formats {fmts}")
+        p = ferry("run", "-m", q, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos")
+        f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss --quant Q8_0: run {p.stderr.strip()}")
 
 
 def check_gptoss_bad_input(f, root):
