@@ -22,6 +22,9 @@
    no expert_count on an architecture ferry runs with experts; from HF a missing router, num_experts_per_tok above
    num_experts, a num_experts the router contradicts. gpt-oss: a layer without attn_sinks (GGUF) or
    self_attn.sinks (HF), expert counts the file contradicts, a swiglu_limit other than 7.
+4. gpt-oss's HF forms: the fused experts as x . W or as [out, in] give the same files; MXFP4 _blocks/_scales
+   experts (as released) give the bytes of the GGUF llama.cpp's converter writes; --quant keeps the experts'
+   biases.
 """
 
 import json
@@ -389,6 +392,53 @@ def check_gptoss_layouts(f, root):
         f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss --quant Q8_0: run {p.stderr.strip()}")
 
 
+def hf_mxfp4_blocks(w):
+    """The released checkpoints' MXFP4 form of an [E, out, in] float matrix stack: (blocks U8 [E, out, in/32, 16],
+    byte i of a block value 2i low and 2i + 1 high; scales U8 [E, out, in/32]), quantized by gguf-py (whose
+    blocks put value j low and j + 16 high in byte j, after the scale byte)."""
+    E, rows, cols = w.shape
+    q = gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), T.MXFP4).reshape(E, rows, cols // 32, 17)
+    vals = np.concatenate([q[..., 1:] & 15, q[..., 1:] >> 4], axis=-1)  # the 32 codes of a block, in order
+    return (vals[..., 0::2] | (vals[..., 1::2] << 4)).astype(np.uint8), np.ascontiguousarray(q[..., 0])
+
+
+def expert_bytes(model, layer, name):
+    """The stacked experts' bytes of a tensor of a ferry model, expert by expert (through its stride)."""
+    t = next(t for t in json.load(open(os.path.join(model, "manifest.json")))["units"]["layers"][layer]
+             if t["name"] == name)
+    data = open(os.path.join(model, f"layer.{layer:03d}.bin"), "rb").read()
+    per = t["bytes"] // t["shape"][0]
+    return t["format"], b"".join(data[t["offset"] + e * t.get("expert_stride", per):][:per] for e in range(t["shape"][0]))
+
+
+def check_gptoss_hf_mxfp4(f, root):
+    """gpt-oss as released on the hub: the experts as MXFP4 _blocks/_scales (made here from the tiny model with
+    gguf-py's quantizer) convert to MXFP4 experts byte-identical to those of the GGUF llama.cpp's converter would
+    write from the same values (tools/hf_to_gguf.py --type MXFP4), and the model runs."""
+    hf = os.path.join(root, "gptoss_mx_hf")
+    gen_tiny_model.generate("gptoss", hf, 0)
+    st = os.path.join(hf, "model.safetensors")
+    w = gen_tiny_model.make_weights(gen_tiny_model.VARIANTS["gptoss"], gen_tiny_model.variant_rng("gptoss", 0))
+    gg = os.path.join(root, "gptoss_mx_ref.gguf")
+    hf_to_gguf.convert(hf, gg, "MXFP4")
+    for k in [k for k in w if k.endswith(("gate_up_proj", "down_proj"))]:
+        # [E, in, out] as x . W -> [E, out, in]; gate_up's out rows stay interleaved (gate even, up odd)
+        w[k + "_blocks"], w[k + "_scales"] = hf_mxfp4_blocks(w.pop(k).astype(np.float32).transpose(0, 2, 1))
+    safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
+    outs = [hf + ".ferry", gg + ".ferry"]
+    for src, out in zip((hf, gg), outs):
+        p = ferry("convert", src, "-o", out)
+        if not f.check(p.returncode == 0, f"gpt-oss MXFP4 {src}: convert failed: {p.stderr.strip()}"):
+            return
+    same = all(expert_bytes(outs[0], l, f"ffn_{k}_exps.weight") == expert_bytes(outs[1], l, f"ffn_{k}_exps.weight")
+               and expert_bytes(outs[0], l, f"ffn_{k}_exps.weight")[0] == "MXFP4"
+               for l in range(4) for k in ("gate", "up", "down"))
+    print(f"gpt-oss HF MXFP4 _blocks/_scales: experts {'byte-identical to' if same else 'DIFFERENT from'} the GGUF's")
+    f.check(same, "gpt-oss: the HF MXFP4 experts differ from the GGUF's")
+    p = ferry("run", "-m", outs[0], "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos")
+    f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss HF MXFP4: run {p.stderr.strip()}")
+
+
 def check_gptoss_bad_input(f, root):
     """gpt-oss: a layer without its sinks (GGUF and HF), counts the file contradicts, one line each."""
     hf = os.path.join(root, "gptoss_bad_hf")
@@ -484,6 +534,7 @@ def main():
         check_moe_bad_input(f, root)
         check_gptoss_bad_input(f, root)
         check_gptoss_layouts(f, root)
+        check_gptoss_hf_mxfp4(f, root)
     finally:
         cleanup()
     f.finish()

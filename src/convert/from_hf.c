@@ -22,6 +22,7 @@
 #include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/layout.h"
+#include "layout/quant.h"
 #include "base/progress.h"
 #include "layout/safetensors.h"
 
@@ -230,6 +231,60 @@ static int copy_vector_f32(struct conv *c, const char *src, const char *dst, int
 	return rc;
 }
 
+/* The released gpt-oss checkpoints' MXFP4 form of tensor src: src_blocks (U8 [E, R, K/32, 16]: byte i of a
+ * block holds value 2i in its low nibble, 2i + 1 in its high one) and src_scales (U8 [E, R, K/32]: e8m0). */
+static bool mxfp4_of(struct conv *c, const char *src, const struct st_tensor **blocks, const struct st_tensor **scales)
+{
+	char name[300];
+	snprintf(name, sizeof(name), "%s_blocks", src);
+	const struct st_tensor *b = st_find(&c->st, name);
+	snprintf(name, sizeof(name), "%s_scales", src);
+	const struct st_tensor *s = st_find(&c->st, name);
+	if (blocks)
+		*blocks = b;
+	if (scales)
+		*scales = s;
+	return b && s;
+}
+
+/* Experts in MXFP4 (mxfp4_of) as dst shape[] [E, rows, cols]: already [out, in], so row i is the source's row
+ * i, or 2i + parity of the fused gate_up (as the bf16 form's columns); each block's nibbles put in ggml's
+ * order (value j low, j + 16 high), its scale kept: the same values, not quantized again. */
+static int copy_mxfp4(struct conv *c, const char *src, const struct arch_tensor *row, const int64_t *shape, int parity)
+{
+	const struct st_tensor *b, *s;
+	mxfp4_of(c, src, &b, &s);
+	int64_t E = shape[0], rows = shape[1], nb = shape[2] / 32, R = rows * (parity >= 0 ? 2 : 1);
+	if (strcmp(b->dtype, "U8") || strcmp(s->dtype, "U8") || shape[2] % 32 || b->ndim != 4 || s->ndim != 3 ||
+	    b->shape[0] != E || b->shape[1] != R || b->shape[2] != nb || b->shape[3] != 16 || s->shape[0] != E ||
+	    s->shape[1] != R || s->shape[2] != nb) {
+		snprintf(c->err, c->errlen, "%s: tensors %s_blocks / _scales are not U8 [%lld, %lld, %lld, 16] / [%lld, "
+			 "%lld, %lld] as config.json implies", c->st.files[b->file].path, src, (long long)E, (long long)R,
+			 (long long)nb, (long long)E, (long long)R, (long long)nb);
+		return -EINVAL;
+	}
+	int rc = layout_writer_tensor_begin(c->w, row->name, WFMT_MXFP4, 3, shape);
+	struct block_mxfp4 *buf = rc ? NULL : malloc(sizeof(*buf) * (size_t)(rows * nb));
+	if (!rc && !buf)
+		rc = -ENOMEM;
+	for (int64_t e = 0; !rc && e < E; e++) {
+		for (int64_t i = 0; i < rows; i++) {
+			int64_t sr = (e * R + (parity >= 0 ? 2 * i + parity : i)) * nb;
+			for (int64_t k = 0; k < nb; k++) {
+				const uint8_t *q = b->data + (uint64_t)(sr + k) * 16;
+				struct block_mxfp4 *o = &buf[i * nb + k];
+				o->e = s->data[sr + k];
+				for (int j = 0; j < 16; j++) /* value j is nibble j of q, value j + 16 nibble j + 16 */
+					o->qs[j] = (uint8_t)(((q[j / 2] >> (4 * (j & 1))) & 15) |
+							     (((q[8 + j / 2] >> (4 * (j & 1))) & 15) << 4));
+			}
+		}
+		rc = layout_writer_tensor_write(c->w, buf, sizeof(*buf) * (size_t)(rows * nb));
+	}
+	free(buf);
+	return writer_done(c, rc);
+}
+
 /* A tensor of all experts (gpt-oss), named "NAME:even", "NAME:odd", "NAME:t" or both (arch.h): the source
  * [E, R, C] (a bias: [E, C]), of which the even or odd entries of the last dimension are taken and, with
  * ":t", the matrices' rows and cols swapped, into dst shape[] ([E, rows, cols] or [E, cols]). Each expert's
@@ -243,12 +298,10 @@ static int copy_fused(struct conv *c, const char *src_spec, const struct arch_te
 	bool tr = strstr(src, ":t") != NULL;
 	*strchr(src, ':') = 0;
 	const struct st_tensor *t = st_find(&c->st, src);
+	if (!t && ndim == 3 && mxfp4_of(c, src, NULL, NULL))
+		return copy_mxfp4(c, src, row, shape, parity);
 	if (!t) {
-		char blocks[300];
-		snprintf(blocks, sizeof(blocks), "%s_blocks", src);
-		snprintf(c->err, c->errlen, "%s: tensor %s not found in the checkpoint%s", c->dir, src,
-			 st_find(&c->st, blocks) ? " (its MXFP4 _blocks form: convert the GGUF file of the model, or a "
-						   "dequantized checkpoint)" : "");
+		snprintf(c->err, c->errlen, "%s: tensor %s not found in the checkpoint", c->dir, src);
 		return -ENOENT;
 	}
 	int fmt = st_dtype_fmt(t->dtype);
@@ -333,9 +386,14 @@ static int plan_experts(struct conv *c, int i)
 		snprintf(src, sizeof(src), src_fmt, 0);
 		arch_shape(&c->hp, t, shapes[n]);
 		int fmt;
-		if (strchr(src, ':')) { /* all experts in one tensor: copy_fused checks it */
+		if (strchr(src, ':')) { /* all experts in one tensor (or its MXFP4 form): copy_fused checks it */
 			*strchr(src, ':') = 0;
 			const struct st_tensor *st = st_find(&c->st, src);
+			if (!st && mxfp4_of(c, src, NULL, NULL)) {
+				names[n] = t->name;
+				fmts[n++] = WFMT_MXFP4;
+				continue;
+			}
 			if (!st || (fmt = st_dtype_fmt(st->dtype)) < 0)
 				return 0;
 		} else if (!find_checked(c, src, shapes[n][1], shapes[n][2], &fmt))
