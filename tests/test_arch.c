@@ -1,7 +1,8 @@
 /* test_arch.c: the architecture table (src/layout/arch.c) is consistent: names unique and found, every
  * row well formed (a name that fits the file format, a shape, an optional row with its config.json key, a
  * slot used once), every architecture has the tensors the forward always runs, a bias only with its
- * weight and of its weight's rows, and shapes follow the hyper-parameters. */
+ * weight and of its weight's rows (the experts' stacked biases of their stacked weights'), sinks one per
+ * query head, and shapes follow the hyper-parameters. */
 #include <string.h>
 
 #include "check.h"
@@ -18,7 +19,13 @@ static const enum arch_slot moe[] = {ARCH_SLOT_ROUTER, ARCH_SLOT_W_GATE_EXPS, AR
 static const enum arch_slot bias_of[][2] = {
 	{ARCH_SLOT_BQ, ARCH_SLOT_WQ},         {ARCH_SLOT_BK, ARCH_SLOT_WK},     {ARCH_SLOT_BV, ARCH_SLOT_WV},
 	{ARCH_SLOT_BO, ARCH_SLOT_WO},         {ARCH_SLOT_B_GATE, ARCH_SLOT_W_GATE}, {ARCH_SLOT_B_UP, ARCH_SLOT_W_UP},
-	{ARCH_SLOT_B_DOWN, ARCH_SLOT_W_DOWN},
+	{ARCH_SLOT_B_DOWN, ARCH_SLOT_W_DOWN}, {ARCH_SLOT_B_ROUTER, ARCH_SLOT_ROUTER},
+};
+/* stacked experts' bias slot [E, rows] -> its weight's slot [E, rows, cols] (gpt-oss) */
+static const enum arch_slot exp_bias_of[][2] = {
+	{ARCH_SLOT_B_GATE_EXPS, ARCH_SLOT_W_GATE_EXPS},
+	{ARCH_SLOT_B_UP_EXPS, ARCH_SLOT_W_UP_EXPS},
+	{ARCH_SLOT_B_DOWN_EXPS, ARCH_SLOT_W_DOWN_EXPS},
 };
 
 static void check_row(const struct arch *a, const struct arch_tensor *t)
@@ -56,7 +63,9 @@ static void check_arch(const struct arch *a)
 		const struct arch_tensor *t = i < 3 ? arch_slot_tensor(a, dense[i]) : NULL;
 		CHECK_MSG(i == 3 || (is_moe ? !t : t && t->need == ARCH_REQUIRED), "%s: dense MLP slot %zu", a->name, i);
 		t = arch_slot_tensor(a, moe[i]);
-		CHECK_MSG(is_moe ? t && t->need == ARCH_REQUIRED && (i == 0) != arch_is_experts(t) && (i == 0 || strstr(t->hf, "%d"))
+		/* an expert row's HF name: one expert's ("%d"), or a tensor of all of them with its rearrangement */
+		CHECK_MSG(is_moe ? t && t->need == ARCH_REQUIRED && (i == 0) != arch_is_experts(t) &&
+					   (i == 0 || strstr(t->hf, "%d") || strchr(t->hf, ':'))
 				 : !t,
 			  "%s: expert slot %zu", a->name, i);
 	}
@@ -66,6 +75,14 @@ static void check_arch(const struct arch *a)
 		CHECK_MSG(!b || (w && b->shape[0] == w->shape[0] && b->shape[1] == ARCH_DIM_NONE), "%s: bias %s", a->name,
 			  b ? b->name : "");
 	}
+	for (size_t i = 0; i < sizeof(exp_bias_of) / sizeof(exp_bias_of[0]); i++) {
+		const struct arch_tensor *b = arch_slot_tensor(a, exp_bias_of[i][0]),
+					 *w = arch_slot_tensor(a, exp_bias_of[i][1]);
+		CHECK_MSG(!b || (w && !arch_is_experts(b) && b->shape[0] == w->shape[0] && b->shape[1] == w->shape[1]),
+			  "%s: experts' bias %s", a->name, b ? b->name : "");
+	}
+	const struct arch_tensor *sinks = arch_slot_tensor(a, ARCH_SLOT_ATTN_SINKS);
+	CHECK_MSG(!sinks || (sinks->shape[0] == ARCH_DIM_H && sinks->shape[1] == ARCH_DIM_NONE), "%s: sinks", a->name);
 }
 
 int main(void)
@@ -116,5 +133,12 @@ int main(void)
 	CHECK(arch_shape(&hp, arch_slot_tensor(q2, ARCH_SLOT_SHEXP_GATE_INP), s) == 2 && s[0] == 1 && s[1] == 64);
 	CHECK(arch_shape(&hp, arch_slot_tensor(q2, ARCH_SLOT_W_DOWN_SHEXP), s) == 2 && s[0] == 64 && s[1] == 48);
 	CHECK(!arch_slot_tensor(q, ARCH_SLOT_W_GATE_SHEXP) && !q->hf_shared_ffn);
+	const struct arch *o = arch_find_gguf("gpt-oss", true);
+	CHECK(o && o == arch_find(ARCH_KEY_HF, "GptOssForCausalLM") && !arch_find_gguf("gpt-oss", false));
+	CHECK(arch_shape(&hp, arch_slot_tensor(o, ARCH_SLOT_ATTN_SINKS), s) == 1 && s[0] == 4);
+	CHECK(arch_shape(&hp, arch_slot_tensor(o, ARCH_SLOT_B_GATE_EXPS), s) == 2 && s[0] == 8 && s[1] == 32);
+	CHECK(arch_shape(&hp, arch_slot_tensor(o, ARCH_SLOT_B_DOWN_EXPS), s) == 2 && s[0] == 8 && s[1] == 64);
+	CHECK(arch_slot_tensor(o, ARCH_SLOT_FFN_NORM) && !strcmp(arch_slot_tensor(o, ARCH_SLOT_FFN_NORM)->name,
+								"post_attention_norm.weight"));
 	CHECK_DONE();
 }

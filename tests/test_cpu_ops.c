@@ -341,7 +341,7 @@ static struct kv_batch kv_range_batch(const struct kv_range *rg, const int *tabl
 
 /* Softmax attention in double of q[H*Dh] at position p over dense keys/values K, V [pos][Hkv*Dh]. */
 static void attention_ref(double *o, const float *q, const float *K, const float *V, int p, int H, int Hkv, int Dh,
-			  int window, double scale)
+			  int window, double scale, const float *sinks)
 {
 	int g = H / Hkv, kvd = Hkv * Dh, j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
 	double *sc = malloc(sizeof(double) * (size_t)(p + 1));
@@ -355,6 +355,10 @@ static void attention_ref(double *o, const float *q, const float *K, const float
 			sc[j] = d * scale;
 			mx = fmax(mx, sc[j]);
 		}
+		if (sinks) /* gpt-oss: the sink logit in the denominator, no value with it */
+			mx = fmax(mx, sinks[h]);
+		if (sinks)
+			sum = exp(sinks[h] - mx);
 		for (int j = j0; j <= p; j++)
 			sum += sc[j] = exp(sc[j] - mx);
 		for (int i = 0; i < Dh; i++)
@@ -368,7 +372,8 @@ static void attention_ref(double *o, const float *q, const float *K, const float
 
 /* cpu_kv_store then cpu_attention on a range of three sequences (mid-sequence prefill chunk, decode at a
  * long position, fresh prefill), against the stored rows read back and dequantized here (and, for F32,
- * against the k and v given); the same bytes with 1 and 2 threads and with scratch for only one head. */
+ * against the k and v given); the same bytes with 1 and 2 threads and with scratch for only one head.
+ * Pages of 128 add attention sinks (gpt-oss), logits in [-2, 6): from nothing to most of the mass. */
 static void run_paged(int fmt, int Dh, int g, int window, int page)
 {
 	int Hkv = 2, H = g * Hkv, kvd = Hkv * Dh, n_pages = 3;
@@ -446,18 +451,21 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	double *ref = malloc(sizeof(double) * n_out);
 	for (size_t i = 0; i < n_out; i++)
 		q[i] = (float)(4 * urand() - 2);
-	float scale = 1 / sqrtf((float)Dh);
+	float scale = 1 / sqrtf((float)Dh), sink_v[16];
+	for (int h = 0; h < H; h++)
+		sink_v[h] = (float)(8 * urand() - 2);
+	const float *sinks = page == 128 ? sink_v : NULL;
 	int64_t per = cpu_attention_scratch(bt.max_pos + 1, Dh);
 	int nth = omp_get_max_threads() > 2 ? omp_get_max_threads() : 2;
 	float *scr = malloc(sizeof(float) * (size_t)per * (size_t)nth);
 	omp_set_num_threads(2);
-	cpu_attention(out, q, &kv, &bt, H, window, scale, scr, per);
-	if (page == 64) { /* half the cases are enough for this */
+	cpu_attention(out, q, &kv, &bt, H, window, scale, sinks, scr, per);
+	if (page == 64 || Dh == 64) { /* some of the cases are enough for this */
 		omp_set_num_threads(1);
-		cpu_attention(out1, q, &kv, &bt, H, window, scale, scr, per);
+		cpu_attention(out1, q, &kv, &bt, H, window, scale, sinks, scr, per);
 		omp_set_num_threads(2);
 		int n_max = window > 0 && window < bt.max_pos + 1 ? window : bt.max_pos + 1;
-		cpu_attention(out2, q, &kv, &bt, H, window, scale, scr, n_max + Dh);
+		cpu_attention(out2, q, &kv, &bt, H, window, scale, sinks, scr, n_max + Dh);
 		CHECK_MSG(memcmp(out, out1, sizeof(float) * n_out) == 0 && memcmp(out, out2, sizeof(float) * n_out) == 0,
 			  "fmt %d Dh %d g %d: attention depends on threads or head grouping", fmt, Dh, g);
 	}
@@ -465,11 +473,11 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	for (int t = 0; t < rg.T; t++) {
 		int s = rg.seq[t];
 		attention_ref(ref + (size_t)t * H * Dh, q + (size_t)t * H * Dh, fmt == KV_F32 ? K[s] : Kd[s],
-			      fmt == KV_F32 ? V[s] : Vd[s], rg.pos[t], H, Hkv, Dh, window, scale);
+			      fmt == KV_F32 ? V[s] : Vd[s], rg.pos[t], H, Hkv, Dh, window, scale, sinks);
 	}
 	double e = rel_err(out, ref, n_out);
-	CHECK_MSG(e < 1e-5, "paged attention fmt %d Dh %d g %d window %d page %d: rel err %g", fmt, Dh, g, window,
-		  page, e);
+	CHECK_MSG(e < 1e-5, "paged attention fmt %d Dh %d g %d window %d page %d%s: rel err %g", fmt, Dh, g, window,
+		  page, sinks ? " sinks" : "", e);
 	for (int s = 0; s < KV_NSEQ; s++)
 		free(K[s]), free(V[s]), free(Kd[s]), free(Vd[s]);
 	free(hist.k), free(hist.v), free(rg.k), free(rg.v);
@@ -509,7 +517,7 @@ static void quality_run(float *out, int fmt, bool rotate, const float *q0, const
 	int64_t per = cpu_attention_scratch(n, Dh);
 	float *scr = malloc(sizeof(float) * (size_t)per * (size_t)omp_get_max_threads());
 	cpu_kv_store(&kv, k, v, &bt);
-	cpu_attention(out, q, &kv, &bt, 1, 0, 1 / sqrtf((float)Dh), scr, per);
+	cpu_attention(out, q, &kv, &bt, 1, 0, 1 / sqrtf((float)Dh), NULL, scr, per);
 	if (rotate)
 		cpu_hadamard32(out, (int64_t)sz);
 	free(kv.k), free(kv.v), free(q), free(k), free(v), free(scr);
@@ -564,6 +572,25 @@ static void test_swiglu_add(void)
 	CHECK(rel_err(y, ref, 9) < 1e-6);
 	cpu_add(a, g, 9);
 	CHECK(rel_err(a, ra, 9) < 1e-7);
+}
+
+/* gpt-oss's clamped SwiGLU against its definition in double (transformers' GptOssExperts): inputs up to
+ * about +-20 so both clamps are taken on either side. */
+static void test_swiglu_oai(void)
+{
+	enum { N = 257 };
+	float g[N], u[N], y[N];
+	double ref[N];
+	int clamped = 0;
+	for (int i = 0; i < N; i++) {
+		g[i] = nrand() * 8, u[i] = nrand() * 8;
+		double gc = fmin(g[i], 7.0), uc = fmin(fmax(u[i], -7.0), 7.0);
+		clamped += g[i] > 7 || fabs(u[i]) > 7;
+		ref[i] = gc / (1 + exp(-1.702 * gc)) * (uc + 1);
+	}
+	cpu_swiglu_oai(y, g, u, N);
+	CHECK_MSG(clamped > 10, "only %d inputs reach the clamps", clamped);
+	CHECK_MSG(rel_err(y, ref, N) < 1e-6, "swiglu_oai: rel err %g", rel_err(y, ref, N));
 }
 
 /* The mixture-of-experts ops against a version written here: the chosen experts by sorting (descending
@@ -700,6 +727,7 @@ int main(void)
 	test_paged_attention();
 	test_kv_quality();
 	test_swiglu_add();
+	test_swiglu_oai();
 	test_moe();
 	test_thread_invariance();
 	free(scratch);

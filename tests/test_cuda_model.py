@@ -3,7 +3,9 @@ tests/test_gemma_ref.py check against NumPy and transformers). Skips (exit 77) w
 no GPU is visible.
 
 Tiny HF models (tools/gen_tiny_model.py: YaRN rope, explicit head_dim, sliding window, Gemma 3 with and
-without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its shared expert), 40 prompt tokens, logits at every position compared norm-wise per position with the CPU (its KV cache f16, as CUDA's):
+without softcap, the mixtures of experts qwen3moe, mixtral, qwen2moe with its shared expert and gpt-oss with its
+attention sinks, biases and clamped SwiGLU), 40 prompt tokens, logits at every position compared norm-wise per
+position with the CPU (its KV cache f16, as CUDA's):
   - resident, one pass of 40 tokens: the matmuls take the tensor-core GEMM path (bf16 operands, ~4e-3 relative
     error per matmul, compounded over the layers of these random models; 0.9e-2..2.05e-2 seen on an H200): <= 3e-2;
   - streamed (--stream-all: 2-3 device slots, layers uploaded every step), --chunk 8: the f32
@@ -21,6 +23,7 @@ without softcap, the mixtures of experts qwen3moe, mixtral and qwen2moe with its
     KV pools in pinned host memory): greedy identical to the CPU's;
   - hybrid placements (--placement: units on the CPU beside the GPU, resident or streamed): logits vs the
     CPU <= 2e-3 (steps of 8 tokens: the f32 paths), greedy identical, also after a 40-token prefill on the GPU.
+gpt-oss with MXFP4 experts (GGUF): CUDA against the float64 reference on that GGUF (check_gptoss_mxfp4).
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
 fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3.
 """
@@ -35,8 +38,8 @@ import numpy as np
 from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
 
 VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap", "qwen3moe",
-            "mixtral", "qwen2moe"]
-MOE = {"qwen3moe", "mixtral", "qwen2moe"}
+            "mixtral", "qwen2moe", "gptoss"]
+MOE = {"qwen3moe", "mixtral", "qwen2moe", "gptoss"}
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
 
 
@@ -58,6 +61,50 @@ def greedy(f, model, ids, n, extra, what):
     p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", n, "--ignore-eos", *extra)
     f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}")
     return [int(x) for x in re.findall(r"-?\d+", p.stdout)] if p.returncode == 0 else []
+
+
+def check_gptoss_mxfp4(f, root):
+    """gpt-oss with MXFP4 experts (its GGUF form, tools/hf_to_gguf.py --type MXFP4): CUDA's f32 path (streamed,
+    chunks of 8, f16 KV) against the float64 reference on the same GGUF with its KV rounded to f16 (CUDA's matvec
+    takes f32 inputs: no 8-bit emulation). A token whose route differs from the reference's changes every later
+    row of these tiny random models wholesale, so the logits are compared on the rows before the first
+    difference (at least 30 of 40), within 2e-3 (the flash kernel's f16 q and probabilities). The prompt (seed 14)
+    keeps every routing decision of the reference 0.3 or more from a tie (printed): near-ties (some prompts have
+    one within 1e-3) are decided by rounding, not by the kernels."""
+    import hf_to_gguf
+
+    hf, _ = tiny_model("gptoss", root)
+    src = os.path.join(root, "gptoss.mxfp4.gguf")
+    hf_to_gguf.convert(hf, src, "MXFP4")
+    model = os.path.join(root, "gptoss.mxfp4.ferry")
+    if not f.check(ferry("convert", src, "-o", model).returncode == 0, "gpt-oss MXFP4: convert failed"):
+        return
+    ref = ref_forward.Model.from_gguf(src)
+    ref.kv_store = lambda x: x.astype(np.float16).astype(np.float64)
+    ids = [random.Random(14).randrange(1, ref.vocab) for _ in range(40)]
+    linear, gaps = ref._linear, []
+
+    def router_gap(x, name):  # the margin between each token's K-th and (K+1)-th router logit
+        y = linear(x, name)
+        if name.endswith("mlp.router"):
+            s = -np.sort(-y, axis=1)
+            gaps.append(s[:, ref.top_k - 1] - s[:, ref.top_k])
+        return y
+
+    ref._linear = router_gap
+    want = ref.logits(ids)
+    print(f"gpt-oss MXFP4: the reference's routing decisions are {np.concatenate(gaps).min():.3f} or more from a tie")
+    path = os.path.join(root, "gptoss.mxfp4.routes")
+    got = logits(f, model, ids, root, ["--device", "cuda", "--stream-all", "--chunk", 8], "gpt-oss MXFP4 cuda",
+                 env={"FERRY_ROUTES": path})
+    if got is None:
+        return
+    routes = ref_forward.read_routes(path)
+    first = min([t for layer, t, e in ref.routes if routes.get((layer, t)) != e], default=len(ids))
+    e = rel_err(got[:first].astype(np.float64), want[:first]) if first else float("inf")
+    print(f"gpt-oss MXFP4 experts: cuda vs reference on the GGUF {e:.2e} over the first {first} of {len(ids)} rows "
+          f"(routes equal up to there)", flush=True)
+    f.check(first >= 30 and e <= 2e-3, f"gpt-oss MXFP4: cuda vs reference {e:.2e} on {first} rows")
 
 
 def main():
@@ -99,7 +146,8 @@ def main():
                     routes[dev] = ref_forward.read_routes(path) if os.path.exists(path) else {}
                 same = sum(routes["cuda"].get(k) == r for k, r in routes["cpu"].items())
                 print(f"{v}: cuda routes equal to the cpu's for {same}/{len(routes['cpu'])} (layer, token)", flush=True)
-                f.check(len(routes["cpu"]) == 40 * 2 and routes["cuda"] == routes["cpu"], f"{v}: cuda routes differ")
+                n_layers = json.load(open(os.path.join(model, "manifest.json")))["hparams"]["n_layers"]
+                f.check(len(routes["cpu"]) == 40 * n_layers and routes["cuda"] == routes["cpu"], f"{v}: cuda routes differ")
                 # routed uploads (only the chosen experts go up) against whole layers: the same bytes reach the
                 # same kernels, so the logits are identical; resident and streamed, and fewer bytes uploaded
                 for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8])):
@@ -179,6 +227,8 @@ def main():
                     got = greedy(f, model, ids, 8, ["--device", "cuda", "--placement", pl, *extra], what + " long")
                     want = greedy(f, model, ids, 8, ["--device", "cpu"], f"{v} cpu greedy long")
                     f.check(got == want, f"{what} after a long prefill: greedy {got} != cpu {want}")
+
+        check_gptoss_mxfp4(f, root)
 
         if not os.path.exists(GEMMA_GGUF) and os.environ.get("FERRY_NO_MODEL") == "1":
             # the tiny-model checks above still count: skipping the whole test here would hide their failures

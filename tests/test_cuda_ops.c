@@ -163,8 +163,12 @@ static void test_elementwise(void)
 		snprintf(what, sizeof(what), "add n=%lld", (long long)n);
 		expect(E_ADD, what, dy, ref, n, 1e-6);
 
-		for (int act = ACT_SILU; act <= ACT_GELU_TANH; act++) {
-			(act == ACT_SILU ? cpu_swiglu : cpu_geglu)(ref, x, y, n);
+		for (int act = ACT_SILU; act <= ACT_SWIGLU_OAI; act++) {
+			if (act == ACT_SWIGLU_OAI) /* past gpt-oss's clamps (+-7) on both sides */
+				for (int64_t i = 0; i < n; i++)
+					x[i] *= 3, y[i] *= 3;
+			CU(cudaMemcpy(dx, x, b, cudaMemcpyHostToDevice));
+			(act == ACT_SILU ? cpu_swiglu : act == ACT_GELU_TANH ? cpu_geglu : cpu_swiglu_oai)(ref, x, y, n);
 			CU(cudaMemcpy(dy, y, b, cudaMemcpyHostToDevice));
 			poison(dout, b);
 			OP(cuda_glu(&ctx, dout, dx, dy, n, act));
@@ -468,20 +472,28 @@ static void attn_case(const struct attn_case *c)
 	float *ref = malloc(qn * sizeof(float)), scale = 1.0f / sqrtf((float)Dh);
 	int64_t per = cpu_attention_scratch(b.h.max_pos + 1, Dh);
 	float *scratch = malloc((size_t)omp_get_max_threads() * per * sizeof(float));
-	cpu_attention(ref, q, &kh, &b.h, H, c->window, scale, scratch, per);
+	/* gpt-oss's sinks: logits in [-2, 6), from no share of the mass to most of it */
+	float *ref_s = malloc(qn * sizeof(float)), sinks[64];
+	for (int h = 0; h < H && h < 64; h++)
+		sinks[h] = (float)(8.0 * rand() / RAND_MAX - 2.0);
+	float *dsinks = dupload(sinks, sizeof(sinks));
+	cpu_attention(ref, q, &kh, &b.h, H, c->window, scale, NULL, scratch, per);
+	cpu_attention(ref_s, q, &kh, &b.h, H, c->window, scale, sinks, scratch, per);
 
 	size_t wsb = cuda_attention_ws_bytes(T, b.h.max_pos + 1, H, Dh);
 	void *ws = wsb ? dalloc(wsb) : NULL;
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 4; pass++) { /* with and without splits of the keys, with and without sinks */
 		ctx.ws = ws;
 		ctx.ws_bytes = wsb;
-		ctx.n_sm = pass ? 1 : real_n_sm;
+		ctx.n_sm = pass & 1 ? 1 : real_n_sm;
 		poison(dout, qn * sizeof(float));
-		OP(cuda_attention(&ctx, dout, dq, &kd, &b.d, H, c->window, scale));
+		OP(cuda_attention(&ctx, dout, dq, &kd, &b.d, H, c->window, scale, pass & 2 ? dsinks : NULL));
 		char w2[240];
-		snprintf(w2, sizeof(w2), "%s (n_sm %d)", what, ctx.n_sm);
-		expect(E_ATTN, w2, dout, ref, qn, 5e-4);
+		snprintf(w2, sizeof(w2), "%s (n_sm %d%s)", what, ctx.n_sm, pass & 2 ? ", sinks" : "");
+		expect(E_ATTN, w2, dout, pass & 2 ? ref_s : ref, qn, 5e-4);
 	}
+	CU(cudaFree(dsinks));
+	free(ref_s);
 	ctx.n_sm = real_n_sm;
 	ctx.ws = NULL;
 	ctx.ws_bytes = 0;
@@ -520,6 +532,7 @@ static void test_attention(void)
 		 {{1, 5000}, {1, 17}, {1, 4095}, {1, 256}, {1, 3333}, {1, 0}, {1, 64}, {1, 1200}}},
 		{KV_Q4, 256, 4, 1, 512, 256, 1, 3, {{1, 5000}, {1, 511}, {64, 600}}},       /* Gemma window layer */
 		{KV_F16, 128, 64, 8, 0, 64, 1, 1, {{8, 4000}}},                             /* a few draft tokens */
+		{KV_F16, 64, 64, 8, 128, 64, 1, 2, {{300, 0}, {1, 2000}}},                  /* gpt-oss sliding layer */
 	};
 	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4}, dhs[] = {64, 128, 256, 96}, gs[] = {1, 4, 8},
 			 windows[] = {0, 100}, pages[] = {64, 256};
@@ -610,7 +623,7 @@ static void test_tree(void)
 			int64_t per = cpu_attention_scratch(bt.max_pos + 1, Dh);
 			float *scratch = malloc((size_t)omp_get_max_threads() * per * sizeof(float));
 			float scale = 1 / sqrtf((float)Dh);
-			cpu_attention(ref, q, &kh, &bt, H, window, scale, scratch, per);
+			cpu_attention(ref, q, &kh, &bt, H, window, scale, NULL, scratch, per);
 
 			struct kv_layer kd = kh;
 			kd.k = dupload(kh.k, pool);
@@ -629,7 +642,7 @@ static void test_tree(void)
 			size_t wsb = cuda_attention_ws_bytes(T, bt.max_pos + 1, H, Dh);
 			ctx.ws = wsb ? dalloc(wsb) : NULL;
 			ctx.ws_bytes = wsb;
-			OP(cuda_attention(&ctx, dout, dq, &kd, &db, H, window, scale));
+			OP(cuda_attention(&ctx, dout, dq, &kd, &db, H, window, scale, NULL));
 			char what[96];
 			snprintf(what, sizeof(what), "tree %s Dh %d window %d C %d n %d", fmt_name[fmt], Dh, window, C, n);
 			expect(E_ATTN, what, dout, ref, qn, 5e-4);
@@ -713,21 +726,21 @@ static void test_arg_errors(void)
 	struct kv_batch bt = {1, 1, dt0, di, di, dpos, di, 32, 2047, 1, NULL, NULL, NULL};
 	struct kv_layer kv = {pool, pool, KV_F16, 64, 8, 64, 4, 0};
 	kv.Dh = 48;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1, NULL) == -EINVAL);
 	kv.Dh = 288;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1, NULL) == -EINVAL);
 	kv.Dh = 64;
 	kv.Hkv = 4;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 6, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 6, 0, 1, NULL) == -EINVAL);
 	kv.Hkv = 8;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, -1, 1) == -EINVAL);
-	CHECK(cuda_attention(&ctx, d, d + 1, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, -1, 1, NULL) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d + 1, &kv, &bt, 8, 0, 1, NULL) == -EINVAL);
 	kv.page = 100;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1, NULL) == -EINVAL);
 	CHECK(cuda_kv_store(&ctx, &kv, d, d, &bt) == -EINVAL);
 	kv.page = 64;
 	kv.fmt = KV_F32;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1) == -EINVAL);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 8, 0, 1, NULL) == -EINVAL);
 	CHECK(cuda_kv_store(&ctx, &kv, d, d, &bt) == -EINVAL);
 	kv.fmt = KV_Q8;
 	CHECK(cuda_hadamard32(&ctx, d, 48) == -EINVAL);
@@ -735,7 +748,7 @@ static void test_arg_errors(void)
 	kv.Hkv = 1;
 	ctx.ws = d;
 	ctx.ws_bytes = 16;
-	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 4, 0, 1) == -ENOSPC);
+	CHECK(cuda_attention(&ctx, d, d, &kv, &bt, 4, 0, 1, NULL) == -ENOSPC);
 	ctx.ws = NULL;
 	ctx.ws_bytes = 0;
 	CHECK(cuda_glu(&ctx, d, d, d, 16, 7) == -EINVAL);
@@ -988,7 +1001,7 @@ static void run_attn(void *p)
 {
 	struct bench_attn *b = p;
 	const struct kv_layer *kv = &b->kv[b->next++ % b->L];
-	OP(cuda_attention(&ctx, b->out, b->q, kv, &b->b.d, b->H, b->window, 1.0f / sqrtf((float)kv->Dh)));
+	OP(cuda_attention(&ctx, b->out, b->q, kv, &b->b.d, b->H, b->window, 1.0f / sqrtf((float)kv->Dh), NULL));
 }
 
 /* pools of 0x11 bytes (small finite f16 values and scales), one batch of the given parts, page 256 */

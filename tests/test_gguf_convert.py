@@ -14,13 +14,17 @@
    The mixtures of experts (qwen3moe, qwen3moe_nonorm, mixtral: GGUF llama with expert_count, qwen2moe with its
    shared expert) too, and every
    token's experts at every layer (FERRY_ROUTES) are the reference's: in order from the HF directory and the
-   F32 GGUF; from the Q8_0 one at least 90% as sets (a rounding tie of the 8-bit inputs, which q8_err allows
+   F32 GGUF; from the Q8_0 one (and gpt-oss's MXFP4 experts) at least 90% as sets (a rounding tie of the 8-bit inputs, which q8_err allows
    for, can move a near-equal pair of experts across the top-k border).
 3. Bad input: truncated file, wrong magic, absurd counts and dims, an offset past the end, an unsupported
    tensor type, an unknown tensor, a missing key: one line naming the file, exit 1, no output left behind.
    Mixtures of experts: expert_used_count above expert_count, an expert_count the stacked experts contradict,
    no expert_count on an architecture ferry runs with experts; from HF a missing router, num_experts_per_tok above
-   num_experts, a num_experts the router contradicts.
+   num_experts, a num_experts the router contradicts. gpt-oss: a layer without attn_sinks (GGUF) or
+   self_attn.sinks (HF), expert counts the file contradicts, a swiglu_limit other than 7.
+4. gpt-oss's HF forms: the fused experts as x . W or as [out, in] give the same files; MXFP4 _blocks/_scales
+   experts (as released) give the bytes of the GGUF llama.cpp's converter writes; --quant keeps the experts'
+   biases.
 """
 
 import json
@@ -253,11 +257,12 @@ def q8_err(got, gguf_path, ids):
 
 def check_hf_vs_gguf(f, root):
     for v in ("llama_tied_gqa", "llama3_rope", "llama_linear_rope", "qwen2_bias", "qwen3", "gemma3", "gemma3_softcap",
-              "qwen3moe", "qwen3moe_nonorm", "mixtral", "qwen2moe"):
+              "qwen3moe", "qwen3moe_nonorm", "mixtral", "qwen2moe", "gptoss"):
         hf = os.path.join(root, v)
         gen_tiny_model.generate(v, hf, 0)
         outs = {}
-        for kind in ("hf", "F32", "Q8_0"):
+        kinds = ("hf", "F32", "Q8_0") + (("MXFP4",) if v == "gptoss" else ())  # gpt-oss: MXFP4 experts
+        for kind in kinds:
             out = os.path.join(root, f"{v}.{kind}.ferry")
             src = hf
             if kind != "hf":
@@ -266,7 +271,7 @@ def check_hf_vs_gguf(f, root):
             p = ferry("convert", src, "-o", out)
             if f.check(p.returncode == 0, f"{v} {kind}: convert failed: {p.stderr.strip()}"):
                 outs[kind] = (src, out)
-        if len(outs) < 3:
+        if len(outs) < len(kinds):
             continue
         rnd = np.random.default_rng(zlib.crc32(v.encode()))  # not hash(): salted per process
         ids = [int(x) for x in rnd.integers(3, ref_forward.Model(hf).vocab, 20)]
@@ -278,28 +283,33 @@ def check_hf_vs_gguf(f, root):
                       env={"FERRY_ROUTES": routes})
             if f.check(p.returncode == 0, f"{v} {kind}: run failed: {p.stderr.strip()}"):
                 lg[kind] = ref_forward.read_flgt(path).astype(np.float64)
-                check_routes(f, f"{v} {kind}", hf if kind != "Q8_0" else src, kind, ids, routes)
-        if len(lg) < 3:
+                check_routes(f, f"{v} {kind}", hf if kind in ("hf", "F32") else src, kind, ids, routes)
+        if len(lg) < len(kinds):
             continue
         e1 = rel_rows(lg["F32"], lg["hf"])
         e2, lim = q8_err(lg["Q8_0"], outs["Q8_0"][0], ids)
         print(f"{v:16s} GGUF F32 vs HF original {e1:.2e}; Q8_0 GGUF vs reference on it {e2:.2e}")
         f.check(e1 <= 1e-5, f"{v}: GGUF vs HF logits {e1:.2e} > 1e-5")
         f.check(e2 <= lim, f"{v}: Q8_0 GGUF vs reference {e2:.2e} > {lim:.2e}")
+        if "MXFP4" in lg:
+            e3, lim3 = q8_err(lg["MXFP4"], outs["MXFP4"][0], ids)
+            print(f"{v:16s} MXFP4 GGUF (experts) vs reference on it {e3:.2e}")
+            f.check(e3 <= lim3, f"{v}: MXFP4 GGUF vs reference {e3:.2e} > {lim3:.2e}")
 
 
 def check_routes(f, what, src, kind, ids, routes):
     """A mixture of experts' routes (ferry's FERRY_ROUTES dump) against the reference's: on the HF weights for
     the HF and F32 conversions (in order), on the Q8_0 GGUF with ferry's 8-bit inputs emulated (as sets)."""
-    model = ref_forward.Model.from_gguf(src, act_q8=True) if kind == "Q8_0" else ref_forward.Model(src)
+    quant = kind not in ("hf", "F32")
+    model = ref_forward.Model.from_gguf(src, act_q8=True) if quant else ref_forward.Model(src)
     if not model.moe:
         return
     model.logits(ids)
-    bad = ref_forward.compare_routes(model, ref_forward.read_routes(routes), len(ids), ordered=kind != "Q8_0")
+    bad = ref_forward.compare_routes(model, ref_forward.read_routes(routes), len(ids), ordered=not quant)
     n = len(model.routes)
     # Q8_0: a code rounded the other way (the tie q8_err allows for) can move a near-equal pair of experts
     # across the top-k border; most choices must still be the reference's.
-    ok = not bad if kind != "Q8_0" else len(bad) <= n // 10
+    ok = not bad if not quant else len(bad) <= n // 10
     f.check(n == len(ids) * model.n_layers and ok, f"{what}: routes differ from the reference's: {bad[:3]}")
     print(f"{what:22s} routes: {n - len(bad)}/{n} (layer, token) choices equal")
 
@@ -327,21 +337,136 @@ def check_moe_bad_input(f, root):
         with open(src, "wb") as fh:
             fh.write(blob)
         check_refused(f, what, src, os.path.join(root, "bad.ferry"), [want, "bad.gguf"])
-    for what, edit, want in (
-            ("router missing", "router", "mlp.gate.weight not found"),
-            ("num_experts_per_tok > num_experts", {"num_experts_per_tok": 9}, "num_experts_per_tok 9"),
-            ("num_experts vs the router", {"num_experts": 6}, "mlp.gate.weight has shape [8, 64]")):
-        bad = os.path.join(root, "moe_bad_" + what.replace(" ", "_"))
-        gen_tiny_model.generate("qwen3moe", bad, 0)
-        if edit == "router":
+    check_hf_refused(f, root, "qwen3moe", (
+        ("router missing", "model.layers.1.mlp.gate.weight", "mlp.gate.weight not found"),
+        ("num_experts_per_tok > num_experts", {"num_experts_per_tok": 9}, "num_experts_per_tok 9"),
+        ("num_experts vs the router", {"num_experts": 6}, "mlp.gate.weight has shape [8, 64]")))
+
+
+def check_hf_refused(f, root, variant, cases):
+    """Each case (what, edit, want): the tiny HF variant with a tensor dropped (edit: its name) or config.json
+    keys changed (edit: a dict), refused in one line containing want."""
+    for what, edit, want in cases:
+        bad = os.path.join(root, "bad_" + what.replace(" ", "_"))
+        gen_tiny_model.generate(variant, bad, 0)
+        if isinstance(edit, str):
             st = os.path.join(bad, "model.safetensors")
-            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != "model.layers.1.mlp.gate.weight"}
+            w = {k: v for k, v in safetensors.numpy.load_file(st).items() if k != edit}
             safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
         else:
             cfg_path = os.path.join(bad, "config.json")
             cfg = dict(json.load(open(cfg_path)), **edit)
             json.dump(cfg, open(cfg_path, "w"))
         check_refused(f, what, bad, bad + ".ferry", [want])
+
+
+def check_gptoss_layouts(f, root):
+    """gpt-oss's fused experts as [E, D, 2 Fe] / [E, Fe, D] (x . W, transformers 4.55's layout) and swapped to
+    [E, 2 Fe, D] / [E, D, Fe] ([out, in]) convert to the same bytes."""
+    outs = []
+    for swap in (False, True):
+        hf = os.path.join(root, f"gptoss_layout_{int(swap)}")
+        gen_tiny_model.generate("gptoss", hf, 0)
+        if swap:
+            st = os.path.join(hf, "model.safetensors")
+            spec = gen_tiny_model.VARIANTS["gptoss"]
+            w = gen_tiny_model.make_weights(spec, gen_tiny_model.variant_rng("gptoss", 0))
+            w = {k: np.ascontiguousarray(v.transpose(0, 2, 1)) if k.endswith(("gate_up_proj", "down_proj")) else v
+                 for k, v in w.items()}
+            safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
+        outs.append(hf + ".ferry")
+        p = ferry("convert", hf, "-o", outs[-1])
+        f.check(p.returncode == 0, f"gpt-oss layout swapped={swap}: {p.stderr.strip()}")
+    same = all(open(os.path.join(outs[0], n), "rb").read() == open(os.path.join(outs[1], n), "rb").read()
+               for n in os.listdir(outs[0]) if n.endswith(".bin"))
+    print(f"gpt-oss experts as x . W and as [out, in]: {'the same' if same else 'DIFFERENT'} files")
+    f.check(same, "gpt-oss: the swapped expert layout converts to other bytes")
+    # --quant quantizes the matrices, never the experts' biases [E, n] (added to the outputs, kept as stored)
+    q = os.path.join(root, "gptoss_q8.ferry")
+    p = ferry("convert", os.path.dirname(outs[0]) + "/gptoss_layout_0", "-o", q, "--quant", "Q8_0")
+    if f.check(p.returncode == 0, f"gpt-oss --quant Q8_0: {p.stderr.strip()}"):
+        fmts = {t["name"]: t["format"] for t in json.load(open(os.path.join(q, "manifest.json")))["units"]["layers"][0]}
+        f.check(all(fmts[f"ffn_{k}_exps.bias"] == "BF16" and fmts[f"ffn_{k}_exps.weight"] == "Q8_0"
+                    for k in ("gate", "up", "down")), f"gpt-oss --quant Q8_0: formats {fmts}")
+        p = ferry("run", "-m", q, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos")
+        f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss --quant Q8_0: run {p.stderr.strip()}")
+
+
+def hf_mxfp4_blocks(w):
+    """The released checkpoints' MXFP4 form of an [E, out, in] float matrix stack: (blocks U8 [E, out, in/32, 16],
+    byte i of a block value 2i low and 2i + 1 high; scales U8 [E, out, in/32]), quantized by gguf-py (whose
+    blocks put value j low and j + 16 high in byte j, after the scale byte)."""
+    E, rows, cols = w.shape
+    q = gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), T.MXFP4).reshape(E, rows, cols // 32, 17)
+    vals = np.concatenate([q[..., 1:] & 15, q[..., 1:] >> 4], axis=-1)  # the 32 codes of a block, in order
+    return (vals[..., 0::2] | (vals[..., 1::2] << 4)).astype(np.uint8), np.ascontiguousarray(q[..., 0])
+
+
+def expert_bytes(model, layer, name):
+    """The stacked experts' bytes of a tensor of a ferry model, expert by expert (through its stride)."""
+    t = next(t for t in json.load(open(os.path.join(model, "manifest.json")))["units"]["layers"][layer]
+             if t["name"] == name)
+    data = open(os.path.join(model, f"layer.{layer:03d}.bin"), "rb").read()
+    per = t["bytes"] // t["shape"][0]
+    return t["format"], b"".join(data[t["offset"] + e * t.get("expert_stride", per):][:per] for e in range(t["shape"][0]))
+
+
+def check_gptoss_hf_mxfp4(f, root):
+    """gpt-oss as released on the hub: the experts as MXFP4 _blocks/_scales (made here from the tiny model with
+    gguf-py's quantizer) convert to MXFP4 experts byte-identical to those of the GGUF llama.cpp's converter would
+    write from the same values (tools/hf_to_gguf.py --type MXFP4), and the model runs."""
+    hf = os.path.join(root, "gptoss_mx_hf")
+    gen_tiny_model.generate("gptoss", hf, 0)
+    st = os.path.join(hf, "model.safetensors")
+    w = gen_tiny_model.make_weights(gen_tiny_model.VARIANTS["gptoss"], gen_tiny_model.variant_rng("gptoss", 0))
+    gg = os.path.join(root, "gptoss_mx_ref.gguf")
+    hf_to_gguf.convert(hf, gg, "MXFP4")
+    for k in [k for k in w if k.endswith(("gate_up_proj", "down_proj"))]:
+        # [E, in, out] as x . W -> [E, out, in]; gate_up's out rows stay interleaved (gate even, up odd)
+        w[k + "_blocks"], w[k + "_scales"] = hf_mxfp4_blocks(w.pop(k).astype(np.float32).transpose(0, 2, 1))
+    safetensors.numpy.save_file(w, st, metadata={"format": "pt"})
+    outs = [hf + ".ferry", gg + ".ferry"]
+    for src, out in zip((hf, gg), outs):
+        p = ferry("convert", src, "-o", out)
+        if not f.check(p.returncode == 0, f"gpt-oss MXFP4 {src}: convert failed: {p.stderr.strip()}"):
+            return
+    same = all(expert_bytes(outs[0], l, f"ffn_{k}_exps.weight") == expert_bytes(outs[1], l, f"ffn_{k}_exps.weight")
+               and expert_bytes(outs[0], l, f"ffn_{k}_exps.weight")[0] == "MXFP4"
+               for l in range(4) for k in ("gate", "up", "down"))
+    print(f"gpt-oss HF MXFP4 _blocks/_scales: experts {'byte-identical to' if same else 'DIFFERENT from'} the GGUF's")
+    f.check(same, "gpt-oss: the HF MXFP4 experts differ from the GGUF's")
+    p = ferry("run", "-m", outs[0], "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos")
+    f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss HF MXFP4: run {p.stderr.strip()}")
+
+
+def check_gptoss_bad_input(f, root):
+    """gpt-oss: a layer without its sinks (GGUF and HF), counts the file contradicts, one line each."""
+    hf = os.path.join(root, "gptoss_bad_hf")
+    gen_tiny_model.generate("gptoss", hf, 0)
+    good = os.path.join(root, "gptoss_bad.gguf")
+    hf_to_gguf.convert(hf, good, "F32")
+    nosinks = os.path.join(root, "gptoss_nosinks.gguf")
+    keep = hf_to_gguf.gptoss_tensors
+    hf_to_gguf.gptoss_tensors = lambda name, arr, q: [t for t in keep(name, arr, q) if t[0] != "blk.1.attn_sinks.weight"]
+    try:
+        hf_to_gguf.convert(hf, nosinks, "F32")
+    finally:
+        hf_to_gguf.gptoss_tensors = keep
+    check_refused(f, "gpt-oss GGUF without attn_sinks", nosinks, os.path.join(root, "bad.ferry"),
+                  ["blk.1.attn_sinks.weight is missing", "gptoss_nosinks.gguf"])
+    data = open(good, "rb").read()
+    for what, key, val, want in (("gpt-oss expert_count vs the experts", "gpt-oss.expert_count", 6, "ffn_gate_inp"),
+                                 ("gpt-oss expert_used_count > expert_count", "gpt-oss.expert_used_count", 5,
+                                  "expert_used_count")):
+        src = os.path.join(root, "bad.gguf")
+        with open(src, "wb") as fh:
+            fh.write(kv_patch(data, good, key, val))
+        check_refused(f, what, src, os.path.join(root, "bad.ferry"), [want, "bad.gguf"])
+    check_hf_refused(f, root, "gptoss", (
+        ("gpt-oss HF without sinks", "model.layers.1.self_attn.sinks", "model.layers.1.self_attn.sinks missing"),
+        ("gpt-oss num_local_experts vs router", {"num_local_experts": 6}, "mlp.router.weight has shape [4, 96]"),
+        ("gpt-oss top-k > experts", {"num_experts_per_tok": 5}, "num_experts_per_tok 5"),
+        ("gpt-oss swiglu_limit", {"swiglu_limit": 8.0}, "swiglu_limit 8")))
 
 
 def check_refused(f, what, src, out, wants):
@@ -407,6 +532,9 @@ def main():
         check_hf_vs_gguf(f, root)
         check_bad_input(f, root)
         check_moe_bad_input(f, root)
+        check_gptoss_bad_input(f, root)
+        check_gptoss_layouts(f, root)
+        check_gptoss_hf_mxfp4(f, root)
     finally:
         cleanup()
     f.finish()

@@ -9,7 +9,8 @@
   hyper-parameters and the overrides applied;
 - the same seed gives byte-identical files whatever --threads; another seed gives other weights;
 - a mixture of experts (--shape tiny-moe, --experts ...): qwen3moe hyper-parameters, expert-major stacked
-  experts whose matrices (read through their strides) have the promised RMS, a run;
+  experts whose matrices (read through their strides) have the promised RMS, a run; gpt-oss (--shape
+  gpt-oss-120b, cut down): its hyper-parameters, MXFP4 experts, F32 biases and sinks, a run;
 - bad shapes (K not whole blocks, heads not divisible, odd head_dim, zero layers, unknown format or shape,
   more experts per token than experts)
   are refused in one line naming the option, leaving nothing behind; an existing DIR is kept unless --force.
@@ -163,6 +164,27 @@ def main():
             p = ferry("run", "-m", o, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos", "--threads", 1)
             f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"moe: run {p.stdout!r} {p.stderr}")
 
+        # gpt-oss (the 120b preset's dimensions, 1 layer of 2 experts to stay small): its hyper-parameters, MXFP4
+        # experts and Q8_0 elsewhere by default, F32 biases and sinks, a run on the CPU.
+        o = os.path.join(root, "gptoss")
+        p = ferry("synth", "-o", o, "--shape", "gpt-oss-120b", "--layers", 1, "--experts", 2, "--experts-used", 2,
+                  "--vocab", 256)
+        if f.check(p.returncode == 0, f"gpt-oss: {p.stderr}"):
+            m = json.load(open(os.path.join(o, "manifest.json")))
+            hp, r = m["hparams"], m["hparams"]["rope"]
+            f.check((hp["arch"], hp["d_model"], hp["ffn_dim"], hp["n_heads"], hp["n_kv_heads"], hp["head_dim"],
+                     hp["act"], hp["sliding_window"], hp["rms_eps"]) ==
+                    ("gpt-oss", 2880, 2880, 64, 8, 64, "swiglu_oai", [128], 1e-5) and
+                    hp["moe"] == {"experts": 2, "used": 2, "ffn": 2880, "norm_topk": True} and
+                    (r["type"], r["theta"], r["factor"], r["original_max_pos"], r["beta_fast"], r["beta_slow"],
+                     r["truncate"]) == ("yarn", 150000, 32, 4096, 32, 1, False), f"gpt-oss: hparams {hp}")
+            fmts = {t["name"]: t["format"] for t in m["units"]["layers"][0]}
+            f.check(all(fmts[f"ffn_{k}_exps.weight"] == "MXFP4" and fmts[f"ffn_{k}_exps.bias"] == "F32"
+                        for k in ("gate", "up", "down")) and fmts["attn_q.weight"] == "Q8_0" and
+                    fmts["attn_sinks.weight"] == "F32" and fmts["ffn_gate_inp.bias"] == "F32", f"gpt-oss: formats {fmts}")
+            p = ferry("run", "-m", o, "--prompt-ids", "3,1,4,1,5", "-n", 2, "--ignore-eos", "--threads", 1)
+            f.check(p.returncode == 0 and len(p.stdout.split()) == 2, f"gpt-oss: run {p.stdout!r} {p.stderr}")
+
         # Bad shapes: one line naming the option, nothing left behind.
         for what, args, option in [
             ("d_model not whole Q4_K blocks", ["--d-model", 300], "--d-model"),
@@ -176,6 +198,9 @@ def main():
             ("bad seed", ["--seed", "x"], "--seed"),
             ("more experts per token than experts", ["--shape", "tiny-moe", "--experts-used", 17], "--experts"),
             ("expert ffn not whole Q4_K blocks", ["--shape", "tiny-moe", "--expert-ffn", 100], "--expert-ffn"),
+            ("gpt-oss rows not whole Q4_K blocks", ["--shape", "gpt-oss-20b", "--fmt", "q4_k"], "--d-model"),
+            ("unknown expert format", ["--shape", "tiny-gpt-oss", "--expert-fmt", "nf4"], "--expert-fmt"),
+            ("gpt-oss without experts", ["--shape", "tiny-gpt-oss", "--experts", 0], "--experts"),
         ]:
             refused(f, root, what, args, option)
 

@@ -83,7 +83,7 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 	int64_t per = cpu_attention_scratch(bt.max_pos + 1, Dh);
 	float *scr = malloc(sizeof(float) * (size_t)per * 64);
 	float scale = 0.3f;
-	cpu_attention(out, q, &kv, &bt, H, window, scale, scr, per);
+	cpu_attention(out, q, &kv, &bt, H, window, scale, NULL, scr, per);
 
 	/* the reference: exactly the keys the rule names */
 	double worst = 0;

@@ -173,6 +173,17 @@ VARIANTS = {
         hidden=128, inter=64, layers=2, heads=4, kv_heads=2, head_dim=32, vocab=320,
         tied=False, rope_theta=1000000.0, rope_scaling=None, max_pos=512, eps=1e-5,
         experts=4, top_k=2),
+    # gpt-oss: attention biases and sinks, sliding (window 8) and full layers alternating, YaRN not truncated
+    # (correction range [0, 1.62]: pair 1 blended 62/38, where truncation would give 50/50), experts with
+    # biases whose gate/up outputs (std ~4) cross the SwiGLU clamps at +-7, softmax over the top-k logits.
+    # hidden 96 != 2 x intermediate 64: the fused gate_up_proj [E, D, 2 Fe] has one orientation only.
+    "gptoss": dict(
+        arch="GptOssForCausalLM", model_type="gpt_oss", family="qwen2", dtype="BF16",
+        hidden=96, inter=64, layers=4, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
+        vocab=384, tied=False, rope_theta=10000.0, max_pos=256, eps=1e-5, sliding_window=8,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                      "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False},
+        experts=4, top_k=2),
     "mistral_swa": dict(
         arch="MistralForCausalLM", model_type="mistral", family="mistral", dtype="F32",
         hidden=64, inter=176, layers=3, heads=4, kv_heads=2, head_dim=32, explicit_head_dim=True,
@@ -258,6 +269,11 @@ def make_config(spec):
     elif spec["model_type"] == "mixtral":
         cfg.update(sliding_window=None, num_local_experts=spec["experts"], num_experts_per_tok=spec["top_k"],
                    output_router_logits=False, router_aux_loss_coef=0.02, router_jitter_noise=0.0)
+    elif spec["model_type"] == "gpt_oss":
+        cfg.update(attention_bias=True, sliding_window=spec["sliding_window"], rope_scaling=spec["rope_scaling"],
+                   num_local_experts=spec["experts"], num_experts_per_tok=spec["top_k"], swiglu_limit=7.0,
+                   layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(spec["layers"])],
+                   output_router_logits=False, router_aux_loss_coef=0.001)
     elif spec["model_type"] == "gemma3_text":
         del cfg["hidden_act"]
         cfg.update(attention_bias=False, attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh",
@@ -295,6 +311,8 @@ def make_weights(spec, rng):
 
     if spec["model_type"] == "gemma3_text":
         return make_gemma3_weights(spec, rng, normal)
+    if spec["model_type"] == "gpt_oss":
+        return make_gptoss_weights(spec, normal, norm_weight)
     # RMSNorm follows the embedding, so its scale only matters through the tied lm_head:
     # a large tied embedding makes every token predict itself (greedy repeats one id).
     w["model.embed_tokens.weight"] = normal((spec["vocab"], h), 1.25 / np.sqrt(h) if spec["tied"] else 1.0)
@@ -345,6 +363,37 @@ def make_experts(spec, w, p, normal):
         w[p + "mlp.shared_expert.gate_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
         w[p + "mlp.shared_expert.up_proj.weight"] = normal((fs, h), 1.0 / np.sqrt(h))
         w[p + "mlp.shared_expert.down_proj.weight"] = normal((h, fs), 1.0 / np.sqrt(fs))
+
+
+def make_gptoss_weights(spec, normal, norm_weight):
+    """GptOssForCausalLM's tensors: biases on q, k, v, o and the router, sinks [H], and each layer's experts as
+    two fused tensors, gate_up_proj [E, D, 2 Fe] (x . W; gate the even columns, up the odd ones) and down_proj
+    [E, Fe, D], with their biases [E, 2 Fe] and [E, D]."""
+    h, fe, hd, E = spec["hidden"], spec["inter"], spec["head_dim"], spec["experts"]
+    q_out, kv_out = spec["heads"] * hd, spec["kv_heads"] * hd
+    w = {"model.embed_tokens.weight": normal((spec["vocab"], h), 1.0)}
+    for i in range(spec["layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = norm_weight()
+        w[p + "self_attn.q_proj.weight"] = normal((q_out, h), QK_GAIN / np.sqrt(h))
+        w[p + "self_attn.q_proj.bias"] = normal((q_out,), 0.5)
+        w[p + "self_attn.k_proj.weight"] = normal((kv_out, h), QK_GAIN / np.sqrt(h))
+        w[p + "self_attn.k_proj.bias"] = normal((kv_out,), 0.5)
+        w[p + "self_attn.v_proj.weight"] = normal((kv_out, h), 1.0 / np.sqrt(h))
+        w[p + "self_attn.v_proj.bias"] = normal((kv_out,), 0.5)
+        w[p + "self_attn.o_proj.weight"] = normal((h, q_out), 1.0 / np.sqrt(q_out))
+        w[p + "self_attn.o_proj.bias"] = normal((h,), 0.2)
+        w[p + "self_attn.sinks"] = normal((spec["heads"],), 1.5)
+        w[p + "post_attention_layernorm.weight"] = norm_weight()
+        w[p + "mlp.router.weight"] = normal((E, h), 2.0 / np.sqrt(h))
+        w[p + "mlp.router.bias"] = normal((E,), 0.5)
+        w[p + "mlp.experts.gate_up_proj"] = normal((E, h, 2 * fe), 4.0 / np.sqrt(h))
+        w[p + "mlp.experts.gate_up_proj_bias"] = normal((E, 2 * fe), 0.5)
+        w[p + "mlp.experts.down_proj"] = normal((E, fe, h), 0.25 / np.sqrt(fe))
+        w[p + "mlp.experts.down_proj_bias"] = normal((E, h), 0.2)
+    w["model.norm.weight"] = norm_weight()
+    w["lm_head.weight"] = normal((spec["vocab"], h), 1.0 / np.sqrt(h))
+    return w
 
 
 def make_gemma3_weights(spec, rng, normal):

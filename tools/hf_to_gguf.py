@@ -19,6 +19,13 @@ from gguf-py's TensorNameMap, and the conventions of llama.cpp's converter:
   and Mixtral renormalize, qwen2moe does not).
 - Qwen2MoeForCausalLM (qwen2moe): q/k/v biases, the shared expert as ffn_{gate,up,down}_shexp and its gate as
   the vector ffn_gate_inp_shexp [D]; expert_shared_feed_forward_length.
+- GptOssForCausalLM (gpt-oss): sinks as attn_sinks.weight [H], post_attention_layernorm as post_attention_norm,
+  the router (with its bias) as ffn_gate_inp, the fused experts split as llama.cpp's converter does: gate_up_proj
+  [E, D, 2 Fe] into ffn_gate_exps (even columns) and ffn_up_exps (odd), transposed to [E, Fe, D], down_proj
+  [E, Fe, D] transposed into ffn_down_exps [E, D, Fe], their biases likewise (.bias, F32);
+  attention.sliding_window (llama.cpp's pattern: even layers slide), yarn's factor and original context
+  (llama.cpp has no truncate key: gpt-oss readers take the untruncated form of GptOssConfig). --type MXFP4
+  writes the expert matrices in MXFP4 (gguf-py's quantizer) and the other matrices F32.
 - Gemma3ForCausalLM: every norm weight gets Gemma's +1 folded in, computed in the checkpoint's dtype
   (llama.cpp adds it to the torch tensor before widening, so a bf16 checkpoint gets bf16(1 + w));
   attention.sliding_window, final_logit_softcapping if set, linear scaling of the global layers as
@@ -54,13 +61,14 @@ import ref_forward  # noqa: E402
 ARCHS = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA, "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
          "Qwen3ForCausalLM": gguf.MODEL_ARCH.QWEN3, "Gemma3ForCausalLM": gguf.MODEL_ARCH.GEMMA3,
          "Qwen3MoeForCausalLM": gguf.MODEL_ARCH.QWEN3MOE, "MixtralForCausalLM": gguf.MODEL_ARCH.LLAMA,
-         "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE}
+         "Qwen2MoeForCausalLM": gguf.MODEL_ARCH.QWEN2MOE, "GptOssForCausalLM": gguf.MODEL_ARCH.GPT_OSS}
 
 Q = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
 TYPES = {"F32": (Q.F32, FT.ALL_F32), "F16": (Q.F16, FT.MOSTLY_F16), "BF16": (Q.BF16, FT.MOSTLY_BF16),
          "Q8_0": (Q.Q8_0, FT.MOSTLY_Q8_0), "Q4_0": (Q.Q4_0, FT.MOSTLY_Q4_0), "Q5_0": (Q.Q5_0, FT.MOSTLY_Q5_0),
-         "Q4_1": (Q.Q4_1, FT.MOSTLY_Q4_1), "Q5_1": (Q.Q5_1, FT.MOSTLY_Q5_1)}
+         "Q4_1": (Q.Q4_1, FT.MOSTLY_Q4_1), "Q5_1": (Q.Q5_1, FT.MOSTLY_Q5_1),
+         "MXFP4": (Q.MXFP4, FT.MOSTLY_MXFP4_MOE)}
 
 SOURCE_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}
 
@@ -106,14 +114,15 @@ def llama3_rope_factors(rp, head_dim):
     return np.array(factors, dtype=np.float32)
 
 
-def write_rope_scaling(w, rp):
-    """rope.scaling.* for linear and yarn; the caller handles default and llama3."""
+def write_rope_scaling(w, rp, gptoss=False):
+    """rope.scaling.* for linear and yarn; the caller handles default and llama3. gpt-oss's yarn is the
+    untruncated one (its readers know)."""
     if rp["rope_type"] == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rp["factor"]))
     elif rp["rope_type"] == "yarn":
         if rp.get("attention_factor") is not None or rp.get("mscale") or rp.get("mscale_all_dim") \
-                or not rp.get("truncate", True):
+                or rp.get("truncate", True) == gptoss:
             raise ValueError("yarn with attention_factor/mscale/truncate has no GGUF form here")
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(rp["factor"]))
@@ -139,8 +148,12 @@ def write_hparams(w, m, cfg):
     w.add_vocab_size(m.vocab)
     full = m.rope["full_attention"]
     w.add_rope_freq_base(float(full["rope_theta"]))
-    write_rope_scaling(w, full)
-    if m.gemma:
+    write_rope_scaling(w, full, m.gptoss)
+    if m.gptoss:
+        if m.windows != [m.windows[0] if i % 2 == 0 else None for i in range(m.n_layers)] or m.windows[0] is None:
+            raise ValueError("llama.cpp's gpt-oss slides the even layers only; this config differs")
+        w.add_sliding_window(int(m.windows[0]))
+    elif m.gemma:
         want = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(m.n_layers)]
         local = m.rope["sliding_attention"]
         if m.layer_types != want or local["rope_type"] != "default" or float(local["rope_theta"]) != 1e4:
@@ -158,7 +171,7 @@ def write_hparams(w, m, cfg):
     if m.moe:
         w.add_expert_count(m.n_experts)
         w.add_expert_used_count(m.top_k)
-        if m.arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
+        if m.arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "GptOssForCausalLM"):
             w.add_expert_feed_forward_length(m.expert_inter)
         if m.shared_expert:
             w.add_expert_shared_feed_forward_length(m.shared_inter)
@@ -237,6 +250,29 @@ def gguf_data(name, arr, qtype):
     return gguf.quants.quantize(arr, qtype), qtype
 
 
+def gptoss_tensors(hf_name, arr, qtype):
+    """[(GGUF name, data, raw dtype)] of one gpt-oss sinks or fused expert tensor (see the module comment)."""
+    layer = hf_name.split(".")[2]
+    base = f"blk.{layer}."
+    arr = np.asarray(arr, dtype=np.float32)
+    if hf_name.endswith("self_attn.sinks"):
+        return [(base + "attn_sinks.weight", arr, None)]
+    what = hf_name.rsplit(".", 1)[1]
+    if what == "gate_up_proj":
+        out = [("ffn_gate_exps.weight", arr[:, :, 0::2].transpose(0, 2, 1)),
+               ("ffn_up_exps.weight", arr[:, :, 1::2].transpose(0, 2, 1))]
+    elif what == "down_proj":
+        out = [("ffn_down_exps.weight", arr.transpose(0, 2, 1))]
+    elif what == "gate_up_proj_bias":
+        return [(base + "ffn_gate_exps.bias", np.ascontiguousarray(arr[:, 0::2]), None),
+                (base + "ffn_up_exps.bias", np.ascontiguousarray(arr[:, 1::2]), None)]
+    elif what == "down_proj_bias":
+        return [(base + "ffn_down_exps.bias", arr, None)]
+    else:
+        raise ValueError(f"{hf_name}: no GGUF name")
+    return [(base + n, *gguf_data(base + n, a, qtype)) for n, a in out]
+
+
 def convert(hf_dir, out_path, type_name="F32"):
     qtype, ftype = TYPES[type_name]
     m = ref_forward.Model(hf_dir)
@@ -261,6 +297,10 @@ def convert(hf_dir, out_path, type_name="F32"):
         w.add_tensor("rope_freqs.weight", llama3_rope_factors(m.rope["full_attention"], m.head_dim))
     experts = {}  # (layer, GGUF name) -> [E] matrices
     for hf_name, arr in m.w.items():
+        if m.gptoss and (".experts." in hf_name or hf_name.endswith("self_attn.sinks")):
+            for gname, data, raw in gptoss_tensors(hf_name, arr, qtype):
+                w.add_tensor(gname, data, raw_dtype=raw)
+            continue
         if m.moe and ".experts." in hf_name:
             router, ex, parts = m.moe
             layer, rest = hf_name[len("model.layers."):].split(".", 1)
@@ -286,7 +326,7 @@ def convert(hf_dir, out_path, type_name="F32"):
             gname = f"blk.{base.split('.')[2]}.ffn_gate_inp"
         if base.endswith("mlp.shared_expert_gate"):
             arr = arr.reshape(-1)  # llama.cpp's ffn_gate_inp_shexp is a vector [D]
-        data, raw = gguf_data(gname, arr, qtype)
+        data, raw = gguf_data(gname, arr, Q.F32 if qtype == Q.MXFP4 else qtype)
         w.add_tensor(f"{gname}.{suffix}", data, raw_dtype=raw)
     for (layer, gname), mats in sorted(experts.items()):
         data, raw = gguf_data(gname, np.stack([mats[e] for e in range(m.n_experts)]), qtype)

@@ -8,7 +8,11 @@ MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM (text)
 experts Qwen3MoeForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM checkpoints (modeling_qwen3_moe,
 modeling_mixtral, modeling_qwen2_moe: softmax router, top-k experts, weights renormalized over the chosen
 ones when norm_topk_prob / always for Mixtral; Qwen2-MoE adds a shared expert scaled by
-sigmoid(x . shared_expert_gate); `routes` records every token's experts):
+sigmoid(x . shared_expert_gate); `routes` records every token's experts), and GptOssForCausalLM
+(modeling_gpt_oss: q/k/v/o biases, a learned sink logit per head in the softmax's denominator, sliding and
+full layers alternating, a router with a bias whose top-k logits are softmaxed, experts as fused
+gate_up_proj [E, D, 2 Fe] (gate the even columns, up the odd) and down_proj [E, Fe, D] with biases, the clamped
+SwiGLU (gate <= 7, -7 <= up <= 7, (up + 1) * gate * sigmoid(1.702 gate)), YaRN):
 tied or untied embeddings, GQA, head_dim from the config, attention/MLP biases,
 RMSNorm, rotate-half RoPE with default, linear, dynamic (NTK), yarn and llama3
 scaling, sliding-window attention, SwiGLU MLP.  Gemma 3: embedding * sqrt(hidden),
@@ -58,7 +62,11 @@ import numpy as np
 
 SUPPORTED_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                    "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM",
-                   "Gemma3ForCausalLM")
+                   "Gemma3ForCausalLM", "GptOssForCausalLM")
+
+# GptOssConfig's RoPE when config.json has none (transformers' configuration_gpt_oss)
+GPTOSS_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+               "original_max_position_embeddings": 4096}
 
 
 # ---------------------------------------------------------------- safetensors
@@ -115,7 +123,7 @@ def load_weights(model_dir):
 
 GGUF_ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
               "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
-              "gemma3": "Gemma3ForCausalLM"}
+              "gemma3": "Gemma3ForCausalLM", "gpt-oss": "GptOssForCausalLM"}
 
 # GGUF tensor name (without blk.N.) -> HF name (without model.layers.N.), per architecture.
 _GGUF_LAYER_NAMES = {
@@ -186,9 +194,9 @@ def read_gguf(path):
         raise ValueError(f"{path}: value_length != key_length")
     if int(kv("{arch}.rope.dimension_count", head_dim)) != head_dim:
         raise ValueError(f"{path}: partial rotary (rope.dimension_count != head_dim)")
-    gemma = arch == "gemma3"
+    gemma, gptoss = arch == "gemma3", arch == "gpt-oss"
     cfg = {
-        "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) else
+        "architectures": [GGUF_ARCHS[arch] if not int(kv("{arch}.expert_count", 0)) or gptoss else
                           {"llama": "MixtralForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM",
                            "qwen2moe": "Qwen2MoeForCausalLM"}[arch]],
         "hidden_size": hidden,
@@ -220,7 +228,21 @@ def read_gguf(path):
         divisors = np.asarray(tensors["rope_freqs.weight"].data, dtype=np.float64)
         rp.update(rope_type="freq_divisors", inv_freq_divisors=divisors)
 
-    if gemma:
+    if gptoss:  # the untruncated yarn of GptOssConfig; llama.cpp's pattern 2: even layers slide
+        if rp["rope_type"] == "yarn":
+            rp["truncate"] = False
+        cfg["rope_parameters"] = rp
+        pattern = int(kv("{arch}.attention.sliding_window_pattern", 2))
+        cfg["layer_types"] = ["sliding_attention" if i % pattern < pattern - 1 else "full_attention"
+                              for i in range(n_layers)]
+        cfg["sliding_window"] = int(kv("{arch}.attention.sliding_window"))
+        n_exp = int(kv("{arch}.expert_count"))
+        cfg.update(num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
+                   intermediate_size=int(kv("{arch}.expert_feed_forward_length", cfg["intermediate_size"])),
+                   attention_bias=True)
+        layer_names = dict(_GGUF_LAYER_NAMES, post_attention_norm="post_attention_layernorm",
+                           ffn_gate_inp="mlp.router")
+    elif gemma:
         pattern = kv("{arch}.attention.sliding_window_pattern", 6)
         if isinstance(pattern, list):
             cfg["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
@@ -244,6 +266,7 @@ def read_gguf(path):
         cfg["rope_parameters"] = rp
         layer_names = _GGUF_LAYER_NAMES_LLAMA
     moe = _GGUF_MOE_NAMES.get(cfg["architectures"][0])
+    fused = {}  # gpt-oss: (layer, GGUF name) -> array, joined into HF's fused expert tensors below
     if moe:
         n_exp = int(kv("{arch}.expert_count"))
         cfg.update(num_experts=n_exp, num_local_experts=n_exp, num_experts_per_tok=int(kv("{arch}.expert_used_count")),
@@ -263,6 +286,11 @@ def read_gguf(path):
         base, suffix = name.rsplit(".", 1)
         if base.startswith("blk."):
             _, n, short = base.split(".", 2)
+            if gptoss and (short.endswith("_exps") or short == "attn_sinks"):
+                arr = gguf.quants.dequantize(t.data, t.tensor_type)
+                fused[(n, name.split(".", 2)[2])] = np.asarray(arr, dtype=np.float32).reshape(
+                    tuple(int(d) for d in reversed(t.shape)))
+                continue
             if moe and short in moe[2]:  # stacked experts [E, rows, cols] -> one HF tensor per expert
                 arr = gguf.quants.dequantize(t.data, t.tensor_type)
                 arr = np.asarray(arr, dtype=np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
@@ -292,6 +320,24 @@ def read_gguf(path):
         if gemma and hf.endswith("norm.weight"):
             arr = arr.astype(np.float64) - 1.0
         weights[hf] = arr
+    for n in sorted({k[0] for k in fused}):  # gpt-oss: HF's fused forms of the experts (x . W), and the sinks
+        g = lambda k: fused[(n, k)]  # noqa: E731
+        p = f"model.layers.{n}."
+        gate_up = np.empty((g("ffn_gate_exps.weight").shape[0], g("ffn_gate_exps.weight").shape[2],
+                            2 * g("ffn_gate_exps.weight").shape[1]), dtype=np.float32)
+        gate_up[:, :, 0::2] = g("ffn_gate_exps.weight").transpose(0, 2, 1)
+        gate_up[:, :, 1::2] = g("ffn_up_exps.weight").transpose(0, 2, 1)
+        bias = np.empty((gate_up.shape[0], gate_up.shape[2]), dtype=np.float32)
+        bias[:, 0::2], bias[:, 1::2] = g("ffn_gate_exps.bias"), g("ffn_up_exps.bias")
+        weights.update({p + "mlp.experts.gate_up_proj": gate_up, p + "mlp.experts.gate_up_proj_bias": bias,
+                        p + "mlp.experts.down_proj": np.ascontiguousarray(g("ffn_down_exps.weight").transpose(0, 2, 1)),
+                        p + "mlp.experts.down_proj_bias": g("ffn_down_exps.bias"),
+                        p + "self_attn.sinks": g("attn_sinks.weight")})
+        qblock = {k: gguf.constants.GGML_QUANT_SIZES[tensors[f"blk.{n}.ffn_{k}_exps.weight"].tensor_type][0]
+                  for k in ("gate", "up", "down")}
+        if qblock["gate"] != qblock["up"]:
+            raise ValueError(f"{path}: layer {n}: ffn_gate_exps and ffn_up_exps of different block sizes")
+        blocks[p + "mlp.experts.gate_up_proj"], blocks[p + "mlp.experts.down_proj"] = qblock["gate"], qblock["down"]
     return cfg, weights, blocks
 
 
@@ -494,6 +540,13 @@ class Model:
                     "Qwen2MoeForCausalLM": ("mlp.gate", "mlp.experts.{e}.",
                                             {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})}.get(self.arch)
         self.shared_expert = self.arch == "Qwen2MoeForCausalLM"
+        self.gptoss = self.arch == "GptOssForCausalLM"
+        if self.gptoss:
+            self.moe = ("mlp.router", "mlp.experts.", {})
+            if cfg.get("swiglu_limit", 7.0) != 7.0 or cfg.get("swiglu_alpha", 1.702) != 1.702:
+                raise ValueError("gpt-oss with swiglu_limit/alpha other than 7 and 1.702")
+            if not (cfg.get("rope_scaling") or cfg.get("rope_parameters")):
+                cfg = dict(cfg, rope_scaling=GPTOSS_ROPE, rope_theta=cfg.get("rope_theta", 150000.0))
         self.routes = []  # (layer, position, (experts, largest weight first)) of the latest logits()
         if self.gemma:
             if cfg.get("hidden_activation", "gelu_pytorch_tanh") != "gelu_pytorch_tanh":
@@ -518,11 +571,13 @@ class Model:
         self.head_dim = cfg.get("head_dim") or default_head_dim
         self.inter = cfg["intermediate_size"]
         self.vocab = cfg["vocab_size"]
-        self.eps = cfg.get("rms_norm_eps", 1e-6) if self.gemma else cfg["rms_norm_eps"]
+        self.eps = cfg.get("rms_norm_eps", 1e-6 if self.gemma else 1e-5 if self.gptoss else None)
+        if self.eps is None:
+            raise ValueError("rms_norm_eps missing")
         if self.n_heads % self.n_kv:
             raise ValueError("num_attention_heads is not a multiple of num_key_value_heads")
         if self.moe:
-            mixtral = self.arch == "MixtralForCausalLM"
+            mixtral = self.arch in ("MixtralForCausalLM", "GptOssForCausalLM")
             self.n_experts = cfg["num_local_experts" if mixtral else "num_experts"]
             self.top_k = cfg["num_experts_per_tok"]
             self.expert_inter = cfg["intermediate_size" if mixtral else "moe_intermediate_size"]
@@ -555,6 +610,12 @@ class Model:
             # "sliding_attention"; Llama never.
             if self.arch in ("MistralForCausalLM", "MixtralForCausalLM"):
                 self.windows = [cfg.get("sliding_window")] * self.n_layers
+            elif self.gptoss:  # GptOssConfig: layer_types, else sliding, full, sliding, ...
+                types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                                                   for i in range(self.n_layers)]
+                if len(types) != self.n_layers or set(types) - {"sliding_attention", "full_attention"}:
+                    raise ValueError(f"bad layer_types {types}")
+                self.windows = [cfg.get("sliding_window", 128) if t == "sliding_attention" else None for t in types]
             elif (self.arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM")
                   and cfg.get("use_sliding_window", False)):
                 sw = cfg.get("sliding_window")
@@ -571,6 +632,9 @@ class Model:
             qkv_bias, o_bias, mlp_bias = True, False, False
         elif self.gemma:
             qkv_bias = o_bias = bool(cfg.get("attention_bias", False))
+            mlp_bias = False
+        elif self.gptoss:
+            qkv_bias = o_bias = bool(cfg.get("attention_bias", True))
             mlp_bias = False
         else:
             qkv_bias = o_bias = mlp_bias = False
@@ -590,7 +654,17 @@ class Model:
                    "self_attn.v_proj": (kv_out, h, qkv_bias), "self_attn.o_proj": (h, q_out, o_bias),
                    "mlp.gate_proj": (self.inter, h, mlp_bias), "mlp.up_proj": (self.inter, h, mlp_bias),
                    "mlp.down_proj": (h, self.inter, mlp_bias)}
-            if self.moe:
+            if self.gptoss:
+                for k in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+                    del lin[k]
+                E, fe = self.n_experts, self.expert_inter
+                lin["mlp.router"] = (E, h, True)
+                expected[p + "self_attn.sinks"] = (self.n_heads,)
+                expected[p + "mlp.experts.gate_up_proj"] = (E, h, 2 * fe)
+                expected[p + "mlp.experts.gate_up_proj_bias"] = (E, 2 * fe)
+                expected[p + "mlp.experts.down_proj"] = (E, fe, h)
+                expected[p + "mlp.experts.down_proj_bias"] = (E, h)
+            elif self.moe:
                 for k in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
                     del lin[k]
                 router, ex, names = self.moe
@@ -667,9 +741,14 @@ class Model:
         if window is not None:
             visible &= (i - j) < window
         scores = np.where(visible, scores, -np.inf)
+        if self.gptoss:
+            # modeling_gpt_oss: the head's sink logit joins the softmax as one more column, then is dropped
+            sinks = np.broadcast_to(self.w[p + "sinks"].astype(np.float64)[:, None, None], (self.n_heads, T, 1))
+            scores = np.concatenate([scores, sinks], axis=-1)
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
+        probs = probs[..., :T]
         out = (probs @ v).transpose(1, 0, 2).reshape(T, self.n_heads * hd)
         return self._linear(out, p + "o_proj")
 
@@ -708,6 +787,27 @@ class Model:
             out = out + gate * self._mlp(x, p + "mlp.shared_expert.", "")
         return out
 
+    def _moe_gptoss(self, x, p, layer):
+        """modeling_gpt_oss's GptOssMLP: router logits (with bias), the top_k largest (ties: the lower id), a
+        softmax over those; each chosen expert: gate_up = x . gate_up_proj[e] + bias, gate = even columns,
+        up = odd columns, the clamped SwiGLU, then . down_proj[e] + bias, weighted."""
+        logits = self._linear(x, p + "mlp.router")
+        gu_w, gu_b = self.w[p + "mlp.experts.gate_up_proj"], self.w[p + "mlp.experts.gate_up_proj_bias"]
+        dn_w, dn_b = self.w[p + "mlp.experts.down_proj"], self.w[p + "mlp.experts.down_proj_bias"]
+        out = np.zeros_like(x)
+        for t in range(x.shape[0]):
+            top = np.argsort(-logits[t], kind="stable")[:self.top_k]
+            w = np.exp(logits[t, top] - logits[t, top].max())
+            w /= w.sum()
+            self.routes.append((layer, t, tuple(int(e) for e in top)))
+            for e, we in zip(top, w):
+                gate_up = self._act(x[t], p + "mlp.experts.gate_up_proj") @ gu_w[e].astype(np.float64) + gu_b[e]
+                gate = np.minimum(gate_up[0::2], 7.0)
+                up = np.clip(gate_up[1::2], -7.0, 7.0)
+                act = (up + 1.0) * gate / (1.0 + np.exp(-1.702 * gate))
+                out[t] += we * (self._act(act, p + "mlp.experts.down_proj") @ dn_w[e].astype(np.float64) + dn_b[e])
+        return out
+
     def _rope_tables(self, T):
         """{layer_type: (cos, sin)}, each [T, head_dim]."""
         tables = {}
@@ -742,7 +842,8 @@ class Model:
             else:
                 x = x + a
                 h = self._rms_norm(x, p + "post_attention_layernorm.weight")
-                x = x + (self._moe(h, p, i) if self.moe else self._mlp(h, p))
+                x = x + (self._moe_gptoss(h, p, i) if self.gptoss else self._moe(h, p, i) if self.moe
+                         else self._mlp(h, p))
         x = self._rms_norm(x, "model.norm.weight")
         # The head in row blocks: a float32 [262144, 640] head is never widened whole.
         out = np.empty((T, self.vocab), dtype=np.float64)

@@ -165,10 +165,11 @@ struct backend_ops {
 	 * kv_rows_move's order) through the page-table row `pages` (host, the layer's group) */
 	int (*kv_move)(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,
 		       const int *to);
-	/* out[T, H*Dh]: each token over its own sequence's keys (src/kernels/kv_pages.h) */
+	/* out[T, H*Dh]: each token over its own sequence's keys (src/kernels/kv_pages.h); sinks (backend memory,
+	 * [H] f32, NULL: none): a logit per query head that joins the softmax's denominator only (gpt-oss) */
 	int (*attention)(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
-			 float scale);
-	/* y[n] = act(gate[n]) * up[n], act an enum act (layout.h): silu or gelu_tanh */
+			 float scale, const float *sinks);
+	/* y[n] = act(gate[n]) * up[n], act an enum act (layout.h): silu, gelu_tanh or swiglu_oai (clamped) */
 	int (*glu)(struct backend *b, float *y, const float *gate, const float *up, int64_t n, int act);
 	int (*add)(struct backend *b, float *y, const float *x, int64_t n);
 	/* Mixture of experts. route: each token's K experts of its router logits[T, E] (largest first, ties

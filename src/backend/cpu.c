@@ -197,12 +197,12 @@ static int cpu_kv_store_op(struct backend *b, const struct kv_layer *kv, const f
 }
 
 static int cpu_attention_op(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H,
-			    int window, float scale)
+			    int window, float scale, const float *sinks)
 {
 	struct kv_batch bt = batch_of(b, kv);
 	int rc = need(b, cpu_attention_scratch(bt.max_pos + 1, kv->Dh));
 	if (!rc)
-		cpu_attention(out, q, kv, &bt, H, window, scale, st(b)->scratch, st(b)->per_thread);
+		cpu_attention(out, q, kv, &bt, H, window, scale, sinks, st(b)->scratch, st(b)->per_thread);
 	return rc;
 }
 
@@ -225,6 +225,8 @@ static int cpu_glu_op(struct backend *b, float *y, const float *gate, const floa
 		cpu_swiglu(y, gate, up, n);
 	} else if (act == ACT_GELU_TANH) {
 		cpu_geglu(y, gate, up, n);
+	} else if (act == ACT_SWIGLU_OAI) {
+		cpu_swiglu_oai(y, gate, up, n);
 	} else {
 		snprintf(b->err, sizeof(b->err), "activation %d is not supported by the cpu backend", act);
 		return -ENOTSUP;

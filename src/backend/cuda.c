@@ -439,10 +439,10 @@ static int cu_kv_store(struct backend *b, const struct kv_layer *kv, const float
 }
 
 static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
-			float scale)
+			float scale, const float *sinks)
 {
 	struct kv_batch bt = batch_of(b, kv);
-	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale));
+	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale, sinks));
 }
 
 static int cu_kv_move(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,

@@ -147,7 +147,7 @@ int ferry_inspect(int argc, char **argv)
 	}
 	if (hp->has_rope_local)
 		printf("  sliding-window layers: rope theta %g\n", hp->rope_local.theta);
-	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : "silu");
+	printf("  mlp %s", hp->act == ACT_GELU_TANH ? "gelu_tanh" : hp->act == ACT_SWIGLU_OAI ? "swiglu_oai (clamped)" : "silu");
 	if (hp->attn_scale > 0)
 		printf(", attention scale %g", hp->attn_scale);
 	if (hp->embed_scale > 0)

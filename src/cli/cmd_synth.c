@@ -1,5 +1,6 @@
-/* cmd_synth.c: `ferry synth -o DIR [--shape NAME] [shape overrides] [--fmt FMT] [--seed S] [--force] [--threads N]`:
- * a Llama-shaped model with random weights (src/convert/synth_model.c), for measuring without downloading weights. */
+/* cmd_synth.c: `ferry synth -o DIR [--shape NAME] [shape overrides] [--fmt FMT] [--expert-fmt FMT] [--seed S]
+ * [--force] [--threads N]`: a Llama-shaped (or qwen3moe, gpt-oss) model with random weights
+ * (src/convert/synth_model.c), for measuring without downloading weights. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +20,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ferry synth -o DIR [--shape NAME] [--layers N] [--d-model D] [--ffn F] [--heads H]\n"
 		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--experts E] [--experts-used K]\n"
-		"                   [--expert-ffn Fe] [--fmt FMT] [--seed S] [--force] [--threads N]\n"
+		"                   [--expert-ffn Fe] [--fmt FMT] [--expert-fmt FMT] [--seed S] [--force] [--threads N]\n"
 		"  -o, --output DIR  model directory to write (as DIR.tmp, renamed when complete)\n"
 		"  --shape NAME      %s (default tiny); the options below override its fields\n"
 		"  --experts E       a mixture of experts (qwen3moe): E experts per layer, --experts-used of them per\n"
 		"                    token, each --expert-ffn wide (qwen3-30b-a3b: 128, 8, 768); 0: a dense llama\n"
-		"  --fmt FMT         weight format of every matrix, the embedding and output included (default q4_k;\n"
-		"                    norms are f32): %s\n"
+		"  --fmt FMT         weight format of every matrix, the embedding and output included (default q4_k,\n"
+		"                    gpt-oss shapes q8_0; norms and biases are f32): %s\n"
+		"  --expert-fmt FMT  the experts' matrices (default --fmt; gpt-oss shapes mxfp4, as released)\n"
 		"  --seed S          the same seed, shape and format give byte-identical files (default 0)\n"
 		"  --force           replace DIR if it is an existing ferry model\n"
 		"  --threads N       generator threads (default: all cores)\n"
@@ -34,10 +36,19 @@ static void usage(FILE *f)
 		synth_preset_names, fmts);
 }
 
+/* The format of that (case-insensitive) name that synth can write, -1 when none. */
+static int fmt_of(const char *name)
+{
+	for (int i = 0; i < WFMT_COUNT; i++)
+		if (!strcasecmp(name, wfmt_table[i].name) && wfmt_table[i].block)
+			return i;
+	return -1;
+}
+
 int ferry_synth(int argc, char **argv)
 {
 	enum { O_SHAPE = 256, O_LAYERS, O_D, O_FFN, O_HEADS, O_KV, O_DH, O_VOCAB, O_EXP, O_EXPU, O_EXPF, O_FMT, O_SEED,
-	       O_FORCE, O_THR };
+	       O_FORCE, O_THR, O_EFMT };
 	static const struct option lo[] = {
 		{"output", required_argument, 0, 'o'},	 {"shape", required_argument, 0, O_SHAPE},
 		{"layers", required_argument, 0, O_LAYERS}, {"d-model", required_argument, 0, O_D},
@@ -45,11 +56,11 @@ int ferry_synth(int argc, char **argv)
 		{"kv-heads", required_argument, 0, O_KV},	 {"head-dim", required_argument, 0, O_DH},
 		{"vocab", required_argument, 0, O_VOCAB},	 {"fmt", required_argument, 0, O_FMT},
 		{"experts", required_argument, 0, O_EXP},	 {"experts-used", required_argument, 0, O_EXPU},
-		{"expert-ffn", required_argument, 0, O_EXPF},
+		{"expert-ffn", required_argument, 0, O_EXPF}, {"expert-fmt", required_argument, 0, O_EFMT},
 		{"seed", required_argument, 0, O_SEED},	 {"force", no_argument, 0, O_FORCE},
 		{"threads", required_argument, 0, O_THR},	 {"help", no_argument, 0, 'h'},
 		{0}};
-	const char *out = NULL, *shape = "tiny", *fmt = "q4_k";
+	const char *out = NULL, *shape = "tiny", *fmt = NULL, *efmt = NULL;
 	/* overrides, applied to the preset after parsing (whatever their order on the line); -1 = not given */
 	long ov[10] = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
 	static const char *const ov_names[10] = {"layers",   "d-model", "ffn",	  "heads",	  "kv-heads",
@@ -72,6 +83,7 @@ int ferry_synth(int argc, char **argv)
 			name = ov_names[c - O_LAYERS];
 			break;
 		case O_FMT: fmt = optarg; break;
+		case O_EFMT: efmt = optarg; break;
 		case O_SEED: {
 			char *end;
 			o.seed = strtoull(optarg, &end, 10);
@@ -104,14 +116,18 @@ int ferry_synth(int argc, char **argv)
 	for (int i = 0; i < 10; i++)
 		if (ov[i] >= 0)
 			*field[i] = (int)ov[i];
-	o.fmt = -1;
-	for (int i = 0; i < WFMT_COUNT; i++)
-		if (!strcasecmp(fmt, wfmt_table[i].name) && wfmt_table[i].block)
-			o.fmt = i;
-	if (o.fmt < 0) {
+	/* gpt-oss as released: MXFP4 experts; its rows (2880) are not whole 256-blocks, so Q8_0 elsewhere */
+	if (!fmt)
+		fmt = o.shape.gptoss ? "q8_0" : "q4_k";
+	if (!efmt && o.shape.gptoss)
+		efmt = "mxfp4";
+	o.fmt = fmt_of(fmt);
+	o.expert_fmt = efmt ? fmt_of(efmt) : -1;
+	if (o.fmt < 0 || (efmt && o.expert_fmt < 0)) {
 		char fmts[128];
 		wfmt_names(fmts, sizeof(fmts), WFMT_NAMES_LOWER);
-		fprintf(stderr, "ferry: --fmt: unknown format '%s' (%s)\n", fmt, fmts);
+		fprintf(stderr, "ferry: --%s: unknown format '%s' (%s)\n", o.fmt < 0 ? "fmt" : "expert-fmt",
+			o.fmt < 0 ? fmt : efmt, fmts);
 		return 2;
 	}
 	char err[ERR_LEN];
@@ -126,13 +142,13 @@ int ferry_synth(int argc, char **argv)
 		return 1;
 	}
 	double dt = now_sec() - t0;
-	char moe[64] = "";
+	char moe[96] = "";
 	if (o.shape.n_experts)
-		snprintf(moe, sizeof(moe), ", %d experts (%d per token) x Fe %d", o.shape.n_experts, o.shape.n_experts_used,
-			 o.shape.expert_ffn);
+		snprintf(moe, sizeof(moe), ", %d experts (%d per token) x Fe %d in %s", o.shape.n_experts,
+			 o.shape.n_experts_used, o.shape.expert_ffn, wfmt_name(o.expert_fmt >= 0 ? o.expert_fmt : o.fmt));
 	fprintf(stderr, "ferry: wrote %s (%s, %d layers, D %d, F %d, %d/%d heads x %d, vocab %d%s, %s, seed %llu): "
 			"%.2f GB in %.1fs (%.2f GB/s)\n",
-		out, o.shape.n_experts ? "qwen3moe" : "llama", o.shape.n_layers, o.shape.d_model, o.shape.ffn_dim, o.shape.n_heads, o.shape.n_kv_heads,
+		out, o.shape.gptoss ? "gpt-oss" : o.shape.n_experts ? "qwen3moe" : "llama", o.shape.n_layers, o.shape.d_model, o.shape.ffn_dim, o.shape.n_heads, o.shape.n_kv_heads,
 		o.shape.head_dim, o.shape.vocab, moe, wfmt_name(o.fmt), (unsigned long long)o.seed, bytes / 1e9, dt,
 		dt > 0 ? bytes / 1e9 / dt : 0.0);
 	return 0;

@@ -125,9 +125,22 @@ static int read_rope(struct gconv *c)
 	if (gguf_str_eq(type, "linear") && factor != 1) {
 		r->type = ROPE_LINEAR;
 		r->factor = factor;
+	} else if (gguf_str_eq(type, "yarn")) {
+		/* llama.cpp's YaRN: the correction dims floored and ceiled (truncate), mscale 0.1 ln(factor) + 1 */
+		r->type = ROPE_YARN;
+		r->factor = factor;
+		rc = arch_int(c, "rope.scaling.original_context_length", -1, 1, 1 << 30, &r->original_max_pos);
+		rc = rc ? rc : arch_float(c, "rope.scaling.yarn_beta_fast", 32.0, &r->beta_fast);
+		rc = rc ? rc : arch_float(c, "rope.scaling.yarn_beta_slow", 1.0, &r->beta_slow);
+		if (rc)
+			return rc;
+		if (factor < 1) {
+			snprintf(c->err, c->errlen, "%s: %s.rope.scaling.factor %g must be >= 1", c->path, c->arch, factor);
+			return -EINVAL;
+		}
 	} else if (!gguf_str_eq(type, "none") && !gguf_str_eq(type, "linear")) {
-		snprintf(c->err, c->errlen, "%s: %s is '%.*s'; ferry converts GGUF files with rope scaling none or linear",
-			 c->path, key, (int)(type.n > 40 ? 40 : type.n), type.p);
+		snprintf(c->err, c->errlen, "%s: %s is '%.*s'; ferry converts GGUF files with rope scaling none, linear or "
+			 "yarn", c->path, key, (int)(type.n > 40 ? 40 : type.n), type.p);
 		return -ENOTSUP;
 	}
 	/* Llama 3.1+ files carry their frequency scaling as the tensor rope_freqs (theta_i divided by it). */
@@ -182,6 +195,24 @@ static int read_gemma3(struct gconv *c)
 	if (hp->n_layers == 62)
 		hp->attn_scale = 1.0 / sqrt((double)hp->d_model / hp->n_heads);
 	return arch_float(c, "attention.scale", hp->attn_scale, &hp->attn_scale); /* explicit wins */
+}
+
+/* gpt-oss: layers 0, 2, ... see the last sliding_window tokens (llama.cpp's swa pattern 2), the rest all;
+ * the clamped SwiGLU; YaRN's correction dims exact (not truncated), as transformers' GptOssConfig and the
+ * reference implementation compute them. */
+static int read_gptoss(struct gconv *c)
+{
+	struct layout_hparams *hp = &c->hp;
+	int window, pattern;
+	int rc = arch_int(c, "attention.sliding_window", -1, 1, 1 << 30, &window);
+	rc = rc ? rc : arch_int(c, "attention.sliding_window_pattern", 2, 1, 1 << 20, &pattern);
+	if (rc)
+		return rc;
+	for (int i = 0; i < hp->n_layers; i++)
+		hp->window[i] = i % pattern < pattern - 1 ? window : 0;
+	hp->act = ACT_SWIGLU_OAI;
+	hp->rope.truncate = false;
+	return 0;
 }
 
 static void token_id(struct gconv *c, const char *key, int *out)
@@ -266,6 +297,7 @@ static int read_hparams(struct gconv *c)
 		return -ENOMEM;
 	rc = read_rope(c);
 	rc = rc ? rc : c->a->hparams == ARCH_HPARAMS_GEMMA3 ? read_gemma3(c) : 0;
+	rc = rc ? rc : c->a->hparams == ARCH_HPARAMS_GPTOSS ? read_gptoss(c) : 0;
 	if (rc)
 		return rc;
 	hp->bos_id = -1;

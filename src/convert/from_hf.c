@@ -22,6 +22,7 @@
 #include "convert/quantize.h"
 #include "layout/arch.h"
 #include "layout/layout.h"
+#include "layout/quant.h"
 #include "base/progress.h"
 #include "layout/safetensors.h"
 
@@ -79,6 +80,14 @@ static int write_quantized(struct conv *c, const struct st_tensor *t, const char
 	if (rc == -ENOMEM)
 		snprintf(c->err, c->errlen, "out of memory quantizing rows of %lld values", (long long)d1);
 	return rc;
+}
+
+static int fused_sink(const void *out, size_t bytes, int64_t r0, int64_t n, void *ctx)
+{
+	(void)r0;
+	(void)n;
+	struct conv *c = ctx;
+	return layout_writer_tensor_write(c->w, out, bytes);
 }
 
 /* Checkpoint tensor src, checked to have shape [d0] or [d0, d1] (d1 < 0: rank 1) in a format ferry reads;
@@ -186,9 +195,10 @@ static int copy_experts(struct conv *c, const char *src_fmt, const char *dst, in
 	return writer_done(c, rc);
 }
 
-/* A Gemma RMSNorm weight: transformers multiplies by (1 + w) in f32, so 1 + w is stored as F32 and the forward
- * multiplies by it like any other norm weight. */
-static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, int64_t n)
+/* A vector stored as F32 plus `add`: a Gemma RMSNorm weight (add 1: transformers multiplies by (1 + w) in f32,
+ * so 1 + w is stored and the forward multiplies by it like any other norm weight), gpt-oss's sinks (add 0:
+ * the attention kernels read them as f32). */
+static int copy_vector_f32(struct conv *c, const char *src, const char *dst, int64_t n, float add)
 {
 	const struct st_tensor *t = st_find(&c->st, src);
 	int fmt = t ? st_dtype_fmt(t->dtype) : -1;
@@ -209,7 +219,7 @@ static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, 
 			memcpy(&w, p, 4);
 		else
 			w = fmt == WFMT_F16 ? f16_to_f32(h) : bf16_to_f32(h);
-		v[i] = 1.0f + w;
+		v[i] = add + w;
 	}
 	int64_t shape[1] = {n};
 	int rc = layout_writer_tensor_begin(c->w, dst, WFMT_F32, 1, shape);
@@ -221,16 +231,142 @@ static int copy_norm_plus_one(struct conv *c, const char *src, const char *dst, 
 	return rc;
 }
 
+/* The released gpt-oss checkpoints' MXFP4 form of tensor src: src_blocks (U8 [E, R, K/32, 16]: byte i of a
+ * block holds value 2i in its low nibble, 2i + 1 in its high one) and src_scales (U8 [E, R, K/32]: e8m0). */
+static bool mxfp4_of(struct conv *c, const char *src, const struct st_tensor **blocks, const struct st_tensor **scales)
+{
+	char name[300];
+	snprintf(name, sizeof(name), "%s_blocks", src);
+	const struct st_tensor *b = st_find(&c->st, name);
+	snprintf(name, sizeof(name), "%s_scales", src);
+	const struct st_tensor *s = st_find(&c->st, name);
+	if (blocks)
+		*blocks = b;
+	if (scales)
+		*scales = s;
+	return b && s;
+}
+
+/* Experts in MXFP4 (mxfp4_of) as dst shape[] [E, rows, cols]: already [out, in], so row i is the source's row
+ * i, or 2i + parity of the fused gate_up (as the bf16 form's columns); each block's nibbles put in ggml's
+ * order (value j low, j + 16 high), its scale kept: the same values, not quantized again. */
+static int copy_mxfp4(struct conv *c, const char *src, const struct arch_tensor *row, const int64_t *shape, int parity)
+{
+	const struct st_tensor *b, *s;
+	mxfp4_of(c, src, &b, &s);
+	int64_t E = shape[0], rows = shape[1], nb = shape[2] / 32, R = rows * (parity >= 0 ? 2 : 1);
+	if (strcmp(b->dtype, "U8") || strcmp(s->dtype, "U8") || shape[2] % 32 || b->ndim != 4 || s->ndim != 3 ||
+	    b->shape[0] != E || b->shape[1] != R || b->shape[2] != nb || b->shape[3] != 16 || s->shape[0] != E ||
+	    s->shape[1] != R || s->shape[2] != nb) {
+		snprintf(c->err, c->errlen, "%s: tensors %s_blocks / _scales are not U8 [%lld, %lld, %lld, 16] / [%lld, "
+			 "%lld, %lld] as config.json implies", c->st.files[b->file].path, src, (long long)E, (long long)R,
+			 (long long)nb, (long long)E, (long long)R, (long long)nb);
+		return -EINVAL;
+	}
+	int rc = layout_writer_tensor_begin(c->w, row->name, WFMT_MXFP4, 3, shape);
+	struct block_mxfp4 *buf = rc ? NULL : malloc(sizeof(*buf) * (size_t)(rows * nb));
+	if (!rc && !buf)
+		rc = -ENOMEM;
+	for (int64_t e = 0; !rc && e < E; e++) {
+		for (int64_t i = 0; i < rows; i++) {
+			int64_t sr = (e * R + (parity >= 0 ? 2 * i + parity : i)) * nb;
+			for (int64_t k = 0; k < nb; k++) {
+				const uint8_t *q = b->data + (uint64_t)(sr + k) * 16;
+				struct block_mxfp4 *o = &buf[i * nb + k];
+				o->e = s->data[sr + k];
+				for (int j = 0; j < 16; j++) /* value j is nibble j of q, value j + 16 nibble j + 16 */
+					o->qs[j] = (uint8_t)(((q[j / 2] >> (4 * (j & 1))) & 15) |
+							     (((q[8 + j / 2] >> (4 * (j & 1))) & 15) << 4));
+			}
+		}
+		rc = layout_writer_tensor_write(c->w, buf, sizeof(*buf) * (size_t)(rows * nb));
+	}
+	free(buf);
+	return writer_done(c, rc);
+}
+
+/* A tensor of all experts (gpt-oss), named "NAME:even", "NAME:odd", "NAME:t" or both (arch.h): the source
+ * [E, R, C] (a bias: [E, C]), of which the even or odd entries of the last dimension are taken and, with
+ * ":t", the matrices' rows and cols swapped, into dst shape[] ([E, rows, cols] or [E, cols]). Each expert's
+ * matrix is rearranged in the source format in memory, then written (or quantized) as one. */
+static int copy_fused(struct conv *c, const char *src_spec, const struct arch_tensor *row, const int64_t *shape,
+		      int ndim)
+{
+	char src[256];
+	snprintf(src, sizeof(src), "%s", src_spec);
+	int parity = strstr(src, ":even") ? 0 : strstr(src, ":odd") ? 1 : -1;
+	bool tr = strstr(src, ":t") != NULL;
+	*strchr(src, ':') = 0;
+	const struct st_tensor *t = st_find(&c->st, src);
+	if (!t && ndim == 3 && mxfp4_of(c, src, NULL, NULL))
+		return copy_mxfp4(c, src, row, shape, parity);
+	if (!t) {
+		snprintf(c->err, c->errlen, "%s: tensor %s not found in the checkpoint", c->dir, src);
+		return -ENOENT;
+	}
+	int fmt = st_dtype_fmt(t->dtype);
+	int64_t E = shape[0], rows = ndim == 3 ? shape[1] : 1, cols = shape[ndim - 1];
+	/* the source's [E, R, C] that gives dst's rows x cols; a matrix may also come as [E, C, R] (swapped: the
+	 * layout of transformers versions that keep experts as [out, in]), told apart by the shape */
+	int64_t R = tr ? cols : rows, C = (tr ? rows : cols) * (parity >= 0 ? 2 : 1);
+	bool ok = fmt >= 0 && t->ndim == (ndim == 3 ? 3 : 2) && t->shape[0] == E &&
+		  (ndim == 3 ? t->shape[1] == R && t->shape[2] == C : t->shape[1] == C);
+	bool swapped = !ok && fmt >= 0 && ndim == 3 && t->ndim == 3 && t->shape[0] == E && t->shape[1] == C &&
+		       t->shape[2] == R;
+	ok = ok || swapped;
+	if (!ok) {
+		char want[64];
+		if (ndim == 3)
+			snprintf(want, sizeof(want), "%lld, %lld, %lld", (long long)E, (long long)R, (long long)C);
+		else
+			snprintf(want, sizeof(want), "%lld, %lld", (long long)E, (long long)C);
+		snprintf(c->err, c->errlen, "%s: tensor %s is not F32/F16/BF16 [%s] as config.json implies (%s, %d dims)",
+			 c->st.files[t->file].path, src, want, t->dtype, t->ndim);
+		return -EINVAL;
+	}
+	size_t es = fmt == WFMT_F32 ? 4 : 2;
+	int qfmt = dst_format(c, row->name, fmt, ndim, cols);
+	int rc = layout_writer_tensor_begin(c->w, row->name, qfmt, ndim, shape);
+	uint8_t *buf = rc ? NULL : malloc((size_t)(rows * cols) * es);
+	if (!rc && !buf)
+		rc = -ENOMEM;
+	for (int64_t e = 0; !rc && e < E; e++) {
+		const uint8_t *m = t->data + (uint64_t)e * (uint64_t)(R * C) * es;
+		for (int64_t i = 0; i < rows; i++)
+			for (int64_t j = 0; j < cols; j++) {
+				int64_t si = tr ? j : i, sj = tr ? i : j;
+				sj = parity >= 0 ? 2 * sj + parity : sj;
+				int64_t at = swapped ? sj * R + si : si * C + sj;
+				memcpy(buf + (size_t)(i * cols + j) * es, m + (size_t)at * es, es);
+			}
+		st_release(&c->st, t, (uint64_t)e * (uint64_t)(R * C) * es, (uint64_t)(R * C) * es);
+		if (qfmt != fmt) {
+			const float *imp;
+			rc = imatrix_lookup(&c->im, c->im_path, row->name, c->layer, (int)e, cols, &imp, &c->im_used, c->err,
+					    c->errlen);
+			rc = rc ? rc : quant_matrix(qfmt, buf, fmt, rows, cols, imp, fused_sink, c);
+		} else {
+			rc = layout_writer_tensor_write(c->w, buf, (size_t)(rows * cols) * es);
+		}
+	}
+	free(buf);
+	return writer_done(c, rc);
+}
+
 /* Checkpoint tensor src as table row t: its shape from the hyper-parameters, norms as 1 + w where the
  * architecture says so. */
 static int copy_row(struct conv *c, const char *src, const struct arch_tensor *t)
 {
 	int64_t shape[3];
 	int ndim = arch_shape(&c->hp, t, shape);
+	if (strchr(t->hf, ':'))
+		return copy_fused(c, src, t, shape, ndim);
 	if (arch_is_experts(t))
 		return copy_experts(c, src, t->name, shape[0], shape[1], shape[2]);
 	if (t->norm && c->arch->hf_norm_plus_one)
-		return copy_norm_plus_one(c, src, t->name, shape[0]);
+		return copy_vector_f32(c, src, t->name, shape[0], 1.0f);
+	if (t->slot == ARCH_SLOT_ATTN_SINKS)
+		return copy_vector_f32(c, src, t->name, shape[0], 0.0f);
 	return copy_tensor(c, src, t->name, shape[0], ndim == 2 ? shape[1] : -1);
 }
 
@@ -250,7 +386,17 @@ static int plan_experts(struct conv *c, int i)
 		snprintf(src, sizeof(src), src_fmt, 0);
 		arch_shape(&c->hp, t, shapes[n]);
 		int fmt;
-		if (!find_checked(c, src, shapes[n][1], shapes[n][2], &fmt))
+		if (strchr(src, ':')) { /* all experts in one tensor (or its MXFP4 form): copy_fused checks it */
+			*strchr(src, ':') = 0;
+			const struct st_tensor *st = st_find(&c->st, src);
+			if (!st && mxfp4_of(c, src, NULL, NULL)) {
+				names[n] = t->name;
+				fmts[n++] = WFMT_MXFP4;
+				continue;
+			}
+			if (!st || (fmt = st_dtype_fmt(st->dtype)) < 0)
+				return 0;
+		} else if (!find_checked(c, src, shapes[n][1], shapes[n][2], &fmt))
 			return strstr(c->err, "not found") ? -ENOENT : -EINVAL;
 		names[n] = t->name;
 		fmts[n] = dst_format(c, t->name, fmt, 3, shapes[n][2]);

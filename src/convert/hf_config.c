@@ -1,6 +1,7 @@
 /*
  * hf_config.c: normalizes the config.json of the HF classes of the architecture table (src/layout/arch.c:
- * LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM) into layout_hparams. Defaults
+ * LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma3ForCausalLM, the MoE classes, GptOssForCausalLM)
+ * into layout_hparams. Defaults
  * are those of the transformers config classes when a key is absent (the table holds those that differ by
  * class). RoPE comes either as legacy rope_theta + rope_scaling or as transformers-5 rope_parameters.
  */
@@ -181,6 +182,11 @@ static int parse_windows(const json_t *c, const struct arch *a, const char *path
 		}
 		return 0;
 	}
+	if (a->hf_windows == ARCH_WINDOWS_ALTERNATE) { /* GptOssConfig: sliding, full, sliding, ... */
+		for (int i = 0; i < hp->n_layers; i++)
+			hp->window[i] = i % 2 ? 0 : w;
+		return 0;
+	}
 	if (a->hf_windows == ARCH_WINDOWS_PATTERN) { /* legacy configs: every pattern-th layer is global */
 		int pattern;
 		if (opt_int(c, "sliding_window_pattern", 6, path, &pattern, err, errlen))
@@ -304,6 +310,42 @@ static int parse_gemma3(const json_t *c, const char *path, struct layout_hparams
 	return 0;
 }
 
+/* gpt-oss: GptOssConfig's defaults where config.json leaves them out (rope_theta 150000, YaRN factor 32 over
+ * 4096 positions, beta 32 / 1, not truncated; rms_norm_eps 1e-5) and its clamped SwiGLU, whose constants
+ * ferry has fixed (ACT_OAI_ALPHA, ACT_OAI_LIMIT): a config asking for others is refused. */
+static int parse_gptoss(const json_t *c, const char *path, struct layout_hparams *hp, char *err, size_t errlen)
+{
+	bool has_rope = json_is_object(json_object_get(c, "rope_scaling")) ||
+			json_is_object(json_object_get(c, "rope_parameters"));
+	json_t *g = json_deep_copy(c);
+	if (!json_object_get(g, "rope_theta"))
+		json_object_set_new(g, "rope_theta", json_real(150000.0));
+	if (!has_rope)
+		json_object_set_new(g, "rope_scaling", json_pack("{s:s, s:f, s:f, s:f, s:b, s:i}", "rope_type", "yarn", "factor",
+								 32.0, "beta_fast", 32.0, "beta_slow", 1.0, "truncate", 0,
+								 "original_max_position_embeddings", 4096));
+	int rc = parse_rope(g, path, hp, err, errlen);
+	json_decref(g);
+	double alpha, limit, eps;
+	if (rc || opt_num(c, "swiglu_alpha", ACT_OAI_ALPHA, path, &alpha, err, errlen) ||
+	    opt_num(c, "swiglu_limit", ACT_OAI_LIMIT, path, &limit, err, errlen) ||
+	    opt_num(c, "rms_norm_eps", 1e-5, path, &eps, err, errlen))
+		return -EINVAL;
+	if ((float)alpha != ACT_OAI_ALPHA || (float)limit != ACT_OAI_LIMIT) {
+		snprintf(err, errlen, "%s: swiglu_alpha %g and swiglu_limit %g: ferry runs gpt-oss's 1.702 and 7", path,
+			 alpha, limit);
+		return -EINVAL;
+	}
+	const char *act = json_string_value(json_object_get(c, "hidden_act"));
+	if (act && strcmp(act, "silu")) {
+		snprintf(err, errlen, "%s: hidden_act must be silu", path);
+		return -EINVAL;
+	}
+	hp->rms_eps = eps;
+	hp->act = ACT_SWIGLU_OAI;
+	return 0;
+}
+
 int hf_config_parse(const void *config, const void *gen, const char *path, struct layout_hparams *hp,
 		    const struct arch **arch, char *err, size_t errlen)
 {
@@ -354,8 +396,9 @@ int hf_config_parse(const void *config, const void *gen, const char *path, struc
 		snprintf(err, errlen, "%s: partial_rotary_factor != 1 is not supported", path);
 		return -EINVAL;
 	}
-	if (a->hparams == ARCH_HPARAMS_GEMMA3 ? parse_gemma3(c, path, hp, err, errlen)
-					      : parse_rope(c, path, hp, err, errlen))
+	if (a->hparams == ARCH_HPARAMS_GEMMA3   ? parse_gemma3(c, path, hp, err, errlen)
+	    : a->hparams == ARCH_HPARAMS_GPTOSS ? parse_gptoss(c, path, hp, err, errlen)
+						: parse_rope(c, path, hp, err, errlen))
 		return -EINVAL;
 	if (arch_is_moe(a) && parse_moe(c, a, path, hp, err, errlen))
 		return -EINVAL;

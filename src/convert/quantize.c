@@ -695,6 +695,9 @@ int quant_mix_pick_im(const struct quant_mix *m, const char *name, int layer, co
 	int fmt = m->base, n = hp->n_layers;
 	int gqa = hp->n_kv_heads > 0 ? hp->n_heads / hp->n_kv_heads : 1;
 	bool in_layer = layer >= 0;
+	size_t len = strlen(name);
+	if (len > 5 && !strcmp(name + len - 5, ".bias")) /* gpt-oss's experts' biases [E, n]: added, kept (F16: keep) */
+		return WFMT_F16;
 	if (!strcmp(name, "output.weight") || (hp->tied_embeddings && !strcmp(name, "token_embd.weight"))) {
 		fmt = m->output;
 	} else if (in_layer && !strcmp(name, "attn_v.weight")) {

@@ -2,7 +2,8 @@
  * synth_model.c: `ferry synth`'s generator: a Llama-shaped model with random weights, in the tensor names,
  * unit files and order `ferry convert` writes for Llama (the required rows of llama in src/layout/arch.c, as
  * src/convert/from_hf.c writes them), so the runner cannot tell it from a converted one; with experts, a
- * qwen3moe model (its required rows, the experts expert-major). A random router picks experts about
+ * qwen3moe model (its required rows, the experts expert-major), or a gpt-oss one (its biases F32, the experts
+ * in their own format: MXFP4 as released). A random router picks experts about
  * uniformly: an expert cache's hit rate on it is a lower bound.
  *
  * Values: a matrix [out, K] has elements of RMS 1/sqrt(K) (so h.W keeps h's scale); quantized blocks get
@@ -33,19 +34,26 @@
 #include "convert/synth_model.h"
 #include "convert/synth_iq.h"
 
-const char *const synth_preset_names = "llama3-70b, llama3-8b, qwen3-30b-a3b, tiny, tiny-moe";
+const char *const synth_preset_names =
+	"llama3-70b, llama3-8b, qwen3-30b-a3b, gpt-oss-120b, gpt-oss-20b, tiny, tiny-moe, tiny-gpt-oss";
 
 static const struct {
 	const char *name;
 	struct synth_shape s;
 } presets[] = {
 	/* L, D, F, H, Hkv, Dh, V, max_pos, rope theta, rms eps (Meta's params.json / HF config.json) */
-	{"llama3-70b", {80, 8192, 28672, 64, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0}},
-	{"llama3-8b", {32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0}},
-	{"tiny", {4, 256, 768, 4, 2, 64, 512, 2048, 500000, 1e-5, 0, 0, 0}},
+	{"llama3-70b", {80, 8192, 28672, 64, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0, false}},
+	{"llama3-8b", {32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000, 1e-5, 0, 0, 0, false}},
+	{"tiny", {4, 256, 768, 4, 2, 64, 512, 2048, 500000, 1e-5, 0, 0, 0, false}},
 	/* + E, K, Fe (Qwen3-30B-A3B's config.json: 128 experts, 8 per token, moe_intermediate_size 768) */
-	{"qwen3-30b-a3b", {48, 2048, 6144, 32, 4, 128, 151936, 40960, 1000000, 1e-6, 128, 8, 768}},
-	{"tiny-moe", {4, 256, 768, 4, 2, 64, 512, 2048, 1000000, 1e-6, 16, 4, 256}},
+	{"qwen3-30b-a3b", {48, 2048, 6144, 32, 4, 128, 151936, 40960, 1000000, 1e-6, 128, 8, 768, false}},
+	{"tiny-moe", {4, 256, 768, 4, 2, 64, 512, 2048, 1000000, 1e-6, 16, 4, 256, false}},
+	/* gpt-oss (openai's config.json: hidden 2880, intermediate 2880, 64 heads of 64, 8 kv heads, vocab 201088,
+	 * context 131072, rope_theta 150000, rms_norm_eps 1e-5; 120b: 36 layers, 128 experts; 20b: 24 layers, 32
+	 * experts; 4 per token) */
+	{"gpt-oss-120b", {36, 2880, 2880, 64, 8, 64, 201088, 131072, 150000, 1e-5, 128, 4, 2880, true}},
+	{"gpt-oss-20b", {24, 2880, 2880, 64, 8, 64, 201088, 131072, 150000, 1e-5, 32, 4, 2880, true}},
+	{"tiny-gpt-oss", {4, 256, 256, 4, 2, 64, 512, 2048, 150000, 1e-5, 16, 4, 256, true}},
 };
 
 int synth_preset(const char *name, struct synth_shape *s)
@@ -70,15 +78,20 @@ struct synth_tensor {
 
 enum { SYNTH_MAX_TENSORS = ARCH_SLOT_COUNT };
 
-/* The tensors of unit -1 (embedding), 0..L-1 (layers) or L (head): llama's required rows, in convert_hf's
- * order. */
+static int expert_fmt(const struct synth_opts *o)
+{
+	return o->expert_fmt >= 0 ? o->expert_fmt : o->fmt;
+}
+
+/* The tensors of unit -1 (embedding), 0..L-1 (layers) or L (head): llama's required rows (qwen3moe's,
+ * gpt-oss's), in convert_hf's order. */
 static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tensor *t)
 {
 	const struct synth_shape *s = &o->shape;
 	const struct layout_hparams hp = {.d_model = s->d_model, .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
 					  .head_dim = s->head_dim, .ffn_dim = s->ffn_dim, .vocab = s->vocab,
 					  .n_experts = s->n_experts, .expert_ffn = s->expert_ffn};
-	const struct arch *a = arch_find(ARCH_KEY_NAME, s->n_experts ? "qwen3moe" : "llama");
+	const struct arch *a = arch_find(ARCH_KEY_NAME, s->gptoss ? "gpt-oss" : s->n_experts ? "qwen3moe" : "llama");
 	const struct arch_tensor *rows[SYNTH_MAX_TENSORS];
 	int n_rows = 0, n = 0;
 	if (unit < 0) {
@@ -96,12 +109,13 @@ static int unit_tensors(const struct synth_opts *o, int unit, struct synth_tenso
 		if (r->need != ARCH_REQUIRED)
 			continue;
 		int nd = arch_shape(&hp, r, shape);
+		bool bias = strstr(r->name, ".bias") != NULL; /* gpt-oss's experts' biases [E, n]: F32 */
 		if (nd == 1)
 			t[n++] = (struct synth_tensor){r->name, WFMT_F32, 1, 1, shape[0], true, 0};
 		else if (nd == 2)
-			t[n++] = (struct synth_tensor){r->name, o->fmt, 2, shape[0], shape[1], false, 0};
+			t[n++] = (struct synth_tensor){r->name, bias ? WFMT_F32 : o->fmt, 2, shape[0], shape[1], false, 0};
 		else
-			t[n++] = (struct synth_tensor){r->name, o->fmt, 3, shape[0] * shape[1], shape[2], false, shape[0]};
+			t[n++] = (struct synth_tensor){r->name, expert_fmt(o), 3, shape[0] * shape[1], shape[2], false, shape[0]};
 	}
 	return n;
 }
@@ -170,6 +184,21 @@ int synth_check(const struct synth_opts *o, char *err, size_t errlen)
 	}
 	if (s->n_experts && s->expert_ffn % blk) {
 		snprintf(err, errlen, "--expert-ffn %d: not a multiple of the %s block (%ld values)", s->expert_ffn, fn, blk);
+		return -EINVAL;
+	}
+	int ef = expert_fmt(o);
+	if (ef >= WFMT_COUNT || wfmt_table[ef].block == 0) {
+		snprintf(err, errlen, "--expert-fmt: not a format synth writes");
+		return -EINVAL;
+	}
+	long eblk = (long)wfmt_table[ef].block;
+	if (s->n_experts && (s->expert_ffn % eblk || s->d_model % eblk)) {
+		snprintf(err, errlen, "--expert-ffn %d and --d-model %d: not multiples of the %s block (%ld values)",
+			 s->expert_ffn, s->d_model, wfmt_table[ef].name, eblk);
+		return -EINVAL;
+	}
+	if (s->gptoss && !s->n_experts) {
+		snprintf(err, errlen, "--experts 0: a gpt-oss shape has experts");
 		return -EINVAL;
 	}
 	return 0;
@@ -654,7 +683,7 @@ static int write_units(struct layout_writer *w, struct pipe *p, struct progress 
 static void hparams_of(const struct synth_shape *s, struct layout_hparams *hp, int *window)
 {
 	memset(hp, 0, sizeof(*hp));
-	snprintf(hp->arch, sizeof(hp->arch), s->n_experts ? "qwen3moe" : "llama");
+	snprintf(hp->arch, sizeof(hp->arch), s->gptoss ? "gpt-oss" : s->n_experts ? "qwen3moe" : "llama");
 	hp->n_experts = s->n_experts;
 	hp->n_experts_used = s->n_experts_used;
 	hp->expert_ffn = s->expert_ffn;
@@ -672,6 +701,16 @@ static void hparams_of(const struct synth_shape *s, struct layout_hparams *hp, i
 					.dim = s->head_dim, .factor = 1};
 	hp->act = ACT_SILU;
 	hp->window = window; /* all zeros: full attention */
+	if (s->gptoss) { /* GptOssConfig: YaRN x32 over 4096 positions, untruncated; even layers slide over 128 */
+		hp->rope.type = ROPE_YARN;
+		hp->rope.factor = 32;
+		hp->rope.original_max_pos = 4096;
+		hp->rope.beta_fast = 32;
+		hp->rope.beta_slow = 1;
+		hp->act = ACT_SWIGLU_OAI;
+		for (int i = 0; i < s->n_layers; i += 2)
+			window[i] = 128;
+	}
 	hp->bos_id = -1;     /* no tokenizer: no special tokens, and no EOS to stop a random model early */
 	hp->n_eos = 0;
 }

@@ -21,18 +21,22 @@ struct synth_shape {
 	/* a mixture of experts (qwen3moe, weights renormalized over the chosen) when n_experts > 0: E experts of
 	 * ffn width Fe, K per token; stored expert-major (layout_writer_experts) */
 	int n_experts, n_experts_used, expert_ffn;
+	/* gpt-oss (with experts): its tensors (biases, sinks), YaRN (factor 32 over 4096, theta from rope_theta),
+	 * sliding windows of 128 on the even layers, the clamped SwiGLU */
+	bool gptoss;
 };
 
 struct synth_opts {
 	struct synth_shape shape;
 	int fmt;       /* enum wfmt of every matrix (embedding and output projection included) */
+	int expert_fmt; /* enum wfmt of the stacked experts' matrices; -1: fmt */
 	uint64_t seed;
 	int threads;   /* generator threads; 0 = all cores */
 	bool force;    /* replace an existing model directory */
 };
 
-/* Named shapes: "llama3-70b", "llama3-8b", "qwen3-30b-a3b", "tiny", "tiny-moe". 0, or -EINVAL for an
- * unknown name. */
+/* Named shapes: "llama3-70b", "llama3-8b", "qwen3-30b-a3b", "gpt-oss-120b", "gpt-oss-20b", "tiny", "tiny-moe",
+ * "tiny-gpt-oss". 0, or -EINVAL for an unknown name. */
 int synth_preset(const char *name, struct synth_shape *s);
 /* The names of synth_preset, for usage text. */
 extern const char *const synth_preset_names;

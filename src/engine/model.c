@@ -7,6 +7,8 @@
  *              x += d
  *   logits = rmsnorm(x, output_norm) . Wout  [softcap: cap * tanh(logits / cap)]
  * The bracketed steps run when the model has those tensors or hyper-parameters (Gemma 3 has them all).
+ * A mixture of experts replaces the MLP (moe_range); gpt-oss adds attention sinks (a logit per head in the
+ * softmax's denominator), biases on the router and the experts, and its clamped SwiGLU (ACT_SWIGLU_OAI).
  * Sliding-window layers pass their window to attention and use rope_local when the model has one;
  * GQA maps H/Hkv query heads to each kv head.
  */
@@ -59,6 +61,11 @@ static int bind_layer(const struct model *m, int l, void *const *p, struct layer
 	int rc = 0;
 	for (int k = 0; !rc && k < a->n_layer; k++)
 		rc = bind(u, p, m->hp, &a->layer[k], &w->slot[a->layer[k].slot], err, n);
+	if (!rc && w->attn_sinks.data && w->attn_sinks.fmt != WFMT_F32) {
+		snprintf(err, n, "tensor attn_sinks.weight of layer %d: %s, the attention kernels read F32", l,
+			 wfmt_name(w->attn_sinks.fmt));
+		rc = -EINVAL;
+	}
 	return rc;
 }
 
@@ -475,6 +482,16 @@ static struct tensor expert_of(const struct tensor *t, int e)
 	return (struct tensor){(const char *)t->data + (uint64_t)e * step, t->fmt, t->rows, t->cols, 0};
 }
 
+/* Expert e's bias of the stacked biases t ([E, n]), NULL when the model has none. */
+static const struct tensor *expert_bias(const struct tensor *t, int e, struct tensor *one)
+{
+	if (!t->data)
+		return NULL;
+	*one = (struct tensor){(const char *)t->data + (uint64_t)e * wfmt_row_bytes(t->fmt, (uint64_t)t->cols), t->fmt,
+			       1, t->cols, 0};
+	return one;
+}
+
 /* Qwen2-MoE's shared expert over the range's n tokens (normed in rs->h): x += sigmoid(h . g) * MLP(h), the
  * gate's n values taken to the host (the scatter-add weights them there, as it weights the experts). */
 static int shared_expert(struct model *m, struct model_rs *rs, const struct layer_weights *w, float *x, int n)
@@ -508,7 +525,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 	const struct backend_ops *op = b->ops;
 	int E = hp->n_experts, K = hp->n_experts_used;
 	int64_t D = hp->d_model, Fe = hp->expert_ffn;
-	int rc = op->matmul(b, rs->rl, rs->h, &w->router, NULL, n);
+	int rc = op->matmul(b, rs->rl, rs->h, &w->router, opt(&w->b_router), n);
 	rc = rc ? rc : op->route(b, m->moe_ids, m->moe_w, rs->rl, n, E, K, hp->moe_norm_topk);
 	if (rc)
 		return rc;
@@ -543,12 +560,13 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 			continue;
 		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
 			      down = expert_of(&w->w_down_exps, e);
+		struct tensor bg, bu, bd;
 		const int *rows = m->moe_rows + start[e];
 		rc = op->gather_rows(b, rs->xe, rs->h, rows, c, D);
-		rc = rc ? rc : op->matmul(b, rs->g, rs->xe, &gate, NULL, c);
-		rc = rc ? rc : op->matmul(b, rs->u, rs->xe, &up, NULL, c);
+		rc = rc ? rc : op->matmul(b, rs->g, rs->xe, &gate, expert_bias(&w->b_gate_exps, e, &bg), c);
+		rc = rc ? rc : op->matmul(b, rs->u, rs->xe, &up, expert_bias(&w->b_up_exps, e, &bu), c);
 		rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, c * Fe, hp->act);
-		rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &down, NULL, c);
+		rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &down, expert_bias(&w->b_down_exps, e, &bd), c);
 		rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
 	}
 	m->moe.routed += (uint64_t)n * (uint64_t)K;
@@ -586,7 +604,7 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 		rc = rc ? rc : op->hadamard(b, rs->v, (int64_t)n * Hkv * Dh);
 	}
 	rc = rc ? rc : op->kv_store(b, kv, rs->k, rs->v);
-	rc = rc ? rc : op->attention(b, rs->att, rs->q, kv, H, hp->window[l], scale);
+	rc = rc ? rc : op->attention(b, rs->att, rs->q, kv, H, hp->window[l], scale, w->attn_sinks.data);
 	if (rot)
 		rc = rc ? rc : op->hadamard(b, rs->att, (int64_t)n * H * Dh);
 	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_ATTN_OUT, rs->att, n, (int64_t)H * Dh);

@@ -40,6 +40,9 @@ struct layer_weights {
 								* and cols of one expert, the experts stacked */
 			struct tensor shexp_gate_inp;       /* (1, D) the shared expert's gate (Qwen2-MoE) */
 			struct tensor w_gate_shexp, w_up_shexp, w_down_shexp; /* (Fs, D) (Fs, D) (D, Fs) */
+			struct tensor attn_sinks;           /* (H) F32 sink logit per query head (gpt-oss) */
+			struct tensor b_router;             /* (E) the router's bias (gpt-oss) */
+			struct tensor b_gate_exps, b_up_exps, b_down_exps; /* E x (Fe) (Fe) (D) the experts' biases */
 		};
 	};
 };
@@ -74,6 +77,11 @@ LAYER_SLOT(shexp_gate_inp, ARCH_SLOT_SHEXP_GATE_INP);
 LAYER_SLOT(w_gate_shexp, ARCH_SLOT_W_GATE_SHEXP);
 LAYER_SLOT(w_up_shexp, ARCH_SLOT_W_UP_SHEXP);
 LAYER_SLOT(w_down_shexp, ARCH_SLOT_W_DOWN_SHEXP);
+LAYER_SLOT(attn_sinks, ARCH_SLOT_ATTN_SINKS);
+LAYER_SLOT(b_router, ARCH_SLOT_B_ROUTER);
+LAYER_SLOT(b_gate_exps, ARCH_SLOT_B_GATE_EXPS);
+LAYER_SLOT(b_up_exps, ARCH_SLOT_B_UP_EXPS);
+LAYER_SLOT(b_down_exps, ARCH_SLOT_B_DOWN_EXPS);
 _Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 

@@ -22,6 +22,7 @@
 #define FE ARCH_DIM_FE
 #define FS ARCH_DIM_FS
 #define ONE ARCH_DIM_ONE
+#define H ARCH_DIM_H
 #define REQ ARCH_REQUIRED, NULL
 #define IF(key) ARCH_OPTIONAL, key
 #define NORM true
@@ -175,6 +176,32 @@ static const struct arch_tensor qwen2moe_layer[] = {
 	{"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight", {D, FS}, REQ, 0, S(W_DOWN_SHEXP)},
 };
 
+/* GptOssForCausalLM: biases on q, k, v and o, a learned sink logit per query head, every layer's MLP a
+ * mixture of experts with biases (router included). The checkpoint holds all experts in one tensor each:
+ * gate_up_proj [E, D, 2 Fe] with gate and up interleaved (even and odd columns), down_proj [E, Fe, D], both
+ * as x . W (so swapped into ferry's [out, in]); their biases [E, 2 Fe] (interleaved) and [E, D]. */
+static const struct arch_tensor gptoss_layer[] = {
+	{"attn_norm.weight", "input_layernorm.weight", {D}, REQ, NORM, S(ATTN_NORM)},
+	{"attn_q.weight", "self_attn.q_proj.weight", {Q, D}, REQ, 0, S(WQ)},
+	{"attn_q.bias", "self_attn.q_proj.bias", {Q}, REQ, 0, S(BQ)},
+	{"attn_k.weight", "self_attn.k_proj.weight", {KV, D}, REQ, 0, S(WK)},
+	{"attn_k.bias", "self_attn.k_proj.bias", {KV}, REQ, 0, S(BK)},
+	{"attn_v.weight", "self_attn.v_proj.weight", {KV, D}, REQ, 0, S(WV)},
+	{"attn_v.bias", "self_attn.v_proj.bias", {KV}, REQ, 0, S(BV)},
+	{"attn_output.weight", "self_attn.o_proj.weight", {D, Q}, REQ, 0, S(WO)},
+	{"attn_output.bias", "self_attn.o_proj.bias", {D}, REQ, 0, S(BO)},
+	{"attn_sinks.weight", "self_attn.sinks", {H}, REQ, 0, S(ATTN_SINKS)},
+	{"post_attention_norm.weight", "post_attention_layernorm.weight", {D}, REQ, NORM, S(FFN_NORM)},
+	{"ffn_gate_inp.weight", "mlp.router.weight", {E, D}, REQ, 0, S(ROUTER)},
+	{"ffn_gate_inp.bias", "mlp.router.bias", {E}, REQ, 0, S(B_ROUTER)},
+	{"ffn_gate_exps.bias", "mlp.experts.gate_up_proj_bias:even", {E, FE}, REQ, 0, S(B_GATE_EXPS)},
+	{"ffn_up_exps.bias", "mlp.experts.gate_up_proj_bias:odd", {E, FE}, REQ, 0, S(B_UP_EXPS)},
+	{"ffn_down_exps.bias", "mlp.experts.down_proj_bias", {E, D}, REQ, 0, S(B_DOWN_EXPS)},
+	{"ffn_gate_exps.weight", "mlp.experts.gate_up_proj:even:t", {E, FE, D}, REQ, 0, S(W_GATE_EXPS)},
+	{"ffn_up_exps.weight", "mlp.experts.gate_up_proj:odd:t", {E, FE, D}, REQ, 0, S(W_UP_EXPS)},
+	{"ffn_down_exps.weight", "mlp.experts.down_proj:t", {E, D, FE}, REQ, 0, S(W_DOWN_EXPS)},
+};
+
 #define ROWS(a) a, (int)(sizeof(a) / sizeof(a[0]))
 #define DENSE NULL, NULL, NULL, NULL, NULL, false
 
@@ -201,6 +228,10 @@ const struct arch arch_table[] = {
 	{"qwen2moe", "Qwen2MoeForCausalLM", "qwen2moe", ARCH_HPARAMS_LLAMA, 32768, 0, 4096, false, ARCH_WINDOWS_GATED,
 	 false, ROPE_STYLE_NEOX, ROWS(qwen2moe_layer), "num_experts", "num_experts_per_tok", "moe_intermediate_size",
 	 "norm_topk_prob", "shared_expert_intermediate_size", false},
+	/* softmax over the K largest router logits: the softmax over E renormalized over the K */
+	{"gpt-oss", "GptOssForCausalLM", "gpt-oss", ARCH_HPARAMS_GPTOSS, 131072, 64, 128, false,
+	 ARCH_WINDOWS_ALTERNATE, false, ROPE_STYLE_NEOX, ROWS(gptoss_layer), "num_local_experts", "num_experts_per_tok",
+	 "intermediate_size", NULL, NULL, true},
 };
 const int arch_count = (int)(sizeof(arch_table) / sizeof(arch_table[0]));
 
@@ -261,6 +292,7 @@ int64_t arch_dim(const struct layout_hparams *hp, enum arch_dim d)
 	case ARCH_DIM_FE: return hp->expert_ffn;
 	case ARCH_DIM_FS: return hp->shared_ffn;
 	case ARCH_DIM_ONE: return 1;
+	case ARCH_DIM_H: return hp->n_heads;
 	default: return 0;
 	}
 }

@@ -34,6 +34,7 @@ enum arch_dim {
 	ARCH_DIM_FE, /* expert_ffn */
 	ARCH_DIM_FS, /* shared_ffn: the shared expert's ffn */
 	ARCH_DIM_ONE, /* 1: a matrix of one row (the shared expert's gate) */
+	ARCH_DIM_H,   /* n_heads (gpt-oss's attention sinks: one per query head) */
 };
 
 /* Where a layer tensor binds: the members of struct layer_weights, in this order. The order is also the
@@ -68,6 +69,11 @@ enum arch_slot {
 	ARCH_SLOT_W_GATE_SHEXP,
 	ARCH_SLOT_W_UP_SHEXP,
 	ARCH_SLOT_W_DOWN_SHEXP,
+	ARCH_SLOT_ATTN_SINKS,  /* gpt-oss: a learned logit per query head in the softmax's denominator */
+	ARCH_SLOT_B_ROUTER,    /* gpt-oss: the router's bias [E] and the experts' biases stacked [E, ...] */
+	ARCH_SLOT_B_GATE_EXPS,
+	ARCH_SLOT_B_UP_EXPS,
+	ARCH_SLOT_B_DOWN_EXPS,
 	ARCH_SLOT_COUNT
 };
 
@@ -80,7 +86,9 @@ enum arch_need {
 struct arch_tensor {
 	const char *name;       /* ferry's (and GGUF's) name; in a layer, after "blk.N." */
 	const char *hf;         /* the HF checkpoint's name; in a layer, after "model.layers.N."; an expert
-				 * tensor's ("%d" the expert) names one expert's matrix, the experts stacked */
+				 * tensor's ("%d" the expert) names one expert's matrix, the experts stacked;
+				 * "NAME:even", "NAME:odd", "NAME:t": a tensor of all experts (gpt-oss), its even
+				 * or odd last-dimension entries, a matrix's rows and cols swapped (from_hf.c) */
 	enum arch_dim shape[3]; /* outermost first: {Q, D} a matrix [Q, D] (Linear [out, in]), {D} a vector,
 				 * {E, Fe, D} the experts' [Fe, D] matrices stacked */
 	enum arch_need need;
@@ -89,9 +97,10 @@ struct arch_tensor {
 	enum arch_slot slot;    /* layers: where bind_layer puts it */
 };
 
-/* How a source's hyper-parameters beyond the shared ones are read: the Llama family's (one RoPE, SiLU), or
- * Gemma 3's (a second RoPE for sliding layers, GELU-tanh, score and embedding scales, logit softcap). */
-enum arch_hparams { ARCH_HPARAMS_LLAMA, ARCH_HPARAMS_GEMMA3 };
+/* How a source's hyper-parameters beyond the shared ones are read: the Llama family's (one RoPE, SiLU),
+ * Gemma 3's (a second RoPE for sliding layers, GELU-tanh, score and embedding scales, logit softcap), or
+ * gpt-oss's (YaRN without truncation by default, the clamped SwiGLU, every other layer sliding). */
+enum arch_hparams { ARCH_HPARAMS_LLAMA, ARCH_HPARAMS_GEMMA3, ARCH_HPARAMS_GPTOSS };
 
 /* Which layers of an HF model slide (sliding_window tokens), when config.json has no layer_types. */
 enum arch_windows {
@@ -100,6 +109,7 @@ enum arch_windows {
 	ARCH_WINDOWS_GATED,   /* none unless use_sliding_window; then layer_types, else the layers from
 			       * max_window_layers (default 28) on */
 	ARCH_WINDOWS_PATTERN, /* layer_types, else all but every sliding_window_pattern-th (default 6) */
+	ARCH_WINDOWS_ALTERNATE, /* layer_types, else the even layers (0, 2, ...) (GptOssConfig) */
 };
 
 struct arch {

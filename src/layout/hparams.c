@@ -49,8 +49,8 @@ int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errl
 	else if (hp->has_rope_local && !(hp->rope_local.theta > 0 && hp->rope_local.dim == hp->head_dim &&
 					 hp->rope_local.type == ROPE_DEFAULT))
 		bad = "rope_local must be a default RoPE with theta > 0 and dim equal head_dim";
-	else if (hp->act != ACT_SILU && hp->act != ACT_GELU_TANH)
-		bad = "act must be silu or gelu_tanh";
+	else if (hp->act != ACT_SILU && hp->act != ACT_GELU_TANH && hp->act != ACT_SWIGLU_OAI)
+		bad = "act must be silu, gelu_tanh or swiglu_oai";
 	else if (!(hp->attn_scale >= 0 && hp->attn_scale < 1e6) || !(hp->embed_scale >= 0 && hp->embed_scale < 1e6) ||
 		 !(hp->final_softcap >= 0 && hp->final_softcap < 1e6))
 		bad = "attn_scale, embed_scale and final_softcap must be in [0, 1e6)";
@@ -73,7 +73,7 @@ int layout_hparams_check(const struct layout_hparams *hp, char *err, size_t errl
 	return 0;
 }
 
-static const char *act_names[] = {"silu", "gelu_tanh"};
+static const char *act_names[] = {"silu", "gelu_tanh", "swiglu_oai"};
 
 static json_t *rope_to_json(const struct rope_params *r)
 {
@@ -261,7 +261,7 @@ int layout_hparams_from_json(struct layout_hparams *hp, const void *json, char *
 	}
 	const char *act = json_string_value(json_object_get(o, "act"));
 	hp->act = -1;
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		if (!act || !strcmp(act, act_names[i]))
 			hp->act = act ? i : ACT_SILU;
 	if (!rc && hp->act < 0) {

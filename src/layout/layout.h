@@ -67,13 +67,16 @@ struct rope_params {
 					* owned by the layout_hparams that holds these params */
 };
 
-/* Activation of the gated MLP: down(act(gate) * up). */
-enum act { ACT_SILU = 0, ACT_GELU_TANH = 1 };
+/* Activation of the gated MLP: down(act(gate) * up). ACT_SWIGLU_OAI is gpt-oss's clamped form:
+ * g = min(gate, 7), u = clamp(up, -7, 7), g * sigmoid(1.702 g) * (u + 1). */
+enum act { ACT_SILU = 0, ACT_GELU_TANH = 1, ACT_SWIGLU_OAI = 2 };
+#define ACT_OAI_ALPHA 1.702f
+#define ACT_OAI_LIMIT 7.0f
 
 /* Hyper-parameters, normalized over source formats. Dimension letters: D model, H heads, Hkv kv heads,
  * Dh head dim, F ffn dim, V vocab, L layers. */
 struct layout_hparams {
-	char arch[32];  /* architecture: a name of src/layout/arch.c ("llama", "mistral", "qwen2", "gemma3") */
+	char arch[32];  /* architecture: a name of src/layout/arch.c ("llama", "mistral", "qwen2", "gemma3", "gpt-oss") */
 	int n_layers;   /* L */
 	int d_model;    /* D */
 	int n_heads;    /* H */

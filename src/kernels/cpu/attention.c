@@ -9,6 +9,8 @@
  * computed in the same order whatever it is grouped with: scores in key order, max-subtracted softmax in
  * f32, the weighted sum of value rows in key order. So results do not depend on the thread count.
  *
+ * Attention sinks (gpt-oss): a head's sink logit joins the max and the denominator, no value row with it.
+ *
  * Token trees (src/kernels/kv_pages.h): keys of other branches score -inf and are never read, so a chain
  * given as a tree computes exactly what the plain part computes.
  *
@@ -81,7 +83,7 @@ static const float *row_f32(const struct kv_layer *kv, const void *pool, const i
 
 /* Query heads h0 .. h0+nh-1 (of kv head hk) of token t. sc: nh * n scores, row: Dh floats. */
 static void attend_item(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
-			int window, float scale, int t, int hk, int h0, int nh, float *sc, float *row)
+			int window, float scale, const float *sinks, int t, int hk, int h0, int nh, float *sc, float *row)
 {
 	int Dh = kv->Dh, p = bt->pos[t], lp = bt->lpos ? bt->lpos[t] : p;
 	int j0 = window > 0 && lp - window + 1 > 0 ? lp - window + 1 : 0, n = p - j0 + 1;
@@ -107,9 +109,10 @@ static void attend_item(float *out, const float *q, const struct kv_layer *kv, c
 		}
 	}
 	for (int a = 0; a < nh; a++) {
-		float *sa = sc + (size_t)a * (size_t)n, mx = -INFINITY, sum = 0;
+		float *sa = sc + (size_t)a * (size_t)n, mx = sinks ? sinks[h0 + a] : -INFINITY;
 		for (int j = 0; j < n; j++)
 			mx = sa[j] > mx ? sa[j] : mx;
+		float sum = sinks ? expf(sinks[h0 + a] - mx) : 0; /* the sink's share, given to no value */
 		for (int j = 0; j < n; j++) {
 			sa[j] = expf(sa[j] - mx);
 			sum += sa[j];
@@ -132,7 +135,7 @@ static void attend_item(float *out, const float *q, const struct kv_layer *kv, c
 }
 
 void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
-		   int window, float scale, float *scratch, int64_t per_thread)
+		   int window, float scale, const float *sinks, float *scratch, int64_t per_thread)
 {
 	int T = bt->T, Hkv = kv->Hkv, g = H / Hkv, Dh = kv->Dh;
 	/* a tree token's stored position runs ahead of its logical one by less than KV_TREE_MAX */
@@ -157,7 +160,7 @@ void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const 
 		for (int64_t it = 0; it < items; it++) {
 			int t = (int)(it / ((int64_t)Hkv * per_kv)), hk = (int)(it / per_kv % Hkv), c = (int)(it % per_kv);
 			int h0 = hk * g + c * run, nh = g - c * run < run ? g - c * run : run;
-			attend_item(out, q, kv, bt, H, window, scale, t, hk, h0, nh, sc, row);
+			attend_item(out, q, kv, bt, H, window, scale, sinks, t, hk, h0, nh, sc, row);
 		}
 	}
 }

@@ -64,9 +64,10 @@ void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, con
 /* out[T, H*Dh]: attention of q[T, H*Dh] over the cached keys of each token's own sequence that its position
  * sees (src/kernels/kv_pages.h: j <= p, and p - j < window when window > 0), GQA with H/Hkv query heads per kv
  * head, rows dequantized to f32, softmax in f32 (max subtracted), fixed order. scratch: cpu_attention_scratch
- * floats per thread, max_ctx the most keys one query sees (max_pos + 1, or less with a window). */
+ * floats per thread, max_ctx the most keys one query sees (max_pos + 1, or less with a window). sinks [H]
+ * (NULL: none): head h's softmax denominator also holds exp(sinks[h]) (gpt-oss), a logit no value goes with. */
 void cpu_attention(float *out, const float *q, const struct kv_layer *kv, const struct kv_batch *bt, int H,
-		   int window, float scale, float *scratch, int64_t per_thread);
+		   int window, float scale, const float *sinks, float *scratch, int64_t per_thread);
 int64_t cpu_attention_scratch(int max_ctx, int Dh);
 
 /* y[n] = silu(gate[n]) * up[n] */
@@ -74,6 +75,10 @@ void cpu_swiglu(float *y, const float *gate, const float *up, int64_t n);
 
 /* y[n] = gelu_tanh(gate[n]) * up[n], gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 void cpu_geglu(float *y, const float *gate, const float *up, int64_t n);
+
+/* y[n] = g sigmoid(1.702 g) (u + 1), g = min(gate, 7), u = clamp(up, -7, 7): gpt-oss's clamped SwiGLU
+ * (layout.h ACT_SWIGLU_OAI) */
+void cpu_swiglu_oai(float *y, const float *gate, const float *up, int64_t n);
 
 /* y[n] += x[n] */
 void cpu_add(float *y, const float *x, int64_t n);

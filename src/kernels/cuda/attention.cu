@@ -30,6 +30,9 @@
  * Shared memory tiles hold rows of DH halves (Dh rounded up to 64, 128 or 256, zero padded) in 16-byte
  * chunks stored at chunk ^ (row & 7), so the 8 rows an ldmatrix phase reads fall in distinct banks.
  *
+ * Attention sinks (gpt-oss): head h's sink logit joins the softmax's max and denominator when a row's output
+ * is normalized (by the block, or by k_attention_combine over the splits), never a P.V product.
+ *
  * Token trees (speculative steps, kv_pages.h): a row's window is measured from its logical position, and
  * keys at or past its tree base are masked unless its ancestor mask has them; a tile reaching a row's tree
  * base is never taken as fully visible.
@@ -56,6 +59,7 @@ struct att_args {
 	float qscale;            /* scale * log2(e) */
 	const int *lpos, *tbase; /* token trees (kv_pages.h): logical positions, tree bases; NULL: none */
 	const uint32_t *tmask;
+	const float *sinks;      /* [H] sink logits (natural log domain), NULL: none */
 };
 
 static __device__ __forceinline__ int att_swz(int DH, int r, int c)
@@ -441,7 +445,9 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 		float *dst, inv = 1.0f;
 		if (gridDim.z == 1) {
 			dst = a.out + prw * a.Dh;
-			inv = 1.0f / l;
+			/* the sink joins the denominator only: o / (l + 2^(sink - m)) with both rescaled to their max */
+			float sk = a.sinks ? a.sinks[h] * 1.4426950408889634f : -INFINITY, M = fmaxf(m, sk);
+			inv = a.sinks ? exp2f(m - M) / (l * exp2f(m - M) + exp2f(sk - M)) : 1.0f / l;
 		} else {
 			prw += (size_t)blockIdx.z * a.T * a.H;
 			dst = a.part_o + prw * a.Dh;
@@ -461,7 +467,8 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
  * Grid (T*H, Dh/32): a block takes 32 columns of one row; its warp w sums splits w, w + 8, ... (several
  * loads in flight), and the 8 warp sums are added in warp order. */
 static __global__ void __launch_bounds__(256)
-	k_attention_combine(float *out, const float *part_o, const float *part_ml, int nsplit, int64_t TH, int Dh)
+	k_attention_combine(float *out, const float *part_o, const float *part_ml, int nsplit, int64_t TH, int Dh,
+			    const float *sinks, int H)
 {
 	__shared__ float red[8][33];
 	int64_t row = blockIdx.x;
@@ -476,6 +483,9 @@ static __global__ void __launch_bounds__(256)
 	__syncthreads();
 	for (int w = 0; w < 8; w++)
 		M = fmaxf(M, red[w][32]);
+	/* a sink (log2 domain) joins the max and, below, the denominator only */
+	float sk = sinks ? sinks[row % H] * 1.4426950408889634f : -INFINITY;
+	M = fmaxf(M, sk);
 	__syncthreads();
 	float L = 0, acc = 0;
 #pragma unroll 4
@@ -490,7 +500,8 @@ static __global__ void __launch_bounds__(256)
 		red[warp][32] = L;
 	__syncthreads();
 	if (warp == 0) {
-		acc = L = 0;
+		acc = 0;
+		L = sinks ? exp2f(sk - M) : 0.0f;
 		for (int w = 0; w < 8; w++) {
 			acc += red[w][lane];
 			L += red[w][32];
@@ -577,7 +588,7 @@ template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_arg
 	if (nsplit == 1)
 		return 0;
 	k_attention_combine<<<dim3((unsigned)TH, (unsigned)(a.Dh / 32)), 256, 0, cuda_stream_of(c)>>>(
-		a.out, a.part_o, a.part_ml, (int)nsplit, TH, a.Dh);
+		a.out, a.part_o, a.part_ml, (int)nsplit, TH, a.Dh, a.sinks, a.H);
 	CUDA_LAUNCH_CHECK(c, "k_attention_combine");
 	return 0;
 }
@@ -597,7 +608,7 @@ static const att_run_fn att_by_fmt[KV_FMT_COUNT] = {KV_FMT_LIST(ATT_ROW)};
 #undef ATT_ROW
 
 extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
-			      const struct kv_batch *bt, int H, int window, float scale)
+			      const struct kv_batch *bt, int H, int window, float scale, const float *sinks)
 {
 	int Hkv = kv->Hkv, Dh = kv->Dh, T = bt->T;
 	CUDA_ARG_CHECK(c, kv_fmt_on_cuda(kv->fmt), "cuda_attention: KV format %d (F16, Q8 or Q4 on the GPU; F32 is "
@@ -624,6 +635,6 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 			     bt->part_row, bt->pos, bt->pages, T, H, Hkv, Dh, g, window, bt->n_parts, bt->max_pages,
 			     kv->page, kv_qrow_bytes(kv->fmt, Dh), kv_srow_bytes(kv->fmt, Dh),
 			     kv_page_bytes(kv->fmt, Hkv, Dh, kv->page), scale * 1.4426950408889634f, bt->lpos,
-			     bt->tree_base, bt->tree_mask};
+			     bt->tree_base, bt->tree_mask, sinks};
 	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part);
 }

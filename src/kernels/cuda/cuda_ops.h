@@ -92,12 +92,13 @@ int cuda_kv_move(struct cuda_ctx *c, const struct kv_layer *kv, const int *pages
  * F16, Q8 or Q4, dequantized to f16 as tiles are loaded. GQA: H/Hkv query heads per kv head. Flash-style:
  * online softmax in f32, never a T x C score matrix; small T (decode) splits the key range over blocks and
  * combines the partial results. Dh: any multiple of 32 up to 256. Parts of any lengths mix in one call
- * (prefill chunks and decode tokens of different sequences). */
+ * (prefill chunks and decode tokens of different sequences). sinks: [H] f32 in device memory, or NULL (as
+ * cpu_attention). */
 int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
-		   const struct kv_batch *bt, int H, int window, float scale);
+		   const struct kv_batch *bt, int H, int window, float scale, const float *sinks);
 
-/* y[n] = act(gate[n]) * up[n], act an enum act (src/layout/layout.h): ACT_SILU or ACT_GELU_TANH (tanh form,
- * as cpu_geglu). y may equal gate. */
+/* y[n] = act(gate[n]) * up[n], act an enum act (src/layout/layout.h): ACT_SILU, ACT_GELU_TANH (tanh form,
+ * as cpu_geglu) or ACT_SWIGLU_OAI (as cpu_swiglu_oai). y may equal gate. */
 int cuda_glu(struct cuda_ctx *c, float *y, const float *gate, const float *up, int64_t n, int act);
 
 /* y[n] += x[n] */

@@ -1,6 +1,7 @@
 /*
  * elementwise.cu: the element-wise ops of a layer and the head: the residual add (cuda_add), the gated MLP
- * activations silu(gate) * up and gelu_tanh(gate) * up (cuda_glu, as src/kernels/cpu/swiglu.c and geglu.c, in
+ * activations silu(gate) * up, gelu_tanh(gate) * up and gpt-oss's clamped SwiGLU (cuda_glu, as
+ * src/kernels/cpu/swiglu.c and geglu.c, in
  * the same op order and with the same precise expf/tanhf), and Gemma's final logit softcap (cuda_softcap).
  * One element per thread of a grid-stride loop: these are memory-bound and n can pass 2^31.
  */
@@ -43,6 +44,15 @@ static __global__ void k_glu_gelu_tanh(float *y, const float *gate, const float 
 	}
 }
 
+static __global__ void k_glu_swiglu_oai(float *y, const float *gate, const float *up, int64_t n)
+{
+	GRID_STRIDE(i, n)
+	{
+		float g = fminf(gate[i], ACT_OAI_LIMIT), u = fminf(fmaxf(up[i], -ACT_OAI_LIMIT), ACT_OAI_LIMIT);
+		y[i] = g / (1.0f + expf(-ACT_OAI_ALPHA * g)) * (u + 1.0f);
+	}
+}
+
 static __global__ void k_softcap(float *x, int64_t n, float cap)
 {
 	GRID_STRIDE(i, n)
@@ -62,11 +72,14 @@ extern "C" int cuda_add(struct cuda_ctx *c, float *y, const float *x, int64_t n)
 extern "C" int cuda_glu(struct cuda_ctx *c, float *y, const float *gate, const float *up, int64_t n, int act)
 {
 	CUDA_ARG_CHECK(c, n >= 0, "cuda_glu: n = %lld", (long long)n);
-	CUDA_ARG_CHECK(c, act == ACT_SILU || act == ACT_GELU_TANH, "cuda_glu: unknown activation %d", act);
+	CUDA_ARG_CHECK(c, act == ACT_SILU || act == ACT_GELU_TANH || act == ACT_SWIGLU_OAI,
+		       "cuda_glu: unknown activation %d", act);
 	if (n == 0)
 		return 0;
 	if (act == ACT_SILU)
 		k_glu_silu<<<elementwise_blocks(c, n), 256, 0, cuda_stream_of(c)>>>(y, gate, up, n);
+	else if (act == ACT_SWIGLU_OAI)
+		k_glu_swiglu_oai<<<elementwise_blocks(c, n), 256, 0, cuda_stream_of(c)>>>(y, gate, up, n);
 	else
 		k_glu_gelu_tanh<<<elementwise_blocks(c, n), 256, 0, cuda_stream_of(c)>>>(y, gate, up, n);
 	CUDA_LAUNCH_CHECK(c, "k_glu");
