@@ -78,6 +78,10 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 		memcpy(b + ref_d_at(fmt), &d, 2);
 		if (fmt == WFMT_IQ1_M)
 			ref_iq1m_set_d(b, d);
+		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z) { /* zero points as GPTQ/AWQ give them, little-endian int16 */
+			int z = fmt == WFMT_Q4_Z ? (int)(urand() * 17) : (int)(urand() * 257) - 128;
+			b[2] = (uint8_t)(z & 255), b[3] = (uint8_t)((unsigned)z >> 8 & 255);
+		}
 		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K)
 			memcpy(b + ref_d_at(fmt) + 2, &dmin, 2);
 	}
@@ -96,6 +100,12 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 		uint32_t qh = five ? (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24 : 0;
 		float p = d * (float)(nib | (int)((qh >> j) & 1) << 4);
 		return p + m;
+	}
+	case WFMT_Q4_Z:
+	case WFMT_Q8_Z: {
+		int z = (int16_t)rd16(b + 2);
+		int q = fmt == WFMT_Q8_Z ? (int8_t)b[4 + j] : j < 16 ? b[4 + j] & 15 : b[4 + j - 16] >> 4;
+		return d * (float)(q - z);
 	}
 	case WFMT_Q2_K: {
 		int sc = b[j / 16], q = b[16 + 32 * (j / 128) + j % 32] >> (2 * (j % 128 / 32)) & 3;

@@ -117,6 +117,13 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 			put_f16(p, d * 0.1f);
 			put_f16(p + 2, -d); /* the min: values on both sides of 0 */
 			break;
+		case WFMT_Q4_Z:
+		case WFMT_Q8_Z: { /* zero points as GPTQ/AWQ give them: 0..16, -128..128 */
+			int16_t z = (int16_t)(fmt == WFMT_Q4_Z ? (int)(rng_next() >> 59) % 17 : (int)(rng_next() >> 55) - 128);
+			put_f16(p, d * (fmt == WFMT_Q4_Z ? 0.1f : 0.01f));
+			memcpy(p + 2, &z, 2);
+			break;
+		}
 		case WFMT_Q2_K:
 			put_f16(p + 80, d * 0.1f);
 			put_f16(p + 82, d * 0.1f);

@@ -66,7 +66,7 @@ struct refs {
 	double qe[TMAX * N];  /* sum |w| dx QERR */
 };
 
-/* The min part of each weight of a block with mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1's m): the value its codes of 0
+/* The min part of each weight of a block with mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1's m; Q4_Z/Q8_Z's -d z): the value its codes of 0
  * would have, negated; 0 elsewhere */
 static void ref_mins(int fmt, const uint8_t *blk, float *m)
 {
@@ -84,6 +84,8 @@ static void ref_mins(int fmt, const uint8_t *blk, float *m)
 		memset(z + 4, 0, 16);
 	else if (fmt == WFMT_Q5_1)
 		memset(z + 4, 0, 20);
+	else if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z)
+		memset(z + 4, 0, fmt == WFMT_Q4_Z ? 16 : 32);
 	else
 		has = false;
 	for (int j = 0; j < bk; j++)

@@ -366,6 +366,25 @@ static void fill_q51(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	}
 }
 
+/* Q4_Z and Q8_Z: y = d (q - z), z the codes' middle (GPTQ's symmetric zero point): zero-mean up to a half code */
+static void fill_qz(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	bool eight = fmt == WFMT_Q8_Z;
+	double base = rms / (quant_rms(eight ? 256 : 16, eight ? 128 : 8) * JITTER_RMS);
+	for (int64_t i = 0; i < K / QK; i++) {
+		uint16_t d = f16_of(base * jitter(r));
+		if (eight) {
+			struct block_q8_z *b = (struct block_q8_z *)dst + i;
+			b->d = d, b->z = 0;
+			rng_bytes(r, (uint8_t *)b->qs, sizeof(b->qs));
+		} else {
+			struct block_q4_z *b = (struct block_q4_z *)dst + i;
+			b->d = d, b->z = 8;
+			rng_bytes(r, b->qs, sizeof(b->qs));
+		}
+	}
+}
+
 /* Q2_K: y = d sc q - dmin m with m = sc and dmin = 1.5 d: y = d sc (q - 1.5) */
 static void synth_fill_q2_k(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
@@ -480,7 +499,8 @@ static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struc
 	}
 }
 
-/* The element formats share one filler; Q4_K and Q5_K, Q4_1 and Q5_1, IQ4_NL and IQ4_XS one each. */
+/* The element formats share one filler; Q4_K and Q5_K, Q4_1 and Q5_1, Q4_Z and Q8_Z, IQ4_NL and IQ4_XS
+ * one each. */
 #define synth_fill_f32 fill_float
 #define synth_fill_f16 fill_float
 #define synth_fill_bf16 fill_float
@@ -488,6 +508,8 @@ static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struc
 #define synth_fill_q5_k fill_k45
 #define synth_fill_q4_1 fill_q51
 #define synth_fill_q5_1 fill_q51
+#define synth_fill_q4_z fill_qz
+#define synth_fill_q8_z fill_qz
 #define synth_fill_iq4_nl fill_iq4
 #define synth_fill_iq4_xs fill_iq4
 typedef void (*synth_fill_fn)(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r);

@@ -62,6 +62,20 @@ struct block_q5_1 {
 	uint8_t qs[QK / 2];  /* y[j] = (lo(qs[j]) | bit j << 4) d + m, y[j + 16] with bit j + 16 and hi(qs[j]) */
 };
 
+/* Q4_Z and Q8_Z (not GGUF: GPTQ/AWQ groups, src/layout/FORMAT.md): y = d (q - z) with an integer zero point z,
+ * the product exact in f32 for |q - z| <= 2^13. Q4_Z's nibbles as Q4_0's (q[j] low, q[j + 16] high), Q8_Z's int8. */
+struct block_q4_z {
+	uint16_t d;          /* f16 scale */
+	int16_t z;           /* zero point */
+	uint8_t qs[QK / 2];  /* y[j] = d (lo(qs[j]) - z), y[j + 16] = d (hi(qs[j]) - z) */
+};
+
+struct block_q8_z {
+	uint16_t d;
+	int16_t z;
+	int8_t qs[QK];       /* y[j] = d (qs[j] - z) */
+};
+
 /* Q2_K: value 128n + 32j + l (n < 2, j < 4, l < 32) is (qs[32n + l] >> 2j) & 3; sub-block g = v / 16 has
  * y = d (scales[g] & 15) q - dmin (scales[g] >> 4). */
 struct block_q2_K {
@@ -130,6 +144,8 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == WFMT_BYTES_Q5_K, "block_q5_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_1) == WFMT_BYTES_Q4_1, "block_q4_1");
 QUANT_STATIC_ASSERT(sizeof(struct block_q5_1) == WFMT_BYTES_Q5_1, "block_q5_1");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_z) == WFMT_BYTES_Q4_Z, "block_q4_z");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_z) == WFMT_BYTES_Q8_Z, "block_q8_z");
 QUANT_STATIC_ASSERT(sizeof(struct block_q2_K) == WFMT_BYTES_Q2_K, "block_q2_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q3_K) == WFMT_BYTES_Q3_K, "block_q3_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_iq4_nl) == WFMT_BYTES_IQ4_NL, "block_iq4_nl");

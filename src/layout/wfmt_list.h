@@ -38,8 +38,8 @@
 	X(Q5_K,  6,  256, 176, 13, QMIN,  q5_k) \
 	X(Q6_K,  7,  256, 210, 14, QUANT, q6_k) \
 	X(NF4,   8,  0,   0,   -1, NONE,  nf4)  \
-	X(INT4G, 9,  0,   0,   -1, NONE,  int4g) \
-	X(INT8G, 10, 0,   0,   -1, NONE,  int8g) \
+	X(Q4_Z,  9,  32,  20,  -1, QMIN,  q4_z) \
+	X(Q8_Z,  10, 32,  36,  -1, QMIN,  q8_z) \
 	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0) \
 	/* grid IQ types (issue 18) */          \
 	X(IQ2_XXS, 12, 256, 66,  16, QUANT, iq2_xxs) \
@@ -60,7 +60,8 @@
 	X(TQ1_0, 26, 256, 54,  34, QUANT, tq1_0) \
 	X(TQ2_0, 27, 256, 66,  35, QUANT, tq2_0)
 
-/* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
+/* NF4: bitsandbytes NF4 (reserved); Q4_Z/Q8_Z: 4- and 8-bit codes with an f16 scale and an integer zero point per
+ * 32 (GPTQ and AWQ groups, issue 19: src/convert/hf_gptq.c), QMIN with the zero as the min; Q5_0: Q4_K_M files use it
  * where a row is not a multiple of 256. The grid IQ types (blocks: src/layout/quant_iq.h, grids:
  * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>).
  * Q4_1/Q5_1: the 32-blocks with a min (QMIN, the min as -dmin);

@@ -165,6 +165,29 @@ void cpu_dequant_q5_1(const void *src, float *y, int64_t nb)
 	}
 }
 
+/* Q4_Z and Q8_Z: y = d (q - z), one rounding (exact for the zero points GPTQ and AWQ store) */
+void cpu_dequant_q4_z(const void *src, float *y, int64_t nb)
+{
+	const struct block_q4_z *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK) {
+		float d = f16_to_f32(b[i].d);
+		for (int j = 0; j < QK / 2; j++) {
+			y[j] = d * (float)((b[i].qs[j] & 15) - b[i].z);
+			y[j + QK / 2] = d * (float)((b[i].qs[j] >> 4) - b[i].z);
+		}
+	}
+}
+
+void cpu_dequant_q8_z(const void *src, float *y, int64_t nb)
+{
+	const struct block_q8_z *b = src;
+	for (int64_t i = 0; i < nb; i++, y += QK) {
+		float d = f16_to_f32(b[i].d);
+		for (int j = 0; j < QK; j++)
+			y[j] = d * (float)(b[i].qs[j] - b[i].z);
+	}
+}
+
 void cpu_dequant_q2_k(const void *src, float *y, int64_t nb)
 {
 	const struct block_q2_K *b = src;

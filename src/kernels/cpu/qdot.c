@@ -179,6 +179,28 @@ static void qint_q5_1(QINT_ARGS)
 	qint_q51(b->qs, qh, b->d, b->m, blk, q, sc, mn, d, dmin);
 }
 
+/* Q4_Z and Q8_Z: y = d (q - z) taken as a min of z per 16 with dmin = d */
+static void qint_q4_z(QINT_ARGS)
+{
+	const struct block_q4_z *b = blk;
+	for (int j = 0; j < QK / 2; j++) {
+		q[j] = (int8_t)(b->qs[j] & 15);
+		q[j + QK / 2] = (int8_t)(b->qs[j] >> 4);
+	}
+	sc[0] = sc[1] = 1;
+	mn[0] = mn[1] = b->z;
+	*d = *dmin = f16_to_f32(b->d);
+}
+
+static void qint_q8_z(QINT_ARGS)
+{
+	const struct block_q8_z *b = blk;
+	memcpy(q, b->qs, QK);
+	sc[0] = sc[1] = 1;
+	mn[0] = mn[1] = b->z;
+	*d = *dmin = f16_to_f32(b->d);
+}
+
 static void qint_q2_k(QINT_ARGS)
 {
 	const struct block_q2_K *b = blk;

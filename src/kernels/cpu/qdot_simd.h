@@ -5,7 +5,7 @@
  *                        AVX-512 VNNI: vpdpbusd)
  *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
  *   QDOT_FIND, FDOT_FIND the names of the file's finders.
- * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 127 for the IQ4 tables,
+ * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0 and Q8_Z, <= 127 for the IQ4 tables,
  * <= 63 elsewhere, |a| <= 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
  * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
@@ -90,18 +90,27 @@ AI __m256i lut16(const int8_t *v)
 
 static const int8_t iq4nl_lut[16] = IQ4NL_VALUES, mxfp4_lut[16] = MXFP4_VALUES;
 
-/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4) into chain j. Signed codes w as |w|
- * (unsigned: -128 is 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot; the unsigned codes
- * of Q4_1/Q5_1 as they are, their min m times the block's code sum into accm (out = chains + accm). */
+/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, Q4_Z, Q8_Z) into chain j. Signed codes
+ * w as |w| (unsigned: -128 is 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot; the unsigned
+ * codes of Q4_1/Q5_1/Q4_Z as they are, their min m (Q4_Z/Q8_Z: -d z) times the block's code sum into accm
+ * (out = chains + accm). */
 AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int j, __m256 *acc,
 		  float *accm)
 {
-	bool with_min = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
-	float dw = fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p), m = with_min ? ld_f16(p + 2) : 0;
+	bool zero = fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z;
+	bool uns = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q4_Z, with_min = uns || zero;
+	float dw = fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p);
+	int16_t z;
+	memcpy(&z, p + 2, 2);
+	float m = zero ? -dw * (float)z : with_min ? ld_f16(p + 2) : 0;
 	__m256i w8;
 	uint32_t qh;
 	if (fmt == WFMT_Q8_0) {
 		w8 = _mm256_loadu_si256((const __m256i *)(p + 2));
+	} else if (fmt == WFMT_Q8_Z) {
+		w8 = _mm256_loadu_si256((const __m256i *)(p + 4));
+	} else if (fmt == WFMT_Q4_Z) {
+		w8 = nibbles32(p + 4);
 	} else if (fmt == WFMT_Q4_0) {
 		w8 = _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
 	} else if (fmt == WFMT_Q5_0) {
@@ -117,12 +126,12 @@ AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, in
 	} else {
 		w8 = _mm256_shuffle_epi8(lut16(mxfp4_lut), nibbles32(p + 1));
 	}
-	__m256i u = with_min ? w8 : _mm256_abs_epi8(w8);
+	__m256i u = uns ? w8 : _mm256_abs_epi8(w8);
 	int K = xq->K;
 	UNROLL for (int t = 0; t < T; t++) {
 		int row = t0 + t;
 		__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, row, 32 * b));
-		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, with_min ? a : _mm256_sign_epi8(a, w8));
+		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, uns ? a : _mm256_sign_epi8(a, w8));
 		float dx = xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b];
 		acc[CH(t, j)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * dx), acc[CH(t, j)]);
 		if (with_min) {
@@ -178,6 +187,16 @@ AI void qk_q5_1(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 AI void qk_iq4_nl(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	q32_dot(WFMT_IQ4_NL, sizeof(struct block_iq4_nl), w, xq, t0, T, out);
+}
+
+AI void qk_q4_z(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q4_Z, sizeof(struct block_q4_z), w, xq, t0, T, out);
+}
+
+AI void qk_q8_z(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q8_Z, sizeof(struct block_q8_z), w, xq, t0, T, out);
 }
 
 AI void qk_mxfp4(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)

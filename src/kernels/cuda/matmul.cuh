@@ -201,6 +201,28 @@ template <bool QH> struct deq_q51 {
 typedef deq_q51<false> deq_q4_1;
 typedef deq_q51<true> deq_q5_1;
 
+/* Q4_Z (EIGHT false) and Q8_Z (EIGHT true): y = d (q - z), the integer q - z formed first as on the CPU */
+template <bool EIGHT> struct deq_qz {
+	static constexpr int BLOCK = QK, ALIGN = 2;
+	static constexpr int BYTES = EIGHT ? sizeof(struct block_q8_z) : sizeof(struct block_q4_z);
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / QK) * BYTES;
+		int o = (int)(k % QK), sh = !EIGHT && o >= QK / 2 ? 4 : 0;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p));
+		int z = (int)(int16_t)ld_u16(p + 2);
+		uint32_t q = ld_u32_2a(p + 4 + (EIGHT ? o : o & 15));
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			int v = EIGHT ? (int)(int8_t)(q >> 8 * i) : (int)(q >> (8 * i + sh) & 15);
+			w[i] = __fmul_rn(d, (float)(v - z));
+		}
+	}
+};
+typedef deq_qz<false> deq_q4_z;
+typedef deq_qz<true> deq_q8_z;
+
 /* Q2_K: value v in half n = v/128, field j = v%128/32 at byte l = v%32; sub-block g = v/16 */
 struct deq_q2_k {
 	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q2_K), ALIGN = 2;
