@@ -28,11 +28,22 @@ from ferrytest import Failures, ferry, scratch
 
 GRID_IQ = ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]  # random signs: zero-mean
 FORMATS = ["q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "q5_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "q3_k",
-           "iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "tq2_0"] + GRID_IQ
+           "iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "tq2_0", "q4_z", "q8_z"] + GRID_IQ
 # q4_0, q5_0, q6_k and q3_k centre at -0.5 quant steps, iq4_nl/iq4_xs at their table's mean (-5.9 of RMS 67)
 ZERO_MEAN = {"q4_k", "q5_k", "q8_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "mxfp4", "tq1_0", "tq2_0"} | set(GRID_IQ)
 LAYER = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
          "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"]
+
+
+def dequant_z(raw, fmt):
+    """Q4_Z / Q8_Z (src/layout/FORMAT.md, not GGUF): blocks {f16 d, int16 z, codes}, y = d (q - z); Q4_Z's code j
+    the low nibble of byte j, code j + 16 its high nibble"""
+    b = raw.reshape(-1, 20 if fmt == "Q4_Z" else 36)
+    d = b[:, 0:2].copy().view(np.float16).astype(np.float64)
+    z = b[:, 2:4].copy().view(np.int16).astype(np.float64)
+    qs = b[:, 4:]
+    q = np.concatenate([qs & 15, qs >> 4], axis=1) if fmt == "Q4_Z" else qs.view(np.int8)
+    return (d * (q.astype(np.float64) - z)).reshape(-1)
 
 
 def values(model, t):
@@ -48,7 +59,7 @@ def values(model, t):
     elif fmt == "BF16":
         v = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     else:
-        v = dequantize(raw, QT[fmt])
+        v = dequantize(raw, QT[fmt]) if fmt not in ("Q4_Z", "Q8_Z") else dequant_z(raw, fmt)
     return v.astype(np.float64).reshape(-1, shape[-1])
 
 

@@ -1,0 +1,257 @@
+/*
+ * hf_quant.c: GPTQ and AWQ linear layers -> Q4_Z / Q8_Z rows (contract in hf_quant.h, formats in
+ * src/layout/FORMAT.md).
+ *
+ * Packings read here (little-endian int32 words):
+ *   GPTQ qweight [K bits / 32, N]: column n is a bit stream along K, value k at bit bits * k (for 2, 4 and 8
+ *        bits whole words of 32 / bits values; AutoGPTQ's 3-bit packing is the same stream over 3 words per 32
+ *        values, values straddling words); qzeros [G, N bits / 32]: row g the same stream along N. v1 files
+ *        store zero - 1 in bits bits, read back as (stored & mask) + 1 (AutoGPTQ, ExLlama): a zero of 0 reads
+ *        as 2^bits, as every v1 kernel runs it; v2 (GPTQModel's gptq_v2) stores the zero itself.
+ *   AWQ  qweight [K, N / 8] and qzeros [G, N / 8]: word c holds columns 8c .. 8c + 7, column 8c + j in nibble
+ *        AWQ_NIBBLE[j] (the GEMM kernels' interleaved order 0 2 4 6 1 3 5 7 inverted).
+ * Each block of 32 values along K lies in one group when the groups are whole blocks (group % 32 == 0 or -1,
+ * g_idx constant over every aligned 32): the block then takes its group's f16 scale as d and its integer zero
+ * as z, so d (q - z) is the checkpoint's s (q - z) exactly. A g_idx that mixes groups inside a block (act-order
+ * without static groups) has no per-block scale: such a tensor is written as F32 values s (q - z), exact too.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "convert/hf_quant.h"
+#include "layout/quant.h"
+#include "layout/wfmt.h"
+
+static const int AWQ_NIBBLE[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+static int json_int_of(const json_t *o, const char *a, const char *b, int dflt)
+{
+	const json_t *v = json_object_get(o, a);
+	if (!v && b)
+		v = json_object_get(o, b);
+	return json_is_integer(v) ? (int)json_integer_value(v) : v ? -1000 : dflt;
+}
+
+int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, char *err, size_t errlen)
+{
+	memset(q, 0, sizeof(*q));
+	const json_t *qc = json_object_get(config, "quantization_config");
+	json_t *own = NULL;
+	char where[4200];
+	snprintf(where, sizeof(where), "%s/config.json: quantization_config", dir);
+	if (!qc) {
+		char path[4096];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/quantize_config.json", dir);
+		if (stat(path, &st))
+			return 0;
+		json_error_t je;
+		own = json_load_file(path, 0, &je);
+		snprintf(where, sizeof(where), "%s", path);
+		qc = own;
+	}
+	int rc = -EINVAL;
+	if (!json_is_object(qc)) {
+		snprintf(err, errlen, "%s: not a JSON object", where);
+		goto out;
+	}
+	const char *m = json_string_value(json_object_get(qc, "quant_method"));
+	m = m ? m : own ? "gptq" : "(none)"; /* AutoGPTQ's quantize_config.json names no method */
+	q->method = !strcmp(m, "gptq") ? HFQ_GPTQ : !strcmp(m, "awq") ? HFQ_AWQ : HFQ_NONE;
+	q->name = q->method == HFQ_GPTQ ? "gptq" : "awq";
+	if (q->method == HFQ_NONE) {
+		snprintf(err, errlen, "%s.quant_method \"%s\" is not supported (gptq, awq)", where, m);
+		goto out;
+	}
+	q->bits = json_int_of(qc, "bits", "w_bit", -1000);
+	q->group = json_int_of(qc, "group_size", "q_group_size", -1000);
+	if (q->method == HFQ_GPTQ ? q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8 : q->bits != 4) {
+		snprintf(err, errlen, "%s.bits: %s %d bits are not supported (%s)", where, q->name, q->bits,
+			 q->method == HFQ_GPTQ ? "2, 3, 4, 8" : "4");
+		goto out;
+	}
+	if (q->group != -1 && (q->group <= 0 || q->group % 32)) {
+		snprintf(err, errlen, "%s.group_size: %d is not supported (a multiple of 32, or -1)", where, q->group);
+		goto out;
+	}
+	if (q->method == HFQ_GPTQ) {
+		const char *f = json_string_value(json_object_get(qc, "checkpoint_format"));
+		q->desc_act = json_is_true(json_object_get(qc, "desc_act"));
+		if (f && strcmp(f, "gptq") && strcmp(f, "gptq_v2")) {
+			snprintf(err, errlen, "%s.checkpoint_format \"%s\" is not supported (gptq, gptq_v2)", where, f);
+			goto out;
+		}
+		q->v2 = f && !strcmp(f, "gptq_v2");
+	} else {
+		const char *v = json_string_value(json_object_get(qc, "version"));
+		const json_t *zp = json_object_get(qc, "zero_point");
+		if ((v && strcmp(v, "gemm") && strcmp(v, "GEMM")) || (zp && !json_is_true(zp))) {
+			snprintf(err, errlen, "%s: AWQ version \"%s\"%s is not supported (gemm with zero points)", where,
+				 v ? v : "gemm", zp && !json_is_true(zp) ? " without zero points" : "");
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	json_decref(own);
+	if (rc)
+		q->method = HFQ_NONE;
+	return rc;
+}
+
+bool hfq_present(const struct st_set *st, const char *base)
+{
+	char name[512];
+	snprintf(name, sizeof(name), "%s.qweight", base);
+	return st_find(st, name) != NULL;
+}
+
+static const struct st_tensor *part(const struct st_set *st, const char *base, const char *suffix, const char *dtype,
+				    int64_t d0, int64_t d1, bool need, int *rc, char *err, size_t errlen)
+{
+	char name[512];
+	snprintf(name, sizeof(name), "%s.%s", base, suffix);
+	const struct st_tensor *t = st_find(st, name);
+	if (!t) {
+		if (need) {
+			snprintf(err, errlen, "tensor %s not found (a quantized linear needs qweight, qzeros, scales%s)", name,
+				 !strcmp(suffix, "g_idx") ? " and, with desc_act, g_idx" : "");
+			*rc = -ENOENT;
+		}
+		return NULL;
+	}
+	bool two = d1 >= 0;
+	if (strcmp(t->dtype, dtype) || t->ndim != (two ? 2 : 1) || t->shape[0] != d0 || (two && t->shape[1] != d1)) {
+		char want[64], got[96] = "";
+		snprintf(want, sizeof(want), two ? "%lld, %lld" : "%lld", (long long)d0, (long long)d1);
+		for (int d = 0; d < t->ndim; d++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %lld" : "%lld", (long long)t->shape[d]);
+		snprintf(err, errlen, "%s: tensor %s is %s [%s], the quantization config implies %s [%s]",
+			 st->files[t->file].path, name, t->dtype, got, dtype, want);
+		*rc = -EINVAL;
+		return NULL;
+	}
+	return t;
+}
+
+static uint32_t word(const uint8_t *p, int64_t i)
+{
+	uint32_t w;
+	memcpy(&w, p + 4 * i, 4);
+	return w;
+}
+
+/* Value at bit pos of a stream of words spaced stride words apart from word 0 at p */
+static int stream_at(const uint8_t *p, int64_t stride, int64_t pos, int bits)
+{
+	int64_t w = pos / 32;
+	int sh = (int)(pos % 32);
+	uint64_t v = word(p, w * stride);
+	if (sh + bits > 32)
+		v |= (uint64_t)word(p, (w + 1) * stride) << 32;
+	return (int)(v >> sh & ((1u << bits) - 1));
+}
+
+static int group_of(const struct hfq_tensor *t, int64_t k)
+{
+	if (t->g_idx)
+		return (int)word(t->g_idx->data, k);
+	return t->cfg->group < 0 ? 0 : (int)(k / t->cfg->group);
+}
+
+static int code_at(const struct hfq_tensor *t, int64_t k, int64_t n)
+{
+	if (t->cfg->method == HFQ_AWQ)
+		return (int)(word(t->qweight->data, k * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
+	return stream_at(t->qweight->data + 4 * n, t->N, t->cfg->bits * k, t->cfg->bits);
+}
+
+static int zero_at(const struct hfq_tensor *t, int g, int64_t n)
+{
+	if (t->cfg->method == HFQ_AWQ)
+		return (int)(word(t->qzeros->data, g * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
+	int bits = t->cfg->bits;
+	int z = stream_at(t->qzeros->data + 4 * (g * (t->N * bits / 32)), 1, bits * n, bits);
+	return t->cfg->v2 ? z : z + 1;
+}
+
+static uint16_t scale_at(const struct hfq_tensor *t, int g, int64_t n)
+{
+	uint16_t h;
+	memcpy(&h, t->scales->data + 2 * (g * t->N + n), 2);
+	return h;
+}
+
+int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
+	     struct hfq_tensor *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	t->cfg = cfg, t->N = N, t->K = K;
+	int bits = cfg->bits, rc = 0;
+	bool awq = cfg->method == HFQ_AWQ;
+	if (K % 32 || (awq ? N % 8 : (N * bits) % 32)) {
+		snprintf(err, errlen, "%s.qweight: a [%lld, %lld] weight does not pack into whole %s words and blocks of 32",
+			 base, (long long)N, (long long)K, cfg->name);
+		return -EINVAL;
+	}
+	t->G = cfg->group < 0 ? 1 : (K + cfg->group - 1) / cfg->group;
+	if (!(t->qweight = part(st, base, "qweight", "I32", awq ? K : K * bits / 32, awq ? N / 8 : N, true, &rc, err,
+				errlen)) ||
+	    !(t->qzeros = part(st, base, "qzeros", "I32", t->G, awq ? N / 8 : N * bits / 32, true, &rc, err, errlen)) ||
+	    !(t->scales = part(st, base, "scales", "F16", t->G, N, true, &rc, err, errlen)))
+		return rc;
+	if (!awq) {
+		t->g_idx = part(st, base, "g_idx", "I32", K, -1, cfg->desc_act, &rc, err, errlen);
+		if (rc)
+			return rc;
+	}
+	for (int64_t k = 0; t->g_idx && k < K; k++) {
+		int64_t g = (int32_t)word(t->g_idx->data, k);
+		if (g < 0 || g >= t->G) {
+			snprintf(err, errlen, "%s.g_idx[%lld] = %lld: not a group of %lld", base, (long long)k, (long long)g,
+				 (long long)t->G);
+			return -EINVAL;
+		}
+	}
+	t->fmt = bits == 8 ? WFMT_Q8_Z : WFMT_Q4_Z;
+	for (int64_t k = 0; k < K; k++)
+		if (k % 32 && group_of(t, k) != group_of(t, k - 1))
+			t->fmt = WFMT_F32;
+	return 0;
+}
+
+void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
+{
+	int64_t K = t->K;
+	size_t rb = wfmt_row_bytes(t->fmt, (uint64_t)K);
+#pragma omp parallel for schedule(dynamic, 16)
+	for (int64_t n = n0; n < n0 + nn; n++) {
+		uint8_t *row = (uint8_t *)out + (size_t)(n - n0) * rb;
+		if (t->fmt == WFMT_F32) {
+			float *y = (float *)row;
+			for (int64_t k = 0; k < K; k++) {
+				int g = group_of(t, k);
+				y[k] = f16_to_f32(scale_at(t, g, n)) * (float)(code_at(t, k, n) - zero_at(t, g, n));
+			}
+			continue;
+		}
+		for (int64_t b = 0; b < K / 32; b++) {
+			int g = group_of(t, 32 * b), z = zero_at(t, g, n);
+			uint16_t d = scale_at(t, g, n);
+			if (t->fmt == WFMT_Q8_Z) {
+				struct block_q8_z *q = (struct block_q8_z *)row + b;
+				q->d = d, q->z = (int16_t)(z - 128);
+				for (int j = 0; j < 32; j++)
+					q->qs[j] = (int8_t)(code_at(t, 32 * b + j, n) - 128);
+			} else {
+				struct block_q4_z *q = (struct block_q4_z *)row + b;
+				q->d = d, q->z = (int16_t)z;
+				for (int j = 0; j < 16; j++)
+					q->qs[j] = (uint8_t)(code_at(t, 32 * b + j, n) | code_at(t, 32 * b + j + 16, n) << 4);
+			}
+		}
+	}
+}
