@@ -68,6 +68,11 @@ static void bench_set_scales(uint8_t *w, size_t bytes, int fmt, uint16_t d)
 			memcpy(b + d_at, &d, 2);
 		if (m_at >= 0)
 			memcpy(b + m_at, &d, 2);
+		if (fmt == WFMT_NF4) { /* its scale is an f32 absmax */
+			float a = f16_to_f32(d);
+			memcpy(b, &a, 4);
+			continue;
+		}
 		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z) /* the int16 zero point: GPTQ's symmetric one */
 			b[2] = fmt == WFMT_Q4_Z ? 8 : 0, b[3] = 0;
 		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */

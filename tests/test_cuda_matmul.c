@@ -117,6 +117,11 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 			put_f16(p, d * 0.1f);
 			put_f16(p + 2, -d); /* the min: values on both sides of 0 */
 			break;
+		case WFMT_NF4: { /* f32 absmax */
+			float a = 0.05f + d;
+			memcpy(p, &a, 4);
+			break;
+		}
 		case WFMT_Q4_Z:
 		case WFMT_Q8_Z: { /* zero points as GPTQ/AWQ give them: 0..16, -128..128 */
 			int16_t z = (int16_t)(fmt == WFMT_Q4_Z ? (int)(rng_next() >> 59) % 17 : (int)(rng_next() >> 55) - 128);

@@ -32,6 +32,11 @@ import safetensors.numpy
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_forward  # noqa: E402
 
+# bitsandbytes' NF4 code values (functional.py / kernels.cu), as float32
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]          # nibble i holds column ORDER[i] (AutoAWQ pack)
 AWQ_REVERSE = [0, 4, 1, 5, 2, 6, 3, 7]        # column j sits in nibble REVERSE[j] (AutoAWQ unpack)
 

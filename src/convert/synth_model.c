@@ -366,6 +366,21 @@ static void fill_q51(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	}
 }
 
+/* NF4: uniform codes, d from the RMS of the table */
+static void synth_fill_nf4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	static const float v[16] = NF4_VALUES;
+	double ms = 0;
+	for (int i = 0; i < 16; i++)
+		ms += (double)v[i] * v[i] / 16;
+	struct block_nf4 *b = (struct block_nf4 *)dst;
+	for (int64_t i = 0; i < K / 64; i++) {
+		b[i].d = (float)(rms / (sqrt(ms) * JITTER_RMS)) * jitter(r);
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
 /* Q4_Z and Q8_Z: y = d (q - z), z the codes' middle (GPTQ's symmetric zero point): zero-mean up to a half code */
 static void fill_qz(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {

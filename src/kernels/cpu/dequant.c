@@ -165,6 +165,19 @@ void cpu_dequant_q5_1(const void *src, float *y, int64_t nb)
 	}
 }
 
+static const float nf4_values[16] = NF4_VALUES;
+
+/* NF4: y = table[code] d, one f32 rounding (bitsandbytes' kDequantizeBlockwise before its cast) */
+void cpu_dequant_nf4(const void *src, float *y, int64_t nb)
+{
+	const struct block_nf4 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += 64)
+		for (int j = 0; j < 32; j++) {
+			y[2 * j] = nf4_values[b[i].qs[j] >> 4] * b[i].d;
+			y[2 * j + 1] = nf4_values[b[i].qs[j] & 15] * b[i].d;
+		}
+}
+
 /* Q4_Z and Q8_Z: y = d (q - z), one rounding (exact for the zero points GPTQ and AWQ store) */
 void cpu_dequant_q4_z(const void *src, float *y, int64_t nb)
 {

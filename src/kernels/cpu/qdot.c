@@ -345,15 +345,15 @@ static void qdot_portable(qint_fn dec, int B, size_t bb, const void *w, const st
 WFMT_LIST(QDOT_DEF)
 #undef QDOT_DEF
 
-/* Element formats: chunks of 256 values widened exactly, dotted with each token's x */
-static void fdot_portable(cpu_dequant_fn deq, size_t esize, const void *w, const float *x, int64_t ldx, int T, int K,
-			  float *out)
+/* Element formats (and NF4's blocks of 64): chunks of 256 values widened exactly, dotted with each token's x */
+static void fdot_portable(cpu_dequant_fn deq, int block, size_t bytes, const void *w, const float *x, int64_t ldx,
+			  int T, int K, float *out)
 {
 	float buf[256];
 	float acc[QDOT_MAX_T] = {0};
 	for (int k0 = 0; k0 < K; k0 += 256) {
 		int n = K - k0 < 256 ? K - k0 : 256;
-		deq((const char *)w + (size_t)k0 * esize, buf, n);
+		deq((const char *)w + (size_t)(k0 / block) * bytes, buf, n / block);
 		for (int t = 0; t < T; t++) {
 			const float *xt = x + (size_t)t * (size_t)ldx + k0;
 			float s = 0;
@@ -366,18 +366,18 @@ static void fdot_portable(cpu_dequant_fn deq, size_t esize, const void *w, const
 		out[t] = acc[t];
 }
 
-#define FDOT_PORTABLE(k, bytes)                                                                                \
+#define FDOT_PORTABLE(k, block, bytes)                                                                         \
 	static void fdot_##k(const void *w, size_t rb, int rows, const float *x, int64_t ldx, int T, int K,    \
 			     float *y, int64_t ldy)                                                            \
 	{                                                                                                      \
 		for (int r = 0; r < rows; r++) {                                                               \
 			float out[QDOT_MAX_T];                                                                 \
-			fdot_portable(cpu_dequant_##k, bytes, (const char *)w + (size_t)r * rb, x, ldx, T, K, out); \
+			fdot_portable(cpu_dequant_##k, block, bytes, (const char *)w + (size_t)r * rb, x, ldx, T, K, out); \
 			for (int t = 0; t < T; t++)                                                            \
 				y[t * ldy + r] = out[t];                                                       \
 		}                                                                                              \
 	}
-#define FDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(FDOT_PORTABLE(k, bytes), )
+#define FDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(FDOT_PORTABLE(k, block, bytes), )
 WFMT_LIST(FDOT_DEF)
 #undef FDOT_DEF
 

@@ -201,6 +201,24 @@ template <bool QH> struct deq_q51 {
 typedef deq_q51<false> deq_q4_1;
 typedef deq_q51<true> deq_q5_1;
 
+IQ_TABLE float nf4_values_dev[16] = NF4_VALUES;
+
+/* NF4: 4 consecutive values are the nibbles of 2 bytes, high nibble first; y = table[code] d (one rounding) */
+struct deq_nf4 {
+	static constexpr int BLOCK = 64, BYTES = sizeof(struct block_nf4), ALIGN = 4;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / BLOCK) * BYTES;
+		float d = __ldg((const float *)p);
+		uint32_t q = ld_u16(p + 4 + (k % BLOCK) / 2);
+		uint32_t c[4] = {q >> 4 & 15, q & 15, q >> 12 & 15, q >> 8 & 15};
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(__ldg(nf4_values_dev + c[i]), d);
+	}
+};
+
 /* Q4_Z (EIGHT false) and Q8_Z (EIGHT true): y = d (q - z), the integer q - z formed first as on the CPU */
 template <bool EIGHT> struct deq_qz {
 	static constexpr int BLOCK = QK, ALIGN = 2;
