@@ -1,4 +1,4 @@
-"""GPTQ and AWQ checkpoints (issue 19): a tiny Llama (intermediate 192, so every linear packs) quantized by the
+"""GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19): a tiny Llama (intermediate 192, so every linear packs) quantized by the
 NumPy writer of tools/quant_hf.py in each variant (GPTQ 2/3/4/8 bits, group 32/64/-1, symmetric and asymmetric,
 v1 and v2 zero points, act-order with groups mixing inside blocks and with whole-block groups; AWQ GEMM) and
 converted by ferry:
@@ -10,8 +10,11 @@ converted by ferry:
     (quantize_act, 8 bits per 32: src/kernels/cpu/qdot.h), or within twice that quantization's own distance
     from the float64 forward where that is larger (a rounding tie of an input code decided otherwise: ferry's
     activations are f32, the reference's f64; the bound the other 8-bit-input tests use);
-  - bad input (an unsupported method, bit width, group size or packing, a missing g_idx or qzeros, a qweight
-    or scales shape that disagrees with the config) fails with one line naming the field or tensor, and leaves
+  - bitsandbytes NF4 (blocksize 64 and 128, with and without double quantization), the same way: stored as NF4,
+    bit-identical, logits within 1e-4 (NF4's CPU dots take f32 inputs);
+  - bad input (an unsupported method, bit width, group size or packing, bitsandbytes fp4 or 8-bit, a missing
+    g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
+    disagrees with the config) fails with one line naming the field or tensor, and leaves
     neither the output nor its .tmp;
   - the CPU matmul on the converted rows of two linears per case, T = 1, 3, 6, against float64 dots of the NumPy
     unpacking with 8-bit inputs (tests/test_dequant.py's criteria: 1e-5 of sum |w x| per output).
@@ -42,6 +45,10 @@ CASES = [
     ("gptq4_actorder_mixed", "gptq", 4, 32, False, True, "mixed"),
     ("awq4_g32", "awq", 4, 32, False, False, None),
     ("awq4_g64", "awq", 4, 64, False, False, None),
+    # bitsandbytes NF4: group is the blocksize, sym stands for double quantization
+    ("bnb_nf4_b64", "bnb", 4, 64, False, False, None),
+    ("bnb_nf4_b128_dq", "bnb", 4, 128, True, False, None),
+    ("bnb_nf4_b64_dq", "bnb", 4, 64, True, False, None),
 ]
 HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -78,7 +85,10 @@ def ferry_tensors(model):
 def check_case(f, root, hf, case, prompt):
     name, method, bits, group, sym, v2, desc_act = case
     q = os.path.join(root, name)
-    quant_hf.write(hf, q, method, bits, group, sym, v2, desc_act, seed=len(name))
+    if method == "bnb":
+        quant_hf.write(hf, q, method, group=group, seed=len(name), double_quant=sym)
+    else:
+        quant_hf.write(hf, q, method, bits, group, sym, v2, desc_act, seed=len(name))
     out = q + ".ferry"
     p = ferry("convert", q, "-o", out)
     if not f.check(p.returncode == 0, f"{name}: convert failed: {p.stderr.strip()}"):
@@ -92,16 +102,16 @@ def check_case(f, root, hf, case, prompt):
         parts = hname.split(".")
         layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
         fmt, v, raw = got[(layer, key + ".weight")]
-        want_fmt = "F32" if desc_act == "mixed" else "Q8_Z" if bits == 8 else "Q4_Z"
+        want_fmt = "NF4" if method == "bnb" else "F32" if desc_act == "mixed" else "Q8_Z" if bits == 8 else "Q4_Z"
         f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
         nlin += 1
         if v.shape != w.shape or not np.array_equal(v.view(np.uint32), w.astype(np.float32).view(np.uint32)):
             nbad += 1
             diff = np.flatnonzero(v.reshape(-1) != w.reshape(-1))
             f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
-        if fmt != "F32":
+        if fmt not in ("F32", "NF4"):
             act_blocks[hname] = 32
-        if fmt != "F32" and layer == 1 and key in ("attn_q", "ffn_down"):
+        if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
             matmul_check(f, f"{name} {hname}", fmt, 32, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
                          w.astype(np.float64), np.random.default_rng(layer))
     deq = q + ".deq"
@@ -150,8 +160,20 @@ def replace_tensor(d, name, array):
 def check_bad(f, root, hf):
     lin = "model.layers.1.mlp.down_proj"
     bad = [  # (what, writer arguments, edit, the words the message must hold)
-        ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="bitsandbytes"),
-         ["quant_method", "bitsandbytes"]),
+        ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="exl2"), ["quant_method", "exl2"]),
+        ("bnb fp4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
+         ["bnb_4bit_quant_type", "fp4"]),
+        ("bnb int8", dict(method="bnb"), lambda d: edit_config(d, load_in_4bit=False, load_in_8bit=True),
+         ["LLM.int8"]),
+        ("bnb no state", dict(method="bnb", skip=("quant_state.bitsandbytes__nf4",)), None,
+         ["quant_state.bitsandbytes__nf4", "not found"]),
+        ("bnb no nested", dict(method="bnb", double_quant=True, skip=("nested_absmax",)), None,
+         ["nested_absmax", "not found"]),
+        ("bnb quant_map", dict(method="bnb"),
+         lambda d: replace_tensor(d, lin + ".weight.quant_map", np.linspace(-1, 1, 16).astype(np.float32)),
+         [lin + ".weight.quant_map", "NF4"]),
+        ("bnb absmax", dict(method="bnb"),
+         lambda d: replace_tensor(d, lin + ".weight.absmax", np.ones(100, np.float32)), [lin + ".weight.absmax"]),
         ("bits", dict(method="gptq"), lambda d: edit_config(d, bits=5), ["bits", "5"]),
         ("awq bits", dict(method="awq"), lambda d: edit_config(d, bits=8), ["bits", "8"]),
         ("group", dict(method="gptq"), lambda d: edit_config(d, group_size=48), ["group_size", "48"]),
@@ -171,7 +193,7 @@ def check_bad(f, root, hf):
     for i, (what, args, edit, words) in enumerate(bad):
         d = os.path.join(root, f"bad{i}")
         method = args.pop("method")
-        quant_hf.write(hf, d, method, 4, 32, **args)
+        quant_hf.write(hf, d, method, 4, 64 if method == "bnb" else 32, **args)
         if edit:
             edit(d)
         out = d + ".ferry"

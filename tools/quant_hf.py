@@ -3,6 +3,7 @@
 
     python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|blocks]
     python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
+    python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant]
     python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
 
 write() quantizes every `*_proj.weight` of the layers of a Hugging Face directory (round to nearest per group,
@@ -18,6 +19,14 @@ Layouts (AutoGPTQ / GPTQModel qlinear, AutoAWQ gemm):
        v2 ("gptq_v2") stores the zero.
   AWQ  qweight int32 [K, N / 8], qzeros int32 [G, N / 8]: word c packs columns 8c + ORDER[i] in nibble i,
        ORDER = 0 2 4 6 1 3 5 7; scales f16 [G, N]; group of row k is k // group.
+  bitsandbytes NF4 (transformers' serialization of Params4bit / QuantState): P.weight uint8 [N K / 2, 1] packs the
+       flattened row-major weight, element 2i in the high nibble of byte i; per block of `blocksize` an absmax,
+       P.weight.absmax f32, or with double quantization uint8 codes into P.weight.nested_quant_map (256 f32)
+       times P.weight.nested_absmax (f32 per nested_blocksize blocks) plus nested_offset (the mean absmax);
+       P.weight.quant_map the 16 NF4 values; P.weight.quant_state.bitsandbytes__nf4 uint8 bytes of the JSON
+       {quant_type, blocksize, dtype, shape, nested_blocksize, nested_offset, nested_dtype}. Value: NF4[q] * absmax
+       in float32 (bitsandbytes then casts to its compute dtype; these tests keep the float32 product).
+       The nested map written here is a linear one (bitsandbytes' dynamic map is a file's data all the same).
 """
 
 import argparse
@@ -123,7 +132,49 @@ def awq_unpack(words):
     return out.reshape(R, C * 8)
 
 
-def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=None, seed=0, skip=()):
+def bnb_quantize(W, blocksize, double_quant):
+    """W [N, K] -> the tensors of a bitsandbytes NF4 weight, keyed by suffix after `.weight` ("" the codes)"""
+    N, K = W.shape
+    flat = W.astype(np.float32).reshape(-1, blocksize)
+    absmax = np.abs(flat).max(axis=1).astype(np.float32)
+    absmax[absmax == 0] = 1
+    q = np.abs((flat / absmax[:, None])[:, :, None] - NF4[None, None, :]).argmin(axis=2).reshape(-1)
+    parts = {"": (q[0::2] << 4 | q[1::2]).astype(np.uint8).reshape(-1, 1), "quant_map": NF4.copy()}
+    state = {"quant_type": "nf4", "blocksize": blocksize, "dtype": "float32", "shape": [N, K]}
+    if double_quant:
+        nbs = 256
+        offset = np.float32(absmax.mean())
+        a = absmax - offset
+        nmap = np.linspace(-1, 1, 256).astype(np.float32)
+        pad = -len(a) % nbs
+        ab = np.concatenate([a, np.zeros(pad, np.float32)]).reshape(-1, nbs)
+        nabs = np.abs(ab).max(axis=1).astype(np.float32)
+        nabs[nabs == 0] = 1
+        codes = np.abs((ab / nabs[:, None])[:, :, None] - nmap).argmin(axis=2).reshape(-1)[: len(a)]
+        parts.update({"absmax": codes.astype(np.uint8), "nested_absmax": nabs, "nested_quant_map": nmap})
+        state.update({"nested_blocksize": nbs, "nested_offset": float(offset), "nested_dtype": "float32"})
+    else:
+        parts["absmax"] = absmax
+    parts["quant_state.bitsandbytes__nf4"] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    return parts
+
+
+def bnb_dequantize(raw, wname):
+    """float32 [N, K] of a bitsandbytes NF4 weight wname from raw {name: array}"""
+    state = json.loads(bytes(raw[wname + ".quant_state.bitsandbytes__nf4"]).decode())
+    absmax = raw[wname + ".absmax"]
+    if absmax.dtype == np.uint8:  # double quantization: bitsandbytes' float32 steps
+        nmap, nabs = raw[wname + ".nested_quant_map"], raw[wname + ".nested_absmax"]
+        idx = np.arange(len(absmax)) // state["nested_blocksize"]
+        absmax = (nmap[absmax] * nabs[idx]).astype(np.float32) + np.float32(state["nested_offset"])
+    b = raw[wname].reshape(-1)
+    q = np.stack([b >> 4, b & 15], axis=1).reshape(-1)
+    vals = raw[wname + ".quant_map"][q].reshape(-1, state["blocksize"]) * absmax[:, None]
+    return vals.astype(np.float32).reshape(state["shape"])
+
+
+def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=None, seed=0, skip=(),
+          double_quant=False):
     """Quantizes src's linears into a GPTQ (method 'gptq') or AWQ ('awq') directory out. skip: tensor suffixes
     ('qzeros', 'g_idx'...) to leave out (negative tests)."""
     rng = np.random.default_rng(seed)
@@ -136,9 +187,13 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
         cfg["quantization_config"] = {"quant_method": "gptq", "bits": bits, "group_size": group,
                                       "desc_act": bool(desc_act), "sym": sym,
                                       "checkpoint_format": "gptq_v2" if v2 else "gptq"}
-    else:
+    elif method == "awq":
         cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                       "version": "gemm"}
+    else:
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+                                      "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
+                                      "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
     tensors = {}
@@ -148,6 +203,11 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
             continue
         base = name[: -len(".weight")]
         N, K = w.shape
+        if method == "bnb":
+            for suffix, a in bnb_quantize(w, group, double_quant).items():
+                if suffix not in skip:
+                    tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
+            continue
         g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng)
         q, z, s = quantize(w, bits, g_idx, sym, rng)
         if method == "gptq":
@@ -166,8 +226,14 @@ def dequantize(d):
     """{HF name: float32 array} of a directory write() made (any GPTQ/AWQ of these layouts): every linear
     unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32."""
     qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
-    bits, group = qc["bits"], qc["group_size"]
     raw = safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    if qc["quant_method"] == "bitsandbytes":
+        names = [k[: -len(".absmax")] for k in raw if k.endswith(".weight.absmax")]
+        out = {k: v.astype(np.float32) for k, v in raw.items() if k not in names and not k.startswith(tuple(
+            n + "." for n in names))}
+        out.update({n: bnb_dequantize(raw, n) for n in names})
+        return out
+    bits, group = qc["bits"], qc["group_size"]
     out = {k: v.astype(np.float32) for k, v in raw.items() if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
     for name in [k for k in raw if k.endswith(".qweight")]:
         base = name[: -len(".qweight")]
@@ -204,7 +270,7 @@ def write_dequantized(d, out):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=["gptq", "awq", "dequant"])
+    ap.add_argument("method", choices=["gptq", "awq", "bnb", "dequant"])
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--bits", type=int, default=4)
@@ -212,12 +278,13 @@ def main():
     ap.add_argument("--sym", action="store_true")
     ap.add_argument("--v2", action="store_true")
     ap.add_argument("--desc-act", choices=["mixed", "blocks"])
+    ap.add_argument("--double-quant", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.method == "dequant":
         write_dequantized(a.src, a.out)
     else:
-        write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed)
+        write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed, double_quant=a.double_quant)
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t
 	if (c->q.method != HFQ_NONE && d1 >= 0 && ls > 7 && ls < 256 && !strcmp(src + ls - 7, ".weight")) {
 		char base[256];
 		snprintf(base, sizeof(base), "%.*s", (int)(ls - 7), src);
-		if (hfq_present(&c->st, base))
+		if (hfq_present(&c->q, &c->st, base))
 			return copy_quantized(c, base, dst, d0, d1);
 	}
 	int fmt;

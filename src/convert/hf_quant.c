@@ -14,6 +14,12 @@
  * g_idx constant over every aligned 32): the block then takes its group's f16 scale as d and its integer zero
  * as z, so d (q - z) is the checkpoint's s (q - z) exactly. A g_idx that mixes groups inside a block (act-order
  * without static groups) has no per-block scale: such a tensor is written as F32 values s (q - z), exact too.
+ *
+ * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
+ * high nibble of byte i (NF4's own order: the bytes are copied); blocks of `blocksize` (quant_state) over the
+ * flattened weight each have an absmax, f32, or with double quantization a uint8 code a giving
+ * f32(f32(nested_quant_map[a] * nested_absmax[i / nested_blocksize]) + nested_offset), bitsandbytes' own f32
+ * arithmetic. A block of 64 along a row lies in one such block when K and blocksize are multiples of 64.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -60,10 +66,27 @@ int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, c
 	}
 	const char *m = json_string_value(json_object_get(qc, "quant_method"));
 	m = m ? m : own ? "gptq" : "(none)"; /* AutoGPTQ's quantize_config.json names no method */
-	q->method = !strcmp(m, "gptq") ? HFQ_GPTQ : !strcmp(m, "awq") ? HFQ_AWQ : HFQ_NONE;
-	q->name = q->method == HFQ_GPTQ ? "gptq" : "awq";
+	q->method = !strcmp(m, "gptq") ? HFQ_GPTQ : !strcmp(m, "awq") ? HFQ_AWQ : !strcmp(m, "bitsandbytes") ? HFQ_BNB4
+														: HFQ_NONE;
+	q->name = q->method == HFQ_GPTQ ? "gptq" : q->method == HFQ_AWQ ? "awq" : "bitsandbytes";
 	if (q->method == HFQ_NONE) {
-		snprintf(err, errlen, "%s.quant_method \"%s\" is not supported (gptq, awq)", where, m);
+		snprintf(err, errlen, "%s.quant_method \"%s\" is not supported (gptq, awq, bitsandbytes)", where, m);
+		goto out;
+	}
+	if (q->method == HFQ_BNB4) {
+		bool b4 = json_is_true(json_object_get(qc, "load_in_4bit")) || json_is_true(json_object_get(qc, "_load_in_4bit"));
+		const char *qt = json_string_value(json_object_get(qc, "bnb_4bit_quant_type"));
+		if (!b4) {
+			snprintf(err, errlen, "%s: bitsandbytes 8-bit (LLM.int8, load_in_8bit) is not supported (4-bit nf4)", where);
+			goto out;
+		}
+		if (!qt || strcmp(qt, "nf4")) {
+			snprintf(err, errlen, "%s.bnb_4bit_quant_type \"%s\" is not supported (nf4)", where, qt ? qt : "fp4");
+			goto out;
+		}
+		q->bits = 4, q->group = 64;
+		q->double_quant = json_is_true(json_object_get(qc, "bnb_4bit_use_double_quant"));
+		rc = 0;
 		goto out;
 	}
 	q->bits = json_int_of(qc, "bits", "w_bit", -1000);
@@ -102,10 +125,10 @@ out:
 	return rc;
 }
 
-bool hfq_present(const struct st_set *st, const char *base)
+bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const char *base)
 {
 	char name[512];
-	snprintf(name, sizeof(name), "%s.qweight", base);
+	snprintf(name, sizeof(name), cfg->method == HFQ_BNB4 ? "%s.weight.absmax" : "%s.qweight", base);
 	return st_find(st, name) != NULL;
 }
 
@@ -113,12 +136,12 @@ static const struct st_tensor *part(const struct st_set *st, const char *base, c
 				    int64_t d0, int64_t d1, bool need, int *rc, char *err, size_t errlen)
 {
 	char name[512];
-	snprintf(name, sizeof(name), "%s.%s", base, suffix);
+	snprintf(name, sizeof(name), *suffix ? "%s.%s" : "%s", base, suffix);
 	const struct st_tensor *t = st_find(st, name);
 	if (!t) {
 		if (need) {
-			snprintf(err, errlen, "tensor %s not found (a quantized linear needs qweight, qzeros, scales%s)", name,
-				 !strcmp(suffix, "g_idx") ? " and, with desc_act, g_idx" : "");
+			snprintf(err, errlen, "tensor %s not found (part of a quantized linear%s)", name,
+				 !strcmp(suffix, "g_idx") ? ": desc_act needs g_idx" : "");
 			*rc = -ENOENT;
 		}
 		return NULL;
@@ -185,11 +208,84 @@ static uint16_t scale_at(const struct hfq_tensor *t, int g, int64_t n)
 	return h;
 }
 
+static const float nf4_values[16] = NF4_VALUES;
+
+/* P.weight.quant_state.bitsandbytes__nf4: the JSON bytes of bitsandbytes' QuantState (quant_type, blocksize,
+ * shape, nested_blocksize, nested_offset) */
+static int bnb_state(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	char name[512];
+	snprintf(name, sizeof(name), "%s.weight.quant_state.bitsandbytes__nf4", base);
+	const struct st_tensor *s = st_find(st, name);
+	if (!s) {
+		char fp4[512];
+		snprintf(fp4, sizeof(fp4), "%s.weight.quant_state.bitsandbytes__fp4", base);
+		bool is_fp4 = st_find(st, fp4) != NULL;
+		snprintf(err, errlen, is_fp4 ? "tensor %s: bitsandbytes fp4 is not supported (nf4)"
+					    : "tensor %s not found (bitsandbytes' quant_state of an nf4 weight)",
+			 is_fp4 ? fp4 : name);
+		return is_fp4 ? -EINVAL : -ENOENT;
+	}
+	json_error_t je;
+	json_t *j = json_loadb((const char *)s->data, s->bytes, 0, &je);
+	const json_t *shape = json_object_get(j, "shape");
+	const char *qt = json_string_value(json_object_get(j, "quant_type"));
+	t->blocksize = json_integer_value(json_object_get(j, "blocksize"));
+	t->nested_blocksize = json_integer_value(json_object_get(j, "nested_blocksize"));
+	t->nested_offset = (float)json_number_value(json_object_get(j, "nested_offset"));
+	bool ok = qt && !strcmp(qt, "nf4") && json_array_size(shape) == 2 &&
+		  json_integer_value(json_array_get(shape, 0)) == t->N && json_integer_value(json_array_get(shape, 1)) == t->K;
+	json_decref(j);
+	if (!ok) {
+		snprintf(err, errlen, "tensor %s: not a quant_state of quant_type nf4 and shape [%lld, %lld]", name,
+			 (long long)t->N, (long long)t->K);
+		return -EINVAL;
+	}
+	if (t->blocksize <= 0 || t->blocksize % 64 || t->K % 64) {
+		snprintf(err, errlen, "tensor %s: blocksize %lld with rows of %lld: NF4 needs both multiples of 64", name,
+			 (long long)t->blocksize, (long long)t->K);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	int rc = bnb_state(st, base, t, err, errlen);
+	if (rc)
+		return rc;
+	char wname[512];
+	snprintf(wname, sizeof(wname), "%s.weight", base);
+	int64_t nblk = t->N * t->K / t->blocksize, nnest = 0;
+	bool dq = t->cfg->double_quant;
+	if (dq && t->nested_blocksize <= 0) {
+		snprintf(err, errlen, "tensor %s.weight.quant_state.bitsandbytes__nf4: no nested_blocksize (double quantization)",
+			 base);
+		return -EINVAL;
+	}
+	nnest = dq ? (nblk + t->nested_blocksize - 1) / t->nested_blocksize : 0;
+	const struct st_tensor *map;
+	if (!(t->qweight = part(st, wname, "", "U8", t->N * t->K / 2, 1, true, &rc, err, errlen)) ||
+	    !(t->scales = part(st, wname, "absmax", dq ? "U8" : "F32", nblk, -1, true, &rc, err, errlen)) ||
+	    !(map = part(st, wname, "quant_map", "F32", 16, -1, true, &rc, err, errlen)) ||
+	    (dq && !(t->nested_absmax = part(st, wname, "nested_absmax", "F32", nnest, -1, true, &rc, err, errlen))) ||
+	    (dq && !(t->nested_map = part(st, wname, "nested_quant_map", "F32", 256, -1, true, &rc, err, errlen))))
+		return rc;
+	if (memcmp(map->data, nf4_values, sizeof(nf4_values))) {
+		snprintf(err, errlen, "tensor %s.quant_map: not bitsandbytes' NF4 table", wname);
+		return -EINVAL;
+	}
+	t->fmt = WFMT_NF4;
+	return 0;
+}
+
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
 	t->cfg = cfg, t->N = N, t->K = K;
+	if (cfg->method == HFQ_BNB4)
+		return open_bnb(st, base, t, err, errlen);
 	int bits = cfg->bits, rc = 0;
 	bool awq = cfg->method == HFQ_AWQ;
 	if (K % 32 || (awq ? N % 8 : (N * bits) % 32)) {
@@ -223,6 +319,20 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 	return 0;
 }
 
+/* The absmax of bitsandbytes block i: f32, or its double-quantized code through the nested tables */
+static float bnb_absmax(const struct hfq_tensor *t, int64_t i)
+{
+	float a, code, nabs;
+	if (!t->cfg->double_quant) {
+		memcpy(&a, t->scales->data + 4 * i, 4);
+		return a;
+	}
+	memcpy(&code, t->nested_map->data + 4 * t->scales->data[i], 4);
+	memcpy(&nabs, t->nested_absmax->data + 4 * (i / t->nested_blocksize), 4);
+	float p = code * nabs; /* rounded to f32 before the offset is added, as bitsandbytes does (ISO C: no FMA) */
+	return p + t->nested_offset;
+}
+
 void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 {
 	int64_t K = t->K;
@@ -230,6 +340,15 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 #pragma omp parallel for schedule(dynamic, 16)
 	for (int64_t n = n0; n < n0 + nn; n++) {
 		uint8_t *row = (uint8_t *)out + (size_t)(n - n0) * rb;
+		if (t->fmt == WFMT_NF4) {
+			for (int64_t b = 0; b < K / 64; b++) {
+				struct block_nf4 *q = (struct block_nf4 *)row + b;
+				int64_t flat = n * K + 64 * b;
+				q->d = bnb_absmax(t, flat / t->blocksize);
+				memcpy(q->qs, t->qweight->data + flat / 2, 32);
+			}
+			continue;
+		}
 		if (t->fmt == WFMT_F32) {
 			float *y = (float *)row;
 			for (int64_t k = 0; k < K; k++) {
