@@ -609,31 +609,39 @@ AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float 
 
 static const float nf4_lut[16] = NF4_VALUES;
 
-/* NF4: each 64-block's values looked up 8 at a time (two 8-float permutes, blended on the index's bit 3),
- * times d in f32 (the weights bit-identical with cpu_dequant_nf4), then dotted like the element formats */
+/* NF4 table lookup of 8 codes (bytes of c8): two 8-float permutes blended on bit 3 */
+AI __m256 nf4_8(__m128i c8, __m256 lo, __m256 hi)
+{
+	__m256i idx = _mm256_cvtepu8_epi32(c8);
+	return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+				_mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7))));
+}
+
+/* NF4: each 64-block's 32 bytes split into high and low nibbles and interleaved (code 2i high, 2i + 1 low),
+ * looked up 8 at a time, times d in f32 (the weights bit-identical with cpu_dequant_nf4), then dotted like
+ * the element formats */
 AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
 {
 	__m256 acc[2 * QDOT_MAX_T];
 	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	const __m256 lo = _mm256_loadu_ps(nf4_lut), hi = _mm256_loadu_ps(nf4_lut + 8);
-	const __m256i seven = _mm256_set1_epi32(7);
+	const __m128i m15 = _mm_set1_epi8(15);
 	for (int b = 0; b < K / 64; b++) {
 		const uint8_t *p = (const uint8_t *)w + sizeof(struct block_nf4) * (size_t)b;
 		float d;
 		memcpy(&d, p, 4);
 		__m256 dv = _mm256_set1_ps(d);
+		__m128i c[4]; /* codes 0..15, 16..31, 32..47, 48..63 as bytes */
+		for (int h = 0; h < 2; h++) {
+			__m128i v = _mm_loadu_si128((const __m128i *)(p + 4 + 16 * h));
+			__m128i vh = _mm_and_si128(_mm_srli_epi16(v, 4), m15), vl = _mm_and_si128(v, m15);
+			c[2 * h] = _mm_unpacklo_epi8(vh, vl);
+			c[2 * h + 1] = _mm_unpackhi_epi8(vh, vl);
+		}
 		UNROLL for (int j = 0; j < 8; j++) {
-			uint32_t q4;
-			memcpy(&q4, p + 4 + 4 * j, 4);
-			/* bytes c of q4 -> codes 2c (high nibble), 2c + 1 (low): 8 bytes, one code each */
-			uint64_t e = 0;
-			for (int c = 0; c < 4; c++)
-				e |= (uint64_t)(q4 >> (8 * c + 4) & 15) << (16 * c) | (uint64_t)(q4 >> (8 * c) & 15) << (16 * c + 8);
-			__m256i idx = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)e));
-			__m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
-						    _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, seven)));
-			__m256 wv = _mm256_mul_ps(v, dv);
+			__m128i c8 = j % 2 ? _mm_srli_si128(c[j / 2], 8) : c[j / 2];
+			__m256 wv = _mm256_mul_ps(nf4_8(c8, lo, hi), dv);
 			UNROLL for (int t = 0; t < T; t++) {
 				const float *xt = x + (size_t)t * (size_t)ldx + 64 * b + 8 * j;
 				acc[CH(t, j)] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt), acc[CH(t, j)]);
