@@ -82,8 +82,10 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 			float a = ldexpf((float)(1 + urand()), (int)(urand() * 17) - 14);
 			memcpy(b, &a, 4);
 		}
-		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z) { /* zero points as GPTQ/AWQ give them, little-endian int16 */
-			int z = fmt == WFMT_Q4_Z ? (int)(urand() * 17) : (int)(urand() * 257) - 128;
+		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128) {
+			/* zero points as GPTQ/AWQ give them, little-endian int16 */
+			int four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+			int z = four ? (int)(urand() * 17) : (int)(urand() * 257) - 128;
 			b[2] = (uint8_t)(z & 255), b[3] = (uint8_t)((unsigned)z >> 8 & 255);
 		}
 		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K)
@@ -116,9 +118,12 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 		return (float)nf4[j % 2 ? b[4 + j / 2] & 15 : b[4 + j / 2] >> 4] * a;
 	}
 	case WFMT_Q4_Z:
-	case WFMT_Q8_Z: {
-		int z = (int16_t)rd16(b + 2);
-		int q = fmt == WFMT_Q8_Z ? (int8_t)b[4 + j] : j < 16 ? b[4 + j] & 15 : b[4 + j - 16] >> 4;
+	case WFMT_Q8_Z:
+	case WFMT_Q4_Z128:
+	case WFMT_Q8_Z128: { /* Q4_Z128: sub-block j / 32 at 4 + 16 (j / 32), laid out as Q4_Z */
+		int z = (int16_t)rd16(b + 2), o = j % 32;
+		const uint8_t *qs = b + 4 + 16 * (j / 32);
+		int q = fmt == WFMT_Q8_Z || fmt == WFMT_Q8_Z128 ? (int8_t)b[4 + j] : o < 16 ? qs[o] & 15 : qs[o - 16] >> 4;
 		return d * (float)(q - z);
 	}
 	case WFMT_Q2_K: {

@@ -123,9 +123,12 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 			break;
 		}
 		case WFMT_Q4_Z:
-		case WFMT_Q8_Z: { /* zero points as GPTQ/AWQ give them: 0..16, -128..128 */
-			int16_t z = (int16_t)(fmt == WFMT_Q4_Z ? (int)(rng_next() >> 59) % 17 : (int)(rng_next() >> 55) - 128);
-			put_f16(p, d * (fmt == WFMT_Q4_Z ? 0.1f : 0.01f));
+		case WFMT_Q8_Z:
+		case WFMT_Q4_Z128:
+		case WFMT_Q8_Z128: { /* zero points as GPTQ/AWQ give them: 0..16, -128..128 */
+			bool four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+			int16_t z = (int16_t)(four ? (int)(rng_next() >> 59) % 17 : (int)(rng_next() >> 55) - 128);
+			put_f16(p, d * (four ? 0.1f : 0.01f));
 			memcpy(p + 2, &z, 2);
 			break;
 		}

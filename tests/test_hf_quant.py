@@ -1,8 +1,10 @@
-"""GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19): a tiny Llama (intermediate 192, so every linear packs) quantized by the
-NumPy writer of tools/quant_hf.py in each variant (GPTQ 2/3/4/8 bits, group 32/64/-1, symmetric and asymmetric,
+"""GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19): a tiny Llama (hidden 128, intermediate 256, so every linear packs and
+the groups of 128 fill whole Q4_Z128 blocks) quantized by the NumPy writer of tools/quant_hf.py in each variant
+(GPTQ 2/3/4/8 bits, group 32/64/128/-1, symmetric and asymmetric,
 v1 and v2 zero points, act-order with groups mixing inside blocks and with whole-block groups; AWQ GEMM) and
 converted by ferry:
-  - every linear is stored as Q4_Z/Q8_Z (F32 only where act-order mixes groups inside a block of 32), and its
+  - every linear is stored as Q4_Z128/Q8_Z128 where its groups are whole 128s, else Q4_Z/Q8_Z (F32 only where
+    act-order mixes groups inside a block of 32), and its
     values, dequantized by ferry (build/tests/dequant_tool), equal the NumPy unpacking of the same files bit for
     bit;
   - the CPU forward's prompt logits are within 1e-4 (norm-wise, per row) of tools/ref_forward.py's float64 forward
@@ -36,6 +38,9 @@ TOL = 1e-4
 CASES = [
     ("gptq4_g32_v1", "gptq", 4, 32, False, False, None),
     ("gptq4_g64_sym_v2", "gptq", 4, 64, True, True, None),
+    ("gptq4_g128_v1", "gptq", 4, 128, False, False, None),
+    ("gptq8_g128_sym_v2", "gptq", 8, 128, True, True, None),
+    ("gptq4_gall_sym_v1", "gptq", 4, -1, True, False, None),
     ("gptq8_gall_v1", "gptq", 8, -1, False, False, None),
     ("gptq8_g32_sym_v2", "gptq", 8, 32, True, True, None),
     ("gptq3_g64_v2", "gptq", 3, 64, False, True, None),
@@ -45,6 +50,7 @@ CASES = [
     ("gptq4_actorder_mixed", "gptq", 4, 32, False, True, "mixed"),
     ("awq4_g32", "awq", 4, 32, False, False, None),
     ("awq4_g64", "awq", 4, 64, False, False, None),
+    ("awq4_g128", "awq", 4, 128, False, False, None),
     # bitsandbytes NF4: group is the blocksize, sym stands for double quantization
     ("bnb_nf4_b64", "bnb", 4, 64, False, False, None),
     ("bnb_nf4_b128_dq", "bnb", 4, 128, True, False, None),
@@ -56,7 +62,7 @@ HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self
 
 
 def base_model(root):
-    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], inter=192)
+    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256)
     hf = os.path.join(root, "base")
     os.makedirs(hf, exist_ok=True)
     gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
@@ -102,7 +108,9 @@ def check_case(f, root, hf, case, prompt):
         parts = hname.split(".")
         layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
         fmt, v, raw = got[(layer, key + ".weight")]
-        want_fmt = "NF4" if method == "bnb" else "F32" if desc_act == "mixed" else "Q8_Z" if bits == 8 else "Q4_Z"
+        g128 = (group == -1 or group % 128 == 0) and w.shape[1] % 128 == 0 and desc_act != "blocks"
+        want_fmt = ("NF4" if method == "bnb" else "F32" if desc_act == "mixed" else
+                    ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
         f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
         nlin += 1
         if v.shape != w.shape or not np.array_equal(v.view(np.uint32), w.astype(np.float32).view(np.uint32)):
@@ -110,9 +118,9 @@ def check_case(f, root, hf, case, prompt):
             diff = np.flatnonzero(v.reshape(-1) != w.reshape(-1))
             f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
         if fmt not in ("F32", "NF4"):
-            act_blocks[hname] = 32
+            act_blocks[hname] = 128 if fmt.endswith("128") else 32
         if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
-            matmul_check(f, f"{name} {hname}", fmt, 32, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
+            matmul_check(f, f"{name} {hname}", fmt, act_blocks[hname], np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
                          w.astype(np.float64), np.random.default_rng(layer))
     deq = q + ".deq"
     quant_hf.write_dequantized(q, deq)
@@ -183,12 +191,12 @@ def check_bad(f, root, hf):
         ("no g_idx", dict(method="gptq", desc_act="mixed", skip=("g_idx",)), None, [".g_idx", "not found"]),
         ("no qzeros", dict(method="awq", skip=("qzeros",)), None, [".qzeros", "not found"]),
         ("qweight shape", dict(method="gptq"),
-         lambda d: replace_tensor(d, lin + ".qweight", np.zeros((12, 64), np.int32)), [lin + ".qweight", "[12, 64]"]),
+         lambda d: replace_tensor(d, lin + ".qweight", np.zeros((12, 128), np.int32)), [lin + ".qweight", "[12, 128]"]),
         ("bits vs shape", dict(method="gptq"), lambda d: edit_config(d, bits=8), [".qweight", "implies"]),
         ("scales dtype", dict(method="gptq"),
-         lambda d: replace_tensor(d, lin + ".scales", np.zeros((6, 64), np.float32)), [lin + ".scales", "F32"]),
+         lambda d: replace_tensor(d, lin + ".scales", np.zeros((8, 128), np.float32)), [lin + ".scales", "F32"]),
         ("g_idx range", dict(method="gptq"),
-         lambda d: replace_tensor(d, lin + ".g_idx", np.full(192, 9, np.int32)), [lin + ".g_idx[0] = 9"]),
+         lambda d: replace_tensor(d, lin + ".g_idx", np.full(256, 9, np.int32)), [lin + ".g_idx[0] = 9"]),
     ]
     for i, (what, args, edit, words) in enumerate(bad):
         d = os.path.join(root, f"bad{i}")

@@ -84,8 +84,8 @@ static void ref_mins(int fmt, const uint8_t *blk, float *m)
 		memset(z + 4, 0, 16);
 	else if (fmt == WFMT_Q5_1)
 		memset(z + 4, 0, 20);
-	else if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z)
-		memset(z + 4, 0, fmt == WFMT_Q4_Z ? 16 : 32);
+	else if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128)
+		memset(z + 4, 0, wfmt_table[fmt].block_bytes - 4);
 	else
 		has = false;
 	for (int j = 0; j < bk; j++)

@@ -12,7 +12,8 @@
  *        AWQ_NIBBLE[j] (the GEMM kernels' interleaved order 0 2 4 6 1 3 5 7 inverted).
  * Each block of 32 values along K lies in one group when the groups are whole blocks (group % 32 == 0 or -1,
  * g_idx constant over every aligned 32): the block then takes its group's f16 scale as d and its integer zero
- * as z, so d (q - z) is the checkpoint's s (q - z) exactly. A g_idx that mixes groups inside a block (act-order
+ * as z, so d (q - z) is the checkpoint's s (q - z) exactly. Where every aligned 128 lies in one group (groups of
+ * 128 or more: the usual g128 and -1) the blocks are Q4_Z128/Q8_Z128, one d and z per 128 (4.25 / 8.25 bits). A g_idx that mixes groups inside a block (act-order
  * without static groups) has no per-block scale: such a tensor is written as F32 values s (q - z), exact too.
  *
  * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
@@ -312,10 +313,14 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 			return -EINVAL;
 		}
 	}
-	t->fmt = bits == 8 ? WFMT_Q8_Z : WFMT_Q4_Z;
-	for (int64_t k = 0; k < K; k++)
-		if (k % 32 && group_of(t, k) != group_of(t, k - 1))
-			t->fmt = WFMT_F32;
+	/* the largest block whose aligned runs of K each lie in one group: 128 (Q4_Z128/Q8_Z128), 32, else F32 */
+	bool one32 = true, one128 = K % 128 == 0;
+	for (int64_t k = 1; k < K; k++)
+		if (group_of(t, k) != group_of(t, k - 1)) {
+			one32 &= k % 32 == 0;
+			one128 &= k % 128 == 0;
+		}
+	t->fmt = !one32 ? WFMT_F32 : bits == 8 ? (one128 ? WFMT_Q8_Z128 : WFMT_Q8_Z) : one128 ? WFMT_Q4_Z128 : WFMT_Q4_Z;
 	return 0;
 }
 
@@ -357,19 +362,24 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 			}
 			continue;
 		}
-		for (int64_t b = 0; b < K / 32; b++) {
-			int g = group_of(t, 32 * b), z = zero_at(t, g, n);
+		/* blocks of B = 32 sub values: d, z, then sub code arrays of 32 (Q8: q - 128 and z - 128) */
+		int B = (int)wfmt_table[t->fmt].block, sub = B / 32;
+		bool eight = t->fmt == WFMT_Q8_Z || t->fmt == WFMT_Q8_Z128;
+		size_t bb = wfmt_table[t->fmt].block_bytes;
+		for (int64_t b = 0; b < K / B; b++) {
+			uint8_t *p = row + (size_t)b * bb;
+			int g = group_of(t, B * b);
+			int16_t z = (int16_t)(zero_at(t, g, n) - (eight ? 128 : 0));
 			uint16_t d = scale_at(t, g, n);
-			if (t->fmt == WFMT_Q8_Z) {
-				struct block_q8_z *q = (struct block_q8_z *)row + b;
-				q->d = d, q->z = (int16_t)(z - 128);
-				for (int j = 0; j < 32; j++)
-					q->qs[j] = (int8_t)(code_at(t, 32 * b + j, n) - 128);
-			} else {
-				struct block_q4_z *q = (struct block_q4_z *)row + b;
-				q->d = d, q->z = (int16_t)z;
-				for (int j = 0; j < 16; j++)
-					q->qs[j] = (uint8_t)(code_at(t, 32 * b + j, n) | code_at(t, 32 * b + j + 16, n) << 4);
+			memcpy(p, &d, 2);
+			memcpy(p + 2, &z, 2);
+			for (int s = 0; s < sub; s++) {
+				int64_t k0 = B * b + 32 * s;
+				uint8_t *qs = p + 4 + (eight ? 32 : 16) * s;
+				for (int j = 0; eight && j < 32; j++)
+					qs[j] = (uint8_t)(code_at(t, k0 + j, n) - 128);
+				for (int j = 0; !eight && j < 16; j++)
+					qs[j] = (uint8_t)(code_at(t, k0 + j, n) | code_at(t, k0 + j + 16, n) << 4);
 			}
 		}
 	}

@@ -43,7 +43,8 @@ struct hfq_tensor {
 	const struct st_tensor *nested_absmax, *nested_map;
 	int64_t blocksize, nested_blocksize;
 	float nested_offset;
-	int fmt;   /* WFMT_Q4_Z / WFMT_Q8_Z (WFMT_F32 where act-order mixes groups inside a block of 32), WFMT_NF4 */
+	int fmt;   /* WFMT_Q4_Z128 / WFMT_Q8_Z128 where every aligned 128 lies in one group, else WFMT_Q4_Z / WFMT_Q8_Z
+		    * (WFMT_F32 where act-order mixes groups inside a block of 32); WFMT_NF4 */
 };
 
 /* Whether the checkpoint stores `base` (a name without ".weight") as a quantized linear */

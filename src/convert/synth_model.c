@@ -384,19 +384,15 @@ static void synth_fill_nf4(int fmt, uint8_t *dst, int64_t K, double rms, struct 
 /* Q4_Z and Q8_Z: y = d (q - z), z the codes' middle (GPTQ's symmetric zero point): zero-mean up to a half code */
 static void fill_qz(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
-	bool eight = fmt == WFMT_Q8_Z;
+	bool eight = fmt == WFMT_Q8_Z || fmt == WFMT_Q8_Z128;
 	double base = rms / (quant_rms(eight ? 256 : 16, eight ? 128 : 8) * JITTER_RMS);
-	for (int64_t i = 0; i < K / QK; i++) {
+	size_t bb = wfmt_table[fmt].block_bytes;
+	for (int64_t i = 0; i < K / (int64_t)wfmt_table[fmt].block; i++, dst += bb) {
 		uint16_t d = f16_of(base * jitter(r));
-		if (eight) {
-			struct block_q8_z *b = (struct block_q8_z *)dst + i;
-			b->d = d, b->z = 0;
-			rng_bytes(r, (uint8_t *)b->qs, sizeof(b->qs));
-		} else {
-			struct block_q4_z *b = (struct block_q4_z *)dst + i;
-			b->d = d, b->z = 8;
-			rng_bytes(r, b->qs, sizeof(b->qs));
-		}
+		int16_t z = eight ? 0 : 8;
+		memcpy(dst, &d, 2);
+		memcpy(dst + 2, &z, 2);
+		rng_bytes(r, dst + 4, bb - 4);
 	}
 }
 
@@ -525,6 +521,8 @@ static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struc
 #define synth_fill_q5_1 fill_q51
 #define synth_fill_q4_z fill_qz
 #define synth_fill_q8_z fill_qz
+#define synth_fill_q4_z128 fill_qz
+#define synth_fill_q8_z128 fill_qz
 #define synth_fill_iq4_nl fill_iq4
 #define synth_fill_iq4_xs fill_iq4
 typedef void (*synth_fill_fn)(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r);

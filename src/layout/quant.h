@@ -76,6 +76,21 @@ struct block_q8_z {
 	int8_t qs[QK];       /* y[j] = d (qs[j] - z) */
 };
 
+/* Q4_Z128 and Q8_Z128: 128 values under one d and z, as 4 sub-blocks of 32 each laid out as Q4_Z's / Q8_Z's
+ * codes (sub-block s at qs + 16 s / qs + 32 s) */
+#define QZ_SUB 4
+struct block_q4_z128 {
+	uint16_t d;
+	int16_t z;
+	uint8_t qs[QZ_SUB * QK / 2];
+};
+
+struct block_q8_z128 {
+	uint16_t d;
+	int16_t z;
+	int8_t qs[QZ_SUB * QK];
+};
+
 /* NF4 (bitsandbytes' 4-bit NormalFloat, not GGUF): y = NF4_VALUES[code] * d, the f32 product (bitsandbytes'
  * own before its cast to the compute dtype); value 2i is the high nibble of qs[i], 2i + 1 the low one. The
  * table as bitsandbytes' kernels write it (f32 literals). */
@@ -161,6 +176,8 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q5_1) == WFMT_BYTES_Q5_1, "block_q5_1");
 QUANT_STATIC_ASSERT(sizeof(struct block_nf4) == WFMT_BYTES_NF4, "block_nf4");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_z) == WFMT_BYTES_Q4_Z, "block_q4_z");
 QUANT_STATIC_ASSERT(sizeof(struct block_q8_z) == WFMT_BYTES_Q8_Z, "block_q8_z");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_z128) == WFMT_BYTES_Q4_Z128, "block_q4_z128");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_z128) == WFMT_BYTES_Q8_Z128, "block_q8_z128");
 QUANT_STATIC_ASSERT(sizeof(struct block_q2_K) == WFMT_BYTES_Q2_K, "block_q2_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q3_K) == WFMT_BYTES_Q3_K, "block_q3_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_iq4_nl) == WFMT_BYTES_IQ4_NL, "block_iq4_nl");

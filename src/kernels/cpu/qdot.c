@@ -179,26 +179,45 @@ static void qint_q5_1(QINT_ARGS)
 	qint_q51(b->qs, qh, b->d, b->m, blk, q, sc, mn, d, dmin);
 }
 
-/* Q4_Z and Q8_Z: y = d (q - z) taken as a min of z per 16 with dmin = d */
+/* Q4_Z/Q8_Z (sub 1) and Q4_Z128/Q8_Z128 (sub 4): y = d (q - z) taken as a min of z per 16 with dmin = d */
+static void qint_qz(const uint8_t *p, bool eight, int sub, int8_t *q, int16_t *sc, int16_t *mn, float *d, float *dmin)
+{
+	uint16_t dh;
+	int16_t z;
+	memcpy(&dh, p, 2);
+	memcpy(&z, p + 2, 2);
+	for (int s = 0; s < sub; s++, q += QK) {
+		const uint8_t *qs = p + 4 + (size_t)s * (eight ? QK : QK / 2);
+		if (eight)
+			memcpy(q, qs, QK);
+		for (int j = 0; !eight && j < QK / 2; j++) {
+			q[j] = (int8_t)(qs[j] & 15);
+			q[j + QK / 2] = (int8_t)(qs[j] >> 4);
+		}
+	}
+	for (int g = 0; g < sub * QK / 16; g++)
+		sc[g] = 1, mn[g] = z;
+	*d = *dmin = f16_to_f32(dh);
+}
+
 static void qint_q4_z(QINT_ARGS)
 {
-	const struct block_q4_z *b = blk;
-	for (int j = 0; j < QK / 2; j++) {
-		q[j] = (int8_t)(b->qs[j] & 15);
-		q[j + QK / 2] = (int8_t)(b->qs[j] >> 4);
-	}
-	sc[0] = sc[1] = 1;
-	mn[0] = mn[1] = b->z;
-	*d = *dmin = f16_to_f32(b->d);
+	qint_qz(blk, false, 1, q, sc, mn, d, dmin);
 }
 
 static void qint_q8_z(QINT_ARGS)
 {
-	const struct block_q8_z *b = blk;
-	memcpy(q, b->qs, QK);
-	sc[0] = sc[1] = 1;
-	mn[0] = mn[1] = b->z;
-	*d = *dmin = f16_to_f32(b->d);
+	qint_qz(blk, true, 1, q, sc, mn, d, dmin);
+}
+
+static void qint_q4_z128(QINT_ARGS)
+{
+	qint_qz(blk, false, QZ_SUB, q, sc, mn, d, dmin);
+}
+
+static void qint_q8_z128(QINT_ARGS)
+{
+	qint_qz(blk, true, QZ_SUB, q, sc, mn, d, dmin);
 }
 
 static void qint_q2_k(QINT_ARGS)

@@ -199,6 +199,58 @@ AI void qk_q8_z(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 	q32_dot(WFMT_Q8_Z, sizeof(struct block_q8_z), w, xq, t0, T, out);
 }
 
+/* Q4_Z128 and Q8_Z128: 4 sub-blocks of 32 (Q4_Z's unsigned / Q8_Z's signed codes) into one int32 sum per
+ * token, then one scale d dx for the 128 values and the zero's part -d z dx times the 8 code sums into accm */
+AI void qz128_dot(bool eight, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	size_t bb = eight ? sizeof(struct block_q8_z128) : sizeof(struct block_q4_z128);
+	__m256 acc[2 * QDOT_MAX_T];
+	float accm[QDOT_MAX_T] = {0};
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	int K = xq->K, nb = K / 128;
+	for (int b = 0; b < nb; b++) {
+		const uint8_t *p = (const uint8_t *)w + (size_t)b * bb;
+		float dw = ld_f16(p);
+		int16_t z;
+		memcpy(&z, p + 2, 2);
+		__m256i isum[QDOT_MAX_T];
+		for (int t = 0; t < T; t++)
+			isum[t] = _mm256_setzero_si256();
+		UNROLL for (int s = 0; s < QZ_SUB; s++) {
+			__m256i w8 = eight ? _mm256_loadu_si256((const __m256i *)(p + 4 + 32 * s)) : nibbles32(p + 4 + 16 * s);
+			__m256i u = eight ? _mm256_abs_epi8(w8) : w8;
+			UNROLL for (int t = 0; t < T; t++) {
+				__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, t0 + t, 128 * b + 32 * s));
+				isum[t] = dot_u8s8(isum[t], u, eight ? _mm256_sign_epi8(a, w8) : a);
+			}
+		}
+		UNROLL for (int t = 0; t < T; t++) {
+			size_t row = (size_t)(t0 + t);
+			float dx = xq->d[row * (size_t)nb + (size_t)b];
+			const int16_t *s16 = xq->s + row * (size_t)(K / 16) + 8 * (size_t)b;
+			int S = 0;
+			for (int g = 0; g < 8; g++)
+				S += s16[g];
+			acc[CH(t, b)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(dw * dx), acc[CH(t, b)]);
+			accm[t] += -dw * (float)z * dx * (float)S;
+		}
+	}
+	finish(acc, T, out);
+	for (int t = 0; t < T; t++)
+		out[t] += accm[t];
+}
+
+AI void qk_q4_z128(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	qz128_dot(false, w, xq, t0, T, out);
+}
+
+AI void qk_q8_z128(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	qz128_dot(true, w, xq, t0, T, out);
+}
+
 AI void qk_mxfp4(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	q32_dot(WFMT_MXFP4, sizeof(struct block_mxfp4), w, xq, t0, T, out);

@@ -219,18 +219,19 @@ struct deq_nf4 {
 	}
 };
 
-/* Q4_Z (EIGHT false) and Q8_Z (EIGHT true): y = d (q - z), the integer q - z formed first as on the CPU */
-template <bool EIGHT> struct deq_qz {
-	static constexpr int BLOCK = QK, ALIGN = 2;
-	static constexpr int BYTES = EIGHT ? sizeof(struct block_q8_z) : sizeof(struct block_q4_z);
+/* Q4_Z/Q8_Z (SUB 1) and Q4_Z128/Q8_Z128 (SUB 4; EIGHT: the 8-bit ones): y = d (q - z), the integer q - z formed
+ * first as on the CPU; sub-block s of 32 at 4 + 16 s (4-bit: Q4_0's nibble order) or 4 + 32 s */
+template <bool EIGHT, int SUB> struct deq_qz {
+	static constexpr int BLOCK = QK * SUB, ALIGN = 2;
+	static constexpr int BYTES = 4 + SUB * (EIGHT ? QK : QK / 2);
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
 		static_assert(XV == 4, "quantized decoders take 4 values");
-		const uint8_t *p = row + (k / QK) * BYTES;
-		int o = (int)(k % QK), sh = !EIGHT && o >= QK / 2 ? 4 : 0;
+		const uint8_t *p = row + (k / BLOCK) * BYTES;
+		int ob = (int)(k % BLOCK), o = ob % QK, sh = !EIGHT && o >= QK / 2 ? 4 : 0;
 		float d = f16_bits_to_f32((uint16_t)ld_u16(p));
 		int z = (int)(int16_t)ld_u16(p + 2);
-		uint32_t q = ld_u32_2a(p + 4 + (EIGHT ? o : o & 15));
+		uint32_t q = ld_u32_2a(p + 4 + (EIGHT ? ob : ob / QK * (QK / 2) + (o & 15)));
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
 			int v = EIGHT ? (int)(int8_t)(q >> 8 * i) : (int)(q >> (8 * i + sh) & 15);
@@ -238,8 +239,12 @@ template <bool EIGHT> struct deq_qz {
 		}
 	}
 };
-typedef deq_qz<false> deq_q4_z;
-typedef deq_qz<true> deq_q8_z;
+typedef deq_qz<false, 1> deq_q4_z;
+typedef deq_qz<true, 1> deq_q8_z;
+typedef deq_qz<false, QZ_SUB> deq_q4_z128;
+typedef deq_qz<true, QZ_SUB> deq_q8_z128;
+static_assert(deq_q4_z128::BYTES == sizeof(struct block_q4_z128) && deq_q8_z::BYTES == sizeof(struct block_q8_z),
+	      "deq_qz block sizes");
 
 /* Q2_K: value v in half n = v/128, field j = v%128/32 at byte l = v%32; sub-block g = v/16 */
 struct deq_q2_k {
