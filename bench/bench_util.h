@@ -53,7 +53,7 @@ static void bench_scale_fields(int fmt, int *d_at, int *m_at)
 		: fmt == WFMT_TQ2_0 ? 64 : fmt == WFMT_MXFP4 ? -1 : 0;
 }
 
-/* Sets every block's scale fields (bench_scale_fields) to d, MXFP4's exponent to 2^-10 */
+/* Sets every block's scale fields (bench_scale_fields) to d, MXFP4's exponent to 2^-10, Q4_Z/Q8_Z's zero points */
 static void bench_set_scales(uint8_t *w, size_t bytes, int fmt, uint16_t d)
 {
 	size_t bb = wfmt_table[fmt].block_bytes;
@@ -68,6 +68,13 @@ static void bench_set_scales(uint8_t *w, size_t bytes, int fmt, uint16_t d)
 			memcpy(b + d_at, &d, 2);
 		if (m_at >= 0)
 			memcpy(b + m_at, &d, 2);
+		if (fmt == WFMT_NF4) { /* its scale is an f32 absmax */
+			float a = f16_to_f32(d);
+			memcpy(b, &a, 4);
+			continue;
+		}
+		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128)
+			b[2] = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128 ? 8 : 0, b[3] = 0; /* GPTQ's symmetric zero point */
 		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */
 			b[49 + 2 * k] = (uint8_t)((b[49 + 2 * k] & 15) | (d >> 4 * k & 15) << 4);
 	}

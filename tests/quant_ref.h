@@ -78,6 +78,16 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 		memcpy(b + ref_d_at(fmt), &d, 2);
 		if (fmt == WFMT_IQ1_M)
 			ref_iq1m_set_d(b, d);
+		if (fmt == WFMT_NF4) { /* f32 absmax, positive as bitsandbytes' (2^-14 .. 2^2) */
+			float a = ldexpf((float)(1 + urand()), (int)(urand() * 17) - 14);
+			memcpy(b, &a, 4);
+		}
+		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128) {
+			/* zero points as GPTQ/AWQ give them, little-endian int16 */
+			int four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+			int z = four ? (int)(urand() * 17) : (int)(urand() * 257) - 128;
+			b[2] = (uint8_t)(z & 255), b[3] = (uint8_t)((unsigned)z >> 8 & 255);
+		}
 		if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K)
 			memcpy(b + ref_d_at(fmt) + 2, &dmin, 2);
 	}
@@ -96,6 +106,25 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 		uint32_t qh = five ? (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24 : 0;
 		float p = d * (float)(nib | (int)((qh >> j) & 1) << 4);
 		return p + m;
+	}
+	case WFMT_NF4: { /* bitsandbytes' NF4 table (functional.py), value 2i the high nibble of byte i */
+		static const double nf4[16] = {-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+					       -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+					       0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+					       0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+					       0.7229568362236023, 1.0};
+		float a;
+		memcpy(&a, b, 4);
+		return (float)nf4[j % 2 ? b[4 + j / 2] & 15 : b[4 + j / 2] >> 4] * a;
+	}
+	case WFMT_Q4_Z:
+	case WFMT_Q8_Z:
+	case WFMT_Q4_Z128:
+	case WFMT_Q8_Z128: { /* Q4_Z128: sub-block j / 32 at 4 + 16 (j / 32), laid out as Q4_Z */
+		int z = (int16_t)rd16(b + 2), o = j % 32;
+		const uint8_t *qs = b + 4 + 16 * (j / 32);
+		int q = fmt == WFMT_Q8_Z || fmt == WFMT_Q8_Z128 ? (int8_t)b[4 + j] : o < 16 ? qs[o] & 15 : qs[o - 16] >> 4;
+		return d * (float)(q - z);
 	}
 	case WFMT_Q2_K: {
 		int sc = b[j / 16], q = b[16 + 32 * (j / 128) + j % 32] >> (2 * (j % 128 / 32)) & 3;

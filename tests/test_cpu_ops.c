@@ -132,7 +132,8 @@ static void test_dequant(void)
 		free(q);
 		free(y);
 	}
-	CHECK(!cpu_fmt_supported(WFMT_NF4) && cpu_row_to_f32(WFMT_NF4, NULL, NULL, 0) == -1);
+	CHECK(!cpu_fmt_supported(WFMT_COUNT) && cpu_row_to_f32(WFMT_COUNT, NULL, NULL, 0) == -1);
+	CHECK(cpu_row_to_f32(WFMT_NF4, NULL, NULL, 63) == -1); /* not whole blocks */
 }
 
 static void test_rmsnorm(void)

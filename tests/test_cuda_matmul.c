@@ -117,6 +117,21 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 			put_f16(p, d * 0.1f);
 			put_f16(p + 2, -d); /* the min: values on both sides of 0 */
 			break;
+		case WFMT_NF4: { /* f32 absmax */
+			float a = 0.05f + d;
+			memcpy(p, &a, 4);
+			break;
+		}
+		case WFMT_Q4_Z:
+		case WFMT_Q8_Z:
+		case WFMT_Q4_Z128:
+		case WFMT_Q8_Z128: { /* zero points as GPTQ/AWQ give them: 0..16, -128..128 */
+			bool four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+			int16_t z = (int16_t)(four ? (int)(rng_next() >> 59) % 17 : (int)(rng_next() >> 55) - 128);
+			put_f16(p, d * (four ? 0.1f : 0.01f));
+			memcpy(p + 2, &z, 2);
+			break;
+		}
 		case WFMT_Q2_K:
 			put_f16(p + 80, d * 0.1f);
 			put_f16(p + 82, d * 0.1f);

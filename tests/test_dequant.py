@@ -114,13 +114,16 @@ def check_file(fails, reader, rng):
 
 def matmul_case(fails, name, qtype, W, rng):
     """cpu_matmul of the raw rows W (uint8 [N, row bytes]) at T = 1, 3, 6 against gguf-py's weights."""
-    N = W.shape[0]
-    Wf = dequantize(W, qtype).astype(np.float64)
-    K = Wf.shape[1]
+    matmul_check(fails, name, qtype.name, GGML_QUANT_SIZES[qtype][0], W, dequantize(W, qtype).astype(np.float64), rng)
+
+
+def matmul_check(fails, name, fmt, block, W, Wf, rng):
+    """cpu_matmul of the raw rows W (uint8 [N, row bytes]) of format fmt (blocks of `block`) at T = 1, 3, 6
+    against Wf, the reference's float64 values of the same weights."""
+    N, K = Wf.shape
     for T in (1, 3, 6):
         x = rng.standard_normal((T, K)).astype(np.float32)
-        y = tool("matmul", qtype.name, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
-        block = GGML_QUANT_SIZES[qtype][0]
+        y = tool("matmul", fmt, N, K, T, stdin=W.tobytes() + x.tobytes()).reshape(T, N)
         xh = ref_forward.quantize_act(x, block)
         dx = np.repeat(np.abs(x.reshape(T, -1, block)).max(axis=2) / np.float32(127), block, axis=1)
         ref = xh @ Wf.T
@@ -131,9 +134,9 @@ def matmul_case(fails, name, qtype, W, rng):
         ferr = np.abs(y - x.astype(np.float64) @ Wf.T)
         rel = np.linalg.norm(y - ref) / np.linalg.norm(ref)
         fails.check(np.all(err <= 1e-5 * mag) and rel < 1e-5 and np.all(ferr <= qerr + 1e-5 * mag),
-                    f"matmul {name} ({qtype.name}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
+                    f"matmul {name} ({fmt}) T={T}: max err / sum|wx| {np.max(err / mag):.3g}, "
                     f"norm-wise {rel:.3g}, max err vs f32 x / its bound {np.max(ferr / (qerr + 1e-5 * mag)):.3g}")
-        print(f"matmul {name} ({qtype.name}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
+        print(f"matmul {name} ({fmt}) {N}x{K} T={T}: norm-wise rel err {rel:.2e} against 8-bit x, "
               f"{np.linalg.norm(ferr) / np.linalg.norm(ref):.2e} against f32 x", flush=True)
 
 

@@ -66,7 +66,7 @@ struct refs {
 	double qe[TMAX * N];  /* sum |w| dx QERR */
 };
 
-/* The min part of each weight of a block with mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1's m): the value its codes of 0
+/* The min part of each weight of a block with mins (Q4_K, Q5_K, Q2_K; Q4_1/Q5_1's m; Q4_Z/Q8_Z's -d z): the value its codes of 0
  * would have, negated; 0 elsewhere */
 static void ref_mins(int fmt, const uint8_t *blk, float *m)
 {
@@ -84,6 +84,8 @@ static void ref_mins(int fmt, const uint8_t *blk, float *m)
 		memset(z + 4, 0, 16);
 	else if (fmt == WFMT_Q5_1)
 		memset(z + 4, 0, 20);
+	else if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128)
+		memset(z + 4, 0, wfmt_table[fmt].block_bytes - 4);
 	else
 		has = false;
 	for (int j = 0; j < bk; j++)
@@ -152,8 +154,8 @@ static void test_quant_formats(void)
 		bias[n] = nrand();
 	for (int f = 0; f < nf; f++) {
 		int fmt = fmts[f], bk = (int)wfmt_table[fmt].block;
-		if (bk == 1 || !cpu_fmt_supported(fmt))
-			continue;
+		if (bk == 1 || !cpu_fmt_supported(fmt) || cpu_fdot_find(fmt, CPU_ISA_PORTABLE))
+			continue; /* the float formats (NF4's blocks too): test_float_formats */
 		CHECK_MSG(cpu_qdot_find(fmt, CPU_ISA_PORTABLE), "%s: no portable qdot", wfmt_name(fmt));
 		for (size_t ki = 0; ki < sizeof(Ks) / sizeof(Ks[0]); ki++) {
 			int K = Ks[ki];
@@ -246,18 +248,27 @@ static void test_tiles(void)
 	free(x), free(y), free(W), free(ws), free(buf), free(r);
 }
 
-/* F32, F16, BF16: the fdot of every path through cpu_matmul, K with a tail of 7 */
+/* F32, F16, BF16: the fdot of every path through cpu_matmul, K with a tail of 7; NF4 (blocks of 64: K 320)
+ * from random blocks, its values from the test's own decoder */
 static void test_float_formats(void)
 {
-	int K = 263, fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16};
+	int K = 320 + 7, fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16, WFMT_NF4};
 	float *x = malloc(sizeof(float) * TMAX * (size_t)K), *y = malloc(sizeof(float) * TMAX * N);
 	float *wv = malloc(sizeof(float) * N * (size_t)K);
 	void *W = malloc(sizeof(float) * N * (size_t)K), *ws = aligned_alloc(64, (cpu_matmul_ws_bytes(K) + 63) / 64 * 64);
 	for (int i = 0; i < TMAX * K; i++)
 		x[i] = nrand();
-	for (int f = 0; f < 3; f++) {
+	for (int f = 0; f < 4; f++) {
 		int fmt = fmts[f];
-		for (int i = 0; i < N * K; i++) {
+		K = fmt == WFMT_NF4 ? 320 : 327;
+		if (fmt == WFMT_NF4) {
+			uint8_t *blk = rand_blocks(fmt, (size_t)N * 5);
+			memcpy(W, blk, (size_t)N * 5 * wfmt_table[fmt].block_bytes);
+			for (int i = 0; i < N * K; i++)
+				wv[i] = ref_dequant(fmt, blk + (size_t)(i / 64) * wfmt_table[fmt].block_bytes, i % 64);
+			free(blk);
+		}
+		for (int i = 0; fmt != WFMT_NF4 && i < N * K; i++) {
 			float v = nrand();
 			if (fmt == WFMT_F32)
 				((float *)W)[i] = v;

@@ -18,6 +18,7 @@
 #include "text/chat.h"
 #include "convert/convert.h"
 #include "convert/hf_config.h"
+#include "convert/hf_quant.h"
 #include "convert/imatrix.h"
 #include "convert/quantize.h"
 #include "layout/arch.h"
@@ -40,6 +41,8 @@ struct conv {
 	struct imatrix im;           /* --imatrix (n 0: none) */
 	const char *im_path;
 	int im_used;                 /* matrices it weighted */
+	struct hfq_config q;         /* quantization_config (GPTQ, AWQ), method HFQ_NONE: none */
+	int n_quantized, n_act_f32;  /* its linears repacked; of them, act-order ones written as F32 */
 	char *err;
 	size_t errlen;
 };
@@ -152,9 +155,45 @@ static int dst_format(struct conv *c, const char *dst, int fmt, int ndim, int64_
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 
-/* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1). */
+/* A GPTQ/AWQ linear `base` ([d0, d1]) repacked into Q4_Z/Q8_Z (or F32 where act-order mixes groups inside a
+ * block), in chunks of about 4 MiB. */
+static int copy_quantized(struct conv *c, const char *base, const char *dst, int64_t d0, int64_t d1)
+{
+	struct hfq_tensor t;
+	int rc = hfq_open(&c->q, &c->st, base, d0, d1, &t, c->err, c->errlen);
+	if (rc)
+		return rc;
+	c->n_quantized++;
+	c->n_act_f32 += t.fmt == WFMT_F32;
+	int64_t shape[2] = {d0, d1};
+	size_t rb = wfmt_row_bytes(t.fmt, (uint64_t)d1);
+	int64_t chunk = (int64_t)((4u << 20) / rb) + 1;
+	void *buf = malloc(rb * (size_t)chunk);
+	if (!buf) {
+		snprintf(c->err, c->errlen, "out of memory repacking %s", base);
+		return -ENOMEM;
+	}
+	rc = layout_writer_tensor_begin(c->w, dst, t.fmt, 2, shape);
+	for (int64_t n0 = 0; !rc && n0 < d0; n0 += chunk) {
+		int64_t nn = d0 - n0 < chunk ? d0 - n0 : chunk;
+		hfq_rows(&t, n0, nn, buf);
+		rc = layout_writer_tensor_write(c->w, buf, rb * (size_t)nn);
+	}
+	free(buf);
+	return writer_done(c, rc);
+}
+
+/* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1); a
+ * quantized checkpoint's linear (src P.weight stored as P.qweight ...) is repacked. */
 static int copy_tensor(struct conv *c, const char *src, const char *dst, int64_t d0, int64_t d1)
 {
+	size_t ls = strlen(src);
+	if (c->q.method != HFQ_NONE && d1 >= 0 && ls > 7 && ls < 256 && !strcmp(src + ls - 7, ".weight")) {
+		char base[256];
+		snprintf(base, sizeof(base), "%.*s", (int)(ls - 7), src);
+		if (hfq_present(&c->q, &c->st, base))
+			return copy_quantized(c, base, dst, d0, d1);
+	}
 	int fmt;
 	const struct st_tensor *t = find_checked(c, src, d0, d1, &fmt);
 	if (!t)
@@ -521,6 +560,14 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 	c.config = config;
 	if (rc || (rc = hf_config_parse(config, gen, cpath, &c.hp, &c.arch, err, errlen)))
 		goto out;
+	if ((rc = hfq_config_read(config, hf_dir, &c.q, err, errlen)))
+		goto out;
+	if (c.q.method != HFQ_NONE && quant) {
+		snprintf(err, errlen, "--quant %s: %s is already quantized (%s); converting it keeps its values exactly", quant,
+			 hf_dir, c.q.name);
+		rc = -EINVAL;
+		goto out;
+	}
 	if ((rc = st_open_dir(&c.st, hf_dir, err, errlen)))
 		goto out;
 	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf)) {
@@ -567,6 +614,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 			snprintf(err, errlen, "%s", layout_writer_error(c.w));
 		else
 			c.w = NULL; /* finish released it */
+		if (!rc && c.n_act_f32)
+			fprintf(stderr, "ferry: %s: %d of %d %s matrices have act-order groups that mix inside blocks of 32 "
+					"and were written as F32 (exact, 8x their packed size)\n",
+				hf_dir, c.n_act_f32, c.n_quantized, c.q.name);
 		if (!rc && c.n_fallback)
 			fprintf(stderr, "ferry: %s: %d matrices have rows that are not whole blocks of --quant %s's format and "
 					"took llama.cpp's fallback format (ferry inspect lists them)\n",

@@ -395,6 +395,36 @@ static void fill_q51(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	}
 }
 
+/* NF4: uniform codes, d from the RMS of the table */
+static void synth_fill_nf4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	(void)fmt;
+	static const float v[16] = NF4_VALUES;
+	double ms = 0;
+	for (int i = 0; i < 16; i++)
+		ms += (double)v[i] * v[i] / 16;
+	struct block_nf4 *b = (struct block_nf4 *)dst;
+	for (int64_t i = 0; i < K / 64; i++) {
+		b[i].d = (float)(rms / (sqrt(ms) * JITTER_RMS)) * jitter(r);
+		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
+	}
+}
+
+/* Q4_Z and Q8_Z: y = d (q - z), z the codes' middle (GPTQ's symmetric zero point): zero-mean up to a half code */
+static void fill_qz(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	bool eight = fmt == WFMT_Q8_Z || fmt == WFMT_Q8_Z128;
+	double base = rms / (quant_rms(eight ? 256 : 16, eight ? 128 : 8) * JITTER_RMS);
+	size_t bb = wfmt_table[fmt].block_bytes;
+	for (int64_t i = 0; i < K / (int64_t)wfmt_table[fmt].block; i++, dst += bb) {
+		uint16_t d = f16_of(base * jitter(r));
+		int16_t z = eight ? 0 : 8;
+		memcpy(dst, &d, 2);
+		memcpy(dst + 2, &z, 2);
+		rng_bytes(r, dst + 4, bb - 4);
+	}
+}
+
 /* Q2_K: y = d sc q - dmin m with m = sc and dmin = 1.5 d: y = d sc (q - 1.5) */
 static void synth_fill_q2_k(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
@@ -509,7 +539,8 @@ static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struc
 	}
 }
 
-/* The element formats share one filler; Q4_K and Q5_K, Q4_1 and Q5_1, IQ4_NL and IQ4_XS one each. */
+/* The element formats share one filler; Q4_K and Q5_K, Q4_1 and Q5_1, Q4_Z and Q8_Z, IQ4_NL and IQ4_XS
+ * one each. */
 #define synth_fill_f32 fill_float
 #define synth_fill_f16 fill_float
 #define synth_fill_bf16 fill_float
@@ -517,6 +548,10 @@ static void synth_fill_tq2_0(int fmt, uint8_t *dst, int64_t K, double rms, struc
 #define synth_fill_q5_k fill_k45
 #define synth_fill_q4_1 fill_q51
 #define synth_fill_q5_1 fill_q51
+#define synth_fill_q4_z fill_qz
+#define synth_fill_q8_z fill_qz
+#define synth_fill_q4_z128 fill_qz
+#define synth_fill_q8_z128 fill_qz
 #define synth_fill_iq4_nl fill_iq4
 #define synth_fill_iq4_xs fill_iq4
 typedef void (*synth_fill_fn)(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r);

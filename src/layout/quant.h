@@ -62,6 +62,49 @@ struct block_q5_1 {
 	uint8_t qs[QK / 2];  /* y[j] = (lo(qs[j]) | bit j << 4) d + m, y[j + 16] with bit j + 16 and hi(qs[j]) */
 };
 
+/* Q4_Z and Q8_Z (not GGUF: GPTQ/AWQ groups, src/layout/FORMAT.md): y = d (q - z) with an integer zero point z,
+ * the product exact in f32 for |q - z| <= 2^13. Q4_Z's nibbles as Q4_0's (q[j] low, q[j + 16] high), Q8_Z's int8. */
+struct block_q4_z {
+	uint16_t d;          /* f16 scale */
+	int16_t z;           /* zero point */
+	uint8_t qs[QK / 2];  /* y[j] = d (lo(qs[j]) - z), y[j + 16] = d (hi(qs[j]) - z) */
+};
+
+struct block_q8_z {
+	uint16_t d;
+	int16_t z;
+	int8_t qs[QK];       /* y[j] = d (qs[j] - z) */
+};
+
+/* Q4_Z128 and Q8_Z128: 128 values under one d and z, as 4 sub-blocks of 32 each laid out as Q4_Z's / Q8_Z's
+ * codes (sub-block s at qs + 16 s / qs + 32 s) */
+#define QZ_SUB 4
+struct block_q4_z128 {
+	uint16_t d;
+	int16_t z;
+	uint8_t qs[QZ_SUB * QK / 2];
+};
+
+struct block_q8_z128 {
+	uint16_t d;
+	int16_t z;
+	int8_t qs[QZ_SUB * QK];
+};
+
+/* NF4 (bitsandbytes' 4-bit NormalFloat, not GGUF): y = NF4_VALUES[code] * d, the f32 product (bitsandbytes'
+ * own before its cast to the compute dtype); value 2i is the high nibble of qs[i], 2i + 1 the low one. The
+ * table as bitsandbytes' kernels write it (f32 literals). */
+#define NF4_VALUES                                                                                            \
+	{-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,      \
+	 -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,        \
+	 0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,                \
+	 0.7229568362236023f, 1.0f}
+
+struct block_nf4 {
+	float d;             /* the block's absmax (double quantization already undone, in f32) */
+	uint8_t qs[32];
+};
+
 /* Q2_K: value 128n + 32j + l (n < 2, j < 4, l < 32) is (qs[32n + l] >> 2j) & 3; sub-block g = v / 16 has
  * y = d (scales[g] & 15) q - dmin (scales[g] >> 4). */
 struct block_q2_K {
@@ -130,6 +173,11 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q5_K) == WFMT_BYTES_Q5_K, "block_q5_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_1) == WFMT_BYTES_Q4_1, "block_q4_1");
 QUANT_STATIC_ASSERT(sizeof(struct block_q5_1) == WFMT_BYTES_Q5_1, "block_q5_1");
+QUANT_STATIC_ASSERT(sizeof(struct block_nf4) == WFMT_BYTES_NF4, "block_nf4");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_z) == WFMT_BYTES_Q4_Z, "block_q4_z");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_z) == WFMT_BYTES_Q8_Z, "block_q8_z");
+QUANT_STATIC_ASSERT(sizeof(struct block_q4_z128) == WFMT_BYTES_Q4_Z128, "block_q4_z128");
+QUANT_STATIC_ASSERT(sizeof(struct block_q8_z128) == WFMT_BYTES_Q8_Z128, "block_q8_z128");
 QUANT_STATIC_ASSERT(sizeof(struct block_q2_K) == WFMT_BYTES_Q2_K, "block_q2_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q3_K) == WFMT_BYTES_Q3_K, "block_q3_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_iq4_nl) == WFMT_BYTES_IQ4_NL, "block_iq4_nl");

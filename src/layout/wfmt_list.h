@@ -10,7 +10,7 @@
  *   block  values per block (1 for an element format), bytes: bytes per block; 0, 0 for a reserved code
  *   ggml   the GGML type id of the same bytes in a GGUF file (what the converter maps), -1 when GGUF has none
  *   kind   which kernels exist for it, named with the suffix k:
- *            FLOAT  an element format: cpu_dequant_<k> (kernels/cpu/dequant.c), the CUDA decoder deq_<k>
+ *            FLOAT  an element format (or NF4, a block of them): cpu_dequant_<k> (kernels/cpu/dequant.c), the CUDA decoder deq_<k>
  *                   (kernels/cuda/matmul.cuh, behind the matvec and GEMM-dequant tables), synth_fill_<k>
  *                   (convert/synth_model.c); the CPU's f32 row dots (fdot, kernels/cpu/qdot.h): the
  *                   portable one generated from cpu_dequant_<k>, the SIMD ones fk_<k> (kernels/cpu/qdot_simd.h)
@@ -37,9 +37,9 @@
 	X(Q4_K,  5,  256, 144, 12, QMIN,  q4_k) \
 	X(Q5_K,  6,  256, 176, 13, QMIN,  q5_k) \
 	X(Q6_K,  7,  256, 210, 14, QUANT, q6_k) \
-	X(NF4,   8,  0,   0,   -1, NONE,  nf4)  \
-	X(INT4G, 9,  0,   0,   -1, NONE,  int4g) \
-	X(INT8G, 10, 0,   0,   -1, NONE,  int8g) \
+	X(NF4,   8,  64,  36,  -1, FLOAT, nf4)  \
+	X(Q4_Z,  9,  32,  20,  -1, QMIN,  q4_z) \
+	X(Q8_Z,  10, 32,  36,  -1, QMIN,  q8_z) \
 	X(Q5_0,  11, 32,  22,  6,  QUANT, q5_0) \
 	/* grid IQ types (issue 18) */          \
 	X(IQ2_XXS, 12, 256, 66,  16, QUANT, iq2_xxs) \
@@ -58,9 +58,16 @@
 	X(IQ4_XS, 24, 256, 136, 23, QUANT, iq4_xs) \
 	X(MXFP4, 25, 32,  17,  39, QUANT, mxfp4) \
 	X(TQ1_0, 26, 256, 54,  34, QUANT, tq1_0) \
-	X(TQ2_0, 27, 256, 66,  35, QUANT, tq2_0)
+	X(TQ2_0, 27, 256, 66,  35, QUANT, tq2_0) \
+	/* GPTQ/AWQ groups of 128 or more (issue 19) */ \
+	X(Q4_Z128, 28, 128, 68,  -1, QMIN, q4_z128) \
+	X(Q8_Z128, 29, 128, 132, -1, QMIN, q8_z128)
 
-/* NF4: bitsandbytes NF4; INT4G/INT8G: group-wise int4/int8 with scales (GPTQ); Q5_0: Q4_K_M files use it
+/* NF4: bitsandbytes NF4, 16 f32 code values times an f32 absmax per 64 (FLOAT: a blocked format whose values
+ * are not integers, so its CPU dots take f32 activations); Q4_Z/Q8_Z: 4- and 8-bit codes with an f16 scale and
+ * an integer zero point per 32 (GPTQ and AWQ groups, issue 19: src/convert/hf_quant.c), QMIN with the zero as
+ * the min; Q4_Z128/Q8_Z128 the same per 128 (four Q4_Z/Q8_Z code arrays under one scale and zero: 4.25 and 8.25
+ * bits per weight, for groups of 128 or more); Q5_0: Q4_K_M files use it
  * where a row is not a multiple of 256. The grid IQ types (blocks: src/layout/quant_iq.h, grids:
  * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>).
  * Q4_1/Q5_1: the 32-blocks with a min (QMIN, the min as -dmin);

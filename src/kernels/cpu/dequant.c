@@ -165,6 +165,62 @@ void cpu_dequant_q5_1(const void *src, float *y, int64_t nb)
 	}
 }
 
+static const float nf4_values[16] = NF4_VALUES;
+
+/* NF4: y = table[code] d, one f32 rounding (bitsandbytes' kDequantizeBlockwise before its cast) */
+void cpu_dequant_nf4(const void *src, float *y, int64_t nb)
+{
+	const struct block_nf4 *b = src;
+	for (int64_t i = 0; i < nb; i++, y += 64)
+		for (int j = 0; j < 32; j++) {
+			y[2 * j] = nf4_values[b[i].qs[j] >> 4] * b[i].d;
+			y[2 * j + 1] = nf4_values[b[i].qs[j] & 15] * b[i].d;
+		}
+}
+
+/* Q4_Z/Q8_Z (sub 1) and Q4_Z128/Q8_Z128 (sub 4): y = d (q - z), one rounding (exact for the zero points GPTQ
+ * and AWQ store); blocks of 4 + sub * 16 (4-bit) or 4 + sub * 32 bytes: d, z, the codes */
+static void dequant_qz(const uint8_t *p, bool eight, int sub, float *y, int64_t nb)
+{
+	size_t bb = 4 + (size_t)sub * (eight ? QK : QK / 2);
+	for (int64_t i = 0; i < nb; i++, p += bb) {
+		uint16_t dh;
+		int16_t z;
+		memcpy(&dh, p, 2);
+		memcpy(&z, p + 2, 2);
+		float d = f16_to_f32(dh);
+		for (int s = 0; s < sub; s++, y += QK) {
+			const uint8_t *qs = p + 4 + (size_t)s * (eight ? QK : QK / 2);
+			for (int j = 0; eight && j < QK; j++)
+				y[j] = d * (float)((int8_t)qs[j] - z);
+			for (int j = 0; !eight && j < QK / 2; j++) {
+				y[j] = d * (float)((qs[j] & 15) - z);
+				y[j + QK / 2] = d * (float)((qs[j] >> 4) - z);
+			}
+		}
+	}
+}
+
+void cpu_dequant_q4_z(const void *src, float *y, int64_t nb)
+{
+	dequant_qz(src, false, 1, y, nb);
+}
+
+void cpu_dequant_q8_z(const void *src, float *y, int64_t nb)
+{
+	dequant_qz(src, true, 1, y, nb);
+}
+
+void cpu_dequant_q4_z128(const void *src, float *y, int64_t nb)
+{
+	dequant_qz(src, false, QZ_SUB, y, nb);
+}
+
+void cpu_dequant_q8_z128(const void *src, float *y, int64_t nb)
+{
+	dequant_qz(src, true, QZ_SUB, y, nb);
+}
+
 void cpu_dequant_q2_k(const void *src, float *y, int64_t nb)
 {
 	const struct block_q2_K *b = src;

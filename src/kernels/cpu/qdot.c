@@ -179,6 +179,47 @@ static void qint_q5_1(QINT_ARGS)
 	qint_q51(b->qs, qh, b->d, b->m, blk, q, sc, mn, d, dmin);
 }
 
+/* Q4_Z/Q8_Z (sub 1) and Q4_Z128/Q8_Z128 (sub 4): y = d (q - z) taken as a min of z per 16 with dmin = d */
+static void qint_qz(const uint8_t *p, bool eight, int sub, int8_t *q, int16_t *sc, int16_t *mn, float *d, float *dmin)
+{
+	uint16_t dh;
+	int16_t z;
+	memcpy(&dh, p, 2);
+	memcpy(&z, p + 2, 2);
+	for (int s = 0; s < sub; s++, q += QK) {
+		const uint8_t *qs = p + 4 + (size_t)s * (eight ? QK : QK / 2);
+		if (eight)
+			memcpy(q, qs, QK);
+		for (int j = 0; !eight && j < QK / 2; j++) {
+			q[j] = (int8_t)(qs[j] & 15);
+			q[j + QK / 2] = (int8_t)(qs[j] >> 4);
+		}
+	}
+	for (int g = 0; g < sub * QK / 16; g++)
+		sc[g] = 1, mn[g] = z;
+	*d = *dmin = f16_to_f32(dh);
+}
+
+static void qint_q4_z(QINT_ARGS)
+{
+	qint_qz(blk, false, 1, q, sc, mn, d, dmin);
+}
+
+static void qint_q8_z(QINT_ARGS)
+{
+	qint_qz(blk, true, 1, q, sc, mn, d, dmin);
+}
+
+static void qint_q4_z128(QINT_ARGS)
+{
+	qint_qz(blk, false, QZ_SUB, q, sc, mn, d, dmin);
+}
+
+static void qint_q8_z128(QINT_ARGS)
+{
+	qint_qz(blk, true, QZ_SUB, q, sc, mn, d, dmin);
+}
+
 static void qint_q2_k(QINT_ARGS)
 {
 	const struct block_q2_K *b = blk;
@@ -323,15 +364,15 @@ static void qdot_portable(qint_fn dec, int B, size_t bb, const void *w, const st
 WFMT_LIST(QDOT_DEF)
 #undef QDOT_DEF
 
-/* Element formats: chunks of 256 values widened exactly, dotted with each token's x */
-static void fdot_portable(cpu_dequant_fn deq, size_t esize, const void *w, const float *x, int64_t ldx, int T, int K,
-			  float *out)
+/* Element formats (and NF4's blocks of 64): chunks of 256 values widened exactly, dotted with each token's x */
+static void fdot_portable(cpu_dequant_fn deq, int block, size_t bytes, const void *w, const float *x, int64_t ldx,
+			  int T, int K, float *out)
 {
 	float buf[256];
 	float acc[QDOT_MAX_T] = {0};
 	for (int k0 = 0; k0 < K; k0 += 256) {
 		int n = K - k0 < 256 ? K - k0 : 256;
-		deq((const char *)w + (size_t)k0 * esize, buf, n);
+		deq((const char *)w + (size_t)(k0 / block) * bytes, buf, n / block);
 		for (int t = 0; t < T; t++) {
 			const float *xt = x + (size_t)t * (size_t)ldx + k0;
 			float s = 0;
@@ -344,18 +385,18 @@ static void fdot_portable(cpu_dequant_fn deq, size_t esize, const void *w, const
 		out[t] = acc[t];
 }
 
-#define FDOT_PORTABLE(k, bytes)                                                                                \
+#define FDOT_PORTABLE(k, block, bytes)                                                                         \
 	static void fdot_##k(const void *w, size_t rb, int rows, const float *x, int64_t ldx, int T, int K,    \
 			     float *y, int64_t ldy)                                                            \
 	{                                                                                                      \
 		for (int r = 0; r < rows; r++) {                                                               \
 			float out[QDOT_MAX_T];                                                                 \
-			fdot_portable(cpu_dequant_##k, bytes, (const char *)w + (size_t)r * rb, x, ldx, T, K, out); \
+			fdot_portable(cpu_dequant_##k, block, bytes, (const char *)w + (size_t)r * rb, x, ldx, T, K, out); \
 			for (int t = 0; t < T; t++)                                                            \
 				y[t * ldy + r] = out[t];                                                       \
 		}                                                                                              \
 	}
-#define FDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(FDOT_PORTABLE(k, bytes), )
+#define FDOT_DEF(id, code, block, bytes, ggml, kind, k) WFMT_FDOT_##kind(FDOT_PORTABLE(k, block, bytes), )
 WFMT_LIST(FDOT_DEF)
 #undef FDOT_DEF
 

@@ -5,7 +5,7 @@
  *                        AVX-512 VNNI: vpdpbusd)
  *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
  *   QDOT_FIND, FDOT_FIND the names of the file's finders.
- * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0, <= 127 for the IQ4 tables,
+ * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0 and Q8_Z, <= 127 for the IQ4 tables,
  * <= 63 elsewhere, |a| <= 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
  * qk_<k> (QUANT, QMIN) and fk_<k> (FLOAT), one per format of src/layout/wfmt_list.h: each weight vector is
@@ -90,18 +90,27 @@ AI __m256i lut16(const int8_t *v)
 
 static const int8_t iq4nl_lut[16] = IQ4NL_VALUES, mxfp4_lut[16] = MXFP4_VALUES;
 
-/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4) into chain j. Signed codes w as |w|
- * (unsigned: -128 is 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot; the unsigned codes
- * of Q4_1/Q5_1 as they are, their min m times the block's code sum into accm (out = chains + accm). */
+/* Block b of a 32-block row (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL, MXFP4, Q4_Z, Q8_Z) into chain j. Signed codes
+ * w as |w| (unsigned: -128 is 0x80) against a * sign(w), which makes vpdpbusd/maddubs a signed dot; the unsigned
+ * codes of Q4_1/Q5_1/Q4_Z as they are, their min m (Q4_Z/Q8_Z: -d z) times the block's code sum into accm
+ * (out = chains + accm). */
 AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, int T, int b, int j, __m256 *acc,
 		  float *accm)
 {
-	bool with_min = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
-	float dw = fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p), m = with_min ? ld_f16(p + 2) : 0;
+	bool zero = fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z;
+	bool uns = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q4_Z, with_min = uns || zero;
+	float dw = fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p);
+	int16_t z;
+	memcpy(&z, p + 2, 2);
+	float m = zero ? -dw * (float)z : with_min ? ld_f16(p + 2) : 0;
 	__m256i w8;
 	uint32_t qh;
 	if (fmt == WFMT_Q8_0) {
 		w8 = _mm256_loadu_si256((const __m256i *)(p + 2));
+	} else if (fmt == WFMT_Q8_Z) {
+		w8 = _mm256_loadu_si256((const __m256i *)(p + 4));
+	} else if (fmt == WFMT_Q4_Z) {
+		w8 = nibbles32(p + 4);
 	} else if (fmt == WFMT_Q4_0) {
 		w8 = _mm256_sub_epi8(nibbles32(p + 2), _mm256_set1_epi8(8));
 	} else if (fmt == WFMT_Q5_0) {
@@ -117,12 +126,12 @@ AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, in
 	} else {
 		w8 = _mm256_shuffle_epi8(lut16(mxfp4_lut), nibbles32(p + 1));
 	}
-	__m256i u = with_min ? w8 : _mm256_abs_epi8(w8);
+	__m256i u = uns ? w8 : _mm256_abs_epi8(w8);
 	int K = xq->K;
 	UNROLL for (int t = 0; t < T; t++) {
 		int row = t0 + t;
 		__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, row, 32 * b));
-		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, with_min ? a : _mm256_sign_epi8(a, w8));
+		__m256i i = dot_u8s8(_mm256_setzero_si256(), u, uns ? a : _mm256_sign_epi8(a, w8));
 		float dx = xq->d[(size_t)row * (size_t)(K / 32) + (size_t)b];
 		acc[CH(t, j)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * dx), acc[CH(t, j)]);
 		if (with_min) {
@@ -178,6 +187,68 @@ AI void qk_q5_1(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 AI void qk_iq4_nl(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	q32_dot(WFMT_IQ4_NL, sizeof(struct block_iq4_nl), w, xq, t0, T, out);
+}
+
+AI void qk_q4_z(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q4_Z, sizeof(struct block_q4_z), w, xq, t0, T, out);
+}
+
+AI void qk_q8_z(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	q32_dot(WFMT_Q8_Z, sizeof(struct block_q8_z), w, xq, t0, T, out);
+}
+
+/* Q4_Z128 and Q8_Z128: 4 sub-blocks of 32 (Q4_Z's unsigned / Q8_Z's signed codes) into one int32 sum per
+ * token, then one scale d dx for the 128 values and the zero's part -d z dx times the 8 code sums into accm */
+AI void qz128_dot(bool eight, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	size_t bb = eight ? sizeof(struct block_q8_z128) : sizeof(struct block_q4_z128);
+	__m256 acc[2 * QDOT_MAX_T];
+	float accm[QDOT_MAX_T] = {0};
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	int K = xq->K, nb = K / 128;
+	for (int b = 0; b < nb; b++) {
+		const uint8_t *p = (const uint8_t *)w + (size_t)b * bb;
+		float dw = ld_f16(p);
+		int16_t z;
+		memcpy(&z, p + 2, 2);
+		__m256i isum[QDOT_MAX_T];
+		for (int t = 0; t < T; t++)
+			isum[t] = _mm256_setzero_si256();
+		UNROLL for (int s = 0; s < QZ_SUB; s++) {
+			__m256i w8 = eight ? _mm256_loadu_si256((const __m256i *)(p + 4 + 32 * s)) : nibbles32(p + 4 + 16 * s);
+			__m256i u = eight ? _mm256_abs_epi8(w8) : w8;
+			UNROLL for (int t = 0; t < T; t++) {
+				__m256i a = _mm256_loadu_si256((const __m256i *)xq_codes(xq, t0 + t, 128 * b + 32 * s));
+				isum[t] = dot_u8s8(isum[t], u, eight ? _mm256_sign_epi8(a, w8) : a);
+			}
+		}
+		UNROLL for (int t = 0; t < T; t++) {
+			size_t row = (size_t)(t0 + t);
+			float dx = xq->d[row * (size_t)nb + (size_t)b];
+			const int16_t *s16 = xq->s + row * (size_t)(K / 16) + 8 * (size_t)b;
+			int S = 0;
+			for (int g = 0; g < 8; g++)
+				S += s16[g];
+			acc[CH(t, b)] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(dw * dx), acc[CH(t, b)]);
+			accm[t] += -dw * (float)z * dx * (float)S;
+		}
+	}
+	finish(acc, T, out);
+	for (int t = 0; t < T; t++)
+		out[t] += accm[t];
+}
+
+AI void qk_q4_z128(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	qz128_dot(false, w, xq, t0, T, out);
+}
+
+AI void qk_q8_z128(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
+{
+	qz128_dot(true, w, xq, t0, T, out);
 }
 
 AI void qk_mxfp4(const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
@@ -586,6 +657,50 @@ AI void fk_f16(const void *w, const float *x, int64_t ldx, int T, int K, float *
 AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
 {
 	fdot(WFMT_BF16, w, x, ldx, T, K, out);
+}
+
+static const float nf4_lut[16] = NF4_VALUES;
+
+/* NF4 table lookup of 8 codes (bytes of c8): two 8-float permutes blended on bit 3 */
+AI __m256 nf4_8(__m128i c8, __m256 lo, __m256 hi)
+{
+	__m256i idx = _mm256_cvtepu8_epi32(c8);
+	return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+				_mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7))));
+}
+
+/* NF4: each 64-block's 32 bytes split into high and low nibbles and interleaved (code 2i high, 2i + 1 low),
+ * looked up 8 at a time, times d in f32 (the weights bit-identical with cpu_dequant_nf4), then dotted like
+ * the element formats */
+AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	__m256 acc[2 * QDOT_MAX_T];
+	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+		acc[i] = _mm256_setzero_ps();
+	const __m256 lo = _mm256_loadu_ps(nf4_lut), hi = _mm256_loadu_ps(nf4_lut + 8);
+	const __m128i m15 = _mm_set1_epi8(15);
+	for (int b = 0; b < K / 64; b++) {
+		const uint8_t *p = (const uint8_t *)w + sizeof(struct block_nf4) * (size_t)b;
+		float d;
+		memcpy(&d, p, 4);
+		__m256 dv = _mm256_set1_ps(d);
+		__m128i c[4]; /* codes 0..15, 16..31, 32..47, 48..63 as bytes */
+		for (int h = 0; h < 2; h++) {
+			__m128i v = _mm_loadu_si128((const __m128i *)(p + 4 + 16 * h));
+			__m128i vh = _mm_and_si128(_mm_srli_epi16(v, 4), m15), vl = _mm_and_si128(v, m15);
+			c[2 * h] = _mm_unpacklo_epi8(vh, vl);
+			c[2 * h + 1] = _mm_unpackhi_epi8(vh, vl);
+		}
+		UNROLL for (int j = 0; j < 8; j++) {
+			__m128i c8 = j % 2 ? _mm_srli_si128(c[j / 2], 8) : c[j / 2];
+			__m256 wv = _mm256_mul_ps(nf4_8(c8, lo, hi), dv);
+			UNROLL for (int t = 0; t < T; t++) {
+				const float *xt = x + (size_t)t * (size_t)ldx + 64 * b + 8 * j;
+				acc[CH(t, j)] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xt), acc[CH(t, j)]);
+			}
+		}
+	}
+	finish(acc, T, out);
 }
 
 #include "kernels/cpu/qdot_iq_simd.h"

@@ -201,6 +201,51 @@ template <bool QH> struct deq_q51 {
 typedef deq_q51<false> deq_q4_1;
 typedef deq_q51<true> deq_q5_1;
 
+IQ_TABLE float nf4_values_dev[16] = NF4_VALUES;
+
+/* NF4: 4 consecutive values are the nibbles of 2 bytes, high nibble first; y = table[code] d (one rounding) */
+struct deq_nf4 {
+	static constexpr int BLOCK = 64, BYTES = sizeof(struct block_nf4), ALIGN = 4;
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / BLOCK) * BYTES;
+		float d = __ldg((const float *)p);
+		uint32_t q = ld_u16(p + 4 + (k % BLOCK) / 2);
+		uint32_t c[4] = {q >> 4 & 15, q & 15, q >> 12 & 15, q >> 8 & 15};
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = __fmul_rn(__ldg(nf4_values_dev + c[i]), d);
+	}
+};
+
+/* Q4_Z/Q8_Z (SUB 1) and Q4_Z128/Q8_Z128 (SUB 4; EIGHT: the 8-bit ones): y = d (q - z), the integer q - z formed
+ * first as on the CPU; sub-block s of 32 at 4 + 16 s (4-bit: Q4_0's nibble order) or 4 + 32 s */
+template <bool EIGHT, int SUB> struct deq_qz {
+	static constexpr int BLOCK = QK * SUB, ALIGN = 2;
+	static constexpr int BYTES = 4 + SUB * (EIGHT ? QK : QK / 2);
+	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
+	{
+		static_assert(XV == 4, "quantized decoders take 4 values");
+		const uint8_t *p = row + (k / BLOCK) * BYTES;
+		int ob = (int)(k % BLOCK), o = ob % QK, sh = !EIGHT && o >= QK / 2 ? 4 : 0;
+		float d = f16_bits_to_f32((uint16_t)ld_u16(p));
+		int z = (int)(int16_t)ld_u16(p + 2);
+		uint32_t q = ld_u32_2a(p + 4 + (EIGHT ? ob : ob / QK * (QK / 2) + (o & 15)));
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			int v = EIGHT ? (int)(int8_t)(q >> 8 * i) : (int)(q >> (8 * i + sh) & 15);
+			w[i] = __fmul_rn(d, (float)(v - z));
+		}
+	}
+};
+typedef deq_qz<false, 1> deq_q4_z;
+typedef deq_qz<true, 1> deq_q8_z;
+typedef deq_qz<false, QZ_SUB> deq_q4_z128;
+typedef deq_qz<true, QZ_SUB> deq_q8_z128;
+static_assert(deq_q4_z128::BYTES == sizeof(struct block_q4_z128) && deq_q8_z::BYTES == sizeof(struct block_q8_z),
+	      "deq_qz block sizes");
+
 /* Q2_K: value v in half n = v/128, field j = v%128/32 at byte l = v%32; sub-block g = v/16 */
 struct deq_q2_k {
 	static constexpr int BLOCK = QK_K, BYTES = sizeof(struct block_q2_K), ALIGN = 2;

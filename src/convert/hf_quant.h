@@ -1,0 +1,58 @@
+/*
+ * hf_quant.h: the quantized linear layers of Hugging Face checkpoints (issue 19): GPTQ (v1 and v2 zero points,
+ * 2/3/4/8 bits, any group size that is a multiple of 32 or -1, act-order g_idx) and AWQ (GEMM packing), read
+ * from quantization_config and repacked losslessly into Q4_Z / Q8_Z (src/layout/FORMAT.md says why it is exact).
+ *
+ * A checkpoint's linear `P.weight` is then the tensors P.qweight, P.qzeros, P.scales (and GPTQ's P.g_idx); the
+ * value of element (n, k) is scales[g, n] * (q[k, n] - z[g, n]) with g its group (g_idx[k], else k / group).
+ * bitsandbytes 4-bit NF4 (with or without double quantization) is repacked into NF4: P.weight (uint8 codes),
+ * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4.
+ */
+#ifndef FERRY_HF_QUANT_H
+#define FERRY_HF_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout/safetensors.h"
+
+enum hfq_method { HFQ_NONE, HFQ_GPTQ, HFQ_AWQ, HFQ_BNB4 };
+
+struct hfq_config {
+	enum hfq_method method;
+	int bits;        /* 2, 3, 4, 8 (AWQ: 4) */
+	int group;       /* values per group along K; -1: one group per column */
+	bool desc_act;   /* GPTQ act-order: g_idx required */
+	bool v2;         /* GPTQ checkpoint_format gptq_v2: zeros as they are (v1: stored + 1) */
+	bool double_quant; /* bitsandbytes: absmax stored as 8-bit codes (bnb_4bit_use_double_quant) */
+	const char *name;
+};
+
+/* config.json's quantization_config (else dir/quantize_config.json, AutoGPTQ's older file) into q; method
+ * HFQ_NONE when neither exists. An unsupported method, bit width, group size or packing: -EINVAL and one line
+ * naming the field. config is a json_t *. */
+int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, char *err, size_t errlen);
+
+/* One quantized linear [N, K] of a checkpoint, checked (dtypes, shapes against the config and N, K). */
+struct hfq_tensor {
+	const struct hfq_config *cfg;
+	const struct st_tensor *qweight, *qzeros, *scales, *g_idx; /* g_idx NULL: k / group */
+	int64_t N, K, G;
+	/* bitsandbytes: qweight the packed codes, scales the absmax (F32, or U8 codes with the nested tables) */
+	const struct st_tensor *nested_absmax, *nested_map;
+	int64_t blocksize, nested_blocksize;
+	float nested_offset;
+	int fmt;   /* WFMT_Q4_Z128 / WFMT_Q8_Z128 where every aligned 128 lies in one group, else WFMT_Q4_Z / WFMT_Q8_Z
+		    * (WFMT_F32 where act-order mixes groups inside a block of 32); WFMT_NF4 */
+};
+
+/* Whether the checkpoint stores `base` (a name without ".weight") as a quantized linear */
+bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const char *base);
+/* Finds and checks base's tensors for an [N, K] weight; -ENOENT / -EINVAL with a line naming the tensor. */
+int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
+	     struct hfq_tensor *t, char *err, size_t errlen);
+/* Rows [n0, n0 + nn) of the weight in t->fmt, wfmt_row_bytes(t->fmt, K) bytes each, into out. */
+void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out);
+
+#endif

@@ -1,0 +1,74 @@
+"""GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19) on the CUDA backend: the tiny Llama of
+tests/test_hf_quant.py quantized by tools/quant_hf.py (GPTQ 4-bit g32 v1, GPTQ 8-bit g64 v2 symmetric, GPTQ 3-bit
+g32, AWQ g64, NF4 with double quantization) and converted (Q4_Z, Q8_Z, NF4), 40 prompt tokens, logits at every
+position against tools/ref_forward.py's float64 forward on the NumPy unpacking of the same files (norm-wise per
+position):
+  - streamed (--stream-all --chunk 8): the f32 dequantize-and-dot path (the decoders of matmul.cuh), KV f16:
+    <= 2e-3 (the bound tests/test_cuda_model.py uses for this path against the CPU);
+  - resident, one pass of 40 tokens: the tensor-core GEMM on dequantized bf16 tiles: <= 3e-2.
+Skips (exit 77) where ferry has no CUDA or no GPU is visible."""
+
+import os
+import random
+
+import numpy as np
+
+from ferrytest import Failures, ferry, ref_forward, scratch
+from test_hf_quant import base_model, rel_rows
+import quant_hf
+
+CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
+         ("gptq8_g64_sym_v2", "gptq", dict(bits=8, group=64, sym=True, v2=True)),
+         ("gptq3_g32_v1", "gptq", dict(bits=3, group=32)),
+         ("awq4_g64", "awq", dict(bits=4, group=64)),
+         ("bnb_nf4_dq", "bnb", dict(group=64, double_quant=True))]
+
+
+def logits(f, model, ids, root, extra, what):
+    lg = os.path.join(root, "l.lg")
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra)
+    if not f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}"):
+        return None
+    out = ref_forward.read_flgt(lg).astype(np.float64)
+    f.check(bool(np.all(np.isfinite(out))), f"{what}: non-finite logits")
+    return out
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        hf = base_model(root)
+        rng = random.Random(19)
+        ids = [rng.randrange(1, 320) for _ in range(40)]
+        for i, (name, method, args) in enumerate(CASES):
+            q = os.path.join(root, name)
+            quant_hf.write(hf, q, method, seed=i, **args)
+            out = q + ".ferry"
+            p = ferry("convert", q, "-o", out)
+            if not f.check(p.returncode == 0, f"{name}: convert failed: {p.stderr.strip()}"):
+                continue
+            if i == 0:
+                p = ferry("run", "-m", out, "--prompt-ids", "1,2,3", "-n", 1, "--device", "cuda", "--plan")
+                if p.returncode != 0 and ("without CUDA" in p.stderr or "no CUDA GPU" in p.stderr):
+                    print("skip:", p.stderr.strip())
+                    cleanup()
+                    raise SystemExit(77)
+            deq = q + ".deq"
+            quant_hf.write_dequantized(q, deq)
+            ref = ref_forward.Model(deq).logits(ids)
+            for what, extra, tol in (("streamed, chunks of 8 (f32 path)", ["--stream-all", "--chunk", 8], 2e-3),
+                                     ("resident, one pass (GEMM)", [], 3e-2)):
+                g = logits(f, out, ids, root, ["--device", "cuda", *extra], f"{name} {what}")
+                if g is None:
+                    continue
+                e = rel_rows(g, ref)
+                print(f"{name}: cuda {what}: logits vs float64 reference {e:.2e} (tolerance {tol})", flush=True)
+                f.check(e <= tol, f"{name} {what}: logits vs reference {e:.2e} > {tol}")
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

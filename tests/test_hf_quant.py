@@ -1,0 +1,237 @@
+"""GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19): a tiny Llama (hidden 128, intermediate 256, so every linear packs and
+the groups of 128 fill whole Q4_Z128 blocks) quantized by the NumPy writer of tools/quant_hf.py in each variant
+(GPTQ 2/3/4/8 bits, group 32/64/128/-1, symmetric and asymmetric,
+v1 and v2 zero points, act-order with groups mixing inside blocks and with whole-block groups; AWQ GEMM) and
+converted by ferry:
+  - every linear is stored as Q4_Z128/Q8_Z128 where its groups are whole 128s, else Q4_Z/Q8_Z (F32 only where
+    act-order mixes groups inside a block of 32), and its
+    values, dequantized by ferry (build/tests/dequant_tool), equal the NumPy unpacking of the same files bit for
+    bit;
+  - the CPU forward's prompt logits are within 1e-4 (norm-wise, per row) of tools/ref_forward.py's float64 forward
+    on the unpacked weights, with the matmul inputs of Q4_Z/Q8_Z weights quantized as ferry's CPU contract says
+    (quantize_act, 8 bits per 32: src/kernels/cpu/qdot.h), or within twice that quantization's own distance
+    from the float64 forward where that is larger (a rounding tie of an input code decided otherwise: ferry's
+    activations are f32, the reference's f64; the bound the other 8-bit-input tests use);
+  - bitsandbytes NF4 (blocksize 64 and 128, with and without double quantization), the same way: stored as NF4,
+    bit-identical, logits within 1e-4 (NF4's CPU dots take f32 inputs);
+  - bad input (an unsupported method, bit width, group size or packing, bitsandbytes fp4 or 8-bit, a missing
+    g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
+    disagrees with the config) fails with one line naming the field or tensor, and leaves
+    neither the output nor its .tmp;
+  - the CPU matmul on the converted rows of two linears per case, T = 1, 3, 6, against float64 dots of the NumPy
+    unpacking with 8-bit inputs (tests/test_dequant.py's criteria: 1e-5 of sum |w x| per output).
+The CUDA kernels' Q4_Z/Q8_Z entries are in tests/test_cuda_matmul.c (all formats of the list).
+(act-order checkpoints whose groups mix inside a block are stored as exact F32: see src/layout/FORMAT.md.)"""
+
+import json
+import os
+import random
+
+import numpy as np
+
+from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch
+from test_dequant import matmul_check, tool
+import quant_hf
+
+TOL = 1e-4
+# (name, method, bits, group, sym, v2, desc_act)
+CASES = [
+    ("gptq4_g32_v1", "gptq", 4, 32, False, False, None),
+    ("gptq4_g64_sym_v2", "gptq", 4, 64, True, True, None),
+    ("gptq4_g128_v1", "gptq", 4, 128, False, False, None),
+    ("gptq8_g128_sym_v2", "gptq", 8, 128, True, True, None),
+    ("gptq4_gall_sym_v1", "gptq", 4, -1, True, False, None),
+    ("gptq8_gall_v1", "gptq", 8, -1, False, False, None),
+    ("gptq8_g32_sym_v2", "gptq", 8, 32, True, True, None),
+    ("gptq3_g64_v2", "gptq", 3, 64, False, True, None),
+    ("gptq3_g32_v1", "gptq", 3, 32, False, False, None),
+    ("gptq2_g32_v1", "gptq", 2, 32, False, False, None),
+    ("gptq4_actorder_blocks", "gptq", 4, 64, False, False, "blocks"),
+    ("gptq4_actorder_mixed", "gptq", 4, 32, False, True, "mixed"),
+    ("awq4_g32", "awq", 4, 32, False, False, None),
+    ("awq4_g64", "awq", 4, 64, False, False, None),
+    ("awq4_g128", "awq", 4, 128, False, False, None),
+    # bitsandbytes NF4: group is the blocksize, sym stands for double quantization
+    ("bnb_nf4_b64", "bnb", 4, 64, False, False, None),
+    ("bnb_nf4_b128_dq", "bnb", 4, 128, True, False, None),
+    ("bnb_nf4_b64_dq", "bnb", 4, 64, True, False, None),
+]
+HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down"}
+
+
+def base_model(root):
+    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256)
+    hf = os.path.join(root, "base")
+    os.makedirs(hf, exist_ok=True)
+    gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
+    gen_tiny_model.write_json(os.path.join(hf, "generation_config.json"), gen_tiny_model.make_generation_config(spec))
+    gen_tiny_model.write_json(os.path.join(hf, "tokenizer.json"), gen_tiny_model.make_tokenizer(spec))
+    gen_tiny_model.write_json(os.path.join(hf, "tokenizer_config.json"), gen_tiny_model.make_tokenizer_config(spec))
+    gen_tiny_model.write_weights(hf, gen_tiny_model.make_weights(spec, np.random.default_rng(3)), 1)
+    return hf
+
+
+def ferry_tensors(model):
+    """{(layer, ferry name): (format, float32 values, raw bytes)} of the layers of a model.ferry, dequantized by
+    ferry"""
+    m = json.load(open(os.path.join(model, "manifest.json")))
+    out = {}
+    for i, layer in enumerate(m["units"]["layers"]):
+        for t in layer:
+            with open(os.path.join(model, t["file"]), "rb") as fh:
+                fh.seek(t["offset"])
+                raw = fh.read(t["bytes"])
+            n = int(np.prod(t["shape"]))
+            out[(i, t["name"])] = (t["format"], tool("dequant", t["format"], n, stdin=raw).reshape(t["shape"]), raw)
+    return out
+
+
+def check_case(f, root, hf, case, prompt):
+    name, method, bits, group, sym, v2, desc_act = case
+    q = os.path.join(root, name)
+    if method == "bnb":
+        quant_hf.write(hf, q, method, group=group, seed=len(name), double_quant=sym)
+    else:
+        quant_hf.write(hf, q, method, bits, group, sym, v2, desc_act, seed=len(name))
+    out = q + ".ferry"
+    p = ferry("convert", q, "-o", out)
+    if not f.check(p.returncode == 0, f"{name}: convert failed: {p.stderr.strip()}"):
+        return
+    want = quant_hf.dequantize(q)
+    got = ferry_tensors(out)
+    act_blocks, nbad, nlin = {}, 0, 0
+    for hname, w in want.items():
+        if not hname.startswith("model.layers.") or not quant_hf.quantizable(hname, w):
+            continue
+        parts = hname.split(".")
+        layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
+        fmt, v, raw = got[(layer, key + ".weight")]
+        g128 = (group == -1 or group % 128 == 0) and w.shape[1] % 128 == 0 and desc_act != "blocks"
+        want_fmt = ("NF4" if method == "bnb" else "F32" if desc_act == "mixed" else
+                    ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
+        f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
+        nlin += 1
+        if v.shape != w.shape or not np.array_equal(v.view(np.uint32), w.astype(np.float32).view(np.uint32)):
+            nbad += 1
+            diff = np.flatnonzero(v.reshape(-1) != w.reshape(-1))
+            f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
+        if fmt not in ("F32", "NF4"):
+            act_blocks[hname] = 128 if fmt.endswith("128") else 32
+        if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
+            matmul_check(f, f"{name} {hname}", fmt, act_blocks[hname], np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
+                         w.astype(np.float64), np.random.default_rng(layer))
+    deq = q + ".deq"
+    quant_hf.write_dequantized(q, deq)
+    model = ref_forward.Model(deq)
+    model.act_blocks = act_blocks
+    lg = os.path.join(root, name + ".lg")
+    p = ferry("run", "-m", out, "--device", "cpu", "--prompt-ids", ",".join(map(str, prompt)), "-n", 0, "--logits", lg)
+    if not f.check(p.returncode == 0, f"{name}: run failed: {p.stderr.strip()}"):
+        return
+    a, b = ref_forward.read_flgt(lg).astype(np.float64), model.logits(prompt)
+    model.act_blocks = {}
+    c = model.logits(prompt)
+    err, err_q = rel_rows(a, b), rel_rows(b, c)
+    # a rounding tie of the 8-bit inputs decided otherwise (ferry's activations are f32, the reference's f64)
+    # moves the logits by up to the quantization's own size: the project's bound for 8-bit matmul inputs
+    tol = max(TOL, 2 * err_q)
+    print(f"{name:24s} {nlin - nbad}/{nlin} linears bit-identical, prompt logits rel err {err:.2e} "
+          f"(8-bit inputs' own: {err_q:.2e}, bound {tol:.2e})")
+    f.check(err <= tol, f"{name}: prompt logits rel err {err:.2e} > {tol:.2e}")
+
+
+def rel_rows(a, b):
+    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def edit_config(d, **kv):
+    path = os.path.join(d, "config.json")
+    cfg = json.load(open(path))
+    for k, v in kv.items():
+        if v is None:
+            cfg["quantization_config"].pop(k, None)
+        else:
+            cfg["quantization_config"][k] = v
+    json.dump(cfg, open(path, "w"))
+
+
+def replace_tensor(d, name, array):
+    import safetensors.numpy
+    path = os.path.join(d, "model.safetensors")
+    t = safetensors.numpy.load_file(path)
+    t[name] = array
+    safetensors.numpy.save_file(t, path)
+
+
+def check_bad(f, root, hf):
+    lin = "model.layers.1.mlp.down_proj"
+    bad = [  # (what, writer arguments, edit, the words the message must hold)
+        ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="exl2"), ["quant_method", "exl2"]),
+        ("bnb fp4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
+         ["bnb_4bit_quant_type", "fp4"]),
+        ("bnb int8", dict(method="bnb"), lambda d: edit_config(d, load_in_4bit=False, load_in_8bit=True),
+         ["LLM.int8"]),
+        ("bnb no state", dict(method="bnb", skip=("quant_state.bitsandbytes__nf4",)), None,
+         ["quant_state.bitsandbytes__nf4", "not found"]),
+        ("bnb no nested", dict(method="bnb", double_quant=True, skip=("nested_absmax",)), None,
+         ["nested_absmax", "not found"]),
+        ("bnb quant_map", dict(method="bnb"),
+         lambda d: replace_tensor(d, lin + ".weight.quant_map", np.linspace(-1, 1, 16).astype(np.float32)),
+         [lin + ".weight.quant_map", "NF4"]),
+        ("bnb absmax", dict(method="bnb"),
+         lambda d: replace_tensor(d, lin + ".weight.absmax", np.ones(100, np.float32)), [lin + ".weight.absmax"]),
+        ("bits", dict(method="gptq"), lambda d: edit_config(d, bits=5), ["bits", "5"]),
+        ("awq bits", dict(method="awq"), lambda d: edit_config(d, bits=8), ["bits", "8"]),
+        ("group", dict(method="gptq"), lambda d: edit_config(d, group_size=48), ["group_size", "48"]),
+        ("format", dict(method="gptq"), lambda d: edit_config(d, checkpoint_format="marlin"),
+         ["checkpoint_format", "marlin"]),
+        ("awq version", dict(method="awq"), lambda d: edit_config(d, version="gemv"), ["gemv"]),
+        ("no g_idx", dict(method="gptq", desc_act="mixed", skip=("g_idx",)), None, [".g_idx", "not found"]),
+        ("no qzeros", dict(method="awq", skip=("qzeros",)), None, [".qzeros", "not found"]),
+        ("qweight shape", dict(method="gptq"),
+         lambda d: replace_tensor(d, lin + ".qweight", np.zeros((12, 128), np.int32)), [lin + ".qweight", "[12, 128]"]),
+        ("bits vs shape", dict(method="gptq"), lambda d: edit_config(d, bits=8), [".qweight", "implies"]),
+        ("scales dtype", dict(method="gptq"),
+         lambda d: replace_tensor(d, lin + ".scales", np.zeros((8, 128), np.float32)), [lin + ".scales", "F32"]),
+        ("g_idx range", dict(method="gptq"),
+         lambda d: replace_tensor(d, lin + ".g_idx", np.full(256, 9, np.int32)), [lin + ".g_idx[0] = 9"]),
+    ]
+    for i, (what, args, edit, words) in enumerate(bad):
+        d = os.path.join(root, f"bad{i}")
+        method = args.pop("method")
+        quant_hf.write(hf, d, method, 4, 64 if method == "bnb" else 32, **args)
+        if edit:
+            edit(d)
+        out = d + ".ferry"
+        p = ferry("convert", d, "-o", out)
+        lines = p.stderr.strip().splitlines()
+        f.check(p.returncode != 0, f"bad input {what}: convert exited 0")
+        f.check(len(lines) == 1 and all(w in p.stderr for w in words),
+                f"bad input {what}: want one line with {words}, got {p.stderr.strip()!r}")
+        f.check(not os.path.exists(out) and not os.path.exists(out + ".tmp"), f"bad input {what}: output left behind")
+        print(f"bad input {what:14s} -> {lines[-1] if lines else ''}")
+    d = os.path.join(root, "requant")
+    quant_hf.write(hf, d, "gptq", 4, 32)
+    p = ferry("convert", d, "-o", d + ".ferry", "--quant", "Q4_K_M")
+    f.check(p.returncode != 0 and "already quantized" in p.stderr, f"--quant on GPTQ: {p.stderr.strip()!r}")
+
+
+def main():
+    f = Failures()
+    root, cleanup = scratch()
+    try:
+        hf = base_model(root)
+        rnd = random.Random(19)
+        prompt = [rnd.randrange(320) for _ in range(24)]
+        for case in CASES:
+            check_case(f, root, hf, case, prompt)
+        check_bad(f, root, hf)
+    finally:
+        cleanup()
+    f.finish()
+
+
+if __name__ == "__main__":
+    main()

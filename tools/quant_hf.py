@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""GPTQ and AWQ checkpoints written and read in NumPy, from their published layouts (issue 19), for ferry's tests.
+
+    python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|blocks]
+    python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
+    python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant]
+    python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
+
+write() quantizes every `*_proj.weight` of the layers of a Hugging Face directory (round to nearest per group,
+symmetric or not: any valid codes serve, the test is the reading) and writes P.qweight / P.qzeros / P.scales
+(/ P.g_idx) with config.json's quantization_config; the other tensors and files are copied. dequantize() reads
+such a directory back into {name: float32 array}, each linear s[g, n] * (q[k, n] - z[g, n]) (exact in float32).
+
+Layouts (AutoGPTQ / GPTQModel qlinear, AutoAWQ gemm):
+  GPTQ qweight int32 [K bits / 32, N]: column n a little-endian bit stream along K, value k at bit bits * k
+       (2/4/8 bits: word k // (32 / bits), shift bits * (k % (32 / bits)); 3 bits: 32 values per 3 words);
+       qzeros int32 [G, N bits / 32] the same along N; scales f16 [G, N]; g_idx int32 [K] (group of row k).
+       v1 ("gptq") stores zero - 1 and readers take (stored & mask) + 1, so a zero of 0 reads as 2^bits;
+       v2 ("gptq_v2") stores the zero.
+  AWQ  qweight int32 [K, N / 8], qzeros int32 [G, N / 8]: word c packs columns 8c + ORDER[i] in nibble i,
+       ORDER = 0 2 4 6 1 3 5 7; scales f16 [G, N]; group of row k is k // group.
+  bitsandbytes NF4 (transformers' serialization of Params4bit / QuantState): P.weight uint8 [N K / 2, 1] packs the
+       flattened row-major weight, element 2i in the high nibble of byte i; per block of `blocksize` an absmax,
+       P.weight.absmax f32, or with double quantization uint8 codes into P.weight.nested_quant_map (256 f32)
+       times P.weight.nested_absmax (f32 per nested_blocksize blocks) plus nested_offset (the mean absmax);
+       P.weight.quant_map the 16 NF4 values; P.weight.quant_state.bitsandbytes__nf4 uint8 bytes of the JSON
+       {quant_type, blocksize, dtype, shape, nested_blocksize, nested_offset, nested_dtype}. Value: NF4[q] * absmax
+       in float32 (bitsandbytes then casts to its compute dtype; these tests keep the float32 product).
+       The nested map written here is a linear one (bitsandbytes' dynamic map is a file's data all the same).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import safetensors.numpy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ref_forward  # noqa: E402
+
+# bitsandbytes' NF4 code values (functional.py / kernels.cu), as float32
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], np.float32)
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]          # nibble i holds column ORDER[i] (AutoAWQ pack)
+AWQ_REVERSE = [0, 4, 1, 5, 2, 6, 3, 7]        # column j sits in nibble REVERSE[j] (AutoAWQ unpack)
+
+
+def quantizable(name, w):
+    return name.startswith("model.layers.") and name.endswith("_proj.weight") and w.ndim == 2
+
+
+def group_index(K, group, desc_act, rng):
+    """g_idx [K]: trivial k // group, or act-order: 'mixed' a random permutation of the rows (GPTQ's
+    desc_act), 'blocks' a random permutation of whole 32-row blocks (groups still whole blocks)."""
+    g = K if group == -1 else group
+    order = np.arange(K)
+    if desc_act == "mixed":
+        order = rng.permutation(K)
+    elif desc_act == "blocks":
+        order = (rng.permutation(K // 32)[:, None] * 32 + np.arange(32)).reshape(-1)
+    g_idx = np.empty(K, np.int32)
+    g_idx[order] = np.arange(K) // g
+    return g_idx
+
+
+def quantize(W, bits, g_idx, sym, rng):
+    """W [N, K] -> codes q [K, N], zeros z [G, N], scales s [G, N] f16, round to nearest per group."""
+    N, K = W.shape
+    G, maxq = int(g_idx.max()) + 1, 2 ** bits - 1
+    q = np.zeros((K, N), np.int64)
+    z = np.zeros((G, N), np.int64)
+    s = np.zeros((G, N), np.float16)
+    for g in range(G):
+        rows = np.flatnonzero(g_idx == g)
+        Wg = W[:, rows].astype(np.float64)
+        lo, hi = np.minimum(Wg.min(1), 0), np.maximum(Wg.max(1), 0)
+        if sym:
+            sc = np.maximum(-lo, hi) * 2 / maxq
+            zz = np.full(N, (maxq + 1) // 2)
+        else:
+            sc = (hi - lo) / maxq
+            zz = np.clip(np.round(-lo / np.where(sc > 0, sc, 1)), 0, maxq).astype(np.int64)
+            zz[rng.random(N) < 0.05] = 0  # zero points of 0: v1 files store -1, read back as 2^bits
+        sc16 = np.where(sc > 0, sc, 1).astype(np.float16)
+        sc16[sc16 == 0] = np.float16(1e-3)
+        q[rows, :] = np.clip(np.round(Wg / sc16.astype(np.float64)[:, None] + zz[:, None]), 0, maxq).T
+        z[g], s[g] = zz, sc16
+    return q, z, s
+
+
+def pack_stream(vals, bits):
+    """vals [..., M] (0 <= v < 2^bits) -> int32 words [..., M bits / 32]: value m at bit bits * m, little-endian"""
+    M = vals.shape[-1]
+    assert M * bits % 32 == 0, "values do not fill whole words"
+    bitarr = ((vals[..., :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(*vals.shape[:-1], M * bits)
+    return np.ascontiguousarray(np.packbits(bitarr, axis=-1, bitorder="little")).view("<i4")
+
+
+def unpack_words(words, bits, M):
+    """int32 words [..., W] -> values [..., M], the readers' rule: value m in word (bits m) // 32 at bit
+    (bits m) % 32, its high bits (3-bit values straddling a word) from the next word's low bits"""
+    u = words.astype(np.int64) & 0xFFFFFFFF
+    pos = np.arange(M) * bits
+    w, sh = pos // 32, pos % 32
+    lo = u[..., w] >> sh
+    nxt = np.minimum(w + 1, u.shape[-1] - 1)
+    hi = np.where(sh + bits > 32, u[..., nxt] << (32 - sh), 0)
+    return (lo | hi) & (2 ** bits - 1)
+
+
+def awq_pack(vals):
+    """vals [R, N] nibbles -> int32 [R, N / 8], column 8c + ORDER[i] in nibble i"""
+    R, N = vals.shape
+    v = vals.reshape(R, N // 8, 8).astype(np.uint32)
+    out = np.zeros((R, N // 8), np.uint32)
+    for i, col in enumerate(AWQ_ORDER):
+        out |= v[:, :, col] << np.uint32(4 * i)
+    return out.view(np.int32)
+
+
+def awq_unpack(words):
+    u = words.view(np.uint32).astype(np.int64)
+    R, C = u.shape
+    out = np.zeros((R, C, 8), np.int64)
+    for j in range(8):
+        out[:, :, j] = (u >> (4 * AWQ_REVERSE[j])) & 15
+    return out.reshape(R, C * 8)
+
+
+def bnb_quantize(W, blocksize, double_quant):
+    """W [N, K] -> the tensors of a bitsandbytes NF4 weight, keyed by suffix after `.weight` ("" the codes)"""
+    N, K = W.shape
+    flat = W.astype(np.float32).reshape(-1, blocksize)
+    absmax = np.abs(flat).max(axis=1).astype(np.float32)
+    absmax[absmax == 0] = 1
+    q = np.abs((flat / absmax[:, None])[:, :, None] - NF4[None, None, :]).argmin(axis=2).reshape(-1)
+    parts = {"": (q[0::2] << 4 | q[1::2]).astype(np.uint8).reshape(-1, 1), "quant_map": NF4.copy()}
+    state = {"quant_type": "nf4", "blocksize": blocksize, "dtype": "float32", "shape": [N, K]}
+    if double_quant:
+        nbs = 256
+        offset = np.float32(absmax.mean())
+        a = absmax - offset
+        nmap = np.linspace(-1, 1, 256).astype(np.float32)
+        pad = -len(a) % nbs
+        ab = np.concatenate([a, np.zeros(pad, np.float32)]).reshape(-1, nbs)
+        nabs = np.abs(ab).max(axis=1).astype(np.float32)
+        nabs[nabs == 0] = 1
+        codes = np.abs((ab / nabs[:, None])[:, :, None] - nmap).argmin(axis=2).reshape(-1)[: len(a)]
+        parts.update({"absmax": codes.astype(np.uint8), "nested_absmax": nabs, "nested_quant_map": nmap})
+        state.update({"nested_blocksize": nbs, "nested_offset": float(offset), "nested_dtype": "float32"})
+    else:
+        parts["absmax"] = absmax
+    parts["quant_state.bitsandbytes__nf4"] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    return parts
+
+
+def bnb_dequantize(raw, wname):
+    """float32 [N, K] of a bitsandbytes NF4 weight wname from raw {name: array}"""
+    state = json.loads(bytes(raw[wname + ".quant_state.bitsandbytes__nf4"]).decode())
+    absmax = raw[wname + ".absmax"]
+    if absmax.dtype == np.uint8:  # double quantization: bitsandbytes' float32 steps
+        nmap, nabs = raw[wname + ".nested_quant_map"], raw[wname + ".nested_absmax"]
+        idx = np.arange(len(absmax)) // state["nested_blocksize"]
+        absmax = (nmap[absmax] * nabs[idx]).astype(np.float32) + np.float32(state["nested_offset"])
+    b = raw[wname].reshape(-1)
+    q = np.stack([b >> 4, b & 15], axis=1).reshape(-1)
+    vals = raw[wname + ".quant_map"][q].reshape(-1, state["blocksize"]) * absmax[:, None]
+    return vals.astype(np.float32).reshape(state["shape"])
+
+
+def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=None, seed=0, skip=(),
+          double_quant=False):
+    """Quantizes src's linears into a GPTQ (method 'gptq') or AWQ ('awq') directory out. skip: tensor suffixes
+    ('qzeros', 'g_idx'...) to leave out (negative tests)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(out, exist_ok=True)
+    for f in os.listdir(src):
+        if not f.endswith(".safetensors") and f != "model.safetensors.index.json":
+            shutil.copy(os.path.join(src, f), os.path.join(out, f))
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    if method == "gptq":
+        cfg["quantization_config"] = {"quant_method": "gptq", "bits": bits, "group_size": group,
+                                      "desc_act": bool(desc_act), "sym": sym,
+                                      "checkpoint_format": "gptq_v2" if v2 else "gptq"}
+    elif method == "awq":
+        cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
+                                      "version": "gemm"}
+    else:
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+                                      "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
+                                      "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=2)
+    tensors = {}
+    for name, w in ref_forward.load_weights(src).items():
+        if not quantizable(name, w):
+            tensors[name] = np.ascontiguousarray(w.astype(np.float32))
+            continue
+        base = name[: -len(".weight")]
+        N, K = w.shape
+        if method == "bnb":
+            for suffix, a in bnb_quantize(w, group, double_quant).items():
+                if suffix not in skip:
+                    tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
+            continue
+        g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng)
+        q, z, s = quantize(w, bits, g_idx, sym, rng)
+        if method == "gptq":
+            zs = z if v2 else (z - 1) & (2 ** bits - 1)
+            parts = {"qweight": np.ascontiguousarray(pack_stream(q.T, bits).T),
+                     "qzeros": pack_stream(zs, bits), "scales": s, "g_idx": g_idx}
+        else:
+            parts = {"qweight": awq_pack(q), "qzeros": awq_pack(z), "scales": s}
+        for suffix, a in parts.items():
+            if suffix not in skip:
+                tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)
+    safetensors.numpy.save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+
+
+def dequantize(d):
+    """{HF name: float32 array} of a directory write() made (any GPTQ/AWQ of these layouts): every linear
+    unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32."""
+    qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+    raw = safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    if qc["quant_method"] == "bitsandbytes":
+        names = [k[: -len(".absmax")] for k in raw if k.endswith(".weight.absmax")]
+        out = {k: v.astype(np.float32) for k, v in raw.items() if k not in names and not k.startswith(tuple(
+            n + "." for n in names))}
+        out.update({n: bnb_dequantize(raw, n) for n in names})
+        return out
+    bits, group = qc["bits"], qc["group_size"]
+    out = {k: v.astype(np.float32) for k, v in raw.items() if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
+    for name in [k for k in raw if k.endswith(".qweight")]:
+        base = name[: -len(".qweight")]
+        s = raw[base + ".scales"].astype(np.float32)
+        G, N = s.shape
+        if qc["quant_method"] == "gptq":
+            K = raw[name].shape[0] * 32 // bits
+            q = unpack_words(np.ascontiguousarray(raw[name].T), bits, K).T  # [K, N]
+            z = unpack_words(raw[base + ".qzeros"], bits, N)
+            z = z if qc.get("checkpoint_format") == "gptq_v2" else z + 1
+            g_idx = raw.get(base + ".g_idx")
+            g_idx = g_idx if g_idx is not None else np.arange(K) // (K if group == -1 else group)
+        else:
+            q, z = awq_unpack(raw[name]), awq_unpack(raw[base + ".qzeros"])
+            K = q.shape[0]
+            g_idx = np.arange(K) // (K if group == -1 else group)
+        w = s[g_idx, :] * (q - z[g_idx, :]).astype(np.float32)  # [K, N]
+        out[base + ".weight"] = np.ascontiguousarray(w.T)
+    return out
+
+
+def write_dequantized(d, out):
+    """The NumPy unpacking of d as an F32 checkpoint (same config without quantization_config)"""
+    os.makedirs(out, exist_ok=True)
+    for f in os.listdir(d):
+        if not f.endswith(".safetensors"):
+            shutil.copy(os.path.join(d, f), os.path.join(out, f))
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg.pop("quantization_config", None)
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=2)
+    safetensors.numpy.save_file(dequantize(d), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("method", choices=["gptq", "awq", "bnb", "dequant"])
+    ap.add_argument("src")
+    ap.add_argument("out")
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--sym", action="store_true")
+    ap.add_argument("--v2", action="store_true")
+    ap.add_argument("--desc-act", choices=["mixed", "blocks"])
+    ap.add_argument("--double-quant", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if a.method == "dequant":
+        write_dequantized(a.src, a.out)
+    else:
+        write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed, double_quant=a.double_quant)
+
+
+if __name__ == "__main__":
+    main()
