@@ -235,12 +235,15 @@ static size_t gemm_rows_for(int64_t max_row)
 	return rows - rows % 64;
 }
 
-/* The kernels' workspace: the larger of the matmul's and the attention's (they never run at once). */
+/* The kernels' workspace: the largest of the matmul's, the attention's and the top-k's (they never run at
+ * once). */
 static size_t ws_bytes(const struct backend_reserve *r)
 {
 	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
 	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
-	return mm > at ? mm : at;
+	size_t tk = cuda_topk_ws_bytes();
+	mm = mm > at ? mm : at;
+	return mm > tk ? mm : tk;
 }
 
 /* Ints of the step arrays: positions, page tables, and per range at most 3 per token plus one. */
@@ -703,6 +706,35 @@ static const struct backend_ops cuda_backend_ops = {
 /* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
 #define BLAS_WS (32u << 20)
 
+/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), for comparing the paths on one
+ * build: 0, or -EINVAL with the one-line reason in err. */
+static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
+{
+	static const char *const mm[] = {"auto", "old", "mma", "blas"}, *const tk[] = {"grid", "block"};
+	const char *v = getenv("FERRY_MATMUL");
+	c->mm_mode = CUDA_MM_AUTO;
+	if (v && *v) {
+		int i = 0;
+		while (i < 4 && strcmp(v, mm[i]))
+			i++;
+		if (i == 4) {
+			snprintf(err, errlen, "FERRY_MATMUL=%s: expected auto, old, mma or blas", v);
+			return -EINVAL;
+		}
+		c->mm_mode = i; /* the names in enum cuda_mm_mode order */
+	}
+	v = getenv("FERRY_TOPK");
+	c->topk_mode = CUDA_TOPK_GRID;
+	if (v && *v) {
+		if (strcmp(v, tk[0]) && strcmp(v, tk[1])) {
+			snprintf(err, errlen, "FERRY_TOPK=%s: expected grid or block", v);
+			return -EINVAL;
+		}
+		c->topk_mode = strcmp(v, tk[0]) ? CUDA_TOPK_BLOCK : CUDA_TOPK_GRID;
+	}
+	return 0;
+}
+
 static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 {
 	struct cuda_state *s = st(b);
@@ -760,6 +792,8 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 	}
 	s->ctx = (struct cuda_ctx){.stream = s->compute, .cublas = s->blas, .cc = p.major * 10 + p.minor,
 				   .n_sm = p.multiProcessorCount};
+	if (env_modes(&s->ctx, err, errlen))
+		return -EINVAL;
 	sample_device_use(s);
 	return 0;
 }
