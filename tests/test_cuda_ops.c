@@ -743,6 +743,7 @@ static void test_arg_errors(void)
 	CHECK(cuda_topk(&ctx, d, di, d, 1000, 0) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 4000, 1025) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 10, 11) == -EINVAL);
+	CHECK(cuda_topk(&ctx, d, di, d, 1000, 10) == -ENOSPC); /* the grid-wide kernel, no workspace */
 	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 9, true) == -EINVAL);
 	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 0, true) == -EINVAL);
 	CHECK(cuda_gather_rows(&ctx, d, d, di, -1, 16) == -EINVAL);

@@ -236,10 +236,11 @@ static size_t gemm_rows_for(int64_t max_row)
 }
 
 /* The kernels' workspace: the largest of the matmul's, the attention's and the top-k's (they never run at
- * once). */
-static size_t ws_bytes(const struct backend_reserve *r)
+ * once). FERRY_MATMUL=blas takes the GEMM path at every T, so its workspace whatever t_ops. */
+static size_t ws_bytes(const struct cuda_state *s, const struct backend_reserve *r)
 {
-	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	int t_mm = s->ctx.mm_mode == CUDA_MM_BLAS && r->t_ops <= CUDA_MATVEC_T_MAX ? CUDA_MATVEC_T_MAX + 1 : r->t_ops;
+	size_t mm = cuda_matmul_ws_bytes(t_mm, r->max_row, gemm_rows_for(r->max_row));
 	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
 	size_t tk = cuda_topk_ws_bytes();
 	mm = mm > at ? mm : at;
@@ -256,15 +257,14 @@ static size_t step_ints(const struct backend_reserve *r)
 
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
 {
-	(void)b;
 	size_t moe = r->n_experts_used ? 2 * sizeof(int) * (size_t)r->t_ops * (size_t)r->n_experts_used + ARENA_ALIGN : 0;
-	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN + moe;
+	return ws_bytes(st(b), r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN + moe;
 }
 
 static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 {
 	struct cuda_state *s = st(b);
-	size_t ws = ws_bytes(r), ints = step_ints(r);
+	size_t ws = ws_bytes(s, r), ints = step_ints(r);
 	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
 	/* Grows only: models sharing the backend (a resident draft beside its target) reserve in turn, and
 	 * each step names its own tokens per op (step_desc.t_ops). */

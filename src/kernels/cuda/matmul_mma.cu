@@ -112,8 +112,10 @@ static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restr
 }
 
 /* Tokens per block by T: the smallest of 8..128 that holds them (a decode batch wastes at most half its
- * columns), 128 above; 2 warps (32 rows) per block up to 16 tokens, where reading W dominates and more
- * blocks keep more multiprocessors loading, 4 warps (64 rows) above, where x tiles are shared by more rows. */
+ * columns), 128 above. 2 warps (32 rows) per block up to 16 tokens, where reading W dominates and more
+ * blocks keep more multiprocessors loading; 8 warps (128 rows) above, where every block reads its tokens'
+ * x tile (f32, from L2): at T = 64 on a 28672 x 8192 Q4_K matrix the x tiles are N / BM * T * K * 4 =
+ * 470 MB against the weights' 132 MB, twice that with 64 rows. */
 template <class F>
 static int mma_launch(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
 		      const void *bias, int bias_fmt, int T)
@@ -132,11 +134,11 @@ static int mma_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 	else if (T <= 16)
 		MMA_CASE(2, 16);
 	else if (T <= 32)
-		MMA_CASE(4, 32);
+		MMA_CASE(8, 32);
 	else if (T <= 64)
-		MMA_CASE(4, 64);
+		MMA_CASE(8, 64);
 	else
-		MMA_CASE(4, 128);
+		MMA_CASE(8, 128);
 #undef MMA_CASE
 	CUDA_LAUNCH_CHECK(c, "k_matmul_mma");
 	return 0;
