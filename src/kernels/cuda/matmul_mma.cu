@@ -8,38 +8,13 @@
  * its BM x MMA_BK weights with the format's decoder (matmul.cuh: the values of src/kernels/cpu/dequant.c, bit
  * for bit) and its BN x MMA_BK activations, both rounded to bf16 as the GEMM path rounds them, into shared
  * memory; warp w then multiplies rows 16w..16w+15 against all BN tokens with mma.sync m16n8k16 (bf16 in, f32
- * accumulate), k in increasing order: the result does not depend on timing. Values past K (the second half of
- * the last tile when K is an odd multiple of 32) and tokens past T are zeros; rows past N decode row N-1 and
- * are not written.
- *
- * Fragments (PTX ISA, mma.m16n8k16 .bf16; g = lane / 4, q = lane % 4): A regs {row g, k 2q..2q+1},
- * {row g+8, k 2q..}, {row g, k 2q+8..}, {row g+8, k 2q+8..}; B regs {k 2q..2q+1, col g}, {k 2q+8.., col g};
- * C {row g, cols 2q, 2q+1}, {row g+8, cols 2q, 2q+1}. Shared rows are MMA_LD bf16 (144 bytes) apart: the 32
- * lanes' 4-byte fragment loads land in 32 distinct banks (36 g + q mod 32).
+ * accumulate), k in increasing order: the result does not depend on timing. The per-thread parts (tile
+ * loads, fragments, stores; shapes and the fragment layout) are in matmul_mma.cuh, which a host test runs.
  *
  * sm_80 and later only (m16n8k16 with bf16); the kernels compiled for older targets trap, and cuda_mma_runs
  * says whether this binary holds the sm_80+ code for the device in use.
  */
-#include "kernels/cuda/matmul.cuh"
-
-#define MMA_BK 64
-#define MMA_LD (MMA_BK + 8)
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
-{
-	__nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-	return *(uint32_t *)&v;
-}
-
-__device__ __forceinline__ void store_bf16x4(__nv_bfloat16 *p, float a, float b, float c, float d)
-{
-	*(uint2 *)p = make_uint2(pack_bf16x2(a, b), pack_bf16x2(c, d));
-}
-
-__device__ __forceinline__ uint32_t lds32(const __nv_bfloat16 *p)
-{
-	return *(const uint32_t *)p;
-}
+#include "kernels/cuda/matmul_mma.cuh"
 
 template <class F, int WARPS, int BN>
 static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restrict__ y, const float *__restrict__ x,
@@ -48,64 +23,36 @@ static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restr
 								  int T)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-	constexpr int BM = 16 * WARPS, NT = WARPS * 32, NB = BN / 8, KV = MMA_BK / 4;
-	static_assert(BM * KV % NT == 0 && BN * KV % NT == 0 && BN % 8 == 0, "whole tiles per thread");
-	__shared__ __align__(16) __nv_bfloat16 As[BM * MMA_LD];
-	__shared__ __align__(16) __nv_bfloat16 Bs[BN * MMA_LD];
-	const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-	const int n0 = blockIdx.x * BM, t0 = blockIdx.y * BN;
-	float acc[NB][4];
+	typedef mma_shape<WARPS, BN> S;
+	__shared__ __align__(16) uint16_t As[S::BM * MMA_LD];
+	__shared__ __align__(16) uint16_t Bs[BN * MMA_LD];
+	const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+	const int n0 = blockIdx.x * S::BM, t0 = blockIdx.y * BN;
+	float acc[S::NB][4];
 #pragma unroll
-	for (int j = 0; j < NB; j++)
+	for (int j = 0; j < S::NB; j++)
 		acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
 	for (int k0 = 0; k0 < K; k0 += MMA_BK) {
-#pragma unroll
-		for (int it = 0; it < BM * KV / NT; it++) {
-			int i = tid + it * NT, r = i / KV, kk = i % KV * 4, n = n0 + r < N ? n0 + r : N - 1;
-			float w[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-			if (k0 + kk < K)
-				F::template deq<4>(W + (int64_t)n * row_bytes, k0 + kk, w);
-			store_bf16x4(As + r * MMA_LD + kk, w[0], w[1], w[2], w[3]);
-		}
-#pragma unroll
-		for (int it = 0; it < BN * KV / NT; it++) {
-			int i = tid + it * NT, t = i / KV, kk = i % KV * 4;
-			float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-			if (t0 + t < T && k0 + kk < K)
-				v = __ldg((const float4 *)(x + (int64_t)(t0 + t) * K + k0 + kk));
-			store_bf16x4(Bs + t * MMA_LD + kk, v.x, v.y, v.z, v.w);
-		}
+		mma_load_tile<F, WARPS, BN>(As, Bs, W, x, N, K, row_bytes, T, n0, t0, k0, tid);
 		__syncthreads();
-		const __nv_bfloat16 *a = As + (warp * 16 + g) * MMA_LD + 2 * q;
 #pragma unroll
 		for (int ks = 0; ks < MMA_BK; ks += 16) {
-			uint32_t a0 = lds32(a + ks), a1 = lds32(a + 8 * MMA_LD + ks);
-			uint32_t a2 = lds32(a + ks + 8), a3 = lds32(a + 8 * MMA_LD + ks + 8);
+			uint32_t a[4];
+			mma_frag_a(As, warp, lane, ks, a);
 #pragma unroll
-			for (int j = 0; j < NB; j++) {
-				const __nv_bfloat16 *b = Bs + (8 * j + g) * MMA_LD + 2 * q + ks;
-				uint32_t b0 = lds32(b), b1 = lds32(b + 8);
+			for (int j = 0; j < S::NB; j++) {
+				uint32_t b[2];
+				mma_frag_b(Bs, j, lane, ks, b);
 				asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 					     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
 					     : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
-					     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+					     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 			}
 		}
 		__syncthreads();
 	}
-
-	const int nr = n0 + warp * 16 + g;
-	const float bv0 = bias && nr < N ? vec_elem_f32(bias, bias_fmt, nr) : 0.0f;
-	const float bv1 = bias && nr + 8 < N ? vec_elem_f32(bias, bias_fmt, nr + 8) : 0.0f;
-#pragma unroll
-	for (int j = 0; j < NB; j++)
-#pragma unroll
-		for (int e = 0; e < 4; e++) {
-			int n = nr + (e >= 2 ? 8 : 0), t = t0 + 8 * j + 2 * q + (e & 1);
-			if (n < N && t < T)
-				y[(int64_t)t * N + n] = acc[j][e] + (e >= 2 ? bv1 : bv0);
-		}
+	mma_store<BN>(y, acc, warp, lane, n0, t0, N, T, bias, bias_fmt);
 #else
 	__trap();
 #endif
