@@ -7,9 +7,9 @@
  * 2q + (i & 1) + 8 (i >= 2), col g; of C, row g (i < 2) else g + 8, col 2q + (i & 1)), so the index math is
  * checked on any machine; tests/test_cuda_matmul.c checks the real kernel on a GPU.
  *
- * Every kernel shape (warps x tokens: 2x8, 2x16, 8x32, 8x64, 8x128) on every quantized format, shapes off
- * every tile (N 1, 7, 33, 100; K the format's block, an odd multiple of 32 for the 32-blocks; T 1, 3, 8, 9,
- * 17, 40, 65, 130), with and without a bias. Reference: the CPU's dequantized weights (cpu_row_to_f32) and x,
+ * Every kernel shape (warps x tokens x k per tile: 2x8x128, 2x16x128, 8x32x64, 8x64x64, 8x128x64) on every
+ * quantized format, shapes off every tile (N 1, 7, 33, 100; K the format's block, 96 for the 32-blocks: part
+ * of a tile; T 1, 3, 8, 9, 17, 40, 65, 130), with and without a bias; then N 300 over several tiles of k. Reference: the CPU's dequantized weights (cpu_row_to_f32) and x,
  * each rounded to bf16 (f32_to_bf16), dotted in double; each output within K 2^-23 sum|w x| of it (the
  * products of bf16 values are exact in f32, so only the f32 sums round); outputs not written stay NaN and
  * fail, as do writes outside y. Random blocks are redrawn until their values are finite and below 1e4.
@@ -76,14 +76,14 @@ static void mma_emulated(const uint32_t a[32][4], const uint32_t b[32][2], float
 	}
 }
 
-/* One launch of k_matmul_mma<F, WARPS, BN> emulated: every block, its threads' tile loads, its warps' mma
+/* One launch of k_matmul_mma<F, WARPS, BN, BK> emulated: every block, its threads' tile loads, its warps' mma
  * steps, its threads' stores. */
-template <class F, int WARPS, int BN>
+template <class F, int WARPS, int BN, int BK>
 static void run_kernel(float *y, const float *x, const uint8_t *W, int N, int K, const void *bias, int bias_fmt, int T)
 {
-	typedef mma_shape<WARPS, BN> S;
+	typedef mma_shape<WARPS, BN, BK> S;
 	int64_t row_bytes = K / F::BLOCK * F::BYTES;
-	static uint16_t As[S::BM * MMA_LD], Bs[BN * MMA_LD];
+	static uint16_t As[S::BM * S::LD], Bs[BN * S::LD];
 	static float acc[S::NT][S::NB][4];
 	for (int bx = 0; bx < (N + S::BM - 1) / S::BM; bx++)
 		for (int by = 0; by < (T + BN - 1) / BN; by++) {
@@ -91,17 +91,17 @@ static void run_kernel(float *y, const float *x, const uint8_t *W, int N, int K,
 			memset(acc, 0, sizeof(acc));
 			memset(As, 0xff, sizeof(As)); /* NaN bits: a value the loads miss shows */
 			memset(Bs, 0xff, sizeof(Bs));
-			for (int k0 = 0; k0 < K; k0 += MMA_BK) {
+			for (int k0 = 0; k0 < K; k0 += BK) {
 				for (int tid = 0; tid < S::NT; tid++)
-					mma_load_tile<F, WARPS, BN>(As, Bs, W, x, N, K, row_bytes, T, n0, t0, k0, tid);
-				for (int ks = 0; ks < MMA_BK; ks += 16)
+					mma_load_tile<F, WARPS, BN, BK>(As, Bs, W, x, N, K, row_bytes, T, n0, t0, k0, tid);
+				for (int ks = 0; ks < BK; ks += 16)
 					for (int warp = 0; warp < WARPS; warp++)
 						for (int j = 0; j < S::NB; j++) {
 							uint32_t a[32][4], b[32][2];
 							float c[32][4];
 							for (int lane = 0; lane < 32; lane++) {
-								mma_frag_a(As, warp, lane, ks, a[lane]);
-								mma_frag_b(Bs, j, lane, ks, b[lane]);
+								mma_frag_a<S::LD>(As, warp, lane, ks, a[lane]);
+								mma_frag_b<S::LD>(Bs, j, lane, ks, b[lane]);
 								memcpy(c[lane], acc[warp * 32 + lane][j], sizeof(c[lane]));
 							}
 							mma_emulated(a, b, c);
@@ -135,7 +135,7 @@ static void fill_blocks(uint8_t *w, int fmt, int64_t nb)
 		}
 }
 
-template <class F, int WARPS, int BN> static void check_case(int fmt, int N, int K, int T, int bias_fmt)
+template <class F, int WARPS, int BN, int BK> static void check_case(int fmt, int N, int K, int T, int bias_fmt)
 {
 	int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	/* 16-byte aligned rows (Q4_K/Q5_K claim 16), W one row longer than N rows so a stray row shows */
@@ -158,7 +158,7 @@ template <class F, int WARPS, int BN> static void check_case(int fmt, int N, int
 	for (size_t i = 0; i < (size_t)T * N + 64; i++)
 		y[i] = NAN;
 	misaligned = 0;
-	run_kernel<F, WARPS, BN>(y, x, W, N, K, bias_fmt >= 0 ? bias : NULL, bias_fmt, T);
+	run_kernel<F, WARPS, BN, BK>(y, x, W, N, K, bias_fmt >= 0 ? bias : NULL, bias_fmt, T);
 	for (int n = 0; n < N; n++)
 		cpu_row_to_f32(fmt, W + n * row_bytes, wf + (size_t)n * K, K);
 	int bad = 0;
@@ -172,12 +172,13 @@ template <class F, int WARPS, int BN> static void check_case(int fmt, int N, int
 			}
 			float got = y[(size_t)t * N + n];
 			if (!(fabs(got - s) <= K * ldexp(1.0, -23) * mag + 1e-30) && bad++ < 3)
-				fprintf(stderr, "FAIL %s %dx%d N=%d K=%d T=%d bias %d: y[%d][%d] = %g, want %g\n", wfmt_name(fmt),
-					WARPS, BN, N, K, T, bias_fmt, t, n, got, s);
+				fprintf(stderr, "FAIL %s %dx%dx%d N=%d K=%d T=%d bias %d: y[%d][%d] = %g, want %g\n",
+					wfmt_name(fmt), WARPS, BN, BK, N, K, T, bias_fmt, t, n, got, s);
 		}
 	for (int i = 0; i < 64; i++)
 		if (!isnan(y[(size_t)T * N + i]) && bad++ < 3)
-			fprintf(stderr, "FAIL %s %dx%d N=%d K=%d T=%d: wrote past y\n", wfmt_name(fmt), WARPS, BN, N, K, T);
+			fprintf(stderr, "FAIL %s %dx%dx%d N=%d K=%d T=%d: wrote past y\n", wfmt_name(fmt), WARPS, BN, BK,
+				N, K, T);
 	if (misaligned && bad++ < 3)
 		fprintf(stderr, "FAIL %s: %d misaligned loads\n", wfmt_name(fmt), misaligned);
 	cases++;
@@ -193,15 +194,15 @@ template <class F> static void check_format(int fmt)
 	for (int ni = 0; ni < 4; ni++)
 		for (int ti = 0; ti < 8; ti++) {
 			int N = Ns[ni], T = Ts[ti], bias_fmt = turn++ % 4 - 1; /* none, F32, F16, BF16 in turn */
-			check_case<F, 2, 8>(fmt, N, K, T, bias_fmt);
-			check_case<F, 2, 16>(fmt, N, K, T, bias_fmt);
-			check_case<F, 8, 32>(fmt, N, K, T, bias_fmt);
-			check_case<F, 8, 64>(fmt, N, K, T, bias_fmt);
-			check_case<F, 8, 128>(fmt, N, K, T, bias_fmt);
+			check_case<F, 2, 8, 128>(fmt, N, K, T, bias_fmt);
+			check_case<F, 2, 16, 128>(fmt, N, K, T, bias_fmt);
+			check_case<F, 8, 32, 64>(fmt, N, K, T, bias_fmt);
+			check_case<F, 8, 64, 64>(fmt, N, K, T, bias_fmt);
+			check_case<F, 8, 128, 64>(fmt, N, K, T, bias_fmt);
 		}
-	/* two tiles of a 256-block format, a larger N: several blocks of rows */
-	if (F::BLOCK == 256)
-		check_case<F, 8, 32>(fmt, 300, 512, 40, 0);
+	/* several tiles, a larger N: several blocks of rows */
+	check_case<F, 8, 32, 64>(fmt, 300, 512, 40, 0);
+	check_case<F, 2, 16, 128>(fmt, 300, F::BLOCK == 32 ? 288 : 512, 12, 2);
 }
 
 int main(void)

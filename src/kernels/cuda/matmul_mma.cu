@@ -4,9 +4,9 @@
  * of 32 or 256 values, so K is a multiple of 32). W is read once per BN tokens in its stored form: no
  * dequantized copy of the matrix in memory, no workspace.
  *
- * A block of WARPS warps owns BM = 16 WARPS rows of W and BN tokens; per tile of MMA_BK values of k it decodes
- * its BM x MMA_BK weights with the format's decoder (matmul.cuh: the values of src/kernels/cpu/dequant.c, bit
- * for bit) and its BN x MMA_BK activations, both rounded to bf16 as the GEMM path rounds them, into shared
+ * A block of WARPS warps owns BM = 16 WARPS rows of W and BN tokens; per tile of BK values of k it decodes
+ * its BM x BK weights with the format's decoder (matmul.cuh: the values of src/kernels/cpu/dequant.c, bit
+ * for bit) and its BN x BK activations, both rounded to bf16 as the GEMM path rounds them, into shared
  * memory; warp w then multiplies rows 16w..16w+15 against all BN tokens with mma.sync m16n8k16 (bf16 in, f32
  * accumulate), k in increasing order: the result does not depend on timing. The per-thread parts (tile
  * loads, fragments, stores; shapes and the fragment layout) are in matmul_mma.cuh, which a host test runs.
@@ -16,16 +16,16 @@
  */
 #include "kernels/cuda/matmul_mma.cuh"
 
-template <class F, int WARPS, int BN>
+template <class F, int WARPS, int BN, int BK>
 static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restrict__ y, const float *__restrict__ x,
 								  const uint8_t *__restrict__ W, int N, int K,
 								  int64_t row_bytes, const void *bias, int bias_fmt,
 								  int T)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-	typedef mma_shape<WARPS, BN> S;
-	__shared__ __align__(16) uint16_t As[S::BM * MMA_LD];
-	__shared__ __align__(16) uint16_t Bs[BN * MMA_LD];
+	typedef mma_shape<WARPS, BN, BK> S;
+	__shared__ __align__(16) uint16_t As[S::BM * S::LD];
+	__shared__ __align__(16) uint16_t Bs[BN * S::LD];
 	const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
 	const int n0 = blockIdx.x * S::BM, t0 = blockIdx.y * BN;
 	float acc[S::NB][4];
@@ -33,17 +33,17 @@ static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restr
 	for (int j = 0; j < S::NB; j++)
 		acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
-	for (int k0 = 0; k0 < K; k0 += MMA_BK) {
-		mma_load_tile<F, WARPS, BN>(As, Bs, W, x, N, K, row_bytes, T, n0, t0, k0, tid);
+	for (int k0 = 0; k0 < K; k0 += BK) {
+		mma_load_tile<F, WARPS, BN, BK>(As, Bs, W, x, N, K, row_bytes, T, n0, t0, k0, tid);
 		__syncthreads();
 #pragma unroll
-		for (int ks = 0; ks < MMA_BK; ks += 16) {
+		for (int ks = 0; ks < BK; ks += 16) {
 			uint32_t a[4];
-			mma_frag_a(As, warp, lane, ks, a);
+			mma_frag_a<S::LD>(As, warp, lane, ks, a);
 #pragma unroll
 			for (int j = 0; j < S::NB; j++) {
 				uint32_t b[2];
-				mma_frag_b(Bs, j, lane, ks, b);
+				mma_frag_b<S::LD>(Bs, j, lane, ks, b);
 				asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
 					     "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
 					     : "+f"(acc[j][0]), "+f"(acc[j][1]), "+f"(acc[j][2]), "+f"(acc[j][3])
@@ -59,9 +59,11 @@ static __global__ void __launch_bounds__(WARPS * 32) k_matmul_mma(float *__restr
 }
 
 /* Tokens per block by T: the smallest of 8..128 that holds them (a decode batch wastes at most half its
- * columns), 128 above. 2 warps (32 rows) per block up to 16 tokens, where reading W dominates and more
- * blocks keep more multiprocessors loading; 8 warps (128 rows) above, where every block reads its tokens'
- * x tile (f32, from L2): at T = 64 on a 28672 x 8192 Q4_K matrix the x tiles are N / BM * T * K * 4 =
+ * columns), 128 above. Up to 16 tokens, where reading W dominates: 2 warps (32 rows) per block, so more
+ * blocks keep more multiprocessors loading, and tiles of 128 k, so each thread has 16 decodes' loads to put
+ * in flight per tile (a 4096-row matrix makes only 128 blocks; tiles of 256 took 255 registers and
+ * spilled). Above: 8 warps (128 rows), tiles of 64 k, where every block reads its tokens' x tile (f32,
+ * from L2): at T = 64 on a 28672 x 8192 Q4_K matrix the x tiles are N / BM * T * K * 4 =
  * 470 MB against the weights' 132 MB, twice that with 64 rows. */
 template <class F>
 static int mma_launch(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
@@ -70,22 +72,22 @@ static int mma_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 	int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	cudaStream_t s = cuda_stream_of(c);
 	const uint8_t *w = (const uint8_t *)W;
-#define MMA_CASE(WARPS, BN)                                                                                     \
+#define MMA_CASE(WARPS, BN, BK)                                                                                 \
 	do {                                                                                                    \
 		dim3 grid((unsigned)((N + 16 * WARPS - 1) / (16 * WARPS)), (unsigned)((T + BN - 1) / BN));      \
-		k_matmul_mma<F, WARPS, BN><<<grid, WARPS * 32, 0, s>>>(y, x, w, (int)N, (int)K, row_bytes, bias, \
+		k_matmul_mma<F, WARPS, BN, BK><<<grid, WARPS * 32, 0, s>>>(y, x, w, (int)N, (int)K, row_bytes, bias, \
 								       bias_fmt, T);                    \
 	} while (0)
 	if (T <= 8)
-		MMA_CASE(2, 8);
+		MMA_CASE(2, 8, 128);
 	else if (T <= 16)
-		MMA_CASE(2, 16);
+		MMA_CASE(2, 16, 128);
 	else if (T <= 32)
-		MMA_CASE(8, 32);
+		MMA_CASE(8, 32, 64);
 	else if (T <= 64)
-		MMA_CASE(8, 64);
+		MMA_CASE(8, 64, 64);
 	else
-		MMA_CASE(8, 128);
+		MMA_CASE(8, 128, 64);
 #undef MMA_CASE
 	CUDA_LAUNCH_CHECK(c, "k_matmul_mma");
 	return 0;
@@ -103,7 +105,7 @@ static bool mma_binary_ok(void)
 {
 	static const bool ok = [] {
 		cudaFuncAttributes a;
-		return cudaFuncGetAttributes(&a, k_matmul_mma<deq_q8_0, 2, 8>) == cudaSuccess && a.ptxVersion >= 80;
+		return cudaFuncGetAttributes(&a, k_matmul_mma<deq_q8_0, 2, 8, 128>) == cudaSuccess && a.ptxVersion >= 80;
 	}();
 	return ok;
 }

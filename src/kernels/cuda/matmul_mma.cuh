@@ -5,9 +5,9 @@
  * from the PTX ISA's fragment layout. Uses the decoders of matmul.cuh and bf16_bits_rn.
  *
  * Tiles: a block owns BM = 16 WARPS rows of W from n0 and BN tokens from t0; shared memory holds, per tile of
- * MMA_BK values of k from k0, As[BM][MMA_LD] (the rows, decoded) and Bs[BN][MMA_LD] (the tokens' x), bf16
- * bits, k contiguous. Rows are MMA_LD = MMA_BK + 8 values (144 bytes) apart, so the 32 lanes' 4-byte fragment
- * loads (word 36 g + q + const) fall in 32 distinct banks.
+ * BK values of k from k0, As[BM][LD] (the rows, decoded) and Bs[BN][LD] (the tokens' x), bf16 bits, k
+ * contiguous. Rows are LD = BK + 8 values apart (BK 64 or 128: LD / 2 words = 4 mod 32), so the 32 lanes'
+ * 4-byte fragment loads (word LD / 2 g + q + const) fall in 32 distinct banks.
  *
  * Fragments of mma.m16n8k16 .bf16 (g = lane / 4, q = lane % 4; the lower-numbered element in the low half):
  * A regs {row g, k 2q..2q+1}, {row g+8, k 2q..}, {row g, k 2q+8..}, {row g+8, k 2q+8..};
@@ -19,12 +19,10 @@
 
 #include "kernels/cuda/matmul.cuh"
 
-#define MMA_BK 64
-#define MMA_LD (MMA_BK + 8)
-
-template <int WARPS, int BN> struct mma_shape {
-	static constexpr int BM = 16 * WARPS, NT = 32 * WARPS, NB = BN / 8, KV = MMA_BK / 4;
+template <int WARPS, int BN, int BK> struct mma_shape {
+	static constexpr int BM = 16 * WARPS, NT = 32 * WARPS, NB = BN / 8, KV = BK / 4, LD = BK + 8;
 	static_assert(BM * KV % NT == 0 && BN * KV % NT == 0 && BN % 8 == 0, "whole tiles per thread");
+	static_assert(BK % 32 == 0 && LD / 2 % 32 == 4, "tiles of whole 32-value groups, conflict-free rows");
 };
 
 /* 4 values as bf16 at p (8-byte aligned), and the 2 bf16 at p (4-byte aligned) as one word */
@@ -53,18 +51,18 @@ __device__ __forceinline__ uint32_t mma_word(const uint16_t *p)
 /* Thread tid's share of the tile at k0: W rows n0.. decoded by F and x tokens t0.. into As and Bs. Rows past
  * N decode row N-1 (never written out), values past K (only the second half of a tile, K being a multiple
  * of 32) and tokens past T are 0. */
-template <class F, int WARPS, int BN>
+template <class F, int WARPS, int BN, int BK>
 __device__ __forceinline__ void mma_load_tile(uint16_t *As, uint16_t *Bs, const uint8_t *W, const float *x, int N,
 					      int K, int64_t row_bytes, int T, int n0, int t0, int k0, int tid)
 {
-	typedef mma_shape<WARPS, BN> S;
+	typedef mma_shape<WARPS, BN, BK> S;
 #pragma unroll
 	for (int it = 0; it < S::BM * S::KV / S::NT; it++) {
 		int i = tid + it * S::NT, r = i / S::KV, kk = i % S::KV * 4, n = n0 + r < N ? n0 + r : N - 1;
 		float w[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 		if (k0 + kk < K)
 			F::template deq<4>(W + (int64_t)n * row_bytes, k0 + kk, w);
-		mma_put4(As + r * MMA_LD + kk, w[0], w[1], w[2], w[3]);
+		mma_put4(As + r * S::LD + kk, w[0], w[1], w[2], w[3]);
 	}
 #pragma unroll
 	for (int it = 0; it < BN * S::KV / S::NT; it++) {
@@ -72,24 +70,26 @@ __device__ __forceinline__ void mma_load_tile(uint16_t *As, uint16_t *Bs, const 
 		float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
 		if (t0 + t < T && k0 + kk < K)
 			v = __ldg((const float4 *)(x + (int64_t)(t0 + t) * K + k0 + kk));
-		mma_put4(Bs + t * MMA_LD + kk, v.x, v.y, v.z, v.w);
+		mma_put4(Bs + t * S::LD + kk, v.x, v.y, v.z, v.w);
 	}
 }
 
 /* The lane's A fragment of the k step at ks (a multiple of 16) for the warp's rows 16 warp .. + 15 */
+template <int LD>
 __device__ __forceinline__ void mma_frag_a(const uint16_t *As, int warp, int lane, int ks, uint32_t a[4])
 {
-	const uint16_t *p = As + (warp * 16 + lane / 4) * MMA_LD + 2 * (lane % 4) + ks;
+	const uint16_t *p = As + (warp * 16 + lane / 4) * LD + 2 * (lane % 4) + ks;
 	a[0] = mma_word(p);
-	a[1] = mma_word(p + 8 * MMA_LD);
+	a[1] = mma_word(p + 8 * LD);
 	a[2] = mma_word(p + 8);
-	a[3] = mma_word(p + 8 * MMA_LD + 8);
+	a[3] = mma_word(p + 8 * LD + 8);
 }
 
 /* The lane's B fragment of the k step at ks for tokens 8 j .. 8 j + 7 */
+template <int LD>
 __device__ __forceinline__ void mma_frag_b(const uint16_t *Bs, int j, int lane, int ks, uint32_t b[2])
 {
-	const uint16_t *p = Bs + (8 * j + lane / 4) * MMA_LD + 2 * (lane % 4) + ks;
+	const uint16_t *p = Bs + (8 * j + lane / 4) * LD + 2 * (lane % 4) + ks;
 	b[0] = mma_word(p);
 	b[1] = mma_word(p + 8);
 }
