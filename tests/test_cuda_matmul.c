@@ -15,11 +15,13 @@
  * cuda_matmul_kernel names the one that ran; NaN or inf fails. On a device of cc >= 80 the tensor-core
  * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC.
+ * `--quick` (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0, the error cases and the cuBLAS ones.
  * Exit 0 pass, 1 fail, 77 without CUDA or a device.
  */
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,9 +257,11 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	int ndev = 0;
+	/* --quick (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0 alone */
+	bool quick = argc > 1 && !strcmp(argv[1], "--quick");
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev <= 0) {
 		printf("test_cuda_matmul: no CUDA device, skipped\n");
 		return 77;
@@ -309,7 +313,7 @@ int main(void)
 	check_errors(&c, &b);
 	int turn = 0;
 	int fmts[WFMT_COUNT], n_fmts = wfmt_sorted(fmts, 0);
-	for (int fi = 0; fi < n_fmts; fi++) {
+	for (int fi = 0; fi < n_fmts && !quick; fi++) {
 		int fmt = fmts[fi];
 		if (!cuda_fmt_supported(fmt))
 			continue;
@@ -328,7 +332,8 @@ int main(void)
 	c.mm_mode = CUDA_MM_MMA;
 	for (int fi = 0; fi < n_fmts; fi++) {
 		int fmt = fmts[fi];
-		if (!cuda_fmt_supported(fmt) || wfmt_table[fmt].block == 1)
+		if (!cuda_fmt_supported(fmt) || wfmt_table[fmt].block == 1 ||
+		    (quick && fmt != WFMT_Q4_K && fmt != WFMT_Q8_0))
 			continue;
 		const int *Ks = wfmt_table[fmt].block == QK ? K_q32 : K_k;
 		for (int ki = 0; ki < 3; ki++)
