@@ -9,6 +9,13 @@
  * one plain cublasGemmEx of bf16 operands of the same shape. Weights are random bytes with finite f16 scales.
  * Usage: bench_cuda_matmul [FORMAT...] (default: the K-quants, the 32-blocks and the float formats).
  * Prints a line per case, then the two tables.
+ *
+ * bench_cuda_matmul --mma [FORMAT...] (default Q4_K Q5_K Q6_K Q8_0): the three kernels of cuda_matmul side by
+ * side (cuda_ctx.mm_mode), at T = 1, 2, 4, 8, 16, 64, 256 on the two 70B shapes and an 8B one (14336x4096):
+ * the f32 matrix-vector kernels (T <= 16), the tensor-core kernel with in-kernel dequantization, and
+ * dequantize-then-cuBLAS; each against its floor, max(weight bytes / copy rate, 2 N K T / the plain bf16
+ * cuBLAS rate of a 8192x8192x4096 GEMM), and the kernel the crossover table picks (auto). The table in
+ * src/kernels/cuda/matmul.cu (mma_cross) is set from this output.
  */
 #include <math.h>
 #include <stdint.h>
@@ -151,6 +158,76 @@ static double time_cublas(cublasHandle_t h, struct timing *tm, cudaStream_t s, c
 	return median_ms(tm, s);
 }
 
+static const char *const kern_name[] = {"matvec", "mma", "cuBLAS"};
+
+/* --mma: the kernels side by side per format, shape and T (see the top of the file) */
+static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, const int *fmts, int nf, double copy_gbs,
+		      const float *x, float *y, const struct cudaDeviceProp *prop)
+{
+	cudaStream_t s = (cudaStream_t)c->stream;
+	static const int shapes[3][2] = {{28672, 8192}, {8192, 28672}, {14336, 4096}};
+	static const int Ts[] = {1, 2, 4, 8, 16, 64, 256};
+	/* the tensor-core rate: plain bf16 cuBLAS on a large square-ish GEMM */
+	void *a, *b;
+	CU(cudaMalloc(&a, (size_t)8192 * 8192 * 2));
+	CU(cudaMalloc(&b, (size_t)4096 * 8192 * 2));
+	CU(cudaMemset(a, 0x3c, (size_t)8192 * 8192 * 2));
+	CU(cudaMemset(b, 0x3c, (size_t)4096 * 8192 * 2));
+	float *yb;
+	CU(cudaMalloc((void **)&yb, sizeof(float) * (size_t)8192 * 4096));
+	double peak = 2.0 * 8192 * 8192 * 4096 / (time_cublas(h, tm, s, a, b, yb, 8192, 8192, 4096) * 1e-3) / 1e12;
+	cudaFree(a), cudaFree(b), cudaFree(yb);
+	printf("floors: weights at the device copy rate %.0f GB/s; FLOPs at plain bf16 cuBLAS %.0f TFLOP/s\n", copy_gbs,
+	       peak);
+	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us | floor us | mma / floor | auto "
+	       "picks |\n|---|---|---|---|---|---|---|---|---|\n");
+	size_t max_bytes = 0;
+	for (int si = 0; si < 3; si++)
+		for (int fi = 0; fi < nf; fi++) {
+			size_t by = wfmt_row_bytes(fmts[fi], (uint64_t)shapes[si][1]) * (size_t)shapes[si][0];
+			max_bytes = by > max_bytes ? by : max_bytes;
+		}
+	uint8_t *host = malloc(max_bytes);
+	for (int fi = 0; fi < nf; fi++)
+		for (int si = 0; si < 3; si++) {
+			int fmt = fmts[fi], N = shapes[si][0], K = shapes[si][1];
+			size_t bytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
+			fill_weights(host, bytes, fmt);
+			int ncopy = (int)((4 * (size_t)prop->l2CacheSize + bytes - 1) / bytes);
+			ncopy = ncopy < 2 ? 2 : ncopy > 64 ? 64 : ncopy;
+			void *copies[64];
+			for (int i = 0; i < ncopy; i++) {
+				CU(cudaMalloc(&copies[i], bytes));
+				CU(cudaMemcpy(copies[i], host, bytes, cudaMemcpyHostToDevice));
+			}
+			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+				int T = Ts[ti];
+				double us[3] = {-1, -1, -1};
+				static const int modes[3] = {CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS};
+				for (int m = 0; m < 3; m++) {
+					c->mm_mode = modes[m];
+					if (cuda_matmul_kernel(c, fmt, T) == m) /* the kernel this mode names runs here */
+						us[m] = time_matmul(c, tm, copies, ncopy, fmt, y, x, N, K, T) * 1e3;
+				}
+				c->mm_mode = CUDA_MM_AUTO;
+				double fl = 2.0 * N * K * T / (peak * 1e12), mem = (double)bytes / (copy_gbs * 1e9);
+				double floor_us = (fl > mem ? fl : mem) * 1e6;
+				char cell[4][32] = {"-", "-", "-", "-"}; /* "-": the kernel does not run at this T */
+				for (int m = 0; m < 3; m++)
+					if (us[m] >= 0)
+						snprintf(cell[m], sizeof(cell[m]), "%.1f", us[m]);
+				if (us[1] >= 0)
+					snprintf(cell[3], sizeof(cell[3]), "%.2f", us[1] / floor_us);
+				printf("| %s | %dx%d | %d | %s | %s | %s | %.1f | %s | %s |\n", wfmt_name(fmt), N, K, T, cell[0],
+				       cell[1], cell[2], floor_us, cell[3], kern_name[cuda_matmul_kernel(c, fmt, T)]);
+				fflush(stdout);
+			}
+			for (int i = 0; i < ncopy; i++)
+				CU(cudaFree(copies[i]));
+		}
+	free(host);
+}
+
 struct row {
 	int fmt, N, K, T;
 	double ms, a, b; /* matvec: GB/s, unused; GEMM: TFLOP/s, cuBLAS TFLOP/s */
@@ -167,12 +244,13 @@ int main(int argc, char **argv)
 	static const int all_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0,   WFMT_Q4_0,   WFMT_Q5_0,
 				       WFMT_Q4_1, WFMT_Q5_1, WFMT_Q2_K, WFMT_Q3_K,   WFMT_IQ4_NL, WFMT_IQ4_XS,
 				       WFMT_MXFP4, WFMT_TQ1_0, WFMT_TQ2_0, WFMT_BF16, WFMT_F16,   WFMT_F32};
-	int fmts[WFMT_COUNT], nf = 0;
-	for (int i = 1; i < argc && nf < WFMT_COUNT; i++)
+	int fmts[WFMT_COUNT], nf = 0, mma = argc > 1 && !strcmp(argv[1], "--mma");
+	for (int i = 1 + mma; i < argc && nf < WFMT_COUNT; i++)
 		if ((fmts[nf++] = wfmt_from_name(argv[i])) < 0 || !cuda_fmt_supported(fmts[nf - 1]))
 			return fprintf(stderr, "bench_cuda_matmul: %s: not a format cuda_matmul takes\n", argv[i]), 2;
-	for (size_t i = 0; argc == 1 && i < sizeof(all_fmts) / sizeof(all_fmts[0]); i++)
-		fmts[nf++] = all_fmts[i];
+	static const int mma_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0};
+	for (size_t i = 0; argc == 1 + mma && i < (mma ? 4 : sizeof(all_fmts) / sizeof(all_fmts[0])); i++)
+		fmts[nf++] = mma ? mma_fmts[i] : all_fmts[i];
 	static const int shapes[2][2] = {{28672, 8192}, {8192, 28672}};
 	static const int Tmv[] = {1, 4, 16}, Tgemm[] = {512, 4096};
 	const int T_max = 4096, K_max = 28672;
@@ -208,6 +286,12 @@ int main(int argc, char **argv)
 			hx[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
 		CU(cudaMemcpy(x, hx, sizeof(float) * nx, cudaMemcpyHostToDevice));
 		free(hx);
+	}
+	if (mma) {
+		bench_mma(&c, h, &tm, fmts, nf, floor_gbs, x, y, &prop);
+		cudaFree(x), cudaFree(y), cudaFree(c.ws);
+		cublasDestroy(h);
+		return 0;
 	}
 	uint8_t *host = malloc(nel * 4);
 	struct row *mv = calloc(64, sizeof(*mv)), *gm = calloc(64, sizeof(*gm));

@@ -90,6 +90,10 @@ if [ "${SANITIZER:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
 				--prompt-ids-file "$d/ids.txt" -n 4 --ignore-eos $extra \
 				>>"$OUT/sanitizer.log" 2>&1 || san="errors ($tool $extra)"
 		done
+		# the tensor-core matmul and the grid-wide top-k on their own (the tiny model's weights are f32)
+		for t in "build/tests/test_cuda_matmul --quick" "build/tests/test_cuda_ops --quick"; do
+			compute-sanitizer --tool $tool --error-exitcode 9 $t >>"$OUT/sanitizer.log" 2>&1 || san="errors ($tool $t)"
+		done
 	done
 	tail -n 4 "$OUT/sanitizer.log"
 	rm -rf "$d"
@@ -170,6 +174,18 @@ if [ "${BENCH:-0}" = 1 ]; then
 	tail -n 30 "$OUT/bench_decode.log"
 fi
 
+# BENCH_MMA=1: issue 23's kernels side by side: cuda_matmul's three (bench_cuda_matmul --mma: the figures the
+# crossover table mma_cross in src/kernels/cuda/matmul.cu is set from) and top-k grid-wide vs single-block
+# (test_cuda_ops --bench, with attention).
+mma_rc=skipped
+if [ "${BENCH_MMA:-0}" = 1 ]; then
+	build/bench/bench_cuda_matmul --mma >"$OUT/bench_mma.md" 2>&1
+	mma_rc=$?
+	build/tests/test_cuda_ops --bench >"$OUT/bench_ops.log" 2>&1 || mma_rc=$?
+	cat "$OUT/bench_mma.md"
+	grep topk "$OUT/bench_ops.log"
+fi
+
 # BENCH_LONG=1: issue 7's long-context and batch figures (bench/bench_long.py); BENCH_SERVE=1: issue 8's,
 # `ferry batch` throughput and `ferry serve` latency for 1, 4, 16 clients (bench/bench_serve.py). Both on the
 # 70B-shaped model (written once) with this machine's ceilings; BENCH_LONG_ARGS / BENCH_SERVE_ARGS pass
@@ -205,6 +221,7 @@ echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
 echo "| greedy ids vs GOLDEN=${GOLDEN:-} (tools/golden_ids.sh) | $golden |"
 echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
+echo "| bench_cuda_matmul --mma, test_cuda_ops --bench (BENCH_MMA=1) | exit $mma_rc; bench_mma.md, bench_ops.log |"
 echo "| bench/bench_long.py (BENCH_LONG=1) | exit $long_rc; bench_long.md |"
 echo "| bench/bench_serve.py (BENCH_SERVE=1) | exit $serve_rc; bench_serve.md |"
 echo "| ferry run --stats | ${probe:-no GPU line} |"

@@ -1,9 +1,8 @@
 /*
  * test_cuda_decoders.cpp: the weight decoders of src/kernels/cuda/matmul.cuh (behind the CUDA matvec and the
  * GEMM path's dequantization) compiled for the host, so every format's decoder is checked on every machine,
- * GPU or not. The device intrinsics they use are emulated here from their CUDA definitions: __ldg a load that
- * must be aligned to its size (the test fails on a misaligned one), __byte_perm byte n = byte s<4n+2:4n> of
- * y:x, __fmul_rn/__fadd_rn/__fsub_rn one rounded f32 operation each, __popc and the bit casts as defined (built with -ffp-contract=off), f16 widening exact.
+ * GPU or not. The device intrinsics they use are emulated from their CUDA definitions in tests/cuda_emul.h
+ * (__ldg must be aligned to its size: the test fails on a misaligned load).
  * For each format with kernels (src/layout/wfmt_list.h): 3000 blocks of random bytes in a buffer aligned to the
  * format's ALIGN and no more, every value decoded 4 at a time (quantized; F32/F16/BF16 also 1 at a time) and
  * compared bit for bit with cpu_row_to_f32 (which tests/test_dequant.py checks against gguf-py).
@@ -14,94 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FERRY_CUDA_COMMON_CUH /* the CUDA headers stay out: the emulation below stands in */
-#define __device__
-#define __host__
-#define __forceinline__ inline
-struct uint4 {
-	unsigned x, y, z, w;
-};
-struct uint2 {
-	unsigned x, y;
-};
-struct float4 {
-	float x, y, z, w;
-};
-
-static int misaligned;
-
-template <class T> static T __ldg(const T *p)
-{
-	misaligned += (uintptr_t)p % sizeof(T) != 0;
-	T v;
-	memcpy(&v, p, sizeof(T));
-	return v;
-}
-
-static unsigned __byte_perm(unsigned x, unsigned y, unsigned s)
-{
-	uint64_t v = (uint64_t)y << 32 | x;
-	unsigned r = 0;
-	for (int n = 0; n < 4; n++)
-		r |= (unsigned)(v >> (8 * (s >> (4 * n) & 7)) & 255) << (8 * n);
-	return r;
-}
-
-static float __fmul_rn(float a, float b)
-{
-	return a * b;
-}
-
-static float __fadd_rn(float a, float b)
-{
-	return a + b;
-}
-
-static float __uint_as_float(unsigned u)
-{
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-static float __fsub_rn(float a, float b)
-{
-	return a - b;
-}
-
-static float __int_as_float(int i)
-{
-	float f;
-	memcpy(&f, &i, 4);
-	return f;
-}
-
-static int __float_as_int(float f)
-{
-	int i;
-	memcpy(&i, &f, 4);
-	return i;
-}
-
-static int __popc(unsigned u)
-{
-	return __builtin_popcount(u);
-}
-
-extern "C" {
-#include "kernels/cpu/cpu_ops.h"
-#include "layout/wfmt.h"
-}
-
-static float f16_bits_to_f32(uint16_t h)
-{
-	return f16_to_f32(h);
-}
-
-static float bf16_bits_to_f32(uint16_t h)
-{
-	return bf16_to_f32(h);
-}
+#include "cuda_emul.h"
 
 #include "kernels/cuda/matmul.cuh"
 

@@ -6,14 +6,22 @@
  * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
  * quantized blocks are random bytes whose f16 scales are set to finite values (the grid IQ formats: any
  * bytes are a valid block), float weights uniform.
+ * Each case runs under the default kernel choice (the crossover table); the quantized formats also under
+ * CUDA_MM_MMA, the tensor-core kernel with in-kernel dequantization, at T in {1,2,3,8,16,17,64,100,256}
+ * (K an odd multiple of 32 for the 32-blocks: half a tile of k; N off every tile), once with no workspace
+ * at all, and a few cases under CUDA_MM_BLAS (cuBLAS at T <= 16, the bench's comparison).
  * The output is poisoned with NaN before each call. Error: normalized MSE sum((y-ref)^2)/sum(ref^2), at most
- * 1e-10 for the f32 matrix-vector path (T <= 16) and 5e-4 for the bf16/f16 GEMM path; NaN or inf fails.
+ * 1e-10 for the f32 matrix-vector kernels and 5e-4 for the bf16/f16 kernels (tensor-core or cuBLAS), as
+ * cuda_matmul_kernel names the one that ran; NaN or inf fails. On a device of cc >= 80 the tensor-core
+ * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC.
+ * `--quick` (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0, the error cases and the cuBLAS ones.
  * Exit 0 pass, 1 fail, 77 without CUDA or a device.
  */
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,7 +169,7 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 	}
 }
 
-static int failures, cases;
+static int failures, cases, kern_cases[3]; /* by enum cuda_mm_kernel */
 
 /* y on the GPU, ref on the CPU; returns the normalized MSE, or INFINITY for a NaN/inf */
 static double nmse(const float *y, const float *ref, size_t n)
@@ -213,20 +221,22 @@ static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, 
 	CU(cudaMemcpy(b->dx, b->hx, sizeof(float) * (size_t)T * (size_t)K, cudaMemcpyHostToDevice));
 	CU(cudaMemcpy(b->db, b->hb, 4 * (size_t)N, cudaMemcpyHostToDevice));
 	CU(cudaMemset(b->dy, 0xff, sizeof(float) * (size_t)T * (size_t)N)); /* all ones: NaN */
+	int kern = cuda_matmul_kernel(c, fmt, T);
 	int rc = cuda_matmul(c, b->dy, b->dx, b->dw, fmt, N, K, bias_fmt >= 0 ? b->db : NULL, bias_fmt, T);
 	cases++;
+	kern_cases[kern]++;
 	if (rc) {
-		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d: rc %d: %s\n", wfmt_name(fmt), N, K, T, bias_fmt, rc,
-			c->err);
+		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d mode %d: rc %d: %s\n", wfmt_name(fmt), N, K, T, bias_fmt,
+			c->mm_mode, rc, c->err);
 		failures++;
 		return;
 	}
 	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
 	CU(cudaMemcpy(b->hy, b->dy, sizeof(float) * (size_t)T * (size_t)N, cudaMemcpyDeviceToHost));
-	double e = nmse(b->hy, b->href, (size_t)T * (size_t)N), lim = T <= CUDA_MATVEC_T_MAX ? 1e-10 : 5e-4;
+	double e = nmse(b->hy, b->href, (size_t)T * (size_t)N), lim = kern == CUDA_MMK_MATVEC ? 1e-10 : 5e-4;
 	if (!(e <= lim)) {
-		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d: normalized MSE %.3g > %.0e\n", wfmt_name(fmt), N, K, T,
-			bias_fmt, e, lim);
+		fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d mode %d kernel %d: normalized MSE %.3g > %.0e\n",
+			wfmt_name(fmt), N, K, T, bias_fmt, c->mm_mode, kern, e, lim);
 		failures++;
 	}
 }
@@ -250,7 +260,9 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	int T = 40, K = 2048, N = 300;
 	size_t need = cuda_matmul_ws_bytes(T, K, (size_t)(N < GEMM_ROWS ? N : GEMM_ROWS));
 	c->ws_bytes = need - 1;
+	c->mm_mode = CUDA_MM_OLD; /* the cuBLAS path: the tensor-core kernel needs no workspace */
 	rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_Q4_K, N, K, NULL, 0, T);
+	c->mm_mode = CUDA_MM_AUTO;
 	cases++;
 	if (rc != -ENOSPC) {
 		fprintf(stderr, "FAIL workspace %zu of %zu: rc %d, expected -ENOSPC\n", need - 1, need, rc);
@@ -260,9 +272,11 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	int ndev = 0;
+	/* --quick (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0 alone */
+	bool quick = argc > 1 && !strcmp(argv[1], "--quick");
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev <= 0) {
 		printf("test_cuda_matmul: no CUDA device, skipped\n");
 		return 77;
@@ -274,8 +288,9 @@ int main(void)
 
 	static const int Ns[] = {1, 7, 33, 640, 1000};
 	static const int Ts[] = {1, 2, 3, 5, 8, 16, 17, 33, 100};
+	static const int Ns_mma[] = {7, 33, 1000}, Ts_mma[] = {1, 2, 3, 8, 16, 17, 64, 100, 256};
 	static const int K_float[] = {7, 33, 640, 1000}, K_q32[] = {32, 96, 640}, K_k[] = {256, 2048, 5120};
-	const int T_max = 100, K_max = 5120, N_max = 1000;
+	const int T_max = 256, K_max = 5120, N_max = 1000;
 
 	struct cudaDeviceProp prop;
 	CU(cudaGetDeviceProperties(&prop, 0));
@@ -313,7 +328,7 @@ int main(void)
 	check_errors(&c, &b);
 	int turn = 0;
 	int fmts[WFMT_COUNT], n_fmts = wfmt_sorted(fmts, 0);
-	for (int fi = 0; fi < n_fmts; fi++) {
+	for (int fi = 0; fi < n_fmts && !quick; fi++) {
 		int fmt = fmts[fi];
 		if (!cuda_fmt_supported(fmt))
 			continue;
@@ -328,8 +343,41 @@ int main(void)
 					run_case(&c, &b, fmt, Ns[ni], Ks[ki], Ts[ti], bias_fmt);
 				}
 	}
-	printf("test_cuda_matmul: %s, %d cases, %d failed (seed %s)\n", prop.name, cases, failures,
-	       seed_env ? seed_env : "default");
+	/* the tensor-core kernel wherever it runs; then cuBLAS at small T */
+	c.mm_mode = CUDA_MM_MMA;
+	for (int fi = 0; fi < n_fmts; fi++) {
+		int fmt = fmts[fi];
+		if (!cuda_fmt_supported(fmt) || wfmt_table[fmt].block == 1 ||
+		    (quick && fmt != WFMT_Q4_K && fmt != WFMT_Q8_0))
+			continue;
+		const int *Ks = wfmt_table[fmt].block == QK ? K_q32 : K_k;
+		for (int ki = 0; ki < 3; ki++)
+			for (size_t ni = 0; ni < sizeof(Ns_mma) / sizeof(Ns_mma[0]); ni++)
+				for (size_t ti = 0; ti < sizeof(Ts_mma) / sizeof(Ts_mma[0]); ti++) {
+					int bias_fmt = turn % 4 == 0 ? -1 : turn % 4 - 1;
+					turn++;
+					run_case(&c, &b, fmt, Ns_mma[ni], Ks[ki], Ts_mma[ti], bias_fmt);
+				}
+	}
+	void *ws = c.ws;
+	size_t ws_bytes = c.ws_bytes;
+	c.ws = NULL, c.ws_bytes = 0; /* the tensor-core kernel takes no workspace */
+	run_case(&c, &b, WFMT_Q4_K, 1000, 2048, 100, -1);
+	c.ws = ws, c.ws_bytes = ws_bytes;
+	c.mm_mode = CUDA_MM_BLAS;
+	static const int blas_fmts[] = {WFMT_Q4_K, WFMT_Q8_0, WFMT_BF16};
+	for (int fi = 0; fi < 3; fi++)
+		for (int T = 1; T <= 16; T *= 4)
+			run_case(&c, &b, blas_fmts[fi], 33, wfmt_table[blas_fmts[fi]].block == QK ? 96 : 256, T, -1);
+	c.mm_mode = CUDA_MM_AUTO;
+	if (c.cc >= 80 && !kern_cases[CUDA_MMK_MMA]) {
+		fprintf(stderr, "FAIL: cc %d but the tensor-core kernel never ran: this build has no sm_80+ code "
+				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
+		failures++;
+	}
+	printf("test_cuda_matmul: %s, %d cases (matvec %d, tensor-core %d, cuBLAS %d), %d failed (seed %s)\n",
+	       prop.name, cases, kern_cases[CUDA_MMK_MATVEC], kern_cases[CUDA_MMK_MMA], kern_cases[CUDA_MMK_BLAS],
+	       failures, seed_env ? seed_env : "default");
 	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
 	bl->destroy(h);
 	cudaStreamDestroy(stream);

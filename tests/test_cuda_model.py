@@ -25,7 +25,9 @@ position with the CPU (its KV cache f16, as CUDA's):
     CPU <= 2e-3 (steps of 8 tokens: the f32 paths), greedy identical, also after a 40-token prefill on the GPU.
 gpt-oss with MXFP4 experts (GGUF): CUDA against the float64 reference on that GGUF (check_gptoss_mxfp4).
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
-fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3.
+fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3; with every matmul on the
+tensor-core kernel (FERRY_MATMUL=mma) at most 1.5x (+1e-3) the error of every matmul on cuBLAS (=blas); a bad
+FERRY_MATMUL value refused.
 """
 
 import json
@@ -273,6 +275,20 @@ def main():
                     e = rel_err(gpu, cpu)
                     print(f"gemma prompt 0: cuda (chunks of 16) vs cpu logits {e:.2e} over {len(seq)} positions")
                     f.check(e <= 2e-3, f"gemma: cuda vs cpu logits {e:.2e} > 2e-3")
+                # every matmul on the tensor-core kernel (in-kernel dequantization, bf16 operands) against every
+                # matmul on dequantize-then-cuBLAS (the same bf16 operands): as close to the CPU as cuBLAS is
+                bf = {}
+                for mode in ("mma", "blas"):
+                    bf[mode] = logits(f, model, seq, root, ["--device", "cuda", "--chunk", 16], f"gemma {mode}",
+                                      env={"FERRY_MATMUL": mode})
+                if cpu is not None and bf["mma"] is not None and bf["blas"] is not None:
+                    em, eb = rel_err(bf["mma"], cpu), rel_err(bf["blas"], cpu)
+                    print(f"gemma prompt 0: FERRY_MATMUL=mma vs cpu logits {em:.2e}, =blas {eb:.2e}")
+                    f.check(em <= 1.5 * eb + 1e-3, f"gemma: tensor-core kernel {em:.2e} vs cuBLAS {eb:.2e}")
+                p = ferry("run", "-m", model, "--prompt-ids", "1,2", "-n", 1, "--device", "cuda",
+                          env={"FERRY_MATMUL": "fast"})
+                f.check(p.returncode != 0 and "FERRY_MATMUL=fast" in p.stderr,
+                        f"FERRY_MATMUL=fast: rc {p.returncode}, {p.stderr.strip()[-200:]}")
         print(f"gemma 3 270M: cuda greedy 32 tokens identical to transformers on {same}/{len(fx['prompts'])} prompts")
     finally:
         cleanup()

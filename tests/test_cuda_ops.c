@@ -756,6 +756,7 @@ static void test_arg_errors(void)
 	CHECK(cuda_topk(&ctx, d, di, d, 1000, 0) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 4000, 1025) == -EINVAL);
 	CHECK(cuda_topk(&ctx, d, di, d, 10, 11) == -EINVAL);
+	CHECK(cuda_topk(&ctx, d, di, d, 1000, 10) == -ENOSPC); /* the grid-wide kernel, no workspace */
 	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 9, true) == -EINVAL);
 	CHECK(cuda_moe_route(&ctx, di, d, d, 4, 8, 0, true) == -EINVAL);
 	CHECK(cuda_gather_rows(&ctx, d, d, di, -1, 16) == -EINVAL);
@@ -907,19 +908,27 @@ static int topk_cmp(const void *pa, const void *pb)
 	return a < b ? -1 : a > b;
 }
 
+/* Both kernels (grid-wide, then the single block) on three kinds of rows: distinct values, 64 levels with
+ * ties (the candidates of the grid kernel near its TOPK_CAP of 4096: either side), every value equal (+0 and
+ * -0: the grid kernel falls back to the single block's selection). */
 static void test_topk(void)
 {
 	const int Vs[] = {5, 1000, 32000, 262144}, ks[] = {1, 5, 40, 1000, 1024};
+	size_t wsb = cuda_topk_ws_bytes();
+	ctx.ws = dalloc(wsb);
+	ctx.ws_bytes = wsb;
+	for (int mode = CUDA_TOPK_GRID; mode <= CUDA_TOPK_BLOCK; mode++)
 	for (int a = 0; a < 4; a++)
 		for (int b = 0; b < 5; b++)
-			for (int ties = 0; ties < 2; ties++) {
+			for (int ties = 0; ties < 3; ties++) {
 				int V = Vs[a], k = ks[b];
 				if (k > V)
 					continue;
+				ctx.topk_mode = mode;
 				float *x = malloc(V * sizeof(float));
 				int *order = malloc(V * sizeof(int));
 				if (ties)
-					fill_logits(x, V, 64);
+					fill_logits(x, V, ties == 1 ? 64 : 1);
 				else
 					fill(x, V, 30);
 				for (int i = 0; i < V; i++)
@@ -938,8 +947,8 @@ static void test_topk(void)
 				for (int r = 0; r < k && bad < 0; r++)
 					if (idx[r] != order[r] || memcmp(&vals[r], &x[order[r]], sizeof(float)))
 						bad = r;
-				CHECK_MSG(bad < 0, "topk V=%d k=%d ties=%d: rank %d is %d (%g), expected %d (%g)", V, k, ties,
-					  bad, bad < 0 ? 0 : idx[bad], bad < 0 ? 0 : vals[bad], bad < 0 ? 0 : order[bad],
+				CHECK_MSG(bad < 0, "topk %s V=%d k=%d ties=%d: rank %d is %d (%g), expected %d (%g)",
+					  mode == CUDA_TOPK_GRID ? "grid" : "block", V, k, ties, bad, bad < 0 ? 0 : idx[bad], bad < 0 ? 0 : vals[bad], bad < 0 ? 0 : order[bad],
 					  bad < 0 ? 0 : x[order[bad]]);
 				CU(cudaFree(dx));
 				CU(cudaFree(dv));
@@ -949,6 +958,10 @@ static void test_topk(void)
 				free(vals);
 				free(idx);
 			}
+	ctx.topk_mode = CUDA_TOPK_GRID;
+	CU(cudaFree(ctx.ws));
+	ctx.ws = NULL;
+	ctx.ws_bytes = 0;
 }
 
 /* median of n timings of fn (ms), by events on the stream after a warm-up call */
@@ -1112,7 +1125,26 @@ static void bench(void)
 	tk.x = dupload(x, tk.V * sizeof(float));
 	tk.vals = dalloc(tk.k * sizeof(float));
 	tk.idx = dalloc(tk.k * sizeof(int));
-	printf("topk V=%d k=%d: %.1f us\n", tk.V, tk.k, time_ms(run_topk, &tk, 21) * 1e3);
+	size_t wsb = cuda_topk_ws_bytes();
+	ctx.ws = dalloc(wsb);
+	ctx.ws_bytes = wsb;
+	/* the floor: reading the row once at the copy rate (half its read + write figure) */
+	double floor_us = tk.V * 4.0 / (copy_gbs / 2 * 1e9) * 1e6;
+	static const int tks[] = {40, 1024};
+	for (int i = 0; i < 2; i++) {
+		tk.k = tks[i];
+		ctx.topk_mode = CUDA_TOPK_GRID;
+		double grid_us = time_ms(run_topk, &tk, 21) * 1e3;
+		ctx.topk_mode = CUDA_TOPK_BLOCK;
+		double block_us = time_ms(run_topk, &tk, 21) * 1e3;
+		printf("topk V=%d k=%d: grid %.1f us, single block %.1f us; floor (reading the row) %.2f us, grid %.0fx "
+		       "the floor\n",
+		       tk.V, tk.k, grid_us, block_us, floor_us, grid_us / floor_us);
+	}
+	ctx.topk_mode = CUDA_TOPK_GRID;
+	CU(cudaFree(ctx.ws));
+	ctx.ws = NULL;
+	ctx.ws_bytes = 0;
 	CU(cudaFree(tk.x));
 	CU(cudaFree(tk.vals));
 	CU(cudaFree(tk.idx));

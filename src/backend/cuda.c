@@ -235,12 +235,16 @@ static size_t gemm_rows_for(int64_t max_row)
 	return rows - rows % 64;
 }
 
-/* The kernels' workspace: the larger of the matmul's and the attention's (they never run at once). */
-static size_t ws_bytes(const struct backend_reserve *r)
+/* The kernels' workspace: the largest of the matmul's, the attention's and the top-k's (they never run at
+ * once). FERRY_MATMUL=blas takes the GEMM path at every T, so its workspace whatever t_ops. */
+static size_t ws_bytes(const struct cuda_state *s, const struct backend_reserve *r)
 {
-	size_t mm = cuda_matmul_ws_bytes(r->t_ops, r->max_row, gemm_rows_for(r->max_row));
+	int t_mm = s->ctx.mm_mode == CUDA_MM_BLAS && r->t_ops <= CUDA_MATVEC_T_MAX ? CUDA_MATVEC_T_MAX + 1 : r->t_ops;
+	size_t mm = cuda_matmul_ws_bytes(t_mm, r->max_row, gemm_rows_for(r->max_row));
 	size_t at = cuda_attention_ws_bytes(r->t_ops, r->max_ctx, r->n_heads, r->head_dim);
-	return mm > at ? mm : at;
+	size_t tk = cuda_topk_ws_bytes();
+	mm = mm > at ? mm : at;
+	return mm > tk ? mm : tk;
 }
 
 /* Ints of the step arrays: positions, page tables, and per range at most 3 per token plus one. */
@@ -253,15 +257,14 @@ static size_t step_ints(const struct backend_reserve *r)
 
 static size_t cu_reserve_bytes(struct backend *b, const struct backend_reserve *r)
 {
-	(void)b;
 	size_t moe = r->n_experts_used ? 2 * sizeof(int) * (size_t)r->t_ops * (size_t)r->n_experts_used + ARENA_ALIGN : 0;
-	return ws_bytes(r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN + moe;
+	return ws_bytes(st(b), r) + step_ints(r) * sizeof(int) + 2 * ARENA_ALIGN + moe;
 }
 
 static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 {
 	struct cuda_state *s = st(b);
-	size_t ws = ws_bytes(r), ints = step_ints(r);
+	size_t ws = ws_bytes(s, r), ints = step_ints(r);
 	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
 	/* Grows only: models sharing the backend (a resident draft beside its target) reserve in turn, and
 	 * each step names its own tokens per op (step_desc.t_ops). */
@@ -703,6 +706,35 @@ static const struct backend_ops cuda_backend_ops = {
 /* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
 #define BLAS_WS (32u << 20)
 
+/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), for comparing the paths on one
+ * build: 0, or -EINVAL with the one-line reason in err. */
+static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
+{
+	static const char *const mm[] = {"auto", "old", "mma", "blas"}, *const tk[] = {"grid", "block"};
+	const char *v = getenv("FERRY_MATMUL");
+	c->mm_mode = CUDA_MM_AUTO;
+	if (v && *v) {
+		int i = 0;
+		while (i < 4 && strcmp(v, mm[i]))
+			i++;
+		if (i == 4) {
+			snprintf(err, errlen, "FERRY_MATMUL=%s: expected auto, old, mma or blas", v);
+			return -EINVAL;
+		}
+		c->mm_mode = i; /* the names in enum cuda_mm_mode order */
+	}
+	v = getenv("FERRY_TOPK");
+	c->topk_mode = CUDA_TOPK_GRID;
+	if (v && *v) {
+		if (strcmp(v, tk[0]) && strcmp(v, tk[1])) {
+			snprintf(err, errlen, "FERRY_TOPK=%s: expected grid or block", v);
+			return -EINVAL;
+		}
+		c->topk_mode = strcmp(v, tk[0]) ? CUDA_TOPK_BLOCK : CUDA_TOPK_GRID;
+	}
+	return 0;
+}
+
 static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 {
 	struct cuda_state *s = st(b);
@@ -760,6 +792,8 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 	}
 	s->ctx = (struct cuda_ctx){.stream = s->compute, .cublas = s->blas, .cc = p.major * 10 + p.minor,
 				   .n_sm = p.multiProcessorCount};
+	if (env_modes(&s->ctx, err, errlen))
+		return -EINVAL;
 	sample_device_use(s);
 	return 0;
 }

@@ -59,6 +59,12 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h)
 	return __uint_as_float((uint32_t)h << 16);
 }
 
+/* f32 -> bf16 bits, round to nearest even */
+__device__ __forceinline__ uint16_t bf16_bits_rn(float v)
+{
+	return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
 /* An F32/F16/BF16 vector element (norm weights, biases) as f32; fmt is enum wfmt. */
 __device__ __forceinline__ float vec_elem_f32(const void *p, int fmt, int64_t i)
 {

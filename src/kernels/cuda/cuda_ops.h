@@ -41,8 +41,22 @@ struct cuda_ctx {
 	void *ws;          /* workspace */
 	size_t ws_bytes;
 	size_t gemm_rows;  /* GEMM path: rows of W dequantized at a time (a multiple of 64) */
+	int mm_mode;       /* enum cuda_mm_mode: which matmul path (0: the crossover table) */
+	int topk_mode;     /* enum cuda_topk_mode (0: grid-wide) */
 	char err[256];
 };
+
+/* cuda_matmul's choice of kernel (the backend sets it from FERRY_MATMUL=auto|old|mma|blas, for comparing):
+ * AUTO the crossover table of matmul.cu; OLD the fused matrix-vector kernels up to CUDA_MATVEC_T_MAX and the
+ * dequantize-then-cuBLAS GEMM above; MMA the tensor-core kernel with in-kernel dequantization wherever it runs
+ * (quantized formats from cc 80), else as OLD; BLAS dequantize-then-cuBLAS at every T (needs the workspace). */
+enum cuda_mm_mode { CUDA_MM_AUTO, CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS };
+/* The kernels cuda_matmul_kernel names: f32 matrix-vector, tensor-core with in-kernel dequantization,
+ * bf16/f16 dequantization then cuBLAS */
+enum cuda_mm_kernel { CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS };
+/* cuda_topk's kernel (FERRY_TOPK=grid|block): GRID several blocks over the row then one for the candidates
+ * (needs cuda_topk_ws_bytes of workspace), BLOCK the single-block radix select (no workspace) */
+enum cuda_topk_mode { CUDA_TOPK_GRID, CUDA_TOPK_BLOCK };
 
 /* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs (GEMM path: the activations
  * converted to bf16/f16 plus gemm_rows x K_max dequantized weights); 0 when T_max <= CUDA_MATVEC_T_MAX. */
@@ -58,9 +72,15 @@ int cuda_pace(void *stream, unsigned long long *mark, int after, unsigned long l
 /* true when cuda_matmul takes weights of this format (every row of src/layout/wfmt_list.h with kernels). */
 bool cuda_fmt_supported(int fmt);
 
-/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N], bias in F32/F16/BF16, or NULL). T <= CUDA_MATVEC_T_MAX: fused
- * dequantize-and-dot in f32 (x never quantized); larger T: W dequantized gemm_rows at a time to bf16 (f16
- * below cc 80) and multiplied on tensor cores by cuBLAS with f32 accumulation, x converted likewise.
+/* The kernel (enum cuda_mm_kernel) cuda_matmul runs for this format and T under c->mm_mode; tests take the
+ * error bound of its precision from it. */
+int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T);
+
+/* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N], bias in F32/F16/BF16, or NULL), by one of three kernels
+ * (cuda_matmul_kernel): fused dequantize-and-dot in f32 (x never quantized, T <= CUDA_MATVEC_T_MAX); tensor
+ * cores with the weights dequantized inside the kernel, x and W rounded to bf16, f32 accumulation (quantized
+ * formats, cc >= 80, no workspace); W dequantized gemm_rows at a time to bf16 (f16 below cc 80) and
+ * multiplied on tensor cores by cuBLAS with f32 accumulation, x converted likewise.
  * K is a multiple of the format's block. y must not alias x. */
 int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		const void *bias, int bias_fmt, int T);
@@ -120,8 +140,10 @@ int cuda_softcap(struct cuda_ctx *c, float *logits, int64_t n, float cap);
 int cuda_argmax(struct cuda_ctx *c, int *idx, const float *logits, int T, int V);
 
 /* The k largest of logits[V] (one row), sorted descending (ties: lower index first): vals[k], idx[k]
- * (device). k <= 1024. The sampler applies temperature / top-p / min-p on these k on the host. */
+ * (device). k <= 1024. The sampler applies temperature / top-p / min-p on these k on the host.
+ * c->topk_mode CUDA_TOPK_GRID needs cuda_topk_ws_bytes() of workspace (-ENOSPC without). */
 int cuda_topk(struct cuda_ctx *c, float *vals, int *idx, const float *logits, int V, int k);
+size_t cuda_topk_ws_bytes(void);
 
 #ifdef __cplusplus
 }

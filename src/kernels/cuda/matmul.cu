@@ -1,6 +1,7 @@
 /*
- * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then the fused kernels of
- * matvec.cu for T <= CUDA_MATVEC_T_MAX, else the GEMM path here: x converted once to bf16 (f16 below cc 80,
+ * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then one of three kernels
+ * (cuda_matmul_kernel: c->mm_mode, else the crossover table mma_cross below): the fused kernels of matvec.cu
+ * for T <= CUDA_MATVEC_T_MAX, the tensor-core kernel of matmul_mma.cu, or the GEMM path here: x converted once to bf16 (f16 below cc 80,
  * where tensor cores have no bf16), W dequantized gemm_rows rows at a time into the workspace in the same
  * type, each chunk multiplied by cuBLAS with f32 accumulation straight into its columns of y, the bias added
  * last. Weights already in the GEMM's type (BF16 from cc 80, F16 below) go to cuBLAS as they are, in one call.
@@ -189,6 +190,48 @@ static int gemm_path(struct cuda_ctx *c, float *y, const float *x, const void *W
 	return 0;
 }
 
+/* Where the tensor-core kernel (in-kernel dequantization) replaces the other two, per format: T in
+ * [t_lo, t_hi]; formats not listed take the default row. Tuned with `bench_cuda_matmul --mma`, which prints
+ * the three kernels side by side at T = 1..256 per format. The defaults keep the f32 matrix-vector kernels
+ * up to CUDA_MATVEC_T_MAX (decode batches and speculative trees of up to 16 tokens then compute exactly as a
+ * single decode token does) and cuBLAS on dequantized tiles above 256 tokens, where a prefill chunk spreads
+ * the dequantization over many tokens: unmeasured guesses until the bench has run on the GPU. */
+struct mma_cross {
+	int fmt, t_lo, t_hi;
+};
+static const struct mma_cross mma_cross_tab[] = {
+	{WFMT_Q4_K, CUDA_MATVEC_T_MAX + 1, 256}, {WFMT_Q5_K, CUDA_MATVEC_T_MAX + 1, 256},
+	{WFMT_Q6_K, CUDA_MATVEC_T_MAX + 1, 256}, {WFMT_Q8_0, CUDA_MATVEC_T_MAX + 1, 256},
+	{-1, CUDA_MATVEC_T_MAX + 1, 256}, /* default: last */
+};
+
+static bool mma_wins(int wfmt, int T)
+{
+	const struct mma_cross *r = mma_cross_tab;
+	while (r->fmt >= 0 && r->fmt != wfmt)
+		r++;
+	return T >= r->t_lo && T <= r->t_hi;
+}
+
+extern "C" int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T)
+{
+	bool mma = cuda_mma_runs(c, wfmt);
+	switch (c->mm_mode) {
+	case CUDA_MM_MMA:
+		if (mma)
+			return CUDA_MMK_MMA;
+		break;
+	case CUDA_MM_BLAS:
+		return CUDA_MMK_BLAS;
+	case CUDA_MM_OLD:
+		break;
+	default:
+		if (mma && mma_wins(wfmt, T))
+			return CUDA_MMK_MMA;
+	}
+	return T <= CUDA_MATVEC_T_MAX ? CUDA_MMK_MATVEC : CUDA_MMK_BLAS;
+}
+
 extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 			   const void *bias, int bias_fmt, int T)
 {
@@ -204,8 +247,11 @@ extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const v
 	CUDA_ARG_CHECK(c, !quant || ((uintptr_t)x & 15) == 0, "cuda_matmul: x not 16-byte aligned");
 	CUDA_ARG_CHECK(c, (uintptr_t)W % gemm_by_fmt[wfmt].align == 0, "cuda_matmul: %s weights misaligned",
 		       wfmt_table[wfmt].name);
-	if (T <= CUDA_MATVEC_T_MAX)
+	int kern = cuda_matmul_kernel(c, wfmt, T);
+	if (kern == CUDA_MMK_MATVEC)
 		return cuda_matvec(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
+	if (kern == CUDA_MMK_MMA)
+		return cuda_matmul_mma(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	CUDA_ARG_CHECK(c, c->cublas && c->gemm_rows > 0, "cuda_matmul: T=%d needs a cuBLAS handle and gemm_rows", T);
 	if (c->cc >= 80)
 		return gemm_path<__nv_bfloat16>(c, y, x, W, wfmt, N, K, bias, bias_fmt, T, wfmt == WFMT_BF16);

@@ -1,9 +1,10 @@
 /*
- * matmul.cuh: the weight decoders shared by the fused matrix-vector kernels (matvec.cu) and the GEMM path's
- * dequantization to bf16/f16 (matmul.cu), and the launcher matmul.cu calls in matvec.cu.
+ * matmul.cuh: the weight decoders shared by the fused matrix-vector kernels (matvec.cu), the GEMM path's
+ * dequantization to bf16/f16 (matmul.cu) and the tensor-core kernel (matmul_mma.cu), and the launchers
+ * matmul.cu calls in the other two.
  *
- * A decoder is a struct deq_<k> per weight format with kernels (src/layout/wfmt_list.h; matvec.cu and matmul.cu
- * build their per-format tables from the list) with BLOCK (values per block), BYTES (bytes per block), ALIGN
+ * A decoder is a struct deq_<k> per weight format with kernels (src/layout/wfmt_list.h; matvec.cu, matmul.cu and
+ * matmul_mma.cu build their per-format tables from the list) with BLOCK (values per block), BYTES (bytes per block), ALIGN
  * (the alignment its rows need, checked by cuda_matmul) and deq<XV>(row, k, w): the XV consecutive values
  * k .. k+XV-1 of one weight row, k a multiple of XV, as f32.
  * Quantized formats take XV = 4 only (4 values never straddle a 32-value sub-block); F32/F16/BF16 take 4
@@ -397,5 +398,11 @@ struct deq_tq2_0 {
  * cuda_matmul (format supported, K a multiple of its block, alignment). */
 int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		const void *bias, int bias_fmt, int T);
+
+/* matmul_mma.cu: the same product on tensor cores with the weights dequantized in the kernel, for the formats
+ * and devices where cuda_mma_runs; arguments checked by cuda_matmul. */
+bool cuda_mma_runs(const struct cuda_ctx *c, int wfmt);
+int cuda_matmul_mma(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+		    const void *bias, int bias_fmt, int T);
 
 #endif
