@@ -199,10 +199,11 @@ static int gemm_path(struct cuda_ctx *c, float *y, const float *x, const void *W
 struct mma_cross {
 	int fmt, t_lo, t_hi;
 };
+/* Measured on an H100 (bench_cuda_matmul --mma, bench/RESULTS.md 2026-12-07, third session): the tensor-core
+ * kernel was 1.1-4.6x slower than dequantize-then-cuBLAS at every T from 17 to 256 on the 70B and 8B shapes, so
+ * auto picks it nowhere yet (an empty range); FERRY_MATMUL=mma runs it. Rows: {format, first T, last T}. */
 static const struct mma_cross mma_cross_tab[] = {
-	{WFMT_Q4_K, CUDA_MATVEC_T_MAX + 1, 256}, {WFMT_Q5_K, CUDA_MATVEC_T_MAX + 1, 256},
-	{WFMT_Q6_K, CUDA_MATVEC_T_MAX + 1, 256}, {WFMT_Q8_0, CUDA_MATVEC_T_MAX + 1, 256},
-	{-1, CUDA_MATVEC_T_MAX + 1, 256}, /* default: last */
+	{-1, 1, 0}, /* default: last */
 };
 
 static bool mma_wins(int wfmt, int T)
