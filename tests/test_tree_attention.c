@@ -29,7 +29,8 @@ static void row_back(const struct kv_layer *kv, int w, const int *table, int h, 
 {
 	int rf = kv_pool_fmt(kv->fmt, w);
 	size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
-	const uint8_t *base = (const uint8_t *)(w ? kv->v : kv->k) + (size_t)table[p / PAGE] * kv_page_bytes(rf, kv->Hkv, kv->Dh, PAGE);
+	const uint8_t *base =
+		(const uint8_t *)(w ? kv->v : kv->k) + (size_t)table[p / PAGE] * kv_page_bytes(rf, kv->Hkv, kv->Dh, PAGE);
 	size_t r = (size_t)h * PAGE + (size_t)(p % PAGE);
 	cpu_kv_row_dequant(rf, base + r * qrow, base + (size_t)kv->Hkv * PAGE * qrow + r * srow, out, kv->Dh);
 }

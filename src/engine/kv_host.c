@@ -55,7 +55,8 @@ int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, cons
 	if (ok && (h->fence0 = op->fence_alloc(b, 4)) < 0)
 		ok = false;
 	if (!ok) {
-		snprintf(err, errlen, "out of memory for the KV cache streamed from host memory (%d layers, %zu + %zu bytes a pool pair)%s%s",
+		snprintf(err, errlen,
+			 "out of memory for the KV cache streamed from host memory (%d layers, %zu + %zu bytes a pool pair)%s%s",
 			 h->n_host, sk, sv, b->err[0] ? ": " : "", b->err);
 		kvh_free(h);
 		return -ENOMEM;

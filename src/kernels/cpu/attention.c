@@ -42,7 +42,8 @@ static void row_locate(const struct kv_layer *kv, int pool, const int *pages, in
 	int phys = pages[p / kv->page], r = p % kv->page, rf = kv_pool_fmt(kv->fmt, pool);
 	ATT_REQUIRE(phys >= 0 && phys < kv->n_pages);
 	size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
-	const uint8_t *base = (const uint8_t *)(pool ? kv->v : kv->k) + (size_t)phys * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page);
+	const uint8_t *base = (const uint8_t *)(pool ? kv->v : kv->k) +
+			      (size_t)phys * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page);
 	*q = base + ((size_t)h * (size_t)kv->page + (size_t)r) * qrow;
 	*s = base + (size_t)kv->Hkv * (size_t)kv->page * qrow + ((size_t)h * (size_t)kv->page + (size_t)r) * srow;
 }

@@ -58,7 +58,8 @@ void cpu_kv_row_quant(int rfmt, const float *x, void *q, void *s, int Dh);
 void cpu_kv_row_dequant(int rfmt, const void *q, const void *s, float *x, int Dh);
 
 /* Writes k, v [T, Hkv*Dh] (f32, already rotated when kv_fmt_rotated) of the range bt into the layer's pages
- * at each token's position, keys and values each in their pool's row format (kv_pool_fmt(kv->fmt, pool)). The page of every written position must be mapped (not -1). */
+ * at each token's position, keys and values each in their pool's row format (kv_pool_fmt(kv->fmt, pool)).
+ * The page of every written position must be mapped (not -1). */
 void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, const struct kv_batch *bt);
 
 /* out[T, H*Dh]: attention of q[T, H*Dh] over the cached keys of each token's own sequence that its position

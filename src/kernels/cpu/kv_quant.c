@@ -1,9 +1,9 @@
 /*
  * kv_quant.c: the row formats of the paged KV cache (src/kernels/kv_pages.h) and the Hadamard rotation that
- * precedes the group-coded ones (Q8, Q4, Q5). Bit for bit what the CUDA kernels compute (kernels/cuda/ tests compare bytes), so every
- * rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q is computed from the
- * rounded scale by a true division and nearbyintf (nearest even in the default rounding mode). The
- * rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
+ * precedes the group-coded ones (Q8, Q4, Q5). Bit for bit what the CUDA kernels compute (kernels/cuda/ tests
+ * compare bytes), so every rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q
+ * is computed from the rounded scale by a true division and nearbyintf (nearest even in the default rounding
+ * mode). The rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
  * One quantize and one dequantize function per row format of KV_ROW_LIST, reached through the table it
  * generates (a KV format's keys and values each take their pool's row format: kv_pool_fmt).
  */

@@ -161,9 +161,9 @@ static __device__ __forceinline__ uint32_t att_hi4(uint32_t b)
 }
 
 /*
- * One K or V tile: positions j0 .. j0+BK-1 of kv head kvh, in page pid (-1: none) of pool pi (0 keys, 1 values), whose rows are in row format FMT. Rows outside [jlo, jhi],
- * all rows of an unmapped page and the padding past Dh are zeros, so no unwritten row reaches P.V as a
- * NaN. issue() starts the loads, commit() completes the tile in shared memory (F16: cp.async does both at
+ * One K or V tile: positions j0 .. j0+BK-1 of kv head kvh, in page pid (-1: none) of pool pi (0 keys, 1
+ * values), whose rows are in row format FMT. Rows outside [jlo, jhi], all rows of an unmapped page and the
+ * padding past Dh are zeros, so no unwritten row reaches P.V as a NaN. issue() starts the loads, commit() completes the tile in shared memory (F16: cp.async does both at
  * issue, the caller's cp_wait completes it).
  *   F16  a thread per 16-byte chunk, cp.async into the tile
  *   Q8   a thread per 16 bytes of q (16 values, 2 chunks) and its group's scale
