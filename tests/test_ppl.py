@@ -11,7 +11,8 @@
   - --kv f16, q8, q4, q5, k8v5, k8v4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose k and v go
     through an emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 /
     Q4_0 / Q5_0 with an f16 scale, rotated back; k8v5, k8v4: keys Q8, values Q5_0 or Q4_0), within 1e-4
-    relative: the loss of each format is the format's, not a kernel's;
+    relative (3e-4 for the mixed formats: rounding ties, see tiny()): the loss of each format is the
+    format's, not a kernel's;
   - Gemma 3 270M (models/, tools/fetch_model.sh; FERRY_NO_MODEL=1 skips that part) over 2 chunks of 256: the KV
     formats against f16: f32 within 1e-2, q8 within 0.02, k8v5 within 0.03, q4 within 0.9, each plus
     2 x 0.0325, the PPL noise of the CPU's 8-bit matmul inputs (measured by the NumPy emulation; see gemma());
@@ -164,7 +165,13 @@ def tiny(f, root, text):
             if b:
                 print(f"{v:16s} --kv {kv}: ferry ppl {b['ppl']:.6f}, NumPy reference through the format {want_kv:.6f} "
                       f"(f32: {want:.6f})")
-                f.check(close(b["ppl"], want_kv, 1e-4), f"{v}: kv {kv} ppl {b['ppl']} != emulated {want_kv}")
+                # The reference quantizes float64 k, v, ferry its f32 ones: a code on a rounding tie may go
+                # either way. On this model k8v5 is the format most moved by that: 6.3e-5 relative in the plain
+                # build, -1.0e-4 in the ASan one (-O1: f32 sums in another order), while q8, q4, q5 and k8v4
+                # stay within 1e-5. The quantized formats differ from each other here by 1.2e-3 or more, so
+                # 3e-4 still tells a wrong format or pool from this format's own rounding.
+                rel = 3e-4 if kv in MIXED else 1e-4
+                f.check(close(b["ppl"], want_kv, rel), f"{v}: kv {kv} ppl {b['ppl']} != emulated {want_kv} ({rel})")
     return model
 
 
