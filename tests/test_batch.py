@@ -1,7 +1,8 @@
 """Several sequences in one step, the paged KV cache and its formats, on the CPU (tiny HF models of
 tools/gen_tiny_model.py):
   - `ferry run -f` with prompts of mixed lengths generates, for each prompt, exactly the greedy tokens of
-    a run of that prompt alone (KV f32, q8, q4; with --chunk 7 also mixing prompt chunks with decode tokens);
+    a run of that prompt alone (KV f32, q8, q4 and k8v5, keys and values in different row formats; with
+    --chunk 7 also mixing prompt chunks with decode tokens);
   - chunked prefill (--chunk 7, 16 tokens per page boundary crossed) gives the logits of the one-pass prefill;
   - sliding-window layers over many pages (--kv-page 64, 200 positions, window 8: the window pool releases
     pages as it goes) and the rope scalings against the float64 NumPy reference (tools/ref_forward.py);
@@ -41,7 +42,7 @@ def main():
         prompts = [[rnd.randrange(1, ref.vocab) for _ in range(n)] for n in lens]
 
         # all prompts in one run (--prompt-ids-file: a prompt of ids per line) vs each prompt alone
-        for kv in ("f32", "q8", "q4"):
+        for kv in ("f32", "q8", "q4", "k8v5"):
             alone = [run_ids(f, model, ["--prompt-ids", ",".join(map(str, p))], 12, ["--kv", kv], f"{kv} alone")
                      for p in prompts]
             for extra in ([], ["--chunk", 7], ["--max-batch", 2]):

@@ -211,7 +211,7 @@ static void test_hadamard(void)
 static void test_kv_rows(void)
 {
 	uint8_t q[1024];
-	uint16_t s[8];
+	uint16_t s[32]; /* Q5 at Dh 256: 48 bytes */
 	float x[256], y[256];
 	/* all zeros: scale 0 (Q4: 0 / -8 = -0, as ggml), q 0 (Q4: nibbles 8) */
 	memset(x, 0, sizeof(x));
@@ -240,9 +240,24 @@ static void test_kv_rows(void)
 	cpu_kv_row_quant(KV_Q4, x4, q, s, 32);
 	cpu_kv_row_dequant(KV_Q4, q, s, y, 32);
 	CHECK(s[0] == 0xbc00 && y[0] == 8 && y[1] == -7 && y[16] == 5);
+	/* Q5 (Q5_0's rule): m = -16 gives d = 1; 16 clamps to code 31 (value 15); the low nibbles paired as Q4's,
+	 * the fifth bits after the scales, bit i % 8 of byte i / 8 */
+	float x5[32] = {-16, 16, 0.5f, 1.5f, 2.5f, -0.5f, 3.2f};
+	x5[16] = 5, x5[17] = -3, x5[31] = 6.5f;
+	uint8_t *h5 = (uint8_t *)s + 2;
+	cpu_kv_row_quant(KV_Q5, x5, q, s, 32);
+	CHECK(s[0] == 0x3c00 && q[0] == 0x50 && q[1] == 0xdf && q[2] == 0x00 && q[3] == 0x02 && q[15] == 0x60);
+	CHECK(h5[0] == 0xfe && h5[1] == 0xff && h5[2] == 0xfd && h5[3] == 0xff);
+	cpu_kv_row_dequant(KV_Q5, q, s, y, 32);
+	CHECK(y[0] == -16 && y[1] == 15 && y[2] == 0 && y[3] == 2 && y[6] == 3 && y[16] == 5 && y[17] == -3 &&
+	      y[31] == 6);
+	memset(x, 0, sizeof(x));
+	cpu_kv_row_quant(KV_Q5, x, q, s, 32);
+	cpu_kv_row_dequant(KV_Q5, q, s, y, 32);
+	CHECK(s[0] == 0x8000 && q[0] == 0 && h5[0] == 0xff && h5[3] == 0xff && y[0] == 0 && y[31] == 0);
 
 	/* round trips: groups of very different magnitudes (scales normal halves), one outlier each */
-	int bad[KV_FMT_COUNT] = {0};
+	int bad[KV_ROW_COUNT] = {0};
 	for (int it = 0; it < 200; it++) {
 		int Dh = 32 << (it % 4);
 		for (int gr = 0; gr < Dh / 32; gr++) {
@@ -251,7 +266,7 @@ static void test_kv_rows(void)
 				x[gr * 32 + i] = nrand() * mag;
 			x[gr * 32 + (int)(urand() * 32)] *= 8;
 		}
-		for (int fmt = 0; fmt < KV_FMT_COUNT; fmt++) {
+		for (int fmt = 0; fmt < KV_ROW_COUNT; fmt++) {
 			float xs[256];
 			memcpy(xs, x, sizeof(x));
 			if (fmt == KV_F16) /* values a half holds come back exactly */
@@ -273,13 +288,17 @@ static void test_kv_rows(void)
 				} else if (fmt == KV_Q4) {
 					lim = xs[i] / f16_to_f32(s[gr]) > 7.5 ? d : d / 2;
 					bad[fmt] += s[gr] != f32_to_f16(m / -8.0f);
+				} else if (fmt == KV_Q5) {
+					lim = xs[i] / f16_to_f32(s[gr]) > 15.5 ? d : d / 2;
+					bad[fmt] += s[gr] != f32_to_f16(m / -16.0f);
 				}
 				bad[fmt] += !(err <= lim * (1 + 1e-5) + 1e-6 * fabs(xs[i]));
 			}
 		}
 	}
-	for (int fmt = 0; fmt < KV_FMT_COUNT; fmt++)
-		CHECK_MSG(bad[fmt] == 0, "kv format %d: %d values outside the round-trip bound", fmt, bad[fmt]);
+	for (int fmt = 0; fmt < KV_ROW_COUNT; fmt++)
+		CHECK_MSG(bad[fmt] == 0, "kv row format %s: %d values outside the round-trip bound", kv_fmt_name(fmt),
+			  bad[fmt]);
 }
 
 /* A paged layer for the tests: sequences s with kv_hist[s] positions stored before the range and kv_new[s]
@@ -295,13 +314,13 @@ struct kv_range {
 	float *k, *v; /* [T, Hkv*Dh] */
 };
 
-/* The row (h, position p) of sequence s as the test reads the layout of src/kernels/kv_pages.h. */
-static uint8_t *kv_test_row(const struct kv_layer *kv, void *pool, const int *table, int s, int h, int p,
-			    uint8_t **sc)
+/* The row (h, position p) of sequence s in pool w (0 keys, 1 values) as the test reads the layout of
+ * src/kernels/kv_pages.h. */
+static uint8_t *kv_test_row(const struct kv_layer *kv, int w, const int *table, int s, int h, int p, uint8_t **sc)
 {
-	int phys = table[kv_rowof[s] * KV_MAX_PAGES + p / kv->page], r = p % kv->page;
-	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
-	uint8_t *base = (uint8_t *)pool + (size_t)phys * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page);
+	int phys = table[kv_rowof[s] * KV_MAX_PAGES + p / kv->page], r = p % kv->page, rf = kv_pool_fmt(kv->fmt, w);
+	size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
+	uint8_t *base = (uint8_t *)(w ? kv->v : kv->k) + (size_t)phys * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page);
 	*sc = base + (size_t)kv->Hkv * kv->page * qrow + ((size_t)h * kv->page + r) * srow;
 	return base + ((size_t)h * kv->page + r) * qrow;
 }
@@ -381,11 +400,11 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	for (int s = 0; s < KV_NSEQ; s++)
 		n_pages += (kv_hist[s] + kv_new[s] + page - 1) / page;
 	struct kv_layer kv = {.fmt = fmt, .page = page, .Hkv = Hkv, .Dh = Dh, .n_pages = n_pages};
-	size_t pb = kv_page_bytes(fmt, Hkv, Dh, page);
-	kv.k = malloc(pb * (size_t)n_pages);
-	kv.v = malloc(pb * (size_t)n_pages);
-	memset(kv.k, 0xff, pb * (size_t)n_pages);
-	memset(kv.v, 0xff, pb * (size_t)n_pages);
+	size_t pbk = kv_pool_page_bytes(fmt, 0, Hkv, Dh, page), pbv = kv_pool_page_bytes(fmt, 1, Hkv, Dh, page);
+	kv.k = malloc(pbk * (size_t)n_pages);
+	kv.v = malloc(pbv * (size_t)n_pages);
+	memset(kv.k, 0xff, pbk * (size_t)n_pages);
+	memset(kv.v, 0xff, pbv * (size_t)n_pages);
 	int perm[64], table[KV_NSEQ * KV_MAX_PAGES], next = 0;
 	for (int i = 0; i < n_pages; i++)
 		perm[i] = i;
@@ -414,8 +433,8 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	for (int s = 0; s < KV_NSEQ && window > 0; s++)
 		for (int lp = 0; (lp + 1) * page - 1 < kv_hist[s] - window + 1; lp++) {
 			int *e = &table[kv_rowof[s] * KV_MAX_PAGES + lp];
-			memset((uint8_t *)kv.k + (size_t)*e * pb, 0xff, pb);
-			memset((uint8_t *)kv.v + (size_t)*e * pb, 0xff, pb);
+			memset((uint8_t *)kv.k + (size_t)*e * pbk, 0xff, pbk);
+			memset((uint8_t *)kv.v + (size_t)*e * pbv, 0xff, pbv);
 			*e = -1;
 		}
 	kv_range_build(&rg, kv_order, 0, K, V, kvd);
@@ -425,8 +444,7 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 	/* every mapped row holds exactly cpu_kv_row_quant of its values, where src/kernels/kv_pages.h puts it */
 	int wrong = 0;
 	float *Kd[KV_NSEQ], *Vd[KV_NSEQ];
-	uint8_t qb[1024], sb[16];
-	size_t qrow = (size_t)kv_qrow_bytes(fmt, Dh), srow = (size_t)kv_srow_bytes(fmt, Dh);
+	uint8_t qb[1024], sb[64];
 	for (int s = 0; s < KV_NSEQ; s++) {
 		int n = kv_hist[s] + kv_new[s];
 		Kd[s] = calloc((size_t)n * kvd, sizeof(float));
@@ -436,15 +454,17 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 				continue;
 			for (int h = 0; h < Hkv; h++)
 				for (int w = 0; w < 2; w++) {
-					uint8_t *sp, *qp = kv_test_row(&kv, w ? kv.v : kv.k, table, s, h, p, &sp);
+					int rf = kv_pool_fmt(fmt, w);
+					size_t qrow = (size_t)kv_qrow_bytes(rf, Dh), srow = (size_t)kv_srow_bytes(rf, Dh);
+					uint8_t *sp, *qp = kv_test_row(&kv, w, table, s, h, p, &sp);
 					const float *src = (w ? V[s] : K[s]) + (size_t)p * kvd + h * Dh;
-					cpu_kv_row_quant(fmt, src, qb, sb, Dh);
+					cpu_kv_row_quant(rf, src, qb, sb, Dh);
 					wrong += memcmp(qb, qp, qrow) != 0 || memcmp(sb, sp, srow) != 0;
-					cpu_kv_row_dequant(fmt, qp, sp, (w ? Vd[s] : Kd[s]) + (size_t)p * kvd + h * Dh, Dh);
+					cpu_kv_row_dequant(rf, qp, sp, (w ? Vd[s] : Kd[s]) + (size_t)p * kvd + h * Dh, Dh);
 				}
 		}
 	}
-	CHECK_MSG(wrong == 0, "fmt %d Dh %d page %d: %d stored rows differ", fmt, Dh, page, wrong);
+	CHECK_MSG(wrong == 0, "fmt %s Dh %d page %d: %d stored rows differ", kv_fmt_name(fmt), Dh, page, wrong);
 
 	size_t n_out = (size_t)rg.T * H * Dh;
 	float *q = malloc(sizeof(float) * n_out), *out = malloc(sizeof(float) * n_out);
@@ -477,8 +497,8 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 			      fmt == KV_F32 ? V[s] : Vd[s], rg.pos[t], H, Hkv, Dh, window, scale, sinks);
 	}
 	double e = rel_err(out, ref, n_out);
-	CHECK_MSG(e < 1e-5, "paged attention fmt %d Dh %d g %d window %d page %d%s: rel err %g", fmt, Dh, g, window,
-		  page, sinks ? " sinks" : "", e);
+	CHECK_MSG(e < 1e-5, "paged attention fmt %s Dh %d g %d window %d page %d%s: rel err %g", kv_fmt_name(fmt), Dh,
+		  g, window, page, sinks ? " sinks" : "", e);
 	for (int s = 0; s < KV_NSEQ; s++)
 		free(K[s]), free(V[s]), free(Kd[s]), free(Vd[s]);
 	free(hist.k), free(hist.v), free(rg.k), free(rg.v);
@@ -502,9 +522,9 @@ static void quality_run(float *out, int fmt, bool rotate, const float *q0, const
 {
 	int Dh = 128, zero = 0, part_t0[2] = {0, n}, table[16], tok[256], pos[256];
 	struct kv_layer kv = {.fmt = fmt, .page = 64, .Hkv = 1, .Dh = Dh, .n_pages = n / 64};
-	size_t pb = kv_page_bytes(fmt, 1, Dh, 64), sz = (size_t)n * Dh;
-	kv.k = malloc(pb * (size_t)kv.n_pages);
-	kv.v = malloc(pb * (size_t)kv.n_pages);
+	size_t sz = (size_t)n * Dh;
+	kv.k = malloc(kv_pool_page_bytes(fmt, 0, 1, Dh, 64) * (size_t)kv.n_pages);
+	kv.v = malloc(kv_pool_page_bytes(fmt, 1, 1, Dh, 64) * (size_t)kv.n_pages);
 	for (int i = 0; i < kv.n_pages; i++)
 		table[i] = i;
 	for (int t = 0; t < n; t++)
@@ -524,9 +544,19 @@ static void quality_run(float *out, int fmt, bool rotate, const float *q0, const
 	free(kv.k), free(kv.v), free(q), free(k), free(v), free(scr);
 }
 
+/* ggml's normalized error: sum of squared differences over sum of squares */
+static double norm_err(const float *out, const float *ref, size_t n)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++)
+		num += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]), den += (double)ref[i] * ref[i];
+	return num / den;
+}
+
 /* Q8 and Q4 (rotated, as the model stores them) against F32 on keys and values that are Gaussian with two
  * outlier channels and sporadic outliers: the normalized error of the attention output, and the rotation
- * must help Q4. (The relative RMS error is the square root: about 0.7% for rotated Q8, 13% for rotated Q4.) */
+ * must help Q4. (The relative RMS error is the square root: about 0.7% for rotated Q8, 13% for rotated Q4.)
+ * Then Q5 and the mixed formats (Q8 keys with Q5 or Q4 values), rotated, ordered between them. */
 static void test_kv_quality(void)
 {
 	int n = 256, Dh = 128;
@@ -546,13 +576,20 @@ static void test_kv_quality(void)
 	for (int f = 0; f < 2; f++)
 		for (int r = 0; r < 2; r++) {
 			quality_run(out, f ? KV_Q4 : KV_Q8, r, q, k, v, n);
-			double num = 0, den = 0;
-			for (size_t i = 0; i < sz; i++)
-				num += ((double)out[i] - ref[i]) * ((double)out[i] - ref[i]), den += (double)ref[i] * ref[i];
-			e[f][r] = num / den;
+			e[f][r] = norm_err(out, ref, sz);
 		}
-	printf("kv quality, attention output vs f32, normalized error: q8 %.3g, rotated %.3g; q4 %.3g, rotated %.3g\n",
-	       e[0][0], e[0][1], e[1][0], e[1][1]);
+	/* the 5-bit and mixed formats, rotated: Q5's step is half Q4's (about a quarter of the error); Q8 keys
+	 * with Q5 or Q4 values lose less than the values' format on both */
+	double e5 = 0, ek[2] = {0, 0};
+	for (int f = 0; f < 3; f++) {
+		quality_run(out, f == 0 ? KV_Q5 : f == 1 ? KV_K8V5 : KV_K8V4, true, q, k, v, n);
+		*(f == 0 ? &e5 : &ek[f - 1]) = norm_err(out, ref, sz);
+	}
+	printf("kv quality, attention output vs f32, normalized error: q8 %.3g, rotated %.3g; q4 %.3g, rotated %.3g; "
+	       "rotated: q5 %.3g, k8v5 %.3g, k8v4 %.3g\n", e[0][0], e[0][1], e[1][0], e[1][1], e5, ek[0], ek[1]);
+	CHECK_MSG(e5 < e[1][1] / 2 && e5 > e[0][1], "q5 rotated: error %g (q8 %g, q4 %g)", e5, e[0][1], e[1][1]);
+	CHECK_MSG(ek[0] < e5 && ek[0] > e[0][1], "k8v5: error %g (q5 %g, q8 %g)", ek[0], e5, e[0][1]);
+	CHECK_MSG(ek[1] < e[1][1] && ek[1] > ek[0], "k8v4: error %g (q4 %g, k8v5 %g)", ek[1], e[1][1], ek[0]);
 	CHECK_MSG(e[0][1] < 1e-3, "q8 rotated: error %g", e[0][1]);
 	CHECK_MSG(e[1][1] < 5e-2, "q4 rotated: error %g", e[1][1]);
 	CHECK_MSG(e[1][1] < e[1][0], "rotation does not help q4: %g rotated, %g not", e[1][1], e[1][0]);

@@ -14,11 +14,12 @@ position with the CPU (its KV cache f16, as CUDA's):
   - mixtures of experts: every token's experts at every layer (FERRY_ROUTES) identical to the CPU's on the
     streamed f32 path; routed uploads (only the chosen experts go up) give logits identical to whole-layer
     uploads (FERRY_MOE_WHOLE=1), resident and streamed;
-  - KV q8 and q4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits at most 1.5x the
-    CPU's with the same format (+2e-3);
-  - KV pools in pinned host memory streamed with each layer (--kv-host): logits identical to device pools;
-  - four prompts of mixed lengths in one run (f16 and q4 KV, q4 also from host memory) generate what each
-    generates alone.
+  - KV q8, q4 and the mixed k8v5, k8v4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits
+    at most 1.5x the CPU's with the same format (+2e-3);
+  - KV pools in pinned host memory streamed with each layer (--kv-host; f16, q4, k8v5 whose key and value
+    pools differ in size): logits identical to device pools;
+  - four prompts of mixed lengths in one run (f16 and q4 KV, q4 and k8v5 also from host memory) generate what
+    each generates alone.
   - speculative steps (--spec lookup|draft|tree, the model its own resident draft; resident, and streamed with
     KV pools in pinned host memory): greedy identical to the CPU's;
   - hybrid placements (--placement: units on the CPU beside the GPU, resident or streamed): logits vs the
@@ -171,7 +172,7 @@ def main():
             # Quantized KV: rounding is discontinuous, so the f32 path's last-bit differences flip some values by
             # a whole step; CUDA must be as close to the f32 reference as the CPU with the same format is.
             ref32 = logits(f, model, ids, root, ["--device", "cpu", "--chunk", 8, "--kv", "f32"], f"{v} cpu kv f32")
-            for kv in ("q8", "q4"):
+            for kv in ("q8", "q4", "k8v5", "k8v4"):
                 extra = ["--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64]
                 c = logits(f, model, ids, root, ["--device", "cpu", *extra], f"{v} cpu kv {kv}")
                 g = logits(f, model, ids, root, ["--device", "cuda", *extra], f"{v} cuda kv {kv}")
@@ -179,8 +180,9 @@ def main():
                     ec, eg = rel_err(c, ref32), rel_err(g, ref32)
                     print(f"{v}: kv {kv} vs f32 KV: cpu {ec:.2e}, cuda {eg:.2e}", flush=True)
                     f.check(eg <= 1.5 * ec + 2e-3, f"{v} kv {kv}: cuda error {eg:.2e} vs cpu's {ec:.2e}")
-            # KV pools in pinned host memory, streamed with each layer: the same kernels on the same bytes
-            for kv in ("f16", "q4"):
+            # KV pools in pinned host memory, streamed with each layer: the same kernels on the same bytes (k8v5:
+            # key and value pools of different sizes)
+            for kv in ("f16", "q4", "k8v5"):
                 extra = ["--device", "cuda", "--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64, "--placement", "gpu"]
                 d = logits(f, model, ids, root, extra, f"{v} kv {kv} device")
                 h = logits(f, model, ids, root, [*extra, "--kv-host"], f"{v} kv {kv} host")
@@ -191,7 +193,7 @@ def main():
             lst = os.path.join(root, "ids.txt")
             with open(lst, "w") as fh:
                 fh.write("".join(",".join(map(str, q)) + "\n" for q in prompts))
-            for kv, host in (("f16", []), ("q4", []), ("q4", ["--kv-host"])):
+            for kv, host in (("f16", []), ("q4", []), ("q4", ["--kv-host"]), ("k8v5", ["--kv-host"])):
                 common = ["-n", 8, "--ignore-eos", "--device", "cuda", "--chunk", 16, "--kv", kv, "--kv-page", 64,
                           "--placement", "gpu"]
                 p = ferry("run", "-m", model, "--prompt-ids-file", lst, *common, *host)

@@ -13,7 +13,7 @@
  * case, the worst error per op, exits 0/1; 77 without CUDA or a GPU.
  *
  *   test_cuda_ops            the tests
- *   test_cuda_ops --quick    three attention cases, argmax and top-k (for compute-sanitizer)
+ *   test_cuda_ops --quick    four attention cases (one of a mixed KV format), argmax and top-k (for compute-sanitizer)
  *   test_cuda_ops --bench    timings: attention prefill (TFLOP/s), decode (GB/s of KV against a copy) per KV
  *                            format, top-k
  *
@@ -370,18 +370,17 @@ static void tbatch_free(struct tbatch *b)
 	free(b->pages);
 }
 
-/* the q bytes and scales of row (h, r) of page pid */
-static uint8_t *row_q(uint8_t *pool, const struct kv_layer *kv, int pid, int h, int r)
+/* the q bytes and the s part of row (h, r) of page pid of pool w (0 keys, 1 values; its row format rf) */
+static uint8_t *row_q(uint8_t *pool, const struct kv_layer *kv, int rf, int pid, int h, int r)
 {
-	return pool + (size_t)pid * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page) +
-	       ((size_t)h * kv->page + r) * kv_qrow_bytes(kv->fmt, kv->Dh);
+	return pool + (size_t)pid * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page) +
+	       ((size_t)h * kv->page + r) * kv_qrow_bytes(rf, kv->Dh);
 }
 
-static uint8_t *row_s(uint8_t *pool, const struct kv_layer *kv, int pid, int h, int r)
+static uint8_t *row_s(uint8_t *pool, const struct kv_layer *kv, int rf, int pid, int h, int r)
 {
-	return pool + (size_t)pid * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page) +
-	       (size_t)kv->Hkv * kv->page * kv_qrow_bytes(kv->fmt, kv->Dh) +
-	       ((size_t)h * kv->page + r) * kv_srow_bytes(kv->fmt, kv->Dh);
+	return pool + (size_t)pid * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page) +
+	       (size_t)kv->Hkv * kv->page * kv_qrow_bytes(rf, kv->Dh) + ((size_t)h * kv->page + r) * kv_srow_bytes(rf, kv->Dh);
 }
 
 /* the first byte where a and b differ, -1 when none */
@@ -393,8 +392,6 @@ static long first_diff(const uint8_t *a, const uint8_t *b, size_t n)
 	return -1;
 }
 
-static const char *fmt_name[KV_FMT_COUNT] = {"f32", "f16", "q8", "q4"};
-
 struct attn_case {
 	int fmt, Dh, H, Hkv, window, page;
 	float qamp; /* q magnitude: larger gives peakier softmax rows */
@@ -403,8 +400,9 @@ struct attn_case {
 };
 
 /* One case: pools poisoned (0xff: NaN scales and f16 values), the history each part's first token may see
- * written by cpu_kv_row_quant, the step's k and v (with an all-zero group, a Q4 magnitude tie and an
- * outlier) written by cuda_kv_store and cpu_kv_store and the pools compared byte for byte, then
+ * written by cpu_kv_row_quant (keys and values each in their pool's row format), the step's k and v (with
+ * an all-zero group, a Q4/Q5 magnitude tie and an outlier) written by cuda_kv_store and cpu_kv_store and the
+ * pools compared byte for byte, then
  * cuda_attention against cpu_attention on those pages, once with the GPU's multiprocessor count (splits
  * where few blocks) and once with one (no splits). */
 static void attn_case(const struct attn_case *c)
@@ -413,10 +411,12 @@ static void attn_case(const struct attn_case *c)
 	tbatch_build(&b, c->part, c->np, c->page, c->window);
 	int T = b.h.T, H = c->H, Hkv = c->Hkv, Dh = c->Dh, kvd = Hkv * Dh;
 	struct kv_layer kh = {NULL, NULL, c->fmt, c->page, Hkv, Dh, b.n_pages, 0}, kd = kh;
-	size_t pool = (size_t)b.n_pages * kv_page_bytes(c->fmt, Hkv, Dh, c->page);
-	uint8_t *hk = malloc(pool), *hv = malloc(pool), *back = malloc(pool);
-	memset(hk, 0xff, pool);
-	memset(hv, 0xff, pool);
+	size_t pool[2]; /* bytes of the key and the value pool */
+	for (int w = 0; w < 2; w++)
+		pool[w] = (size_t)b.n_pages * kv_pool_page_bytes(c->fmt, w, Hkv, Dh, c->page);
+	uint8_t *hk = malloc(pool[0]), *hv = malloc(pool[1]), *back = malloc(pool[0] > pool[1] ? pool[0] : pool[1]);
+	memset(hk, 0xff, pool[0]);
+	memset(hv, 0xff, pool[1]);
 	float *x = malloc(Dh * sizeof(float));
 	for (int i = 0; i < c->np; i++) {
 		const struct tpart *p = &c->part[i];
@@ -426,9 +426,10 @@ static void attn_case(const struct attn_case *c)
 			for (int h = 0; h < Hkv; h++)
 				for (int kv = 0; kv < 2; kv++) {
 					uint8_t *pl = kv ? hv : hk;
+					int rf = kv_pool_fmt(c->fmt, kv);
 					fill(x, Dh, 1);
-					cpu_kv_row_quant(c->fmt, x, row_q(pl, &kh, pid, h, j % c->page),
-							 row_s(pl, &kh, pid, h, j % c->page), Dh);
+					cpu_kv_row_quant(rf, x, row_q(pl, &kh, rf, pid, h, j % c->page),
+							 row_s(pl, &kh, rf, pid, h, j % c->page), Dh);
 				}
 		}
 	}
@@ -445,12 +446,12 @@ static void attn_case(const struct attn_case *c)
 		v[32 + 9] = 2.0f;
 	}
 	k[sn - 1] = 30.0f;
-	kd.k = dupload(hk, pool);
-	kd.v = dupload(hv, pool);
+	kd.k = dupload(hk, pool[0]);
+	kd.v = dupload(hv, pool[1]);
 	float *dq = dupload(q, qn * sizeof(float)), *dk = dupload(k, sn * sizeof(float)),
 	      *dv = dupload(v, sn * sizeof(float)), *dout = dalloc(qn * sizeof(float));
 	char what[200];
-	int n = snprintf(what, sizeof(what), "attention %s Dh=%d H=%d Hkv=%d window=%d page=%d parts", fmt_name[c->fmt],
+	int n = snprintf(what, sizeof(what), "attention %s Dh=%d H=%d Hkv=%d window=%d page=%d parts", kv_fmt_name(c->fmt),
 			 Dh, H, Hkv, c->window, c->page);
 	for (int i = 0; i < c->np && n < (int)sizeof(what); i++)
 		n += snprintf(what + n, sizeof(what) - n, " %d@%d", c->part[i].len, c->part[i].p0);
@@ -459,15 +460,15 @@ static void attn_case(const struct attn_case *c)
 	kh.k = hk;
 	kh.v = hv;
 	cpu_kv_store(&kh, k, v, &b.h);
-	download(back, kd.k, pool);
-	long dk_at = first_diff(back, hk, pool);
+	download(back, kd.k, pool[0]);
+	long dk_at = first_diff(back, hk, pool[0]);
 	CHECK_MSG(dk_at < 0, "%s: kv_store keys differ from cpu_kv_store at byte %ld", what, dk_at);
-	download(back, kd.v, pool);
-	long dv_at = first_diff(back, hv, pool);
+	download(back, kd.v, pool[1]);
+	long dv_at = first_diff(back, hv, pool[1]);
 	CHECK_MSG(dv_at < 0, "%s: kv_store values differ from cpu_kv_store at byte %ld", what, dv_at);
 	/* attention reads the same bytes on both sides */
-	CU(cudaMemcpy(kd.k, hk, pool, cudaMemcpyHostToDevice));
-	CU(cudaMemcpy(kd.v, hv, pool, cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(kd.k, hk, pool[0], cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(kd.v, hv, pool[1], cudaMemcpyHostToDevice));
 
 	float *ref = malloc(qn * sizeof(float)), scale = 1.0f / sqrtf((float)Dh);
 	int64_t per = cpu_attention_scratch(b.h.max_pos + 1, Dh);
@@ -533,18 +534,24 @@ static void test_attention(void)
 		{KV_Q4, 256, 4, 1, 512, 256, 1, 3, {{1, 5000}, {1, 511}, {64, 600}}},       /* Gemma window layer */
 		{KV_F16, 128, 64, 8, 0, 64, 1, 1, {{8, 4000}}},                             /* a few draft tokens */
 		{KV_F16, 64, 64, 8, 128, 64, 1, 2, {{300, 0}, {1, 2000}}},                  /* gpt-oss sliding layer */
+		{KV_K8V5, 256, 4, 1, 512, 256, 1, 3, {{1, 5000}, {1, 511}, {64, 600}}},     /* Gemma window, k8v5 */
+		{KV_K8V5, 128, 64, 8, 0, 256, 1, 4, {{1, 5000}, {1, 17}, {300, 0}, {1, 64}}}, /* 70B decode, prefill */
+		{KV_Q5, 160, 10, 5, 7, 64, 1, 2, {{17, 50}, {1, 400}}},                     /* Dh 160 (5 groups), q5 */
+		{KV_K8V4, 64, 8, 1, 0, 256, 3, 1, {{1024, 0}}},                             /* longer prefill, k8v4 */
 	};
-	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4}, dhs[] = {64, 128, 256, 96}, gs[] = {1, 4, 8},
+	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4, KV_Q5, KV_K8V5, KV_K8V4}, dhs[] = {64, 128, 256, 96},
+			 gs[] = {1, 4, 8},
 			 windows[] = {0, 100}, pages[] = {64, 256};
 	size_t ns = sizeof(special) / sizeof(special[0]);
 	if (quick) {
 		for (size_t i = 0; i < 3; i++)
 			attn_case(&special[i]);
+		attn_case(&special[8]); /* a mixed format */
 		return;
 	}
 	for (size_t i = 0; i < ns; i++)
 		attn_case(&special[i]);
-	for (int f = 0; f < 3; f++)
+	for (int f = 0; f < (int)(sizeof(fmts) / sizeof(fmts[0])); f++)
 		for (int d = 0; d < 4; d++)
 			for (int gi = 0; gi < 3; gi++)
 				for (int w = 0; w < 2; w++)
@@ -573,9 +580,11 @@ static void test_tree(void)
 			n = window && n > window ? window : n;
 			int T = n + n1, kvd = Hkv * Dh;
 			struct kv_layer kh = {.fmt = fmt, .page = page, .Hkv = Hkv, .Dh = Dh, .n_pages = rows * max_pages};
-			size_t pb = kv_page_bytes(fmt, Hkv, Dh, page), pool = pb * (size_t)kh.n_pages;
-			kh.k = calloc(1, pool);
-			kh.v = calloc(1, pool);
+			size_t pool[2]; /* key, value pool bytes */
+			for (int w = 0; w < 2; w++)
+				pool[w] = kv_pool_page_bytes(fmt, w, Hkv, Dh, page) * (size_t)kh.n_pages;
+			kh.k = calloc(1, pool[0]);
+			kh.v = calloc(1, pool[1]);
 			int table[16], perm[16];
 			for (int i = 0; i < 16; i++)
 				perm[i] = i;
@@ -626,8 +635,8 @@ static void test_tree(void)
 			cpu_attention(ref, q, &kh, &bt, H, window, scale, NULL, scratch, per);
 
 			struct kv_layer kd = kh;
-			kd.k = dupload(kh.k, pool);
-			kd.v = dupload(kh.v, pool);
+			kd.k = dupload(kh.k, pool[0]);
+			kd.v = dupload(kh.v, pool[1]);
 			struct kv_batch db = bt;
 			db.part_t0 = dcopy(st0, 3);
 			db.part_row = dcopy(prow, 2);
@@ -644,7 +653,7 @@ static void test_tree(void)
 			ctx.ws_bytes = wsb;
 			OP(cuda_attention(&ctx, dout, dq, &kd, &db, H, window, scale, NULL));
 			char what[96];
-			snprintf(what, sizeof(what), "tree %s Dh %d window %d C %d n %d", fmt_name[fmt], Dh, window, C, n);
+			snprintf(what, sizeof(what), "tree %s Dh %d window %d C %d n %d", kv_fmt_name(fmt), Dh, window, C, n);
 			expect(E_ATTN, what, dout, ref, qn, 5e-4);
 			if (ctx.ws)
 				CU(cudaFree(ctx.ws));
@@ -663,11 +672,11 @@ static void test_tree(void)
 			}
 			kv_rows_move(&kh, table, np, from, to);
 			OP(cuda_kv_move(&ctx, &kd, table, np, from, to));
-			uint8_t *back = malloc(pool);
-			download(back, kd.k, pool);
-			CHECK_MSG(memcmp(back, kh.k, pool) == 0, "%s: K pool after cuda_kv_move differs", what);
-			download(back, kd.v, pool);
-			CHECK_MSG(memcmp(back, kh.v, pool) == 0, "%s: V pool after cuda_kv_move differs", what);
+			uint8_t *back = malloc(pool[0] > pool[1] ? pool[0] : pool[1]);
+			download(back, kd.k, pool[0]);
+			CHECK_MSG(memcmp(back, kh.k, pool[0]) == 0, "%s: K pool after cuda_kv_move differs", what);
+			download(back, kd.v, pool[1]);
+			CHECK_MSG(memcmp(back, kh.v, pool[1]) == 0, "%s: V pool after cuda_kv_move differs", what);
 			free(back);
 			CU(cudaFree(kd.k));
 			CU(cudaFree(kd.v));
@@ -1021,11 +1030,12 @@ static void run_attn(void *p)
 static void bench_attn_setup(struct bench_attn *b, int fmt, int Hkv, int Dh, const struct tpart *pt, int np)
 {
 	tbatch_build(&b->b, pt, np, 256, b->window);
-	size_t pool = (size_t)b->b.n_pages * kv_page_bytes(fmt, Hkv, Dh, 256), qn = (size_t)b->b.h.T * b->H * Dh;
+	size_t pk = (size_t)b->b.n_pages * kv_pool_page_bytes(fmt, 0, Hkv, Dh, 256),
+	       pv = (size_t)b->b.n_pages * kv_pool_page_bytes(fmt, 1, Hkv, Dh, 256), qn = (size_t)b->b.h.T * b->H * Dh;
 	for (int l = 0; l < b->L; l++) {
-		struct kv_layer kv = {dalloc(pool), dalloc(pool), fmt, 256, Hkv, Dh, b->b.n_pages, 0};
-		CU(cudaMemset(kv.k, 0x11, pool));
-		CU(cudaMemset(kv.v, 0x11, pool));
+		struct kv_layer kv = {dalloc(pk), dalloc(pv), fmt, 256, Hkv, Dh, b->b.n_pages, 0};
+		CU(cudaMemset(kv.k, 0x11, pk));
+		CU(cudaMemset(kv.v, 0x11, pv));
 		b->kv[l] = kv;
 	}
 	float *q = malloc(qn * sizeof(float));
@@ -1082,7 +1092,7 @@ static void bench(void)
 		{4096, 4, 1, 256, 512, "Gemma 270M heads, window 512"},
 	};
 	for (int i = 0; i < 3; i++)
-		for (int fmt = KV_F16; fmt <= KV_Q4; fmt++) {
+		for (int fmt = KV_F16; fmt < KV_FMT_COUNT; fmt++) {
 			struct bench_attn b = {.H = pf[i].H, .window = pf[i].window, .L = 1};
 			struct tpart pt = {pf[i].T, 0};
 			bench_attn_setup(&b, fmt, pf[i].Hkv, pf[i].Dh, &pt, 1);
@@ -1090,7 +1100,7 @@ static void bench(void)
 			double keys = pf[i].window ? (double)pf[i].window : pf[i].T / 2.0;
 			double flops = 4.0 * pf[i].T * keys * pf[i].H * pf[i].Dh;
 			printf("attention prefill %s T=%d H=%d Hkv=%d Dh=%d window=%d (%s): %.3f ms, %.1f TFLOP/s\n",
-			       fmt_name[fmt], pf[i].T, pf[i].H, pf[i].Hkv, pf[i].Dh, pf[i].window, pf[i].name, ms,
+			       kv_fmt_name(fmt), pf[i].T, pf[i].H, pf[i].Hkv, pf[i].Dh, pf[i].window, pf[i].name, ms,
 			       flops / (ms * 1e-3) / 1e12);
 			bench_attn_free(&b);
 		}
@@ -1102,19 +1112,20 @@ static void bench(void)
 		{64, 8, 128, 8, 4096, "70B heads, 8 sequences"},
 	};
 	for (int i = 0; i < 3; i++)
-		for (int fmt = KV_F16; fmt <= KV_Q4; fmt++) {
+		for (int fmt = KV_F16; fmt < KV_FMT_COUNT; fmt++) {
 			struct bench_attn b = {.H = dc[i].H, .L = 4};
 			struct tpart pt[8];
 			for (int s = 0; s < dc[i].np; s++)
 				pt[s] = (struct tpart){1, dc[i].C - 1};
 			bench_attn_setup(&b, fmt, dc[i].Hkv, dc[i].Dh, pt, dc[i].np);
 			float ms = time_ms(run_attn, &b, 21);
-			double bytes = 2.0 * dc[i].np * dc[i].C * dc[i].Hkv *
-				       (kv_qrow_bytes(fmt, dc[i].Dh) + kv_srow_bytes(fmt, dc[i].Dh));
+			double bytes = (double)dc[i].np * dc[i].C *
+				       (kv_pool_page_bytes(fmt, 0, dc[i].Hkv, dc[i].Dh, 1) +
+					kv_pool_page_bytes(fmt, 1, dc[i].Hkv, dc[i].Dh, 1));
 			double gbs = bytes / (ms * 1e-3) / 1e9;
 			printf("attention decode %s C=%d H=%d Hkv=%d Dh=%d (%s): %.1f us, KV %.1f MB, %.0f GB/s, %.2f of "
 			       "copy\n",
-			       fmt_name[fmt], dc[i].C, dc[i].H, dc[i].Hkv, dc[i].Dh, dc[i].name, ms * 1e3, bytes / 1e6, gbs,
+			       kv_fmt_name(fmt), dc[i].C, dc[i].H, dc[i].Hkv, dc[i].Dh, dc[i].name, ms * 1e3, bytes / 1e6, gbs,
 			       gbs / copy_gbs);
 			bench_attn_free(&b);
 		}

@@ -8,12 +8,14 @@
     of token j + 1 for j in [ctx/2, ctx - 1), PPL = exp(mean), error = PPL * sqrt(var / (count - 1));
   - --batch below ctx (chunked prefill through the KV cache, steps that straddle ctx/2 and the window) gives
     the PPL of one pass, within 1e-4 relative, with --kv f32;
-  - --kv f16, q8, q4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose k and v go through an
-    emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 / Q4_0 with an
-    f16 scale, rotated back), within 1e-4 relative: the loss of each format is the format's, not a kernel's;
+  - --kv f16, q8, q4, q5, k8v5, k8v4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose k and v go
+    through an emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 /
+    Q4_0 / Q5_0 with an f16 scale, rotated back; k8v5, k8v4: keys Q8, values Q5_0 or Q4_0), within 1e-4
+    relative (3e-4 for the mixed formats: rounding ties, see tiny()): the loss of each format is the
+    format's, not a kernel's;
   - Gemma 3 270M (models/, tools/fetch_model.sh; FERRY_NO_MODEL=1 skips that part) over 2 chunks of 256: the KV
-    formats against f16: f32 within 1e-2, q8 within 0.02, q4 within 0.9, each plus 2 x 0.0325, the PPL noise
-    of the CPU's 8-bit matmul inputs (measured by the NumPy emulation; see gemma());
+    formats against f16: f32 within 1e-2, q8 within 0.02, k8v5 within 0.03, q4 within 0.9, each plus
+    2 x 0.0325, the PPL noise of the CPU's 8-bit matmul inputs (measured by the NumPy emulation; see gemma());
   - bad input: a missing, empty or too short file, bad --ctx, --chunks, --batch, --kv: one line naming it, exit
     non-zero.
 """
@@ -54,24 +56,40 @@ def q8_group(g):
         return np.where(d != 0, np.round(g / d), 0) * d
 
 
-def q4_group(g):
-    m = np.take_along_axis(g, np.argmax(np.abs(g), axis=-1)[..., None], axis=-1)
-    d = f16(m / -8)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.where(d != 0, np.clip(np.round(g / d) + 8, 0, 15), 8) - 8) * d
+def codes_group(bits):
+    """ggml's Q4_0 (bits 4) / Q5_0 (bits 5) rule: d = m / -2^(bits-1), m the value of largest magnitude (the first
+    on ties), codes round(x / d) + 2^(bits-1) clamped to [0, 2^bits - 1]."""
+    half = 2 ** (bits - 1)
+
+    def quant(g):
+        m = np.take_along_axis(g, np.argmax(np.abs(g), axis=-1)[..., None], axis=-1)
+        d = f16(m / -half)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.where(d != 0, np.clip(np.round(g / d) + half, 0, 2 * half - 1), half) - half) * d
+    return quant
 
 
-def kv_emulation(fmt):
-    """What the KV format (src/kernels/kv_pages.h) keeps of k or v [Hkv, T, Dh]: f16 rounding, or the groups of 32
+ROW_QUANT = {"q8": q8_group, "q4": codes_group(4), "q5": codes_group(5)}
+MIXED = {"k8v5": ("q8", "q5"), "k8v4": ("q8", "q4")}  # keys, values
+
+
+def row_emulation(fmt):
+    """What a row format (src/kernels/kv_pages.h) keeps of k or v [Hkv, T, Dh]: f16 rounding, or the groups of 32
     rotated by H32, quantized (f16 scale) and rotated back."""
     if fmt == "f16":
         return f16
-    quant = q8_group if fmt == "q8" else q4_group
+    quant = ROW_QUANT[fmt]
 
     def store(t):
         g = t.reshape(*t.shape[:-1], t.shape[-1] // 32, 32) @ H32
         return (quant(g) @ H32).reshape(t.shape)
     return store
+
+
+def kv_emulation(fmt):
+    """(keys, values): what the KV format keeps of each (a mixed format names the two row formats)."""
+    k, v = MIXED.get(fmt, (fmt, fmt))
+    return row_emulation(k), row_emulation(v)
 
 
 def reference_ppl(hf, text, kv=None):
@@ -141,13 +159,19 @@ def tiny(f, root, text):
                         f"{v}: --batch {batch} ppl {b['ppl']} != one pass {got['ppl']}")
         # the lossy formats against the reference through an emulation of the format (Dh 32 only: q8/q4 rotate
         # groups of 32), in steps of 40 so that chunks are stored and read back across steps
-        for kv in ("f16", "q8", "q4") if v == "gemma3_softcap" else ():
+        for kv in ("f16", "q8", "q4", "q5", "k8v5", "k8v4") if v == "gemma3_softcap" else ():
             want_kv = reference_ppl(hf, open(text, encoding="utf-8").read(), kv)[0]
             b, _ = ppl_run(f, model, text, f"{v} kv {kv}", "--ctx", CTX, "--chunks", CHUNKS, "--kv", kv, "--batch", 40)
             if b:
                 print(f"{v:16s} --kv {kv}: ferry ppl {b['ppl']:.6f}, NumPy reference through the format {want_kv:.6f} "
                       f"(f32: {want:.6f})")
-                f.check(close(b["ppl"], want_kv, 1e-4), f"{v}: kv {kv} ppl {b['ppl']} != emulated {want_kv}")
+                # The reference quantizes float64 k, v, ferry its f32 ones: a code on a rounding tie may go
+                # either way. On this model k8v5 is the format most moved by that: 6.3e-5 relative in the plain
+                # build, -1.0e-4 in the ASan one (-O1: f32 sums in another order), while q8, q4, q5 and k8v4
+                # stay within 1e-5. The quantized formats differ from each other here by 1.2e-3 or more, so
+                # 3e-4 still tells a wrong format or pool from this format's own rounding.
+                rel = 3e-4 if kv in MIXED else 1e-4
+                f.check(close(b["ppl"], want_kv, rel), f"{v}: kv {kv} ppl {b['ppl']} != emulated {want_kv} ({rel})")
     return model
 
 
@@ -165,7 +189,7 @@ def gemma(f, root):
     if not f.check(p.returncode == 0, f"convert failed: {p.stderr.strip()}"):
         return
     res = {}
-    for kv in ("f16", "f32", "q8", "q4"):
+    for kv in ("f16", "f32", "q8", "q4", "k8v5"):
         r, _ = ppl_run(f, model, TEXT, f"gemma --kv {kv}", "--ctx", 256, "--chunks", 2, "--kv", kv)
         if r:
             res[kv] = r["ppl"]
@@ -183,7 +207,9 @@ def gemma(f, root):
     # without the 8-bit inputs (ref_forward.Model.from_gguf(act_q8=True): 1.9677 vs 1.9352 with f32 k, v; there
     # f32 and q8 k, v differ from f16 by 0.016 and 0.024, without the 8-bit inputs by 0.0002 and 0.016). Each
     # format's bound gets twice that on top: two draws of that noise.
-    for kv, tol in (("f32", 1e-2), ("q8", 0.02), ("q4", 0.9)):
+    # k8v5 (Q8 keys, Q5_0 values, 7 bits a value) is the 4-bit-class format meant to hold +0.1 (bench/RESULTS.md:
+    # 8 chunks of 512); on these 2 chunks of 256 it measured 1.9789 against f16's 1.9739 (+0.0050; q8 2.0048)
+    for kv, tol in (("f32", 1e-2), ("q8", 0.02), ("k8v5", 0.03), ("q4", 0.9)):
         if kv in res:
             lim = tol + 2 * ACT_Q8_PPL
             f.check(abs(res[kv] - res["f16"]) <= lim, f"gemma: {kv} ppl {res[kv]} vs f16 {res['f16']}: more than {lim}")

@@ -23,13 +23,16 @@ static double urand(void)
 #define PAGE 64
 #define MAXP 8
 
-/* The f32 row of (h, position p) read back from a pool of kv through the page-table row `table`. */
-static void row_back(const struct kv_layer *kv, const void *pool, const int *table, int h, int p, float *out)
+/* The f32 row of (h, position p) read back from pool w (0 keys, 1 values) of kv through the page-table row
+ * `table`. */
+static void row_back(const struct kv_layer *kv, int w, const int *table, int h, int p, float *out)
 {
-	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
-	const uint8_t *base = (const uint8_t *)pool + (size_t)table[p / PAGE] * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, PAGE);
+	int rf = kv_pool_fmt(kv->fmt, w);
+	size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
+	const uint8_t *base =
+		(const uint8_t *)(w ? kv->v : kv->k) + (size_t)table[p / PAGE] * kv_page_bytes(rf, kv->Hkv, kv->Dh, PAGE);
 	size_t r = (size_t)h * PAGE + (size_t)(p % PAGE);
-	cpu_kv_row_dequant(kv->fmt, base + r * qrow, base + (size_t)kv->Hkv * PAGE * qrow + r * srow, out, kv->Dh);
+	cpu_kv_row_dequant(rf, base + r * qrow, base + (size_t)kv->Hkv * PAGE * qrow + r * srow, out, kv->Dh);
 }
 
 /* One case: sequence 0 holds C committed positions, then a tree of n tokens (random parents, or a chain);
@@ -39,9 +42,8 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 {
 	int Hkv = 2, g = 2, H = Hkv * g, Dh = 32, kvd = Hkv * Dh, C1 = 5, n1 = 3, T = n + n1;
 	struct kv_layer kv = {.fmt = fmt, .page = PAGE, .Hkv = Hkv, .Dh = Dh, .n_pages = 2 * MAXP};
-	size_t pb = kv_page_bytes(fmt, Hkv, Dh, PAGE);
-	kv.k = calloc(2 * MAXP, pb);
-	kv.v = calloc(2 * MAXP, pb);
+	kv.k = calloc(2 * MAXP, kv_pool_page_bytes(fmt, 0, Hkv, Dh, PAGE));
+	kv.v = calloc(2 * MAXP, kv_pool_page_bytes(fmt, 1, Hkv, Dh, PAGE));
 	int table[2 * MAXP];
 	for (int i = 0; i < 2 * MAXP; i++)
 		table[i] = 2 * MAXP - 1 - i; /* reversed: pages out of order */
@@ -103,7 +105,7 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 			double sc[256], mx = -INFINITY, sum = 0, o[64] = {0}, num = 0, den = 0;
 			const float *qh = q + ((size_t)t * H + h) * Dh;
 			for (int i = 0; i < nk; i++) {
-				row_back(&kv, kv.k, table + seq * MAXP, h / g, keys[i], kr);
+				row_back(&kv, 0, table + seq * MAXP, h / g, keys[i], kr);
 				double s = 0;
 				for (int d = 0; d < Dh; d++)
 					s += (double)qh[d] * kr[d];
@@ -113,7 +115,7 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 			for (int i = 0; i < nk; i++)
 				sum += sc[i] = exp(sc[i] - mx);
 			for (int i = 0; i < nk; i++) {
-				row_back(&kv, kv.v, table + seq * MAXP, h / g, keys[i], vr);
+				row_back(&kv, 1, table + seq * MAXP, h / g, keys[i], vr);
 				for (int d = 0; d < Dh; d++)
 					o[d] += sc[i] / sum * vr[d];
 			}
@@ -136,19 +138,21 @@ static double run_case(int fmt, int window, int C, int n, const int *parent, boo
 	for (int a = deep; a >= 0; a = parent[a])
 		path[np++] = a;
 	int from[64], to[64];
-	float before[64][64], after[64];
+	float before[2][64][64], after[64];
 	for (int i = 0; i < np; i++) {
 		from[i] = C + path[np - 1 - i];
 		to[i] = C + i;
-		row_back(&kv, kv.v, table, 1, from[i], before[i]);
+		for (int w = 0; w < 2; w++)
+			row_back(&kv, w, table, 1, from[i], before[w][i]);
 	}
 	kv_rows_move(&kv, table, np, from, to);
 	int bad = 0;
-	for (int i = 0; i < np; i++) {
-		row_back(&kv, kv.v, table, 1, to[i], after);
-		bad += memcmp(after, before[i], sizeof(float) * (size_t)Dh) != 0;
-	}
-	CHECK_MSG(bad == 0, "fmt %d: %d moved rows differ", fmt, bad);
+	for (int i = 0; i < np; i++)
+		for (int w = 0; w < 2; w++) {
+			row_back(&kv, w, table, 1, to[i], after);
+			bad += memcmp(after, before[w][i], sizeof(float) * (size_t)Dh) != 0;
+		}
+	CHECK_MSG(bad == 0, "fmt %s: %d moved rows differ", kv_fmt_name(fmt), bad);
 
 	free(kv.k), free(kv.v), free(hp), free(htp), free(hk), free(hv), free(k), free(v), free(q), free(out), free(scr);
 	return worst;

@@ -560,7 +560,7 @@ class Model:
         elif cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
-        self.kv_store = None  # set to emulate a lossy KV cache (tests/test_ppl.py)
+        self.kv_store = None  # (keys, values) functions: emulate a lossy KV cache (tests/test_ppl.py)
         self.act_blocks = None  # {weight name: block}: emulate 8-bit matmul inputs (from_gguf(act_q8=True))
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
@@ -729,7 +729,7 @@ class Model:
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if self.kv_store is not None:  # what a KV cache format keeps of k and v ([Hkv, T, Dh] each)
-            k, v = self.kv_store(k), self.kv_store(v)
+            k, v = self.kv_store[0](k), self.kv_store[1](v)
         # Query head h reads key/value head h // (n_heads / n_kv) (HF repeat_kv).
         rep = self.n_heads // self.n_kv
         k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)

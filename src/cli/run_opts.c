@@ -72,8 +72,9 @@ int run_opts_check(const struct run_opts *o)
 void run_opts_usage(FILE *f)
 {
 	fprintf(f,
-		"  --kv f32|f16|q8|q4     KV cache format (default f16 on CUDA, f32 on the CPU); q8/q4 are groups of 32\n"
-		"                         with an f16 scale, Hadamard-rotated\n"
+		"  --kv f32|f16|q8|q4|q5|k8v5|k8v4\n"
+		"                         KV cache format (default f16 on CUDA, f32 on the CPU); q8/q4/q5 are groups of\n"
+		"                         32 with an f16 scale, Hadamard-rotated; k8v5, k8v4: keys q8, values q5 or q4\n"
 		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"

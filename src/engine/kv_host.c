@@ -28,32 +28,36 @@ int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, cons
 	h->host_layer = malloc(sizeof(int) * (size_t)h->n_host);
 	h->hk = calloc((size_t)L, sizeof(void *));
 	h->hv = calloc((size_t)L, sizeof(void *));
-	h->pool_bytes = malloc(sizeof(size_t) * (size_t)L);
+	h->pool_bytes = malloc(2 * sizeof(size_t) * (size_t)L);
 	h->order = malloc(sizeof(int) * (size_t)h->n_host);
 	h->order_of = malloc(sizeof(int) * (size_t)L);
 	bool ok = h->host_idx && h->host_layer && h->hk && h->hv && h->pool_bytes && h->order && h->order_of;
-	size_t stage = 0;
+	size_t sk = 0, sv = 0; /* the largest key and value pools: the staging pair's sizes */
 	for (int l = 0, i = 0; ok && l < L; l++) {
-		h->pool_bytes[l] = pool_bytes[l];
+		size_t bk = pool_bytes[2 * l], bv = pool_bytes[2 * l + 1];
+		h->pool_bytes[2 * l] = bk;
+		h->pool_bytes[2 * l + 1] = bv;
 		h->host_idx[l] = host[l] ? i : -1;
 		if (!host[l])
 			continue;
 		h->host_layer[i++] = l;
-		stage = pool_bytes[l] > stage ? pool_bytes[l] : stage;
-		h->hk[l] = op->host_alloc(b, pool_bytes[l]);
-		h->hv[l] = h->hk[l] ? op->host_alloc(b, pool_bytes[l]) : NULL;
+		sk = bk > sk ? bk : sk;
+		sv = bv > sv ? bv : sv;
+		h->hk[l] = op->host_alloc(b, bk);
+		h->hv[l] = h->hk[l] ? op->host_alloc(b, bv) : NULL;
 		ok = h->hv[l];
 	}
 	for (int s = 0; ok && s < 2; s++) {
-		h->sk[s] = op->alloc(b, stage);
-		h->sv[s] = h->sk[s] ? op->alloc(b, stage) : NULL;
+		h->sk[s] = op->alloc(b, sk);
+		h->sv[s] = h->sk[s] ? op->alloc(b, sv) : NULL;
 		ok = h->sv[s];
 	}
 	if (ok && (h->fence0 = op->fence_alloc(b, 4)) < 0)
 		ok = false;
 	if (!ok) {
-		snprintf(err, errlen, "out of memory for the KV cache streamed from host memory (%d layers, %zu bytes a pool)%s%s",
-			 h->n_host, stage, b->err[0] ? ": " : "", b->err);
+		snprintf(err, errlen,
+			 "out of memory for the KV cache streamed from host memory (%d layers, %zu + %zu bytes a pool pair)%s%s",
+			 h->n_host, sk, sv, b->err[0] ? ": " : "", b->err);
 		kvh_free(h);
 		return -ENOMEM;
 	}
@@ -94,12 +98,13 @@ static int upload(struct kv_host *h, int i, const struct kv_layer *kv)
 		return 0;
 	struct backend *b = h->b;
 	int l = h->order[i], s = i % 2;
-	size_t n = (size_t)h->used[kv[l].group] * (h->pool_bytes[l] / (size_t)kv[l].n_pages);
+	size_t used = (size_t)h->used[kv[l].group], np = (size_t)kv[l].n_pages;
+	size_t nk = used * (h->pool_bytes[2 * l] / np), nv = used * (h->pool_bytes[2 * l + 1] / np);
 	int rc = b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);
-	if (!rc && n) {
-		rc = b->ops->copy_async(b, h->sk[s], h->hk[l], n);
-		rc = rc ? rc : b->ops->copy_async(b, h->sv[s], h->hv[l], n);
-		h->h2d += 2 * n;
+	if (!rc && nk) {
+		rc = b->ops->copy_async(b, h->sk[s], h->hk[l], nk);
+		rc = rc ? rc : b->ops->copy_async(b, h->sv[s], h->hv[l], nv);
+		h->h2d += nk + nv;
 	}
 	return rc ? rc : b->ops->fence_record(b, BQ_COPY, h->fence0 + s);
 }
@@ -153,7 +158,7 @@ int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_c
 		return 0;
 	struct backend *b = h->b;
 	int i = h->order_of[l], s = i % 2, g = kv[l].group;
-	size_t pb = h->pool_bytes[l] / (size_t)kv[l].n_pages;
+	size_t pbk = h->pool_bytes[2 * l] / (size_t)kv[l].n_pages, pbv = h->pool_bytes[2 * l + 1] / (size_t)kv[l].n_pages;
 	int rc = b->ops->fence_record(b, BQ_COMPUTE, h->fence0 + 2 + s);
 	rc = rc ? rc : b->ops->fence_wait(b, BQ_COPY, h->fence0 + 2 + s);
 	for (int p = 0; !rc && p < n_parts; p++) {
@@ -162,10 +167,10 @@ int kvh_release(struct kv_host *h, int l, struct kv_layer *kv, const struct kv_c
 		for (int j = len / kc->page; !rc && j <= (len + part_span[p] - 1) / kc->page; j++) {
 			if (row[j] < 0)
 				continue;
-			size_t off = (size_t)row[j] * pb;
-			rc = b->ops->copy_d2h_async(b, (char *)h->hk[l] + off, (char *)h->sk[s] + off, pb);
-			rc = rc ? rc : b->ops->copy_d2h_async(b, (char *)h->hv[l] + off, (char *)h->sv[s] + off, pb);
-			h->d2h += 2 * pb;
+			size_t ok = (size_t)row[j] * pbk, ov = (size_t)row[j] * pbv;
+			rc = b->ops->copy_d2h_async(b, (char *)h->hk[l] + ok, (char *)h->sk[s] + ok, pbk);
+			rc = rc ? rc : b->ops->copy_d2h_async(b, (char *)h->hv[l] + ov, (char *)h->sv[s] + ov, pbv);
+			h->d2h += pbk + pbv;
 		}
 	}
 	kv[l].k = kv[l].v = NULL;

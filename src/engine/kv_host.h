@@ -33,13 +33,14 @@ struct kv_host {
 	int n_order;
 	void **hk, **hv;        /* [L] pinned pools of host layers */
 	void *sk[2], *sv[2];    /* device staging pools */
-	size_t *pool_bytes;     /* [L] bytes of layer l's K (= V) pool */
+	size_t *pool_bytes;     /* [L][2] bytes of layer l's K pool ([2l]) and V pool ([2l + 1]) */
 	int fence0;             /* its 4 backend fences: fence0 + s: upload into stage s done; fence0 + 2 + s: compute with it done */
 	int used[KVC_GROUPS_MAX]; /* per group: pages in use this step */
 	uint64_t h2d, d2h;      /* KV bytes moved so far */
 };
 
-/* host: [L] flags (NULL or none set: nothing to do). pool_bytes: bytes of each layer's K (= V) pool. */
+/* host: [L] flags (NULL or none set: nothing to do). pool_bytes [L][2]: bytes of each layer's K pool ([2l])
+ * and V pool ([2l + 1]; a mixed KV format's differ). */
 int kvh_init(struct kv_host *h, struct backend *b, int L, const bool *host, const size_t *pool_bytes, char *err,
 	     size_t errlen);
 void kvh_free(struct kv_host *h);

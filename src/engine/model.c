@@ -173,18 +173,20 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
 		  al(L * V * 4) + (E ? al(S * E * 4) + 2 * al(S * D * 4) : 0);
 	groups_of(hp, o, mm);
-	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, page_of(o));
-	uint64_t stage = 0;
+	uint64_t stage[2] = {0, 0};
 	for (int l = 0; l < hp->n_layers; l++) {
-		uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] * pb;
-		if (kv_host && kv_host[l]) {
-			mm->kv_host += 2 * pool;
-			stage = pool > stage ? pool : stage;
-		} else {
-			mm->kv += 2 * al(pool);
+		for (int i = 0; i < 2; i++) { /* the key pool, then the value pool (a mixed format's differ) */
+			uint64_t pool = (uint64_t)mm->n_pages[group_of_layer(mm, hp->window[l])] *
+					kv_pool_page_bytes(o->kv_fmt, i, hp->n_kv_heads, hp->head_dim, page_of(o));
+			if (kv_host && kv_host[l]) {
+				mm->kv_host += pool;
+				stage[i] = pool > stage[i] ? pool : stage[i];
+			} else {
+				mm->kv += al(pool);
+			}
 		}
 	}
-	mm->kv += 4 * al(stage); /* two staging pairs */
+	mm->kv += 2 * (al(stage[0]) + al(stage[1])); /* two staging pairs */
 	struct backend_reserve r;
 	reserve_of(hp, o, mm->n_groups, &r);
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
@@ -275,21 +277,23 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	memcpy(m->n_pages, mm.n_pages, sizeof(m->n_pages));
 	m->kv_bytes = mm.kv;
 	size_t T = (size_t)o->t_max, D = (size_t)hp->d_model;
-	size_t pb = kv_page_bytes(o->kv_fmt, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
+	size_t pbk = kv_pool_page_bytes(o->kv_fmt, 0, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
+	size_t pbv = kv_pool_page_bytes(o->kv_fmt, 1, hp->n_kv_heads, hp->head_dim, m->opt.kv_page);
 	/* KV cache first: the largest long-lived blocks, so the arena stays unfragmented */
 	m->kv = calloc((size_t)hp->n_layers, sizeof(*m->kv));
 	bool ok = m->kv;
-	size_t *pool = malloc(sizeof(size_t) * (size_t)hp->n_layers);
+	size_t *pool = malloc(2 * sizeof(size_t) * (size_t)hp->n_layers); /* [L][2]: key, value pool bytes */
 	ok = ok && pool;
 	for (int l = 0; ok && l < hp->n_layers; l++) {
 		int g = group_of_layer(&mm, hp->window[l]);
 		m->kv[l] = (struct kv_layer){.fmt = o->kv_fmt, .page = m->opt.kv_page, .Hkv = hp->n_kv_heads,
 					     .Dh = hp->head_dim, .n_pages = mm.n_pages[g], .group = g};
-		pool[l] = (size_t)mm.n_pages[g] * pb;
+		pool[2 * l] = (size_t)mm.n_pages[g] * pbk;
+		pool[2 * l + 1] = (size_t)mm.n_pages[g] * pbv;
 		if (kv_host && kv_host[l])
 			continue; /* pinned host pools, staged per step (kv_host.c) */
-		m->kv[l].k = b->ops->alloc(b, pool[l]);
-		m->kv[l].v = b->ops->alloc(b, pool[l]);
+		m->kv[l].k = b->ops->alloc(b, pool[2 * l]);
+		m->kv[l].v = b->ops->alloc(b, pool[2 * l + 1]);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
 	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits);

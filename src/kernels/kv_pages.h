@@ -9,7 +9,8 @@
  * copied: a sequence grows by taking free pages, and sequences with the same prompt prefix may map the same
  * physical page (src/engine/kvcache.c).
  *
- * Row. A row is the Dh values of one kv head at one position, in the pool's format:
+ * Row. A row is the Dh values of one kv head at one position, in its pool's row format (a KV format may
+ * give keys and values different row formats: KV_FMT_LIST's key and val columns):
  *   KV_F32  Dh floats                                   (CPU only: the exact reference)
  *   KV_F16  Dh halves (IEEE binary16, round to nearest even)
  *   KV_Q8   Dh int8 q, and Dh/32 f16 scales d: value = q * d; d = amax / 127 over the 32 values, q = round(x / d)
@@ -17,19 +18,27 @@
  *           its low nibble and value i + 16 in its high nibble; value = (nibble - 8) * d, where d = m / -8
  *           for m the value of largest magnitude (sign kept), nibble = clamp(round(x / d) + 8, 0, 15)
  *           (ggml's Q4_0 rule); d = 0 when the group is all zeros (values 0).
+ *   KV_Q5   (ggml's Q5_0 rule) 5-bit codes c = clamp(round(x / d) + 16, 0, 31), d = m / -16, value = (c - 16) * d:
+ *           the q part holds the low 4 bits of the codes as Q4's (Dh/2 bytes, nibble pairs (i, i + 16) per
+ *           group), the s part the Dh/32 f16 scales and then, per group, the 32 fifth bits as 4 bytes, the
+ *           bit of value i at bit i % 8 of byte i / 8 (a little-endian u32 mask). The q part keeps Q4's
+ *           16-byte alignment; the s part is only 2-byte aligned.
  * Scales are rounded to f16 first and q is computed from the rounded d, so dequantization is exact given
- * the stored bytes. Q8 and Q4 values are stored rotated: each group of 32 is multiplied by the orthonormal
- * Walsh-Hadamard matrix H32 (Sylvester order, entries +-1/sqrt(32), symmetric, its own inverse) before
- * quantizing, which spreads outliers over the group. The model rotates q, k and v the same way (the
- * backend's hadamard op) before kv_store and rotates the attention output back: q.k and sum p v are
- * unchanged by an orthonormal rotation. The kernels themselves never rotate.
+ * the stored bytes. Group-coded values (Q8, Q4, Q5) are stored rotated: each group of 32 is multiplied by the
+ * orthonormal Walsh-Hadamard matrix H32 (Sylvester order, entries +-1/sqrt(32), symmetric, its own inverse)
+ * before quantizing, which spreads outliers over the group. The model rotates q, k and v the same way (the
+ * backend's hadamard op) before kv_store when either pool's rows are group-coded, and rotates the attention
+ * output back: q.k and sum p v are unchanged by an orthonormal rotation (an F16 pool beside a group-coded
+ * one just stores rotated values). The kernels themselves never rotate.
  *
- * Page layout (one page of one pool, bytes): first the q part of every row, head-major,
+ * Page layout (one page of one pool, bytes, in that pool's row format): first the q part of every row,
+ * head-major,
  *   row (h, r) at  h * page * qrow + r * qrow            (r = position % page, qrow = kv_qrow_bytes)
- * then, for Q8/Q4, the scales,
+ * then, for group-coded rows, the s part,
  *   row (h, r) at  Hkv * page * qrow + (h * page + r) * srow   (srow = kv_srow_bytes)
  * so a tile of consecutive positions of one head is contiguous. qrow is a multiple of 16 for Dh a multiple
- * of 32. Page p of a pool starts at base + p * kv_page_bytes.
+ * of 32. Page p of a pool starts at base + p * kv_page_bytes(its row format); a layer's key and value pools
+ * have the same pages (n_pages, the page table) but, in a mixed format, different page sizes.
  */
 #ifndef FERRY_KV_PAGES_H
 #define FERRY_KV_PAGES_H
@@ -37,67 +46,103 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Every KV row format, one row each (X-macros): the enum, the row sizes below, the names --kv takes and the
- * per-format kernel tables (kernels/cpu/kv_quant.c, kernels/cuda/attention.cu and kv_store.cu) come from it.
- * KV_FMT_LIST(X) calls X(id, k, bits, scaled, cuda) once per format, in enum order (the order --kv lists them):
- *   id      KV_<id>; k: the name (--kv, plans; #k) and the suffix of its CPU kernels kv_quant_<k>, kv_dequant_<k>
- *   bits    bits per value in the q part of a row: qrow = Dh * bits / 8
- *   scaled  1: group-quantized: an f16 scale per KV_GROUP values (the s part of a row), values stored rotated
- *   cuda    1: the CUDA kernels read and write it (k_kv_store<KV_id>, att_tile<KV_id>); the CPU kernels, the
- *           exact reference, take every format */
-#define KV_FMT_LIST(X)        \
-	X(F32, f32, 32, 0, 0) \
-	X(F16, f16, 16, 0, 1) \
-	X(Q8,  q8,  8,  1, 1) \
-	X(Q4,  q4,  4,  1, 1)
+/* Every KV row format, one row each (X-macros): KV_ROW_LIST(X) calls X(id, k, qbits, gbytes) once per row
+ * codec, in enum order:
+ *   id      KV_<id>; k: the suffix of its CPU kernels kv_quant_<k>, kv_dequant_<k>
+ *   qbits   bits per value in the q part of a row: qrow = Dh * qbits / 8
+ *   gbytes  bytes per group of KV_GROUP values in the s part (0: none); group-coded rows are stored rotated
+ * Every KV format (--kv), KV_FMT_LIST(X): X(id, k, key, val, cuda), in enum order (the order --kv lists them):
+ * first one format per row codec, in KV_ROW_LIST's order, whose keys and values both use it, then the mixed
+ * formats:
+ *   id      KV_<id>; k its name (--kv, plans; #k)
+ *   key,val the row formats of the key pool and of the value pool (KV_<key>, KV_<val>: rows of KV_ROW_LIST)
+ *   cuda    1: the CUDA kernels read and write it (k_kv_store<row>, k_attention<key, val>); the CPU kernels,
+ *           the exact reference, take every format */
+#define KV_ROW_LIST(X)     \
+	X(F32, f32, 32, 0) \
+	X(F16, f16, 16, 0) \
+	X(Q8,  q8,  8,  2) \
+	X(Q4,  q4,  4,  2) \
+	X(Q5,  q5,  4,  6)
+
+#define KV_FMT_LIST(X)                   \
+	X(F32,  f32,  F32, F32, 0)       \
+	X(F16,  f16,  F16, F16, 1)       \
+	X(Q8,   q8,   Q8,  Q8,  1)       \
+	X(Q4,   q4,   Q4,  Q4,  1)       \
+	X(Q5,   q5,   Q5,  Q5,  1)       \
+	X(K8V5, k8v5, Q8,  Q5,  1)       \
+	X(K8V4, k8v4, Q8,  Q4,  1)
 
 /* KV_IF_<0 or 1>(yes, no): a 0/1 column of KV_FMT_LIST as a selector for the tables built from it */
 #define KV_IF_1(yes, no) yes
 #define KV_IF_0(yes, no) no
 
-#define KV_ENUM_ROW(id, k, bits, scaled, cuda) KV_##id,
+#define KV_ENUM_ROW(id, k, key, val, cuda) KV_##id,
 enum kv_fmt { KV_FMT_LIST(KV_ENUM_ROW) KV_FMT_COUNT };
 #undef KV_ENUM_ROW
 
-#define KV_GROUP 32      /* values per scale (Q8/Q4) and per Hadamard rotation */
+#define KV_ROW_COUNT_ROW(id, k, qbits, gbytes) +1
+enum { KV_ROW_COUNT = 0 KV_ROW_LIST(KV_ROW_COUNT_ROW) }; /* the row formats are KV_F32 .. KV_ROW_COUNT - 1 */
+#undef KV_ROW_COUNT_ROW
+
+#define KV_GROUP 32      /* values per scale (Q8/Q4/Q5) and per Hadamard rotation */
 #define KV_PAGE_ALIGN 64 /* a page holds a multiple of this many positions */
 
 /* The functions below test fmt against each row in turn: fmt == KV_<id> ? <the row's value> : ... */
-static inline int kv_qrow_bytes(int fmt, int Dh)
+
+/* The row format of a KV format's keys (pool 0) or values (pool 1) */
+static inline int kv_pool_fmt(int fmt, int pool)
 {
-#define KV_QROW(id, k, bits, scaled, cuda) fmt == KV_##id ? Dh * (bits) / 8 :
-	return KV_FMT_LIST(KV_QROW) 0;
+#define KV_POOL(id, k, key, val, cuda) fmt == KV_##id ? (pool ? KV_##val : KV_##key) :
+	return KV_FMT_LIST(KV_POOL) - 1;
+#undef KV_POOL
+}
+
+/* Bytes of a row's q part and s part in row format rfmt */
+static inline int kv_qrow_bytes(int rfmt, int Dh)
+{
+#define KV_QROW(id, k, qbits, gbytes) rfmt == KV_##id ? Dh * (qbits) / 8 :
+	return KV_ROW_LIST(KV_QROW) 0;
 #undef KV_QROW
 }
 
+static inline int kv_srow_bytes(int rfmt, int Dh)
+{
+#define KV_SROW(id, k, qbits, gbytes) rfmt == KV_##id ? Dh / KV_GROUP * (gbytes) :
+	return KV_ROW_LIST(KV_SROW) 0;
+#undef KV_SROW
+}
+
+/* Whether a KV format stores rotated values: either of its pools group-coded */
 static inline int kv_fmt_rotated(int fmt)
 {
-#define KV_SCALED(id, k, bits, scaled, cuda) fmt == KV_##id ? (scaled) :
-	return KV_FMT_LIST(KV_SCALED) 0;
-#undef KV_SCALED
+	return kv_srow_bytes(kv_pool_fmt(fmt, 0), KV_GROUP) > 0 || kv_srow_bytes(kv_pool_fmt(fmt, 1), KV_GROUP) > 0;
 }
 
-static inline int kv_srow_bytes(int fmt, int Dh)
+/* Bytes of one page of a pool in row format rfmt */
+static inline size_t kv_page_bytes(int rfmt, int Hkv, int Dh, int page)
 {
-	return kv_fmt_rotated(fmt) ? Dh / KV_GROUP * 2 : 0;
+	return (size_t)Hkv * (size_t)page * (size_t)(kv_qrow_bytes(rfmt, Dh) + kv_srow_bytes(rfmt, Dh));
 }
 
-static inline size_t kv_page_bytes(int fmt, int Hkv, int Dh, int page)
+/* Bytes of one page of KV format fmt's key (pool 0) or value (pool 1) pool */
+static inline size_t kv_pool_page_bytes(int fmt, int pool, int Hkv, int Dh, int page)
 {
-	return (size_t)Hkv * (size_t)page * (size_t)(kv_qrow_bytes(fmt, Dh) + kv_srow_bytes(fmt, Dh));
+	return kv_page_bytes(kv_pool_fmt(fmt, pool), Hkv, Dh, page);
 }
 
 /* Whether the CUDA kernels take fmt */
 static inline int kv_fmt_on_cuda(int fmt)
 {
-#define KV_CUDA(id, k, bits, scaled, cuda) fmt == KV_##id ? (cuda) :
+#define KV_CUDA(id, k, key, val, cuda) fmt == KV_##id ? (cuda) :
 	return KV_FMT_LIST(KV_CUDA) 0;
 #undef KV_CUDA
 }
 
 static inline const char *kv_fmt_name(int fmt)
 {
-#define KV_NAME(id, k, bits, scaled, cuda) fmt == KV_##id ? #k :
+#define KV_NAME(id, k, key, val, cuda) fmt == KV_##id ? #k :
 	return KV_FMT_LIST(KV_NAME) "?";
 #undef KV_NAME
 }
@@ -106,7 +151,7 @@ static inline const char *kv_fmt_name(int fmt)
  * page table the layer uses (src/engine/kvcache.h: full-attention layers share one, sliding-window layers another). */
 struct kv_layer {
 	void *k, *v;
-	int fmt;          /* enum kv_fmt */
+	int fmt;          /* enum kv_fmt: keys in row format kv_pool_fmt(fmt, 0), values kv_pool_fmt(fmt, 1) */
 	int page;         /* positions per page */
 	int Hkv, Dh;
 	int n_pages;
@@ -160,14 +205,15 @@ static inline int kv_visible(int p, int lp, int tb, const uint32_t *mask, int j,
  * so no row is overwritten before it is read. */
 static inline void kv_rows_move(const struct kv_layer *kv, const int *pages, int n, const int *from, const int *to)
 {
-	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
-	size_t pb = kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page), sofs = (size_t)kv->Hkv * (size_t)kv->page * qrow;
-	for (int i = 0; i < n; i++) {
-		if (from[i] == to[i])
-			continue;
-		size_t fp = (size_t)pages[from[i] / kv->page] * pb, tp = (size_t)pages[to[i] / kv->page] * pb;
-		for (int pool = 0; pool < 2; pool++) {
-			uint8_t *base = (uint8_t *)(pool ? kv->v : kv->k);
+	for (int pool = 0; pool < 2; pool++) {
+		int rf = kv_pool_fmt(kv->fmt, pool);
+		size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
+		size_t pb = kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page), sofs = (size_t)kv->Hkv * (size_t)kv->page * qrow;
+		uint8_t *base = (uint8_t *)(pool ? kv->v : kv->k);
+		for (int i = 0; i < n; i++) {
+			if (from[i] == to[i])
+				continue;
+			size_t fp = (size_t)pages[from[i] / kv->page] * pb, tp = (size_t)pages[to[i] / kv->page] * pb;
 			for (int h = 0; h < kv->Hkv; h++) {
 				size_t fr = (size_t)h * (size_t)kv->page + (size_t)(from[i] % kv->page);
 				size_t tr = (size_t)h * (size_t)kv->page + (size_t)(to[i] % kv->page);

@@ -36,14 +36,16 @@
 		}                                                                                         \
 	} while (0)
 
-/* The q part and the scale part of row (h, position p) of a pool, through the page table row `pages`. */
-static void row_locate(const struct kv_layer *kv, const void *pool, const int *pages, int h, int p,
-		       const uint8_t **q, const uint8_t **s)
+/* The q part and the s part of row (h, position p) of pool `pool` (0 keys, 1 values), through the page
+ * table row `pages`. */
+static void row_locate(const struct kv_layer *kv, int pool, const int *pages, int h, int p, const uint8_t **q,
+		       const uint8_t **s)
 {
-	int phys = pages[p / kv->page], r = p % kv->page;
+	int phys = pages[p / kv->page], r = p % kv->page, rf = kv_pool_fmt(kv->fmt, pool);
 	ATT_REQUIRE(phys >= 0 && phys < kv->n_pages);
-	size_t qrow = (size_t)kv_qrow_bytes(kv->fmt, kv->Dh), srow = (size_t)kv_srow_bytes(kv->fmt, kv->Dh);
-	const uint8_t *base = (const uint8_t *)pool + (size_t)phys * kv_page_bytes(kv->fmt, kv->Hkv, kv->Dh, kv->page);
+	size_t qrow = (size_t)kv_qrow_bytes(rf, kv->Dh), srow = (size_t)kv_srow_bytes(rf, kv->Dh);
+	const uint8_t *base = (const uint8_t *)(pool ? kv->v : kv->k) +
+			      (size_t)phys * kv_page_bytes(rf, kv->Hkv, kv->Dh, kv->page);
 	*q = base + ((size_t)h * (size_t)kv->page + (size_t)r) * qrow;
 	*s = base + (size_t)kv->Hkv * (size_t)kv->page * qrow + ((size_t)h * (size_t)kv->page + (size_t)r) * srow;
 }
@@ -57,10 +59,10 @@ void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, con
 		for (int h = 0; h < Hkv; h++) {
 			size_t off = ((size_t)t * (size_t)Hkv + (size_t)h) * (size_t)Dh;
 			const uint8_t *q, *s;
-			row_locate(kv, kv->k, pages, h, bt->pos[t], &q, &s);
-			cpu_kv_row_quant(kv->fmt, k + off, (void *)q, (void *)s, Dh);
-			row_locate(kv, kv->v, pages, h, bt->pos[t], &q, &s);
-			cpu_kv_row_quant(kv->fmt, v + off, (void *)q, (void *)s, Dh);
+			row_locate(kv, 0, pages, h, bt->pos[t], &q, &s);
+			cpu_kv_row_quant(kv_pool_fmt(kv->fmt, 0), k + off, (void *)q, (void *)s, Dh);
+			row_locate(kv, 1, pages, h, bt->pos[t], &q, &s);
+			cpu_kv_row_quant(kv_pool_fmt(kv->fmt, 1), v + off, (void *)q, (void *)s, Dh);
 		}
 	}
 }
@@ -70,14 +72,15 @@ int64_t cpu_attention_scratch(int max_ctx, int Dh)
 	return (int64_t)ATT_SCRATCH_HEADS * max_ctx + Dh;
 }
 
-/* Row j of a pool as f32: the row itself for F32, else dequantized into buf. */
-static const float *row_f32(const struct kv_layer *kv, const void *pool, const int *pages, int h, int j, float *buf)
+/* Row j of pool `pool` (0 keys, 1 values) as f32: the row itself for F32, else dequantized into buf. */
+static const float *row_f32(const struct kv_layer *kv, int pool, const int *pages, int h, int j, float *buf)
 {
 	const uint8_t *q, *s;
+	int rf = kv_pool_fmt(kv->fmt, pool);
 	row_locate(kv, pool, pages, h, j, &q, &s);
-	if (kv->fmt == KV_F32)
+	if (rf == KV_F32)
 		return (const float *)q;
-	cpu_kv_row_dequant(kv->fmt, q, s, buf, kv->Dh);
+	cpu_kv_row_dequant(rf, q, s, buf, kv->Dh);
 	return buf;
 }
 
@@ -98,7 +101,7 @@ static void attend_item(float *out, const float *q, const struct kv_layer *kv, c
 				sc[(size_t)a * (size_t)n + (size_t)j] = -INFINITY;
 			continue;
 		}
-		const float *kr = row_f32(kv, kv->k, pages, hk, j0 + j, row);
+		const float *kr = row_f32(kv, 0, pages, hk, j0 + j, row);
 		for (int a = 0; a < nh; a++) {
 			const float *qa = qt + (size_t)a * (size_t)Dh;
 			float s = 0;
@@ -124,7 +127,7 @@ static void attend_item(float *out, const float *q, const struct kv_layer *kv, c
 	for (int j = 0; j < n; j++) {
 		if (!kv_visible(p, lp, tb, mask, j0 + j, window))
 			continue;
-		const float *vr = row_f32(kv, kv->v, pages, hk, j0 + j, row);
+		const float *vr = row_f32(kv, 1, pages, hk, j0 + j, row);
 		for (int a = 0; a < nh; a++) {
 			float w = sc[(size_t)a * (size_t)n + (size_t)j], *oa = ot + (size_t)a * (size_t)Dh;
 #pragma omp simd

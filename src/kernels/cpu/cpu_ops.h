@@ -52,13 +52,14 @@ void cpu_rope(float *x, int T, int n_heads, int Dh, const int *pos, const double
  * order, then each value times 0.17677669529663687f (1/sqrt(32)). Its own inverse. */
 void cpu_hadamard32(float *x, int64_t n);
 
-/* One row of Dh values (Dh a multiple of 32) into the row format of fmt (src/kernels/kv_pages.h): q gets
- * kv_qrow_bytes, s kv_srow_bytes (unused for F32/F16), and back. */
-void cpu_kv_row_quant(int fmt, const float *x, void *q, void *s, int Dh);
-void cpu_kv_row_dequant(int fmt, const void *q, const void *s, float *x, int Dh);
+/* One row of Dh values (Dh a multiple of 32) into row format rfmt (src/kernels/kv_pages.h: KV_ROW_LIST): q
+ * gets kv_qrow_bytes, s kv_srow_bytes (unused for F32/F16), and back. */
+void cpu_kv_row_quant(int rfmt, const float *x, void *q, void *s, int Dh);
+void cpu_kv_row_dequant(int rfmt, const void *q, const void *s, float *x, int Dh);
 
-/* Writes k, v [T, Hkv*Dh] (f32, already rotated for Q8/Q4) of the range bt into the layer's pages at each
- * token's position, in kv->fmt. The page of every written position must be mapped (not -1). */
+/* Writes k, v [T, Hkv*Dh] (f32, already rotated when kv_fmt_rotated) of the range bt into the layer's pages
+ * at each token's position, keys and values each in their pool's row format (kv_pool_fmt(kv->fmt, pool)).
+ * The page of every written position must be mapped (not -1). */
 void cpu_kv_store(const struct kv_layer *kv, const float *k, const float *v, const struct kv_batch *bt);
 
 /* out[T, H*Dh]: attention of q[T, H*Dh] over the cached keys of each token's own sequence that its position

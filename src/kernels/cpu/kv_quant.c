@@ -1,10 +1,11 @@
 /*
  * kv_quant.c: the row formats of the paged KV cache (src/kernels/kv_pages.h) and the Hadamard rotation that
- * precedes Q8/Q4. Bit for bit what the CUDA kernels compute (kernels/cuda/ tests compare bytes), so every
- * rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q is computed from the
- * rounded scale by a true division and nearbyintf (nearest even in the default rounding mode). The
- * rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
- * One quantize and one dequantize function per format of KV_FMT_LIST, reached through the table it generates.
+ * precedes the group-coded ones (Q8, Q4, Q5). Bit for bit what the CUDA kernels compute (kernels/cuda/ tests
+ * compare bytes), so every rounding step is spelled out: scales are f32, rounded to f16 (nearest even), and q
+ * is computed from the rounded scale by a true division and nearbyintf (nearest even in the default rounding
+ * mode). The rotation is adds, subtracts and one multiply per value, nothing a compiler may fuse into an FMA.
+ * One quantize and one dequantize function per row format of KV_ROW_LIST, reached through the table it
+ * generates (a KV format's keys and values each take their pool's row format: kv_pool_fmt).
  */
 #include <math.h>
 #include <string.h>
@@ -42,22 +43,27 @@ static void quant_q8_group(const float *x, int8_t *q, uint16_t *s)
 	}
 }
 
-/* One group of 32 to Q4 (ggml's Q4_0 rule): 16 bytes of nibble pairs (i, i + 16) and the f16 scale. */
-static void quant_q4_group(const float *x, uint8_t *q, uint16_t *s)
+/* One group of 32 to the 2^bits codes of ggml's Q4_0 / Q5_0 rule: d = m / -2^(bits-1) for m the value of
+ * largest magnitude (the first on ties, sign kept), c = clamp(round(x / d) + 2^(bits-1), 0, 2^bits - 1). */
+static void quant_codes_group(const float *x, int bits, uint8_t *c, uint16_t *s)
 {
-	float m = 0;
+	float m = 0, half = (float)(1 << (bits - 1)), top = (float)((1 << bits) - 1);
 	for (int i = 0; i < KV_GROUP; i++)
 		if (fabsf(x[i]) > fabsf(m))
 			m = x[i];
-	*s = f32_to_f16(m / -8.0f);
+	*s = f32_to_f16(m / -half);
 	float d = f16_to_f32(*s);
-	uint8_t nib[KV_GROUP];
 	for (int i = 0; i < KV_GROUP; i++) {
-		float r = d == 0 ? 8 : nearbyintf(x[i] / d) + 8;
-		nib[i] = (uint8_t)(r < 0 ? 0 : r > 15 ? 15 : r);
+		float r = d == 0 ? half : nearbyintf(x[i] / d) + half;
+		c[i] = (uint8_t)(r < 0 ? 0 : r > top ? top : r);
 	}
+}
+
+/* The low nibbles of a group's 32 codes as 16 bytes of pairs (i, i + 16). */
+static void nibbles_pack(const uint8_t *c, uint8_t *q)
+{
 	for (int i = 0; i < KV_GROUP / 2; i++)
-		q[i] = (uint8_t)(nib[i] | nib[i + KV_GROUP / 2] << 4);
+		q[i] = (uint8_t)((c[i] & 15) | (c[i + KV_GROUP / 2] & 15) << 4);
 }
 
 /* One row of each format (src/kernels/kv_pages.h: KV_FMT_LIST), kv_quant_<k> and kv_dequant_<k>. */
@@ -105,8 +111,11 @@ static void kv_dequant_q8(const void *q, const void *s, float *x, int Dh)
 
 static void kv_quant_q4(const float *x, void *q, void *s, int Dh)
 {
-	for (int g = 0; g < Dh / KV_GROUP; g++)
-		quant_q4_group(x + g * KV_GROUP, (uint8_t *)q + g * KV_GROUP / 2, (uint16_t *)s + g);
+	uint8_t c[KV_GROUP];
+	for (int g = 0; g < Dh / KV_GROUP; g++) {
+		quant_codes_group(x + g * KV_GROUP, 4, c, (uint16_t *)s + g);
+		nibbles_pack(c, (uint8_t *)q + g * KV_GROUP / 2);
+	}
 }
 
 static void kv_dequant_q4(const void *q, const void *s, float *x, int Dh)
@@ -122,23 +131,53 @@ static void kv_dequant_q4(const void *q, const void *s, float *x, int Dh)
 	}
 }
 
+/* Q5: the s part is the Dh/32 scales, then 4 bytes of fifth bits per group (src/kernels/kv_pages.h) */
+static void kv_quant_q5(const float *x, void *q, void *s, int Dh)
+{
+	uint8_t c[KV_GROUP], *hb = (uint8_t *)s + Dh / KV_GROUP * 2;
+	for (int g = 0; g < Dh / KV_GROUP; g++) {
+		quant_codes_group(x + g * KV_GROUP, 5, c, (uint16_t *)s + g);
+		nibbles_pack(c, (uint8_t *)q + g * KV_GROUP / 2);
+		for (int b = 0; b < 4; b++) {
+			uint8_t m = 0;
+			for (int i = 0; i < 8; i++)
+				m |= (uint8_t)((c[8 * b + i] >> 4 & 1) << i);
+			hb[4 * g + b] = m;
+		}
+	}
+}
+
+static void kv_dequant_q5(const void *q, const void *s, float *x, int Dh)
+{
+	const uint8_t *hb = (const uint8_t *)s + Dh / KV_GROUP * 2;
+	for (int g = 0; g < Dh / KV_GROUP; g++) {
+		float d = f16_to_f32(((const uint16_t *)s)[g]);
+		const uint8_t *qg = (const uint8_t *)q + g * KV_GROUP / 2, *hg = hb + 4 * g;
+		float *xg = x + g * KV_GROUP;
+		for (int i = 0; i < KV_GROUP; i++) {
+			int lo = i < KV_GROUP / 2 ? qg[i] & 15 : qg[i - KV_GROUP / 2] >> 4;
+			xg[i] = (float)((lo | (hg[i / 8] >> (i % 8) & 1) << 4) - 16) * d;
+		}
+	}
+}
+
 static const struct {
 	void (*quant)(const float *x, void *q, void *s, int Dh);
 	void (*dequant)(const void *q, const void *s, float *x, int Dh);
-} kv_by_fmt[KV_FMT_COUNT] = {
-#define KV_ROW(id, k, bits, scaled, cuda) {kv_quant_##k, kv_dequant_##k},
-	KV_FMT_LIST(KV_ROW)
+} kv_by_row[KV_ROW_COUNT] = {
+#define KV_ROW(id, k, qbits, gbytes) [KV_##id] = {kv_quant_##k, kv_dequant_##k},
+	KV_ROW_LIST(KV_ROW)
 #undef KV_ROW
 };
 
-void cpu_kv_row_quant(int fmt, const float *x, void *q, void *s, int Dh)
+void cpu_kv_row_quant(int rfmt, const float *x, void *q, void *s, int Dh)
 {
-	if (fmt >= 0 && fmt < KV_FMT_COUNT)
-		kv_by_fmt[fmt].quant(x, q, s, Dh);
+	if (rfmt >= 0 && rfmt < KV_ROW_COUNT)
+		kv_by_row[rfmt].quant(x, q, s, Dh);
 }
 
-void cpu_kv_row_dequant(int fmt, const void *q, const void *s, float *x, int Dh)
+void cpu_kv_row_dequant(int rfmt, const void *q, const void *s, float *x, int Dh)
 {
-	if (fmt >= 0 && fmt < KV_FMT_COUNT)
-		kv_by_fmt[fmt].dequant(q, s, x, Dh);
+	if (rfmt >= 0 && rfmt < KV_ROW_COUNT)
+		kv_by_row[rfmt].dequant(q, s, x, Dh);
 }

@@ -14,8 +14,10 @@
  * through shared memory, one page-table lookup per tile; only the tiles between the smallest window start
  * and the largest position of the block's rows are visited, so a causal layer costs about half of T x T
  * and a window layer O(T * window). The next tile loads while the current one is used (V while Q.K^T
- * runs, the next K while P.V runs): F16 pages by cp.async (sm_80 on) straight into the tile, Q8/Q4 pages
- * into registers, dequantized to f16 (q * d, rounded once) and stored when the tile is due. Masks are
+ * runs, the next K while P.V runs): F16 pages by cp.async (sm_80 on) straight into the tile, Q8/Q4/Q5 pages
+ * into registers, dequantized to f16 (q * d, rounded once) and stored when the tile is due. Keys and values
+ * each take their pool's row format (a mixed KV format, e.g. k8v5: Q8 keys, Q5 values; the kernel is
+ * instantiated per pair of row formats). Masks are
  * applied only to tiles not fully visible to a warp's rows; a warp whose rows see nothing of a tile skips
  * it, and a tile whose page is unmapped (-1) is skipped by the whole block.
  *
@@ -54,8 +56,8 @@ struct att_args {
 	const float *q;          /* [T, H*Dh] */
 	const uint8_t *kp, *vp;  /* the key and value pools */
 	const int *part_t0, *part_row, *pos, *pages;
-	int T, H, Hkv, Dh, g, window, n_parts, max_pages, page, qrow, srow;
-	size_t page_bytes;
+	int T, H, Hkv, Dh, g, window, n_parts, max_pages, page, qrow[2], srow[2]; /* [pool]: keys, values */
+	size_t page_bytes[2];
 	float qscale;            /* scale * log2(e) */
 	const int *lpos, *tbase; /* token trees (kv_pages.h): logical positions, tree bases; NULL: none */
 	const uint32_t *tmask;
@@ -138,7 +140,8 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi)
 	return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* two signed values (bytes biased by +128 (Q8) or nibbles biased by +8 (Q4), in bytes b0, b1 of w) times d
+/* two signed values (bytes biased by +128 (Q8), nibbles by +8 (Q4), 5-bit codes by +16 (Q5), in bytes b0, b1
+ * of w) times d
  * as f16: 0x6400 | u is the f16 1024 + u, so one exact subtraction leaves the value and one rounded product
  * gives q * d */
 static __device__ __forceinline__ uint32_t att_dq2(uint32_t w, uint32_t sel, __half2 bias, __half2 d)
@@ -155,14 +158,21 @@ static __device__ __forceinline__ uint4 att_dq8(uint32_t w0, uint32_t w1, __half
 			  att_dq2(w1, 0x4342, bias, d));
 }
 
+/* bits 0..3 of b to bit 4 of bytes 0..3: four Q5 codes' fifth bits beside their nibbles */
+static __device__ __forceinline__ uint32_t att_hi4(uint32_t b)
+{
+	return (b & 1u) << 4 | (b & 2u) << 11 | (b & 4u) << 18 | (b & 8u) << 25;
+}
+
 /*
- * One K or V tile: positions j0 .. j0+BK-1 of kv head kvh, in page pid (-1: none). Rows outside [jlo, jhi],
- * all rows of an unmapped page and the padding past Dh are zeros, so no unwritten row reaches P.V as a
- * NaN. issue() starts the loads, commit() completes the tile in shared memory (F16: cp.async does both at
+ * One K or V tile: positions j0 .. j0+BK-1 of kv head kvh, in page pid (-1: none) of pool pi (0 keys, 1
+ * values), whose rows are in row format FMT. Rows outside [jlo, jhi], all rows of an unmapped page and the
+ * padding past Dh are zeros, so no unwritten row reaches P.V as a NaN. issue() starts the loads, commit() completes the tile in shared memory (F16: cp.async does both at
  * issue, the caller's cp_wait completes it).
  *   F16  a thread per 16-byte chunk, cp.async into the tile
  *   Q8   a thread per 16 bytes of q (16 values, 2 chunks) and its group's scale
  *   Q4   a thread per 16 bytes of q (one group of 32 values, 4 chunks) and its scale
+ *   Q5   as Q4, and the group's 4 bytes of fifth bits (two 2-byte loads: the s part is 2-byte aligned)
  */
 template <int FMT, int DH, int BK> struct att_tile {
 	static constexpr int UPR = FMT == KV_Q8 ? DH / 16 : DH / 32; /* units per row */
@@ -170,19 +180,21 @@ template <int FMT, int DH, int BK> struct att_tile {
 	static_assert(FMT == KV_F16 || BK * UPR % ATT_THREADS == 0, "whole units per thread");
 	uint4 raw[NU];
 	uint32_t sc[NU];
+	uint32_t hb[FMT == KV_Q5 ? NU : 1]; /* Q5: each unit's fifth bits */
 
-	__device__ __forceinline__ void issue(__half *dst, const uint8_t *pool, int pid, int j0, int jlo, int jhi,
-					      int kvh, const struct att_args &a)
+	__device__ __forceinline__ void issue(__half *dst, const uint8_t *pool, int pi, int pid, int j0, int jlo,
+					      int jhi, int kvh, const struct att_args &a)
 	{
 		size_t roff = (size_t)kvh * a.page + j0 % a.page;
-		const uint8_t *pg = pool + (pid < 0 ? 0 : (size_t)pid * a.page_bytes);
-		const uint8_t *qb = pg + roff * a.qrow, *sb = pg + (size_t)a.Hkv * a.page * a.qrow + roff * a.srow;
+		int qrow = a.qrow[pi], srow = a.srow[pi];
+		const uint8_t *pg = pool + (pid < 0 ? 0 : (size_t)pid * a.page_bytes[pi]);
+		const uint8_t *qb = pg + roff * qrow, *sb = pg + (size_t)a.Hkv * a.page * qrow + roff * srow;
 		if constexpr (FMT == KV_F16) {
 			constexpr int CH = DH / 8;
 			for (int e = threadIdx.x; e < BK * CH; e += ATT_THREADS) {
 				int r = e / CH, ch = e % CH, j = j0 + r;
 				bool ok = pid >= 0 && j >= jlo && j <= jhi && ch < a.Dh / 8;
-				cp16(dst + att_swz(DH, r, ch), ok ? qb + (size_t)r * a.qrow + ch * 16 : pool, ok);
+				cp16(dst + att_swz(DH, r, ch), ok ? qb + (size_t)r * qrow + ch * 16 : pool, ok);
 			}
 		} else {
 			constexpr int VPU = FMT == KV_Q8 ? 16 : 32; /* values per unit */
@@ -190,8 +202,12 @@ template <int FMT, int DH, int BK> struct att_tile {
 			for (int i = 0; i < NU; i++) {
 				int e = threadIdx.x + i * ATT_THREADS, r = e / UPR, u = e % UPR, j = j0 + r;
 				bool ok = pid >= 0 && j >= jlo && j <= jhi && u < a.Dh / VPU;
-				raw[i] = ok ? *(const uint4 *)(qb + (size_t)r * a.qrow + u * 16) : make_uint4(0, 0, 0, 0);
-				sc[i] = ok ? *(const uint16_t *)(sb + (size_t)r * a.srow + u * VPU / 32 * 2) : 0;
+				raw[i] = ok ? *(const uint4 *)(qb + (size_t)r * qrow + u * 16) : make_uint4(0, 0, 0, 0);
+				sc[i] = ok ? *(const uint16_t *)(sb + (size_t)r * srow + u * VPU / 32 * 2) : 0;
+				if constexpr (FMT == KV_Q5) {
+					const uint16_t *h16 = (const uint16_t *)(sb + (size_t)r * srow + a.Dh / 32 * 2 + u * 4);
+					hb[i] = ok ? (uint32_t)h16[0] | (uint32_t)h16[1] << 16 : 0;
+				}
 			}
 		}
 	}
@@ -213,11 +229,20 @@ template <int FMT, int DH, int BK> struct att_tile {
 					*(uint4 *)(dst + att_swz(DH, r, 2 * u)) = att_dq8(w.x, w.y, bias, d);
 					*(uint4 *)(dst + att_swz(DH, r, 2 * u + 1)) = att_dq8(w.z, w.w, bias, d);
 				} else {
-					__half2 bias = __half2half2(__ushort_as_half(0x6408)); /* 1032 = 1024 + 8 */
+					/* Q4: 1032 = 1024 + 8; Q5: 1040 = 1024 + 16 */
+					__half2 bias = __half2half2(__ushort_as_half(FMT == KV_Q5 ? 0x6410 : 0x6408));
 					const uint32_t m = 0x0f0f0f0fu;
+					uint4 lo = make_uint4(w.x & m, w.y & m, w.z & m, w.w & m);
 					uint4 hi = make_uint4(w.x >> 4 & m, w.y >> 4 & m, w.z >> 4 & m, w.w >> 4 & m);
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u)) = att_dq8(w.x & m, w.y & m, bias, d);
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 1)) = att_dq8(w.z & m, w.w & m, bias, d);
+					if constexpr (FMT == KV_Q5) { /* values 0..15 in lo, 16..31 in hi, 4 per word */
+						uint32_t b = hb[i];
+						lo = make_uint4(lo.x | att_hi4(b), lo.y | att_hi4(b >> 4), lo.z | att_hi4(b >> 8),
+								lo.w | att_hi4(b >> 12));
+						hi = make_uint4(hi.x | att_hi4(b >> 16), hi.y | att_hi4(b >> 20),
+								hi.z | att_hi4(b >> 24), hi.w | att_hi4(b >> 28));
+					}
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u)) = att_dq8(lo.x, lo.y, bias, d);
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 1)) = att_dq8(lo.z, lo.w, bias, d);
 					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 2)) = att_dq8(hi.x, hi.y, bias, d);
 					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 3)) = att_dq8(hi.z, hi.w, bias, d);
 				}
@@ -240,7 +265,7 @@ static __device__ __forceinline__ bool att_visible(int p, int lp, int tb, const 
 	return j <= p && (window == 0 || lp - j < window) && (j < tb || (m[(j - tb) >> 5] >> ((j - tb) & 31) & 1));
 }
 
-template <int FMT, int DH>
+template <int KF, int VF, int DH>
 static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct att_args a)
 {
 	constexpr int BK = ATT_BK(DH), CH = DH / 8;
@@ -294,11 +319,12 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 	int jt0 = jlo / BK, ntl = jhi / BK - jt0 + 1, per = (ntl + gridDim.z - 1) / gridDim.z;
 	int jbeg = (jt0 + (int)blockIdx.z * per) * BK, jlast = (jt0 + min((int)blockIdx.z * per + per, ntl) - 1) * BK;
 
-	att_tile<FMT, DH, BK> kt, vt;
+	att_tile<KF, DH, BK> kt;
+	att_tile<VF, DH, BK> vt;
 	int pid = 0, pid_next = 0;
 	if (jbeg <= jlast) {
 		pid = att_page_of(a, prow, jbeg);
-		kt.issue(sk, a.kp, pid, jbeg, jlo, jhi, kvh, a);
+		kt.issue(sk, a.kp, 0, pid, jbeg, jlo, jhi, kvh, a);
 		cp_commit();
 		pid_next = jbeg + BK <= jlast ? att_page_of(a, prow, jbeg + BK) : -1;
 	}
@@ -323,7 +349,7 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 	float mA = -INFINITY, mB = -INFINITY, lA = 0, lB = 0;
 
 	for (int j0 = jbeg; j0 <= jlast; j0 += BK) {
-		vt.issue(sv, a.vp, pid, j0, jlo, jhi, kvh, a);
+		vt.issue(sv, a.vp, 1, pid, j0, jlo, jhi, kvh, a);
 		cp_commit();
 		kt.commit(sk);
 		cp_wait<1>();
@@ -411,7 +437,7 @@ static __global__ void __launch_bounds__(ATT_THREADS) k_attention(const struct a
 		__syncthreads();
 		if (j0 + BK <= jlast) {
 			pid = pid_next;
-			kt.issue(sk, a.kp, pid, j0 + BK, jlo, jhi, kvh, a);
+			kt.issue(sk, a.kp, 0, pid, j0 + BK, jlo, jhi, kvh, a);
 			cp_commit();
 			pid_next = j0 + 2 * BK <= jlast ? att_page_of(a, prow, j0 + 2 * BK) : -1;
 		}
@@ -538,9 +564,9 @@ extern "C" size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh)
 	return att_split_bytes(prows < ATT_SPLIT_ROWS_MAX ? prows : ATT_SPLIT_ROWS_MAX, Dh);
 }
 
-/* Launches k_attention<FMT, DH> (a.part_o, a.part_ml filled here) and, when it split the keys, the combine.
- * max_pos, max_part: the batch's host values. */
-template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_args a, int max_pos, int max_part)
+/* Launches k_attention<KF, VF, DH> (a.part_o, a.part_ml filled here) and, when it split the keys, the
+ * combine. max_pos, max_part: the batch's host values. */
+template <int KF, int VF, int DH> static int att_run(struct cuda_ctx *c, struct att_args a, int max_pos, int max_part)
 {
 	constexpr int BK = ATT_BK(DH);
 	int smem = (ATT_ROWS + 2 * BK) * DH * 2, dev, optin, per_sm;
@@ -548,10 +574,10 @@ template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_arg
 	CUDA_CALL_CHECK(c, cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
 	CUDA_ARG_CHECK(c, smem <= optin, "cuda_attention: head dim %d needs %d bytes of shared memory, the GPU has %d",
 		       a.Dh, smem, optin);
-	CUDA_CALL_CHECK(c, cudaFuncSetAttribute(k_attention<FMT, DH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+	CUDA_CALL_CHECK(c, cudaFuncSetAttribute(k_attention<KF, VF, DH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
 						smem));
-	CUDA_CALL_CHECK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attention<FMT, DH>, ATT_THREADS,
-									 smem));
+	CUDA_CALL_CHECK(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_attention<KF, VF, DH>,
+									 ATT_THREADS, smem));
 
 	/* Split the keys when the blocks would leave part of one wave idle: as many splits as fill the wave, at
 	 * least two tiles a split, at most ATT_SPLIT_ROWS_MAX partial rows (cuda_attention_ws_bytes counts on
@@ -582,7 +608,7 @@ template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_arg
 		a.part_o = (float *)c->ws;
 		a.part_ml = a.part_o + nsplit * TH * a.Dh;
 	}
-	k_attention<FMT, DH><<<dim3((unsigned)rblocks, (unsigned)a.Hkv, (unsigned)nsplit), ATT_THREADS, smem,
+	k_attention<KF, VF, DH><<<dim3((unsigned)rblocks, (unsigned)a.Hkv, (unsigned)nsplit), ATT_THREADS, smem,
 			       cuda_stream_of(c)>>>(a);
 	CUDA_LAUNCH_CHECK(c, "k_attention");
 	if (nsplit == 1)
@@ -593,17 +619,18 @@ template <int FMT, int DH> static int att_run(struct cuda_ctx *c, struct att_arg
 	return 0;
 }
 
-template <int FMT> static int att_run_fmt(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part)
+template <int KF, int VF>
+static int att_run_fmt(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part)
 {
 	int dhp = att_dh_pad(a.Dh);
-	return dhp == 64    ? att_run<FMT, 64>(c, a, max_pos, max_part)
-	       : dhp == 128 ? att_run<FMT, 128>(c, a, max_pos, max_part)
-			    : att_run<FMT, 256>(c, a, max_pos, max_part);
+	return dhp == 64    ? att_run<KF, VF, 64>(c, a, max_pos, max_part)
+	       : dhp == 128 ? att_run<KF, VF, 128>(c, a, max_pos, max_part)
+			    : att_run<KF, VF, 256>(c, a, max_pos, max_part);
 }
 
 /* the kernels of each KV format the GPU takes (src/kernels/kv_pages.h: KV_FMT_LIST) */
 typedef int (*att_run_fn)(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part);
-#define ATT_ROW(id, k, bits, scaled, cuda) KV_IF_##cuda(att_run_fmt<KV_##id>, nullptr),
+#define ATT_ROW(id, k, key, val, cuda) KV_IF_##cuda((att_run_fmt<KV_##key, KV_##val>), nullptr),
 static const att_run_fn att_by_fmt[KV_FMT_COUNT] = {KV_FMT_LIST(ATT_ROW)};
 #undef ATT_ROW
 
@@ -611,8 +638,8 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 			      const struct kv_batch *bt, int H, int window, float scale, const float *sinks)
 {
 	int Hkv = kv->Hkv, Dh = kv->Dh, T = bt->T;
-	CUDA_ARG_CHECK(c, kv_fmt_on_cuda(kv->fmt), "cuda_attention: KV format %d (F16, Q8 or Q4 on the GPU; F32 is "
-		       "CPU only)", kv->fmt);
+	CUDA_ARG_CHECK(c, kv->fmt >= 0 && kv->fmt < KV_FMT_COUNT && kv_fmt_on_cuda(kv->fmt),
+		       "cuda_attention: KV format %d (F32 is CPU only)", kv->fmt);
 	CUDA_ARG_CHECK(c, H > 0 && Hkv > 0 && H % Hkv == 0, "cuda_attention: H = %d, Hkv = %d", H, Hkv);
 	CUDA_ARG_CHECK(c, Dh >= 32 && Dh <= 256 && Dh % 32 == 0, "cuda_attention: head dim %d (a multiple of 32 up to 256)",
 		       Dh);
@@ -633,8 +660,13 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 		return 0;
 	struct att_args a = {out, NULL, NULL, q, (const uint8_t *)kv->k, (const uint8_t *)kv->v, bt->part_t0,
 			     bt->part_row, bt->pos, bt->pages, T, H, Hkv, Dh, g, window, bt->n_parts, bt->max_pages,
-			     kv->page, kv_qrow_bytes(kv->fmt, Dh), kv_srow_bytes(kv->fmt, Dh),
-			     kv_page_bytes(kv->fmt, Hkv, Dh, kv->page), scale * 1.4426950408889634f, bt->lpos,
+			     kv->page, {0, 0}, {0, 0}, {0, 0}, scale * 1.4426950408889634f, bt->lpos,
 			     bt->tree_base, bt->tree_mask, sinks};
+	for (int i = 0; i < 2; i++) {
+		int rf = kv_pool_fmt(kv->fmt, i);
+		a.qrow[i] = kv_qrow_bytes(rf, Dh);
+		a.srow[i] = kv_srow_bytes(rf, Dh);
+		a.page_bytes[i] = kv_page_bytes(rf, Hkv, Dh, kv->page);
+	}
 	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part);
 }
