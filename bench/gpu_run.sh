@@ -58,9 +58,10 @@ if [ "${TESTS:-1}" = cuda ] || [ "${TESTS:-1}" = model ]; then # the GPU tests a
 	test_rc=0
 	tests="build/tests/test_cuda_ops build/tests/test_cuda_matmul"
 	[ "${TESTS:-1}" = model ] && tests=""
-	for t in $tests "python3 tests/test_cuda_model.py"; do
+	for t in $tests "python3 tests/test_cuda_model.py" "python3 tests/test_cuda_hf_quant.py" \
+		"python3 tests/test_transformers_gptoss.py"; do
 		echo "== $t" >>"$OUT/test.log"
-		FERRY_BUILD=build timeout 600 $t >>"$OUT/test.log" 2>&1
+		FERRY_BUILD=build timeout "${TEST_TIMEOUT:-600}" $t >>"$OUT/test.log" 2>&1
 		r=$?
 		echo "$t: exit $r"
 		[ $r -eq 0 ] || test_rc=$r
