@@ -41,10 +41,12 @@ void cpu_xq_quantize(const float *x, int t, const struct cpu_xq *xq)
 	int16_t *s = xq->s + (size_t)t * (size_t)(K / 16);
 	for (int b = 0; b < K / B; b++, x += B, q += B) {
 		float amax = 0;
+#pragma omp simd reduction(max : amax)
 		for (int i = 0; i < B; i++)
 			amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
 		float id = amax > 0 ? 127.0f / amax : 0.0f, dx = amax / 127.0f;
 		xq->d[(size_t)t * (size_t)(K / B) + (size_t)b] = dx;
+#pragma omp simd
 		for (int i = 0; i < B; i++) {
 			float v = x[i] * id; /* in range unless x has a NaN or inf: then -127 or 127, never undefined */
 			v = v >= -127.0f && v <= 127.0f ? v : v > 0 ? 127.0f : -127.0f;
