@@ -6,8 +6,12 @@
  *     time (the two buses overlap), and says so for steps of up to some tokens;
  *   - a CPU 100x slower than the link: auto keeps every unit on the device;
  *   - resident units cost no upload; a placement list parses, and bad ones fail naming --placement;
- *   - the rates cache keeps what it is given per key ($FERRY_HOME), and FERRY_RATES=measure bypasses it.
+ *   - the rates are measured on layer 0, the head and layers spread between (rates_sample);
+ *   - the rates cache keeps what it is given per key ($FERRY_HOME), and FERRY_RATES=measure bypasses it; a
+ *     cache file that is not JSON, or an entry with a field that is not a positive number, is an error naming
+ *     the file (and the field), and a save afterwards repairs it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +126,10 @@ int main(void)
 		CHECK_MSG(plan_place(&p, &lay, NULL, bad[i], on, &t_max, err, sizeof(err)) != 0 && strstr(err, "--placement"),
 		      "'%s' accepted", bad[i]);
 	}
+	/* the rates' sample: layer 0, the head and layers spread between them */
+	int su[4], sn = rates_sample(&lay, su);
+	CHECK_MSG(sn == 4 && su[0] == 0 && su[1] == 2 && su[2] == 5 && su[3] == L, "rates sample: %d units: %d %d %d %d",
+		  sn, su[0], su[1], su[2], su[3]);
 	/* the rates cache: a round trip under $FERRY_HOME, another key misses, FERRY_RATES=measure ignores it */
 	char home[] = "/tmp/ferry_test_place_XXXXXX";
 	CHECK_MSG(mkdtemp(home) != NULL, "mkdtemp");
@@ -129,14 +137,39 @@ int main(void)
 	snprintf(sub, sizeof(sub), "%s/a/b", home);
 	setenv("FERRY_HOME", sub, 1);
 	struct plan_rates got = {0};
-	CHECK_MSG(!rates_load("k1", &got), "a cache that is not there loaded");
+	char cerr[512];
+	CHECK_MSG(rates_load("k1", &got, cerr, sizeof(cerr)) == 0, "a cache that is not there loaded");
 	rates_save("k1", &r);
 	rates_save("k2", &slow);
-	CHECK_MSG(rates_load("k1", &got) && !memcmp(&got, &r, sizeof(r)), "k1 did not come back as saved");
-	CHECK_MSG(rates_load("k2", &got) && got.host[0] == slow.host[0], "k2 did not come back as saved");
-	CHECK_MSG(!rates_load("k3", &got), "k3 loaded");
+	CHECK_MSG(rates_load("k1", &got, cerr, sizeof(cerr)) == 1 && !memcmp(&got, &r, sizeof(r)),
+		  "k1 did not come back as saved");
+	CHECK_MSG(rates_load("k2", &got, cerr, sizeof(cerr)) == 1 && got.host[0] == slow.host[0],
+		  "k2 did not come back as saved");
+	CHECK_MSG(rates_load("k3", &got, cerr, sizeof(cerr)) == 0, "k3 loaded");
+	/* bad input: an entry with a field that is not a positive number, a file that is not JSON; each
+	 * named in the error, got left as it was, and a save afterwards repairs the file */
+	char path[300];
+	snprintf(path, sizeof(path), "%s/rates.json", sub);
+	const char *bad_files[] = {"{\"k1\": {\"h2d\": -1}}", "{\"k1\": {\"h2d\": 1, \"h2d_busy\": \"x\"}}",
+				   "{\"k1\": 5}", "[1, 2]", "{\"k1\": {"};
+	const char *bad_why[] = {"field h2d", "field h2d_busy", "field h2d", "not a JSON object", path};
+	for (size_t i = 0; i < sizeof(bad_files) / sizeof(bad_files[0]); i++) {
+		FILE *f = fopen(path, "w");
+		CHECK_MSG(f && fputs(bad_files[i], f) >= 0 && fclose(f) == 0, "writing %s", path);
+		struct plan_rates keep = slow;
+		cerr[0] = 0;
+		int lr = rates_load("k1", &keep, cerr, sizeof(cerr));
+		CHECK_MSG(lr < 0 && strstr(cerr, path) && strstr(cerr, bad_why[i]) && keep.host[0] == slow.host[0],
+			  "cache '%s': rc %d, error '%s'", bad_files[i], lr, cerr);
+		CHECK_MSG(rates_load("k9", &keep, cerr, sizeof(cerr)) == (strchr(bad_files[i], '[') ||
+									  !strcmp(bad_files[i], "{\"k1\": {") ? -EINVAL : 0),
+			  "cache '%s': another key", bad_files[i]);
+		rates_save("k1", &r);
+		CHECK_MSG(rates_load("k1", &got, cerr, sizeof(cerr)) == 1 && !memcmp(&got, &r, sizeof(r)),
+			  "cache '%s' not repaired by a save: %s", bad_files[i], cerr);
+	}
 	setenv("FERRY_RATES", "measure", 1);
-	CHECK_MSG(!rates_load("k1", &got), "FERRY_RATES=measure still read the cache");
+	CHECK_MSG(rates_load("k1", &got, cerr, sizeof(cerr)) == 0, "FERRY_RATES=measure still read the cache");
 	unsetenv("FERRY_RATES");
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", home);

@@ -66,7 +66,11 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 	if (!rc && !strcmp(mode, "auto")) {
 		char key[2048];
 		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
-		e->has_rates = rates_load(key, &e->rates);
+		char cerr[512];
+		int lr = rates_load(key, &e->rates, cerr, sizeof(cerr));
+		if (lr < 0)
+			fprintf(stderr, "ferry: ignoring the rates cache: %s; measuring again\n", cerr);
+		e->has_rates = lr > 0;
 		if (!e->has_rates) {
 			rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
 			e->has_rates = !rc;

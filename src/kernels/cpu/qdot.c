@@ -18,7 +18,8 @@
 size_t cpu_xq_bytes(int T, int K)
 {
 	size_t n = (size_t)T * (size_t)K;
-	return ALIGN64(n) + ALIGN64(n / 32 * sizeof(float)) + ALIGN64(n / 16 * sizeof(int16_t));
+	return ALIGN64(n) + ALIGN64(n / 32 * sizeof(float)) + ALIGN64(n / 16 * sizeof(int16_t)) +
+	       (size_t)(T + 1) / 2 * (size_t)(K / 32) * CPU_XQ_PAIR_BYTES;
 }
 
 void cpu_xq_init(struct cpu_xq *xq, void *buf, int T, int K, int blk)
@@ -28,6 +29,7 @@ void cpu_xq_init(struct cpu_xq *xq, void *buf, int T, int K, int blk)
 	xq->q = (int8_t *)p;
 	xq->d = (float *)(p + ALIGN64(n));
 	xq->s = (int16_t *)(p + ALIGN64(n) + ALIGN64(n / 32 * sizeof(float)));
+	xq->pair = blk == 32 ? (uint8_t *)xq->s + ALIGN64(n / 16 * sizeof(int16_t)) : NULL;
 	xq->K = K;
 	xq->blk = blk;
 }
@@ -39,10 +41,12 @@ void cpu_xq_quantize(const float *x, int t, const struct cpu_xq *xq)
 	int16_t *s = xq->s + (size_t)t * (size_t)(K / 16);
 	for (int b = 0; b < K / B; b++, x += B, q += B) {
 		float amax = 0;
+#pragma omp simd reduction(max : amax)
 		for (int i = 0; i < B; i++)
 			amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-		float id = amax > 0 ? 127.0f / amax : 0.0f;
-		xq->d[(size_t)t * (size_t)(K / B) + (size_t)b] = amax / 127.0f;
+		float id = amax > 0 ? 127.0f / amax : 0.0f, dx = amax / 127.0f;
+		xq->d[(size_t)t * (size_t)(K / B) + (size_t)b] = dx;
+#pragma omp simd
 		for (int i = 0; i < B; i++) {
 			float v = x[i] * id; /* in range unless x has a NaN or inf: then -127 or 127, never undefined */
 			v = v >= -127.0f && v <= 127.0f ? v : v > 0 ? 127.0f : -127.0f;
@@ -53,6 +57,16 @@ void cpu_xq_quantize(const float *x, int t, const struct cpu_xq *xq)
 			for (int i = 0; i < 16; i++)
 				sum += q[16 * g + i];
 			s[b * (B / 16) + g] = (int16_t)sum;
+		}
+		if (xq->pair) { /* this token's half of its pair's entry: lanes 4h.. of each vector */
+			uint8_t *e = xq->pair + ((size_t)(t / 2) * (size_t)(K / 32) + (size_t)b) * CPU_XQ_PAIR_BYTES;
+			int h = t % 2;
+			int32_t negs[4] = {-(s[2 * b] + s[2 * b + 1]), 0, 0, 0};
+			float dxs[4] = {dx, dx, dx, dx};
+			memcpy(e + 16 * h, q, 16);
+			memcpy(e + 32 + 16 * h, q + 16, 16);
+			memcpy(e + 64 + 16 * h, dxs, 16);
+			memcpy(e + 96 + 16 * h, negs, 16);
 		}
 	}
 }

@@ -41,17 +41,22 @@
 
 #include "layout/wfmt.h"
 
-#define QDOT_MAX_T 4
+#define QDOT_MAX_T 8
 
 /* Which kernels: the best the CPU runs, or one forced by cpu_qdot_force_isa (the tests). */
 enum cpu_isa { CPU_ISA_PORTABLE, CPU_ISA_AVX2, CPU_ISA_AVX512, CPU_ISA_COUNT };
 
 /* T rows of K activations quantized in blocks of blk (see above); a row t at q + t*K, d + t*(K/blk),
- * s + t*(K/16). */
+ * s + t*(K/16). With blk 32 also the same numbers per pair of tokens (2p, 2p + 1) and block b, as the tiled
+ * prefill kernels load them (qdot_simd.h): entry (p, b) at pair + (p*(K/32) + b)*CPU_XQ_PAIR_BYTES holds
+ * four vectors of 8 lanes, token 2p in lanes 0..3 and 2p + 1 in 4..7 of each: codes 0..15 of the block
+ * (int8 x 16 per token), codes 16..31, dx (f32 x 4), -S_b (int32, then 3 zeros; S_b the block's code sum). */
+#define CPU_XQ_PAIR_BYTES 128
 struct cpu_xq {
-	int8_t *q;    /* [T][K] codes a */
-	float *d;     /* [T][K/blk] scales dx */
-	int16_t *s;   /* [T][K/16] sums of 16 codes */
+	int8_t *q;     /* [T][K] codes a */
+	float *d;      /* [T][K/blk] scales dx */
+	int16_t *s;    /* [T][K/16] sums of 16 codes */
+	uint8_t *pair; /* [(T + 1)/2][K/32][CPU_XQ_PAIR_BYTES] when blk is 32, else NULL */
 	int K, blk;
 };
 

@@ -131,13 +131,13 @@ AI float iq_scale(int fmt, const uint8_t *p)
 AI void iq_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	int nsb = xq->K / QK_K;
-	__m256 acc[QDOT_MAX_T];
-	for (int t = 0; t < QDOT_MAX_T; t++)
+	__m256 acc[QK_SUB_T];
+	for (int t = 0; t < QK_SUB_T; t++)
 		acc[t] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
 		const uint8_t *p = (const uint8_t *)w + (size_t)i * bb;
-		__m256i isum[2 * QDOT_MAX_T];
-		for (int j = 0; j < 2 * QDOT_MAX_T; j++)
+		__m256i isum[2 * QK_SUB_T];
+		for (int j = 0; j < 2 * QK_SUB_T; j++)
 			isum[j] = _mm256_setzero_si256();
 		_Pragma("GCC unroll 8") for (int g = 0; g < 8; g++) { /* unrolled whole: isum[CH(t, g)] stays in registers */
 			__m256i u, s;

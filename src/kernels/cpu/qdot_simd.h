@@ -24,8 +24,11 @@
 #include "layout/wfmt.h"
 
 #define AI static inline __attribute__((always_inline))
+/* Tokens per call of the row kernels qk_<k>/fk_<k> (their chains stay in registers); a qdot of more tokens
+ * runs them in groups of QK_SUB_T, the tiled formats (q32_tile) take all QDOT_MAX_T at once. */
+#define QK_SUB_T 4
 /* Independent accumulator chains per token, to hide the latency of FMA and vpdpwssd: 4 when T = 1, 2 when
- * T = 2, else 1; CH(t, j) is token t's chain j % NCH. Arrays of chains have 2 * QDOT_MAX_T entries. */
+ * T = 2, else 1; CH(t, j) is token t's chain j % NCH. Arrays of chains have 2 * QK_SUB_T entries. */
 #define NCH (T == 1 ? 4 : T == 2 ? 2 : 1)
 #define CH(t, j) ((t) * NCH + (j) % NCH)
 #define UNROLL _Pragma("GCC unroll 4")
@@ -52,18 +55,24 @@ AI __m256i nibbles32(const uint8_t *qs)
 	return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
 }
 
-/* Q5_0's signed codes: (nibble | bit j of qh << 4) - 16 */
-AI __m256i q5_codes(__m256i nib, uint32_t qh)
+/* Q5_0/Q5_1's unsigned codes: nibble | bit j of qh << 4 */
+AI __m256i q5_ucodes(__m256i nib, uint32_t qh)
 {
 #ifdef __AVX512BW__
-	return _mm256_mask_sub_epi8(nib, _cvtu32_mask32(~qh), nib, _mm256_set1_epi8(16));
+	return _mm256_mask_add_epi8(nib, _cvtu32_mask32(qh), nib, _mm256_set1_epi8(16)); /* nib < 16: add is or */
 #else
 	const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
 	__m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf); /* byte j: the qh byte holding bit j */
 	b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
 	__m256i set = _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
-	return _mm256_sub_epi8(_mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16))), _mm256_set1_epi8(16));
+	return _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(16)));
 #endif
+}
+
+/* Q5_0's signed codes: (nibble | bit j of qh << 4) - 16 */
+AI __m256i q5_codes(__m256i nib, uint32_t qh)
+{
+	return _mm256_sub_epi8(q5_ucodes(nib, qh), _mm256_set1_epi8(16));
 }
 
 AI const int8_t *xq_codes(const struct cpu_xq *xq, int row, int k)
@@ -120,7 +129,7 @@ AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, in
 		w8 = nibbles32(p + 4);
 	} else if (fmt == WFMT_Q5_1) {
 		memcpy(&qh, p + 4, 4);
-		w8 = _mm256_add_epi8(q5_codes(nibbles32(p + 8), qh), _mm256_set1_epi8(16));
+		w8 = q5_ucodes(nibbles32(p + 8), qh);
 	} else if (fmt == WFMT_IQ4_NL) {
 		w8 = _mm256_shuffle_epi8(lut16(iq4nl_lut), nibbles32(p + 2));
 	} else {
@@ -143,9 +152,9 @@ AI void q32_block(int fmt, const uint8_t *p, const struct cpu_xq *xq, int t0, in
 
 AI void q32_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
-	__m256 acc[2 * QDOT_MAX_T];
-	float accm[QDOT_MAX_T] = {0};
-	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+	__m256 acc[2 * QK_SUB_T];
+	float accm[QK_SUB_T] = {0};
+	for (int i = 0; i < 2 * QK_SUB_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	const uint8_t *p = w;
 	int nb = xq->K / 32, b = 0;
@@ -256,6 +265,151 @@ AI void qk_mxfp4(const void *w, const struct cpu_xq *xq, int t0, int T, float *o
 	q32_dot(WFMT_MXFP4, sizeof(struct block_mxfp4), w, xq, t0, T, out);
 }
 
+/* Prefill tiles of the 32-block formats (T >= 2): Q32_RM rows by pairs of tokens. A block's codes go in two
+ * vectors, values 0..15 (lo) and 16..31 (hi), each repeated in both 128-bit halves, against a pair's codes
+ * [token t | token t + 1] of the same 16 values: one integer dot then holds token t in lanes 0..3 and t + 1 in
+ * lanes 4..7, and one conversion and one FMA serve both tokens; a row's codes are unpacked once per block for
+ * all T tokens, a pair's codes (laid out by the quantizer: cpu_xq.pair) loaded once for Q32_RM rows; t0 even. Codes are unsigned in the dot: Q4_0/Q5_0 as
+ * q + off with -off S_b (S_b: the token's code sum over the block) as the dot's start value, so I_b is exact
+ * as on every path; Q4_1/Q5_1 as they are, their min times S_b added in f32; the signed ones (Q8_0, IQ4_NL,
+ * MXFP4) as |w| against a sign(w). */
+#define Q32_RM 4
+
+AI bool q32_tiled(int fmt)
+{
+	return fmt == WFMT_Q8_0 || fmt == WFMT_Q4_0 || fmt == WFMT_Q5_0 || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 ||
+	       fmt == WFMT_IQ4_NL || fmt == WFMT_MXFP4;
+}
+
+AI int q32_off(int fmt)
+{
+	return fmt == WFMT_Q4_0 ? 8 : fmt == WFMT_Q5_0 ? 16 : 0;
+}
+
+AI bool q32_signed(int fmt)
+{
+	return fmt == WFMT_Q8_0 || fmt == WFMT_IQ4_NL || fmt == WFMT_MXFP4;
+}
+
+/* One row's block: codes lo/hi (signed formats: their sign in slo/shi, |w| in lo/hi), d and m broadcast */
+struct q32_w {
+	__m256i lo, hi, slo, shi;
+	__m256 d, m;
+};
+
+AI __m256i bcast16(const uint8_t *p)
+{
+	return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+}
+
+AI void q32_unpack(int fmt, const uint8_t *p, struct q32_w *w)
+{
+	const __m256i m15 = _mm256_set1_epi8(15);
+	w->d = _mm256_set1_ps(fmt == WFMT_MXFP4 ? e8m0_half(p[0]) : ld_f16(p));
+	if (fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1)
+		w->m = _mm256_set1_ps(ld_f16(p + 2));
+	if (fmt == WFMT_Q8_0) {
+		w->slo = bcast16(p + 2);
+		w->shi = bcast16(p + 18);
+	} else {
+		int qs = fmt == WFMT_MXFP4 ? 1 : fmt == WFMT_Q4_1 ? 4 : fmt == WFMT_Q5_0 ? 6 : fmt == WFMT_Q5_1 ? 8 : 2;
+		__m256i v = bcast16(p + qs);
+		w->lo = _mm256_and_si256(v, m15);
+		w->hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+		if (fmt == WFMT_Q5_0 || fmt == WFMT_Q5_1) {
+			uint32_t qh;
+			memcpy(&qh, p + (fmt == WFMT_Q5_0 ? 2 : 4), 4);
+			w->lo = q5_ucodes(w->lo, (qh & 0xffff) * 0x10001u);
+			w->hi = q5_ucodes(w->hi, (qh >> 16) * 0x10001u);
+		}
+		if (fmt == WFMT_IQ4_NL || fmt == WFMT_MXFP4) {
+			__m256i lut = lut16(fmt == WFMT_IQ4_NL ? iq4nl_lut : mxfp4_lut);
+			w->slo = _mm256_shuffle_epi8(lut, w->lo);
+			w->shi = _mm256_shuffle_epi8(lut, w->hi);
+		}
+	}
+	if (q32_signed(fmt)) {
+		w->lo = _mm256_abs_epi8(w->slo);
+		w->hi = _mm256_abs_epi8(w->shi);
+	}
+}
+
+/* RM rows (RM <= Q32_RM) from w, T tokens (P = (T + 1) / 2 pairs) from t0: y[t * ldy + r] */
+AI void q32_tile(int fmt, size_t bb, int RM, int P, const uint8_t *w, size_t rb, const struct cpu_xq *xq, int t0,
+		 int T, float *y, int64_t ldy)
+{
+	enum { P_MAX = (QDOT_MAX_T + 1) / 2 };
+	int K = xq->K, nb = K / 32, off = q32_off(fmt);
+	bool with_min = fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
+	__m256 acc[Q32_RM][P_MAX];
+	for (int r = 0; r < Q32_RM; r++)
+		for (int q = 0; q < P_MAX; q++)
+			acc[r][q] = _mm256_setzero_ps();
+	for (int b = 0; b < nb; b++) {
+		struct q32_w wr[Q32_RM];
+		UNROLL for (int r = 0; r < RM; r++)
+			q32_unpack(fmt, w + (size_t)r * rb + (size_t)b * bb, &wr[r]);
+		UNROLL for (int q = 0; q < P; q++) {
+			/* an odd T's last pair: lanes 4..7 hold whatever the row after it holds, never read out */
+			const uint8_t *e = xq->pair + ((size_t)(t0 / 2 + q) * (size_t)nb + (size_t)b) * CPU_XQ_PAIR_BYTES;
+			__m256i alo = _mm256_loadu_si256((const __m256i *)e), ahi = _mm256_loadu_si256((const __m256i *)(e + 32));
+			__m256 dx = _mm256_loadu_ps((const float *)(e + 64));
+			__m256i negs = _mm256_loadu_si256((const __m256i *)(e + 96));
+			__m256i start = off == 8 ? _mm256_slli_epi32(negs, 3) : off == 16 ? _mm256_slli_epi32(negs, 4)
+											  : _mm256_setzero_si256();
+			UNROLL for (int r = 0; r < RM; r++) {
+				__m256i i;
+				if (q32_signed(fmt))
+					i = dot_u8s8(dot_u8s8(start, wr[r].lo, _mm256_sign_epi8(alo, wr[r].slo)), wr[r].hi,
+						     _mm256_sign_epi8(ahi, wr[r].shi));
+				else
+					i = dot_u8s8(dot_u8s8(start, wr[r].lo, alo), wr[r].hi, ahi);
+				acc[r][q] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_mul_ps(wr[r].d, dx), acc[r][q]);
+				if (with_min)
+					acc[r][q] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(negs), _mm256_mul_ps(wr[r].m, dx),
+								     acc[r][q]);
+			}
+		}
+	}
+	for (int r = 0; r < RM; r++)
+		for (int q = 0; q < P; q++) {
+			__m128 lo = _mm256_castps256_ps128(acc[r][q]), hi = _mm256_extractf128_ps(acc[r][q], 1);
+			lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+			hi = _mm_add_ps(hi, _mm_movehl_ps(hi, hi));
+			y[(size_t)(2 * q) * (size_t)ldy + (size_t)r] = _mm_cvtss_f32(_mm_add_ss(lo, _mm_movehdup_ps(lo)));
+			if (2 * q + 1 < T)
+				y[(size_t)(2 * q + 1) * (size_t)ldy + (size_t)r] = _mm_cvtss_f32(_mm_add_ss(hi, _mm_movehdup_ps(hi)));
+		}
+}
+
+/* rows rows of a tiled format, T in 2..QDOT_MAX_T: Q32_RM at a time, then the rest; the switches give each
+ * (rows, pairs) its own unrolled copy */
+AI void q32_rows_p(int fmt, size_t bb, int P, const uint8_t *p, size_t rb, int rows, const struct cpu_xq *xq, int t0,
+		   int T, float *y, int64_t ldy)
+{
+	int r = 0;
+	for (; r + Q32_RM <= rows; r += Q32_RM, p += Q32_RM * rb)
+		q32_tile(fmt, bb, Q32_RM, P, p, rb, xq, t0, T, y + r, ldy);
+	switch (rows - r) {
+	case 3: q32_tile(fmt, bb, 3, P, p, rb, xq, t0, T, y + r, ldy); break;
+	case 2: q32_tile(fmt, bb, 2, P, p, rb, xq, t0, T, y + r, ldy); break;
+	case 1: q32_tile(fmt, bb, 1, P, p, rb, xq, t0, T, y + r, ldy); break;
+	default: break;
+	}
+}
+
+AI void q32_rows(int fmt, size_t bb, const void *w, size_t rb, int rows, const struct cpu_xq *xq, int t0, int T,
+		 float *y, int64_t ldy)
+{
+	_Static_assert(QDOT_MAX_T <= 8, "q32_rows: at most 4 pairs");
+	switch ((T + 1) / 2) {
+	case 1: q32_rows_p(fmt, bb, 1, w, rb, rows, xq, t0, T, y, ldy); break;
+	case 2: q32_rows_p(fmt, bb, 2, w, rb, rows, xq, t0, T, y, ldy); break;
+	case 3: q32_rows_p(fmt, bb, 3, w, rb, rows, xq, t0, T, y, ldy); break;
+	default: q32_rows_p(fmt, bb, 4, w, rb, rows, xq, t0, T, y, ldy); break;
+	}
+}
+
 /* token t's int32 chains added */
 AI __m256i isum_total(const __m256i *isum, int T, int t)
 {
@@ -298,14 +452,14 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 {
 	size_t bb = q5 ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
 	int K = xq->K, nsb = K / QK_K;
-	__m256 acc[2 * QDOT_MAX_T]; /* token t: 2t scales, 2t + 1 mins */
-	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+	__m256 acc[2 * QK_SUB_T]; /* token t: 2t scales, 2t + 1 mins */
+	for (int i = 0; i < 2 * QK_SUB_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
 		const uint8_t *p = (const uint8_t *)w + (size_t)i * bb, *qs = p + (q5 ? 48 : 16);
 		__m128i sm = k_scales_vec(p + 4);
 		__m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m_j for both 16-halves of j */
-		__m256i isum[2 * QDOT_MAX_T];
+		__m256i isum[2 * QK_SUB_T];
 		const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
 		__m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 x int16 scales, twice */
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
@@ -364,15 +518,15 @@ AI void qk_q6_k(const void *w, const struct cpu_xq *xq, int t0, int T, float *ou
 	const __m256i m15 = _mm256_set1_epi8(15), m48 = _mm256_set1_epi8(48);
 	const __m256i pair_bcast = _mm256_set_epi8(3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 1, 0, 1, 0, 1, 0, 1, 0, 1,
 						   0, 1, 0, 1, 0, 1, 0);
-	__m256 acc[QDOT_MAX_T];
-	for (int t = 0; t < QDOT_MAX_T; t++)
+	__m256 acc[QK_SUB_T];
+	for (int t = 0; t < QK_SUB_T; t++)
 		acc[t] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
 		const struct block_q6_K *b = (const struct block_q6_K *)w + i;
 		__m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
 		int32_t scp[8]; /* scale pairs (sc[2G], sc[2G + 1]) as int16 */
 		_mm256_storeu_si256((__m256i *)scp, scw);
-		__m256i isum[2 * QDOT_MAX_T];
+		__m256i isum[2 * QK_SUB_T];
 		UNROLL for (int t = 0; t < T; t++) { /* the -32 of every code: - 32 sum_g sc_g S_g */
 			const int16_t *s = xq->s + (size_t)(t0 + t) * (size_t)(K / 16) + 16 * (size_t)i;
 			__m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)s), scw);
@@ -562,11 +716,11 @@ AI void k256_unpack(int fmt, const uint8_t *p, __m256i *wv, __m256i *sc16, __m25
 AI void k256_dot(int fmt, size_t bb, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
 {
 	int nsb = xq->K / QK_K;
-	__m256 acc[2 * QDOT_MAX_T];
-	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+	__m256 acc[2 * QK_SUB_T];
+	for (int i = 0; i < 2 * QK_SUB_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	for (int i = 0; i < nsb; i++) {
-		__m256i wv[8], sc16, mins16 = _mm256_setzero_si256(), isum[2 * QDOT_MAX_T];
+		__m256i wv[8], sc16, mins16 = _mm256_setzero_si256(), isum[2 * QK_SUB_T];
 		float d, dmin;
 		k256_unpack(fmt, (const uint8_t *)w + (size_t)i * bb, wv, &sc16, &mins16, &d, &dmin);
 		k256_codes(wv, fmt == WFMT_IQ4_XS, sc16, xq, t0, T, i, isum);
@@ -621,8 +775,8 @@ AI float ld1(int fmt, const void *w, int k)
 
 AI void fdot(int fmt, const void *w, const float *x, int64_t ldx, int T, int K, float *out)
 {
-	__m256 acc[2 * QDOT_MAX_T];
-	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
+	__m256 acc[2 * QK_SUB_T];
+	for (int i = 0; i < 2 * QK_SUB_T; i++)
 		acc[i] = _mm256_setzero_ps();
 	int k = 0;
 	for (; k + 32 <= K; k += 32)
@@ -705,37 +859,45 @@ AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *
 
 #include "kernels/cpu/qdot_iq_simd.h"
 
-/* One function per format, over rows; the switch gives each T its own unrolled copy. */
+/* One function per format, over rows, in groups of QK_SUB_T tokens (the tiled formats: all T at once); the
+ * switch gives each group size its own unrolled copy. */
 #define SIMD_ROWS(T, call)                                                                                \
-	for (int r = 0; r < rows; r++, w = (const char *)w + rb) {                                        \
-		float out[QDOT_MAX_T];                                                                    \
+	for (int r = 0; r < rows; r++, wr = (const char *)wr + rb) {                                      \
+		float out[QK_SUB_T];                                                                      \
 		call;                                                                                     \
 		for (int t = 0; t < (T); t++)                                                             \
-			y[t * ldy + r] = out[t];                                                          \
+			yg[t * ldy + r] = out[t];                                                         \
 	}
-#define SIMD_QDOT(k)                                                                                      \
+#define SIMD_GROUPS(k1, k2, k3, k4)                                                                       \
+	for (int g = 0; g < T; g += QK_SUB_T) {                                                           \
+		const void *wr = w;                                                                       \
+		float *yg = y + g * ldy;                                                                  \
+		switch (T - g < QK_SUB_T ? T - g : QK_SUB_T) {                                            \
+		case 1: SIMD_ROWS(1, k1) break;                                                           \
+		case 2: SIMD_ROWS(2, k2) break;                                                           \
+		case 3: SIMD_ROWS(3, k3) break;                                                           \
+		default: SIMD_ROWS(4, k4) break;                                                          \
+		}                                                                                         \
+	}
+#define SIMD_QDOT(id, k)                                                                                  \
 	static void qdot_##k(const void *w, size_t rb, int rows, const struct cpu_xq *xq, int t0, int T,  \
 			     float *y, int64_t ldy)                                                       \
 	{                                                                                                 \
-		switch (T) {                                                                              \
-		case 1: SIMD_ROWS(1, qk_##k(w, xq, t0, 1, out)) break;                                    \
-		case 2: SIMD_ROWS(2, qk_##k(w, xq, t0, 2, out)) break;                                    \
-		case 3: SIMD_ROWS(3, qk_##k(w, xq, t0, 3, out)) break;                                    \
-		default: SIMD_ROWS(4, qk_##k(w, xq, t0, 4, out)) break;                                   \
+		if (q32_tiled(WFMT_##id) && T >= 2 && t0 % 2 == 0 && xq->pair) {                          \
+			q32_rows(WFMT_##id, WFMT_BYTES_##id, w, rb, rows, xq, t0, T, y, ldy);             \
+			return;                                                                           \
 		}                                                                                         \
+		SIMD_GROUPS(qk_##k(wr, xq, t0 + g, 1, out), qk_##k(wr, xq, t0 + g, 2, out),               \
+			    qk_##k(wr, xq, t0 + g, 3, out), qk_##k(wr, xq, t0 + g, 4, out))               \
 	}
 #define SIMD_FDOT(k)                                                                                      \
 	static void fdot_##k(const void *w, size_t rb, int rows, const float *x, int64_t ldx, int T, int K, \
 			     float *y, int64_t ldy)                                                       \
 	{                                                                                                 \
-		switch (T) {                                                                              \
-		case 1: SIMD_ROWS(1, fk_##k(w, x, ldx, 1, K, out)) break;                                 \
-		case 2: SIMD_ROWS(2, fk_##k(w, x, ldx, 2, K, out)) break;                                 \
-		case 3: SIMD_ROWS(3, fk_##k(w, x, ldx, 3, K, out)) break;                                 \
-		default: SIMD_ROWS(4, fk_##k(w, x, ldx, 4, K, out)) break;                                \
-		}                                                                                         \
+		SIMD_GROUPS(fk_##k(wr, x + g * ldx, ldx, 1, K, out), fk_##k(wr, x + g * ldx, ldx, 2, K, out), \
+			    fk_##k(wr, x + g * ldx, ldx, 3, K, out), fk_##k(wr, x + g * ldx, ldx, 4, K, out)) \
 	}
-#define SIMD_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(SIMD_QDOT(k), ) WFMT_FDOT_##kind(SIMD_FDOT(k), )
+#define SIMD_DEF(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(SIMD_QDOT(id, k), ) WFMT_FDOT_##kind(SIMD_FDOT(k), )
 WFMT_LIST(SIMD_DEF)
 #undef SIMD_DEF
 
