@@ -124,7 +124,7 @@ def main():
     mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
     rows = []
     for name in names:
-        recs = [r for r in done.values() if r["set"] == name]
+        recs = [r for r in done.values() if r["set"] == name and r["i"] < len(chosen[name])]
         plain = [r["tps"] for r in recs if r["source"] == "off"]
         rows.append((name, len(plain), "off", "", 1.0, 0.0, mean(plain), 1.0))
         for s, m in sources:

@@ -73,8 +73,10 @@ static void bench_set_scales(uint8_t *w, size_t bytes, int fmt, uint16_t d)
 			memcpy(b, &a, 4);
 			continue;
 		}
-		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128)
-			b[2] = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128 ? 8 : 0, b[3] = 0; /* GPTQ's symmetric zero point */
+		if (fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128) /* zero points as GPTQ v1 / AWQ store them: 0..16 */
+			b[2] = (uint8_t)(i * 7 % 17), b[3] = 0;
+		if (fmt == WFMT_Q8_Z || fmt == WFMT_Q8_Z128) /* -128..128 */
+			b[2] = (uint8_t)(i * 37 % 257 - 128), b[3] = i * 37 % 257 < 128 ? 0xff : 0;
 		for (int k = 0; fmt == WFMT_IQ1_M && k < 4; k++) /* its d: the top nibbles of the scale words at 48 */
 			b[49 + 2 * k] = (uint8_t)((b[49 + 2 * k] & 15) | (d >> 4 * k & 15) << 4);
 	}
