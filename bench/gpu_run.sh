@@ -180,6 +180,8 @@ fi
 # (test_cuda_ops --bench, with attention).
 mma_rc=skipped
 if [ "${BENCH_MMA:-0}" = 1 ]; then
+	make -j"$(nproc)" CUDA_ARCHS="${CUDA_ARCHS:-90}" EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" \
+		build/bench/bench_cuda_matmul >>"$OUT/build.log" 2>&1
 	build/bench/bench_cuda_matmul --mma >"$OUT/bench_mma.md" 2>&1
 	mma_rc=$?
 	build/tests/test_cuda_ops --bench >"$OUT/bench_ops.log" 2>&1 || mma_rc=$?
