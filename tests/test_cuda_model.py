@@ -50,9 +50,20 @@ def rel_err(a, b):
     return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
+def on_gpu(extra):
+    """extra with --placement gpu where it names --device cuda and no placement: the default, auto, may put a
+    streamed tiny model's layers on the CPU (its measured rates say the CPU is faster), and then a "cuda" run
+    compares the CPU with itself."""
+    extra = [str(x) for x in extra]
+    if "cuda" in extra and "--placement" not in extra:
+        extra += ["--placement", "gpu"]
+    return extra
+
+
 def logits(f, model, ids, root, extra, what, env=None):
     lg = os.path.join(root, "l.lg")
-    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra, env=env)
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *on_gpu(extra),
+              env=env)
     if not f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}"):
         return None
     out = ref_forward.read_flgt(lg)
@@ -61,7 +72,7 @@ def logits(f, model, ids, root, extra, what, env=None):
 
 
 def greedy(f, model, ids, n, extra, what):
-    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", n, "--ignore-eos", *extra)
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", n, "--ignore-eos", *on_gpu(extra))
     f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}")
     return [int(x) for x in re.findall(r"-?\d+", p.stdout)] if p.returncode == 0 else []
 

@@ -148,7 +148,7 @@ def main():
             print("cuda part skipped:", probe.stderr.strip())
         elif cpu is not None:
             gpu_routes = os.path.join(root, "gpu.routes")
-            gpu = ferry_logits(f, out, ids, root, ["--device", "cuda", "--stream-all", "--chunk", 8], "cuda",
+            gpu = ferry_logits(f, out, ids, root, ["--device", "cuda", "--stream-all", "--chunk", 8, "--placement", "gpu"], "cuda",
                                gpu_routes)
             if gpu is not None:
                 rc, rg = ref_forward.read_routes(cpu_routes), ref_forward.read_routes(gpu_routes)

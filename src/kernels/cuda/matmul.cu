@@ -111,19 +111,9 @@ template <class F> static constexpr gemm_fmt gemm_fmt_of()
 static const gemm_fmt gemm_by_fmt[WFMT_COUNT] = {WFMT_LIST(GEMM_ROW)};
 #undef GEMM_ROW
 
-/* The zero-point formats of GPTQ/AWQ (Q4_Z, Q8_Z and their 128 forms) are refused on the GPU for now: on the
- * H100 (bench/RESULTS.md, 2026-12-07 third session) tiny asymmetric GPTQ-4/3-bit and AWQ models gave logits
- * 4e-2 to 1.6e-1 from the float64 reference through both CUDA paths while symmetric GPTQ-8 and NF4 held their
- * bounds, and test_cuda_matmul only ever gave these formats one fixed zero point; until a GPU run finds why,
- * they run on the CPU (exact there: tests/test_hf_quant.py). */
-static bool cuda_fmt_held_back(int fmt)
-{
-	return fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128;
-}
-
 extern "C" bool cuda_fmt_supported(int fmt)
 {
-	return fmt >= 0 && fmt < WFMT_COUNT && gemm_by_fmt[fmt].align && !cuda_fmt_held_back(fmt);
+	return fmt >= 0 && fmt < WFMT_COUNT && gemm_by_fmt[fmt].align;
 }
 
 template <typename H>
