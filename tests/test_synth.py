@@ -223,7 +223,7 @@ def main():
             ("more experts per token than experts", ["--shape", "tiny-moe", "--experts-used", 17], "--experts"),
             ("expert ffn not whole Q4_K blocks", ["--shape", "tiny-moe", "--expert-ffn", 100], "--expert-ffn"),
             ("gpt-oss rows not whole Q4_K blocks", ["--shape", "gpt-oss-20b", "--fmt", "q4_k"], "--d-model"),
-            ("unknown expert format", ["--shape", "tiny-gpt-oss", "--expert-fmt", "nf4"], "--expert-fmt"),
+            ("unknown expert format", ["--shape", "tiny-gpt-oss", "--expert-fmt", "q7_0"], "--expert-fmt"),
             ("gpt-oss without experts", ["--shape", "tiny-gpt-oss", "--experts", 0], "--experts"),
         ]:
             refused(f, root, what, args, option)
