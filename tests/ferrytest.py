@@ -45,6 +45,16 @@ def ferry(*args, check=False, env=None):
     return p
 
 
+def on_gpu(extra):
+    """extra with --placement gpu where it names --device cuda and no placement: the default, auto, may put a
+    streamed tiny model's layers on the CPU (its measured rates say the CPU is faster), and then a "cuda" run
+    compares the CPU with itself."""
+    extra = [str(x) for x in extra]
+    if "cuda" in extra and "--placement" not in extra:
+        extra += ["--placement", "gpu"]
+    return extra
+
+
 def scratch():
     d = tempfile.mkdtemp(prefix="ferry_test_")
     return d, lambda: shutil.rmtree(d, ignore_errors=True)

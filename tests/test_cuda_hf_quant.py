@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 
-from ferrytest import Failures, ferry, ref_forward, scratch
+from ferrytest import Failures, ferry, on_gpu, ref_forward, scratch
 from test_hf_quant import base_model, rel_rows
 import quant_hf
 
@@ -26,10 +26,7 @@ CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
 
 def logits(f, model, ids, root, extra, what):
     lg = os.path.join(root, "l.lg")
-    extra = [str(x) for x in extra]
-    if "cuda" in extra:  # the default placement, auto, may run a streamed tiny model's layers on the CPU
-        extra += ["--placement", "gpu"]
-    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra)
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *on_gpu(extra))
     if not f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}"):
         return None
     out = ref_forward.read_flgt(lg).astype(np.float64)

@@ -38,7 +38,7 @@ import re
 
 import numpy as np
 
-from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, ref_forward, scratch, tiny_model
+from ferrytest import GEMMA_GGUF, Failures, ROOT, ferry, gemma_gguf, on_gpu, ref_forward, scratch, tiny_model
 
 VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3", "gemma3_softcap", "qwen3moe",
             "mixtral", "qwen2moe", "gptoss"]
@@ -48,16 +48,6 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
 
 def rel_err(a, b):
     return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
-
-
-def on_gpu(extra):
-    """extra with --placement gpu where it names --device cuda and no placement: the default, auto, may put a
-    streamed tiny model's layers on the CPU (its measured rates say the CPU is faster), and then a "cuda" run
-    compares the CPU with itself."""
-    extra = [str(x) for x in extra]
-    if "cuda" in extra and "--placement" not in extra:
-        extra += ["--placement", "gpu"]
-    return extra
 
 
 def logits(f, model, ids, root, extra, what, env=None):
