@@ -131,6 +131,19 @@ if [ -n "${GOLDEN:-}" ] && [ -d "$GOLDEN/src" ]; then
 	echo "golden: $golden"
 fi
 
+# SERVE_TEST=1: issue 24's structured output with the server on the GPU (tests/test_serve_structured.py with
+# FERRY_TEST_DEVICE=cuda); the openai and jsonschema wheels come from .whl/serve (here: `pip download -d .whl/serve
+# --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 openai jsonschema`, per Python version).
+serve_rc=skipped
+if [ "${SERVE_TEST:-0}" = 1 ]; then
+	python3 -m pip install -q --no-index --find-links .whl/serve --no-compile --no-cache-dir --target /tmp/site \
+		openai jsonschema >>"$OUT/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
+	FERRY_BUILD=build FERRY_TEST_DEVICE=cuda timeout "${TEST_TIMEOUT:-600}" python3 tests/test_serve_structured.py \
+		>"$OUT/serve_structured.log" 2>&1
+	serve_rc=$?
+	tail -n 5 "$OUT/serve_structured.log"
+fi
+
 hf_rc=skipped
 echo skipped >"$OUT/hf_check.log"
 if [ "${HF_CHECK:-0}" = 1 ]; then
@@ -221,6 +234,7 @@ echo "| GPU | $gpu |"
 echo "| build (CUDA) | $([ $build -eq 0 ] && echo ok || echo FAILED) |"
 echo "| make test | $(grep -E '^[0-9]+ passed' "$OUT/test.log" | tail -1) (exit $test_rc) |"
 echo "| hf_check.py | $(tail -n 1 "$OUT/hf_check.log") (exit $hf_rc) |"
+echo "| test_serve_structured.py on CUDA (SERVE_TEST=1) | exit $serve_rc |"
 echo "| compute-sanitizer memcheck + racecheck | $san |"
 echo "| greedy ids vs GOLDEN=${GOLDEN:-} (tools/golden_ids.sh) | $golden |"
 echo "| bench/bench_decode.py (BENCH=1) | exit $bench_rc; bench_decode.md |"
