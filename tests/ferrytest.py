@@ -45,6 +45,18 @@ def ferry(*args, check=False, env=None):
     return p
 
 
+def rel_per_row(a, b):
+    """Each row's distance from the reference b, relative to that row's norm (logits: one row per position)."""
+    import numpy as np
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def rel_rows(a, b):
+    """The worst row of rel_per_row, as a float."""
+    return float(rel_per_row(a, b).max())
+
+
 def on_gpu(extra):
     """extra with --placement gpu where it names --device cuda and no placement: the default, auto, may put a
     streamed tiny model's layers on the CPU (its measured rates say the CPU is faster), and then a "cuda" run

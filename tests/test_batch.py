@@ -17,11 +17,7 @@ import random
 
 import numpy as np
 
-from ferrytest import Failures, ferry, ref_forward, scratch, tiny_model
-
-
-def rel_rows(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
+from ferrytest import Failures, ferry, ref_forward, scratch, tiny_model, rel_rows
 
 
 def run_ids(f, model, prompts, n, extra, what):

@@ -17,8 +17,8 @@ import random
 
 import numpy as np
 
-from ferrytest import Failures, ferry, on_gpu, ref_forward, scratch
-from test_hf_quant import base_model, rel_rows
+from ferrytest import Failures, ferry, on_gpu, ref_forward, rel_rows, scratch
+from test_hf_quant import base_model
 import quant_hf
 
 CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),

@@ -35,7 +35,7 @@ import zlib
 import numpy as np
 import safetensors.numpy
 
-from ferrytest import Failures, ROOT, ferry, gen_tiny_model, ref_forward, scratch
+from ferrytest import Failures, ROOT, ferry, gen_tiny_model, ref_forward, scratch, rel_rows
 
 import gguf  # noqa: E402
 import hf_to_gguf  # noqa: E402  (tools/ is on the path through ferrytest)
@@ -48,10 +48,6 @@ FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K",
 IQ_D = {"IQ2_XXS": (5e-4, 2e-3), "IQ2_XS": (5e-4, 2e-3), "IQ2_S": (5e-4, 2e-3), "IQ3_XXS": (2e-4, 8e-4),
         "IQ3_S": (2e-4, 8e-4), "IQ1_S": (3e-3, 1e-2), "IQ1_M": (3e-3, 1e-2)}
 FORMATS += list(IQ_D)
-
-
-def rel_rows(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def random_blocks(rng, qtype, rows, cols):

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from ferrytest import Failures, gen_tiny_model, ref_forward, scratch
+from ferrytest import Failures, gen_tiny_model, ref_forward, scratch, rel_rows
 
 try:
     import gguf
@@ -28,10 +28,6 @@ except ImportError as e:
     sys.exit(77)
 
 NO_GGUF_FORM = {"llama_dynamic_rope", "mistral_swa"}
-
-
-def rel_rows(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def norm_rope(x, pos, base):

@@ -29,7 +29,7 @@ import random
 
 import numpy as np
 
-from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch
+from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch, rel_rows
 from test_dequant import matmul_check, tool
 import quant_hf
 
@@ -140,10 +140,6 @@ def check_case(f, root, hf, case, prompt):
     print(f"{name:24s} {nlin - nbad}/{nlin} linears bit-identical, prompt logits rel err {err:.2e} "
           f"(8-bit inputs' own: {err_q:.2e}, bound {tol:.2e})")
     f.check(err <= tol, f"{name}: prompt logits rel err {err:.2e} > {tol:.2e}")
-
-
-def rel_rows(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def edit_config(d, **kv):

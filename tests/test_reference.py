@@ -10,13 +10,9 @@ import random
 
 import numpy as np
 
-from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch, tiny_model
+from ferrytest import Failures, ferry, gen_tiny_model, ref_forward, scratch, tiny_model, rel_rows
 
 TOL = 1e-4
-
-
-def rel_rows(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def main():

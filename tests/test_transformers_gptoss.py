@@ -24,7 +24,7 @@ import zlib
 
 import numpy as np
 
-from ferrytest import Failures, ferry, ref_forward, scratch
+from ferrytest import Failures, ferry, ref_forward, rel_per_row, scratch
 
 try:
     import torch
@@ -101,10 +101,6 @@ def hf_logits(model, ids):
         return model(torch.tensor([ids]), use_cache=False).logits[0].double().numpy()
 
 
-def rel_rows(a, b):
-    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
-
-
 def ferry_logits(f, model, ids, root, extra, what, routes=None):
     lg = os.path.join(root, "l.lg")
     p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", 0, "--logits", lg, *extra,
@@ -130,7 +126,7 @@ def main():
         cpu_routes = os.path.join(root, "cpu.routes")
         cpu = ferry_logits(f, out, ids, root, ["--device", "cpu"], "cpu", cpu_routes)
         if cpu is not None:
-            e = float(rel_rows(cpu, want).max())
+            e = float(rel_per_row(cpu, want).max())
             print(f"gpt-oss: ferry cpu vs transformers logits {e:.2e} over {len(ids)} positions (tolerance 1e-4)")
             f.check(e <= 1e-4, f"cpu vs transformers logits {e:.2e} > 1e-4")
         seq = list(ids[:8])
@@ -153,7 +149,7 @@ def main():
             if gpu is not None:
                 rc, rg = ref_forward.read_routes(cpu_routes), ref_forward.read_routes(gpu_routes)
                 first = min([t for (layer, t), e in rc.items() if rg.get((layer, t)) != e], default=len(ids))
-                e = float(rel_rows(gpu[:first], want[:first]).max()) if first else float("inf")
+                e = float(rel_per_row(gpu[:first], want[:first]).max()) if first else float("inf")
                 print(f"gpt-oss: ferry cuda vs transformers logits {e:.2e} over the first {first} of {len(ids)} rows "
                       f"(tolerance 2e-3; experts equal to the cpu's up to there)")
                 # at least 12 rows: on the H100 the first route that differs from the CPU's (an f16 near-tie of
