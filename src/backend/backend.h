@@ -198,6 +198,10 @@ const char *backend_gpu_desc(char *buf, size_t n);
 
 /* n_threads <= 0: OMP_NUM_THREADS if set, else the CPUs this process may use (base/threads.h). */
 int backend_cpu_create(struct backend **b, int n_threads, char *err, size_t errlen);
+/* The CPU posing as a device (cpu.c): host_memory false, `vram` bytes of budgeted memory (<= 0: 4 GiB),
+ * synchronous copies and fences; what --device cpu opens when FERRY_CPU_DEVICE=1, so the streamed device
+ * path runs (and is tested) without a GPU. */
+int backend_cpu_device_create(struct backend **b, int64_t vram, int n_threads, char *err, size_t errlen);
 
 #ifdef FERRY_CUDA
 /* The CUDA backend on device 0 with everything on the GPU in `vram` bytes (<= 0: all that is free): the

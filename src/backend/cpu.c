@@ -1,6 +1,12 @@
 /*
  * cpu.c: the CPU backend. Backend memory is host memory (64-byte aligned), uploads are copies,
  * and every op runs synchronously on OpenMP threads through kernels/cpu/.
+ *
+ * The emulated device (backend_cpu_device_create, FERRY_CPU_DEVICE=1): the same ops with host_memory
+ * false, so the model takes the device path (plan with an arena, weights uploaded into device slots,
+ * routed experts and the expert cache, host-KV staging) on a machine without a GPU. Its memory is a
+ * budget of the heap (alloc fails past it), copies are memcpy at issue time and fences are always done:
+ * every queue runs in call order, so the results are those of the CPU backend, byte for byte.
  */
 #include <errno.h>
 #include <omp.h>
@@ -358,6 +364,112 @@ static const struct backend_ops cpu_ops = {
 	.gather_rows = cpu_gather_rows_op,
 	.scatter_add = cpu_scatter_add_op,
 };
+
+/* The emulated device's memory: a 64-byte header before each block holds its size, counted against the
+ * budget. */
+struct emu_state {
+	struct cpu_state cpu; /* first: st() reads it */
+	int64_t budget, used, peak;
+	int n_fences;
+};
+
+static struct emu_state *emu(struct backend *b)
+{
+	return b->impl;
+}
+
+static void *emu_alloc(struct backend *b, size_t bytes)
+{
+	size_t n = (bytes ? (bytes + 63) / 64 * 64 : 64) + 64;
+	if (emu(b)->used + (int64_t)n > emu(b)->budget) {
+		snprintf(b->err, sizeof(b->err), "emulated device: %zu bytes over the %lld-byte budget (%lld used)", bytes,
+			 (long long)emu(b)->budget, (long long)emu(b)->used);
+		return NULL;
+	}
+	char *p = NULL;
+	if (posix_memalign((void **)&p, 64, n))
+		return NULL;
+	*(size_t *)p = n;
+	emu(b)->used += (int64_t)n;
+	emu(b)->peak = emu(b)->used > emu(b)->peak ? emu(b)->used : emu(b)->peak;
+	return p + 64;
+}
+
+static void emu_free(struct backend *b, void *p)
+{
+	if (!p)
+		return;
+	char *h = (char *)p - 64;
+	emu(b)->used -= (int64_t)*(size_t *)h;
+	free(h);
+}
+
+static int emu_fence_alloc(struct backend *b, int n)
+{
+	int f = emu(b)->n_fences;
+	emu(b)->n_fences += n;
+	return f;
+}
+
+static int emu_fence_queue(struct backend *b, enum backend_queue q, int fence)
+{
+	(void)b, (void)q, (void)fence;
+	return 0;
+}
+
+static bool emu_fence_done(struct backend *b, int fence)
+{
+	(void)b, (void)fence;
+	return true;
+}
+
+static void *emu_host_alloc(struct backend *b, size_t bytes)
+{
+	return cpu_alloc(b, bytes);
+}
+
+static void emu_mem(struct backend *b, struct backend_mem *m)
+{
+	m->budget = m->arena = emu(b)->budget;
+	m->arena_used = emu(b)->used;
+	m->arena_peak = m->device_used_peak = emu(b)->peak;
+	snprintf(m->gpu, sizeof(m->gpu), "emulated by the CPU");
+}
+
+static struct backend_ops emu_ops;
+
+int backend_cpu_device_create(struct backend **bp, int64_t vram, int n_threads, char *err, size_t errlen)
+{
+	struct emu_state *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	int rc = backend_cpu_create(bp, n_threads, err, errlen);
+	if (rc) {
+		free(s);
+		return rc;
+	}
+	free((*bp)->impl);
+	(*bp)->impl = s;
+	s->budget = vram > 0 ? vram : (int64_t)4 << 30;
+	emu_ops = cpu_ops;
+	emu_ops.name = "cpu-device";
+	emu_ops.host_memory = false;
+	emu_ops.alloc = emu_alloc;
+	emu_ops.free = emu_free;
+	emu_ops.fence_alloc = emu_fence_alloc;
+	emu_ops.fence_record = emu_fence_queue;
+	emu_ops.fence_wait = emu_fence_queue;
+	emu_ops.fence_done = emu_fence_done;
+	emu_ops.copy_async = cpu_copy;
+	emu_ops.copy_d2h_async = cpu_copy;
+	emu_ops.host_alloc = emu_host_alloc;
+	emu_ops.host_free = cpu_free;
+	emu_ops.mem = emu_mem;
+	(*bp)->ops = &emu_ops;
+	return 0;
+}
 
 int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)
 {

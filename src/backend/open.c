@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
@@ -46,6 +47,9 @@ int backend_open(struct backend **b, const char *device, int64_t vram, int threa
 		return -ENOTSUP;
 	}
 #endif
+	const char *emu = getenv("FERRY_CPU_DEVICE");
+	if (emu && !strcmp(emu, "1"))
+		return backend_cpu_device_create(b, vram, threads, err, errlen);
 	return backend_cpu_create(b, threads, err, errlen);
 }
 

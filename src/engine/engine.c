@@ -356,6 +356,16 @@ json_t *engine_stats_json(const struct engine_stats *st)
 							"union_bytes", (json_int_t)x->union_bytes, "all_bytes",
 							(json_int_t)x->all_bytes, "uploads", (json_int_t)x->uploads,
 							"routed_uploads", x->routed_uploads));
+	if (o && x->layer_steps && x->routed_uploads)
+		json_object_update_new(
+			json_object_get(o, "moe"),
+			json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "cache_entries", x->cache_entries,
+				  "cache_hits", (json_int_t)x->cache_hits, "cache_misses", (json_int_t)x->cache_misses,
+				  "cache_fills", (json_int_t)x->cache_fills, "cache_evictions", (json_int_t)x->cache_evictions,
+				  "cache_refused", (json_int_t)x->cache_refused, "expert_h2d_bytes", (json_int_t)x->expert_h2d,
+				  "pred_layers", (json_int_t)x->pred_layers, "pred_routed", (json_int_t)x->pred_routed,
+				  "pred_right", (json_int_t)x->pred_right, "pred_guessed", (json_int_t)x->pred_guessed,
+				  "pred_uploads", (json_int_t)x->pred_uploads));
 	bool ok = o && v && m && j && h && sp && !json_object_update(o, v) && !json_object_update(o, m) &&
 		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) && !json_object_set(o, "spec", sp) &&
 		  !json_object_set_new(o, "disk_gbps",
@@ -418,6 +428,20 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 		fprintf(f, "ferry: experts uploaded: %llu of the %llu chosen (%.1f%% already on the device)\n",
 			(unsigned long long)x->uploads, (unsigned long long)x->union_experts,
 			x->union_experts ? 100.0 * (1.0 - (double)x->uploads / (double)x->union_experts) : 0.0);
+	if (x->layer_steps && x->routed_uploads) {
+		fprintf(f, "ferry: expert cache: %d entries; %llu hits, %llu misses (%.1f%% hit rate), %llu filled, %llu "
+			   "evicted, %llu refused; experts uploaded %.3f MiB per token\n",
+			x->cache_entries, (unsigned long long)x->cache_hits, (unsigned long long)x->cache_misses,
+			x->cache_hits + x->cache_misses ? 100.0 * (double)x->cache_hits / (double)(x->cache_hits + x->cache_misses)
+							: 0.0,
+			(unsigned long long)x->cache_fills, (unsigned long long)x->cache_evictions,
+			(unsigned long long)x->cache_refused, x->tokens ? (double)x->expert_h2d / (double)x->tokens / mib : 0.0);
+		fprintf(f, "ferry: expert prediction: %llu layers guessed; %llu of their %llu routed experts guessed (%.1f%% "
+			   "accuracy), %llu guesses, %llu uploaded early\n",
+			(unsigned long long)x->pred_layers, (unsigned long long)x->pred_right, (unsigned long long)x->pred_routed,
+			x->pred_routed ? 100.0 * (double)x->pred_right / (double)x->pred_routed : 0.0,
+			(unsigned long long)x->pred_guessed, (unsigned long long)x->pred_uploads);
+	}
 	const struct sched_stats *ss = &st->sched;
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];

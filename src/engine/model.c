@@ -320,7 +320,11 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		m->moe_rw = malloc(sizeof(float) * R);
 		m->moe_start = malloc(sizeof(int) * ((size_t)hp->n_experts + 1));
 		m->moe_used = calloc((size_t)hp->n_experts, sizeof(bool));
-		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start && m->moe_used;
+		m->pred_ids = malloc(sizeof(int) * R);
+		m->pred_w = malloc(sizeof(float) * R);
+		m->pred_used = calloc((size_t)hp->n_experts, sizeof(bool));
+		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start && m->moe_used && m->pred_ids &&
+		     m->pred_w && m->pred_used;
 		const char *routes = getenv("FERRY_ROUTES");
 		if (ok && routes && routes[0] && !(m->routes = fopen(routes, "w"))) {
 			snprintf(err, errlen, "FERRY_ROUTES=%s: cannot create: %s", routes, strerror(errno));
@@ -355,10 +359,13 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	if (!rc)
 		rc = io_stream_open(&m->io, lay, io, err, errlen);
 	if (!rc)
-		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, err, errlen);
-	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) */
-	const char *whole = getenv("FERRY_MOE_WHOLE");
+		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache, err, errlen);
+	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) and
+	 * guesses the next layer's (FERRY_MOE_PREDICT=0: not) */
+	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
 	m->w.routed = !rc && hp->n_experts && !(whole && !strcmp(whole, "1"));
+	m->predict = m->w.routed && !(predict && !strcmp(predict, "0"));
+	m->pred_layer = -1;
 	if (!rc)
 		rc = kvh_init(&m->kvh, b, hp->n_layers, kv_host, pool, err, errlen);
 	free(pool);
@@ -397,6 +404,9 @@ void model_free(struct model *m)
 	free(m->moe_rw);
 	free(m->moe_start);
 	free(m->moe_used);
+	free(m->pred_ids);
+	free(m->pred_w);
+	free(m->pred_used);
 	if (m->routes)
 		fclose(m->routes);
 	free(m->tokens);
@@ -429,6 +439,15 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->moe = m->moe;
 	st->moe.uploads = m->w.exp_uploads;
 	st->moe.routed_uploads = m->w.routed && !m->b->ops->host_memory;
+	const struct expert_cache *ec = &m->w.ec;
+	st->moe.cache_entries = ec->n;
+	st->moe.cache_hits = ec->hits;
+	st->moe.cache_misses = ec->misses;
+	st->moe.cache_fills = ec->fills;
+	st->moe.cache_evictions = ec->evictions;
+	st->moe.cache_refused = ec->refused;
+	st->moe.pred_uploads = m->w.pred_uploads;
+	st->moe.expert_h2d = m->w.exp_h2d;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -518,6 +537,32 @@ static int shared_expert(struct model *m, struct model_rs *rs, const struct laye
 	return rc ? rc : op->scatter_add(b, x, rs->ye, rows, gate, n, D);
 }
 
+/* Prediction: layer l's router (its trunk already on the device; else no guess) applied to the previous
+ * layer's MoE input (rs->h, n tokens), its experts uploaded into the cache ahead of layer l's route. The route
+ * itself is always the real one: a guess changes which copies happen when, never a result. */
+static int moe_predict(struct model *m, struct model_rs *rs, int l, int n)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *b = rs->b;
+	void *const *p;
+	struct layer_weights nw;
+	if (weights_peek(&m->w, l, &p))
+		return 0;
+	int rc = bind_layer(m, l, p, &nw, b->err, sizeof(b->err));
+	if (rc || !nw.router.data)
+		return rc;
+	int E = hp->n_experts, K = hp->n_experts_used;
+	rc = b->ops->matmul(b, rs->rl, rs->h, &nw.router, opt(&nw.b_router), n);
+	rc = rc ? rc : b->ops->route(b, m->pred_ids, m->pred_w, rs->rl, n, E, K, hp->moe_norm_topk);
+	if (rc)
+		return rc;
+	memset(m->pred_used, 0, sizeof(bool) * (size_t)E);
+	for (int i = 0; i < n * K; i++)
+		m->pred_used[m->pred_ids[i]] = true;
+	m->pred_layer = l;
+	return weights_predict(&m->w, l, m->pred_used, b->err, sizeof(b->err));
+}
+
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
  * K experts per token, on a device the chosen experts uploaded (weights_experts), then expert by expert (in expert order, so the sums are the same whatever the step)
  * the MLP over its tokens gathered, its output added to their rows of x with their weights. */
@@ -558,12 +603,19 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		m->moe_used[e] |= start[e + 1] > start[e];
 	if (rs == &m->rs[0] && (rc = weights_experts(&m->w, l, m->moe_used, b->err, sizeof(b->err))))
 		return rc;
+	if (rs == &m->rs[0] && t0 == 0 && m->predict && l + 1 < hp->n_layers && (rc = moe_predict(m, rs, l + 1, n)))
+		return rc;
 	for (int e = 0; !rc && e < E; e++) {
 		int c = start[e + 1] - start[e];
 		if (!c)
 			continue;
 		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
 			      down = expert_of(&w->w_down_exps, e);
+		if (rs == &m->rs[0] && weights_expert_ptr(&m->w, l, e, w->w_gate_exps.data)) { /* the cache or the image */
+			gate.data = weights_expert_ptr(&m->w, l, e, w->w_gate_exps.data);
+			up.data = weights_expert_ptr(&m->w, l, e, w->w_up_exps.data);
+			down.data = weights_expert_ptr(&m->w, l, e, w->w_down_exps.data);
+		}
 		struct tensor bg, bu, bd;
 		const int *rows = m->moe_rows + start[e];
 		rc = op->gather_rows(b, rs->xe, rs->h, rows, c, D);
@@ -645,6 +697,15 @@ static void moe_count(struct model *m, int l, int T)
 	m->moe.tokens += l == 0 ? (uint64_t)T : 0;
 	m->moe.layer_steps++;
 	m->moe.union_experts += n;
+	if (m->pred_layer == l) { /* how good the guess made during layer l - 1 was */
+		m->moe.pred_layers++;
+		m->moe.pred_routed += n;
+		for (uint64_t e = 0; e < E; e++) {
+			m->moe.pred_right += m->moe_used[e] && m->pred_used[e];
+			m->moe.pred_guessed += m->pred_used[e];
+		}
+		m->pred_layer = -1;
+	}
 	m->moe.union_bytes += n * one;
 	m->moe.all_bytes += E * one;
 }

@@ -121,6 +121,13 @@ struct model_moe_stats {
 	uint64_t all_bytes;    /* every expert's bytes of the same layers */
 	uint64_t uploads;      /* experts uploaded (weights_experts; 0 on the CPU and with FERRY_MOE_WHOLE=1) */
 	bool routed_uploads;   /* a device uploading routed experts only */
+	/* the expert cache (weights.h): entries, routed lookups found there and not, fills, evictions, refusals */
+	int cache_entries;
+	uint64_t cache_hits, cache_misses, cache_fills, cache_evictions, cache_refused;
+	uint64_t expert_h2d;   /* bytes of experts uploaded (routed and predicted) */
+	/* prediction: (step, layer)s predicted, their routed experts, of those the predicted ones, guesses made,
+	 * experts uploaded on a guess */
+	uint64_t pred_layers, pred_routed, pred_right, pred_guessed, pred_uploads;
 };
 
 /* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
@@ -177,6 +184,11 @@ struct model {
 	int *moe_ids, *moe_rows, *moe_start; /* moe_start [E + 1] */
 	float *moe_w, *moe_rw;
 	bool *moe_used;        /* [E] the experts the current step chose in the current layer */
+	int *pred_ids;         /* [t_sub x K] the next layer's router applied to this layer's input */
+	float *pred_w;
+	bool *pred_used;       /* [E] the experts guessed for layer pred_layer (-1: none) */
+	int pred_layer;
+	bool predict;          /* FERRY_MOE_PREDICT=0 turns it off */
 	struct model_moe_stats moe;
 	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */
 };

@@ -61,6 +61,8 @@ struct plan {
 	bool *kv_host;                  /* [L] layers whose KV pools stay in pinned host memory (kv_host.h) */
 	int n_kv_host;
 	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
+	int expert_cache;               /* entries of the device expert cache (weights.h), each expert_bytes */
+	uint64_t expert_bytes;
 	/* Hybrid placement (place.c): with a host backend beside a device, steps of at most hybrid_t_max tokens
 	 * run the units on_host marks on the host backend, from the RAM tier, while the device streams the
 	 * others; larger steps run every unit on the device. A host layer keeps its KV pools in pinned host

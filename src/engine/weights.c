@@ -15,6 +15,13 @@
  * more than half of them are missing, the whole expert region in one copy). Which
  * experts the device image holds is kept per unit: a resident unit gathers them over the steps, a slot
  * forgets them when it takes another unit.
+ *
+ * The expert cache (weights.h, expert_cache.h): for a streamed routed unit, weights_experts looks each
+ * routed expert up in the image (valid since the unit's latest stage), then in the cache, and uploads a
+ * miss into a cache entry when the policy admits it, else into the image. An entry is overwritten only
+ * after the compute queue passed the last unit that read it (its guard's fence, recorded at weights_put)
+ * and never while the unit being computed holds it (pinned). exp_at[e] is where expert e is for the
+ * current get.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,6 +49,7 @@ struct weights_unit {
 	int64_t n_exp;
 	uint64_t exp_stride, exp_len;
 	bool *exp_valid; /* [n_exp] */
+	const char **exp_at; /* [n_exp] expert e's block for the current get (image or cache entry), NULL */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -55,8 +63,28 @@ uint64_t weights_unit_device_bytes(const struct layout *lay, int unit)
 	return align_up(io_unit_slot_bytes(lay, unit), DEV_ALIGN) + (uint64_t)DEV_ALIGN * (uint64_t)u->n_tensors;
 }
 
+uint64_t weights_expert_bytes(const struct layout *lay)
+{
+	uint64_t most = 0;
+	for (int u = 0; u <= lay->hp.n_layers; u++) {
+		const struct layout_unit *lu = layout_unit_get(lay, u);
+		uint64_t lo = UINT64_MAX, hi = 0;
+		for (int i = 0; i < lu->n_tensors; i++) {
+			const struct layout_tensor *t = &lu->tensors[i];
+			if (!t->stride)
+				continue;
+			uint64_t end = t->offset + t->bytes / (uint64_t)t->shape[0];
+			lo = t->offset < lo ? t->offset : lo;
+			hi = end > hi ? end : hi;
+		}
+		if (hi > lo && hi - lo > most)
+			most = hi - lo;
+	}
+	return align_up(most, DEV_ALIGN);
+}
+
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
-		 const bool *resident, int n_slots, char *err, size_t errlen)
+		 const bool *resident, int n_slots, int n_cache, char *err, size_t errlen)
 {
 	memset(w, 0, sizeof(*w));
 	w->b = b;
@@ -98,6 +126,8 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			wu->exp_first = -1;
 		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
+		if (wu->exp_first >= 0 && !(wu->exp_at = calloc((size_t)wu->n_exp, sizeof(char *))))
+			goto oom;
 		all_resident &= wu->resident;
 		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, u);
 		if (wu->resident && !(wu->dev = b->ops->alloc(b, bytes))) {
@@ -130,13 +160,28 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			return -ENOMEM;
 		}
 	}
-	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots);
+	int64_t n_exp = 0;
+	for (int u = 0; u < w->n_units; u++)
+		n_exp = w->u[u].exp_first >= 0 && !w->u[u].resident && w->u[u].n_exp > n_exp ? w->u[u].n_exp : n_exp;
+	w->ec_bytes = weights_expert_bytes(lay);
+	if (n_cache > 0 && n_exp > 0 && w->n_slots > 0) {
+		if (ec_init(&w->ec, n_cache, w->n_units, (int)n_exp))
+			goto oom;
+		if (!(w->ec_mem = b->ops->alloc(b, (size_t)n_cache * w->ec_bytes))) {
+			snprintf(err, errlen, "device expert cache of %d x %llu bytes: %s", n_cache,
+				 (unsigned long long)w->ec_bytes, b->err);
+			weights_free(w);
+			return -ENOMEM;
+		}
+	}
+	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots + (w->ec.n ? w->n_units : 0));
 	if (f0 < 0) {
 		snprintf(err, errlen, "device events: %s", b->err);
 		weights_free(w);
 		return f0;
 	}
 	w->fence0 = f0;
+	w->ec_fence0 = f0 + w->n_units + w->n_slots;
 	for (int u = 0; u < w->n_units; u++)
 		w->u[u].fence = f0 + u;
 	return 0;
@@ -156,7 +201,11 @@ void weights_free(struct weights *w)
 			b->ops->free(b, w->u[u].dev);
 		free(w->u[u].ptrs);
 		free(w->u[u].exp_valid);
+		free(w->u[u].exp_at);
 	}
+	if (w->ec_mem)
+		b->ops->free(b, w->ec_mem);
+	ec_free(&w->ec);
 	for (int s = 0; w->slot_mem && s < w->n_slots; s++)
 		if (w->slot_mem[s])
 			b->ops->free(b, w->slot_mem[s]);
@@ -300,6 +349,8 @@ int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char
 	int rc = stage(w, unit, err, errlen);
 	if (rc)
 		return rc;
+	if (w->u[unit].exp_at)
+		memset(w->u[unit].exp_at, 0, sizeof(char *) * (size_t)w->u[unit].n_exp);
 	if (w->b->ops->fence_wait(w->b, BQ_COMPUTE, w->u[unit].fence)) {
 		snprintf(err, errlen, "unit %d: %s", unit, w->b->err);
 		return -EIO;
@@ -308,42 +359,87 @@ int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char
 	return 0;
 }
 
+/* Whether unit wu's experts go through the expert cache. */
+static bool cached(const struct weights *w, const struct weights_unit *wu)
+{
+	return w->ec.n && routed(w, wu) && !wu->resident;
+}
+
+/* An entry for (unit, e) admitted by the policy (pin: the unit computing with it, -1 none), its previous
+ * reader's compute passed on the copy queue; NULL when none is admitted. */
+static char *cache_take(struct weights *w, int unit, int e, int pin, int *rc)
+{
+	int i = ec_insert(&w->ec, unit, e, pin);
+	if (i < 0)
+		return NULL;
+	int g = w->ec.ent[i].guard;
+	if (g >= 0 && w->b->ops->fence_wait(w->b, BQ_COPY, w->ec_fence0 + g))
+		*rc = -EIO;
+	return w->ec_mem + (uint64_t)i * w->ec_bytes;
+}
+
+/* One expert's copy from the streamer's buffer into dst. */
+static int copy_expert(struct weights *w, struct weights_unit *wu, void *const *host, int64_t e, char *dst)
+{
+	const char *src = (const char *)host[wu->exp_first] + (uint64_t)e * wu->exp_stride;
+	w->h2d_bytes += wu->exp_len;
+	w->exp_h2d += wu->exp_len;
+	return w->b->ops->copy_async(w->b, dst, src, (size_t)wu->exp_len) ? -EIO : 0;
+}
+
 int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen)
 {
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
 	if (w->b->ops->host_memory || !wu || !routed(w, wu))
 		return 0;
 	struct backend *b = w->b;
+	char *image = wu->ptrs[wu->exp_first];
 	int n = 0;
-	for (int64_t e = 0; e < wu->n_exp; e++)
-		n += used[e] && !wu->exp_valid[e];
+	for (int64_t e = 0; e < wu->n_exp; e++) { /* where each routed expert already is */
+		if (!used[e] || wu->exp_at[e])
+			continue;
+		int i = -1;
+		if (cached(w, wu)) {
+			ec_use(&w->ec, unit, (int)e);
+			i = ec_find(&w->ec, unit, (int)e, true);
+		}
+		if (wu->exp_valid[e])
+			wu->exp_at[e] = image + (uint64_t)e * wu->exp_stride;
+		else if (i >= 0)
+			wu->exp_at[e] = w->ec_mem + (uint64_t)i * w->ec_bytes;
+		else
+			n++;
+	}
 	if (!n)
 		return 0;
 	void *const *host;
 	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
 	if (rc)
 		return rc;
-	const char *src = host[wu->exp_first];
-	char *dst = wu->ptrs[wu->exp_first];
-	/* most experts missing (a prefill, a large batch): the whole region in one copy */
-	bool all = 2 * (int64_t)n > wu->n_exp;
-	if (all) {
+	/* most experts missing (a prefill, a large batch): the whole region into the image in one copy */
+	if (2 * (int64_t)n > wu->n_exp) {
 		uint64_t len = (uint64_t)(wu->n_exp - 1) * wu->exp_stride + wu->exp_len;
-		if (b->ops->copy_async(b, dst, src, (size_t)len))
+		if (b->ops->copy_async(b, image, host[wu->exp_first], (size_t)len))
 			rc = -EIO;
-		for (int64_t e = 0; !rc && e < wu->n_exp; e++)
+		for (int64_t e = 0; !rc && e < wu->n_exp; e++) {
 			wu->exp_valid[e] = true;
+			if (used[e] && !wu->exp_at[e])
+				wu->exp_at[e] = image + (uint64_t)e * wu->exp_stride;
+		}
 		w->h2d_bytes += len;
 		w->exp_uploads += (uint64_t)n;
+		w->exp_h2d += len;
 	}
-	for (int64_t e = 0; !rc && !all && e < wu->n_exp; e++) {
-		if (!used[e] || wu->exp_valid[e])
+	for (int64_t e = 0; !rc && e < wu->n_exp; e++) {
+		if (!used[e] || wu->exp_at[e])
 			continue;
-		uint64_t off = (uint64_t)e * wu->exp_stride;
-		if (b->ops->copy_async(b, dst + off, src + off, (size_t)wu->exp_len))
-			rc = -EIO;
-		wu->exp_valid[e] = !rc;
-		w->h2d_bytes += wu->exp_len;
+		char *dst = cached(w, wu) ? cache_take(w, unit, (int)e, unit, &rc) : NULL;
+		if (!dst) {
+			dst = image + (uint64_t)e * wu->exp_stride;
+			wu->exp_valid[e] = true;
+		}
+		rc = rc ? rc : copy_expert(w, wu, host, e, dst);
+		wu->exp_at[e] = dst;
 		w->exp_uploads++;
 	}
 	if (!rc && b->ops->fence_record(b, BQ_COPY, wu->fence))
@@ -362,6 +458,62 @@ int weights_experts(struct weights *w, int unit, const bool *used, char *err, si
 	return 0;
 }
 
+int weights_peek(struct weights *w, int unit, void *const **ptrs)
+{
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !(wu->resident ? wu->uploaded : wu->slot >= 0 && w->slot_unit[wu->slot] == unit))
+		return -ENOENT;
+	if (w->b->ops->fence_wait(w->b, BQ_COMPUTE, wu->fence))
+		return -EIO;
+	*ptrs = wu->ptrs;
+	return 0;
+}
+
+const void *weights_expert_ptr(const struct weights *w, int unit, int e, const void *stacked)
+{
+	const struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !routed(w, wu) || !wu->exp_at[e])
+		return NULL;
+	return wu->exp_at[e] + ((const char *)stacked - (const char *)wu->ptrs[wu->exp_first]);
+}
+
+int weights_predict(struct weights *w, int unit, const bool *guess, char *err, size_t errlen)
+{
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !cached(w, wu))
+		return 0;
+	struct backend *b = w->b;
+	void *const *host = NULL;
+	int rc = 0, n = 0;
+	for (int64_t e = 0; !rc && e < wu->n_exp; e++) {
+		if (!guess[e] || ec_find(&w->ec, unit, (int)e, false) >= 0)
+			continue;
+		if (!host && (rc = io_unit_acquire(w->io, unit, &host, err, errlen)))
+			return rc;
+		char *dst = cache_take(w, unit, (int)e, -1, &rc);
+		if (!dst)
+			continue;
+		rc = rc ? rc : copy_expert(w, wu, host, e, dst);
+		w->pred_uploads++;
+		n++;
+	}
+	if (!host)
+		return 0;
+	if (!rc && n && b->ops->fence_record(b, BQ_COPY, wu->fence))
+		rc = -EIO;
+	if (rc) {
+		snprintf(err, errlen, "unit %d: predicted expert upload: %s", unit, b->err);
+		b->ops->sync(b);
+		io_unit_release(w->io, unit);
+		return rc;
+	}
+	if (n)
+		io_unit_release_after(w->io, unit, upload_done, wu);
+	else
+		io_unit_release(w->io, unit);
+	return 0;
+}
+
 void weights_put(struct weights *w, int unit, bool host)
 {
 	if (host || w->b->ops->host_memory) {
@@ -371,6 +523,10 @@ void weights_put(struct weights *w, int unit, bool host)
 	struct weights_unit *wu = &w->u[unit];
 	if (!wu->resident && wu->slot >= 0)
 		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
+	if (cached(w, wu)) { /* the entries it read are free to go once the compute queue passes here */
+		ec_unpin(&w->ec, unit);
+		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->ec_fence0 + unit);
+	}
 }
 
 int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, size_t errlen)

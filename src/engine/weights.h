@@ -12,6 +12,10 @@
  *
  * Routed experts: with w->routed, a unit's expert-major experts are not uploaded with it; weights_experts
  * uploads those a step routes to (the device image keeps the host layout, so the pointers hold).
+ * The expert cache (n_cache entries of weights_expert_bytes, expert_cache.h the policy): a streamed unit's
+ * routed experts are looked up there first and uploaded into an entry when admitted (into the unit's
+ * slot image otherwise), so experts stay on the device across steps; weights_expert_ptr says where each
+ * one is for the current get. weights_predict uploads guessed experts of a later unit into the cache early.
  *
  * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
  * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "engine/expert_cache.h"
 #include "layout/layout.h"
 #include "io/stream.h"
 
@@ -43,15 +48,27 @@ struct weights {
 	int fence0;               /* the first of its backend fences (weights.c) */
 	bool routed;              /* units with expert-major experts upload only the experts weights_experts asks for */
 	uint64_t exp_uploads;     /* experts uploaded by weights_experts */
+	/* the expert cache: ec.n entries of ec_bytes at ec_mem; compute_done of a unit's use of its entries is
+	 * fence ec_fence0 + unit */
+	struct expert_cache ec;
+	char *ec_mem;
+	uint64_t ec_bytes;
+	int ec_fence0;
+	uint64_t pred_uploads;    /* experts uploaded by weights_predict */
+	uint64_t exp_h2d;         /* bytes of experts uploaded (routed, whole regions, predicted) */
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
 uint64_t weights_unit_device_bytes(const struct layout *lay, int unit);
 
+/* Device bytes of one expert-cache entry: the largest expert (its gate, up and down) of any unit; 0 for a
+ * model without expert-major experts. */
+uint64_t weights_expert_bytes(const struct layout *lay);
+
 /* resident: [n_units] flags (NULL: none) of units kept in device memory; n_slots >= 2 unless every unit
- * is resident (ignored on host-memory backends). */
+ * is resident; n_cache: expert-cache entries (ignored on host-memory backends). */
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
-		 const bool *resident, int n_slots, char *err, size_t errlen);
+		 const bool *resident, int n_slots, int n_cache, char *err, size_t errlen);
 void weights_free(struct weights *w);
 /* ptrs[i]: the unit's tensor i in backend memory, valid until weights_put; the compute queue waits for
  * its upload. */
@@ -61,6 +78,17 @@ void weights_put(struct weights *w, int unit, bool host);
  * used[E] marks present in its device image (uploading those it lacks from the streamer's buffer, the
  * compute queue waiting for them). No-op for other units, host units and host-memory backends. */
 int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen);
+/* Where expert e's matrix of a stacked tensor lies for the current get of a device unit, given that tensor's
+ * pointer from weights_get (`stacked`, expert 0 in the unit's image); NULL where the pointers of the image
+ * hold (not a routed unit, a host unit, a host-memory backend). Valid after weights_experts marked e. */
+const void *weights_expert_ptr(const struct weights *w, int unit, int e, const void *stacked);
+/* The device pointers of a unit whose upload is already issued (resident, or in a slot), the compute queue
+ * waiting for it, without taking it; -ENOENT when it is not on the device (or on host-memory backends). */
+int weights_peek(struct weights *w, int unit, void *const **ptrs);
+/* Prediction: uploads into the expert cache the experts guess[E] marks of a later streamed unit that the
+ * cache lacks and admits (the compute queue's next weights_get of that unit waits for them); a wrong guess
+ * costs only its copies. No-op without a cache or where weights_experts would not route. */
+int weights_predict(struct weights *w, int unit, const bool *guess, char *err, size_t errlen);
 /* Starts the uploads of the units after `unit` (cyclic) that fit in the free slots, skipping those host[]
  * marks (NULL: none); all slots when `unit` itself is a host unit (no device slot is in use), else all but
  * its own. No-op on the CPU. */
