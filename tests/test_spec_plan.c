@@ -72,7 +72,8 @@ int main(void)
 	CHECK(fabs(spec_plan_rate(&rp, spec_lookup_class(1)) - 0.5) < 1e-12);
 	CHECK(fabs(spec_plan_rate(&rp, spec_draft_class(0.95f)) - 0.95) < 1e-6);
 	CHECK(spec_draft_class(0.05f) == 0 && spec_draft_class(0.3f) == 2 && spec_draft_class(1.0f) == SPEC_DRAFT_BINS - 1);
-	CHECK(spec_lookup_class(1) == SPEC_DRAFT_BINS && spec_lookup_class(9) == SPEC_CLASS_N - 1);
+	CHECK(spec_lookup_class(1) == SPEC_DRAFT_BINS && spec_lookup_class(9) == SPEC_CLASS_COPY - 1);
+	CHECK(fabs(spec_plan_rate(&rp, SPEC_CLASS_COPY) - 0.8) < 1e-12);
 	int toks2[] = {5, 6, 7, 8, 9, 7, 3, 5, 6, 7, 1, 2, 4, 5, 6, 7};
 	int n2 = (int)(sizeof(toks2) / sizeof(toks2[0]));
 	spec_tree_reset(&t, toks2[n2 - 1]);
@@ -89,8 +90,9 @@ int main(void)
 	CHECK_MSG(k1 > 0 && k8 > 0 && k3 > 0 && t.n == 7, "lookup_all: %d nodes, kids %d %d %d", t.n, k1, k8, k3);
 	CHECK(k1 > 0 && fabsf(t.p[k1] - 0.8f) < 1e-6f && t.cls[k1] == spec_lookup_class(3));
 	CHECK(k3 > 0 && fabsf(t.p[k3] - 0.5f) < 1e-6f && t.cls[k3] == spec_lookup_class(1));
-	for (int i = 1; i < t.n; i++)
-		CHECK(t.p[i] <= t.p[t.parent[i]] && spec_tree_depth(&t, i) <= 2);
+	for (int i = 1; i < t.n; i++) /* a continuation's second token: its parent's score times the copy rate */
+		CHECK(t.p[i] <= t.p[t.parent[i]] && spec_tree_depth(&t, i) <= 2 &&
+		      (t.parent[i] == 0 || (t.cls[i] == SPEC_CLASS_COPY && fabsf(t.p[i] - 0.8f * t.p[t.parent[i]]) < 1e-6f)));
 	/* the cut: the 4 best nodes (root, 1, 8, then 2 or 9 at 0.64), parents before children, renumbered */
 	spec_tree_keep(&t, 4);
 	CHECK_MSG(t.n == 4 && t.tok[0] == 7 && t.parent[0] == -1, "keep: %d nodes", t.n);

@@ -44,8 +44,12 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg)
 		char *end, *end1 = NULL;
 		o->spec.cost0 = strtod(arg, &end);
 		o->spec.cost1 = *end == ',' ? strtod(end + 1, &end1) : -1;
-		bad = end == arg || !end1 || end1 == end + 1 || *end1 || !(o->spec.cost0 > 0 && o->spec.cost0 < 1e4) ||
-		      !(o->spec.cost1 >= 0 && o->spec.cost1 < 1e4);
+		char *end2 = end1;
+		if (end1 && end1 != end + 1 && *end1 == ',') /* ,D: a draft step's seconds */
+			o->spec.cost_draft = strtod(end1 + 1, &end2);
+		bad = end == arg || !end1 || end1 == end + 1 || end2 == end1 + 1 || *end2 ||
+		      !(o->spec.cost0 > 0 && o->spec.cost0 < 1e4) || !(o->spec.cost1 >= 0 && o->spec.cost1 < 1e4) ||
+		      !(o->spec.cost_draft >= 0 && o->spec.cost_draft < 1e4);
 		name = "--spec-cost";
 		break;
 	}
@@ -102,8 +106,9 @@ void run_opts_usage(FILE *f)
 		"  --spec-max N           most guessed tokens per pass (default 16; the planner sizes each pass below it)\n"
 		"  --spec-ngram N         prompt lookup: the longest n-gram matched (default 3)\n"
 		"  --spec-branch K        tree, combined: the draft's K best tokens at each depth (default 3)\n"
-		"  --spec-cost C0,C1      the planner takes a pass of T tokens to cost C0 + C1 T seconds instead of measuring\n"
-		"                         it (e.g. 0.7,0 plans on the CPU as for a streamed 70B model)\n"
+		"  --spec-cost C0,C1[,D]  the planner takes a pass of T tokens to cost C0 + C1 T seconds (and a draft step D)\n"
+		"                         instead of measuring it (e.g. 0.7,0,0.01 plans on the CPU as for a streamed 70B\n"
+		"                         model with a resident draft)\n"
 		"  --draft MODEL.ferry    draft model with the model's vocabulary, resident on the device (--spec draft|tree|combined)\n");
 }
 

@@ -65,6 +65,7 @@ int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, 
 	spec_plan_init(&s->plan);
 	s->plan.fix0 = s->spec.cost0;
 	s->plan.fix1 = s->spec.cost1;
+	s->plan.fixd = s->spec.cost0 > 0 ? s->spec.cost_draft : 0;
 	s->max_depth = KV_TREE_MAX - 1;
 	for (int l = 0; l < s->m->hp->n_layers; l++)
 		if (s->m->hp->window[l] > 0 && s->m->hp->window[l] - 1 < s->max_depth)
@@ -238,6 +239,12 @@ static void admit(struct sched *s)
 }
 
 
+/* The planner's seconds for draft steps: given (--spec-cost's D) or those measured (secs). */
+static double draft_cost(const struct sched *s, long long steps, double secs)
+{
+	return s->plan.fixd > 0 ? s->plan.fixd * (double)steps : secs;
+}
+
 /* One step of the draft model over parts p[0..n) (each with at most one logits row); rows into s->dlogits. */
 static int draft_step(struct sched *s, const struct model_part *p, int n, char *err, size_t errlen)
 {
@@ -257,6 +264,7 @@ static int draft_step(struct sched *s, const struct model_part *p, int n, char *
 static int draft_guess(struct sched *s, int nd, int width, int others, char *err, size_t errlen)
 {
 	double draft_s0 = s->st.draft_s;
+	long long steps0 = s->st.draft_steps;
 	struct model *d = s->draft;
 	int V = d->hp->vocab, rc = 0, rows[KV_TREE_MAX];
 	for (int i = 0; !rc && i < nd; i++) { /* a chain left from a step that had no room for the tree */
@@ -308,9 +316,9 @@ static int draft_guess(struct sched *s, int nd, int width, int others, char *err
 				double expect = 1;
 				for (int j = 1; j < r->tree->n; j++)
 					expect += r->tree->p[j];
-				double level_s = s->st.draft_steps ? s->st.draft_s / (double)s->st.draft_steps : 0;
-				if (r->tree->p[next] < spec_plan_pmin(&s->plan, expect, r->tree->n, others,
-								      s->st.draft_s - draft_s0, width, level_s))
+				double level_s = s->st.draft_steps ? draft_cost(s, 1, s->st.draft_s / (double)s->st.draft_steps) : 0;
+				double spent = draft_cost(s, s->st.draft_steps - steps0, s->st.draft_s - draft_s0);
+				if (r->tree->p[next] < spec_plan_pmin(&s->plan, expect, r->tree->n, others, spent, width, level_s))
 					next = -1;
 			}
 			if (next < 0 || lev + 1 >= w->depth) {
@@ -348,8 +356,9 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 	int gen = 0, nd = 0, rc = 0, branch = s->spec.branch < 8 ? s->spec.branch : 8;
 	int width = s->spec.mode == SPEC_TREE || comb ? branch : 1;
 	/* a level of the draft's chain: one of its steps for all requests */
-	double level_s = s->draft && s->st.draft_steps ? s->st.draft_s / (double)s->st.draft_steps : 0;
+	double level_s = s->draft && s->st.draft_steps ? draft_cost(s, 1, s->st.draft_s / (double)s->st.draft_steps) : 0;
 	double draft_s0 = s->st.draft_s;
+	long long steps0 = s->st.draft_steps;
 	for (int i = 0; i < s->n_reqs; i++)
 		gen += generating(s->reqs[i]);
 	for (int i = 0; i < s->n_reqs; i++) {
@@ -377,7 +386,8 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 			continue;
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
 		if (comb && max > 1)
-			spec_plan_tree(&s->plan, r->tree, max - 1, gen - 1, s->st.draft_s - draft_s0);
+			spec_plan_tree(&s->plan, r->tree, max - 1, gen - 1,
+				       draft_cost(s, s->st.draft_steps - steps0, s->st.draft_s - draft_s0));
 		if (comb)
 			continue;
 		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);

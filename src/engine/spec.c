@@ -105,6 +105,7 @@ void spec_lookup(const int *toks, int n, int ngram, int depth, int branches, int
 void spec_lookup_all(const int *toks, int n, int ngram, int depth, int matches, const struct spec_plan *pl, int max,
 		     struct spec_tree *t)
 {
+	float copy = (float)spec_plan_rate(pl, SPEC_CLASS_COPY);
 	for (int g = ngram < n - 1 ? ngram : n - 1; g >= 1; g--) {
 		const int *suf = toks + n - g;
 		int cls = spec_lookup_class(g), found = 0;
@@ -113,8 +114,11 @@ void spec_lookup_all(const int *toks, int n, int ngram, int depth, int matches, 
 			if (toks[i] != suf[0] || memcmp(toks + i, suf, sizeof(int) * (size_t)g))
 				continue;
 			int node = 0, end = i + g + depth < n ? i + g + depth : n;
-			for (int j = i + g; j < end && node >= 0; j++)
-				node = spec_tree_offer(t, node, toks[j], SPEC_SRC_LOOKUP, cls, t->p[node] * rate, max);
+			for (int j = i + g; j < end && node >= 0; j++) {
+				int c = j == i + g ? cls : SPEC_CLASS_COPY;
+				float r = j == i + g ? rate : copy;
+				node = spec_tree_offer(t, node, toks[j], SPEC_SRC_LOOKUP, c, t->p[node] * r, max);
+			}
 			found++;
 		}
 	}
@@ -212,7 +216,7 @@ void spec_plan_offer(struct spec_plan *p, int cls, bool taken)
 
 double spec_plan_rate(const struct spec_plan *p, int cls)
 {
-	double prior = 0.5;
+	double prior = cls == SPEC_CLASS_COPY ? 0.8 : 0.5;
 	if (cls < SPEC_DRAFT_BINS)
 		prior = cls ? (draft_bin_hi[cls - 1] + (cls < SPEC_DRAFT_BINS - 1 ? draft_bin_hi[cls] : 1.0)) / 2
 			    : draft_bin_hi[0] / 2;

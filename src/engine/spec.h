@@ -26,11 +26,14 @@
 
 enum spec_mode { SPEC_OFF, SPEC_AUTO, SPEC_LOOKUP, SPEC_DRAFT, SPEC_TREE, SPEC_COMBINED };
 /* Acceptance classes (each measured on its own, so a score is calibrated by what the walks found): the
- * draft's guesses by their draft probability q in SPEC_DRAFT_BINS bins (spec_draft_class), then lookup
- * guesses after a matched n-gram of g = 1 .. SPEC_LOOKUP_CLASSES tokens (the last: g or longer). */
+ * draft's guesses by their draft probability q in SPEC_DRAFT_BINS bins (spec_draft_class), then the first
+ * token of a lookup continuation after a matched n-gram of g = 1 .. SPEC_LOOKUP_CLASSES tokens (the last: g
+ * or longer), then SPEC_CLASS_COPY: the later tokens of a continuation (a copy once begun goes on far more
+ * often than a match's first token is right). */
 #define SPEC_DRAFT_BINS 5
-#define SPEC_LOOKUP_CLASSES 4
-#define SPEC_CLASS_N (SPEC_DRAFT_BINS + SPEC_LOOKUP_CLASSES)
+#define SPEC_LOOKUP_CLASSES 3
+#define SPEC_CLASS_COPY (SPEC_DRAFT_BINS + SPEC_LOOKUP_CLASSES)
+#define SPEC_CLASS_N (SPEC_CLASS_COPY + 1)
 int spec_draft_class(float q);
 int spec_lookup_class(int g);
 enum spec_src { SPEC_SRC_LOOKUP, SPEC_SRC_DRAFT, SPEC_SRC_COUNT };
@@ -47,6 +50,7 @@ struct spec_opts {
 	int ngram;     /* prompt lookup: the longest n-gram matched (then shorter, down to 1); 0: 3 */
 	int branch;    /* tree: branches per depth (top-k of the draft); 0: 3 */
 	double cost0, cost1; /* cost0 > 0: the planner's pass cost is cost0 + cost1 T seconds (not measured) */
+	double cost_draft;   /* cost0 > 0 and this > 0: a draft step's seconds for the planner (not measured) */
 };
 
 /* A trie of guesses under the root (index 0: the pending token), parents before children. */
@@ -78,6 +82,7 @@ struct spec_plan {
 	double offered[SPEC_CLASS_N];   /* guesses whose parent the walk reached, by class */
 	double taken[SPEC_CLASS_N];     /* those the walk went into */
 	double fix0, fix1;              /* fix0 > 0: the pass-cost line given (spec_opts cost0, cost1) */
+	double fixd;                    /* > 0: a draft step's seconds given (spec_opts cost_draft) */
 };
 
 /* The continuations of every suffix n-gram (ngram down to 1 tokens) of toks[0..n) that occurred before, up
@@ -110,7 +115,8 @@ void spec_plan_tree(const struct spec_plan *p, struct spec_tree *t, int max, int
 double spec_plan_pmin(const struct spec_plan *p, double expect, int n_tok, int others, double extra_s, int width,
 		      double level_s);
 /* A guess of class cls whose parent the walk reached: taken or not. Its class's measured rate: the taken
- * share with a prior worth two guesses (a draft bin's middle probability, 1/2 for lookup). */
+ * share with a prior worth two guesses (a draft bin's middle probability, 1/2 for a lookup match's first
+ * token, 0.8 for a copy's later tokens: priors, replaced by what the walks measure within a few passes). */
 void spec_plan_offer(struct spec_plan *p, int cls, bool taken);
 double spec_plan_rate(const struct spec_plan *p, int cls);
 /* The acceptance estimate and the fitted cost line (c0 + c1 T seconds), for --stats. */
