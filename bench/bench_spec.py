@@ -5,10 +5,12 @@ template), greedy, beside the plain decode of the same prompts.
 
   python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry | --draft-gguf D.gguf] [-n 48]
                               [--spec-max 16[,32,...]] [--device cpu] [--vram 4G] [--sets summarize,code,chat]
-                              [--chat-all] [--prompts N] [--log RUNS.jsonl] [--out FILE.md]
+                              [--chat-all] [--prompts N] [--log RUNS.jsonl] [--out FILE.md] [--spec-cost C0,C1]
 
 Sources: off (plain decode), lookup (prompt lookup), draft (the draft model's greedy chain), tree (the draft's
-top-k per depth as leaves, and lookup). The draft defaults to the model itself (Gemma 3 270M is its own
+top-k per depth as leaves, and lookup), combined (the draft's branches and every lookup continuation in one
+tree, the best-scoring nodes kept). --spec-cost C0,C1 gives the planner a pass cost instead of the measured
+one (0.7,0: a streamed 70B pass, flat in tokens, so trees grow as they would there). The draft defaults to the model itself (Gemma 3 270M is its own
 draft here: acceptance near 1, which measures the mechanics, not a real pair); a real pair shares a tokenizer,
 e.g. Qwen2.5-Coder-1.5B-Instruct with Qwen2.5-Coder-0.5B-Instruct as its draft (`python3 tools/fetch_instruct.py`
 and `--draft`), run with --chat-all (an instruct model gets every prompt through its chat template). A list of
@@ -29,7 +31,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FERRY = os.path.join(ROOT, "build", "ferry")
+FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))  # a copy: a rebuild during a long run
 
 
 def run(a, prompt, chat, spec, spec_max=16):
@@ -42,8 +44,10 @@ def run(a, prompt, chat, spec, spec_max=16):
         cmd.append("--chat")
     if spec != "off":
         cmd += ["--spec", spec, "--spec-max", str(spec_max)]
-        if spec in ("draft", "tree"):
+        if spec in ("draft", "tree", "combined"):
             cmd += ["--draft", a.draft]
+        if a.spec_cost:
+            cmd += ["--spec-cost", a.spec_cost]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"ferry --spec {spec} failed ({p.returncode}): {p.stderr[-800:]}")
@@ -73,6 +77,7 @@ def main():
     ap.add_argument("--sets", default="summarize,code,chat")
     ap.add_argument("--sources", default="lookup,draft,tree")
     ap.add_argument("--out")
+    ap.add_argument("--spec-cost", help="C0,C1: the planner's pass cost in seconds (default: measured)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     if not a.model:
@@ -133,6 +138,7 @@ def main():
             rows.append((name, len(v), s, m, mean([r["tpp"] for r in v]), mean([r["acc"] for r in v]), tps,
                          tps / mean(plain) if plain else 0.0))
     lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy"
+             f"{', planner pass cost ' + a.spec_cost if a.spec_cost else ''}"
              f"{', every set through the chat template' if a.chat_all else ''}", "",
              "| set | prompts | source | --spec-max | tokens/pass | acceptance | decode tok/s | vs plain |",
              "|---|---|---|---|---|---|---|---|"]

@@ -1,18 +1,19 @@
 """Speculative decoding (src/engine/spec.h) on the CPU:
-  - greedy identity: `ferry run --spec lookup|draft|tree` gives token for token the ids of the same run without
+  - greedy identity: `ferry run --spec lookup|draft|tree|combined` gives token for token the ids of the same run without
     speculation, on tiny models (Llama with head_dim 32; Gemma 3 with sliding window 8, so trees stay shallower
     than the window) with a draft of another seed (low acceptance) and the model itself as its own draft (high
     acceptance: deep trees whose accepted paths are moved into place), KV f32/f16/q8, whole and chunked
     (--chunk 7) prompts, several prompts in one run (--prompt-ids-file, --max-batch 2, --chunk 5: trees cut
     to the step's room); and on Gemma 3 270M (its own draft
     for the mechanics: trees, KV f32 and q8) with text that repeats (lookup);
+  - greedy identity of --spec combined on the real pair Qwen2.5-Coder-1.5B-Instruct / 0.5B (when fetched);
   - sampling exactness: 1,500 requests of one prompt with seeds 1..1500 (temperature 0.7, top-k 6) through
-    tests/spec_tool, without speculation and with trees of the model's own draft: the histograms of the
+    tests/spec_tool, without speculation and with trees (tree, combined) of the model's own draft: the histograms of the
     2nd and 3rd generated tokens (the 1st comes from the prompt pass) and of the (2nd, 3rd) pairs agree by a
     chi-square test of homogeneity at significance 0.001 each (bins of fewer than 10 pooled);
   - `ferry batch --spec lookup` gives the lines of the plain batch, one line with "speculative": false, and
     reports tokens per pass in its summary and --stats-json;
-  - bad input: a draft of another vocabulary, --spec tree without a draft, a bad --spec or --spec-max: one
+  - bad input: a draft of another vocabulary, --spec tree without a draft, a bad --spec, --spec-max or --spec-cost: one
     line, non-zero exit.
 Under ASan (`make asan`: -O1, instrumented, many times slower) only the tiny models' greedy runs at KV f32,
 100 sampled requests (no statistics) and the bad input run, for memory errors; the optimized build checks the
@@ -26,7 +27,7 @@ import random
 import subprocess
 from collections import Counter
 
-from ferrytest import FERRY, Failures, ferry, gemma_gguf, scratch, tiny_model
+from ferrytest import FERRY, ROOT, Failures, ferry, gemma_gguf, scratch, tiny_model
 
 SPEC_TOOL = os.path.join(os.path.dirname(FERRY), "tests", "spec_tool")
 # the sanitizer build (make asan: -O1, instrumented, many times slower) runs the tiny models' paths for memory
@@ -79,13 +80,40 @@ def greedy_matrix(f, root, variant):
             continue
         for args, extra in cases if kv == "f32" else cases[1:4:2]:
             want = run_ids(f, model, args, 24, ["--kv", kv, *extra], f"{variant} plain")
+            # combined: the model as its own draft under a flat pass cost (the deepest trees, up to the window),
+            # a draft of another seed, and lookup of every length alone
             specs = (["lookup"], ["draft", "--draft", other], ["tree", "--draft", model],
-                     ["tree", "--draft", other, "--spec-max", 5, "--spec-branch", 2])
+                     ["tree", "--draft", other, "--spec-max", 5, "--spec-branch", 2],
+                     ["combined", "--draft", model, "--spec-cost", "0.7,0", "--spec-max", 40],
+                     ["combined", "--draft", other], ["combined", "--spec-cost", "0.7,0", "--spec-max", 64])
             for spec in specs if kv == "f32" else specs[::2]:
                 got = run_ids(f, model, args, 24, ["--kv", kv, *extra, "--spec", *spec], f"{variant} {spec}")
                 f.check(got == want, f"{variant} kv {kv} {extra} {len(args)} --spec {spec}: ids differ:\n{got}\n{want}")
-        print(f"{variant} kv {kv}: greedy identical with lookup, draft, tree", flush=True)
+        print(f"{variant} kv {kv}: greedy identical with lookup, draft, tree, combined", flush=True)
     return model
+
+
+def real_pair(f, root):
+    """Qwen2.5-Coder-1.5B-Instruct with the 0.5B as its draft (tools/fetch_instruct.py; left out, said in one
+    line, where not fetched): --spec combined under the flat pass cost (large trees) and the measured one gives
+    the plain run's ids on a summary of a short text (lookup and draft both propose)."""
+    ggufs = [os.path.join(ROOT, "models", n) for n in ("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                                                        "qwen2.5-coder-0.5b-instruct.gguf")]
+    if not all(map(os.path.exists, ggufs)):
+        print(f"note: {ggufs} not fetched (python3 tools/fetch_instruct.py): the real pair's check is left out")
+        return
+    target, draft = os.path.join(root, "q15.ferry"), os.path.join(root, "q05.ferry")
+    for g, out in zip(ggufs, (target, draft)):
+        f.check(ferry("convert", g, "-o", out).returncode == 0, f"convert {g} failed")
+    text = ("Summarize: The river rises in the northern hills and runs south through three towns. The first town "
+            "built a mill on the river in 1820. The second town built a bridge over the river in 1850. The third "
+            "town built a port where the river meets the sea.")
+    want = run_ids(f, target, ["-p", text, "--chat"], 24, [], "real pair plain")
+    for spec in (["--spec-cost", "0.7,0", "--spec-max", 48], ["--spec-max", 16]):
+        got = run_ids(f, target, ["-p", text, "--chat"], 24, ["--spec", "combined", "--draft", draft, *spec],
+                      f"real pair combined {spec}")
+        f.check(got == want, f"real pair --spec combined {spec}: ids differ:\n{got}\n{want}")
+    print("qwen2.5-coder 1.5b with the 0.5b: greedy identical with combined", flush=True)
 
 
 def main():
@@ -98,7 +126,7 @@ def main():
         # sampling: the same distribution with and without speculation
         n = 100 if SANITIZED else 1500
         outs = {}
-        for spec in ("off", "tree"):
+        for spec in ("off", "tree", "combined"):
             p = subprocess.run(list(map(str, [SPEC_TOOL, model, "5,6,7,8,9,5,6,7", n, 3, 0.7, 6, 32, spec, model])),
                                capture_output=True, text=True)
             f.check(p.returncode == 0, f"spec_tool {spec}: {p.stderr.strip()[-300:]}")
@@ -106,18 +134,21 @@ def main():
             print(f"spec_tool {spec}: {p.stderr.strip()}", flush=True)
         f.check(all(len(outs[s]) == n for s in outs), "spec_tool: a request without its tokens")
         if not SANITIZED and all(len(outs[s]) == n for s in outs):
-            for what, key in (("2nd token", lambda t: t[1]), ("3rd token", lambda t: t[2]),
-                              ("(2nd, 3rd)", lambda t: t[1:])):
-                stat, df = chi2_homogeneity(Counter(map(key, outs["off"])), Counter(map(key, outs["tree"])))
-                crit = chi2_critical(df)
-                print(f"sampling {what}: chi2 {stat:.1f} on {df} df (critical {crit:.1f} at 0.001)", flush=True)
-                f.check(df >= 3 and stat < crit, f"sampling {what}: chi2 {stat:.1f} >= {crit:.1f} ({df} df)")
-            f.check(outs["off"] != outs["tree"], "sampling: the speculative run drew exactly the plain run's tokens")
+            for spec in ("tree", "combined"):
+                for what, key in (("2nd token", lambda t: t[1]), ("3rd token", lambda t: t[2]),
+                                  ("(2nd, 3rd)", lambda t: t[1:])):
+                    stat, df = chi2_homogeneity(Counter(map(key, outs["off"])), Counter(map(key, outs[spec])))
+                    crit = chi2_critical(df)
+                    print(f"sampling {spec} {what}: chi2 {stat:.1f} on {df} df (critical {crit:.1f} at 0.001)",
+                          flush=True)
+                    f.check(df >= 3 and stat < crit, f"sampling {spec} {what}: chi2 {stat:.1f} >= {crit:.1f} ({df} df)")
+                f.check(outs["off"] != outs[spec], f"sampling {spec}: drew exactly the plain run's tokens")
 
         # bad input: one line each
         _, v384 = tiny_model("llama3_rope", root)
         for args, want in ((["--spec", "draft", "--draft", v384], "vocabulary"),
                            (["--spec", "tree"], "needs a draft model"),
+                           (["--spec-cost", "0.7"], "--spec-cost"), (["--spec-cost", "-1,0"], "--spec-cost"),
                            (["--spec", "sometimes"], "--spec"), (["--spec-max", 0], "--spec-max"),
                            (["--draft", os.path.join(root, "nothing")], "--draft")):
             p = ferry("run", "-m", model, "--prompt-ids", "1,2,3", "-n", 2, *args)
@@ -135,11 +166,14 @@ def main():
         text = "The capital of France is Paris. The capital of Germany is Berlin. The capital of France is"
         for kv in ("f32", "q8"):
             want = run_ids(f, g, ["-p", text], 24, ["--kv", kv], "gemma plain")
-            specs = (["tree", "--draft", g, "--spec-max", 8], ["lookup"])
+            specs = (["tree", "--draft", g, "--spec-max", 8], ["lookup"], ["combined", "--draft", g, "--spec-max", 32,
+                                                                           "--spec-cost", "0.7,0"])
             for spec in specs if kv == "f32" else specs[:1]:
                 got = run_ids(f, g, ["-p", text], 24, ["--kv", kv, "--spec", *spec], f"gemma {spec}")
                 f.check(got == want, f"gemma kv {kv} --spec {spec}: ids differ:\n{got}\n{want}")
-        print("gemma 3 270m: greedy identical with lookup and tree", flush=True)
+        print("gemma 3 270m: greedy identical with lookup, tree and combined", flush=True)
+
+        real_pair(f, root)
 
         # ferry batch: the same lines with and without --spec lookup ("speculative": false keeps one plain)
         lines = [{"id": 1, "prompt": text, "max_tokens": 12}, {"id": 2, "prompt": "one two three one two three one",

@@ -2,8 +2,13 @@
  * a trie merges equal paths and stops at its size; lookup takes the longest n-gram that recurs, the latest
  * matches first, as branches, each cut to the depth; the planner's pass-cost line and acceptance are the
  * least-squares fit and the counts, a flat cost (a streamed model) takes the deepest tree and a steep one
- * (resident) a shallow one, less when acceptance is low, and a draft step's cost per level shortens it. */
+ * (resident) a shallow one, less when acceptance is low, and a draft step's cost per level shortens it.
+ * The combined source's pieces: lookup of every n-gram length with scores from the measured class rates,
+ * the cut to the best-scoring nodes (parents kept, renumbered), the size chosen from given pass costs (flat:
+ * every guess up to the cap; steep: the brute-force best of the expected rate, computed here), the draft
+ * step threshold, the draft probability bins and the softmax of the draft's top tokens. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -57,6 +62,101 @@ int main(void)
 	spec_plan_walk(&flat, 90, false);
 	spec_plan_walk(&flat, 0, true);
 	CHECK(spec_plan_depth(&flat, 64, 1, 0, 0) == 64 && spec_plan_depth(&flat, 60, 3, 0, 0) == 20);
+
+	/* combined: lookup of every length; "5 6 7" (3-gram, twice), "6 7" and "7" (also after 9 7) recur */
+	struct spec_plan rp;
+	spec_plan_init(&rp);
+	for (int i = 0; i < 98; i++) /* 3-gram continuations taken 80%: rate (78.4 + 1) / 100 */
+		spec_plan_offer(&rp, spec_lookup_class(3), i < 78.4);
+	CHECK(fabs(spec_plan_rate(&rp, spec_lookup_class(3)) - 80.0 / 100) < 1e-12);
+	CHECK(fabs(spec_plan_rate(&rp, spec_lookup_class(1)) - 0.5) < 1e-12);
+	CHECK(fabs(spec_plan_rate(&rp, spec_draft_class(0.95f)) - 0.95) < 1e-6);
+	CHECK(spec_draft_class(0.05f) == 0 && spec_draft_class(0.3f) == 2 && spec_draft_class(1.0f) == SPEC_DRAFT_BINS - 1);
+	CHECK(spec_lookup_class(1) == SPEC_DRAFT_BINS && spec_lookup_class(9) == SPEC_CLASS_COPY - 1);
+	CHECK(fabs(spec_plan_rate(&rp, SPEC_CLASS_COPY) - 0.8) < 1e-12);
+	int toks2[] = {5, 6, 7, 8, 9, 7, 3, 5, 6, 7, 1, 2, 4, 5, 6, 7};
+	int n2 = (int)(sizeof(toks2) / sizeof(toks2[0]));
+	spec_tree_reset(&t, toks2[n2 - 1]);
+	spec_lookup_all(toks2, n2, 3, 2, 4, &rp, 64, &t);
+	/* children of the root: 1 (after "5 6 7" at 7..9), 8 (at 0..2), 3 (after "7" at 5): 3-gram ones score 0.8 */
+	int k1 = -1, k8 = -1, k3 = -1;
+	for (int i = 1; i < t.n; i++) {
+		if (t.parent[i] != 0)
+			continue;
+		k1 = t.tok[i] == 1 ? i : k1;
+		k8 = t.tok[i] == 8 ? i : k8;
+		k3 = t.tok[i] == 3 ? i : k3;
+	}
+	CHECK_MSG(k1 > 0 && k8 > 0 && k3 > 0 && t.n == 7, "lookup_all: %d nodes, kids %d %d %d", t.n, k1, k8, k3);
+	CHECK(k1 > 0 && fabsf(t.p[k1] - 0.8f) < 1e-6f && t.cls[k1] == spec_lookup_class(3));
+	CHECK(k3 > 0 && fabsf(t.p[k3] - 0.5f) < 1e-6f && t.cls[k3] == spec_lookup_class(1));
+	for (int i = 1; i < t.n; i++) /* a continuation's second token: its parent's score times the copy rate */
+		CHECK(t.p[i] <= t.p[t.parent[i]] && spec_tree_depth(&t, i) <= 2 &&
+		      (t.parent[i] == 0 || (t.cls[i] == SPEC_CLASS_COPY && fabsf(t.p[i] - 0.8f * t.p[t.parent[i]]) < 1e-6f)));
+	/* the cut: the 4 best nodes (root, 1, 8, then 2 or 9 at 0.64), parents before children, renumbered */
+	spec_tree_keep(&t, 4);
+	CHECK_MSG(t.n == 4 && t.tok[0] == 7 && t.parent[0] == -1, "keep: %d nodes", t.n);
+	for (int i = 1; i < t.n; i++)
+		CHECK(t.parent[i] >= 0 && t.parent[i] < i && t.p[i] >= 0.64f - 1e-6f);
+
+	/* the size from given pass costs: scores 0.95^i of 200 guesses (a long confident copy) */
+	float score[200];
+	for (int i = 0; i < 200; i++)
+		score[i] = powf(0.95f, (float)(i + 1));
+	struct spec_plan fp, sp;
+	spec_plan_init(&fp);
+	spec_plan_init(&sp);
+	for (int T = 1; T <= 256; T *= 2) { /* streamed: 0.7 s for 1 to 256 tokens; resident: 30 ms + 30 ms a token */
+		spec_plan_pass(&fp, T, 0.7);
+		spec_plan_pass(&sp, T, 0.030 + 0.030 * T);
+	}
+	CHECK_MSG(spec_plan_size(&fp, score, 200, 255, 0, 0.0) == 200, "flat: %d", spec_plan_size(&fp, score, 200, 255, 0, 0));
+	CHECK(spec_plan_size(&fp, score, 200, 64, 0, 0.0) == 64 && spec_plan_size(&fp, score, 200, 255, 3, 0.05) == 200);
+	int best_n = 0;
+	double best = 0;
+	for (int N = 0; N <= 200; N++) { /* the expected rate by brute force */
+		double ex = 1;
+		for (int i = 0; i < N; i++)
+			ex += score[i];
+		double r = ex / (0.030 + 0.030 * (1 + N));
+		if (r > best * (1 + 1e-9)) {
+			best = r;
+			best_n = N;
+		}
+	}
+	int got_n = spec_plan_size(&sp, score, 200, 255, 0, 0.0);
+	CHECK_MSG(got_n == best_n && got_n > 0 && got_n < 16, "steep: %d, brute force %d", got_n, best_n);
+	/* other sequences' tokens in the pass: a larger fixed part, so a tree as large or larger pays */
+	CHECK(spec_plan_size(&sp, score, 200, 255, 4, 0.0) >= got_n);
+	float low_s[3] = {0.2f, 0.1f, 0.05f};
+	CHECK(spec_plan_size(&sp, low_s, 3, 255, 0, 0.0) == 0); /* unlikely guesses cost more than they bring */
+	struct spec_plan steep = sp;
+	sp.fix0 = 0.7; /* a given line overrides the measured one */
+	sp.fix1 = 0;
+	CHECK(spec_plan_size(&sp, score, 200, 255, 0, 0.0) == 200);
+	/* the draft step threshold: a draft step of 10 ms against a flat 0.7 s pass, 3 tokens expected: ~0.043 */
+	double pm = spec_plan_pmin(&fp, 3, 20, 0, 0, 3, 0.010);
+	CHECK_MSG(fabs(pm - 3 / 0.7 * 0.010) < 1e-3 && spec_plan_pmin(&fp, 3, 20, 0, 0, 3, 0) < 1e-3, "pmin %g", pm);
+	CHECK(spec_plan_pmin(&fp, 3, 20, 0, 0, 3, 0.010) < 0.1 * spec_plan_pmin(&steep, 3, 20, 0, 0, 3, 0.010));
+
+	/* the draft's top tokens and their softmax probabilities against a direct computation */
+	float row[1000];
+	srand(5);
+	for (int i = 0; i < 1000; i++)
+		row[i] = 8.0f * (float)rand() / (float)RAND_MAX;
+	int top[4];
+	float prob[4];
+	spec_row_top(row, 1000, 4, top, prob);
+	double z = 0;
+	for (int i = 0; i < 1000; i++)
+		z += exp((double)row[i]);
+	for (int j = 0; j < 4; j++) {
+		int above = 0;
+		for (int i = 0; i < 1000; i++)
+			above += row[i] > row[top[j]];
+		CHECK(above == j && fabs(prob[j] - exp((double)row[top[j]]) / z) < 1e-6);
+	}
+	CHECK(spec_mode_parse("combined") == SPEC_COMBINED && !strcmp(spec_mode_name(SPEC_COMBINED), "combined"));
 	CHECK(spec_mode_parse("tree") == SPEC_TREE && spec_mode_parse("x") < 0 && !strcmp(spec_mode_name(SPEC_OFF), "off"));
 	CHECK_DONE();
 }

@@ -40,6 +40,19 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg)
 		break;
 	case RUN_OPT_SPEC_NGRAM: bad = parse_int(arg, 1, 64, &v); o->spec.ngram = (int)v, name = "--spec-ngram"; break;
 	case RUN_OPT_SPEC_BRANCH: bad = parse_int(arg, 1, 8, &v); o->spec.branch = (int)v, name = "--spec-branch"; break;
+	case RUN_OPT_SPEC_COST: { /* C0,C1: the pass cost line the planner uses instead of its measured one */
+		char *end, *end1 = NULL;
+		o->spec.cost0 = strtod(arg, &end);
+		o->spec.cost1 = *end == ',' ? strtod(end + 1, &end1) : -1;
+		char *end2 = end1;
+		if (end1 && end1 != end + 1 && *end1 == ',') /* ,D: a draft step's seconds */
+			o->spec.cost_draft = strtod(end1 + 1, &end2);
+		bad = end == arg || !end1 || end1 == end + 1 || end2 == end1 + 1 || *end2 ||
+		      !(o->spec.cost0 > 0 && o->spec.cost0 < 1e4) || !(o->spec.cost1 >= 0 && o->spec.cost1 < 1e4) ||
+		      !(o->spec.cost_draft >= 0 && o->spec.cost_draft < 1e4);
+		name = "--spec-cost";
+		break;
+	}
 	case RUN_OPT_DRAFT: o->draft = arg; break;
 	case RUN_OPT_H2D_LIMIT: {
 		char *end;
@@ -87,12 +100,16 @@ void run_opts_usage(FILE *f)
 		"                         tokens (decode) while the GPU streams the others (default auto: chosen from rates\n"
 		"                         measured at start; LIST: layers and ranges for the CPU, e.g. 0-19,40-59,head)\n"
 		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n"
-		"  --spec off|auto|lookup|draft|tree  speculative decoding (default off): guesses verified in one pass,\n"
-		"                         output exactly as without (auto: tree with --draft, else lookup)\n"
+		"  --spec off|auto|lookup|draft|tree|combined  speculative decoding (default off): guesses verified in one\n"
+		"                         pass, output exactly as without (auto: combined with --draft, else lookup;\n"
+		"                         combined: the draft's branches and every lookup continuation, best-scoring kept)\n"
 		"  --spec-max N           most guessed tokens per pass (default 16; the planner sizes each pass below it)\n"
 		"  --spec-ngram N         prompt lookup: the longest n-gram matched (default 3)\n"
-		"  --spec-branch K        tree: the draft's K best tokens at each depth (default 3)\n"
-		"  --draft MODEL.ferry    draft model with the model's vocabulary, resident on the device (--spec draft|tree)\n");
+		"  --spec-branch K        tree, combined: the draft's K best tokens at each depth (default 3)\n"
+		"  --spec-cost C0,C1[,D]  the planner takes a pass of T tokens to cost C0 + C1 T seconds (and a draft step D)\n"
+		"                         instead of measuring it (e.g. 0.7,0,0.01 plans on the CPU as for a streamed 70B\n"
+		"                         model with a resident draft)\n"
+		"  --draft MODEL.ferry    draft model with the model's vocabulary, resident on the device (--spec draft|tree|combined)\n");
 }
 
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)

@@ -40,6 +40,7 @@ enum {
 	RUN_OPT_SPEC_MAX,
 	RUN_OPT_SPEC_NGRAM,
 	RUN_OPT_SPEC_BRANCH,
+	RUN_OPT_SPEC_COST,
 	RUN_OPT_DRAFT,
 };
 #define RUN_OPTS_LONG                                                                                             \
@@ -49,7 +50,8 @@ enum {
 	{"vram", required_argument, 0, RUN_OPT_VRAM}, {"placement", required_argument, 0, RUN_OPT_PLACEMENT},    \
 	{"h2d-limit", required_argument, 0, RUN_OPT_H2D_LIMIT}, {"spec", required_argument, 0, RUN_OPT_SPEC},        \
 	{"spec-max", required_argument, 0, RUN_OPT_SPEC_MAX}, {"spec-ngram", required_argument, 0, RUN_OPT_SPEC_NGRAM}, \
-	{"spec-branch", required_argument, 0, RUN_OPT_SPEC_BRANCH}, {"draft", required_argument, 0, RUN_OPT_DRAFT}
+	{"spec-branch", required_argument, 0, RUN_OPT_SPEC_BRANCH}, {"draft", required_argument, 0, RUN_OPT_DRAFT},    \
+	{"spec-cost", required_argument, 0, RUN_OPT_SPEC_COST}
 
 void run_opts_default(struct run_opts *o);
 /* Takes getopt's code c and its argument: 0 when c was one of these options, 1 when it is not, 2 after

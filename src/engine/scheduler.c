@@ -56,13 +56,16 @@ int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, 
 	if (s->spec.branch <= 0)
 		s->spec.branch = 3;
 	if (s->spec.mode == SPEC_AUTO)
-		s->spec.mode = draft ? SPEC_TREE : SPEC_LOOKUP;
+		s->spec.mode = draft ? SPEC_COMBINED : SPEC_LOOKUP;
 	if ((s->spec.mode == SPEC_DRAFT || s->spec.mode == SPEC_TREE) && !draft) {
 		snprintf(err, errlen, "--spec %s needs a draft model (--draft MODEL.ferry)", spec_mode_name(s->spec.mode));
 		return -EINVAL;
 	}
-	s->draft = s->spec.mode == SPEC_DRAFT || s->spec.mode == SPEC_TREE ? draft : NULL;
+	s->draft = s->spec.mode == SPEC_DRAFT || s->spec.mode == SPEC_TREE || s->spec.mode == SPEC_COMBINED ? draft : NULL;
 	spec_plan_init(&s->plan);
+	s->plan.fix0 = s->spec.cost0;
+	s->plan.fix1 = s->spec.cost1;
+	s->plan.fixd = s->spec.cost0 > 0 ? s->spec.cost_draft : 0;
 	s->max_depth = KV_TREE_MAX - 1;
 	for (int l = 0; l < s->m->hp->n_layers; l++)
 		if (s->m->hp->window[l] > 0 && s->m->hp->window[l] - 1 < s->max_depth)
@@ -235,18 +238,11 @@ static void admit(struct sched *s)
 	}
 }
 
-/* The k (<= 8) best ids of row[V], best first (ties: lower id). */
-static void row_top(const float *row, int V, int k, int *top)
+
+/* The planner's seconds for draft steps: given (--spec-cost's D) or those measured (secs). */
+static double draft_cost(const struct sched *s, long long steps, double secs)
 {
-	for (int j = 0; j < k; j++) {
-		int b = -1;
-		for (int i = 0; i < V; i++) {
-			bool after = j == 0 || row[i] < row[top[j - 1]] || (row[i] == row[top[j - 1]] && i > top[j - 1]);
-			if (after && (b < 0 || row[i] > row[b]))
-				b = i;
-		}
-		top[j] = b;
-	}
+	return s->plan.fixd > 0 ? s->plan.fixd * (double)steps : secs;
 }
 
 /* One step of the draft model over parts p[0..n) (each with at most one logits row); rows into s->dlogits. */
@@ -265,8 +261,10 @@ static int draft_step(struct sched *s, const struct model_part *p, int n, char *
  * certain), then runs its greedy chain down to its depth as a tree of its own (the guesses it was fed past
  * what it holds, committed after the walk as far as the target accepted them); at each level the draft's
  * `width` best tokens become children in the request's trie (the chain's first). */
-static int draft_guess(struct sched *s, int nd, int width, char *err, size_t errlen)
+static int draft_guess(struct sched *s, int nd, int width, int others, char *err, size_t errlen)
 {
+	double draft_s0 = s->st.draft_s;
+	long long steps0 = s->st.draft_steps;
 	struct model *d = s->draft;
 	int V = d->hp->vocab, rc = 0, rows[KV_TREE_MAX];
 	for (int i = 0; !rc && i < nd; i++) { /* a chain left from a step that had no room for the tree */
@@ -294,7 +292,8 @@ static int draft_guess(struct sched *s, int nd, int width, char *err, size_t err
 		for (int k = 0, row = 0; k < np; k++) {
 			s->dq[rows[k]]->dlen += s->dparts[k].n;
 			if (s->dparts[k].n_logits)
-				row_top(s->dlogits + (size_t)row++ * (size_t)V, V, width, s->dw[rows[k]].top);
+				spec_row_top(s->dlogits + (size_t)row++ * (size_t)V, V, width, s->dw[rows[k]].top,
+					     s->dw[rows[k]].prob);
 		}
 	}
 	for (int lev = 0; !rc; lev++) { /* a level of every chain still going */
@@ -305,11 +304,23 @@ static int draft_guess(struct sched *s, int nd, int width, char *err, size_t err
 			if (w->node < 0)
 				continue;
 			int next = -1;
+			float pnode = r->tree->p[w->node];
 			for (int j = 0; j < width; j++) {
-				int c = spec_tree_add(r->tree, w->node, w->top[j], SPEC_SRC_DRAFT, w->max);
+				int cls = spec_draft_class(w->prob[j]);
+				int c = spec_tree_offer(r->tree, w->node, w->top[j], SPEC_SRC_DRAFT, cls,
+							pnode * (float)spec_plan_rate(&s->plan, cls), w->max);
 				next = j == 0 ? c : next;
 			}
 			w->node = next;
+			if (next >= 0 && w->dynamic) { /* one more level only where its expected tokens pay for it */
+				double expect = 1;
+				for (int j = 1; j < r->tree->n; j++)
+					expect += r->tree->p[j];
+				double level_s = s->st.draft_steps ? draft_cost(s, 1, s->st.draft_s / (double)s->st.draft_steps) : 0;
+				double spent = draft_cost(s, s->st.draft_steps - steps0, s->st.draft_s - draft_s0);
+				if (r->tree->p[next] < spec_plan_pmin(&s->plan, expect, r->tree->n, others, spent, width, level_s))
+					next = -1;
+			}
 			if (next < 0 || lev + 1 >= w->depth) {
 				w->node = -1;
 				continue;
@@ -324,7 +335,7 @@ static int draft_guess(struct sched *s, int nd, int width, char *err, size_t err
 		for (int k = 0; k < np; k++) {
 			struct sched_req *r = s->dq[rows[k]];
 			r->dchain[r->n_dchain++] = s->dw[rows[k]].top[0];
-			row_top(s->dlogits + (size_t)k * (size_t)V, V, width, s->dw[rows[k]].top);
+			spec_row_top(s->dlogits + (size_t)k * (size_t)V, V, width, s->dw[rows[k]].top, s->dw[rows[k]].prob);
 		}
 	}
 	return rc;
@@ -336,12 +347,18 @@ static bool generating(const struct sched_req *r)
 }
 
 /* The trees of this step's generating requests: guesses sized by the planner, within the tokens each may
- * still produce and shallower than every window. */
+ * still produce and shallower than every window. Combined: lookup's continuations of every length first
+ * (a pool of at most half the trie), then the draft's branches while they pay, then the best-scoring nodes
+ * the planner keeps. */
 static int spec_build(struct sched *s, char *err, size_t errlen)
 {
-	int gen = 0, nd = 0, rc = 0, width = s->spec.mode == SPEC_TREE ? (s->spec.branch < 8 ? s->spec.branch : 8) : 1;
+	bool comb = s->spec.mode == SPEC_COMBINED;
+	int gen = 0, nd = 0, rc = 0, branch = s->spec.branch < 8 ? s->spec.branch : 8;
+	int width = s->spec.mode == SPEC_TREE || comb ? branch : 1;
 	/* a level of the draft's chain: one of its steps for all requests */
-	double level_s = s->draft && s->st.draft_steps ? s->st.draft_s / (double)s->st.draft_steps : 0;
+	double level_s = s->draft && s->st.draft_steps ? draft_cost(s, 1, s->st.draft_s / (double)s->st.draft_steps) : 0;
+	double draft_s0 = s->st.draft_s;
+	long long steps0 = s->st.draft_steps;
 	for (int i = 0; i < s->n_reqs; i++)
 		gen += generating(s->reqs[i]);
 	for (int i = 0; i < s->n_reqs; i++) {
@@ -352,20 +369,27 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
 		if (max <= 1)
 			continue;
-		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
+		int depth = comb ? max - 1 : spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
 		depth = depth < s->max_depth ? depth : s->max_depth;
+		if (comb)
+			spec_lookup_all(r->toks, r->n, s->spec.ngram, depth, 4, &s->plan, KV_TREE_MAX / 2, r->tree);
 		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
 			s->dq[nd] = r;
-			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = max};
+			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = comb ? KV_TREE_MAX : max, .dynamic = comb};
 		}
 	}
 	if (nd)
-		rc = draft_guess(s, nd, width, err, errlen);
+		rc = draft_guess(s, nd, width, gen - 1, err, errlen);
 	for (int i = 0; !rc && i < s->n_reqs; i++) { /* lookup's paths after the draft's: the draft's chain first */
 		struct sched_req *r = s->reqs[i];
 		if (!generating(r) || !r->tree)
 			continue;
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
+		if (comb && max > 1)
+			spec_plan_tree(&s->plan, r->tree, max - 1, gen - 1,
+				       draft_cost(s, s->st.draft_steps - steps0, s->st.draft_s - draft_s0));
+		if (comb)
+			continue;
 		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
 		depth = depth < s->max_depth ? depth : s->max_depth;
 		if (max > 1 && (s->spec.mode == SPEC_LOOKUP || s->spec.mode == SPEC_TREE))
@@ -480,6 +504,8 @@ static int spec_walk(struct sched *s, struct sched_req *r, const struct model_pa
 				prop[n_kids++] = p->tokens[j];
 			}
 		int tok = sampler_pick_spec(&r->smp, k ? NULL : row, tv, ti, k, r->toks, r->n, prop, n_kids, &acc);
+		for (int j = 0; j < n_kids; j++) /* (before emit: a request that finishes frees its tree) */
+			spec_plan_offer(&s->plan, r->tree->cls[kids[j]], j == acc);
 		if (emit(s, r, tok))
 			break;
 		if (acc < 0)

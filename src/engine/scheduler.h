@@ -100,6 +100,8 @@ struct sched {
 		int depth, max;    /* levels to guess, trie size */
 		int node, par;     /* the trie node the chain reached (-1: done), its parent in the draft's tree */
 		int top[8];        /* the draft's best tokens at the current level */
+		float prob[8];     /* their draft probabilities */
+		bool dynamic;      /* combined: a level only below a node that scores spec_plan_pmin */
 	} *dw;
 	struct model_part *dparts; /* [max_batch] */
 	int max_depth;             /* trees stay shallower than every sliding window */

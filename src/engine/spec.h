@@ -8,6 +8,10 @@
  * Guesses come from prompt lookup (the n-gram ending the text recurs earlier: its continuations, several
  * matches giving branches) and from a draft model with the same vocabulary (its greedy chain, and with
  * --spec tree the top-k alternatives at each depth as leaves), merged into one trie under the root.
+ * --spec combined (auto's choice with a draft) pools both: every lookup continuation of every n-gram length
+ * and the draft's branches, each node scored by the estimated chance the walk reaches it (the product of
+ * draft probabilities, or of the acceptance measured so far for lookup guesses of its n-gram length, along
+ * its path), and keeps the best-scoring nodes, as many as pay for their share of the pass.
  *
  * The planner sizes the tree per pass from the measured cost of a pass by token count (a least-squares
  * line over the steps so far: flat for a streamed model, growing for a resident one) and the measured
@@ -20,7 +24,18 @@
 
 #include "engine/model.h"
 
-enum spec_mode { SPEC_OFF, SPEC_AUTO, SPEC_LOOKUP, SPEC_DRAFT, SPEC_TREE };
+enum spec_mode { SPEC_OFF, SPEC_AUTO, SPEC_LOOKUP, SPEC_DRAFT, SPEC_TREE, SPEC_COMBINED };
+/* Acceptance classes (each measured on its own, so a score is calibrated by what the walks found): the
+ * draft's guesses by their draft probability q in SPEC_DRAFT_BINS bins (spec_draft_class), then the first
+ * token of a lookup continuation after a matched n-gram of g = 1 .. SPEC_LOOKUP_CLASSES tokens (the last: g
+ * or longer), then SPEC_CLASS_COPY: the later tokens of a continuation (a copy once begun goes on far more
+ * often than a match's first token is right). */
+#define SPEC_DRAFT_BINS 5
+#define SPEC_LOOKUP_CLASSES 3
+#define SPEC_CLASS_COPY (SPEC_DRAFT_BINS + SPEC_LOOKUP_CLASSES)
+#define SPEC_CLASS_N (SPEC_CLASS_COPY + 1)
+int spec_draft_class(float q);
+int spec_lookup_class(int g);
 enum spec_src { SPEC_SRC_LOOKUP, SPEC_SRC_DRAFT, SPEC_SRC_COUNT };
 
 /* "off", "auto", ... -> enum spec_mode; -1 when unknown. */
@@ -34,6 +49,8 @@ struct spec_opts {
 	int max;       /* most guessed tokens per pass (0: SPEC_MAX_DEFAULT); at most KV_TREE_MAX - 1 */
 	int ngram;     /* prompt lookup: the longest n-gram matched (then shorter, down to 1); 0: 3 */
 	int branch;    /* tree: branches per depth (top-k of the draft); 0: 3 */
+	double cost0, cost1; /* cost0 > 0: the planner's pass cost is cost0 + cost1 T seconds (not measured) */
+	double cost_draft;   /* cost0 > 0 and this > 0: a draft step's seconds for the planner (not measured) */
 };
 
 /* A trie of guesses under the root (index 0: the pending token), parents before children. */
@@ -41,11 +58,15 @@ struct spec_tree {
 	int n;
 	int tok[KV_TREE_MAX], parent[KV_TREE_MAX];
 	unsigned char src[KV_TREE_MAX]; /* enum spec_src of each guess */
+	unsigned char cls[KV_TREE_MAX]; /* its acceptance class (< SPEC_CLASS_N) */
+	float p[KV_TREE_MAX];           /* the estimated chance the walk reaches it (the root: 1) */
 };
 
 void spec_tree_reset(struct spec_tree *t, int root);
 /* The child of node `parent` with token tok, added when new: its index, -1 when the tree holds max nodes. */
 int spec_tree_add(struct spec_tree *t, int parent, int tok, int src, int max);
+/* spec_tree_add with an acceptance class and a score: a node that is there keeps the larger score. */
+int spec_tree_offer(struct spec_tree *t, int parent, int tok, int src, int cls, float p, int max);
 /* Depth of node i (the root 0). */
 int spec_tree_depth(const struct spec_tree *t, int i);
 
@@ -58,7 +79,22 @@ void spec_lookup(const int *toks, int n, int ngram, int depth, int branches, int
 struct spec_plan {
 	double n, st, stt, sc, stc;     /* the pass-cost fit: count, sums of T, T^2, sec, T*sec */
 	double deeper, stopped;         /* walks that went a level deeper, walks that stopped at a guess */
+	double offered[SPEC_CLASS_N];   /* guesses whose parent the walk reached, by class */
+	double taken[SPEC_CLASS_N];     /* those the walk went into */
+	double fix0, fix1;              /* fix0 > 0: the pass-cost line given (spec_opts cost0, cost1) */
+	double fixd;                    /* > 0: a draft step's seconds given (spec_opts cost_draft) */
 };
+
+/* The continuations of every suffix n-gram (ngram down to 1 tokens) of toks[0..n) that occurred before, up
+ * to `matches` latest ones per length, as paths from the root of at most depth tokens; a node's score is its
+ * parent's times the measured rate of its class (the matched length). t at most max nodes. */
+void spec_lookup_all(const int *toks, int n, int ngram, int depth, int matches, const struct spec_plan *pl, int max,
+		     struct spec_tree *t);
+/* Cuts t to its `keep` best-scoring nodes (the root included; a node's score never exceeds its parent's, ties
+ * keep the earlier node, so every kept node's parent is kept), renumbered in their order. */
+void spec_tree_keep(struct spec_tree *t, int keep);
+/* The k (<= 8) best ids of row[V], best first (ties: the lower id), and their softmax probabilities. */
+void spec_row_top(const float *row, int V, int k, int *top, float *prob);
 
 void spec_plan_init(struct spec_plan *p);
 void spec_plan_pass(struct spec_plan *p, int T, double sec);
@@ -68,6 +104,21 @@ void spec_plan_walk(struct spec_plan *p, int accepted, bool stopped);
  * `width` tokens per level (1: a chain) and `level_s` seconds a level of guessing costs (a draft model's
  * step; 0 for lookup). */
 int spec_plan_depth(const struct spec_plan *p, int max, int width, int others, double level_s);
+/* The number of guesses (0..max) maximizing (1 + score[0] + ... + score[N-1]) / (cost(others + 1 + N) +
+ * extra_s), score[] sorted best first: the expected tokens of the pass over its cost, extra_s the time spent
+ * guessing (a draft's steps). A flat cost (a streamed model) keeps every guess with a score above 0. */
+int spec_plan_size(const struct spec_plan *p, const float *score, int n, int max, int others, double extra_s);
+/* Cuts t to the size spec_plan_size chooses from its nodes' scores (at most max guesses). */
+void spec_plan_tree(const struct spec_plan *p, struct spec_tree *t, int max, int others, double extra_s);
+/* The score a node needs for one more draft step below it to pay: the pass's current rate (expect tokens
+ * for n_tok tokens and extra_s seconds of guessing) times what the step adds (level_s, and width tokens). */
+double spec_plan_pmin(const struct spec_plan *p, double expect, int n_tok, int others, double extra_s, int width,
+		      double level_s);
+/* A guess of class cls whose parent the walk reached: taken or not. Its class's measured rate: the taken
+ * share with a prior worth two guesses (a draft bin's middle probability, 1/2 for a lookup match's first
+ * token, 0.8 for a copy's later tokens: priors, replaced by what the walks measure within a few passes). */
+void spec_plan_offer(struct spec_plan *p, int cls, bool taken);
+double spec_plan_rate(const struct spec_plan *p, int cls);
 /* The acceptance estimate and the fitted cost line (c0 + c1 T seconds), for --stats. */
 double spec_plan_alpha(const struct spec_plan *p);
 void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1);
