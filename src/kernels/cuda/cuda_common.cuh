@@ -65,6 +65,15 @@ __device__ __forceinline__ uint16_t bf16_bits_rn(float v)
 	return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
+/* The sum over a warp by a fixed butterfly of shuffles: the result does not depend on timing. */
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
 /* An F32/F16/BF16 vector element (norm weights, biases) as f32; fmt is enum wfmt. */
 __device__ __forceinline__ float vec_elem_f32(const void *p, int fmt, int64_t i)
 {
