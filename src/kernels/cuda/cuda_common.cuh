@@ -13,10 +13,11 @@
 
 #include "kernels/cuda/cuda_ops.h"
 
-/* After a launch (or any CUDA call): on failure writes "file:line: what: cuda error" into c->err and
+/* After a launch: counts it in c->launches; on failure writes "file:line: what: cuda error" into c->err and
  * returns -EIO from the launcher. */
 #define CUDA_LAUNCH_CHECK(c, what)                                                                              \
 	do {                                                                                                    \
+		(c)->launches++;                                                                                \
 		cudaError_t e_ = cudaGetLastError();                                                            \
 		if (e_ != cudaSuccess) {                                                                        \
 			snprintf((c)->err, sizeof((c)->err), "%s:%d: %s: %s", __FILE__, __LINE__, (what),       \

@@ -46,6 +46,7 @@ struct cuda_ctx {
 	size_t gemm_rows;  /* GEMM path: rows of W dequantized at a time (a multiple of 64) */
 	int mm_mode;       /* enum cuda_mm_mode: which matmul path (0: the crossover table) */
 	int topk_mode;     /* enum cuda_topk_mode (0: grid-wide) */
+	unsigned long long launches; /* kernels launched on this context (CUDA_LAUNCH_CHECK counts each; cuBLAS's not) */
 	char err[256];
 };
 

@@ -73,7 +73,7 @@ static __global__ void k_quantize_x(int8_t *__restrict__ q, float *__restrict__ 
 }
 
 template <class F, int TB>
-static __global__ void __launch_bounds__(MVQ_THREADS, TB == 1 ? 6 : TB == 2 ? 5 : 3)
+static __global__ void __launch_bounds__(MVQ_THREADS, TB == 1 ? 6 : TB == 2 ? 5 : TB == 4 ? 3 : 2)
 	k_matvec_q8(float *__restrict__ y, const int8_t *__restrict__ xq, const float *__restrict__ xd,
 		    const uint8_t *__restrict__ W, int N, int K, int64_t row_bytes, const void *bias, int bias_fmt, int T)
 {
