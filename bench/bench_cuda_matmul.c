@@ -16,6 +16,11 @@
  * dequantize-then-cuBLAS; each against its floor, max(weight bytes / copy rate, 2 N K T / the plain bf16
  * cuBLAS rate of a 8192x8192x4096 GEMM), and the kernel the crossover table picks (auto). The table in
  * src/kernels/cuda/matmul.cu (mma_cross) is set from this output.
+ *
+ * bench_cuda_matmul --mv [FORMAT...] (default: every format with an 8-bit-activation kernel): that kernel
+ * against the f32 matrix-vector one (FERRY_MATMUL=old) at T = 1, 2, 4, 8 on the 8B shapes (4096x4096,
+ * 1024x4096, 14336x4096, 4096x14336, 128256x4096) and the 70B ones: GB/s of weight bytes and the fraction of the
+ * device copy rate for both.
  */
 #include <math.h>
 #include <stdint.h>
@@ -158,7 +163,65 @@ static double time_cublas(cublasHandle_t h, struct timing *tm, cudaStream_t s, c
 	return median_ms(tm, s);
 }
 
-static const char *const kern_name[] = {"matvec", "mma", "cuBLAS"};
+/* Random weights of fmt, copied to the device enough times (2..64) to pass 4x the L2 cache, so that calls on the
+ * copies in turn read their weights from HBM; returns the number of copies. */
+static int weight_copies(void **copies, uint8_t *host, size_t bytes, int fmt, const struct cudaDeviceProp *prop)
+{
+	fill_weights(host, bytes, fmt);
+	int ncopy = (int)((4 * (size_t)prop->l2CacheSize + bytes - 1) / bytes);
+	ncopy = ncopy < 2 ? 2 : ncopy > 64 ? 64 : ncopy;
+	for (int i = 0; i < ncopy; i++) {
+		CU(cudaMalloc(&copies[i], bytes));
+		CU(cudaMemcpy(copies[i], host, bytes, cudaMemcpyHostToDevice));
+	}
+	return ncopy;
+}
+
+static const char *const kern_name[] = {"matvec", "mma", "cuBLAS", "matvec-q8"};
+
+/* --mv: the 8-bit-activation matrix-vector kernels against the f32 ones they replace (FERRY_MATMUL=old) per
+ * format, on the 8B model's matrices and the 70B ones, T = 1, 2, 4, 8: us, weight GB/s, fraction of the copy
+ * rate, and new/old speed-up. */
+static void bench_mv(struct cuda_ctx *c, struct timing *tm, const int *fmts, int nf, double copy_gbs, const float *x,
+		     float *y, const struct cudaDeviceProp *prop)
+{
+	static const int shapes[][2] = {{4096, 4096},   {1024, 4096}, {14336, 4096}, {4096, 14336},
+					{128256, 4096}, {28672, 8192}, {8192, 28672}};
+	const int nshape = (int)(sizeof(shapes) / sizeof(shapes[0]));
+	static const int Ts[] = {1, 2, 4, 8};
+	printf("floor: weights at the device copy rate %.0f GB/s (read + write)\n", copy_gbs);
+	printf("| format | N x K | T | old us | old GB/s | old / copy | new us | new GB/s | new / copy | new kernel | "
+	       "speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+	size_t max_bytes = 0;
+	for (int si = 0; si < nshape; si++)
+		for (int fi = 0; fi < nf; fi++) {
+			size_t by = wfmt_row_bytes(fmts[fi], (uint64_t)shapes[si][1]) * (size_t)shapes[si][0];
+			max_bytes = by > max_bytes ? by : max_bytes;
+		}
+	uint8_t *host = malloc(max_bytes);
+	for (int fi = 0; fi < nf; fi++)
+		for (int si = 0; si < nshape; si++) {
+			int fmt = fmts[fi], N = shapes[si][0], K = shapes[si][1];
+			size_t bytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
+			void *copies[64];
+			int ncopy = weight_copies(copies, host, bytes, fmt, prop);
+			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+				int T = Ts[ti];
+				c->mm_mode = CUDA_MM_OLD;
+				double old_ms = time_matmul(c, tm, copies, ncopy, fmt, y, x, N, K, T);
+				c->mm_mode = CUDA_MM_AUTO;
+				double new_ms = time_matmul(c, tm, copies, ncopy, fmt, y, x, N, K, T);
+				double og = (double)bytes / (old_ms * 1e-3) / 1e9, ng = (double)bytes / (new_ms * 1e-3) / 1e9;
+				printf("| %s | %dx%d | %d | %.1f | %.0f | %.2f | %.1f | %.0f | %.2f | %s | %.2f |\n",
+				       wfmt_name(fmt), N, K, T, old_ms * 1e3, og, og / copy_gbs, new_ms * 1e3, ng, ng / copy_gbs,
+				       kern_name[cuda_matmul_kernel(c, fmt, T)], old_ms / new_ms);
+				fflush(stdout);
+			}
+			for (int i = 0; i < ncopy; i++)
+				CU(cudaFree(copies[i]));
+		}
+	free(host);
+}
 
 /* --mma: the kernels side by side per format, shape and T (see the top of the file) */
 static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, const int *fmts, int nf, double copy_gbs,
@@ -192,14 +255,8 @@ static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, c
 		for (int si = 0; si < 3; si++) {
 			int fmt = fmts[fi], N = shapes[si][0], K = shapes[si][1];
 			size_t bytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
-			fill_weights(host, bytes, fmt);
-			int ncopy = (int)((4 * (size_t)prop->l2CacheSize + bytes - 1) / bytes);
-			ncopy = ncopy < 2 ? 2 : ncopy > 64 ? 64 : ncopy;
 			void *copies[64];
-			for (int i = 0; i < ncopy; i++) {
-				CU(cudaMalloc(&copies[i], bytes));
-				CU(cudaMemcpy(copies[i], host, bytes, cudaMemcpyHostToDevice));
-			}
+			int ncopy = weight_copies(copies, host, bytes, fmt, prop);
 			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
 				int T = Ts[ti];
 				double us[3] = {-1, -1, -1};
@@ -244,13 +301,16 @@ int main(int argc, char **argv)
 	static const int all_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0,   WFMT_Q4_0,   WFMT_Q5_0,
 				       WFMT_Q4_1, WFMT_Q5_1, WFMT_Q2_K, WFMT_Q3_K,   WFMT_IQ4_NL, WFMT_IQ4_XS,
 				       WFMT_MXFP4, WFMT_TQ1_0, WFMT_TQ2_0, WFMT_BF16, WFMT_F16,   WFMT_F32};
-	int fmts[WFMT_COUNT], nf = 0, mma = argc > 1 && !strcmp(argv[1], "--mma");
-	for (int i = 1 + mma; i < argc && nf < WFMT_COUNT; i++)
+	int fmts[WFMT_COUNT], nf = 0, mma = argc > 1 && !strcmp(argv[1], "--mma"), q8 = argc > 1 && !strcmp(argv[1], "--mv");
+	for (int i = 1 + mma + q8; i < argc && nf < WFMT_COUNT; i++)
 		if ((fmts[nf++] = wfmt_from_name(argv[i])) < 0 || !cuda_fmt_supported(fmts[nf - 1]))
 			return fprintf(stderr, "bench_cuda_matmul: %s: not a format cuda_matmul takes\n", argv[i]), 2;
 	static const int mma_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0};
 	for (size_t i = 0; argc == 1 + mma && i < (mma ? 4 : sizeof(all_fmts) / sizeof(all_fmts[0])); i++)
 		fmts[nf++] = mma ? mma_fmts[i] : all_fmts[i];
+	for (int f = 0; argc == 2 && q8 && f < WFMT_COUNT; f++) /* --mv: every format with an 8-bit kernel */
+		if (cuda_mvq_runs(f))
+			fmts[nf++] = f;
 	static const int shapes[2][2] = {{28672, 8192}, {8192, 28672}};
 	static const int Tmv[] = {1, 4, 16}, Tgemm[] = {512, 4096};
 	const int T_max = 4096, K_max = 28672;
@@ -286,6 +346,12 @@ int main(int argc, char **argv)
 			hx[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
 		CU(cudaMemcpy(x, hx, sizeof(float) * nx, cudaMemcpyHostToDevice));
 		free(hx);
+	}
+	if (q8) {
+		bench_mv(&c, &tm, fmts, nf, floor_gbs, x, y, &prop);
+		cudaFree(x), cudaFree(y), cudaFree(c.ws);
+		cublasDestroy(h);
+		return 0;
 	}
 	if (mma) {
 		bench_mma(&c, h, &tm, fmts, nf, floor_gbs, x, y, &prop);

@@ -3,13 +3,15 @@
  * the host from their CUDA definitions, so that tests compile those headers with the host compiler (include
  * this, then the header): __ldg a load that must be aligned to its size (misaligned counts the others),
  * __byte_perm byte n = byte s<4n+2:4n> of y:x, __fmul_rn/__fadd_rn/__fsub_rn one rounded f32 operation each
- * (tests are built with -ffp-contract=off), __popc and the bit casts as defined, f16 widening exact, f32 to
+ * (tests are built with -ffp-contract=off), __popc, __dp4a, __vsub4, __float2int_rn (half to even), __fdiv_rn
+ * and the bit casts as defined, f16 widening exact, f32 to
  * bf16 bits round-to-nearest-even (f32_to_bf16 of src/layout/wfmt.h, __float2bfloat16_rn on the device).
  * cuda_common.cuh stays out (its include guard is defined here).
  */
 #ifndef FERRY_TESTS_CUDA_EMUL_H
 #define FERRY_TESTS_CUDA_EMUL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -85,6 +87,34 @@ static inline int __float_as_int(float f)
 static inline int __popc(unsigned u)
 {
 	return __builtin_popcount(u);
+}
+
+/* c + the sum of the 4 products of the signed bytes of a and b */
+static inline int __dp4a(int a, int b, int c)
+{
+	for (int i = 0; i < 4; i++)
+		c += (int)(int8_t)(a >> 8 * i) * (int)(int8_t)(b >> 8 * i);
+	return c;
+}
+
+/* per byte a - b modulo 256 */
+static inline unsigned __vsub4(unsigned a, unsigned b)
+{
+	unsigned r = 0;
+	for (int i = 0; i < 4; i++)
+		r |= (((a >> 8 * i) - (b >> 8 * i)) & 255) << 8 * i;
+	return r;
+}
+
+/* round half to even: the default rounding mode's nearbyintf */
+static inline int __float2int_rn(float v)
+{
+	return (int)nearbyintf(v);
+}
+
+static inline float __fdiv_rn(float a, float b)
+{
+	return a / b;
 }
 
 extern "C" {

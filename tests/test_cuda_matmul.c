@@ -6,15 +6,21 @@
  * and without a bias (F32/F16/BF16 in turn). Fresh random inputs per case (fixed seed; FERRY_SEED overrides):
  * quantized blocks are random bytes whose f16 scales are set to finite values (the grid IQ formats: any
  * bytes are a valid block), float weights uniform.
- * Each case runs under the default kernel choice (the crossover table); the quantized formats also under
+ * Each case runs under the default kernel choice (the 8-bit-activation kernels at T <= CUDA_MVQ_T_MAX for the
+ * formats that have one, else the crossover table); the quantized formats with an 8-bit kernel also under
+ * CUDA_MM_OLD at T <= CUDA_MVQ_T_MAX (the f32 kernels it replaced, still selectable); the quantized formats also under
  * CUDA_MM_MMA, the tensor-core kernel with in-kernel dequantization, at T in {1,2,3,8,16,17,64,100,256}
  * (K an odd multiple of 32 for the 32-blocks: half a tile of k; N off every tile), once with no workspace
  * at all, and a few cases under CUDA_MM_BLAS (cuBLAS at T <= 16, the bench's comparison).
  * The output is poisoned with NaN before each call. Error: normalized MSE sum((y-ref)^2)/sum(ref^2), at most
  * 1e-10 for the f32 matrix-vector kernels and 5e-4 for the bf16/f16 kernels (tensor-core or cuBLAS), as
- * cuda_matmul_kernel names the one that ran; NaN or inf fails. On a device of cc >= 80 the tensor-core
+ * cuda_matmul_kernel names the one that ran; NaN or inf fails. The 8-bit kernels: at most 5e-4 against the f32
+ * reference (x's 8-bit quantization: |x - dx a| <= dx/2 per value) and at most 1e-9 against cpu_matmul, which
+ * quantizes x the same way (bit for bit, tests/test_cuda_mvq_host.cpp) and sums the same exact integer dots in
+ * another f32 order (a few 2^-24 relative per block: ~1e-13 expected); x has a zero block (amax 0). On a device of cc >= 80 the tensor-core
  * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
- * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC.
+ * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC (the
+ * GEMM path's and the 8-bit kernels').
  * `--quick` (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0, the error cases and the cuBLAS ones.
  * Exit 0 pass, 1 fail, 77 without CUDA or a device.
  */
@@ -169,7 +175,8 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 	}
 }
 
-static int failures, cases, kern_cases[3]; /* by enum cuda_mm_kernel */
+static int failures, cases, kern_cases[CUDA_MMK_COUNT]; /* by enum cuda_mm_kernel */
+static double mvq_worst; /* the 8-bit kernels' largest normalized MSE against cpu_matmul */
 
 /* y on the GPU, ref on the CPU; returns the normalized MSE, or INFINITY for a NaN/inf. The normalization is
  * the larger of sum ref^2 and sum sq (each output's sum of squared terms w_k x_k, what ref^2 is on average for
@@ -194,6 +201,8 @@ static double nmse(const float *y, const float *ref, const double *sq, size_t n)
 struct bufs {
 	uint8_t *hw, *hb;                /* host weights, bias */
 	float *hx, *hy, *href, *wf; /* host x, GPU result, reference, the weights dequantized */
+	float *hq8;                 /* cpu_matmul's result (x quantized to 8 bits as the 8-bit kernels do) */
+	void *cpu_ws;               /* its workspace */
 	double *hsq;                /* per output: the sum of its squared terms (nmse) */
 	void *dw, *db;
 	float *dx, *dy;
@@ -204,7 +213,7 @@ static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, 
 	size_t wbytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
 	fill_weights(b->hw, fmt, (size_t)N * (size_t)K);
 	for (size_t i = 0; i < (size_t)T * (size_t)K; i++)
-		b->hx[i] = rng_unit();
+		b->hx[i] = K >= 64 && i >= 32 && i < 64 ? 0.0f : rng_unit(); /* token 0's second 32 values: a zero block */
 	if (bias_fmt >= 0)
 		fill_weights(b->hb, bias_fmt, (size_t)N);
 	const void *bias = bias_fmt >= 0 ? b->hb : NULL;
@@ -249,6 +258,16 @@ static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, 
 			wfmt_name(fmt), N, K, T, bias_fmt, c->mm_mode, kern, e, lim);
 		failures++;
 	}
+	if (kern == CUDA_MMK_MVQ) { /* against the CPU's matmul on the same 8-bit codes */
+		cpu_matmul(b->hq8, b->hx, b->hw, fmt, bias, bias_fmt, T, N, K, b->cpu_ws);
+		double e8 = nmse(b->hy, b->hq8, b->hsq, (size_t)T * (size_t)N);
+		if (!(e8 <= 1e-9)) {
+			fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d 8-bit kernel: normalized MSE %.3g vs cpu_matmul > 1e-9\n",
+				wfmt_name(fmt), N, K, T, bias_fmt, e8);
+			failures++;
+		}
+		mvq_worst = e8 > mvq_worst ? e8 : mvq_worst;
+	}
 }
 
 /* -EINVAL for a K off the block, -ENOSPC for a workspace one byte short; nothing launched either way */
@@ -276,6 +295,15 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	cases++;
 	if (rc != -ENOSPC) {
 		fprintf(stderr, "FAIL workspace %zu of %zu: rc %d, expected -ENOSPC\n", need - 1, need, rc);
+		failures++;
+	}
+	/* the 8-bit kernels: codes and scales of T = 8 tokens of K = 2048 */
+	need = cuda_matmul_ws_bytes(CUDA_MVQ_T_MAX, K, 0);
+	c->ws_bytes = need - 1;
+	rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_Q4_K, N, K, NULL, 0, CUDA_MVQ_T_MAX);
+	cases++;
+	if (rc != -ENOSPC) {
+		fprintf(stderr, "FAIL 8-bit kernel, workspace %zu of %zu: rc %d, expected -ENOSPC\n", need - 1, need, rc);
 		failures++;
 	}
 	c->ws_bytes = keep;
@@ -327,7 +355,9 @@ int main(int argc, char **argv)
 	b.href = malloc(sizeof(float) * (size_t)T_max * N_max);
 	b.hsq = malloc(sizeof(double) * (size_t)T_max * N_max);
 	b.wf = malloc(sizeof(float) * (size_t)N_max * (size_t)K_max);
-	if (!b.hw || !b.hb || !b.hx || !b.hy || !b.href || !b.hsq || !b.wf) {
+	b.hq8 = malloc(sizeof(float) * (size_t)T_max * N_max);
+	b.cpu_ws = aligned_alloc(64, (cpu_matmul_ws_bytes(K_max) + 63) / 64 * 64);
+	if (!b.hw || !b.hb || !b.hx || !b.hy || !b.href || !b.hsq || !b.wf || !b.hq8 || !b.cpu_ws) {
 		fprintf(stderr, "out of host memory\n");
 		return 1;
 	}
@@ -353,6 +383,25 @@ int main(int argc, char **argv)
 					turn++;
 					run_case(&c, &b, fmt, Ns[ni], Ks[ki], Ts[ti], bias_fmt);
 				}
+	}
+	/* the f32 matrix-vector kernels where the 8-bit ones replaced them (FERRY_MATMUL=old) */
+	c.mm_mode = CUDA_MM_OLD;
+	for (int fi = 0; fi < n_fmts && !quick; fi++) {
+		int fmt = fmts[fi];
+		if (!cuda_fmt_supported(fmt) || !cuda_mvq_runs(fmt))
+			continue;
+		int K = wfmt_table[fmt].block == QK ? 640 : 2048;
+		for (int T = 1; T <= CUDA_MVQ_T_MAX; T *= 2)
+			run_case(&c, &b, fmt, 33, K, T, turn++ % 2 ? -1 : 0);
+	}
+	/* the 8-bit kernels once more on rows of the 8B model's shape at every T up to CUDA_MVQ_T_MAX */
+	c.mm_mode = CUDA_MM_AUTO;
+	for (int fi = 0; fi < n_fmts; fi++) {
+		int fmt = fmts[fi];
+		if (!cuda_fmt_supported(fmt) || !cuda_mvq_runs(fmt) || (quick && fmt != WFMT_Q4_K && fmt != WFMT_Q6_K))
+			continue;
+		for (int T = 1; T <= CUDA_MVQ_T_MAX; T++)
+			run_case(&c, &b, fmt, 257, 4096, T, -1);
 	}
 	/* the tensor-core kernel wherever it runs; then cuBLAS at small T */
 	c.mm_mode = CUDA_MM_MMA;
@@ -386,13 +435,18 @@ int main(int argc, char **argv)
 				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
 		failures++;
 	}
-	printf("test_cuda_matmul: %s, %d cases (matvec %d, tensor-core %d, cuBLAS %d), %d failed (seed %s)\n",
-	       prop.name, cases, kern_cases[CUDA_MMK_MATVEC], kern_cases[CUDA_MMK_MMA], kern_cases[CUDA_MMK_BLAS],
-	       failures, seed_env ? seed_env : "default");
+	if (!kern_cases[CUDA_MMK_MVQ]) {
+		fprintf(stderr, "FAIL: the 8-bit matrix-vector kernels never ran\n");
+		failures++;
+	}
+	printf("test_cuda_matmul: %s, %d cases (matvec %d, 8-bit matvec %d, tensor-core %d, cuBLAS %d), %d failed "
+	       "(8-bit vs cpu_matmul: worst normalized MSE %.2g; seed %s)\n",
+	       prop.name, cases, kern_cases[CUDA_MMK_MATVEC], kern_cases[CUDA_MMK_MVQ], kern_cases[CUDA_MMK_MMA],
+	       kern_cases[CUDA_MMK_BLAS], failures, mvq_worst, seed_env ? seed_env : "default");
 	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
 	bl->destroy(h);
 	cudaStreamDestroy(stream);
-	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.hsq), free(b.wf);
+	free(b.hw), free(b.hb), free(b.hx), free(b.hy), free(b.href), free(b.hsq), free(b.wf), free(b.hq8), free(b.cpu_ws);
 	return failures ? 1 : 0;
 }
 #endif

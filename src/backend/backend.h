@@ -99,6 +99,7 @@ struct backend_mem {
 	int64_t arena;        /* the one cudaMalloc everything else comes from */
 	int64_t arena_used, arena_peak;
 	int64_t device_used_peak; /* total - free, sampled at every sync */
+	uint64_t launches;        /* kernels launched on the compute stream so far (cuBLAS's own not counted) */
 	char gpu[128];
 };
 

@@ -655,6 +655,7 @@ static void cu_mem(struct backend *b, struct backend_mem *m)
 	m->arena = (int64_t)s->arena_bytes;
 	m->arena_used = (int64_t)s->used;
 	m->arena_peak = (int64_t)s->peak;
+	m->launches = s->ctx.launches;
 }
 
 static const struct backend_ops cuda_backend_ops = {

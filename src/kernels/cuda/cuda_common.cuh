@@ -13,10 +13,11 @@
 
 #include "kernels/cuda/cuda_ops.h"
 
-/* After a launch (or any CUDA call): on failure writes "file:line: what: cuda error" into c->err and
+/* After a launch: counts it in c->launches; on failure writes "file:line: what: cuda error" into c->err and
  * returns -EIO from the launcher. */
 #define CUDA_LAUNCH_CHECK(c, what)                                                                              \
 	do {                                                                                                    \
+		(c)->launches++;                                                                                \
 		cudaError_t e_ = cudaGetLastError();                                                            \
 		if (e_ != cudaSuccess) {                                                                        \
 			snprintf((c)->err, sizeof((c)->err), "%s:%d: %s: %s", __FILE__, __LINE__, (what),       \
@@ -63,6 +64,15 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h)
 __device__ __forceinline__ uint16_t bf16_bits_rn(float v)
 {
 	return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+/* The sum over a warp by a fixed butterfly of shuffles: the result does not depend on timing. */
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
 }
 
 /* An F32/F16/BF16 vector element (norm weights, biases) as f32; fmt is enum wfmt. */

@@ -1,6 +1,7 @@
 /*
- * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then one of three kernels
- * (cuda_matmul_kernel: c->mm_mode, else the crossover table mma_cross below): the fused kernels of matvec.cu
+ * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then one of four kernels
+ * (cuda_matmul_kernel: c->mm_mode, else the 8-bit kernels of matvec_q8.cu up to CUDA_MVQ_T_MAX where the
+ * format has one, then the crossover table mma_cross below): the fused f32 kernels of matvec.cu
  * for T <= CUDA_MATVEC_T_MAX, the tensor-core kernel of matmul_mma.cu, or the GEMM path here: x converted once to bf16 (f16 below cc 80,
  * where tensor cores have no bf16), W dequantized gemm_rows rows at a time into the workspace in the same
  * type, each chunk multiplied by cuBLAS with f32 accumulation straight into its columns of y, the bias added
@@ -23,9 +24,11 @@ static size_t ws_align(size_t n)
 
 extern "C" size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows)
 {
+	size_t mvq = cuda_mvq_ws_bytes(T_max < CUDA_MVQ_T_MAX ? T_max : CUDA_MVQ_T_MAX, K_max);
 	if (T_max <= CUDA_MATVEC_T_MAX)
-		return 0;
-	return ws_align((size_t)T_max * (size_t)K_max * 2) + ws_align(gemm_rows * (size_t)K_max * 2);
+		return mvq;
+	size_t gemm = ws_align((size_t)T_max * (size_t)K_max * 2) + ws_align(gemm_rows * (size_t)K_max * 2);
+	return gemm > mvq ? gemm : mvq;
 }
 
 __device__ __forceinline__ void store_half(__nv_bfloat16 *p, float v)
@@ -227,6 +230,8 @@ extern "C" int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T)
 	case CUDA_MM_OLD:
 		break;
 	default:
+		if (T <= CUDA_MVQ_T_MAX && cuda_mvq_runs(wfmt))
+			return CUDA_MMK_MVQ;
 		if (mma && mma_wins(wfmt, T))
 			return CUDA_MMK_MMA;
 	}
@@ -249,6 +254,8 @@ extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const v
 	CUDA_ARG_CHECK(c, (uintptr_t)W % gemm_by_fmt[wfmt].align == 0, "cuda_matmul: %s weights misaligned",
 		       wfmt_table[wfmt].name);
 	int kern = cuda_matmul_kernel(c, wfmt, T);
+	if (kern == CUDA_MMK_MVQ)
+		return cuda_matvec_q8(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	if (kern == CUDA_MMK_MATVEC)
 		return cuda_matvec(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	if (kern == CUDA_MMK_MMA)

@@ -39,14 +39,22 @@ __device__ __forceinline__ uint32_t ld_u32_2a(const uint8_t *p)
 /* Scale and min of sub-block j of a K-quant (k_scale_min in src/layout/quant.h), from the words h.y, h.z, h.w
  * (scale bytes 0-3, 4-7, 8-11) of its 16-byte head. Branch-free: with jl = j % 4, bytes jl, jl + 4, jl + 8
  * are the only ones either case reads, and each sits in a fixed word. */
-__device__ __forceinline__ void k_scale_min_dev(uint4 h, int j, float *sc, float *m)
+__device__ __forceinline__ void k_scale_min_int(uint4 h, int j, int *sc, int *m)
 {
 	int jl = j & 3;
 	uint32_t s0 = h.y >> 8 * jl & 255, s4 = h.z >> 8 * jl & 255, s8 = h.w >> 8 * jl & 255;
 	uint32_t sc_lo = s0 & 63, m_lo = s4 & 63;
 	uint32_t sc_hi = (s8 & 15) | (s0 >> 6) << 4, m_hi = (s8 >> 4) | (s4 >> 6) << 4;
-	*sc = (float)(j < 4 ? sc_lo : sc_hi);
-	*m = (float)(j < 4 ? m_lo : m_hi);
+	*sc = (int)(j < 4 ? sc_lo : sc_hi);
+	*m = (int)(j < 4 ? m_lo : m_hi);
+}
+
+__device__ __forceinline__ void k_scale_min_dev(uint4 h, int j, float *sc, float *m)
+{
+	int si, mi;
+	k_scale_min_int(h, j, &si, &mi);
+	*sc = (float)si;
+	*m = (float)mi;
 }
 
 struct deq_f32 {
@@ -398,6 +406,13 @@ struct deq_tq2_0 {
  * cuda_matmul (format supported, K a multiple of its block, alignment). */
 int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		const void *bias, int bias_fmt, int T);
+
+/* matvec_q8.cu: the same product for T <= CUDA_MVQ_T_MAX on 8-bit activations (integer dots), for the formats
+ * where cuda_mvq_runs (cuda_ops.h); needs cuda_mvq_ws_bytes(T, K) of c->ws (-ENOSPC without); arguments checked
+ * by cuda_matmul. */
+size_t cuda_mvq_ws_bytes(int T, int64_t K);
+int cuda_matvec_q8(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+		   const void *bias, int bias_fmt, int T);
 
 /* matmul_mma.cu: the same product on tensor cores with the weights dequantized in the kernel, for the formats
  * and devices where cuda_mma_runs; arguments checked by cuda_matmul. */

@@ -14,14 +14,6 @@
 #define MV_WARPS 4 /* warps per block */
 static constexpr int MV_UNROLL = 2; /* k iterations unrolled (a pragma takes no macro) */
 
-__device__ __forceinline__ float warp_sum(float v)
-{
-#pragma unroll
-	for (int o = 16; o > 0; o >>= 1)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
-
 /* rows per warp: x reuse against registers (R * TB accumulators); launch bounds cap registers at 128 (4 blocks
  * of 4 warps per multiprocessor) to keep enough loads in flight. Unrolling the k loop by MV_UNROLL puts the
  * loads of that many k in flight per lane (4 spilled under the cap, with branch-free decoders). */

@@ -1,0 +1,226 @@
+/*
+ * test_cuda_mvq_host.cpp: the 8-bit-activation matrix-vector kernels' per-thread code (src/kernels/cuda/
+ * matvec_q8.cuh) compiled for the host with the device intrinsics emulated (tests/cuda_emul.h: __dp4a, __vsub4,
+ * __ldg checked for alignment), so every machine checks them, GPU or not:
+ *   - the quantizer's lane arithmetic (k_quantize_x's: amax over the block, 127/amax, codes, dx) against the
+ *     CPU's cpu_xq_quantize: codes and scales bit for bit, x with per-block scales 2^-4..2^4 and a zero block;
+ *   - each format's dot (load + dot per lane), run in k_matvec_q8's order (MVQ_THREADS threads striding over
+ *     the blocks, LPB per block, each thread's f32 sum, the warps' butterflies, the warps in order) against the
+ *     CPU's portable qdot on the same codes: |out - cpu| <= (K/16 + 16) 2^-24 sum|terms| (qdot.h's bound for
+ *     two orders of the same exact integer sums; the terms of Q4_K/Q5_K are the scale part and the min part of
+ *     each weight: |w| + 2 |min|), weights random blocks with random finite f16 scales in a buffer aligned to
+ *     the format's ALIGN and no more (a misaligned load fails), T 1..8, K from one block to 4352.
+ * What it cannot see: the device's own instructions and the launch (tests/test_cuda_matmul.c on a GPU).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <type_traits>
+
+#include "cuda_emul.h"
+
+#include "kernels/cuda/matvec_q8.cuh"
+
+extern "C" {
+#include "kernels/cpu/qdot.h"
+}
+
+#define THREADS 128 /* MVQ_THREADS of matvec_q8.cu */
+#define NROWS 5
+#define TMAX 8
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng_next(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static double urand(void)
+{
+	return (double)(rng_next() >> 11) * 0x1.0p-53;
+}
+
+/* A random finite half: either sign, 1 in 8 subnormal, otherwise 2^-14 .. 2^2 */
+static uint16_t rand_half(void)
+{
+	uint16_t sign = urand() < 0.5 ? 0x8000 : 0, man = (uint16_t)(urand() * 1024);
+	uint16_t ex = urand() < 0.125 ? 0 : (uint16_t)(1 + urand() * 17);
+	return (uint16_t)(sign | ex << 10 | man);
+}
+
+/* k_quantize_x's arithmetic for block b of B values of x; 0 when q and d equal the CPU's */
+static int quantize_check(const float *x, int64_t nb, int B, const struct cpu_xq *xq)
+{
+	int bad = 0;
+	for (int64_t b = 0; b < nb; b++) {
+		const float *xb = x + b * B;
+		float lane_max[32];
+		for (int l = 0; l < 32; l++) {
+			lane_max[l] = 0;
+			for (int i = 0; i < B / 32; i++)
+				lane_max[l] = mvq_amax(lane_max[l], xb[l * (B / 32) + i]);
+		}
+		for (int o = 16; o > 0; o >>= 1) {
+			float nx[32];
+			for (int l = 0; l < 32; l++)
+				nx[l] = mvq_amax(lane_max[l], lane_max[l ^ o]);
+			memcpy(lane_max, nx, sizeof(nx));
+		}
+		float amax = lane_max[0], id = mvq_inv(amax), dx = mvq_dx(amax);
+		if (memcmp(&dx, &xq->d[b], 4) && bad++ < 3)
+			fprintf(stderr, "quantizer block %lld: dx %a, CPU %a\n", (long long)b, dx, xq->d[b]);
+		for (int i = 0; i < B; i++) {
+			int q = mvq_code(xb[i], id);
+			if (q != xq->q[b * B + i] && bad++ < 3)
+				fprintf(stderr, "quantizer block %lld value %d: %d, CPU %d\n", (long long)b, i, q,
+					xq->q[b * B + i]);
+		}
+	}
+	return bad;
+}
+
+/* k_matvec_q8's sum for one row and token: threads u stride over the blocks, then butterflies, then warps */
+template <class F> static float row_dot(const uint8_t *row, const int8_t *a, const float *dx, int K)
+{
+	const int nb = K / F::BLOCK, bpi = THREADS / F::LPB;
+	float acc[THREADS];
+	for (int u = 0; u < THREADS; u++) {
+		acc[u] = 0;
+		for (int ib = u / F::LPB; ib < nb; ib += bpi) {
+			typename F::W w;
+			F::load(row + (int64_t)ib * F::BYTES, u % F::LPB, w);
+			acc[u] += F::dot(w, u % F::LPB, a + (int64_t)ib * F::BLOCK, dx[ib]);
+		}
+	}
+	float s = 0;
+	for (int wp = 0; wp < THREADS / 32; wp++) {
+		float v[32];
+		memcpy(v, acc + 32 * wp, sizeof(v));
+		for (int o = 16; o > 0; o >>= 1) {
+			float nx[32];
+			for (int l = 0; l < 32; l++)
+				nx[l] = v[l] + v[l ^ o];
+			memcpy(v, nx, sizeof(nx));
+		}
+		s = wp == 0 ? v[0] : s + v[0];
+	}
+	return s;
+}
+
+/* The min part of each value of a block (Q4_K/Q5_K: minus the value its codes of 0 would have), else 0 */
+static void mins_of(int fmt, const uint8_t *blk, float *m)
+{
+	int bk = (int)wfmt_table[fmt].block;
+	uint8_t z[256];
+	memcpy(z, blk, wfmt_table[fmt].block_bytes);
+	if (fmt != WFMT_Q4_K && fmt != WFMT_Q5_K) {
+		for (int j = 0; j < bk; j++)
+			m[j] = 0;
+		return;
+	}
+	memset(z + 16, 0, wfmt_table[fmt].block_bytes - 16); /* Q5_K: qh and qs */
+	cpu_row_to_f32(fmt, z, m, bk);
+	for (int j = 0; j < bk; j++)
+		m[j] = -m[j];
+}
+
+template <class F> static int check(int fmt, const char *name)
+{
+	static const int Ks_k[] = {256, 512, 4352}, Ks_32[] = {32, 96, 640, 4352};
+	const bool kq = F::BLOCK == QK_K;
+	const int *Ks = kq ? Ks_k : Ks_32, nK = kq ? 3 : 4;
+	int bad = 0, cases = 0, quant_bad = 0;
+	double worst = 0;
+	for (int ki = 0; ki < nK; ki++) {
+		const int K = Ks[ki], nb = K / F::BLOCK;
+		const size_t rb = (size_t)nb * F::BYTES, bytes = rb * NROWS;
+		uint8_t *buf = (uint8_t *)aligned_alloc(64, (bytes + 128) / 64 * 64 + 64);
+		uint8_t *W = buf + (F::ALIGN < 64 ? F::ALIGN : 0); /* aligned to ALIGN and no more */
+		for (size_t i = 0; i < bytes; i++)
+			W[i] = (uint8_t)(rng_next() >> 56);
+		size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
+		for (int b = 0; b < nb * NROWS; b++) {
+			uint16_t d = rand_half(), dmin = rand_half();
+			memcpy(W + (size_t)b * F::BYTES + d_at, &d, 2);
+			if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
+				memcpy(W + (size_t)b * F::BYTES + 2, &dmin, 2);
+		}
+		float *x = (float *)malloc(sizeof(float) * (size_t)TMAX * K);
+		for (int t = 0; t < TMAX; t++)
+			for (int b = 0; b < K / 32; b++) {
+				float sc = ldexpf(1, (int)(urand() * 9) - 4);
+				for (int i = 0; i < 32; i++)
+					x[(size_t)t * K + 32 * b + i] =
+						t == 1 && b == 0 ? 0 : (float)(urand() * 2 - 1) * sc;
+			}
+		void *xbuf = aligned_alloc(64, (cpu_xq_bytes(TMAX, K) + 63) / 64 * 64);
+		struct cpu_xq xq;
+		cpu_xq_init(&xq, xbuf, TMAX, K, F::BLOCK);
+		for (int t = 0; t < TMAX; t++)
+			cpu_xq_quantize(x + (size_t)t * K, t, &xq);
+		quant_bad += quantize_check(x, (int64_t)TMAX * nb, F::BLOCK, &xq);
+
+		cpu_qdot_fn ref = cpu_qdot_find(fmt, CPU_ISA_PORTABLE);
+		float yref[TMAX * NROWS], wv[4352], mv[4352];
+		ref(W, rb, NROWS, &xq, 0, TMAX, yref, NROWS);
+		misaligned = 0;
+		for (int n = 0; n < NROWS; n++) {
+			const uint8_t *row = W + (size_t)n * rb;
+			cpu_row_to_f32(fmt, row, wv, K);
+			for (int b = 0; b < nb; b++)
+				mins_of(fmt, row + (size_t)b * F::BYTES, mv + b * F::BLOCK);
+			for (int t = 0; t < TMAX; t++) {
+				const int8_t *a = xq.q + (size_t)t * K;
+				const float *dx = xq.d + (size_t)t * nb;
+				float y = row_dot<F>(row, a, dx, K);
+				double mag = 0;
+				for (int k = 0; k < K; k++)
+					mag += (fabs((double)wv[k]) + 2 * fabs((double)mv[k])) * fabs((double)dx[k / F::BLOCK] * a[k]);
+				double err = fabs((double)y - yref[t * NROWS + n]), lim = (K / 16 + 16) * 0x1p-24 * mag;
+				cases++;
+				worst = mag > 0 && err / mag > worst ? err / mag : worst;
+				if (!(err <= lim) && bad++ < 3)
+					fprintf(stderr, "%s K=%d row %d token %d: %.9g, CPU %.9g (err %.3g > %.3g)\n", name, K, n,
+						t, y, yref[t * NROWS + n], err, lim);
+			}
+		}
+		if (misaligned)
+			fprintf(stderr, "%s K=%d: %d loads misaligned at an alignment of %d\n", name, K, misaligned, F::ALIGN);
+		bad += misaligned;
+		free(buf), free(x), free(xbuf);
+	}
+	printf("%-5s %d dots, %d off the bound (worst err/sum|terms| %.2g), quantizer %d wrong\n", name, cases, bad, worst,
+	       quant_bad);
+	return bad + quant_bad;
+}
+
+template <class F> static int check_fmt(int fmt, const char *name, int *n)
+{
+	if constexpr (std::is_void<F>::value) {
+		(void)fmt, (void)name;
+		return 0;
+	} else {
+		++*n;
+		return check<F>(fmt, name);
+	}
+}
+
+int main(void)
+{
+	int bad = 0, n = 0;
+#define MVQ_CHECK(id, code, block, bytes, ggml, kind, k) bad += check_fmt<dq_for<WFMT_##id>::type>(WFMT_##id, #id, &n);
+	WFMT_LIST(MVQ_CHECK)
+#undef MVQ_CHECK
+	if (n < 6) {
+		fprintf(stderr, "test_cuda_mvq_host: %d formats with a dot, expected at least 6\n", n);
+		return 1;
+	}
+	printf("test_cuda_mvq_host: %d formats, %s\n", n, bad ? "FAIL" : "pass");
+	return bad ? 1 : 0;
+}
