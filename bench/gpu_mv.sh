@@ -1,3 +1,6 @@
+#!/usr/bin/env bash
+# Issue 23's 8-bit matvec on the GPU machine in one call (carry .deb .whl .shared): build, the host and GPU
+# matmul tests, bench_cuda_matmul --mv (old vs new per format), resident 8B Q4_K decode with FERRY_MATMUL=old|auto.
 TESTS=0 SANITIZER=0 IO_BENCH=0 OUT=$OUT bash bench/gpu_run.sh 2>&1 | grep -E "gpu:|build \(CUDA\)"
 export LD_LIBRARY_PATH=/tmp/ferry_deps/usr/lib/x86_64-linux-gnu
 make -j16 CUDA_ARCHS=90 EXTRA_CFLAGS="-I/tmp/ferry_deps/usr/include" EXTRA_LDFLAGS="-L$LD_LIBRARY_PATH" build/bench/bench_cuda_matmul >/dev/null 2>&1
