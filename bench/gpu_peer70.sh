@@ -5,7 +5,8 @@
 # them (the files live in /tmp/peer_work and /dev/shm/peer_kit). Carry .deb and .peer, made here first with
 #   mkdir -p .peer && cp -r ../shared/peers/kit ../shared/peers/llama.cpp .peer/
 #
-#   PHASE=prep    bash bench/gpu_peer70.sh   build/ferry (sm_90), llama.cpp with CUDA, the 70B GGUF
+#   PHASE=prep    bash bench/gpu_peer70.sh   build/ferry (sm_90), llama.cpp with CUDA, the 70B GGUF (TESTS=1:
+#                                            the CUDA model tests beside the llama.cpp build)
 #   PHASE=convert bash bench/gpu_peer70.sh   (resumes whatever prep left) + `ferry convert` of that GGUF
 #   PHASE=bench   bash bench/gpu_peer70.sh   bench/bench_hybrid.py: ferry PLACEMENTS, llama-bench -ngl NGL,
 #                                            THREADS (default all cores), H2D=13 for the laptop emulation
@@ -32,10 +33,21 @@ peer() { # STAGE BUDGET
 
 case "${PHASE:-}" in
 prep)
-	make -j"$(nproc)" CUDA_ARCHS=90 EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" build/ferry \
+	# TESTS=1: the whole build (tests too), and the CUDA model tests run while llama.cpp builds beside them
+	target=build/ferry
+	[ "${TESTS:-0}" = 1 ] && target=
+	make -j"$(nproc)" CUDA_ARCHS=90 EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" $target \
 		>"$OUT/build.log" 2>&1 || { tail -n 20 "$OUT/build.log"; exit 1; }
 	echo "ferry build: $(el)s"
-	peer build,gen70 $((560 - $(el)))
+	peer build,gen70 $((560 - $(el))) &
+	if [ "${TESTS:-0}" = 1 ]; then
+		for t in tests/test_cuda_model.py tests/test_cuda_hf_quant.py; do
+			FERRY_BUILD=build timeout $((520 - $(el))) python3 $t >"$OUT/$(basename $t .py).log" 2>&1
+			echo "$t: exit $? at $(el)s"
+			grep -E "FAIL|checks passed" "$OUT/$(basename $t .py).log" | tail -n 8
+		done
+	fi
+	wait
 	;;
 convert)
 	[ -x build/ferry ] || { echo "no build/ferry: run PHASE=prep first"; exit 1; }
