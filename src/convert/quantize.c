@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "convert/quantize.h"
+#include "convert/quantize_iq.h"
 #include "layout/layout.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
@@ -504,7 +505,7 @@ bool quant_supported(int fmt)
 {
 	return fmt == WFMT_Q8_0 || fmt == WFMT_Q4_0 || fmt == WFMT_Q5_0 || fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ||
 	       fmt == WFMT_Q6_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ||
-	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS;
+	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS || quant_iq_supported(fmt);
 }
 
 int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
@@ -514,6 +515,12 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 	int64_t nb = n / wfmt_table[fmt].block, B = wfmt_table[fmt].block;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xi = x + i * B, *ii = imp ? imp + i * B : NULL;
+		if (quant_iq_supported(fmt)) { /* the grid formats: quantize_iq.c */
+			float w[QK_K];
+			weights_of(xi, ii, QK_K, w);
+			quant_iq_block(fmt, xi, w, (uint8_t *)dst + i * (int64_t)wfmt_table[fmt].block_bytes);
+			continue;
+		}
 		switch (fmt) {
 		case WFMT_Q8_0: quant_q8_0(xi, ii, (struct block_q8_0 *)dst + i); break;
 		case WFMT_Q4_0: quant_q4_0(xi, ii, (struct block_q4_0 *)dst + i); break;
