@@ -251,7 +251,8 @@ static float refit(const struct iq_kind *k, const float *t, const float *w, int 
 }
 
 /* The scale (value = d c) of least weighted error for the n targets t: candidates that put the largest
- * magnitude at 0.6 .. 1.3 times the top code, each refit once */
+ * magnitude at 0.6 .. 1.3 times the top code or on a lower level (a flat group's grid entry may lie there),
+ * each refit once */
 static float sub_search(const struct iq_kind *k, const float *t, const float *w, int n)
 {
 	float amax = 0, top = k->lv[k->n_lv - 1] + (k->signs == SG_SHIFT ? 1.0f : 0.0f);
@@ -262,8 +263,10 @@ static float sub_search(const struct iq_kind *k, const float *t, const float *w,
 	uint16_t idx[32 / 4];
 	int8_t shift[4];
 	float best_d = amax / top, best_e = INFINITY;
-	for (int c = 0; c < N_CAND; c++) {
-		float d = amax / (top * (0.6f + 0.05f * (float)c));
+	for (int c = 0; c < N_CAND + k->n_lv - 1; c++) { /* then the largest magnitude on each lower level */
+		float d = c < N_CAND ? amax / (top * (0.6f + 0.05f * (float)c)) : amax / fabsf(k->lv[c - N_CAND]);
+		if (!isfinite(d))
+			continue;
 		float e = sub_fit(k, t, w, n, d, idx, shift);
 		if (e < best_e) {
 			best_e = e;
