@@ -4,6 +4,9 @@
  *   dequant_tool dequant FMT N        stdin: the bytes of N values in format FMT; stdout: N f32
  *   dequant_tool matmul FMT N K T     stdin: W (N rows of K values in FMT), then x as T*K f32;
  *                                     stdout: y = x . W^T as T*N f32 (cpu_matmul, all threads)
+ *   dequant_tool quant FMT N K [imp]  stdin: N rows of K f32, then (imp) K f32 importance values of the
+ *                                     columns; stdout: the rows quantized to FMT by `ferry convert --quant`'s
+ *                                     quantizers (quant_rows, all threads)
  * FMT is a format name of src/layout/wfmt_list.h (Q8_0, Q4_K, F32...). Exit 0, or 1 with a message on stderr.
  */
 #include <omp.h>
@@ -11,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert/quantize.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "layout/wfmt.h"
 
@@ -69,6 +73,33 @@ static int run_matmul(int fmt, int N, int K, int T)
 	return rc;
 }
 
+struct rows {
+	const float *x;
+	int64_t K;
+};
+
+static void row_of(int64_t r, float *x, void *ctx)
+{
+	const struct rows *s = ctx;
+	memcpy(x, s->x + r * s->K, sizeof(float) * (size_t)s->K);
+}
+
+static int run_quant(int fmt, long long N, long long K, int with_imp)
+{
+	size_t row = wfmt_row_bytes(fmt, (uint64_t)K);
+	if (N <= 0 || !row || !quant_supported(fmt))
+		return fail("bad N, K or format");
+	float *x = read_all(sizeof(float) * (size_t)N * (size_t)K);
+	float *imp = with_imp ? read_all(sizeof(float) * (size_t)K) : NULL;
+	void *out = malloc(row * (size_t)N);
+	struct rows s = {x, K};
+	int rc = !x || (with_imp && !imp) || !out ? fail("short input")
+		 : quant_rows(fmt, N, K, imp, row_of, &s, out) ? fail("quant_rows failed")
+		 : fwrite(out, 1, row * (size_t)N, stdout) == row * (size_t)N && fflush(stdout) == 0 ? 0 : 1;
+	free(x), free(imp), free(out);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	int fmt = argc > 2 ? wfmt_from_name(argv[2]) : -1;
@@ -76,6 +107,8 @@ int main(int argc, char **argv)
 		return run_dequant(fmt, atoll(argv[3]));
 	if (argc == 6 && strcmp(argv[1], "matmul") == 0 && fmt >= 0)
 		return run_matmul(fmt, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-	fprintf(stderr, "usage: dequant_tool dequant FMT N | matmul FMT N K T  (FMT a format name: Q8_0, Q4_K, ...)\n");
+	if ((argc == 5 || argc == 6) && strcmp(argv[1], "quant") == 0 && fmt >= 0)
+		return run_quant(fmt, atoll(argv[3]), atoll(argv[4]), argc == 6 && !strcmp(argv[5], "imp"));
+	fprintf(stderr, "usage: dequant_tool dequant FMT N | matmul FMT N K T | quant FMT N K [imp]  (FMT a format name: Q8_0, Q4_K, ...)\n");
 	return 1;
 }

@@ -14,8 +14,12 @@
  *   - degenerate rows decode to what they should (zeros to zeros, constants close).
  * Also the mixes (llama.cpp's choices read from its src/llama-quant.cpp): Q4_K_M's more-bits layers, the output
  * matrix and a tied embedding, the 70B attn_v rule, Q4_K_S, Q2_K, Q3_K_S/M/L and IQ4_XS per tensor kind, layer
- * and kv grouping, fallbacks for rows not a multiple of 256 (and of 32).
+ * and kv grouping, fallbacks for rows not a multiple of 256 (and of 32); the grid IQ mixes (IQ3_XXS, IQ3_S/M,
+ * IQ2_XXS/XS/S/M, IQ1_S/M) likewise and which of them refuse to run without an importance matrix. The grid IQ
+ * formats themselves: error bounds and the degenerate rows here; against ggml's quantizer on the same data and
+ * weights, and decoded by gguf-py, in tests/test_quant_iq.py.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +106,35 @@ static void baseline(int fmt, const float *x, float *y, int n)
 	}
 }
 
+/* relative RMS error of the grid IQ formats on this row (quantize_iq.c, without an importance matrix; as the
+ * others, the bound is 1.1x the measured) */
+#define IQ3S_E 0.1674
+#define IQ3XXS_E 0.2143
+#define IQ2S_E 0.3499
+#define IQ2XS_E 0.3772
+#define IQ2XXS_E 0.4939
+#define IQ1M_E 0.4773
+#define IQ1S_E 0.6230
+
+static bool grid(int f)
+{
+	return f == WFMT_IQ2_XXS || f == WFMT_IQ2_XS || f == WFMT_IQ2_S || f == WFMT_IQ3_XXS || f == WFMT_IQ3_S ||
+	       f == WFMT_IQ1_S || f == WFMT_IQ1_M;
+}
+
+/* a grid format's smallest code magnitude over its largest (iq_grids.h; IQ1: 8 g +- 1, g in -1, 0, 1) */
+static float grid_min(int f)
+{
+	return f == WFMT_IQ3_XXS ? 4.0f / 62 : f == WFMT_IQ3_S ? 1.0f / 15 : f == WFMT_IQ1_S || f == WFMT_IQ1_M ? 1.0f / 9
+	       : 8.0f / 43;
+}
+
+/* the largest sub-scale 2 n + 1 of a grid format (IQ1: 3-bit n) */
+static float grid_smax(int f)
+{
+	return f == WFMT_IQ1_S || f == WFMT_IQ1_M ? 15.0f : 31.0f;
+}
+
 int main(void)
 {
 	static float x[N], y[N], base[N], imp[N];
@@ -111,9 +144,11 @@ int main(void)
 	for (int i = 0; i < N; i++)
 		x[i] = (float)(gauss(&r) * (i % 97 == 0 ? 6 : 1));
 	const int fmts[] = {WFMT_Q8_0, WFMT_Q6_K, WFMT_Q5_K, WFMT_Q5_0, WFMT_Q4_K, WFMT_Q4_0,
-			    WFMT_Q5_1, WFMT_Q4_1, WFMT_IQ4_NL, WFMT_IQ4_XS, WFMT_Q3_K, WFMT_Q2_K};
+			    WFMT_Q5_1, WFMT_Q4_1, WFMT_IQ4_NL, WFMT_IQ4_XS, WFMT_Q3_K, WFMT_Q2_K,
+			    WFMT_IQ3_S, WFMT_IQ3_XXS, WFMT_IQ2_S, WFMT_IQ2_XS, WFMT_IQ2_XXS, WFMT_IQ1_M, WFMT_IQ1_S};
 	const double bound[] = {0.0083, 0.0247, 0.0452, 0.0668, 0.0887, 0.1336,
-				0.0421, 0.0856, 0.1047, 0.1060, 0.1914, 0.3004};
+				0.0421, 0.0856, 0.1047, 0.1060, 0.1914, 0.3004,
+				IQ3S_E, IQ3XXS_E, IQ2S_E, IQ2XS_E, IQ2XXS_E, IQ1M_E, IQ1S_E};
 	for (int k = 0; k < (int)(sizeof(fmts) / sizeof(fmts[0])); k++) {
 		int f = fmts[k];
 		const char *name = wfmt_name(f);
@@ -121,9 +156,11 @@ int main(void)
 		CHECK_MSG(cpu_row_to_f32(f, buf, y, N) == 0, "%s: no dequantizer", name);
 		baseline(f, x, base, N);
 		double e = rel_rms(y, x, N, NULL), eb = rel_rms(base, x, N, NULL);
-		printf("%-5s relative RMS error %.4f (bound %.4f), nearest-level baseline %.4f\n", name, e, 1.1 * bound[k], eb);
+		printf("%-7s relative RMS error %.4f (bound %.4f)", name, e, 1.1 * bound[k]);
+		printf(grid(f) ? "\n" : ", nearest-level baseline %.4f\n", eb);
 		CHECK_MSG(e < 1.1 * bound[k], "%s: error %.4f above %.4f", name, e, 1.1 * bound[k]);
-		CHECK_MSG(e <= eb, "%s: error %.4f worse than the baseline's %.4f", name, e, eb);
+		/* the grid formats have no nearest-level baseline: tests/test_quant_iq.py compares them with ggml's */
+		CHECK_MSG(grid(f) || e <= eb, "%s: error %.4f worse than the baseline's %.4f", name, e, eb);
 
 		/* importance on every 8th column: those columns come out closer */
 		for (int i = 0; i < N; i++)
@@ -157,10 +194,14 @@ int main(void)
 		z[77] = -3.0f;
 		quant_row(f, z, NULL, 256, buf);
 		cpu_row_to_f32(f, buf, y, 256);
-		/* IQ4 has no zero: its nearest code is 1/127 of the largest */
-		float zero_tol = f == WFMT_IQ4_NL || f == WFMT_IQ4_XS ? 3.0f / 127 * 1.01f : 0.01f;
-		CHECK_MSG(fabsf(y[77] + 3.0f) < 0.01f && fabsf(y[76]) < zero_tol, "%s: a spike decodes to %g (neighbour %g)",
-			  name, y[77], y[76]);
+		/* IQ4 has no zero: its nearest code is 1/127 of the largest. The grid formats: no grid entry pairs
+		 * the largest code with the smallest (IQ3_S's neighbour is 1/5 of the spike), the zeros pull the
+		 * spike's scale a little, and another sub-block (value 200) has the smallest code of scale 1 */
+		float zero_tol = f == WFMT_IQ4_NL || f == WFMT_IQ4_XS ? 3.0f / 127 * 1.01f : grid(f) ? 0.75f : 0.01f;
+		float spike_tol = grid(f) ? 0.02f : 0.01f;
+		CHECK_MSG(fabsf(y[77] + 3.0f) < spike_tol && fabsf(y[76]) < zero_tol &&
+			  (!grid(f) || fabsf(y[200]) < 3.0f * grid_min(f) / grid_smax(f) * 1.01f),
+			  "%s: a spike decodes to %g (neighbours %g, %g)", name, y[77], y[76], y[200]);
 	}
 	CHECK_MSG(quant_row(WFMT_BF16, x, NULL, N, buf) == -1 && quant_row(WFMT_Q4_K, x, NULL, 100, buf) == -1,
 	      "a format without a quantizer or a partial block was accepted");
@@ -221,6 +262,29 @@ int main(void)
 		{"IQ4_XS", "ffn_down.weight", 3, 0, 4096, WFMT_Q5_K}, {"IQ4_XS", "ffn_down.weight", 4, 0, 4096, WFMT_IQ4_XS},
 		{"IQ4_XS", "ffn_up.weight", 4, 0, 96, WFMT_IQ4_NL},  {"IQ4_XS", "output.weight", -1, 0, 4096, WFMT_Q6_K},
 		{"IQ4_XS", "ffn_up.weight", 4, 0, 40, WFMT_F16},
+		{"IQ2_XS", "attn_v.weight", 5, 0, 4096, WFMT_Q2_K},  {"IQ2_XS", "attn_v.weight", 5, 1, 4096, WFMT_Q4_K},
+		{"IQ2_XS", "attn_v.weight", 5, 2, 8192, WFMT_Q4_K},  {"IQ2_XS", "ffn_down.weight", 3, 0, 4096, WFMT_Q2_K},
+		{"IQ2_XS", "ffn_down.weight", 4, 0, 4096, WFMT_IQ2_XS}, {"IQ2_XS", "attn_output.weight", 4, 0, 4096, WFMT_IQ2_XS},
+		{"IQ2_XS", "output.weight", -1, 0, 4096, WFMT_Q5_K}, {"IQ2_XS", "token_embd.weight", -1, 0, 4096, WFMT_Q2_K},
+		{"IQ2_XS", "ffn_up.weight", 4, 0, 96, WFMT_IQ4_NL},  {"IQ2_XS", "ffn_up.weight", 4, 0, 40, WFMT_F16},
+		{"IQ2_XS", "output.weight", -1, 0, 96, WFMT_Q8_0},   {"IQ2_XXS", "attn_q.weight", 4, 0, 4096, WFMT_IQ2_XXS},
+		{"IQ2_S", "attn_q.weight", 4, 0, 4096, WFMT_IQ2_XS}, {"IQ2_S", "attn_v.weight", 4, 0, 4096, WFMT_IQ3_S},
+		{"IQ2_S", "ffn_down.weight", 0, 0, 4096, WFMT_IQ3_S}, {"IQ2_S", "attn_output.weight", 9, 0, 4096, WFMT_IQ3_S},
+		{"IQ2_S", "token_embd.weight", -1, 0, 4096, WFMT_IQ3_S}, {"IQ2_M", "attn_q.weight", 4, 0, 4096, WFMT_IQ2_S},
+		{"IQ2_M", "attn_v.weight", 4, 1, 4096, WFMT_Q4_K},   {"IQ1_S", "attn_output.weight", 4, 0, 4096, WFMT_IQ2_XXS},
+		{"IQ1_S", "attn_q.weight", 4, 0, 4096, WFMT_IQ1_S},  {"IQ1_S", "output.weight", -1, 0, 4096, WFMT_Q5_K},
+		{"IQ1_M", "ffn_gate.weight", 4, 0, 4096, WFMT_IQ1_M}, {"IQ1_M", "ffn_down.weight", 1, 0, 4096, WFMT_Q2_K},
+		{"IQ3_XXS", "attn_q.weight", 4, 0, 4096, WFMT_IQ2_S}, {"IQ3_XXS", "attn_k.weight", 4, 0, 4096, WFMT_IQ2_S},
+		{"IQ3_XXS", "attn_v.weight", 4, 0, 4096, WFMT_IQ3_XXS}, {"IQ3_XXS", "attn_v.weight", 4, 1, 4096, WFMT_Q4_K},
+		{"IQ3_XXS", "attn_v.weight", 4, 2, 8192, WFMT_Q5_K}, {"IQ3_XXS", "attn_output.weight", 4, 0, 4096, WFMT_IQ3_S},
+		{"IQ3_XXS", "token_embd.weight", -1, 0, 4096, WFMT_IQ3_S}, {"IQ3_XXS", "output.weight", -1, 0, 4096, WFMT_Q5_K},
+		{"IQ3_XXS", "ffn_up.weight", 4, 0, 4096, WFMT_IQ3_XXS},
+		{"IQ3_S", "attn_v.weight", 4, 0, 4096, WFMT_IQ3_S},  {"IQ3_S", "attn_v.weight", 4, 1, 4096, WFMT_Q4_K},
+		{"IQ3_S", "attn_v.weight", 4, 2, 8192, WFMT_Q5_K},   {"IQ3_S", "output.weight", -1, 0, 4096, WFMT_Q6_K},
+		{"IQ3_S", "ffn_down.weight", 0, 0, 4096, WFMT_IQ3_S},
+		{"IQ3_M", "attn_v.weight", 4, 0, 4096, WFMT_Q4_K},   {"IQ3_M", "attn_v.weight", 4, 2, 8192, WFMT_Q5_K},
+		{"IQ3_M", "ffn_down.weight", 3, 0, 4096, WFMT_Q4_K}, {"IQ3_M", "ffn_down.weight", 4, 0, 4096, WFMT_IQ3_S},
+		{"IQ3_M", "attn_output.weight", 4, 0, 4096, WFMT_Q4_K}, {"IQ3_M", "attn_q.weight", 4, 0, 4096, WFMT_IQ3_S},
 	};
 	const struct layout_hparams *models[] = {&mha, &gqa, &big};
 	for (size_t i = 0; i < sizeof(picks) / sizeof(picks[0]); i++) {
@@ -231,6 +295,21 @@ int main(void)
 			  wfmt_name(picks[i].fmt));
 	}
 	CHECK_MSG(!quant_mix_find("Q3_Z") && !quant_mix_find(NULL), "unknown mix found");
+	/* the IQ1/IQ2 mixes and IQ3_XXS need an importance matrix (llama-quantize refuses them without) */
+	static const char *const need_im[] = {"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"};
+	char err[512];
+	const struct quant_mix *om;
+	for (size_t i = 0; i < sizeof(need_im) / sizeof(need_im[0]); i++) {
+		CHECK_MSG(quant_mix_open(need_im[i], false, &om, err, sizeof(err)) == -EINVAL && !om &&
+			  strstr(err, "needs an importance matrix") && strstr(err, need_im[i]),
+			  "%s without an imatrix: '%s'", need_im[i], err);
+		CHECK_MSG(quant_mix_open(need_im[i], true, &om, err, sizeof(err)) == 0 && om, "%s with an imatrix", need_im[i]);
+	}
+	CHECK_MSG(quant_mix_open("IQ3_S", false, &om, err, sizeof(err)) == 0 &&
+		  quant_mix_open("IQ3_M", false, &om, err, sizeof(err)) == 0 &&
+		  quant_mix_open("Q4_K_M", false, &om, err, sizeof(err)) == 0, "IQ3_S/IQ3_M/Q4_K_M refused without an imatrix");
+	CHECK_MSG(quant_mix_open("Q3_Z", true, &om, err, sizeof(err)) == -EINVAL && strstr(err, "not a quantization"),
+		  "unknown mix: '%s'", err);
 	char list[256];
 	CHECK_MSG(strstr(quant_mix_list(list, sizeof(list)), "Q5_K_M") != NULL, "list: %s", list);
 	CHECK_DONE();

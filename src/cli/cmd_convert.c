@@ -14,7 +14,7 @@
 
 static void usage(FILE *f)
 {
-	char mixes[256];
+	char mixes[512];
 	fprintf(f, "usage: ferry convert (HF_DIR | MODEL.gguf) [-o OUT.ferry] [--force] [--lz4] [--quant MIX\n"
 		   "                     [--imatrix FILE]] [--chat-template FILE]\n"
 		   "  HF_DIR        Hugging Face model directory (config.json, *.safetensors, tokenizer files)\n"
@@ -81,9 +81,10 @@ int ferry_convert(int argc, char **argv)
 		fprintf(stderr, "ferry: %s: not a model directory or a .gguf file\n", src);
 		return 1;
 	}
-	char names[256];
-	if (quant && !quant_mix_find(quant)) {
-		fprintf(stderr, "ferry: --quant %s: not a quantization (%s)\n", quant, quant_mix_list(names, sizeof(names)));
+	char err[ERR_LEN];
+	const struct quant_mix *mix;
+	if (quant && quant_mix_open(quant, imatrix != NULL, &mix, err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
 		return 2;
 	}
 	if (imatrix && !quant) {
@@ -94,7 +95,6 @@ int ferry_convert(int argc, char **argv)
 		fprintf(stderr, "ferry: --chat-template applies to GGUF input (HF directories carry their own)\n");
 		return 2;
 	}
-	char err[ERR_LEN];
 	double t0 = now_sec();
 	int rc = is_gguf ? convert_gguf(src, out, force, lz4, tmpl, quant, imatrix, err, sizeof(err))
 			 : convert_hf(src, out, force, lz4, quant, imatrix, err, sizeof(err));

@@ -604,12 +604,10 @@ int convert_gguf(const char *path, const char *out_dir, bool force, bool lz4, co
 	struct gconv c = {.path = path, .err = err, .errlen = errlen, .layer = -1, .im_path = imatrix};
 	err[0] = 0;
 	json_t *extra = NULL;
-	if (quant && !(c.mix = quant_mix_find(quant))) {
-		char names[256];
-		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
-		return -EINVAL;
-	}
-	int rc = imatrix ? imatrix_read(&c.im, imatrix, err, errlen) : 0;
+	int rc = quant ? quant_mix_open(quant, imatrix != NULL, &c.mix, err, errlen) : 0;
+	if (rc)
+		return rc;
+	rc = imatrix ? imatrix_read(&c.im, imatrix, err, errlen) : 0;
 	if (rc)
 		return rc;
 	if ((rc = gguf_open(&c.g, path, err, errlen))) {

@@ -545,11 +545,8 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 	struct conv c = {.dir = hf_dir, .err = err, .errlen = errlen, .layer = -1, .im_path = imatrix};
 	err[0] = 0;
 	int rc;
-	if (quant && !(c.mix = quant_mix_find(quant))) {
-		char names[256];
-		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
-		return -EINVAL;
-	}
+	if (quant && (rc = quant_mix_open(quant, imatrix != NULL, &c.mix, err, errlen)))
+		return rc;
 	if (imatrix && (rc = imatrix_read(&c.im, imatrix, err, errlen)))
 		return rc;
 	char cpath[4096];

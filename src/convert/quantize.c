@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "convert/quantize.h"
+#include "convert/quantize_iq.h"
 #include "layout/layout.h"
 #include "layout/quant.h"
 #include "layout/wfmt.h"
@@ -504,7 +505,7 @@ bool quant_supported(int fmt)
 {
 	return fmt == WFMT_Q8_0 || fmt == WFMT_Q4_0 || fmt == WFMT_Q5_0 || fmt == WFMT_Q4_K || fmt == WFMT_Q5_K ||
 	       fmt == WFMT_Q6_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ||
-	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS;
+	       fmt == WFMT_IQ4_NL || fmt == WFMT_IQ4_XS || quant_iq_supported(fmt);
 }
 
 int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
@@ -514,6 +515,12 @@ int quant_row(int fmt, const float *x, const float *imp, int64_t n, void *dst)
 	int64_t nb = n / wfmt_table[fmt].block, B = wfmt_table[fmt].block;
 	for (int64_t i = 0; i < nb; i++) {
 		const float *xi = x + i * B, *ii = imp ? imp + i * B : NULL;
+		if (quant_iq_supported(fmt)) { /* the grid formats: quantize_iq.c */
+			float w[QK_K];
+			weights_of(xi, ii, QK_K, w);
+			quant_iq_block(fmt, xi, w, (uint8_t *)dst + i * (int64_t)wfmt_table[fmt].block_bytes);
+			continue;
+		}
 		switch (fmt) {
 		case WFMT_Q8_0: quant_q8_0(xi, ii, (struct block_q8_0 *)dst + i); break;
 		case WFMT_Q4_0: quant_q4_0(xi, ii, (struct block_q4_0 *)dst + i); break;
@@ -621,30 +628,42 @@ struct quant_mix {
 	int down, down_sel; /* ffn_down likewise */
 	enum layers down_on;
 	int o; /* attn_output */
+	int embd, qk; /* an untied token_embd; attn_q and attn_k */
+	bool needs_im, no_70b; /* requires an importance matrix; llama.cpp's 70B attn_v rule does not apply */
 };
 
 #define X_ -1
 static const struct quant_mix mixes[] = {
-	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
-	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q5_K, X_, L_FIRST4, X_, WFMT_Q5_K, L_EIGHTH, X_},
-	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_},
-	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q4_1", WFMT_Q4_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q5_1", WFMT_Q5_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q2_K", WFMT_Q2_K, WFMT_Q6_K, WFMT_Q3_K, X_, WFMT_Q4_K, L_NONE, WFMT_Q3_K, X_, L_NONE, WFMT_Q3_K},
-	{"Q3_K_S", WFMT_Q3_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q3_K_M", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q5_K, X_, L_FIRST2, WFMT_Q4_K, WFMT_Q5_K, L_SIXTEENTH, WFMT_Q4_K},
-	{"Q3_K_L", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q5_K, X_, X_, L_NONE, WFMT_Q5_K, X_, L_NONE, WFMT_Q5_K},
+	{"Q4_K_M", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_, X_, X_, false, false},
+	{"Q4_K_S", WFMT_Q4_K, WFMT_Q6_K, X_, WFMT_Q5_K, X_, L_FIRST4, X_, WFMT_Q5_K, L_EIGHTH, X_, X_, X_, false, false},
+	{"Q5_K_M", WFMT_Q5_K, WFMT_Q6_K, X_, WFMT_Q6_K, X_, L_MORE, X_, WFMT_Q6_K, L_MORE, X_, X_, X_, false, false},
+	{"Q5_K_S", WFMT_Q5_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q6_K", WFMT_Q6_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q8_0", WFMT_Q8_0, WFMT_Q8_0, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q4_0", WFMT_Q4_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q5_0", WFMT_Q5_0, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q4_1", WFMT_Q4_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q5_1", WFMT_Q5_1, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q2_K", WFMT_Q2_K, WFMT_Q6_K, WFMT_Q3_K, X_, WFMT_Q4_K, L_NONE, WFMT_Q3_K, X_, L_NONE, WFMT_Q3_K, X_, X_, false, false},
+	{"Q3_K_S", WFMT_Q3_K, WFMT_Q6_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q3_K_M", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q5_K, X_, L_FIRST2, WFMT_Q4_K, WFMT_Q5_K, L_SIXTEENTH, WFMT_Q4_K, X_, X_, false, false},
+	{"Q3_K_L", WFMT_Q3_K, WFMT_Q6_K, WFMT_Q5_K, X_, X_, L_NONE, WFMT_Q5_K, X_, L_NONE, WFMT_Q5_K, X_, X_, false, false},
 	/* ffn_down's first eighth in Q5_K only without an importance matrix (quant_mix_pick_im) */
-	{"IQ4_XS", WFMT_IQ4_XS, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
-	{"IQ4_NL", WFMT_IQ4_NL, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_},
+	{"IQ4_XS", WFMT_IQ4_XS, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_, X_, X_, false, false},
+	{"IQ4_NL", WFMT_IQ4_NL, WFMT_Q6_K, X_, X_, WFMT_Q5_K, L_NONE, X_, WFMT_Q5_K, L_EIGHTH, X_, X_, X_, false, false},
+	/* the grid IQ mixes (IQ2_S is IQ2_XS with IQ3_S where the others put Q2_K); all but IQ3_S/M need an imatrix */
+	{"IQ3_XXS", WFMT_IQ3_XXS, WFMT_Q5_K, X_, X_, WFMT_Q4_K, L_NONE, X_, X_, L_NONE, WFMT_IQ3_S, WFMT_IQ3_S, WFMT_IQ2_S, true, false},
+	{"IQ3_S", WFMT_IQ3_S, WFMT_Q6_K, X_, X_, WFMT_Q4_K, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"IQ3_M", WFMT_IQ3_S, WFMT_Q6_K, WFMT_Q4_K, X_, X_, L_NONE, X_, WFMT_Q4_K, L_EIGHTH, WFMT_Q4_K, X_, X_, false, false},
+	{"IQ2_XXS", WFMT_IQ2_XXS, WFMT_Q5_K, WFMT_Q2_K, X_, WFMT_Q4_K, L_NONE, X_, WFMT_Q2_K, L_EIGHTH, X_, WFMT_Q2_K, X_, true, true},
+	{"IQ2_XS", WFMT_IQ2_XS, WFMT_Q5_K, WFMT_Q2_K, X_, WFMT_Q4_K, L_NONE, X_, WFMT_Q2_K, L_EIGHTH, X_, WFMT_Q2_K, X_, true, true},
+	{"IQ2_S", WFMT_IQ2_XS, WFMT_Q5_K, WFMT_IQ3_S, X_, WFMT_Q4_K, L_NONE, X_, WFMT_IQ3_S, L_EIGHTH, WFMT_IQ3_S, WFMT_IQ3_S, X_, true, true},
+	{"IQ2_M", WFMT_IQ2_S, WFMT_Q5_K, WFMT_IQ3_S, X_, WFMT_Q4_K, L_NONE, X_, WFMT_IQ3_S, L_EIGHTH, WFMT_IQ3_S, WFMT_IQ3_S, X_, true, true},
+	{"IQ1_S", WFMT_IQ1_S, WFMT_Q5_K, WFMT_Q2_K, X_, WFMT_Q4_K, L_NONE, X_, WFMT_Q2_K, L_EIGHTH, WFMT_IQ2_XXS, WFMT_Q2_K, X_, true, true},
+	{"IQ1_M", WFMT_IQ1_M, WFMT_Q5_K, WFMT_Q2_K, X_, WFMT_Q4_K, L_NONE, X_, WFMT_Q2_K, L_EIGHTH, WFMT_IQ2_XXS, WFMT_Q2_K, X_, true, true},
 	/* single formats: every matrix, the output too */
-	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
-	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_},
+	{"Q4_K", WFMT_Q4_K, WFMT_Q4_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
+	{"Q5_K", WFMT_Q5_K, WFMT_Q5_K, X_, X_, X_, L_NONE, X_, X_, L_NONE, X_, X_, X_, false, false},
 };
 #undef X_
 
@@ -654,6 +673,27 @@ const struct quant_mix *quant_mix_find(const char *name)
 		if (!strcasecmp(name, mixes[i].name))
 			return &mixes[i];
 	return NULL;
+}
+
+bool quant_mix_needs_imatrix(const struct quant_mix *m)
+{
+	return m->needs_im;
+}
+
+int quant_mix_open(const char *quant, bool have_imatrix, const struct quant_mix **out, char *err, size_t errlen)
+{
+	char names[512];
+	if (!(*out = quant_mix_find(quant))) {
+		snprintf(err, errlen, "--quant %s: not a quantization (%s)", quant, quant_mix_list(names, sizeof(names)));
+		return -EINVAL;
+	}
+	if (quant_mix_needs_imatrix(*out) && !have_imatrix) {
+		snprintf(err, errlen, "--quant %s needs an importance matrix: --imatrix FILE (make one with `ferry imatrix -m MODEL TEXT -o FILE`)",
+			 (*out)->name);
+		*out = NULL;
+		return -EINVAL;
+	}
+	return 0;
 }
 
 const char *quant_mix_list(char *buf, size_t n)
@@ -699,11 +739,16 @@ int quant_mix_pick_im(const struct quant_mix *m, const char *name, int layer, co
 	if (len > 5 && !strcmp(name + len - 5, ".bias")) /* gpt-oss's experts' biases [E, n]: added, kept (F16: keep) */
 		return WFMT_F16;
 	if (!strcmp(name, "output.weight") || (hp->tied_embeddings && !strcmp(name, "token_embd.weight"))) {
-		fmt = m->output;
+		/* rows not whole blocks of the base format: Q8_0 (llama.cpp), then the fallbacks below */
+		fmt = cols % wfmt_table[m->base].block && m->output != m->base ? WFMT_Q8_0 : m->output;
+	} else if (!strcmp(name, "token_embd.weight")) {
+		fmt = or_base(m->embd, m);
+	} else if (in_layer && (!strcmp(name, "attn_q.weight") || !strcmp(name, "attn_k.weight"))) {
+		fmt = or_base(m->qk, m);
 	} else if (in_layer && !strcmp(name, "attn_v.weight")) {
 		fmt = gqa >= 4 && m->v_gqa4 >= 0 ? m->v_gqa4 : or_base(selected(m->v_on, layer, n) ? m->v_sel : m->v, m);
 		/* llama.cpp's 70B (80 layers, grouped kv heads): attn_v is 8x smaller than attn_q, more bits cost little */
-		if (n == 80 && gqa > 1 && (fmt == WFMT_Q3_K || fmt == WFMT_Q4_K))
+		if (n == 80 && gqa > 1 && !m->no_70b && (fmt == WFMT_Q3_K || fmt == WFMT_Q4_K))
 			fmt = WFMT_Q5_K;
 	} else if (in_layer && !strcmp(name, "ffn_down.weight")) {
 		bool iq4 = m->base == WFMT_IQ4_XS || m->base == WFMT_IQ4_NL;
@@ -718,7 +763,8 @@ int quant_mix_pick_im(const struct quant_mix *m, const char *name, int layer, co
 	/* a row that is not a whole number of blocks: llama.cpp's fallbacks, then F16 */
 	if (cols % wfmt_table[fmt].block)
 		fmt = fmt == WFMT_Q6_K ? WFMT_Q8_0 : fmt == WFMT_Q4_K ? WFMT_Q5_0 : fmt == WFMT_Q5_K ? WFMT_Q5_1
-		      : fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ? WFMT_Q4_0 : fmt == WFMT_IQ4_XS ? WFMT_IQ4_NL : fmt;
+		      : fmt == WFMT_Q2_K || fmt == WFMT_Q3_K ? WFMT_Q4_0
+		      : fmt == WFMT_IQ4_XS || quant_iq_supported(fmt) ? WFMT_IQ4_NL : fmt;
 	if (cols % wfmt_table[fmt].block)
 		fmt = WFMT_F16;
 	return fmt;

@@ -20,6 +20,7 @@
 #define FERRY_QUANTIZE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Whether quant_row can write format fmt (enum wfmt). */
@@ -50,6 +51,12 @@ int quant_matrix(int qfmt, const void *src, int sfmt, int64_t rows, int64_t cols
 /* A named choice of formats (llama.cpp's file types: Q4_K_M, Q8_0, ...; or a single format's name). */
 struct quant_mix;
 const struct quant_mix *quant_mix_find(const char *name);
+/* Whether m needs an importance matrix (the IQ1/IQ2 mixes and IQ3_XXS, as llama-quantize: without one their
+ * 2- and 1-bit grids lose too much). */
+bool quant_mix_needs_imatrix(const struct quant_mix *m);
+/* The mix named quant into *out, or -EINVAL with the message in err: not a mix (the names listed), or a mix
+ * that needs an importance matrix without one (have_imatrix false). */
+int quant_mix_open(const char *quant, bool have_imatrix, const struct quant_mix **out, char *err, size_t errlen);
 /* The mixes' names, comma separated, into buf. */
 const char *quant_mix_list(char *buf, size_t n);
 /* The format mix m gives tensor `name` (ferry / GGUF name, e.g. "attn_v.weight", "output.weight",
