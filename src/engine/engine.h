@@ -78,6 +78,8 @@ struct engine_stats {
 	double bpw_model, bpw_stream, bpw_host; /* bits per weight: the model's, the streamed units', the host units' */
 	bool has_rates;
 	struct plan_rates rates;   /* what the placement was chosen from */
+	bool has_fix;
+	struct plan_fix fix;       /* the hybrid steps observed: predicted vs measured, re-plans, corrected rates */
 	int spec_mode;             /* enum spec_mode in effect */
 	double spec_alpha, spec_c0, spec_c1; /* the tree planner's acceptance and pass-cost line */
 	uint64_t draft_bytes;      /* the draft model's weights (0: none) */
