@@ -63,6 +63,16 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 {
 	const char *mode = o->placement ? o->placement : "auto";
 	bool device = !e->b->ops->host_memory;
+	if (!strcmp(mode, "gpu") && !backend_cpu_create(&e->hb, o->threads, err, errlen)) {
+		/* predictions only: the rates an earlier run measured, if the cache has them */
+		char key[2048], cerr[512];
+		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
+		e->has_rates = rates_load(key, &e->rates, cerr, sizeof(cerr)) > 0;
+		e->hb->ops->destroy(e->hb);
+		e->hb = NULL;
+		if (e->has_rates)
+			e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
+	}
 	if (!strcmp(mode, "gpu") || (!strcmp(mode, "auto") && (!device || e->plan.n_resident == e->plan.n_units)))
 		return 0;
 	int rc = backend_cpu_create(&e->hb, o->threads, err, errlen);
@@ -307,6 +317,13 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 		st->has_fix = e->has_sched && e->s.fix;
 		if (st->has_fix)
 			st->fix = e->fix;
+		const struct sched_stats *ss = &e->s.st;
+		if (e->has_rates && e->has_sched && ss->decode_steps) {
+			int T = (int)((ss->decode_tokens + ss->decode_steps / 2) / ss->decode_steps);
+			bool hyb = e->m.hb && p->n_on_host && T <= p->hybrid_t_max;
+			st->pred_decode = plan_predict(p, e->m.lay, &e->rates, T, hyb);
+			st->pred_decode_fixed = st->has_fix ? plan_predict(p, e->m.lay, &e->fix.r, T, hyb) : st->pred_decode;
+		}
 	}
 	if (e->has_sched) {
 		st->sched = e->s.st;
@@ -352,6 +369,13 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      "prefill_s", s->prefill_s, "decode_s", s->decode_s, "h2d_bytes_prefill", (json_int_t)s->h2d_prefill,
 			      "h2d_bytes_decode",
 			      (json_int_t)s->h2d_decode, "steps", s->steps);
+	if (o) {
+		json_object_set_new(o, "decode_steps", json_integer(s->decode_steps));
+		if (st->pred_decode > 0) {
+			json_object_set_new(o, "predicted_decode_step_s", json_real(st->pred_decode));
+			json_object_set_new(o, "predicted_decode_step_fixed_s", json_real(st->pred_decode_fixed));
+		}
+	}
 	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
 			      (json_int_t)bm->context, "vram_arena", (json_int_t)bm->arena, "vram_arena_peak",
 			      (json_int_t)bm->arena_peak, "vram_device_used_peak", (json_int_t)bm->device_used_peak);
@@ -450,6 +474,12 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 				   "device: %.2f ms)", 1e3 * st->pred_mean_t, 1e3 * st->pred_hybrid, 1e3 * st->pred_device);
 		fprintf(f, "\n");
 	}
+	const struct sched_stats *ss = &st->sched;
+	if (st->pred_decode > 0)
+		fprintf(f, "ferry: decode: %d steps of %.1f tokens at %.2f ms a step; predicted %.2f ms (start-up rates), %.2f "
+			   "(corrected)\n",
+			ss->decode_steps, (double)ss->decode_tokens / ss->decode_steps, 1e3 * ss->decode_s / ss->decode_steps,
+			1e3 * st->pred_decode, 1e3 * st->pred_decode_fixed);
 	const struct plan_fix *fx = &st->fix;
 	if (st->has_fix && fx->n_obs) {
 		double n = (double)fx->n_obs, ms = 1e3 / n;
@@ -478,7 +508,6 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 		fprintf(f, "ferry: experts uploaded: %llu of the %llu chosen (%.1f%% already on the device)\n",
 			(unsigned long long)x->uploads, (unsigned long long)x->union_experts,
 			x->union_experts ? 100.0 * (1.0 - (double)x->uploads / (double)x->union_experts) : 0.0);
-	const struct sched_stats *ss = &st->sched;
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];
 		fprintf(f,

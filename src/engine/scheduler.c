@@ -508,18 +508,21 @@ static int spec_walk(struct sched *s, struct sched_req *r, const struct model_pa
 	return rc;
 }
 
-/* A hybrid step just ran (m1 - m0 of the model's hybrid figures): the online correction (plan.h plan_fix)
+/* A hybrid step just ran (s1 - s0 of the model's figures): the online correction (plan.h plan_fix)
  * observes it and, when it asks, the units are placed again with the corrected rates. A unit may move to the
  * host only where its layer's KV pools are in host memory (a host-memory first backend: every layer; the head
  * has none), so a move never touches the KV cache; weights.c and kv_host.c take the placement per step. */
-static void hybrid_observe(struct sched *s, const struct model_hybrid_stats *m0, const struct model_hybrid_stats *m1)
+static void hybrid_observe(struct sched *s, const struct model_stats *s0, const struct model_stats *s1)
 {
 	struct model *m = s->m;
 	struct plan *p = &m->plan;
+	const struct model_hybrid_stats *m0 = &s0->hyb, *m1 = &s1->hyb;
 	if (m1->steps != m0->steps + 1)
 		return;
 	bool replace = false, forced = s->switch_at > 0 && (long long)m1->steps == s->switch_at;
-	if (s->fix)
+	/* a step that read units from disk (the RAM tier filling) is not the steady state the predictions
+	 * describe; the embedding's rows are read every step (a small part of a unit) */
+	if (s->fix && (s1->io.bytes_read - s0->io.bytes_read) * 4 * (uint64_t)p->n_units < p->units_bytes)
 		replace = plan_fix_observe(s->fix, p, m->lay, (int)(m1->tokens - m0->tokens), m1->sec - m0->sec,
 					   m1->host_sec - m0->host_sec) == 1;
 	if (!replace && !forced)
@@ -589,6 +592,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		s->st.h2d_prefill += m1.h2d_bytes - m0.h2d_bytes;
 	} else {
 		s->st.decode_s += dt;
+		s->st.decode_steps++;
 		s->st.h2d_decode += m1.h2d_bytes - m0.h2d_bytes;
 		s->st.disk_decode += m1.io.bytes_read - m0.io.bytes_read;
 		int T = 0;
@@ -596,7 +600,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			T += s->parts[i].n;
 		spec_plan_pass(&s->plan, T, dt);
 	}
-	hybrid_observe(s, &m0.hyb, &m1.hyb);
+	hybrid_observe(s, &m0, &m1);
 	int row = 0, V = s->m->hp->vocab;
 	for (int i = 0; i < np; i++) {
 		struct sched_req *r = s->part_req[i];

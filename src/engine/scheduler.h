@@ -50,7 +50,7 @@ struct sched_req {
 };
 
 struct sched_stats {
-	int steps;
+	int steps, decode_steps;
 	long long prefill_tokens, decode_tokens, cached_tokens;
 	double prefill_s, decode_s; /* time of steps with prompt tokens, and of steps of decode tokens only */
 	unsigned long long h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in those steps */
