@@ -102,7 +102,7 @@ static void rate_model(const struct layout *lay)
 {
 	double B = (double)UNIT, cross = 1e-6;
 	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {20e9, 20e9, 20e9, 20e9}, .host_busy = 20e9,
-			       .dev = {1e13, 1e13}, .cross = cross};
+			       .dev = {1e13, 1e13, 1e13, 1e13}, .cross = cross};
 	struct plan p;
 	make_plan(&p, 2, 0);
 	int n = place_auto(&p, lay, &r);
@@ -164,7 +164,7 @@ static int feed(struct plan_fix *f, struct plan *p, const struct layout *lay, co
 static void online_fix(const struct layout *lay)
 {
 	struct plan_rates said = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9, 10e9, 10e9}, .host_busy = 10e9,
-				  .dev = {1e13, 1e13}, .cross = 1e-6};
+				  .dev = {1e13, 1e13, 1e13, 1e13}, .cross = 1e-6};
 	struct plan p;
 	make_plan(&p, 3, 0);
 	int n0 = place_auto(&p, lay, &said);
@@ -226,7 +226,7 @@ int main(void)
 	char err[256];
 	double B = (double)UNIT;
 	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9, 10e9, 10e9}, .host_busy = 10e9,
-			       .dev = {1e12, 1e12}, .cross = 1e-5};
+			       .dev = {1e12, 1e12, 1e12, 1e12}, .cross = 1e-5};
 	struct plan p;
 	make_plan(&p, 3, 0);
 	double all = plan_predict(&p, &lay, &r, 1, false);

@@ -354,9 +354,10 @@ json_t *engine_spec_json(const struct engine_stats *st)
 
 static json_t *rates_json(const struct plan_rates *r)
 {
-	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy", r->h2d_busy,
-			 "host_1", r->host[0], "host_2", r->host[1], "host_4", r->host[2], "host_8", r->host[3], "host_busy",
-			 r->host_busy, "dev_1", r->dev[0], "dev_t", r->dev[1], "cross_s", r->cross);
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy",
+			 r->h2d_busy, "host_1", r->host[0], "host_2", r->host[1], "host_4", r->host[2], "host_8", r->host[3],
+			 "host_busy", r->host_busy, "dev_1", r->dev[0], "dev_2", r->dev[1], "dev_4", r->dev[2], "dev_8",
+			 r->dev[3], "cross_s", r->cross);
 }
 
 json_t *engine_stats_json(const struct engine_stats *st)

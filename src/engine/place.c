@@ -11,8 +11,8 @@
  * the copy engine read the same memory: a host unit runs at the host's busy rate while copies are in
  * flight and at its own rate after them; copies issued while the host works through a run (at its units)
  * run at the link's busy rate, those issued at device units (the host waits on the device) at its own.
- * The host's rate at T tokens is interpolated between the token counts it was measured at (time per byte
- * linear in T between them, the last slope beyond).
+ * A rate at T tokens is interpolated between the token counts it was measured at (time per byte linear in T
+ * between them, the last slope beyond).
  *
  * plan_place "auto" tries, for every count c of host units among the units that are not resident, layouts
  * of k alternating runs (host run, device run; k from 1 to the most runs c allows), and keeps the fastest
@@ -31,20 +31,14 @@
 
 #define HYBRID_T_MAX 64
 
-/* Seconds of a unit of `bytes` on the device at T tokens from rates at 1 and RATES_T (time linear in T). */
-static double dev_time(double bytes, const double rate[2], int T)
-{
-	double per = (bytes / rate[1] - bytes / rate[0]) / (RATES_T - 1);
-	return bytes / rate[0] + (per > 0 ? per : 0) * (T - 1);
-}
-
-/* Seconds per byte on the host, alone, at T tokens: interpolated between the measured token counts. */
-static double host_spb(const struct plan_rates *r, int T)
+/* Seconds per byte at T tokens from rates measured at 1, 2, 4, 8 tokens: linear in T between them, the last
+ * slope beyond (never falling). */
+static double spb_at(const double rate[RATES_NT], int T)
 {
 	int i = 0;
 	while (i + 2 < RATES_NT && rates_t_of(i + 1) < T)
 		i++;
-	double t0 = rates_t_of(i), t1 = rates_t_of(i + 1), s0 = 1 / r->host[i], s1 = 1 / r->host[i + 1];
+	double t0 = rates_t_of(i), t1 = rates_t_of(i + 1), s0 = 1 / rate[i], s1 = 1 / rate[i + 1];
 	double slope = (s1 - s0) / (t1 - t0);
 	if (T > t1 && slope < 0)
 		return s1;
@@ -106,7 +100,7 @@ static void sim_prefetch(struct sim *s, int u, int ahead, bool busy)
 static double sim_host_unit(const struct sim *s, double bytes, int T)
 {
 	const struct plan_rates *r = s->r;
-	double spb = host_spb(r, T), spb_busy = spb * r->host[0] / r->host_busy;
+	double spb = spb_at(r->host, T), spb_busy = spb * r->host[0] / r->host_busy;
 	double overlap = s->tc - s->th;
 	if (overlap <= 0)
 		return bytes * spb;
@@ -157,7 +151,7 @@ double plan_predict_parts(const struct plan *p, const struct layout *lay, const 
 					s.tg = maxd(s.tg, s.th) + r->cross;
 				if (!p->resident[u] && p->n_slots > 0)
 					sim_stage(&s, u, false);
-				double dt = dev_time((double)ub[u], r->dev, T);
+				double dt = (double)ub[u] * spb_at(r->dev, T);
 				s.tg = maxd(maxd(s.tg, s.th), ready[u]) + dt;
 				s.sum.dev += dt;
 				if (!p->resident[u] && p->n_slots > 0) {

@@ -96,17 +96,17 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
  * weight bytes per second of a layer's matmuls. The two paths read the same memory, so each has a rate alone
  * and one "busy", while the other runs: place.c applies the host's busy rate to the part of its work that
  * overlaps copies in flight, and the copies' busy rate to those issued while the host works through a run. */
-#define RATES_NT 4 /* token counts the host rates are measured at: 1, 2, 4, 8 */
-#define RATES_T 8  /* the device's second token count */
+#define RATES_NT 4 /* token counts the compute rates are measured at: 1, 2, 4, 8 */
+#define RATES_T 8  /* the largest of them */
 #define RATES_NO_LINK 1e15 /* h2d of a host-memory first backend: nothing is copied */
 struct plan_rates {
 	double h2d, h2d_busy;          /* pinned host -> device copies: alone, and while the host computes */
 	double host[RATES_NT];         /* the host backend at 1, 2, 4, 8 tokens, alone */
 	double host_busy;              /* at 1 token while copies run (host[] scaled by host_busy / host[0]) */
-	double dev[2];                 /* the device at 1 and RATES_T tokens, weights in device memory */
+	double dev[RATES_NT];          /* the device at 1, 2, 4, 8 tokens, weights in device memory */
 	double cross;                  /* seconds to move the residual stream across the bus and sync */
 };
-/* The token count of host[i] */
+/* The token count of host[i] and dev[i] */
 static inline int rates_t_of(int i)
 {
 	return 1 << i;

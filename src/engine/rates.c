@@ -6,7 +6,7 @@
  *   - the host backend multiplies every sampled matrix at 1, 2, 4 and 8 tokens (its rate is not linear in
  *     T), at its own thread count, which is in the cache key;
  *   - every sampled unit is copied to the device alone (pinned host -> device) into one buffer, and the
- *     device multiplies the first unit at 1 and RATES_T tokens;
+ *     device multiplies the first unit at 1, 2, 4 and 8 tokens;
  *   - both at once, as a hybrid step runs them: the host works through half of the sample (its run) while
  *     the copy queue streams the other half (the device's units), each copy with a fence; the host's busy
  *     rate is its time on its half alone over its time beside the copies, the link's busy rate the bytes
@@ -30,7 +30,7 @@
 #define RATES_UNITS 8
 #define RATES_MAX_BYTES (4ull << 30)
 #define MAX_FENCES 256
-/* in the cache key: 2 added the host at 2 and 4 tokens, the busy rates of a real overlap and 8 units */
+/* in the cache key: 2 added both backends at 2 and 4 tokens, the busy rates of a real overlap, 8 units */
 #define RATES_VERSION 2
 
 struct mats {
@@ -228,11 +228,12 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 			dm->t[i].data = dbuf + dm->off[i];
 		dev->ops->sync(dev);
 	}
-	double td[2] = {1e30, 1e30};
-	for (int k = 0; !rc && k < REPS; k++)
-		for (int i = 0; i < 2; i++)
-			td[i] = best(td[i], host_pass(dev, dm, dy, dx, i ? RATES_T : 1));
-	r->dev[0] = Bd / td[0], r->dev[1] = Bd / td[1];
+	for (int i = 0; !rc && i < RATES_NT; i++) {
+		double t = 1e30;
+		for (int k = 0; k < REPS; k++)
+			t = best(t, host_pass(dev, dm, dy, dx, rates_t_of(i)));
+		r->dev[i] = Bd / t;
+	}
 	if (link) {
 		r->h2d = B / th2d;
 		rc = rc ? rc : both_at_once(r, dev, host, h, c, dbuf, hy, hx, tc);
@@ -270,17 +271,23 @@ done:
 	return rc;
 }
 
+static void print_list(FILE *f, const double *r)
+{
+	for (int i = 0; i < RATES_NT; i++)
+		fprintf(f, "%s%.1f", i ? ", " : "", r[i] / 1e9);
+	fprintf(f, " GB/s at 1, 2, 4, 8 tokens");
+}
+
 void rates_print(FILE *f, const struct plan_rates *r)
 {
-	if (r->h2d >= RATES_NO_LINK)
-		fprintf(f, "rates: no link (a host-memory first backend: %.1f GB/s at 1 token, %.1f at %d)", r->dev[0] / 1e9,
-			r->dev[1] / 1e9, RATES_T);
-	else
-		fprintf(f, "rates: host->device %.1f GB/s (%.1f beside the CPU); device %.1f GB/s at 1 token, %.1f at %d",
-			r->h2d / 1e9, r->h2d_busy / 1e9, r->dev[0] / 1e9, r->dev[1] / 1e9, RATES_T);
-	fprintf(f, "; CPU matmuls");
-	for (int i = 0; i < RATES_NT; i++)
-		fprintf(f, "%s %.1f GB/s at %d", i ? "," : "", r->host[i] / 1e9, rates_t_of(i));
+	if (r->h2d >= RATES_NO_LINK) {
+		fprintf(f, "rates: no link; the first backend ");
+	} else {
+		fprintf(f, "rates: host->device %.1f GB/s (%.1f beside the CPU); device ", r->h2d / 1e9, r->h2d_busy / 1e9);
+	}
+	print_list(f, r->dev);
+	fprintf(f, "; CPU matmuls ");
+	print_list(f, r->host);
 	fprintf(f, " (%.1f at 1 beside the copies); crossing %.0f us\n", r->host_busy / 1e9, r->cross * 1e6);
 }
 
@@ -338,13 +345,13 @@ void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *de
 				       (long long)u->tensors[i].shape[0], (long long)u->tensors[i].shape[1]);
 }
 
-static const char *const rate_names[] = {"h2d",    "h2d_busy",  "host_1", "host_2", "host_4",
-					 "host_8", "host_busy", "dev_1",  "dev_t",  "cross_s"};
+static const char *const rate_names[] = {"h2d",	"h2d_busy", "host_1", "host_2", "host_4", "host_8",
+					 "host_busy", "dev_1",	   "dev_2",  "dev_4",  "dev_8",	 "cross_s"};
 
 static double *rate_field(struct plan_rates *r, int i)
 {
-	double *f[] = {&r->h2d,     &r->h2d_busy,  &r->host[0], &r->host[1], &r->host[2],
-		       &r->host[3], &r->host_busy, &r->dev[0],  &r->dev[1],  &r->cross};
+	double *f[] = {&r->h2d,	      &r->h2d_busy, &r->host[0], &r->host[1], &r->host[2], &r->host[3],
+		       &r->host_busy, &r->dev[0],   &r->dev[1],	 &r->dev[2],  &r->dev[3],  &r->cross};
 	return f[i];
 }
 
