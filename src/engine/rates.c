@@ -103,7 +103,8 @@ static int both_at_once(struct plan_rates *r, struct backend *dev, struct backen
 	double th_alone = 1e30;
 	for (int k = 0; k < REPS; k++)
 		th_alone = best(th_alone, host_pass(host, h, hy, hx, 1));
-	int per_round = c->n, rounds = (int)(1.5 * REPS * th_alone / t_copy_c) + 1;
+	/* copies for three times the host's passes alone: still running when the host, slowed, is done */
+	int per_round = c->n, rounds = (int)(3 * REPS * th_alone / t_copy_c) + 1;
 	if (rounds * per_round > MAX_FENCES)
 		rounds = MAX_FENCES / per_round > 0 ? MAX_FENCES / per_round : 1;
 	int n_f = rounds * per_round < MAX_FENCES ? rounds * per_round : MAX_FENCES;
