@@ -176,13 +176,14 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 		memcpy(e->eos, o->eos, sizeof(int) * (size_t)o->n_eos);
 	/* several NUMA nodes: memory interleaved over them from here on (the RAM tier, pinned slots; numa.c) */
 	struct numa nn;
-	int rc = numa_read(&nn, err, errlen);
-	if (!rc && nn.n_nodes > 1 && (rc = numa_interleave(&nn))) {
-		fprintf(stderr, "ferry: interleaving memory over %d NUMA nodes: %s (memory stays where it is first touched)\n",
+	char nerr[ERR_LEN];
+	int rc = numa_read(&nn, nerr, sizeof(nerr));
+	if (rc)
+		fprintf(stderr, "ferry: NUMA nodes: %s; memory stays where it is first touched\n", nerr);
+	else if (nn.n_nodes > 1 && (rc = numa_interleave(&nn)))
+		fprintf(stderr, "ferry: interleaving memory over %d NUMA nodes: %s; memory stays where it is first touched\n",
 			nn.n_nodes, strerror(-rc));
-		rc = 0;
-	}
-	rc = rc ? rc : backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
+	rc = backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
 	if (!rc && o->h2d_limit > 0) {
 		if (!e->b->ops->pace) {
 			snprintf(err, errlen, "--h2d-limit: the %s backend uploads nothing", e->b->ops->name);

@@ -306,6 +306,17 @@ int plan_place(const struct plan *p, const struct layout *lay, const struct plan
 	return 0;
 }
 
+void plan_set_host(struct plan *p, const struct layout *lay, const bool *on)
+{
+	p->n_on_host = 0;
+	p->host_bytes = 0;
+	for (int u = 0; u < p->n_units; u++) {
+		p->on_host[u] = on[u];
+		p->n_on_host += on[u];
+		p->host_bytes += on[u] ? weights_unit_device_bytes(lay, u) : 0;
+	}
+}
+
 bool plan_replace(struct plan *p, const struct layout *lay, const struct plan_rates *r, const bool *may_host)
 {
 	int n = p->n_units, t_max = 0;
@@ -315,13 +326,7 @@ bool plan_replace(struct plan *p, const struct layout *lay, const struct plan_ra
 		return false;
 	}
 	bool changed = memcmp(on, p->on_host, sizeof(bool) * (size_t)n) != 0;
-	memcpy(p->on_host, on, sizeof(bool) * (size_t)n);
-	p->n_on_host = 0;
-	p->host_bytes = 0;
-	for (int u = 0; u < n; u++) {
-		p->n_on_host += on[u];
-		p->host_bytes += on[u] ? weights_unit_device_bytes(lay, u) : 0;
-	}
+	plan_set_host(p, lay, on);
 	p->hybrid_t_max = p->n_on_host ? t_max : 0;
 	p->pred_device = plan_predict(p, lay, r, 1, false);
 	p->pred_hybrid = p->n_on_host ? plan_predict(p, lay, r, 1, true) : 0;

@@ -156,6 +156,8 @@ int plan_fix_observe(struct plan_fix *f, const struct plan *p, const struct layo
  * resident): sets p->on_host, n_on_host, host_bytes and hybrid_t_max (0 when no unit is worth it), and the
  * predictions. Returns whether on_host changed. */
 bool plan_replace(struct plan *p, const struct layout *lay, const struct plan_rates *r, const bool *may_host);
+/* Sets p->on_host to on[n_units] and its counts (n_on_host, host_bytes). */
+void plan_set_host(struct plan *p, const struct layout *lay, const bool *on);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 

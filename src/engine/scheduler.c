@@ -540,11 +540,9 @@ static void hybrid_observe(struct sched *s, const struct model_stats *s0, const 
 		int t_max;
 		char err[256];
 		if (!plan_place(p, m->lay, NULL, s->switch_to, was, &t_max, err, sizeof(err))) {
-			p->n_on_host = 0;
-			for (int u = 0; u < n; u++) {
-				p->on_host[u] = was[u] && may[u] && !p->resident[u];
-				p->n_on_host += p->on_host[u];
-			}
+			for (int u = 0; u < n; u++)
+				was[u] = was[u] && may[u] && !p->resident[u];
+			plan_set_host(p, m->lay, was);
 		} else {
 			fprintf(stderr, "ferry: FERRY_PLACE_SWITCH: %s\n", err);
 		}
