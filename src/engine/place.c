@@ -227,8 +227,10 @@ static int search(const struct plan *p, const struct layout *lay, const struct p
 		  bool *on_host, int *t_max)
 {
 	int n = p->n_units;
-	memset(on_host, 0, sizeof(bool) * (size_t)n);
 	*t_max = 0;
+	if (n < 1)
+		return -EINVAL;
+	memset(on_host, 0, sizeof(bool) * (size_t)n);
 	int *cand = malloc(sizeof(int) * (size_t)n);
 	bool *best = calloc((size_t)n, sizeof(bool));
 	struct plan q = *p;
