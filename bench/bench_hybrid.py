@@ -6,13 +6,18 @@ the same GGUF with -ngl swept, in the same call.
   python3 bench/bench_hybrid.py --model M.ferry --vram 4G --ram 64G --placements gpu,cpu,auto \\
       [--h2d-limit 13] [--threads 8] [--gguf M.gguf --llama-bench PATH --ngl 0,2,4,6,8] [--out FILE.md]
 
-Floors (bytes per token from the plan, rates measured by ferry at start on the model's first layer, rates.c):
-  gpu:    streamed bytes / pinned host->device rate
-  cpu:    every unit's bytes / the CPU's matmul rate at 1 token
-  hybrid: the bytes that are not resident / (host->device rate + CPU rate, each measured beside the other)
+Floors (bytes per token from the plan):
+  gpu:    streamed bytes / the pinned host->device rate ferry measured alone at start
+  cpu:    every unit's bytes / the CPU's matmul rate at 1 token measured alone at start
+  hybrid: the bytes that are not resident / (link rate + CPU rate), each path's rate measured in this run: the
+          gpu row's streamed bytes over its decode step, the cpu row's bytes over its decode step; that is the
+          step of the best split of the bytes between the two paths, each running as fast as it does alone
+          (without a gpu and a cpu row: the start-up rates measured alone)
 Decode is timed by ferry (decode_s / decode_tokens of --stats-json), prefill likewise; every run starts with
 `--warmup` (one untimed pass over every layer: the RAM tier filled from the page cache before any timed step;
 without it the first, prefill, step also pays for that fill: 9 tok/s on the 70B shape on the H100).
+Predicted: ferry's plan for a decode step of the decode steps' mean tokens, from the rates measured at start
+(and, with --placement auto, from the rates the online correction arrived at, with its re-plans).
 """
 
 import argparse
@@ -47,7 +52,8 @@ def run_ferry(a, placement, ids, gen, extra=(), ids_file=None):
     os.unlink(sj)
     if not ids_file:
         cmd[cmd.index("--prompt-ids") + 1] = f"<{len(ids)} random ids>"
-    plan = [line for line in p.stderr.splitlines() if line.startswith(("plan: placement", "plan:  ", "plan: predicted", "ferry: hybrid", "rates:"))]
+    plan = [line for line in p.stderr.splitlines() if line.startswith(("plan: placement", "plan:  ", "plan: predicted",
+                                                                       "ferry: hybrid", "ferry: decode", "rates:"))]
     st["_plan"] = plan
     return st, " ".join(cmd)
 
@@ -100,38 +106,51 @@ def main():
     lines = []
     say = lambda s="": (print(s, flush=True), lines.append(s))
     if rates:
-        say("rates (ferry, measured at start on layer 0): host->device %.1f GB/s (%.1f beside the CPU), CPU %.1f GB/s "
-            "(%.1f beside the copies), device %.1f GB/s, crossing %.0f us" %
-            (rates["h2d"] / 1e9, rates["h2d_busy"] / 1e9, rates["host_1"] / 1e9, rates["host_busy"] / 1e9,
-             rates["dev_1"] / 1e9, rates["cross_s"] * 1e6))
+        say("rates (ferry, measured at start on a sample of the units): host->device %.1f GB/s (%.1f beside the CPU), "
+            "CPU %.1f GB/s at 1 token, %.1f at 8 (%.1f beside the copies), device %.1f GB/s, crossing %.0f us" %
+            (rates["h2d"] / 1e9, rates["h2d_busy"] / 1e9, rates["host_1"] / 1e9, rates["host_8"] / 1e9,
+             rates["host_busy"] / 1e9, rates["dev_1"] / 1e9, rates["cross_s"] * 1e6))
+    # each path's rate as this run measured it: the streamed bytes of the gpu row and every unit of the cpu row
+    # over their decode steps
+    run_rate = {}
+    for pl, st in rows:
+        if st and st.get("decode_steps") and pl in ("gpu", "cpu"):
+            h = st.get("hybrid", {})
+            step = st["decode_s"] / st["decode_steps"]
+            by = h.get("stream_bytes", 0) if pl == "gpu" else h.get("units_bytes", 0)
+            run_rate[pl] = by / step if step > 0 else 0
+    if len(run_rate) == 2:
+        say("rates (this run): link %.1f GB/s (the gpu row's streamed bytes / its step), CPU %.1f GB/s (the cpu row's "
+            "bytes / its step)" % (run_rate["gpu"] / 1e9, run_rate["cpu"] / 1e9))
     say()
-    say("| placement | decode s/token | tok/s | floor s/token | ratio | predicted s/token | predicted/measured | "
-        "prefill %d tok/s | units on CPU |" % a.prompt)
-    say("|---|---|---|---|---|---|---|---|---|")
+    say("| placement | decode s/token | tok/s | floor s/token | ratio | predicted s/step | predicted/measured | "
+        "corrected prediction | re-plans | prefill %d tok/s | units on CPU |" % a.prompt)
+    say("|---|---|---|---|---|---|---|---|---|---|---|")
     for pl, st in rows:
         if not st:
-            say(f"| {pl} | failed | | | | | | | |")
+            say(f"| {pl} | failed | | | | | | | | | |")
             continue
         h = st.get("hybrid", {})
         dt = st["decode_s"] / max(st["decode_tokens"], 1)
+        step = st["decode_s"] / max(st.get("decode_steps", 0), 1)
         pre = st["prefill_tokens"] / st["prefill_s"] if st["prefill_s"] > 0 else 0
         n_host = h.get("units_on_host", 0)
-        floor = pred = None
-        if rates:
-            ub, hb, sb = h.get("units_bytes", 0), h.get("host_bytes", 0), h.get("stream_bytes", 0)
-            if n_host == 0:
-                floor = sb / rates["h2d"]
-            elif hb >= ub:
-                floor = ub / rates["host_1"]
-            else:
-                floor = (hb + sb) / (rates["h2d_busy"] + rates["host_busy"])
-        if h.get("predicted_step_s"):
-            pred = h["predicted_step_s"]
-        elif n_host == 0 and h.get("predicted_device_step_s"):
-            pred = h["predicted_device_step_s"]
+        floor = None
+        ub, hb, sb = h.get("units_bytes", 0), h.get("host_bytes", 0), h.get("stream_bytes", 0)
+        if n_host == 0 and rates:
+            floor = sb / rates["h2d"]
+        elif hb >= ub and rates:
+            floor = ub / rates["host_1"]
+        elif n_host and len(run_rate) == 2:
+            floor = (hb + sb) / (run_rate["gpu"] + run_rate["cpu"])
+        elif n_host and rates:
+            floor = (hb + sb) / (rates["h2d"] + rates["host_1"])
+        pred, fixed = st.get("predicted_decode_step_s"), st.get("predicted_decode_step_fixed_s")
+        replans = h.get("parts", {}).get("replans", 0)
         f = lambda v, fmt: (fmt % v) if v else "-"
         say(f"| {pl} | {dt:.4f} | {1 / dt:.2f} | {f(floor, '%.4f')} | {f(floor and dt / floor, '%.2fx')} | "
-            f"{f(pred, '%.4f')} | {f(pred and pred / dt, '%.2f')} | {pre:.1f} | {n_host}/{h.get('units', '?')} |")
+            f"{f(pred, '%.4f')} | {f(pred and pred / step, '%.2f')} | {f(fixed, '%.4f')} | {replans} | {pre:.1f} | "
+            f"{n_host}/{h.get('units', '?')} |")
     for pl, st in rows:
         if st:
             say()
@@ -140,10 +159,11 @@ def main():
                 say("    " + line)
     if a.batch:
         say()
-        say("| placement | sequences | hybrid steps | measured s/step | predicted s/step | predicted/measured |")
-        say("|---|---|---|---|---|---|")
+        say("| placement | sequences | decode steps | measured s/step | predicted s/step | predicted/measured | "
+            "corrected | re-plans | units on CPU |")
+        say("|---|---|---|---|---|---|---|---|---|")
         for pl, st in rows:
-            if not st or not st.get("hybrid", {}).get("units_on_host"):
+            if not st:
                 continue
             for b in map(int, a.batch.split(",")):
                 path = tempfile.mktemp(suffix=".ids")
@@ -153,14 +173,15 @@ def main():
                 sb, cmd = run_ferry(a, pl, None, a.gen, ids_file=path)
                 os.unlink(path)
                 cmds.append(cmd)
-                h = sb.get("hybrid", {}) if sb else {}
-                if not h.get("steps"):
-                    say(f"| {pl} | {b} | failed or none | | | |")
+                if not sb or not sb.get("decode_steps"):
+                    say(f"| {pl} | {b} | failed or none | | | | | | |")
                     continue
-                meas = h["s"] / h["steps"]
-                pred = h.get("predicted_mean_t_step_s", 0)
-                say(f"| {pl} | {b} | {h['steps']} ({h['tokens']} tokens) | {meas:.4f} | {pred:.4f} | "
-                    f"{pred / meas:.2f} |")
+                h = sb.get("hybrid", {})
+                meas = sb["decode_s"] / sb["decode_steps"]
+                pred, fixed = sb.get("predicted_decode_step_s", 0), sb.get("predicted_decode_step_fixed_s", 0)
+                say(f"| {pl} | {b} | {sb['decode_steps']} ({sb['decode_tokens']} tokens) | {meas:.4f} | {pred:.4f} | "
+                    f"{pred / meas:.2f} | {fixed:.4f} | {h.get('parts', {}).get('replans', 0)} | "
+                    f"{h.get('units_on_host', 0)}/{h.get('units', '?')} |")
     if a.llama_bench and a.gguf and a.ngl:
         say()
         say("| llama.cpp -ngl | decode tok/s | s/token | prefill %d tok/s |" % a.prompt)

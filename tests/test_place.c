@@ -69,14 +69,164 @@ static double rel(double a, double b)
 	return a > b ? a / b - 1 : b / a - 1;
 }
 
+static int count_on(const bool *on)
+{
+	int n = 0;
+	for (int u = 0; u <= L; u++)
+		n += on[u];
+	return n;
+}
+
+/* Places p with rates r ("auto"), keeping the placement in p; returns the units on the host. */
+static int place_auto(struct plan *p, const struct layout *lay, const struct plan_rates *r)
+{
+	bool on[L + 1];
+	int t_max;
+	char err[256];
+	CHECK_MSG(plan_place(p, lay, r, "auto", on, &t_max, err, sizeof(err)) == 0, "auto: %s", err);
+	memcpy(p->on_host, on, sizeof(on));
+	p->n_on_host = count_on(on);
+	p->hybrid_t_max = t_max;
+	return p->n_on_host;
+}
+
+/* The rate model, worked out by hand on 9 equal units of B bytes, all streamed, the device's compute free:
+ *   - a CPU twice the link (20 and 10 GB/s, as fast beside each other), 2 slots (3 streamed units are
+ *     uploaded every step): the balanced split is 6 units on the host and 3 streamed, both paths 3B / 10
+ *     GB/s; auto finds it and predicts that;
+ *   - the host's rate per token count: every unit on the host at T tokens takes 9B x (seconds per byte at T),
+ *     interpolated between the measured counts and extended past 8 by the last slope;
+ *   - busy rates apply only while both paths run: all-host and all-device steps do not see them, a hybrid
+ *     step is slower with them. */
+static void rate_model(const struct layout *lay)
+{
+	double B = (double)UNIT, cross = 1e-6;
+	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {20e9, 20e9, 20e9, 20e9}, .host_busy = 20e9,
+			       .dev = {1e13, 1e13, 1e13, 1e13}, .cross = cross};
+	struct plan p;
+	make_plan(&p, 2, 0);
+	int n = place_auto(&p, lay, &r);
+	struct plan_parts pp;
+	double t = plan_predict_parts(&p, lay, &r, 1, true, &pp), want = 3 * B / 10e9;
+	CHECK_MSG(n == 6, "a CPU twice the link: %d units on the host, want 6", n);
+	CHECK_MSG(rel(t, want) < 0.05, "balanced step %.5f s, want %.5f", t, want);
+	CHECK_MSG(rel(pp.host, 6 * B / 20e9) < 1e-3 && rel(pp.upload, 3 * B / 10e9) < 1e-3 && pp.dev < 1e-4 && pp.step == t,
+		  "parts: host %.5f upload %.5f device %.6f step %.5f", pp.host, pp.upload, pp.dev, pp.step);
+
+	struct plan_rates h = r;
+	double gbs[RATES_NT] = {20e9, 15e9, 10e9, 5e9};
+	memcpy(h.host, gbs, sizeof(gbs));
+	h.host_busy = h.host[0] / 2; /* never applies: nothing streams */
+	memset(p.on_host, 1, sizeof(bool) * (L + 1));
+	p.n_on_host = L + 1;
+	struct {
+		int T;
+		double spb;
+	} pts[] = {{1, 1 / 20e9}, {2, 1 / 15e9}, {3, (1 / 15e9 + 1 / 10e9) / 2}, {8, 1 / 5e9},
+		   {16, 1 / 5e9 + 8 * (1 / 5e9 - 1 / 10e9) / 4}};
+	for (size_t i = 0; i < sizeof(pts) / sizeof(pts[0]); i++) {
+		double got = plan_predict(&p, lay, &h, pts[i].T, true), w = 9 * B * pts[i].spb + cross;
+		CHECK_MSG(rel(got, w) < 1e-4, "every unit on the host at T=%d: %.6f s, want %.6f", pts[i].T, got, w);
+	}
+
+	struct plan_rates busy = r;
+	busy.h2d_busy = r.h2d / 2;
+	busy.host_busy = r.host[0] / 2;
+	double cpu_only = plan_predict(&p, lay, &busy, 1, true);
+	CHECK_MSG(rel(cpu_only, 9 * B / 20e9 + cross) < 1e-4, "every unit on the host saw the busy rates: %.5f", cpu_only);
+	memset(p.on_host, 0, sizeof(bool) * (L + 1));
+	p.n_on_host = 0;
+	double dev_only = plan_predict(&p, lay, &busy, 1, false);
+	CHECK_MSG(rel(dev_only, 9 * B / 10e9) < 0.02, "every unit streamed saw the busy rates: %.5f", dev_only);
+	place_auto(&p, lay, &r);
+	double alone = plan_predict(&p, lay, &r, 1, true), both = plan_predict(&p, lay, &busy, 1, true);
+	CHECK_MSG(both > 1.3 * alone && both < 2.01 * alone, "hybrid with busy rates %.5f s, alone %.5f", both, alone);
+	free(p.resident), free(p.on_host);
+}
+
+/* Feeds plan_fix_observe the steps a machine with rates `truth` takes under p (measured = truth's
+ * prediction); returns after the first re-plan request or n steps (then -1). */
+static int feed(struct plan_fix *f, struct plan *p, const struct layout *lay, const struct plan_rates *truth, int T,
+		int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct plan_parts tp;
+		double step = plan_predict_parts(p, lay, truth, T, true, &tp);
+		if (plan_fix_observe(f, p, lay, T, step, tp.host))
+			return i + 1;
+	}
+	return -1;
+}
+
+/* The online correction: rates that are wrong by 2x (the host, then the link) are corrected from synthetic
+ * measured steps after PLAN_FIX_STEPS steps, and the placement moves toward the truth's best; right rates
+ * never re-plan, nor does a placement the user gave. */
+static void online_fix(const struct layout *lay)
+{
+	struct plan_rates said = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9, 10e9, 10e9}, .host_busy = 10e9,
+				  .dev = {1e13, 1e13, 1e13, 1e13}, .cross = 1e-6};
+	struct plan p;
+	make_plan(&p, 3, 0);
+	int n0 = place_auto(&p, lay, &said);
+	struct plan_fix f;
+	plan_fix_init(&f, &said);
+	CHECK_MSG(feed(&f, &p, lay, &said, 1, 20) < 0 && f.replans == 0, "rates that are right asked for a re-plan");
+
+	/* the host at half the rate it was measured at */
+	struct plan_rates truth = said;
+	for (int i = 0; i < RATES_NT; i++)
+		truth.host[i] /= 2;
+	truth.host_busy /= 2;
+	plan_fix_init(&f, &said);
+	int k = feed(&f, &p, lay, &truth, 1, 20);
+	CHECK_MSG(k == PLAN_FIX_STEPS, "a host 2x slower: re-plan asked after %d steps, want %d", k, PLAN_FIX_STEPS);
+	CHECK_MSG(rel(f.r.host[0], truth.host[0]) < 0.02 && rel(f.r.h2d, truth.h2d) < 0.1,
+		  "corrected host %.2f GB/s (truth %.2f), link %.2f (truth %.2f)", f.r.host[0] / 1e9, truth.host[0] / 1e9,
+		  f.r.h2d / 1e9, truth.h2d / 1e9);
+	double before = plan_predict(&p, lay, &truth, 1, true);
+	plan_replace(&p, lay, &f.r, NULL);
+	double after = plan_predict(&p, lay, &truth, 1, true);
+	CHECK_MSG(p.n_on_host < n0 && after < 0.9 * before, "re-placed: %d units on the host (were %d), truth's step %.5f s (was %.5f)",
+		  p.n_on_host, n0, after, before);
+	CHECK_MSG(rel(p.pred_hybrid, after) < PLAN_FIX_TOL, "re-placed prediction %.5f s, truth %.5f", p.pred_hybrid, after);
+	CHECK_MSG(feed(&f, &p, lay, &truth, 1, 20) < 0, "corrected rates asked for another re-plan");
+
+	/* the link at half its measured rate: the host was right, the link is fitted from the step times */
+	struct plan q;
+	make_plan(&q, 3, 0);
+	place_auto(&q, lay, &said);
+	truth = said;
+	truth.h2d /= 2;
+	truth.h2d_busy /= 2;
+	plan_fix_init(&f, &said);
+	k = feed(&f, &q, lay, &truth, 1, 20);
+	CHECK_MSG(k == PLAN_FIX_STEPS && rel(f.r.h2d, truth.h2d) < 0.05 && rel(f.r.host[0], said.host[0]) < 0.02,
+		  "a link 2x slower: re-plan after %d steps, link %.2f GB/s (truth %.2f), host %.2f", k, f.r.h2d / 1e9,
+		  truth.h2d / 1e9, f.r.host[0] / 1e9);
+	int nq = q.n_on_host;
+	plan_replace(&q, lay, &f.r, NULL);
+	CHECK_MSG(q.n_on_host > nq, "a slower link: %d units on the host, were %d", q.n_on_host, nq);
+	/* only the units allowed may go to the host */
+	bool may[L + 1] = {0};
+	may[L] = true;
+	plan_replace(&q, lay, &f.r, may);
+	CHECK_MSG(q.n_on_host <= 1 && !memchr(q.on_host, 1, L), "re-placed outside may_host: %d units", q.n_on_host);
+
+	/* a placement the user gave is observed, never re-placed */
+	plan_fix_init(&f, &said);
+	f.fixed = true;
+	CHECK_MSG(feed(&f, &p, lay, &truth, 1, 20) < 0 && f.n_obs == 20, "a given placement asked for a re-plan");
+	free(p.resident), free(p.on_host), free(q.resident), free(q.on_host);
+}
+
 int main(void)
 {
 	struct layout lay;
 	make_layout(&lay);
 	char err[256];
 	double B = (double)UNIT;
-	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9}, .host_busy = 10e9,
-			       .dev = {1e12, 1e12}, .cross = 1e-5};
+	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9, 10e9, 10e9}, .host_busy = 10e9,
+			       .dev = {1e12, 1e12, 1e12, 1e12}, .cross = 1e-5};
 	struct plan p;
 	make_plan(&p, 3, 0);
 	double all = plan_predict(&p, &lay, &r, 1, false);
@@ -98,7 +248,7 @@ int main(void)
 
 	/* a slow CPU: nothing moves */
 	struct plan_rates slow = r;
-	slow.host[0] = slow.host[1] = slow.host_busy = 1e8;
+	slow.host[0] = slow.host[1] = slow.host[2] = slow.host[3] = slow.host_busy = 1e8;
 	memset(p.on_host, 0, sizeof(bool) * (L + 1));
 	p.n_on_host = 0;
 	CHECK_MSG(plan_place(&p, &lay, &slow, "auto", on, &t_max, err, sizeof(err)) == 0, "auto slow: %s", err);
@@ -127,9 +277,11 @@ int main(void)
 		      "'%s' accepted", bad[i]);
 	}
 	/* the rates' sample: layer 0, the head and layers spread between them */
-	int su[4], sn = rates_sample(&lay, su);
-	CHECK_MSG(sn == 4 && su[0] == 0 && su[1] == 2 && su[2] == 5 && su[3] == L, "rates sample: %d units: %d %d %d %d",
-		  sn, su[0], su[1], su[2], su[3]);
+	int su[8], sn = rates_sample(&lay, su), want_su[8] = {0, 1, 2, 3, 4, 5, 6, L};
+	CHECK_MSG(sn == 8 && !memcmp(su, want_su, sizeof(su)), "rates sample: %d units: %d %d %d %d %d %d %d %d", sn,
+		  su[0], su[1], su[2], su[3], su[4], su[5], su[6], su[7]);
+	rate_model(&lay);
+	online_fix(&lay);
 	/* the rates cache: a round trip under $FERRY_HOME, another key misses, FERRY_RATES=measure ignores it */
 	char home[] = "/tmp/ferry_test_place_XXXXXX";
 	CHECK_MSG(mkdtemp(home) != NULL, "mkdtemp");

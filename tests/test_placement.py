@@ -4,7 +4,8 @@ the residual stream crossing where the backend changes, the streamer's buffers r
 than the hybrid limit running every unit on the first backend, batches of sequences). The kernels are the
 same on both sides, so the logits must be bit-identical to --placement gpu (every unit on the first backend)
 for every placement, prompt length (hybrid prefill, and a prefill too long for a hybrid step followed by
-hybrid decode), KV format and tiny architecture. On a GPU, tests/test_cuda_model.py checks the CUDA + CPU
+hybrid decode), KV format and tiny architecture, and when the placement changes between steps (as a re-plan
+from measured steps changes it). On a GPU, tests/test_cuda_model.py checks the CUDA + CPU
 case. Bad --placement and --h2d-limit values fail with one line."""
 
 import json
@@ -29,9 +30,11 @@ def run(model, prompt, logits, *extra):
 def main():
     f = Failures()
     root, cleanup = scratch()
+    os.environ["FERRY_HOME"] = os.path.join(root, "home")  # a given placement's rates are cached: not in ~
     try:
+        models = {}
         for variant in ("llama_tied_gqa", "qwen2_bias", "mistral_swa", "gemma3_softcap"):
-            hf, model = tiny_model(variant, root)
+            hf, model = models[variant] = tiny_model(variant, root)
             L = layers(hf)
             placements = ["0", f"{L - 1}", "head", f"0-{L - 1}", "cpu", f"1-{L - 1},head", "0,head"]
             for kv in (["--kv", "f32"], ["--kv", "q8" if variant in ("mistral_swa", "gemma3_softcap") else "f16"]):  # q8 needs Dh % 32
@@ -54,6 +57,23 @@ def main():
                         n = "8 steps (13 tokens)" if name == "short" else "7 steps (7 tokens)"
                         f.check(f"on the host; {n}" in p.stderr,
                                 f"{what} --placement {pl}: hybrid steps not reported as {n}: {p.stderr}")
+
+        # the placement changed between decode steps (what a re-plan from measured steps does; forced here by
+        # FERRY_PLACE_SWITCH=N:LIST after hybrid step N): the same tokens and logits as every unit on one side
+        for variant in ("llama_tied_gqa", "mistral_swa"):
+            hf, model = models[variant]
+            L = layers(hf)
+            ref_lg, lg = os.path.join(root, "ref.logits"), os.path.join(root, "out.logits")
+            ref = run(model, SHORT, ref_lg, "--placement", "gpu")
+            for first, then, n_then in (("0,head", f"1-{L - 1}", L - 1), ("cpu", "head", 1), (f"1-{L - 1}", "0", 1)):
+                p = ferry("run", "-m", model, "--prompt-ids", SHORT, "-n", 8, "--temp", 0, "--ignore-eos", "--logits", lg,
+                          "--stats", "--device", "cpu", "--placement", first, env={"FERRY_PLACE_SWITCH": f"3:{then}"})
+                what = f"{variant} --placement {first}, then {then}"
+                if f.check(p.returncode == 0 and ref.returncode == 0, f"{what}: {p.stderr} {ref.stderr}"):
+                    f.check(p.stdout == ref.stdout, f"{what}: {p.stdout!r} != {ref.stdout!r}")
+                    f.check(open(lg, "rb").read() == open(ref_lg, "rb").read(), f"{what}: logits differ")
+                    f.check(f"hybrid: {n_then} of {L + 1} units on the host; 8 steps" in p.stderr,
+                            f"{what}: not {n_then} units on the host after the switch, or not 8 hybrid steps: {p.stderr}")
 
         # a batch of sequences in each step, hybrid against every unit on the first backend
         _, model = tiny_model("llama_headdim", root)

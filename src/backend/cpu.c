@@ -10,11 +10,14 @@
  */
 #include <errno.h>
 #include <omp.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/numa.h"
 #include "base/threads.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "layout/layout.h"
@@ -471,6 +474,29 @@ int backend_cpu_device_create(struct backend **bp, int64_t vram, int n_threads, 
 	return 0;
 }
 
+/* Several NUMA nodes: the worker threads spread over them in turn (numa.c: memory is interleaved over the
+ * nodes, so each node's bus serves its share); the calling thread stays unpinned, as do the threads it makes
+ * later (I/O), which would inherit its mask. Once per process; one node (or no sysfs): nothing. */
+static void pin_threads(void)
+{
+	static bool done;
+	struct numa n;
+	char err[256];
+	if (done || numa_read(&n, err, sizeof(err)) || n.n_nodes < 2)
+		return;
+	done = true;
+#pragma omp parallel
+	{
+		int t = omp_get_thread_num(), c = numa_thread_cpu(&n, t);
+		if (t > 0 && c >= 0) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(c, &set);
+			sched_setaffinity(0, sizeof(set), &set);
+		}
+	}
+}
+
 int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t errlen)
 {
 	struct backend *b = calloc(1, sizeof(*b));
@@ -488,6 +514,7 @@ int backend_cpu_create(struct backend **bp, int n_threads, char *err, size_t err
 	if (n_threads > 0)
 		omp_set_num_threads(n_threads);
 	b->n_threads = omp_get_max_threads();
+	pin_threads();
 	*bp = b;
 	return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/numa.h"
 #include "base/util.h"
 #include "engine/engine.h"
 #include "engine/rates.h"
@@ -17,6 +18,7 @@ struct engine {
 	struct backend *hb;   /* the host backend of hybrid steps (NULL: none) */
 	struct plan_rates rates;
 	bool has_rates;
+	struct plan_fix fix;  /* the online correction of the hybrid placement (the scheduler's) */
 	struct plan plan;     /* until model_init takes it (plan_only: kept here) */
 	struct model m;
 	struct sched s;
@@ -52,18 +54,30 @@ static int kv_fmt_of(const char *name, const struct backend *b, char *err, size_
 	return -EINVAL;
 }
 
-/* The hybrid placement --placement asks for (plan.h): on a device, "auto" measures the rates and keeps the
- * fastest predicted placement; a list or "cpu" is taken as given (a host-memory backend runs a list on a
- * second host backend: the same steps, for the tests). Re-makes the plan with it. */
+/* The hybrid placement --placement asks for (plan.h): on a device, "auto" measures the rates (or finds them
+ * in the cache) and keeps the fastest predicted placement; a list or "cpu" is taken as given and predicted
+ * from the rates (a host-memory backend runs a list on a second host backend: the same steps, for the tests
+ * and bench/bench_place_cpu.py). Re-makes the plan with it. */
 static int place(struct engine *e, const struct layout *lay, const struct engine_opts *o, const struct model_opts *mo,
 		 char *err, size_t errlen)
 {
 	const char *mode = o->placement ? o->placement : "auto";
 	bool device = !e->b->ops->host_memory;
+	if (!strcmp(mode, "gpu") && !backend_cpu_create(&e->hb, o->threads, err, errlen)) {
+		/* predictions only: the rates an earlier run measured, if the cache has them */
+		char key[2048], cerr[512];
+		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
+		e->has_rates = rates_load(key, &e->rates, cerr, sizeof(cerr)) > 0;
+		e->hb->ops->destroy(e->hb);
+		e->hb = NULL;
+		if (e->has_rates)
+			e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
+	}
 	if (!strcmp(mode, "gpu") || (!strcmp(mode, "auto") && (!device || e->plan.n_resident == e->plan.n_units)))
 		return 0;
 	int rc = backend_cpu_create(&e->hb, o->threads, err, errlen);
-	if (!rc && !strcmp(mode, "auto")) {
+	/* auto chooses from the rates; a list or cpu is predicted from them (--plan, --stats) */
+	if (!rc) {
 		char key[2048];
 		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
 		char cerr[512];
@@ -76,6 +90,8 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 			e->has_rates = !rc;
 			if (!rc)
 				rates_save(key, &e->rates);
+			else if (strcmp(mode, "auto")) /* a given placement runs without predictions */
+				rc = 0;
 		}
 	}
 	bool *on_host = rc ? NULL : calloc((size_t)e->plan.n_units, sizeof(bool));
@@ -158,7 +174,16 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 	}
 	if (o->n_eos > 0)
 		memcpy(e->eos, o->eos, sizeof(int) * (size_t)o->n_eos);
-	int rc = backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
+	/* several NUMA nodes: memory interleaved over them from here on (the RAM tier, pinned slots; numa.c) */
+	struct numa nn;
+	char nerr[ERR_LEN];
+	int rc = numa_read(&nn, nerr, sizeof(nerr));
+	if (rc)
+		fprintf(stderr, "ferry: NUMA nodes: %s; memory stays where it is first touched\n", nerr);
+	else if (nn.n_nodes > 1 && (rc = numa_interleave(&nn)))
+		fprintf(stderr, "ferry: interleaving memory over %d NUMA nodes: %s; memory stays where it is first touched\n",
+			nn.n_nodes, strerror(-rc));
+	rc = backend_open(&e->b, o->device ? o->device : "auto", o->vram, o->threads, err, errlen);
 	if (!rc && o->h2d_limit > 0) {
 		if (!e->b->ops->pace) {
 			snprintf(err, errlen, "--h2d-limit: the %s backend uploads nothing", e->b->ops->name);
@@ -198,6 +223,16 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->host_memory ? 0 : o->top_k, e->eos, o->n_eos,
 					 err, errlen);
 		e->has_sched = !rc && !o->no_sched;
+		if (e->has_sched && e->has_rates && e->m.plan.n_on_host && e->m.hb) {
+			plan_fix_init(&e->fix, &e->rates);
+			e->fix.fixed = strcmp(o->placement ? o->placement : "auto", "auto") != 0;
+			e->s.fix = &e->fix;
+		}
+		const char *sw = getenv("FERRY_PLACE_SWITCH");
+		if (e->has_sched && e->m.hb && sw && strchr(sw, ':')) {
+			e->s.switch_at = atoi(sw);
+			e->s.switch_to = strchr(sw, ':') + 1;
+		}
 		if (e->has_sched && o->spec.mode != SPEC_OFF)
 			rc = sched_spec(&e->s, &o->spec, e->has_draft ? &e->dm : NULL, err, errlen);
 	}
@@ -278,8 +313,18 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 		model_stats(&e->m, &st->model);
 		const struct model_hybrid_stats *h = &st->model.hyb;
 		if (e->has_rates && h->steps)
-			st->pred_mean_t = plan_predict(p, e->m.lay, &e->rates,
+			st->pred_mean_t = plan_predict(p, e->m.lay, e->s.fix ? &e->fix.r : &e->rates,
 						       (int)((h->tokens + h->steps / 2) / h->steps), true);
+		st->has_fix = e->has_sched && e->s.fix;
+		if (st->has_fix)
+			st->fix = e->fix;
+		const struct sched_stats *ss = &e->s.st;
+		if (e->has_rates && e->has_sched && ss->decode_steps) {
+			int T = (int)((ss->decode_tokens + ss->decode_steps / 2) / ss->decode_steps);
+			bool hyb = e->m.hb && p->n_on_host && T <= p->hybrid_t_max;
+			st->pred_decode = plan_predict(p, e->m.lay, &e->rates, T, hyb);
+			st->pred_decode_fixed = st->has_fix ? plan_predict(p, e->m.lay, &e->fix.r, T, hyb) : st->pred_decode;
+		}
 	}
 	if (e->has_sched) {
 		st->sched = e->s.st;
@@ -308,6 +353,14 @@ json_t *engine_spec_json(const struct engine_stats *st)
 			 "draft_bytes", (json_int_t)st->draft_bytes);
 }
 
+static json_t *rates_json(const struct plan_rates *r)
+{
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy",
+			 r->h2d_busy, "host_1", r->host[0], "host_2", r->host[1], "host_4", r->host[2], "host_8", r->host[3],
+			 "host_busy", r->host_busy, "dev_1", r->dev[0], "dev_2", r->dev[1], "dev_4", r->dev[2], "dev_8",
+			 r->dev[3], "cross_s", r->cross);
+}
+
 json_t *engine_stats_json(const struct engine_stats *st)
 {
 	const struct io_stats *io = &st->model.io;
@@ -318,6 +371,13 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      "prefill_s", s->prefill_s, "decode_s", s->decode_s, "h2d_bytes_prefill", (json_int_t)s->h2d_prefill,
 			      "h2d_bytes_decode",
 			      (json_int_t)s->h2d_decode, "steps", s->steps);
+	if (o) {
+		json_object_set_new(o, "decode_steps", json_integer(s->decode_steps));
+		if (st->pred_decode > 0) {
+			json_object_set_new(o, "predicted_decode_step_s", json_real(st->pred_decode));
+			json_object_set_new(o, "predicted_decode_step_fixed_s", json_real(st->pred_decode_fixed));
+		}
+	}
 	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
 			      (json_int_t)bm->context, "vram_arena", (json_int_t)bm->arena, "vram_arena_peak",
 			      (json_int_t)bm->arena_peak, "vram_device_used_peak", (json_int_t)bm->device_used_peak,
@@ -344,10 +404,20 @@ json_t *engine_stats_json(const struct engine_stats *st)
 	if (h && st->pred_mean_t > 0)
 		json_object_set_new(h, "predicted_mean_t_step_s", json_real(st->pred_mean_t));
 	if (h && st->has_rates)
-		json_object_set_new(h, "rates",
-				    json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy", r->h2d_busy,
-					      "host_1", r->host[0], "host_t", r->host[1], "host_busy", r->host_busy, "dev_1",
-					      r->dev[0], "dev_t", r->dev[1], "cross_s", r->cross));
+		json_object_set_new(h, "rates", rates_json(r));
+	const struct plan_fix *fx = &st->fix;
+	if (h && st->has_fix && fx->n_obs) {
+		double n = (double)fx->n_obs;
+		json_t *parts = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:i, s:b}", "steps", (json_int_t)fx->n_obs,
+					  "predicted_host_s", fx->pred_sum.host / n, "measured_host_s", fx->meas_host_sum / n,
+					  "predicted_upload_s", fx->pred_sum.upload / n, "predicted_device_s",
+					  fx->pred_sum.dev / n, "predicted_step_s", fx->pred_sum.step / n, "measured_step_s",
+					  fx->meas_step_sum / n, "replans", fx->replans, "units_moved", fx->moved, "fixed",
+					  fx->fixed);
+		if (parts)
+			json_object_set_new(parts, "rates_now", rates_json(&fx->r));
+		json_object_set_new(h, "parts", parts);
+	}
 	json_t *sp = engine_spec_json(st);
 	const struct model_moe_stats *x = &st->model.moe;
 	if (o && x->layer_steps)
@@ -417,6 +487,28 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 				   "device: %.2f ms)", 1e3 * st->pred_mean_t, 1e3 * st->pred_hybrid, 1e3 * st->pred_device);
 		fprintf(f, "\n");
 	}
+	const struct sched_stats *ss = &st->sched;
+	if (st->pred_decode > 0)
+		fprintf(f, "ferry: decode: %d steps of %.1f tokens at %.2f ms a step; predicted %.2f ms (start-up rates), %.2f "
+			   "(corrected)\n",
+			ss->decode_steps, (double)ss->decode_tokens / ss->decode_steps, 1e3 * ss->decode_s / ss->decode_steps,
+			1e3 * st->pred_decode, 1e3 * st->pred_decode_fixed);
+	const struct plan_fix *fx = &st->fix;
+	if (st->has_fix && fx->n_obs) {
+		double n = (double)fx->n_obs, ms = 1e3 / n;
+		fprintf(f, "ferry: hybrid parts, mean of %ld steps: host compute predicted %.2f ms, measured %.2f; uploads "
+			   "predicted %.2f ms and device compute %.2f (on the device's queues, not timed); the rest of the step "
+			   "(waits on the device, crossings) predicted %.2f ms, measured %.2f; step predicted %.2f ms, "
+			   "measured %.2f\n",
+			fx->n_obs, ms * fx->pred_sum.host, ms * fx->meas_host_sum, ms * fx->pred_sum.upload, ms * fx->pred_sum.dev,
+			ms * (fx->pred_sum.step - fx->pred_sum.host), ms * (fx->meas_step_sum - fx->meas_host_sum),
+			ms * fx->pred_sum.step, ms * fx->meas_step_sum);
+		if (fx->replans) {
+			fprintf(f, "ferry: hybrid re-placed %d times from measured steps (%d units moved); now ", fx->replans,
+				fx->moved);
+			rates_print(f, &fx->r);
+		}
+	}
 	const struct model_moe_stats *x = &st->model.moe;
 	if (x->layer_steps)
 		fprintf(f, "ferry: experts: %.2f distinct per layer and step, %llu (token, layer, expert) choices; their bytes %.2f "
@@ -443,7 +535,6 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			x->pred_routed ? 100.0 * (double)x->pred_right / (double)x->pred_routed : 0.0,
 			(unsigned long long)x->pred_guessed, (unsigned long long)x->pred_uploads);
 	}
-	const struct sched_stats *ss = &st->sched;
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];
 		fprintf(f,

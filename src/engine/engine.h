@@ -74,10 +74,15 @@ struct engine_stats {
 	int n_on_host, n_units;    /* the hybrid placement (0: none) */
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step (0: not measured) */
 	double pred_mean_t;        /* predicted seconds of a hybrid step of the hybrid steps' mean tokens (0: none) */
+	/* predicted seconds of a decode step of the decode steps' mean tokens, as the placement runs it (hybrid
+	 * when it is at most hybrid_t_max), from the start-up rates and from the corrected ones (0: no rates) */
+	double pred_decode, pred_decode_fixed;
 	uint64_t host_bytes, units_bytes, stream_bytes; /* per step: the host units', every unit's, the uploads' */
 	double bpw_model, bpw_stream, bpw_host; /* bits per weight: the model's, the streamed units', the host units' */
 	bool has_rates;
 	struct plan_rates rates;   /* what the placement was chosen from */
+	bool has_fix;
+	struct plan_fix fix;       /* the hybrid steps observed: predicted vs measured, re-plans, corrected rates */
 	int spec_mode;             /* enum spec_mode in effect */
 	double spec_alpha, spec_c0, spec_c1; /* the tree planner's acceptance and pass-cost line */
 	uint64_t draft_bytes;      /* the draft model's weights (0: none) */

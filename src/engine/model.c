@@ -1019,7 +1019,8 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 			      .tree_base = m->has_tree ? m->tree_base : NULL, .tree_mask = m->has_tree ? m->tree_mask : NULL,
 			      .t_ops = m->rs[0].t_sub};
 	m->n_parts = n_parts;
-	bool hyb = m->hb && T <= m->rs[1].t_rows;
+	/* hybrid_t_max may fall below the host run state's rows when the placement is corrected (place.c) */
+	bool hyb = m->hb && T <= m->plan.hybrid_t_max && T <= m->rs[1].t_rows;
 	const bool *host = hyb ? m->plan.on_host : NULL;
 	int L = m->hp->n_layers;
 	double t_start = now_sec(), t_host = 0;

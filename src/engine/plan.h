@@ -95,14 +95,28 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	      bool stream_all, bool t_max_auto, bool kv_host, const bool *on_host, char *err, size_t errlen);
 
 /* Measured rates the hybrid placement is chosen from (rates.c measures them, place.c uses them). Rates are
- * weight bytes per second of a layer's matmuls; "busy": while the other path runs (they share the memory
- * bus). */
-#define RATES_T 8 /* the second token count the compute rates are measured at */
+ * weight bytes per second of a layer's matmuls. The two paths read the same memory, so each has a rate alone
+ * and one "busy", while the other runs: place.c applies the host's busy rate to the part of its work that
+ * overlaps copies in flight, and the copies' busy rate to those issued while the host works through a run. */
+#define RATES_NT 4 /* token counts the compute rates are measured at: 1, 2, 4, 8 */
+#define RATES_T 8  /* the largest of them */
+#define RATES_NO_LINK 1e15 /* h2d of a host-memory first backend: nothing is copied */
 struct plan_rates {
-	double h2d, h2d_busy;          /* pinned host -> device copies */
-	double host[2], host_busy;     /* the host backend at 1 and RATES_T tokens; at 1 beside the copies */
-	double dev[2];                 /* the device at 1 and RATES_T tokens, weights in device memory */
+	double h2d, h2d_busy;          /* pinned host -> device copies: alone, and while the host computes */
+	double host[RATES_NT];         /* the host backend at 1, 2, 4, 8 tokens, alone */
+	double host_busy;              /* at 1 token while copies run (host[] scaled by host_busy / host[0]) */
+	double dev[RATES_NT];          /* the device at 1, 2, 4, 8 tokens, weights in device memory */
 	double cross;                  /* seconds to move the residual stream across the bus and sync */
+};
+/* The token count of host[i] and dev[i] */
+static inline int rates_t_of(int i)
+{
+	return 1 << i;
+}
+/* A predicted step cut into its parts (seconds of the steady state's last step): the host's compute (its
+ * units' matmuls), the copy queue's uploads, the device's compute, and the step's wall time. */
+struct plan_parts {
+	double host, upload, dev, step;
 };
 /* The placement `mode` asks for: "gpu" (none on the host), "cpu" (every unit), a list of units ("0-9,
  * 20,head": layer numbers and ranges, "head" for the output unit), or "auto" (r needed: the on_host set and
@@ -113,6 +127,39 @@ int plan_place(const struct plan *p, const struct layout *lay, const struct plan
 /* Predicted seconds of a step of T tokens (steady state, every sequence's KV short) for plan p: hybrid
  * (its on_host units on the host) or every unit on the device. */
 double plan_predict(const struct plan *p, const struct layout *lay, const struct plan_rates *r, int T, bool hybrid);
+/* plan_predict, with the step's parts in *parts (NULL: not wanted). */
+double plan_predict_parts(const struct plan *p, const struct layout *lay, const struct plan_rates *r, int T,
+			  bool hybrid, struct plan_parts *parts);
+
+/* Online correction of the rates from measured hybrid steps (place.c). plan_fix_observe takes one hybrid step
+ * of T tokens that took step_s seconds, host_s of them in host units, under plan p and rates fix->r. When
+ * PLAN_FIX_STEPS steps in a row departed from their prediction by more than PLAN_FIX_TOL, it corrects
+ * fix->r (the host's rates by measured / predicted host compute; then the link's so that the prediction meets
+ * the measured steps) and returns 1: the caller re-places with plan_replace. 0 otherwise. */
+#define PLAN_FIX_TOL 0.15
+#define PLAN_FIX_STEPS 3
+#define PLAN_FIX_MAX 4 /* re-plans at most, so a noisy machine cannot make the placement oscillate */
+struct plan_fix {
+	struct plan_rates r;  /* the rates predictions use now */
+	int n_off;            /* consecutive steps off by more than PLAN_FIX_TOL */
+	double meas_step, meas_host, pred_step, pred_host; /* summed over those steps */
+	double sum_t;         /* their tokens */
+	bool fixed;           /* a placement the user gave: observed, never re-placed */
+	int replans, moved;   /* re-plans made, units they moved across */
+	/* every observed step: predicted parts and measured step and host times, summed */
+	struct plan_parts pred_sum;
+	double meas_step_sum, meas_host_sum;
+	long n_obs;
+};
+void plan_fix_init(struct plan_fix *f, const struct plan_rates *r);
+int plan_fix_observe(struct plan_fix *f, const struct plan *p, const struct layout *lay, int T, double step_s,
+		     double host_s);
+/* Re-places p's hybrid units with rates r among the units may_host allows (NULL: every unit that is not
+ * resident): sets p->on_host, n_on_host, host_bytes and hybrid_t_max (0 when no unit is worth it), and the
+ * predictions. Returns whether on_host changed. */
+bool plan_replace(struct plan *p, const struct layout *lay, const struct plan_rates *r, const bool *may_host);
+/* Sets p->on_host to on[n_units] and its counts (n_on_host, host_bytes). */
+void plan_set_host(struct plan *p, const struct layout *lay, const bool *on);
 void plan_print(FILE *f, const struct plan *p);
 void plan_free(struct plan *p);
 

@@ -1,14 +1,19 @@
 /*
  * rates.c: measuring the rates the hybrid placement is chosen from (plan.h, struct plan_rates), at engine
  * start, on a sample of the model's own units: up to RATES_UNITS spread over it (layer 0, the head and layers
- * between, at most RATES_MAX_BYTES of weights), so the rates are those of the step's mix of formats and
- * shapes, and the host reads each unit's bytes from memory as a step does (one unit alone, re-read from the
- * caches, overstated the host). The sample is read once through a small streamer of pinned slots; the host
- * backend multiplies every sampled unit's matrices (1 and RATES_T tokens); each unit is copied to the device
- * (pinned host -> device) into one buffer; the device multiplies the first unit; then the host's passes again
- * while copies of the sample run (the two share the memory bus). The host passes use the host backend's own
- * thread count, which is in the cache key. Each figure is the best of a few repetitions. The device memory it
- * takes (the largest sampled unit) is given back before the model is made.
+ * between, at most RATES_MAX_BYTES of weights: a step's worth of reading, far beyond the caches, in the
+ * step's mix of formats and shapes). The sample is read once through a small streamer of pinned slots. Then:
+ *   - the host backend multiplies every sampled matrix at 1, 2, 4 and 8 tokens (its rate is not linear in
+ *     T), at its own thread count, which is in the cache key;
+ *   - every sampled unit is copied to the device alone (pinned host -> device) into one buffer, and the
+ *     device multiplies the first unit at 1, 2, 4 and 8 tokens;
+ *   - both at once, as a hybrid step runs them: the host works through half of the sample (its run) while
+ *     the copy queue streams the other half (the device's units), each copy with a fence; the host's busy
+ *     rate is its time on its half alone over its time beside the copies, the link's busy rate the bytes
+ *     whose fences had passed when the host finished over the host's time.
+ * Each figure is the best of a few repetitions. The device memory it takes (the largest sampled unit) is
+ * given back before the model is made. With a host-memory first backend (a CPU machine running a placement
+ * list on a second CPU backend) there is no link: the first backend's rate stands for the device's.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -22,8 +27,11 @@
 #include "engine/rates.h"
 
 #define REPS 3
-#define RATES_UNITS 4
-#define RATES_MAX_BYTES (2ull << 30)
+#define RATES_UNITS 8
+#define RATES_MAX_BYTES (4ull << 30)
+#define MAX_FENCES 256
+/* in the cache key: 2 added both backends at 2 and 4 tokens, the busy rates of a real overlap, 8 units */
+#define RATES_VERSION 2
 
 struct mats {
 	int n;
@@ -38,17 +46,17 @@ static uint64_t tensor_bytes(const struct tensor *t)
 	return wfmt_row_bytes(t->fmt, (uint64_t)t->cols) * (uint64_t)t->rows;
 }
 
-static double host_pass(struct backend *b, const struct mats *m, float *y, const float *x, int T)
+static void mats_add(struct mats *m, const struct tensor *t, uint64_t off)
 {
-	double t0 = now_sec();
-	for (int i = 0; i < m->n; i++)
-		b->ops->matmul(b, y, x, &m->t[i], NULL, T);
-	return now_sec() - t0;
+	m->off[m->n] = off;
+	m->t[m->n++] = *t;
+	m->bytes += tensor_bytes(t);
+	m->max_rows = t->rows > m->max_rows ? t->rows : m->max_rows;
+	m->max_cols = t->cols > m->max_cols ? t->cols : m->max_cols;
 }
 
-static double dev_pass(struct backend *b, const struct mats *m, float *y, const float *x, int T)
+static double host_pass(struct backend *b, const struct mats *m, float *y, const float *x, int T)
 {
-	b->ops->sync(b);
 	double t0 = now_sec();
 	for (int i = 0; i < m->n; i++)
 		b->ops->matmul(b, y, x, &m->t[i], NULL, T);
@@ -57,10 +65,12 @@ static double dev_pass(struct backend *b, const struct mats *m, float *y, const 
 }
 
 /* Queues copies of every matrix of m into dbuf (one unit's image at a time: the buffer is reused) */
-static void copy_all(struct backend *dev, const struct mats *m, char *dbuf)
+static int copy_all(struct backend *dev, const struct mats *m, char *dbuf)
 {
 	for (int i = 0; i < m->n; i++)
-		dev->ops->copy_async(dev, dbuf + m->off[i], m->t[i].data, tensor_bytes(&m->t[i]));
+		if (dev->ops->copy_async(dev, dbuf + m->off[i], m->t[i].data, tensor_bytes(&m->t[i])))
+			return -EIO;
+	return 0;
 }
 
 static double best(double a, double b)
@@ -86,10 +96,53 @@ int rates_sample(const struct layout *lay, int *units)
 	return m;
 }
 
+/* Both paths at once (see the top): host passes over h while copies of c run, one fence per copy. */
+static int both_at_once(struct plan_rates *r, struct backend *dev, struct backend *host, const struct mats *h,
+			const struct mats *c, char *dbuf, float *hy, const float *hx, double t_copy_c)
+{
+	double th_alone = 1e30;
+	for (int k = 0; k < REPS; k++)
+		th_alone = best(th_alone, host_pass(host, h, hy, hx, 1));
+	/* copies for three times the host's passes alone: still running when the host, slowed, is done */
+	int per_round = c->n, rounds = (int)(3 * REPS * th_alone / t_copy_c) + 1;
+	if (rounds * per_round > MAX_FENCES)
+		rounds = MAX_FENCES / per_round > 0 ? MAX_FENCES / per_round : 1;
+	int n_f = rounds * per_round < MAX_FENCES ? rounds * per_round : MAX_FENCES;
+	int f0 = dev->ops->fence_alloc(dev, n_f); /* the backend's until it is destroyed: a few per engine */
+	if (f0 < 0)
+		return f0;
+	dev->ops->sync(dev);
+	double t0 = now_sec();
+	int q = 0;
+	for (int k = 0; k < rounds; k++)
+		for (int i = 0; i < c->n && q < n_f; i++, q++)
+			if (dev->ops->copy_async(dev, dbuf + c->off[i], c->t[i].data, tensor_bytes(&c->t[i])) ||
+			    dev->ops->fence_record(dev, BQ_COPY, f0 + q))
+				return -EIO;
+	double tb = 0;
+	for (int k = 0; k < REPS; k++)
+		tb += host_pass(host, h, hy, hx, 1);
+	double t_end = now_sec() - t0;
+	uint64_t done = 0, all = 0;
+	for (int i = 0; i < q; i++) {
+		all += tensor_bytes(&c->t[i % c->n]);
+		done = dev->ops->fence_done(dev, f0 + i) && done + tensor_bytes(&c->t[i % c->n]) == all ? all : done;
+	}
+	if (dev->ops->sync(dev))
+		return -EIO;
+	r->host_busy = r->host[0] * best(1.0, REPS * th_alone / tb);
+	/* every copy done before the host finished: they were not measurably slowed */
+	r->h2d_busy = done > 0 && done < all ? (double)done / t_end : r->h2d;
+	if (r->h2d_busy > r->h2d)
+		r->h2d_busy = r->h2d;
+	return 0;
+}
+
 int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend *dev, struct backend *host,
 		  const struct io_host_alloc *pinned, char *err, size_t errlen)
 {
 	memset(r, 0, sizeof(*r));
+	bool link = !dev->ops->host_memory;
 	int units[RATES_UNITS], nu = rates_sample(lay, units);
 	struct io_opts io;
 	io_opts_default(&io);
@@ -98,12 +151,13 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 	io.host_alloc = pinned;
 	struct io_stream *s = NULL;
 	int rc = io_stream_open(&s, lay, &io, err, errlen), acquired = 0;
+	/* hm: the sample; dm: its first unit; h, c: its even and odd units (the host's and the copies' halves) */
 	struct mats *hm = calloc(1, sizeof(*hm)), *dm = calloc(1, sizeof(*dm));
-	if (!rc && (!hm || !dm)) {
+	struct mats *h = calloc(1, sizeof(*h)), *c = calloc(1, sizeof(*c));
+	if (!rc && (!hm || !dm || !h || !c)) {
 		snprintf(err, errlen, "measuring the placement's rates: out of memory");
 		rc = -ENOMEM;
 	}
-	/* the sample's matrices in hm, the first unit's in dm */
 	uint64_t dev_bytes = 0;
 	while (!rc && acquired < nu) {
 		void *const *ptrs = NULL;
@@ -117,32 +171,27 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 			if (t->ndim != 2)
 				continue;
 			struct tensor ht = {ptrs[i], t->fmt, t->shape[0], t->shape[1], 0};
-			hm->off[hm->n] = at;
-			hm->t[hm->n++] = ht;
-			hm->bytes += t->raw_bytes;
-			hm->max_rows = t->shape[0] > hm->max_rows ? t->shape[0] : hm->max_rows;
-			hm->max_cols = t->shape[1] > hm->max_cols ? t->shape[1] : hm->max_cols;
-			if (acquired == 0) {
-				dm->off[dm->n] = at;
-				dm->t[dm->n++] = ht;
-				dm->bytes += t->raw_bytes;
-			}
+			mats_add(hm, &ht, at);
+			if (acquired == 0)
+				mats_add(dm, &ht, at);
+			if (acquired % 2 == 0 || nu == 1)
+				mats_add(h, &ht, at);
+			if (acquired % 2 == 1 || nu == 1)
+				mats_add(c, &ht, at);
 			at += (tensor_bytes(&ht) + 255) / 256 * 256;
 		}
 		dev_bytes = at > dev_bytes ? at : dev_bytes;
 		acquired++;
 	}
-	if (rc) {
-		for (int i = 0; i < acquired; i++)
-			io_unit_release(s, units[i]);
-		io_stream_close(s);
-		free(hm), free(dm);
-		return rc;
-	}
+	float *hx = NULL, *hy = NULL, *dx = NULL, *dy = NULL;
+	char *dbuf = NULL;
+	if (rc)
+		goto done;
 	size_t xy = sizeof(float) * RATES_T * (size_t)(hm->max_rows > hm->max_cols ? hm->max_rows : hm->max_cols);
-	float *hx = calloc(1, xy), *hy = calloc(1, xy);
-	char *dbuf = dev->ops->alloc(dev, dev_bytes);
-	float *dx = dbuf ? dev->ops->alloc(dev, xy) : NULL, *dy = dx ? dev->ops->alloc(dev, xy) : NULL;
+	hx = calloc(1, xy), hy = calloc(1, xy);
+	dbuf = link ? dev->ops->alloc(dev, dev_bytes) : NULL;
+	dx = dbuf || !link ? dev->ops->alloc(dev, xy) : NULL;
+	dy = dx ? dev->ops->alloc(dev, xy) : NULL;
 	struct backend_reserve res = {.t_max = RATES_T, .t_ops = RATES_T, .max_row = hm->max_cols, .d_model = lay->hp.d_model,
 				      .max_ctx = 256, .n_heads = lay->hp.n_heads, .head_dim = lay->hp.head_dim,
 				      .max_seqs = 1, .max_pages = 1, .n_groups = 1};
@@ -154,39 +203,50 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 	for (size_t i = 0; i < xy / sizeof(float); i++)
 		hx[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
 	dev->ops->upload(dev, dx, hx, xy);
-	/* uploads of the whole sample; the first unit's image stays for the device passes */
-	double th2d = 1e30;
-	for (int k = 0; k < REPS; k++) {
+	double B = (double)hm->bytes, Bd = (double)dm->bytes;
+	host_pass(host, hm, hy, hx, 1); /* warm the caches of the code (the sample's weights are larger) */
+	for (int i = 0; i < RATES_NT; i++) {
+		double t = 1e30;
+		for (int k = 0; k < REPS; k++)
+			t = best(t, host_pass(host, hm, hy, hx, rates_t_of(i)));
+		r->host[i] = B / t;
+	}
+	double th2d = 1e30, tc = 1e30;
+	for (int k = 0; link && k < REPS; k++) {
 		dev->ops->sync(dev);
 		double t0 = now_sec();
-		copy_all(dev, hm, dbuf);
+		rc = rc ? rc : copy_all(dev, hm, dbuf);
 		dev->ops->sync(dev);
 		th2d = best(th2d, now_sec() - t0);
+		t0 = now_sec();
+		rc = rc ? rc : copy_all(dev, c, dbuf);
+		dev->ops->sync(dev);
+		tc = best(tc, now_sec() - t0);
 	}
-	copy_all(dev, dm, dbuf);
-	for (int i = 0; i < dm->n; i++)
-		dm->t[i].data = dbuf + dm->off[i];
-	double th1 = 1e30, thT = 1e30, td1 = 1e30, tdT = 1e30;
-	host_pass(host, hm, hy, hx, 1); /* warm the caches of the code (the sample's weights are larger) */
-	for (int k = 0; k < REPS; k++) {
-		th1 = best(th1, host_pass(host, hm, hy, hx, 1));
-		thT = best(thT, host_pass(host, hm, hy, hx, RATES_T));
-		td1 = best(td1, dev_pass(dev, dm, dy, dx, 1));
-		tdT = best(tdT, dev_pass(dev, dm, dy, dx, RATES_T));
+	if (link) {
+		rc = rc ? rc : copy_all(dev, dm, dbuf);
+		for (int i = 0; i < dm->n; i++)
+			dm->t[i].data = dbuf + dm->off[i];
+		dev->ops->sync(dev);
 	}
-	/* both at once: copies of the sample queued for about as long as REPS host passes take (into the image:
-	 * the device passes are done) */
-	int n_copies = (int)(REPS * th1 / th2d) + 1;
-	dev->ops->sync(dev);
-	double t0 = now_sec();
-	for (int c = 0; c < n_copies; c++)
-		for (int i = 0; i < hm->n; i++)
-			dev->ops->copy_async(dev, dbuf + hm->off[i], hm->t[i].data, tensor_bytes(&hm->t[i]));
-	double tb = 0;
-	for (int k = 0; k < REPS; k++)
-		tb += host_pass(host, hm, hy, hx, 1);
-	dev->ops->sync(dev);
-	double tcopy = now_sec() - t0;
+	for (int i = 0; !rc && i < RATES_NT; i++) {
+		double t = 1e30;
+		for (int k = 0; k < REPS; k++)
+			t = best(t, host_pass(dev, dm, dy, dx, rates_t_of(i)));
+		r->dev[i] = Bd / t;
+	}
+	if (link) {
+		r->h2d = B / th2d;
+		rc = rc ? rc : both_at_once(r, dev, host, h, c, dbuf, hy, hx, tc);
+	} else {
+		/* no link: nothing is copied, and the two backends take turns */
+		r->h2d = r->h2d_busy = RATES_NO_LINK;
+		r->host_busy = r->host[0];
+	}
+	if (rc) {
+		snprintf(err, errlen, "measuring the placement's rates: %s", dev->err[0] ? dev->err : "copies failed");
+		goto done;
+	}
 	/* the residual stream across: one row up and down, each with a sync */
 	double tx = 1e30;
 	for (int k = 0; k < REPS; k++) {
@@ -195,12 +255,7 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 		dev->ops->download(dev, hy, dx, sizeof(float) * (size_t)lay->hp.d_model);
 		tx = best(tx, (now_sec() - t1) / 2);
 	}
-	double B = (double)hm->bytes, Bd = (double)dm->bytes;
-	*r = (struct plan_rates){.h2d = B / th2d, .h2d_busy = (double)n_copies * B / tcopy, .host = {B / th1, B / thT},
-				 .host_busy = REPS * B / tb, .dev = {Bd / td1, Bd / tdT}, .cross = tx};
-	/* a copy queue that outlasted the host passes ran partly alone: its busy rate is then a bound */
-	if (r->h2d_busy > r->h2d)
-		r->h2d_busy = r->h2d;
+	r->cross = tx > 1e-9 ? tx : 1e-9;
 done:
 	if (dy)
 		dev->ops->free(dev, dy);
@@ -213,17 +268,28 @@ done:
 	for (int i = 0; i < acquired; i++)
 		io_unit_release(s, units[i]);
 	io_stream_close(s);
-	free(hm), free(dm);
+	free(hm), free(dm), free(h), free(c);
 	return rc;
+}
+
+static void print_list(FILE *f, const double *r)
+{
+	for (int i = 0; i < RATES_NT; i++)
+		fprintf(f, "%s%.1f", i ? ", " : "", r[i] / 1e9);
+	fprintf(f, " GB/s at 1, 2, 4, 8 tokens");
 }
 
 void rates_print(FILE *f, const struct plan_rates *r)
 {
-	fprintf(f,
-		"rates: host->device %.1f GB/s (%.1f beside the CPU); CPU matmuls %.1f GB/s at 1 token, %.1f at %d (%.1f beside "
-		"the copies); device %.1f GB/s at 1, %.1f at %d; crossing %.0f us\n",
-		r->h2d / 1e9, r->h2d_busy / 1e9, r->host[0] / 1e9, r->host[1] / 1e9, RATES_T, r->host_busy / 1e9,
-		r->dev[0] / 1e9, r->dev[1] / 1e9, RATES_T, r->cross * 1e6);
+	if (r->h2d >= RATES_NO_LINK) {
+		fprintf(f, "rates: no link; the first backend ");
+	} else {
+		fprintf(f, "rates: host->device %.1f GB/s (%.1f beside the CPU); device ", r->h2d / 1e9, r->h2d_busy / 1e9);
+	}
+	print_list(f, r->dev);
+	fprintf(f, "; CPU matmuls ");
+	print_list(f, r->host);
+	fprintf(f, " (%.1f at 1 beside the copies); crossing %.0f us\n", r->host_busy / 1e9, r->cross * 1e6);
 }
 
 /* $FERRY_HOME/rates.json or ~/.cache/ferry/rates.json into buf; false without a home. mk: create the folder. */
@@ -267,7 +333,8 @@ void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *de
 	if (f)
 		fclose(f);
 	int units[RATES_UNITS], nu = rates_sample(lay, units);
-	int at = snprintf(buf, n, "%s | %s | %d threads | link %.3g | units", bm.gpu, cpu, host->n_threads, h2d_limit);
+	int at = snprintf(buf, n, "v%d | %s | %s | %d threads | link %.3g | units", RATES_VERSION, bm.gpu, cpu,
+			  host->n_threads, h2d_limit);
 	for (int i = 0; i < nu && at > 0 && (size_t)at < n; i++)
 		at += snprintf(buf + at, n - (size_t)at, " %d", units[i]);
 	if (at > 0 && (size_t)at < n)
@@ -279,11 +346,13 @@ void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *de
 				       (long long)u->tensors[i].shape[0], (long long)u->tensors[i].shape[1]);
 }
 
-static const char *const rate_names[] = {"h2d", "h2d_busy", "host_1", "host_t", "host_busy", "dev_1", "dev_t", "cross_s"};
+static const char *const rate_names[] = {"h2d",	"h2d_busy", "host_1", "host_2", "host_4", "host_8",
+					 "host_busy", "dev_1",	   "dev_2",  "dev_4",  "dev_8",	 "cross_s"};
 
 static double *rate_field(struct plan_rates *r, int i)
 {
-	double *f[] = {&r->h2d, &r->h2d_busy, &r->host[0], &r->host[1], &r->host_busy, &r->dev[0], &r->dev[1], &r->cross};
+	double *f[] = {&r->h2d,	      &r->h2d_busy, &r->host[0], &r->host[1], &r->host[2], &r->host[3],
+		       &r->host_busy, &r->dev[0],   &r->dev[1],	 &r->dev[2],  &r->dev[3],  &r->cross};
 	return f[i];
 }
 

@@ -23,7 +23,7 @@ void rates_print(FILE *f, const struct plan_rates *r);
 int rates_sample(const struct layout *lay, int *units);
 
 /* The rates cache: measured rates are kept per machine and model shape in $FERRY_HOME/rates.json (default
- * ~/.cache/ferry/rates.json) under a key naming the GPU, the CPU, the threads, the link limit and the first
+ * ~/.cache/ferry/rates.json) under a key naming the version of the rates, the GPU, the CPU, the threads, the link limit and the first
  * layer's tensors, so a placement is measured once and the same command places (and computes) the same way
  * every time. rates_load: 1 when key is there, 0 when not (or FERRY_RATES=measure, which ignores the cache),
  * -EINVAL for a cache file that is not a JSON object or an entry of key with a field that is not a positive

@@ -534,6 +534,54 @@ static int spec_walk(struct sched *s, struct sched_req *r, const struct model_pa
 	return rc;
 }
 
+/* A hybrid step just ran (s1 - s0 of the model's figures): the online correction (plan.h plan_fix)
+ * observes it and, when it asks, the units are placed again with the corrected rates. A unit may move to the
+ * host only where its layer's KV pools are in host memory (a host-memory first backend: every layer; the head
+ * has none), so a move never touches the KV cache; weights.c and kv_host.c take the placement per step. */
+static void hybrid_observe(struct sched *s, const struct model_stats *s0, const struct model_stats *s1)
+{
+	struct model *m = s->m;
+	struct plan *p = &m->plan;
+	const struct model_hybrid_stats *m0 = &s0->hyb, *m1 = &s1->hyb;
+	if (m1->steps != m0->steps + 1)
+		return;
+	bool replace = false, forced = s->switch_at > 0 && (long long)m1->steps == s->switch_at;
+	/* a step that read units from disk (the RAM tier filling) is not the steady state the predictions
+	 * describe; the embedding's rows are read every step (a small part of a unit) */
+	if (s->fix && (s1->io.bytes_read - s0->io.bytes_read) * 4 * (uint64_t)p->n_units < p->units_bytes)
+		replace = plan_fix_observe(s->fix, p, m->lay, (int)(m1->tokens - m0->tokens), m1->sec - m0->sec,
+					   m1->host_sec - m0->host_sec) == 1;
+	if (!replace && !forced)
+		return;
+	int n = p->n_units, L = m->hp->n_layers;
+	bool *may = malloc(sizeof(bool) * (size_t)n), *was = malloc(sizeof(bool) * (size_t)n);
+	if (!may || !was) {
+		free(may), free(was);
+		return;
+	}
+	for (int u = 0; u < n; u++)
+		may[u] = !p->device || u == L || p->kv_host[u];
+	memcpy(was, p->on_host, sizeof(bool) * (size_t)n);
+	if (forced) {
+		int t_max;
+		char err[256];
+		if (!plan_place(p, m->lay, NULL, s->switch_to, was, &t_max, err, sizeof(err))) {
+			for (int u = 0; u < n; u++)
+				was[u] = was[u] && may[u] && !p->resident[u];
+			plan_set_host(p, m->lay, was);
+		} else {
+			fprintf(stderr, "ferry: FERRY_PLACE_SWITCH: %s\n", err);
+		}
+	} else {
+		plan_replace(p, m->lay, &s->fix->r, may);
+		int moved = 0;
+		for (int u = 0; u < n; u++)
+			moved += was[u] != p->on_host[u];
+		s->fix->moved += moved;
+	}
+	free(may), free(was);
+}
+
 int sched_step(struct sched *s, char *err, size_t errlen)
 {
 	admit(s);
@@ -568,6 +616,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 		s->st.h2d_prefill += m1.h2d_bytes - m0.h2d_bytes;
 	} else {
 		s->st.decode_s += dt;
+		s->st.decode_steps++;
 		s->st.h2d_decode += m1.h2d_bytes - m0.h2d_bytes;
 		s->st.disk_decode += m1.io.bytes_read - m0.io.bytes_read;
 		int T = 0;
@@ -575,6 +624,7 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 			T += s->parts[i].n;
 		spec_plan_pass(&s->plan, T, dt);
 	}
+	hybrid_observe(s, &m0, &m1);
 	int row = 0, V = s->m->hp->vocab;
 	for (int i = 0; i < np; i++) {
 		struct sched_req *r = s->part_req[i];

@@ -50,7 +50,7 @@ struct sched_req {
 };
 
 struct sched_stats {
-	int steps;
+	int steps, decode_steps;
 	long long prefill_tokens, decode_tokens, cached_tokens;
 	double prefill_s, decode_s; /* time of steps with prompt tokens, and of steps of decode tokens only */
 	unsigned long long h2d_prefill, h2d_decode; /* weight bytes uploaded to the device in those steps */
@@ -105,6 +105,11 @@ struct sched {
 	} *dw;
 	struct model_part *dparts; /* [max_batch] */
 	int max_depth;             /* trees stay shallower than every sliding window */
+	/* the online correction of a hybrid placement (plan.h; NULL: none): every hybrid step is observed, and
+	 * when the steps depart from their predictions the units are placed again with corrected rates */
+	struct plan_fix *fix;
+	int switch_at;             /* FERRY_PLACE_SWITCH=N:LIST (tests): after hybrid step N place LIST (0: none) */
+	const char *switch_to;
 };
 
 /* tok is one of the end-of-sequence ids the scheduler was given. */
