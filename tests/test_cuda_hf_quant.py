@@ -1,6 +1,8 @@
 """GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19) on the CUDA backend: the tiny Llama of
 tests/test_hf_quant.py quantized by tools/quant_hf.py (GPTQ 4-bit g32 v1, GPTQ 8-bit g64 v2 symmetric, GPTQ 3-bit
-g32, AWQ g64, NF4 with double quantization) and converted (Q4_Z, Q8_Z, NF4), 40 prompt tokens, logits at every
+g32, AWQ g64, NF4 with double quantization, GPTQ act-order with groups mixing inside blocks: 4-bit g32 with q, k, v
+sharing a permutation, 8-bit g64 each linear its own) and converted (Q4_Z, Q8_Z, NF4; the act-order ones with
+permuted columns and the activation gathered by cuda_gather_cols), 40 prompt tokens, logits at every
 position against tools/ref_forward.py's float64 forward on the NumPy unpacking of the same files (norm-wise per
 position):
   - streamed (--stream-all --chunk 8): the f32 dequantize-and-dot path (the decoders of matmul.cuh) with f32 KV:
@@ -25,7 +27,11 @@ CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
          ("gptq8_g64_sym_v2", "gptq", dict(bits=8, group=64, sym=True, v2=True)),
          ("gptq3_g32_v1", "gptq", dict(bits=3, group=32)),
          ("awq4_g64", "awq", dict(bits=4, group=64)),
-         ("bnb_nf4_dq", "bnb", dict(group=64, double_quant=True))]
+         ("bnb_nf4_dq", "bnb", dict(group=64, double_quant=True)),
+         # act-order whose groups mix inside blocks: columns stored permuted, x gathered (gather_cols.cu);
+         # q, k, v (gate, up) sharing one permutation, and every linear its own
+         ("gptq4_g32_actorder_shared", "gptq", dict(bits=4, group=32, desc_act="mixed_shared")),
+         ("gptq8_g64_actorder_mixed", "gptq", dict(bits=8, group=64, sym=True, desc_act="mixed"))]
 
 
 def logits(f, model, ids, root, extra, what):

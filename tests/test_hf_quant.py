@@ -48,6 +48,8 @@ CASES = [
     ("gptq2_g32_v1", "gptq", 2, 32, False, False, None),
     ("gptq4_actorder_blocks", "gptq", 4, 64, False, False, "blocks"),
     ("gptq4_actorder_mixed", "gptq", 4, 32, False, True, "mixed"),
+    ("gptq4_g128_actorder_mixed", "gptq", 4, 128, False, False, "mixed"),
+    ("gptq8_g64_actorder_shared", "gptq", 8, 64, True, False, "mixed_shared"),
     ("awq4_g32", "awq", 4, 32, False, False, None),
     ("awq4_g64", "awq", 4, 64, False, False, None),
     ("awq4_g128", "awq", 4, 128, False, False, None),
@@ -88,6 +90,26 @@ def ferry_tensors(model):
     return out
 
 
+def want_perm(qdir, hname):
+    """The column order a converter must store an act-order linear in: its rows sorted by group, stably; None
+    where every aligned 32 rows already lie in one group (stored as they are)"""
+    import safetensors.numpy
+    g_idx = safetensors.numpy.load_file(os.path.join(qdir, "model.safetensors"))[hname[: -len(".weight")] + ".g_idx"]
+    if np.all(g_idx.reshape(-1, 32) == g_idx.reshape(-1, 32)[:, :1]):
+        return None
+    return np.argsort(g_idx, kind="stable")
+
+
+def check_perm(f, name, hname, entry, want):
+    """The stored permutation (F32 indices) of a linear, checked to be want; None when it is not"""
+    if not f.check(entry is not None, f"{name}: {hname}: no permutation stored beside the permuted weight"):
+        return None
+    fmt, p, _ = entry
+    ok = fmt == "F32" and p.shape == want.shape and np.array_equal(p, want.astype(np.float32))
+    f.check(ok, f"{name}: {hname}: the stored permutation ({fmt} {p.shape}) is not the rows sorted by group")
+    return want if ok else None
+
+
 def check_case(f, root, hf, case, prompt):
     name, method, bits, group, sym, v2, desc_act = case
     q = os.path.join(root, name)
@@ -109,19 +131,31 @@ def check_case(f, root, hf, case, prompt):
         layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
         fmt, v, raw = got[(layer, key + ".weight")]
         g128 = (group == -1 or group % 128 == 0) and w.shape[1] % 128 == 0 and desc_act != "blocks"
-        want_fmt = ("NF4" if method == "bnb" else "F32" if desc_act == "mixed" else
-                    ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
+        want_fmt = ("NF4" if method == "bnb" else ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
         f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
         nlin += 1
+        perm, wperm = None, want_perm(q, hname) if desc_act in ("mixed", "mixed_shared") else None
+        if wperm is not None:  # columns stored sorted by group: check the permutation, then undo it
+            perm = check_perm(f, name, hname, got.get((layer, key + ".perm")), wperm)
+            if perm is None:
+                nbad += 1
+                continue
+            u = np.empty_like(v)
+            u[:, perm] = v
+            v = u
+        elif (layer, key + ".perm") in got:
+            f.check(False, f"{name}: {hname} has a permutation, its groups are whole blocks")
         if v.shape != w.shape or not np.array_equal(v.view(np.uint32), w.astype(np.float32).view(np.uint32)):
             nbad += 1
             diff = np.flatnonzero(v.reshape(-1) != w.reshape(-1))
             f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
         if fmt not in ("F32", "NF4"):
-            act_blocks[hname] = 128 if fmt.endswith("128") else 32
+            blk = 128 if fmt.endswith("128") else 32
+            act_blocks[hname] = blk if perm is None else (blk, perm)
         if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
-            matmul_check(f, f"{name} {hname}", fmt, act_blocks[hname], np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
-                         w.astype(np.float64), np.random.default_rng(layer))
+            wp = w if perm is None else w[:, perm]  # the stored rows multiply x[perm]
+            matmul_check(f, f"{name} {hname}", fmt, blk, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
+                         wp.astype(np.float64), np.random.default_rng(layer))
     deq = q + ".deq"
     quant_hf.write_dequantized(q, deq)
     model = ref_forward.Model(deq)

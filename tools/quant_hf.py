@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPTQ and AWQ checkpoints written and read in NumPy, from their published layouts (issue 19), for ferry's tests.
 
-    python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|blocks]
+    python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|mixed_shared|blocks]
     python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
     python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant]
     python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
@@ -54,12 +54,16 @@ def quantizable(name, w):
     return name.startswith("model.layers.") and name.endswith("_proj.weight") and w.ndim == 2
 
 
-def group_index(K, group, desc_act, rng):
+def group_index(K, group, desc_act, rng, shared=None):
     """g_idx [K]: trivial k // group, or act-order: 'mixed' a random permutation of the rows (GPTQ's
-    desc_act), 'blocks' a random permutation of whole 32-row blocks (groups still whole blocks)."""
+    desc_act), 'blocks' a random permutation of whole 32-row blocks (groups still whole blocks).
+    'mixed_shared': as mixed, the permutation `shared` when given (GPTQ orders q, k, v by one Hessian, that
+    of their common input, and gate, up by another)."""
     g = K if group == -1 else group
     order = np.arange(K)
-    if desc_act == "mixed":
+    if desc_act == "mixed_shared" and shared is not None:
+        order = shared
+    elif desc_act in ("mixed", "mixed_shared"):
         order = rng.permutation(K)
     elif desc_act == "blocks":
         order = (rng.permutation(K // 32)[:, None] * 32 + np.arange(32)).reshape(-1)
@@ -178,6 +182,7 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     """Quantizes src's linears into a GPTQ (method 'gptq') or AWQ ('awq') directory out. skip: tensor suffixes
     ('qzeros', 'g_idx'...) to leave out (negative tests)."""
     rng = np.random.default_rng(seed)
+    orders = {}  # the rows' order of each layer's input (mixed_shared)
     os.makedirs(out, exist_ok=True)
     for f in os.listdir(src):
         if not f.endswith(".safetensors") and f != "model.safetensors.index.json":
@@ -208,7 +213,10 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
                 if suffix not in skip:
                     tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
             continue
-        g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng)
+        inp = name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
+                                    "up_proj": "mlp"}.get(name.split(".")[-2], name)
+        g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng, orders.get(inp))
+        orders[inp] = np.argsort(g_idx, kind="stable")
         q, z, s = quantize(w, bits, g_idx, sym, rng)
         if method == "gptq":
             zs = z if v2 else (z - 1) & (2 ** bits - 1)
@@ -277,7 +285,7 @@ def main():
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--sym", action="store_true")
     ap.add_argument("--v2", action="store_true")
-    ap.add_argument("--desc-act", choices=["mixed", "blocks"])
+    ap.add_argument("--desc-act", choices=["mixed", "mixed_shared", "blocks"])
     ap.add_argument("--double-quant", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()

@@ -14,7 +14,10 @@
  * g_idx constant over every aligned 32): the block then takes its group's f16 scale as d and its integer zero
  * as z, so d (q - z) is the checkpoint's s (q - z) exactly. Where every aligned 128 lies in one group (groups of
  * 128 or more: the usual g128 and -1) the blocks are Q4_Z128/Q8_Z128, one d and z per 128 (4.25 / 8.25 bits). A g_idx that mixes groups inside a block (act-order
- * without static groups) has no per-block scale: such a tensor is written as F32 values s (q - z), exact too.
+ * without static groups) has no per-block scale in the checkpoint's order: the columns are then stored sorted
+ * by group (a stable counting sort of g_idx, t->perm), where each group is a run of its size, and W x =
+ * W[:, perm] x[perm] exactly (the forward gathers x). Only where even that leaves a block of two groups (a
+ * group whose size is not a multiple of 32) is the tensor written as F32 values s (q - z), exact too.
  *
  * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
  * high nibble of byte i (NF4's own order: the bytes are copied); blocks of `blocksize` (quant_state) over the
@@ -25,6 +28,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -179,15 +183,22 @@ static int stream_at(const uint8_t *p, int64_t stride, int64_t pos, int bits)
 	return (int)(v >> sh & ((1u << bits) - 1));
 }
 
+/* The checkpoint row of stored column k */
+static int64_t src_row(const struct hfq_tensor *t, int64_t k)
+{
+	return t->perm ? t->perm[k] : k;
+}
+
 static int group_of(const struct hfq_tensor *t, int64_t k)
 {
 	if (t->g_idx)
-		return (int)word(t->g_idx->data, k);
+		return (int)word(t->g_idx->data, src_row(t, k));
 	return t->cfg->group < 0 ? 0 : (int)(k / t->cfg->group);
 }
 
 static int code_at(const struct hfq_tensor *t, int64_t k, int64_t n)
 {
+	k = src_row(t, k);
 	if (t->cfg->method == HFQ_AWQ)
 		return (int)(word(t->qweight->data, k * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
 	return stream_at(t->qweight->data + 4 * n, t->N, t->cfg->bits * k, t->cfg->bits);
@@ -280,6 +291,37 @@ static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor
 	return 0;
 }
 
+/* Whether every aligned run of 32 (of 128) stored columns lies in one group: the block of the Z formats */
+static void blocks_of(const struct hfq_tensor *t, bool *one32, bool *one128)
+{
+	*one32 = true, *one128 = t->K % 128 == 0;
+	for (int64_t k = 1; k < t->K; k++)
+		if (group_of(t, k) != group_of(t, k - 1)) {
+			*one32 &= k % 32 == 0;
+			*one128 &= k % 128 == 0;
+		}
+}
+
+/* t->perm: the rows in group order, each group's rows in their checkpoint order (a counting sort) */
+static int sort_by_group(struct hfq_tensor *t)
+{
+	int64_t *at = calloc((size_t)t->G + 1, sizeof(*at));
+	t->perm = malloc(sizeof(int32_t) * (size_t)t->K);
+	if (!at || !t->perm) {
+		free(at);
+		hfq_close(t);
+		return -ENOMEM;
+	}
+	for (int64_t k = 0; k < t->K; k++)
+		at[word(t->g_idx->data, k) + 1]++;
+	for (int64_t g = 0; g < t->G; g++)
+		at[g + 1] += at[g];
+	for (int64_t k = 0; k < t->K; k++)
+		t->perm[at[word(t->g_idx->data, k)]++] = (int32_t)k;
+	free(at);
+	return 0;
+}
+
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen)
 {
@@ -313,15 +355,25 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 			return -EINVAL;
 		}
 	}
-	/* the largest block whose aligned runs of K each lie in one group: 128 (Q4_Z128/Q8_Z128), 32, else F32 */
-	bool one32 = true, one128 = K % 128 == 0;
-	for (int64_t k = 1; k < K; k++)
-		if (group_of(t, k) != group_of(t, k - 1)) {
-			one32 &= k % 32 == 0;
-			one128 &= k % 128 == 0;
+	bool one32, one128;
+	blocks_of(t, &one32, &one128);
+	if (!one32 && t->g_idx) { /* act-order mixing groups inside blocks: sort the columns by group */
+		if ((rc = sort_by_group(t))) {
+			snprintf(err, errlen, "out of memory permuting %s", base);
+			return rc;
 		}
+		blocks_of(t, &one32, &one128);
+		if (!one32)
+			hfq_close(t);
+	}
 	t->fmt = !one32 ? WFMT_F32 : bits == 8 ? (one128 ? WFMT_Q8_Z128 : WFMT_Q8_Z) : one128 ? WFMT_Q4_Z128 : WFMT_Q4_Z;
 	return 0;
+}
+
+void hfq_close(struct hfq_tensor *t)
+{
+	free(t->perm);
+	t->perm = NULL;
 }
 
 /* The absmax of bitsandbytes block i: f32, or its double-quantized code through the nested tables */

@@ -5,6 +5,8 @@
  *
  * A checkpoint's linear `P.weight` is then the tensors P.qweight, P.qzeros, P.scales (and GPTQ's P.g_idx); the
  * value of element (n, k) is scales[g, n] * (q[k, n] - z[g, n]) with g its group (g_idx[k], else k / group).
+ * Act-order (g_idx) whose groups mix inside blocks of 32: the columns are stored sorted by group (t->perm),
+ * which makes every block one group again; the converter writes the permutation beside the weight.
  * bitsandbytes 4-bit NF4 (with or without double quantization) is repacked into NF4: P.weight (uint8 codes),
  * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4.
  */
@@ -44,7 +46,10 @@ struct hfq_tensor {
 	int64_t blocksize, nested_blocksize;
 	float nested_offset;
 	int fmt;   /* WFMT_Q4_Z128 / WFMT_Q8_Z128 where every aligned 128 lies in one group, else WFMT_Q4_Z / WFMT_Q8_Z
-		    * (WFMT_F32 where act-order mixes groups inside a block of 32); WFMT_NF4 */
+		    * (WFMT_F32 where even the permuted columns mix groups inside a block of 32); WFMT_NF4 */
+	int32_t *perm; /* [K] act-order whose groups mix inside blocks: stored column j is the checkpoint's row
+			* perm[j] (the rows sorted by group, stably), so each block lies in one group and the forward
+			* gathers x[perm[j]] (src/engine/act_perm.h); NULL: columns in the checkpoint's order */
 };
 
 /* Whether the checkpoint stores `base` (a name without ".weight") as a quantized linear */
@@ -52,7 +57,10 @@ bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const ch
 /* Finds and checks base's tensors for an [N, K] weight; -ENOENT / -EINVAL with a line naming the tensor. */
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen);
-/* Rows [n0, n0 + nn) of the weight in t->fmt, wfmt_row_bytes(t->fmt, K) bytes each, into out. */
+/* Rows [n0, n0 + nn) of the weight in t->fmt, wfmt_row_bytes(t->fmt, K) bytes each, into out (columns in
+ * t->perm's order when it is set). */
 void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out);
+/* Frees what hfq_open allocated (the permutation). */
+void hfq_close(struct hfq_tensor *t);
 
 #endif
