@@ -635,6 +635,18 @@ static void test_swiglu_oai(void)
  * logit, ties by the lower id: a stable order of its own) with the weights in double (softmax over all E,
  * or over the chosen K when norm), on random logits and on logits with many ties; gather and weighted
  * scatter-add of rows in a random order. */
+/* perm[0 .. n) a random permutation of 0 .. n - 1 */
+static void rand_perm(int *perm, int n)
+{
+	for (int i = 0; i < n; i++)
+		perm[i] = i;
+	for (int i = n - 1; i > 0; i--) {
+		int j = rand() % (i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+}
+
 /* cpu_gather_cols (act-order weights' input order) against direct indexing: a random permutation of K
  * columns (f32 indices) over T rows, T * K past the threading threshold too. */
 static void test_gather_cols(void)
@@ -645,13 +657,7 @@ static void test_gather_cols(void)
 		float *x = malloc(sizeof(float) * (size_t)T * K), *y = malloc(sizeof(float) * (size_t)T * K);
 		float *pf = malloc(sizeof(float) * (size_t)K);
 		int *perm = malloc(sizeof(int) * (size_t)K);
-		for (int i = 0; i < K; i++)
-			perm[i] = i;
-		for (int i = K - 1; i > 0; i--) {
-			int j = rand() % (i + 1), t = perm[i];
-			perm[i] = perm[j];
-			perm[j] = t;
-		}
+		rand_perm(perm, K);
 		for (int i = 0; i < K; i++)
 			pf[i] = (float)perm[i];
 		for (int i = 0; i < T * K; i++)
@@ -715,13 +721,7 @@ static void test_moe(void)
 	float x[R * D], y[R * D], src[N * D], got[N * D], wt[N];
 	double ref[R * D];
 	int rows[N], perm[R];
-	for (int i = 0; i < R; i++)
-		perm[i] = i;
-	for (int i = R - 1; i > 0; i--) {
-		int j = rand() % (i + 1), t = perm[i];
-		perm[i] = perm[j];
-		perm[j] = t;
-	}
+	rand_perm(perm, R);
 	for (int i = 0; i < R * D; i++) {
 		x[i] = nrand();
 		y[i] = nrand();
