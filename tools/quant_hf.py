@@ -4,6 +4,7 @@
     python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|mixed_shared|blocks]
     python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
     python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant]
+    python3 tools/quant_hf.py bnb8 SRC_HF OUT                (bitsandbytes LLM.int8: weight int8, SCB)
     python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
 
 write() quantizes every `*_proj.weight` of the layers of a Hugging Face directory (round to nearest per group,
@@ -27,6 +28,8 @@ Layouts (AutoGPTQ / GPTQModel qlinear, AutoAWQ gemm):
        {quant_type, blocksize, dtype, shape, nested_blocksize, nested_offset, nested_dtype}. Value: NF4[q] * absmax
        in float32 (bitsandbytes then casts to its compute dtype; these tests keep the float32 product).
        The nested map written here is a linear one (bitsandbytes' dynamic map is a file's data all the same).
+  bitsandbytes LLM.int8 (Linear8bitLt's state dict): P.weight int8 [N, K] = round(W 127 / row absmax), P.SCB
+       f32 [N] the row absmax, P.weight_format uint8 0 (row-major); W = CB SCB / 127.
 """
 
 import argparse
@@ -163,6 +166,25 @@ def bnb_quantize(W, blocksize, double_quant):
     return parts
 
 
+def bnb8_quantize(W):
+    """W [N, K] -> LLM.int8's tensors, keyed by suffix after the linear's base: weight (CB int8 [N, K], round
+    to nearest of W 127 / row absmax), SCB (f32 [N] the row absmax), weight_format (U8 0: row-major)"""
+    absmax = np.abs(W.astype(np.float32)).max(axis=1).astype(np.float32)
+    absmax[absmax == 0] = 1
+    cb = np.clip(np.round(W.astype(np.float32) * (np.float32(127) / absmax[:, None])), -127, 127).astype(np.int8)
+    return {"weight": cb, "SCB": absmax, "weight_format": np.zeros((), np.uint8)}
+
+
+def bnb8_dequantize(raw, base, stored=False):
+    """float32 [N, K] of an LLM.int8 weight: CB SCB / 127 (float64, rounded once to float32), or stored=True the
+    values a converter keeps in Q8_0: CB f16(f32(SCB) / 127)"""
+    cb, scb = raw[base + ".weight"].astype(np.float64), raw[base + ".SCB"]
+    if stored:
+        d = (scb.astype(np.float32) / np.float32(127)).astype(np.float16).astype(np.float64)
+        return (cb * d[:, None]).astype(np.float32)
+    return (cb * scb.astype(np.float64)[:, None] / 127).astype(np.float32)
+
+
 def bnb_dequantize(raw, wname):
     """float32 [N, K] of a bitsandbytes NF4 weight wname from raw {name: array}"""
     state = json.loads(bytes(raw[wname + ".quant_state.bitsandbytes__nf4"]).decode())
@@ -195,6 +217,9 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     elif method == "awq":
         cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                       "version": "gemm"}
+    elif method == "bnb8":
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": False, "load_in_8bit": True,
+                                      "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False}
     else:
         cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
                                       "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
@@ -208,6 +233,11 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
             continue
         base = name[: -len(".weight")]
         N, K = w.shape
+        if method == "bnb8":
+            for suffix, a in bnb8_quantize(w).items():
+                if suffix not in skip:
+                    tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)
+            continue
         if method == "bnb":
             for suffix, a in bnb_quantize(w, group, double_quant).items():
                 if suffix not in skip:
@@ -230,11 +260,18 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     safetensors.numpy.save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
-def dequantize(d):
+def dequantize(d, stored=False):
     """{HF name: float32 array} of a directory write() made (any GPTQ/AWQ of these layouts): every linear
-    unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32."""
+    unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32. LLM.int8: CB SCB / 127, or with
+    stored=True the Q8_0 values a converter keeps (bnb8_dequantize)."""
     qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
     raw = safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    if qc["quant_method"] == "bitsandbytes" and qc.get("load_in_8bit"):
+        bases = [k[: -len(".SCB")] for k in raw if k.endswith(".SCB")]
+        own = {b + s for b in bases for s in (".weight", ".SCB", ".weight_format")}
+        out = {k: v.astype(np.float32) for k, v in raw.items() if k not in own}
+        out.update({b + ".weight": bnb8_dequantize(raw, b, stored) for b in bases})
+        return out
     if qc["quant_method"] == "bitsandbytes":
         names = [k[: -len(".absmax")] for k in raw if k.endswith(".weight.absmax")]
         out = {k: v.astype(np.float32) for k, v in raw.items() if k not in names and not k.startswith(tuple(
@@ -263,8 +300,9 @@ def dequantize(d):
     return out
 
 
-def write_dequantized(d, out):
-    """The NumPy unpacking of d as an F32 checkpoint (same config without quantization_config)"""
+def write_dequantized(d, out, stored=False):
+    """The NumPy unpacking of d as an F32 checkpoint (same config without quantization_config); stored: as
+    dequantize(stored=True)"""
     os.makedirs(out, exist_ok=True)
     for f in os.listdir(d):
         if not f.endswith(".safetensors"):
@@ -273,12 +311,12 @@ def write_dequantized(d, out):
     cfg.pop("quantization_config", None)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
-    safetensors.numpy.save_file(dequantize(d), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    safetensors.numpy.save_file(dequantize(d, stored), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=["gptq", "awq", "bnb", "dequant"])
+    ap.add_argument("method", choices=["gptq", "awq", "bnb", "bnb8", "dequant"])
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--bits", type=int, default=4)

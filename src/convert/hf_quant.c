@@ -19,6 +19,9 @@
  * W[:, perm] x[perm] exactly (the forward gathers x). Only where even that leaves a block of two groups (a
  * group whose size is not a multiple of 32) is the tensor written as F32 values s (q - z), exact too.
  *
+ * bitsandbytes LLM.int8: P.weight int8 [N, K] row-major, P.SCB f32 [N]: Q8_0 blocks of the row's codes with
+ * d = f16(SCB / 127) (hf_quant.h: the rounding's bound).
+ *
  * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
  * high nibble of byte i (NF4's own order: the bytes are copied); blocks of `blocksize` (quant_state) over the
  * flattened weight each have an absmax, f32, or with double quantization a uint8 code a giving
@@ -81,8 +84,14 @@ int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, c
 	if (q->method == HFQ_BNB4) {
 		bool b4 = json_is_true(json_object_get(qc, "load_in_4bit")) || json_is_true(json_object_get(qc, "_load_in_4bit"));
 		const char *qt = json_string_value(json_object_get(qc, "bnb_4bit_quant_type"));
+		bool b8 = json_is_true(json_object_get(qc, "load_in_8bit")) || json_is_true(json_object_get(qc, "_load_in_8bit"));
+		if (!b4 && b8) {
+			q->method = HFQ_BNB8, q->bits = 8, q->group = -1;
+			rc = 0;
+			goto out;
+		}
 		if (!b4) {
-			snprintf(err, errlen, "%s: bitsandbytes 8-bit (LLM.int8, load_in_8bit) is not supported (4-bit nf4)", where);
+			snprintf(err, errlen, "%s: neither load_in_4bit nor load_in_8bit is true", where);
 			goto out;
 		}
 		if (!qt || strcmp(qt, "nf4")) {
@@ -133,6 +142,12 @@ out:
 bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const char *base)
 {
 	char name[512];
+	if (cfg->method == HFQ_BNB8) { /* an int8 weight without its SCB is one too (hfq_open says what is missing) */
+		snprintf(name, sizeof(name), "%s.weight", base);
+		const struct st_tensor *w = st_find(st, name);
+		snprintf(name, sizeof(name), "%s.SCB", base);
+		return st_find(st, name) || (w && !strcmp(w->dtype, "I8"));
+	}
 	snprintf(name, sizeof(name), cfg->method == HFQ_BNB4 ? "%s.weight.absmax" : "%s.qweight", base);
 	return st_find(st, name) != NULL;
 }
@@ -322,6 +337,40 @@ static int sort_by_group(struct hfq_tensor *t)
 	return 0;
 }
 
+/* LLM.int8: P.weight I8 [N, K], P.SCB F32 [N] (finite, SCB / 127 an f16 below 65504), P.weight_format 0 or
+ * absent */
+static int open_bnb8(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	char wname[512];
+	int rc = 0;
+	snprintf(wname, sizeof(wname), "%s.weight", base);
+	if (t->K % 32) {
+		snprintf(err, errlen, "tensor %s: rows of %lld: Q8_0 needs a multiple of 32", wname, (long long)t->K);
+		return -EINVAL;
+	}
+	if (!(t->qweight = part(st, wname, "", "I8", t->N, t->K, true, &rc, err, errlen)) ||
+	    !(t->scales = part(st, base, "SCB", "F32", t->N, -1, true, &rc, err, errlen)))
+		return rc;
+	snprintf(wname, sizeof(wname), "%s.weight_format", base);
+	const struct st_tensor *wf = st_find(st, wname);
+	if (wf && (wf->bytes != 1 || wf->data[0] != 0)) {
+		snprintf(err, errlen, "tensor %s: %s of %llu bytes, want a U8 0 (the row-major layout)", wname, wf->dtype,
+			 (unsigned long long)wf->bytes);
+		return -EINVAL;
+	}
+	for (int64_t n = 0; n < t->N; n++) {
+		float s;
+		memcpy(&s, t->scales->data + 4 * n, 4);
+		if (!(s >= 0 && s / 127.0f <= 65504.0f)) {
+			snprintf(err, errlen, "tensor %s.SCB[%lld] = %g: not a row absmax whose scale / 127 is an f16", base,
+				 (long long)n, (double)s);
+			return -EINVAL;
+		}
+	}
+	t->fmt = WFMT_Q8_0;
+	return 0;
+}
+
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen)
 {
@@ -329,6 +378,8 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 	t->cfg = cfg, t->N = N, t->K = K;
 	if (cfg->method == HFQ_BNB4)
 		return open_bnb(st, base, t, err, errlen);
+	if (cfg->method == HFQ_BNB8)
+		return open_bnb8(st, base, t, err, errlen);
 	int bits = cfg->bits, rc = 0;
 	bool awq = cfg->method == HFQ_AWQ;
 	if (K % 32 || (awq ? N % 8 : (N * bits) % 32)) {
@@ -403,6 +454,17 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 				int64_t flat = n * K + 64 * b;
 				q->d = bnb_absmax(t, flat / t->blocksize);
 				memcpy(q->qs, t->qweight->data + flat / 2, 32);
+			}
+			continue;
+		}
+		if (t->fmt == WFMT_Q8_0) { /* LLM.int8: one f16 scale per row, the int8 codes as they are */
+			float s;
+			memcpy(&s, t->scales->data + 4 * n, 4);
+			uint16_t d = f32_to_f16(s / 127.0f);
+			for (int64_t b = 0; b < K / 32; b++) {
+				struct block_q8_0 *q = (struct block_q8_0 *)row + b;
+				q->d = d;
+				memcpy(q->qs, t->qweight->data + n * K + 32 * b, 32);
 			}
 			continue;
 		}

@@ -9,6 +9,10 @@
  * which makes every block one group again; the converter writes the permutation beside the weight.
  * bitsandbytes 4-bit NF4 (with or without double quantization) is repacked into NF4: P.weight (uint8 codes),
  * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4.
+ * bitsandbytes LLM.int8 (load_in_8bit): P.weight int8 [N, K] codes CB, P.SCB f32 [N] row absmax (and
+ * P.weight_format, 0: row-major); W = CB SCB / 127, stored as Q8_0 with d = f16(SCB / 127) per row: exact where
+ * that f16 is SCB / 127, otherwise each row scaled by 1 + e, |e| <= 2^-11 (f16's rounding, SCB / 127 >= 2^-14;
+ * below, |d error| <= 2^-25 absolute). FORMAT.md has the bound.
  */
 #ifndef FERRY_HF_QUANT_H
 #define FERRY_HF_QUANT_H
@@ -19,7 +23,7 @@
 
 #include "layout/safetensors.h"
 
-enum hfq_method { HFQ_NONE, HFQ_GPTQ, HFQ_AWQ, HFQ_BNB4 };
+enum hfq_method { HFQ_NONE, HFQ_GPTQ, HFQ_AWQ, HFQ_BNB4, HFQ_BNB8 };
 
 struct hfq_config {
 	enum hfq_method method;
