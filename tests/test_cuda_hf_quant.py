@@ -2,7 +2,8 @@
 tests/test_hf_quant.py quantized by tools/quant_hf.py (GPTQ 4-bit g32 v1, GPTQ 8-bit g64 v2 symmetric, GPTQ 3-bit
 g32, AWQ g64, NF4 with double quantization, GPTQ act-order with groups mixing inside blocks: 4-bit g32 with q, k, v
 sharing a permutation, 8-bit g64 each linear its own) and converted (Q4_Z, Q8_Z, NF4; the act-order ones with
-permuted columns and the activation gathered by cuda_gather_cols; bitsandbytes LLM.int8 as Q8_0), 40 prompt tokens, logits at every
+permuted columns and the activation gathered by cuda_gather_cols; bitsandbytes LLM.int8 as Q8_0, FP4 with double
+quantization as BNB_FP4), 40 prompt tokens, logits at every
 position against tools/ref_forward.py's float64 forward on the NumPy unpacking of the same files (norm-wise per
 position):
   - streamed (--stream-all --chunk 8): the f32 dequantize-and-dot path (the decoders of matmul.cuh) with f32 KV:
@@ -32,7 +33,8 @@ CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
          # q, k, v (gate, up) sharing one permutation, and every linear its own
          ("gptq4_g32_actorder_shared", "gptq", dict(bits=4, group=32, desc_act="mixed_shared")),
          ("gptq8_g64_actorder_mixed", "gptq", dict(bits=8, group=64, sym=True, desc_act="mixed")),
-         ("bnb_int8", "bnb8", dict())]
+         ("bnb_int8", "bnb8", dict()),
+         ("bnb_fp4_dq", "bnb", dict(group=64, double_quant=True, quant_type="fp4"))]
 
 
 def logits(f, model, ids, root, extra, what):

@@ -12,11 +12,11 @@ converted by ferry:
     (quantize_act, 8 bits per 32: src/kernels/cpu/qdot.h), or within twice that quantization's own distance
     from the float64 forward where that is larger (a rounding tie of an input code decided otherwise: ferry's
     activations are f32, the reference's f64; the bound the other 8-bit-input tests use);
-  - bitsandbytes NF4 (blocksize 64 and 128, with and without double quantization), the same way: stored as NF4,
-    bit-identical, logits within 1e-4 (NF4's CPU dots take f32 inputs);
+  - bitsandbytes NF4 and FP4 (blocksize 64 and 128, with and without double quantization), the same way: stored
+    as NF4 / BNB_FP4, bit-identical, logits within 1e-4 (their CPU dots take f32 inputs);
   - bitsandbytes LLM.int8 (weight int8, SCB): stored as Q8_0, bit-identical to CB f16(SCB / 127), within 2^-11
     of CB SCB / 127 (the f16 row scale), logits within 1e-4 of the reference on the stored values;
-  - bad input (an unsupported method, bit width, group size or packing, bitsandbytes fp4, a missing
+  - bad input (an unsupported method, bit width, group size or packing or bitsandbytes quant type, a missing
     g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
     disagrees with the config) fails with one line naming the field or tensor, and leaves
     neither the output nor its .tmp;
@@ -59,6 +59,8 @@ CASES = [
     ("bnb_nf4_b64", "bnb", 4, 64, False, False, None),
     ("bnb_nf4_b128_dq", "bnb", 4, 128, True, False, None),
     ("bnb_nf4_b64_dq", "bnb", 4, 64, True, False, None),
+    ("bnb_fp4_b64", "bnb_fp4", 4, 64, False, False, None),
+    ("bnb_fp4_b128_dq", "bnb_fp4", 4, 128, True, False, None),
     # bitsandbytes LLM.int8: Q8_0 with the row scale rounded to f16
     ("bnb_int8", "bnb8", 8, -1, False, False, None),
 ]
@@ -117,8 +119,9 @@ def check_perm(f, name, hname, entry, want):
 def check_case(f, root, hf, case, prompt):
     name, method, bits, group, sym, v2, desc_act = case
     q = os.path.join(root, name)
-    if method in ("bnb", "bnb8"):
-        quant_hf.write(hf, q, method, group=group, seed=len(name), double_quant=sym)
+    if method in ("bnb", "bnb_fp4", "bnb8"):
+        quant_hf.write(hf, q, "bnb" if method == "bnb_fp4" else method, group=group, seed=len(name), double_quant=sym,
+                       quant_type="fp4" if method == "bnb_fp4" else "nf4")
     else:
         quant_hf.write(hf, q, method, bits, group, sym, v2, desc_act, seed=len(name))
     out = q + ".ferry"
@@ -136,7 +139,7 @@ def check_case(f, root, hf, case, prompt):
         layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
         fmt, v, raw = got[(layer, key + ".weight")]
         g128 = (group == -1 or group % 128 == 0) and w.shape[1] % 128 == 0 and desc_act != "blocks"
-        want_fmt = ("NF4" if method == "bnb" else "Q8_0" if method == "bnb8" else
+        want_fmt = ("NF4" if method == "bnb" else "BNB_FP4" if method == "bnb_fp4" else "Q8_0" if method == "bnb8" else
                     ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
         f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
         nlin += 1
@@ -162,10 +165,10 @@ def check_case(f, root, hf, case, prompt):
             f.check(bool(np.all(dev <= bound)), f"{name}: {hname}: {np.sum(dev > bound)} values off CB SCB / 127 "
                     "by more than the f16 scale's rounding")
             int8_rel.append(float(np.max(dev / np.maximum(np.abs(e), 1e-30))))
-        if fmt not in ("F32", "NF4"):
+        if fmt not in ("F32", "NF4", "BNB_FP4"):
             blk = 128 if fmt.endswith("128") else 32
             act_blocks[hname] = blk if perm is None else (blk, perm)
-        if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
+        if fmt not in ("F32", "NF4", "BNB_FP4") and layer == 1 and key in ("attn_q", "ffn_down"):
             wp = w if perm is None else w[:, perm]  # the stored rows multiply x[perm]
             matmul_check(f, f"{name} {hname}", fmt, blk, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
                          wp.astype(np.float64), np.random.default_rng(layer))
@@ -218,8 +221,12 @@ def check_bad(f, root, hf):
     lin = "model.layers.1.mlp.down_proj"
     bad = [  # (what, writer arguments, edit, the words the message must hold)
         ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="exl2"), ["quant_method", "exl2"]),
-        ("bnb fp4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
-         ["bnb_4bit_quant_type", "fp4"]),
+        ("bnb quant type", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="int4"),
+         ["bnb_4bit_quant_type", "int4"]),
+        ("bnb fp4 vs nf4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
+         ["quant_state.bitsandbytes__fp4", "not found"]),
+        ("bnb fp4 map", dict(method="bnb", quant_type="fp4"),
+         lambda d: replace_tensor(d, lin + ".weight.quant_map", quant_hf.NF4), [lin + ".weight.quant_map", "FP4"]),
         ("bnb int8 format", dict(method="bnb8"),
          lambda d: replace_tensor(d, lin + ".weight_format", np.ones((), np.uint8)), [lin + ".weight_format"]),
         ("bnb int8 no SCB", dict(method="bnb8", skip=("SCB",)), None, [".SCB", "not found"]),

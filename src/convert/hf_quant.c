@@ -22,7 +22,8 @@
  * bitsandbytes LLM.int8: P.weight int8 [N, K] row-major, P.SCB f32 [N]: Q8_0 blocks of the row's codes with
  * d = f16(SCB / 127) (hf_quant.h: the rounding's bound).
  *
- * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
+ * bitsandbytes NF4 and FP4 (BNB_FP4: NF4's block with the FP4 table; the file's quant_map must be that table):
+ * P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
  * high nibble of byte i (NF4's own order: the bytes are copied); blocks of `blocksize` (quant_state) over the
  * flattened weight each have an absmax, f32, or with double quantization a uint8 code a giving
  * f32(f32(nested_quant_map[a] * nested_absmax[i / nested_blocksize]) + nested_offset), bitsandbytes' own f32
@@ -94,10 +95,12 @@ int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, c
 			snprintf(err, errlen, "%s: neither load_in_4bit nor load_in_8bit is true", where);
 			goto out;
 		}
-		if (!qt || strcmp(qt, "nf4")) {
-			snprintf(err, errlen, "%s.bnb_4bit_quant_type \"%s\" is not supported (nf4)", where, qt ? qt : "fp4");
+		qt = qt ? qt : "fp4"; /* transformers' BitsAndBytesConfig default */
+		if (strcmp(qt, "nf4") && strcmp(qt, "fp4")) {
+			snprintf(err, errlen, "%s.bnb_4bit_quant_type \"%s\" is not supported (nf4, fp4)", where, qt);
 			goto out;
 		}
+		q->fp4 = !strcmp(qt, "fp4");
 		q->bits = 4, q->group = 64;
 		q->double_quant = json_is_true(json_object_get(qc, "bnb_4bit_use_double_quant"));
 		rc = 0;
@@ -235,23 +238,20 @@ static uint16_t scale_at(const struct hfq_tensor *t, int g, int64_t n)
 	return h;
 }
 
-static const float nf4_values[16] = NF4_VALUES;
+static const float nf4_values[16] = NF4_VALUES, fp4_values[16] = BNB_FP4_VALUES;
 
-/* P.weight.quant_state.bitsandbytes__nf4: the JSON bytes of bitsandbytes' QuantState (quant_type, blocksize,
- * shape, nested_blocksize, nested_offset) */
+/* P.weight.quant_state.bitsandbytes__nf4 (__fp4): the JSON bytes of bitsandbytes' QuantState (quant_type,
+ * blocksize, shape, nested_blocksize, nested_offset) */
 static int bnb_state(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
 {
 	char name[512];
-	snprintf(name, sizeof(name), "%s.weight.quant_state.bitsandbytes__nf4", base);
+	const char *type = t->cfg->fp4 ? "fp4" : "nf4";
+	snprintf(name, sizeof(name), "%s.weight.quant_state.bitsandbytes__%s", base, type);
 	const struct st_tensor *s = st_find(st, name);
 	if (!s) {
-		char fp4[512];
-		snprintf(fp4, sizeof(fp4), "%s.weight.quant_state.bitsandbytes__fp4", base);
-		bool is_fp4 = st_find(st, fp4) != NULL;
-		snprintf(err, errlen, is_fp4 ? "tensor %s: bitsandbytes fp4 is not supported (nf4)"
-					    : "tensor %s not found (bitsandbytes' quant_state of an nf4 weight)",
-			 is_fp4 ? fp4 : name);
-		return is_fp4 ? -EINVAL : -ENOENT;
+		snprintf(err, errlen, "tensor %s not found (bitsandbytes' quant_state of an %s weight, as config.json's "
+			 "bnb_4bit_quant_type says)", name, type);
+		return -ENOENT;
 	}
 	json_error_t je;
 	json_t *j = json_loadb((const char *)s->data, s->bytes, 0, &je);
@@ -260,16 +260,16 @@ static int bnb_state(const struct st_set *st, const char *base, struct hfq_tenso
 	t->blocksize = json_integer_value(json_object_get(j, "blocksize"));
 	t->nested_blocksize = json_integer_value(json_object_get(j, "nested_blocksize"));
 	t->nested_offset = (float)json_number_value(json_object_get(j, "nested_offset"));
-	bool ok = qt && !strcmp(qt, "nf4") && json_array_size(shape) == 2 &&
+	bool ok = qt && !strcmp(qt, type) && json_array_size(shape) == 2 &&
 		  json_integer_value(json_array_get(shape, 0)) == t->N && json_integer_value(json_array_get(shape, 1)) == t->K;
 	json_decref(j);
 	if (!ok) {
-		snprintf(err, errlen, "tensor %s: not a quant_state of quant_type nf4 and shape [%lld, %lld]", name,
+		snprintf(err, errlen, "tensor %s: not a quant_state of quant_type %s and shape [%lld, %lld]", name, type,
 			 (long long)t->N, (long long)t->K);
 		return -EINVAL;
 	}
 	if (t->blocksize <= 0 || t->blocksize % 64 || t->K % 64) {
-		snprintf(err, errlen, "tensor %s: blocksize %lld with rows of %lld: NF4 needs both multiples of 64", name,
+		snprintf(err, errlen, "tensor %s: blocksize %lld with rows of %lld: NF4/FP4 need both multiples of 64", name,
 			 (long long)t->blocksize, (long long)t->K);
 		return -EINVAL;
 	}
@@ -286,8 +286,8 @@ static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor
 	int64_t nblk = t->N * t->K / t->blocksize, nnest = 0;
 	bool dq = t->cfg->double_quant;
 	if (dq && t->nested_blocksize <= 0) {
-		snprintf(err, errlen, "tensor %s.weight.quant_state.bitsandbytes__nf4: no nested_blocksize (double quantization)",
-			 base);
+		snprintf(err, errlen, "tensor %s.weight.quant_state.bitsandbytes__%s: no nested_blocksize (double "
+			 "quantization)", base, t->cfg->fp4 ? "fp4" : "nf4");
 		return -EINVAL;
 	}
 	nnest = dq ? (nblk + t->nested_blocksize - 1) / t->nested_blocksize : 0;
@@ -298,11 +298,11 @@ static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor
 	    (dq && !(t->nested_absmax = part(st, wname, "nested_absmax", "F32", nnest, -1, true, &rc, err, errlen))) ||
 	    (dq && !(t->nested_map = part(st, wname, "nested_quant_map", "F32", 256, -1, true, &rc, err, errlen))))
 		return rc;
-	if (memcmp(map->data, nf4_values, sizeof(nf4_values))) {
-		snprintf(err, errlen, "tensor %s.quant_map: not bitsandbytes' NF4 table", wname);
+	if (memcmp(map->data, t->cfg->fp4 ? fp4_values : nf4_values, sizeof(nf4_values))) {
+		snprintf(err, errlen, "tensor %s.quant_map: not bitsandbytes' %s table", wname, t->cfg->fp4 ? "FP4" : "NF4");
 		return -EINVAL;
 	}
-	t->fmt = WFMT_NF4;
+	t->fmt = t->cfg->fp4 ? WFMT_BNB_FP4 : WFMT_NF4;
 	return 0;
 }
 
@@ -448,7 +448,7 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 #pragma omp parallel for schedule(dynamic, 16)
 	for (int64_t n = n0; n < n0 + nn; n++) {
 		uint8_t *row = (uint8_t *)out + (size_t)(n - n0) * rb;
-		if (t->fmt == WFMT_NF4) {
+		if (t->fmt == WFMT_NF4 || t->fmt == WFMT_BNB_FP4) { /* one block layout, the table aside */
 			for (int64_t b = 0; b < K / 64; b++) {
 				struct block_nf4 *q = (struct block_nf4 *)row + b;
 				int64_t flat = n * K + 64 * b;

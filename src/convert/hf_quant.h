@@ -8,7 +8,8 @@
  * Act-order (g_idx) whose groups mix inside blocks of 32: the columns are stored sorted by group (t->perm),
  * which makes every block one group again; the converter writes the permutation beside the weight.
  * bitsandbytes 4-bit NF4 (with or without double quantization) is repacked into NF4: P.weight (uint8 codes),
- * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4.
+ * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4;
+ * bitsandbytes FP4 the same with its table and .quant_state.bitsandbytes__fp4, repacked into BNB_FP4.
  * bitsandbytes LLM.int8 (load_in_8bit): P.weight int8 [N, K] codes CB, P.SCB f32 [N] row absmax (and
  * P.weight_format, 0: row-major); W = CB SCB / 127, stored as Q8_0 with d = f16(SCB / 127) per row: exact where
  * that f16 is SCB / 127, otherwise each row scaled by 1 + e, |e| <= 2^-11 (f16's rounding, SCB / 127 >= 2^-14;
@@ -32,6 +33,7 @@ struct hfq_config {
 	bool desc_act;   /* GPTQ act-order: g_idx required */
 	bool v2;         /* GPTQ checkpoint_format gptq_v2: zeros as they are (v1: stored + 1) */
 	bool double_quant; /* bitsandbytes: absmax stored as 8-bit codes (bnb_4bit_use_double_quant) */
+	bool fp4;          /* bitsandbytes 4-bit: bnb_4bit_quant_type fp4 (else nf4) */
 	const char *name;
 };
 
