@@ -68,7 +68,7 @@ static void bench_set_scales(uint8_t *w, size_t bytes, int fmt, uint16_t d)
 			memcpy(b + d_at, &d, 2);
 		if (m_at >= 0)
 			memcpy(b + m_at, &d, 2);
-		if (fmt == WFMT_NF4) { /* its scale is an f32 absmax */
+		if (fmt == WFMT_NF4 || fmt == WFMT_BNB_FP4) { /* its scale is an f32 absmax */
 			float a = f16_to_f32(d);
 			memcpy(b, &a, 4);
 			continue;

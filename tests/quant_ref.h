@@ -78,7 +78,7 @@ static uint8_t *rand_blocks(int fmt, size_t nb)
 		memcpy(b + ref_d_at(fmt), &d, 2);
 		if (fmt == WFMT_IQ1_M)
 			ref_iq1m_set_d(b, d);
-		if (fmt == WFMT_NF4) { /* f32 absmax, positive as bitsandbytes' (2^-14 .. 2^2) */
+		if (fmt == WFMT_NF4 || fmt == WFMT_BNB_FP4) { /* f32 absmax, positive as bitsandbytes' (2^-14 .. 2^2) */
 			float a = ldexpf((float)(1 + urand()), (int)(urand() * 17) - 14);
 			memcpy(b, &a, 4);
 		}
@@ -116,6 +116,14 @@ static float ref_dequant(int fmt, const uint8_t *b, int j)
 		float a;
 		memcpy(&a, b, 4);
 		return (float)nf4[j % 2 ? b[4 + j / 2] & 15 : b[4 + j / 2] >> 4] * a;
+	}
+	case WFMT_BNB_FP4: { /* bitsandbytes' FP4 (get_4bit_type: sign, 2 exponent bits, 1 mantissa bit, the
+			    * subnormal 0.0625) over its max 12, value 2i the high nibble of byte i */
+		int c = j % 2 ? b[4 + j / 2] & 15 : b[4 + j / 2] >> 4, e = c >> 1 & 3;
+		double v = e ? ldexp(c & 1 ? 1.5 : 1.0, 4 - e) : (c & 1 ? 0.0625 : 0.0);
+		float a;
+		memcpy(&a, b, 4);
+		return (float)((c & 8 ? -v : v) / 12) * a;
 	}
 	case WFMT_Q4_Z:
 	case WFMT_Q8_Z:

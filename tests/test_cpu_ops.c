@@ -635,6 +635,46 @@ static void test_swiglu_oai(void)
  * logit, ties by the lower id: a stable order of its own) with the weights in double (softmax over all E,
  * or over the chosen K when norm), on random logits and on logits with many ties; gather and weighted
  * scatter-add of rows in a random order. */
+/* perm[0 .. n) a random permutation of 0 .. n - 1 */
+static void rand_perm(int *perm, int n)
+{
+	for (int i = 0; i < n; i++)
+		perm[i] = i;
+	for (int i = n - 1; i > 0; i--) {
+		int j = rand() % (i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+}
+
+/* cpu_gather_cols (act-order weights' input order) against direct indexing: a random permutation of K
+ * columns (f32 indices) over T rows, T * K past the threading threshold too. */
+static void test_gather_cols(void)
+{
+	const int shapes[][2] = {{1, 32}, {3, 2085}, {64, 4096}};
+	for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
+		int T = shapes[c][0], K = shapes[c][1];
+		float *x = malloc(sizeof(float) * (size_t)T * K), *y = malloc(sizeof(float) * (size_t)T * K);
+		float *pf = malloc(sizeof(float) * (size_t)K);
+		int *perm = malloc(sizeof(int) * (size_t)K);
+		rand_perm(perm, K);
+		for (int i = 0; i < K; i++)
+			pf[i] = (float)perm[i];
+		for (int i = 0; i < T * K; i++)
+			x[i] = nrand();
+		cpu_gather_cols(y, x, pf, T, K);
+		int bad = 0;
+		for (int t = 0; t < T; t++)
+			for (int j = 0; j < K; j++)
+				bad += memcmp(&y[(size_t)t * K + j], &x[(size_t)t * K + perm[j]], sizeof(float)) != 0;
+		CHECK_MSG(bad == 0, "gather_cols T=%d K=%d: %d values differ", T, K, bad);
+		free(x);
+		free(y);
+		free(pf);
+		free(perm);
+	}
+}
+
 static void test_moe(void)
 {
 	const int shapes[][3] = {{1, 4, 1}, {5, 8, 2}, {19, 128, 8}, {3, 6, 6}, {64, 16, 4}};
@@ -681,13 +721,7 @@ static void test_moe(void)
 	float x[R * D], y[R * D], src[N * D], got[N * D], wt[N];
 	double ref[R * D];
 	int rows[N], perm[R];
-	for (int i = 0; i < R; i++)
-		perm[i] = i;
-	for (int i = R - 1; i > 0; i--) {
-		int j = rand() % (i + 1), t = perm[i];
-		perm[i] = perm[j];
-		perm[j] = t;
-	}
+	rand_perm(perm, R);
 	for (int i = 0; i < R * D; i++) {
 		x[i] = nrand();
 		y[i] = nrand();
@@ -767,6 +801,7 @@ int main(void)
 	test_swiglu_add();
 	test_swiglu_oai();
 	test_moe();
+	test_gather_cols();
 	test_thread_invariance();
 	free(scratch);
 	free(mmws);

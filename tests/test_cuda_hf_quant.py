@@ -1,6 +1,9 @@
 """GPTQ, AWQ and bitsandbytes NF4 checkpoints (issue 19) on the CUDA backend: the tiny Llama of
 tests/test_hf_quant.py quantized by tools/quant_hf.py (GPTQ 4-bit g32 v1, GPTQ 8-bit g64 v2 symmetric, GPTQ 3-bit
-g32, AWQ g64, NF4 with double quantization) and converted (Q4_Z, Q8_Z, NF4), 40 prompt tokens, logits at every
+g32, AWQ g64, NF4 with double quantization, GPTQ act-order with groups mixing inside blocks: 4-bit g32 with q, k, v
+sharing a permutation, 8-bit g64 each linear its own) and converted (Q4_Z, Q8_Z, NF4; the act-order ones with
+permuted columns and the activation gathered by cuda_gather_cols; bitsandbytes LLM.int8 as Q8_0, FP4 with double
+quantization as BNB_FP4), 40 prompt tokens, logits at every
 position against tools/ref_forward.py's float64 forward on the NumPy unpacking of the same files (norm-wise per
 position):
   - streamed (--stream-all --chunk 8): the f32 dequantize-and-dot path (the decoders of matmul.cuh) with f32 KV:
@@ -25,7 +28,13 @@ CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
          ("gptq8_g64_sym_v2", "gptq", dict(bits=8, group=64, sym=True, v2=True)),
          ("gptq3_g32_v1", "gptq", dict(bits=3, group=32)),
          ("awq4_g64", "awq", dict(bits=4, group=64)),
-         ("bnb_nf4_dq", "bnb", dict(group=64, double_quant=True))]
+         ("bnb_nf4_dq", "bnb", dict(group=64, double_quant=True)),
+         # act-order whose groups mix inside blocks: columns stored permuted, x gathered (gather_cols.cu);
+         # q, k, v (gate, up) sharing one permutation, and every linear its own
+         ("gptq4_g32_actorder_shared", "gptq", dict(bits=4, group=32, desc_act="mixed_shared")),
+         ("gptq8_g64_actorder_mixed", "gptq", dict(bits=8, group=64, sym=True, desc_act="mixed")),
+         ("bnb_int8", "bnb8", dict()),
+         ("bnb_fp4_dq", "bnb", dict(group=64, double_quant=True, quant_type="fp4"))]
 
 
 def logits(f, model, ids, root, extra, what):
@@ -59,7 +68,7 @@ def main():
                     cleanup()
                     raise SystemExit(77)
             deq = q + ".deq"
-            quant_hf.write_dequantized(q, deq)
+            quant_hf.write_dequantized(q, deq, stored=True)  # LLM.int8: the Q8_0 values ferry keeps
             ref = ref_forward.Model(deq).logits(ids)
             # diagnostics (printed, not checked): the CPU on this machine against the same reference (its 8-bit
             # inputs move it ~1e-3..1e-2), so a reference or numpy difference shows apart from a CUDA fault

@@ -131,7 +131,8 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 			put_f16(p, d * 0.1f);
 			put_f16(p + 2, -d); /* the min: values on both sides of 0 */
 			break;
-		case WFMT_NF4: { /* f32 absmax */
+		case WFMT_NF4:
+		case WFMT_BNB_FP4: { /* f32 absmax */
 			float a = 0.05f + d;
 			memcpy(p, &a, 4);
 			break;

@@ -907,6 +907,45 @@ static void test_moe(void)
 	free(got);
 }
 
+/* cuda_gather_cols (act-order weights' input order) against direct indexing: a random permutation of K
+ * columns (f32 indices) over T rows, bit-exact (a copy). */
+static void test_gather_cols(void)
+{
+	const int T = 37, K = 2048 + 37;
+	float *x = malloc((size_t)T * K * sizeof(float)), *got = malloc((size_t)T * K * sizeof(float));
+	float *pf = malloc(K * sizeof(float));
+	int *perm = malloc(K * sizeof(int));
+	for (int i = 0; i < K; i++)
+		perm[i] = i;
+	for (int i = K - 1; i > 0; i--) {
+		int j = irand(i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	for (int i = 0; i < K; i++)
+		pf[i] = (float)perm[i];
+	fill(x, (size_t)T * K, 2);
+	float *dx = dupload(x, (size_t)T * K * sizeof(float)), *dp = dupload(pf, K * sizeof(float));
+	float *dy = dalloc((size_t)T * K * sizeof(float));
+	poison(dy, (size_t)T * K * sizeof(float));
+	OP(cuda_gather_cols(&ctx, dy, dx, dp, T, K));
+	download(got, dy, (size_t)T * K * sizeof(float));
+	int bad = 0;
+	for (int t = 0; t < T; t++)
+		for (int j = 0; j < K; j++)
+			bad += memcmp(&got[(size_t)t * K + j], &x[(size_t)t * K + perm[j]], sizeof(float)) != 0;
+	CHECK_MSG(bad == 0, "gather_cols: %d of %d values differ", bad, T * K);
+	CHECK(cuda_gather_cols(&ctx, dx, dx, dp, T, K) == -EINVAL);
+	printf("gather_cols %d rows of %d permuted: %d differ\n", T, K, bad);
+	CU(cudaFree(dx));
+	CU(cudaFree(dp));
+	CU(cudaFree(dy));
+	free(x);
+	free(got);
+	free(pf);
+	free(perm);
+}
+
 static const float *topk_row;
 
 static int topk_cmp(const void *pa, const void *pb)
@@ -1193,6 +1232,7 @@ int main(int argc, char **argv)
 	test_argmax();
 	test_topk();
 	test_moe();
+	test_gather_cols();
 	if (!quick) {
 		test_elementwise();
 		test_rmsnorm();

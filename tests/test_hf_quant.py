@@ -12,9 +12,11 @@ converted by ferry:
     (quantize_act, 8 bits per 32: src/kernels/cpu/qdot.h), or within twice that quantization's own distance
     from the float64 forward where that is larger (a rounding tie of an input code decided otherwise: ferry's
     activations are f32, the reference's f64; the bound the other 8-bit-input tests use);
-  - bitsandbytes NF4 (blocksize 64 and 128, with and without double quantization), the same way: stored as NF4,
-    bit-identical, logits within 1e-4 (NF4's CPU dots take f32 inputs);
-  - bad input (an unsupported method, bit width, group size or packing, bitsandbytes fp4 or 8-bit, a missing
+  - bitsandbytes NF4 and FP4 (blocksize 64 and 128, with and without double quantization), the same way: stored
+    as NF4 / BNB_FP4, bit-identical, logits within 1e-4 (their CPU dots take f32 inputs);
+  - bitsandbytes LLM.int8 (weight int8, SCB): stored as Q8_0, bit-identical to CB f16(SCB / 127), within 2^-11
+    of CB SCB / 127 (the f16 row scale), logits within 1e-4 of the reference on the stored values;
+  - bad input (an unsupported method, bit width, group size or packing or bitsandbytes quant type, a missing
     g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
     disagrees with the config) fails with one line naming the field or tensor, and leaves
     neither the output nor its .tmp;
@@ -48,6 +50,8 @@ CASES = [
     ("gptq2_g32_v1", "gptq", 2, 32, False, False, None),
     ("gptq4_actorder_blocks", "gptq", 4, 64, False, False, "blocks"),
     ("gptq4_actorder_mixed", "gptq", 4, 32, False, True, "mixed"),
+    ("gptq4_g128_actorder_mixed", "gptq", 4, 128, False, False, "mixed"),
+    ("gptq8_g64_actorder_shared", "gptq", 8, 64, True, False, "mixed_shared"),
     ("awq4_g32", "awq", 4, 32, False, False, None),
     ("awq4_g64", "awq", 4, 64, False, False, None),
     ("awq4_g128", "awq", 4, 128, False, False, None),
@@ -55,6 +59,10 @@ CASES = [
     ("bnb_nf4_b64", "bnb", 4, 64, False, False, None),
     ("bnb_nf4_b128_dq", "bnb", 4, 128, True, False, None),
     ("bnb_nf4_b64_dq", "bnb", 4, 64, True, False, None),
+    ("bnb_fp4_b64", "bnb_fp4", 4, 64, False, False, None),
+    ("bnb_fp4_b128_dq", "bnb_fp4", 4, 128, True, False, None),
+    # bitsandbytes LLM.int8: Q8_0 with the row scale rounded to f16
+    ("bnb_int8", "bnb8", 8, -1, False, False, None),
 ]
 HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -88,20 +96,42 @@ def ferry_tensors(model):
     return out
 
 
+def want_perm(qdir, hname):
+    """The column order a converter must store an act-order linear in: its rows sorted by group, stably; None
+    where every aligned 32 rows already lie in one group (stored as they are)"""
+    import safetensors.numpy
+    g_idx = safetensors.numpy.load_file(os.path.join(qdir, "model.safetensors"))[hname[: -len(".weight")] + ".g_idx"]
+    if np.all(g_idx.reshape(-1, 32) == g_idx.reshape(-1, 32)[:, :1]):
+        return None
+    return np.argsort(g_idx, kind="stable")
+
+
+def check_perm(f, name, hname, entry, want):
+    """The stored permutation (F32 indices) of a linear, checked to be want; None when it is not"""
+    if not f.check(entry is not None, f"{name}: {hname}: no permutation stored beside the permuted weight"):
+        return None
+    fmt, p, _ = entry
+    ok = fmt == "F32" and p.shape == want.shape and np.array_equal(p, want.astype(np.float32))
+    f.check(ok, f"{name}: {hname}: the stored permutation ({fmt} {p.shape}) is not the rows sorted by group")
+    return want if ok else None
+
+
 def check_case(f, root, hf, case, prompt):
     name, method, bits, group, sym, v2, desc_act = case
     q = os.path.join(root, name)
-    if method == "bnb":
-        quant_hf.write(hf, q, method, group=group, seed=len(name), double_quant=sym)
+    if method in ("bnb", "bnb_fp4", "bnb8"):
+        quant_hf.write(hf, q, "bnb" if method == "bnb_fp4" else method, group=group, seed=len(name), double_quant=sym,
+                       quant_type="fp4" if method == "bnb_fp4" else "nf4")
     else:
         quant_hf.write(hf, q, method, bits, group, sym, v2, desc_act, seed=len(name))
     out = q + ".ferry"
     p = ferry("convert", q, "-o", out)
     if not f.check(p.returncode == 0, f"{name}: convert failed: {p.stderr.strip()}"):
         return
-    want = quant_hf.dequantize(q)
+    want = quant_hf.dequantize(q, stored=True)  # LLM.int8: the Q8_0 values (f16 row scales); others: the values
+    exact = quant_hf.dequantize(q)
     got = ferry_tensors(out)
-    act_blocks, nbad, nlin = {}, 0, 0
+    act_blocks, nbad, nlin, int8_rel = {}, 0, 0, []
     for hname, w in want.items():
         if not hname.startswith("model.layers.") or not quant_hf.quantizable(hname, w):
             continue
@@ -109,21 +139,41 @@ def check_case(f, root, hf, case, prompt):
         layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
         fmt, v, raw = got[(layer, key + ".weight")]
         g128 = (group == -1 or group % 128 == 0) and w.shape[1] % 128 == 0 and desc_act != "blocks"
-        want_fmt = ("NF4" if method == "bnb" else "F32" if desc_act == "mixed" else
+        want_fmt = ("NF4" if method == "bnb" else "BNB_FP4" if method == "bnb_fp4" else "Q8_0" if method == "bnb8" else
                     ("Q8_Z" if bits == 8 else "Q4_Z") + ("128" if g128 else ""))
         f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
         nlin += 1
+        perm, wperm = None, want_perm(q, hname) if desc_act in ("mixed", "mixed_shared") else None
+        if wperm is not None:  # columns stored sorted by group: check the permutation, then undo it
+            perm = check_perm(f, name, hname, got.get((layer, key + ".perm")), wperm)
+            if perm is None:
+                nbad += 1
+                continue
+            u = np.empty_like(v)
+            u[:, perm] = v
+            v = u
+        elif (layer, key + ".perm") in got:
+            f.check(False, f"{name}: {hname} has a permutation, its groups are whole blocks")
         if v.shape != w.shape or not np.array_equal(v.view(np.uint32), w.astype(np.float32).view(np.uint32)):
             nbad += 1
             diff = np.flatnonzero(v.reshape(-1) != w.reshape(-1))
             f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
-        if fmt not in ("F32", "NF4"):
-            act_blocks[hname] = 128 if fmt.endswith("128") else 32
-        if fmt not in ("F32", "NF4") and layer == 1 and key in ("attn_q", "ffn_down"):
-            matmul_check(f, f"{name} {hname}", fmt, act_blocks[hname], np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
-                         w.astype(np.float64), np.random.default_rng(layer))
+        if method == "bnb8":  # the f16 row scale's rounding: 2^-11 relative (2^-25 absolute on d below 2^-14)
+            e = exact[hname].astype(np.float64)
+            bound = np.abs(e) * 2.0 ** -11 + 127 * 2.0 ** -25
+            dev = np.abs(v.astype(np.float64) - e)
+            f.check(bool(np.all(dev <= bound)), f"{name}: {hname}: {np.sum(dev > bound)} values off CB SCB / 127 "
+                    "by more than the f16 scale's rounding")
+            int8_rel.append(float(np.max(dev / np.maximum(np.abs(e), 1e-30))))
+        if fmt not in ("F32", "NF4", "BNB_FP4"):
+            blk = 128 if fmt.endswith("128") else 32
+            act_blocks[hname] = blk if perm is None else (blk, perm)
+        if fmt not in ("F32", "NF4", "BNB_FP4") and layer == 1 and key in ("attn_q", "ffn_down"):
+            wp = w if perm is None else w[:, perm]  # the stored rows multiply x[perm]
+            matmul_check(f, f"{name} {hname}", fmt, blk, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
+                         wp.astype(np.float64), np.random.default_rng(layer))
     deq = q + ".deq"
-    quant_hf.write_dequantized(q, deq)
+    quant_hf.write_dequantized(q, deq, stored=True)
     model = ref_forward.Model(deq)
     model.act_blocks = act_blocks
     lg = os.path.join(root, name + ".lg")
@@ -139,6 +189,12 @@ def check_case(f, root, hf, case, prompt):
     tol = max(TOL, 2 * err_q)
     print(f"{name:24s} {nlin - nbad}/{nlin} linears bit-identical, prompt logits rel err {err:.2e} "
           f"(8-bit inputs' own: {err_q:.2e}, bound {tol:.2e})")
+    if int8_rel:  # the f16 row scales' effect on the model: float64 forwards on CB SCB / 127 and on the Q8_0 values
+        quant_hf.write_dequantized(q, q + ".bnb")
+        e_scale = rel_rows(ref_forward.Model(q + ".bnb").logits(prompt), c)
+        print(f"{name:24s} Q8_0 values vs CB SCB / 127: max relative deviation {max(int8_rel):.2e} (bound 2^-11 = "
+              f"{2.0 ** -11:.2e}); float64 logits of the two {e_scale:.2e}")
+        f.check(e_scale <= 1e-2, f"{name}: the f16 row scales move the float64 logits by {e_scale:.2e}")
     f.check(err <= tol, f"{name}: prompt logits rel err {err:.2e} > {tol:.2e}")
 
 
@@ -165,10 +221,19 @@ def check_bad(f, root, hf):
     lin = "model.layers.1.mlp.down_proj"
     bad = [  # (what, writer arguments, edit, the words the message must hold)
         ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="exl2"), ["quant_method", "exl2"]),
-        ("bnb fp4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
-         ["bnb_4bit_quant_type", "fp4"]),
-        ("bnb int8", dict(method="bnb"), lambda d: edit_config(d, load_in_4bit=False, load_in_8bit=True),
-         ["LLM.int8"]),
+        ("bnb quant type", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="int4"),
+         ["bnb_4bit_quant_type", "int4"]),
+        ("bnb fp4 vs nf4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
+         ["quant_state.bitsandbytes__fp4", "not found"]),
+        ("bnb fp4 map", dict(method="bnb", quant_type="fp4"),
+         lambda d: replace_tensor(d, lin + ".weight.quant_map", quant_hf.NF4), [lin + ".weight.quant_map", "FP4"]),
+        ("bnb int8 format", dict(method="bnb8"),
+         lambda d: replace_tensor(d, lin + ".weight_format", np.ones((), np.uint8)), [lin + ".weight_format"]),
+        ("bnb int8 no SCB", dict(method="bnb8", skip=("SCB",)), None, [".SCB", "not found"]),
+        ("bnb int8 SCB", dict(method="bnb8"),
+         lambda d: replace_tensor(d, lin + ".SCB", np.ones(100, np.float32)), [lin + ".SCB", "[100]"]),
+        ("bnb no bits", dict(method="bnb"), lambda d: edit_config(d, load_in_4bit=False, load_in_8bit=False),
+         ["load_in_8bit"]),
         ("bnb no state", dict(method="bnb", skip=("quant_state.bitsandbytes__nf4",)), None,
          ["quant_state.bitsandbytes__nf4", "not found"]),
         ("bnb no nested", dict(method="bnb", double_quant=True, skip=("nested_absmax",)), None,

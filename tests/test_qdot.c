@@ -248,27 +248,28 @@ static void test_tiles(void)
 	free(x), free(y), free(W), free(ws), free(buf), free(r);
 }
 
-/* F32, F16, BF16: the fdot of every path through cpu_matmul, K with a tail of 7; NF4 (blocks of 64: K 320)
+/* F32, F16, BF16: the fdot of every path through cpu_matmul, K with a tail of 7; NF4, BNB_FP4 (blocks of 64: K 320)
  * from random blocks, its values from the test's own decoder */
 static void test_float_formats(void)
 {
-	int K = 320 + 7, fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16, WFMT_NF4};
+	int K = 320 + 7, fmts[] = {WFMT_F32, WFMT_F16, WFMT_BF16, WFMT_NF4, WFMT_BNB_FP4};
 	float *x = malloc(sizeof(float) * TMAX * (size_t)K), *y = malloc(sizeof(float) * TMAX * N);
 	float *wv = malloc(sizeof(float) * N * (size_t)K);
 	void *W = malloc(sizeof(float) * N * (size_t)K), *ws = aligned_alloc(64, (cpu_matmul_ws_bytes(K) + 63) / 64 * 64);
 	for (int i = 0; i < TMAX * K; i++)
 		x[i] = nrand();
-	for (int f = 0; f < 4; f++) {
+	for (int f = 0; f < (int)(sizeof(fmts) / sizeof(fmts[0])); f++) {
 		int fmt = fmts[f];
-		K = fmt == WFMT_NF4 ? 320 : 327;
-		if (fmt == WFMT_NF4) {
+		bool blocks = fmt == WFMT_NF4 || fmt == WFMT_BNB_FP4;
+		K = blocks ? 320 : 327;
+		if (blocks) {
 			uint8_t *blk = rand_blocks(fmt, (size_t)N * 5);
 			memcpy(W, blk, (size_t)N * 5 * wfmt_table[fmt].block_bytes);
 			for (int i = 0; i < N * K; i++)
 				wv[i] = ref_dequant(fmt, blk + (size_t)(i / 64) * wfmt_table[fmt].block_bytes, i % 64);
 			free(blk);
 		}
-		for (int i = 0; fmt != WFMT_NF4 && i < N * K; i++) {
+		for (int i = 0; !blocks && i < N * K; i++) {
 			float v = nrand();
 			if (fmt == WFMT_F32)
 				((float *)W)[i] = v;

@@ -29,7 +29,7 @@ from ferrytest import Failures, ferry, scratch
 
 GRID_IQ = ["iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m"]  # random signs: zero-mean
 FORMATS = ["q4_k", "q5_k", "q6_k", "q8_0", "q4_0", "q5_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "q3_k",
-           "iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "tq2_0", "q4_z", "q8_z", "nf4", "q4_z128", "q8_z128"] + GRID_IQ
+           "iq4_nl", "iq4_xs", "mxfp4", "tq1_0", "tq2_0", "q4_z", "q8_z", "nf4", "q4_z128", "q8_z128", "bnb_fp4"] + GRID_IQ
 # q4_0, q5_0, q6_k and q3_k centre at -0.5 quant steps, iq4_nl/iq4_xs at their table's mean (-5.9 of RMS 67)
 ZERO_MEAN = {"q4_k", "q5_k", "q8_0", "f16", "bf16", "f32", "q4_1", "q5_1", "q2_k", "mxfp4", "tq1_0", "tq2_0"} | set(GRID_IQ)
 LAYER = ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
@@ -40,12 +40,12 @@ def dequant_z(raw, fmt):
     """Q4_Z / Q8_Z / NF4 (src/layout/FORMAT.md, not GGUF): blocks {f16 d, int16 z, codes}, y = d (q - z), Q4_Z's
     code j the low nibble of byte j, code j + 16 its high nibble; NF4 {f32 d, 32 bytes}, y = table[code] d with
     code 2i the high nibble of byte i"""
-    if fmt == "NF4":
+    if fmt in ("NF4", "BNB_FP4"):  # BNB_FP4: NF4's blocks with bitsandbytes' FP4 table
         import quant_hf
         b = raw.reshape(-1, 36)
         d = b[:, 0:4].copy().view(np.float32)
         q = np.stack([b[:, 4:] >> 4, b[:, 4:] & 15], axis=2).reshape(-1, 64)
-        return (quant_hf.NF4[q] * d).reshape(-1)
+        return ((quant_hf.NF4 if fmt == "NF4" else quant_hf.FP4)[q] * d).reshape(-1)
     sub = 4 if fmt.endswith("128") else 1  # Q4_Z128/Q8_Z128: 4 sub-blocks of 32 laid out as Q4_Z/Q8_Z under one d, z
     four = fmt.startswith("Q4")
     b = raw.reshape(-1, 4 + sub * (16 if four else 32))
@@ -73,7 +73,7 @@ def values(model, t):
     elif fmt == "BF16":
         v = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     else:
-        v = dequant_z(raw, fmt) if fmt in ("Q4_Z", "Q8_Z", "NF4", "Q4_Z128", "Q8_Z128") else dequantize(raw, QT[fmt])
+        v = dequant_z(raw, fmt) if fmt in ("Q4_Z", "Q8_Z", "NF4", "BNB_FP4", "Q4_Z128", "Q8_Z128") else dequantize(raw, QT[fmt])
     return v.astype(np.float64).reshape(-1, shape[-1])
 
 

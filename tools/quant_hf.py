@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """GPTQ and AWQ checkpoints written and read in NumPy, from their published layouts (issue 19), for ferry's tests.
 
-    python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|blocks]
+    python3 tools/quant_hf.py gptq SRC_HF OUT [--bits 4] [--group 128] [--sym] [--v2] [--desc-act mixed|mixed_shared|blocks]
     python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
-    python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant]
+    python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant] [--fp4]
+    python3 tools/quant_hf.py bnb8 SRC_HF OUT                (bitsandbytes LLM.int8: weight int8, SCB)
     python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
 
 write() quantizes every `*_proj.weight` of the layers of a Hugging Face directory (round to nearest per group,
@@ -27,6 +28,9 @@ Layouts (AutoGPTQ / GPTQModel qlinear, AutoAWQ gemm):
        {quant_type, blocksize, dtype, shape, nested_blocksize, nested_offset, nested_dtype}. Value: NF4[q] * absmax
        in float32 (bitsandbytes then casts to its compute dtype; these tests keep the float32 product).
        The nested map written here is a linear one (bitsandbytes' dynamic map is a file's data all the same).
+  bitsandbytes FP4: the same with quant_type fp4, quant_map FP4 (fp4_code) and .quant_state.bitsandbytes__fp4.
+  bitsandbytes LLM.int8 (Linear8bitLt's state dict): P.weight int8 [N, K] = round(W 127 / row absmax), P.SCB
+       f32 [N] the row absmax, P.weight_format uint8 0 (row-major); W = CB SCB / 127.
 """
 
 import argparse
@@ -46,6 +50,21 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
                 -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
                 0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
                 0.7229568362236023, 1.0], np.float32)
+
+
+def fp4_code():
+    """bitsandbytes' FP4 values (get_4bit_type('fp4')): code = sign, 2 exponent bits, 1 mantissa bit; exponent 0
+    gives 0 or the subnormal 0.0625, exponent e 2^(4 - e) (1 or 1.5); the 16 divided by their max 12 in float32"""
+    v = []
+    for c in range(16):
+        e, m = c >> 1 & 3, c & 1
+        a = (0.0625 if m else 0.0) if e == 0 else 2.0 ** (4 - e) * (1.5 if m else 1.0)
+        v.append(-a if c & 8 else a)
+    v = np.array(v, np.float32)
+    return v / np.float32(np.abs(v).max())
+
+
+FP4 = fp4_code()
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]          # nibble i holds column ORDER[i] (AutoAWQ pack)
 AWQ_REVERSE = [0, 4, 1, 5, 2, 6, 3, 7]        # column j sits in nibble REVERSE[j] (AutoAWQ unpack)
 
@@ -54,12 +73,16 @@ def quantizable(name, w):
     return name.startswith("model.layers.") and name.endswith("_proj.weight") and w.ndim == 2
 
 
-def group_index(K, group, desc_act, rng):
+def group_index(K, group, desc_act, rng, shared=None):
     """g_idx [K]: trivial k // group, or act-order: 'mixed' a random permutation of the rows (GPTQ's
-    desc_act), 'blocks' a random permutation of whole 32-row blocks (groups still whole blocks)."""
+    desc_act), 'blocks' a random permutation of whole 32-row blocks (groups still whole blocks).
+    'mixed_shared': as mixed, the permutation `shared` when given (GPTQ orders q, k, v by one Hessian, that
+    of their common input, and gate, up by another)."""
     g = K if group == -1 else group
     order = np.arange(K)
-    if desc_act == "mixed":
+    if desc_act == "mixed_shared" and shared is not None:
+        order = shared
+    elif desc_act in ("mixed", "mixed_shared"):
         order = rng.permutation(K)
     elif desc_act == "blocks":
         order = (rng.permutation(K // 32)[:, None] * 32 + np.arange(32)).reshape(-1)
@@ -132,15 +155,17 @@ def awq_unpack(words):
     return out.reshape(R, C * 8)
 
 
-def bnb_quantize(W, blocksize, double_quant):
-    """W [N, K] -> the tensors of a bitsandbytes NF4 weight, keyed by suffix after `.weight` ("" the codes)"""
+def bnb_quantize(W, blocksize, double_quant, quant_type="nf4"):
+    """W [N, K] -> the tensors of a bitsandbytes NF4 (FP4) weight, keyed by suffix after `.weight` ("" the
+    codes)"""
+    table = NF4 if quant_type == "nf4" else FP4
     N, K = W.shape
     flat = W.astype(np.float32).reshape(-1, blocksize)
     absmax = np.abs(flat).max(axis=1).astype(np.float32)
     absmax[absmax == 0] = 1
-    q = np.abs((flat / absmax[:, None])[:, :, None] - NF4[None, None, :]).argmin(axis=2).reshape(-1)
-    parts = {"": (q[0::2] << 4 | q[1::2]).astype(np.uint8).reshape(-1, 1), "quant_map": NF4.copy()}
-    state = {"quant_type": "nf4", "blocksize": blocksize, "dtype": "float32", "shape": [N, K]}
+    q = np.abs((flat / absmax[:, None])[:, :, None] - table[None, None, :]).argmin(axis=2).reshape(-1)
+    parts = {"": (q[0::2] << 4 | q[1::2]).astype(np.uint8).reshape(-1, 1), "quant_map": table.copy()}
+    state = {"quant_type": quant_type, "blocksize": blocksize, "dtype": "float32", "shape": [N, K]}
     if double_quant:
         nbs = 256
         offset = np.float32(absmax.mean())
@@ -155,13 +180,34 @@ def bnb_quantize(W, blocksize, double_quant):
         state.update({"nested_blocksize": nbs, "nested_offset": float(offset), "nested_dtype": "float32"})
     else:
         parts["absmax"] = absmax
-    parts["quant_state.bitsandbytes__nf4"] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
+    parts["quant_state.bitsandbytes__" + quant_type] = np.frombuffer(json.dumps(state).encode(), np.uint8).copy()
     return parts
+
+
+def bnb8_quantize(W):
+    """W [N, K] -> LLM.int8's tensors, keyed by suffix after the linear's base: weight (CB int8 [N, K], round
+    to nearest of W 127 / row absmax), SCB (f32 [N] the row absmax), weight_format (U8 0: row-major)"""
+    absmax = np.abs(W.astype(np.float32)).max(axis=1).astype(np.float32)
+    absmax[absmax == 0] = 1
+    cb = np.clip(np.round(W.astype(np.float32) * (np.float32(127) / absmax[:, None])), -127, 127).astype(np.int8)
+    return {"weight": cb, "SCB": absmax, "weight_format": np.zeros((), np.uint8)}
+
+
+def bnb8_dequantize(raw, base, stored=False):
+    """float32 [N, K] of an LLM.int8 weight: CB SCB / 127 (float64, rounded once to float32), or stored=True the
+    values a converter keeps in Q8_0: CB f16(f32(SCB) / 127)"""
+    cb, scb = raw[base + ".weight"].astype(np.float64), raw[base + ".SCB"]
+    if stored:
+        d = (scb.astype(np.float32) / np.float32(127)).astype(np.float16).astype(np.float64)
+        return (cb * d[:, None]).astype(np.float32)
+    return (cb * scb.astype(np.float64)[:, None] / 127).astype(np.float32)
 
 
 def bnb_dequantize(raw, wname):
     """float32 [N, K] of a bitsandbytes NF4 weight wname from raw {name: array}"""
-    state = json.loads(bytes(raw[wname + ".quant_state.bitsandbytes__nf4"]).decode())
+    key = next(wname + ".quant_state.bitsandbytes__" + t for t in ("nf4", "fp4")
+               if wname + ".quant_state.bitsandbytes__" + t in raw)
+    state = json.loads(bytes(raw[key]).decode())
     absmax = raw[wname + ".absmax"]
     if absmax.dtype == np.uint8:  # double quantization: bitsandbytes' float32 steps
         nmap, nabs = raw[wname + ".nested_quant_map"], raw[wname + ".nested_absmax"]
@@ -174,10 +220,11 @@ def bnb_dequantize(raw, wname):
 
 
 def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=None, seed=0, skip=(),
-          double_quant=False):
+          double_quant=False, quant_type="nf4"):
     """Quantizes src's linears into a GPTQ (method 'gptq') or AWQ ('awq') directory out. skip: tensor suffixes
     ('qzeros', 'g_idx'...) to leave out (negative tests)."""
     rng = np.random.default_rng(seed)
+    orders = {}  # the rows' order of each layer's input (mixed_shared)
     os.makedirs(out, exist_ok=True)
     for f in os.listdir(src):
         if not f.endswith(".safetensors") and f != "model.safetensors.index.json":
@@ -190,9 +237,12 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     elif method == "awq":
         cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                       "version": "gemm"}
+    elif method == "bnb8":
+        cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": False, "load_in_8bit": True,
+                                      "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False}
     else:
         cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
-                                      "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
+                                      "bnb_4bit_quant_type": quant_type, "bnb_4bit_use_double_quant": double_quant,
                                       "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
@@ -203,12 +253,20 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
             continue
         base = name[: -len(".weight")]
         N, K = w.shape
+        if method == "bnb8":
+            for suffix, a in bnb8_quantize(w).items():
+                if suffix not in skip:
+                    tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)
+            continue
         if method == "bnb":
-            for suffix, a in bnb_quantize(w, group, double_quant).items():
+            for suffix, a in bnb_quantize(w, group, double_quant, quant_type).items():
                 if suffix not in skip:
                     tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
             continue
-        g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng)
+        inp = name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
+                                    "up_proj": "mlp"}.get(name.split(".")[-2], name)
+        g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng, orders.get(inp))
+        orders[inp] = np.argsort(g_idx, kind="stable")
         q, z, s = quantize(w, bits, g_idx, sym, rng)
         if method == "gptq":
             zs = z if v2 else (z - 1) & (2 ** bits - 1)
@@ -222,11 +280,18 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     safetensors.numpy.save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
-def dequantize(d):
+def dequantize(d, stored=False):
     """{HF name: float32 array} of a directory write() made (any GPTQ/AWQ of these layouts): every linear
-    unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32."""
+    unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32. LLM.int8: CB SCB / 127, or with
+    stored=True the Q8_0 values a converter keeps (bnb8_dequantize)."""
     qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
     raw = safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    if qc["quant_method"] == "bitsandbytes" and qc.get("load_in_8bit"):
+        bases = [k[: -len(".SCB")] for k in raw if k.endswith(".SCB")]
+        own = {b + s for b in bases for s in (".weight", ".SCB", ".weight_format")}
+        out = {k: v.astype(np.float32) for k, v in raw.items() if k not in own}
+        out.update({b + ".weight": bnb8_dequantize(raw, b, stored) for b in bases})
+        return out
     if qc["quant_method"] == "bitsandbytes":
         names = [k[: -len(".absmax")] for k in raw if k.endswith(".weight.absmax")]
         out = {k: v.astype(np.float32) for k, v in raw.items() if k not in names and not k.startswith(tuple(
@@ -255,8 +320,9 @@ def dequantize(d):
     return out
 
 
-def write_dequantized(d, out):
-    """The NumPy unpacking of d as an F32 checkpoint (same config without quantization_config)"""
+def write_dequantized(d, out, stored=False):
+    """The NumPy unpacking of d as an F32 checkpoint (same config without quantization_config); stored: as
+    dequantize(stored=True)"""
     os.makedirs(out, exist_ok=True)
     for f in os.listdir(d):
         if not f.endswith(".safetensors"):
@@ -265,26 +331,28 @@ def write_dequantized(d, out):
     cfg.pop("quantization_config", None)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
-    safetensors.numpy.save_file(dequantize(d), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    safetensors.numpy.save_file(dequantize(d, stored), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=["gptq", "awq", "bnb", "dequant"])
+    ap.add_argument("method", choices=["gptq", "awq", "bnb", "bnb8", "dequant"])
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--sym", action="store_true")
     ap.add_argument("--v2", action="store_true")
-    ap.add_argument("--desc-act", choices=["mixed", "blocks"])
+    ap.add_argument("--desc-act", choices=["mixed", "mixed_shared", "blocks"])
     ap.add_argument("--double-quant", action="store_true")
+    ap.add_argument("--fp4", action="store_true", help="bnb: bitsandbytes FP4 instead of NF4")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.method == "dequant":
         write_dequantized(a.src, a.out)
     else:
-        write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed, double_quant=a.double_quant)
+        write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed, double_quant=a.double_quant,
+              quant_type="fp4" if a.fp4 else "nf4")
 
 
 if __name__ == "__main__":

@@ -523,6 +523,11 @@ class Model:
     def _act(self, x, name):
         """x as the matmul with weight `name` sees it (act_q8: 8-bit codes per block, dequantized)"""
         b = self.act_blocks.get(name, 1) if self.act_blocks else 1
+        if isinstance(b, tuple):  # (block, perm): a weight stored with permuted columns sees x[perm] in blocks
+            b, perm = b
+            y = np.empty_like(x)
+            y[..., perm] = quantize_act(x[..., perm], b)
+            return y
         return x if b == 1 else quantize_act(x, b)
 
     def _setup(self, cfg, weights):
@@ -561,7 +566,7 @@ class Model:
             raise ValueError(f"unsupported hidden_act {cfg['hidden_act']!r}")
         self.cfg = cfg
         self.kv_store = None  # (keys, values) functions: emulate a lossy KV cache (tests/test_ppl.py)
-        self.act_blocks = None  # {weight name: block}: emulate 8-bit matmul inputs (from_gguf(act_q8=True))
+        self.act_blocks = None  # {weight name: block or (block, column perm)}: emulate 8-bit matmul inputs (from_gguf(act_q8=True))
         self.hidden = cfg["hidden_size"]
         self.n_layers = cfg["num_hidden_layers"]
         self.n_heads = cfg["num_attention_heads"]

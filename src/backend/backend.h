@@ -181,6 +181,9 @@ struct backend_ops {
 	int (*gather_rows)(struct backend *b, float *dst, const float *src, const int *rows, int n, int64_t D);
 	int (*scatter_add)(struct backend *b, float *y, const float *src, const int *rows, const float *w, int n,
 			   int64_t D);
+	/* dst[t, j] = src[t, perm[j]] for T rows of K: perm an F32 tensor of indices in backend memory (an
+	 * act-order weight's column order, src/engine/model.c matmul_in); dst is not src */
+	int (*gather_cols)(struct backend *b, float *dst, const float *src, const float *perm, int T, int64_t K);
 };
 
 struct backend {

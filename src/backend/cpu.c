@@ -338,6 +338,13 @@ static int cpu_scatter_add_op(struct backend *b, float *y, const float *src, con
 	return 0;
 }
 
+static int cpu_gather_cols_op(struct backend *b, float *dst, const float *src, const float *perm, int T, int64_t K)
+{
+	(void)b;
+	cpu_gather_cols(dst, src, perm, T, K);
+	return 0;
+}
+
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
@@ -366,6 +373,7 @@ static const struct backend_ops cpu_ops = {
 	.route = cpu_route_op,
 	.gather_rows = cpu_gather_rows_op,
 	.scatter_add = cpu_scatter_add_op,
+	.gather_cols = cpu_gather_cols_op,
 };
 
 /* The emulated device's memory: a 64-byte header before each block holds its size, counted against the

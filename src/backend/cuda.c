@@ -535,6 +535,11 @@ static int cu_scatter_add(struct backend *b, float *y, const float *src, const i
 	return op_rc(b, cuda_scatter_add(&s->ctx, y, src, s->d_moe, d_w, n, D));
 }
 
+static int cu_gather_cols(struct backend *b, float *dst, const float *src, const float *perm, int T, int64_t K)
+{
+	return op_rc(b, cuda_gather_cols(&st(b)->ctx, dst, src, perm, T, K));
+}
+
 static int cu_fence_alloc(struct backend *b, int n)
 {
 	struct cuda_state *s = st(b);
@@ -700,6 +705,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.route = cu_route,
 	.gather_rows = cu_gather_rows,
 	.scatter_add = cu_scatter_add,
+	.gather_cols = cu_gather_cols,
 };
 
 #define LAZY_MARGIN ((int64_t)192 << 20)

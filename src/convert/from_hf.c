@@ -43,6 +43,7 @@ struct conv {
 	int im_used;                 /* matrices it weighted */
 	struct hfq_config q;         /* quantization_config (GPTQ, AWQ), method HFQ_NONE: none */
 	int n_quantized, n_act_f32;  /* its linears repacked; of them, act-order ones written as F32 */
+	int n_act_perm;              /* act-order ones stored with permuted columns (P.perm) */
 	char *err;
 	size_t errlen;
 };
@@ -155,8 +156,33 @@ static int dst_format(struct conv *c, const char *dst, int fmt, int ndim, int64_
 	return qfmt == WFMT_F16 && fmt != WFMT_F16 ? fmt : qfmt;
 }
 
-/* A GPTQ/AWQ linear `base` ([d0, d1]) repacked into Q4_Z/Q8_Z (or F32 where act-order mixes groups inside a
- * block), in chunks of about 4 MiB. */
+/* The permutation of an act-order linear dst ("P.weight") as tensor "P.perm": F32 [K] holding the checkpoint row
+ * of each stored column (integers below 2^24, so exact in f32; every backend already takes F32 tensors, and
+ * no weight-format code is spent on a vector of indices). */
+static int write_perm(struct conv *c, const char *dst, const int32_t *perm, int64_t K)
+{
+	char name[LAYOUT_NAME_MAX];
+	size_t ld = strlen(dst);
+	if (ld < 7 || ld - 7 + 6 >= sizeof(name) || K >= 1 << 24) {
+		snprintf(c->err, c->errlen, "%s: no permutation tensor for a weight of %lld columns", dst, (long long)K);
+		return -EINVAL;
+	}
+	snprintf(name, sizeof(name), "%.*s.perm", (int)(ld - 7), dst);
+	float *v = malloc(sizeof(float) * (size_t)K);
+	if (!v)
+		return -ENOMEM;
+	for (int64_t k = 0; k < K; k++)
+		v[k] = (float)perm[k];
+	int64_t shape[1] = {K};
+	int rc = layout_writer_tensor_begin(c->w, name, WFMT_F32, 1, shape);
+	rc = rc ? rc : layout_writer_tensor_write(c->w, v, sizeof(float) * (size_t)K);
+	free(v);
+	return writer_done(c, rc);
+}
+
+/* A GPTQ/AWQ linear `base` ([d0, d1]) repacked into Q4_Z/Q8_Z (an act-order one with its columns permuted and
+ * the permutation beside it; F32 where even that leaves groups mixing inside a block), in chunks of about
+ * 4 MiB. */
 static int copy_quantized(struct conv *c, const char *base, const char *dst, int64_t d0, int64_t d1)
 {
 	struct hfq_tensor t;
@@ -165,11 +191,13 @@ static int copy_quantized(struct conv *c, const char *base, const char *dst, int
 		return rc;
 	c->n_quantized++;
 	c->n_act_f32 += t.fmt == WFMT_F32;
+	c->n_act_perm += t.perm != NULL;
 	int64_t shape[2] = {d0, d1};
 	size_t rb = wfmt_row_bytes(t.fmt, (uint64_t)d1);
 	int64_t chunk = (int64_t)((4u << 20) / rb) + 1;
 	void *buf = malloc(rb * (size_t)chunk);
 	if (!buf) {
+		hfq_close(&t);
 		snprintf(c->err, c->errlen, "out of memory repacking %s", base);
 		return -ENOMEM;
 	}
@@ -180,7 +208,11 @@ static int copy_quantized(struct conv *c, const char *base, const char *dst, int
 		rc = layout_writer_tensor_write(c->w, buf, rb * (size_t)nn);
 	}
 	free(buf);
-	return writer_done(c, rc);
+	rc = writer_done(c, rc);
+	if (!rc && t.perm)
+		rc = write_perm(c, dst, t.perm, d1);
+	hfq_close(&t);
+	return rc;
 }
 
 /* Copies checkpoint tensor `src` as `dst` after checking it has shape [d0] or [d0, d1] (d1 < 0: rank 1); a
@@ -612,8 +644,8 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 		else
 			c.w = NULL; /* finish released it */
 		if (!rc && c.n_act_f32)
-			fprintf(stderr, "ferry: %s: %d of %d %s matrices have act-order groups that mix inside blocks of 32 "
-					"and were written as F32 (exact, 8x their packed size)\n",
+			fprintf(stderr, "ferry: %s: %d of %d %s matrices have act-order groups whose sizes are not whole "
+					"blocks of 32 and were written as F32 (exact, 8x their packed size)\n",
 				hf_dir, c.n_act_f32, c.n_quantized, c.q.name);
 		if (!rc && c.n_fallback)
 			fprintf(stderr, "ferry: %s: %d matrices have rows that are not whole blocks of --quant %s's format and "

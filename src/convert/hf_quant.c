@@ -14,9 +14,16 @@
  * g_idx constant over every aligned 32): the block then takes its group's f16 scale as d and its integer zero
  * as z, so d (q - z) is the checkpoint's s (q - z) exactly. Where every aligned 128 lies in one group (groups of
  * 128 or more: the usual g128 and -1) the blocks are Q4_Z128/Q8_Z128, one d and z per 128 (4.25 / 8.25 bits). A g_idx that mixes groups inside a block (act-order
- * without static groups) has no per-block scale: such a tensor is written as F32 values s (q - z), exact too.
+ * without static groups) has no per-block scale in the checkpoint's order: the columns are then stored sorted
+ * by group (a stable counting sort of g_idx, t->perm), where each group is a run of its size, and W x =
+ * W[:, perm] x[perm] exactly (the forward gathers x). Only where even that leaves a block of two groups (a
+ * group whose size is not a multiple of 32) is the tensor written as F32 values s (q - z), exact too.
  *
- * bitsandbytes NF4: P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
+ * bitsandbytes LLM.int8: P.weight int8 [N, K] row-major, P.SCB f32 [N]: Q8_0 blocks of the row's codes with
+ * d = f16(SCB / 127) (hf_quant.h: the rounding's bound).
+ *
+ * bitsandbytes NF4 and FP4 (BNB_FP4: NF4's block with the FP4 table; the file's quant_map must be that table):
+ * P.weight uint8 [N K / 2, 1] packs the flattened row-major [N, K] weight, element 2i in the
  * high nibble of byte i (NF4's own order: the bytes are copied); blocks of `blocksize` (quant_state) over the
  * flattened weight each have an absmax, f32, or with double quantization a uint8 code a giving
  * f32(f32(nested_quant_map[a] * nested_absmax[i / nested_blocksize]) + nested_offset), bitsandbytes' own f32
@@ -25,6 +32,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -77,14 +85,22 @@ int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, c
 	if (q->method == HFQ_BNB4) {
 		bool b4 = json_is_true(json_object_get(qc, "load_in_4bit")) || json_is_true(json_object_get(qc, "_load_in_4bit"));
 		const char *qt = json_string_value(json_object_get(qc, "bnb_4bit_quant_type"));
+		bool b8 = json_is_true(json_object_get(qc, "load_in_8bit")) || json_is_true(json_object_get(qc, "_load_in_8bit"));
+		if (!b4 && b8) {
+			q->method = HFQ_BNB8, q->bits = 8, q->group = -1;
+			rc = 0;
+			goto out;
+		}
 		if (!b4) {
-			snprintf(err, errlen, "%s: bitsandbytes 8-bit (LLM.int8, load_in_8bit) is not supported (4-bit nf4)", where);
+			snprintf(err, errlen, "%s: neither load_in_4bit nor load_in_8bit is true", where);
 			goto out;
 		}
-		if (!qt || strcmp(qt, "nf4")) {
-			snprintf(err, errlen, "%s.bnb_4bit_quant_type \"%s\" is not supported (nf4)", where, qt ? qt : "fp4");
+		qt = qt ? qt : "fp4"; /* transformers' BitsAndBytesConfig default */
+		if (strcmp(qt, "nf4") && strcmp(qt, "fp4")) {
+			snprintf(err, errlen, "%s.bnb_4bit_quant_type \"%s\" is not supported (nf4, fp4)", where, qt);
 			goto out;
 		}
+		q->fp4 = !strcmp(qt, "fp4");
 		q->bits = 4, q->group = 64;
 		q->double_quant = json_is_true(json_object_get(qc, "bnb_4bit_use_double_quant"));
 		rc = 0;
@@ -129,6 +145,12 @@ out:
 bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const char *base)
 {
 	char name[512];
+	if (cfg->method == HFQ_BNB8) { /* an int8 weight without its SCB is one too (hfq_open says what is missing) */
+		snprintf(name, sizeof(name), "%s.weight", base);
+		const struct st_tensor *w = st_find(st, name);
+		snprintf(name, sizeof(name), "%s.SCB", base);
+		return st_find(st, name) || (w && !strcmp(w->dtype, "I8"));
+	}
 	snprintf(name, sizeof(name), cfg->method == HFQ_BNB4 ? "%s.weight.absmax" : "%s.qweight", base);
 	return st_find(st, name) != NULL;
 }
@@ -179,15 +201,22 @@ static int stream_at(const uint8_t *p, int64_t stride, int64_t pos, int bits)
 	return (int)(v >> sh & ((1u << bits) - 1));
 }
 
+/* The checkpoint row of stored column k */
+static int64_t src_row(const struct hfq_tensor *t, int64_t k)
+{
+	return t->perm ? t->perm[k] : k;
+}
+
 static int group_of(const struct hfq_tensor *t, int64_t k)
 {
 	if (t->g_idx)
-		return (int)word(t->g_idx->data, k);
+		return (int)word(t->g_idx->data, src_row(t, k));
 	return t->cfg->group < 0 ? 0 : (int)(k / t->cfg->group);
 }
 
 static int code_at(const struct hfq_tensor *t, int64_t k, int64_t n)
 {
+	k = src_row(t, k);
 	if (t->cfg->method == HFQ_AWQ)
 		return (int)(word(t->qweight->data, k * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
 	return stream_at(t->qweight->data + 4 * n, t->N, t->cfg->bits * k, t->cfg->bits);
@@ -209,23 +238,20 @@ static uint16_t scale_at(const struct hfq_tensor *t, int g, int64_t n)
 	return h;
 }
 
-static const float nf4_values[16] = NF4_VALUES;
+static const float nf4_values[16] = NF4_VALUES, fp4_values[16] = BNB_FP4_VALUES;
 
-/* P.weight.quant_state.bitsandbytes__nf4: the JSON bytes of bitsandbytes' QuantState (quant_type, blocksize,
- * shape, nested_blocksize, nested_offset) */
+/* P.weight.quant_state.bitsandbytes__nf4 (__fp4): the JSON bytes of bitsandbytes' QuantState (quant_type,
+ * blocksize, shape, nested_blocksize, nested_offset) */
 static int bnb_state(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
 {
 	char name[512];
-	snprintf(name, sizeof(name), "%s.weight.quant_state.bitsandbytes__nf4", base);
+	const char *type = t->cfg->fp4 ? "fp4" : "nf4";
+	snprintf(name, sizeof(name), "%s.weight.quant_state.bitsandbytes__%s", base, type);
 	const struct st_tensor *s = st_find(st, name);
 	if (!s) {
-		char fp4[512];
-		snprintf(fp4, sizeof(fp4), "%s.weight.quant_state.bitsandbytes__fp4", base);
-		bool is_fp4 = st_find(st, fp4) != NULL;
-		snprintf(err, errlen, is_fp4 ? "tensor %s: bitsandbytes fp4 is not supported (nf4)"
-					    : "tensor %s not found (bitsandbytes' quant_state of an nf4 weight)",
-			 is_fp4 ? fp4 : name);
-		return is_fp4 ? -EINVAL : -ENOENT;
+		snprintf(err, errlen, "tensor %s not found (bitsandbytes' quant_state of an %s weight, as config.json's "
+			 "bnb_4bit_quant_type says)", name, type);
+		return -ENOENT;
 	}
 	json_error_t je;
 	json_t *j = json_loadb((const char *)s->data, s->bytes, 0, &je);
@@ -234,16 +260,16 @@ static int bnb_state(const struct st_set *st, const char *base, struct hfq_tenso
 	t->blocksize = json_integer_value(json_object_get(j, "blocksize"));
 	t->nested_blocksize = json_integer_value(json_object_get(j, "nested_blocksize"));
 	t->nested_offset = (float)json_number_value(json_object_get(j, "nested_offset"));
-	bool ok = qt && !strcmp(qt, "nf4") && json_array_size(shape) == 2 &&
+	bool ok = qt && !strcmp(qt, type) && json_array_size(shape) == 2 &&
 		  json_integer_value(json_array_get(shape, 0)) == t->N && json_integer_value(json_array_get(shape, 1)) == t->K;
 	json_decref(j);
 	if (!ok) {
-		snprintf(err, errlen, "tensor %s: not a quant_state of quant_type nf4 and shape [%lld, %lld]", name,
+		snprintf(err, errlen, "tensor %s: not a quant_state of quant_type %s and shape [%lld, %lld]", name, type,
 			 (long long)t->N, (long long)t->K);
 		return -EINVAL;
 	}
 	if (t->blocksize <= 0 || t->blocksize % 64 || t->K % 64) {
-		snprintf(err, errlen, "tensor %s: blocksize %lld with rows of %lld: NF4 needs both multiples of 64", name,
+		snprintf(err, errlen, "tensor %s: blocksize %lld with rows of %lld: NF4/FP4 need both multiples of 64", name,
 			 (long long)t->blocksize, (long long)t->K);
 		return -EINVAL;
 	}
@@ -260,8 +286,8 @@ static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor
 	int64_t nblk = t->N * t->K / t->blocksize, nnest = 0;
 	bool dq = t->cfg->double_quant;
 	if (dq && t->nested_blocksize <= 0) {
-		snprintf(err, errlen, "tensor %s.weight.quant_state.bitsandbytes__nf4: no nested_blocksize (double quantization)",
-			 base);
+		snprintf(err, errlen, "tensor %s.weight.quant_state.bitsandbytes__%s: no nested_blocksize (double "
+			 "quantization)", base, t->cfg->fp4 ? "fp4" : "nf4");
 		return -EINVAL;
 	}
 	nnest = dq ? (nblk + t->nested_blocksize - 1) / t->nested_blocksize : 0;
@@ -272,11 +298,76 @@ static int open_bnb(const struct st_set *st, const char *base, struct hfq_tensor
 	    (dq && !(t->nested_absmax = part(st, wname, "nested_absmax", "F32", nnest, -1, true, &rc, err, errlen))) ||
 	    (dq && !(t->nested_map = part(st, wname, "nested_quant_map", "F32", 256, -1, true, &rc, err, errlen))))
 		return rc;
-	if (memcmp(map->data, nf4_values, sizeof(nf4_values))) {
-		snprintf(err, errlen, "tensor %s.quant_map: not bitsandbytes' NF4 table", wname);
+	if (memcmp(map->data, t->cfg->fp4 ? fp4_values : nf4_values, sizeof(nf4_values))) {
+		snprintf(err, errlen, "tensor %s.quant_map: not bitsandbytes' %s table", wname, t->cfg->fp4 ? "FP4" : "NF4");
 		return -EINVAL;
 	}
-	t->fmt = WFMT_NF4;
+	t->fmt = t->cfg->fp4 ? WFMT_BNB_FP4 : WFMT_NF4;
+	return 0;
+}
+
+/* Whether every aligned run of 32 (of 128) stored columns lies in one group: the block of the Z formats */
+static void blocks_of(const struct hfq_tensor *t, bool *one32, bool *one128)
+{
+	*one32 = true, *one128 = t->K % 128 == 0;
+	for (int64_t k = 1; k < t->K; k++)
+		if (group_of(t, k) != group_of(t, k - 1)) {
+			*one32 &= k % 32 == 0;
+			*one128 &= k % 128 == 0;
+		}
+}
+
+/* t->perm: the rows in group order, each group's rows in their checkpoint order (a counting sort) */
+static int sort_by_group(struct hfq_tensor *t)
+{
+	int64_t *at = calloc((size_t)t->G + 1, sizeof(*at));
+	t->perm = malloc(sizeof(int32_t) * (size_t)t->K);
+	if (!at || !t->perm) {
+		free(at);
+		hfq_close(t);
+		return -ENOMEM;
+	}
+	for (int64_t k = 0; k < t->K; k++)
+		at[word(t->g_idx->data, k) + 1]++;
+	for (int64_t g = 0; g < t->G; g++)
+		at[g + 1] += at[g];
+	for (int64_t k = 0; k < t->K; k++)
+		t->perm[at[word(t->g_idx->data, k)]++] = (int32_t)k;
+	free(at);
+	return 0;
+}
+
+/* LLM.int8: P.weight I8 [N, K], P.SCB F32 [N] (finite, SCB / 127 an f16 below 65504), P.weight_format 0 or
+ * absent */
+static int open_bnb8(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	char wname[512];
+	int rc = 0;
+	snprintf(wname, sizeof(wname), "%s.weight", base);
+	if (t->K % 32) {
+		snprintf(err, errlen, "tensor %s: rows of %lld: Q8_0 needs a multiple of 32", wname, (long long)t->K);
+		return -EINVAL;
+	}
+	if (!(t->qweight = part(st, wname, "", "I8", t->N, t->K, true, &rc, err, errlen)) ||
+	    !(t->scales = part(st, base, "SCB", "F32", t->N, -1, true, &rc, err, errlen)))
+		return rc;
+	snprintf(wname, sizeof(wname), "%s.weight_format", base);
+	const struct st_tensor *wf = st_find(st, wname);
+	if (wf && (wf->bytes != 1 || wf->data[0] != 0)) {
+		snprintf(err, errlen, "tensor %s: %s of %llu bytes, want a U8 0 (the row-major layout)", wname, wf->dtype,
+			 (unsigned long long)wf->bytes);
+		return -EINVAL;
+	}
+	for (int64_t n = 0; n < t->N; n++) {
+		float s;
+		memcpy(&s, t->scales->data + 4 * n, 4);
+		if (!(s >= 0 && s / 127.0f <= 65504.0f)) {
+			snprintf(err, errlen, "tensor %s.SCB[%lld] = %g: not a row absmax whose scale / 127 is an f16", base,
+				 (long long)n, (double)s);
+			return -EINVAL;
+		}
+	}
+	t->fmt = WFMT_Q8_0;
 	return 0;
 }
 
@@ -287,6 +378,8 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 	t->cfg = cfg, t->N = N, t->K = K;
 	if (cfg->method == HFQ_BNB4)
 		return open_bnb(st, base, t, err, errlen);
+	if (cfg->method == HFQ_BNB8)
+		return open_bnb8(st, base, t, err, errlen);
 	int bits = cfg->bits, rc = 0;
 	bool awq = cfg->method == HFQ_AWQ;
 	if (K % 32 || (awq ? N % 8 : (N * bits) % 32)) {
@@ -313,15 +406,25 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 			return -EINVAL;
 		}
 	}
-	/* the largest block whose aligned runs of K each lie in one group: 128 (Q4_Z128/Q8_Z128), 32, else F32 */
-	bool one32 = true, one128 = K % 128 == 0;
-	for (int64_t k = 1; k < K; k++)
-		if (group_of(t, k) != group_of(t, k - 1)) {
-			one32 &= k % 32 == 0;
-			one128 &= k % 128 == 0;
+	bool one32, one128;
+	blocks_of(t, &one32, &one128);
+	if (!one32 && t->g_idx) { /* act-order mixing groups inside blocks: sort the columns by group */
+		if ((rc = sort_by_group(t))) {
+			snprintf(err, errlen, "out of memory permuting %s", base);
+			return rc;
 		}
+		blocks_of(t, &one32, &one128);
+		if (!one32)
+			hfq_close(t);
+	}
 	t->fmt = !one32 ? WFMT_F32 : bits == 8 ? (one128 ? WFMT_Q8_Z128 : WFMT_Q8_Z) : one128 ? WFMT_Q4_Z128 : WFMT_Q4_Z;
 	return 0;
+}
+
+void hfq_close(struct hfq_tensor *t)
+{
+	free(t->perm);
+	t->perm = NULL;
 }
 
 /* The absmax of bitsandbytes block i: f32, or its double-quantized code through the nested tables */
@@ -345,12 +448,23 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 #pragma omp parallel for schedule(dynamic, 16)
 	for (int64_t n = n0; n < n0 + nn; n++) {
 		uint8_t *row = (uint8_t *)out + (size_t)(n - n0) * rb;
-		if (t->fmt == WFMT_NF4) {
+		if (t->fmt == WFMT_NF4 || t->fmt == WFMT_BNB_FP4) { /* one block layout, the table aside */
 			for (int64_t b = 0; b < K / 64; b++) {
 				struct block_nf4 *q = (struct block_nf4 *)row + b;
 				int64_t flat = n * K + 64 * b;
 				q->d = bnb_absmax(t, flat / t->blocksize);
 				memcpy(q->qs, t->qweight->data + flat / 2, 32);
+			}
+			continue;
+		}
+		if (t->fmt == WFMT_Q8_0) { /* LLM.int8: one f16 scale per row, the int8 codes as they are */
+			float s;
+			memcpy(&s, t->scales->data + 4 * n, 4);
+			uint16_t d = f32_to_f16(s / 127.0f);
+			for (int64_t b = 0; b < K / 32; b++) {
+				struct block_q8_0 *q = (struct block_q8_0 *)row + b;
+				q->d = d;
+				memcpy(q->qs, t->qweight->data + n * K + 32 * b, 32);
 			}
 			continue;
 		}

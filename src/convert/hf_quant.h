@@ -5,8 +5,15 @@
  *
  * A checkpoint's linear `P.weight` is then the tensors P.qweight, P.qzeros, P.scales (and GPTQ's P.g_idx); the
  * value of element (n, k) is scales[g, n] * (q[k, n] - z[g, n]) with g its group (g_idx[k], else k / group).
+ * Act-order (g_idx) whose groups mix inside blocks of 32: the columns are stored sorted by group (t->perm),
+ * which makes every block one group again; the converter writes the permutation beside the weight.
  * bitsandbytes 4-bit NF4 (with or without double quantization) is repacked into NF4: P.weight (uint8 codes),
- * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4.
+ * P.weight.absmax, .quant_map, (.nested_absmax, .nested_quant_map) and .quant_state.bitsandbytes__nf4;
+ * bitsandbytes FP4 the same with its table and .quant_state.bitsandbytes__fp4, repacked into BNB_FP4.
+ * bitsandbytes LLM.int8 (load_in_8bit): P.weight int8 [N, K] codes CB, P.SCB f32 [N] row absmax (and
+ * P.weight_format, 0: row-major); W = CB SCB / 127, stored as Q8_0 with d = f16(SCB / 127) per row: exact where
+ * that f16 is SCB / 127, otherwise each row scaled by 1 + e, |e| <= 2^-11 (f16's rounding, SCB / 127 >= 2^-14;
+ * below, |d error| <= 2^-25 absolute). FORMAT.md has the bound.
  */
 #ifndef FERRY_HF_QUANT_H
 #define FERRY_HF_QUANT_H
@@ -17,7 +24,7 @@
 
 #include "layout/safetensors.h"
 
-enum hfq_method { HFQ_NONE, HFQ_GPTQ, HFQ_AWQ, HFQ_BNB4 };
+enum hfq_method { HFQ_NONE, HFQ_GPTQ, HFQ_AWQ, HFQ_BNB4, HFQ_BNB8 };
 
 struct hfq_config {
 	enum hfq_method method;
@@ -26,6 +33,7 @@ struct hfq_config {
 	bool desc_act;   /* GPTQ act-order: g_idx required */
 	bool v2;         /* GPTQ checkpoint_format gptq_v2: zeros as they are (v1: stored + 1) */
 	bool double_quant; /* bitsandbytes: absmax stored as 8-bit codes (bnb_4bit_use_double_quant) */
+	bool fp4;          /* bitsandbytes 4-bit: bnb_4bit_quant_type fp4 (else nf4) */
 	const char *name;
 };
 
@@ -44,7 +52,10 @@ struct hfq_tensor {
 	int64_t blocksize, nested_blocksize;
 	float nested_offset;
 	int fmt;   /* WFMT_Q4_Z128 / WFMT_Q8_Z128 where every aligned 128 lies in one group, else WFMT_Q4_Z / WFMT_Q8_Z
-		    * (WFMT_F32 where act-order mixes groups inside a block of 32); WFMT_NF4 */
+		    * (WFMT_F32 where even the permuted columns mix groups inside a block of 32); WFMT_NF4 */
+	int32_t *perm; /* [K] act-order whose groups mix inside blocks: stored column j is the checkpoint's row
+			* perm[j] (the rows sorted by group, stably), so each block lies in one group and the forward
+			* gathers x[perm[j]] (src/engine/act_perm.h); NULL: columns in the checkpoint's order */
 };
 
 /* Whether the checkpoint stores `base` (a name without ".weight") as a quantized linear */
@@ -52,7 +63,10 @@ bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const ch
 /* Finds and checks base's tensors for an [N, K] weight; -ENOENT / -EINVAL with a line naming the tensor. */
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen);
-/* Rows [n0, n0 + nn) of the weight in t->fmt, wfmt_row_bytes(t->fmt, K) bytes each, into out. */
+/* Rows [n0, n0 + nn) of the weight in t->fmt, wfmt_row_bytes(t->fmt, K) bytes each, into out (columns in
+ * t->perm's order when it is set). */
 void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out);
+/* Frees what hfq_open allocated (the permutation). */
+void hfq_close(struct hfq_tensor *t);
 
 #endif

@@ -395,11 +395,11 @@ static void fill_q51(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r
 	}
 }
 
-/* NF4: uniform codes, d from the RMS of the table */
+/* NF4 and BNB_FP4: uniform codes, d from the RMS of the table */
 static void synth_fill_nf4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
 {
-	(void)fmt;
-	static const float v[16] = NF4_VALUES;
+	static const float nf4[16] = NF4_VALUES, fp4[16] = BNB_FP4_VALUES;
+	const float *v = fmt == WFMT_BNB_FP4 ? fp4 : nf4;
 	double ms = 0;
 	for (int i = 0; i < 16; i++)
 		ms += (double)v[i] * v[i] / 16;
@@ -408,6 +408,11 @@ static void synth_fill_nf4(int fmt, uint8_t *dst, int64_t K, double rms, struct 
 		b[i].d = (float)(rms / (sqrt(ms) * JITTER_RMS)) * jitter(r);
 		rng_bytes(r, b[i].qs, sizeof(b[i].qs));
 	}
+}
+
+static void synth_fill_bnb_fp4(int fmt, uint8_t *dst, int64_t K, double rms, struct rng *r)
+{
+	synth_fill_nf4(fmt, dst, K, rms, r);
 }
 
 /* Q4_Z and Q8_Z: y = d (q - z), z the codes' middle (GPTQ's symmetric zero point): zero-mean up to a half code */

@@ -52,6 +52,49 @@ static int bind(const struct layout_unit *u, void *const *ptrs, const struct lay
 	return 0;
 }
 
+/* The permutations of unit u's act-order linears (tensors "NAME.perm" beside "NAME.weight", F32 [cols]) into
+ * w->perm by slot. */
+static int bind_perms(const struct layout_unit *u, void *const *ptrs, const struct arch *a, struct layer_weights *w,
+		      char *err, size_t errlen)
+{
+	for (int k = 0; k < a->n_layer; k++) {
+		const struct arch_tensor *row = &a->layer[k];
+		const struct tensor *W = &w->slot[row->slot];
+		size_t ln = strlen(row->name);
+		if (!W->data || ln < 7 || strcmp(row->name + ln - 7, ".weight"))
+			continue;
+		char name[LAYOUT_NAME_MAX];
+		snprintf(name, sizeof(name), "%.*s.perm", (int)(ln - 7), row->name);
+		for (int i = 0; i < u->n_tensors; i++) {
+			const struct layout_tensor *lt = &u->tensors[i];
+			if (strcmp(lt->name, name))
+				continue;
+			if (lt->fmt != WFMT_F32 || lt->ndim != 1 || lt->shape[0] != W->cols) {
+				snprintf(err, errlen, "tensor %s: not F32 [%lld] (the column order of %s)", name,
+					 (long long)W->cols, row->name);
+				return -EINVAL;
+			}
+			w->perm[row->slot] = (struct tensor){ptrs[i], WFMT_F32, 1, W->cols, 0};
+			/* xxh3 of equal bytes is equal; without one, only the tensor itself counts as equal */
+			w->perm_key[row->slot] = lt->xxh3 ? lt->xxh3 : (uint64_t)(uintptr_t)ptrs[i];
+		}
+	}
+	return 0;
+}
+
+static bool has_perms(const struct layout *lay)
+{
+	for (int l = 0; l < lay->hp.n_layers; l++) {
+		const struct layout_unit *u = layout_unit_get(lay, l);
+		for (int i = 0; i < u->n_tensors; i++) {
+			size_t n = strlen(u->tensors[i].name);
+			if (n > 5 && !strcmp(u->tensors[i].name + n - 5, ".perm"))
+				return true;
+		}
+	}
+	return false;
+}
+
 /* Layer l's tensors, the rows of its architecture, into their slots. */
 static int bind_layer(const struct model *m, int l, void *const *p, struct layer_weights *w, char *err, size_t n)
 {
@@ -61,6 +104,7 @@ static int bind_layer(const struct model *m, int l, void *const *p, struct layer
 	int rc = 0;
 	for (int k = 0; !rc && k < a->n_layer; k++)
 		rc = bind(u, p, m->hp, &a->layer[k], &w->slot[a->layer[k].slot], err, n);
+	rc = rc ? rc : bind_perms(u, p, a, w, err, n);
 	if (!rc && w->attn_sinks.data && w->attn_sinks.fmt != WFMT_F32) {
 		snprintf(err, n, "tensor attn_sinks.weight of layer %d: %s, the attention kernels read F32", l,
 			 wfmt_name(w->attn_sinks.fmt));
@@ -194,7 +238,7 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 
 /* The run state on backend b for t_rows tokens per step, t_sub per op; false when out of memory. */
 static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout_hparams *hp, int t_rows, int t_sub,
-		     int max_logits)
+		     int max_logits, bool xp)
 {
 	size_t T = (size_t)t_rows, S = (size_t)t_sub, D = (size_t)hp->d_model,
 	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
@@ -209,6 +253,8 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 	rs->g = rs->v ? b->ops->alloc(b, S * F * 4) : NULL;
 	rs->u = rs->g ? b->ops->alloc(b, S * F * 4) : NULL;
 	rs->logits = rs->u ? b->ops->alloc(b, (size_t)(max_logits > 0 ? max_logits : 1) * V * 4) : NULL;
+	if (xp && rs->logits && !(rs->xp = b->ops->alloc(b, S * (D > Q ? D : Q) * 4)))
+		return false;
 	if (!E || !rs->logits)
 		return rs->logits;
 	rs->rl = b->ops->alloc(b, S * E * 4);
@@ -220,7 +266,8 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 static void rs_free(struct model_rs *rs)
 {
 	struct backend *b = rs->b;
-	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits, rs->rl, rs->xe, rs->ye};
+	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits, rs->rl, rs->xe, rs->ye,
+			rs->xp};
 	for (size_t i = 0; b && i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
 			b->ops->free(b, bufs[i]);
@@ -296,9 +343,12 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		m->kv[l].v = b->ops->alloc(b, pool[2 * l + 1]);
 		ok = m->kv[l].k && m->kv[l].v;
 	}
-	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits);
+	/* permuted linears gather their inputs into a buffer free at the call (matmul_in): g (F) for q, k, v; att
+	 * (H*Dh) for gate, up; xp only where those are narrower than D */
+	bool xp = has_perms(lay) && (ffn_rows(hp) < hp->d_model || (int64_t)hp->n_heads * hp->head_dim < hp->d_model);
+	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits, xp);
 	int t_h = m->plan.hybrid_t_max < o->t_max ? m->plan.hybrid_t_max : o->t_max;
-	if (ok && m->hb && !rs_alloc(&m->rs[1], m->hb, hp, t_h, t_h, o->max_logits)) {
+	if (ok && m->hb && !rs_alloc(&m->rs[1], m->hb, hp, t_h, t_h, o->max_logits, xp)) {
 		snprintf(m->hb->err, sizeof(m->hb->err), "host memory for the hybrid steps' run state");
 		ok = false;
 	}
@@ -629,6 +679,27 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 	return rc || !w->shexp_gate_inp.data ? rc : shared_expert(m, rs, w, x, n);
 }
 
+/* op->matmul of layer slot `slot` on x. A linear stored with permuted columns (w->perm) multiplies x gathered
+ * into its column order, in `scratch` (scols wide, a buffer free at this call) or rs->xp; consecutive calls on
+ * the same x with the same permutation (q, k, v; gate, up) gather once. */
+static int matmul_in(struct model_rs *rs, const struct layer_weights *w, int slot, float *y, const float *x,
+		     const struct tensor *bias, int n, float *scratch, int64_t scols)
+{
+	struct backend *b = rs->b;
+	const struct tensor *W = &w->slot[slot], *p = &w->perm[slot];
+	if (!p->data) {
+		rs->px_src = NULL;
+		return b->ops->matmul(b, y, x, W, opt(bias), n);
+	}
+	float *buf = scols >= W->cols ? scratch : rs->xp;
+	int rc = 0;
+	if (rs->px_src != x || rs->px_key != w->perm_key[slot] || rs->px_buf != buf) {
+		rc = b->ops->gather_cols(b, buf, x, p->data, n, W->cols);
+		rs->px_src = rc ? NULL : x, rs->px_key = w->perm_key[slot], rs->px_buf = buf;
+	}
+	return rc ? rc : b->ops->matmul(b, y, buf, W, opt(bias), n);
+}
+
 /* Tokens t0 .. t0+n-1 of the step through layer l (weights bound in w, KV pools kv) on the run state rs. */
 static int layer_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w,
 		       const struct kv_layer *kv, int t0, int n)
@@ -637,14 +708,14 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	struct backend *b = rs->b;
 	const struct backend_ops *op = b->ops;
 	int H = hp->n_heads, Hkv = hp->n_kv_heads, Dh = hp->head_dim;
-	int64_t D = hp->d_model, F = hp->ffn_dim;
+	int64_t D = hp->d_model, F = hp->ffn_dim, Q = (int64_t)H * Dh, Fb = ffn_rows(hp); /* Fb: g, u's width */
 	float eps = (float)hp->rms_eps, *x = rs->x + (size_t)t0 * (size_t)D;
 	int rc = op->step_range(b, t0, n);
 	rc = rc ? rc : op->rmsnorm(b, rs->h, x, &w->attn_norm, n, eps);
 	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_ATTN_IN, rs->h, n, D);
-	rc = rc ? rc : op->matmul(b, rs->q, rs->h, &w->wq, opt(&w->bq), n);
-	rc = rc ? rc : op->matmul(b, rs->k, rs->h, &w->wk, opt(&w->bk), n);
-	rc = rc ? rc : op->matmul(b, rs->v, rs->h, &w->wv, opt(&w->bv), n);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_WQ, rs->q, rs->h, &w->bq, n, rs->g, Fb);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_WK, rs->k, rs->h, &w->bk, n, rs->g, Fb);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_WV, rs->v, rs->h, &w->bv, n, rs->g, Fb);
 	if (!rc && w->q_norm.data)
 		rc = op->rmsnorm(b, rs->q, rs->q, &w->q_norm, n * H, eps);
 	if (!rc && w->k_norm.data)
@@ -664,7 +735,7 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	if (rot)
 		rc = rc ? rc : op->hadamard(b, rs->att, (int64_t)n * H * Dh);
 	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_ATTN_OUT, rs->att, n, (int64_t)H * Dh);
-	rc = rc ? rc : op->matmul(b, rs->h, rs->att, &w->wo, opt(&w->bo), n);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_WO, rs->h, rs->att, &w->bo, n, rs->q, Q);
 	if (!rc && w->post_attn_norm.data)
 		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_attn_norm, n, eps);
 	rc = rc ? rc : op->add(b, x, rs->h, n * D);
@@ -673,11 +744,11 @@ static int layer_range(struct model *m, struct model_rs *rs, int l, const struct
 	if (w->router.data) { /* the experts add their weighted outputs to x themselves */
 		return rc ? rc : moe_range(m, rs, l, w, x, t0, n);
 	}
-	rc = rc ? rc : op->matmul(b, rs->g, rs->h, &w->w_gate, opt(&w->b_gate), n);
-	rc = rc ? rc : op->matmul(b, rs->u, rs->h, &w->w_up, opt(&w->b_up), n);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_W_GATE, rs->g, rs->h, &w->b_gate, n, rs->att, Q);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_W_UP, rs->u, rs->h, &w->b_up, n, rs->att, Q);
 	rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, n * F, hp->act);
 	rc = rc ? rc : tap_input(m, rs, l, MODEL_TAP_FFN_DOWN, rs->g, n, F);
-	rc = rc ? rc : op->matmul(b, rs->h, rs->g, &w->w_down, opt(&w->b_down), n);
+	rc = rc ? rc : matmul_in(rs, w, ARCH_SLOT_W_DOWN, rs->h, rs->g, &w->b_down, n, rs->u, Fb);
 	if (!rc && w->post_ffw_norm.data)
 		rc = op->rmsnorm(b, rs->h, rs->h, &w->post_ffw_norm, n, eps);
 	rc = rc ? rc : op->add(b, x, rs->h, n * D);

@@ -45,6 +45,11 @@ struct layer_weights {
 			struct tensor b_gate_exps, b_up_exps, b_down_exps; /* E x (Fe) (Fe) (D) the experts' biases */
 		};
 	};
+	/* act-order linears stored with permuted columns (issue 19): perm[s] the F32 (cols) indices of slot s's
+	 * column order (tensor "NAME.perm" beside "NAME.weight"; data NULL: none), perm_key[s] its content's
+	 * identity (equal keys: equal permutations, so q, k, v sharing one gather their input once) */
+	struct tensor perm[ARCH_SLOT_COUNT];
+	uint64_t perm_key[ARCH_SLOT_COUNT];
 };
 #define LAYER_SLOT(member, s)                                                                         \
 	_Static_assert(offsetof(struct layer_weights, member) == (s) * sizeof(struct tensor), #member \
@@ -82,7 +87,7 @@ LAYER_SLOT(b_router, ARCH_SLOT_B_ROUTER);
 LAYER_SLOT(b_gate_exps, ARCH_SLOT_B_GATE_EXPS);
 LAYER_SLOT(b_up_exps, ARCH_SLOT_B_UP_EXPS);
 LAYER_SLOT(b_down_exps, ARCH_SLOT_B_DOWN_EXPS);
-_Static_assert(sizeof(struct layer_weights) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
+_Static_assert(offsetof(struct layer_weights, perm) == ARCH_SLOT_COUNT * sizeof(struct tensor), "a slot without a member");
 #undef LAYER_SLOT
 
 /* A sequence's uncommitted token tree: n tokens at scratch positions len .. len+n-1 past its committed len
@@ -106,6 +111,11 @@ struct model_rs {
 	float *rl;             /* (S, E) router logits (mixture of experts; NULL otherwise) */
 	float *xe, *ye;        /* (S, D) one expert's tokens in, its output */
 	float *logits;         /* (max_logits, V) */
+	float *xp;             /* (S, max(D, H*Dh, F)) gathered inputs of permuted linears where the free buffer at
+				* the call is narrower (allocated only then); NULL otherwise */
+	const float *px_src;   /* what the last matmul_in gathered: its input, permutation key and buffer */
+	const float *px_buf;
+	uint64_t px_key;
 };
 
 /* Mixtures of experts, measured: per (step, layer) the union of the experts the step's tokens chose, their

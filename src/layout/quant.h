@@ -105,6 +105,18 @@ struct block_nf4 {
 	uint8_t qs[32];
 };
 
+/* BNB_FP4 (bitsandbytes' 4-bit float, not GGUF): NF4's block with the FP4 table: bitsandbytes' e2m1-like codes
+ * (sign bit 3; 0, 0.0625, 8, 12, 4, 6, 2, 3) divided by 12 in f32 (its get_4bit_type's data / max, and the
+ * values its dequantizing kernel writes as literals); code 8 is -0. y = BNB_FP4_VALUES[code] * d in f32. */
+#define BNB_FP4_VALUES                                                                                        \
+	{0.0f, 0.0625f / 12, 8.0f / 12, 12.0f / 12, 4.0f / 12, 6.0f / 12, 2.0f / 12, 3.0f / 12,               \
+	 -0.0f, -0.0625f / 12, -8.0f / 12, -12.0f / 12, -4.0f / 12, -6.0f / 12, -2.0f / 12, -3.0f / 12}
+
+struct block_bnb_fp4 {
+	float d;             /* the block's absmax, as NF4's */
+	uint8_t qs[32];
+};
+
 /* Q2_K: value 128n + 32j + l (n < 2, j < 4, l < 32) is (qs[32n + l] >> 2j) & 3; sub-block g = v / 16 has
  * y = d (scales[g] & 15) q - dmin (scales[g] >> 4). */
 struct block_q2_K {
@@ -174,6 +186,7 @@ QUANT_STATIC_ASSERT(sizeof(struct block_q6_K) == WFMT_BYTES_Q6_K, "block_q6_K");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_1) == WFMT_BYTES_Q4_1, "block_q4_1");
 QUANT_STATIC_ASSERT(sizeof(struct block_q5_1) == WFMT_BYTES_Q5_1, "block_q5_1");
 QUANT_STATIC_ASSERT(sizeof(struct block_nf4) == WFMT_BYTES_NF4, "block_nf4");
+QUANT_STATIC_ASSERT(sizeof(struct block_bnb_fp4) == WFMT_BYTES_BNB_FP4, "block_bnb_fp4");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_z) == WFMT_BYTES_Q4_Z, "block_q4_z");
 QUANT_STATIC_ASSERT(sizeof(struct block_q8_z) == WFMT_BYTES_Q8_Z, "block_q8_z");
 QUANT_STATIC_ASSERT(sizeof(struct block_q4_z128) == WFMT_BYTES_Q4_Z128, "block_q4_z128");

@@ -61,13 +61,15 @@
 	X(TQ2_0, 27, 256, 66,  35, QUANT, tq2_0) \
 	/* GPTQ/AWQ groups of 128 or more (issue 19) */ \
 	X(Q4_Z128, 28, 128, 68,  -1, QMIN, q4_z128) \
-	X(Q8_Z128, 29, 128, 132, -1, QMIN, q8_z128)
+	X(Q8_Z128, 29, 128, 132, -1, QMIN, q8_z128) \
+	/* bitsandbytes FP4 (issue 19) */ \
+	X(BNB_FP4, 30, 64, 36, -1, FLOAT, bnb_fp4)
 
 /* NF4: bitsandbytes NF4, 16 f32 code values times an f32 absmax per 64 (FLOAT: a blocked format whose values
  * are not integers, so its CPU dots take f32 activations); Q4_Z/Q8_Z: 4- and 8-bit codes with an f16 scale and
  * an integer zero point per 32 (GPTQ and AWQ groups, issue 19: src/convert/hf_quant.c), QMIN with the zero as
  * the min; Q4_Z128/Q8_Z128 the same per 128 (four Q4_Z/Q8_Z code arrays under one scale and zero: 4.25 and 8.25
- * bits per weight, for groups of 128 or more); Q5_0: Q4_K_M files use it
+ * bits per weight, for groups of 128 or more); BNB_FP4: NF4's blocks with bitsandbytes' FP4 table; Q5_0: Q4_K_M files use it
  * where a row is not a multiple of 256. The grid IQ types (blocks: src/layout/quant_iq.h, grids:
  * src/layout/iq_grids.h) are QUANT: every value is d * an integer scale * an integer code (qint_<k>).
  * Q4_1/Q5_1: the 32-blocks with a min (QMIN, the min as -dmin);

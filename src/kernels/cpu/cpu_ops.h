@@ -92,4 +92,7 @@ void cpu_gather_rows(float *dst, const float *src, const int *rows, int n, int64
 /* y[rows[i]] += w[i] * src[i]; rows without repeats */
 void cpu_scatter_add(float *y, const float *src, const int *rows, const float *w, int n, int64_t D);
 
+/* dst[t, j] = src[t, perm[j]] for T rows of K, perm f32 indices (gather_cols.c: act-order weights) */
+void cpu_gather_cols(float *dst, const float *src, const float *perm, int T, int64_t K);
+
 #endif

@@ -165,17 +165,28 @@ void cpu_dequant_q5_1(const void *src, float *y, int64_t nb)
 	}
 }
 
-static const float nf4_values[16] = NF4_VALUES;
+static const float nf4_values[16] = NF4_VALUES, bnb_fp4_values[16] = BNB_FP4_VALUES;
 
-/* NF4: y = table[code] d, one f32 rounding (bitsandbytes' kDequantizeBlockwise before its cast) */
-void cpu_dequant_nf4(const void *src, float *y, int64_t nb)
+/* NF4 and BNB_FP4 (bitsandbytes' 4-bit types, one block layout): y = table[code] d, one f32 rounding
+ * (bitsandbytes' kDequantizeBlockwise before its cast) */
+static void dequant_table4(const float *table, const void *src, float *y, int64_t nb)
 {
 	const struct block_nf4 *b = src;
 	for (int64_t i = 0; i < nb; i++, y += 64)
 		for (int j = 0; j < 32; j++) {
-			y[2 * j] = nf4_values[b[i].qs[j] >> 4] * b[i].d;
-			y[2 * j + 1] = nf4_values[b[i].qs[j] & 15] * b[i].d;
+			y[2 * j] = table[b[i].qs[j] >> 4] * b[i].d;
+			y[2 * j + 1] = table[b[i].qs[j] & 15] * b[i].d;
 		}
+}
+
+void cpu_dequant_nf4(const void *src, float *y, int64_t nb)
+{
+	dequant_table4(nf4_values, src, y, nb);
+}
+
+void cpu_dequant_bnb_fp4(const void *src, float *y, int64_t nb)
+{
+	dequant_table4(bnb_fp4_values, src, y, nb);
 }
 
 /* Q4_Z/Q8_Z (sub 1) and Q4_Z128/Q8_Z128 (sub 4): y = d (q - z), one rounding (exact for the zero points GPTQ

@@ -813,7 +813,7 @@ AI void fk_bf16(const void *w, const float *x, int64_t ldx, int T, int K, float 
 	fdot(WFMT_BF16, w, x, ldx, T, K, out);
 }
 
-static const float nf4_lut[16] = NF4_VALUES;
+static const float nf4_lut[16] = NF4_VALUES, bnb_fp4_lut[16] = BNB_FP4_VALUES;
 
 /* NF4 table lookup of 8 codes (bytes of c8): two 8-float permutes blended on bit 3 */
 AI __m256 nf4_8(__m128i c8, __m256 lo, __m256 hi)
@@ -823,15 +823,15 @@ AI __m256 nf4_8(__m128i c8, __m256 lo, __m256 hi)
 				_mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7))));
 }
 
-/* NF4: each 64-block's 32 bytes split into high and low nibbles and interleaved (code 2i high, 2i + 1 low),
- * looked up 8 at a time, times d in f32 (the weights bit-identical with cpu_dequant_nf4), then dotted like
- * the element formats */
-AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+/* NF4 and BNB_FP4 (table lut): each 64-block's 32 bytes split into high and low nibbles and interleaved (code
+ * 2i high, 2i + 1 low), looked up 8 at a time, times d in f32 (the weights bit-identical with cpu_dequant_nf4),
+ * then dotted like the element formats */
+AI void fk_table4(const float *lut, const void *w, const float *x, int64_t ldx, int T, int K, float *out)
 {
 	__m256 acc[2 * QDOT_MAX_T];
 	for (int i = 0; i < 2 * QDOT_MAX_T; i++)
 		acc[i] = _mm256_setzero_ps();
-	const __m256 lo = _mm256_loadu_ps(nf4_lut), hi = _mm256_loadu_ps(nf4_lut + 8);
+	const __m256 lo = _mm256_loadu_ps(lut), hi = _mm256_loadu_ps(lut + 8);
 	const __m128i m15 = _mm_set1_epi8(15);
 	for (int b = 0; b < K / 64; b++) {
 		const uint8_t *p = (const uint8_t *)w + sizeof(struct block_nf4) * (size_t)b;
@@ -855,6 +855,16 @@ AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *
 		}
 	}
 	finish(acc, T, out);
+}
+
+AI void fk_nf4(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	fk_table4(nf4_lut, w, x, ldx, T, K, out);
+}
+
+AI void fk_bnb_fp4(const void *w, const float *x, int64_t ldx, int T, int K, float *out)
+{
+	fk_table4(bnb_fp4_lut, w, x, ldx, T, K, out);
 }
 
 #include "kernels/cpu/qdot_iq_simd.h"

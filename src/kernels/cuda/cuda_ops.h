@@ -144,6 +144,9 @@ int cuda_moe_route(struct cuda_ctx *c, int *ids, float *wts, const float *logits
 int cuda_gather_rows(struct cuda_ctx *c, float *dst, const float *src, const int *rows, int n, int64_t D);
 int cuda_scatter_add(struct cuda_ctx *c, float *y, const float *src, const int *rows, const float *w, int n,
 		     int64_t D);
+/* dst[t, j] = src[t, perm[j]] for T rows of K (gather_cols.cu, as src/kernels/cpu/gather_cols.c; perm device
+ * f32 indices, dst not src) */
+int cuda_gather_cols(struct cuda_ctx *c, float *dst, const float *src, const float *perm, int T, int64_t K);
 
 /* logits[T, V] = cap * tanh(logits / cap) in place (Gemma's final softcap), in that op order. */
 int cuda_softcap(struct cuda_ctx *c, float *logits, int64_t n, float cap);

@@ -211,9 +211,11 @@ typedef deq_q51<false> deq_q4_1;
 typedef deq_q51<true> deq_q5_1;
 
 IQ_TABLE float nf4_values_dev[16] = NF4_VALUES;
+IQ_TABLE float bnb_fp4_values_dev[16] = BNB_FP4_VALUES;
 
-/* NF4: 4 consecutive values are the nibbles of 2 bytes, high nibble first; y = table[code] d (one rounding) */
-struct deq_nf4 {
+/* NF4 and BNB_FP4 (FP4: its table): 4 consecutive values are the nibbles of 2 bytes, high nibble first;
+ * y = table[code] d (one rounding) */
+template <bool FP4> struct deq_table4 {
 	static constexpr int BLOCK = 64, BYTES = sizeof(struct block_nf4), ALIGN = 4;
 	template <int XV> __device__ static void deq(const uint8_t *row, int64_t k, float *w)
 	{
@@ -224,9 +226,11 @@ struct deq_nf4 {
 		uint32_t c[4] = {q >> 4 & 15, q & 15, q >> 12 & 15, q >> 8 & 15};
 #pragma unroll
 		for (int i = 0; i < 4; i++)
-			w[i] = __fmul_rn(__ldg(nf4_values_dev + c[i]), d);
+			w[i] = __fmul_rn(__ldg((FP4 ? bnb_fp4_values_dev : nf4_values_dev) + c[i]), d);
 	}
 };
+typedef deq_table4<false> deq_nf4;
+typedef deq_table4<true> deq_bnb_fp4;
 
 /* Q4_Z/Q8_Z (SUB 1) and Q4_Z128/Q8_Z128 (SUB 4; EIGHT: the 8-bit ones): y = d (q - z), the integer q - z formed
  * first as on the CPU; sub-block s of 32 at 4 + 16 s (4-bit: Q4_0's nibble order) or 4 + 32 s */
