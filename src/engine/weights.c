@@ -30,6 +30,7 @@
 
 #include "base/util.h"
 #include "engine/weights.h"
+#include "layout/arch.h"
 
 #define RUN_GAP (64u << 10)
 #define DEV_ALIGN 256u
@@ -50,6 +51,8 @@ struct weights_unit {
 	uint64_t exp_stride, exp_len;
 	bool *exp_valid; /* [n_exp] */
 	const char **exp_at; /* [n_exp] expert e's block for the current get (image or cache entry), NULL */
+	void **router;   /* [n_tensors] the router's tensors kept on the device (prediction), the others NULL */
+	void *router_mem;
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -81,6 +84,83 @@ uint64_t weights_expert_bytes(const struct layout *lay)
 			most = hi - lo;
 	}
 	return align_up(most, DEV_ALIGN);
+}
+
+/* Whether tensor t of a layer is the router or its bias, kept on the device (an uncompressed copy). */
+static bool is_router(const struct layout *lay, const struct layout_tensor *t)
+{
+	const struct arch *a = arch_find(ARCH_KEY_NAME, lay->hp.arch);
+	const struct arch_tensor *r = a ? arch_slot_tensor(a, ARCH_SLOT_ROUTER) : NULL;
+	const struct arch_tensor *rb = a ? arch_slot_tensor(a, ARCH_SLOT_B_ROUTER) : NULL;
+	return t->comp == LAYOUT_COMP_NONE && !t->stride &&
+	       ((r && !strcmp(t->name, r->name)) || (rb && !strcmp(t->name, rb->name)));
+}
+
+/* Device bytes of layer u's router tensors. */
+static uint64_t unit_router_bytes(const struct layout *lay, int u)
+{
+	const struct layout_unit *lu = layout_unit_get(lay, u);
+	uint64_t n = 0;
+	for (int i = 0; lay->hp.n_experts && i < lu->n_tensors; i++)
+		n += is_router(lay, &lu->tensors[i]) ? align_up(lu->tensors[i].bytes, DEV_ALIGN) : 0;
+	return n;
+}
+
+uint64_t weights_router_bytes(const struct layout *lay)
+{
+	uint64_t n = 0;
+	for (int u = 0; u < lay->hp.n_layers; u++)
+		n += unit_router_bytes(lay, u);
+	return n;
+}
+
+/* Every streamed layer's router to the device once (read from the file, not the streamer: it is needed before
+ * the layer's first read), so prediction can apply layer l + 1's router whatever the slots hold. */
+static int keep_routers(struct weights *w, char *err, size_t errlen)
+{
+	struct backend *b = w->b;
+	for (int u = 0; u < w->lay->hp.n_layers; u++) {
+		struct weights_unit *wu = &w->u[u];
+		const struct layout_unit *lu = layout_unit_get(w->lay, u);
+		uint64_t bytes = unit_router_bytes(w->lay, u);
+		if (wu->resident || !bytes)
+			continue;
+		wu->router = calloc((size_t)lu->n_tensors + 1, sizeof(void *));
+		char *host = malloc((size_t)bytes);
+		if (!wu->router || !host || !(wu->router_mem = b->ops->alloc(b, bytes))) {
+			snprintf(err, errlen, "device memory for layer %d's router (%llu bytes): %s", u,
+				 (unsigned long long)bytes, wu->router ? b->err : "out of memory");
+			free(host);
+			return -ENOMEM;
+		}
+		uint64_t at = 0;
+		int rc = 0;
+		for (int i = 0; !rc && i < lu->n_tensors; i++) {
+			const struct layout_tensor *t = &lu->tensors[i];
+			if (!is_router(w->lay, t))
+				continue;
+			rc = io_read_tensor(w->io, t, host + at, err, errlen);
+			wu->router[i] = (char *)wu->router_mem + at;
+			at += align_up(t->bytes, DEV_ALIGN);
+		}
+		if (!rc && b->ops->upload(b, wu->router_mem, host, (size_t)bytes)) {
+			snprintf(err, errlen, "layer %d: router upload: %s", u, b->err);
+			rc = -EIO;
+		}
+		free(host);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int weights_router(struct weights *w, int unit, void *const **ptrs)
+{
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !wu->router)
+		return -ENOENT;
+	*ptrs = wu->router;
+	return 0;
 }
 
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
@@ -173,6 +253,11 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			weights_free(w);
 			return -ENOMEM;
 		}
+		int rc = keep_routers(w, err, errlen);
+		if (rc) {
+			weights_free(w);
+			return rc;
+		}
 	}
 	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots + (w->ec.n ? w->n_units : 0));
 	if (f0 < 0) {
@@ -202,6 +287,9 @@ void weights_free(struct weights *w)
 		free(w->u[u].ptrs);
 		free(w->u[u].exp_valid);
 		free(w->u[u].exp_at);
+		free(w->u[u].router);
+		if (w->u[u].router_mem)
+			b->ops->free(b, w->u[u].router_mem);
 	}
 	if (w->ec_mem)
 		b->ops->free(b, w->ec_mem);

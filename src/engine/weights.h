@@ -15,7 +15,9 @@
  * The expert cache (n_cache entries of weights_expert_bytes, expert_cache.h the policy): a streamed unit's
  * routed experts are looked up there first and uploaded into an entry when admitted (into the unit's
  * slot image otherwise), so experts stay on the device across steps; weights_expert_ptr says where each
- * one is for the current get. weights_predict uploads guessed experts of a later unit into the cache early.
+ * one is for the current get. weights_predict uploads guessed experts of a later unit into the cache early;
+ * with a cache, every streamed layer's router stays on the device from weights_init (weights_router), so a
+ * guess never needs the next layer's slot.
  *
  * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
  * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
@@ -65,6 +67,10 @@ uint64_t weights_unit_device_bytes(const struct layout *lay, int unit);
  * model without expert-major experts. */
 uint64_t weights_expert_bytes(const struct layout *lay);
 
+/* Device bytes of the streamed layers' routers (and biases), kept on the device with an expert cache so that
+ * prediction needs no slot; 0 without experts (the plan reserves them with the cache). */
+uint64_t weights_router_bytes(const struct layout *lay);
+
 /* resident: [n_units] flags (NULL: none) of units kept in device memory; n_slots >= 2 unless every unit
  * is resident; n_cache: expert-cache entries (ignored on host-memory backends). */
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
@@ -85,6 +91,9 @@ const void *weights_expert_ptr(const struct weights *w, int unit, int e, const v
 /* The device pointers of a unit whose upload is already issued (resident, or in a slot), the compute queue
  * waiting for it, without taking it; -ENOENT when it is not on the device (or on host-memory backends). */
 int weights_peek(struct weights *w, int unit, void *const **ptrs);
+/* A streamed layer's kept router: ptrs[i] the device copy of its router tensors, NULL for the others;
+ * -ENOENT when none is kept (no expert cache, a resident or compressed router, host-memory backends). */
+int weights_router(struct weights *w, int unit, void *const **ptrs);
 /* Prediction: uploads into the expert cache the experts guess[E] marks of a later streamed unit that the
  * cache lacks and admits (the compute queue's next weights_get of that unit waits for them); a wrong guess
  * costs only its copies. No-op without a cache or where weights_experts would not route. */

@@ -782,6 +782,23 @@ void io_stream_cancel(struct io_stream *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Reads len bytes of tensor t's file at off into dst (synchronous, counted as read). */
+static int read_at(struct io_stream *s, const struct layout_tensor *t, uint64_t off, uint64_t len, void *dst,
+		   char *err, size_t errlen)
+{
+	int rc = layout_pread_full(s->fd[2 * t->file], dst, len, off);
+	if (rc) {
+		snprintf(err, errlen, "%s/%s: %s: read of %llu bytes at offset %llu failed: %s", s->m->dir,
+			 s->m->files[t->file].name, t->name, (unsigned long long)len, (unsigned long long)off,
+			 rc == -EIO ? "unexpected end of file" : strerror(-rc));
+		return -EIO;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->st.bytes_read += len;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
 int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *rows, int n, void *dst, char *err,
 		 size_t errlen)
 {
@@ -795,19 +812,20 @@ int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *
 			snprintf(err, errlen, "token id %d outside the vocabulary (%lld)", rows[i], (long long)t->shape[0]);
 			return -EINVAL;
 		}
-		uint64_t off = t->offset + (uint64_t)rows[i] * rb;
-		int rc = layout_pread_full(s->fd[2 * t->file], (char *)dst + (size_t)i * rb, rb, off);
-		if (rc) {
-			snprintf(err, errlen, "%s/%s: %s: read of %llu bytes at offset %llu failed: %s", s->m->dir,
-				 s->m->files[t->file].name, t->name, (unsigned long long)rb, (unsigned long long)off,
-				 rc == -EIO ? "unexpected end of file" : strerror(-rc));
-			return -EIO;
-		}
+		int rc = read_at(s, t, t->offset + (uint64_t)rows[i] * rb, rb, (char *)dst + (size_t)i * rb, err, errlen);
+		if (rc)
+			return rc;
 	}
-	pthread_mutex_lock(&s->mu);
-	s->st.bytes_read += rb * (uint64_t)n;
-	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+int io_read_tensor(struct io_stream *s, const struct layout_tensor *t, void *dst, char *err, size_t errlen)
+{
+	if (t->comp != LAYOUT_COMP_NONE || t->stride) {
+		snprintf(err, errlen, "tensor %s: only an uncompressed, packed tensor can be read whole", t->name);
+		return -EINVAL;
+	}
+	return read_at(s, t, t->offset, t->bytes, dst, err, errlen);
 }
 
 void io_stream_stats(struct io_stream *s, struct io_stats *out)

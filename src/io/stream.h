@@ -97,6 +97,9 @@ void io_stream_cancel(struct io_stream *s);
 /* Reads rows[i] of an uncompressed 2-D tensor into dst (n rows, packed); synchronous. */
 int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *rows, int n, void *dst, char *err,
 		 size_t errlen);
+/* Reads an uncompressed, packed tensor whole into dst (t->bytes); synchronous, unverified (the streamer checks
+ * the checksum when it reads the tensor's unit). */
+int io_read_tensor(struct io_stream *s, const struct layout_tensor *t, void *dst, char *err, size_t errlen);
 void io_stream_stats(struct io_stream *s, struct io_stats *out);
 /* Bytes of buffer a unit needs: its file ranges plus room for decoded lz4 tensors. */
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit);
