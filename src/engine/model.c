@@ -356,14 +356,17 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		if ((rc = m->hb->ops->reserve(m->hb, &r)))
 			snprintf(err, errlen, "%s", m->hb->err);
 	}
+	/* layers read from disk bring only their trunk, and a device uploads only the experts the router chose
+	 * (FERRY_MOE_WHOLE=1: whole layers read and uploaded, for comparison); the next layer's are guessed
+	 * (FERRY_MOE_PREDICT=0: not) */
+	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
+	struct io_opts io_moe = *io;
+	io_moe.experts_on_demand = hp->n_experts && !(whole && !strcmp(whole, "1"));
 	if (!rc)
-		rc = io_stream_open(&m->io, lay, io, err, errlen);
+		rc = io_stream_open(&m->io, lay, &io_moe, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache, err, errlen);
-	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) and
-	 * guesses the next layer's (FERRY_MOE_PREDICT=0: not) */
-	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
-	m->w.routed = !rc && hp->n_experts && !(whole && !strcmp(whole, "1"));
+	m->w.routed = !rc && io_moe.experts_on_demand;
 	m->predict = m->w.routed && !(predict && !strcmp(predict, "0"));
 	m->pred_layer[0] = m->pred_layer[1] = -1;
 	if (!rc)
@@ -603,7 +606,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		}
 	for (int e = 0; e < E; e++)
 		m->moe_used[e] |= start[e + 1] > start[e];
-	if (rs == &m->rs[0] && (rc = weights_experts(&m->w, l, m->moe_used, b->err, sizeof(b->err))))
+	if ((rc = weights_experts(&m->w, l, rs == &m->rs[1], m->moe_used, b->err, sizeof(b->err))))
 		return rc;
 	if (rs == &m->rs[0] && t0 == 0 && m->predict && l + 1 < hp->n_layers && (rc = moe_predict(m, rs, l + 1, n)))
 		return rc;

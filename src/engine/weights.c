@@ -200,9 +200,9 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			if (t->stride && end > wu->exp_len)
 				wu->exp_len = end;
 		}
-		/* routed uploads read the streamer's buffer again during the layer: only where that cannot wait
-		 * for I/O (a RAM-tier unit); the others go up whole */
-		if (!io_unit_in_tier(io, u))
+		/* routed uploads read the streamer's buffer again during the layer: a RAM-tier unit's is whole; a
+		 * unit read by expert gets its routed experts read then (weights_experts); others go up whole */
+		if (!io_unit_in_tier(io, u) && !io_unit_by_expert(io, u))
 			wu->exp_first = -1;
 		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
@@ -475,10 +475,12 @@ static int copy_expert(struct weights *w, struct weights_unit *wu, void *const *
 	return w->b->ops->copy_async(w->b, dst, src, (size_t)wu->exp_len) ? -EIO : 0;
 }
 
-int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen)
+int weights_experts(struct weights *w, int unit, bool on_host, const bool *used, char *err, size_t errlen)
 {
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
-	if (w->b->ops->host_memory || !wu || !routed(w, wu))
+	if (on_host || w->b->ops->host_memory) /* computed from the streamer's buffer, which it holds */
+		return io_unit_experts(w->io, unit, used, err, errlen);
+	if (!wu || !routed(w, wu))
 		return 0;
 	struct backend *b = w->b;
 	char *image = wu->ptrs[wu->exp_first];
@@ -502,10 +504,16 @@ int weights_experts(struct weights *w, int unit, const bool *used, char *err, si
 		return 0;
 	void *const *host;
 	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
+	/* the streamer's buffer holds what is copied (read from disk now when the unit is read by expert) */
+	bool all = 2 * (int64_t)n > wu->n_exp, need[wu->n_exp];
+	for (int64_t e = 0; e < wu->n_exp; e++)
+		need[e] = all || (used[e] && !wu->exp_at[e]);
+	if (!rc && (rc = io_unit_experts(w->io, unit, need, err, errlen)))
+		io_unit_release(w->io, unit);
 	if (rc)
 		return rc;
 	/* most experts missing (a prefill, a large batch): the whole region into the image in one copy */
-	if (2 * (int64_t)n > wu->n_exp) {
+	if (all) {
 		uint64_t len = (uint64_t)(wu->n_exp - 1) * wu->exp_stride + wu->exp_len;
 		if (b->ops->copy_async(b, image, host[wu->exp_first], (size_t)len))
 			rc = -EIO;
@@ -570,6 +578,13 @@ int weights_predict(struct weights *w, int unit, const bool *guess, char *err, s
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
 	if (w->b->ops->host_memory || !wu || !cached(w, wu))
 		return 0;
+	if (!io_unit_in_tier(w->io, unit)) { /* read by expert: its guessed experts start coming from disk now */
+		bool need[wu->n_exp];
+		for (int64_t e = 0; e < wu->n_exp; e++)
+			need[e] = guess[e] && ec_find(&w->ec, unit, (int)e, false) < 0;
+		io_unit_experts_ahead(w->io, unit, need);
+		return 0;
+	}
 	struct backend *b = w->b;
 	void *const *host = NULL;
 	int rc = 0, n = 0;

@@ -80,10 +80,11 @@ void weights_free(struct weights *w);
  * its upload. */
 int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen);
 void weights_put(struct weights *w, int unit, bool host);
-/* Routed experts (w->routed): between weights_get and weights_put of a device unit, makes the experts that
- * used[E] marks present in its device image (uploading those it lacks from the streamer's buffer, the
- * compute queue waiting for them). No-op for other units, host units and host-memory backends. */
-int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen);
+/* Routed experts: between weights_get and weights_put of a unit, makes the experts that used[E] marks
+ * present: in the streamer's buffer of a unit read by expert (io_unit_experts: read from disk); on a device
+ * (w->routed) also in its device image or the cache (uploading those it lacks, the compute queue waiting
+ * for them). No-op for units without experts. */
+int weights_experts(struct weights *w, int unit, bool host, const bool *used, char *err, size_t errlen);
 /* Where expert e's matrix of a stacked tensor lies for the current get of a device unit, given that tensor's
  * pointer from weights_get (`stacked`, expert 0 in the unit's image); NULL where the pointers of the image
  * hold (not a routed unit, a host unit, a host-memory backend). Valid after weights_experts marked e. */
