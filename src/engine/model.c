@@ -367,6 +367,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache, err, errlen);
 	m->w.routed = !rc && io_moe.experts_on_demand;
+	m->w.hold_ok = !m->hb;
 	m->predict = m->w.routed && !(predict && !strcmp(predict, "0"));
 	m->pred_layer[0] = m->pred_layer[1] = -1;
 	if (!rc)

@@ -44,6 +44,7 @@ struct weights_unit {
 	void **ptrs;     /* [n_tensors] device pointers of the latest upload */
 	struct backend *b;
 	int fence;       /* upload_done (of the trunk, then of the latest experts) */
+	bool held;       /* its streamer buffer kept from its upload to weights_put (weights.h: hold_ok) */
 	/* routed experts: the expert region (its first tensor), E experts of stride bytes, exp_len of them
 	 * copied per expert; which ones the device image holds */
 	int exp_first;   /* tensor index, -1: no experts, or not in the RAM tier (uploaded whole) */
@@ -54,6 +55,8 @@ struct weights_unit {
 	void **router;   /* [n_tensors] the router's tensors kept on the device (prediction), the others NULL */
 	void *router_mem;
 };
+
+static void unhold(struct weights *w, int unit);
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -266,6 +269,9 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		return f0;
 	}
 	w->fence0 = f0;
+	struct io_stats ist;
+	io_stream_stats(io, &ist);
+	w->io_slots = ist.n_slots;
 	w->ec_fence0 = f0 + w->n_units + w->n_slots;
 	for (int u = 0; u < w->n_units; u++)
 		w->u[u].fence = f0 + u;
@@ -282,6 +288,7 @@ void weights_free(struct weights *w)
 	if (b && !b->ops->host_memory)
 		b->ops->sync(b);
 	for (int u = 0; w->u && u < w->n_units; u++) {
+		unhold(w, u);
 		if (w->u[u].dev)
 			b->ops->free(b, w->u[u].dev);
 		free(w->u[u].ptrs);
@@ -379,6 +386,24 @@ static int upload(struct weights *w, int unit, void *const *host, char *dev, uin
 	return 0;
 }
 
+/* Whether a streamed unit keeps its streamer buffer from its upload to weights_put (weights.h: hold_ok). */
+static bool holds(const struct weights *w, int unit)
+{
+	const struct weights_unit *wu = &w->u[unit];
+	return w->hold_ok && !wu->resident && routed(w, wu) && !io_unit_in_tier(w->io, unit);
+}
+
+/* Gives back the streamer buffer a unit kept (held), once its uploads are done. */
+static void unhold(struct weights *w, int unit)
+{
+	struct weights_unit *wu = &w->u[unit];
+	if (!wu->held)
+		return;
+	wu->held = false;
+	w->io_held--;
+	io_unit_release_after(w->io, unit, upload_done, wu);
+}
+
 /* Issues the upload of a unit (no-op when its latest upload is still valid). */
 static int stage(struct weights *w, int unit, char *err, size_t errlen)
 {
@@ -392,8 +417,10 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 	if (!wu->resident) {
 		slot = w->next_slot;
 		w->next_slot = (w->next_slot + 1) % w->n_slots;
-		if (w->slot_unit[slot] >= 0)
+		if (w->slot_unit[slot] >= 0) {
 			w->u[w->slot_unit[slot]].slot = -1;
+			unhold(w, w->slot_unit[slot]);
+		}
 		w->slot_unit[slot] = -1;
 		dev = w->slot_mem[slot];
 		cap = w->slot_bytes;
@@ -417,7 +444,12 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		io_unit_release(w->io, unit);
 		return rc;
 	}
-	io_unit_release_after(w->io, unit, upload_done, wu);
+	if (holds(w, unit) && w->io_held + 1 < w->io_slots) {
+		wu->held = true;
+		w->io_held++;
+	} else {
+		io_unit_release_after(w->io, unit, upload_done, wu);
+	}
 	if (wu->exp_valid)
 		memset(wu->exp_valid, 0, sizeof(bool) * (size_t)wu->n_exp);
 	if (wu->resident) {
@@ -624,6 +656,7 @@ void weights_put(struct weights *w, int unit, bool host)
 		return;
 	}
 	struct weights_unit *wu = &w->u[unit];
+	unhold(w, unit);
 	if (!wu->resident && wu->slot >= 0)
 		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
 	if (cached(w, wu)) { /* the entries it read are free to go once the compute queue passes here */
@@ -650,6 +683,10 @@ int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, s
 			}
 			continue;
 		}
+		/* a unit that could not keep its buffer would have its trunk read again for its experts: it is
+		 * uploaded when its turn comes instead (the streamer still reads it ahead) */
+		if (holds(w, u) && w->io_held + 1 >= w->io_slots && !(w->u[u].slot >= 0 && w->slot_unit[w->u[u].slot] == u))
+			break;
 		int rc = stage(w, u, err, errlen);
 		if (rc)
 			return rc;

@@ -58,6 +58,12 @@ struct weights {
 	int ec_fence0;
 	uint64_t pred_uploads;    /* experts uploaded by weights_predict */
 	uint64_t exp_h2d;         /* bytes of experts uploaded (routed, whole regions, predicted) */
+	/* a streamed unit read by expert keeps its streamer buffer from its upload to weights_put (its routed
+	 * experts are read into it then; released, the streamer would refill it and read the trunk again): at
+	 * most io_slots - 1 at a time, so the streamer always has a slot; hold_ok false (hybrid steps, whose
+	 * host units hold slots too): never */
+	bool hold_ok;
+	int io_slots, io_held;
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
