@@ -11,32 +11,18 @@ With a cache every layer's router stays on the device, so every layer after the 
 import json
 import os
 
-from ferrytest import Failures, ferry, scratch, tiny_model
-
-PROMPT = "1,5,9,33,2,7"
-
+from ferrytest import Failures, greedy_run, moe_models, scratch
 
 def run(model, root, env, tag, *extra):
-    lg = os.path.join(root, f"{tag}.logits")
-    sj = os.path.join(root, f"{tag}.json")
-    p = ferry("run", "-m", model, "--prompt-ids", PROMPT, "-n", 10, "--temp", 0, "--ignore-eos", "--logits", lg,
-              "--stats-json", sj, "--device", "cpu", "--placement", "gpu", "--kv", "f32", *extra, env=env)
-    moe = json.load(open(sj)).get("moe", {}) if p.returncode == 0 and os.path.exists(sj) else {}
-    return p, (open(lg, "rb").read() if os.path.exists(lg) else b""), moe
+    p, lg, st = greedy_run(model, root, env, tag, "--placement", "gpu", *extra)
+    return p, lg, st.get("moe", {})
 
 
 def main():
     f = Failures()
     root, cleanup = scratch()
     try:
-        models = []
-        tm = os.path.join(root, "tm")
-        p = ferry("synth", "-o", tm, "--shape", "tiny-moe", "--layers", 6)
-        if f.check(p.returncode == 0, f"synth: {p.stderr}"):
-            models.append(("tiny-moe", tm))
-        for v in ("gptoss", "mixtral"):
-            models.append((v, tiny_model(v, root)[1]))
-        for name, model in models:
+        for name, model in moe_models(f, root):
             ref, ref_lg, _ = run(model, root, {}, f"{name}_cpu")
             if not f.check(ref.returncode == 0 and ref_lg, f"{name} cpu: {ref.stderr}"):
                 continue

@@ -6,36 +6,16 @@ to everything in RAM, per expert and whole (FERRY_MOE_WHOLE=1), on the CPU backe
 and the stats must show the experts read one by one and fewer bytes from disk than whole layers. Tiny
 synthetic qwen3moe (6 layers, 16 experts, top-4) and the gpt-oss and Mixtral tiny models."""
 
-import json
 import os
 
-from ferrytest import Failures, ferry, scratch, tiny_model
-
-PROMPT = "1,5,9,33,2,7"
-
-
-def run(model, root, env, tag, *extra):
-    lg = os.path.join(root, f"{tag}.logits")
-    sj = os.path.join(root, f"{tag}.json")
-    p = ferry("run", "-m", model, "--prompt-ids", PROMPT, "-n", 10, "--temp", 0, "--ignore-eos", "--logits", lg,
-              "--stats-json", sj, "--device", "cpu", "--kv", "f32", *extra, env=env)
-    st = json.load(open(sj)) if p.returncode == 0 and os.path.exists(sj) else {}
-    return p, (open(lg, "rb").read() if os.path.exists(lg) else b""), st
-
+from ferrytest import Failures, greedy_run, moe_models, scratch
 
 def main():
     f = Failures()
     root, cleanup = scratch()
     try:
-        models = []
-        tm = os.path.join(root, "tm")
-        p = ferry("synth", "-o", tm, "--shape", "tiny-moe", "--layers", 6)
-        if f.check(p.returncode == 0, f"synth: {p.stderr}"):
-            models.append(("tiny-moe", tm))
-        for v in ("gptoss", "mixtral"):
-            models.append((v, tiny_model(v, root)[1]))
-        for name, model in models:
-            ref, ref_lg, _ = run(model, root, {}, f"{name}_ram")
+        for name, model in moe_models(f, root):
+            ref, ref_lg, _ = greedy_run(model, root, {}, f"{name}_ram")
             if not f.check(ref.returncode == 0 and ref_lg, f"{name} in RAM: {ref.stderr}"):
                 continue
             read = {}
@@ -48,7 +28,7 @@ def main():
                     tag = f"{name}_{dev}_{cname}"
                     extra = ("--ram", "1") + (("--placement", "gpu", "--stream-all") if dev == "device" else ())
                     e = {**env, "FERRY_CPU_DEVICE": "1"} if dev == "device" else env
-                    p, lg, st = run(model, root, e, tag, *extra)
+                    p, lg, st = greedy_run(model, root, e, tag, *extra)
                     if not f.check(p.returncode == 0, f"{tag}: {p.stderr}"):
                         continue
                     f.check(p.stdout == ref.stdout, f"{tag}: ids {p.stdout!r} != in RAM {ref.stdout!r}")
@@ -59,17 +39,22 @@ def main():
                     if cname == "whole":
                         f.check(n == 0 and io.get("bytes_experts") == 0, f"{tag}: experts read one by one: {io}")
                     else:
+                        # the experts read are the routed ones, fewer than a whole read's (every layer's all)
+                        moe = st.get("moe", {})
                         f.check(n > 0 and 0 < io.get("bytes_experts", 0) < io.get("bytes_read", 0),
                                 f"{tag}: no experts read one by one: {io}")
+                        f.check(io.get("bytes_experts", 0) < moe.get("all_bytes", 0),
+                                f"{tag}: {io.get('bytes_experts')} bytes of experts read, whole layers' "
+                                f"{moe.get('all_bytes')}")
                     read[(dev, cname)] = io.get("bytes_read", 0)
                     tok = max(st.get("moe", {}).get("tokens", 0), 1)
                     print(f"{tag}: {io.get('bytes_read', 0) / tok / 2**20:.3f} MiB read per token, "
                           f"{n} experts read one by one")
-            # where the device's slots hold every unit (Mixtral's 2 layers), nothing is read twice either way
-            once = sum(os.path.getsize(os.path.join(model, n)) for n in os.listdir(model)
-                       if n.startswith("layer.") or n == "head.bin")
+            # all bytes read, by expert vs whole: where experts are most of a layer (tiny-moe, like the real
+            # models: 16 experts of which 4 are routed); the tiny gpt-oss and Mixtral are mostly attention, and
+            # which loads the streamer cancels or finds again in a slot varies more than what they save
             for dev in ("cpu", "device"):
-                if (dev, "expert") in read and (dev, "whole") in read and read[(dev, "whole")] > 1.5 * once:
+                if name == "tiny-moe" and (dev, "expert") in read and (dev, "whole") in read:
                     f.check(read[(dev, "expert")] < read[(dev, "whole")],
                             f"{name} {dev}: by expert read {read[(dev, 'expert')]} bytes, whole {read[(dev, 'whole')]}")
                     f.check(read.get((dev, "expert_nocache"), 0) < read[(dev, "whole")],
