@@ -1,8 +1,9 @@
 """MoE layers read from disk by expert (issue 21: io_unit_experts in src/io/stream.c, weights_experts): with a
 RAM tier too small for any layer (--ram 1: two I/O slots, every layer read from disk each step) a layer file
 brings its trunk only and the routed experts are read one by one. Greedy ids and logits must be byte-identical
-to everything in RAM, per expert and whole (FERRY_MOE_WHOLE=1), on the CPU backend and on the emulated device
-(FERRY_CPU_DEVICE=1, --stream-all: trunk uploads, the expert cache, prediction reading guessed experts ahead);
+to everything in RAM, per expert and whole (FERRY_MOE_WHOLE=1), on the CPU backend, on the emulated device
+(FERRY_CPU_DEVICE=1, --stream-all: trunk uploads, the expert cache, prediction reading guessed experts ahead)
+and in hybrid steps (--placement 1: that layer on the host backend);
 and the stats must show the experts read one by one and fewer bytes from disk than whole layers. Tiny
 synthetic qwen3moe (6 layers, 16 experts, top-4) and the gpt-oss and Mixtral tiny models."""
 
@@ -19,15 +20,18 @@ def main():
             if not f.check(ref.returncode == 0 and ref_lg, f"{name} in RAM: {ref.stderr}"):
                 continue
             read = {}
-            for dev in ("cpu", "device"):
+            # hybrid: layer 1 on the host backend (its experts read into the held buffer), the rest on the device
+            places = {"cpu": (), "device": ("--placement", "gpu", "--stream-all"),
+                      "hybrid": ("--placement", "1", "--stream-all")}
+            for dev in ("cpu", "device", "hybrid"):
                 for cname, env in (("expert", {}), ("whole", {"FERRY_MOE_WHOLE": "1"}),
                                    ("expert_nopred", {"FERRY_MOE_PREDICT": "0"}),
                                    ("expert_nocache", {"FERRY_EXPERT_CACHE": "0"})):
-                    if dev == "cpu" and cname not in ("expert", "whole"):
+                    if dev != "device" and cname not in ("expert", "whole"):
                         continue
                     tag = f"{name}_{dev}_{cname}"
-                    extra = ("--ram", "1") + (("--placement", "gpu", "--stream-all") if dev == "device" else ())
-                    e = {**env, "FERRY_CPU_DEVICE": "1"} if dev == "device" else env
+                    extra = ("--ram", "1") + places[dev]
+                    e = {**env, "FERRY_CPU_DEVICE": "1"} if dev != "cpu" else env
                     p, lg, st = greedy_run(model, root, e, tag, *extra)
                     if not f.check(p.returncode == 0, f"{tag}: {p.stderr}"):
                         continue
