@@ -16,14 +16,7 @@ SHAPE=${SHAPE:-qwen3-30b-a3b}
 RAM=${RAM:-8G}
 GEN=${GEN:-64}
 mkdir -p "$OUT"
-DEPS=/tmp/ferry_deps
-for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
-LIB=$DEPS/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
-t0=$(date +%s)
-make -j"$(nproc)" CUDA_ARCHS=90 EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" build/ferry >"$OUT/build.log" 2>&1 ||
-	{ tail -n 20 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 ))s"
+. bench/gpu_build.sh
 echo "| shape | router | mode | decode tok/s | disk MiB/token | experts read one by one MiB/token | h2d MiB/token | experts uploaded MiB/token | routed experts MiB/token | hit rate % | prediction % |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for skew in 0 1; do
