@@ -7,14 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ferry_gpu_out}
 mkdir -p "$OUT"
-DEPS=/tmp/ferry_deps
-for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
-LIB=$DEPS/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
-t0=$(date +%s)
-make -j"$(nproc)" CUDA_ARCHS=90 EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" build/ferry >"$OUT/build.log" 2>&1 ||
-	{ tail -n 20 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 ))s"
+. bench/gpu_build.sh
 mkdir -p models
 M=models/synth-70b-q4k.ferry
 [ -f $M/manifest.json ] || build/ferry synth -o $M --shape llama3-70b --fmt q4_k >"$OUT/synth.log" 2>&1 ||

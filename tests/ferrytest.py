@@ -1,5 +1,6 @@
 """Shared helpers for ferry's Python end-to-end tests: the binary, scratch directories, the tools."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -82,6 +83,29 @@ def tiny_model(variant, root, seed=0):
 
 
 GEMMA_GGUF = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+
+
+def moe_models(f, root):
+    """The tiny mixtures of experts the MoE tests run, [(name, ferry dir)]: a synthetic qwen3moe (6 layers, 16
+    experts, top-4) and the gpt-oss and Mixtral tiny models."""
+    models = []
+    tm = os.path.join(root, "tm")
+    p = ferry("synth", "-o", tm, "--shape", "tiny-moe", "--layers", 6)
+    if f.check(p.returncode == 0, f"synth: {p.stderr}"):
+        models.append(("tiny-moe", tm))
+    for v in ("gptoss", "mixtral"):
+        models.append((v, tiny_model(v, root)[1]))
+    return models
+
+
+def greedy_run(model, root, env, tag, *extra):
+    """10 greedy tokens after a fixed prompt on --device cpu with f32 KV: (process, logits bytes, --stats-json)."""
+    lg = os.path.join(root, f"{tag}.logits")
+    sj = os.path.join(root, f"{tag}.json")
+    p = ferry("run", "-m", model, "--prompt-ids", "1,5,9,33,2,7", "-n", 10, "--temp", 0, "--ignore-eos", "--logits",
+              lg, "--stats-json", sj, "--device", "cpu", "--kv", "f32", *extra, env=env)
+    st = json.load(open(sj)) if p.returncode == 0 and os.path.exists(sj) else {}
+    return p, (open(lg, "rb").read() if os.path.exists(lg) else b""), st
 
 
 def gemma_gguf(f):

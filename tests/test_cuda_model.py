@@ -13,7 +13,7 @@ position with the CPU (its KV cache f16, as CUDA's):
   - greedy 16 tokens (prefill + decode steps) identical to the CPU's, resident and streamed;
   - mixtures of experts: every token's experts at every layer (FERRY_ROUTES) identical to the CPU's on the
     streamed f32 path; routed uploads (only the chosen experts go up) give logits identical to whole-layer
-    uploads (FERRY_MOE_WHOLE=1), resident and streamed;
+    uploads (FERRY_MOE_WHOLE=1), resident, streamed and from disk (--ram 1: experts read one by one);
   - KV q8, q4 and the mixed k8v5, k8v4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits
     at most 1.5x the CPU's with the same format (+2e-3);
   - KV pools in pinned host memory streamed with each layer (--kv-host; f16, q4, k8v5 whose key and value
@@ -157,7 +157,9 @@ def main():
                 f.check(len(routes["cpu"]) == 40 * n_layers and routes["cuda"] == routes["cpu"], f"{v}: cuda routes differ")
                 # routed uploads (only the chosen experts go up) against whole layers: the same bytes reach the
                 # same kernels, so the logits are identical; resident and streamed, and fewer bytes uploaded
-                for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8])):
+                # from disk: --ram 1 leaves no RAM tier, so each layer reads its trunk and then its routed experts
+                for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8]),
+                                    ("from disk", ["--stream-all", "--chunk", 8, "--ram", 1])):
                     out, up = {}, {}
                     for mode, env in (("routed", None), ("whole", {"FERRY_MOE_WHOLE": "1"})):
                         sj = os.path.join(root, f"{v}.{mode}.json")
@@ -170,6 +172,11 @@ def main():
                                 f"{v} {name}: routed uploads change the logits by {rel_err(out['routed'], out['whole']):.2e}")
                         f.check(moe.get("routed_uploads") is True and 0 < moe.get("uploads", 0) <= moe.get("union_experts", 0),
                                 f"{v} {name}: routed upload figures {moe}")
+                        if name == "from disk":
+                            io_r, io_w = up["routed"].get("io", {}), up["whole"].get("io", {})
+                            f.check(io_r.get("n_experts", 0) > 0 and io_w.get("n_experts") == 0,
+                                    f"{v} from disk: experts read one by one {io_r.get('n_experts')}, whole "
+                                    f"{io_w.get('n_experts')}")
                         print(f"{v}: cuda {name}: routed uploads {moe.get('uploads')} experts of "
                               f"{moe.get('union_experts')} chosen; h2d {up['routed'].get('h2d_bytes_prefill')} vs whole "
                               f"{up['whole'].get('h2d_bytes_prefill')} bytes", flush=True)

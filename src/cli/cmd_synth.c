@@ -21,6 +21,7 @@ static void usage(FILE *f)
 		"usage: ferry synth -o DIR [--shape NAME] [--layers N] [--d-model D] [--ffn F] [--heads H]\n"
 		"                   [--kv-heads K] [--head-dim Dh] [--vocab V] [--experts E] [--experts-used K]\n"
 		"                   [--expert-ffn Fe] [--fmt FMT] [--expert-fmt FMT] [--seed S] [--force] [--threads N]\n"
+		"                   [--router-skew S]\n"
 		"  -o, --output DIR  model directory to write (as DIR.tmp, renamed when complete)\n"
 		"  --shape NAME      %s (default tiny); the options below override its fields\n"
 		"  --experts E       a mixture of experts (qwen3moe): E experts per layer, --experts-used of them per\n"
@@ -29,6 +30,8 @@ static void usage(FILE *f)
 		"                    gpt-oss shapes q8_0; norms and biases are f32): %s\n"
 		"  --expert-fmt FMT  the experts' matrices (default --fmt; gpt-oss shapes mxfp4, as released)\n"
 		"  --seed S          the same seed, shape and format give byte-identical files (default 0)\n"
+		"  --router-skew S   router row e's values scaled by (1 + e)^-S, so the low experts win the top-k\n"
+		"                    more often, as a trained router's favourites do (0..8; default 0: uniform)\n"
 		"  --force           replace DIR if it is an existing ferry model\n"
 		"  --threads N       generator threads (default: all cores)\n"
 		"The model has no tokenizer: run it with --prompt-ids. Weights are random (values of RMS 1/sqrt(K) per\n"
@@ -48,7 +51,7 @@ static int fmt_of(const char *name)
 int ferry_synth(int argc, char **argv)
 {
 	enum { O_SHAPE = 256, O_LAYERS, O_D, O_FFN, O_HEADS, O_KV, O_DH, O_VOCAB, O_EXP, O_EXPU, O_EXPF, O_FMT, O_SEED,
-	       O_FORCE, O_THR, O_EFMT };
+	       O_FORCE, O_THR, O_EFMT, O_SKEW };
 	static const struct option lo[] = {
 		{"output", required_argument, 0, 'o'},	 {"shape", required_argument, 0, O_SHAPE},
 		{"layers", required_argument, 0, O_LAYERS}, {"d-model", required_argument, 0, O_D},
@@ -59,6 +62,7 @@ int ferry_synth(int argc, char **argv)
 		{"expert-ffn", required_argument, 0, O_EXPF}, {"expert-fmt", required_argument, 0, O_EFMT},
 		{"seed", required_argument, 0, O_SEED},	 {"force", no_argument, 0, O_FORCE},
 		{"threads", required_argument, 0, O_THR},	 {"help", no_argument, 0, 'h'},
+		{"router-skew", required_argument, 0, O_SKEW},
 		{0}};
 	const char *out = NULL, *shape = "tiny", *fmt = NULL, *efmt = NULL;
 	/* overrides, applied to the preset after parsing (whatever their order on the line); -1 = not given */
@@ -89,6 +93,13 @@ int ferry_synth(int argc, char **argv)
 			o.seed = strtoull(optarg, &end, 10);
 			bad = *end || end == optarg || optarg[0] == '-';
 			name = "seed";
+			break;
+		}
+		case O_SKEW: {
+			char *end;
+			o.router_skew = strtod(optarg, &end);
+			bad = *end || end == optarg || !(o.router_skew >= 0 && o.router_skew <= 8);
+			name = "router-skew";
 			break;
 		}
 		case O_FORCE: o.force = true; break;

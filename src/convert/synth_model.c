@@ -4,7 +4,8 @@
  * src/convert/from_hf.c writes them), so the runner cannot tell it from a converted one; with experts, a
  * qwen3moe model (its required rows, the experts expert-major), or a gpt-oss one (its biases F32, the experts
  * in their own format: MXFP4 as released). A random router picks experts about
- * uniformly: an expert cache's hit rate on it is a lower bound.
+ * uniformly: an expert cache's hit rate on it is a lower bound; --router-skew scales router row e by
+ * (1 + e)^-S, so low experts win more often (a bench of the cache on a skewed choice).
  *
  * Values: a matrix [out, K] has elements of RMS 1/sqrt(K) (so h.W keeps h's scale); quantized blocks get
  * uniform random quants, small random sub-block scales (8..15) and an f16 block scale jittered by
@@ -577,6 +578,7 @@ static void gen_rows(const struct synth_opts *o, int u, int ti, const struct syn
 {
 	uint64_t rb = row_bytes(t);
 	double rms = 1.0 / sqrt((double)t->cols);
+	bool router = o->router_skew > 0 && !strcmp(t->name, "ffn_gate_inp.weight");
 #pragma omp parallel for schedule(static) num_threads(threads)
 	for (int64_t i = 0; i < n; i++) {
 		struct rng r;
@@ -584,7 +586,8 @@ static void gen_rows(const struct synth_opts *o, int u, int ti, const struct syn
 		if (t->norm)
 			fill_norm((float *)(dst + (uint64_t)i * rb), t->cols, &r);
 		else
-			fill_by_fmt[t->fmt](t->fmt, dst + (uint64_t)i * rb, t->cols, rms, &r);
+			fill_by_fmt[t->fmt](t->fmt, dst + (uint64_t)i * rb, t->cols,
+					    router ? rms * pow(1.0 + (double)(row0 + i), -o->router_skew) : rms, &r);
 	}
 }
 

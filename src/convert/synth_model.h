@@ -33,6 +33,7 @@ struct synth_opts {
 	uint64_t seed;
 	int threads;   /* generator threads; 0 = all cores */
 	bool force;    /* replace an existing model directory */
+	double router_skew; /* router row e's RMS times (1 + e)^-router_skew: a skewed choice of experts (0: uniform) */
 };
 
 /* Named shapes: "llama3-70b", "llama3-8b", "qwen3-30b-a3b", "gpt-oss-120b", "gpt-oss-20b", "tiny", "tiny-moe",

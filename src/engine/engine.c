@@ -388,8 +388,9 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			      st->model.kv_host_layers, "kv_h2d_bytes", (json_int_t)st->model.kv_h2d, "kv_d2h_bytes",
 			      (json_int_t)st->model.kv_d2h, "n_slots", st->model.n_slots, "disk_bytes_decode",
 			      (json_int_t)s->disk_decode);
-	json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:i, s:i}", "reader", io->reader, "bytes_read",
-			      (json_int_t)io->bytes_read, "bytes_tier", (json_int_t)io->bytes_tier, "busy_s", io->busy_sec,
+	json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:i, s:i}", "reader", io->reader, "bytes_read",
+			      (json_int_t)io->bytes_read, "bytes_experts", (json_int_t)io->bytes_experts, "n_experts",
+			      (json_int_t)io->n_experts, "bytes_tier", (json_int_t)io->bytes_tier, "busy_s", io->busy_sec,
 			      "wait_s", io->wait_sec, "tier_units", io->tier_units, "n_units", io->n_units);
 	const struct model_hybrid_stats *hs = &st->model.hyb;
 	json_t *h = json_pack("{s:i, s:i, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I}", "units_on_host", st->n_on_host,
@@ -517,6 +518,11 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			x->tokens ? (double)x->union_bytes / (double)x->tokens / mib : 0.0,
 			x->all_bytes ? 100.0 * (double)x->union_bytes / (double)x->all_bytes : 0.0,
 			x->routed_uploads ? "a device uploads just these" : "whole layers uploaded or read in place");
+	if (x->layer_steps && x->tokens)
+		fprintf(f, "ferry: experts from disk: %.3f MiB read per token, %.3f MiB of it experts read one by one (%llu "
+			   "reads)\n",
+			(double)io->bytes_read / (double)x->tokens / mib, (double)io->bytes_experts / (double)x->tokens / mib,
+			(unsigned long long)io->n_experts);
 	if (x->layer_steps && x->routed_uploads)
 		fprintf(f, "ferry: experts uploaded: %llu of the %llu chosen (%.1f%% already on the device)\n",
 			(unsigned long long)x->uploads, (unsigned long long)x->union_experts,

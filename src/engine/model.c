@@ -372,7 +372,7 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		m->moe_used = calloc((size_t)hp->n_experts, sizeof(bool));
 		m->pred_ids = malloc(sizeof(int) * R);
 		m->pred_w = malloc(sizeof(float) * R);
-		m->pred_used = calloc((size_t)hp->n_experts, sizeof(bool));
+		m->pred_used = calloc(2 * (size_t)hp->n_experts, sizeof(bool));
 		ok = ok && m->moe_ids && m->moe_rows && m->moe_w && m->moe_rw && m->moe_start && m->moe_used && m->pred_ids &&
 		     m->pred_w && m->pred_used;
 		const char *routes = getenv("FERRY_ROUTES");
@@ -406,16 +406,20 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 		if ((rc = m->hb->ops->reserve(m->hb, &r)))
 			snprintf(err, errlen, "%s", m->hb->err);
 	}
+	/* layers read from disk bring only their trunk, and a device uploads only the experts the router chose
+	 * (FERRY_MOE_WHOLE=1: whole layers read and uploaded, for comparison); the next layer's are guessed
+	 * (FERRY_MOE_PREDICT=0: not) */
+	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
+	struct io_opts io_moe = *io;
+	io_moe.experts_on_demand = hp->n_experts && !(whole && !strcmp(whole, "1"));
 	if (!rc)
-		rc = io_stream_open(&m->io, lay, io, err, errlen);
+		rc = io_stream_open(&m->io, lay, &io_moe, err, errlen);
 	if (!rc)
 		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache, err, errlen);
-	/* a device uploads the experts the router chose (FERRY_MOE_WHOLE=1: whole layers, for comparison) and
-	 * guesses the next layer's (FERRY_MOE_PREDICT=0: not) */
-	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
-	m->w.routed = !rc && hp->n_experts && !(whole && !strcmp(whole, "1"));
+	m->w.routed = !rc && io_moe.experts_on_demand;
+	m->w.hold_ok = !m->hb;
 	m->predict = m->w.routed && !(predict && !strcmp(predict, "0"));
-	m->pred_layer = -1;
+	m->pred_layer[0] = m->pred_layer[1] = -1;
 	if (!rc)
 		rc = kvh_init(&m->kvh, b, hp->n_layers, kv_host, pool, err, errlen);
 	free(pool);
@@ -587,16 +591,17 @@ static int shared_expert(struct model *m, struct model_rs *rs, const struct laye
 	return rc ? rc : op->scatter_add(b, x, rs->ye, rows, gate, n, D);
 }
 
-/* Prediction: layer l's router (its trunk already on the device; else no guess) applied to the previous
- * layer's MoE input (rs->h, n tokens), its experts uploaded into the cache ahead of layer l's route. The route
- * itself is always the real one: a guess changes which copies happen when, never a result. */
+/* Prediction: layer l's router (the copy kept on the device with the expert cache, or its trunk already in a
+ * slot; else no guess) applied to the previous layer's MoE input (rs->h, n tokens), its experts uploaded into
+ * the cache ahead of layer l's route. The route itself is always the real one: a guess changes which copies
+ * happen when, never a result. */
 static int moe_predict(struct model *m, struct model_rs *rs, int l, int n)
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = rs->b;
 	void *const *p;
 	struct layer_weights nw;
-	if (weights_peek(&m->w, l, &p))
+	if (weights_router(&m->w, l, &p) && weights_peek(&m->w, l, &p))
 		return 0;
 	int rc = bind_layer(m, l, p, &nw, b->err, sizeof(b->err));
 	if (rc || !nw.router.data)
@@ -606,11 +611,12 @@ static int moe_predict(struct model *m, struct model_rs *rs, int l, int n)
 	rc = rc ? rc : b->ops->route(b, m->pred_ids, m->pred_w, rs->rl, n, E, K, hp->moe_norm_topk);
 	if (rc)
 		return rc;
-	memset(m->pred_used, 0, sizeof(bool) * (size_t)E);
+	bool *guess = m->pred_used + (size_t)(l % 2) * (size_t)E;
+	memset(guess, 0, sizeof(bool) * (size_t)E);
 	for (int i = 0; i < n * K; i++)
-		m->pred_used[m->pred_ids[i]] = true;
-	m->pred_layer = l;
-	return weights_predict(&m->w, l, m->pred_used, b->err, sizeof(b->err));
+		guess[m->pred_ids[i]] = true;
+	m->pred_layer[l % 2] = l;
+	return weights_predict(&m->w, l, guess, b->err, sizeof(b->err));
 }
 
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
@@ -651,7 +657,7 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		}
 	for (int e = 0; e < E; e++)
 		m->moe_used[e] |= start[e + 1] > start[e];
-	if (rs == &m->rs[0] && (rc = weights_experts(&m->w, l, m->moe_used, b->err, sizeof(b->err))))
+	if ((rc = weights_experts(&m->w, l, rs == &m->rs[1], m->moe_used, b->err, sizeof(b->err))))
 		return rc;
 	if (rs == &m->rs[0] && t0 == 0 && m->predict && l + 1 < hp->n_layers && (rc = moe_predict(m, rs, l + 1, n)))
 		return rc;
@@ -768,14 +774,15 @@ static void moe_count(struct model *m, int l, int T)
 	m->moe.tokens += l == 0 ? (uint64_t)T : 0;
 	m->moe.layer_steps++;
 	m->moe.union_experts += n;
-	if (m->pred_layer == l) { /* how good the guess made during layer l - 1 was */
+	if (m->pred_layer[l % 2] == l) { /* how good the guess made during layer l - 1 was */
+		const bool *guess = m->pred_used + (size_t)(l % 2) * E;
 		m->moe.pred_layers++;
 		m->moe.pred_routed += n;
 		for (uint64_t e = 0; e < E; e++) {
-			m->moe.pred_right += m->moe_used[e] && m->pred_used[e];
-			m->moe.pred_guessed += m->pred_used[e];
+			m->moe.pred_right += m->moe_used[e] && guess[e];
+			m->moe.pred_guessed += guess[e];
 		}
-		m->pred_layer = -1;
+		m->pred_layer[l % 2] = -1;
 	}
 	m->moe.union_bytes += n * one;
 	m->moe.all_bytes += E * one;

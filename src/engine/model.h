@@ -196,8 +196,9 @@ struct model {
 	bool *moe_used;        /* [E] the experts the current step chose in the current layer */
 	int *pred_ids;         /* [t_sub x K] the next layer's router applied to this layer's input */
 	float *pred_w;
-	bool *pred_used;       /* [E] the experts guessed for layer pred_layer (-1: none) */
-	int pred_layer;
+	bool *pred_used;       /* [2][E] the experts guessed for layer pred_layer[l % 2] (-1: none): layer l's guess is
+				* still counted (moe_count) after layer l + 1's is made, during layer l */
+	int pred_layer[2];
 	bool predict;          /* FERRY_MOE_PREDICT=0 turns it off */
 	struct model_moe_stats moe;
 	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */

@@ -178,14 +178,19 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		/* a mixture of experts: what is left keeps experts across steps (the expert cache) rather than whole
 		 * layers, up to every streamed expert; FERRY_EXPERT_CACHE=N caps it at N entries (0: none) */
 		p->expert_bytes = weights_expert_bytes(lay);
-		if (p->expert_bytes && lay->hp.n_experts) {
+		p->router_bytes = p->expert_bytes && lay->hp.n_experts ? weights_router_bytes(lay) : 0;
+		if (p->expert_bytes && lay->hp.n_experts && left > p->router_bytes) {
+			left -= p->router_bytes; /* the routers, kept on the device for prediction (weights_router) */
 			uint64_t n = left / p->expert_bytes, all = (uint64_t)L * (uint64_t)lay->hp.n_experts;
 			const char *cap = getenv("FERRY_EXPERT_CACHE");
 			if (cap && *cap)
 				all = strtoull(cap, NULL, 10) < all ? strtoull(cap, NULL, 10) : all;
 			p->expert_cache = (int)(n < all ? n : all);
 			left -= (uint64_t)p->expert_cache * p->expert_bytes;
+			if (!p->expert_cache)
+				left += p->router_bytes;
 		}
+		p->router_bytes = p->expert_cache ? p->router_bytes : 0;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
 			if (ub <= left && !p->on_host[u]) {
@@ -201,7 +206,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		p->ctx_fit[f] = b->ops->kv_supports(f) ? ctx_fit(lay, b, o, f, 2 * p->slot_bytes, avail) : 0;
 	p->stream_bytes = p->units_bytes - p->resident_bytes;
 	p->total = fixed + (uint64_t)p->n_slots * p->slot_bytes + p->resident_bytes +
-		   (uint64_t)p->expert_cache * p->expert_bytes;
+		   (uint64_t)p->expert_cache * p->expert_bytes + p->router_bytes;
 	return 0;
 }
 
@@ -266,7 +271,7 @@ void plan_print(FILE *f, const struct plan *p)
 		"plan:   workspace     %8.3f GiB  (matmul/attention; plus 32 MiB cuBLAS)\n"
 		"plan:   weight slots  %8.3f GiB  (%d x %.3f GiB)\n"
 		"plan:   resident      %8.3f GiB  (%d of %d units)\n"
-		"plan:   expert cache  %8.3f GiB  (%d experts of %.2f MiB)\n"
+		"plan:   expert cache  %8.3f GiB  (%d experts of %.2f MiB, and %.2f MiB of routers)\n"
 		"plan:   total         %8.3f GiB  of %.3f GiB available\n"
 		"plan: streamed per step: %.3f GiB of %.3f GiB of weights (%.2f bits per weight; the model's %.2f)\n",
 		gib((uint64_t)p->budget), gib((uint64_t)p->context), gib((uint64_t)p->arena),
@@ -274,8 +279,8 @@ void plan_print(FILE *f, const struct plan *p)
 		p->opt.max_seqs, p->opt.ctx, gib(p->mem.kv_host), p->n_kv_host, p->n_units - 1, gib(p->mem.act), p->opt.t_max,
 		p->opt.t_sub, gib(p->mem.ws), gib((uint64_t)p->n_slots * p->slot_bytes),
 		p->n_slots, gib(p->slot_bytes), gib(p->resident_bytes), p->n_resident, p->n_units,
-		gib((uint64_t)p->expert_cache * p->expert_bytes), p->expert_cache, (double)p->expert_bytes / (1 << 20),
-		gib(p->total),
+		gib((uint64_t)p->expert_cache * p->expert_bytes + p->router_bytes), p->expert_cache,
+		(double)p->expert_bytes / (1 << 20), (double)p->router_bytes / (1 << 20), gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes), plan_bpw(p, 's'),
 		p->bpw_model);
 	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");

@@ -63,6 +63,7 @@ struct plan {
 	uint64_t stream_bytes;          /* uploaded per step: units that are not resident */
 	int expert_cache;               /* entries of the device expert cache (weights.h), each expert_bytes */
 	uint64_t expert_bytes;
+	uint64_t router_bytes;          /* the streamed layers' routers kept on the device with the cache */
 	/* Hybrid placement (place.c): with a host backend beside a device, steps of at most hybrid_t_max tokens
 	 * run the units on_host marks on the host backend, from the RAM tier, while the device streams the
 	 * others; larger steps run every unit on the device. A host layer keeps its KV pools in pinned host

@@ -30,6 +30,7 @@
 
 #include "base/util.h"
 #include "engine/weights.h"
+#include "layout/arch.h"
 
 #define RUN_GAP (64u << 10)
 #define DEV_ALIGN 256u
@@ -43,6 +44,7 @@ struct weights_unit {
 	void **ptrs;     /* [n_tensors] device pointers of the latest upload */
 	struct backend *b;
 	int fence;       /* upload_done (of the trunk, then of the latest experts) */
+	bool held;       /* its streamer buffer kept from its upload to weights_put (weights.h: hold_ok) */
 	/* routed experts: the expert region (its first tensor), E experts of stride bytes, exp_len of them
 	 * copied per expert; which ones the device image holds */
 	int exp_first;   /* tensor index, -1: no experts, or not in the RAM tier (uploaded whole) */
@@ -50,7 +52,11 @@ struct weights_unit {
 	uint64_t exp_stride, exp_len;
 	bool *exp_valid; /* [n_exp] */
 	const char **exp_at; /* [n_exp] expert e's block for the current get (image or cache entry), NULL */
+	void **router;   /* [n_tensors] the router's tensors kept on the device (prediction), the others NULL */
+	void *router_mem;
 };
+
+static void unhold(struct weights *w, int unit);
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -81,6 +87,83 @@ uint64_t weights_expert_bytes(const struct layout *lay)
 			most = hi - lo;
 	}
 	return align_up(most, DEV_ALIGN);
+}
+
+/* Whether tensor t of a layer is the router or its bias, kept on the device (an uncompressed copy). */
+static bool is_router(const struct layout *lay, const struct layout_tensor *t)
+{
+	const struct arch *a = arch_find(ARCH_KEY_NAME, lay->hp.arch);
+	const struct arch_tensor *r = a ? arch_slot_tensor(a, ARCH_SLOT_ROUTER) : NULL;
+	const struct arch_tensor *rb = a ? arch_slot_tensor(a, ARCH_SLOT_B_ROUTER) : NULL;
+	return t->comp == LAYOUT_COMP_NONE && !t->stride &&
+	       ((r && !strcmp(t->name, r->name)) || (rb && !strcmp(t->name, rb->name)));
+}
+
+/* Device bytes of layer u's router tensors. */
+static uint64_t unit_router_bytes(const struct layout *lay, int u)
+{
+	const struct layout_unit *lu = layout_unit_get(lay, u);
+	uint64_t n = 0;
+	for (int i = 0; lay->hp.n_experts && i < lu->n_tensors; i++)
+		n += is_router(lay, &lu->tensors[i]) ? align_up(lu->tensors[i].bytes, DEV_ALIGN) : 0;
+	return n;
+}
+
+uint64_t weights_router_bytes(const struct layout *lay)
+{
+	uint64_t n = 0;
+	for (int u = 0; u < lay->hp.n_layers; u++)
+		n += unit_router_bytes(lay, u);
+	return n;
+}
+
+/* Every streamed layer's router to the device once (read from the file, not the streamer: it is needed before
+ * the layer's first read), so prediction can apply layer l + 1's router whatever the slots hold. */
+static int keep_routers(struct weights *w, char *err, size_t errlen)
+{
+	struct backend *b = w->b;
+	for (int u = 0; u < w->lay->hp.n_layers; u++) {
+		struct weights_unit *wu = &w->u[u];
+		const struct layout_unit *lu = layout_unit_get(w->lay, u);
+		uint64_t bytes = unit_router_bytes(w->lay, u);
+		if (wu->resident || !bytes)
+			continue;
+		wu->router = calloc((size_t)lu->n_tensors + 1, sizeof(void *));
+		char *host = malloc((size_t)bytes);
+		if (!wu->router || !host || !(wu->router_mem = b->ops->alloc(b, bytes))) {
+			snprintf(err, errlen, "device memory for layer %d's router (%llu bytes): %s", u,
+				 (unsigned long long)bytes, wu->router ? b->err : "out of memory");
+			free(host);
+			return -ENOMEM;
+		}
+		uint64_t at = 0;
+		int rc = 0;
+		for (int i = 0; !rc && i < lu->n_tensors; i++) {
+			const struct layout_tensor *t = &lu->tensors[i];
+			if (!is_router(w->lay, t))
+				continue;
+			rc = io_read_tensor(w->io, t, host + at, err, errlen);
+			wu->router[i] = (char *)wu->router_mem + at;
+			at += align_up(t->bytes, DEV_ALIGN);
+		}
+		if (!rc && b->ops->upload(b, wu->router_mem, host, (size_t)bytes)) {
+			snprintf(err, errlen, "layer %d: router upload: %s", u, b->err);
+			rc = -EIO;
+		}
+		free(host);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int weights_router(struct weights *w, int unit, void *const **ptrs)
+{
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	if (w->b->ops->host_memory || !wu || !wu->router)
+		return -ENOENT;
+	*ptrs = wu->router;
+	return 0;
 }
 
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
@@ -120,9 +203,9 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			if (t->stride && end > wu->exp_len)
 				wu->exp_len = end;
 		}
-		/* routed uploads read the streamer's buffer again during the layer: only where that cannot wait
-		 * for I/O (a RAM-tier unit); the others go up whole */
-		if (!io_unit_in_tier(io, u))
+		/* routed uploads read the streamer's buffer again during the layer: a RAM-tier unit's is whole; a
+		 * unit read by expert gets its routed experts read then (weights_experts); others go up whole */
+		if (!io_unit_in_tier(io, u) && !io_unit_by_expert(io, u))
 			wu->exp_first = -1;
 		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
@@ -173,6 +256,11 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			weights_free(w);
 			return -ENOMEM;
 		}
+		int rc = keep_routers(w, err, errlen);
+		if (rc) {
+			weights_free(w);
+			return rc;
+		}
 	}
 	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots + (w->ec.n ? w->n_units : 0));
 	if (f0 < 0) {
@@ -181,6 +269,9 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		return f0;
 	}
 	w->fence0 = f0;
+	struct io_stats ist;
+	io_stream_stats(io, &ist);
+	w->io_slots = ist.n_slots;
 	w->ec_fence0 = f0 + w->n_units + w->n_slots;
 	for (int u = 0; u < w->n_units; u++)
 		w->u[u].fence = f0 + u;
@@ -197,11 +288,15 @@ void weights_free(struct weights *w)
 	if (b && !b->ops->host_memory)
 		b->ops->sync(b);
 	for (int u = 0; w->u && u < w->n_units; u++) {
+		unhold(w, u);
 		if (w->u[u].dev)
 			b->ops->free(b, w->u[u].dev);
 		free(w->u[u].ptrs);
 		free(w->u[u].exp_valid);
 		free(w->u[u].exp_at);
+		free(w->u[u].router);
+		if (w->u[u].router_mem)
+			b->ops->free(b, w->u[u].router_mem);
 	}
 	if (w->ec_mem)
 		b->ops->free(b, w->ec_mem);
@@ -291,6 +386,24 @@ static int upload(struct weights *w, int unit, void *const *host, char *dev, uin
 	return 0;
 }
 
+/* Whether a streamed unit keeps its streamer buffer from its upload to weights_put (weights.h: hold_ok). */
+static bool holds(const struct weights *w, int unit)
+{
+	const struct weights_unit *wu = &w->u[unit];
+	return w->hold_ok && !wu->resident && routed(w, wu) && !io_unit_in_tier(w->io, unit);
+}
+
+/* Gives back the streamer buffer a unit kept (held), once its uploads are done. */
+static void unhold(struct weights *w, int unit)
+{
+	struct weights_unit *wu = &w->u[unit];
+	if (!wu->held)
+		return;
+	wu->held = false;
+	w->io_held--;
+	io_unit_release_after(w->io, unit, upload_done, wu);
+}
+
 /* Issues the upload of a unit (no-op when its latest upload is still valid). */
 static int stage(struct weights *w, int unit, char *err, size_t errlen)
 {
@@ -304,8 +417,10 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 	if (!wu->resident) {
 		slot = w->next_slot;
 		w->next_slot = (w->next_slot + 1) % w->n_slots;
-		if (w->slot_unit[slot] >= 0)
+		if (w->slot_unit[slot] >= 0) {
 			w->u[w->slot_unit[slot]].slot = -1;
+			unhold(w, w->slot_unit[slot]);
+		}
 		w->slot_unit[slot] = -1;
 		dev = w->slot_mem[slot];
 		cap = w->slot_bytes;
@@ -329,7 +444,12 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		io_unit_release(w->io, unit);
 		return rc;
 	}
-	io_unit_release_after(w->io, unit, upload_done, wu);
+	if (holds(w, unit) && w->io_held + 1 < w->io_slots) {
+		wu->held = true;
+		w->io_held++;
+	} else {
+		io_unit_release_after(w->io, unit, upload_done, wu);
+	}
 	if (wu->exp_valid)
 		memset(wu->exp_valid, 0, sizeof(bool) * (size_t)wu->n_exp);
 	if (wu->resident) {
@@ -387,10 +507,12 @@ static int copy_expert(struct weights *w, struct weights_unit *wu, void *const *
 	return w->b->ops->copy_async(w->b, dst, src, (size_t)wu->exp_len) ? -EIO : 0;
 }
 
-int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen)
+int weights_experts(struct weights *w, int unit, bool on_host, const bool *used, char *err, size_t errlen)
 {
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
-	if (w->b->ops->host_memory || !wu || !routed(w, wu))
+	if (on_host || w->b->ops->host_memory) /* computed from the streamer's buffer, which it holds */
+		return io_unit_experts(w->io, unit, used, err, errlen);
+	if (!wu || !routed(w, wu))
 		return 0;
 	struct backend *b = w->b;
 	char *image = wu->ptrs[wu->exp_first];
@@ -414,10 +536,16 @@ int weights_experts(struct weights *w, int unit, const bool *used, char *err, si
 		return 0;
 	void *const *host;
 	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
+	/* the streamer's buffer holds what is copied (read from disk now when the unit is read by expert) */
+	bool all = 2 * (int64_t)n > wu->n_exp, need[wu->n_exp];
+	for (int64_t e = 0; e < wu->n_exp; e++)
+		need[e] = all || (used[e] && !wu->exp_at[e]);
+	if (!rc && (rc = io_unit_experts(w->io, unit, need, err, errlen)))
+		io_unit_release(w->io, unit);
 	if (rc)
 		return rc;
 	/* most experts missing (a prefill, a large batch): the whole region into the image in one copy */
-	if (2 * (int64_t)n > wu->n_exp) {
+	if (all) {
 		uint64_t len = (uint64_t)(wu->n_exp - 1) * wu->exp_stride + wu->exp_len;
 		if (b->ops->copy_async(b, image, host[wu->exp_first], (size_t)len))
 			rc = -EIO;
@@ -482,6 +610,13 @@ int weights_predict(struct weights *w, int unit, const bool *guess, char *err, s
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
 	if (w->b->ops->host_memory || !wu || !cached(w, wu))
 		return 0;
+	if (!io_unit_in_tier(w->io, unit)) { /* read by expert: its guessed experts start coming from disk now */
+		bool need[wu->n_exp];
+		for (int64_t e = 0; e < wu->n_exp; e++)
+			need[e] = guess[e] && ec_find(&w->ec, unit, (int)e, false) < 0;
+		io_unit_experts_ahead(w->io, unit, need);
+		return 0;
+	}
 	struct backend *b = w->b;
 	void *const *host = NULL;
 	int rc = 0, n = 0;
@@ -521,6 +656,7 @@ void weights_put(struct weights *w, int unit, bool host)
 		return;
 	}
 	struct weights_unit *wu = &w->u[unit];
+	unhold(w, unit);
 	if (!wu->resident && wu->slot >= 0)
 		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
 	if (cached(w, wu)) { /* the entries it read are free to go once the compute queue passes here */
@@ -547,6 +683,10 @@ int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, s
 			}
 			continue;
 		}
+		/* a unit that could not keep its buffer would have its trunk read again for its experts: it is
+		 * uploaded when its turn comes instead (the streamer still reads it ahead) */
+		if (holds(w, u) && w->io_held + 1 >= w->io_slots && !(w->u[u].slot >= 0 && w->slot_unit[w->u[u].slot] == u))
+			break;
 		int rc = stage(w, u, err, errlen);
 		if (rc)
 			return rc;

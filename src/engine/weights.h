@@ -15,7 +15,9 @@
  * The expert cache (n_cache entries of weights_expert_bytes, expert_cache.h the policy): a streamed unit's
  * routed experts are looked up there first and uploaded into an entry when admitted (into the unit's
  * slot image otherwise), so experts stay on the device across steps; weights_expert_ptr says where each
- * one is for the current get. weights_predict uploads guessed experts of a later unit into the cache early.
+ * one is for the current get. weights_predict uploads guessed experts of a later unit into the cache early;
+ * with a cache, every streamed layer's router stays on the device from weights_init (weights_router), so a
+ * guess never needs the next layer's slot.
  *
  * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
  * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
@@ -56,6 +58,12 @@ struct weights {
 	int ec_fence0;
 	uint64_t pred_uploads;    /* experts uploaded by weights_predict */
 	uint64_t exp_h2d;         /* bytes of experts uploaded (routed, whole regions, predicted) */
+	/* a streamed unit read by expert keeps its streamer buffer from its upload to weights_put (its routed
+	 * experts are read into it then; released, the streamer would refill it and read the trunk again): at
+	 * most io_slots - 1 at a time, so the streamer always has a slot; hold_ok false (hybrid steps, whose
+	 * host units hold slots too): never */
+	bool hold_ok;
+	int io_slots, io_held;
 };
 
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
@@ -64,6 +72,10 @@ uint64_t weights_unit_device_bytes(const struct layout *lay, int unit);
 /* Device bytes of one expert-cache entry: the largest expert (its gate, up and down) of any unit; 0 for a
  * model without expert-major experts. */
 uint64_t weights_expert_bytes(const struct layout *lay);
+
+/* Device bytes of the streamed layers' routers (and biases), kept on the device with an expert cache so that
+ * prediction needs no slot; 0 without experts (the plan reserves them with the cache). */
+uint64_t weights_router_bytes(const struct layout *lay);
 
 /* resident: [n_units] flags (NULL: none) of units kept in device memory; n_slots >= 2 unless every unit
  * is resident; n_cache: expert-cache entries (ignored on host-memory backends). */
@@ -74,10 +86,11 @@ void weights_free(struct weights *w);
  * its upload. */
 int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen);
 void weights_put(struct weights *w, int unit, bool host);
-/* Routed experts (w->routed): between weights_get and weights_put of a device unit, makes the experts that
- * used[E] marks present in its device image (uploading those it lacks from the streamer's buffer, the
- * compute queue waiting for them). No-op for other units, host units and host-memory backends. */
-int weights_experts(struct weights *w, int unit, const bool *used, char *err, size_t errlen);
+/* Routed experts: between weights_get and weights_put of a unit, makes the experts that used[E] marks
+ * present: in the streamer's buffer of a unit read by expert (io_unit_experts: read from disk); on a device
+ * (w->routed) also in its device image or the cache (uploading those it lacks, the compute queue waiting
+ * for them). No-op for units without experts. */
+int weights_experts(struct weights *w, int unit, bool host, const bool *used, char *err, size_t errlen);
 /* Where expert e's matrix of a stacked tensor lies for the current get of a device unit, given that tensor's
  * pointer from weights_get (`stacked`, expert 0 in the unit's image); NULL where the pointers of the image
  * hold (not a routed unit, a host unit, a host-memory backend). Valid after weights_experts marked e. */
@@ -85,6 +98,9 @@ const void *weights_expert_ptr(const struct weights *w, int unit, int e, const v
 /* The device pointers of a unit whose upload is already issued (resident, or in a slot), the compute queue
  * waiting for it, without taking it; -ENOENT when it is not on the device (or on host-memory backends). */
 int weights_peek(struct weights *w, int unit, void *const **ptrs);
+/* A streamed layer's kept router: ptrs[i] the device copy of its router tensors, NULL for the others;
+ * -ENOENT when none is kept (no expert cache, a resident or compressed router, host-memory backends). */
+int weights_router(struct weights *w, int unit, void *const **ptrs);
 /* Prediction: uploads into the expert cache the experts guess[E] marks of a later streamed unit that the
  * cache lacks and admits (the compute queue's next weights_get of that unit waits for them); a wrong guess
  * costs only its copies. No-op without a cache or where weights_experts would not route. */

@@ -39,6 +39,11 @@ void io_opts_default(struct io_opts *o)
 	o->ram = -1;
 }
 
+bool io_unit_by_expert(const struct io_stream *s, int unit)
+{
+	return s->o.experts_on_demand && unit >= 0 && unit < s->n_units && s->maps[unit].n_exp > 0;
+}
+
 bool io_unit_in_tier(const struct io_stream *s, int unit)
 {
 	return unit >= 0 && unit < s->n_units && s->tier[unit] != NULL;
@@ -124,10 +129,18 @@ static void load_start(struct io_stream *s, struct load *ld, int unit)
 	ld->range = 0;
 	ld->range_pos = 0;
 	ld->todo = 0;
-	for (int r = 0; r < p->n_ranges; r++)
-		ld->todo += p->ranges[r].len;
+	ld->partial = !ld->tier && io_unit_by_expert(s, unit);
+	ld->n_rg = p->n_ranges;
+	memcpy(ld->rg, p->ranges, sizeof(*ld->rg) * (size_t)p->n_ranges);
+	if (ld->partial) {
+		struct map_range *tr = &ld->rg[p->exp_range];
+		tr->len = p->exp_off - tr->off;
+		memset(ld->have, 0, sizeof(bool) * (size_t)p->n_exp);
+	}
+	for (int r = 0; r < ld->n_rg; r++)
+		ld->todo += ld->rg[r].len;
 	for (int i = 0; i < u->n_tensors; i++) {
-		ld->left[i] = u->tensors[i].bytes;
+		ld->left[i] = ld->partial && u->tensors[i].stride ? 0 : u->tensors[i].bytes;
 		ld->ptrs[i] = ld->buf + p->dst[i];
 	}
 	load_check(s, ld);
@@ -222,15 +235,17 @@ static void choose_loads(struct io_stream *s)
 		s->st.slots_busy_max = busy_slots;
 }
 
-/* The reading load nearest the consumer with bytes still to submit. */
+/* The reading load the consumer waits for first (one it holds: experts it asked for), else the one nearest it,
+ * with bytes still to submit. */
 static struct load *next_to_submit(struct io_stream *s)
 {
 	struct load *best = NULL;
 	for (int i = 0; i < s->n_slots + s->n_units; i++) {
 		struct load *ld = i < s->n_slots ? &s->slots[i] : s->tier[i - s->n_slots];
-		if (!ld || ld->state != LOAD_READING || ld->cancelled || ld->range == s->maps[ld->unit].n_ranges)
+		if (!ld || ld->state != LOAD_READING || ld->cancelled || ld->range == ld->n_rg)
 			continue;
-		if (!best || distance(s, ld->unit) < distance(s, best->unit))
+		if (!best || (ld->users > 0) > (best->users > 0) ||
+		    ((ld->users > 0) == (best->users > 0) && distance(s, ld->unit) < distance(s, best->unit)))
 			best = ld;
 	}
 	return best;
@@ -276,7 +291,7 @@ static void submit(struct io_stream *s)
 		struct load *ld = next_to_submit(s);
 		if (!ld)
 			break;
-		const struct map_range *pr = &s->maps[ld->unit].ranges[ld->range];
+		const struct map_range *pr = &ld->rg[ld->range];
 		r = s->free_reqs;
 		s->free_reqs = r->next;
 		uint64_t pos = ld->range_pos, dst = pr->dst + pos;
@@ -508,6 +523,12 @@ static int alloc_buffers(struct io_stream *s, char *err, size_t errlen)
 		} else {
 			continue;
 		}
+		ld->rg = calloc(LAYOUT_UNIT_MAX_TENSORS + (size_t)s->max_exp, sizeof(*ld->rg));
+		ld->have = calloc((size_t)s->max_exp + 1, sizeof(bool));
+		if (!ld->rg || !ld->have) {
+			snprintf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
 		bool locked;
 		ld->cap = cap ? cap : LAYOUT_ALIGN;
 		ld->buf = pinned_alloc(s->o.host_alloc, ld->cap, &locked);
@@ -589,6 +610,7 @@ int io_stream_open(struct io_stream **sp, const struct layout *m, const struct i
 	int rc = s->maps && s->fd && s->direct && s->verified && s->reqs && s->workers ? 0 : -ENOMEM;
 	for (int u = 0; !rc && u < s->n_units; u++) {
 		unit_map_build(m, u, &s->maps[u]);
+		s->max_exp = s->maps[u].n_exp > s->max_exp ? s->maps[u].n_exp : s->max_exp;
 		s->verified[u] = calloc((size_t)layout_unit_get(m, u)->n_tensors + 1, 1);
 		rc = s->verified[u] ? 0 : -ENOMEM;
 	}
@@ -641,13 +663,17 @@ void io_stream_close(struct io_stream *s)
 		pthread_join(s->workers[i].thread, NULL);
 	if (s->eng)
 		s->eng->ops->destroy(s->eng);
-	for (int i = 0; s->slots && i < s->n_slots; i++)
-		pinned_free(s->o.host_alloc, s->slots[i].buf, s->slots[i].cap);
-	for (int u = 0; s->tier && u < s->n_units; u++)
-		if (s->tier[u]) {
-			pinned_free(s->o.host_alloc, s->tier[u]->buf, s->tier[u]->cap);
-			free(s->tier[u]);
-		}
+	for (int i = 0; s->slots && i < s->n_slots + s->n_units; i++) {
+		struct load *ld = i < s->n_slots ? &s->slots[i] : s->tier ? s->tier[i - s->n_slots] : NULL;
+		if (!ld)
+			continue;
+		if (ld->buf)
+			pinned_free(s->o.host_alloc, ld->buf, ld->cap);
+		free(ld->rg);
+		free(ld->have);
+		if (i >= s->n_slots)
+			free(ld);
+	}
 	for (int i = 0; s->fd && i < 2 * s->m->n_files; i++)
 		if (s->fd[i] >= 0)
 			close(s->fd[i]);
@@ -760,6 +786,65 @@ void io_unit_release_after(struct io_stream *s, int unit, bool (*done)(void *ctx
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Queues the reads of the experts want[] marks that a partial load lacks; returns how many. */
+static int queue_experts(struct io_stream *s, struct load *ld, const bool *want)
+{
+	const struct unit_map *p = &s->maps[ld->unit];
+	const struct map_range *r = &p->ranges[p->exp_range];
+	int n = 0;
+	for (int64_t e = 0; ld->partial && e < p->n_exp; e++) {
+		if (!want[e] || ld->have[e])
+			continue;
+		uint64_t off = p->exp_off + (uint64_t)e * p->exp_stride, end = r->off + r->len;
+		uint64_t len = end - off < p->exp_stride ? end - off : p->exp_stride; /* the file's last expert may be short */
+		ld->rg[ld->n_rg++] = (struct map_range){r->file, off, len, p->exp_dst + (uint64_t)e * p->exp_stride};
+		ld->todo += len;
+		ld->have[e] = true;
+		s->st.bytes_experts += len;
+		s->st.n_experts++;
+		n++;
+	}
+	if (n && (ld->state == LOAD_READY || ld->state == LOAD_READING)) {
+		ld->state = LOAD_READING;
+		s->eng->ops->wake(s->eng);
+	}
+	return n;
+}
+
+int io_unit_experts(struct io_stream *s, int unit, const bool *want, char *err, size_t errlen)
+{
+	double t0 = now_sec();
+	int rc = 0;
+	pthread_mutex_lock(&s->mu);
+	struct load *ld = held_load(s, unit);
+	if (!ld) {
+		snprintf(err, errlen, "unit %d: experts asked for a unit the consumer does not hold", unit);
+		rc = -EINVAL;
+	} else if (queue_experts(s, ld, want) || ld->state == LOAD_READING) {
+		while (ld->state == LOAD_READING && !s->fatal)
+			pthread_cond_wait(&s->cv, &s->mu);
+		if (ld->state == LOAD_FAILED) {
+			rc = ld->rc;
+			snprintf(err, errlen, "%s", ld->err);
+		} else if (s->fatal) {
+			snprintf(err, errlen, "%s: the reader failed: %s", s->m->dir, strerror(-s->fatal));
+			rc = -EIO;
+		}
+	}
+	s->st.wait_sec += now_sec() - t0;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void io_unit_experts_ahead(struct io_stream *s, int unit, const bool *want)
+{
+	pthread_mutex_lock(&s->mu);
+	struct load *ld = unit >= 0 && unit < s->n_units ? find_load(s, unit) : NULL;
+	if (ld && (ld->state == LOAD_READY || ld->state == LOAD_READING))
+		queue_experts(s, ld, want);
+	pthread_mutex_unlock(&s->mu);
+}
+
 void io_stream_cancel(struct io_stream *s)
 {
 	pthread_mutex_lock(&s->mu);
@@ -782,6 +867,23 @@ void io_stream_cancel(struct io_stream *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Reads len bytes of tensor t's file at off into dst (synchronous, counted as read). */
+static int read_at(struct io_stream *s, const struct layout_tensor *t, uint64_t off, uint64_t len, void *dst,
+		   char *err, size_t errlen)
+{
+	int rc = layout_pread_full(s->fd[2 * t->file], dst, len, off);
+	if (rc) {
+		snprintf(err, errlen, "%s/%s: %s: read of %llu bytes at offset %llu failed: %s", s->m->dir,
+			 s->m->files[t->file].name, t->name, (unsigned long long)len, (unsigned long long)off,
+			 rc == -EIO ? "unexpected end of file" : strerror(-rc));
+		return -EIO;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->st.bytes_read += len;
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
 int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *rows, int n, void *dst, char *err,
 		 size_t errlen)
 {
@@ -795,19 +897,20 @@ int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *
 			snprintf(err, errlen, "token id %d outside the vocabulary (%lld)", rows[i], (long long)t->shape[0]);
 			return -EINVAL;
 		}
-		uint64_t off = t->offset + (uint64_t)rows[i] * rb;
-		int rc = layout_pread_full(s->fd[2 * t->file], (char *)dst + (size_t)i * rb, rb, off);
-		if (rc) {
-			snprintf(err, errlen, "%s/%s: %s: read of %llu bytes at offset %llu failed: %s", s->m->dir,
-				 s->m->files[t->file].name, t->name, (unsigned long long)rb, (unsigned long long)off,
-				 rc == -EIO ? "unexpected end of file" : strerror(-rc));
-			return -EIO;
-		}
+		int rc = read_at(s, t, t->offset + (uint64_t)rows[i] * rb, rb, (char *)dst + (size_t)i * rb, err, errlen);
+		if (rc)
+			return rc;
 	}
-	pthread_mutex_lock(&s->mu);
-	s->st.bytes_read += rb * (uint64_t)n;
-	pthread_mutex_unlock(&s->mu);
 	return 0;
+}
+
+int io_read_tensor(struct io_stream *s, const struct layout_tensor *t, void *dst, char *err, size_t errlen)
+{
+	if (t->comp != LAYOUT_COMP_NONE || t->stride) {
+		snprintf(err, errlen, "tensor %s: only an uncompressed, packed tensor can be read whole", t->name);
+		return -EINVAL;
+	}
+	return read_at(s, t, t->offset, t->bytes, dst, err, errlen);
 }
 
 void io_stream_stats(struct io_stream *s, struct io_stats *out)

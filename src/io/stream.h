@@ -47,6 +47,7 @@ struct io_opts {
 	int depth;          /* read requests in flight (0: 32) */
 	uint32_t req_bytes; /* bytes per request, a multiple of 4096 (0: 2 MiB) */
 	int n_workers;      /* checksum/decode threads (0: the number of cores, at most 8) */
+	bool experts_on_demand; /* units outside the RAM tier read their trunk only; io_unit_experts reads experts */
 	const struct io_host_alloc *host_alloc;
 	/* One-line notices (reader fallback, O_DIRECT refused, memory not locked), each at most once a stream. */
 	void (*log)(const char *msg, void *ctx);
@@ -59,6 +60,8 @@ struct io_stats {
 	uint64_t bytes_tier;    /* handed out from the RAM tier without reading */
 	uint64_t bytes_reused;  /* handed out from a slot that still held the unit */
 	uint64_t bytes_decoded; /* lz4 output */
+	uint64_t bytes_experts; /* of bytes_read: experts read on demand (io_unit_experts) */
+	uint64_t n_experts;     /* experts read on demand */
 	uint64_t n_reads;       /* read requests completed */
 	uint64_t n_short;       /* short reads, re-queued for the rest */
 	double busy_sec;        /* wall time with at least one read in flight (bytes_read / busy_sec = disk rate) */
@@ -90,6 +93,16 @@ void io_unit_release(struct io_stream *s, int unit);
  * from this buffer). The streamer calls done from its I/O thread, only while it wants the buffer back, and
  * never after it returned true; it must be thread-safe and must not block. */
 void io_unit_release_after(struct io_stream *s, int unit, bool (*done)(void *ctx), void *ctx);
+/* Units outside the RAM tier, with experts_on_demand, are read without their expert-major experts (the
+ * trunk: attention, norms, router, biases); these calls read experts into their places in the buffer, one
+ * read each (expert-major experts are never compressed; their checksums, over all experts, are not
+ * checked by such reads). io_unit_experts: those want[E] marks that the held unit's buffer lacks, waiting
+ * for them (a no-op for a unit read whole). io_unit_experts_ahead: the same for a unit loading or loaded
+ * but not necessarily held, without waiting (prediction); a no-op when it has no live load. */
+int io_unit_experts(struct io_stream *s, int unit, const bool *want, char *err, size_t errlen);
+void io_unit_experts_ahead(struct io_stream *s, int unit, const bool *want);
+/* Whether the unit is read without its experts when it is not in the RAM tier (experts_on_demand). */
+bool io_unit_by_expert(const struct io_stream *s, int unit);
 /* Stops prefetching and waits until no request or decode is in flight (units the consumer holds and the
  * RAM tier's finished units stay); the next acquire starts again. */
 void io_stream_cancel(struct io_stream *s);
@@ -97,6 +110,9 @@ void io_stream_cancel(struct io_stream *s);
 /* Reads rows[i] of an uncompressed 2-D tensor into dst (n rows, packed); synchronous. */
 int io_read_rows(struct io_stream *s, const struct layout_tensor *t, const int *rows, int n, void *dst, char *err,
 		 size_t errlen);
+/* Reads an uncompressed, packed tensor whole into dst (t->bytes); synchronous, unverified (the streamer checks
+ * the checksum when it reads the tensor's unit). */
+int io_read_tensor(struct io_stream *s, const struct layout_tensor *t, void *dst, char *err, size_t errlen);
 void io_stream_stats(struct io_stream *s, struct io_stats *out);
 /* Bytes of buffer a unit needs: its file ranges plus room for decoded lz4 tensors. */
 uint64_t io_unit_slot_bytes(const struct layout *m, int unit);

@@ -46,6 +46,12 @@ struct load {
 	int users;
 	bool (*done)(void *ctx); /* pending release condition */
 	void *done_ctx;
+	/* what this load reads: the map's ranges (a partial load's trunk range cut at the experts), then the
+	 * experts asked for (io_unit_experts), one range each */
+	struct map_range *rg; /* [max ranges + max experts] */
+	int n_rg;
+	bool partial;       /* experts read on demand; have[e]: expert e arrived or is queued */
+	bool *have;         /* [most experts of a unit] */
 	int range;          /* next range to submit from */
 	uint64_t range_pos; /* and the byte in it */
 	uint64_t todo;      /* image bytes not arrived yet */
@@ -84,6 +90,7 @@ struct io_stream {
 	struct load **tier; /* [n_units]: the tier entry of a resident unit, else NULL */
 	uint8_t **verified; /* [n_units][tensor] */
 	int next;           /* unit the consumer is expected to acquire next */
+	int64_t max_exp;    /* most experts of a unit that can be read by expert */
 	bool paused, stop, workers_stop;
 	struct io_req *reqs, *free_reqs, *retry;
 	int inflight; /* requests in the reader */

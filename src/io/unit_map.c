@@ -3,6 +3,33 @@
 
 #include "io/unit_map.h"
 
+/* The expert region of a unit whose ranges are built (unit_map.h: n_exp, exp_*). */
+static void map_experts(const struct layout_unit *u, struct unit_map *p)
+{
+	int first = -1;
+	for (int i = 0; i < u->n_tensors; i++)
+		if (u->tensors[i].stride && (first < 0 || u->tensors[i].offset < u->tensors[first].offset))
+			first = i;
+	if (first < 0)
+		return;
+	const struct layout_tensor *x = &u->tensors[first];
+	int r = 0;
+	while (p->ranges[r].file != x->file)
+		r++;
+	for (int i = 0; i < u->n_tensors; i++) { /* the trunk must lie before the region, in that file */
+		const struct layout_tensor *t = &u->tensors[i];
+		if (!t->stride && t->file == x->file && t->offset + t->bytes > x->offset)
+			return;
+		if (t->stride && (t->file != x->file || t->stride != x->stride || t->shape[0] != x->shape[0]))
+			return;
+	}
+	p->n_exp = x->shape[0];
+	p->exp_range = r;
+	p->exp_off = x->offset;
+	p->exp_stride = x->stride;
+	p->exp_dst = p->ranges[r].dst + (x->offset - p->ranges[r].off);
+}
+
 void unit_map_build(const struct layout *m, int unit, struct unit_map *p)
 {
 	const struct layout_unit *u = layout_unit_get(m, unit);
@@ -35,6 +62,7 @@ void unit_map_build(const struct layout *m, int unit, struct unit_map *p)
 		p->image_bytes += layout_align_up(pr->len);
 	}
 	p->buf_bytes = p->image_bytes;
+	map_experts(u, p);
 	for (int i = 0; i < u->n_tensors; i++) {
 		const struct layout_tensor *t = &u->tensors[i];
 		int r = 0;

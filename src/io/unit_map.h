@@ -25,6 +25,13 @@ struct unit_map {
 	uint64_t src[LAYOUT_UNIT_MAX_TENSORS];    /* stored bytes of tensor i in the buffer */
 	uint64_t dst[LAYOUT_UNIT_MAX_TENSORS];    /* decoded bytes (== src when uncompressed) */
 	bool compressed;                          /* any tensor is lz4 */
+	/* The expert-major region (n_exp 0: none, or a layout that cannot be read by expert): expert e's
+	 * matrices are file bytes [exp_off + e exp_stride, + exp_stride) of range exp_range, at exp_dst + e
+	 * exp_stride in the buffer; the range's bytes before exp_off are the trunk (every other tensor of that
+	 * file lies there). */
+	int64_t n_exp;
+	int exp_range;
+	uint64_t exp_off, exp_stride, exp_dst;
 };
 
 void unit_map_build(const struct layout *m, int unit, struct unit_map *p);
