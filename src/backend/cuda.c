@@ -205,6 +205,7 @@ static bool cu_supports(struct backend *b, enum op op, int fmt)
  * staged, so the caller may reuse it at once (CUDA's documented behaviour for pageable copies). */
 static int cu_upload(struct backend *b, void *dst, const void *src, size_t n)
 {
+	cuda_xq_forget(&st(b)->ctx); /* dst may be the x whose 8-bit copy the matvec kept */
 	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->compute));
 	return 0;
 }
@@ -707,8 +708,9 @@ static const struct backend_ops cuda_backend_ops = {
 /* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
 #define BLAS_WS (32u << 20)
 
-/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), for comparing the paths on one
- * build: 0, or -EINVAL with the one-line reason in err. */
+/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), and FERRY_XQ_REUSE=0 (the 8-bit
+ * matvec quantizes x at every call, as before the reuse), for comparing the paths on one build: 0, or -EINVAL
+ * with the one-line reason in err. */
 static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 {
 	static const char *const mm[] = {"auto", "old", "mma", "blas"}, *const tk[] = {"grid", "block"};
@@ -733,6 +735,12 @@ static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 		}
 		c->topk_mode = strcmp(v, tk[0]) ? CUDA_TOPK_BLOCK : CUDA_TOPK_GRID;
 	}
+	v = getenv("FERRY_XQ_REUSE");
+	if (v && *v && strcmp(v, "0") && strcmp(v, "1")) {
+		snprintf(err, errlen, "FERRY_XQ_REUSE=%s: expected 0 or 1", v);
+		return -EINVAL;
+	}
+	c->xq_reuse = !(v && !strcmp(v, "0"));
 	return 0;
 }
 

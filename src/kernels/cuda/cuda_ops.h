@@ -47,6 +47,16 @@ struct cuda_ctx {
 	int mm_mode;       /* enum cuda_mm_mode: which matmul path (0: the crossover table) */
 	int topk_mode;     /* enum cuda_topk_mode (0: grid-wide) */
 	unsigned long long launches; /* kernels launched on this context (CUDA_LAUNCH_CHECK counts each; cuBLAS's not) */
+	/* The 8-bit x of the latest 8-bit matvec (codes and scales at the start of ws): the next one over the
+	 * same x pointer, T, K and block size reuses it while no kernel has been launched since (launches ==
+	 * xq_at: any op, and anything that used ws, launches one) and no upload wrote device memory
+	 * (cuda_xq_forget). q, k, v share one quantization, gate and up another. xq_reuse false: never reused. */
+	bool xq_reuse;
+	const void *xq_x;
+	int xq_T, xq_block;
+	int64_t xq_K;
+	unsigned long long xq_at;
+	unsigned long long xq_reused; /* quantizations skipped */
 	char err[256];
 };
 
@@ -62,6 +72,12 @@ enum cuda_mm_kernel { CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS, CUDA_MMK_MVQ
 /* cuda_topk's kernel (FERRY_TOPK=grid|block): GRID several blocks over the row then one for the candidates
  * (needs cuda_topk_ws_bytes of workspace), BLOCK the single-block radix select (no workspace) */
 enum cuda_topk_mode { CUDA_TOPK_GRID, CUDA_TOPK_BLOCK };
+
+/* Forget the cached 8-bit x (c->xq_*): called by whoever writes device memory without a kernel launch. */
+static inline void cuda_xq_forget(struct cuda_ctx *c)
+{
+	c->xq_x = NULL;
+}
 
 /* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs: the larger of the GEMM path's (the
  * activations converted to bf16/f16 plus gemm_rows x K_max dequantized weights; none when T_max <=
