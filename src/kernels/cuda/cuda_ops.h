@@ -145,6 +145,12 @@ int cuda_kv_move(struct cuda_ctx *c, const struct kv_layer *kv, const int *pages
 int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
 		   const struct kv_batch *bt, int H, int window, float scale, const float *sinks);
 
+/* What cuda_attention would launch with these arguments, launching nothing: *nsplit, the key splits (its
+ * grid's depth; 1: no combine; 0: T = 0), which follows the batch's host values max_pos and max_part. A CUDA
+ * graph captured with one split count is replayed only for steps that give the same (backend cuda.c). */
+int cuda_attention_splits(struct cuda_ctx *c, int64_t *nsplit, float *out, const float *q, const struct kv_layer *kv,
+			  const struct kv_batch *bt, int H, int window, float scale, const float *sinks);
+
 /* y[n] = act(gate[n]) * up[n], act an enum act (src/layout/layout.h): ACT_SILU, ACT_GELU_TANH (tanh form,
  * as cpu_geglu) or ACT_SWIGLU_OAI (as cpu_swiglu_oai). y may equal gate. */
 int cuda_glu(struct cuda_ctx *c, float *y, const float *gate, const float *up, int64_t n, int act);
