@@ -95,7 +95,7 @@ int cuda_pace(void *stream, unsigned long long *mark, int after, unsigned long l
 bool cuda_fmt_supported(int fmt);
 
 /* true when the format has an 8-bit-activation matrix-vector kernel (matvec_q8.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0,
- * Q5_0, Q4_1, Q5_1), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
+ * Q5_0, Q4_1, Q5_1, IQ4_NL), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
 bool cuda_mvq_runs(int wfmt);
 
 /* The kernel (enum cuda_mm_kernel) cuda_matmul runs for this format and T under c->mm_mode; tests take the

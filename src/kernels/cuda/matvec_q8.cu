@@ -1,6 +1,6 @@
 /*
  * matvec_q8.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MVQ_T_MAX on 8-bit activations: the decode
- * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1; the others
+ * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL; the others
  * keep matvec.cu's f32 kernels). Two launches per call:
  *   k_quantize_x: x to codes and scales in c->ws (matvec_q8.cuh: bit for bit the CPU's cpu_xq_quantize), one
  *     warp per block of the weight format; skipped when the call before was an 8-bit matvec over the same x
