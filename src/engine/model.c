@@ -987,15 +987,16 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 	return 0;
 }
 
-/* Layers 0..L-1 of a step of a model wholly resident on the device, dense, with no tap and no tree, as one
- * backend graph (backend.h graph_begin; CUDA: FERRY_CUDA_GRAPH=1): replayed, or captured as they are issued.
- * *done false: issue them plainly (no graph for this step, or its capture refused: nothing ran). */
+/* Layers 0..L-1 of a decode step (one token per part) of a model wholly resident on the device, dense, with no
+ * tap and no tree, as one backend graph (backend.h graph_begin; CUDA: FERRY_CUDA_GRAPH=1): replayed, or
+ * captured as they are issued. *done false: issue them plainly (no graph for this step, or its capture
+ * refused: nothing ran). */
 static int layers_graph(struct model *m, int T, bool *done, char *err, size_t errlen)
 {
 	struct backend *b = m->b;
 	*done = false;
-	if (!b->ops->graph_begin || m->tap || m->has_tree || m->moe_used || m->plan.n_resident < m->plan.n_units ||
-	    m->plan.n_kv_host > 0)
+	if (!b->ops->graph_begin || T != m->n_parts || m->tap || m->has_tree || m->moe_used ||
+	    m->plan.n_resident < m->plan.n_units || m->plan.n_kv_host > 0)
 		return 0;
 	/* the RoPE tables: their values and mscale are the ops' arguments, and a long context changes them */
 	double key[2 * (ROPE_MAX_FREQS + 3)];
