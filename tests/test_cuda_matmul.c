@@ -19,6 +19,8 @@
  * quantizes x the same way (bit for bit, tests/test_cuda_mvq_host.cpp) and sums the same exact integer dots in
  * another f32 order (a few 2^-24 relative per block: ~1e-13 expected); x has a zero block (amax 0). On a device of cc >= 80 the tensor-core
  * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
+ * The 8-bit x kept from one call to the next (q, k, v over one x): bytes identical to fresh quantizations, fewer
+ * launches, quantized again after a kernel or an upload wrote x or T changed (check_xq_reuse).
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC (the
  * GEMM path's and the 8-bit kernels').
  * `--quick` (for compute-sanitizer): the tensor-core sweep of Q4_K and Q8_0, the error cases and the cuBLAS ones.
@@ -311,6 +313,95 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
 }
 
+/* The 8-bit x kept between calls (matvec_q8.cu, c->xq_*): q, k, v-like calls over one x (Q4_K, Q6_K, Q4_K: one
+ * 256-block quantization; then Q8_0: a 32-block one) give bytes identical to calls that each quantize, with 2
+ * quantize launches instead of 4; x changed by a kernel, a new T, or an upload announced by cuda_xq_forget
+ * quantize again (the result equals a fresh call on the new x, never the stale codes). */
+static int xq_calls(struct cuda_ctx *c, struct bufs *b, const int *fmt, const int *N, const size_t *off, int n,
+		    int K, int T, float *host)
+{
+	size_t at = 0;
+	for (int i = 0; i < n; i++) {
+		int rc = cuda_matmul(c, b->dy + at, b->dx, (char *)b->dw + off[i], fmt[i], N[i], K, NULL, 0, T);
+		if (rc) {
+			fprintf(stderr, "FAIL xq reuse: cuda_matmul %s rc %d: %s\n", wfmt_name(fmt[i]), rc, c->err);
+			failures++;
+			return -1;
+		}
+		at += (size_t)T * (size_t)N[i];
+	}
+	CU(cudaMemcpy(host, b->dy, sizeof(float) * at, cudaMemcpyDeviceToHost));
+	return (int)at;
+}
+
+static void xq_expect(bool ok, const char *what)
+{
+	cases++;
+	if (!ok) {
+		fprintf(stderr, "FAIL xq reuse: %s\n", what);
+		failures++;
+	}
+}
+
+/* The first call of fmt/N/off over x at T must quantize again (what: the case), and give a fresh call's bytes;
+ * leaves reuse on. */
+static void xq_fresh(struct cuda_ctx *c, struct bufs *b, const int *fmt, const int *N, const size_t *off, int K, int T,
+		     const char *what)
+{
+	char msg[128];
+	unsigned long long r0 = c->xq_reused;
+	c->xq_reuse = true;
+	xq_calls(c, b, fmt, N, off, 1, K, T, b->hy);
+	snprintf(msg, sizeof(msg), "codes kept %s", what);
+	xq_expect(c->xq_reused == r0, msg);
+	c->xq_reuse = false;
+	xq_calls(c, b, fmt, N, off, 1, K, T, b->href);
+	snprintf(msg, sizeof(msg), "stale codes %s", what);
+	xq_expect(!memcmp(b->hy, b->href, sizeof(float) * (size_t)T * N[0]), msg);
+	c->xq_reuse = true;
+}
+
+static void check_xq_reuse(struct cuda_ctx *c, struct bufs *b)
+{
+	enum { NC = 4 };
+	const int T = 3, K = 2048, fmt[NC] = {WFMT_Q4_K, WFMT_Q6_K, WFMT_Q4_K, WFMT_Q8_0}, N[NC] = {257, 100, 64, 33};
+	size_t off[NC + 1] = {0};
+	for (int i = 0; i < NC; i++) {
+		size_t bytes = wfmt_row_bytes(fmt[i], (uint64_t)K) * (size_t)N[i];
+		fill_weights(b->hw + off[i], fmt[i], (size_t)N[i] * (size_t)K);
+		off[i + 1] = off[i] + (bytes + 255) / 256 * 256;
+	}
+	for (size_t i = 0; i < 2 * (size_t)T * K; i++) /* x, then what the kernel adds to it */
+		b->hx[i] = rng_unit();
+	float *dx2 = b->dx + (size_t)T * K;
+	CU(cudaMemcpy(b->dw, b->hw, off[NC], cudaMemcpyHostToDevice));
+	CU(cudaMemcpy(b->dx, b->hx, sizeof(float) * 2 * (size_t)T * K, cudaMemcpyHostToDevice));
+
+	c->xq_reuse = false;
+	int n = xq_calls(c, b, fmt, N, off, NC, K, T, b->href);
+	c->xq_reuse = true;
+	cuda_xq_forget(c);
+	unsigned long long l0 = c->launches, r0 = c->xq_reused;
+	if (n < 0 || xq_calls(c, b, fmt, N, off, NC, K, T, b->hy) != n)
+		return;
+	xq_expect(!memcmp(b->hy, b->href, sizeof(float) * (size_t)n), "kept codes give other bytes than fresh ones");
+	xq_expect(c->launches - l0 == NC + 2 && c->xq_reused - r0 == 2, "expected 6 launches and 2 quantizations kept");
+
+	/* x changed by a kernel in between: the Q4_K call quantizes again */
+	xq_calls(c, b, fmt, N, off, 1, K, T, b->hy);
+	xq_expect(cuda_add(c, b->dx, dx2, (int64_t)T * K) == 0, "cuda_add");
+	xq_fresh(c, b, fmt, N, off, K, T, "after a kernel wrote x");
+	/* the same x at another T */
+	xq_calls(c, b, fmt, N, off, 1, K, T, b->hy);
+	xq_fresh(c, b, fmt, N, off, K, T - 1, "for T=2 after T=3");
+	/* x rewritten by a copy (no launch), announced as the backend's upload does */
+	xq_calls(c, b, fmt, N, off, 1, K, T, b->hy);
+	CU(cudaMemcpy(b->dx, dx2, sizeof(float) * (size_t)T * K, cudaMemcpyDeviceToDevice));
+	cuda_xq_forget(c);
+	xq_fresh(c, b, fmt, N, off, K, T, "after an upload");
+	c->xq_reuse = false;
+}
+
 int main(int argc, char **argv)
 {
 	int ndev = 0;
@@ -368,6 +459,7 @@ int main(int argc, char **argv)
 	CU(cudaMalloc((void **)&b.dy, sizeof(float) * (size_t)T_max * N_max));
 
 	check_errors(&c, &b);
+	check_xq_reuse(&c, &b);
 	int turn = 0;
 	int fmts[WFMT_COUNT], n_fmts = wfmt_sorted(fmts, 0);
 	for (int fi = 0; fi < n_fmts && !quick; fi++) {

@@ -28,7 +28,10 @@ gpt-oss with MXFP4 experts (GGUF): CUDA against the float64 reference on that GG
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
 fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3; with every matmul on the
 tensor-core kernel (FERRY_MATMUL=mma) at most 1.5x (+1e-3) the error of every matmul on cuBLAS (=blas); a bad
-FERRY_MATMUL value refused.
+FERRY_MATMUL or FERRY_CUDA_GRAPH value refused.
+Resident decode steps of every dense tiny model and Gemma (check_graphs): the 8-bit x kept between matmuls
+(default) and CUDA graphs (FERRY_CUDA_GRAPH=1) give logits and greedy ids identical to quantizing at every matmul,
+with fewer launches per step and graphs replayed.
 """
 
 import json
@@ -61,10 +64,40 @@ def logits(f, model, ids, root, extra, what, env=None):
     return out
 
 
-def greedy(f, model, ids, n, extra, what):
-    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", n, "--ignore-eos", *on_gpu(extra))
+def greedy(f, model, ids, n, extra, what, env=None):
+    p = ferry("run", "-m", model, "--prompt-ids", ",".join(map(str, ids)), "-n", n, "--ignore-eos", *on_gpu(extra),
+              env=env)
     f.check(p.returncode == 0, f"{what}: run failed: {p.stderr.strip()[-300:]}")
     return [int(x) for x in re.findall(r"-?\d+", p.stdout)] if p.returncode == 0 else []
+
+
+def check_graphs(f, model, ids, root, what, quantized):
+    """Resident decode steps (--chunk 1: every step one token) with the 8-bit x quantized once per input (the
+    default), at every matmul (FERRY_XQ_REUSE=0), and replayed from CUDA graphs (FERRY_CUDA_GRAPH=1): logits of
+    every position and 16 greedy tokens identical, fewer launches per step (quantized: the reuse alone cuts
+    some), graphs replayed."""
+    modes = (("fresh", {"FERRY_XQ_REUSE": "0", "FERRY_CUDA_GRAPH": "0"}), ("reuse", {"FERRY_CUDA_GRAPH": "0"}),
+             ("graph", {"FERRY_CUDA_GRAPH": "1"}))
+    out, st, ids_out = {}, {}, {}
+    for mode, env in modes:
+        sj = os.path.join(root, f"graph.{mode}.json")
+        out[mode] = logits(f, model, ids, root, ["--device", "cuda", "--chunk", 1, "--stats-json", sj],
+                           f"{what} {mode}", env=env)
+        st[mode] = json.load(open(sj)) if os.path.exists(sj) else {}
+        ids_out[mode] = greedy(f, model, ids, 16, ["--device", "cuda"], f"{what} {mode} greedy", env=env)
+    if any(out[m] is None for m, _ in modes):
+        return
+    for mode in ("reuse", "graph"):
+        f.check(np.array_equal(out[mode], out["fresh"]),
+                f"{what}: {mode} logits differ from fresh quantization by {rel_err(out[mode], out['fresh']):.2e}")
+        f.check(ids_out[mode] == ids_out["fresh"], f"{what}: {mode} greedy {ids_out[mode]} != {ids_out['fresh']}")
+    la = {m: st[m].get("kernel_launches", 0) / max(st[m].get("steps", 1), 1) for m, _ in modes}
+    rp = {m: st[m].get("graph_replays", 0) for m, _ in modes}
+    print(f"{what}: launches per step fresh {la['fresh']:.1f}, reuse {la['reuse']:.1f}, graph {la['graph']:.1f} "
+          f"({rp['graph']} replays, {st['graph'].get('graph_captures', 0)} captures)", flush=True)
+    f.check(not quantized or la["reuse"] < la["fresh"], f"{what}: x reuse did not cut launches ({la})")
+    f.check(rp["graph"] > 0 and rp["reuse"] == 0 and la["graph"] < la["reuse"],
+            f"{what}: graphs replayed {rp}, launches {la}")
 
 
 def check_gptoss_mxfp4(f, root):
@@ -131,6 +164,8 @@ def main():
             ids = [rng.randrange(1, vocab) for _ in range(40)]  # drawn for every variant: the same ids either way
             if only and v not in only:
                 continue
+            if v not in MOE:
+                check_graphs(f, model, ids, root, f"{v} graphs", False)
             # the CPU with the KV format the CUDA runs use (f16): the comparison is of the kernels, not of the KV
             # formats (f16 against f32 keys moved gemma3's logits by 2.2e-3 on an H100, above the 2e-3 bound)
             cpu = logits(f, model, ids, root, ["--device", "cpu", "--kv", "f16"], f"{v} cpu")
@@ -298,6 +333,11 @@ def main():
                     em, eb = rel_err(bf["mma"], cpu), rel_err(bf["blas"], cpu)
                     print(f"gemma prompt 0: FERRY_MATMUL=mma vs cpu logits {em:.2e}, =blas {eb:.2e}")
                     f.check(em <= 1.5 * eb + 1e-3, f"gemma: tensor-core kernel {em:.2e} vs cuBLAS {eb:.2e}")
+                check_graphs(f, model, seq, root, "gemma graphs", True)
+                p = ferry("run", "-m", model, "--prompt-ids", "1,2", "-n", 1, "--device", "cuda",
+                          env={"FERRY_CUDA_GRAPH": "yes"})
+                f.check(p.returncode != 0 and "FERRY_CUDA_GRAPH=yes" in p.stderr,
+                        f"FERRY_CUDA_GRAPH=yes: rc {p.returncode}, {p.stderr.strip()[-200:]}")
                 p = ferry("run", "-m", model, "--prompt-ids", "1,2", "-n", 1, "--device", "cuda",
                           env={"FERRY_MATMUL": "fast"})
                 f.check(p.returncode != 0 and "FERRY_MATMUL=fast" in p.stderr,

@@ -7,7 +7,7 @@
  *   - each format's dot (load + dot per lane), run in k_matvec_q8's order (MVQ_THREADS threads striding over
  *     the blocks, LPB per block, each thread's f32 sum, the warps' butterflies, the warps in order) against the
  *     CPU's portable qdot on the same codes: |out - cpu| <= (K/16 + 16) 2^-24 sum|terms| (qdot.h's bound for
- *     two orders of the same exact integer sums; the terms of Q4_K/Q5_K are the scale part and the min part of
+ *     two orders of the same exact integer sums; the terms of Q4_K/Q5_K/Q4_1/Q5_1 are the scale part and the min part of
  *     each weight: |w| + 2 |min|), weights random blocks with random finite f16 scales in a buffer aligned to
  *     the format's ALIGN and no more (a misaligned load fails), T 1..8, K from one block to 4352.
  * What it cannot see: the device's own instructions and the launch (tests/test_cuda_matmul.c on a GPU).
@@ -113,18 +113,25 @@ template <class F> static float row_dot(const uint8_t *row, const int8_t *a, con
 	return s;
 }
 
-/* The min part of each value of a block (Q4_K/Q5_K: minus the value its codes of 0 would have), else 0 */
+/* Whether the format has a min (an f16 at byte 2 of its block) */
+static bool has_min(int fmt)
+{
+	return fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
+}
+
+/* The min part of each value of a block (Q4_K/Q5_K/Q4_1/Q5_1: minus the value its codes of 0 would have), else 0 */
 static void mins_of(int fmt, const uint8_t *blk, float *m)
 {
 	int bk = (int)wfmt_table[fmt].block;
 	uint8_t z[256];
 	memcpy(z, blk, wfmt_table[fmt].block_bytes);
-	if (fmt != WFMT_Q4_K && fmt != WFMT_Q5_K) {
+	if (!has_min(fmt)) {
 		for (int j = 0; j < bk; j++)
 			m[j] = 0;
 		return;
 	}
-	memset(z + 16, 0, wfmt_table[fmt].block_bytes - 16); /* Q5_K: qh and qs */
+	size_t head = bk == QK ? 4 : 16; /* d and the min (K-quants: + scales); then qh and qs */
+	memset(z + head, 0, wfmt_table[fmt].block_bytes - head);
 	cpu_row_to_f32(fmt, z, m, bk);
 	for (int j = 0; j < bk; j++)
 		m[j] = -m[j];
@@ -148,7 +155,7 @@ template <class F> static int check(int fmt, const char *name)
 		for (int b = 0; b < nb * NROWS; b++) {
 			uint16_t d = rand_half(), dmin = rand_half();
 			memcpy(W + (size_t)b * F::BYTES + d_at, &d, 2);
-			if (fmt == WFMT_Q4_K || fmt == WFMT_Q5_K)
+			if (has_min(fmt))
 				memcpy(W + (size_t)b * F::BYTES + 2, &dmin, 2);
 		}
 		float *x = (float *)malloc(sizeof(float) * (size_t)TMAX * K);

@@ -100,6 +100,7 @@ struct backend_mem {
 	int64_t arena_used, arena_peak;
 	int64_t device_used_peak; /* total - free, sampled at every sync */
 	uint64_t launches;        /* kernels launched on the compute stream so far (cuBLAS's own not counted) */
+	uint64_t graph_replays, graph_captures; /* step graphs (graph_begin) replayed and captured */
 	char gpu[128];
 };
 
@@ -184,7 +185,21 @@ struct backend_ops {
 	/* dst[t, j] = src[t, perm[j]] for T rows of K: perm an F32 tensor of indices in backend memory (an
 	 * act-order weight's column order, src/engine/model.c matmul_in); dst is not src */
 	int (*gather_cols)(struct backend *b, float *dst, const float *src, const float *perm, int T, int64_t K);
+	/* Step graphs (NULL where there are none; CUDA: FERRY_CUDA_GRAPH=1): after step_begin and the embedding,
+	 * graph_begin returns BACKEND_GRAPH_REPLAYED when a graph of this step's shape ran the ops the caller
+	 * would issue next (it issues none until graph_end is not called), BACKEND_GRAPH_CAPTURING when the ops
+	 * the caller issues until graph_end(b, rc) are recorded (not run): graph_end then runs them (0), or
+	 * -EAGAIN when they could not be recorded (an upload, a wait for the host: nothing ran, issue them again
+	 * plainly), rc the ops' result (nonzero: dropped). 0: issue the ops plainly. Only device-side state may
+	 * change between graph_begin and graph_end: no uploads, downloads, copies or fences. owner: whose ops
+	 * (a model: two models sharing the backend never replay each other's graphs); key[key_bytes]: what else
+	 * the ops take from the host that may change between steps of one shape (model.c: the RoPE tables), a
+	 * graph replayed only for the same bytes. */
+	int (*graph_begin)(struct backend *b, const void *owner, const void *key, size_t key_bytes);
+	int (*graph_end)(struct backend *b, int rc);
 };
+
+enum { BACKEND_GRAPH_REPLAYED = 1, BACKEND_GRAPH_CAPTURING = 2 };
 
 struct backend {
 	const struct backend_ops *ops;

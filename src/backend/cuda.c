@@ -29,6 +29,9 @@
 
 #define ARENA_ALIGN 256
 #define ROPE_CACHE 4
+#define GRAPHS 8         /* step graphs kept: batch sizes x attention splits, the least recently replayed goes */
+#define GRAPH_T_MAX CUDA_MATVEC_T_MAX /* the largest step graphed: decode batches, no cuBLAS inside */
+#define GRAPH_REFUSALS 3 /* captures refused (an upload inside) before graphs are turned off */
 
 struct arena_block {
 	size_t off, size;
@@ -38,6 +41,33 @@ struct rope_cached {
 	int n;
 	double host[ROPE_MAX_FREQS];
 	double *dev;
+};
+
+/* One attention call of a captured step: its arguments and the key splits it launched (its grid's depth,
+ * which follows the step's host values max_pos and max_part: a graph is replayed only where every call would
+ * launch the same splits, so replayed and plain steps compute the same sums in the same order). */
+struct graph_att {
+	float *out;
+	const float *q;
+	struct kv_layer kv;
+	int H, window;
+	float scale;
+	const float *sinks;
+	int64_t nsplit;
+};
+
+/* A step graph (FERRY_CUDA_GRAPH=1): the ops of a resident decode step's layers, captured once per owner,
+ * step shape (T tokens in n_parts parts, the longest part) and attention splits, replayed after step_begin
+ * has uploaded that step's positions and page tables (the kernels read them from device memory). */
+struct step_graph {
+	cudaGraphExec_t exec; /* NULL: a free entry */
+	const void *owner;
+	void *key; /* graph_begin's key, key_bytes */
+	size_t key_bytes;
+	int T, n_parts, max_part;
+	struct graph_att *att;
+	int n_att, cap_att;
+	unsigned long long used; /* graph_clock at its latest replay */
 };
 
 struct cuda_state {
@@ -75,6 +105,11 @@ struct cuda_state {
 	int rope_next;
 	cudaEvent_t *fences;
 	int n_fences;
+	bool graph_on;       /* FERRY_CUDA_GRAPH=1 */
+	int capturing;       /* 1 while a step graph is captured, 2 once an entry refused it */
+	int refusals;
+	struct step_graph graphs[GRAPHS], cap; /* cap: the one being captured */
+	unsigned long long graph_clock;
 	struct backend_mem mem;
 };
 
@@ -95,6 +130,21 @@ static int cuda_fail(struct backend *b, const char *what, cudaError_t e)
 		cudaError_t e_ = (call);                                                                        \
 		if (e_ != cudaSuccess)                                                                          \
 			return cuda_fail((b), #call, e_);                                               \
+	} while (0)
+
+/* An entry that cannot be recorded into a step graph, called while one is captured: the capture is refused
+ * (graph_end says -EAGAIN and the caller issues the ops again plainly). */
+static int refuse_capture(struct backend *b, const char *what)
+{
+	st(b)->capturing = 2;
+	snprintf(b->err, sizeof(b->err), "%s inside a CUDA graph capture", what);
+	return -EAGAIN;
+}
+
+#define NO_CAPTURE(b, what)                                                                                     \
+	do {                                                                                                    \
+		if (st(b)->capturing)                                                                           \
+			return refuse_capture((b), (what));                                                     \
 	} while (0)
 
 /* A kernel launcher's result: its message into b->err. */
@@ -161,6 +211,16 @@ static void cu_free(struct backend *b, void *p)
 	FERRY_ASSERT(!"cu_free: pointer not from the arena");
 }
 
+/* Every step graph forgotten: the buffers they captured moved, or a table they read changed. */
+static void graphs_drop(struct cuda_state *s)
+{
+	for (int i = 0; i < GRAPHS; i++) {
+		if (s->graphs[i].exec)
+			cudaGraphExecDestroy(s->graphs[i].exec);
+		s->graphs[i].exec = NULL;
+	}
+}
+
 static void cu_destroy(struct backend *b)
 {
 	struct cuda_state *s = st(b);
@@ -169,6 +229,8 @@ static void cu_destroy(struct backend *b)
 			cudaStreamSynchronize(s->compute);
 		if (s->copy)
 			cudaStreamSynchronize(s->copy);
+		graphs_drop(s);
+		free(s->cap.att);
 		for (int i = 0; i < s->n_fences; i++)
 			cudaEventDestroy(s->fences[i]);
 		free(s->fences);
@@ -184,6 +246,9 @@ static void cu_destroy(struct backend *b)
 		free(s->h_step);
 		free(s->h_embed);
 		free(s->ranges);
+		for (int i = 0; i < GRAPHS; i++)
+			free(s->graphs[i].att), free(s->graphs[i].key);
+		free(s->cap.key);
 		free(s);
 	}
 	free(b);
@@ -205,12 +270,15 @@ static bool cu_supports(struct backend *b, enum op op, int fmt)
  * staged, so the caller may reuse it at once (CUDA's documented behaviour for pageable copies). */
 static int cu_upload(struct backend *b, void *dst, const void *src, size_t n)
 {
+	NO_CAPTURE(b, "an upload");
+	cuda_xq_forget(&st(b)->ctx); /* dst may be the x whose 8-bit copy the matvec kept */
 	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st(b)->compute));
 	return 0;
 }
 
 static int cu_download(struct backend *b, void *dst, const void *src, size_t n)
 {
+	NO_CAPTURE(b, "a download");
 	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->compute));
 	CK(b, cudaStreamSynchronize(st(b)->compute));
 	sample_device_use(st(b));
@@ -219,6 +287,7 @@ static int cu_download(struct backend *b, void *dst, const void *src, size_t n)
 
 static int cu_sync(struct backend *b)
 {
+	NO_CAPTURE(b, "a sync");
 	CK(b, cudaStreamSynchronize(st(b)->compute));
 	CK(b, cudaStreamSynchronize(st(b)->copy));
 	sample_device_use(st(b));
@@ -268,6 +337,8 @@ static int cu_reserve(struct backend *b, const struct backend_reserve *r)
 	int n_ranges = (r->t_max + r->t_ops - 1) / r->t_ops;
 	/* Grows only: models sharing the backend (a resident draft beside its target) reserve in turn, and
 	 * each step names its own tokens per op (step_desc.t_ops). */
+	if (ws > s->ctx.ws_bytes || ints > s->step_cap)
+		graphs_drop(s); /* the workspace or the step arrays move */
 	if (ws > s->ctx.ws_bytes) {
 		cu_free(b, s->ctx.ws);
 		s->ctx.ws = cu_alloc(b, ws);
@@ -334,6 +405,7 @@ static int cu_step_range(struct backend *b, int t0, int n)
 static int cu_step_begin(struct backend *b, const struct step_desc *d)
 {
 	struct cuda_state *s = st(b);
+	NO_CAPTURE(b, "a step");
 	size_t tables = (size_t)d->n_groups * (size_t)d->n_rows * (size_t)d->max_pages;
 	int to = d->t_ops > 0 ? d->t_ops : s->t_ops, n_ranges = (d->T + to - 1) / to;
 	if (d->T > s->t_max || n_ranges > s->n_ranges_cap ||
@@ -409,6 +481,11 @@ static const double *rope_table(struct backend *b, const struct rope_freqs *f)
 		if (s->rope[i].dev && s->rope[i].n == f->n && !memcmp(s->rope[i].host, f->inv_freq, sizeof(double) * (size_t)f->n))
 			return s->rope[i].dev;
 	struct rope_cached *c = &s->rope[s->rope_next];
+	if (s->capturing) { /* a new table: taking a slot would change what a kept graph reads */
+		refuse_capture(b, "a new RoPE table");
+		return NULL;
+	}
+	graphs_drop(s);
 	s->rope_next = (s->rope_next + 1) % ROPE_CACHE;
 	if (!c->dev && !(c->dev = cu_alloc(b, sizeof(double) * ROPE_MAX_FREQS)))
 		return NULL;
@@ -444,13 +521,30 @@ static int cu_kv_store(struct backend *b, const struct kv_layer *kv, const float
 static int cu_attention(struct backend *b, float *out, const float *q, const struct kv_layer *kv, int H, int window,
 			float scale, const float *sinks)
 {
+	struct cuda_state *s = st(b);
 	struct kv_batch bt = batch_of(b, kv);
-	return op_rc(b, cuda_attention(&st(b)->ctx, out, q, kv, &bt, H, window, scale, sinks));
+	if (s->capturing == 1) { /* what a replay must find again */
+		struct step_graph *g = &s->cap;
+		if (g->n_att == g->cap_att) {
+			int cap = g->cap_att ? 2 * g->cap_att : 64;
+			struct graph_att *na = realloc(g->att, sizeof(*na) * (size_t)cap);
+			if (!na)
+				return refuse_capture(b, "out of host memory for the attention calls");
+			g->att = na, g->cap_att = cap;
+		}
+		struct graph_att *a = &g->att[g->n_att++];
+		*a = (struct graph_att){out, q, *kv, H, window, scale, sinks, 0};
+		int rc = cuda_attention_splits(&s->ctx, &a->nsplit, out, q, kv, &bt, H, window, scale, sinks);
+		if (rc)
+			return op_rc(b, rc);
+	}
+	return op_rc(b, cuda_attention(&s->ctx, out, q, kv, &bt, H, window, scale, sinks));
 }
 
 static int cu_kv_move(struct backend *b, const struct kv_layer *kv, const int *pages, int n, const int *from,
 		      const int *to)
 {
+	NO_CAPTURE(b, "a KV move");
 	return op_rc(b, cuda_kv_move(&st(b)->ctx, kv, pages, n, from, to));
 }
 
@@ -498,6 +592,7 @@ static int moe_fits(struct backend *b, int n)
 
 static int cu_route(struct backend *b, int *ids, float *wts, const float *logits, int T, int E, int K, bool norm)
 {
+	NO_CAPTURE(b, "routing");
 	struct cuda_state *s = st(b);
 	int n = T * K, rc = moe_fits(b, n);
 	float *d_w = (float *)(s->d_moe + s->moe_cap);
@@ -514,6 +609,7 @@ static int cu_route(struct backend *b, int *ids, float *wts, const float *logits
  * the kernel that reads this one. */
 static int cu_gather_rows(struct backend *b, float *dst, const float *src, const int *rows, int n, int64_t D)
 {
+	NO_CAPTURE(b, "a row gather");
 	struct cuda_state *s = st(b);
 	int rc = moe_fits(b, n);
 	if (rc || n == 0)
@@ -525,6 +621,7 @@ static int cu_gather_rows(struct backend *b, float *dst, const float *src, const
 static int cu_scatter_add(struct backend *b, float *y, const float *src, const int *rows, const float *w, int n,
 			  int64_t D)
 {
+	NO_CAPTURE(b, "a scatter-add");
 	struct cuda_state *s = st(b);
 	int rc = moe_fits(b, n);
 	if (rc || n == 0)
@@ -565,6 +662,7 @@ static cudaStream_t queue(struct cuda_state *s, enum backend_queue q)
 
 static int cu_fence_record(struct backend *b, enum backend_queue q, int fence)
 {
+	NO_CAPTURE(b, "a fence");
 	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
 	CK(b, cudaEventRecord(st(b)->fences[fence], queue(st(b), q)));
 	return 0;
@@ -573,6 +671,10 @@ static int cu_fence_record(struct backend *b, enum backend_queue q, int fence)
 static int cu_fence_wait(struct backend *b, enum backend_queue q, int fence)
 {
 	FERRY_ASSERT(fence >= 0 && fence < st(b)->n_fences);
+	/* The compute queue waiting for the copy queue inside a capture: the copy queue was idle when it began
+	 * and records nothing during it (fence_record and copies refuse it), so the fence has passed. */
+	if (st(b)->capturing)
+		return q == BQ_COMPUTE ? 0 : refuse_capture(b, "a wait on the copy queue");
 	CK(b, cudaStreamWaitEvent(queue(st(b), q), st(b)->fences[fence], 0));
 	return 0;
 }
@@ -590,6 +692,7 @@ static bool cu_fence_done(struct backend *b, int fence)
 
 static int cu_copy_async(struct backend *b, void *dst, const void *src, size_t n)
 {
+	NO_CAPTURE(b, "a copy");
 	struct cuda_state *s = st(b);
 	if (s->pace_bps <= 0) {
 		CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, s->copy));
@@ -619,6 +722,7 @@ static int cu_pace(struct backend *b, double bytes_per_s)
 
 static int cu_copy_d2h_async(struct backend *b, void *dst, const void *src, size_t n)
 {
+	NO_CAPTURE(b, "a copy");
 	CK(b, cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st(b)->copy));
 	return 0;
 }
@@ -642,6 +746,7 @@ static void cu_host_free(struct backend *b, void *p)
 
 static int cu_top_k(struct backend *b, const float *logits, int V, int k, float *vals, int *idx)
 {
+	NO_CAPTURE(b, "a top-k");
 	struct cuda_state *s = st(b);
 	int rc = op_rc(b, cuda_topk(&s->ctx, s->d_topv, s->d_topi, logits, V, k));
 	if (rc)
@@ -661,6 +766,98 @@ static void cu_mem(struct backend *b, struct backend_mem *m)
 	m->arena_used = (int64_t)s->used;
 	m->arena_peak = (int64_t)s->peak;
 	m->launches = s->ctx.launches;
+}
+
+/* Whether graph g may run the current step: every attention call it holds would split its keys as it did. */
+static bool graph_fits(struct backend *b, const struct step_graph *g)
+{
+	struct cuda_state *s = st(b);
+	for (int i = 0; i < g->n_att; i++) {
+		const struct graph_att *a = &g->att[i];
+		struct kv_batch bt = batch_of(b, &a->kv);
+		int64_t n = -1;
+		if (cuda_attention_splits(&s->ctx, &n, a->out, a->q, &a->kv, &bt, a->H, a->window, a->scale, a->sinks) ||
+		    n != a->nsplit)
+			return false;
+	}
+	return true;
+}
+
+static int cu_graph_begin(struct backend *b, const void *owner, const void *key, size_t key_bytes)
+{
+	struct cuda_state *s = st(b);
+	const struct range_meta *m = &s->ranges[0];
+	/* one range of at most GRAPH_T_MAX tokens, no tree, the copy queue idle (its fences passed) */
+	if (!s->graph_on || s->capturing || s->step.T > s->step_t_ops || s->step.T > GRAPH_T_MAX || s->step.tree_base ||
+	    cudaStreamQuery(s->copy) != cudaSuccess)
+		return 0;
+	cuda_xq_forget(&s->ctx); /* the codes of a replay's last matvec are not the host's to know */
+	s->graph_clock++;
+	for (int i = 0; i < GRAPHS; i++) {
+		struct step_graph *g = &s->graphs[i];
+		if (g->exec && g->owner == owner && g->T == s->step.T && g->n_parts == m->n_parts &&
+		    g->max_part == m->max_part && g->key_bytes == key_bytes && !memcmp(g->key, key, key_bytes) &&
+		    graph_fits(b, g)) {
+			CK(b, cudaGraphLaunch(g->exec, s->compute));
+			g->used = s->graph_clock;
+			s->mem.graph_replays++;
+			return BACKEND_GRAPH_REPLAYED;
+		}
+	}
+	s->cap.owner = owner, s->cap.T = s->step.T, s->cap.n_parts = m->n_parts, s->cap.max_part = m->max_part;
+	s->cap.n_att = 0;
+	void *k = realloc(s->cap.key, key_bytes ? key_bytes : 1);
+	if (!k) {
+		snprintf(b->err, sizeof(b->err), "out of host memory for a graph key of %zu bytes", key_bytes);
+		return -ENOMEM;
+	}
+	memcpy(k, key, key_bytes);
+	s->cap.key = k, s->cap.key_bytes = key_bytes;
+	CK(b, cudaStreamBeginCapture(s->compute, cudaStreamCaptureModeThreadLocal));
+	s->capturing = 1;
+	return BACKEND_GRAPH_CAPTURING;
+}
+
+static int cu_graph_end(struct backend *b, int rc)
+{
+	struct cuda_state *s = st(b);
+	cudaGraph_t graph = NULL;
+	cudaGraphExec_t exec = NULL;
+	cudaError_t e = cudaStreamEndCapture(s->compute, &graph);
+	bool refused = s->capturing == 2;
+	s->capturing = 0;
+	cuda_xq_forget(&s->ctx);
+	if (e == cudaSuccess && !refused && !rc)
+		e = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+	if (graph)
+		cudaGraphDestroy(graph);
+	if (e != cudaSuccess || refused) {
+		(void)cudaGetLastError(); /* a capture error is not the next launch's */
+		if (e != cudaSuccess || ++s->refusals >= GRAPH_REFUSALS) {
+			fprintf(stderr, "ferry: CUDA graphs off: %s\n",
+				e != cudaSuccess ? cudaGetErrorString(e) : "steps keep refusing capture");
+			s->graph_on = false;
+		}
+		return -EAGAIN;
+	}
+	if (rc)
+		return 0;
+	struct step_graph *g = &s->graphs[0];
+	for (int i = 1; i < GRAPHS && g->exec; i++)
+		if (!s->graphs[i].exec || s->graphs[i].used < g->used)
+			g = &s->graphs[i];
+	if (g->exec)
+		cudaGraphExecDestroy(g->exec);
+	struct step_graph keep = *g; /* its arrays are the next capture's */
+	*g = s->cap;
+	g->exec = exec;
+	g->used = s->graph_clock;
+	s->cap.att = keep.att, s->cap.cap_att = keep.cap_att, s->cap.n_att = 0;
+	s->cap.key = keep.key, s->cap.key_bytes = 0;
+	s->refusals = 0;
+	s->mem.graph_captures++;
+	CK(b, cudaGraphLaunch(exec, s->compute));
+	return 0;
 }
 
 static const struct backend_ops cuda_backend_ops = {
@@ -706,6 +903,8 @@ static const struct backend_ops cuda_backend_ops = {
 	.gather_rows = cu_gather_rows,
 	.scatter_add = cu_scatter_add,
 	.gather_cols = cu_gather_cols,
+	.graph_begin = cu_graph_begin,
+	.graph_end = cu_graph_end,
 };
 
 #define LAZY_MARGIN ((int64_t)192 << 20)
@@ -713,8 +912,9 @@ static const struct backend_ops cuda_backend_ops = {
 /* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
 #define BLAS_WS (32u << 20)
 
-/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), for comparing the paths on one
- * build: 0, or -EINVAL with the one-line reason in err. */
+/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), and FERRY_XQ_REUSE=0 (the 8-bit
+ * matvec quantizes x at every call, as before the reuse), for comparing the paths on one build: 0, or -EINVAL
+ * with the one-line reason in err. */
 static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 {
 	static const char *const mm[] = {"auto", "old", "mma", "blas"}, *const tk[] = {"grid", "block"};
@@ -739,6 +939,24 @@ static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 		}
 		c->topk_mode = strcmp(v, tk[0]) ? CUDA_TOPK_BLOCK : CUDA_TOPK_GRID;
 	}
+	v = getenv("FERRY_XQ_REUSE");
+	if (v && *v && strcmp(v, "0") && strcmp(v, "1")) {
+		snprintf(err, errlen, "FERRY_XQ_REUSE=%s: expected 0 or 1", v);
+		return -EINVAL;
+	}
+	c->xq_reuse = !(v && !strcmp(v, "0"));
+	return 0;
+}
+
+/* FERRY_CUDA_GRAPH=1: resident decode steps replay captured graphs (off by default) */
+static int env_graph(struct cuda_state *s, char *err, size_t errlen)
+{
+	const char *v = getenv("FERRY_CUDA_GRAPH");
+	if (v && *v && strcmp(v, "0") && strcmp(v, "1")) {
+		snprintf(err, errlen, "FERRY_CUDA_GRAPH=%s: expected 0 or 1", v);
+		return -EINVAL;
+	}
+	s->graph_on = v && !strcmp(v, "1");
 	return 0;
 }
 
@@ -799,7 +1017,7 @@ static int create(struct backend *b, int64_t vram, char *err, size_t errlen)
 	}
 	s->ctx = (struct cuda_ctx){.stream = s->compute, .cublas = s->blas, .cc = p.major * 10 + p.minor,
 				   .n_sm = p.multiProcessorCount};
-	if (env_modes(&s->ctx, err, errlen))
+	if (env_modes(&s->ctx, err, errlen) || env_graph(s, err, errlen))
 		return -EINVAL;
 	sample_device_use(s);
 	return 0;

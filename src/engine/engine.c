@@ -378,10 +378,11 @@ json_t *engine_stats_json(const struct engine_stats *st)
 			json_object_set_new(o, "predicted_decode_step_fixed_s", json_real(st->pred_decode_fixed));
 		}
 	}
-	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
+	json_t *v = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "vram_budget", (json_int_t)bm->budget, "vram_context",
 			      (json_int_t)bm->context, "vram_arena", (json_int_t)bm->arena, "vram_arena_peak",
 			      (json_int_t)bm->arena_peak, "vram_device_used_peak", (json_int_t)bm->device_used_peak,
-			      "kernel_launches", (json_int_t)bm->launches);
+			      "kernel_launches", (json_int_t)bm->launches, "graph_replays", (json_int_t)bm->graph_replays,
+			      "graph_captures", (json_int_t)bm->graph_captures);
 	json_t *m = json_pack("{s:i, s:i, s:i, s:i, s:s, s:I, s:i, s:I, s:I, s:i, s:I}", "t_max", st->opt.t_max, "t_sub",
 			      st->opt.t_sub, "ctx", st->opt.ctx, "max_seqs", st->opt.max_seqs, "kv",
 			      kv_fmt_name(st->opt.kv_fmt), "kv_bytes", (json_int_t)st->model.kv_bytes, "kv_host_layers",
@@ -563,8 +564,11 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 		bm->gpu, (double)bm->budget / gi, (double)bm->context / gi, (double)bm->arena / gi,
 		(double)bm->arena_peak / gi, (double)bm->device_used_peak / gi, (double)st->sched.h2d_prefill / gb,
 		(double)st->sched.h2d_decode / gb, n_decode ? (double)st->sched.h2d_decode / (double)n_decode / gb : 0.0);
-	if (bm->launches) /* what CUDA graphs would save: the launches of a step */
+	if (bm->launches) /* launched one by one; a graph's kernels count once, when it is captured */
 		fprintf(f, "ferry: %llu kernel launches, %.1f per step (%d steps; cuBLAS's own not counted)\n",
 			(unsigned long long)bm->launches,
 			st->sched.steps ? (double)bm->launches / (double)st->sched.steps : 0.0, st->sched.steps);
+	if (bm->graph_captures)
+		fprintf(f, "ferry: CUDA graphs: %llu replays, %llu captures\n", (unsigned long long)bm->graph_replays,
+			(unsigned long long)bm->graph_captures);
 }

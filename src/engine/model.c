@@ -1065,6 +1065,48 @@ static int step_build(struct model *m, const struct model_part *parts, int n_par
 	return 0;
 }
 
+/* Layers 0..L-1 of a decode step (one token per part) of a model wholly resident on the device, dense, with no
+ * tap and no tree, as one backend graph (backend.h graph_begin; CUDA: FERRY_CUDA_GRAPH=1): replayed, or
+ * captured as they are issued. *done false: issue them plainly (no graph for this step, or its capture
+ * refused: nothing ran). */
+static int layers_graph(struct model *m, int T, bool *done, char *err, size_t errlen)
+{
+	struct backend *b = m->b;
+	*done = false;
+	if (!b->ops->graph_begin || T != m->n_parts || m->tap || m->has_tree || m->moe_used ||
+	    m->plan.n_resident < m->plan.n_units || m->plan.n_kv_host > 0)
+		return 0;
+	/* the RoPE tables: their values and mscale are the ops' arguments, and a long context changes them */
+	double key[2 * (ROPE_MAX_FREQS + 3)];
+	size_t n = 0;
+	for (int i = 0; i < (m->hp->has_rope_local ? 2 : 1); i++) {
+		const struct rope_freqs *r = i ? &m->rope_local : &m->rope;
+		key[n++] = r->n, key[n++] = r->mscale, key[n++] = r->neox;
+		for (int j = 0; j < r->n; j++)
+			key[n++] = r->inv_freq[j];
+	}
+	int g = b->ops->graph_begin(b, m, key, n * sizeof(double)), rc = 0;
+	if (g <= 0) {
+		if (g < 0)
+			snprintf(err, errlen, "step graph: %s", b->err);
+		return g;
+	}
+	*done = true;
+	if (g == BACKEND_GRAPH_REPLAYED)
+		return 0;
+	for (int l = 0; !rc && l < m->hp->n_layers; l++)
+		rc = layer_forward(m, &m->rs[0], l, T, NULL, err, errlen);
+	int e = b->ops->graph_end(b, rc);
+	if (e == -EAGAIN) {
+		err[0] = 0;
+		*done = false;
+		return 0;
+	}
+	if (!rc && e)
+		snprintf(err, errlen, "step graph: %s", b->err);
+	return rc ? rc : e;
+}
+
 int model_step(struct model *m, const struct model_part *parts, int n_parts, const struct model_out *out,
 	       char *err, size_t errlen)
 {
@@ -1112,7 +1154,10 @@ int model_step(struct model *m, const struct model_part *parts, int n_parts, con
 	rc = rc ? rc : kvh_step_begin(&m->kvh, &m->kc, m->kv, host);
 	int side = host && host[0];
 	rc = rc ? rc : embed(m, &m->rs[side], m->tokens, T, err, errlen);
-	for (int l = 0; !rc && l <= L && (l < L || rows > 0); l++) {
+	bool graphed = false;
+	if (!rc && !host)
+		rc = layers_graph(m, T, &graphed, err, errlen);
+	for (int l = graphed ? L : 0; !rc && l <= L && (l < L || rows > 0); l++) {
 		int to = host && host[l];
 		if (to != side) {
 			rc = cross(m, to, T);

@@ -565,8 +565,10 @@ extern "C" size_t cuda_attention_ws_bytes(int T_max, int C, int H, int Dh)
 }
 
 /* Launches k_attention<KF, VF, DH> (a.part_o, a.part_ml filled here) and, when it split the keys, the
- * combine. max_pos, max_part: the batch's host values. */
-template <int KF, int VF, int DH> static int att_run(struct cuda_ctx *c, struct att_args a, int max_pos, int max_part)
+ * combine. max_pos, max_part: the batch's host values. plan: launch nothing, *plan = the key splits it would
+ * launch (cuda_attention_splits). */
+template <int KF, int VF, int DH>
+static int att_run(struct cuda_ctx *c, struct att_args a, int max_pos, int max_part, int64_t *plan)
 {
 	constexpr int BK = ATT_BK(DH);
 	int smem = (ATT_ROWS + 2 * BK) * DH * 2, dev, optin, per_sm;
@@ -597,6 +599,10 @@ template <int KF, int VF, int DH> static int att_run(struct cuda_ctx *c, struct 
 		n = n < cap ? n : cap;
 		nsplit = n >= 2 ? n : 1;
 	}
+	if (plan) {
+		*plan = nsplit;
+		return 0;
+	}
 	if (nsplit > 1) {
 		size_t need = att_split_bytes(nsplit * TH, a.Dh);
 		if (!c->ws || c->ws_bytes < need) {
@@ -620,22 +626,22 @@ template <int KF, int VF, int DH> static int att_run(struct cuda_ctx *c, struct 
 }
 
 template <int KF, int VF>
-static int att_run_fmt(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part)
+static int att_run_fmt(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part, int64_t *plan)
 {
 	int dhp = att_dh_pad(a.Dh);
-	return dhp == 64    ? att_run<KF, VF, 64>(c, a, max_pos, max_part)
-	       : dhp == 128 ? att_run<KF, VF, 128>(c, a, max_pos, max_part)
-			    : att_run<KF, VF, 256>(c, a, max_pos, max_part);
+	return dhp == 64    ? att_run<KF, VF, 64>(c, a, max_pos, max_part, plan)
+	       : dhp == 128 ? att_run<KF, VF, 128>(c, a, max_pos, max_part, plan)
+			    : att_run<KF, VF, 256>(c, a, max_pos, max_part, plan);
 }
 
 /* the kernels of each KV format the GPU takes (src/kernels/kv_pages.h: KV_FMT_LIST) */
-typedef int (*att_run_fn)(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part);
+typedef int (*att_run_fn)(struct cuda_ctx *c, const struct att_args &a, int max_pos, int max_part, int64_t *plan);
 #define ATT_ROW(id, k, key, val, cuda) KV_IF_##cuda((att_run_fmt<KV_##key, KV_##val>), nullptr),
 static const att_run_fn att_by_fmt[KV_FMT_COUNT] = {KV_FMT_LIST(ATT_ROW)};
 #undef ATT_ROW
 
-extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
-			      const struct kv_batch *bt, int H, int window, float scale, const float *sinks)
+static int att_call(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
+		    const struct kv_batch *bt, int H, int window, float scale, const float *sinks, int64_t *plan)
 {
 	int Hkv = kv->Hkv, Dh = kv->Dh, T = bt->T;
 	CUDA_ARG_CHECK(c, kv->fmt >= 0 && kv->fmt < KV_FMT_COUNT && kv_fmt_on_cuda(kv->fmt),
@@ -656,6 +662,8 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 	CUDA_ARG_CHECK(c, (int64_t)T * g / ATT_ROWS + bt->n_parts < INT32_MAX && Hkv <= 65535 &&
 				  (int64_t)T * H < INT32_MAX,
 		       "cuda_attention: T = %d x %d heads in %d parts is too many", T, H, bt->n_parts);
+	if (plan)
+		*plan = 0;
 	if (T == 0)
 		return 0;
 	struct att_args a = {out, NULL, NULL, q, (const uint8_t *)kv->k, (const uint8_t *)kv->v, bt->part_t0,
@@ -668,5 +676,18 @@ extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, co
 		a.srow[i] = kv_srow_bytes(rf, Dh);
 		a.page_bytes[i] = kv_page_bytes(rf, Hkv, Dh, kv->page);
 	}
-	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part);
+	return att_by_fmt[kv->fmt](c, a, bt->max_pos, bt->max_part, plan);
+}
+
+extern "C" int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
+			      const struct kv_batch *bt, int H, int window, float scale, const float *sinks)
+{
+	return att_call(c, out, q, kv, bt, H, window, scale, sinks, NULL);
+}
+
+extern "C" int cuda_attention_splits(struct cuda_ctx *c, int64_t *nsplit, float *out, const float *q,
+				     const struct kv_layer *kv, const struct kv_batch *bt, int H, int window, float scale,
+				     const float *sinks)
+{
+	return att_call(c, out, q, kv, bt, H, window, scale, sinks, nsplit);
 }

@@ -47,6 +47,16 @@ struct cuda_ctx {
 	int mm_mode;       /* enum cuda_mm_mode: which matmul path (0: the crossover table) */
 	int topk_mode;     /* enum cuda_topk_mode (0: grid-wide) */
 	unsigned long long launches; /* kernels launched on this context (CUDA_LAUNCH_CHECK counts each; cuBLAS's not) */
+	/* The 8-bit x of the latest 8-bit matvec (codes and scales at the start of ws): the next one over the
+	 * same x pointer, T, K and block size reuses it while no kernel has been launched since (launches ==
+	 * xq_at: any op, and anything that used ws, launches one) and no upload wrote device memory
+	 * (cuda_xq_forget). q, k, v share one quantization, gate and up another. xq_reuse false: never reused. */
+	bool xq_reuse;
+	const void *xq_x;
+	int xq_T, xq_block;
+	int64_t xq_K;
+	unsigned long long xq_at;
+	unsigned long long xq_reused; /* quantizations skipped */
 	char err[256];
 };
 
@@ -62,6 +72,12 @@ enum cuda_mm_kernel { CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS, CUDA_MMK_MVQ
 /* cuda_topk's kernel (FERRY_TOPK=grid|block): GRID several blocks over the row then one for the candidates
  * (needs cuda_topk_ws_bytes of workspace), BLOCK the single-block radix select (no workspace) */
 enum cuda_topk_mode { CUDA_TOPK_GRID, CUDA_TOPK_BLOCK };
+
+/* Forget the cached 8-bit x (c->xq_*): called by whoever writes device memory without a kernel launch. */
+static inline void cuda_xq_forget(struct cuda_ctx *c)
+{
+	c->xq_x = NULL;
+}
 
 /* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs: the larger of the GEMM path's (the
  * activations converted to bf16/f16 plus gemm_rows x K_max dequantized weights; none when T_max <=
@@ -79,7 +95,7 @@ int cuda_pace(void *stream, unsigned long long *mark, int after, unsigned long l
 bool cuda_fmt_supported(int fmt);
 
 /* true when the format has an 8-bit-activation matrix-vector kernel (matvec_q8.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0,
- * Q5_0), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
+ * Q5_0, Q4_1, Q5_1, IQ4_NL), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
 bool cuda_mvq_runs(int wfmt);
 
 /* The kernel (enum cuda_mm_kernel) cuda_matmul runs for this format and T under c->mm_mode; tests take the
@@ -128,6 +144,12 @@ int cuda_kv_move(struct cuda_ctx *c, const struct kv_layer *kv, const int *pages
  * cpu_attention). */
 int cuda_attention(struct cuda_ctx *c, float *out, const float *q, const struct kv_layer *kv,
 		   const struct kv_batch *bt, int H, int window, float scale, const float *sinks);
+
+/* What cuda_attention would launch with these arguments, launching nothing: *nsplit, the key splits (its
+ * grid's depth; 1: no combine; 0: T = 0), which follows the batch's host values max_pos and max_part. A CUDA
+ * graph captured with one split count is replayed only for steps that give the same (backend cuda.c). */
+int cuda_attention_splits(struct cuda_ctx *c, int64_t *nsplit, float *out, const float *q, const struct kv_layer *kv,
+			  const struct kv_batch *bt, int H, int window, float scale, const float *sinks);
 
 /* y[n] = act(gate[n]) * up[n], act an enum act (src/layout/layout.h): ACT_SILU, ACT_GELU_TANH (tanh form,
  * as cpu_geglu) or ACT_SWIGLU_OAI (as cpu_swiglu_oai). y may equal gate. */

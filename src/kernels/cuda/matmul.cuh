@@ -296,13 +296,19 @@ struct deq_q3_k {
 };
 
 /* 4 entries of a 16-byte table (words t0..t3) at the 4 nibble indices in the bytes of idx, branch-free: byte
- * permutes of the low and the high 8 entries, then a select per byte on bit 3 of the index. Sign-extended. */
-__device__ __forceinline__ void lut16_x4(uint32_t idx, uint32_t t0, uint32_t t1, uint32_t t2, uint32_t t3, int *v)
+ * permutes of the low and the high 8 entries, then a select per byte on bit 3 of the index; lut16_packed
+ * returns them packed (byte i the entry of index byte i), lut16_x4 sign-extended. */
+__device__ __forceinline__ uint32_t lut16_packed(uint32_t idx, uint32_t t0, uint32_t t1, uint32_t t2, uint32_t t3)
 {
 	uint32_t sel = (idx & 7) | (idx >> 4 & 0x70) | (idx >> 8 & 0x700) | (idx >> 12 & 0x7000);
 	uint32_t lo = __byte_perm(t0, t1, sel), hi = __byte_perm(t2, t3, sel);
 	uint32_t m = (idx >> 3 & 0x01010101u) * 255u;
-	uint32_t r = (lo & ~m) | (hi & m);
+	return (lo & ~m) | (hi & m);
+}
+
+__device__ __forceinline__ void lut16_x4(uint32_t idx, uint32_t t0, uint32_t t1, uint32_t t2, uint32_t t3, int *v)
+{
+	uint32_t r = lut16_packed(idx, t0, t1, t2, t3);
 #pragma unroll
 	for (int i = 0; i < 4; i++)
 		v[i] = (int)(int8_t)(r >> 8 * i);

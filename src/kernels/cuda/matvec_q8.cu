@@ -1,9 +1,11 @@
 /*
  * matvec_q8.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MVQ_T_MAX on 8-bit activations: the decode
- * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0; the others
+ * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL; the others
  * keep matvec.cu's f32 kernels). Two launches per call:
  *   k_quantize_x: x to codes and scales in c->ws (matvec_q8.cuh: bit for bit the CPU's cpu_xq_quantize), one
- *     warp per block of the weight format;
+ *     warp per block of the weight format; skipped when the call before was an 8-bit matvec over the same x
+ *     (pointer, T, K, block size) and nothing was launched or uploaded since (c->xq_*: q, k and v share
+ *     one, gate and up another; the same codes, so the same result);
  *   k_matvec_q8: a thread block of MVQ_THREADS owns MVQ_ROWS rows; its threads stride over the blocks of the
  *     rows, LPB consecutive threads on one block (16-byte or 2-byte loads of adjacent bytes: the warp's loads
  *     cover a contiguous run of blocks), each block's codes and scales unpacked once into registers and dotted
@@ -146,9 +148,15 @@ static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 	int8_t *xq = (int8_t *)c->ws;
 	float *xd = (float *)((char *)c->ws + mvq_align((size_t)T * (size_t)K));
 	const int64_t nbx = (int64_t)T * K / F::BLOCK;
-	const int qthreads = 256;
-	k_quantize_x<F::BLOCK><<<(unsigned)((nbx * 32 + qthreads - 1) / qthreads), qthreads, 0, s>>>(xq, xd, x, nbx);
-	CUDA_LAUNCH_CHECK(c, "k_quantize_x");
+	if (c->xq_reuse && c->xq_x == x && c->xq_T == T && c->xq_K == K && c->xq_block == F::BLOCK &&
+	    c->xq_at == c->launches) {
+		c->xq_reused++;
+	} else {
+		const int qthreads = 256;
+		c->xq_x = NULL;
+		k_quantize_x<F::BLOCK><<<(unsigned)((nbx * 32 + qthreads - 1) / qthreads), qthreads, 0, s>>>(xq, xd, x, nbx);
+		CUDA_LAUNCH_CHECK(c, "k_quantize_x");
+	}
 	const unsigned grid = (unsigned)((N + MVQ_ROWS - 1) / MVQ_ROWS);
 	const int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	const uint8_t *w = (const uint8_t *)W;
@@ -163,6 +171,11 @@ static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 		MVQ_CASE(8);
 #undef MVQ_CASE
 	CUDA_LAUNCH_CHECK(c, "k_matvec_q8");
+	/* y never aliases x (cuda_matmul's contract), so the codes still describe x after this launch */
+	const bool y_clear = (const char *)(y + (int64_t)T * N) <= (const char *)x ||
+			     (const char *)y >= (const char *)(x + (int64_t)T * K);
+	c->xq_x = y_clear ? x : NULL;
+	c->xq_T = T, c->xq_K = K, c->xq_block = F::BLOCK, c->xq_at = c->launches;
 	return 0;
 }
 

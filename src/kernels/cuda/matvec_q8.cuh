@@ -170,26 +170,39 @@ struct dq_q8_0 {
 };
 
 /* Q4_0 (QH false) and Q5_0 (QH true): lane j (0..1) takes qs bytes 8j .. 8j + 7: low nibbles values 8j + i,
- * high nibbles 16 + 8j + i (Q5_0: bit 4 from qh bit 8j + i, 16 + 8j + i); codes - 8 (- 16). */
-template <bool QH> struct dq_q450 {
-	static constexpr int BLOCK = QK, LPB = 2, ALIGN = deq_q4_0::ALIGN;
-	static constexpr int BYTES = QH ? sizeof(struct block_q5_0) : sizeof(struct block_q4_0);
+ * high nibbles 16 + 8j + i (Q5_0: bit 4 from qh bit 8j + i, 16 + 8j + i); codes - 8 (- 16). Q4_1 and Q5_1
+ * (MIN true): the codes unsigned after d and the min m, y = d q + m taken as qdot.c does, a min of 1 per 16
+ * with dmin = -m: M = the lane's sum of a. IQ4_NL (LUT true): Q4_0's nibbles through the IQ4NL_VALUES codebook. */
+template <bool QH, bool MIN = false, bool LUT = false> struct dq_q450 {
+	static constexpr int BLOCK = QK, LPB = 2;
+	static constexpr int ALIGN = LUT ? deq_iq4_nl::ALIGN : MIN ? deq_q4_1::ALIGN : deq_q4_0::ALIGN;
+	static constexpr int BYTES = LUT ? sizeof(struct block_iq4_nl)
+				     : MIN ? (QH ? sizeof(struct block_q5_1) : sizeof(struct block_q4_1))
+					   : (QH ? sizeof(struct block_q5_0) : sizeof(struct block_q4_0));
+	static constexpr int QH_AT = MIN ? 4 : 2, QS_AT = QH_AT + (QH ? 4 : 0);
 	struct W {
 		uint32_t lo[2], hi[2];
-		float d;
+		float d, dmin;
 	};
 	__device__ static void load(const uint8_t *p, int j, W &w)
 	{
-		const uint32_t off = QH ? 0x10101010u : 0x08080808u;
+		const uint32_t off = MIN || LUT ? 0 : QH ? 0x10101010u : 0x08080808u;
 		w.d = f16_bits_to_f32((uint16_t)ld_u16(p));
-		uint32_t qh = QH ? ld_u32_2a(p + 2) : 0;
+		w.dmin = MIN ? -f16_bits_to_f32((uint16_t)ld_u16(p + 2)) : 0.0f;
+		uint32_t qh = QH ? ld_u32_2a(p + QH_AT) : 0;
 #pragma unroll
 		for (int i = 0; i < 2; i++) {
-			uint32_t q = ld_u32_2a(p + (QH ? 6 : 2) + 8 * j + 4 * i);
+			uint32_t q = ld_u32_2a(p + QS_AT + 8 * j + 4 * i);
 			uint32_t bl = QH ? bits_to_b4(qh >> (8 * j + 4 * i) & 15) : 0;
 			uint32_t bh = QH ? bits_to_b4(qh >> (16 + 8 * j + 4 * i) & 15) : 0;
 			w.lo[i] = __vsub4((q & 0x0f0f0f0fu) | bl, off);
 			w.hi[i] = __vsub4((q >> 4 & 0x0f0f0f0fu) | bh, off);
+			if (LUT) {
+				constexpr uint32_t t0 = pack4(-127, -104, -83, -65), t1 = pack4(-49, -35, -22, -10),
+						   t2 = pack4(1, 13, 25, 38), t3 = pack4(53, 69, 89, 113);
+				w.lo[i] = lut16_packed(w.lo[i], t0, t1, t2, t3);
+				w.hi[i] = lut16_packed(w.hi[i], t0, t1, t2, t3);
+			}
 		}
 	}
 	__device__ static float dot(const W &w, int j, const int8_t *a, float dx)
@@ -199,11 +212,17 @@ template <bool QH> struct dq_q450 {
 		I = dp4(w.lo[1], al.y, I);
 		I = dp4(w.hi[0], ah.x, I);
 		I = dp4(w.hi[1], ah.y, I);
-		return __fmul_rn(__fmul_rn(w.d, dx), (float)I);
+		if (!MIN)
+			return __fmul_rn(__fmul_rn(w.d, dx), (float)I);
+		int M = dp4(MVQ_ONES, ah.y, dp4(MVQ_ONES, ah.x, dp4(MVQ_ONES, al.y, dp4(MVQ_ONES, al.x, 0))));
+		return __fsub_rn(__fmul_rn(__fmul_rn(w.d, dx), (float)I), __fmul_rn(__fmul_rn(w.dmin, dx), (float)M));
 	}
 };
 typedef dq_q450<false> dq_q4_0;
 typedef dq_q450<true> dq_q5_0;
+typedef dq_q450<false, true> dq_q4_1;
+typedef dq_q450<true, true> dq_q5_1;
+typedef dq_q450<false, false, true> dq_iq4_nl;
 
 /* Which format has a dot here: dq_for<WFMT_x>::type, void for the others (they keep the f32 kernels). */
 template <int FMT> struct dq_for {
@@ -226,6 +245,15 @@ template <> struct dq_for<WFMT_Q4_0> {
 };
 template <> struct dq_for<WFMT_Q5_0> {
 	typedef dq_q5_0 type;
+};
+template <> struct dq_for<WFMT_Q4_1> {
+	typedef dq_q4_1 type;
+};
+template <> struct dq_for<WFMT_Q5_1> {
+	typedef dq_q5_1 type;
+};
+template <> struct dq_for<WFMT_IQ4_NL> {
+	typedef dq_iq4_nl type;
 };
 
 #endif
