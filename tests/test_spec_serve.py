@@ -13,12 +13,10 @@ Llama with its tokenizer; exact: a request's greedy tokens do not depend on what
 import json
 import os
 import re
-import subprocess
 import threading
-import time
-import urllib.request
 
-from ferrytest import FERRY, Failures, ferry, scratch, tiny_model
+from ferrytest import Failures, ferry, scratch, tiny_model
+from test_serve import Server  # (the server on loopback; it needs the openai package, as test_serve.py does)
 
 WORDS = ["the", "sea", "a", "ship", "red", "sky", "night", "old", "map", "gold", "wind", "far"]
 
@@ -41,44 +39,6 @@ def batch(f, model, inp, root, name, extra):
     return res, json.load(open(sj)).get("spec", {}), p.stderr
 
 
-class Server:
-    def __init__(self, model, *args):
-        self.proc = subprocess.Popen([FERRY, "serve", "-m", model, "--port", "0", "--device", "cpu", *map(str, args)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines, self.url = [], None
-        deadline = time.time() + 60
-        while self.url is None and time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            m = re.search(r"http://([0-9.]+):(\d+)/v1", line)
-            if m:
-                self.url = f"http://{m.group(1)}:{m.group(2)}"
-        threading.Thread(target=lambda: [self.lines.append(x) for x in self.proc.stderr], daemon=True).start()
-        if self.url is None:
-            self.proc.kill()
-            raise RuntimeError("ferry serve did not start: " + "".join(self.lines))
-
-    def post(self, path, body):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
-            return json.loads(r.read())
-
-    def health(self):
-        with urllib.request.urlopen(self.url + "/health", timeout=60) as r:
-            return json.loads(r.read())
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def serve_texts(f, model, name, extra, reqs):
     """The completions' texts of reqs sent at once (threads), and /health after."""
     sv = Server(model, "--max-batch", 4, *extra)
@@ -86,7 +46,8 @@ def serve_texts(f, model, name, extra, reqs):
 
     def one(i):
         try:
-            texts[i] = sv.post("/v1/completions", reqs[i])["choices"][0]["text"]
+            status, body = sv.http("POST", "/v1/completions", reqs[i])
+            texts[i] = json.loads(body)["choices"][0]["text"] if status == 200 else f"status {status}: {body[:200]}"
         except Exception as e:  # noqa: BLE001 (any failure is the test's finding)
             errs.append(f"{name} request {i}: {e}")
 
