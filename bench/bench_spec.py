@@ -19,7 +19,12 @@ The task sets (22 prompts each) are written by tools/make_spec_prompts.py.
 
 Figures: tokens per pass = tokens produced by verification passes / passes (1.0 for plain decode); decode
 tok/s = (generated - 1) / (the target's decode time + the draft model's steps), from --stats-json; the ratio
-to plain decode of the same prompt. Every spec run's ids are checked against the plain run's (greedy
+to plain decode of the same prompt. With --spec-cost C0,C1,D also the draft's steps per pass and the projected
+tok/s of the target the cost describes: generated tokens / (decode steps * C0 + draft steps * D) (measured: the
+target's decode steps, plain ones included, and the draft's steps; assumed: C0 and D; C1, 0 for a streamed
+target, is left out: a pass's size is not logged). Tokens per step (generated tokens / the target's decode steps,
+in parentheses the runs that logged steps) is the figure a streamed target's speed follows: tokens per pass
+leaves out the plain steps a source without a guess takes (lookup where nothing recurs). Every spec run's ids are checked against the plain run's (greedy
 identity); a mismatch is printed and fails the benchmark.
 """
 
@@ -58,7 +63,8 @@ def run(a, prompt, chat, spec, spec_max=16):
     sec = st["decode_s"] + sp.get("draft_s", 0.0)
     return ids, {"tps": (len(ids) - 1) / sec if sec > 0 else 0.0,
                  "tpp": sp.get("tokens_per_pass", 0.0) if spec != "off" else 1.0,
-                 "acc": sp.get("acceptance", 0.0), "passes": sp.get("passes", 0)}
+                 "acc": sp.get("acceptance", 0.0), "passes": sp.get("passes", 0), "dsteps": sp.get("draft_steps", 0),
+                 "steps": st["steps"]}
 
 
 def main():
@@ -127,23 +133,54 @@ def main():
             print(f"{name} {i}: done", file=sys.stderr, flush=True)
     bad = sum(1 for (n, _, s, m), r in done.items() if n in names and (s, m) in sources and not r["same"])
     mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
+    # --spec-cost C0,C1,D: the projection for the target it describes (a streamed 70B: C0 = 0.7 s a pass):
+    # tok/s = tokens per pass / (C0 + D * the draft's steps per pass), from each run's measured
+    # tokens per pass and draft steps (runs logged before draft steps were recorded are left out of it)
+    cost = [float(v) for v in a.spec_cost.split(",")] + [0.0, 0.0] if a.spec_cost else None
+
+    # tokens per step: a speculative run's decode steps include plain ones (lookup without a match makes no
+    # tree: no pass, but a full step of the target); the prompt's steps are the plain run's steps less its
+    # generated tokens but the first (the first comes from the prompt's last step)
+    def per_step(r):
+        off = done.get((r["set"], r["i"], "off", 0), {})
+        if "steps" not in r or "steps" not in off:
+            return None
+        gen = len(off["ids"]) - 1
+        return gen / (r["steps"] - (off["steps"] - gen))
+
+    def proj(r):
+        if r["source"] == "off":
+            return 1 / cost[0]
+        steps = 0 if r["source"] == "lookup" else r.get("dsteps")  # (lookup runs no draft)
+        tps = per_step(r)
+        if steps is None or tps is None:
+            return None
+        gen = len(done[(r["set"], r["i"], "off", 0)]["ids"]) - 1
+        return gen / (gen / tps * cost[0] + cost[2] * steps)
+
     rows = []
     for name in names:
         recs = [r for r in done.values() if r["set"] == name and r["i"] < len(chosen[name])]
         plain = [r["tps"] for r in recs if r["source"] == "off"]
-        rows.append((name, len(plain), "off", "", 1.0, 0.0, mean(plain), 1.0))
+        rows.append((name, len(plain), "off", "", 1.0, 0.0, mean(plain), 1.0, "0", cost and 1 / cost[0], "1.00"))
         for s, m in sources:
             v = [r for r in recs if (r["source"], r["max"]) == (s, m)]
             tps = mean([r["tps"] for r in v])
+            pv = [x for x in map(proj, v) if x is not None] if cost else []
+            ds = [r["dsteps"] / r["passes"] for r in v if r.get("passes") and "dsteps" in r]
             rows.append((name, len(v), s, m, mean([r["tpp"] for r in v]), mean([r["acc"] for r in v]), tps,
-                         tps / mean(plain) if plain else 0.0))
+                         tps / mean(plain) if plain else 0.0, f"{mean(ds):.1f} ({len(ds)})" if ds else "-",
+                         f"{mean(pv):.2f} ({len(pv)})" if pv else None,
+                         f"{mean(sv):.2f} ({len(sv)})" if (sv := [x for x in map(per_step, v) if x]) else "-"))
     lines = [f"model {a.model}, draft {a.draft}, device {a.device}, {a.n} tokens greedy"
              f"{', planner pass cost ' + a.spec_cost if a.spec_cost else ''}"
              f"{', every set through the chat template' if a.chat_all else ''}", "",
-             "| set | prompts | source | --spec-max | tokens/pass | acceptance | decode tok/s | vs plain |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, n, s, m, tpp, acc, tps, ratio in rows:
-        lines.append(f"| {name} | {n} | {s} | {m} | {tpp:.2f} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |")
+             "| set | prompts | source | --spec-max | tokens/pass | tokens/step | acceptance | decode tok/s | vs plain |"
+             f"{' draft steps/pass | projected tok/s |' if cost else ''}",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if cost else "")]
+    for name, n, s, m, tpp, acc, tps, ratio, ds, pj, tst in rows:
+        lines.append(f"| {name} | {n} | {s} | {m} | {tpp:.2f} | {tst} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |"
+                     + (f" {ds} | {pj if isinstance(pj, str) else '-' if pj is None else f'{pj:.2f}'} |" if cost else ""))
     text = "\n".join(lines)
     print(text)
     if a.out:

@@ -139,6 +139,61 @@ int main(void)
 	CHECK_MSG(fabs(pm - 3 / 0.7 * 0.010) < 1e-3 && spec_plan_pmin(&fp, 3, 20, 0, 0, 3, 0) < 1e-3, "pmin %g", pm);
 	CHECK(spec_plan_pmin(&fp, 3, 20, 0, 0, 3, 0.010) < 0.1 * spec_plan_pmin(&steep, 3, 20, 0, 0, 3, 0.010));
 
+	/* the spine: a long lookup copy (scored low: 0.5 then 0.8 a token, the priors) beside the draft's
+	 * confident branches (0.9 a level, 3 wide) is cut to its first nodes by score alone; pinned, it is kept
+	 * whole and the rest of the budget still goes to the best-scoring draft nodes */
+	struct spec_tree cut[2];
+	int copy[20];
+	for (int pin = 0; pin < 2; pin++) {
+		struct spec_tree *c = &cut[pin];
+		spec_tree_reset(c, 99);
+		int node = 0;
+		for (int j = 0; j < 20; j++) {
+			copy[j] = 1000 + j;
+			node = spec_tree_offer(c, node, copy[j], SPEC_SRC_LOOKUP, SPEC_CLASS_COPY,
+					       c->p[node] * (j ? 0.8f : 0.5f), KV_TREE_MAX);
+		}
+		int lev[3] = {0, 0, 0};
+		for (int d = 0; d < 10; d++) { /* a draft trie: three children a level under the first */
+			for (int b = 2; b >= 0; b--)
+				lev[b] = spec_tree_offer(c, lev[0], 2000 + 10 * d + b, SPEC_SRC_DRAFT, SPEC_DRAFT_BINS - 1,
+							 c->p[lev[0]] * (b ? 0.05f : 0.9f), KV_TREE_MAX);
+		}
+		CHECK(c->n == 1 + 20 + 30);
+		if (pin)
+			CHECK(spec_tree_pin(c, copy, 20) == 20 && spec_tree_pin(c, (int[]){1000, 7}, 2) == 1);
+		spec_plan_tree(&fp, c, 24, 0, 0.0); /* flat cost: every guess pays, the cap cuts */
+		int nl = 0, depth = 0;
+		for (int i = 1; i < c->n; i++) {
+			CHECK(c->parent[i] >= 0 && c->parent[i] < i && (!c->pin[i] || c->pin[c->parent[i]]));
+			nl += c->src[i] == SPEC_SRC_LOOKUP;
+			depth = spec_tree_depth(c, i) > depth ? spec_tree_depth(c, i) : depth;
+		}
+		CHECK_MSG(c->n == 25, "cut to %d", c->n);
+		if (pin) /* the whole copy, then the draft's chain (0.9^d) before its low branches */
+			CHECK_MSG(nl == 20 && depth == 20 && c->n - 1 - nl == 4, "pinned: %d lookup nodes, depth %d", nl, depth);
+		else
+			CHECK_MSG(nl < 20 && depth < 20, "unpinned: %d lookup nodes", nl);
+	}
+	/* which source is the spine: the one whose own chain measured more tokens a pass */
+	struct spec_plan cp;
+	spec_plan_init(&cp);
+	CHECK(spec_plan_spine(&cp) == -1);
+	int got[6] = {5, 6, 7, 8, 9, 4}, ch_l[8] = {5, 6, 7, 8, 9, 4, 1, 1}, ch_d[3] = {5, 3, 3};
+	spec_plan_chain(&cp, SPEC_SRC_LOOKUP, ch_l, 8, got, 6); /* matched all 6 the walk gave: counted at 6 */
+	CHECK(spec_plan_spine(&cp) == -1);
+	spec_plan_chain(&cp, SPEC_SRC_DRAFT, ch_d, 3, got, 6); /* matched 1: 2 tokens */
+	CHECK(fabs(cp.chain_tok[SPEC_SRC_LOOKUP] - 6) < 1e-12 && fabs(cp.chain_tok[SPEC_SRC_DRAFT] - 2) < 1e-12);
+	CHECK(spec_plan_spine(&cp) == SPEC_SRC_LOOKUP);
+	for (int i = 0; i < 3; i++) { /* then no lookup match (1 token) and the draft's chain right 4 deep (5) */
+		spec_plan_chain(&cp, SPEC_SRC_LOOKUP, ch_l, 0, got, 6);
+		spec_plan_chain(&cp, SPEC_SRC_DRAFT, got, 4, got, 6);
+	}
+	CHECK_MSG(spec_plan_spine(&cp) == SPEC_SRC_DRAFT, "lookup %g / %g, draft %g / %g", cp.chain_tok[0], cp.chain_pass[0],
+		  cp.chain_tok[1], cp.chain_pass[1]);
+	int lc[8];
+	CHECK(spec_lookup_chain(toks, n, 3, 5, lc) == 5 && lc[0] == 1 && lc[4] == 6); /* as spec_lookup's 1 branch */
+
 	/* the draft's top tokens and their softmax probabilities against a direct computation */
 	float row[1000];
 	srand(5);

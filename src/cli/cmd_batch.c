@@ -524,8 +524,12 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		fprintf(stderr, "ferry: batch: %d request%s in %.1fs, %lld tokens generated (%.1f tok/s), %d steps",
 			b->n_done, b->n_done == 1 ? "" : "s", t, b->gen_tokens, t > 0 ? (double)b->gen_tokens / t : 0.0,
 			s->st.steps);
-		if (s->spec.mode != SPEC_OFF)
-			fprintf(stderr, ", %.2f tokens per speculative pass", sched_spec_tokens_per_pass(s));
+		if (s->spec.mode != SPEC_OFF) {
+			long long g = s->st.spec_guessed[SPEC_SRC_LOOKUP] + s->st.spec_guessed[SPEC_SRC_DRAFT];
+			long long acc = s->st.spec_accepted[SPEC_SRC_LOOKUP] + s->st.spec_accepted[SPEC_SRC_DRAFT];
+			fprintf(stderr, ", %.2f tokens per speculative pass (%lld passes, %lld of %lld guesses accepted)",
+				sched_spec_tokens_per_pass(s), s->st.spec_passes, acc, g);
+		}
 		fprintf(stderr, "%s", bm.budget ? "" : "\n");
 		if (bm.budget)
 			fprintf(stderr, ", peak VRAM %.3f GiB\n", (double)bm.device_used_peak / (1 << 30));

@@ -331,6 +331,8 @@ void engine_stats(struct engine *e, struct engine_stats *st)
 		st->spec_mode = e->s.spec.mode;
 		st->spec_alpha = spec_plan_alpha(&e->s.plan);
 		spec_plan_cost(&e->s.plan, &st->spec_c0, &st->spec_c1);
+		for (int i = 0; i < SPEC_SRC_COUNT; i++)
+			st->spec_alone[i] = e->s.plan.chain_pass[i] > 0 ? e->s.plan.chain_tok[i] / e->s.plan.chain_pass[i] : 0;
 	}
 	if (e->has_draft)
 		st->draft_bytes = e->dm.plan.units_bytes;
@@ -341,7 +343,7 @@ json_t *engine_spec_json(const struct engine_stats *st)
 	const struct sched_stats *s = &st->sched;
 	long long g = s->spec_guessed[SPEC_SRC_LOOKUP] + s->spec_guessed[SPEC_SRC_DRAFT];
 	long long a = s->spec_accepted[SPEC_SRC_LOOKUP] + s->spec_accepted[SPEC_SRC_DRAFT];
-	return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I}", "mode",
+	return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:f, s:f}", "mode",
 			 spec_mode_name(st->spec_mode), "passes", (json_int_t)s->spec_passes, "guessed", (json_int_t)g,
 			 "accepted", (json_int_t)a, "acceptance", g ? (double)a / (double)g : 0.0, "tokens_per_pass",
 			 s->spec_passes ? (double)s->spec_tokens / (double)s->spec_passes : 0.0, "lookup_guessed",
@@ -350,7 +352,8 @@ json_t *engine_spec_json(const struct engine_stats *st)
 			 (json_int_t)s->spec_guessed[SPEC_SRC_DRAFT], "draft_accepted",
 			 (json_int_t)s->spec_accepted[SPEC_SRC_DRAFT], "draft_steps", (json_int_t)s->draft_steps, "draft_s",
 			 s->draft_s, "alpha", st->spec_alpha, "pass_c0_s", st->spec_c0, "pass_c1_s", st->spec_c1,
-			 "draft_bytes", (json_int_t)st->draft_bytes);
+			 "draft_bytes", (json_int_t)st->draft_bytes, "lookup_alone", st->spec_alone[SPEC_SRC_LOOKUP],
+			 "draft_alone", st->spec_alone[SPEC_SRC_DRAFT]);
 }
 
 static json_t *rates_json(const struct plan_rates *r)
@@ -551,6 +554,10 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			ss->spec_passes ? (double)ss->spec_tokens / (double)ss->spec_passes : 0.0, a, g, g ? 100.0 * (double)a / (double)g : 0.0,
 			ss->spec_accepted[0], ss->spec_guessed[0], ss->spec_accepted[1], ss->spec_guessed[1], ss->draft_steps,
 			ss->draft_s, st->spec_alpha, 1e3 * st->spec_c0, 1e3 * st->spec_c1);
+		if (st->spec_mode == SPEC_COMBINED)
+			fprintf(f, "ferry: spec combined: a source's own chain alone would have given %.2f tokens a pass (lookup), "
+				   "%.2f (draft); the better one is kept whole\n",
+				st->spec_alone[SPEC_SRC_LOOKUP], st->spec_alone[SPEC_SRC_DRAFT]);
 	}
 	const struct backend_mem *bm = &st->mem;
 	if (!bm->budget)

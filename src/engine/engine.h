@@ -85,6 +85,7 @@ struct engine_stats {
 	struct plan_fix fix;       /* the hybrid steps observed: predicted vs measured, re-plans, corrected rates */
 	int spec_mode;             /* enum spec_mode in effect */
 	double spec_alpha, spec_c0, spec_c1; /* the tree planner's acceptance and pass-cost line */
+	double spec_alone[SPEC_SRC_COUNT];   /* combined: tokens a pass each source's own chain would have given */
 	uint64_t draft_bytes;      /* the draft model's weights (0: none) */
 };
 void engine_stats(struct engine *e, struct engine_stats *st);

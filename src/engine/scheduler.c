@@ -371,8 +371,11 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 			continue;
 		int depth = comb ? max - 1 : spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
 		depth = depth < s->max_depth ? depth : s->max_depth;
-		if (comb)
+		if (comb) {
 			spec_lookup_all(r->toks, r->n, s->spec.ngram, depth, 4, &s->plan, KV_TREE_MAX / 2, r->tree);
+			r->tree->n_chain[SPEC_SRC_LOOKUP] =
+				spec_lookup_chain(r->toks, r->n, s->spec.ngram, depth, r->tree->chain[SPEC_SRC_LOOKUP]);
+		}
 		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
 			s->dq[nd] = r;
 			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = comb ? KV_TREE_MAX : max, .dynamic = comb};
@@ -385,9 +388,16 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 		if (!generating(r) || !r->tree)
 			continue;
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
-		if (comb && max > 1)
-			spec_plan_tree(&s->plan, r->tree, max - 1, gen - 1,
+		if (comb && max > 1) { /* the spine: the chain of the source that did best alone, kept whole */
+			struct spec_tree *t = r->tree;
+			memcpy(t->chain[SPEC_SRC_DRAFT], r->dchain, sizeof(int) * (size_t)r->n_dchain);
+			t->n_chain[SPEC_SRC_DRAFT] = r->n_dchain;
+			int sp = spec_plan_spine(&s->plan);
+			if (sp >= 0)
+				spec_tree_pin(t, t->chain[sp], t->n_chain[sp]);
+			spec_plan_tree(&s->plan, t, max - 1, gen - 1,
 				       draft_cost(s, s->st.draft_steps - steps0, s->st.draft_s - draft_s0));
+		}
 		if (comb)
 			continue;
 		int depth = spec_plan_depth(&s->plan, max - 1, width, gen - 1, level_s);
@@ -519,6 +529,8 @@ static int spec_walk(struct sched *s, struct sched_req *r, const struct model_pa
 	spec_plan_walk(&s->plan, np - 1, acc < 0 && n_kids > 0);
 	if (r->state == SCHED_DONE)
 		return 0;
+	for (int c = 0; s->spec.mode == SPEC_COMBINED && c < SPEC_SRC_COUNT; c++)
+		spec_plan_chain(&s->plan, c, r->tree->chain[c], r->tree->n_chain[c], r->toks + n0, r->n - n0);
 	int rc = model_seq_commit(s->m, r->seq, path, np, err, errlen);
 	r->computed += np;
 	if (!rc && r->dseq >= 0) { /* the draft keeps the part of its chain the target took */

@@ -30,6 +30,9 @@ void spec_tree_reset(struct spec_tree *t, int root)
 	t->src[0] = SPEC_SRC_LOOKUP;
 	t->cls[0] = 0;
 	t->p[0] = 1;
+	t->pin[0] = 1;
+	for (int i = 0; i < SPEC_SRC_COUNT; i++)
+		t->n_chain[i] = 0;
 }
 
 int spec_tree_offer(struct spec_tree *t, int parent, int tok, int src, int cls, float p, int max)
@@ -49,7 +52,24 @@ int spec_tree_offer(struct spec_tree *t, int parent, int tok, int src, int cls, 
 	t->src[t->n] = (unsigned char)src;
 	t->cls[t->n] = (unsigned char)cls;
 	t->p[t->n] = p;
+	t->pin[t->n] = 0;
 	return t->n++;
+}
+
+int spec_tree_pin(struct spec_tree *t, const int *toks, int n)
+{
+	int node = 0, k = 0;
+	for (; k < n; k++) {
+		int c = -1;
+		for (int i = node + 1; i < t->n && c < 0; i++)
+			if (t->parent[i] == node && t->tok[i] == toks[k])
+				c = i;
+		if (c < 0)
+			break;
+		t->pin[c] = 1;
+		node = c;
+	}
+	return k;
 }
 
 int spec_tree_add(struct spec_tree *t, int parent, int tok, int src, int max)
@@ -102,6 +122,16 @@ void spec_lookup(const int *toks, int n, int ngram, int depth, int branches, int
 	}
 }
 
+int spec_lookup_chain(const int *toks, int n, int ngram, int depth, int *out)
+{
+	struct spec_tree c;
+	spec_tree_reset(&c, toks[n - 1]);
+	spec_lookup(toks, n, ngram, depth, 1, KV_TREE_MAX, &c);
+	for (int i = 1; i < c.n; i++)
+		out[i - 1] = c.tok[i];
+	return c.n - 1;
+}
+
 void spec_lookup_all(const int *toks, int n, int ngram, int depth, int matches, const struct spec_plan *pl, int max,
 		     struct spec_tree *t)
 {
@@ -141,9 +171,15 @@ void spec_tree_keep(struct spec_tree *t, int keep)
 		order[j] = i;
 	}
 	kept[0] = true;
-	for (int j = 0, left = keep - 1; j < m && left > 0; j++) {
+	int left = keep - 1;
+	for (int i = 1; i < t->n && left > 0; i++) /* the spine: a path, parents before children */
+		if (t->pin[i] && kept[t->parent[i]]) {
+			kept[i] = true;
+			left--;
+		}
+	for (int j = 0; j < m && left > 0; j++) {
 		int i = order[j];
-		if (i == 0 || !kept[t->parent[i]]) /* (a parent scored below its child: not kept, nor the child) */
+		if (i == 0 || kept[i] || !kept[t->parent[i]]) /* (a parent scored below its child: not kept, nor the child) */
 			continue;
 		kept[i] = true;
 		left--;
@@ -158,6 +194,7 @@ void spec_tree_keep(struct spec_tree *t, int keep)
 		t->src[n] = t->src[i];
 		t->cls[n] = t->cls[i];
 		t->p[n] = t->p[i];
+		t->pin[n] = t->pin[i];
 		n++;
 	}
 	t->n = n;
@@ -221,6 +258,24 @@ double spec_plan_rate(const struct spec_plan *p, int cls)
 		prior = cls ? (draft_bin_hi[cls - 1] + (cls < SPEC_DRAFT_BINS - 1 ? draft_bin_hi[cls] : 1.0)) / 2
 			    : draft_bin_hi[0] / 2;
 	return (p->taken[cls] + 2 * prior) / (p->offered[cls] + 2);
+}
+
+void spec_plan_chain(struct spec_plan *p, int src, const int *ch, int n, const int *got, int n_got)
+{
+	int m = 0;
+	while (m < n && m < n_got && ch[m] == got[m])
+		m++;
+	p->chain_tok[src] += 1 + (m < n_got ? m : n_got - 1);
+	p->chain_pass[src]++;
+}
+
+int spec_plan_spine(const struct spec_plan *p)
+{
+	if (!(p->chain_pass[SPEC_SRC_LOOKUP] > 0 && p->chain_pass[SPEC_SRC_DRAFT] > 0))
+		return -1;
+	double l = p->chain_tok[SPEC_SRC_LOOKUP] / p->chain_pass[SPEC_SRC_LOOKUP];
+	double d = p->chain_tok[SPEC_SRC_DRAFT] / p->chain_pass[SPEC_SRC_DRAFT];
+	return l >= d ? SPEC_SRC_LOOKUP : SPEC_SRC_DRAFT;
 }
 
 void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1)

@@ -60,6 +60,11 @@ struct spec_tree {
 	unsigned char src[KV_TREE_MAX]; /* enum spec_src of each guess */
 	unsigned char cls[KV_TREE_MAX]; /* its acceptance class (< SPEC_CLASS_N) */
 	float p[KV_TREE_MAX];           /* the estimated chance the walk reaches it (the root: 1) */
+	unsigned char pin[KV_TREE_MAX]; /* on the spine (spec_tree_pin): kept by the cut before any other node */
+	/* combined: each source's own chain (lookup: the continuation --spec lookup would guess; the draft: its
+	 * greedy chain), for the walk to measure what that source alone would have given (spec_plan_chain) */
+	int chain[SPEC_SRC_COUNT][KV_TREE_MAX];
+	int n_chain[SPEC_SRC_COUNT];
 };
 
 void spec_tree_reset(struct spec_tree *t, int root);
@@ -67,6 +72,8 @@ void spec_tree_reset(struct spec_tree *t, int root);
 int spec_tree_add(struct spec_tree *t, int parent, int tok, int src, int max);
 /* spec_tree_add with an acceptance class and a score: a node that is there keeps the larger score. */
 int spec_tree_offer(struct spec_tree *t, int parent, int tok, int src, int cls, float p, int max);
+/* Pins the path from the root along toks[0..n) as far as the tree holds it (the spine); the number pinned. */
+int spec_tree_pin(struct spec_tree *t, const int *toks, int n);
 /* Depth of node i (the root 0). */
 int spec_tree_depth(const struct spec_tree *t, int i);
 
@@ -83,15 +90,20 @@ struct spec_plan {
 	double taken[SPEC_CLASS_N];     /* those the walk went into */
 	double fix0, fix1;              /* fix0 > 0: the pass-cost line given (spec_opts cost0, cost1) */
 	double fixd;                    /* > 0: a draft step's seconds given (spec_opts cost_draft) */
+	/* by source: the tokens its own chain would have given (1 + the guesses the target's picks matched), passes */
+	double chain_tok[SPEC_SRC_COUNT], chain_pass[SPEC_SRC_COUNT];
 };
 
+/* The chain --spec lookup would guess (spec_lookup's first branch) into out[]: its length. */
+int spec_lookup_chain(const int *toks, int n, int ngram, int depth, int *out);
 /* The continuations of every suffix n-gram (ngram down to 1 tokens) of toks[0..n) that occurred before, up
  * to `matches` latest ones per length, as paths from the root of at most depth tokens; a node's score is its
  * parent's times the measured rate of its class (the matched length). t at most max nodes. */
 void spec_lookup_all(const int *toks, int n, int ngram, int depth, int matches, const struct spec_plan *pl, int max,
 		     struct spec_tree *t);
-/* Cuts t to its `keep` best-scoring nodes (the root included; a node's score never exceeds its parent's, ties
- * keep the earlier node, so every kept node's parent is kept), renumbered in their order. */
+/* Cuts t to `keep` nodes (the root included): the pinned spine from the root down first, then the
+ * best-scoring others (a node's score never exceeds its parent's, ties keep the earlier node, so every kept
+ * node's parent is kept), renumbered in their order. */
 void spec_tree_keep(struct spec_tree *t, int keep);
 /* The k (<= 8) best ids of row[V], best first (ties: the lower id), and their softmax probabilities. */
 void spec_row_top(const float *row, int V, int k, int *top, float *prob);
@@ -119,6 +131,13 @@ double spec_plan_pmin(const struct spec_plan *p, double expect, int n_tok, int o
  * token, 0.8 for a copy's later tokens: priors, replaced by what the walks measure within a few passes). */
 void spec_plan_offer(struct spec_plan *p, int cls, bool taken);
 double spec_plan_rate(const struct spec_plan *p, int cls);
+/* After a walk that emitted got[0..n_got): source src's own chain ch[0..n) would have given 1 + the length
+ * of its prefix that got matches (exact for greedy up to n_got: the target's picks do not depend on the
+ * tree; a chain that matched all of got is counted at n_got, never above what the walk got). */
+void spec_plan_chain(struct spec_plan *p, int src, const int *ch, int n, const int *got, int n_got);
+/* The source whose own chain measured the most tokens per pass (the spine combined keeps whole, so a pass
+ * carries at least what that source alone would); -1 before a pass measured both. */
+int spec_plan_spine(const struct spec_plan *p);
 /* The acceptance estimate and the fitted cost line (c0 + c1 T seconds), for --stats. */
 double spec_plan_alpha(const struct spec_plan *p);
 void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1);
