@@ -5,6 +5,7 @@
 # matmul / once per input / CUDA graphs (ids must agree), and auto placement on it (the rates measured at start).
 TESTS=0 SANITIZER=0 IO_BENCH=0 OUT=$OUT bash bench/gpu_run.sh 2>&1 | grep -E "gpu:|build \(CUDA\)"
 export LD_LIBRARY_PATH=/tmp/ferry_deps/usr/lib/x86_64-linux-gnu
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} # gguf-py, installed by gpu_run.sh (tools/hf_to_gguf.py needs it)
 timeout 90 build/tests/test_cuda_ops >$OUT/tco.log 2>&1; echo "test_cuda_ops rc=$?"; grep -iE "fail|worst" $OUT/tco.log | tail -4
 timeout 120 build/tests/test_cuda_matmul >$OUT/tcm.log 2>&1; echo "test_cuda_matmul rc=$?"; grep -E "FAIL|cases|reuse" $OUT/tcm.log | tail -5
 FERRY_BUILD=build FERRY_TEST_VARIANTS=${VARIANTS:-llama_headdim,qwen3moe,gemma3} timeout ${MODEL_TIMEOUT:-200} \

@@ -5,6 +5,7 @@
 # graphs on: tok/s, launches per step, graph replays, and a checksum of the generated ids (must agree).
 TESTS=0 SANITIZER=0 IO_BENCH=0 OUT=$OUT bash bench/gpu_run.sh 2>&1 | grep -E "gpu:|build \(CUDA\)"
 export LD_LIBRARY_PATH=/tmp/ferry_deps/usr/lib/x86_64-linux-gnu
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} # gguf-py, installed by gpu_run.sh (tools/hf_to_gguf.py needs it)
 timeout 200 build/tests/test_cuda_matmul >$OUT/tcm.log 2>&1; echo "test_cuda_matmul rc=$?"; grep -E "FAIL|cases" $OUT/tcm.log | tail -6
 timeout 400 python3 tests/test_cuda_model.py >$OUT/tcmodel.log 2>&1; echo "test_cuda_model rc=$?"
 grep -E "graphs|FAIL" $OUT/tcmodel.log | tail -20
