@@ -17,12 +17,18 @@
  * cuBLAS rate of a 8192x8192x4096 GEMM), and the kernel the crossover table picks (auto). The table in
  * src/kernels/cuda/matmul.cu (mma_cross) is set from this output.
  *
+ * bench_cuda_matmul --q8mma [FORMAT...] (default Q4_K Q5_K Q6_K Q8_0 Q4_0 Q5_0): as --mma with the int8
+ * tensor-core kernel (matmul_q8mma.cu, x quantized in every call) beside the others, at T = 9, 16, 17, 32, 64,
+ * 128, 256, 512; its column against the floor, and the table q8mma_cross of matmul.cu is set from it (the T
+ * range per format where it beats the kernel auto picks otherwise).
+ *
  * bench_cuda_matmul --mv [FORMAT...] (default: every format with an 8-bit-activation kernel): that kernel
  * against the f32 matrix-vector one (FERRY_MATMUL=old) at T = 1, 2, 4, 8 on the 8B shapes (4096x4096,
  * 1024x4096, 14336x4096, 4096x14336, 128256x4096) and the 70B ones: GB/s of weight bytes and the fraction of the
  * device copy rate for both.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +183,7 @@ static int weight_copies(void **copies, uint8_t *host, size_t bytes, int fmt, co
 	return ncopy;
 }
 
-static const char *const kern_name[] = {"matvec", "mma", "cuBLAS", "matvec-q8"};
+static const char *const kern_name[] = {"matvec", "mma", "cuBLAS", "matvec-q8", "q8mma"};
 
 /* --mv: the 8-bit-activation matrix-vector kernels against the f32 ones they replace (FERRY_MATMUL=old) per
  * format, on the 8B model's matrices and the 70B ones, T = 1, 2, 4, 8: us, weight GB/s, fraction of the copy
@@ -223,13 +229,14 @@ static void bench_mv(struct cuda_ctx *c, struct timing *tm, const int *fmts, int
 	free(host);
 }
 
-/* --mma: the kernels side by side per format, shape and T (see the top of the file) */
+/* --mma and --q8mma (q8): the kernels side by side per format, shape and T (see the top of the file) */
 static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, const int *fmts, int nf, double copy_gbs,
-		      const float *x, float *y, const struct cudaDeviceProp *prop)
+		      const float *x, float *y, const struct cudaDeviceProp *prop, bool q8)
 {
 	cudaStream_t s = (cudaStream_t)c->stream;
 	static const int shapes[3][2] = {{28672, 8192}, {8192, 28672}, {14336, 4096}};
-	static const int Ts[] = {1, 2, 4, 8, 16, 64, 256};
+	static const int Ts_mma[] = {1, 2, 4, 8, 16, 64, 256}, Ts_q8[] = {9, 16, 17, 32, 64, 128, 256, 512};
+	const int *Ts = q8 ? Ts_q8 : Ts_mma, nT = q8 ? 8 : 7, nm = q8 ? 4 : 3;
 	/* the tensor-core rate: plain bf16 cuBLAS on a large square-ish GEMM */
 	void *a, *b;
 	CU(cudaMalloc(&a, (size_t)8192 * 8192 * 2));
@@ -242,8 +249,9 @@ static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, c
 	cudaFree(a), cudaFree(b), cudaFree(yb);
 	printf("floors: weights at the device copy rate %.0f GB/s; FLOPs at plain bf16 cuBLAS %.0f TFLOP/s\n", copy_gbs,
 	       peak);
-	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us | floor us | mma / floor | auto "
-	       "picks |\n|---|---|---|---|---|---|---|---|---|\n");
+	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us |%s floor us | %s / floor | auto "
+	       "picks |\n|---|---|---|---|---|---|---|---|---|%s\n",
+	       q8 ? " q8mma us |" : "", q8 ? "q8mma" : "mma", q8 ? "---|" : "");
 	size_t max_bytes = 0;
 	for (int si = 0; si < 3; si++)
 		for (int fi = 0; fi < nf; fi++) {
@@ -257,26 +265,30 @@ static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, c
 			size_t bytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
 			void *copies[64];
 			int ncopy = weight_copies(copies, host, bytes, fmt, prop);
-			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+			for (int ti = 0; ti < nT; ti++) {
 				int T = Ts[ti];
-				double us[3] = {-1, -1, -1};
-				static const int modes[3] = {CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS};
-				for (int m = 0; m < 3; m++) {
+				double us[4] = {-1, -1, -1, -1};
+				static const int modes[4] = {CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS, CUDA_MM_Q8MMA};
+				static const int kerns[4] = {CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS, CUDA_MMK_Q8MMA};
+				for (int m = 0; m < nm; m++) {
 					c->mm_mode = modes[m];
-					if (cuda_matmul_kernel(c, fmt, T) == m) /* the kernel this mode names runs here */
+					if (cuda_matmul_kernel(c, fmt, T) == kerns[m]) /* the kernel this mode names runs here */
 						us[m] = time_matmul(c, tm, copies, ncopy, fmt, y, x, N, K, T) * 1e3;
 				}
 				c->mm_mode = CUDA_MM_AUTO;
 				double fl = 2.0 * N * K * T / (peak * 1e12), mem = (double)bytes / (copy_gbs * 1e9);
 				double floor_us = (fl > mem ? fl : mem) * 1e6;
-				char cell[4][32] = {"-", "-", "-", "-"}; /* "-": the kernel does not run at this T */
-				for (int m = 0; m < 3; m++)
+				char cell[5][32] = {"-", "-", "-", "-", "-"}; /* "-": the kernel does not run at this T */
+				for (int m = 0; m < nm; m++)
 					if (us[m] >= 0)
 						snprintf(cell[m], sizeof(cell[m]), "%.1f", us[m]);
-				if (us[1] >= 0)
-					snprintf(cell[3], sizeof(cell[3]), "%.2f", us[1] / floor_us);
-				printf("| %s | %dx%d | %d | %s | %s | %s | %.1f | %s | %s |\n", wfmt_name(fmt), N, K, T, cell[0],
-				       cell[1], cell[2], floor_us, cell[3], kern_name[cuda_matmul_kernel(c, fmt, T)]);
+				int sel = q8 ? 3 : 1; /* the kernel measured against the floor */
+				if (us[sel] >= 0)
+					snprintf(cell[4], sizeof(cell[4]), "%.2f", us[sel] / floor_us);
+				printf("| %s | %dx%d | %d | %s | %s | %s |", wfmt_name(fmt), N, K, T, cell[0], cell[1], cell[2]);
+				if (q8)
+					printf(" %s |", cell[3]);
+				printf(" %.1f | %s | %s |\n", floor_us, cell[4], kern_name[cuda_matmul_kernel(c, fmt, T)]);
 				fflush(stdout);
 			}
 			for (int i = 0; i < ncopy; i++)
@@ -302,12 +314,16 @@ int main(int argc, char **argv)
 				       WFMT_Q4_1, WFMT_Q5_1, WFMT_Q2_K, WFMT_Q3_K,   WFMT_IQ4_NL, WFMT_IQ4_XS,
 				       WFMT_MXFP4, WFMT_TQ1_0, WFMT_TQ2_0, WFMT_BF16, WFMT_F16,   WFMT_F32};
 	int fmts[WFMT_COUNT], nf = 0, mma = argc > 1 && !strcmp(argv[1], "--mma"), q8 = argc > 1 && !strcmp(argv[1], "--mv");
-	for (int i = 1 + mma + q8; i < argc && nf < WFMT_COUNT; i++)
+	int q8mma = argc > 1 && !strcmp(argv[1], "--q8mma");
+	for (int i = 1 + mma + q8 + q8mma; i < argc && nf < WFMT_COUNT; i++)
 		if ((fmts[nf++] = wfmt_from_name(argv[i])) < 0 || !cuda_fmt_supported(fmts[nf - 1]))
 			return fprintf(stderr, "bench_cuda_matmul: %s: not a format cuda_matmul takes\n", argv[i]), 2;
 	static const int mma_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0};
 	for (size_t i = 0; argc == 1 + mma && i < (mma ? 4 : sizeof(all_fmts) / sizeof(all_fmts[0])); i++)
 		fmts[nf++] = mma ? mma_fmts[i] : all_fmts[i];
+	static const int q8mma_fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0, WFMT_Q5_0};
+	for (int i = 0; argc == 2 && q8mma && i < 6; i++)
+		fmts[nf++] = q8mma_fmts[i];
 	for (int f = 0; argc == 2 && q8 && f < WFMT_COUNT; f++) /* --mv: every format with an 8-bit kernel */
 		if (cuda_mvq_runs(f))
 			fmts[nf++] = f;
@@ -353,8 +369,8 @@ int main(int argc, char **argv)
 		cublasDestroy(h);
 		return 0;
 	}
-	if (mma) {
-		bench_mma(&c, h, &tm, fmts, nf, floor_gbs, x, y, &prop);
+	if (mma || q8mma) {
+		bench_mma(&c, h, &tm, fmts, nf, floor_gbs, x, y, &prop, q8mma);
 		cudaFree(x), cudaFree(y), cudaFree(c.ws);
 		cublasDestroy(h);
 		return 0;

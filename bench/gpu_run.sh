@@ -189,7 +189,8 @@ if [ "${BENCH:-0}" = 1 ]; then
 fi
 
 # BENCH_MMA=1: issue 23's kernels side by side: cuda_matmul's three (bench_cuda_matmul --mma: the figures the
-# crossover table mma_cross in src/kernels/cuda/matmul.cu is set from) and top-k grid-wide vs single-block
+# crossover table mma_cross in src/kernels/cuda/matmul.cu is set from; --q8mma: the int8 tensor-core kernel's,
+# for q8mma_cross) and top-k grid-wide vs single-block
 # (test_cuda_ops --bench, with attention).
 mma_rc=skipped
 if [ "${BENCH_MMA:-0}" = 1 ]; then
@@ -197,6 +198,8 @@ if [ "${BENCH_MMA:-0}" = 1 ]; then
 		build/bench/bench_cuda_matmul >>"$OUT/build.log" 2>&1
 	build/bench/bench_cuda_matmul --mma >"$OUT/bench_mma.md" 2>&1
 	mma_rc=$?
+	build/bench/bench_cuda_matmul --q8mma >"$OUT/bench_q8mma.md" 2>&1 || mma_rc=$?
+	cat "$OUT/bench_q8mma.md"
 	build/tests/test_cuda_ops --bench >"$OUT/bench_ops.log" 2>&1 || mma_rc=$?
 	cat "$OUT/bench_mma.md"
 	grep topk "$OUT/bench_ops.log"

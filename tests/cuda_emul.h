@@ -19,6 +19,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __align__(n) alignas(n)
 struct uint4 {
 	unsigned x, y, z, w;
 };

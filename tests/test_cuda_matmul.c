@@ -11,7 +11,11 @@
  * CUDA_MM_OLD at T <= CUDA_MVQ_T_MAX (the f32 kernels it replaced, still selectable); the quantized formats also under
  * CUDA_MM_MMA, the tensor-core kernel with in-kernel dequantization, at T in {1,2,3,8,16,17,64,100,256}
  * (K an odd multiple of 32 for the 32-blocks: half a tile of k; N off every tile), once with no workspace
- * at all, and a few cases under CUDA_MM_BLAS (cuBLAS at T <= 16, the bench's comparison).
+ * at all, and a few cases under CUDA_MM_BLAS (cuBLAS at T <= 16, the bench's comparison). The int8 tensor-core
+ * kernel (CUDA_MM_Q8MMA, matmul_q8mma.cu) on its formats at T in {1,16,17,64,100,256} (N 7, 33, 1000; K 640 for
+ * the 32-blocks: two and a half tiles of 256) and T 512 (N 33): bit for bit cpu_matmul with the portable
+ * kernels forced (the same codes, the same f32 expression in the same order), and within 5e-4 of the f32
+ * reference.
  * The output is poisoned with NaN before each call. Error: normalized MSE sum((y-ref)^2)/sum(ref^2), at most
  * 1e-10 for the f32 matrix-vector kernels and 5e-4 for the bf16/f16 kernels (tensor-core or cuBLAS), as
  * cuda_matmul_kernel names the one that ran; NaN or inf fails. The 8-bit kernels: at most 5e-4 against the f32
@@ -46,6 +50,7 @@ int main(void)
 #include <cuda_runtime_api.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/qdot.h"
 #include "kernels/cuda/cuda_exit.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "layout/quant.h"
@@ -180,6 +185,7 @@ static void fill_weights(uint8_t *w, int fmt, size_t n)
 
 static int failures, cases, kern_cases[CUDA_MMK_COUNT]; /* by enum cuda_mm_kernel */
 static double mvq_worst; /* the 8-bit kernels' largest normalized MSE against cpu_matmul */
+static int q8_inexact;   /* int8 tensor-core outputs not bit-identical with the portable cpu_matmul */
 
 /* y on the GPU, ref on the CPU; returns the normalized MSE, or INFINITY for a NaN/inf. The normalization is
  * the larger of sum ref^2 and sum sq (each output's sum of squared terms w_k x_k, what ref^2 is on average for
@@ -271,6 +277,19 @@ static void run_case(struct cuda_ctx *c, struct bufs *b, int fmt, int N, int K, 
 		}
 		mvq_worst = e8 > mvq_worst ? e8 : mvq_worst;
 	}
+	if (kern == CUDA_MMK_Q8MMA) { /* the portable CPU kernels' bytes */
+		cpu_qdot_force_isa(CPU_ISA_PORTABLE);
+		cpu_matmul(b->hq8, b->hx, b->hw, fmt, bias, bias_fmt, T, N, K, b->cpu_ws);
+		cpu_qdot_force_isa(-1);
+		int off = 0;
+		for (size_t i = 0; i < (size_t)T * (size_t)N; i++)
+			if (memcmp(&b->hy[i], &b->hq8[i], 4) && off++ < 2)
+				fprintf(stderr, "FAIL %s N=%d K=%d T=%d bias=%d int8 tensor cores: y[%zu] = %.9g, portable "
+						"cpu_matmul %.9g\n",
+					wfmt_name(fmt), N, K, T, bias_fmt, i, b->hy[i], b->hq8[i]);
+		failures += off > 0;
+		q8_inexact += off;
+	}
 }
 
 /* -EINVAL for a K off the block, -ENOSPC for a workspace one byte short; nothing launched either way */
@@ -308,6 +327,19 @@ static void check_errors(struct cuda_ctx *c, struct bufs *b)
 	if (rc != -ENOSPC) {
 		fprintf(stderr, "FAIL 8-bit kernel, workspace %zu of %zu: rc %d, expected -ENOSPC\n", need - 1, need, rc);
 		failures++;
+	}
+	/* the int8 tensor-core kernel: codes and scales of T = 40 tokens */
+	if (cuda_q8mma_runs(c, WFMT_Q4_K)) {
+		c->ws_bytes = cuda_mvq_ws_bytes(T, K) - 1;
+		c->mm_mode = CUDA_MM_Q8MMA;
+		rc = cuda_matmul(c, b->dy, b->dx, b->dw, WFMT_Q4_K, N, K, NULL, 0, T);
+		c->mm_mode = CUDA_MM_AUTO;
+		cases++;
+		if (rc != -ENOSPC) {
+			fprintf(stderr, "FAIL int8 tensor cores, workspace %zu short by one: rc %d, expected -ENOSPC\n",
+				c->ws_bytes, rc);
+			failures++;
+		}
 	}
 	c->ws_bytes = keep;
 	CU(cudaStreamSynchronize((cudaStream_t)c->stream));
@@ -419,8 +451,9 @@ int main(int argc, char **argv)
 	static const int Ns[] = {1, 7, 33, 640, 1000};
 	static const int Ts[] = {1, 2, 3, 5, 8, 16, 17, 33, 100};
 	static const int Ns_mma[] = {7, 33, 1000}, Ts_mma[] = {1, 2, 3, 8, 16, 17, 64, 100, 256};
+	static const int Ts_q8[] = {1, 16, 17, 64, 100, 256};
 	static const int K_float[] = {7, 33, 640, 1000}, K_q32[] = {32, 96, 640}, K_k[] = {256, 2048, 5120};
-	const int T_max = 256, K_max = 5120, N_max = 1000;
+	const int T_max = 512, K_max = 5120, N_max = 1000;
 
 	struct cudaDeviceProp prop;
 	CU(cudaGetDeviceProperties(&prop, 0));
@@ -512,6 +545,23 @@ int main(int argc, char **argv)
 					run_case(&c, &b, fmt, Ns_mma[ni], Ks[ki], Ts_mma[ti], bias_fmt);
 				}
 	}
+	/* the int8 tensor-core kernel on its formats */
+	c.mm_mode = CUDA_MM_Q8MMA;
+	for (int fi = 0; fi < n_fmts; fi++) {
+		int fmt = fmts[fi];
+		if (!cuda_q8mma_runs(&c, fmt) || (quick && fmt != WFMT_Q4_K && fmt != WFMT_Q8_0))
+			continue;
+		const int *Ks = wfmt_table[fmt].block == QK ? K_q32 : K_k;
+		for (int ki = 0; ki < 3; ki++) {
+			for (size_t ni = 0; ni < sizeof(Ns_mma) / sizeof(Ns_mma[0]); ni++)
+				for (size_t ti = 0; ti < sizeof(Ts_q8) / sizeof(Ts_q8[0]); ti++) {
+					int bias_fmt = turn % 4 == 0 ? -1 : turn % 4 - 1;
+					turn++;
+					run_case(&c, &b, fmt, Ns_mma[ni], Ks[ki], Ts_q8[ti], bias_fmt);
+				}
+			run_case(&c, &b, fmt, 33, Ks[ki], 512, turn++ % 2 ? -1 : 0);
+		}
+	}
 	void *ws = c.ws;
 	size_t ws_bytes = c.ws_bytes;
 	c.ws = NULL, c.ws_bytes = 0; /* the tensor-core kernel takes no workspace */
@@ -528,14 +578,21 @@ int main(int argc, char **argv)
 				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
 		failures++;
 	}
+	if (c.cc >= 80 && !kern_cases[CUDA_MMK_Q8MMA]) {
+		fprintf(stderr, "FAIL: cc %d but the int8 tensor-core kernel never ran: this build has no sm_80+ code "
+				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
+		failures++;
+	}
 	if (!kern_cases[CUDA_MMK_MVQ]) {
 		fprintf(stderr, "FAIL: the 8-bit matrix-vector kernels never ran\n");
 		failures++;
 	}
-	printf("test_cuda_matmul: %s, %d cases (matvec %d, 8-bit matvec %d, tensor-core %d, cuBLAS %d), %d failed "
-	       "(8-bit vs cpu_matmul: worst normalized MSE %.2g; seed %s)\n",
+	printf("test_cuda_matmul: %s, %d cases (matvec %d, 8-bit matvec %d, tensor-core %d, int8 tensor-core %d, "
+	       "cuBLAS %d), %d failed (8-bit vs cpu_matmul: worst normalized MSE %.2g; int8 tensor-core outputs not "
+	       "bit-identical with the portable cpu_matmul: %d; seed %s)\n",
 	       prop.name, cases, kern_cases[CUDA_MMK_MATVEC], kern_cases[CUDA_MMK_MVQ], kern_cases[CUDA_MMK_MMA],
-	       kern_cases[CUDA_MMK_BLAS], failures, mvq_worst, seed_env ? seed_env : "default");
+	       kern_cases[CUDA_MMK_Q8MMA], kern_cases[CUDA_MMK_BLAS], failures, mvq_worst, q8_inexact,
+	       seed_env ? seed_env : "default");
 	cudaFree(b.dw), cudaFree(b.db), cudaFree(b.dx), cudaFree(b.dy), cudaFree(c.ws);
 	bl->destroy(h);
 	cudaStreamDestroy(stream);

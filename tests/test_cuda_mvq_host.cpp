@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "cuda_emul.h"
+#include "host_rand.h"
 
 #include "kernels/cuda/matvec_q8.cuh"
 
@@ -31,28 +32,6 @@ extern "C" {
 #define NROWS 5
 #define TMAX 8
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t rng_next(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static double urand(void)
-{
-	return (double)(rng_next() >> 11) * 0x1.0p-53;
-}
-
-/* A random finite half: either sign, 1 in 8 subnormal, otherwise 2^-14 .. 2^2 */
-static uint16_t rand_half(void)
-{
-	uint16_t sign = urand() < 0.5 ? 0x8000 : 0, man = (uint16_t)(urand() * 1024);
-	uint16_t ex = urand() < 0.125 ? 0 : (uint16_t)(1 + urand() * 17);
-	return (uint16_t)(sign | ex << 10 | man);
-}
 
 /* k_quantize_x's arithmetic for block b of B values of x; 0 when q and d equal the CPU's */
 static int quantize_check(const float *x, int64_t nb, int B, const struct cpu_xq *xq)

@@ -917,15 +917,15 @@ static const struct backend_ops cuda_backend_ops = {
  * with the one-line reason in err. */
 static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 {
-	static const char *const mm[] = {"auto", "old", "mma", "blas"}, *const tk[] = {"grid", "block"};
+	static const char *const mm[] = {"auto", "old", "mma", "blas", "q8mma"}, *const tk[] = {"grid", "block"};
 	const char *v = getenv("FERRY_MATMUL");
 	c->mm_mode = CUDA_MM_AUTO;
 	if (v && *v) {
 		int i = 0;
-		while (i < 4 && strcmp(v, mm[i]))
+		while (i < 5 && strcmp(v, mm[i]))
 			i++;
-		if (i == 4) {
-			snprintf(err, errlen, "FERRY_MATMUL=%s: expected auto, old, mma or blas", v);
+		if (i == 5) {
+			snprintf(err, errlen, "FERRY_MATMUL=%s: expected auto, old, mma, blas or q8mma", v);
 			return -EINVAL;
 		}
 		c->mm_mode = i; /* the names in enum cuda_mm_mode order */

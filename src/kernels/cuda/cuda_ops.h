@@ -60,15 +60,17 @@ struct cuda_ctx {
 	char err[256];
 };
 
-/* cuda_matmul's choice of kernel (the backend sets it from FERRY_MATMUL=auto|old|mma|blas, for comparing):
+/* cuda_matmul's choice of kernel (the backend sets it from FERRY_MATMUL=auto|old|mma|blas|q8mma, for comparing):
  * AUTO the 8-bit-activation matrix-vector kernels up to CUDA_MVQ_T_MAX for the formats that have one, then the
  * crossover table of matmul.cu; OLD (as before the 8-bit kernels) the f32 matrix-vector kernels up to CUDA_MATVEC_T_MAX and the
  * dequantize-then-cuBLAS GEMM above; MMA the tensor-core kernel with in-kernel dequantization wherever it runs
- * (quantized formats from cc 80), else as OLD; BLAS dequantize-then-cuBLAS at every T (needs the workspace). */
-enum cuda_mm_mode { CUDA_MM_AUTO, CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS };
+ * (quantized formats from cc 80), else as OLD; BLAS dequantize-then-cuBLAS at every T (needs the workspace); Q8MMA
+ * the int8 tensor-core kernel (matmul_q8mma.cu) wherever it runs (its formats, from cc 80), else as AUTO. */
+enum cuda_mm_mode { CUDA_MM_AUTO, CUDA_MM_OLD, CUDA_MM_MMA, CUDA_MM_BLAS, CUDA_MM_Q8MMA };
 /* The kernels cuda_matmul_kernel names: f32 matrix-vector, tensor-core with in-kernel dequantization,
- * bf16/f16 dequantization then cuBLAS, matrix-vector on 8-bit activations (integer dots) */
-enum cuda_mm_kernel { CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS, CUDA_MMK_MVQ, CUDA_MMK_COUNT };
+ * bf16/f16 dequantization then cuBLAS, matrix-vector on 8-bit activations (integer dots), int8 tensor cores on
+ * 8-bit activations */
+enum cuda_mm_kernel { CUDA_MMK_MATVEC, CUDA_MMK_MMA, CUDA_MMK_BLAS, CUDA_MMK_MVQ, CUDA_MMK_Q8MMA, CUDA_MMK_COUNT };
 /* cuda_topk's kernel (FERRY_TOPK=grid|block): GRID several blocks over the row then one for the candidates
  * (needs cuda_topk_ws_bytes of workspace), BLOCK the single-block radix select (no workspace) */
 enum cuda_topk_mode { CUDA_TOPK_GRID, CUDA_TOPK_BLOCK };
@@ -81,7 +83,8 @@ static inline void cuda_xq_forget(struct cuda_ctx *c)
 
 /* Workspace bytes cuda_matmul needs for up to T_max tokens over K_max inputs: the larger of the GEMM path's (the
  * activations converted to bf16/f16 plus gemm_rows x K_max dequantized weights; none when T_max <=
- * CUDA_MATVEC_T_MAX) and the 8-bit kernels' (min(T_max, CUDA_MVQ_T_MAX) rows of codes and their scales). */
+ * CUDA_MATVEC_T_MAX) and the 8-bit kernels' (T_max rows of codes and their scales: the int8 tensor-core kernel
+ * takes any T). */
 size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows);
 /* Workspace bytes cuda_attention needs for up to T_max queries of H heads of Dh over up to C keys (the
  * partial results of a split key range). The backend gives the larger of the two. */
@@ -97,6 +100,11 @@ bool cuda_fmt_supported(int fmt);
 /* true when the format has an 8-bit-activation matrix-vector kernel (matvec_q8.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0,
  * Q5_0, Q4_1, Q5_1, IQ4_NL), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
 bool cuda_mvq_runs(int wfmt);
+/* Workspace bytes of the 8-bit kernels' x for T tokens of K: codes, then scales (matvec_q8.cu, matmul_q8mma.cu). */
+size_t cuda_mvq_ws_bytes(int T, int64_t K);
+/* true when the int8 tensor-core kernel (matmul_q8mma.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0) runs on this
+ * device (cc >= 80) and this binary holds its sm_80+ code. */
+bool cuda_q8mma_runs(const struct cuda_ctx *c, int wfmt);
 
 /* The kernel (enum cuda_mm_kernel) cuda_matmul runs for this format and T under c->mm_mode; tests take the
  * error bound of its precision from it. */
@@ -105,7 +113,9 @@ int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T);
 /* y[T,N] = x[T,K] . W[N,K]^T (+ bias[N], bias in F32/F16/BF16, or NULL), by one of four kernels
  * (cuda_matmul_kernel): for T <= CUDA_MVQ_T_MAX and the formats with one, x quantized to 8 bits per block as
  * the CPU does and integer dots (cpu_matmul's result up to f32 rounding order; needs the workspace);
- * fused dequantize-and-dot in f32 (x never quantized, T <= CUDA_MATVEC_T_MAX); tensor
+ * the same 8-bit x on int8 tensor cores (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0 from cc 80: cpu_matmul's portable
+ * result bit for bit; needs the workspace); fused dequantize-and-dot in f32 (x never quantized, T <=
+ * CUDA_MATVEC_T_MAX); tensor
  * cores with the weights dequantized inside the kernel, x and W rounded to bf16, f32 accumulation (quantized
  * formats, cc >= 80, no workspace); W dequantized gemm_rows at a time to bf16 (f16 below cc 80) and
  * multiplied on tensor cores by cuBLAS with f32 accumulation, x converted likewise.

@@ -1,7 +1,7 @@
 /*
- * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then one of four kernels
+ * matmul.cu: cuda_matmul, y[T,N] = x[T,K] . W[N,K]^T (+ bias): argument checks, then one of five kernels
  * (cuda_matmul_kernel: c->mm_mode, else the 8-bit kernels of matvec_q8.cu up to CUDA_MVQ_T_MAX where the
- * format has one, then the crossover table mma_cross below): the fused f32 kernels of matvec.cu
+ * format has one, then the crossover tables below): the int8 tensor-core kernel of matmul_q8mma.cu, the fused f32 kernels of matvec.cu
  * for T <= CUDA_MATVEC_T_MAX, the tensor-core kernel of matmul_mma.cu, or the GEMM path here: x converted once to bf16 (f16 below cc 80,
  * where tensor cores have no bf16), W dequantized gemm_rows rows at a time into the workspace in the same
  * type, each chunk multiplied by cuBLAS with f32 accumulation straight into its columns of y, the bias added
@@ -24,7 +24,7 @@ static size_t ws_align(size_t n)
 
 extern "C" size_t cuda_matmul_ws_bytes(int T_max, int64_t K_max, size_t gemm_rows)
 {
-	size_t mvq = cuda_mvq_ws_bytes(T_max < CUDA_MVQ_T_MAX ? T_max : CUDA_MVQ_T_MAX, K_max);
+	size_t mvq = cuda_mvq_ws_bytes(T_max, K_max); /* the int8 tensor-core kernel's codes of every token */
 	if (T_max <= CUDA_MATVEC_T_MAX)
 		return mvq;
 	size_t gemm = ws_align((size_t)T_max * (size_t)K_max * 2) + ws_align(gemm_rows * (size_t)K_max * 2);
@@ -209,9 +209,15 @@ static const struct mma_cross mma_cross_tab[] = {
 	{-1, 1, 0}, /* default: last */
 };
 
-static bool mma_wins(int wfmt, int T)
+/* Where the int8 tensor-core kernel (matmul_q8mma.cu) replaces the others, rows as above: empty until
+ * `bench_cuda_matmul --q8mma` has measured it on an H100 (bench/RESULTS.md lists the run owed); until then
+ * FERRY_MATMUL=q8mma runs it. */
+static const struct mma_cross q8mma_cross_tab[] = {
+	{-1, 1, 0}, /* default: last */
+};
+
+static bool cross_wins(const struct mma_cross *r, int wfmt, int T)
 {
-	const struct mma_cross *r = mma_cross_tab;
 	while (r->fmt >= 0 && r->fmt != wfmt)
 		r++;
 	return T >= r->t_lo && T <= r->t_hi;
@@ -219,8 +225,14 @@ static bool mma_wins(int wfmt, int T)
 
 extern "C" int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T)
 {
-	bool mma = cuda_mma_runs(c, wfmt);
+	bool mma = cuda_mma_runs(c, wfmt), q8mma = cuda_q8mma_runs(c, wfmt);
 	switch (c->mm_mode) {
+	case CUDA_MM_Q8MMA:
+		if (q8mma)
+			return CUDA_MMK_Q8MMA;
+		if (T <= CUDA_MVQ_T_MAX && cuda_mvq_runs(wfmt))
+			return CUDA_MMK_MVQ;
+		break;
 	case CUDA_MM_MMA:
 		if (mma)
 			return CUDA_MMK_MMA;
@@ -232,7 +244,9 @@ extern "C" int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T)
 	default:
 		if (T <= CUDA_MVQ_T_MAX && cuda_mvq_runs(wfmt))
 			return CUDA_MMK_MVQ;
-		if (mma && mma_wins(wfmt, T))
+		if (q8mma && cross_wins(q8mma_cross_tab, wfmt, T))
+			return CUDA_MMK_Q8MMA;
+		if (mma && cross_wins(mma_cross_tab, wfmt, T))
 			return CUDA_MMK_MMA;
 	}
 	return T <= CUDA_MATVEC_T_MAX ? CUDA_MMK_MATVEC : CUDA_MMK_BLAS;
@@ -260,6 +274,8 @@ extern "C" int cuda_matmul(struct cuda_ctx *c, float *y, const float *x, const v
 		return cuda_matvec(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	if (kern == CUDA_MMK_MMA)
 		return cuda_matmul_mma(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
+	if (kern == CUDA_MMK_Q8MMA)
+		return cuda_matmul_q8mma(c, y, x, W, wfmt, N, K, bias, bias_fmt, T);
 	CUDA_ARG_CHECK(c, c->cublas && c->gemm_rows > 0, "cuda_matmul: T=%d needs a cuBLAS handle and gemm_rows", T);
 	if (c->cc >= 80)
 		return gemm_path<__nv_bfloat16>(c, y, x, W, wfmt, N, K, bias, bias_fmt, T, wfmt == WFMT_BF16);

@@ -418,9 +418,14 @@ int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int
 		const void *bias, int bias_fmt, int T);
 
 /* matvec_q8.cu: the same product for T <= CUDA_MVQ_T_MAX on 8-bit activations (integer dots), for the formats
- * where cuda_mvq_runs (cuda_ops.h); needs cuda_mvq_ws_bytes(T, K) of c->ws (-ENOSPC without); arguments checked
+ * where cuda_mvq_runs (cuda_ops.h); needs cuda_mvq_ws_bytes(T, K) (cuda_ops.h) of c->ws (-ENOSPC without); arguments checked
  * by cuda_matmul. */
-size_t cuda_mvq_ws_bytes(int T, int64_t K);
+/* x[T,K] as 8-bit codes xq[T*K] and scales xd[T*K/B] per block of B (32 or 256) at the start of c->ws (the
+ * CPU's cpu_xq_quantize, bit for bit), kept from the previous 8-bit product when it was over the same x, T,
+ * K and B with nothing launched or uploaded since; 0, or -ENOSPC (needs cuda_mvq_ws_bytes(T, K)). After
+ * launching its product, a caller notes the codes with cuda_xq_keep (they stay valid unless y overlaps x). */
+int cuda_xq_codes(struct cuda_ctx *c, const float *x, int T, int64_t K, int B, int8_t **xq, float **xd);
+void cuda_xq_keep(struct cuda_ctx *c, const float *y, const float *x, int T, int64_t N, int64_t K, int B);
 int cuda_matvec_q8(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		   const void *bias, int bias_fmt, int T);
 
@@ -429,5 +434,11 @@ int cuda_matvec_q8(struct cuda_ctx *c, float *y, const float *x, const void *W, 
 bool cuda_mma_runs(const struct cuda_ctx *c, int wfmt);
 int cuda_matmul_mma(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
 		    const void *bias, int bias_fmt, int T);
+
+/* matmul_q8mma.cu: the same product on int8 tensor cores (x quantized as the 8-bit matvec quantizes it, the
+ * weights' integer codes unpacked in the kernel), for the formats and devices where cuda_q8mma_runs
+ * (cuda_ops.h); needs cuda_mvq_ws_bytes(T, K) of c->ws; arguments checked by cuda_matmul. */
+int cuda_matmul_q8mma(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
+		      const void *bias, int bias_fmt, int T);
 
 #endif

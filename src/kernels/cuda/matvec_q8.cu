@@ -133,30 +133,55 @@ static __global__ void __launch_bounds__(MVQ_THREADS, TB == 1 ? 6 : TB == 2 ? 5 
 	}
 }
 
-template <class F>
-static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
-		      const void *bias, int bias_fmt, int T)
+/* x's codes and scales in blocks of B at the start of c->ws (cuda_xq_codes in matmul.cuh): quantized by
+ * k_quantize_x, or kept from the call before (c->xq_*). 0 or -ENOSPC. */
+int cuda_xq_codes(struct cuda_ctx *c, const float *x, int T, int64_t K, int B, int8_t **xq, float **xd)
 {
 	size_t need = cuda_mvq_ws_bytes(T, K);
-	CUDA_ARG_CHECK(c, T >= 1 && T <= CUDA_MVQ_T_MAX, "cuda_matvec_q8: T=%d outside 1..%d", T, CUDA_MVQ_T_MAX);
 	if (need > c->ws_bytes || !c->ws) {
 		snprintf(c->err, sizeof(c->err), "cuda_matmul: workspace of %zu bytes, T=%d K=%lld needs %zu (8-bit x)",
 			 c->ws_bytes, T, (long long)K, need);
 		return -ENOSPC;
 	}
-	cudaStream_t s = cuda_stream_of(c);
-	int8_t *xq = (int8_t *)c->ws;
-	float *xd = (float *)((char *)c->ws + mvq_align((size_t)T * (size_t)K));
-	const int64_t nbx = (int64_t)T * K / F::BLOCK;
-	if (c->xq_reuse && c->xq_x == x && c->xq_T == T && c->xq_K == K && c->xq_block == F::BLOCK &&
+	*xq = (int8_t *)c->ws;
+	*xd = (float *)((char *)c->ws + mvq_align((size_t)T * (size_t)K));
+	const int64_t nbx = (int64_t)T * K / B;
+	if (c->xq_reuse && c->xq_x == x && c->xq_T == T && c->xq_K == K && c->xq_block == B &&
 	    c->xq_at == c->launches) {
 		c->xq_reused++;
-	} else {
-		const int qthreads = 256;
-		c->xq_x = NULL;
-		k_quantize_x<F::BLOCK><<<(unsigned)((nbx * 32 + qthreads - 1) / qthreads), qthreads, 0, s>>>(xq, xd, x, nbx);
-		CUDA_LAUNCH_CHECK(c, "k_quantize_x");
+		return 0;
 	}
+	const int qthreads = 256;
+	const unsigned grid = (unsigned)((nbx * 32 + qthreads - 1) / qthreads);
+	c->xq_x = NULL;
+	if (B == QK)
+		k_quantize_x<QK><<<grid, qthreads, 0, cuda_stream_of(c)>>>(*xq, *xd, x, nbx);
+	else
+		k_quantize_x<QK_K><<<grid, qthreads, 0, cuda_stream_of(c)>>>(*xq, *xd, x, nbx);
+	CUDA_LAUNCH_CHECK(c, "k_quantize_x");
+	return 0;
+}
+
+/* After the product's launch: the codes still describe x unless y overlapped it */
+void cuda_xq_keep(struct cuda_ctx *c, const float *y, const float *x, int T, int64_t N, int64_t K, int B)
+{
+	const bool y_clear = (const char *)(y + (int64_t)T * N) <= (const char *)x ||
+			     (const char *)y >= (const char *)(x + (int64_t)T * K);
+	c->xq_x = y_clear ? x : NULL;
+	c->xq_T = T, c->xq_K = K, c->xq_block = B, c->xq_at = c->launches;
+}
+
+template <class F>
+static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *W, int64_t N, int64_t K,
+		      const void *bias, int bias_fmt, int T)
+{
+	CUDA_ARG_CHECK(c, T >= 1 && T <= CUDA_MVQ_T_MAX, "cuda_matvec_q8: T=%d outside 1..%d", T, CUDA_MVQ_T_MAX);
+	int8_t *xq;
+	float *xd;
+	int rc = cuda_xq_codes(c, x, T, K, F::BLOCK, &xq, &xd);
+	if (rc)
+		return rc;
+	cudaStream_t s = cuda_stream_of(c);
 	const unsigned grid = (unsigned)((N + MVQ_ROWS - 1) / MVQ_ROWS);
 	const int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	const uint8_t *w = (const uint8_t *)W;
@@ -172,10 +197,7 @@ static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 #undef MVQ_CASE
 	CUDA_LAUNCH_CHECK(c, "k_matvec_q8");
 	/* y never aliases x (cuda_matmul's contract), so the codes still describe x after this launch */
-	const bool y_clear = (const char *)(y + (int64_t)T * N) <= (const char *)x ||
-			     (const char *)y >= (const char *)(x + (int64_t)T * K);
-	c->xq_x = y_clear ? x : NULL;
-	c->xq_T = T, c->xq_K = K, c->xq_block = F::BLOCK, c->xq_at = c->launches;
+	cuda_xq_keep(c, y, x, T, N, K, F::BLOCK);
 	return 0;
 }
 
