@@ -196,10 +196,12 @@ def main():
                 for name, extra in (("resident", []), ("streamed", ["--stream-all", "--chunk", 8]),
                                     ("from disk", ["--stream-all", "--chunk", 8, "--ram", 1])):
                     out, up = {}, {}
-                    for mode, env in (("routed", None), ("whole", {"FERRY_MOE_WHOLE": "1"})):
+                    # --moe-cpu off: a split would compute some experts with the CPU's kernels (cpu_all below)
+                    for mode, env, mc in (("routed", None, "off"), ("whole", {"FERRY_MOE_WHOLE": "1"}, "off"),
+                                          ("cpu_all", None, "all")):
                         sj = os.path.join(root, f"{v}.{mode}.json")
-                        out[mode] = logits(f, model, ids, root, ["--device", "cuda", *extra, "--stats-json", sj],
-                                           f"{v} {mode} {name}", env=env)
+                        out[mode] = logits(f, model, ids, root, ["--device", "cuda", *extra, "--moe-cpu", mc,
+                                                                 "--stats-json", sj], f"{v} {mode} {name}", env=env)
                         up[mode] = json.load(open(sj)) if os.path.exists(sj) else {}
                     if out["routed"] is not None and out["whole"] is not None:
                         moe = up["routed"].get("moe", {})
@@ -212,6 +214,15 @@ def main():
                             f.check(io_r.get("n_experts", 0) > 0 and io_w.get("n_experts") == 0,
                                     f"{v} from disk: experts read one by one {io_r.get('n_experts')}, whole "
                                     f"{io_w.get('n_experts')}")
+                        # --moe-cpu all: every missing expert on the CPU beside the GPU, summed in expert order;
+                        # within the streamed CPU-vs-CUDA tolerance of all on the GPU
+                        tol = 2e-3
+                        if name != "resident" and out["cpu_all"] is not None:
+                            e = rel_err(out["cpu_all"], out["routed"])
+                            hx = up["cpu_all"].get("moe", {}).get("host_experts", 0)
+                            print(f"{v}: cuda {name}: --moe-cpu all {hx} experts on the CPU, logits vs off {e:.2e} "
+                                  f"(tolerance {tol})", flush=True)
+                            f.check(hx > 0 and e <= tol, f"{v} {name}: --moe-cpu all: {hx} host experts, {e:.2e}")
                         print(f"{v}: cuda {name}: routed uploads {moe.get('uploads')} experts of "
                               f"{moe.get('union_experts')} chosen; h2d {up['routed'].get('h2d_bytes_prefill')} vs whole "
                               f"{up['whole'].get('h2d_bytes_prefill')} bytes", flush=True)

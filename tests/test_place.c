@@ -7,6 +7,10 @@
  *   - a CPU 100x slower than the link: auto keeps every unit on the device;
  *   - resident units cost no upload; a placement list parses, and bad ones fail naming --placement;
  *   - the rates are measured on layer 0, the head and layers spread between (rates_sample);
+ *   - --moe-cpu's split (moe_cpu.c): on a laptop's link (13 GB/s) a 1-token range of a 30B-A3B-shaped
+ *     model (2.65 MB experts) gives most of a token's 8 missing experts to a CPU that reads 30 GB/s, the
+ *     split the balance works out to by hand; ranges of many tokens per expert, where the CPU's rate falls,
+ *     give it few or none; off none, all every one; a fast link (H100 PCIe, CPU slower) leaves it two;
  *   - the rates cache keeps what it is given per key ($FERRY_HOME), and FERRY_RATES=measure bypasses it; a
  *     cache file that is not JSON, or an entry with a field that is not a positive number, is an error naming
  *     the file (and the field), and a save afterwards repairs it.
@@ -17,6 +21,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "engine/moe_cpu.h"
 #include "engine/plan.h"
 #include "engine/rates.h"
 #include "layout/wfmt.h"
@@ -144,6 +149,54 @@ static void rate_model(const struct layout *lay)
 	free(p.resident), free(p.on_host);
 }
 
+static void moe_split_model(void)
+{
+	double B = 2.65e6; /* an expert of a 30B-A3B at Q4_K: 3 x 2048 x 768 x 4.5 bits */
+	struct plan_rates r = {.h2d = 13e9, .h2d_busy = 13e9, .host = {30e9, 25e9, 18e9, 10e9}, .host_busy = 30e9,
+			       .dev = {1e12, 1e12, 1e12, 1e12}, .cross = 20e-6,
+			       .host_exp = {30e9, 25e9, 18e9, 10e9}};
+	int one[8] = {1, 1, 1, 1, 1, 1, 1, 1}, hits[2] = {1, 1};
+	bool host[16];
+	double pred = 0;
+	/* by hand: upload 204 us an expert, host 88 us (+40 us crossing): 6 on the host (568 us) against 2
+	 * uploads (408 us); 5 would leave 612 us of uploads, 7 give the host 656 */
+	int n = moe_cpu_split(MOE_CPU_AUTO, &r, B, hits, 2, one, 8, host, &pred);
+	double up = B / 13e9 + B / 1e12, want = 6 * B / 30e9 + 2 * r.cross;
+	CHECK_MSG(n == 6, "laptop, 1 token: the host took %d of 8 missing experts, want 6", n);
+	CHECK_MSG(rel(pred, want) < 1e-3 && pred > 2 * up, "laptop, 1 token: predicted %.6f s, want %.6f", pred, want);
+	CHECK_MSG(moe_cpu_split(MOE_CPU_OFF, &r, B, hits, 2, one, 8, host, NULL) == 0 && !host[0], "off took some");
+	CHECK_MSG(moe_cpu_split(MOE_CPU_ALL, &r, B, hits, 2, one, 8, host, NULL) == 8 && host[7], "all took fewer");
+	CHECK_MSG(moe_cpu_split(MOE_CPU_AUTO, NULL, B, hits, 2, one, 8, host, NULL) == 0, "auto without rates took some");
+	/* the fewest tokens first: one expert with 3 tokens among seven with 1 stays with the device */
+	int mixed[8] = {1, 1, 1, 3, 1, 1, 1, 1};
+	n = moe_cpu_split(MOE_CPU_AUTO, &r, B, hits, 2, mixed, 8, host, NULL);
+	CHECK_MSG(n == 6 && !host[3], "mixed counts: %d on the host, the 3-token expert %s", n, host[3] ? "too" : "not");
+	/* 64 tokens over 16 experts (32 each): the CPU at 32 tokens takes 972 us an expert, so 2 of them beside 14
+	 * uploads (2.9 ms); at 256 tokens each none */
+	int big[16];
+	for (int i = 0; i < 16; i++)
+		big[i] = 32;
+	n = moe_cpu_split(MOE_CPU_AUTO, &r, B, NULL, 0, big, 16, host, NULL);
+	CHECK_MSG(n == 2, "32 tokens an expert: the host took %d of 16 experts, want 2", n);
+	for (int i = 0; i < 16; i++)
+		big[i] = 256;
+	n = moe_cpu_split(MOE_CPU_AUTO, &r, B, NULL, 0, big, 16, host, NULL);
+	CHECK_MSG(n == 0, "256 tokens an expert: the host took %d of 16 experts, want none", n);
+	/* an H100 on PCIe 5 (50 GB/s) beside a CPU of 20 GB/s: the host takes two (it runs beside the uploads) */
+	struct plan_rates fast = r;
+	fast.h2d = fast.h2d_busy = 50e9;
+	for (int i = 0; i < RATES_NT; i++)
+		fast.host_exp[i] = 20e9;
+	fast.host_busy = fast.host[0];
+	n = moe_cpu_split(MOE_CPU_AUTO, &fast, B, hits, 2, one, 8, host, NULL);
+	CHECK_MSG(n == 2, "fast link: the host took %d of 8, want 2", n);
+	int mode = -1;
+	char err[128] = "";
+	CHECK_MSG(moe_cpu_parse("all", &mode, err, sizeof(err)) == 0 && mode == MOE_CPU_ALL, "parse all");
+	CHECK_MSG(moe_cpu_parse("most", &mode, err, sizeof(err)) == -EINVAL && strstr(err, "--moe-cpu most"),
+		  "parse most: '%s'", err);
+}
+
 /* Feeds plan_fix_observe the steps a machine with rates `truth` takes under p (measured = truth's
  * prediction); returns after the first re-plan request or n steps (then -1). */
 static int feed(struct plan_fix *f, struct plan *p, const struct layout *lay, const struct plan_rates *truth, int T,
@@ -226,7 +279,7 @@ int main(void)
 	char err[256];
 	double B = (double)UNIT;
 	struct plan_rates r = {.h2d = 10e9, .h2d_busy = 10e9, .host = {10e9, 10e9, 10e9, 10e9}, .host_busy = 10e9,
-			       .dev = {1e12, 1e12, 1e12, 1e12}, .cross = 1e-5};
+			       .dev = {1e12, 1e12, 1e12, 1e12}, .cross = 1e-5, .host_exp = {10e9, 10e9, 10e9, 10e9}};
 	struct plan p;
 	make_plan(&p, 3, 0);
 	double all = plan_predict(&p, &lay, &r, 1, false);
@@ -282,6 +335,7 @@ int main(void)
 		  su[0], su[1], su[2], su[3], su[4], su[5], su[6], su[7]);
 	rate_model(&lay);
 	online_fix(&lay);
+	moe_split_model();
 	/* the rates cache: a round trip under $FERRY_HOME, another key misses, FERRY_RATES=measure ignores it */
 	char home[] = "/tmp/ferry_test_place_XXXXXX";
 	CHECK_MSG(mkdtemp(home) != NULL, "mkdtemp");

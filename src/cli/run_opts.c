@@ -33,6 +33,10 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg)
 	case RUN_OPT_DEVICE: o->device = arg; break;
 	case RUN_OPT_VRAM: o->vram = parse_size(arg); bad = o->vram <= 0; name = "--vram"; break;
 	case RUN_OPT_PLACEMENT: o->placement = arg; break;
+	case RUN_OPT_MOE_CPU:
+		o->moe_cpu = arg;
+		bad = strcmp(arg, "auto") && strcmp(arg, "off") && strcmp(arg, "all"), name = "--moe-cpu";
+		break;
 	case RUN_OPT_SPEC: o->spec.mode = spec_mode_parse(arg); bad = o->spec.mode < 0; name = "--spec"; break;
 	case RUN_OPT_SPEC_MAX:
 		bad = parse_int(arg, 1, KV_TREE_MAX - 1, &v);
@@ -99,6 +103,10 @@ void run_opts_usage(FILE *f)
 		"  --placement auto|gpu|cpu|LIST  with CUDA: which layers the CPU computes from the RAM tier in steps of few\n"
 		"                         tokens (decode) while the GPU streams the others (default auto: chosen from rates\n"
 		"                         measured at start; LIST: layers and ranges for the CPU, e.g. 0-19,40-59,head)\n"
+		"  --moe-cpu auto|off|all with CUDA and a mixture of experts: the routed experts a decode step's layer lacks\n"
+		"                         on the GPU (not in its expert cache) are computed by the CPU from the RAM tier\n"
+		"                         instead of uploaded, beside the GPU (default auto: per expert, where the rates\n"
+		"                         measured at start predict it faster; all: every one; ranges over 64 tokens: none)\n"
 		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n"
 		"  --spec off|auto|lookup|draft|tree|combined  speculative decoding (default off): guesses verified in one\n"
 		"                         pass, output exactly as without (auto: combined with --draft, else lookup;\n"
@@ -118,6 +126,7 @@ void run_opts_engine(const struct run_opts *o, struct engine_opts *eo)
 	eo->vram = o->vram;
 	eo->threads = o->threads;
 	eo->placement = o->placement;
+	eo->moe_cpu = o->moe_cpu;
 	eo->h2d_limit = o->h2d_limit;
 	eo->ram = o->ram;
 	eo->reader = !strcmp(o->io, "uring") ? IO_READER_URING : !strcmp(o->io, "pread") ? IO_READER_PREAD : IO_READER_AUTO;

@@ -1,6 +1,6 @@
 /*
  * run_opts.h: the options every command that runs a model takes (`ferry run`, `batch`, `serve`, `ppl`): the
- * compute device (--device, --vram, --threads, --placement, --h2d-limit), the layer streamer (--ram, --io)
+ * compute device (--device, --vram, --threads, --placement, --moe-cpu, --h2d-limit), the layer streamer (--ram, --io)
  * and the KV cache (--kv, --kv-page); their parsing and usage text, and the engine options they set (src/engine/engine.h).
  */
 #ifndef FERRY_RUN_OPTS_H
@@ -19,6 +19,7 @@ struct run_opts {
 	int threads, kv_page;    /* 0: all cores; the model's default page */
 	int64_t ram, vram;       /* -1: half of physical memory; all that is free */
 	const char *placement;   /* NULL: auto */
+	const char *moe_cpu;     /* NULL: auto */
 	double h2d_limit;        /* GB/s the uploads are paced to (0: no limit) */
 	struct spec_opts spec;   /* --spec, --spec-max, --spec-ngram, --spec-branch */
 	const char *draft;       /* --draft */
@@ -42,6 +43,7 @@ enum {
 	RUN_OPT_SPEC_BRANCH,
 	RUN_OPT_SPEC_COST,
 	RUN_OPT_DRAFT,
+	RUN_OPT_MOE_CPU,
 };
 #define RUN_OPTS_LONG                                                                                             \
 	{"kv", required_argument, 0, RUN_OPT_KV}, {"kv-page", required_argument, 0, RUN_OPT_KV_PAGE},            \
@@ -51,7 +53,7 @@ enum {
 	{"h2d-limit", required_argument, 0, RUN_OPT_H2D_LIMIT}, {"spec", required_argument, 0, RUN_OPT_SPEC},        \
 	{"spec-max", required_argument, 0, RUN_OPT_SPEC_MAX}, {"spec-ngram", required_argument, 0, RUN_OPT_SPEC_NGRAM}, \
 	{"spec-branch", required_argument, 0, RUN_OPT_SPEC_BRANCH}, {"draft", required_argument, 0, RUN_OPT_DRAFT},    \
-	{"spec-cost", required_argument, 0, RUN_OPT_SPEC_COST}
+	{"spec-cost", required_argument, 0, RUN_OPT_SPEC_COST}, {"moe-cpu", required_argument, 0, RUN_OPT_MOE_CPU}
 
 void run_opts_default(struct run_opts *o);
 /* Takes getopt's code c and its argument: 0 when c was one of these options, 1 when it is not, 2 after
@@ -61,7 +63,7 @@ int run_opts_parse(struct run_opts *o, int c, const char *arg);
 int run_opts_check(const struct run_opts *o);
 void run_opts_usage(FILE *f);
 
-/* The engine options these set (device, vram, threads, placement, h2d_limit, ram, reader, kv, kv_page, spec,
+/* The engine options these set (device, vram, threads, placement, moe_cpu, h2d_limit, ram, reader, kv, kv_page, spec,
  * draft); the rest of eo is kept. */
 void run_opts_engine(const struct run_opts *o, struct engine_opts *eo);
 /* The ids that end a request: the model's end-of-sequence ids and the tokenizer's end-of-generation ids

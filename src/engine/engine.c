@@ -11,6 +11,7 @@
 #include "base/numa.h"
 #include "base/util.h"
 #include "engine/engine.h"
+#include "engine/moe_cpu.h"
 #include "engine/rates.h"
 
 struct engine {
@@ -54,55 +55,83 @@ static int kv_fmt_of(const char *name, const struct backend *b, char *err, size_
 	return -EINVAL;
 }
 
+/* The rates for this machine and model from the cache, or measured (measure: when the cache has none) into
+ * e->rates; e->hb must be open. A failed measurement fails only when `need`. */
+static int get_rates(struct engine *e, const struct layout *lay, const struct engine_opts *o, bool measure, bool need,
+		     char *err, size_t errlen)
+{
+	char key[2048], cerr[512];
+	rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
+	int lr = rates_load(key, &e->rates, cerr, sizeof(cerr));
+	if (lr < 0 && measure)
+		fprintf(stderr, "ferry: ignoring the rates cache: %s; measuring again\n", cerr);
+	e->has_rates = lr > 0;
+	if (e->has_rates || !measure)
+		return 0;
+	int rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
+	e->has_rates = !rc;
+	if (!rc)
+		rates_save(key, &e->rates);
+	return need ? rc : 0;
+}
+
+/* --moe-cpu's mode into the plan, and what it does with a range whose experts are all missing from the
+ * device: a token's K, and a range of moe_cpu_t tokens spread evenly over K experts each (for --plan). */
+static void moe_policy(struct plan *p, const struct layout *lay, const struct plan_rates *r, int mode)
+{
+	int K = lay->hp.n_experts_used, E = lay->hp.n_experts, T = p->opt.moe_cpu_t;
+	double bytes = (double)weights_expert_bytes(lay);
+	int cnt[E > 0 ? E : 1];
+	bool host[E > 0 ? E : 1];
+	p->moe_cpu = mode;
+	p->moe_cpu_k = K;
+	for (int i = 0; i < E; i++)
+		cnt[i] = 1;
+	p->moe_cpu_host1 = moe_cpu_split(mode, r, bytes, NULL, 0, cnt, K, host, NULL);
+	int n = T * K < E ? T * K : E; /* the experts such a range chooses, and the tokens of each */
+	for (int i = 0; i < n; i++)
+		cnt[i] = (T * K + n - 1) / n;
+	int h = moe_cpu_split(mode, r, bytes, NULL, 0, cnt, n, host, NULL);
+	p->moe_cpu_host_t = n ? (h * K + n / 2) / n : 0;
+}
+
 /* The hybrid placement --placement asks for (plan.h): on a device, "auto" measures the rates (or finds them
  * in the cache) and keeps the fastest predicted placement; a list or "cpu" is taken as given and predicted
  * from the rates (a host-memory backend runs a list on a second host backend: the same steps, for the tests
- * and bench/bench_place_cpu.py). Re-makes the plan with it. */
+ * and bench/bench_place_cpu.py). Re-makes the plan with it. --moe-cpu (moe_mode) keeps the host backend for
+ * a device's missing experts, and auto needs the rates too. */
 static int place(struct engine *e, const struct layout *lay, const struct engine_opts *o, const struct model_opts *mo,
-		 char *err, size_t errlen)
+		 int moe_mode, char *err, size_t errlen)
 {
 	const char *mode = o->placement ? o->placement : "auto";
 	bool device = !e->b->ops->host_memory;
-	if (!strcmp(mode, "gpu") && !backend_cpu_create(&e->hb, o->threads, err, errlen)) {
-		/* predictions only: the rates an earlier run measured, if the cache has them */
-		char key[2048], cerr[512];
-		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
-		e->has_rates = rates_load(key, &e->rates, cerr, sizeof(cerr)) > 0;
-		e->hb->ops->destroy(e->hb);
-		e->hb = NULL;
-		if (e->has_rates)
-			e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
-	}
-	if (!strcmp(mode, "gpu") || (!strcmp(mode, "auto") && (!device || e->plan.n_resident == e->plan.n_units)))
+	bool moe = moe_mode != MOE_CPU_OFF && mo->moe_cpu_t > 0 && e->plan.n_resident < e->plan.n_units;
+	bool hyb = strcmp(mode, "gpu") && !(!strcmp(mode, "auto") && (!device || e->plan.n_resident == e->plan.n_units));
+	if (!hyb && !moe) {
+		if (!strcmp(mode, "gpu") && !backend_cpu_create(&e->hb, o->threads, err, errlen)) {
+			/* predictions only: the rates an earlier run measured, if the cache has them */
+			get_rates(e, lay, o, false, false, err, errlen);
+			e->hb->ops->destroy(e->hb);
+			e->hb = NULL;
+			if (e->has_rates)
+				e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
+		}
 		return 0;
+	}
 	int rc = backend_cpu_create(&e->hb, o->threads, err, errlen);
 	/* auto chooses from the rates; a list or cpu is predicted from them (--plan, --stats) */
-	if (!rc) {
-		char key[2048];
-		rates_key(key, sizeof(key), lay, e->b, e->hb, o->h2d_limit);
-		char cerr[512];
-		int lr = rates_load(key, &e->rates, cerr, sizeof(cerr));
-		if (lr < 0)
-			fprintf(stderr, "ferry: ignoring the rates cache: %s; measuring again\n", cerr);
-		e->has_rates = lr > 0;
-		if (!e->has_rates) {
-			rc = rates_measure(&e->rates, lay, e->b, e->hb, e->pinned.alloc ? &e->pinned : NULL, err, errlen);
-			e->has_rates = !rc;
-			if (!rc)
-				rates_save(key, &e->rates);
-			else if (strcmp(mode, "auto")) /* a given placement runs without predictions */
-				rc = 0;
-		}
-	}
-	bool *on_host = rc ? NULL : calloc((size_t)e->plan.n_units, sizeof(bool));
-	if (!rc && !on_host) {
+	if (!rc)
+		rc = get_rates(e, lay, o, hyb || moe_mode == MOE_CPU_AUTO, hyb && !strcmp(mode, "auto"), err, errlen);
+	bool *on_host = rc || !hyb ? NULL : calloc((size_t)e->plan.n_units, sizeof(bool));
+	if (!rc && hyb && !on_host) {
 		snprintf(err, errlen, "out of memory");
 		rc = -ENOMEM;
 	}
 	int t_max = 0;
-	rc = rc ? rc : plan_place(&e->plan, lay, e->has_rates ? &e->rates : NULL, mode, on_host, &t_max, err, errlen);
+	if (hyb)
+		rc = rc ? rc : plan_place(&e->plan, lay, e->has_rates ? &e->rates : NULL, mode, on_host, &t_max, err, errlen);
 	int n_on = 0;
-	for (int u = 0; !rc && u < e->plan.n_units; u++)
+	for (int u = 0; !rc && hyb && u < e->plan.n_units; u++)
 		n_on += on_host[u];
 	if (!rc && n_on && t_max > 0) {
 		plan_free(&e->plan);
@@ -114,6 +143,8 @@ static int place(struct engine *e, const struct layout *lay, const struct engine
 		e->plan.pred_device = plan_predict(&e->plan, lay, &e->rates, 1, false);
 		e->plan.pred_hybrid = e->plan.n_on_host ? plan_predict(&e->plan, lay, &e->rates, 1, true) : 0;
 	}
+	if (!rc && moe)
+		moe_policy(&e->plan, lay, e->has_rates ? &e->rates : NULL, moe_mode);
 	free(on_host);
 	return rc;
 }
@@ -199,6 +230,12 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 	rc = kv_fmt < 0 ? kv_fmt : 0;
 	struct model_opts mo = {.t_max = o->t_max, .max_logits = o->max_logits, .ctx = o->ctx, .max_seqs = o->max_seqs,
 				.kv_fmt = kv_fmt, .kv_page = o->kv_page, .kv_pages = o->kv_pages};
+	/* --moe-cpu: a device's ranges of up to MOE_CPU_T_MAX tokens may have experts computed on the host */
+	int moe_mode = MOE_CPU_AUTO;
+	if (!rc && o->moe_cpu)
+		rc = moe_cpu_parse(o->moe_cpu, &moe_mode, err, errlen);
+	if (!rc && moe_mode != MOE_CPU_OFF && lay->hp.n_experts && !e->b->ops->host_memory)
+		mo.moe_cpu_t = o->t_max < MOE_CPU_T_MAX ? o->t_max : MOE_CPU_T_MAX;
 	if (o->spec.mode != SPEC_OFF) { /* a tree's logits are all of its tokens' */
 		int per = 1 + (o->spec.max > 0 ? o->spec.max : SPEC_MAX_DEFAULT), rows = o->max_seqs * per;
 		rows = rows < o->t_max ? rows : o->t_max;
@@ -208,7 +245,7 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 	if (!rc && o->draft && !o->plan_only)
 		rc = draft_open(e, lay, o, kv_fmt, err, errlen);
 	rc = rc ? rc : plan_make(&e->plan, lay, e->b, &mo, o->stream_all, o->t_max_auto, o->kv_host, NULL, err, errlen);
-	rc = rc ? rc : place(e, lay, o, &mo, err, errlen);
+	rc = rc ? rc : place(e, lay, o, &mo, moe_mode, err, errlen);
 	if (!rc && !o->plan_only) {
 		struct io_opts io;
 		io_opts_default(&io);
@@ -218,6 +255,8 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 		io.host_alloc = e->pinned.alloc ? &e->pinned : NULL;
 		rc = model_init(&e->m, lay, e->b, e->hb, &e->plan, &io, err, errlen);
 		e->has_model = !rc;
+		if (!rc)
+			model_moe_rates(&e->m, e->has_rates ? &e->rates : NULL);
 		/* top-k from a device, which would otherwise copy whole rows; the host reads them in place */
 		if (!rc && !o->no_sched)
 			rc = sched_init(&e->s, &e->m, e->m.opt.max_seqs, e->b->ops->host_memory ? 0 : o->top_k, e->eos, o->n_eos,
@@ -358,10 +397,11 @@ json_t *engine_spec_json(const struct engine_stats *st)
 
 static json_t *rates_json(const struct plan_rates *r)
 {
-	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d, "h2d_busy",
-			 r->h2d_busy, "host_1", r->host[0], "host_2", r->host[1], "host_4", r->host[2], "host_8", r->host[3],
-			 "host_busy", r->host_busy, "dev_1", r->dev[0], "dev_2", r->dev[1], "dev_4", r->dev[2], "dev_8",
-			 r->dev[3], "cross_s", r->cross);
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "h2d", r->h2d,
+			 "h2d_busy", r->h2d_busy, "host_1", r->host[0], "host_2", r->host[1], "host_4", r->host[2], "host_8",
+			 r->host[3], "host_busy", r->host_busy, "dev_1", r->dev[0], "dev_2", r->dev[1], "dev_4", r->dev[2],
+			 "dev_8", r->dev[3], "cross_s", r->cross, "host_exp_1", r->host_exp[0], "host_exp_2", r->host_exp[1],
+			 "host_exp_4", r->host_exp[2], "host_exp_8", r->host_exp[3]);
 }
 
 json_t *engine_stats_json(const struct engine_stats *st)
@@ -442,6 +482,11 @@ json_t *engine_stats_json(const struct engine_stats *st)
 				  "pred_layers", (json_int_t)x->pred_layers, "pred_routed", (json_int_t)x->pred_routed,
 				  "pred_right", (json_int_t)x->pred_right, "pred_guessed", (json_int_t)x->pred_guessed,
 				  "pred_uploads", (json_int_t)x->pred_uploads));
+	if (o && x->layer_steps && x->routed_uploads)
+		json_object_update_new(json_object_get(o, "moe"),
+				       json_pack("{s:s, s:I, s:I, s:I}", "cpu_mode", moe_cpu_name(x->cpu_mode), "cpu_ranges",
+						 (json_int_t)x->cpu_ranges, "cpu_split_ranges", (json_int_t)x->cpu_split_ranges,
+						 "host_experts", (json_int_t)x->host_experts));
 	bool ok = o && v && m && j && h && sp && !json_object_update(o, v) && !json_object_update(o, m) &&
 		  !json_object_set(o, "io", j) && !json_object_set(o, "hybrid", h) && !json_object_set(o, "spec", sp) &&
 		  !json_object_set_new(o, "disk_gbps",
@@ -544,6 +589,11 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 			(unsigned long long)x->pred_layers, (unsigned long long)x->pred_right, (unsigned long long)x->pred_routed,
 			x->pred_routed ? 100.0 * (double)x->pred_right / (double)x->pred_routed : 0.0,
 			(unsigned long long)x->pred_guessed, (unsigned long long)x->pred_uploads);
+		double tk = x->tokens ? (double)x->tokens : 1;
+		fprintf(f, "ferry: experts per token: %.2f computed on the host, %.2f uploaded, %.2f cache hits; --moe-cpu %s: "
+			   "%llu of %llu device ranges split\n",
+			(double)x->host_experts / tk, (double)x->uploads / tk, (double)x->cache_hits / tk,
+			moe_cpu_name(x->cpu_mode), (unsigned long long)x->cpu_split_ranges, (unsigned long long)x->cpu_ranges);
 	}
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];

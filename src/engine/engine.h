@@ -40,6 +40,7 @@ struct engine_opts {
 	bool t_max_auto;      /* the plan may cut t_max to fit the budget */
 	bool stream_all;      /* stream every unit even when the budget could keep it resident */
 	const char *placement;/* hybrid steps: "auto" (NULL), "gpu", "cpu" or a list of units (plan_place) */
+	const char *moe_cpu;  /* a device's missing experts computed on the host: "auto" (NULL), "off", "all" (moe_cpu.h) */
 	int top_k;            /* > 0: the scheduler lets the backend select this many logits per row */
 	const int *eos;       /* end-of-sequence ids, n_eos of them (copied) */
 	int n_eos;

@@ -20,6 +20,7 @@
 
 #include "base/util.h"
 #include "engine/model.h"
+#include "engine/moe_cpu.h"
 
 /* The tensor of table row `row` (src/layout/arch.h) in unit u into *t, its shape checked against the
  * hyper-parameters; data NULL when an optional tensor is absent. */
@@ -215,7 +216,8 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	uint64_t L = (uint64_t)(o->max_logits > 0 ? o->max_logits : 1);
 	memset(mm, 0, sizeof(*mm));
 	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
-		  al(L * V * 4) + (E ? al(S * E * 4) + 2 * al(S * D * 4) : 0);
+		  al(L * V * 4) + (E ? al(S * E * 4) + 2 * al(S * D * 4) : 0) +
+		  (E ? al((uint64_t)o->moe_cpu_t * (uint64_t)hp->n_experts_used * D * 4) : 0);
 	groups_of(hp, o, mm);
 	uint64_t stage[2] = {0, 0};
 	for (int l = 0; l < hp->n_layers; l++) {
@@ -272,6 +274,67 @@ static void rs_free(struct model_rs *rs)
 		if (bufs[i])
 			b->ops->free(b, bufs[i]);
 	memset(rs, 0, sizeof(*rs));
+}
+
+/* --moe-cpu's buffers: the device's for a range's expert rows, the host backend's for its experts. */
+static int moe_cpu_init(struct model *m, struct backend *hb, char *err, size_t errlen)
+{
+	const struct layout_hparams *hp = m->hp;
+	size_t T = (size_t)m->opt.moe_cpu_t, K = (size_t)hp->n_experts_used, D = (size_t)hp->d_model,
+	       F = (size_t)hp->expert_ffn, E = (size_t)hp->n_experts;
+	struct backend_reserve r;
+	struct model_opts xo = m->opt;
+	xo.t_max = xo.t_sub = (int)T;
+	reserve_of(hp, &xo, 1, &r);
+	m->xb = hb;
+	m->xp_dev = m->b->ops->alloc(m->b, T * K * D * 4);
+	m->xh_h = hb->ops->alloc(hb, T * D * 4);
+	m->xh_xe = hb->ops->alloc(hb, T * D * 4);
+	m->xh_g = hb->ops->alloc(hb, T * F * 4);
+	m->xh_u = hb->ops->alloc(hb, T * F * 4);
+	m->xh_p = hb->ops->alloc(hb, T * K * D * 4);
+	m->x_host = calloc(E, sizeof(bool));
+	m->x_present = calloc(E, sizeof(bool));
+	m->x_base = calloc(E, sizeof(int));
+	m->x_cnt = calloc(2 * E, sizeof(int));
+	m->x_idx = calloc(T * K, sizeof(int));
+	m->x_ident = calloc(T, sizeof(int));
+	m->x_w = calloc(T * K, sizeof(float));
+	if (!m->xp_dev || !m->xh_h || !m->xh_xe || !m->xh_g || !m->xh_u || !m->xh_p || !m->x_host || !m->x_present ||
+	    !m->x_base || !m->x_cnt || !m->x_idx || !m->x_ident || !m->x_w) {
+		snprintf(err, errlen, "--moe-cpu: out of memory for the buffers of %zu tokens' host experts%s%s", T,
+			 m->b->err[0] ? ": " : "", m->b->err);
+		return -ENOMEM;
+	}
+	if (hb->ops->reserve(hb, &r)) {
+		snprintf(err, errlen, "--moe-cpu: %s", hb->err);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void moe_cpu_free(struct model *m)
+{
+	if (m->xp_dev)
+		m->b->ops->free(m->b, m->xp_dev);
+	float *h[] = {m->xh_h, m->xh_xe, m->xh_g, m->xh_u, m->xh_p};
+	for (int i = 0; m->xb && i < 5; i++)
+		if (h[i])
+			m->xb->ops->free(m->xb, h[i]);
+	free(m->x_host);
+	free(m->x_present);
+	free(m->x_base);
+	free(m->x_cnt);
+	free(m->x_idx);
+	free(m->x_ident);
+	free(m->x_w);
+}
+
+void model_moe_rates(struct model *m, const struct plan_rates *r)
+{
+	m->has_xr = r != NULL;
+	if (r)
+		m->xr = *r;
 }
 
 int model_init(struct model *m, const struct layout *lay, struct backend *b, struct backend *hb, struct plan *p,
@@ -409,6 +472,8 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	/* layers read from disk bring only their trunk, and a device uploads only the experts the router chose
 	 * (FERRY_MOE_WHOLE=1: whole layers read and uploaded, for comparison); the next layer's are guessed
 	 * (FERRY_MOE_PREDICT=0: not) */
+	if (!rc && hp->n_experts && hb && m->plan.moe_cpu != MOE_CPU_OFF && o->moe_cpu_t > 0 && !b->ops->host_memory)
+		rc = moe_cpu_init(m, hb, err, errlen);
 	const char *whole = getenv("FERRY_MOE_WHOLE"), *predict = getenv("FERRY_MOE_PREDICT");
 	struct io_opts io_moe = *io;
 	io_moe.experts_on_demand = hp->n_experts && !(whole && !strcmp(whole, "1"));
@@ -437,6 +502,7 @@ void model_free(struct model *m)
 	if (!b)
 		return;
 	weights_free(&m->w);
+	moe_cpu_free(m);
 	for (int l = 0; m->kv && m->kvh.n_host && l < m->hp->n_layers; l++)
 		if (m->kvh.host_idx[l] >= 0) /* staging, not pools of their own */
 			m->kv[l].k = m->kv[l].v = NULL;
@@ -502,6 +568,7 @@ void model_stats(const struct model *m, struct model_stats *st)
 	st->moe.cache_refused = ec->refused;
 	st->moe.pred_uploads = m->w.pred_uploads;
 	st->moe.expert_h2d = m->w.exp_h2d;
+	st->moe.cpu_mode = m->xb ? m->plan.moe_cpu : MOE_CPU_OFF;
 	io_stream_stats(m->io, &st->io);
 }
 
@@ -619,9 +686,115 @@ static int moe_predict(struct model *m, struct model_rs *rs, int l, int n)
 	return weights_predict(&m->w, l, guess, b->err, sizeof(b->err));
 }
 
+/* One expert's bytes (its gate, up and down) in layer l. */
+static uint64_t expert_bytes(const struct model *m, int l)
+{
+	const struct layout_unit *u = layout_unit_get(m->lay, l);
+	uint64_t one = 0;
+	for (int i = 0; i < u->n_tensors; i++)
+		if (u->tensors[i].ndim == 3)
+			one += u->tensors[i].bytes / (uint64_t)m->hp->n_experts;
+	return one;
+}
+
+/* --moe-cpu: which of the range's experts (start[E + 1]) the host computes, into m->x_host; how many. Only a
+ * device unit's range of at most opt.moe_cpu_t tokens is weighed; the device keeps what it holds. */
+static int moe_split(struct model *m, struct model_rs *rs, int l, const int *start, int n)
+{
+	int E = m->hp->n_experts, n_hit = 0, n_miss = 0;
+	if (!m->xb || rs != &m->rs[0] || n > m->opt.moe_cpu_t)
+		return 0;
+	bool *used = m->x_host, *present = m->x_present;
+	for (int e = 0; e < E; e++)
+		used[e] = start[e + 1] > start[e];
+	weights_experts_present(&m->w, l, used, present);
+	int *hit = m->x_cnt, *miss = m->x_cnt + E, *miss_e = m->x_base;
+	for (int e = 0; e < E; e++) {
+		if (present[e])
+			hit[n_hit++] = start[e + 1] - start[e];
+		else if (used[e])
+			miss_e[n_miss] = e, miss[n_miss++] = start[e + 1] - start[e];
+	}
+	bool take[E > 0 ? E : 1];
+	int k = moe_cpu_split(m->plan.moe_cpu, m->has_xr ? &m->xr : NULL, (double)expert_bytes(m, l), hit, n_hit, miss,
+			      n_miss, take, NULL);
+	memset(m->x_host, 0, sizeof(bool) * (size_t)E);
+	for (int i = 0; i < n_miss; i++)
+		m->x_host[miss_e[i]] = take[i];
+	m->moe.cpu_ranges++;
+	m->moe.cpu_split_ranges += k > 0;
+	m->moe.host_experts += (uint64_t)k;
+	return k;
+}
+
+/* The experts x_host marks of layer l on the host backend, from the streamer's buffer, over the range's n
+ * normed rows (xh_h, downloaded): each expert's output rows at x_base[e] of xh_p, then the n_rows of them to
+ * the device's buffer. The device computes its experts meanwhile (its ops were issued before). */
+static int moe_host(struct model *m, int l, const int *start, int n_rows, char *err, size_t errlen)
+{
+	const struct layout_hparams *hp = m->hp;
+	struct backend *xb = m->xb;
+	const struct backend_ops *op = xb->ops;
+	int64_t D = hp->d_model, Fe = hp->expert_ffn;
+	void *const *p;
+	struct layer_weights w;
+	int rc = weights_host_experts(&m->w, l, m->x_host, &p, err, errlen);
+	if (rc)
+		return rc;
+	rc = bind_layer(m, l, p, &w, err, errlen);
+	for (int e = 0; !rc && e < hp->n_experts; e++) {
+		int c = start[e + 1] - start[e];
+		if (!m->x_host[e])
+			continue;
+		struct tensor gate = expert_of(&w.w_gate_exps, e), up = expert_of(&w.w_up_exps, e),
+			      down = expert_of(&w.w_down_exps, e), bg, bu, bd;
+		const int *rows = m->moe_rows + start[e];
+		rc = op->gather_rows(xb, m->xh_xe, m->xh_h, rows, c, D);
+		rc = rc ? rc : op->matmul(xb, m->xh_g, m->xh_xe, &gate, expert_bias(&w.b_gate_exps, e, &bg), c);
+		rc = rc ? rc : op->matmul(xb, m->xh_u, m->xh_xe, &up, expert_bias(&w.b_up_exps, e, &bu), c);
+		rc = rc ? rc : op->glu(xb, m->xh_g, m->xh_g, m->xh_u, c * Fe, hp->act);
+		rc = rc ? rc : op->matmul(xb, m->xh_p + (size_t)m->x_base[e] * (size_t)D, m->xh_g, &down,
+					  expert_bias(&w.b_down_exps, e, &bd), c);
+		if (rc && !err[0])
+			snprintf(err, errlen, "layer %d: expert %d on the host: %.400s", l, e, xb->err);
+	}
+	weights_host_put(&m->w, l);
+	/* the backend's error names the failed upload */
+	return rc ? rc : m->b->ops->upload(m->b, m->xp_dev, m->xh_p, sizeof(float) * (size_t)n_rows * (size_t)D);
+}
+
+/* A split range's sum: every token's K expert rows (in xp_dev) added to x in ascending expert order with
+ * their weights, as the per-expert scatter-adds of an unsplit range add them, so a split never changes a
+ * result. x_idx/x_w [K][n]: token t's k-th row and weight. */
+static int moe_sum(struct model *m, struct model_rs *rs, float *x, const int *start, int n)
+{
+	struct backend *b = rs->b;
+	int E = m->hp->n_experts, K = m->hp->n_experts_used;
+	int64_t D = m->hp->d_model;
+	int *fill = m->x_ident; /* rows filled per token, then the identity */
+	memset(fill, 0, sizeof(int) * (size_t)n);
+	for (int e = 0; e < E; e++)
+		for (int at = start[e]; at < start[e + 1]; at++) {
+			int t = m->moe_rows[at], k = fill[t]++;
+			m->x_idx[k * n + t] = m->x_base[e] + (at - start[e]);
+			m->x_w[k * n + t] = m->moe_rw[at];
+		}
+	for (int t = 0; t < n; t++)
+		fill[t] = t;
+	int rc = 0;
+	for (int k = 0; !rc && k < K; k++) {
+		rc = b->ops->gather_rows(b, rs->xe, m->xp_dev, m->x_idx + k * n, n, D);
+		rc = rc ? rc : b->ops->scatter_add(b, x, rs->xe, fill, m->x_w + k * n, n, D);
+	}
+	return rc;
+}
+
 /* The mixture of experts of layer l for tokens t0 .. t0+n-1 (normed in rs->h, residual x): the router's
- * K experts per token, on a device the chosen experts uploaded (weights_experts), then expert by expert (in expert order, so the sums are the same whatever the step)
- * the MLP over its tokens gathered, its output added to their rows of x with their weights. */
+ * K experts per token, on a device the chosen experts uploaded (weights_experts), then expert by expert (in
+ * expert order, so the sums are the same whatever the step) the MLP over its tokens gathered, its output
+ * added to their rows of x with their weights. --moe-cpu: the experts the device lacks may be computed by
+ * the host instead (moe_split), beside the device's; every expert's rows then go into one buffer and
+ * moe_sum adds them in the same order. */
 static int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0,
 		     int n)
 {
@@ -657,13 +830,29 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		}
 	for (int e = 0; e < E; e++)
 		m->moe_used[e] |= start[e + 1] > start[e];
-	if ((rc = weights_experts(&m->w, l, rs == &m->rs[1], m->moe_used, b->err, sizeof(b->err))))
+	int n_host = moe_split(m, rs, l, start, n), n_rows = 0;
+	const bool *dev_used = m->moe_used;
+	bool dev_only[E > 0 ? E : 1];
+	if (n_host) { /* rows: the host's experts' first, then the device's, each in expert order */
+		for (int e = 0; e < E; e++)
+			if (m->x_host[e])
+				m->x_base[e] = n_rows, n_rows += start[e + 1] - start[e];
+		for (int e = 0, at = n_rows; e < E; e++) {
+			dev_only[e] = start[e + 1] > start[e] && !m->x_host[e];
+			if (dev_only[e])
+				m->x_base[e] = at, at += start[e + 1] - start[e];
+		}
+		dev_used = dev_only;
+		/* the host's input rows now: a download waits for the device's queue, so before its experts */
+		rc = op->download(b, m->xh_h, rs->h, sizeof(float) * (size_t)n * (size_t)D);
+	}
+	if (!rc && (rc = weights_experts(&m->w, l, rs == &m->rs[1], dev_used, b->err, sizeof(b->err))))
 		return rc;
-	if (rs == &m->rs[0] && t0 == 0 && m->predict && l + 1 < hp->n_layers && (rc = moe_predict(m, rs, l + 1, n)))
+	if (!rc && rs == &m->rs[0] && t0 == 0 && m->predict && l + 1 < hp->n_layers && (rc = moe_predict(m, rs, l + 1, n)))
 		return rc;
 	for (int e = 0; !rc && e < E; e++) {
 		int c = start[e + 1] - start[e];
-		if (!c)
+		if (!c || (n_host && m->x_host[e]))
 			continue;
 		struct tensor gate = expert_of(&w->w_gate_exps, e), up = expert_of(&w->w_up_exps, e),
 			      down = expert_of(&w->w_down_exps, e);
@@ -674,12 +863,18 @@ static int moe_range(struct model *m, struct model_rs *rs, int l, const struct l
 		}
 		struct tensor bg, bu, bd;
 		const int *rows = m->moe_rows + start[e];
+		float *ye = n_host ? m->xp_dev + (size_t)m->x_base[e] * (size_t)D : rs->ye;
 		rc = op->gather_rows(b, rs->xe, rs->h, rows, c, D);
 		rc = rc ? rc : op->matmul(b, rs->g, rs->xe, &gate, expert_bias(&w->b_gate_exps, e, &bg), c);
 		rc = rc ? rc : op->matmul(b, rs->u, rs->xe, &up, expert_bias(&w->b_up_exps, e, &bu), c);
 		rc = rc ? rc : op->glu(b, rs->g, rs->g, rs->u, c * Fe, hp->act);
-		rc = rc ? rc : op->matmul(b, rs->ye, rs->g, &down, expert_bias(&w->b_down_exps, e, &bd), c);
-		rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
+		rc = rc ? rc : op->matmul(b, ye, rs->g, &down, expert_bias(&w->b_down_exps, e, &bd), c);
+		if (!n_host)
+			rc = rc ? rc : op->scatter_add(b, x, rs->ye, rows, m->moe_rw + start[e], c, D);
+	}
+	if (!rc && n_host) {
+		rc = moe_host(m, l, start, n_rows, b->err, sizeof(b->err));
+		rc = rc ? rc : moe_sum(m, rs, x, start, n);
 	}
 	m->moe.routed += (uint64_t)n * (uint64_t)K;
 	return rc || !w->shexp_gate_inp.data ? rc : shared_expert(m, rs, w, x, n);

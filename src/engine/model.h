@@ -138,6 +138,10 @@ struct model_moe_stats {
 	/* prediction: (step, layer)s predicted, their routed experts, of those the predicted ones, guesses made,
 	 * experts uploaded on a guess */
 	uint64_t pred_layers, pred_routed, pred_right, pred_guessed, pred_uploads;
+	/* --moe-cpu (moe_cpu.h): its mode, device ranges it weighed, of them those with experts computed on the
+	 * host, and those experts (per range: an expert of two ranges counts twice) */
+	int cpu_mode;
+	uint64_t cpu_ranges, cpu_split_ranges, host_experts;
 };
 
 /* What hybrid steps took, measured (host: wall time in host units' ops, their syncs included). */
@@ -200,12 +204,27 @@ struct model {
 				* still counted (moe_count) after layer l + 1's is made, during layer l */
 	int pred_layer[2];
 	bool predict;          /* FERRY_MOE_PREDICT=0 turns it off */
+	/* --moe-cpu (moe_cpu.h): the host backend computing a device range's missing experts (NULL: off), the
+	 * rates the auto mode splits by (has_xr false: none), the device's buffer of a range's expert outputs
+	 * (opt.moe_cpu_t x K rows of D, host experts' first) and the host's (the normed rows it downloads, an
+	 * expert's inputs and activations, its outputs); per range: the experts the host takes, where each
+	 * expert's rows start in the buffer, each token's rows in ascending expert order with their weights */
+	struct backend *xb;
+	struct plan_rates xr;
+	bool has_xr;
+	float *xp_dev;
+	float *xh_h, *xh_xe, *xh_g, *xh_u, *xh_p;
+	bool *x_host, *x_present;  /* [E] */
+	int *x_base, *x_cnt;       /* [E], [2E] */
+	int *x_idx, *x_ident;      /* [moe_cpu_t * K], [moe_cpu_t] */
+	float *x_w;                /* [moe_cpu_t * K] */
 	struct model_moe_stats moe;
 	FILE *routes;          /* FERRY_ROUTES: every token's experts, a line per layer and token */
 };
 
 /* Makes the model of lay on backend b as plan p says (plan_make on the same lay and b), reading weights
- * through a streamer opened with io. hb: the host backend of hybrid steps when p->n_on_host > 0 (NULL
+ * through a streamer opened with io. hb: the host backend of hybrid steps when p->n_on_host > 0, and of
+ * --moe-cpu's host experts when p->moe_cpu is not off and p->opt.moe_cpu_t > 0 (NULL
  * otherwise; the caller keeps it). Takes p (it is zeroed, success or not: model_free frees it).
  *
  * A hybrid step (at most p->hybrid_t_max tokens) runs each unit on the backend its placement names; the
@@ -213,6 +232,9 @@ struct model {
  * device streams its units meanwhile. Larger steps run every unit on b. */
 int model_init(struct model *m, const struct layout *lay, struct backend *b, struct backend *hb, struct plan *p,
 	       const struct io_opts *io, char *err, size_t errlen);
+/* --moe-cpu auto's rates (plan.moe_cpu, moe_cpu.h): a device range's missing experts split by them (without
+ * them auto computes every expert on the device). */
+void model_moe_rates(struct model *m, const struct plan_rates *r);
 void model_free(struct model *m);
 
 /* What the model has moved so far, and where its memory went. */

@@ -31,9 +31,7 @@
 
 #define HYBRID_T_MAX 64
 
-/* Seconds per byte at T tokens from rates measured at 1, 2, 4, 8 tokens: linear in T between them, the last
- * slope beyond (never falling). */
-static double spb_at(const double rate[RATES_NT], int T)
+double plan_spb_at(const double rate[RATES_NT], int T)
 {
 	int i = 0;
 	while (i + 2 < RATES_NT && rates_t_of(i + 1) < T)
@@ -100,7 +98,7 @@ static void sim_prefetch(struct sim *s, int u, int ahead, bool busy)
 static double sim_host_unit(const struct sim *s, double bytes, int T)
 {
 	const struct plan_rates *r = s->r;
-	double spb = spb_at(r->host, T), spb_busy = spb * r->host[0] / r->host_busy;
+	double spb = plan_spb_at(r->host, T), spb_busy = spb * r->host[0] / r->host_busy;
 	double overlap = s->tc - s->th;
 	if (overlap <= 0)
 		return bytes * spb;
@@ -151,7 +149,7 @@ double plan_predict_parts(const struct plan *p, const struct layout *lay, const 
 					s.tg = maxd(s.tg, s.th) + r->cross;
 				if (!p->resident[u] && p->n_slots > 0)
 					sim_stage(&s, u, false);
-				double dt = (double)ub[u] * spb_at(r->dev, T);
+				double dt = (double)ub[u] * plan_spb_at(r->dev, T);
 				s.tg = maxd(maxd(s.tg, s.th), ready[u]) + dt;
 				s.sum.dev += dt;
 				if (!p->resident[u] && p->n_slots > 0) {

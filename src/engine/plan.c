@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/moe_cpu.h"
 #include "engine/plan.h"
 #include "base/util.h"
 #include "engine/weights.h"
@@ -221,6 +222,14 @@ static void unit_name(char *buf, size_t n, int u, int n_units)
 /* The hybrid placement as runs of units ("h" host, "r" resident, "s" streamed), and its predictions. */
 static void plan_print_placement(FILE *f, const struct plan *p)
 {
+	if (p->moe_cpu == MOE_CPU_AUTO)
+		fprintf(f, "plan: --moe-cpu auto: in device ranges of up to %d tokens the experts the device lacks are "
+			   "computed on the host where the rates predict it faster than their upload: of a token's %d, none "
+			   "on the device, the host takes %d; in a %d-token range, %d of every %d\n",
+			p->opt.moe_cpu_t, p->moe_cpu_k, p->moe_cpu_host1, p->opt.moe_cpu_t, p->moe_cpu_host_t, p->moe_cpu_k);
+	else if (p->moe_cpu == MOE_CPU_ALL)
+		fprintf(f, "plan: --moe-cpu all: in device ranges of up to %d tokens every expert the device lacks is "
+			   "computed on the host\n", p->opt.moe_cpu_t);
 	if (!p->n_on_host) {
 		if (p->pred_device > 0)
 			fprintf(f, "plan: placement: every unit on the %s; predicted 1-token step %.2f ms\n",

@@ -32,6 +32,8 @@ struct model_opts {
 	int kv_page;    /* positions per KV page (a multiple of 64; 0: 256) */
 	int kv_pages;   /* pages in the pool of full-attention layers (0: max_seqs x ctx worth); sliding-window
 			 * layers get what their window needs */
+	int moe_cpu_t;  /* --moe-cpu: ranges of at most this many tokens may have experts computed on the host
+			 * (moe_cpu.h); the device keeps their partial outputs in a buffer of this many x K rows (0: none) */
 };
 
 /* Backend memory of the run state (activations and KV cache) for these options, as model_init allocates it. */
@@ -72,6 +74,11 @@ struct plan {
 	int n_on_host;
 	uint64_t host_bytes;            /* weights the host backend reads per hybrid step */
 	int hybrid_t_max;
+	int moe_cpu;                    /* enum moe_cpu_mode (moe_cpu.h): experts missing from the device computed
+					 * on the host in ranges of at most opt.moe_cpu_t tokens */
+	int moe_cpu_k;                  /* the experts a token routes to (K), and of them, none on the device: */
+	int moe_cpu_host1;              /* how many the host takes in a 1-token range */
+	int moe_cpu_host_t;             /* in an opt.moe_cpu_t-token range (every expert chosen, tokens even) */
 	double pred_hybrid, pred_device; /* predicted seconds of a 1-token step, hybrid and all on the device (0: not predicted) */
 	uint64_t total;                 /* everything the plan allocates from the arena */
 	/* bits per weight: of every tensor of the model (the embedding's included, a tied head once), and per
@@ -107,6 +114,8 @@ struct plan_rates {
 	double host[RATES_NT];         /* the host backend at 1, 2, 4, 8 tokens, alone */
 	double host_busy;              /* at 1 token while copies run (host[] scaled by host_busy / host[0]) */
 	double dev[RATES_NT];          /* the device at 1, 2, 4, 8 tokens, weights in device memory */
+	double host_exp[RATES_NT];     /* the host on the routed experts' matrices (their formats and shapes) at
+					* 1, 2, 4, 8 tokens; a model without experts: host[] */
 	double cross;                  /* seconds to move the residual stream across the bus and sync */
 };
 /* The token count of host[i] and dev[i] */
@@ -114,6 +123,9 @@ static inline int rates_t_of(int i)
 {
 	return 1 << i;
 }
+/* Seconds per byte at T tokens from a rate measured at 1, 2, 4, 8 tokens (place.c: linear in T between
+ * them, the last slope beyond, never falling). */
+double plan_spb_at(const double rate[RATES_NT], int T);
 /* A predicted step cut into its parts (seconds of the steady state's last step): the host's compute (its
  * units' matmuls), the copy queue's uploads, the device's compute, and the step's wall time. */
 struct plan_parts {

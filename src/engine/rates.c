@@ -4,7 +4,9 @@
  * between, at most RATES_MAX_BYTES of weights: a step's worth of reading, far beyond the caches, in the
  * step's mix of formats and shapes). The sample is read once through a small streamer of pinned slots. Then:
  *   - the host backend multiplies every sampled matrix at 1, 2, 4 and 8 tokens (its rate is not linear in
- *     T), at its own thread count, which is in the cache key;
+ *     T), at its own thread count, which is in the cache key; and, apart (host_exp), up to EXP_SAMPLE
+ *     experts' gate, up and down of each sampled layer with experts, in their own formats and shapes
+ *     (what --moe-cpu weighs against an expert's upload);
  *   - every sampled unit is copied to the device alone (pinned host -> device) into one buffer, and the
  *     device multiplies the first unit at 1, 2, 4 and 8 tokens;
  *   - both at once, as a hybrid step runs them: the host works through half of the sample (its run) while
@@ -30,13 +32,16 @@
 #define RATES_UNITS 8
 #define RATES_MAX_BYTES (4ull << 30)
 #define MAX_FENCES 256
-/* in the cache key: 2 added both backends at 2 and 4 tokens, the busy rates of a real overlap, 8 units */
-#define RATES_VERSION 2
+/* in the cache key: 2 added both backends at 2 and 4 tokens, the busy rates of a real overlap, 8 units; 3 the
+ * host's rate on experts */
+#define RATES_VERSION 3
+#define EXP_SAMPLE 8 /* experts per sampled layer in host_exp, spread over its experts */
+#define MATS_MAX (RATES_UNITS * LAYOUT_MAX_TENSORS)
 
 struct mats {
 	int n;
-	struct tensor t[RATES_UNITS * LAYOUT_MAX_TENSORS];
-	uint64_t off[RATES_UNITS * LAYOUT_MAX_TENSORS]; /* where t[i] lies in the device image of its unit */
+	struct tensor t[MATS_MAX];
+	uint64_t off[MATS_MAX]; /* where t[i] lies in the device image of its unit */
 	uint64_t bytes;
 	int64_t max_rows, max_cols;
 };
@@ -48,6 +53,8 @@ static uint64_t tensor_bytes(const struct tensor *t)
 
 static void mats_add(struct mats *m, const struct tensor *t, uint64_t off)
 {
+	if (m->n == MATS_MAX)
+		return;
 	m->off[m->n] = off;
 	m->t[m->n++] = *t;
 	m->bytes += tensor_bytes(t);
@@ -71,6 +78,19 @@ static int copy_all(struct backend *dev, const struct mats *m, char *dbuf)
 		if (dev->ops->copy_async(dev, dbuf + m->off[i], m->t[i].data, tensor_bytes(&m->t[i])))
 			return -EIO;
 	return 0;
+}
+
+/* Up to EXP_SAMPLE experts (spread over them) of the stacked experts t (host data at p) into m. */
+static void exp_sample(struct mats *m, const struct layout_tensor *t, const void *p)
+{
+	int64_t E = t->shape[0], shape[2] = {t->shape[1], t->shape[2]};
+	uint64_t step = t->stride ? t->stride : layout_tensor_nbytes(t->fmt, 2, shape);
+	int n = E < EXP_SAMPLE ? (int)E : EXP_SAMPLE;
+	for (int k = 0; k < n; k++) {
+		int64_t e = (int64_t)k * E / n;
+		struct tensor x = {(const char *)p + (uint64_t)e * step, t->fmt, shape[0], shape[1], 0};
+		mats_add(m, &x, 0);
+	}
 }
 
 static double best(double a, double b)
@@ -151,10 +171,11 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 	io.host_alloc = pinned;
 	struct io_stream *s = NULL;
 	int rc = io_stream_open(&s, lay, &io, err, errlen), acquired = 0;
-	/* hm: the sample; dm: its first unit; h, c: its even and odd units (the host's and the copies' halves) */
+	/* hm: the sample; dm: its first unit; h, c: its even and odd units (the host's and the copies' halves);
+	 * xm: experts of its layers */
 	struct mats *hm = calloc(1, sizeof(*hm)), *dm = calloc(1, sizeof(*dm));
-	struct mats *h = calloc(1, sizeof(*h)), *c = calloc(1, sizeof(*c));
-	if (!rc && (!hm || !dm || !h || !c)) {
+	struct mats *h = calloc(1, sizeof(*h)), *c = calloc(1, sizeof(*c)), *xm = calloc(1, sizeof(*xm));
+	if (!rc && (!hm || !dm || !h || !c || !xm)) {
 		snprintf(err, errlen, "measuring the placement's rates: out of memory");
 		rc = -ENOMEM;
 	}
@@ -168,6 +189,8 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 		uint64_t at = 0;
 		for (int i = 0; i < u->n_tensors; i++) {
 			const struct layout_tensor *t = &u->tensors[i];
+			if (t->ndim == 3 && t->comp == LAYOUT_COMP_NONE)
+				exp_sample(xm, t, ptrs[i]);
 			if (t->ndim != 2)
 				continue;
 			struct tensor ht = {ptrs[i], t->fmt, t->shape[0], t->shape[1], 0};
@@ -187,12 +210,16 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 	char *dbuf = NULL;
 	if (rc)
 		goto done;
-	size_t xy = sizeof(float) * RATES_T * (size_t)(hm->max_rows > hm->max_cols ? hm->max_rows : hm->max_cols);
+	int64_t wide = hm->max_rows > hm->max_cols ? hm->max_rows : hm->max_cols;
+	wide = xm->max_rows > wide ? xm->max_rows : wide;
+	wide = xm->max_cols > wide ? xm->max_cols : wide;
+	size_t xy = sizeof(float) * RATES_T * (size_t)wide;
 	hx = calloc(1, xy), hy = calloc(1, xy);
 	dbuf = link ? dev->ops->alloc(dev, dev_bytes) : NULL;
 	dx = dbuf || !link ? dev->ops->alloc(dev, xy) : NULL;
 	dy = dx ? dev->ops->alloc(dev, xy) : NULL;
-	struct backend_reserve res = {.t_max = RATES_T, .t_ops = RATES_T, .max_row = hm->max_cols, .d_model = lay->hp.d_model,
+	struct backend_reserve res = {.t_max = RATES_T, .t_ops = RATES_T,
+				      .max_row = xm->max_cols > hm->max_cols ? xm->max_cols : hm->max_cols, .d_model = lay->hp.d_model,
 				      .max_ctx = 256, .n_heads = lay->hp.n_heads, .head_dim = lay->hp.head_dim,
 				      .max_seqs = 1, .max_pages = 1, .n_groups = 1};
 	if (!hx || !hy || !dy || host->ops->reserve(host, &res) || dev->ops->reserve(dev, &res)) {
@@ -210,6 +237,10 @@ int rates_measure(struct plan_rates *r, const struct layout *lay, struct backend
 		for (int k = 0; k < REPS; k++)
 			t = best(t, host_pass(host, hm, hy, hx, rates_t_of(i)));
 		r->host[i] = B / t;
+		t = 1e30;
+		for (int k = 0; xm->n && k < REPS; k++)
+			t = best(t, host_pass(host, xm, hy, hx, rates_t_of(i)));
+		r->host_exp[i] = xm->n ? (double)xm->bytes / t : r->host[i];
 	}
 	double th2d = 1e30, tc = 1e30;
 	for (int k = 0; link && k < REPS; k++) {
@@ -268,7 +299,7 @@ done:
 	for (int i = 0; i < acquired; i++)
 		io_unit_release(s, units[i]);
 	io_stream_close(s);
-	free(hm), free(dm), free(h), free(c);
+	free(hm), free(dm), free(h), free(c), free(xm);
 	return rc;
 }
 
@@ -289,7 +320,9 @@ void rates_print(FILE *f, const struct plan_rates *r)
 	print_list(f, r->dev);
 	fprintf(f, "; CPU matmuls ");
 	print_list(f, r->host);
-	fprintf(f, " (%.1f at 1 beside the copies); crossing %.0f us\n", r->host_busy / 1e9, r->cross * 1e6);
+	fprintf(f, " (%.1f at 1 beside the copies); on experts ", r->host_busy / 1e9);
+	print_list(f, r->host_exp);
+	fprintf(f, "; crossing %.0f us\n", r->cross * 1e6);
 }
 
 /* $FERRY_HOME/rates.json or ~/.cache/ferry/rates.json into buf; false without a home. mk: create the folder. */
@@ -347,12 +380,14 @@ void rates_key(char *buf, size_t n, const struct layout *lay, struct backend *de
 }
 
 static const char *const rate_names[] = {"h2d",	"h2d_busy", "host_1", "host_2", "host_4", "host_8",
-					 "host_busy", "dev_1",	   "dev_2",  "dev_4",  "dev_8",	 "cross_s"};
+					 "host_busy", "dev_1",	   "dev_2",  "dev_4",  "dev_8",	 "cross_s",
+					 "host_exp_1", "host_exp_2", "host_exp_4", "host_exp_8"};
 
 static double *rate_field(struct plan_rates *r, int i)
 {
 	double *f[] = {&r->h2d,	      &r->h2d_busy, &r->host[0], &r->host[1], &r->host[2], &r->host[3],
-		       &r->host_busy, &r->dev[0],   &r->dev[1],	 &r->dev[2],  &r->dev[3],  &r->cross};
+		       &r->host_busy, &r->dev[0],   &r->dev[1],	 &r->dev[2],  &r->dev[3],  &r->cross,
+		       &r->host_exp[0], &r->host_exp[1], &r->host_exp[2], &r->host_exp[3]};
 	return f[i];
 }
 

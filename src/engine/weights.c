@@ -586,6 +586,42 @@ int weights_experts(struct weights *w, int unit, bool on_host, const bool *used,
 	return 0;
 }
 
+void weights_experts_present(const struct weights *w, int unit, const bool *used, bool *present)
+{
+	const struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	int64_t E = w->lay->hp.n_experts;
+	for (int64_t e = 0; e < E; e++) {
+		bool at = !wu || !routed(w, wu) || wu->exp_at[e] || wu->exp_valid[e];
+		if (!at && cached(w, wu))
+			at = w->ec.where[(int64_t)unit * w->ec.n_exp + e] >= 0;
+		present[e] = used[e] && at;
+	}
+}
+
+int weights_host_experts(struct weights *w, int unit, const bool *need, void *const **ptrs, char *err,
+			 size_t errlen)
+{
+	int rc = io_unit_acquire(w->io, unit, ptrs, err, errlen);
+	if (!rc && (rc = io_unit_experts(w->io, unit, need, err, errlen)))
+		io_unit_release(w->io, unit);
+	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;
+	for (int64_t e = 0; !rc && e < w->lay->hp.n_experts; e++) {
+		if (!need[e])
+			continue;
+		w->exp_host++;
+		if (wu && cached(w, wu)) {
+			ec_use(&w->ec, unit, (int)e);
+			ec_find(&w->ec, unit, (int)e, true); /* not there: a miss */
+		}
+	}
+	return rc;
+}
+
+void weights_host_put(struct weights *w, int unit)
+{
+	io_unit_release(w->io, unit);
+}
+
 int weights_peek(struct weights *w, int unit, void *const **ptrs)
 {
 	struct weights_unit *wu = w->u ? &w->u[unit] : NULL;

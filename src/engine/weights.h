@@ -57,6 +57,7 @@ struct weights {
 	uint64_t ec_bytes;
 	int ec_fence0;
 	uint64_t pred_uploads;    /* experts uploaded by weights_predict */
+	uint64_t exp_host;        /* experts of device units computed on the host (weights_host_experts) */
 	uint64_t exp_h2d;         /* bytes of experts uploaded (routed, whole regions, predicted) */
 	/* a streamed unit read by expert keeps its streamer buffer from its upload to weights_put (its routed
 	 * experts are read into it then; released, the streamer would refill it and read the trunk again): at
@@ -91,6 +92,16 @@ void weights_put(struct weights *w, int unit, bool host);
  * (w->routed) also in its device image or the cache (uploading those it lacks, the compute queue waiting
  * for them). No-op for units without experts. */
 int weights_experts(struct weights *w, int unit, bool host, const bool *used, char *err, size_t errlen);
+/* --moe-cpu (moe_cpu.h), between weights_get and weights_experts of a device unit: present[e] for the
+ * experts used[E] marks that the unit's device image or the expert cache already holds (nothing counted,
+ * nothing pinned); every used expert of a unit whose experts are not routed (uploaded with it). */
+void weights_experts_present(const struct weights *w, int unit, const bool *used, bool *present);
+/* The experts need[E] marks of a device unit, computed on the host instead of uploaded: the streamer's
+ * buffer (acquired again; read from disk now for a unit read by expert), ptrs its tensors there; counted as
+ * routed uses (and cache misses) for the cache's policy. weights_host_put gives the buffer back. */
+int weights_host_experts(struct weights *w, int unit, const bool *need, void *const **ptrs, char *err,
+			 size_t errlen);
+void weights_host_put(struct weights *w, int unit);
 /* Where expert e's matrix of a stacked tensor lies for the current get of a device unit, given that tensor's
  * pointer from weights_get (`stacked`, expert 0 in the unit's image); NULL where the pointers of the image
  * hold (not a routed unit, a host unit, a host-memory backend). Valid after weights_experts marked e. */
