@@ -63,10 +63,13 @@ def main():
             p = ferry("run", "-m", tm, "--device", "cpu", "--placement", "gpu", "--stream-all", "--moe-cpu", "all",
                       "--plan", "--prompt-ids", "1", env=dev)
             f.check(p.returncode == 0 and "--moe-cpu all" in p.stderr, f"--plan all: {p.returncode} {p.stderr}")
-            p = ferry("run", "-m", tm, "--device", "cpu", "--placement", "gpu", "--stream-all", "--plan", "--prompt-ids", "1",
-                      env=dev)
+            p = ferry("run", "-m", tm, "--device", "cpu", "--placement", "gpu", "--stream-all", "--moe-cpu", "auto",
+                      "--plan", "--prompt-ids", "1", env=dev)
             f.check(p.returncode == 0 and "--moe-cpu auto" in p.stderr and "the host takes" in p.stderr,
                     f"--plan auto: {p.returncode} {p.stderr}")
+            p = ferry("run", "-m", tm, "--device", "cpu", "--placement", "gpu", "--stream-all", "--plan", "--prompt-ids", "1",
+                      env=dev)  # the default is off until the CUDA path has run on a GPU
+            f.check(p.returncode == 0 and "--moe-cpu" not in p.stderr, f"--plan default: {p.returncode} {p.stderr}")
             p = ferry("run", "-m", tm, "--device", "cpu", "--moe-cpu", "some", "--prompt-ids", "1", "-n", 1, env=dev)
             f.check(p.returncode != 0 and "--moe-cpu" in p.stderr and len(p.stderr.strip().splitlines()) <= 3,
                     f"--moe-cpu some: {p.returncode} {p.stderr}")

@@ -105,7 +105,7 @@ void run_opts_usage(FILE *f)
 		"                         measured at start; LIST: layers and ranges for the CPU, e.g. 0-19,40-59,head)\n"
 		"  --moe-cpu auto|off|all with CUDA and a mixture of experts: the routed experts a decode step's layer lacks\n"
 		"                         on the GPU (not in its expert cache) are computed by the CPU from the RAM tier\n"
-		"                         instead of uploaded, beside the GPU (default auto: per expert, where the rates\n"
+		"                         instead of uploaded, beside the GPU (default off; auto: per expert, where the rates\n"
 		"                         measured at start predict it faster; all: every one; ranges over 64 tokens: none)\n"
 		"  --h2d-limit GBPS       emulate a slower host-to-device link (e.g. 13 for PCIe 4.0 x8): uploads are paced\n"
 		"  --spec off|auto|lookup|draft|tree|combined  speculative decoding (default off): guesses verified in one\n"

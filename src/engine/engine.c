@@ -230,8 +230,9 @@ int engine_open(struct engine **ep, const struct layout *lay, const struct engin
 	rc = kv_fmt < 0 ? kv_fmt : 0;
 	struct model_opts mo = {.t_max = o->t_max, .max_logits = o->max_logits, .ctx = o->ctx, .max_seqs = o->max_seqs,
 				.kv_fmt = kv_fmt, .kv_page = o->kv_page, .kv_pages = o->kv_pages};
-	/* --moe-cpu: a device's ranges of up to MOE_CPU_T_MAX tokens may have experts computed on the host */
-	int moe_mode = MOE_CPU_AUTO;
+	/* --moe-cpu: a device's ranges of up to MOE_CPU_T_MAX tokens may have experts computed on the host (off by
+	 * default until the CUDA path has run on a GPU: bench/RESULTS.md, "Owed: --moe-cpu on a GPU") */
+	int moe_mode = MOE_CPU_OFF;
 	if (!rc && o->moe_cpu)
 		rc = moe_cpu_parse(o->moe_cpu, &moe_mode, err, errlen);
 	if (!rc && moe_mode != MOE_CPU_OFF && lay->hp.n_experts && !e->b->ops->host_memory)
