@@ -69,9 +69,9 @@ HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self
                "mlp.down_proj": "ffn_down"}
 
 
-def base_model(root):
-    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256)
-    hf = os.path.join(root, "base")
+def base_model(root, tied=True):
+    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256, tied=tied)
+    hf = os.path.join(root, "base" if tied else "base_untied")
     os.makedirs(hf, exist_ok=True)
     gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
     gen_tiny_model.write_json(os.path.join(hf, "generation_config.json"), gen_tiny_model.make_generation_config(spec))
@@ -82,11 +82,11 @@ def base_model(root):
 
 
 def ferry_tensors(model):
-    """{(layer, ferry name): (format, float32 values, raw bytes)} of the layers of a model.ferry, dequantized by
-    ferry"""
+    """{(layer, ferry name): (format, float32 values, raw bytes)} of the layers of a model.ferry (the head's
+    as layer -1), dequantized by ferry"""
     m = json.load(open(os.path.join(model, "manifest.json")))
     out = {}
-    for i, layer in enumerate(m["units"]["layers"]):
+    for i, layer in [*enumerate(m["units"]["layers"]), (-1, m["units"]["head"])]:
         for t in layer:
             with open(os.path.join(model, t["file"]), "rb") as fh:
                 fh.seek(t["offset"])
@@ -214,6 +214,8 @@ EXL2_CASES = [
     ("exl2_mixed_g64_perm16_noconfig", "mixed", 64, "perm16", True),
     ("exl2_mixed_g128_both", "mixed", 128, "both", False),
     ("exl2_even_g48", "even", 48, "invperm", False),  # groups of 48 mix inside blocks of 32: exact F32
+    # an untied model: lm_head quantized too (6 bits, one group, permuted: the head gathers its input)
+    ("exl2_mixed_g32_head", "mixed", 32, "invperm", False),
 ]
 
 
@@ -234,10 +236,10 @@ def check_exl2_case(f, root, hf, case, prompt, widths):
     act_blocks, nbad, nlin, ck_bits, st_bits, nk = {}, 0, 0, 0, 0, 0
     fmts = set()
     for hname, w in want.items():
-        if not hname.startswith("model.layers.") or not quant_hf.quantizable(hname, w):
+        if hname != "lm_head.weight" and (not hname.startswith("model.layers.") or not quant_hf.quantizable(hname, w)):
             continue
         parts = hname.split(".")
-        layer, key = int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])]
+        layer, key = (-1, "output") if hname == "lm_head.weight" else (int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])])
         base = hname[: -len(".weight")]
         fmt, v, raw_bytes = got[(layer, key + ".weight")]
         groups = quant_hf.exl2_group_rows(raw, base, w.shape[1])
@@ -389,8 +391,9 @@ def main():
         for case in CASES:
             check_case(f, root, hf, case, prompt)
         widths = set()
+        hf_untied = base_model(root, tied=False)
         for case in EXL2_CASES:
-            check_exl2_case(f, root, hf, case, prompt, widths)
+            check_exl2_case(f, root, hf_untied if case[0].endswith("_head") else hf, case, prompt, widths)
         f.check(widths == {8, 6, 5, 4, 3, 2}, f"exl2: the cases' groups have bits {sorted(widths)}, want all six")
         check_bad(f, root, hf)
     finally:

@@ -377,7 +377,8 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
         json.dump(cfg, fh, indent=2)
     tensors, qbits = {}, [0, 0]
     for name, w in ref_forward.load_weights(src).items():
-        if not quantizable(name, w):
+        head = method == "exl2" and name == "lm_head.weight"  # ExLlamaV2 quantizes the head too (head_bits)
+        if not quantizable(name, w) and not head:
             tensors[name] = np.ascontiguousarray(w.astype(np.float32))
             continue
         base = name[: -len(".weight")]
@@ -392,11 +393,12 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
                 if suffix not in skip:
                     tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
             continue
-        inp = name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
+        inp = "head" if head else name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
                                     "up_proj": "mlp"}.get(name.split(".")[-2], name)
         if method == "exl2":  # q, k, v (gate, up) share their input's act-order, as ExLlamaV2's reuse_h does
             perm = orders.setdefault(inp, rng.permutation(K))
-            for suffix, a in exl2_quantize(w, perm, exl2_groups(K, rng, exl2_bits, group), perm_style).items():
+            groups = [(6, K)] if head else exl2_groups(K, rng, exl2_bits, group)  # head_bits 6: one group
+            for suffix, a in exl2_quantize(w, perm, groups, perm_style).items():
                 qbits[0] += a.nbytes * 8 if suffix not in ("q_invperm", "q_perm") else 0
                 if suffix not in skip:
                     tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)

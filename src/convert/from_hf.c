@@ -601,7 +601,10 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 		rc = -EINVAL;
 		goto out;
 	}
-	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf)) {
+	char head_base[256];
+	snprintf(head_base, sizeof(head_base), "%.*s", (int)strlen(arch_output.hf) - 7, arch_output.hf);
+	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf) &&
+	    !(c.q.method != HFQ_NONE && hfq_present(&c.q, &c.st, head_base))) { /* EXL2 quantizes the head */
 		snprintf(err, errlen, "%s: tensor %s not found and tie_word_embeddings is false", hf_dir, arch_output.hf);
 		rc = -ENOENT;
 		goto out;
