@@ -16,9 +16,17 @@ converted by ferry:
     as NF4 / BNB_FP4, bit-identical, logits within 1e-4 (their CPU dots take f32 inputs);
   - bitsandbytes LLM.int8 (weight int8, SCB): stored as Q8_0, bit-identical to CB f16(SCB / 127), within 2^-11
     of CB SCB / 127 (the f16 row scale), logits within 1e-4 of the reference on the stored values;
+  - EXL2 (ExLlamaV2's mixed-bit groups, act-order; tools/quant_hf.py exl2): each linear stored as Q4_Z (groups
+    of 2-4 bits) or Q8_Z (any of 5/6/8 bits), Q4_Z128/Q8_Z128 for whole-128 groups, F32 where a group is not
+    whole 32s; bit-identical to the NumPy unpacking with ExLlamaV2's f16 scale once the stored permutation (the
+    file's q_perm, checked) is undone; q_invperm or an int16 q_perm; no quantization_config (found by its
+    q_groups); a quantized, permuted lm_head on an untied model; the bits per weight streamed are printed
+    beside the checkpoint's; logits within 1e-4 as above;
   - bad input (an unsupported method, bit width, group size or packing or bitsandbytes quant type, a missing
     g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
-    disagrees with the config) fails with one line naming the field or tensor, and leaves
+    disagrees with the config; EXL2: a missing q_groups or q_invperm, bits outside 8/6/5/4/3/2 or increasing,
+    q_weight rows or width, q_scale's shape against the groups, a q_invperm that is not a permutation) fails
+    with one line naming the field or tensor, and leaves
     neither the output nor its .tmp;
   - the CPU matmul on the converted rows of two linears per case, T = 1, 3, 6, against float64 dots of the NumPy
     unpacking with 8-bit inputs (tests/test_dequant.py's criteria: 1e-5 of sum |w x| per output).
