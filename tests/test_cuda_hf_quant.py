@@ -3,7 +3,8 @@ tests/test_hf_quant.py quantized by tools/quant_hf.py (GPTQ 4-bit g32 v1, GPTQ 8
 g32, AWQ g64, NF4 with double quantization, GPTQ act-order with groups mixing inside blocks: 4-bit g32 with q, k, v
 sharing a permutation, 8-bit g64 each linear its own) and converted (Q4_Z, Q8_Z, NF4; the act-order ones with
 permuted columns and the activation gathered by cuda_gather_cols; bitsandbytes LLM.int8 as Q8_0, FP4 with double
-quantization as BNB_FP4), 40 prompt tokens, logits at every
+quantization as BNB_FP4; EXL2 mixed-bit groups as Q8_Z/Q4_Z and 2-4-bit groups of 128 as Q4_Z128, both with
+their act-order gathered), 40 prompt tokens, logits at every
 position against tools/ref_forward.py's float64 forward on the NumPy unpacking of the same files (norm-wise per
 position):
   - streamed (--stream-all --chunk 8): the f32 dequantize-and-dot path (the decoders of matmul.cuh) with f32 KV:
@@ -34,7 +35,11 @@ CASES = [("gptq4_g32_v1", "gptq", dict(bits=4, group=32)),
          ("gptq4_g32_actorder_shared", "gptq", dict(bits=4, group=32, desc_act="mixed_shared")),
          ("gptq8_g64_actorder_mixed", "gptq", dict(bits=8, group=64, sym=True, desc_act="mixed")),
          ("bnb_int8", "bnb8", dict()),
-         ("bnb_fp4_dq", "bnb", dict(group=64, double_quant=True, quant_type="fp4"))]
+         ("bnb_fp4_dq", "bnb", dict(group=64, double_quant=True, quant_type="fp4")),
+         # EXL2: mixed 8/6/5/4/3/2-bit groups of 32 (Q8_Z / Q4_Z with ExLlamaV2's f16 scales, act-order gathered)
+         # and 2-4-bit groups of 128 (Q4_Z128)
+         ("exl2_mixed_g32", "exl2", dict(group=32, exl2_bits="mixed")),
+         ("exl2_low_g128", "exl2", dict(group=128, exl2_bits="low"))]
 
 
 def logits(f, model, ids, root, extra, what):

@@ -16,9 +16,17 @@ converted by ferry:
     as NF4 / BNB_FP4, bit-identical, logits within 1e-4 (their CPU dots take f32 inputs);
   - bitsandbytes LLM.int8 (weight int8, SCB): stored as Q8_0, bit-identical to CB f16(SCB / 127), within 2^-11
     of CB SCB / 127 (the f16 row scale), logits within 1e-4 of the reference on the stored values;
+  - EXL2 (ExLlamaV2's mixed-bit groups, act-order; tools/quant_hf.py exl2): each linear stored as Q4_Z (groups
+    of 2-4 bits) or Q8_Z (any of 5/6/8 bits), Q4_Z128/Q8_Z128 for whole-128 groups, F32 where a group is not
+    whole 32s; bit-identical to the NumPy unpacking with ExLlamaV2's f16 scale once the stored permutation (the
+    file's q_perm, checked) is undone; q_invperm or an int16 q_perm; no quantization_config (found by its
+    q_groups); a quantized, permuted lm_head on an untied model; the bits per weight streamed are printed
+    beside the checkpoint's; logits within 1e-4 as above;
   - bad input (an unsupported method, bit width, group size or packing or bitsandbytes quant type, a missing
     g_idx, qzeros, quant_state or nested absmax, a foreign quant_map, a qweight, absmax or scales shape that
-    disagrees with the config) fails with one line naming the field or tensor, and leaves
+    disagrees with the config; EXL2: a missing q_groups or q_invperm, bits outside 8/6/5/4/3/2 or increasing,
+    q_weight rows or width, q_scale's shape against the groups, a q_invperm that is not a permutation) fails
+    with one line naming the field or tensor, and leaves
     neither the output nor its .tmp;
   - the CPU matmul on the converted rows of two linears per case, T = 1, 3, 6, against float64 dots of the NumPy
     unpacking with 8-bit inputs (tests/test_dequant.py's criteria: 1e-5 of sum |w x| per output).
@@ -69,9 +77,9 @@ HF_TO_FERRY = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self
                "mlp.down_proj": "ffn_down"}
 
 
-def base_model(root):
-    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256)
-    hf = os.path.join(root, "base")
+def base_model(root, tied=True):
+    spec = dict(gen_tiny_model.VARIANTS["llama_tied_gqa"], hidden=128, head_dim=32, inter=256, tied=tied)
+    hf = os.path.join(root, "base" if tied else "base_untied")
     os.makedirs(hf, exist_ok=True)
     gen_tiny_model.write_json(os.path.join(hf, "config.json"), gen_tiny_model.make_config(spec))
     gen_tiny_model.write_json(os.path.join(hf, "generation_config.json"), gen_tiny_model.make_generation_config(spec))
@@ -82,11 +90,11 @@ def base_model(root):
 
 
 def ferry_tensors(model):
-    """{(layer, ferry name): (format, float32 values, raw bytes)} of the layers of a model.ferry, dequantized by
-    ferry"""
+    """{(layer, ferry name): (format, float32 values, raw bytes)} of the layers of a model.ferry (the head's
+    as layer -1), dequantized by ferry"""
     m = json.load(open(os.path.join(model, "manifest.json")))
     out = {}
-    for i, layer in enumerate(m["units"]["layers"]):
+    for i, layer in [*enumerate(m["units"]["layers"]), (-1, m["units"]["head"])]:
         for t in layer:
             with open(os.path.join(model, t["file"]), "rb") as fh:
                 fh.seek(t["offset"])
@@ -172,6 +180,19 @@ def check_case(f, root, hf, case, prompt):
             wp = w if perm is None else w[:, perm]  # the stored rows multiply x[perm]
             matmul_check(f, f"{name} {hname}", fmt, blk, np.frombuffer(raw, np.uint8).reshape(w.shape[0], -1),
                          wp.astype(np.float64), np.random.default_rng(layer))
+    c = check_logits(f, root, name, q, out, act_blocks, prompt, f"{nlin - nbad}/{nlin} linears bit-identical")
+    if c is not None and int8_rel:  # the f16 row scales' effect on the model: float64 forwards on CB SCB / 127 and on the Q8_0 values
+        quant_hf.write_dequantized(q, q + ".bnb")
+        e_scale = rel_rows(ref_forward.Model(q + ".bnb").logits(prompt), c)
+        print(f"{name:24s} Q8_0 values vs CB SCB / 127: max relative deviation {max(int8_rel):.2e} (bound 2^-11 = "
+              f"{2.0 ** -11:.2e}); float64 logits of the two {e_scale:.2e}")
+        f.check(e_scale <= 1e-2, f"{name}: the f16 row scales move the float64 logits by {e_scale:.2e}")
+
+
+def check_logits(f, root, name, q, out, act_blocks, prompt, what):
+    """ferry's CPU prompt logits of out against the float64 forward of q's NumPy unpacking, with the matmul
+    inputs of the act_blocks weights quantized as ferry's CPU contract says; returns the forward without that
+    quantization (None when the run failed)"""
     deq = q + ".deq"
     quant_hf.write_dequantized(q, deq, stored=True)
     model = ref_forward.Model(deq)
@@ -179,7 +200,7 @@ def check_case(f, root, hf, case, prompt):
     lg = os.path.join(root, name + ".lg")
     p = ferry("run", "-m", out, "--device", "cpu", "--prompt-ids", ",".join(map(str, prompt)), "-n", 0, "--logits", lg)
     if not f.check(p.returncode == 0, f"{name}: run failed: {p.stderr.strip()}"):
-        return
+        return None
     a, b = ref_forward.read_flgt(lg).astype(np.float64), model.logits(prompt)
     model.act_blocks = {}
     c = model.logits(prompt)
@@ -187,15 +208,78 @@ def check_case(f, root, hf, case, prompt):
     # a rounding tie of the 8-bit inputs decided otherwise (ferry's activations are f32, the reference's f64)
     # moves the logits by up to the quantization's own size: the project's bound for 8-bit matmul inputs
     tol = max(TOL, 2 * err_q)
-    print(f"{name:24s} {nlin - nbad}/{nlin} linears bit-identical, prompt logits rel err {err:.2e} "
-          f"(8-bit inputs' own: {err_q:.2e}, bound {tol:.2e})")
-    if int8_rel:  # the f16 row scales' effect on the model: float64 forwards on CB SCB / 127 and on the Q8_0 values
-        quant_hf.write_dequantized(q, q + ".bnb")
-        e_scale = rel_rows(ref_forward.Model(q + ".bnb").logits(prompt), c)
-        print(f"{name:24s} Q8_0 values vs CB SCB / 127: max relative deviation {max(int8_rel):.2e} (bound 2^-11 = "
-              f"{2.0 ** -11:.2e}); float64 logits of the two {e_scale:.2e}")
-        f.check(e_scale <= 1e-2, f"{name}: the f16 row scales move the float64 logits by {e_scale:.2e}")
+    print(f"{name:24s} {what}, prompt logits rel err {err:.2e} (8-bit inputs' own: {err_q:.2e}, bound {tol:.2e})")
     f.check(err <= tol, f"{name}: prompt logits rel err {err:.2e} > {tol:.2e}")
+    return c
+
+
+# EXL2 (name, the widths its linears draw from, group size, which permutation tensors, config.json's
+# quantization_config left out (older ExLlamaV2 files: found by their q_groups tensors))
+EXL2_CASES = [
+    ("exl2_mixed_g32", "mixed", 32, "invperm", False),
+    ("exl2_low_g32", "low", 32, "invperm", False),
+    ("exl2_low_g128", "low", 128, "invperm", False),
+    ("exl2_mixed_g64_perm16_noconfig", "mixed", 64, "perm16", True),
+    ("exl2_mixed_g128_both", "mixed", 128, "both", False),
+    ("exl2_even_g48", "even", 48, "invperm", False),  # groups of 48 mix inside blocks of 32: exact F32
+    # an untied model: lm_head quantized too (6 bits, one group, permuted: the head gathers its input)
+    ("exl2_mixed_g32_head", "mixed", 32, "invperm", False),
+]
+
+
+def check_exl2_case(f, root, hf, case, prompt, widths):
+    """An EXL2 checkpoint converted: each linear stored as the format its groups allow (Q4_Z for 2-4 bits, Q8_Z
+    with any of 5, 6, 8; the 128 variants where every group is whole 128s; F32 where a group is not whole 32s),
+    bit-identical to the NumPy unpacking once its stored permutation (the file's q_perm) is undone; the CPU
+    matmul on two of them; logits within TOL. widths collects the bit widths seen."""
+    name, choice, group, perm_style, no_config = case
+    q = os.path.join(root, name)
+    quant_hf.write(hf, q, "exl2", group=group, seed=len(name), exl2_bits=choice, perm_style=perm_style,
+                   no_config=no_config)
+    out = q + ".ferry"
+    p = ferry("convert", q, "-o", out)
+    if not f.check(p.returncode == 0, f"{name}: convert failed: {p.stderr.strip()}"):
+        return
+    raw, want, got = quant_hf.load_raw(q), quant_hf.dequantize(q), ferry_tensors(out)
+    act_blocks, nbad, nlin, ck_bits, st_bits, nk = {}, 0, 0, 0, 0, 0
+    fmts = set()
+    for hname, w in want.items():
+        if hname != "lm_head.weight" and (not hname.startswith("model.layers.") or not quant_hf.quantizable(hname, w)):
+            continue
+        parts = hname.split(".")
+        layer, key = (-1, "output") if hname == "lm_head.weight" else (int(parts[2]), HF_TO_FERRY[".".join(parts[3:5])])
+        base = hname[: -len(".weight")]
+        fmt, v, raw_bytes = got[(layer, key + ".weight")]
+        groups = quant_hf.exl2_group_rows(raw, base, w.shape[1])
+        widths.update(b for b, _, _, _ in groups)
+        whole = [rows % 32 == 0 for _, _, _, rows in groups]
+        want_fmt = ("F32" if not all(whole) else ("Q8_Z" if max(b for b, _, _, _ in groups) > 4 else "Q4_Z") +
+                    ("128" if all(rows % 128 == 0 for _, _, _, rows in groups) else ""))
+        f.check(fmt == want_fmt, f"{name}: {hname} stored as {fmt}, want {want_fmt}")
+        fmts.add(fmt)
+        nlin += 1
+        ck_bits += 8 * sum(raw[base + s].nbytes for s in (".q_weight", ".q_scale", ".q_scale_max", ".q_groups"))
+        st_bits += 8 * len(raw_bytes)
+        nk += w.size
+        perm = check_perm(f, name, hname, got.get((layer, key + ".perm")), quant_hf.exl2_perm(raw, base))
+        if perm is None:
+            nbad += 1
+            continue
+        u = np.empty_like(v)
+        u[:, perm] = v
+        if u.shape != w.shape or not np.array_equal(u.view(np.uint32), w.view(np.uint32)):
+            nbad += 1
+            diff = np.flatnonzero(u.reshape(-1) != w.reshape(-1))
+            f.check(False, f"{name}: {hname}: {diff.size} values differ from the NumPy unpacking, first {diff[:3]}")
+        if fmt != "F32":
+            blk = 128 if fmt.endswith("128") else 32
+            act_blocks[hname] = (blk, perm)
+            if layer == 1 and key in ("attn_q", "ffn_down"):
+                matmul_check(f, f"{name} {hname}", fmt, blk, np.frombuffer(raw_bytes, np.uint8).reshape(w.shape[0], -1),
+                             w[:, perm].astype(np.float64), np.random.default_rng(layer))
+    print(f"{name:24s} stored as {'/'.join(sorted(fmts))}: {st_bits / nk:.2f} bits per weight streamed, the "
+          f"checkpoint's {ck_bits / nk:.2f} (+ 32 bits per column for the permutation in both)")
+    check_logits(f, root, name, q, out, act_blocks, prompt, f"{nlin - nbad}/{nlin} linears bit-identical")
 
 
 def edit_config(d, **kv):
@@ -217,10 +301,36 @@ def replace_tensor(d, name, array):
     safetensors.numpy.save_file(t, path)
 
 
+def edit_exl2(d, base, suffix, fn):
+    """Applies fn to tensor base.suffix of an EXL2 directory (in place when fn returns None)"""
+    import safetensors.numpy
+    path = os.path.join(d, "output.safetensors")
+    t = safetensors.numpy.load_file(path)
+    a = t[f"{base}.{suffix}"].copy()
+    r = fn(a)
+    t[f"{base}.{suffix}"] = np.ascontiguousarray(a if r is None else r)
+    safetensors.numpy.save_file(t, path)
+
+
 def check_bad(f, root, hf):
     lin = "model.layers.1.mlp.down_proj"
     bad = [  # (what, writer arguments, edit, the words the message must hold)
-        ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="exl2"), ["quant_method", "exl2"]),
+        ("method", dict(method="gptq"), lambda d: edit_config(d, quant_method="hqq"), ["quant_method", "hqq"]),
+        ("exl2 no q_groups", dict(method="exl2", skip=("q_groups",)), None, [".q_groups", "not found"]),
+        ("exl2 no invperm", dict(method="exl2", skip=("q_invperm",)), None, [".q_invperm", "not found"]),
+        ("exl2 bits 7", dict(method="exl2"), lambda d: edit_exl2(d, lin, "q_groups", lambda a: a.__setitem__(0, 7)),
+         [lin + ".q_groups[0]", "bits 7"]),
+        ("exl2 bits order", dict(method="exl2", exl2_bits="low"),
+         lambda d: edit_exl2(d, lin, "q_groups", lambda a: a.__setitem__(slice(2, None, 2), 8)),
+         [lin + ".q_groups[2]", "more bits"]),
+        ("exl2 q_weight rows", dict(method="exl2"),
+         lambda d: edit_exl2(d, lin, "q_weight", lambda a: a[:-1]), [lin + ".q_groups", "packed rows"]),
+        ("exl2 q_weight width", dict(method="exl2"),
+         lambda d: edit_exl2(d, lin, "q_weight", lambda a: a[:, :96]), [lin + ".q_weight", "[packed rows, 128]"]),
+        ("exl2 q_scale shape", dict(method="exl2"),
+         lambda d: edit_exl2(d, lin, "q_scale", lambda a: a[:, :8]), [lin + ".q_scale", "implies"]),
+        ("exl2 invperm", dict(method="exl2"),
+         lambda d: edit_exl2(d, lin, "q_invperm", lambda a: a.__setitem__(1, a[0])), [lin + ".q_invperm[", "permutation"]),
         ("bnb quant type", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="int4"),
          ["bnb_4bit_quant_type", "int4"]),
         ("bnb fp4 vs nf4", dict(method="bnb"), lambda d: edit_config(d, bnb_4bit_quant_type="fp4"),
@@ -288,6 +398,11 @@ def main():
         prompt = [rnd.randrange(320) for _ in range(24)]
         for case in CASES:
             check_case(f, root, hf, case, prompt)
+        widths = set()
+        hf_untied = base_model(root, tied=False)
+        for case in EXL2_CASES:
+            check_exl2_case(f, root, hf_untied if case[0].endswith("_head") else hf, case, prompt, widths)
+        f.check(widths == {8, 6, 5, 4, 3, 2}, f"exl2: the cases' groups have bits {sorted(widths)}, want all six")
         check_bad(f, root, hf)
     finally:
         cleanup()

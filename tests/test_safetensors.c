@@ -133,6 +133,19 @@ int main(void)
 	mkdir(p, 0755);
 	CHECK(st_open_dir(&s, p, err, sizeof(err)) != 0 && strstr(err, "no model.safetensors"));
 
+	/* no model.safetensors and no index: every *.safetensors in name order (ExLlamaV2's output-0000K files) */
+	snprintf(dir, sizeof(dir), "%s/exl2", root);
+	mkdir(dir, 0755);
+	strcpy(root, dir);
+	write_st("output-00002-of-00002.safetensors", "{\"y\":{\"dtype\":\"I16\",\"shape\":[1],\"data_offsets\":[0,2]}}",
+		 2, -1);
+	write_st("output-00001-of-00002.safetensors", "{\"x\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+		 8, -1);
+	strcpy(root, saved);
+	CHECK(st_open_dir(&s, dir, err, sizeof(err)) == 0);
+	CHECK(s.n_files == 2 && st_find(&s, "x") && st_find(&s, "y") && st_find(&s, "x")->file == 0);
+	st_close(&s);
+
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
 	if (system(cmd) != 0)

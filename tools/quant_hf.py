@@ -5,6 +5,7 @@
     python3 tools/quant_hf.py awq SRC_HF OUT [--group 128]
     python3 tools/quant_hf.py bnb SRC_HF OUT [--group 64 (the blocksize)] [--double-quant] [--fp4]
     python3 tools/quant_hf.py bnb8 SRC_HF OUT                (bitsandbytes LLM.int8: weight int8, SCB)
+    python3 tools/quant_hf.py exl2 SRC_HF OUT [--group 32] [--exl2-bits mixed|low] (ExLlamaV2's mixed-bit EXL2)
     python3 tools/quant_hf.py dequant QUANT_HF OUT_HF        (the NumPy unpacking, as an F32 checkpoint)
 
 write() quantizes every `*_proj.weight` of the layers of a Hugging Face directory (round to nearest per group,
@@ -31,6 +32,18 @@ Layouts (AutoGPTQ / GPTQModel qlinear, AutoAWQ gemm):
   bitsandbytes FP4: the same with quant_type fp4, quant_map FP4 (fp4_code) and .quant_state.bitsandbytes__fp4.
   bitsandbytes LLM.int8 (Linear8bitLt's state dict): P.weight int8 [N, K] = round(W 127 / row absmax), P.SCB
        f32 [N] the row absmax, P.weight_format uint8 0 (row-major); W = CB SCB / 127.
+  EXL2 (ExLlamaV2's conversion/adaptivegptq.py pack, cuda/pack_tensor.cu, its loader ext.py make_q_matrix and
+       cuda/quant/qdq_util.cuh dq_scale): the K rows of W^T in act-order (perm: stored row j is input row
+       perm[j]) cut into groups, bits non-increasing (8, 6, 5, 4, 3, 2), each of group_size rows (the last one
+       what is left); P.q_weight int32 [qrows, N] packs group g's rows from packed row r_g as a b-bit
+       little-endian stream along K per column (value i at bit b i of the words q_weight[r_g.., n], so 3/5/6-bit
+       values straddle words); P.q_groups int16 [2 G] = (b, r_g) per group; P.q_scale int32 [G, N / 8] the
+       4-bit qs of column 8c + i in nibble i of word c; P.q_scale_max f16 [G]; P.q_invperm int32 [K] the inverse
+       of perm (older files: P.q_perm int16). The loader divides q_scale_max by 256 in f16; the scale is
+       S = f16(f16((qs + 1)^2) f16(q_scale_max / 256)) and w = (q - 2^(b-1)) S (exact in float32).
+       config.json: quantization_config {quant_method "exl2", version, bits (the average), head_bits,
+       calibration}, which ExLlamaV2 writes only for a full compile (no_config leaves it out); the tensors are
+       in output.safetensors, as ExLlamaV2 names them.
 """
 
 import argparse
@@ -219,8 +232,119 @@ def bnb_dequantize(raw, wname):
     return vals.astype(np.float32).reshape(state["shape"])
 
 
+EXL2_BITS = {"mixed": (8, 6, 5, 4, 3, 2), "low": (4, 3, 2), "even": (8, 4, 2)}
+
+
+def exl2_groups(K, rng, choice, group):
+    """[(bits, rows)] of one linear: 2..4 distinct widths drawn from EXL2_BITS[choice] in non-increasing order,
+    random proportions, each width whole groups of `group` rows (ExLlamaV2's configure: ceil of its share of
+    what is left), the last group what remains"""
+    widths = sorted(rng.choice(EXL2_BITS[choice], size=min(len(EXL2_BITS[choice]), int(rng.integers(2, 5))),
+                               replace=False), reverse=True)
+    props = rng.dirichlet(np.ones(len(widths)))
+    out, left = [], K
+    for i, (b, p) in enumerate(zip(widths, props)):
+        n = K if i == len(widths) - 1 else -(-int(min(K * p, left)) // group)
+        for _ in range(n):
+            if left > 0:
+                out.append((int(b), min(group, left)))
+                left -= min(group, left)
+    return out
+
+
+def exl2_scale(qs, qsm):
+    """ExLlamaV2's f16 scale from the 4-bit code qs (stored, 0..15) and the group's f16 q_scale_max: each step
+    an exact product of f16 values rounded once to f16 (float64 -> float16)"""
+    m = (qsm.astype(np.float64) / 256).astype(np.float16)
+    return (((qs.astype(np.int64) + 1) ** 2).astype(np.float64) * m.astype(np.float64)).astype(np.float16)
+
+
+def exl2_quantize(W, perm, groups, perm_style="invperm"):
+    """W [N, K] -> EXL2 tensors by suffix, rounding to nearest per group (ExLlamaV2's AdaptiveQuantizer scale
+    search without its error grid: any valid codes serve, the test is the reading)"""
+    N, K = W.shape
+    assert N % 32 == 0, "columns pad to 32 in ExLlamaV2; these tests keep N a multiple of 32"
+    Wt = W.T.astype(np.float64)[perm]
+    words, qgroups, qscale, qsmax, a, qrow = [], [], [], [], 0, 0
+    for b, rows in groups:
+        x = Wt[a: a + rows]
+        maxq = 2 ** b - 1
+        base = (np.abs(x).max(axis=0) + 1e-12) / (maxq / 2)
+        m = base.max()
+        qs = np.clip(np.round(np.sqrt(base / m) * 16), 1, 16).astype(np.int64) - 1
+        qsm = np.array([m], np.float16)
+        S = exl2_scale(qs, np.repeat(qsm, N)).astype(np.float64)
+        q = np.clip(np.round(x / np.where(S > 0, S, 1)) + 2 ** (b - 1), 0, maxq).astype(np.int64)
+        pad = 0  # the last group's rows are padded to whole words (ExLlamaV2: ceil of its packed rows)
+        while (rows + pad) * b % 32:
+            pad += 1
+        qp = np.concatenate([q, np.zeros((pad, N), np.int64)]) if pad else q
+        w = np.ascontiguousarray(pack_stream(np.ascontiguousarray(qp.T), b).T)
+        words.append(w)
+        qgroups += [b, qrow]
+        qrow += w.shape[0]
+        qscale.append(qs)
+        qsmax.append(qsm[0])
+        a += rows
+    assert a == K
+    parts = {"q_weight": np.concatenate(words), "q_groups": np.array(qgroups, np.int16),
+             "q_scale": pack_stream(np.stack(qscale), 4), "q_scale_max": np.array(qsmax, np.float16)}
+    if perm_style in ("invperm", "both"):
+        parts["q_invperm"] = np.argsort(perm).astype(np.int32)
+    if perm_style in ("perm16", "both"):
+        parts["q_perm"] = perm.astype(np.int16)
+    return parts
+
+
+def exl2_perm(raw, base):
+    """the act-order of an EXL2 linear: stored row j is input row perm[j] (q_perm, else argsort(q_invperm))"""
+    if base + ".q_perm" in raw:
+        return raw[base + ".q_perm"].astype(np.int64) & 0xFFFF
+    return np.argsort(raw[base + ".q_invperm"])
+
+
+def exl2_group_rows(raw, base, K):
+    """[(bits, first packed row, end packed row, rows)] per group of an EXL2 linear (q_groups; a group's rows
+    are its packed rows 32 / bits, the last one's what is left of K)"""
+    qg, qrows = raw[base + ".q_groups"].astype(np.int64), raw[base + ".q_weight"].shape[0]
+    G, out, a = len(qg) // 2, [], 0
+    for g in range(G):
+        b, r0 = int(qg[2 * g]), int(qg[2 * g + 1])
+        r1 = int(qg[2 * g + 3]) if g + 1 < G else qrows
+        rows = (r1 - r0) * 32 // b if g + 1 < G else K - a
+        out.append((b, r0, r1, rows))
+        a += rows
+    return out
+
+
+def exl2_dequantize(raw, base, K):
+    """float32 [N, K] of an EXL2 linear from raw {name: array} (N = q_weight's width)"""
+    qw = raw[base + ".q_weight"]
+    N = qw.shape[1]
+    perm = exl2_perm(raw, base)
+    qs = unpack_words(raw[base + ".q_scale"], 4, N)
+    Wt, a = np.zeros((K, N), np.float32), 0
+    for g, (b, r0, r1, rows) in enumerate(exl2_group_rows(raw, base, K)):
+        q = unpack_words(np.ascontiguousarray(qw[r0:r1].T), b, rows).T  # [rows, N]
+        S = exl2_scale(qs[g], np.repeat(raw[base + ".q_scale_max"][g], N)).astype(np.float32)
+        Wt[a: a + rows] = (q - 2 ** (b - 1)).astype(np.float32) * S[None, :]
+        a += rows
+    W = np.empty((N, K), np.float32)
+    W[:, perm] = Wt.T
+    return W
+
+
+def load_raw(d):
+    """{name: array} of every *.safetensors file of d"""
+    raw = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            raw.update(safetensors.numpy.load_file(os.path.join(d, f)))
+    return raw
+
+
 def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=None, seed=0, skip=(),
-          double_quant=False, quant_type="nf4"):
+          double_quant=False, quant_type="nf4", exl2_bits="mixed", perm_style="invperm", no_config=False):
     """Quantizes src's linears into a GPTQ (method 'gptq') or AWQ ('awq') directory out. skip: tensor suffixes
     ('qzeros', 'g_idx'...) to leave out (negative tests)."""
     rng = np.random.default_rng(seed)
@@ -237,6 +361,9 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
     elif method == "awq":
         cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
                                       "version": "gemm"}
+    elif method == "exl2":
+        cfg["quantization_config"] = {"quant_method": "exl2", "version": "0.2.8", "bits": 4.0, "head_bits": 6,
+                                      "calibration": {"rows": 115, "length": 2048, "dataset": "(default)"}}
     elif method == "bnb8":
         cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": False, "load_in_8bit": True,
                                       "llm_int8_threshold": 6.0, "llm_int8_has_fp16_weight": False}
@@ -244,11 +371,14 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
         cfg["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
                                       "bnb_4bit_quant_type": quant_type, "bnb_4bit_use_double_quant": double_quant,
                                       "bnb_4bit_compute_dtype": "float32", "bnb_4bit_quant_storage": "uint8"}
+    if no_config:
+        del cfg["quantization_config"]
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
-    tensors = {}
+    tensors, qbits = {}, [0, 0]
     for name, w in ref_forward.load_weights(src).items():
-        if not quantizable(name, w):
+        head = method == "exl2" and name == "lm_head.weight"  # ExLlamaV2 quantizes the head too (head_bits)
+        if not quantizable(name, w) and not head:
             tensors[name] = np.ascontiguousarray(w.astype(np.float32))
             continue
         base = name[: -len(".weight")]
@@ -263,8 +393,17 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
                 if suffix not in skip:
                     tensors[name + ("." + suffix if suffix else "")] = np.ascontiguousarray(a)
             continue
-        inp = name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
+        inp = "head" if head else name.split(".")[2] + {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "gate_proj": "mlp",
                                     "up_proj": "mlp"}.get(name.split(".")[-2], name)
+        if method == "exl2":  # q, k, v (gate, up) share their input's act-order, as ExLlamaV2's reuse_h does
+            perm = orders.setdefault(inp, rng.permutation(K))
+            groups = [(6, K)] if head else exl2_groups(K, rng, exl2_bits, group)  # head_bits 6: one group
+            for suffix, a in exl2_quantize(w, perm, groups, perm_style).items():
+                qbits[0] += a.nbytes * 8 if suffix not in ("q_invperm", "q_perm") else 0
+                if suffix not in skip:
+                    tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)
+            qbits[1] += N * K
+            continue
         g_idx = group_index(K, group, desc_act if method == "gptq" else None, rng, orders.get(inp))
         orders[inp] = np.argsort(g_idx, kind="stable")
         q, z, s = quantize(w, bits, g_idx, sym, rng)
@@ -277,15 +416,28 @@ def write(src, out, method, bits=4, group=128, sym=False, v2=False, desc_act=Non
         for suffix, a in parts.items():
             if suffix not in skip:
                 tensors[f"{base}.{suffix}"] = np.ascontiguousarray(a)
-    safetensors.numpy.save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    if method == "exl2" and not no_config:  # the average bits per weight of the linears (their act-order aside)
+        cfg["quantization_config"]["bits"] = round(qbits[0] / qbits[1], 3)
+        with open(os.path.join(out, "config.json"), "w") as fh:
+            json.dump(cfg, fh, indent=2)
+    fname = "output.safetensors" if method == "exl2" else "model.safetensors"
+    safetensors.numpy.save_file(tensors, os.path.join(out, fname), metadata={"format": "pt"})
 
 
 def dequantize(d, stored=False):
     """{HF name: float32 array} of a directory write() made (any GPTQ/AWQ of these layouts): every linear
     unpacked as s[g, n] * (q[k, n] - z[g, n]), the product exact in float32. LLM.int8: CB SCB / 127, or with
     stored=True the Q8_0 values a converter keeps (bnb8_dequantize)."""
-    qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
-    raw = safetensors.numpy.load_file(os.path.join(d, "model.safetensors"))
+    raw = load_raw(d)
+    qc = json.load(open(os.path.join(d, "config.json"))).get("quantization_config", {"quant_method": "exl2"})
+    if qc["quant_method"] == "exl2":
+        own = (".q_weight", ".q_groups", ".q_scale", ".q_scale_max", ".q_invperm", ".q_perm")
+        out = {k: v.astype(np.float32) for k, v in raw.items() if not k.endswith(own)}
+        for name in [k for k in raw if k.endswith(".q_groups")]:
+            base = name[: -len(".q_groups")]
+            K = len(raw[base + (".q_invperm" if base + ".q_invperm" in raw else ".q_perm")])
+            out[base + ".weight"] = exl2_dequantize(raw, base, K)
+        return out
     if qc["quant_method"] == "bitsandbytes" and qc.get("load_in_8bit"):
         bases = [k[: -len(".SCB")] for k in raw if k.endswith(".SCB")]
         own = {b + s for b in bases for s in (".weight", ".SCB", ".weight_format")}
@@ -336,7 +488,7 @@ def write_dequantized(d, out, stored=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=["gptq", "awq", "bnb", "bnb8", "dequant"])
+    ap.add_argument("method", choices=["gptq", "awq", "bnb", "bnb8", "exl2", "dequant"])
     ap.add_argument("src")
     ap.add_argument("out")
     ap.add_argument("--bits", type=int, default=4)
@@ -346,13 +498,15 @@ def main():
     ap.add_argument("--desc-act", choices=["mixed", "mixed_shared", "blocks"])
     ap.add_argument("--double-quant", action="store_true")
     ap.add_argument("--fp4", action="store_true", help="bnb: bitsandbytes FP4 instead of NF4")
+    ap.add_argument("--exl2-bits", choices=sorted(EXL2_BITS), default="mixed",
+                    help="exl2: the widths each linear's groups draw from")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.method == "dequant":
         write_dequantized(a.src, a.out)
     else:
         write(a.src, a.out, a.method, a.bits, a.group, a.sym, a.v2, a.desc_act, a.seed, double_quant=a.double_quant,
-              quant_type="fp4" if a.fp4 else "nf4")
+              quant_type="fp4" if a.fp4 else "nf4", exl2_bits=a.exl2_bits)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ struct conv {
 	struct imatrix im;           /* --imatrix (n 0: none) */
 	const char *im_path;
 	int im_used;                 /* matrices it weighted */
-	struct hfq_config q;         /* quantization_config (GPTQ, AWQ), method HFQ_NONE: none */
+	struct hfq_config q;         /* quantization_config (GPTQ, AWQ, bitsandbytes, EXL2), method HFQ_NONE: none */
 	int n_quantized, n_act_f32;  /* its linears repacked; of them, act-order ones written as F32 */
 	int n_act_perm;              /* act-order ones stored with permuted columns (P.perm) */
 	char *err;
@@ -591,15 +591,20 @@ int convert_hf(const char *hf_dir, const char *out_dir, bool force, bool lz4, co
 		goto out;
 	if ((rc = hfq_config_read(config, hf_dir, &c.q, err, errlen)))
 		goto out;
+	if ((rc = st_open_dir(&c.st, hf_dir, err, errlen)))
+		goto out;
+	if (c.q.method == HFQ_NONE)
+		hfq_config_from_tensors(&c.st, &c.q);
 	if (c.q.method != HFQ_NONE && quant) {
 		snprintf(err, errlen, "--quant %s: %s is already quantized (%s); converting it keeps its values exactly", quant,
 			 hf_dir, c.q.name);
 		rc = -EINVAL;
 		goto out;
 	}
-	if ((rc = st_open_dir(&c.st, hf_dir, err, errlen)))
-		goto out;
-	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf)) {
+	char head_base[256];
+	snprintf(head_base, sizeof(head_base), "%.*s", (int)strlen(arch_output.hf) - 7, arch_output.hf);
+	if (!c.hp.tied_embeddings && !st_find(&c.st, arch_output.hf) &&
+	    !(c.q.method != HFQ_NONE && hfq_present(&c.q, &c.st, head_base))) { /* EXL2 quantizes the head */
 		snprintf(err, errlen, "%s: tensor %s not found and tie_word_embeddings is false", hf_dir, arch_output.hf);
 		rc = -ENOENT;
 		goto out;

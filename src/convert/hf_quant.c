@@ -28,6 +28,18 @@
  * flattened weight each have an absmax, f32, or with double quantization a uint8 code a giving
  * f32(f32(nested_quant_map[a] * nested_absmax[i / nested_blocksize]) + nested_offset), bitsandbytes' own f32
  * arithmetic. A block of 64 along a row lies in one such block when K and blocksize are multiples of 64.
+ *
+ * EXL2 (ExLlamaV2's conversion: pack_columns, pack_rows_4; its loader: make_q_matrix, dq_scale): q_weight rows
+ * are the act-order rows, group after group; group g (q_groups[2g] = b bits, q_groups[2g + 1] = its first
+ * packed row r) packs column n of its rows as GPTQ does, a little-endian b-bit stream over the words
+ * q_weight[r.., n] (3/5/6 bits straddle words: 32 rows in 3/5 words, 16 in 3). Its rows are
+ * (next group's r - r) 32 / b, the last group's the rest of K. q_scale [g, n / 8] holds nibble qs of column n at
+ * bit 4 (n % 8); the loader divides q_scale_max by 256 in f16 and forms the scale
+ * S = f16(f16((qs + 1)^2) f16(q_scale_max / 256)) (each f16 product of f16 values is exact in f32, so f32
+ * arithmetic with one rounding to f16 is ExLlamaV2's); w = (q - 2^(b-1)) S. In the act-order (stored) order a
+ * group of a multiple of 32 rows is whole blocks: d = S, z = 2^(b-1), the codes as they are (Q4_Z for 2-4
+ * bits; Q8_Z for 5, 6, 8 bits: codes - 2^(b-1), z 0). Column n of the weight is input row q_perm[stored row]
+ * (q_perm = the inverse of q_invperm), which is ferry's NAME.perm.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -76,10 +88,15 @@ int hfq_config_read(const void *config, const char *dir, struct hfq_config *q, c
 	const char *m = json_string_value(json_object_get(qc, "quant_method"));
 	m = m ? m : own ? "gptq" : "(none)"; /* AutoGPTQ's quantize_config.json names no method */
 	q->method = !strcmp(m, "gptq") ? HFQ_GPTQ : !strcmp(m, "awq") ? HFQ_AWQ : !strcmp(m, "bitsandbytes") ? HFQ_BNB4
-														: HFQ_NONE;
-	q->name = q->method == HFQ_GPTQ ? "gptq" : q->method == HFQ_AWQ ? "awq" : "bitsandbytes";
+		    : !strcmp(m, "exl2")										? HFQ_EXL2
+															: HFQ_NONE;
+	q->name = q->method == HFQ_GPTQ ? "gptq" : q->method == HFQ_AWQ ? "awq" : q->method == HFQ_EXL2 ? "exl2" : "bitsandbytes";
 	if (q->method == HFQ_NONE) {
-		snprintf(err, errlen, "%s.quant_method \"%s\" is not supported (gptq, awq, bitsandbytes)", where, m);
+		snprintf(err, errlen, "%s.quant_method \"%s\" is not supported (gptq, awq, bitsandbytes, exl2)", where, m);
+		goto out;
+	}
+	if (q->method == HFQ_EXL2) { /* bits is the average bits per weight; each linear's q_groups says its own */
+		rc = 0;
 		goto out;
 	}
 	if (q->method == HFQ_BNB4) {
@@ -142,9 +159,29 @@ out:
 	return rc;
 }
 
+void hfq_config_from_tensors(const struct st_set *st, struct hfq_config *q)
+{
+	for (int i = 0; q->method == HFQ_NONE && i < st->n_tensors; i++) {
+		size_t l = strlen(st->tensors[i].name);
+		if (l > 9 && !strcmp(st->tensors[i].name + l - 9, ".q_groups")) {
+			memset(q, 0, sizeof(*q));
+			q->method = HFQ_EXL2, q->name = "exl2";
+		}
+	}
+}
+
 bool hfq_present(const struct hfq_config *cfg, const struct st_set *st, const char *base)
 {
 	char name[512];
+	if (cfg->method == HFQ_EXL2) { /* any of its parts: hfq_open says which one is missing */
+		static const char *parts[] = {"q_weight", "q_groups", "q_scale", "q_scale_max", "q_invperm", "q_perm"};
+		for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+			snprintf(name, sizeof(name), "%s.%s", base, parts[i]);
+			if (st_find(st, name))
+				return true;
+		}
+		return false;
+	}
 	if (cfg->method == HFQ_BNB8) { /* an int8 weight without its SCB is one too (hfq_open says what is missing) */
 		snprintf(name, sizeof(name), "%s.weight", base);
 		const struct st_tensor *w = st_find(st, name);
@@ -209,6 +246,8 @@ static int64_t src_row(const struct hfq_tensor *t, int64_t k)
 
 static int group_of(const struct hfq_tensor *t, int64_t k)
 {
+	if (t->gmap) /* EXL2: its rows are already in the stored order */
+		return t->gmap[k];
 	if (t->g_idx)
 		return (int)word(t->g_idx->data, src_row(t, k));
 	return t->cfg->group < 0 ? 0 : (int)(k / t->cfg->group);
@@ -216,6 +255,10 @@ static int group_of(const struct hfq_tensor *t, int64_t k)
 
 static int code_at(const struct hfq_tensor *t, int64_t k, int64_t n)
 {
+	if (t->gmap) {
+		int g = t->gmap[k], b = t->gbits[g];
+		return stream_at(t->qweight->data + 4 * (t->gqrow0[g] * t->Npad + n), t->Npad, b * (k - t->grow0[g]), b);
+	}
 	k = src_row(t, k);
 	if (t->cfg->method == HFQ_AWQ)
 		return (int)(word(t->qweight->data, k * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
@@ -224,6 +267,8 @@ static int code_at(const struct hfq_tensor *t, int64_t k, int64_t n)
 
 static int zero_at(const struct hfq_tensor *t, int g, int64_t n)
 {
+	if (t->gmap)
+		return 1 << (t->gbits[g] - 1);
 	if (t->cfg->method == HFQ_AWQ)
 		return (int)(word(t->qzeros->data, g * (t->N / 8) + n / 8) >> (4 * AWQ_NIBBLE[n % 8]) & 15);
 	int bits = t->cfg->bits;
@@ -234,6 +279,12 @@ static int zero_at(const struct hfq_tensor *t, int g, int64_t n)
 static uint16_t scale_at(const struct hfq_tensor *t, int g, int64_t n)
 {
 	uint16_t h;
+	if (t->gmap) { /* ExLlamaV2's f16 scale: f16((qs + 1)^2) f16(q_scale_max / 256), rounded to f16 */
+		int qs = (int)(word(t->scales->data, g * (t->Npad / 8) + n / 8) >> (4 * (n % 8)) & 15);
+		memcpy(&h, t->scale_max->data + 2 * g, 2);
+		float m = f16_to_f32(f32_to_f16(f16_to_f32(h) / 256.0f));
+		return f32_to_f16((float)((qs + 1) * (qs + 1)) * m);
+	}
 	memcpy(&h, t->scales->data + 2 * (g * t->N + n), 2);
 	return h;
 }
@@ -371,6 +422,174 @@ static int open_bnb8(const struct st_set *st, const char *base, struct hfq_tenso
 	return 0;
 }
 
+/* EXL2's act-order: q_perm (stored row j is input row q_perm[j]) from P.q_perm, else the inverse of
+ * P.q_invperm (I32 or I16 [K], a permutation; both present: they must agree); NULL where it is the identity */
+static int exl2_perm(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	const struct st_tensor *pt[2];
+	const char *suffix[2] = {"q_perm", "q_invperm"};
+	char name[512];
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "%s.%s", base, suffix[i]);
+		pt[i] = st_find(st, name);
+		if (pt[i] && ((strcmp(pt[i]->dtype, "I32") && strcmp(pt[i]->dtype, "I16")) || pt[i]->ndim != 1 ||
+			      pt[i]->shape[0] != t->K)) {
+			snprintf(err, errlen, "%s: tensor %s is %s of %d dims, want I32 or I16 [%lld]", st->files[pt[i]->file].path,
+				 name, pt[i]->dtype, pt[i]->ndim, (long long)t->K);
+			return -EINVAL;
+		}
+	}
+	if (!pt[0] && !pt[1]) {
+		snprintf(err, errlen, "tensor %s.q_invperm not found (part of an EXL2 linear: its act-order)", base);
+		return -ENOENT;
+	}
+	int32_t *v[2] = {NULL, NULL};
+	uint8_t *seen = calloc((size_t)t->K, 1);
+	t->perm = malloc(sizeof(int32_t) * (size_t)t->K);
+	int rc = seen && t->perm ? 0 : -ENOMEM;
+	for (int i = 0; !rc && i < 2; i++) {
+		if (!pt[i])
+			continue;
+		if (!(v[i] = malloc(sizeof(int32_t) * (size_t)t->K))) {
+			rc = -ENOMEM;
+			break;
+		}
+		memset(seen, 0, (size_t)t->K);
+		bool i16 = !strcmp(pt[i]->dtype, "I16");
+		for (int64_t k = 0; !rc && k < t->K; k++) {
+			int16_t h;
+			if (i16)
+				memcpy(&h, pt[i]->data + 2 * k, 2);
+			int64_t x = i16 ? h : (int32_t)word(pt[i]->data, k);
+			if (i16 && t->K > 32768) /* ExLlamaV2's int16 indices of a wider K wrap: read them unsigned */
+				x = (uint16_t)h;
+			if (x < 0 || x >= t->K || seen[x]) {
+				snprintf(err, errlen, "%s.%s[%lld] = %lld: not a permutation of %lld rows", base, suffix[i],
+					 (long long)k, (long long)x, (long long)t->K);
+				rc = -EINVAL;
+			}
+			if (!rc)
+				seen[x] = 1, v[i][k] = (int32_t)x;
+		}
+	}
+	for (int64_t k = 0; !rc && k < t->K; k++) {
+		if (v[0])
+			t->perm[k] = v[0][k];
+		else
+			t->perm[v[1][k]] = (int32_t)k;
+	}
+	for (int64_t k = 0; !rc && v[0] && v[1] && k < t->K; k++)
+		if (v[0][v[1][k]] != k) {
+			snprintf(err, errlen, "%s.q_perm and %s.q_invperm are not inverse permutations (row %lld)", base, base,
+				 (long long)k);
+			rc = -EINVAL;
+		}
+	bool identity = true;
+	for (int64_t k = 0; !rc && k < t->K; k++)
+		identity &= t->perm[k] == k;
+	free(v[0]);
+	free(v[1]);
+	free(seen);
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory reading %s's permutation", base);
+	if (rc || identity) {
+		free(t->perm);
+		t->perm = NULL;
+	}
+	return rc;
+}
+
+/* EXL2: the groups (q_groups), checked against K and q_weight's rows, then scales, maxima and permutation */
+static int open_exl2(const struct st_set *st, const char *base, struct hfq_tensor *t, char *err, size_t errlen)
+{
+	char name[512];
+	int rc = 0;
+	t->Npad = (t->N + 31) / 32 * 32;
+	snprintf(name, sizeof(name), "%s.q_groups", base);
+	const struct st_tensor *qg = st_find(st, name);
+	if (!qg) {
+		snprintf(err, errlen, "tensor %s not found (part of an EXL2 linear: its groups' bits and rows)", name);
+		return -ENOENT;
+	}
+	if ((strcmp(qg->dtype, "I16") && strcmp(qg->dtype, "U16")) || qg->ndim != 1 || qg->shape[0] < 2 ||
+	    qg->shape[0] % 2 || qg->shape[0] / 2 > t->K) {
+		snprintf(err, errlen, "%s: tensor %s is %s of %d dims, want I16 [2 G] (bits, first packed row per group)",
+			 st->files[qg->file].path, name, qg->dtype, qg->ndim);
+		return -EINVAL;
+	}
+	snprintf(name, sizeof(name), "%s.q_weight", base);
+	const struct st_tensor *w = st_find(st, name);
+	if (!w) {
+		snprintf(err, errlen, "tensor %s not found (part of an EXL2 linear)", name);
+		return -ENOENT;
+	}
+	if (strcmp(w->dtype, "I32") || w->ndim != 2 || w->shape[1] != t->Npad) {
+		snprintf(err, errlen, "%s: tensor %s is %s of %d dims (width %lld), want I32 [packed rows, %lld] for a "
+			 "[%lld, %lld] weight", st->files[w->file].path, name, w->dtype, w->ndim,
+			 (long long)(w->ndim == 2 ? w->shape[1] : -1), (long long)t->Npad, (long long)t->N, (long long)t->K);
+		return -EINVAL;
+	}
+	t->qweight = w;
+	t->G = qg->shape[0] / 2;
+	t->gbits = malloc(sizeof(int) * (size_t)t->G);
+	t->grow0 = malloc(sizeof(int64_t) * (size_t)(t->G + 1));
+	t->gqrow0 = malloc(sizeof(int64_t) * (size_t)(t->G + 1));
+	t->gmap = malloc(sizeof(int32_t) * (size_t)t->K);
+	if (!t->gbits || !t->grow0 || !t->gqrow0 || !t->gmap) {
+		snprintf(err, errlen, "out of memory reading %s", name);
+		return -ENOMEM;
+	}
+	int64_t qrows = t->qweight->shape[0];
+	t->grow0[0] = 0;
+	for (int64_t g = 0; g < t->G; g++) {
+		int16_t v[2], next = 0;
+		memcpy(v, qg->data + 4 * g, 4);
+		if (g + 1 < t->G)
+			memcpy(&next, qg->data + 4 * (g + 1) + 2, 2);
+		int b = v[0];
+		t->gbits[g] = b, t->gqrow0[g] = v[1];
+		int64_t qr = (g + 1 < t->G ? next : qrows) - v[1], rows = 0;
+		const char *bad = NULL;
+		if (b != 2 && b != 3 && b != 4 && b != 5 && b != 6 && b != 8)
+			bad = "bits not 8, 6, 5, 4, 3 or 2";
+		else if (g && b > t->gbits[g - 1])
+			bad = "more bits than the group before (EXL2 orders them 8 .. 2)";
+		else if (g == 0 && v[1] != 0)
+			bad = "the first group does not start at packed row 0";
+		else if (qr <= 0 || (g + 1 < t->G && qr * 32 % b))
+			bad = "not a whole number of rows";
+		else if ((rows = g + 1 < t->G ? qr * 32 / b : t->K - t->grow0[g]) <= 0 || t->grow0[g] + rows > t->K)
+			bad = "rows beyond the weight's K";
+		else if (g + 1 == t->G && qr != (rows * b + 31) / 32)
+			bad = "q_weight's packed rows disagree with K";
+		if (bad) {
+			snprintf(err, errlen, "%s.q_groups[%lld] (bits %d, packed row %d): %s (K %lld, q_weight %lld packed rows)",
+				 base, (long long)(2 * g), b, v[1], bad, (long long)t->K, (long long)qrows);
+			return -EINVAL;
+		}
+		t->grow0[g + 1] = t->grow0[g] + rows;
+		for (int64_t k = t->grow0[g]; k < t->grow0[g + 1]; k++)
+			t->gmap[k] = (int32_t)g;
+	}
+	if (t->grow0[t->G] != t->K) {
+		snprintf(err, errlen, "%s.q_groups: %lld rows in its groups, the weight has K = %lld", base,
+			 (long long)t->grow0[t->G], (long long)t->K);
+		return -EINVAL;
+	}
+	if (!(t->scales = part(st, base, "q_scale", "I32", t->G, t->Npad / 8, true, &rc, err, errlen)) ||
+	    !(t->scale_max = part(st, base, "q_scale_max", "F16", t->G, -1, true, &rc, err, errlen)))
+		return rc;
+	if ((rc = exl2_perm(st, base, t, err, errlen)))
+		return rc;
+	int maxb = 0;
+	for (int64_t g = 0; g < t->G; g++)
+		maxb = t->gbits[g] > maxb ? t->gbits[g] : maxb;
+	bool one32, one128;
+	blocks_of(t, &one32, &one128);
+	t->fmt = !one32 ? WFMT_F32 : maxb > 4 ? (one128 ? WFMT_Q8_Z128 : WFMT_Q8_Z) : one128 ? WFMT_Q4_Z128 : WFMT_Q4_Z;
+	return 0;
+}
+
 int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *base, int64_t N, int64_t K,
 	     struct hfq_tensor *t, char *err, size_t errlen)
 {
@@ -380,6 +599,12 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 		return open_bnb(st, base, t, err, errlen);
 	if (cfg->method == HFQ_BNB8)
 		return open_bnb8(st, base, t, err, errlen);
+	if (cfg->method == HFQ_EXL2) {
+		int rc = open_exl2(st, base, t, err, errlen);
+		if (rc)
+			hfq_close(t);
+		return rc;
+	}
 	int bits = cfg->bits, rc = 0;
 	bool awq = cfg->method == HFQ_AWQ;
 	if (K % 32 || (awq ? N % 8 : (N * bits) % 32)) {
@@ -424,7 +649,11 @@ int hfq_open(const struct hfq_config *cfg, const struct st_set *st, const char *
 void hfq_close(struct hfq_tensor *t)
 {
 	free(t->perm);
-	t->perm = NULL;
+	free(t->gmap);
+	free(t->gbits);
+	free(t->grow0);
+	free(t->gqrow0);
+	t->perm = t->gmap = NULL, t->gbits = NULL, t->grow0 = t->gqrow0 = NULL;
 }
 
 /* The absmax of bitsandbytes block i: f32, or its double-quantized code through the nested tables */
@@ -482,8 +711,11 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 		size_t bb = wfmt_table[t->fmt].block_bytes;
 		for (int64_t b = 0; b < K / B; b++) {
 			uint8_t *p = row + (size_t)b * bb;
-			int g = group_of(t, B * b);
-			int16_t z = (int16_t)(zero_at(t, g, n) - (eight ? 128 : 0));
+			int g = group_of(t, B * b), zero = zero_at(t, g, n);
+			/* 8-bit codes are stored minus an offset: 128 (GPTQ's zero varies), EXL2's own zero 2^(b-1), so z is
+			 * 0 and the kernels' z sum (-d z sum x) does not cancel against the code dot */
+			int off = eight ? (t->gmap ? zero : 128) : 0;
+			int16_t z = (int16_t)(zero - off);
 			uint16_t d = scale_at(t, g, n);
 			memcpy(p, &d, 2);
 			memcpy(p + 2, &z, 2);
@@ -491,7 +723,7 @@ void hfq_rows(const struct hfq_tensor *t, int64_t n0, int64_t nn, void *out)
 				int64_t k0 = B * b + 32 * s;
 				uint8_t *qs = p + 4 + (eight ? 32 : 16) * s;
 				for (int j = 0; eight && j < 32; j++)
-					qs[j] = (uint8_t)(code_at(t, k0 + j, n) - 128);
+					qs[j] = (uint8_t)(code_at(t, k0 + j, n) - off);
 				for (int j = 0; !eight && j < 16; j++)
 					qs[j] = (uint8_t)(code_at(t, k0 + j, n) | code_at(t, k0 + j + 16, n) << 4);
 			}

@@ -85,7 +85,7 @@ static int bind_perms(const struct layout_unit *u, void *const *ptrs, const stru
 
 static bool has_perms(const struct layout *lay)
 {
-	for (int l = 0; l < lay->hp.n_layers; l++) {
+	for (int l = 0; l <= lay->hp.n_layers; l++) { /* the layers and the head (EXL2 quantizes lm_head too) */
 		const struct layout_unit *u = layout_unit_get(lay, l);
 		for (int i = 0; i < u->n_tensors; i++) {
 			size_t n = strlen(u->tensors[i].name);
@@ -1053,6 +1053,19 @@ static int head(struct model *m, struct model_rs *rs, const struct model_part *p
 	const struct layout_unit *u = layout_unit_get(m->lay, L);
 	rc = bind(u, ptrs, hp, &arch_output_norm, &norm, err, errlen);
 	rc = rc ? rc : bind(u, ptrs, hp, &arch_output, &w_out, err, errlen);
+	const float *perm = NULL; /* an act-order output projection: its input gathered as matmul_in does */
+	for (int i = 0; !rc && i < u->n_tensors; i++) {
+		const struct layout_tensor *lt = &u->tensors[i];
+		if (strcmp(lt->name, "output.perm"))
+			continue;
+		if (lt->fmt != WFMT_F32 || lt->ndim != 1 || lt->shape[0] != D) {
+			snprintf(err, errlen, "tensor output.perm: not F32 [%lld] (the column order of output.weight)",
+				 (long long)D);
+			rc = -EINVAL;
+		}
+		perm = ptrs[i];
+	}
+	float *hp_buf = ffn_rows(hp) >= D ? rs->g : rs->xp; /* free in the head; xp exists where g is narrower */
 	int rows = 0;
 	for (int i = 0; !rc && i < n_parts;) {
 		/* a run: parts whose logits rows are consecutive tokens of the step */
@@ -1065,7 +1078,12 @@ static int head(struct model *m, struct model_rs *rs, const struct model_part *p
 			const float *x = rs->x + (size_t)(t_first + r) * (size_t)D;
 			rc = b->ops->rmsnorm(b, rs->h, x, &norm, nr, (float)hp->rms_eps);
 			rc = rc ? rc : tap_input(m, rs, L, MODEL_TAP_OUTPUT, rs->h, nr, D);
-			rc = rc ? rc : b->ops->matmul(b, rs->logits + (size_t)(rows + r) * (size_t)V, rs->h, &w_out, NULL, nr);
+			if (!rc && perm) {
+				rc = b->ops->gather_cols(b, hp_buf, rs->h, perm, nr, D);
+				rs->px_src = NULL; /* the buffer no longer holds matmul_in's last gather */
+			}
+			rc = rc ? rc : b->ops->matmul(b, rs->logits + (size_t)(rows + r) * (size_t)V, perm ? hp_buf : rs->h,
+						      &w_out, NULL, nr);
 		}
 		rows += n;
 	}

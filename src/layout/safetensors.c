@@ -3,6 +3,7 @@
  * {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}, then the data section;
  * offsets are relative to the data section.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -172,6 +173,34 @@ int st_open_file(struct st_set *s, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+static int is_safetensors(const struct dirent *e)
+{
+	size_t l = strlen(e->d_name);
+	return e->d_name[0] != '.' && l > 12 && !strcmp(e->d_name + l - 12, ".safetensors");
+}
+
+/* Every *.safetensors file of dir in name order (ExLlamaV2 writes output.safetensors, or
+ * output-00001-of-0000N.safetensors with no index); -ENOENT when there is none */
+static int open_all(struct st_set *s, const char *dir, char *err, size_t errlen)
+{
+	struct dirent **names;
+	int n = scandir(dir, &names, is_safetensors, alphasort), rc = n > 0 ? 0 : -ENOENT;
+	if (n <= 0)
+		snprintf(err, errlen, "%s: no model.safetensors, model.safetensors.index.json or other *.safetensors", dir);
+	for (int i = 0; i < n; i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+		if (!rc)
+			rc = st_open_file(s, path, err, errlen);
+		free(names[i]);
+	}
+	if (n > 0)
+		free(names);
+	if (rc)
+		st_close(s);
+	return rc;
+}
+
 int st_open_dir(struct st_set *s, const char *dir, char *err, size_t errlen)
 {
 	memset(s, 0, sizeof(*s));
@@ -189,7 +218,7 @@ int st_open_dir(struct st_set *s, const char *dir, char *err, size_t errlen)
 	json_t *idx = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!idx) {
 		if (stat(path, &st))
-			snprintf(err, errlen, "%s: no model.safetensors or model.safetensors.index.json", dir);
+			return open_all(s, dir, err, errlen);
 		else
 			snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
 		return -ENOENT;

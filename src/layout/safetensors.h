@@ -35,7 +35,8 @@ struct st_set {
 	struct st_tensor *tensors;
 };
 
-/* Opens DIR/model.safetensors, or the shards named by DIR/model.safetensors.index.json. */
+/* Opens DIR/model.safetensors, or the shards named by DIR/model.safetensors.index.json, else every
+ * *.safetensors file of DIR in name order (ExLlamaV2's output.safetensors, output-0000K-of-0000N.safetensors). */
 int st_open_dir(struct st_set *s, const char *dir, char *err, size_t errlen);
 /* Adds one safetensors file to the set. */
 int st_open_file(struct st_set *s, const char *path, char *err, size_t errlen);
