@@ -354,6 +354,17 @@ static bool generating(const struct sched_req *r)
 	return r->state == SCHED_RUN && r->computed >= r->n_prompt;
 }
 
+/* The source whose chain combined keeps whole in t this pass: the one that did better alone over the recent
+ * passes (spec_plan_spine), the draft's where lookup has no chain this pass (no n-gram recurs) or nothing was
+ * measured yet, when `drafting` (the draft guesses for t); -1: none. */
+static int spec_spine(const struct sched *s, const struct spec_tree *t, bool drafting)
+{
+	int sp = spec_plan_spine(&s->plan);
+	if (drafting && (sp < 0 || (sp == SPEC_SRC_LOOKUP && !t->n_chain[SPEC_SRC_LOOKUP])))
+		sp = SPEC_SRC_DRAFT;
+	return sp;
+}
+
 /* The trees of this step's generating requests: guesses sized by the planner, within the tokens each may
  * still produce and shallower than every window. Combined: lookup's continuations of every length first
  * (a pool of at most half the trie), then the draft's branches while they pay, then the best-scoring nodes
@@ -385,10 +396,9 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 				spec_lookup_chain(r->toks, r->n, s->spec.ngram, depth, r->tree->chain[SPEC_SRC_LOOKUP]);
 		}
 		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
-			/* combined unless lookup is the spine (the draft is, or nothing is measured yet): the draft's
-			 * chain as deep as --spec draft would guess it from the same acceptance (its own chain's), the
-			 * branches beside it while they pay */
-			int dmin = comb && spec_plan_spine(&s->plan) != SPEC_SRC_LOOKUP
+			/* combined with the draft as the spine: its chain as deep as --spec draft would guess it from
+			 * the same acceptance (its own chain's), the branches beside it while they pay */
+			int dmin = comb && spec_spine(s, r->tree, true) == SPEC_SRC_DRAFT
 					   ? spec_plan_depth_alpha(&s->plan, spec_plan_chain_alpha(&s->plan, SPEC_SRC_DRAFT), max - 1,
 								   1, gen - 1, level_s)
 					   : 0;
@@ -414,8 +424,7 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
 		if (comb && max > 1) { /* the spine: the chain of the source that did best alone, kept whole */
 			struct spec_tree *t = r->tree;
-			int sp = spec_plan_spine(&s->plan);
-			sp = sp < 0 && t->n_chain[SPEC_SRC_DRAFT] ? SPEC_SRC_DRAFT : sp; /* (nothing measured: the draft's) */
+			int sp = spec_spine(s, t, t->n_chain[SPEC_SRC_DRAFT] > 0);
 			if (sp >= 0)
 				spec_tree_pin(t, t->chain[sp], t->n_chain[sp]);
 			spec_plan_tree(&s->plan, t, max - 1, gen - 1,
