@@ -14,7 +14,8 @@
 # `split -b 56M -d -a 2 models/X.gguf .spec_parts/X.gguf.part`, moved into .spec_stage a call's worth at a time)
 # into models/.spec_parts on the machine; the bench assembles each GGUF from its pieces there once all of them
 # arrived (checked against models/.spec_parts/SHA256SUMS, carried with the first piece: `cd models && sha256sum
-# qwen2.5-coder-*.gguf >../.spec_parts/SHA256SUMS`).
+# qwen2.5-coder-*.gguf >../.spec_parts/SHA256SUMS`). 29 pieces of 56 MiB: 29 staging calls back to back (carry
+# .spec_stage, git-ignored as .spec_parts and .spec_pair are, so only what a call names travels).
 #
 # Resumable: every run is appended to /tmp/spec_pair/runs.jsonl as it is measured; BUDGET seconds after the start
 # the bench starts no new run and writes the table of what the log holds (the 10-minute call then ends cleanly), and
@@ -38,6 +39,7 @@ fi
 if [ "${DEVICE:-cuda}" = cuda ]; then
 	. bench/gpu_build.sh
 else # (a CPU check of this script's path: the build here)
+	t0=$(date +%s)
 	make -j2 build/ferry >"$OUT/build.log" 2>&1 || { tail -n 20 "$OUT/build.log"; exit 1; }
 fi
 W=${WORK:-/tmp/spec_pair}
