@@ -6,6 +6,7 @@ template), greedy, beside the plain decode of the same prompts.
   python3 bench/bench_spec.py [--model M.ferry | --gguf M.gguf] [--draft D.ferry | --draft-gguf D.gguf] [-n 48]
                               [--spec-max 16[,32,...]] [--device cpu] [--vram 4G] [--sets summarize,code,chat]
                               [--chat-all] [--prompts N] [--log RUNS.jsonl] [--out FILE.md] [--spec-cost C0,C1]
+                              [--placement gpu] [--jobs N] [--stop-after SECONDS]
 
 Sources: off (plain decode), lookup (prompt lookup), draft (the draft model's greedy chain), tree (the draft's
 top-k per depth as leaves, and lookup), combined (the draft's branches and every lookup continuation in one
@@ -23,8 +24,12 @@ to plain decode of the same prompt. With --spec-cost C0,C1,D also the draft's st
 tok/s of the target the cost describes: generated tokens / (decode steps * C0 + draft steps * D) (measured: the
 target's decode steps, plain ones included, and the draft's steps; assumed: C0 and D; C1, 0 for a streamed
 target, is left out: a pass's size is not logged). Tokens per step (generated tokens / the target's decode steps,
-in parentheses the runs that logged steps) is the figure a streamed target's speed follows: tokens per pass
-leaves out the plain steps a source without a guess takes (lookup where nothing recurs). Every spec run's ids are checked against the plain run's (greedy
+in parentheses the runs that logged steps; --stats-json's own "tokens_per_step" where the binary reports it,
+else derived from the run's steps and the plain run's) is the figure a streamed target's speed follows: tokens
+per pass leaves out the plain steps a source without a guess takes (lookup where nothing recurs).
+--jobs N runs N prompts side by side (the counts do not change; the tok/s columns are then a shared machine's);
+--stop-after S starts no run after S seconds and writes the table of what --log holds (a call with a time limit:
+bench/gpu_spec_pair.sh). Every spec run's ids are checked against the plain run's (greedy
 identity); a mismatch is printed and fails the benchmark.
 """
 
@@ -34,6 +39,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FERRY = os.environ.get("FERRY_BIN", os.path.join(ROOT, "build", "ferry"))  # a copy: a rebuild during a long run
@@ -43,6 +51,8 @@ def run(a, prompt, chat, spec, spec_max=16):
     sj = tempfile.mktemp(suffix=".json")
     cmd = [FERRY, "run", "-m", a.model, "-p", prompt, "-n", str(a.n), "--temp", "0", "--ignore-eos", "--print-ids",
            "--device", a.device, "--stats-json", sj]
+    if a.placement:
+        cmd += ["--placement", a.placement]
     if a.vram:
         cmd += ["--vram", a.vram]
     if chat:
@@ -61,10 +71,13 @@ def run(a, prompt, chat, spec, spec_max=16):
     ids = p.stdout.split()
     sp = st.get("spec", {})
     sec = st["decode_s"] + sp.get("draft_s", 0.0)
-    return ids, {"tps": (len(ids) - 1) / sec if sec > 0 else 0.0,
-                 "tpp": sp.get("tokens_per_pass", 0.0) if spec != "off" else 1.0,
-                 "acc": sp.get("acceptance", 0.0), "passes": sp.get("passes", 0), "dsteps": sp.get("draft_steps", 0),
-                 "steps": st["steps"]}
+    rec = {"tps": (len(ids) - 1) / sec if sec > 0 else 0.0,
+           "tpp": sp.get("tokens_per_pass", 0.0) if spec != "off" else 1.0,
+           "acc": sp.get("acceptance", 0.0), "passes": sp.get("passes", 0), "dsteps": sp.get("draft_steps", 0),
+           "steps": st["steps"]}
+    if spec != "off" and "tokens_per_step" in sp:  # --stats' own count (a binary of issue 20's third spec branch on)
+        rec["tpstep"], rec["gsteps"] = sp["tokens_per_step"], sp["decode_steps"]
+    return ids, rec
 
 
 def main():
@@ -77,6 +90,7 @@ def main():
     ap.add_argument("--draft-gguf")
     ap.add_argument("--chat-all", action="store_true", help="every set through the chat template")
     ap.add_argument("--prompts", type=int, default=0, help="the first N prompts of each set (0: all)")
+    ap.add_argument("--skip", type=int, default=0, help="run none of the first N prompts (the table takes them from --log)")
     ap.add_argument("--log", help="JSONL of every run's figures, appended as measured; a rerun resumes from it")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--vram")
@@ -84,6 +98,12 @@ def main():
     ap.add_argument("--sources", default="lookup,draft,tree")
     ap.add_argument("--out")
     ap.add_argument("--spec-cost", help="C0,C1: the planner's pass cost in seconds (default: measured)")
+    ap.add_argument("--placement", help="ferry run --placement (gpu: every unit resident on a CUDA device)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="prompts run at once (ferry processes side by side: the counts are unchanged, the tok/s "
+                         "columns are then those of a shared machine)")
+    ap.add_argument("--stop-after", type=float, default=0,
+                    help="seconds: start no run after this, then write the table of what --log holds (0: no limit)")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     if not a.model:
@@ -107,30 +127,40 @@ def main():
             r = json.loads(line)
             done[(r["set"], r["i"], r["source"], r["max"])] = r
     logf = open(a.log, "a") if a.log else None
+    lock = threading.Lock()
+    t_start = time.time()
 
     def record(rec):
-        done[(rec["set"], rec["i"], rec["source"], rec["max"])] = rec
-        if logf:
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
+        with lock:
+            done[(rec["set"], rec["i"], rec["source"], rec["max"])] = rec
+            if logf:
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
 
-    for i in range(max(len(v) for v in chosen.values())):
-        for name in names:
-            if i >= len(chosen[name]):
+    def late():
+        return a.stop_after > 0 and time.time() - t_start > a.stop_after
+
+    def one_prompt(name, i):  # the plain run first (the identity check's reference), then every source
+        prompt, chat = chosen[name][i], a.chat_all or name == "chat"
+        if (name, i, "off", 0) not in done:
+            if late():
+                return
+            ids, base = run(a, prompt, chat, "off")
+            record({"set": name, "i": i, "source": "off", "max": 0, **base, "ids": ids})
+        want = done[(name, i, "off", 0)]["ids"]
+        for s, m in sources:
+            if (name, i, s, m) in done or late():
                 continue
-            prompt, chat = chosen[name][i], a.chat_all or name == "chat"
-            if (name, i, "off", 0) not in done:
-                ids, base = run(a, prompt, chat, "off")
-                record({"set": name, "i": i, "source": "off", "max": 0, **base, "ids": ids})
-            want = done[(name, i, "off", 0)]["ids"]
-            for s, m in sources:
-                if (name, i, s, m) in done:
-                    continue
-                got, r = run(a, prompt, chat, s, m)
-                if got != want:
-                    print(f"{name} {i} --spec {s} --spec-max {m}: ids differ from plain decode", file=sys.stderr)
-                record({"set": name, "i": i, "source": s, "max": m, **r, "same": got == want})
-            print(f"{name} {i}: done", file=sys.stderr, flush=True)
+            got, r = run(a, prompt, chat, s, m)
+            if got != want:
+                print(f"{name} {i} --spec {s} --spec-max {m}: ids differ from plain decode", file=sys.stderr)
+            record({"set": name, "i": i, "source": s, "max": m, **r, "same": got == want})
+        print(f"{name} {i}: {'done' if not late() else 'stopped (--stop-after)'}", file=sys.stderr, flush=True)
+
+    order = [(name, i) for i in range(max(len(v) for v in chosen.values())) for name in names if a.skip <= i < len(chosen[name])]
+    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as ex:
+        for fut in [ex.submit(one_prompt, name, i) for name, i in order]:
+            fut.result()
     bad = sum(1 for (n, _, s, m), r in done.items() if n in names and (s, m) in sources and not r["same"])
     mean = lambda v: sum(v) / len(v) if v else 0.0  # noqa: E731
     # --spec-cost C0,C1,D: the projection for the target it describes (a streamed 70B: C0 = 0.7 s a pass):
@@ -142,6 +172,8 @@ def main():
     # tree: no pass, but a full step of the target); the prompt's steps are the plain run's steps less its
     # generated tokens but the first (the first comes from the prompt's last step)
     def per_step(r):
+        if "tpstep" in r:
+            return r["tpstep"]
         off = done.get((r["set"], r["i"], "off", 0), {})
         if "steps" not in r or "steps" not in off:
             return None
@@ -181,6 +213,10 @@ def main():
     for name, n, s, m, tpp, acc, tps, ratio, ds, pj, tst in rows:
         lines.append(f"| {name} | {n} | {s} | {m} | {tpp:.2f} | {tst} | {acc:.2f} | {tps:.1f} | {ratio:.2f}x |"
                      + (f" {ds} | {pj if isinstance(pj, str) else '-' if pj is None else f'{pj:.2f}'} |" if cost else ""))
+    runs = [r for (n, i, s, m), r in done.items() if n in names and i < len(chosen[n]) and (s, m) in sources]
+    lines += ["", f"greedy identity: {sum(r['same'] for r in runs)} of {len(runs)} speculative runs gave the plain "
+                  f"run's ids" + (f"; differing: {sorted((r['set'], r['i'], r['source'], r['max']) for r in runs if not r['same'])}"
+                                  if bad else "")]
     text = "\n".join(lines)
     print(text)
     if a.out:

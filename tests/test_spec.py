@@ -6,6 +6,9 @@
     (--chunk 7) prompts, several prompts in one run (--prompt-ids-file, --max-batch 2, --chunk 5: trees cut
     to the step's room); and on Gemma 3 270M (its own draft
     for the mechanics: trees, KV f32 and q8) with text that repeats (lookup);
+  - --stats' tokens per target decode step (plain steps included) beside tokens per pass: the generated tokens
+    over the decode steps; lookup's plain steps counted; combined with its own draft under a flat cost at least
+    the draft alone's tokens per step;
   - greedy identity of --spec combined on the real pair Qwen2.5-Coder-1.5B-Instruct / 0.5B (when fetched);
   - sampling exactness: 1,500 requests of one prompt with seeds 1..1500 (temperature 0.7, top-k 6) through
     tests/spec_tool, without speculation and with trees (tree, combined) of the model's own draft: the histograms of the
@@ -93,6 +96,43 @@ def greedy_matrix(f, root, variant):
     return model
 
 
+def per_step(f, root, model):
+    """--stats' tokens per target decode step (plain steps included) beside tokens per pass: equal to the
+    generated tokens after the prompt's over the run's decode steps; lookup on a prompt with a single repeat
+    takes plain steps where nothing recurs, so per step is below per pass; combined with the model as its own
+    draft (every chain right) under a flat pass cost and a draft step gives at least what --spec draft alone
+    does per step (the draft's chain pinned and as deep as --spec draft's)."""
+    n = 40
+    rnd = random.Random(11)
+    once = [rnd.randrange(1, 300) for _ in range(10)]
+    prompt = ["--prompt-ids", ",".join(map(str, once + once[:3]))]
+    figs = {}
+    for name, spec in (("lookup", ["lookup"]), ("draft", ["draft", "--draft", model]),
+                       ("combined", ["combined", "--draft", model])):
+        sj = os.path.join(root, f"step_{name}.json")
+        p = ferry("run", "-m", model, *prompt, "-n", n, "--temp", 0, "--ignore-eos", "--stats", "--stats-json", sj,
+                  "--spec", *spec, "--spec-cost", "0.7,0,0.01", "--spec-max", 16)
+        if not f.check(p.returncode == 0, f"per step {name}: {p.stderr.strip()[-300:]}"):
+            continue
+        sp = json.load(open(sj))["spec"]
+        figs[name] = sp
+        want = (n - 1) / sp["decode_steps"] if sp.get("decode_steps") else None
+        f.check(want is not None and abs(sp["tokens_per_step"] - want) < 1e-9,
+                f"per step {name}: tokens_per_step {sp.get('tokens_per_step')} != {n - 1} / {sp.get('decode_steps')}")
+        line = [x for x in p.stderr.split("\n") if x.startswith(f"ferry: spec {name}:")]
+        f.check(line and f"{sp['tokens_per_step']:.2f} tokens per step" in line[0], f"per step {name}: --stats {line}")
+        print(f"per step {name}: {sp['passes']} passes, {sp['tokens_per_pass']:.2f} tokens a pass, "
+              f"{sp['decode_steps']} decode steps, {sp['tokens_per_step']:.2f} tokens a step", flush=True)
+    if "lookup" in figs:
+        lk = figs["lookup"]
+        f.check(lk["decode_steps"] > lk["passes"] and lk["tokens_per_step"] < lk["tokens_per_pass"],
+                f"lookup on a prompt that repeats once: per step should count its plain steps: {lk}")
+    if "draft" in figs and "combined" in figs:
+        f.check(figs["combined"]["tokens_per_step"] >= figs["draft"]["tokens_per_step"] - 1e-9,
+                f"combined with its own draft: {figs['combined']['tokens_per_step']:.2f} tokens a step, below the draft "
+                f"alone's {figs['draft']['tokens_per_step']:.2f}")
+
+
 def real_pair(f, root):
     """Qwen2.5-Coder-1.5B-Instruct with the 0.5B as its draft (tools/fetch_instruct.py; left out, said in one
     line, where not fetched): --spec combined under the flat pass cost (large trees) and the measured one gives
@@ -121,6 +161,7 @@ def main():
     root, cleanup = scratch()
     try:
         model = greedy_matrix(f, root, "llama_headdim")
+        per_step(f, root, model)
         greedy_matrix(f, root, "gemma3")
 
         # sampling: the same distribution with and without speculation
@@ -176,8 +217,9 @@ def main():
         real_pair(f, root)
 
         # ferry batch: the same lines with and without --spec lookup ("speculative": false keeps one plain)
-        lines = [{"id": 1, "prompt": text, "max_tokens": 12}, {"id": 2, "prompt": "one two three one two three one",
-                                                               "max_tokens": 12, "speculative": False}]
+        lines = [{"id": 1, "prompt": text, "max_tokens": 12, "ignore_eos": True},
+                 {"id": 2, "prompt": "one two three one two three one", "max_tokens": 12, "speculative": False,
+                  "ignore_eos": True}]
         inp = os.path.join(root, "in.jsonl")
         with open(inp, "w") as fh:
             fh.write("".join(json.dumps(x) + "\n" for x in lines))
@@ -189,8 +231,13 @@ def main():
                 res[name] = sorted((o["id"], o["tokens"]) for o in map(json.loads, open(out)))
                 if name == "spec":
                     sp = json.load(open(sj))["spec"]
-                    f.check("tokens per speculative pass" in p.stderr, "batch summary without tokens per pass")
+                    f.check("tokens per speculative pass" in p.stderr and "tokens per decode step" in p.stderr,
+                            f"batch summary without tokens per pass and per step: {p.stderr.strip()[-300:]}")
                     f.check(sp["passes"] > 0 and sp["tokens_per_pass"] > 1, f"batch --spec lookup: {sp}")
+                    # every token but each request's first (from its prompt's pass) came from a decode step
+                    dec = sum(max(len(t) - 1, 0) for _, t in res[name])
+                    f.check(sp["decode_steps"] > 0 and abs(sp["tokens_per_step"] - dec / sp["decode_steps"]) < 1e-9,
+                            f"batch --spec lookup: tokens per step {sp}, {dec} tokens from decode steps")
         f.check(res.get("plain") == res.get("spec"), f"batch --spec lookup differs: {res}")
 
     finally:

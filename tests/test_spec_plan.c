@@ -193,6 +193,35 @@ int main(void)
 		  cp.chain_tok[1], cp.chain_pass[1]);
 	int lc[8];
 	CHECK(spec_lookup_chain(toks, n, 3, 5, lc) == 5 && lc[0] == 1 && lc[4] == 6); /* as spec_lookup's 1 branch */
+	/* a source's chain's own acceptance: the draft matched 1 then stopped (1 deep, 1 stop), then 4 deep three
+	 * times with its chain used up (no stop): (13 + 1) / (13 + 1 + 2); lookup's empty chains stop nothing */
+	CHECK_MSG(fabs(spec_plan_chain_alpha(&cp, SPEC_SRC_DRAFT) - 14.0 / 16.0) < 1e-12, "draft chain alpha %g",
+		  spec_plan_chain_alpha(&cp, SPEC_SRC_DRAFT));
+	CHECK(fabs(spec_plan_chain_alpha(&cp, SPEC_SRC_LOOKUP) - 7.0 / 8.0) < 1e-12); /* 6 deep, 0 stops */
+	/* the spine follows the recent passes: lookup gave 6 a pass for ten passes, then the draft 5 and lookup 1
+	 * for four; over the run lookup is still ahead (64 / 14 against 40 / 14), over the recent passes the draft */
+	spec_plan_init(&cp);
+	for (int i = 0; i < 10; i++) {
+		spec_plan_chain(&cp, SPEC_SRC_LOOKUP, ch_l, 8, got, 6);
+		spec_plan_chain(&cp, SPEC_SRC_DRAFT, ch_d, 3, got, 6);
+	}
+	CHECK(spec_plan_spine(&cp) == SPEC_SRC_LOOKUP);
+	for (int i = 0; i < 4; i++) {
+		spec_plan_chain(&cp, SPEC_SRC_LOOKUP, ch_l, 0, got, 6);
+		spec_plan_chain(&cp, SPEC_SRC_DRAFT, got, 4, got, 6);
+	}
+	CHECK(cp.chain_tok[SPEC_SRC_LOOKUP] > cp.chain_tok[SPEC_SRC_DRAFT] && fabs(cp.chain_pass[SPEC_SRC_DRAFT] - 14) < 1e-12);
+	CHECK_MSG(spec_plan_spine(&cp) == SPEC_SRC_DRAFT, "recent: lookup %g / %g, draft %g / %g", cp.chain_rtok[0],
+		  cp.chain_rpass[0], cp.chain_rtok[1], cp.chain_rpass[1]);
+	/* the draft's chain depth in combined: --spec draft's choice at the chain's own acceptance (a flat pass
+	 * cost and a draft step: deep for a chain that is mostly right, shallow for one mostly wrong) */
+	struct spec_plan fl;
+	spec_plan_init(&fl);
+	fl.fix0 = 0.7;
+	CHECK(fabs(spec_plan_chain_alpha(&fl, SPEC_SRC_DRAFT) - 0.5) < 1e-12); /* nothing measured: 1/2 */
+	int d_hi = spec_plan_depth_alpha(&fl, 0.9, 63, 1, 0, 0.01), d_lo = spec_plan_depth_alpha(&fl, 0.3, 63, 1, 0, 0.01);
+	CHECK_MSG(d_hi > 10 && d_lo < 4 && d_lo >= 1, "depth at alpha 0.9: %d, at 0.3: %d", d_hi, d_lo);
+	CHECK(spec_plan_depth(&fl, 63, 1, 0, 0.01) == spec_plan_depth_alpha(&fl, spec_plan_alpha(&fl), 63, 1, 0, 0.01));
 
 	/* the draft's top tokens and their softmax probabilities against a direct computation */
 	float row[1000];

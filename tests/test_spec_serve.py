@@ -7,7 +7,8 @@ Llama with its tokenizer; exact: a request's greedy tokens do not depend on what
     --stats-json's spec block has passes and tokens per pass above 1 (the own draft accepts);
   - `ferry serve --spec combined --draft` (its own draft) and `--spec draft` (another seed): six concurrent
     greedy completions, each the text the plain server gives for it; one with "speculative": false; /health's
-    spec block counts passes, tokens per pass above 1 for the own draft, and its acceptance.
+    spec block counts passes, tokens per pass above 1 for the own draft, and its acceptance, and tokens per
+    decode step (plain steps included: between 1 and tokens per pass).
 """
 
 import json
@@ -102,8 +103,13 @@ def main():
             sp = health.get("spec", {})
             f.check(sp.get("mode") == name and sp.get("passes", 0) > 0 and 0 < sp.get("acceptance", 0) <= 1,
                     f"serve --spec {name}: /health spec {sp}")
+            # per decode step, plain steps included (the "speculative": false request's): at least one token a
+            # step, and no more than a pass gives
+            f.check(sp.get("decode_steps", 0) >= sp["passes"] and 1 <= sp.get("tokens_per_step", 0) <= sp["tokens_per_pass"],
+                    f"serve --spec {name}: /health spec per step {sp}")
             if name == "combined":
-                f.check(sp.get("tokens_per_pass", 0) > 2, f"serve combined, own draft: /health spec {sp}")
+                f.check(sp.get("tokens_per_pass", 0) > 2 and sp["tokens_per_step"] > 1.5,
+                        f"serve combined, own draft: /health spec {sp}")
             print(f"serve --spec {name}: identical, /health {sp}", flush=True)
     finally:
         cleanup()

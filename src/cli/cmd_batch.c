@@ -527,8 +527,11 @@ static int run_batch(struct batch *b, const struct layout *lay, struct breq *q, 
 		if (s->spec.mode != SPEC_OFF) {
 			long long g = s->st.spec_guessed[SPEC_SRC_LOOKUP] + s->st.spec_guessed[SPEC_SRC_DRAFT];
 			long long acc = s->st.spec_accepted[SPEC_SRC_LOOKUP] + s->st.spec_accepted[SPEC_SRC_DRAFT];
-			fprintf(stderr, ", %.2f tokens per speculative pass (%lld passes, %lld of %lld guesses accepted)",
-				sched_spec_tokens_per_pass(s), s->st.spec_passes, acc, g);
+			fprintf(stderr,
+				", %.2f tokens per speculative pass (%lld passes, %lld of %lld guesses accepted), %.2f tokens "
+				"per decode step (%lld steps of the requests, plain ones included)",
+				sched_spec_tokens_per_pass(s), s->st.spec_passes, acc, g, sched_tokens_per_step(&s->st),
+				s->st.gen_steps);
 		}
 		fprintf(stderr, "%s", bm.budget ? "" : "\n");
 		if (bm.budget)

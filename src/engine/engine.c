@@ -383,10 +383,11 @@ json_t *engine_spec_json(const struct engine_stats *st)
 	const struct sched_stats *s = &st->sched;
 	long long g = s->spec_guessed[SPEC_SRC_LOOKUP] + s->spec_guessed[SPEC_SRC_DRAFT];
 	long long a = s->spec_accepted[SPEC_SRC_LOOKUP] + s->spec_accepted[SPEC_SRC_DRAFT];
-	return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:f, s:f}", "mode",
-			 spec_mode_name(st->spec_mode), "passes", (json_int_t)s->spec_passes, "guessed", (json_int_t)g,
+	return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:f, s:f}",
+			 "mode", spec_mode_name(st->spec_mode), "passes", (json_int_t)s->spec_passes, "guessed", (json_int_t)g,
 			 "accepted", (json_int_t)a, "acceptance", g ? (double)a / (double)g : 0.0, "tokens_per_pass",
-			 s->spec_passes ? (double)s->spec_tokens / (double)s->spec_passes : 0.0, "lookup_guessed",
+			 s->spec_passes ? (double)s->spec_tokens / (double)s->spec_passes : 0.0, "decode_steps",
+			 (json_int_t)s->gen_steps, "tokens_per_step", sched_tokens_per_step(s), "lookup_guessed",
 			 (json_int_t)s->spec_guessed[SPEC_SRC_LOOKUP], "lookup_accepted",
 			 (json_int_t)s->spec_accepted[SPEC_SRC_LOOKUP], "draft_guessed",
 			 (json_int_t)s->spec_guessed[SPEC_SRC_DRAFT], "draft_accepted",
@@ -599,10 +600,12 @@ void engine_stats_print(FILE *f, const struct engine_stats *st)
 	if (st->spec_mode != SPEC_OFF) {
 		long long g = ss->spec_guessed[0] + ss->spec_guessed[1], a = ss->spec_accepted[0] + ss->spec_accepted[1];
 		fprintf(f,
-			"ferry: spec %s: %lld passes, %.2f tokens per pass; accepted %lld of %lld guesses (%.1f%%: lookup %lld/%lld, "
-			"draft %lld/%lld); %lld draft steps in %.3fs; planner: acceptance %.2f, pass %.2f ms + %.3f ms a token\n",
+			"ferry: spec %s: %lld passes, %.2f tokens per pass; %lld decode steps, %.2f tokens per step (plain steps "
+			"included); accepted %lld of %lld guesses (%.1f%%: lookup %lld/%lld, draft %lld/%lld); %lld draft steps "
+			"in %.3fs; planner: acceptance %.2f, pass %.2f ms + %.3f ms a token\n",
 			spec_mode_name(st->spec_mode), ss->spec_passes,
-			ss->spec_passes ? (double)ss->spec_tokens / (double)ss->spec_passes : 0.0, a, g, g ? 100.0 * (double)a / (double)g : 0.0,
+			ss->spec_passes ? (double)ss->spec_tokens / (double)ss->spec_passes : 0.0, ss->gen_steps,
+			sched_tokens_per_step(ss), a, g, g ? 100.0 * (double)a / (double)g : 0.0,
 			ss->spec_accepted[0], ss->spec_guessed[0], ss->spec_accepted[1], ss->spec_guessed[1], ss->draft_steps,
 			ss->draft_s, st->spec_alpha, 1e3 * st->spec_c0, 1e3 * st->spec_c1);
 		if (st->spec_mode == SPEC_COMBINED)

@@ -98,6 +98,11 @@ double sched_spec_tokens_per_pass(const struct sched *s)
 	return s->st.spec_passes ? (double)s->st.spec_tokens / (double)s->st.spec_passes : 0;
 }
 
+double sched_tokens_per_step(const struct sched_stats *st)
+{
+	return st->gen_steps ? (double)st->gen_step_tokens / (double)st->gen_steps : 0;
+}
+
 void sched_free(struct sched *s)
 {
 	free(s->dlogits);
@@ -305,14 +310,17 @@ static int draft_guess(struct sched *s, int nd, int width, int others, char *err
 				continue;
 			int next = -1;
 			float pnode = r->tree->p[w->node];
-			for (int j = 0; j < width; j++) {
+			/* (a branch only where the trie keeps room for the chain's levels still owed to depth_min) */
+			int owed = w->depth_min > lev + 1 ? w->depth_min - lev - 1 : 0;
+			for (int j = 0; j < width && (j == 0 || r->tree->n + 1 + owed < w->max); j++) {
 				int cls = spec_draft_class(w->prob[j]);
 				int c = spec_tree_offer(r->tree, w->node, w->top[j], SPEC_SRC_DRAFT, cls,
 							pnode * (float)spec_plan_rate(&s->plan, cls), w->max);
 				next = j == 0 ? c : next;
 			}
 			w->node = next;
-			if (next >= 0 && w->dynamic) { /* one more level only where its expected tokens pay for it */
+			w->last = next >= 0 ? w->top[0] : -1;
+			if (next >= 0 && w->dynamic && lev + 1 >= w->depth_min) { /* a level only where it pays */
 				double expect = 1;
 				for (int j = 1; j < r->tree->n; j++)
 					expect += r->tree->p[j];
@@ -346,6 +354,17 @@ static bool generating(const struct sched_req *r)
 	return r->state == SCHED_RUN && r->computed >= r->n_prompt;
 }
 
+/* The source whose chain combined keeps whole in t this pass: the one that did better alone over the recent
+ * passes (spec_plan_spine), the draft's where lookup has no chain this pass (no n-gram recurs) or nothing was
+ * measured yet, when `drafting` (the draft guesses for t); -1: none. */
+static int spec_spine(const struct sched *s, const struct spec_tree *t, bool drafting)
+{
+	int sp = spec_plan_spine(&s->plan);
+	if (drafting && (sp < 0 || (sp == SPEC_SRC_LOOKUP && !t->n_chain[SPEC_SRC_LOOKUP])))
+		sp = SPEC_SRC_DRAFT;
+	return sp;
+}
+
 /* The trees of this step's generating requests: guesses sized by the planner, within the tokens each may
  * still produce and shallower than every window. Combined: lookup's continuations of every length first
  * (a pool of at most half the trie), then the draft's branches while they pay, then the best-scoring nodes
@@ -377,12 +396,27 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 				spec_lookup_chain(r->toks, r->n, s->spec.ngram, depth, r->tree->chain[SPEC_SRC_LOOKUP]);
 		}
 		if (s->draft && r->dseq >= 0 && nd < s->max_batch) {
+			/* combined with the draft as the spine: its chain as deep as --spec draft would guess it from
+			 * the same acceptance (its own chain's), the branches beside it while they pay */
+			int dmin = comb && spec_spine(s, r->tree, true) == SPEC_SRC_DRAFT
+					   ? spec_plan_depth_alpha(&s->plan, spec_plan_chain_alpha(&s->plan, SPEC_SRC_DRAFT), max - 1,
+								   1, gen - 1, level_s)
+					   : 0;
 			s->dq[nd] = r;
-			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = comb ? KV_TREE_MAX : max, .dynamic = comb};
+			s->dw[nd++] = (struct spec_draft_work){.depth = depth, .max = comb ? KV_TREE_MAX : max, .dynamic = comb,
+							       .depth_min = dmin, .last = -1};
 		}
 	}
 	if (nd)
 		rc = draft_guess(s, nd, width, gen - 1, err, errlen);
+	for (int i = 0; comb && !rc && i < nd; i++) { /* the draft's own chain: what it was fed, and its last guess */
+		struct sched_req *r = s->dq[i];
+		struct spec_tree *t = r->tree;
+		memcpy(t->chain[SPEC_SRC_DRAFT], r->dchain, sizeof(int) * (size_t)r->n_dchain);
+		t->n_chain[SPEC_SRC_DRAFT] = r->n_dchain;
+		if (s->dw[i].last >= 0)
+			t->chain[SPEC_SRC_DRAFT][t->n_chain[SPEC_SRC_DRAFT]++] = s->dw[i].last;
+	}
 	for (int i = 0; !rc && i < s->n_reqs; i++) { /* lookup's paths after the draft's: the draft's chain first */
 		struct sched_req *r = s->reqs[i];
 		if (!generating(r) || !r->tree)
@@ -390,9 +424,7 @@ static int spec_build(struct sched *s, char *err, size_t errlen)
 		int room = final_len(s, r) - r->computed, max = 1 + s->spec.max < room ? 1 + s->spec.max : room;
 		if (comb && max > 1) { /* the spine: the chain of the source that did best alone, kept whole */
 			struct spec_tree *t = r->tree;
-			memcpy(t->chain[SPEC_SRC_DRAFT], r->dchain, sizeof(int) * (size_t)r->n_dchain);
-			t->n_chain[SPEC_SRC_DRAFT] = r->n_dchain;
-			int sp = spec_plan_spine(&s->plan);
+			int sp = spec_spine(s, t, t->n_chain[SPEC_SRC_DRAFT] > 0);
 			if (sp >= 0)
 				spec_tree_pin(t, t->chain[sp], t->n_chain[sp]);
 			spec_plan_tree(&s->plan, t, max - 1, gen - 1,
@@ -469,6 +501,7 @@ static bool emit(struct sched *s, struct sched_req *r, int tok)
 {
 	r->toks[r->n++] = tok;
 	r->n_gen++;
+	s->st.gen_step_tokens += s->gen_part;
 	bool stop = s->on_token && s->on_token(s->ctx, r, tok);
 	if (stop || (!r->ignore_eos && sched_is_eos(s, tok)))
 		finish(s, r, SCHED_FINISH_STOP);
@@ -641,6 +674,8 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 	for (int i = 0; i < np; i++) {
 		struct sched_req *r = s->part_req[i];
 		const struct model_part *p = &s->parts[i];
+		s->gen_part = r->computed >= r->n_prompt; /* (emit counts its tokens) */
+		s->st.gen_steps += s->gen_part;
 		if (r->computed < r->n_prompt)
 			s->st.prefill_tokens += p->n;
 		else

@@ -58,6 +58,9 @@ struct sched_stats {
 	/* speculative steps: verification passes (one per sequence and step with guesses), guesses and accepted
 	 * guesses by source (enum spec_src), tokens those passes produced (accepted + 1 each), draft-model steps */
 	long long spec_passes, spec_guessed[SPEC_SRC_COUNT], spec_accepted[SPEC_SRC_COUNT], spec_tokens, draft_steps;
+	/* every generating request's part of a decode step (a tree's pass or a plain decode token: on a streamed
+	 * target both cost a pass over the weights), and the tokens those parts emitted */
+	long long gen_steps, gen_step_tokens;
 	double draft_s;
 	long long masked; /* constrained picks the grammar refused, drawn again from a masked row */
 	double mask_s;    /* time making those masks and picks */
@@ -94,14 +97,17 @@ struct sched {
 	struct spec_opts spec;
 	struct model *draft;       /* NULL: none */
 	struct spec_plan plan;
+	bool gen_part;             /* the part being handled is a generating request's decode step */
 	float *dlogits;            /* [max_batch, draft V] */
 	struct sched_req **dq;     /* [max_batch] the requests of a round of draft steps */
 	struct spec_draft_work {   /* [max_batch] each one's */
 		int depth, max;    /* levels to guess, trie size */
 		int node, par;     /* the trie node the chain reached (-1: done), its parent in the draft's tree */
+		int last;          /* the chain's last guess (offered, not fed to the draft), -1: none */
 		int top[8];        /* the draft's best tokens at the current level */
 		float prob[8];     /* their draft probabilities */
-		bool dynamic;      /* combined: a level only below a node that scores spec_plan_pmin */
+		bool dynamic;      /* combined: a level only below a node that scores spec_plan_pmin, */
+		int depth_min;     /* except the first depth_min (the draft's chain as deep as --spec draft's) */
 	} *dw;
 	struct model_part *dparts; /* [max_batch] */
 	int max_depth;             /* trees stay shallower than every sliding window */
@@ -125,6 +131,8 @@ void sched_free(struct sched *s);
 int sched_spec(struct sched *s, const struct spec_opts *o, struct model *draft, char *err, size_t errlen);
 /* Tokens per verification pass so far (0: none). */
 double sched_spec_tokens_per_pass(const struct sched *s);
+/* Tokens a generating request's decode step emitted, plain steps included (1.0 without speculation). */
+double sched_tokens_per_step(const struct sched_stats *st);
 
 /* Queues r (state SCHED_WAIT); the scheduler keeps the pointer until r is done. */
 int sched_add(struct sched *s, struct sched_req *r);

@@ -262,19 +262,31 @@ double spec_plan_rate(const struct spec_plan *p, int cls)
 
 void spec_plan_chain(struct spec_plan *p, int src, const int *ch, int n, const int *got, int n_got)
 {
+	/* the recent figures forget a pass's weight by this factor a pass: a few passes decide */
+	const double keep = 0.8;
 	int m = 0;
 	while (m < n && m < n_got && ch[m] == got[m])
 		m++;
-	p->chain_tok[src] += 1 + (m < n_got ? m : n_got - 1);
+	double tok = 1 + (m < n_got ? m : n_got - 1);
+	p->chain_tok[src] += tok;
 	p->chain_pass[src]++;
+	p->chain_rtok[src] = p->chain_rtok[src] * keep + tok;
+	p->chain_rpass[src] = p->chain_rpass[src] * keep + 1;
+	p->chain_deep[src] += m;
+	p->chain_stop[src] += m < n && m < n_got; /* (ch[m] was checked against the target's pick, and wrong) */
+}
+
+double spec_plan_chain_alpha(const struct spec_plan *p, int src)
+{
+	return (p->chain_deep[src] + 1) / (p->chain_deep[src] + p->chain_stop[src] + 2);
 }
 
 int spec_plan_spine(const struct spec_plan *p)
 {
 	if (!(p->chain_pass[SPEC_SRC_LOOKUP] > 0 && p->chain_pass[SPEC_SRC_DRAFT] > 0))
 		return -1;
-	double l = p->chain_tok[SPEC_SRC_LOOKUP] / p->chain_pass[SPEC_SRC_LOOKUP];
-	double d = p->chain_tok[SPEC_SRC_DRAFT] / p->chain_pass[SPEC_SRC_DRAFT];
+	double l = p->chain_rtok[SPEC_SRC_LOOKUP] / p->chain_rpass[SPEC_SRC_LOOKUP];
+	double d = p->chain_rtok[SPEC_SRC_DRAFT] / p->chain_rpass[SPEC_SRC_DRAFT];
 	return l >= d ? SPEC_SRC_LOOKUP : SPEC_SRC_DRAFT;
 }
 
@@ -299,7 +311,12 @@ void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1)
 
 int spec_plan_depth(const struct spec_plan *p, int max, int width, int others, double level_s)
 {
-	double a = spec_plan_alpha(p), c0, c1, best = -1;
+	return spec_plan_depth_alpha(p, spec_plan_alpha(p), max, width, others, level_s);
+}
+
+int spec_plan_depth_alpha(const struct spec_plan *p, double alpha, int max, int width, int others, double level_s)
+{
+	double a = alpha, c0, c1, best = -1;
 	spec_plan_cost(p, &c0, &c1);
 	int w = width > 0 ? width : 1, best_d = 1;
 	double expect = 1, reach = 1;

@@ -92,6 +92,9 @@ struct spec_plan {
 	double fixd;                    /* > 0: a draft step's seconds given (spec_opts cost_draft) */
 	/* by source: the tokens its own chain would have given (1 + the guesses the target's picks matched), passes */
 	double chain_tok[SPEC_SRC_COUNT], chain_pass[SPEC_SRC_COUNT];
+	double chain_rtok[SPEC_SRC_COUNT], chain_rpass[SPEC_SRC_COUNT]; /* the same, older passes forgotten */
+	/* by source: its own chain's guesses the target's picks matched, and the walks where one of them did not */
+	double chain_deep[SPEC_SRC_COUNT], chain_stop[SPEC_SRC_COUNT];
 };
 
 /* The chain --spec lookup would guess (spec_lookup's first branch) into out[]: its length. */
@@ -116,6 +119,8 @@ void spec_plan_walk(struct spec_plan *p, int accepted, bool stopped);
  * `width` tokens per level (1: a chain) and `level_s` seconds a level of guessing costs (a draft model's
  * step; 0 for lookup). */
 int spec_plan_depth(const struct spec_plan *p, int max, int width, int others, double level_s);
+/* spec_plan_depth with acceptance alpha in place of the walks' (spec_plan_alpha). */
+int spec_plan_depth_alpha(const struct spec_plan *p, double alpha, int max, int width, int others, double level_s);
 /* The number of guesses (0..max) maximizing (1 + score[0] + ... + score[N-1]) / (cost(others + 1 + N) +
  * extra_s), score[] sorted best first: the expected tokens of the pass over its cost, extra_s the time spent
  * guessing (a draft's steps). A flat cost (a streamed model) keeps every guess with a score above 0. */
@@ -135,9 +140,13 @@ double spec_plan_rate(const struct spec_plan *p, int cls);
  * of its prefix that got matches (exact for greedy up to n_got: the target's picks do not depend on the
  * tree; a chain that matched all of got is counted at n_got, never above what the walk got). */
 void spec_plan_chain(struct spec_plan *p, int src, const int *ch, int n, const int *got, int n_got);
-/* The source whose own chain measured the most tokens per pass (the spine combined keeps whole, so a pass
- * carries at least what that source alone would); -1 before a pass measured both. */
+/* The source whose own chain measured the most tokens per pass over the recent passes (the spine combined
+ * keeps whole, so a pass carries at least what that source alone would; recent, so the spine follows a text
+ * that turns from copying to free writing); -1 before a pass measured both. */
 int spec_plan_spine(const struct spec_plan *p);
+/* Source src's own chain's acceptance (matched guesses / (matched + walks that stopped at one), prior 1/2):
+ * what --spec draft's planner measures as its alpha when that chain is the whole tree. */
+double spec_plan_chain_alpha(const struct spec_plan *p, int src);
 /* The acceptance estimate and the fitted cost line (c0 + c1 T seconds), for --stats. */
 double spec_plan_alpha(const struct spec_plan *p);
 void spec_plan_cost(const struct spec_plan *p, double *c0, double *c1);

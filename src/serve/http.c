@@ -239,9 +239,11 @@ static enum MHD_Result get_health(struct http *h, struct MHD_Connection *c, stru
 			      (json_int_t)v->h2d_bytes, "served", v->n_served, "cancelled", v->n_cancelled, "t_max",
 			      v->m->opt.t_max);
 	json_object_set_new(o, "spec",
-			    json_pack("{s:s, s:I, s:f, s:f}", "mode", spec_mode_name(v->s->spec.mode), "passes",
+			    json_pack("{s:s, s:I, s:f, s:I, s:f, s:f}", "mode", spec_mode_name(v->s->spec.mode), "passes",
 				      (json_int_t)v->spec_passes, "tokens_per_pass",
-				      v->spec_passes ? (double)v->spec_tokens / (double)v->spec_passes : 0.0, "acceptance",
+				      v->spec_passes ? (double)v->spec_tokens / (double)v->spec_passes : 0.0, "decode_steps",
+				      (json_int_t)v->gen_steps, "tokens_per_step",
+				      v->gen_steps ? (double)v->gen_step_tokens / (double)v->gen_steps : 0.0, "acceptance",
 				      v->spec_guessed ? (double)v->spec_accepted / (double)v->spec_guessed : 0.0));
 	json_object_set_new(o, "grammar", json_pack("{s:I, s:I, s:f}", "requests", v->constrained, "masked", v->masked,
 						    "mask_s", v->mask_s));

@@ -364,6 +364,8 @@ int srv_worker_run(struct srv *v, volatile sig_atomic_t *signals, double grace)
 		const struct sched_stats *ss = &v->s->st;
 		v->spec_passes = ss->spec_passes;
 		v->spec_tokens = ss->spec_tokens;
+		v->gen_steps = ss->gen_steps;
+		v->gen_step_tokens = ss->gen_step_tokens;
 		v->spec_guessed = ss->spec_guessed[SPEC_SRC_LOOKUP] + ss->spec_guessed[SPEC_SRC_DRAFT];
 		v->spec_accepted = ss->spec_accepted[SPEC_SRC_LOOKUP] + ss->spec_accepted[SPEC_SRC_DRAFT];
 		v->masked = ss->masked;

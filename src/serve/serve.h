@@ -85,6 +85,7 @@ struct srv {
 	int kv_pages, kv_free; /* pages of the KV pools (every group), and those free (the worker's copy) */
 	unsigned long long h2d_bytes; /* weight bytes uploaded to the device so far */
 	long long spec_passes, spec_tokens, spec_guessed, spec_accepted; /* speculative steps so far (spec.h) */
+	long long gen_steps, gen_step_tokens; /* requests' decode steps (plain ones included), the tokens they gave */
 	struct model *m;
 	struct sched *s;      /* the engine's */
 	struct tokenizer *tk;
