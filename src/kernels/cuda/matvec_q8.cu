@@ -1,7 +1,7 @@
 /*
  * matvec_q8.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MVQ_T_MAX on 8-bit activations: the decode
- * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL; the others
- * keep matvec.cu's f32 kernels). Two launches per call:
+ * matmul of the formats with an integer dot in matvec_q8.cuh (MVQ_DOT_LIST: every QUANT and QMIN format but Q4_Z,
+ * Q8_Z, Q4_Z128, Q8_Z128, which keep matvec.cu's f32 kernels). Two launches per call:
  *   k_quantize_x: x to codes and scales in c->ws (matvec_q8.cuh: bit for bit the CPU's cpu_xq_quantize), one
  *     warp per block of the weight format; skipped when the call before was an 8-bit matvec over the same x
  *     (pointer, T, K, block size) and nothing was launched or uploaded since (c->xq_*: q, k and v share
@@ -160,16 +160,10 @@ static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 	const unsigned grid = (unsigned)((N + MVQ_ROWS - 1) / MVQ_ROWS);
 	const int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	const uint8_t *w = (const uint8_t *)W;
-#define MVQ_CASE(TB) k_matvec_q8<F, TB><<<grid, MVQ_THREADS, 0, s>>>(y, xq, xd, w, (int)N, (int)K, row_bytes, bias, bias_fmt, T)
-	if (T <= 1)
-		MVQ_CASE(1);
-	else if (T <= 2)
-		MVQ_CASE(2);
-	else if (T <= 4)
-		MVQ_CASE(4);
-	else
-		MVQ_CASE(8);
-#undef MVQ_CASE
+	tb_dispatch<CUDA_MVQ_T_MAX>(T, [&](auto tb) {
+		k_matvec_q8<F, decltype(tb)::value><<<grid, MVQ_THREADS, 0, s>>>(y, xq, xd, w, (int)N, (int)K, row_bytes,
+										  bias, bias_fmt, T);
+	});
 	CUDA_LAUNCH_CHECK(c, "k_matvec_q8");
 	/* y never aliases x (cuda_matmul's contract), so the codes still describe x after this launch */
 	const bool y_clear = (const char *)(y + (int64_t)T * N) <= (const char *)x ||
