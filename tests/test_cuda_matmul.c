@@ -19,7 +19,7 @@
  * quantizes x the same way (bit for bit, tests/test_cuda_mvq_host.cpp) and sums the same exact integer dots in
  * another f32 order (a few 2^-24 relative per block: ~1e-13 expected); x has a zero block (amax 0). On a device of cc >= 80 the tensor-core
  * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
- * Every QUANT/QMIN format but Q4_Z, Q8_Z, Q4_Z128, Q8_Z128 must have an 8-bit kernel (cuda_mvq_runs).
+ * Every QUANT/QMIN format must have an 8-bit kernel (cuda_mvq_runs).
  * The 8-bit x kept from one call to the next (q, k, v over one x): bytes identical to fresh quantizations, fewer
  * launches, quantized again after a kernel or an upload wrote x or T changed (check_xq_reuse).
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC (the
@@ -529,13 +529,12 @@ int main(int argc, char **argv)
 				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
 		failures++;
 	}
-	/* issue 23: every QUANT and QMIN format (8-bit dots on the CPU) but the GPTQ/AWQ ones has an 8-bit kernel */
+	/* issue 23: every QUANT and QMIN format (8-bit dots on the CPU) has an 8-bit kernel */
 #define QDOT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(true, false),
 	static const bool qdot_fmt[WFMT_COUNT] = {WFMT_LIST(QDOT_ROW)};
 #undef QDOT_ROW
 	for (int f = 0; f < WFMT_COUNT; f++) {
-		bool z = f == WFMT_Q4_Z || f == WFMT_Q8_Z || f == WFMT_Q4_Z128 || f == WFMT_Q8_Z128;
-		if (qdot_fmt[f] && !z && !cuda_mvq_runs(f)) {
+		if (qdot_fmt[f] && !cuda_mvq_runs(f)) {
 			fprintf(stderr, "FAIL: %s has no 8-bit matrix-vector kernel\n", wfmt_name(f));
 			failures++;
 		}

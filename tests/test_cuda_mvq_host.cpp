@@ -7,7 +7,7 @@
  *   - each format's dot (load + dot per lane), run in k_matvec_q8's order (MVQ_THREADS threads striding over
  *     the blocks, LPB per block, each thread's f32 sum, the warps' butterflies, the warps in order) against the
  *     CPU's portable qdot on the same codes: |out - cpu| <= (K/16 + 16) 2^-24 sum|terms| (qdot.h's bound for
- *     two orders of the same exact integer sums; the terms of Q4_K/Q5_K/Q4_1/Q5_1/Q2_K are the scale part and the min part of
+ *     two orders of the same exact integer sums; the terms of the formats with a min or zero point are the scale part and the min part of
  *     each weight: |w| + 2 |min|), weights random blocks with random finite scales (set_scales) in a buffer aligned to
  *     the format's ALIGN and no more (a misaligned load fails), T 1..8, K from one block to 4352.
  * What it cannot see: the device's own instructions and the launch (tests/test_cuda_matmul.c on a GPU).
@@ -119,9 +119,15 @@ struct code_bytes {
 	int from, to;
 };
 
+static bool zero_point(int fmt)
+{
+	return fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128;
+}
+
 static bool has_min(int fmt)
 {
-	return fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K;
+	return fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K ||
+	       zero_point(fmt);
 }
 
 static code_bytes codes_of(int fmt)
@@ -129,7 +135,8 @@ static code_bytes codes_of(int fmt)
 	int bytes = (int)wfmt_table[fmt].block_bytes;
 	if (fmt == WFMT_Q2_K)
 		return {16, 80};
-	return {wfmt_table[fmt].block == QK ? 4 : 16, bytes}; /* after d and the min (K-quants: + scales) */
+	/* after d and the min or zero point (K-quants: + scales) */
+	return {wfmt_table[fmt].block != QK_K ? 4 : 16, bytes};
 }
 
 /* The min part of each value of a block (minus the value its codes of 0 would have), 0 without a min */
@@ -167,15 +174,19 @@ static void set_scales(int fmt, uint8_t *b)
 		b[49 + 2 * i] = (uint8_t)((b[49 + 2 * i] & 15) | (d >> 4 * i & 15) << 4);
 	if (fmt != WFMT_IQ1_M)
 		memcpy(b + d_at, &d, 2);
-	if (has_min(fmt))
+	if (zero_point(fmt)) { /* as GPTQ/AWQ give them: 0..16 (4-bit), -128..128 (8-bit) */
+		bool four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+		int16_t z = (int16_t)(four ? (int)(urand() * 17) : (int)(urand() * 257) - 128);
+		memcpy(b + 2, &z, 2);
+	} else if (has_min(fmt)) {
 		memcpy(b + m_at, &dmin, 2);
+	}
 }
 
 template <class F> static int check(int fmt, const char *name)
 {
-	static const int Ks_k[] = {256, 512, 4352}, Ks_32[] = {32, 96, 640, 4352};
-	const bool kq = F::BLOCK == QK_K;
-	const int *Ks = kq ? Ks_k : Ks_32, nK = kq ? 3 : 4;
+	static const int Ks_k[] = {256, 512, 4352}, Ks_128[] = {128, 640, 4352}, Ks_32[] = {32, 96, 640, 4352};
+	const int *Ks = F::BLOCK == QK_K ? Ks_k : F::BLOCK == 128 ? Ks_128 : Ks_32, nK = F::BLOCK == QK ? 4 : 3;
 	int bad = 0, cases = 0, quant_bad = 0;
 	double worst = 0;
 	for (int ki = 0; ki < nK; ki++) {
@@ -253,8 +264,8 @@ int main(void)
 #define MVQ_CHECK(id, code, block, bytes, ggml, kind, k) bad += check_fmt<dq_for<WFMT_##id>::type>(WFMT_##id, #id, &n);
 	WFMT_LIST(MVQ_CHECK)
 #undef MVQ_CHECK
-	if (n < 22) { /* every QUANT and QMIN format but the GPTQ/AWQ ones (Q4_Z, Q8_Z, Q4_Z128, Q8_Z128) */
-		fprintf(stderr, "test_cuda_mvq_host: %d formats with a dot, expected at least 22\n", n);
+	if (n < 26) { /* every QUANT and QMIN format */
+		fprintf(stderr, "test_cuda_mvq_host: %d formats with a dot, expected at least 26\n", n);
 		return 1;
 	}
 	printf("test_cuda_mvq_host: %d formats, %s\n", n, bad ? "FAIL" : "pass");

@@ -5,13 +5,15 @@
  * lane by lane in the kernel's order, against the CPU's qdot on the same codes.
  *
  * Activations are quantized as the CPU does (src/kernels/cpu/qdot.h, cpu_xq_quantize): per block of the weight
- * format's B values (32 or 256), amax = max |x|, dx = amax / 127, a = round-half-even(clamp(x * (127 / amax),
+ * format's B values (32, 128 or 256), amax = max |x|, dx = amax / 127, a = round-half-even(clamp(x * (127 / amax),
  * -127, 127)), the same f32 operations, so the codes and dx are bit for bit the CPU's. The codes of token t are
  * xq[t*K .. t*K + K), the scales xd[t*(K/B) ..].
  *
- * A dot struct dq_<k> (MVQ_DOT_LIST at the end names them; the grid IQ types' are in matvec_q8_iq.cuh) has BLOCK, BYTES (the block), ALIGN (its rows' alignment, as the decoder's), LPB (lanes per block: each of LPB consecutive threads takes
- * BLOCK / LPB values of a block, 16 or 32, with loads of adjacent bytes), a register image W of one lane's part of
- * a block (codes packed 4 per word, integer sub-scales and mins, f32 scales) filled once by load(block, j, w),
+ * A dot struct dq_<k> (MVQ_DOT_LIST at the end names them; the grid IQ types' are in matvec_q8_iq.cuh) has
+ * BLOCK, BYTES (the block), ALIGN (its rows' alignment, as the decoder's), LPB (lanes per block: each of LPB
+ * consecutive threads takes BLOCK / LPB values of a block, 16 or 32, with loads of adjacent bytes), a register
+ * image W of one lane's part of a block (codes packed 4 per word, integer sub-scales and mins, f32 scales) filled
+ * once by load(block, j, w),
  * and dot(w, j, a, dx): that part against one token's codes a (the block's first) with scale dx:
  *     f32(d dx) * I - f32(dmin dx) * M,   I = sum_g c_g sum_i q_i a_i, M = sum_g m_g sum_i a_i
  * over the lane's values, I and M exact int32 (__dp4a), as qdot.h's block formula split over the lanes: the
@@ -290,8 +292,8 @@ template <int KIND> struct dq_k2 {
 	static constexpr int QS_AT = KIND == K2_Q2_K ? 16 : KIND == K2_Q3_K ? 32 : 0;
 	static constexpr int D_AT = KIND == K2_Q2_K ? 80 : KIND == K2_Q3_K ? 108 : 64;
 	struct W {
-		uint32_t q[4][2];
-		int sc[4], m[4];
+		uint32_t q[4][2]; /* field u's codes, words of 4 */
+		uint32_t sm;      /* byte u: Q2_K scales[g] (scale nibble, min nibble), Q3_K its 6-bit scale (32 is 0) */
 		float d, dmin;
 	};
 	__device__ static void load(const uint8_t *p, int j, W &w)
@@ -299,30 +301,29 @@ template <int KIND> struct dq_k2 {
 		const int n = j >> 2, l0 = 8 * (j & 3);
 		w.d = f16_bits_to_f32((uint16_t)ld_u16(p + D_AT));
 		w.dmin = KIND == K2_Q2_K ? f16_bits_to_f32((uint16_t)ld_u16(p + 82)) : 0.0f;
-		const uint32_t q[2] = {ld_u32_2a(p + QS_AT + 32 * n + l0), ld_u32_2a(p + QS_AT + 32 * n + l0 + 4)};
-		const uint32_t hm[2] = {KIND == K2_Q3_K ? ld_u32_2a(p + l0) : 0, KIND == K2_Q3_K ? ld_u32_2a(p + l0 + 4) : 0};
+		w.sm = 0;
 #pragma unroll
-		for (int u = 0; u < 4; u++) {
-			const int g = 8 * n + 2 * u + (l0 >> 4);
+		for (int i = 0; i < 2; i++) {
+			const uint32_t q = ld_u32_2a(p + QS_AT + 32 * n + l0 + 4 * i);
+			const uint32_t hm = KIND == K2_Q3_K ? ld_u32_2a(p + l0 + 4 * i) >> 4 * n : 0;
 #pragma unroll
-			for (int i = 0; i < 2; i++) {
-				uint32_t c = q[i] >> 2 * u & 0x03030303u;
-				if (KIND == K2_Q3_K)
-					c = __vsub4(c | (hm[i] >> (4 * n + u) & MVQ_ONES) << 2, 0x04040404u);
-				else if (KIND == K2_TQ2_0)
-					c = __vsub4(c, MVQ_ONES);
-				w.q[u][i] = c;
+			for (int u = 0; u < 4; u++) {
+				const uint32_t c = q >> 2 * u & 0x03030303u;
+				w.q[u][i] = KIND == K2_Q3_K  ? __vsub4(c | (hm >> u & MVQ_ONES) << 2, 0x04040404u)
+					    : KIND == K2_TQ2_0 ? __vsub4(c, MVQ_ONES)
+							       : c;
 			}
-			if (KIND == K2_Q2_K) {
-				const uint32_t sb = __ldg(p + g);
-				w.sc[u] = (int)(sb & 15), w.m[u] = (int)(sb >> 4);
-			} else if (KIND == K2_Q3_K) {
-				const uint32_t lo = __ldg(p + 96 + g % 8) >> 4 * (g / 8) & 15;
-				const uint32_t hi = __ldg(p + 104 + g % 4) >> 2 * (g / 4) & 3;
-				w.sc[u] = (int)(lo | hi << 4) - 32, w.m[u] = 0;
-			} else {
-				w.sc[u] = 1, w.m[u] = 0;
-			}
+		}
+		/* the lane's sub-blocks g = 8n + h + 2u (h = l0/16): bytes h, h + 2, h + 4, h + 6 of the 8 at 8n (Q2_K),
+		 * of the low-nibble bytes at 96, and the 2-bit fields of bytes 104 + h, 106 + h (Q3_K, q3k_scale) */
+		const uint32_t sel = l0 & 16 ? 0x7531 : 0x6420;
+		if (KIND == K2_Q2_K) {
+			w.sm = __byte_perm(ld_u32_2a(p + 8 * n), ld_u32_2a(p + 8 * n + 4), sel);
+		} else if (KIND == K2_Q3_K) {
+			const uint32_t lo = __byte_perm(ld_u32_2a(p + 96), ld_u32_2a(p + 100), sel) >> 4 * n & 0x0f0f0f0fu;
+			const uint32_t hb = __byte_perm(ld_u32_2a(p + 104), 0, sel) >> 4 * n; /* bytes 104 + h, 106 + h */
+			const uint32_t hi = (hb & 0x0303u) | (hb >> 2 & 0x0303u) << 16;       /* u = 0, 1, then 2, 3 */
+			w.sm = lo | hi << 4;
 		}
 	}
 	__device__ static float dot(const W &w, int j, const int8_t *a, float dx)
@@ -333,9 +334,10 @@ template <int KIND> struct dq_k2 {
 		for (int u = 0; u < 4; u++) {
 			uint2 av = __ldg((const uint2 *)(a + 128 * n + 32 * u + l0));
 			int dq = dp4(w.q[u][1], av.y, dp4(w.q[u][0], av.x, 0));
-			I += KIND == K2_TQ2_0 ? dq : w.sc[u] * dq;
+			const uint32_t sb = w.sm >> 8 * u & 255;
+			I += KIND == K2_TQ2_0 ? dq : KIND == K2_Q3_K ? ((int)sb - 32) * dq : (int)(sb & 15) * dq;
 			if (KIND == K2_Q2_K)
-				M += w.m[u] * dp4(MVQ_ONES, av.y, dp4(MVQ_ONES, av.x, 0));
+				M += (int)(sb >> 4) * dp4(MVQ_ONES, av.y, dp4(MVQ_ONES, av.x, 0));
 		}
 		if (KIND != K2_Q2_K)
 			return __fmul_rn(__fmul_rn(w.d, dx), (float)I);
@@ -389,6 +391,61 @@ struct dq_tq1_0 : dq_g32 {
 	}
 };
 
+/* Q4_Z/Q8_Z (SUB 1) and Q4_Z128/Q8_Z128 (SUB 4; EIGHT: the 8-bit ones), y = d (q - z): lane j (LPB = 2 SUB)
+ * takes half h = j%2 of sub-block s = j/2: 4-bit, its qs bytes 8h .. 8h + 7 (low nibbles values 8h + i, high
+ * 16 + 8h + i, Q4_0's order); 8-bit, codes 16h .. 16h + 15. The zero point is qdot.h's min: M = z * the lane's
+ * sum of a, dmin = d. */
+template <bool EIGHT, int SUB> struct dq_z {
+	static constexpr int BLOCK = QK * SUB, LPB = 2 * SUB, BYTES = deq_qz<EIGHT, SUB>::BYTES;
+	static constexpr int ALIGN = deq_qz<EIGHT, SUB>::ALIGN;
+	struct W {
+		uint32_t q[4];
+		int z;
+		float d;
+	};
+	__device__ static void load(const uint8_t *p, int j, W &w)
+	{
+		const int s = j >> 1, h = j & 1;
+		w.d = f16_bits_to_f32((uint16_t)ld_u16(p));
+		w.z = (int)(int16_t)ld_u16(p + 2);
+		const uint8_t *qs = p + 4 + s * (EIGHT ? QK : QK / 2) + (EIGHT ? 16 : 8) * h;
+#pragma unroll
+		for (int i = 0; i < (EIGHT ? 4 : 2); i++) {
+			const uint32_t q = ld_u32_2a(qs + 4 * i);
+			if (EIGHT) {
+				w.q[i] = q;
+			} else {
+				w.q[i] = q & 0x0f0f0f0fu;
+				w.q[2 + i] = q >> 4 & 0x0f0f0f0fu;
+			}
+		}
+	}
+	__device__ static float dot(const W &w, int j, const int8_t *a, float dx)
+	{
+		const int s = j >> 1, h = j & 1;
+		uint32_t av[4];
+		if (EIGHT) {
+			uint4 v = __ldg((const uint4 *)(a + QK * s + 16 * h));
+			av[0] = v.x, av[1] = v.y, av[2] = v.z, av[3] = v.w;
+		} else {
+			uint2 lo = __ldg((const uint2 *)(a + QK * s + 8 * h)), hi = __ldg((const uint2 *)(a + QK * s + 16 + 8 * h));
+			av[0] = lo.x, av[1] = lo.y, av[2] = hi.x, av[3] = hi.y;
+		}
+		int I = 0, S = 0;
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			I = dp4(w.q[i], av[i], I);
+			S = dp4(MVQ_ONES, av[i], S);
+		}
+		const float sd = __fmul_rn(w.d, dx);
+		return __fsub_rn(__fmul_rn(sd, (float)I), __fmul_rn(sd, (float)(w.z * S)));
+	}
+};
+typedef dq_z<false, 1> dq_q4_z;
+typedef dq_z<true, 1> dq_q8_z;
+typedef dq_z<false, QZ_SUB> dq_q4_z128;
+typedef dq_z<true, QZ_SUB> dq_q8_z128;
+
 #include "kernels/cuda/matvec_q8_iq.cuh"
 
 /* Which format has a dot here: dq_for<WFMT_x>::type, void for the others (they keep the f32 kernels). */
@@ -397,7 +454,7 @@ struct dq_tq1_0 : dq_g32 {
 	X(Q4_1, dq_q4_1) X(Q5_1, dq_q5_1) X(IQ4_NL, dq_iq4_nl) X(MXFP4, dq_mxfp4) X(Q2_K, dq_q2_k)             \
 	X(Q3_K, dq_q3_k) X(TQ2_0, dq_tq2_0) X(TQ1_0, dq_tq1_0) X(IQ4_XS, dq_iq4_xs) X(IQ2_XXS, dq_iq2_xxs)     \
 	X(IQ2_XS, dq_iq2_xs) X(IQ2_S, dq_iq2_s) X(IQ3_XXS, dq_iq3_xxs) X(IQ3_S, dq_iq3_s) X(IQ1_S, dq_iq1_s)  \
-	X(IQ1_M, dq_iq1_m)
+	X(IQ1_M, dq_iq1_m) X(Q4_Z, dq_q4_z) X(Q8_Z, dq_q8_z) X(Q4_Z128, dq_q4_z128) X(Q8_Z128, dq_q8_z128)
 template <int FMT> struct dq_for {
 	typedef void type;
 };
