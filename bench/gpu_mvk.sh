@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 23's 8-bit matvec for every quantized format (branch mvk) on the GPU machine (carry .deb .whl .shared):
-#   bash bench/gpu_mvk.sh test    build, the host test, test_cuda_matmul (22 formats' 8-bit kernels vs cpu_matmul)
+#   bash bench/gpu_mvk.sh test    build, the host test, test_cuda_matmul (26 formats' 8-bit kernels vs cpu_matmul)
 #   bash bench/gpu_mvk.sh bench   bench_cuda_matmul --mv over every format (floor, old and new ratio per shape and T,
 #                                 then the T = 1 summary); on a warm machine after `test` (the build is kept)
 # Two calls: each fits the device tool's 10 minutes. Logs in $OUT (tcm.log, mv.md).
