@@ -23,6 +23,7 @@
  * quantizes x the same way (bit for bit, tests/test_cuda_mvq_host.cpp) and sums the same exact integer dots in
  * another f32 order (a few 2^-24 relative per block: ~1e-13 expected); x has a zero block (amax 0). On a device of cc >= 80 the tensor-core
  * kernel must have run (a build without sm_80+ code fails here rather than test nothing).
+ * Every QUANT/QMIN format must have an 8-bit kernel (cuda_mvq_runs).
  * The 8-bit x kept from one call to the next (q, k, v over one x): bytes identical to fresh quantizations, fewer
  * launches, quantized again after a kernel or an upload wrote x or T changed (check_xq_reuse).
  * Also: a K that is not a multiple of the block gives -EINVAL, a workspace one byte short gives -ENOSPC (the
@@ -467,7 +468,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct cuda_ctx c = {.stream = stream, .cublas = h, .cc = prop.major * 10 + prop.minor,
-			     .n_sm = prop.multiProcessorCount, .gemm_rows = GEMM_ROWS};
+			     .n_sm = prop.multiProcessorCount, .gemm_rows = GEMM_ROWS, .mvq_all = true};
 	c.ws_bytes = cuda_matmul_ws_bytes(T_max, K_max, GEMM_ROWS);
 	CU(cudaMalloc(&c.ws, c.ws_bytes));
 
@@ -582,6 +583,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "FAIL: cc %d but the int8 tensor-core kernel never ran: this build has no sm_80+ code "
 				"(make CUDA_ARCHS=\"80 90\")\n", c.cc);
 		failures++;
+	}
+	/* issue 23: every QUANT and QMIN format (8-bit dots on the CPU) has an 8-bit kernel */
+#define QDOT_ROW(id, code, block, bytes, ggml, kind, k) WFMT_QDOT_##kind(true, false),
+	static const bool qdot_fmt[WFMT_COUNT] = {WFMT_LIST(QDOT_ROW)};
+#undef QDOT_ROW
+	for (int f = 0; f < WFMT_COUNT; f++) {
+		if (qdot_fmt[f] && !cuda_mvq_runs(f)) {
+			fprintf(stderr, "FAIL: %s has no 8-bit matrix-vector kernel\n", wfmt_name(f));
+			failures++;
+		}
 	}
 	if (!kern_cases[CUDA_MMK_MVQ]) {
 		fprintf(stderr, "FAIL: the 8-bit matrix-vector kernels never ran\n");

@@ -7,8 +7,8 @@
  *   - each format's dot (load + dot per lane), run in k_matvec_q8's order (MVQ_THREADS threads striding over
  *     the blocks, LPB per block, each thread's f32 sum, the warps' butterflies, the warps in order) against the
  *     CPU's portable qdot on the same codes: |out - cpu| <= (K/16 + 16) 2^-24 sum|terms| (qdot.h's bound for
- *     two orders of the same exact integer sums; the terms of Q4_K/Q5_K/Q4_1/Q5_1 are the scale part and the min part of
- *     each weight: |w| + 2 |min|), weights random blocks with random finite f16 scales in a buffer aligned to
+ *     two orders of the same exact integer sums; the terms of the formats with a min or zero point are the scale part and the min part of
+ *     each weight: |w| + 2 |min|), weights random blocks with random finite scales (set_scales) in a buffer aligned to
  *     the format's ALIGN and no more (a misaligned load fails), T 1..8, K from one block to 4352.
  * What it cannot see: the device's own instructions and the launch (tests/test_cuda_matmul.c on a GPU).
  */
@@ -92,13 +92,33 @@ template <class F> static float row_dot(const uint8_t *row, const int8_t *a, con
 	return s;
 }
 
-/* Whether the format has a min (an f16 at byte 2 of its block) */
-static bool has_min(int fmt)
+/* Where a block's codes lie (bytes [from, to)), and whether it has a min (its part: the value all-zero codes
+ * have): Q4_K/Q5_K/Q4_1/Q5_1/Q2_K */
+struct code_bytes {
+	int from, to;
+};
+
+static bool zero_point(int fmt)
 {
-	return fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1;
+	return fmt == WFMT_Q4_Z || fmt == WFMT_Q8_Z || fmt == WFMT_Q4_Z128 || fmt == WFMT_Q8_Z128;
 }
 
-/* The min part of each value of a block (Q4_K/Q5_K/Q4_1/Q5_1: minus the value its codes of 0 would have), else 0 */
+static bool has_min(int fmt)
+{
+	return fmt == WFMT_Q4_K || fmt == WFMT_Q5_K || fmt == WFMT_Q4_1 || fmt == WFMT_Q5_1 || fmt == WFMT_Q2_K ||
+	       zero_point(fmt);
+}
+
+static code_bytes codes_of(int fmt)
+{
+	int bytes = (int)wfmt_table[fmt].block_bytes;
+	if (fmt == WFMT_Q2_K)
+		return {16, 80};
+	/* after d and the min or zero point (K-quants: + scales) */
+	return {wfmt_table[fmt].block != QK_K ? 4 : 16, bytes};
+}
+
+/* The min part of each value of a block (minus the value its codes of 0 would have), 0 without a min */
 static void mins_of(int fmt, const uint8_t *blk, float *m)
 {
 	int bk = (int)wfmt_table[fmt].block;
@@ -109,18 +129,43 @@ static void mins_of(int fmt, const uint8_t *blk, float *m)
 			m[j] = 0;
 		return;
 	}
-	size_t head = bk == QK ? 4 : 16; /* d and the min (K-quants: + scales); then qh and qs */
-	memset(z + head, 0, wfmt_table[fmt].block_bytes - head);
+	code_bytes c = codes_of(fmt);
+	memset(z + c.from, 0, (size_t)(c.to - c.from));
 	cpu_row_to_f32(fmt, z, m, bk);
 	for (int j = 0; j < bk; j++)
 		m[j] = -m[j];
 }
 
+/* The scales of a block of random bytes set finite and random: the f16 d at d_at (and dmin at m_at) where the
+ * format keeps them; IQ1_M's d in the top nibbles of its scale words; MXFP4's e8m0 scale 2^-20 .. 2^11, 1 in 8
+ * subnormal */
+static void set_scales(int fmt, uint8_t *b)
+{
+	uint16_t d = rand_half(), dmin = rand_half();
+	int d_at = fmt == WFMT_Q6_K ? 208 : fmt == WFMT_Q2_K ? 80 : fmt == WFMT_Q3_K ? 108 : fmt == WFMT_TQ1_0 ? 52
+		   : fmt == WFMT_TQ2_0 ? 64 : 0;
+	int m_at = fmt == WFMT_Q2_K ? 82 : 2;
+	if (fmt == WFMT_MXFP4) {
+		b[0] = (uint8_t)(urand() < 0.125 ? rng_next() >> 63 : 108 + urand() * 32);
+		return;
+	}
+	for (int i = 0; fmt == WFMT_IQ1_M && i < 4; i++)
+		b[49 + 2 * i] = (uint8_t)((b[49 + 2 * i] & 15) | (d >> 4 * i & 15) << 4);
+	if (fmt != WFMT_IQ1_M)
+		memcpy(b + d_at, &d, 2);
+	if (zero_point(fmt)) { /* as GPTQ/AWQ give them: 0..16 (4-bit), -128..128 (8-bit) */
+		bool four = fmt == WFMT_Q4_Z || fmt == WFMT_Q4_Z128;
+		int16_t z = (int16_t)(four ? (int)(urand() * 17) : (int)(urand() * 257) - 128);
+		memcpy(b + 2, &z, 2);
+	} else if (has_min(fmt)) {
+		memcpy(b + m_at, &dmin, 2);
+	}
+}
+
 template <class F> static int check(int fmt, const char *name)
 {
-	static const int Ks_k[] = {256, 512, 4352}, Ks_32[] = {32, 96, 640, 4352};
-	const bool kq = F::BLOCK == QK_K;
-	const int *Ks = kq ? Ks_k : Ks_32, nK = kq ? 3 : 4;
+	static const int Ks_k[] = {256, 512, 4352}, Ks_128[] = {128, 640, 4352}, Ks_32[] = {32, 96, 640, 4352};
+	const int *Ks = F::BLOCK == QK_K ? Ks_k : F::BLOCK == 128 ? Ks_128 : Ks_32, nK = F::BLOCK == QK ? 4 : 3;
 	int bad = 0, cases = 0, quant_bad = 0;
 	double worst = 0;
 	for (int ki = 0; ki < nK; ki++) {
@@ -130,13 +175,8 @@ template <class F> static int check(int fmt, const char *name)
 		uint8_t *W = buf + (F::ALIGN < 64 ? F::ALIGN : 0); /* aligned to ALIGN and no more */
 		for (size_t i = 0; i < bytes; i++)
 			W[i] = (uint8_t)(rng_next() >> 56);
-		size_t d_at = fmt == WFMT_Q6_K ? 208 : 0;
-		for (int b = 0; b < nb * NROWS; b++) {
-			uint16_t d = rand_half(), dmin = rand_half();
-			memcpy(W + (size_t)b * F::BYTES + d_at, &d, 2);
-			if (has_min(fmt))
-				memcpy(W + (size_t)b * F::BYTES + 2, &dmin, 2);
-		}
+		for (int b = 0; b < nb * NROWS; b++)
+			set_scales(fmt, W + (size_t)b * F::BYTES);
 		float *x = (float *)malloc(sizeof(float) * (size_t)TMAX * K);
 		for (int t = 0; t < TMAX; t++)
 			for (int b = 0; b < K / 32; b++) {
@@ -203,8 +243,8 @@ int main(void)
 #define MVQ_CHECK(id, code, block, bytes, ggml, kind, k) bad += check_fmt<dq_for<WFMT_##id>::type>(WFMT_##id, #id, &n);
 	WFMT_LIST(MVQ_CHECK)
 #undef MVQ_CHECK
-	if (n < 6) {
-		fprintf(stderr, "test_cuda_mvq_host: %d formats with a dot, expected at least 6\n", n);
+	if (n < 26) { /* every QUANT and QMIN format */
+		fprintf(stderr, "test_cuda_mvq_host: %d formats with a dot, expected at least 26\n", n);
 		return 1;
 	}
 	printf("test_cuda_mvq_host: %d formats, %s\n", n, bad ? "FAIL" : "pass");

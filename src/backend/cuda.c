@@ -912,8 +912,9 @@ static const struct backend_ops cuda_backend_ops = {
 /* cuBLAS gets its workspace from the arena (it would otherwise allocate its own outside the budget). */
 #define BLAS_WS (32u << 20)
 
-/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), and FERRY_XQ_REUSE=0 (the 8-bit
- * matvec quantizes x at every call, as before the reuse), for comparing the paths on one build: 0, or -EINVAL
+/* The kernel choices FERRY_MATMUL and FERRY_TOPK name (unset: the defaults), FERRY_XQ_REUSE=0 (the 8-bit
+ * matvec quantizes x at every call, as before the reuse) and FERRY_MVQ_ALL=1 (the 8-bit matvec also for the
+ * formats whose kernels have not run on a GPU yet: cuda_mvq_checked), for comparing the paths on one build: 0, or -EINVAL
  * with the one-line reason in err. */
 static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 {
@@ -945,6 +946,8 @@ static int env_modes(struct cuda_ctx *c, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	c->xq_reuse = !(v && !strcmp(v, "0"));
+	v = getenv("FERRY_MVQ_ALL");
+	c->mvq_all = v && !strcmp(v, "1");
 	return 0;
 }
 

@@ -46,6 +46,9 @@ struct cuda_ctx {
 	size_t gemm_rows;  /* GEMM path: rows of W dequantized at a time (a multiple of 64) */
 	int mm_mode;       /* enum cuda_mm_mode: which matmul path (0: the crossover table) */
 	int topk_mode;     /* enum cuda_topk_mode (0: grid-wide) */
+	/* the 8-bit matvec also for the formats whose kernels have not yet run on a GPU (cuda_mvq_checked false;
+	 * FERRY_MVQ_ALL=1; the tests and the bench set it): until then auto gives those the f32 matvec */
+	bool mvq_all;
 	unsigned long long launches; /* kernels launched on this context (CUDA_LAUNCH_CHECK counts each; cuBLAS's not) */
 	/* The 8-bit x of the latest 8-bit matvec (codes and scales at the start of ws): the next one over the
 	 * same x pointer, T, K and block size reuses it while no kernel has been launched since (launches ==
@@ -100,6 +103,9 @@ bool cuda_fmt_supported(int fmt);
 /* true when the format has an 8-bit-activation matrix-vector kernel (matvec_q8.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0,
  * Q5_0, Q4_1, Q5_1, IQ4_NL), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
 bool cuda_mvq_runs(int wfmt);
+/* true for the formats whose 8-bit matvec has passed test_cuda_matmul on a GPU (the list in matvec_q8.cu); the
+ * others' kernels (issue 23, branch mvk: checked on the host only) run under auto only with c->mvq_all. */
+bool cuda_mvq_checked(int wfmt);
 /* Workspace bytes of the 8-bit kernels' x for T tokens of K: codes, then scales (matvec_q8.cu, matmul_q8mma.cu). */
 size_t cuda_mvq_ws_bytes(int T, int64_t K);
 /* true when the int8 tensor-core kernel (matmul_q8mma.cu: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0) runs on this

@@ -242,7 +242,7 @@ extern "C" int cuda_matmul_kernel(const struct cuda_ctx *c, int wfmt, int T)
 	case CUDA_MM_OLD:
 		break;
 	default:
-		if (T <= CUDA_MVQ_T_MAX && cuda_mvq_runs(wfmt))
+		if (T <= CUDA_MVQ_T_MAX && (c->mvq_all ? cuda_mvq_runs(wfmt) : cuda_mvq_checked(wfmt)))
 			return CUDA_MMK_MVQ;
 		if (q8mma && cross_wins(q8mma_cross_tab, wfmt, T))
 			return CUDA_MMK_Q8MMA;

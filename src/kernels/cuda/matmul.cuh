@@ -19,6 +19,7 @@
 #define FERRY_CUDA_MATMUL_CUH
 
 #include <stdint.h>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "layout/quant.h"
@@ -411,6 +412,19 @@ struct deq_tq2_0 {
 			w[i] = __fmul_rn(d, (float)((int)(q >> 8 * i & 3) - 1));
 	}
 };
+
+/* The token bucket of the matrix-vector kernels (matvec.cu, matvec_q8.cu): calls fn(integral_constant<int, TB>)
+ * with TB the least power of two >= T, at most TMAX, so one kernel per bucket serves T .. TB. */
+template <int TMAX, int TB = 1, class Fn> static void tb_dispatch(int T, Fn &&fn)
+{
+	if constexpr (TB < TMAX) {
+		if (T > TB) {
+			tb_dispatch<TMAX, 2 * TB>(T, fn);
+			return;
+		}
+	}
+	fn(std::integral_constant<int, TB>());
+}
 
 /* matvec.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MATVEC_T_MAX, arguments already checked by
  * cuda_matmul (format supported, K a multiple of its block, alignment). */

@@ -84,23 +84,12 @@ static int matvec_launch(struct cuda_ctx *c, float *y, const float *x, const voi
 	int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	cudaStream_t s = cuda_stream_of(c);
 	const uint8_t *w = (const uint8_t *)W;
-#define MV_CASE(TB)                                                                                             \
-	do {                                                                                                    \
-		int64_t per_block = (int64_t)MV_WARPS * mv_rows<TB>::R;                                         \
-		k_matvec<F, XV, TB><<<(unsigned)((N + per_block - 1) / per_block), MV_WARPS * 32, 0, s>>>(      \
-			y, x, w, N, K, row_bytes, bias, bias_fmt, T);                                           \
-	} while (0)
-	if (T <= 1)
-		MV_CASE(1);
-	else if (T <= 2)
-		MV_CASE(2);
-	else if (T <= 4)
-		MV_CASE(4);
-	else if (T <= 8)
-		MV_CASE(8);
-	else
-		MV_CASE(16);
-#undef MV_CASE
+	tb_dispatch<16>(T, [&](auto tb) {
+		constexpr int TB = decltype(tb)::value;
+		const int64_t per_block = (int64_t)MV_WARPS * mv_rows<TB>::R;
+		k_matvec<F, XV, TB><<<(unsigned)((N + per_block - 1) / per_block), MV_WARPS * 32, 0, s>>>(
+			y, x, w, N, K, row_bytes, bias, bias_fmt, T);
+	});
 	CUDA_LAUNCH_CHECK(c, "k_matvec");
 	return 0;
 }

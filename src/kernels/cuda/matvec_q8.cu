@@ -1,7 +1,7 @@
 /*
  * matvec_q8.cu: y[T,N] = x[T,K] . W[N,K]^T (+ bias) for T <= CUDA_MVQ_T_MAX on 8-bit activations: the decode
- * matmul of the formats with an integer dot in matvec_q8.cuh (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL; the others
- * keep matvec.cu's f32 kernels). Two launches per call:
+ * matmul of the formats with an integer dot in matvec_q8.cuh (MVQ_DOT_LIST: every QUANT and QMIN format; the
+ * float ones keep matvec.cu's f32 kernels). Two launches per call:
  *   k_quantize_x: x to codes and scales in c->ws (matvec_q8.cuh: bit for bit the CPU's cpu_xq_quantize), one
  *     warp per block of the weight format; skipped when the call before was an 8-bit matvec over the same x
  *     (pointer, T, K, block size) and nothing was launched or uploaded since (c->xq_*: q, k and v share
@@ -39,7 +39,7 @@ template <int B>
 static __global__ void k_quantize_x(int8_t *__restrict__ q, float *__restrict__ d, const float *__restrict__ x,
 				    int64_t nb)
 {
-	static_assert(B == 32 || B == 256, "blocks of 32 or 256");
+	static_assert(B == 32 || B == 128 || B == 256, "blocks of 32, 128 or 256");
 	constexpr int V = B / 32;
 	const int64_t b = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
 	const int lane = threadIdx.x & 31;
@@ -50,6 +50,9 @@ static __global__ void k_quantize_x(int8_t *__restrict__ q, float *__restrict__ 
 	if (V == 8) {
 		float4 a = __ldg((const float4 *)xb), c = __ldg((const float4 *)xb + 1);
 		v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = c.x, v[5] = c.y, v[6] = c.z, v[7] = c.w;
+	} else if (V == 4) {
+		float4 a = __ldg((const float4 *)xb);
+		v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
 	} else {
 		v[0] = __ldg(xb);
 	}
@@ -61,12 +64,15 @@ static __global__ void k_quantize_x(int8_t *__restrict__ q, float *__restrict__ 
 	for (int o = 16; o > 0; o >>= 1)
 		amax = mvq_amax(amax, __shfl_xor_sync(0xffffffffu, amax, o));
 	const float id = mvq_inv(amax);
-	if (V == 8) {
+	if (V >= 4) {
 		uint32_t w[2] = {0, 0};
 #pragma unroll
-		for (int i = 0; i < 8; i++)
+		for (int i = 0; i < V; i++)
 			w[i / 4] |= (uint32_t)(mvq_code(v[i], id) & 255) << 8 * (i % 4);
-		*(uint2 *)(q + b * B + lane * V) = make_uint2(w[0], w[1]);
+		if (V == 8)
+			*(uint2 *)(q + b * B + lane * V) = make_uint2(w[0], w[1]);
+		else
+			*(uint32_t *)(q + b * B + lane * V) = w[0];
 	} else {
 		q[b * B + lane] = (int8_t)mvq_code(v[0], id);
 	}
@@ -185,16 +191,10 @@ static int mvq_launch(struct cuda_ctx *c, float *y, const float *x, const void *
 	const unsigned grid = (unsigned)((N + MVQ_ROWS - 1) / MVQ_ROWS);
 	const int64_t row_bytes = K / F::BLOCK * F::BYTES;
 	const uint8_t *w = (const uint8_t *)W;
-#define MVQ_CASE(TB) k_matvec_q8<F, TB><<<grid, MVQ_THREADS, 0, s>>>(y, xq, xd, w, (int)N, (int)K, row_bytes, bias, bias_fmt, T)
-	if (T <= 1)
-		MVQ_CASE(1);
-	else if (T <= 2)
-		MVQ_CASE(2);
-	else if (T <= 4)
-		MVQ_CASE(4);
-	else
-		MVQ_CASE(8);
-#undef MVQ_CASE
+	tb_dispatch<CUDA_MVQ_T_MAX>(T, [&](auto tb) {
+		k_matvec_q8<F, decltype(tb)::value><<<grid, MVQ_THREADS, 0, s>>>(y, xq, xd, w, (int)N, (int)K, row_bytes,
+										  bias, bias_fmt, T);
+	});
 	CUDA_LAUNCH_CHECK(c, "k_matvec_q8");
 	/* y never aliases x (cuda_matmul's contract), so the codes still describe x after this launch */
 	cuda_xq_keep(c, y, x, T, N, K, F::BLOCK);
@@ -217,6 +217,17 @@ static const mvq_fn mvq_by_fmt[WFMT_COUNT] = {WFMT_LIST(MVQ_ROW)};
 extern "C" bool cuda_mvq_runs(int wfmt)
 {
 	return wfmt >= 0 && wfmt < WFMT_COUNT && mvq_by_fmt[wfmt];
+}
+
+extern "C" bool cuda_mvq_checked(int wfmt)
+{
+	/* test_cuda_matmul on an H100, 2026-12-07 (bench/RESULTS.md, "CUDA matvec on 8-bit activations") */
+	static const int ok[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0, WFMT_Q5_0, WFMT_Q4_1, WFMT_Q5_1,
+				 WFMT_IQ4_NL};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (ok[i] == wfmt)
+			return cuda_mvq_runs(wfmt);
+	return false;
 }
 
 int cuda_matvec_q8(struct cuda_ctx *c, float *y, const float *x, const void *W, int wfmt, int64_t N, int64_t K,
