@@ -450,6 +450,13 @@ cpu_fdot_fn cpu_fdot_find(int fmt, int isa)
 											: fdot_by_fmt[fmt];
 }
 
+cpu_qdot_fn cpu_qtile_find(int fmt, int isa)
+{
+	if (fmt < 0 || fmt >= WFMT_COUNT || !isa_supported(isa))
+		return NULL;
+	return isa == CPU_ISA_AVX2 ? cpu_qtile_find_avx2(fmt) : isa == CPU_ISA_AVX512 ? cpu_qtile_find_avx512(fmt) : NULL;
+}
+
 static int forced_isa = -1;
 
 void cpu_qdot_force_isa(int isa)
