@@ -20,6 +20,7 @@
 #define KT_ROWS 8
 #define KT_CHUNK 4 /* 256-blocks decoded at once: 4 x 2.9 KiB of scratch */
 #define KT_TG 8    /* tokens per pass over the scratch (their chains stay in registers) */
+#define KT_UNROLL _Pragma("GCC unroll 8") /* whole token loops: their arrays then live in registers */
 
 /* One 256-block of KT_ROWS rows, row r in 32-bit lane r of every vector */
 struct kt_block {
@@ -141,7 +142,7 @@ AI void kt_tokens(int fmt, int TG, const struct kt_block *k, int nb, int i0, con
 	bool q6 = fmt == WFMT_Q6_K;
 	int NS = q6 ? 16 : 8, QPS = 64 / NS; /* sub-blocks, quads per sub-block */
 	__m256 fa[KT_TG], ma[KT_TG];
-	for (int t = 0; t < TG; t++) {
+	KT_UNROLL for (int t = 0; t < TG; t++) {
 		fa[t] = first ? _mm256_setzero_ps() : acc[2 * t];
 		ma[t] = first ? _mm256_setzero_ps() : acc[2 * t + 1];
 	}
@@ -150,28 +151,28 @@ AI void kt_tokens(int fmt, int TG, const struct kt_block *k, int nb, int i0, con
 		int i = i0 + b;
 		const int8_t *a0 = xq->q + (size_t)t0 * (size_t)K + (size_t)QK_K * (size_t)i;
 		__m256i I[KT_TG];
-		UNROLL for (int t = 0; t < TG; t++)
+		KT_UNROLL for (int t = 0; t < TG; t++)
 			I[t] = _mm256_setzero_si256();
 		for (int s = 0; s < NS; s++) {
 #ifdef __AVX512VNNI__
 			__m256i part[KT_TG];
-			UNROLL for (int t = 0; t < TG; t++)
+			KT_UNROLL for (int t = 0; t < TG; t++)
 				part[t] = _mm256_setzero_si256();
-			for (int j = 0; j < QPS; j++) {
+			KT_UNROLL for (int j = 0; j < QPS; j++) {
 				__m256i wq = kb->q[QPS * s + j];
-				UNROLL for (int t = 0; t < TG; t++)
+				KT_UNROLL for (int t = 0; t < TG; t++)
 					part[t] = _mm256_dpbusd_epi32(part[t], wq,
 								      kt_bcast4(a0 + (size_t)t * (size_t)K + 4 * (QPS * s + j)));
 			}
-			UNROLL for (int t = 0; t < TG; t++) {
+			KT_UNROLL for (int t = 0; t < TG; t++) {
 				__m256i p = _mm256_mullo_epi32(part[t], kb->sc[s]);
 				I[t] = _mm256_add_epi32(I[t], p);
 			}
 #else
 			__m256i scs = kb->sc[s];
-			for (int j = 0; j < QPS; j++) {
+			KT_UNROLL for (int j = 0; j < QPS; j++) {
 				__m256i wq = kb->q[QPS * s + j];
-				UNROLL for (int t = 0; t < TG; t++) {
+				KT_UNROLL for (int t = 0; t < TG; t++) {
 					__m256i p16 = _mm256_maddubs_epi16(
 						wq, kt_bcast4(a0 + (size_t)t * (size_t)K + 4 * (QPS * s + j)));
 					I[t] = dot_i16(I[t], p16, scs);
@@ -179,11 +180,11 @@ AI void kt_tokens(int fmt, int TG, const struct kt_block *k, int nb, int i0, con
 			}
 #endif
 		}
-		UNROLL for (int t = 0; t < TG; t++) {
+		KT_UNROLL for (int t = 0; t < TG; t++) {
 			size_t row = (size_t)(t0 + t);
 			const int16_t *s16 = xq->s + row * (size_t)(K / 16) + 16 * (size_t)i;
 			__m256i M = _mm256_madd_epi16(kb->mp[0], kt_bcast4((const int8_t *)s16));
-			for (int j = 1; j < 8; j++)
+			UNROLL for (int j = 1; j < 8; j++)
 				M = dot_i16(M, kb->mp[j], kt_bcast4((const int8_t *)(s16 + 2 * j)));
 			__m256 dx = _mm256_set1_ps(xq->d[row * (size_t)nsb + (size_t)i]);
 			if (q6) {
@@ -194,7 +195,7 @@ AI void kt_tokens(int fmt, int TG, const struct kt_block *k, int nb, int i0, con
 			fa[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I[t]), _mm256_mul_ps(kb->d, dx), fa[t]);
 		}
 	}
-	for (int t = 0; t < TG; t++) {
+	KT_UNROLL for (int t = 0; t < TG; t++) {
 		acc[2 * t] = fa[t];
 		acc[2 * t + 1] = ma[t];
 	}
