@@ -90,8 +90,8 @@ void cpu_qdot_force_isa(int isa);
 const char *cpu_isa_name(int isa);
 
 /* Prefill tiles (T >= 2): kernels of the cpu_qdot_fn type that take T up to QTILE_MAX_T tokens at once, with
- * the contract above; NULL where fmt has none on isa (then its qdot serves). The K-quants on the SIMD paths
- * (qdot_ktile_simd.h). */
+ * the contract above; NULL where fmt has none on isa (then its qdot serves), and for every fmt with
+ * FERRY_QTILE=0 in the environment. The K-quants on the SIMD paths (qdot_ktile_simd.h). */
 #define QTILE_MAX_T 64
 cpu_qdot_fn cpu_qtile_find(int fmt, int isa);
 

@@ -211,6 +211,11 @@ AI void kt_rows(int fmt, const void *w, size_t rb, int rows, const struct cpu_xq
 	for (int r0 = 0; r0 < rows; r0 += KT_ROWS) {
 		int nr = rows - r0 < KT_ROWS ? rows - r0 : KT_ROWS;
 		const uint8_t *wr = (const uint8_t *)w + (size_t)r0 * rb;
+		/* the next group's rows (contiguous) into L2 while this one computes: the hardware prefetcher
+		 * does not see 8 short row streams coming (a fifth of the time went to waiting for them) */
+		int nn = rows - r0 - nr < KT_ROWS ? rows - r0 - nr : KT_ROWS;
+		for (size_t o = 0; o < (size_t)nn * rb; o += 64)
+			_mm_prefetch((const char *)wr + (size_t)nr * rb + o, _MM_HINT_T1);
 		for (int i0 = 0; i0 < nsb; i0 += KT_CHUNK) {
 			int nb = nsb - i0 < KT_CHUNK ? nsb - i0 : KT_CHUNK;
 			for (int b = 0; b < nb; b++)
