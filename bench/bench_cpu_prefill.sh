@@ -3,7 +3,8 @@
 # GGUF files (issue 22): tokens per second of a P-token prompt, best of ROUNDS alternating runs.
 #
 #   bench/bench_cpu_prefill.sh [ROUNDS]    (default 5; env P=128, THREADS="1", MODELS="models/gemma-3-270m-q4_k_m.gguf
-#                                           [.model_parts/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf]", LLAMA_BUILD=)
+#                                           models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" (those present),
+#                                           LLAMA_BUILD=, PARTS= where the converted models go)
 #
 # - ferry: `ferry run -m MODEL.ferry --prompt-ids <P ids> -n 1 --temp 0 --stats --threads N`, the "prefill P
 #   tokens in S s" of --stats. It includes the step's first read of every layer (from the page cache) and its
@@ -17,7 +18,7 @@ P=${P:-128}
 THREADS=${THREADS:-1}
 LLAMA_BUILD=${LLAMA_BUILD:-/tmp/llama-build}
 PARTS=${PARTS:-.model_parts}
-MODELS=${MODELS:-models/gemma-3-270m-q4_k_m.gguf $(ls $PARTS/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf 2>/dev/null || true)}
+MODELS=${MODELS:-$(ls models/gemma-3-270m-q4_k_m.gguf models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf 2>/dev/null || true)}
 BUILD=${FERRY_BUILD:-build}
 [ -x "$LLAMA_BUILD/bin/llama-bench" ] || { echo "no $LLAMA_BUILD/bin/llama-bench: build it as bench/bench_cpu_decode.sh does" >&2; exit 1; }
 [ -x "$BUILD/ferry" ] || make -s -j2

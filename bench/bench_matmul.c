@@ -1,6 +1,7 @@
 /*
  * bench_matmul.c: cpu_matmul throughput per weight format against this machine's read bandwidth
- * (`make bench-matmul`, or build/bench/bench_matmul [T [FORMAT]]; results in bench/RESULTS.md).
+ * (`make bench-matmul`, or build/bench/bench_matmul [T [FORMAT [CASE]]]: CASE a prefix of the cases' names, e.g.
+ * "qwen"; results in bench/RESULTS.md).
  *
  * Decode (T = 1) reads every weight byte once per token, so its floor is weight bytes / read bandwidth.
  * The bandwidth is measured as bench/cpu_peak.c does (bench_util.h), right before and right after the
@@ -53,6 +54,13 @@ static const struct bench_case cases[] = {
 	{"gemma ffn_down", WFMT_Q4_K, 640, 2048},
 	{"gemma ffn_down", WFMT_Q6_K, 640, 2048},
 	{"gemma output head", WFMT_Q8_0, 262144, 640},
+	{"qwen1.5b attn_q/output", WFMT_Q4_K, 1536, 1536},
+	{"qwen1.5b attn_k/v", WFMT_Q4_K, 256, 1536},
+	{"qwen1.5b attn_v", WFMT_Q6_K, 256, 1536},
+	{"qwen1.5b ffn_gate/up", WFMT_Q4_K, 8960, 1536},
+	{"qwen1.5b ffn_down", WFMT_Q4_K, 1536, 8960},
+	{"qwen1.5b ffn_down", WFMT_Q6_K, 1536, 8960},
+	{"qwen1.5b ffn_down", WFMT_Q5_K, 1536, 8960},
 };
 
 /* Random weight bytes; every block's f16 scale fields set to small normal values. */
@@ -85,9 +93,10 @@ static double time_calls(uint8_t **copies, int ncopy, const struct bench_case *c
 
 int main(int argc, char **argv)
 {
-	int T = argc > 1 ? atoi(argv[1]) : 1, only = argc > 2 ? wfmt_from_name(argv[2]) : -1;
-	if (T < 1 || (argc > 2 && only < 0))
-		return fprintf(stderr, "usage: bench_matmul [T [FORMAT]]\n"), 2;
+	int T = argc > 1 ? atoi(argv[1]) : 1, only = argc > 2 && strcmp(argv[2], "all") ? wfmt_from_name(argv[2]) : -1;
+	const char *prefix = argc > 3 ? argv[3] : "";
+	if (T < 1 || (argc > 2 && strcmp(argv[2], "all") && only < 0))
+		return fprintf(stderr, "usage: bench_matmul [T [FORMAT|all [CASE]]]\n"), 2;
 	/* a format with no case of its own (the grid IQ types, issue 18) runs the large 16384x4096 shape */
 	struct bench_case own = {"large 16384x4096", only, 16384, 4096};
 	const struct bench_case *list = cases;
@@ -103,7 +112,7 @@ int main(int argc, char **argv)
 	double *cold = calloc(ncase, sizeof(double)), *hot = calloc(ncase, sizeof(double));
 	for (size_t ci = 0; ci < ncase; ci++) {
 		const struct bench_case *c = &list[ci];
-		if (only >= 0 && c->fmt != only)
+		if ((only >= 0 && c->fmt != only) || strncmp(c->what, prefix, strlen(prefix)))
 			continue;
 		size_t bytes = wfmt_row_bytes(c->fmt, (uint64_t)c->K) * (size_t)c->N;
 		int ncopy = (int)(((size_t)256 << 20) / bytes + 1);
@@ -130,7 +139,7 @@ int main(int argc, char **argv)
 	printf("|---|---|---|---|---|---|---|---|---|---|\n");
 	for (size_t ci = 0; ci < ncase; ci++) {
 		const struct bench_case *c = &list[ci];
-		if (only >= 0 && c->fmt != only)
+		if ((only >= 0 && c->fmt != only) || strncmp(c->what, prefix, strlen(prefix)))
 			continue;
 		double bytes = (double)wfmt_row_bytes(c->fmt, (uint64_t)c->K) * c->N, flops = 2.0 * c->N * c->K * T;
 		printf("| %s | %s | %dx%d | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.1f |\n", c->what, wfmt_name(c->fmt),

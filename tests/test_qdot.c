@@ -7,8 +7,9 @@
  *     |out - ref| <= (K/16 + 16) 2^-24 * sum |terms| (qdot.h's bound; the terms of the formats with mins,
  *     Q4_K/Q5_K/Q2_K/Q4_1/Q5_1, are the scale part and the min part of each weight, which may cancel: |w| + 2 |min|);
  *   - against the double dot with the f32 x: that bound plus the quantization's, sum |w_i| dx_i (1/2 + 1e-4);
+ *   - the prefill tiles (cpu_qtile_find: Q4_K, Q5_K, Q6_K on AVX2 and AVX-512) the same way, T = 1..8 per call;
  *   - the paths against each other (twice the first bound), and cpu_matmul (bias, tiles of 64 tokens with
- *     the parallel quantizer: T = 70) against the same reference;
+ *     the parallel quantizer: T = 70, every format with a tile on every path) against the same reference;
  *   - F32/F16/BF16 fdots per path against double dots with f32 x, K with a tail (1e-5 * sum |w x|).
  * Fixed seeds: the same numbers every run. */
 #include <math.h>
@@ -22,7 +23,7 @@
 #include "layout/wfmt.h"
 
 #define TMAX 8
-#define N 7
+#define N 11 /* rows: one tile of 8 rows (qdot_ktile_simd.h) and a part of one */
 #define QERR (0.5 + 1e-4) /* |x - dx a| / dx */
 
 /* x[T][K]: normal values, each 32-block scaled by 2^-4..2^4, a zero block in token 0 */
@@ -139,10 +140,22 @@ static int check_out(const char *what, int fmt, int isa, const float *y, const s
 	return bad;
 }
 
+/* kern over the TMAX tokens of xq, T at a time, into y, against the references */
+static void run_kernel(const char *what, cpu_qdot_fn kern, int fmt, int isa, const uint8_t *W, size_t row,
+		       const struct cpu_xq *xq, int T, int K, const struct refs *r, float *y)
+{
+	for (int i = 0; i < TMAX * N; i++)
+		y[i] = NAN;
+	for (int t0 = 0; t0 < TMAX; t0 += T)
+		kern(W, row, N, xq, t0, TMAX - t0 < T ? TMAX - t0 : T, y + t0 * N, N);
+	CHECK_MSG(check_out(what, fmt, isa, y, r, NULL, TMAX, K) == 0, "%s %s %s T=%d K=%d", what, wfmt_name(fmt),
+		  cpu_isa_name(isa), T, K);
+}
+
 static void test_quant_formats(void)
 {
 	static const int Ks[] = {256, 512, 4096 + 256};
-	int fmts[WFMT_COUNT], nf = wfmt_sorted(fmts, 0), paths = 0;
+	int fmts[WFMT_COUNT], nf = wfmt_sorted(fmts, 0), paths = 0, tiles = 0;
 	float *x = malloc(sizeof(float) * TMAX * 4352), *y = malloc(sizeof(float) * TMAX * N), bias[N];
 	float *yp[CPU_ISA_COUNT];
 	for (int i = 0; i < CPU_ISA_COUNT; i++)
@@ -173,17 +186,17 @@ static void test_quant_formats(void)
 				if (!qd)
 					continue;
 				paths |= 1 << isa;
-				/* the kernel, T tokens at a time for every T; then cpu_matmul on this path */
+				/* the kernel, T tokens at a time for every T, and the prefill tile where fmt has one on
+				 * this path; then cpu_matmul on this path */
 				for (int T = 1; T <= QDOT_MAX_T; T++) {
-					for (int i = 0; i < TMAX * N; i++)
-						y[i] = NAN;
-					for (int t0 = 0; t0 < TMAX; t0 += T)
-						qd(W, row, N, &xq, t0, TMAX - t0 < T ? TMAX - t0 : T, y + t0 * N, N);
-					CHECK_MSG(check_out("qdot", fmt, isa, y, r, NULL, TMAX, K) == 0, "qdot %s %s T=%d K=%d",
-						  wfmt_name(fmt), cpu_isa_name(isa), T, K);
+					run_kernel("qdot", qd, fmt, isa, W, row, &xq, T, K, r, y);
 					if (T == 1)
 						memcpy(yp[isa], y, sizeof(float) * TMAX * N);
 				}
+				cpu_qdot_fn qt = cpu_qtile_find(fmt, isa);
+				for (int T = 1; qt && T <= QDOT_MAX_T; T++)
+					run_kernel("qtile", qt, fmt, isa, W, row, &xq, T, K, r, y);
+				tiles += qt != NULL;
 				cpu_qdot_force_isa(isa);
 				for (int T = 1; T <= TMAX; T++) {
 					cpu_matmul(y, x, W, fmt, bias, WFMT_F32, T, N, K, ws);
@@ -210,42 +223,61 @@ static void test_quant_formats(void)
 	for (int isa = 0; isa < CPU_ISA_COUNT; isa++)
 		if (paths & 1 << isa)
 			printf(" %s", cpu_isa_name(isa));
-	printf(" (best here: %s)\n", cpu_isa_name(cpu_qdot_isa()));
+	printf(" (best here: %s); prefill tiles tested: %d\n", cpu_isa_name(cpu_qdot_isa()), tiles);
 #if defined(__x86_64__) && !defined(FERRY_NO_SIMD)
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
 		CHECK_MSG(paths & 1 << CPU_ISA_AVX2, "the CPU has AVX2 but the AVX2 kernels are not built in");
 	if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
 	    __builtin_cpu_supports("avx512bw"))
 		CHECK_MSG(paths & 1 << CPU_ISA_AVX512, "the CPU has AVX-512 VNNI but its kernels are not built in");
+	if (paths & 1 << CPU_ISA_AVX2)
+		CHECK_MSG(cpu_qtile_find(WFMT_Q4_K, CPU_ISA_AVX2) && cpu_qtile_find(WFMT_Q6_K, CPU_ISA_AVX2),
+			  "AVX2 has no Q4_K/Q6_K prefill tile");
 #endif
 	for (int i = 0; i < CPU_ISA_COUNT; i++)
 		free(yp[i]);
 	free(x), free(y), free(buf), free(ws), free(r);
 }
 
-/* T = 70 crosses a 64-token tile and quantizes on all threads: every output against its own double dot */
+/* T = 70 crosses a 64-token tile and quantizes on all threads, T = 13 is one odd tile: every output against its
+ * own double dot, for Q4_K, Q5_K and Q6_K (the prefill tiles take a whole tile of tokens) on every path */
 static void test_tiles(void)
 {
-	int T = 70, K = 4352, fmt = WFMT_Q4_K;
-	float *x = malloc(sizeof(float) * (size_t)T * (size_t)K), *y = malloc(sizeof(float) * (size_t)T * N);
-	uint8_t *W = rand_blocks(fmt, (size_t)N * (size_t)(K / 256));
+	static const int fmts[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K}, Ts[] = {70, 13};
+	int K = 4352, Tmax = 70;
+	float *x = malloc(sizeof(float) * (size_t)Tmax * (size_t)K), *y = malloc(sizeof(float) * (size_t)Tmax * N);
 	void *ws = aligned_alloc(64, (cpu_matmul_ws_bytes(K) + 63) / 64 * 64);
 	void *buf = aligned_alloc(64, (cpu_xq_bytes(TMAX, K) + 63) / 64 * 64);
 	struct refs *r = malloc(sizeof(*r));
-	rand_x(x, T, K);
-	cpu_matmul(y, x, W, fmt, NULL, 0, T, N, K, ws);
-	int bad = 0;
-	for (int t0 = 0; t0 < T; t0 += TMAX) {
-		int tt = T - t0 < TMAX ? T - t0 : TMAX;
-		struct cpu_xq xq;
-		cpu_xq_init(&xq, buf, TMAX, K, 256);
-		for (int t = 0; t < tt; t++)
-			cpu_xq_quantize(x + (size_t)(t0 + t) * (size_t)K, t, &xq);
-		make_refs(fmt, W, x + (size_t)t0 * (size_t)K, &xq, tt, K, r);
-		bad += check_out("matmul T=70", fmt, cpu_qdot_isa(), y + t0 * N, r, NULL, tt, K);
+	for (int f = 0; f < 3; f++) {
+		int fmt = fmts[f];
+		uint8_t *W = rand_blocks(fmt, (size_t)N * (size_t)(K / 256));
+		for (int ti = 0; ti < 2; ti++) {
+			int T = Ts[ti];
+			rand_x(x, T, K);
+			for (int isa = 0; isa < CPU_ISA_COUNT; isa++) {
+				if (!cpu_qdot_find(fmt, isa))
+					continue;
+				cpu_qdot_force_isa(isa);
+				cpu_matmul(y, x, W, fmt, NULL, 0, T, N, K, ws);
+				cpu_qdot_force_isa(-1);
+				int bad = 0;
+				for (int t0 = 0; t0 < T; t0 += TMAX) {
+					int tt = T - t0 < TMAX ? T - t0 : TMAX;
+					struct cpu_xq xq;
+					cpu_xq_init(&xq, buf, TMAX, K, 256);
+					for (int t = 0; t < tt; t++)
+						cpu_xq_quantize(x + (size_t)(t0 + t) * (size_t)K, t, &xq);
+					make_refs(fmt, W, x + (size_t)t0 * (size_t)K, &xq, tt, K, r);
+					bad += check_out("matmul tiles", fmt, isa, y + t0 * N, r, NULL, tt, K);
+				}
+				CHECK_MSG(bad == 0, "matmul %s %s T=%d: %d outputs off", wfmt_name(fmt), cpu_isa_name(isa), T,
+					  bad);
+			}
+		}
+		free(W);
 	}
-	CHECK_MSG(bad == 0, "matmul T=70: %d outputs off", bad);
-	free(x), free(y), free(W), free(ws), free(buf), free(r);
+	free(x), free(y), free(ws), free(buf), free(r);
 }
 
 /* F32, F16, BF16: the fdot of every path through cpu_matmul, K with a tail of 7; NF4, BNB_FP4 (blocks of 64: K 320)

@@ -4,8 +4,9 @@
  * thread count) and every row takes integer dots with it (qdot.h). Element formats (F32, F16, BF16) dot
  * their rows with f32 x. Each thread takes an equal run of rows (equal bytes: the rows of a matrix are the
  * same size) and reads each row from memory once per tile, then QDOT_MAX_T tokens at a time from L1: decode is
- * bound by the weight bytes, prefill reuses each row T times. Each output is computed by one thread with one
- * kernel, so results do not depend on the thread count.
+ * bound by the weight bytes, prefill reuses each row T times. A format with a prefill tile (cpu_qtile_find: the
+ * K-quants) takes a tile's tokens (2 or more) in one call over the thread's rows, which decodes each block once for
+ * them all. Each output is computed by one thread with one kernel, so results do not depend on the thread count.
  */
 #include <omp.h>
 
@@ -13,7 +14,7 @@
 #include "kernels/cpu/qdot.h"
 #include "layout/wfmt.h"
 
-#define MM_TILE 64                        /* tokens quantized at once: a tile's codes stay in L2 */
+#define MM_TILE QTILE_MAX_T               /* tokens quantized at once: a tile's codes stay in L2 */
 #define MM_SERIAL_QUANT (CPU_PAR_MIN * 4) /* values the calling thread quantizes alone (a decode step's x) */
 #define MM_RUN_BYTES 16384                /* weight rows taken at once by all the groups of a tile */
 
@@ -27,6 +28,7 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 {
 	int isa = cpu_qdot_isa();
 	cpu_qdot_fn qd = cpu_qdot_find(wfmt, isa);
+	cpu_qdot_fn qt = qd ? cpu_qtile_find(wfmt, isa) : NULL;
 	cpu_fdot_fn fd = qd ? NULL : cpu_fdot_find(wfmt, isa);
 	size_t row_bytes = wfmt_row_bytes(wfmt, (uint64_t)K), bias_bytes = bias ? wfmt_row_bytes(bias_fmt, 1) : 0;
 	struct cpu_xq xq;
@@ -47,12 +49,16 @@ void cpu_matmul(float *y, const float *x, const void *W, int wfmt, const void *b
 				for (int t = 0; t < tt; t++)
 					cpu_xq_quantize(x + (size_t)(t0 + t) * (size_t)K, t, &xq);
 			}
-			/* rows in runs that stay in L1 while every group of QDOT_MAX_T tokens of the tile passes */
-			int run = tt <= QDOT_MAX_T ? n1 - n0 : (int)(MM_RUN_BYTES / row_bytes) + 1;
+			/* rows in runs that stay in L1 while every group of QDOT_MAX_T tokens of the tile passes; a
+			 * prefill tile takes all the rows and tokens at once */
+			bool tiled = qt && tt >= 2;
+			int run = tt <= QDOT_MAX_T || tiled ? n1 - n0 : (int)(MM_RUN_BYTES / row_bytes) + 1;
 			for (int r0 = n0; r0 < n1; r0 += run) {
 				int nr = n1 - r0 < run ? n1 - r0 : run;
 				const char *wr = (const char *)W + (size_t)r0 * row_bytes;
-				for (int g = 0; g < tt; g += QDOT_MAX_T) {
+				if (tiled)
+					qt(wr, row_bytes, nr, &xq, 0, tt, y + (size_t)t0 * (size_t)N + (size_t)r0, N);
+				for (int g = 0; !tiled && g < tt; g += QDOT_MAX_T) {
 					int gt = tt - g < QDOT_MAX_T ? tt - g : QDOT_MAX_T;
 					float *yg = y + (size_t)(t0 + g) * (size_t)N + (size_t)r0;
 					if (qd)

@@ -6,6 +6,7 @@
  * with cpu_dequant_<k> (exact for the element formats) and dots it.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/qdot.h"
@@ -448,6 +449,18 @@ cpu_fdot_fn cpu_fdot_find(int fmt, int isa)
 		return NULL;
 	return isa == CPU_ISA_AVX2 ? cpu_fdot_find_avx2(fmt) : isa == CPU_ISA_AVX512 ? cpu_fdot_find_avx512(fmt)
 											: fdot_by_fmt[fmt];
+}
+
+cpu_qdot_fn cpu_qtile_find(int fmt, int isa)
+{
+	static int off = -1; /* FERRY_QTILE=0: the row kernels instead (A/B measurements) */
+	if (off < 0) {
+		const char *e = getenv("FERRY_QTILE");
+		off = e && !strcmp(e, "0");
+	}
+	if (off || fmt < 0 || fmt >= WFMT_COUNT || !isa_supported(isa))
+		return NULL;
+	return isa == CPU_ISA_AVX2 ? cpu_qtile_find_avx2(fmt) : isa == CPU_ISA_AVX512 ? cpu_qtile_find_avx512(fmt) : NULL;
 }
 
 static int forced_isa = -1;

@@ -89,11 +89,19 @@ int cpu_qdot_isa(void);
 void cpu_qdot_force_isa(int isa);
 const char *cpu_isa_name(int isa);
 
+/* Prefill tiles (T >= 2): kernels of the cpu_qdot_fn type that take T up to QTILE_MAX_T tokens at once, with
+ * the contract above; NULL where fmt has none on isa (then its qdot serves), and for every fmt with
+ * FERRY_QTILE=0 in the environment. The K-quants on the SIMD paths (qdot_ktile_simd.h). */
+#define QTILE_MAX_T 64
+cpu_qdot_fn cpu_qtile_find(int fmt, int isa);
+
 /* Per isa, from its own file (NULL when not built in; the CPU is not asked) */
 cpu_qdot_fn cpu_qdot_find_avx2(int fmt);
 cpu_fdot_fn cpu_fdot_find_avx2(int fmt);
 cpu_qdot_fn cpu_qdot_find_avx512(int fmt);
 cpu_fdot_fn cpu_fdot_find_avx512(int fmt);
+cpu_qdot_fn cpu_qtile_find_avx2(int fmt);
+cpu_qdot_fn cpu_qtile_find_avx512(int fmt);
 /* The finders of an isa whose file is built without its instruction set */
 #define QDOT_NO_KERNELS(isa)                         \
 	cpu_qdot_fn cpu_qdot_find_##isa(int fmt)     \
@@ -102,6 +110,11 @@ cpu_fdot_fn cpu_fdot_find_avx512(int fmt);
 		return NULL;                         \
 	}                                            \
 	cpu_fdot_fn cpu_fdot_find_##isa(int fmt)     \
+	{                                            \
+		(void)fmt;                           \
+		return NULL;                         \
+	}                                            \
+	cpu_qdot_fn cpu_qtile_find_##isa(int fmt)    \
 	{                                            \
 		(void)fmt;                           \
 		return NULL;                         \

@@ -11,6 +11,7 @@
 #define dot_i16(acc, p, c) _mm256_add_epi32((acc), _mm256_madd_epi16((p), (c)))
 #define QDOT_FIND cpu_qdot_find_avx2
 #define FDOT_FIND cpu_fdot_find_avx2
+#define QTILE_FIND cpu_qtile_find_avx2
 #include "kernels/cpu/qdot_simd.h"
 #else
 QDOT_NO_KERNELS(avx2)

@@ -13,6 +13,7 @@
 #define dot_i16(acc, p, c) _mm256_dpwssd_epi32((acc), (p), (c))
 #define QDOT_FIND cpu_qdot_find_avx512
 #define FDOT_FIND cpu_fdot_find_avx512
+#define QTILE_FIND cpu_qtile_find_avx512
 #include "kernels/cpu/qdot_simd.h"
 #else
 QDOT_NO_KERNELS(avx512)

@@ -4,7 +4,7 @@
  *   dot_u8s8(acc, u, s)  acc (8 x int32) + the sums of 4 products u8 * s8 (AVX2: maddubs + madd + add;
  *                        AVX-512 VNNI: vpdpbusd)
  *   dot_i16(acc, p, c)   acc + the sums of 2 products int16 * int16 (AVX2: madd + add; VNNI: vpdpwssd)
- *   QDOT_FIND, FDOT_FIND the names of the file's finders.
+ *   QDOT_FIND, FDOT_FIND, QTILE_FIND the names of the file's finders.
  * The integer dots are exact: maddubs never saturates here (|u| <= 128 for Q8_0 and Q8_Z, <= 127 for the IQ4 tables,
  * <= 63 elsewhere, |a| <= 127: a pair is at most 32512), and the int32 lanes of a block hold at most 2^26.
  *
@@ -446,6 +446,21 @@ AI __m128i k_scales_vec(const uint8_t *s)
 /* The first product of chain j (0..3 in order) of a block sets it, later ones add: (2c + h) < NCH */
 #define FIRST(c, h) ((c) < 2 && 2 * (c) + (h) < NCH)
 
+/* Chunk c of a Q4_K/Q5_K block: the codes of sub-blocks 2c (lo) and 2c + 1 (hi) from the 32 bytes qs + 32c, Q5_K's
+ * high bits from *hb (then shifted on for the next chunk) */
+AI void k45_chunk(bool q5, const uint8_t *qs, int c, __m256i *hb, __m256i *lo, __m256i *hi)
+{
+	const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
+	__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+	*lo = _mm256_and_si256(v, m15);
+	*hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+	if (q5) {
+		*lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(*hb, m1), 4));
+		*hi = _mm256_or_si256(*hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(*hb, 1), m1), 4));
+		*hb = _mm256_srli_epi16(*hb, 2);
+	}
+}
+
 /* Q4_K and Q5_K: blocks {d, dmin, scales[12], (Q5_K: qh[32]), qs[128]}. A chunk c of 64 values is the low
  * nibbles of qs[32c..32c+31] (sub-block 2c) then their high nibbles (2c + 1), against 64 contiguous codes. */
 AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, float *out)
@@ -460,17 +475,11 @@ AI void k45_dot(bool q5, const void *w, const struct cpu_xq *xq, int t0, int T, 
 		__m128i sm = k_scales_vec(p + 4);
 		__m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m_j for both 16-halves of j */
 		__m256i isum[2 * QK_SUB_T];
-		const __m256i m15 = _mm256_set1_epi8(15), m1 = _mm256_set1_epi8(1);
 		__m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)); /* 8 x int16 scales, twice */
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
 		UNROLL for (int c = 0; c < 4; c++) {
-			__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-			__m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
-			if (q5) {
-				lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, m1), 4));
-				hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), m1), 4));
-				hb = _mm256_srli_epi16(hb, 2);
-			}
+			__m256i lo, hi;
+			k45_chunk(q5, qs, c, &hb, &lo, &hi);
 			/* the int16 scale 2c (2c + 1) in every lane: bytes 4c, 4c + 1 (4c + 2, 4c + 3) of sc */
 			__m256i s0 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 1) << 8 | 4 * c)));
 			__m256i s1 = _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)((4 * c + 3) << 8 | (4 * c + 2))));
@@ -868,6 +877,7 @@ AI void fk_bnb_fp4(const void *w, const float *x, int64_t ldx, int T, int K, flo
 }
 
 #include "kernels/cpu/qdot_iq_simd.h"
+#include "kernels/cpu/qdot_ktile_simd.h"
 
 /* One function per format, over rows, in groups of QK_SUB_T tokens (the tiled formats: all T at once); the
  * switch gives each group size its own unrolled copy. */
