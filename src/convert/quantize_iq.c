@@ -224,7 +224,18 @@ static int nearest(const struct iq_kind *k, const float *t, const float *w, floa
 		for (int j = 0; j < gw; j++)
 			st->a += w[j] * t[j] * t[j];
 		const int8_t *code = k->nbc + (size_t)p * (size_t)gw * NB_MAX;
-		for (int m = 0; m < n; m += 8) { /* 8 entries at a time; the lanes past n are never read */
+		if (gw == 4) /* IQ3 (no shift): lists of 2-3 entries on average, 4 codes each: not worth a vector */
+			for (int m = 0; m < n; m++) {
+				const float *g = k->gv + (size_t)nb[m] * 4;
+				float b = 0, c = 0;
+				for (int j = 0; j < 4; j++) {
+					b += w[j] * t[j] * g[j];
+					c += w[j] * g[j] * g[j];
+				}
+				st->b[m] = b;
+				st->c[m] = c;
+			}
+		else for (int m = 0; m < n; m += 8) { /* 8 entries at a time; the lanes past n are never read */
 			v8f b = {0}, c = {0};
 			for (int j = 0; j < gw; j++) {
 				v8b cb;
