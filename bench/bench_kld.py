@@ -18,7 +18,8 @@ matrix, on real weights: KL divergence, same top token, PPL and bits per weight 
 5. Per mix: ferry converts the F32 GGUF with --quant MIX --imatrix; llama-quantize --imatrix writes a GGUF that
    ferry converts as it is (blocks kept); both are scored by the same evaluator (`ferry kld --base-logits`), so the
    comparison is of the quantizers alone (the imatrix, the base logits and llama-quantize's GGUF are kept in
-   --work and reused by a later run with the same --work: none depends on ferry's quantizer). Bits per weight: the bytes of every matrix of the model / its weights.
+   --work and reused by a later run with the same --work: none depends on ferry's quantizer). Bits per weight:
+   the bytes of every matrix of the model / its weights.
 6. The evaluator cross-checked once: llama-perplexity --kl-divergence on llama.cpp's Q4_K_M GGUF against the same
    base file gives its own KLD mean and same-top share next to ferry's.
 """
@@ -133,7 +134,8 @@ def main():
                      f"{rl['kld_mean']:.6f}, {100 * rl['same_top']:.2f}%.\n")
     src = os.path.basename(a.source)
     md = [f"Source {src} widened to F32 (the quantizers' input); imatrix and base logits from "
-          f"{'the F32 file' if a.base == 'f32' else 'the source as it is'}; imatrix by ferry over {a.imatrix_chunks} x {a.ctx} tokens of the first 40% "
+          f"{'the F32 file' if a.base == 'f32' else 'the source as it is'}; imatrix by ferry over "
+          f"{a.imatrix_chunks} x {a.ctx} tokens of the first 40% "
           f"of kjv_genesis.txt, used by both tools; KLD over {a.chunks} x {a.ctx} tokens of the rest "
           f"({a.chunks * (a.ctx - 1 - a.ctx // 2)} scored rows), base PPL {rows[0][3]['ppl_base']:.4f}.", "",
           "| mix | bpw ferry | bpw llama.cpp | KLD ferry | KLD llama.cpp | ratio | p99 ferry | p99 llama.cpp | "
