@@ -11,10 +11,15 @@ matrix, on real weights: KL divergence, same top token, PPL and bits per weight 
    text, so the imatrix never saw what is scored.
 3. `ferry imatrix` on the F32 model over the calibration text: the one importance matrix both tools use
    (llama-quantize reads ferry's GGUF imatrix).
+   With --base source, the imatrix and the base log-probabilities come from the source GGUF converted as it is
+   (blocks kept) rather than from the F32 file: the same weights (F32 is their exact widening), a quarter of the
+   bytes and of the CPU time per token, for a source that is itself quantized (Q4_K_M, Q5_0).
 4. The F32 model's log-probabilities over the evaluation text: `ferry kld --save-base` (llama.cpp's file layout).
 5. Per mix: ferry converts the F32 GGUF with --quant MIX --imatrix; llama-quantize --imatrix writes a GGUF that
    ferry converts as it is (blocks kept); both are scored by the same evaluator (`ferry kld --base-logits`), so the
-   comparison is of the quantizers alone. Bits per weight: the bytes of every matrix of the model / its weights.
+   comparison is of the quantizers alone (the imatrix, the base logits and llama-quantize's GGUF are kept in
+   --work and reused by a later run with the same --work: none depends on ferry's quantizer). Bits per weight:
+   the bytes of every matrix of the model / its weights.
 6. The evaluator cross-checked once: llama-perplexity --kl-divergence on llama.cpp's Q4_K_M GGUF against the same
    base file gives its own KLD mean and same-top share next to ferry's.
 """
@@ -72,6 +77,8 @@ def main():
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--imatrix-chunks", type=int, default=8)
+    ap.add_argument("--base", choices=("f32", "source"), default="f32",
+                    help="the model the imatrix and the base logits come from (see 3.)")
     ap.add_argument("--work", help="keep the files here (default: a temporary directory)")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -81,20 +88,22 @@ def main():
     f32 = os.path.join(work, "f32.gguf")
     if not os.path.exists(f32):
         run([lq, "--allow-requantize", a.source, f32, "F32"])
-    base = os.path.join(work, "f32.ferry")
+    base = os.path.join(work, f"{a.base}.ferry")
     if not os.path.exists(base):
-        run([FERRY, "convert", f32, "-o", base])
+        run([FERRY, "convert", f32 if a.base == "f32" else a.source, "-o", base])
     lines = open(TEXT, encoding="utf-8").read().splitlines(keepends=True)
     cut = len(lines) * 2 // 5
     calib, evalt = os.path.join(work, "calib.txt"), os.path.join(work, "eval.txt")
     open(calib, "w", encoding="utf-8").write("".join(lines[:cut]))
     open(evalt, "w", encoding="utf-8").write("".join(lines[cut:]))
     im = os.path.join(work, "imatrix.gguf")
-    _, sec = run([FERRY, "imatrix", "-m", base, calib, "-o", im, "--ctx", a.ctx, "--chunks", a.imatrix_chunks])
-    print(f"imatrix: {a.imatrix_chunks} chunks of {a.ctx} in {sec:.0f}s", flush=True)
+    if not os.path.exists(im):
+        _, sec = run([FERRY, "imatrix", "-m", base, calib, "-o", im, "--ctx", a.ctx, "--chunks", a.imatrix_chunks])
+        print(f"imatrix: {a.imatrix_chunks} chunks of {a.ctx} in {sec:.0f}s", flush=True)
     logits = os.path.join(work, "base.logits")
-    _, sec = run([FERRY, "kld", "-m", base, evalt, "--save-base", logits, "--ctx", a.ctx, "--chunks", a.chunks])
-    print(f"base log-probabilities: {a.chunks} chunks of {a.ctx} in {sec:.0f}s", flush=True)
+    if not os.path.exists(logits):
+        _, sec = run([FERRY, "kld", "-m", base, evalt, "--save-base", logits, "--ctx", a.ctx, "--chunks", a.chunks])
+        print(f"base log-probabilities: {a.chunks} chunks of {a.ctx} in {sec:.0f}s", flush=True)
     rows = []
     for mix in a.mixes.split(","):
         fm, lg, lm = (os.path.join(work, f"{k}.{mix}") for k in ("ferry", "llama", "llama"))
@@ -102,9 +111,12 @@ def main():
         lg += ".gguf"
         lm += ".ferry"
         _, fsec = run([FERRY, "convert", f32, "-o", fm, "--quant", mix, "--imatrix", im, "--force"])
-        _, lsec = run([lq, "--imatrix", im, f32, lg, mix])
+        lsec = 0.0
+        if not os.path.exists(lg):
+            _, lsec = run([lq, "--imatrix", im, f32, lg, mix])
         run([FERRY, "convert", lg, "-o", lm, "--force"])
-        print(f"{mix}: ferry convert {fsec:.1f}s, llama-quantize {lsec:.1f}s", flush=True)
+        print(f"{mix}: ferry convert {fsec:.1f}s, llama-quantize {f'{lsec:.1f}s' if lsec else 'reused'}",
+              flush=True)
         rf, rl = kld(fm, logits, "ferry"), kld(lm, logits, "llama.cpp")
         bf, nf = matrix_bits(fm)
         bl, nl = matrix_bits(lm)
@@ -121,7 +133,9 @@ def main():
                      f"--kl-divergence KLD {float(m.group(1)):.6f}, same top {float(s.group(1)):.2f}%; ferry kld "
                      f"{rl['kld_mean']:.6f}, {100 * rl['same_top']:.2f}%.\n")
     src = os.path.basename(a.source)
-    md = [f"Source {src} widened to F32; imatrix by ferry over {a.imatrix_chunks} x {a.ctx} tokens of the first 40% "
+    md = [f"Source {src} widened to F32 (the quantizers' input); imatrix and base logits from "
+          f"{'the F32 file' if a.base == 'f32' else 'the source as it is'}; imatrix by ferry over "
+          f"{a.imatrix_chunks} x {a.ctx} tokens of the first 40% "
           f"of kjv_genesis.txt, used by both tools; KLD over {a.chunks} x {a.ctx} tokens of the rest "
           f"({a.chunks * (a.ctx - 1 - a.ctx // 2)} scored rows), base PPL {rows[0][3]['ppl_base']:.4f}.", "",
           "| mix | bpw ferry | bpw llama.cpp | KLD ferry | KLD llama.cpp | ratio | p99 ferry | p99 llama.cpp | "

@@ -29,8 +29,9 @@ from gguf.quants import dequantize
 from ferrytest import FERRY, Failures, gemma_gguf
 
 TOOL = os.path.join(os.path.dirname(FERRY), "tests", "dequant_tool")
-# importance-weighted relative RMS error bound per type on these rows (1.1x the measured, rounded up)
-BOUND = {QT.IQ3_S: 0.143, QT.IQ3_XXS: 0.181, QT.IQ2_S: 0.273, QT.IQ2_XS: 0.297, QT.IQ2_XXS: 0.354,
+# importance-weighted relative RMS error bound per type on these rows (1.1x the measured, rounded up; IQ2_S's
+# raised: seed 2340682001's rows give 0.2808 with the quantizer before and after its speed-up, ggml 0.2909)
+BOUND = {QT.IQ3_S: 0.143, QT.IQ3_XXS: 0.181, QT.IQ2_S: 0.300, QT.IQ2_XS: 0.297, QT.IQ2_XXS: 0.354,
          QT.IQ1_M: 0.443, QT.IQ1_S: 0.528}
 VS_GGML = 1.02
 N, K = 32, 2048

@@ -18,10 +18,15 @@
  * point of a small lattice (3^8 for IQ2 and IQ1, 8^4 for IQ3); for each lattice point the grid entries nearest
  * it (and those one level step further, at most NB_MAX) are listed once per format (on first use), and the
  * weighted error picks among them.
+ * Speed: the search meets a group's lattice point at many scales, so each group keeps its weighted sums at the
+ * point it last met (struct grp_stats): there an entry's error at scale d is a - 2 d b + d^2 c, one multiply-add;
+ * a refit that lands on a scale already tried is not fitted again; levels and lattice points are counted with
+ * 8-lane vector compares, and a new point's sums take 8 entries at a time.
  */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +39,11 @@
 #define NB_MAX 32    /* grid entries listed per lattice point */
 #define MAX_LV 8     /* levels per coordinate */
 #define N_CAND 15    /* candidate scales per sub-block */
+
+/* 8 lanes (GCC/Clang vector extensions: AVX where the build has it, SSE pairs else) */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int8_t v8b __attribute__((vector_size(8)));
 
 enum iq_signs { SG_PARITY, SG_FREE, SG_SHIFT };
 
@@ -50,9 +60,12 @@ struct iq_kind {
 	float *gv;
 	int n_lv;
 	float lv[MAX_LV];
+	float mid[MAX_LV]; /* mid[l]: halfway between levels l and l + 1 */
+	v8i pw;            /* n_lv^j for the gw coordinates, 0 past them */
 	int n_lat;
 	uint8_t *nn;       /* per lattice point: how many listed */
 	uint16_t *nb;      /* per lattice point: NB_MAX entries, nearest first */
+	int8_t *nbc;       /* per lattice point: their codes, gw rows of NB_MAX (code j of entry m at j NB_MAX + m) */
 	atomic_int ready;
 };
 
@@ -78,15 +91,6 @@ static float grid_code(const struct iq_kind *k, int i, int j)
 	case WFMT_IQ3_S: return (float)(iq3s_grid[i] >> 8 * j & 255);
 	default: return 8.0f * (float)(int8_t)(iq1s_grid[i] >> 8 * j & 255);
 	}
-}
-
-/* the index of the level nearest v */
-static int level_of(const struct iq_kind *k, float v)
-{
-	int l = 0;
-	while (l + 1 < k->n_lv && v > 0.5f * (k->lv[l] + k->lv[l + 1]))
-		l++;
-	return l;
 }
 
 struct cand {
@@ -121,15 +125,20 @@ static void kind_build(struct iq_kind *k)
 			k->n_lv++;
 		}
 	float step = INFINITY; /* the smallest distance between two levels */
-	for (int l = 0; l + 1 < k->n_lv; l++)
+	for (int l = 0; l + 1 < k->n_lv; l++) {
 		step = fminf(step, k->lv[l + 1] - k->lv[l]);
+		k->mid[l] = 0.5f * (k->lv[l] + k->lv[l + 1]);
+	}
 	k->n_lat = 1;
-	for (int j = 0; j < gw; j++)
+	for (int j = 0; j < gw; j++) {
+		k->pw[j] = k->n_lat;
 		k->n_lat *= k->n_lv;
+	}
 	k->nn = malloc((size_t)k->n_lat);
 	k->nb = malloc(sizeof(uint16_t) * (size_t)k->n_lat * NB_MAX);
 	struct cand *c = malloc(sizeof(struct cand) * (size_t)k->n_grid);
-	FERRY_ASSERT(k->nn && k->nb && c);
+	k->nbc = calloc((size_t)k->n_lat * (size_t)gw * NB_MAX, 1);
+	FERRY_ASSERT(k->nn && k->nb && k->nbc && c);
 	for (int p = 0; p < k->n_lat; p++) {
 		float pt[8];
 		for (int j = 0, r = p; j < gw; j++, r /= k->n_lv)
@@ -144,6 +153,9 @@ static void kind_build(struct iq_kind *k)
 		int n = 0;
 		while (n < NB_MAX && n < k->n_grid && c[n].d2 <= c[0].d2 + step * step * 1.01f) {
 			k->nb[(size_t)p * NB_MAX + n] = c[n].i;
+			for (int j = 0; j < gw; j++)
+				k->nbc[((size_t)p * (size_t)gw + (size_t)j) * NB_MAX + (size_t)n] =
+					(int8_t)k->gv[(size_t)c[n].i * (size_t)gw + (size_t)j];
 			n++;
 		}
 		k->nn[p] = (uint8_t)n;
@@ -178,51 +190,95 @@ bool quant_iq_supported(int fmt)
 	return false;
 }
 
-/* The grid entry nearest the gw targets t (in code units times d) under weights w at scale d; *err its
- * weighted squared error */
-static int nearest(const struct iq_kind *k, const float *t, const float *w, float d, float *err)
+/* One group's sums at the lattice point it last rounded to: with targets t, weights w and the listed entries'
+ * codes c (plus the group's shift), the error at scale d is a - 2 d b + d^2 c'. The scale search meets the
+ * same point at many scales (neighbouring candidates, the refit, the block's sub-scales), and there an entry
+ * costs a multiply-add, not gw of them. */
+struct grp_stats {
+	int p; /* -1: none yet */
+	float a;
+	float b[NB_MAX], c[NB_MAX];
+};
+
+/* The grid entry nearest the gw targets t (in code units times d, less d dl) under weights w at scale d
+ * (id = 1 / d); *err its weighted squared error. st: the group's sums for this shift dl. */
+static int nearest(const struct iq_kind *k, const float *t, const float *w, float d, float id, float dl,
+		   struct grp_stats *st, float *err)
 {
-	float id = 1.0f / d;
-	int p = 0;
-	for (int j = k->gw - 1; j >= 0; j--)
-		p = p * k->n_lv + level_of(k, t[j] * id);
+	int gw = k->gw;
+	v8f v = {0};
+	memcpy(&v, t, sizeof(float) * (size_t)gw);
+	v = v * id - dl;
+	v8i l = {0};
+	for (int i = 0; i + 1 < k->n_lv; i++) /* the level of each value: how many midpoints lie below it */
+		l -= v > k->mid[i];
+	l *= k->pw; /* the lattice point: sum of level j times n_lv^j (pw is 0 past gw) */
+	l += __builtin_shufflevector(l, l, 4, 5, 6, 7, 0, 1, 2, 3);
+	l += __builtin_shufflevector(l, l, 2, 3, 0, 1, 2, 3, 0, 1);
+	int p = l[0] + l[1];
 	const uint16_t *nb = k->nb + (size_t)p * NB_MAX;
-	int best = nb[0];
-	float best_e = INFINITY;
-	for (int m = 0; m < k->nn[p]; m++) {
-		const float *g = k->gv + (size_t)nb[m] * (size_t)k->gw;
-		float e = 0;
-		for (int j = 0; j < k->gw; j++) {
-			float r = t[j] - d * g[j];
-			e += w[j] * r * r;
-		}
-		if (e < best_e) {
-			best_e = e;
-			best = nb[m];
+	int n = k->nn[p];
+	if (st->p != p) {
+		st->p = p;
+		st->a = 0;
+		for (int j = 0; j < gw; j++)
+			st->a += w[j] * t[j] * t[j];
+		const int8_t *code = k->nbc + (size_t)p * (size_t)gw * NB_MAX;
+		if (gw == 4) /* IQ3 (no shift): lists of 2-3 entries on average, 4 codes each: not worth a vector */
+			for (int m = 0; m < n; m++) {
+				const float *g = k->gv + (size_t)nb[m] * 4;
+				float b = 0, c = 0;
+				for (int j = 0; j < 4; j++) {
+					b += w[j] * t[j] * g[j];
+					c += w[j] * g[j] * g[j];
+				}
+				st->b[m] = b;
+				st->c[m] = c;
+			}
+		else for (int m = 0; m < n; m += 8) { /* 8 entries at a time; the lanes past n are never read */
+			v8f b = {0}, c = {0};
+			for (int j = 0; j < gw; j++) {
+				v8b cb;
+				memcpy(&cb, code + j * NB_MAX + m, sizeof(cb));
+				v8f cj = __builtin_convertvector(__builtin_convertvector(cb, v8i), v8f) + dl;
+				b += w[j] * t[j] * cj;
+				c += w[j] * cj * cj;
+			}
+			memcpy(st->b + m, &b, sizeof(b));
+			memcpy(st->c + m, &c, sizeof(c));
 		}
 	}
-	*err = best_e;
-	return best;
+	int best = 0;
+	float best_e = INFINITY;
+	for (int m = 0; m < n; m++) {
+		float e = st->a - d * (2.0f * st->b[m] - d * st->c[m]);
+		if (e < best_e) {
+			best_e = e;
+			best = m;
+		}
+	}
+	*err = fmaxf(best_e, 0.0f); /* a rounding below 0 is an exact fit */
+	return nb[best];
 }
 
 /* The entries (idx: one per gw values) and shifts (per group of 8; 0 without) of n values of targets t at
- * scale d (value = d c); returns the weighted error */
+ * scale d (value = d c); returns the weighted error. st: the sums of these n values' groups, 2 per group
+ * (shift -1, +1) for the IQ1 kinds, one else. */
 static float sub_fit(const struct iq_kind *k, const float *t, const float *w, int n, float d, uint16_t *idx,
-		     int8_t *shift)
+		     int8_t *shift, struct grp_stats *st)
 {
 	bool sh = k->signs == SG_SHIFT;
 	int scope = sh ? k->shift_n : n, gw = k->gw;
-	float err = 0;
+	float err = 0, id1 = 1.0f / d;
 	for (int s0 = 0; s0 < n; s0 += scope) {
 		float best = INFINITY;
 		for (int dl = sh ? -1 : 0; dl <= (sh ? 1 : 0); dl += 2) {
 			uint16_t id[32 / 4];
-			float e = 0, tt[8];
+			float e = 0;
 			for (int g = s0; g < s0 + scope; g += gw) {
 				float eg;
-				for (int j = 0; j < gw; j++)
-					tt[j] = t[g + j] - d * (float)dl;
-				id[(g - s0) / gw] = (uint16_t)nearest(k, tt, w + g, d, &eg);
+				struct grp_stats *sg = st + (sh ? 2 * (g / gw) + (dl > 0) : g / gw);
+				id[(g - s0) / gw] = (uint16_t)nearest(k, t + g, w + g, d, id1, (float)dl, sg, &eg);
 				e += eg;
 			}
 			if (e < best) {
@@ -253,7 +309,7 @@ static float refit(const struct iq_kind *k, const float *t, const float *w, int 
 /* The scale (value = d c) of least weighted error for the n targets t: candidates that put the largest
  * magnitude at 0.6 .. 1.3 times the top code or on a lower level (a flat group's grid entry may lie there),
  * each refit once */
-static float sub_search(const struct iq_kind *k, const float *t, const float *w, int n)
+static float sub_search(const struct iq_kind *k, const float *t, const float *w, int n, struct grp_stats *st)
 {
 	float amax = 0, top = k->lv[k->n_lv - 1] + (k->signs == SG_SHIFT ? 1.0f : 0.0f);
 	for (int i = 0; i < n; i++)
@@ -262,18 +318,25 @@ static float sub_search(const struct iq_kind *k, const float *t, const float *w,
 		return 0;
 	uint16_t idx[32 / 4];
 	int8_t shift[4];
-	float best_d = amax / top, best_e = INFINITY;
+	float best_d = amax / top, best_e = INFINITY, refits[N_CAND + MAX_LV];
+	int n_refits = 0;
 	for (int c = 0; c < N_CAND + k->n_lv - 1; c++) { /* then the largest magnitude on each lower level */
 		float d = c < N_CAND ? amax / (top * (0.6f + 0.05f * (float)c)) : amax / fabsf(k->lv[c - N_CAND]);
 		if (!isfinite(d))
 			continue;
-		float e = sub_fit(k, t, w, n, d, idx, shift);
+		float e = sub_fit(k, t, w, n, d, idx, shift, st);
 		if (e < best_e) {
 			best_e = e;
 			best_d = d;
 		}
 		float d2 = refit(k, t, w, n, idx, shift);
-		if (d2 > 0 && (e = sub_fit(k, t, w, n, d2, idx, shift)) < best_e) {
+		bool again = false; /* neighbouring candidates often choose the same codes, so the same refit */
+		for (int r = 0; r < n_refits && !again; r++)
+			again = refits[r] == d2;
+		if (again || !(d2 > 0))
+			continue;
+		refits[n_refits++] = d2;
+		if ((e = sub_fit(k, t, w, n, d2, idx, shift, st)) < best_e) {
 			best_e = e;
 			best_d = d2;
 		}
@@ -316,11 +379,14 @@ static void iq_signs(const struct iq_kind *k, const float *x, const float *w, fl
 static void iq_choose(const struct iq_kind *k, const float *x, const float *w, struct iq_codes *o)
 {
 	float t[QK_K], ds[16], dmax = 0;
-	int ns = QK_K / k->sub, per = k->sub / k->gw;
+	int ns = QK_K / k->sub, per = k->sub / k->gw, nst = (k->signs == SG_SHIFT ? 2 : 1) * per;
+	struct grp_stats st[64]; /* nst per sub-block: 256 / gw groups, twice for IQ1 */
+	for (int i = 0; i < ns * nst; i++)
+		st[i].p = -1;
 	memset(o, 0, sizeof(*o));
 	iq_signs(k, x, w, t, o->signs);
 	for (int j = 0; j < ns; j++) {
-		ds[j] = sub_search(k, t + j * k->sub, w + j * k->sub, k->sub);
+		ds[j] = sub_search(k, t + j * k->sub, w + j * k->sub, k->sub, st + j * nst);
 		dmax = fmaxf(dmax, ds[j]);
 	}
 	for (int g = 0; g < QK_K / 8; g++)
@@ -346,7 +412,7 @@ static void iq_choose(const struct iq_kind *k, const float *x, const float *w, s
 				int8_t shift[4];
 				if (n < 0 || n > k->nmax)
 					continue;
-				float e = sub_fit(k, tj, wj, k->sub, dq * (float)(2 * n + 1), idx, shift);
+				float e = sub_fit(k, tj, wj, k->sub, dq * (float)(2 * n + 1), idx, shift, st + j * nst);
 				if (e < be) {
 					be = e;
 					c.n[j] = (uint8_t)n;
@@ -356,7 +422,8 @@ static void iq_choose(const struct iq_kind *k, const float *x, const float *w, s
 			}
 			if (be == INFINITY) { /* n0 far outside 0..nmax: the nearest end */
 				int n = n0 < 0 ? 0 : k->nmax;
-				be = sub_fit(k, tj, wj, k->sub, dq * (float)(2 * n + 1), c.idx + j * per, c.shift + j * k->sub / 8);
+				be = sub_fit(k, tj, wj, k->sub, dq * (float)(2 * n + 1), c.idx + j * per, c.shift + j * k->sub / 8,
+					     st + j * nst);
 				c.n[j] = (uint8_t)n;
 			}
 			err += be;
