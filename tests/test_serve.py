@@ -40,10 +40,11 @@ KEY = "sk-test-0123456789"
 
 
 class Server:
-    def __init__(self, model, *args):
+    def __init__(self, model, *args, env=None):
         self.proc = subprocess.Popen([FERRY, "serve", "-m", model, "--port", "0", "--model-name", NAME, "--device", "cpu",
                                       *map(str, args)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **env} if env else None)
         self.lines = []
         self.url = None
         deadline = time.time() + 60

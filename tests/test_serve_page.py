@@ -44,7 +44,10 @@ def main():
     sv = drv = None
     try:
         _, model = tiny_model("llama_headdim", root)
-        sv = Server(model, "--ctx", 4096, "--quiet")
+        # a decode step lasts at least 5 ms (FERRY_STEP_DELAY_MS, the scheduler's test hook): the 3000-token reply
+        # the stop button ends takes 15 s or more, so the click always lands while it streams (at the tiny
+        # model's thousands of tokens per second it could end first)
+        sv = Server(model, "--ctx", 4096, "--quiet", env={"FERRY_STEP_DELAY_MS": "5"})
         st, body = sv.http("GET", "/")
         f.check(st == 200 and b"<html" in body and b"http://" not in body and b"https://" not in body,
                 f"GET /: {st}, {len(body)} bytes, no external resources")

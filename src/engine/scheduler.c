@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/scheduler.h"
 #include "base/util.h"
@@ -25,6 +26,8 @@ int sched_init(struct sched *s, struct model *m, int max_batch, int top_k, const
 {
 	memset(s, 0, sizeof(*s));
 	s->m = m;
+	const char *delay = getenv("FERRY_STEP_DELAY_MS");
+	s->step_delay = delay && *delay ? atof(delay) / 1e3 : 0;
 	s->eos = eos;
 	s->n_eos = n_eos;
 	s->max_batch = max_batch < m->opt.max_seqs ? max_batch : m->opt.max_seqs;
@@ -654,6 +657,10 @@ int sched_step(struct sched *s, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	double dt = now_sec() - t0;
+	if (!prefill && s->step_delay > dt) {
+		double w = s->step_delay - dt;
+		nanosleep(&(struct timespec){.tv_sec = (time_t)w, .tv_nsec = (long)((w - (double)(time_t)w) * 1e9)}, NULL);
+	}
 	model_stats(s->m, &m1);
 	s->st.steps++;
 	if (prefill) {

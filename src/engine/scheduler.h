@@ -69,6 +69,9 @@ struct sched_stats {
 struct sched {
 	struct model *m;
 	int max_batch;
+	/* FERRY_STEP_DELAY_MS (a test hook: tests/test_serve_page.py): a decode step lasts at least this long, so a
+	 * test can act while a reply is still streaming however fast the machine is; 0: none */
+	double step_delay;
 	int top_k;                 /* > 0: the backend selects this many logits per row (sampler_top_k_needed) */
 	struct sched_req **reqs;
 	int n_reqs, cap_reqs;
