@@ -118,6 +118,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
+# the C++ tests link as C++ (a sanitized build needs the C++ runtime of -fsanitize=undefined)
+$(TEST_CXX_SRC:tests/%.cpp=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_OBJ)
+	@echo "  LD      $@"
+	$(Q)$(CXX) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
+
 # The x86 SIMD kernels: each file gets its instruction set whatever ARCH is, and runs only where cpuid finds it
 # (src/kernels/cpu/qdot.c); the AVX2 one never uses AVX-512, so both are tested on an AVX-512 machine.
 ifneq ($(filter x86_64 i%86,$(shell uname -m)),)
