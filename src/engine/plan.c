@@ -8,8 +8,8 @@
  *
  * A streamed head larger than the largest layer (a bf16 70B's 2.1 GB against its 1.7 GB layers, a 256k
  * vocabulary) goes in row pieces of at most a layer's bytes (head_pieces), so the slots are sized by the
- * layers; FERRY_HEAD_PIECES=N forces N pieces of any streamed head, 1 a whole one (tests of the split
- * path). A head that ends up resident stays whole.
+ * layers; FERRY_HEAD_PIECES=N (tests of the split path) streams the head in N pieces whatever the budget,
+ * 1: whole. A head that ends up resident stays whole.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -61,6 +61,13 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	return lo * page;
 }
 
+/* FERRY_HEAD_PIECES (the file's comment; 0 unset) */
+static int head_forced(void)
+{
+	const char *force = getenv("FERRY_HEAD_PIECES");
+	return force && *force ? atoi(force) : 0;
+}
+
 /* A streamed head in row pieces (the file's comment): sets opt.head_rows, head_pieces and the slot size. */
 static void split_head(struct plan *p, const struct layout *lay)
 {
@@ -71,8 +78,7 @@ static void split_head(struct plan *p, const struct layout *lay)
 		layers = ub > layers ? ub : layers;
 	}
 	int64_t V = lay->hp.vocab, rows = 0;
-	const char *force = getenv("FERRY_HEAD_PIECES");
-	int n = force && *force ? atoi(force) : 0;
+	int n = head_forced();
 	if (n > 1)
 		rows = (V + n - 1) / n;
 	else if (p->head_bytes > layers && n != 1)
@@ -159,7 +165,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
 	uint64_t fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
-	if (!stream_all && !p->n_on_host && fixed + p->units_bytes <= avail) {
+	if (!stream_all && !p->n_on_host && head_forced() < 2 && fixed + p->units_bytes <= avail) {
 		for (int u = 0; u < p->n_units; u++)
 			p->resident[u] = true;
 		p->n_resident = p->n_units;
@@ -229,7 +235,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		p->router_bytes = p->expert_cache ? p->router_bytes : 0;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
-			if (ub <= left && !p->on_host[u]) {
+			if (ub <= left && !p->on_host[u] && !(u == L && head_forced() > 1)) {
 				p->resident[u] = true;
 				p->n_resident++;
 				p->resident_bytes += ub;

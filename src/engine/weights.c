@@ -88,7 +88,8 @@ static int head_matrix(const struct layout *lay, uint64_t *row_bytes)
 	return (int)(t - lu->tensors);
 }
 
-/* A piece's image may keep gaps under RUN_GAP on either side of its rows (upload's runs), so: */
+/* A piece's rows are a run of their own (upload), and the head's other tensors' runs copy no more than in the
+ * whole unit (their count, each 256-byte aligned, at most the tensors'): */
 uint64_t weights_head_piece_bytes(const struct layout *lay, int64_t rows)
 {
 	const struct layout_unit *lu = layout_unit_get(lay, lay->hp.n_layers);
@@ -96,7 +97,7 @@ uint64_t weights_head_piece_bytes(const struct layout *lay, int64_t rows)
 	int i = head_matrix(lay, &rb);
 	if (i < 0 || rows >= lu->tensors[i].shape[0])
 		return whole;
-	return whole - lu->tensors[i].raw_bytes + (uint64_t)rows * rb + 2 * RUN_GAP;
+	return whole - lu->tensors[i].raw_bytes + (uint64_t)rows * rb + DEV_ALIGN;
 }
 
 int64_t weights_head_rows_fit(const struct layout *lay, uint64_t cap)
@@ -416,9 +417,10 @@ static int upload(struct weights *w, int item, void *const *host, char *dev, uin
 		const char *lo = src[order[i]];
 		const char *hi = lo + len[order[i]];
 		int j = i + 1;
-		for (; j < n; j++) { /* expert-major tensors interleave: a tensor starting inside the run joins it */
+		for (; j < n && order[i] != wu->split; j++) { /* expert-major tensors interleave: a tensor starting
+								 * inside the run joins it; a head piece's rows go alone */
 			const char *p = src[order[j]], *end = p + len[order[j]];
-			if (p >= hi && (uint64_t)(p - hi) >= RUN_GAP)
+			if ((p >= hi && (uint64_t)(p - hi) >= RUN_GAP) || order[j] == wu->split)
 				break;
 			hi = end > hi ? end : hi;
 		}
