@@ -86,8 +86,8 @@ static void split_head(struct plan *p, const struct layout *lay)
 	rows = rows < 1 && (n > 1 || (p->head_bytes > layers && n != 1)) ? 1 : rows;
 	if (rows < 1 || rows >= V || weights_head_piece_bytes(lay, rows) >= p->head_bytes)
 		return; /* whole (no output matrix to cut, or no saving) */
-	p->opt.head_rows = rows;
 	p->head_pieces = (int)((V + rows - 1) / rows);
+	p->opt.head_rows = rows = (V + p->head_pieces - 1) / p->head_pieces; /* even pieces: the fewest, no larger */
 	uint64_t piece = p->piece_bytes = weights_head_piece_bytes(lay, rows);
 	p->slot_bytes = layers > piece ? layers : piece;
 }
