@@ -259,7 +259,8 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 	rs->logits = rs->u ? b->ops->alloc(b, (size_t)(max_logits > 0 ? max_logits : 1) * V * 4) : NULL;
 	if (xp && rs->logits && !(rs->xp = b->ops->alloc(b, S * (D > Q ? D : Q) * 4)))
 		return false;
-	size_t lr = (size_t)(max_logits > 1 ? max_logits : 1) < S ? (size_t)(max_logits > 1 ? max_logits : 1) : S;
+	size_t lr = max_logits > 1 ? (size_t)max_logits : 1; /* a head piece's logits: min(S, max_logits) rows */
+	lr = lr < S ? lr : S;
 	if (head_rows > 0 && rs->logits && !(rs->lp = b->ops->alloc(b, lr * (size_t)head_rows * 4)))
 		return false;
 	if (!E || !rs->logits)
