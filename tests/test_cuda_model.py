@@ -24,6 +24,8 @@ position with the CPU (its KV cache f16, as CUDA's):
     KV pools in pinned host memory): greedy identical to the CPU's;
   - hybrid placements (--placement: units on the CPU beside the GPU, resident or streamed): logits vs the
     CPU <= 2e-3 (steps of 8 tokens: the f32 paths), greedy identical, also after a 40-token prefill on the GPU.
+A head streamed in row pieces (check_head_split): logits identical to the head whole and resident, greedy
+identical; Gemma's streamed head goes in pieces.
 gpt-oss with MXFP4 experts (GGUF): CUDA against the float64 reference on that GGUF (check_gptoss_mxfp4).
 Gemma 3 270M (Q4_K_M): the 10 prompts of the transformers fixture, greedy 32 tokens identical to the
 fixture's (resident, and prompt 0 also streamed, hybrid, and with --spec lookup and tree); --h2d-limit 1 holds uploads to 1 GB/s; logits of prompt 0 + continuation vs the CPU <= 2e-3; with every matmul on the
@@ -98,6 +100,42 @@ def check_graphs(f, model, ids, root, what, quantized):
     f.check(not quantized or la["reuse"] < la["fresh"], f"{what}: x reuse did not cut launches ({la})")
     f.check(rp["graph"] > 0 and rp["reuse"] == 0 and la["graph"] < la["reuse"],
             f"{what}: graphs replayed {rp}, launches {la}")
+
+
+def pieces_of(stderr):
+    m = re.search(r"head in (\d+) pieces", stderr)
+    return int(m.group(1)) if m else 1
+
+
+def check_head_split(f, root):
+    """A head streamed in row pieces (issue 23; tests/test_head_split.py checks it on the CPU): a synthetic bf16
+    model whose head (vocab 16384) is 5x a layer, streamed (--stream-all) with the planner's split and
+    FERRY_HEAD_PIECES=2, 3, 5, against the head whole (FERRY_HEAD_PIECES=1) and resident: each piece's rows are
+    the whole head's dot products on the same kernels, so logits within 1e-6 with --chunk 8 (0 expected), 1e-5
+    in one 40-token pass (a GEMM of fewer rows may reduce in another order), and greedy identical."""
+    tv = os.path.join(root, "tv_split")
+    p = ferry("synth", "-o", tv, "--shape", "tiny", "--vocab", 16384, "--fmt", "bf16")
+    if not f.check(p.returncode == 0, f"synth: {p.stderr}"):
+        return
+    ids = [random.Random(3).randrange(1, 16384) for _ in range(40)]
+    base = ["--device", "cuda", "--placement", "gpu"]
+    for chunk, tol in ((["--chunk", 8], 1e-6), ([], 1e-5)):
+        whole = logits(f, tv, ids, root, [*base, "--stream-all", *chunk], "head whole", env={"FERRY_HEAD_PIECES": "1"})
+        res = logits(f, tv, ids, root, [*base, *chunk], "head resident")
+        g_whole = greedy(f, tv, ids[:8], 16, [*base, "--stream-all"], "head whole greedy", env={"FERRY_HEAD_PIECES": "1"})
+        for n in (None, 2, 3, 5):
+            env = {"FERRY_HEAD_PIECES": str(n)} if n else None
+            what = f"head in {n or 'auto'} pieces, {' '.join(map(str, chunk)) or 'one pass'}"
+            p = ferry("run", "-m", tv, "--prompt-ids", "1,2,3", "-n", 1, *base, "--stream-all", "--plan", env=env)
+            k = pieces_of(p.stderr)
+            f.check(p.returncode == 0 and (k == n if n else k > 1), f"{what}: plan {k} pieces: {p.stderr[-300:]}")
+            got = logits(f, tv, ids, root, [*base, "--stream-all", *chunk], what, env=env)
+            if got is not None and whole is not None and res is not None:
+                e, er = rel_err(got, whole), rel_err(got, res)
+                print(f"cuda {what}: logits vs the whole head {e:.2e}, vs resident {er:.2e}", flush=True)
+                f.check(e <= tol and er <= tol, f"{what}: logits vs whole {e:.2e}, vs resident {er:.2e} > {tol}")
+            g = greedy(f, tv, ids[:8], 16, [*base, "--stream-all"], what + " greedy", env=env)
+            f.check(g == g_whole and len(g) == 16, f"{what}: greedy {g} != whole {g_whole}")
 
 
 def check_gptoss_mxfp4(f, root):
@@ -290,6 +328,7 @@ def main():
                     f.check(got == want, f"{what} after a long prefill: greedy {got} != cpu {want}")
 
         check_gptoss_mxfp4(f, root)
+        check_head_split(f, root)
 
         if not os.path.exists(GEMMA_GGUF) and os.environ.get("FERRY_NO_MODEL") == "1":
             # the tiny-model checks above still count: skipping the whole test here would hide their failures
@@ -311,6 +350,9 @@ def main():
             if i == 0:
                 got = greedy(f, model, ids, 32, ["--device", "cuda", "--stream-all"], "gemma prompt 0 streamed")
                 f.check(got == want, f"gemma prompt 0 streamed: cuda greedy {got} != {want}")
+                # its 262144-row tied head is larger than a layer: streamed, it goes in pieces (issue 23)
+                p = ferry("run", "-m", model, "--prompt-ids", "1,2,3", "-n", 1, "--device", "cuda", "--stream-all", "--plan")
+                f.check(pieces_of(p.stderr) > 1, f"gemma streamed: the head not in pieces: {p.stderr[-400:]}")
                 for pl in ("0-8", "auto", "cpu"):
                     got = greedy(f, model, ids, 32, ["--device", "cuda", "--stream-all", "--placement", pl],
                                  f"gemma prompt 0 --placement {pl}")

@@ -185,6 +185,9 @@ struct backend_ops {
 	/* dst[t, j] = src[t, perm[j]] for T rows of K: perm an F32 tensor of indices in backend memory (an
 	 * act-order weight's column order, src/engine/model.c matmul_in); dst is not src */
 	int (*gather_cols)(struct backend *b, float *dst, const float *src, const float *perm, int T, int64_t K);
+	/* dst[t * ld + j] = src[t * n + j] for T rows of n (a head piece's logits into their columns of the full
+	 * rows, src/engine/model.c head); ld >= n, dst and src apart */
+	int (*copy_cols)(struct backend *b, float *dst, int64_t ld, const float *src, int64_t n, int T);
 	/* Step graphs (NULL where there are none; CUDA: FERRY_CUDA_GRAPH=1): after step_begin and the embedding,
 	 * graph_begin returns BACKEND_GRAPH_REPLAYED when a graph of this step's shape ran the ops the caller
 	 * would issue next (it issues none until graph_end is not called), BACKEND_GRAPH_CAPTURING when the ops

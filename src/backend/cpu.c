@@ -345,6 +345,14 @@ static int cpu_gather_cols_op(struct backend *b, float *dst, const float *src, c
 	return 0;
 }
 
+static int cpu_copy_cols_op(struct backend *b, float *dst, int64_t ld, const float *src, int64_t n, int T)
+{
+	(void)b;
+	for (int t = 0; t < T; t++)
+		memcpy(dst + (size_t)t * (size_t)ld, src + (size_t)t * (size_t)n, sizeof(float) * (size_t)n);
+	return 0;
+}
+
 static const struct backend_ops cpu_ops = {
 	.name = "cpu",
 	.host_memory = true,
@@ -374,6 +382,7 @@ static const struct backend_ops cpu_ops = {
 	.gather_rows = cpu_gather_rows_op,
 	.scatter_add = cpu_scatter_add_op,
 	.gather_cols = cpu_gather_cols_op,
+	.copy_cols = cpu_copy_cols_op,
 };
 
 /* The emulated device's memory: a 64-byte header before each block holds its size, counted against the

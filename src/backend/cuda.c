@@ -637,6 +637,15 @@ static int cu_gather_cols(struct backend *b, float *dst, const float *src, const
 	return op_rc(b, cuda_gather_cols(&st(b)->ctx, dst, src, perm, T, K));
 }
 
+static int cu_copy_cols(struct backend *b, float *dst, int64_t ld, const float *src, int64_t n, int T)
+{
+	if (T <= 0 || n <= 0)
+		return 0;
+	CK(b, cudaMemcpy2DAsync(dst, sizeof(float) * (size_t)ld, src, sizeof(float) * (size_t)n, sizeof(float) * (size_t)n,
+				(size_t)T, cudaMemcpyDeviceToDevice, st(b)->compute));
+	return 0;
+}
+
 static int cu_fence_alloc(struct backend *b, int n)
 {
 	struct cuda_state *s = st(b);
@@ -903,6 +912,7 @@ static const struct backend_ops cuda_backend_ops = {
 	.gather_rows = cu_gather_rows,
 	.scatter_add = cu_scatter_add,
 	.gather_cols = cu_gather_cols,
+	.copy_cols = cu_copy_cols,
 	.graph_begin = cu_graph_begin,
 	.graph_end = cu_graph_end,
 };

@@ -217,6 +217,7 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	memset(mm, 0, sizeof(*mm));
 	mm->act = al(T * D * 4) + al(S * D * 4) + 2 * al(S * Q * 4) + 2 * al(S * KV * 4) + 2 * al(S * F * 4) +
 		  al(L * V * 4) + (E ? al(S * E * 4) + 2 * al(S * D * 4) : 0) +
+		  (o->head_rows > 0 ? al((S < L ? S : L) * (uint64_t)o->head_rows * 4) : 0) +
 		  (E ? al((uint64_t)o->moe_cpu_t * (uint64_t)hp->n_experts_used * D * 4) : 0);
 	groups_of(hp, o, mm);
 	uint64_t stage[2] = {0, 0};
@@ -238,9 +239,10 @@ void model_mem_plan(const struct layout_hparams *hp, struct backend *b, const st
 	mm->ws = b->ops->reserve_bytes ? b->ops->reserve_bytes(b, &r) : 0;
 }
 
-/* The run state on backend b for t_rows tokens per step, t_sub per op; false when out of memory. */
+/* The run state on backend b for t_rows tokens per step, t_sub per op, head pieces of head_rows rows (0:
+ * none); false when out of memory. */
 static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout_hparams *hp, int t_rows, int t_sub,
-		     int max_logits, bool xp)
+		     int max_logits, int64_t head_rows, bool xp)
 {
 	size_t T = (size_t)t_rows, S = (size_t)t_sub, D = (size_t)hp->d_model,
 	       Q = (size_t)hp->n_heads * (size_t)hp->head_dim, KV = (size_t)hp->n_kv_heads * (size_t)hp->head_dim,
@@ -257,6 +259,10 @@ static bool rs_alloc(struct model_rs *rs, struct backend *b, const struct layout
 	rs->logits = rs->u ? b->ops->alloc(b, (size_t)(max_logits > 0 ? max_logits : 1) * V * 4) : NULL;
 	if (xp && rs->logits && !(rs->xp = b->ops->alloc(b, S * (D > Q ? D : Q) * 4)))
 		return false;
+	size_t lr = max_logits > 1 ? (size_t)max_logits : 1; /* a head piece's logits: min(S, max_logits) rows */
+	lr = lr < S ? lr : S;
+	if (head_rows > 0 && rs->logits && !(rs->lp = b->ops->alloc(b, lr * (size_t)head_rows * 4)))
+		return false;
 	if (!E || !rs->logits)
 		return rs->logits;
 	rs->rl = b->ops->alloc(b, S * E * 4);
@@ -269,7 +275,7 @@ static void rs_free(struct model_rs *rs)
 {
 	struct backend *b = rs->b;
 	void *bufs[] = {rs->x, rs->h, rs->q, rs->att, rs->k, rs->v, rs->g, rs->u, rs->logits, rs->rl, rs->xe, rs->ye,
-			rs->xp};
+			rs->xp, rs->lp};
 	for (size_t i = 0; b && i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		if (bufs[i])
 			b->ops->free(b, bufs[i]);
@@ -409,9 +415,9 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	/* permuted linears gather their inputs into a buffer free at the call (matmul_in): g (F) for q, k, v; att
 	 * (H*Dh) for gate, up; xp only where those are narrower than D */
 	bool xp = has_perms(lay) && (ffn_rows(hp) < hp->d_model || (int64_t)hp->n_heads * hp->head_dim < hp->d_model);
-	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits, xp);
+	ok = ok && rs_alloc(&m->rs[0], b, hp, o->t_max, m->opt.t_sub, o->max_logits, m->opt.head_rows, xp);
 	int t_h = m->plan.hybrid_t_max < o->t_max ? m->plan.hybrid_t_max : o->t_max;
-	if (ok && m->hb && !rs_alloc(&m->rs[1], m->hb, hp, t_h, t_h, o->max_logits, xp)) {
+	if (ok && m->hb && !rs_alloc(&m->rs[1], m->hb, hp, t_h, t_h, o->max_logits, 0, xp)) {
 		snprintf(m->hb->err, sizeof(m->hb->err), "host memory for the hybrid steps' run state");
 		ok = false;
 	}
@@ -480,7 +486,8 @@ int model_init(struct model *m, const struct layout *lay, struct backend *b, str
 	if (!rc)
 		rc = io_stream_open(&m->io, lay, &io_moe, err, errlen);
 	if (!rc)
-		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache, err, errlen);
+		rc = weights_init(&m->w, lay, b, m->io, m->plan.resident, m->plan.n_slots, m->plan.expert_cache,
+				  m->opt.head_rows, err, errlen);
 	m->w.routed = !rc && io_moe.experts_on_demand;
 	m->w.hold_ok = !m->hb;
 	m->predict = m->w.routed && !(predict && !strcmp(predict, "0"));
@@ -1036,7 +1043,9 @@ static int embed(struct model *m, struct model_rs *rs, const int *tokens, int T,
 
 /* The logits rows the parts ask for (each part's last n_logits tokens, in part order) into out: all V
  * values, or, with out->k > 0, the k largest of each row (the backend's top_k: a few bytes instead of V
- * floats). Rows that sit next to each other in the step go through the head together. */
+ * floats). Rows that sit next to each other in the step go through the head together. A head streamed in
+ * pieces (weights.h) runs them all per piece, its logits columns [r0, r0 + nr) through rs->lp, the norm
+ * computed again with each piece (a few D-wide rows against a slot of weights). */
 static int head(struct model *m, struct model_rs *rs, const struct model_part *parts, int n_parts,
 		const struct model_out *out, const bool *host, char *err, size_t errlen)
 {
@@ -1044,52 +1053,60 @@ static int head(struct model *m, struct model_rs *rs, const struct model_part *p
 	struct backend *b = rs->b;
 	int L = hp->n_layers, S = rs->t_sub;
 	bool on_host = rs == &m->rs[1];
-	int64_t D = hp->d_model, V = hp->vocab;
-	void *const *ptrs;
-	struct tensor norm, w_out;
-	int rc = weights_get(&m->w, L, on_host, &ptrs, err, errlen);
-	if (rc)
-		return rc;
-	const struct layout_unit *u = layout_unit_get(m->lay, L);
-	rc = bind(u, ptrs, hp, &arch_output_norm, &norm, err, errlen);
-	rc = rc ? rc : bind(u, ptrs, hp, &arch_output, &w_out, err, errlen);
-	const float *perm = NULL; /* an act-order output projection: its input gathered as matmul_in does */
-	for (int i = 0; !rc && i < u->n_tensors; i++) {
-		const struct layout_tensor *lt = &u->tensors[i];
-		if (strcmp(lt->name, "output.perm"))
-			continue;
-		if (lt->fmt != WFMT_F32 || lt->ndim != 1 || lt->shape[0] != D) {
-			snprintf(err, errlen, "tensor output.perm: not F32 [%lld] (the column order of output.weight)",
-				 (long long)D);
-			rc = -EINVAL;
-		}
-		perm = ptrs[i];
-	}
+	int64_t D = hp->d_model, V = hp->vocab, R = V;
+	int n_pieces = on_host ? 1 : weights_pieces(&m->w, L, &R), rows = 0, rc = 0;
 	float *hp_buf = ffn_rows(hp) >= D ? rs->g : rs->xp; /* free in the head; xp exists where g is narrower */
-	int rows = 0;
-	for (int i = 0; !rc && i < n_parts;) {
-		/* a run: parts whose logits rows are consecutive tokens of the step */
-		int t_first = m->part_t0[i + 1] - parts[i].n_logits, n = parts[i].n_logits;
-		while (++i < n_parts && parts[i].n_logits == parts[i].n &&
-		       m->part_t0[i] == t_first + n)
-			n += parts[i].n;
-		for (int r = 0; !rc && r < n; r += S) {
-			int nr = n - r < S ? n - r : S;
-			const float *x = rs->x + (size_t)(t_first + r) * (size_t)D;
-			rc = b->ops->rmsnorm(b, rs->h, x, &norm, nr, (float)hp->rms_eps);
-			rc = rc ? rc : tap_input(m, rs, L, MODEL_TAP_OUTPUT, rs->h, nr, D);
-			if (!rc && perm) {
-				rc = b->ops->gather_cols(b, hp_buf, rs->h, perm, nr, D);
-				rs->px_src = NULL; /* the buffer no longer holds matmul_in's last gather */
+	for (int k = 0; !rc && k < n_pieces; k++) {
+		void *const *ptrs;
+		struct tensor norm, w_out;
+		int64_t r0 = k * R, nr_out = n_pieces > 1 && V - r0 > R ? R : V - r0;
+		if ((rc = weights_get(&m->w, L + k, on_host, &ptrs, err, errlen)))
+			return rc;
+		const struct layout_unit *u = layout_unit_get(m->lay, L);
+		rc = bind(u, ptrs, hp, &arch_output_norm, &norm, err, errlen);
+		rc = rc ? rc : bind(u, ptrs, hp, &arch_output, &w_out, err, errlen);
+		w_out.rows = nr_out; /* a piece: its rows from r0 */
+		const float *perm = NULL; /* an act-order output projection: its input gathered as matmul_in does */
+		for (int i = 0; !rc && i < u->n_tensors; i++) {
+			const struct layout_tensor *lt = &u->tensors[i];
+			if (strcmp(lt->name, "output.perm"))
+				continue;
+			if (lt->fmt != WFMT_F32 || lt->ndim != 1 || lt->shape[0] != D) {
+				snprintf(err, errlen, "tensor output.perm: not F32 [%lld] (the column order of output.weight)",
+					 (long long)D);
+				rc = -EINVAL;
 			}
-			rc = rc ? rc : b->ops->matmul(b, rs->logits + (size_t)(rows + r) * (size_t)V, perm ? hp_buf : rs->h,
-						      &w_out, NULL, nr);
+			perm = ptrs[i];
 		}
-		rows += n;
+		rows = 0;
+		for (int i = 0; !rc && i < n_parts;) {
+			/* a run: parts whose logits rows are consecutive tokens of the step */
+			int t_first = m->part_t0[i + 1] - parts[i].n_logits, n = parts[i].n_logits;
+			while (++i < n_parts && parts[i].n_logits == parts[i].n &&
+			       m->part_t0[i] == t_first + n)
+				n += parts[i].n;
+			/* a piece's rows go through rs->lp, (min(S, max_logits), R) */
+			int lr = m->opt.max_logits > 1 ? m->opt.max_logits : 1, step = n_pieces > 1 && lr < S ? lr : S;
+			for (int r = 0; !rc && r < n; r += step) {
+				int nr = n - r < step ? n - r : step;
+				const float *x = rs->x + (size_t)(t_first + r) * (size_t)D;
+				float *y = rs->logits + (size_t)(rows + r) * (size_t)V;
+				rc = b->ops->rmsnorm(b, rs->h, x, &norm, nr, (float)hp->rms_eps);
+				rc = rc || k ? rc : tap_input(m, rs, L, MODEL_TAP_OUTPUT, rs->h, nr, D);
+				if (!rc && perm) {
+					rc = b->ops->gather_cols(b, hp_buf, rs->h, perm, nr, D);
+					rs->px_src = NULL; /* the buffer no longer holds matmul_in's last gather */
+				}
+				rc = rc ? rc : b->ops->matmul(b, n_pieces > 1 ? rs->lp : y, perm ? hp_buf : rs->h, &w_out, NULL, nr);
+				if (!rc && n_pieces > 1)
+					rc = b->ops->copy_cols(b, y + r0, V, rs->lp, nr_out, nr);
+			}
+			rows += n;
+		}
+		weights_put(&m->w, L + k, on_host);
+		if (!rc)
+			rc = weights_prefetch(&m->w, L + k, host, err, errlen);
 	}
-	weights_put(&m->w, L, on_host);
-	if (!rc)
-		rc = weights_prefetch(&m->w, L, host, err, errlen);
 	float *dst = out->logits;
 	int64_t nv = V;
 	if (out->k > 0) {

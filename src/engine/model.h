@@ -111,6 +111,7 @@ struct model_rs {
 	float *rl;             /* (S, E) router logits (mixture of experts; NULL otherwise) */
 	float *xe, *ye;        /* (S, D) one expert's tokens in, its output */
 	float *logits;         /* (max_logits, V) */
+	float *lp;             /* (min(S, max_logits), head_rows) a head piece's logits (opt.head_rows > 0) */
 	float *xp;             /* (S, max(D, H*Dh, F)) gathered inputs of permuted linears where the free buffer at
 				* the call is narrower (allocated only then); NULL otherwise */
 	const float *px_src;   /* what the last matmul_in gathered: its input, permutation key and buffer */

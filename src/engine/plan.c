@@ -5,6 +5,11 @@
  * the tokens per op shrink first (to 1024), then the sequences in flight (their KV pages), then the tokens
  * per op (to 64), then the tokens per step. The arena is allocated once,
  * so a small reserve covers the allocator's 256-byte rounding and the RoPE tables.
+ *
+ * A streamed head larger than the largest layer (a bf16 70B's 2.1 GB against its 1.7 GB layers, a 256k
+ * vocabulary) goes in row pieces of at most a layer's bytes (head_pieces), so the slots are sized by the
+ * layers; FERRY_HEAD_PIECES=N (tests of the split path) streams the head in N pieces whatever the budget,
+ * 1: whole. A head that ends up resident stays whole.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -56,6 +61,37 @@ static int ctx_fit(const struct layout *lay, struct backend *b, const struct mod
 	return lo * page;
 }
 
+/* FERRY_HEAD_PIECES (the file's comment; 0 unset) */
+static int head_forced(void)
+{
+	const char *force = getenv("FERRY_HEAD_PIECES");
+	return force && *force ? atoi(force) : 0;
+}
+
+/* A streamed head in row pieces (the file's comment): sets opt.head_rows, head_pieces and the slot size. */
+static void split_head(struct plan *p, const struct layout *lay)
+{
+	int L = lay->hp.n_layers;
+	uint64_t layers = 0;
+	for (int u = 0; u < L; u++) {
+		uint64_t ub = weights_unit_device_bytes(lay, u);
+		layers = ub > layers ? ub : layers;
+	}
+	int64_t V = lay->hp.vocab, rows = 0;
+	int n = head_forced();
+	if (n > 1)
+		rows = (V + n - 1) / n;
+	else if (p->head_bytes > layers && n != 1)
+		rows = weights_head_rows_fit(lay, layers);
+	rows = rows < 1 && (n > 1 || (p->head_bytes > layers && n != 1)) ? 1 : rows;
+	if (rows < 1 || rows >= V || weights_head_piece_bytes(lay, rows) >= p->head_bytes)
+		return; /* whole (no output matrix to cut, or no saving) */
+	p->head_pieces = (int)((V + rows - 1) / rows);
+	p->opt.head_rows = rows = (V + p->head_pieces - 1) / p->head_pieces; /* even pieces: the fewest, no larger */
+	uint64_t piece = p->piece_bytes = weights_head_piece_bytes(lay, rows);
+	p->slot_bytes = layers > piece ? layers : piece;
+}
+
 static int count_host(const bool *h, int L)
 {
 	int n = 0;
@@ -70,6 +106,8 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	memset(p, 0, sizeof(*p));
 	struct model_opts *o = &p->opt;
 	*o = *want;
+	o->head_rows = 0;
+	p->head_pieces = 1;
 	o->max_seqs = o->max_seqs > 0 ? o->max_seqs : 1;
 	o->t_sub = o->t_max;
 	int L = lay->hp.n_layers;
@@ -111,6 +149,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		p->host_bytes += p->on_host[u] ? ub : 0;
 	}
 	p->hybrid_t_max = p->n_on_host ? 16 : 0;
+	p->head_bytes = weights_unit_device_bytes(lay, L);
 	if (b->ops->host_memory) {
 		fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		return 0;
@@ -126,7 +165,7 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 	p->avail = bm.arena - bm.arena_used - (int64_t)PLAN_RESERVE;
 	uint64_t avail = p->avail > 0 ? (uint64_t)p->avail : 0;
 	uint64_t fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
-	if (!stream_all && !p->n_on_host && fixed + p->units_bytes <= avail) {
+	if (!stream_all && !p->n_on_host && head_forced() < 2 && fixed + p->units_bytes <= avail) {
 		for (int u = 0; u < p->n_units; u++)
 			p->resident[u] = true;
 		p->n_resident = p->n_units;
@@ -134,6 +173,8 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		p->n_slots = 0;
 		p->slot_bytes = 0;
 	} else {
+		split_head(p, lay);
+		fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		/* smaller ops down to T_SUB_GEMM, then fewer sequences at once (the rest wait for KV pages), then
 		 * smaller ops still, then smaller steps */
 		while (fixed + 2 * p->slot_bytes > avail) {
@@ -194,12 +235,17 @@ int plan_make(struct plan *p, const struct layout *lay, struct backend *b, const
 		p->router_bytes = p->expert_cache ? p->router_bytes : 0;
 		for (int u = 0; u < p->n_units && !stream_all; u++) {
 			uint64_t ub = weights_unit_device_bytes(lay, u);
-			if (ub <= left && !p->on_host[u]) {
+			if (ub <= left && !p->on_host[u] && !(u == L && head_forced() > 1)) {
 				p->resident[u] = true;
 				p->n_resident++;
 				p->resident_bytes += ub;
 				left -= ub;
 			}
+		}
+		if (p->resident[L] && o->head_rows) { /* whole after all: no pieces, nor their logits buffer */
+			o->head_rows = 0;
+			p->head_pieces = 1;
+			fixed = fixed_bytes(lay, b, o, p->kv_host, &p->mem);
 		}
 	}
 	p->n_kv_host = count_host(p->kv_host, L);
@@ -292,6 +338,10 @@ void plan_print(FILE *f, const struct plan *p)
 		(double)p->expert_bytes / (1 << 20), (double)p->router_bytes / (1 << 20), gib(p->total),
 		gib((uint64_t)(p->avail > 0 ? p->avail : 0)), gib(p->stream_bytes), gib(p->units_bytes), plan_bpw(p, 's'),
 		p->bpw_model);
+	if (p->head_pieces > 1)
+		fprintf(f, "plan: head in %d pieces of %lld rows (%.3f GiB each, the whole head %.3f GiB), each through a "
+			   "weight slot\n", p->head_pieces, (long long)p->opt.head_rows,
+			gib(p->piece_bytes), gib(p->head_bytes));
 	fprintf(f, "plan: longest --ctx that fits (one sequence, 2 weight slots):");
 	for (int k = KV_F16; k < KV_FMT_COUNT; k++)
 		fprintf(f, " %s %d", kv_fmt_name(k), p->ctx_fit[k]);

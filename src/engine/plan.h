@@ -32,6 +32,9 @@ struct model_opts {
 	int kv_page;    /* positions per KV page (a multiple of 64; 0: 256) */
 	int kv_pages;   /* pages in the pool of full-attention layers (0: max_seqs x ctx worth); sliding-window
 			 * layers get what their window needs */
+	int64_t head_rows; /* a streamed head's output matrix goes in pieces of this many rows (weights.h; 0:
+			    * whole); the device computes a piece's logits into a (min(t_sub, max_logits), head_rows)
+			    * buffer and copies them into their columns */
 	int moe_cpu_t;  /* --moe-cpu: ranges of at most this many tokens may have experts computed on the host
 			 * (moe_cpu.h); the device keeps their partial outputs in a buffer of this many x K rows (0: none) */
 };
@@ -58,6 +61,8 @@ struct plan {
 	struct model_mem mem;           /* activations, KV cache, workspace */
 	uint64_t slot_bytes;
 	int n_slots, n_units, n_resident;
+	int head_pieces;                /* a streamed head in pieces of opt.head_rows rows (1: whole) */
+	uint64_t head_bytes, piece_bytes; /* the whole head's device bytes, a piece's (head_pieces > 1) */
 	uint64_t resident_bytes, units_bytes;
 	bool *resident;                 /* [n_units] units kept in device memory */
 	bool *kv_host;                  /* [L] layers whose KV pools stay in pinned host memory (kv_host.h) */

@@ -1,6 +1,6 @@
 /*
- * weights.c: streaming units into backend memory (weights.h). Fences (n_units + n_slots of them, from the
- * backend's allocator): upload_done of unit u is fence0 + u, compute_done of slot s is fence0 + n_units + s.
+ * weights.c: streaming units into backend memory (weights.h). Fences (n_items + n_slots of them, from the
+ * backend's allocator): upload_done of item u is fence0 + u, compute_done of slot s is fence0 + n_items + s.
  *
  * A unit's device image: its tensors grouped into runs that lie close together in the host buffer (gaps
  * under 64 KiB, the 4096-byte alignment padding of the file); each run is one copy of its host span, and
@@ -22,6 +22,11 @@
  * after the compute queue passed the last unit that read it (its guard's fence, recorded at weights_put)
  * and never while the unit being computed holds it (pinned). exp_at[e] is where expert e is for the
  * current get.
+ *
+ * A split head (weights.h): items n_units.. are its pieces 1..; a piece's upload copies the head's tensors with
+ * its output matrix cut to the piece's rows (cut_off, cut_len: one byte range, rows being whole blocks). Each
+ * piece's stage acquires the streamer's buffer and keeps it (head_acq); the last piece's weights_put gives
+ * them all back after the latest piece upload, so the buffer is not refilled (and read again) between pieces.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -36,6 +41,9 @@
 #define DEV_ALIGN 256u
 
 struct weights_unit {
+	int unit;        /* the layout unit (a head piece: L) */
+	int split;       /* a head piece: its output matrix's tensor index, cut to [cut_off, + cut_len) bytes; -1 */
+	uint64_t cut_off, cut_len;
 	bool resident;
 	bool uploaded;   /* resident: its one upload was issued */
 	uint64_t bytes;  /* weights_unit_device_bytes */
@@ -67,6 +75,41 @@ uint64_t weights_unit_device_bytes(const struct layout *lay, int unit)
 {
 	const struct layout_unit *u = layout_unit_get(lay, unit);
 	return align_up(io_unit_slot_bytes(lay, unit), DEV_ALIGN) + (uint64_t)DEV_ALIGN * (uint64_t)u->n_tensors;
+}
+
+/* The head's output matrix (its tensor index in the head unit, -1 none) and the bytes of one of its rows. */
+static int head_matrix(const struct layout *lay, uint64_t *row_bytes)
+{
+	const struct layout_unit *lu = layout_unit_get(lay, lay->hp.n_layers);
+	const struct layout_tensor *t = layout_tensor_find(lu, arch_output.name);
+	if (!t || t->ndim != 2 || t->stride || t->shape[0] < 1)
+		return -1;
+	*row_bytes = t->raw_bytes / (uint64_t)t->shape[0];
+	return (int)(t - lu->tensors);
+}
+
+/* A piece's rows are a run of their own (upload), and the head's other tensors' runs copy no more than in the
+ * whole unit (their count, each 256-byte aligned, at most the tensors'): */
+uint64_t weights_head_piece_bytes(const struct layout *lay, int64_t rows)
+{
+	const struct layout_unit *lu = layout_unit_get(lay, lay->hp.n_layers);
+	uint64_t rb, whole = weights_unit_device_bytes(lay, lay->hp.n_layers);
+	int i = head_matrix(lay, &rb);
+	if (i < 0 || rows >= lu->tensors[i].shape[0])
+		return whole;
+	return whole - lu->tensors[i].raw_bytes + (uint64_t)rows * rb + DEV_ALIGN;
+}
+
+int64_t weights_head_rows_fit(const struct layout *lay, uint64_t cap)
+{
+	const struct layout_unit *lu = layout_unit_get(lay, lay->hp.n_layers);
+	uint64_t rb, base;
+	int i = head_matrix(lay, &rb);
+	if (i < 0 || !rb)
+		return 0;
+	base = weights_head_piece_bytes(lay, 0);
+	int64_t n = cap > base ? (int64_t)((cap - base) / rb) : 0;
+	return n < lu->tensors[i].shape[0] ? n : lu->tensors[i].shape[0];
 }
 
 uint64_t weights_expert_bytes(const struct layout *lay)
@@ -167,27 +210,47 @@ int weights_router(struct weights *w, int unit, void *const **ptrs)
 }
 
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
-		 const bool *resident, int n_slots, int n_cache, char *err, size_t errlen)
+		 const bool *resident, int n_slots, int n_cache, int64_t head_rows, char *err, size_t errlen)
 {
 	memset(w, 0, sizeof(*w));
 	w->b = b;
 	w->io = io;
 	w->lay = lay;
-	w->n_units = lay->hp.n_layers + 1;
+	w->n_units = w->n_items = lay->hp.n_layers + 1;
+	w->n_pieces = 1;
 	if (b->ops->host_memory)
 		return 0;
-	w->u = calloc((size_t)w->n_units, sizeof(*w->u));
+	int L = lay->hp.n_layers, split = -1;
+	uint64_t rb = 0;
+	if (head_rows > 0 && !(resident && resident[L]) && (split = head_matrix(lay, &rb)) >= 0) {
+		int64_t V = layout_unit_get(lay, L)->tensors[split].shape[0];
+		w->n_pieces = (int)((V + head_rows - 1) / head_rows);
+		w->head_rows = head_rows;
+		w->n_items += w->n_pieces - 1;
+	}
+	w->u = calloc((size_t)w->n_items, sizeof(*w->u));
 	bool all_resident = true;
-	for (int u = 0; w->u && u < w->n_units; u++) {
+	for (int u = 0; w->u && u < w->n_items; u++) {
 		struct weights_unit *wu = &w->u[u];
-		wu->resident = resident && resident[u];
+		wu->unit = u < L ? u : L;
+		wu->split = -1;
+		wu->resident = resident && resident[wu->unit];
 		wu->slot = -1;
 		wu->b = b;
-		const struct layout_unit *lu = layout_unit_get(lay, u);
+		const struct layout_unit *lu = layout_unit_get(lay, wu->unit);
 		wu->ptrs = calloc((size_t)lu->n_tensors + 1, sizeof(void *));
 		if (!wu->ptrs)
 			goto oom;
 		wu->exp_first = -1;
+		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, wu->unit);
+		if (wu->unit == L && w->n_pieces > 1) { /* piece k = u - L of the head's rows */
+			int64_t V = lu->tensors[split].shape[0], r0 = (int64_t)(u - L) * head_rows;
+			int64_t n = V - r0 < head_rows ? V - r0 : head_rows;
+			wu->split = split;
+			wu->cut_off = (uint64_t)r0 * rb;
+			wu->cut_len = (uint64_t)n * rb;
+			bytes = wu->bytes = weights_head_piece_bytes(lay, n);
+		}
 		for (int i = 0; i < lu->n_tensors; i++) {
 			const struct layout_tensor *t = &lu->tensors[i];
 			if (!t->stride)
@@ -205,14 +268,13 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 		}
 		/* routed uploads read the streamer's buffer again during the layer: a RAM-tier unit's is whole; a
 		 * unit read by expert gets its routed experts read then (weights_experts); others go up whole */
-		if (!io_unit_in_tier(io, u) && !io_unit_by_expert(io, u))
+		if (!io_unit_in_tier(io, wu->unit) && !io_unit_by_expert(io, wu->unit))
 			wu->exp_first = -1;
 		if (wu->exp_first >= 0 && !(wu->exp_valid = calloc((size_t)wu->n_exp, sizeof(bool))))
 			goto oom;
 		if (wu->exp_first >= 0 && !(wu->exp_at = calloc((size_t)wu->n_exp, sizeof(char *))))
 			goto oom;
 		all_resident &= wu->resident;
-		uint64_t bytes = wu->bytes = weights_unit_device_bytes(lay, u);
 		if (wu->resident && !(wu->dev = b->ops->alloc(b, bytes))) {
 			snprintf(err, errlen, "device memory for resident unit %d (%llu bytes): %s", u, (unsigned long long)bytes,
 				 b->err);
@@ -262,7 +324,7 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 			return rc;
 		}
 	}
-	int f0 = b->ops->fence_alloc(b, w->n_units + w->n_slots + (w->ec.n ? w->n_units : 0));
+	int f0 = b->ops->fence_alloc(b, w->n_items + w->n_slots + (w->ec.n ? w->n_units : 0));
 	if (f0 < 0) {
 		snprintf(err, errlen, "device events: %s", b->err);
 		weights_free(w);
@@ -272,8 +334,8 @@ int weights_init(struct weights *w, const struct layout *lay, struct backend *b,
 	struct io_stats ist;
 	io_stream_stats(io, &ist);
 	w->io_slots = ist.n_slots;
-	w->ec_fence0 = f0 + w->n_units + w->n_slots;
-	for (int u = 0; u < w->n_units; u++)
+	w->ec_fence0 = f0 + w->n_items + w->n_slots;
+	for (int u = 0; u < w->n_items; u++)
 		w->u[u].fence = f0 + u;
 	return 0;
 oom:
@@ -287,7 +349,9 @@ void weights_free(struct weights *w)
 	struct backend *b = w->b;
 	if (b && !b->ops->host_memory)
 		b->ops->sync(b);
-	for (int u = 0; w->u && u < w->n_units; u++) {
+	for (; w->head_acq > 0; w->head_acq--)
+		io_unit_release(w->io, w->n_units - 1);
+	for (int u = 0; w->u && u < w->n_items; u++) {
 		unhold(w, u);
 		if (w->u[u].dev)
 			b->ops->free(b, w->u[u].dev);
@@ -328,53 +392,60 @@ static uint64_t extent(const struct layout_tensor *t)
 	return t->stride ? layout_tensor_span(t) : t->raw_bytes;
 }
 
-/* Copies the unit's tensors from the streamer's buffer to dev (runs of nearby tensors as one copy each) on
+/* Copies the item's tensors from the streamer's buffer to dev (runs of nearby tensors as one copy each) on
  * the copy queue, filling wu->ptrs. */
-static int upload(struct weights *w, int unit, void *const *host, char *dev, uint64_t cap, char *err, size_t errlen)
+static int upload(struct weights *w, int item, void *const *host, char *dev, uint64_t cap, char *err, size_t errlen)
 {
-	const struct layout_unit *lu = layout_unit_get(w->lay, unit);
-	struct weights_unit *wu = &w->u[unit];
+	struct weights_unit *wu = &w->u[item];
+	const struct layout_unit *lu = layout_unit_get(w->lay, wu->unit);
 	int n = lu->n_tensors, order[LAYOUT_MAX_TENSORS];
 	FERRY_ASSERT(n <= LAYOUT_MAX_TENSORS);
+	const char *src[LAYOUT_MAX_TENSORS]; /* each tensor's bytes in the buffer: a head piece's rows only */
+	uint64_t len[LAYOUT_MAX_TENSORS];
+	for (int i = 0; i < n; i++) {
+		src[i] = (const char *)host[i] + (i == wu->split ? wu->cut_off : 0);
+		len[i] = i == wu->split ? wu->cut_len : extent(&lu->tensors[i]);
+	}
 	for (int i = 0; i < n; i++) { /* by host address (insertion sort: a few dozen tensors) */
 		int j = i;
-		for (; j > 0 && (const char *)host[order[j - 1]] > (const char *)host[i]; j--)
+		for (; j > 0 && src[order[j - 1]] > src[i]; j--)
 			order[j] = order[j - 1];
 		order[j] = i;
 	}
 	uint64_t at = 0;
 	for (int i = 0; i < n;) {
-		const char *lo = host[order[i]];
-		const char *hi = lo + extent(&lu->tensors[order[i]]);
+		const char *lo = src[order[i]];
+		const char *hi = lo + len[order[i]];
 		int j = i + 1;
-		for (; j < n; j++) { /* expert-major tensors interleave: a tensor starting inside the run joins it */
-			const char *p = host[order[j]], *end = p + extent(&lu->tensors[order[j]]);
-			if (p >= hi && (uint64_t)(p - hi) >= RUN_GAP)
+		for (; j < n && order[i] != wu->split; j++) { /* expert-major tensors interleave: a tensor starting
+								 * inside the run joins it; a head piece's rows go alone */
+			const char *p = src[order[j]], *end = p + len[order[j]];
+			if ((p >= hi && (uint64_t)(p - hi) >= RUN_GAP) || order[j] == wu->split)
 				break;
 			hi = end > hi ? end : hi;
 		}
 		uint64_t span = (uint64_t)(hi - lo);
 		if (at + span > cap) {
-			snprintf(err, errlen, "unit %d: %llu bytes do not fit its device buffer of %llu", unit,
+			snprintf(err, errlen, "unit %d: %llu bytes do not fit its device buffer of %llu", wu->unit,
 				 (unsigned long long)(at + span), (unsigned long long)cap);
 			return -ENOSPC;
 		}
 		for (int k = i; k < j; k++)
-			wu->ptrs[order[k]] = dev + at + ((const char *)host[order[k]] - lo);
+			wu->ptrs[order[k]] = dev + at + (src[order[k]] - lo);
 		/* routed experts stay behind (weights_experts): the run's other tensors go in sub-runs */
 		for (int k = i; k < j;) {
 			if (routed(w, wu) && lu->tensors[order[k]].stride) {
 				k++;
 				continue;
 			}
-			const char *a = host[order[k]], *z = a + extent(&lu->tensors[order[k]]);
+			const char *a = src[order[k]], *z = a + len[order[k]];
 			int q = k + 1;
 			for (; q < j && !(routed(w, wu) && lu->tensors[order[q]].stride); q++) {
-				const char *e = (const char *)host[order[q]] + extent(&lu->tensors[order[q]]);
+				const char *e = src[order[q]] + len[order[q]];
 				z = e > z ? e : z;
 			}
 			if (w->b->ops->copy_async(w->b, dev + at + (a - lo), a, (size_t)(z - a))) {
-				snprintf(err, errlen, "unit %d: upload: %s", unit, w->b->err);
+				snprintf(err, errlen, "unit %d: upload: %s", wu->unit, w->b->err);
 				return -EIO;
 			}
 			w->h2d_bytes += (uint64_t)(z - a);
@@ -404,11 +475,12 @@ static void unhold(struct weights *w, int unit)
 	io_unit_release_after(w->io, unit, upload_done, wu);
 }
 
-/* Issues the upload of a unit (no-op when its latest upload is still valid). */
-static int stage(struct weights *w, int unit, char *err, size_t errlen)
+/* Issues the upload of an item (no-op when its latest upload is still valid). */
+static int stage(struct weights *w, int item, char *err, size_t errlen)
 {
-	struct weights_unit *wu = &w->u[unit];
-	if (wu->resident ? wu->uploaded : wu->slot >= 0 && w->slot_unit[wu->slot] == unit)
+	struct weights_unit *wu = &w->u[item];
+	int unit = wu->unit;
+	if (wu->resident ? wu->uploaded : wu->slot >= 0 && w->slot_unit[wu->slot] == item)
 		return 0;
 	struct backend *b = w->b;
 	int slot = -1;
@@ -425,7 +497,7 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		dev = w->slot_mem[slot];
 		cap = w->slot_bytes;
 		/* the slot's previous unit must be done on the compute queue before it is overwritten */
-		if (b->ops->fence_wait(b, BQ_COPY, w->fence0 + w->n_units + slot)) {
+		if (b->ops->fence_wait(b, BQ_COPY, w->fence0 + w->n_items + slot)) {
 			snprintf(err, errlen, "unit %d: %s", unit, b->err);
 			return -EIO;
 		}
@@ -434,7 +506,7 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 	int rc = io_unit_acquire(w->io, unit, &host, err, errlen);
 	if (rc)
 		return rc;
-	rc = upload(w, unit, host, dev, cap, err, errlen);
+	rc = upload(w, item, host, dev, cap, err, errlen);
 	if (!rc && b->ops->fence_record(b, BQ_COPY, wu->fence)) {
 		snprintf(err, errlen, "unit %d: %s", unit, b->err);
 		rc = -EIO;
@@ -444,7 +516,10 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		io_unit_release(w->io, unit);
 		return rc;
 	}
-	if (holds(w, unit) && w->io_held + 1 < w->io_slots) {
+	if (wu->split >= 0) { /* a head piece: the buffer stays until the last piece's put */
+		w->io_held += !w->head_acq++;
+		w->head_last = item;
+	} else if (holds(w, unit) && w->io_held + 1 < w->io_slots) {
 		wu->held = true;
 		w->io_held++;
 	} else {
@@ -456,14 +531,20 @@ static int stage(struct weights *w, int unit, char *err, size_t errlen)
 		wu->uploaded = true;
 	} else {
 		wu->slot = slot;
-		w->slot_unit[slot] = unit;
+		w->slot_unit[slot] = item;
 	}
 	return 0;
 }
 
+int weights_pieces(const struct weights *w, int unit, int64_t *rows)
+{
+	*rows = w->head_rows;
+	return unit == w->n_units - 1 ? w->n_pieces : 1;
+}
+
 int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen)
 {
-	FERRY_ASSERT(unit >= 0 && unit < w->n_units);
+	FERRY_ASSERT(unit >= 0 && unit < w->n_items && (unit < w->n_units || !(host || w->b->ops->host_memory)));
 	if (host || w->b->ops->host_memory)
 		return io_unit_acquire(w->io, unit, ptrs, err, errlen);
 	int rc = stage(w, unit, err, errlen);
@@ -694,7 +775,12 @@ void weights_put(struct weights *w, int unit, bool host)
 	struct weights_unit *wu = &w->u[unit];
 	unhold(w, unit);
 	if (!wu->resident && wu->slot >= 0)
-		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_units + wu->slot);
+		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->fence0 + w->n_items + wu->slot);
+	if (wu->split >= 0 && unit == w->n_items - 1 && w->head_acq) { /* the last piece: the head's buffer back */
+		for (; w->head_acq > 0; w->head_acq--) /* once the latest piece upload (the copy queue is in order) */
+			io_unit_release_after(w->io, wu->unit, upload_done, &w->u[w->head_last]);
+		w->io_held--;
+	}
 	if (cached(w, wu)) { /* the entries it read are free to go once the compute queue passes here */
 		ec_unpin(&w->ec, unit);
 		w->b->ops->fence_record(w->b, BQ_COMPUTE, w->ec_fence0 + unit);
@@ -705,11 +791,11 @@ int weights_prefetch(struct weights *w, int unit, const bool *host, char *err, s
 {
 	if (w->b->ops->host_memory || w->n_slots == 0)
 		return 0;
-	/* The current unit keeps its slot; the others take the next streamed units in cyclic order. */
-	int ahead = host && host[unit] ? w->n_slots : w->n_slots - 1;
-	for (int k = 1; k <= w->n_units && ahead > 0; k++) {
-		int u = (unit + k) % w->n_units;
-		if (host && host[u])
+	/* The current item keeps its slot; the others take the next streamed items in cyclic order. */
+	int ahead = host && host[w->u[unit].unit] ? w->n_slots : w->n_slots - 1;
+	for (int k = 1; k <= w->n_items && ahead > 0; k++) {
+		int u = (unit + k) % w->n_items;
+		if (host && host[w->u[u].unit])
 			continue;
 		if (w->u[u].resident) {
 			if (!w->u[u].uploaded) {

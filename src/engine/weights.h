@@ -19,6 +19,12 @@
  * with a cache, every streamed layer's router stays on the device from weights_init (weights_router), so a
  * guess never needs the next layer's slot.
  *
+ * A head split in row pieces (head_rows in weights_init; plan.c decides): its output matrix streams as
+ * n_pieces items of head_rows rows each (the last shorter), each with the head's other tensors (the norm,
+ * small), through the slots like units: item L + k is piece k, after the layers in the cyclic order, so
+ * slot_bytes need only hold a piece. The streamer's buffer of the head is held from the first piece's upload
+ * to the last one's weights_put, so it is read once per step. weights_pieces tells the model the split.
+ *
  * Hybrid steps (model.h): a unit the host backend computes is the streamer's buffer itself (host true in
  * get and put), and the prefetch skips such units (the host mask): their uploads would be wasted.
  */
@@ -40,7 +46,12 @@ struct weights {
 	struct io_stream *io;
 	const struct layout *lay;
 	int n_units;              /* L + 1: layers, then the head */
-	struct weights_unit *u;   /* [n_units] */
+	int n_items;              /* what streams through the slots: n_units + n_pieces - 1 (head pieces 1..) */
+	struct weights_unit *u;   /* [n_items]: units 0..L, then the head's pieces 1..n_pieces-1 */
+	int n_pieces;             /* the head's pieces on the device (1: whole) */
+	int64_t head_rows;        /* rows of its output matrix per piece (n_pieces > 1) */
+	int head_acq;             /* acquires of the head's streamer buffer held until its last piece's put */
+	int head_last;            /* the piece whose upload was issued last */
 	int n_slots;
 	void **slot_mem;          /* [n_slots] device slots of slot_bytes */
 	int *slot_unit;           /* [n_slots] unit whose upload is (or was last) in the slot, -1 none */
@@ -70,6 +81,11 @@ struct weights {
 /* Device bytes a unit takes once uploaded (an upper bound known before reading it). */
 uint64_t weights_unit_device_bytes(const struct layout *lay, int unit);
 
+/* Device bytes of the head unit with its output matrix cut to `rows` rows (an upper bound, as above: a piece
+ * in a slot), and the most rows a piece of at most cap bytes holds (0: not even one). */
+uint64_t weights_head_piece_bytes(const struct layout *lay, int64_t rows);
+int64_t weights_head_rows_fit(const struct layout *lay, uint64_t cap);
+
 /* Device bytes of one expert-cache entry: the largest expert (its gate, up and down) of any unit; 0 for a
  * model without expert-major experts. */
 uint64_t weights_expert_bytes(const struct layout *lay);
@@ -79,12 +95,18 @@ uint64_t weights_expert_bytes(const struct layout *lay);
 uint64_t weights_router_bytes(const struct layout *lay);
 
 /* resident: [n_units] flags (NULL: none) of units kept in device memory; n_slots >= 2 unless every unit
- * is resident; n_cache: expert-cache entries (ignored on host-memory backends). */
+ * is resident; n_cache: expert-cache entries (ignored on host-memory backends); head_rows: a streamed head
+ * goes in pieces of that many rows of its output matrix (0: whole; ignored where it is resident or on a
+ * host-memory backend). */
 int weights_init(struct weights *w, const struct layout *lay, struct backend *b, struct io_stream *io,
-		 const bool *resident, int n_slots, int n_cache, char *err, size_t errlen);
+		 const bool *resident, int n_slots, int n_cache, int64_t head_rows, char *err, size_t errlen);
+/* The pieces unit is computed in on the device (1 unless it is a split head: weights_get, put and prefetch
+ * then take items unit + k for pieces k = 0..n-1, their output matrix rows [k * rows, ...) in *rows). */
+int weights_pieces(const struct weights *w, int unit, int64_t *rows);
 void weights_free(struct weights *w);
 /* ptrs[i]: the unit's tensor i in backend memory, valid until weights_put; the compute queue waits for
- * its upload. */
+ * its upload. unit: an item (above), a unit except for a split head's pieces 1.. . A piece's output matrix
+ * pointer is its first row. */
 int weights_get(struct weights *w, int unit, bool host, void *const **ptrs, char *err, size_t errlen);
 void weights_put(struct weights *w, int unit, bool host);
 /* Routed experts: between weights_get and weights_put of a unit, makes the experts that used[E] marks
