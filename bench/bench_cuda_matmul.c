@@ -17,6 +17,11 @@
  * cuBLAS rate of a 8192x8192x4096 GEMM), and the kernel the crossover table picks (auto). The table in
  * src/kernels/cuda/matmul.cu (mma_cross) is set from this output.
  *
+ * bench_cuda_matmul --q8mma [FORMAT...] (default Q4_K Q5_K Q6_K Q8_0 Q4_0 Q5_0): as --mma with the int8
+ * tensor-core kernel (matmul_q8mma.cu, x quantized in every call) beside the others, at T = 9, 16, 17, 32, 64,
+ * 128, 256, 512; its column against the floor, and the table q8mma_cross of matmul.cu is set from it (the T
+ * range per format where it beats the kernel auto picks otherwise).
+ *
  * bench_cuda_matmul --mv [FORMAT...] (default: every format cuda_matmul takes): the default choice (the
  * 8-bit-activation kernel where the format has one) against the f32 matrix-vector one (FERRY_MATMUL=old) at
  * T = 1, 2, 4, 8 on the 8B shapes (4096x4096, 1024x4096, 14336x4096, 4096x14336, 128256x4096) and the 70B ones:
@@ -179,14 +184,8 @@ static int weight_copies(void **copies, uint8_t *host, size_t bytes, int fmt, co
 	return ncopy;
 }
 
-static const char *const kern_name[] = {"matvec", "mma", "cuBLAS", "matvec-q8", "q8mma"};
-
-/* --mv: the 8-bit-activation matrix-vector kernels against the f32 ones they replace (FERRY_MATMUL=old) per
- * format, on the 8B model's matrices and the 70B ones, T = 1, 2, 4, 8: us, weight GB/s, fraction of the copy
- * rate, and new/old speed-up. */
-static void bench_mv(struct cuda_ctx *c, struct timing *tm, const int *fmts, int nf, double copy_gbs, const float *x,
-		     float *y, const struct cudaDeviceProp *prop)
-	uint8_t *host = malloc(max_weight_bytes(shapes, 3, fmts, nf));
+/* The bytes of the largest of the shapes in any of the formats */
+static size_t max_weight_bytes(const int (*shapes)[2], int nshape, const int *fmts, int nf)
 {
 	size_t max_bytes = 0;
 	for (int si = 0; si < nshape; si++)
@@ -282,111 +281,6 @@ static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, c
 	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us |%s floor us | %s / floor | auto "
 	       "picks |\n|---|---|---|---|---|---|---|---|---|%s\n",
 	       q8 ? " q8mma us |" : "", q8 ? "q8mma" : "mma", q8 ? "---|" : "");
-	uint8_t *host = malloc(max_weight_bytes(shapes, 3, fmts, nf));
-{
-	size_t max_bytes = 0;
-	for (int si = 0; si < nshape; si++)
-		for (int fi = 0; fi < nf; fi++) {
-			size_t by = wfmt_row_bytes(fmts[fi], (uint64_t)shapes[si][1]) * (size_t)shapes[si][0];
-			max_bytes = by > max_bytes ? by : max_bytes;
-		}
-	return max_bytes;
-}
-
-static const char *const kern_name[] = {"matvec", "mma", "cuBLAS", "matvec-q8", "q8mma"};
-
-/* --mv: per format, on the 8B model's matrices and the 70B ones, T = 1, 2, 4, 8: the floor (the weight bytes at
- * the device copy rate), the f32 matrix-vector kernels (FERRY_MATMUL=old) and the default choice (the
- * 8-bit-activation kernels where a format has one), each in us and as floor / time (the fraction of the copy
- * rate), the kernel the default ran and its speed-up. Then per format its T = 1 ratios, worst and best over the
- * shapes, on the 8B and the 70B shapes apart. */
-#define MV_NSHAPE 7
-static void bench_mv(struct cuda_ctx *c, struct timing *tm, const int *fmts, int nf, double copy_gbs, const float *x,
-		     float *y, const struct cudaDeviceProp *prop)
-{
-	static const int shapes[MV_NSHAPE][2] = {{4096, 4096},   {1024, 4096}, {14336, 4096}, {4096, 14336},
-						 {128256, 4096}, {28672, 8192}, {8192, 28672}};
-	static const int Ts[] = {1, 2, 4, 8};
-	static const int modes[2] = {CUDA_MM_OLD, CUDA_MM_AUTO};
-	printf("floor: weight bytes / device copy rate %.0f GB/s (read + write); ratio = floor / time\n", copy_gbs);
-	printf("| format | N x K | T | floor us | old us | old ratio | new us | new ratio | new kernel | speed-up |\n"
-	       "|---|---|---|---|---|---|---|---|---|---|\n");
-	double *ratio1 = malloc(sizeof(double) * (size_t)nf * MV_NSHAPE); /* new ratio at T = 1 */
-	uint8_t *host = malloc(max_weight_bytes(shapes, MV_NSHAPE, fmts, nf));
-	for (int fi = 0; fi < nf; fi++)
-		for (int si = 0; si < MV_NSHAPE; si++) {
-			int fmt = fmts[fi], N = shapes[si][0], K = shapes[si][1];
-			size_t bytes = wfmt_row_bytes(fmt, (uint64_t)K) * (size_t)N;
-			double floor_us = (double)bytes / (copy_gbs * 1e9) * 1e6;
-			void *copies[64];
-			int ncopy = weight_copies(copies, host, bytes, fmt, prop);
-			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
-				int T = Ts[ti], kern[2];
-				double us[2];
-				for (int m = 0; m < 2; m++) { /* the same kernel under both modes: timed once */
-					c->mm_mode = modes[m];
-					kern[m] = cuda_matmul_kernel(c, fmt, T);
-					us[m] = m && kern[1] == kern[0] ? us[0]
-									: time_matmul(c, tm, copies, ncopy, fmt, y, x, N, K, T) * 1e3;
-				}
-				c->mm_mode = CUDA_MM_AUTO;
-				if (T == 1)
-					ratio1[fi * MV_NSHAPE + si] = floor_us / us[1];
-				printf("| %s | %dx%d | %d | %.1f | %.1f | %.2f | %.1f | %.2f | %s | %.2f |\n", wfmt_name(fmt), N, K,
-				       T, floor_us, us[0], floor_us / us[0], us[1], floor_us / us[1], kern_name[kern[1]],
-				       us[0] / us[1]);
-				fflush(stdout);
-			}
-			for (int i = 0; i < ncopy; i++)
-				CU(cudaFree(copies[i]));
-		}
-	printf("\nT = 1, new ratio (floor / time) per format: worst and best over the 8B shapes (first 5), the 70B ones\n"
-	       "| format | 8B worst | 8B best | 70B worst | 70B best |\n|---|---|---|---|---|\n");
-	for (int fi = 0; fi < nf; fi++) {
-		double lo[2] = {1e9, 1e9}, hi[2] = {0, 0};
-		for (int si = 0; si < MV_NSHAPE; si++) {
-			double r = ratio1[fi * MV_NSHAPE + si];
-			int g = si >= 5;
-			lo[g] = r < lo[g] ? r : lo[g];
-			hi[g] = r > hi[g] ? r : hi[g];
-		}
-		printf("| %s | %.2f | %.2f | %.2f | %.2f |\n", wfmt_name(fmts[fi]), lo[0], hi[0], lo[1], hi[1]);
-	}
-	free(ratio1), free(host);
-}
-
-/* --mma and --q8mma (q8): the kernels side by side per format, shape and T (see the top of the file) */
-static void bench_mma(struct cuda_ctx *c, cublasHandle_t h, struct timing *tm, const int *fmts, int nf, double copy_gbs,
-		      const float *x, float *y, const struct cudaDeviceProp *prop, bool q8)
-{
-	cudaStream_t s = (cudaStream_t)c->stream;
-	static const int shapes[3][2] = {{28672, 8192}, {8192, 28672}, {14336, 4096}};
-	static const int Ts_mma[] = {1, 2, 4, 8, 16, 64, 256}, Ts_q8[] = {9, 16, 17, 32, 64, 128, 256, 512};
-	const int *Ts = q8 ? Ts_q8 : Ts_mma, nT = q8 ? 8 : 7, nm = q8 ? 4 : 3;
-	/* the tensor-core rate: plain bf16 cuBLAS on a large square-ish GEMM */
-	void *a, *b;
-	CU(cudaMalloc(&a, (size_t)8192 * 8192 * 2));
-	CU(cudaMalloc(&b, (size_t)4096 * 8192 * 2));
-	CU(cudaMemset(a, 0x3c, (size_t)8192 * 8192 * 2));
-	CU(cudaMemset(b, 0x3c, (size_t)4096 * 8192 * 2));
-	float *yb;
-	CU(cudaMalloc((void **)&yb, sizeof(float) * (size_t)8192 * 4096));
-	double peak = 2.0 * 8192 * 8192 * 4096 / (time_cublas(h, tm, s, a, b, yb, 8192, 8192, 4096) * 1e-3) / 1e12;
-	cudaFree(a), cudaFree(b), cudaFree(yb);
-	printf("floors: weights at the device copy rate %.0f GB/s; FLOPs at plain bf16 cuBLAS %.0f TFLOP/s\n", copy_gbs,
-	       peak);
-	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us |%s floor us | %s / floor | auto "
-	       "picks |\n|---|---|---|---|---|---|---|---|---|%s\n",
-	       q8 ? " q8mma us |" : "", q8 ? "q8mma" : "mma", q8 ? "---|" : "");
-	size_t max_bytes = 0;
-	for (int si = 0; si < 3; si++)
-		for (int fi = 0; fi < nf; fi++) {
-			size_t by = wfmt_row_bytes(fmts[fi], (uint64_t)shapes[si][1]) * (size_t)shapes[si][0];
-			max_bytes = by > max_bytes ? by : max_bytes;
-		}
-	uint8_t *host = malloc(max_bytes);
-	printf("| format | N x K | T | matvec us | mma us | cuBLAS-after-dequant us | floor us | mma / floor | auto "
-	       "picks |\n|---|---|---|---|---|---|---|---|---|\n");
 	uint8_t *host = malloc(max_weight_bytes(shapes, 3, fmts, nf));
 	for (int fi = 0; fi < nf; fi++)
 		for (int si = 0; si < 3; si++) {
