@@ -68,7 +68,8 @@ endif
 # backend starts (src/backend/cuda_blas.c), found through this runpath or in CUDA_HOME.
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
 # The GPU's ceilings for bench/bench_decode.py (bench/gpu_peak.c). `all` is listed first so it stays the default goal.
-all: $(BUILD)/bench/gpu_peak
+# bench_cuda_matmul is built too, so a change that breaks it fails here rather than on the GPU machine.
+all: $(BUILD)/bench/gpu_peak $(BUILD)/bench/bench_cuda_matmul
 $(BUILD)/bench/gpu_peak: $(BUILD)/bench/gpu_peak.o
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcublas
