@@ -327,8 +327,9 @@ def main():
                     want = greedy(f, model, ids, 8, ["--device", "cpu"], f"{v} cpu greedy long")
                     f.check(got == want, f"{what} after a long prefill: greedy {got} != cpu {want}")
 
-        check_gptoss_mxfp4(f, root)
-        check_head_split(f, root)
+        if os.environ.get("FERRY_TEST_TAIL", "1") == "1":  # 0: a parallel group's run leaves these to another
+            check_gptoss_mxfp4(f, root)
+            check_head_split(f, root)
 
         if not os.path.exists(GEMMA_GGUF) and os.environ.get("FERRY_NO_MODEL") == "1":
             # the tiny-model checks above still count: skipping the whole test here would hide their failures
