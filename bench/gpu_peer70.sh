@@ -39,7 +39,8 @@ prep)
 	make -j"$(nproc)" CUDA_ARCHS=90 EXTRA_CFLAGS="-I$DEPS/usr/include" EXTRA_LDFLAGS="-L$LIB" $target \
 		>"$OUT/build.log" 2>&1 || { tail -n 20 "$OUT/build.log"; exit 1; }
 	echo "ferry build: $(el)s"
-	peer build,gen70 $((560 - $(el))) &
+	# PEER=0: no llama.cpp build and 70B GGUF (a call for the tests alone)
+	[ "${PEER:-1}" = 1 ] && peer build,gen70 $((560 - $(el))) &
 	if [ "${TESTS:-0}" = 1 ]; then
 		# the GPU tests in parallel groups (one GPU holds them all): the matmul kernels bit for bit, then the
 		# HF-quantized checkpoints; test_cuda_model.py's variants in four groups, the tail checks in one
