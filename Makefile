@@ -129,7 +129,12 @@ $(TEST_CXX_SRC:tests/%.cpp=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/tests/%
 ifneq ($(filter x86_64 i%86,$(shell uname -m)),)
 $(BUILD)/src/kernels/cpu/qdot_avx2.o: CFLAGS += -mavx2 -mfma -mf16c -mno-avx512f
 $(BUILD)/src/kernels/cpu/qdot_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+$(BUILD)/src/kernels/cpu/geglu_avx2.o: CFLAGS += -mavx2 -mno-avx512f
+$(BUILD)/src/kernels/cpu/geglu_avx512.o: CFLAGS += -mavx2 -mavx512f
 endif
+# geglu's paths compute the same bits only when no multiply-add is fused (src/kernels/cpu/geglu_simd.h)
+$(BUILD)/src/kernels/cpu/geglu.o $(BUILD)/src/kernels/cpu/geglu_avx2.o $(BUILD)/src/kernels/cpu/geglu_avx512.o: \
+	CFLAGS += -ffp-contract=off
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
