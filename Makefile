@@ -16,6 +16,8 @@ endif
 CUDA_SYSTEM ?= /usr/local/cuda
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x $(CUDA_SYSTEM)/bin/nvcc ] && echo $(CUDA_SYSTEM)/bin/nvcc; } || \
 	{ [ -x .cuda/bin/nvcc ] && echo $(CURDIR)/.cuda/bin/nvcc; })
+# `all` whatever rule comes first (with NVCC= the first rule in this file was http.o's dependency line)
+.DEFAULT_GOAL := all
 BUILD ?= build
 OPT ?= -O2 -g
 # Vector units of the build machine (AVX2/AVX-512/F16C...), as llama.cpp does by default; `make ARCH=` for a
