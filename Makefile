@@ -16,6 +16,8 @@ endif
 CUDA_SYSTEM ?= /usr/local/cuda
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x $(CUDA_SYSTEM)/bin/nvcc ] && echo $(CUDA_SYSTEM)/bin/nvcc; } || \
 	{ [ -x .cuda/bin/nvcc ] && echo $(CURDIR)/.cuda/bin/nvcc; })
+# `all` whatever rule comes first (with NVCC= the first rule in this file was http.o's dependency line)
+.DEFAULT_GOAL := all
 BUILD ?= build
 OPT ?= -O2 -g
 # Vector units of the build machine (AVX2/AVX-512/F16C...), as llama.cpp does by default; `make ARCH=` for a
@@ -129,7 +131,12 @@ $(TEST_CXX_SRC:tests/%.cpp=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/tests/%
 ifneq ($(filter x86_64 i%86,$(shell uname -m)),)
 $(BUILD)/src/kernels/cpu/qdot_avx2.o: CFLAGS += -mavx2 -mfma -mf16c -mno-avx512f
 $(BUILD)/src/kernels/cpu/qdot_avx512.o: CFLAGS += -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+$(BUILD)/src/kernels/cpu/geglu_avx2.o: CFLAGS += -mavx2 -mno-avx512f
+$(BUILD)/src/kernels/cpu/geglu_avx512.o: CFLAGS += -mavx2 -mavx512f
 endif
+# geglu's paths compute the same bits only when no multiply-add is fused (src/kernels/cpu/geglu_simd.h)
+$(BUILD)/src/kernels/cpu/geglu.o $(BUILD)/src/kernels/cpu/geglu_avx2.o $(BUILD)/src/kernels/cpu/geglu_avx512.o: \
+	CFLAGS += -ffp-contract=off
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -8,7 +8,7 @@
  * OpenMP thread (thread i uses scratch + i * per_thread); the backend reserves it once.
  *
  * Ops with less work than about CPU_PAR_MIN floats (a decode step's norms, RoPE, residual adds; an eighth of
- * that for the gated activations, a tanhf or expf per element) run on the calling thread: starting a
+ * that for the gated activations, an expf or a double-precision tanh per element) run on the calling thread: starting a
  * parallel region costs more than that work (tens of microseconds to wake a thread that sleeps, as threads
  * do on a loaded machine: base/threads.c), and every region waits for its slowest thread, which on a busy
  * machine may be waiting for a core.
@@ -74,8 +74,14 @@ int64_t cpu_attention_scratch(int max_ctx, int Dh);
 /* y[n] = silu(gate[n]) * up[n] */
 void cpu_swiglu(float *y, const float *gate, const float *up, int64_t n);
 
-/* y[n] = gelu_tanh(gate[n]) * up[n], gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+/* y[n] = gelu_tanh(gate[n]) * up[n], gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in f32
+ * with tanh correctly rounded (geglu_simd.h says exactly what), bit-identical on every isa */
 void cpu_geglu(float *y, const float *gate, const float *up, int64_t n);
+/* One thread's geglu on isa (enum cpu_isa, qdot.h); NULL when isa is not built in or this CPU lacks it */
+typedef void (*cpu_geglu_fn)(float *y, const float *gate, const float *up, int64_t n);
+cpu_geglu_fn cpu_geglu_find(int isa);
+cpu_geglu_fn cpu_geglu_find_avx2(void);
+cpu_geglu_fn cpu_geglu_find_avx512(void);
 
 /* y[n] = g sigmoid(1.702 g) (u + 1), g = min(gate, 7), u = clamp(up, -7, 7): gpt-oss's clamped SwiGLU
  * (layout.h ACT_SWIGLU_OAI) */
