@@ -8,24 +8,23 @@
 
 #include <stdint.h>
 
+#include "base/xorshift.h"
+
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
-static uint64_t rng_next(void)
+static inline uint64_t rng_next(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
+	return xorshift64(&rng_state);
 }
 
 /* uniform in [0, 1) */
-static double urand(void)
+static inline double urand(void)
 {
 	return (double)(rng_next() >> 11) * 0x1.0p-53;
 }
 
 /* A random finite half: either sign, 1 in 8 subnormal, otherwise 2^-14 .. 2^2 */
-static uint16_t rand_half(void)
+static inline uint16_t rand_half(void)
 {
 	uint16_t sign = urand() < 0.5 ? 0x8000 : 0, man = (uint16_t)(urand() * 1024);
 	uint16_t ex = urand() < 0.125 ? 0 : (uint16_t)(1 + urand() * 17);

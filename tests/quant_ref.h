@@ -9,17 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/xorshift.h"
 #include "layout/wfmt.h"
 #include "quant_ref_iq.h"
 
-static unsigned long long rng = 88172645463325252ull;
+static uint64_t rng = 88172645463325252ull;
 
 static double urand(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (double)(rng >> 11) * 0x1.0p-53;
+	return (double)(xorshift64(&rng) >> 11) * 0x1.0p-53;
 }
 
 static float nrand(void)

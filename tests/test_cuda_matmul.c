@@ -47,6 +47,7 @@ int main(void)
 	return 77;
 }
 #else
+#include "base/xorshift.h"
 #include "kernels/cuda/cuda_blas.h"
 #include <cuda_runtime_api.h>
 
@@ -63,10 +64,7 @@ static uint64_t rng_state;
 
 static uint64_t rng_next(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
+	return xorshift64(&rng_state);
 }
 
 /* uniform in [-1, 1) */
