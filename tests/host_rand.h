@@ -1,7 +1,8 @@
 /*
- * host_rand.h: the random numbers of the host tests of the 8-bit CUDA kernels (test_cuda_mvq_host.cpp,
- * test_cuda_q8mma_host.cpp): a xorshift64 stream (each test sets rng_state), uniform doubles and random
- * finite f16 scales.
+ * host_rand.h: the random numbers of the kernel tests (the host tests of the 8-bit CUDA kernels,
+ * test_cuda_mvq_host.cpp and test_cuda_q8mma_host.cpp; test_cuda_matmul.c; the CPU kernel tests through
+ * quant_ref.h): a xorshift64 stream rng_state (starting at HOST_RAND_SEED, which an includer may define
+ * first; a test may set rng_state), uniform doubles and random finite f16 scales.
  */
 #ifndef FERRY_TESTS_HOST_RAND_H
 #define FERRY_TESTS_HOST_RAND_H
@@ -10,7 +11,11 @@
 
 #include "base/xorshift.h"
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+#ifndef HOST_RAND_SEED
+#define HOST_RAND_SEED 0x2545f4914f6cdd1dull
+#endif
+
+static uint64_t rng_state = HOST_RAND_SEED;
 
 static inline uint64_t rng_next(void)
 {

@@ -47,7 +47,7 @@ int main(void)
 	return 77;
 }
 #else
-#include "base/xorshift.h"
+#include "host_rand.h"
 #include "kernels/cuda/cuda_blas.h"
 #include <cuda_runtime_api.h>
 
@@ -59,13 +59,6 @@ int main(void)
 #include "layout/wfmt.h"
 
 #define GEMM_ROWS 256 /* small, so that N = 640 and 1000 take several chunks */
-
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	return xorshift64(&rng_state);
-}
 
 /* uniform in [-1, 1) */
 static float rng_unit(void)
