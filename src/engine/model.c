@@ -7,10 +7,11 @@
  *              x += d
  *   logits = rmsnorm(x, output_norm) . Wout  [softcap: cap * tanh(logits / cap)]
  * The bracketed steps run when the model has those tensors or hyper-parameters (Gemma 3 has them all).
- * A mixture of experts replaces the MLP (moe_range); gpt-oss adds attention sinks (a logit per head in the
+ * A mixture of experts replaces the MLP (moe_range, moe.c); gpt-oss adds attention sinks (a logit per head in the
  * softmax's denominator), biases on the router and the experts, and its clamped SwiGLU (ACT_SWIGLU_OAI).
  * Sliding-window layers pass their window to attention and use rope_local when the model has one;
- * GQA maps H/Hkv query heads to each kv head.
+ * GQA maps H/Hkv query heads to each kv head. The memory plan and run state are model_mem.c's, the sequences,
+ * token trees and a step's host arrays model_seq.c's (model_internal.h).
  */
 #include <errno.h>
 #include <math.h>

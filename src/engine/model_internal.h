@@ -49,8 +49,7 @@ int moe_host_init(struct model *m, struct backend *hb, char *err, size_t errlen)
 void moe_free(struct model *m);
 /* The mixture of experts of layer l (weights w) for tokens t0 .. t0+n-1 of the step (normed in rs->h), added
  * to their rows of the residual x. */
-int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0,
-	      int n);
+int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0, int n);
 /* The step's union of layer l's experts (m->moe_used, T tokens) into m->moe. */
 void moe_count(struct model *m, int l, int T);
 /* m's figures of the mixture of experts (struct model_moe_stats). */

@@ -281,8 +281,7 @@ static int moe_sum(struct model *m, struct model_rs *rs, float *x, const int *st
  * added to their rows of x with their weights. --moe-cpu: the experts the device lacks may be computed by
  * the host instead (moe_split), beside the device's; every expert's rows then go into one buffer and
  * moe_sum adds them in the same order. */
-int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0,
-		     int n)
+int moe_range(struct model *m, struct model_rs *rs, int l, const struct layer_weights *w, float *x, int t0, int n)
 {
 	const struct layout_hparams *hp = m->hp;
 	struct backend *b = rs->b;
