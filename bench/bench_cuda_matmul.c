@@ -45,6 +45,7 @@ int main(void)
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "base/xorshift.h"
 #include "bench_util.h"
 #include "kernels/cuda/cuda_exit.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -69,7 +70,7 @@ static void fill_weights(uint8_t *w, size_t bytes, int fmt)
 		uint64_t s = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)&s;
 #pragma omp for schedule(static)
 		for (size_t i = 0; i < bytes / 8; i++) {
-			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+			xorshift64(&s);
 			memcpy(w + 8 * i, &s, 8);
 		}
 	}

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/xorshift.h"
 #include "layout/layout.h"
 #include "io/stream.h"
 #ifdef FERRY_CUDA
@@ -58,7 +59,7 @@ static void make_pool(void)
 		for (size_t i = 0; i < MIB / 2; i++) {
 			float s = 0;
 			for (int k = 0; k < 4; k++) {
-				x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+				xorshift64(&x);
 				s += (float)(x >> 40) / (float)(1 << 24);
 			}
 			float v = (s - 2.0f) * 0.02f * 1.732f;

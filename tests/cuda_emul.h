@@ -133,6 +133,15 @@ static inline float bf16_bits_to_f32(uint16_t h)
 	return bf16_to_f32(h);
 }
 
+/* cuda_common.cuh's 4-byte load: misaligned counts an address the device would fault on */
+static inline uint32_t ld_word(const void *p)
+{
+	misaligned += (uintptr_t)p % 4 != 0;
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
 static inline uint16_t bf16_bits_rn(float f)
 {
 	return f32_to_bf16(f);

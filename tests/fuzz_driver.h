@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/xorshift.h"
+
 #ifdef FUZZ_LIBFUZZER
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -42,10 +44,7 @@ static void add_seed(const uint8_t *d, size_t n)
 static uint64_t fz_state = 0x243f6a8885a308d3ull;
 static uint64_t fz_next(void)
 {
-	fz_state ^= fz_state << 13;
-	fz_state ^= fz_state >> 7;
-	fz_state ^= fz_state << 17;
-	return fz_state;
+	return xorshift64(&fz_state);
 }
 
 int main(int argc, char **argv)

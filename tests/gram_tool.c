@@ -19,6 +19,7 @@
 
 #include "grammar/grammar.h"
 #include "base/util.h"
+#include "base/xorshift.h"
 #include "text/tokenizer.h"
 
 static char *slurp(const char *path)
@@ -69,10 +70,7 @@ static struct gram *load(const char *kind, const char *path)
 static uint64_t rng;
 static uint32_t rnd(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (uint32_t)(rng >> 16);
+	return (uint32_t)(xorshift64(&rng) >> 16);
 }
 
 int main(int argc, char **argv)

@@ -1,4 +1,4 @@
-/* quant_ref.h: the CPU kernel tests' random numbers (xorshift, a fixed seed a test may change) and their own
+/* quant_ref.h: the CPU kernel tests' random numbers (host_rand.h from a seed of their own, a test may change it) and their own
  * view of the GGUF quantized blocks: random blocks with finite scales, and each value's dequantization from the
  * byte layout of ggml-common.h in ggml's float order (written here, not taken from the kernels). */
 #ifndef FERRY_TEST_QUANT_REF_H
@@ -12,15 +12,8 @@
 #include "layout/wfmt.h"
 #include "quant_ref_iq.h"
 
-static unsigned long long rng = 88172645463325252ull;
-
-static double urand(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (double)(rng >> 11) * 0x1.0p-53;
-}
+#define HOST_RAND_SEED 88172645463325252ull /* the data the tests' bounds were set on */
+#include "host_rand.h"
 
 static float nrand(void)
 {
@@ -30,14 +23,6 @@ static float nrand(void)
 static uint16_t rd16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-/* A random finite half: either sign, 1 in 8 subnormal, otherwise 2^-14 .. 2^2. */
-static uint16_t rand_half(void)
-{
-	uint16_t sign = urand() < 0.5 ? 0x8000 : 0, man = (uint16_t)(urand() * 1024);
-	uint16_t exp = urand() < 0.125 ? 0 : (uint16_t)(1 + urand() * 17);
-	return (uint16_t)(sign | exp << 10 | man);
 }
 
 /* Where a block's f16 scale d is (its dmin or min follows it) */

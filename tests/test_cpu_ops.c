@@ -563,7 +563,7 @@ static void test_kv_quality(void)
 	size_t sz = (size_t)n * Dh;
 	float *q = malloc(sizeof(float) * sz), *k = malloc(sizeof(float) * sz), *v = malloc(sizeof(float) * sz);
 	float *ref = malloc(sizeof(float) * sz), *out = malloc(sizeof(float) * sz);
-	rng = 88172645463325252ull; /* its own data, whatever ran before: the bounds below are for this draw */
+	rng_state = 88172645463325252ull; /* its own data, whatever ran before: the bounds below are for this draw */
 	for (size_t i = 0; i < sz; i++) {
 		int c = (int)(i % (size_t)Dh);
 		q[i] = nrand(), v[i] = nrand();

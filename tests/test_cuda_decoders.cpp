@@ -15,16 +15,14 @@
 
 #include "cuda_emul.h"
 
+#include "base/xorshift.h"
 #include "kernels/cuda/matmul.cuh"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static uint8_t rand_byte(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (uint8_t)(rng_state >> 56);
+	return (uint8_t)(xorshift64(&rng_state) >> 56);
 }
 
 /* values k..k+XV-1 of the row at w, all of them, against ref */

@@ -47,6 +47,7 @@ int main(void)
 	return 77;
 }
 #else
+#include "host_rand.h"
 #include "kernels/cuda/cuda_blas.h"
 #include <cuda_runtime_api.h>
 
@@ -58,16 +59,6 @@ int main(void)
 #include "layout/wfmt.h"
 
 #define GEMM_ROWS 256 /* small, so that N = 640 and 1000 take several chunks */
-
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
 
 /* uniform in [-1, 1) */
 static float rng_unit(void)

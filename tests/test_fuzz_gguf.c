@@ -3,23 +3,18 @@
  * loads and encodes or fails cleanly. Never a crash or an out-of-bounds read. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "fuzz_file.h"
 #include "layout/gguf.h"
 #include "layout/le.h"
 #include "text/tokenizer.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {
-	int fd = memfd_create("gguf", 0);
-	if (fd < 0 || write(fd, data, size) != (ssize_t)size) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
 	char path[64], err[512];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int fd = fuzz_file(data, size, "gguf", path, sizeof(path));
+	if (fd < 0)
+		return 0;
 	struct gguf g;
 	if (gguf_open(&g, path, err, sizeof(err)) == 0) {
 		unsigned sum = 0;

@@ -3,21 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "fuzz_file.h"
 #include "convert/imatrix.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {
-	int fd = memfd_create("im", 0);
-	if (fd < 0 || write(fd, data, size) != (ssize_t)size) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
 	char path[64], err[512];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int fd = fuzz_file(data, size, "im", path, sizeof(path));
+	if (fd < 0)
+		return 0;
 	struct imatrix im;
 	if (imatrix_read(&im, path, err, sizeof(err)) == 0) {
 		float sum = 0;

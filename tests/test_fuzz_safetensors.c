@@ -2,22 +2,17 @@
  * return an error or a table whose every tensor lies inside the file; never crash or read outside. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "fuzz_file.h"
 #include "layout/le.h"
 #include "layout/safetensors.h"
 
 static int fuzz_one(const uint8_t *data, size_t size)
 {
-	int fd = memfd_create("st", 0);
-	if (fd < 0 || write(fd, data, size) != (ssize_t)size) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
 	char path[64], err[512];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int fd = fuzz_file(data, size, "st", path, sizeof(path));
+	if (fd < 0)
+		return 0;
 	struct st_set s = {0};
 	if (st_open_file(&s, path, err, sizeof(err)) == 0) {
 		unsigned sum = 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/xorshift.h"
 #include "check.h"
 #include "grammar/grammar.h"
 
@@ -60,10 +61,7 @@ static void parse_error(const char *grammar, const char *want)
 static uint64_t rng = 88172645463325252ull;
 static uint32_t rnd(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (uint32_t)(rng >> 11);
+	return (uint32_t)(xorshift64(&rng) >> 11);
 }
 
 /* The mask of a random vocabulary (bytes from pieces of UTF-8 text, so characters split across tokens)

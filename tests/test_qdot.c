@@ -337,7 +337,7 @@ static void test_float_formats(void)
 
 int main(void)
 {
-	rng = 0x2545f4914f6cdd1dull;
+	rng_state = 0x2545f4914f6cdd1dull;
 	test_quant_formats();
 	test_tiles();
 	test_float_formats();

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/xorshift.h"
 #include "check.h"
 #include "text/tokenizer.h"
 
@@ -77,7 +78,7 @@ static void check_stream_lossy(struct tokenizer *t, const char *name)
 	for (int round = 0; round < 200; round++) {
 		int32_t ids[24];
 		for (int k = 0; k < 24; k++) {
-			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			xorshift64(&x);
 			ids[k] = (int32_t)(x % 2 ? x % 256 : 256 + x % 20000);
 		}
 		struct tok_buf raw = {0}, want = {0}, streamed = {0}, again = {0};

@@ -3,7 +3,7 @@
  * experts that the device does not hold (not in the expert cache, not in the layer's device image) are
  * either uploaded and computed by the device, or computed by the host backend from the streamer's buffer
  * (the RAM tier; read from disk first for a layer outside it) while the device computes the rest. This is
- * the per-expert choice; model.c runs it (moe_range) and sums the partial outputs in a fixed order.
+ * the per-expert choice; moe.c runs it (moe_range) and sums the partial outputs in a fixed order.
  *
  * Modes: off (every expert on the device), all (every missing expert on the host), auto (per range, the
  * split moe_cpu_split predicts fastest from the measured rates). Only ranges of at most MOE_CPU_T_MAX

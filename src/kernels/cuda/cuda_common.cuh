@@ -66,6 +66,12 @@ __device__ __forceinline__ uint16_t bf16_bits_rn(float v)
 	return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
+/* The 4-byte word at p (4-byte aligned: shared memory tiles, int8 and 16-bit lanes read as one word). */
+__device__ __forceinline__ uint32_t ld_word(const void *p)
+{
+	return *(const uint32_t *)p;
+}
+
 /* The sum over a warp by a fixed butterfly of shuffles: the result does not depend on timing. */
 __device__ __forceinline__ float warp_sum(float v)
 {

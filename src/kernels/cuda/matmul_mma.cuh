@@ -37,17 +37,6 @@ __device__ __forceinline__ void mma_put4(uint16_t *p, float a, float b, float c,
 #endif
 }
 
-__device__ __forceinline__ uint32_t mma_word(const uint16_t *p)
-{
-#ifdef __CUDACC__
-	return *(const uint32_t *)p;
-#else
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-#endif
-}
-
 /* Thread tid's share of the tile at k0: W rows n0.. decoded by F and x tokens t0.. into As and Bs. Rows past
  * N decode row N-1 (never written out), values past K (only the second half of a tile, K being a multiple
  * of 32) and tokens past T are 0. */
@@ -79,10 +68,10 @@ template <int LD>
 __device__ __forceinline__ void mma_frag_a(const uint16_t *As, int warp, int lane, int ks, uint32_t a[4])
 {
 	const uint16_t *p = As + (warp * 16 + lane / 4) * LD + 2 * (lane % 4) + ks;
-	a[0] = mma_word(p);
-	a[1] = mma_word(p + 8 * LD);
-	a[2] = mma_word(p + 8);
-	a[3] = mma_word(p + 8 * LD + 8);
+	a[0] = ld_word(p);
+	a[1] = ld_word(p + 8 * LD);
+	a[2] = ld_word(p + 8);
+	a[3] = ld_word(p + 8 * LD + 8);
 }
 
 /* The lane's B fragment of the k step at ks for tokens 8 j .. 8 j + 7 */
@@ -90,8 +79,8 @@ template <int LD>
 __device__ __forceinline__ void mma_frag_b(const uint16_t *Bs, int j, int lane, int ks, uint32_t b[2])
 {
 	const uint16_t *p = Bs + (8 * j + lane / 4) * LD + 2 * (lane % 4) + ks;
-	b[0] = mma_word(p);
-	b[1] = mma_word(p + 8);
+	b[0] = ld_word(p);
+	b[1] = ld_word(p + 8);
 }
 
 /* Accumulator e (0..3) of the lane's n-tile j: y[t0 + its token][n0 + its row], plus the bias; past N or T

@@ -42,7 +42,7 @@
 #define Q8_BM 64           /* weight rows per block */
 #define Q8_UPR 4           /* threads (parts of 64 values) per row and tile */
 
-/* 16 bytes at p (16-aligned, shared memory) from 4 words, and the word at p (4-aligned) */
+/* 16 bytes at p (16-aligned, shared memory) from 4 words */
 __device__ __forceinline__ void q8_put16(int8_t *p, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
 {
 #ifdef __CUDACC__
@@ -50,17 +50,6 @@ __device__ __forceinline__ void q8_put16(int8_t *p, uint32_t a, uint32_t b, uint
 #else
 	const uint32_t v[4] = {a, b, c, d};
 	memcpy(p, v, 16);
-#endif
-}
-
-__device__ __forceinline__ uint32_t q8_word(const int8_t *p)
-{
-#ifdef __CUDACC__
-	return *(const uint32_t *)p;
-#else
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
 #endif
 }
 
@@ -342,7 +331,7 @@ __device__ __forceinline__ void q8_xsums(q8_smem<F, 8 * NT * WN> &sm, int tid)
 		int s = 0;
 #pragma unroll
 		for (int u = 0; u < 8; u++)
-			s = __dp4a((int)q8_word(p + 4 * u), (int)MVQ_ONES, s);
+			s = __dp4a((int)ld_word(p + 4 * u), (int)MVQ_ONES, s);
 		sm.sa[i / (Q8_BK / 32)][i % (Q8_BK / 32)] = s;
 	}
 }
@@ -352,10 +341,10 @@ template <int KK>
 __device__ __forceinline__ void q8_frag_a(const int8_t *w, int wr, int lane, int ko, uint32_t a[4])
 {
 	const int8_t *p = w + (16 * wr + lane / 4) * Q8_LD + ko + 4 * (lane % 4);
-	a[0] = q8_word(p);
-	a[1] = q8_word(p + 8 * Q8_LD);
-	a[2] = KK == 32 ? q8_word(p + 16) : 0;
-	a[3] = KK == 32 ? q8_word(p + 8 * Q8_LD + 16) : 0;
+	a[0] = ld_word(p);
+	a[1] = ld_word(p + 8 * Q8_LD);
+	a[2] = KK == 32 ? ld_word(p + 16) : 0;
+	a[3] = KK == 32 ? ld_word(p + 8 * Q8_LD + 16) : 0;
 }
 
 /* The lane's B fragment of group ko for tokens tt .. tt + 7 of the tile */
@@ -363,8 +352,8 @@ template <int KK>
 __device__ __forceinline__ void q8_frag_b(const int8_t *x, int tt, int lane, int ko, uint32_t b[2])
 {
 	const int8_t *p = x + (tt + lane / 4) * Q8_LD + ko + 4 * (lane % 4);
-	b[0] = q8_word(p);
-	b[1] = KK == 32 ? q8_word(p + 16) : 0;
+	b[0] = ld_word(p);
+	b[1] = KK == 32 ? ld_word(p + 16) : 0;
 }
 
 /* Element e of the lane's n-tile: its row (in the block) and token (in the tile) */
