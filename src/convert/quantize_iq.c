@@ -351,6 +351,9 @@ static float sub_search(const struct iq_kind *k, const float *t, const float *w,
  * sum w t^2 - X d, from prefix sums per scope. Returns the scale of the split of least error (0: none has X > 0).
  * The grid holds only some of the splits' points, so this is where the grid search starts, not its answer.
  * Each i1 scores 8 values of i2 per vector (those below i1 or past n masked off). */
+#define TIE_HI (1 + 1e-5f) /* splits whose errors differ by less are a tie, which the smaller scale wins */
+#define TIE_LO (1 - 1e-5f)
+
 static float iq1_split_scale(const struct iq_kind *k, const float *t, const float *w, int n)
 {
 	int nsc = n / k->shift_n, ord[32];
@@ -397,14 +400,14 @@ static float iq1_split_scale(const struct iq_kind *k, const float *t, const floa
 					Q += q0[h] + dl * q16[h];
 				}
 				v8f d = X / Q, sc = X * d;
-				v8i take = ok & (X > 0) & (Q > 0) & (sc > best_s);
+				v8i take = ok & (X > 0) & (Q > 0) & ((sc > best_s * TIE_HI) | ((sc >= best_s * TIE_LO) & (d < best_d)));
 				best_s = (v8f)(((v8i)sc & take) | ((v8i)best_s & ~take));
 				best_d = (v8f)(((v8i)d & take) | ((v8i)best_d & ~take));
 			}
 		}
 	float s = 0, d = 0;
 	for (int l = 0; l < 8; l++)
-		if (best_s[l] > s) {
+		if (best_s[l] > s * TIE_HI || (best_s[l] >= s * TIE_LO && best_d[l] < d)) {
 			s = best_s[l];
 			d = best_d[l];
 		}
