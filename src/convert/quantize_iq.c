@@ -43,6 +43,7 @@ static bool iq_dense; /* quant_iq_dense: IQ1 searched as the other kinds are */
 
 /* 8 lanes (GCC/Clang vector extensions: AVX where the build has it, SSE pairs else) */
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef int8_t v8b __attribute__((vector_size(8)));
 
@@ -207,8 +208,14 @@ static int nearest(const struct iq_kind *k, const float *t, const float *w, floa
 		   struct grp_stats *st, float *err)
 {
 	int gw = k->gw;
-	v8f v = {0};
-	memcpy(&v, t, sizeof(float) * (size_t)gw);
+	v8f v;
+	if (gw == 8) {
+		memcpy(&v, t, sizeof(v));
+	} else { /* one 4-lane load widened (a 16-byte copy into a zeroed 32-byte vector stalls its load) */
+		v4f h, z = {0};
+		memcpy(&h, t, sizeof(h));
+		v = __builtin_shufflevector(h, z, 0, 1, 2, 3, 4, 5, 6, 7);
+	}
 	v = v * id - dl;
 	v8i l = {0};
 	for (int i = 0; i + 1 < k->n_lv; i++) /* the level of each value: how many midpoints lie below it */
