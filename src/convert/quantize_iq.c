@@ -283,10 +283,10 @@ static float sub_fit(const struct iq_kind *k, const float *t, const float *w, in
 		for (int dl = sh ? -1 : 0; dl <= (sh ? 1 : 0); dl += 2) {
 			uint16_t id[32 / 4];
 			float e = 0;
-			for (int g = s0; g < s0 + scope; g += gw) {
+			for (int gi = s0 / gw, m = 0; m < scope / gw; gi++, m++) { /* group gi, m-th of this scope */
 				float eg;
-				struct grp_stats *sg = st + (sh ? 2 * (g / gw) + (dl > 0) : g / gw);
-				id[(g - s0) / gw] = (uint16_t)nearest(k, t + g, w + g, d, id1, (float)dl, sg, &eg);
+				struct grp_stats *sg = st + (sh ? 2 * gi + (dl > 0) : gi);
+				id[m] = (uint16_t)nearest(k, t + gi * gw, w + gi * gw, d, id1, (float)dl, sg, &eg);
 				e += eg;
 			}
 			if (e < best) {
