@@ -12,8 +12,13 @@
  *   2. per sub-block (the values of one s), candidate scales around the largest magnitude over the top code;
  *      for each, every group's nearest grid entry under the weighted error, the scale refit by weighted least
  *      squares to those entries and the entries chosen again; the scale of least error is the sub-block's.
+ *      IQ1 (3 levels per value) instead: the sub-block's values sorted, the least-error scale of every split
+ *      into the 3 levels (and shifts) in closed form, then that one scale's grid entries and one refit
+ *      (iq1_split_scale). It finds scales the candidates above miss (outliers clipped: 1-2% less error) in a
+ *      third of their time (bench/RESULTS.md); quant_iq_dense keeps the candidates for IQ1, the tests' reference.
  *   3. the block's d from the largest sub-block scale (3 candidates, the top s at 2nmax + 1 - k), each
- *      sub-block's n rounded and its two neighbours tried, each with its entries chosen again; least error wins.
+ *      sub-block's n rounded and (not IQ1) its two neighbours tried, each with its entries chosen again;
+ *      least error wins.
  * "Nearest grid entry" is a lookup, not a scan: a group's target rounded per value to the grid's levels is a
  * point of a small lattice (3^8 for IQ2 and IQ1, 8^4 for IQ3); for each lattice point the grid entries nearest
  * it (and those one level step further, at most NB_MAX) are listed once per format (on first use), and the
