@@ -7,6 +7,8 @@
  *   dequant_tool quant FMT N K [imp]  stdin: N rows of K f32, then (imp) K f32 importance values of the
  *                                     columns; stdout: the rows quantized to FMT by `ferry convert --quant`'s
  *                                     quantizers (quant_rows, all threads)
+ *   dequant_tool quant-dense FMT N K [imp]  as quant, with IQ1_S/IQ1_M searched by the dense candidate search
+ *                                     (quant_iq_dense: the reference test_quant_iq.py compares against)
  * FMT is a format name of src/layout/wfmt_list.h (Q8_0, Q4_K, F32...). Exit 0, or 1 with a message on stderr.
  */
 #include <omp.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "convert/quantize.h"
+#include "convert/quantize_iq.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "layout/wfmt.h"
 
@@ -107,8 +110,9 @@ int main(int argc, char **argv)
 		return run_dequant(fmt, atoll(argv[3]));
 	if (argc == 6 && strcmp(argv[1], "matmul") == 0 && fmt >= 0)
 		return run_matmul(fmt, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
-	if ((argc == 5 || argc == 6) && strcmp(argv[1], "quant") == 0 && fmt >= 0)
+	quant_iq_dense(argc > 1 && strcmp(argv[1], "quant-dense") == 0);
+	if ((argc == 5 || argc == 6) && (strcmp(argv[1], "quant") == 0 || strcmp(argv[1], "quant-dense") == 0) && fmt >= 0)
 		return run_quant(fmt, atoll(argv[3]), atoll(argv[4]), argc == 6 && !strcmp(argv[5], "imp"));
-	fprintf(stderr, "usage: dequant_tool dequant FMT N | matmul FMT N K T | quant FMT N K [imp]  (FMT a format name: Q8_0, Q4_K, ...)\n");
+	fprintf(stderr, "usage: dequant_tool dequant FMT N | matmul FMT N K T | quant[-dense] FMT N K [imp]  (FMT a format name: Q8_0, Q4_K, ...)\n");
 	return 1;
 }

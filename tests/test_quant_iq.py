@@ -10,6 +10,9 @@ IQ1_M) on fresh random rows (Student-t(5), a new seed each run, printed) with ra
     the same rows and weights; $LLAMA_BUILD/bin, default /tmp/llama-build/bin): ferry's weighted error at most
     1.02x ggml's (measured 0.93-0.98x at writing). This comparison is skipped (said so) when the library is
     absent; the other checks are not;
+  - IQ1_S and IQ1_M (the split search): the weighted error at most the dense search's (the quantizer before it,
+    kept as `dequant_tool quant-dense`) on the same rows, and on rows where random sub-blocks of 16 are zero,
+    one value or constant (the split search's edge cases);
   - a row of zeros decodes to zeros;
   - `ferry convert --quant IQ2_XS` (and the other mixes that need one) without --imatrix: one line naming the
     mix and what is missing, a non-zero exit, nothing written.
@@ -44,9 +47,9 @@ def tool(*args, stdin):
     return p.stdout
 
 
-def ferry_quant(t, x, imp):
+def ferry_quant(t, x, imp, mode="quant"):
     stdin = x.tobytes() + (imp.tobytes() if imp is not None else b"")
-    args = ["quant", t.name, x.shape[0], x.shape[1]] + (["imp"] if imp is not None else [])
+    args = [mode, t.name, x.shape[0], x.shape[1]] + (["imp"] if imp is not None else [])
     return np.frombuffer(tool(*args, stdin=stdin), dtype=np.uint8)
 
 
@@ -83,6 +86,25 @@ def decode_both(fails, t, raw, what):
     return want
 
 
+def odd_subblocks(rng, x):
+    """x with a random half of its sub-blocks of 16 made zero, a single value or constant"""
+    x = x.copy().reshape(-1, 16)
+    kind = rng.integers(0, 6, x.shape[0])
+    x[kind == 0] = 0
+    x[kind == 1, 1:] = 0
+    x[kind == 2] = x[kind == 2, :1]
+    return x.reshape(N, K)
+
+
+def vs_dense(fails, t, x, imp, e, what):
+    """the split search's weighted error against the dense search's on the same rows"""
+    if e is None:
+        e = werr(x, decode_both(fails, t, ferry_quant(t, x, imp), "split" + what).reshape(N, K), imp)
+    ed = werr(x, decode_both(fails, t, ferry_quant(t, x, imp, "quant-dense"), "dense" + what).reshape(N, K), imp)
+    print(f"{t.name:8s} split search {e:.5f}, dense search {ed:.5f} (split / dense {e / ed:.4f}){what}")
+    fails.check(e <= ed, f"{t.name}{what}: the split search's error {e:.5f} above the dense search's {ed:.5f}")
+
+
 def main():
     fails = Failures()
     seed = int.from_bytes(os.urandom(4), "little")
@@ -109,6 +131,9 @@ def main():
             line += f", ggml {eg:.4f} (ferry / ggml {e / eg:.3f})"
             fails.check(e <= VS_GGML * eg, f"{t.name}: error {e:.4f} above {VS_GGML}x ggml's {eg:.4f}")
         print(line, flush=True)
+        if t in (QT.IQ1_S, QT.IQ1_M):
+            vs_dense(fails, t, x, imp, e, "")
+            vs_dense(fails, t, odd_subblocks(rng, x), imp, None, " (odd sub-blocks)")
         z = decode_both(fails, t, ferry_quant(t, np.zeros((1, 256), np.float32), None), "zeros")
         fails.check(not z.any(), f"{t.name}: a row of zeros decodes to {np.count_nonzero(z)} non-zero values")
 

@@ -13,4 +13,9 @@ bool quant_iq_supported(int fmt);
 /* 256 values x with weights w (> 0 where they matter) into one block of format fmt at dst */
 void quant_iq_block(int fmt, const float *x, const float *w, void *dst);
 
+/* on: IQ1_S and IQ1_M searched as the other kinds are (candidate scales around the largest magnitude, each
+ * refit; n and its two neighbours per sub-block), the quantizer before the split search and its reference in
+ * tests (dequant_tool quant-dense); off (the default): the split search. Set before quantizing, not during. */
+void quant_iq_dense(bool on);
+
 #endif
