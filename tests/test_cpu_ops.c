@@ -211,7 +211,7 @@ static void test_hadamard(void)
 static void test_kv_rows(void)
 {
 	uint8_t q[1024];
-	uint16_t s[32]; /* Q5 at Dh 256: 48 bytes */
+	uint16_t s[32]; /* Q5 at Dh 256: 48 bytes, A5: 64 */
 	float x[256], y[256];
 	/* all zeros: scale 0 (Q4: 0 / -8 = -0, as ggml), q 0 (Q4: nibbles 8) */
 	memset(x, 0, sizeof(x));
@@ -256,14 +256,41 @@ static void test_kv_rows(void)
 	cpu_kv_row_dequant(KV_Q5, q, s, y, 32);
 	CHECK(s[0] == 0x8000 && q[0] == 0 && h5[0] == 0xff && h5[3] == 0xff && y[0] == 0 && y[31] == 0);
 
+	/* A4 (affine): min -4, max 11 give m = -4, d = 1; codes round((x - m) / d) half to even, unsigned nibbles
+	 * paired (i, i + 16); the s part is the step, then the minimum */
+	float xa[32] = {-4, 11, -3.5f, -2.5f, 0, 3.2f};
+	xa[16] = 5, xa[17] = -1, xa[31] = 6.5f;
+	cpu_kv_row_quant(KV_A4, xa, q, s, 32);
+	CHECK(s[0] == 0x3c00 && s[1] == 0xc400);
+	CHECK(q[0] == 0x90 && q[1] == 0x3f && q[2] == 0x40 && q[3] == 0x42 && q[4] == 0x44 && q[5] == 0x47 &&
+	      q[15] == 0xa4);
+	cpu_kv_row_dequant(KV_A4, q, s, y, 32);
+	CHECK(y[0] == -4 && y[1] == 11 && y[2] == -4 && y[3] == -2 && y[5] == 3 && y[16] == 5 && y[17] == -1 &&
+	      y[31] == 6);
+	/* A5: max 27 gives d = 1; the fifth bits after the step and the minimum, as Q5's */
+	xa[1] = 27, xa[16] = 20;
+	uint8_t *ha = (uint8_t *)s + 4;
+	cpu_kv_row_quant(KV_A5, xa, q, s, 32);
+	CHECK(s[0] == 0x3c00 && s[1] == 0xc400 && q[0] == 0x80 && q[1] == 0x3f && q[2] == 0x40 && q[15] == 0xa4);
+	CHECK(ha[0] == 0x02 && ha[1] == 0 && ha[2] == 0x01 && ha[3] == 0);
+	cpu_kv_row_dequant(KV_A5, q, s, y, 32);
+	CHECK(y[0] == -4 && y[1] == 27 && y[2] == -4 && y[16] == 20 && y[17] == -1 && y[31] == 6);
+	/* all zeros: step and minimum 0, codes 0 */
+	memset(x, 0, sizeof(x));
+	for (int f = KV_A4; f <= KV_A5; f++) {
+		cpu_kv_row_quant(f, x, q, s, 32);
+		cpu_kv_row_dequant(f, q, s, y, 32);
+		CHECK(s[0] == 0 && s[1] == 0 && q[0] == 0 && q[15] == 0 && y[0] == 0 && y[31] == 0);
+	}
+
 	/* round trips: groups of very different magnitudes (scales normal halves), one outlier each */
 	int bad[KV_ROW_COUNT] = {0};
 	for (int it = 0; it < 200; it++) {
 		int Dh = 32 << (it % 4);
 		for (int gr = 0; gr < Dh / 32; gr++) {
 			float mag = (float)pow(2, (int)(urand() * 16) - 6);
-			for (int i = 0; i < 32; i++)
-				x[gr * 32 + i] = nrand() * mag;
+			for (int i = 0; i < 32; i++) /* every third row offset (what the affine rows are for) */
+				x[gr * 32 + i] = nrand() * mag + (it % 3 == 0 ? 4 * mag : 0);
 			x[gr * 32 + (int)(urand() * 32)] *= 8;
 		}
 		for (int fmt = 0; fmt < KV_ROW_COUNT; fmt++) {
@@ -276,10 +303,11 @@ static void test_kv_rows(void)
 			cpu_kv_row_dequant(fmt, q, s, y, Dh);
 			for (int i = 0; i < Dh; i++) {
 				int gr = i / 32;
-				float amax = 0, m = 0;
+				float amax = 0, m = 0, lo = xs[gr * 32], hi = lo;
 				for (int j = 0; j < 32; j++) {
 					amax = fmaxf(amax, fabsf(xs[gr * 32 + j]));
 					m = fabsf(xs[gr * 32 + j]) > fabsf(m) ? xs[gr * 32 + j] : m;
+					lo = fminf(lo, xs[gr * 32 + j]), hi = fmaxf(hi, xs[gr * 32 + j]);
 				}
 				double d = fabs(f16_to_f32(s[gr])), err = fabs((double)y[i] - xs[i]), lim = 0;
 				if (fmt == KV_Q8) {
@@ -291,6 +319,11 @@ static void test_kv_rows(void)
 				} else if (fmt == KV_Q5) {
 					lim = xs[i] / f16_to_f32(s[gr]) > 15.5 ? d : d / 2;
 					bad[fmt] += s[gr] != f32_to_f16(m / -16.0f);
+				} else if (fmt == KV_A4 || fmt == KV_A5) { /* half a step, plus the minimum's rounding */
+					float mh = f16_to_f32(s[Dh / 32 + gr]);
+					lim = d / 2 + fabs((double)mh - lo);
+					bad[fmt] += s[Dh / 32 + gr] != f32_to_f16(lo) ||
+						    s[gr] != f32_to_f16((hi - mh) / (fmt == KV_A4 ? 15.0f : 31.0f));
 				}
 				bad[fmt] += !(err <= lim * (1 + 1e-5) + 1e-6 * fabs(xs[i]));
 			}
@@ -390,9 +423,29 @@ static void attention_ref(double *o, const float *q, const float *K, const float
 	free(sc);
 }
 
+/* The affine rows (A4, A5: src/kernels/kv_pages.h) written out here from their definition, in double where
+ * the definition does not fix a float step: m = f16(min), d = f16((max - m) / (2^bits - 1)) (f32 division),
+ * codes round((x - m) / d) (f32, half to even) clamped to [0, 2^bits - 1], value = code * d + m. */
+static void affine_row_ref(const float *x, int bits, double *y, int Dh)
+{
+	int top = (1 << bits) - 1;
+	for (int g = 0; g < Dh; g += 32) {
+		float lo = x[g], hi = x[g];
+		for (int i = 1; i < 32; i++)
+			lo = x[g + i] < lo ? x[g + i] : lo, hi = x[g + i] > hi ? x[g + i] : hi;
+		float m = f16_to_f32(f32_to_f16(lo)), d = f16_to_f32(f32_to_f16((hi - m) / (float)top));
+		for (int i = 0; i < 32; i++) {
+			double c = d == 0 ? 0 : rint((double)((x[g + i] - m) / d));
+			c = c < 0 ? 0 : c > top ? top : c;
+			y[g + i] = c * (double)d + (double)m;
+		}
+	}
+}
+
 /* cpu_kv_store then cpu_attention on a range of three sequences (mid-sequence prefill chunk, decode at a
  * long position, fresh prefill), against the stored rows read back and dequantized here (and, for F32,
- * against the k and v given); the same bytes with 1 and 2 threads and with scratch for only one head.
+ * against the k and v given; A4, A5: against affine_row_ref of them); the same bytes with 1 and 2 threads
+ * and with scratch for only one head.
  * Pages of 128 add attention sinks (gpt-oss), logits in [-2, 6): from nothing to most of the mass. */
 static void run_paged(int fmt, int Dh, int g, int window, int page)
 {
@@ -460,7 +513,16 @@ static void run_paged(int fmt, int Dh, int g, int window, int page)
 					const float *src = (w ? V[s] : K[s]) + (size_t)p * kvd + h * Dh;
 					cpu_kv_row_quant(rf, src, qb, sb, Dh);
 					wrong += memcmp(qb, qp, qrow) != 0 || memcmp(sb, sp, srow) != 0;
-					cpu_kv_row_dequant(rf, qp, sp, (w ? Vd[s] : Kd[s]) + (size_t)p * kvd + h * Dh, Dh);
+					float *dst = (w ? Vd[s] : Kd[s]) + (size_t)p * kvd + h * Dh;
+					cpu_kv_row_dequant(rf, qp, sp, dst, Dh);
+					if (rf == KV_A4 || rf == KV_A5) { /* the reference is the definition's values */
+						double yr[256];
+						affine_row_ref(src, rf == KV_A4 ? 4 : 5, yr, Dh);
+						for (int i = 0; i < Dh; i++) {
+							wrong += !(fabs(dst[i] - yr[i]) <= 1e-6 * (fabs(yr[i]) + 1));
+							dst[i] = (float)yr[i];
+						}
+					}
 				}
 		}
 	}
@@ -593,6 +655,25 @@ static void test_kv_quality(void)
 	CHECK_MSG(e[0][1] < 1e-3, "q8 rotated: error %g", e[0][1]);
 	CHECK_MSG(e[1][1] < 5e-2, "q4 rotated: error %g", e[1][1]);
 	CHECK_MSG(e[1][1] < e[1][0], "rotation does not help q4: %g rotated, %g not", e[1][1], e[1][0]);
+	/* keys whose channels carry offsets (as real models' do, e.g. Gemma 3's): the affine rows beat the
+	 * symmetric ones of the same bits, and ka5v4 (a5 keys, q4 values) lies between k8v4 and q4 */
+	for (size_t i = 0; i < sz; i++) {
+		int c = (int)(i % (size_t)Dh);
+		k[i] += (float)(c % 5 == 0 ? 4 - c % 7 : 0);
+	}
+	double ea[4];
+	static const int fa[4] = {KV_Q5, KV_A5, KV_K8V4, KV_KA5V4};
+	quality_run(ref, KV_F32, false, q, k, v, n);
+	for (int f = 0; f < 4; f++) {
+		quality_run(out, fa[f], true, q, k, v, n);
+		ea[f] = norm_err(out, ref, sz);
+	}
+	quality_run(out, KV_Q4, true, q, k, v, n);
+	double e4 = norm_err(out, ref, sz);
+	printf("kv quality, keys with channel offsets: q5 %.3g, a5 %.3g; q4 %.3g, k8v4 %.3g, ka5v4 %.3g\n", ea[0], ea[1],
+	       e4, ea[2], ea[3]);
+	CHECK_MSG(ea[1] < ea[0], "a5: error %g, q5 %g", ea[1], ea[0]);
+	CHECK_MSG(ea[3] > ea[2] && ea[3] < e4, "ka5v4: error %g (k8v4 %g, q4 %g)", ea[3], ea[2], e4);
 	free(q), free(k), free(v), free(ref), free(out);
 }
 

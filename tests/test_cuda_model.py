@@ -14,7 +14,7 @@ position with the CPU (its KV cache f16, as CUDA's):
   - mixtures of experts: every token's experts at every layer (FERRY_ROUTES) identical to the CPU's on the
     streamed f32 path; routed uploads (only the chosen experts go up) give logits identical to whole-layer
     uploads (FERRY_MOE_WHOLE=1), resident, streamed and from disk (--ram 1: experts read one by one);
-  - KV q8, q4 and the mixed k8v5, k8v4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits
+  - KV q8, q4, a5 and the mixed k8v5, k8v4, ka5v4 (streamed, pages of 64): CUDA's error against the CPU's f32-KV logits
     at most 1.5x the CPU's with the same format (+2e-3);
   - KV pools in pinned host memory streamed with each layer (--kv-host; f16, q4, k8v5 whose key and value
     pools differ in size): logits identical to device pools;
@@ -267,7 +267,7 @@ def main():
             # Quantized KV: rounding is discontinuous, so the f32 path's last-bit differences flip some values by
             # a whole step; CUDA must be as close to the f32 reference as the CPU with the same format is.
             ref32 = logits(f, model, ids, root, ["--device", "cpu", "--chunk", 8, "--kv", "f32"], f"{v} cpu kv f32")
-            for kv in ("q8", "q4", "k8v5", "k8v4"):
+            for kv in ("q8", "q4", "k8v5", "k8v4", "a5", "ka5v4"):
                 extra = ["--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64]
                 c = logits(f, model, ids, root, ["--device", "cpu", *extra], f"{v} cpu kv {kv}")
                 g = logits(f, model, ids, root, ["--device", "cuda", *extra], f"{v} cuda kv {kv}")
@@ -277,7 +277,7 @@ def main():
                     f.check(eg <= 1.5 * ec + 2e-3, f"{v} kv {kv}: cuda error {eg:.2e} vs cpu's {ec:.2e}")
             # KV pools in pinned host memory, streamed with each layer: the same kernels on the same bytes (k8v5:
             # key and value pools of different sizes)
-            for kv in ("f16", "q4", "k8v5"):
+            for kv in ("f16", "q4", "k8v5", "ka5v4"):
                 extra = ["--device", "cuda", "--stream-all", "--chunk", 8, "--kv", kv, "--kv-page", 64, "--placement", "gpu"]
                 d = logits(f, model, ids, root, extra, f"{v} kv {kv} device")
                 h = logits(f, model, ids, root, [*extra, "--kv-host"], f"{v} kv {kv} host")

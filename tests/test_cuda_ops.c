@@ -538,8 +538,10 @@ static void test_attention(void)
 		{KV_K8V5, 128, 64, 8, 0, 256, 1, 4, {{1, 5000}, {1, 17}, {300, 0}, {1, 64}}}, /* 70B decode, prefill */
 		{KV_Q5, 160, 10, 5, 7, 64, 1, 2, {{17, 50}, {1, 400}}},                     /* Dh 160 (5 groups), q5 */
 		{KV_K8V4, 64, 8, 1, 0, 256, 3, 1, {{1024, 0}}},                             /* longer prefill, k8v4 */
+		{KV_KA5V4, 256, 4, 1, 512, 256, 1, 3, {{1, 5000}, {1, 511}, {64, 600}}},    /* Gemma window, ka5v4 */
+		{KV_A4, 160, 10, 5, 7, 64, 1, 2, {{17, 50}, {1, 400}}},                     /* Dh 160 (5 groups), a4 */
 	};
-	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4, KV_Q5, KV_K8V5, KV_K8V4}, dhs[] = {64, 128, 256, 96},
+	static const int fmts[] = {KV_F16, KV_Q8, KV_Q4, KV_Q5, KV_A4, KV_A5, KV_K8V5, KV_K8V4, KV_KA5V4}, dhs[] = {64, 128, 256, 96},
 			 gs[] = {1, 4, 8},
 			 windows[] = {0, 100}, pages[] = {64, 256};
 	size_t ns = sizeof(special) / sizeof(special[0]);

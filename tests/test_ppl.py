@@ -8,9 +8,10 @@
     of token j + 1 for j in [ctx/2, ctx - 1), PPL = exp(mean), error = PPL * sqrt(var / (count - 1));
   - --batch below ctx (chunked prefill through the KV cache, steps that straddle ctx/2 and the window) gives
     the PPL of one pass, within 1e-4 relative, with --kv f32;
-  - --kv f16, q8, q4, q5, k8v5, k8v4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose k and v go
-    through an emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by H32, Q8 /
-    Q4_0 / Q5_0 with an f16 scale, rotated back; k8v5, k8v4: keys Q8, values Q5_0 or Q4_0), within 1e-4
+  - --kv f16, q8, q4, q5, a4, a5, k8v5, k8v4, ka5v4 (Gemma 3 tiny, Dh 32) give the PPL of the NumPy forward whose
+    k and v go through an emulation of the format (src/kernels/kv_pages.h: f16 rounding; groups of 32 rotated by
+    H32, Q8 / Q4_0 / Q5_0 with an f16 scale or A4 / A5 with an f16 step and minimum, rotated back; k8v5, k8v4:
+    keys Q8, values Q5_0 or Q4_0; ka5v4: keys A5, values Q4_0), within 1e-4
     relative (3e-4 for the mixed formats: rounding ties, see tiny()): the loss of each format is the
     format's, not a kernel's;
   - Gemma 3 270M (models/, tools/fetch_model.sh; FERRY_NO_MODEL=1 skips that part) over 2 chunks of 256: the KV
@@ -69,8 +70,21 @@ def codes_group(bits):
     return quant
 
 
-ROW_QUANT = {"q8": q8_group, "q4": codes_group(4), "q5": codes_group(5)}
-MIXED = {"k8v5": ("q8", "q5"), "k8v4": ("q8", "q4")}  # keys, values
+def affine_group(bits):
+    """A4 (bits 4) / A5 (bits 5): m = f16(min), d = f16((max - m) / (2^bits - 1)), codes round((x - m) / d)
+    clamped to [0, 2^bits - 1], value = code * d + m."""
+    top = 2 ** bits - 1
+
+    def quant(g):
+        m = f16(g.min(axis=-1, keepdims=True))
+        d = f16((g.max(axis=-1, keepdims=True) - m) / top)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(d != 0, np.clip(np.round((g - m) / d), 0, top), 0) * d + m
+    return quant
+
+
+ROW_QUANT = {"q8": q8_group, "q4": codes_group(4), "q5": codes_group(5), "a4": affine_group(4), "a5": affine_group(5)}
+MIXED = {"k8v5": ("q8", "q5"), "k8v4": ("q8", "q4"), "ka5v4": ("a5", "q4")}  # keys, values
 
 
 def row_emulation(fmt):
@@ -159,7 +173,7 @@ def tiny(f, root, text):
                         f"{v}: --batch {batch} ppl {b['ppl']} != one pass {got['ppl']}")
         # the lossy formats against the reference through an emulation of the format (Dh 32 only: q8/q4 rotate
         # groups of 32), in steps of 40 so that chunks are stored and read back across steps
-        for kv in ("f16", "q8", "q4", "q5", "k8v5", "k8v4") if v == "gemma3_softcap" else ():
+        for kv in ("f16", "q8", "q4", "q5", "a4", "a5", "k8v5", "k8v4", "ka5v4") if v == "gemma3_softcap" else ():
             want_kv = reference_ppl(hf, open(text, encoding="utf-8").read(), kv)[0]
             b, _ = ppl_run(f, model, text, f"{v} kv {kv}", "--ctx", CTX, "--chunks", CHUNKS, "--kv", kv, "--batch", 40)
             if b:

@@ -89,9 +89,10 @@ int run_opts_check(const struct run_opts *o)
 void run_opts_usage(FILE *f)
 {
 	fprintf(f,
-		"  --kv f32|f16|q8|q4|q5|k8v5|k8v4\n"
+		"  --kv f32|f16|q8|q4|q5|a4|a5|k8v5|k8v4|ka5v4\n"
 		"                         KV cache format (default f16 on CUDA, f32 on the CPU); q8/q4/q5 are groups of\n"
-		"                         32 with an f16 scale, Hadamard-rotated; k8v5, k8v4: keys q8, values q5 or q4\n"
+		"                         32 with an f16 scale, Hadamard-rotated (a4/a5: an f16 step and minimum);\n"
+		"                         k8v5, k8v4: keys q8, values q5 or q4; ka5v4: keys a5, values q4\n"
 		"  --kv-page N            positions per KV page (a multiple of 64, default 256)\n"
 		"  --ram SIZE             pinned host RAM for I/O: staging slots plus the RAM tier of resident layers\n"
 		"                         (default: half of physical memory)\n"

@@ -23,10 +23,15 @@
  *           group), the s part the Dh/32 f16 scales and then, per group, the 32 fifth bits as 4 bytes, the
  *           bit of value i at bit i % 8 of byte i / 8 (a little-endian u32 mask). The q part keeps Q4's
  *           16-byte alignment; the s part is only 2-byte aligned.
+ *   KV_A4   (affine, for keys: their channels carry large offsets) codes c = clamp(round((x - m) / d), 0, 15)
+ *           with m = f16(min) and d = f16((max - m) / 15) over the 32 values, value = c * d + m: the q part as
+ *           Q4's nibble pairs (codes unbiased), the s part the Dh/32 f16 steps d, then the Dh/32 f16 minima m
+ *   KV_A5   as A4 with 5-bit codes (d = f16((max - m) / 31)): the q part the low 4 bits as Q4's, the s part the
+ *           steps, the minima, then per group the fifth bits as Q5's (4 bytes)
  * Scales are rounded to f16 first and q is computed from the rounded d, so dequantization is exact given
- * the stored bytes. Group-coded values (Q8, Q4, Q5) are stored rotated: each group of 32 is multiplied by the
- * orthonormal Walsh-Hadamard matrix H32 (Sylvester order, entries +-1/sqrt(32), symmetric, its own inverse)
- * before quantizing, which spreads outliers over the group. The model rotates q, k and v the same way (the
+ * the stored bytes (A4/A5: the minimum first, the step from it). Group-coded values (Q8, Q4, Q5, A4, A5) are
+ * stored rotated: each group of 32 is multiplied by the orthonormal Walsh-Hadamard matrix H32 (Sylvester
+ * order, entries +-1/sqrt(32), symmetric, its own inverse) before quantizing, which spreads outliers over the group. The model rotates q, k and v the same way (the
  * backend's hadamard op) before kv_store when either pool's rows are group-coded, and rotates the attention
  * output back: q.k and sum p v are unchanged by an orthonormal rotation (an F16 pool beside a group-coded
  * one just stores rotated values). The kernels themselves never rotate.
@@ -63,7 +68,9 @@
 	X(F16, f16, 16, 0) \
 	X(Q8,  q8,  8,  2) \
 	X(Q4,  q4,  4,  2) \
-	X(Q5,  q5,  4,  6)
+	X(Q5,  q5,  4,  6) \
+	X(A4,  a4,  4,  4) \
+	X(A5,  a5,  4,  8)
 
 #define KV_FMT_LIST(X)                   \
 	X(F32,  f32,  F32, F32, 0)       \
@@ -71,8 +78,11 @@
 	X(Q8,   q8,   Q8,  Q8,  1)       \
 	X(Q4,   q4,   Q4,  Q4,  1)       \
 	X(Q5,   q5,   Q5,  Q5,  1)       \
+	X(A4,   a4,   A4,  A4,  1)       \
+	X(A5,   a5,   A5,  A5,  1)       \
 	X(K8V5, k8v5, Q8,  Q5,  1)       \
-	X(K8V4, k8v4, Q8,  Q4,  1)
+	X(K8V4, k8v4, Q8,  Q4,  1)       \
+	X(KA5V4, ka5v4, A5, Q4,  1)
 
 /* KV_IF_<0 or 1>(yes, no): a 0/1 column of KV_FMT_LIST as a selector for the tables built from it */
 #define KV_IF_1(yes, no) yes

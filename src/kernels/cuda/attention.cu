@@ -14,7 +14,7 @@
  * through shared memory, one page-table lookup per tile; only the tiles between the smallest window start
  * and the largest position of the block's rows are visited, so a causal layer costs about half of T x T
  * and a window layer O(T * window). The next tile loads while the current one is used (V while Q.K^T
- * runs, the next K while P.V runs): F16 pages by cp.async (sm_80 on) straight into the tile, Q8/Q4/Q5 pages
+ * runs, the next K while P.V runs): F16 pages by cp.async (sm_80 on) straight into the tile, Q8/Q4/Q5/A4/A5 pages
  * into registers, dequantized to f16 (q * d, rounded once) and stored when the tile is due. Keys and values
  * each take their pool's row format (a mixed KV format, e.g. k8v5: Q8 keys, Q5 values; the kernel is
  * instantiated per pair of row formats). Masks are
@@ -143,19 +143,22 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi)
 /* two signed values (bytes biased by +128 (Q8), nibbles by +8 (Q4), 5-bit codes by +16 (Q5), in bytes b0, b1
  * of w) times d
  * as f16: 0x6400 | u is the f16 1024 + u, so one exact subtraction leaves the value and one rounded product
- * gives q * d */
-static __device__ __forceinline__ uint32_t att_dq2(uint32_t w, uint32_t sel, __half2 bias, __half2 d)
+ * gives q * d; AFF (A4, A5: unsigned codes, bias 1024): one rounded fma gives code * d + m */
+template <bool AFF>
+static __device__ __forceinline__ uint32_t att_dq2(uint32_t w, uint32_t sel, __half2 bias, __half2 d, __half2 m)
 {
 	uint32_t u = __byte_perm(w, 0x64646464u, sel);
-	__half2 h = __hmul2(__hsub2(*reinterpret_cast<__half2 *>(&u), bias), d);
+	__half2 c = __hsub2(*reinterpret_cast<__half2 *>(&u), bias);
+	__half2 h = AFF ? __hfma2(c, d, m) : __hmul2(c, d);
 	return *reinterpret_cast<uint32_t *>(&h);
 }
 
 /* 8 values from the biased bytes of w0, w1 (values in order b0..b3 of w0, then of w1) */
-static __device__ __forceinline__ uint4 att_dq8(uint32_t w0, uint32_t w1, __half2 bias, __half2 d)
+template <bool AFF>
+static __device__ __forceinline__ uint4 att_dq8(uint32_t w0, uint32_t w1, __half2 bias, __half2 d, __half2 m)
 {
-	return make_uint4(att_dq2(w0, 0x4140, bias, d), att_dq2(w0, 0x4342, bias, d), att_dq2(w1, 0x4140, bias, d),
-			  att_dq2(w1, 0x4342, bias, d));
+	return make_uint4(att_dq2<AFF>(w0, 0x4140, bias, d, m), att_dq2<AFF>(w0, 0x4342, bias, d, m),
+			  att_dq2<AFF>(w1, 0x4140, bias, d, m), att_dq2<AFF>(w1, 0x4342, bias, d, m));
 }
 
 /* bits 0..3 of b to bit 4 of bytes 0..3: four Q5 codes' fifth bits beside their nibbles */
@@ -173,6 +176,8 @@ static __device__ __forceinline__ uint32_t att_hi4(uint32_t b)
  *   Q8   a thread per 16 bytes of q (16 values, 2 chunks) and its group's scale
  *   Q4   a thread per 16 bytes of q (one group of 32 values, 4 chunks) and its scale
  *   Q5   as Q4, and the group's 4 bytes of fifth bits (two 2-byte loads: the s part is 2-byte aligned)
+ *   A4   as Q4 (codes 0..15), and the group's minimum: value = code * d + m, one f16 fma
+ *   A5   as A4 with Q5's fifth bits (after the row's steps and minima)
  */
 template <int FMT, int DH, int BK> struct att_tile {
 	static constexpr int UPR = FMT == KV_Q8 ? DH / 16 : DH / 32; /* units per row */
@@ -180,7 +185,9 @@ template <int FMT, int DH, int BK> struct att_tile {
 	static_assert(FMT == KV_F16 || BK * UPR % ATT_THREADS == 0, "whole units per thread");
 	uint4 raw[NU];
 	uint32_t sc[NU];
-	uint32_t hb[FMT == KV_Q5 ? NU : 1]; /* Q5: each unit's fifth bits */
+	static constexpr bool FIVE = FMT == KV_Q5 || FMT == KV_A5, AFF = FMT == KV_A4 || FMT == KV_A5;
+	uint32_t hb[FIVE ? NU : 1]; /* Q5, A5: each unit's fifth bits */
+	uint32_t mn[AFF ? NU : 1];  /* A4, A5: each unit's minimum */
 
 	__device__ __forceinline__ void issue(__half *dst, const uint8_t *pool, int pi, int pid, int j0, int jlo,
 					      int jhi, int kvh, const struct att_args &a)
@@ -204,8 +211,11 @@ template <int FMT, int DH, int BK> struct att_tile {
 				bool ok = pid >= 0 && j >= jlo && j <= jhi && u < a.Dh / VPU;
 				raw[i] = ok ? *(const uint4 *)(qb + (size_t)r * qrow + u * 16) : make_uint4(0, 0, 0, 0);
 				sc[i] = ok ? *(const uint16_t *)(sb + (size_t)r * srow + u * VPU / 32 * 2) : 0;
-				if constexpr (FMT == KV_Q5) {
-					const uint16_t *h16 = (const uint16_t *)(sb + (size_t)r * srow + a.Dh / 32 * 2 + u * 4);
+				if constexpr (AFF)
+					mn[i] = ok ? *(const uint16_t *)(sb + (size_t)r * srow + a.Dh / 32 * 2 + u * 2) : 0;
+				if constexpr (FIVE) {
+					const uint16_t *h16 = (const uint16_t *)(sb + (size_t)r * srow + a.Dh / 32 * (AFF ? 4 : 2) +
+										 u * 4);
 					hb[i] = ok ? (uint32_t)h16[0] | (uint32_t)h16[1] << 16 : 0;
 				}
 			}
@@ -226,25 +236,26 @@ template <int FMT, int DH, int BK> struct att_tile {
 					w.y ^= 0x80808080u;
 					w.z ^= 0x80808080u;
 					w.w ^= 0x80808080u;
-					*(uint4 *)(dst + att_swz(DH, r, 2 * u)) = att_dq8(w.x, w.y, bias, d);
-					*(uint4 *)(dst + att_swz(DH, r, 2 * u + 1)) = att_dq8(w.z, w.w, bias, d);
+					*(uint4 *)(dst + att_swz(DH, r, 2 * u)) = att_dq8<false>(w.x, w.y, bias, d, d);
+					*(uint4 *)(dst + att_swz(DH, r, 2 * u + 1)) = att_dq8<false>(w.z, w.w, bias, d, d);
 				} else {
-					/* Q4: 1032 = 1024 + 8; Q5: 1040 = 1024 + 16 */
-					__half2 bias = __half2half2(__ushort_as_half(FMT == KV_Q5 ? 0x6410 : 0x6408));
+					/* Q4: 1032 = 1024 + 8; Q5: 1040 = 1024 + 16; A4, A5: 1024 (codes unsigned) */
+					__half2 bias = __half2half2(__ushort_as_half(AFF ? 0x6400 : FMT == KV_Q5 ? 0x6410 : 0x6408));
+					__half2 m2 = __half2half2(__ushort_as_half((uint16_t)mn[AFF ? i : 0]));
 					const uint32_t m = 0x0f0f0f0fu;
 					uint4 lo = make_uint4(w.x & m, w.y & m, w.z & m, w.w & m);
 					uint4 hi = make_uint4(w.x >> 4 & m, w.y >> 4 & m, w.z >> 4 & m, w.w >> 4 & m);
-					if constexpr (FMT == KV_Q5) { /* values 0..15 in lo, 16..31 in hi, 4 per word */
+					if constexpr (FIVE) { /* values 0..15 in lo, 16..31 in hi, 4 per word */
 						uint32_t b = hb[i];
 						lo = make_uint4(lo.x | att_hi4(b), lo.y | att_hi4(b >> 4), lo.z | att_hi4(b >> 8),
 								lo.w | att_hi4(b >> 12));
 						hi = make_uint4(hi.x | att_hi4(b >> 16), hi.y | att_hi4(b >> 20),
 								hi.z | att_hi4(b >> 24), hi.w | att_hi4(b >> 28));
 					}
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u)) = att_dq8(lo.x, lo.y, bias, d);
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 1)) = att_dq8(lo.z, lo.w, bias, d);
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 2)) = att_dq8(hi.x, hi.y, bias, d);
-					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 3)) = att_dq8(hi.z, hi.w, bias, d);
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u)) = att_dq8<AFF>(lo.x, lo.y, bias, d, m2);
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 1)) = att_dq8<AFF>(lo.z, lo.w, bias, d, m2);
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 2)) = att_dq8<AFF>(hi.x, hi.y, bias, d, m2);
+					*(uint4 *)(dst + att_swz(DH, r, 4 * u + 3)) = att_dq8<AFF>(hi.z, hi.w, bias, d, m2);
 				}
 			}
 		}

@@ -9,7 +9,9 @@
  * rounds its value to nearest even. Q8/Q4/Q5: the group's amax (Q8) or value of largest magnitude (Q4/Q5, the
  * lowest index on ties, sign kept) by shuffles; the scale is divided in f32 and rounded to f16 first, and
  * each q comes from the rounded scale by an exact (IEEE) division rounded half to even, as the CPU's
- * nearbyintf; Q5's fifth bits are one ballot. A position whose page is not mapped (-1) is not written.
+ * nearbyintf; Q5's fifth bits are one ballot. A4/A5 (affine): the group's minimum and maximum by shuffles,
+ * m = f16(min), d = f16((max - m) / (2^bits - 1)) by an exact division, codes round((x - m) / d). A
+ * position whose page is not mapped (-1) is not written.
  */
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -57,6 +59,30 @@ template <int FMT> static __device__ __forceinline__ void kvs_group(float x, uin
 		((int8_t *)qr)[gi * 32 + lane] = (int8_t)q;
 		if (lane == 0)
 			((__half *)sr)[gi] = dh;
+	} else if (FMT == KV_A4 || FMT == KV_A5) {
+		constexpr int TOP = FMT == KV_A5 ? 31 : 15;
+		float lo = x, hi = x;
+		for (int o = 16; o > 0; o >>= 1) {
+			lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+			hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+		}
+		__half mh = __float2half_rn(lo);
+		float m = __half2float(mh);
+		__half dh = __float2half_rn(__fdiv_rn(__fsub_rn(hi, m), (float)TOP));
+		float d = __half2float(dh);
+		int q = d == 0.0f ? 0 : min(max(__float2int_rn(__fdiv_rn(__fsub_rn(x, m), d)), 0), TOP);
+		int qh = __shfl_down_sync(0xffffffffu, q, 16);
+		if (lane < 16)
+			qr[gi * 16 + lane] = (uint8_t)((q & 15) | (qh & 15) << 4);
+		if (lane == 0) {
+			((__half *)sr)[gi] = dh;
+			((__half *)sr)[Dh / 32 + gi] = mh;
+		}
+		if (FMT == KV_A5) { /* the fifth bits: 4 bytes per group after the row's steps and minima */
+			uint32_t bits = __ballot_sync(0xffffffffu, q >> 4 & 1);
+			if (lane < 4)
+				sr[Dh / 32 * 4 + gi * 4 + lane] = (uint8_t)(bits >> 8 * lane);
+		}
 	} else {
 		__half dh;
 		int q = kvs_code<FMT == KV_Q5 ? 16 : 8>(x, &dh);
