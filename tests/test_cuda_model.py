@@ -49,6 +49,7 @@ VARIANTS = ["llama_yarn_rope", "llama_headdim", "mistral_swa", "qwen3", "gemma3"
             "mixtral", "qwen2moe", "gptoss"]
 MOE = {"qwen3moe", "mixtral", "qwen2moe", "gptoss"}
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gemma3_270m_ref.json")
+os.environ["FERRY_KV_UNVERIFIED"] = "1"  # a5 and ka5v4 on CUDA: opt-in until this test has passed on a GPU
 
 
 def rel_err(a, b):

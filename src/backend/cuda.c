@@ -548,8 +548,16 @@ static int cu_kv_move(struct backend *b, const struct kv_layer *kv, const int *p
 	return op_rc(b, cuda_kv_move(&st(b)->ctx, kv, pages, n, from, to));
 }
 
+/* The affine key rows (a4, a5, ka5v4; issue 23, branch kv4) have not yet run on a GPU: their CUDA store and
+ * attention are taken only with FERRY_KV_UNVERIFIED=1 (the GPU tests set it) until test_cuda_ops and
+ * test_cuda_model pass there */
 static bool cu_kv_supports(int fmt)
 {
+	if (fmt == KV_A4 || fmt == KV_A5 || fmt == KV_KA5V4) {
+		const char *v = getenv("FERRY_KV_UNVERIFIED");
+		if (!v || strcmp(v, "1"))
+			return false;
+	}
 	return kv_fmt_on_cuda(fmt);
 }
 
