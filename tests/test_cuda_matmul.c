@@ -556,7 +556,8 @@ int main(int argc, char **argv)
 	}
 	void *ws = c.ws;
 	size_t ws_bytes = c.ws_bytes;
-	c.ws = NULL, c.ws_bytes = 0; /* the tensor-core kernel takes no workspace */
+	c.ws = NULL, c.ws_bytes = 0; /* the (bf16) tensor-core kernel takes no workspace; the int8 one does */
+	c.mm_mode = CUDA_MM_MMA;
 	run_case(&c, &b, WFMT_Q4_K, 1000, 2048, 100, -1);
 	c.ws = ws, c.ws_bytes = ws_bytes;
 	c.mm_mode = CUDA_MM_BLAS;
