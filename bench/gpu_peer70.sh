@@ -47,7 +47,7 @@ prep)
 		[ -d ../shared/data ] || { [ -d .shared/data ] && ln -sfn "$PWD/.shared" ../shared; }
 		[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 			--target /tmp/site .whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/site
-		export FERRY_NO_MODEL=1 FERRY_BUILD=build
+		export FERRY_NO_MODEL=1 FERRY_BUILD=build FERRY_TEST_VRAM=10G # the groups share the GPU
 		lim=$((${BUDGET:-530} - $(el))) # BUDGET: seconds of the call the tests may take
 		mkdir -p /tmp/tl
 		run_t() { # NAME CMD...

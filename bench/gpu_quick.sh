@@ -12,7 +12,8 @@ mkdir -p "$OUT" /tmp/tl
 DEPS=/tmp/ferry_deps
 for f in .deb/*.deb; do dpkg -x "$f" "$DEPS"; done
 LIB=$DEPS/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1 FERRY_NO_MODEL=1 FERRY_BUILD=build
+# FERRY_TEST_VRAM: the test groups share the GPU (by default each ferry would take all of its memory)
+export LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1 FERRY_NO_MODEL=1 FERRY_BUILD=build FERRY_TEST_VRAM=10G
 [ -d ../shared/data ] || { [ -d .shared/data ] && ln -sfn "$PWD/.shared" ../shared; }
 [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 	.whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/site

@@ -38,8 +38,12 @@ class Failures:
 
 
 def ferry(*args, check=False, env=None):
-    """env: variables added to this process's environment for the run."""
-    p = subprocess.run([FERRY, *map(str, args)], capture_output=True, text=True,
+    """env: variables added to this process's environment for the run. FERRY_TEST_VRAM=SIZE: a CUDA run without
+    --vram gets --vram SIZE (tests run side by side on one GPU: by default each ferry takes all of its memory)."""
+    args = [str(a) for a in args]
+    if os.environ.get("FERRY_TEST_VRAM") and "cuda" in args and "--vram" not in args:
+        args += ["--vram", os.environ["FERRY_TEST_VRAM"]]
+    p = subprocess.run([FERRY, *args], capture_output=True, text=True,
                        env=dict(os.environ, **env) if env else None)
     if check and p.returncode != 0:
         raise RuntimeError(f"ferry {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")

@@ -104,7 +104,7 @@ bool cuda_fmt_supported(int fmt);
  * Q5_0, Q4_1, Q5_1, IQ4_NL), which cuda_matmul runs at T <= CUDA_MVQ_T_MAX unless c->mm_mode says otherwise. */
 bool cuda_mvq_runs(int wfmt);
 /* true for the formats whose 8-bit matvec has passed test_cuda_matmul on a GPU (the list in matvec_q8.cu); the
- * others' kernels (issue 23, branch mvk: checked on the host only) run under auto only with c->mvq_all. */
+ * others' kernels (Q4_Z128, Q8_Z128: wrong on an H100) run under auto only with c->mvq_all. */
 bool cuda_mvq_checked(int wfmt);
 /* Workspace bytes of the 8-bit kernels' x for T tokens of K: codes, then scales (matvec_q8.cu, matmul_q8mma.cu). */
 size_t cuda_mvq_ws_bytes(int T, int64_t K);

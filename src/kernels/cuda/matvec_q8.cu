@@ -221,9 +221,12 @@ extern "C" bool cuda_mvq_runs(int wfmt)
 
 extern "C" bool cuda_mvq_checked(int wfmt)
 {
-	/* test_cuda_matmul on an H100, 2026-12-07 (bench/RESULTS.md, "CUDA matvec on 8-bit activations") */
+	/* test_cuda_matmul on an H100: the first nine 2026-12-07, the next fifteen 2026-12-08 (bench/RESULTS.md,
+	 * "CUDA matvec on 8-bit activations" and the sixth session's GPU call); Q4_Z128 and Q8_Z128 failed there */
 	static const int ok[] = {WFMT_Q4_K, WFMT_Q5_K, WFMT_Q6_K, WFMT_Q8_0, WFMT_Q4_0, WFMT_Q5_0, WFMT_Q4_1, WFMT_Q5_1,
-				 WFMT_IQ4_NL};
+				 WFMT_IQ4_NL, WFMT_MXFP4, WFMT_Q2_K, WFMT_Q3_K, WFMT_TQ2_0, WFMT_TQ1_0, WFMT_IQ4_XS,
+				 WFMT_IQ2_XXS, WFMT_IQ2_XS, WFMT_IQ2_S, WFMT_IQ3_XXS, WFMT_IQ3_S, WFMT_IQ1_S, WFMT_IQ1_M,
+				 WFMT_Q4_Z, WFMT_Q8_Z};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (ok[i] == wfmt)
 			return cuda_mvq_runs(wfmt);
