@@ -170,7 +170,7 @@ static void check_paths(const float *pool, int npool)
 			fn(got, gate, up, n);
 			CHECK_MSG(same_bits(got, want, n), "%s, n %d: not bit-identical to the scalar element",
 				  cpu_isa_name(isa), n);
-			CHECK_MSG(got[n] == got[NMAX - 1] || n == NMAX, "%s, n %d: wrote past the end",
+			CHECK_MSG(n == NMAX || got[n] == got[NMAX - 1], "%s, n %d: wrote past the end",
 				  cpu_isa_name(isa), n);
 		}
 		for (int threads = 1; threads <= 3; threads++) {

@@ -183,8 +183,9 @@ def tiny(f, root, text):
                 # either way. On this model k8v5 is the format most moved by that: 6.3e-5 relative in the plain
                 # build, -1.0e-4 in the ASan one (-O1: f32 sums in another order), while q8, q4, q5 and k8v4
                 # stay within 1e-5. The quantized formats differ from each other here by 1.2e-3 or more, so
-                # 3e-4 still tells a wrong format or pool from this format's own rounding.
-                rel = 3e-4 if kv in MIXED else 1e-4
+                # 3e-4 still tells a wrong format or pool from this format's own rounding. The affine 4-bit keys
+                # (a4) are as sensitive: 1e-8 in the plain build, 1.16e-4 in the ASan one (CI, 2026-12-08).
+                rel = 3e-4 if kv in MIXED or kv in ("a4", "a5") else 1e-4
                 f.check(close(b["ppl"], want_kv, rel), f"{v}: kv {kv} ppl {b['ppl']} != emulated {want_kv} ({rel})")
     return model
 

@@ -362,6 +362,8 @@ void weights_free(struct weights *w)
 		if (w->u[u].router_mem)
 			b->ops->free(b, w->u[u].router_mem);
 	}
+	if (w->io && w->u) /* the device is synchronized above: the streamer must not call upload_done on freed units */
+		io_forget_done(w->io);
 	if (w->ec_mem)
 		b->ops->free(b, w->ec_mem);
 	ec_free(&w->ec);

@@ -786,6 +786,15 @@ void io_unit_release_after(struct io_stream *s, int unit, bool (*done)(void *ctx
 	pthread_mutex_unlock(&s->mu);
 }
 
+void io_forget_done(struct io_stream *s)
+{
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < s->n_slots; i++)
+		s->slots[i].done = NULL;
+	wake_io(s);
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Queues the reads of the experts want[] marks that a partial load lacks; returns how many. */
 static int queue_experts(struct io_stream *s, struct load *ld, const bool *want)
 {

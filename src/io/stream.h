@@ -93,6 +93,9 @@ void io_unit_release(struct io_stream *s, int unit);
  * from this buffer). The streamer calls done from its I/O thread, only while it wants the buffer back, and
  * never after it returned true; it must be thread-safe and must not block. */
 void io_unit_release_after(struct io_stream *s, int unit, bool (*done)(void *ctx), void *ctx);
+/* Every pending done(ctx) of io_unit_release_after counts as true from now on: for a consumer that has waited
+ * for all of them itself (a device synchronized) and is about to free what their ctx points to. */
+void io_forget_done(struct io_stream *s);
 /* Units outside the RAM tier, with experts_on_demand, are read without their expert-major experts (the
  * trunk: attention, norms, router, biases); these calls read experts into their places in the buffer, one
  * read each (expert-major experts are never compressed; their checksums, over all experts, are not
