@@ -2,8 +2,10 @@
  * test_cuda_mvq_host.cpp: the 8-bit-activation matrix-vector kernels' per-thread code (src/kernels/cuda/
  * matvec_q8.cuh) compiled for the host with the device intrinsics emulated (tests/cuda_emul.h: __dp4a, __vsub4,
  * __ldg checked for alignment), so every machine checks them, GPU or not:
- *   - the quantizer's lane arithmetic (k_quantize_x's: amax over the block, 127/amax, codes, dx) against the
- *     CPU's cpu_xq_quantize: codes and scales bit for bit, x with per-block scales 2^-4..2^4 and a zero block;
+ *   - the quantizer's launch and lane arithmetic (the k_quantize_x<B> that cuda_xq_codes picks through
+ *     mvq_xq_block for the format's block, its T*K/B warps' reads inside x; amax over the block, 127/amax,
+ *     codes, dx) against the CPU's cpu_xq_quantize: codes and scales bit for bit, x with per-32 scales
+ *     2^-4..2^4 and a zero block;
  *   - each format's dot (load + dot per lane), run in k_matvec_q8's order (MVQ_THREADS threads striding over
  *     the blocks, LPB per block, each thread's f32 sum, the warps' butterflies, the warps in order) against the
  *     CPU's portable qdot on the same codes: |out - cpu| <= (K/16 + 16) 2^-24 sum|terms| (qdot.h's bound for
@@ -33,33 +35,51 @@ extern "C" {
 #define TMAX 8
 
 
-/* k_quantize_x's arithmetic for block b of B values of x; 0 when q and d equal the CPU's */
-static int quantize_check(const float *x, int64_t nb, int B, const struct cpu_xq *xq)
+/* cuda_xq_codes's launch for the weight block B over n values of x (T rows of K): the kernel mvq_xq_block
+ * picks, warp b of n / B quantizing block b of that kernel's size with k_quantize_x's arithmetic; 0 when every
+ * read lies in x and the codes and scales equal the CPU's (cpu_xq_init with blk B) */
+static int quantize_check(const float *x, int64_t n, int B, const struct cpu_xq *xq)
 {
 	int bad = 0;
-	for (int64_t b = 0; b < nb; b++) {
-		const float *xb = x + b * B;
-		float lane_max[32];
-		for (int l = 0; l < 32; l++) {
-			lane_max[l] = 0;
-			for (int i = 0; i < B / 32; i++)
-				lane_max[l] = mvq_amax(lane_max[l], xb[l * (B / 32) + i]);
+	const int64_t nb = n / B;
+	bool known = mvq_xq_block(B, [&](auto bq) {
+		constexpr int BQ = decltype(bq)::value;
+		if (BQ != B && bad++ < 3)
+			fprintf(stderr, "quantizer for blocks of %d runs k_quantize_x<%d>\n", B, BQ);
+		for (int64_t b = 0; b < nb; b++) {
+			if ((b + 1) * BQ > n) {
+				fprintf(stderr, "quantizer block %lld of %d reads past x's %lld values\n", (long long)b, BQ,
+					(long long)n);
+				bad++;
+				break;
+			}
+			const float *xb = x + b * BQ;
+			float lane_max[32];
+			for (int l = 0; l < 32; l++) {
+				lane_max[l] = 0;
+				for (int i = 0; i < BQ / 32; i++)
+					lane_max[l] = mvq_amax(lane_max[l], xb[l * (BQ / 32) + i]);
+			}
+			for (int o = 16; o > 0; o >>= 1) {
+				float nx[32];
+				for (int l = 0; l < 32; l++)
+					nx[l] = mvq_amax(lane_max[l], lane_max[l ^ o]);
+				memcpy(lane_max, nx, sizeof(nx));
+			}
+			float amax = lane_max[0], id = mvq_inv(amax), dx = mvq_dx(amax);
+			if (memcmp(&dx, &xq->d[b], 4) && bad++ < 3)
+				fprintf(stderr, "quantizer block %lld: dx %a, CPU %a\n", (long long)b, dx, xq->d[b]);
+			for (int i = 0; i < BQ; i++) {
+				int q = mvq_code(xb[i], id);
+				if (q != xq->q[b * BQ + i] && bad++ < 3)
+					fprintf(stderr, "quantizer block %lld value %d: %d, CPU %d\n", (long long)b, i, q,
+						xq->q[b * BQ + i]);
+			}
 		}
-		for (int o = 16; o > 0; o >>= 1) {
-			float nx[32];
-			for (int l = 0; l < 32; l++)
-				nx[l] = mvq_amax(lane_max[l], lane_max[l ^ o]);
-			memcpy(lane_max, nx, sizeof(nx));
-		}
-		float amax = lane_max[0], id = mvq_inv(amax), dx = mvq_dx(amax);
-		if (memcmp(&dx, &xq->d[b], 4) && bad++ < 3)
-			fprintf(stderr, "quantizer block %lld: dx %a, CPU %a\n", (long long)b, dx, xq->d[b]);
-		for (int i = 0; i < B; i++) {
-			int q = mvq_code(xb[i], id);
-			if (q != xq->q[b * B + i] && bad++ < 3)
-				fprintf(stderr, "quantizer block %lld value %d: %d, CPU %d\n", (long long)b, i, q,
-					xq->q[b * B + i]);
-		}
+	});
+	if (!known) {
+		fprintf(stderr, "quantizer: no kernel for blocks of %d\n", B);
+		bad++;
 	}
 	return bad;
 }
@@ -190,7 +210,7 @@ template <class F> static int check(int fmt, const char *name)
 		cpu_xq_init(&xq, xbuf, TMAX, K, F::BLOCK);
 		for (int t = 0; t < TMAX; t++)
 			cpu_xq_quantize(x + (size_t)t * K, t, &xq);
-		quant_bad += quantize_check(x, (int64_t)TMAX * nb, F::BLOCK, &xq);
+		quant_bad += quantize_check(x, (int64_t)TMAX * K, F::BLOCK, &xq);
 
 		cpu_qdot_fn ref = cpu_qdot_find(fmt, CPU_ISA_PORTABLE);
 		float yref[TMAX * NROWS], wv[4352], mv[4352];

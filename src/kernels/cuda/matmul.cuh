@@ -434,9 +434,10 @@ int cuda_matvec(struct cuda_ctx *c, float *y, const float *x, const void *W, int
 /* matvec_q8.cu: the same product for T <= CUDA_MVQ_T_MAX on 8-bit activations (integer dots), for the formats
  * where cuda_mvq_runs (cuda_ops.h); needs cuda_mvq_ws_bytes(T, K) (cuda_ops.h) of c->ws (-ENOSPC without); arguments checked
  * by cuda_matmul. */
-/* x[T,K] as 8-bit codes xq[T*K] and scales xd[T*K/B] per block of B (32 or 256) at the start of c->ws (the
+/* x[T,K] as 8-bit codes xq[T*K] and scales xd[T*K/B] per block of B (32, 128 or 256) at the start of c->ws (the
  * CPU's cpu_xq_quantize, bit for bit), kept from the previous 8-bit product when it was over the same x, T,
- * K and B with nothing launched or uploaded since; 0, or -ENOSPC (needs cuda_mvq_ws_bytes(T, K)). After
+ * K and B with nothing launched or uploaded since; 0, -ENOSPC (needs cuda_mvq_ws_bytes(T, K)) or -EINVAL
+ * (another B). After
  * launching its product, a caller notes the codes with cuda_xq_keep (they stay valid unless y overlaps x). */
 int cuda_xq_codes(struct cuda_ctx *c, const float *x, int T, int64_t K, int B, int8_t **xq, float **xd);
 void cuda_xq_keep(struct cuda_ctx *c, const float *y, const float *x, int T, int64_t N, int64_t K, int B);

@@ -160,10 +160,15 @@ int cuda_xq_codes(struct cuda_ctx *c, const float *x, int T, int64_t K, int B, i
 	const int qthreads = 256;
 	const unsigned grid = (unsigned)((nbx * 32 + qthreads - 1) / qthreads);
 	c->xq_x = NULL;
-	if (B == QK)
-		k_quantize_x<QK><<<grid, qthreads, 0, cuda_stream_of(c)>>>(*xq, *xd, x, nbx);
-	else
-		k_quantize_x<QK_K><<<grid, qthreads, 0, cuda_stream_of(c)>>>(*xq, *xd, x, nbx);
+	/* the kernel's block is B itself: the 256-block kernel over the T*K/128 warps of Q4_Z128/Q8_Z128 read T*K
+	 * values past x, wrote its codes over the scales and gave one scale per 256 (test_cuda_matmul, H100) */
+	bool known = mvq_xq_block(B, [&](auto bq) {
+		k_quantize_x<decltype(bq)::value><<<grid, qthreads, 0, cuda_stream_of(c)>>>(*xq, *xd, x, nbx);
+	});
+	if (!known) {
+		snprintf(c->err, sizeof(c->err), "cuda_xq_codes: block of %d values, expected 32, 128 or 256", B);
+		return -EINVAL;
+	}
 	CUDA_LAUNCH_CHECK(c, "k_quantize_x");
 	return 0;
 }

@@ -58,6 +58,25 @@ __device__ __forceinline__ int dp4(uint32_t w, uint32_t a, int acc)
 	return __dp4a((int)w, (int)a, acc);
 }
 
+/* The quantizer's block: calls fn(integral_constant<int, B>) for a weight format's BLOCK B of 32, 128 or 256
+ * (k_quantize_x<B>, one scale per B values as the CPU's cpu_xq_init(.., blk = B)); false, nothing called, for
+ * any other B. cuda_xq_codes launches through it and tests/test_cuda_mvq_host.cpp emulates through it. */
+template <class Fn> static bool mvq_xq_block(int B, Fn &&fn)
+{
+	switch (B) {
+	case QK:
+		fn(std::integral_constant<int, QK>());
+		return true;
+	case QK * QZ_SUB:
+		fn(std::integral_constant<int, QK * QZ_SUB>());
+		return true;
+	case QK_K:
+		fn(std::integral_constant<int, QK_K>());
+		return true;
+	}
+	return false;
+}
+
 /* 4 bits b0..b3 of n to bit 0 of bytes 0..3 */
 __device__ __forceinline__ uint32_t bits_to_b0(uint32_t n)
 {
