@@ -33,7 +33,8 @@ int gram_schema_gbnf(const json_t *schema, const char *name, bool root, FILE *f,
 /* The grammar of a schema (gram_schema_gbnf + gram_parse); NULL schema: any JSON object. */
 int gram_from_schema(const json_t *schema, struct gram **out, char *err, size_t errlen);
 
-/* A matcher at the grammar's start. */
+/* A matcher at the grammar's start: 0, -ENOMEM, or -E2BIG for a grammar whose expansion nests deeper than the
+ * matcher takes (nullable repetitions inside repetitions; feed then refuses such text too). */
 int gram_state_new(const struct gram *g, struct gram_state **out);
 void gram_state_free(struct gram_state *s);
 /* Feeds bytes (UTF-8, possibly ending inside a character): true and advanced, or false and unchanged when

@@ -40,6 +40,7 @@ struct gram_state {
 	int need;
 	struct ivec work; /* the mask's per-depth sets */
 	bool end_mark;
+	int depth; /* expand's recursion now */
 };
 
 struct gram_vocab {
@@ -141,9 +142,25 @@ static void rollback(struct gram_state *s, int n)
 	}
 }
 
+/* expand's deepest recursion: nullable repetitions inside repetitions (("a"? | "b"){190}){190}, a fuzzer's find)
+ * nest one call per optional item, and an unbounded depth overflowed the stack; deeper is refused (-E2BIG) */
+#define GRAM_EXPAND_DEPTH 4096
+
+static int expand_at(struct gram_state *s, int pos, int up, struct ivec *out, bool *oom);
+
 /* Adds to out (once each, by this build's mark) the stacks (pos, up) stands for: references expanded,
- * finished alternatives popped, so every top is a class (or -1, the empty stack). */
+ * finished alternatives popped, so every top is a class (or -1, the empty stack). 0, -ENOMEM or -E2BIG. */
 static int expand(struct gram_state *s, int pos, int up, struct ivec *out, bool *oom)
+{
+	if (s->depth >= GRAM_EXPAND_DEPTH)
+		return -E2BIG;
+	s->depth++;
+	int rc = expand_at(s, pos, up, out, oom);
+	s->depth--;
+	return rc;
+}
+
+static int expand_at(struct gram_state *s, int pos, int up, struct ivec *out, bool *oom)
 {
 	const struct gram *g = s->g;
 	const struct gsym *y = &g->sym[pos];
@@ -165,9 +182,11 @@ static int expand(struct gram_state *s, int pos, int up, struct ivec *out, bool 
 		if (s->xmark[key] == s->gen)
 			return 0;
 		s->xmark[key] = s->gen;
-		for (int a = 0; a < g->rule_nalt[y->a]; a++)
-			if (expand(s, g->alt[g->rule_alt0[y->a] + a], cont, out, oom))
-				return -ENOMEM;
+		for (int a = 0; a < g->rule_nalt[y->a]; a++) {
+			int rc = expand(s, g->alt[g->rule_alt0[y->a] + a], cont, out, oom);
+			if (rc)
+				return rc;
+		}
 		return 0;
 	}
 	int id = node(s, pos, up, oom);
@@ -238,8 +257,9 @@ static int step_byte(struct gram_state *s, int off, int n, uint32_t *cp, int *ne
 			int t = s->work.v[off + i];
 			if (t < 0 || !gsym_match(s->g, &s->g->sym[s->npos[t]], c, c))
 				continue;
-			if (expand(s, s->npos[t] + 1, s->nup[t], &s->work, &oom))
-				return -ENOMEM;
+			int rc = expand(s, s->npos[t] + 1, s->nup[t], &s->work, &oom);
+			if (rc)
+				return rc;
 		}
 		return s->work.n - n0;
 	}
@@ -261,17 +281,17 @@ int gram_state_new(const struct gram *g, struct gram_state **out)
 {
 	struct gram_state *s = calloc(1, sizeof(*s));
 	bool oom = false;
+	int rc = 0;
 	*out = NULL;
 	if (!s)
 		return -ENOMEM;
 	s->g = g;
 	build_begin(s);
-	for (int a = 0; a < g->rule_nalt[g->root] && !oom; a++)
-		if (expand(s, g->alt[g->rule_alt0[g->root] + a], -1, &s->tops, &oom))
-			oom = true;
-	if (oom) {
+	for (int a = 0; a < g->rule_nalt[g->root] && !rc; a++)
+		rc = expand(s, g->alt[g->rule_alt0[g->root] + a], -1, &s->tops, &oom);
+	if (rc) {
 		gram_state_free(s);
-		return -ENOMEM;
+		return rc;
 	}
 	*out = s;
 	return 0;
