@@ -267,6 +267,11 @@ static int parse_request(struct batch *b, struct jinja_tmpl **tmpl, const json_t
 	if (!rc && q->gram) {
 		rc = constrain_vocab(&b->cons, b->tk, b->hp->vocab);
 		rc = rc ? rc : gram_state_new(q->gram, &q->gs);
+		if (rc == -E2BIG) { /* a clear 400 / line error, not a server fault */
+			snprintf(msg, n, "the grammar nests too deeply for the matcher (nullable repetitions "
+				 "inside repetitions)");
+			rc = -EINVAL;
+		}
 		q->r.constrained = true;
 		b->n_constrained++;
 	}

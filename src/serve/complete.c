@@ -443,6 +443,11 @@ static struct srv_req *completion_submit(struct http *h, struct MHD_Connection *
 		if (!rc && q->gram) {
 			rc = srv_grammar_vocab(h->v);
 			rc = rc ? rc : gram_state_new(q->gram, &q->gs);
+			if (rc == -E2BIG) { /* a clear 400 / line error, not a server fault */
+				snprintf(msg, sizeof(msg), "the grammar nests too deeply for the matcher (nullable repetitions "
+					 "inside repetitions)");
+				rc = -EINVAL;
+			}
 			q->r.constrained = true;
 		}
 	}
