@@ -41,32 +41,8 @@ prep)
 	echo "ferry build: $(el)s"
 	# PEER=0: no llama.cpp build and 70B GGUF (a call for the tests alone)
 	[ "${PEER:-1}" = 1 ] && peer build,gen70 $((560 - $(el))) &
-	if [ "${TESTS:-0}" = 1 ]; then
-		# the GPU tests in parallel groups (one GPU holds them all): the matmul kernels bit for bit, then the
-		# HF-quantized checkpoints; test_cuda_model.py's variants in four groups, the tail checks in one
-		[ -d ../shared/data ] || { [ -d .shared/data ] && ln -sfn "$PWD/.shared" ../shared; }
-		[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-			--target /tmp/site .whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/site
-		export FERRY_NO_MODEL=1 FERRY_BUILD=build FERRY_TEST_VRAM=10G # the groups share the GPU
-		lim=$((${BUDGET:-530} - $(el))) # BUDGET: seconds of the call the tests may take
-		mkdir -p /tmp/tl
-		run_t() { # NAME CMD...
-			local n=$1
-			shift
-			timeout $lim "$@" >/tmp/tl/$n.log 2>&1
-			echo "$n: exit $? at $(el)s"
-			grep -E "FAIL|checks passed|cases|failed" /tmp/tl/$n.log | tail -n 8
-		}
-		(run_t test_cuda_matmul build/tests/test_cuda_matmul; run_t test_cuda_hf_quant python3 tests/test_cuda_hf_quant.py) &
-		g=0
-		for vs in llama_yarn_rope,llama_headdim,mistral_swa qwen3,gemma3,gemma3_softcap qwen3moe,mixtral qwen2moe,gptoss; do
-			g=$((g + 1))
-			FERRY_TEST_VARIANTS=$vs FERRY_TEST_TAIL=$([ $g = 1 ] && echo 1 || echo 0) \
-				run_t test_cuda_model$g python3 tests/test_cuda_model.py &
-		done
-		wait
-		for l in /tmp/tl/*.log; do echo "==== $l"; cat "$l"; done >"$OUT/tests.log"
-	fi
+	# the GPU tests (bench/gpu_quick.sh: matmul, ops, test_cuda_model.py in four groups) beside the peer build
+	[ "${TESTS:-0}" = 1 ] && OUT=$OUT BUDGET=$((${BUDGET:-530} - $(el))) bash bench/gpu_quick.sh
 	wait
 	;;
 convert)
